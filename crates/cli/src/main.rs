@@ -1,0 +1,2 @@
+//! The `logbook` binary.
+fn main() {}

@@ -1,0 +1,3 @@
+//! Logbook's log (stub while being written).
+pub mod storage;
+pub mod sim;
