@@ -47,6 +47,10 @@ pub trait StorageFile: Send + Sync + Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Current length of the file in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Truncates or extends the file to `len` bytes (not durable until [`Self::sync_data`]).
     fn set_len(&self, len: u64) -> io::Result<()>;
 

@@ -1,0 +1,251 @@
+//! Stream settings, fsync policies and the clock.
+
+use std::fmt::Debug;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LogError, Result};
+use crate::limits;
+
+/// When an append is acknowledged, and so what a crash can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "policy")]
+pub enum FsyncPolicy {
+    /// Acknowledge only after the batch is written and `fdatasync` returned (the default).
+    /// Concurrent appends share one fdatasync (group commit). A crash or power loss loses
+    /// nothing acknowledged.
+    #[default]
+    Always,
+    /// Acknowledge after the batch is written to the OS page cache; `fdatasync` at most every
+    /// `interval_ms` ms while there are unsynced bytes, and when a segment rolls or the log
+    /// closes. **Risk:** a power loss or kernel crash loses up to the last `interval_ms` ms of
+    /// acknowledged appends (a process crash alone loses nothing: the page cache survives).
+    Interval {
+        /// Longest time acknowledged bytes stay unsynced, ms.
+        interval_ms: u64,
+    },
+    /// Acknowledge after the write to the page cache; `fdatasync` only when a segment rolls
+    /// or the log closes. **Risk:** a power loss or kernel crash loses every acknowledged
+    /// append since the last roll — up to a whole segment. For data you can recreate.
+    Never,
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Interval { interval_ms } => write!(f, "interval_ms={interval_ms}"),
+            FsyncPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    /// Parses `always`, `never` or `interval_ms=N` (also `interval:N`).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => {
+                let ms = other
+                    .strip_prefix("interval_ms=")
+                    .or_else(|| other.strip_prefix("interval:"))
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown fsync policy {other:?}: use always, interval_ms=N or never"
+                        )
+                    })?;
+                let interval_ms =
+                    ms.parse::<u64>().ok().filter(|ms| *ms > 0).ok_or_else(|| {
+                        format!("interval_ms must be a positive integer, got {ms:?}")
+                    })?;
+                Ok(FsyncPolicy::Interval { interval_ms })
+            }
+        }
+    }
+}
+
+/// Settings of a stream, fixed at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamConfig {
+    /// Number of partitions, 1 ..= [`limits::PARTITIONS_MAX`]. Fixed for the stream's life,
+    /// so a key's partition never changes.
+    pub partitions: u32,
+    /// A segment is rolled when the next batch would take it past this many bytes.
+    /// [`limits::SEGMENT_BYTES_MIN`] ..= [`limits::SEGMENT_BYTES_MAX_LIMIT`]; default
+    /// [`limits::SEGMENT_BYTES_DEFAULT`] (128 MiB).
+    pub segment_bytes_max: u64,
+    /// Keep at least this many bytes per partition, deleting older whole segments. Default:
+    /// no limit.
+    pub retention_bytes: Option<u64>,
+    /// Delete whole segments whose newest record is older than this many ms (by record
+    /// timestamps). Default: no limit.
+    pub retention_ms: Option<u64>,
+    /// When appends are acknowledged. Default [`FsyncPolicy::Always`].
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            partitions: 1,
+            segment_bytes_max: limits::SEGMENT_BYTES_DEFAULT,
+            retention_bytes: None,
+            retention_ms: None,
+            fsync: FsyncPolicy::Always,
+        }
+    }
+}
+
+impl StreamConfig {
+    /// Default settings with `partitions` partitions.
+    pub fn with_partitions(partitions: u32) -> Self {
+        StreamConfig {
+            partitions,
+            ..StreamConfig::default()
+        }
+    }
+
+    /// Checks every setting; the error names the field.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidConfig`].
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field, value: String, reason: String| {
+            Err(LogError::InvalidConfig {
+                field,
+                value,
+                reason,
+            })
+        };
+        if self.partitions == 0 || self.partitions > limits::PARTITIONS_MAX {
+            return invalid(
+                "partitions",
+                self.partitions.to_string(),
+                format!("must be 1 ..= {}", limits::PARTITIONS_MAX),
+            );
+        }
+        if !(limits::SEGMENT_BYTES_MIN..=limits::SEGMENT_BYTES_MAX_LIMIT)
+            .contains(&self.segment_bytes_max)
+        {
+            return invalid(
+                "segment_bytes_max",
+                self.segment_bytes_max.to_string(),
+                format!(
+                    "must be {} ..= {} bytes",
+                    limits::SEGMENT_BYTES_MIN,
+                    limits::SEGMENT_BYTES_MAX_LIMIT
+                ),
+            );
+        }
+        if self.retention_bytes == Some(0) {
+            return invalid(
+                "retention_bytes",
+                "0".into(),
+                "must be positive (omit it for no limit)".into(),
+            );
+        }
+        if self.retention_ms == Some(0) {
+            return invalid(
+                "retention_ms",
+                "0".into(),
+                "must be positive (omit it for no limit)".into(),
+            );
+        }
+        if let FsyncPolicy::Interval { interval_ms: 0 } = self.fsync {
+            return invalid("fsync.interval_ms", "0".into(), "must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Wall-clock time for record timestamps and age-based retention — never for ordering.
+pub trait Clock: Send + Sync + Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Checks a stream name: 1 ..= [`limits::STREAM_NAME_BYTES_MAX`] bytes of `[A-Za-z0-9._-]`,
+/// not starting with `.` (names starting with `.` are reserved for the log's own use).
+///
+/// # Errors
+/// [`LogError::InvalidStreamName`].
+pub fn validate_stream_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > limits::STREAM_NAME_BYTES_MAX as usize {
+        Some("longer than 128 bytes")
+    } else if name.starts_with('.') {
+        Some("must not start with '.'")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        Some("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(LogError::InvalidStreamName {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policies_parse_and_print() {
+        for text in ["always", "never", "interval_ms=50"] {
+            let policy: FsyncPolicy = text.parse().unwrap();
+            assert_eq!(policy.to_string(), text);
+        }
+        assert!("interval_ms=0".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let field = |c: StreamConfig| match c.validate() {
+            Err(LogError::InvalidConfig { field, .. }) => field,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        };
+        assert_eq!(field(StreamConfig::with_partitions(0)), "partitions");
+        assert_eq!(field(StreamConfig::with_partitions(257)), "partitions");
+        let mut c = StreamConfig::with_partitions(1);
+        c.segment_bytes_max = 10;
+        assert_eq!(field(c), "segment_bytes_max");
+        let mut c = StreamConfig::with_partitions(1);
+        c.retention_bytes = Some(0);
+        assert_eq!(field(c), "retention_bytes");
+        assert!(StreamConfig::with_partitions(4).validate().is_ok());
+    }
+
+    #[test]
+    fn stream_names() {
+        for ok in ["flights", "a", "A.b_c-9", &"x".repeat(128)] {
+            assert!(validate_stream_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "a b", "ü", &"x".repeat(129), ".."] {
+            assert!(validate_stream_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The log's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything the log can fail with. Variants are grouped by what a caller can do about them:
+///
+/// * **bad input** (`*TooLarge`, `Invalid*`, `Empty*`, `TooMany*`, `Unknown*`, `OffsetOutOfRange`,
+///   `TimestampOutOfRange`): nothing was changed; fix the request;
+/// * **storage** (`Io`, `Corrupt`, `Poisoned`, `UnsupportedFormat`): the disk failed or holds
+///   damaged data; `Poisoned` means an earlier write or fsync failed and the partition refuses
+///   writes until the log is reopened (which recovers it from what is on disk);
+/// * **state** (`Locked`, `Closed`, `StreamExists`).
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An encoded record is larger than [`crate::limits::RECORD_BYTES_MAX`].
+    #[error("record {index} is {bytes} bytes encoded; the limit is {max} bytes")]
+    RecordTooLarge {
+        /// Position of the record in its batch.
+        index: usize,
+        /// Encoded size.
+        bytes: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A key is longer than [`crate::limits::KEY_BYTES_MAX`].
+    #[error("record {index}: key is {bytes} bytes; the limit is {max} bytes")]
+    KeyTooLarge {
+        /// Position of the record in its batch.
+        index: usize,
+        /// Key length.
+        bytes: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A record has more than [`crate::limits::HEADER_COUNT_MAX`] headers.
+    #[error("record {index}: {count} headers; the limit is {max}")]
+    TooManyHeaders {
+        /// Position of the record in its batch.
+        index: usize,
+        /// Header count.
+        count: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// Header names and values of a record exceed [`crate::limits::HEADER_BYTES_MAX`], or a
+    /// header name exceeds [`crate::limits::HEADER_NAME_BYTES_MAX`].
+    #[error("record {index}: header {field} is {bytes} bytes; the limit is {max} bytes")]
+    HeaderTooLarge {
+        /// Position of the record in its batch.
+        index: usize,
+        /// `"name"` of one header, or `"total"` for all headers together.
+        field: &'static str,
+        /// Size found.
+        bytes: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// An append with zero records.
+    #[error("an append must carry at least one record")]
+    EmptyBatch,
+    /// An append with more than [`crate::limits::BATCH_RECORDS_MAX`] records.
+    #[error("batch has {count} records; the limit is {max}")]
+    BatchTooManyRecords {
+        /// Records in the batch.
+        count: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// An encoded batch is larger than [`crate::limits::BATCH_BYTES_MAX`].
+    #[error("batch is {bytes} bytes encoded; the limit is {max} bytes")]
+    BatchTooLarge {
+        /// Encoded size.
+        bytes: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A caller-supplied timestamp is further than [`crate::limits::TIMESTAMP_SKEW_MS_MAX`]
+    /// from the log's clock.
+    #[error(
+        "record {index}: timestamp_ms {timestamp_ms} is more than {max_skew_ms} ms from the log's clock ({now_ms})"
+    )]
+    TimestampOutOfRange {
+        /// Position of the record in its batch.
+        index: usize,
+        /// The timestamp given.
+        timestamp_ms: i64,
+        /// The log's clock when the append was made.
+        now_ms: i64,
+        /// The limit.
+        max_skew_ms: i64,
+    },
+    /// A stream name is empty, too long or uses characters outside `[A-Za-z0-9._-]`.
+    #[error("invalid stream name {name:?}: {reason}")]
+    InvalidStreamName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A stream setting is out of range.
+    #[error("invalid stream config: {field} = {value}: {reason}")]
+    InvalidConfig {
+        /// The setting, e.g. `partitions` or `segment_bytes_max`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Creating one more stream would exceed [`crate::limits::STREAMS_MAX`].
+    #[error("the data directory already holds {max} streams, the limit")]
+    TooManyStreams {
+        /// The limit.
+        max: u32,
+    },
+    /// A stream with this name exists with other settings.
+    #[error("stream {name:?} exists with different settings")]
+    StreamExists {
+        /// The stream.
+        name: String,
+    },
+    /// No stream has this name.
+    #[error("unknown stream {name:?}")]
+    UnknownStream {
+        /// The name given.
+        name: String,
+    },
+    /// The stream has no such partition.
+    #[error("stream {stream:?} has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition {
+        /// The stream.
+        stream: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many the stream has.
+        partitions: u32,
+    },
+    /// A read started before the first retained offset or after the end of the partition.
+    #[error(
+        "offset {offset} is outside partition {partition}'s range [{start}, {end}] (start = first retained, end = next to be written)"
+    )]
+    OffsetOutOfRange {
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: u64,
+        /// First offset still retained.
+        start: u64,
+        /// Next offset to be written.
+        end: u64,
+    },
+    /// An I/O operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done (e.g. `"write"`, `"fsync"`, `"open"`).
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Data on disk fails its checksum or structure before the tail of the log.
+    #[error("corruption in {path} at byte {file_offset}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte offset of the damaged batch or header within the file.
+        file_offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file has a format version this build does not read.
+    #[error(
+        "{path}: format version {found} is not supported (this build reads version {supported})"
+    )]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+        /// Version this build reads.
+        supported: u32,
+    },
+    /// An earlier write or fsync of this partition failed; it takes no writes until reopened.
+    #[error(
+        "partition {partition} of {stream:?} is poisoned by an earlier failure ({cause}); reopen the log to recover"
+    )]
+    Poisoned {
+        /// The stream.
+        stream: String,
+        /// The partition.
+        partition: u32,
+        /// The failure that poisoned it.
+        cause: String,
+    },
+    /// Another process holds the data directory's lock.
+    #[error("data directory {path} is locked by another process")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The log or the partition was closed.
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl LogError {
+    /// Builds an [`LogError::Io`] from an operation name, a path and the OS error.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        LogError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the request itself was refused and nothing was changed: fix the input.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            LogError::RecordTooLarge { .. }
+                | LogError::KeyTooLarge { .. }
+                | LogError::TooManyHeaders { .. }
+                | LogError::HeaderTooLarge { .. }
+                | LogError::EmptyBatch
+                | LogError::BatchTooManyRecords { .. }
+                | LogError::BatchTooLarge { .. }
+                | LogError::TimestampOutOfRange { .. }
+                | LogError::InvalidStreamName { .. }
+                | LogError::InvalidConfig { .. }
+                | LogError::TooManyStreams { .. }
+                | LogError::UnknownStream { .. }
+                | LogError::UnknownPartition { .. }
+                | LogError::OffsetOutOfRange { .. }
+                | LogError::StreamExists { .. }
+        )
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = LogError> = std::result::Result<T, E>;

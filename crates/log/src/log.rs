@@ -1,0 +1,406 @@
+//! The log of one data directory: its lock, its streams, their creation and removal.
+//!
+//! ```text
+//! DATA_DIR/
+//!   LOCK                      advisory lock: one process per data directory
+//!   logbook.json              {"format_version": 1}
+//!   streams/
+//!     flights/
+//!       stream.json           name, incarnation, config (format_version inside)
+//!       0/ 00000000000000000000.log  00000000000000000000.index  ...
+//!       1/ ...
+//! ```
+//!
+//! Creating a stream is atomic: it is built under `streams/.creating-NAME`, made durable,
+//! then renamed to `streams/NAME` (and the directory fsynced). Dropping renames it to
+//! `streams/.dropping-NAME-INCARNATION` before deleting. Open removes leftovers of both.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Clock, StreamConfig, SystemClock, validate_stream_name};
+use crate::error::{LogError, Result};
+use crate::format::FORMAT_VERSION;
+use crate::limits;
+use crate::partition::{Partition, PartitionConfig};
+use crate::segment::read_whole;
+use crate::storage::{DirLock, OpenMode, OsStorage, Storage};
+use crate::stream::{Stream, StreamMeta};
+
+/// How to open a [`Log`]. The default is the real file system and the system clock.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The file system (tests use [`crate::sim::SimStorage`]).
+    pub storage: Arc<dyn Storage>,
+    /// The clock for record timestamps and age-based retention.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            storage: Arc::new(OsStorage),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DirMeta {
+    format_version: u32,
+}
+
+/// The log of one data directory. Open one per directory per process (a lock enforces it);
+/// share it with `Arc`. Dropping it (or [`Log::close`]) stops the writers after they have
+/// written and synced every queued append.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    options: LogOptions,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serialises creating and dropping streams.
+    admin: Mutex<()>,
+    _lock: Box<dyn DirLock>,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` on the real file system, recovering every
+    /// stream; see [`Log::open_with`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Log> {
+        Log::open_with(dir, LogOptions::default())
+    }
+
+    /// Opens (creating if needed) the log in `dir`: takes the directory lock, then opens every
+    /// stream, recovering each partition (truncating a torn tail, rebuilding stale indexes).
+    ///
+    /// # Errors
+    /// [`LogError::Locked`] if another process has it open; [`LogError::Corrupt`] naming file
+    /// and byte offset for damage before a partition's tail; [`LogError::UnsupportedFormat`];
+    /// [`LogError::Io`].
+    pub fn open_with(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        let dir = dir.as_ref().to_path_buf();
+        let storage = options.storage.clone();
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |e| LogError::io(op, path, e)
+        };
+        storage
+            .create_dir_all(&dir)
+            .map_err(io("create directory", &dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = storage.lock(&lock_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                LogError::Locked {
+                    path: lock_path.clone(),
+                }
+            } else {
+                LogError::io("lock", &lock_path, e)
+            }
+        })?;
+        check_or_write_dir_meta(&*storage, &dir)?;
+        let streams_dir = dir.join("streams");
+        if !storage.is_dir(&streams_dir) {
+            storage
+                .create_dir_all(&streams_dir)
+                .map_err(io("create directory", &streams_dir))?;
+            storage
+                .sync_dir(&dir)
+                .map_err(io("fsync directory", &dir))?;
+        }
+        let log = Log {
+            dir,
+            options,
+            streams: RwLock::new(BTreeMap::new()),
+            admin: Mutex::new(()),
+            _lock: lock,
+        };
+        let mut streams = BTreeMap::new();
+        let mut entries = storage
+            .list_dir(&streams_dir)
+            .map_err(io("list", &streams_dir))?;
+        entries.sort();
+        for path in entries {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.starts_with(".creating-") || name.starts_with(".dropping-") {
+                storage
+                    .remove_dir_all(&path)
+                    .map_err(io("remove unfinished", &path))?;
+                continue;
+            }
+            if validate_stream_name(name).is_err() || !storage.is_dir(&path) {
+                tracing::warn!(path = %path.display(), "ignoring an entry that is not a stream");
+                continue;
+            }
+            let stream = log.open_stream(&path)?;
+            streams.insert(name.to_string(), Arc::new(stream));
+        }
+        *log.streams.write().unwrap_or_else(|e| e.into_inner()) = streams;
+        Ok(log)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn streams_dir(&self) -> PathBuf {
+        self.dir.join("streams")
+    }
+
+    fn open_stream(&self, path: &Path) -> Result<Stream> {
+        let meta_path = path.join("stream.json");
+        let bytes = read_whole(&*self.options.storage, &meta_path)
+            .map_err(|e| LogError::io("read", &meta_path, e))?;
+        let meta: StreamMeta = serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
+            path: meta_path.clone(),
+            file_offset: 0,
+            reason: format!("stream.json does not parse: {e}"),
+        })?;
+        if meta.format_version != u32::from(FORMAT_VERSION) {
+            return Err(LogError::UnsupportedFormat {
+                path: meta_path,
+                found: meta.format_version,
+                supported: u32::from(FORMAT_VERSION),
+            });
+        }
+        meta.config.validate()?;
+        let mut partitions = Vec::with_capacity(meta.config.partitions as usize);
+        for p in 0..meta.config.partitions {
+            partitions.push(Partition::open(
+                &meta.name,
+                p,
+                path.join(p.to_string()),
+                self.options.storage.clone(),
+                self.options.clock.clone(),
+                partition_config(&meta.config),
+            )?);
+        }
+        Ok(Stream::new(meta, partitions))
+    }
+
+    /// Creates a stream, or returns the existing one if it has exactly these settings.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidStreamName`], [`LogError::InvalidConfig`],
+    /// [`LogError::StreamExists`] (same name, other settings), [`LogError::TooManyStreams`],
+    /// [`LogError::Io`]. On error nothing is left behind.
+    pub fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<Stream>> {
+        validate_stream_name(name)?;
+        config.validate()?;
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = self.read_streams().get(name) {
+            return if existing.config() == &config {
+                Ok(existing.clone())
+            } else {
+                Err(LogError::StreamExists {
+                    name: name.to_string(),
+                })
+            };
+        }
+        if self.read_streams().len() >= limits::STREAMS_MAX as usize {
+            return Err(LogError::TooManyStreams {
+                max: limits::STREAMS_MAX,
+            });
+        }
+        let storage = &*self.options.storage;
+        let streams_dir = self.streams_dir();
+        let staging = streams_dir.join(format!(".creating-{name}"));
+        let target = streams_dir.join(name);
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |e| LogError::io(op, path, e)
+        };
+        let meta = StreamMeta {
+            format_version: u32::from(FORMAT_VERSION),
+            name: name.to_string(),
+            incarnation: new_incarnation(self.options.clock.now_ms()),
+            config: config.clone(),
+        };
+        let build = || -> Result<()> {
+            if storage.is_dir(&staging) {
+                storage
+                    .remove_dir_all(&staging)
+                    .map_err(io("remove", &staging))?;
+            }
+            storage
+                .create_dir_all(&staging)
+                .map_err(io("create directory", &staging))?;
+            let meta_path = staging.join("stream.json");
+            let file = storage
+                .open(&meta_path, OpenMode::CreateNew)
+                .map_err(io("create", &meta_path))?;
+            let json = serde_json::to_vec_pretty(&meta)
+                .map_err(|e| LogError::io("encode", &meta_path, std::io::Error::other(e)))?;
+            file.write_at(&json, 0).map_err(io("write", &meta_path))?;
+            file.sync_data().map_err(io("fsync", &meta_path))?;
+            for p in 0..config.partitions {
+                let pdir = staging.join(p.to_string());
+                storage
+                    .create_dir_all(&pdir)
+                    .map_err(io("create directory", &pdir))?;
+                crate::segment::Segment::create(storage, &pdir, p, 0)?;
+            }
+            storage
+                .sync_dir(&staging)
+                .map_err(io("fsync directory", &staging))?;
+            storage
+                .rename(&staging, &target)
+                .map_err(io("rename", &target))?;
+            storage
+                .sync_dir(&streams_dir)
+                .map_err(io("fsync directory", &streams_dir))
+        };
+        if let Err(e) = build() {
+            let _ = storage.remove_dir_all(&staging);
+            return Err(e);
+        }
+        let stream = Arc::new(self.open_stream(&target)?);
+        self.streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), stream.clone());
+        tracing::info!(
+            stream = name,
+            partitions = config.partitions,
+            "stream created"
+        );
+        Ok(stream)
+    }
+
+    fn read_streams(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Stream>>> {
+        self.streams.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A stream by name.
+    ///
+    /// # Errors
+    /// [`LogError::UnknownStream`].
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        self.read_streams()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownStream {
+                name: name.to_string(),
+            })
+    }
+
+    /// Names of all streams, sorted.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.read_streams().keys().cloned().collect()
+    }
+
+    /// Drops a stream: stops its writers, then removes its files. Handles still held elsewhere
+    /// fail their appends with [`LogError::Closed`].
+    ///
+    /// # Errors
+    /// [`LogError::UnknownStream`], [`LogError::Io`].
+    pub fn drop_stream(&self, name: &str) -> Result<()> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = self
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .ok_or_else(|| LogError::UnknownStream {
+                name: name.to_string(),
+            })?;
+        for p in stream.partitions() {
+            p.close();
+        }
+        let storage = &*self.options.storage;
+        let streams_dir = self.streams_dir();
+        let from = streams_dir.join(name);
+        let to = streams_dir.join(format!(".dropping-{name}-{}", stream.incarnation()));
+        storage
+            .rename(&from, &to)
+            .map_err(|e| LogError::io("rename", &from, e))?;
+        storage
+            .sync_dir(&streams_dir)
+            .map_err(|e| LogError::io("fsync directory", &streams_dir, e))?;
+        storage
+            .remove_dir_all(&to)
+            .map_err(|e| LogError::io("remove", &to, e))?;
+        tracing::info!(stream = name, "stream dropped");
+        Ok(())
+    }
+
+    /// Stops every writer after it has written and synced its queued appends.
+    pub fn close(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        for stream in self.read_streams().values() {
+            for p in stream.partitions() {
+                p.close();
+            }
+        }
+    }
+}
+
+fn partition_config(config: &StreamConfig) -> PartitionConfig {
+    PartitionConfig {
+        segment_bytes_max: config.segment_bytes_max,
+        retention_bytes: config.retention_bytes,
+        retention_ms: config.retention_ms,
+        fsync: config.fsync,
+    }
+}
+
+/// A stream incarnation id: creation time in ms in the high bits, a process-wide counter
+/// in the low 16 bits, so two creations in one millisecond still differ.
+fn new_incarnation(now_ms: i64) -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xFFFF;
+    (u64::try_from(now_ms).unwrap_or(0) << 16) | n
+}
+
+fn check_or_write_dir_meta(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let path = dir.join("logbook.json");
+    match read_whole(storage, &path) {
+        Ok(bytes) => {
+            let meta: DirMeta = serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
+                path: path.clone(),
+                file_offset: 0,
+                reason: format!("logbook.json does not parse: {e}"),
+            })?;
+            if meta.format_version != u32::from(FORMAT_VERSION) {
+                return Err(LogError::UnsupportedFormat {
+                    path,
+                    found: meta.format_version,
+                    supported: u32::from(FORMAT_VERSION),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join("logbook.json.tmp");
+            let _ = storage.remove_file(&tmp);
+            let file = storage
+                .open(&tmp, OpenMode::CreateNew)
+                .map_err(|e| LogError::io("create", &tmp, e))?;
+            let json = serde_json::to_vec(&DirMeta {
+                format_version: u32::from(FORMAT_VERSION),
+            })
+            .map_err(|e| LogError::io("encode", &tmp, std::io::Error::other(e)))?;
+            file.write_at(&json, 0)
+                .map_err(|e| LogError::io("write", &tmp, e))?;
+            file.sync_data()
+                .map_err(|e| LogError::io("fsync", &tmp, e))?;
+            storage
+                .rename(&tmp, &path)
+                .map_err(|e| LogError::io("rename", &path, e))?;
+            storage
+                .sync_dir(dir)
+                .map_err(|e| LogError::io("fsync directory", dir, e))
+        }
+        Err(e) => Err(LogError::io("read", &path, e)),
+    }
+}

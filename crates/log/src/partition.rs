@@ -1,0 +1,817 @@
+//! One partition: an ordered sequence of segments, one writer thread doing group commit, and
+//! any number of concurrent readers.
+//!
+//! ```text
+//!  appenders ──encode+CRC──▶ bounded queue ──▶ writer thread ──write──▶ active segment
+//!  (any thread)              (APPEND_QUEUE_DEPTH)  │  one group = every append queued
+//!                                                  │  while the last fdatasync ran
+//!                                                  ├─ fdatasync (policy `always`)
+//!                                                  └─ advance the acknowledged end offset,
+//!                                                     resolve completions, wake readers
+//! ```
+//!
+//! Group commit: the writer takes the first queued append, then everything else already
+//! queued (up to [`GROUP_COMMIT_BYTES_MAX`]), writes them with one `write`, and makes them
+//! durable with one `fdatasync`. The longer an fsync takes, the more appends queue behind it
+//! and the bigger the next group: throughput rises with load instead of latency collapsing.
+//!
+//! Invariants:
+//! * offsets are dense: the writer assigns `next_offset` and nothing else does;
+//! * readers never see past the acknowledged end (`acked`), so under fsync `always` they only
+//!   ever see durable records (DESIGN.md rule 2: processors never read past durability);
+//! * after a failed write or fsync the partition is poisoned: every later append fails with
+//!   [`LogError::Poisoned`] until the log is reopened, because the state of the file after a
+//!   failed fsync is unknown (fsyncgate, 2018) and retrying it can report success falsely.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::completion::{
+    AppendAck, AppendCompletion, Completer, EndOffsetAbove, Watermark, completion,
+};
+use crate::error::{LogError, Result};
+use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, EncodedBatch, Record, StoredRecord};
+use crate::limits::{APPEND_QUEUE_DEPTH, GROUP_COMMIT_BYTES_MAX};
+use crate::segment::{self, ChunkReader, Segment, index_file_name, parse_file_name};
+use crate::storage::Storage;
+use crate::{Clock, FsyncPolicy};
+
+/// How often the writer checks age-based retention when no appends arrive.
+const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Settings of a partition, taken from its stream's config.
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionConfig {
+    pub segment_bytes_max: u64,
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
+    pub fsync: FsyncPolicy,
+}
+
+/// Counters of one partition (monotonic since open).
+#[derive(Debug, Default)]
+pub struct PartitionStats {
+    /// Appends acknowledged.
+    pub appends: AtomicU64,
+    /// Records acknowledged.
+    pub records: AtomicU64,
+    /// Batch bytes written to segments.
+    pub bytes_written: AtomicU64,
+    /// Group commits (one `write` of one or more batches).
+    pub groups: AtomicU64,
+    /// Successful `fdatasync` calls on segment files.
+    pub syncs: AtomicU64,
+    /// Total time spent in `fdatasync`, µs.
+    pub sync_us_total: AtomicU64,
+    /// Segments deleted by retention.
+    pub segments_deleted: AtomicU64,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // The writer thread never panics while holding the lock except on a broken invariant, in
+    // which case the process is already wrong; readers may continue with what is there.
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// State shared by a partition's handle, its writer thread and its readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub stream: String,
+    pub id: u32,
+    pub dir: PathBuf,
+    pub storage: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    pub config: PartitionConfig,
+    /// Segments in offset order; the last one is active (receives appends).
+    pub segments: RwLock<Vec<Segment>>,
+    /// Next offset not yet acknowledged: readers see offsets below it.
+    pub acked: Watermark,
+    /// Next offset not yet known to be durable.
+    pub durable: AtomicU64,
+    pub poisoned: Mutex<Option<String>>,
+    pub closed: AtomicBool,
+    pub stats: PartitionStats,
+}
+
+impl Shared {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn poison_cause(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn poisoned_error(&self, cause: String) -> LogError {
+        LogError::Poisoned {
+            stream: self.stream.clone(),
+            partition: self.id,
+            cause,
+        }
+    }
+}
+
+struct Request {
+    batch: EncodedBatch,
+    completer: Completer,
+}
+
+/// One partition of a stream. Cheap to share (`Arc` inside the stream); appends and reads may
+/// come from any thread.
+#[derive(Debug)]
+pub struct Partition {
+    shared: Arc<Shared>,
+    sender: RwLock<Option<SyncSender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition in `dir` and starts its writer thread.
+    pub(crate) fn open(
+        stream: &str,
+        id: u32,
+        dir: PathBuf,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        config: PartitionConfig,
+    ) -> Result<Partition> {
+        let segments = recover(&*storage, &dir, id)?;
+        let end = segments.last().map_or(0, |s| s.next_offset);
+        let shared = Arc::new(Shared {
+            stream: stream.to_string(),
+            id,
+            dir,
+            storage,
+            clock,
+            config,
+            segments: RwLock::new(segments),
+            acked: Watermark::new(end),
+            durable: AtomicU64::new(end),
+            poisoned: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            stats: PartitionStats::default(),
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel(APPEND_QUEUE_DEPTH);
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name(format!("logbook-writer-{stream}-{id}"))
+            .spawn(move || Writer::new(writer_shared).run(rx))
+            .map_err(|e| LogError::io("spawn writer thread", PathBuf::new(), e))?;
+        Ok(Partition {
+            shared,
+            sender: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The log clock's time, ms since the Unix epoch (the timestamp given to records that
+    /// carry none).
+    pub fn clock_now_ms(&self) -> i64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// This partition's number within its stream.
+    pub fn id(&self) -> u32 {
+        self.shared.id
+    }
+
+    /// Appends `records` as one batch: all of them or none become visible, at consecutive
+    /// offsets. Limits are checked here, in the caller's thread; the returned completion
+    /// resolves once the batch is acknowledged (see [`FsyncPolicy`] for what that means).
+    ///
+    /// Blocks while [`APPEND_QUEUE_DEPTH`] appends are already queued (backpressure).
+    ///
+    /// # Errors
+    /// Bad input (see [`format::encode_batch`]) and [`LogError::Poisoned`] are returned at once
+    /// and change nothing; I/O failures arrive through the completion. An I/O failure means
+    /// the outcome is unknown (the batch may or may not be on disk): retry with a request id.
+    pub fn append(&self, records: &[Record]) -> Result<AppendCompletion> {
+        let batch = format::encode_batch(records, self.shared.clock.now_ms())?;
+        self.append_encoded(batch)
+    }
+
+    /// Appends a batch already encoded by [`format::encode_batch`].
+    pub fn append_encoded(&self, batch: EncodedBatch) -> Result<AppendCompletion> {
+        if let Some(cause) = self.shared.poison_cause() {
+            return Err(self.shared.poisoned_error(cause));
+        }
+        let (done, completer) = completion();
+        let request = Request { batch, completer };
+        let sender = read(&self.sender);
+        let Some(sender) = sender.as_ref() else {
+            return Err(LogError::Closed);
+        };
+        match sender.try_send(request) {
+            Ok(()) => Ok(done),
+            Err(TrySendError::Full(request)) => match sender.send(request) {
+                Ok(()) => Ok(done),
+                Err(_) => Err(LogError::Closed),
+            },
+            Err(TrySendError::Disconnected(_)) => Err(LogError::Closed),
+        }
+    }
+
+    /// First offset still retained (records below it were deleted by retention).
+    pub fn start_offset(&self) -> u64 {
+        read(&self.shared.segments)
+            .first()
+            .map_or(0, |s| s.base_offset)
+    }
+
+    /// Next offset to be acknowledged: records `start_offset()..end_offset()` are readable.
+    pub fn end_offset(&self) -> u64 {
+        self.shared.acked.get()
+    }
+
+    /// Next offset not yet known to be durable (fsynced). Equal to [`Self::end_offset`] under
+    /// fsync `always`; may trail it under weaker policies.
+    pub fn durable_offset(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// Bytes held by this partition's segment files.
+    pub fn size_bytes(&self) -> u64 {
+        read(&self.shared.segments).iter().map(|s| s.len).sum()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        read(&self.shared.segments).len()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> &PartitionStats {
+        &self.shared.stats
+    }
+
+    /// Reads records from offset `from`, at most `max_records` of them and at most about
+    /// `max_bytes` of keys and values (at least one record is returned if any is available,
+    /// however large, so a reader always makes progress). Every batch read is verified
+    /// against its CRC32C.
+    ///
+    /// # Errors
+    /// [`LogError::OffsetOutOfRange`] when `from` is below [`Self::start_offset`] or above
+    /// [`Self::end_offset`] (`from == end_offset()` returns no records);
+    /// [`LogError::Corrupt`] naming file and byte offset if a batch fails verification.
+    pub fn read(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let end = self.end_offset();
+        let start = self.start_offset();
+        if from < start || from > end {
+            return Err(LogError::OffsetOutOfRange {
+                partition: self.shared.id,
+                offset: from,
+                start,
+                end,
+            });
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = from;
+        while next < end && out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
+            let Some((file, path, pos, seg_len, seg_next)) = self.locate(next) else {
+                // Retention deleted the segment after we checked the start offset.
+                let start = self.start_offset();
+                return Err(LogError::OffsetOutOfRange {
+                    partition: self.shared.id,
+                    offset: next,
+                    start,
+                    end,
+                });
+            };
+            let mut reader = ChunkReader::new(&*file);
+            let mut pos = pos;
+            while pos < seg_len && out.len() < max_records && (out.is_empty() || bytes < max_bytes)
+            {
+                let corrupt = |reason: String| LogError::Corrupt {
+                    path: path.clone(),
+                    file_offset: pos,
+                    reason,
+                };
+                let io = |e| LogError::io("read", &path, e);
+                let header = BatchHeader::parse(reader.get(pos, BATCH_HEADER_BYTES).map_err(io)?);
+                if header.base_offset >= end {
+                    break;
+                }
+                if !header.length_is_plausible() {
+                    return Err(corrupt(format!(
+                        "implausible batch length {}",
+                        header.batch_bytes
+                    )));
+                }
+                let batch = reader.get(pos, header.batch_bytes as usize).map_err(io)?;
+                let (header, records) =
+                    format::decode_batch(batch).map_err(|d| corrupt(d.to_string()))?;
+                if header.base_offset > next {
+                    return Err(corrupt(format!(
+                        "batch starts at offset {}, expected at most {next}",
+                        header.base_offset
+                    )));
+                }
+                for record in records {
+                    if record.offset < next {
+                        continue;
+                    }
+                    if out.len() >= max_records || (!out.is_empty() && bytes >= max_bytes) {
+                        break;
+                    }
+                    bytes += record.value.len() + record.key.as_ref().map_or(0, Vec::len);
+                    next = record.offset + 1;
+                    out.push(record);
+                }
+                pos += u64::from(header.batch_bytes);
+            }
+            if pos >= seg_len && next < seg_next {
+                return Err(LogError::Corrupt {
+                    path,
+                    file_offset: pos,
+                    reason: format!("segment ends before offset {next}"),
+                });
+            }
+            if pos >= seg_len {
+                next = next.max(seg_next);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds the segment holding `offset`: (file, path, byte position to scan from, segment
+    /// length, segment next offset).
+    #[allow(clippy::type_complexity)]
+    fn locate(
+        &self,
+        offset: u64,
+    ) -> Option<(Arc<dyn crate::storage::StorageFile>, PathBuf, u64, u64, u64)> {
+        let segments = read(&self.shared.segments);
+        let i = segments.partition_point(|s| s.base_offset <= offset);
+        let s = segments.get(i.checked_sub(1)?)?;
+        Some((
+            s.file.clone(),
+            s.path.clone(),
+            s.position_for(offset),
+            s.len,
+            s.next_offset,
+        ))
+    }
+
+    /// Blocks until [`Self::end_offset`] exceeds `above` (a record at offset `above` exists)
+    /// or `timeout` passes; returns the end offset. This is the tail subscription's wake-up.
+    pub fn wait_end_offset_above(&self, above: u64, timeout: Duration) -> u64 {
+        if self.shared.is_closed() {
+            return self.end_offset();
+        }
+        self.shared.acked.wait_above(above, timeout)
+    }
+
+    /// A future resolving once [`Self::end_offset`] exceeds `above` (or the log closes).
+    pub fn end_offset_above(&self, above: u64) -> EndOffsetAbove {
+        EndOffsetAbove {
+            watermark: self.shared.clone(),
+            above,
+        }
+    }
+
+    /// Deletes whole sealed segments beyond the stream's retention, by bytes and by age.
+    /// Runs on its own from the writer thread after each segment roll and every 30 s; exposed
+    /// so callers (and tests) can apply it at a chosen `now_ms`. Returns segments deleted.
+    ///
+    /// Bytes: the oldest segment is deleted while the others still hold at least
+    /// `retention_bytes`. Age: a segment is deleted once its newest record timestamp is older
+    /// than `now_ms - retention_ms`. The active segment is never deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        enforce_retention(&self.shared, now_ms)
+    }
+
+    /// Stops the writer after it has written and synced every queued append. Idempotent.
+    pub(crate) fn close(&self) {
+        write(&self.sender).take();
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!(stream = %self.shared.stream, partition = self.shared.id, "writer thread panicked");
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.acked.wake_all();
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Opens every segment of a partition directory, recovering the active one.
+fn recover(storage: &dyn Storage, dir: &Path, partition: u32) -> Result<Vec<Segment>> {
+    let entries = storage
+        .list_dir(dir)
+        .map_err(|e| LogError::io("list", dir, e))?;
+    let mut bases = Vec::new();
+    let mut indexes = Vec::new();
+    for path in entries {
+        if path.extension().is_some_and(|e| e == "tmp") {
+            storage
+                .remove_file(&path)
+                .map_err(|e| LogError::io("remove", &path, e))?;
+        } else if let Some(base) = parse_file_name(&path, "log") {
+            bases.push(base);
+        } else if let Some(base) = parse_file_name(&path, "index") {
+            indexes.push((base, path));
+        }
+    }
+    bases.sort_unstable();
+    for (base, path) in indexes {
+        if bases.binary_search(&base).is_err() {
+            // The segment was deleted (retention) and the crash came before its index went.
+            storage
+                .remove_file(&path)
+                .map_err(|e| LogError::io("remove", &path, e))?;
+        }
+    }
+    // A crash while a new segment was being created can leave it without a whole header
+    // (its directory entry durable, its first bytes not): it never held a record.
+    if let Some(&last) = bases.last() {
+        let path = dir.join(segment::segment_file_name(last));
+        let bytes = segment::read_whole_prefix(storage, &path, format::SEGMENT_HEADER_BYTES)?;
+        if bytes.len() < format::SEGMENT_HEADER_BYTES || bytes.iter().all(|b| *b == 0) {
+            tracing::warn!(segment = %path.display(), "removing a segment whose creation was interrupted");
+            storage
+                .remove_file(&path)
+                .map_err(|e| LogError::io("remove", &path, e))?;
+            let index = dir.join(index_file_name(last));
+            let _ = storage.remove_file(&index);
+            storage
+                .sync_dir(dir)
+                .map_err(|e| LogError::io("fsync directory", dir, e))?;
+            bases.pop();
+            if bases.is_empty() {
+                return Ok(vec![Segment::create(storage, dir, partition, last)?]);
+            }
+        }
+    }
+    let Some((&active, sealed)) = bases.split_last() else {
+        return Ok(vec![Segment::create(storage, dir, partition, 0)?]);
+    };
+    let mut segments = Vec::with_capacity(bases.len());
+    for &base in sealed {
+        segments.push(Segment::open_sealed(storage, dir, partition, base)?);
+    }
+    segments.push(Segment::open_active(storage, dir, partition, active)?);
+    for pair in segments.windows(2) {
+        if pair[0].next_offset != pair[1].base_offset {
+            return Err(LogError::Corrupt {
+                path: pair[1].path.clone(),
+                file_offset: 0,
+                reason: format!(
+                    "segment starts at offset {} but the previous one ends at {}",
+                    pair[1].base_offset, pair[0].next_offset
+                ),
+            });
+        }
+    }
+    Ok(segments)
+}
+
+fn enforce_retention(shared: &Shared, now_ms: i64) -> Result<usize> {
+    let config = &shared.config;
+    if config.retention_bytes.is_none() && config.retention_ms.is_none() {
+        return Ok(0);
+    }
+    let victims: Vec<Segment> = {
+        let mut segments = write(&shared.segments);
+        let mut total: u64 = segments.iter().map(|s| s.len).sum();
+        let mut count = 0;
+        while count + 1 < segments.len() {
+            let oldest = &segments[count];
+            let by_bytes = config
+                .retention_bytes
+                .is_some_and(|max| total - oldest.len >= max);
+            let by_age = config.retention_ms.is_some_and(|ms| {
+                let limit = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+                oldest.max_timestamp_ms < limit
+            });
+            if !(by_bytes || by_age) {
+                break;
+            }
+            total -= oldest.len;
+            count += 1;
+        }
+        segments.drain(..count).collect()
+    };
+    for segment in &victims {
+        shared
+            .storage
+            .remove_file(&segment.path)
+            .map_err(|e| LogError::io("remove", &segment.path, e))?;
+        let index = shared.dir.join(index_file_name(segment.base_offset));
+        match shared.storage.remove_file(&index) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io("remove", &index, e)),
+        }
+        tracing::info!(segment = %segment.path.display(), "deleted by retention");
+    }
+    if !victims.is_empty() {
+        shared
+            .storage
+            .sync_dir(&shared.dir)
+            .map_err(|e| LogError::io("fsync directory", &shared.dir, e))?;
+        shared
+            .stats
+            .segments_deleted
+            .fetch_add(victims.len() as u64, Ordering::Relaxed);
+    }
+    Ok(victims.len())
+}
+
+/// The writer thread of one partition.
+struct Writer {
+    shared: Arc<Shared>,
+    buf: Vec<u8>,
+    /// Bytes written but not yet fsynced.
+    unsynced: bool,
+    last_sync: Instant,
+    last_retention: Instant,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>) -> Self {
+        Writer {
+            shared,
+            buf: Vec::with_capacity(GROUP_COMMIT_BYTES_MAX),
+            unsynced: false,
+            last_sync: Instant::now(),
+            last_retention: Instant::now(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Request>) {
+        let mut group: Vec<Request> = Vec::new();
+        loop {
+            match rx.recv_timeout(self.next_wakeup()) {
+                Ok(request) => group.push(request),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.periodic();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let mut bytes = group[0].batch.len();
+            while bytes < GROUP_COMMIT_BYTES_MAX {
+                match rx.try_recv() {
+                    Ok(request) => {
+                        bytes += request.batch.len();
+                        group.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group);
+            self.periodic();
+        }
+        if self.unsynced
+            && self.shared.poison_cause().is_none()
+            && let Err(e) = self.sync()
+        {
+            tracing::error!(error = %e, "final fsync at close failed");
+        }
+    }
+
+    fn next_wakeup(&self) -> Duration {
+        let retention = RETENTION_CHECK_INTERVAL.saturating_sub(self.last_retention.elapsed());
+        match self.shared.config.fsync {
+            FsyncPolicy::Interval { interval_ms } if self.unsynced => {
+                Duration::from_millis(interval_ms)
+                    .saturating_sub(self.last_sync.elapsed())
+                    .min(retention)
+            }
+            _ => retention,
+        }
+    }
+
+    /// Interval syncs and retention, due or not.
+    fn periodic(&mut self) {
+        if let FsyncPolicy::Interval { interval_ms } = self.shared.config.fsync
+            && self.unsynced
+            && self.last_sync.elapsed() >= Duration::from_millis(interval_ms)
+            && self.shared.poison_cause().is_none()
+            && let Err(e) = self.sync()
+        {
+            self.poison(&e);
+        }
+        if self.last_retention.elapsed() >= RETENTION_CHECK_INTERVAL {
+            self.last_retention = Instant::now();
+            self.retention();
+        }
+    }
+
+    fn retention(&self) {
+        if let Err(e) = enforce_retention(&self.shared, self.shared.clock.now_ms()) {
+            tracing::warn!(stream = %self.shared.stream, partition = self.shared.id, error = %e, "retention failed; will retry");
+        }
+    }
+
+    fn poison(&self, error: &LogError) {
+        let mut poisoned = self
+            .shared
+            .poisoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if poisoned.is_none() {
+            tracing::error!(stream = %self.shared.stream, partition = self.shared.id, %error, "partition poisoned: no writes until reopened");
+            *poisoned = Some(error.to_string());
+        }
+    }
+
+    /// Writes one group, makes it durable as the policy says, acknowledges it.
+    fn commit(&mut self, group: &mut Vec<Request>) {
+        if let Some(cause) = self.shared.poison_cause() {
+            for request in group.drain(..) {
+                request
+                    .completer
+                    .complete(Err(self.shared.poisoned_error(cause.clone())));
+            }
+            return;
+        }
+        let result = self.write_group(group).and_then(|(next, rolled)| {
+            if self.shared.config.fsync == FsyncPolicy::Always {
+                self.sync()?;
+            }
+            Ok((next, rolled))
+        });
+        match result {
+            Ok((next, rolled)) => {
+                let stats = &self.shared.stats;
+                stats.groups.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .appends
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                let first = self.shared.acked.get();
+                stats.records.fetch_add(next - first, Ordering::Relaxed);
+                self.shared.acked.advance(next);
+                let mut base = first;
+                for request in group.drain(..) {
+                    let count = request.batch.record_count();
+                    request.completer.complete(Ok(AppendAck {
+                        partition: self.shared.id,
+                        base_offset: base,
+                        record_count: count,
+                    }));
+                    base += u64::from(count);
+                }
+                assert_eq!(base, next, "acknowledged offsets must be dense");
+                if rolled {
+                    self.retention();
+                }
+            }
+            Err(error) => {
+                self.poison(&error);
+                let (kind, message) = match &error {
+                    LogError::Io { source, .. } => (source.kind(), error.to_string()),
+                    other => (std::io::ErrorKind::Other, other.to_string()),
+                };
+                let path = match &error {
+                    LogError::Io { path, .. } => path.clone(),
+                    _ => PathBuf::new(),
+                };
+                for request in group.drain(..) {
+                    request.completer.complete(Err(LogError::Io {
+                        op: "append",
+                        path: path.clone(),
+                        source: std::io::Error::new(kind, message.clone()),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Assigns offsets and writes the group's batches, rolling segments as needed. Returns
+    /// the next offset after the group and whether a segment was rolled.
+    fn write_group(&mut self, group: &mut [Request]) -> Result<(u64, bool)> {
+        let shared = self.shared.clone();
+        let (mut file, mut path, mut pos, mut next) = {
+            let segments = read(&shared.segments);
+            let Some(active) = segments.last() else {
+                unreachable!("a partition always has an active segment");
+            };
+            (
+                active.file.clone(),
+                active.path.clone(),
+                active.len,
+                active.next_offset,
+            )
+        };
+        let mut rolled = false;
+        let mut headers = Vec::with_capacity(group.len());
+        self.buf.clear();
+        for request in group.iter_mut() {
+            let batch_len = request.batch.len() as u64;
+            let has_data = pos + self.buf.len() as u64 > format::SEGMENT_HEADER_BYTES as u64;
+            if has_data && pos + self.buf.len() as u64 + batch_len > shared.config.segment_bytes_max
+            {
+                self.flush(&*file, &path, pos, &mut headers)?;
+                let active = self.roll(next)?;
+                file = active.0;
+                path = active.1;
+                pos = format::SEGMENT_HEADER_BYTES as u64;
+                rolled = true;
+            }
+            request.batch.set_base_offset(next);
+            headers.push(BatchHeader::parse(request.batch.bytes()));
+            next += u64::from(request.batch.record_count());
+            self.buf.extend_from_slice(request.batch.bytes());
+        }
+        self.flush(&*file, &path, pos, &mut headers)?;
+        Ok((next, rolled))
+    }
+
+    /// Writes the buffered batches at `pos` and records them in the active segment.
+    fn flush(
+        &mut self,
+        file: &dyn crate::storage::StorageFile,
+        path: &Path,
+        pos: u64,
+        headers: &mut Vec<BatchHeader>,
+    ) -> Result<u64> {
+        if self.buf.is_empty() {
+            return Ok(pos);
+        }
+        file.write_at(&self.buf, pos)
+            .map_err(|e| LogError::io("write", path, e))?;
+        self.unsynced = true;
+        self.shared
+            .stats
+            .bytes_written
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        let mut segments = write(&self.shared.segments);
+        let Some(active) = segments.last_mut() else {
+            unreachable!("a partition always has an active segment");
+        };
+        assert_eq!(active.len, pos, "the writer is the only appender");
+        for header in headers.drain(..) {
+            active.note_appended(&header);
+        }
+        let new_pos = pos + self.buf.len() as u64;
+        assert_eq!(active.len, new_pos);
+        self.buf.clear();
+        Ok(new_pos)
+    }
+
+    /// Seals the active segment (fsync, index file) and creates the next one at `base`.
+    #[allow(clippy::type_complexity)]
+    fn roll(&mut self, base: u64) -> Result<(Arc<dyn crate::storage::StorageFile>, PathBuf)> {
+        self.sync()?;
+        {
+            let segments = read(&self.shared.segments);
+            if let Some(active) = segments.last() {
+                active.write_index(&*self.shared.storage, &self.shared.dir)?;
+            }
+        }
+        let segment = Segment::create(
+            &*self.shared.storage,
+            &self.shared.dir,
+            self.shared.id,
+            base,
+        )?;
+        let handle = (segment.file.clone(), segment.path.clone());
+        write(&self.shared.segments).push(segment);
+        Ok(handle)
+    }
+
+    /// fdatasync of the active segment; advances the durable offset.
+    fn sync(&mut self) -> Result<()> {
+        let (file, path, next) = {
+            let segments = read(&self.shared.segments);
+            let Some(active) = segments.last() else {
+                unreachable!("a partition always has an active segment");
+            };
+            (active.file.clone(), active.path.clone(), active.next_offset)
+        };
+        let started = Instant::now();
+        file.sync_data()
+            .map_err(|e| LogError::io("fsync", &path, e))?;
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let stats = &self.shared.stats;
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        stats.sync_us_total.fetch_add(us, Ordering::Relaxed);
+        self.shared.durable.store(next, Ordering::Release);
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}

@@ -1,0 +1,527 @@
+//! One segment: a file of consecutive batches of one partition, and its sparse offset index.
+//!
+//! ```text
+//!  00000000000000001200.log   = segment header (32 B) | batch | batch | ... (append only)
+//!  00000000000000001200.index = written once, when the segment is sealed (rolled)
+//!                               ^ base offset of the segment, 20 decimal digits
+//! ```
+//!
+//! Invariants of a [`Segment`] (asserted where they change):
+//! * batches are contiguous from byte [`SEGMENT_HEADER_BYTES`] to `len`, and their offsets are
+//!   dense from `base_offset` to `next_offset`;
+//! * index entries are strictly increasing in both offset and position, and each points at
+//!   the first byte of a batch.
+//!
+//! The index of the active segment lives only in memory; it is rebuilt by the recovery scan
+//! on open, which reads the active segment anyway to find a torn tail.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{LogError, Result};
+use crate::format::{
+    self, BATCH_HEADER_BYTES, BatchDefect, BatchHeader, IndexFile, SEGMENT_HEADER_BYTES,
+    SegmentHeader,
+};
+use crate::limits::INDEX_INTERVAL_BYTES;
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// File name of the segment starting at `base_offset`.
+pub(crate) fn segment_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+/// File name of the index of the segment starting at `base_offset`.
+pub(crate) fn index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.index")
+}
+
+/// Parses `NNNNNNNNNNNNNNNNNNNN.<ext>` into its base offset.
+pub(crate) fn parse_file_name(path: &Path, ext: &str) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// In-memory state of one segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: u64,
+    pub path: PathBuf,
+    pub file: Arc<dyn StorageFile>,
+    /// Bytes of the file that hold whole batches (header included).
+    pub len: u64,
+    /// Offset one past the last record.
+    pub next_offset: u64,
+    /// Largest record timestamp, `i64::MIN` while empty.
+    pub max_timestamp_ms: i64,
+    /// Sparse index `(offset - base_offset, byte position)`.
+    pub index: Vec<(u32, u32)>,
+    /// Bytes appended since the last index entry.
+    bytes_since_index: u64,
+}
+
+impl Segment {
+    /// Creates a new, empty segment file with its header and makes it durable (file and
+    /// directory entry).
+    pub fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        partition: u32,
+        base_offset: u64,
+    ) -> Result<Segment> {
+        let path = dir.join(segment_file_name(base_offset));
+        let file = storage
+            .open(&path, OpenMode::CreateNew)
+            .map_err(|e| LogError::io("create segment", &path, e))?;
+        let header = SegmentHeader {
+            partition,
+            base_offset,
+        }
+        .encode();
+        file.write_at(&header, 0)
+            .map_err(|e| LogError::io("write", &path, e))?;
+        file.sync_data()
+            .map_err(|e| LogError::io("fsync", &path, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| LogError::io("fsync directory", dir, e))?;
+        Ok(Segment {
+            base_offset,
+            path,
+            file,
+            len: SEGMENT_HEADER_BYTES as u64,
+            next_offset: base_offset,
+            max_timestamp_ms: i64::MIN,
+            index: Vec::new(),
+            bytes_since_index: u64::MAX, // the first batch always gets an entry
+        })
+    }
+
+    /// Records that a batch was written at byte `len` (the caller wrote it).
+    pub fn note_appended(&mut self, header: &BatchHeader) {
+        assert_eq!(
+            header.base_offset, self.next_offset,
+            "offsets must be dense"
+        );
+        let position = self.len;
+        if self.bytes_since_index >= u64::from(INDEX_INTERVAL_BYTES) {
+            let rel = header.base_offset - self.base_offset;
+            self.push_index(rel, position);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += u64::from(header.batch_bytes);
+        self.len += u64::from(header.batch_bytes);
+        self.next_offset = header.next_offset();
+        self.max_timestamp_ms = self.max_timestamp_ms.max(header.max_timestamp_ms);
+    }
+
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "segments are smaller than u32::MAX bytes and records (limits.rs)"
+    )]
+    fn push_index(&mut self, rel: u64, position: u64) {
+        let entry = (rel as u32, position as u32);
+        if let Some(last) = self.index.last() {
+            assert!(last.0 < entry.0 && last.1 < entry.1, "index must increase");
+        }
+        self.index.push(entry);
+    }
+
+    /// Byte position from which to scan for `offset`: the last index entry at or before it.
+    pub fn position_for(&self, offset: u64) -> u64 {
+        let rel = offset.saturating_sub(self.base_offset);
+        let i = self.index.partition_point(|(r, _)| u64::from(*r) <= rel);
+        if i == 0 {
+            SEGMENT_HEADER_BYTES as u64
+        } else {
+            u64::from(self.index[i - 1].1)
+        }
+    }
+
+    /// The index file describing this segment as it is now.
+    pub fn index_file(&self) -> IndexFile {
+        IndexFile {
+            base_offset: self.base_offset,
+            segment_bytes: self.len,
+            next_offset: self.next_offset,
+            max_timestamp_ms: self.max_timestamp_ms,
+            entries: self.index.clone(),
+        }
+    }
+
+    /// Writes this segment's index file durably (temporary file, fsync, rename, fsync dir).
+    pub fn write_index(&self, storage: &dyn Storage, dir: &Path) -> Result<()> {
+        let final_path = dir.join(index_file_name(self.base_offset));
+        let tmp_path = dir.join(format!("{}.tmp", index_file_name(self.base_offset)));
+        if storage.list_dir(dir).is_ok_and(|l| l.contains(&tmp_path)) {
+            storage
+                .remove_file(&tmp_path)
+                .map_err(|e| LogError::io("remove", &tmp_path, e))?;
+        }
+        let file = storage
+            .open(&tmp_path, OpenMode::CreateNew)
+            .map_err(|e| LogError::io("create index", &tmp_path, e))?;
+        file.write_at(&self.index_file().encode(), 0)
+            .map_err(|e| LogError::io("write", &tmp_path, e))?;
+        file.sync_data()
+            .map_err(|e| LogError::io("fsync", &tmp_path, e))?;
+        storage
+            .rename(&tmp_path, &final_path)
+            .map_err(|e| LogError::io("rename", &final_path, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| LogError::io("fsync directory", dir, e))
+    }
+
+    /// Opens a sealed segment: checks its header, and trusts its index file only if it
+    /// describes exactly this file; otherwise scans the segment (fully verifying it) and
+    /// rewrites the index. Any defect is [`LogError::Corrupt`]: a sealed segment has no tail.
+    pub fn open_sealed(
+        storage: &dyn Storage,
+        dir: &Path,
+        partition: u32,
+        base_offset: u64,
+    ) -> Result<Segment> {
+        let (mut segment, file_len) = Self::open_file(storage, dir, partition, base_offset)?;
+        let index_path = dir.join(index_file_name(base_offset));
+        let index = read_whole(storage, &index_path)
+            .ok()
+            .and_then(|bytes| IndexFile::decode(&bytes).ok())
+            .filter(|ix| ix.base_offset == base_offset && ix.segment_bytes == file_len);
+        if let Some(ix) = index {
+            segment.len = ix.segment_bytes;
+            segment.next_offset = ix.next_offset;
+            segment.max_timestamp_ms = ix.max_timestamp_ms;
+            segment.index = ix.entries;
+            return Ok(segment);
+        }
+        tracing::info!(segment = %segment.path.display(), "offset index missing or stale; rebuilding it");
+        let scan = scan(&*segment.file, &segment.path, base_offset, file_len)?;
+        if let Some(defect) = scan.defect {
+            return Err(LogError::Corrupt {
+                path: segment.path.clone(),
+                file_offset: defect.position,
+                reason: defect.reason,
+            });
+        }
+        segment.apply_scan(&scan);
+        segment.write_index(storage, dir)?;
+        Ok(segment)
+    }
+
+    /// Opens the active (last) segment: scans it fully; a torn tail is truncated (and the
+    /// truncation made durable), a defect with valid data after it is [`LogError::Corrupt`].
+    pub fn open_active(
+        storage: &dyn Storage,
+        dir: &Path,
+        partition: u32,
+        base_offset: u64,
+    ) -> Result<Segment> {
+        let (mut segment, file_len) = Self::open_file(storage, dir, partition, base_offset)?;
+        let scan = scan(&*segment.file, &segment.path, base_offset, file_len)?;
+        if let Some(defect) = &scan.defect {
+            if !defect.torn {
+                return Err(LogError::Corrupt {
+                    path: segment.path.clone(),
+                    file_offset: defect.position,
+                    reason: defect.reason.clone(),
+                });
+            }
+            tracing::warn!(
+                segment = %segment.path.display(),
+                file_offset = defect.position,
+                dropped_bytes = file_len - defect.position,
+                reason = %defect.reason,
+                "truncating a torn tail left by an interrupted write (never acknowledged)"
+            );
+            segment
+                .file
+                .set_len(defect.position)
+                .map_err(|e| LogError::io("truncate", &segment.path, e))?;
+            segment
+                .file
+                .sync_data()
+                .map_err(|e| LogError::io("fsync", &segment.path, e))?;
+        }
+        segment.apply_scan(&scan);
+        Ok(segment)
+    }
+
+    fn apply_scan(&mut self, scan: &Scan) {
+        self.len = scan.valid_len;
+        self.next_offset = scan.next_offset;
+        self.max_timestamp_ms = scan.max_timestamp_ms;
+        self.index = scan.index.clone();
+        self.bytes_since_index = scan.bytes_since_index;
+    }
+
+    fn open_file(
+        storage: &dyn Storage,
+        dir: &Path,
+        partition: u32,
+        base_offset: u64,
+    ) -> Result<(Segment, u64)> {
+        let path = dir.join(segment_file_name(base_offset));
+        let file = storage
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| LogError::io("open segment", &path, e))?;
+        let file_len = file.len().map_err(|e| LogError::io("stat", &path, e))?;
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        let read = if file_len >= SEGMENT_HEADER_BYTES as u64 {
+            file.read_exact_at(&mut header, 0)
+                .map_err(|e| LogError::io("read", &path, e))?;
+            SegmentHeader::decode(&header)
+        } else {
+            Err(format::HeaderDefect::Short)
+        };
+        let decoded = read.map_err(|defect| match defect {
+            format::HeaderDefect::Version(found) => LogError::UnsupportedFormat {
+                path: path.clone(),
+                found,
+                supported: u32::from(format::FORMAT_VERSION),
+            },
+            other => LogError::Corrupt {
+                path: path.clone(),
+                file_offset: 0,
+                reason: format!("segment header: {other}"),
+            },
+        })?;
+        if decoded.base_offset != base_offset || decoded.partition != partition {
+            return Err(LogError::Corrupt {
+                path,
+                file_offset: 0,
+                reason: format!(
+                    "segment header says partition {} base offset {}, file belongs to partition {partition} base offset {base_offset}",
+                    decoded.partition, decoded.base_offset
+                ),
+            });
+        }
+        Ok((
+            Segment {
+                base_offset,
+                path,
+                file,
+                len: SEGMENT_HEADER_BYTES as u64,
+                next_offset: base_offset,
+                max_timestamp_ms: i64::MIN,
+                index: Vec::new(),
+                bytes_since_index: u64::MAX,
+            },
+            file_len,
+        ))
+    }
+}
+
+/// Reads a whole (small) file.
+pub(crate) fn read_whole(storage: &dyn Storage, path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = storage.open(path, OpenMode::Read)?;
+    let len = usize::try_from(file.len()?).map_err(std::io::Error::other)?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    Ok(bytes)
+}
+
+/// Reads at most the first `n` bytes of a file.
+pub(crate) fn read_whole_prefix(storage: &dyn Storage, path: &Path, n: usize) -> Result<Vec<u8>> {
+    let io = |e| LogError::io("read", path, e);
+    let file = storage.open(path, OpenMode::Read).map_err(io)?;
+    let len = file.len().map_err(io)?;
+    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(n).min(n)];
+    file.read_exact_at(&mut bytes, 0).map_err(io)?;
+    Ok(bytes)
+}
+
+/// A defect found by [`scan`].
+#[derive(Debug, Clone)]
+pub(crate) struct Defect {
+    /// Byte position of the first bad batch.
+    pub position: u64,
+    /// What is wrong with it.
+    pub reason: String,
+    /// Whether it looks like an interrupted write at the end of the file: nothing that
+    /// parses follows it. Only meaningful for the active segment.
+    pub torn: bool,
+}
+
+/// Result of verifying a segment from its header to its end.
+#[derive(Debug, Clone)]
+pub(crate) struct Scan {
+    pub valid_len: u64,
+    pub next_offset: u64,
+    pub max_timestamp_ms: i64,
+    pub index: Vec<(u32, u32)>,
+    pub bytes_since_index: u64,
+    pub batches: u64,
+    pub defect: Option<Defect>,
+}
+
+/// Buffered sequential reader over a [`StorageFile`]: recovery and reads fetch many small
+/// batches, and one `pread` per batch would dominate.
+pub(crate) struct ChunkReader<'a> {
+    file: &'a dyn StorageFile,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+impl<'a> ChunkReader<'a> {
+    pub fn new(file: &'a dyn StorageFile) -> Self {
+        ChunkReader {
+            file,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
+    }
+
+    /// Returns `len` bytes at `pos`; `UnexpectedEof` if the file ends first.
+    pub fn get(&mut self, pos: u64, len: usize) -> std::io::Result<&[u8]> {
+        let end = pos + len as u64;
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if pos < self.buf_start || end > buf_end {
+            let want = len.max(CHUNK_BYTES);
+            self.buf.resize(want, 0);
+            let mut filled = 0;
+            while filled < want {
+                match self
+                    .file
+                    .read_at(&mut self.buf[filled..], pos + filled as u64)
+                {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.buf.truncate(filled);
+            self.buf_start = pos;
+            if filled < len {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+        let at = usize::try_from(pos - self.buf_start).map_err(std::io::Error::other)?;
+        Ok(&self.buf[at..at + len])
+    }
+}
+
+/// Verifies every batch of a segment from its header to `file_len`: lengths, CRC32C,
+/// versions, record shapes, dense offsets from `base_offset`. Stops at the first defect.
+pub(crate) fn scan(
+    file: &dyn StorageFile,
+    path: &Path,
+    base_offset: u64,
+    file_len: u64,
+) -> Result<Scan> {
+    let mut reader = ChunkReader::new(file);
+    let mut segment = Scan {
+        valid_len: SEGMENT_HEADER_BYTES as u64,
+        next_offset: base_offset,
+        max_timestamp_ms: i64::MIN,
+        index: Vec::new(),
+        bytes_since_index: u64::MAX,
+        batches: 0,
+        defect: None,
+    };
+    let io = |e| LogError::io("read", path, e);
+    let mut pos = SEGMENT_HEADER_BYTES as u64;
+    while pos < file_len {
+        let remaining = file_len - pos;
+        let defect = |reason: String, torn: bool| Defect {
+            position: pos,
+            reason,
+            torn,
+        };
+        if remaining < BATCH_HEADER_BYTES as u64 {
+            let tail = reader
+                .get(pos, usize::try_from(remaining).unwrap_or(0))
+                .map_err(io)?;
+            let _ = tail;
+            segment.defect = Some(defect(
+                format!("{remaining} bytes at the end are shorter than a batch header"),
+                true,
+            ));
+            break;
+        }
+        let header = BatchHeader::parse(reader.get(pos, BATCH_HEADER_BYTES).map_err(io)?);
+        if !header.length_is_plausible() {
+            let torn = all_zero_from(&mut reader, pos, file_len).map_err(io)?;
+            segment.defect = Some(defect(
+                format!("implausible batch length {}", header.batch_bytes),
+                torn,
+            ));
+            break;
+        }
+        let batch_end = pos + u64::from(header.batch_bytes);
+        if batch_end > file_len {
+            segment.defect = Some(defect(
+                format!(
+                    "batch of {} bytes runs past the end of the file ({remaining} bytes left)",
+                    header.batch_bytes
+                ),
+                true,
+            ));
+            break;
+        }
+        let bytes = reader.get(pos, header.batch_bytes as usize).map_err(io)?;
+        if let Err(d) = format::verify_batch(bytes) {
+            // A checksum failure on the very last batch is what an interrupted write leaves;
+            // the same failure with whole batches after it is corruption.
+            let torn = batch_end == file_len
+                || (matches!(d, BatchDefect::Checksum { .. })
+                    && all_zero_from(&mut reader, batch_end, file_len).map_err(io)?);
+            segment.defect = Some(defect(d.to_string(), torn));
+            break;
+        }
+        if header.base_offset != segment.next_offset {
+            segment.defect = Some(defect(
+                format!(
+                    "batch starts at offset {}, expected {} (offsets must be dense)",
+                    header.base_offset, segment.next_offset
+                ),
+                false,
+            ));
+            break;
+        }
+        if segment.bytes_since_index >= u64::from(INDEX_INTERVAL_BYTES) {
+            #[allow(clippy::cast_possible_truncation, reason = "see Segment::push_index")]
+            segment
+                .index
+                .push(((header.base_offset - base_offset) as u32, pos as u32));
+            segment.bytes_since_index = 0;
+        }
+        segment.bytes_since_index += u64::from(header.batch_bytes);
+        segment.next_offset = header.next_offset();
+        segment.max_timestamp_ms = segment.max_timestamp_ms.max(header.max_timestamp_ms);
+        segment.batches += 1;
+        pos = batch_end;
+        segment.valid_len = pos;
+    }
+    Ok(segment)
+}
+
+fn all_zero_from(reader: &mut ChunkReader<'_>, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut pos = from;
+    while pos < to {
+        let n = usize::try_from((to - pos).min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES);
+        if reader.get(pos, n)?.iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
+/// Verifies one segment file without changing anything, for `logbook log verify`.
+pub(crate) fn verify_file(
+    storage: &dyn Storage,
+    dir: &Path,
+    partition: u32,
+    base_offset: u64,
+) -> Result<Scan> {
+    let (segment, file_len) = Segment::open_file(storage, dir, partition, base_offset)?;
+    scan(&*segment.file, &segment.path, base_offset, file_len)
+}
