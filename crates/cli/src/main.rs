@@ -1,2 +1,86 @@
-//! The `logbook` binary.
-fn main() {}
+//! The `logbook` binary: the quickstart, log tools and benchmarks.
+//!
+//! Everything here is a thin shell over the `logbook-log` library; errors become `anyhow`
+//! reports with context, and structured logs go to stderr (`RUST_LOG`, `--log-format json`).
+
+mod bench;
+mod debug;
+mod flights;
+mod log_cmd;
+mod quickstart;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Logbook: the event log is the database.
+///
+/// Every write is a record appended to a partitioned, durable log; everything else is derived
+/// from it. Start with `logbook quickstart`, which imports real flight data into ./data.
+#[derive(Debug, Parser)]
+#[command(name = "logbook", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOGBOOK_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options every command that touches a data directory takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataDirArgs {
+    /// The data directory (created if missing). One process at a time may open it.
+    #[arg(long, env = "LOGBOOK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import the bundled real flights sample into a local log and report what it took.
+    ///
+    /// Creates the stream `flights` (4 partitions, fsync always) in the data directory,
+    /// appends every flight of January 2013 keyed `year-month-day|carrier|flight|origin`, and
+    /// prints records, bytes, partitions and the append latency p50/p95/p99.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Work with streams in a data directory directly (no server).
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
+    /// Measure Logbook against the disk it runs on.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Internal commands used by the test suite (crash tests).
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Quickstart(args) => quickstart::run(args),
+        Command::Log(cmd) => log_cmd::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Debug(cmd) => debug::run(cmd),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -61,6 +61,24 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
 }
 
+/// Takes the data directory's lock (so no writer is running), then runs [`verify_dir`].
+///
+/// # Errors
+/// [`LogError::Locked`] when another process has the directory open; see [`verify_dir`].
+pub fn verify_data_dir(storage: &dyn Storage, data_dir: &Path) -> Result<VerifyReport> {
+    let lock_path = data_dir.join("LOCK");
+    let _lock = storage.lock(&lock_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            LogError::Locked {
+                path: lock_path.clone(),
+            }
+        } else {
+            LogError::io("lock", &lock_path, e)
+        }
+    })?;
+    verify_dir(storage, data_dir)
+}
+
 /// Verifies every stream under `data_dir` without modifying anything. The caller should hold
 /// the directory (no writer running), or a live tail may show as torn.
 ///
