@@ -165,9 +165,9 @@ fn list(data: &DataDirArgs, as_json: bool) -> anyhow::Result<()> {
             println!(
                 "{:<32} {:>10} {:>12} {:>14}  {}",
                 r["stream"].as_str().unwrap_or(""),
-                r["partitions"],
-                r["records"],
-                r["bytes"],
+                r["partitions"].as_u64().unwrap_or(0),
+                r["records"].as_u64().unwrap_or(0),
+                r["bytes"].as_u64().unwrap_or(0),
                 r["fsync"].as_str().unwrap_or("")
             );
         }
@@ -209,15 +209,15 @@ fn append(args: AppendArgs) -> anyhow::Result<()> {
             None => stream.append(record)?,
         };
         in_flight.push_back(completion);
-        if in_flight.len() >= 256 {
-            if let Some(c) = in_flight.pop_front() {
-                let ack = c.wait()?;
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"partition": ack.partition, "offset": ack.base_offset})
-                )?;
-            }
+        if in_flight.len() >= 256
+            && let Some(c) = in_flight.pop_front()
+        {
+            let ack = c.wait()?;
+            writeln!(
+                out,
+                "{}",
+                json!({"partition": ack.partition, "offset": ack.base_offset})
+            )?;
         }
     }
     for c in in_flight {
