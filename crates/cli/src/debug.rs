@@ -1,15 +1,146 @@
-//! Hidden commands for the test suite (being written).
+//! Hidden commands for the test suite: `logbook debug ...`.
+//!
+//! `crash-child` is the process that `crates/cli/tests/crash.rs` kills with SIGKILL. It
+//! appends records with ids `K, K+1, ...` forever and prints one line per acknowledged record:
+//!
+//! ```text
+//! ack <id> <partition> <offset>
+//! ```
+//!
+//! A line is written (in one `write`) and flushed only after the append's completion resolved,
+//! so every line the test reads names a record the log acknowledged (durable: the stream is
+//! created with fsync `always`). What a record holds is a pure function of its id,
+//! [`crash_record`], which the test re-derives independently to check every byte on disk.
+
+use std::collections::VecDeque;
+use std::io::Write;
+
+use anyhow::Context;
+use logbook_log::{FsyncPolicy, Log, Record, StreamAppend, StreamConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::DataDirArgs;
 
 /// Test-suite commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum DebugCommand {
-    /// Placeholder.
-    Nothing,
+    /// Append deterministic records forever, printing `ack <id> <partition> <offset>` for each
+    /// acknowledged one (the crash test kills this process).
+    CrashChild(CrashChildArgs),
+}
+
+/// Arguments of `logbook debug crash-child`.
+#[derive(Debug, clap::Args)]
+pub struct CrashChildArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// The stream (created with fsync `always` if missing).
+    #[arg(long)]
+    stream: String,
+    /// Partitions of the stream when it is created.
+    #[arg(long, default_value_t = 3)]
+    partitions: u32,
+    /// Segment size of the stream when it is created, bytes (small values exercise rolls).
+    #[arg(long, default_value_t = 128 * 1024)]
+    segment_bytes_max: u64,
+    /// Id of the first record; the next ones count up from it.
+    #[arg(long)]
+    start_id: u64,
+    /// Most appends (batches of 1 to 16 records) waiting for their acknowledgment at once, so
+    /// that the partition writers group-commit them.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
 }
 
 /// Runs a debug command.
 pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
-        DebugCommand::Nothing => Ok(()),
+        DebugCommand::CrashChild(args) => crash_child(&args),
+    }
+}
+
+/// The record with id `id`, as the crash test expects to find it:
+/// * value: the id in decimal, `:`, then 0 to 1998 bytes of splitmix64 output seeded by the id
+///   (so batches vary in size and a damaged byte is visible);
+/// * key: none when `id % 4 == 0`, else `key-<id % 1009>` (keys repeat, so a key's records
+///   share a partition);
+/// * one header `id` = the id in decimal.
+pub fn crash_record(id: u64) -> Record {
+    let mut state = id ^ 0x5851_F42D_4C95_7F2D;
+    let mut next = move || {
+        // splitmix64 (Steele, Lea, Flood 2014).
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let random_len = usize::try_from(next() % 1999).unwrap_or(0);
+    let mut value = format!("{id}:").into_bytes();
+    let mut left = random_len;
+    while left > 0 {
+        let word = next().to_le_bytes();
+        let n = left.min(word.len());
+        value.extend_from_slice(&word[..n]);
+        left -= n;
+    }
+    Record {
+        key: (id % 4 != 0).then(|| format!("key-{}", id % 1009).into_bytes()),
+        value,
+        headers: vec![("id".to_string(), id.to_string().into_bytes())],
+        timestamp_ms: None,
+    }
+}
+
+fn crash_child(args: &CrashChildArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");
+    let log = Log::open(&args.data.data_dir)
+        .with_context(|| format!("opening {}", args.data.data_dir.display()))?;
+    let config = StreamConfig {
+        partitions: args.partitions,
+        segment_bytes_max: args.segment_bytes_max,
+        fsync: FsyncPolicy::Always,
+        ..StreamConfig::default()
+    };
+    let stream = log
+        .create_stream(&args.stream, config)
+        .with_context(|| format!("creating stream {}", args.stream))?;
+    // Batch sizes vary (most appends are one record) but need not be replayable: the test
+    // checks records by id, whatever batches they travelled in.
+    let mut rng = StdRng::seed_from_u64(args.start_id);
+    let mut next_id = args.start_id;
+    let mut in_flight: VecDeque<(u64, StreamAppend)> = VecDeque::with_capacity(args.in_flight);
+    let mut out = std::io::stdout().lock();
+    let mut line = String::new();
+    loop {
+        while in_flight.len() < args.in_flight {
+            let count: u64 = if rng.gen_bool(0.75) {
+                1
+            } else {
+                rng.gen_range(2..=16)
+            };
+            let records = (next_id..next_id + count).map(crash_record).collect();
+            let append = stream
+                .append_batch(records)
+                .with_context(|| format!("appending ids {next_id}..{}", next_id + count))?;
+            in_flight.push_back((next_id, append));
+            next_id += count;
+        }
+        let Some((first_id, append)) = in_flight.pop_front() else {
+            continue;
+        };
+        let positions = append
+            .wait()
+            .with_context(|| format!("append starting at id {first_id}"))?;
+        line.clear();
+        for (id, position) in (first_id..).zip(&positions) {
+            use std::fmt::Write as _;
+            let _ = writeln!(line, "ack {id} {} {}", position.partition, position.offset);
+        }
+        // One write per acknowledged append, then flush: the reader sees whole lines.
+        out.write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .context("writing acks to stdout")?;
     }
 }
