@@ -46,12 +46,8 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     if args.in_flight == 0 {
         bail!("--in-flight must be at least 1");
     }
-    let log = Log::open(&args.data.data_dir).with_context(|| {
-        format!(
-            "opening data directory {}",
-            args.data.data_dir.display()
-        )
-    })?;
+    let log = Log::open(&args.data.data_dir)
+        .with_context(|| format!("opening data directory {}", args.data.data_dir.display()))?;
     if args.fresh && log.stream(&args.stream).is_ok() {
         log.drop_stream(&args.stream)?;
     }

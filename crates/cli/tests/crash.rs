@@ -138,7 +138,10 @@ fn check_stream(stream: &Stream, acked: &BTreeMap<u64, Position>, context: &str)
                 assert_eq!(r.headers, want.headers, "{at}: headers of id {id}");
                 if let Some(key) = &r.key {
                     let home = partition_for_key(key, stream.partition_count());
-                    assert_eq!(p, home, "{at}: keyed id {id} is outside its key's partition");
+                    assert_eq!(
+                        p, home,
+                        "{at}: keyed id {id} is outside its key's partition"
+                    );
                 }
                 if let Some(first) = ids.insert(id, (p, r.offset)) {
                     panic!("{at}: id {id} is duplicated (also at {first:?})");
@@ -179,12 +182,7 @@ fn verify(dir: &Path) -> (i32, Vec<(String, String)>, String) {
         .as_array()
         .expect("problems")
         .iter()
-        .map(|p| {
-            (
-                p["kind"].as_str().unwrap_or("?").to_string(),
-                p.to_string(),
-            )
-        })
+        .map(|p| (p["kind"].as_str().unwrap_or("?").to_string(), p.to_string()))
         .collect();
     (out.status.code().unwrap_or(-1), problems, stdout)
 }
@@ -256,7 +254,10 @@ fn run_child_and_kill(
     let status = child.wait().expect("reaping the child");
     let acks = reader.join().expect("stdout reader");
     let errors = errors.join().expect("stderr reader");
-    assert!(started, "crash-child acknowledged nothing: {status}\n{errors}");
+    assert!(
+        started,
+        "crash-child acknowledged nothing: {status}\n{errors}"
+    );
     assert_eq!(
         status.signal(),
         Some(9),
@@ -287,7 +288,10 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let acks = run_child_and_kill(&dir, partitions, next_id, in_flight, kill_after);
         let mut max_acked = 0;
         for (id, position) in &acks {
-            assert!(*id >= next_id, "{context}: ack for id {id} from an earlier round");
+            assert!(
+                *id >= next_id,
+                "{context}: ack for id {id} from an earlier round"
+            );
             if let Some(first) = acked.insert(*id, *position) {
                 panic!("{context}: id {id} acknowledged twice ({first:?}, {position:?})");
             }
@@ -301,6 +305,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         // acknowledged). Anything else here fails the test. After the reopen below has
         // truncated it, verify must exit 0 with no problem at all.
         let (_, problems, _) = verify(&dir);
+        let torn_tails = problems.len();
         for (kind, detail) in &problems {
             assert_eq!(
                 kind, "torn_tail",
@@ -326,7 +331,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
              {} acks, {} records on disk, {} torn tail(s) before recovery",
             acks.len(),
             contents.ids.len(),
-            problems.len()
+            torn_tails
         );
         // Continue after every id this or an earlier child could have appended: records that
         // reached the file are in `contents` (SIGKILL keeps the page cache); the others never
@@ -335,6 +340,156 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     }
     eprintln!(
         "sigkill crash test: {rounds} rounds, {} acknowledged records checked, {:?}",
+        acked.len(),
+        started.elapsed()
+    );
+}
+
+/// One appender thread of the power-loss test: keeps `1..=16` appends (of 1 to 8 records) in
+/// flight until it sees an error or `stop`, then waits for what it has in flight. Returns its
+/// acknowledgments and its first error, if any, with whether the power was still on then.
+fn appender(
+    stream: &Stream,
+    next_id: &AtomicU64,
+    power_off: &AtomicBool,
+    acks: &Mutex<Vec<(u64, Position)>>,
+    ack_count: &AtomicU64,
+    seed: u64,
+) -> Option<(String, bool)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let depth = rng.gen_range(1..=16);
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut error: Option<(String, bool)> = None;
+    let mut fail = |e: &dyn std::fmt::Display, error: &mut Option<(String, bool)>| {
+        let power_was_on = !power_off.load(Ordering::SeqCst);
+        error.get_or_insert((e.to_string(), power_was_on));
+    };
+    loop {
+        while error.is_none() && !power_off.load(Ordering::SeqCst) && in_flight.len() < depth {
+            let count = if rng.gen_bool(0.8) {
+                1
+            } else {
+                rng.gen_range(2..=8)
+            };
+            let first = next_id.fetch_add(count, Ordering::SeqCst);
+            match stream.append_batch((first..first + count).map(expected_record).collect()) {
+                Ok(append) => in_flight.push_back((first, append)),
+                Err(e) => fail(&e, &mut error),
+            }
+        }
+        let Some((first, append)) = in_flight.pop_front() else {
+            break;
+        };
+        // An acknowledgment that arrives after the power loss is still one: its fdatasync
+        // returned before the loss (a sync through a handle from before the loss fails).
+        match append.wait() {
+            Ok(positions) => {
+                let mut acks = acks.lock().unwrap();
+                for (id, position) in (first..).zip(positions) {
+                    acks.push((id, (position.partition, position.offset)));
+                }
+                ack_count.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => fail(&e, &mut error),
+        }
+    }
+    error
+}
+
+#[test]
+fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
+    const APPENDERS: usize = 4;
+    let seed = seed();
+    let rounds = rounds();
+    eprintln!("power-loss crash test: LOGBOOK_CRASH_SEED={seed} LOGBOOK_CRASH_ROUNDS={rounds}");
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0BAD_F00D);
+    let sim = SimStorage::new();
+    let dir = Path::new("/data");
+    let options = || LogOptions {
+        storage: Arc::new(sim.clone()),
+        ..LogOptions::default()
+    };
+    let config = StreamConfig {
+        partitions: rng.gen_range(1..=4),
+        // Small segments: the power loss often lands in a roll (sync, index, new file).
+        segment_bytes_max: 16 * 1024,
+        ..StreamConfig::default()
+    };
+    let mut acked: BTreeMap<u64, Position> = BTreeMap::new();
+    let next_id = AtomicU64::new(1);
+    let started = Instant::now();
+    for round in 0..rounds {
+        let target = rng.gen_range(0..=400);
+        let context = format!(
+            "seed {seed} round {round} (partitions {}, power loss after {target} acks)",
+            config.partitions
+        );
+        let log = Log::open_with(dir, options()).unwrap_or_else(|e| panic!("{context}: {e}"));
+        let stream = log
+            .create_stream(STREAM, config.clone())
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+        let acks = Mutex::new(Vec::new());
+        let ack_count = AtomicU64::new(0);
+        let power_off = AtomicBool::new(false);
+        let errors: Vec<Option<(String, bool)>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..APPENDERS)
+                .map(|_| {
+                    let thread_seed: u64 = rng.r#gen();
+                    let (stream, next_id, power_off) = (&*stream, &next_id, &power_off);
+                    let (acks, ack_count) = (&acks, &ack_count);
+                    scope.spawn(move || {
+                        appender(stream, next_id, power_off, acks, ack_count, thread_seed)
+                    })
+                })
+                .collect();
+            // No clock here: the moment is a count of acknowledged appends.
+            while ack_count.load(Ordering::SeqCst) < target
+                && !threads.iter().all(|t| t.is_finished())
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            power_off.store(true, Ordering::SeqCst);
+            sim.power_loss();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("appender thread"))
+                .collect()
+        });
+        for (kind, power_was_on) in errors.iter().flatten() {
+            assert!(
+                !power_was_on,
+                "{context}: an append failed before the power loss: {kind}"
+            );
+        }
+        let acks = acks.into_inner().unwrap();
+        for (id, position) in &acks {
+            if let Some(first) = acked.insert(*id, *position) {
+                panic!("{context}: id {id} acknowledged twice ({first:?}, {position:?})");
+            }
+        }
+        drop(stream);
+        drop(log);
+
+        let log = Log::open_with(dir, options())
+            .unwrap_or_else(|e| panic!("{context}: reopen after power loss: {e}"));
+        let stream = log
+            .stream(STREAM)
+            .unwrap_or_else(|e| panic!("{context}: after power loss: {e}"));
+        let contents = check_stream(&stream, &acked, &context);
+        eprintln!(
+            "round {round}: power loss after {target} acks: {} records acknowledged, {} on disk, \
+             {} appenders saw an error",
+            acks.len(),
+            contents.ids.len(),
+            errors.iter().flatten().count()
+        );
+        assert!(
+            contents.ids.len() >= acked.len(),
+            "{context}: fewer records than acknowledged"
+        );
+    }
+    eprintln!(
+        "power-loss crash test: {rounds} rounds, {} acknowledged records checked, {:?}",
         acked.len(),
         started.elapsed()
     );

@@ -87,9 +87,17 @@ impl Log {
             let path = path.to_path_buf();
             move |e| LogError::io(op, path, e)
         };
-        storage
-            .create_dir_all(&dir)
-            .map_err(io("create directory", &dir))?;
+        if !storage.is_dir(&dir) {
+            storage
+                .create_dir_all(&dir)
+                .map_err(io("create directory", &dir))?;
+            // The new directory's own entry must survive a power loss too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                storage
+                    .sync_dir(parent)
+                    .map_err(io("fsync directory", parent))?;
+            }
+        }
         let lock_path = dir.join("LOCK");
         let lock = storage.lock(&lock_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {

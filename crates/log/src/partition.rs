@@ -283,6 +283,7 @@ impl Partition {
         let mut bytes = 0usize;
         let mut next = from;
         while next < end && out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
+            let before = next;
             let Some((file, path, pos, seg_len, seg_next)) = self.locate(next) else {
                 // Retention deleted the segment after we checked the start offset.
                 let start = self.start_offset();
@@ -344,6 +345,15 @@ impl Partition {
             }
             if pos >= seg_len {
                 next = next.max(seg_next);
+            }
+            if next == before {
+                // Every step above consumes a record or a segment; standing still would
+                // mean the segment metadata and the bytes disagree.
+                return Err(LogError::Corrupt {
+                    path,
+                    file_offset: pos,
+                    reason: format!("no record at offset {next} where the index points"),
+                });
             }
         }
         Ok(out)
