@@ -82,8 +82,10 @@ pub struct LogBenchArgs {
     /// Measured duration, seconds (after the warm-up).
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Warm-up before measuring, seconds (excluded from every figure).
-    #[arg(long, default_value_t = 1.0)]
+    /// Warm-up before measuring, seconds (excluded from every figure). Long enough by default
+    /// to use up the burst allowance of a cloud disk, so that the log's window and the raw-disk
+    /// measurement after it both see the disk's sustained rate.
+    #[arg(long, default_value_t = 2.0)]
     warmup_seconds: f64,
     /// Records per append (one append = one batch on disk). Default 64: see the module docs.
     #[arg(long, default_value_t = 64)]
@@ -205,6 +207,10 @@ fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir(&run_dir.0).with_context(|| format!("creating {}", run_dir.0.display()))?;
 
     let log_run = run_producers(args, &run_dir.0.join("log"))?;
+    // The log's files stay until the raw measurement is done: freeing their page-cache memory
+    // first would hand the raw writes recently used memory, which on a VM is several times
+    // cheaper to write into than the never-touched memory the log's writes got (see
+    // docs/benchmarks.md), and so would flatter the raw disk.
     let raw = measure_raw_disk(
         &run_dir.0.join("raw-disk.bin"),
         log_run.totals.bytes_written,
@@ -286,7 +292,7 @@ fn producer(
     let mut queue: VecDeque<(AppendCompletion, Instant, bool, u64)> =
         VecDeque::with_capacity(in_flight);
     let mut next = 0usize;
-    let mut record = |latency: &mut Histogram<u64>, issued: Instant, measured: bool, n: u64| {
+    let record = |latency: &mut Histogram<u64>, issued: Instant, measured: bool, n: u64| {
         if measured {
             let us = u64::try_from(issued.elapsed().as_micros()).unwrap_or(u64::MAX);
             latency.saturating_record_n(us.max(1), n);
@@ -311,10 +317,17 @@ fn producer(
             completion.wait()?;
             record(&mut latency, issued, m, n);
         }
-        while queue.front().is_some_and(|(c, ..)| c.is_ready()) {
-            if let Some((completion, issued, m, n)) = queue.pop_front() {
-                completion.wait()?;
-                record(&mut latency, issued, m, n);
+        // Then every other one already resolved (a group commit resolves many at once; with
+        // several partitions they need not resolve in the order they were issued).
+        let mut i = 0;
+        while i < queue.len() {
+            if queue[i].0.is_ready() {
+                if let Some((completion, issued, m, n)) = queue.remove(i) {
+                    completion.wait()?;
+                    record(&mut latency, issued, m, n);
+                }
+            } else {
+                i += 1;
             }
         }
     }
@@ -468,6 +481,8 @@ struct RawDisk {
     chunk_bytes: u64,
     fsyncs: u64,
     elapsed: Duration,
+    /// Latency of each `fdatasync`, µs: the floor under the log's ack latency.
+    fsync_us: Histogram<u64>,
 }
 
 impl RawDisk {
@@ -494,6 +509,7 @@ fn measure_raw_disk(
         .create_new(true)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
+    let mut fsync_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let started = Instant::now();
     let mut written = 0u64;
     let mut fsyncs = 0u64;
@@ -506,8 +522,11 @@ fn measure_raw_disk(
                 .with_context(|| format!("writing {}", path.display()))?;
             in_chunk += n as u64;
         }
+        let sync_started = Instant::now();
         file.sync_data()
             .with_context(|| format!("fdatasync {}", path.display()))?;
+        let us = u64::try_from(sync_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        fsync_us.saturating_record(us.max(1));
         written += in_chunk;
         fsyncs += 1;
     }
@@ -519,6 +538,7 @@ fn measure_raw_disk(
         chunk_bytes: chunk,
         fsyncs,
         elapsed,
+        fsync_us,
     })
 }
 
@@ -596,6 +616,16 @@ fn file_system_of(path: &Path) -> Option<String> {
         .map(|(_, description)| description)
 }
 
+/// The 1-minute load average (Linux), or `None`.
+fn loadavg_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
@@ -657,6 +687,12 @@ fn report_json(
         "raw_disk_bytes": raw.bytes,
         "raw_disk_fsyncs": raw.fsyncs,
         "raw_disk_seconds": round3(raw.elapsed.as_secs_f64()),
+        "raw_fsync_us": {
+            "p50": raw.fsync_us.value_at_quantile(0.50),
+            "p99": raw.fsync_us.value_at_quantile(0.99),
+            "max": raw.fsync_us.max(),
+            "mean": round1(raw.fsync_us.mean()),
+        },
         "ratio_to_raw_disk": round3(bytes_per_s / raw_bytes_per_s.max(1e-9)),
         "cpu_cores": run.cpu.as_ref().map(|c| json!({
             "writers": round3(c.writers),
@@ -665,6 +701,11 @@ fn report_json(
         })),
         "dir": parent.display().to_string(),
         "file_system": file_system_of(parent),
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            // Other work on the machine skews every figure; this says how much there was.
+            "loadavg_1m": loadavg_1m(),
+        },
     })
 }
 
@@ -702,6 +743,10 @@ fn print_summary(r: &serde_json::Value) {
         mib(f("raw_disk_bytes_per_s")),
         r["raw_chunk_bytes"],
         f("ratio_to_raw_disk"),
+    );
+    println!(
+        "  raw fdatasync µs: p50 {}  p99 {}  max {}",
+        r["raw_fsync_us"]["p50"], r["raw_fsync_us"]["p99"], r["raw_fsync_us"]["max"]
     );
     if let Some(cpu) = r["cpu_cores"].as_object() {
         println!(

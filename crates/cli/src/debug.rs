@@ -63,7 +63,7 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
 /// The record with id `id`, as the crash test expects to find it:
 /// * value: the id in decimal, `:`, then 0 to 1998 bytes of splitmix64 output seeded by the id
 ///   (so batches vary in size and a damaged byte is visible);
-/// * key: none when `id % 4 == 0`, else `key-<id % 1009>` (keys repeat, so a key's records
+/// * key: none when the id is a multiple of 4, else `key-<id % 1009>` (keys repeat, so a key's records
 ///   share a partition);
 /// * one header `id` = the id in decimal.
 pub fn crash_record(id: u64) -> Record {
@@ -86,7 +86,7 @@ pub fn crash_record(id: u64) -> Record {
         left -= n;
     }
     Record {
-        key: (id % 4 != 0).then(|| format!("key-{}", id % 1009).into_bytes()),
+        key: (!id.is_multiple_of(4)).then(|| format!("key-{}", id % 1009).into_bytes()),
         value,
         headers: vec![("id".to_string(), id.to_string().into_bytes())],
         timestamp_ms: None,

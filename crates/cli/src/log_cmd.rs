@@ -132,6 +132,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         retention_bytes: args.retention_bytes,
         retention_ms: args.retention_ms,
         fsync: args.fsync,
+        ..StreamConfig::default()
     };
     let stream = log.create_stream(&args.stream, config)?;
     println!(

@@ -33,6 +33,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use logbook_log::format::SEGMENT_HEADER_BYTES;
 use logbook_log::sim::SimStorage;
 use logbook_log::{Log, LogOptions, Record, Stream, StreamConfig, partition_for_key};
 use rand::rngs::StdRng;
@@ -40,6 +41,8 @@ use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_logbook");
 const STREAM: &str = "crash";
+/// Rounds of the SIGKILL test on one data directory before it starts a new one.
+const ROUNDS_PER_DIR: u32 = 8;
 
 /// Where an acknowledged record must be: (partition, offset).
 type Position = (u32, u64);
@@ -80,7 +83,7 @@ fn expected_record(id: u64) -> Record {
     }
     value.truncate(id.to_string().len() + 1 + random_len);
     Record {
-        key: (id % 4 != 0).then(|| format!("key-{}", id % 1009).into_bytes()),
+        key: (!id.is_multiple_of(4)).then(|| format!("key-{}", id % 1009).into_bytes()),
         value,
         headers: vec![("id".to_string(), id.to_string().into_bytes())],
         timestamp_ms: None,
@@ -163,8 +166,16 @@ fn check_stream(stream: &Stream, acked: &BTreeMap<u64, Position>, context: &str)
     Contents { ids, max_id }
 }
 
-/// `logbook log verify --json` on `dir`: (exit code, problem kinds with their detail).
-fn verify(dir: &Path) -> (i32, Vec<(String, String)>, String) {
+/// A problem from `logbook log verify --json`.
+struct Problem {
+    kind: String,
+    path: std::path::PathBuf,
+    file_offset: u64,
+    json: String,
+}
+
+/// `logbook log verify --json` on `dir`: its exit code, its problems and its whole report.
+fn verify(dir: &Path) -> (i32, Vec<Problem>, String) {
     let out = Command::new(BIN)
         .args(["log", "verify", "--json", "--data-dir"])
         .arg(dir)
@@ -180,11 +191,55 @@ fn verify(dir: &Path) -> (i32, Vec<(String, String)>, String) {
     });
     let problems = report["problems"]
         .as_array()
-        .expect("problems")
+        .expect("a problems array")
         .iter()
-        .map(|p| (p["kind"].as_str().unwrap_or("?").to_string(), p.to_string()))
+        .map(|p| Problem {
+            kind: p["kind"].as_str().unwrap_or("?").to_string(),
+            path: p["path"].as_str().unwrap_or("").into(),
+            file_offset: p["file_offset"].as_u64().unwrap_or(u64::MAX),
+            json: p.to_string(),
+        })
         .collect();
     (out.status.code().unwrap_or(-1), problems, stdout)
+}
+
+/// Whether a problem that `verify` reports right after a SIGKILL is one that open repairs
+/// without losing anything acknowledged:
+/// * `torn_tail`: SIGKILL can cut the group commit's `pwrite` short (a fatal signal stops a
+///   regular-file write between pages), leaving a torn last batch; open truncates it
+///   (`segment.rs`, `open_active`). It was never acknowledged.
+/// * `corrupt` at byte 0 of the partition's *last* segment, when that file is shorter than a
+///   segment header or its header is all zeros: a kill during a roll, between creating the
+///   file and writing its header. Open removes such a segment (`partition.rs`, `recover`), but
+///   `verify.rs` reports it as `corrupt` (exit 1), so it is accepted here by name.
+fn repaired_by_open(problem: &Problem) -> bool {
+    match problem.kind.as_str() {
+        "torn_tail" => true,
+        "corrupt" if problem.file_offset == 0 => {
+            let is_log = |p: &Path| p.extension().is_some_and(|e| e == "log");
+            let Some(dir) = problem.path.parent() else {
+                return false;
+            };
+            let last = std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| is_log(p))
+                        .max()
+                })
+                .ok()
+                .flatten();
+            let mut header = Vec::new();
+            if let Ok(file) = std::fs::File::open(&problem.path) {
+                let _ = file
+                    .take(SEGMENT_HEADER_BYTES as u64)
+                    .read_to_end(&mut header);
+            }
+            last.as_deref() == Some(problem.path.as_path())
+                && (header.len() < SEGMENT_HEADER_BYTES || header.iter().all(|b| *b == 0))
+        }
+        _ => false,
+    }
 }
 
 /// One run of the child until it is killed: its acknowledgments, in the order printed.
@@ -273,12 +328,23 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     eprintln!("sigkill crash test: LOGBOOK_CRASH_SEED={seed} LOGBOOK_CRASH_ROUNDS={rounds}");
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("data");
-    let partitions = rng.gen_range(1..=4);
+    let mut dir = tmp.path().join("data");
+    let mut partitions = 1;
     let mut acked: BTreeMap<u64, Position> = BTreeMap::new();
     let mut next_id = 1;
+    let mut total_acked = 0;
     let started = Instant::now();
     for round in 0..rounds {
+        // Every round checks the whole directory, so a long run starts a fresh one every
+        // ROUNDS_PER_DIR rounds to stay linear in time (the default run is one directory).
+        if round % ROUNDS_PER_DIR == 0 {
+            if round > 0 {
+                std::fs::remove_dir_all(&dir).expect("removing the last data directory");
+            }
+            dir = tmp.path().join(format!("data-{round}"));
+            partitions = rng.gen_range(1..=4);
+            acked.clear();
+        }
         let in_flight = rng.gen_range(1..=128);
         let kill_after = Duration::from_millis(rng.gen_range(5..=300));
         let context = format!(
@@ -297,19 +363,20 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             }
             max_acked = max_acked.max(*id);
         }
+        total_acked += acks.len();
 
-        // Verify before recovery. SIGKILL can cut the group commit's `pwrite` short (a fatal
-        // signal interrupts a regular-file write between pages), which leaves a torn last batch
-        // that verify reports as `torn_tail` and exits 1 on. Decision: accept exactly that, and
-        // only because open truncates such a tail (segment.rs `open_active`; never
-        // acknowledged). Anything else here fails the test. After the reopen below has
-        // truncated it, verify must exit 0 with no problem at all.
+        // Verify before recovery. Decision: right after a SIGKILL, verify may report (and
+        // exit 1 on) exactly the problems that open repairs without losing anything
+        // acknowledged -- a torn tail, or a segment whose creation was cut short (see
+        // `repaired_by_open`); anything else fails. Once the reopen below has repaired them,
+        // verify must exit 0 with no problem at all.
         let (_, problems, _) = verify(&dir);
-        let torn_tails = problems.len();
-        for (kind, detail) in &problems {
-            assert_eq!(
-                kind, "torn_tail",
-                "{context}: verify before recovery: {detail}"
+        let repaired: Vec<String> = problems.iter().map(|p| p.json.clone()).collect();
+        for problem in &problems {
+            assert!(
+                repaired_by_open(problem),
+                "{context}: verify before recovery: {}",
+                problem.json
             );
         }
 
@@ -328,10 +395,9 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         );
         eprintln!(
             "round {round}: in flight {in_flight}, killed {kill_after:?} after the first ack: \
-             {} acks, {} records on disk, {} torn tail(s) before recovery",
+             {} acks, {} records on disk, repaired by recovery: {repaired:?}",
             acks.len(),
             contents.ids.len(),
-            torn_tails
         );
         // Continue after every id this or an earlier child could have appended: records that
         // reached the file are in `contents` (SIGKILL keeps the page cache); the others never
@@ -339,8 +405,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         next_id = next_id.max(contents.max_id.max(max_acked) + 1);
     }
     eprintln!(
-        "sigkill crash test: {rounds} rounds, {} acknowledged records checked, {:?}",
-        acked.len(),
+        "sigkill crash test: {rounds} rounds, {total_acked} acknowledged records checked, {:?}",
         started.elapsed()
     );
 }
@@ -360,7 +425,7 @@ fn appender(
     let depth = rng.gen_range(1..=16);
     let mut in_flight = std::collections::VecDeque::new();
     let mut error: Option<(String, bool)> = None;
-    let mut fail = |e: &dyn std::fmt::Display, error: &mut Option<(String, bool)>| {
+    let fail = |e: &dyn std::fmt::Display, error: &mut Option<(String, bool)>| {
         let power_was_on = !power_off.load(Ordering::SeqCst);
         error.get_or_insert((e.to_string(), power_was_on));
     };
@@ -403,28 +468,37 @@ fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
     let rounds = rounds();
     eprintln!("power-loss crash test: LOGBOOK_CRASH_SEED={seed} LOGBOOK_CRASH_ROUNDS={rounds}");
     let mut rng = StdRng::seed_from_u64(seed ^ 0x0BAD_F00D);
-    let sim = SimStorage::new();
     let dir = Path::new("/data");
-    let options = || LogOptions {
+    let options = |sim: &SimStorage| LogOptions {
         storage: Arc::new(sim.clone()),
         ..LogOptions::default()
     };
-    let config = StreamConfig {
-        partitions: rng.gen_range(1..=4),
-        // Small segments: the power loss often lands in a roll (sync, index, new file).
-        segment_bytes_max: 16 * 1024,
-        ..StreamConfig::default()
-    };
+    let mut sim = SimStorage::new();
+    let mut config = StreamConfig::default();
     let mut acked: BTreeMap<u64, Position> = BTreeMap::new();
+    let mut total_acked = 0;
     let next_id = AtomicU64::new(1);
     let started = Instant::now();
     for round in 0..rounds {
+        // A fresh file system every ROUNDS_PER_DIR rounds keeps a long run linear in time
+        // (the simulated file system slows down as files accumulate).
+        if round % ROUNDS_PER_DIR == 0 {
+            sim = SimStorage::new();
+            config = StreamConfig {
+                partitions: rng.gen_range(1..=4),
+                // Small segments: the power loss often lands in a roll (fsync, index file,
+                // new segment, directory fsync).
+                segment_bytes_max: 16 * 1024,
+                ..StreamConfig::default()
+            };
+            acked.clear();
+        }
         let target = rng.gen_range(0..=400);
         let context = format!(
             "seed {seed} round {round} (partitions {}, power loss after {target} acks)",
             config.partitions
         );
-        let log = Log::open_with(dir, options()).unwrap_or_else(|e| panic!("{context}: {e}"));
+        let log = Log::open_with(dir, options(&sim)).unwrap_or_else(|e| panic!("{context}: {e}"));
         let stream = log
             .create_stream(STREAM, config.clone())
             .unwrap_or_else(|e| panic!("{context}: {e}"));
@@ -467,10 +541,11 @@ fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
                 panic!("{context}: id {id} acknowledged twice ({first:?}, {position:?})");
             }
         }
+        total_acked += acks.len();
         drop(stream);
         drop(log);
 
-        let log = Log::open_with(dir, options())
+        let log = Log::open_with(dir, options(&sim))
             .unwrap_or_else(|e| panic!("{context}: reopen after power loss: {e}"));
         let stream = log
             .stream(STREAM)
@@ -489,8 +564,7 @@ fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
         );
     }
     eprintln!(
-        "power-loss crash test: {rounds} rounds, {} acknowledged records checked, {:?}",
-        acked.len(),
+        "power-loss crash test: {rounds} rounds, {total_acked} acknowledged records checked, {:?}",
         started.elapsed()
     );
 }

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dedup::RequestIdWindow;
 use crate::error::{LogError, Result};
 use crate::limits;
 
@@ -85,6 +86,10 @@ pub struct StreamConfig {
     pub retention_ms: Option<u64>,
     /// When appends are acknowledged. Default [`FsyncPolicy::Always`].
     pub fsync: FsyncPolicy,
+    /// How long request ids are remembered for deduplication (default: 1,000,000 ids or
+    /// 7 days, whichever forgets first). See [`crate::dedup`].
+    #[serde(default)]
+    pub request_ids: RequestIdWindow,
 }
 
 impl Default for StreamConfig {
@@ -95,6 +100,7 @@ impl Default for StreamConfig {
             retention_bytes: None,
             retention_ms: None,
             fsync: FsyncPolicy::Always,
+            request_ids: RequestIdWindow::default(),
         }
     }
 }
@@ -152,6 +158,20 @@ impl StreamConfig {
                 "retention_ms",
                 "0".into(),
                 "must be positive (omit it for no limit)".into(),
+            );
+        }
+        if self.request_ids.max_ids == 0 {
+            return invalid(
+                "request_ids.max_ids",
+                "0".into(),
+                "must be positive".into(),
+            );
+        }
+        if self.request_ids.max_age_ms == 0 {
+            return invalid(
+                "request_ids.max_age_ms",
+                "0".into(),
+                "must be positive".into(),
             );
         }
         if let FsyncPolicy::Interval { interval_ms: 0 } = self.fsync {

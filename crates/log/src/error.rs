@@ -90,6 +90,33 @@ pub enum LogError {
         /// The limit.
         max_skew_ms: i64,
     },
+    /// A request id is empty, longer than 128 bytes, or not printable ASCII.
+    #[error("invalid request id {id:?}: {reason}")]
+    InvalidRequestId {
+        /// The id given (truncated for display).
+        id: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The request id was used before for a request with other records (key, value,
+    /// headers or record count differ). Nothing was appended.
+    #[error(
+        "request id {request_id:?} was already used for a different request (record {index} differs); nothing was appended"
+    )]
+    RequestIdConflict {
+        /// The request id.
+        request_id: String,
+        /// The first record found to differ.
+        index: usize,
+    },
+    /// A record carries a header name reserved for the log (`request-id`, `request-index`).
+    #[error("record {index}: header {name:?} is reserved; pass the request id separately")]
+    ReservedHeader {
+        /// Position of the record in its batch.
+        index: usize,
+        /// The header name.
+        name: String,
+    },
     /// A stream name is empty, too long or uses characters outside `[A-Za-z0-9._-]`.
     #[error("invalid stream name {name:?}: {reason}")]
     InvalidStreamName {
@@ -228,6 +255,9 @@ impl LogError {
                 | LogError::BatchTooManyRecords { .. }
                 | LogError::BatchTooLarge { .. }
                 | LogError::TimestampOutOfRange { .. }
+                | LogError::InvalidRequestId { .. }
+                | LogError::RequestIdConflict { .. }
+                | LogError::ReservedHeader { .. }
                 | LogError::InvalidStreamName { .. }
                 | LogError::InvalidConfig { .. }
                 | LogError::TooManyStreams { .. }

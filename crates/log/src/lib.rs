@@ -36,6 +36,7 @@
 
 mod completion;
 mod config;
+pub mod dedup;
 mod error;
 pub mod format;
 pub mod limits;
@@ -48,6 +49,7 @@ pub mod stream;
 pub mod verify;
 
 pub use completion::{AppendAck, AppendCompletion, EndOffsetAbove};
+pub use dedup::{DedupStats, RequestId, RequestIdWindow};
 pub use config::{Clock, FsyncPolicy, StreamConfig, SystemClock, validate_stream_name};
 pub use error::{LogError, Result};
 pub use format::{Record, StoredRecord};

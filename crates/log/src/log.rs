@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dedup::DedupIndex;
 use crate::config::{Clock, StreamConfig, SystemClock, validate_stream_name};
 use crate::error::{LogError, Result};
 use crate::format::FORMAT_VERSION;
@@ -60,10 +61,70 @@ struct DirMeta {
 pub struct Log {
     dir: PathBuf,
     options: LogOptions,
-    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    streams: Arc<RwLock<BTreeMap<String, Arc<Stream>>>>,
     /// Serialises creating and dropping streams.
     admin: Mutex<()>,
+    maintenance: Option<Maintenance>,
     _lock: Box<dyn DirLock>,
+}
+
+/// How often the maintenance thread checkpoints request-id indexes that changed.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A background thread that checkpoints request-id indexes, so that recovery after a crash
+/// replays at most about [`CHECKPOINT_INTERVAL`] of log.
+#[derive(Debug)]
+struct Maintenance {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Maintenance {
+    fn start(
+        storage: Arc<dyn Storage>,
+        streams: Arc<RwLock<BTreeMap<String, Arc<Stream>>>>,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("logbook-maintenance".into())
+            .spawn(move || {
+                let (lock, cvar) = &*signal;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    stopped = cvar
+                        .wait_timeout(stopped, CHECKPOINT_INTERVAL)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    if *stopped {
+                        return;
+                    }
+                    let list: Vec<Arc<Stream>> = streams
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .values()
+                        .cloned()
+                        .collect();
+                    for stream in list.iter().filter(|s| s.dedup.dirty() > 0) {
+                        if let Err(e) = checkpoint_request_ids(&*storage, stream) {
+                            tracing::warn!(stream = %stream.name(), error = %e, "request-id checkpoint failed; will retry");
+                        }
+                    }
+                }
+            })?;
+        Ok(Maintenance {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        *self.stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Log {
@@ -88,15 +149,7 @@ impl Log {
             move |e| LogError::io(op, path, e)
         };
         if !storage.is_dir(&dir) {
-            storage
-                .create_dir_all(&dir)
-                .map_err(io("create directory", &dir))?;
-            // The new directory's own entry must survive a power loss too.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                storage
-                    .sync_dir(parent)
-                    .map_err(io("fsync directory", parent))?;
-            }
+            create_dir_durably(&*storage, &dir)?;
         }
         let lock_path = dir.join("LOCK");
         let lock = storage.lock(&lock_path).map_err(|e| {
@@ -121,8 +174,9 @@ impl Log {
         let log = Log {
             dir,
             options,
-            streams: RwLock::new(BTreeMap::new()),
+            streams: Arc::new(RwLock::new(BTreeMap::new())),
             admin: Mutex::new(()),
+            maintenance: None,
             _lock: lock,
         };
         let mut streams = BTreeMap::new();
@@ -148,6 +202,11 @@ impl Log {
             streams.insert(name.to_string(), Arc::new(stream));
         }
         *log.streams.write().unwrap_or_else(|e| e.into_inner()) = streams;
+        let mut log = log;
+        log.maintenance = Some(
+            Maintenance::start(log.options.storage.clone(), log.streams.clone())
+                .map_err(|e| LogError::io("spawn maintenance thread", PathBuf::new(), e))?,
+        );
         Ok(log)
     }
 
@@ -188,7 +247,33 @@ impl Log {
                 partition_config(&meta.config),
             )?);
         }
-        Ok(Stream::new(meta, partitions))
+        let dedup = Arc::new(DedupIndex::new(
+            meta.config.request_ids,
+            path.join("request-ids.checkpoint"),
+        ));
+        let storage = &*self.options.storage;
+        let ends: Vec<u64> = partitions.iter().map(Partition::end_offset).collect();
+        let applied = dedup.load_checkpoint(storage, &ends);
+        let mut found = Vec::new();
+        for (partition, from) in partitions.iter().zip(applied) {
+            let mut from = from.max(partition.start_offset());
+            while from < partition.end_offset() {
+                let records = partition.read(from, 10_000, 16 << 20)?;
+                let Some(last) = records.last() else { break };
+                from = last.offset + 1;
+                dedup.replay(partition.id(), &records, &mut found);
+            }
+        }
+        if !found.is_empty() {
+            tracing::info!(stream = %meta.name, ids = found.len(), "request ids recovered from the log tail");
+        }
+        dedup.finish_replay(found, self.options.clock.now_ms());
+        Ok(Stream::new(
+            meta,
+            partitions,
+            dedup,
+            self.options.clock.clone(),
+        ))
     }
 
     /// Creates a stream, or returns the existing one if it has exactly these settings.
@@ -345,12 +430,27 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
+        if let Some(mut m) = self.maintenance.take() {
+            m.stop();
+        }
         for stream in self.read_streams().values() {
             for p in stream.partitions() {
                 p.close();
             }
+            // After the writers stopped every acknowledged id is in the index: checkpoint
+            // it so the next open replays nothing.
+            if let Err(e) = checkpoint_request_ids(&*self.options.storage, stream) {
+                tracing::warn!(stream = %stream.name(), error = %e, "request-id checkpoint failed; the next open replays the log instead");
+            }
         }
     }
+}
+
+/// Writes a stream's request-id checkpoint (see [`DedupIndex::write_checkpoint`]).
+pub(crate) fn checkpoint_request_ids(storage: &dyn Storage, stream: &Stream) -> Result<()> {
+    stream.dedup.write_checkpoint(storage, || {
+        stream.partitions().iter().map(Partition::end_offset).collect()
+    })
 }
 
 fn partition_config(config: &StreamConfig) -> PartitionConfig {
@@ -368,6 +468,30 @@ fn new_incarnation(now_ms: i64) -> u64 {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xFFFF;
     (u64::try_from(now_ms).unwrap_or(0) << 16) | n
+}
+
+/// Creates `dir` and any missing parents, then fsyncs the parent of every directory it
+/// created: a new directory's entry lives in its parent, so without that sync a power loss
+/// could take the whole data directory, acknowledged records and all.
+fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !storage.is_dir(a))
+        .collect();
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| LogError::io("create directory", dir, e))?;
+    // Top down, so each entry is made durable after its parent's.
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        storage
+            .sync_dir(parent)
+            .map_err(|e| LogError::io("fsync directory", parent, e))?;
+    }
+    Ok(())
 }
 
 fn check_or_write_dir_meta(storage: &dyn Storage, dir: &Path) -> Result<()> {

@@ -121,9 +121,57 @@ impl Shared {
     }
 }
 
+/// Where [`Partition::read`] starts scanning for an offset.
+struct Located {
+    file: Arc<dyn crate::storage::StorageFile>,
+    path: PathBuf,
+    /// Byte position of a batch at or before the offset.
+    pos: u64,
+    /// Base offset of the batch at `pos`.
+    expected_base: u64,
+    /// Bytes of the segment holding whole batches.
+    seg_len: u64,
+    /// Offset one past the segment's last record.
+    seg_next: u64,
+}
+
 struct Request {
     batch: EncodedBatch,
     completer: Completer,
+    hook: Option<AckHook>,
+}
+
+type HookFn = Box<dyn FnOnce(std::result::Result<AppendAck, &LogError>) + Send>;
+
+/// A callback the writer runs with an append's outcome *before* it advances the
+/// acknowledged end offset, so that state derived on the write path (the request-id index)
+/// covers every record a reader can see. Runs exactly once: if the append never reaches the
+/// writer, dropping the hook runs it with [`LogError::Closed`].
+pub(crate) struct AckHook(Option<HookFn>);
+
+impl AckHook {
+    pub fn new(f: impl FnOnce(std::result::Result<AppendAck, &LogError>) + Send + 'static) -> Self {
+        AckHook(Some(Box::new(f)))
+    }
+    fn run(mut self, outcome: std::result::Result<AppendAck, &LogError>) {
+        if let Some(f) = self.0.take() {
+            f(outcome);
+        }
+    }
+}
+
+impl Drop for AckHook {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(&LogError::Closed));
+        }
+    }
+}
+
+impl std::fmt::Debug for AckHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AckHook")
+    }
 }
 
 /// One partition of a stream. Cheap to share (`Arc` inside the stream); appends and reads may
@@ -202,11 +250,24 @@ impl Partition {
 
     /// Appends a batch already encoded by [`format::encode_batch`].
     pub fn append_encoded(&self, batch: EncodedBatch) -> Result<AppendCompletion> {
+        self.append_with_hook(batch, None)
+    }
+
+    /// Appends a batch; `hook` runs with the outcome before the batch becomes visible.
+    pub(crate) fn append_with_hook(
+        &self,
+        batch: EncodedBatch,
+        hook: Option<AckHook>,
+    ) -> Result<AppendCompletion> {
         if let Some(cause) = self.shared.poison_cause() {
             return Err(self.shared.poisoned_error(cause));
         }
         let (done, completer) = completion();
-        let request = Request { batch, completer };
+        let request = Request {
+            batch,
+            completer,
+            hook,
+        };
         let sender = read(&self.sender);
         let Some(sender) = sender.as_ref() else {
             return Err(LogError::Closed);
@@ -284,7 +345,15 @@ impl Partition {
         let mut next = from;
         while next < end && out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
             let before = next;
-            let Some((file, path, pos, seg_len, seg_next)) = self.locate(next) else {
+            let Some(Located {
+                file,
+                path,
+                pos,
+                mut expected_base,
+                seg_len,
+                seg_next,
+            }) = self.locate(next)
+            else {
                 // Retention deleted the segment after we checked the start offset.
                 let start = self.start_offset();
                 return Err(LogError::OffsetOutOfRange {
@@ -305,6 +374,13 @@ impl Partition {
                 };
                 let io = |e| LogError::io("read", &path, e);
                 let header = BatchHeader::parse(reader.get(pos, BATCH_HEADER_BYTES).map_err(io)?);
+                // `base_offset` is outside the CRC; offsets are dense, so it is known anyway.
+                if header.base_offset != expected_base {
+                    return Err(corrupt(format!(
+                        "batch starts at offset {}, expected {expected_base} (offsets must be dense)",
+                        header.base_offset
+                    )));
+                }
                 if header.base_offset >= end {
                     break;
                 }
@@ -314,9 +390,16 @@ impl Partition {
                         header.batch_bytes
                     )));
                 }
+                if pos + u64::from(header.batch_bytes) > seg_len {
+                    return Err(corrupt(format!(
+                        "batch of {} bytes runs past the end of the segment ({seg_len} bytes)",
+                        header.batch_bytes
+                    )));
+                }
                 let batch = reader.get(pos, header.batch_bytes as usize).map_err(io)?;
                 let (header, records) =
                     format::decode_batch(batch).map_err(|d| corrupt(d.to_string()))?;
+                expected_base = header.next_offset();
                 if header.base_offset > next {
                     return Err(corrupt(format!(
                         "batch starts at offset {}, expected at most {next}",
@@ -328,7 +411,10 @@ impl Partition {
                         continue;
                     }
                     if out.len() >= max_records || (!out.is_empty() && bytes >= max_bytes) {
-                        break;
+                        // A limit is reached in the middle of a batch: done. (Falling through
+                        // would step past the batch's unread records and, at the end of a
+                        // segment, report the segment as ending too early.)
+                        return Ok(out);
                     }
                     bytes += record.value.len() + record.key.as_ref().map_or(0, Vec::len);
                     next = record.offset + 1;
@@ -359,23 +445,20 @@ impl Partition {
         Ok(out)
     }
 
-    /// Finds the segment holding `offset`: (file, path, byte position to scan from, segment
-    /// length, segment next offset).
-    #[allow(clippy::type_complexity)]
-    fn locate(
-        &self,
-        offset: u64,
-    ) -> Option<(Arc<dyn crate::storage::StorageFile>, PathBuf, u64, u64, u64)> {
+    /// Finds the segment holding `offset` and where in it to start scanning.
+    fn locate(&self, offset: u64) -> Option<Located> {
         let segments = read(&self.shared.segments);
         let i = segments.partition_point(|s| s.base_offset <= offset);
         let s = segments.get(i.checked_sub(1)?)?;
-        Some((
-            s.file.clone(),
-            s.path.clone(),
-            s.position_for(offset),
-            s.len,
-            s.next_offset,
-        ))
+        let (pos, expected_base) = s.position_for(offset);
+        Some(Located {
+            file: s.file.clone(),
+            path: s.path.clone(),
+            pos,
+            expected_base,
+            seg_len: s.len,
+            seg_next: s.next_offset,
+        })
     }
 
     /// Blocks until [`Self::end_offset`] exceeds `above` (a record at offset `above` exists)
@@ -652,9 +735,11 @@ impl Writer {
     fn commit(&mut self, group: &mut Vec<Request>) {
         if let Some(cause) = self.shared.poison_cause() {
             for request in group.drain(..) {
-                request
-                    .completer
-                    .complete(Err(self.shared.poisoned_error(cause.clone())));
+                let error = self.shared.poisoned_error(cause.clone());
+                if let Some(hook) = request.hook {
+                    hook.run(Err(&error));
+                }
+                request.completer.complete(Err(error));
             }
             return;
         }
@@ -673,18 +758,25 @@ impl Writer {
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
                 let first = self.shared.acked.get();
                 stats.records.fetch_add(next - first, Ordering::Relaxed);
-                self.shared.acked.advance(next);
                 let mut base = first;
-                for request in group.drain(..) {
-                    let count = request.batch.record_count();
-                    request.completer.complete(Ok(AppendAck {
+                let mut acks = Vec::with_capacity(group.len());
+                for request in group.iter_mut() {
+                    let ack = AppendAck {
                         partition: self.shared.id,
                         base_offset: base,
-                        record_count: count,
-                    }));
-                    base += u64::from(count);
+                        record_count: request.batch.record_count(),
+                    };
+                    if let Some(hook) = request.hook.take() {
+                        hook.run(Ok(ack));
+                    }
+                    acks.push(ack);
+                    base += u64::from(ack.record_count);
                 }
                 assert_eq!(base, next, "acknowledged offsets must be dense");
+                self.shared.acked.advance(next);
+                for (request, ack) in group.drain(..).zip(acks) {
+                    request.completer.complete(Ok(ack));
+                }
                 if rolled {
                     self.retention();
                 }
@@ -700,11 +792,15 @@ impl Writer {
                     _ => PathBuf::new(),
                 };
                 for request in group.drain(..) {
-                    request.completer.complete(Err(LogError::Io {
+                    let error = LogError::Io {
                         op: "append",
                         path: path.clone(),
                         source: std::io::Error::new(kind, message.clone()),
-                    }));
+                    };
+                    if let Some(hook) = request.hook {
+                        hook.run(Err(&error));
+                    }
+                    request.completer.complete(Err(error));
                 }
             }
         }

@@ -131,14 +131,16 @@ impl Segment {
         self.index.push(entry);
     }
 
-    /// Byte position from which to scan for `offset`: the last index entry at or before it.
-    pub fn position_for(&self, offset: u64) -> u64 {
+    /// Where to scan from for `offset`: the last index entry at or before it, as (byte
+    /// position, base offset of the batch that starts there).
+    pub fn position_for(&self, offset: u64) -> (u64, u64) {
         let rel = offset.saturating_sub(self.base_offset);
         let i = self.index.partition_point(|(r, _)| u64::from(*r) <= rel);
         if i == 0 {
-            SEGMENT_HEADER_BYTES as u64
+            (SEGMENT_HEADER_BYTES as u64, self.base_offset)
         } else {
-            u64::from(self.index[i - 1].1)
+            let (rel, pos) = self.index[i - 1];
+            (u64::from(pos), self.base_offset + u64::from(rel))
         }
     }
 
@@ -457,12 +459,15 @@ pub(crate) fn scan(
         }
         let batch_end = pos + u64::from(header.batch_bytes);
         if batch_end > file_len {
+            // An interrupted write of the last batch looks like this, but so does a damaged
+            // length field of a batch in the middle; only the second has whole batches after it.
+            let torn = !valid_batch_within(&mut reader, pos + 1, file_len).map_err(io)?;
             segment.defect = Some(defect(
                 format!(
                     "batch of {} bytes runs past the end of the file ({remaining} bytes left)",
                     header.batch_bytes
                 ),
-                true,
+                torn,
             ));
             break;
         }
@@ -501,6 +506,28 @@ pub(crate) fn scan(
         segment.valid_len = pos;
     }
     Ok(segment)
+}
+
+/// Whether a whole batch that passes [`format::verify_batch`] starts at any byte position in
+/// `from..to`. A torn write leaves nothing valid after the point where it was cut, so a valid
+/// batch there means the defect before it is damage, not a torn tail. (A record value that
+/// itself holds a valid batch could make a torn tail look like damage: open then refuses
+/// rather than guessing, which loses nothing.)
+fn valid_batch_within(reader: &mut ChunkReader<'_>, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut pos = from;
+    while pos + (BATCH_HEADER_BYTES as u64) <= to {
+        let header = BatchHeader::parse(reader.get(pos, BATCH_HEADER_BYTES)?);
+        if header.length_is_plausible()
+            && header.version == format::FORMAT_VERSION
+            && header.record_count > 0
+            && pos + u64::from(header.batch_bytes) <= to
+            && format::verify_batch(reader.get(pos, header.batch_bytes as usize)?).is_ok()
+        {
+            return Ok(true);
+        }
+        pos += 1;
+    }
+    Ok(false)
 }
 
 fn all_zero_from(reader: &mut ChunkReader<'_>, from: u64, to: u64) -> std::io::Result<bool> {

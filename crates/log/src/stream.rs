@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::completion::{AppendAck, AppendCompletion};
+use crate::dedup::{self, Claim, DedupIndex, Lookup, RequestId};
+use crate::partition::AckHook;
 use crate::config::StreamConfig;
 use crate::error::{LogError, Result};
 use crate::format::{Record, StoredRecord};
@@ -43,7 +47,73 @@ pub(crate) struct StreamMeta {
 pub struct Stream {
     pub(crate) meta: StreamMeta,
     pub(crate) partitions: Vec<Partition>,
+    pub(crate) dedup: Arc<DedupIndex>,
+    clock: Arc<dyn crate::Clock>,
     round_robin: AtomicU32,
+}
+
+/// The outcome of an append with a request id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppendOutcome {
+    /// Where each record of the request is, in input order.
+    pub positions: Vec<Position>,
+    /// True when every record was already in the log: this was a retry and nothing was
+    /// appended.
+    pub duplicate: bool,
+}
+
+/// A pending append with a request id: resolve with [`IdempotentAppend::wait`].
+#[derive(Debug)]
+#[must_use = "the records are only acknowledged once this resolves"]
+pub struct IdempotentAppend {
+    known: Vec<Option<Position>>,
+    parts: Vec<(AppendCompletion, Vec<usize>)>,
+    duplicate: bool,
+    stream: Arc<Stream>,
+}
+
+impl IdempotentAppend {
+    /// Waits for the records this call appended (if any) and returns every record's
+    /// position. For a duplicate, waits until the original is visible to readers (it is
+    /// already durable).
+    ///
+    /// # Errors
+    /// As [`crate::Partition::append`]'s completion. After an error, retrying with the same
+    /// request id is always safe.
+    pub fn wait(self) -> Result<AppendOutcome> {
+        let mut positions = self.known;
+        let mut first_error = None;
+        for (completion, indices) in self.parts {
+            match completion.wait() {
+                Ok(ack) => {
+                    for (j, index) in indices.into_iter().enumerate() {
+                        positions[index] = Some(Position {
+                            partition: ack.partition,
+                            offset: ack.base_offset + j as u64,
+                        });
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let positions: Vec<Position> = positions.into_iter().flatten().collect();
+        if self.duplicate {
+            for p in &positions {
+                if let Ok(partition) = self.stream.partition(p.partition) {
+                    partition.wait_end_offset_above(p.offset, std::time::Duration::from_secs(30));
+                }
+            }
+        }
+        Ok(AppendOutcome {
+            positions,
+            duplicate: self.duplicate,
+        })
+    }
 }
 
 /// Positions of a multi-partition append: resolve with [`StreamAppend::wait`].
@@ -101,12 +171,163 @@ impl StreamAppend {
 }
 
 impl Stream {
-    pub(crate) fn new(meta: StreamMeta, partitions: Vec<Partition>) -> Self {
+    pub(crate) fn new(
+        meta: StreamMeta,
+        partitions: Vec<Partition>,
+        dedup: Arc<DedupIndex>,
+        clock: Arc<dyn crate::Clock>,
+    ) -> Self {
         Stream {
             meta,
             partitions,
+            dedup,
+            clock,
             round_robin: AtomicU32::new(0),
         }
+    }
+
+    /// The stream's request-id index (counters, size).
+    pub fn request_ids(&self) -> &DedupIndex {
+        &self.dedup
+    }
+
+    /// Appends the records of one logical request identified by `request_id`, exactly once:
+    /// a retry with the same id and the same records returns the original positions with
+    /// `duplicate: true` and appends nothing; a retry while the original is still in flight
+    /// waits for the original's outcome. Records are placed as [`Self::append_batch`] places
+    /// them, one atomic batch per partition. Each record gets the headers `request-id`
+    /// (and `request-index` = `i/n` when the request has several records) and, when given,
+    /// `traceparent`.
+    ///
+    /// # Errors
+    /// [`LogError::RequestIdConflict`] when the id was used for different records (nothing
+    /// appended); [`LogError::ReservedHeader`]; the limits of [`Self::append_batch`]. I/O
+    /// errors arrive through [`IdempotentAppend::wait`]; retrying with the same id is safe.
+    pub fn append_with_id(
+        self: &Arc<Self>,
+        request_id: &RequestId,
+        traceparent: Option<&str>,
+        mut records: Vec<Record>,
+    ) -> Result<IdempotentAppend> {
+        if records.is_empty() {
+            return Err(LogError::EmptyBatch);
+        }
+        let claims = dedup::stamp(request_id, traceparent, &mut records)?;
+        let now = self.clock.now_ms();
+        let timestamps: Vec<i64> = records.iter().map(|r| r.timestamp_ms.unwrap_or(now)).collect();
+        let groups = self.group_by_partition(records);
+        // Check every limit before the index is touched: bad input changes nothing.
+        let mut encoded = Vec::with_capacity(groups.len());
+        for (_, records, indices) in &groups {
+            encoded.push(
+                crate::format::encode_batch(records, now).map_err(|e| remap_index(e, indices))?,
+            );
+        }
+        let lookups = self.dedup.lookup_or_claim(request_id, &claims, now)?;
+        let known: Vec<Option<Position>> = lookups
+            .iter()
+            .map(|l| match l {
+                Lookup::Known(partition, offset) => Some(Position {
+                    partition: *partition,
+                    offset: *offset,
+                }),
+                Lookup::Claimed => None,
+            })
+            .collect();
+        if known.iter().all(Option::is_some) {
+            self.dedup.note_duplicate();
+            return Ok(IdempotentAppend {
+                known,
+                parts: Vec::new(),
+                duplicate: true,
+                stream: self.clone(),
+            });
+        }
+        let mut parts = Vec::with_capacity(groups.len());
+        let mut groups = groups.into_iter().zip(encoded).peekable();
+        while let Some(((p, records, indices), batch)) = groups.next() {
+            let claimed: Vec<usize> = indices
+                .iter()
+                .copied()
+                .filter(|&i| known[i].is_none())
+                .collect();
+            if claimed.is_empty() {
+                continue;
+            }
+            let batch = if claimed.len() == indices.len() {
+                batch
+            } else {
+                // Part of this request reached the log before (a crash between partitions):
+                // append only what is missing.
+                let subset: Vec<Record> = indices
+                    .iter()
+                    .zip(records)
+                    .filter(|(i, _)| known[**i].is_none())
+                    .map(|(_, r)| r)
+                    .collect();
+                crate::format::encode_batch(&subset, now)?
+            };
+            let done: Vec<(Claim, i64)> = claimed.iter().map(|&i| (claims[i], timestamps[i])).collect();
+            let index = self.dedup.clone();
+            let clock = self.clock.clone();
+            let hook = AckHook::new(move |outcome| match outcome {
+                Ok(ack) => {
+                    let entries: Vec<_> = done
+                        .iter()
+                        .enumerate()
+                        .map(|(j, (claim, ts))| (*claim, ack.partition, ack.base_offset + j as u64, *ts))
+                        .collect();
+                    index.complete(&entries, clock.now_ms());
+                }
+                Err(error) => {
+                    let claims: Vec<Claim> = done.iter().map(|(c, _)| *c).collect();
+                    index.release(&claims, &error.to_string());
+                }
+            });
+            match self.partitions[p as usize].append_with_hook(batch, Some(hook)) {
+                Ok(completion) => parts.push((completion, claimed)),
+                Err(e) => {
+                    // The hook of this batch released its claims when it was dropped;
+                    // release the claims of the batches not sent.
+                    let rest: Vec<Claim> = groups
+                        .flat_map(|((_, _, indices), _)| indices)
+                        .filter(|&i| known[i].is_none())
+                        .map(|i| claims[i])
+                        .collect();
+                    self.dedup.release(&rest, &e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(IdempotentAppend {
+            known,
+            parts,
+            duplicate: false,
+            stream: self.clone(),
+        })
+    }
+
+    /// Splits records by partition (keyed by hash; all unkeyed ones to one round-robin
+    /// partition): `(partition, records, their input indices)`, in partition order.
+    fn group_by_partition(&self, records: Vec<Record>) -> Vec<(u32, Vec<Record>, Vec<usize>)> {
+        let unkeyed = self.choose_partition(None);
+        let mut by_partition: Vec<(Vec<Record>, Vec<usize>)> = (0..self.partition_count())
+            .map(|_| (Vec::new(), Vec::new()))
+            .collect();
+        for (index, record) in records.into_iter().enumerate() {
+            let p = match &record.key {
+                Some(key) => partition_for_key(key, self.partition_count()),
+                None => unkeyed,
+            };
+            by_partition[p as usize].0.push(record);
+            by_partition[p as usize].1.push(index);
+        }
+        by_partition
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (r, _))| !r.is_empty())
+            .map(|(p, (r, i))| (u32::try_from(p).unwrap_or(0), r, i))
+            .collect()
     }
 
     /// The stream's name.
@@ -164,6 +385,7 @@ impl Stream {
 
     /// Appends `records` as one atomic batch to `partition`, whatever their keys.
     pub fn append_to(&self, partition: u32, records: &[Record]) -> Result<AppendCompletion> {
+        check_no_reserved_headers(records)?;
         self.partition(partition)?.append(records)
     }
 
@@ -175,31 +397,17 @@ impl Stream {
         if len == 0 {
             return Err(LogError::EmptyBatch);
         }
-        let unkeyed = self.choose_partition(None);
-        let mut by_partition: Vec<(Vec<Record>, Vec<usize>)> = (0..self.partition_count())
-            .map(|_| (Vec::new(), Vec::new()))
-            .collect();
-        for (index, record) in records.into_iter().enumerate() {
-            let p = match &record.key {
-                Some(key) => partition_for_key(key, self.partition_count()),
-                None => unkeyed,
-            };
-            by_partition[p as usize].0.push(record);
-            by_partition[p as usize].1.push(index);
-        }
-        let now = self.partitions.first().map_or(0, |p| p.clock_now_ms());
+        check_no_reserved_headers(&records)?;
+        let now = self.clock.now_ms();
         let mut encoded = Vec::new();
-        for (p, (records, indices)) in by_partition.into_iter().enumerate() {
-            if records.is_empty() {
-                continue;
-            }
+        for (p, records, indices) in self.group_by_partition(records) {
             let batch =
                 crate::format::encode_batch(&records, now).map_err(|e| remap_index(e, &indices))?;
             encoded.push((p, batch, indices));
         }
         let mut parts = Vec::with_capacity(encoded.len());
         for (p, batch, indices) in encoded {
-            parts.push((self.partitions[p].append_encoded(batch)?, indices));
+            parts.push((self.partitions[p as usize].append_encoded(batch)?, indices));
         }
         Ok(StreamAppend { parts, len })
     }
@@ -228,6 +436,20 @@ impl Stream {
     pub fn size_bytes(&self) -> u64 {
         self.partitions.iter().map(Partition::size_bytes).sum()
     }
+}
+
+/// Refuses records that set a header reserved for request ids: only
+/// [`Stream::append_with_id`] may write them, or replay would mistake them for requests.
+fn check_no_reserved_headers(records: &[Record]) -> Result<()> {
+    for (index, record) in records.iter().enumerate() {
+        if let Some((name, _)) = record.headers.iter().find(|(n, _)| dedup::is_reserved_header(n)) {
+            return Err(LogError::ReservedHeader {
+                index,
+                name: name.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites the record index in a limit error from a per-partition index to the caller's.

@@ -188,7 +188,9 @@ fn verify_partition(
                 detail: defect.reason.clone(),
             });
         }
-        expected_base = Some(scan.next_offset);
+        // After damage the next segment's start cannot be checked: the damaged segment's
+        // end is unknown (reporting a gap there would only repeat the damage).
+        expected_base = scan.defect.is_none().then_some(scan.next_offset);
         if !last && scan.defect.is_none() {
             let index_path = dir.join(index_file_name(base));
             let fresh = read_whole(storage, &index_path)

@@ -103,6 +103,12 @@ impl SimDir {
             .unwrap_or_else(|| panic!("{} does not exist", path.display()))
     }
 
+    /// Removes a file, durably.
+    pub fn remove(&self, path: &Path) {
+        self.sim.remove_file(path).unwrap();
+        self.sim.sync_dir(path.parent().unwrap()).unwrap();
+    }
+
     /// Replaces a file's contents and makes them durable.
     pub fn overwrite(&self, path: &Path, bytes: &[u8]) {
         let file = self.sim.open(path, OpenMode::ReadWrite).unwrap();

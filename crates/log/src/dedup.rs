@@ -1,0 +1,827 @@
+//! Request ids and the per-stream deduplication index: exactly-once appends without
+//! two-phase commit.
+//!
+//! A client gives every logical request an id (HTTP `Idempotency-Key`) and retries with the
+//! same id after any failure. The id travels in the record itself — header
+//! [`REQUEST_ID_HEADER`] (and [`REQUEST_INDEX_HEADER`] for the position of a record inside a
+//! multi-record request) — so the index is a **derived view of the log** (DESIGN.md rule 2):
+//! it is rebuilt after any crash from a checkpoint file plus the log after the checkpoint's
+//! offsets, and is never a second source of truth.
+//!
+//! ```text
+//!  append_with_id(id, records)
+//!     │ lock index ── id remembered? ── yes: same digest → duplicate, the original positions
+//!     │                  │                   other digest → RequestIdConflict, nothing appended
+//!     │                  ├─ in flight? ──── wait for the original's outcome, then look again
+//!     │                  └─ unknown ─────── mark in flight, append
+//!     ▼
+//!  partition writer: write + fdatasync ── ack hook: remember (id → position), wake waiters
+//! ```
+//!
+//! **Ids of a multi-record request.** One id per request; record `i` of an `n`-record
+//! request is remembered as `(id, i)`, and its digest covers `n`. A retry whose records are
+//! all remembered is a duplicate; a retry of a request that spanned partitions and was only
+//! partly written before a crash appends exactly the missing records.
+//!
+//! **Digest.** XXH3-64 over each record's key, value and headers (length-prefixed, in order,
+//! without the reserved headers `request-id`, `request-index` and `traceparent`, which may
+//! differ between retries) and the record count. Callers that accept JSON should canonicalise
+//! it (RFC 8785) before appending, so reordered object keys are not a conflict.
+//!
+//! **Window.** An id is remembered until *either* limit of [`RequestIdWindow`] passes it:
+//! `max_age_ms` after its record's timestamp (default 7 days; sliding per id, not per time
+//! bucket; at 1 s granularity, rounded in favour of remembering) or once `max_ids` newer ids
+//! are remembered (default 1,000,000 per stream). **A retry after the window appends again**,
+//! exactly like Kafka's producer-id expiry or Stripe's 24-hour idempotency keys.
+//!
+//! **Memory.** The index is in memory: 40 bytes per remembered id in insertion order plus an
+//! 8-byte slot in a hash table (about 55 bytes per id with table slack), whatever the id's
+//! length: ids are kept as a 128-bit XXH3 hash, so a false match needs a 2^-128 collision.
+//! `max_ids` bounds it (default ≈ 55 MB per stream).
+//!
+//! **Retention** deletes records, never remembered ids: a retry of another id is unaffected.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LogError, Result};
+use crate::format::{Record, StoredRecord};
+use crate::storage::{OpenMode, Storage};
+
+/// Header holding a record's request id.
+pub const REQUEST_ID_HEADER: &str = "request-id";
+/// Header holding a record's position in a multi-record request (absent for single records).
+pub const REQUEST_INDEX_HEADER: &str = "request-index";
+/// Header holding a W3C trace context, stored beside the request id.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Longest request id, bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+
+/// Whether a header name is reserved for the log (callers cannot set it on records directly).
+pub fn is_reserved_header(name: &str) -> bool {
+    name == REQUEST_ID_HEADER || name == REQUEST_INDEX_HEADER
+}
+
+/// A validated request id: 1 ..= 128 bytes of printable ASCII (`' '..='~'`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// Validates a request id.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidRequestId`] naming why.
+    pub fn new(id: impl Into<String>) -> Result<RequestId> {
+        let id = id.into();
+        let reason = if id.is_empty() {
+            Some("must not be empty")
+        } else if id.len() > REQUEST_ID_BYTES_MAX {
+            Some("longer than 128 bytes")
+        } else if !id.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            Some("only printable ASCII (' ' to '~') is allowed")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(LogError::InvalidRequestId {
+                id: id.chars().take(160).collect(),
+                reason,
+            }),
+            None => Ok(RequestId(id)),
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How long a stream remembers request ids. Both limits apply; the first one reached
+/// forgets an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestIdWindow {
+    /// Most ids remembered per stream (default 1,000,000).
+    pub max_ids: u64,
+    /// Longest time an id is remembered after its record's timestamp, ms (default 7 days).
+    pub max_age_ms: u64,
+}
+
+impl Default for RequestIdWindow {
+    fn default() -> Self {
+        RequestIdWindow {
+            max_ids: 1_000_000,
+            max_age_ms: 7 * 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+/// Counters of one stream's index.
+#[derive(Debug, Default)]
+pub struct DedupStats {
+    /// Retries answered with the original positions (nothing appended).
+    pub duplicates: AtomicU64,
+    /// Requests refused with [`LogError::RequestIdConflict`].
+    pub conflicts: AtomicU64,
+    /// Ids forgotten because of the window.
+    pub expired: AtomicU64,
+}
+
+/// The 128-bit key of record `index` of request `id`.
+fn id_key(id: &str, index: u32) -> [u64; 2] {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(id.as_bytes());
+    h.update(&[0]);
+    h.update(&index.to_le_bytes());
+    let v = h.digest128();
+    [v as u64, (v >> 64) as u64]
+}
+
+/// Digest of one record of an `count`-record request, for conflict detection.
+pub(crate) fn record_digest(
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[(String, Vec<u8>)],
+    count: u32,
+) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&count.to_le_bytes());
+    match key {
+        Some(k) => {
+            h.update(&[1]);
+            h.update(&(k.len() as u64).to_le_bytes());
+            h.update(k);
+        }
+        None => h.update(&[0]),
+    }
+    h.update(&(value.len() as u64).to_le_bytes());
+    h.update(value);
+    for (name, v) in headers {
+        if is_reserved_header(name) || name == TRACEPARENT_HEADER {
+            continue;
+        }
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(v);
+    }
+    h.digest()
+}
+
+/// Start of the second-resolution clock of entries: 2020-01-01T00:00:00Z, ms.
+const EPOCH_MS: i64 = 1_577_836_800_000;
+
+fn to_entry_secs(ts_ms: i64) -> u32 {
+    u32::try_from(((ts_ms - EPOCH_MS) / 1000).max(0)).unwrap_or(u32::MAX)
+}
+
+/// One remembered record. 40 bytes: the layout the memory budget is built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    key: [u64; 2],
+    digest: u64,
+    offset: u64,
+    partition: u32,
+    /// Seconds since [`EPOCH_MS`] (floor of the record timestamp).
+    ts_s: u32,
+}
+
+const ENTRY_BYTES: usize = 40;
+const _: () = assert!(std::mem::size_of::<Entry>() == ENTRY_BYTES);
+
+impl Entry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.key[0].to_le_bytes());
+        out.extend_from_slice(&self.key[1].to_le_bytes());
+        out.extend_from_slice(&self.digest.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.partition.to_le_bytes());
+        out.extend_from_slice(&self.ts_s.to_le_bytes());
+    }
+    fn decode(b: &[u8]) -> Entry {
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        let u32_at = |i: usize| {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(&b[i..i + 4]);
+            u32::from_le_bytes(a)
+        };
+        Entry {
+            key: [u64_at(0), u64_at(8)],
+            digest: u64_at(16),
+            offset: u64_at(24),
+            partition: u32_at(32),
+            ts_s: u32_at(36),
+        }
+    }
+    /// Whether the window's age limit has passed this entry at `now_ms`. The entry's second
+    /// is rounded up, so an id is never forgotten early.
+    fn expired(&self, now_ms: i64, max_age_ms: u64) -> bool {
+        let newest_ms = EPOCH_MS + (i64::from(self.ts_s) + 1) * 1000;
+        now_ms.saturating_sub(newest_ms) > i64::try_from(max_age_ms).unwrap_or(i64::MAX)
+    }
+}
+
+/// Entries in insertion order, in fixed-size chunks so that growth never doubles memory.
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: VecDeque<Vec<Entry>>,
+    /// Sequence number of the first entry (sequence numbers are never reused).
+    head_seq: u64,
+    /// Entries popped from the first chunk.
+    head_skip: usize,
+    len: u64,
+}
+
+const CHUNK_ENTRIES: usize = 4096;
+
+impl Queue {
+    fn push(&mut self, e: Entry) -> u64 {
+        if self.chunks.back().is_none_or(|c| c.len() == CHUNK_ENTRIES) {
+            self.chunks.push_back(Vec::with_capacity(CHUNK_ENTRIES));
+        }
+        if let Some(c) = self.chunks.back_mut() {
+            c.push(e);
+        }
+        self.len += 1;
+        self.head_seq + self.len - 1
+    }
+    fn get(&self, seq: u64) -> Option<&Entry> {
+        let rel = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        if rel as u64 >= self.len {
+            return None;
+        }
+        let at = rel + self.head_skip;
+        self.chunks.get(at / CHUNK_ENTRIES)?.get(at % CHUNK_ENTRIES)
+    }
+    fn front(&self) -> Option<&Entry> {
+        self.get(self.head_seq)
+    }
+    fn pop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        self.len -= 1;
+        self.head_seq += 1;
+        self.head_skip += 1;
+        if self.head_skip == CHUNK_ENTRIES || self.len == 0 {
+            self.chunks.pop_front();
+            self.head_skip = 0;
+        }
+    }
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        (self.head_seq..self.head_seq + self.len).filter_map(|s| self.get(s))
+    }
+    fn bytes(&self) -> u64 {
+        (self.chunks.len() * CHUNK_ENTRIES * ENTRY_BYTES) as u64
+    }
+}
+
+/// The outcome of an in-flight request, for retries that arrive meanwhile.
+#[derive(Debug)]
+struct Pending {
+    digest: u64,
+    done: Mutex<Option<std::result::Result<(u32, u64), String>>>,
+    ready: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: Queue,
+    /// Hash of the entry key → sequence number in `queue`.
+    table: hashbrown::HashTable<u64>,
+    pending: HashMap<[u64; 2], Arc<Pending>>,
+}
+
+impl State {
+    fn find(&self, key: [u64; 2]) -> Option<&Entry> {
+        let queue = &self.queue;
+        self.table
+            .find(key[0], |seq| queue.get(*seq).is_some_and(|e| e.key == key))
+            .and_then(|seq| queue.get(*seq))
+    }
+
+    fn insert(&mut self, e: Entry) {
+        if self.find(e.key).is_some() {
+            return; // replay after a checkpoint can meet an entry twice
+        }
+        let seq = self.queue.push(e);
+        let queue = &self.queue;
+        self.table
+            .insert_unique(e.key[0], seq, |s| queue.get(*s).map_or(0, |e| e.key[0]));
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(front) = self.queue.front().copied() {
+            let seq = self.queue.head_seq;
+            if let Ok(slot) = self.table.find_entry(front.key[0], |s| *s == seq) {
+                slot.remove();
+            }
+            self.queue.pop();
+        }
+    }
+}
+
+/// What a lookup found for one record of a request.
+pub(crate) enum Lookup {
+    /// Remembered at this position.
+    Known(u32, u64),
+    /// Not remembered and not in flight: now marked in flight by this caller.
+    Claimed,
+}
+
+/// The request-id index of one stream. See the module docs.
+#[derive(Debug)]
+pub struct DedupIndex {
+    window: RequestIdWindow,
+    state: Mutex<State>,
+    stats: DedupStats,
+    checkpoint_path: PathBuf,
+    /// Entries added since the last checkpoint.
+    dirty: AtomicU64,
+}
+
+/// One record of an idempotent request, as the index sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim {
+    pub key: [u64; 2],
+    pub digest: u64,
+}
+
+impl Claim {
+    pub fn new(id: &RequestId, index: u32, digest: u64) -> Claim {
+        Claim {
+            key: id_key(id.as_str(), index),
+            digest,
+        }
+    }
+}
+
+impl DedupIndex {
+    pub(crate) fn new(window: RequestIdWindow, checkpoint_path: PathBuf) -> Self {
+        DedupIndex {
+            window,
+            state: Mutex::new(State::default()),
+            stats: DedupStats::default(),
+            checkpoint_path,
+            dirty: AtomicU64::new(0),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DedupStats {
+        &self.stats
+    }
+
+    /// Ids remembered now.
+    pub fn len(&self) -> u64 {
+        lock(&self.state).queue.len
+    }
+
+    /// Whether no id is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of memory the index holds (entries, hash table, in-flight map).
+    pub fn memory_bytes(&self) -> u64 {
+        let state = lock(&self.state);
+        state.queue.bytes()
+            + (state.table.capacity() * (std::mem::size_of::<u64>() + 1)) as u64
+            + (state.pending.capacity() * 40) as u64
+    }
+
+    /// Looks up every record of a request under one lock. Waits (outside the lock) for
+    /// records of the same request that are in flight, then looks again.
+    ///
+    /// Returns one [`Lookup`] per claim; `Claimed` ones must be completed with
+    /// [`Self::complete`] (or released with [`Self::release`]).
+    pub(crate) fn lookup_or_claim(
+        &self,
+        request_id: &RequestId,
+        claims: &[Claim],
+        now_ms: i64,
+    ) -> Result<Vec<Lookup>> {
+        loop {
+            let mut wait_for = None;
+            {
+                let mut state = lock(&self.state);
+                self.expire(&mut state, now_ms);
+                let mut found = Vec::with_capacity(claims.len());
+                for (index, claim) in claims.iter().enumerate() {
+                    if let Some(e) = state.find(claim.key) {
+                        if e.digest != claim.digest {
+                            return Err(self.conflict(request_id, index));
+                        }
+                        found.push(Some((e.partition, e.offset)));
+                    } else if let Some(p) = state.pending.get(&claim.key) {
+                        if p.digest != claim.digest {
+                            return Err(self.conflict(request_id, index));
+                        }
+                        wait_for = Some(p.clone());
+                        break;
+                    } else {
+                        found.push(None);
+                    }
+                }
+                if wait_for.is_none() {
+                    let mut out = Vec::with_capacity(claims.len());
+                    for (claim, f) in claims.iter().zip(found) {
+                        match f {
+                            Some((p, o)) => out.push(Lookup::Known(p, o)),
+                            None => {
+                                state.pending.insert(
+                                    claim.key,
+                                    Arc::new(Pending {
+                                        digest: claim.digest,
+                                        done: Mutex::new(None),
+                                        ready: Condvar::new(),
+                                    }),
+                                );
+                                out.push(Lookup::Claimed);
+                            }
+                        }
+                    }
+                    return Ok(out);
+                }
+            }
+            if let Some(p) = wait_for {
+                let mut done = lock(&p.done);
+                while done.is_none() {
+                    done = p.ready.wait(done).unwrap_or_else(|e| e.into_inner());
+                }
+                if let Some(Err(cause)) = done.as_ref() {
+                    return Err(LogError::Io {
+                        op: "append (awaited by a retry of the same request id)",
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(cause.clone()),
+                    });
+                }
+            }
+        }
+    }
+
+    fn conflict(&self, request_id: &RequestId, index: usize) -> LogError {
+        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+        LogError::RequestIdConflict {
+            request_id: request_id.to_string(),
+            index,
+        }
+    }
+
+    /// Entries added since the last checkpoint.
+    pub(crate) fn dirty(&self) -> u64 {
+        self.dirty.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request answered entirely from the index.
+    pub(crate) fn note_duplicate(&self) {
+        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records that claimed records became durable at these positions (called by the
+    /// partition writer before it advances the acknowledged end), and wakes waiters.
+    pub(crate) fn complete(&self, done: &[(Claim, u32, u64, i64)], now_ms: i64) {
+        let mut state = lock(&self.state);
+        self.dirty.fetch_add(done.len() as u64, Ordering::Relaxed);
+        for &(claim, partition, offset, ts_ms) in done {
+            state.insert(Entry {
+                key: claim.key,
+                digest: claim.digest,
+                offset,
+                partition,
+                ts_s: to_entry_secs(ts_ms),
+            });
+            if let Some(p) = state.pending.remove(&claim.key) {
+                *lock(&p.done) = Some(Ok((partition, offset)));
+                p.ready.notify_all();
+            }
+        }
+        self.expire(&mut state, now_ms);
+    }
+
+    /// Releases claims whose append failed; waiters get the error.
+    pub(crate) fn release(&self, claims: &[Claim], cause: &str) {
+        let mut state = lock(&self.state);
+        for claim in claims {
+            if let Some(p) = state.pending.remove(&claim.key) {
+                *lock(&p.done) = Some(Err(cause.to_string()));
+                p.ready.notify_all();
+            }
+        }
+    }
+
+    fn expire(&self, state: &mut State, now_ms: i64) {
+        let mut expired = 0;
+        while let Some(front) = state.queue.front() {
+            let too_many = state.queue.len > self.window.max_ids;
+            if !too_many && !front.expired(now_ms, self.window.max_age_ms) {
+                break;
+            }
+            state.pop_front();
+            expired += 1;
+        }
+        if expired > 0 {
+            self.stats.expired.fetch_add(expired, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds the request ids found in records read from the log (recovery).
+    pub(crate) fn replay(&self, partition: u32, records: &[StoredRecord], out: &mut Vec<ReplayEntry>) {
+        for r in records {
+            let Some(id) = header(&r.headers, REQUEST_ID_HEADER) else {
+                continue;
+            };
+            let Ok(id) = std::str::from_utf8(id) else {
+                continue;
+            };
+            let index = header(&r.headers, REQUEST_INDEX_HEADER)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.split_once('/'))
+                .and_then(|(i, n)| Some((i.parse::<u32>().ok()?, n.parse::<u32>().ok()?)));
+            let (index, count) = index.unwrap_or((0, 1));
+            out.push(ReplayEntry(Entry {
+                key: id_key(id, index),
+                digest: record_digest(r.key.as_deref(), &r.value, &r.headers, count),
+                offset: r.offset,
+                partition,
+                ts_s: to_entry_secs(r.timestamp_ms),
+            }));
+        }
+    }
+
+    /// Inserts replayed entries (sorted by timestamp so the window expires them in order).
+    pub(crate) fn finish_replay(&self, mut entries: Vec<ReplayEntry>, now_ms: i64) {
+        entries.sort_by_key(|e| (e.0.ts_s, e.0.partition, e.0.offset));
+        let mut state = lock(&self.state);
+        for e in entries {
+            state.insert(e.0);
+        }
+        self.expire(&mut state, now_ms);
+    }
+
+    /// Writes a checkpoint: every remembered entry and, per partition, the offset up to
+    /// which the log has been applied (`applied`, read by the caller *while holding no
+    /// appends back*: every acknowledged record below it has already been completed here).
+    /// Written to a temporary file and renamed; not fsynced — a lost or damaged checkpoint
+    /// only means a longer replay (it carries a CRC32C).
+    pub(crate) fn write_checkpoint(
+        &self,
+        storage: &dyn Storage,
+        applied: impl FnOnce() -> Vec<u64>,
+    ) -> Result<()> {
+        let mut bytes = Vec::new();
+        {
+            let state = lock(&self.state);
+            self.dirty.store(0, Ordering::Relaxed);
+            let applied = applied();
+            bytes.extend_from_slice(&CHECKPOINT_MAGIC);
+            bytes.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+            bytes.extend_from_slice(&(applied.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&state.queue.len.to_le_bytes());
+            for a in &applied {
+                bytes.extend_from_slice(&a.to_le_bytes());
+            }
+            bytes.reserve(state.queue.len as usize * ENTRY_BYTES + 4);
+            for e in state.queue.iter() {
+                e.encode(&mut bytes);
+            }
+        }
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let path = &self.checkpoint_path;
+        let tmp = path.with_extension("tmp");
+        let io = |op, p: &Path| {
+            let p = p.to_path_buf();
+            move |e| LogError::io(op, p, e)
+        };
+        let _ = storage.remove_file(&tmp);
+        let file = storage
+            .open(&tmp, OpenMode::CreateNew)
+            .map_err(io("create", &tmp))?;
+        file.write_at(&bytes, 0).map_err(io("write", &tmp))?;
+        storage.rename(&tmp, path).map_err(io("rename", path))
+    }
+
+    /// Loads the checkpoint if it is whole; returns the applied offset per partition
+    /// (zeros, meaning "replay everything", if there is none or it is damaged).
+    /// A checkpoint that claims more of a partition than the log now holds (the log lost an
+    /// unsynced tail under a weak fsync policy) is discarded: its ids might name records
+    /// that no longer exist.
+    pub(crate) fn load_checkpoint(&self, storage: &dyn Storage, end_offsets: &[u64]) -> Vec<u64> {
+        let partitions = u32::try_from(end_offsets.len()).unwrap_or(u32::MAX);
+        let fresh = vec![0; end_offsets.len()];
+        let Ok(bytes) = crate::segment::read_whole(storage, &self.checkpoint_path) else {
+            return fresh;
+        };
+        let decoded = decode_checkpoint(&bytes, partitions)
+            .filter(|(applied, _)| applied.iter().zip(end_offsets).all(|(a, e)| a <= e));
+        match decoded {
+            Some((applied, entries)) => {
+                let mut state = lock(&self.state);
+                for e in entries {
+                    state.insert(e);
+                }
+                applied
+            }
+            None => {
+                tracing::warn!(path = %self.checkpoint_path.display(), "request-id checkpoint is damaged or stale; replaying the whole log");
+                fresh
+            }
+        }
+    }
+}
+
+/// An entry found by replay, not yet inserted.
+#[derive(Debug)]
+pub(crate) struct ReplayEntry(Entry);
+
+const CHECKPOINT_MAGIC: [u8; 8] = *b"LBK-RID\n";
+const CHECKPOINT_VERSION: u32 = 1;
+
+fn decode_checkpoint(b: &[u8], partitions: u32) -> Option<(Vec<u64>, Vec<Entry>)> {
+    if b.len() < 28 || b[0..8] != CHECKPOINT_MAGIC {
+        return None;
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let u32_at = |i: usize| Some(u32::from_le_bytes(body.get(i..i + 4)?.try_into().ok()?));
+    let u64_at = |i: usize| Some(u64::from_le_bytes(body.get(i..i + 8)?.try_into().ok()?));
+    if u32_at(8)? != CHECKPOINT_VERSION || u32_at(12)? != partitions {
+        return None;
+    }
+    let count = usize::try_from(u64_at(16)?).ok()?;
+    let mut at = 24;
+    let mut applied = Vec::with_capacity(partitions as usize);
+    for _ in 0..partitions {
+        applied.push(u64_at(at)?);
+        at += 8;
+    }
+    if body.len() != at + count * ENTRY_BYTES {
+        return None;
+    }
+    let entries = body[at..].chunks_exact(ENTRY_BYTES).map(Entry::decode).collect();
+    Some((applied, entries))
+}
+
+fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// Adds the request-id headers to the records of a request (and the trace context, if any)
+/// and returns each record's claim.
+///
+/// # Errors
+/// [`LogError::ReservedHeader`] if a record already carries a reserved header.
+pub(crate) fn stamp(
+    request_id: &RequestId,
+    traceparent: Option<&str>,
+    records: &mut [Record],
+) -> Result<Vec<Claim>> {
+    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    let mut claims = Vec::with_capacity(records.len());
+    for (i, record) in records.iter_mut().enumerate() {
+        if let Some((name, _)) = record.headers.iter().find(|(n, _)| is_reserved_header(n)) {
+            return Err(LogError::ReservedHeader {
+                index: i,
+                name: name.clone(),
+            });
+        }
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        let digest = record_digest(record.key.as_deref(), &record.value, &record.headers, count);
+        record
+            .headers
+            .push((REQUEST_ID_HEADER.to_string(), request_id.as_str().as_bytes().to_vec()));
+        if count > 1 {
+            record.headers.push((
+                REQUEST_INDEX_HEADER.to_string(),
+                format!("{index}/{count}").into_bytes(),
+            ));
+        }
+        if let Some(tp) = traceparent {
+            if !record.headers.iter().any(|(n, _)| n == TRACEPARENT_HEADER) {
+                record
+                    .headers
+                    .push((TRACEPARENT_HEADER.to_string(), tp.as_bytes().to_vec()));
+            }
+        }
+        claims.push(Claim::new(request_id, index, digest));
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_validated() {
+        assert!(RequestId::new("order-7/retry ok~").is_ok());
+        assert!(RequestId::new("x".repeat(128)).is_ok());
+        for bad in [String::new(), "x".repeat(129), "tab\there".into(), "é".into()] {
+            assert!(
+                matches!(RequestId::new(bad.clone()), Err(LogError::InvalidRequestId { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn digest_ignores_trace_context_but_not_content() {
+        let a = record_digest(Some(b"k"), b"v", &[("h".into(), b"1".to_vec())], 1);
+        let with_trace = record_digest(
+            Some(b"k"),
+            b"v",
+            &[
+                ("h".into(), b"1".to_vec()),
+                (TRACEPARENT_HEADER.into(), b"00-abc".to_vec()),
+            ],
+            1,
+        );
+        assert_eq!(a, with_trace);
+        assert_ne!(a, record_digest(Some(b"k"), b"w", &[("h".into(), b"1".to_vec())], 1));
+        assert_ne!(a, record_digest(None, b"v", &[("h".into(), b"1".to_vec())], 1));
+        assert_ne!(a, record_digest(Some(b"k"), b"v", &[("h".into(), b"2".to_vec())], 1));
+        assert_ne!(a, record_digest(Some(b"k"), b"v", &[("h".into(), b"1".to_vec())], 2));
+    }
+
+    fn entry(i: u64, ts_s: u32) -> Entry {
+        Entry {
+            key: [i, i * 7],
+            digest: i,
+            offset: i,
+            partition: 0,
+            ts_s,
+        }
+    }
+
+    #[test]
+    fn queue_and_table_stay_consistent_across_chunks() {
+        let mut state = State::default();
+        for i in 0..10_000 {
+            state.insert(entry(i, 0));
+        }
+        for _ in 0..5_000 {
+            state.pop_front();
+        }
+        assert!(state.find([4_999, 4_999 * 7]).is_none());
+        assert_eq!(state.find([5_000, 35_000]).map(|e| e.offset), Some(5_000));
+        assert_eq!(state.find([9_999, 69_993]).map(|e| e.offset), Some(9_999));
+        assert_eq!(state.queue.len, 5_000);
+        assert_eq!(state.table.len(), 5_000);
+    }
+
+    #[test]
+    fn age_expiry_never_forgets_early() {
+        let e = entry(1, 100);
+        let appended_ms = EPOCH_MS + 100 * 1000 + 999; // last ms of that second
+        assert!(!e.expired(appended_ms + 10_000, 10_000));
+        assert!(e.expired(appended_ms + 10_002, 10_000));
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_rejects_damage() {
+        let sim = crate::sim::SimStorage::new();
+        sim.create_dir_all(Path::new("/d")).unwrap();
+        let index = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        {
+            let mut state = lock(&index.state);
+            for i in 0..100 {
+                state.insert(entry(i, 5));
+            }
+        }
+        index.write_checkpoint(&sim, || vec![7, 9]).unwrap();
+        let loaded = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        assert_eq!(loaded.load_checkpoint(&sim, &[7, 9]), vec![7, 9]);
+        assert_eq!(loaded.len(), 100);
+        let ahead_of_log = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        assert_eq!(ahead_of_log.load_checkpoint(&sim, &[7, 8]), vec![0, 0]);
+        assert!(ahead_of_log.is_empty());
+        sim.corrupt("/d/rid", 50, 1).unwrap();
+        let damaged = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        assert_eq!(damaged.load_checkpoint(&sim, &[7, 9]), vec![0, 0]);
+        assert!(damaged.is_empty());
+    }
+}
