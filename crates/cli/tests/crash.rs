@@ -4,13 +4,15 @@
 //! * [`sigkill_at_random_moments_loses_nothing_acknowledged`] runs `logbook debug crash-child`
 //!   (fsync `always`, many appends in flight so group commit batches them), kills it with
 //!   SIGKILL at a random moment, reopens the data directory with the library and checks every
-//!   record, over several rounds on the same directory.
+//!   record, over several rounds on one directory (a fresh one every [`ROUNDS_PER_DIR`]).
 //! * [`power_loss_during_concurrent_appends_loses_nothing_acknowledged`] does the same in
 //!   process over [`SimStorage`], whose power loss also drops every byte and directory entry
 //!   that was not fsynced. SIGKILL keeps the page cache, so only this one can see a missing
 //!   fsync (DESIGN.md, "Crash testing must be able to see a missing fsync").
 //!
-//! Both print their seed; replay a failure with `LOGBOOK_CRASH_SEED=<seed>`. Run longer with
+//! Both print their seed; `LOGBOOK_CRASH_SEED=<seed>` replays a failure's choices (partitions,
+//! appends in flight, kill delay or number of acks before the power loss, batch sizes); where
+//! exactly the kill lands still depends on the machine's timing. Run longer with
 //! `LOGBOOK_CRASH_ROUNDS=<n>` (default 8). Nothing here asserts on timing.
 //!
 //! What a record holds is a pure function of its id ([`expected_record`]; the child builds the
@@ -41,7 +43,8 @@ use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_logbook");
 const STREAM: &str = "crash";
-/// Rounds of the SIGKILL test on one data directory before it starts a new one.
+/// Rounds on one data directory (or simulated file system) before a test starts a new one:
+/// each round checks every record there, so this keeps a long run linear in time.
 const ROUNDS_PER_DIR: u32 = 8;
 
 /// Where an acknowledged record must be: (partition, offset).

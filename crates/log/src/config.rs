@@ -161,11 +161,7 @@ impl StreamConfig {
             );
         }
         if self.request_ids.max_ids == 0 {
-            return invalid(
-                "request_ids.max_ids",
-                "0".into(),
-                "must be positive".into(),
-            );
+            return invalid("request_ids.max_ids", "0".into(), "must be positive".into());
         }
         if self.request_ids.max_age_ms == 0 {
             return invalid(

@@ -544,7 +544,12 @@ impl DedupIndex {
     }
 
     /// Adds the request ids found in records read from the log (recovery).
-    pub(crate) fn replay(&self, partition: u32, records: &[StoredRecord], out: &mut Vec<ReplayEntry>) {
+    pub(crate) fn replay(
+        &self,
+        partition: u32,
+        records: &[StoredRecord],
+        out: &mut Vec<ReplayEntry>,
+    ) {
         for r in records {
             let Some(id) = header(&r.headers, REQUEST_ID_HEADER) else {
                 continue;
@@ -679,7 +684,10 @@ fn decode_checkpoint(b: &[u8], partitions: u32) -> Option<(Vec<u64>, Vec<Entry>)
     if body.len() != at + count * ENTRY_BYTES {
         return None;
     }
-    let entries = body[at..].chunks_exact(ENTRY_BYTES).map(Entry::decode).collect();
+    let entries = body[at..]
+        .chunks_exact(ENTRY_BYTES)
+        .map(Entry::decode)
+        .collect();
     Some((applied, entries))
 }
 
@@ -711,9 +719,10 @@ pub(crate) fn stamp(
         }
         let index = u32::try_from(i).unwrap_or(u32::MAX);
         let digest = record_digest(record.key.as_deref(), &record.value, &record.headers, count);
-        record
-            .headers
-            .push((REQUEST_ID_HEADER.to_string(), request_id.as_str().as_bytes().to_vec()));
+        record.headers.push((
+            REQUEST_ID_HEADER.to_string(),
+            request_id.as_str().as_bytes().to_vec(),
+        ));
         if count > 1 {
             record.headers.push((
                 REQUEST_INDEX_HEADER.to_string(),
@@ -740,9 +749,17 @@ mod tests {
     fn request_ids_are_validated() {
         assert!(RequestId::new("order-7/retry ok~").is_ok());
         assert!(RequestId::new("x".repeat(128)).is_ok());
-        for bad in [String::new(), "x".repeat(129), "tab\there".into(), "é".into()] {
+        for bad in [
+            String::new(),
+            "x".repeat(129),
+            "tab\there".into(),
+            "é".into(),
+        ] {
             assert!(
-                matches!(RequestId::new(bad.clone()), Err(LogError::InvalidRequestId { .. })),
+                matches!(
+                    RequestId::new(bad.clone()),
+                    Err(LogError::InvalidRequestId { .. })
+                ),
                 "{bad:?}"
             );
         }
@@ -761,10 +778,22 @@ mod tests {
             1,
         );
         assert_eq!(a, with_trace);
-        assert_ne!(a, record_digest(Some(b"k"), b"w", &[("h".into(), b"1".to_vec())], 1));
-        assert_ne!(a, record_digest(None, b"v", &[("h".into(), b"1".to_vec())], 1));
-        assert_ne!(a, record_digest(Some(b"k"), b"v", &[("h".into(), b"2".to_vec())], 1));
-        assert_ne!(a, record_digest(Some(b"k"), b"v", &[("h".into(), b"1".to_vec())], 2));
+        assert_ne!(
+            a,
+            record_digest(Some(b"k"), b"w", &[("h".into(), b"1".to_vec())], 1)
+        );
+        assert_ne!(
+            a,
+            record_digest(None, b"v", &[("h".into(), b"1".to_vec())], 1)
+        );
+        assert_ne!(
+            a,
+            record_digest(Some(b"k"), b"v", &[("h".into(), b"2".to_vec())], 1)
+        );
+        assert_ne!(
+            a,
+            record_digest(Some(b"k"), b"v", &[("h".into(), b"1".to_vec())], 2)
+        );
     }
 
     fn entry(i: u64, ts_s: u32) -> Entry {

@@ -49,10 +49,12 @@ pub mod stream;
 pub mod verify;
 
 pub use completion::{AppendAck, AppendCompletion, EndOffsetAbove};
-pub use dedup::{DedupStats, RequestId, RequestIdWindow};
 pub use config::{Clock, FsyncPolicy, StreamConfig, SystemClock, validate_stream_name};
+pub use dedup::{DedupStats, RequestId, RequestIdWindow};
 pub use error::{LogError, Result};
 pub use format::{Record, StoredRecord};
 pub use log::{Log, LogOptions};
 pub use partition::{Partition, PartitionStats};
-pub use stream::{Position, Stream, StreamAppend, partition_for_key};
+pub use stream::{
+    AppendOutcome, IdempotentAppend, Position, Stream, StreamAppend, partition_for_key,
+};

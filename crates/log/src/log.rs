@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dedup::DedupIndex;
 use crate::config::{Clock, StreamConfig, SystemClock, validate_stream_name};
+use crate::dedup::DedupIndex;
 use crate::error::{LogError, Result};
 use crate::format::FORMAT_VERSION;
 use crate::limits;
@@ -92,6 +92,11 @@ impl Maintenance {
                 let (lock, cvar) = &*signal;
                 let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
                 loop {
+                    // `stop` may have run before this thread first took the lock; waiting
+                    // then would delay every close by a whole interval.
+                    if *stopped {
+                        return;
+                    }
                     stopped = cvar
                         .wait_timeout(stopped, CHECKPOINT_INTERVAL)
                         .unwrap_or_else(|e| e.into_inner())
@@ -449,7 +454,11 @@ impl Drop for Log {
 /// Writes a stream's request-id checkpoint (see [`DedupIndex::write_checkpoint`]).
 pub(crate) fn checkpoint_request_ids(storage: &dyn Storage, stream: &Stream) -> Result<()> {
     stream.dedup.write_checkpoint(storage, || {
-        stream.partitions().iter().map(Partition::end_offset).collect()
+        stream
+            .partitions()
+            .iter()
+            .map(Partition::end_offset)
+            .collect()
     })
 }
 

@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::completion::{AppendAck, AppendCompletion};
-use crate::dedup::{self, Claim, DedupIndex, Lookup, RequestId};
-use crate::partition::AckHook;
 use crate::config::StreamConfig;
+use crate::dedup::{self, Claim, DedupIndex, Lookup, RequestId};
 use crate::error::{LogError, Result};
 use crate::format::{Record, StoredRecord};
+use crate::partition::AckHook;
 use crate::partition::Partition;
 
 /// The partition of a keyed record in a stream of `partitions` partitions:
@@ -73,6 +73,11 @@ pub struct IdempotentAppend {
 }
 
 impl IdempotentAppend {
+    /// Whether [`Self::wait`] would return without blocking on an append.
+    pub fn is_ready(&self) -> bool {
+        self.parts.iter().all(|(c, _)| c.is_ready())
+    }
+
     /// Waits for the records this call appended (if any) and returns every record's
     /// position. For a duplicate, waits until the original is visible to readers (it is
     /// already durable).
@@ -214,7 +219,10 @@ impl Stream {
         }
         let claims = dedup::stamp(request_id, traceparent, &mut records)?;
         let now = self.clock.now_ms();
-        let timestamps: Vec<i64> = records.iter().map(|r| r.timestamp_ms.unwrap_or(now)).collect();
+        let timestamps: Vec<i64> = records
+            .iter()
+            .map(|r| r.timestamp_ms.unwrap_or(now))
+            .collect();
         let groups = self.group_by_partition(records);
         // Check every limit before the index is touched: bad input changes nothing.
         let mut encoded = Vec::with_capacity(groups.len());
@@ -267,7 +275,10 @@ impl Stream {
                     .collect();
                 crate::format::encode_batch(&subset, now)?
             };
-            let done: Vec<(Claim, i64)> = claimed.iter().map(|&i| (claims[i], timestamps[i])).collect();
+            let done: Vec<(Claim, i64)> = claimed
+                .iter()
+                .map(|&i| (claims[i], timestamps[i]))
+                .collect();
             let index = self.dedup.clone();
             let clock = self.clock.clone();
             let hook = AckHook::new(move |outcome| match outcome {
@@ -275,7 +286,9 @@ impl Stream {
                     let entries: Vec<_> = done
                         .iter()
                         .enumerate()
-                        .map(|(j, (claim, ts))| (*claim, ack.partition, ack.base_offset + j as u64, *ts))
+                        .map(|(j, (claim, ts))| {
+                            (*claim, ack.partition, ack.base_offset + j as u64, *ts)
+                        })
                         .collect();
                     index.complete(&entries, clock.now_ms());
                 }
@@ -442,7 +455,11 @@ impl Stream {
 /// [`Stream::append_with_id`] may write them, or replay would mistake them for requests.
 fn check_no_reserved_headers(records: &[Record]) -> Result<()> {
     for (index, record) in records.iter().enumerate() {
-        if let Some((name, _)) = record.headers.iter().find(|(n, _)| dedup::is_reserved_header(n)) {
+        if let Some((name, _)) = record
+            .headers
+            .iter()
+            .find(|(n, _)| dedup::is_reserved_header(n))
+        {
             return Err(LogError::ReservedHeader {
                 index,
                 name: name.clone(),

@@ -1,0 +1,658 @@
+//! Exactly-once appends through request ids: every scenario the request-id issue names,
+//! each its own test.
+
+mod common;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use common::{DATA_DIR, START_MS, SimDir};
+use logbook_log::dedup::{REQUEST_ID_HEADER, REQUEST_INDEX_HEADER, TRACEPARENT_HEADER};
+use logbook_log::storage::{DirLock, OpenMode, Storage, StorageFile};
+use logbook_log::{
+    Log, LogError, LogOptions, Position, Record, RequestId, RequestIdWindow, Stream, StreamConfig,
+};
+
+fn id(s: &str) -> RequestId {
+    RequestId::new(s).unwrap()
+}
+
+fn all_records(stream: &Stream) -> Vec<(u32, logbook_log::StoredRecord)> {
+    let mut out = Vec::new();
+    for p in stream.partitions() {
+        let mut from = p.start_offset();
+        loop {
+            let batch = p.read(from, 1000, 1 << 24).unwrap();
+            let Some(last) = batch.last() else { break };
+            from = last.offset + 1;
+            out.extend(batch.into_iter().map(|r| (p.id(), r)));
+        }
+    }
+    out
+}
+
+fn header<'a>(r: &'a logbook_log::StoredRecord, name: &str) -> Option<&'a [u8]> {
+    r.headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+#[test]
+fn a_retry_returns_the_original_position_and_appends_nothing() {
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    let stream = log
+        .create_stream("orders", StreamConfig::with_partitions(3))
+        .unwrap();
+    let first = stream
+        .append_with_id(
+            &id("req-1"),
+            Some("00-trace-1"),
+            vec![Record::keyed("k", "v")],
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(!first.duplicate);
+    let retry = stream
+        .append_with_id(
+            &id("req-1"),
+            Some("00-trace-2"),
+            vec![Record::keyed("k", "v")],
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.positions, first.positions);
+    assert_eq!(stream.record_count(), 1);
+    assert_eq!(
+        stream
+            .request_ids()
+            .stats()
+            .duplicates
+            .load(Ordering::Relaxed),
+        1
+    );
+    // The id and the first attempt's trace context travel in the record.
+    let records = all_records(&stream);
+    assert_eq!(
+        header(&records[0].1, REQUEST_ID_HEADER),
+        Some(&b"req-1"[..])
+    );
+    assert_eq!(
+        header(&records[0].1, TRACEPARENT_HEADER),
+        Some(&b"00-trace-1"[..])
+    );
+}
+
+#[test]
+fn the_same_id_with_another_body_is_a_conflict_and_appends_nothing() {
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    let stream = log
+        .create_stream("orders", StreamConfig::with_partitions(2))
+        .unwrap();
+    stream
+        .append_with_id(&id("req-1"), None, vec![Record::keyed("k", "v1")])
+        .unwrap()
+        .wait()
+        .unwrap();
+    let variants = [
+        vec![Record::keyed("k", "v2")],
+        vec![Record::keyed("other", "v1")],
+        vec![Record::new("v1")],
+        vec![Record::keyed("k", "v1").with_header("h", "x")],
+        vec![Record::keyed("k", "v1"), Record::keyed("k", "v1")],
+    ];
+    for records in variants {
+        let err = stream
+            .append_with_id(&id("req-1"), None, records.clone())
+            .unwrap_err();
+        assert!(
+            matches!(err, LogError::RequestIdConflict { ref request_id, .. } if request_id == "req-1"),
+            "{records:?}: {err}"
+        );
+    }
+    assert_eq!(stream.record_count(), 1);
+    assert_eq!(
+        stream
+            .request_ids()
+            .stats()
+            .conflicts
+            .load(Ordering::Relaxed),
+        5
+    );
+}
+
+#[test]
+fn bad_request_ids_and_reserved_headers_are_refused_and_change_nothing() {
+    assert!(matches!(
+        RequestId::new(""),
+        Err(LogError::InvalidRequestId { .. })
+    ));
+    assert!(matches!(
+        RequestId::new("x".repeat(129)),
+        Err(LogError::InvalidRequestId { .. })
+    ));
+    assert!(matches!(
+        RequestId::new("naïve"),
+        Err(LogError::InvalidRequestId { .. })
+    ));
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    let stream = log
+        .create_stream("s", StreamConfig::with_partitions(1))
+        .unwrap();
+    let forged = Record::new("v").with_header(REQUEST_ID_HEADER, "someone-else");
+    assert!(matches!(
+        stream.append(forged.clone()),
+        Err(LogError::ReservedHeader { .. })
+    ));
+    assert!(matches!(
+        stream.append_with_id(&id("a"), None, vec![forged]),
+        Err(LogError::ReservedHeader { .. })
+    ));
+    let too_big = Record::new(vec![0u8; 2 << 20]);
+    assert!(matches!(
+        stream.append_with_id(&id("a"), None, vec![too_big]),
+        Err(LogError::RecordTooLarge { .. })
+    ));
+    assert_eq!(stream.record_count(), 0);
+    // A refused request leaves no trace in the index: the id is still free.
+    let ok = stream
+        .append_with_id(&id("a"), None, vec![Record::new("v")])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(!ok.duplicate);
+}
+
+#[test]
+fn concurrent_appends_with_one_id_write_one_record_and_all_get_its_position() {
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    let stream = log
+        .create_stream("s", StreamConfig::with_partitions(4))
+        .unwrap();
+    for round in 0..20 {
+        let request = id(&format!("same-{round}"));
+        let outcomes: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let stream = stream.clone();
+                    let request = request.clone();
+                    s.spawn(move || {
+                        stream
+                            .append_with_id(&request, None, vec![Record::new("unkeyed value")])
+                            .unwrap()
+                            .wait()
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let originals = outcomes.iter().filter(|o| !o.duplicate).count();
+        assert_eq!(originals, 1, "round {round}: exactly one caller appended");
+        assert!(
+            outcomes
+                .windows(2)
+                .all(|w| w[0].positions == w[1].positions),
+            "round {round}: every caller got the same position: {outcomes:?}"
+        );
+    }
+    assert_eq!(stream.record_count(), 20);
+}
+
+#[test]
+fn a_multi_record_request_is_deduplicated_as_a_whole_across_partitions() {
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    let stream = log
+        .create_stream("s", StreamConfig::with_partitions(4))
+        .unwrap();
+    let records: Vec<Record> = (0..10)
+        .map(|i| Record::keyed(format!("key-{i}"), format!("v{i}")))
+        .collect();
+    let first = stream
+        .append_with_id(&id("batch"), None, records.clone())
+        .unwrap()
+        .wait()
+        .unwrap();
+    let partitions: std::collections::BTreeSet<u32> =
+        first.positions.iter().map(|p| p.partition).collect();
+    assert!(partitions.len() > 1, "the request spans partitions");
+    let retry = stream
+        .append_with_id(&id("batch"), None, records)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.positions, first.positions);
+    assert_eq!(stream.record_count(), 10);
+    let indices: Vec<String> = all_records(&stream)
+        .iter()
+        .map(|(_, r)| String::from_utf8(header(r, REQUEST_INDEX_HEADER).unwrap().to_vec()).unwrap())
+        .collect();
+    assert!(indices.iter().all(|i| i.ends_with("/10")), "{indices:?}");
+}
+
+#[test]
+fn a_retry_after_a_restart_behaves_exactly_like_one_without() {
+    let dir = SimDir::new();
+    let (first, records) = {
+        let log = dir.open().unwrap();
+        let stream = log
+            .create_stream("s", StreamConfig::with_partitions(2))
+            .unwrap();
+        let records = vec![Record::keyed("a", "1"), Record::keyed("b", "2")];
+        let first = stream
+            .append_with_id(&id("r"), None, records.clone())
+            .unwrap()
+            .wait()
+            .unwrap();
+        (first, records)
+    };
+    // Clean restart: the checkpoint written at close holds the id.
+    {
+        let log = dir.open().unwrap();
+        let stream = log.stream("s").unwrap();
+        let retry = stream
+            .append_with_id(&id("r"), None, records.clone())
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.positions, first.positions);
+        assert!(matches!(
+            stream.append_with_id(&id("r"), None, vec![Record::keyed("a", "changed")]),
+            Err(LogError::RequestIdConflict { .. })
+        ));
+    }
+    // Crash after the ack, checkpoint lost: the id is recovered from the log itself.
+    dir.sim.power_loss();
+    // (The checkpoint is not fsynced, so the power loss may already have taken it.)
+    let _ = dir
+        .sim
+        .remove_file(Path::new("/data/streams/s/request-ids.checkpoint"));
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    let retry = stream
+        .append_with_id(&id("r"), None, records)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.positions, first.positions);
+    assert_eq!(stream.record_count(), 2);
+}
+
+#[test]
+fn a_record_durable_before_a_crash_is_a_duplicate_after_it_even_without_an_ack() {
+    // The append reaches the disk and the process dies before anyone hears of it: the
+    // writer's fsync succeeds, the power goes, the caller never saw the ack.
+    let dir = SimDir::new();
+    {
+        let log = dir.open().unwrap();
+        let stream = log
+            .create_stream("s", StreamConfig::with_partitions(1))
+            .unwrap();
+        let pending = stream
+            .append_with_id(&id("lost-ack"), None, vec![Record::new("v")])
+            .unwrap();
+        // Drop the pending outcome unread, as a crashing client would.
+        drop(pending);
+        stream.partitions()[0].wait_end_offset_above(0, Duration::from_secs(30));
+    }
+    dir.sim.power_loss();
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    let retry = stream
+        .append_with_id(&id("lost-ack"), None, vec![Record::new("v")])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        retry.positions,
+        vec![Position {
+            partition: 0,
+            offset: 0
+        }]
+    );
+    assert_eq!(stream.record_count(), 1);
+}
+
+fn windowed(max_ids: u64, max_age_ms: u64) -> StreamConfig {
+    StreamConfig {
+        request_ids: RequestIdWindow {
+            max_ids,
+            max_age_ms,
+        },
+        ..StreamConfig::with_partitions(2)
+    }
+}
+
+#[test]
+fn the_age_window_slides_per_id_and_a_retry_after_it_appends_again() {
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    let window_ms = 60_000;
+    let stream = log.create_stream("s", windowed(1_000, window_ms)).unwrap();
+    let append = |name: &str| {
+        stream
+            .append_with_id(&id(name), None, vec![Record::new(name.to_string())])
+            .unwrap()
+            .wait()
+            .unwrap()
+    };
+    assert!(!append("early").duplicate); // at t = 0
+    dir.clock.advance(40_000);
+    assert!(!append("late").duplicate); // at t = 40 s
+    // t = 59 s: both inside their own window.
+    dir.clock.set(START_MS + 59_000);
+    assert!(append("early").duplicate);
+    assert!(append("late").duplicate);
+    // t = 62 s: "early" is past its 60 s; "late" (appended at 40 s) is not, although a
+    // fixed 60 s bucket starting at 0 would have dropped it too.
+    dir.clock.set(START_MS + 62_000);
+    assert!(append("late").duplicate);
+    let again = append("early");
+    assert!(
+        !again.duplicate,
+        "a retry after the window appends again, as documented"
+    );
+    assert_eq!(stream.record_count(), 3);
+    // t = 102 s: "late" is past its window (ids are kept at 1 s granularity, rounded up:
+    // at most 1 s longer, never shorter); the re-appended "early" (t = 62 s) is not.
+    dir.clock.set(START_MS + 102_000);
+    assert!(!append("late").duplicate);
+    assert!(append("early").duplicate);
+}
+
+#[test]
+fn the_count_window_forgets_the_oldest_ids_first() {
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    let stream = log.create_stream("s", windowed(5, 3_600_000)).unwrap();
+    for i in 0..8 {
+        let o = stream
+            .append_with_id(&id(&format!("id-{i}")), None, vec![Record::new("v")])
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(!o.duplicate);
+    }
+    assert_eq!(stream.request_ids().len(), 5);
+    for i in 3..8 {
+        let o = stream
+            .append_with_id(&id(&format!("id-{i}")), None, vec![Record::new("v")])
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(o.duplicate, "id-{i} is among the 5 newest");
+    }
+    let o = stream
+        .append_with_id(&id("id-0"), None, vec![Record::new("v")])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(!o.duplicate, "id-0 fell out of the 5-id window");
+}
+
+#[test]
+fn retention_deleting_records_does_not_break_retries_of_other_ids() {
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    let config = StreamConfig {
+        segment_bytes_max: 4096,
+        retention_bytes: Some(4096),
+        ..StreamConfig::with_partitions(1)
+    };
+    let stream = log.create_stream("s", config).unwrap();
+    let value = vec![b'x'; 500];
+    let mut positions = Vec::new();
+    for i in 0..40 {
+        let o = stream
+            .append_with_id(
+                &id(&format!("id-{i}")),
+                None,
+                vec![Record::new(value.clone())],
+            )
+            .unwrap()
+            .wait()
+            .unwrap();
+        positions.push(o.positions[0]);
+    }
+    let partition = &stream.partitions()[0];
+    assert!(partition.enforce_retention(START_MS).unwrap() > 0 || partition.start_offset() > 0);
+    let start = partition.start_offset();
+    assert!(start > 0, "retention deleted old segments");
+    // Retries of ids whose records are gone and of ids whose records remain: all duplicates
+    // with their original positions, nothing appended.
+    for i in [0usize, 5, 39] {
+        let o = stream
+            .append_with_id(
+                &id(&format!("id-{i}")),
+                None,
+                vec![Record::new(value.clone())],
+            )
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(o.duplicate, "id-{i}");
+        assert_eq!(o.positions[0], positions[i]);
+    }
+    assert_eq!(partition.end_offset(), 40);
+    // And after a restart (replay starts at the first retained offset).
+    drop(log);
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    let o = stream
+        .append_with_id(&id("id-39"), None, vec![Record::new(value)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(o.duplicate);
+}
+
+#[test]
+fn idempotency_behaves_the_same_on_every_stream_and_partition() {
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    for name in ["a", "b"] {
+        let stream = log
+            .create_stream(name, StreamConfig::with_partitions(4))
+            .unwrap();
+        for p in 0..4u32 {
+            // A key that lands in partition p.
+            let key = (0..)
+                .map(|i| format!("k{i}"))
+                .find(|k| logbook_log::partition_for_key(k.as_bytes(), 4) == p)
+                .unwrap();
+            let request = id(&format!("req-{p}"));
+            let first = stream
+                .append_with_id(&request, None, vec![Record::keyed(key.clone(), "v")])
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_eq!(first.positions[0].partition, p);
+            let retry = stream
+                .append_with_id(&request, None, vec![Record::keyed(key, "v")])
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert!(retry.duplicate, "stream {name} partition {p}");
+            assert_eq!(retry.positions, first.positions);
+        }
+        assert_eq!(stream.record_count(), 4);
+    }
+    // Scope is per stream: the same id on another stream is a different request.
+    let b = log.stream("b").unwrap();
+    assert_eq!(b.record_count(), 4);
+}
+
+/// Storage whose `sync_data` blocks while a gate is closed: holds an append "in flight"
+/// (written, not yet durable) for as long as a test needs.
+#[derive(Debug, Clone)]
+struct GatedStorage {
+    inner: logbook_log::sim::SimStorage,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+    closed: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: Arc<dyn StorageFile>,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+    closed: Arc<AtomicBool>,
+}
+
+impl StorageFile for GatedFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.inner.write_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            let (lock, cvar) = &*self.gate;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cvar.wait(open).unwrap();
+            }
+        }
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl Storage for GatedStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+        self.inner.list_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.inner.is_dir(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(GatedFile {
+            inner: self.inner.open(path, mode)?,
+            gate: self.gate.clone(),
+            closed: self.closed.clone(),
+        }))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+        self.inner.lock(path)
+    }
+}
+
+#[test]
+fn a_retry_while_the_original_is_in_flight_waits_for_and_returns_its_outcome() {
+    let storage = GatedStorage {
+        inner: logbook_log::sim::SimStorage::new(),
+        gate: Arc::new((Mutex::new(false), Condvar::new())),
+        closed: Arc::new(AtomicBool::new(false)),
+    };
+    let log = Log::open_with(
+        DATA_DIR,
+        LogOptions {
+            storage: Arc::new(storage.clone()),
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    let stream = log
+        .create_stream("s", StreamConfig::with_partitions(1))
+        .unwrap();
+    storage.closed.store(true, Ordering::SeqCst);
+    let original = stream
+        .append_with_id(&id("slow"), None, vec![Record::new("v")])
+        .unwrap();
+    let retry = std::thread::spawn({
+        let stream = stream.clone();
+        move || {
+            stream
+                .append_with_id(&id("slow"), None, vec![Record::new("v")])
+                .unwrap()
+                .wait()
+                .unwrap()
+        }
+    });
+    // The original cannot be acknowledged while its fsync is held, so neither can the retry
+    // (this cannot pass by luck: an early answer is wrong however slow the machine is).
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!original.is_ready());
+    assert!(!retry.is_finished(), "the retry must wait for the original");
+    assert_eq!(stream.partitions()[0].end_offset(), 0);
+    {
+        let (lock, cvar) = &*storage.gate;
+        *lock.lock().unwrap() = true;
+        cvar.notify_all();
+    }
+    let original = original.wait().unwrap();
+    let retry = retry.join().unwrap();
+    assert!(!original.duplicate);
+    assert!(retry.duplicate);
+    assert_eq!(retry.positions, original.positions);
+    assert_eq!(stream.record_count(), 1);
+}
+
+#[test]
+fn a_damaged_checkpoint_is_ignored_and_the_log_replayed() {
+    let dir = SimDir::new();
+    {
+        let log = dir.open().unwrap();
+        let stream = log
+            .create_stream("s", StreamConfig::with_partitions(2))
+            .unwrap();
+        for i in 0..50 {
+            stream
+                .append_with_id(
+                    &id(&format!("r{i}")),
+                    None,
+                    vec![Record::new(format!("{i}"))],
+                )
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+    }
+    dir.sim
+        .corrupt("/data/streams/s/request-ids.checkpoint", 40, 0xFF)
+        .unwrap();
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    assert_eq!(stream.request_ids().len(), 50);
+    let o = stream
+        .append_with_id(&id("r17"), None, vec![Record::new("17")])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(o.duplicate);
+}
