@@ -82,6 +82,14 @@ pub struct AppendArgs {
     /// A header `name=value` (repeatable).
     #[arg(long = "header", value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// Make the whole invocation one request with this id (≤ 128 printable ASCII bytes):
+    /// running the same command again appends nothing and prints the original positions with
+    /// "duplicate": true; the same id with other records fails with a conflict.
+    #[arg(long)]
+    request_id: Option<String>,
+    /// A W3C trace context stored beside the request id (only with --request-id).
+    #[arg(long, requires = "request_id")]
+    traceparent: Option<String>,
 }
 
 /// Arguments of `logbook log read`.
@@ -199,6 +207,25 @@ fn append(args: AppendArgs) -> anyhow::Result<()> {
     };
     if values.is_empty() {
         bail!("nothing to append: give a value or lines on stdin");
+    }
+    if let Some(request_id) = &args.request_id {
+        if args.partition.is_some() {
+            bail!("--partition cannot be combined with --request-id (records are placed by key)");
+        }
+        let request_id = logbook_log::RequestId::new(request_id.clone())?;
+        let records: Vec<Record> = values.into_iter().map(make).collect();
+        let outcome = stream
+            .append_with_id(&request_id, args.traceparent.as_deref(), records)?
+            .wait()?;
+        let mut out = std::io::stdout().lock();
+        for p in &outcome.positions {
+            writeln!(
+                out,
+                "{}",
+                json!({"partition": p.partition, "offset": p.offset, "duplicate": outcome.duplicate})
+            )?;
+        }
+        return Ok(());
     }
     // Keep a bounded number of appends in flight so the writer can group-commit them.
     let mut in_flight = std::collections::VecDeque::new();

@@ -5,6 +5,10 @@
 //! value the row as JSON) with fsync `always`; up to `--in-flight` appends are outstanding at
 //! once, so the partition writers group-commit them. Latency is measured per record from the
 //! append call to its acknowledgment (durable on disk).
+//!
+//! Every record carries a request id derived from the file's content hash and its line
+//! (`import:<xxh3-64 of the file>:<line>`), so running the import again — or resuming an
+//! interrupted one — appends nothing twice: the log answers the retries as duplicates.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -13,7 +17,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use logbook_log::{AppendCompletion, Log, Record, StreamConfig};
+use logbook_log::{IdempotentAppend, Log, Record, RequestId, StreamConfig};
 
 use crate::flights::{self, DEFAULT_SAMPLE};
 
@@ -35,7 +39,8 @@ pub struct QuickstartArgs {
     /// Appends kept outstanding at once (the writers group-commit what is queued).
     #[arg(long, default_value_t = 256)]
     in_flight: usize,
-    /// Drop the stream first if it exists, and import again.
+    /// Drop the stream first if it exists, and import again. (Without it, a second run
+    /// appends nothing: every flight's request id is recognised.)
     #[arg(long)]
     fresh: bool,
 }
@@ -51,25 +56,13 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     if args.fresh && log.stream(&args.stream).is_ok() {
         log.drop_stream(&args.stream)?;
     }
-    if let Ok(existing) = log.stream(&args.stream) {
-        if existing.record_count() > 0 {
-            println!(
-                "Stream {:?} in {} already holds {} records in {} partitions ({} bytes).",
-                args.stream,
-                args.data.data_dir.display(),
-                existing.record_count(),
-                existing.partition_count(),
-                existing.size_bytes()
-            );
-            println!(
-                "Nothing imported (the log has no request ids yet, so a second import would duplicate every flight)."
-            );
-            println!("Run with --fresh to drop the stream and import again.");
-            print_next_steps(&args);
-            return Ok(());
+    let stream = match log.stream(&args.stream) {
+        Ok(existing) => existing,
+        Err(_) => {
+            log.create_stream(&args.stream, StreamConfig::with_partitions(args.partitions))?
         }
-    }
-    let stream = log.create_stream(&args.stream, StreamConfig::with_partitions(args.partitions))?;
+    };
+    let file_id = file_identity(&sample)?;
 
     let progress = ProgressBar::new_spinner();
     progress.set_style(
@@ -79,8 +72,9 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     progress.set_message(sample.display().to_string());
 
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut in_flight: VecDeque<(Instant, AppendCompletion)> = VecDeque::new();
+    let mut in_flight: VecDeque<(Instant, IdempotentAppend)> = VecDeque::new();
     let mut records = 0u64;
+    let mut duplicates = 0u64;
     let mut key_bytes = 0u64;
     let mut value_bytes = 0u64;
     let started = Instant::now();
@@ -89,19 +83,23 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         let flight = flight?;
         key_bytes += flight.key.len() as u64;
         value_bytes += flight.value.len() as u64;
-        let record = Record::keyed(flight.key, flight.value);
-        let sent = Instant::now();
-        in_flight.push_back((sent, stream.append(record)?));
-        if in_flight.len() >= args.in_flight {
-            settle_one(&mut in_flight, &mut latency)?;
-        }
         records += 1;
+        let record = Record::keyed(flight.key, flight.value);
+        let request_id = RequestId::new(format!("import:{file_id:016x}:{}", records + 1))?;
+        let sent = Instant::now();
+        in_flight.push_back((
+            sent,
+            stream.append_with_id(&request_id, None, vec![record])?,
+        ));
+        if in_flight.len() >= args.in_flight {
+            duplicates += settle_one(&mut in_flight, &mut latency)?;
+        }
         if records % 512 == 0 {
             progress.set_position(records);
         }
     }
     while !in_flight.is_empty() {
-        settle_one(&mut in_flight, &mut latency)?;
+        duplicates += settle_one(&mut in_flight, &mut latency)?;
     }
     let elapsed = started.elapsed();
     progress.finish_and_clear();
@@ -119,8 +117,11 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         }
     }
     let read_elapsed = read_started.elapsed();
-    if read_back != records {
-        bail!("read back {read_back} records, appended {records}");
+    if read_back != stream.record_count() {
+        bail!(
+            "read back {read_back} records, the stream holds {}",
+            stream.record_count()
+        );
     }
 
     let stats: (u64, u64) = stream.partitions().iter().fold((0, 0), |(s, g), p| {
@@ -132,6 +133,11 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     });
     println!("Imported the real nycflights13 sample into a local Logbook log.");
     println!();
+    if duplicates > 0 {
+        println!(
+            "  ({duplicates} of {records} flights were already in the log: their request ids were recognised and nothing was appended twice)"
+        );
+    }
     println!("  source          {}", sample.display());
     println!(
         "  data directory  {}   stream {:?}",
@@ -139,7 +145,8 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         args.stream
     );
     println!(
-        "  records         {records} flights (keys {key_bytes} bytes + JSON values {value_bytes} bytes)"
+        "  records         {records} flights read, {} appended (keys {key_bytes} bytes + JSON values {value_bytes} bytes)",
+        records - duplicates
     );
     println!(
         "  log bytes       {} in {} segment files (framing + CRC32C included)",
@@ -191,16 +198,24 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits for the oldest outstanding append; returns 1 if it was a duplicate.
 fn settle_one(
-    in_flight: &mut VecDeque<(Instant, AppendCompletion)>,
+    in_flight: &mut VecDeque<(Instant, IdempotentAppend)>,
     latency: &mut Histogram<u64>,
-) -> anyhow::Result<()> {
-    if let Some((sent, completion)) = in_flight.pop_front() {
-        completion.wait()?;
-        let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-        latency.saturating_record(us.max(1));
-    }
-    Ok(())
+) -> anyhow::Result<u64> {
+    let Some((sent, pending)) = in_flight.pop_front() else {
+        return Ok(0);
+    };
+    let outcome = pending.wait()?;
+    let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+    latency.saturating_record(us.max(1));
+    Ok(u64::from(outcome.duplicate))
+}
+
+/// A stable identity of the input file: XXH3-64 of its bytes.
+fn file_identity(path: &Path) -> anyhow::Result<u64> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 
 fn print_next_steps(args: &QuickstartArgs) {
