@@ -94,7 +94,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         if in_flight.len() >= args.in_flight {
             duplicates += settle_one(&mut in_flight, &mut latency)?;
         }
-        if records % 512 == 0 {
+        if records.is_multiple_of(512) {
             progress.set_position(records);
         }
     }

@@ -35,7 +35,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use logbook_log::format::SEGMENT_HEADER_BYTES;
 use logbook_log::sim::SimStorage;
 use logbook_log::{Log, LogOptions, Record, Stream, StreamConfig, partition_for_key};
 use rand::rngs::StdRng;
@@ -172,8 +171,6 @@ fn check_stream(stream: &Stream, acked: &BTreeMap<u64, Position>, context: &str)
 /// A problem from `logbook log verify --json`.
 struct Problem {
     kind: String,
-    path: std::path::PathBuf,
-    file_offset: u64,
     json: String,
 }
 
@@ -198,8 +195,6 @@ fn verify(dir: &Path) -> (i32, Vec<Problem>, String) {
         .iter()
         .map(|p| Problem {
             kind: p["kind"].as_str().unwrap_or("?").to_string(),
-            path: p["path"].as_str().unwrap_or("").into(),
-            file_offset: p["file_offset"].as_u64().unwrap_or(u64::MAX),
             json: p.to_string(),
         })
         .collect();
@@ -207,42 +202,12 @@ fn verify(dir: &Path) -> (i32, Vec<Problem>, String) {
 }
 
 /// Whether a problem that `verify` reports right after a SIGKILL is one that open repairs
-/// without losing anything acknowledged:
-/// * `torn_tail`: SIGKILL can cut the group commit's `pwrite` short (a fatal signal stops a
-///   regular-file write between pages), leaving a torn last batch; open truncates it
-///   (`segment.rs`, `open_active`). It was never acknowledged.
-/// * `corrupt` at byte 0 of the partition's *last* segment, when that file is shorter than a
-///   segment header or its header is all zeros: a kill during a roll, between creating the
-///   file and writing its header. Open removes such a segment (`partition.rs`, `recover`), but
-///   `verify.rs` reports it as `corrupt` (exit 1), so it is accepted here by name.
+/// without losing anything acknowledged: a `torn_tail` — SIGKILL can cut the group commit's
+/// `pwrite` short, leaving a torn last batch (open truncates it), or cut a segment roll
+/// between creating the file and writing its header (open removes the empty segment).
+/// Neither was ever acknowledged.
 fn repaired_by_open(problem: &Problem) -> bool {
-    match problem.kind.as_str() {
-        "torn_tail" => true,
-        "corrupt" if problem.file_offset == 0 => {
-            let is_log = |p: &Path| p.extension().is_some_and(|e| e == "log");
-            let Some(dir) = problem.path.parent() else {
-                return false;
-            };
-            let last = std::fs::read_dir(dir)
-                .map(|entries| {
-                    entries
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| is_log(p))
-                        .max()
-                })
-                .ok()
-                .flatten();
-            let mut header = Vec::new();
-            if let Ok(file) = std::fs::File::open(&problem.path) {
-                let _ = file
-                    .take(SEGMENT_HEADER_BYTES as u64)
-                    .read_to_end(&mut header);
-            }
-            last.as_deref() == Some(problem.path.as_path())
-                && (header.len() < SEGMENT_HEADER_BYTES || header.iter().all(|b| *b == 0))
-        }
-        _ => false,
-    }
+    problem.kind == "torn_tail"
 }
 
 /// One run of the child until it is killed: its acknowledgments, in the order printed.

@@ -729,12 +729,12 @@ pub(crate) fn stamp(
                 format!("{index}/{count}").into_bytes(),
             ));
         }
-        if let Some(tp) = traceparent {
-            if !record.headers.iter().any(|(n, _)| n == TRACEPARENT_HEADER) {
-                record
-                    .headers
-                    .push((TRACEPARENT_HEADER.to_string(), tp.as_bytes().to_vec()));
-            }
+        if let Some(tp) = traceparent
+            && !record.headers.iter().any(|(n, _)| n == TRACEPARENT_HEADER)
+        {
+            record
+                .headers
+                .push((TRACEPARENT_HEADER.to_string(), tp.as_bytes().to_vec()));
         }
         claims.push(Claim::new(request_id, index, digest));
     }

@@ -540,8 +540,7 @@ fn recover(storage: &dyn Storage, dir: &Path, partition: u32) -> Result<Vec<Segm
     // (its directory entry durable, its first bytes not): it never held a record.
     if let Some(&last) = bases.last() {
         let path = dir.join(segment::segment_file_name(last));
-        let bytes = segment::read_whole_prefix(storage, &path, format::SEGMENT_HEADER_BYTES)?;
-        if bytes.len() < format::SEGMENT_HEADER_BYTES || bytes.iter().all(|b| *b == 0) {
+        if segment::creation_was_interrupted(storage, &path)? {
             tracing::warn!(segment = %path.display(), "removing a segment whose creation was interrupted");
             storage
                 .remove_file(&path)

@@ -327,6 +327,14 @@ pub(crate) fn read_whole(storage: &dyn Storage, path: &Path) -> std::io::Result<
     Ok(bytes)
 }
 
+/// Whether a segment file is what a crash inside [`Segment::create`] leaves: shorter than a
+/// header, or a header of zeros (its directory entry durable, its bytes not). Such a file
+/// never held a record; recovery removes it when it is the last segment.
+pub(crate) fn creation_was_interrupted(storage: &dyn Storage, path: &Path) -> Result<bool> {
+    let bytes = read_whole_prefix(storage, path, SEGMENT_HEADER_BYTES)?;
+    Ok(bytes.len() < SEGMENT_HEADER_BYTES || bytes.iter().all(|b| *b == 0))
+}
+
 /// Reads at most the first `n` bytes of a file.
 pub(crate) fn read_whole_prefix(storage: &dyn Storage, path: &Path, n: usize) -> Result<Vec<u8>> {
     let io = |e| LogError::io("read", path, e);

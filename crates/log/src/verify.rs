@@ -154,6 +154,16 @@ fn verify_partition(
                 ),
             });
         }
+        if last && segment::creation_was_interrupted(storage, &path)? {
+            report.problems.push(Problem {
+                kind: ProblemKind::TornTail,
+                path: path.clone(),
+                file_offset: 0,
+                detail: "segment creation was interrupted (no whole header); open removes it"
+                    .into(),
+            });
+            continue;
+        }
         let scan = match segment::verify_file(storage, dir, partition, base) {
             Ok(scan) => scan,
             Err(LogError::Corrupt {

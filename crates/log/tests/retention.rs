@@ -26,9 +26,9 @@ const STREAM: &str = "s";
 
 /// Creates stream `s` (one partition, 4 KiB segments) with the given retention, and appends
 /// `count` records one by one, the clock moving `step_ms` before each. `timestamp(i, now)`
-/// may give record `i` an explicit timestamp. Returns the log, the records, and the base of
-/// every segment seen on disk after any append (retention deletes a segment only once
-/// others hold enough bytes, so each is seen before it goes).
+/// may give record `i` an explicit timestamp. Returns the log (closed and reopened), the
+/// records, and the base of every segment seen on disk after any append (retention deletes a
+/// segment only once later ones hold enough bytes, so each is seen before it goes).
 fn fill(
     dir: &SimDir,
     retention_bytes: Option<u64>,
@@ -60,7 +60,10 @@ fn fill(
         seen.extend(dir.segment_bases(&partition_dir(STREAM, 0)));
     }
     drop(stream);
-    (log, expected, seen)
+    // Retention after a roll runs in the writer once the append is acknowledged; closing
+    // waits for it, so no deletion is still under way when the test looks at the files.
+    drop(log);
+    (dir.open().unwrap(), expected, seen)
 }
 
 /// Checks the state after retention: files on disk are exactly the kept segments (an index
@@ -143,10 +146,7 @@ fn retention_by_bytes_deletes_whole_oldest_segments_keeping_at_least_the_limit()
     let deleted: Vec<u64> = seen.iter().copied().filter(|b| *b < start).collect();
     let kept: Vec<u64> = seen.iter().copied().filter(|b| *b >= start).collect();
     assert_eq!(bases, kept);
-    assert_eq!(
-        p.stats().segments_deleted.load(Ordering::Relaxed),
-        deleted.len() as u64
-    );
+    assert!(!deleted.is_empty());
     assert_eq!(p.enforce_retention(dir.clock.now_ms()).unwrap(), 0);
 
     // The new start survives a reopen and a power loss (the deletions were made durable).
@@ -221,6 +221,7 @@ fn retention_by_age_deletes_segments_whose_newest_record_is_older_than_the_limit
     assert_eq!(p.enforce_retention(newest(0) + limit).unwrap(), 0);
     assert_eq!(p.start_offset(), 0);
     assert_eq!(p.enforce_retention(newest(0) + limit + 1).unwrap(), 1);
+    assert_eq!(p.stats().segments_deleted.load(Ordering::Relaxed), 1);
     assert_eq!(assert_retained(&dir, &log, &expected), bases[1]);
     assert_eq!(dir.sim.file_bytes(segment_path(STREAM, 0, 0)), None);
     assert_eq!(dir.sim.file_bytes(index_path(STREAM, 0, 0)), None);
