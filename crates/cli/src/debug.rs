@@ -28,6 +28,32 @@ pub enum DebugCommand {
     /// Append deterministic records forever, printing `ack <id> <partition> <offset>` for each
     /// acknowledged one (the crash test kills this process).
     CrashChild(CrashChildArgs),
+    /// Append the records of ids `--from-id ..< --to-id`, each as one request with request id
+    /// `req-<id>`, printing `ack <id> <partition> <offset> <duplicate 0|1>` for each; exits 0
+    /// when all are acknowledged (the exactly-once crash loop kills and restarts this).
+    IdemChild(IdemChildArgs),
+}
+
+/// Arguments of `logbook debug idem-child`.
+#[derive(Debug, clap::Args)]
+pub struct IdemChildArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// The stream (created with fsync `always` if missing).
+    #[arg(long)]
+    stream: String,
+    /// Partitions of the stream when it is created.
+    #[arg(long, default_value_t = 3)]
+    partitions: u32,
+    /// First id to append (inclusive).
+    #[arg(long)]
+    from_id: u64,
+    /// Last id to append (exclusive).
+    #[arg(long)]
+    to_id: u64,
+    /// Requests waiting for their acknowledgment at once.
+    #[arg(long, default_value_t = 32)]
+    in_flight: usize,
 }
 
 /// Arguments of `logbook debug crash-child`.
@@ -57,6 +83,7 @@ pub struct CrashChildArgs {
 pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::CrashChild(args) => crash_child(&args),
+        DebugCommand::IdemChild(args) => idem_child(&args),
     }
 }
 
@@ -143,4 +170,51 @@ fn crash_child(args: &CrashChildArgs) -> anyhow::Result<()> {
             .and_then(|()| out.flush())
             .context("writing acks to stdout")?;
     }
+}
+
+fn idem_child(args: &IdemChildArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");
+    let log = Log::open(&args.data.data_dir)
+        .with_context(|| format!("opening {}", args.data.data_dir.display()))?;
+    let config = StreamConfig {
+        partitions: args.partitions,
+        segment_bytes_max: 256 * 1024,
+        fsync: FsyncPolicy::Always,
+        ..StreamConfig::default()
+    };
+    let stream = log
+        .create_stream(&args.stream, config)
+        .with_context(|| format!("creating stream {}", args.stream))?;
+    let mut in_flight: VecDeque<(u64, logbook_log::IdempotentAppend)> = VecDeque::new();
+    let mut out = std::io::stdout().lock();
+    let mut settle = |in_flight: &mut VecDeque<(u64, logbook_log::IdempotentAppend)>| {
+        let Some((id, pending)) = in_flight.pop_front() else {
+            return Ok(());
+        };
+        let outcome = pending
+            .wait()
+            .with_context(|| format!("append of id {id}"))?;
+        let p = outcome.positions[0];
+        writeln!(
+            out,
+            "ack {id} {} {} {}",
+            p.partition,
+            p.offset,
+            u8::from(outcome.duplicate)
+        )
+        .and_then(|()| out.flush())
+        .context("writing acks to stdout")
+    };
+    for id in args.from_id..args.to_id {
+        let request_id = logbook_log::RequestId::new(format!("req-{id}"))?;
+        let pending = stream.append_with_id(&request_id, None, vec![crash_record(id)])?;
+        in_flight.push_back((id, pending));
+        if in_flight.len() >= args.in_flight {
+            settle(&mut in_flight)?;
+        }
+    }
+    while !in_flight.is_empty() {
+        settle(&mut in_flight)?;
+    }
+    Ok(())
 }
