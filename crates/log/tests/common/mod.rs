@@ -5,6 +5,10 @@
     dead_code,
     reason = "each test binary uses a different subset of these helpers"
 )]
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers, like tests, fail loudly on an unexpected error"
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
