@@ -161,6 +161,8 @@ fn list(data: &DataDirArgs, as_json: bool) -> anyhow::Result<()> {
             "records": stream.record_count(),
             "bytes": stream.size_bytes(),
             "fsync": stream.config().fsync.to_string(),
+            "request_ids_remembered": stream.request_ids().len(),
+            "request_id_index_bytes": stream.request_ids().memory_bytes(),
         }));
     }
     if as_json {
