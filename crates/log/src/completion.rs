@@ -183,17 +183,19 @@ impl Watermark {
 
     /// Blocks until the value exceeds `above` or `timeout` passes; returns the value.
     pub fn wait_above(&self, above: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to add to now (e.g. Duration::MAX) means "no deadline".
+        let deadline = Instant::now().checked_add(timeout);
         let mut guard = lock(&self.lock);
         loop {
             let v = self.get();
             let now = Instant::now();
-            if v > above || now >= deadline {
+            if v > above || deadline.is_some_and(|d| now >= d) {
                 return v;
             }
+            let wait = deadline.map_or(Duration::from_secs(3600), |d| d - now);
             guard = self
                 .changed
-                .wait_timeout(guard, deadline - now)
+                .wait_timeout(guard, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }

@@ -572,6 +572,16 @@ impl DedupIndex {
         }
     }
 
+    /// Bounds the memory of a replay: once more than twice the window's `max_ids` entries
+    /// were found, keeps only the newest `max_ids` (the older ones would be forgotten at once).
+    pub(crate) fn trim_replay(&self, found: &mut Vec<ReplayEntry>) {
+        let max = usize::try_from(self.window.max_ids).unwrap_or(usize::MAX);
+        if found.len() > max.saturating_mul(2) {
+            found.sort_by_key(|e| std::cmp::Reverse((e.0.ts_s, e.0.partition, e.0.offset)));
+            found.truncate(max);
+        }
+    }
+
     /// Inserts replayed entries (sorted by timestamp so the window expires them in order).
     pub(crate) fn finish_replay(&self, mut entries: Vec<ReplayEntry>, now_ms: i64) {
         entries.sort_by_key(|e| (e.0.ts_s, e.0.partition, e.0.offset));
@@ -583,31 +593,48 @@ impl DedupIndex {
     }
 
     /// Writes a checkpoint: every remembered entry and, per partition, the offset up to
-    /// which the log has been applied (`applied`, read by the caller *while holding no
-    /// appends back*: every acknowledged record below it has already been completed here).
-    /// Written to a temporary file and renamed; not fsynced — a lost or damaged checkpoint
-    /// only means a longer replay (it carries a CRC32C).
+    /// which the log has been applied plus a fingerprint of the record just below it.
+    ///
+    /// `applied` runs under the index lock and must return each partition's acknowledged end
+    /// offset: the writer runs ack hooks before advancing that offset, so every request id
+    /// below it is already here. `fingerprint_at(partition, offset)` (run outside the lock)
+    /// reads the record at `offset`; see [`record_fingerprint`].
+    ///
+    /// Written to a temporary file and renamed; not fsynced — a lost, torn or stale
+    /// checkpoint only means a longer replay (it carries a CRC32C and the fingerprints).
     pub(crate) fn write_checkpoint(
         &self,
         storage: &dyn Storage,
         applied: impl FnOnce() -> Vec<u64>,
+        fingerprint_at: impl Fn(usize, u64) -> Option<u64>,
     ) -> Result<()> {
-        let mut bytes = Vec::new();
-        {
+        let (applied, entries, dirty) = {
             let state = lock(&self.state);
-            self.dirty.store(0, Ordering::Relaxed);
-            let applied = applied();
-            bytes.extend_from_slice(&CHECKPOINT_MAGIC);
-            bytes.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
-            bytes.extend_from_slice(&(applied.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&state.queue.len.to_le_bytes());
-            for a in &applied {
-                bytes.extend_from_slice(&a.to_le_bytes());
-            }
-            bytes.reserve(state.queue.len as usize * ENTRY_BYTES + 4);
-            for e in state.queue.iter() {
-                e.encode(&mut bytes);
-            }
+            let dirty = self.dirty.load(Ordering::Relaxed);
+            // Copy under the lock (a memcpy), encode outside it.
+            let entries: Vec<Entry> = state.queue.iter().copied().collect();
+            (applied(), entries, dirty)
+        };
+        let mut bytes =
+            Vec::with_capacity(24 + applied.len() * 16 + entries.len() * ENTRY_BYTES + 4);
+        bytes.extend_from_slice(&CHECKPOINT_MAGIC);
+        bytes.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(
+            &u32::try_from(applied.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        bytes.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (p, &a) in applied.iter().enumerate() {
+            let fingerprint = match a.checked_sub(1) {
+                Some(last) => fingerprint_at(p, last).unwrap_or(0),
+                None => 0,
+            };
+            bytes.extend_from_slice(&a.to_le_bytes());
+            bytes.extend_from_slice(&fingerprint.to_le_bytes());
+        }
+        for e in &entries {
+            e.encode(&mut bytes);
         }
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
@@ -622,36 +649,78 @@ impl DedupIndex {
             .open(&tmp, OpenMode::CreateNew)
             .map_err(io("create", &tmp))?;
         file.write_at(&bytes, 0).map_err(io("write", &tmp))?;
-        storage.rename(&tmp, path).map_err(io("rename", path))
+        storage.rename(&tmp, path).map_err(io("rename", path))?;
+        self.dirty.fetch_sub(dirty, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Loads the checkpoint if it is whole; returns the applied offset per partition
-    /// (zeros, meaning "replay everything", if there is none or it is damaged).
-    /// A checkpoint that claims more of a partition than the log now holds (the log lost an
-    /// unsynced tail under a weak fsync policy) is discarded: its ids might name records
-    /// that no longer exist.
-    pub(crate) fn load_checkpoint(&self, storage: &dyn Storage, end_offsets: &[u64]) -> Vec<u64> {
+    /// Loads the checkpoint if it is whole and still describes this log; returns the applied
+    /// offset per partition (zeros — "replay everything retained" — otherwise).
+    ///
+    /// A checkpoint is stale when, for some partition, the log now ends before its applied
+    /// offset, or the record just below that offset is not the one it fingerprinted: the
+    /// log lost an unsynced tail (weak fsync policy, or a damaged last batch truncated as
+    /// torn) and may since have grown back past that offset with other records. Its ids
+    /// could name records that no longer exist, so it is discarded.
+    pub(crate) fn load_checkpoint(
+        &self,
+        storage: &dyn Storage,
+        end_offsets: &[u64],
+        fingerprint_at: impl Fn(usize, u64) -> Option<u64>,
+    ) -> Vec<u64> {
         let partitions = u32::try_from(end_offsets.len()).unwrap_or(u32::MAX);
         let fresh = vec![0; end_offsets.len()];
         let Ok(bytes) = crate::segment::read_whole(storage, &self.checkpoint_path) else {
             return fresh;
         };
-        let decoded = decode_checkpoint(&bytes, partitions)
-            .filter(|(applied, _)| applied.iter().zip(end_offsets).all(|(a, e)| a <= e));
+        let decoded = decode_checkpoint(&bytes, partitions).filter(|(applied, _)| {
+            applied
+                .iter()
+                .zip(end_offsets)
+                .enumerate()
+                .all(|(p, (&(a, fp), &end))| {
+                    a <= end && (a == 0 || fingerprint_at(p, a - 1) == Some(fp))
+                })
+        });
         match decoded {
             Some((applied, entries)) => {
                 let mut state = lock(&self.state);
                 for e in entries {
                     state.insert(e);
                 }
-                applied
+                applied.into_iter().map(|(a, _)| a).collect()
             }
             None => {
-                tracing::warn!(path = %self.checkpoint_path.display(), "request-id checkpoint is damaged or stale; replaying the whole log");
+                tracing::warn!(path = %self.checkpoint_path.display(), "request-id checkpoint is damaged or does not match the log; replaying the log");
                 fresh
             }
         }
     }
+}
+
+/// A fingerprint of a record (XXH3-64 of its offset, timestamp, key, value and headers),
+/// stored in checkpoints to recognise the log they were taken from.
+pub(crate) fn record_fingerprint(r: &StoredRecord) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&r.offset.to_le_bytes());
+    h.update(&r.timestamp_ms.to_le_bytes());
+    match &r.key {
+        Some(k) => {
+            h.update(&[1]);
+            h.update(&(k.len() as u64).to_le_bytes());
+            h.update(k);
+        }
+        None => h.update(&[0]),
+    }
+    h.update(&(r.value.len() as u64).to_le_bytes());
+    h.update(&r.value);
+    for (name, v) in &r.headers {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(v);
+    }
+    h.digest()
 }
 
 /// An entry found by replay, not yet inserted.
@@ -661,7 +730,8 @@ pub(crate) struct ReplayEntry(Entry);
 const CHECKPOINT_MAGIC: [u8; 8] = *b"LBK-RID\n";
 const CHECKPOINT_VERSION: u32 = 1;
 
-fn decode_checkpoint(b: &[u8], partitions: u32) -> Option<(Vec<u64>, Vec<Entry>)> {
+#[allow(clippy::type_complexity)]
+fn decode_checkpoint(b: &[u8], partitions: u32) -> Option<(Vec<(u64, u64)>, Vec<Entry>)> {
     if b.len() < 28 || b[0..8] != CHECKPOINT_MAGIC {
         return None;
     }
@@ -678,10 +748,10 @@ fn decode_checkpoint(b: &[u8], partitions: u32) -> Option<(Vec<u64>, Vec<Entry>)
     let mut at = 24;
     let mut applied = Vec::with_capacity(partitions as usize);
     for _ in 0..partitions {
-        applied.push(u64_at(at)?);
-        at += 8;
+        applied.push((u64_at(at)?, u64_at(at + 8)?));
+        at += 16;
     }
-    if body.len() != at + count * ENTRY_BYTES {
+    if body.len().checked_sub(at)? != count.checked_mul(ENTRY_BYTES)? {
         return None;
     }
     let entries = body[at..]
@@ -841,16 +911,26 @@ mod tests {
                 state.insert(entry(i, 5));
             }
         }
-        index.write_checkpoint(&sim, || vec![7, 9]).unwrap();
+        // The "log" here: the record at offset o of partition p has fingerprint p * 1000 + o.
+        let log = |p: usize, o: u64| Some(p as u64 * 1000 + o);
+        index.write_checkpoint(&sim, || vec![7, 9], log).unwrap();
         let loaded = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
-        assert_eq!(loaded.load_checkpoint(&sim, &[7, 9]), vec![7, 9]);
+        assert_eq!(loaded.load_checkpoint(&sim, &[7, 9], log), vec![7, 9]);
         assert_eq!(loaded.len(), 100);
         let ahead_of_log = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
-        assert_eq!(ahead_of_log.load_checkpoint(&sim, &[7, 8]), vec![0, 0]);
+        assert_eq!(ahead_of_log.load_checkpoint(&sim, &[7, 8], log), vec![0, 0]);
         assert!(ahead_of_log.is_empty());
+        // The log lost its tail and grew back past the checkpoint with other records.
+        let regrown = |p: usize, o: u64| Some(if p == 1 { 555 } else { p as u64 * 1000 + o });
+        let other_log = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        assert_eq!(
+            other_log.load_checkpoint(&sim, &[7, 50], regrown),
+            vec![0, 0]
+        );
+        assert!(other_log.is_empty());
         sim.corrupt("/d/rid", 50, 1).unwrap();
         let damaged = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
-        assert_eq!(damaged.load_checkpoint(&sim, &[7, 9]), vec![0, 0]);
+        assert_eq!(damaged.load_checkpoint(&sim, &[7, 9], log), vec![0, 0]);
         assert!(damaged.is_empty());
     }
 }

@@ -324,7 +324,9 @@ impl BatchHeader {
 
     /// Offset one past the batch's last record.
     pub fn next_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.record_count)
+        // `base_offset` is not CRC-covered: damage must not overflow (density catches it).
+        self.base_offset
+            .saturating_add(u64::from(self.record_count))
     }
 
     /// Whether the length field is plausible: at least a header and one record, at most
@@ -416,7 +418,7 @@ fn decode_batch_inner(
     };
     for i in 0..header.record_count {
         let record = cursor
-            .record(header.base_offset + u64::from(i))
+            .record(header.base_offset.wrapping_add(u64::from(i)))
             .map_err(|why| BatchDefect::Shape(format!("record {i}: {why}")))?;
         emit(record);
     }

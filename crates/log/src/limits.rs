@@ -33,6 +33,9 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 pub const INDEX_INTERVAL_BYTES: u32 = 4 * 1024;
 /// Appends waiting for a partition's writer; a full queue makes `append` wait (backpressure).
 pub const APPEND_QUEUE_DEPTH: usize = 4096;
+/// Bytes of encoded batches that may wait in one partition's queue; a full queue makes
+/// `append` wait (backpressure). 64 MiB.
+pub const QUEUED_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// The writer stops gathering appends into one group commit at this many bytes.
 pub const GROUP_COMMIT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest accepted distance of a caller-supplied timestamp from the log's clock, in ms (1 day).
@@ -50,3 +53,4 @@ const _: () = assert!(SEGMENT_BYTES_MAX_LIMIT + (BATCH_BYTES_MAX as u64) < u32::
 const _: () = assert!(HEADER_NAME_BYTES_MAX <= u16::MAX as u32);
 const _: () = assert!(HEADER_COUNT_MAX <= u16::MAX as u32);
 const _: () = assert!(GROUP_COMMIT_BYTES_MAX >= BATCH_BYTES_MAX as usize / 4);
+const _: () = assert!(QUEUED_BYTES_MAX >= 2 * BATCH_BYTES_MAX as u64);

@@ -258,7 +258,9 @@ impl Log {
         ));
         let storage = &*self.options.storage;
         let ends: Vec<u64> = partitions.iter().map(Partition::end_offset).collect();
-        let applied = dedup.load_checkpoint(storage, &ends);
+        let applied = dedup.load_checkpoint(storage, &ends, |p, offset| {
+            fingerprint_at(&partitions[p], offset)
+        });
         let mut found = Vec::new();
         for (partition, from) in partitions.iter().zip(applied) {
             let mut from = from.max(partition.start_offset());
@@ -267,6 +269,7 @@ impl Log {
                 let Some(last) = records.last() else { break };
                 from = last.offset + 1;
                 dedup.replay(partition.id(), &records, &mut found);
+                dedup.trim_replay(&mut found);
             }
         }
         if !found.is_empty() {
@@ -453,13 +456,26 @@ impl Drop for Log {
 
 /// Writes a stream's request-id checkpoint (see [`DedupIndex::write_checkpoint`]).
 pub(crate) fn checkpoint_request_ids(storage: &dyn Storage, stream: &Stream) -> Result<()> {
-    stream.dedup.write_checkpoint(storage, || {
-        stream
-            .partitions()
-            .iter()
-            .map(Partition::end_offset)
-            .collect()
-    })
+    stream.dedup.write_checkpoint(
+        storage,
+        || {
+            stream
+                .partitions()
+                .iter()
+                .map(Partition::end_offset)
+                .collect()
+        },
+        |p, offset| fingerprint_at(&stream.partitions()[p], offset),
+    )
+}
+
+/// The fingerprint of the record at `offset` (None if it cannot be read).
+fn fingerprint_at(partition: &Partition, offset: u64) -> Option<u64> {
+    let records = partition.read(offset, 1, 1).ok()?;
+    records
+        .first()
+        .filter(|r| r.offset == offset)
+        .map(crate::dedup::record_fingerprint)
 }
 
 fn partition_config(config: &StreamConfig) -> PartitionConfig {

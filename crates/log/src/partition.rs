@@ -35,7 +35,7 @@ use crate::completion::{
 };
 use crate::error::{LogError, Result};
 use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, EncodedBatch, Record, StoredRecord};
-use crate::limits::{APPEND_QUEUE_DEPTH, GROUP_COMMIT_BYTES_MAX};
+use crate::limits::{APPEND_QUEUE_DEPTH, GROUP_COMMIT_BYTES_MAX, QUEUED_BYTES_MAX};
 use crate::segment::{self, ChunkReader, Segment, index_file_name, parse_file_name};
 use crate::storage::Storage;
 use crate::{Clock, FsyncPolicy};
@@ -97,6 +97,10 @@ pub(crate) struct Shared {
     pub durable: AtomicU64,
     pub poisoned: Mutex<Option<String>>,
     pub closed: AtomicBool,
+    /// Bytes of batches queued for the writer, bounded by [`QUEUED_BYTES_MAX`].
+    queued_bytes: Mutex<u64>,
+    /// Signalled when the writer takes batches off the queue (or the partition closes).
+    queue_space: std::sync::Condvar,
     pub stats: PartitionStats,
 }
 
@@ -207,6 +211,8 @@ impl Partition {
             durable: AtomicU64::new(end),
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
+            queued_bytes: Mutex::new(0),
+            queue_space: std::sync::Condvar::new(),
             stats: PartitionStats::default(),
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(APPEND_QUEUE_DEPTH);
@@ -262,6 +268,7 @@ impl Partition {
         if let Some(cause) = self.shared.poison_cause() {
             return Err(self.shared.poisoned_error(cause));
         }
+        self.reserve_queue_bytes(batch.len() as u64)?;
         let (done, completer) = completion();
         let request = Request {
             batch,
@@ -280,6 +287,30 @@ impl Partition {
             },
             Err(TrySendError::Disconnected(_)) => Err(LogError::Closed),
         }
+    }
+
+    /// Waits until `bytes` more fit in the writer's queue (backpressure by bytes: the
+    /// request count alone would let 4096 queued 16 MiB batches hold 64 GiB). One batch is
+    /// always admitted into an empty queue, whatever its size.
+    fn reserve_queue_bytes(&self, bytes: u64) -> Result<()> {
+        let mut queued = self
+            .shared
+            .queued_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while *queued > 0 && *queued + bytes > QUEUED_BYTES_MAX {
+            if self.shared.is_closed() {
+                return Err(LogError::Closed);
+            }
+            queued = self
+                .shared
+                .queue_space
+                .wait_timeout(queued, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *queued += bytes;
+        Ok(())
     }
 
     /// First offset still retained (records below it were deleted by retention).
@@ -500,6 +531,7 @@ impl Partition {
         }
         self.shared.closed.store(true, Ordering::Release);
         self.shared.acked.wake_all();
+        self.shared.queue_space.notify_all();
     }
 }
 
@@ -674,6 +706,7 @@ impl Writer {
                 }
             }
             self.commit(&mut group);
+            self.release_queue_bytes(bytes as u64);
             self.periodic();
         }
         if self.unsynced
@@ -682,6 +715,18 @@ impl Writer {
         {
             tracing::error!(error = %e, "final fsync at close failed");
         }
+    }
+
+    /// Gives back queue space taken by appends the writer has handled.
+    fn release_queue_bytes(&self, bytes: u64) {
+        let mut queued = self
+            .shared
+            .queued_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *queued = queued.saturating_sub(bytes);
+        drop(queued);
+        self.shared.queue_space.notify_all();
     }
 
     fn next_wakeup(&self) -> Duration {

@@ -140,7 +140,10 @@ impl Segment {
             (SEGMENT_HEADER_BYTES as u64, self.base_offset)
         } else {
             let (rel, pos) = self.index[i - 1];
-            (u64::from(pos), self.base_offset + u64::from(rel))
+            (
+                u64::from(pos),
+                self.base_offset.saturating_add(u64::from(rel)),
+            )
         }
     }
 

@@ -199,8 +199,9 @@ impl Stream {
     /// Appends the records of one logical request identified by `request_id`, exactly once:
     /// a retry with the same id and the same records returns the original positions with
     /// `duplicate: true` and appends nothing; a retry while the original is still in flight
-    /// waits for the original's outcome. Records are placed as [`Self::append_batch`] places
-    /// them, one atomic batch per partition. Each record gets the headers `request-id`
+    /// waits for the original's outcome. Keyed records go to their key's partition, unkeyed
+    /// ones to the partition of the request id's hash (so a retry lands where the original
+    /// may have); one atomic batch per partition. Each record gets the headers `request-id`
     /// (and `request-index` = `i/n` when the request has several records) and, when given,
     /// `traceparent`.
     ///
@@ -219,11 +220,11 @@ impl Stream {
         }
         let claims = dedup::stamp(request_id, traceparent, &mut records)?;
         let now = self.clock.now_ms();
-        let timestamps: Vec<i64> = records
-            .iter()
-            .map(|r| r.timestamp_ms.unwrap_or(now))
-            .collect();
-        let groups = self.group_by_partition(records);
+        // Unkeyed records of a request go where the request id hashes, not round-robin: a
+        // retry after an "outcome unknown" failure must reach the same partition, or a first
+        // attempt that did reach the disk and its retry would both be in the log.
+        let unkeyed = partition_for_key(request_id.as_str().as_bytes(), self.partition_count());
+        let groups = self.group_by_partition(records, unkeyed);
         // Check every limit before the index is touched: bad input changes nothing.
         let mut encoded = Vec::with_capacity(groups.len());
         for (_, records, indices) in &groups {
@@ -275,10 +276,7 @@ impl Stream {
                     .collect();
                 crate::format::encode_batch(&subset, now)?
             };
-            let done: Vec<(Claim, i64)> = claimed
-                .iter()
-                .map(|&i| (claims[i], timestamps[i]))
-                .collect();
+            let done: Vec<Claim> = claimed.iter().map(|&i| claims[i]).collect();
             let index = self.dedup.clone();
             let clock = self.clock.clone();
             let hook = AckHook::new(move |outcome| match outcome {
@@ -286,16 +284,13 @@ impl Stream {
                     let entries: Vec<_> = done
                         .iter()
                         .enumerate()
-                        .map(|(j, (claim, ts))| {
-                            (*claim, ack.partition, ack.base_offset + j as u64, *ts)
-                        })
+                        // The window runs on the log's clock at append, not on a
+                        // timestamp the client may have chosen.
+                        .map(|(j, claim)| (*claim, ack.partition, ack.base_offset + j as u64, now))
                         .collect();
                     index.complete(&entries, clock.now_ms());
                 }
-                Err(error) => {
-                    let claims: Vec<Claim> = done.iter().map(|(c, _)| *c).collect();
-                    index.release(&claims, &error.to_string());
-                }
+                Err(error) => index.release(&done, &error.to_string()),
             });
             match self.partitions[p as usize].append_with_hook(batch, Some(hook)) {
                 Ok(completion) => parts.push((completion, claimed)),
@@ -320,10 +315,13 @@ impl Stream {
         })
     }
 
-    /// Splits records by partition (keyed by hash; all unkeyed ones to one round-robin
-    /// partition): `(partition, records, their input indices)`, in partition order.
-    fn group_by_partition(&self, records: Vec<Record>) -> Vec<(u32, Vec<Record>, Vec<usize>)> {
-        let unkeyed = self.choose_partition(None);
+    /// Splits records by partition (keyed by hash; all unkeyed ones to `unkeyed`):
+    /// `(partition, records, their input indices)`, in partition order.
+    fn group_by_partition(
+        &self,
+        records: Vec<Record>,
+        unkeyed: u32,
+    ) -> Vec<(u32, Vec<Record>, Vec<usize>)> {
         let mut by_partition: Vec<(Vec<Record>, Vec<usize>)> = (0..self.partition_count())
             .map(|_| (Vec::new(), Vec::new()))
             .collect();
@@ -413,7 +411,8 @@ impl Stream {
         check_no_reserved_headers(&records)?;
         let now = self.clock.now_ms();
         let mut encoded = Vec::new();
-        for (p, records, indices) in self.group_by_partition(records) {
+        let unkeyed = self.choose_partition(None);
+        for (p, records, indices) in self.group_by_partition(records, unkeyed) {
             let batch =
                 crate::format::encode_batch(&records, now).map_err(|e| remap_index(e, &indices))?;
             encoded.push((p, batch, indices));

@@ -660,3 +660,103 @@ fn a_damaged_checkpoint_is_ignored_and_the_log_replayed() {
         .unwrap();
     assert!(o.duplicate);
 }
+
+#[test]
+fn a_checkpoint_from_before_a_lost_tail_is_not_trusted_once_the_log_grows_back() {
+    let dir = SimDir::new();
+    let seg = common::segment_path("s", 0, 0);
+    let append = |stream: &Arc<Stream>, name: String| {
+        stream
+            .append_with_id(&id(&name), None, vec![Record::new(name.clone())])
+            .unwrap()
+            .wait()
+            .unwrap()
+    };
+    let kept_len = {
+        let log = dir.open().unwrap();
+        let stream = log
+            .create_stream("s", StreamConfig::with_partitions(1))
+            .unwrap();
+        for i in 0..90 {
+            append(&stream, format!("old-{i}"));
+        }
+        dir.sim.file_bytes(&seg).unwrap().len() as u64
+    };
+    {
+        let log = dir.open().unwrap();
+        let stream = log.stream("s").unwrap();
+        for i in 90..100 {
+            append(&stream, format!("old-{i}"));
+        }
+    } // clean close: checkpoint with applied = 100
+    // Let the OS write the checkpoint back (it is never fsynced by the log), then lose the
+    // log's last ten records, as a weak fsync policy or a truncated damaged tail can.
+    let checkpoint = common::stream_dir("s").join("request-ids.checkpoint");
+    dir.sim
+        .open(&checkpoint, OpenMode::ReadWrite)
+        .unwrap()
+        .sync_data()
+        .unwrap();
+    dir.sim.sync_dir(&common::stream_dir("s")).unwrap();
+    dir.sim.truncate(&seg, kept_len).unwrap();
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    assert_eq!(stream.partitions()[0].end_offset(), 90);
+    // New requests take offsets 90..110, past the stale checkpoint's applied offset (100).
+    let new: Vec<_> = (0..20)
+        .map(|i| append(&stream, format!("new-{i}")))
+        .collect();
+    assert_eq!(new[5].positions[0].offset, 95);
+    // Crash without a new checkpoint: the stale one is all that is on disk.
+    std::mem::forget(log);
+    dir.sim.power_loss();
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    let retry = append(&stream, "new-5".into());
+    assert!(retry.duplicate, "new-5 is in the log at offset 95");
+    assert_eq!(retry.positions, new[5].positions);
+    let lost = append(&stream, "old-95".into());
+    assert!(
+        !lost.duplicate,
+        "old-95 was lost with the tail: it must be appended again"
+    );
+    let records = all_records(&stream);
+    let copies = |v: &[u8]| records.iter().filter(|(_, r)| r.value == v).count();
+    assert_eq!(copies(b"new-5"), 1);
+    assert_eq!(copies(b"old-95"), 1);
+}
+
+#[test]
+fn an_unkeyed_request_retried_after_an_unknown_outcome_lands_once() {
+    let dir = SimDir::new();
+    {
+        let log = dir.open().unwrap();
+        let stream = log
+            .create_stream("s", StreamConfig::with_partitions(4))
+            .unwrap();
+        dir.sim.fail_syncs_after(0);
+        // The write reaches the file, the fsync fails: the outcome is unknown.
+        let first = stream
+            .append_with_id(&id("req-1"), None, vec![Record::new("v")])
+            .unwrap()
+            .wait();
+        assert!(first.is_err());
+        dir.sim.clear_faults();
+        // The retry goes where the first attempt went (by the id's hash), which refuses writes
+        // until reopened, instead of landing a second copy on a healthy partition.
+        let retry = stream.append_with_id(&id("req-1"), None, vec![Record::new("v")]);
+        assert!(matches!(retry, Err(LogError::Poisoned { .. })), "{retry:?}");
+    }
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    let retry = stream
+        .append_with_id(&id("req-1"), None, vec![Record::new("v")])
+        .unwrap()
+        .wait()
+        .unwrap();
+    let copies = all_records(&stream)
+        .iter()
+        .filter(|(_, r)| header(r, REQUEST_ID_HEADER) == Some(&b"req-1"[..]))
+        .count();
+    assert_eq!(copies, 1, "retry: {retry:?}");
+}
