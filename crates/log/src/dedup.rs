@@ -36,8 +36,17 @@
 //!
 //! **Memory.** The index is in memory: 40 bytes per remembered id in insertion order plus an
 //! 8-byte slot in a hash table (about 55 bytes per id with table slack), whatever the id's
-//! length: ids are kept as a 128-bit XXH3 hash, so a false match needs a 2^-128 collision.
-//! `max_ids` bounds it (default ≈ 55 MB per stream).
+//! length. `max_ids` bounds it (default ≈ 55 MB per stream). DESIGN.md wants the index on
+//! disk behind an in-memory filter so that long windows need not fit in RAM; that waits for
+//! the embedded KV store chosen with the views (issue 5) — today the disk holds only the
+//! checkpoint.
+//!
+//! **Hashes, and who may choose ids.** Ids are kept as a 128-bit XXH3 hash and bodies as a
+//! 64-bit XXH3 digest. For ids and bodies not chosen to collide, a false "duplicate" needs a
+//! 2^-128 (id) and then a 2^-64 (body) coincidence. XXH3 is not collision-resistant against
+//! an adversary, so a client that can choose both ids and bodies could craft a collision with
+//! *its own* earlier request; before ids arrive from untrusted networks (the HTTP server),
+//! the key and digest should become a keyed hash (e.g. SipHash-1-3 with a per-stream secret).
 //!
 //! **Retention** deletes records, never remembered ids: a retry of another id is unaffected.
 
