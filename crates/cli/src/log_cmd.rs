@@ -1,13 +1,25 @@
 //! `logbook log ...`: create, append to, read and verify streams in a data directory directly.
+//!
+//! Only `log create` makes a new data directory; `append`, `read`, `list` and `verify` refuse
+//! a path that holds no log, so a mistyped `--data-dir` is an error rather than a new, empty
+//! log.
 
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use logbook_log::storage::OsStorage;
-use logbook_log::{FsyncPolicy, Log, Record, StreamConfig, limits, verify};
+use logbook_log::{
+    AppendCompletion, FsyncPolicy, Log, LogError, LogOptions, Record, StreamConfig, limits, verify,
+};
 use serde_json::json;
 
 use crate::DataDirArgs;
+
+/// Appends of `log append` (without `--request-id`) queued but not yet acknowledged: enough
+/// for the partition writers to group-commit them, few enough to bound memory.
+const APPENDS_IN_FLIGHT: usize = 256;
 
 /// `logbook log` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -25,6 +37,16 @@ pub enum LogCommand {
     /// Append records: one value given as an argument, or one record per line of stdin.
     ///
     /// Prints the position of each record as JSON: {"partition": P, "offset": O}.
+    ///
+    /// Without --request-id, stdin is streamed: each line is appended as it is read (up to
+    /// 256 appends in flight) and its position is printed as soon as it is acknowledged, in
+    /// input order. A line that is refused (longer than the record limit of 1 MiB, or not
+    /// UTF-8) stops the command with an error naming its line number and the limit: every
+    /// line before it has been appended and its position printed, nothing from it on.
+    ///
+    /// With --request-id, all lines are one request appended as one batch, so they are read
+    /// first, up to the batch limits (100000 records, 16 MiB); every line is checked before
+    /// anything is appended, and on any error nothing is.
     Append(AppendArgs),
     /// Read records of one partition from an offset, one JSON object per line.
     Read(ReadArgs),
@@ -111,9 +133,11 @@ pub struct ReadArgs {
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("header {s:?} must be name=value"))
+    match s.split_once('=') {
+        None => Err(format!("header {s:?} must be name=value")),
+        Some(("", _)) => Err(format!("header {s:?} has an empty name; use name=value")),
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+    }
 }
 
 /// Runs a `logbook log` command.
@@ -127,13 +151,28 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<()> {
     }
 }
 
-fn open(data: &DataDirArgs) -> anyhow::Result<Log> {
-    Log::open(&data.data_dir)
-        .with_context(|| format!("opening data directory {}", data.data_dir.display()))
+/// Opens the data directory; creates it only when `create` is set (`log create`).
+fn open(data: &DataDirArgs, create: bool) -> anyhow::Result<Log> {
+    let options = LogOptions {
+        create_if_missing: create,
+        ..LogOptions::default()
+    };
+    Log::open_with(&data.data_dir, options).map_err(|e| data_dir_error(e, data))
+}
+
+fn data_dir_error(e: LogError, data: &DataDirArgs) -> anyhow::Error {
+    let dir = data.data_dir.display();
+    let context = match e {
+        LogError::NoDataDirectory { .. } => format!(
+            "opening data directory {dir}: this command does not create one (check --data-dir; `logbook log create` makes one)"
+        ),
+        _ => format!("opening data directory {dir}"),
+    };
+    anyhow::Error::new(e).context(context)
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let log = open(&args.data)?;
+    let log = open(&args.data, true)?;
     let config = StreamConfig {
         partitions: args.partitions,
         segment_bytes_max: args.segment_bytes_max,
@@ -151,7 +190,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
 }
 
 fn list(data: &DataDirArgs, as_json: bool) -> anyhow::Result<()> {
-    let log = open(data)?;
+    let log = open(data, false)?;
     let mut rows = Vec::new();
     for name in log.stream_names() {
         let stream = log.stream(&name)?;
@@ -187,11 +226,19 @@ fn list(data: &DataDirArgs, as_json: bool) -> anyhow::Result<()> {
 }
 
 fn append(args: AppendArgs) -> anyhow::Result<()> {
-    let log = open(&args.data)?;
+    if args.request_id.is_some() && args.partition.is_some() {
+        bail!("--partition cannot be combined with --request-id (records are placed by key)");
+    }
+    let request_id = args
+        .request_id
+        .clone()
+        .map(logbook_log::RequestId::new)
+        .transpose()?;
+    let log = open(&args.data, false)?;
     let stream = log.stream(&args.stream)?;
-    let make = |value: String| Record {
+    let make = |value: Vec<u8>| Record {
         key: args.key.clone().map(String::into_bytes),
-        value: value.into_bytes(),
+        value,
         headers: args
             .headers
             .iter()
@@ -199,27 +246,17 @@ fn append(args: AppendArgs) -> anyhow::Result<()> {
             .collect(),
         timestamp_ms: None,
     };
-    let values: Vec<String> = match args.value {
-        Some(v) => vec![v],
-        None => std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<_, _>>()
-            .context("reading stdin")?,
-    };
-    if values.is_empty() {
-        bail!("nothing to append: give a value or lines on stdin");
-    }
-    if let Some(request_id) = &args.request_id {
-        if args.partition.is_some() {
-            bail!("--partition cannot be combined with --request-id (records are placed by key)");
-        }
-        let request_id = logbook_log::RequestId::new(request_id.clone())?;
-        let records: Vec<Record> = values.into_iter().map(make).collect();
+    let mut out = std::io::stdout();
+    if let Some(request_id) = &request_id {
+        let records: Vec<Record> = match &args.value {
+            Some(v) => vec![make(v.clone().into_bytes())],
+            None => read_batch(&mut std::io::stdin().lock(), &make)?,
+        };
         let outcome = stream
-            .append_with_id(&request_id, args.traceparent.as_deref(), records)?
+            .append_with_id(request_id, args.traceparent.as_deref(), records)
+            .map_err(|e| batch_error(e, args.value.is_none()))?
             .wait()?;
-        let mut out = std::io::stdout().lock();
+        let mut out = out.lock();
         for p in &outcome.positions {
             writeln!(
                 out,
@@ -229,40 +266,291 @@ fn append(args: AppendArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    // Keep a bounded number of appends in flight so the writer can group-commit them.
-    let mut in_flight = std::collections::VecDeque::new();
-    let mut out = std::io::stdout().lock();
-    for value in values {
-        let record = make(value);
-        let completion = match args.partition {
-            Some(p) => stream.append_to(p, std::slice::from_ref(&record))?,
-            None => stream.append(record)?,
-        };
-        in_flight.push_back(completion);
-        if in_flight.len() >= 256
-            && let Some(c) = in_flight.pop_front()
-        {
-            let ack = c.wait()?;
-            writeln!(
-                out,
-                "{}",
-                json!({"partition": ack.partition, "offset": ack.base_offset})
-            )?;
-        }
-    }
-    for c in in_flight {
-        let ack = c.wait()?;
+    let append_one = |record: Record| match args.partition {
+        Some(p) => stream.append_to(p, std::slice::from_ref(&record)),
+        None => stream.append(record),
+    };
+    if let Some(value) = args.value {
+        let ack = append_one(make(value.into_bytes()))?.wait()?;
         writeln!(
             out,
             "{}",
             json!({"partition": ack.partition, "offset": ack.base_offset})
         )?;
+        return Ok(());
+    }
+    let lines = append_lines(&mut std::io::stdin().lock(), &mut out, |value| {
+        append_one(make(value))
+    })?;
+    if lines == 0 {
+        bail!("nothing to append: give a value or lines on stdin");
     }
     Ok(())
 }
 
+/// What [`read_line_capped`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (its `\n` or `\r\n` removed) is in the buffer.
+    Read,
+    /// The input is at its end.
+    End,
+    /// The line is longer than the cap; the buffer holds only its start.
+    TooLong,
+}
+
+/// Reads one line of at most `max` bytes (not counting its `\n` or `\r\n`) into `buf`,
+/// never holding more than `max + 2` bytes of it, however long the line is.
+fn read_line_capped(
+    input: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let read = std::io::Read::take(&mut *input, max as u64 + 2).read_until(b'\n', buf)?;
+    if read == 0 {
+        return Ok(Line::End);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    Ok(if buf.len() > max {
+        Line::TooLong
+    } else {
+        Line::Read
+    })
+}
+
+/// Reads the next line of stdin as a record value: `Ok(None)` at the end; an error naming
+/// the line (1-based) and the limit for a line that cannot be a record.
+fn next_value(
+    input: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    line: u64,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let max = limits::RECORD_BYTES_MAX as usize;
+    match read_line_capped(input, buf, max).context("reading stdin")? {
+        Line::End => Ok(None),
+        Line::TooLong => bail!(
+            "line {line} is longer than {max} bytes, the largest record (limits::RECORD_BYTES_MAX)"
+        ),
+        Line::Read => {
+            if std::str::from_utf8(buf).is_err() {
+                bail!("line {line} is not valid UTF-8");
+            }
+            Ok(Some(buf.clone()))
+        }
+    }
+}
+
+/// Streams `input` line by line: appends each line with `append_one` (at most
+/// [`APPENDS_IN_FLIGHT`] outstanding) and prints each position to `out` once acknowledged, in
+/// input order, from a second thread, so positions appear while stdin is still open. Returns
+/// the number of lines appended.
+///
+/// # Errors
+/// On a refused line: its line number and the limit; every line before it was appended and
+/// its position printed, nothing from it on. On a failed acknowledgment: the line, and how
+/// many later lines were appended anyway (their positions are not printed).
+fn append_lines(
+    input: &mut dyn BufRead,
+    out: &mut (dyn Write + Send),
+    append_one: impl Fn(Vec<u8>) -> Result<AppendCompletion, LogError>,
+) -> anyhow::Result<u64> {
+    let (sender, receiver) = mpsc::sync_channel::<(u64, AppendCompletion)>(APPENDS_IN_FLIGHT);
+    let printer_failed = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let printer = scope.spawn(|| print_positions(receiver, out, &printer_failed));
+        let mut line = 0u64;
+        let mut buf = Vec::new();
+        // On a refused line: its number and why.
+        let refused: Option<(u64, anyhow::Error)> = loop {
+            if printer_failed.load(Ordering::Relaxed) {
+                break None;
+            }
+            let value = match next_value(input, &mut buf, line + 1) {
+                Ok(Some(value)) => value,
+                Ok(None) => break None,
+                Err(e) => break Some((line + 1, e)),
+            };
+            line += 1;
+            let completion = match append_one(value) {
+                Ok(c) => c,
+                Err(e) => break Some((line, anyhow!("line {line}: {}", describe(&e)))),
+            };
+            if sender.send((line, completion)).is_err() {
+                break None; // The printer stopped; it reports why.
+            }
+        };
+        drop(sender);
+        printer
+            .join()
+            .map_err(|_| anyhow!("the thread printing positions panicked"))??;
+        match refused {
+            None => Ok(line),
+            Some((1, e)) => Err(anyhow!("{e:#}; nothing was appended")),
+            Some((bad, e)) => Err(anyhow!(
+                "{e:#}; lines 1 to {} were appended and their positions printed, nothing from line {bad} on",
+                bad - 1
+            )),
+        }
+    })
+}
+
+/// Waits for each completion in turn and prints its position. After the first failure it
+/// stops printing (and tells the reader to stop) but still waits for the appends already
+/// queued, to say how many of them went through.
+fn print_positions(
+    receiver: mpsc::Receiver<(u64, AppendCompletion)>,
+    out: &mut (dyn Write + Send),
+    failed: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut first_error: Option<anyhow::Error> = None;
+    let mut appended_after = 0u64;
+    for (line, completion) in receiver {
+        let ack = completion.wait();
+        if first_error.is_some() {
+            appended_after += u64::from(ack.is_ok());
+            continue;
+        }
+        let result = ack
+            .map_err(|e| {
+                anyhow::Error::new(e).context(format!(
+                    "line {line} could not be appended; the positions of the lines before it were printed"
+                ))
+            })
+            .and_then(|ack| {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"partition": ack.partition, "offset": ack.base_offset})
+                )
+                .and_then(|()| out.flush())
+                .with_context(|| format!("printing the position of line {line}"))
+            });
+        if let Err(e) = result {
+            failed.store(true, Ordering::Relaxed);
+            first_error = Some(e);
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(e) if appended_after > 0 => Err(e.context(format!(
+            "{appended_after} later line(s) already queued were appended anyway; their positions were not printed"
+        ))),
+        Some(e) => Err(e),
+    }
+}
+
+/// Reads every line of `input` as one request's records (`--request-id`), stopping with an
+/// error as soon as the batch limits are exceeded (counting each record's key, value and
+/// headers), so at most about [`limits::BATCH_BYTES_MAX`] of records is held.
+fn read_batch(
+    input: &mut dyn BufRead,
+    make: &dyn Fn(Vec<u8>) -> Record,
+) -> anyhow::Result<Vec<Record>> {
+    const ONE_BATCH: &str = "with --request-id all lines are one batch; nothing was appended";
+    let mut records = Vec::new();
+    let mut bytes = 0u64;
+    let mut buf = Vec::new();
+    let mut line = 0u64;
+    loop {
+        let value =
+            next_value(input, &mut buf, line + 1).map_err(|e| anyhow!("{e:#}; {ONE_BATCH}"))?;
+        let Some(value) = value else { break };
+        line += 1;
+        if line > u64::from(limits::BATCH_RECORDS_MAX) {
+            bail!(
+                "stdin has more than {} lines, the most records in one batch (limits::BATCH_RECORDS_MAX); {ONE_BATCH}",
+                limits::BATCH_RECORDS_MAX
+            );
+        }
+        let record = make(value);
+        // Key and headers count too: each record holds its own copy.
+        bytes += (record.value.len()
+            + record.key.as_ref().map_or(0, Vec::len)
+            + record
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()) as u64;
+        if bytes > u64::from(limits::BATCH_BYTES_MAX) {
+            bail!(
+                "lines 1 to {line} hold more than {} bytes, the largest batch (limits::BATCH_BYTES_MAX); {ONE_BATCH}",
+                limits::BATCH_BYTES_MAX
+            );
+        }
+        records.push(record);
+    }
+    if records.is_empty() {
+        bail!("nothing to append: give a value or lines on stdin");
+    }
+    Ok(records)
+}
+
+/// An error of `append_with_id`, with record indices turned into line numbers when the
+/// records are the lines of stdin.
+fn batch_error(e: LogError, from_stdin: bool) -> anyhow::Error {
+    if !e.is_bad_input() {
+        return anyhow::Error::new(e).context("appending the request");
+    }
+    match (&e, record_index(&e)) {
+        (_, Some(index)) if from_stdin => {
+            anyhow!("line {}: {}; nothing was appended", index + 1, describe(&e))
+        }
+        (_, Some(_)) => anyhow!("{}; nothing was appended", describe(&e)),
+        (LogError::BatchTooLarge { .. } | LogError::BatchTooManyRecords { .. }, _) => {
+            anyhow!("{e} (with --request-id all lines are one batch); nothing was appended")
+        }
+        _ => anyhow!("{e}; nothing was appended"),
+    }
+}
+
+/// The index in its batch of the record a limit error is about.
+fn record_index(e: &LogError) -> Option<usize> {
+    match e {
+        LogError::RecordTooLarge { index, .. }
+        | LogError::KeyTooLarge { index, .. }
+        | LogError::TooManyHeaders { index, .. }
+        | LogError::HeaderTooLarge { index, .. }
+        | LogError::TimestampOutOfRange { index, .. }
+        | LogError::ReservedHeader { index, .. }
+        | LogError::RequestIdConflict { index, .. } => Some(*index),
+        _ => None,
+    }
+}
+
+/// An error about one record, worded without its index in the batch (the caller names the
+/// line instead).
+fn describe(e: &LogError) -> String {
+    match e {
+        LogError::RecordTooLarge { bytes, max, .. } => format!(
+            "the record is {bytes} bytes encoded; the limit is {max} bytes (limits::RECORD_BYTES_MAX)"
+        ),
+        LogError::KeyTooLarge { bytes, max, .. } => {
+            format!("the key is {bytes} bytes; the limit is {max} bytes (limits::KEY_BYTES_MAX)")
+        }
+        LogError::TooManyHeaders { count, max, .. } => {
+            format!("{count} headers; the limit is {max} (limits::HEADER_COUNT_MAX)")
+        }
+        LogError::HeaderTooLarge {
+            field, bytes, max, ..
+        } => format!("header {field} is {bytes} bytes; the limit is {max} bytes"),
+        LogError::ReservedHeader { name, .. } => {
+            format!("header {name:?} is reserved; pass the request id with --request-id")
+        }
+        LogError::RequestIdConflict { request_id, .. } => format!(
+            "request id {request_id:?} was already used for a different request, and this record differs from it"
+        ),
+        other => other.to_string(),
+    }
+}
+
 fn read(args: ReadArgs) -> anyhow::Result<()> {
-    let log = open(&args.data)?;
+    let log = open(&args.data, false)?;
     let stream = log.stream(&args.stream)?;
     let partition = stream.partition(args.partition)?;
     let mut from = args.from.unwrap_or_else(|| partition.start_offset());
@@ -299,6 +587,7 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
 }
 
 fn verify_cmd(data: &DataDirArgs, as_json: bool) -> anyhow::Result<()> {
+    Log::check_data_dir(&OsStorage, &data.data_dir).map_err(|e| data_dir_error(e, data))?;
     let report = verify::verify_data_dir(&OsStorage, &data.data_dir)
         .with_context(|| format!("verifying {}", data.data_dir.display()))?;
     if as_json {

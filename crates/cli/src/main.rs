@@ -38,7 +38,8 @@ enum LogFormat {
 /// Options every command that touches a data directory takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataDirArgs {
-    /// The data directory (created if missing). One process at a time may open it.
+    /// The data directory. `log create` and `quickstart` create it if missing; other
+    /// commands require an existing one. One process at a time may open it.
     #[arg(long, env = "LOGBOOK_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 }

@@ -777,16 +777,84 @@ fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> 
         .map(|(_, v)| v.as_slice())
 }
 
+/// Checks a W3C trace context header value (<https://www.w3.org/TR/trace-context/>, section
+/// "traceparent Header"): `VERSION-TRACEID-PARENTID-FLAGS`, each field lowercase hex of 2,
+/// 32, 16 and 2 digits; version `ff` is invalid; trace id and parent id must not be all
+/// zeros. Version `00` is exactly 55 characters; a later version may carry more fields after
+/// a `-` (as the specification asks a version-00 parser to accept), up to 256 characters.
+///
+/// # Errors
+/// [`LogError::InvalidTraceparent`] naming the first field at fault.
+pub fn validate_traceparent(value: &str) -> Result<()> {
+    /// Longest accepted value (the version-00 form is 55).
+    const TRACEPARENT_BYTES_MAX: usize = 256;
+    let refuse = |reason: &'static str| {
+        let mut shown: String = value.chars().take(64).collect();
+        if shown.len() < value.len() {
+            shown.push('…');
+        }
+        Err(LogError::InvalidTraceparent {
+            value: shown,
+            reason,
+        })
+    };
+    let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let bytes = value.as_bytes();
+    if bytes.len() < 55 {
+        return refuse("too short: the version-00 form is 55 characters");
+    }
+    if bytes.len() > TRACEPARENT_BYTES_MAX {
+        return refuse("longer than 256 characters");
+    }
+    if !value.is_ascii() {
+        return refuse("not ASCII");
+    }
+    if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
+        return refuse("fields must be separated by '-' after 2, 32 and 16 hex digits");
+    }
+    let (version, trace_id, parent_id, flags) =
+        (&value[0..2], &value[3..35], &value[36..52], &value[53..55]);
+    if !lower_hex(version) {
+        return refuse("version is not 2 lowercase hex digits");
+    }
+    if version == "ff" {
+        return refuse("version ff is invalid");
+    }
+    if !lower_hex(trace_id) {
+        return refuse("trace id is not 32 lowercase hex digits");
+    }
+    if trace_id.bytes().all(|b| b == b'0') {
+        return refuse("trace id is all zeros");
+    }
+    if !lower_hex(parent_id) {
+        return refuse("parent id is not 16 lowercase hex digits");
+    }
+    if parent_id.bytes().all(|b| b == b'0') {
+        return refuse("parent id is all zeros");
+    }
+    if !lower_hex(flags) {
+        return refuse("flags are not 2 lowercase hex digits");
+    }
+    if bytes.len() > 55 && (version == "00" || bytes[55] != b'-') {
+        return refuse("unexpected characters after the flags");
+    }
+    Ok(())
+}
+
 /// Adds the request-id headers to the records of a request (and the trace context, if any)
 /// and returns each record's claim.
 ///
 /// # Errors
+/// [`LogError::InvalidTraceparent`] (see [`validate_traceparent`]);
 /// [`LogError::ReservedHeader`] if a record already carries a reserved header.
 pub(crate) fn stamp(
     request_id: &RequestId,
     traceparent: Option<&str>,
     records: &mut [Record],
 ) -> Result<Vec<Claim>> {
+    if let Some(tp) = traceparent {
+        validate_traceparent(tp)?;
+    }
     let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
     let mut claims = Vec::with_capacity(records.len());
     for (i, record) in records.iter_mut().enumerate() {
@@ -842,6 +910,81 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn traceparents_are_validated_as_w3c_trace_context() {
+        const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for good in [
+            GOOD,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            // A later version may append fields after a '-'.
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09",
+        ] {
+            assert!(validate_traceparent(good).is_ok(), "{good}");
+        }
+        let cases = [
+            ("", "too short"),
+            ("garbage", "too short"),
+            ("00-trace-1", "too short"),
+            (&GOOD.replacen("00-", "ff-", 1), "version ff"),
+            (&GOOD.replacen("00-", "0g-", 1), "version"),
+            (&GOOD.replacen("00-", "0A-", 1), "version"),
+            (
+                &GOOD.replace(
+                    "4bf92f3577b34da6a3ce929d0e0e4736",
+                    "4BF92F3577B34DA6A3CE929D0E0E4736",
+                ),
+                "trace id",
+            ),
+            (
+                &GOOD.replace("4bf92f3577b34da6a3ce929d0e0e4736", &"0".repeat(32)),
+                "trace id is all zeros",
+            ),
+            (
+                &GOOD.replace("00f067aa0ba902b7", "00f067aa0ba902bz"),
+                "parent id",
+            ),
+            (
+                &GOOD.replace("00f067aa0ba902b7", &"0".repeat(16)),
+                "parent id is all zeros",
+            ),
+            (&GOOD.replace("-01", "-0x"), "flags"),
+            (&GOOD.replace('-', "_"), "separated"),
+            (&format!("{GOOD}-more"), "after the flags"),
+            (&format!("01{}x", &GOOD[2..]), "after the flags"),
+            (
+                &format!("01{}-{}", &GOOD[2..], "x".repeat(300)),
+                "longer than 256",
+            ),
+            (&GOOD.replace("4bf9", "4bé"), "not ASCII"),
+        ];
+        for (bad, why) in cases {
+            match validate_traceparent(bad) {
+                Err(e @ LogError::InvalidTraceparent { reason, .. }) => {
+                    assert!(
+                        reason.contains(why),
+                        "{bad:?}: {reason:?}, expected {why:?}"
+                    );
+                    assert!(e.is_bad_input());
+                }
+                other => panic!("{bad:?} was accepted or refused otherwise: {other:?}"),
+            }
+        }
+        // stamp refuses a bad trace context before it changes any record.
+        let mut records = vec![Record::keyed("k", "v")];
+        let id = RequestId::new("r").unwrap();
+        assert!(matches!(
+            stamp(&id, Some("garbage"), &mut records),
+            Err(LogError::InvalidTraceparent { .. })
+        ));
+        assert!(records[0].headers.is_empty());
+        stamp(&id, Some(GOOD), &mut records).unwrap();
+        assert_eq!(
+            header(&records[0].headers, TRACEPARENT_HEADER),
+            Some(GOOD.as_bytes())
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 /// Everything the log can fail with. Variants are grouped by what a caller can do about them:
 ///
 /// * **bad input** (`*TooLarge`, `Invalid*`, `Empty*`, `TooMany*`, `Unknown*`, `OffsetOutOfRange`,
-///   `TimestampOutOfRange`): nothing was changed; fix the request;
+///   `TimestampOutOfRange`, `NoDataDirectory`, `NotADirectory`): nothing was changed; fix the
+///   request;
 /// * **storage** (`Io`, `Corrupt`, `Poisoned`, `UnsupportedFormat`): the disk failed or holds
 ///   damaged data; `Poisoned` means an earlier write or fsync failed and the partition refuses
 ///   writes until the log is reopened (which recovers it from what is on disk);
@@ -117,6 +118,19 @@ pub enum LogError {
         /// The header name.
         name: String,
     },
+    /// A W3C trace context (`traceparent`) that does not parse: it must be
+    /// `VERSION-TRACEID-PARENTID-FLAGS` with 2, 32, 16 and 2 lowercase hex digits, version
+    /// not `ff`, trace id and parent id not all zeros (<https://www.w3.org/TR/trace-context/>).
+    /// Nothing was appended.
+    #[error(
+        "invalid traceparent {value:?}: {reason} (expected W3C trace context 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>)"
+    )]
+    InvalidTraceparent {
+        /// The value given (truncated for display).
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// A stream name is empty, too long or uses characters outside `[A-Za-z0-9._-]`.
     #[error("invalid stream name {name:?}: {reason}")]
     InvalidStreamName {
@@ -176,6 +190,21 @@ pub enum LogError {
         start: u64,
         /// Next offset to be written.
         end: u64,
+    },
+    /// The data directory does not exist, or exists but holds no Logbook data (no
+    /// `logbook.json`, no `streams/`), and the log was opened with
+    /// [`crate::LogOptions::create_if_missing`] `= false`. Nothing was created.
+    #[error("no Logbook data directory at {path}")]
+    NoDataDirectory {
+        /// The directory asked for.
+        path: PathBuf,
+    },
+    /// The data directory path names something that is not a directory (a file), or a
+    /// path through a file. Nothing was created.
+    #[error("data directory {path} is not a directory (a file is in the way)")]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
     },
     /// An I/O operation failed.
     #[error("{op} {path}: {source}")]
@@ -256,6 +285,7 @@ impl LogError {
                 | LogError::BatchTooLarge { .. }
                 | LogError::TimestampOutOfRange { .. }
                 | LogError::InvalidRequestId { .. }
+                | LogError::InvalidTraceparent { .. }
                 | LogError::RequestIdConflict { .. }
                 | LogError::ReservedHeader { .. }
                 | LogError::InvalidStreamName { .. }
@@ -265,6 +295,8 @@ impl LogError {
                 | LogError::UnknownPartition { .. }
                 | LogError::OffsetOutOfRange { .. }
                 | LogError::StreamExists { .. }
+                | LogError::NoDataDirectory { .. }
+                | LogError::NotADirectory { .. }
         )
     }
 }

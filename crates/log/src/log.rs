@@ -31,13 +31,21 @@ use crate::segment::read_whole;
 use crate::storage::{DirLock, OpenMode, OsStorage, Storage};
 use crate::stream::{Stream, StreamMeta};
 
-/// How to open a [`Log`]. The default is the real file system and the system clock.
+/// How to open a [`Log`]. The default is the real file system, the system clock and
+/// creating the data directory if it is missing.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
     /// The file system (tests use [`crate::sim::SimStorage`]).
     pub storage: Arc<dyn Storage>,
     /// The clock for record timestamps and age-based retention.
     pub clock: Arc<dyn Clock>,
+    /// Whether opening may make a new data directory. `true` (the default): a missing
+    /// directory (and its missing parents) is created, and an empty one is initialised.
+    /// `false`: the directory must already hold a Logbook log (its `logbook.json` or
+    /// `streams/`); otherwise open fails with [`LogError::NoDataDirectory`] and creates
+    /// nothing — what a tool that only reads or appends to existing streams wants, so that a
+    /// mistyped path is an error instead of a new empty log.
+    pub create_if_missing: bool,
 }
 
 impl Default for LogOptions {
@@ -45,6 +53,7 @@ impl Default for LogOptions {
         LogOptions {
             storage: Arc::new(OsStorage),
             clock: Arc::new(SystemClock),
+            create_if_missing: true,
         }
     }
 }
@@ -139,13 +148,16 @@ impl Log {
         Log::open_with(dir, LogOptions::default())
     }
 
-    /// Opens (creating if needed) the log in `dir`: takes the directory lock, then opens every
-    /// stream, recovering each partition (truncating a torn tail, rebuilding stale indexes).
+    /// Opens the log in `dir` (creating it if missing, unless
+    /// [`LogOptions::create_if_missing`] is `false`): takes the directory lock, then opens
+    /// every stream, recovering each partition (truncating a torn tail, rebuilding stale
+    /// indexes).
     ///
     /// # Errors
-    /// [`LogError::Locked`] if another process has it open; [`LogError::Corrupt`] naming file
-    /// and byte offset for damage before a partition's tail; [`LogError::UnsupportedFormat`];
-    /// [`LogError::Io`].
+    /// [`LogError::NotADirectory`] if `dir` is a file; [`LogError::NoDataDirectory`] if it
+    /// holds no log and `create_if_missing` is `false`; [`LogError::Locked`] if another
+    /// process has it open; [`LogError::Corrupt`] naming file and byte offset for damage
+    /// before a partition's tail; [`LogError::UnsupportedFormat`]; [`LogError::Io`].
     pub fn open_with(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
         let dir = dir.as_ref().to_path_buf();
         let storage = options.storage.clone();
@@ -153,8 +165,13 @@ impl Log {
             let path = path.to_path_buf();
             move |e| LogError::io(op, path, e)
         };
-        if !storage.is_dir(&dir) {
-            create_dir_durably(&*storage, &dir)?;
+        match data_dir_state(&*storage, &dir)? {
+            DirState::Log => {}
+            DirState::Empty | DirState::Missing if !options.create_if_missing => {
+                return Err(LogError::NoDataDirectory { path: dir });
+            }
+            DirState::Empty => {}
+            DirState::Missing => create_dir_durably(&*storage, &dir)?,
         }
         let lock_path = dir.join("LOCK");
         let lock = storage.lock(&lock_path).map_err(|e| {
@@ -213,6 +230,21 @@ impl Log {
                 .map_err(|e| LogError::io("spawn maintenance thread", PathBuf::new(), e))?,
         );
         Ok(log)
+    }
+
+    /// Checks, without creating or changing anything, that `dir` holds a Logbook log, as
+    /// opening with [`LogOptions::create_if_missing`] `= false` requires. For tools that
+    /// look at a directory without opening it (`logbook log verify`).
+    ///
+    /// # Errors
+    /// [`LogError::NotADirectory`], [`LogError::NoDataDirectory`], [`LogError::Io`].
+    pub fn check_data_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+        match data_dir_state(storage, dir)? {
+            DirState::Log => Ok(()),
+            DirState::Empty | DirState::Missing => Err(LogError::NoDataDirectory {
+                path: dir.to_path_buf(),
+            }),
+        }
     }
 
     /// The data directory.
@@ -495,6 +527,49 @@ fn new_incarnation(now_ms: i64) -> u64 {
     (u64::try_from(now_ms).unwrap_or(0) << 16) | n
 }
 
+/// What is at a data directory's path before open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirState {
+    /// Nothing.
+    Missing,
+    /// A directory without `logbook.json` or `streams/` (new, or not Logbook's).
+    Empty,
+    /// A directory holding a log.
+    Log,
+}
+
+/// Looks at `dir` without changing anything.
+///
+/// # Errors
+/// [`LogError::NotADirectory`] if it (or a path component) is a file; [`LogError::Io`] if
+/// it cannot be looked at.
+fn data_dir_state(storage: &dyn Storage, dir: &Path) -> Result<DirState> {
+    if storage.is_dir(dir) {
+        return Ok(
+            if storage.is_dir(&dir.join("streams"))
+                || storage
+                    .open(&dir.join("logbook.json"), OpenMode::Read)
+                    .is_ok()
+            {
+                DirState::Log
+            } else {
+                DirState::Empty
+            },
+        );
+    }
+    // Not a directory: missing, or something else is in the way. Listing tells them apart
+    // without opening it (opening a FIFO would block).
+    match storage.list_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DirState::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(LogError::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
+        Err(e) => Err(LogError::io("look at", dir, e)),
+        // Created between the two calls: treat it as new, which open then initialises.
+        Ok(_) => Ok(DirState::Empty),
+    }
+}
+
 /// Creates `dir` and any missing parents, then fsyncs the parent of every directory it
 /// created: a new directory's entry lives in its parent, so without that sync a power loss
 /// could take the whole data directory, acknowledged records and all.
@@ -559,5 +634,77 @@ fn check_or_write_dir_meta(storage: &dyn Storage, dir: &Path) -> Result<()> {
                 .map_err(|e| LogError::io("fsync directory", dir, e))
         }
         Err(e) => Err(LogError::io("read", &path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimStorage;
+
+    fn options(sim: &SimStorage, create_if_missing: bool) -> LogOptions {
+        LogOptions {
+            storage: Arc::new(sim.clone()),
+            create_if_missing,
+            ..LogOptions::default()
+        }
+    }
+
+    #[test]
+    fn without_create_if_missing_a_missing_or_empty_directory_is_an_error_and_stays_untouched() {
+        let sim = SimStorage::new();
+        sim.create_dir_all(Path::new("/srv")).unwrap();
+        let err = Log::open_with("/srv/typo", options(&sim, false)).unwrap_err();
+        assert!(
+            matches!(&err, LogError::NoDataDirectory { path } if path == Path::new("/srv/typo")),
+            "{err:?}"
+        );
+        assert!(err.is_bad_input());
+        assert!(!sim.is_dir(Path::new("/srv/typo")), "nothing is created");
+
+        sim.create_dir_all(Path::new("/srv/empty")).unwrap();
+        let err = Log::open_with("/srv/empty", options(&sim, false)).unwrap_err();
+        assert!(matches!(err, LogError::NoDataDirectory { .. }), "{err:?}");
+        assert!(
+            sim.list_dir(Path::new("/srv/empty")).unwrap().is_empty(),
+            "no LOCK, logbook.json or streams/ is written"
+        );
+
+        // The default creates it; afterwards it opens without creating.
+        drop(Log::open_with("/srv/typo", options(&sim, true)).unwrap());
+        let log = Log::open_with("/srv/typo", options(&sim, false)).unwrap();
+        log.create_stream("s", StreamConfig::default()).unwrap();
+        drop(log);
+        let log = Log::open_with("/srv/typo", options(&sim, false)).unwrap();
+        assert_eq!(log.stream_names(), vec!["s".to_string()]);
+        assert!(Log::check_data_dir(&sim, Path::new("/srv/typo")).is_ok());
+        for dir in ["/srv/empty", "/srv/missing"] {
+            assert!(matches!(
+                Log::check_data_dir(&sim, Path::new(dir)),
+                Err(LogError::NoDataDirectory { .. })
+            ));
+        }
+        assert!(LogOptions::default().create_if_missing);
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_data_directory_is_named_as_such() {
+        let sim = SimStorage::new();
+        sim.create_dir_all(Path::new("/srv")).unwrap();
+        drop(
+            sim.open(Path::new("/srv/file"), OpenMode::CreateNew)
+                .unwrap(),
+        );
+        for create_if_missing in [true, false] {
+            for dir in ["/srv/file", "/srv/file/sub"] {
+                let err = Log::open_with(dir, options(&sim, create_if_missing)).unwrap_err();
+                assert!(
+                    matches!(&err, LogError::NotADirectory { path } if path == Path::new(dir)),
+                    "{dir} (create_if_missing {create_if_missing}): {err:?}"
+                );
+                assert!(err.to_string().contains("is not a directory"), "{err}");
+            }
+        }
+        assert_eq!(sim.file_bytes("/srv/file"), Some(Vec::new()));
     }
 }

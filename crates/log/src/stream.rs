@@ -4,7 +4,9 @@
 //! a published, stable hash, so a key's partition never changes for a given partition
 //! count). Unkeyed records go round-robin, one partition per call to [`Stream::append_batch`]
 //! (so the batch stays one batch, like Kafka's sticky partitioner), or wherever the caller
-//! puts them with [`Stream::append_to`].
+//! puts them with [`Stream::append_to`]. The round-robin starts at a partition derived from
+//! the stream's incarnation, the process id and the clock, so short-lived processes that
+//! each append a few unkeyed records do not all fill partition 0.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -182,12 +184,13 @@ impl Stream {
         dedup: Arc<DedupIndex>,
         clock: Arc<dyn crate::Clock>,
     ) -> Self {
+        let meta_incarnation = meta.incarnation;
         Stream {
             meta,
             partitions,
             dedup,
             clock,
-            round_robin: AtomicU32::new(0),
+            round_robin: AtomicU32::new(round_robin_seed(meta_incarnation, process_entropy())),
         }
     }
 
@@ -513,6 +516,30 @@ fn remap_index(error: LogError, indices: &[usize]) -> LogError {
     }
 }
 
+/// Where the round-robin of unkeyed appends starts for a stream opened in this process: a
+/// hash of the stream's incarnation and `entropy` (see [`process_entropy`]), so that
+/// short-lived processes that each append a few unkeyed records (`logbook log append`) spread
+/// them over the partitions instead of all starting at partition 0.
+fn round_robin_seed(incarnation: u64, entropy: u64) -> u32 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&incarnation.to_le_bytes());
+    bytes[8..].copy_from_slice(&entropy.to_le_bytes());
+    // The high half: `% partitions` of the low bits of XXH3 would be as good, but any half is.
+    (xxhash_rust::xxh3::xxh3_64(&bytes) >> 32) as u32
+}
+
+/// Differs between processes and between streams opened in one process: the process id,
+/// the wall clock in nanoseconds and a process-wide counter. Only spreads load; nothing
+/// depends on its value (no `rand` needed).
+fn process_entropy() -> u64 {
+    static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let opened = OPENED.fetch_add(1, Ordering::Relaxed);
+    (u64::from(std::process::id()) << 32) ^ nanos ^ opened.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// Convenience: wait for a single-record append and return its position.
 pub fn wait_position(completion: AppendCompletion) -> Result<Position> {
     let AppendAck {
@@ -531,6 +558,35 @@ mod tests {
     use super::*;
 
     const PINNED: [u32; 3] = [778_394, 871_925, 2];
+
+    #[test]
+    fn unkeyed_round_robin_does_not_always_start_at_partition_0() {
+        // Each stream handle stands for a new process appending one unkeyed record.
+        let sim = crate::sim::SimStorage::new();
+        let options = crate::LogOptions {
+            storage: Arc::new(sim),
+            ..crate::LogOptions::default()
+        };
+        let mut first = [0u32; 8];
+        for _ in 0..64 {
+            let log = crate::Log::open_with("/d", options.clone()).unwrap();
+            let stream = log
+                .create_stream("s", crate::StreamConfig::with_partitions(8))
+                .unwrap();
+            first[stream.choose_partition(None) as usize] += 1;
+        }
+        assert!(
+            first.iter().filter(|&&n| n > 0).count() >= 4,
+            "first unkeyed partition per open: {first:?}"
+        );
+        // The seed depends on both inputs.
+        let seeds: std::collections::HashSet<u32> = (0..1000u64)
+            .flat_map(|i| [round_robin_seed(7, i), round_robin_seed(i, 7)])
+            .map(|s| s % 8)
+            .collect();
+        assert_eq!(seeds.len(), 8);
+        assert_ne!(round_robin_seed(1, 2), round_robin_seed(2, 1));
+    }
 
     #[test]
     fn key_partitioning_is_stable_and_spreads() {

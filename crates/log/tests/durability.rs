@@ -116,6 +116,7 @@ fn a_new_nested_data_directory_survives_a_power_loss() {
     let options = LogOptions {
         storage: Arc::new(sim.clone()),
         clock: common::ManualClock::at(common::START_MS),
+        ..LogOptions::default()
     };
     let log = Log::open_with(data_dir, options.clone()).unwrap();
     let stream = log

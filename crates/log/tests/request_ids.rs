@@ -55,7 +55,7 @@ fn a_retry_returns_the_original_position_and_appends_nothing() {
     let first = stream
         .append_with_id(
             &id("req-1"),
-            Some("00-trace-1"),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
             vec![Record::keyed("k", "v")],
         )
         .unwrap()
@@ -65,7 +65,7 @@ fn a_retry_returns_the_original_position_and_appends_nothing() {
     let retry = stream
         .append_with_id(
             &id("req-1"),
-            Some("00-trace-2"),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b9c7c989f97918e1-01"),
             vec![Record::keyed("k", "v")],
         )
         .unwrap()
@@ -90,7 +90,7 @@ fn a_retry_returns_the_original_position_and_appends_nothing() {
     );
     assert_eq!(
         header(&records[0].1, TRACEPARENT_HEADER),
-        Some(&b"00-trace-1"[..])
+        Some(&b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"[..])
     );
 }
 

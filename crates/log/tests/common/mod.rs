@@ -75,6 +75,7 @@ impl SimDir {
             LogOptions {
                 storage: Arc::new(self.sim.clone()),
                 clock: self.clock.clone(),
+                ..LogOptions::default()
             },
         )
     }
