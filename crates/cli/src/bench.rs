@@ -1,51 +1,67 @@
 //! `logbook bench`: benchmarks that measure Logbook against the machine it runs on and print
 //! their figures as JSON.
 //!
-//! `logbook bench log` drives the embedded log the way Kafka producers drive a broker and
-//! then, in the same run and on the same file system, measures what the raw disk does with
-//! the same bytes and the same fsync cadence:
+//! `logbook bench log` drives the embedded log the way Kafka producers drive a broker and,
+//! in the same run and on the same file system, measures what the raw disk does with the
+//! same bytes and the same fsync cadence:
 //!
 //! ```text
 //!  producer 0 ─┐  each: up to D appends in flight, each append = one batch of B records
 //!  producer 1 ─┼──▶ stream (K partitions, round-robin or keyed) ──▶ K writer threads
 //!  …          ─┘    per-record ack latency → HDR histogram          (group commit + fdatasync)
-//!                                   │
-//!        PartitionStats deltas over the measured window: bytes written, fsyncs, records
-//!                                   ▼
-//!  raw disk: one thread, a fresh file, sequential writes of the same total bytes,
-//!            one fdatasync per chunk of (log bytes written / log fsyncs) bytes
+//!
+//!  time ─▶ | warm-up | log slice | raw slice | log slice | raw slice | … (--seconds of log)
+//!
+//!  raw slice: one thread appends to one fresh file as many bytes as the log slice before it
+//!             wrote (for at most as long), one fdatasync per (log bytes / log fsyncs) of
+//!             that slice
 //! ```
+//!
+//! The log and the raw disk take turns in slices of `--slice-seconds` (default 1 s) rather
+//! than one after the other, because a shared or throttled disk (a cloud volume) changes
+//! speed from one second to the next: measured minutes apart, the two would be compared
+//! under different conditions. Before each raw slice the producers stop issuing and wait for
+//! what they have in flight, so the two never compete for the disk.
 //!
 //! Definitions (what each JSON figure means):
 //! * `records`, `bytes_per_s`, `fsyncs` come from the log's own [`PartitionStats`] counters,
-//!   taken at the start and the end of the measured window (the warm-up is excluded), summed
-//!   over partitions. `bytes_per_s` counts encoded batch bytes written to segments (framing,
-//!   headers and CRCs included): the bytes the disk had to take. `payload_bytes_per_s` counts
-//!   only record values (`records × record_bytes`).
-//! * `ack_latency_us`: per record, from the `append` call to its completion resolving (for
-//!   fsync `always`: the batch is on disk), for every append *issued* inside the window.
-//!   All records of one append share its latency, so each append is recorded `B` times.
-//! * `raw_disk_bytes_per_s`: the comparator. `ratio_to_raw_disk = bytes_per_s /
-//!   raw_disk_bytes_per_s`. It writes at most what the log wrote in the window and stops
-//!   after at most `--seconds`.
+//!   summed over partitions and over the log slices (warm-up excluded); `seconds` is the
+//!   total time of the log slices. `bytes_per_s` counts encoded batch bytes written to
+//!   segments (framing, headers and CRCs included): the bytes the disk had to take.
+//!   `payload_bytes_per_s` counts only record values (`records × record_bytes`).
+//! * `ack_latency_us`: per record, from the `append` call to its completion resolving (under
+//!   fsync `always`: the batch is on disk), for every append issued inside a log slice. All
+//!   records of one append share its latency, so each append is counted `B` times.
+//! * `raw_disk_bytes_per_s`: bytes over time of the raw slices; `raw_chunk_bytes`: the log's
+//!   average bytes per fsync (each raw slice uses the average of the log slice before it);
+//!   `ratio_to_raw_disk =
+//!   bytes_per_s / raw_disk_bytes_per_s`. `raw_fsync_us` is the distribution of the raw
+//!   `fdatasync` calls: a floor under the log's ack latency at that chunk size.
+//! * `cpu_cores`: average cores used during the log slices by the partition writer threads,
+//!   the producer threads and the rest of the process; `runqueue_wait_ms_per_s`: how long
+//!   writers and producers were runnable but waiting for a CPU, per second (other work on
+//!   the machine shows up here). Both from Linux `/proc/self/task/*/schedstat`; `null`
+//!   elsewhere.
 //!
 //! Defaults and why:
 //! * `--in-flight 8` appends per producer, like Kafka's
-//!   `max.in.flight.requests.per.connection` (default 5; 8 keeps two producers able to fill a
-//!   group commit while the previous group's fdatasync runs).
+//!   `max.in.flight.requests.per.connection` (default 5). Under fsync `always` throughput is
+//!   bounded by Little's law: records in flight (`P × D × B`) divided by the ack latency, so
+//!   a producer needs several appends outstanding to fill a group commit while the previous
+//!   group's fdatasync runs.
 //! * `--batch-records 64`: client-side batching (Kafka's `batch.size`/`linger.ms`). Every
-//!   append costs one encode, one queue hop and one completion, whatever its size, so one
+//!   append costs one encode, one queue hop and one completion whatever its size, so one
 //!   record per append caps a 2-core machine far below 1 M records/s. 64 records of 100 bytes
 //!   make a ~7.8 KiB batch (under Kafka's 16 KiB `batch.size` default), so 1 M records/s
 //!   needs only ~16 k appends/s; 64 records of 1 KiB make a 66 KiB batch.
-//! * `--partitions 1`: one writer thread, one file — the simplest case to compare with one
-//!   raw-disk thread on one file.
+//! * `--partitions 1`: one writer thread and one file, the like-for-like comparison with one
+//!   raw-disk thread writing one file.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -64,9 +80,10 @@ use serde_json::json;
 pub enum BenchCommand {
     /// Append throughput and ack latency of the log, against raw disk writes.
     ///
-    /// Creates a fresh stream in a temporary directory (removed afterwards), runs `--producers`
-    /// threads appending for `--seconds` after a warm-up, then writes the same bytes to a
-    /// plain file with the same fsync cadence and reports both.
+    /// Creates a fresh stream in a temporary directory (removed afterwards) and runs
+    /// `--producers` threads appending for `--seconds` after a warm-up, taking turns with a
+    /// raw-disk writer that writes the same bytes to a plain file with the same fsync
+    /// cadence. Prints both.
     Log(LogBenchArgs),
 }
 
@@ -79,14 +96,16 @@ pub struct LogBenchArgs {
     /// Producer threads.
     #[arg(long, default_value_t = 2)]
     producers: usize,
-    /// Measured duration, seconds (after the warm-up).
+    /// Measured time of the log, seconds (after the warm-up; the raw-disk slices come on top).
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Warm-up before measuring, seconds (excluded from every figure). Long enough by default
-    /// to use up the burst allowance of a cloud disk, so that the log's window and the raw-disk
-    /// measurement after it both see the disk's sustained rate.
+    /// Warm-up before measuring, seconds (excluded from every figure).
     #[arg(long, default_value_t = 2.0)]
     warmup_seconds: f64,
+    /// Length of one log slice, seconds; the raw disk gets a turn after each. A value of at
+    /// least `--seconds` measures the raw disk once, after the log.
+    #[arg(long, default_value_t = 1.0)]
+    slice_seconds: f64,
     /// Records per append (one append = one batch on disk). Default 64: see the module docs.
     #[arg(long, default_value_t = 64)]
     batch_records: usize,
@@ -124,10 +143,25 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 const RAW_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Bytes of a key in `--keyed` mode.
 const KEY_BYTES: usize = 16;
+/// Histogram range, µs: 1 µs to 60 s, 3 significant digits.
+const LATENCY_US_MAX: u64 = 60_000_000;
 
+/// What the producers are to do (set by the main thread).
 const PHASE_WARMUP: u8 = 0;
 const PHASE_MEASURE: u8 = 1;
-const PHASE_STOP: u8 = 2;
+/// Stop issuing, wait for everything in flight, then idle until the phase changes.
+const PHASE_PAUSE: u8 = 2;
+const PHASE_STOP: u8 = 3;
+
+fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?)
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
 
 /// A directory removed when dropped (also on error).
 struct TempDir(PathBuf);
@@ -140,7 +174,7 @@ impl Drop for TempDir {
     }
 }
 
-/// Sums of the partitions' counters at one moment.
+/// Sums of the partitions' counters at one moment, or differences of two such sums.
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
     records: u64,
@@ -176,17 +210,39 @@ impl Totals {
             sync_us: self.sync_us - earlier.sync_us,
         }
     }
+
+    fn add(&mut self, other: Totals) {
+        self.records += other.records;
+        self.appends += other.appends;
+        self.bytes_written += other.bytes_written;
+        self.groups += other.groups;
+        self.syncs += other.syncs;
+        self.sync_us += other.sync_us;
+    }
+
+    /// The raw-disk chunk for these counters: the average bytes the log wrote per fsync
+    /// (all of them if it did not fsync).
+    fn bytes_per_sync(&self) -> u64 {
+        if self.syncs == 0 {
+            self.bytes_written.max(1)
+        } else {
+            (self.bytes_written / self.syncs).max(1)
+        }
+    }
 }
 
 fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     if args.producers == 0 || args.in_flight == 0 || args.batch_records == 0 {
         bail!("--producers, --in-flight and --batch-records must each be at least 1");
     }
-    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
-        bail!("--seconds must be a positive number");
-    }
-    if !(args.warmup_seconds >= 0.0 && args.warmup_seconds.is_finite()) {
-        bail!("--warmup-seconds must be zero or positive");
+    for (name, value, min) in [
+        ("--seconds", args.seconds, f64::MIN_POSITIVE),
+        ("--slice-seconds", args.slice_seconds, f64::MIN_POSITIVE),
+        ("--warmup-seconds", args.warmup_seconds, 0.0),
+    ] {
+        if !(value.is_finite() && value >= min) {
+            bail!("{name} must be a finite number ≥ {min}, got {value}");
+        }
     }
     let parent = match &args.dir {
         Some(dir) => dir.clone(),
@@ -195,7 +251,9 @@ fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("creating benchmark directory {}", parent.display()))?;
-    let parent = parent.canonicalize()?;
+    let parent = parent
+        .canonicalize()
+        .with_context(|| format!("resolving {}", parent.display()))?;
     let unique = format!(
         "logbook-bench-{}-{}",
         std::process::id(),
@@ -206,20 +264,10 @@ fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     let run_dir = TempDir(parent.join(unique));
     std::fs::create_dir(&run_dir.0).with_context(|| format!("creating {}", run_dir.0.display()))?;
 
-    let log_run = run_producers(args, &run_dir.0.join("log"))?;
-    // The log's files stay until the raw measurement is done: freeing their page-cache memory
-    // first would hand the raw writes recently used memory, which on a VM is several times
-    // cheaper to write into than the never-touched memory the log's writes got (see
-    // docs/benchmarks.md), and so would flatter the raw disk.
-    let raw = measure_raw_disk(
-        &run_dir.0.join("raw-disk.bin"),
-        log_run.totals.bytes_written,
-        raw_chunk_bytes(&log_run.totals),
-        Duration::from_secs_f64(args.seconds),
-    )?;
+    let result = run_slices(args, &run_dir.0)?;
     drop(run_dir);
 
-    let report = report_json(args, &log_run, &raw, &parent);
+    let report = report_json(args, &result, &parent);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -228,12 +276,16 @@ fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the log part of the run measured.
-struct LogRun {
+/// What a run measured.
+struct Measured {
     totals: Totals,
-    window: Duration,
+    /// Total time of the log slices.
+    log_time: Duration,
+    slices: u32,
     latency: Histogram<u64>,
-    cpu: Option<CpuShares>,
+    /// Core-seconds used during the log slices, by kind of thread.
+    cpu: Option<CpuSeconds>,
+    raw: RawDisk,
 }
 
 /// One producer's records, each batch prepared once and appended again and again.
@@ -243,16 +295,14 @@ struct Batches {
 }
 
 fn build_batches(args: &LogBenchArgs, producer: usize, value: &[u8]) -> Batches {
-    let partitions = args.partitions;
+    let partitions = args.partitions.max(1);
+    let start = producer % partitions as usize;
     if !args.keyed {
         let records = vec![Record::new(value.to_vec()); args.batch_records];
-        // Start each producer at a different partition so P producers spread at once.
-        let batches = (0..partitions)
-            .map(|i| {
-                let p = (i + producer as u32) % partitions;
-                (p, records.clone())
-            })
-            .collect();
+        let mut batches: Vec<(u32, Vec<Record>)> =
+            (0..partitions).map(|p| (p, records.clone())).collect();
+        // Start each producer at a different partition so that P producers spread at once.
+        batches.rotate_left(start);
         return Batches { batches };
     }
     let mut by_partition: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
@@ -266,44 +316,60 @@ fn build_batches(args: &LogBenchArgs, producer: usize, value: &[u8]) -> Batches 
             by_partition[p].push(Record::keyed(key, value.to_vec()));
         }
     }
-    let mut batches: Vec<(u32, Vec<Record>)> = by_partition
-        .into_iter()
-        .enumerate()
-        .map(|(p, records)| (p as u32, records))
-        .collect();
-    batches.rotate_left(producer % partitions as usize);
+    let mut batches: Vec<(u32, Vec<Record>)> = (0..partitions).zip(by_partition).collect();
+    batches.rotate_left(start);
     Batches { batches }
 }
 
-/// A producer's outcome.
-struct ProducerResult {
-    latency: Histogram<u64>,
+/// What the main thread and the producers share.
+struct Control {
+    phase: AtomicU8,
+    /// Producers that have emptied their in-flight queue since the last `PHASE_PAUSE`.
+    drained: AtomicUsize,
+    failed: AtomicBool,
 }
+
+/// An append in flight: its completion, when it was issued, whether it was issued inside a
+/// log slice (then its latency counts), and its record count.
+type InFlight = (AppendCompletion, Instant, bool, u64);
 
 fn producer(
     stream: &Stream,
     batches: &Batches,
     in_flight: usize,
-    phase: &AtomicU8,
-    failed: &AtomicBool,
-) -> anyhow::Result<ProducerResult> {
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    // (completion, issued at, issued inside the measured window, records)
-    let mut queue: VecDeque<(AppendCompletion, Instant, bool, u64)> =
-        VecDeque::with_capacity(in_flight);
+    control: &Control,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut latency = latency_histogram()?;
+    let mut queue: VecDeque<InFlight> = VecDeque::with_capacity(in_flight);
     let mut next = 0usize;
-    let record = |latency: &mut Histogram<u64>, issued: Instant, measured: bool, n: u64| {
+    let resolve = |latency: &mut Histogram<u64>, (completion, issued, measured, n): InFlight| {
+        completion.wait()?;
         if measured {
-            let us = u64::try_from(issued.elapsed().as_micros()).unwrap_or(u64::MAX);
-            latency.saturating_record_n(us.max(1), n);
+            latency.saturating_record_n(elapsed_us(issued), n);
         }
+        anyhow::Ok(())
     };
     loop {
-        let current = phase.load(Ordering::Relaxed);
-        if current == PHASE_STOP || failed.load(Ordering::Relaxed) {
+        if control.failed.load(Ordering::Relaxed) {
             break;
         }
-        let measured = current == PHASE_MEASURE;
+        let phase = control.phase.load(Ordering::Acquire);
+        if phase == PHASE_STOP {
+            break;
+        }
+        if phase == PHASE_PAUSE {
+            while let Some(entry) = queue.pop_front() {
+                resolve(&mut latency, entry)?;
+            }
+            control.drained.fetch_add(1, Ordering::AcqRel);
+            while control.phase.load(Ordering::Acquire) == PHASE_PAUSE
+                && !control.failed.load(Ordering::Relaxed)
+            {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            continue;
+        }
+        let measured = phase == PHASE_MEASURE;
         while queue.len() < in_flight {
             let (partition, records) = &batches.batches[next];
             next = (next + 1) % batches.batches.len();
@@ -311,41 +377,40 @@ fn producer(
             let completion = stream.partitions()[*partition as usize].append(records)?;
             queue.push_back((completion, issued, measured, records.len() as u64));
         }
-        // Wait for the oldest; then take every other one that resolved meanwhile (a group
-        // commit resolves many at once).
-        if let Some((completion, issued, m, n)) = queue.pop_front() {
-            completion.wait()?;
-            record(&mut latency, issued, m, n);
+        // Wait for the oldest, then take every other one already resolved (a group commit
+        // resolves many at once; with several partitions they need not resolve in the order
+        // they were issued). A completion is noticed when this thread looks, so a latency can
+        // be overstated by the time spent on the others — microseconds.
+        if let Some(entry) = queue.pop_front() {
+            resolve(&mut latency, entry)?;
         }
-        // Then every other one already resolved (a group commit resolves many at once; with
-        // several partitions they need not resolve in the order they were issued).
         let mut i = 0;
         while i < queue.len() {
             if queue[i].0.is_ready() {
-                if let Some((completion, issued, m, n)) = queue.remove(i) {
-                    completion.wait()?;
-                    record(&mut latency, issued, m, n);
+                if let Some(entry) = queue.remove(i) {
+                    resolve(&mut latency, entry)?;
                 }
             } else {
                 i += 1;
             }
         }
     }
-    // Drain what is still in flight (not measured: issued during the window, but the window
-    // has closed; counting them would need their completion time anyway).
     for (completion, ..) in queue {
         completion.wait()?;
     }
-    Ok(ProducerResult { latency })
+    Ok(latency)
 }
 
-fn run_producers(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<LogRun> {
-    let log = Log::open(dir).with_context(|| format!("opening a log in {}", dir.display()))?;
+fn run_slices(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<Measured> {
+    let log_dir = dir.join("log");
+    let log =
+        Log::open(&log_dir).with_context(|| format!("opening a log in {}", log_dir.display()))?;
     let config = StreamConfig {
         fsync: args.fsync,
         ..StreamConfig::with_partitions(args.partitions)
     };
     let stream = log.create_stream("bench", config)?;
+    let mut raw = RawWriter::create(&dir.join("raw-disk.bin"))?;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x10_6b00c);
     // Printable, not compressible to nothing: what a JSON payload roughly looks like to a disk.
@@ -353,24 +418,26 @@ fn run_producers(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<LogRun> {
         .map(|_| rng.gen_range(b' '..=b'~'))
         .collect();
 
-    let phase = Arc::new(AtomicU8::new(PHASE_WARMUP));
-    let failed = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(Control {
+        phase: AtomicU8::new(PHASE_WARMUP),
+        drained: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+    });
     let start = Arc::new(Barrier::new(args.producers + 1));
     let mut handles = Vec::with_capacity(args.producers);
     for i in 0..args.producers {
         let batches = build_batches(args, i, &value);
         let stream = stream.clone();
-        let phase = phase.clone();
-        let failed = failed.clone();
+        let control = control.clone();
         let start = start.clone();
         let in_flight = args.in_flight;
         let handle = std::thread::Builder::new()
             .name(format!("bench-prod-{i}"))
             .spawn(move || {
                 start.wait();
-                let result = producer(&stream, &batches, in_flight, &phase, &failed);
+                let result = producer(&stream, &batches, in_flight, &control);
                 if result.is_err() {
-                    failed.store(true, Ordering::Relaxed);
+                    control.failed.store(true, Ordering::Relaxed);
                 }
                 result
             })?;
@@ -380,38 +447,72 @@ fn run_producers(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<LogRun> {
     let progress = progress_bar(args);
     start.wait();
     progress.set_message("warming up");
-    sleep_watching(Duration::from_secs_f64(args.warmup_seconds), &failed);
+    sleep_watching(
+        Duration::from_secs_f64(args.warmup_seconds),
+        &control.failed,
+    );
 
-    let before = Totals::of(&stream);
-    let cpu_before = thread_cpu_ticks();
-    let window_start = Instant::now();
-    phase.store(PHASE_MEASURE, Ordering::Relaxed);
-    let window = Duration::from_secs_f64(args.seconds);
-    let mut last = (Instant::now(), before.records);
-    while window_start.elapsed() < window && !failed.load(Ordering::Relaxed) {
-        std::thread::sleep(
-            Duration::from_millis(100).min(window - window_start.elapsed().min(window)),
-        );
-        let now = Totals::of(&stream);
-        let elapsed = last.0.elapsed().as_secs_f64();
-        if elapsed >= 0.5 {
-            let rate = (now.records - last.1) as f64 / elapsed;
-            progress.set_message(format!("{:.0} records/s", rate));
-            last = (Instant::now(), now.records);
+    let total = Duration::from_secs_f64(args.seconds);
+    let slice = Duration::from_secs_f64(args.slice_seconds.min(args.seconds));
+    let mut totals = Totals::default();
+    let mut log_time = Duration::ZERO;
+    let mut slices = 0u32;
+    let mut cpu = Some(CpuSeconds::default());
+    let mut raw_result = Ok(());
+    while log_time < total && !control.failed.load(Ordering::Relaxed) {
+        let this = slice.min(total - log_time);
+        // A log slice.
+        let before = Totals::of(&stream);
+        let cpu_before = thread_times();
+        let started = Instant::now();
+        control.phase.store(PHASE_MEASURE, Ordering::Release);
+        while started.elapsed() < this && !control.failed.load(Ordering::Relaxed) {
+            std::thread::sleep(
+                (this - started.elapsed().min(this)).min(Duration::from_millis(100)),
+            );
+            let done = log_time + started.elapsed();
+            progress.set_position(done.as_millis() as u64);
+            let now = Totals::of(&stream);
+            let so_far = totals.records + (now.records - before.records);
+            progress.set_message(format!(
+                "{:.0} records/s",
+                so_far as f64 / done.as_secs_f64().max(1e-3)
+            ));
         }
-        progress.set_position(window_start.elapsed().as_millis() as u64);
+        control.phase.store(PHASE_PAUSE, Ordering::Release);
+        while control.drained.load(Ordering::Acquire) < args.producers
+            && !control.failed.load(Ordering::Relaxed)
+        {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        control.drained.store(0, Ordering::Release);
+        let elapsed = started.elapsed();
+        let delta = Totals::of(&stream).minus(before);
+        cpu = match (cpu, cpu_before, thread_times()) {
+            (Some(c), Some(b), Some(a)) => Some(c.plus(&b, &a)),
+            _ => None,
+        };
+        totals.add(delta);
+        log_time += elapsed;
+        slices += 1;
+        // The raw disk's turn, with the same chunk size and at most the same bytes and time.
+        if control.failed.load(Ordering::Relaxed) {
+            break;
+        }
+        progress.set_message("raw disk");
+        raw_result = raw.write(delta.bytes_written, delta.bytes_per_sync(), elapsed);
+        if raw_result.is_err() {
+            break;
+        }
     }
-    phase.store(PHASE_STOP, Ordering::Relaxed);
-    let window = window_start.elapsed();
-    let after = Totals::of(&stream);
-    let cpu_after = thread_cpu_ticks();
+    control.phase.store(PHASE_STOP, Ordering::Release);
     progress.finish_and_clear();
 
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latency = latency_histogram()?;
     let mut first_error = None;
     for handle in handles {
         match handle.join() {
-            Ok(Ok(result)) => latency.add(&result.latency)?,
+            Ok(Ok(h)) => latency.add(&h)?,
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -425,28 +526,25 @@ fn run_producers(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<LogRun> {
     if let Some(e) = first_error {
         return Err(e.context("the benchmark's appends failed"));
     }
-    let cpu = match (cpu_before, cpu_after) {
-        (Some(b), Some(a)) => Some(CpuShares::between(&b, &a, window)),
-        _ => None,
-    };
-    Ok(LogRun {
-        totals: after.minus(before),
-        window,
+    raw_result?;
+    Ok(Measured {
+        totals,
+        log_time,
+        slices,
         latency,
         cpu,
+        raw: raw.finish()?,
     })
 }
 
 fn progress_bar(args: &LogBenchArgs) -> ProgressBar {
     let total_ms = (args.seconds * 1000.0) as u64;
-    let progress = ProgressBar::with_draw_target(
-        Some(total_ms),
-        if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let progress = ProgressBar::with_draw_target(Some(total_ms), target);
     if let Ok(style) = ProgressStyle::with_template("bench log [{bar:30}] {elapsed_precise} {msg}")
     {
         progress.set_style(style.progress_chars("=> "));
@@ -465,139 +563,158 @@ fn sleep_watching(total: Duration, failed: &AtomicBool) {
     }
 }
 
-/// The raw-disk chunk: the average bytes the log wrote per fsync (all bytes if it never
-/// fsynced in the window).
-fn raw_chunk_bytes(totals: &Totals) -> u64 {
-    if totals.syncs == 0 {
-        totals.bytes_written.max(1)
-    } else {
-        (totals.bytes_written / totals.syncs).max(1)
-    }
+/// The raw-disk writer: one fresh file, appended to sequentially across slices.
+struct RawWriter {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    rng: rand::rngs::StdRng,
+    disk: RawDisk,
 }
 
-/// What the raw-disk measurement did.
+/// What the raw-disk measurement did, over all its slices.
 struct RawDisk {
     bytes: u64,
-    chunk_bytes: u64,
     fsyncs: u64,
-    elapsed: Duration,
-    /// Latency of each `fdatasync`, µs: the floor under the log's ack latency.
+    time: Duration,
+    /// Latency of each `fdatasync`, µs.
     fsync_us: Histogram<u64>,
 }
 
 impl RawDisk {
     fn bytes_per_s(&self) -> f64 {
-        self.bytes as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.bytes as f64 / self.time.as_secs_f64().max(1e-9)
     }
 }
 
-/// Writes up to `total` bytes sequentially to a fresh file at `path`, one `fdatasync` per
-/// `chunk` bytes, for at most `max_time`; removes the file.
-fn measure_raw_disk(
-    path: &Path,
-    total: u64,
-    chunk: u64,
-    max_time: Duration,
-) -> anyhow::Result<RawDisk> {
-    let piece = usize::try_from(chunk)
-        .unwrap_or(usize::MAX)
-        .min(RAW_WRITE_BYTES_MAX);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let buf: Vec<u8> = (0..piece).map(|_| rng.gen_range(b' '..=b'~')).collect();
-    let mut file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let mut fsync_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let started = Instant::now();
-    let mut written = 0u64;
-    let mut fsyncs = 0u64;
-    // At least one chunk, even if the log wrote less than one chunk.
-    while written == 0 || (written < total && started.elapsed() < max_time) {
-        let mut in_chunk = 0u64;
-        while in_chunk < chunk {
-            let n = (chunk - in_chunk).min(piece as u64) as usize;
-            file.write_all(&buf[..n])
-                .with_context(|| format!("writing {}", path.display()))?;
-            in_chunk += n as u64;
+impl RawWriter {
+    fn create(path: &Path) -> anyhow::Result<RawWriter> {
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(RawWriter {
+            path: path.to_path_buf(),
+            file,
+            buf: Vec::new(),
+            rng: rand::rngs::StdRng::seed_from_u64(7),
+            disk: RawDisk {
+                bytes: 0,
+                fsyncs: 0,
+                time: Duration::ZERO,
+                fsync_us: latency_histogram()?,
+            },
+        })
+    }
+
+    /// Writes up to `total` bytes (at least one chunk), one `fdatasync` per `chunk` bytes,
+    /// for at most about `max_time`.
+    fn write(&mut self, total: u64, chunk: u64, max_time: Duration) -> anyhow::Result<()> {
+        let piece = usize::try_from(chunk)
+            .unwrap_or(usize::MAX)
+            .min(RAW_WRITE_BYTES_MAX);
+        if self.buf.len() < piece {
+            let rng = &mut self.rng;
+            self.buf
+                .extend((self.buf.len()..piece).map(|_| rng.gen_range(b' '..=b'~')));
         }
-        let sync_started = Instant::now();
-        file.sync_data()
-            .with_context(|| format!("fdatasync {}", path.display()))?;
-        let us = u64::try_from(sync_started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        fsync_us.saturating_record(us.max(1));
-        written += in_chunk;
-        fsyncs += 1;
+        let started = Instant::now();
+        let mut written = 0u64;
+        while written == 0 || (written < total && started.elapsed() < max_time) {
+            let mut in_chunk = 0u64;
+            while in_chunk < chunk {
+                let n = usize::try_from(chunk - in_chunk).map_or(piece, |left| left.min(piece));
+                self.file
+                    .write_all(&self.buf[..n])
+                    .with_context(|| format!("writing {}", self.path.display()))?;
+                in_chunk += n as u64;
+            }
+            let synced = Instant::now();
+            self.file
+                .sync_data()
+                .with_context(|| format!("fdatasync {}", self.path.display()))?;
+            self.disk.fsync_us.saturating_record(elapsed_us(synced));
+            written += in_chunk;
+            self.disk.fsyncs += 1;
+        }
+        self.disk.time += started.elapsed();
+        self.disk.bytes += written;
+        Ok(())
     }
-    let elapsed = started.elapsed();
-    drop(file);
-    std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
-    Ok(RawDisk {
-        bytes: written,
-        chunk_bytes: chunk,
-        fsyncs,
-        elapsed,
-        fsync_us,
-    })
+
+    fn finish(self) -> anyhow::Result<RawDisk> {
+        drop(self.file);
+        std::fs::remove_file(&self.path)
+            .with_context(|| format!("removing {}", self.path.display()))?;
+        Ok(self.disk)
+    }
 }
 
-/// CPU time per thread, from /proc (Linux only): `(thread name, utime + stime ticks)`.
-fn thread_cpu_ticks() -> Option<Vec<(u64, String, u64)>> {
+/// One thread's scheduler times, from `/proc/self/task/TID/schedstat` (Linux only).
+struct ThreadTimes {
+    tid: u64,
+    name: String,
+    /// Time on a CPU, ns.
+    run_ns: u64,
+    /// Time runnable but waiting for a CPU, ns: how much other work got in its way.
+    wait_ns: u64,
+}
+
+/// Scheduler times of every thread of this process, or `None` where /proc lacks them.
+fn thread_times() -> Option<Vec<ThreadTimes>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
         let entry = entry.ok()?;
         let tid: u64 = entry.file_name().to_str()?.parse().ok()?;
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let (Ok(name), Ok(sched)) = (
+            std::fs::read_to_string(entry.path().join("comm")),
+            std::fs::read_to_string(entry.path().join("schedstat")),
+        ) else {
             continue; // the thread ended
         };
-        let open = stat.find('(')?;
-        let close = stat.rfind(')')?;
-        let name = stat[open + 1..close].to_string();
-        // Fields after the name start with field 3 (state); utime and stime are 14 and 15.
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        out.push((tid, name, utime + stime));
+        let mut fields = sched.split_whitespace();
+        let run_ns = fields.next()?.parse().ok()?;
+        let wait_ns = fields.next()?.parse().ok()?;
+        out.push(ThreadTimes {
+            tid,
+            name: name.trim_end().to_string(),
+            run_ns,
+            wait_ns,
+        });
     }
     Some(out)
 }
 
-/// Average cores used during the window, by kind of thread.
-struct CpuShares {
+/// Seconds on a CPU and seconds waiting for one, by kind of thread.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuSeconds {
     writers: f64,
     producers: f64,
     other: f64,
+    writers_waiting: f64,
+    producers_waiting: f64,
 }
 
-impl CpuShares {
-    fn between(
-        before: &[(u64, String, u64)],
-        after: &[(u64, String, u64)],
-        window: Duration,
-    ) -> Self {
-        // USER_HZ is 100 on every Linux architecture we run on.
-        const TICKS_PER_S: f64 = 100.0;
-        let mut shares = CpuShares {
-            writers: 0.0,
-            producers: 0.0,
-            other: 0.0,
-        };
-        for (tid, name, ticks) in after {
-            let earlier = before
-                .iter()
-                .find(|(t, ..)| t == tid)
-                .map_or(0, |(.., t)| *t);
-            let cores = ticks.saturating_sub(earlier) as f64 / TICKS_PER_S / window.as_secs_f64();
-            if name.starts_with("logbook-writer") {
-                shares.writers += cores;
-            } else if name.starts_with("bench-prod") {
-                shares.producers += cores;
+impl CpuSeconds {
+    /// Adds the times between two snapshots of [`thread_times`].
+    fn plus(mut self, before: &[ThreadTimes], after: &[ThreadTimes]) -> Self {
+        for t in after {
+            let earlier = before.iter().find(|b| b.tid == t.tid);
+            let run = t.run_ns.saturating_sub(earlier.map_or(0, |b| b.run_ns)) as f64 / 1e9;
+            let wait = t.wait_ns.saturating_sub(earlier.map_or(0, |b| b.wait_ns)) as f64 / 1e9;
+            // Thread names are cut to 15 bytes by the kernel.
+            if t.name.starts_with("logbook-writer") {
+                self.writers += run;
+                self.writers_waiting += wait;
+            } else if t.name.starts_with("bench-prod") {
+                self.producers += run;
+                self.producers_waiting += wait;
             } else {
-                shares.other += cores;
+                self.other += run;
             }
         }
-        shares
+        self
     }
 }
 
@@ -634,16 +751,11 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn report_json(
-    args: &LogBenchArgs,
-    run: &LogRun,
-    raw: &RawDisk,
-    parent: &Path,
-) -> serde_json::Value {
-    let t = &run.totals;
-    let secs = run.window.as_secs_f64();
+fn report_json(args: &LogBenchArgs, m: &Measured, parent: &Path) -> serde_json::Value {
+    let t = &m.totals;
+    let secs = m.log_time.as_secs_f64().max(1e-9);
     let bytes_per_s = t.bytes_written as f64 / secs;
-    let raw_bytes_per_s = raw.bytes_per_s();
+    let raw_bytes_per_s = m.raw.bytes_per_s();
     let per_sync = |x: u64| {
         if t.syncs == 0 {
             serde_json::Value::Null
@@ -651,7 +763,8 @@ fn report_json(
             json!(round1(x as f64 / t.syncs as f64))
         }
     };
-    let h = &run.latency;
+    let h = &m.latency;
+    let r = &m.raw.fsync_us;
     json!({
         "record_bytes": args.record_bytes,
         "producers": args.producers,
@@ -662,42 +775,50 @@ fn report_json(
         "fsync": args.fsync.to_string(),
         "seconds": round3(secs),
         "warmup_seconds": args.warmup_seconds,
+        "slices": m.slices,
         "records": t.records,
         "records_per_s": round1(t.records as f64 / secs),
         "bytes_per_s": round1(bytes_per_s),
         "payload_bytes_per_s": round1((t.records * args.record_bytes as u64) as f64 / secs),
         "ack_latency_us": {
-            "count": h.len(),
             "p50": h.value_at_quantile(0.50),
             "p95": h.value_at_quantile(0.95),
             "p99": h.value_at_quantile(0.99),
             "p999": h.value_at_quantile(0.999),
             "max": h.max(),
             "mean": round1(h.mean()),
+            "count": h.len(),
         },
         "appends": t.appends,
         "group_commits": t.groups,
         "fsyncs": t.syncs,
-        "fsync_us_avg": per_sync(t.sync_us),
+        "fsync_us_mean": per_sync(t.sync_us),
+        "writer_time_in_fsync": round3(t.sync_us as f64 / 1e6 / secs / f64::from(args.partitions.max(1))),
         "avg_bytes_per_fsync": per_sync(t.bytes_written),
         "avg_records_per_fsync": per_sync(t.records),
         "avg_appends_per_fsync": per_sync(t.appends),
         "raw_disk_bytes_per_s": round1(raw_bytes_per_s),
-        "raw_chunk_bytes": raw.chunk_bytes,
-        "raw_disk_bytes": raw.bytes,
-        "raw_disk_fsyncs": raw.fsyncs,
-        "raw_disk_seconds": round3(raw.elapsed.as_secs_f64()),
+        // Each raw slice uses its own log slice's bytes per fsync; this is the overall average.
+        "raw_chunk_bytes": t.bytes_per_sync(),
+        "raw_disk_bytes": m.raw.bytes,
+        "raw_disk_fsyncs": m.raw.fsyncs,
+        "raw_disk_seconds": round3(m.raw.time.as_secs_f64()),
         "raw_fsync_us": {
-            "p50": raw.fsync_us.value_at_quantile(0.50),
-            "p99": raw.fsync_us.value_at_quantile(0.99),
-            "max": raw.fsync_us.max(),
-            "mean": round1(raw.fsync_us.mean()),
+            "p50": r.value_at_quantile(0.50),
+            "p99": r.value_at_quantile(0.99),
+            "max": r.max(),
+            "mean": round1(r.mean()),
         },
         "ratio_to_raw_disk": round3(bytes_per_s / raw_bytes_per_s.max(1e-9)),
-        "cpu_cores": run.cpu.as_ref().map(|c| json!({
-            "writers": round3(c.writers),
-            "producers": round3(c.producers),
-            "other": round3(c.other),
+        "cpu_cores": m.cpu.map(|c| json!({
+            "writers": round3(c.writers / secs),
+            "producers": round3(c.producers / secs),
+            "other": round3(c.other / secs),
+        })),
+        // Per second of log time: how long threads were runnable but had no CPU.
+        "runqueue_wait_ms_per_s": m.cpu.map(|c| json!({
+            "writers": round1(c.writers_waiting * 1e3 / secs),
+            "producers": round1(c.producers_waiting * 1e3 / secs),
         })),
         "dir": parent.display().to_string(),
         "file_system": file_system_of(parent),
@@ -712,6 +833,7 @@ fn report_json(
 fn print_summary(r: &serde_json::Value) {
     let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     let lat = &r["ack_latency_us"];
+    let raw = &r["raw_fsync_us"];
     let mib = |x: f64| x / (1024.0 * 1024.0);
     println!(
         "logbook bench log: {} producers × {} in flight × {} records of {} bytes, {} partition(s), fsync {}, {:.1} s in {}",
@@ -725,7 +847,7 @@ fn print_summary(r: &serde_json::Value) {
         r["dir"].as_str().unwrap_or("?"),
     );
     println!(
-        "  log:      {:>12.0} records/s  {:>8.1} MiB/s written ({:.1} MiB/s payload)",
+        "  log:      {:.0} records/s, {:.1} MiB/s written ({:.1} MiB/s payload)",
         f("records_per_s"),
         mib(f("bytes_per_s")),
         mib(f("payload_bytes_per_s")),
@@ -736,22 +858,24 @@ fn print_summary(r: &serde_json::Value) {
     );
     println!(
         "  fsyncs:   {} ({} bytes, {} records each on average; {} µs each)",
-        r["fsyncs"], r["avg_bytes_per_fsync"], r["avg_records_per_fsync"], r["fsync_us_avg"]
+        r["fsyncs"], r["avg_bytes_per_fsync"], r["avg_records_per_fsync"], r["fsync_us_mean"]
     );
     println!(
-        "  raw disk: {:>8.1} MiB/s with one fdatasync per {} bytes → log/raw = {:.3}",
+        "  raw disk: {:.1} MiB/s with one fdatasync per {} bytes (fdatasync µs p50 {}, p99 {}) → log/raw = {:.3}",
         mib(f("raw_disk_bytes_per_s")),
         r["raw_chunk_bytes"],
+        raw["p50"],
+        raw["p99"],
         f("ratio_to_raw_disk"),
-    );
-    println!(
-        "  raw fdatasync µs: p50 {}  p99 {}  max {}",
-        r["raw_fsync_us"]["p50"], r["raw_fsync_us"]["p99"], r["raw_fsync_us"]["max"]
     );
     if let Some(cpu) = r["cpu_cores"].as_object() {
         println!(
-            "  cpu cores used: writers {}  producers {}  other {}",
-            cpu["writers"], cpu["producers"], cpu["other"]
+            "  cpu cores used: writers {}  producers {}  other {}; waiting for a CPU (ms/s): writers {}  producers {}",
+            cpu["writers"],
+            cpu["producers"],
+            cpu["other"],
+            r["runqueue_wait_ms_per_s"]["writers"],
+            r["runqueue_wait_ms_per_s"]["producers"],
         );
     }
 }

@@ -29,7 +29,7 @@
 //! * a torn last batch is truncated on open; damage anywhere else is an error naming the
 //!   file and byte offset, never skipped.
 //!
-//! Module map, in data-flow order: [`format`] (bytes) → [`partition`] (group commit, reads,
+//! Module map, in data-flow order: [`format`](mod@format) (bytes) → [`partition`] (group commit, reads,
 //! recovery; segments inside) → [`stream`] (partitioning) → [`Log`] (directory, lock,
 //! stream lifecycle); [`storage`] is the file-system seam and [`sim`] its power-loss
 //! simulation; [`verify`] checks a directory offline; [`limits`] holds every limit.
