@@ -69,7 +69,7 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logbook_log::{
-    AppendCompletion, FsyncPolicy, Log, PartitionStats, Record, Stream, StreamConfig,
+    AppendCompletion, FsyncPolicy, Log, PartitionStats, Record, RequestId, Stream, StreamConfig,
     partition_for_key,
 };
 use rand::{Rng, SeedableRng};
@@ -131,6 +131,11 @@ pub struct LogBenchArgs {
     /// if ./target exists (the repository's file system), else the system temp directory.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Give every append a unique request id (`Stream::append_with_id`: one id per batch,
+    /// one remembered entry per record) and report the request-id index's memory per id as
+    /// `dedup_bytes_per_id`. Compare with the same command without it.
+    #[arg(long)]
+    request_ids: bool,
     /// Print the figures as one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -295,6 +300,8 @@ struct Measured {
     /// Core-seconds used during the log slices, by kind of thread.
     cpu: Option<CpuSeconds>,
     raw: RawDisk,
+    /// Request ids remembered and the index's bytes at the end (with `--request-ids`).
+    dedup: Option<(u64, u64)>,
 }
 
 /// One producer's records, each batch prepared once and appended again and again.
@@ -338,16 +345,48 @@ struct Control {
     failed: AtomicBool,
 }
 
+/// The pending outcome of an append, with or without a request id.
+enum Pending {
+    Plain(AppendCompletion),
+    WithId(logbook_log::IdempotentAppend),
+}
+
+impl Pending {
+    fn is_ready(&self) -> bool {
+        match self {
+            Pending::Plain(c) => c.is_ready(),
+            Pending::WithId(c) => c.is_ready(),
+        }
+    }
+    fn wait(self) -> anyhow::Result<()> {
+        match self {
+            Pending::Plain(c) => {
+                c.wait()?;
+            }
+            Pending::WithId(c) => {
+                let outcome = c.wait()?;
+                anyhow::ensure!(
+                    !outcome.duplicate,
+                    "a fresh request id was reported as a duplicate"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// An append in flight: its completion, when it was issued, whether it was issued inside a
 /// log slice (then its latency counts), and its record count.
-type InFlight = (AppendCompletion, Instant, bool, u64);
+type InFlight = (Pending, Instant, bool, u64);
 
 fn producer(
-    stream: &Stream,
+    stream: &Arc<Stream>,
     batches: &Batches,
     in_flight: usize,
     control: &Control,
+    request_ids: Option<usize>,
 ) -> anyhow::Result<Histogram<u64>> {
+    let mut request_counter = 0u64;
     let mut latency = latency_histogram()?;
     let mut queue: VecDeque<InFlight> = VecDeque::with_capacity(in_flight);
     let mut next = 0usize;
@@ -383,7 +422,16 @@ fn producer(
             let (partition, records) = &batches.batches[next];
             next = (next + 1) % batches.batches.len();
             let issued = Instant::now();
-            let completion = stream.partitions()[*partition as usize].append(records)?;
+            let completion = match request_ids {
+                None => Pending::Plain(stream.partitions()[*partition as usize].append(records)?),
+                Some(producer) => {
+                    // A client builds its records for each request; the id path takes them
+                    // by value (it adds the request-id headers), so the clone is its cost.
+                    request_counter += 1;
+                    let id = RequestId::new(format!("bench-{producer}-{request_counter}"))?;
+                    Pending::WithId(stream.append_with_id(&id, None, records.clone())?)
+                }
+            };
             queue.push_back((completion, issued, measured, records.len() as u64));
         }
         // Wait for the oldest, then take every other one already resolved (a group commit
@@ -440,11 +488,18 @@ fn run_slices(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<Measured> {
         let control = control.clone();
         let start = start.clone();
         let in_flight = args.in_flight;
+        let request_ids = args.request_ids;
         let handle = std::thread::Builder::new()
             .name(format!("bench-prod-{i}"))
             .spawn(move || {
                 start.wait();
-                let result = producer(&stream, &batches, in_flight, &control);
+                let result = producer(
+                    &stream,
+                    &batches,
+                    in_flight,
+                    &control,
+                    request_ids.then_some(i),
+                );
                 if result.is_err() {
                     control.failed.store(true, Ordering::Relaxed);
                 }
@@ -530,6 +585,12 @@ fn run_slices(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<Measured> {
             }
         }
     }
+    let dedup = args.request_ids.then(|| {
+        (
+            stream.request_ids().len(),
+            stream.request_ids().memory_bytes(),
+        )
+    });
     drop(stream);
     log.close();
     if let Some(e) = first_error {
@@ -543,6 +604,7 @@ fn run_slices(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<Measured> {
         latency,
         cpu,
         raw: raw.finish()?,
+        dedup,
     })
 }
 
@@ -781,6 +843,10 @@ fn report_json(args: &LogBenchArgs, m: &Measured, parent: &Path) -> serde_json::
         "batch_records": args.batch_records,
         "partitions": args.partitions,
         "keyed": args.keyed,
+        "request_ids": args.request_ids,
+        "dedup_ids_remembered": m.dedup.map(|(ids, _)| ids),
+        "dedup_index_bytes": m.dedup.map(|(_, bytes)| bytes),
+        "dedup_bytes_per_id": m.dedup.filter(|(ids, _)| *ids > 0).map(|(ids, bytes)| round1(bytes as f64 / ids as f64)),
         "fsync": args.fsync.to_string(),
         "seconds": round3(secs),
         "warmup_seconds": args.warmup_seconds,

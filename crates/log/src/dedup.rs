@@ -53,7 +53,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -299,14 +299,6 @@ impl Queue {
     }
 }
 
-/// The outcome of an in-flight request, for retries that arrive meanwhile.
-#[derive(Debug)]
-struct Pending {
-    digest: u64,
-    done: Mutex<Option<std::result::Result<(u32, u64), String>>>,
-    ready: Condvar,
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -316,7 +308,10 @@ struct State {
     queue: Queue,
     /// Hash of the entry key → sequence number in `queue`.
     table: hashbrown::HashTable<u64>,
-    pending: HashMap<[u64; 2], Arc<Pending>>,
+    /// Records in flight (claimed, not yet acknowledged or failed) → their digest.
+    pending: HashMap<[u64; 2], u64>,
+    /// Callers waiting in [`DedupIndex::lookup_or_claim`] for an in-flight record to settle.
+    waiters: usize,
 }
 
 impl State {
@@ -362,6 +357,8 @@ pub struct DedupIndex {
     window: RequestIdWindow,
     state: Mutex<State>,
     stats: DedupStats,
+    /// Signalled when in-flight records settle and someone waits ([`State::waiters`]).
+    settled: Condvar,
     checkpoint_path: PathBuf,
     /// Entries added since the last checkpoint.
     dirty: AtomicU64,
@@ -389,6 +386,7 @@ impl DedupIndex {
             window,
             state: Mutex::new(State::default()),
             stats: DedupStats::default(),
+            settled: Condvar::new(),
             checkpoint_path,
             dirty: AtomicU64::new(0),
         }
@@ -414,7 +412,7 @@ impl DedupIndex {
         let state = lock(&self.state);
         state.queue.bytes()
             + (state.table.capacity() * (std::mem::size_of::<u64>() + 1)) as u64
-            + (state.pending.capacity() * 40) as u64
+            + (state.pending.capacity() * 25) as u64
     }
 
     /// Looks up every record of a request under one lock. Waits (outside the lock) for
@@ -428,62 +426,41 @@ impl DedupIndex {
         claims: &[Claim],
         now_ms: i64,
     ) -> Result<Vec<Lookup>> {
-        loop {
-            let mut wait_for = None;
-            {
-                let mut state = lock(&self.state);
-                self.expire(&mut state, now_ms);
-                let mut found = Vec::with_capacity(claims.len());
-                for (index, claim) in claims.iter().enumerate() {
-                    if let Some(e) = state.find(claim.key) {
-                        if e.digest != claim.digest {
-                            return Err(self.conflict(request_id, index));
-                        }
-                        found.push(Some((e.partition, e.offset)));
-                    } else if let Some(p) = state.pending.get(&claim.key) {
-                        if p.digest != claim.digest {
-                            return Err(self.conflict(request_id, index));
-                        }
-                        wait_for = Some(p.clone());
-                        break;
-                    } else {
-                        found.push(None);
+        let mut state = lock(&self.state);
+        'again: loop {
+            self.expire(&mut state, now_ms);
+            let mut found = Vec::with_capacity(claims.len());
+            for (index, claim) in claims.iter().enumerate() {
+                if let Some(e) = state.find(claim.key) {
+                    if e.digest != claim.digest {
+                        return Err(self.conflict(request_id, index));
                     }
-                }
-                if wait_for.is_none() {
-                    let mut out = Vec::with_capacity(claims.len());
-                    for (claim, f) in claims.iter().zip(found) {
-                        match f {
-                            Some((p, o)) => out.push(Lookup::Known(p, o)),
-                            None => {
-                                state.pending.insert(
-                                    claim.key,
-                                    Arc::new(Pending {
-                                        digest: claim.digest,
-                                        done: Mutex::new(None),
-                                        ready: Condvar::new(),
-                                    }),
-                                );
-                                out.push(Lookup::Claimed);
-                            }
-                        }
+                    found.push(Some((e.partition, e.offset)));
+                } else if let Some(&digest) = state.pending.get(&claim.key) {
+                    if digest != claim.digest {
+                        return Err(self.conflict(request_id, index));
                     }
-                    return Ok(out);
+                    // The same request is in flight: wait until it settles, then look again
+                    // (remembered → duplicate; released after a failure → ours to append).
+                    state.waiters += 1;
+                    state = self.settled.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state.waiters -= 1;
+                    continue 'again;
+                } else {
+                    found.push(None);
                 }
             }
-            if let Some(p) = wait_for {
-                let mut done = lock(&p.done);
-                while done.is_none() {
-                    done = p.ready.wait(done).unwrap_or_else(|e| e.into_inner());
-                }
-                if let Some(Err(cause)) = done.as_ref() {
-                    return Err(LogError::Io {
-                        op: "append (awaited by a retry of the same request id)",
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(cause.clone()),
-                    });
+            let mut out = Vec::with_capacity(claims.len());
+            for (claim, f) in claims.iter().zip(found) {
+                match f {
+                    Some((p, o)) => out.push(Lookup::Known(p, o)),
+                    None => {
+                        state.pending.insert(claim.key, claim.digest);
+                        out.push(Lookup::Claimed);
+                    }
                 }
             }
+            return Ok(out);
         }
     }
 
@@ -518,22 +495,24 @@ impl DedupIndex {
                 partition,
                 ts_s: to_entry_secs(ts_ms),
             });
-            if let Some(p) = state.pending.remove(&claim.key) {
-                *lock(&p.done) = Some(Ok((partition, offset)));
-                p.ready.notify_all();
-            }
+            state.pending.remove(&claim.key);
         }
         self.expire(&mut state, now_ms);
+        if state.waiters > 0 {
+            self.settled.notify_all();
+        }
     }
 
-    /// Releases claims whose append failed; waiters get the error.
-    pub(crate) fn release(&self, claims: &[Claim], cause: &str) {
+    /// Releases claims whose append failed (its outcome is unknown: the partition is
+    /// poisoned until reopened, when replay finds the record if it reached the disk). A
+    /// waiting retry then claims the records itself.
+    pub(crate) fn release(&self, claims: &[Claim]) {
         let mut state = lock(&self.state);
         for claim in claims {
-            if let Some(p) = state.pending.remove(&claim.key) {
-                *lock(&p.done) = Some(Err(cause.to_string()));
-                p.ready.notify_all();
-            }
+            state.pending.remove(&claim.key);
+        }
+        if state.waiters > 0 {
+            self.settled.notify_all();
         }
     }
 

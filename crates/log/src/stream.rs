@@ -293,7 +293,7 @@ impl Stream {
                         .collect();
                     index.complete(&entries, clock.now_ms());
                 }
-                Err(error) => index.release(&done, &error.to_string()),
+                Err(_) => index.release(&done),
             });
             match self.partitions[p as usize].append_with_hook(batch, Some(hook)) {
                 Ok(completion) => parts.push((completion, claimed)),
@@ -305,7 +305,7 @@ impl Stream {
                         .filter(|&i| known[i].is_none())
                         .map(|i| claims[i])
                         .collect();
-                    self.dedup.release(&rest, &e.to_string());
+                    self.dedup.release(&rest);
                     return Err(e);
                 }
             }
