@@ -173,16 +173,7 @@ impl Log {
             DirState::Empty => {}
             DirState::Missing => create_dir_durably(&*storage, &dir)?,
         }
-        let lock_path = dir.join("LOCK");
-        let lock = storage.lock(&lock_path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                LogError::Locked {
-                    path: lock_path.clone(),
-                }
-            } else {
-                LogError::io("lock", &lock_path, e)
-            }
-        })?;
+        let lock = lock_data_dir(&*storage, &dir)?;
         check_or_write_dir_meta(&*storage, &dir)?;
         let streams_dir = dir.join("streams");
         if !storage.is_dir(&streams_dir) {
@@ -508,6 +499,21 @@ fn fingerprint_at(partition: &Partition, offset: u64) -> Option<u64> {
         .first()
         .filter(|r| r.offset == offset)
         .map(crate::dedup::record_fingerprint)
+}
+
+/// Takes the data directory's `LOCK` (one process per directory).
+///
+/// # Errors
+/// [`LogError::Locked`] when another process holds it; [`LogError::Io`].
+pub(crate) fn lock_data_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn DirLock>> {
+    let lock_path = dir.join("LOCK");
+    storage.lock(&lock_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            LogError::Locked { path: lock_path }
+        } else {
+            LogError::io("lock", &lock_path, e)
+        }
+    })
 }
 
 fn partition_config(config: &StreamConfig) -> PartitionConfig {

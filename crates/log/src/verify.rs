@@ -66,16 +66,7 @@ pub struct VerifyReport {
 /// # Errors
 /// [`LogError::Locked`] when another process has the directory open; see [`verify_dir`].
 pub fn verify_data_dir(storage: &dyn Storage, data_dir: &Path) -> Result<VerifyReport> {
-    let lock_path = data_dir.join("LOCK");
-    let _lock = storage.lock(&lock_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            LogError::Locked {
-                path: lock_path.clone(),
-            }
-        } else {
-            LogError::io("lock", &lock_path, e)
-        }
-    })?;
+    let _lock = crate::log::lock_data_dir(storage, data_dir)?;
     verify_dir(storage, data_dir)
 }
 
