@@ -3,7 +3,7 @@
 //!
 //! A client gives every logical request an id (HTTP `Idempotency-Key`) and retries with the
 //! same id after any failure. The id travels in the record itself — header
-//! [`REQUEST_ID_HEADER`] (and [`REQUEST_INDEX_HEADER`] for the position of a record inside a
+//! [`REQUEST_ID_HEADER`] (and [`REQUEST_RECORDS_HEADER`] for the position of a record inside a
 //! multi-record request) — so the index is a **derived view of the log** (DESIGN.md rule 2):
 //! it is rebuilt after any crash from a checkpoint file plus the log after the checkpoint's
 //! offsets, and is never a second source of truth.
@@ -63,8 +63,10 @@ use crate::storage::{OpenMode, Storage};
 
 /// Header holding a record's request id.
 pub const REQUEST_ID_HEADER: &str = "request-id";
-/// Header holding a record's position in a multi-record request (absent for single records).
-pub const REQUEST_INDEX_HEADER: &str = "request-index";
+/// Header on the first record of a request's share in one partition: `s:k/n` — the `s`-th
+/// share (0-based, in partition order) holds `k` of the request's `n` records (this record
+/// and the next `k - 1` of the partition: a share is one batch).
+pub const REQUEST_RECORDS_HEADER: &str = "request-records";
 /// Header holding a W3C trace context, stored beside the request id.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Longest request id, bytes.
@@ -72,7 +74,7 @@ pub const REQUEST_ID_BYTES_MAX: usize = 128;
 
 /// Whether a header name is reserved for the log (callers cannot set it on records directly).
 pub fn is_reserved_header(name: &str) -> bool {
-    name == REQUEST_ID_HEADER || name == REQUEST_INDEX_HEADER
+    name == REQUEST_ID_HEADER || name == REQUEST_RECORDS_HEADER
 }
 
 /// A validated request id: 1 ..= 128 bytes of printable ASCII (`' '..='~'`).
@@ -156,35 +158,55 @@ fn id_key(id: &str, index: u32) -> [u64; 2] {
     [v as u64, (v >> 64) as u64]
 }
 
-/// Digest of one record of an `count`-record request, for conflict detection.
-pub(crate) fn record_digest(
-    key: Option<&[u8]>,
-    value: &[u8],
-    headers: &[(String, Vec<u8>)],
-    count: u32,
-) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&count.to_le_bytes());
-    match key {
-        Some(k) => {
-            h.update(&[1]);
-            h.update(&(k.len() as u64).to_le_bytes());
-            h.update(k);
-        }
-        None => h.update(&[0]),
+/// Digest of a request's share of records in one partition, for conflict detection: XXH3-64
+/// over the request's record count `n`, the share's count `k`, and each record's key, value
+/// and headers (without the reserved headers and `traceparent`, which may differ between
+/// retries).
+pub(crate) struct GroupDigest(xxhash_rust::xxh3::Xxh3);
+
+impl GroupDigest {
+    /// Starts the digest of share `ordinal` (in `partition`, `k` of `n` records). The
+    /// partition is part of it: the same id with records that land elsewhere is a conflict.
+    pub(crate) fn new(n: u32, k: u32, ordinal: u32, partition: u32) -> Self {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&n.to_le_bytes());
+        h.update(&k.to_le_bytes());
+        h.update(&ordinal.to_le_bytes());
+        h.update(&partition.to_le_bytes());
+        GroupDigest(h)
     }
-    h.update(&(value.len() as u64).to_le_bytes());
-    h.update(value);
-    for (name, v) in headers {
-        if is_reserved_header(name) || name == TRACEPARENT_HEADER {
-            continue;
+
+    pub(crate) fn absorb(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(String, Vec<u8>)],
+    ) {
+        let h = &mut self.0;
+        match key {
+            Some(k) => {
+                h.update(&[1]);
+                h.update(&(k.len() as u64).to_le_bytes());
+                h.update(k);
+            }
+            None => h.update(&[0]),
         }
-        h.update(&(name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        h.update(&(v.len() as u64).to_le_bytes());
-        h.update(v);
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(value);
+        for (name, v) in headers {
+            if is_reserved_header(name) || name == TRACEPARENT_HEADER {
+                continue;
+            }
+            h.update(&(name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update(&(v.len() as u64).to_le_bytes());
+            h.update(v);
+        }
     }
-    h.digest()
+
+    pub(crate) fn finish(&self) -> u64 {
+        self.0.digest()
+    }
 }
 
 /// Start of the second-resolution clock of entries: 2020-01-01T00:00:00Z, ms.
@@ -371,15 +393,6 @@ pub(crate) struct Claim {
     pub digest: u64,
 }
 
-impl Claim {
-    pub fn new(id: &RequestId, index: u32, digest: u64) -> Claim {
-        Claim {
-            key: id_key(id.as_str(), index),
-            digest,
-        }
-    }
-}
-
 impl DedupIndex {
     pub(crate) fn new(window: RequestIdWindow, checkpoint_path: PathBuf) -> Self {
         DedupIndex {
@@ -536,27 +549,45 @@ impl DedupIndex {
         &self,
         partition: u32,
         records: &[StoredRecord],
+        cursor: &mut ReplayCursor,
         out: &mut Vec<ReplayEntry>,
     ) {
         for r in records {
-            let Some(id) = header(&r.headers, REQUEST_ID_HEADER) else {
-                continue;
-            };
-            let Ok(id) = std::str::from_utf8(id) else {
-                continue;
-            };
-            let index = header(&r.headers, REQUEST_INDEX_HEADER)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.split_once('/'))
-                .and_then(|(i, n)| Some((i.parse::<u32>().ok()?, n.parse::<u32>().ok()?)));
-            let (index, count) = index.unwrap_or((0, 1));
-            out.push(ReplayEntry(Entry {
-                key: id_key(id, index),
-                digest: record_digest(r.key.as_deref(), &r.value, &r.headers, count),
-                offset: r.offset,
-                partition,
-                ts_s: to_entry_secs(r.timestamp_ms),
-            }));
+            let id =
+                header(&r.headers, REQUEST_ID_HEADER).and_then(|v| std::str::from_utf8(v).ok());
+            if let Some(id) = id {
+                // A request's share starts here (one batch; an unfinished share before it
+                // cannot exist, since a batch is whole or absent).
+                let Some((ordinal, k, n)) = header(&r.headers, REQUEST_RECORDS_HEADER)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(parse_share)
+                else {
+                    continue;
+                };
+                let mut digest = GroupDigest::new(n, k, ordinal, partition);
+                digest.absorb(r.key.as_deref(), &r.value, &r.headers);
+                cursor.open = Some(OpenShare {
+                    key: id_key(id, ordinal),
+                    digest,
+                    left: k.saturating_sub(1),
+                    base: r.offset,
+                    ts_s: to_entry_secs(r.timestamp_ms),
+                });
+            } else if let Some(open) = cursor.open.as_mut()
+                && open.left > 0
+            {
+                open.digest.absorb(r.key.as_deref(), &r.value, &r.headers);
+                open.left -= 1;
+            }
+            if let Some(open) = cursor.open.take_if(|o| o.left == 0) {
+                out.push(ReplayEntry(Entry {
+                    key: open.key,
+                    digest: open.digest.finish(),
+                    offset: open.base,
+                    partition,
+                    ts_s: open.ts_s,
+                }));
+            }
         }
     }
 
@@ -711,6 +742,29 @@ pub(crate) fn record_fingerprint(r: &StoredRecord) -> u64 {
     h.digest()
 }
 
+/// Parses `s:k/n` of [`REQUEST_RECORDS_HEADER`].
+fn parse_share(v: &str) -> Option<(u32, u32, u32)> {
+    let (s, rest) = v.split_once(':')?;
+    let (k, n) = rest.split_once('/')?;
+    let (s, k, n): (u32, u32, u32) = (s.parse().ok()?, k.parse().ok()?, n.parse().ok()?);
+    (k >= 1 && k <= n && s < n).then_some((s, k, n))
+}
+
+/// Replay state of one partition: a request's share whose records span read chunks.
+#[derive(Default)]
+pub(crate) struct ReplayCursor {
+    open: Option<OpenShare>,
+}
+
+struct OpenShare {
+    key: [u64; 2],
+    digest: GroupDigest,
+    /// Records of the share still to read.
+    left: u32,
+    base: u64,
+    ts_s: u32,
+}
+
 /// An entry found by replay, not yet inserted.
 #[derive(Debug)]
 pub(crate) struct ReplayEntry(Entry);
@@ -820,56 +874,60 @@ pub fn validate_traceparent(value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds the request-id headers to the records of a request (and the trace context, if any)
-/// and returns each record's claim.
-///
-/// # Errors
-/// [`LogError::InvalidTraceparent`] (see [`validate_traceparent`]);
-/// [`LogError::ReservedHeader`] if a record already carries a reserved header.
-pub(crate) fn stamp(
+/// Stamps a request's share of records in one partition (`records`, `n` in the whole
+/// request): its first record gets the headers `request-id`, `request-records` = `k/n` and,
+/// when given, `traceparent`. Returns the share's claim: key `(request id, partition)`, digest
+/// of the records as given. The caller has checked reserved headers and the traceparent.
+pub(crate) fn stamp_share(
     request_id: &RequestId,
     traceparent: Option<&str>,
+    n: u32,
+    ordinal: u32,
+    partition: u32,
     records: &mut [Record],
-) -> Result<Vec<Claim>> {
-    if let Some(tp) = traceparent {
-        validate_traceparent(tp)?;
+) -> Claim {
+    let k = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    let mut digest = GroupDigest::new(n, k, ordinal, partition);
+    for r in records.iter() {
+        digest.absorb(r.key.as_deref(), &r.value, &r.headers);
     }
-    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
-    let mut claims = Vec::with_capacity(records.len());
-    for (i, record) in records.iter_mut().enumerate() {
-        if let Some((name, _)) = record.headers.iter().find(|(n, _)| is_reserved_header(n)) {
-            return Err(LogError::ReservedHeader {
-                index: i,
-                name: name.clone(),
-            });
-        }
-        let index = u32::try_from(i).unwrap_or(u32::MAX);
-        let digest = record_digest(record.key.as_deref(), &record.value, &record.headers, count);
-        record.headers.push((
+    if let Some(first) = records.first_mut() {
+        first.headers.push((
             REQUEST_ID_HEADER.to_string(),
             request_id.as_str().as_bytes().to_vec(),
         ));
-        if count > 1 {
-            record.headers.push((
-                REQUEST_INDEX_HEADER.to_string(),
-                format!("{index}/{count}").into_bytes(),
-            ));
-        }
+        first.headers.push((
+            REQUEST_RECORDS_HEADER.to_string(),
+            format!("{ordinal}:{k}/{n}").into_bytes(),
+        ));
         if let Some(tp) = traceparent
-            && !record.headers.iter().any(|(n, _)| n == TRACEPARENT_HEADER)
+            && !first.headers.iter().any(|(n, _)| n == TRACEPARENT_HEADER)
         {
-            record
+            first
                 .headers
                 .push((TRACEPARENT_HEADER.to_string(), tp.as_bytes().to_vec()));
         }
-        claims.push(Claim::new(request_id, index, digest));
     }
-    Ok(claims)
+    Claim {
+        key: id_key(request_id.as_str(), ordinal),
+        digest: digest.finish(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record_digest(
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(String, Vec<u8>)],
+        n: u32,
+    ) -> u64 {
+        let mut d = GroupDigest::new(n, 1, 0, 0);
+        d.absorb(key, value, headers);
+        d.finish()
+    }
 
     #[test]
     fn request_ids_are_validated() {
@@ -951,19 +1009,20 @@ mod tests {
                 other => panic!("{bad:?} was accepted or refused otherwise: {other:?}"),
             }
         }
-        // stamp refuses a bad trace context before it changes any record.
-        let mut records = vec![Record::keyed("k", "v")];
+        // A share's first record carries the id, its share of the count and the trace
+        // context; the others carry nothing extra.
+        let mut records = vec![Record::keyed("k", "v"), Record::new("w")];
         let id = RequestId::new("r").unwrap();
-        assert!(matches!(
-            stamp(&id, Some("garbage"), &mut records),
-            Err(LogError::InvalidTraceparent { .. })
-        ));
-        assert!(records[0].headers.is_empty());
-        stamp(&id, Some(GOOD), &mut records).unwrap();
+        stamp_share(&id, Some(GOOD), 5, 0, 0, &mut records);
         assert_eq!(
             header(&records[0].headers, TRACEPARENT_HEADER),
             Some(GOOD.as_bytes())
         );
+        assert_eq!(
+            header(&records[0].headers, REQUEST_RECORDS_HEADER),
+            Some(&b"0:2/5"[..])
+        );
+        assert!(records[1].headers.is_empty());
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub enum LogError {
         /// The first record found to differ.
         index: usize,
     },
-    /// A record carries a header name reserved for the log (`request-id`, `request-index`).
+    /// A record carries a header name reserved for the log (`request-id`, `request-records`).
     #[error("record {index}: header {name:?} is reserved; pass the request id separately")]
     ReservedHeader {
         /// Position of the record in its batch.

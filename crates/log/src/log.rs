@@ -287,11 +287,12 @@ impl Log {
         let mut found = Vec::new();
         for (partition, from) in partitions.iter().zip(applied) {
             let mut from = from.max(partition.start_offset());
+            let mut cursor = crate::dedup::ReplayCursor::default();
             while from < partition.end_offset() {
                 let records = partition.read(from, 10_000, 16 << 20)?;
                 let Some(last) = records.last() else { break };
                 from = last.offset + 1;
-                dedup.replay(partition.id(), &records, &mut found);
+                dedup.replay(partition.id(), &records, &mut cursor, &mut found);
                 dedup.trim_replay(&mut found);
             }
         }

@@ -204,49 +204,81 @@ impl Stream {
     /// `duplicate: true` and appends nothing; a retry while the original is still in flight
     /// waits for the original's outcome. Keyed records go to their key's partition, unkeyed
     /// ones to the partition of the request id's hash (so a retry lands where the original
-    /// may have); one atomic batch per partition. Each record gets the headers `request-id`
-    /// (and `request-index` = `i/n` when the request has several records) and, when given,
-    /// `traceparent`.
+    /// may have); the request's share of records in each partition is one atomic batch, and
+    /// is remembered as one entry. The first record of each share gets the headers
+    /// `request-id`, `request-records` = `k/n` (the share holds `k` of the request's `n`
+    /// records) and, when given, `traceparent`.
     ///
     /// # Errors
     /// [`LogError::RequestIdConflict`] when the id was used for different records (nothing
-    /// appended); [`LogError::ReservedHeader`]; the limits of [`Self::append_batch`]. I/O
-    /// errors arrive through [`IdempotentAppend::wait`]; retrying with the same id is safe.
+    /// appended); [`LogError::ReservedHeader`]; [`LogError::InvalidTraceparent`]; the limits
+    /// of [`Self::append_batch`]. I/O errors arrive through [`IdempotentAppend::wait`];
+    /// retrying with the same id is safe.
     pub fn append_with_id(
         self: &Arc<Self>,
         request_id: &RequestId,
         traceparent: Option<&str>,
-        mut records: Vec<Record>,
+        records: Vec<Record>,
     ) -> Result<IdempotentAppend> {
         if records.is_empty() {
             return Err(LogError::EmptyBatch);
         }
-        let claims = dedup::stamp(request_id, traceparent, &mut records)?;
+        if let Some(tp) = traceparent {
+            dedup::validate_traceparent(tp)?;
+        }
+        check_no_reserved_headers(&records)?;
+        let n = u32::try_from(records.len()).unwrap_or(u32::MAX);
         let now = self.clock.now_ms();
         // Unkeyed records of a request go where the request id hashes, not round-robin: a
         // retry after an "outcome unknown" failure must reach the same partition, or a first
         // attempt that did reach the disk and its retry would both be in the log.
         let unkeyed = partition_for_key(request_id.as_str().as_bytes(), self.partition_count());
-        let groups = self.group_by_partition(records, unkeyed);
+        let mut shares = self.group_by_partition(records, unkeyed);
         // Check every limit before the index is touched: bad input changes nothing.
-        let mut encoded = Vec::with_capacity(groups.len());
-        for (_, records, indices) in &groups {
+        let mut claims = Vec::with_capacity(shares.len());
+        let mut encoded = Vec::with_capacity(shares.len());
+        for (ordinal, (p, records, indices)) in shares.iter_mut().enumerate() {
+            let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);
+            claims.push(dedup::stamp_share(
+                request_id,
+                traceparent,
+                n,
+                ordinal,
+                *p,
+                records,
+            ));
             encoded.push(
                 crate::format::encode_batch(records, now).map_err(|e| remap_index(e, indices))?,
             );
         }
-        let lookups = self.dedup.lookup_or_claim(request_id, &claims, now)?;
-        let known: Vec<Option<Position>> = lookups
-            .iter()
-            .map(|l| match l {
-                Lookup::Known(partition, offset) => Some(Position {
-                    partition: *partition,
-                    offset: *offset,
-                }),
-                Lookup::Claimed => None,
-            })
-            .collect();
-        if known.iter().all(Option::is_some) {
+        let lookups = match self.dedup.lookup_or_claim(request_id, &claims, now) {
+            Err(LogError::RequestIdConflict { request_id, index }) => {
+                // Name the conflicting share by its first record in the caller's order.
+                let index = shares
+                    .get(index)
+                    .and_then(|s| s.2.first())
+                    .copied()
+                    .unwrap_or(index);
+                return Err(LogError::RequestIdConflict { request_id, index });
+            }
+            other => other?,
+        };
+        let mut known: Vec<Option<Position>> = vec![None; n as usize];
+        let mut all_known = true;
+        for ((_, _, indices), lookup) in shares.iter().zip(&lookups) {
+            match lookup {
+                Lookup::Known(partition, base) => {
+                    for (j, &i) in indices.iter().enumerate() {
+                        known[i] = Some(Position {
+                            partition: *partition,
+                            offset: base + j as u64,
+                        });
+                    }
+                }
+                Lookup::Claimed => all_known = false,
+            }
+        }
+        if all_known {
             self.dedup.note_duplicate();
             return Ok(IdempotentAppend {
                 known,
@@ -255,56 +287,34 @@ impl Stream {
                 stream: self.clone(),
             });
         }
-        let mut parts = Vec::with_capacity(groups.len());
-        let mut groups = groups.into_iter().zip(encoded).peekable();
-        while let Some(((p, records, indices), batch)) = groups.next() {
-            let claimed: Vec<usize> = indices
-                .iter()
-                .copied()
-                .filter(|&i| known[i].is_none())
-                .collect();
-            if claimed.is_empty() {
-                continue;
-            }
-            let batch = if claimed.len() == indices.len() {
-                batch
-            } else {
-                // Part of this request reached the log before (a crash between partitions):
-                // append only what is missing.
-                let subset: Vec<Record> = indices
-                    .iter()
-                    .zip(records)
-                    .filter(|(i, _)| known[**i].is_none())
-                    .map(|(_, r)| r)
-                    .collect();
-                crate::format::encode_batch(&subset, now)?
-            };
-            let done: Vec<Claim> = claimed.iter().map(|&i| claims[i]).collect();
+        // Append the shares not yet in the log (all of them, unless an earlier attempt wrote
+        // some partitions' shares before a crash).
+        let mut pending = shares
+            .into_iter()
+            .zip(encoded)
+            .zip(claims)
+            .zip(lookups)
+            .filter(|(_, lookup)| matches!(lookup, Lookup::Claimed))
+            .map(|(((share, batch), claim), _)| (share, batch, claim));
+        let mut parts = Vec::new();
+        while let Some(((p, _, indices), batch, claim)) = pending.next() {
             let index = self.dedup.clone();
             let clock = self.clock.clone();
             let hook = AckHook::new(move |outcome| match outcome {
-                Ok(ack) => {
-                    let entries: Vec<_> = done
-                        .iter()
-                        .enumerate()
-                        // The window runs on the log's clock at append, not on a
-                        // timestamp the client may have chosen.
-                        .map(|(j, claim)| (*claim, ack.partition, ack.base_offset + j as u64, now))
-                        .collect();
-                    index.complete(&entries, clock.now_ms());
-                }
-                Err(_) => index.release(&done),
+                // The window runs on the log's clock at append, not on a timestamp the
+                // client may have chosen.
+                Ok(ack) => index.complete(
+                    &[(claim, ack.partition, ack.base_offset, now)],
+                    clock.now_ms(),
+                ),
+                Err(_) => index.release(&[claim]),
             });
             match self.partitions[p as usize].append_with_hook(batch, Some(hook)) {
-                Ok(completion) => parts.push((completion, claimed)),
+                Ok(completion) => parts.push((completion, indices)),
                 Err(e) => {
-                    // The hook of this batch released its claims when it was dropped;
-                    // release the claims of the batches not sent.
-                    let rest: Vec<Claim> = groups
-                        .flat_map(|((_, _, indices), _)| indices)
-                        .filter(|&i| known[i].is_none())
-                        .map(|i| claims[i])
-                        .collect();
+                    // This batch's hook released its claim when it was dropped; release the
+                    // claims of the batches not sent.
+                    let rest: Vec<Claim> = pending.map(|(_, _, claim)| claim).collect();
                     self.dedup.release(&rest);
                     return Err(e);
                 }

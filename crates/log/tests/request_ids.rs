@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::{DATA_DIR, START_MS, SimDir};
-use logbook_log::dedup::{REQUEST_ID_HEADER, REQUEST_INDEX_HEADER, TRACEPARENT_HEADER};
+use logbook_log::dedup::{REQUEST_ID_HEADER, REQUEST_RECORDS_HEADER, TRACEPARENT_HEADER};
 use logbook_log::storage::{DirLock, OpenMode, Storage, StorageFile};
 use logbook_log::{
     Log, LogError, LogOptions, Position, Record, RequestId, RequestIdWindow, Stream, StreamConfig,
@@ -239,11 +239,49 @@ fn a_multi_record_request_is_deduplicated_as_a_whole_across_partitions() {
     assert!(retry.duplicate);
     assert_eq!(retry.positions, first.positions);
     assert_eq!(stream.record_count(), 10);
-    let indices: Vec<String> = all_records(&stream)
+    // One share per partition, each announced once on its first record: `s:k/10`.
+    let shares: Vec<(u32, String)> = all_records(&stream)
         .iter()
-        .map(|(_, r)| String::from_utf8(header(r, REQUEST_INDEX_HEADER).unwrap().to_vec()).unwrap())
+        .filter(|(_, r)| header(r, REQUEST_ID_HEADER) == Some(&b"batch"[..]))
+        .map(|(p, r)| {
+            let k = header(r, REQUEST_RECORDS_HEADER).unwrap();
+            (*p, String::from_utf8(k.to_vec()).unwrap())
+        })
         .collect();
-    assert!(indices.iter().all(|i| i.ends_with("/10")), "{indices:?}");
+    assert_eq!(shares.len(), partitions.len(), "{shares:?}");
+    let total: u32 = shares
+        .iter()
+        .map(|(_, k)| {
+            let (k, n) = k.split_once(':').unwrap().1.split_once('/').unwrap();
+            assert_eq!(n, "10");
+            k.parse::<u32>().unwrap()
+        })
+        .sum();
+    assert_eq!(total, 10);
+    // The index remembers one entry per share, not per record.
+    assert_eq!(stream.request_ids().len(), partitions.len() as u64);
+    // And a restart rebuilds exactly that from the log.
+    drop(stream);
+    drop(log);
+    let _ = dir
+        .sim
+        .remove_file(&common::stream_dir("s").join("request-ids.checkpoint"));
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    assert_eq!(stream.request_ids().len(), partitions.len() as u64);
+    let retry = stream
+        .append_with_id(
+            &id("batch"),
+            None,
+            (0..10)
+                .map(|i| Record::keyed(format!("key-{i}"), format!("v{i}")))
+                .collect(),
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.positions, first.positions);
 }
 
 #[test]
