@@ -2,40 +2,43 @@
 //! two-phase commit.
 //!
 //! A client gives every logical request an id (HTTP `Idempotency-Key`) and retries with the
-//! same id after any failure. The id travels in the record itself — header
-//! [`REQUEST_ID_HEADER`] (and [`REQUEST_RECORDS_HEADER`] for the position of a record inside a
-//! multi-record request) — so the index is a **derived view of the log** (DESIGN.md rule 2):
-//! it is rebuilt after any crash from a checkpoint file plus the log after the checkpoint's
-//! offsets, and is never a second source of truth.
+//! same id after any failure. The id travels in the records themselves — headers
+//! [`REQUEST_ID_HEADER`] and [`REQUEST_RECORDS_HEADER`] — so the index is a **derived view of
+//! the log** (DESIGN.md rule 2): it is rebuilt after any crash from a checkpoint file plus the
+//! log after the checkpoint's offsets, and is never a second source of truth.
 //!
 //! ```text
 //!  append_with_id(id, records)
-//!     │ lock index ── id remembered? ── yes: same digest → duplicate, the original positions
+//!     │ lock index ── share remembered? ── same digest → duplicate, the original positions
 //!     │                  │                   other digest → RequestIdConflict, nothing appended
-//!     │                  ├─ in flight? ──── wait for the original's outcome, then look again
+//!     │                  ├─ in flight? ──── wait until it settles, then look again
 //!     │                  └─ unknown ─────── mark in flight, append
 //!     ▼
-//!  partition writer: write + fdatasync ── ack hook: remember (id → position), wake waiters
+//!  partition writer: write + fdatasync ── ack hook: remember (share → base offset), wake waiters
 //! ```
 //!
-//! **Ids of a multi-record request.** One id per request; record `i` of an `n`-record
-//! request is remembered as `(id, i)`, and its digest covers `n`. A retry whose records are
-//! all remembered is a duplicate; a retry of a request that spanned partitions and was only
-//! partly written before a crash appends exactly the missing records.
+//! **Shares.** One id per request. A request's records in one partition — its *share*, which
+//! is one batch — are remembered as one entry `(id, share number) → (partition, base
+//! offset)`; record `i` of the share is at base offset + `i`. Only the share's first record
+//! carries the headers (`request-id`, `request-records` = `s:k/n`, `traceparent`), so ids cost
+//! nothing per record. A retry whose shares are all remembered is a duplicate; a retry of a
+//! request that spanned partitions and was only partly written before a crash appends
+//! exactly the missing shares.
 //!
-//! **Digest.** XXH3-64 over each record's key, value and headers (length-prefixed, in order,
-//! without the reserved headers `request-id`, `request-index` and `traceparent`, which may
-//! differ between retries) and the record count. Callers that accept JSON should canonicalise
-//! it (RFC 8785) before appending, so reordered object keys are not a conflict.
+//! **Digest.** XXH3-64 per share over `n`, `k`, the share number, the partition and each
+//! record's key, value and headers (length-prefixed, in order, without the reserved headers
+//! and `traceparent`, which may differ between retries). The same id with records that differ
+//! anywhere — or land in another partition — is a conflict. Callers that accept JSON should
+//! canonicalise it (RFC 8785) before appending, so reordered object keys are not a conflict.
 //!
 //! **Window.** An id is remembered until *either* limit of [`RequestIdWindow`] passes it:
-//! `max_age_ms` after its record's timestamp (default 7 days; sliding per id, not per time
+//! `max_age_ms` after it was appended, by the log's clock (default 7 days; sliding per id, not per time
 //! bucket; at 1 s granularity, rounded in favour of remembering) or once `max_ids` newer ids
 //! are remembered (default 1,000,000 per stream). **A retry after the window appends again**,
 //! exactly like Kafka's producer-id expiry or Stripe's 24-hour idempotency keys.
 //!
-//! **Memory.** The index is in memory: 40 bytes per remembered id in insertion order plus an
-//! 8-byte slot in a hash table (about 55 bytes per id with table slack), whatever the id's
+//! **Memory.** The index is in memory: 40 bytes per remembered share in insertion order plus
+//! an 8-byte slot in a hash table (50–56 bytes per id measured, table slack included), whatever the id's
 //! length. `max_ids` bounds it (default ≈ 55 MB per stream). DESIGN.md wants the index on
 //! disk behind an in-memory filter so that long windows need not fit in RAM; that waits for
 //! the embedded KV store chosen with the views (issue 5) — today the disk holds only the
