@@ -89,7 +89,12 @@ impl Segment {
         storage
             .sync_dir(dir)
             .map_err(|e| LogError::io("fsync directory", dir, e))?;
-        Ok(Segment {
+        Ok(Segment::empty(base_offset, path, file))
+    }
+
+    /// The in-memory state of a segment holding only its header.
+    fn empty(base_offset: u64, path: PathBuf, file: Arc<dyn StorageFile>) -> Segment {
+        Segment {
             base_offset,
             path,
             file,
@@ -98,7 +103,7 @@ impl Segment {
             max_timestamp_ms: i64::MIN,
             index: Vec::new(),
             bytes_since_index: u64::MAX, // the first batch always gets an entry
-        })
+        }
     }
 
     /// Records that a batch was written at byte `len` (the caller wrote it).
@@ -305,19 +310,7 @@ impl Segment {
                 ),
             });
         }
-        Ok((
-            Segment {
-                base_offset,
-                path,
-                file,
-                len: SEGMENT_HEADER_BYTES as u64,
-                next_offset: base_offset,
-                max_timestamp_ms: i64::MIN,
-                index: Vec::new(),
-                bytes_since_index: u64::MAX,
-            },
-            file_len,
-        ))
+        Ok((Segment::empty(base_offset, path, file), file_len))
     }
 }
 
