@@ -20,12 +20,13 @@
 //! **Shares.** One id per request. A request's records in one partition — its *share*, which
 //! is one batch — are remembered as one entry `(id, share number) → (partition, base
 //! offset)`; record `i` of the share is at base offset + `i`. Only the share's first record
-//! carries the headers (`request-id`, `request-records` = `s:k/n`, `traceparent`), so ids cost
-//! nothing per record. A retry whose shares are all remembered is a duplicate; a retry of a
+//! carries the headers (`request-id`, `request-records` = `s:k/n;t;d`, `traceparent`), so ids
+//! cost nothing per record. A retry whose shares are all remembered is a duplicate; a retry of a
 //! request that spanned partitions and was only partly written before a crash appends
 //! exactly the missing shares.
 //!
-//! **Digest.** XXH3-64 per share over `n`, `k`, the share number, the partition and each
+//! **Digest.** XXH3-64 per share over `n`, `k`, the share number, the partition, the digest
+//! of the whole request (so matching the one share that survived a crash is not enough) and each
 //! record's key, value and headers (length-prefixed, in order, without the reserved headers
 //! and `traceparent`, which may differ between retries). The same id with records that differ
 //! anywhere — or land in another partition — is a conflict. Callers that accept JSON should
@@ -170,12 +171,16 @@ pub(crate) struct GroupDigest(xxhash_rust::xxh3::Xxh3);
 impl GroupDigest {
     /// Starts the digest of share `ordinal` (in `partition`, `k` of `n` records). The
     /// partition is part of it: the same id with records that land elsewhere is a conflict.
-    pub(crate) fn new(n: u32, k: u32, ordinal: u32, partition: u32) -> Self {
+    /// `request_digest` (see [`request_digest`]) ties every share to the whole request: a
+    /// retry that matches one share but differs elsewhere is a conflict even when only that
+    /// share reached the log before a crash.
+    pub(crate) fn new(n: u32, k: u32, ordinal: u32, partition: u32, request_digest: u64) -> Self {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         h.update(&n.to_le_bytes());
         h.update(&k.to_le_bytes());
         h.update(&ordinal.to_le_bytes());
         h.update(&partition.to_le_bytes());
+        h.update(&request_digest.to_le_bytes());
         GroupDigest(h)
     }
 
@@ -561,20 +566,35 @@ impl DedupIndex {
             if let Some(id) = id {
                 // A request's share starts here (one batch; an unfinished share before it
                 // cannot exist, since a batch is whole or absent).
-                let Some((ordinal, k, n)) = header(&r.headers, REQUEST_RECORDS_HEADER)
+                let Some(share) = header(&r.headers, REQUEST_RECORDS_HEADER)
                     .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(parse_share)
+                    .and_then(ShareHeader::parse)
                 else {
+                    tracing::warn!(
+                        partition,
+                        offset = r.offset,
+                        "a request-id record without a valid request-records header; not remembered"
+                    );
+                    cursor.open = None;
                     continue;
                 };
-                let mut digest = GroupDigest::new(n, k, ordinal, partition);
+                let ShareHeader {
+                    ordinal,
+                    k,
+                    n,
+                    appended_ms,
+                    request_digest,
+                } = share;
+                let mut digest = GroupDigest::new(n, k, ordinal, partition, request_digest);
                 digest.absorb(r.key.as_deref(), &r.value, &r.headers);
                 cursor.open = Some(OpenShare {
                     key: id_key(id, ordinal),
                     digest,
                     left: k.saturating_sub(1),
                     base: r.offset,
-                    ts_s: to_entry_secs(r.timestamp_ms),
+                    // The log's clock at append, recorded in the header: never the record's
+                    // timestamp, which a client may choose.
+                    ts_s: to_entry_secs(appended_ms),
                 });
             } else if let Some(open) = cursor.open.as_mut()
                 && open.left > 0
@@ -746,11 +766,58 @@ pub(crate) fn record_fingerprint(r: &StoredRecord) -> u64 {
 }
 
 /// Parses `s:k/n` of [`REQUEST_RECORDS_HEADER`].
-fn parse_share(v: &str) -> Option<(u32, u32, u32)> {
-    let (s, rest) = v.split_once(':')?;
-    let (k, n) = rest.split_once('/')?;
-    let (s, k, n): (u32, u32, u32) = (s.parse().ok()?, k.parse().ok()?, n.parse().ok()?);
-    (k >= 1 && k <= n && s < n).then_some((s, k, n))
+/// The value of [`REQUEST_RECORDS_HEADER`]: `s:k/n;t;d` — share `s` holds `k` of the
+/// request's `n` records, appended at `t` (log clock, ms), request digest `d` (16 hex digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ShareHeader {
+    ordinal: u32,
+    k: u32,
+    n: u32,
+    appended_ms: i64,
+    request_digest: u64,
+}
+
+impl ShareHeader {
+    fn encode(&self) -> String {
+        let ShareHeader {
+            ordinal,
+            k,
+            n,
+            appended_ms,
+            request_digest,
+        } = self;
+        format!("{ordinal}:{k}/{n};{appended_ms};{request_digest:016x}")
+    }
+
+    fn parse(v: &str) -> Option<ShareHeader> {
+        let mut fields = v.split(';');
+        let (s, kn) = fields.next()?.split_once(':')?;
+        let (k, n) = kn.split_once('/')?;
+        let appended_ms = fields.next()?.parse().ok()?;
+        let request_digest = u64::from_str_radix(fields.next()?, 16).ok()?;
+        if fields.next().is_some() {
+            return None;
+        }
+        let (ordinal, k, n): (u32, u32, u32) = (s.parse().ok()?, k.parse().ok()?, n.parse().ok()?);
+        (k >= 1 && k <= n && ordinal < n).then_some(ShareHeader {
+            ordinal,
+            k,
+            n,
+            appended_ms,
+            request_digest,
+        })
+    }
+}
+
+/// Digest of a whole request (all `n` records in the caller's order), stored in every share's
+/// header and folded into every share's digest.
+pub(crate) fn request_digest(records: &[Record]) -> u64 {
+    let n = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    let mut d = GroupDigest::new(n, n, u32::MAX, u32::MAX, 0);
+    for r in records {
+        d.absorb(r.key.as_deref(), &r.value, &r.headers);
+    }
+    d.finish()
 }
 
 /// Replay state of one partition: a request's share whose records span read chunks.
@@ -877,20 +944,24 @@ pub fn validate_traceparent(value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stamps a request's share of records in one partition (`records`, `n` in the whole
-/// request): its first record gets the headers `request-id`, `request-records` = `k/n` and,
-/// when given, `traceparent`. Returns the share's claim: key `(request id, partition)`, digest
-/// of the records as given. The caller has checked reserved headers and the traceparent.
+/// Stamps share `ordinal` of a request (`records`, `n` in the whole request, whose digest is
+/// `request_digest`, appended at `appended_ms` by the log's clock): its first record gets the
+/// headers `request-id`, `request-records` = `s:k/n;t;d` and, when given, `traceparent`.
+/// Returns the share's claim: key `(request id, ordinal)`, digest of the share. The caller
+/// has checked reserved headers and the traceparent.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn stamp_share(
     request_id: &RequestId,
     traceparent: Option<&str>,
     n: u32,
     ordinal: u32,
     partition: u32,
+    appended_ms: i64,
+    request_digest: u64,
     records: &mut [Record],
 ) -> Claim {
     let k = u32::try_from(records.len()).unwrap_or(u32::MAX);
-    let mut digest = GroupDigest::new(n, k, ordinal, partition);
+    let mut digest = GroupDigest::new(n, k, ordinal, partition, request_digest);
     for r in records.iter() {
         digest.absorb(r.key.as_deref(), &r.value, &r.headers);
     }
@@ -901,7 +972,15 @@ pub(crate) fn stamp_share(
         ));
         first.headers.push((
             REQUEST_RECORDS_HEADER.to_string(),
-            format!("{ordinal}:{k}/{n}").into_bytes(),
+            ShareHeader {
+                ordinal,
+                k,
+                n,
+                appended_ms,
+                request_digest,
+            }
+            .encode()
+            .into_bytes(),
         ));
         if let Some(tp) = traceparent
             && !first.headers.iter().any(|(n, _)| n == TRACEPARENT_HEADER)
@@ -927,7 +1006,7 @@ mod tests {
         headers: &[(String, Vec<u8>)],
         n: u32,
     ) -> u64 {
-        let mut d = GroupDigest::new(n, 1, 0, 0);
+        let mut d = GroupDigest::new(n, 1, 0, 0, 0);
         d.absorb(key, value, headers);
         d.finish()
     }
@@ -1016,14 +1095,14 @@ mod tests {
         // context; the others carry nothing extra.
         let mut records = vec![Record::keyed("k", "v"), Record::new("w")];
         let id = RequestId::new("r").unwrap();
-        stamp_share(&id, Some(GOOD), 5, 0, 0, &mut records);
+        stamp_share(&id, Some(GOOD), 5, 0, 0, 1_000, 0xabc, &mut records);
         assert_eq!(
             header(&records[0].headers, TRACEPARENT_HEADER),
             Some(GOOD.as_bytes())
         );
         assert_eq!(
             header(&records[0].headers, REQUEST_RECORDS_HEADER),
-            Some(&b"0:2/5"[..])
+            Some(&b"0:2/5;1000;0000000000000abc"[..])
         );
         assert!(records[1].headers.is_empty());
     }

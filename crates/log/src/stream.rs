@@ -206,8 +206,8 @@ impl Stream {
     /// ones to the partition of the request id's hash (so a retry lands where the original
     /// may have); the request's share of records in each partition is one atomic batch, and
     /// is remembered as one entry. The first record of each share gets the headers
-    /// `request-id`, `request-records` = `k/n` (the share holds `k` of the request's `n`
-    /// records) and, when given, `traceparent`.
+    /// `request-id`, `request-records` = `s:k/n;t;d` (share `s` holds `k` of the request's
+    /// `n` records; appended at `t` ms; request digest `d`) and, when given, `traceparent`.
     ///
     /// # Errors
     /// [`LogError::RequestIdConflict`] when the id was used for different records (nothing
@@ -233,6 +233,7 @@ impl Stream {
         // retry after an "outcome unknown" failure must reach the same partition, or a first
         // attempt that did reach the disk and its retry would both be in the log.
         let unkeyed = partition_for_key(request_id.as_str().as_bytes(), self.partition_count());
+        let request_digest = dedup::request_digest(&records);
         let mut shares = self.group_by_partition(records, unkeyed);
         // Check every limit before the index is touched: bad input changes nothing.
         let mut claims = Vec::with_capacity(shares.len());
@@ -245,6 +246,8 @@ impl Stream {
                 n,
                 ordinal,
                 *p,
+                now,
+                request_digest,
                 records,
             ));
             encoded.push(

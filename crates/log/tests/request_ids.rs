@@ -252,7 +252,8 @@ fn a_multi_record_request_is_deduplicated_as_a_whole_across_partitions() {
     let total: u32 = shares
         .iter()
         .map(|(_, k)| {
-            let (k, n) = k.split_once(':').unwrap().1.split_once('/').unwrap();
+            let share = k.split(';').next().unwrap();
+            let (k, n) = share.split_once(':').unwrap().1.split_once('/').unwrap();
             assert_eq!(n, "10");
             k.parse::<u32>().unwrap()
         })
@@ -797,4 +798,105 @@ fn an_unkeyed_request_retried_after_an_unknown_outcome_lands_once() {
         .filter(|(_, r)| header(r, REQUEST_ID_HEADER) == Some(&b"req-1"[..]))
         .count();
     assert_eq!(copies, 1, "retry: {retry:?}");
+}
+
+#[test]
+fn the_window_after_a_restart_runs_on_the_log_clock_not_on_a_client_timestamp() {
+    let dir = SimDir::new();
+    let window = windowed(1_000, 60_000);
+    // A client-chosen timestamp an hour old (within the allowed skew), far outside the 60 s
+    // window if the window ran on it.
+    let record = Record {
+        timestamp_ms: Some(START_MS - 3_600_000),
+        ..Record::keyed("k", "v")
+    };
+    {
+        let log = dir.open().unwrap();
+        let stream = log.create_stream("s", window).unwrap();
+        stream
+            .append_with_id(&id("old-clock"), None, vec![record.clone()])
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let _ = dir
+        .sim
+        .remove_file(&common::stream_dir("s").join("request-ids.checkpoint"));
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    let retry = stream
+        .append_with_id(&id("old-clock"), None, vec![record])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(
+        retry.duplicate,
+        "replay must age the id by the log's clock at append"
+    );
+    assert_eq!(stream.record_count(), 1);
+}
+
+#[test]
+fn a_retry_matching_only_the_share_that_survived_a_crash_is_a_conflict() {
+    let dir = SimDir::new();
+    let key_in = |p: u32| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| logbook_log::partition_for_key(k.as_bytes(), 2) == p)
+            .unwrap()
+    };
+    let (a, b) = (key_in(0), key_in(1));
+    {
+        let log = dir.open().unwrap();
+        let stream = log
+            .create_stream("s", StreamConfig::with_partitions(2))
+            .unwrap();
+        // Exactly one of the two shares' fsyncs succeeds.
+        dir.sim.fail_syncs_after(1);
+        let outcome = stream
+            .append_with_id(
+                &id("split"),
+                None,
+                vec![Record::keyed(a.clone(), "1"), Record::keyed(b.clone(), "2")],
+            )
+            .unwrap()
+            .wait();
+        assert!(outcome.is_err());
+        dir.sim.clear_faults();
+    }
+    // The power goes: the share whose fsync failed is gone, the other is durable.
+    dir.sim.power_loss();
+    let log = dir.open().unwrap();
+    let stream = log.stream("s").unwrap();
+    assert_eq!(stream.record_count(), 1, "one share is in the log");
+    // Both shares change in turn; whichever survived, the retry differs from the request it
+    // belongs to and must be refused.
+    for variant in [
+        vec![
+            Record::keyed(a.clone(), "1"),
+            Record::keyed(b.clone(), "other"),
+        ],
+        vec![
+            Record::keyed(a.clone(), "other"),
+            Record::keyed(b.clone(), "2"),
+        ],
+    ] {
+        let err = stream
+            .append_with_id(&id("split"), None, variant)
+            .unwrap_err();
+        assert!(matches!(err, LogError::RequestIdConflict { .. }), "{err}");
+    }
+    assert_eq!(stream.record_count(), 1);
+    // The true retry completes the request.
+    let retry = stream
+        .append_with_id(
+            &id("split"),
+            None,
+            vec![Record::keyed(a, "1"), Record::keyed(b, "2")],
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(!retry.duplicate);
+    assert_eq!(stream.record_count(), 2);
 }
