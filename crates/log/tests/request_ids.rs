@@ -20,6 +20,30 @@ use logbook_log::{
     Log, LogError, LogOptions, Position, Record, RequestId, RequestIdWindow, Stream, StreamConfig,
 };
 
+/// `append_with_id` that must be accepted and acknowledged.
+trait AppendOnce {
+    fn append_once(
+        &self,
+        request_id: &RequestId,
+        traceparent: Option<&str>,
+        records: Vec<Record>,
+    ) -> logbook_log::AppendOutcome;
+}
+
+impl AppendOnce for Arc<Stream> {
+    fn append_once(
+        &self,
+        request_id: &RequestId,
+        traceparent: Option<&str>,
+        records: Vec<Record>,
+    ) -> logbook_log::AppendOutcome {
+        self.append_with_id(request_id, traceparent, records)
+            .unwrap()
+            .wait()
+            .unwrap()
+    }
+}
+
 fn id(s: &str) -> RequestId {
     RequestId::new(s).unwrap()
 }
@@ -52,25 +76,17 @@ fn a_retry_returns_the_original_position_and_appends_nothing() {
     let stream = log
         .create_stream("orders", StreamConfig::with_partitions(3))
         .unwrap();
-    let first = stream
-        .append_with_id(
-            &id("req-1"),
-            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-            vec![Record::keyed("k", "v")],
-        )
-        .unwrap()
-        .wait()
-        .unwrap();
+    let first = stream.append_once(
+        &id("req-1"),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        vec![Record::keyed("k", "v")],
+    );
     assert!(!first.duplicate);
-    let retry = stream
-        .append_with_id(
-            &id("req-1"),
-            Some("00-0af7651916cd43dd8448eb211c80319c-b9c7c989f97918e1-01"),
-            vec![Record::keyed("k", "v")],
-        )
-        .unwrap()
-        .wait()
-        .unwrap();
+    let retry = stream.append_once(
+        &id("req-1"),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b9c7c989f97918e1-01"),
+        vec![Record::keyed("k", "v")],
+    );
     assert!(retry.duplicate);
     assert_eq!(retry.positions, first.positions);
     assert_eq!(stream.record_count(), 1);
@@ -101,11 +117,7 @@ fn the_same_id_with_another_body_is_a_conflict_and_appends_nothing() {
     let stream = log
         .create_stream("orders", StreamConfig::with_partitions(2))
         .unwrap();
-    stream
-        .append_with_id(&id("req-1"), None, vec![Record::keyed("k", "v1")])
-        .unwrap()
-        .wait()
-        .unwrap();
+    stream.append_once(&id("req-1"), None, vec![Record::keyed("k", "v1")]);
     let variants = [
         vec![Record::keyed("k", "v2")],
         vec![Record::keyed("other", "v1")],
@@ -168,11 +180,7 @@ fn bad_request_ids_and_reserved_headers_are_refused_and_change_nothing() {
     ));
     assert_eq!(stream.record_count(), 0);
     // A refused request leaves no trace in the index: the id is still free.
-    let ok = stream
-        .append_with_id(&id("a"), None, vec![Record::new("v")])
-        .unwrap()
-        .wait()
-        .unwrap();
+    let ok = stream.append_once(&id("a"), None, vec![Record::new("v")]);
     assert!(!ok.duplicate);
 }
 
@@ -191,11 +199,7 @@ fn concurrent_appends_with_one_id_write_one_record_and_all_get_its_position() {
                     let stream = stream.clone();
                     let request = request.clone();
                     s.spawn(move || {
-                        stream
-                            .append_with_id(&request, None, vec![Record::new("unkeyed value")])
-                            .unwrap()
-                            .wait()
-                            .unwrap()
+                        stream.append_once(&request, None, vec![Record::new("unkeyed value")])
                     })
                 })
                 .collect();
@@ -223,19 +227,11 @@ fn a_multi_record_request_is_deduplicated_as_a_whole_across_partitions() {
     let records: Vec<Record> = (0..10)
         .map(|i| Record::keyed(format!("key-{i}"), format!("v{i}")))
         .collect();
-    let first = stream
-        .append_with_id(&id("batch"), None, records.clone())
-        .unwrap()
-        .wait()
-        .unwrap();
+    let first = stream.append_once(&id("batch"), None, records.clone());
     let partitions: std::collections::BTreeSet<u32> =
         first.positions.iter().map(|p| p.partition).collect();
     assert!(partitions.len() > 1, "the request spans partitions");
-    let retry = stream
-        .append_with_id(&id("batch"), None, records)
-        .unwrap()
-        .wait()
-        .unwrap();
+    let retry = stream.append_once(&id("batch"), None, records);
     assert!(retry.duplicate);
     assert_eq!(retry.positions, first.positions);
     assert_eq!(stream.record_count(), 10);
@@ -270,17 +266,13 @@ fn a_multi_record_request_is_deduplicated_as_a_whole_across_partitions() {
     let log = dir.open().unwrap();
     let stream = log.stream("s").unwrap();
     assert_eq!(stream.request_ids().len(), partitions.len() as u64);
-    let retry = stream
-        .append_with_id(
-            &id("batch"),
-            None,
-            (0..10)
-                .map(|i| Record::keyed(format!("key-{i}"), format!("v{i}")))
-                .collect(),
-        )
-        .unwrap()
-        .wait()
-        .unwrap();
+    let retry = stream.append_once(
+        &id("batch"),
+        None,
+        (0..10)
+            .map(|i| Record::keyed(format!("key-{i}"), format!("v{i}")))
+            .collect(),
+    );
     assert!(retry.duplicate);
     assert_eq!(retry.positions, first.positions);
 }
@@ -294,22 +286,14 @@ fn a_retry_after_a_restart_behaves_exactly_like_one_without() {
             .create_stream("s", StreamConfig::with_partitions(2))
             .unwrap();
         let records = vec![Record::keyed("a", "1"), Record::keyed("b", "2")];
-        let first = stream
-            .append_with_id(&id("r"), None, records.clone())
-            .unwrap()
-            .wait()
-            .unwrap();
+        let first = stream.append_once(&id("r"), None, records.clone());
         (first, records)
     };
     // Clean restart: the checkpoint written at close holds the id.
     {
         let log = dir.open().unwrap();
         let stream = log.stream("s").unwrap();
-        let retry = stream
-            .append_with_id(&id("r"), None, records.clone())
-            .unwrap()
-            .wait()
-            .unwrap();
+        let retry = stream.append_once(&id("r"), None, records.clone());
         assert!(retry.duplicate);
         assert_eq!(retry.positions, first.positions);
         assert!(matches!(
@@ -325,11 +309,7 @@ fn a_retry_after_a_restart_behaves_exactly_like_one_without() {
         .remove_file(Path::new("/data/streams/s/request-ids.checkpoint"));
     let log = dir.open().unwrap();
     let stream = log.stream("s").unwrap();
-    let retry = stream
-        .append_with_id(&id("r"), None, records)
-        .unwrap()
-        .wait()
-        .unwrap();
+    let retry = stream.append_once(&id("r"), None, records);
     assert!(retry.duplicate);
     assert_eq!(retry.positions, first.positions);
     assert_eq!(stream.record_count(), 2);
@@ -355,11 +335,7 @@ fn a_record_durable_before_a_crash_is_a_duplicate_after_it_even_without_an_ack()
     dir.sim.power_loss();
     let log = dir.open().unwrap();
     let stream = log.stream("s").unwrap();
-    let retry = stream
-        .append_with_id(&id("lost-ack"), None, vec![Record::new("v")])
-        .unwrap()
-        .wait()
-        .unwrap();
+    let retry = stream.append_once(&id("lost-ack"), None, vec![Record::new("v")]);
     assert!(retry.duplicate);
     assert_eq!(
         retry.positions,
@@ -387,13 +363,8 @@ fn the_age_window_slides_per_id_and_a_retry_after_it_appends_again() {
     let log = dir.open().unwrap();
     let window_ms = 60_000;
     let stream = log.create_stream("s", windowed(1_000, window_ms)).unwrap();
-    let append = |name: &str| {
-        stream
-            .append_with_id(&id(name), None, vec![Record::new(name.to_string())])
-            .unwrap()
-            .wait()
-            .unwrap()
-    };
+    let append =
+        |name: &str| stream.append_once(&id(name), None, vec![Record::new(name.to_string())]);
     assert!(!append("early").duplicate); // at t = 0
     dir.clock.advance(40_000);
     assert!(!append("late").duplicate); // at t = 40 s
@@ -424,27 +395,15 @@ fn the_count_window_forgets_the_oldest_ids_first() {
     let log = dir.open().unwrap();
     let stream = log.create_stream("s", windowed(5, 3_600_000)).unwrap();
     for i in 0..8 {
-        let o = stream
-            .append_with_id(&id(&format!("id-{i}")), None, vec![Record::new("v")])
-            .unwrap()
-            .wait()
-            .unwrap();
+        let o = stream.append_once(&id(&format!("id-{i}")), None, vec![Record::new("v")]);
         assert!(!o.duplicate);
     }
     assert_eq!(stream.request_ids().len(), 5);
     for i in 3..8 {
-        let o = stream
-            .append_with_id(&id(&format!("id-{i}")), None, vec![Record::new("v")])
-            .unwrap()
-            .wait()
-            .unwrap();
+        let o = stream.append_once(&id(&format!("id-{i}")), None, vec![Record::new("v")]);
         assert!(o.duplicate, "id-{i} is among the 5 newest");
     }
-    let o = stream
-        .append_with_id(&id("id-0"), None, vec![Record::new("v")])
-        .unwrap()
-        .wait()
-        .unwrap();
+    let o = stream.append_once(&id("id-0"), None, vec![Record::new("v")]);
     assert!(!o.duplicate, "id-0 fell out of the 5-id window");
 }
 
@@ -461,15 +420,11 @@ fn retention_deleting_records_does_not_break_retries_of_other_ids() {
     let value = vec![b'x'; 500];
     let mut positions = Vec::new();
     for i in 0..40 {
-        let o = stream
-            .append_with_id(
-                &id(&format!("id-{i}")),
-                None,
-                vec![Record::new(value.clone())],
-            )
-            .unwrap()
-            .wait()
-            .unwrap();
+        let o = stream.append_once(
+            &id(&format!("id-{i}")),
+            None,
+            vec![Record::new(value.clone())],
+        );
         positions.push(o.positions[0]);
     }
     let partition = &stream.partitions()[0];
@@ -479,15 +434,11 @@ fn retention_deleting_records_does_not_break_retries_of_other_ids() {
     // Retries of ids whose records are gone and of ids whose records remain: all duplicates
     // with their original positions, nothing appended.
     for i in [0usize, 5, 39] {
-        let o = stream
-            .append_with_id(
-                &id(&format!("id-{i}")),
-                None,
-                vec![Record::new(value.clone())],
-            )
-            .unwrap()
-            .wait()
-            .unwrap();
+        let o = stream.append_once(
+            &id(&format!("id-{i}")),
+            None,
+            vec![Record::new(value.clone())],
+        );
         assert!(o.duplicate, "id-{i}");
         assert_eq!(o.positions[0], positions[i]);
     }
@@ -496,11 +447,7 @@ fn retention_deleting_records_does_not_break_retries_of_other_ids() {
     drop(log);
     let log = dir.open().unwrap();
     let stream = log.stream("s").unwrap();
-    let o = stream
-        .append_with_id(&id("id-39"), None, vec![Record::new(value)])
-        .unwrap()
-        .wait()
-        .unwrap();
+    let o = stream.append_once(&id("id-39"), None, vec![Record::new(value)]);
     assert!(o.duplicate);
 }
 
@@ -519,17 +466,9 @@ fn idempotency_behaves_the_same_on_every_stream_and_partition() {
                 .find(|k| logbook_log::partition_for_key(k.as_bytes(), 4) == p)
                 .unwrap();
             let request = id(&format!("req-{p}"));
-            let first = stream
-                .append_with_id(&request, None, vec![Record::keyed(key.clone(), "v")])
-                .unwrap()
-                .wait()
-                .unwrap();
+            let first = stream.append_once(&request, None, vec![Record::keyed(key.clone(), "v")]);
             assert_eq!(first.positions[0].partition, p);
-            let retry = stream
-                .append_with_id(&request, None, vec![Record::keyed(key, "v")])
-                .unwrap()
-                .wait()
-                .unwrap();
+            let retry = stream.append_once(&request, None, vec![Record::keyed(key, "v")]);
             assert!(retry.duplicate, "stream {name} partition {p}");
             assert_eq!(retry.positions, first.positions);
         }
@@ -639,13 +578,7 @@ fn a_retry_while_the_original_is_in_flight_waits_for_and_returns_its_outcome() {
         .unwrap();
     let retry = std::thread::spawn({
         let stream = stream.clone();
-        move || {
-            stream
-                .append_with_id(&id("slow"), None, vec![Record::new("v")])
-                .unwrap()
-                .wait()
-                .unwrap()
-        }
+        move || stream.append_once(&id("slow"), None, vec![Record::new("v")])
     });
     // The original cannot be acknowledged while its fsync is held, so neither can the retry
     // (this cannot pass by luck: an early answer is wrong however slow the machine is).
@@ -675,15 +608,11 @@ fn a_damaged_checkpoint_is_ignored_and_the_log_replayed() {
             .create_stream("s", StreamConfig::with_partitions(2))
             .unwrap();
         for i in 0..50 {
-            stream
-                .append_with_id(
-                    &id(&format!("r{i}")),
-                    None,
-                    vec![Record::new(format!("{i}"))],
-                )
-                .unwrap()
-                .wait()
-                .unwrap();
+            stream.append_once(
+                &id(&format!("r{i}")),
+                None,
+                vec![Record::new(format!("{i}"))],
+            );
         }
     }
     dir.sim
@@ -692,11 +621,7 @@ fn a_damaged_checkpoint_is_ignored_and_the_log_replayed() {
     let log = dir.open().unwrap();
     let stream = log.stream("s").unwrap();
     assert_eq!(stream.request_ids().len(), 50);
-    let o = stream
-        .append_with_id(&id("r17"), None, vec![Record::new("17")])
-        .unwrap()
-        .wait()
-        .unwrap();
+    let o = stream.append_once(&id("r17"), None, vec![Record::new("17")]);
     assert!(o.duplicate);
 }
 
@@ -705,11 +630,7 @@ fn a_checkpoint_from_before_a_lost_tail_is_not_trusted_once_the_log_grows_back()
     let dir = SimDir::new();
     let seg = common::segment_path("s", 0, 0);
     let append = |stream: &Arc<Stream>, name: String| {
-        stream
-            .append_with_id(&id(&name), None, vec![Record::new(name.clone())])
-            .unwrap()
-            .wait()
-            .unwrap()
+        stream.append_once(&id(&name), None, vec![Record::new(name.clone())])
     };
     let kept_len = {
         let log = dir.open().unwrap();
@@ -788,11 +709,7 @@ fn an_unkeyed_request_retried_after_an_unknown_outcome_lands_once() {
     }
     let log = dir.open().unwrap();
     let stream = log.stream("s").unwrap();
-    let retry = stream
-        .append_with_id(&id("req-1"), None, vec![Record::new("v")])
-        .unwrap()
-        .wait()
-        .unwrap();
+    let retry = stream.append_once(&id("req-1"), None, vec![Record::new("v")]);
     let copies = all_records(&stream)
         .iter()
         .filter(|(_, r)| header(r, REQUEST_ID_HEADER) == Some(&b"req-1"[..]))
@@ -813,22 +730,14 @@ fn the_window_after_a_restart_runs_on_the_log_clock_not_on_a_client_timestamp() 
     {
         let log = dir.open().unwrap();
         let stream = log.create_stream("s", window).unwrap();
-        stream
-            .append_with_id(&id("old-clock"), None, vec![record.clone()])
-            .unwrap()
-            .wait()
-            .unwrap();
+        stream.append_once(&id("old-clock"), None, vec![record.clone()]);
     }
     let _ = dir
         .sim
         .remove_file(&common::stream_dir("s").join("request-ids.checkpoint"));
     let log = dir.open().unwrap();
     let stream = log.stream("s").unwrap();
-    let retry = stream
-        .append_with_id(&id("old-clock"), None, vec![record])
-        .unwrap()
-        .wait()
-        .unwrap();
+    let retry = stream.append_once(&id("old-clock"), None, vec![record]);
     assert!(
         retry.duplicate,
         "replay must age the id by the log's clock at append"
@@ -888,15 +797,11 @@ fn a_retry_matching_only_the_share_that_survived_a_crash_is_a_conflict() {
     }
     assert_eq!(stream.record_count(), 1);
     // The true retry completes the request.
-    let retry = stream
-        .append_with_id(
-            &id("split"),
-            None,
-            vec![Record::keyed(a, "1"), Record::keyed(b, "2")],
-        )
-        .unwrap()
-        .wait()
-        .unwrap();
+    let retry = stream.append_once(
+        &id("split"),
+        None,
+        vec![Record::keyed(a, "1"), Record::keyed(b, "2")],
+    );
     assert!(!retry.duplicate);
     assert_eq!(stream.record_count(), 2);
 }
