@@ -1,0 +1,1 @@
+//! Derived views (issue 5): under construction.
