@@ -1,0 +1,544 @@
+//! The certifier: decides, in commit order, whether a transaction may commit.
+//!
+//! It is pure bookkeeping — no I/O — and runs under the store's commit lock, so its
+//! decisions form one total order, the order of the commit stream.
+//!
+//! ## Positions
+//! Commits and snapshots are placed on one line of *sequence numbers*: the read-write
+//! commit at offset `o` sits at `2o + 1`, a snapshot `s` (seeing offsets `< s`) at `2s`, and
+//! a transaction that commits without a record (read-only) at `2p`, where `p` is the offset
+//! the next record would get. Two transactions are *concurrent* when each one's snapshot
+//! precedes the other's commit.
+//!
+//! ## Rules
+//! * **Write-write** (`snapshot`, `serializable`; `read_committed` only for keys read with
+//!   `get_for_update`): a key this transaction writes or locks must not have been written
+//!   or locked by a transaction that committed after the key's *base* (the snapshot, or for
+//!   `read_committed` the moment of the `get_for_update` read). First committer wins.
+//!   Two pure increments commute and never conflict.
+//! * **SSI** (`serializable` with `serializable`): the rw-antidependency `A → B` exists when
+//!   `A` read a key (or a range containing a key) that a concurrent `B` wrote, so `A` did
+//!   not see `B`'s write. A cycle in a non-serializable history needs two consecutive such
+//!   edges `T1 → T2 → T3` between concurrent transactions (Fekete et al., TODS 2005), and
+//!   with the *commit-ordering* refinement of Ports & Grittner (VLDB 2012) only when `T3`
+//!   commits first; if `T1` is read-only, only when `T3` committed before `T1`'s snapshot.
+//!   Because reads are complete when a transaction commits, all edges between committed
+//!   transactions are known at the later commit; the committing transaction `T` checks
+//!   (a) `T` as the pivot `T2`: an in-edge from a committed `T1` and an out-edge to a `T3`
+//!   that committed before `T1`; (b) `T` as `T1`: an out-edge to a committed `T2` that
+//!   itself recorded an out-edge to an earlier `T3`. A hit aborts `T` — the only one of the
+//!   three still able to abort — so nothing already acknowledged is ever undone.
+//!
+//! ## False positives
+//! A dangerous structure is necessary for a cycle, not sufficient: `T1 → T2 → T3` may be
+//! closed by no edge back from `T3` to `T1`, and the check aborts anyway. Conflicts are
+//! tracked per key and per exact range (no page or relation granularity, no lock
+//! promotion), so those do not add false positives; a range read conflicts with any write
+//! into the range, including one to a key the reader's limit cut off later (the recorded
+//! range ends at the last key returned when a limit cut it).
+//!
+//! ## Memory
+//! A committed transaction's summary is kept while some active transaction is concurrent
+//! with it (its commit is after that transaction's snapshot), and dropped otherwise. A
+//! transaction whose snapshot falls more than a limit of commits behind is expired (it
+//! fails with `TransactionTooOld` at its next operation) so it cannot pin memory.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::ConflictKind;
+
+/// How a transaction touches a key it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteClass {
+    /// Only increments: commutes with other increments.
+    Increment,
+    /// A put or delete (possibly conditional).
+    Write,
+    /// `get_for_update` without a write: conflicts like a write, but is not one for SSI.
+    Lock,
+}
+
+impl WriteClass {
+    fn conflicts_with(self, other: WriteClass) -> bool {
+        !(self == WriteClass::Increment && other == WriteClass::Increment)
+    }
+    fn is_write(self) -> bool {
+        self != WriteClass::Lock
+    }
+}
+
+/// A key range as recorded by a scan: `(start, end)` bounds.
+pub(crate) type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+fn in_range(range: &Range, key: &[u8]) -> bool {
+    let after_start = match &range.0 {
+        Bound::Included(s) => key >= s.as_slice(),
+        Bound::Excluded(s) => key > s.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let before_end = match &range.1 {
+        Bound::Included(e) => key <= e.as_slice(),
+        Bound::Excluded(e) => key < e.as_slice(),
+        Bound::Unbounded => true,
+    };
+    after_start && before_end
+}
+
+/// What the certifier is told about a committing transaction.
+#[derive(Debug)]
+pub(crate) struct Footprint<'a> {
+    /// Whether SSI applies (isolation `serializable`).
+    pub serializable: bool,
+    /// Snapshot position (`2 × snapshot offset`).
+    pub snapshot_seq: u64,
+    /// Keys written or locked: class and the base position for the write-write check
+    /// (`None`: not checked, `read_committed` blind writes).
+    pub writes: &'a HashMap<Vec<u8>, (WriteClass, Option<u64>)>,
+    /// Keys read (serializable only).
+    pub reads: &'a HashSet<Vec<u8>>,
+    /// Ranges read (serializable only).
+    pub ranges: &'a [Range],
+}
+
+/// A refused commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Conflict {
+    pub kind: ConflictKind,
+    pub key: Vec<u8>,
+    /// Position of the other transaction.
+    pub other_seq: u64,
+}
+
+/// What is remembered of a committed transaction while others may conflict with it.
+#[derive(Debug)]
+struct Summary {
+    commit_seq: u64,
+    snapshot_seq: u64,
+    serializable: bool,
+    /// No writes (locks do not count).
+    read_only: bool,
+    writes: HashMap<Vec<u8>, WriteClass>,
+    reads: HashSet<Vec<u8>>,
+    ranges: Vec<Range>,
+    /// Earliest position of a transaction this one had an rw out-edge to (all committed
+    /// before it).
+    out_min: Option<u64>,
+}
+
+impl Summary {
+    fn read_covers(&self, key: &[u8]) -> bool {
+        self.reads.contains(key) || self.ranges.iter().any(|r| in_range(r, key))
+    }
+}
+
+/// A registered open transaction.
+#[derive(Debug)]
+struct Active {
+    expired: Arc<AtomicBool>,
+    /// Serializable and not declared read-only: matters for safe snapshots.
+    serializable_rw: bool,
+}
+
+#[derive(Debug, Default)]
+struct Candidate {
+    seq: u64,
+    waiting: HashSet<u64>,
+    unsafe_: bool,
+}
+
+/// The certifier's state. See the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct Certifier {
+    recent: VecDeque<Summary>,
+    /// Open transactions by (start position, id). The start position bounds every position
+    /// the transaction can still compare against.
+    active: BTreeMap<(u64, u64), Active>,
+    active_ids: HashMap<u64, u64>,
+    safe_seq: u64,
+    candidate: Option<Candidate>,
+}
+
+impl Certifier {
+    /// Registers an open transaction starting at `start_seq`; returns its expiry flag.
+    pub(crate) fn register(
+        &mut self,
+        id: u64,
+        start_seq: u64,
+        serializable_rw: bool,
+    ) -> Arc<AtomicBool> {
+        let expired = Arc::new(AtomicBool::new(false));
+        self.active.insert(
+            (start_seq, id),
+            Active {
+                expired: expired.clone(),
+                serializable_rw,
+            },
+        );
+        self.active_ids.insert(id, start_seq);
+        expired
+    }
+
+    /// Open transactions.
+    pub(crate) fn open(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Summaries of committed transactions retained.
+    pub(crate) fn retained(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Oldest start position of an open transaction.
+    pub(crate) fn horizon_seq(&self) -> Option<u64> {
+        self.active.keys().next().map(|(s, _)| *s)
+    }
+
+    /// Decides whether the transaction may commit at `commit_seq`. On success returns its
+    /// earliest rw out-edge target (kept for [`Self::record`]).
+    pub(crate) fn certify(
+        &self,
+        fp: &Footprint<'_>,
+        commit_seq: u64,
+    ) -> Result<Option<u64>, Conflict> {
+        let min_base = fp
+            .writes
+            .values()
+            .filter_map(|(_, b)| *b)
+            .chain(fp.serializable.then_some(fp.snapshot_seq))
+            .min();
+        let Some(min_base) = min_base else {
+            return Ok(None);
+        };
+        let t_read_only = !fp.writes.values().any(|(c, _)| c.is_write());
+        let first = self.recent.partition_point(|w| w.commit_seq <= min_base);
+        let mut out_min: Option<(u64, Vec<u8>)> = None;
+        let mut in_edges: Vec<(&Summary, Vec<u8>)> = Vec::new();
+        for w in self.recent.range(first..) {
+            debug_assert!(w.commit_seq < commit_seq);
+            // First committer wins.
+            for (key, class) in &w.writes {
+                if let Some((mine, Some(base))) = fp.writes.get(key)
+                    && w.commit_seq > *base
+                    && mine.conflicts_with(*class)
+                {
+                    return Err(Conflict {
+                        kind: ConflictKind::WriteWrite,
+                        key: key.clone(),
+                        other_seq: w.commit_seq,
+                    });
+                }
+            }
+            if !(fp.serializable && w.serializable && w.commit_seq > fp.snapshot_seq) {
+                continue;
+            }
+            // T → W: W wrote what T read.
+            if let Some(key) = w
+                .writes
+                .iter()
+                .filter(|(_, c)| c.is_write())
+                .map(|(k, _)| k)
+                .find(|k| {
+                    fp.reads.contains(k.as_slice()) || fp.ranges.iter().any(|r| in_range(r, k))
+                })
+            {
+                // T as T1: W is T2 and already has an out-edge to an earlier T3.
+                if let Some(t3) = w.out_min
+                    && (!t_read_only || t3 < fp.snapshot_seq)
+                {
+                    return Err(Conflict {
+                        kind: ConflictKind::DangerousStructure,
+                        key: key.clone(),
+                        other_seq: w.commit_seq,
+                    });
+                }
+                if out_min.as_ref().is_none_or(|(s, _)| w.commit_seq < *s) {
+                    out_min = Some((w.commit_seq, key.clone()));
+                }
+            }
+            // R → T: R read what T writes.
+            if let Some(key) = fp
+                .writes
+                .iter()
+                .filter(|(_, (c, _))| c.is_write())
+                .map(|(k, _)| k)
+                .find(|k| w.read_covers(k))
+            {
+                in_edges.push((w, key.clone()));
+            }
+        }
+        // T as the pivot T2: T1 = R committed, T3 = the earliest out-edge target, first.
+        // T3 may be T1 itself (write skew is the cycle T1 → T2 → T1), hence `<=`.
+        if let Some((t3, _)) = &out_min {
+            for (r, key) in &in_edges {
+                if *t3 <= r.commit_seq && (!r.read_only || *t3 < r.snapshot_seq) {
+                    return Err(Conflict {
+                        kind: ConflictKind::DangerousStructure,
+                        key: key.clone(),
+                        other_seq: r.commit_seq,
+                    });
+                }
+            }
+        }
+        Ok(out_min.map(|(s, _)| s))
+    }
+
+    /// Records a committed transaction (after [`Self::certify`] accepted it) and
+    /// unregisters it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record(
+        &mut self,
+        id: u64,
+        commit_seq: u64,
+        snapshot_seq: u64,
+        serializable: bool,
+        writes: HashMap<Vec<u8>, WriteClass>,
+        reads: HashSet<Vec<u8>>,
+        ranges: Vec<Range>,
+        out_min: Option<u64>,
+    ) {
+        if let Some(last) = self.recent.back() {
+            assert!(
+                last.commit_seq <= commit_seq,
+                "commits are certified in order"
+            );
+        }
+        let read_only = !writes.values().any(|c| c.is_write());
+        let worth_keeping =
+            !writes.is_empty() || (serializable && (!reads.is_empty() || !ranges.is_empty()));
+        if worth_keeping && !self.active.is_empty() {
+            self.recent.push_back(Summary {
+                commit_seq,
+                snapshot_seq,
+                serializable,
+                read_only,
+                writes,
+                reads: if serializable { reads } else { HashSet::new() },
+                ranges: if serializable { ranges } else { Vec::new() },
+                out_min,
+            });
+        }
+        // The snapshot position right after this commit (even).
+        self.finish(id, (commit_seq + 1) & !1, out_min);
+    }
+
+    /// Unregisters a transaction that ends without committing anything worth recording.
+    /// `now_seq` is the current snapshot position (even).
+    pub(crate) fn finish(&mut self, id: u64, now_seq: u64, out_min: Option<u64>) {
+        if let Some(start) = self.active_ids.remove(&id) {
+            self.active.remove(&(start, id));
+        }
+        if let Some(c) = &mut self.candidate
+            && c.waiting.remove(&id)
+        {
+            if out_min.is_some_and(|u| u < c.seq) {
+                c.unsafe_ = true;
+            }
+            if c.waiting.is_empty() {
+                if !c.unsafe_ {
+                    self.safe_seq = self.safe_seq.max(c.seq);
+                }
+                self.candidate = None;
+            }
+        }
+        if self.candidate.is_none() {
+            self.new_candidate(now_seq);
+        }
+        self.prune();
+    }
+
+    fn new_candidate(&mut self, now_seq: u64) {
+        let waiting: HashSet<u64> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.serializable_rw)
+            .map(|((_, id), _)| *id)
+            .collect();
+        if waiting.is_empty() {
+            self.safe_seq = self.safe_seq.max(now_seq);
+        } else {
+            self.candidate = Some(Candidate {
+                seq: now_seq,
+                waiting,
+                unsafe_: false,
+            });
+        }
+    }
+
+    /// The newest snapshot position known to be safe for a read-only serializable
+    /// transaction: no transaction concurrent with it can still complete a dangerous
+    /// structure with it (Ports & Grittner 2012, §4.2). `now_seq` is the current position.
+    pub(crate) fn safe_snapshot(&mut self, now_seq: u64) -> u64 {
+        if self.candidate.is_none() {
+            self.new_candidate(now_seq);
+        }
+        self.safe_seq
+    }
+
+    /// Expires open transactions whose start is more than `max_behind` positions behind
+    /// `now_seq`, so that memory stays bounded. Returns how many were expired.
+    pub(crate) fn expire_older_than(&mut self, now_seq: u64, max_behind: u64) -> usize {
+        let mut n = 0;
+        while let Some(((start, id), _)) = self.active.first_key_value() {
+            if now_seq.saturating_sub(*start) <= max_behind {
+                break;
+            }
+            let (start, id) = (*start, *id);
+            if let Some(a) = self.active.remove(&(start, id)) {
+                a.expired.store(true, Ordering::Release);
+            }
+            self.active_ids.remove(&id);
+            if let Some(c) = &mut self.candidate {
+                c.waiting.remove(&id);
+            }
+            n += 1;
+        }
+        if n > 0 {
+            self.prune();
+        }
+        n
+    }
+
+    fn prune(&mut self) {
+        let horizon = self.horizon_seq();
+        while let Some(front) = self.recent.front() {
+            if horizon.is_some_and(|h| front.commit_seq > h) {
+                break;
+            }
+            self.recent.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(keys: &[&str]) -> HashSet<Vec<u8>> {
+        keys.iter().map(|k| k.as_bytes().to_vec()).collect()
+    }
+    fn writes(
+        keys: &[&str],
+        class: WriteClass,
+        base: Option<u64>,
+    ) -> HashMap<Vec<u8>, (WriteClass, Option<u64>)> {
+        keys.iter()
+            .map(|k| (k.as_bytes().to_vec(), (class, base)))
+            .collect()
+    }
+
+    /// Commits a transaction through certify + record; returns the conflict if refused.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        c: &mut Certifier,
+        id: u64,
+        snapshot_seq: u64,
+        commit_seq: u64,
+        reads: &[&str],
+        w: &[&str],
+        class: WriteClass,
+    ) -> Result<(), Conflict> {
+        let ws = writes(w, class, Some(snapshot_seq));
+        let rs = set(reads);
+        let fp = Footprint {
+            serializable: true,
+            snapshot_seq,
+            writes: &ws,
+            reads: &rs,
+            ranges: &[],
+        };
+        match c.certify(&fp, commit_seq) {
+            Ok(out_min) => {
+                let classes = ws.iter().map(|(k, (c, _))| (k.clone(), *c)).collect();
+                c.record(
+                    id,
+                    commit_seq,
+                    snapshot_seq,
+                    true,
+                    classes,
+                    rs,
+                    vec![],
+                    out_min,
+                );
+                Ok(())
+            }
+            Err(e) => {
+                c.finish(id, commit_seq, None);
+                Err(e)
+            }
+        }
+    }
+
+    #[test]
+    fn write_skew_aborts_the_second_committer() {
+        let mut c = Certifier::default();
+        c.register(1, 0, true);
+        c.register(2, 0, true);
+        // T1 reads x,y writes x; T2 reads x,y writes y: T1 → T2 and T2 → T1.
+        commit(&mut c, 1, 0, 1, &["x", "y"], &["x"], WriteClass::Write).unwrap();
+        let e = commit(&mut c, 2, 0, 3, &["x", "y"], &["y"], WriteClass::Write).unwrap_err();
+        assert_eq!(e.kind, ConflictKind::DangerousStructure);
+    }
+
+    #[test]
+    fn increments_commute_but_puts_do_not() {
+        let mut c = Certifier::default();
+        c.register(1, 0, false);
+        c.register(2, 0, false);
+        c.register(3, 0, false);
+        commit(&mut c, 1, 0, 1, &[], &["n"], WriteClass::Increment).unwrap();
+        commit(&mut c, 2, 0, 3, &[], &["n"], WriteClass::Increment).unwrap();
+        let e = commit(&mut c, 3, 0, 5, &[], &["n"], WriteClass::Write).unwrap_err();
+        assert_eq!(e.kind, ConflictKind::WriteWrite);
+        assert!(
+            e.other_seq == 1 || e.other_seq == 3,
+            "names a conflicting increment"
+        );
+    }
+
+    #[test]
+    fn summaries_are_dropped_once_nobody_is_concurrent() {
+        let mut c = Certifier::default();
+        c.register(1, 0, true);
+        c.register(2, 0, true);
+        commit(&mut c, 1, 0, 1, &["a"], &["a"], WriteClass::Write).unwrap();
+        assert_eq!(c.retained(), 1);
+        commit(&mut c, 2, 0, 3, &["b"], &["b"], WriteClass::Write).unwrap();
+        assert_eq!(c.retained(), 0, "no open transaction left");
+    }
+
+    #[test]
+    fn expiry_unpins_the_horizon() {
+        let mut c = Certifier::default();
+        let old = c.register(1, 0, true);
+        c.register(2, 10, true);
+        assert_eq!(c.expire_older_than(100, 50), 2);
+        assert!(old.load(Ordering::Acquire));
+        assert_eq!(c.open(), 0);
+    }
+
+    #[test]
+    fn safe_snapshot_waits_for_concurrent_writers() {
+        let mut c = Certifier::default();
+        c.register(1, 0, true);
+        assert_eq!(c.safe_snapshot(4), 0, "a serializable writer is open at 4");
+        c.finish(1, 6, None);
+        assert_eq!(c.safe_snapshot(6), 6);
+    }
+
+    #[test]
+    fn unsafe_candidate_is_not_published() {
+        let mut c = Certifier::default();
+        c.register(1, 0, true);
+        assert_eq!(c.safe_snapshot(4), 0);
+        c.register(2, 4, true);
+        // T1 commits with an rw out-edge to something committed before position 4.
+        c.finish(1, 6, Some(3));
+        // The unsafe candidate is dropped; a new one (at 6) waits for T2.
+        assert_eq!(c.safe_snapshot(6), 0);
+        c.finish(2, 8, None);
+        assert_eq!(c.safe_snapshot(8), 8);
+    }
+}

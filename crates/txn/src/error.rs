@@ -1,0 +1,206 @@
+//! The transaction layer's one error type.
+
+use logbook_log::LogError;
+
+/// Why a commit was refused with [`TxnError::SerializationFailure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// Another transaction committed a write to a key this one also writes (or locked with
+    /// `get_for_update`) after this one's snapshot: first committer wins.
+    WriteWrite,
+    /// Serializable only: committing would complete a dangerous structure of two
+    /// rw-antidependencies `T1 → T2 → T3` with `T3` committed first (Cahill et al. 2008;
+    /// Ports & Grittner 2012). The named transaction is the other end of this
+    /// transaction's edge in that structure.
+    DangerousStructure,
+}
+
+impl std::fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConflictKind::WriteWrite => "write-write conflict",
+            ConflictKind::DangerousStructure => "rw-antidependency pivot",
+        })
+    }
+}
+
+/// Renders a key for messages: UTF-8 as is, other bytes escaped.
+pub(crate) fn show_key(key: &[u8]) -> String {
+    String::from_utf8(key.to_vec()).unwrap_or_else(|_| key.escape_ascii().to_string())
+}
+
+/// Everything the transaction layer can fail with.
+///
+/// * **retry the whole transaction** ([`TxnError::is_retryable`]): `SerializationFailure`,
+///   `TransactionTooOld`;
+/// * **precondition** (`VersionMismatch`, `KeyExists`, `NotAnInteger`, `IncrementOverflow`):
+///   an atomic operation failed at commit; the transaction is aborted, nothing was written;
+/// * **bad input** (`*TooLarge`, `TooMany*`, `ReadOnly`, `InvalidOperation`): nothing changed;
+/// * **state** (`TooManyOpenTransactions`, `Closed`, `Poisoned`), **storage** (`Log`,
+///   `Corrupt`).
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// The transaction conflicts with a concurrent one and was aborted; nothing it wrote is
+    /// visible. Retry the whole transaction (see [`crate::retry`]).
+    #[error(
+        "serialization_failure: {kind} on key {key:?} with the transaction committed at offset {conflicting_offset}"
+    )]
+    SerializationFailure {
+        /// What kind of conflict.
+        kind: ConflictKind,
+        /// The key the conflict was found on (escaped if not UTF-8).
+        key: String,
+        /// `_txn` offset of the conflicting commit; for a conflicting read-only transaction,
+        /// the offset of the first commit after it.
+        conflicting_offset: u64,
+    },
+    /// The transaction stayed open too long: more than `limit` commits happened after its
+    /// snapshot, or it was open longer than `limit` ms. It was aborted so that it stops
+    /// pinning memory. Retry it.
+    #[error("transaction too old: {what} exceeded the limit of {limit}")]
+    TransactionTooOld {
+        /// `"newer_commits"` or `"age_ms"`.
+        what: &'static str,
+        /// The limit that was exceeded.
+        limit: u64,
+    },
+    /// A compare-and-set or delete-if-version found another version at commit.
+    #[error("version_mismatch on key {key:?}: expected version {expected}, found {found:?}")]
+    VersionMismatch {
+        /// The key.
+        key: String,
+        /// The version the operation required.
+        expected: u64,
+        /// The version found (`None`: the key is absent).
+        found: Option<u64>,
+    },
+    /// A put-if-absent found the key present at commit.
+    #[error("key_exists: key {key:?} exists at version {version}")]
+    KeyExists {
+        /// The key.
+        key: String,
+        /// Its current version.
+        version: u64,
+    },
+    /// An increment found a value that is not an i64 in decimal (a JSON integer).
+    #[error("not_an_integer: key {key:?} holds a value that is not a decimal i64")]
+    NotAnInteger {
+        /// The key.
+        key: String,
+    },
+    /// An increment would overflow i64.
+    #[error("increment_overflow: key {key:?}: {current} + {by} overflows i64")]
+    IncrementOverflow {
+        /// The key.
+        key: String,
+        /// The value found.
+        current: i64,
+        /// The increment.
+        by: i64,
+    },
+    /// A key is longer than [`crate::limits::KEY_BYTES_MAX`] or empty.
+    #[error("key is {bytes} bytes; keys must be 1..={max} bytes")]
+    KeyTooLarge {
+        /// Key length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value is longer than [`crate::limits::VALUE_BYTES_MAX`].
+    #[error("value for key {key:?} is {bytes} bytes; the limit is {max}")]
+    ValueTooLarge {
+        /// The key.
+        key: String,
+        /// Value length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The transaction touches more keys or ranges than a limit allows.
+    #[error("transaction has too many {what}: the limit is {max}")]
+    TooMany {
+        /// `"written keys"`, `"read keys"`, `"range reads"`, or `"commit bytes"`.
+        what: &'static str,
+        /// The limit.
+        max: usize,
+    },
+    /// A write in a transaction begun as read-only.
+    #[error("transaction is read-only")]
+    ReadOnly,
+    /// An operation that cannot be combined with what the transaction already did.
+    #[error("invalid operation on key {key:?}: {reason}")]
+    InvalidOperation {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// More transactions are open than the store allows.
+    #[error("too many open transactions: the limit is {max}")]
+    TooManyOpenTransactions {
+        /// The limit.
+        max: usize,
+    },
+    /// The transaction already committed or aborted.
+    #[error("transaction is closed")]
+    Closed,
+    /// An earlier commit failed to become durable; the store refuses work until reopened
+    /// (reopening rebuilds it from the log).
+    #[error("the transaction store is poisoned by an earlier failed commit; reopen it")]
+    Poisoned,
+    /// The commit stream exists with settings a commit stream cannot have.
+    #[error("commit stream {stream:?}: {reason}")]
+    CommitStream {
+        /// The stream name.
+        stream: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The commit stream holds a record that is not a valid commit record.
+    #[error("commit stream record at offset {offset} is not a valid commit record: {reason}")]
+    Corrupt {
+        /// Offset in the commit stream.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log failed (I/O, corruption, limits).
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl TxnError {
+    /// Whether re-running the whole transaction may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TxnError::SerializationFailure { .. } | TxnError::TransactionTooOld { .. }
+        )
+    }
+
+    /// The stable code of this error (the `code` of the HTTP problem document).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TxnError::SerializationFailure { .. } => "serialization_failure",
+            TxnError::TransactionTooOld { .. } => "transaction_too_old",
+            TxnError::VersionMismatch { .. } => "version_mismatch",
+            TxnError::KeyExists { .. } => "key_exists",
+            TxnError::NotAnInteger { .. } => "not_an_integer",
+            TxnError::IncrementOverflow { .. } => "increment_overflow",
+            TxnError::KeyTooLarge { .. } => "key_too_large",
+            TxnError::ValueTooLarge { .. } => "value_too_large",
+            TxnError::TooMany { .. } => "transaction_too_large",
+            TxnError::ReadOnly => "read_only_transaction",
+            TxnError::InvalidOperation { .. } => "invalid_operation",
+            TxnError::TooManyOpenTransactions { .. } => "too_many_transactions",
+            TxnError::Closed => "transaction_closed",
+            TxnError::Poisoned => "store_poisoned",
+            TxnError::Corrupt { .. } => "corrupt",
+            TxnError::CommitStream { .. } => "commit_stream",
+            TxnError::Log(_) => "log_error",
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = TxnError> = std::result::Result<T, E>;

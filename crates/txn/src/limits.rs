@@ -1,0 +1,35 @@
+//! Every limit of the transaction layer, in one place, with the relations between them
+//! checked at compile time.
+
+use logbook_log::limits as log_limits;
+
+/// Longest key, in bytes.
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Longest value, in bytes.
+pub const VALUE_BYTES_MAX: usize = 256 * 1024;
+/// Most distinct keys one transaction may write (puts, deletes, increments, `get_for_update`).
+pub const WRITE_SET_KEYS_MAX: usize = 10_000;
+/// Most distinct keys one transaction may read (tracked for `serializable`).
+pub const READ_SET_KEYS_MAX: usize = 100_000;
+/// Most range or prefix reads one transaction may make.
+pub const READ_RANGES_MAX: usize = 1_000;
+/// Most rows one scan returns.
+pub const SCAN_ROWS_MAX: usize = 10_000;
+/// Most bytes of one encoded commit record (the log's record limit).
+pub const COMMIT_RECORD_BYTES_MAX: usize = log_limits::RECORD_BYTES_MAX as usize;
+/// Default most transactions open at once per store.
+pub const OPEN_TXNS_DEFAULT: usize = 10_000;
+/// Default most commits that may happen after a transaction's snapshot before it fails with
+/// [`crate::TxnError::TransactionTooOld`].
+pub const TXN_NEWER_COMMITS_DEFAULT: u64 = 1_000_000;
+/// Default most milliseconds a transaction may stay open.
+pub const TXN_AGE_MS_DEFAULT: u64 = 60_000;
+/// Default number of commit request ids remembered for deduplication.
+pub const COMMIT_REQUEST_IDS_DEFAULT: usize = 1_000_000;
+/// Keys examined by the incremental MVCC garbage collector after each commit.
+pub const GC_KEYS_PER_COMMIT: usize = 32;
+
+const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX + 64 < COMMIT_RECORD_BYTES_MAX);
+const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(VALUE_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(READ_RANGES_MAX <= READ_SET_KEYS_MAX);

@@ -1,0 +1,822 @@
+//! The transaction store: the commit stream, the table derived from it, the certifier in
+//! front of it, and the commit pipeline.
+//!
+//! ```text
+//! Txn::commit ──▶ [commit lock] request-id check → certify → evaluate atomic ops
+//!                  → encode → enqueue append to `_txn` → apply to the table (MVCC)
+//!              ──▶ wait for the append's fsync (group commit) ──▶ acknowledge
+//! ```
+//!
+//! Everything under the commit lock is memory work; the fsync wait happens outside it, so
+//! many commits share one fsync. Offsets are assigned in certification order because this
+//! store is the only writer of its commit stream and enqueues under the lock.
+//!
+//! **Early lock release** (Johnson et al., "Aether", VLDB 2010): with
+//! [`TxnStoreOptions::early_lock_release`] (the default), a commit is applied to the table
+//! as soon as it is certified, and new snapshots include it before it is durable — which
+//! shortens the window in which transactions can conflict. No client ever observes such a
+//! commit before it is durable: every read that returns (or depends on, for an absent key)
+//! a version at or above the durable end of the commit stream waits until the log is
+//! durable that far, and a dependent commit is acknowledged only after its own, later,
+//! fsync. If an append fails, the store is poisoned: nothing that depended on it is ever
+//! acknowledged, and reopening rebuilds the table from what the log holds. Without it,
+//! snapshots stop at the durable end of the stream.
+//!
+//! After a restart the table is rebuilt by replaying the whole commit stream; open
+//! transactions of the previous process are simply gone (they had written nothing).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use logbook_log::{FsyncPolicy, Log, LogError, Record, RequestId, Stream, StreamConfig};
+
+use crate::certifier::{Certifier, Footprint, WriteClass};
+use crate::error::{Result, TxnError, show_key};
+use crate::limits;
+use crate::mvcc::{Table, Value};
+use crate::record::{CommitRecord, WriteOp};
+use crate::txn::{Cond, Pending, Txn, TxnParts};
+use crate::{Isolation, KeyRange, KeyValue, TxnOptions, Versioned};
+
+/// How a [`TxnStore`] is opened. Defaults are in the field docs.
+#[derive(Debug, Clone)]
+pub struct TxnStoreOptions {
+    /// Name of the commit stream (one partition). Default `_txn`.
+    pub stream: String,
+    /// Durability of commits. Default [`FsyncPolicy::Always`]: a commit is acknowledged
+    /// only after the commit record is fsynced.
+    pub fsync: FsyncPolicy,
+    /// Most transactions open at once. Default [`limits::OPEN_TXNS_DEFAULT`].
+    pub open_txns_max: usize,
+    /// A transaction fails with [`TxnError::TransactionTooOld`] once more than this many
+    /// commits happened after its snapshot. Default [`limits::TXN_NEWER_COMMITS_DEFAULT`].
+    pub txn_newer_commits_max: u64,
+    /// A transaction fails with [`TxnError::TransactionTooOld`] once open longer than this
+    /// many ms. Default [`limits::TXN_AGE_MS_DEFAULT`].
+    pub txn_age_ms_max: u64,
+    /// Versions kept for this many commits behind the newest even when no transaction
+    /// reads at them (for time-travel reads). Default 0.
+    pub history_commits: u64,
+    /// Whether snapshots include certified commits before they are durable (see the
+    /// module documentation). Default `true`.
+    pub early_lock_release: bool,
+    /// Commit request ids remembered for deduplication (the oldest are forgotten first).
+    /// Default [`limits::COMMIT_REQUEST_IDS_DEFAULT`].
+    pub request_ids_max: usize,
+}
+
+impl Default for TxnStoreOptions {
+    fn default() -> Self {
+        TxnStoreOptions {
+            stream: "_txn".to_string(),
+            fsync: FsyncPolicy::Always,
+            open_txns_max: limits::OPEN_TXNS_DEFAULT,
+            txn_newer_commits_max: limits::TXN_NEWER_COMMITS_DEFAULT,
+            txn_age_ms_max: limits::TXN_AGE_MS_DEFAULT,
+            history_commits: 0,
+            early_lock_release: true,
+            request_ids_max: limits::COMMIT_REQUEST_IDS_DEFAULT,
+        }
+    }
+}
+
+/// The outcome of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// The commit-stream offset of the commit record: the version of every key it wrote.
+    /// `None` for a transaction that wrote nothing (no record is appended).
+    pub offset: Option<u64>,
+    /// True when this was a retry of a request id that had already committed: nothing was
+    /// applied again and `offset` is the original commit's.
+    pub duplicate: bool,
+    /// The value each incremented key ended with, in key order.
+    pub incremented: Vec<(Vec<u8>, i64)>,
+}
+
+/// Counters of a store (monotonic since open, except the gauges).
+#[derive(Debug, Default)]
+pub struct TxnStats {
+    /// Transactions begun.
+    pub begun: AtomicU64,
+    /// Commits that appended a record.
+    pub commits: AtomicU64,
+    /// Commits that wrote nothing.
+    pub read_only_commits: AtomicU64,
+    /// Aborts by write-write conflicts.
+    pub aborts_write_write: AtomicU64,
+    /// Aborts by SSI dangerous structures.
+    pub aborts_dangerous_structure: AtomicU64,
+    /// Aborts by failed atomic operations (version mismatch, key exists, increments).
+    pub aborts_precondition: AtomicU64,
+    /// Transactions expired for age or newer commits.
+    pub aborts_too_old: AtomicU64,
+    /// Explicit aborts (and transactions dropped open).
+    pub aborts_explicit: AtomicU64,
+    /// Commits answered from the request-id table.
+    pub duplicates: AtomicU64,
+    /// Reads that waited for the commit stream to become durable (early lock release).
+    pub durability_waits: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    /// `Some(Some(offset))`: committed; `Some(None)`: failed; `None`: in flight.
+    result: Mutex<Option<Option<u64>>>,
+    settled: Condvar,
+}
+
+#[derive(Debug)]
+pub(crate) struct CommitState {
+    pub(crate) cert: Certifier,
+    /// Offset the next commit record gets; equals the table's applied offset.
+    next_offset: u64,
+    next_txn_id: u64,
+    ids_done: HashMap<String, u64>,
+    ids_order: VecDeque<String>,
+    ids_pending: HashMap<String, Arc<Outcome>>,
+}
+
+/// A key-value table whose source of truth is a commit stream, with transactions at three
+/// isolation levels. Open one per [`Log`] and share it with `Arc`.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use logbook_txn::{Isolation, TxnOptions, TxnStore, TxnStoreOptions};
+/// let dir = tempfile::tempdir()?;
+/// let log = logbook_log::Log::open(dir.path())?;
+/// let store = TxnStore::open(&log, TxnStoreOptions::default())?;
+/// let mut t = store.begin(TxnOptions::new(Isolation::Serializable))?;
+/// t.put(b"greeting", b"\"hello\"")?;
+/// t.increment(b"visits", 1)?;
+/// let outcome = t.commit()?;
+/// assert_eq!(outcome.incremented, vec![(b"visits".to_vec(), 1)]);
+/// assert_eq!(&*store.get(b"greeting")?.unwrap().value, b"\"hello\"");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TxnStore {
+    stream: Arc<Stream>,
+    options: TxnStoreOptions,
+    table: RwLock<Table>,
+    state: Mutex<CommitState>,
+    poisoned: AtomicBool,
+    stats: TxnStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections either complete or panic on a broken invariant (a bug that also
+    // poisons the store for good), so lock poisoning adds nothing.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl TxnStore {
+    /// Opens (or creates) the commit stream in `log` and rebuilds the table from it.
+    ///
+    /// # Errors
+    /// [`TxnError::CommitStream`] if the stream exists with more than one partition or has
+    /// lost its first records to retention; [`TxnError::Corrupt`] if a record is not a
+    /// commit record; [`TxnError::Log`] for log failures.
+    pub fn open(log: &Log, options: TxnStoreOptions) -> Result<Arc<TxnStore>> {
+        let stream = match log.stream(&options.stream) {
+            Ok(s) => s,
+            Err(LogError::UnknownStream { .. }) => {
+                let mut config = StreamConfig::with_partitions(1);
+                config.fsync = options.fsync;
+                log.create_stream(&options.stream, config)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let bad = |reason: String| TxnError::CommitStream {
+            stream: options.stream.clone(),
+            reason,
+        };
+        if stream.partition_count() != 1 {
+            return Err(bad(format!(
+                "has {} partitions; a commit stream has exactly one",
+                stream.partition_count()
+            )));
+        }
+        let partition = stream.partition(0)?;
+        if partition.start_offset() != 0 {
+            return Err(bad(format!(
+                "starts at offset {}: its first commits were deleted, so the table cannot be rebuilt",
+                partition.start_offset()
+            )));
+        }
+        let mut table = Table::default();
+        let mut state = CommitState {
+            cert: Certifier::default(),
+            next_offset: 0,
+            next_txn_id: 1,
+            ids_done: HashMap::new(),
+            ids_order: VecDeque::new(),
+            ids_pending: HashMap::new(),
+        };
+        let end = partition.end_offset();
+        let mut next = 0;
+        while next < end {
+            for rec in partition.read(next, 4096, 16 << 20)? {
+                let commit =
+                    CommitRecord::decode(&rec.value).map_err(|reason| TxnError::Corrupt {
+                        offset: rec.offset,
+                        reason,
+                    })?;
+                let writes: Vec<(Vec<u8>, Option<Value>)> =
+                    commit.writes.into_iter().map(resolved).collect();
+                let horizon = (rec.offset + 1).saturating_sub(options.history_commits);
+                table.apply(rec.offset, &writes, horizon);
+                if let Some(id) = commit.request_id {
+                    remember_id(&mut state, id, rec.offset, options.request_ids_max);
+                }
+                next = rec.offset + 1;
+            }
+        }
+        state.next_offset = end;
+        tracing::info!(stream = %options.stream, commits = end, keys = table.keys(), "transaction store opened");
+        Ok(Arc::new(TxnStore {
+            stream,
+            options,
+            table: RwLock::new(table),
+            state: Mutex::new(state),
+            poisoned: AtomicBool::new(false),
+            stats: TxnStats::default(),
+        }))
+    }
+
+    /// Begins a transaction.
+    ///
+    /// A `serializable` transaction declared read-only reads at the newest *safe snapshot*
+    /// (Ports & Grittner 2012, §4.2): one that no concurrent transaction can make part of a
+    /// serialization anomaly, so it never aborts and is not tracked. That snapshot may
+    /// trail the newest commit by the duration of the read-write transactions open when it
+    /// was taken; it never waits.
+    ///
+    /// # Errors
+    /// [`TxnError::TooManyOpenTransactions`], [`TxnError::Poisoned`].
+    pub fn begin(self: &Arc<Self>, options: TxnOptions) -> Result<Txn> {
+        self.check_poisoned()?;
+        let mut state = lock(&self.state);
+        if state.cert.open() >= self.options.open_txns_max {
+            return Err(TxnError::TooManyOpenTransactions {
+                max: self.options.open_txns_max,
+            });
+        }
+        let id = state.next_txn_id;
+        state.next_txn_id += 1;
+        let visible = self.visible(&state);
+        let serializable = options.isolation == Isolation::Serializable;
+        let snapshot = if serializable && options.read_only {
+            state.cert.safe_snapshot(2 * visible) / 2
+        } else {
+            visible
+        };
+        let expired = state
+            .cert
+            .register(id, 2 * snapshot, serializable && !options.read_only);
+        drop(state);
+        self.stats.begun.fetch_add(1, Ordering::Relaxed);
+        Ok(Txn::new(self.clone(), id, options, snapshot, expired))
+    }
+
+    /// The latest durable value of `key`, outside any transaction.
+    ///
+    /// # Errors
+    /// [`TxnError::KeyTooLarge`].
+    pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        check_key(key)?;
+        let snapshot = self.durable_end();
+        Ok(self
+            .read_table()
+            .get(key, snapshot)
+            .and_then(|(version, value)| {
+                value.map(|value| Versioned {
+                    value,
+                    version: Some(version),
+                })
+            }))
+    }
+
+    /// Durable rows in `range`, in key order, at most `limit` (≤ [`limits::SCAN_ROWS_MAX`]).
+    ///
+    /// # Errors
+    /// [`TxnError::TooMany`] for a larger `limit`.
+    pub fn scan(&self, range: &KeyRange, limit: usize) -> Result<Vec<KeyValue>> {
+        check_scan_limit(limit)?;
+        let snapshot = self.durable_end();
+        let (rows, _) = self.read_table().scan(range.as_refs(), snapshot, limit);
+        Ok(rows
+            .into_iter()
+            .map(|r| KeyValue {
+                key: r.key,
+                value: r.value,
+                version: Some(r.version),
+            })
+            .collect())
+    }
+
+    /// Commits durable in the commit stream: offsets `0..durable_end()`.
+    pub fn durable_end(&self) -> u64 {
+        self.stream.partitions()[0].end_offset()
+    }
+
+    /// Reads and decodes the commit record at `offset`.
+    ///
+    /// # Errors
+    /// [`TxnError::Log`] if it is not (yet) in the log; [`TxnError::Corrupt`].
+    pub fn commit_record(&self, offset: u64) -> Result<CommitRecord> {
+        let recs = self.stream.partitions()[0].read(offset, 1, 1)?;
+        let rec = recs.first().ok_or(TxnError::Corrupt {
+            offset,
+            reason: "no record at this offset".into(),
+        })?;
+        CommitRecord::decode(&rec.value).map_err(|reason| TxnError::Corrupt { offset, reason })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &TxnStats {
+        &self.stats
+    }
+
+    /// Open transactions, committed-transaction summaries retained by the certifier, keys
+    /// and versions in the table: the figures that bounded memory is about.
+    pub fn memory(&self) -> MemoryFigures {
+        let (open, retained) = {
+            let s = lock(&self.state);
+            (s.cert.open(), s.cert.retained())
+        };
+        let t = self.read_table();
+        MemoryFigures {
+            open_txns: open,
+            retained_summaries: retained,
+            keys: t.keys(),
+            versions: t.versions(),
+        }
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &TxnStoreOptions {
+        &self.options
+    }
+
+    // ---- crate-internal: used by Txn ----
+
+    fn visible(&self, state: &CommitState) -> u64 {
+        if self.options.early_lock_release {
+            state.next_offset
+        } else {
+            self.durable_end().min(state.next_offset)
+        }
+    }
+
+    /// The snapshot a `read_committed` read takes now.
+    pub(crate) fn visible_now(&self) -> u64 {
+        let state = lock(&self.state);
+        self.visible(&state)
+    }
+
+    pub(crate) fn read_table(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_table(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(TxnError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits until the commit at `offset` is durable (early lock release: nobody observes a
+    /// commit a crash could undo).
+    pub(crate) fn wait_durable(&self, offset: u64) -> Result<()> {
+        let partition = &self.stream.partitions()[0];
+        if partition.end_offset() > offset {
+            return Ok(());
+        }
+        self.stats.durability_waits.fetch_add(1, Ordering::Relaxed);
+        while partition.end_offset() <= offset {
+            self.check_poisoned()?;
+            partition.wait_end_offset_above(offset, Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn stats_mut(&self) -> &TxnStats {
+        &self.stats
+    }
+
+    /// Unregisters a transaction that ends without a commit record.
+    pub(crate) fn finish(&self, id: u64) {
+        let mut state = lock(&self.state);
+        let now = 2 * self.visible(&state);
+        state.cert.finish(id, now, None);
+    }
+
+    /// The commit path. See the module documentation.
+    pub(crate) fn commit(
+        &self,
+        parts: TxnParts,
+        request_id: Option<&RequestId>,
+        traceparent: Option<&str>,
+    ) -> Result<CommitOutcome> {
+        if let Some(tp) = traceparent
+            && let Err(e) = logbook_log::dedup::validate_traceparent(tp)
+        {
+            self.finish(parts.id);
+            return Err(e.into());
+        }
+        let outcome = loop {
+            let mut state = lock(&self.state);
+            if let Err(e) = self.check_poisoned() {
+                state.cert.finish(parts.id, 0, None);
+                return Err(e);
+            }
+            if let Some(id) = request_id {
+                if let Some(&offset) = state.ids_done.get(id.as_str()) {
+                    let now = 2 * self.visible(&state);
+                    state.cert.finish(parts.id, now, None);
+                    drop(state);
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    return self.duplicate_outcome(offset);
+                }
+                if let Some(pending) = state.ids_pending.get(id.as_str()).cloned() {
+                    drop(state);
+                    let mut r = lock(&pending.result);
+                    while r.is_none() {
+                        r = pending.settled.wait(r).unwrap_or_else(|e| e.into_inner());
+                    }
+                    continue; // settled: look again
+                }
+            }
+            break self.certify_and_append(&mut state, &parts, request_id, traceparent);
+        };
+        let (offset, completion, incremented, pending) = match outcome {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                self.stats.read_only_commits.fetch_add(1, Ordering::Relaxed);
+                return Ok(CommitOutcome {
+                    offset: None,
+                    duplicate: false,
+                    incremented: Vec::new(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let result = completion.wait();
+        let ok = match &result {
+            Ok(ack) => {
+                assert_eq!(
+                    ack.base_offset, offset,
+                    "the store is the only writer of its commit stream"
+                );
+                true
+            }
+            Err(_) => {
+                // The table already holds this commit (early lock release) and later
+                // commits may depend on it: refuse everything until reopened.
+                self.poisoned.store(true, Ordering::Release);
+                false
+            }
+        };
+        if let (Some(id), Some(pending)) = (request_id, pending) {
+            let mut state = lock(&self.state);
+            state.ids_pending.remove(id.as_str());
+            if ok {
+                remember_id(
+                    &mut state,
+                    id.as_str().to_string(),
+                    offset,
+                    self.options.request_ids_max,
+                );
+            }
+            drop(state);
+            *lock(&pending.result) = Some(ok.then_some(offset));
+            pending.settled.notify_all();
+        }
+        result?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(CommitOutcome {
+            offset: Some(offset),
+            duplicate: false,
+            incremented,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn certify_and_append(
+        &self,
+        state: &mut CommitState,
+        parts: &TxnParts,
+        request_id: Option<&RequestId>,
+        traceparent: Option<&str>,
+    ) -> Result<
+        Option<(
+            u64,
+            logbook_log::AppendCompletion,
+            Vec<(Vec<u8>, i64)>,
+            Option<Arc<Outcome>>,
+        )>,
+    > {
+        let serializable = parts.isolation == Isolation::Serializable;
+        let snapshot_seq = 2 * parts.snapshot;
+        // Classes and write-write bases.
+        let mut footprint: HashMap<Vec<u8>, (WriteClass, Option<u64>)> = HashMap::new();
+        for (key, p) in &parts.writes {
+            let class = match p {
+                Pending::Increment(_) => WriteClass::Increment,
+                _ => WriteClass::Write,
+            };
+            let base = match parts.isolation {
+                Isolation::ReadCommitted => parts.locks.get(key).copied(),
+                _ => Some(snapshot_seq),
+            };
+            footprint.insert(key.clone(), (class, base));
+        }
+        for (key, base) in &parts.locks {
+            footprint
+                .entry(key.clone())
+                .or_insert((WriteClass::Lock, Some(*base)));
+        }
+        let now_snapshot = 2 * self.visible(state);
+        let has_record = !parts.writes.is_empty();
+        let commit_seq = if has_record {
+            2 * state.next_offset + 1
+        } else {
+            2 * state.next_offset
+        };
+        let fp = Footprint {
+            serializable,
+            snapshot_seq,
+            writes: &footprint,
+            reads: &parts.reads,
+            ranges: &parts.ranges,
+        };
+        let out_min = match state.cert.certify(&fp, commit_seq) {
+            Ok(out_min) => out_min,
+            Err(conflict) => {
+                state.cert.finish(parts.id, now_snapshot, None);
+                let counter = match conflict.kind {
+                    crate::ConflictKind::WriteWrite => &self.stats.aborts_write_write,
+                    crate::ConflictKind::DangerousStructure => {
+                        &self.stats.aborts_dangerous_structure
+                    }
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let other_offset = conflict.other_seq / 2;
+                return Err(TxnError::SerializationFailure {
+                    kind: conflict.kind,
+                    key: show_key(&conflict.key),
+                    conflicting_offset: other_offset,
+                });
+            }
+        };
+        let classes: HashMap<Vec<u8>, WriteClass> =
+            footprint.into_iter().map(|(k, (c, _))| (k, c)).collect();
+        if !has_record {
+            state.cert.record(
+                parts.id,
+                commit_seq,
+                snapshot_seq,
+                serializable,
+                classes,
+                parts.reads.clone(),
+                parts.ranges.clone(),
+                out_min,
+            );
+            return Ok(None);
+        }
+        // Atomic operations and conditions, evaluated on the newest committed state.
+        let resolved = {
+            let table = self.read_table();
+            resolve(&table, &parts.writes)
+        };
+        let (writes, incremented) = match resolved {
+            Ok(x) => x,
+            Err(e) => {
+                state.cert.finish(parts.id, now_snapshot, None);
+                self.stats
+                    .aborts_precondition
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let record = CommitRecord {
+            isolation: parts.isolation,
+            snapshot: parts.snapshot,
+            request_id: request_id.map(|id| id.as_str().to_string()),
+            traceparent: traceparent.map(str::to_string),
+            writes,
+        };
+        let bytes = record.encode();
+        if bytes.len() > limits::COMMIT_RECORD_BYTES_MAX - 1024 {
+            state.cert.finish(parts.id, now_snapshot, None);
+            return Err(TxnError::TooMany {
+                what: "commit bytes",
+                max: limits::COMMIT_RECORD_BYTES_MAX - 1024,
+            });
+        }
+        let offset = state.next_offset;
+        let completion = match self.stream.append_to(0, &[Record::new(bytes)]) {
+            Ok(c) => c,
+            Err(e) => {
+                state.cert.finish(parts.id, now_snapshot, None);
+                return Err(e.into());
+            }
+        };
+        // From here on the commit is in the log's queue: it will be durable or poison us.
+        let applied: Vec<(Vec<u8>, Option<Value>)> =
+            record.writes.into_iter().map(resolved_ref).collect();
+        let horizon = {
+            let oldest = state.cert.horizon_seq().map_or(offset + 1, |s| s / 2);
+            oldest
+                .min(offset + 1)
+                .min((offset + 1).saturating_sub(self.options.history_commits))
+        };
+        {
+            let mut table = self.write_table();
+            assert_eq!(
+                table.applied(),
+                offset,
+                "the table applies exactly the certified commits"
+            );
+            table.apply(offset, &applied, horizon);
+            table.gc_step(horizon, limits::GC_KEYS_PER_COMMIT);
+        }
+        state.next_offset = offset + 1;
+        state.cert.record(
+            parts.id,
+            commit_seq,
+            snapshot_seq,
+            serializable,
+            classes,
+            parts.reads.clone(),
+            parts.ranges.clone(),
+            out_min,
+        );
+        let expired = state.cert.expire_older_than(
+            2 * state.next_offset,
+            2 * self.options.txn_newer_commits_max,
+        );
+        self.stats
+            .aborts_too_old
+            .fetch_add(expired as u64, Ordering::Relaxed);
+        let pending = request_id.map(|id| {
+            let p = Arc::new(Outcome::default());
+            state.ids_pending.insert(id.as_str().to_string(), p.clone());
+            p
+        });
+        Ok(Some((offset, completion, incremented, pending)))
+    }
+
+    fn duplicate_outcome(&self, offset: u64) -> Result<CommitOutcome> {
+        self.wait_durable(offset)?;
+        let record = self.commit_record(offset)?;
+        Ok(CommitOutcome {
+            offset: Some(offset),
+            duplicate: true,
+            incremented: record
+                .writes
+                .iter()
+                .filter_map(|(k, op)| match op {
+                    WriteOp::Incremented(n) => Some((k.clone(), *n)),
+                    _ => None,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Figures of what the store holds in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryFigures {
+    /// Open transactions.
+    pub open_txns: usize,
+    /// Summaries of committed transactions the certifier keeps for open ones.
+    pub retained_summaries: usize,
+    /// Keys in the table (tombstones not yet collected included).
+    pub keys: usize,
+    /// Versions over all keys.
+    pub versions: u64,
+}
+
+fn remember_id(state: &mut CommitState, id: String, offset: u64, max: usize) {
+    if max == 0 {
+        return;
+    }
+    if state.ids_done.insert(id.clone(), offset).is_none() {
+        state.ids_order.push_back(id);
+    }
+    while state.ids_order.len() > max {
+        if let Some(old) = state.ids_order.pop_front() {
+            state.ids_done.remove(&old);
+        }
+    }
+}
+
+fn resolved((key, op): (Vec<u8>, WriteOp)) -> (Vec<u8>, Option<Value>) {
+    resolved_ref((key, op))
+}
+
+fn resolved_ref((key, op): (Vec<u8>, WriteOp)) -> (Vec<u8>, Option<Value>) {
+    let value = match op {
+        WriteOp::Put(v) => Some(Value::from(v)),
+        WriteOp::Incremented(n) => Some(Value::from(n.to_string().into_bytes())),
+        WriteOp::Delete => None,
+    };
+    (key, value)
+}
+
+/// Parses a value as an increment operand: a decimal i64 (a JSON integer).
+pub(crate) fn parse_i64(value: &[u8]) -> Option<i64> {
+    std::str::from_utf8(value).ok()?.trim().parse::<i64>().ok()
+}
+
+/// Evaluates conditions and increments against the newest state of the table.
+#[allow(clippy::type_complexity)]
+fn resolve(
+    table: &Table,
+    writes: &std::collections::BTreeMap<Vec<u8>, Pending>,
+) -> Result<(Vec<(Vec<u8>, WriteOp)>, Vec<(Vec<u8>, i64)>)> {
+    let mut out = Vec::with_capacity(writes.len());
+    let mut incremented = Vec::new();
+    for (key, p) in writes {
+        let latest = table.latest(key);
+        let current = latest
+            .as_ref()
+            .and_then(|(v, value)| value.as_ref().map(|x| (*v, x)));
+        let cond = match p {
+            Pending::Put { cond, .. } | Pending::Delete { cond } => *cond,
+            Pending::Increment(_) => Cond::None,
+        };
+        match cond {
+            Cond::None => {}
+            Cond::IfAbsent => {
+                if let Some((version, _)) = current {
+                    return Err(TxnError::KeyExists {
+                        key: show_key(key),
+                        version,
+                    });
+                }
+            }
+            Cond::IfVersion(expected) => {
+                let found = current.map(|(v, _)| v);
+                if found != Some(expected) {
+                    return Err(TxnError::VersionMismatch {
+                        key: show_key(key),
+                        expected,
+                        found,
+                    });
+                }
+            }
+        }
+        let op = match p {
+            Pending::Put { value, .. } => WriteOp::Put(value.to_vec()),
+            Pending::Delete { .. } => WriteOp::Delete,
+            Pending::Increment(by) => {
+                let base = match current {
+                    None => 0,
+                    Some((_, v)) => {
+                        parse_i64(v).ok_or_else(|| TxnError::NotAnInteger { key: show_key(key) })?
+                    }
+                };
+                let n = base
+                    .checked_add(*by)
+                    .ok_or_else(|| TxnError::IncrementOverflow {
+                        key: show_key(key),
+                        current: base,
+                        by: *by,
+                    })?;
+                incremented.push((key.clone(), n));
+                WriteOp::Incremented(n)
+            }
+        };
+        out.push((key.clone(), op));
+    }
+    Ok((out, incremented))
+}
+
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() || key.len() > limits::KEY_BYTES_MAX {
+        return Err(TxnError::KeyTooLarge {
+            bytes: key.len(),
+            max: limits::KEY_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_scan_limit(limit: usize) -> Result<()> {
+    if limit > limits::SCAN_ROWS_MAX {
+        return Err(TxnError::TooMany {
+            what: "scan rows",
+            max: limits::SCAN_ROWS_MAX,
+        });
+    }
+    Ok(())
+}

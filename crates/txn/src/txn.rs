@@ -1,0 +1,571 @@
+//! A transaction: reads from its snapshot (or, at `read_committed`, from the newest
+//! committed state at each read), buffers its writes, and commits through the certifier.
+//!
+//! Nothing a transaction writes is visible to anyone before it commits, and a commit is one
+//! record, so no other transaction ever sees part of it (G1a, G1b are impossible by
+//! construction; commits are totally ordered, so G0 and G1c are too).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use logbook_log::RequestId;
+
+use crate::certifier::Range;
+use crate::error::{Result, TxnError, show_key};
+use crate::limits;
+use crate::mvcc::Value;
+use crate::store::{CommitOutcome, TxnStore, check_key, check_scan_limit, parse_i64};
+use crate::{Isolation, KeyRange, KeyValue, TxnOptions, Versioned};
+
+/// A condition checked at commit against the newest committed version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cond {
+    None,
+    IfAbsent,
+    IfVersion(u64),
+}
+
+/// A buffered write.
+#[derive(Debug, Clone)]
+pub(crate) enum Pending {
+    Put {
+        value: Value,
+        cond: Cond,
+    },
+    Delete {
+        cond: Cond,
+    },
+    /// Increments only: the sum, applied to the newest value at commit.
+    Increment(i64),
+}
+
+/// What a transaction hands to the commit path.
+#[derive(Debug)]
+pub(crate) struct TxnParts {
+    pub id: u64,
+    pub isolation: Isolation,
+    pub snapshot: u64,
+    pub writes: BTreeMap<Vec<u8>, Pending>,
+    /// `get_for_update` keys and the position they were read at.
+    pub locks: HashMap<Vec<u8>, u64>,
+    pub reads: HashSet<Vec<u8>>,
+    pub ranges: Vec<Range>,
+}
+
+/// An open transaction. Obtained from [`TxnStore::begin`]; ends with [`Txn::commit`] or
+/// [`Txn::abort`] (dropping it aborts it).
+///
+/// Values are bytes. Increments read and write values as decimal i64 text — a JSON
+/// integer — and treat an absent key as 0.
+#[derive(Debug)]
+pub struct Txn {
+    store: Arc<TxnStore>,
+    id: u64,
+    options: TxnOptions,
+    snapshot: u64,
+    started: Instant,
+    expired: Arc<AtomicBool>,
+    writes: BTreeMap<Vec<u8>, Pending>,
+    locks: HashMap<Vec<u8>, u64>,
+    reads: HashSet<Vec<u8>>,
+    ranges: Vec<Range>,
+    done: bool,
+}
+
+impl Txn {
+    pub(crate) fn new(
+        store: Arc<TxnStore>,
+        id: u64,
+        options: TxnOptions,
+        snapshot: u64,
+        expired: Arc<AtomicBool>,
+    ) -> Txn {
+        Txn {
+            store,
+            id,
+            options,
+            snapshot,
+            started: Instant::now(),
+            expired,
+            writes: BTreeMap::new(),
+            locks: HashMap::new(),
+            reads: HashSet::new(),
+            ranges: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// A number identifying the transaction within this store's process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Its isolation level.
+    pub fn isolation(&self) -> Isolation {
+        self.options.isolation
+    }
+
+    /// Its snapshot: it sees the commits at offsets below this. At `read_committed` this is
+    /// where it began; each read then takes the newest committed state.
+    pub fn snapshot(&self) -> u64 {
+        self.snapshot
+    }
+
+    fn tracks_reads(&self) -> bool {
+        self.options.isolation == Isolation::Serializable && !self.options.read_only
+    }
+
+    fn end(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.store.finish(self.id);
+        }
+    }
+
+    fn check_open(&mut self) -> Result<()> {
+        if self.done {
+            return Err(TxnError::Closed);
+        }
+        if let Err(e) = self.store.check_poisoned() {
+            self.end();
+            return Err(e);
+        }
+        if self.expired.load(Ordering::Acquire) {
+            self.end();
+            return Err(TxnError::TransactionTooOld {
+                what: "newer_commits",
+                limit: self.store.options().txn_newer_commits_max,
+            });
+        }
+        let limit = self.store.options().txn_age_ms_max;
+        if self.started.elapsed().as_millis() > u128::from(limit) {
+            self.end();
+            self.store
+                .stats_mut()
+                .aborts_too_old
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(TxnError::TransactionTooOld {
+                what: "age_ms",
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_writable(&mut self, key: &[u8]) -> Result<()> {
+        self.check_open()?;
+        check_key(key)?;
+        if self.options.read_only {
+            return Err(TxnError::ReadOnly);
+        }
+        if !self.writes.contains_key(key)
+            && self.writes.len() + self.locks.len() >= limits::WRITE_SET_KEYS_MAX
+        {
+            return Err(TxnError::TooMany {
+                what: "written keys",
+                max: limits::WRITE_SET_KEYS_MAX,
+            });
+        }
+        Ok(())
+    }
+
+    fn read_snapshot(&self) -> u64 {
+        match self.options.isolation {
+            Isolation::ReadCommitted => self.store.visible_now(),
+            _ => self.snapshot,
+        }
+    }
+
+    fn note_read(&mut self, key: &[u8]) -> Result<()> {
+        if self.tracks_reads() && !self.reads.contains(key) {
+            if self.reads.len() >= limits::READ_SET_KEYS_MAX {
+                return Err(TxnError::TooMany {
+                    what: "read keys",
+                    max: limits::READ_SET_KEYS_MAX,
+                });
+            }
+            self.reads.insert(key.to_vec());
+        }
+        Ok(())
+    }
+
+    /// The committed value of `key` at `snapshot`, after waiting for its durability.
+    fn read_committed(&mut self, key: &[u8], snapshot: u64) -> Result<Option<Versioned>> {
+        self.note_read(key)?;
+        let found = self.store.read_table().get(key, snapshot);
+        let Some((version, value)) = found else {
+            return Ok(None);
+        };
+        self.store.wait_durable(version)?;
+        Ok(value.map(|value| Versioned {
+            value,
+            version: Some(version),
+        }))
+    }
+
+    /// Reads `key`: this transaction's own write if it made one, else the committed value
+    /// at its snapshot (`read_committed`: the newest committed value). At `serializable`
+    /// the read, present or absent, is recorded for conflict detection.
+    ///
+    /// # Errors
+    /// [`TxnError::KeyTooLarge`], [`TxnError::TransactionTooOld`], [`TxnError::Closed`],
+    /// [`TxnError::Poisoned`], [`TxnError::NotAnInteger`] when a pending increment meets a
+    /// non-integer value.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Versioned>> {
+        self.check_open()?;
+        check_key(key)?;
+        let snapshot = self.read_snapshot();
+        match self.writes.get(key).cloned() {
+            Some(Pending::Put { value, .. }) => Ok(Some(Versioned {
+                value,
+                version: None,
+            })),
+            Some(Pending::Delete { .. }) => Ok(None),
+            Some(Pending::Increment(by)) => {
+                let base = self.read_committed(key, snapshot)?;
+                let n = add(key, base.as_ref().map(|v| &*v.value), by)?;
+                Ok(Some(Versioned {
+                    value: Value::from(n.to_string().into_bytes()),
+                    version: None,
+                }))
+            }
+            None => self.read_committed(key, snapshot),
+        }
+    }
+
+    /// Reads `key` like [`Txn::get`] and makes the read conflict like a write: if another
+    /// transaction commits a write to `key` after this read, this transaction's commit fails
+    /// with `serialization_failure` (at every level, `read_committed` included).
+    ///
+    /// # Errors
+    /// As [`Txn::get`]; [`TxnError::ReadOnly`] in a read-only transaction.
+    pub fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Versioned>> {
+        self.check_writable(key)?;
+        let snapshot = self.read_snapshot();
+        self.locks.entry(key.to_vec()).or_insert(2 * snapshot);
+        self.get(key)
+    }
+
+    /// Reads the rows in `range` (own writes included), in key order, at most `limit`.
+    /// At `serializable` the range is recorded, so a concurrent insert into it conflicts
+    /// (phantoms); when `limit` cuts the result, the recorded range ends at the last key
+    /// returned.
+    ///
+    /// # Errors
+    /// [`TxnError::TooMany`] for a `limit` above [`limits::SCAN_ROWS_MAX`] or too many
+    /// range reads; as [`Txn::get`].
+    pub fn scan(&mut self, range: &KeyRange, limit: usize) -> Result<Vec<KeyValue>> {
+        self.check_open()?;
+        check_scan_limit(limit)?;
+        if self.tracks_reads() && self.ranges.len() >= limits::READ_RANGES_MAX {
+            return Err(TxnError::TooMany {
+                what: "range reads",
+                max: limits::READ_RANGES_MAX,
+            });
+        }
+        let snapshot = self.read_snapshot();
+        let overlay: Vec<(Vec<u8>, Pending)> = self
+            .writes
+            .range::<[u8], _>(range.as_refs())
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        let (rows, depends) = self.store.read_table().scan(
+            range.as_refs(),
+            snapshot,
+            limit.saturating_add(overlay.len()),
+        );
+        if let Some(v) = depends {
+            self.store.wait_durable(v)?;
+        }
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.key.clone(),
+                    KeyValue {
+                        key: r.key,
+                        value: r.value,
+                        version: Some(r.version),
+                    },
+                )
+            })
+            .collect();
+        for (key, p) in overlay {
+            match p {
+                Pending::Put { value, .. } => {
+                    merged.insert(
+                        key.clone(),
+                        KeyValue {
+                            key,
+                            value,
+                            version: None,
+                        },
+                    );
+                }
+                Pending::Delete { .. } => {
+                    merged.remove(&key);
+                }
+                Pending::Increment(by) => {
+                    let n = add(&key, merged.get(&key).map(|kv| &*kv.value), by)?;
+                    let value = Value::from(n.to_string().into_bytes());
+                    merged.insert(
+                        key.clone(),
+                        KeyValue {
+                            key,
+                            value,
+                            version: None,
+                        },
+                    );
+                }
+            }
+        }
+        let out: Vec<KeyValue> = merged.into_values().take(limit).collect();
+        if self.tracks_reads() {
+            let end = match out.last() {
+                Some(last) if out.len() == limit => Bound::Included(last.key.clone()),
+                _ => range.end.clone(),
+            };
+            self.ranges.push((range.start.clone(), end));
+        }
+        Ok(out)
+    }
+
+    fn buffer(&mut self, key: &[u8], p: Pending) {
+        self.writes.insert(key.to_vec(), p);
+    }
+
+    fn check_value(key: &[u8], value: &[u8]) -> Result<()> {
+        if value.len() > limits::VALUE_BYTES_MAX {
+            return Err(TxnError::ValueTooLarge {
+                key: show_key(key),
+                bytes: value.len(),
+                max: limits::VALUE_BYTES_MAX,
+            });
+        }
+        Ok(())
+    }
+
+    fn cond_of(&self, key: &[u8]) -> Cond {
+        match self.writes.get(key) {
+            Some(Pending::Put { cond, .. }) | Some(Pending::Delete { cond }) => *cond,
+            _ => Cond::None,
+        }
+    }
+
+    fn check_unwritten(&self, key: &[u8]) -> Result<()> {
+        if self.writes.contains_key(key) {
+            return Err(TxnError::InvalidOperation {
+                key: show_key(key),
+                reason: "a conditional write must be the first write of its key in a transaction",
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets `key` to `value` at commit.
+    ///
+    /// # Errors
+    /// [`TxnError::KeyTooLarge`], [`TxnError::ValueTooLarge`], [`TxnError::ReadOnly`],
+    /// [`TxnError::TooMany`], and the errors of a closed or expired transaction.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_writable(key)?;
+        Self::check_value(key, value)?;
+        let cond = self.cond_of(key);
+        self.buffer(
+            key,
+            Pending::Put {
+                value: Value::from(value),
+                cond,
+            },
+        );
+        Ok(())
+    }
+
+    /// Sets `key` to `value` at commit only if `key` is absent then; otherwise the commit
+    /// fails with [`TxnError::KeyExists`].
+    ///
+    /// # Errors
+    /// As [`Txn::put`]; [`TxnError::InvalidOperation`] if this transaction already wrote `key`.
+    pub fn put_if_absent(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_writable(key)?;
+        Self::check_value(key, value)?;
+        self.check_unwritten(key)?;
+        self.buffer(
+            key,
+            Pending::Put {
+                value: Value::from(value),
+                cond: Cond::IfAbsent,
+            },
+        );
+        Ok(())
+    }
+
+    /// Compare-and-set: sets `key` to `value` at commit only if its version then is
+    /// `version`; otherwise the commit fails with [`TxnError::VersionMismatch`].
+    ///
+    /// # Errors
+    /// As [`Txn::put_if_absent`].
+    pub fn put_if_version(&mut self, key: &[u8], value: &[u8], version: u64) -> Result<()> {
+        self.check_writable(key)?;
+        Self::check_value(key, value)?;
+        self.check_unwritten(key)?;
+        self.buffer(
+            key,
+            Pending::Put {
+                value: Value::from(value),
+                cond: Cond::IfVersion(version),
+            },
+        );
+        Ok(())
+    }
+
+    /// Deletes `key` at commit (deleting an absent key is not an error).
+    ///
+    /// # Errors
+    /// As [`Txn::put`].
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.check_writable(key)?;
+        let cond = self.cond_of(key);
+        self.buffer(key, Pending::Delete { cond });
+        Ok(())
+    }
+
+    /// Deletes `key` at commit only if its version then is `version`; otherwise the commit
+    /// fails with [`TxnError::VersionMismatch`].
+    ///
+    /// # Errors
+    /// As [`Txn::put_if_absent`].
+    pub fn delete_if_version(&mut self, key: &[u8], version: u64) -> Result<()> {
+        self.check_writable(key)?;
+        self.check_unwritten(key)?;
+        self.buffer(
+            key,
+            Pending::Delete {
+                cond: Cond::IfVersion(version),
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds `by` to the i64 at `key` at commit (absent counts as 0). Evaluated on the newest
+    /// committed value, so concurrent increments of one key never conflict with each other
+    /// (unless one of the transactions also read the key, or wrote it otherwise).
+    /// The resulting value is reported in [`CommitOutcome::incremented`].
+    ///
+    /// # Errors
+    /// As [`Txn::put`]; [`TxnError::NotAnInteger`] / [`TxnError::IncrementOverflow`] when
+    /// combined with this transaction's own put of `key`; at commit, the same errors
+    /// against the committed value.
+    pub fn increment(&mut self, key: &[u8], by: i64) -> Result<()> {
+        self.check_writable(key)?;
+        let next = match self.writes.get(key) {
+            Some(Pending::Put { value, cond }) => {
+                let n = add(key, Some(value), by)?;
+                Pending::Put {
+                    value: Value::from(n.to_string().into_bytes()),
+                    cond: *cond,
+                }
+            }
+            Some(Pending::Delete { cond }) => Pending::Put {
+                value: Value::from(by.to_string().into_bytes()),
+                cond: *cond,
+            },
+            Some(Pending::Increment(a)) => {
+                Pending::Increment(a.checked_add(by).ok_or_else(|| {
+                    TxnError::IncrementOverflow {
+                        key: show_key(key),
+                        current: *a,
+                        by,
+                    }
+                })?)
+            }
+            None => Pending::Increment(by),
+        };
+        self.buffer(key, next);
+        Ok(())
+    }
+
+    /// Commits. See [`Txn::commit_with`].
+    ///
+    /// # Errors
+    /// As [`Txn::commit_with`].
+    pub fn commit(self) -> Result<CommitOutcome> {
+        self.commit_with(None, None)
+    }
+
+    /// Commits: certifies the transaction, appends its commit record with `request_id` and
+    /// `traceparent`, and returns once the record is durable (per the commit stream's fsync
+    /// policy). A transaction that wrote nothing appends nothing.
+    ///
+    /// With a `request_id` that already committed, nothing is applied and the original
+    /// commit is returned with `duplicate: true`; if that commit is still in flight, this
+    /// waits for it. An aborted attempt leaves nothing behind, so a retry may reuse the id.
+    ///
+    /// # Errors
+    /// [`TxnError::SerializationFailure`] (retry the whole transaction),
+    /// [`TxnError::VersionMismatch`], [`TxnError::KeyExists`], [`TxnError::NotAnInteger`],
+    /// [`TxnError::IncrementOverflow`], [`TxnError::TransactionTooOld`], [`TxnError::TooMany`]
+    /// (commit record too large), [`TxnError::Log`] (invalid traceparent, I/O: the store is
+    /// then poisoned), [`TxnError::Poisoned`], [`TxnError::Closed`].
+    pub fn commit_with(
+        mut self,
+        request_id: Option<&RequestId>,
+        traceparent: Option<&str>,
+    ) -> Result<CommitOutcome> {
+        self.check_open()?;
+        self.done = true;
+        let parts = TxnParts {
+            id: self.id,
+            isolation: self.options.isolation,
+            snapshot: self.snapshot,
+            writes: std::mem::take(&mut self.writes),
+            locks: std::mem::take(&mut self.locks),
+            reads: std::mem::take(&mut self.reads),
+            ranges: std::mem::take(&mut self.ranges),
+        };
+        let result = self.store.commit(parts, request_id, traceparent);
+        if let Err(e) = &result {
+            tracing::debug!(txn = self.id, error = %e, "commit refused");
+        }
+        result
+    }
+
+    /// Aborts: nothing the transaction wrote is applied.
+    pub fn abort(mut self) {
+        if !self.done {
+            self.store
+                .stats_mut()
+                .aborts_explicit
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.end();
+    }
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store
+                .stats_mut()
+                .aborts_explicit
+                .fetch_add(1, Ordering::Relaxed);
+            self.end();
+        }
+    }
+}
+
+fn add(key: &[u8], base: Option<&[u8]>, by: i64) -> Result<i64> {
+    let base = match base {
+        None => 0,
+        Some(v) => parse_i64(v).ok_or_else(|| TxnError::NotAnInteger { key: show_key(key) })?,
+    };
+    base.checked_add(by)
+        .ok_or_else(|| TxnError::IncrementOverflow {
+            key: show_key(key),
+            current: base,
+            by,
+        })
+}
