@@ -1,0 +1,977 @@
+//! The views engine: the catalog of views and their versions, the processors that keep
+//! them, reads with consistency tokens, rebuilds, switches and gradual rollouts.
+//!
+//! ```text
+//!  Views ── catalog (space "catalog", fsynced on change): name → { versions, current, rollout }
+//!    │
+//!    ├─ version 7 (space "v7") ── processor p0 … p(P-1) ── log partitions of the source
+//!    └─ version 9 (space "v9", rebuilding from offset 0 while 7 serves)
+//!
+//!  read(view, key, token) ─▶ route (rollout: key hash % 100 < percent → new version)
+//!                          ─▶ wait: applied ≥ token, applied ≥ what this view already showed
+//!                          ─▶ snapshot ─▶ rows + applied offsets from the same snapshot
+//! ```
+//!
+//! **Monotonic reads across switches.** A view remembers the highest applied offsets it has
+//! shown (per partition). A read routed to any version first waits until that version has
+//! applied that far, and a switch or rollout only happens once the target has caught up with
+//! the current version, so neither a switch nor a rollback makes a reader see the view go back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use logbook_log::{Log, LogError};
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{Result, ViewError};
+use crate::layout::{self, ApplyState, TAG_APPLIED};
+use crate::limits::{
+    PROCESSORS_MAX, READ_FLOOR_WAIT_MS, READ_KEYS_MAX, READ_LIMIT_MAX, READ_TIMEOUT_MS_MAX,
+    SWITCH_WAIT_MS_MAX, VERSIONS_PER_VIEW_MAX, VIEW_NAME_BYTES_MAX, VIEWS_MAX,
+};
+use crate::processor::Version;
+use crate::read::{Digest, Reader, Row, ScanRange};
+use crate::spec::{Plan, ViewSpec};
+use crate::store::{FjallStore, Space, StateStore};
+use crate::token::ConsistencyToken;
+
+const CATALOG_SPACE: &str = "catalog";
+const CATALOG_KEY: &[u8] = b"catalog";
+/// Format version of the catalog and of the state layout ([`crate::layout`]).
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Catalog {
+    format_version: u32,
+    next_version: u64,
+    views: BTreeMap<String, ViewEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewEntry {
+    current: u64,
+    rollout: Option<Rollout>,
+    versions: BTreeMap<u64, VersionEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionEntry {
+    spec: ViewSpec,
+    /// Incarnation of the source stream the version was built from.
+    incarnation: u64,
+}
+
+/// A gradual rollout: this share of reads goes to `version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// The version receiving reads.
+    pub version: u64,
+    /// Percent of reads (by key hash), 0 ..= 100.
+    pub percent: u8,
+}
+
+/// How a read waits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// A consistency token of earlier writes: the read waits until the view applied it.
+    pub token: Option<String>,
+    /// Longest wait for the token, ms (≤ [`READ_TIMEOUT_MS_MAX`]; 0 = do not wait).
+    pub timeout_ms: u64,
+}
+
+/// Rows read, with the offsets the version had applied in the snapshot they come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadResult {
+    /// Rows in key order (a point lookup: zero or one).
+    pub rows: Vec<Row>,
+    /// Where the next page starts (`ScanRange::start`), if there is more.
+    pub next: Option<String>,
+    /// Partition → next offset to apply, in the snapshot read.
+    pub applied: BTreeMap<u32, u64>,
+    /// The version that served the read.
+    pub version: u64,
+}
+
+/// A view as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViewInfo {
+    /// Its name.
+    pub name: String,
+    /// The current version's spec.
+    pub spec: ViewSpec,
+    /// The version serving reads.
+    pub current: u64,
+    /// All versions.
+    pub versions: Vec<u64>,
+    /// A rollout in progress.
+    pub rollout: Option<Rollout>,
+}
+
+/// Rebuild (or catch-up) progress of a version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    /// Records applied, over all partitions.
+    pub done: u64,
+    /// Records in the source stream now.
+    pub total: u64,
+    /// Records per second since the processors started.
+    pub rate_per_s: f64,
+    /// Seconds to catch up at that rate (`None`: no rate yet).
+    pub eta_s: Option<f64>,
+}
+
+/// Status of one version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionStatus {
+    /// Version id.
+    pub version: u64,
+    /// Whether it serves reads.
+    pub current: bool,
+    /// Its spec.
+    pub spec: ViewSpec,
+    /// Partition → next offset to apply.
+    pub applied: BTreeMap<u32, u64>,
+    /// Records not yet applied, over all partitions.
+    pub lag_records: u64,
+    /// How far the applied records trail the newest record, by record timestamps, ms (the
+    /// largest over partitions; 0 when caught up).
+    pub lag_ms: i64,
+    /// Progress.
+    pub progress: Progress,
+    /// Records left out (row key over the limit).
+    pub skipped_records: u64,
+    /// Why its processors stopped, if they did.
+    pub error: Option<String>,
+    /// Digest at the applied offsets, when asked for.
+    pub digest: Option<Digest>,
+}
+
+/// Status of a view.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViewStatus {
+    /// Name.
+    pub name: String,
+    /// Current version.
+    pub current: u64,
+    /// Rollout in progress.
+    pub rollout: Option<Rollout>,
+    /// Every version.
+    pub versions: Vec<VersionStatus>,
+}
+
+struct State {
+    catalog: Catalog,
+    running: HashMap<u64, Arc<Version>>,
+    /// Per view: highest applied offsets shown by a read (monotonic reads).
+    shown: HashMap<String, Arc<Vec<AtomicU64>>>,
+}
+
+/// The views of one data directory. See the module docs.
+pub struct Views {
+    log: Arc<Log>,
+    store: Arc<dyn StateStore>,
+    catalog_space: Arc<dyn Space>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Views {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Views").finish_non_exhaustive()
+    }
+}
+
+/// Checks a view name: 1 ..= [`VIEW_NAME_BYTES_MAX`] bytes of `[A-Za-z0-9._-]`, not starting
+/// with `.`.
+///
+/// # Errors
+/// [`ViewError::InvalidViewName`].
+pub fn validate_view_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > VIEW_NAME_BYTES_MAX {
+        Some("longer than 128 bytes")
+    } else if name.starts_with('.') {
+        Some("must not start with '.'")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        Some("only A-Z a-z 0-9 . _ - are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ViewError::InvalidViewName {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn space_name(version: u64) -> String {
+    format!("v{version}")
+}
+
+impl Views {
+    /// Opens the views of `log` with their state in `dir` (normally `<data-dir>/views`),
+    /// starting every version's processors, which resume from their applied offsets.
+    ///
+    /// # Errors
+    /// [`ViewError::Store`], [`ViewError::Corrupt`] (catalog of another format).
+    pub fn open(log: Arc<Log>, dir: &Path) -> Result<Views> {
+        Views::open_with_store(log, Arc::new(FjallStore::open(dir)?))
+    }
+
+    /// Opens with a given store (tests and other engines).
+    ///
+    /// # Errors
+    /// As [`Views::open`].
+    pub fn open_with_store(log: Arc<Log>, store: Arc<dyn StateStore>) -> Result<Views> {
+        let catalog_space = store.open_space(CATALOG_SPACE)?;
+        let catalog = match catalog_space.get(CATALOG_KEY)? {
+            Some(b) => {
+                let c: Catalog = serde_json::from_slice(&b)
+                    .map_err(|e| ViewError::corrupt("catalog", e.to_string()))?;
+                if c.format_version != FORMAT_VERSION {
+                    return Err(ViewError::corrupt(
+                        "catalog",
+                        format!(
+                            "format version {} is not the supported {FORMAT_VERSION}",
+                            c.format_version
+                        ),
+                    ));
+                }
+                c
+            }
+            None => Catalog {
+                format_version: FORMAT_VERSION,
+                next_version: 1,
+                views: BTreeMap::new(),
+            },
+        };
+        // Spaces of versions a crash left out of the catalog (created, never recorded;
+        // recorded as dropped, not yet deleted).
+        let known: Vec<String> = catalog
+            .views
+            .values()
+            .flat_map(|v| v.versions.keys().map(|id| space_name(*id)))
+            .collect();
+        for name in store.space_names() {
+            if name.starts_with('v') && !known.contains(&name) {
+                store.drop_space(&name)?;
+            }
+        }
+        let views = Views {
+            log,
+            store,
+            catalog_space,
+            state: Mutex::new(State {
+                catalog,
+                running: HashMap::new(),
+                shown: HashMap::new(),
+            }),
+        };
+        let mut st = views.lock();
+        let entries: Vec<(String, u64, VersionEntry)> = st
+            .catalog
+            .views
+            .iter()
+            .flat_map(|(n, v)| v.versions.iter().map(|(id, e)| (n.clone(), *id, e.clone())))
+            .collect();
+        for (name, id, entry) in entries {
+            let plan = Arc::new(Plan::compile(entry.spec.clone())?);
+            match views.log.stream(&entry.spec.source) {
+                Ok(stream) if stream.incarnation() == entry.incarnation => {
+                    let v = Arc::new(Version::new(
+                        id,
+                        name.clone(),
+                        plan,
+                        views.store.open_space(&space_name(id))?,
+                        stream,
+                    )?);
+                    v.start()?;
+                    st.running.insert(id, v);
+                }
+                _ => {
+                    tracing::warn!(view = %name, version = id, "the source stream was dropped; the version does not run (drop and recreate the view)");
+                }
+            }
+        }
+        drop(st);
+        Ok(views)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save(&self, catalog: &Catalog) -> Result<()> {
+        let bytes = serde_json::to_vec(catalog)
+            .map_err(|e| ViewError::corrupt("catalog", e.to_string()))?;
+        self.catalog_space
+            .commit(vec![(CATALOG_KEY.to_vec(), Some(bytes))])?;
+        self.store.sync()
+    }
+
+    fn processors(st: &State) -> usize {
+        st.running
+            .values()
+            .map(|v| v.stream.partition_count() as usize)
+            .sum()
+    }
+
+    /// Starts a new version of `spec` (not yet in the catalog `st`).
+    fn start_version(&self, st: &mut State, name: &str, plan: Plan) -> Result<(u64, VersionEntry)> {
+        let stream = match self.log.stream(&plan.spec.source) {
+            Ok(s) => s,
+            Err(LogError::UnknownStream { .. }) => {
+                return Err(ViewError::UnknownStream {
+                    stream: plan.spec.source.clone(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let wanted = Views::processors(st) + stream.partition_count() as usize;
+        if wanted > PROCESSORS_MAX {
+            return Err(ViewError::TooManyProcessors {
+                wanted,
+                max: PROCESSORS_MAX,
+            });
+        }
+        let id = st.catalog.next_version;
+        let entry = VersionEntry {
+            spec: plan.spec.clone(),
+            incarnation: stream.incarnation(),
+        };
+        // Record the version first (with the id counter), then create its space: a crash in
+        // between leaves an empty version that simply starts from offset 0.
+        let mut next = st.catalog.clone();
+        next.next_version += 1;
+        let view = next
+            .views
+            .entry(name.to_string())
+            .or_insert_with(|| ViewEntry {
+                current: id,
+                rollout: None,
+                versions: BTreeMap::new(),
+            });
+        view.versions.insert(id, entry.clone());
+        let space = self.store.open_space(&space_name(id))?;
+        if let Err(e) = self.save(&next) {
+            drop(space);
+            let _ = self.store.drop_space(&space_name(id));
+            return Err(e);
+        }
+        st.catalog = next;
+        let v = Arc::new(Version::new(
+            id,
+            name.to_string(),
+            Arc::new(plan),
+            space,
+            stream,
+        )?);
+        v.start()?;
+        st.running.insert(id, v);
+        Ok((id, entry))
+    }
+
+    /// Creates a view from a JSON spec and starts its processors from offset 0.
+    ///
+    /// # Errors
+    /// [`ViewError::InvalidViewName`], [`ViewError::ViewExists`], [`ViewError::TooManyViews`],
+    /// the spec errors of [`Plan::parse`], [`ViewError::UnknownStream`],
+    /// [`ViewError::TooManyProcessors`]; storage errors. On error nothing is created.
+    pub fn create(&self, name: &str, spec: &[u8]) -> Result<ViewInfo> {
+        validate_view_name(name)?;
+        let plan = Plan::parse(spec)?;
+        let mut st = self.lock();
+        if st.catalog.views.contains_key(name) {
+            return Err(ViewError::ViewExists {
+                name: name.to_string(),
+            });
+        }
+        if st.catalog.views.len() >= VIEWS_MAX {
+            return Err(ViewError::TooManyViews { max: VIEWS_MAX });
+        }
+        self.start_version(&mut st, name, plan)?;
+        st.shown.remove(name);
+        Views::info(&st, name)
+    }
+
+    fn info(st: &State, name: &str) -> Result<ViewInfo> {
+        let v = Views::entry(st, name)?;
+        Ok(ViewInfo {
+            name: name.to_string(),
+            spec: v
+                .versions
+                .get(&v.current)
+                .map(|e| e.spec.clone())
+                .ok_or_else(|| ViewError::corrupt("catalog", "current version missing"))?,
+            current: v.current,
+            versions: v.versions.keys().copied().collect(),
+            rollout: v.rollout,
+        })
+    }
+
+    fn entry<'a>(st: &'a State, name: &str) -> Result<&'a ViewEntry> {
+        st.catalog
+            .views
+            .get(name)
+            .ok_or_else(|| ViewError::UnknownView {
+                name: name.to_string(),
+            })
+    }
+
+    /// Every view, by name.
+    pub fn list(&self) -> Vec<ViewInfo> {
+        let st = self.lock();
+        st.catalog
+            .views
+            .keys()
+            .filter_map(|n| Views::info(&st, n).ok())
+            .collect()
+    }
+
+    /// One view.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`].
+    pub fn info_of(&self, name: &str) -> Result<ViewInfo> {
+        Views::info(&self.lock(), name)
+    }
+
+    fn version(st: &State, view: &str, id: u64) -> Result<Arc<Version>> {
+        st.running
+            .get(&id)
+            .cloned()
+            .ok_or(ViewError::UnknownVersion {
+                view: view.to_string(),
+                version: id,
+                reason: "not running (its source stream was dropped)",
+            })
+    }
+
+    /// Starts rebuilding `name` from offset 0 into a new version (with a new spec, or the
+    /// current one's), while the current version keeps serving. Returns the new version id.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`], [`ViewError::TooManyVersions`], spec errors.
+    pub fn rebuild(&self, name: &str, spec: Option<&[u8]>) -> Result<u64> {
+        let mut st = self.lock();
+        let entry = Views::entry(&st, name)?;
+        if entry.versions.len() >= VERSIONS_PER_VIEW_MAX {
+            return Err(ViewError::TooManyVersions {
+                view: name.to_string(),
+                max: VERSIONS_PER_VIEW_MAX,
+            });
+        }
+        let plan = match spec {
+            Some(s) => Plan::parse(s)?,
+            None => Plan::compile(
+                entry
+                    .versions
+                    .get(&entry.current)
+                    .map(|e| e.spec.clone())
+                    .ok_or_else(|| ViewError::corrupt("catalog", "current version missing"))?,
+            )?,
+        };
+        let (id, _) = self.start_version(&mut st, name, plan)?;
+        Ok(id)
+    }
+
+    /// Makes `version` serve all reads (ends a rollout). Waits up to `timeout_ms`
+    /// (≤ [`SWITCH_WAIT_MS_MAX`]) for it to have applied at least what the current version
+    /// has on every partition. Switching back to the previous version is the rollback.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`], [`ViewError::UnknownVersion`], [`ViewError::NotCaughtUp`].
+    pub fn switch(&self, name: &str, version: u64, timeout_ms: u64) -> Result<()> {
+        self.route_to(name, version, 100, timeout_ms)
+    }
+
+    /// Sends `percent` of reads (by key hash) to `version`, the rest to the current one;
+    /// `percent` 100 is a [`Views::switch`], 0 ends the rollout. Same catch-up rule as a switch.
+    ///
+    /// # Errors
+    /// As [`Views::switch`]; [`ViewError::InvalidRead`] for a percent over 100.
+    pub fn rollout(&self, name: &str, version: u64, percent: u8, timeout_ms: u64) -> Result<()> {
+        if percent > 100 {
+            return Err(ViewError::InvalidRead {
+                parameter: "percent",
+                reason: "must be 0 to 100".into(),
+            });
+        }
+        self.route_to(name, version, percent, timeout_ms)
+    }
+
+    fn route_to(&self, name: &str, version: u64, percent: u8, timeout_ms: u64) -> Result<()> {
+        let (current, target) = {
+            let st = self.lock();
+            let e = Views::entry(&st, name)?;
+            if !e.versions.contains_key(&version) {
+                return Err(ViewError::UnknownVersion {
+                    view: name.to_string(),
+                    version,
+                    reason: "no such version",
+                });
+            }
+            (
+                Views::version(&st, name, e.current)?,
+                Views::version(&st, name, version)?,
+            )
+        };
+        if target.error().is_some() {
+            return Err(ViewError::UnknownVersion {
+                view: name.to_string(),
+                version,
+                reason: "its processors stopped with an error",
+            });
+        }
+        let want = current.applied_now();
+        let timeout = Duration::from_millis(timeout_ms.min(SWITCH_WAIT_MS_MAX));
+        if percent > 0 && !target.wait_until(timeout, |a| a.iter().zip(&want).all(|(x, w)| x >= w))
+        {
+            let behind = target
+                .applied_now()
+                .iter()
+                .zip(&want)
+                .map(|(x, w)| w.saturating_sub(*x))
+                .sum();
+            return Err(ViewError::NotCaughtUp {
+                view: name.to_string(),
+                version,
+                behind,
+            });
+        }
+        let mut st = self.lock();
+        let mut next = st.catalog.clone();
+        let e = next
+            .views
+            .get_mut(name)
+            .ok_or_else(|| ViewError::UnknownView {
+                name: name.to_string(),
+            })?;
+        if percent >= 100 {
+            e.current = version;
+            e.rollout = None;
+        } else if percent == 0 || version == e.current {
+            e.rollout = None;
+        } else {
+            e.rollout = Some(Rollout { version, percent });
+        }
+        self.save(&next)?;
+        st.catalog = next;
+        Ok(())
+    }
+
+    /// Drops one version (not the current one), stopping its processors and freeing its state.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`], [`ViewError::UnknownVersion`].
+    pub fn drop_version(&self, name: &str, version: u64) -> Result<()> {
+        let mut st = self.lock();
+        let e = Views::entry(&st, name)?;
+        if !e.versions.contains_key(&version) {
+            return Err(ViewError::UnknownVersion {
+                view: name.to_string(),
+                version,
+                reason: "no such version",
+            });
+        }
+        if e.current == version {
+            return Err(ViewError::UnknownVersion {
+                view: name.to_string(),
+                version,
+                reason: "it is the current version; switch first or drop the view",
+            });
+        }
+        let mut next = st.catalog.clone();
+        if let Some(e) = next.views.get_mut(name) {
+            e.versions.remove(&version);
+            if e.rollout.is_some_and(|r| r.version == version) {
+                e.rollout = None;
+            }
+        }
+        self.save(&next)?;
+        st.catalog = next;
+        if let Some(v) = st.running.remove(&version) {
+            v.stop();
+        }
+        self.store.drop_space(&space_name(version))
+    }
+
+    /// Drops a view and all its versions' state.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`]; storage errors.
+    pub fn drop_view(&self, name: &str) -> Result<()> {
+        let mut st = self.lock();
+        let e = Views::entry(&st, name)?.clone();
+        let mut next = st.catalog.clone();
+        next.views.remove(name);
+        self.save(&next)?;
+        st.catalog = next;
+        st.shown.remove(name);
+        for id in e.versions.keys() {
+            if let Some(v) = st.running.remove(id) {
+                v.stop();
+            }
+            self.store.drop_space(&space_name(*id))?;
+        }
+        Ok(())
+    }
+
+    /// Status of every version of a view; `with_digest` also computes digests (a full scan).
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`]; storage errors.
+    pub fn status(&self, name: &str, with_digest: bool) -> Result<ViewStatus> {
+        let (entry, versions) = {
+            let st = self.lock();
+            let e = Views::entry(&st, name)?.clone();
+            let vs: Vec<(u64, Option<Arc<Version>>)> = e
+                .versions
+                .keys()
+                .map(|id| (*id, st.running.get(id).cloned()))
+                .collect();
+            (e, vs)
+        };
+        let mut out = Vec::new();
+        for (id, v) in versions {
+            let spec = entry.versions[&id].spec.clone();
+            let Some(v) = v else {
+                out.push(VersionStatus {
+                    version: id,
+                    current: id == entry.current,
+                    spec,
+                    applied: BTreeMap::new(),
+                    lag_records: 0,
+                    lag_ms: 0,
+                    progress: Progress {
+                        done: 0,
+                        total: 0,
+                        rate_per_s: 0.0,
+                        eta_s: None,
+                    },
+                    skipped_records: 0,
+                    error: Some("not running: its source stream was dropped".into()),
+                    digest: None,
+                });
+                continue;
+            };
+            out.push(version_status(&v, id == entry.current, spec, with_digest)?);
+        }
+        Ok(ViewStatus {
+            name: name.to_string(),
+            current: entry.current,
+            rollout: entry.rollout,
+            versions: out,
+        })
+    }
+
+    /// Digest of a version (default: the current one) at its applied offsets.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`], [`ViewError::UnknownVersion`]; storage errors.
+    pub fn digest(&self, name: &str, version: Option<u64>) -> Result<(Digest, BTreeMap<u32, u64>)> {
+        let v = {
+            let st = self.lock();
+            let e = Views::entry(&st, name)?;
+            Views::version(&st, name, version.unwrap_or(e.current))?
+        };
+        let snap = v.space.snapshot();
+        let r = Reader {
+            plan: &v.plan,
+            snap: &*snap,
+            partitions: v.stream.partition_count(),
+        };
+        let applied = r
+            .applied()?
+            .iter()
+            .enumerate()
+            .map(|(p, a)| (p as u32, a.applied))
+            .collect();
+        Ok((r.digest()?, applied))
+    }
+
+    /// Waits until a version (default: current) has applied everything the source stream
+    /// holds now; returns whether it did within `timeout`.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`], [`ViewError::UnknownVersion`].
+    pub fn wait_caught_up(
+        &self,
+        name: &str,
+        version: Option<u64>,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let v = {
+            let st = self.lock();
+            let e = Views::entry(&st, name)?;
+            Views::version(&st, name, version.unwrap_or(e.current))?
+        };
+        let ends: Vec<u64> = v
+            .stream
+            .partitions()
+            .iter()
+            .map(|p| p.end_offset())
+            .collect();
+        Ok(v.wait_until(timeout, |a| a.iter().zip(&ends).all(|(x, e)| x >= e)))
+    }
+
+    /// Point lookup of `key`.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`], token errors, [`ViewError::ConsistencyTimeout`]; storage errors.
+    pub fn get(&self, name: &str, key: &str, opts: &ReadOptions) -> Result<ReadResult> {
+        self.read(name, key.as_bytes(), opts, |r| {
+            Ok((r.get(key)?.into_iter().collect(), None))
+        })
+    }
+
+    /// Several keys in one read (one snapshot); missing keys are left out.
+    ///
+    /// # Errors
+    /// As [`Views::get`]; [`ViewError::InvalidRead`] for more than [`READ_KEYS_MAX`] keys.
+    pub fn get_many(&self, name: &str, keys: &[String], opts: &ReadOptions) -> Result<ReadResult> {
+        if keys.len() > READ_KEYS_MAX {
+            return Err(ViewError::InvalidRead {
+                parameter: "keys",
+                reason: format!("{} keys; the limit is {READ_KEYS_MAX}", keys.len()),
+            });
+        }
+        let route = keys.first().map_or(&b""[..], |k| k.as_bytes());
+        self.read(name, route, opts, |r| {
+            let mut rows = Vec::new();
+            for k in keys {
+                rows.extend(r.get(k)?);
+            }
+            Ok((rows, None))
+        })
+    }
+
+    /// Rows in key order within `range`, at most `range.limit` (1 ..= [`READ_LIMIT_MAX`]).
+    ///
+    /// # Errors
+    /// As [`Views::get`]; [`ViewError::InvalidRead`] for a limit out of range.
+    pub fn scan(&self, name: &str, range: &ScanRange, opts: &ReadOptions) -> Result<ReadResult> {
+        if range.limit == 0 || range.limit > READ_LIMIT_MAX {
+            return Err(ViewError::InvalidRead {
+                parameter: "limit",
+                reason: format!("{}; expected 1 to {READ_LIMIT_MAX}", range.limit),
+            });
+        }
+        let route = range
+            .prefix
+            .as_deref()
+            .or(range.start.as_deref())
+            .unwrap_or("");
+        self.read(name, route.as_bytes(), opts, |r| r.scan(range))
+    }
+
+    fn read(
+        &self,
+        name: &str,
+        route_key: &[u8],
+        opts: &ReadOptions,
+        f: impl FnOnce(&Reader<'_>) -> Result<(Vec<Row>, Option<String>)>,
+    ) -> Result<ReadResult> {
+        if opts.timeout_ms > READ_TIMEOUT_MS_MAX {
+            return Err(ViewError::InvalidRead {
+                parameter: "timeout_ms",
+                reason: format!("{}; the limit is {READ_TIMEOUT_MS_MAX}", opts.timeout_ms),
+            });
+        }
+        let token = opts
+            .token
+            .as_deref()
+            .map(ConsistencyToken::decode)
+            .transpose()?;
+        let (v, shown) = {
+            let mut st = self.lock();
+            let e = Views::entry(&st, name)?;
+            let id = match e.rollout {
+                Some(r) if xxh3_64(route_key) % 100 < u64::from(r.percent) => r.version,
+                _ => e.current,
+            };
+            let v = Views::version(&st, name, id)?;
+            let parts = v.stream.partition_count() as usize;
+            let shown = st
+                .shown
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new((0..parts).map(|_| AtomicU64::new(0)).collect()))
+                .clone();
+            (v, shown)
+        };
+        let partitions = v.stream.partition_count();
+        if let Some(t) = token
+            && let Some(sp) = t.streams.get(v.stream.name())
+        {
+            if sp.incarnation != v.stream.incarnation() {
+                return Err(ViewError::TokenIncarnation {
+                    stream: v.stream.name().to_string(),
+                    token: sp.incarnation,
+                    current: v.stream.incarnation(),
+                });
+            }
+            if let Some(p) = sp.offsets.keys().find(|p| **p >= partitions) {
+                return Err(ViewError::InvalidToken {
+                    reason: format!(
+                        "partition {p} does not exist in stream {:?}",
+                        v.stream.name()
+                    ),
+                });
+            }
+            let wanted = sp.offsets.clone();
+            let ok = v.wait_until(Duration::from_millis(opts.timeout_ms), |a| {
+                wanted.iter().all(|(p, o)| a[*p as usize] >= *o)
+            });
+            if !ok {
+                return Err(ViewError::ConsistencyTimeout {
+                    view: name.to_string(),
+                    timeout_ms: opts.timeout_ms,
+                    applied: v
+                        .applied_now()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(p, a)| (p as u32, a))
+                        .collect(),
+                    wanted,
+                });
+            }
+        }
+        // Monotonic reads: never show less than this view has shown before.
+        let floor: Vec<u64> = shown.iter().map(|a| a.load(Ordering::Acquire)).collect();
+        if !v.wait_until(Duration::from_millis(READ_FLOOR_WAIT_MS), |a| {
+            a.iter().zip(&floor).all(|(x, f)| x >= f)
+        }) {
+            return Err(ViewError::ConsistencyTimeout {
+                view: name.to_string(),
+                timeout_ms: READ_FLOOR_WAIT_MS,
+                applied: v
+                    .applied_now()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, a)| (p as u32, a))
+                    .collect(),
+                wanted: floor
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, a)| (p as u32, a))
+                    .collect(),
+            });
+        }
+        let snap = v.space.snapshot();
+        let reader = Reader {
+            plan: &v.plan,
+            snap: &*snap,
+            partitions,
+        };
+        let applied_states = reader.applied()?;
+        let (rows, next) = f(&reader)?;
+        let mut applied = BTreeMap::new();
+        for (p, a) in applied_states.iter().enumerate() {
+            applied.insert(p as u32, a.applied);
+            if let Some(s) = shown.get(p) {
+                s.fetch_max(a.applied, Ordering::AcqRel);
+            }
+        }
+        Ok(ReadResult {
+            rows,
+            next,
+            applied,
+            version: v.id,
+        })
+    }
+
+    /// Stops every processor (each finishes its current commit). Also done on drop.
+    pub fn close(&self) {
+        let running: Vec<Arc<Version>> = self.lock().running.drain().map(|(_, v)| v).collect();
+        for v in running {
+            v.stop();
+        }
+    }
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn version_status(
+    v: &Version,
+    current: bool,
+    spec: ViewSpec,
+    with_digest: bool,
+) -> Result<VersionStatus> {
+    let mut applied = BTreeMap::new();
+    let (mut done, mut total, mut lag_ms, mut skipped) = (0u64, 0u64, 0i64, 0u64);
+    for (p, part) in v.stream.partitions().iter().enumerate() {
+        let state = match v.space.get(&layout::prefix(TAG_APPLIED, p as u32))? {
+            Some(b) => ApplyState::decode(&b)?,
+            None => ApplyState::default(),
+        };
+        let end = part.end_offset();
+        applied.insert(p as u32, state.applied);
+        done += state.applied;
+        total += end;
+        skipped += state.skipped;
+        if state.applied < end
+            && let Ok(newest) = part.read(end - 1, 1, 1)
+            && let Some(r) = newest.first()
+        {
+            let since = if state.applied == 0 {
+                r.timestamp_ms
+            } else {
+                state.last_timestamp_ms
+            };
+            lag_ms = lag_ms.max(r.timestamp_ms.saturating_sub(since).max(0));
+        }
+    }
+    let secs = v.started.elapsed().as_secs_f64();
+    let rate = if secs > 0.0 {
+        done.saturating_sub(v.applied_at_start) as f64 / secs
+    } else {
+        0.0
+    };
+    let digest = if with_digest {
+        let snap = v.space.snapshot();
+        Some(
+            Reader {
+                plan: &v.plan,
+                snap: &*snap,
+                partitions: v.stream.partition_count(),
+            }
+            .digest()?,
+        )
+    } else {
+        None
+    };
+    Ok(VersionStatus {
+        version: v.id,
+        current,
+        spec,
+        applied,
+        lag_records: total.saturating_sub(done),
+        lag_ms,
+        progress: Progress {
+            done,
+            total,
+            rate_per_s: rate,
+            eta_s: (rate > 0.0).then(|| total.saturating_sub(done) as f64 / rate),
+        },
+        skipped_records: skipped,
+        error: v.error(),
+        digest,
+    })
+}

@@ -1,0 +1,199 @@
+//! The views crate's one error type.
+
+use std::collections::BTreeMap;
+
+/// Everything the views crate can fail with, grouped by what a caller can do:
+///
+/// * **bad input** (`UnknownKind`, `InvalidSpec`, `InvalidViewName`, `UnknownStream`,
+///   `ViewExists`, `TooManyViews`, `TooManyVersions`, `TooManyProcessors`, `UnknownView`,
+///   `UnknownVersion`, `InvalidToken`, `TokenTooLarge`, `TokenIncarnation`, `InvalidRead`):
+///   nothing was changed; fix the request;
+/// * **wait** (`ConsistencyTimeout`, `NotCaughtUp`): retry later (`is_retryable()`);
+/// * **storage and state** (`Store`, `Corrupt`, `Log`, `Closed`).
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// `kind` is not one of `table`, `index`, `aggregate`.
+    #[error(
+        "invalid view spec: field `kind`: unknown kind {kind:?}; expected table, index or aggregate"
+    )]
+    UnknownKind {
+        /// The kind given.
+        kind: String,
+    },
+    /// A spec field is missing, of the wrong type, unknown, or out of its limits.
+    #[error("invalid view spec: field `{field}`: {reason}")]
+    InvalidSpec {
+        /// Dotted path of the offending field in the spec (`aggregates.avg_delay.fn`).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A view name that is empty, too long or has characters outside `[A-Za-z0-9._-]`.
+    #[error("invalid view name {name:?}: {reason}")]
+    InvalidViewName {
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The spec's `source` names a stream that does not exist.
+    #[error("invalid view spec: field `source`: unknown stream {stream:?}")]
+    UnknownStream {
+        /// The stream named.
+        stream: String,
+    },
+    /// A view of this name exists already.
+    #[error("a view named {name:?} exists already")]
+    ViewExists {
+        /// The name.
+        name: String,
+    },
+    /// [`crate::limits::VIEWS_MAX`] views exist already.
+    #[error("too many views: the limit is {max}")]
+    TooManyViews {
+        /// The limit.
+        max: usize,
+    },
+    /// [`crate::limits::VERSIONS_PER_VIEW_MAX`] versions of the view exist already.
+    #[error("view {view:?} has {max} versions already; drop one first")]
+    TooManyVersions {
+        /// The view.
+        view: String,
+        /// The limit.
+        max: usize,
+    },
+    /// Starting the processors would pass [`crate::limits::PROCESSORS_MAX`].
+    #[error("too many processors: {wanted} wanted, the limit is {max}")]
+    TooManyProcessors {
+        /// Processors there would be.
+        wanted: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No view of this name.
+    #[error("unknown view {name:?}")]
+    UnknownView {
+        /// The name.
+        name: String,
+    },
+    /// The view has no such version (or it may not be used this way, e.g. dropping the current one).
+    #[error("view {view:?}: version {version}: {reason}")]
+    UnknownVersion {
+        /// The view.
+        view: String,
+        /// The version.
+        version: u64,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A consistency token that does not decode.
+    #[error("invalid consistency token: {reason}")]
+    InvalidToken {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A token longer than [`crate::limits::TOKEN_BYTES_MAX`] would be made.
+    #[error("consistency token would be {bytes} bytes; the limit is {max}")]
+    TokenTooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The token names another incarnation of the view's source stream (it was dropped and
+    /// recreated): the write it stands for is not in this stream.
+    #[error(
+        "consistency token names incarnation {token} of stream {stream:?}, which is now incarnation {current}"
+    )]
+    TokenIncarnation {
+        /// The stream.
+        stream: String,
+        /// Incarnation in the token.
+        token: u64,
+        /// The stream's incarnation.
+        current: u64,
+    },
+    /// A read's parameters are out of their limits or inconsistent.
+    #[error("invalid read: parameter `{parameter}`: {reason}")]
+    InvalidRead {
+        /// The parameter (`limit`, `keys`, `timeout_ms`, `after`...).
+        parameter: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The view did not apply the token's offsets within `timeout_ms`.
+    #[error(
+        "view {view:?} did not reach the consistency token within {timeout_ms} ms (applied {applied:?}, wanted {wanted:?})"
+    )]
+    ConsistencyTimeout {
+        /// The view.
+        view: String,
+        /// The bound waited.
+        timeout_ms: u64,
+        /// Applied offsets (partition → next offset) when giving up.
+        applied: BTreeMap<u32, u64>,
+        /// Offsets the token asked for.
+        wanted: BTreeMap<u32, u64>,
+    },
+    /// A switch target did not catch up with the current version in time.
+    #[error("view {view:?}: version {version} is {behind} records behind the current version")]
+    NotCaughtUp {
+        /// The view.
+        view: String,
+        /// The target version.
+        version: u64,
+        /// Records behind, summed over partitions.
+        behind: u64,
+    },
+    /// The state store failed.
+    #[error("view state store: {op}: {reason}")]
+    Store {
+        /// What was being done.
+        op: &'static str,
+        /// The store's message.
+        reason: String,
+    },
+    /// Stored view state that does not decode.
+    #[error("view state is damaged: {what}: {reason}")]
+    Corrupt {
+        /// Which state.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] logbook_log::LogError),
+    /// The views engine was closed.
+    #[error("the views engine is closed")]
+    Closed,
+}
+
+impl ViewError {
+    /// Whether the same request may succeed later unchanged (a wait that ran out).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ViewError::ConsistencyTimeout { .. } | ViewError::NotCaughtUp { .. }
+        )
+    }
+
+    /// Shorthand for [`ViewError::InvalidSpec`].
+    pub(crate) fn spec(field: impl Into<String>, reason: impl Into<String>) -> ViewError {
+        ViewError::InvalidSpec {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`ViewError::Corrupt`].
+    pub(crate) fn corrupt(what: &'static str, reason: impl Into<String>) -> ViewError {
+        ViewError::Corrupt {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result with [`ViewError`].
+pub type Result<T, E = ViewError> = std::result::Result<T, E>;

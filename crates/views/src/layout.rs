@@ -1,0 +1,312 @@
+//! Where a view version's state lives in its store space, byte for byte.
+//!
+//! Every key starts with a tag byte and the source partition (`u32` big-endian), so each
+//! processor owns a disjoint key range: it is the only writer of its keys, which is what lets
+//! it cache them, and per-partition state is what reads merge in partition order.
+//!
+//! | tag | key after `tag · partition` | value |
+//! | --- | --- | --- |
+//! | `A` | — | [`ApplyState`]: next offset to apply, last applied timestamp, request-id cursor |
+//! | `R` | record key | table row: [`RowMeta`] · JSON value |
+//! | `I` | `esc(value key) · 00 00 · primary key` | index entry: [`RowMeta`] |
+//! | `C` | primary key | what the key's current record contributes (index: value key; aggregate: group key and aggregate inputs) |
+//! | `G` | `esc(group key)` | aggregate partial (count, sums, last change) |
+//! | `M` | `aggregate# · esc(group key) · 00 00 · value` | multiset count of a value (min/max, count_distinct) |
+//!
+//! `esc` doubles nothing but maps byte `00` to `00 FF`, so `00 00` ends a component and byte
+//! order of escaped keys equals byte order of the keys (prefix scans stay prefix scans).
+//! Integers inside values are little-endian and fixed-width. Format version: 1 (the catalog
+//! records it; a store of another version is refused).
+
+use crate::error::{Result, ViewError};
+
+/// Tag of the apply state.
+pub const TAG_APPLIED: u8 = b'A';
+/// Tag of table rows.
+pub const TAG_ROW: u8 = b'R';
+/// Tag of index entries.
+pub const TAG_INDEX: u8 = b'I';
+/// Tag of contributions.
+pub const TAG_CONTRIB: u8 = b'C';
+/// Tag of aggregate partials.
+pub const TAG_GROUP: u8 = b'G';
+/// Tag of multiset entries.
+pub const TAG_MULTI: u8 = b'M';
+
+/// `tag · partition`.
+pub fn prefix(tag: u8, partition: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    k.push(tag);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// `tag · partition · rest`.
+pub fn key(tag: u8, partition: u32, rest: &[u8]) -> Vec<u8> {
+    let mut k = prefix(tag, partition);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// Appends `esc(bytes)` (no terminator).
+pub fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+
+/// Splits `esc(a) · 00 00 · b` into `(a, b)`.
+pub fn split_escaped(bytes: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == 0 {
+            match bytes.get(i + 1)? {
+                0 => return Some((out, &bytes[i + 2..])),
+                0xFF => {
+                    out.push(0);
+                    i += 2;
+                    continue;
+                }
+                _ => return None,
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    None
+}
+
+/// Inverse of [`push_escaped`] for a whole key (no terminator).
+pub fn unescape(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        out.push(bytes[i]);
+        i += if bytes[i] == 0 { 2 } else { 1 };
+    }
+    out
+}
+
+/// The smallest byte string greater than every string starting with `p` (`None`: none is).
+pub fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
+    let mut e = p.to_vec();
+    while let Some(last) = e.pop() {
+        if last < 0xFF {
+            e.push(last + 1);
+            return Some(e);
+        }
+    }
+    None
+}
+
+/// A little-endian writer for state values.
+#[derive(Default)]
+pub struct Enc(pub Vec<u8>);
+
+impl Enc {
+    /// Appends a u64.
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// Appends an i64.
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// Appends an i128.
+    pub fn i128(&mut self, v: i128) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// Appends length-prefixed (u32) bytes.
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(b);
+        self
+    }
+}
+
+/// The reader matching [`Enc`].
+pub struct Dec<'a> {
+    b: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Dec<'a> {
+    /// Reads `b`, naming `what` in errors.
+    pub fn new(b: &'a [u8], what: &'static str) -> Self {
+        Dec { b, what }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.b.len() < n {
+            return Err(ViewError::corrupt(self.what, "truncated"));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    /// Reads a u64.
+    pub fn u64(&mut self) -> Result<u64> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    /// Reads an i64.
+    pub fn i64(&mut self) -> Result<i64> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(i64::from_le_bytes(a))
+    }
+    /// Reads an i128.
+    pub fn i128(&mut self) -> Result<i128> {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(self.take(16)?);
+        Ok(i128::from_le_bytes(a))
+    }
+    /// Reads length-prefixed bytes.
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        let n = u32::from_le_bytes(a) as usize;
+        self.take(n)
+    }
+    /// The bytes not read yet.
+    pub fn rest(self) -> &'a [u8] {
+        self.b
+    }
+}
+
+/// Which record last changed a row.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RowMeta {
+    /// Its offset.
+    pub offset: u64,
+    /// Its request id, if its request had one.
+    pub request_id: Option<String>,
+}
+
+impl RowMeta {
+    /// Encodes: offset u64 · request id (length-prefixed; length `u32::MAX` = none).
+    pub fn encode_into(&self, e: &mut Enc) {
+        e.u64(self.offset);
+        match &self.request_id {
+            Some(r) => {
+                e.bytes(r.as_bytes());
+            }
+            None => e.0.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+    }
+
+    /// Decodes what [`RowMeta::encode_into`] wrote.
+    pub fn decode(d: &mut Dec<'_>) -> Result<RowMeta> {
+        let offset = d.u64()?;
+        let mut a = [0u8; 4];
+        a.copy_from_slice(d.take(4)?);
+        let n = u32::from_le_bytes(a);
+        let request_id = if n == u32::MAX {
+            None
+        } else {
+            let b = d.take(n as usize)?;
+            Some(String::from_utf8_lossy(b).into_owned())
+        };
+        Ok(RowMeta { offset, request_id })
+    }
+}
+
+/// A processor's durable position, committed with every batch of state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApplyState {
+    /// Next offset to apply (records below it are applied).
+    pub applied: u64,
+    /// Timestamp of the last applied record, ms (lag in ms; never used for order).
+    pub last_timestamp_ms: i64,
+    /// Records left out (row key over [`crate::limits::ROW_KEY_BYTES_MAX`]).
+    pub skipped: u64,
+    /// The request id of the share being applied and how many of its records are still to
+    /// come (only a share's first record carries the header).
+    pub request: Option<(String, u32)>,
+}
+
+impl ApplyState {
+    /// Encodes the state.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u64(self.applied)
+            .i64(self.last_timestamp_ms)
+            .u64(self.skipped);
+        match &self.request {
+            Some((id, left)) => {
+                e.u64(u64::from(*left)).bytes(id.as_bytes());
+            }
+            None => {
+                e.u64(0);
+            }
+        }
+        e.0
+    }
+
+    /// Decodes a state.
+    ///
+    /// # Errors
+    /// [`ViewError::Corrupt`].
+    pub fn decode(b: &[u8]) -> Result<ApplyState> {
+        let mut d = Dec::new(b, "apply state");
+        let applied = d.u64()?;
+        let last_timestamp_ms = d.i64()?;
+        let skipped = d.u64()?;
+        let left = d.u64()?;
+        let request = if left > 0 {
+            let id = String::from_utf8_lossy(d.bytes()?).into_owned();
+            Some((id, u32::try_from(left).unwrap_or(u32::MAX)))
+        } else {
+            None
+        };
+        Ok(ApplyState {
+            applied,
+            last_timestamp_ms,
+            skipped,
+            request,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_preserves_order_and_splits() {
+        let parts: [&[u8]; 5] = [b"", b"a", b"a\0", b"a\0b", b"ab"];
+        let enc = |p: &[u8], pk: &[u8]| {
+            let mut v = Vec::new();
+            push_escaped(&mut v, p);
+            v.extend_from_slice(&[0, 0]);
+            v.extend_from_slice(pk);
+            v
+        };
+        for w in parts.windows(2) {
+            assert!(enc(w[0], b"zz") < enc(w[1], b""));
+        }
+        for p in parts {
+            let e = enc(p, b"pk\0");
+            let (a, b) = split_escaped(&e).unwrap();
+            assert_eq!((a.as_slice(), b), (p, &b"pk\0"[..]));
+        }
+    }
+
+    #[test]
+    fn apply_state_round_trips() {
+        let s = ApplyState {
+            applied: 7,
+            last_timestamp_ms: -3,
+            skipped: 2,
+            request: Some(("req-1".into(), 4)),
+        };
+        assert_eq!(ApplyState::decode(&s.encode()).unwrap(), s);
+    }
+}

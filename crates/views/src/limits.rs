@@ -1,0 +1,69 @@
+//! Every limit of the views crate, in one place.
+//!
+//! Each limit that input can hit has a named error in [`crate::ViewError`]. The relations
+//! between limits are checked at compile time at the bottom of this file.
+
+/// Most views in one data directory.
+pub const VIEWS_MAX: usize = 64;
+/// Most versions of one view at once: the current one, one kept for rollback, one rebuilding.
+pub const VERSIONS_PER_VIEW_MAX: usize = 3;
+/// Most processor threads over all views (one per view version and source partition).
+pub const PROCESSORS_MAX: usize = 1024;
+/// Longest view name in bytes (`[A-Za-z0-9._-]`, not starting with `.`).
+pub const VIEW_NAME_BYTES_MAX: usize = 128;
+/// Largest view spec, bytes of JSON.
+pub const SPEC_BYTES_MAX: usize = 64 * 1024;
+/// Most fields in one list of a spec (`fields`, `on`, `group_by`).
+pub const SPEC_FIELDS_MAX: usize = 32;
+/// Most aggregates in one aggregate view.
+pub const AGGREGATES_MAX: usize = 32;
+/// Most nodes in a filter tree (comparisons plus `and`/`or`/`not`).
+pub const FILTER_NODES_MAX: usize = 256;
+/// Deepest nesting of a filter tree.
+pub const FILTER_DEPTH_MAX: usize = 16;
+/// Longest field path in bytes (`a.b.c`).
+pub const FIELD_PATH_BYTES_MAX: usize = 256;
+/// Most segments in a field path.
+pub const FIELD_PATH_SEGMENTS_MAX: usize = 16;
+/// Longest group key (aggregate) or index value key, bytes after escaping. A record whose
+/// key would be longer is not applied to the view (deterministically, live and rebuilt
+/// alike) and is counted in the version's `skipped_records`.
+pub const ROW_KEY_BYTES_MAX: usize = 4 * 1024;
+/// Most records a processor applies in one atomic commit of the state store.
+pub const APPLY_BATCH_RECORDS: usize = 4096;
+/// Most bytes of keys and values a processor reads from the log for one commit.
+pub const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Entries of committed state a processor keeps in memory between commits (a cache of its
+/// own partition's state; it is the only writer of those keys). Cleared when exceeded.
+pub const STATE_CACHE_ENTRIES_MAX: usize = 200_000;
+/// Largest `limit` of one scan, rows (index views: primary keys).
+pub const READ_LIMIT_MAX: usize = 10_000;
+/// Default `limit` of a scan.
+pub const READ_LIMIT_DEFAULT: usize = 100;
+/// Most keys in one multi-key read.
+pub const READ_KEYS_MAX: usize = 1_000;
+/// Longest wait of a read for its consistency token, ms.
+pub const READ_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Longest a read waits for the version it is routed to to reach the offsets the view has
+/// already shown (monotonic reads across a switch or a rollout), ms.
+pub const READ_FLOOR_WAIT_MS: u64 = 5_000;
+/// Largest consistency token, bytes of its URL-safe text.
+pub const TOKEN_BYTES_MAX: usize = 1024;
+/// Longest a `switch` waits for the target version to catch up with the current one, ms.
+pub const SWITCH_WAIT_MS_MAX: u64 = 60_000;
+
+const _: () = assert!(READ_LIMIT_DEFAULT <= READ_LIMIT_MAX);
+const _: () = assert!(READ_KEYS_MAX <= READ_LIMIT_MAX);
+const _: () = assert!(
+    VERSIONS_PER_VIEW_MAX >= 2,
+    "a rebuild needs a second version"
+);
+const _: () = assert!(
+    VIEWS_MAX * VERSIONS_PER_VIEW_MAX * 4 <= PROCESSORS_MAX,
+    "every view may rebuild over a 4-partition stream"
+);
+const _: () = assert!(
+    ROW_KEY_BYTES_MAX < 60 * 1024,
+    "fjall keys are at most 64 KiB"
+);
+const _: () = assert!(FIELD_PATH_BYTES_MAX <= SPEC_BYTES_MAX);

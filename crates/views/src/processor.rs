@@ -1,0 +1,241 @@
+//! Processors: one thread per view version and source partition, applying records in
+//! offset order and committing state with the applied offset in one atomic batch.
+//!
+//! ```text
+//!  loop: wait until the partition's durable offset passes `applied`
+//!        read ≤ APPLY_BATCH_RECORDS records from `applied` (never past the durable offset)
+//!        apply each through a Txn (reads see the batch's own writes)
+//!        commit { state writes, A[p] = applied' }   ← one atomic store batch, no fsync
+//!        publish applied' (readers waiting on a token wake up)
+//! ```
+//!
+//! Exactly-once state: a crash loses a suffix of commits, never part of one, and the
+//! processor resumes from the applied offset it finds, so no record is applied twice or
+//! skipped. An error stops the processor and is shown in the version's status; the
+//! version keeps serving what it has.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use logbook_log::Stream;
+
+use crate::apply::{Txn, apply};
+use crate::error::{Result, ViewError};
+use crate::layout::{self, ApplyState, TAG_APPLIED};
+use crate::limits::{APPLY_BATCH_BYTES, APPLY_BATCH_RECORDS, STATE_CACHE_ENTRIES_MAX};
+use crate::spec::Plan;
+use crate::store::Space;
+
+/// A running view version: its plan, its space, its processors' progress.
+pub struct Version {
+    /// Version id (unique in the data directory).
+    pub id: u64,
+    /// The view's name.
+    pub view: String,
+    /// What it computes.
+    pub plan: Arc<Plan>,
+    /// Its state.
+    pub space: Arc<dyn Space>,
+    /// The source stream.
+    pub stream: Arc<Stream>,
+    /// Published applied offset per partition (next offset to apply).
+    pub applied: Vec<AtomicU64>,
+    /// Sum of applied offsets when the processors started (for the rate).
+    pub applied_at_start: u64,
+    /// When the processors started (status only: rate and ETA; never state).
+    pub started: Instant,
+    stop: AtomicBool,
+    error: Mutex<Option<String>>,
+    wake: (Mutex<()>, Condvar),
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("id", &self.id)
+            .field("view", &self.view)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Version {
+    /// Loads the applied offsets from the space (not started yet).
+    ///
+    /// # Errors
+    /// [`ViewError::Store`], [`ViewError::Corrupt`].
+    pub fn new(
+        id: u64,
+        view: String,
+        plan: Arc<Plan>,
+        space: Arc<dyn Space>,
+        stream: Arc<Stream>,
+    ) -> Result<Version> {
+        let mut applied = Vec::new();
+        for p in 0..stream.partition_count() {
+            let a = match space.get(&layout::prefix(TAG_APPLIED, p))? {
+                Some(b) => ApplyState::decode(&b)?.applied,
+                None => 0,
+            };
+            applied.push(AtomicU64::new(a));
+        }
+        let applied_at_start = applied.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+        Ok(Version {
+            id,
+            view,
+            plan,
+            space,
+            stream,
+            applied,
+            applied_at_start,
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+            error: Mutex::new(None),
+            wake: (Mutex::new(()), Condvar::new()),
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts one processor thread per partition.
+    ///
+    /// # Errors
+    /// [`ViewError::Store`] if a thread cannot be spawned.
+    pub fn start(self: &Arc<Self>) -> Result<()> {
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for p in 0..self.stream.partition_count() {
+            let v = self.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("view-{}-v{}-p{p}", self.view, self.id))
+                .spawn(move || v.run(p))
+                .map_err(|e| ViewError::Store {
+                    op: "spawn a processor",
+                    reason: e.to_string(),
+                })?;
+            threads.push(t);
+        }
+        Ok(())
+    }
+
+    /// Stops and joins the processors (each finishes its current commit first).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The first error of a processor, if one stopped.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applied offsets now.
+    pub fn applied_now(&self) -> Vec<u64> {
+        self.applied
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Waits until `done(applied)` holds or `timeout` passes; returns whether it holds.
+    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&[u64]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if done(&self.applied_now()) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Bounded slices: a processor's notify between our check and our wait is caught
+            // at the next slice at the latest.
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            guard = self
+                .wake
+                .1
+                .wait_timeout(guard, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn notify(&self) {
+        let _g = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.1.notify_all();
+    }
+
+    fn run(self: Arc<Self>, p: u32) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(p)));
+        let error = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("partition {p}: {e}")),
+            Err(_) => Some(format!("partition {p}: processor panicked")),
+        };
+        if let Some(e) = error {
+            tracing::error!(view = %self.view, version = self.id, error = %e, "view processor stopped");
+            self.error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e);
+            self.notify();
+        }
+    }
+
+    fn process(&self, p: u32) -> Result<()> {
+        let part = self.stream.partition(p)?;
+        let akey = layout::prefix(TAG_APPLIED, p);
+        let mut state = match self.space.get(&akey)? {
+            Some(b) => ApplyState::decode(&b)?,
+            None => ApplyState::default(),
+        };
+        let mut cache = HashMap::new();
+        while !self.stop.load(Ordering::Acquire) {
+            // Never past the durable offset (DESIGN.md rule 2).
+            let limit = part.durable_offset().min(part.end_offset());
+            if state.applied >= limit {
+                if part.end_offset() > state.applied {
+                    std::thread::sleep(Duration::from_millis(1));
+                } else {
+                    part.wait_end_offset_above(state.applied, Duration::from_millis(100));
+                }
+                continue;
+            }
+            if state.applied < part.start_offset() {
+                return Err(ViewError::corrupt(
+                    "source",
+                    format!(
+                        "retention deleted records from offset {} before this view applied them; rebuild the view",
+                        state.applied
+                    ),
+                ));
+            }
+            let records = part.read(state.applied, APPLY_BATCH_RECORDS, APPLY_BATCH_BYTES)?;
+            let mut txn = Txn::new(&*self.space, &mut cache);
+            let mut next = state.applied;
+            for r in records.iter().take_while(|r| r.offset < limit) {
+                assert_eq!(r.offset, next, "the log returned records out of order");
+                apply(&self.plan, &mut txn, p, r, &mut state)?;
+                state.last_timestamp_ms = r.timestamp_ms;
+                next = r.offset + 1;
+            }
+            state.applied = next;
+            txn.put(akey.clone(), state.encode());
+            let writes = txn.into_writes();
+            if let Err(e) = self.space.commit(writes) {
+                cache.clear();
+                return Err(e);
+            }
+            if cache.len() > STATE_CACHE_ENTRIES_MAX {
+                cache.clear();
+            }
+            self.applied[p as usize].store(next, Ordering::Release);
+            self.notify();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,589 @@
+//! View specs: the JSON a user writes, its validation, and the compiled [`Plan`] processors
+//! run. Grammar with examples: `docs/views.md`.
+//!
+//! Parsing is strict: unknown members are rejected anywhere, every error names the field
+//! (`aggregates.avg_delay.fn`), and a spec that fails changes nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Result, ViewError};
+use crate::limits::{
+    AGGREGATES_MAX, FIELD_PATH_BYTES_MAX, FIELD_PATH_SEGMENTS_MAX, FILTER_DEPTH_MAX,
+    FILTER_NODES_MAX, SPEC_BYTES_MAX, SPEC_FIELDS_MAX,
+};
+use crate::value::{Scalar, lookup};
+
+/// A view spec as written by the user (see `docs/views.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewSpec {
+    /// The source stream.
+    pub source: String,
+    /// `table`, `index` or `aggregate`.
+    pub kind: ViewKind,
+    /// Optional filter: only records that pass it are in the view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// `table` only: the projection (default: the whole value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// `index` only: the indexed fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<String>>,
+    /// `aggregate` only: the grouping fields (empty: one group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<Vec<String>>,
+    /// `aggregate` only: output name → aggregate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregates: Option<BTreeMap<String, AggregateSpec>>,
+}
+
+/// The kind of a view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewKind {
+    /// Latest value per record key.
+    Table,
+    /// Value(s) of fields → the primary keys that have them.
+    Index,
+    /// Grouped aggregates.
+    Aggregate,
+}
+
+/// One aggregate of an aggregate view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSpec {
+    /// The function.
+    #[serde(rename = "fn")]
+    pub func: AggFn,
+    /// The field it reads (`count` without one counts rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Aggregate functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggFn {
+    /// Rows (no field) or rows whose field is not null.
+    Count,
+    /// Sum of the numbers (integers exact in `i128`).
+    Sum,
+    /// Smallest ordered value.
+    Min,
+    /// Largest ordered value.
+    Max,
+    /// Mean of the numbers (`f64`).
+    Avg,
+    /// Number of distinct non-null values.
+    CountDistinct,
+}
+
+/// A parsed field path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldPath {
+    /// As written (`a.b`).
+    pub text: String,
+    /// Its segments.
+    pub segments: Vec<String>,
+}
+
+impl FieldPath {
+    fn parse(field: &str, text: &str) -> Result<FieldPath> {
+        if text.is_empty() || text.len() > FIELD_PATH_BYTES_MAX {
+            return Err(ViewError::spec(
+                field,
+                format!("a field path must be 1 to {FIELD_PATH_BYTES_MAX} bytes"),
+            ));
+        }
+        let segments: Vec<String> = text.split('.').map(str::to_string).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(ViewError::spec(
+                field,
+                format!("field path {text:?} has an empty segment"),
+            ));
+        }
+        if segments.len() > FIELD_PATH_SEGMENTS_MAX {
+            return Err(ViewError::spec(
+                field,
+                format!("field path {text:?} has more than {FIELD_PATH_SEGMENTS_MAX} segments"),
+            ));
+        }
+        Ok(FieldPath {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    /// The scalar at this path in `value`.
+    pub fn get(&self, value: &Value) -> Scalar {
+        Scalar::of(lookup(value, &self.segments))
+    }
+}
+
+/// Comparison operators of filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// A compiled filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// `field op value`; false when the field is null or of another class.
+    Cmp(FieldPath, CmpOp, Scalar),
+    /// The field is null or missing.
+    IsNull(FieldPath),
+    /// The field is present and not null.
+    IsNotNull(FieldPath),
+    /// All of them (true when empty).
+    And(Vec<Filter>),
+    /// Any of them (false when empty).
+    Or(Vec<Filter>),
+    /// Not it.
+    Not(Box<Filter>),
+}
+
+impl Filter {
+    /// Evaluates the filter on a record value.
+    pub fn matches(&self, value: &Value) -> bool {
+        match self {
+            Filter::Cmp(path, op, want) => {
+                let got = path.get(value);
+                if got.is_null() {
+                    return false;
+                }
+                match op {
+                    CmpOp::Eq => got.equals(want),
+                    CmpOp::Ne => !got.equals(want),
+                    _ => match got.compare(want) {
+                        None => false,
+                        Some(o) => match op {
+                            CmpOp::Lt => o.is_lt(),
+                            CmpOp::Le => o.is_le(),
+                            CmpOp::Gt => o.is_gt(),
+                            CmpOp::Ge => o.is_ge(),
+                            CmpOp::Eq | CmpOp::Ne => false,
+                        },
+                    },
+                }
+            }
+            Filter::IsNull(path) => path.get(value).is_null(),
+            Filter::IsNotNull(path) => !path.get(value).is_null(),
+            Filter::And(fs) => fs.iter().all(|f| f.matches(value)),
+            Filter::Or(fs) => fs.iter().any(|f| f.matches(value)),
+            Filter::Not(f) => !f.matches(value),
+        }
+    }
+
+    fn compile(at: &str, v: &Value, depth: usize, nodes: &mut usize) -> Result<Filter> {
+        *nodes += 1;
+        if *nodes > FILTER_NODES_MAX {
+            return Err(ViewError::spec(
+                at,
+                format!("a filter may have at most {FILTER_NODES_MAX} nodes"),
+            ));
+        }
+        if depth > FILTER_DEPTH_MAX {
+            return Err(ViewError::spec(
+                at,
+                format!("a filter may nest at most {FILTER_DEPTH_MAX} deep"),
+            ));
+        }
+        let Some(obj) = v.as_object() else {
+            return Err(ViewError::spec(at, "expected an object"));
+        };
+        let list = |name: &str, nodes: &mut usize| -> Result<Vec<Filter>> {
+            if obj.len() != 1 {
+                return Err(ViewError::spec(
+                    at,
+                    format!("`{name}` must be the only member"),
+                ));
+            }
+            let Some(items) = obj.get(name).and_then(Value::as_array) else {
+                return Err(ViewError::spec(format!("{at}.{name}"), "expected an array"));
+            };
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| Filter::compile(&format!("{at}.{name}[{i}]"), x, depth + 1, nodes))
+                .collect()
+        };
+        if obj.contains_key("and") {
+            return Ok(Filter::And(list("and", nodes)?));
+        }
+        if obj.contains_key("or") {
+            return Ok(Filter::Or(list("or", nodes)?));
+        }
+        if let Some(inner) = obj.get("not") {
+            if obj.len() != 1 {
+                return Err(ViewError::spec(at, "`not` must be the only member"));
+            }
+            return Ok(Filter::Not(Box::new(Filter::compile(
+                &format!("{at}.not"),
+                inner,
+                depth + 1,
+                nodes,
+            )?)));
+        }
+        for k in obj.keys() {
+            if !matches!(k.as_str(), "field" | "op" | "value") {
+                return Err(ViewError::spec(
+                    format!("{at}.{k}"),
+                    "unknown member; expected field, op, value, and, or, not",
+                ));
+            }
+        }
+        let field = match obj.get("field") {
+            Some(Value::String(s)) => FieldPath::parse(&format!("{at}.field"), s)?,
+            Some(_) => return Err(ViewError::spec(format!("{at}.field"), "expected a string")),
+            None => return Err(ViewError::spec(format!("{at}.field"), "missing")),
+        };
+        let op = match obj.get("op") {
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err(ViewError::spec(format!("{at}.op"), "expected a string")),
+            None => return Err(ViewError::spec(format!("{at}.op"), "missing")),
+        };
+        let value = obj.get("value");
+        let cmp = match op {
+            "is_null" | "is_not_null" => {
+                if value.is_some() {
+                    return Err(ViewError::spec(
+                        format!("{at}.value"),
+                        format!("`{op}` takes no value"),
+                    ));
+                }
+                return Ok(if op == "is_null" {
+                    Filter::IsNull(field)
+                } else {
+                    Filter::IsNotNull(field)
+                });
+            }
+            "eq" => CmpOp::Eq,
+            "ne" => CmpOp::Ne,
+            "lt" => CmpOp::Lt,
+            "le" => CmpOp::Le,
+            "gt" => CmpOp::Gt,
+            "ge" => CmpOp::Ge,
+            other => {
+                return Err(ViewError::spec(
+                    format!("{at}.op"),
+                    format!(
+                        "unknown op {other:?}; expected eq, ne, lt, le, gt, ge, is_null, is_not_null"
+                    ),
+                ));
+            }
+        };
+        let want = Scalar::of(value);
+        match (&want, cmp) {
+            (Scalar::Null, _) => Err(ViewError::spec(
+                format!("{at}.value"),
+                format!("`{op}` needs a non-null value (use is_null / is_not_null for null)"),
+            )),
+            (Scalar::Json(_), CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge) => {
+                Err(ViewError::spec(
+                    format!("{at}.value"),
+                    format!("`{op}` needs a boolean, number or string"),
+                ))
+            }
+            _ => Ok(Filter::Cmp(field, cmp, want)),
+        }
+    }
+}
+
+/// One compiled aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    /// Output name.
+    pub name: String,
+    /// Function.
+    pub func: AggFn,
+    /// Field read (none: `count` of rows).
+    pub field: Option<FieldPath>,
+}
+
+/// What a view computes, compiled from its spec.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanKind {
+    /// Latest value per key, optionally projected.
+    Table {
+        /// Projection.
+        fields: Option<Vec<FieldPath>>,
+    },
+    /// Secondary index.
+    Index {
+        /// Indexed fields.
+        on: Vec<FieldPath>,
+    },
+    /// Grouped aggregates.
+    Aggregate {
+        /// Grouping fields.
+        group_by: Vec<FieldPath>,
+        /// Aggregates in output-name order.
+        aggregates: Vec<Aggregate>,
+    },
+}
+
+/// A validated, compiled spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The spec it came from.
+    pub spec: ViewSpec,
+    /// Filter, if any.
+    pub filter: Option<Filter>,
+    /// What it computes.
+    pub kind: PlanKind,
+}
+
+impl Plan {
+    /// Parses and validates a spec given as JSON bytes.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownKind`]; [`ViewError::InvalidSpec`] naming the field (bad JSON,
+    /// wrong type, unknown or missing member, member not allowed for the kind, limits).
+    pub fn parse(json: &[u8]) -> Result<Plan> {
+        if json.len() > SPEC_BYTES_MAX {
+            return Err(ViewError::spec(
+                "",
+                format!(
+                    "the spec is {} bytes; the limit is {SPEC_BYTES_MAX}",
+                    json.len()
+                ),
+            ));
+        }
+        let value: Value = serde_json::from_slice(json)
+            .map_err(|e| ViewError::spec("", format!("not JSON: {e}")))?;
+        Plan::from_value(value)
+    }
+
+    /// Validates a spec given as a JSON value; see [`Plan::parse`].
+    ///
+    /// # Errors
+    /// As [`Plan::parse`].
+    pub fn from_value(value: Value) -> Result<Plan> {
+        let Some(obj) = value.as_object() else {
+            return Err(ViewError::spec("", "a view spec is a JSON object"));
+        };
+        match obj.get("kind") {
+            Some(Value::String(k)) if !matches!(k.as_str(), "table" | "index" | "aggregate") => {
+                return Err(ViewError::UnknownKind { kind: k.clone() });
+            }
+            _ => {}
+        }
+        let spec: ViewSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            ViewError::spec(field, e.into_inner().to_string())
+        })?;
+        Plan::compile(spec)
+    }
+
+    /// Validates and compiles a typed spec.
+    ///
+    /// # Errors
+    /// As [`Plan::parse`].
+    pub fn compile(spec: ViewSpec) -> Result<Plan> {
+        let not_for = |field: &str, present: bool| -> Result<()> {
+            if present {
+                Err(ViewError::spec(
+                    field,
+                    format!("not allowed for kind {:?}", spec.kind),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let paths = |field: &str, list: &[String], min: usize| -> Result<Vec<FieldPath>> {
+            if list.len() < min || list.len() > SPEC_FIELDS_MAX {
+                return Err(ViewError::spec(
+                    field,
+                    format!("expected {min} to {SPEC_FIELDS_MAX} field paths"),
+                ));
+            }
+            let out = list
+                .iter()
+                .enumerate()
+                .map(|(i, p)| FieldPath::parse(&format!("{field}[{i}]"), p))
+                .collect::<Result<Vec<_>>>()?;
+            for (i, p) in out.iter().enumerate() {
+                if out[..i].iter().any(|q| q.text == p.text) {
+                    return Err(ViewError::spec(
+                        format!("{field}[{i}]"),
+                        format!("{:?} is listed twice", p.text),
+                    ));
+                }
+            }
+            Ok(out)
+        };
+        let kind = match spec.kind {
+            ViewKind::Table => {
+                not_for("on", spec.on.is_some())?;
+                not_for("group_by", spec.group_by.is_some())?;
+                not_for("aggregates", spec.aggregates.is_some())?;
+                PlanKind::Table {
+                    fields: spec
+                        .fields
+                        .as_deref()
+                        .map(|f| paths("fields", f, 1))
+                        .transpose()?,
+                }
+            }
+            ViewKind::Index => {
+                not_for("fields", spec.fields.is_some())?;
+                not_for("group_by", spec.group_by.is_some())?;
+                not_for("aggregates", spec.aggregates.is_some())?;
+                let Some(on) = &spec.on else {
+                    return Err(ViewError::spec("on", "missing; an index needs its fields"));
+                };
+                PlanKind::Index {
+                    on: paths("on", on, 1)?,
+                }
+            }
+            ViewKind::Aggregate => {
+                not_for("fields", spec.fields.is_some())?;
+                not_for("on", spec.on.is_some())?;
+                let group_by = paths("group_by", spec.group_by.as_deref().unwrap_or(&[]), 0)?;
+                let Some(aggs) = &spec.aggregates else {
+                    return Err(ViewError::spec("aggregates", "missing"));
+                };
+                if aggs.is_empty() || aggs.len() > AGGREGATES_MAX {
+                    return Err(ViewError::spec(
+                        "aggregates",
+                        format!("expected 1 to {AGGREGATES_MAX} aggregates"),
+                    ));
+                }
+                let mut aggregates = Vec::new();
+                for (name, a) in aggs {
+                    let at = format!("aggregates.{name}");
+                    if name.is_empty() || name.len() > FIELD_PATH_BYTES_MAX {
+                        return Err(ViewError::spec(
+                            at,
+                            format!("an output name must be 1 to {FIELD_PATH_BYTES_MAX} bytes"),
+                        ));
+                    }
+                    if group_by.iter().any(|g| &g.text == name) {
+                        return Err(ViewError::spec(
+                            at,
+                            "the output name is also a group_by field",
+                        ));
+                    }
+                    let field = a
+                        .field
+                        .as_deref()
+                        .map(|f| FieldPath::parse(&format!("{at}.field"), f))
+                        .transpose()?;
+                    if field.is_none() && a.func != AggFn::Count {
+                        return Err(ViewError::spec(
+                            format!("{at}.field"),
+                            format!("missing; {:?} needs a field", a.func),
+                        ));
+                    }
+                    aggregates.push(Aggregate {
+                        name: name.clone(),
+                        func: a.func,
+                        field,
+                    });
+                }
+                PlanKind::Aggregate {
+                    group_by,
+                    aggregates,
+                }
+            }
+        };
+        let filter = spec
+            .filter
+            .as_ref()
+            .map(|f| Filter::compile("filter", f, 1, &mut 0))
+            .transpose()?;
+        Ok(Plan { spec, filter, kind })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> ViewError {
+        Plan::parse(json.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let p = Plan::parse(
+            br#"{ "source": "flights", "kind": "aggregate",
+              "filter": { "field": "dep_delay", "op": "is_not_null" },
+              "group_by": ["carrier"],
+              "aggregates": { "flights": { "fn": "count" },
+                              "avg_dep_delay": { "fn": "avg", "field": "dep_delay" },
+                              "max_dep_delay": { "fn": "max", "field": "dep_delay" } } }"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(p.kind, PlanKind::Aggregate { ref aggregates, .. } if aggregates.len() == 3)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(
+            matches!(err(r#"{"source":"s","kind":"tree"}"#), ViewError::UnknownKind { kind } if kind == "tree")
+        );
+        match err(r#"{"source":"s","kind":"index","on":"carrier"}"#) {
+            ViewError::InvalidSpec { field, .. } => assert_eq!(field, "on"),
+            e => panic!("{e}"),
+        }
+        match err(
+            r#"{"source":"s","kind":"aggregate","aggregates":{"a":{"fn":"median","field":"x"}}}"#,
+        ) {
+            ViewError::InvalidSpec { field, .. } => assert_eq!(field, "aggregates.a.fn"),
+            e => panic!("{e}"),
+        }
+        match err(r#"{"source":"s","kind":"table","colour":1}"#) {
+            ViewError::InvalidSpec { reason, .. } => assert!(reason.contains("colour"), "{reason}"),
+            e => panic!("{e}"),
+        }
+        match err(
+            r#"{"source":"s","kind":"table","filter":{"and":[{"field":"a","op":"lt","value":null}]}}"#,
+        ) {
+            ViewError::InvalidSpec { field, .. } => assert_eq!(field, "filter.and[0].value"),
+            e => panic!("{e}"),
+        }
+        match err(r#"{"source":"s","kind":"table","on":["a"]}"#) {
+            ViewError::InvalidSpec { field, .. } => assert_eq!(field, "on"),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn filters_follow_the_documented_semantics() {
+        let p = Plan::parse(
+            br#"{"source":"s","kind":"table","filter":{"or":[
+                {"field":"a.b","op":"ge","value":2.5},
+                {"not":{"field":"c","op":"is_null"}}]}}"#,
+        )
+        .unwrap();
+        let f = p.filter.unwrap();
+        let v = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert!(f.matches(&v(r#"{"a":{"b":3}}"#)));
+        assert!(!f.matches(&v(r#"{"a":{"b":2}}"#)));
+        assert!(!f.matches(&v(r#"{"a":{"b":"3"}}"#)));
+        assert!(f.matches(&v(r#"{"c":0}"#)));
+        assert!(!f.matches(&v(r#"{"c":null}"#)));
+        assert!(!f.matches(&v("17")));
+    }
+}

@@ -1,0 +1,202 @@
+//! Consistency tokens: how a client carries "I wrote this" to a read.
+//!
+//! A token is, per stream, its name, its incarnation (so a dropped and recreated stream
+//! never satisfies an old token) and a map partition → offset, meaning "every record below
+//! this offset". Tokens merge by per-partition maximum. A read that carries one waits until
+//! the view has applied every named partition of its source stream that far.
+//!
+//! Text form: `v1.` then URL-safe base64 (no padding) of
+//! `[streams u8] ([name len u8] name [incarnation u64 LE] [entries u16 LE] ([partition u32 LE] [offset u64 LE])*)*`.
+//! At most [`TOKEN_BYTES_MAX`] bytes.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use logbook_log::{Position, Stream};
+
+use crate::error::{Result, ViewError};
+use crate::limits::TOKEN_BYTES_MAX;
+
+/// The positions a token names in one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamPositions {
+    /// The stream's incarnation.
+    pub incarnation: u64,
+    /// Partition → offset: records below it must be applied.
+    pub offsets: BTreeMap<u32, u64>,
+}
+
+/// A consistency token (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsistencyToken {
+    /// Stream name → positions.
+    pub streams: BTreeMap<String, StreamPositions>,
+}
+
+impl ConsistencyToken {
+    /// The token of appends to `stream` that landed at `positions`.
+    pub fn from_positions(stream: &Stream, positions: &[Position]) -> ConsistencyToken {
+        let mut sp = StreamPositions {
+            incarnation: stream.incarnation(),
+            offsets: BTreeMap::new(),
+        };
+        for pos in positions {
+            let e = sp.offsets.entry(pos.partition).or_insert(0);
+            *e = (*e).max(pos.offset + 1);
+        }
+        let mut t = ConsistencyToken::default();
+        t.streams.insert(stream.name().to_string(), sp);
+        t
+    }
+
+    /// Merges `other` in: per stream and partition the larger offset. If the two name
+    /// different incarnations of one stream, the larger incarnation's positions are kept.
+    pub fn merge(&mut self, other: &ConsistencyToken) {
+        for (name, sp) in &other.streams {
+            match self.streams.get_mut(name) {
+                None => {
+                    self.streams.insert(name.clone(), sp.clone());
+                }
+                Some(mine) if mine.incarnation == sp.incarnation => {
+                    for (p, o) in &sp.offsets {
+                        let e = mine.offsets.entry(*p).or_insert(0);
+                        *e = (*e).max(*o);
+                    }
+                }
+                Some(mine) if mine.incarnation < sp.incarnation => *mine = sp.clone(),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The text form.
+    ///
+    /// # Errors
+    /// [`ViewError::TokenTooLarge`].
+    pub fn encode(&self) -> Result<String> {
+        let mut b = Vec::new();
+        b.push(u8::try_from(self.streams.len()).unwrap_or(u8::MAX));
+        for (name, sp) in self.streams.iter().take(usize::from(u8::MAX)) {
+            let name = &name.as_bytes()[..name.len().min(255)];
+            b.push(name.len() as u8);
+            b.extend_from_slice(name);
+            b.extend_from_slice(&sp.incarnation.to_le_bytes());
+            b.extend_from_slice(
+                &(sp.offsets.len().min(usize::from(u16::MAX)) as u16).to_le_bytes(),
+            );
+            for (p, o) in sp.offsets.iter().take(usize::from(u16::MAX)) {
+                b.extend_from_slice(&p.to_le_bytes());
+                b.extend_from_slice(&o.to_le_bytes());
+            }
+        }
+        let s = format!("v1.{}", URL_SAFE_NO_PAD.encode(&b));
+        if s.len() > TOKEN_BYTES_MAX {
+            return Err(ViewError::TokenTooLarge {
+                bytes: s.len(),
+                max: TOKEN_BYTES_MAX,
+            });
+        }
+        Ok(s)
+    }
+
+    /// Parses the text form.
+    ///
+    /// # Errors
+    /// [`ViewError::InvalidToken`] naming what is wrong; [`ViewError::TokenTooLarge`].
+    pub fn decode(s: &str) -> Result<ConsistencyToken> {
+        let bad = |reason: &str| ViewError::InvalidToken {
+            reason: reason.to_string(),
+        };
+        if s.len() > TOKEN_BYTES_MAX {
+            return Err(ViewError::TokenTooLarge {
+                bytes: s.len(),
+                max: TOKEN_BYTES_MAX,
+            });
+        }
+        let body = s
+            .strip_prefix("v1.")
+            .ok_or_else(|| bad("does not start with v1."))?;
+        let b = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| bad("not URL-safe base64"))?;
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let s = b.get(at..at + n).ok_or_else(|| bad("truncated"))?;
+            at += n;
+            Ok(s)
+        };
+        let mut t = ConsistencyToken::default();
+        let n = take(1)?[0];
+        for _ in 0..n {
+            let len = take(1)?[0] as usize;
+            let name = std::str::from_utf8(take(len)?)
+                .map_err(|_| bad("stream name is not UTF-8"))?
+                .to_string();
+            let incarnation =
+                u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("truncated"))?);
+            let entries = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad("truncated"))?);
+            let mut offsets = BTreeMap::new();
+            for _ in 0..entries {
+                let p = u32::from_le_bytes(take(4)?.try_into().map_err(|_| bad("truncated"))?);
+                let o = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("truncated"))?);
+                offsets.insert(p, o);
+            }
+            t.streams.insert(
+                name,
+                StreamPositions {
+                    incarnation,
+                    offsets,
+                },
+            );
+        }
+        if at != b.len() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_merge() {
+        let mut a = ConsistencyToken::default();
+        a.streams.insert(
+            "flights".into(),
+            StreamPositions {
+                incarnation: 7,
+                offsets: [(0, 5), (2, 9)].into(),
+            },
+        );
+        let s = a.encode().unwrap();
+        assert!(
+            s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        );
+        assert_eq!(ConsistencyToken::decode(&s).unwrap(), a);
+        let mut b = ConsistencyToken::default();
+        b.streams.insert(
+            "flights".into(),
+            StreamPositions {
+                incarnation: 7,
+                offsets: [(0, 3), (1, 4)].into(),
+            },
+        );
+        b.merge(&a);
+        assert_eq!(
+            b.streams["flights"].offsets,
+            [(0, 5), (1, 4), (2, 9)].into()
+        );
+        assert!(matches!(
+            ConsistencyToken::decode("v1.!!"),
+            Err(ViewError::InvalidToken { .. })
+        ));
+        assert!(matches!(
+            ConsistencyToken::decode(&s[..s.len() - 2]),
+            Err(ViewError::InvalidToken { .. })
+        ));
+    }
+}
