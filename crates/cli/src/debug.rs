@@ -22,8 +22,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::DataDirArgs;
 
-/// Test-suite commands.
+/// Test-suite commands: each is a child process that a crash test kills.
 #[derive(Debug, clap::Subcommand)]
+#[allow(clippy::enum_variant_names, reason = "every one of them is a test's child process")]
 pub enum DebugCommand {
     /// Append deterministic records forever, printing `ack <id> <partition> <offset>` for each
     /// acknowledged one (the crash test kills this process).
@@ -32,6 +33,104 @@ pub enum DebugCommand {
     /// `req-<id>`, printing `ack <id> <partition> <offset> <duplicate 0|1>` for each; exits 0
     /// when all are acknowledged (the exactly-once crash loop kills and restarts this).
     IdemChild(IdemChildArgs),
+    /// Run the transfers `--from-id ..< --to-id` as serializable transactions with request
+    /// ids `txn-<id>` from several threads, printing `ack <id> <offset> <duplicate 0|1>` for
+    /// each acknowledged commit (the transaction crash test kills this).
+    TxnChild(TxnChildArgs),
+}
+
+/// Arguments of `logbook debug txn-child`.
+#[derive(Debug, clap::Args)]
+pub struct TxnChildArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// First transfer id (inclusive).
+    #[arg(long)]
+    from_id: u64,
+    /// Last transfer id (exclusive).
+    #[arg(long)]
+    to_id: u64,
+    /// Client threads.
+    #[arg(long, default_value_t = 4)]
+    clients: u64,
+    /// Accounts the transfers move money between.
+    #[arg(long, default_value_t = 10)]
+    accounts: u64,
+}
+
+/// The transfer with id `id` over `accounts` accounts: `(from, to, amount)`.
+pub fn transfer_of(id: u64, accounts: u64) -> (u64, u64, i64) {
+    let from = id % accounts;
+    let mut to = (id.wrapping_mul(7) + 3) % accounts;
+    if to == from {
+        to = (to + 1) % accounts;
+    }
+    (from, to, (id % 97) as i64 + 1)
+}
+
+fn txn_child(args: &TxnChildArgs) -> anyhow::Result<()> {
+    use logbook_txn::{Isolation, RetryPolicy, TxnOptions, TxnStore, TxnStoreOptions, retry};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    anyhow::ensure!(args.accounts >= 2, "--accounts must be at least 2");
+    let log = Log::open(&args.data.data_dir)
+        .with_context(|| format!("opening {}", args.data.data_dir.display()))?;
+    let store = TxnStore::open(&log, TxnStoreOptions::default()).context("opening the store")?;
+    let next = AtomicU64::new(args.from_id);
+    let policy = RetryPolicy {
+        max_attempts: 1000,
+        ..RetryPolicy::default()
+    };
+    let out = std::sync::Mutex::new(std::io::stdout());
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for _ in 0..args.clients.max(1) {
+            handles.push(s.spawn(|| -> anyhow::Result<()> {
+                loop {
+                    let id = next.fetch_add(1, Ordering::Relaxed);
+                    if id >= args.to_id {
+                        return Ok(());
+                    }
+                    let (from, to, amount) = transfer_of(id, args.accounts);
+                    let request = logbook_log::RequestId::new(format!("txn-{id}"))?;
+                    let done = retry(
+                        &store,
+                        TxnOptions::new(Isolation::Serializable),
+                        &policy,
+                        Some(&request),
+                        |t| {
+                            let read = |t: &mut logbook_txn::Txn,
+                                        k: &str|
+                             -> logbook_txn::Result<i64> {
+                                Ok(t.get(k.as_bytes())?
+                                    .and_then(|v| std::str::from_utf8(&v.value).ok()?.parse().ok())
+                                    .unwrap_or(0))
+                            };
+                            let (fk, tk) = (format!("acct:{from}"), format!("acct:{to}"));
+                            let a = read(t, &fk)?;
+                            let b = read(t, &tk)?;
+                            t.put(fk.as_bytes(), (a - amount).to_string().as_bytes())?;
+                            t.put(tk.as_bytes(), (b + amount).to_string().as_bytes())?;
+                            t.put(format!("done:{id}").as_bytes(), b"1")?;
+                            t.increment(b"count", 1)?;
+                            Ok(())
+                        },
+                    )
+                    .with_context(|| format!("transfer {id}"))?;
+                    let offset = done.outcome.offset.unwrap_or(u64::MAX);
+                    let line = format!("ack {id} {offset} {}\n", u8::from(done.outcome.duplicate));
+                    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                    out.write_all(line.as_bytes())
+                        .and_then(|()| out.flush())
+                        .context("writing acks to stdout")?;
+                }
+            }));
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        }
+        Ok(())
+    })
 }
 
 /// Arguments of `logbook debug idem-child`.
@@ -84,6 +183,7 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::CrashChild(args) => crash_child(&args),
         DebugCommand::IdemChild(args) => idem_child(&args),
+        DebugCommand::TxnChild(args) => txn_child(&args),
     }
 }
 

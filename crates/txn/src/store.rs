@@ -632,6 +632,17 @@ impl TxnStore {
         // From here on the commit is in the log's queue: it will be durable or poison us.
         let applied: Vec<(Vec<u8>, Option<Value>)> =
             record.writes.into_iter().map(resolved_ref).collect();
+        // Record first: the committing transaction no longer pins the horizon.
+        state.cert.record(
+            parts.id,
+            commit_seq,
+            snapshot_seq,
+            serializable,
+            classes,
+            parts.reads.clone(),
+            parts.ranges.clone(),
+            out_min,
+        );
         let horizon = {
             let oldest = state.cert.horizon_seq().map_or(offset + 1, |s| s / 2);
             oldest
@@ -649,16 +660,6 @@ impl TxnStore {
             table.gc_step(horizon, limits::GC_KEYS_PER_COMMIT);
         }
         state.next_offset = offset + 1;
-        state.cert.record(
-            parts.id,
-            commit_seq,
-            snapshot_seq,
-            serializable,
-            classes,
-            parts.reads.clone(),
-            parts.ranges.clone(),
-            out_min,
-        );
         let expired = state.cert.expire_older_than(
             2 * state.next_offset,
             2 * self.options.txn_newer_commits_max,

@@ -1,0 +1,450 @@
+//! The transaction store as a whole: durability through the commit stream (reopen, power
+//! loss, a failed fsync), commit request ids, bounded memory, limits and bad input.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+use std::sync::Arc;
+
+use logbook_log::sim::SimStorage;
+use logbook_log::{FsyncPolicy, Log, LogOptions, RequestId};
+use logbook_txn::{Isolation, KeyRange, TxnError, TxnOptions, TxnStore, TxnStoreOptions, limits};
+
+const DIR: &str = "/data";
+
+fn open_log(sim: &SimStorage) -> Log {
+    Log::open_with(
+        DIR,
+        LogOptions {
+            storage: Arc::new(sim.clone()),
+            ..LogOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn open(sim: &SimStorage, options: TxnStoreOptions) -> (Log, Arc<TxnStore>) {
+    let log = open_log(sim);
+    let store = TxnStore::open(&log, options).unwrap();
+    (log, store)
+}
+
+fn ser() -> TxnOptions {
+    TxnOptions::new(Isolation::Serializable)
+}
+
+fn value(store: &TxnStore, key: &str) -> Option<String> {
+    store
+        .get(key.as_bytes())
+        .unwrap()
+        .map(|v| String::from_utf8(v.value.to_vec()).unwrap())
+}
+
+#[test]
+fn the_table_is_rebuilt_from_the_commit_stream_after_a_power_loss() {
+    let sim = SimStorage::new();
+    let (log, store) = open(&sim, TxnStoreOptions::default());
+    for i in 0..50 {
+        let mut t = store.begin(ser()).unwrap();
+        t.put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes())
+            .unwrap();
+        t.increment(b"count", 1).unwrap();
+        if i % 10 == 9 {
+            t.delete(format!("k{}", i - 1).as_bytes()).unwrap();
+        }
+        t.commit().unwrap();
+    }
+    sim.power_loss();
+    drop(store);
+    drop(log);
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    assert_eq!(value(&store, "count").as_deref(), Some("50"));
+    assert_eq!(value(&store, "k0").as_deref(), Some("v0"));
+    assert_eq!(value(&store, "k8"), None, "deleted by commit 9");
+    assert_eq!(value(&store, "k49").as_deref(), Some("v49"));
+    let rows = store.scan(&KeyRange::prefix(b"k"), 1000).unwrap();
+    assert_eq!(rows.len(), 45);
+    assert_eq!(store.durable_end(), 50);
+}
+
+#[test]
+fn without_fsync_a_power_loss_loses_acknowledged_commits_which_the_seam_detects() {
+    // The same workload as above under fsync `never`: the simulated power loss drops the
+    // unsynced commit records, proving the durability test above would catch a missing
+    // fsync in the commit path.
+    let sim = SimStorage::new();
+    let options = TxnStoreOptions {
+        fsync: FsyncPolicy::Never,
+        ..TxnStoreOptions::default()
+    };
+    let (log, store) = open(&sim, options.clone());
+    for _ in 0..20 {
+        let mut t = store.begin(ser()).unwrap();
+        t.increment(b"count", 1).unwrap();
+        t.commit().unwrap();
+    }
+    sim.power_loss();
+    drop(store);
+    drop(log);
+    let (_log, store) = open(&sim, options);
+    assert_ne!(value(&store, "count").as_deref(), Some("20"));
+}
+
+#[test]
+fn a_commit_is_all_or_nothing_across_a_power_loss_at_any_point() {
+    // Torn writes on: a power loss may keep any prefix of an unsynced write. Whatever
+    // survives, every commit is either wholly visible or not at all, and every
+    // acknowledged one is there.
+    for acked_before_loss in [0u64, 1, 3, 7] {
+        let sim = SimStorage::new();
+        sim.set_torn_writes(true);
+        let (log, store) = open(&sim, TxnStoreOptions::default());
+        let mut acked = 0;
+        for i in 0..acked_before_loss {
+            let mut t = store.begin(ser()).unwrap();
+            // Each commit moves 1 from a to b and writes a marker: a + b == 0 always.
+            t.increment(b"a", -1).unwrap();
+            t.increment(b"b", 1).unwrap();
+            t.put(format!("m{i}").as_bytes(), b"1").unwrap();
+            t.commit().unwrap();
+            acked += 1;
+        }
+        // One more commit whose fsync fails: written (maybe torn), never acknowledged.
+        sim.fail_syncs_after(0);
+        let mut t = store.begin(ser()).unwrap();
+        t.increment(b"a", -1).unwrap();
+        t.increment(b"b", 1).unwrap();
+        t.put(b"unacked", b"1").unwrap();
+        assert!(t.commit().is_err(), "the fsync failure is reported");
+        assert!(
+            matches!(store.begin(ser()), Err(TxnError::Poisoned)),
+            "a failed commit poisons the store"
+        );
+        sim.power_loss();
+        drop(store);
+        drop(log);
+        sim.clear_faults();
+        let (_log, store) = open(&sim, TxnStoreOptions::default());
+        let a: i64 = value(&store, "a").map_or(0, |v| v.parse().unwrap());
+        let b: i64 = value(&store, "b").map_or(0, |v| v.parse().unwrap());
+        assert_eq!(a + b, 0, "no commit is partly visible");
+        assert!(b as u64 >= acked, "every acknowledged commit survived");
+        for i in 0..acked {
+            assert!(value(&store, &format!("m{i}")).is_some());
+        }
+        if value(&store, "unacked").is_some() {
+            assert_eq!(
+                b as u64,
+                acked + 1,
+                "the unacknowledged commit is all there or absent"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_retried_commit_returns_the_original_outcome_and_applies_nothing() {
+    let sim = SimStorage::new();
+    let (log, store) = open(&sim, TxnStoreOptions::default());
+    let id = RequestId::new("transfer-17").unwrap();
+    let mut t = store.begin(ser()).unwrap();
+    t.increment(b"balance", 5).unwrap();
+    let first = t.commit_with(Some(&id), None).unwrap();
+    assert!(!first.duplicate);
+    // The client lost the ack and runs the transaction again: it computes other writes.
+    let mut t = store.begin(ser()).unwrap();
+    t.increment(b"balance", 5).unwrap();
+    t.put(b"other", b"x").unwrap();
+    let retry = t.commit_with(Some(&id), None).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.offset, first.offset);
+    assert_eq!(retry.incremented, first.incremented);
+    assert_eq!(value(&store, "balance").as_deref(), Some("5"));
+    assert_eq!(value(&store, "other"), None);
+    // The id is remembered across a restart: it is rebuilt from the commit stream.
+    sim.power_loss();
+    drop(store);
+    drop(log);
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    let mut t = store.begin(ser()).unwrap();
+    t.increment(b"balance", 5).unwrap();
+    let again = t.commit_with(Some(&id), None).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.offset, first.offset);
+    assert_eq!(value(&store, "balance").as_deref(), Some("5"));
+    assert_eq!(
+        store
+            .stats()
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn an_aborted_attempt_leaves_its_request_id_free() {
+    let sim = SimStorage::new();
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    let id = RequestId::new("r1").unwrap();
+    let mut a = store.begin(TxnOptions::new(Isolation::Snapshot)).unwrap();
+    let mut b = store.begin(TxnOptions::new(Isolation::Snapshot)).unwrap();
+    a.put(b"x", b"a").unwrap();
+    b.put(b"x", b"b").unwrap();
+    a.commit().unwrap();
+    let e = b.commit_with(Some(&id), None).unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    let mut b = store.begin(TxnOptions::new(Isolation::Snapshot)).unwrap();
+    b.put(b"x", b"b").unwrap();
+    let ok = b.commit_with(Some(&id), None).unwrap();
+    assert!(!ok.duplicate, "the failed attempt did not claim the id");
+    assert_eq!(value(&store, "x").as_deref(), Some("b"));
+}
+
+#[test]
+fn a_long_transaction_is_expired_instead_of_pinning_memory() {
+    let sim = SimStorage::new();
+    let options = TxnStoreOptions {
+        txn_newer_commits_max: 10,
+        ..TxnStoreOptions::default()
+    };
+    let (_log, store) = open(&sim, options);
+    let mut old = store.begin(ser()).unwrap();
+    old.get(b"k").unwrap();
+    for i in 0..30 {
+        let mut t = store.begin(ser()).unwrap();
+        t.get(b"k").unwrap();
+        t.put(b"k", i.to_string().as_bytes()).unwrap();
+        t.commit().unwrap();
+    }
+    let m = store.memory();
+    assert!(m.retained_summaries <= 11, "{m:?}");
+    assert_eq!(m.open_txns, 0, "the old transaction was expired");
+    match old.get(b"k") {
+        Err(TxnError::TransactionTooOld {
+            what: "newer_commits",
+            limit: 10,
+        }) => {}
+        other => panic!("expected TransactionTooOld, got {other:?}"),
+    }
+    assert!(matches!(old.get(b"k"), Err(TxnError::Closed)));
+}
+
+#[test]
+fn old_versions_are_collected_unless_a_snapshot_still_reads_them() {
+    let sim = SimStorage::new();
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    let mut t = store.begin(ser()).unwrap();
+    t.put(b"k", b"0").unwrap();
+    t.commit().unwrap();
+    let mut reader = store.begin(TxnOptions::new(Isolation::Snapshot)).unwrap();
+    for i in 1..=100 {
+        let mut t = store.begin(ser()).unwrap();
+        t.put(b"k", i.to_string().as_bytes()).unwrap();
+        t.commit().unwrap();
+    }
+    assert_eq!(
+        &*reader.get(b"k").unwrap().unwrap().value,
+        b"0",
+        "the snapshot still sees it"
+    );
+    assert!(store.memory().versions >= 2);
+    reader.abort();
+    let mut t = store.begin(ser()).unwrap();
+    t.put(b"k", b"last").unwrap();
+    t.commit().unwrap();
+    assert_eq!(store.memory().versions, 1, "{:?}", store.memory());
+    // Deleted keys disappear once no snapshot can see them.
+    let mut t = store.begin(ser()).unwrap();
+    t.delete(b"k").unwrap();
+    t.commit().unwrap();
+    let mut t = store.begin(ser()).unwrap();
+    t.put(b"other", b"1").unwrap();
+    t.commit().unwrap();
+    assert_eq!(store.memory().keys, 1, "{:?}", store.memory());
+}
+
+#[test]
+fn the_number_of_open_transactions_is_bounded() {
+    let sim = SimStorage::new();
+    let options = TxnStoreOptions {
+        open_txns_max: 2,
+        ..TxnStoreOptions::default()
+    };
+    let (_log, store) = open(&sim, options);
+    let a = store.begin(ser()).unwrap();
+    let _b = store.begin(ser()).unwrap();
+    assert!(matches!(
+        store.begin(ser()),
+        Err(TxnError::TooManyOpenTransactions { max: 2 })
+    ));
+    a.abort();
+    store.begin(ser()).unwrap();
+}
+
+#[test]
+fn bad_input_is_refused_by_name_and_changes_nothing() {
+    let sim = SimStorage::new();
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    let mut t = store.begin(ser()).unwrap();
+    t.put(b"n", b"\"text\"").unwrap();
+    t.commit().unwrap();
+    let before = store.durable_end();
+
+    let mut t = store.begin(ser()).unwrap();
+    assert!(matches!(
+        t.put(b"", b"v"),
+        Err(TxnError::KeyTooLarge { bytes: 0, .. })
+    ));
+    let long_key = vec![b'k'; limits::KEY_BYTES_MAX + 1];
+    assert!(matches!(
+        t.get(&long_key),
+        Err(TxnError::KeyTooLarge { .. })
+    ));
+    let big = vec![0u8; limits::VALUE_BYTES_MAX + 1];
+    assert!(matches!(
+        t.put(b"k", &big),
+        Err(TxnError::ValueTooLarge { .. })
+    ));
+    assert!(matches!(
+        t.scan(&KeyRange::all(), limits::SCAN_ROWS_MAX + 1),
+        Err(TxnError::TooMany {
+            what: "scan rows",
+            ..
+        })
+    ));
+    t.increment(b"n", 1).unwrap();
+    match t.commit() {
+        Err(TxnError::NotAnInteger { key }) => assert_eq!(key, "n"),
+        other => panic!("expected NotAnInteger, got {other:?}"),
+    }
+    let mut t = store.begin(ser()).unwrap();
+    t.put(b"max", i64::MAX.to_string().as_bytes()).unwrap();
+    t.commit().unwrap();
+    let mut t = store.begin(ser()).unwrap();
+    t.increment(b"max", 1).unwrap();
+    t.put(b"side-effect", b"1").unwrap();
+    assert!(matches!(
+        t.commit(),
+        Err(TxnError::IncrementOverflow { .. })
+    ));
+    assert_eq!(
+        value(&store, "side-effect"),
+        None,
+        "a failed commit writes nothing"
+    );
+    assert_eq!(store.durable_end(), before + 1);
+
+    let mut ro = store.begin(ser().read_only()).unwrap();
+    assert!(matches!(ro.put(b"k", b"v"), Err(TxnError::ReadOnly)));
+    let mut t = store.begin(ser()).unwrap();
+    t.put(b"k", b"v").unwrap();
+    assert!(matches!(
+        t.put_if_absent(b"k", b"w"),
+        Err(TxnError::InvalidOperation { .. })
+    ));
+    let bad_trace = t.commit_with(None, Some("not-a-traceparent"));
+    assert!(bad_trace.is_err());
+    assert_eq!(value(&store, "k"), None);
+    assert_eq!(
+        store.memory().open_txns,
+        1,
+        "only the read-only transaction is open"
+    );
+}
+
+#[test]
+fn atomic_operations_are_evaluated_at_commit() {
+    let sim = SimStorage::new();
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    // put-if-absent: the second of two concurrent inserts fails by name.
+    let mut a = store
+        .begin(TxnOptions::new(Isolation::ReadCommitted))
+        .unwrap();
+    let mut b = store
+        .begin(TxnOptions::new(Isolation::ReadCommitted))
+        .unwrap();
+    a.put_if_absent(b"user:1", b"alice").unwrap();
+    b.put_if_absent(b"user:1", b"bob").unwrap();
+    let v = a.commit().unwrap().offset.unwrap();
+    assert!(matches!(b.commit(), Err(TxnError::KeyExists { version, .. }) if version == v));
+    // compare-and-set on the version read.
+    let mut t = store
+        .begin(TxnOptions::new(Isolation::ReadCommitted))
+        .unwrap();
+    let seen = t.get(b"user:1").unwrap().unwrap().version.unwrap();
+    t.put_if_version(b"user:1", b"alice2", seen).unwrap();
+    let mut other = store
+        .begin(TxnOptions::new(Isolation::ReadCommitted))
+        .unwrap();
+    other.put_if_version(b"user:1", b"mallory", seen).unwrap();
+    t.commit().unwrap();
+    assert!(matches!(
+        other.commit(),
+        Err(TxnError::VersionMismatch { expected, found: Some(_), .. }) if expected == seen
+    ));
+    // delete-if-version with the current version succeeds.
+    let current = store.get(b"user:1").unwrap().unwrap().version.unwrap();
+    let mut t = store
+        .begin(TxnOptions::new(Isolation::ReadCommitted))
+        .unwrap();
+    t.delete_if_version(b"user:1", current).unwrap();
+    t.commit().unwrap();
+    assert_eq!(value(&store, "user:1"), None);
+    // Concurrent increments at snapshot isolation never conflict and both apply.
+    let mut a = store.begin(TxnOptions::new(Isolation::Snapshot)).unwrap();
+    let mut b = store.begin(TxnOptions::new(Isolation::Snapshot)).unwrap();
+    a.increment(b"hits", 2).unwrap();
+    b.increment(b"hits", 3).unwrap();
+    assert_eq!(a.commit().unwrap().incremented, vec![(b"hits".to_vec(), 2)]);
+    assert_eq!(b.commit().unwrap().incremented, vec![(b"hits".to_vec(), 5)]);
+    // get_for_update makes a read-committed read-modify-write safe.
+    let mut a = store
+        .begin(TxnOptions::new(Isolation::ReadCommitted))
+        .unwrap();
+    let mut b = store
+        .begin(TxnOptions::new(Isolation::ReadCommitted))
+        .unwrap();
+    let x: i64 = std::str::from_utf8(&a.get_for_update(b"hits").unwrap().unwrap().value)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let y: i64 = std::str::from_utf8(&b.get_for_update(b"hits").unwrap().unwrap().value)
+        .unwrap()
+        .parse()
+        .unwrap();
+    a.put(b"hits", (x + 1).to_string().as_bytes()).unwrap();
+    b.put(b"hits", (y + 1).to_string().as_bytes()).unwrap();
+    a.commit().unwrap();
+    let e = b.commit().unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert_eq!(value(&store, "hits").as_deref(), Some("6"));
+}
+
+#[test]
+fn a_read_only_serializable_transaction_on_a_safe_snapshot_never_aborts() {
+    let sim = SimStorage::new();
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    let mut t = store.begin(ser()).unwrap();
+    t.put(b"x", b"0").unwrap();
+    t.put(b"y", b"0").unwrap();
+    t.commit().unwrap();
+    // A read-write transaction is open: the safe snapshot stays before anything it could
+    // still make unsafe.
+    let mut rw = store.begin(ser()).unwrap();
+    rw.get(b"y").unwrap();
+    let mut ro = store.begin(ser().read_only()).unwrap();
+    assert!(ro.snapshot() <= rw.snapshot());
+    let mut w = store.begin(ser()).unwrap();
+    w.put(b"x", b"1").unwrap();
+    w.commit().unwrap();
+    rw.put(b"y", b"1").unwrap();
+    rw.commit().unwrap();
+    assert_eq!(&*ro.get(b"x").unwrap().unwrap().value, b"0");
+    assert_eq!(&*ro.get(b"y").unwrap().unwrap().value, b"0");
+    assert_eq!(ro.commit().unwrap().offset, None);
+    // With no read-write transaction open, the safe snapshot is the newest state.
+    let mut ro = store.begin(ser().read_only()).unwrap();
+    assert_eq!(ro.snapshot(), store.durable_end());
+    assert_eq!(&*ro.get(b"y").unwrap().unwrap().value, b"1");
+}
