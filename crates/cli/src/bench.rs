@@ -75,6 +75,9 @@ use logbook_log::{
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+#[path = "bench_tpcb.rs"]
+mod bench_tpcb;
+
 /// Benchmarks.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -85,6 +88,15 @@ pub enum BenchCommand {
     /// raw-disk writer that writes the same bytes to a plain file with the same fsync
     /// cadence. Prints both.
     Log(LogBenchArgs),
+    /// pgbench's TPC-B-like workload on the transaction store, against PostgreSQL.
+    ///
+    /// Loads branches, tellers and accounts (scale 10: 1,000,000 accounts) into a fresh
+    /// store (fsync always), runs `--clients` threads in a closed loop for `--seconds` at
+    /// `--isolation` with read-modify-write (`--form rmw`) or increments (`--form atomic`),
+    /// retrying serialization failures up to `--max-tries`, and checks that the balances
+    /// still add up. Then, when PostgreSQL is installed, runs `pgbench` at the same scale and
+    /// isolation on a throwaway cluster and prints both and their throughput ratio.
+    Tpcb(bench_tpcb::TpcbArgs),
 }
 
 /// Arguments of `logbook bench log`.
@@ -145,6 +157,7 @@ pub struct LogBenchArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Log(args) => run_log(&args),
+        BenchCommand::Tpcb(args) => bench_tpcb::run(&args),
     }
 }
 

@@ -1,0 +1,1388 @@
+//! `logbook bench tpcb`: pgbench's TPC-B-like workload on the transaction store, and — in
+//! the same run, when PostgreSQL is installed — the same workload on a throwaway PostgreSQL
+//! cluster driven by `pgbench`, so the two are measured on the same machine minutes apart.
+//!
+//! ```text
+//!  load:  b:1..=S  t:1..=10S  a:1..=100000S  (balance "0"), commits of 10,000 keys
+//!  run:   client 0 ─┐  closed loop for --seconds, each transaction through `retry`
+//!         …         ├─▶ TxnStore (commit stream `_txn`, fsync always, group commit)
+//!         client N ─┘  latency per transaction (all tries) → HDR histogram
+//!  check: sum(a:*) = sum(t:*) = sum(b:*) = Σ committed deltas; one history row each
+//!  peer:  initdb → postgres (Unix socket in a temp dir) → pgbench -i -s S
+//!         → pgbench -c N -j 2 -T S --max-tries=10 --log → stop (also on error)
+//! ```
+//!
+//! One transaction, as pgbench's built-in script: uniform `aid` in `1..=100000×S`, `tid` in
+//! `1..=10×S`, `bid` in `1..=S`, `delta` in `-5000..=5000`;
+//! * `--form rmw`: get + put `a:<aid>`, get `a:<aid>`, get + put `t:<tid>`, get + put
+//!   `b:<bid>`, put `history:<client>:<n>` — the client reads and writes, so concurrent
+//!   transactions conflict on the 10 × S-way hot branch keys (snapshot, serializable) or lose
+//!   updates (read_committed, which does no check at commit);
+//! * `--form atomic`: increment the three balances (evaluated at commit, they commute) and
+//!   put the history row; the account's new balance comes from `CommitOutcome::incremented`.
+//!
+//! Definitions (the same for Logbook and PostgreSQL):
+//! * `tps`: committed transactions per second of the run;
+//! * `abort_rate`: aborted tries over all tries (a transaction committed at its third try
+//!   counts two aborted tries out of three; one that failed all its tries counts each);
+//! * `failed_after_retries`: transactions that still failed after `--max-tries` tries;
+//! * `latency_ms`: committed transactions, first try's begin to the commit's
+//!   acknowledgment, retries and backoff included. PostgreSQL's come from pgbench's
+//!   per-transaction log (`--log`), as pgbench prints no percentiles.
+
+use std::collections::Bound;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use logbook_log::Log;
+use logbook_txn::{
+    Isolation, KeyRange, RetryPolicy, TxnError, TxnOptions, TxnStore, TxnStoreOptions, retry,
+};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// Arguments of `logbook bench tpcb`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TpcbArgs {
+    /// Isolation level of every transaction: read_committed, snapshot or serializable.
+    /// PostgreSQL runs at the matching level: read committed, repeatable read (its snapshot
+    /// isolation) or serializable.
+    #[arg(long, default_value = "serializable")]
+    isolation: Isolation,
+    /// How a transaction changes the balances: `rmw` reads each balance and writes the new
+    /// value (conflicts, retries — or lost updates at read_committed); `atomic` uses
+    /// increments evaluated at commit, which never conflict with each other.
+    #[arg(long, value_enum, default_value_t = Form::Rmw)]
+    form: Form,
+    /// Client threads, each running one transaction at a time (pgbench -c).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds of the measured run, per system (pgbench -T).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Scale factor (pgbench -s): S branches, 10×S tellers, 100,000×S accounts.
+    #[arg(long, default_value_t = 10)]
+    scale: u32,
+    /// Tries per transaction, the first included (pgbench --max-tries).
+    #[arg(long, default_value_t = 10)]
+    max_tries: u32,
+    /// Let snapshots include commits that are certified but not yet durable (reads of them
+    /// wait for their fsync): `TxnStoreOptions::early_lock_release`. `false` makes
+    /// snapshots stop at the durable end of the commit stream.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    early_lock_release: bool,
+    /// Directory for Logbook's store; it must be empty or absent and is kept afterwards.
+    /// Default: a fresh directory under the system temp directory, removed afterwards.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Skip the PostgreSQL peer.
+    #[arg(long)]
+    no_postgres: bool,
+    /// Directory holding PostgreSQL's initdb, postgres, pg_ctl, pg_isready (and pgbench,
+    /// else it is taken from PATH). Default: the newest /usr/lib/postgresql/*/bin, else
+    /// the directory `initdb` on PATH resolves to.
+    #[arg(long)]
+    pg_bin: Option<PathBuf>,
+    /// Seed of the clients' random choices (default: random; printed in `params`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the figures as one JSON object instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How a TPC-B transaction changes the balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Form {
+    /// Read each balance, write the new value (get + put).
+    Rmw,
+    /// Increment each balance at commit.
+    Atomic,
+}
+
+impl Form {
+    fn name(self) -> &'static str {
+        match self {
+            Form::Rmw => "rmw",
+            Form::Atomic => "atomic",
+        }
+    }
+}
+
+/// Accounts per unit of scale (pgbench's `naccounts`).
+const ACCOUNTS_PER_SCALE: u64 = 100_000;
+/// Tellers per unit of scale (pgbench's `ntellers`).
+const TELLERS_PER_SCALE: u64 = 10;
+/// Keys per load commit (at most `logbook_txn::limits::WRITE_SET_KEYS_MAX`).
+const LOAD_KEYS_PER_COMMIT: usize = 10_000;
+/// Rows per scan of the consistency check (`logbook_txn::limits::SCAN_ROWS_MAX`).
+const SCAN_ROWS: usize = 10_000;
+/// Histogram range, µs: 1 µs to 60 s, 3 significant digits.
+const LATENCY_US_MAX: u64 = 60_000_000;
+/// PostgreSQL settings of the throwaway cluster (durable commits, like fsync `always`).
+const PG_SETTINGS: [(&str, &str); 4] = [
+    ("fsync", "on"),
+    ("synchronous_commit", "on"),
+    ("shared_buffers", "128MB"),
+    ("listen_addresses", ""),
+];
+/// How long the PostgreSQL server may take to accept connections.
+const PG_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `logbook bench tpcb`.
+pub fn run(args: &TpcbArgs) -> anyhow::Result<()> {
+    if args.clients == 0 || args.seconds == 0 || args.scale == 0 || args.max_tries == 0 {
+        bail!("--clients, --seconds, --scale and --max-tries must each be at least 1");
+    }
+    let seed = args.seed.unwrap_or_else(|| rand::thread_rng().r#gen());
+    sweep_stale_dirs(&std::env::temp_dir());
+
+    let (dir, _temp) = match &args.data_dir {
+        Some(dir) => {
+            let fresh = match std::fs::read_dir(dir) {
+                Ok(mut entries) => entries.next().is_none(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+            };
+            if !fresh {
+                bail!(
+                    "--data-dir {} is not empty: the benchmark loads a fresh store, give it an empty or absent directory",
+                    dir.display()
+                );
+            }
+            (dir.clone(), None)
+        }
+        None => {
+            let temp = TempDir::create(&std::env::temp_dir(), "logbook-tpcb")?;
+            (temp.0.join("data"), Some(temp))
+        }
+    };
+    let logbook = run_logbook(args, &dir, seed)?;
+    let file_system = file_system_of(&dir);
+    drop(_temp);
+
+    let (postgres, postgres_note) = if args.no_postgres {
+        (None, "skipped: --no-postgres".to_string())
+    } else {
+        match PgTools::find(args.pg_bin.as_deref()) {
+            Err(why) => {
+                eprintln!("note: PostgreSQL peer skipped: {why}");
+                (None, format!("PostgreSQL not found, peer skipped: {why}"))
+            }
+            Ok(tools) => match run_postgres(args, &tools) {
+                Ok((figures, note)) => (Some(figures), note),
+                Err(e) => {
+                    eprintln!("warning: the PostgreSQL peer failed: {e:#}");
+                    (None, format!("the PostgreSQL peer failed: {e:#}"))
+                }
+            },
+        }
+    };
+
+    let report = report_json(
+        args,
+        seed,
+        &logbook,
+        postgres.as_ref(),
+        &postgres_note,
+        &dir,
+        file_system,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Logbook
+
+/// What the Logbook side measured.
+struct LogbookRun {
+    figures: Figures,
+    consistency: Consistency,
+    load_seconds: f64,
+    fsyncs: u64,
+    commits: u64,
+    aborts_write_write: u64,
+    aborts_dangerous_structure: u64,
+    durability_waits: u64,
+}
+
+/// The figures both systems report.
+struct Figures {
+    committed: u64,
+    failed: u64,
+    /// Tries in all: committed and failed transactions' tries.
+    tries: u64,
+    /// Aborted tries.
+    aborts: u64,
+    seconds: f64,
+    /// Committed transactions' latency, µs.
+    latency: Histogram<u64>,
+}
+
+impl Figures {
+    fn tps(&self) -> f64 {
+        self.committed as f64 / self.seconds.max(1e-9)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let h = &self.latency;
+        let ms = |q: f64| round3(h.value_at_quantile(q) as f64 / 1000.0);
+        let ratio = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+        json!({
+            "tps": round1(self.tps()),
+            "abort_rate": round4(ratio(self.aborts, self.tries)),
+            "failed_after_retries": self.failed,
+            "failed_rate": round4(ratio(self.failed, self.committed + self.failed)),
+            "latency_ms": {
+                "p50": ms(0.50),
+                "p95": ms(0.95),
+                "p99": ms(0.99),
+                "max": round3(h.max() as f64 / 1000.0),
+                "mean": round3(h.mean() / 1000.0),
+            },
+            "transactions": self.committed,
+            "tries": self.tries,
+            "aborts": self.aborts,
+            "seconds": round3(self.seconds),
+        })
+    }
+}
+
+/// The TPC-B consistency check: sums and row counts after the run.
+struct Consistency {
+    accounts: (u64, i128),
+    tellers: (u64, i128),
+    branches: (u64, i128),
+    history_rows: u64,
+    deltas: i128,
+    expected: (u64, u64, u64),
+}
+
+impl Consistency {
+    fn holds(&self, committed: u64) -> bool {
+        let sums = [self.accounts.1, self.tellers.1, self.branches.1];
+        (self.accounts.0, self.tellers.0, self.branches.0) == self.expected
+            && sums.iter().all(|s| *s == self.deltas)
+            && self.history_rows == committed
+    }
+}
+
+fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?)
+}
+
+fn run_logbook(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<LogbookRun> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = Log::open(dir).with_context(|| format!("opening the log in {}", dir.display()))?;
+    let options = TxnStoreOptions {
+        early_lock_release: args.early_lock_release,
+        ..TxnStoreOptions::default()
+    };
+    let stream_name = options.stream.clone();
+    let store = TxnStore::open(&log, options).context("opening the transaction store")?;
+
+    let load_started = Instant::now();
+    load(&store, args.scale)?;
+    let load_seconds = load_started.elapsed().as_secs_f64();
+
+    let stream = log.stream(&stream_name)?;
+    let partition = stream.partition(0)?;
+    let syncs_before = partition.stats().syncs.load(Ordering::Relaxed);
+    let s = store.stats();
+    let counters = |s: &logbook_txn::TxnStats| {
+        [
+            s.commits.load(Ordering::Relaxed),
+            s.aborts_write_write.load(Ordering::Relaxed),
+            s.aborts_dangerous_structure.load(Ordering::Relaxed),
+            s.durability_waits.load(Ordering::Relaxed),
+        ]
+    };
+    let before = counters(s);
+
+    let (figures, deltas) = run_clients(args, &store, seed)?;
+
+    let after = counters(store.stats());
+    let fsyncs = partition.stats().syncs.load(Ordering::Relaxed) - syncs_before;
+    let scale = u64::from(args.scale);
+    let consistency = Consistency {
+        accounts: sum_prefix(&store, b"a:")?,
+        tellers: sum_prefix(&store, b"t:")?,
+        branches: sum_prefix(&store, b"b:")?,
+        history_rows: sum_prefix(&store, b"history:")?.0,
+        deltas,
+        expected: (ACCOUNTS_PER_SCALE * scale, TELLERS_PER_SCALE * scale, scale),
+    };
+    drop(store);
+    log.close();
+    Ok(LogbookRun {
+        figures,
+        consistency,
+        load_seconds,
+        fsyncs,
+        commits: after[0] - before[0],
+        aborts_write_write: after[1] - before[1],
+        aborts_dangerous_structure: after[2] - before[2],
+        durability_waits: after[3] - before[3],
+    })
+}
+
+/// Loads branches, tellers and accounts with balance 0, in commits of
+/// [`LOAD_KEYS_PER_COMMIT`] keys.
+fn load(store: &Arc<TxnStore>, scale: u32) -> anyhow::Result<()> {
+    let scale = u64::from(scale);
+    let keys = (1..=scale)
+        .map(|b| format!("b:{b}"))
+        .chain((1..=TELLERS_PER_SCALE * scale).map(|t| format!("t:{t}")))
+        .chain((1..=ACCOUNTS_PER_SCALE * scale).map(|a| format!("a:{a}")));
+    let total = scale * (1 + TELLERS_PER_SCALE + ACCOUNTS_PER_SCALE);
+    let progress = bar(total, "load");
+    let mut txn = store.begin(TxnOptions::new(Isolation::ReadCommitted))?;
+    let mut in_txn = 0;
+    for key in keys {
+        txn.put(key.as_bytes(), b"0")?;
+        in_txn += 1;
+        if in_txn == LOAD_KEYS_PER_COMMIT {
+            txn.commit().context("committing loaded rows")?;
+            progress.inc(in_txn as u64);
+            txn = store.begin(TxnOptions::new(Isolation::ReadCommitted))?;
+            in_txn = 0;
+        }
+    }
+    txn.commit().context("committing loaded rows")?;
+    progress.inc(in_txn as u64);
+    progress.finish_and_clear();
+    Ok(())
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let progress = ProgressBar::with_draw_target(Some(total), target);
+    let template = format!("bench tpcb {what} [{{bar:30}}] {{pos}}/{{len}} {{elapsed_precise}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        progress.set_style(style.progress_chars("=> "));
+    }
+    progress
+}
+
+/// One client's tallies.
+struct ClientTally {
+    committed: u64,
+    failed: u64,
+    tries: u64,
+    aborts: u64,
+    deltas: i128,
+    latency: Histogram<u64>,
+}
+
+/// Runs the clients for `--seconds`; returns the figures and the sum of committed deltas.
+fn run_clients(
+    args: &TpcbArgs,
+    store: &Arc<TxnStore>,
+    seed: u64,
+) -> anyhow::Result<(Figures, i128)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(args.clients + 1));
+    let mut handles = Vec::with_capacity(args.clients);
+    for client in 0..args.clients {
+        let store = store.clone();
+        let stop = stop.clone();
+        let start = start.clone();
+        let args = args.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("tpcb-client-{client}"))
+            .spawn(move || {
+                start.wait();
+                let result = client_loop(&args, &store, client, seed, &stop);
+                if result.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .context("starting a client thread")?;
+        handles.push(handle);
+    }
+    let progress = bar(args.seconds, "run (s)");
+    start.wait();
+    let started = Instant::now();
+    let until = started + Duration::from_secs(args.seconds);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(200)));
+        progress.set_position(started.elapsed().as_secs());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut tallies = Vec::with_capacity(handles.len());
+    let mut first_error = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(t)) => tallies.push(t),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert(anyhow::anyhow!("a client thread panicked"));
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let mut figures = Figures {
+        committed: 0,
+        failed: 0,
+        tries: 0,
+        aborts: 0,
+        seconds,
+        latency: latency_histogram()?,
+    };
+    let mut deltas = 0i128;
+    for t in tallies {
+        figures.committed += t.committed;
+        figures.failed += t.failed;
+        figures.tries += t.tries;
+        figures.aborts += t.aborts;
+        figures.latency.add(&t.latency)?;
+        deltas += t.deltas;
+    }
+    Ok((figures, deltas))
+}
+
+/// One client's closed loop: transactions back to back until `stop`.
+fn client_loop(
+    args: &TpcbArgs,
+    store: &Arc<TxnStore>,
+    client: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> anyhow::Result<ClientTally> {
+    let scale = u64::from(args.scale);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        seed ^ (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let policy = RetryPolicy {
+        max_attempts: args.max_tries,
+        ..RetryPolicy::default()
+    };
+    let options = TxnOptions::new(args.isolation);
+    let mut tally = ClientTally {
+        committed: 0,
+        failed: 0,
+        tries: 0,
+        aborts: 0,
+        deltas: 0,
+        latency: latency_histogram()?,
+    };
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let aid = rng.gen_range(1..=ACCOUNTS_PER_SCALE * scale);
+        let tid = rng.gen_range(1..=TELLERS_PER_SCALE * scale);
+        let bid = rng.gen_range(1..=scale);
+        let delta: i64 = rng.gen_range(-5000..=5000);
+        let account = format!("a:{aid}");
+        let teller = format!("t:{tid}");
+        let branch = format!("b:{bid}");
+        let history = format!("history:{client}:{n}");
+        let row = format!("{tid},{bid},{aid},{delta}");
+        n += 1;
+        let mut tries = 0u32;
+        let mut problem: Option<String> = None;
+        let started = Instant::now();
+        let result = retry(store, options, &policy, None, |t| {
+            tries += 1;
+            match args.form {
+                Form::Rmw => {
+                    let a = read_balance(t, &account, &mut problem)?;
+                    t.put(account.as_bytes(), (a + delta).to_string().as_bytes())?;
+                    let balance = read_balance(t, &account, &mut problem)?;
+                    let v = read_balance(t, &teller, &mut problem)?;
+                    t.put(teller.as_bytes(), (v + delta).to_string().as_bytes())?;
+                    let v = read_balance(t, &branch, &mut problem)?;
+                    t.put(branch.as_bytes(), (v + delta).to_string().as_bytes())?;
+                    t.put(history.as_bytes(), row.as_bytes())?;
+                    Ok(Some(balance))
+                }
+                Form::Atomic => {
+                    t.increment(account.as_bytes(), delta)?;
+                    t.increment(teller.as_bytes(), delta)?;
+                    t.increment(branch.as_bytes(), delta)?;
+                    t.put(history.as_bytes(), row.as_bytes())?;
+                    Ok(None)
+                }
+            }
+        });
+        match result {
+            Ok(done) => {
+                let balance = match done.value {
+                    Some(b) => Some(b),
+                    None => done
+                        .outcome
+                        .incremented
+                        .iter()
+                        .find(|(k, _)| k.as_slice() == account.as_bytes())
+                        .map(|(_, v)| *v),
+                };
+                if balance.is_none() {
+                    bail!("the commit of {account} reported no balance for it");
+                }
+                tally.latency.saturating_record(elapsed_us(started));
+                tally.committed += 1;
+                tally.tries += u64::from(done.attempts);
+                tally.aborts += u64::from(done.attempts - 1);
+                tally.deltas += i128::from(delta);
+            }
+            Err(e) if e.is_retryable() => {
+                tally.failed += 1;
+                tally.tries += u64::from(tries);
+                tally.aborts += u64::from(tries);
+            }
+            Err(e) => {
+                let what = problem.unwrap_or_else(|| e.to_string());
+                bail!("client {client}: a transaction failed for good: {what}");
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// Reads a balance: a decimal i64. A missing or malformed row is a broken load, reported
+/// through `problem` (the transaction API only carries [`TxnError`]s).
+fn read_balance(
+    t: &mut logbook_txn::Txn,
+    key: &str,
+    problem: &mut Option<String>,
+) -> logbook_txn::Result<i64> {
+    let found = t.get(key.as_bytes())?;
+    let parsed = found
+        .as_ref()
+        .and_then(|v| std::str::from_utf8(&v.value).ok()?.parse::<i64>().ok());
+    parsed.ok_or_else(|| {
+        *problem = Some(match found {
+            None => format!("row {key} is missing"),
+            Some(_) => format!("row {key} does not hold a decimal i64"),
+        });
+        TxnError::NotAnInteger {
+            key: key.to_string(),
+        }
+    })
+}
+
+/// Rows under `prefix` and the sum of their values read as i64 (history rows are not
+/// numbers; only their count is used).
+fn sum_prefix(store: &TxnStore, prefix: &[u8]) -> anyhow::Result<(u64, i128)> {
+    let all = KeyRange::prefix(prefix);
+    let mut range = all.clone();
+    let mut rows = 0u64;
+    let mut sum = 0i128;
+    loop {
+        let page = store.scan(&range, SCAN_ROWS)?;
+        for row in &page {
+            rows += 1;
+            if let Some(v) = std::str::from_utf8(&row.value)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
+                sum += i128::from(v);
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == SCAN_ROWS => {
+                range = KeyRange {
+                    start: Bound::Excluded(last.key.clone()),
+                    end: all.end.clone(),
+                };
+            }
+            _ => return Ok((rows, sum)),
+        }
+    }
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// PostgreSQL's programs, and the user to run the server as.
+struct PgTools {
+    bin: PathBuf,
+    pgbench: PathBuf,
+    /// `Some((name, uid, gid))` when this process is root: PostgreSQL refuses to run as
+    /// root, so its programs run through `runuser -u name --`.
+    run_as: Option<(String, u32, u32)>,
+}
+
+impl PgTools {
+    /// Finds PostgreSQL; `Err` says why it is considered absent.
+    fn find(explicit: Option<&Path>) -> Result<PgTools, String> {
+        const SERVER: [&str; 4] = ["initdb", "postgres", "pg_ctl", "pg_isready"];
+        let complete = |dir: &Path| SERVER.iter().all(|p| dir.join(p).is_file());
+        let bin = match explicit {
+            Some(dir) if complete(dir) => dir.to_path_buf(),
+            Some(dir) => {
+                return Err(format!(
+                    "--pg-bin {} lacks one of {}",
+                    dir.display(),
+                    SERVER.join(", ")
+                ));
+            }
+            None => {
+                let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| {
+                        let v = e.file_name().to_str()?.parse().ok()?;
+                        Some((v, e.path().join("bin")))
+                    })
+                    .filter(|(_, dir)| complete(dir))
+                    .collect();
+                versions.sort();
+                let from_path = || {
+                    let initdb = find_on_path("initdb")?.canonicalize().ok()?;
+                    initdb
+                        .parent()
+                        .filter(|d| complete(d))
+                        .map(Path::to_path_buf)
+                };
+                match versions.pop().map(|(_, dir)| dir).or_else(from_path) {
+                    Some(dir) => dir,
+                    None => {
+                        return Err(format!(
+                            "no directory with {} (looked in /usr/lib/postgresql/*/bin and PATH; --pg-bin names one)",
+                            SERVER.join(", ")
+                        ));
+                    }
+                }
+            }
+        };
+        let pgbench = if bin.join("pgbench").is_file() {
+            bin.join("pgbench")
+        } else {
+            find_on_path("pgbench").ok_or("pgbench is not installed")?
+        };
+        let run_as = if is_root() {
+            if find_on_path("runuser").is_none() {
+                return Err(
+                    "running as root, and PostgreSQL refuses root; runuser is missing".into(),
+                );
+            }
+            let user = ["postgres", "nobody"]
+                .iter()
+                .find_map(|name| passwd_entry(name))
+                .ok_or("running as root, and neither user postgres nor nobody exists")?;
+            Some(user)
+        } else {
+            None
+        };
+        Ok(PgTools {
+            bin,
+            pgbench,
+            run_as,
+        })
+    }
+
+    /// A command running `program` as the PostgreSQL user.
+    fn command(&self, program: &Path) -> Command {
+        match &self.run_as {
+            Some((user, _, _)) => {
+                let mut c = Command::new("runuser");
+                c.arg("-u").arg(user).arg("--").arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn server_version(&self) -> String {
+        Command::new(self.bin.join("postgres"))
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Whether this process runs as root (the owner of `/proc/self` is the effective user).
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// `(name, uid, gid)` of a user from /etc/passwd.
+fn passwd_entry(name: &str) -> Option<(String, u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        let uid = f.next()?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        Some((name.to_string(), uid, gid))
+    })
+}
+
+/// A throwaway PostgreSQL cluster in a temporary directory. Dropping it stops the server
+/// (fast shutdown; killed if that fails) and removes the directory — also on error. The
+/// server runs in this process's process group, so a Ctrl-C in the terminal reaches it too
+/// (SIGINT is PostgreSQL's fast shutdown).
+struct PgCluster<'t> {
+    tools: &'t PgTools,
+    dir: TempDir,
+    data: PathBuf,
+    port: u16,
+    server: Option<Child>,
+}
+
+impl PgCluster<'_> {
+    fn start(tools: &PgTools, clients: usize) -> anyhow::Result<PgCluster<'_>> {
+        let dir = TempDir::create(&std::env::temp_dir(), "logbook-tpcb-pg")?;
+        if let Some((user, uid, gid)) = &tools.run_as {
+            std::os::unix::fs::chown(&dir.0, Some(*uid), Some(*gid))
+                .with_context(|| format!("giving {} to user {user}", dir.0.display()))?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .context("finding a free port")?;
+        let mut cluster = PgCluster {
+            tools,
+            data: dir.0.join("data"),
+            dir,
+            port,
+            server: None,
+        };
+        let out = tools
+            .command(&tools.bin.join("initdb"))
+            .arg("-D")
+            .arg(&cluster.data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .context("running initdb")?;
+        check_output("initdb", &out)?;
+        let log_path = cluster.dir.0.join("postgres.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut server = tools.command(&tools.bin.join("postgres"));
+        server
+            .arg("-D")
+            .arg(&cluster.data)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-k")
+            .arg(&cluster.dir.0)
+            .args(["-c", &format!("max_connections={}", clients + 10)]);
+        for (name, value) in PG_SETTINGS {
+            server.arg("-c").arg(format!("{name}={value}"));
+        }
+        let child = server
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting postgres")?;
+        cluster.server = Some(child);
+        let deadline = Instant::now() + PG_START_TIMEOUT;
+        loop {
+            let ready = Command::new(tools.bin.join("pg_isready"))
+                .arg("-q")
+                .arg("-h")
+                .arg(&cluster.dir.0)
+                .arg("-p")
+                .arg(port.to_string())
+                .status()
+                .context("running pg_isready")?;
+            if ready.success() {
+                return Ok(cluster);
+            }
+            let exited = match cluster.server.as_mut() {
+                Some(c) => c.try_wait()?.is_some(),
+                None => true,
+            };
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!(
+                    "postgres did not start ({}); its log ends with:\n{}",
+                    if exited { "it exited" } else { "timed out" },
+                    tail(&log, 10)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A pgbench command connected to this cluster, run from its directory.
+    fn pgbench(&self) -> Command {
+        let mut c = self.tools.command(&self.tools.pgbench);
+        c.current_dir(&self.dir.0)
+            .arg("-h")
+            .arg(&self.dir.0)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", "postgres"]);
+        c
+    }
+}
+
+impl Drop for PgCluster<'_> {
+    fn drop(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let stopped = self
+            .tools
+            .command(&self.tools.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "30", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stopped {
+            tracing::warn!("pg_ctl stop failed; killing the PostgreSQL server");
+            let _ = server.kill();
+        }
+        let _ = server.wait();
+    }
+}
+
+fn check_output(what: &str, out: &std::process::Output) -> anyhow::Result<()> {
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stdout), 10),
+            tail(&String::from_utf8_lossy(&out.stderr), 10)
+        );
+    }
+    Ok(())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    for line in &all[all.len().saturating_sub(lines)..] {
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+/// PostgreSQL's name of an isolation level.
+fn pg_isolation(isolation: Isolation) -> &'static str {
+    match isolation {
+        Isolation::ReadCommitted => "read committed",
+        Isolation::Snapshot => "repeatable read",
+        Isolation::Serializable => "serializable",
+    }
+}
+
+/// `PGOPTIONS` making every transaction of the session run at `isolation` (spaces in an
+/// option value are escaped with a backslash).
+fn pgoptions(isolation: Isolation) -> String {
+    format!(
+        "-c default_transaction_isolation={}",
+        pg_isolation(isolation).replace(' ', "\\ ")
+    )
+}
+
+/// What PostgreSQL measured, with pgbench's own summary lines.
+struct PgRun {
+    figures: Figures,
+    retried: Option<u64>,
+    total_retries: Option<u64>,
+    pgbench_tps: Option<f64>,
+    latency_average_ms: Option<f64>,
+    command: String,
+    version: String,
+}
+
+fn run_postgres(args: &TpcbArgs, tools: &PgTools) -> anyhow::Result<(PgRun, String)> {
+    let version = tools.server_version();
+    eprintln!("PostgreSQL peer: {version}, starting a throwaway cluster");
+    let cluster = PgCluster::start(tools, args.clients)?;
+    let out = cluster
+        .pgbench()
+        .args(["-i", "-q", "-s", &args.scale.to_string(), "postgres"])
+        .output()
+        .context("running pgbench -i")?;
+    check_output("pgbench -i", &out)?;
+    let threads = args.clients.min(2);
+    let run_args = [
+        "-c".to_string(),
+        args.clients.to_string(),
+        "-j".to_string(),
+        threads.to_string(),
+        "-T".to_string(),
+        args.seconds.to_string(),
+        format!("--max-tries={}", args.max_tries),
+        "--log".to_string(),
+        "--log-prefix=pgbench_log".to_string(),
+        "postgres".to_string(),
+    ];
+    let options = pgoptions(args.isolation);
+    eprintln!(
+        "PostgreSQL peer: pgbench {} (PGOPTIONS='{options}')",
+        run_args.join(" ")
+    );
+    let out = cluster
+        .pgbench()
+        .env("PGOPTIONS", &options)
+        .args(&run_args)
+        .output()
+        .context("running pgbench")?;
+    check_output("pgbench", &out)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = PgbenchSummary::parse(&stdout);
+    let mut figures = Figures {
+        committed: 0,
+        failed: 0,
+        tries: 0,
+        aborts: 0,
+        seconds: args.seconds as f64,
+        latency: latency_histogram()?,
+    };
+    let mut logs = 0;
+    for entry in std::fs::read_dir(&cluster.dir.0)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("pgbench_log."))
+        {
+            logs += 1;
+            let text = std::fs::read_to_string(entry.path())
+                .with_context(|| format!("reading {}", entry.path().display()))?;
+            for line in text.lines() {
+                tally_log_line(line, &mut figures)?;
+            }
+        }
+    }
+    if logs == 0 {
+        bail!("pgbench wrote no per-transaction log");
+    }
+    if let Some(processed) = summary.processed
+        && processed != figures.committed
+    {
+        bail!(
+            "pgbench reported {processed} transactions but its logs hold {}",
+            figures.committed
+        );
+    }
+    // pgbench's own tps excludes the connection time: use it when printed.
+    if let Some(tps) = summary.tps
+        && tps > 0.0
+    {
+        figures.seconds = figures.committed as f64 / tps;
+    }
+    let command = format!(
+        "pgbench -i -s {}; PGOPTIONS='{options}' pgbench {}",
+        args.scale,
+        run_args.join(" ")
+    );
+    let note = format!(
+        "{version}; throwaway cluster ({}, max_connections={}){}; {command}; the same standard TPC-B script for every --form (its UPDATEs are atomic in SQL); percentiles from pgbench's per-transaction log",
+        PG_SETTINGS
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.clients + 10,
+        match &tools.run_as {
+            Some((user, _, _)) => format!(", run as user {user} (this process is root)"),
+            None => String::new(),
+        },
+    );
+    drop(cluster);
+    Ok((
+        PgRun {
+            figures,
+            retried: summary.retried,
+            total_retries: summary.total_retries,
+            pgbench_tps: summary.tps,
+            latency_average_ms: summary.latency_average_ms,
+            command,
+            version,
+        },
+        note,
+    ))
+}
+
+/// Adds one line of pgbench's per-transaction log (`client_id transaction_no time
+/// script_no time_epoch time_us [schedule_lag] retries`; `time` is `failed` for a
+/// transaction that failed all its tries) to `figures`.
+fn tally_log_line(line: &str, figures: &mut Figures) -> anyhow::Result<()> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.is_empty() {
+        return Ok(());
+    }
+    if fields.len() < 7 {
+        bail!("unexpected pgbench log line (expected the retries column): {line:?}");
+    }
+    let retries: u64 = fields[fields.len() - 1]
+        .parse()
+        .with_context(|| format!("pgbench log line {line:?}: retries"))?;
+    match fields[2] {
+        "failed" => {
+            figures.failed += 1;
+            figures.tries += retries + 1;
+            figures.aborts += retries + 1;
+        }
+        "skipped" => {}
+        time => {
+            let us: u64 = time
+                .parse()
+                .with_context(|| format!("pgbench log line {line:?}: time"))?;
+            figures.committed += 1;
+            figures.tries += retries + 1;
+            figures.aborts += retries;
+            figures.latency.saturating_record(us.max(1));
+        }
+    }
+    Ok(())
+}
+
+/// The lines of pgbench's summary this benchmark reads.
+#[derive(Debug, Default, PartialEq)]
+struct PgbenchSummary {
+    processed: Option<u64>,
+    failed: Option<u64>,
+    retried: Option<u64>,
+    total_retries: Option<u64>,
+    latency_average_ms: Option<f64>,
+    tps: Option<f64>,
+}
+
+impl PgbenchSummary {
+    fn parse(text: &str) -> PgbenchSummary {
+        let first_number = |rest: &str| -> Option<String> {
+            let rest = rest.trim_start_matches([':', '=', ' ']);
+            let n: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            (!n.is_empty()).then_some(n)
+        };
+        let mut s = PgbenchSummary::default();
+        for line in text.lines() {
+            let line = line.trim();
+            let after = |prefix: &str| line.strip_prefix(prefix).and_then(first_number);
+            if let Some(n) = after("number of transactions actually processed") {
+                s.processed = n.parse().ok();
+            } else if let Some(n) = after("number of failed transactions") {
+                s.failed = n.parse().ok();
+            } else if let Some(n) = after("number of transactions retried") {
+                s.retried = n.parse().ok();
+            } else if let Some(n) = after("total number of retries") {
+                s.total_retries = n.parse().ok();
+            } else if let Some(n) = after("latency average") {
+                s.latency_average_ms = n.parse().ok();
+            } else if let Some(n) = after("tps") {
+                s.tps = n.parse().ok();
+            }
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+
+/// A directory removed when dropped (also on error).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create(parent: &Path, prefix: &str) -> anyhow::Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = parent.join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+}
+
+/// Removes the temporary directories of earlier runs that were interrupted (Ctrl-C ends
+/// the process before its guards run; the PostgreSQL server, in the same process group,
+/// shuts itself down): `logbook-tpcb-*-<pid>-*` whose process is gone and whose server, if
+/// any, is gone too.
+fn sweep_stale_dirs(parent: &Path) {
+    let alive = |pid: &str| Path::new("/proc").join(pid.trim()).exists();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| {
+            n.strip_prefix("logbook-tpcb-pg-")
+                .or_else(|| n.strip_prefix("logbook-tpcb-"))
+        }) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().filter(|p| p.parse::<u32>().is_ok()) else {
+            continue;
+        };
+        let server = std::fs::read_to_string(entry.path().join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string));
+        if alive(pid) || server.as_deref().is_some_and(alive) {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => {
+                tracing::info!(dir = %entry.path().display(), "removed the directory of an interrupted run")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove the directory of an interrupted run")
+            }
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove a benchmark directory");
+        }
+    }
+}
+
+/// The file system holding `path`, from /proc/self/mounts: "TYPE DEVICE mounted at POINT".
+fn file_system_of(path: &Path) -> Option<String> {
+    let path = path.canonicalize().ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (device, point, kind) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(point)
+                .then(|| (point.len(), format!("{kind} {device} mounted at {point}")))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, description)| description)
+}
+
+fn loadavg_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+fn report_json(
+    args: &TpcbArgs,
+    seed: u64,
+    lb: &LogbookRun,
+    pg: Option<&PgRun>,
+    postgres_note: &str,
+    dir: &Path,
+    file_system: Option<String>,
+) -> serde_json::Value {
+    let mut report = lb.figures.json();
+    let c = &lb.consistency;
+    let consistent = c.holds(lb.figures.committed);
+    let postgres = pg.map(|pg| {
+        let mut p = pg.figures.json();
+        p["isolation"] = json!(pg_isolation(args.isolation));
+        p["transactions_retried"] = json!(pg.retried);
+        p["total_retries"] = json!(pg.total_retries);
+        p["pgbench_tps"] = json!(pg.pgbench_tps);
+        p["pgbench_latency_average_ms"] = json!(pg.latency_average_ms);
+        p["command"] = json!(pg.command);
+        p["version"] = json!(pg.version);
+        p
+    });
+    let ratio = pg
+        .map(|pg| pg.figures.tps())
+        .filter(|tps| *tps > 0.0)
+        .map(|tps| round3(lb.figures.tps() / tps));
+    let extra = json!({
+        "consistent": consistent,
+        "consistency": {
+            "accounts": c.accounts.0,
+            "tellers": c.tellers.0,
+            "branches": c.branches.0,
+            "history_rows": c.history_rows,
+            "sum_accounts": c.accounts.1.to_string(),
+            "sum_tellers": c.tellers.1.to_string(),
+            "sum_branches": c.branches.1.to_string(),
+            "sum_committed_deltas": c.deltas.to_string(),
+        },
+        "logbook": {
+            "commits": lb.commits,
+            "fsyncs": lb.fsyncs,
+            "commits_per_fsync": if lb.fsyncs == 0 { serde_json::Value::Null } else { json!(round1(lb.commits as f64 / lb.fsyncs as f64)) },
+            "aborts_write_write": lb.aborts_write_write,
+            "aborts_dangerous_structure": lb.aborts_dangerous_structure,
+            "durability_waits": lb.durability_waits,
+            "load_seconds": round3(lb.load_seconds),
+        },
+        "params": {
+            "isolation": args.isolation.to_string(),
+            "form": args.form.name(),
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "scale": args.scale,
+            "fsync": "always",
+            "early_lock_release": args.early_lock_release,
+            "max_tries": args.max_tries,
+            "seed": seed,
+        },
+        "postgres": postgres,
+        "ratio_tps": ratio,
+        "postgres_note": postgres_note,
+        "dir": dir.display().to_string(),
+        "file_system": file_system,
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "loadavg_1m": loadavg_1m(),
+        },
+    });
+    if let (Some(r), Some(e)) = (report.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    report
+}
+
+fn print_summary(r: &serde_json::Value) {
+    let p = &r["params"];
+    println!(
+        "logbook bench tpcb: {} {}, {} clients, {} s, scale {}, fsync always, early lock release {}",
+        p["isolation"].as_str().unwrap_or("?"),
+        p["form"].as_str().unwrap_or("?"),
+        p["clients"],
+        p["seconds"],
+        p["scale"],
+        p["early_lock_release"],
+    );
+    let line = |name: &str, f: &serde_json::Value| {
+        let l = &f["latency_ms"];
+        println!(
+            "  {name:<10} {} tps, abort rate {}, failed after retries {}, latency ms p50 {} p95 {} p99 {}",
+            f["tps"], f["abort_rate"], f["failed_after_retries"], l["p50"], l["p95"], l["p99"]
+        );
+    };
+    line("logbook", r);
+    println!(
+        "  consistent: {} (accounts {}, tellers {}, branches {}, committed deltas {})",
+        r["consistent"],
+        r["consistency"]["sum_accounts"],
+        r["consistency"]["sum_tellers"],
+        r["consistency"]["sum_branches"],
+        r["consistency"]["sum_committed_deltas"]
+    );
+    if r["postgres"].is_null() {
+        println!("  postgres:  {}", r["postgres_note"].as_str().unwrap_or(""));
+    } else {
+        line("postgres", &r["postgres"]);
+        println!("  ratio_tps: {}", r["ratio_tps"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbench_summary_lines_are_read() {
+        let text = "transaction type: <builtin: TPC-B (sort of)>\n\
+            scaling factor: 10\n\
+            number of transactions actually processed: 2163\n\
+            number of failed transactions: 994 (31.486%)\n\
+            number of transactions retried: 2291 (72.569%)\n\
+            total number of retries: 12894\n\
+            latency average = 12.674 ms (including failures)\n\
+            initial connection time = 15.668 ms\n\
+            tps = 432.480203 (without initial connection time)\n";
+        let s = PgbenchSummary::parse(text);
+        assert_eq!(
+            s,
+            PgbenchSummary {
+                processed: Some(2163),
+                failed: Some(994),
+                retried: Some(2291),
+                total_retries: Some(12894),
+                latency_average_ms: Some(12.674),
+                tps: Some(432.480203),
+            }
+        );
+    }
+
+    #[test]
+    fn pgbench_log_lines_count_tries_and_aborts() -> anyhow::Result<()> {
+        let mut f = Figures {
+            committed: 0,
+            failed: 0,
+            tries: 0,
+            aborts: 0,
+            seconds: 1.0,
+            latency: latency_histogram()?,
+        };
+        tally_log_line("2 1 6658 0 1795986709 156713 0", &mut f)?;
+        tally_log_line("1 1 24060 0 1795986709 174103 7", &mut f)?;
+        tally_log_line("3 4 failed 0 1795986709 174103 9", &mut f)?;
+        assert_eq!((f.committed, f.failed, f.tries, f.aborts), (2, 1, 19, 17));
+        assert_eq!(f.latency.len(), 2);
+        assert!(tally_log_line("1 2 3", &mut f).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn isolation_levels_map_to_postgres_names() {
+        assert_eq!(
+            pgoptions(Isolation::Snapshot),
+            "-c default_transaction_isolation=repeatable\\ read"
+        );
+        assert_eq!(pg_isolation(Isolation::Serializable), "serializable");
+    }
+}
