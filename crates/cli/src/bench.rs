@@ -78,6 +78,9 @@ use serde_json::json;
 #[path = "bench_tpcb.rs"]
 mod bench_tpcb;
 
+#[path = "bench_views.rs"]
+mod bench_views;
+
 /// Benchmarks.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -88,6 +91,9 @@ pub enum BenchCommand {
     /// raw-disk writer that writes the same bytes to a plain file with the same fsync
     /// cadence. Prints both.
     Log(LogBenchArgs),
+    /// The derived-view processors on the real flights data: events/s, rebuild time of three
+    /// views, and freshness (append ack → visible) under a steady append rate.
+    Views(bench_views::ViewsBenchArgs),
     /// pgbench's TPC-B-like workload on the transaction store, against PostgreSQL.
     ///
     /// Loads branches, tellers and accounts (scale 10: 1,000,000 accounts) into a fresh
@@ -157,6 +163,7 @@ pub struct LogBenchArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Log(args) => run_log(&args),
+        BenchCommand::Views(args) => bench_views::run(&args),
         BenchCommand::Tpcb(args) => bench_tpcb::run(&args),
     }
 }

@@ -8,6 +8,7 @@ mod debug;
 mod flights;
 mod log_cmd;
 mod quickstart;
+mod view_cmd;
 
 use std::path::PathBuf;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Work with streams in a data directory directly (no server).
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Derived views: tables, indexes and aggregates kept from a stream (docs/views.md).
+    #[command(subcommand)]
+    View(view_cmd::ViewCommand),
     /// Measure Logbook against the disk it runs on.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -69,6 +73,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Quickstart(args) => quickstart::run(args),
         Command::Log(cmd) => log_cmd::run(cmd),
+        Command::View(cmd) => view_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Debug(cmd) => debug::run(cmd),
     }
