@@ -21,7 +21,7 @@ const TABLE: &str = r#"{"source":"s","kind":"table"}"#;
 const RECORDS: u64 = 30_000;
 
 fn value_of(i: u64) -> Option<Value> {
-    (i % 13 != 0)
+    (!i.is_multiple_of(13))
         .then(|| json!({ "g": format!("g{}", i % 5), "v": (i * 7919 % 2001) as i64 - 1000 }))
 }
 
