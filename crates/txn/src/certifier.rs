@@ -29,6 +29,10 @@
 //!   itself recorded an out-edge to an earlier `T3`. A hit aborts `T` — the only one of the
 //!   three still able to abort — so nothing already acknowledged is ever undone.
 //!
+//! Only `serializable` transactions take part in SSI (as in PostgreSQL): an rw-antidependency
+//! is tracked only between two of them, so mixing levels gives the weaker transaction's
+//! guarantees to the anomalies it is part of.
+//!
 //! ## False positives
 //! A dangerous structure is necessary for a cycle, not sufficient: `T1 → T2 → T3` may be
 //! closed by no edge back from `T3` to `T1`, and the check aborts anyway. Conflicts are

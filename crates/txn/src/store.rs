@@ -466,7 +466,25 @@ impl TxnStore {
                     incremented: Vec::new(),
                 });
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // An error that names a commit reveals it: never before it is durable.
+                let named = match &e {
+                    TxnError::SerializationFailure {
+                        conflicting_offset, ..
+                    } => Some(*conflicting_offset),
+                    TxnError::VersionMismatch { found, .. } => *found,
+                    TxnError::KeyExists { version, .. } => Some(*version),
+                    _ => None,
+                };
+                // (A read-only transaction is named by the offset after it, which need not
+                // exist yet: only offsets already given to commit records are waited for.)
+                if let Some(offset) = named
+                    && offset < lock(&self.state).next_offset
+                {
+                    self.wait_durable(offset)?;
+                }
+                return Err(e);
+            }
         };
         let result = completion.wait();
         let ok = match &result {
