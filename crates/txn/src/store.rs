@@ -372,8 +372,14 @@ impl TxnStore {
 
     /// The snapshot a `read_committed` read takes now.
     pub(crate) fn visible_now(&self) -> u64 {
-        let state = lock(&self.state);
-        self.visible(&state)
+        // The table applies exactly the certified commits, under the commit lock: its
+        // applied offset is `next_offset` without taking that lock.
+        let applied = self.read_table().applied();
+        if self.options.early_lock_release {
+            applied
+        } else {
+            self.durable_end().min(applied)
+        }
     }
 
     pub(crate) fn read_table(&self) -> RwLockReadGuard<'_, Table> {
