@@ -80,6 +80,13 @@ pub struct TpcbArgs {
     /// snapshots stop at the durable end of the commit stream.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     early_lock_release: bool,
+    /// Versions the store keeps for this many commits behind the newest
+    /// (`TxnStoreOptions::history_commits`). Needed with `--early-lock-release false` on the
+    /// current library: its garbage collector prunes below the newest commit, not below the
+    /// durable end where new snapshots then start, so reads would miss rows; 1000 keeps
+    /// every version such a snapshot can read (the durable end trails by one group commit).
+    #[arg(long, default_value_t = 0)]
+    history_commits: u64,
     /// Directory for Logbook's store; it must be empty or absent and is kept afterwards.
     /// Default: a fresh directory under the system temp directory, removed afterwards.
     #[arg(long)]
@@ -290,6 +297,7 @@ fn run_logbook(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Logbook
     let log = Log::open(dir).with_context(|| format!("opening the log in {}", dir.display()))?;
     let options = TxnStoreOptions {
         early_lock_release: args.early_lock_release,
+        history_commits: args.history_commits,
         ..TxnStoreOptions::default()
     };
     let stream_name = options.stream.clone();
@@ -1275,6 +1283,7 @@ fn report_json(
             "scale": args.scale,
             "fsync": "always",
             "early_lock_release": args.early_lock_release,
+            "history_commits": args.history_commits,
             "max_tries": args.max_tries,
             "seed": seed,
         },
