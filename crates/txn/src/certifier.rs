@@ -163,6 +163,9 @@ pub(crate) struct Certifier {
     active_ids: HashMap<u64, u64>,
     safe_seq: u64,
     candidate: Option<Candidate>,
+    /// The snapshot position new transactions start at (or after): without early lock
+    /// release it trails the newest commit, and summaries above it must stay.
+    floor_seq: u64,
 }
 
 impl Certifier {
@@ -302,6 +305,7 @@ impl Certifier {
         reads: HashSet<Vec<u8>>,
         ranges: Vec<Range>,
         out_min: Option<u64>,
+        now_seq: u64,
     ) {
         if let Some(last) = self.recent.back() {
             assert!(
@@ -324,13 +328,15 @@ impl Certifier {
                 out_min,
             });
         }
-        // The snapshot position right after this commit (even).
-        self.finish(id, (commit_seq + 1) & !1, out_min);
+        self.finish(id, now_seq, out_min);
     }
 
     /// Unregisters a transaction that ends without committing anything worth recording.
     /// `now_seq` is the current snapshot position (even).
     pub(crate) fn finish(&mut self, id: u64, now_seq: u64, out_min: Option<u64>) {
+        // New transactions start at `now_seq` or later: summaries at or below it can only
+        // matter to transactions open now.
+        self.floor_seq = self.floor_seq.max(now_seq);
         if let Some(start) = self.active_ids.remove(&id) {
             self.active.remove(&(start, id));
         }
@@ -406,9 +412,11 @@ impl Certifier {
     }
 
     fn prune(&mut self) {
-        let horizon = self.horizon_seq();
+        let horizon = self
+            .horizon_seq()
+            .map_or(self.floor_seq, |h| h.min(self.floor_seq));
         while let Some(front) = self.recent.front() {
-            if horizon.is_some_and(|h| front.commit_seq > h) {
+            if front.commit_seq > horizon {
                 break;
             }
             self.recent.pop_front();
@@ -465,11 +473,12 @@ mod tests {
                     rs,
                     vec![],
                     out_min,
+                    (commit_seq + 1) & !1,
                 );
                 Ok(())
             }
             Err(e) => {
-                c.finish(id, commit_seq, None);
+                c.finish(id, commit_seq & !1, None);
                 Err(e)
             }
         }

@@ -612,6 +612,7 @@ impl TxnStore {
                 parts.reads.clone(),
                 parts.ranges.clone(),
                 out_min,
+                now_snapshot,
             );
             return Ok(None);
         }
@@ -657,6 +658,13 @@ impl TxnStore {
         let applied: Vec<(Vec<u8>, Option<Value>)> =
             record.writes.into_iter().map(resolved_ref).collect();
         // Record first: the committing transaction no longer pins the horizon.
+        // Where new transactions start after this commit: right after it, or without early
+        // lock release at the durable end.
+        let visible_after = if self.options.early_lock_release {
+            offset + 1
+        } else {
+            self.durable_end().min(offset + 1)
+        };
         state.cert.record(
             parts.id,
             commit_seq,
@@ -666,11 +674,12 @@ impl TxnStore {
             parts.reads.clone(),
             parts.ranges.clone(),
             out_min,
+            2 * visible_after,
         );
         let horizon = {
-            let oldest = state.cert.horizon_seq().map_or(offset + 1, |s| s / 2);
+            let oldest = state.cert.horizon_seq().map_or(visible_after, |s| s / 2);
             oldest
-                .min(offset + 1)
+                .min(visible_after)
                 .min((offset + 1).saturating_sub(self.options.history_commits))
         };
         {
