@@ -1,0 +1,32 @@
+//! Helpers shared by the transaction integration tests: a store in a temp dir, and the
+//! Elle-style history checker (`elle`).
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of these helpers"
+)]
+
+pub mod elle;
+
+use std::sync::Arc;
+
+use logbook_log::{FsyncPolicy, Log};
+use logbook_txn::{TxnStore, TxnStoreOptions};
+
+/// A store on a fresh log in a temp dir. Keep the returned guards alive for the test.
+///
+/// `fsync` `never`: these tests are about isolation, not durability, and the log still
+/// reports each commit durable only once written (early lock release waits for that).
+pub fn temp_store() -> (tempfile::TempDir, Log, Arc<TxnStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let store = TxnStore::open(
+        &log,
+        TxnStoreOptions {
+            fsync: FsyncPolicy::Never,
+            ..TxnStoreOptions::default()
+        },
+    )
+    .unwrap();
+    (dir, log, store)
+}
