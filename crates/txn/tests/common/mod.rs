@@ -13,6 +13,9 @@ use std::sync::Arc;
 use logbook_log::{FsyncPolicy, Log};
 use logbook_txn::{TxnStore, TxnStoreOptions};
 
+/// What must outlive a store made by [`temp_store`].
+pub type Guards = (tempfile::TempDir, Log);
+
 /// A store on a fresh log in a temp dir. Keep the returned guards alive for the test.
 ///
 /// `fsync` `never`: these tests are about isolation, not durability, and the log still
