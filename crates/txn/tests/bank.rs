@@ -8,6 +8,12 @@
 //! * Transfers written with `increment` keep the total at `read_committed` too, and never
 //!   conflict.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers, like tests, fail loudly on an unexpected error"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -42,6 +42,12 @@
 //! the later committer aborts. Schedules are therefore written in our own words, not as
 //! copies of the Hermitage ones (which rely on blocking).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers, like tests, fail loudly on an unexpected error"
+)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -184,7 +190,6 @@ enum Step {
 
 #[derive(Debug)]
 struct Script {
-    name: String,
     anomaly: String,
     /// (line number, source line, step)
     steps: Vec<(usize, String, Step)>,
@@ -326,7 +331,6 @@ fn parse(name: &str, text: &str) -> Result<Script, String> {
         steps.push((line_no, raw.to_string(), Step::Op { txn, op, expect }));
     }
     Ok(Script {
-        name: name.to_string(),
         anomaly: anomaly.ok_or_else(|| format!("{name}: no `anomaly:` line"))?,
         steps,
     })

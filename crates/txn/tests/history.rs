@@ -17,6 +17,12 @@
 //! cargo test -p logbook-txn --release --test history -- --nocapture
 //! ```
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers, like tests, fail loudly on an unexpected error"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -5,6 +5,11 @@
     dead_code,
     reason = "each test binary uses a different subset of these helpers"
 )]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers, like tests, fail loudly on an unexpected error"
+)]
 
 pub mod elle;
 
