@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! LOGBOOK_HISTORY_SEED=N   replay the operation choices of a run (interleavings differ)
-//! LOGBOOK_HISTORY_TXNS=N   transactions per level (default 3,000; e.g. 50000 for a long run)
+//! LOGBOOK_HISTORY_TXNS=N   transactions per level (default 10,000; e.g. 200000 for a long run)
 //! cargo test -p logbook-txn --release --test history -- --nocapture
 //! ```
 
@@ -35,10 +35,19 @@ use rand::{Rng, SeedableRng};
 
 const THREADS: usize = 4;
 const KEYS: usize = 16;
-const TXNS_DEFAULT: usize = 3_000;
+const TXNS_DEFAULT: usize = 10_000;
+/// Appends per key generation: after this many appends the clients move on to a fresh set
+/// of keys, so lists (and the checker's work per read) stay short in long runs.
+const APPENDS_PER_GENERATION: u64 = 1_000;
 
+/// Key `i` of generation `generation`.
+fn gkey(generation: u64, i: usize) -> String {
+    format!("h:{generation:04}:{i:02}")
+}
+
+/// Key `i` of generation 0.
 fn key(i: usize) -> String {
-    format!("h:{i:02}")
+    gkey(0, i)
 }
 
 fn encode(list: &[Elem]) -> String {
@@ -58,6 +67,8 @@ struct Recorder {
     txn: Txn,
     level: Isolation,
     record: TxnRecord,
+    /// The key generation its scans use.
+    generation: u64,
 }
 
 impl Recorder {
@@ -72,6 +83,7 @@ impl Recorder {
         let mut r = Recorder {
             txn,
             level: options.isolation,
+            generation: 0,
             record: TxnRecord {
                 process,
                 mops: Vec::new(),
@@ -119,6 +131,7 @@ impl Recorder {
     /// Scans keys `from..to` (indices) with `limit`; records a read of every key the scan
     /// covered: all of the range, or up to the last row returned when the limit cut it.
     fn scan(&mut self, from: usize, to: usize, limit: usize) -> Result<(), TxnError> {
+        let key = |i| gkey(self.generation, i);
         let range = KeyRange::between(key(from).as_bytes(), key(to).as_bytes());
         let rows = self.txn.scan(&range, limit)?;
         let covered_to = if rows.len() == limit {
@@ -180,12 +193,15 @@ fn random_txn(
     next_elem: &AtomicU64,
     read_only_share: f64,
 ) -> TxnRecord {
+    let generation = next_elem.load(Ordering::Relaxed) / APPENDS_PER_GENERATION;
     let read_only = rng.gen_bool(read_only_share);
     let mut options = TxnOptions::new(level);
     if read_only {
         options = options.read_only();
     }
     let mut t = Recorder::begin(store, options, process);
+    t.generation = generation;
+    let key = |i| gkey(generation, i);
     let ops = rng.gen_range(1..=4);
     for _ in 0..ops {
         let roll = rng.gen_range(0..100);
@@ -250,14 +266,14 @@ fn run_workload(level: Isolation, seed: u64, txns: usize, read_only_share: f64) 
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let rows = store.scan(&KeyRange::prefix(b"h:"), 1000).unwrap();
-    let final_state = (0..KEYS)
-        .map(|i| {
-            let k = key(i);
-            let v = rows
-                .iter()
-                .find(|r| r.key == k.as_bytes())
-                .map_or_else(Vec::new, |r| decode(&r.value));
+    let generations = next_elem.load(Ordering::Relaxed) / APPENDS_PER_GENERATION;
+    let final_state = (0..=generations)
+        .flat_map(|g| (0..KEYS).map(move |i| gkey(g, i)))
+        .map(|k| {
+            let v = store
+                .get(k.as_bytes())
+                .unwrap()
+                .map_or_else(Vec::new, |v| decode(&v.value));
             (k, v)
         })
         .collect();
