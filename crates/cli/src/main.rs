@@ -8,6 +8,7 @@ mod debug;
 mod flights;
 mod log_cmd;
 mod quickstart;
+mod serve;
 mod view_cmd;
 
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ enum Command {
     /// appends every flight of January 2013 keyed `year-month-day|carrier|flight|origin`, and
     /// prints records, bytes, partitions and the append latency p50/p95/p99.
     Quickstart(quickstart::QuickstartArgs),
+    /// Serve the HTTP API (v1) on a data directory until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
     /// Work with streams in a data directory directly (no server).
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
@@ -72,6 +75,7 @@ fn main() -> anyhow::Result<()> {
     init_tracing(cli.log_format);
     match cli.command {
         Command::Quickstart(args) => quickstart::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::View(cmd) => view_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

@@ -1,0 +1,97 @@
+//! `logbook serve`: the HTTP API (v1) of DESIGN.md on a data directory.
+//!
+//! Settings come from, lowest precedence first: built-in defaults, `--config FILE.toml`,
+//! `LOGBOOK_*` environment variables, flags. On start it prints one line to stdout,
+//! `listening on http://HOST:PORT` (the real port when `--listen` asks for port 0), then
+//! serves until SIGINT or SIGTERM, drains in-flight requests, closes the log and exits 0.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use logbook_server::{ConfigLayer, Server, limits};
+
+/// Options of `logbook serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (snake_case keys, e.g. `listen`,
+    /// `txn_idle_timeout_ms`); flags and environment variables override it.
+    #[arg(long, env = "LOGBOOK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The data directory (created if missing). Default `./data`.
+    #[arg(long, env = "LOGBOOK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT; port 0 picks a free one. Default `127.0.0.1:7700`.
+    #[arg(long, env = "LOGBOOK_LISTEN")]
+    pub listen: Option<String>,
+    /// Most open connections; one more is answered 503. Default 1024.
+    #[arg(long, env = "LOGBOOK_CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+    /// Most requests handled at once; one more is answered 503. Default 256.
+    #[arg(long, env = "LOGBOOK_REQUESTS_MAX")]
+    pub requests_max: Option<usize>,
+    /// Most interactive transactions open at once; one more is answered 429. Default 1000.
+    #[arg(long, env = "LOGBOOK_OPEN_TXNS_MAX")]
+    pub open_txns_max: Option<usize>,
+    /// Idle interactive transactions are aborted after this many ms. Default 30000.
+    #[arg(long, env = "LOGBOOK_TXN_IDLE_TIMEOUT_MS")]
+    pub txn_idle_timeout_ms: Option<u64>,
+    /// Time in-flight requests get to finish at shutdown, in ms. Default 30000.
+    #[arg(long, env = "LOGBOOK_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigLayer::from_file(path)?,
+        None => ConfigLayer::default(),
+    };
+    let given = ConfigLayer {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        connections_max: args.connections_max,
+        requests_max: args.requests_max,
+        open_txns_max: args.open_txns_max,
+        txn_idle_timeout_ms: args.txn_idle_timeout_ms,
+        shutdown_grace_ms: args.shutdown_grace_ms,
+    };
+    let config = given.over(file).resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(limits::BLOCKING_THREADS_MAX)
+        .thread_name("logbook-http")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr().context("reading the bound address")?;
+        tracing::info!(%addr, "listening");
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+        drop(out);
+        server.run(shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,207 @@
+//! The HTTP API (v1): the router, the OpenAPI document and the small shared pieces of the
+//! handlers. One module per resource:
+//!
+//! | module | routes |
+//! | --- | --- |
+//! | [`streams`] | `/v1/streams`, `/v1/streams/{stream}`, `/v1/streams/{stream}/records` |
+//! | [`txns`] | `/v1/txns`, `/v1/txns/{txn}/...`, `/v1/kv`, `/v1/kv/{key}` |
+//! | [`ops`] | `/v1/health`, `/metrics`, `/openapi.json` |
+//! | views | `/v1/views/...` — **not yet**: answered 501 until `logbook-views` (issue 5) is wired in |
+//!
+//! Every route is registered through `utoipa_axum::routes!`, which puts it in the router
+//! and in the OpenAPI document at once; a test checks that the document holds every route
+//! of DESIGN.md's table that is built, and that every documented route answers.
+
+pub mod ops;
+pub mod streams;
+pub mod txns;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware;
+use axum::routing::any;
+use serde_json::value::RawValue;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::limits;
+use crate::state::AppState;
+
+/// The OpenAPI document's fixed parts; paths are added by the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Logbook HTTP API",
+        version = "1",
+        description = "The event log is the database. Errors are RFC 9457 application/problem+json with a stable `code` and the offending `field`."
+    ),
+    tags(
+        (name = "streams", description = "Streams and records"),
+        (name = "transactions", description = "Interactive transactions and key-value reads"),
+        (name = "operations", description = "Health, metrics, this document")
+    )
+)]
+struct ApiDoc;
+
+/// The router and the OpenAPI document it serves.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(streams::list_streams))
+        .routes(routes!(
+            streams::put_stream,
+            streams::get_stream,
+            streams::delete_stream
+        ))
+        .routes(routes!(streams::append, streams::read_records))
+        .routes(routes!(txns::begin))
+        .routes(routes!(txns::get_key, txns::put_key, txns::delete_key))
+        .routes(routes!(txns::scan))
+        .routes(routes!(txns::increment))
+        .routes(routes!(txns::commit))
+        .routes(routes!(txns::abort))
+        .routes(routes!(txns::kv_get))
+        .routes(routes!(txns::kv_scan))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .split_for_parts();
+    let doc_json: Arc<str> = doc.to_json().unwrap_or_default().into();
+    let router = router
+        // ── VIEW ROUTES (issue 5) ──────────────────────────────────────────────────────
+        // `PUT/GET /v1/views/{view}`, `GET /v1/views/{view}/rows/{key}`,
+        // `GET /v1/views/{view}/rows` go here once `logbook-views` is a dependency: add
+        // a `views` module beside `streams` and register its handlers with `routes!`
+        // above. Until then they answer 501 `not_implemented`.
+        .route("/v1/views", any(views_not_built))
+        .route("/v1/views/{*rest}", any(views_not_built))
+        // ───────────────────────────────────────────────────────────────────────────────
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::edge::edge,
+        ))
+        .layer(axum::Extension(ops::OpenApiJson(doc_json)))
+        .layer(DefaultBodyLimit::max(limits::BODY_BYTES_MAX))
+        .with_state(state);
+    (router, doc)
+}
+
+async fn views_not_built() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "Not implemented yet",
+        "views are not served over HTTP yet (issue 5); use `logbook view` on the data directory",
+    )
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "No such route",
+        "no route matches this path; see GET /openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        "this path does not take this method; see GET /openapi.json",
+    )
+}
+
+/// Query parameters, parsed one by one so an error names the parameter; unknown ones are
+/// refused (a typo is not silently ignored).
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid("query", format!("bad query string: {e}")))?;
+        Ok(Params(pairs))
+    }
+}
+
+impl Params {
+    /// Refuses parameters not in `known`, and repeated ones.
+    ///
+    /// # Errors
+    /// 400 `invalid_request` naming the parameter.
+    pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        for (i, (k, _)) in self.0.iter().enumerate() {
+            if !known.contains(&k.as_str()) {
+                return Err(ApiError::invalid(
+                    k.clone(),
+                    format!("unknown query parameter {k:?}; this route takes {known:?}"),
+                ));
+            }
+            if self.0[..i].iter().any(|(k2, _)| k2 == k) {
+                return Err(ApiError::invalid(
+                    k.clone(),
+                    format!("query parameter {k:?} is given twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw text of a parameter.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter parsed as `T`.
+    ///
+    /// # Errors
+    /// 400 `invalid_request` naming the parameter.
+    pub fn get<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.text(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<T>()
+                .map(Some)
+                .map_err(|e| ApiError::invalid(name, format!("query parameter {name}={v:?}: {e}"))),
+        }
+    }
+}
+
+/// Bytes shown as text: UTF-8 as is, invalid sequences replaced.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A stored value as JSON: the bytes themselves when they are JSON, else a JSON string.
+pub fn raw_json(bytes: &[u8]) -> Box<RawValue> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| RawValue::from_string(s.to_string()).ok())
+        .or_else(|| serde_json::value::to_raw_value(&text(bytes)).ok())
+        .unwrap_or_else(|| RawValue::NULL.to_owned())
+}
+
+/// The bytes stored for a JSON value: its compact text, object keys sorted (so two
+/// spellings of one value are the same bytes, and a retry with reordered keys is no
+/// request-id conflict).
+pub fn json_value(v: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}

@@ -1,0 +1,91 @@
+//! Operations: health, metrics, the OpenAPI document.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::state::{AppState, Phase};
+
+use super::Params;
+
+/// Health.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// The process answers (always true in a response).
+    pub live: bool,
+    /// The data directory is open and requests are served.
+    pub ready: bool,
+    /// `opening` (recovering the data directory), `ready`, `shutting_down` or `failed`.
+    pub state: String,
+    /// Interactive transactions open.
+    pub open_transactions: usize,
+}
+
+/// Liveness and readiness. Answers 200 when ready, 503 while the data directory is being
+/// opened (recovery) or the server is shutting down; with `?probe=live`, 200 whenever the
+/// process answers.
+#[utoipa::path(get, path = "/v1/health", tag = "operations",
+    params(("probe" = Option<String>, Query, description = "`ready` (default) or `live`")),
+    responses((status = 200, body = Health), (status = 503, description = "Not ready", body = Health)))]
+pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response, ApiError> {
+    q.only(&["probe"])?;
+    let live_probe = match q.text("probe") {
+        None | Some("ready") => false,
+        Some("live") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "probe",
+                format!("probe must be `live` or `ready`, not {other:?}"),
+            ));
+        }
+    };
+    let phase = state.phase();
+    let ready = phase == Phase::Ready;
+    let status = if ready || live_probe {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        live: true,
+        ready,
+        state: phase.name().to_string(),
+        open_transactions: state.txns().len(),
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// Metrics in the Prometheus text format (see [`crate::metrics`]).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document, as served.
+#[derive(Debug, Clone)]
+pub struct OpenApiJson(pub Arc<str>);
+
+/// This API's OpenAPI 3.1 document, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi(Extension(doc): Extension<OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.0.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,678 @@
+//! Streams and records: `PUT/GET/DELETE /v1/streams/{stream}`, `GET /v1/streams`,
+//! `POST/GET /v1/streams/{stream}/records`.
+//!
+//! Appends without an `Idempotency-Key` are encoded and checked here in full (every record
+//! against every limit) before any batch is queued, then awaited through the completions'
+//! futures, so no thread waits for the fsync. Appends with one go through
+//! [`logbook_log::Stream::append_with_id`] on the blocking pool (its outcome is not a future
+//! yet).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use logbook_log::{FsyncPolicy, LogError, Position, Record, Stream, StreamConfig};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{JsonBody, Tracking, blocking};
+use crate::limits;
+use crate::state::AppState;
+use crate::token::ConsistencyToken;
+
+use super::{Params, json_value, text};
+
+/// `PUT /v1/streams/{stream}` body. Every field optional.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStream {
+    /// Partitions, 1..=256. Default 1. Fixed for the stream's life.
+    pub partitions: Option<u32>,
+    /// `always` (default: acknowledged after fdatasync), `never`, or `interval:<ms>`.
+    pub fsync: Option<String>,
+    /// Segment size in bytes before rolling. Default 128 MiB.
+    pub segment_bytes_max: Option<u64>,
+}
+
+/// A stream's settings and extent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamInfo {
+    /// Name.
+    pub stream: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Distinguishes this stream from a dropped one of the same name.
+    pub incarnation: u64,
+    /// Fsync policy.
+    pub fsync: String,
+    /// Records retained, over all partitions.
+    pub records: u64,
+    /// Per partition: first retained offset and next offset to be written.
+    pub offsets: Vec<PartitionOffsets>,
+}
+
+/// One partition's extent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionOffsets {
+    /// Partition.
+    pub partition: u32,
+    /// First retained offset.
+    pub start: u64,
+    /// Next offset to be written.
+    pub end: u64,
+}
+
+/// `GET /v1/streams` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamList {
+    /// Every stream, by name.
+    pub streams: Vec<StreamInfo>,
+}
+
+fn info(s: &Stream) -> StreamInfo {
+    StreamInfo {
+        stream: s.name().to_string(),
+        partitions: s.partition_count(),
+        incarnation: s.incarnation(),
+        fsync: s.config().fsync.to_string(),
+        records: s.record_count(),
+        offsets: s
+            .partitions()
+            .iter()
+            .map(|p| PartitionOffsets {
+                partition: p.id(),
+                start: p.start_offset(),
+                end: p.end_offset(),
+            })
+            .collect(),
+    }
+}
+
+/// Streams whose names start with `_` belong to Logbook (`_txn` is the commit stream).
+fn check_writable(name: &str) -> Result<(), ApiError> {
+    if name.starts_with('_') {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "reserved_stream",
+            "Reserved stream",
+            format!("stream {name:?} is internal (names starting with '_' are reserved); it can be read, not written"),
+        )
+        .field("stream"));
+    }
+    Ok(())
+}
+
+/// Creates a stream (201), or confirms an existing one with the same settings (200).
+#[utoipa::path(put, path = "/v1/streams/{stream}", tag = "streams",
+    params(("stream" = String, Path, description = "Stream name: [A-Za-z0-9._-], ≤ 128 bytes")),
+    request_body(content = CreateStream, description = "Settings; the body may be empty"),
+    responses(
+        (status = 201, description = "Created", body = StreamInfo),
+        (status = 200, description = "Exists with the same settings", body = StreamInfo),
+        (status = 409, description = "Exists with other settings (`stream_exists`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid name or settings", body = Problem, content_type = "application/problem+json")))]
+pub async fn put_stream(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<CreateStream>,
+) -> Result<Response, ApiError> {
+    check_writable(&name)?;
+    let opened = state.opened()?;
+    let mut config = StreamConfig::with_partitions(body.partitions.unwrap_or(1));
+    if let Some(f) = &body.fsync {
+        config.fsync = f
+            .parse::<FsyncPolicy>()
+            .map_err(|e| ApiError::invalid("fsync", e))?;
+    }
+    if let Some(b) = body.segment_bytes_max {
+        config.segment_bytes_max = b;
+    }
+    let existed = opened.log.stream(&name).is_ok();
+    let log = opened.log.clone();
+    let stream = blocking(move || log.create_stream(&name, config))
+        .await?
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(info(&stream))).into_response())
+}
+
+/// Lists streams.
+#[utoipa::path(get, path = "/v1/streams", tag = "streams",
+    responses((status = 200, body = StreamList)))]
+pub async fn list_streams(State(state): State<AppState>) -> Result<Json<StreamList>, ApiError> {
+    let opened = state.opened()?;
+    let streams = opened
+        .log
+        .stream_names()
+        .iter()
+        .filter_map(|n| opened.log.stream(n).ok())
+        .map(|s| info(&s))
+        .collect();
+    Ok(Json(StreamList { streams }))
+}
+
+/// A stream's settings and extent.
+#[utoipa::path(get, path = "/v1/streams/{stream}", tag = "streams",
+    params(("stream" = String, Path)),
+    responses((status = 200, body = StreamInfo),
+        (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_stream(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<StreamInfo>, ApiError> {
+    let opened = state.opened()?;
+    let s = opened
+        .log
+        .stream(&name)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    Ok(Json(info(&s)))
+}
+
+/// Drops a stream and its records (204). Its name may be reused; tokens of the old stream
+/// are never satisfied by the new one.
+#[utoipa::path(delete, path = "/v1/streams/{stream}", tag = "streams",
+    params(("stream" = String, Path)),
+    responses((status = 204, description = "Dropped"),
+        (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json")))]
+pub async fn delete_stream(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    check_writable(&name)?;
+    let opened = state.opened()?;
+    let log = opened.log.clone();
+    blocking(move || log.drop_stream(&name))
+        .await?
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One record of an append.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordIn {
+    /// Key: records with the same key go to the same partition, in order.
+    pub key: Option<String>,
+    /// The value: any JSON (`null` is a deletion for table views).
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// Headers, name → value.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Event time in ms since the epoch (within a day of the server's clock). Default: the
+    /// server's clock.
+    pub timestamp_ms: Option<i64>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+/// `POST /v1/streams/{stream}/records` body: one record, or `{"records": [...]}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    /// A batch (instead of the single-record fields).
+    pub records: Option<Vec<RecordIn>>,
+    /// Single record: key.
+    pub key: Option<String>,
+    /// Single record: value (required for a single record).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<serde_json::Value>,
+    /// Single record: headers.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Single record: event time.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct PositionOut {
+    /// Partition.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+}
+
+/// Answer to a single-record append.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppendOne {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Consistency token of this write (null if it would exceed 1 KiB).
+    pub token: Option<String>,
+    /// True when this was a retry of an `Idempotency-Key` already in the log: nothing was
+    /// appended and the original position is returned.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// Answer to a batch append.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppendMany {
+    /// Positions, in input order.
+    pub positions: Vec<PositionOut>,
+    /// Consistency token of this write (null if it would exceed 1 KiB).
+    pub token: Option<String>,
+    /// As [`AppendOne::duplicate`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+fn to_record(r: RecordIn) -> Record {
+    Record {
+        key: r.key.map(String::into_bytes),
+        value: json_value(&r.value),
+        headers: r
+            .headers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect(),
+        timestamp_ms: r.timestamp_ms,
+    }
+}
+
+/// Appends one record or a batch. With `Idempotency-Key`, exactly once: a retry answers 200
+/// with the original positions and `"duplicate": true`; the same key with another body is
+/// 409 `request_id_conflict`. `traceparent` is stored in the first record's headers.
+#[utoipa::path(post, path = "/v1/streams/{stream}/records", tag = "streams",
+    params(("stream" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Request id: 1..=128 printable ASCII bytes"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context")),
+    request_body = AppendBody,
+    responses(
+        (status = 201, description = "Appended (single record: `AppendOne`)", body = AppendMany),
+        (status = 200, description = "A retry: nothing appended, original positions", body = AppendMany),
+        (status = 409, description = "`request_id_conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`, `batch_too_many_records`, `record_too_large`...", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_json` naming the field", body = Problem, content_type = "application/problem+json")))]
+pub async fn append(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    tracking: Tracking,
+    JsonBody(body): JsonBody<AppendBody>,
+) -> Result<Response, ApiError> {
+    check_writable(&name)?;
+    let (records, single) = match body.records {
+        Some(records) => {
+            let stray = [
+                ("key", body.key.is_some()),
+                ("value", body.value.is_some()),
+                ("headers", body.headers.is_some()),
+                ("timestamp_ms", body.timestamp_ms.is_some()),
+            ];
+            if let Some((field, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(ApiError::invalid(
+                    *field,
+                    "give one record (key, value, headers) or a batch {\"records\": [...]}, not both",
+                ));
+            }
+            if records.len() > limits::BATCH_RECORDS_MAX {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "batch_too_many_records",
+                    "Too many records in one request",
+                    format!(
+                        "the batch has {} records; the limit is {}; nothing was written",
+                        records.len(),
+                        limits::BATCH_RECORDS_MAX
+                    ),
+                )
+                .field("records"));
+            }
+            (records, false)
+        }
+        None => {
+            let Some(value) = body.value else {
+                return Err(ApiError::invalid_json(
+                    Some("value".into()),
+                    "missing field `value` (or give a batch as {\"records\": [...]})",
+                ));
+            };
+            let r = RecordIn {
+                key: body.key,
+                value,
+                headers: body.headers,
+                timestamp_ms: body.timestamp_ms,
+            };
+            (vec![r], true)
+        }
+    };
+    let field = move |i: usize| {
+        if single {
+            String::new()
+        } else {
+            format!("records[{i}]")
+        }
+    };
+    let mut records: Vec<Record> = records.into_iter().map(to_record).collect();
+    let opened = state.opened()?;
+    let stream = opened
+        .log
+        .stream(&name)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let metrics = state.metrics().clone();
+    let n = records.len() as u64;
+    let started = Instant::now();
+    let (positions, duplicate, op) = match tracking.request_id {
+        Some(rid) => {
+            let s = stream.clone();
+            let tp = tracking.traceparent;
+            let outcome = blocking(move || {
+                s.append_with_id(&rid, tp.as_deref(), records)
+                    .and_then(|pending| pending.wait())
+            })
+            .await?
+            .map_err(|e| ApiError::from_log(e, field))?;
+            (outcome.positions, outcome.duplicate, "append_idempotent")
+        }
+        None => {
+            if let Some(tp) = tracking.traceparent
+                && let Some(first) = records.first_mut()
+                && !first.headers.iter().any(|(k, _)| k == "traceparent")
+            {
+                first.headers.push(("traceparent".into(), tp.into_bytes()));
+            }
+            let positions = append_plain(&stream, records)
+                .await
+                .map_err(|e| ApiError::from_log(e, field))?;
+            (positions, false, "append")
+        }
+    };
+    metrics
+        .op_duration
+        .with_label_values(&[op])
+        .observe(started.elapsed().as_secs_f64());
+    metrics.appends.inc();
+    if duplicate {
+        metrics.duplicates.with_label_values(&["append"]).inc();
+    } else {
+        metrics.records_appended.inc_by(n);
+    }
+    let mut token = ConsistencyToken::default();
+    for p in &positions {
+        token.note(stream.name(), stream.incarnation(), p.partition, p.offset);
+    }
+    let token = token.encode().ok();
+    let status = if duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    if single && let Some(p) = positions.first() {
+        return Ok((
+            status,
+            Json(AppendOne {
+                partition: p.partition,
+                offset: p.offset,
+                token,
+                duplicate,
+            }),
+        )
+            .into_response());
+    }
+    let positions = positions
+        .iter()
+        .map(|p| PositionOut {
+            partition: p.partition,
+            offset: p.offset,
+        })
+        .collect();
+    Ok((
+        status,
+        Json(AppendMany {
+            positions,
+            token,
+            duplicate,
+        }),
+    )
+        .into_response())
+}
+
+/// Appends without a request id: every share (records of one partition) is encoded and
+/// checked before any is queued, then the completions are awaited.
+async fn append_plain(
+    stream: &Arc<Stream>,
+    records: Vec<Record>,
+) -> Result<Vec<Position>, LogError> {
+    let len = records.len();
+    if len == 0 {
+        return Err(LogError::EmptyBatch);
+    }
+    for (index, r) in records.iter().enumerate() {
+        if let Some((name, _)) = r
+            .headers
+            .iter()
+            .find(|(k, _)| logbook_log::dedup::is_reserved_header(k))
+        {
+            return Err(LogError::ReservedHeader {
+                index,
+                name: name.clone(),
+            });
+        }
+    }
+    let unkeyed = stream.choose_partition(None);
+    let mut shares: BTreeMap<u32, (Vec<Record>, Vec<usize>)> = BTreeMap::new();
+    for (i, r) in records.into_iter().enumerate() {
+        let p = match &r.key {
+            Some(k) => logbook_log::partition_for_key(k, stream.partition_count()),
+            None => unkeyed,
+        };
+        let share = shares.entry(p).or_default();
+        share.0.push(r);
+        share.1.push(i);
+    }
+    let now = stream.partition(0)?.clock_now_ms();
+    let mut encoded = Vec::with_capacity(shares.len());
+    for (p, (records, indices)) in shares {
+        let batch = logbook_log::format::encode_batch(&records, now)
+            .map_err(|e| remap_index(e, &indices))?;
+        encoded.push((p, batch, indices));
+    }
+    // Queuing may wait briefly when a partition's queue is full (backpressure): do it on the
+    // blocking pool, then await the fsyncs here.
+    let s = stream.clone();
+    let pending = blocking(move || {
+        let mut pending = Vec::with_capacity(encoded.len());
+        for (p, batch, indices) in encoded {
+            pending.push((s.partition(p)?.append_encoded(batch)?, indices));
+        }
+        Ok::<_, LogError>(pending)
+    })
+    .await
+    .map_err(|_| LogError::Closed)??;
+    let mut positions = vec![
+        Position {
+            partition: 0,
+            offset: 0
+        };
+        len
+    ];
+    let mut first_error = None;
+    for (completion, indices) in pending {
+        match completion.await {
+            Ok(ack) => {
+                for (j, i) in indices.into_iter().enumerate() {
+                    positions[i] = Position {
+                        partition: ack.partition,
+                        offset: ack.base_offset + j as u64,
+                    };
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(positions),
+    }
+}
+
+/// Renames a share-relative record index in an error to the request's index.
+fn remap_index(e: LogError, indices: &[usize]) -> LogError {
+    let map = |i: usize| indices.get(i).copied().unwrap_or(i);
+    match e {
+        LogError::RecordTooLarge { index, bytes, max } => LogError::RecordTooLarge {
+            index: map(index),
+            bytes,
+            max,
+        },
+        LogError::KeyTooLarge { index, bytes, max } => LogError::KeyTooLarge {
+            index: map(index),
+            bytes,
+            max,
+        },
+        LogError::TooManyHeaders { index, count, max } => LogError::TooManyHeaders {
+            index: map(index),
+            count,
+            max,
+        },
+        LogError::HeaderTooLarge {
+            index,
+            field,
+            bytes,
+            max,
+        } => LogError::HeaderTooLarge {
+            index: map(index),
+            field,
+            bytes,
+            max,
+        },
+        LogError::TimestampOutOfRange {
+            index,
+            timestamp_ms,
+            now_ms,
+            max_skew_ms,
+        } => LogError::TimestampOutOfRange {
+            index: map(index),
+            timestamp_ms,
+            now_ms,
+            max_skew_ms,
+        },
+        other => other,
+    }
+}
+
+/// A stored record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordOut {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Key (UTF-8; other bytes replaced).
+    pub key: Option<String>,
+    /// Value: its JSON, or a JSON string if the stored bytes are not JSON.
+    #[schema(value_type = Object)]
+    pub value: Box<RawValue>,
+    /// Headers, including `request-id`, `request-records` and `traceparent` set by the log.
+    pub headers: BTreeMap<String, String>,
+    /// Timestamp, ms since the epoch.
+    pub timestamp_ms: i64,
+}
+
+/// `GET /v1/streams/{stream}/records` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordsOut {
+    /// Records in offset order.
+    pub records: Vec<RecordOut>,
+    /// The offset to read from next.
+    pub next: u64,
+}
+
+/// Reads records of one partition from an offset. With `wait_ms`, waits (long poll) up to
+/// that long for a first record when there is none yet.
+#[utoipa::path(get, path = "/v1/streams/{stream}/records", tag = "streams",
+    params(("stream" = String, Path),
+        ("partition" = Option<u32>, Query, description = "Required when the stream has several partitions"),
+        ("from" = Option<u64>, Query, description = "First offset; default the first retained"),
+        ("limit" = Option<usize>, Query, description = "Most records, 1..=1000; default 100"),
+        ("wait_ms" = Option<u64>, Query, description = "Long poll: wait up to this long (≤ 30000) for a record")),
+    responses((status = 200, body = RecordsOut),
+        (status = 400, description = "`offset_out_of_range`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_stream`, `unknown_partition`", body = Problem, content_type = "application/problem+json")))]
+pub async fn read_records(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Params,
+) -> Result<Json<RecordsOut>, ApiError> {
+    q.only(&["partition", "from", "limit", "wait_ms"])?;
+    let opened = state.opened()?;
+    let stream = opened
+        .log
+        .stream(&name)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let partition = match q.get::<u32>("partition")? {
+        Some(p) => p,
+        None if stream.partition_count() == 1 => 0,
+        None => {
+            return Err(ApiError::invalid(
+                "partition",
+                format!(
+                    "stream {name:?} has {} partitions: say which to read",
+                    stream.partition_count()
+                ),
+            ));
+        }
+    };
+    let part = stream
+        .partition(partition)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let from = q.get::<u64>("from")?.unwrap_or_else(|| part.start_offset());
+    let limit = q
+        .get::<usize>("limit")?
+        .unwrap_or(limits::READ_RECORDS_DEFAULT);
+    if limit == 0 || limit > limits::READ_RECORDS_MAX {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit must be 1..={}", limits::READ_RECORDS_MAX),
+        ));
+    }
+    let wait_ms = q.get::<u64>("wait_ms")?.unwrap_or(0);
+    if wait_ms > limits::READ_WAIT_MS_MAX {
+        return Err(ApiError::invalid(
+            "wait_ms",
+            format!("wait_ms must be at most {}", limits::READ_WAIT_MS_MAX),
+        ));
+    }
+    if wait_ms > 0 && from >= part.end_offset() {
+        let _ =
+            tokio::time::timeout(Duration::from_millis(wait_ms), part.end_offset_above(from)).await;
+    }
+    let s = stream.clone();
+    let stored = blocking(move || s.read(partition, from, limit, limits::READ_BYTES_MAX))
+        .await?
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let next = stored.last().map_or(from, |r| r.offset + 1);
+    let records = stored
+        .into_iter()
+        .map(|r| RecordOut {
+            partition,
+            offset: r.offset,
+            key: r.key.as_deref().map(text),
+            value: super::raw_json(&r.value),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), text(v)))
+                .collect(),
+            timestamp_ms: r.timestamp_ms,
+        })
+        .collect();
+    Ok(Json(RecordsOut { records, next }))
+}

@@ -1,0 +1,513 @@
+//! Interactive transactions over HTTP and key-value reads outside them.
+//!
+//! A transaction lives in the server between requests (see [`crate::state::TxnRegistry`]):
+//! `POST /v1/txns` begins one and names it; each operation locks it, runs on the blocking
+//! pool, and marks it used; commit and abort end it. Values are JSON, stored as their
+//! compact JSON text, so `increment` works on JSON integers. An operation that reports a
+//! retryable conflict (`serialization_failure`) ends the transaction: retry it whole.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use logbook_txn::{Isolation, KeyRange, KeyValue, Txn, TxnError, TxnOptions, Versioned};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{JsonBody, Tracking, blocking};
+use crate::limits;
+use crate::state::{AppState, OpenTxn};
+use crate::token::ConsistencyToken;
+
+use super::{Params, json_value, raw_json, text};
+
+/// `POST /v1/txns` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BeginBody {
+    /// `read_committed`, `snapshot` or `serializable` (default).
+    #[schema(value_type = Option<String>)]
+    pub isolation: Option<Isolation>,
+    /// Declared read-only: writes fail; at `serializable` it reads a safe snapshot and never
+    /// aborts. Default false.
+    pub read_only: Option<bool>,
+}
+
+/// A begun transaction.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Begun {
+    /// Its handle, for the `/v1/txns/{txn}/...` routes.
+    pub txn: String,
+    /// The commit offset it reads at (it sees commits below it).
+    pub snapshot: u64,
+    /// Its isolation level.
+    pub isolation: String,
+    /// Whether it is read-only.
+    pub read_only: bool,
+}
+
+/// A key-value row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Row {
+    /// The key.
+    pub key: String,
+    /// The value.
+    #[schema(value_type = Object)]
+    pub value: Box<RawValue>,
+    /// The `_txn` offset of the commit that wrote it; null for the transaction's own write.
+    pub version: Option<u64>,
+}
+
+/// Rows of a scan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rows {
+    /// In key order.
+    pub rows: Vec<Row>,
+}
+
+/// `PUT /v1/txns/{txn}/kv/{key}` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutBody {
+    /// The value, any JSON.
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// Write only if the key is at this version at commit (compare-and-set).
+    pub if_version: Option<u64>,
+    /// Write only if the key is absent at commit.
+    pub if_absent: Option<bool>,
+}
+
+/// `POST /v1/txns/{txn}/kv/{key}/increment` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementBody {
+    /// Added at commit to the key's integer value (absent = 0).
+    pub by: i64,
+}
+
+/// A commit's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Committed {
+    /// The `_txn` offset of the commit record (the version of every key it wrote); null for
+    /// a transaction that wrote nothing.
+    pub offset: Option<u64>,
+    /// Consistency token of the commit.
+    pub token: Option<String>,
+    /// The value each incremented key ended with.
+    pub incremented: BTreeMap<String, i64>,
+    /// True when this was a retry of an `Idempotency-Key` that had committed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+fn row(key: &[u8], v: Versioned) -> Row {
+    Row {
+        key: text(key),
+        value: raw_json(&v.value),
+        version: v.version,
+    }
+}
+
+fn rows(kvs: Vec<KeyValue>) -> Rows {
+    Rows {
+        rows: kvs
+            .into_iter()
+            .map(|kv| Row {
+                key: text(&kv.key),
+                value: raw_json(&kv.value),
+                version: kv.version,
+            })
+            .collect(),
+    }
+}
+
+fn key_not_found(key: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "key_not_found",
+        "Key not found",
+        format!("key {key:?} has no value"),
+    )
+    .field("key")
+}
+
+/// Runs `f` on an open transaction on the blocking pool. A retryable error ends the
+/// transaction (it could never commit).
+async fn with_txn<T: Send + 'static>(
+    state: &AppState,
+    id: &str,
+    f: impl FnOnce(&mut Txn) -> Result<T, TxnError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let entry = state.txns().get(id)?;
+    let guard = entry.txn.clone().lock_owned().await;
+    let (mut guard, result) = blocking(move || {
+        let mut guard = guard;
+        let r = match guard.as_mut() {
+            Some(t) => f(t),
+            None => Err(TxnError::Closed),
+        };
+        (guard, r)
+    })
+    .await?;
+    state.txns().touch(&entry);
+    if let Err(e) = &result
+        && e.is_retryable()
+    {
+        if let Some(t) = guard.take() {
+            t.abort();
+        }
+        end(state, &entry, e.code());
+    }
+    result.map_err(ApiError::from)
+}
+
+fn end(state: &AppState, entry: &OpenTxn, reason: &str) {
+    state.txns().remove(&entry.id);
+    state.metrics().open_txns.set(state.txns().len() as i64);
+    if reason != "commit" {
+        state.metrics().aborts.with_label_values(&[reason]).inc();
+    }
+}
+
+fn range(q: &Params) -> Result<KeyRange, ApiError> {
+    let prefix = q.text("prefix");
+    let (start, end) = (q.text("start"), q.text("end"));
+    if let Some(p) = prefix {
+        if start.is_some() || end.is_some() {
+            return Err(ApiError::invalid(
+                "prefix",
+                "give prefix, or start and/or end, not both",
+            ));
+        }
+        return Ok(KeyRange::prefix(p.as_bytes()));
+    }
+    Ok(KeyRange {
+        start: start.map_or(Bound::Unbounded, |s| Bound::Included(s.as_bytes().to_vec())),
+        end: end.map_or(Bound::Unbounded, |s| Bound::Excluded(s.as_bytes().to_vec())),
+    })
+}
+
+fn scan_limit(q: &Params) -> Result<usize, ApiError> {
+    let limit = q
+        .get::<usize>("limit")?
+        .unwrap_or(limits::SCAN_ROWS_DEFAULT);
+    if limit == 0 || limit > logbook_txn::limits::SCAN_ROWS_MAX {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit must be 1..={}", logbook_txn::limits::SCAN_ROWS_MAX),
+        ));
+    }
+    Ok(limit)
+}
+
+/// Begins a transaction.
+#[utoipa::path(post, path = "/v1/txns", tag = "transactions",
+    request_body(content = BeginBody, description = "May be empty: serializable, read-write"),
+    responses((status = 201, body = Begun),
+        (status = 429, description = "`too_many_transactions`", body = Problem, content_type = "application/problem+json")))]
+pub async fn begin(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<BeginBody>,
+) -> Result<(StatusCode, Json<Begun>), ApiError> {
+    let opened = state.opened()?;
+    state.txns().check_room()?;
+    let mut options = TxnOptions::new(body.isolation.unwrap_or(Isolation::Serializable));
+    if body.read_only == Some(true) {
+        options = options.read_only();
+    }
+    let txn = opened.txns.begin(options)?;
+    let snapshot = txn.snapshot();
+    let entry = state.txns().insert(txn)?;
+    state.metrics().open_txns.set(state.txns().len() as i64);
+    tracing::debug!(txn = %entry.id, snapshot, "transaction begun");
+    Ok((
+        StatusCode::CREATED,
+        Json(Begun {
+            txn: entry.id.clone(),
+            snapshot,
+            isolation: options.isolation.to_string(),
+            read_only: options.read_only,
+        }),
+    ))
+}
+
+/// Reads a key in a transaction (the read is recorded for SSI, present or absent).
+#[utoipa::path(get, path = "/v1/txns/{txn}/kv/{key}", tag = "transactions",
+    params(("txn" = String, Path), ("key" = String, Path),
+        ("for_update" = Option<bool>, Query, description = "Make the read conflict like a write")),
+    responses((status = 200, body = Row),
+        (status = 404, description = "`key_not_found`, `unknown_transaction`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`serialization_failure`", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`transaction_expired`", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_key(
+    State(state): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+    q: Params,
+) -> Result<Json<Row>, ApiError> {
+    q.only(&["for_update"])?;
+    let for_update = q.get::<bool>("for_update")?.unwrap_or(false);
+    let k = key.clone();
+    let found = with_txn(&state, &id, move |t| {
+        if for_update {
+            t.get_for_update(k.as_bytes())
+        } else {
+            t.get(k.as_bytes())
+        }
+    })
+    .await?;
+    match found {
+        Some(v) => Ok(Json(row(key.as_bytes(), v))),
+        None => Err(key_not_found(&key)),
+    }
+}
+
+/// Scans keys in a transaction (the range is recorded for SSI: phantoms are caught).
+#[utoipa::path(get, path = "/v1/txns/{txn}/kv", tag = "transactions",
+    params(("txn" = String, Path),
+        ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
+        ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, description = "1..=10000, default 100")),
+    responses((status = 200, body = Rows)))]
+pub async fn scan(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: Params,
+) -> Result<Json<Rows>, ApiError> {
+    q.only(&["prefix", "start", "end", "limit"])?;
+    let r = range(&q)?;
+    let limit = scan_limit(&q)?;
+    let found = with_txn(&state, &id, move |t| t.scan(&r, limit)).await?;
+    Ok(Json(rows(found)))
+}
+
+/// Writes a key in a transaction (buffered until commit).
+#[utoipa::path(put, path = "/v1/txns/{txn}/kv/{key}", tag = "transactions",
+    params(("txn" = String, Path), ("key" = String, Path)),
+    request_body = PutBody,
+    responses((status = 204, description = "Buffered"),
+        (status = 400, description = "`invalid_json` naming the field", body = Problem, content_type = "application/problem+json")))]
+pub async fn put_key(
+    State(state): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+    JsonBody(body): JsonBody<PutBody>,
+) -> Result<StatusCode, ApiError> {
+    let value = json_value(&body.value);
+    if body.if_version.is_some() && body.if_absent == Some(true) {
+        return Err(ApiError::invalid(
+            "if_absent",
+            "give if_version or if_absent, not both",
+        ));
+    }
+    with_txn(&state, &id, move |t| {
+        match (body.if_version, body.if_absent) {
+            (Some(v), _) => t.put_if_version(key.as_bytes(), &value, v),
+            (None, Some(true)) => t.put_if_absent(key.as_bytes(), &value),
+            _ => t.put(key.as_bytes(), &value),
+        }
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a key in a transaction.
+#[utoipa::path(delete, path = "/v1/txns/{txn}/kv/{key}", tag = "transactions",
+    params(("txn" = String, Path), ("key" = String, Path),
+        ("if_version" = Option<u64>, Query, description = "Delete only if at this version at commit")),
+    responses((status = 204, description = "Buffered")))]
+pub async fn delete_key(
+    State(state): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+    q: Params,
+) -> Result<StatusCode, ApiError> {
+    q.only(&["if_version"])?;
+    let if_version = q.get::<u64>("if_version")?;
+    with_txn(&state, &id, move |t| match if_version {
+        Some(v) => t.delete_if_version(key.as_bytes(), v),
+        None => t.delete(key.as_bytes()),
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Adds to a key's integer value at commit (increments commute: no conflict with other
+/// increments).
+#[utoipa::path(post, path = "/v1/txns/{txn}/kv/{key}/increment", tag = "transactions",
+    params(("txn" = String, Path), ("key" = String, Path)),
+    request_body = IncrementBody,
+    responses((status = 204, description = "Buffered")))]
+pub async fn increment(
+    State(state): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+    JsonBody(body): JsonBody<IncrementBody>,
+) -> Result<StatusCode, ApiError> {
+    with_txn(&state, &id, move |t| t.increment(key.as_bytes(), body.by)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Commits. With `Idempotency-Key`, a retry of a committed request returns the original
+/// commit with `"duplicate": true`.
+#[utoipa::path(post, path = "/v1/txns/{txn}/commit", tag = "transactions",
+    params(("txn" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header), ("traceparent" = Option<String>, Header)),
+    responses((status = 200, body = Committed),
+        (status = 409, description = "`serialization_failure` (retry the whole transaction), `version_mismatch`, `key_exists`", body = Problem, content_type = "application/problem+json")))]
+pub async fn commit(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    tracking: Tracking,
+) -> Result<Json<Committed>, ApiError> {
+    let opened = state.opened()?;
+    let entry = state.txns().get(&id)?;
+    let mut guard = entry.txn.clone().lock_owned().await;
+    let txn = guard.take();
+    drop(guard);
+    let Some(txn) = txn else {
+        return Err(ApiError::from(TxnError::Closed));
+    };
+    let started = Instant::now();
+    let outcome = blocking(move || {
+        txn.commit_with(
+            tracking.request_id.as_ref(),
+            tracking.traceparent.as_deref(),
+        )
+    })
+    .await?;
+    let m = state.metrics();
+    m.op_duration
+        .with_label_values(&["commit"])
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = match outcome {
+        Ok(o) => {
+            end(&state, &entry, "commit");
+            o
+        }
+        Err(e) => {
+            end(&state, &entry, e.code());
+            return Err(e.into());
+        }
+    };
+    m.commits.inc();
+    if outcome.duplicate {
+        m.duplicates.with_label_values(&["commit"]).inc();
+    }
+    let token = match outcome.offset {
+        Some(offset) => {
+            let stream = opened
+                .log
+                .stream(&opened.txns.options().stream)
+                .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+            let mut t = ConsistencyToken::default();
+            t.note(stream.name(), stream.incarnation(), 0, offset);
+            t.encode().ok()
+        }
+        None => None,
+    };
+    Ok(Json(Committed {
+        offset: outcome.offset,
+        token,
+        incremented: outcome
+            .incremented
+            .iter()
+            .map(|(k, v)| (text(k), *v))
+            .collect(),
+        duplicate: outcome.duplicate,
+    }))
+}
+
+/// Aborts: nothing the transaction wrote is applied.
+#[utoipa::path(post, path = "/v1/txns/{txn}/abort", tag = "transactions",
+    params(("txn" = String, Path)),
+    responses((status = 204, description = "Aborted"),
+        (status = 404, description = "`unknown_transaction`", body = Problem, content_type = "application/problem+json")))]
+pub async fn abort(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let entry = state.txns().get(&id)?;
+    let mut guard = entry.txn.clone().lock_owned().await;
+    if let Some(t) = guard.take() {
+        t.abort();
+    }
+    drop(guard);
+    end(&state, &entry, "explicit");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Checks a `token` parameter of a key-value read: it must decode and name this node's
+/// commit stream incarnation. Commits are acknowledged only once durable and reads see
+/// every durable commit, so a valid token never needs a wait on one node.
+fn check_token(state: &AppState, q: &Params) -> Result<(), ApiError> {
+    let Some(text) = q.text("token") else {
+        return Ok(());
+    };
+    let token = ConsistencyToken::decode(text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_token",
+            "Invalid consistency token",
+            e.to_string(),
+        )
+        .field("token")
+    })?;
+    let opened = state.opened()?;
+    let name = &opened.txns.options().stream;
+    if let Some(sp) = token.streams.get(name)
+        && let Ok(stream) = opened.log.stream(name)
+        && sp.incarnation != stream.incarnation()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "token_incarnation",
+            "Token of another incarnation",
+            format!(
+                "the token names incarnation {} of {name:?}, which is now incarnation {}",
+                sp.incarnation,
+                stream.incarnation()
+            ),
+        )
+        .field("token"));
+    }
+    Ok(())
+}
+
+/// The latest committed value of a key, outside any transaction.
+#[utoipa::path(get, path = "/v1/kv/{key}", tag = "transactions",
+    params(("key" = String, Path), ("token" = Option<String>, Query, description = "Consistency token of earlier commits")),
+    responses((status = 200, body = Row),
+        (status = 404, description = "`key_not_found`", body = Problem, content_type = "application/problem+json")))]
+pub async fn kv_get(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    q: Params,
+) -> Result<Json<Row>, ApiError> {
+    q.only(&["token"])?;
+    check_token(&state, &q)?;
+    let store = state.opened()?.txns;
+    let k = key.clone();
+    let found = blocking(move || store.get(k.as_bytes())).await??;
+    match found {
+        Some(v) => Ok(Json(row(key.as_bytes(), v))),
+        None => Err(key_not_found(&key)),
+    }
+}
+
+/// The latest committed rows of a range, outside any transaction.
+#[utoipa::path(get, path = "/v1/kv", tag = "transactions",
+    params(("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
+        ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query),
+        ("token" = Option<String>, Query)),
+    responses((status = 200, body = Rows)))]
+pub async fn kv_scan(State(state): State<AppState>, q: Params) -> Result<Json<Rows>, ApiError> {
+    q.only(&["prefix", "start", "end", "limit", "token"])?;
+    check_token(&state, &q)?;
+    let r = range(&q)?;
+    let limit = scan_limit(&q)?;
+    let store = state.opened()?.txns;
+    let found = blocking(move || store.scan(&r, limit)).await??;
+    Ok(Json(rows(found)))
+}

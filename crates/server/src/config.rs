@@ -1,0 +1,214 @@
+//! Server settings: defaults, an optional TOML file, and what the binary layers on top
+//! (`LOGBOOK_*` environment variables and flags, in that order of precedence).
+//!
+//! ```toml
+//! # logbook.toml — every key optional
+//! data_dir = "./data"
+//! listen = "127.0.0.1:7700"
+//! connections_max = 1024
+//! requests_max = 512
+//! open_txns_max = 1000
+//! txn_idle_timeout_ms = 30000
+//! shutdown_grace_ms = 30000
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::limits;
+
+/// The settings of a running server. Units are in the names; defaults in the field docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The data directory; created if missing. Default `./data`.
+    pub data_dir: PathBuf,
+    /// `HOST:PORT` to listen on; port 0 picks a free port. Default `127.0.0.1:7700`.
+    pub listen: String,
+    /// Most open TCP connections. Default [`limits::CONNECTIONS_MAX_DEFAULT`].
+    pub connections_max: usize,
+    /// Most requests handled at once. Default [`limits::REQUESTS_MAX_DEFAULT`].
+    pub requests_max: usize,
+    /// Most interactive transactions open at once. Default [`limits::OPEN_TXNS_MAX_DEFAULT`].
+    pub open_txns_max: usize,
+    /// An interactive transaction idle this long is aborted, in ms. Default
+    /// [`limits::TXN_IDLE_TIMEOUT_MS_DEFAULT`].
+    pub txn_idle_timeout_ms: u64,
+    /// Time in-flight requests get to finish at shutdown, in ms. Default
+    /// [`limits::SHUTDOWN_GRACE_MS_DEFAULT`].
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("./data"),
+            listen: "127.0.0.1:7700".to_string(),
+            connections_max: limits::CONNECTIONS_MAX_DEFAULT,
+            requests_max: limits::REQUESTS_MAX_DEFAULT,
+            open_txns_max: limits::OPEN_TXNS_MAX_DEFAULT,
+            txn_idle_timeout_ms: limits::TXN_IDLE_TIMEOUT_MS_DEFAULT,
+            shutdown_grace_ms: limits::SHUTDOWN_GRACE_MS_DEFAULT,
+        }
+    }
+}
+
+/// The settings a TOML file (or flags) may give; `None` leaves the layer below in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// See [`ServerConfig::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`ServerConfig::listen`].
+    pub listen: Option<String>,
+    /// See [`ServerConfig::connections_max`].
+    pub connections_max: Option<usize>,
+    /// See [`ServerConfig::requests_max`].
+    pub requests_max: Option<usize>,
+    /// See [`ServerConfig::open_txns_max`].
+    pub open_txns_max: Option<usize>,
+    /// See [`ServerConfig::txn_idle_timeout_ms`].
+    pub txn_idle_timeout_ms: Option<u64>,
+    /// See [`ServerConfig::shutdown_grace_ms`].
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {field} = {value}: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+}
+
+impl ConfigLayer {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`], [`ConfigError::Parse`] (unknown keys are refused).
+    pub fn from_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// This layer over `below`: every setting given here wins.
+    pub fn over(self, below: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            data_dir: self.data_dir.or(below.data_dir),
+            listen: self.listen.or(below.listen),
+            connections_max: self.connections_max.or(below.connections_max),
+            requests_max: self.requests_max.or(below.requests_max),
+            open_txns_max: self.open_txns_max.or(below.open_txns_max),
+            txn_idle_timeout_ms: self.txn_idle_timeout_ms.or(below.txn_idle_timeout_ms),
+            shutdown_grace_ms: self.shutdown_grace_ms.or(below.shutdown_grace_ms),
+        }
+    }
+
+    /// The settings, with defaults for everything not given, checked.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a zero limit or an unparsable `listen`.
+    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+        let d = ServerConfig::default();
+        let c = ServerConfig {
+            data_dir: self.data_dir.unwrap_or(d.data_dir),
+            listen: self.listen.unwrap_or(d.listen),
+            connections_max: self.connections_max.unwrap_or(d.connections_max),
+            requests_max: self.requests_max.unwrap_or(d.requests_max),
+            open_txns_max: self.open_txns_max.unwrap_or(d.open_txns_max),
+            txn_idle_timeout_ms: self.txn_idle_timeout_ms.unwrap_or(d.txn_idle_timeout_ms),
+            shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(d.shutdown_grace_ms),
+        };
+        let positive = |field, v: u64| {
+            if v == 0 {
+                Err(ConfigError::Invalid {
+                    field,
+                    value: v.to_string(),
+                    reason: "must be at least 1",
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("connections_max", c.connections_max as u64)?;
+        positive("requests_max", c.requests_max as u64)?;
+        positive("open_txns_max", c.open_txns_max as u64)?;
+        positive("txn_idle_timeout_ms", c.txn_idle_timeout_ms)?;
+        if c.requests_max > limits::BLOCKING_THREADS_MAX {
+            return Err(ConfigError::Invalid {
+                field: "requests_max",
+                value: c.requests_max.to_string(),
+                reason: "must not exceed the blocking threads (BLOCKING_THREADS_MAX, 256)",
+            });
+        }
+        if !c.listen.contains(':') {
+            return Err(ConfigError::Invalid {
+                field: "listen",
+                value: c.listen,
+                reason: "expected HOST:PORT",
+            });
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_and_defaults() {
+        let file: ConfigLayer =
+            toml::from_str("listen = \"0.0.0.0:1\"\nopen_txns_max = 5").unwrap();
+        let flags = ConfigLayer {
+            open_txns_max: Some(7),
+            ..ConfigLayer::default()
+        };
+        let c = flags.over(file).resolve().unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1");
+        assert_eq!(c.open_txns_max, 7);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(toml::from_str::<ConfigLayer>("bogus = 1").is_err());
+        let zero = ConfigLayer {
+            requests_max: Some(0),
+            ..ConfigLayer::default()
+        };
+        assert!(matches!(
+            zero.resolve(),
+            Err(ConfigError::Invalid {
+                field: "requests_max",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,118 @@
+//! The edge: what every request passes before and after its handler — the header-size
+//! limit, the declared body size (`Content-Length`), the in-flight request limit, the request's `tracing` span (carrying its request
+//! id and traceparent) and its latency in the metrics. Body size is limited by
+//! `DefaultBodyLimit` on the router; connections by the accept loop ([`crate::server`]).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::limits;
+use crate::state::AppState;
+
+/// Routes that answer even when the server is saturated (probes and scrapes).
+const UNLIMITED_ROUTES: &[&str] = &["/v1/health", "/metrics"];
+
+/// The edge middleware (see the module docs).
+pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().clone();
+    let (request_id, traceparent) = (
+        header_text(&req, "idempotency-key"),
+        header_text(&req, "traceparent"),
+    );
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        route = %route,
+        request_id = %request_id,
+        traceparent = %traceparent,
+    );
+    let started = Instant::now();
+    let response = async {
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if header_bytes > limits::HEADER_BYTES_MAX {
+            return ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "Request headers too large",
+                format!(
+                    "request headers total {header_bytes} bytes; the limit is {}",
+                    limits::HEADER_BYTES_MAX
+                ),
+            )
+            .into_response();
+        }
+        // A declared body over the limit is refused before it is read.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits::BODY_BYTES_MAX as u64) {
+            return ApiError::payload_too_large().into_response();
+        }
+        let permit = if UNLIMITED_ROUTES.contains(&route.as_str()) {
+            None
+        } else {
+            match state.requests().clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    return ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server_busy",
+                        "Server busy",
+                        format!(
+                            "{} requests are in flight, the limit; retry shortly",
+                            state.config().requests_max
+                        ),
+                    )
+                    .retry_after(1)
+                    .into_response();
+                }
+            }
+        };
+        let response = next.run(req).await;
+        drop(permit);
+        let status = response.status();
+        let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(status = status.as_u16(), code, elapsed_us, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), code, elapsed_us, "request done");
+        }
+        response
+    }
+    .instrument(span)
+    .await;
+    let m = state.metrics();
+    m.http_duration
+        .with_label_values(&[method.as_str(), &route])
+        .observe(started.elapsed().as_secs_f64());
+    m.http_responses
+        .with_label_values(&[method.as_str(), &route, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// A request header as text for logs (at most 128 characters; empty if absent or not text).
+fn header_text(req: &Request, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(128).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,50 @@
+//! # logbook-server: Logbook's HTTP API (v1)
+//!
+//! The HTTP face of a Logbook node: streams and records on [`logbook_log`], interactive
+//! transactions and key-value reads on [`logbook_txn`], health, Prometheus metrics and a
+//! generated OpenAPI document. The `logbook serve` command of the `logbook` binary runs it;
+//! this crate is the router, the state and the server loop, so tests and other binaries can
+//! embed it.
+//!
+//! ```text
+//!  client ─▶ accept loop (connection limit) ─▶ hyper http1 (head ≤ 64 KiB, header timeout)
+//!         ─▶ edge: header bytes, in-flight limit, span {request_id, traceparent}, latency
+//!         ─▶ router (body ≤ 16 MiB) ─▶ handler ─▶ library call on the blocking pool,
+//!            or an append's completion awaited as a future
+//!         ◀─ JSON, or problem+json with a stable code and the offending field
+//! ```
+//!
+//! It is **not** a view server yet: view routes answer 501 until `logbook-views` is wired in
+//! (see [`api`]). Nothing here holds data of its own: the log is the source of truth and
+//! the transaction store derives from it, so a restart loses only open transactions.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), logbook_server::ServerError> {
+//! use logbook_server::{Server, ServerConfig};
+//! let config = ServerConfig { listen: "127.0.0.1:0".into(), ..ServerConfig::default() };
+//! let server = Server::bind(config).await?;
+//! println!("listening on {:?}", server.local_addr());
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! Module map: [`server`] (listener, connections, open/close) → [`edge`] (limits, spans,
+//! metrics per request) → [`api`] (routes) → [`state`] (shared state, transaction
+//! registry); [`error`] maps library errors to problems; [`token`] is the consistency
+//! token; [`limits`] holds every limit; [`config`] the settings; [`metrics`] the registry.
+
+pub mod api;
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod extract;
+pub mod limits;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod token;
+
+pub use config::{ConfigError, ConfigLayer, ServerConfig};
+pub use error::ApiError;
+pub use server::{Server, ServerError};
+pub use state::AppState;

@@ -1,0 +1,67 @@
+//! Every limit of the HTTP edge, in one place, with the relations between them checked at
+//! compile time at the bottom of this file.
+//!
+//! Each limit answers with a named problem (see [`crate::error`]) and changes nothing: a
+//! request refused at the edge never reaches the log or the transaction store. Limits of the
+//! data itself (record, key, batch bytes) are the libraries' own
+//! ([`logbook_log::limits`], [`logbook_txn::limits`]) and are checked again there.
+
+use logbook_log::limits as log_limits;
+
+/// Largest request body, in bytes (16 MiB). Larger: 413 `payload_too_large`, refused from the
+/// `Content-Length` before the body is read.
+pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most records in one `POST /v1/streams/{stream}/records` (10,000). More: 413
+/// `batch_too_many_records`.
+pub const BATCH_RECORDS_MAX: usize = 10_000;
+/// Largest total of request header names and values, in bytes (16 KiB). Larger: 431
+/// `headers_too_large`.
+pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+/// hyper's read buffer per connection, in bytes: a request head that does not fit is refused
+/// by hyper itself (431 without a body) before [`HEADER_BYTES_MAX`] is checked.
+pub const HTTP1_BUF_BYTES: usize = 64 * 1024;
+/// Time a client has to send a complete request head, in ms (10 s; slow-loris guard).
+pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default most open TCP connections (1,024). One more is answered 503 `too_many_connections`
+/// and closed.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Default most requests handled at once (256). One more: 503 `server_busy` with
+/// `Retry-After`.
+pub const REQUESTS_MAX_DEFAULT: usize = 256;
+/// Default most interactive transactions open at once (1,000). One more: 429
+/// `too_many_transactions`.
+pub const OPEN_TXNS_MAX_DEFAULT: usize = 1000;
+/// Default idle timeout of an interactive transaction, in ms (30 s): a transaction with no
+/// request for this long is aborted by the reaper; later requests get 410
+/// `transaction_expired`.
+pub const TXN_IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// How often the reaper looks for idle transactions, in ms.
+pub const REAPER_INTERVAL_MS: u64 = 500;
+/// Ids of reaped transactions remembered (so their clients hear "expired", not "unknown").
+pub const REAPED_TXNS_REMEMBERED: usize = 10_000;
+/// Default time in-flight requests get to finish at shutdown, in ms (30 s).
+pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 30_000;
+/// Threads for blocking library calls (appends waiting for fsync, commits).
+pub const BLOCKING_THREADS_MAX: usize = 256;
+/// Default and largest `limit` of a record read.
+pub const READ_RECORDS_DEFAULT: usize = 100;
+/// Largest `limit` of a record read.
+pub const READ_RECORDS_MAX: usize = 1000;
+/// A record read stops after about this many bytes of keys and values (4 MiB).
+pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Longest `wait_ms` of a record read (long poll), in ms (30 s).
+pub const READ_WAIT_MS_MAX: u64 = 30_000;
+/// Default `limit` of a key-value scan.
+pub const SCAN_ROWS_DEFAULT: usize = 100;
+/// Largest consistency token, in bytes (DESIGN.md: ≤ 1 KiB).
+pub const TOKEN_BYTES_MAX: usize = 1024;
+
+const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);
+const _: () = assert!(BODY_BYTES_MAX <= log_limits::BATCH_BYTES_MAX as usize);
+const _: () = assert!(HEADER_BYTES_MAX < HTTP1_BUF_BYTES);
+// hyper refuses a read buffer below 8 KiB.
+const _: () = assert!(HTTP1_BUF_BYTES >= 8192);
+const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);
+const _: () = assert!(SCAN_ROWS_DEFAULT <= logbook_txn::limits::SCAN_ROWS_MAX);
+const _: () = assert!(REQUESTS_MAX_DEFAULT <= BLOCKING_THREADS_MAX);
+const _: () = assert!(REAPER_INTERVAL_MS < TXN_IDLE_TIMEOUT_MS_DEFAULT);

@@ -1,0 +1,330 @@
+//! The listener and the per-connection handler, the opening of the data directory, the
+//! reaper, and graceful shutdown.
+//!
+//! ```text
+//!  bind ─▶ accept loop ──────────────────────────────▶ shutdown signal
+//!   │       │ connection permit? no → 503, close        │ stop accepting (drop listener)
+//!   │       └ yes → hyper http1 connection task         │ drain: in-flight requests finish,
+//!   │            (header timeout, head ≤ HTTP1_BUF)     │   idle keep-alives close (grace)
+//!   └─▶ open data directory (blocking pool)             │ abort open transactions
+//!         Log::open + TxnStore::open → ready            └ close the log: writers sync, exit
+//! ```
+//!
+//! Readiness is false until the data directory is open: health answers 503 `opening` and
+//! every other route 503 `not_ready`, so a load balancer does not send traffic to a node
+//! still recovering.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use logbook_log::{Log, LogError};
+use logbook_txn::{TxnError, TxnStore, TxnStoreOptions};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::config::ServerConfig;
+use crate::limits;
+use crate::state::{AppState, Opened, Phase};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log could not be opened (locked, damaged, unreadable).
+    #[error("cannot open the log in {dir}: {source}")]
+    OpenLog {
+        /// The data directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: LogError,
+    },
+    /// The transaction store could not be opened.
+    #[error("cannot open the transaction store: {0}")]
+    OpenTxns(#[source] TxnError),
+    /// A task of the server failed.
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+/// A bound, not yet running server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds the listen address (port 0 picks a free port). The data directory is opened by
+    /// [`Server::run`], while the server already answers health checks.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`].
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        Ok(Server {
+            listener,
+            state: AppState::new(config),
+        })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// The OS error, if the socket has none.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Opens the data directory, serves until `shutdown` resolves, then shuts down
+    /// gracefully: stops accepting, lets in-flight requests finish (up to
+    /// `shutdown_grace_ms`), aborts open transactions and closes the log (its writers sync
+    /// every queued append).
+    ///
+    /// # Errors
+    /// [`ServerError::OpenLog`] / [`ServerError::OpenTxns`] if the data directory cannot be
+    /// opened (the server stops at once); [`ServerError::Task`].
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        let Server { listener, state } = self;
+        let config = state.config().clone();
+        let (router, _) = crate::api::router(state.clone());
+
+        // Open the data directory in the background; readiness follows.
+        let (open_failed_tx, mut open_failed) = oneshot::channel::<ServerError>();
+        let opener = {
+            let state = state.clone();
+            let config = config.clone();
+            tokio::spawn(async move {
+                let opened = tokio::task::spawn_blocking(move || open(&config)).await;
+                match opened {
+                    Ok(Ok(o)) => {
+                        tracing::info!(dir = %o.log.dir().display(), "data directory open; ready");
+                        state.set_opened(o);
+                    }
+                    Ok(Err(e)) => {
+                        state.set_phase(Phase::Failed);
+                        let _ = open_failed_tx.send(e);
+                    }
+                    Err(e) => {
+                        state.set_phase(Phase::Failed);
+                        let _ = open_failed_tx.send(ServerError::Task(e.to_string()));
+                    }
+                }
+            })
+        };
+
+        let reaper = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_millis(limits::REAPER_INTERVAL_MS));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let n = state.txns().reap_idle();
+                    if n > 0 {
+                        let m = state.metrics();
+                        m.aborts
+                            .with_label_values(&["idle_timeout"])
+                            .inc_by(n as u64);
+                        m.open_txns.set(state.txns().len() as i64);
+                    }
+                }
+            })
+        };
+
+        let connections = Arc::new(Semaphore::new(config.connections_max));
+        let graceful = GracefulShutdown::new();
+        let mut failure = None;
+        // The opener's sender is dropped on success: the receiver then resolves once with an
+        // error and must not be polled again.
+        let mut opener_pending = true;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => {
+                    tracing::info!("shutdown requested: no new connections; draining");
+                    break;
+                }
+                e = &mut open_failed, if opener_pending => {
+                    opener_pending = false;
+                    if let Ok(e) = e {
+                        tracing::error!(error = %e, "opening the data directory failed");
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // E.g. out of file descriptors: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = connections.clone().try_acquire_owned() else {
+                        tokio::spawn(refuse_connection(tcp, config.connections_max));
+                        continue;
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS))
+                        .max_buf_size(limits::HTTP1_BUF_BYTES)
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+
+        // Stop accepting, drain.
+        state.set_phase(if failure.is_some() {
+            Phase::Failed
+        } else {
+            Phase::ShuttingDown
+        });
+        drop(listener);
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = config.shutdown_grace_ms,
+                "connections still open after the grace period; closing anyway"
+            );
+        }
+        reaper.abort();
+        let aborted = state.txns().abort_all();
+        if aborted > 0 {
+            state
+                .metrics()
+                .aborts
+                .with_label_values(&["shutdown"])
+                .inc_by(aborted as u64);
+            tracing::info!(aborted, "open transactions aborted at shutdown");
+        }
+        // The opener cannot be cancelled (recovery runs on a blocking thread): wait for it,
+        // so that what it opened is closed properly.
+        if let Err(e) = opener.await {
+            tracing::warn!(error = %e, "opener task failed");
+        }
+        if let Some(opened) = state.take_opened() {
+            close(opened, grace).await;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("shut down cleanly");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Opens the log and the transaction store.
+fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
+    let dir = config.data_dir.display().to_string();
+    tracing::info!(%dir, "opening the data directory (recovery)");
+    let log = Log::open(&config.data_dir).map_err(|source| ServerError::OpenLog { dir, source })?;
+    let options = TxnStoreOptions {
+        open_txns_max: config.open_txns_max,
+        ..TxnStoreOptions::default()
+    };
+    let txns = TxnStore::open(&log, options).map_err(ServerError::OpenTxns)?;
+    Ok(Opened {
+        log: Arc::new(log),
+        txns,
+    })
+}
+
+/// Closes the log once the last request holding it is done (bounded by `grace`): every
+/// partition writer syncs its queued appends and stops.
+async fn close(opened: Opened, grace: Duration) {
+    let Opened { log, txns } = opened;
+    drop(txns);
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut log = log;
+    loop {
+        match Arc::try_unwrap(log) {
+            Ok(log) => {
+                let closed = tokio::task::spawn_blocking(move || log.close()).await;
+                if let Err(e) = closed {
+                    tracing::error!(error = %e, "closing the log failed");
+                } else {
+                    tracing::info!("log closed");
+                }
+                return;
+            }
+            Err(shared) if tokio::time::Instant::now() < deadline => {
+                log = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the log is still in use after the grace period; it closes when the last request ends"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Answers a connection over the limit with a 503 problem and closes it.
+async fn refuse_connection(mut tcp: TcpStream, max: usize) {
+    let problem = crate::error::ApiError::new(
+        hyper::StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_connections",
+        "Too many connections",
+        format!("{max} connections are open, the limit; retry shortly"),
+    )
+    .problem();
+    let body = serde_json::to_string(&problem).unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {}\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        crate::error::PROBLEM_JSON,
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tcp.write_all(response.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}

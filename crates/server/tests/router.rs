@@ -1,0 +1,126 @@
+//! The router in process (no sockets): the OpenAPI document holds every route and every
+//! documented route answers; readiness stays false while the data directory is opening.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use logbook_server::state::Opened;
+use logbook_server::{AppState, ServerConfig};
+use tower::ServiceExt;
+
+/// The routes of DESIGN.md's "HTTP API (v1)" table that are built, plus the extras.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/v1/streams"),
+    ("put", "/v1/streams/{stream}"),
+    ("get", "/v1/streams/{stream}"),
+    ("delete", "/v1/streams/{stream}"),
+    ("post", "/v1/streams/{stream}/records"),
+    ("get", "/v1/streams/{stream}/records"),
+    ("post", "/v1/txns"),
+    ("get", "/v1/txns/{txn}/kv/{key}"),
+    ("put", "/v1/txns/{txn}/kv/{key}"),
+    ("delete", "/v1/txns/{txn}/kv/{key}"),
+    ("get", "/v1/txns/{txn}/kv"),
+    ("post", "/v1/txns/{txn}/kv/{key}/increment"),
+    ("post", "/v1/txns/{txn}/commit"),
+    ("post", "/v1/txns/{txn}/abort"),
+    ("get", "/v1/kv/{key}"),
+    ("get", "/v1/kv"),
+    ("get", "/v1/health"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+fn opened_state(dir: &std::path::Path) -> AppState {
+    let state = AppState::new(ServerConfig::default());
+    let log = logbook_log::Log::open(dir).unwrap();
+    let txns = logbook_txn::TxnStore::open(&log, Default::default()).unwrap();
+    state.set_opened(Opened {
+        log: std::sync::Arc::new(log),
+        txns,
+    });
+    state
+}
+
+async fn send(router: &axum::Router, method: &str, uri: &str) -> (StatusCode, serde_json::Value) {
+    let req = Request::builder()
+        .method(method.to_uppercase().as_str())
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn every_route_is_documented_and_every_documented_route_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, doc) = logbook_server::api::router(opened_state(dir.path()));
+    let doc = serde_json::to_value(&doc).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in ROUTES {
+        assert!(
+            paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+            "{method} {path} is missing from /openapi.json"
+        );
+    }
+    let mut documented = 0;
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            documented += 1;
+            assert!(
+                ROUTES.contains(&(method.as_str(), path.as_str())),
+                "{method} {path} is documented but not in this test's list"
+            );
+            let uri = path
+                .replace("{stream}", "s")
+                .replace("{txn}", "t")
+                .replace("{key}", "k");
+            let (status, body) = send(&router, method, &uri).await;
+            assert!(
+                body["code"] != "no_route" && body["code"] != "method_not_allowed",
+                "{method} {uri}: {status} {body}"
+            );
+        }
+    }
+    assert_eq!(documented, ROUTES.len());
+    // The document is served as it is generated.
+    let (status, served) = send(&router, "get", "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(served, doc);
+    let (status, body) = send(&router, "get", "/v1/nothing").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no_route"))
+    );
+}
+
+#[tokio::test]
+async fn not_ready_while_opening() {
+    let state = AppState::new(ServerConfig::default());
+    let (router, _) = logbook_server::api::router(state);
+    let (status, body) = send(&router, "get", "/v1/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        (body["ready"].as_bool(), body["state"].as_str()),
+        (Some(false), Some("opening"))
+    );
+    let (status, _) = send(&router, "get", "/v1/health?probe=live").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = send(&router, "get", "/v1/streams").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"))
+    );
+    let (status, _) = send(&router, "get", "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+}
