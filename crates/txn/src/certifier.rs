@@ -15,7 +15,11 @@
 //!   `get_for_update`): a key this transaction writes or locks must not have been written
 //!   or locked by a transaction that committed after the key's *base* (the snapshot, or for
 //!   `read_committed` the moment of the `get_for_update` read). First committer wins.
-//!   Two pure increments commute and never conflict.
+//!   Two pure increments commute and never conflict — unless the transaction also read
+//!   the key (then its increment is a read-modify-write), locked it with
+//!   `get_for_update`, or its snapshot reads missed a concurrent commit (then the value its
+//!   increment reports, taken at commit, would observe a state its reads do not: it could
+//!   not be placed at one point in the serial order).
 //! * **SSI** (`serializable` with `serializable`): the rw-antidependency `A → B` exists when
 //!   `A` read a key (or a range containing a key) that a concurrent `B` wrote, so `A` did
 //!   not see `B`'s write. A cycle in a non-serializable history needs two consecutive such
@@ -77,7 +81,8 @@ impl WriteClass {
 /// A key range as recorded by a scan: `(start, end)` bounds.
 pub(crate) type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
-fn in_range(range: &Range, key: &[u8]) -> bool {
+/// Whether `key` lies in `range`.
+pub(crate) fn in_range(range: &Range, key: &[u8]) -> bool {
     let after_start = match &range.0 {
         Bound::Included(s) => key >= s.as_slice(),
         Bound::Excluded(s) => key > s.as_slice(),
@@ -96,6 +101,8 @@ fn in_range(range: &Range, key: &[u8]) -> bool {
 pub(crate) struct Footprint<'a> {
     /// Whether SSI applies (isolation `serializable`).
     pub serializable: bool,
+    /// Whether reads come from one snapshot (`snapshot`, `serializable`).
+    pub snapshot_reads: bool,
     /// Snapshot position (`2 × snapshot offset`).
     pub snapshot_seq: u64,
     /// Keys written or locked: class and the base position for the write-write check
@@ -142,6 +149,7 @@ impl Summary {
 #[derive(Debug)]
 struct Active {
     expired: Arc<AtomicBool>,
+    started: std::time::Instant,
     /// Serializable and not declared read-only: matters for safe snapshots.
     serializable_rw: bool,
 }
@@ -181,6 +189,7 @@ impl Certifier {
             (start_seq, id),
             Active {
                 expired: expired.clone(),
+                started: std::time::Instant::now(),
                 serializable_rw,
             },
         );
@@ -196,6 +205,12 @@ impl Certifier {
     /// Summaries of committed transactions retained.
     pub(crate) fn retained(&self) -> usize {
         self.recent.len()
+    }
+
+    /// The newest published safe snapshot position: the table must keep what a
+    /// transaction beginning there can read.
+    pub(crate) fn safe_seq(&self) -> u64 {
+        self.safe_seq
     }
 
     /// Oldest start position of an open transaction.
@@ -223,20 +238,41 @@ impl Certifier {
         let first = self.recent.partition_point(|w| w.commit_seq <= min_base);
         let mut out_min: Option<(u64, Vec<u8>)> = None;
         let mut in_edges: Vec<(&Summary, Vec<u8>)> = Vec::new();
+        // A concurrent commit wrote what this transaction read (its reads are stale at
+        // commit), and one incremented a key this transaction increments.
+        let mut stale_read = false;
+        let mut observed_increment: Option<(Vec<u8>, u64)> = None;
         for w in self.recent.range(first..) {
             debug_assert!(w.commit_seq < commit_seq);
             // First committer wins.
             for (key, class) in &w.writes {
                 if let Some((mine, Some(base))) = fp.writes.get(key)
                     && w.commit_seq > *base
-                    && mine.conflicts_with(*class)
                 {
-                    return Err(Conflict {
-                        kind: ConflictKind::WriteWrite,
-                        key: key.clone(),
-                        other_seq: w.commit_seq,
-                    });
+                    if mine.conflicts_with(*class) {
+                        return Err(Conflict {
+                            kind: ConflictKind::WriteWrite,
+                            key: key.clone(),
+                            other_seq: w.commit_seq,
+                        });
+                    }
+                    observed_increment.get_or_insert((key.clone(), w.commit_seq));
                 }
+                if fp.snapshot_reads
+                    && !stale_read
+                    && w.commit_seq > fp.snapshot_seq
+                    && class.is_write()
+                    && (fp.reads.contains(key) || fp.ranges.iter().any(|r| in_range(r, key)))
+                {
+                    stale_read = true;
+                }
+            }
+            if stale_read && let Some((key, other_seq)) = &observed_increment {
+                return Err(Conflict {
+                    kind: ConflictKind::StaleIncrement,
+                    key: key.clone(),
+                    other_seq: *other_seq,
+                });
             }
             if !(fp.serializable && w.serializable && w.commit_seq > fp.snapshot_seq) {
                 continue;
@@ -314,6 +350,10 @@ impl Certifier {
             );
         }
         let read_only = !writes.values().any(|c| c.is_write());
+        // A lock ends with its transaction (as a row lock in PostgreSQL): once committed it
+        // conflicts with nobody, so only real writes are remembered.
+        let mut writes = writes;
+        writes.retain(|_, c| c.is_write());
         let worth_keeping =
             !writes.is_empty() || (serializable && (!reads.is_empty() || !ranges.is_empty()));
         if worth_keeping && !self.active.is_empty() {
@@ -388,27 +428,53 @@ impl Certifier {
     }
 
     /// Expires open transactions whose start is more than `max_behind` positions behind
-    /// `now_seq`, so that memory stays bounded. Returns how many were expired.
-    pub(crate) fn expire_older_than(&mut self, now_seq: u64, max_behind: u64) -> usize {
-        let mut n = 0;
-        while let Some(((start, id), _)) = self.active.first_key_value() {
-            if now_seq.saturating_sub(*start) <= max_behind {
+    /// `now_seq`, and — when `age_max` is given — those open longer than it, so that memory
+    /// stays bounded even when an idle transaction never calls again. Returns how many were
+    /// expired. An expired transaction is treated as aborted.
+    pub(crate) fn expire(
+        &mut self,
+        now_seq: u64,
+        max_behind: u64,
+        age_max: Option<std::time::Duration>,
+    ) -> usize {
+        let mut victims: Vec<(u64, u64)> = Vec::new();
+        for &(start, id) in self.active.keys() {
+            if now_seq.saturating_sub(start) <= max_behind {
                 break;
             }
-            let (start, id) = (*start, *id);
-            if let Some(a) = self.active.remove(&(start, id)) {
+            victims.push((start, id));
+        }
+        if let Some(age_max) = age_max {
+            let now = std::time::Instant::now();
+            for (&key, a) in &self.active {
+                if now.duration_since(a.started) > age_max && !victims.contains(&key) {
+                    victims.push(key);
+                }
+            }
+        }
+        for (start, id) in &victims {
+            if let Some(a) = self.active.remove(&(*start, *id)) {
                 a.expired.store(true, Ordering::Release);
             }
-            self.active_ids.remove(&id);
+            self.active_ids.remove(id);
             if let Some(c) = &mut self.candidate {
-                c.waiting.remove(&id);
+                c.waiting.remove(id);
             }
-            n += 1;
         }
-        if n > 0 {
+        // An expired transaction commits nothing: a candidate that waited only for it is
+        // safe (unless already marked otherwise) and is published.
+        if let Some(c) = &self.candidate
+            && c.waiting.is_empty()
+        {
+            if !c.unsafe_ {
+                self.safe_seq = self.safe_seq.max(c.seq);
+            }
+            self.candidate = None;
+        }
+        if !victims.is_empty() {
             self.prune();
         }
-        n
+        victims.len()
     }
 
     fn prune(&mut self) {
@@ -456,6 +522,7 @@ mod tests {
         let rs = set(reads);
         let fp = Footprint {
             serializable: true,
+            snapshot_reads: true,
             snapshot_seq,
             writes: &ws,
             reads: &rs,
@@ -527,7 +594,7 @@ mod tests {
         let mut c = Certifier::default();
         let old = c.register(1, 0, true);
         c.register(2, 10, true);
-        assert_eq!(c.expire_older_than(100, 50), 2);
+        assert_eq!(c.expire(100, 50, None), 2);
         assert!(old.load(Ordering::Acquire));
         assert_eq!(c.open(), 0);
     }

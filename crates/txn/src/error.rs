@@ -13,6 +13,11 @@ pub enum ConflictKind {
     /// Ports & Grittner 2012). The named transaction is the other end of this
     /// transaction's edge in that structure.
     DangerousStructure,
+    /// `snapshot`/`serializable`: the transaction increments a key that a concurrent
+    /// transaction also incremented (increments commute), but its reads missed a write of
+    /// a concurrent commit — so the value the increment reports, taken at commit, would
+    /// observe a state its snapshot reads do not.
+    StaleIncrement,
 }
 
 impl std::fmt::Display for ConflictKind {
@@ -20,6 +25,7 @@ impl std::fmt::Display for ConflictKind {
         f.write_str(match self {
             ConflictKind::WriteWrite => "write-write conflict",
             ConflictKind::DangerousStructure => "rw-antidependency pivot",
+            ConflictKind::StaleIncrement => "increment observing a commit its reads missed",
         })
     }
 }

@@ -185,6 +185,17 @@ impl KeyRange {
         }
     }
 
+    /// Whether no key can lie in the range (start after end, or an empty interval).
+    pub fn is_empty(&self) -> bool {
+        match (&self.start, &self.end) {
+            (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
+            (Bound::Included(s), Bound::Included(e)) => s > e,
+            (Bound::Included(s), Bound::Excluded(e))
+            | (Bound::Excluded(s), Bound::Included(e))
+            | (Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
+        }
+    }
+
     pub(crate) fn as_refs(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (
             self.start.as_ref().map(Vec::as_slice),
@@ -205,5 +216,8 @@ mod tests {
         assert_eq!(r.end, Bound::Excluded(b"b".to_vec()));
         let r = KeyRange::prefix(&[0xff, 0xff]);
         assert_eq!(r.end, Bound::Unbounded);
+        assert!(KeyRange::between(b"b", b"a").is_empty());
+        assert!(KeyRange::between(b"a", b"a").is_empty());
+        assert!(!KeyRange::between(b"a", b"b").is_empty());
     }
 }

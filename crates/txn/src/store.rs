@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use logbook_log::{FsyncPolicy, Log, LogError, Record, RequestId, Stream, StreamConfig};
 
-use crate::certifier::{Certifier, Footprint, WriteClass};
+use crate::certifier::{Certifier, Footprint, WriteClass, in_range};
 use crate::error::{Result, TxnError, show_key};
 use crate::limits;
 use crate::mvcc::{Table, Value};
@@ -198,6 +198,14 @@ impl TxnStore {
                 stream.partition_count()
             )));
         }
+        if stream.config().fsync != options.fsync {
+            return Err(bad(format!(
+                "was created with fsync {}; opening it with fsync {} would change what a commit \
+                 acknowledgment means",
+                stream.config().fsync,
+                options.fsync
+            )));
+        }
         let partition = stream.partition(0)?;
         if partition.start_offset() != 0 {
             return Err(bad(format!(
@@ -304,6 +312,9 @@ impl TxnStore {
     /// [`TxnError::TooMany`] for a larger `limit`.
     pub fn scan(&self, range: &KeyRange, limit: usize) -> Result<Vec<KeyValue>> {
         check_scan_limit(limit)?;
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
         let snapshot = self.durable_end();
         let (rows, _) = self.read_table().scan(range.as_refs(), snapshot, limit);
         Ok(rows
@@ -443,6 +454,14 @@ impl TxnStore {
                 state.cert.finish(parts.id, 0, None);
                 return Err(e);
             }
+            // Expiry happens under this lock, so this check cannot race with it: an expired
+            // transaction's snapshot may already be garbage-collected.
+            if parts.expired.load(Ordering::Acquire) {
+                return Err(TxnError::TransactionTooOld {
+                    what: "newer_commits",
+                    limit: self.options.txn_newer_commits_max,
+                });
+            }
             if let Some(id) = request_id {
                 if let Some(&offset) = state.ids_done.get(id.as_str()) {
                     let now = 2 * self.visible(&state);
@@ -484,22 +503,32 @@ impl TxnStore {
                 };
                 // (A read-only transaction is named by the offset after it, which need not
                 // exist yet: only offsets already given to commit records are waited for.)
-                if let Some(offset) = named
-                    && offset < lock(&self.state).next_offset
-                {
+                // A failed atomic operation examined the newest state, tombstones included:
+                // it waits for every commit before it.
+                let next = lock(&self.state).next_offset;
+                let gate = match &e {
+                    TxnError::VersionMismatch { .. }
+                    | TxnError::KeyExists { .. }
+                    | TxnError::NotAnInteger { .. }
+                    | TxnError::IncrementOverflow { .. } => next.checked_sub(1),
+                    _ => named.filter(|offset| *offset < next),
+                };
+                if let Some(offset) = gate {
                     self.wait_durable(offset)?;
                 }
                 return Err(e);
             }
         };
         let result = completion.wait();
+        let mut foreign = None;
         let ok = match &result {
+            Ok(ack) if ack.base_offset == offset => true,
             Ok(ack) => {
-                assert_eq!(
-                    ack.base_offset, offset,
-                    "the store is the only writer of its commit stream"
-                );
-                true
+                // Someone else appended to the commit stream: the table no longer matches
+                // it. Refuse everything; reopening names the foreign record.
+                self.poisoned.store(true, Ordering::Release);
+                foreign = Some(ack.base_offset);
+                false
             }
             Err(_) => {
                 // The table already holds this commit (early lock release) and later
@@ -524,6 +553,15 @@ impl TxnStore {
             pending.settled.notify_all();
         }
         result?;
+        if let Some(at) = foreign {
+            return Err(TxnError::CommitStream {
+                stream: self.options.stream.clone(),
+                reason: format!(
+                    "another writer appended to it: this commit landed at offset {at}, not {offset}; \
+                     the store is poisoned until reopened"
+                ),
+            });
+        }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(CommitOutcome {
             offset: Some(offset),
@@ -553,7 +591,17 @@ impl TxnStore {
         let mut footprint: HashMap<Vec<u8>, (WriteClass, Option<u64>)> = HashMap::new();
         for (key, p) in &parts.writes {
             let class = match p {
-                Pending::Increment(_) => WriteClass::Increment,
+                // An increment commutes only if the transaction did not also read the key:
+                // a read-then-increment is a read-modify-write (the overdraft check).
+                // So is an increment of a key read with `get_for_update`.
+                Pending::Increment(_)
+                    if !parts.reads.contains(key)
+                        && !parts.locks.contains_key(key)
+                        && !parts.ranges.iter().any(|r| in_range(r, key)) =>
+                {
+                    WriteClass::Increment
+                }
+                Pending::Increment(_) => WriteClass::Write,
                 _ => WriteClass::Write,
             };
             let base = match parts.isolation {
@@ -576,6 +624,7 @@ impl TxnStore {
         };
         let fp = Footprint {
             serializable,
+            snapshot_reads: parts.isolation != Isolation::ReadCommitted,
             snapshot_seq,
             writes: &footprint,
             reads: &parts.reads,
@@ -586,7 +635,9 @@ impl TxnStore {
             Err(conflict) => {
                 state.cert.finish(parts.id, now_snapshot, None);
                 let counter = match conflict.kind {
-                    crate::ConflictKind::WriteWrite => &self.stats.aborts_write_write,
+                    crate::ConflictKind::WriteWrite | crate::ConflictKind::StaleIncrement => {
+                        &self.stats.aborts_write_write
+                    }
                     crate::ConflictKind::DangerousStructure => {
                         &self.stats.aborts_dangerous_structure
                     }
@@ -677,7 +728,15 @@ impl TxnStore {
             2 * visible_after,
         );
         let horizon = {
-            let oldest = state.cert.horizon_seq().map_or(visible_after, |s| s / 2);
+            // A read-only serializable transaction may still begin at the published safe
+            // snapshot, which can be older than every open transaction.
+            // And `TxnStore::get` reads at the durable end, below commits in flight.
+            let oldest = state
+                .cert
+                .horizon_seq()
+                .map_or(visible_after, |s| s / 2)
+                .min(state.cert.safe_seq() / 2)
+                .min(self.durable_end());
             oldest
                 .min(visible_after)
                 .min((offset + 1).saturating_sub(self.options.history_commits))
@@ -693,9 +752,13 @@ impl TxnStore {
             table.gc_step(horizon, limits::GC_KEYS_PER_COMMIT);
         }
         state.next_offset = offset + 1;
-        let expired = state.cert.expire_older_than(
+        // Age is checked every 256 commits (it walks every open transaction).
+        let age_max =
+            offset.is_multiple_of(256).then(|| Duration::from_millis(self.options.txn_age_ms_max));
+        let expired = state.cert.expire(
             2 * state.next_offset,
             2 * self.options.txn_newer_commits_max,
+            age_max,
         );
         self.stats
             .aborts_too_old

@@ -53,6 +53,8 @@ pub(crate) struct TxnParts {
     pub locks: HashMap<Vec<u8>, u64>,
     pub reads: HashSet<Vec<u8>>,
     pub ranges: Vec<Range>,
+    /// Set (under the commit lock) when the transaction was expired.
+    pub expired: Arc<AtomicBool>,
 }
 
 /// An open transaction. Obtained from [`TxnStore::begin`]; ends with [`Txn::commit`] or
@@ -72,6 +74,8 @@ pub struct Txn {
     locks: HashMap<Vec<u8>, u64>,
     reads: HashSet<Vec<u8>>,
     ranges: Vec<Range>,
+    /// Bytes the buffered writes will take in the commit record (keys, values, framing).
+    write_bytes: usize,
     done: bool,
 }
 
@@ -94,6 +98,7 @@ impl Txn {
             locks: HashMap::new(),
             reads: HashSet::new(),
             ranges: Vec::new(),
+            write_bytes: 0,
             done: false,
         }
     }
@@ -114,8 +119,11 @@ impl Txn {
         self.snapshot
     }
 
+    /// Reads are tracked at `serializable` (SSI) and at `snapshot` (a key read and then
+    /// incremented conflicts like a write); a declared read-only transaction has no writes
+    /// for them to matter to.
     fn tracks_reads(&self) -> bool {
-        self.options.isolation == Isolation::Serializable && !self.options.read_only
+        self.options.isolation != Isolation::ReadCommitted && !self.options.read_only
     }
 
     fn end(&mut self) {
@@ -133,23 +141,32 @@ impl Txn {
             self.end();
             return Err(e);
         }
+        self.check_expired()
+    }
+
+    /// Fails if the transaction was expired (by age or newer commits). Called before and
+    /// again after every read: expiry lets garbage collection pass the snapshot, so a read
+    /// that raced with it must not be returned.
+    fn check_expired(&mut self) -> Result<()> {
+        let limit = self.store.options().txn_age_ms_max;
+        if self.started.elapsed().as_millis() > u128::from(limit) {
+            if !self.expired.load(Ordering::Acquire) {
+                self.store
+                    .stats_mut()
+                    .aborts_too_old
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            self.end();
+            return Err(TxnError::TransactionTooOld {
+                what: "age_ms",
+                limit,
+            });
+        }
         if self.expired.load(Ordering::Acquire) {
             self.end();
             return Err(TxnError::TransactionTooOld {
                 what: "newer_commits",
                 limit: self.store.options().txn_newer_commits_max,
-            });
-        }
-        let limit = self.store.options().txn_age_ms_max;
-        if self.started.elapsed().as_millis() > u128::from(limit) {
-            self.end();
-            self.store
-                .stats_mut()
-                .aborts_too_old
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(TxnError::TransactionTooOld {
-                what: "age_ms",
-                limit,
             });
         }
         Ok(())
@@ -196,6 +213,7 @@ impl Txn {
     fn read_committed(&mut self, key: &[u8], snapshot: u64) -> Result<Option<Versioned>> {
         self.note_read(key)?;
         let found = self.store.read_table().get(key, snapshot);
+        self.check_expired()?;
         let Some((version, value)) = found else {
             return Ok(None);
         };
@@ -266,6 +284,9 @@ impl Txn {
                 max: limits::READ_RANGES_MAX,
             });
         }
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
         let snapshot = self.read_snapshot();
         let overlay: Vec<(Vec<u8>, Pending)> = self
             .writes
@@ -277,6 +298,7 @@ impl Txn {
             snapshot,
             limit.saturating_add(overlay.len()),
         );
+        self.check_expired()?;
         if let Some(v) = depends {
             self.store.wait_durable(v)?;
         }
@@ -333,8 +355,27 @@ impl Txn {
         Ok(out)
     }
 
-    fn buffer(&mut self, key: &[u8], p: Pending) {
+    fn buffer(&mut self, key: &[u8], p: Pending) -> Result<()> {
+        let size = |p: &Pending| {
+            let value = match p {
+                Pending::Put { value, .. } => value.len(),
+                Pending::Delete { .. } => 0,
+                Pending::Increment(_) => 20,
+            };
+            value + key.len() + 8
+        };
+        let old = self.writes.get(key).map_or(0, size);
+        let bytes = self.write_bytes - old + size(&p);
+        let max = limits::COMMIT_RECORD_BYTES_MAX - 1024;
+        if bytes > max {
+            return Err(TxnError::TooMany {
+                what: "commit bytes",
+                max,
+            });
+        }
+        self.write_bytes = bytes;
         self.writes.insert(key.to_vec(), p);
+        Ok(())
     }
 
     fn check_value(key: &[u8], value: &[u8]) -> Result<()> {
@@ -380,8 +421,7 @@ impl Txn {
                 value: Value::from(value),
                 cond,
             },
-        );
-        Ok(())
+        )
     }
 
     /// Sets `key` to `value` at commit only if `key` is absent then; otherwise the commit
@@ -399,8 +439,7 @@ impl Txn {
                 value: Value::from(value),
                 cond: Cond::IfAbsent,
             },
-        );
-        Ok(())
+        )
     }
 
     /// Compare-and-set: sets `key` to `value` at commit only if its version then is
@@ -418,8 +457,7 @@ impl Txn {
                 value: Value::from(value),
                 cond: Cond::IfVersion(version),
             },
-        );
-        Ok(())
+        )
     }
 
     /// Deletes `key` at commit (deleting an absent key is not an error).
@@ -429,8 +467,7 @@ impl Txn {
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         self.check_writable(key)?;
         let cond = self.cond_of(key);
-        self.buffer(key, Pending::Delete { cond });
-        Ok(())
+        self.buffer(key, Pending::Delete { cond })
     }
 
     /// Deletes `key` at commit only if its version then is `version`; otherwise the commit
@@ -446,8 +483,7 @@ impl Txn {
             Pending::Delete {
                 cond: Cond::IfVersion(version),
             },
-        );
-        Ok(())
+        )
     }
 
     /// Adds `by` to the i64 at `key` at commit (absent counts as 0). Evaluated on the newest
@@ -484,8 +520,7 @@ impl Txn {
             }
             None => Pending::Increment(by),
         };
-        self.buffer(key, next);
-        Ok(())
+        self.buffer(key, next)
     }
 
     /// Commits. See [`Txn::commit_with`].
@@ -525,6 +560,7 @@ impl Txn {
             locks: std::mem::take(&mut self.locks),
             reads: std::mem::take(&mut self.reads),
             ranges: std::mem::take(&mut self.ranges),
+            expired: self.expired.clone(),
         };
         let result = self.store.commit(parts, request_id, traceparent);
         if let Err(e) = &result {

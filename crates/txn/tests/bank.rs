@@ -258,7 +258,6 @@ fn read_committed_concurrent_increments_keep_the_total_without_conflicts() {
 /// at `snapshot` two such transfers must conflict — else both pass the check on the same
 /// balance and the account goes negative.
 #[test]
-#[ignore = "library bug: at snapshot, a key read and then incremented does not conflict with a concurrent increment"]
 fn snapshot_read_then_increment_conflicts_with_a_concurrent_increment() {
     let (_dir, _log, store) = common::temp_store();
     open_accounts(&store);

@@ -338,7 +338,6 @@ fn involved(h: &History, explanation: &str) -> String {
 }
 
 #[test]
-#[ignore = "library bug: a read-only serializable transaction on a safe snapshot reads below the GC horizon (see safe_snapshot_reads_see_versions_the_gc_must_keep)"]
 fn serializable_histories_have_no_cycles() {
     check_level(Isolation::Serializable, 0.15);
 }
@@ -364,7 +363,6 @@ fn read_committed_histories_have_no_g0_or_g1() {
 /// open transaction's snapshot — the horizon the table's garbage collection keeps versions
 /// for. A key then reads as absent although it had a value at that snapshot.
 #[test]
-#[ignore = "library bug: a read-only serializable transaction on a safe snapshot reads below the GC horizon"]
 fn safe_snapshot_reads_see_versions_the_gc_must_keep() {
     let (_dir, _log, store) = common::temp_store();
     let ser = TxnOptions::new(Isolation::Serializable);
