@@ -1,7 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, text format 0.0.4).
 //!
 //! One registry per server (no globals, so tests can run several servers in one process);
-//! see `docs/decisions/0004-metrics-crate.md` for the choice of the `prometheus` crate.
+//! see `docs/decisions/0004-server-metrics-and-http-stack.md` for the choice of the `prometheus` crate.
 //!
 //! | metric | labels | what |
 //! | --- | --- | --- |
