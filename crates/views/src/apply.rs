@@ -20,43 +20,104 @@
 //! leaves the next one in place. Unkeyed records cannot be replaced: tables skip them;
 //! indexes and aggregates count them under a key of their own, `@partition:offset`.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use logbook_log::StoredRecord;
 use serde_json::Value;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Result, ViewError};
+use crate::hash::{KeyHash, KeyMap};
 use crate::layout::{
     self, ApplyState, Dec, Enc, RowMeta, TAG_CONTRIB, TAG_GROUP, TAG_INDEX, TAG_MULTI, TAG_ROW,
 };
-use crate::limits::ROW_KEY_BYTES_MAX;
+use crate::limits::{ROW_KEY_BYTES_MAX, SEEN_KEYS_MAX, STATE_CACHE_ENTRIES_MAX};
 use crate::spec::{AggFn, Aggregate, FieldPath, Plan, PlanKind};
 use crate::store::{Space, Write};
 use crate::value::{Scalar, to_fixed};
 
+/// A group partial held in memory, decoded.
+#[derive(Debug)]
+struct GroupSlot {
+    /// The committed-or-pending partial (`None`: the group does not exist).
+    partial: Option<Partial>,
+    /// Changed since the last commit (and listed in [`Txn`]'s dirty groups).
+    dirty: bool,
+    /// Group-by values of the last record added since the last commit, serialised into the
+    /// partial at commit (once per group and commit instead of once per record).
+    values: Option<Vec<Scalar>>,
+}
+
+/// A multiset count held in memory (0: no entry).
+#[derive(Debug)]
+struct MultiSlot {
+    count: i64,
+    dirty: bool,
+}
+
+/// A processor's in-memory state between commits. It is the only writer of its partition's
+/// keys, so what it holds is exactly what the store holds after the last commit plus the
+/// current batch's changes; it is dropped (never reused) if a commit fails.
+///
+/// * **Hot keys** — aggregate partials (decoded) and multiset counts: read once from the
+///   store, then kept; written once per commit however many records touched them. Cleared
+///   after a commit when it holds more than [`STATE_CACHE_ENTRIES_MAX`] entries.
+/// * **Seen primary keys** — only for a partition applied from offset 0 in this process
+///   (no state of it can exist in the store yet): the hashes of the primary keys that got a
+///   contribution. A key not in the set has no contribution, so its store read is skipped
+///   (the common case while building or rebuilding a view). A hash collision only costs a
+///   read. Abandoned beyond [`SEEN_KEYS_MAX`] keys (every key is then read).
+#[derive(Debug)]
+pub struct StateCache {
+    groups: KeyMap<GroupSlot>,
+    multis: KeyMap<MultiSlot>,
+    seen: Option<HashSet<u64, KeyHash>>,
+}
+
+impl StateCache {
+    /// A cache for a processor starting at `applied` (0: the partition has no state yet).
+    pub fn new(applied: u64) -> StateCache {
+        StateCache {
+            groups: KeyMap::default(),
+            multis: KeyMap::default(),
+            seen: (applied == 0).then(HashSet::default),
+        }
+    }
+
+    /// Called after a successful commit: bounds the memory held.
+    pub fn committed(&mut self) {
+        if self.groups.len() + self.multis.len() > STATE_CACHE_ENTRIES_MAX {
+            self.groups.clear();
+            self.multis.clear();
+        }
+    }
+}
+
 /// Reads and buffered writes of one commit. Reads see the buffered writes, then the
-/// processor's cache of its hot keys (groups and multisets), then the store.
+/// processor's [`StateCache`], then the store.
 pub struct Txn<'a> {
     space: &'a dyn Space,
-    cache: &'a mut HashMap<Vec<u8>, Option<Vec<u8>>>,
-    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    cache: &'a mut StateCache,
+    pending: KeyMap<Option<Vec<u8>>>,
+    dirty_groups: Vec<Vec<u8>>,
+    dirty_multis: Vec<Vec<u8>>,
+    key: Vec<u8>,
 }
 
 impl<'a> Txn<'a> {
     /// A transaction over `space` with the processor's `cache`.
-    pub fn new(space: &'a dyn Space, cache: &'a mut HashMap<Vec<u8>, Option<Vec<u8>>>) -> Self {
+    pub fn new(space: &'a dyn Space, cache: &'a mut StateCache) -> Self {
         Txn {
             space,
             cache,
-            pending: HashMap::new(),
+            pending: KeyMap::default(),
+            dirty_groups: Vec::new(),
+            dirty_multis: Vec::new(),
+            key: Vec::with_capacity(64),
         }
     }
 
-    fn cached(key: &[u8]) -> bool {
-        matches!(key.first(), Some(&TAG_GROUP) | Some(&TAG_MULTI))
-    }
-
-    /// The value of `key` as this transaction sees it.
+    /// The value of `key` as this transaction sees it (keys other than groups/multisets).
     ///
     /// # Errors
     /// [`ViewError::Store`].
@@ -64,14 +125,7 @@ impl<'a> Txn<'a> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
-        if let Some(v) = self.cache.get(key) {
-            return Ok(v.clone());
-        }
-        let v = self.space.get(key)?;
-        if Txn::cached(key) {
-            self.cache.insert(key.to_vec(), v.clone());
-        }
-        Ok(v)
+        self.space.get(key)
     }
 
     /// Buffers a put.
@@ -84,18 +138,129 @@ impl<'a> Txn<'a> {
         self.pending.insert(key, None);
     }
 
-    /// The buffered writes, in key order (deterministic commits); the hot ones are copied
-    /// into the cache, which the caller must clear if the commit then fails.
-    pub fn into_writes(self) -> Vec<Write> {
-        let mut writes: Vec<Write> = self.pending.into_iter().collect();
-        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (k, v) in &writes {
-            if Txn::cached(k) {
-                self.cache.insert(k.clone(), v.clone());
+    /// Whether the primary key `pk` may have a stored contribution (see [`StateCache`]).
+    fn contribution_may_exist(&self, pk: &[u8]) -> bool {
+        self.cache
+            .seen
+            .as_ref()
+            .is_none_or(|s| s.contains(&xxh3_64(pk)))
+    }
+
+    /// Notes that `pk` now has a contribution.
+    fn contribution_written(&mut self, pk: &[u8]) {
+        if let Some(s) = &mut self.cache.seen {
+            s.insert(xxh3_64(pk));
+            if s.len() > SEEN_KEYS_MAX {
+                self.cache.seen = None;
             }
         }
+    }
+
+    /// Takes the partial of the group whose store key is in `self.key` out of the cache
+    /// (loading it on a miss); give it back with [`Txn::put_group`].
+    fn take_group(&mut self, n: usize) -> Result<Option<Partial>> {
+        if let Some(slot) = self.cache.groups.get_mut(self.key.as_slice()) {
+            return Ok(slot.partial.take());
+        }
+        let loaded = match self.space.get(&self.key)? {
+            Some(b) => Some(Partial::decode(&b, n)?),
+            None => None,
+        };
+        self.cache.groups.insert(
+            self.key.clone(),
+            GroupSlot {
+                partial: None,
+                dirty: false,
+                values: None,
+            },
+        );
+        Ok(loaded)
+    }
+
+    /// Puts back the partial taken by [`Txn::take_group`] (same `self.key`), marking it dirty.
+    fn put_group(&mut self, partial: Option<Partial>, values: Option<Vec<Scalar>>) {
+        let mut newly_dirty = false;
+        if let Some(slot) = self.cache.groups.get_mut(self.key.as_slice()) {
+            slot.partial = partial;
+            if values.is_some() {
+                slot.values = values;
+            }
+            newly_dirty = !slot.dirty;
+            slot.dirty = true;
+        }
+        if newly_dirty {
+            self.dirty_groups.push(self.key.clone());
+        }
+    }
+
+    /// Adds `sign` to the multiset count whose store key is `key`.
+    fn bump_multi(&mut self, key: &[u8], sign: i64) -> Result<()> {
+        if !self.cache.multis.contains_key(key) {
+            let count = match self.space.get(key)? {
+                Some(b) => Dec::new(&b, "multiset count").i64()?,
+                None => 0,
+            };
+            self.cache.multis.insert(
+                key.to_vec(),
+                MultiSlot {
+                    count,
+                    dirty: false,
+                },
+            );
+        }
+        let Some(slot) = self.cache.multis.get_mut(key) else {
+            return Err(ViewError::corrupt("multiset count", "cache entry vanished"));
+        };
+        slot.count += sign;
+        assert!(
+            slot.count >= 0,
+            "multiset count below zero: a retraction without its addition"
+        );
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty_multis.push(key.to_vec());
+        }
+        Ok(())
+    }
+
+    /// The buffered writes, in key order (deterministic commits). The cache now holds them
+    /// as committed; the caller must drop the cache if the commit then fails.
+    pub fn into_writes(self) -> Vec<Write> {
+        let mut writes: Vec<Write> = Vec::with_capacity(
+            self.pending.len() + self.dirty_groups.len() + self.dirty_multis.len(),
+        );
+        writes.extend(self.pending);
+        for k in self.dirty_groups {
+            let Some(slot) = self.cache.groups.get_mut(&k) else {
+                continue;
+            };
+            slot.dirty = false;
+            let values = slot.values.take();
+            let v = slot.partial.as_mut().map(|p| {
+                if let Some(values) = values {
+                    p.group_values = group_values_json(&values);
+                }
+                p.encode()
+            });
+            writes.push((k, v));
+        }
+        for k in self.dirty_multis {
+            let Some(slot) = self.cache.multis.get_mut(&k) else {
+                continue;
+            };
+            slot.dirty = false;
+            let v = (slot.count != 0).then(|| slot.count.to_le_bytes().to_vec());
+            writes.push((k, v));
+        }
+        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         writes
     }
+}
+
+/// The stored form of a group's values: a JSON array.
+fn group_values_json(values: &[Scalar]) -> Vec<u8> {
+    serde_json::to_vec(&Value::Array(values.iter().map(Scalar::to_json).collect()))
+        .unwrap_or_default()
 }
 
 /// The request-id header of a share's first record and its `request-records` header
@@ -136,23 +301,19 @@ pub fn request_id_of(r: &StoredRecord, state: &mut ApplyState) -> Option<String>
 
 /// The record's value as a view sees it: `None` deletes (empty, `null`, not JSON).
 pub fn parse_value(bytes: &[u8]) -> Option<Value> {
-    if bytes.is_empty() {
-        return None;
-    }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Null) | Err(_) => None,
-        Ok(v) => Some(v),
-    }
+    crate::extract::parse_members(bytes, None)
 }
 
 /// The key text of several fields joined by `|` (each part escaped).
 pub fn join_key(paths: &[FieldPath], value: &Value) -> (String, Vec<Scalar>) {
     let scalars: Vec<Scalar> = paths.iter().map(|p| p.get(value)).collect();
-    let text = scalars
-        .iter()
-        .map(Scalar::key_text)
-        .collect::<Vec<_>>()
-        .join("|");
+    let mut text = String::new();
+    for (i, s) in scalars.iter().enumerate() {
+        if i > 0 {
+            text.push('|');
+        }
+        s.push_key_text(&mut text);
+    }
     (text, scalars)
 }
 
@@ -188,7 +349,8 @@ pub fn apply(
         offset: r.offset,
         request_id,
     };
-    let value = parse_value(&r.value).filter(|v| plan.filter.as_ref().is_none_or(|f| f.matches(v)));
+    let value = crate::extract::parse_members(&r.value, plan.members.as_deref())
+        .filter(|v| plan.filter.as_ref().is_none_or(|f| f.matches(v)));
     let synthetic;
     let pk: &[u8] = match &r.key {
         Some(k) => k,
@@ -217,7 +379,11 @@ pub fn apply(
         }
         PlanKind::Index { on } => {
             let ck = layout::key(TAG_CONTRIB, p, pk);
-            let old = if r.key.is_some() { txn.get(&ck)? } else { None };
+            let old = if r.key.is_some() && txn.contribution_may_exist(pk) {
+                txn.get(&ck)?
+            } else {
+                None
+            };
             let new = value.and_then(|v| {
                 let (text, scalars) = join_key(on, &v);
                 if scalars.iter().any(Scalar::is_null) {
@@ -247,6 +413,7 @@ pub fn apply(
                     meta.encode_into(&mut e);
                     txn.put(entry(&vk), e.0);
                     if r.key.is_some() {
+                        txn.contribution_written(pk);
                         txn.put(ck, vk);
                     }
                 }
@@ -262,7 +429,11 @@ pub fn apply(
             aggregates,
         } => {
             let ck = layout::key(TAG_CONTRIB, p, pk);
-            let old = if r.key.is_some() { txn.get(&ck)? } else { None };
+            let old = if r.key.is_some() && txn.contribution_may_exist(pk) {
+                txn.get(&ck)?
+            } else {
+                None
+            };
             if let Some(old) = &old {
                 let c = Contribution::decode(old, aggregates.len())?;
                 update_group(txn, p, aggregates, &c, -1, &meta, None)?;
@@ -277,19 +448,19 @@ pub fn apply(
                     .iter()
                     .map(|a| a.field.as_ref().map_or(Scalar::Null, |f| f.get(&v)))
                     .collect();
-                let group_values = Value::Array(scalars.iter().map(Scalar::to_json).collect());
                 Some((
                     Contribution {
                         group: text.into_bytes(),
                         inputs,
                     },
-                    group_values,
+                    scalars,
                 ))
             });
             match new {
                 Some((c, group_values)) => {
-                    update_group(txn, p, aggregates, &c, 1, &meta, Some(&group_values))?;
+                    update_group(txn, p, aggregates, &c, 1, &meta, Some(group_values))?;
                     if r.key.is_some() {
+                        txn.contribution_written(pk);
                         txn.put(ck, c.encode());
                     }
                 }
@@ -425,24 +596,6 @@ pub fn group_key(p: u32, group: &[u8]) -> Vec<u8> {
     k
 }
 
-fn bump_multi(txn: &mut Txn<'_>, key: Vec<u8>, sign: i64) -> Result<()> {
-    let old = match txn.get(&key)? {
-        Some(b) => Dec::new(&b, "multiset count").i64()?,
-        None => 0,
-    };
-    let new = old + sign;
-    assert!(
-        new >= 0,
-        "multiset count below zero: a retraction without its addition"
-    );
-    if new == 0 {
-        txn.delete(key);
-    } else {
-        txn.put(key, new.to_le_bytes().to_vec());
-    }
-    Ok(())
-}
-
 /// Adds (`sign` 1) or retracts (`sign` -1) a contribution to its group.
 fn update_group(
     txn: &mut Txn<'_>,
@@ -451,18 +604,21 @@ fn update_group(
     c: &Contribution,
     sign: i64,
     meta: &RowMeta,
-    group_values: Option<&Value>,
+    group_values: Option<Vec<Scalar>>,
 ) -> Result<()> {
-    let gk = group_key(p, &c.group);
-    let mut partial = match txn.get(&gk)? {
-        Some(b) => Partial::decode(&b, aggregates.len())?,
-        None => Partial {
+    txn.key.clear();
+    txn.key.push(TAG_GROUP);
+    txn.key.extend_from_slice(&p.to_be_bytes());
+    layout::push_escaped(&mut txn.key, &c.group);
+    let mut partial = txn
+        .take_group(aggregates.len())?
+        .unwrap_or_else(|| Partial {
             aggs: vec![AggState::default(); aggregates.len()],
             ..Partial::default()
-        },
-    };
+        });
     partial.count += sign;
     assert!(partial.count >= 0, "group count below zero");
+    let mut multi = Vec::new();
     for (i, (a, input)) in aggregates.iter().zip(&c.inputs).enumerate() {
         let st = &mut partial.aggs[i];
         match a.func {
@@ -488,25 +644,22 @@ fn update_group(
             AggFn::Min | AggFn::Max => {
                 if let Some(k) = input.order_key() {
                     st.n += sign;
-                    bump_multi(txn, multi_key(p, i, &c.group, &k), sign)?;
+                    multi.push(multi_key(p, i, &c.group, &k));
                 }
             }
             AggFn::CountDistinct => {
                 if !input.is_null() {
                     st.n += sign;
-                    bump_multi(txn, multi_key(p, i, &c.group, &input.encode()), sign)?;
+                    multi.push(multi_key(p, i, &c.group, &input.encode()));
                 }
             }
         }
     }
     partial.meta = meta.clone();
-    if let Some(values) = group_values {
-        partial.group_values = serde_json::to_vec(values).unwrap_or_default();
-    }
-    if partial.count == 0 {
-        txn.delete(gk);
-    } else {
-        txn.put(gk, partial.encode());
+    let partial = (partial.count > 0).then_some(partial);
+    txn.put_group(partial, group_values);
+    for k in multi {
+        txn.bump_multi(&k, sign)?;
     }
     Ok(())
 }

@@ -40,6 +40,8 @@
 pub mod apply;
 pub mod engine;
 mod error;
+pub mod extract;
+mod hash;
 pub mod layout;
 pub mod limits;
 pub mod processor;

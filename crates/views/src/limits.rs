@@ -36,6 +36,9 @@ pub const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Entries of committed state a processor keeps in memory between commits (a cache of its
 /// own partition's state; it is the only writer of those keys). Cleared when exceeded.
 pub const STATE_CACHE_ENTRIES_MAX: usize = 200_000;
+/// Primary keys a processor that started from offset 0 remembers (as 64-bit hashes, about
+/// 16 bytes each) to skip reading contributions that cannot exist yet; beyond it, it reads.
+pub const SEEN_KEYS_MAX: usize = 1_000_000;
 /// Largest `limit` of one scan, rows (index views: primary keys).
 pub const READ_LIMIT_MAX: usize = 10_000;
 /// Default `limit` of a scan.

@@ -14,17 +14,16 @@
 //! skipped. An error stops the processor and is shown in the version's status; the
 //! version keeps serving what it has.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use logbook_log::Stream;
 
-use crate::apply::{Txn, apply};
+use crate::apply::{StateCache, Txn, apply};
 use crate::error::{Result, ViewError};
 use crate::layout::{self, ApplyState, TAG_APPLIED};
-use crate::limits::{APPLY_BATCH_BYTES, APPLY_BATCH_RECORDS, STATE_CACHE_ENTRIES_MAX};
+use crate::limits::{APPLY_BATCH_BYTES, APPLY_BATCH_RECORDS};
 use crate::spec::Plan;
 use crate::store::Space;
 
@@ -193,7 +192,7 @@ impl Version {
             Some(b) => ApplyState::decode(&b)?,
             None => ApplyState::default(),
         };
-        let mut cache = HashMap::new();
+        let mut cache = StateCache::new(state.applied);
         while !self.stop.load(Ordering::Acquire) {
             // Never past the durable offset (DESIGN.md rule 2).
             let limit = part.durable_offset().min(part.end_offset());
@@ -226,13 +225,9 @@ impl Version {
             state.applied = next;
             txn.put(akey.clone(), state.encode());
             let writes = txn.into_writes();
-            if let Err(e) = self.space.commit(writes) {
-                cache.clear();
-                return Err(e);
-            }
-            if cache.len() > STATE_CACHE_ENTRIES_MAX {
-                cache.clear();
-            }
+            // On error the processor stops and its cache (ahead of the store) is dropped.
+            self.space.commit(writes)?;
+            cache.committed();
             self.applied[p as usize].store(next, Ordering::Release);
             self.notify();
         }

@@ -348,6 +348,8 @@ pub struct Plan {
     pub filter: Option<Filter>,
     /// What it computes.
     pub kind: PlanKind,
+    /// The top-level members of a record it reads (`None`: all), see [`crate::extract`].
+    pub members: Option<Vec<String>>,
 }
 
 impl Plan {
@@ -510,7 +512,13 @@ impl Plan {
             .as_ref()
             .map(|f| Filter::compile("filter", f, 1, &mut 0))
             .transpose()?;
-        Ok(Plan { spec, filter, kind })
+        let members = crate::extract::members_needed(&kind, filter.as_ref());
+        Ok(Plan {
+            spec,
+            filter,
+            kind,
+            members,
+        })
     }
 }
 

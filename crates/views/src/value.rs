@@ -183,13 +183,23 @@ impl Scalar {
     /// booleans as their canonical JSON text, arrays/objects as canonical JSON, null as `\N`
     /// (unambiguous, since a `\` inside a value is escaped as `\\`).
     pub fn key_text(&self) -> String {
+        let mut out = String::new();
+        self.push_key_text(&mut out);
+        out
+    }
+
+    /// Appends [`Scalar::key_text`] to `out` (no intermediate string for the common cases).
+    pub fn push_key_text(&self, out: &mut String) {
         match self {
-            Scalar::Null => "\\N".to_string(),
-            Scalar::Str(s) => escape_key_part(s),
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Float(f) => escape_key_part(&format_f64(*f)),
-            Scalar::Json(s) => escape_key_part(s),
+            Scalar::Null => out.push_str("\\N"),
+            Scalar::Str(s) => push_escaped_key_part(out, s),
+            Scalar::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Scalar::Int(i) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{i}");
+            }
+            Scalar::Float(f) => push_escaped_key_part(out, &format_f64(*f)),
+            Scalar::Json(s) => push_escaped_key_part(out, s),
         }
     }
 }
@@ -197,13 +207,22 @@ impl Scalar {
 /// Escapes `|` and `\` with a `\` (DESIGN.md: the group-by values are joined by `|`).
 pub fn escape_key_part(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    push_escaped_key_part(&mut out, s);
+    out
+}
+
+/// Appends [`escape_key_part`] of `s` to `out`.
+pub fn push_escaped_key_part(out: &mut String, s: &str) {
+    if !s.contains(['|', '\\']) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if c == '|' || c == '\\' {
             out.push('\\');
         }
         out.push(c);
     }
-    out
 }
 
 /// Compares an integer with a float exactly.
