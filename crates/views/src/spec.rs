@@ -352,6 +352,13 @@ pub struct Plan {
     pub members: Option<Vec<String>>,
 }
 
+/// The member named by serde's "missing field `name`" message, if that is the message.
+fn missing_member(reason: &str) -> Option<&str> {
+    let rest = reason.strip_prefix("missing field `")?;
+    let end = rest.find('`')?;
+    Some(&rest[..end])
+}
+
 impl Plan {
     /// Parses and validates a spec given as JSON bytes.
     ///
@@ -389,8 +396,16 @@ impl Plan {
         }
         let spec: ViewSpec = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            ViewError::spec(field, e.into_inner().to_string())
+            let mut field = if path == "." { String::new() } else { path };
+            let reason = e.into_inner().to_string();
+            // serde reports a missing member at the object that lacks it: name the member.
+            if let Some(member) = missing_member(&reason) {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(member);
+            }
+            ViewError::spec(field, reason)
         })?;
         Plan::compile(spec)
     }

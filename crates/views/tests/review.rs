@@ -1031,7 +1031,6 @@ fn bad_specs_name_the_field_and_create_nothing() {
 }
 
 #[test]
-#[ignore = "BUG: a missing required member (kind, source) gives InvalidSpec with an empty field instead of naming it"]
 fn missing_members_are_named() {
     let (_dir, _log, _s, views) = setup(1);
     assert_eq!(spec_field(&views, r#"{"source":"s"}"#), "kind");
