@@ -82,6 +82,21 @@ impl Default for TxnStoreOptions {
     }
 }
 
+/// A commit after certification: done (duplicate, read-only) or waiting for its fsync.
+pub(crate) enum Prepared {
+    Done(CommitOutcome),
+    InFlight(logbook_log::AppendCompletion, InFlight),
+}
+
+/// What settling an appended commit needs.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    offset: u64,
+    incremented: Vec<(Vec<u8>, i64)>,
+    pending: Option<Arc<Outcome>>,
+    request_id: Option<String>,
+}
+
 /// The outcome of a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -435,13 +450,29 @@ impl TxnStore {
         state.cert.finish(id, now, None);
     }
 
-    /// The commit path. See the module documentation.
+    /// The commit path, blocking until durable. See the module documentation.
     pub(crate) fn commit(
         &self,
         parts: TxnParts,
         request_id: Option<&RequestId>,
         traceparent: Option<&str>,
     ) -> Result<CommitOutcome> {
+        match self.prepare(parts, request_id, traceparent)? {
+            Prepared::Done(outcome) => Ok(outcome),
+            Prepared::InFlight(completion, meta) => {
+                let result = completion.wait();
+                self.settle(meta, result)
+            }
+        }
+    }
+
+    /// The commit path up to the append: everything but waiting for the fsync.
+    pub(crate) fn prepare(
+        &self,
+        parts: TxnParts,
+        request_id: Option<&RequestId>,
+        traceparent: Option<&str>,
+    ) -> Result<Prepared> {
         if let Some(tp) = traceparent
             && let Err(e) = logbook_log::dedup::validate_traceparent(tp)
         {
@@ -468,7 +499,7 @@ impl TxnStore {
                     state.cert.finish(parts.id, now, None);
                     drop(state);
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    return self.duplicate_outcome(offset);
+                    return self.duplicate_outcome(offset).map(Prepared::Done);
                 }
                 if let Some(pending) = state.ids_pending.get(id.as_str()).cloned() {
                     drop(state);
@@ -485,11 +516,11 @@ impl TxnStore {
             Ok(Some(x)) => x,
             Ok(None) => {
                 self.stats.read_only_commits.fetch_add(1, Ordering::Relaxed);
-                return Ok(CommitOutcome {
+                return Ok(Prepared::Done(CommitOutcome {
                     offset: None,
                     duplicate: false,
                     incremented: Vec::new(),
-                });
+                }));
             }
             Err(e) => {
                 // An error that names a commit reveals it: never before it is durable.
@@ -519,7 +550,30 @@ impl TxnStore {
                 return Err(e);
             }
         };
-        let result = completion.wait();
+        Ok(Prepared::InFlight(
+            completion,
+            InFlight {
+                offset,
+                incremented,
+                pending,
+                request_id: request_id.map(|id| id.as_str().to_string()),
+            },
+        ))
+    }
+
+    /// After the append of a prepared commit resolved: request-id bookkeeping, poisoning
+    /// on failure, the outcome.
+    pub(crate) fn settle(
+        &self,
+        meta: InFlight,
+        result: logbook_log::Result<logbook_log::AppendAck>,
+    ) -> Result<CommitOutcome> {
+        let InFlight {
+            offset,
+            incremented,
+            pending,
+            request_id,
+        } = meta;
         let mut foreign = None;
         let ok = match &result {
             Ok(ack) if ack.base_offset == offset => true,
@@ -539,14 +593,9 @@ impl TxnStore {
         };
         if let (Some(id), Some(pending)) = (request_id, pending) {
             let mut state = lock(&self.state);
-            state.ids_pending.remove(id.as_str());
+            state.ids_pending.remove(&id);
             if ok {
-                remember_id(
-                    &mut state,
-                    id.as_str().to_string(),
-                    offset,
-                    self.options.request_ids_max,
-                );
+                remember_id(&mut state, id, offset, self.options.request_ids_max);
             }
             drop(state);
             *lock(&pending.result) = Some(ok.then_some(offset));
@@ -753,8 +802,9 @@ impl TxnStore {
         }
         state.next_offset = offset + 1;
         // Age is checked every 256 commits (it walks every open transaction).
-        let age_max =
-            offset.is_multiple_of(256).then(|| Duration::from_millis(self.options.txn_age_ms_max));
+        let age_max = offset
+            .is_multiple_of(256)
+            .then(|| Duration::from_millis(self.options.txn_age_ms_max));
         let expired = state.cert.expire(
             2 * state.next_offset,
             2 * self.options.txn_newer_commits_max,

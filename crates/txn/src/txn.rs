@@ -552,7 +552,46 @@ impl Txn {
     ) -> Result<CommitOutcome> {
         self.check_open()?;
         self.done = true;
-        let parts = TxnParts {
+        let parts = self.take_parts();
+        let result = self.store.commit(parts, request_id, traceparent);
+        if let Err(e) = &result {
+            tracing::debug!(txn = self.id, error = %e, "commit refused");
+        }
+        result
+    }
+
+    /// [`Txn::commit_with`] for async callers: certification and the append happen now (a
+    /// short critical section), and the returned future resolves once the commit record is
+    /// durable, without holding a thread while the log fsyncs. A retry of a request id whose
+    /// original is still in flight, and a duplicate, still wait in the calling thread (for
+    /// at most one group commit).
+    ///
+    /// # Errors
+    /// As [`Txn::commit_with`].
+    pub fn commit_async(
+        mut self,
+        request_id: Option<&RequestId>,
+        traceparent: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static {
+        let prepared = self.check_open().and_then(|()| {
+            self.done = true;
+            let parts = self.take_parts();
+            self.store.prepare(parts, request_id, traceparent)
+        });
+        let store = self.store.clone();
+        async move {
+            match prepared? {
+                crate::store::Prepared::Done(outcome) => Ok(outcome),
+                crate::store::Prepared::InFlight(completion, meta) => {
+                    let result = completion.await;
+                    store.settle(meta, result)
+                }
+            }
+        }
+    }
+
+    fn take_parts(&mut self) -> TxnParts {
+        TxnParts {
             id: self.id,
             isolation: self.options.isolation,
             snapshot: self.snapshot,
@@ -561,12 +600,7 @@ impl Txn {
             reads: std::mem::take(&mut self.reads),
             ranges: std::mem::take(&mut self.ranges),
             expired: self.expired.clone(),
-        };
-        let result = self.store.commit(parts, request_id, traceparent);
-        if let Err(e) = &result {
-            tracing::debug!(txn = self.id, error = %e, "commit refused");
         }
-        result
     }
 
     /// Aborts: nothing the transaction wrote is applied.

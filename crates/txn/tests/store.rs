@@ -501,3 +501,60 @@ fn read_modify_write_loses_no_update_without_early_lock_release() {
     counter_loses_no_update(Isolation::Serializable, false);
     counter_loses_no_update(Isolation::Snapshot, false);
 }
+
+/// Runs a future to completion on this thread (the test needs no async runtime).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn an_async_commit_resolves_once_durable_and_deduplicates_like_a_blocking_one() {
+    let sim = SimStorage::new();
+    let (log, store) = open(&sim, TxnStoreOptions::default());
+    let id = RequestId::new("async-1").unwrap();
+    let mut t = store.begin(ser()).unwrap();
+    t.increment(b"n", 7).unwrap();
+    let pending = t.commit_async(Some(&id), None);
+    let first = block_on(pending).unwrap();
+    assert_eq!(first.incremented, vec![(b"n".to_vec(), 7)]);
+    assert!(
+        store.durable_end() > first.offset.unwrap(),
+        "resolved only once durable"
+    );
+    let mut t = store.begin(ser()).unwrap();
+    t.increment(b"n", 7).unwrap();
+    let again = block_on(t.commit_async(Some(&id), None)).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.offset, first.offset);
+    // A conflict is reported by the future, and leaves nothing behind.
+    let mut a = store.begin(TxnOptions::new(Isolation::Snapshot)).unwrap();
+    let mut b = store.begin(TxnOptions::new(Isolation::Snapshot)).unwrap();
+    a.put(b"x", b"1").unwrap();
+    b.put(b"x", b"2").unwrap();
+    block_on(a.commit_async(None, None)).unwrap();
+    assert!(
+        block_on(b.commit_async(None, None))
+            .unwrap_err()
+            .is_retryable()
+    );
+    assert_eq!(value(&store, "x").as_deref(), Some("1"));
+    sim.power_loss();
+    drop(store);
+    drop(log);
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    assert_eq!(value(&store, "n").as_deref(), Some("7"));
+}
