@@ -64,7 +64,9 @@ pub struct AppendOutcome {
     pub duplicate: bool,
 }
 
-/// A pending append with a request id: resolve with [`IdempotentAppend::wait`].
+/// A pending append with a request id: resolve with [`IdempotentAppend::wait`], or
+/// `.await` it (it is a `Future` with the same output, for async callers that must not
+/// hold a thread while the log fsyncs).
 #[derive(Debug)]
 #[must_use = "the records are only acknowledged once this resolves"]
 pub struct IdempotentAppend {
@@ -72,6 +74,69 @@ pub struct IdempotentAppend {
     parts: Vec<(AppendCompletion, Vec<usize>)>,
     duplicate: bool,
     stream: Arc<Stream>,
+    /// The first failed part, while others are still being polled.
+    error: Option<LogError>,
+}
+
+impl std::future::Future for IdempotentAppend {
+    type Output = Result<AppendOutcome>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let mut i = 0;
+        while i < this.parts.len() {
+            match std::pin::Pin::new(&mut this.parts[i].0).poll(cx) {
+                Poll::Pending => i += 1,
+                Poll::Ready(result) => {
+                    let (_, indices) = this.parts.swap_remove(i);
+                    match result {
+                        Ok(ack) => {
+                            for (j, index) in indices.into_iter().enumerate() {
+                                this.known[index] = Some(Position {
+                                    partition: ack.partition,
+                                    offset: ack.base_offset + j as u64,
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            this.error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        if !this.parts.is_empty() {
+            return Poll::Pending;
+        }
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if this.duplicate {
+            // The original is durable; wait until readers can see it too (as `wait`).
+            for p in this.known.iter().flatten() {
+                if let Ok(partition) = this.stream.partition(p.partition)
+                    && partition.end_offset() <= p.offset
+                {
+                    let mut visible = partition.end_offset_above(p.offset);
+                    if std::pin::Pin::new(&mut visible).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        let positions = std::mem::take(&mut this.known)
+            .into_iter()
+            .flatten()
+            .collect();
+        Poll::Ready(Ok(AppendOutcome {
+            positions,
+            duplicate: this.duplicate,
+        }))
+    }
 }
 
 impl IdempotentAppend {
@@ -288,6 +353,7 @@ impl Stream {
                 parts: Vec::new(),
                 duplicate: true,
                 stream: self.clone(),
+                error: None,
             });
         }
         // Append the shares not yet in the log (all of them, unless an earlier attempt wrote
@@ -328,6 +394,7 @@ impl Stream {
             parts,
             duplicate: false,
             stream: self.clone(),
+            error: None,
         })
     }
 

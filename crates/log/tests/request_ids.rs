@@ -805,3 +805,64 @@ fn a_retry_matching_only_the_share_that_survived_a_crash_is_a_conflict() {
     assert!(!retry.duplicate);
     assert_eq!(stream.record_count(), 2);
 }
+
+/// Runs a future to completion on this thread (no async runtime in the log's tests).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn an_idempotent_append_awaited_as_a_future_matches_wait() {
+    let dir = SimDir::new();
+    let log = dir.open().unwrap();
+    let stream = log
+        .create_stream("s", StreamConfig::with_partitions(4))
+        .unwrap();
+    let records: Vec<Record> = (0..10)
+        .map(|i| Record::keyed(format!("key-{i}"), format!("v{i}")))
+        .collect();
+    let pending = stream
+        .append_with_id(&id("f1"), None, records.clone())
+        .unwrap();
+    let first = block_on(pending).unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.positions.len(), 10);
+    let partitions: std::collections::BTreeSet<u32> =
+        first.positions.iter().map(|p| p.partition).collect();
+    assert!(partitions.len() > 1, "the request spans partitions");
+    // The same request, awaited again: the original positions, nothing appended.
+    let retry = block_on(
+        stream
+            .append_with_id(&id("f1"), None, records.clone())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.positions, first.positions);
+    // And `wait` agrees with the future.
+    let waited = stream.append_once(&id("f1"), None, records);
+    assert_eq!(waited, retry);
+    assert_eq!(stream.record_count(), 10);
+    // A failed fsync is reported through the future too.
+    dir.sim.fail_syncs_after(0);
+    let failed = block_on(
+        stream
+            .append_with_id(&id("f2"), None, vec![Record::keyed("k", "v")])
+            .unwrap(),
+    );
+    assert!(failed.is_err());
+}
