@@ -650,7 +650,7 @@ fn update_group(
             AggFn::CountDistinct => {
                 if !input.is_null() {
                     st.n += sign;
-                    multi.push(multi_key(p, i, &c.group, &input.encode()));
+                    multi.push(multi_key(p, i, &c.group, &input.distinct_key()));
                 }
             }
         }

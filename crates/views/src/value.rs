@@ -113,15 +113,19 @@ impl Scalar {
 
     /// Order-preserving bytes of an ordered scalar (`None` for null and JSON): the keys of
     /// `min`/`max` multisets. Layout: class byte, then bool `0|1`; number: f64 order bits
-    /// (8 bytes BE), then `0` for a float or `1` + i64 order bits for an integer (exact order
-    /// between integers that round to one f64); string: UTF-8 bytes.
+    /// (8 bytes BE), then `0` for a float or `1` + i64 order bits for an integer; string:
+    /// UTF-8 bytes. An integer's f64 is the largest f64 not above it (rounded toward −∞, not
+    /// to nearest), so byte order equals [`Scalar::compare`] between integers and floats
+    /// exactly, beyond 2^53 too: a float equal to that f64 is below the integer or equal to
+    /// it (then the float sorts first), a larger float is above it. Integers that share the
+    /// f64 are ordered by their own bits.
     pub fn order_key(&self) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(18);
         out.push(self.class()?);
         match self {
             Scalar::Bool(b) => out.push(u8::from(*b)),
             Scalar::Int(i) => {
-                out.extend_from_slice(&f64_order_bits(*i as f64).to_be_bytes());
+                out.extend_from_slice(&f64_order_bits(f64_at_or_below(*i)).to_be_bytes());
                 out.push(1);
                 out.extend_from_slice(&((*i as u64) ^ (1 << 63)).to_be_bytes());
             }
@@ -167,6 +171,20 @@ impl Scalar {
                 v
             }
             other => other.order_key().unwrap_or_else(|| vec![0]),
+        }
+    }
+
+    /// [`Scalar::encode`] of the value with numbers normalised: a float with an exact `i64`
+    /// value encodes as that integer (`1.0` as `1`), so values that [`Scalar::equals`] holds
+    /// equal get one key — the distinct-value keys of `count_distinct`.
+    pub fn distinct_key(&self) -> Vec<u8> {
+        match self {
+            Scalar::Float(f)
+                if f.fract() == 0.0 && *f >= -(2f64.powi(63)) && *f < 2f64.powi(63) =>
+            {
+                Scalar::Int(*f as i64).encode()
+            }
+            other => other.encode(),
         }
     }
 
@@ -222,6 +240,17 @@ pub fn push_escaped_key_part(out: &mut String, s: &str) {
             out.push('\\');
         }
         out.push(c);
+    }
+}
+
+/// The largest `f64` not above `i` (`i as f64` rounds to nearest, which may be above `i`).
+fn f64_at_or_below(i: i64) -> f64 {
+    let f = i as f64;
+    // `f` is within ±2^63, so its value fits an i128 exactly.
+    if f as i128 > i128::from(i) {
+        f.next_down()
+    } else {
+        f
     }
 }
 
@@ -428,6 +457,11 @@ mod tests {
             Scalar::Float(0.5),
             Scalar::Int(9_007_199_254_740_992),
             Scalar::Int(9_007_199_254_740_993),
+            Scalar::Int(9_007_199_254_740_995),
+            Scalar::Float(9_007_199_254_740_996.0),
+            Scalar::Int(9_007_199_254_740_996),
+            Scalar::Int(9_007_199_254_740_997),
+            Scalar::Int(i64::MAX),
             Scalar::Float(1e300),
             Scalar::Str(String::new()),
             Scalar::Str("a".into()),
@@ -437,6 +471,13 @@ mod tests {
             assert!(
                 w[0].order_key() < w[1].order_key(),
                 "{:?} < {:?}",
+                w[0],
+                w[1]
+            );
+            assert_ne!(
+                w[0].compare(&w[1]),
+                Some(Ordering::Greater),
+                "{:?} vs {:?}",
                 w[0],
                 w[1]
             );
