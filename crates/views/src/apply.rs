@@ -43,9 +43,6 @@ struct GroupSlot {
     partial: Option<Partial>,
     /// Changed since the last commit (and listed in [`Txn`]'s dirty groups).
     dirty: bool,
-    /// Group-by values of the last record added since the last commit, serialised into the
-    /// partial at commit (once per group and commit instead of once per record).
-    values: Option<Vec<Scalar>>,
 }
 
 /// A multiset count held in memory (0: no entry).
@@ -171,20 +168,16 @@ impl<'a> Txn<'a> {
             GroupSlot {
                 partial: None,
                 dirty: false,
-                values: None,
             },
         );
         Ok(loaded)
     }
 
     /// Puts back the partial taken by [`Txn::take_group`] (same `self.key`), marking it dirty.
-    fn put_group(&mut self, partial: Option<Partial>, values: Option<Vec<Scalar>>) {
+    fn put_group(&mut self, partial: Option<Partial>) {
         let mut newly_dirty = false;
         if let Some(slot) = self.cache.groups.get_mut(self.key.as_slice()) {
             slot.partial = partial;
-            if values.is_some() {
-                slot.values = values;
-            }
             newly_dirty = !slot.dirty;
             slot.dirty = true;
         }
@@ -235,13 +228,7 @@ impl<'a> Txn<'a> {
                 continue;
             };
             slot.dirty = false;
-            let values = slot.values.take();
-            let v = slot.partial.as_mut().map(|p| {
-                if let Some(values) = values {
-                    p.group_values = group_values_json(&values);
-                }
-                p.encode()
-            });
+            let v = slot.partial.as_ref().map(Partial::encode);
             writes.push((k, v));
         }
         for k in self.dirty_multis {
@@ -257,10 +244,27 @@ impl<'a> Txn<'a> {
     }
 }
 
-/// The stored form of a group's values: a JSON array.
-fn group_values_json(values: &[Scalar]) -> Vec<u8> {
-    serde_json::to_vec(&Value::Array(values.iter().map(Scalar::to_json).collect()))
-        .unwrap_or_default()
+/// The stored form of a record's group-by values: each [`Scalar::encode`]d, length-prefixed.
+pub fn encode_group_values(values: &[Scalar]) -> Vec<u8> {
+    let mut e = Enc::default();
+    for v in values {
+        e.bytes(&v.encode());
+    }
+    e.0
+}
+
+/// Inverse of [`encode_group_values`] for `n` values.
+///
+/// # Errors
+/// [`ViewError::Corrupt`].
+pub fn decode_group_values(b: &[u8], n: usize) -> Result<Vec<Scalar>> {
+    let mut d = Dec::new(b, "group values");
+    (0..n)
+        .map(|_| {
+            Scalar::decode(d.bytes()?)
+                .ok_or_else(|| ViewError::corrupt("group values", "bad scalar"))
+        })
+        .collect()
 }
 
 /// The request-id header of a share's first record and its `request-records` header
@@ -436,7 +440,7 @@ pub fn apply(
             };
             if let Some(old) = &old {
                 let c = Contribution::decode(old, aggregates.len())?;
-                update_group(txn, p, aggregates, &c, -1, &meta, None)?;
+                update_group(txn, p, aggregates, &c, -1, &meta)?;
             }
             let new = value.and_then(|v| {
                 let (text, scalars) = join_key(group_by, &v);
@@ -448,17 +452,15 @@ pub fn apply(
                     .iter()
                     .map(|a| a.field.as_ref().map_or(Scalar::Null, |f| f.get(&v)))
                     .collect();
-                Some((
-                    Contribution {
-                        group: text.into_bytes(),
-                        inputs,
-                    },
-                    scalars,
-                ))
+                Some(Contribution {
+                    group: text.into_bytes(),
+                    values: encode_group_values(&scalars),
+                    inputs,
+                })
             });
             match new {
-                Some((c, group_values)) => {
-                    update_group(txn, p, aggregates, &c, 1, &meta, Some(group_values))?;
+                Some(c) => {
+                    update_group(txn, p, aggregates, &c, 1, &meta)?;
                     if r.key.is_some() {
                         txn.contribution_written(pk);
                         txn.put(ck, c.encode());
@@ -480,6 +482,9 @@ pub fn apply(
 pub struct Contribution {
     /// Group key text.
     pub group: Vec<u8>,
+    /// The record's group-by values ([`encode_group_values`]): records whose values differ
+    /// in type can share a group key (`1` and `"1"`), so the group counts each form.
+    pub values: Vec<u8>,
     /// One input per aggregate (`Null` where it has no field).
     pub inputs: Vec<Scalar>,
 }
@@ -488,6 +493,7 @@ impl Contribution {
     fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
         e.bytes(&self.group);
+        e.bytes(&self.values);
         for s in &self.inputs {
             e.bytes(&s.encode());
         }
@@ -497,13 +503,18 @@ impl Contribution {
     fn decode(b: &[u8], n: usize) -> Result<Contribution> {
         let mut d = Dec::new(b, "contribution");
         let group = d.bytes()?.to_vec();
+        let values = d.bytes()?.to_vec();
         let inputs = (0..n)
             .map(|_| {
                 Scalar::decode(d.bytes()?)
                     .ok_or_else(|| ViewError::corrupt("contribution", "bad scalar"))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Contribution { group, inputs })
+        Ok(Contribution {
+            group,
+            values,
+            inputs,
+        })
     }
 }
 
@@ -527,8 +538,10 @@ pub struct Partial {
     pub count: i64,
     /// The record that last changed the group.
     pub meta: RowMeta,
-    /// The group-by values (JSON array), from the last record added.
-    pub group_values: Vec<u8>,
+    /// The forms of the group-by values among the group's records
+    /// ([`encode_group_values`] → records with it), sorted by bytes, counts above zero. Reads
+    /// show the smallest form: a function of the records in the group, not of their order.
+    pub group_values: Vec<(Vec<u8>, i64)>,
     /// One per aggregate.
     pub aggs: Vec<AggState>,
 }
@@ -539,7 +552,10 @@ impl Partial {
         let mut e = Enc::default();
         e.i64(self.count);
         self.meta.encode_into(&mut e);
-        e.bytes(&self.group_values);
+        e.u64(self.group_values.len() as u64);
+        for (form, n) in &self.group_values {
+            e.bytes(form).i64(*n);
+        }
         for a in &self.aggs {
             e.i64(a.n).i128(a.int_sum).i128(a.fixed_sum).i64(a.float_n);
         }
@@ -554,7 +570,11 @@ impl Partial {
         let mut d = Dec::new(b, "aggregate partial");
         let count = d.i64()?;
         let meta = RowMeta::decode(&mut d)?;
-        let group_values = d.bytes()?.to_vec();
+        let forms = d.u64()?;
+        let mut group_values = Vec::new();
+        for _ in 0..forms {
+            group_values.push((d.bytes()?.to_vec(), d.i64()?));
+        }
         let mut aggs = Vec::with_capacity(n);
         for _ in 0..n {
             aggs.push(AggState {
@@ -604,7 +624,6 @@ fn update_group(
     c: &Contribution,
     sign: i64,
     meta: &RowMeta,
-    group_values: Option<Vec<Scalar>>,
 ) -> Result<()> {
     txn.key.clear();
     txn.key.push(TAG_GROUP);
@@ -618,6 +637,25 @@ fn update_group(
         });
     partial.count += sign;
     assert!(partial.count >= 0, "group count below zero");
+    match partial
+        .group_values
+        .binary_search_by(|(form, _)| form.as_slice().cmp(&c.values))
+    {
+        Ok(i) => {
+            partial.group_values[i].1 += sign;
+            assert!(
+                partial.group_values[i].1 >= 0,
+                "group values count below zero"
+            );
+            if partial.group_values[i].1 == 0 {
+                partial.group_values.remove(i);
+            }
+        }
+        Err(i) => {
+            assert!(sign > 0, "a retraction of group values never added");
+            partial.group_values.insert(i, (c.values.clone(), sign));
+        }
+    }
     let mut multi = Vec::new();
     for (i, (a, input)) in aggregates.iter().zip(&c.inputs).enumerate() {
         let st = &mut partial.aggs[i];
@@ -657,7 +695,7 @@ fn update_group(
     }
     partial.meta = meta.clone();
     let partial = (partial.count > 0).then_some(partial);
-    txn.put_group(partial, group_values);
+    txn.put_group(partial);
     for k in multi {
         txn.bump_multi(&k, sign)?;
     }

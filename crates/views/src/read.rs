@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::apply::{Partial, group_key, multi_prefix};
+use crate::apply::{Partial, decode_group_values, group_key, multi_prefix};
 use crate::error::{Result, ViewError};
 use crate::layout::{
     self, ApplyState, Dec, RowMeta, TAG_APPLIED, TAG_GROUP, TAG_INDEX, TAG_ROW, prefix_end,
@@ -319,12 +319,21 @@ impl Reader<'_> {
             return Ok(None);
         };
         let mut out = serde_json::Map::new();
-        let values: Vec<Value> =
-            serde_json::from_slice(&parts[0].1.group_values).unwrap_or_default();
+        // The smallest form of the group-by values among the group's records, all partitions.
+        let mut forms: BTreeMap<&[u8], i64> = BTreeMap::new();
+        for (_, x) in &parts {
+            for (form, n) in &x.group_values {
+                *forms.entry(form.as_slice()).or_default() += n;
+            }
+        }
+        let values = match forms.into_iter().find(|(_, n)| *n > 0) {
+            Some((form, _)) => decode_group_values(form, group_by.len())?,
+            None => Vec::new(),
+        };
         for (i, g) in group_by.iter().enumerate() {
             out.insert(
                 g.text.clone(),
-                values.get(i).cloned().unwrap_or(Value::Null),
+                values.get(i).map_or(Value::Null, Scalar::to_json),
             );
         }
         let count: i64 = parts.iter().map(|(_, x)| x.count).sum();

@@ -421,7 +421,6 @@ fn count_distinct_of_equal_int_and_float() {
 }
 
 #[test]
-#[ignore = "BUG: an aggregate row's group-by value is kept from a retracted record (stale after delete)"]
 fn group_values_follow_the_records_still_in_the_group() {
     let (_dir, _log, stream, views) = setup(1);
     views
