@@ -18,7 +18,10 @@
 //!
 //! `min`/`max` keep a multiset (value → count) per group, so retracting the current minimum
 //! leaves the next one in place. Unkeyed records cannot be replaced: tables skip them;
-//! indexes and aggregates count them under a key of their own, `@partition:offset`.
+//! indexes and aggregates count them under a key of their own (index entries: a primary key
+//! tagged [`layout::PK_UNKEYED`] · partition · offset, apart from every record key, which is
+//! tagged [`layout::PK_KEYED`]; reads show it as `\@partition:offset`). They never get a
+//! contribution, so a record key can never retract them.
 
 use std::collections::HashSet;
 
@@ -403,7 +406,17 @@ pub fn apply(
                 let mut k = layout::prefix(TAG_INDEX, p);
                 layout::push_escaped(&mut k, vk);
                 k.extend_from_slice(&[0, 0]);
-                k.extend_from_slice(pk);
+                match &r.key {
+                    Some(key) => {
+                        k.push(layout::PK_KEYED);
+                        k.extend_from_slice(key);
+                    }
+                    None => {
+                        k.push(layout::PK_UNKEYED);
+                        k.extend_from_slice(&p.to_be_bytes());
+                        k.extend_from_slice(&r.offset.to_be_bytes());
+                    }
+                }
                 k
             };
             if let Some(old) = &old

@@ -42,7 +42,7 @@ use crate::token::ConsistencyToken;
 const CATALOG_SPACE: &str = "catalog";
 const CATALOG_KEY: &[u8] = b"catalog";
 /// Format version of the catalog and of the state layout ([`crate::layout`]).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -728,20 +728,24 @@ impl Views {
         Ok(v.wait_until(timeout, |a| a.iter().zip(&ends).all(|(x, e)| x >= e)))
     }
 
-    /// Point lookup of `key`.
+    /// Point lookup of `key` (table keys as [`crate::layout::key_text`]). An index value with
+    /// more than [`READ_LIMIT_MAX`] primary keys comes with `next`: scan from it (`start`) for
+    /// the rest, which come first.
     ///
     /// # Errors
     /// [`ViewError::UnknownView`], token errors, [`ViewError::ConsistencyTimeout`]; storage errors.
     pub fn get(&self, name: &str, key: &str, opts: &ReadOptions) -> Result<ReadResult> {
         self.read(name, key.as_bytes(), opts, |r| {
-            Ok((r.get(key)?.into_iter().collect(), None))
+            let (row, next) = r.get_page(key)?;
+            Ok((row.into_iter().collect(), next))
         })
     }
 
     /// Several keys in one read (one snapshot); missing keys are left out.
     ///
     /// # Errors
-    /// As [`Views::get`]; [`ViewError::InvalidRead`] for more than [`READ_KEYS_MAX`] keys.
+    /// As [`Views::get`]; [`ViewError::InvalidRead`] for more than [`READ_KEYS_MAX`] keys,
+    /// or (on `keys`) for an index value with more than [`READ_LIMIT_MAX`] primary keys.
     pub fn get_many(&self, name: &str, keys: &[String], opts: &ReadOptions) -> Result<ReadResult> {
         if keys.len() > READ_KEYS_MAX {
             return Err(ViewError::InvalidRead {

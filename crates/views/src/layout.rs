@@ -8,14 +8,14 @@
 //! | --- | --- | --- |
 //! | `A` | — | [`ApplyState`]: next offset to apply, last applied timestamp, request-id cursor |
 //! | `R` | record key | table row: [`RowMeta`] · JSON value |
-//! | `I` | `esc(value key) · 00 00 · primary key` | index entry: [`RowMeta`] |
-//! | `C` | primary key | what the key's current record contributes (index: value key; aggregate: group key and aggregate inputs) |
-//! | `G` | `esc(group key)` | aggregate partial (count, sums, last change) |
+//! | `I` | `esc(value key) · 00 00 · pk` | index entry: [`RowMeta`]; `pk` is `01 · record key` or, for an unkeyed record, `00 · partition u32 BE · offset u64 BE` |
+//! | `C` | primary key | what the key's current record contributes (index: value key; aggregate: group key, group-by values, aggregate inputs) |
+//! | `G` | `esc(group key)` | aggregate partial (count, last change, forms of the group-by values with their record counts, sums) |
 //! | `M` | `aggregate# · esc(group key) · 00 00 · value` | multiset count of a value (min/max, count_distinct) |
 //!
 //! `esc` doubles nothing but maps byte `00` to `00 FF`, so `00 00` ends a component and byte
 //! order of escaped keys equals byte order of the keys (prefix scans stay prefix scans).
-//! Integers inside values are little-endian and fixed-width. Format version: 1 (the catalog
+//! Integers inside values are little-endian and fixed-width. Format version: 2 (the catalog
 //! records it; a store of another version is refused).
 
 use crate::error::{Result, ViewError};
@@ -32,6 +32,77 @@ pub const TAG_CONTRIB: u8 = b'C';
 pub const TAG_GROUP: u8 = b'G';
 /// Tag of multiset entries.
 pub const TAG_MULTI: u8 = b'M';
+
+/// Tag of a record key as an index entry's primary key.
+pub const PK_KEYED: u8 = 1;
+/// Tag of an unkeyed record's stand-in primary key (partition and offset follow, big-endian).
+pub const PK_UNKEYED: u8 = 0;
+
+/// How a primary key (an index entry's tagged `pk`, see the table above) reads: a record
+/// key as [`key_text`], an unkeyed record as `\@partition:offset` (a single backslash, which
+/// [`key_text`] never leaves alone, so it is apart from every record key).
+pub fn pk_text(pk: &[u8]) -> Option<String> {
+    match pk.split_first()? {
+        (&PK_KEYED, key) => Some(key_text(key)),
+        (&PK_UNKEYED, rest) if rest.len() == 12 => {
+            let p = u32::from_be_bytes(rest[..4].try_into().ok()?);
+            let o = u64::from_be_bytes(rest[4..].try_into().ok()?);
+            Some(format!("\\@{p}:{o}"))
+        }
+        _ => None,
+    }
+}
+
+/// A record key (bytes) as text in rows, cursors and digests: UTF-8 as it is, except that
+/// `\` is doubled and every byte that is not part of valid UTF-8 is written `\xHH` (two
+/// upper-case hex digits). One text per key, so different keys never look (or digest) alike;
+/// [`key_bytes`] reverses it.
+pub fn key_text(key: &[u8]) -> String {
+    let mut out = String::with_capacity(key.len());
+    for chunk in key.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A record key given as text (a `get` key, a table scan's `prefix`/`start`/`end`) as bytes:
+/// `\\` is one backslash, `\xHH` one byte; any other backslash stands for itself, so a key
+/// with a lone backslash can be given as it is. `key_bytes(&key_text(k)) == k` for every key.
+pub fn key_bytes(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if b.get(i + 1) == Some(&b'\\') {
+                out.push(b'\\');
+                i += 2;
+                continue;
+            }
+            if b.get(i + 1) == Some(&b'x')
+                && let Some(h) = b.get(i + 2..i + 4)
+                && let Ok(h) = std::str::from_utf8(h)
+                && h.bytes().all(|c| c.is_ascii_hexdigit())
+                && let Ok(v) = u8::from_str_radix(h, 16)
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
 
 /// `tag · partition`.
 pub fn prefix(tag: u8, partition: u32) -> Vec<u8> {
@@ -297,6 +368,35 @@ mod tests {
             let (a, b) = split_escaped(&e).unwrap();
             assert_eq!((a.as_slice(), b), (p, &b"pk\0"[..]));
         }
+    }
+
+    #[test]
+    fn key_text_round_trips_and_is_one_to_one() {
+        let keys: [&[u8]; 8] = [
+            b"",
+            b"a",
+            b"a\\b",
+            b"a\xc0",
+            b"\\xC0",
+            b"\xff\xfe",
+            b"\\",
+            "é".as_bytes(),
+        ];
+        let texts: Vec<String> = keys.iter().map(|k| key_text(k)).collect();
+        for (k, t) in keys.iter().zip(&texts) {
+            assert_eq!(key_bytes(t), *k, "{t}");
+        }
+        let distinct: std::collections::BTreeSet<&String> = texts.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+        assert_eq!(
+            key_bytes("a\\b"),
+            b"a\\b",
+            "a lone backslash stands for itself"
+        );
+        assert_eq!(
+            pk_text(&[PK_UNKEYED, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7]).unwrap(),
+            "\\@1:7"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_128;
@@ -26,10 +28,12 @@ use crate::value::{FIXED_SCALE, Scalar, canonical_json};
 /// One row of a view.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
-    /// Table: the record key; index: the value key; aggregate: the group key (`|`-joined).
+    /// Table: the record key as [`layout::key_text`] (backslashes doubled, bytes outside
+    /// UTF-8 as `\xHH`); index: the value key; aggregate: the group key (`|`-joined).
     pub key: String,
-    /// Table: the (projected) value; index: `{"keys": [...]}`; aggregate: group-by fields
-    /// and aggregate outputs.
+    /// Table: the (projected) value; index: `{"keys": [...]}` (record keys as
+    /// [`layout::key_text`], unkeyed records as `\@partition:offset`); aggregate: group-by
+    /// fields and aggregate outputs.
     pub value: Value,
     /// Partition of the record that last changed the row (aggregates: the last partition,
     /// in partition order, holding part of the group).
@@ -40,12 +44,14 @@ pub struct Row {
     pub request_id: Option<String>,
 }
 
-/// A range of rows: `prefix`, `start` (inclusive) and `end` (exclusive) combine.
+/// A range of rows: `prefix`, `start` (inclusive) and `end` (exclusive) combine. Table keys
+/// are given as [`layout::key_text`] (read back with [`layout::key_bytes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanRange {
     /// Only keys starting with this.
     pub prefix: Option<String>,
-    /// Keys from this one on (a `next` from an earlier page continues there).
+    /// Keys from this one on (a `next` from an earlier page continues there; an index
+    /// view's `next` is a cursor, `\#` then base64url of the entry it resumes at).
     pub start: Option<String>,
     /// Keys before this one.
     pub end: Option<String>,
@@ -77,13 +83,23 @@ pub struct Reader<'a> {
     pub partitions: u32,
 }
 
+/// Text of keys that are UTF-8 by construction (index value keys, group keys).
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Marks an index cursor in `start` (no value key contains a backslash followed by `#`:
+/// [`crate::value::Scalar::key_text`] escapes every backslash of a value).
+const INDEX_CURSOR: &str = "\\#";
+
+/// The `next` of an index page: resumes at entry `k` (escaped value key · 00 00 · pk).
+fn index_cursor(k: &[u8]) -> String {
+    format!("{INDEX_CURSOR}{}", URL_SAFE_NO_PAD.encode(k))
+}
+
 fn row_of(key: &[u8], p: u32, meta: RowMeta, value: Value) -> Row {
     Row {
-        key: text(key),
+        key: layout::key_text(key),
         value,
         partition: p,
         offset: meta.offset,
@@ -113,51 +129,79 @@ impl Reader<'_> {
             .collect()
     }
 
-    /// The row with this key.
+    /// The row with this key, whole: an index value with more than [`READ_LIMIT_MAX`]
+    /// primary keys is refused ([`ViewError::InvalidRead`] on `keys`; read it with
+    /// [`Reader::get_page`]).
+    ///
+    /// # Errors
+    /// [`ViewError::Store`], [`ViewError::Corrupt`], [`ViewError::InvalidRead`].
+    pub fn get(&self, key: &str) -> Result<Option<Row>> {
+        match self.get_page(key)? {
+            (row, None) => Ok(row),
+            (_, Some(_)) => Err(ViewError::InvalidRead {
+                parameter: "keys",
+                reason: format!(
+                    "index value {key:?} has more than {READ_LIMIT_MAX} primary keys; read it alone (get), page by page"
+                ),
+            }),
+        }
+    }
+
+    /// The row with this key and, for an index value with more than [`READ_LIMIT_MAX`]
+    /// primary keys, the cursor to the rest: a `start` for [`Reader::scan`], whose rows
+    /// begin with the rest of this value (rows of the values after it follow).
     ///
     /// # Errors
     /// [`ViewError::Store`], [`ViewError::Corrupt`].
-    pub fn get(&self, key: &str) -> Result<Option<Row>> {
+    pub fn get_page(&self, key: &str) -> Result<(Option<Row>, Option<String>)> {
         match &self.plan.kind {
             PlanKind::Table { .. } => {
+                let raw = layout::key_bytes(key);
                 let mut found = None;
                 for p in 0..self.partitions {
-                    if let Some(b) = self.snap.get(&layout::key(TAG_ROW, p, key.as_bytes()))? {
+                    if let Some(b) = self.snap.get(&layout::key(TAG_ROW, p, &raw))? {
                         found = Some((p, b));
                     }
                 }
-                found
+                let row = found
                     .map(|(p, b)| {
                         let (meta, v) = decode_row(&b)?;
-                        Ok(row_of(key.as_bytes(), p, meta, v))
+                        Ok::<_, ViewError>(row_of(&raw, p, meta, v))
                     })
-                    .transpose()
+                    .transpose()?;
+                Ok((row, None))
             }
             PlanKind::Index { .. } => {
                 let mut esc = Vec::new();
                 layout::push_escaped(&mut esc, key.as_bytes());
                 esc.extend_from_slice(&[0, 0]);
                 let hi = prefix_end(&esc);
-                let (rows, _) = self.index_entries(&esc, hi.as_deref(), READ_LIMIT_MAX)?;
-                Ok(rows.into_iter().next())
+                let (rows, next) = self.index_entries(&esc, hi.as_deref(), READ_LIMIT_MAX)?;
+                Ok((rows.into_iter().next(), next))
             }
             PlanKind::Aggregate {
                 group_by,
                 aggregates,
-            } => self.aggregate_row(group_by, aggregates, key.as_bytes()),
+            } => Ok((
+                self.aggregate_row(group_by, aggregates, key.as_bytes())?,
+                None,
+            )),
         }
     }
 
     /// Rows in key order within `range`, and the `start` of the next page if there is one.
     ///
     /// # Errors
-    /// [`ViewError::Store`], [`ViewError::Corrupt`].
+    /// [`ViewError::Store`], [`ViewError::Corrupt`]; [`ViewError::InvalidRead`] on `start`
+    /// for an index cursor that does not decode.
     pub fn scan(&self, range: &ScanRange) -> Result<(Vec<Row>, Option<String>)> {
         let limit = range.limit.clamp(1, READ_LIMIT_MAX);
         let raw = |s: &Option<String>| s.as_ref().map(|s| s.as_bytes().to_vec());
         let (prefix, start, end) = (raw(&range.prefix), raw(&range.start), raw(&range.end));
         match &self.plan.kind {
             PlanKind::Table { .. } => {
+                let key = |s: &Option<String>| s.as_deref().map(layout::key_bytes);
+                let (prefix, start, end) = (key(&range.prefix), key(&range.start), key(&range.end));
                 let (lo, hi) = bounds(prefix, start, end, |b| b.to_vec());
                 let mut merged: BTreeMap<Vec<u8>, (u32, Vec<u8>)> = BTreeMap::new();
                 for p in 0..self.partitions {
@@ -166,7 +210,7 @@ impl Reader<'_> {
                         merged.insert(k.to_vec(), (p, v.to_vec()));
                     })?;
                 }
-                let next = merged.keys().nth(limit).map(|k| text(k));
+                let next = merged.keys().nth(limit).map(|k| layout::key_text(k));
                 let rows = merged
                     .into_iter()
                     .take(limit)
@@ -178,17 +222,21 @@ impl Reader<'_> {
                 Ok((rows, next))
             }
             PlanKind::Index { .. } => {
-                // A `start` of "value\0pk" (a `next` of an earlier page) resumes mid-value.
-                let start = start.map(|s| match s.iter().position(|&b| b == 0) {
-                    Some(i) => {
-                        let mut e = Vec::new();
-                        layout::push_escaped(&mut e, &s[..i]);
-                        e.extend_from_slice(&[0, 0]);
-                        e.extend_from_slice(&s[i + 1..]);
-                        e
-                    }
-                    None => escaped(&s),
-                });
+                // A cursor (a `next` of an earlier page) resumes at its entry, mid-value.
+                let start = match range.start.as_deref() {
+                    Some(s) => Some(match s.strip_prefix(INDEX_CURSOR) {
+                        Some(c) => {
+                            URL_SAFE_NO_PAD
+                                .decode(c)
+                                .map_err(|e| ViewError::InvalidRead {
+                                    parameter: "start",
+                                    reason: format!("not an index cursor: {e}"),
+                                })?
+                        }
+                        None => escaped(s.as_bytes()),
+                    }),
+                    None => None,
+                };
                 let lo_hi = bounds(prefix, None, end, escaped);
                 let lo = match start {
                     Some(s) if s > lo_hi.0 => s,
@@ -261,24 +309,17 @@ impl Reader<'_> {
                 merged.insert(k.to_vec(), (p, v.to_vec()));
             })?;
         }
-        let next = match merged.keys().nth(limit) {
-            Some(k) => {
-                let (vk, pk) = layout::split_escaped(k)
-                    .ok_or_else(|| ViewError::corrupt("index entry", "no key terminator"))?;
-                let mut s = text(&vk);
-                s.push('\0');
-                s.push_str(&text(pk));
-                Some(s)
-            }
-            None => None,
-        };
+        let next = merged.keys().nth(limit).map(|k| index_cursor(k));
         let mut rows: Vec<Row> = Vec::new();
         for (k, (p, v)) in merged.into_iter().take(limit) {
             let (vk, pk) = layout::split_escaped(&k)
                 .ok_or_else(|| ViewError::corrupt("index entry", "no key terminator"))?;
             let meta = RowMeta::decode(&mut Dec::new(&v, "index entry"))?;
             let vk = text(&vk);
-            let pk = Value::String(text(pk));
+            let pk = Value::String(
+                layout::pk_text(pk)
+                    .ok_or_else(|| ViewError::corrupt("index entry", "bad primary key tag"))?,
+            );
             match rows.last_mut() {
                 Some(r) if r.key == vk => {
                     if let Some(Value::Array(keys)) = r.value.get_mut("keys") {
