@@ -297,6 +297,7 @@ impl Views {
                         plan,
                         views.store.open_space(&space_name(id))?,
                         stream,
+                        views.log.clone(),
                     )?);
                     v.start()?;
                     st.running.insert(id, v);
@@ -378,6 +379,7 @@ impl Views {
             Arc::new(plan),
             space,
             stream,
+            self.log.clone(),
         )?);
         v.start()?;
         st.running.insert(id, v);
@@ -456,7 +458,7 @@ impl Views {
             .ok_or(ViewError::UnknownVersion {
                 view: view.to_string(),
                 version: id,
-                reason: "not running (its source stream was dropped)",
+                reason: crate::processor::SOURCE_DROPPED,
             })
     }
 
@@ -827,6 +829,7 @@ impl Views {
                     current: v.stream.incarnation(),
                 });
             }
+            v.check_source()?;
             if let Some(p) = sp.offsets.keys().find(|p| **p >= partitions) {
                 return Err(ViewError::InvalidToken {
                     reason: format!(
@@ -853,6 +856,9 @@ impl Views {
                 });
             }
         }
+        // A version whose source stream was dropped says so (after a token's own
+        // incarnation check, which names the token's stream more precisely).
+        v.check_source()?;
         // Monotonic reads: never show less than this view has shown before.
         let floor: Vec<u64> = shown.iter().map(|a| a.load(Ordering::Acquire)).collect();
         if !v.wait_until(Duration::from_millis(READ_FLOOR_WAIT_MS), |a| {

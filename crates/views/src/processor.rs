@@ -12,13 +12,21 @@
 //! Exactly-once state: a crash loses a suffix of commits, never part of one, and the
 //! processor resumes from the applied offset it finds, so no record is applied twice or
 //! skipped. An error stops the processor and is shown in the version's status; the
-//! version keeps serving what it has.
+//! version keeps serving what it has — except when the source stream was dropped: a
+//! processor that finds nothing to apply checks that its stream is still the log's stream
+//! of that name (same incarnation) and otherwise stops (no spinning on a closed partition):
+//! status shows "source stream … was dropped" and reads of the version are refused with
+//! [`ViewError::UnknownVersion`] and reason [`SOURCE_DROPPED`], as after a restart.
+//!
+//! Waiting for durability: the log signals new *acknowledged* records
+//! (`wait_end_offset_above`) but has no signal for the durable offset, so a processor whose
+//! next record is acknowledged but not yet durable (fsync `interval`) polls every 1 ms.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use logbook_log::Stream;
+use logbook_log::{Log, Stream};
 
 use crate::apply::{StateCache, Txn, apply};
 use crate::error::{Result, ViewError};
@@ -26,6 +34,10 @@ use crate::layout::{self, ApplyState, TAG_APPLIED};
 use crate::limits::{APPLY_BATCH_BYTES, APPLY_BATCH_RECORDS};
 use crate::spec::Plan;
 use crate::store::Space;
+
+/// Why a version whose source stream was dropped does not run or serve (the reason of its
+/// [`ViewError::UnknownVersion`]).
+pub const SOURCE_DROPPED: &str = "not running (its source stream was dropped)";
 
 /// A running view version: its plan, its space, its processors' progress.
 pub struct Version {
@@ -45,7 +57,9 @@ pub struct Version {
     pub applied_at_start: u64,
     /// When the processors started (status only: rate and ETA; never state).
     pub started: Instant,
+    log: Arc<Log>,
     stop: AtomicBool,
+    dropped: AtomicBool,
     error: Mutex<Option<String>>,
     wake: (Mutex<()>, Condvar),
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -61,7 +75,8 @@ impl std::fmt::Debug for Version {
 }
 
 impl Version {
-    /// Loads the applied offsets from the space (not started yet).
+    /// Loads the applied offsets from the space (not started yet). `log` is the log that
+    /// holds `stream` (to notice that the stream was dropped).
     ///
     /// # Errors
     /// [`ViewError::Store`], [`ViewError::Corrupt`].
@@ -71,6 +86,7 @@ impl Version {
         plan: Arc<Plan>,
         space: Arc<dyn Space>,
         stream: Arc<Stream>,
+        log: Arc<Log>,
     ) -> Result<Version> {
         let mut applied = Vec::new();
         for p in 0..stream.partition_count() {
@@ -90,7 +106,9 @@ impl Version {
             applied,
             applied_at_start,
             started: Instant::now(),
+            log,
             stop: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
             error: Mutex::new(None),
             wake: (Mutex::new(()), Condvar::new()),
             threads: Mutex::new(Vec::new()),
@@ -129,6 +147,32 @@ impl Version {
     /// The first error of a processor, if one stopped.
     pub fn error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Refuses a version whose processors stopped because the source stream was dropped.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownVersion`] with reason [`SOURCE_DROPPED`].
+    pub fn check_source(&self) -> Result<()> {
+        if self.dropped.load(Ordering::Acquire) {
+            return Err(self.source_dropped());
+        }
+        Ok(())
+    }
+
+    fn source_dropped(&self) -> ViewError {
+        ViewError::UnknownVersion {
+            view: self.view.clone(),
+            version: self.id,
+            reason: SOURCE_DROPPED,
+        }
+    }
+
+    /// Whether the log still holds this version's source stream (same incarnation).
+    fn source_current(&self) -> bool {
+        self.log
+            .stream(self.stream.name())
+            .is_ok_and(|s| s.incarnation() == self.stream.incarnation())
     }
 
     /// Applied offsets now.
@@ -172,6 +216,17 @@ impl Version {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(p)));
         let error = match outcome {
             Ok(Ok(())) => None,
+            Ok(Err(ViewError::UnknownVersion {
+                reason: SOURCE_DROPPED,
+                ..
+            })) => {
+                self.dropped.store(true, Ordering::Release);
+                Some(format!(
+                    "partition {p}: source stream {:?} (incarnation {}) was dropped; drop and recreate the view",
+                    self.stream.name(),
+                    self.stream.incarnation()
+                ))
+            }
             Ok(Err(e)) => Some(format!("partition {p}: {e}")),
             Err(_) => Some(format!("partition {p}: processor panicked")),
         };
@@ -201,6 +256,10 @@ impl Version {
                     std::thread::sleep(Duration::from_millis(1));
                 } else {
                     part.wait_end_offset_above(state.applied, Duration::from_millis(100));
+                    // Nothing new (a closed partition returns at once): is it still ours?
+                    if part.end_offset() <= state.applied && !self.source_current() {
+                        return Err(self.source_dropped());
+                    }
                 }
                 continue;
             }
