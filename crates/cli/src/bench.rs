@@ -81,6 +81,9 @@ mod bench_tpcb;
 #[path = "bench_views.rs"]
 mod bench_views;
 
+#[path = "bench_http.rs"]
+mod bench_http;
+
 /// Benchmarks.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -103,6 +106,11 @@ pub enum BenchCommand {
     /// still add up. Then, when PostgreSQL is installed, runs `pgbench` at the same scale and
     /// isolation on a throwaway cluster and prints both and their throughput ratio.
     Tpcb(bench_tpcb::TpcbArgs),
+    /// The HTTP API under load: single-record appends (fsync always) and point reads of a
+    /// table view, closed loop and open loop at fixed rates, from a load generator in this
+    /// process against a server in this process on a temporary data directory; with
+    /// `pgbench -S` beside it when PostgreSQL is installed.
+    Http(bench_http::HttpBenchArgs),
 }
 
 /// Arguments of `logbook bench log`.
@@ -165,6 +173,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Log(args) => run_log(&args),
         BenchCommand::Views(args) => bench_views::run(&args),
         BenchCommand::Tpcb(args) => bench_tpcb::run(&args),
+        BenchCommand::Http(args) => bench_http::run(&args),
     }
 }
 

@@ -637,7 +637,7 @@ fn elapsed_us(since: Instant) -> u64 {
 // PostgreSQL
 
 /// PostgreSQL's programs, and the user to run the server as.
-struct PgTools {
+pub(crate) struct PgTools {
     bin: PathBuf,
     pgbench: PathBuf,
     /// `Some((name, uid, gid))` when this process is root: PostgreSQL refuses to run as
@@ -647,7 +647,7 @@ struct PgTools {
 
 impl PgTools {
     /// Finds PostgreSQL; `Err` says why it is considered absent.
-    fn find(explicit: Option<&Path>) -> Result<PgTools, String> {
+    pub(crate) fn find(explicit: Option<&Path>) -> Result<PgTools, String> {
         const SERVER: [&str; 4] = ["initdb", "postgres", "pg_ctl", "pg_isready"];
         let complete = |dir: &Path| SERVER.iter().all(|p| dir.join(p).is_file());
         let bin = match explicit {
@@ -727,7 +727,7 @@ impl PgTools {
         }
     }
 
-    fn server_version(&self) -> String {
+    pub(crate) fn server_version(&self) -> String {
         Command::new(self.bin.join("postgres"))
             .arg("--version")
             .output()
@@ -768,16 +768,16 @@ fn passwd_entry(name: &str) -> Option<(String, u32, u32)> {
 /// (fast shutdown; killed if that fails) and removes the directory — also on error. The
 /// server runs in this process's process group, so a Ctrl-C in the terminal reaches it too
 /// (SIGINT is PostgreSQL's fast shutdown).
-struct PgCluster<'t> {
+pub(crate) struct PgCluster<'t> {
     tools: &'t PgTools,
-    dir: TempDir,
+    pub(crate) dir: TempDir,
     data: PathBuf,
     port: u16,
     server: Option<Child>,
 }
 
 impl PgCluster<'_> {
-    fn start(tools: &PgTools, clients: usize) -> anyhow::Result<PgCluster<'_>> {
+    pub(crate) fn start(tools: &PgTools, clients: usize) -> anyhow::Result<PgCluster<'_>> {
         let dir = TempDir::create(&std::env::temp_dir(), "logbook-tpcb-pg")?;
         if let Some((user, uid, gid)) = &tools.run_as {
             std::os::unix::fs::chown(&dir.0, Some(*uid), Some(*gid))
@@ -854,7 +854,7 @@ impl PgCluster<'_> {
     }
 
     /// A pgbench command connected to this cluster, run from its directory.
-    fn pgbench(&self) -> Command {
+    pub(crate) fn pgbench(&self) -> Command {
         let mut c = self.tools.command(&self.tools.pgbench);
         c.current_dir(&self.dir.0)
             .arg("-h")
@@ -889,7 +889,7 @@ impl Drop for PgCluster<'_> {
     }
 }
 
-fn check_output(what: &str, out: &std::process::Output) -> anyhow::Result<()> {
+pub(crate) fn check_output(what: &str, out: &std::process::Output) -> anyhow::Result<()> {
     if !out.status.success() {
         bail!(
             "{what} failed ({}):\n{}{}",
@@ -1087,17 +1087,17 @@ fn tally_log_line(line: &str, figures: &mut Figures) -> anyhow::Result<()> {
 
 /// The lines of pgbench's summary this benchmark reads.
 #[derive(Debug, Default, PartialEq)]
-struct PgbenchSummary {
-    processed: Option<u64>,
-    failed: Option<u64>,
-    retried: Option<u64>,
-    total_retries: Option<u64>,
-    latency_average_ms: Option<f64>,
-    tps: Option<f64>,
+pub(crate) struct PgbenchSummary {
+    pub(crate) processed: Option<u64>,
+    pub(crate) failed: Option<u64>,
+    pub(crate) retried: Option<u64>,
+    pub(crate) total_retries: Option<u64>,
+    pub(crate) latency_average_ms: Option<f64>,
+    pub(crate) tps: Option<f64>,
 }
 
 impl PgbenchSummary {
-    fn parse(text: &str) -> PgbenchSummary {
+    pub(crate) fn parse(text: &str) -> PgbenchSummary {
         let first_number = |rest: &str| -> Option<String> {
             let rest = rest.trim_start_matches([':', '=', ' ']);
             let n: String = rest
@@ -1132,10 +1132,10 @@ impl PgbenchSummary {
 // Report
 
 /// A directory removed when dropped (also on error).
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn create(parent: &Path, prefix: &str) -> anyhow::Result<TempDir> {
+    pub(crate) fn create(parent: &Path, prefix: &str) -> anyhow::Result<TempDir> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -1191,7 +1191,7 @@ impl Drop for TempDir {
 }
 
 /// The file system holding `path`, from /proc/self/mounts: "TYPE DEVICE mounted at POINT".
-fn file_system_of(path: &Path) -> Option<String> {
+pub(crate) fn file_system_of(path: &Path) -> Option<String> {
     let path = path.canonicalize().ok()?;
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     mounts
@@ -1206,7 +1206,7 @@ fn file_system_of(path: &Path) -> Option<String> {
         .map(|(_, description)| description)
 }
 
-fn loadavg_1m() -> Option<f64> {
+pub(crate) fn loadavg_1m() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()

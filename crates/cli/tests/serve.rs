@@ -466,7 +466,10 @@ fn limits_and_bad_input_change_nothing() {
     let (s, b) = node.call("PUT", "/v1/txns/nope/kv/a", Some(json!({"value": 1})));
     assert_eq!((s, b["code"].as_str()), (404, Some("unknown_transaction")));
     let (s, b) = node.call("GET", "/v1/views/x", None);
-    assert_eq!((s, b["code"].as_str()), (501, Some("not_implemented")));
+    assert_eq!(
+        (s, b["code"].as_str(), b["field"].as_str()),
+        (404, Some("unknown_view"), Some("view"))
+    );
 
     assert!(
         records(&node, "ev", 0).is_empty(),
@@ -555,5 +558,165 @@ fn sigterm_under_load_keeps_every_acknowledged_append() {
         (b["partition"].as_u64(), b["offset"].as_u64()),
         (Some(p), Some(o))
     );
+    assert_eq!(node.terminate(), 0);
+}
+
+/// Views over HTTP: a write's token makes the next view read see it; a bad spec names the
+/// field; an unknown view or key is a 404 problem; rebuild, switch, list, status and drop.
+#[test]
+fn views_read_your_writes_bad_specs_and_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let (status, _) = node.call("PUT", "/v1/streams/flights", Some(json!({"partitions": 2})));
+    assert_eq!(status, 201);
+
+    // Bad specs: problem+json naming the field.
+    let (status, body) = node.call(
+        "PUT",
+        "/v1/views/by_carrier",
+        Some(
+            json!({"source": "flights", "kind": "aggregate", "group_by": ["carrier"],
+                     "aggregates": {"n": {"fn": "median"}}}),
+        ),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_view_spec")),
+        "{body}"
+    );
+    assert!(
+        body["field"].as_str().unwrap().starts_with("aggregates.n"),
+        "{body}"
+    );
+    let (status, body) = node.call(
+        "PUT",
+        "/v1/views/t",
+        Some(json!({"source": "nowhere", "kind": "table"})),
+    );
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("source")),
+        "{body}"
+    );
+    let (status, body) = node.call("PUT", "/v1/views/t", Some(json!({"kind": "table"})));
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("source")),
+        "{body}"
+    );
+    let (status, body) = node.call(
+        "PUT",
+        "/v1/views/t",
+        Some(json!({"source": "flights", "kind": "tabel"})),
+    );
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("kind")),
+        "{body}"
+    );
+
+    // Create; the same spec again is 200, another spec 409.
+    let spec = json!({"source": "flights", "kind": "table"});
+    let (status, body) = node.call("PUT", "/v1/views/rows", Some(spec.clone()));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["current"], 1);
+    let (status, _) = node.call("PUT", "/v1/views/rows", Some(spec.clone()));
+    assert_eq!(status, 200);
+    let (status, body) = node.call(
+        "PUT",
+        "/v1/views/rows",
+        Some(json!({"source": "flights", "kind": "table", "fields": ["carrier"]})),
+    );
+    assert_eq!((status, body["code"].as_str()), (409, Some("view_exists")));
+
+    // Read your write with the append's token.
+    let (status, body) = node.call(
+        "POST",
+        "/v1/streams/flights/records",
+        Some(json!({"key": "f1", "value": {"carrier": "UA", "delay": 7}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    let (status, row) = node.call(
+        "GET",
+        &format!("/v1/views/rows/rows/f1?token={token}&timeout_ms=10000"),
+        None,
+    );
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(row["value"], json!({"carrier": "UA", "delay": 7}));
+    assert_eq!(row["key"], "f1");
+    let (status, body) = node.call(
+        "POST",
+        "/v1/streams/flights/records",
+        Some(
+            json!({"records": [{"key": "f2", "value": {"carrier": "AA"}},
+                                {"key": "f3", "value": {"carrier": "DL"}}]}),
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    let (status, rows) = node.call(
+        "GET",
+        &format!("/v1/views/rows/rows?token={token}&limit=2"),
+        None,
+    );
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(rows["rows"][0]["key"], "f1");
+    assert_eq!(rows["next"], "f3");
+    let (_, rows) = node.call("GET", "/v1/views/rows/rows?keys=f3,nope,f2", None);
+    let keys: Vec<&str> = rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["f3", "f2"]);
+
+    // 404s and a bad token.
+    let (status, body) = node.call("GET", "/v1/views/rows/rows/missing", None);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("key_not_found"))
+    );
+    let (status, body) = node.call("GET", "/v1/views/nope/rows/f1", None);
+    assert_eq!(
+        (status, body["code"].as_str(), body["field"].as_str()),
+        (404, Some("unknown_view"), Some("view"))
+    );
+    let (status, body) = node.call("GET", "/v1/views/nope", None);
+    assert_eq!((status, body["code"].as_str()), (404, Some("unknown_view")));
+    let (status, body) = node.call("GET", "/v1/views/rows/rows/f1?token=v1.!!", None);
+    assert_eq!(
+        (status, body["code"].as_str(), body["field"].as_str()),
+        (400, Some("invalid_token"), Some("token"))
+    );
+
+    // Status, digest on demand; rebuild, switch, list, drop.
+    let (status, v) = node.call("GET", "/v1/views/rows", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["spec"], spec);
+    assert!(v["status"]["applied"].is_object() && v["status"].get("digest").is_none());
+    let (_, v) = node.call("GET", "/v1/views/rows?digest=true", None);
+    assert_eq!(v["status"]["rows"], 3, "{v}");
+    let (status, body) = node.call("POST", "/v1/views/rows/rebuild", None);
+    assert_eq!((status, body["version"].as_u64()), (202, Some(2)), "{body}");
+    let (status, body) = node.call(
+        "POST",
+        "/v1/views/rows/switch",
+        Some(json!({"version": 2, "timeout_ms": 20000})),
+    );
+    assert_eq!((status, body["current"].as_u64()), (200, Some(2)), "{body}");
+    let (status, row) = node.call("GET", "/v1/views/rows/rows/f2", None);
+    assert_eq!(
+        (status, row["value"]["carrier"].as_str()),
+        (200, Some("AA"))
+    );
+    let (_, list) = node.call("GET", "/v1/views", None);
+    assert_eq!(list["views"][0]["view"], "rows");
+    let (status, _) = node.call("DELETE", "/v1/views/rows", None);
+    assert_eq!(status, 204);
+    let (status, _) = node.call("GET", "/v1/views/rows/rows/f2", None);
+    assert_eq!(status, 404);
     assert_eq!(node.terminate(), 0);
 }

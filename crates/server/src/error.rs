@@ -12,12 +12,14 @@
 //! ```
 //!
 //! The mapping from library errors lives here too: [`ApiError::from_log`] for
-//! [`LogError`] and `From<TxnError>`.
+//! [`LogError`], `From<TxnError>` and `From<ViewError>` (a bad view spec is 400
+//! `invalid_view_spec` with `field` the member's dotted path, e.g. `aggregates.n.fn`).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use logbook_log::LogError;
 use logbook_txn::TxnError;
+use logbook_views::ViewError;
 use serde::Serialize;
 
 /// The `Content-Type` of every error body.
@@ -398,6 +400,141 @@ impl From<TxnError> for ApiError {
     }
 }
 
+impl From<ViewError> for ApiError {
+    fn from(e: ViewError) -> Self {
+        use StatusCode as S;
+        if let ViewError::Log(inner) = e {
+            return ApiError::from_log(inner, |_| String::new());
+        }
+        let detail = e.to_string();
+        let (status, code, title, field): (S, &'static str, &'static str, Option<String>) = match &e
+        {
+            ViewError::Log(_) => return ApiError::internal("log error mapped twice"),
+            ViewError::UnknownKind { .. } => (
+                S::BAD_REQUEST,
+                "invalid_view_spec",
+                "Invalid view spec",
+                Some("kind".into()),
+            ),
+            ViewError::InvalidSpec { field, .. } => (
+                S::BAD_REQUEST,
+                "invalid_view_spec",
+                "Invalid view spec",
+                Some(field.clone()),
+            ),
+            ViewError::UnknownStream { .. } => (
+                S::BAD_REQUEST,
+                "invalid_view_spec",
+                "Invalid view spec",
+                Some("source".into()),
+            ),
+            ViewError::InvalidViewName { .. } => (
+                S::BAD_REQUEST,
+                "invalid_view_name",
+                "Invalid view name",
+                Some("view".into()),
+            ),
+            ViewError::ViewExists { .. } => (
+                S::CONFLICT,
+                "view_exists",
+                "View exists with another spec",
+                Some("view".into()),
+            ),
+            ViewError::TooManyViews { .. } => {
+                (S::CONFLICT, "too_many_views", "Too many views", None)
+            }
+            ViewError::TooManyVersions { .. } => (
+                S::CONFLICT,
+                "too_many_versions",
+                "Too many versions of the view",
+                None,
+            ),
+            ViewError::TooManyProcessors { .. } => (
+                S::CONFLICT,
+                "too_many_processors",
+                "Too many view processors",
+                None,
+            ),
+            ViewError::UnknownView { .. } => (
+                S::NOT_FOUND,
+                "unknown_view",
+                "Unknown view",
+                Some("view".into()),
+            ),
+            ViewError::UnknownVersion { reason, .. } if *reason == "no such version" => (
+                S::NOT_FOUND,
+                "unknown_version",
+                "Unknown view version",
+                Some("version".into()),
+            ),
+            ViewError::UnknownVersion { .. } => (
+                S::CONFLICT,
+                "version_unavailable",
+                "View version cannot be used this way",
+                Some("version".into()),
+            ),
+            ViewError::InvalidToken { .. } | ViewError::TokenTooLarge { .. } => (
+                S::BAD_REQUEST,
+                "invalid_token",
+                "Invalid consistency token",
+                Some("token".into()),
+            ),
+            ViewError::TokenIncarnation { .. } => (
+                S::CONFLICT,
+                "token_incarnation",
+                "Token of another incarnation",
+                Some("token".into()),
+            ),
+            ViewError::InvalidRead { parameter, .. } => (
+                S::BAD_REQUEST,
+                "invalid_request",
+                "Invalid request",
+                Some((*parameter).to_string()),
+            ),
+            ViewError::ConsistencyTimeout { .. } => (
+                S::GATEWAY_TIMEOUT,
+                "consistency_timeout",
+                "The view did not reach the consistency token in time",
+                Some("token".into()),
+            ),
+            ViewError::NotCaughtUp { .. } => (
+                S::CONFLICT,
+                "not_caught_up",
+                "The target version has not caught up",
+                Some("version".into()),
+            ),
+            ViewError::Store { .. } => (
+                S::INTERNAL_SERVER_ERROR,
+                "view_store_error",
+                "View state store failed",
+                None,
+            ),
+            ViewError::Corrupt { .. } => (
+                S::INTERNAL_SERVER_ERROR,
+                "corrupt",
+                "Data on disk is damaged",
+                None,
+            ),
+            ViewError::Closed => (
+                S::SERVICE_UNAVAILABLE,
+                "closed",
+                "The server is shutting down",
+                None,
+            ),
+        };
+        if status.is_server_error() && status != S::GATEWAY_TIMEOUT {
+            tracing::error!(error = %e, code, "view error");
+        }
+        let mut out = ApiError::new(status, code, title, detail);
+        out.field = field;
+        if e.is_retryable() {
+            out.retryable = Some(true);
+            out.retry_after_s = Some(1);
+        }
+        out
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_else(|_| b"{}".to_vec());
@@ -463,5 +600,15 @@ mod tests {
         let p = serde_json::to_value(ApiError::payload_too_large().problem()).unwrap();
         assert_eq!(p["type"], "urn:logbook:problem:payload_too_large");
         assert_eq!(p["status"], 413);
+        let e = ApiError::from(ViewError::InvalidSpec {
+            field: "aggregates.n.fn".into(),
+            reason: "unknown variant".into(),
+        });
+        assert_eq!(
+            (e.status.as_u16(), e.code, e.field.as_deref()),
+            (400, "invalid_view_spec", Some("aggregates.n.fn"))
+        );
+        let e = ApiError::from(ViewError::UnknownView { name: "v".into() });
+        assert_eq!((e.status.as_u16(), e.code), (404, "unknown_view"));
     }
 }

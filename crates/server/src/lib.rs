@@ -1,10 +1,10 @@
 //! # logbook-server: Logbook's HTTP API (v1)
 //!
 //! The HTTP face of a Logbook node: streams and records on [`logbook_log`], interactive
-//! transactions and key-value reads on [`logbook_txn`], health, Prometheus metrics and a
-//! generated OpenAPI document. The `logbook serve` command of the `logbook` binary runs it;
-//! this crate is the router, the state and the server loop, so tests and other binaries can
-//! embed it.
+//! transactions and key-value reads on [`logbook_txn`], views on [`logbook_views`], health,
+//! Prometheus metrics and a generated OpenAPI document. The `logbook serve` command of the
+//! `logbook` binary runs it; this crate is the router, the state and the server loop, so
+//! tests and other binaries can embed it.
 //!
 //! ```text
 //!  client ─▶ accept loop (connection limit) ─▶ hyper http1 (head ≤ 64 KiB, header timeout)
@@ -14,9 +14,9 @@
 //!         ◀─ JSON, or problem+json with a stable code and the offending field
 //! ```
 //!
-//! It is **not** a view server yet: view routes answer 501 until `logbook-views` is wired in
-//! (see [`api`]). Nothing here holds data of its own: the log is the source of truth and
-//! the transaction store derives from it, so a restart loses only open transactions.
+//! Views ([`logbook_views`]) are opened next to the log and served under `/v1/views`.
+//! Nothing here holds data of its own: the log is the source of truth and the transaction
+//! store and the views derive from it, so a restart loses only open transactions.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), logbook_server::ServerError> {

@@ -65,3 +65,9 @@ const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);
 const _: () = assert!(SCAN_ROWS_DEFAULT <= logbook_txn::limits::SCAN_ROWS_MAX);
 const _: () = assert!(REQUESTS_MAX_DEFAULT <= BLOCKING_THREADS_MAX);
 const _: () = assert!(REAPER_INTERVAL_MS < TXN_IDLE_TIMEOUT_MS_DEFAULT);
+
+/// How long a view read carrying a `token` waits by default for the view to apply it, ms
+/// (a request may ask for up to `logbook_views::limits::READ_TIMEOUT_MS_MAX`).
+pub const VIEW_READ_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// How long a switch or rollout waits by default for the target version to catch up, ms.
+pub const VIEW_SWITCH_TIMEOUT_MS_DEFAULT: u64 = 10_000;

@@ -7,7 +7,8 @@
 //!   │       └ yes → hyper http1 connection task         │ drain: in-flight requests finish,
 //!   │            (header timeout, head ≤ HTTP1_BUF)     │   idle keep-alives close (grace)
 //!   └─▶ open data directory (blocking pool)             │ abort open transactions
-//!         Log::open + TxnStore::open → ready            └ close the log: writers sync, exit
+//!         Log::open + TxnStore::open + Views::open      │ stop the view processors
+//!           → ready                                     └ close the log: writers sync, exit
 //! ```
 //!
 //! Readiness is false until the data directory is open: health answers 503 `opening` and
@@ -24,6 +25,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use logbook_log::{Log, LogError};
 use logbook_txn::{TxnError, TxnStore, TxnStoreOptions};
+use logbook_views::{ViewError, Views};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
@@ -56,6 +58,9 @@ pub enum ServerError {
     /// The transaction store could not be opened.
     #[error("cannot open the transaction store: {0}")]
     OpenTxns(#[source] TxnError),
+    /// The views could not be opened (their state store, or a damaged catalog).
+    #[error("cannot open the views: {0}")]
+    OpenViews(#[source] ViewError),
     /// A task of the server failed.
     #[error("server task failed: {0}")]
     Task(String),
@@ -107,8 +112,8 @@ impl Server {
     /// every queued append).
     ///
     /// # Errors
-    /// [`ServerError::OpenLog`] / [`ServerError::OpenTxns`] if the data directory cannot be
-    /// opened (the server stops at once); [`ServerError::Task`].
+    /// [`ServerError::OpenLog`] / [`ServerError::OpenTxns`] / [`ServerError::OpenViews`] if
+    /// the data directory cannot be opened (the server stops at once); [`ServerError::Task`].
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
@@ -259,7 +264,8 @@ impl Server {
     }
 }
 
-/// Opens the log and the transaction store.
+/// Opens the log, the transaction store and the views (whose processors resume from their
+/// applied offsets).
 fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
     let dir = config.data_dir.display().to_string();
     tracing::info!(%dir, "opening the data directory (recovery)");
@@ -269,17 +275,30 @@ fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
         ..TxnStoreOptions::default()
     };
     let txns = TxnStore::open(&log, options).map_err(ServerError::OpenTxns)?;
+    let log = Arc::new(log);
+    let views =
+        Views::open(log.clone(), &config.data_dir.join("views")).map_err(ServerError::OpenViews)?;
     Ok(Opened {
-        log: Arc::new(log),
+        log,
         txns,
+        views: Arc::new(views),
     })
 }
 
 /// Closes the log once the last request holding it is done (bounded by `grace`): every
 /// partition writer syncs its queued appends and stops.
 async fn close(opened: Opened, grace: Duration) {
-    let Opened { log, txns } = opened;
+    let Opened { log, txns, views } = opened;
     drop(txns);
+    // Stop the view processors first (each finishes its current commit): they hold the log.
+    let stopped = tokio::task::spawn_blocking(move || {
+        views.close();
+        drop(views);
+    })
+    .await;
+    if let Err(e) = stopped {
+        tracing::error!(error = %e, "stopping the view processors failed");
+    }
     let deadline = tokio::time::Instant::now() + grace;
     let mut log = log;
     loop {

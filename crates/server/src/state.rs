@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   AppState ── phase: opening → ready → shutting_down   (readiness)
-//!      ├── opened: Log + TxnStore          (None until recovery finished; taken at shutdown)
+//!      ├── opened: Log + TxnStore + Views  (None until recovery finished; taken at shutdown)
 //!      ├── txns: "h-<n>" → OpenTxn         (bounded; the reaper aborts idle ones)
 //!      ├── requests: Semaphore             (bounded in-flight requests)
 //!      └── metrics
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use logbook_log::Log;
 use logbook_txn::{Txn, TxnStore};
+use logbook_views::Views;
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
@@ -32,6 +33,8 @@ pub struct Opened {
     pub log: Arc<Log>,
     /// The transaction store on the log's `_txn` stream.
     pub txns: Arc<TxnStore>,
+    /// The views of the data directory (`<data-dir>/views`), their processors running.
+    pub views: Arc<Views>,
 }
 
 /// Where the server is in its life.

@@ -30,6 +30,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/txns/{txn}/abort"),
     ("get", "/v1/kv/{key}"),
     ("get", "/v1/kv"),
+    ("get", "/v1/views"),
+    ("put", "/v1/views/{view}"),
+    ("get", "/v1/views/{view}"),
+    ("delete", "/v1/views/{view}"),
+    ("get", "/v1/views/{view}/rows/{key}"),
+    ("get", "/v1/views/{view}/rows"),
+    ("post", "/v1/views/{view}/rebuild"),
+    ("post", "/v1/views/{view}/switch"),
     ("get", "/v1/health"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
@@ -37,11 +45,14 @@ const ROUTES: &[(&str, &str)] = &[
 
 fn opened_state(dir: &std::path::Path) -> AppState {
     let state = AppState::new(ServerConfig::default());
-    let log = logbook_log::Log::open(dir).unwrap();
+    let log = logbook_log::Log::open(dir.join("log")).unwrap();
     let txns = logbook_txn::TxnStore::open(&log, Default::default()).unwrap();
+    let log = std::sync::Arc::new(log);
+    let views = logbook_views::Views::open(log.clone(), &dir.join("views")).unwrap();
     state.set_opened(Opened {
-        log: std::sync::Arc::new(log),
+        log,
         txns,
+        views: std::sync::Arc::new(views),
     });
     state
 }
@@ -84,6 +95,7 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
             let uri = path
                 .replace("{stream}", "s")
                 .replace("{txn}", "t")
+                .replace("{view}", "v")
                 .replace("{key}", "k");
             let (status, body) = send(&router, method, &uri).await;
             assert!(

@@ -6,7 +6,7 @@
 //! | [`streams`] | `/v1/streams`, `/v1/streams/{stream}`, `/v1/streams/{stream}/records` |
 //! | [`txns`] | `/v1/txns`, `/v1/txns/{txn}/...`, `/v1/kv`, `/v1/kv/{key}` |
 //! | [`ops`] | `/v1/health`, `/metrics`, `/openapi.json` |
-//! | views | `/v1/views/...` — **not yet**: answered 501 until `logbook-views` (issue 5) is wired in |
+//! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
 //!
 //! Every route is registered through `utoipa_axum::routes!`, which puts it in the router
 //! and in the OpenAPI document at once; a test checks that the document holds every route
@@ -15,6 +15,7 @@
 pub mod ops;
 pub mod streams;
 pub mod txns;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -23,7 +24,6 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Query};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware;
-use axum::routing::any;
 use serde_json::value::RawValue;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -44,6 +44,7 @@ use crate::state::AppState;
     tags(
         (name = "streams", description = "Streams and records"),
         (name = "transactions", description = "Interactive transactions and key-value reads"),
+        (name = "views", description = "Views derived from streams: specs, status, row reads with consistency tokens, rebuilds and switches"),
         (name = "operations", description = "Health, metrics, this document")
     )
 )]
@@ -67,20 +68,22 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(txns::abort))
         .routes(routes!(txns::kv_get))
         .routes(routes!(txns::kv_scan))
+        .routes(routes!(views::list_views))
+        .routes(routes!(
+            views::put_view,
+            views::get_view,
+            views::delete_view
+        ))
+        .routes(routes!(views::get_row))
+        .routes(routes!(views::scan_rows))
+        .routes(routes!(views::rebuild))
+        .routes(routes!(views::switch))
         .routes(routes!(ops::health))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
         .split_for_parts();
     let doc_json: Arc<str> = doc.to_json().unwrap_or_default().into();
     let router = router
-        // ── VIEW ROUTES (issue 5) ──────────────────────────────────────────────────────
-        // `PUT/GET /v1/views/{view}`, `GET /v1/views/{view}/rows/{key}`,
-        // `GET /v1/views/{view}/rows` go here once `logbook-views` is a dependency: add
-        // a `views` module beside `streams` and register its handlers with `routes!`
-        // above. Until then they answer 501 `not_implemented`.
-        .route("/v1/views", any(views_not_built))
-        .route("/v1/views/{*rest}", any(views_not_built))
-        // ───────────────────────────────────────────────────────────────────────────────
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -91,15 +94,6 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(limits::BODY_BYTES_MAX))
         .with_state(state);
     (router, doc)
-}
-
-async fn views_not_built() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "Not implemented yet",
-        "views are not served over HTTP yet (issue 5); use `logbook view` on the data directory",
-    )
 }
 
 async fn no_route() -> ApiError {

@@ -350,7 +350,8 @@ pub async fn increment(
 }
 
 /// Commits. With `Idempotency-Key`, a retry of a committed request returns the original
-/// commit with `"duplicate": true`.
+/// commit with `"duplicate": true`. The handler awaits the commit's durability
+/// ([`Txn::commit_async`]) instead of parking a blocking thread through the fsync.
 #[utoipa::path(post, path = "/v1/txns/{txn}/commit", tag = "transactions",
     params(("txn" = String, Path),
         ("Idempotency-Key" = Option<String>, Header), ("traceparent" = Option<String>, Header)),
@@ -370,13 +371,14 @@ pub async fn commit(
         return Err(ApiError::from(TxnError::Closed));
     };
     let started = Instant::now();
-    let outcome = blocking(move || {
-        txn.commit_with(
+    // Certification and the append happen in this call (a short critical section); the
+    // future resolves once the commit record is durable, without holding a thread.
+    let outcome = txn
+        .commit_async(
             tracking.request_id.as_ref(),
             tracking.traceparent.as_deref(),
         )
-    })
-    .await?;
+        .await;
     let m = state.metrics();
     m.op_duration
         .with_label_values(&["commit"])

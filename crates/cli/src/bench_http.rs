@@ -1,0 +1,619 @@
+//! `logbook bench http`: the HTTP API under load, from a load generator in this process.
+//!
+//! ```text
+//!  this process ── server runtime (--server-threads)  ◀── loopback TCP ──┐
+//!               └─ client runtime (--client-threads): hyper http1 connections
+//!                   appends: POST /v1/streams/bench/records, one record each (fsync always)
+//!                   reads:   GET /v1/views/bench_rows/rows/{key}  (a table view of the stream)
+//! ```
+//!
+//! Each phase runs `--seconds`: **closed loop** (`--connections` connections, each sending
+//! its next request when the last one answered) and **open loop** at fixed rates (the rate
+//! spread over `--open-connections` connections, each on its own schedule). Open-loop latency
+//! counts from the *scheduled* send time whenever a connection is behind its schedule
+//! (so queueing behind a slow answer is measured — no coordinated omission); when it is on
+//! schedule it counts from the actual send, so the 1 ms granularity of the timer is not
+//! billed to the server. With PostgreSQL installed, `pgbench -S` (select-only point reads)
+//! runs beside it on a throwaway cluster for comparison.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use http_body_util::BodyExt;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use logbook_server::{Server, ServerConfig};
+use serde_json::json;
+use tokio::net::TcpStream;
+
+use super::bench_tpcb::{PgCluster, PgTools, PgbenchSummary, TempDir, check_output, loadavg_1m};
+
+/// The stream appended to.
+const STREAM: &str = "bench";
+/// The table view read.
+const VIEW: &str = "bench_rows";
+/// Records per request when preloading the keys.
+const PRELOAD_BATCH: usize = 1000;
+/// Latencies above this are clamped (µs).
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+/// Arguments of `logbook bench http`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpBenchArgs {
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Open-loop append rates, records/s (single-record requests).
+    #[arg(long, value_delimiter = ',', default_value = "10000,25000,50000")]
+    pub append_rates: Vec<u64>,
+    /// Open-loop point-read rates, reads/s.
+    #[arg(long, value_delimiter = ',', default_value = "25000,50000,100000")]
+    pub read_rates: Vec<u64>,
+    /// Connections of the closed-loop runs.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Connections the open-loop rate is spread over.
+    #[arg(long, default_value_t = 128)]
+    pub open_connections: usize,
+    /// Bytes of each appended record's value (a JSON object padded to this size).
+    #[arg(long, default_value_t = 100)]
+    pub record_bytes: usize,
+    /// Partitions of the stream.
+    #[arg(long, default_value_t = 2)]
+    pub partitions: u32,
+    /// Distinct keys (appends cycle through them; reads pick one at random).
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Worker threads of the server's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub server_threads: usize,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Skip the `pgbench -S` comparison.
+    #[arg(long)]
+    pub no_pg: bool,
+    /// A directory of PostgreSQL programs (default: looked up).
+    #[arg(long)]
+    pub pg_bin: Option<std::path::PathBuf>,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+struct RunResult {
+    op: &'static str,
+    mode: &'static str,
+    /// Target rate (open loop); null for closed loop.
+    rate: Option<u64>,
+    connections: usize,
+    requests: u64,
+    achieved_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+    errors: u64,
+}
+
+/// The request a run sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Append,
+    Read,
+}
+
+/// How a run paces its requests.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    Closed,
+    Open { rate: u64 },
+}
+
+/// Runs the benchmark and prints the report.
+///
+/// # Errors
+/// The server cannot start, a setup request fails, or the load generator cannot connect.
+pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
+    if args.seconds == 0 || args.connections == 0 || args.open_connections == 0 || args.keys == 0 {
+        bail!("--seconds, --connections, --open-connections and --keys must be positive");
+    }
+    let tmp = TempDir::create(&std::env::temp_dir(), "logbook-bench-http")?;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads.max(1))
+        .max_blocking_threads(logbook_server::limits::BLOCKING_THREADS_MAX)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .context("starting the server runtime")?;
+    let config = ServerConfig {
+        data_dir: tmp.0.join("data"),
+        listen: "127.0.0.1:0".into(),
+        requests_max: 8192,
+        connections_max: 8192,
+        ..ServerConfig::default()
+    };
+    let server = server_rt.block_on(Server::bind(config))?;
+    let addr = server.local_addr().context("reading the bound address")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = server_rt.spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    let load_before = loadavg_1m();
+    let results = client_rt.block_on(measure(args, addr));
+    let load_after = loadavg_1m();
+    drop(client_rt);
+    let _ = stop_tx.send(());
+    let stopped = server_rt.block_on(serving);
+    drop(server_rt);
+    let results = results?;
+    match stopped {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: server shut down with an error: {e}"),
+        Err(e) => eprintln!("warning: server task failed: {e}"),
+    }
+    drop(tmp);
+
+    let pg = if args.no_pg {
+        json!({"skipped": "--no-pg"})
+    } else {
+        match PgTools::find(args.pg_bin.as_deref()) {
+            Err(why) => json!({ "skipped": why }),
+            Ok(tools) => match pgbench_select(args, &tools) {
+                Ok(v) => v,
+                Err(e) => json!({ "error": format!("{e:#}") }),
+            },
+        }
+    };
+    let report = json!({
+        "benchmark": "http",
+        "parameters": {
+            "seconds": args.seconds,
+            "connections_closed_loop": args.connections,
+            "connections_open_loop": args.open_connections,
+            "record_bytes": args.record_bytes,
+            "partitions": args.partitions,
+            "fsync": "always",
+            "keys": args.keys,
+            "server_threads": args.server_threads,
+            "client_threads": args.client_threads,
+            "cpus": std::thread::available_parallelism().map_or(0, usize::from),
+            "view": "table view over the appended stream",
+        },
+        "loadavg_1m": { "before": load_before, "after": load_after },
+        "runs": results,
+        "pgbench_select_only": pg,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&results_of(&report));
+        println!("pgbench -S: {}", report["pgbench_select_only"]);
+    }
+    Ok(())
+}
+
+fn results_of(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["runs"].as_array().cloned().unwrap_or_default()
+}
+
+fn print_table(runs: &[serde_json::Value]) {
+    println!(
+        "{:<7} {:<7} {:>9} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7}",
+        "op", "mode", "rate", "conns", "achieved/s", "p50 ms", "p99 ms", "p999 ms", "errors"
+    );
+    for r in runs {
+        println!(
+            "{:<7} {:<7} {:>9} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+            r["op"].as_str().unwrap_or(""),
+            r["mode"].as_str().unwrap_or(""),
+            r["rate"]
+                .as_u64()
+                .map_or("-".to_string(), |v| v.to_string()),
+            r["connections"],
+            r["achieved_per_s"].as_f64().unwrap_or(0.0),
+            r["p50_ms"].as_f64().unwrap_or(0.0),
+            r["p99_ms"].as_f64().unwrap_or(0.0),
+            r["p999_ms"].as_f64().unwrap_or(0.0),
+            r["errors"],
+        );
+    }
+}
+
+/// Sets up the stream, the view and the keys, then runs every phase.
+async fn measure(args: &HttpBenchArgs, addr: SocketAddr) -> anyhow::Result<Vec<RunResult>> {
+    let mut c = Conn::open(addr).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = c.call(Method::GET, "/v1/health", None).await?;
+        if status == 200 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the server did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let spec = json!({"partitions": args.partitions, "fsync": "always"});
+    expect(
+        c.call(
+            Method::PUT,
+            &format!("/v1/streams/{STREAM}"),
+            Some(spec.to_string()),
+        )
+        .await?,
+        "creating the stream",
+    )?;
+    let view = json!({"source": STREAM, "kind": "table"});
+    expect(
+        c.call(
+            Method::PUT,
+            &format!("/v1/views/{VIEW}"),
+            Some(view.to_string()),
+        )
+        .await?,
+        "creating the view",
+    )?;
+    // Every key once, in batches; then wait until the view has applied the last batch.
+    let padding = padding(args.record_bytes);
+    let mut token = String::new();
+    let mut k = 0;
+    while k < args.keys {
+        let end = (k + PRELOAD_BATCH as u64).min(args.keys);
+        let records: Vec<serde_json::Value> = (k..end)
+            .map(|i| json!({"key": format!("k{i}"), "value": {"i": i, "pad": padding}}))
+            .collect();
+        let body = json!({ "records": records }).to_string();
+        let (status, resp) = c
+            .call(
+                Method::POST,
+                &format!("/v1/streams/{STREAM}/records"),
+                Some(body),
+            )
+            .await?;
+        expect((status, resp.clone()), "preloading the keys")?;
+        let v: serde_json::Value = serde_json::from_slice(&resp).unwrap_or_default();
+        token = v["token"].as_str().unwrap_or_default().to_string();
+        k = end;
+    }
+    let last = args.keys - 1;
+    expect(
+        c.call(
+            Method::GET,
+            &format!("/v1/views/{VIEW}/rows/k{last}?token={token}&timeout_ms=60000"),
+            None,
+        )
+        .await?,
+        "waiting for the view to apply the preload",
+    )?;
+
+    let mut out = Vec::new();
+    let ops: [(Op, &[u64]); 2] = [
+        (Op::Append, &args.append_rates),
+        (Op::Read, &args.read_rates),
+    ];
+    for (op, rates) in ops {
+        let r = run_phase(args, addr, op, Pace::Closed, args.connections).await?;
+        eprintln!("{}", serde_json::to_string(&r)?);
+        out.push(r);
+        for &rate in rates {
+            let r = run_phase(args, addr, op, Pace::Open { rate }, args.open_connections).await?;
+            eprintln!("{}", serde_json::to_string(&r)?);
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+fn expect(got: (u16, Vec<u8>), what: &str) -> anyhow::Result<()> {
+    if !(200..300).contains(&got.0) {
+        bail!(
+            "{what}: HTTP {}: {}",
+            got.0,
+            String::from_utf8_lossy(&got.1)
+        );
+    }
+    Ok(())
+}
+
+fn padding(record_bytes: usize) -> String {
+    // `{"i":NNNN,"pad":""}` is about 20 bytes.
+    "x".repeat(record_bytes.saturating_sub(20))
+}
+
+/// One measured run: `connections` tasks, merged histograms.
+async fn run_phase(
+    args: &HttpBenchArgs,
+    addr: SocketAddr,
+    op: Op,
+    pace: Pace,
+    connections: usize,
+) -> anyhow::Result<RunResult> {
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(Conn::open(addr).await?);
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let end = start + Duration::from_secs(args.seconds);
+    let body = Arc::new(padding(args.record_bytes));
+    let mut tasks = Vec::with_capacity(connections);
+    for (i, conn) in conns.into_iter().enumerate() {
+        let body = body.clone();
+        let keys = args.keys;
+        let schedule = match pace {
+            Pace::Closed => None,
+            Pace::Open { rate } => {
+                let interval = Duration::from_secs_f64(connections as f64 / rate.max(1) as f64);
+                Some((interval, interval.mul_f64(i as f64 / connections as f64)))
+            }
+        };
+        tasks.push(tokio::spawn(async move {
+            worker(conn, op, i as u64, keys, body, start, end, schedule).await
+        }));
+    }
+    let mut hist = latency_histogram()?;
+    let (mut requests, mut errors) = (0u64, 0u64);
+    for t in tasks {
+        let tally = t.await.context("a load task failed")??;
+        hist.add(&tally.hist).context("merging histograms")?;
+        requests += tally.requests;
+        errors += tally.errors;
+    }
+    // Requests still in flight at the end of the window finish after it: rate over the
+    // whole time taken.
+    let seconds = start.elapsed().as_secs_f64().max(args.seconds as f64);
+    let ms = |q: f64| round3(hist.value_at_quantile(q) as f64 / 1000.0);
+    Ok(RunResult {
+        op: match op {
+            Op::Append => "append",
+            Op::Read => "read",
+        },
+        mode: match pace {
+            Pace::Closed => "closed",
+            Pace::Open { .. } => "open",
+        },
+        rate: match pace {
+            Pace::Closed => None,
+            Pace::Open { rate } => Some(rate),
+        },
+        connections,
+        requests,
+        achieved_per_s: round1(requests.saturating_sub(errors) as f64 / seconds),
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: round3(hist.max() as f64 / 1000.0),
+        errors,
+    })
+}
+
+struct Tally {
+    hist: Histogram<u64>,
+    requests: u64,
+    errors: u64,
+}
+
+/// One connection's loop. `schedule` is `(interval, offset)` for open loop.
+#[allow(clippy::too_many_arguments)]
+async fn worker(
+    mut conn: Conn,
+    op: Op,
+    seed: u64,
+    keys: u64,
+    pad: Arc<String>,
+    start: Instant,
+    end: Instant,
+    schedule: Option<(Duration, Duration)>,
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally {
+        hist: latency_histogram()?,
+        requests: 0,
+        errors: 0,
+    };
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut n: u64 = 0;
+    tokio::time::sleep_until(start.into()).await;
+    loop {
+        let from = match schedule {
+            None => {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                now
+            }
+            Some((interval, offset)) => {
+                let due = start + offset + interval.mul_f64(n as f64);
+                if due >= end {
+                    break;
+                }
+                let now = Instant::now();
+                if now < due {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                } else {
+                    due
+                }
+            }
+        };
+        n += 1;
+        // xorshift64
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let key = rng % keys;
+        let (method, path, body) = match op {
+            Op::Append => (
+                Method::POST,
+                format!("/v1/streams/{STREAM}/records"),
+                Some(format!(
+                    "{{\"key\":\"k{key}\",\"value\":{{\"i\":{n},\"pad\":\"{pad}\"}}}}"
+                )),
+            ),
+            Op::Read => (Method::GET, format!("/v1/views/{VIEW}/rows/k{key}"), None),
+        };
+        tally.requests += 1;
+        let ok = match conn.call(method, &path, body).await {
+            Ok((status, _)) => (200..300).contains(&status),
+            Err(_) => {
+                // Reconnect after a transport error.
+                if let Ok(c) = Conn::open(conn.addr).await {
+                    conn = c;
+                }
+                false
+            }
+        };
+        if !ok {
+            tally.errors += 1;
+        }
+        let us = u64::try_from(from.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tally.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+    }
+    Ok(tally)
+}
+
+/// One HTTP/1.1 keep-alive connection.
+struct Conn {
+    addr: SocketAddr,
+    host: String,
+    sender: SendRequest<String>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .context("HTTP handshake")?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Conn {
+            addr,
+            host: addr.to_string(),
+            sender,
+        })
+    }
+
+    /// Sends one request; the status and the body.
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(body.unwrap_or_default())?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes.to_vec()))
+    }
+}
+
+fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).context("creating a histogram")
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `pgbench -S` (select-only: one primary-key lookup per transaction) on a throwaway
+/// cluster, closed loop with `--connections` clients, 2 pgbench threads.
+fn pgbench_select(args: &HttpBenchArgs, tools: &PgTools) -> anyhow::Result<serde_json::Value> {
+    let version = tools.server_version();
+    eprintln!("PostgreSQL peer: {version}, pgbench -S");
+    let cluster = PgCluster::start(tools, args.connections)?;
+    let out = cluster
+        .pgbench()
+        .args(["-i", "-q", "-s", "10", "postgres"])
+        .output()
+        .context("running pgbench -i")?;
+    check_output("pgbench -i", &out)?;
+    let run_args = [
+        "-S".to_string(),
+        "-c".to_string(),
+        args.connections.to_string(),
+        "-j".to_string(),
+        "2".to_string(),
+        "-T".to_string(),
+        args.seconds.to_string(),
+        "--log".to_string(),
+        "--log-prefix=pgbench_log".to_string(),
+        "postgres".to_string(),
+    ];
+    let out = cluster
+        .pgbench()
+        .args(&run_args)
+        .output()
+        .context("running pgbench -S")?;
+    check_output("pgbench -S", &out)?;
+    let summary = PgbenchSummary::parse(&String::from_utf8_lossy(&out.stdout));
+    let hist = pgbench_latencies(&cluster.dir.0)?;
+    let ms = |q: f64| round3(hist.value_at_quantile(q) as f64 / 1000.0);
+    Ok(json!({
+        "version": version,
+        "command": format!("pgbench -i -s 10; pgbench {}", run_args.join(" ")),
+        "tps": summary.tps.map(round1),
+        "latency_average_ms": summary.latency_average_ms,
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "transactions": hist.len(),
+    }))
+}
+
+/// Latencies (µs, the third field of each line) from pgbench's per-transaction logs.
+fn pgbench_latencies(dir: &Path) -> anyhow::Result<Histogram<u64>> {
+    let mut hist = latency_histogram()?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("pgbench_log."))
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path())
+            .with_context(|| format!("reading {}", entry.path().display()))?;
+        for line in text.lines() {
+            if let Some(us) = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|t| t.parse::<u64>().ok())
+            {
+                hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+            }
+        }
+    }
+    Ok(hist)
+}

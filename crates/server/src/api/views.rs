@@ -1,0 +1,536 @@
+//! Views over HTTP: `PUT/GET/DELETE /v1/views/{view}`, `GET /v1/views`, row reads
+//! (`/v1/views/{view}/rows/{key}`, `/v1/views/{view}/rows`), `POST .../rebuild` and
+//! `POST .../switch`, on the [`logbook_views::Views`] engine the server opened next to the
+//! log.
+//!
+//! ```text
+//!  GET rows ─▶ read with the token, wait 0 ─── applied? ──▶ rows   (inline, no thread hop)
+//!                                      └── not yet ─▶ blocking pool: wait ≤ timeout_ms
+//!                                                      └▶ rows, or 504 consistency_timeout
+//! ```
+//!
+//! Reads are answered on the async worker when the view has already applied the token (the
+//! usual case, and every read without a token): a point lookup is a snapshot and a few
+//! key-value gets, cheaper than a hop to the blocking pool. Only a read that has to *wait*
+//! for the view moves to the blocking pool, so a slow view never holds a worker. (The
+//! engine's monotonic-read floor — a read never shows less than this view showed before —
+//! can still wait inline after a switch to a lagging version; see the report of issue 6.)
+//!
+//! Catalog changes (create, rebuild, switch, drop) fsync the catalog and start or stop
+//! processor threads, and status reads the log's newest records: all on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use logbook_views::{
+    ReadOptions, ReadResult, ScanRange, VersionStatus, ViewError, ViewInfo, ViewSpec, Views,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{JsonBody, blocking};
+use crate::limits;
+use crate::state::AppState;
+
+use super::Params;
+
+/// A gradual rollout in progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutOut {
+    /// The version receiving this share of reads.
+    pub version: u64,
+    /// Percent of reads (by key hash).
+    pub percent: u8,
+}
+
+/// A view as created or listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewOut {
+    /// Its name.
+    pub view: String,
+    /// The current version's spec.
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// The version serving reads.
+    pub current: u64,
+    /// Every version (a rebuild adds one).
+    pub versions: Vec<u64>,
+    /// A rollout in progress.
+    pub rollout: Option<RolloutOut>,
+}
+
+/// Every view.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewList {
+    /// By name.
+    pub views: Vec<ViewOut>,
+}
+
+/// Rebuild or catch-up progress of a version.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProgressOut {
+    /// Records applied, over all partitions.
+    pub done: u64,
+    /// Records in the source stream now.
+    pub total: u64,
+    /// Records applied per second since the processors started.
+    pub rate_per_s: f64,
+    /// Seconds to catch up at that rate (null: no rate yet).
+    pub eta_s: Option<f64>,
+}
+
+/// Status of one version of a view.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusOut {
+    /// Version id.
+    pub version: u64,
+    /// Partition → next offset to apply.
+    #[schema(value_type = Object)]
+    pub applied: BTreeMap<u32, u64>,
+    /// Records not yet applied, over all partitions.
+    pub lag_records: u64,
+    /// How far the applied records trail the newest one, by record timestamps, ms.
+    pub lag_ms: i64,
+    /// Rows in the view (only with `?digest=true`: counting them is a full scan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Order-independent checksum of the rows, 32 hex digits (only with `?digest=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Progress.
+    pub progress: ProgressOut,
+    /// Records left out (row key over the limit).
+    pub skipped_records: u64,
+    /// Why its processors stopped, if they did.
+    pub error: Option<String>,
+}
+
+/// A view with its status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewDetail {
+    /// Its name.
+    pub view: String,
+    /// The current version's spec.
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// The version serving reads.
+    pub current: u64,
+    /// A rollout in progress.
+    pub rollout: Option<RolloutOut>,
+    /// Status of the current version.
+    pub status: StatusOut,
+    /// Status of every version, the current one included.
+    pub versions: Vec<StatusOut>,
+}
+
+/// One row of a view.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewRow {
+    /// Table: the record key; index: the indexed value(s); aggregate: the group key.
+    pub key: String,
+    /// Table: the (projected) record value; index: `{"keys": [...]}`; aggregate: the
+    /// group-by fields and the aggregate outputs.
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// Partition of the record that last changed the row.
+    pub partition: u32,
+    /// Offset of that record.
+    pub offset: u64,
+    /// Request id of that record, if it had one.
+    pub request_id: Option<String>,
+}
+
+/// Rows of a range or of a list of keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewRows {
+    /// In key order (`keys=`: in the order asked, missing keys left out).
+    pub rows: Vec<ViewRow>,
+    /// Where the next page starts (pass it as `start`), if there is more.
+    pub next: Option<String>,
+}
+
+/// `POST /v1/views/{view}/rebuild` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RebuildBody {
+    /// A new spec for the new version; default: the current version's.
+    #[schema(value_type = Option<Object>)]
+    pub spec: Option<serde_json::Value>,
+}
+
+/// A rebuild started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rebuilt {
+    /// The view.
+    pub view: String,
+    /// The new version, building from offset 0 while the current one serves.
+    pub version: u64,
+}
+
+/// `POST /v1/views/{view}/switch` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchBody {
+    /// The version to serve reads.
+    pub version: u64,
+    /// Share of reads (by key hash) it gets, 0..=100; default 100 (a full switch; 0 ends a
+    /// rollout).
+    pub percent: Option<u8>,
+    /// Longest wait for the version to catch up with the current one, ms (default 10000).
+    pub timeout_ms: Option<u64>,
+}
+
+fn rollout(r: Option<logbook_views::Rollout>) -> Option<RolloutOut> {
+    r.map(|r| RolloutOut {
+        version: r.version,
+        percent: r.percent,
+    })
+}
+
+fn spec_json(spec: &ViewSpec) -> serde_json::Value {
+    serde_json::to_value(spec).unwrap_or(serde_json::Value::Null)
+}
+
+fn view_out(info: ViewInfo) -> ViewOut {
+    ViewOut {
+        spec: spec_json(&info.spec),
+        view: info.name,
+        current: info.current,
+        versions: info.versions,
+        rollout: rollout(info.rollout),
+    }
+}
+
+fn status_out(v: VersionStatus) -> StatusOut {
+    StatusOut {
+        version: v.version,
+        applied: v.applied,
+        lag_records: v.lag_records,
+        lag_ms: v.lag_ms,
+        rows: v.digest.map(|d| d.rows),
+        digest: v.digest.map(|d| format!("{:032x}", d.hash)),
+        progress: ProgressOut {
+            done: v.progress.done,
+            total: v.progress.total,
+            rate_per_s: v.progress.rate_per_s,
+            eta_s: v.progress.eta_s,
+        },
+        skipped_records: v.skipped_records,
+        error: v.error,
+    }
+}
+
+fn row_out(r: logbook_views::Row) -> ViewRow {
+    ViewRow {
+        key: r.key,
+        value: r.value,
+        partition: r.partition,
+        offset: r.offset,
+        request_id: r.request_id,
+    }
+}
+
+fn views_of(state: &AppState) -> Result<Arc<Views>, ApiError> {
+    Ok(state.opened()?.views)
+}
+
+/// `token` and `timeout_ms` of a read. With a token the default wait is
+/// [`limits::VIEW_READ_TIMEOUT_MS_DEFAULT`].
+fn read_options(q: &Params) -> Result<ReadOptions, ApiError> {
+    let token = q.text("token").map(str::to_string);
+    let timeout_ms = q.get::<u64>("timeout_ms")?.unwrap_or(if token.is_some() {
+        limits::VIEW_READ_TIMEOUT_MS_DEFAULT
+    } else {
+        0
+    });
+    Ok(ReadOptions { token, timeout_ms })
+}
+
+/// Runs a read: first without waiting, on this worker; if the view has not applied the
+/// token yet and the request allows a wait, again on the blocking pool with the wait.
+async fn read<F>(views: Arc<Views>, opts: ReadOptions, f: F) -> Result<ReadResult, ApiError>
+where
+    F: Fn(&Views, &ReadOptions) -> logbook_views::Result<ReadResult> + Send + 'static,
+{
+    let quick = ReadOptions {
+        token: opts.token.clone(),
+        timeout_ms: 0,
+    };
+    match f(&views, &quick) {
+        Err(ViewError::ConsistencyTimeout { .. }) if opts.timeout_ms > 0 => {
+            Ok(blocking(move || f(&views, &opts)).await??)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Every view.
+#[utoipa::path(get, path = "/v1/views", tag = "views",
+    responses((status = 200, body = ViewList)))]
+pub async fn list_views(State(state): State<AppState>) -> Result<Json<ViewList>, ApiError> {
+    let views = views_of(&state)?;
+    Ok(Json(ViewList {
+        views: views.list().into_iter().map(view_out).collect(),
+    }))
+}
+
+/// Creates a view from a spec (DESIGN.md "View specs"); its processors start from offset 0.
+/// The same spec again answers 200 with the view; another spec under the name, 409.
+#[utoipa::path(put, path = "/v1/views/{view}", tag = "views",
+    params(("view" = String, Path, description = "1..=128 bytes of [A-Za-z0-9._-]")),
+    request_body(content = Object, description = "A view spec: `source`, `kind` (table, index, aggregate), `filter`, `fields`, `on`, `group_by`, `aggregates`"),
+    responses((status = 201, body = ViewOut),
+        (status = 200, description = "Exists with this spec", body = ViewOut),
+        (status = 400, description = "`invalid_view_spec` naming the field, `invalid_view_name`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`view_exists` with another spec, `too_many_views`", body = Problem, content_type = "application/problem+json")))]
+pub async fn put_view(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(spec): JsonBody<serde_json::Value>,
+) -> Result<(StatusCode, Json<ViewOut>), ApiError> {
+    let views = views_of(&state)?;
+    let bytes =
+        serde_json::to_vec(&spec).map_err(|e| ApiError::invalid_json(None, e.to_string()))?;
+    let n = name.clone();
+    let v = views.clone();
+    let created = blocking(move || v.create(&n, &bytes)).await?;
+    match created {
+        Ok(info) => {
+            tracing::info!(view = %name, version = info.current, "view created");
+            Ok((StatusCode::CREATED, Json(view_out(info))))
+        }
+        Err(ViewError::ViewExists { .. }) => {
+            let existing = views.info_of(&name)?;
+            match serde_json::from_value::<ViewSpec>(spec) {
+                Ok(same) if same == existing.spec => Ok((StatusCode::OK, Json(view_out(existing)))),
+                _ => Err(ViewError::ViewExists { name }.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A view and the status of its versions: applied offsets, lag in records and in ms, and
+/// with `?digest=true` the row count and digest (a full scan of the view).
+#[utoipa::path(get, path = "/v1/views/{view}", tag = "views",
+    params(("view" = String, Path),
+        ("digest" = Option<bool>, Query, description = "Also count the rows and compute the digest (a full scan)")),
+    responses((status = 200, body = ViewDetail),
+        (status = 404, description = "`unknown_view`", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_view(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Params,
+) -> Result<Json<ViewDetail>, ApiError> {
+    q.only(&["digest"])?;
+    let digest = q.get::<bool>("digest")?.unwrap_or(false);
+    let views = views_of(&state)?;
+    let (info, status) = blocking(move || {
+        let info = views.info_of(&name)?;
+        let status = views.status(&name, digest)?;
+        Ok::<_, ViewError>((info, status))
+    })
+    .await??;
+    let versions: Vec<StatusOut> = status.versions.into_iter().map(status_out).collect();
+    let current = versions
+        .iter()
+        .find(|v| v.version == status.current)
+        .cloned()
+        .ok_or_else(|| ApiError::internal("the view's current version has no status"))?;
+    Ok(Json(ViewDetail {
+        view: info.name,
+        spec: spec_json(&info.spec),
+        current: status.current,
+        rollout: rollout(status.rollout),
+        status: current,
+        versions,
+    }))
+}
+
+/// Drops a view and its state; with `?version=` only that (non-current) version.
+#[utoipa::path(delete, path = "/v1/views/{view}", tag = "views",
+    params(("view" = String, Path),
+        ("version" = Option<u64>, Query, description = "Drop only this version (not the current one)")),
+    responses((status = 204, description = "Dropped"),
+        (status = 404, description = "`unknown_view`, `unknown_version`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`version_unavailable`: the current version", body = Problem, content_type = "application/problem+json")))]
+pub async fn delete_view(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Params,
+) -> Result<StatusCode, ApiError> {
+    q.only(&["version"])?;
+    let version = q.get::<u64>("version")?;
+    let views = views_of(&state)?;
+    blocking(move || match version {
+        Some(v) => views.drop_version(&name, v),
+        None => views.drop_view(&name),
+    })
+    .await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Point read of one row. With `token`, waits (≤ `timeout_ms`, default 5000) until the
+/// view has applied every write the token stands for.
+#[utoipa::path(get, path = "/v1/views/{view}/rows/{key}", tag = "views",
+    params(("view" = String, Path), ("key" = String, Path),
+        ("token" = Option<String>, Query, description = "Consistency token of earlier writes"),
+        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
+    responses((status = 200, body = ViewRow),
+        (status = 404, description = "`key_not_found`, `unknown_view`", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`consistency_timeout`: the view did not apply the token in time", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_row(
+    State(state): State<AppState>,
+    Path((name, key)): Path<(String, String)>,
+    q: Params,
+) -> Result<Json<ViewRow>, ApiError> {
+    q.only(&["token", "timeout_ms"])?;
+    let opts = read_options(&q)?;
+    let views = views_of(&state)?;
+    let (n, k) = (name.clone(), key.clone());
+    let found = read(views, opts, move |v, o| v.get(&n, &k, o)).await?;
+    match found.rows.into_iter().next() {
+        Some(r) => Ok(Json(row_out(r))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            "Key not found",
+            format!("view {name:?} has no row {key:?}"),
+        )
+        .field("key")),
+    }
+}
+
+/// Rows in key order: a range (`prefix`, `start` inclusive, `end` exclusive, `limit`), or
+/// `keys=k1,k2,...` for several point reads from one snapshot. `next` continues a range.
+#[utoipa::path(get, path = "/v1/views/{view}/rows", tag = "views",
+    params(("view" = String, Path),
+        ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive; a `next` continues here"),
+        ("end" = Option<String>, Query, description = "Exclusive"),
+        ("limit" = Option<usize>, Query, description = "1..=10000, default 100"),
+        ("keys" = Option<String>, Query, description = "Comma-separated keys (at most 1000), instead of a range"),
+        ("token" = Option<String>, Query), ("timeout_ms" = Option<u64>, Query)),
+    responses((status = 200, body = ViewRows),
+        (status = 404, description = "`unknown_view`", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`consistency_timeout`", body = Problem, content_type = "application/problem+json")))]
+pub async fn scan_rows(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Params,
+) -> Result<Json<ViewRows>, ApiError> {
+    q.only(&[
+        "prefix",
+        "start",
+        "end",
+        "limit",
+        "keys",
+        "token",
+        "timeout_ms",
+    ])?;
+    let opts = read_options(&q)?;
+    let views = views_of(&state)?;
+    let result = if let Some(keys) = q.text("keys") {
+        if let Some(other) = ["prefix", "start", "end", "limit"]
+            .into_iter()
+            .find(|p| q.text(p).is_some())
+        {
+            return Err(ApiError::invalid(
+                other,
+                "give keys, or a range (prefix, start, end, limit), not both",
+            ));
+        }
+        let keys: Vec<String> = keys.split(',').map(str::to_string).collect();
+        read(views, opts, move |v, o| v.get_many(&name, &keys, o)).await?
+    } else {
+        let range = ScanRange {
+            prefix: q.text("prefix").map(str::to_string),
+            start: q.text("start").map(str::to_string),
+            end: q.text("end").map(str::to_string),
+            limit: q
+                .get::<usize>("limit")?
+                .unwrap_or(logbook_views::limits::READ_LIMIT_DEFAULT),
+        };
+        read(views, opts, move |v, o| v.scan(&name, &range, o)).await?
+    };
+    Ok(Json(ViewRows {
+        rows: result.rows.into_iter().map(row_out).collect(),
+        next: result.next,
+    }))
+}
+
+/// Starts rebuilding the view from offset 0 into a new version (with a new spec, or the
+/// current one's) while the current version keeps serving; switch to it when it has
+/// caught up (`GET /v1/views/{view}` shows its progress).
+#[utoipa::path(post, path = "/v1/views/{view}/rebuild", tag = "views",
+    params(("view" = String, Path)),
+    request_body(content = RebuildBody, description = "May be empty: rebuild with the current spec"),
+    responses((status = 202, body = Rebuilt),
+        (status = 400, description = "`invalid_view_spec` naming the field (as `spec.<field>`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_view`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`too_many_versions`", body = Problem, content_type = "application/problem+json")))]
+pub async fn rebuild(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<RebuildBody>,
+) -> Result<(StatusCode, Json<Rebuilt>), ApiError> {
+    let views = views_of(&state)?;
+    let spec = match &body.spec {
+        Some(s) => {
+            Some(serde_json::to_vec(s).map_err(|e| ApiError::invalid_json(None, e.to_string()))?)
+        }
+        None => None,
+    };
+    let n = name.clone();
+    let version = blocking(move || views.rebuild(&n, spec.as_deref()))
+        .await?
+        .map_err(|e| {
+            let mut e = ApiError::from(e);
+            if e.code == "invalid_view_spec" {
+                e.field = Some(match e.field.as_deref() {
+                    None | Some("") => "spec".to_string(),
+                    Some(f) => format!("spec.{f}"),
+                });
+            }
+            e
+        })?;
+    tracing::info!(view = %name, version, "view rebuild started");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Rebuilt {
+            view: name,
+            version,
+        }),
+    ))
+}
+
+/// Makes a version serve reads: all of them (`percent` 100, the default: a switch; switching
+/// back is the rollback) or a share by key hash (a gradual rollout). Waits (≤ `timeout_ms`)
+/// for the version to have applied what the current one has, so reads never go back.
+#[utoipa::path(post, path = "/v1/views/{view}/switch", tag = "views",
+    params(("view" = String, Path)),
+    request_body = SwitchBody,
+    responses((status = 200, body = ViewOut),
+        (status = 404, description = "`unknown_view`, `unknown_version`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not_caught_up` (retry later), `version_unavailable`", body = Problem, content_type = "application/problem+json")))]
+pub async fn switch(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<SwitchBody>,
+) -> Result<Json<ViewOut>, ApiError> {
+    let views = views_of(&state)?;
+    let timeout_ms = body
+        .timeout_ms
+        .unwrap_or(limits::VIEW_SWITCH_TIMEOUT_MS_DEFAULT);
+    let percent = body.percent.unwrap_or(100);
+    let info = blocking(move || {
+        views.rollout(&name, body.version, percent, timeout_ms)?;
+        views.info_of(&name)
+    })
+    .await??;
+    tracing::info!(view = %info.name, version = body.version, percent, "view routing changed");
+    Ok(Json(view_out(info)))
+}
