@@ -24,7 +24,10 @@ use crate::DataDirArgs;
 
 /// Test-suite commands: each is a child process that a crash test kills.
 #[derive(Debug, clap::Subcommand)]
-#[allow(clippy::enum_variant_names, reason = "every one of them is a test's child process")]
+#[allow(
+    clippy::enum_variant_names,
+    reason = "every one of them is a test's child process"
+)]
 pub enum DebugCommand {
     /// Append deterministic records forever, printing `ack <id> <partition> <offset>` for each
     /// acknowledged one (the crash test kills this process).

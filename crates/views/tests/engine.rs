@@ -1,7 +1,12 @@
 //! The engine's promises: bad specs change nothing, tokens give read-your-writes, and a
 //! rebuild with switches and rollbacks never makes reads fail or go backwards.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity,
+    missing_docs
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
