@@ -322,6 +322,23 @@ fn transactions_commit_conflict_and_idle_timeout() {
     assert_eq!(s, 200, "{c1}");
     let offset = c1["offset"].as_u64().unwrap();
     assert!(c1["token"].as_str().unwrap().starts_with("v1."));
+    // The client lost that response and sends the same commit again: the transaction is
+    // gone, but its request id answers with the original commit.
+    let (s, again) = node.call_with(
+        "POST",
+        &format!("/v1/txns/{t1}/commit"),
+        &[("Idempotency-Key", "c-1")],
+        json!({}),
+    );
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["offset"].as_u64(), Some(offset));
+    assert_eq!(again["duplicate"], true);
+    // Without the request id, a finished transaction is unknown.
+    let (s, gone) = node.call("POST", &format!("/v1/txns/{t1}/commit"), None);
+    assert_eq!(
+        (s, gone["code"].as_str()),
+        (404, Some("unknown_transaction"))
+    );
     let (s, c2) = node.call("POST", &format!("/v1/txns/{t2}/commit"), None);
     assert_eq!(
         (s, c2["code"].as_str()),

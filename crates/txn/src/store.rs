@@ -360,6 +360,32 @@ impl TxnStore {
         CommitRecord::decode(&rec.value).map_err(|reason| TxnError::Corrupt { offset, reason })
     }
 
+    /// The outcome of the commit that used `request_id`, if one did (and is still in the
+    /// window): what a client that lost a commit's response gets when it asks again without
+    /// re-running the transaction. Waits if that commit is still in flight.
+    ///
+    /// # Errors
+    /// [`TxnError::Poisoned`]; [`TxnError::Log`] / [`TxnError::Corrupt`] reading the record.
+    pub fn committed(&self, request_id: &RequestId) -> Result<Option<CommitOutcome>> {
+        loop {
+            let state = lock(&self.state);
+            self.check_poisoned()?;
+            if let Some(&offset) = state.ids_done.get(request_id.as_str()) {
+                drop(state);
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                return self.duplicate_outcome(offset).map(Some);
+            }
+            let Some(pending) = state.ids_pending.get(request_id.as_str()).cloned() else {
+                return Ok(None);
+            };
+            drop(state);
+            let mut r = lock(&pending.result);
+            while r.is_none() {
+                r = pending.settled.wait(r).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> &TxnStats {
         &self.stats

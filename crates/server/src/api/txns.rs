@@ -363,7 +363,31 @@ pub async fn commit(
     tracking: Tracking,
 ) -> Result<Json<Committed>, ApiError> {
     let opened = state.opened()?;
-    let entry = state.txns().get(&id)?;
+    let m = state.metrics();
+    let entry = match state.txns().get(&id) {
+        Ok(entry) => Some(entry),
+        // A retry of a commit whose response was lost: the transaction is gone, but its
+        // request id still names the commit it made.
+        Err(e) => {
+            let Some(request_id) = tracking.request_id.clone() else {
+                return Err(e);
+            };
+            let txns = opened.txns.clone();
+            let found = tokio::task::spawn_blocking(move || txns.committed(&request_id))
+                .await
+                .map_err(|_| ApiError::from(TxnError::Closed))??;
+            match found {
+                Some(outcome) => {
+                    m.duplicates.with_label_values(&["commit"]).inc();
+                    return committed_response(&opened, outcome);
+                }
+                None => return Err(e),
+            }
+        }
+    };
+    let Some(entry) = entry else {
+        return Err(ApiError::from(TxnError::Closed));
+    };
     let mut guard = entry.txn.clone().lock_owned().await;
     let txn = guard.take();
     drop(guard);
@@ -379,7 +403,6 @@ pub async fn commit(
             tracking.traceparent.as_deref(),
         )
         .await;
-    let m = state.metrics();
     m.op_duration
         .with_label_values(&["commit"])
         .observe(started.elapsed().as_secs_f64());
@@ -397,6 +420,14 @@ pub async fn commit(
     if outcome.duplicate {
         m.duplicates.with_label_values(&["commit"]).inc();
     }
+    committed_response(&opened, outcome)
+}
+
+/// The response to a commit: its offset, a token for reads after it, increment results.
+fn committed_response(
+    opened: &crate::state::Opened,
+    outcome: logbook_txn::CommitOutcome,
+) -> Result<Json<Committed>, ApiError> {
     let token = match outcome.offset {
         Some(offset) => {
             let stream = opened
