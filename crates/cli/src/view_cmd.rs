@@ -96,6 +96,10 @@ pub enum ViewCommand {
         read: ReadArgs,
     },
     /// Recompute a view from offset 0 into a new version while the current one serves.
+    ///
+    /// Reads stay on the current version until you switch to the new one: pass `--switch`,
+    /// or run `logbook view switch NAME VERSION` later (a percentage rolls out gradually;
+    /// switching back is the rollback).
     Rebuild {
         #[command(flatten)]
         data: DataDirArgs,
@@ -372,10 +376,14 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                     )?
                 );
             } else {
-                println!(
-                    "v{version} caught up{}",
-                    if switch { "; switched" } else { "" }
-                );
+                if switch {
+                    println!("v{version} caught up; reads now go to it");
+                } else {
+                    println!(
+                        "v{version} caught up; reads still go to the current version — \
+                         `logbook view switch {name} {version}` moves them (or pass --switch)"
+                    );
+                }
             }
         }
         ViewCommand::Switch {
