@@ -70,16 +70,28 @@ enum Command {
     Debug(debug::DebugCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    match cli.command {
+    let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::View(cmd) => view_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Debug(cmd) => debug::run(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error and its causes on one line each, never a backtrace: these are a
+            // user's errors (a missing stream, a bad spec), not crashes of ours.
+            eprintln!("Error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -231,9 +231,18 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&list)?);
             } else {
                 for v in list {
+                    let kind = serde_json::to_value(v.spec.kind)
+                        .ok()
+                        .and_then(|k| k.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    let versions: Vec<String> =
+                        v.versions.iter().map(|n| format!("v{n}")).collect();
                     println!(
-                        "{}\t{:?}\tsource {}\tcurrent v{}\tversions {:?}",
-                        v.name, v.spec.kind, v.spec.source, v.current, v.versions
+                        "{}\t{kind}\tsource {}\tcurrent v{}\tversions {}",
+                        v.name,
+                        v.spec.source,
+                        v.current,
+                        versions.join(",")
                     );
                 }
             }
@@ -256,10 +265,11 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&st)?);
             } else {
-                println!(
-                    "{}: current v{}, rollout {:?}",
-                    st.name, st.current, st.rollout
+                let rollout = st.rollout.map_or_else(
+                    || "none".to_string(),
+                    |r| format!("{}% of reads to v{}", r.percent, r.version),
                 );
+                println!("{}: current v{}, rollout {rollout}", st.name, st.current);
                 for v in &st.versions {
                     println!(
                         "  v{}{}: applied {:?}, lag {} records / {} ms, {}/{} records{}{}",
