@@ -325,13 +325,13 @@ pub fn join_key(paths: &[FieldPath], value: &Value) -> (String, Vec<Scalar>) {
 }
 
 /// A table row's projected value.
-pub fn project(fields: &Option<Vec<FieldPath>>, value: Value) -> Value {
+pub fn project(fields: &Option<Vec<FieldPath>>, value: &Value) -> Value {
     match fields {
-        None => value,
+        None => value.clone(),
         Some(fields) => {
             let mut out = serde_json::Map::new();
             for f in fields {
-                if let Some(v) = crate::value::lookup(&value, &f.segments) {
+                if let Some(v) = crate::value::lookup(value, &f.segments) {
                     out.insert(f.text.clone(), v.clone());
                 }
             }
@@ -341,6 +341,8 @@ pub fn project(fields: &Option<Vec<FieldPath>>, value: Value) -> Value {
 }
 
 /// Applies one record of partition `p` to the view. `state.applied` is not advanced here.
+/// `value` is the record's value as [`crate::extract::parse_members`] gives it for the
+/// plan's members or a superset of them (`None`: the record deletes).
 ///
 /// # Errors
 /// [`ViewError::Store`], [`ViewError::Corrupt`].
@@ -349,6 +351,7 @@ pub fn apply(
     txn: &mut Txn<'_>,
     p: u32,
     r: &StoredRecord,
+    value: Option<&Value>,
     state: &mut ApplyState,
 ) -> Result<()> {
     let request_id = request_id_of(r, state);
@@ -356,8 +359,7 @@ pub fn apply(
         offset: r.offset,
         request_id,
     };
-    let value = crate::extract::parse_members(&r.value, plan.members.as_deref())
-        .filter(|v| plan.filter.as_ref().is_none_or(|f| f.matches(v)));
+    let value = value.filter(|v| plan.filter.as_ref().is_none_or(|f| f.matches(v)));
     let synthetic;
     let pk: &[u8] = match &r.key {
         Some(k) => k,
@@ -392,7 +394,7 @@ pub fn apply(
                 None
             };
             let new = value.and_then(|v| {
-                let (text, scalars) = join_key(on, &v);
+                let (text, scalars) = join_key(on, v);
                 if scalars.iter().any(Scalar::is_null) {
                     return None;
                 }
@@ -456,14 +458,14 @@ pub fn apply(
                 update_group(txn, p, aggregates, &c, -1, &meta)?;
             }
             let new = value.and_then(|v| {
-                let (text, scalars) = join_key(group_by, &v);
+                let (text, scalars) = join_key(group_by, v);
                 if text.len() > ROW_KEY_BYTES_MAX {
                     state.skipped += 1;
                     return None;
                 }
                 let inputs = aggregates
                     .iter()
-                    .map(|a| a.field.as_ref().map_or(Scalar::Null, |f| f.get(&v)))
+                    .map(|a| a.field.as_ref().map_or(Scalar::Null, |f| f.get(v)))
                     .collect();
                 Some(Contribution {
                     group: text.into_bytes(),

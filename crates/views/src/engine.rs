@@ -27,6 +27,7 @@ use logbook_log::{Log, LogError};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::batch::Sources;
 use crate::error::{Result, ViewError};
 use crate::layout::{self, ApplyState, TAG_APPLIED};
 use crate::limits::{
@@ -179,6 +180,8 @@ pub struct Views {
     log: Arc<Log>,
     store: Arc<dyn StateStore>,
     catalog_space: Arc<dyn Space>,
+    /// One shared reader per source stream (crate::batch).
+    sources: Sources,
     state: Mutex<State>,
 }
 
@@ -274,6 +277,7 @@ impl Views {
             log,
             store,
             catalog_space,
+            sources: Sources::default(),
             state: Mutex::new(State {
                 catalog,
                 running: HashMap::new(),
@@ -296,8 +300,9 @@ impl Views {
                         name.clone(),
                         plan,
                         views.store.open_space(&space_name(id))?,
-                        stream,
+                        stream.clone(),
                         views.log.clone(),
+                        views.sources.get(&stream),
                     )?);
                     v.start()?;
                     st.running.insert(id, v);
@@ -378,8 +383,9 @@ impl Views {
             name.to_string(),
             Arc::new(plan),
             space,
-            stream,
+            stream.clone(),
             self.log.clone(),
+            self.sources.get(&stream),
         )?);
         v.start()?;
         st.running.insert(id, v);

@@ -38,6 +38,7 @@
 //! and encode; [`token`] the consistency tokens; [`limits`] every limit.
 
 pub mod apply;
+pub mod batch;
 pub mod engine;
 mod error;
 pub mod extract;

@@ -33,6 +33,11 @@ pub const ROW_KEY_BYTES_MAX: usize = 4 * 1024;
 pub const APPLY_BATCH_RECORDS: usize = 4096;
 /// Most bytes of keys and values a processor reads from the log for one commit.
 pub const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Most recent batches of one source partition kept for the other views of the stream
+/// (see [`crate::batch`]); the newest is always kept.
+pub const SHARED_BATCHES_MAX: usize = 8;
+/// Most bytes of keys and values in the batches kept for one source partition.
+pub const SHARED_BATCH_BYTES_MAX: usize = 2 * APPLY_BATCH_BYTES;
 /// Entries of committed state a processor keeps in memory between commits (a cache of its
 /// own partition's state; it is the only writer of those keys). Cleared when exceeded.
 pub const STATE_CACHE_ENTRIES_MAX: usize = 200_000;

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  loop: wait until the partition's durable offset passes `applied`
-//!        read ≤ APPLY_BATCH_RECORDS records from `applied` (never past the durable offset)
+//!        take a batch holding `applied` (never past the durable offset), shared with the
+//!        other views of the stream: read and parsed once (crate::batch)
 //!        apply each through a Txn (reads see the batch's own writes)
 //!        commit { state writes, A[p] = applied' }   ← one atomic store batch, no fsync
 //!        publish applied' (readers waiting on a token wake up)
@@ -29,9 +30,9 @@ use std::time::{Duration, Instant};
 use logbook_log::{Log, Stream};
 
 use crate::apply::{StateCache, Txn, apply};
+use crate::batch::Source;
 use crate::error::{Result, ViewError};
 use crate::layout::{self, ApplyState, TAG_APPLIED};
-use crate::limits::{APPLY_BATCH_BYTES, APPLY_BATCH_RECORDS};
 use crate::spec::Plan;
 use crate::store::Space;
 
@@ -58,6 +59,7 @@ pub struct Version {
     /// When the processors started (status only: rate and ETA; never state).
     pub started: Instant,
     log: Arc<Log>,
+    source: Arc<Source>,
     stop: AtomicBool,
     dropped: AtomicBool,
     error: Mutex<Option<String>>,
@@ -74,9 +76,16 @@ impl std::fmt::Debug for Version {
     }
 }
 
+impl Drop for Version {
+    fn drop(&mut self) {
+        self.source.unregister(self.id);
+    }
+}
+
 impl Version {
     /// Loads the applied offsets from the space (not started yet). `log` is the log that
-    /// holds `stream` (to notice that the stream was dropped).
+    /// holds `stream` (to notice that the stream was dropped); `source` is the shared reader
+    /// of `stream` (the version registers with it until it is dropped).
     ///
     /// # Errors
     /// [`ViewError::Store`], [`ViewError::Corrupt`].
@@ -87,6 +96,7 @@ impl Version {
         space: Arc<dyn Space>,
         stream: Arc<Stream>,
         log: Arc<Log>,
+        source: Arc<Source>,
     ) -> Result<Version> {
         let mut applied = Vec::new();
         for p in 0..stream.partition_count() {
@@ -97,6 +107,7 @@ impl Version {
             applied.push(AtomicU64::new(a));
         }
         let applied_at_start = applied.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+        source.register(id, plan.members.clone());
         Ok(Version {
             id,
             view,
@@ -107,6 +118,7 @@ impl Version {
             applied_at_start,
             started: Instant::now(),
             log,
+            source,
             stop: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -272,12 +284,19 @@ impl Version {
                     ),
                 ));
             }
-            let records = part.read(state.applied, APPLY_BATCH_RECORDS, APPLY_BATCH_BYTES)?;
+            let batch =
+                self.source
+                    .batch(p, part, state.applied, limit, self.plan.members.as_deref())?;
+            let first = (state.applied - batch.start) as usize;
             let mut txn = Txn::new(&*self.space, &mut cache);
             let mut next = state.applied;
-            for r in records.iter().take_while(|r| r.offset < limit) {
+            for (r, v) in batch.records[first..]
+                .iter()
+                .zip(&batch.values[first..])
+                .take_while(|(r, _)| r.offset < limit)
+            {
                 assert_eq!(r.offset, next, "the log returned records out of order");
-                apply(&self.plan, &mut txn, p, r, &mut state)?;
+                apply(&self.plan, &mut txn, p, r, v.as_ref(), &mut state)?;
                 state.last_timestamp_ms = r.timestamp_ms;
                 next = r.offset + 1;
             }

@@ -1,0 +1,182 @@
+//! One log read and one JSON scan per (source stream, partition) batch, shared by the
+//! processors of every view of that stream.
+//!
+//! ```text
+//!  processor(view A, p) ─┐                    ┌─ hit: a recent batch holds `applied`
+//!  processor(view B, p) ─┼─▶ Source.batch(p) ─┤        and was parsed for A's members
+//!  processor(view C, p) ─┘                    └─ miss: read ≤ APPLY_BATCH_RECORDS from
+//!                                                `applied`, parse each value once for the
+//!                                                union of the registered views' members
+//! ```
+//!
+//! Only the reading is shared: each processor still applies the records to its own state
+//! and commits state + its own applied offset atomically, from wherever it is (a view that
+//! is behind or rebuilding simply misses and reads on its own). A batch holds only records
+//! below the durable offset seen by its reader, so every processor still applies durable
+//! records only. Parsing for a superset of a view's members gives the same lookups as
+//! parsing for its own (see [`crate::extract`]), so the state is the same bytes either way
+//! (DESIGN.md rule 2). A processor never waits for another's read (a wake-up hop per batch
+//! costs more freshness on a busy machine than the duplicate read of a small caught-up batch
+//! costs CPU): processors that miss at the same moment each read, and the later ones that need
+//! those offsets find the batch.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use logbook_log::{Partition, StoredRecord, Stream};
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::extract::parse_members;
+use crate::limits::{
+    APPLY_BATCH_BYTES, APPLY_BATCH_RECORDS, SHARED_BATCH_BYTES_MAX, SHARED_BATCHES_MAX,
+};
+
+/// Records read from one partition, contiguous from `start`, with their values parsed.
+#[derive(Debug)]
+pub struct Batch {
+    /// Offset of the first record.
+    pub start: u64,
+    /// The records, in offset order.
+    pub records: Vec<StoredRecord>,
+    /// Each record's value as [`parse_members`] gives it for `members`.
+    pub values: Vec<Option<Value>>,
+    members: Option<Vec<String>>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn holds(&self, offset: u64, members: Option<&[String]>) -> bool {
+        let within = offset >= self.start && offset - self.start < self.records.len() as u64;
+        within
+            && match (members, &self.members) {
+                (_, None) => true,
+                (None, Some(_)) => false,
+                (Some(m), Some(b)) => m.iter().all(|x| b.binary_search(x).is_ok()),
+            }
+    }
+}
+
+/// The shared readers of every source stream of one views engine.
+#[derive(Debug, Default)]
+pub struct Sources {
+    list: Mutex<Vec<Weak<Source>>>,
+}
+
+impl Sources {
+    /// The shared reader of `stream` (the same one for every version over this stream
+    /// incarnation while any of them is alive).
+    pub fn get(&self, stream: &Arc<Stream>) -> Arc<Source> {
+        let mut list = lock(&self.list);
+        list.retain(|w| w.strong_count() > 0);
+        if let Some(s) = list
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|s| Arc::ptr_eq(&s.stream, stream))
+        {
+            return s;
+        }
+        let s = Arc::new(Source {
+            stream: stream.clone(),
+            readers: Mutex::new(Vec::new()),
+            parts: (0..stream.partition_count())
+                .map(|_| Mutex::default())
+                .collect(),
+        });
+        list.push(Arc::downgrade(&s));
+        s
+    }
+}
+
+/// The shared reader of one source stream.
+#[derive(Debug)]
+pub struct Source {
+    stream: Arc<Stream>,
+    /// Version id → the members it reads.
+    readers: Mutex<Vec<(u64, Option<Vec<String>>)>>,
+    /// Per partition, the most recent batches (newest last).
+    parts: Vec<Mutex<VecDeque<Arc<Batch>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Source {
+    /// Registers version `id`, which reads `members`, before its processors start.
+    pub fn register(&self, id: u64, members: Option<Vec<String>>) {
+        lock(&self.readers).push((id, members));
+    }
+
+    /// Unregisters version `id`.
+    pub fn unregister(&self, id: u64) {
+        lock(&self.readers).retain(|(v, _)| *v != id);
+    }
+
+    /// The union of the registered versions' members (`None`: some version reads all).
+    fn members(&self) -> Option<Vec<String>> {
+        let readers = lock(&self.readers);
+        let mut out = Vec::new();
+        for (_, m) in readers.iter() {
+            out.extend(m.as_ref()?.iter().cloned());
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
+    /// A batch of partition `p` holding `from` (its records below `limit`, the durable
+    /// offset the caller saw) whose values were parsed for at least `members`.
+    ///
+    /// # Errors
+    /// The log's read errors.
+    pub fn batch(
+        &self,
+        p: u32,
+        part: &Partition,
+        from: u64,
+        limit: u64,
+        members: Option<&[String]>,
+    ) -> Result<Arc<Batch>> {
+        let batches = &self.parts[p as usize];
+        if let Some(b) = lock(batches).iter().rev().find(|b| b.holds(from, members)) {
+            return Ok(b.clone());
+        }
+        let b = self.load(part, from, limit)?;
+        if !b.records.is_empty() {
+            let mut batches = lock(batches);
+            batches.push_back(b.clone());
+            let mut bytes: usize = batches.iter().map(|b| b.bytes).sum();
+            while batches.len() > 1
+                && (batches.len() > SHARED_BATCHES_MAX || bytes > SHARED_BATCH_BYTES_MAX)
+            {
+                if let Some(old) = batches.pop_front() {
+                    bytes -= old.bytes;
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    fn load(&self, part: &Partition, from: u64, limit: u64) -> Result<Arc<Batch>> {
+        let mut records = part.read(from, APPLY_BATCH_RECORDS, APPLY_BATCH_BYTES)?;
+        let keep = records.partition_point(|r| r.offset < limit);
+        records.truncate(keep);
+        let members = self.members();
+        let values = records
+            .iter()
+            .map(|r| parse_members(&r.value, members.as_deref()))
+            .collect();
+        let bytes = records
+            .iter()
+            .map(|r| r.value.len() + r.key.as_ref().map_or(0, Vec::len))
+            .sum();
+        Ok(Arc::new(Batch {
+            start: from,
+            records,
+            values,
+            members,
+            bytes,
+        }))
+    }
+}
