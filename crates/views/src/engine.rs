@@ -248,7 +248,9 @@ impl Views {
                     return Err(ViewError::corrupt(
                         "catalog",
                         format!(
-                            "format version {} is not the supported {FORMAT_VERSION}",
+                            "format version {} is not the supported {FORMAT_VERSION}; views are \
+                             derived data: remove the views directory and create them again, \
+                             they are recomputed from the log",
                             c.format_version
                         ),
                     ));
