@@ -263,6 +263,53 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// Rewrites the record index of a per-record limit error from a position in a sub-batch
+    /// (say, one partition's share of a request) to the caller's: record `i` of the
+    /// sub-batch is record `indices[i]` of the request. Other errors are returned as they are.
+    pub fn remap_record_index(self, indices: &[usize]) -> LogError {
+        let map = |i: usize| indices.get(i).copied().unwrap_or(i);
+        match self {
+            LogError::RecordTooLarge { index, bytes, max } => LogError::RecordTooLarge {
+                index: map(index),
+                bytes,
+                max,
+            },
+            LogError::KeyTooLarge { index, bytes, max } => LogError::KeyTooLarge {
+                index: map(index),
+                bytes,
+                max,
+            },
+            LogError::TooManyHeaders { index, count, max } => LogError::TooManyHeaders {
+                index: map(index),
+                count,
+                max,
+            },
+            LogError::HeaderTooLarge {
+                index,
+                field,
+                bytes,
+                max,
+            } => LogError::HeaderTooLarge {
+                index: map(index),
+                field,
+                bytes,
+                max,
+            },
+            LogError::TimestampOutOfRange {
+                index,
+                timestamp_ms,
+                now_ms,
+                max_skew_ms,
+            } => LogError::TimestampOutOfRange {
+                index: map(index),
+                timestamp_ms,
+                now_ms,
+                max_skew_ms,
+            },
+            other => other,
+        }
+    }
+
     /// Builds an [`LogError::Io`] from an operation name, a path and the OS error.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         LogError::Io {

@@ -316,7 +316,8 @@ impl Stream {
                 records,
             ));
             encoded.push(
-                crate::format::encode_batch(records, now).map_err(|e| remap_index(e, indices))?,
+                crate::format::encode_batch(records, now)
+                    .map_err(|e| LogError::remap_record_index(e, indices))?,
             );
         }
         let lookups = match self.dedup.lookup_or_claim(request_id, &claims, now) {
@@ -496,8 +497,8 @@ impl Stream {
         let mut encoded = Vec::new();
         let unkeyed = self.choose_partition(None);
         for (p, records, indices) in self.group_by_partition(records, unkeyed) {
-            let batch =
-                crate::format::encode_batch(&records, now).map_err(|e| remap_index(e, &indices))?;
+            let batch = crate::format::encode_batch(&records, now)
+                .map_err(|e| LogError::remap_record_index(e, &indices))?;
             encoded.push((p, batch, indices));
         }
         let mut parts = Vec::with_capacity(encoded.len());
@@ -549,51 +550,6 @@ fn check_no_reserved_headers(records: &[Record]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Rewrites the record index in a limit error from a per-partition index to the caller's.
-fn remap_index(error: LogError, indices: &[usize]) -> LogError {
-    let map = |i: usize| indices.get(i).copied().unwrap_or(i);
-    match error {
-        LogError::RecordTooLarge { index, bytes, max } => LogError::RecordTooLarge {
-            index: map(index),
-            bytes,
-            max,
-        },
-        LogError::KeyTooLarge { index, bytes, max } => LogError::KeyTooLarge {
-            index: map(index),
-            bytes,
-            max,
-        },
-        LogError::TooManyHeaders { index, count, max } => LogError::TooManyHeaders {
-            index: map(index),
-            count,
-            max,
-        },
-        LogError::HeaderTooLarge {
-            index,
-            field,
-            bytes,
-            max,
-        } => LogError::HeaderTooLarge {
-            index: map(index),
-            field,
-            bytes,
-            max,
-        },
-        LogError::TimestampOutOfRange {
-            index,
-            timestamp_ms,
-            now_ms,
-            max_skew_ms,
-        } => LogError::TimestampOutOfRange {
-            index: map(index),
-            timestamp_ms,
-            now_ms,
-            max_skew_ms,
-        },
-        other => other,
-    }
 }
 
 /// Where the round-robin of unkeyed appends starts for a stream opened in this process: a

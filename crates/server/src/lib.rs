@@ -30,8 +30,8 @@
 //!
 //! Module map: [`server`] (listener, connections, open/close) → [`edge`] (limits, spans,
 //! metrics per request) → [`api`] (routes) → [`state`] (shared state, transaction
-//! registry); [`error`] maps library errors to problems; [`token`] is the consistency
-//! token; [`limits`] holds every limit; [`config`] the settings; [`metrics`] the registry.
+//! registry); [`error`] maps library errors to problems (consistency tokens are
+//! `logbook_views::ConsistencyToken`); [`limits`] holds every limit; [`config`] the settings; [`metrics`] the registry.
 
 pub mod api;
 pub mod config;
@@ -42,7 +42,6 @@ pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod state;
-pub mod token;
 
 pub use config::{ConfigError, ConfigLayer, ServerConfig};
 pub use error::ApiError;

@@ -199,4 +199,60 @@ mod tests {
             Err(ViewError::InvalidToken { .. })
         ));
     }
+
+    fn token(stream: &str, incarnation: u64, offsets: &[(u32, u64)]) -> ConsistencyToken {
+        let mut t = ConsistencyToken::default();
+        t.streams.insert(
+            stream.into(),
+            StreamPositions {
+                incarnation,
+                offsets: offsets.iter().copied().collect(),
+            },
+        );
+        t
+    }
+
+    #[test]
+    fn the_bytes_are_the_documented_layout() {
+        let mut want = vec![1u8, 2, b'a', b'b'];
+        want.extend_from_slice(&7u64.to_le_bytes());
+        want.extend_from_slice(&1u16.to_le_bytes());
+        want.extend_from_slice(&2u32.to_le_bytes());
+        want.extend_from_slice(&10u64.to_le_bytes());
+        assert_eq!(
+            token("ab", 7, &[(2, 10)]).encode().unwrap(),
+            format!("v1.{}", URL_SAFE_NO_PAD.encode(&want))
+        );
+    }
+
+    #[test]
+    fn incarnations_merge_whole_and_bad_text_is_refused() {
+        let a = token("flights", 7, &[(0, 5), (2, 9)]);
+        let mut b = a.clone();
+        // A newer incarnation replaces the old one whole; an older one is ignored.
+        b.merge(&token("flights", 8, &[(3, 1)]));
+        assert_eq!(b.streams["flights"].offsets, [(3, 1)].into());
+        b.merge(&a);
+        assert_eq!(b.streams["flights"].incarnation, 8);
+        let text = a.encode().unwrap();
+        for bad in ["", "v2.AA", "v1.!!", "v1.AQ", &text[..text.len() - 2]] {
+            assert!(
+                matches!(
+                    ConsistencyToken::decode(bad),
+                    Err(ViewError::InvalidToken { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let long = format!("v1.{}", "A".repeat(TOKEN_BYTES_MAX));
+        assert!(matches!(
+            ConsistencyToken::decode(&long),
+            Err(ViewError::TokenTooLarge { .. })
+        ));
+        let wide: Vec<(u32, u64)> = (0..100).map(|p| (p, 1)).collect();
+        assert!(matches!(
+            token("s", 1, &wide).encode(),
+            Err(ViewError::TokenTooLarge { .. })
+        ));
+    }
 }

@@ -24,7 +24,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{JsonBody, Tracking, blocking};
 use crate::limits;
 use crate::state::AppState;
-use crate::token::ConsistencyToken;
+use logbook_views::ConsistencyToken;
 
 use super::{Params, json_value, text};
 
@@ -402,11 +402,9 @@ pub async fn append(
     } else {
         metrics.records_appended.inc_by(n);
     }
-    let mut token = ConsistencyToken::default();
-    for p in &positions {
-        token.note(stream.name(), stream.incarnation(), p.partition, p.offset);
-    }
-    let token = token.encode().ok();
+    let token = ConsistencyToken::from_positions(&stream, &positions)
+        .encode()
+        .ok();
     let status = if duplicate {
         StatusCode::OK
     } else {
@@ -479,7 +477,7 @@ async fn append_plain(
     let mut encoded = Vec::with_capacity(shares.len());
     for (p, (records, indices)) in shares {
         let batch = logbook_log::format::encode_batch(&records, now)
-            .map_err(|e| remap_index(e, &indices))?;
+            .map_err(|e| LogError::remap_record_index(e, &indices))?;
         encoded.push((p, batch, indices));
     }
     // Queuing may wait briefly when a partition's queue is full (backpressure): do it on the
@@ -520,51 +518,6 @@ async fn append_plain(
     match first_error {
         Some(e) => Err(e),
         None => Ok(positions),
-    }
-}
-
-/// Renames a share-relative record index in an error to the request's index.
-fn remap_index(e: LogError, indices: &[usize]) -> LogError {
-    let map = |i: usize| indices.get(i).copied().unwrap_or(i);
-    match e {
-        LogError::RecordTooLarge { index, bytes, max } => LogError::RecordTooLarge {
-            index: map(index),
-            bytes,
-            max,
-        },
-        LogError::KeyTooLarge { index, bytes, max } => LogError::KeyTooLarge {
-            index: map(index),
-            bytes,
-            max,
-        },
-        LogError::TooManyHeaders { index, count, max } => LogError::TooManyHeaders {
-            index: map(index),
-            count,
-            max,
-        },
-        LogError::HeaderTooLarge {
-            index,
-            field,
-            bytes,
-            max,
-        } => LogError::HeaderTooLarge {
-            index: map(index),
-            field,
-            bytes,
-            max,
-        },
-        LogError::TimestampOutOfRange {
-            index,
-            timestamp_ms,
-            now_ms,
-            max_skew_ms,
-        } => LogError::TimestampOutOfRange {
-            index: map(index),
-            timestamp_ms,
-            now_ms,
-            max_skew_ms,
-        },
-        other => other,
     }
 }
 

@@ -22,7 +22,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{JsonBody, Tracking, blocking};
 use crate::limits;
 use crate::state::{AppState, OpenTxn};
-use crate::token::ConsistencyToken;
+use logbook_views::ConsistencyToken;
 
 use super::{Params, json_value, raw_json, text};
 
@@ -434,9 +434,13 @@ fn committed_response(
                 .log
                 .stream(&opened.txns.options().stream)
                 .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
-            let mut t = ConsistencyToken::default();
-            t.note(stream.name(), stream.incarnation(), 0, offset);
-            t.encode().ok()
+            let written = [logbook_log::Position {
+                partition: 0,
+                offset,
+            }];
+            ConsistencyToken::from_positions(&stream, &written)
+                .encode()
+                .ok()
         }
         None => None,
     };
