@@ -4,6 +4,8 @@
 //! reports with context, and structured logs go to stderr (`RUST_LOG`, `--log-format json`).
 
 mod bench;
+#[allow(dead_code)] // until the client commands use all of it
+mod client;
 mod debug;
 mod flights;
 mod log_cmd;

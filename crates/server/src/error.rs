@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use logbook_log::LogError;
 use logbook_txn::TxnError;
 use logbook_views::ViewError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The `Content-Type` of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -44,8 +44,8 @@ pub struct ApiError {
     pub retry_after_s: Option<u32>,
 }
 
-/// The problem document, as sent.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// The problem document, as sent (and as clients decode it).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// `urn:logbook:problem:<code>`.
     #[serde(rename = "type")]
