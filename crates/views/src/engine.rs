@@ -827,9 +827,19 @@ impl Views {
             (v, shown)
         };
         let partitions = v.stream.partition_count();
-        if let Some(t) = token
-            && let Some(sp) = t.streams.get(v.stream.name())
-        {
+        if let Some(t) = token {
+            // A token that names no position of the source stream cannot be waited for; taking
+            // it as satisfied would silently break read-your-writes (it was meant for another
+            // view), so it is refused. Other streams a merged token also names are ignored.
+            let Some(sp) = t.streams.get(v.stream.name()) else {
+                let named: Vec<&str> = t.streams.keys().map(String::as_str).collect();
+                return Err(ViewError::InvalidToken {
+                    reason: format!(
+                        "it names no position of stream {:?}, the source of view {name:?} (it names {named:?})",
+                        v.stream.name()
+                    ),
+                });
+            };
             if sp.incarnation != v.stream.incarnation() {
                 return Err(ViewError::TokenIncarnation {
                     stream: v.stream.name().to_string(),

@@ -757,15 +757,39 @@ fn bad_tokens_are_named_errors_and_waits_are_bounded() {
             ..
         }
     ));
-    // A token of another stream does not concern this view: the read proceeds.
+    // A token that names only another stream cannot be waited for: refused by name, not
+    // silently taken as satisfied.
     let other = log
         .create_stream("other", StreamConfig::with_partitions(1))
         .unwrap();
     let op = put(&other, vec![kv("x", "1")]);
-    let tok = ConsistencyToken::from_positions(&other, &op)
-        .encode()
+    let mut merged = ConsistencyToken::from_positions(&other, &op);
+    let tok = merged.encode().unwrap();
+    let e = read(&tok, 0).unwrap_err();
+    assert!(
+        matches!(&e, ViewError::InvalidToken { reason } if reason.contains("\"other\"") && reason.contains("\"s\"")),
+        "{e:?}"
+    );
+    // So is a token naming no stream at all.
+    let empty = ConsistencyToken::default().encode().unwrap();
+    assert!(matches!(
+        read(&empty, 0).unwrap_err(),
+        ViewError::InvalidToken { .. }
+    ));
+    // A merged token that also names the source is waited for on the source's positions.
+    let sp = put(&stream, vec![kv("b", "2")]);
+    merged.merge(&ConsistencyToken::from_positions(&stream, &sp));
+    let r = views
+        .get(
+            "t",
+            "b",
+            &ReadOptions {
+                token: Some(merged.encode().unwrap()),
+                timeout_ms: 5_000,
+            },
+        )
         .unwrap();
-    assert_eq!(read(&tok, 0).unwrap().rows.len(), 1);
+    assert_eq!(r.rows.len(), 1);
 }
 
 #[test]
