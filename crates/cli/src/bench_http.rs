@@ -2,19 +2,22 @@
 //!
 //! ```text
 //!  this process ── server runtime (--server-threads)  ◀── loopback TCP ──┐
-//!               └─ client runtime (--client-threads): hyper http1 connections
+//!               └─ client runtime (--client-threads): raw HTTP/1.1 connections, each a
+//!                  sending task and a receiving task, ≤ --depth requests in flight
 //!                   appends: POST /v1/streams/bench/records, one record each (fsync always)
 //!                   reads:   GET /v1/views/bench_rows/rows/{key}  (a table view of the stream)
 //! ```
 //!
-//! Each phase runs `--seconds`: **closed loop** (`--connections` connections, each sending
-//! its next request when the last one answered) and **open loop** at fixed rates (the rate
-//! spread over `--open-connections` connections, each on its own schedule). Open-loop latency
-//! counts from the *scheduled* send time whenever a connection is behind its schedule
-//! (so queueing behind a slow answer is measured — no coordinated omission); when it is on
-//! schedule it counts from the actual send, so the 1 ms granularity of the timer is not
-//! billed to the server. With PostgreSQL installed, `pgbench -S` (select-only point reads)
-//! runs beside it on a throwaway cluster for comparison.
+//! Each phase runs `--seconds`: **closed loop** (`--connections` connections, each keeping
+//! `--depth` requests in flight) and **open loop** at fixed rates (the rate spread over
+//! `--open-connections` connections, each on its own schedule, sending each request when it
+//! is due without waiting for earlier answers, up to `--depth` unanswered — HTTP/1.1
+//! pipelining above 1; requests due at once leave in one write). Open-loop latency counts
+//! from the *scheduled* send time whenever a request is late (so queueing behind a slow
+//! answer is measured — no coordinated omission); when it is on schedule it counts from the
+//! actual send, so the 1 ms granularity of the timer is not billed to the server. With
+//! PostgreSQL installed, `pgbench -S` (select-only point reads) runs beside it on a
+//! throwaway cluster for comparison.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,6 +33,8 @@ use hyper_util::rt::TokioIo;
 use logbook_server::{Server, ServerConfig};
 use serde_json::json;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Semaphore;
 
 use super::bench_tpcb::{PgCluster, PgTools, PgbenchSummary, TempDir, check_output, loadavg_1m};
 
@@ -60,6 +65,10 @@ pub struct HttpBenchArgs {
     /// Connections the open-loop rate is spread over.
     #[arg(long, default_value_t = 128)]
     pub open_connections: usize,
+    /// Most requests in flight per connection (HTTP/1.1 pipelining above 1). Closed loop
+    /// keeps this many in flight; open loop sends when due unless this many are unanswered.
+    #[arg(long, default_value_t = 1)]
+    pub depth: usize,
     /// Bytes of each appended record's value (a JSON object padded to this size).
     #[arg(long, default_value_t = 100)]
     pub record_bytes: usize,
@@ -94,6 +103,8 @@ struct RunResult {
     /// Target rate (open loop); null for closed loop.
     rate: Option<u64>,
     connections: usize,
+    /// Most requests in flight per connection.
+    depth: usize,
     requests: u64,
     achieved_per_s: f64,
     p50_ms: f64,
@@ -101,6 +112,9 @@ struct RunResult {
     p999_ms: f64,
     max_ms: f64,
     errors: u64,
+    /// The first failed answer (or why requests went unanswered), to tell what failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_error: Option<String>,
 }
 
 /// The request a run sends.
@@ -185,6 +199,7 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
             "seconds": args.seconds,
             "connections_closed_loop": args.connections,
             "connections_open_loop": args.open_connections,
+            "depth": args.depth,
             "record_bytes": args.record_bytes,
             "partitions": args.partitions,
             "fsync": "always",
@@ -335,7 +350,7 @@ fn padding(record_bytes: usize) -> String {
     "x".repeat(record_bytes.saturating_sub(20))
 }
 
-/// One measured run: `connections` tasks, merged histograms.
+/// One measured run: `connections` connections, merged histograms.
 async fn run_phase(
     args: &HttpBenchArgs,
     addr: SocketAddr,
@@ -345,15 +360,22 @@ async fn run_phase(
 ) -> anyhow::Result<RunResult> {
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
-        conns.push(Conn::open(addr).await?);
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        conns.push(tcp);
     }
     let start = Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs(args.seconds);
-    let body = Arc::new(padding(args.record_bytes));
+    let shape = Arc::new(RequestShape {
+        op,
+        host: addr.to_string(),
+        pad: padding(args.record_bytes),
+        keys: args.keys,
+    });
     let mut tasks = Vec::with_capacity(connections);
-    for (i, conn) in conns.into_iter().enumerate() {
-        let body = body.clone();
-        let keys = args.keys;
+    for (i, tcp) in conns.into_iter().enumerate() {
         let schedule = match pace {
             Pace::Closed => None,
             Pace::Open { rate } => {
@@ -361,17 +383,41 @@ async fn run_phase(
                 Some((interval, interval.mul_f64(i as f64 / connections as f64)))
             }
         };
-        tasks.push(tokio::spawn(async move {
-            worker(conn, op, i as u64, keys, body, start, end, schedule).await
-        }));
+        let (rd, wr) = tcp.into_split();
+        let depth = Arc::new(Semaphore::new(args.depth.max(1)));
+        let (sent_tx, sent_rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = tokio::spawn(send_loop(
+            wr,
+            shape.clone(),
+            i as u64,
+            depth.clone(),
+            sent_tx,
+            start,
+            end,
+            schedule,
+        ));
+        let reader = tokio::spawn(receive_loop(rd, depth, sent_rx));
+        tasks.push((writer, reader));
     }
     let mut hist = latency_histogram()?;
     let (mut requests, mut errors) = (0u64, 0u64);
-    for t in tasks {
-        let tally = t.await.context("a load task failed")??;
+    let mut first_error = None;
+    for (writer, reader) in tasks {
+        // The write half stays open until every answer is in: dropping it half-closes the
+        // connection, and a server may then drop answers it has not written yet.
+        let (sent, write_half) = writer.await.context("a load task failed")?;
+        let tally = reader.await.context("a load task failed")??;
+        drop(write_half);
         hist.add(&tally.hist).context("merging histograms")?;
-        requests += tally.requests;
-        errors += tally.errors;
+        // Requests sent but never answered (a broken connection) are errors.
+        requests += sent;
+        let unanswered = sent.saturating_sub(tally.answered);
+        errors += tally.errors + unanswered;
+        if first_error.is_none() {
+            first_error = tally
+                .first_error
+                .or_else(|| (unanswered > 0).then(|| format!("{unanswered} requests unanswered")));
+        }
     }
     // Requests still in flight at the end of the window finish after it: rate over the
     // whole time taken.
@@ -391,6 +437,7 @@ async fn run_phase(
             Pace::Open { rate } => Some(rate),
         },
         connections,
+        depth: args.depth.max(1),
         requests,
         achieved_per_s: round1(requests.saturating_sub(errors) as f64 / seconds),
         p50_ms: ms(0.5),
@@ -398,97 +445,220 @@ async fn run_phase(
         p999_ms: ms(0.999),
         max_ms: round3(hist.max() as f64 / 1000.0),
         errors,
+        first_error,
     })
 }
 
-struct Tally {
-    hist: Histogram<u64>,
-    requests: u64,
-    errors: u64,
+/// What every request of a run looks like.
+struct RequestShape {
+    op: Op,
+    host: String,
+    pad: String,
+    keys: u64,
 }
 
-/// One connection's loop. `schedule` is `(interval, offset)` for open loop.
+impl RequestShape {
+    /// Appends request `n` (key from `rng`) to `buf`, as HTTP/1.1 bytes.
+    fn write(&self, buf: &mut Vec<u8>, key: u64, n: u64) {
+        use std::io::Write as _;
+        // Writing into a Vec cannot fail.
+        let _ = match self.op {
+            Op::Append => {
+                let body = format!(
+                    "{{\"key\":\"k{key}\",\"value\":{{\"i\":{n},\"pad\":\"{}\"}}}}",
+                    self.pad
+                );
+                write!(
+                    buf,
+                    "POST /v1/streams/{STREAM}/records HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    self.host,
+                    body.len()
+                )
+            }
+            Op::Read => write!(
+                buf,
+                "GET /v1/views/{VIEW}/rows/k{key} HTTP/1.1\r\nhost: {}\r\n\r\n",
+                self.host
+            ),
+        };
+    }
+}
+
+/// One connection's sending side. Closed loop (`schedule` None): keeps `depth` requests in
+/// flight, sending as soon as an answer frees a slot. Open loop: sends each request when it
+/// is due, without waiting for earlier answers (HTTP/1.1 pipelining) unless `depth` are
+/// already in flight; requests due at the same moment leave in one write. Each request's
+/// latency starts at its due time when late (no coordinated omission), else at its send.
+/// Returns the number of requests sent, and the write half (still open).
 #[allow(clippy::too_many_arguments)]
-async fn worker(
-    mut conn: Conn,
-    op: Op,
+async fn send_loop(
+    mut wr: OwnedWriteHalf,
+    shape: Arc<RequestShape>,
     seed: u64,
-    keys: u64,
-    pad: Arc<String>,
+    depth: Arc<Semaphore>,
+    sent: tokio::sync::mpsc::UnboundedSender<Instant>,
     start: Instant,
     end: Instant,
     schedule: Option<(Duration, Duration)>,
-) -> anyhow::Result<Tally> {
-    let mut tally = Tally {
-        hist: latency_histogram()?,
-        requests: 0,
-        errors: 0,
-    };
+) -> (u64, OwnedWriteHalf) {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut n: u64 = 0;
+    let mut buf = Vec::with_capacity(64 * 1024);
     tokio::time::sleep_until(start.into()).await;
     loop {
-        let from = match schedule {
-            None => {
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
-                now
-            }
+        buf.clear();
+        // The first request of this write: wait for its due time and a free slot.
+        let first_due = match schedule {
+            None => None,
             Some((interval, offset)) => {
                 let due = start + offset + interval.mul_f64(n as f64);
                 if due >= end {
                     break;
                 }
-                let now = Instant::now();
-                if now < due {
+                if Instant::now() < due {
                     tokio::time::sleep_until(due.into()).await;
-                    Instant::now()
-                } else {
-                    due
                 }
+                Some(due)
             }
         };
-        n += 1;
-        // xorshift64
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let key = rng % keys;
-        let (method, path, body) = match op {
-            Op::Append => (
-                Method::POST,
-                format!("/v1/streams/{STREAM}/records"),
-                Some(format!(
-                    "{{\"key\":\"k{key}\",\"value\":{{\"i\":{n},\"pad\":\"{pad}\"}}}}"
-                )),
-            ),
-            Op::Read => (Method::GET, format!("/v1/views/{VIEW}/rows/k{key}"), None),
+        let Ok(permit) = depth.acquire().await else {
+            break;
         };
-        tally.requests += 1;
-        let ok = match conn.call(method, &path, body).await {
-            Ok((status, _)) => (200..300).contains(&status),
-            Err(_) => {
-                // Reconnect after a transport error.
-                if let Ok(c) = Conn::open(conn.addr).await {
-                    conn = c;
-                }
-                false
-            }
-        };
-        if !ok {
-            tally.errors += 1;
+        permit.forget();
+        let now = Instant::now();
+        if now >= end {
+            break;
         }
+        let mut from = match first_due {
+            Some(due) if due < now => due,
+            _ => now,
+        };
+        loop {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            shape.write(&mut buf, rng % shape.keys, n);
+            n += 1;
+            if sent.send(from).is_err() {
+                return (n, wr);
+            }
+            // More requests in this write: those already due, while slots are free.
+            let next_due = match schedule {
+                None => now,
+                Some((interval, offset)) => start + offset + interval.mul_f64(n as f64),
+            };
+            if next_due > now || next_due >= end || buf.len() > 48 * 1024 {
+                break;
+            }
+            let Ok(permit) = depth.try_acquire() else {
+                break;
+            };
+            permit.forget();
+            from = if schedule.is_some() { next_due } else { now };
+        }
+        if write_all(&mut wr, &buf).await.is_err() {
+            break;
+        }
+    }
+    (n, wr)
+}
+
+async fn write_all(wr: &mut OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        wr.writable().await?;
+        match wr.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What one connection's answers measured.
+struct Tally {
+    hist: Histogram<u64>,
+    answered: u64,
+    errors: u64,
+    /// The first answer that was not a success, as received.
+    first_error: Option<String>,
+}
+
+/// One connection's receiving side: parses answers in order (they come in request order on
+/// HTTP/1.1), records each one's latency against its send time, frees its slot. Ends when
+/// the sender is done and every request it sent is answered, or the connection breaks.
+async fn receive_loop(
+    rd: OwnedReadHalf,
+    depth: Arc<Semaphore>,
+    mut sent: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally {
+        hist: latency_histogram()?,
+        answered: 0,
+        errors: 0,
+        first_error: None,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while let Some(from) = sent.recv().await {
+        // One full answer in `buf`: its status and length.
+        let (status, len) = loop {
+            if let Some(parsed) = parse_response(&buf)? {
+                break parsed;
+            }
+            if rd.readable().await.is_err() {
+                return Ok(tally);
+            }
+            match rd.try_read(&mut chunk) {
+                Ok(0) => return Ok(tally),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Ok(tally),
+            }
+        };
+        tally.answered += 1;
+        if !(200..300).contains(&status) {
+            tally.errors += 1;
+            if tally.first_error.is_none() {
+                tally.first_error = Some(String::from_utf8_lossy(&buf[..len]).into_owned());
+            }
+        }
+        buf.drain(..len);
         let us = u64::try_from(from.elapsed().as_micros()).unwrap_or(u64::MAX);
         tally.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+        depth.add_permits(1);
     }
     Ok(tally)
 }
 
+/// The status and total length of the first HTTP/1.1 answer in `buf`, if it is complete.
+/// The server always sends `content-length` (no chunked bodies).
+fn parse_response(buf: &[u8]) -> anyhow::Result<Option<(u16, usize)>> {
+    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).context("a response head is not text")?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .context("a response without a status line")?;
+    let mut body = 0usize;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            body = value.trim().parse().context("a bad content-length")?;
+        }
+    }
+    let total = head_end + 4 + body;
+    Ok((buf.len() >= total).then_some((status, total)))
+}
+
 /// One HTTP/1.1 keep-alive connection.
 struct Conn {
-    addr: SocketAddr,
     host: String,
     sender: SendRequest<String>,
 }
@@ -506,7 +676,6 @@ impl Conn {
             let _ = connection.await;
         });
         Ok(Conn {
-            addr,
             host: addr.to_string(),
             sender,
         })

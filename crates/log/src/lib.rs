@@ -54,7 +54,7 @@ pub use dedup::{DedupStats, RequestId, RequestIdWindow};
 pub use error::{LogError, Result};
 pub use format::{Record, StoredRecord};
 pub use log::{Log, LogOptions};
-pub use partition::{Partition, PartitionStats};
+pub use partition::{Partition, PartitionStats, TryAppendError};
 pub use stream::{
     AppendOutcome, IdempotentAppend, Position, Stream, StreamAppend, partition_for_key,
 };

@@ -178,6 +178,18 @@ impl std::fmt::Debug for AckHook {
     }
 }
 
+/// Why [`Partition::try_append_encoded`] did not queue a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum TryAppendError {
+    /// The writer's queue is full (by count or bytes): nothing was queued; here is the
+    /// batch back.
+    #[error("the partition's append queue is full")]
+    Full(EncodedBatch),
+    /// The append failed and will keep failing (poisoned or closed partition).
+    #[error(transparent)]
+    Failed(LogError),
+}
+
 /// One partition of a stream. Cheap to share (`Arc` inside the stream); appends and reads may
 /// come from any thread.
 #[derive(Debug)]
@@ -287,6 +299,79 @@ impl Partition {
             },
             Err(TrySendError::Disconnected(_)) => Err(LogError::Closed),
         }
+    }
+
+    /// Queues a batch already encoded by [`format::encode_batch`] if the writer's queue has
+    /// room now, and never blocks: for callers that must not hold their thread (an async
+    /// server's worker). When the queue is full the batch comes back unchanged in
+    /// [`TryAppendError::Full`], to retry later or to queue with the blocking
+    /// [`Self::append_encoded`] on a thread that may wait.
+    ///
+    /// # Errors
+    /// [`TryAppendError::Full`]; [`TryAppendError::Failed`] with [`LogError::Poisoned`] or
+    /// [`LogError::Closed`], which change nothing.
+    pub fn try_append_encoded(
+        &self,
+        batch: EncodedBatch,
+    ) -> std::result::Result<AppendCompletion, TryAppendError> {
+        if let Some(cause) = self.shared.poison_cause() {
+            return Err(TryAppendError::Failed(self.shared.poisoned_error(cause)));
+        }
+        let bytes = batch.len() as u64;
+        if !self.try_reserve_queue_bytes(bytes) {
+            return Err(TryAppendError::Full(batch));
+        }
+        let sender = read(&self.sender);
+        let Some(sender) = sender.as_ref() else {
+            self.unreserve_queue_bytes(bytes);
+            return Err(TryAppendError::Failed(LogError::Closed));
+        };
+        let (done, completer) = completion();
+        let request = Request {
+            batch,
+            completer,
+            hook: None,
+        };
+        match sender.try_send(request) {
+            Ok(()) => Ok(done),
+            Err(TrySendError::Full(request)) => {
+                self.unreserve_queue_bytes(bytes);
+                // Dropping the completer resolves `done`, which nobody holds any more.
+                let Request { batch, .. } = request;
+                Err(TryAppendError::Full(batch))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.unreserve_queue_bytes(bytes);
+                Err(TryAppendError::Failed(LogError::Closed))
+            }
+        }
+    }
+
+    /// Takes `bytes` of queue space if they fit now (the same rule as
+    /// [`Self::reserve_queue_bytes`], without waiting).
+    fn try_reserve_queue_bytes(&self, bytes: u64) -> bool {
+        let mut queued = self
+            .shared
+            .queued_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *queued > 0 && *queued + bytes > QUEUED_BYTES_MAX {
+            return false;
+        }
+        *queued += bytes;
+        true
+    }
+
+    /// Gives back queue space reserved for a batch that was not queued after all.
+    fn unreserve_queue_bytes(&self, bytes: u64) {
+        let mut queued = self
+            .shared
+            .queued_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *queued = queued.saturating_sub(bytes);
+        drop(queued);
+        self.shared.queue_space.notify_all();
     }
 
     /// Waits until `bytes` more fit in the writer's queue (backpressure by bytes: the

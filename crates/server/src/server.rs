@@ -207,6 +207,8 @@ impl Server {
                         .header_read_timeout(Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS))
                         .max_buf_size(limits::HTTP1_BUF_BYTES)
                         .keep_alive(true)
+                        // Answers to pipelined requests already read leave in one write.
+                        .pipeline_flush(true)
                         .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {

@@ -2,8 +2,9 @@
 //! `POST/GET /v1/streams/{stream}/records`.
 //!
 //! Appends without an `Idempotency-Key` are encoded and checked here in full (every record
-//! against every limit) before any batch is queued, then awaited through the completions'
-//! futures, so no thread waits for the fsync. Appends with one go through
+//! against every limit) before any batch is queued, queued without blocking
+//! (`Partition::try_append_encoded`; the blocking pool only when a writer's queue is full),
+//! then awaited through the completions' futures, so no thread waits for the fsync. Appends with one go through
 //! [`logbook_log::Stream::append_with_id`] on the blocking pool (its outcome is not a future
 //! yet).
 
@@ -15,7 +16,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use logbook_log::{FsyncPolicy, LogError, Position, Record, Stream, StreamConfig};
+use logbook_log::{FsyncPolicy, LogError, Position, Record, Stream, StreamConfig, TryAppendError};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
@@ -480,18 +481,35 @@ async fn append_plain(
             .map_err(|e| LogError::remap_record_index(e, &indices))?;
         encoded.push((p, batch, indices));
     }
-    // Queuing may wait briefly when a partition's queue is full (backpressure): do it on the
-    // blocking pool, then await the fsyncs here.
-    let s = stream.clone();
-    let pending = blocking(move || {
-        let mut pending = Vec::with_capacity(encoded.len());
-        for (p, batch, indices) in encoded {
-            pending.push((s.partition(p)?.append_encoded(batch)?, indices));
+    // Queue on this worker when the writer has room (the usual case: no thread hop). Only
+    // when a partition's queue is full (backpressure) do the rest wait on the blocking pool.
+    let mut pending = Vec::with_capacity(encoded.len());
+    let mut encoded = encoded.into_iter();
+    let mut full = None;
+    for (p, batch, indices) in encoded.by_ref() {
+        match stream.partition(p)?.try_append_encoded(batch) {
+            Ok(done) => pending.push((done, indices)),
+            Err(TryAppendError::Full(batch)) => {
+                full = Some((p, batch, indices));
+                break;
+            }
+            Err(TryAppendError::Failed(e)) => return Err(e),
         }
-        Ok::<_, LogError>(pending)
-    })
-    .await
-    .map_err(|_| LogError::Closed)??;
+    }
+    if let Some(first) = full {
+        let rest: Vec<_> = std::iter::once(first).chain(encoded).collect();
+        let s = stream.clone();
+        let queued = blocking(move || {
+            let mut pending = Vec::with_capacity(rest.len());
+            for (p, batch, indices) in rest {
+                pending.push((s.partition(p)?.append_encoded(batch)?, indices));
+            }
+            Ok::<_, LogError>(pending)
+        })
+        .await
+        .map_err(|_| LogError::Closed)??;
+        pending.extend(queued);
+    }
     let mut positions = vec![
         Position {
             partition: 0,
