@@ -8,6 +8,7 @@
 //! an error that says how to start one.
 
 use std::fmt;
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -127,6 +128,17 @@ impl Client {
         self.finish("PUT", path, result)
     }
 
+    /// `PUT path` with a body given as JSON text, sent as it is: the server parses it, so a
+    /// malformed document is refused with the server's `invalid_json` naming where.
+    pub fn put_raw(&self, path: &str, json_text: &str) -> anyhow::Result<Answer> {
+        let result = self
+            .agent
+            .put(self.url(path))
+            .header("content-type", "application/json")
+            .send(json_text);
+        self.finish("PUT", path, result)
+    }
+
     /// `POST path` with a JSON body and extra headers (`Idempotency-Key`, `traceparent`).
     pub fn post(
         &self,
@@ -204,6 +216,23 @@ impl Client {
 /// The problem behind an error of [`Client`], if the server answered with one.
 pub fn problem_of(error: &anyhow::Error) -> Option<&ApiProblem> {
     error.downcast_ref::<ApiProblem>()
+}
+
+/// Reads a JSON document given on the command line: the text itself, or `@FILE`.
+pub fn json_arg(text: &str) -> anyhow::Result<String> {
+    match text.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}")),
+        None => Ok(text.to_owned()),
+    }
+}
+
+/// Prints one JSON document on one line of stdout (the `--json` output of every command).
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string(value).context("encoding the output as JSON")?;
+    // An error, not a panic, when stdout is a closed pipe (`| head`).
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").context("writing to stdout")?;
+    out.flush().context("writing to stdout")
 }
 
 #[cfg(test)]

@@ -1,16 +1,21 @@
-//! The `logbook` binary: the quickstart, log tools and benchmarks.
+//! The `logbook` binary: the server, its command-line client, offline log tools and
+//! benchmarks.
 //!
-//! Everything here is a thin shell over the `logbook-log` library; errors become `anyhow`
-//! reports with context, and structured logs go to stderr (`RUST_LOG`, `--log-format json`).
+//! `serve` runs the HTTP API; `stream`, `view`, `txn` and `stats` are clients of it
+//! (`client.rs`); `log` works on a data directory directly, with no server. Errors become
+//! `anyhow` reports with context, and structured logs go to stderr (`RUST_LOG`,
+//! `--log-format json`).
 
 mod bench;
-#[allow(dead_code)] // until the client commands use all of it
 mod client;
 mod debug;
 mod flights;
 mod log_cmd;
 mod quickstart;
 mod serve;
+mod stats_cmd;
+mod stream_cmd;
+mod txn_cmd;
 mod view_cmd;
 
 use std::path::PathBuf;
@@ -21,6 +26,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 ///
 /// Every write is a record appended to a partitioned, durable log; everything else is derived
 /// from it. Start with `logbook quickstart`, which imports real flight data into ./data.
+///
+/// `logbook serve` runs the server; `stream`, `view`, `txn` and `stats` talk to it over HTTP
+/// (`--server`, default http://127.0.0.1:7700); `log` works on a stopped server's data
+/// directory.
 #[derive(Debug, Parser)]
 #[command(name = "logbook", version, propagate_version = true)]
 struct Cli {
@@ -58,12 +67,29 @@ enum Command {
     Quickstart(quickstart::QuickstartArgs),
     /// Serve the HTTP API (v1) on a data directory until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
-    /// Work with streams in a data directory directly (no server).
+    /// Streams and records on a running server: create, list, show, drop, append, tail.
     #[command(subcommand)]
-    Log(log_cmd::LogCommand),
-    /// Derived views: tables, indexes and aggregates kept from a stream (docs/views.md).
+    Stream(stream_cmd::StreamCommand),
+    /// Derived views on a running server: tables, indexes and aggregates kept from a stream
+    /// (docs/views.md).
     #[command(subcommand)]
     View(view_cmd::ViewCommand),
+    /// An interactive transaction shell on a running server (reads commands from stdin).
+    Txn(txn_cmd::TxnArgs),
+    /// Latency percentiles per operation and endpoint, counters and view lag of a running
+    /// server (from its /metrics).
+    ///
+    /// Example: `logbook stats --server http://127.0.0.1:7700`
+    Stats(stats_cmd::StatsArgs),
+    /// The offline tool: work on a data directory directly, with no server (stop
+    /// `logbook serve` first; one process at a time may open a data directory).
+    ///
+    /// Examples:
+    ///   logbook log verify --data-dir ./data     # check every segment; non-zero on damage
+    ///   logbook log read orders --partition 0 --from 0 --limit 10
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
     /// Measure Logbook against the disk it runs on.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -75,17 +101,35 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // With --json, a server's error is printed as its problem document, for scripts.
+    let json_errors = match &cli.command {
+        Command::Stream(cmd) => cmd.json(),
+        Command::View(cmd) => cmd.json(),
+        Command::Txn(args) => args.json,
+        Command::Stats(args) => args.json,
+        _ => false,
+    };
     let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(args),
         Command::Serve(args) => serve::run(args),
-        Command::Log(cmd) => log_cmd::run(cmd),
+        Command::Stream(cmd) => stream_cmd::run(cmd),
         Command::View(cmd) => view_cmd::run(cmd),
+        Command::Txn(args) => txn_cmd::run(args),
+        Command::Stats(args) => stats_cmd::run(args),
+        Command::Log(cmd) => log_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Debug(cmd) => debug::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            if json_errors
+                && let Some(api) = client::problem_of(&e)
+                && let Ok(text) = serde_json::to_string(&api.problem)
+            {
+                eprintln!("{text}");
+                return std::process::ExitCode::FAILURE;
+            }
             // The error and its causes on one line each, never a backtrace: these are a
             // user's errors (a missing stream, a bad spec), not crashes of ours.
             eprintln!("Error: {e}");

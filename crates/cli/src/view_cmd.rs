@@ -1,422 +1,608 @@
-//! `logbook view ...`: derived views in a local data directory (no server).
+//! `logbook view ...`: derived views through a running server (HTTP API v1).
 //!
-//! Each command opens the data directory (log and `views/` state), which starts the
-//! processors of every view; they resume from their applied offsets. Reads (`get`, `scan`)
-//! first wait, bounded by `--timeout-ms`, until the view has applied everything the log held
-//! when the command started (a consistency token made from the end offsets), so a local
-//! read sees every earlier append. `rebuild` shows a progress bar while the new version
-//! catches up.
+//! Views are kept by the server's processors; these commands create, inspect, read, rebuild,
+//! switch and drop them over HTTP. Reads answer from what the view has applied; pass the
+//! token an append printed (`--token`) to wait until the view reflects that write.
+//! `rebuild` and `create --wait` draw a progress bar by polling the view's status.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
-use logbook_log::{Log, LogOptions, Position};
-use logbook_views::{ConsistencyToken, ReadOptions, ReadResult, ScanRange, Views};
-use serde_json::json;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
 
-use crate::DataDirArgs;
+use crate::client::{Client, ServerArgs, json_arg, print_json, problem_of, segment};
 
-/// Derived views.
+/// How often a progress bar or `--wait` polls the view's status.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Derived views on a running server.
 #[derive(Debug, clap::Subcommand)]
 pub enum ViewCommand {
-    /// Create a view from a JSON spec (see docs/views.md) and build it from offset 0.
+    /// Create a view from a JSON spec (docs/views.md); the server builds it from offset 0.
+    ///
+    /// The same spec again is no change; another spec under the name is `view_exists`.
+    ///
+    /// Example:
+    ///   logbook view create by-carrier --wait --spec '{"source":"flights","kind":"aggregate",
+    ///     "group_by":["carrier"],"aggregates":{"flights":{"fn":"count"}}}'
+    #[command(verbatim_doc_comment)]
     Create {
         #[command(flatten)]
-        data: DataDirArgs,
-        /// The view's name.
+        server: ServerArgs,
+        /// The view's name: letters, digits, '.', '_' and '-'.
         name: String,
-        /// The spec: JSON text, or @FILE.
+        /// The spec: JSON text, or @FILE. Sent as it is; the server names a bad field.
         #[arg(long)]
         spec: String,
-        /// Print JSON.
+        /// Wait, with a progress bar, until the view has applied its whole source.
+        #[arg(long)]
+        wait: bool,
+        /// Print the server's answer as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List views.
+    /// List views: kind, source, current version and every version.
+    ///
+    /// Example: `logbook view list`
     List {
         #[command(flatten)]
-        data: DataDirArgs,
-        /// Print JSON.
+        server: ServerArgs,
+        /// Print the server's answer as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Applied offsets, lag, progress and (with --digest) the digest of each version.
+    /// Applied offsets, lag, progress and (with --digest) the rows and digest of each version.
+    ///
+    /// Example: `logbook view status by-carrier --wait --digest`
     Status {
         #[command(flatten)]
-        data: DataDirArgs,
+        server: ServerArgs,
         /// The view.
         name: String,
-        /// Compute each version's digest (reads every row).
+        /// Also count the rows and compute each version's digest (reads every row).
         #[arg(long)]
         digest: bool,
-        /// Wait (up to --timeout-ms) for the versions to catch up first.
+        /// First wait (up to --timeout-ms) until every version has applied its whole source.
         #[arg(long)]
         wait: bool,
         /// Longest wait, ms.
         #[arg(long, default_value_t = 30_000)]
         timeout_ms: u64,
-        /// Print JSON.
+        /// Print the server's answer as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Read rows by key.
+    /// Read rows by key (table: record key; index: indexed value; aggregate: group key).
+    ///
+    /// One key that has no row is an error (`key_not_found`); with several keys, missing
+    /// ones are listed after the rows.
+    ///
+    /// Examples:
+    ///   logbook view get by-carrier UA AA --json
+    ///   logbook view get orders-by-id order-1 --token "$TOKEN"   # wait for your write
+    #[command(verbatim_doc_comment)]
     Get {
         #[command(flatten)]
-        data: DataDirArgs,
+        server: ServerArgs,
         /// The view.
         name: String,
-        /// Keys (table: record key; index: value; aggregate: group key).
+        /// Keys to read.
         #[arg(required = true)]
         keys: Vec<String>,
         #[command(flatten)]
         read: ReadArgs,
     },
-    /// Read rows in key order.
+    /// Read rows in key order: a range (--prefix, --start, --end, --limit) or --keys.
+    ///
+    /// A page that stops early prints `next`; pass it as --start to continue.
+    ///
+    /// Examples:
+    ///   logbook view scan by-carrier --limit 5
+    ///   logbook view scan by-day --prefix 'EWR|' --limit 31
+    ///   logbook view scan by-carrier --keys UA,AA,DL
+    #[command(verbatim_doc_comment)]
     Scan {
         #[command(flatten)]
-        data: DataDirArgs,
+        server: ServerArgs,
         /// The view.
         name: String,
         /// Keys starting with this.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keys")]
         prefix: Option<String>,
-        /// Keys from this one (a `next` of an earlier page).
-        #[arg(long)]
+        /// Keys from this one on, inclusive (the `next` of an earlier page).
+        #[arg(long, conflicts_with = "keys")]
         start: Option<String>,
-        /// Keys before this one.
-        #[arg(long)]
+        /// Keys before this one (exclusive).
+        #[arg(long, conflicts_with = "keys")]
         end: Option<String>,
-        /// Most rows.
-        #[arg(long, default_value_t = 100)]
+        /// Most rows, 1..=10000.
+        #[arg(long, default_value_t = 100, conflicts_with = "keys")]
         limit: usize,
+        /// These keys, comma-separated, read from one snapshot (instead of a range).
+        #[arg(long)]
+        keys: Option<String>,
         #[command(flatten)]
         read: ReadArgs,
     },
     /// Recompute a view from offset 0 into a new version while the current one serves.
     ///
-    /// Reads stay on the current version until you switch to the new one: pass `--switch`,
-    /// or run `logbook view switch NAME VERSION` later (a percentage rolls out gradually;
+    /// Shows a progress bar (records done/total, rate, ETA) until the new version has caught
+    /// up. Reads stay on the current version until you switch: pass --switch, or run
+    /// `logbook view switch NAME VERSION` later (a percentage rolls out gradually;
     /// switching back is the rollback).
+    ///
+    /// Example: `logbook view rebuild by-carrier --switch`
     Rebuild {
         #[command(flatten)]
-        data: DataDirArgs,
+        server: ServerArgs,
         /// The view.
         name: String,
-        /// A new spec (JSON or @FILE); default: the current one.
+        /// A new spec (JSON or @FILE) for the new version; default: the current one.
         #[arg(long)]
         spec: Option<String>,
-        /// Switch to the new version once it has caught up.
+        /// Switch reads to the new version once it has caught up.
         #[arg(long)]
         switch: bool,
-        /// Print JSON.
+        /// Print a JSON summary (no progress bar).
         #[arg(long)]
         json: bool,
     },
-    /// Route reads to a version: all of them (switch, also the rollback) or a percentage.
+    /// Route reads to a version: all of them (a switch, also the rollback) or a percentage.
+    ///
+    /// Examples:
+    ///   logbook view switch by-carrier 2 --percent 10   # 10 % of reads, by key hash
+    ///   logbook view switch by-carrier 2                # all reads
+    ///   logbook view switch by-carrier 1                # roll back
+    #[command(verbatim_doc_comment)]
     Switch {
         #[command(flatten)]
-        data: DataDirArgs,
+        server: ServerArgs,
         /// The view.
         name: String,
         /// The version.
         version: u64,
-        /// Percent of reads (by key hash); 100 switches.
+        /// Percent of reads (by key hash); 100 switches, 0 ends a rollout.
         #[arg(long, default_value_t = 100)]
         percent: u8,
+        /// Longest wait for the version to catch up with the current one, ms.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Drop a view (or one version of it) and free its state.
+    /// Drop a view (or only one version of it) and free its state.
+    ///
+    /// Example: `logbook view drop by-carrier --version 1`
     Drop {
         #[command(flatten)]
-        data: DataDirArgs,
+        server: ServerArgs,
         /// The view.
         name: String,
         /// Only this version (not the current one).
         #[arg(long)]
         version: Option<u64>,
+        /// Print `{"dropped": NAME, "version": V}`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Read options of `get` and `scan`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReadArgs {
-    /// A consistency token to wait for (default: everything in the log when the command started).
+    /// A consistency token (printed by `stream append` and `txn` commits): wait until the
+    /// view reflects that write. Without one, read what the view has applied now.
     #[arg(long)]
     token: Option<String>,
-    /// Longest wait for the token, ms.
-    #[arg(long, default_value_t = 30_000)]
-    timeout_ms: u64,
-    /// Print JSON.
+    /// Longest wait for the token, ms (the server's default is 5000, its limit 60000).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Print the server's answer as JSON.
     #[arg(long)]
     json: bool,
 }
 
-/// Opens the log (which must exist) and the views.
-pub fn open(data: &DataDirArgs) -> anyhow::Result<(Arc<Log>, Views)> {
-    let options = LogOptions {
-        create_if_missing: false,
-        ..LogOptions::default()
-    };
-    let log = Arc::new(
-        Log::open_with(&data.data_dir, options)
-            .with_context(|| format!("opening data directory {}", data.data_dir.display()))?,
-    );
-    let views =
-        Views::open(log.clone(), &data.data_dir.join("views")).context("opening the views")?;
-    Ok((log, views))
-}
-
-fn read_spec(spec: &str) -> anyhow::Result<Vec<u8>> {
-    match spec.strip_prefix('@') {
-        Some(path) => std::fs::read(PathBuf::from(path)).with_context(|| format!("reading {path}")),
-        None => Ok(spec.as_bytes().to_vec()),
+impl ReadArgs {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(t) = &self.token {
+            q.push(("token", t.clone()));
+        }
+        if let Some(ms) = self.timeout_ms {
+            q.push(("timeout_ms", ms.to_string()));
+        }
+        q
     }
 }
 
-/// A token naming every record the view's source holds now.
-fn token_now(log: &Log, views: &Views, name: &str) -> anyhow::Result<String> {
-    let info = views.info_of(name)?;
-    let stream = log.stream(&info.spec.source)?;
-    let positions: Vec<Position> = stream
-        .partitions()
-        .iter()
-        .filter(|p| p.end_offset() > 0)
-        .map(|p| Position {
-            partition: p.id(),
-            offset: p.end_offset() - 1,
-        })
-        .collect();
-    Ok(ConsistencyToken::from_positions(&stream, &positions).encode()?)
+impl ViewCommand {
+    /// Whether the command was asked for JSON output (errors then print the problem
+    /// document).
+    pub fn json(&self) -> bool {
+        match self {
+            ViewCommand::Create { json, .. }
+            | ViewCommand::List { json, .. }
+            | ViewCommand::Status { json, .. }
+            | ViewCommand::Rebuild { json, .. }
+            | ViewCommand::Switch { json, .. }
+            | ViewCommand::Drop { json, .. } => *json,
+            ViewCommand::Get { read, .. } | ViewCommand::Scan { read, .. } => read.json,
+        }
+    }
 }
 
-fn print_read(r: &ReadResult, as_json: bool) {
-    if as_json {
-        println!("{}", serde_json::to_string(r).unwrap_or_default());
-        return;
-    }
-    for row in &r.rows {
-        println!("{}\t{}", row.key, row.value);
-    }
-    if let Some(n) = &r.next {
-        println!("# next: {n:?}");
-    }
-    println!("# version {}, applied {:?}", r.version, r.applied);
+fn view_path(name: &str) -> String {
+    format!("/v1/views/{}", segment(name))
+}
+
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[][..], Vec::as_slice)
 }
 
 /// Runs a `logbook view` command.
 pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
     match cmd {
         ViewCommand::Create {
-            data,
+            server,
             name,
             spec,
+            wait,
             json,
         } => {
-            let (_log, views) = open(&data)?;
-            let info = views.create(&name, &read_spec(&spec)?)?;
-            if json {
-                println!("{}", serde_json::to_string(&info)?);
-            } else {
-                println!("created view {name} (version {})", info.current);
+            let client = Client::new(&server);
+            let answer = client.put_raw(&view_path(&name), &json_arg(&spec)?)?;
+            let version = answer.body["current"].as_u64().unwrap_or(1);
+            if !json {
+                let verb = if answer.status == 201 {
+                    "created"
+                } else {
+                    "exists with this spec:"
+                };
+                println!("{verb} view {name} (version {version})");
             }
-            // Let the new view catch up before exiting (its processors stop with the process).
-            views.wait_caught_up(&name, None, Duration::from_secs(600))?;
-        }
-        ViewCommand::List { data, json } => {
-            let (_log, views) = open(&data)?;
-            let list = views.list();
+            if wait {
+                follow_progress(&client, &name, version, json)?;
+            }
             if json {
-                println!("{}", serde_json::to_string(&list)?);
-            } else {
-                for v in list {
-                    let kind = serde_json::to_value(v.spec.kind)
-                        .ok()
-                        .and_then(|k| k.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    let versions: Vec<String> =
-                        v.versions.iter().map(|n| format!("v{n}")).collect();
-                    println!(
-                        "{}\t{kind}\tsource {}\tcurrent v{}\tversions {}",
-                        v.name,
-                        v.spec.source,
-                        v.current,
-                        versions.join(",")
-                    );
-                }
+                print_json(&answer.body)?;
+            }
+        }
+        ViewCommand::List { server, json } => {
+            let list = Client::new(&server).get("/v1/views", &[])?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<24} {:<10} {:<20} {:>8}  versions",
+                "view", "kind", "source", "current"
+            );
+            for v in items(&list["views"]) {
+                let versions: Vec<String> = items(&v["versions"])
+                    .iter()
+                    .map(|n| format!("v{n}"))
+                    .collect();
+                println!(
+                    "{:<24} {:<10} {:<20} {:>8}  {}{}",
+                    v["view"].as_str().unwrap_or_default(),
+                    v["spec"]["kind"].as_str().unwrap_or_default(),
+                    v["spec"]["source"].as_str().unwrap_or_default(),
+                    format!("v{}", v["current"]),
+                    versions.join(","),
+                    rollout_text(&v["rollout"]),
+                );
             }
         }
         ViewCommand::Status {
-            data,
+            server,
             name,
             digest,
             wait,
             timeout_ms,
             json,
         } => {
-            let (_log, views) = open(&data)?;
+            let client = Client::new(&server);
             if wait {
-                for v in views.info_of(&name)?.versions {
-                    views.wait_caught_up(&name, Some(v), Duration::from_millis(timeout_ms))?;
+                let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+                loop {
+                    let st = client.get(&view_path(&name), &[])?;
+                    if items(&st["versions"])
+                        .iter()
+                        .all(|v| v["lag_records"].as_u64() == Some(0) || v["error"].is_string())
+                    {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        bail!(
+                            "view {name} has not caught up within {timeout_ms} ms (raise --timeout-ms)"
+                        );
+                    }
+                    std::thread::sleep(POLL);
                 }
             }
-            let st = views.status(&name, digest)?;
-            if json {
-                println!("{}", serde_json::to_string(&st)?);
+            let query = if digest {
+                vec![("digest", "true".to_string())]
             } else {
-                let rollout = st.rollout.map_or_else(
-                    || "none".to_string(),
-                    |r| format!("{}% of reads to v{}", r.percent, r.version),
+                Vec::new()
+            };
+            let st = client.get(&view_path(&name), &query)?;
+            if json {
+                return print_json(&st);
+            }
+            println!(
+                "{}: {} from {}, current v{}{}",
+                name,
+                st["spec"]["kind"].as_str().unwrap_or_default(),
+                st["spec"]["source"].as_str().unwrap_or_default(),
+                st["current"],
+                rollout_text(&st["rollout"]),
+            );
+            for v in items(&st["versions"]) {
+                let current = v["version"] == st["current"];
+                println!(
+                    "  v{}{}: {}/{} records applied, lag {} records / {} ms{}{}{}",
+                    v["version"],
+                    if current { " (current)" } else { "" },
+                    v["progress"]["done"],
+                    v["progress"]["total"],
+                    v["lag_records"],
+                    v["lag_ms"],
+                    match v["skipped_records"].as_u64() {
+                        Some(n) if n > 0 => format!(", {n} records skipped (key over the limit)"),
+                        _ => String::new(),
+                    },
+                    match (&v["rows"], v["digest"].as_str()) {
+                        (rows, Some(d)) => format!(", {rows} rows, digest {d}"),
+                        _ => String::new(),
+                    },
+                    v["error"]
+                        .as_str()
+                        .map(|e| format!(", STOPPED: {e}"))
+                        .unwrap_or_default(),
                 );
-                println!("{}: current v{}, rollout {rollout}", st.name, st.current);
-                for v in &st.versions {
-                    println!(
-                        "  v{}{}: applied {:?}, lag {} records / {} ms, {}/{} records{}{}",
-                        v.version,
-                        if v.current { " (current)" } else { "" },
-                        v.applied,
-                        v.lag_records,
-                        v.lag_ms,
-                        v.progress.done,
-                        v.progress.total,
-                        v.digest
-                            .map(|d| format!(", digest {:032x} over {} rows", d.hash, d.rows))
-                            .unwrap_or_default(),
-                        v.error
-                            .as_ref()
-                            .map(|e| format!(", ERROR {e}"))
-                            .unwrap_or_default(),
-                    );
-                }
+                let applied: Vec<String> = v["applied"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(p, o)| format!("{p}:{o}")).collect())
+                    .unwrap_or_default();
+                println!(
+                    "      applied (partition:next offset) {}",
+                    applied.join(" ")
+                );
             }
         }
         ViewCommand::Get {
-            data,
+            server,
             name,
             keys,
             read,
         } => {
-            let (log, views) = open(&data)?;
-            let token = match read.token {
-                Some(t) => t,
-                None => token_now(&log, &views, &name)?,
+            let client = Client::new(&server);
+            let query = read.query();
+            // One request for all keys, unless a key holds the list separator.
+            let answer = if let [key] = keys.as_slice() {
+                let row = client.get(
+                    &format!("{}/rows/{}", view_path(&name), segment(key)),
+                    &query,
+                )?;
+                json!({ "rows": [row], "next": null })
+            } else if keys.iter().any(|k| k.contains(',')) {
+                let mut rows = Vec::new();
+                for key in &keys {
+                    let path = format!("{}/rows/{}", view_path(&name), segment(key));
+                    match client.get(&path, &query) {
+                        Ok(row) => rows.push(row),
+                        Err(e)
+                            if problem_of(&e)
+                                .is_some_and(|p| p.problem.code == "key_not_found") => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                json!({ "rows": rows, "next": null })
+            } else {
+                let mut query = query;
+                query.push(("keys", keys.join(",")));
+                client.get(&format!("{}/rows", view_path(&name)), &query)?
             };
-            let opts = ReadOptions {
-                token: Some(token),
-                timeout_ms: read.timeout_ms,
-            };
-            let r = views.get_many(&name, &keys, &opts)?;
-            print_read(&r, read.json);
+            if read.json {
+                return print_json(&answer);
+            }
+            print_rows(&answer);
+            let found: Vec<&str> = items(&answer["rows"])
+                .iter()
+                .filter_map(|r| r["key"].as_str())
+                .collect();
+            let missing: Vec<&str> = keys
+                .iter()
+                .map(String::as_str)
+                .filter(|k| !found.contains(k))
+                .collect();
+            if !missing.is_empty() {
+                println!("# no row for: {}", missing.join(", "));
+            }
         }
         ViewCommand::Scan {
-            data,
+            server,
             name,
             prefix,
             start,
             end,
             limit,
+            keys,
             read,
         } => {
-            let (log, views) = open(&data)?;
-            let token = match read.token {
-                Some(t) => t,
-                None => token_now(&log, &views, &name)?,
-            };
-            let opts = ReadOptions {
-                token: Some(token),
-                timeout_ms: read.timeout_ms,
-            };
-            let range = ScanRange {
-                prefix,
-                start,
-                end,
-                limit,
-            };
-            print_read(&views.scan(&name, &range, &opts)?, read.json);
+            let mut query = read.query();
+            match keys {
+                Some(k) => query.push(("keys", k)),
+                None => {
+                    query.push(("limit", limit.to_string()));
+                    for (param, v) in [("prefix", prefix), ("start", start), ("end", end)] {
+                        if let Some(v) = v {
+                            query.push((param, v));
+                        }
+                    }
+                }
+            }
+            let answer = Client::new(&server).get(&format!("{}/rows", view_path(&name)), &query)?;
+            if read.json {
+                return print_json(&answer);
+            }
+            print_rows(&answer);
+            if let Some(next) = answer["next"].as_str() {
+                println!("# more: continue with --start {next:?}");
+            }
         }
         ViewCommand::Rebuild {
-            data,
+            server,
             name,
             spec,
             switch,
             json,
         } => {
-            let (_log, views) = open(&data)?;
-            let spec = spec.map(|s| read_spec(&s)).transpose()?;
-            let version = views.rebuild(&name, spec.as_deref())?;
-            let bar = if json {
-                ProgressBar::hidden()
-            } else {
-                ProgressBar::new(0)
+            let client = Client::new(&server);
+            let body = match spec {
+                Some(s) => {
+                    let text = json_arg(&s)?;
+                    let spec: Value = serde_json::from_str(&text)
+                        .context("--spec is not JSON (give the spec, or @FILE)")?;
+                    json!({ "spec": spec })
+                }
+                None => json!({}),
             };
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {pos}/{len} records ({per_sec}, ETA {eta})",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_message(format!("rebuilding {name} v{version}"));
-            loop {
-                let st = views.status(&name, false)?;
-                let Some(v) = st.versions.iter().find(|v| v.version == version) else {
-                    bail!("version {version} disappeared");
-                };
-                if let Some(e) = &v.error {
-                    bail!("rebuild failed: {e}");
-                }
-                bar.set_length(v.progress.total);
-                bar.set_position(v.progress.done);
-                if v.lag_records == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            bar.finish();
+            let started = client.post(&format!("{}/rebuild", view_path(&name)), &body, &[])?;
+            let version = started.body["version"]
+                .as_u64()
+                .context("the server's answer names no version")?;
+            follow_progress(&client, &name, version, json)?;
+            let mut view = Value::Null;
             if switch {
-                views.switch(&name, version, 60_000)?;
-            }
-            let st = views.status(&name, false)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(
-                        &json!({"version": version, "switched": switch, "status": st})
+                view = client
+                    .post(
+                        &format!("{}/switch", view_path(&name)),
+                        &json!({ "version": version }),
+                        &[],
                     )?
-                );
+                    .body;
+            }
+            if json {
+                return print_json(&json!({
+                    "view": name, "version": version, "switched": switch, "current": view["current"],
+                }));
+            }
+            if switch {
+                println!("v{version} caught up; reads now go to it");
             } else {
-                if switch {
-                    println!("v{version} caught up; reads now go to it");
-                } else {
-                    println!(
-                        "v{version} caught up; reads still go to the current version — \
-                         `logbook view switch {name} {version}` moves them (or pass --switch)"
-                    );
-                }
+                println!(
+                    "v{version} caught up; reads still go to the current version — \
+                     `logbook view switch {name} {version}` moves them (or pass --switch)"
+                );
             }
         }
         ViewCommand::Switch {
-            data,
+            server,
             name,
             version,
             percent,
+            timeout_ms,
+            json,
         } => {
-            let (_log, views) = open(&data)?;
-            views.rollout(&name, version, percent, 60_000)?;
-            println!("{}", serde_json::to_string(&views.info_of(&name)?)?);
+            let body = json!({ "version": version, "percent": percent, "timeout_ms": timeout_ms });
+            let view = Client::new(&server)
+                .post(&format!("{}/switch", view_path(&name)), &body, &[])?
+                .body;
+            if json {
+                return print_json(&view);
+            }
+            println!(
+                "{name}: current v{}{}",
+                view["current"],
+                rollout_text(&view["rollout"])
+            );
         }
         ViewCommand::Drop {
-            data,
+            server,
             name,
             version,
+            json,
         } => {
-            let (_log, views) = open(&data)?;
+            let query: Vec<(&str, String)> = version
+                .map(|v| ("version", v.to_string()))
+                .into_iter()
+                .collect();
+            Client::new(&server).delete(&view_path(&name), &query)?;
+            if json {
+                return print_json(&json!({ "dropped": name, "version": version }));
+            }
             match version {
-                Some(v) => views.drop_version(&name, v)?,
-                None => views.drop_view(&name)?,
+                Some(v) => println!("dropped version {v} of view {name}"),
+                None => println!("dropped view {name}"),
             }
         }
     }
     Ok(())
+}
+
+fn rollout_text(rollout: &Value) -> String {
+    if rollout.is_null() {
+        return String::new();
+    }
+    format!(
+        ", rollout: {}% of reads to v{}",
+        rollout["percent"], rollout["version"]
+    )
+}
+
+/// Rows as `key<TAB>value` lines.
+fn print_rows(answer: &Value) {
+    for row in items(&answer["rows"]) {
+        println!(
+            "{}\t{}",
+            row["key"].as_str().unwrap_or_default(),
+            row["value"]
+        );
+    }
+}
+
+/// Polls the status of `version` until it has applied its whole source, drawing a
+/// progress bar on a terminal (records done/total, the server's rate and ETA).
+fn follow_progress(client: &Client, name: &str, version: u64, quiet: bool) -> anyhow::Result<()> {
+    let bar = if quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+    } else {
+        ProgressBar::new(0)
+    };
+    let style =
+        ProgressStyle::with_template("{prefix} [{bar:40}] {human_pos}/{human_len} records  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{name} v{version}"));
+    loop {
+        let st = client.get(&view_path(name), &[])?;
+        let Some(v) = items(&st["versions"])
+            .iter()
+            .find(|v| v["version"].as_u64() == Some(version))
+        else {
+            bar.abandon();
+            bail!("version {version} of view {name} is gone (dropped meanwhile?)");
+        };
+        if let Some(e) = v["error"].as_str() {
+            bar.abandon();
+            bail!("version {version} of view {name} stopped: {e}");
+        }
+        let progress = &v["progress"];
+        bar.set_length(progress["total"].as_u64().unwrap_or(0));
+        bar.set_position(progress["done"].as_u64().unwrap_or(0));
+        let rate = progress["rate_per_s"].as_f64().unwrap_or(0.0);
+        bar.set_message(match progress["eta_s"].as_f64() {
+            Some(eta) => format!("{rate:.0} records/s, ETA {eta:.0} s"),
+            None => format!("{rate:.0} records/s"),
+        });
+        if v["lag_records"].as_u64() == Some(0) {
+            bar.finish();
+            return Ok(());
+        }
+        std::thread::sleep(POLL);
+    }
 }

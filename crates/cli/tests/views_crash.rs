@@ -1,5 +1,5 @@
-//! SIGKILL during view processing: a real `logbook` process resumes the processors of a
-//! data directory and is killed at random moments; after restarts the views equal a model
+//! SIGKILL during view processing: a real `logbook serve` process resumes the processors of
+//! a data directory and is killed at random moments; after restarts the views equal a model
 //! recomputed from the log, and a rebuild has the same digest (no record applied twice or
 //! skipped). The seed is printed; `VIEWS_CRASH_SEED=<n>` replays a run.
 
@@ -84,15 +84,8 @@ fn views_survive_sigkill_during_processing() {
     let mut kills = 0;
     for _ in 0..8 {
         let mut child = Command::new(bin)
-            .args([
-                "view",
-                "status",
-                "agg",
-                "--wait",
-                "--timeout-ms",
-                "60000",
-                "--data-dir",
-            ])
+            // The server opens the data directory and resumes every view's processors.
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())

@@ -1,0 +1,540 @@
+//! The CLI as a client of the HTTP API: a real `logbook serve` on a free port, driven by
+//! the real `logbook stream|view|txn|stats` commands.
+//!
+//! Exactly-once appends by request id, tail (and `--follow`), views created, read with a
+//! token, rebuilt and switched, the transaction shell from a pipe (a conflict between two
+//! shells is reported as retryable; a commit retried by request id commits once), the
+//! stats table, `--json` output that parses, the server's error code and field on stderr
+//! for bad input, and the hint to start a server when none answers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_logbook");
+
+/// A running `logbook serve`, SIGKILLed when dropped.
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn start(data: &Path) -> Node {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .env_remove("LOGBOOK_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let node = Node { child, base };
+        // Readiness is false while the data directory opens: wait for it (bounded).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while node.cli(&["stream", "list"], None).status.code() != Some(0) {
+            assert!(Instant::now() < deadline, "the server never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    /// Runs `logbook ARGS` against this server, with `stdin` piped in.
+    fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = self.command(args).spawn().unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes()).unwrap();
+        }
+        drop(pipe);
+        child.wait_with_output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("LOGBOOK_SERVER", &self.base)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs a command that must succeed; its stdout.
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.cli(args, stdin);
+        assert!(
+            out.status.success(),
+            "logbook {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a `--json` command that must succeed; its stdout as one JSON document.
+    fn json(&self, args: &[&str], stdin: Option<&str>) -> Value {
+        let text = self.ok(args, stdin);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text:?}"))
+    }
+
+    /// Runs a command that must fail; its stderr.
+    fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.cli(args, stdin);
+        assert!(!out.status.success(), "logbook {args:?} succeeded");
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+const TABLE: &str = r#"{"source":"orders","kind":"table"}"#;
+const BY_TOTAL: &str = r#"{"source":"orders","kind":"aggregate","group_by":["customer"],
+  "aggregates":{"orders":{"fn":"count"},"total":{"fn":"sum","field":"total"}}}"#;
+
+#[test]
+fn streams_views_and_stats_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+
+    let created = node.json(
+        &["stream", "create", "orders", "--partitions", "2", "--json"],
+        None,
+    );
+    assert_eq!(created["partitions"], 2);
+    // Creating it again with the same settings is no change.
+    assert!(
+        node.ok(&["stream", "create", "orders", "--partitions", "2"], None)
+            .contains("exists")
+    );
+
+    // One request of two records, with a request id; the retry appends nothing.
+    let lines = "{\"customer\":\"c7\",\"total\":40}\n\n{\"customer\":\"c7\",\"total\":2}\n";
+    let args = [
+        "stream",
+        "append",
+        "orders",
+        "--key",
+        "c7",
+        "--request-id",
+        "order-1",
+        "--json",
+    ];
+    let first = node.json(&args, Some(lines));
+    assert_eq!(first["positions"].as_array().unwrap().len(), 2);
+    assert!(first.get("duplicate").is_none());
+    let retry = node.json(&args, Some(lines));
+    assert_eq!(retry["duplicate"], true);
+    assert_eq!(retry["positions"], first["positions"]);
+    let text = node.ok(&args[..args.len() - 1], Some(lines));
+    assert!(text.contains("duplicate"), "{text}");
+    let shown = node.json(&["stream", "show", "orders", "--json"], None);
+    assert_eq!(shown["records"], 2, "the retries appended nothing");
+    let listed = node.json(&["stream", "list", "--json"], None);
+    assert!(
+        listed["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stream"] == "orders")
+    );
+
+    // A plain append prints its position and a token.
+    let text = node.ok(
+        &[
+            "stream",
+            "append",
+            "orders",
+            "--key",
+            "c9",
+            "--value",
+            r#"{"customer":"c9","total":5}"#,
+        ],
+        None,
+    );
+    assert!(
+        text.contains("partition ") && text.contains(" offset "),
+        "{text}"
+    );
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token "))
+        .expect("a token line")
+        .to_string();
+
+    // Tail the partition of order-1: JSON lines, values as appended.
+    let partition = first["positions"][0]["partition"].to_string();
+    let tail = node.ok(
+        &[
+            "stream",
+            "tail",
+            "orders",
+            "--partition",
+            &partition,
+            "--json",
+        ],
+        None,
+    );
+    let records: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let order_1: Vec<&Value> = first["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| records.iter().find(|r| r["offset"] == p["offset"]).unwrap())
+        .collect();
+    assert_eq!(order_1[0]["headers"]["request-id"], "order-1", "{tail}");
+    assert_eq!(order_1[0]["value"], json!({"customer": "c7", "total": 40}));
+    assert_eq!(order_1[1]["value"], json!({"customer": "c7", "total": 2}));
+
+    // --follow prints a record appended after it started (it long-polls the server).
+    let next = records.last().unwrap()["offset"].as_u64().unwrap() + 1;
+    let mut follow = node
+        .command(&[
+            "stream",
+            "tail",
+            "orders",
+            "--partition",
+            &partition,
+            "--from",
+            &next.to_string(),
+            "--follow",
+        ])
+        .spawn()
+        .unwrap();
+    node.ok(
+        &[
+            "stream",
+            "append",
+            "orders",
+            "--key",
+            "c7",
+            "--value",
+            r#"{"customer":"c7","total":1}"#,
+        ],
+        None,
+    );
+    let mut line = String::new();
+    BufReader::new(follow.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(
+        line.trim_end(),
+        format!("{partition}\t{next}\tc7\t{{\"customer\":\"c7\",\"total\":1}}")
+    );
+
+    // Views: created, waited for, read with a token, scanned, listed.
+    node.ok(
+        &["view", "create", "orders-by-key", "--spec", TABLE, "--wait"],
+        None,
+    );
+    let created = node.json(
+        &[
+            "view",
+            "create",
+            "by-customer",
+            "--spec",
+            BY_TOTAL,
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(created["view"], "by-customer");
+    let row = node.json(
+        &[
+            "view",
+            "get",
+            "orders-by-key",
+            "c9",
+            "--token",
+            &token,
+            "--timeout-ms",
+            "10000",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(
+        row["rows"][0]["value"],
+        json!({"customer": "c9", "total": 5})
+    );
+    node.ok(&["view", "status", "by-customer", "--wait"], None);
+    let rows = node.json(&["view", "scan", "by-customer", "--json"], None);
+    assert_eq!(
+        rows["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (
+                r["key"].as_str().unwrap(),
+                r["value"]["total"].as_i64().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [("c7", 1), ("c9", 5)],
+        "c7's later records replace its earlier ones (table semantics)"
+    );
+    let text = node.ok(
+        &[
+            "view",
+            "scan",
+            "by-customer",
+            "--prefix",
+            "c",
+            "--limit",
+            "1",
+        ],
+        None,
+    );
+    assert!(
+        text.starts_with("c7\t") && text.contains("--start \"c9\""),
+        "{text}"
+    );
+    let keyed = node.json(
+        &["view", "scan", "by-customer", "--keys", "c9,zz", "--json"],
+        None,
+    );
+    assert_eq!(keyed["rows"].as_array().unwrap().len(), 1);
+    let text = node.ok(&["view", "get", "by-customer", "c7", "c9", "zz"], None);
+    assert!(
+        text.contains("c7\t") && text.contains("no row for: zz"),
+        "{text}"
+    );
+    let status = node.json(
+        &["view", "status", "by-customer", "--digest", "--json"],
+        None,
+    );
+    assert_eq!(status["status"]["lag_records"], 0);
+    assert_eq!(status["status"]["rows"], 2);
+    let list = node.json(&["view", "list", "--json"], None);
+    assert_eq!(list["views"].as_array().unwrap().len(), 2);
+
+    // Rebuild into a new version and switch reads to it; same rows, same digest.
+    let old = status["current"].as_u64().unwrap();
+    let rebuilt = node.json(
+        &["view", "rebuild", "by-customer", "--switch", "--json"],
+        None,
+    );
+    let new = rebuilt["version"].as_u64().unwrap();
+    assert!(new > old);
+    assert_eq!(rebuilt["current"], new);
+    let after = node.json(
+        &["view", "status", "by-customer", "--digest", "--json"],
+        None,
+    );
+    assert_eq!(after["current"], new);
+    assert_eq!(after["status"]["digest"], status["status"]["digest"]);
+    node.ok(&["view", "switch", "by-customer", &old.to_string()], None);
+    node.ok(&["view", "switch", "by-customer", &new.to_string()], None);
+    node.ok(
+        &["view", "drop", "by-customer", "--version", &old.to_string()],
+        None,
+    );
+    node.ok(&["view", "drop", "orders-by-key"], None);
+    assert_eq!(
+        node.json(&["view", "list", "--json"], None)["views"][0]["versions"],
+        json!([new])
+    );
+
+    // Stats: a table with the append operation, and JSON that parses.
+    let table = node.ok(&["stats"], None);
+    assert!(table.contains("p50") && table.contains("p999"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("op ") && l.contains(" append ")),
+        "{table}"
+    );
+    assert!(table.contains("interpolated"), "{table}");
+    let stats = node.json(&["stats", "--json"], None);
+    let append = stats["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "op" && r["name"] == "append_idempotent")
+        .expect("the idempotent append operation")
+        .clone();
+    assert_eq!(append["count"], 3, "order-1 and its two retries");
+    assert!(append["p99_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(stats["counters"]["duplicates"]["append"], 2);
+    assert_eq!(stats["views"][0]["lag_records"], 0);
+
+    node.ok(&["stream", "drop", "orders"], None);
+    assert!(
+        node.fails(&["stream", "show", "orders"], None)
+            .contains("unknown_stream")
+    );
+}
+
+#[test]
+fn the_txn_shell_runs_scripts_and_reports_conflicts_as_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+
+    let out = node.ok(
+        &["txn"],
+        Some("begin serializable\nincr acct/1 5\nget acct/1\nput acct/2 {\"owner\": \"ann\"}\ncommit\n"),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("begun "), "{out}");
+    assert_eq!(lines[1], "ok");
+    assert_eq!(lines[2], "acct/1 = 5 (written by this transaction)");
+    assert!(lines[4].contains("acct/1 = 5"), "{out}");
+    // Outside a transaction, get and scan read the latest committed values.
+    let out = node.ok(&["txn"], Some("get acct/1\nscan acct/\nget nobody\n"));
+    assert!(out.contains("acct/1 = 5 (version"), "{out}");
+    assert!(out.contains("acct/2 = {\"owner\":\"ann\"}"), "{out}");
+    assert!(
+        out.contains("(2 rows)") && out.contains("nobody not found"),
+        "{out}"
+    );
+
+    // A commit retried with its request id commits once.
+    let script = "begin\nincr visits 1\ncommit visit-1\n";
+    node.ok(&["txn"], Some(script));
+    let retry = node.ok(&["txn"], Some(script));
+    assert!(retry.contains("duplicate"), "{retry}");
+    let out = node.json(&["txn", "--json"], Some("get visits\n"));
+    assert_eq!(out["value"], 1);
+
+    // Two shells write the same key from the same snapshot: the first committer wins and
+    // the other shell says to retry. Shell A is driven line by line (each command prints
+    // one line), so its snapshot is taken before B commits.
+    let mut a = node.command(&["txn"]).spawn().unwrap();
+    let mut a_in = a.stdin.take().unwrap();
+    let mut a_out = BufReader::new(a.stdout.take().unwrap());
+    let mut line = String::new();
+    for (command, expect) in [
+        ("begin snapshot", "begun "),
+        ("get acct/1", "acct/1 = 5"),
+        ("put acct/1 100", "ok"),
+    ] {
+        writeln!(a_in, "{command}").unwrap();
+        line.clear();
+        a_out.read_line(&mut line).unwrap();
+        assert!(line.starts_with(expect), "{command}: {line:?}");
+    }
+    let b = node.ok(
+        &["txn"],
+        Some("begin snapshot\nget acct/1\nput acct/1 200\ncommit\n"),
+    );
+    assert!(b.contains("committed"), "{b}");
+    writeln!(a_in, "commit").unwrap();
+    drop(a_in);
+    let a = a.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&a.stderr);
+    assert!(
+        !a.status.success(),
+        "the failed commit makes the exit status non-zero"
+    );
+    assert!(stderr.contains("serialization_failure"), "{stderr}");
+    assert!(stderr.contains("retry the transaction"), "{stderr}");
+    let out = node.ok(&["txn"], Some("get acct/1\n"));
+    assert!(out.starts_with("acct/1 = 200"), "{out}");
+
+    // --json: one JSON document per command; a server error is its problem document.
+    let out = node.cli(
+        &["txn", "--json"],
+        Some("begin read_committed\nget acct/1\nincr acct/2 1\ncommit\n"),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs[0]["isolation"], "read_committed");
+    assert_eq!(docs[1]["value"], 200);
+    let problem: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stderr).lines().next().unwrap()).unwrap();
+    assert!(problem["code"].is_string(), "{problem}");
+    assert!(!out.status.success());
+
+    // Shell mistakes are reported and the rest of the script still runs.
+    let out = node.cli(&["txn"], Some("put k 1\nbegin\nput k {bad\nbogus\nabort\n"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no open transaction"), "{stderr}");
+    assert!(stderr.contains("not JSON"), "{stderr}");
+    assert!(stderr.contains("unknown command"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aborted"));
+    assert!(!out.status.success());
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_the_servers_code_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    node.ok(&["stream", "create", "s"], None);
+
+    let e = node.fails(&["view", "get", "nope", "k"], None);
+    assert!(
+        e.contains("unknown_view") && e.contains("field: view"),
+        "{e}"
+    );
+    let e = node.fails(
+        &["view", "create", "v", "--spec", r#"{"source": "s", "kind""#],
+        None,
+    );
+    assert!(e.contains("invalid_json"), "{e}");
+    let e = node.fails(
+        &[
+            "view",
+            "create",
+            "v",
+            "--spec",
+            r#"{"source": 5, "kind": "table"}"#,
+        ],
+        None,
+    );
+    assert!(
+        e.contains("invalid_view_spec") && e.contains("field: source"),
+        "{e}"
+    );
+    let e = node.fails(&["stream", "create", "t", "--partitions", "0"], None);
+    assert!(e.contains("field: partitions"), "{e}");
+    let e = node.fails(&["stream", "tail", "s", "--limit", "0"], None);
+    assert!(e.contains("field: limit"), "{e}");
+    let e = node.fails(&["stream", "append", "s"], Some("{\"ok\": 1}\nnot json\n"));
+    assert!(e.contains("line 2 of stdin is not JSON"), "{e}");
+
+    // With --json the error is the problem document, on stderr.
+    let e = node.fails(&["view", "status", "nope", "--json"], None);
+    let problem: Value = serde_json::from_str(e.trim()).unwrap();
+    assert_eq!(problem["code"], "unknown_view");
+    assert_eq!(problem["field"], "view");
+
+    // No server there: the error says how to start one.
+    let out = Command::new(BIN)
+        .args(["stream", "list", "--server", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("logbook serve"), "{e}");
+}
