@@ -6,6 +6,18 @@
 //! `anyhow` reports with context, and structured logs go to stderr (`RUST_LOG`,
 //! `--log-format json`).
 
+/// `println!` for command output: a closed stdout (`logbook ... | head`) becomes an error that
+/// ends the command quietly, instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        anyhow::Context::context(
+            writeln!(std::io::stdout().lock(), $($arg)*),
+            "writing to stdout",
+        )?
+    }};
+}
+
 mod bench;
 mod client;
 mod debug;
@@ -123,6 +135,14 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // A reader that went away (`| head`) is no error of the command: end as SIGPIPE
+            // would, without a message.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return std::process::ExitCode::from(141);
+            }
             if json_errors
                 && let Some(api) = client::problem_of(&e)
                 && let Ok(text) = serde_json::to_string(&api.problem)

@@ -294,10 +294,17 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
             "views": views,
         }));
     }
-    println!("latency at {}, ms", client.base());
-    println!(
+    outln!("latency at {}, ms", client.base());
+    outln!(
         "{:<9} {:<44} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "kind", "name", "count", "mean", "p50", "p95", "p99", "p999"
+        "kind",
+        "name",
+        "count",
+        "mean",
+        "p50",
+        "p95",
+        "p99",
+        "p999"
     );
     for ((kind, name), h) in &hists {
         if h.count <= 0.0 {
@@ -307,7 +314,7 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(q, _)| estimate_text(h.quantile(*q)))
             .collect();
-        println!(
+        outln!(
             "{:<9} {:<44} {:>9} {:>9.3} {:>9} {:>9} {:>9} {:>9}",
             kind,
             name,
@@ -319,12 +326,12 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
             q[3]
         );
     }
-    println!(
+    outln!(
         "(percentiles are interpolated within the histogram's buckets, which double in width: \
          each is within a factor of 2 of the true value; '>' = above the largest bucket)"
     );
-    println!();
-    println!("counters");
+    outln!();
+    outln!("counters");
     for (name, value) in &counters {
         match value {
             Value::Object(by) => {
@@ -334,23 +341,26 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
                 } else {
                     parts.join(", ")
                 };
-                println!("  {name:<24} {shown}");
+                outln!("  {name:<24} {shown}");
             }
-            v => println!("  {name:<24} {v}"),
+            v => outln!("  {name:<24} {v}"),
         }
     }
     let classes: Vec<String> = responses.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("  {:<24} {}", "http_responses", classes.join(", "));
-    println!();
+    outln!("  {:<24} {}", "http_responses", classes.join(", "));
+    outln!();
     if views.is_empty() {
-        println!("views: none");
+        outln!("views: none");
     } else {
-        println!(
+        outln!(
             "{:<24} {:>8} {:>12} {:>10}",
-            "view lag", "version", "records", "ms"
+            "view lag",
+            "version",
+            "records",
+            "ms"
         );
         for v in &views {
-            println!(
+            outln!(
                 "{:<24} {:>8} {:>12} {:>10}{}",
                 v["view"].as_str().unwrap_or_default(),
                 format!(
@@ -366,7 +376,7 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
                     .unwrap_or_default()
             );
         }
-        println!("(* the version serving reads)");
+        outln!("(* the version serving reads)");
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ pub enum StreamCommand {
         #[arg(long, default_value_t = 1)]
         partitions: u32,
         /// When appends are acknowledged: `always` (after fdatasync; the default), `never`,
-        /// or `interval:<ms>`.
+        /// or `interval_ms=N` (fsync at most every N ms).
         #[arg(long)]
         fsync: Option<String>,
         /// Roll segment files at this many bytes (default 128 MiB).
@@ -202,7 +202,7 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             } else {
                 "exists (same settings)"
             };
-            println!(
+            outln!(
                 "stream {stream} {verb}: {} partitions, fsync {}",
                 answer.body["partitions"],
                 answer.body["fsync"].as_str().unwrap_or_default()
@@ -213,12 +213,14 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&list);
             }
-            println!(
+            outln!(
                 "{:<24} {:>10} {:>12}  fsync",
-                "stream", "partitions", "records"
+                "stream",
+                "partitions",
+                "records"
             );
             for s in list["streams"].as_array().map_or(&[][..], Vec::as_slice) {
-                println!(
+                outln!(
                     "{:<24} {:>10} {:>12}  {}",
                     s["stream"].as_str().unwrap_or_default(),
                     s["partitions"].to_string(),
@@ -236,19 +238,21 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&s);
             }
-            println!(
+            outln!(
                 "stream {stream}: {} partitions, {} records, fsync {}, incarnation {}",
                 s["partitions"],
                 s["records"],
                 s["fsync"].as_str().unwrap_or_default(),
                 s["incarnation"]
             );
-            println!(
+            outln!(
                 "{:>9} {:>14} {:>14}",
-                "partition", "first offset", "next offset"
+                "partition",
+                "first offset",
+                "next offset"
             );
             for p in s["offsets"].as_array().map_or(&[][..], Vec::as_slice) {
-                println!(
+                outln!(
                     "{:>9} {:>14} {:>14}",
                     p["partition"].to_string(),
                     p["start"].to_string(),
@@ -265,7 +269,7 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&json!({ "dropped": stream }));
             }
-            println!("dropped stream {stream}");
+            outln!("dropped stream {stream}");
         }
         StreamCommand::Append {
             server,

@@ -63,7 +63,7 @@ pub fn run(args: TxnArgs) -> anyhow::Result<()> {
     };
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        println!(
+        outln!(
             "logbook transaction shell on {} — `help` lists the commands",
             shell.client.base()
         );
@@ -188,10 +188,10 @@ impl Shell {
                 if self.json {
                     print_json(&json!({ "aborted": txn }))?;
                 } else {
-                    println!("aborted {txn}");
+                    outln!("aborted {txn}");
                 }
             }
-            "help" | "?" => println!("{HELP_EXAMPLES}"),
+            "help" | "?" => outln!("{HELP_EXAMPLES}"),
             "quit" | "exit" => return Ok(Flow::Quit),
             other => bail!("unknown command {other:?}; `help` lists the commands"),
         }
@@ -222,7 +222,7 @@ impl Shell {
         if self.json {
             return print_json(&begun);
         }
-        println!(
+        outln!(
             "begun {txn} ({}{}, snapshot {})",
             begun["isolation"].as_str().unwrap_or_default(),
             if begun["read_only"] == json!(true) {
@@ -262,13 +262,13 @@ impl Shell {
                 if self.json {
                     return print_json(&row);
                 }
-                println!("{}", row_text(&row));
+                outln!("{}", row_text(&row));
             }
             Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == "key_not_found") => {
                 if self.json {
                     return print_json(&json!({ "key": key, "value": null, "found": false }));
                 }
-                println!("{key} not found");
+                outln!("{key} not found");
             }
             Err(e) => return Err(e),
         }
@@ -304,9 +304,9 @@ impl Shell {
         }
         let rows = answer["rows"].as_array().map_or(&[][..], Vec::as_slice);
         for row in rows {
-            println!("{}", row_text(row));
+            outln!("{}", row_text(row));
         }
-        println!("({} rows)", rows.len());
+        outln!("({} rows)", rows.len());
         Ok(())
     }
 
@@ -349,7 +349,7 @@ impl Shell {
         if let Some(token) = done["token"].as_str() {
             text.push_str(&format!("; token {token}"));
         }
-        println!("{text}");
+        outln!("{text}");
         Ok(())
     }
 
@@ -362,7 +362,7 @@ impl Shell {
         if self.json {
             return print_json(&json!({ "ok": true }));
         }
-        println!("ok");
+        outln!("ok");
         Ok(())
     }
 

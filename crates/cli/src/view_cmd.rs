@@ -261,7 +261,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 } else {
                     "exists with this spec:"
                 };
-                println!("{verb} view {name} (version {version})");
+                outln!("{verb} view {name} (version {version})");
             }
             if wait {
                 follow_progress(&client, &name, version, json)?;
@@ -275,16 +275,19 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&list);
             }
-            println!(
+            outln!(
                 "{:<24} {:<10} {:<20} {:>8}  versions",
-                "view", "kind", "source", "current"
+                "view",
+                "kind",
+                "source",
+                "current"
             );
             for v in items(&list["views"]) {
                 let versions: Vec<String> = items(&v["versions"])
                     .iter()
                     .map(|n| format!("v{n}"))
                     .collect();
-                println!(
+                outln!(
                     "{:<24} {:<10} {:<20} {:>8}  {}{}",
                     v["view"].as_str().unwrap_or_default(),
                     v["spec"]["kind"].as_str().unwrap_or_default(),
@@ -331,7 +334,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&st);
             }
-            println!(
+            outln!(
                 "{}: {} from {}, current v{}{}",
                 name,
                 st["spec"]["kind"].as_str().unwrap_or_default(),
@@ -341,7 +344,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             );
             for v in items(&st["versions"]) {
                 let current = v["version"] == st["current"];
-                println!(
+                outln!(
                     "  v{}{}: {}/{} records applied, lag {} records / {} ms{}{}{}",
                     v["version"],
                     if current { " (current)" } else { "" },
@@ -366,7 +369,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                     .as_object()
                     .map(|m| m.iter().map(|(p, o)| format!("{p}:{o}")).collect())
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "      applied (partition:next offset) {}",
                     applied.join(" ")
                 );
@@ -408,7 +411,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             if read.json {
                 return print_json(&answer);
             }
-            print_rows(&answer);
+            print_rows(&answer)?;
             let found: Vec<&str> = items(&answer["rows"])
                 .iter()
                 .filter_map(|r| r["key"].as_str())
@@ -419,7 +422,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 .filter(|k| !found.contains(k))
                 .collect();
             if !missing.is_empty() {
-                println!("# no row for: {}", missing.join(", "));
+                outln!("# no row for: {}", missing.join(", "));
             }
         }
         ViewCommand::Scan {
@@ -448,9 +451,9 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             if read.json {
                 return print_json(&answer);
             }
-            print_rows(&answer);
+            print_rows(&answer)?;
             if let Some(next) = answer["next"].as_str() {
-                println!("# more: continue with --start {next:?}");
+                outln!("# more: continue with --start {next:?}");
             }
         }
         ViewCommand::Rebuild {
@@ -491,9 +494,9 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 }));
             }
             if switch {
-                println!("v{version} caught up; reads now go to it");
+                outln!("v{version} caught up; reads now go to it");
             } else {
-                println!(
+                outln!(
                     "v{version} caught up; reads still go to the current version — \
                      `logbook view switch {name} {version}` moves them (or pass --switch)"
                 );
@@ -514,7 +517,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&view);
             }
-            println!(
+            outln!(
                 "{name}: current v{}{}",
                 view["current"],
                 rollout_text(&view["rollout"])
@@ -535,8 +538,8 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 return print_json(&json!({ "dropped": name, "version": version }));
             }
             match version {
-                Some(v) => println!("dropped version {v} of view {name}"),
-                None => println!("dropped view {name}"),
+                Some(v) => outln!("dropped version {v} of view {name}"),
+                None => outln!("dropped view {name}"),
             }
         }
     }
@@ -554,14 +557,15 @@ fn rollout_text(rollout: &Value) -> String {
 }
 
 /// Rows as `key<TAB>value` lines.
-fn print_rows(answer: &Value) {
+fn print_rows(answer: &Value) -> anyhow::Result<()> {
     for row in items(&answer["rows"]) {
-        println!(
+        outln!(
             "{}\t{}",
             row["key"].as_str().unwrap_or_default(),
             row["value"]
         );
     }
+    Ok(())
 }
 
 /// Polls the status of `version` until it has applied its whole source, drawing a
