@@ -657,14 +657,15 @@ fn parse_response(buf: &[u8]) -> anyhow::Result<Option<(u16, usize)>> {
     Ok((buf.len() >= total).then_some((status, total)))
 }
 
-/// One HTTP/1.1 keep-alive connection.
-struct Conn {
+/// One HTTP/1.1 keep-alive connection (setup calls here; the TPC-B clients of
+/// `bench tpcb --over http`).
+pub(crate) struct Conn {
     host: String,
     sender: SendRequest<String>,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let tcp = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -682,7 +683,7 @@ impl Conn {
     }
 
     /// Sends one request; the status and the body.
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         method: Method,
         path: &str,

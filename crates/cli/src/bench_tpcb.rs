@@ -102,9 +102,39 @@ pub struct TpcbArgs {
     /// Seed of the clients' random choices (default: random; printed in `params`).
     #[arg(long)]
     seed: Option<u64>,
+    /// Where Logbook's transactions run: `in-process` (the `logbook-txn` library, one
+    /// thread per client) or `http` (each transaction driven through the HTTP API —
+    /// `POST /v1/txns`, kv get/put/increment, commit — of a `logbook serve` started in this
+    /// process; one keep-alive connection per client).
+    #[arg(long, value_enum, default_value_t = Over::InProcess)]
+    over: Over,
+    /// With `--over http`: worker threads of the server's runtime.
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// With `--over http`: worker threads of the clients' runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
     /// Print the figures as one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
+}
+
+/// Where Logbook's side of the benchmark runs its transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Over {
+    /// Calls into `logbook-txn` from client threads.
+    InProcess,
+    /// HTTP requests to a server in this process.
+    Http,
+}
+
+impl Over {
+    fn name(self) -> &'static str {
+        match self {
+            Over::InProcess => "in-process",
+            Over::Http => "http",
+        }
+    }
 }
 
 /// How a TPC-B transaction changes the balances.
@@ -173,7 +203,10 @@ pub fn run(args: &TpcbArgs) -> anyhow::Result<()> {
             (temp.0.join("data"), Some(temp))
         }
     };
-    let logbook = run_logbook(args, &dir, seed)?;
+    let logbook = match args.over {
+        Over::InProcess => run_logbook(args, &dir, seed)?,
+        Over::Http => run_logbook_http(args, &dir, seed)?,
+    };
     let file_system = file_system_of(&dir);
     drop(_temp);
 
@@ -631,6 +664,416 @@ fn elapsed_us(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros())
         .unwrap_or(u64::MAX)
         .max(1)
+}
+
+// ---------------------------------------------------------------------------------------
+// Logbook over HTTP
+
+/// Like [`run_logbook`], with every transaction of the run driven over HTTP: the rows are
+/// loaded in-process (a million HTTP puts would measure the loader), the log is closed, and
+/// a server opened on the same directory (replaying `_txn`) serves the clients.
+fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<LogbookRun> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let load_started = Instant::now();
+    {
+        let log =
+            Log::open(dir).with_context(|| format!("opening the log in {}", dir.display()))?;
+        let store = TxnStore::open(&log, TxnStoreOptions::default())
+            .context("opening the transaction store")?;
+        load(&store, args.scale)?;
+        drop(store);
+        log.close();
+    }
+    let load_seconds = load_started.elapsed().as_secs_f64();
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads.max(1))
+        .max_blocking_threads(logbook_server::limits::BLOCKING_THREADS_MAX)
+        .thread_name("tpcb-server")
+        .enable_all()
+        .build()
+        .context("starting the server runtime")?;
+    let config = logbook_server::ServerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        requests_max: 8192,
+        connections_max: 8192,
+        open_txns_max: (args.clients * 2).max(logbook_server::limits::OPEN_TXNS_MAX_DEFAULT),
+        ..logbook_server::ServerConfig::default()
+    };
+    let server = server_rt.block_on(logbook_server::Server::bind(config))?;
+    let addr = server.local_addr().context("reading the bound address")?;
+    let state = server.state().clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = server_rt.spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .thread_name("tpcb-client")
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+
+    let measured = client_rt.block_on(async {
+        wait_ready(addr).await?;
+        let opened = state
+            .opened()
+            .map_err(|e| anyhow::anyhow!("the server is not ready: {}", e.detail))?;
+        let stream = opened.log.stream(&opened.txns.options().stream)?;
+        let partition = stream.partition(0)?;
+        let counters = |s: &logbook_txn::TxnStats| {
+            [
+                s.commits.load(Ordering::Relaxed),
+                s.aborts_write_write.load(Ordering::Relaxed),
+                s.aborts_dangerous_structure.load(Ordering::Relaxed),
+                s.durability_waits.load(Ordering::Relaxed),
+            ]
+        };
+        let syncs_before = partition.stats().syncs.load(Ordering::Relaxed);
+        let before = counters(opened.txns.stats());
+        let (figures, deltas) = run_http_clients(args, addr, seed).await?;
+        let after = counters(opened.txns.stats());
+        let fsyncs = partition.stats().syncs.load(Ordering::Relaxed) - syncs_before;
+        let scale = u64::from(args.scale);
+        let store = opened.txns.clone();
+        let consistency = tokio::task::spawn_blocking(move || -> anyhow::Result<Consistency> {
+            Ok(Consistency {
+                accounts: sum_prefix(&store, b"a:")?,
+                tellers: sum_prefix(&store, b"t:")?,
+                branches: sum_prefix(&store, b"b:")?,
+                history_rows: sum_prefix(&store, b"history:")?.0,
+                deltas,
+                expected: (ACCOUNTS_PER_SCALE * scale, TELLERS_PER_SCALE * scale, scale),
+            })
+        })
+        .await
+        .context("the consistency check failed")??;
+        Ok::<_, anyhow::Error>(LogbookRun {
+            figures,
+            consistency,
+            load_seconds,
+            fsyncs,
+            commits: after[0] - before[0],
+            aborts_write_write: after[1] - before[1],
+            aborts_dangerous_structure: after[2] - before[2],
+            durability_waits: after[3] - before[3],
+        })
+    });
+    drop(client_rt);
+    drop(state);
+    let _ = stop_tx.send(());
+    match server_rt.block_on(serving) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: server shut down with an error: {e}"),
+        Err(e) => eprintln!("warning: server task failed: {e}"),
+    }
+    drop(server_rt);
+    measured
+}
+
+/// Waits until the server answers health with 200 (it replays `_txn` first).
+async fn wait_ready(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut conn = super::bench_http::Conn::open(addr).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (status, _) = conn.call(hyper::Method::GET, "/v1/health", None).await?;
+        if status == 200 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the server did not become ready in 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `--clients` client tasks for `--seconds`; the figures and the committed deltas.
+async fn run_http_clients(
+    args: &TpcbArgs,
+    addr: std::net::SocketAddr,
+    seed: u64,
+) -> anyhow::Result<(Figures, i128)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(args.clients);
+    for client in 0..args.clients {
+        let conn = super::bench_http::Conn::open(addr).await?;
+        let (args, stop) = (args.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            http_client_loop(&args, conn, client, seed, &stop).await
+        }));
+    }
+    let started = Instant::now();
+    let progress = bar(args.seconds, "run over HTTP (s)");
+    let until = started + Duration::from_secs(args.seconds);
+    while Instant::now() < until && !tasks.iter().any(|t| t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        progress.set_position(started.elapsed().as_secs());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut figures = Figures {
+        committed: 0,
+        failed: 0,
+        tries: 0,
+        aborts: 0,
+        seconds: 0.0,
+        latency: latency_histogram()?,
+    };
+    let mut deltas = 0i128;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(t)) => {
+                figures.committed += t.committed;
+                figures.failed += t.failed;
+                figures.tries += t.tries;
+                figures.aborts += t.aborts;
+                figures.latency.add(&t.latency)?;
+                deltas += t.deltas;
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("a client task failed: {e}"));
+            }
+        }
+    }
+    figures.seconds = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok((figures, deltas)),
+    }
+}
+
+/// How one try of a transaction over HTTP ended.
+enum Try {
+    /// Committed; the account's new balance.
+    Committed(i64),
+    /// `serialization_failure` (from an operation or the commit): retry the transaction.
+    Conflict,
+}
+
+/// One client's closed loop over its connection: transactions back to back until `stop`,
+/// each retried on `serialization_failure` with full-jitter backoff (as `logbook_txn::retry`).
+async fn http_client_loop(
+    args: &TpcbArgs,
+    mut conn: super::bench_http::Conn,
+    client: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> anyhow::Result<ClientTally> {
+    let scale = u64::from(args.scale);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        seed ^ (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let policy = RetryPolicy::default();
+    let begin_body = json!({ "isolation": args.isolation.to_string() }).to_string();
+    let mut tally = ClientTally {
+        committed: 0,
+        failed: 0,
+        tries: 0,
+        aborts: 0,
+        deltas: 0,
+        latency: latency_histogram()?,
+    };
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let tx = TpcbTxn {
+            account: format!("a:{}", rng.gen_range(1..=ACCOUNTS_PER_SCALE * scale)),
+            teller: format!("t:{}", rng.gen_range(1..=TELLERS_PER_SCALE * scale)),
+            branch: format!("b:{}", rng.gen_range(1..=scale)),
+            history: format!("history:{client}:{n}"),
+            delta: rng.gen_range(-5000..=5000),
+        };
+        n += 1;
+        let started = Instant::now();
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match http_try(&mut conn, args.form, &begin_body, &tx).await? {
+                Try::Committed(_balance) => {
+                    tally.latency.saturating_record(elapsed_us(started));
+                    tally.committed += 1;
+                    tally.tries += u64::from(tries);
+                    tally.aborts += u64::from(tries - 1);
+                    tally.deltas += i128::from(tx.delta);
+                    break;
+                }
+                Try::Conflict if tries >= args.max_tries => {
+                    tally.failed += 1;
+                    tally.tries += u64::from(tries);
+                    tally.aborts += u64::from(tries);
+                    break;
+                }
+                Try::Conflict => {
+                    let cap = policy
+                        .base_delay_us
+                        .saturating_mul(1u64 << (tries - 1).min(20))
+                        .min(policy.max_delay_us);
+                    let wait = rng.gen_range(0..=cap);
+                    tokio::time::sleep(Duration::from_micros(wait)).await;
+                }
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// The keys and the delta of one TPC-B transaction.
+struct TpcbTxn {
+    account: String,
+    teller: String,
+    branch: String,
+    history: String,
+    delta: i64,
+}
+
+/// One try over HTTP: begin, the operations of `form`, commit. A `serialization_failure`
+/// anywhere is [`Try::Conflict`] (the server has then already ended the transaction; the
+/// abort sent anyway is for the other paths). Any other failure ends the benchmark.
+async fn http_try(
+    conn: &mut super::bench_http::Conn,
+    form: Form,
+    begin_body: &str,
+    tx: &TpcbTxn,
+) -> anyhow::Result<Try> {
+    use hyper::Method;
+    let (status, body) = conn
+        .call(Method::POST, "/v1/txns", Some(begin_body.to_string()))
+        .await?;
+    let begun = success(status, &body, "begin")?;
+    let Some(id) = begun["txn"].as_str().map(str::to_string) else {
+        bail!("begin answered without a txn: {begun}");
+    };
+    let base = format!("/v1/txns/{id}");
+    let result = async {
+        let balance = match form {
+            Form::Rmw => {
+                let a = http_balance(conn, &base, &tx.account).await?;
+                let Some(a) = a else { return Ok(None) };
+                if !http_put(conn, &base, &tx.account, json!(a + tx.delta)).await? {
+                    return Ok(None);
+                }
+                let Some(balance) = http_balance(conn, &base, &tx.account).await? else {
+                    return Ok(None);
+                };
+                for key in [&tx.teller, &tx.branch] {
+                    let Some(v) = http_balance(conn, &base, key).await? else {
+                        return Ok(None);
+                    };
+                    if !http_put(conn, &base, key, json!(v + tx.delta)).await? {
+                        return Ok(None);
+                    }
+                }
+                Some(balance)
+            }
+            Form::Atomic => {
+                let by = json!({ "by": tx.delta }).to_string();
+                for key in [&tx.account, &tx.teller, &tx.branch] {
+                    let (status, body) = conn
+                        .call(
+                            Method::POST,
+                            &format!("{base}/kv/{key}/increment"),
+                            Some(by.clone()),
+                        )
+                        .await?;
+                    if conflict(status, &body, "increment")? {
+                        return Ok(None);
+                    }
+                }
+                Some(0)
+            }
+        };
+        let Some(balance) = balance else {
+            return Ok(None);
+        };
+        let row = json!(format!("{},{},{}", tx.teller, tx.branch, tx.delta));
+        if !http_put(conn, &base, &tx.history, row).await? {
+            return Ok(None);
+        }
+        let (status, body) = conn
+            .call(Method::POST, &format!("{base}/commit"), None)
+            .await?;
+        if conflict(status, &body, "commit")? {
+            return Ok(None);
+        }
+        let committed: serde_json::Value = serde_json::from_slice(&body)?;
+        Ok::<_, anyhow::Error>(Some(match form {
+            Form::Rmw => balance,
+            Form::Atomic => committed["incremented"][&tx.account]
+                .as_i64()
+                .with_context(|| format!("the commit reported no balance for {}", tx.account))?,
+        }))
+    }
+    .await?;
+    match result {
+        Some(balance) => Ok(Try::Committed(balance)),
+        None => {
+            // Usually already ended by the server (404 then); the answer does not matter.
+            let _ = conn
+                .call(Method::POST, &format!("{base}/abort"), None)
+                .await?;
+            Ok(Try::Conflict)
+        }
+    }
+}
+
+/// A balance read in the transaction: `Some(value)`, or None on a conflict.
+async fn http_balance(
+    conn: &mut super::bench_http::Conn,
+    base: &str,
+    key: &str,
+) -> anyhow::Result<Option<i64>> {
+    let (status, body) = conn
+        .call(hyper::Method::GET, &format!("{base}/kv/{key}"), None)
+        .await?;
+    if conflict(status, &body, "get")? {
+        return Ok(None);
+    }
+    let row: serde_json::Value = serde_json::from_slice(&body)?;
+    row["value"]
+        .as_i64()
+        .map(Some)
+        .with_context(|| format!("row {key} does not hold an integer: {row}"))
+}
+
+/// A put in the transaction; false on a conflict.
+async fn http_put(
+    conn: &mut super::bench_http::Conn,
+    base: &str,
+    key: &str,
+    value: serde_json::Value,
+) -> anyhow::Result<bool> {
+    let (status, body) = conn
+        .call(
+            hyper::Method::PUT,
+            &format!("{base}/kv/{key}"),
+            Some(json!({ "value": value }).to_string()),
+        )
+        .await?;
+    Ok(!conflict(status, &body, "put")?)
+}
+
+/// True for 409 `serialization_failure`; Ok(false) for a success; an error otherwise.
+fn conflict(status: u16, body: &[u8], what: &str) -> anyhow::Result<bool> {
+    if (200..300).contains(&status) {
+        return Ok(false);
+    }
+    let problem: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if status == 409 && problem["code"] == "serialization_failure" {
+        return Ok(true);
+    }
+    bail!("{what}: HTTP {status}: {}", String::from_utf8_lossy(body))
+}
+
+/// The JSON of a success; an error naming `what` otherwise.
+fn success(status: u16, body: &[u8], what: &str) -> anyhow::Result<serde_json::Value> {
+    if !(200..300).contains(&status) {
+        bail!("{what}: HTTP {status}: {}", String::from_utf8_lossy(body));
+    }
+    Ok(serde_json::from_slice(body)?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1286,6 +1729,9 @@ fn report_json(
             "history_commits": args.history_commits,
             "max_tries": args.max_tries,
             "seed": seed,
+            "over": args.over.name(),
+            "server_threads": (args.over == Over::Http).then_some(args.server_threads),
+            "client_threads": (args.over == Over::Http).then_some(args.client_threads),
         },
         "postgres": postgres,
         "ratio_tps": ratio,

@@ -40,6 +40,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct SlotState {
     result: Option<Result<AppendAck>>,
     waker: Option<Waker>,
+    /// A thread is (or is about to be) blocked in [`AppendCompletion::wait`]. Only then is
+    /// the condition variable signalled: a signal is a syscall even with nobody waiting, and
+    /// async callers (the server) never wait on it.
+    blocked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -72,12 +76,14 @@ pub(crate) fn completion() -> (AppendCompletion, Completer) {
 impl Completer {
     /// Resolves the completion; wakes a blocked or awaiting caller.
     pub fn complete(self, result: Result<AppendAck>) {
-        let waker = {
+        let (waker, blocked) = {
             let mut state = lock(&self.slot.state);
             state.result = Some(result);
-            state.waker.take()
+            (state.waker.take(), state.blocked)
         };
-        self.slot.ready.notify_all();
+        if blocked {
+            self.slot.ready.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -109,6 +115,7 @@ impl AppendCompletion {
             if let Some(result) = state.result.take() {
                 return result;
             }
+            state.blocked = true;
             state = self
                 .slot
                 .ready
