@@ -112,6 +112,12 @@ struct RunResult {
     p999_ms: f64,
     max_ms: f64,
     errors: u64,
+    /// CPU time of this whole process (server, its log writers and view processors, and the
+    /// load generator) per request, µs: what a request costs all in, whatever else the
+    /// machine runs. 2 cores give 2,000,000 CPU-µs per second.
+    cpu_us_per_request: Option<f64>,
+    /// CPU cores this process kept busy on average during the run.
+    cpu_cores_used: Option<f64>,
     /// The first failed answer (or why requests went unanswered), to tell what failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     first_error: Option<String>,
@@ -228,23 +234,35 @@ fn results_of(report: &serde_json::Value) -> Vec<serde_json::Value> {
 
 fn print_table(runs: &[serde_json::Value]) {
     println!(
-        "{:<7} {:<7} {:>9} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7}",
-        "op", "mode", "rate", "conns", "achieved/s", "p50 ms", "p99 ms", "p999 ms", "errors"
+        "{:<7} {:<7} {:>9} {:>6} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "op",
+        "mode",
+        "rate",
+        "conns",
+        "depth",
+        "achieved/s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "errors",
+        "cpu µs/op"
     );
     for r in runs {
         println!(
-            "{:<7} {:<7} {:>9} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+            "{:<7} {:<7} {:>9} {:>6} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>9}",
             r["op"].as_str().unwrap_or(""),
             r["mode"].as_str().unwrap_or(""),
             r["rate"]
                 .as_u64()
                 .map_or("-".to_string(), |v| v.to_string()),
             r["connections"],
+            r["depth"],
             r["achieved_per_s"].as_f64().unwrap_or(0.0),
             r["p50_ms"].as_f64().unwrap_or(0.0),
             r["p99_ms"].as_f64().unwrap_or(0.0),
             r["p999_ms"].as_f64().unwrap_or(0.0),
             r["errors"],
+            r["cpu_us_per_request"],
         );
     }
 }
@@ -368,6 +386,7 @@ async fn run_phase(
     }
     let start = Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs(args.seconds);
+    let cpu_before = process_cpu_ms();
     let shape = Arc::new(RequestShape {
         op,
         host: addr.to_string(),
@@ -423,7 +442,18 @@ async fn run_phase(
     // whole time taken.
     let seconds = start.elapsed().as_secs_f64().max(args.seconds as f64);
     let ms = |q: f64| round3(hist.value_at_quantile(q) as f64 / 1000.0);
+    let cpu_us_per_request = match (cpu_before, process_cpu_ms()) {
+        (Some(b), Some(a)) if requests > 0 => Some(round1(
+            a.saturating_sub(b) as f64 * 1000.0 / requests as f64,
+        )),
+        _ => None,
+    };
     Ok(RunResult {
+        cpu_us_per_request,
+        cpu_cores_used: match (cpu_before, process_cpu_ms()) {
+            (Some(b), Some(a)) => Some(round3(a.saturating_sub(b) as f64 / 1000.0 / seconds)),
+            _ => None,
+        },
         op: match op {
             Op::Append => "append",
             Op::Read => "read",
@@ -703,6 +733,20 @@ impl Conn {
         let bytes = resp.into_body().collect().await?.to_bytes();
         Ok((status, bytes.to_vec()))
     }
+}
+
+/// CPU time (user + system) of this process so far, ms, from `/proc/self/stat` (clock
+/// ticks of 10 ms: runs of seconds on several cores make that error small).
+fn process_cpu_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 of `rest`.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // The kernel's USER_HZ is 100 on Linux.
+    Some((utime + stime) * 10)
 }
 
 fn latency_histogram() -> anyhow::Result<Histogram<u64>> {

@@ -20,10 +20,9 @@ const UNLIMITED_ROUTES: &[&str] = &["/v1/health", "/metrics"];
 
 /// The edge middleware (see the module docs).
 pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    // The matched route is shared text (an `Arc<str>` inside): no copy per request.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
     let (request_id, traceparent) = (
         header_text(&req, "idempotency-key"),
@@ -64,7 +63,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         if declared.is_some_and(|n| n > limits::BODY_BYTES_MAX as u64) {
             return ApiError::payload_too_large().into_response();
         }
-        let permit = if UNLIMITED_ROUTES.contains(&route.as_str()) {
+        let permit = if UNLIMITED_ROUTES.contains(&route) {
             None
         } else {
             match state.requests().clone().try_acquire_owned() {
@@ -100,10 +99,10 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     .await;
     let m = state.metrics();
     m.http_duration
-        .with_label_values(&[method.as_str(), &route])
+        .with_label_values(&[method.as_str(), route])
         .observe(started.elapsed().as_secs_f64());
     m.http_responses
-        .with_label_values(&[method.as_str(), &route, response.status().as_str()])
+        .with_label_values(&[method.as_str(), route, response.status().as_str()])
         .inc();
     response
 }

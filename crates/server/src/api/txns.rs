@@ -167,6 +167,32 @@ async fn with_txn<T: Send + 'static>(
     result.map_err(ApiError::from)
 }
 
+/// Runs `f` on an open transaction on this worker, for the operations that only buffer a
+/// write in memory (put, delete, increment: no read, no wait), sparing them the hop to the
+/// blocking pool. A retryable error ends the transaction, as in [`with_txn`].
+async fn with_txn_inline<T>(
+    state: &AppState,
+    id: &str,
+    f: impl FnOnce(&mut Txn) -> Result<T, TxnError>,
+) -> Result<T, ApiError> {
+    let entry = state.txns().get(id)?;
+    let mut guard = entry.txn.clone().lock_owned().await;
+    let result = match guard.as_mut() {
+        Some(t) => f(t),
+        None => Err(TxnError::Closed),
+    };
+    state.txns().touch(&entry);
+    if let Err(e) = &result
+        && e.is_retryable()
+    {
+        if let Some(t) = guard.take() {
+            t.abort();
+        }
+        end(state, &entry, e.code());
+    }
+    result.map_err(ApiError::from)
+}
+
 fn end(state: &AppState, entry: &OpenTxn, reason: &str) {
     state.txns().remove(&entry.id);
     state.metrics().open_txns.set(state.txns().len() as i64);
@@ -303,7 +329,7 @@ pub async fn put_key(
             "give if_version or if_absent, not both",
         ));
     }
-    with_txn(&state, &id, move |t| {
+    with_txn_inline(&state, &id, move |t| {
         match (body.if_version, body.if_absent) {
             (Some(v), _) => t.put_if_version(key.as_bytes(), &value, v),
             (None, Some(true)) => t.put_if_absent(key.as_bytes(), &value),
@@ -326,7 +352,7 @@ pub async fn delete_key(
 ) -> Result<StatusCode, ApiError> {
     q.only(&["if_version"])?;
     let if_version = q.get::<u64>("if_version")?;
-    with_txn(&state, &id, move |t| match if_version {
+    with_txn_inline(&state, &id, move |t| match if_version {
         Some(v) => t.delete_if_version(key.as_bytes(), v),
         None => t.delete(key.as_bytes()),
     })
@@ -345,7 +371,7 @@ pub async fn increment(
     Path((id, key)): Path<(String, String)>,
     JsonBody(body): JsonBody<IncrementBody>,
 ) -> Result<StatusCode, ApiError> {
-    with_txn(&state, &id, move |t| t.increment(key.as_bytes(), body.by)).await?;
+    with_txn_inline(&state, &id, move |t| t.increment(key.as_bytes(), body.by)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
