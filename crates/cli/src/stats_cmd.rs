@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::client::{Client, ServerArgs, print_json, segment};
@@ -270,7 +269,12 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     let hists = histograms(&samples);
     let counters = counters(&samples);
     let responses = responses(&samples);
-    let views = view_lag(&client).context("reading the views' lag")?;
+    // Latencies and counters are worth printing even when the views cannot be listed
+    // (e.g. a server still opening its data directory).
+    let (views, views_error) = match view_lag(&client) {
+        Ok(v) => (v, None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    };
     if args.json {
         let latency: Vec<Value> = hists
             .iter()
@@ -292,6 +296,7 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
             "counters": counters,
             "responses": responses,
             "views": views,
+            "views_error": views_error,
         }));
     }
     outln!("latency at {}, ms", client.base());
@@ -349,7 +354,9 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     let classes: Vec<String> = responses.iter().map(|(k, v)| format!("{k} {v}")).collect();
     outln!("  {:<24} {}", "http_responses", classes.join(", "));
     outln!();
-    if views.is_empty() {
+    if let Some(e) = &views_error {
+        outln!("views: unavailable ({e})");
+    } else if views.is_empty() {
         outln!("views: none");
     } else {
         outln!(

@@ -4,7 +4,7 @@
 //! holds the data directory, and from another machine. Appends print where each record
 //! landed and a consistency token to pass to view reads (`logbook view get --token`).
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -87,7 +87,8 @@ pub enum StreamCommand {
     /// With `--request-id` the whole invocation is one request, appended exactly once:
     /// running it again appends nothing and prints the original positions marked
     /// "duplicate"; the same id with other records fails with `request_id_conflict`.
-    /// Without it, stdin is sent in batches of 500 lines as they are read.
+    /// Without it, stdin is sent as it is read: in batches of up to 500 lines from a pipe,
+    /// line by line from a terminal.
     ///
     /// Examples:
     ///   logbook stream append orders --key customer-7 --value '{"total": 42}'
@@ -339,6 +340,12 @@ impl Append {
     /// read; a bad one stops the command naming its line (earlier batches were appended
     /// and printed, unless `--request-id` makes the whole input one request).
     fn stdin(&self) -> anyhow::Result<()> {
+        // At a terminal each line is sent as it is typed; from a pipe, in batches.
+        let batch_max = if std::io::stdin().is_terminal() {
+            1
+        } else {
+            APPEND_BATCH
+        };
         let mut batch = Vec::new();
         for (index, line) in std::io::stdin().lock().lines().enumerate() {
             let line = line.with_context(|| format!("reading line {} of stdin", index + 1))?;
@@ -354,7 +361,7 @@ impl Append {
                 format!("line {} of stdin is not JSON; {sent}", index + 1)
             })?;
             batch.push(value);
-            if self.request_id.is_none() && batch.len() == APPEND_BATCH {
+            if self.request_id.is_none() && batch.len() == batch_max {
                 self.send(std::mem::take(&mut batch))?;
             }
         }
