@@ -385,6 +385,16 @@ fn streams_views_and_stats_through_the_cli() {
     assert!(append["p99_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(stats["counters"]["duplicates"]["append"], 2);
     assert_eq!(stats["views"][0]["lag_records"], 0);
+    // /metrics exports the same lag as gauges, per view version.
+    let metrics = ureq::get(format!("{}/metrics", node.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let gauge = format!("logbook_view_lag_records{{version=\"{new}\",view=\"by-customer\"}} 0");
+    assert!(metrics.contains(&gauge), "{gauge} in {metrics}");
+    assert!(metrics.contains("logbook_view_lag_ms{"), "{metrics}");
 
     node.ok(&["stream", "drop", "orders"], None);
     assert!(

@@ -15,10 +15,12 @@
 //! | `logbook_txn_aborts_total` | `reason` (an error code, `explicit`, `idle_timeout`, `shutdown`) | transactions ended without a commit |
 //! | `logbook_open_transactions` | — | interactive transactions open now |
 //! | `logbook_ready` | — | 1 once the data directory is open |
+//! | `logbook_view_lag_records` | `view`, `version` | records of the source not yet applied (set at each scrape) |
+//! | `logbook_view_lag_ms` | `view`, `version` | how far the applied records trail the newest, by record timestamps (set at each scrape) |
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The server's metrics.
@@ -45,6 +47,10 @@ pub struct Metrics {
     pub open_txns: IntGauge,
     /// 1 when ready.
     pub ready: IntGauge,
+    /// Per view version: records not yet applied.
+    pub view_lag_records: IntGaugeVec,
+    /// Per view version: lag by record timestamps, ms.
+    pub view_lag_ms: IntGaugeVec,
 }
 
 /// Latency buckets in seconds: 50 µs doubling to about 13 s.
@@ -85,6 +91,13 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
             c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid gauge");
@@ -127,7 +140,37 @@ impl Metrics {
                 "Interactive transactions open now",
             ),
             ready: gauge("logbook_ready", "1 once the data directory is open"),
+            view_lag_records: gauge_vec(
+                "logbook_view_lag_records",
+                "Records of the source stream a view version has not applied yet",
+                &["view", "version"],
+            ),
+            view_lag_ms: gauge_vec(
+                "logbook_view_lag_ms",
+                "How far a view version's applied records trail the newest, by record timestamps",
+                &["view", "version"],
+            ),
             registry,
+        }
+    }
+
+    /// Sets the view lag gauges from the views' status now; views and versions that are gone
+    /// disappear from the gauges.
+    pub fn set_view_lag(&self, views: &logbook_views::Views) {
+        self.view_lag_records.reset();
+        self.view_lag_ms.reset();
+        for info in views.list() {
+            let Ok(status) = views.status(&info.name, false) else {
+                continue;
+            };
+            for v in status.versions {
+                let version = v.version.to_string();
+                let labels = [info.name.as_str(), version.as_str()];
+                self.view_lag_records
+                    .with_label_values(&labels)
+                    .set(i64::try_from(v.lag_records).unwrap_or(i64::MAX));
+                self.view_lag_ms.with_label_values(&labels).set(v.lag_ms);
+            }
         }
     }
 

@@ -65,6 +65,12 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    // View lag is computed at scrape time (status reads each source's newest records).
+    if let Ok(opened) = state.opened() {
+        let m = state.metrics().clone();
+        let views = opened.views.clone();
+        let _ = crate::extract::blocking(move || m.set_view_lag(&views)).await;
+    }
     (
         [(
             header::CONTENT_TYPE,
