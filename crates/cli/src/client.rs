@@ -213,6 +213,122 @@ impl Client {
     }
 }
 
+/// Why one attempt of [`Client::try_post_json`] failed, told apart so a caller that retries
+/// (bulk import) knows whether a retry can help. (When no answer came, the server may or may
+/// not have acted on the request.)
+#[derive(Debug)]
+pub struct Failure {
+    /// The server's `Retry-After`, when it sent one (seconds).
+    pub retry_after: Option<Duration>,
+    /// Whether the same request may succeed later: no answer because the connection failed,
+    /// was reset or timed out, or an answer 429 / 503 (a limit that frees up).
+    pub transient: bool,
+    /// The error: an [`ApiProblem`] (see [`problem_of`]) when the server answered with one.
+    pub error: anyhow::Error,
+}
+
+impl Client {
+    /// A client that keeps up to `connections` idle connections to the server, for callers
+    /// that keep that many requests in flight from as many threads (ureq's default keeps 3
+    /// per host, so a fourth thread would open a new connection for every request).
+    ///
+    /// The timeout applies to each phase of a request (connect, send, receive) rather than to
+    /// the whole call: with a whole-call timeout ureq resolves the host on a new thread for
+    /// every request (so that the lookup can be timed out), which costs bulk import a third of
+    /// its throughput.
+    pub fn with_connections(args: &ServerArgs, connections: usize) -> Self {
+        let timeout = Some(Duration::from_millis(args.client_timeout_ms.max(1)));
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(timeout)
+            .timeout_send_request(timeout)
+            .timeout_send_body(timeout)
+            .timeout_recv_response(timeout)
+            .timeout_recv_body(timeout)
+            .max_idle_connections(connections.max(1))
+            .max_idle_connections_per_host(connections.max(1))
+            .build();
+        Self {
+            agent: config.into(),
+            base: args.server.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// One attempt of `POST path` with a body that is already JSON text, and extra headers.
+    /// Unlike [`Client::post`], the error says whether a retry may help ([`Failure`]);
+    /// retrying is the caller's choice (safe with an `Idempotency-Key`).
+    pub fn try_post_json(
+        &self,
+        path: &str,
+        json: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, Failure> {
+        let mut request = self
+            .agent
+            .post(self.url(path))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = match request.send(json) {
+            Ok(r) => r,
+            Err(error) => {
+                let transient = matches!(
+                    error,
+                    ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Timeout(_)
+                );
+                return Err(Failure {
+                    retry_after: None,
+                    transient,
+                    error: self
+                        .connected("POST", path, Err(error))
+                        .err()
+                        .unwrap_or_else(|| anyhow::anyhow!("POST {path}: no answer")),
+                });
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = match response.body_mut().read_to_string() {
+            Ok(text) => text,
+            Err(error) => {
+                // The answer was cut off: as if none came.
+                return Err(Failure {
+                    retry_after: None,
+                    transient: true,
+                    error: anyhow::anyhow!("POST {path}: reading the answer: {error}"),
+                });
+            }
+        };
+        if (200..300).contains(&status) {
+            let body = if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).map_err(|e| Failure {
+                    retry_after: None,
+                    transient: false,
+                    error: anyhow::anyhow!("POST {path}: the answer is not JSON: {e}"),
+                })?
+            };
+            return Ok(Answer { status, body });
+        }
+        let error = match serde_json::from_str::<Problem>(&text) {
+            Ok(problem) => ApiProblem { status, problem }.into(),
+            Err(_) => anyhow::anyhow!("POST {path} answered {status}: {}", text.trim()),
+        };
+        Err(Failure {
+            retry_after,
+            transient: status == 429 || status == 503,
+            error,
+        })
+    }
+}
+
 /// The problem behind an error of [`Client`], if the server answered with one.
 pub fn problem_of(error: &anyhow::Error) -> Option<&ApiProblem> {
     error.downcast_ref::<ApiProblem>()

@@ -190,6 +190,14 @@ pub fn read_flights(path: &Path) -> anyhow::Result<FlightReader> {
     })
 }
 
+impl FlightReader {
+    /// The line on which the last row returned began (1-based; 1 is the header, so the first
+    /// row is line 2). Bulk import derives each record's request id from it.
+    pub fn line(&self) -> u64 {
+        self.last_line
+    }
+}
+
 impl Iterator for FlightReader {
     type Item = anyhow::Result<FlightRecord>;
 

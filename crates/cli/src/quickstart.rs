@@ -1,51 +1,109 @@
-//! `logbook quickstart`: the main job on the embedded default — import the bundled real
-//! flights sample into a local log and report what it took.
+//! `logbook quickstart`: the main job — a running Logbook full of real data, in one command.
 //!
-//! Each flight is appended as its own record (key `year-month-day|carrier|flight|origin`,
-//! value the row as JSON) with fsync `always`; up to `--in-flight` appends are outstanding at
-//! once, so the partition writers group-commit them. Latency is measured per record from the
-//! append call to its acknowledgment (durable on disk); records recognised as duplicates are
-//! measured apart (a lookup in the request-id index, no write), so a re-run does not pass
-//! lookups off as appends.
+//! ```text
+//!  this process
+//!  ├─ tokio runtime: logbook_server::Server on --listen (the embedded default: ./data)
+//!  └─ main thread: an HTTP client of that server, like any other
+//!       1. PUT  /v1/streams/flights {"partitions": 4}         (create if missing)
+//!       2. POST /v1/streams/flights/records × 27,004          (logbook import's code:
+//!             one flight per request, Idempotency-Key import:<file hash>:<line>)
+//!       3. PUT  /v1/views/{view} × 3; GET /v1/views/{view} until caught up
+//!       4. POST /v1/txns … /commit × 3                        (Idempotency-Key quickstart-…)
+//!       5. GET  /v1/views/{view}/rows… (read latency), /v1/kv/… → the report
+//!  then serves until Ctrl-C / SIGTERM (or, with --exit, shuts down at once): graceful —
+//!  in-flight requests drain, the log syncs and closes.
+//! ```
 //!
-//! Every record carries a request id derived from the file's content hash and its line
-//! (`import:<xxh3-64 of the file>:<line>`), so running the import again — or resuming an
-//! interrupted one — appends nothing twice: the log answers the retries as duplicates.
+//! **Running it twice is safe.** Every write carries a request id derived from what it is
+//! (a flight: the sample file's content hash and its line; a transaction: its name), so a
+//! second run — or a run after an interrupted one — appends only what is missing; the server
+//! answers the rest as duplicates with their original positions, and the report says how many.
+//! Creating a stream or a view that exists with the same settings is a no-op.
 
-use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
-use logbook_log::{IdempotentAppend, Log, Record, RequestId, StreamConfig};
+use logbook_server::{ConfigLayer, Server, ServerError, limits};
+use serde::Serialize;
+use serde_json::{Value, json};
 
+use crate::client::{Client, ServerArgs, problem_of, segment};
 use crate::flights::{self, DEFAULT_SAMPLE};
+use crate::import::{self, Format, ImportReport, Input, Percentiles, Settings, grouped, micros};
 
 /// Arguments of `logbook quickstart`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  cargo run --release -- quickstart              # inside the repository
+  logbook quickstart --listen 127.0.0.1:7701     # when port 7700 is taken
+  logbook quickstart --exit --json               # for scripts and CI: do it all, then exit 0
+
+Run it again at any time: it appends nothing twice (every write has a request id).")]
 pub struct QuickstartArgs {
     #[command(flatten)]
     data: crate::DataDirArgs,
+    /// Address of the HTTP API, HOST:PORT; port 0 picks a free one.
+    #[arg(long, env = "LOGBOOK_LISTEN", default_value = "127.0.0.1:7700")]
+    listen: String,
     /// The flights file to import (`.csv` or `.csv.gz`, nycflights13 columns). Default: the
     /// bundled January 2013 sample.
     #[arg(long)]
     sample: Option<PathBuf>,
-    /// Name of the stream to import into.
-    #[arg(long, default_value = "flights")]
-    stream: String,
-    /// Partitions of the stream when it is created.
+    /// Partitions of the `flights` stream when it is created.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
-    /// Appends kept outstanding at once (the writers group-commit what is queued).
-    #[arg(long, default_value_t = 256)]
+    /// Import requests kept in flight at once (the log group-commits what arrives together).
+    #[arg(long, default_value_t = 64)]
     in_flight: usize,
-    /// Drop the stream first if it exists, and import again. (Without it, a second run
-    /// appends nothing: every flight's request id is recognised.)
+    /// Drop the stream `flights` and the three views first, then start over. (Without it, a
+    /// second run appends nothing: every flight's request id is recognised.)
     #[arg(long)]
     fresh: bool,
+    /// Do everything, then shut down gracefully and exit 0 instead of serving (for CI and
+    /// scripts).
+    #[arg(long, env = "LOGBOOK_QUICKSTART_EXIT", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true", default_value = "false")]
+    exit: bool,
+    /// Print the report as one JSON object on stdout (then serve, unless --exit).
+    #[arg(long)]
+    json: bool,
 }
+
+/// The stream the sample goes to (the views' source).
+const STREAM: &str = "flights";
+
+/// The three views of DESIGN.md / issue 5 (the same specs as `logbook bench views`).
+const VIEWS: [(&str, &str, &str); 3] = [
+    (
+        "delay_by_carrier",
+        "aggregate: flights, average and largest departure delay per carrier",
+        r#"{"source":"flights","kind":"aggregate",
+            "filter":{"field":"dep_delay","op":"is_not_null"},"group_by":["carrier"],
+            "aggregates":{"flights":{"fn":"count"},"avg_dep_delay":{"fn":"avg","field":"dep_delay"},
+                          "max_dep_delay":{"fn":"max","field":"dep_delay"}}}"#,
+    ),
+    (
+        "flights_by_tailnum",
+        "index: the flights of each aircraft (tail number)",
+        r#"{"source":"flights","kind":"index","on":["tailnum"]}"#,
+    ),
+    (
+        "departures_by_origin_day",
+        "aggregate: departures per airport and day",
+        r#"{"source":"flights","kind":"aggregate","group_by":["origin","year","month","day"],
+            "aggregates":{"departures":{"fn":"count"}}}"#,
+    ),
+];
+
+/// Longest wait for the data directory to open, or for a view to catch up.
+const WAIT_MAX: Duration = Duration::from_secs(600);
+/// Point reads made to measure view read latency.
+const READS: usize = 2_000;
 
 /// Runs the quickstart.
 pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
@@ -53,246 +111,720 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     if args.in_flight == 0 {
         bail!("--in-flight must be at least 1");
     }
-    let log = Log::open(&args.data.data_dir)
-        .with_context(|| format!("opening data directory {}", args.data.data_dir.display()))?;
-    if args.fresh && log.stream(&args.stream).is_ok() {
-        log.drop_stream(&args.stream)?;
+    let config = ConfigLayer {
+        data_dir: Some(args.data.data_dir.clone()),
+        listen: Some(args.listen.clone()),
+        ..ConfigLayer::default()
     }
-    let stream = match log.stream(&args.stream) {
-        Ok(existing) => existing,
-        Err(_) => {
-            log.create_stream(&args.stream, StreamConfig::with_partitions(args.partitions))?
-        }
-    };
-    let file_id = file_identity(&sample)?;
+    .resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(limits::BLOCKING_THREADS_MAX)
+        .thread_name("logbook-http")
+        .build()
+        .context("starting the async runtime")?;
+    let server = runtime
+        .block_on(Server::bind(config))
+        .map_err(|e| bind_error(e, &args.listen))?;
+    let addr = server.local_addr().context("reading the bound address")?;
 
-    let progress = ProgressBar::new_spinner();
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} importing {msg}: {pos} records ({per_sec})")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    progress.set_message(sample.display().to_string());
-
-    let mut latency = Latency {
-        appended: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        duplicates: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-    };
-    let mut in_flight: VecDeque<(Instant, IdempotentAppend)> = VecDeque::new();
-    let mut records = 0u64;
-    let mut duplicates = 0u64;
-    let mut key_bytes = 0u64;
-    let mut value_bytes = 0u64;
-    let started = Instant::now();
-    let reader = flights::read_flights(&sample)?;
-    for flight in reader {
-        let flight = flight?;
-        key_bytes += flight.key.len() as u64;
-        value_bytes += flight.value.len() as u64;
-        records += 1;
-        let record = Record::keyed(flight.key, flight.value);
-        let request_id = RequestId::new(format!("import:{file_id:016x}:{}", records + 1))?;
-        let sent = Instant::now();
-        in_flight.push_back((
-            sent,
-            stream.append_with_id(&request_id, None, vec![record])?,
-        ));
-        if in_flight.len() >= args.in_flight {
-            duplicates += settle_one(&mut in_flight, &mut latency)?;
+    // The server stops on Ctrl-C / SIGTERM, or when this thread is done (--exit).
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let signalled = interrupted.clone();
+    let serving = runtime.spawn(server.run(async move {
+        tokio::select! {
+            _ = stopped => {}
+            () = crate::serve::shutdown_signal() => signalled.store(true, Ordering::SeqCst),
         }
-        if records.is_multiple_of(512) {
-            progress.set_position(records);
-        }
-    }
-    while !in_flight.is_empty() {
-        duplicates += settle_one(&mut in_flight, &mut latency)?;
-    }
-    let elapsed = started.elapsed();
-    progress.finish_and_clear();
-    let appended = records - duplicates;
+    }));
 
-    // Read everything back: every batch is CRC-checked on the way.
-    let read_started = Instant::now();
-    let mut read_back = 0u64;
-    for p in stream.partitions() {
-        let mut from = p.start_offset();
-        loop {
-            let batch = p.read(from, 10_000, 8 << 20)?;
-            let Some(last) = batch.last() else { break };
-            from = last.offset + 1;
-            read_back += batch.len() as u64;
-        }
-    }
-    let read_elapsed = read_started.elapsed();
-    if read_back != stream.record_count() {
-        bail!(
-            "read back {read_back} records, the stream holds {}",
-            stream.record_count()
-        );
-    }
-
-    let stats: (u64, u64) = stream.partitions().iter().fold((0, 0), |(s, g), p| {
-        let st = p.stats();
-        (
-            s + st.syncs.load(std::sync::atomic::Ordering::Relaxed),
-            g + st.groups.load(std::sync::atomic::Ordering::Relaxed),
-        )
-    });
-    println!("Imported the real nycflights13 sample into a local Logbook log.");
-    println!();
-    if duplicates > 0 {
-        println!(
-            "  ({duplicates} of {records} flights were already in the log: their request ids were recognised and nothing was appended twice)"
-        );
-    }
-    println!("  source          {}", sample.display());
-    println!(
-        "  data directory  {}   stream {:?}",
-        args.data.data_dir.display(),
-        args.stream
-    );
-    println!(
-        "  records         {records} flights read, {appended} appended (keys {key_bytes} bytes + JSON values {value_bytes} bytes)"
-    );
-    println!(
-        "  log bytes       {} in {} segment files (framing + CRC32C included)",
-        stream.size_bytes(),
-        stream
-            .partitions()
-            .iter()
-            .map(|p| p.segment_count())
-            .sum::<usize>()
-    );
-    println!(
-        "  partitions      {} ({})",
-        stream.partition_count(),
-        stream
-            .partitions()
-            .iter()
-            .map(|p| format!("p{}: {}", p.id(), p.end_offset()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for line in timing_lines(
-        records,
-        duplicates,
-        elapsed,
+    let base = format!("http://{}", reachable(addr));
+    let client = Client::with_connections(
+        &ServerArgs {
+            server: base.clone(),
+            client_timeout_ms: 60_000,
+        },
         args.in_flight,
-        stats,
-        &latency,
-    ) {
-        println!("{line}");
-    }
-    println!(
-        "  read back       {read_back} records in {:.0} ms, every batch CRC-verified",
-        read_elapsed.as_secs_f64() * 1000.0
     );
-    if let Some(first) = stream.read(0, 0, 1, 4096)?.first() {
-        println!();
-        println!(
-            "  partition 0, offset 0: key {:?}",
-            String::from_utf8_lossy(first.key.as_deref().unwrap_or_default())
+    let worked = wait_ready(&client, &serving).and_then(|()| steps(&args, &client, &sample));
+    let report = match worked {
+        Ok(report) => report,
+        Err(e) => {
+            // Stop the server (it may have stopped already: an interrupt, a failed open).
+            let _ = stop.send(());
+            let ended = runtime.block_on(serving);
+            if interrupted.load(Ordering::SeqCst) {
+                bail!(
+                    "interrupted; the server shut down cleanly. Run the quickstart again to carry on: \
+                     what is already in {} is recognised by its request ids, nothing is appended twice",
+                    args.data.data_dir.display()
+                );
+            }
+            if let Ok(Err(server_error)) = ended {
+                return Err(anyhow!(server_error).context("the server stopped"));
+            }
+            return Err(e);
+        }
+    };
+
+    if args.json {
+        outln!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report, &args)?;
+    }
+    if args.exit {
+        let _ = stop.send(());
+    } else if !args.json {
+        outln!();
+        outln!("Serving on {base} — press Ctrl-C to stop (a graceful shutdown).");
+    }
+    match runtime.block_on(serving) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow!(e).context("the server stopped with an error")),
+        Err(e) => Err(anyhow!("the server task failed: {e}")),
+    }
+}
+
+/// An address a client can connect to: the loopback address in place of "any".
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}
+
+fn bind_error(e: ServerError, listen: &str) -> anyhow::Error {
+    match &e {
+        ServerError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+            anyhow!(
+                "cannot listen on {listen}: the address is in use (another `logbook serve` or \
+             quickstart running?). Stop it, or pass --listen HOST:PORT (e.g. --listen 127.0.0.1:7701, \
+             or --listen 127.0.0.1:0 for any free port)"
+            )
+        }
+        _ => anyhow!(e).context("starting the server (--listen)"),
+    }
+}
+
+/// Waits until the server has opened the data directory (health 200).
+fn wait_ready(
+    client: &Client,
+    serving: &tokio::task::JoinHandle<Result<(), ServerError>>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        if serving.is_finished() {
+            bail!("the server stopped while opening the data directory");
+        }
+        if client.get("/v1/health", &[]).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the data directory did not open within {WAIT_MAX:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the quickstart did (`--json`).
+#[derive(Debug, Serialize)]
+pub struct QuickstartReport {
+    /// Where the server listens.
+    pub server: String,
+    /// The data directory.
+    pub data_dir: String,
+    /// The stream and views dropped first (`--fresh`).
+    pub fresh: bool,
+    /// The sample's import.
+    pub import: ImportReport,
+    /// The views.
+    pub views: Vec<ViewReport>,
+    /// Point reads of the views over HTTP, one after another from one client, µs.
+    pub view_reads: ReadsReport,
+    /// The transactions.
+    pub transactions: Vec<TxnReport>,
+    /// The sample's first flight (its key and value): the transactions book seats on it.
+    pub flight: Value,
+    /// The key-value key counting the seats booked on it.
+    pub seats_key: String,
+    /// Its value, read after the transactions.
+    pub seats_booked: Value,
+    /// Some view rows to look at.
+    pub rows: Value,
+    /// The whole run until the report, s.
+    pub elapsed_s: f64,
+}
+
+/// A view and how long it took to catch up.
+#[derive(Debug, Serialize)]
+pub struct ViewReport {
+    /// Name.
+    pub view: String,
+    /// What it holds.
+    pub about: String,
+    /// Whether this run created it (else it existed with the same spec).
+    pub created: bool,
+    /// Records applied.
+    pub applied: u64,
+    /// Time until it had applied the whole stream, s.
+    pub caught_up_s: f64,
+}
+
+/// View read latency.
+#[derive(Debug, Serialize)]
+pub struct ReadsReport {
+    /// Reads made.
+    pub reads: usize,
+    /// Their latency, request → answer, µs.
+    pub latency_us: Option<Percentiles>,
+}
+
+/// One transaction.
+#[derive(Debug, Serialize)]
+pub struct TxnReport {
+    /// Its request id (`Idempotency-Key` of the commit).
+    pub request_id: String,
+    /// What it does.
+    pub about: String,
+    /// The `_txn` offset of its commit record.
+    pub offset: Value,
+    /// True when the commit was a retry of one already made (by an earlier run): answered
+    /// with the original commit, nothing written.
+    pub duplicate: bool,
+    /// Serialization failures retried before it committed.
+    pub retries: u32,
+}
+
+fn steps(
+    args: &QuickstartArgs,
+    client: &Client,
+    sample: &Path,
+) -> anyhow::Result<QuickstartReport> {
+    let started = Instant::now();
+    let say = |text: String| -> anyhow::Result<()> {
+        if !args.json {
+            outln!("{text}");
+        }
+        Ok(())
+    };
+    say(format!(
+        "Logbook quickstart: the HTTP API on {} over the data directory {}",
+        client.base(),
+        args.data.data_dir.display()
+    ))?;
+    if args.fresh {
+        for (view, _, _) in VIEWS {
+            ignore_missing(
+                client.delete(&format!("/v1/views/{view}"), &[]),
+                "unknown_view",
+            )?;
+        }
+        ignore_missing(
+            client.delete(&format!("/v1/streams/{STREAM}"), &[]),
+            "unknown_stream",
+        )?;
+        say(format!(
+            "--fresh: dropped the stream {STREAM:?} and the views (if they existed)"
+        ))?;
+    }
+
+    // 1 + 2: the stream and the import.
+    say(String::new())?;
+    say(format!(
+        "1. Import {} into the stream {STREAM:?} ({} partitions, fsync before every acknowledgment), \
+         one request per flight",
+        sample.display(),
+        args.partitions
+    ))?;
+    let input = Input::new(sample.to_path_buf(), Some(Format::Nycflights), Vec::new())?;
+    let settings = Settings {
+        in_flight: args.in_flight,
+        retries: 8,
+        create_partitions: Some(args.partitions),
+        progress: !args.json,
+    };
+    let imported = import::import(client, STREAM, &input, &settings)?;
+    for line in import::report_lines(&imported) {
+        say(line)?;
+    }
+
+    // 3: the views.
+    say(String::new())?;
+    say("2. Views, derived from the stream by processors (exactly once, per partition)".into())?;
+    let mut views = Vec::with_capacity(VIEWS.len());
+    let views_started = Instant::now();
+    for (view, about, spec) in VIEWS {
+        let spec: Value = serde_json::from_str(spec).context("a built-in view spec")?;
+        let created = match client.put(&format!("/v1/views/{view}"), &spec) {
+            Ok(answer) => answer.status == 201,
+            Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == "view_exists") => {
+                return Err(e.context(format!(
+                    "the view {view:?} exists with another spec; drop it \
+                     (curl -X DELETE {}/v1/views/{view}) or run the quickstart with --fresh",
+                    client.base()
+                )));
+            }
+            Err(e) => return Err(e.context(format!("creating the view {view:?}"))),
+        };
+        views.push(ViewReport {
+            view: view.to_string(),
+            about: about.to_string(),
+            created,
+            applied: 0,
+            caught_up_s: 0.0,
+        });
+    }
+    for v in &mut views {
+        v.applied = wait_caught_up(client, &v.view, !args.json)?;
+        v.caught_up_s = views_started.elapsed().as_secs_f64();
+        say(format!(
+            "   {:<25} {:<8} {} records applied after {:.2} s — {}",
+            v.view,
+            if v.created { "created," } else { "exists," },
+            grouped(v.applied),
+            v.caught_up_s,
+            v.about,
+        ))?;
+    }
+
+    // 4: transactions.
+    say(String::new())?;
+    say("3. Transactions over HTTP (serializable; seat bookings on the first flight)".into())?;
+    let first = first_flight(sample)?;
+    let seats_key = format!("seats:{}", first.key);
+    let transactions = book_seats(client, &first.key, &seats_key)?;
+    for t in &transactions {
+        say(format!(
+            "   {:<24} {} → commit offset {}{}",
+            t.request_id,
+            t.about,
+            t.offset,
+            if t.duplicate {
+                " (duplicate: committed by an earlier run; the original commit is returned, nothing written)"
+            } else {
+                ""
+            }
+        ))?;
+    }
+    let seats_booked = client
+        .get(&format!("/v1/kv/{}", segment(&seats_key)), &[])
+        .with_context(|| format!("reading {seats_key}"))?["value"]
+        .clone();
+    say(format!(
+        "   {seats_key} = {seats_booked} (read outside a transaction: GET /v1/kv/…)"
+    ))?;
+
+    // 5: rows and read latency.
+    let rows = some_rows(client, &first)?;
+    let view_reads = read_latency(client)?;
+    Ok(QuickstartReport {
+        server: client.base().to_string(),
+        data_dir: args.data.data_dir.display().to_string(),
+        fresh: args.fresh,
+        import: imported,
+        views,
+        view_reads,
+        transactions,
+        flight: json!({"key": first.key, "value": first.value}),
+        seats_key,
+        seats_booked,
+        rows,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn ignore_missing(result: anyhow::Result<crate::client::Answer>, code: &str) -> anyhow::Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == code) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Polls a view's status until it has applied every record of its source; returns how many
+/// it applied. A progress bar on a terminal.
+fn wait_caught_up(client: &Client, view: &str, progress: bool) -> anyhow::Result<u64> {
+    let path = format!("/v1/views/{view}");
+    let deadline = Instant::now() + WAIT_MAX;
+    let bar = if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {human_pos}/{human_len} records, {per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
-        println!("    {}", String::from_utf8_lossy(&first.value));
-    }
-    print_next_steps(&args);
-    Ok(())
-}
-
-/// The `import` line and the latency lines of the report. Appends and duplicates are told
-/// apart: a duplicate is a lookup in the request-id index, not a durable write, so a re-run
-/// whose every flight was already in the log reports lookups, not appends.
-fn timing_lines(
-    records: u64,
-    duplicates: u64,
-    elapsed: std::time::Duration,
-    in_flight: usize,
-    (syncs, groups): (u64, u64),
-    latency: &Latency,
-) -> Vec<String> {
-    let appended = records - duplicates;
-    let rate = records as f64 / elapsed.as_secs_f64().max(1e-9);
-    let throughput = if duplicates == 0 {
-        format!("{rate:.0} records/s")
-    } else if appended == 0 {
-        format!(
-            "{rate:.0} duplicate lookups/s (every flight was already in the log; nothing appended)"
-        )
+        bar.set_message(format!("   {view}"));
+        bar
     } else {
-        format!("{rate:.0} flights/s ({appended} appended, {duplicates} duplicate lookups)")
+        indicatif::ProgressBar::hidden()
     };
-    let mut lines = vec![format!(
-        "  import          {:.2} s, {throughput}, fsync always, {in_flight} appends in flight, {syncs} fdatasyncs ({groups} group commits)",
-        elapsed.as_secs_f64(),
-    )];
-    let percentiles = |h: &Histogram<u64>| {
-        format!(
-            "p50 {} µs   p95 {} µs   p99 {} µs   p999 {} µs",
-            h.value_at_quantile(0.50),
-            h.value_at_quantile(0.95),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999)
+    loop {
+        let status = client.get(&path, &[])?;
+        let status = &status["status"];
+        if let Some(error) = status["error"].as_str() {
+            bail!("the view {view:?} stopped: {error}");
+        }
+        let done = status["progress"]["done"].as_u64().unwrap_or(0);
+        let total = status["progress"]["total"].as_u64().unwrap_or(0);
+        bar.set_length(total);
+        bar.set_position(done);
+        if status["lag_records"].as_u64() == Some(0) {
+            bar.finish_and_clear();
+            let applied = status["applied"]
+                .as_object()
+                .map_or(0, |a| a.values().filter_map(Value::as_u64).sum());
+            return Ok(applied);
+        }
+        if Instant::now() > deadline {
+            bail!("the view {view:?} has not caught up after {WAIT_MAX:?}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The first flight of the sample: the transactions book seats on it and the report shows
+/// its aircraft and its airport's day.
+struct FirstFlight {
+    key: String,
+    value: Value,
+}
+
+fn first_flight(sample: &Path) -> anyhow::Result<FirstFlight> {
+    let first = flights::read_flights(sample)?
+        .next()
+        .with_context(|| format!("{}: no flights", sample.display()))??;
+    Ok(FirstFlight {
+        key: first.key,
+        value: serde_json::from_slice(&first.value)?,
+    })
+}
+
+/// Three transactions, each committed with a fixed request id, so a second run commits
+/// nothing new (the server answers each commit with the original).
+fn book_seats(client: &Client, flight: &str, seats_key: &str) -> anyhow::Result<Vec<TxnReport>> {
+    let booking = |n: u32| format!("booking:quickstart-{n}");
+    let put = |txn: &str, key: &str, value: Value| {
+        client.put(
+            &format!("/v1/txns/{txn}/kv/{}", segment(key)),
+            &json!({ "value": value }),
         )
     };
-    if appended > 0 {
-        lines.push(format!(
-            "  append latency  {}   (append call → durable ack)",
-            percentiles(&latency.appended)
-        ));
-    }
-    if duplicates > 0 {
-        lines.push(format!(
-            "  lookup latency  {}   (duplicate lookups: append call → original position; nothing written)",
-            percentiles(&latency.duplicates)
-        ));
-    }
-    lines
-}
-
-/// Latencies in µs, from the append call to its outcome: durable appends apart from
-/// duplicates (answered from the request-id index without a write).
-struct Latency {
-    appended: Histogram<u64>,
-    duplicates: Histogram<u64>,
-}
-
-/// Waits for the oldest outstanding append; returns 1 if it was a duplicate.
-fn settle_one(
-    in_flight: &mut VecDeque<(Instant, IdempotentAppend)>,
-    latency: &mut Latency,
-) -> anyhow::Result<u64> {
-    let Some((sent, pending)) = in_flight.pop_front() else {
-        return Ok(0);
+    let increment = |txn: &str, key: &str, by: i64| {
+        client.post(
+            &format!("/v1/txns/{txn}/kv/{}/increment", segment(key)),
+            &json!({ "by": by }),
+            &[],
+        )
     };
-    let outcome = pending.wait()?;
-    let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let histogram = if outcome.duplicate {
-        &mut latency.duplicates
+    let mut reports = Vec::new();
+    reports.push(transaction(
+        client,
+        "quickstart-book-1",
+        "Ada books 2 seats (increment + put)",
+        |txn| {
+            increment(txn, seats_key, 2)?;
+            put(
+                txn,
+                &booking(1),
+                json!({"flight": flight, "passenger": "Ada Lovelace", "seats": 2}),
+            )?;
+            Ok(())
+        },
+    )?);
+    reports.push(transaction(
+        client,
+        "quickstart-book-2",
+        "Alan books 1 seat (increment + put)",
+        |txn| {
+            increment(txn, seats_key, 1)?;
+            put(
+                txn,
+                &booking(2),
+                json!({"flight": flight, "passenger": "Alan Turing", "seats": 1}),
+            )?;
+            Ok(())
+        },
+    )?);
+    // A read-modify-write: serializable isolation makes a concurrent change of the booking
+    // abort one of the two (serialization_failure, retried) instead of losing an update.
+    reports.push(transaction(
+        client,
+        "quickstart-add-seat-1",
+        "Ada adds a seat (read, modify, write)",
+        |txn| {
+            let current =
+                client.get(&format!("/v1/txns/{txn}/kv/{}", segment(&booking(1))), &[])?;
+            let mut value = current["value"].clone();
+            let seats = value["seats"].as_i64().unwrap_or(0);
+            value["seats"] = json!(seats + 1);
+            put(txn, &booking(1), value)?;
+            increment(txn, seats_key, 1)?;
+            Ok(())
+        },
+    )?);
+    Ok(reports)
+}
+
+/// Runs `body` in a serializable transaction and commits it with `request_id`; a
+/// serialization failure re-runs the whole transaction (an aborted attempt leaves nothing
+/// behind, so the same request id is reused).
+fn transaction(
+    client: &Client,
+    request_id: &str,
+    about: &str,
+    body: impl Fn(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<TxnReport> {
+    const ATTEMPTS: u32 = 5;
+    for attempt in 0..ATTEMPTS {
+        let begun = client.post("/v1/txns", &json!({"isolation": "serializable"}), &[])?;
+        let txn = begun.body["txn"]
+            .as_str()
+            .context("the server's answer to POST /v1/txns has no txn")?
+            .to_string();
+        let committed = body(&txn).and_then(|()| {
+            client.post(
+                &format!("/v1/txns/{}/commit", segment(&txn)),
+                &json!({}),
+                &[("idempotency-key", request_id)],
+            )
+        });
+        match committed {
+            Ok(answer) => {
+                return Ok(TxnReport {
+                    request_id: request_id.to_string(),
+                    about: about.to_string(),
+                    offset: answer.body["offset"].clone(),
+                    duplicate: answer.body["duplicate"].as_bool() == Some(true),
+                    retries: attempt,
+                });
+            }
+            Err(e) => {
+                // Best effort: the transaction may be gone already (a failed commit ends it).
+                let _ = client.post(
+                    &format!("/v1/txns/{}/abort", segment(&txn)),
+                    &json!({}),
+                    &[],
+                );
+                if problem_of(&e).is_none_or(|p| p.problem.code != "serialization_failure") {
+                    return Err(e.context(format!("transaction {request_id}")));
+                }
+            }
+        }
+    }
+    bail!("transaction {request_id}: serialization failures {ATTEMPTS} times in a row")
+}
+
+/// A few rows of each view, for the report.
+fn some_rows(client: &Client, first: &FirstFlight) -> anyhow::Result<Value> {
+    let rows =
+        |view: &str, query: &[(&str, String)]| client.get(&format!("/v1/views/{view}/rows"), query);
+    let mut carriers = rows("delay_by_carrier", &[("limit", "1000".into())])?["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // The busiest carriers first.
+    carriers.sort_by_key(|r| std::cmp::Reverse(r["value"]["flights"].as_u64().unwrap_or(0)));
+    carriers.truncate(5);
+    let tail = first.value["tailnum"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let aircraft = if tail.is_empty() {
+        Value::Null
     } else {
-        &mut latency.appended
+        client.get(
+            &format!("/v1/views/flights_by_tailnum/rows/{}", segment(&tail)),
+            &[],
+        )?
     };
-    histogram.saturating_record(us.max(1));
-    Ok(u64::from(outcome.duplicate))
+    // Every airport on the first flight's day.
+    let all_days = rows("departures_by_origin_day", &[("limit", "10000".into())])?;
+    let same_day = |r: &&Value| {
+        ["year", "month", "day"]
+            .iter()
+            .all(|f| r["value"][f] == first.value[f])
+    };
+    let days: Vec<Value> = all_days["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(same_day)
+        .cloned()
+        .collect();
+    Ok(json!({
+        "delay_by_carrier": carriers,
+        "flights_by_tailnum": aircraft,
+        "departures_by_origin_day": days,
+    }))
 }
 
-/// A stable identity of the input file: XXH3-64 of its bytes.
-fn file_identity(path: &Path) -> anyhow::Result<u64> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(xxhash_rust::xxh3::xxh3_64(&bytes))
+/// Point reads of every row of the two aggregates, round robin, one at a time.
+fn read_latency(client: &Client) -> anyhow::Result<ReadsReport> {
+    let mut keys = Vec::new();
+    for view in ["departures_by_origin_day", "delay_by_carrier"] {
+        let page = client.get(
+            &format!("/v1/views/{view}/rows"),
+            &[("limit", "10000".into())],
+        )?;
+        for row in page["rows"].as_array().into_iter().flatten() {
+            if let Some(key) = row["key"].as_str() {
+                keys.push(format!("/v1/views/{view}/rows/{}", segment(key)));
+            }
+        }
+    }
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    if keys.is_empty() {
+        return Ok(ReadsReport {
+            reads: 0,
+            latency_us: None,
+        });
+    }
+    for path in keys.iter().cycle().take(READS) {
+        let sent = Instant::now();
+        client.get(path, &[])?;
+        latency.saturating_record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    Ok(ReadsReport {
+        reads: READS,
+        latency_us: Percentiles::of(&latency),
+    })
 }
 
-fn print_next_steps(args: &QuickstartArgs) {
-    let dir = args.data.data_dir.display();
-    let s = &args.stream;
-    println!();
-    println!("Try next:");
-    println!("  logbook log list --data-dir {dir}");
-    println!("  logbook log read --data-dir {dir} {s} --partition 1 --from 0 --limit 3");
-    println!(
-        "  echo '{{\"note\":\"hello\"}}' | logbook log append --data-dir {dir} {s} --key my-key"
+fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<()> {
+    let base = &r.server;
+    outln!();
+    outln!("4. Look at the data");
+    outln!("   delay_by_carrier — departure delays of the five busiest carriers:");
+    for row in r.rows["delay_by_carrier"].as_array().into_iter().flatten() {
+        let v = &row["value"];
+        outln!(
+            "     {:<3} {:>6} flights   average {:>5.1} min   longest {:>5} min",
+            v["carrier"].as_str().unwrap_or("?"),
+            grouped(v["flights"].as_u64().unwrap_or(0)),
+            v["avg_dep_delay"].as_f64().unwrap_or(f64::NAN),
+            v["max_dep_delay"].as_i64().unwrap_or(0)
+        );
+    }
+    let aircraft = &r.rows["flights_by_tailnum"];
+    if let Some(keys) = aircraft["value"]["keys"].as_array() {
+        outln!(
+            "   flights_by_tailnum — aircraft {} flew {} flights, e.g. {}",
+            aircraft["key"].as_str().unwrap_or("?"),
+            keys.len(),
+            keys.iter()
+                .take(3)
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let days = r.rows["departures_by_origin_day"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            format!(
+                "{} {}",
+                row["value"]["origin"].as_str().unwrap_or("?"),
+                row["value"]["departures"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect::<Vec<_>>();
+    if !days.is_empty() {
+        let f = &r.flight["value"];
+        outln!(
+            "   departures_by_origin_day — departures on {}-{}-{}: {}",
+            f["year"],
+            f["month"],
+            f["day"],
+            days.join(", ")
+        );
+    }
+    if let Some(p) = &r.view_reads.latency_us {
+        outln!(
+            "   view point reads over HTTP: p50 {}   p99 {}   ({} reads, one at a time)",
+            micros(p.p50),
+            micros(p.p99),
+            grouped(r.view_reads.reads as u64)
+        );
+    }
+    if let Some(p) = &r.import.append_latency_us {
+        outln!(
+            "   import appends over HTTP:   p50 {}   p99 {}   (durable: fsync before the answer)",
+            micros(p.p50),
+            micros(p.p99)
+        );
+    }
+    let new_commits = r.transactions.iter().filter(|t| !t.duplicate).count();
+    outln!();
+    outln!(
+        "Done in {:.1} s: {} appended, {} duplicates; {} of {} transactions committed now{}.",
+        r.elapsed_s,
+        grouped(r.import.appended),
+        grouped(r.import.duplicates),
+        new_commits,
+        r.transactions.len(),
+        if r.import.appended == 0 && new_commits == 0 {
+            " — this data directory already had everything: a re-run appends nothing twice"
+        } else {
+            ""
+        }
     );
-    println!("  logbook log verify --data-dir {dir}");
-    println!("  logbook bench log --record-bytes 1024 --producers 2 --seconds 5");
-    println!("(use `cargo run --release --` in place of `logbook` inside the repository)");
+    outln!();
+    outln!("Try it (the server is the one this command started):");
+    let f = &r.flight["value"];
+    let text = |name: &str| f[name].as_str().unwrap_or_default().to_string();
+    let (carrier, tail, origin) = (text("carrier"), text("tailnum"), text("origin"));
+    outln!("  curl -s {base}/v1/views/delay_by_carrier/rows/{carrier}");
+    outln!(
+        "  curl -s '{base}/v1/views/departures_by_origin_day/rows?prefix={}&limit=5'",
+        segment(&format!("{origin}|"))
+    );
+    outln!(
+        "  curl -s {base}/v1/views/flights_by_tailnum/rows/{}",
+        segment(&tail)
+    );
+    outln!("  curl -s {base}/v1/views/delay_by_carrier      # status: applied offsets, lag");
+    outln!("  curl -s '{base}/v1/streams/flights/records?partition=0&from=0&limit=2'");
+    outln!(
+        "  curl -s -XPOST {base}/v1/streams/flights/records -H 'Idempotency-Key: my-first' \\\n       -d '{{\"key\":\"2013-1-1|XX|1|{origin}\",\"value\":{{\"carrier\":\"XX\",\"dep_delay\":5,\"origin\":\"{origin}\"}}}}'"
+    );
+    outln!("  curl -s {base}/v1/kv/{}", segment(&r.seats_key));
+    outln!("  curl -s {base}/metrics | grep logbook_   # latency histograms per operation");
+    outln!("  curl -s {base}/openapi.json              # every route");
+    // The CLI is a client of the same API; --server only when it is not the default.
+    let server = if base == "http://127.0.0.1:7700" {
+        String::new()
+    } else {
+        format!(" --server {base}")
+    };
+    outln!("  logbook view get delay_by_carrier {carrier}{server}");
+    outln!("  logbook view scan departures_by_origin_day --prefix '{origin}|' --limit 5{server}");
+    outln!("  logbook stats{server}                    # p50/p95/p99 per operation");
+    outln!(
+        "  printf 'begin serializable\\nincr {} 1\\ncommit\\n' | logbook txn{server}",
+        r.seats_key
+    );
+    outln!(
+        "  logbook import flights {} --format nycflights{server}   # all duplicates now",
+        r.import.file
+    );
+    if args.data.data_dir != Path::new("./data") {
+        outln!(
+            "(the data directory is {}; `logbook serve --data-dir {}` serves it again later)",
+            r.data_dir,
+            r.data_dir
+        );
+    }
+    outln!("(inside the repository, `cargo run --release --` stands for `logbook`)");
+    Ok(())
 }
 
 /// Finds the sample: the given path, or the bundled one relative to the working directory,
@@ -317,51 +849,4 @@ fn resolve_sample(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         .with_context(|| {
             format!("the bundled sample {DEFAULT_SAMPLE} was not found; run from the repository root or pass --sample")
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn latency(appended: &[u64], duplicates: &[u64]) -> Latency {
-        let mut l = Latency {
-            appended: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
-            duplicates: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
-        };
-        for &us in appended {
-            l.appended.record(us).unwrap();
-        }
-        for &us in duplicates {
-            l.duplicates.record(us).unwrap();
-        }
-        l
-    }
-
-    #[test]
-    fn duplicates_are_reported_as_lookups_not_appends() {
-        let second = std::time::Duration::from_secs(1);
-        let fresh = timing_lines(3, 0, second, 8, (2, 2), &latency(&[1000; 3], &[])).join("\n");
-        assert!(fresh.contains("3 records/s"), "{fresh}");
-        assert!(
-            fresh.contains("p50 1000 µs") && fresh.contains("durable ack"),
-            "{fresh}"
-        );
-        assert!(!fresh.contains("lookup"), "{fresh}");
-
-        let rerun = timing_lines(3, 3, second, 8, (0, 0), &latency(&[], &[100; 3])).join("\n");
-        assert!(rerun.contains("3 duplicate lookups/s"), "{rerun}");
-        assert!(rerun.contains("nothing appended"), "{rerun}");
-        assert!(!rerun.contains("durable ack"), "{rerun}");
-        assert!(!rerun.contains("records/s"), "{rerun}");
-        assert!(rerun.contains("lookup latency  p50 100 µs"), "{rerun}");
-
-        let resumed =
-            timing_lines(5, 2, second, 8, (1, 1), &latency(&[1000; 3], &[100; 2])).join("\n");
-        assert!(
-            resumed.contains("5 flights/s (3 appended, 2 duplicate lookups)"),
-            "{resumed}"
-        );
-        assert!(resumed.contains("append latency  p50 1000 µs"), "{resumed}");
-        assert!(resumed.contains("lookup latency  p50 100 µs"), "{resumed}");
-    }
 }

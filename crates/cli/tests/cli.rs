@@ -1,6 +1,6 @@
 //! The `logbook` binary end to end: `log append` streaming stdin and its errors, read-only
 //! commands that must not create a data directory, trace context and header checks, the
-//! spread of unkeyed appends over partitions, and the quickstart's report on a re-run.
+//! spread of unkeyed appends over partitions. (The quickstart's tests are in `quickstart.rs`.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -435,41 +435,4 @@ fn unkeyed_appends_from_separate_processes_spread_over_partitions() {
         used.len() >= 2,
         "every process appended to partitions {used:?}"
     );
-}
-
-#[test]
-fn a_quickstart_rerun_reports_duplicate_lookups_not_appends() {
-    let dir = tempfile::tempdir().unwrap();
-    let sample = dir.path().join("flights.csv");
-    std::fs::write(
-        &sample,
-        "year,month,day,dep_time,sched_dep_time,dep_delay,arr_time,sched_arr_time,arr_delay,carrier,flight,tailnum,origin,dest,air_time,distance,hour,minute,time_hour\n\
-         2013,1,1,517,515,2,830,819,11,UA,1545,N14228,EWR,IAH,227,1400,5,15,2013-01-01T10:00:00Z\n\
-         2013,1,1,533,529,4,850,830,20,UA,1714,N24211,LGA,IAH,227,1416,5,29,2013-01-01T10:00:00Z\n\
-         2013,1,1,542,540,2,923,850,33,AA,1141,N619AA,JFK,MIA,160,1089,5,40,2013-01-01T10:00:00Z\n",
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let args = [
-        "quickstart",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--sample",
-        sample.to_str().unwrap(),
-    ];
-    let first = ok(&args, b"");
-    assert!(
-        first.contains("append latency") && first.contains("durable ack"),
-        "{first}"
-    );
-    assert!(first.contains("records/s"), "{first}");
-    let rerun = ok(&args, b"");
-    assert!(
-        rerun.contains("3 of 3 flights were already in the log"),
-        "{rerun}"
-    );
-    assert!(rerun.contains("duplicate lookups/s"), "{rerun}");
-    assert!(rerun.contains("lookup latency"), "{rerun}");
-    assert!(!rerun.contains("durable ack"), "{rerun}");
-    assert!(!rerun.contains("records/s"), "{rerun}");
 }

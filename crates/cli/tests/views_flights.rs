@@ -47,7 +47,15 @@ fn carrier_delays_match_an_independent_computation() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let status = Command::new(env!("CARGO_BIN_EXE_logbook"))
-        .args(["quickstart", "--sample", SAMPLE, "--data-dir"])
+        .args([
+            "quickstart",
+            "--exit",
+            "--listen",
+            "127.0.0.1:0",
+            "--sample",
+            SAMPLE,
+        ])
+        .arg("--data-dir")
         .arg(&data)
         .env("RUST_LOG", "error")
         .output()
