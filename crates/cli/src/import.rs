@@ -450,13 +450,14 @@ pub fn import(
         total.merge(t)?;
     }
     if let Some((line, error)) = failure.into_inner().ok().flatten() {
-        return Err(anyhow!(
-            "{}: line {line}: {error:#}\n{} of its records were appended before the stop ({} were already in the stream); \
-             running the same import again appends none of them twice (request ids {prefix}:<line>)",
+        // A context, not a new error: the server's problem stays in the chain (problem_of).
+        return Err(error.context(format!(
+            "{}: line {line} stopped the import ({} records appended before it, {} already in the stream; \
+             running the same import again appends none of them twice: request ids {prefix}:<line>)",
             input.path.display(),
             grouped(total.appended),
             grouped(total.duplicates),
-        ));
+        )));
     }
     let elapsed_s = elapsed.as_secs_f64();
     Ok(ImportReport {

@@ -348,7 +348,18 @@ fn steps(
         create_partitions: Some(args.partitions),
         progress: !args.json,
     };
-    let imported = import::import(client, STREAM, &input, &settings)?;
+    let imported = import::import(client, STREAM, &input, &settings).map_err(|e| {
+        if problem_of(&e).is_some_and(|p| p.problem.code == "request_id_conflict") {
+            // E.g. a data directory filled by an older quickstart, which stored the flights
+            // with their members in another order.
+            e.context(format!(
+                "the stream {STREAM:?} already holds other records under the sample's request ids; \
+                 run `logbook quickstart --fresh` to drop it and import again"
+            ))
+        } else {
+            e
+        }
+    })?;
     for line in import::report_lines(&imported) {
         say(line)?;
     }

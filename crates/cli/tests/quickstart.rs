@@ -589,3 +589,52 @@ fn a_record_the_server_refuses_stops_the_import_naming_the_line_and_the_problem(
     );
     assert_eq!(node.get("/v1/streams/s")["records"], 2);
 }
+
+#[test]
+fn other_records_under_the_sample_ids_are_reported_and_fresh_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        // A stream `flights` whose line-2 request id stands for another record (as an older
+        // quickstart, which stored the flights' members in CSV order, would have left it).
+        let node = Node::start(&data);
+        node.put("/v1/streams/flights", json!({"partitions": 4}));
+        let hash = xxhash_rust::xxh3::xxh3_64(&std::fs::read(SAMPLE).unwrap());
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let status = agent
+            .post(format!("{}/v1/streams/flights/records", node.base))
+            .header("idempotency-key", format!("import:{hash:016x}:2"))
+            .send_json(json!({"key": "other", "value": {"not": "a flight"}}))
+            .unwrap()
+            .status();
+        assert_eq!(status, 201);
+    }
+    let stderr = fails(&[
+        "quickstart",
+        "--exit",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("request_id_conflict"), "{stderr}");
+    assert!(stderr.contains("logbook quickstart --fresh"), "{stderr}");
+
+    let out = ok(&[
+        "quickstart",
+        "--exit",
+        "--fresh",
+        "--json",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["fresh"], true);
+    assert_eq!(report["import"]["appended"], SAMPLE_ROWS);
+    assert_eq!(report["import"]["duplicates"], 0);
+}
