@@ -479,7 +479,7 @@ impl Partition {
                     end,
                 });
             };
-            let mut reader = ChunkReader::new(&*file);
+            let mut reader = ChunkReader::with_limit(&*file, seg_len);
             let mut pos = pos;
             while pos < seg_len && out.len() < max_records && (out.is_empty() || bytes < max_bytes)
             {

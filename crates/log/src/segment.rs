@@ -371,16 +371,25 @@ pub(crate) struct ChunkReader<'a> {
     file: &'a dyn StorageFile,
     buf: Vec<u8>,
     buf_start: u64,
+    /// Bytes of the file worth reading: a chunk never extends past this.
+    limit: u64,
 }
 
 const CHUNK_BYTES: usize = 1024 * 1024;
 
 impl<'a> ChunkReader<'a> {
     pub fn new(file: &'a dyn StorageFile) -> Self {
+        Self::with_limit(file, u64::MAX)
+    }
+
+    /// A reader whose chunks stop at byte `limit` (a segment's acknowledged length): a tail
+    /// read of a few records then fills (and zeroes) a few KiB, not a whole 1 MiB chunk.
+    pub fn with_limit(file: &'a dyn StorageFile, limit: u64) -> Self {
         ChunkReader {
             file,
             buf: Vec::new(),
             buf_start: 0,
+            limit,
         }
     }
 
@@ -389,7 +398,8 @@ impl<'a> ChunkReader<'a> {
         let end = pos + len as u64;
         let buf_end = self.buf_start + self.buf.len() as u64;
         if pos < self.buf_start || end > buf_end {
-            let want = len.max(CHUNK_BYTES);
+            let room = usize::try_from(self.limit.saturating_sub(pos)).unwrap_or(usize::MAX);
+            let want = len.max(CHUNK_BYTES.min(room));
             self.buf.resize(want, 0);
             let mut filled = 0;
             while filled < want {
