@@ -1249,6 +1249,20 @@ mod tests {
     }
 
     #[test]
+    fn backoff_doubles_from_50_ms_and_follows_retry_after() {
+        for attempt in 1..=12 {
+            let wait = backoff(attempt, None);
+            let base = Duration::from_millis(50 << (attempt - 1).min(7));
+            assert!(
+                wait >= base && wait <= base + base / 4,
+                "{attempt}: {wait:?}"
+            );
+        }
+        let wait = backoff(1, Some(Duration::from_secs(2)));
+        assert!(wait >= Duration::from_secs(2) && wait <= Duration::from_millis(2_500));
+    }
+
+    #[test]
     fn numbers_for_people() {
         assert_eq!(grouped(0), "0");
         assert_eq!(grouped(999), "999");
