@@ -831,3 +831,54 @@ fn pgbench_latencies(dir: &Path) -> anyhow::Result<Histogram<u64>> {
     }
     Ok(hist)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipelined_answers_are_split_by_content_length() -> anyhow::Result<()> {
+        let one = b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\n{\"a\":";
+        // Incomplete head, incomplete body: not yet.
+        assert_eq!(parse_response(&one[..20])?, None);
+        assert_eq!(parse_response(&one[..one.len() - 1])?, None);
+        let mut two = one.to_vec();
+        two.extend_from_slice(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        let (status, len) = parse_response(&two)?.ok_or_else(|| anyhow::anyhow!("first"))?;
+        assert_eq!((status, len), (201, one.len()));
+        let (status, len) =
+            parse_response(&two[len..])?.ok_or_else(|| anyhow::anyhow!("second"))?;
+        assert_eq!((status, len), (404, two.len() - one.len()));
+        assert!(parse_response(b"garbage\r\n\r\n").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn requests_are_well_formed_http() {
+        let shape = RequestShape {
+            op: Op::Append,
+            host: "127.0.0.1:1".into(),
+            pad: "xx".into(),
+            keys: 10,
+        };
+        let mut buf = Vec::new();
+        shape.write(&mut buf, 7, 3);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.starts_with("POST /v1/streams/bench/records HTTP/1.1\r\n"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(v["key"], "k7");
+        assert_eq!(v["value"]["i"], 3);
+        let read = RequestShape {
+            op: Op::Read,
+            ..shape
+        };
+        buf.clear();
+        read.write(&mut buf, 9, 0);
+        assert_eq!(
+            buf,
+            b"GET /v1/views/bench_rows/rows/k9 HTTP/1.1\r\nhost: 127.0.0.1:1\r\n\r\n"
+        );
+    }
+}

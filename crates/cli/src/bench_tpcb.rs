@@ -1789,6 +1789,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_serialization_failures_are_retried_over_http() {
+        let problem = br#"{"type":"about:blank","code":"serialization_failure","status":409}"#;
+        assert!(conflict(409, problem, "commit").is_ok_and(|c| c));
+        assert!(conflict(204, b"", "put").is_ok_and(|c| !c));
+        let other = br#"{"code":"version_mismatch","status":409}"#;
+        assert!(conflict(409, other, "commit").is_err());
+        assert!(conflict(500, b"oops", "get").is_err());
+        assert!(conflict(409, b"not json", "get").is_err());
+    }
+
+    #[test]
     fn pgbench_summary_lines_are_read() {
         let text = "transaction type: <builtin: TPC-B (sort of)>\n\
             scaling factor: 10\n\
