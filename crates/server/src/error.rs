@@ -503,6 +503,12 @@ impl From<ViewError> for ApiError {
                 "The target version has not caught up",
                 Some("version".into()),
             ),
+            ViewError::StateTooLarge { .. } => (
+                S::INSUFFICIENT_STORAGE,
+                "view_state_too_large",
+                "View state exceeds its memory limit",
+                None,
+            ),
             ViewError::Store { .. } => (
                 S::INTERNAL_SERVER_ERROR,
                 "view_store_error",

@@ -23,20 +23,18 @@
 //! tagged [`layout::PK_KEYED`]; reads show it as `\@partition:offset`). They never get a
 //! contribution, so a record key can never retract them.
 
-use std::collections::HashSet;
-
 use logbook_log::StoredRecord;
 use serde_json::Value;
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Result, ViewError};
-use crate::hash::{KeyHash, KeyMap};
+use crate::hash::KeyMap;
 use crate::layout::{
     self, ApplyState, Dec, Enc, RowMeta, TAG_CONTRIB, TAG_GROUP, TAG_INDEX, TAG_MULTI, TAG_ROW,
 };
-use crate::limits::{ROW_KEY_BYTES_MAX, SEEN_KEYS_MAX, STATE_CACHE_ENTRIES_MAX};
+use crate::limits::{ROW_KEY_BYTES_MAX, STATE_CACHE_ENTRIES_MAX};
 use crate::spec::{AggFn, Aggregate, FieldPath, Plan, PlanKind};
-use crate::store::{Space, Write};
+use crate::state::{Contribs, Delta, PartState};
+use crate::store::Write;
 use crate::value::{Scalar, to_fixed};
 
 /// A group partial held in memory, decoded.
@@ -55,36 +53,25 @@ struct MultiSlot {
     dirty: bool,
 }
 
-/// A processor's in-memory state between commits. It is the only writer of its partition's
-/// keys, so what it holds is exactly what the store holds after the last commit plus the
-/// current batch's changes; it is dropped (never reused) if a commit fails.
-///
-/// * **Hot keys** — aggregate partials (decoded) and multiset counts: read once from the
-///   store, then kept; written once per commit however many records touched them. Cleared
-///   after a commit when it holds more than [`STATE_CACHE_ENTRIES_MAX`] entries.
-/// * **Seen primary keys** — only for a partition applied from offset 0 in this process
-///   (no state of it can exist in the store yet): the hashes of the primary keys that got a
-///   contribution. A key not in the set has no contribution, so its store read is skipped
-///   (the common case while building or rebuilding a view). A hash collision only costs a
-///   read. Abandoned beyond [`SEEN_KEYS_MAX`] keys (every key is then read).
-#[derive(Debug)]
+/// A processor's decoded copies of hot state between commits: aggregate partials and
+/// multiset counts, read once from the partition's [`PartState`], then kept; written back
+/// (encoded) once per commit however many records touched them. It is the only writer of
+/// its partition's keys, so what it holds is exactly the state after the last commit plus
+/// the current batch's changes. Cleared after a commit when it holds more than
+/// [`STATE_CACHE_ENTRIES_MAX`] entries.
+#[derive(Debug, Default)]
 pub struct StateCache {
     groups: KeyMap<GroupSlot>,
     multis: KeyMap<MultiSlot>,
-    seen: Option<HashSet<u64, KeyHash>>,
 }
 
 impl StateCache {
-    /// A cache for a processor starting at `applied` (0: the partition has no state yet).
-    pub fn new(applied: u64) -> StateCache {
-        StateCache {
-            groups: KeyMap::default(),
-            multis: KeyMap::default(),
-            seen: (applied == 0).then(HashSet::default),
-        }
+    /// An empty cache.
+    pub fn new() -> StateCache {
+        StateCache::default()
     }
 
-    /// Called after a successful commit: bounds the memory held.
+    /// Called after a commit: bounds the memory held.
     pub fn committed(&mut self) {
         if self.groups.len() + self.multis.len() > STATE_CACHE_ENTRIES_MAX {
             self.groups.clear();
@@ -93,10 +80,14 @@ impl StateCache {
     }
 }
 
-/// Reads and buffered writes of one commit. Reads see the buffered writes, then the
-/// processor's [`StateCache`], then the store.
+/// Reads and writes of one batch. Contributions are written through at once (the
+/// processor's own map, logged to the checkpoint delta); other writes are buffered until
+/// [`Txn::into_writes`], and reads see them, then the [`StateCache`], then the partition's
+/// published [`PartState`].
 pub struct Txn<'a> {
-    space: &'a dyn Space,
+    part: &'a PartState,
+    contribs: &'a mut Contribs,
+    delta: &'a mut Delta,
     cache: &'a mut StateCache,
     pending: KeyMap<Option<Vec<u8>>>,
     dirty_groups: Vec<Vec<u8>>,
@@ -105,10 +96,18 @@ pub struct Txn<'a> {
 }
 
 impl<'a> Txn<'a> {
-    /// A transaction over `space` with the processor's `cache`.
-    pub fn new(space: &'a dyn Space, cache: &'a mut StateCache) -> Self {
+    /// A batch over the published state `part`, the processor's `contribs`, its checkpoint
+    /// `delta` and its `cache`.
+    pub fn new(
+        part: &'a PartState,
+        contribs: &'a mut Contribs,
+        delta: &'a mut Delta,
+        cache: &'a mut StateCache,
+    ) -> Self {
         Txn {
-            space,
+            part,
+            contribs,
+            delta,
             cache,
             pending: KeyMap::default(),
             dirty_groups: Vec::new(),
@@ -117,15 +116,15 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// The value of `key` as this transaction sees it (keys other than groups/multisets).
-    ///
-    /// # Errors
-    /// [`ViewError::Store`].
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = self.pending.get(key) {
-            return Ok(v.clone());
-        }
-        self.space.get(key)
+    /// The contribution stored under `key` (a `C` key).
+    fn contribution(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.contribs.get(key).cloned()
+    }
+
+    /// Sets (`Some`) or deletes (`None`) the contribution under `key`.
+    fn set_contribution(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.delta.log(&key, value.as_deref());
+        self.contribs.write(key, value);
     }
 
     /// Buffers a put.
@@ -138,32 +137,14 @@ impl<'a> Txn<'a> {
         self.pending.insert(key, None);
     }
 
-    /// Whether the primary key `pk` may have a stored contribution (see [`StateCache`]).
-    fn contribution_may_exist(&self, pk: &[u8]) -> bool {
-        self.cache
-            .seen
-            .as_ref()
-            .is_none_or(|s| s.contains(&xxh3_64(pk)))
-    }
-
-    /// Notes that `pk` now has a contribution.
-    fn contribution_written(&mut self, pk: &[u8]) {
-        if let Some(s) = &mut self.cache.seen {
-            s.insert(xxh3_64(pk));
-            if s.len() > SEEN_KEYS_MAX {
-                self.cache.seen = None;
-            }
-        }
-    }
-
     /// Takes the partial of the group whose store key is in `self.key` out of the cache
     /// (loading it on a miss); give it back with [`Txn::put_group`].
     fn take_group(&mut self, n: usize) -> Result<Option<Partial>> {
         if let Some(slot) = self.cache.groups.get_mut(self.key.as_slice()) {
             return Ok(slot.partial.take());
         }
-        let loaded = match self.space.get(&self.key)? {
-            Some(b) => Some(Partial::decode(&b, n)?),
+        let loaded = match self.part.get(&self.key) {
+            Some(b) => Some(Partial::decode(b, n)?),
             None => None,
         };
         self.cache.groups.insert(
@@ -192,8 +173,8 @@ impl<'a> Txn<'a> {
     /// Adds `sign` to the multiset count whose store key is `key`.
     fn bump_multi(&mut self, key: &[u8], sign: i64) -> Result<()> {
         if !self.cache.multis.contains_key(key) {
-            let count = match self.space.get(key)? {
-                Some(b) => Dec::new(&b, "multiset count").i64()?,
+            let count = match self.part.get(key) {
+                Some(b) => Dec::new(b, "multiset count").i64()?,
                 None => 0,
             };
             self.cache.multis.insert(
@@ -219,8 +200,8 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    /// The buffered writes, in key order (deterministic commits). The cache now holds them
-    /// as committed; the caller must drop the cache if the commit then fails.
+    /// The buffered writes (not contributions), in key order, each also logged to the
+    /// checkpoint delta. The cache now holds them as published; the caller publishes them.
     pub fn into_writes(self) -> Vec<Write> {
         let mut writes: Vec<Write> = Vec::with_capacity(
             self.pending.len() + self.dirty_groups.len() + self.dirty_multis.len(),
@@ -243,6 +224,9 @@ impl<'a> Txn<'a> {
             writes.push((k, v));
         }
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in &writes {
+            self.delta.log(k, v.as_deref());
+        }
         writes
     }
 }
@@ -388,8 +372,8 @@ pub fn apply(
         }
         PlanKind::Index { on } => {
             let ck = layout::key(TAG_CONTRIB, p, pk);
-            let old = if r.key.is_some() && txn.contribution_may_exist(pk) {
-                txn.get(&ck)?
+            let old = if r.key.is_some() {
+                txn.contribution(&ck)
             } else {
                 None
             };
@@ -431,14 +415,13 @@ pub fn apply(
                     let mut e = Enc::default();
                     meta.encode_into(&mut e);
                     txn.put(entry(&vk), e.0);
-                    if r.key.is_some() {
-                        txn.contribution_written(pk);
-                        txn.put(ck, vk);
+                    if r.key.is_some() && old.as_deref() != Some(vk.as_slice()) {
+                        txn.set_contribution(ck, Some(vk));
                     }
                 }
                 None => {
                     if old.is_some() {
-                        txn.delete(ck);
+                        txn.set_contribution(ck, None);
                     }
                 }
             }
@@ -448,8 +431,8 @@ pub fn apply(
             aggregates,
         } => {
             let ck = layout::key(TAG_CONTRIB, p, pk);
-            let old = if r.key.is_some() && txn.contribution_may_exist(pk) {
-                txn.get(&ck)?
+            let old = if r.key.is_some() {
+                txn.contribution(&ck)
             } else {
                 None
             };
@@ -477,13 +460,15 @@ pub fn apply(
                 Some(c) => {
                     update_group(txn, p, aggregates, &c, 1, &meta)?;
                     if r.key.is_some() {
-                        txn.contribution_written(pk);
-                        txn.put(ck, c.encode());
+                        let enc = c.encode();
+                        if old.as_deref() != Some(enc.as_slice()) {
+                            txn.set_contribution(ck, Some(enc));
+                        }
                     }
                 }
                 None => {
                     if old.is_some() {
-                        txn.delete(ck);
+                        txn.set_contribution(ck, None);
                     }
                 }
             }

@@ -21,16 +21,14 @@
 //! those offsets find the batch.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use logbook_log::{Partition, StoredRecord, Stream};
 use serde_json::Value;
 
 use crate::error::Result;
 use crate::extract::parse_members;
-use crate::limits::{
-    APPLY_BATCH_BYTES, APPLY_BATCH_RECORDS, SHARED_BATCH_BYTES_MAX, SHARED_BATCHES_MAX,
-};
+use crate::limits::{APPLY_BATCH_BYTES, APPLY_BATCH_RECORDS, SHARED_BATCH_BYTES_MAX};
 
 /// Records read from one partition, contiguous from `start`, with their values parsed.
 #[derive(Debug)]
@@ -80,7 +78,7 @@ impl Sources {
             stream: stream.clone(),
             readers: Mutex::new(Vec::new()),
             parts: (0..stream.partition_count())
-                .map(|_| Mutex::default())
+                .map(|_| (Mutex::default(), Condvar::new()))
                 .collect(),
         });
         list.push(Arc::downgrade(&s));
@@ -92,10 +90,35 @@ impl Sources {
 #[derive(Debug)]
 pub struct Source {
     stream: Arc<Stream>,
-    /// Version id → the members it reads.
-    readers: Mutex<Vec<(u64, Option<Vec<String>>)>>,
+    /// The registered versions.
+    readers: Mutex<Vec<Reader>>,
     /// Per partition, the most recent batches (newest last).
-    parts: Vec<Mutex<VecDeque<Arc<Batch>>>>,
+    parts: Vec<(Mutex<Shared>, Condvar)>,
+}
+
+/// One partition's shared batches.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The most recent batches, newest last.
+    batches: VecDeque<Arc<Batch>>,
+    /// Loads in flight: `(from, limit)` of each.
+    loading: Vec<(u64, u64)>,
+}
+
+/// A processor at least this far behind the durable end waits for another's load of its
+/// offset instead of loading the same records itself (while catching up, parsing is the
+/// larger cost; at the tail, an extra wake-up hop would cost freshness).
+const WAIT_FOR_LOAD_MIN_RECORDS: u64 = 256;
+
+/// A version reading the stream.
+#[derive(Debug)]
+struct Reader {
+    id: u64,
+    /// The members it reads (`None`: all).
+    members: Option<Vec<String>>,
+    /// Per partition, the offset its processor asked for last (it has passed every offset
+    /// below), if it has asked yet.
+    at: Vec<Option<u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,20 +128,42 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Source {
     /// Registers version `id`, which reads `members`, before its processors start.
     pub fn register(&self, id: u64, members: Option<Vec<String>>) {
-        lock(&self.readers).push((id, members));
+        lock(&self.readers).push(Reader {
+            id,
+            members,
+            at: vec![None; self.parts.len()],
+        });
     }
 
     /// Unregisters version `id`.
     pub fn unregister(&self, id: u64) {
-        lock(&self.readers).retain(|(v, _)| *v != id);
+        lock(&self.readers).retain(|r| r.id != id);
+    }
+
+    /// Notes that version `id` is at `from` on partition `p`; returns the lowest offset any
+    /// registered version that has started on `p` is at (batches below it are not needed).
+    fn advance(&self, id: u64, p: u32, from: u64) -> u64 {
+        let mut readers = lock(&self.readers);
+        let mut low = u64::MAX;
+        for r in readers.iter_mut() {
+            if r.id == id
+                && let Some(a) = r.at.get_mut(p as usize)
+            {
+                *a = Some(from);
+            }
+            if let Some(Some(a)) = r.at.get(p as usize) {
+                low = low.min(*a);
+            }
+        }
+        low
     }
 
     /// The union of the registered versions' members (`None`: some version reads all).
     fn members(&self) -> Option<Vec<String>> {
         let readers = lock(&self.readers);
         let mut out = Vec::new();
-        for (_, m) in readers.iter() {
-            out.extend(m.as_ref()?.iter().cloned());
+        for r in readers.iter() {
+            out.extend(r.members.as_ref()?.iter().cloned());
         }
         out.sort_unstable();
         out.dedup();
@@ -126,36 +171,77 @@ impl Source {
     }
 
     /// A batch of partition `p` holding `from` (its records below `limit`, the durable
-    /// offset the caller saw) whose values were parsed for at least `members`.
+    /// offset the caller saw) whose values were parsed for at least `members`, for the
+    /// processor of version `id`.
+    ///
+    /// A batch is kept until every version reading the partition has passed it (so one that
+    /// runs behind the others still finds it), within [`SHARED_BATCH_BYTES_MAX`] of record
+    /// bytes per partition (beyond it the oldest go first, the newest is always kept).
     ///
     /// # Errors
     /// The log's read errors.
     pub fn batch(
         &self,
+        id: u64,
         p: u32,
         part: &Partition,
         from: u64,
         limit: u64,
         members: Option<&[String]>,
     ) -> Result<Arc<Batch>> {
-        let batches = &self.parts[p as usize];
-        if let Some(b) = lock(batches).iter().rev().find(|b| b.holds(from, members)) {
-            return Ok(b.clone());
+        let low = self.advance(id, p, from);
+        let (shared, loaded) = &self.parts[p as usize];
+        {
+            let mut sh = lock(shared);
+            loop {
+                while sh
+                    .batches
+                    .front()
+                    .is_some_and(|b| b.start + b.records.len() as u64 <= low)
+                {
+                    sh.batches.pop_front();
+                }
+                if let Some(b) = sh.batches.iter().rev().find(|b| b.holds(from, members)) {
+                    return Ok(b.clone());
+                }
+                let in_flight = sh
+                    .loading
+                    .iter()
+                    .any(|&(f, l)| f <= from && from < l.min(f + APPLY_BATCH_RECORDS as u64));
+                if !in_flight || limit - from < WAIT_FOR_LOAD_MIN_RECORDS {
+                    break;
+                }
+                // The load may end short of `from` (byte limit) or be parsed for other
+                // members: then the loop falls through to a load of our own.
+                sh = loaded.wait(sh).unwrap_or_else(|e| e.into_inner());
+                if !sh.loading.iter().any(|&(f, _)| f <= from) {
+                    if let Some(b) = sh.batches.iter().rev().find(|b| b.holds(from, members)) {
+                        return Ok(b.clone());
+                    }
+                    break;
+                }
+            }
+            sh.loading.push((from, limit));
         }
-        let b = self.load(part, from, limit)?;
-        if !b.records.is_empty() {
-            let mut batches = lock(batches);
-            batches.push_back(b.clone());
-            let mut bytes: usize = batches.iter().map(|b| b.bytes).sum();
-            while batches.len() > 1
-                && (batches.len() > SHARED_BATCHES_MAX || bytes > SHARED_BATCH_BYTES_MAX)
-            {
-                if let Some(old) = batches.pop_front() {
+        let result = self.load(part, from, limit);
+        let mut sh = lock(shared);
+        if let Some(i) = sh.loading.iter().position(|&x| x == (from, limit)) {
+            sh.loading.swap_remove(i);
+        }
+        if let Ok(b) = &result
+            && !b.records.is_empty()
+        {
+            sh.batches.push_back(b.clone());
+            let mut bytes: usize = sh.batches.iter().map(|b| b.bytes).sum();
+            while sh.batches.len() > 1 && bytes > SHARED_BATCH_BYTES_MAX {
+                if let Some(old) = sh.batches.pop_front() {
                     bytes -= old.bytes;
                 }
             }
         }
-        Ok(b)
+        drop(sh);
+        loaded.notify_all();
+        result
     }
 
     fn load(&self, part: &Partition, from: u64, limit: u64) -> Result<Arc<Batch>> {

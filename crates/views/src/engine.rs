@@ -29,21 +29,23 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::batch::Sources;
 use crate::error::{Result, ViewError};
-use crate::layout::{self, ApplyState, TAG_APPLIED};
+use crate::layout;
 use crate::limits::{
     PROCESSORS_MAX, READ_FLOOR_WAIT_MS, READ_KEYS_MAX, READ_LIMIT_MAX, READ_TIMEOUT_MS_MAX,
     SWITCH_WAIT_MS_MAX, VERSIONS_PER_VIEW_MAX, VIEW_NAME_BYTES_MAX, VIEWS_MAX,
 };
 use crate::processor::Version;
 use crate::read::{Digest, Reader, Row, ScanRange};
-use crate::spec::{Plan, ViewSpec};
+use crate::spec::{Plan, PlanKind, ViewSpec};
+use crate::state::ViewsConfig;
 use crate::store::{FjallStore, Space, StateStore};
 use crate::token::ConsistencyToken;
 
 const CATALOG_SPACE: &str = "catalog";
 const CATALOG_KEY: &[u8] = b"catalog";
-/// Format version of the catalog and of the state layout ([`crate::layout`]).
-pub const FORMAT_VERSION: u32 = 2;
+/// Format version of the catalog and of the state layout ([`crate::layout`], checkpoints as
+/// in [`crate::state`]).
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +149,13 @@ pub struct VersionStatus {
     pub lag_ms: i64,
     /// Progress.
     pub progress: Progress,
+    /// Rows a full scan returns: table rows, index values, aggregate groups.
+    pub rows: u64,
+    /// Partition → applied offset of the last checkpoint (a restart resumes there and
+    /// replays the rest from the log).
+    pub checkpointed: BTreeMap<u32, u64>,
+    /// Bytes of state held in memory (approximate; see [`ViewsConfig::state_bytes_max`]).
+    pub memory_bytes: u64,
     /// Records left out (row key over the limit).
     pub skipped_records: u64,
     /// Why its processors stopped, if they did.
@@ -183,6 +192,7 @@ pub struct Views {
     /// One shared reader per source stream (crate::batch).
     sources: Sources,
     state: Mutex<State>,
+    config: ViewsConfig,
 }
 
 impl std::fmt::Debug for Views {
@@ -231,7 +241,15 @@ impl Views {
     /// # Errors
     /// [`ViewError::Store`], [`ViewError::Corrupt`] (catalog of another format).
     pub fn open(log: Arc<Log>, dir: &Path) -> Result<Views> {
-        Views::open_with_store(log, Arc::new(FjallStore::open(dir)?))
+        Views::open_with_config(log, dir, ViewsConfig::default())
+    }
+
+    /// Opens with checkpoint and memory settings other than the defaults.
+    ///
+    /// # Errors
+    /// As [`Views::open`].
+    pub fn open_with_config(log: Arc<Log>, dir: &Path, config: ViewsConfig) -> Result<Views> {
+        Views::open_inner(log, Arc::new(FjallStore::open(dir)?), config)
     }
 
     /// Opens with a given store (tests and other engines).
@@ -239,6 +257,10 @@ impl Views {
     /// # Errors
     /// As [`Views::open`].
     pub fn open_with_store(log: Arc<Log>, store: Arc<dyn StateStore>) -> Result<Views> {
+        Views::open_inner(log, store, ViewsConfig::default())
+    }
+
+    fn open_inner(log: Arc<Log>, store: Arc<dyn StateStore>, config: ViewsConfig) -> Result<Views> {
         let catalog_space = store.open_space(CATALOG_SPACE)?;
         let catalog = match catalog_space.get(CATALOG_KEY)? {
             Some(b) => {
@@ -285,6 +307,7 @@ impl Views {
                 running: HashMap::new(),
                 shown: HashMap::new(),
             }),
+            config,
         };
         let mut st = views.lock();
         let entries: Vec<(String, u64, VersionEntry)> = st
@@ -305,6 +328,7 @@ impl Views {
                         stream.clone(),
                         views.log.clone(),
                         views.sources.get(&stream),
+                        views.config.clone(),
                     )?);
                     v.start()?;
                     st.running.insert(id, v);
@@ -388,6 +412,7 @@ impl Views {
             stream.clone(),
             self.log.clone(),
             self.sources.get(&stream),
+            self.config.clone(),
         )?);
         v.start()?;
         st.running.insert(id, v);
@@ -614,7 +639,8 @@ impl Views {
         self.save(&next)?;
         st.catalog = next;
         if let Some(v) = st.running.remove(&version) {
-            v.stop();
+            // Its state is deleted next: no final checkpoint.
+            v.abandon();
         }
         self.store.drop_space(&space_name(version))
     }
@@ -633,7 +659,8 @@ impl Views {
         st.shown.remove(name);
         for id in e.versions.keys() {
             if let Some(v) = st.running.remove(id) {
-                v.stop();
+                // Its state is deleted next: no final checkpoint.
+                v.abandon();
             }
             self.store.drop_space(&space_name(*id))?;
         }
@@ -672,6 +699,9 @@ impl Views {
                         rate_per_s: 0.0,
                         eta_s: None,
                     },
+                    rows: 0,
+                    checkpointed: BTreeMap::new(),
+                    memory_bytes: 0,
                     skipped_records: 0,
                     error: Some("not running: its source stream was dropped".into()),
                     digest: None,
@@ -698,10 +728,10 @@ impl Views {
             let e = Views::entry(&st, name)?;
             Views::version(&st, name, version.unwrap_or(e.current))?
         };
-        let snap = v.space.snapshot();
+        let snap = v.snapshot();
         let r = Reader {
             plan: &v.plan,
-            snap: &*snap,
+            snap: &snap,
             partitions: v.stream.partition_count(),
         };
         let applied = r
@@ -898,10 +928,10 @@ impl Views {
                     .collect(),
             });
         }
-        let snap = v.space.snapshot();
+        let snap = v.snapshot();
         let reader = Reader {
             plan: &v.plan,
-            snap: &*snap,
+            snap: &snap,
             partitions,
         };
         let applied_states = reader.applied()?;
@@ -921,7 +951,18 @@ impl Views {
         })
     }
 
-    /// Stops every processor (each finishes its current commit). Also done on drop.
+    /// Stops every processor without its final checkpoint, leaving the store as a crash
+    /// between checkpoints would (tests).
+    #[doc(hidden)]
+    pub fn abandon(&self) {
+        let running: Vec<Arc<Version>> = self.lock().running.drain().map(|(_, v)| v).collect();
+        for v in running {
+            v.abandon();
+        }
+    }
+
+    /// Stops every processor (each finishes its current batch and checkpoints). Also done
+    /// on drop.
     pub fn close(&self) {
         let running: Vec<Arc<Version>> = self.lock().running.drain().map(|(_, v)| v).collect();
         for v in running {
@@ -945,10 +986,7 @@ fn version_status(
     let mut applied = BTreeMap::new();
     let (mut done, mut total, mut lag_ms, mut skipped) = (0u64, 0u64, 0i64, 0u64);
     for (p, part) in v.stream.partitions().iter().enumerate() {
-        let state = match v.space.get(&layout::prefix(TAG_APPLIED, p as u32))? {
-            Some(b) => ApplyState::decode(&b)?,
-            None => ApplyState::default(),
-        };
+        let state = v.apply_state(p as u32)?;
         let end = part.end_offset();
         applied.insert(p as u32, state.applied);
         done += state.applied;
@@ -972,19 +1010,47 @@ fn version_status(
     } else {
         0.0
     };
-    let digest = if with_digest {
-        let snap = v.space.snapshot();
-        Some(
-            Reader {
-                plan: &v.plan,
-                snap: &*snap,
-                partitions: v.stream.partition_count(),
-            }
-            .digest()?,
-        )
-    } else {
-        None
+    let (rows, digest) = {
+        let snap = v.snapshot();
+        let rows = match &v.plan.kind {
+            PlanKind::Table { .. } => snap.count_rows(layout::TAG_ROW, |k| k),
+            PlanKind::Index { .. } => snap.count_rows(layout::TAG_INDEX, |k| {
+                // The value key ends at the first unescaped `00 00`.
+                let mut i = 0;
+                while i + 1 < k.len() {
+                    if k[i] == 0 {
+                        if k[i + 1] == 0 {
+                            return &k[..i];
+                        }
+                        i += 2;
+                    } else {
+                        i += 1;
+                    }
+                }
+                k
+            }),
+            PlanKind::Aggregate { .. } => snap.count_rows(layout::TAG_GROUP, |k| k),
+        };
+        let digest = if with_digest {
+            Some(
+                Reader {
+                    plan: &v.plan,
+                    snap: &snap,
+                    partitions: v.stream.partition_count(),
+                }
+                .digest()?,
+            )
+        } else {
+            None
+        };
+        (rows, digest)
     };
+    let checkpointed = v
+        .checkpointed_now()
+        .into_iter()
+        .enumerate()
+        .map(|(p, a)| (p as u32, a))
+        .collect();
     Ok(VersionStatus {
         version: v.id,
         current,
@@ -998,6 +1064,9 @@ fn version_status(
             rate_per_s: rate,
             eta_s: (rate > 0.0).then(|| total.saturating_sub(done) as f64 / rate),
         },
+        rows,
+        checkpointed,
+        memory_bytes: v.memory_bytes() as u64,
         skipped_records: skipped,
         error: v.error(),
         digest,

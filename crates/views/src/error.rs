@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 ///   `UnknownVersion`, `InvalidToken`, `TokenTooLarge`, `TokenIncarnation`, `InvalidRead`):
 ///   nothing was changed; fix the request;
 /// * **wait** (`ConsistencyTimeout`, `NotCaughtUp`): retry later (`is_retryable()`);
-/// * **storage and state** (`Store`, `Corrupt`, `Log`, `Closed`).
+/// * **storage and state** (`StateTooLarge`, `Store`, `Corrupt`, `Log`, `Closed`).
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
     /// `kind` is not one of `table`, `index`, `aggregate`.
@@ -144,6 +144,23 @@ pub enum ViewError {
         version: u64,
         /// Records behind, summed over partitions.
         behind: u64,
+    },
+    /// A processor's in-memory state would exceed its limit (`ViewsConfig::state_bytes_max`):
+    /// the processor stops; the version keeps serving what it has.
+    #[error(
+        "view {view:?}: version {version}: partition {partition}: state would hold {bytes} bytes in memory; the limit is {max}"
+    )]
+    StateTooLarge {
+        /// The view.
+        view: String,
+        /// The version.
+        version: u64,
+        /// The source partition.
+        partition: u32,
+        /// Bytes it would hold.
+        bytes: usize,
+        /// The limit.
+        max: usize,
     },
     /// The state store failed.
     #[error("view state store: {op}: {reason}")]

@@ -246,6 +246,19 @@ impl<'a> Dec<'a> {
         let n = u32::from_le_bytes(a) as usize;
         self.take(n)
     }
+    /// Reads length-prefixed bytes, or `None` where the length is `u32::MAX`.
+    pub fn bytes_or_none(&mut self) -> Result<Option<&'a [u8]>> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        match u32::from_le_bytes(a) {
+            u32::MAX => Ok(None),
+            n => Ok(Some(self.take(n as usize)?)),
+        }
+    }
+    /// Whether everything was read.
+    pub fn is_empty(&self) -> bool {
+        self.b.is_empty()
+    }
     /// The bytes not read yet.
     pub fn rest(self) -> &'a [u8] {
         self.b

@@ -33,7 +33,8 @@
 //!
 //! Module map, in data-flow order: [`spec`] (what a view computes) → [`processor`] (threads
 //! that consume the log) → [`apply`] (the deterministic state machine) → [`layout`] (state
-//! bytes) → [`store`] (the key-value seam) → [`read`] (merging partitions, digests) →
+//! bytes) → [`state`] (state in memory, checkpoints) → [`store`] (the key-value seam) →
+//! [`read`] (merging partitions, digests) →
 //! [`engine`] (catalog, tokens, rebuild, rollout); [`value`] defines how JSON values compare
 //! and encode; [`token`] the consistency tokens; [`limits`] every limit.
 
@@ -48,6 +49,7 @@ pub mod limits;
 pub mod processor;
 pub mod read;
 pub mod spec;
+pub mod state;
 pub mod store;
 pub mod token;
 pub mod value;
@@ -59,4 +61,5 @@ pub use engine::{
 pub use error::{Result, ViewError};
 pub use read::{Digest, Row, ScanRange};
 pub use spec::{Plan, ViewSpec};
+pub use state::ViewsConfig;
 pub use token::ConsistencyToken;

@@ -33,17 +33,27 @@ pub const ROW_KEY_BYTES_MAX: usize = 4 * 1024;
 pub const APPLY_BATCH_RECORDS: usize = 4096;
 /// Most bytes of keys and values a processor reads from the log for one commit.
 pub const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// Most recent batches of one source partition kept for the other views of the stream
-/// (see [`crate::batch`]); the newest is always kept.
-pub const SHARED_BATCHES_MAX: usize = 8;
-/// Most bytes of keys and values in the batches kept for one source partition.
-pub const SHARED_BATCH_BYTES_MAX: usize = 2 * APPLY_BATCH_BYTES;
+/// Most bytes of keys and values in the batches kept for one source partition (see
+/// [`crate::batch`]; their parsed members take about as much again). A batch is dropped
+/// once every view of the stream has passed it, or, beyond this, oldest first.
+pub const SHARED_BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Entries of committed state a processor keeps in memory between commits (a cache of its
 /// own partition's state; it is the only writer of those keys). Cleared when exceeded.
 pub const STATE_CACHE_ENTRIES_MAX: usize = 200_000;
-/// Primary keys a processor that started from offset 0 remembers (as 64-bit hashes, about
-/// 16 bytes each) to skip reading contributions that cannot exist yet; beyond it, it reads.
-pub const SEEN_KEYS_MAX: usize = 1_000_000;
+/// Default longest time between a processor's checkpoints while it has changes, ms (bounds
+/// what a restart replays; see [`crate::state`]).
+pub const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// Default bytes of changes after which a processor checkpoints at once (bounds the memory
+/// of the pending delta).
+pub const CHECKPOINT_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes of one checkpoint chunk in the store (a checkpoint is one or more chunks).
+pub const CHECKPOINT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Deltas since the last full image may grow to twice its size, and at least to this,
+/// before a checkpoint writes a full image instead (bounds store size and restart time).
+pub const COMPACT_MIN_BYTES: usize = 64 * 1024 * 1024;
+/// Default most bytes of state one processor holds in memory (keys, values, ~64 bytes of
+/// bookkeeping per entry); beyond it the processor stops with `StateTooLarge`.
+pub const PARTITION_STATE_BYTES_MAX: usize = 1024 * 1024 * 1024;
 /// Largest `limit` of one scan, rows (index views: primary keys).
 pub const READ_LIMIT_MAX: usize = 10_000;
 /// Default `limit` of a scan.
@@ -75,3 +85,8 @@ const _: () = assert!(
     "fjall keys are at most 64 KiB"
 );
 const _: () = assert!(FIELD_PATH_BYTES_MAX <= SPEC_BYTES_MAX);
+const _: () = assert!(CHECKPOINT_CHUNK_BYTES <= CHECKPOINT_BYTES);
+const _: () = assert!(
+    CHECKPOINT_CHUNK_BYTES < u32::MAX as usize / 2,
+    "chunk entries carry u32 lengths"
+);

@@ -1,18 +1,23 @@
 //! Processors: one thread per view version and source partition, applying records in
-//! offset order and committing state with the applied offset in one atomic batch.
+//! offset order to state in memory and checkpointing state with the applied offset in one
+//! atomic store commit now and then ([`crate::state`]).
 //!
 //! ```text
 //!  loop: wait until the partition's durable offset passes `applied`
 //!        take a batch holding `applied` (never past the durable offset), shared with the
 //!        other views of the stream: read and parsed once (crate::batch)
 //!        apply each through a Txn (reads see the batch's own writes)
-//!        commit { state writes, A[p] = applied' }   ← one atomic store batch, no fsync
-//!        publish applied' (readers waiting on a token wake up)
+//!        publish { state writes, A[p] = applied' } to the in-memory state (one write lock)
+//!        readers waiting on a token wake up
+//!        checkpoint when due: { changes since the last one, applied' } ← one atomic store
+//!                                                                       commit, no fsync
 //! ```
 //!
-//! Exactly-once state: a crash loses a suffix of commits, never part of one, and the
-//! processor resumes from the applied offset it finds, so no record is applied twice or
-//! skipped. An error stops the processor and is shown in the version's status; the
+//! Exactly-once state: a checkpoint holds the state exactly at its applied offset; a crash
+//! loses what was applied after the last checkpoint (and, on power loss, a suffix of
+//! checkpoints), never part of one, and the reopened version resumes from the checkpoint's
+//! applied offset, so no record is applied twice or skipped. A clean stop checkpoints
+//! first, so a restart replays nothing. An error stops the processor and is shown in the version's status; the
 //! version keeps serving what it has — except when the source stream was dropped: a
 //! processor that finds nothing to apply checks that its stream is still the log's stream
 //! of that name (same incarnation) and otherwise stops (no spinning on a closed partition):
@@ -24,7 +29,7 @@
 //! next record is acknowledged but not yet durable (fsync `interval`) polls every 1 ms.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use logbook_log::{Log, Stream};
@@ -34,6 +39,7 @@ use crate::batch::Source;
 use crate::error::{Result, ViewError};
 use crate::layout::{self, ApplyState, TAG_APPLIED};
 use crate::spec::Plan;
+use crate::state::{Checkpointer, Loaded, MemSnapshot, PartState, ViewsConfig, load};
 use crate::store::Space;
 
 /// Why a version whose source stream was dropped does not run or serve (the reason of its
@@ -48,8 +54,19 @@ pub struct Version {
     pub view: String,
     /// What it computes.
     pub plan: Arc<Plan>,
-    /// Its state.
+    /// Its checkpoints.
     pub space: Arc<dyn Space>,
+    /// Its state as readers see it, per partition.
+    parts: Vec<RwLock<PartState>>,
+    /// Per partition, the checkpoint loaded at open, until its processor takes it.
+    loaded: Vec<Mutex<Option<Loaded>>>,
+    /// Per partition, the applied offset of the last checkpoint.
+    checkpointed: Vec<AtomicU64>,
+    /// Per partition, bytes of the processor's contributions (outside `parts`).
+    contrib_bytes: Vec<AtomicU64>,
+    config: ViewsConfig,
+    /// Stop without the final checkpoint (tests: a crash between checkpoints).
+    abandon: AtomicBool,
     /// The source stream.
     pub stream: Arc<Stream>,
     /// Published applied offset per partition (next offset to apply).
@@ -83,12 +100,14 @@ impl Drop for Version {
 }
 
 impl Version {
-    /// Loads the applied offsets from the space (not started yet). `log` is the log that
-    /// holds `stream` (to notice that the stream was dropped); `source` is the shared reader
-    /// of `stream` (the version registers with it until it is dropped).
+    /// Loads the state of the last checkpoint from the space into memory (not started yet).
+    /// `log` is the log that holds `stream` (to notice that the stream was dropped);
+    /// `source` is the shared reader of `stream` (the version registers with it until it is
+    /// dropped).
     ///
     /// # Errors
     /// [`ViewError::Store`], [`ViewError::Corrupt`].
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
         view: String,
@@ -97,14 +116,21 @@ impl Version {
         stream: Arc<Stream>,
         log: Arc<Log>,
         source: Arc<Source>,
+        config: ViewsConfig,
     ) -> Result<Version> {
         let mut applied = Vec::new();
+        let mut parts = Vec::new();
+        let mut loaded = Vec::new();
+        let mut checkpointed = Vec::new();
+        let mut contrib_bytes = Vec::new();
         for p in 0..stream.partition_count() {
-            let a = match space.get(&layout::prefix(TAG_APPLIED, p))? {
-                Some(b) => ApplyState::decode(&b)?.applied,
-                None => 0,
-            };
+            let mut l = load(&*space, p)?;
+            let a = l.header.state.applied;
             applied.push(AtomicU64::new(a));
+            checkpointed.push(AtomicU64::new(a));
+            contrib_bytes.push(AtomicU64::new(l.contribs.bytes() as u64));
+            parts.push(RwLock::new(std::mem::take(&mut l.part)));
+            loaded.push(Mutex::new(Some(l)));
         }
         let applied_at_start = applied.iter().map(|a| a.load(Ordering::Relaxed)).sum();
         source.register(id, plan.members.clone());
@@ -113,6 +139,12 @@ impl Version {
             view,
             plan,
             space,
+            parts,
+            loaded,
+            checkpointed,
+            contrib_bytes,
+            config,
+            abandon: AtomicBool::new(false),
             stream,
             applied,
             applied_at_start,
@@ -147,7 +179,60 @@ impl Version {
         Ok(())
     }
 
-    /// Stops and joins the processors (each finishes its current commit first).
+    /// Stops and joins the processors without their final checkpoint, as a crash between
+    /// checkpoints would (tests).
+    #[doc(hidden)]
+    pub fn abandon(&self) {
+        self.abandon.store(true, Ordering::Release);
+        self.stop();
+    }
+
+    /// A consistent read of the state: every partition held still until it is dropped
+    /// (this version's processors wait to publish meanwhile).
+    pub fn snapshot(&self) -> MemSnapshot<'_> {
+        MemSnapshot {
+            parts: self.parts.iter().map(read_lock).collect(),
+        }
+    }
+
+    /// The apply state published for partition `p`.
+    ///
+    /// # Errors
+    /// [`ViewError::Corrupt`].
+    pub fn apply_state(&self, p: u32) -> Result<ApplyState> {
+        match self.parts.get(p as usize) {
+            Some(part) => match read_lock(part).get(&layout::prefix(TAG_APPLIED, p)) {
+                Some(b) => ApplyState::decode(b),
+                None => Ok(ApplyState::default()),
+            },
+            None => Ok(ApplyState::default()),
+        }
+    }
+
+    /// Per partition, the applied offset of the last checkpoint (what a restart resumes
+    /// from).
+    pub fn checkpointed_now(&self) -> Vec<u64> {
+        self.checkpointed
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Bytes of state held in memory, over all partitions (approximate).
+    pub fn memory_bytes(&self) -> usize {
+        let contribs: u64 = self
+            .contrib_bytes
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum();
+        self.parts
+            .iter()
+            .map(|p| read_lock(p).bytes())
+            .sum::<usize>()
+            .saturating_add(usize::try_from(contribs).unwrap_or(usize::MAX))
+    }
+
+    /// Stops and joins the processors (each finishes its current batch and checkpoints).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
@@ -255,12 +340,26 @@ impl Version {
     fn process(&self, p: u32) -> Result<()> {
         let part = self.stream.partition(p)?;
         let akey = layout::prefix(TAG_APPLIED, p);
-        let mut state = match self.space.get(&akey)? {
-            Some(b) => ApplyState::decode(&b)?,
-            None => ApplyState::default(),
+        let Some(loaded) = self.loaded[p as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Err(ViewError::corrupt("processor", "started twice"));
         };
-        let mut cache = StateCache::new(state.applied);
+        let Loaded {
+            mut contribs,
+            header,
+            ..
+        } = loaded;
+        let mut state = header.state.clone();
+        let mut ckpt = Checkpointer::new(self.space.clone(), p, header, &self.config);
+        let shared = &self.parts[p as usize];
+        let mut cache = StateCache::new();
         while !self.stop.load(Ordering::Acquire) {
+            if ckpt.due() {
+                self.checkpoint(p, &mut ckpt, &state, &contribs)?;
+            }
             // Never past the durable offset (DESIGN.md rule 2).
             let limit = part.durable_offset().min(part.end_offset());
             if state.applied >= limit {
@@ -284,31 +383,77 @@ impl Version {
                     ),
                 ));
             }
-            let batch =
-                self.source
-                    .batch(p, part, state.applied, limit, self.plan.members.as_deref())?;
+            let batch = self.source.batch(
+                self.id,
+                p,
+                part,
+                state.applied,
+                limit,
+                self.plan.members.as_deref(),
+            )?;
             let first = (state.applied - batch.start) as usize;
-            let mut txn = Txn::new(&*self.space, &mut cache);
             let mut next = state.applied;
-            for (r, v) in batch.records[first..]
-                .iter()
-                .zip(&batch.values[first..])
-                .take_while(|(r, _)| r.offset < limit)
-            {
-                assert_eq!(r.offset, next, "the log returned records out of order");
-                apply(&self.plan, &mut txn, p, r, v.as_ref(), &mut state)?;
-                state.last_timestamp_ms = r.timestamp_ms;
-                next = r.offset + 1;
-            }
+            let mut writes = {
+                let published = read_lock(shared);
+                let mut txn = Txn::new(&published, &mut contribs, &mut ckpt.delta, &mut cache);
+                for (r, v) in batch.records[first..]
+                    .iter()
+                    .zip(&batch.values[first..])
+                    .take_while(|(r, _)| r.offset < limit)
+                {
+                    assert_eq!(r.offset, next, "the log returned records out of order");
+                    apply(&self.plan, &mut txn, p, r, v.as_ref(), &mut state)?;
+                    state.last_timestamp_ms = r.timestamp_ms;
+                    next = r.offset + 1;
+                }
+                txn.into_writes()
+            };
             state.applied = next;
-            txn.put(akey.clone(), state.encode());
-            let writes = txn.into_writes();
-            // On error the processor stops and its cache (ahead of the store) is dropped.
-            self.space.commit(writes)?;
+            let encoded = state.encode();
+            // Logged too, so that progress alone (records that change nothing) makes a
+            // checkpoint due and a restart need not replay them.
+            ckpt.delta.log(&akey, Some(&encoded));
+            writes.push((akey.clone(), Some(encoded)));
+            let bytes = {
+                let mut published = shared.write().unwrap_or_else(|e| e.into_inner());
+                for (k, v) in writes {
+                    published.write(k, v);
+                }
+                published.bytes()
+            } + contribs.bytes();
             cache.committed();
+            self.contrib_bytes[p as usize].store(contribs.bytes() as u64, Ordering::Relaxed);
             self.applied[p as usize].store(next, Ordering::Release);
             self.notify();
+            if bytes > self.config.state_bytes_max {
+                return Err(ViewError::StateTooLarge {
+                    view: self.view.clone(),
+                    version: self.id,
+                    partition: p,
+                    bytes,
+                    max: self.config.state_bytes_max,
+                });
+            }
+        }
+        if ckpt.pending() && !self.abandon.load(Ordering::Acquire) {
+            self.checkpoint(p, &mut ckpt, &state, &contribs)?;
         }
         Ok(())
     }
+
+    fn checkpoint(
+        &self,
+        p: u32,
+        ckpt: &mut Checkpointer,
+        state: &ApplyState,
+        contribs: &crate::state::Contribs,
+    ) -> Result<()> {
+        ckpt.write(state, &self.parts[p as usize], contribs)?;
+        self.checkpointed[p as usize].store(state.applied, Ordering::Release);
+        Ok(())
+    }
+}
+
+fn read_lock(l: &RwLock<PartState>) -> RwLockReadGuard<'_, PartState> {
+    l.read().unwrap_or_else(|e| e.into_inner())
 }

@@ -95,7 +95,8 @@ pub struct StatusOut {
     pub lag_records: u64,
     /// How far the applied records trail the newest one, by record timestamps, ms.
     pub lag_ms: i64,
-    /// Rows in the view (only with `?digest=true`: counting them is a full scan).
+    /// Rows a full scan returns: table rows, index values, aggregate groups (counted in
+    /// memory on every status).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
     /// Order-independent checksum of the rows, 32 hex digits (only with `?digest=true`).
@@ -211,7 +212,7 @@ fn status_out(v: VersionStatus) -> StatusOut {
         applied: v.applied,
         lag_records: v.lag_records,
         lag_ms: v.lag_ms,
-        rows: v.digest.map(|d| d.rows),
+        rows: Some(v.rows),
         digest: v.digest.map(|d| format!("{:032x}", d.hash)),
         progress: ProgressOut {
             done: v.progress.done,
