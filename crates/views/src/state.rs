@@ -29,7 +29,7 @@
 //!
 //! **Memory.** The whole state of every running version lives in memory (about the stored
 //! bytes plus ~64 bytes per entry: for the 336,776 flights the three benchmark views hold
-//! ~1 M entries, some 150 MB). A processor whose partition state would exceed
+//! ~1.4 M entries, 186 MB measured). A processor whose partition state would exceed
 //! [`ViewsConfig::state_bytes_max`] stops with [`ViewError::StateTooLarge`] (status shows
 //! it; the version keeps serving what it has); there is no spill to disk. The delta waiting
 //! for the next checkpoint is bounded by `checkpoint_bytes`.
