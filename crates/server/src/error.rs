@@ -374,6 +374,11 @@ impl From<TxnError> for ApiError {
             TxnError::TooMany { .. } => (S::PAYLOAD_TOO_LARGE, "Transaction too large", None),
             TxnError::ReadOnly => (S::BAD_REQUEST, "Transaction is read-only", None),
             TxnError::InvalidOperation { .. } => (S::BAD_REQUEST, "Invalid operation", None),
+            TxnError::RequestIdConflict { .. } => (
+                S::CONFLICT,
+                "Request id already used for a different request",
+                Some("Idempotency-Key"),
+            ),
             TxnError::TooManyOpenTransactions { .. } => {
                 (S::TOO_MANY_REQUESTS, "Too many open transactions", None)
             }
@@ -600,6 +605,19 @@ mod tests {
         assert_eq!(
             (e.status.as_u16(), e.code, e.retryable),
             (409, "serialization_failure", Some(true))
+        );
+        let e = ApiError::from(TxnError::RequestIdConflict {
+            request_id: "c-1".into(),
+            offset: 0,
+        });
+        assert_eq!(
+            (e.status.as_u16(), e.code, e.retryable, e.field.as_deref()),
+            (
+                409,
+                "request_id_conflict",
+                Some(false),
+                Some("Idempotency-Key")
+            )
         );
         let e = ApiError::from(TxnError::Log(LogError::Closed));
         assert_eq!((e.status.as_u16(), e.code), (503, "closed"));

@@ -41,7 +41,8 @@ pub(crate) fn show_key(key: &[u8]) -> String {
 ///   `TransactionTooOld`;
 /// * **precondition** (`VersionMismatch`, `KeyExists`, `NotAnInteger`, `IncrementOverflow`):
 ///   an atomic operation failed at commit; the transaction is aborted, nothing was written;
-/// * **bad input** (`*TooLarge`, `TooMany*`, `ReadOnly`, `InvalidOperation`): nothing changed;
+/// * **bad input** (`*TooLarge`, `TooMany*`, `ReadOnly`, `InvalidOperation`,
+///   `RequestIdConflict`): nothing changed;
 /// * **state** (`TooManyOpenTransactions`, `Closed`, `Poisoned`), **storage** (`Log`,
 ///   `Corrupt`).
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +142,20 @@ pub enum TxnError {
         /// Why.
         reason: &'static str,
     },
+    /// The commit's request id already committed a *different* transaction (other
+    /// operations, locks or isolation level: its intents fingerprint differs; compared only
+    /// when that commit read nothing, see [`crate::Txn::commit_with`]). Nothing was
+    /// committed and the transaction is aborted. Not retryable: a new transaction needs a
+    /// new request id.
+    #[error(
+        "request_id_conflict: request id {request_id:?} already committed a different transaction at offset {offset}"
+    )]
+    RequestIdConflict {
+        /// The request id.
+        request_id: String,
+        /// `_txn` offset of the commit that used it.
+        offset: u64,
+    },
     /// More transactions are open than the store allows.
     #[error("too many open transactions: the limit is {max}")]
     TooManyOpenTransactions {
@@ -198,6 +213,7 @@ impl TxnError {
             TxnError::TooMany { .. } => "transaction_too_large",
             TxnError::ReadOnly => "read_only_transaction",
             TxnError::InvalidOperation { .. } => "invalid_operation",
+            TxnError::RequestIdConflict { .. } => "request_id_conflict",
             TxnError::TooManyOpenTransactions { .. } => "too_many_transactions",
             TxnError::Closed => "transaction_closed",
             TxnError::Poisoned => "store_poisoned",

@@ -6,21 +6,34 @@
 //!
 //! | bytes | field |
 //! | --- | --- |
-//! | 1 | format version (1) |
+//! | 1 | format version (1 or 2) |
 //! | 1 | isolation: 0 read_committed, 1 snapshot, 2 serializable |
 //! | 8 | snapshot (commit-stream offset the transaction read at; exclusive) |
 //! | 2 + n | request id (length, ASCII; length 0: none) |
 //! | 1 + n | traceparent (length, ASCII; length 0: none) |
+//! | 1 | version 2 only: intents flags (bit 0: the transaction read before committing) |
+//! | 16 | version 2 only: intents fingerprint (XXH3-128, see [`crate::txn`]) |
 //! | 4 | number of writes |
 //! | per write | kind (1 put, 2 delete, 3 put resolved from increments), key (2-byte length + bytes), value for kinds 1 and 3 (4-byte length + bytes) |
 //!
 //! Writes hold *resolved* values: an increment is stored as the value it produced, so replay
 //! never re-evaluates anything.
+//!
+//! Version 2 adds the *intents fingerprint*: a hash of what the transaction asked for (its
+//! buffered operations and locks, before resolution), which tells a retry of the same
+//! request id apart from a different transaction reusing it. This code writes version 2
+//! for a commit with a request id and version 1 (no fingerprint: nothing would compare it)
+//! for one without; version 1 records with a request id, written before the fingerprint
+//! existed, still decode, and a retry of their request id is accepted as a duplicate
+//! whatever its operations, as it was then.
 
 use crate::Isolation;
 
-/// Commit record format version written by this code.
-pub const COMMIT_FORMAT_VERSION: u8 = 1;
+/// Commit record format version written by this code (for records with a fingerprint).
+pub const COMMIT_FORMAT_VERSION: u8 = 2;
+
+/// The commit record format version without an intents fingerprint; still decoded.
+pub const COMMIT_FORMAT_VERSION_V1: u8 = 1;
 
 /// One resolved write of a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +57,14 @@ pub struct CommitRecord {
     pub request_id: Option<String>,
     /// Its W3C traceparent, if it had one.
     pub traceparent: Option<String>,
+    /// Fingerprint of the transaction's intents (XXH3-128 of its buffered operations and
+    /// locks in canonical order), compared when its request id is used again. `None` in
+    /// records of format version 1; encoding a record without one writes version 1.
+    pub intents: Option<u128>,
+    /// Whether the transaction read anything (version 2; `false` in version 1): its
+    /// writes may then depend on what it read, so a retry's need not match its
+    /// fingerprint (see [`crate::TxnStore`]).
+    pub read_dependent: bool,
     /// Its writes, in key order.
     pub writes: Vec<(Vec<u8>, WriteOp)>,
 }
@@ -52,7 +73,11 @@ impl CommitRecord {
     /// Encodes the record. Lengths are within the crate's limits (checked by the caller).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.writes.len() * 32);
-        out.push(COMMIT_FORMAT_VERSION);
+        out.push(if self.intents.is_some() {
+            COMMIT_FORMAT_VERSION
+        } else {
+            COMMIT_FORMAT_VERSION_V1
+        });
         out.push(match self.isolation {
             Isolation::ReadCommitted => 0,
             Isolation::Snapshot => 1,
@@ -65,6 +90,10 @@ impl CommitRecord {
         let tp = self.traceparent.as_deref().unwrap_or("").as_bytes();
         out.push(tp.len() as u8);
         out.extend_from_slice(tp);
+        if let Some(fp) = self.intents {
+            out.push(u8::from(self.read_dependent));
+            out.extend_from_slice(&fp.to_le_bytes());
+        }
         out.extend_from_slice(&(self.writes.len() as u32).to_le_bytes());
         for (key, op) in &self.writes {
             let kind = match op {
@@ -98,7 +127,7 @@ impl CommitRecord {
     pub fn decode(b: &[u8]) -> Result<CommitRecord, String> {
         let mut r = Reader { b, pos: 0 };
         let version = r.u8("format version")?;
-        if version != COMMIT_FORMAT_VERSION {
+        if version != COMMIT_FORMAT_VERSION && version != COMMIT_FORMAT_VERSION_V1 {
             return Err(format!("unknown commit format version {version}"));
         }
         let isolation = match r.u8("isolation")? {
@@ -121,6 +150,17 @@ impl CommitRecord {
             None
         } else {
             Some(String::from_utf8(tp.to_vec()).map_err(|_| "traceparent is not UTF-8")?)
+        };
+        let (intents, read_dependent) = if version == COMMIT_FORMAT_VERSION {
+            let read_dependent = match r.u8("intents flags")? {
+                0 => false,
+                1 => true,
+                n => return Err(format!("unknown intents flags {n}")),
+            };
+            let fp = u128::from_le_bytes(r.array("intents fingerprint")?);
+            (Some(fp), read_dependent)
+        } else {
+            (None, false)
         };
         let n = u32::from_le_bytes(r.array("write count")?) as usize;
         // Each write takes at least 3 bytes: a count beyond that is damage, not a big commit.
@@ -162,6 +202,8 @@ impl CommitRecord {
             snapshot,
             request_id,
             traceparent,
+            intents,
+            read_dependent,
             writes,
         })
     }
@@ -211,10 +253,12 @@ mod tests {
         fn commit_records_round_trip(
             snapshot in any::<u64>(),
             id in proptest::option::of("[a-z0-9:-]{1,40}"),
+            intents in proptest::option::of(any::<u128>()),
+            read in any::<bool>(),
             writes in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..20), op()), 0..20),
         ) {
             let rec = CommitRecord { isolation: Isolation::Serializable, snapshot, request_id: id,
-                traceparent: None, writes };
+                traceparent: None, intents, read_dependent: read && intents.is_some(), writes };
             let bytes = rec.encode();
             prop_assert_eq!(CommitRecord::decode(&bytes).unwrap(), rec);
             // Every strict prefix is an error, never a panic or a shorter record.
@@ -233,10 +277,64 @@ mod tests {
             snapshot: 3,
             request_id: None,
             traceparent: None,
+            intents: Some(7),
+            read_dependent: false,
             writes: vec![(b"k".to_vec(), WriteOp::Delete)],
         }
         .encode();
         b.push(0);
         assert!(CommitRecord::decode(&b).unwrap_err().contains("trailing"));
+    }
+
+    /// A record exactly as format version 1 wrote it (bytes spelled out, not produced by
+    /// `encode`) still decodes, with no fingerprint.
+    #[test]
+    fn version_1_records_decode_without_a_fingerprint() {
+        let mut b = vec![1u8, 2];
+        b.extend_from_slice(&5u64.to_le_bytes());
+        b.extend_from_slice(&5u16.to_le_bytes());
+        b.extend_from_slice(b"rid-1");
+        b.push(0);
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.push(3);
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(b"c1");
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(b"1");
+        b.push(1);
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(b"k");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(b"\"v\"");
+        let rec = CommitRecord::decode(&b).unwrap();
+        assert_eq!(
+            rec,
+            CommitRecord {
+                isolation: Isolation::Serializable,
+                snapshot: 5,
+                request_id: Some("rid-1".into()),
+                traceparent: None,
+                intents: None,
+                read_dependent: false,
+                writes: vec![
+                    (b"c1".to_vec(), WriteOp::Incremented(1)),
+                    (b"k".to_vec(), WriteOp::Put(b"\"v\"".to_vec())),
+                ],
+            }
+        );
+        // A record without a fingerprint is written in version 1, byte for byte.
+        assert_eq!(rec.encode(), b);
+        // With one, version 2: the 16 bytes sit after the traceparent.
+        let v2 = CommitRecord {
+            intents: Some(0x0102),
+            ..rec.clone()
+        }
+        .encode();
+        assert_eq!((v2[0], v2.len()), (2, b.len() + 17));
+        assert_eq!(CommitRecord::decode(&v2).unwrap().intents, Some(0x0102));
+        // Unknown versions are still refused.
+        let mut v3 = v2.clone();
+        v3[0] = 3;
+        assert!(CommitRecord::decode(&v3).unwrap_err().contains("version 3"));
     }
 }

@@ -95,6 +95,8 @@ pub(crate) struct InFlight {
     incremented: Vec<(Vec<u8>, i64)>,
     pending: Option<Arc<Outcome>>,
     request_id: Option<String>,
+    intents: Option<u128>,
+    read_dependent: bool,
 }
 
 /// The outcome of a commit.
@@ -148,7 +150,10 @@ pub(crate) struct CommitState {
     /// Offset the next commit record gets; equals the table's applied offset.
     next_offset: u64,
     next_txn_id: u64,
-    ids_done: HashMap<String, u64>,
+    /// Committed request ids: the commit's offset and the intents fingerprint a retry
+    /// must match (`None`: any retry matches — a format-1 record, or a transaction that
+    /// read before committing).
+    ids_done: HashMap<String, (u64, Option<u128>)>,
     ids_order: VecDeque<String>,
     ids_pending: HashMap<String, Arc<Outcome>>,
 }
@@ -251,7 +256,15 @@ impl TxnStore {
                 let horizon = (rec.offset + 1).saturating_sub(options.history_commits);
                 table.apply(rec.offset, &writes, horizon);
                 if let Some(id) = commit.request_id {
-                    remember_id(&mut state, id, rec.offset, options.request_ids_max);
+                    remember_id(
+                        &mut state,
+                        id,
+                        (
+                            rec.offset,
+                            commit.intents.filter(|_| !commit.read_dependent),
+                        ),
+                        options.request_ids_max,
+                    );
                 }
                 next = rec.offset + 1;
             }
@@ -370,7 +383,7 @@ impl TxnStore {
         loop {
             let state = lock(&self.state);
             self.check_poisoned()?;
-            if let Some(&offset) = state.ids_done.get(request_id.as_str()) {
+            if let Some(&(offset, _)) = state.ids_done.get(request_id.as_str()) {
                 drop(state);
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return self.duplicate_outcome(offset).map(Some);
@@ -505,6 +518,8 @@ impl TxnStore {
             self.finish(parts.id);
             return Err(e.into());
         }
+        // Only a commit with a request id needs its fingerprint (computed outside the lock).
+        let intents = request_id.map(|_| parts.intents_fingerprint());
         let outcome = loop {
             let mut state = lock(&self.state);
             if let Err(e) = self.check_poisoned() {
@@ -520,10 +535,25 @@ impl TxnStore {
                 });
             }
             if let Some(id) = request_id {
-                if let Some(&offset) = state.ids_done.get(id.as_str()) {
+                if let Some(&(offset, original)) = state.ids_done.get(id.as_str()) {
                     let now = 2 * self.visible(&state);
                     state.cert.finish(parts.id, now, None);
                     drop(state);
+                    // Only a retry of the same transaction is a duplicate. (A format-1
+                    // commit has no fingerprint, and a read-dependent one is not compared:
+                    // any retry of its id is accepted.)
+                    if original.is_some() && original != intents {
+                        tracing::debug!(
+                            txn = parts.id,
+                            request_id = id.as_str(),
+                            offset,
+                            "request id reused by a different transaction"
+                        );
+                        return Err(TxnError::RequestIdConflict {
+                            request_id: id.as_str().to_string(),
+                            offset,
+                        });
+                    }
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     return self.duplicate_outcome(offset).map(Prepared::Done);
                 }
@@ -536,7 +566,7 @@ impl TxnStore {
                     continue; // settled: look again
                 }
             }
-            break self.certify_and_append(&mut state, &parts, request_id, traceparent);
+            break self.certify_and_append(&mut state, &parts, intents, request_id, traceparent);
         };
         let (offset, completion, incremented, pending) = match outcome {
             Ok(Some(x)) => x,
@@ -583,6 +613,8 @@ impl TxnStore {
                 incremented,
                 pending,
                 request_id: request_id.map(|id| id.as_str().to_string()),
+                intents,
+                read_dependent: parts.read_any,
             },
         ))
     }
@@ -599,6 +631,8 @@ impl TxnStore {
             incremented,
             pending,
             request_id,
+            intents,
+            read_dependent,
         } = meta;
         let mut foreign = None;
         let ok = match &result {
@@ -621,7 +655,12 @@ impl TxnStore {
             let mut state = lock(&self.state);
             state.ids_pending.remove(&id);
             if ok {
-                remember_id(&mut state, id, offset, self.options.request_ids_max);
+                remember_id(
+                    &mut state,
+                    id,
+                    (offset, intents.filter(|_| !read_dependent)),
+                    self.options.request_ids_max,
+                );
             }
             drop(state);
             *lock(&pending.result) = Some(ok.then_some(offset));
@@ -650,6 +689,7 @@ impl TxnStore {
         &self,
         state: &mut CommitState,
         parts: &TxnParts,
+        intents: Option<u128>,
         request_id: Option<&RequestId>,
         traceparent: Option<&str>,
     ) -> Result<
@@ -762,6 +802,8 @@ impl TxnStore {
             snapshot: parts.snapshot,
             request_id: request_id.map(|id| id.as_str().to_string()),
             traceparent: traceparent.map(str::to_string),
+            intents,
+            read_dependent: parts.read_any,
             writes,
         };
         let bytes = record.encode();
@@ -878,11 +920,11 @@ pub struct MemoryFigures {
     pub versions: u64,
 }
 
-fn remember_id(state: &mut CommitState, id: String, offset: u64, max: usize) {
+fn remember_id(state: &mut CommitState, id: String, commit: (u64, Option<u128>), max: usize) {
     if max == 0 {
         return;
     }
-    if state.ids_done.insert(id.clone(), offset).is_none() {
+    if state.ids_done.insert(id.clone(), commit).is_none() {
         state.ids_order.push_back(id);
     }
     while state.ids_order.len() > max {

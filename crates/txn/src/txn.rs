@@ -53,8 +53,90 @@ pub(crate) struct TxnParts {
     pub locks: HashMap<Vec<u8>, u64>,
     pub reads: HashSet<Vec<u8>>,
     pub ranges: Vec<Range>,
+    /// Whether it read anything (at any isolation level): its writes may then depend on
+    /// what it read.
+    pub read_any: bool,
     /// Set (under the commit lock) when the transaction was expired.
     pub expired: Arc<AtomicBool>,
+}
+
+impl TxnParts {
+    /// The *intents fingerprint*: XXH3-128 of what the transaction asked for, stored in its
+    /// commit record and compared when its request id is used again, so that a retry of
+    /// the same transaction is a duplicate and a different transaction reusing the id is a
+    /// `request_id_conflict`.
+    ///
+    /// What it covers, in a canonical order:
+    ///
+    /// * the isolation level — the same operations certified under other rules are
+    ///   another request;
+    /// * every buffered write in key order: key, kind (put, delete, increment), its
+    ///   condition (none, if-absent, if-version with the expected version) and its operand
+    ///   (value bytes, increment amount);
+    /// * every `get_for_update` lock, in key order (the key only: the position it was read
+    ///   at depends on when the attempt ran).
+    ///
+    /// It is the *net* intent per key as buffered, before anything is resolved against the
+    /// table: an increment is its amount, not the value it produced (a retry after a lost
+    /// response would resolve differently). So the order of operations on different keys
+    /// does not matter, and operations on one key that buffer the same net intent
+    /// (`increment 1` then `increment 2`, or `increment 3`) fingerprint alike. Plain reads,
+    /// range reads, the snapshot and the traceparent are left out: they vary between
+    /// attempts of one request and change nothing the commit writes.
+    ///
+    /// A retry is compared with it only when the original commit was *blind* (read
+    /// nothing: [`TxnParts::read_any`] false): then its writes are a function of the
+    /// request alone and a retry must repeat them. A transaction that read may compute
+    /// other writes when re-run after its commit's acknowledgment was lost (its reads now
+    /// see its own commit — a read-modify-write, the retry helper's body), so for it the
+    /// request id alone identifies the request and any retry is a duplicate, as before.
+    pub(crate) fn intents_fingerprint(&self) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(b"logbook-txn-intents/1\0");
+        h.update(&[match self.isolation {
+            Isolation::ReadCommitted => 0,
+            Isolation::Snapshot => 1,
+            Isolation::Serializable => 2,
+        }]);
+        h.update(&(self.writes.len() as u64).to_le_bytes());
+        for (key, p) in &self.writes {
+            h.update(&(key.len() as u64).to_le_bytes());
+            h.update(key);
+            let cond = match p {
+                Pending::Put { value, cond } => {
+                    h.update(&[1]);
+                    h.update(&(value.len() as u64).to_le_bytes());
+                    h.update(value);
+                    *cond
+                }
+                Pending::Delete { cond } => {
+                    h.update(&[2]);
+                    *cond
+                }
+                Pending::Increment(by) => {
+                    h.update(&[3]);
+                    h.update(&by.to_le_bytes());
+                    Cond::None
+                }
+            };
+            match cond {
+                Cond::None => h.update(&[0]),
+                Cond::IfAbsent => h.update(&[1]),
+                Cond::IfVersion(v) => {
+                    h.update(&[2]);
+                    h.update(&v.to_le_bytes());
+                }
+            }
+        }
+        let mut locks: Vec<&Vec<u8>> = self.locks.keys().collect();
+        locks.sort_unstable();
+        h.update(&(locks.len() as u64).to_le_bytes());
+        for key in locks {
+            h.update(&(key.len() as u64).to_le_bytes());
+            h.update(key);
+        }
+        h.digest128()
+    }
 }
 
 /// An open transaction. Obtained from [`TxnStore::begin`]; ends with [`Txn::commit`] or
@@ -74,6 +156,8 @@ pub struct Txn {
     locks: HashMap<Vec<u8>, u64>,
     reads: HashSet<Vec<u8>>,
     ranges: Vec<Range>,
+    /// Whether it read anything (see [`TxnParts::read_any`]).
+    read_any: bool,
     /// Bytes the buffered writes will take in the commit record (keys, values, framing).
     write_bytes: usize,
     done: bool,
@@ -98,6 +182,7 @@ impl Txn {
             locks: HashMap::new(),
             reads: HashSet::new(),
             ranges: Vec::new(),
+            read_any: false,
             write_bytes: 0,
             done: false,
         }
@@ -235,6 +320,7 @@ impl Txn {
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Versioned>> {
         self.check_open()?;
         check_key(key)?;
+        self.read_any = true;
         let snapshot = self.read_snapshot();
         match self.writes.get(key).cloned() {
             Some(Pending::Put { value, .. }) => Ok(Some(Versioned {
@@ -278,6 +364,7 @@ impl Txn {
     pub fn scan(&mut self, range: &KeyRange, limit: usize) -> Result<Vec<KeyValue>> {
         self.check_open()?;
         check_scan_limit(limit)?;
+        self.read_any = true;
         if self.tracks_reads() && self.ranges.len() >= limits::READ_RANGES_MAX {
             return Err(TxnError::TooMany {
                 what: "range reads",
@@ -535,16 +622,22 @@ impl Txn {
     /// `traceparent`, and returns once the record is durable (per the commit stream's fsync
     /// policy). A transaction that wrote nothing appends nothing.
     ///
-    /// With a `request_id` that already committed, nothing is applied and the original
-    /// commit is returned with `duplicate: true`; if that commit is still in flight, this
-    /// waits for it. An aborted attempt leaves nothing behind, so a retry may reuse the id.
+    /// With a `request_id` that already committed the same transaction — the same
+    /// operations, locks and isolation level (see the intents fingerprint of the commit
+    /// record) — nothing is applied and the original commit is returned with
+    /// `duplicate: true`; if that commit is still in flight, this waits for it. The same
+    /// request id with different operations fails with [`TxnError::RequestIdConflict`] and
+    /// nothing is applied — unless the original read before committing: its writes may
+    /// have depended on its reads, so any retry of it is a duplicate. An aborted attempt
+    /// leaves nothing behind, so a retry may reuse the id.
     ///
     /// # Errors
     /// [`TxnError::SerializationFailure`] (retry the whole transaction),
     /// [`TxnError::VersionMismatch`], [`TxnError::KeyExists`], [`TxnError::NotAnInteger`],
     /// [`TxnError::IncrementOverflow`], [`TxnError::TransactionTooOld`], [`TxnError::TooMany`]
-    /// (commit record too large), [`TxnError::Log`] (invalid traceparent, I/O: the store is
-    /// then poisoned), [`TxnError::Poisoned`], [`TxnError::Closed`].
+    /// (commit record too large), [`TxnError::RequestIdConflict`], [`TxnError::Log`]
+    /// (invalid traceparent, I/O: the store is then poisoned), [`TxnError::Poisoned`],
+    /// [`TxnError::Closed`].
     pub fn commit_with(
         mut self,
         request_id: Option<&RequestId>,
@@ -599,6 +692,7 @@ impl Txn {
             locks: std::mem::take(&mut self.locks),
             reads: std::mem::take(&mut self.reads),
             ranges: std::mem::take(&mut self.ranges),
+            read_any: self.read_any,
             expired: self.expired.clone(),
         }
     }
@@ -638,4 +732,144 @@ fn add(key: &[u8], base: Option<&[u8]>, by: i64) -> Result<i64> {
             current: base,
             by,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test: a panic with a message is the failure report"
+    )]
+
+    use super::*;
+    use crate::{TxnStore, TxnStoreOptions};
+
+    fn store() -> (tempfile::TempDir, logbook_log::Log, Arc<TxnStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = logbook_log::Log::open(dir.path()).unwrap();
+        let store = TxnStore::open(&log, TxnStoreOptions::default()).unwrap();
+        (dir, log, store)
+    }
+
+    /// The fingerprint of what `ops` buffers in a new transaction at `isolation`.
+    fn fp_at(store: &Arc<TxnStore>, isolation: Isolation, ops: impl FnOnce(&mut Txn)) -> u128 {
+        let mut t = store.begin(TxnOptions::new(isolation)).unwrap();
+        ops(&mut t);
+        let fp = t.take_parts().intents_fingerprint();
+        t.abort();
+        fp
+    }
+
+    fn fp(store: &Arc<TxnStore>, ops: impl FnOnce(&mut Txn)) -> u128 {
+        fp_at(store, Isolation::Serializable, ops)
+    }
+
+    #[test]
+    fn the_same_operations_fingerprint_alike_whatever_their_order_across_keys() {
+        let (_dir, _log, s) = store();
+        let a = fp(&s, |t| {
+            t.increment(b"c1", 1).unwrap();
+            t.put(b"k", b"\"v\"").unwrap();
+            t.delete(b"gone").unwrap();
+        });
+        let again = fp(&s, |t| {
+            t.increment(b"c1", 1).unwrap();
+            t.put(b"k", b"\"v\"").unwrap();
+            t.delete(b"gone").unwrap();
+        });
+        assert_eq!(a, again, "deterministic");
+        // Decision: the writes are a set keyed by key (the buffer keeps one net intent per
+        // key), so the order of operations on *different* keys does not matter.
+        let reordered = fp(&s, |t| {
+            t.delete(b"gone").unwrap();
+            t.put(b"k", b"\"v\"").unwrap();
+            t.increment(b"c1", 1).unwrap();
+        });
+        assert_eq!(a, reordered);
+        // On one key, what counts is the net intent as buffered: increments add up, and a
+        // later put replaces an earlier one.
+        let split = fp(&s, |t| {
+            t.increment(b"c1", 1).unwrap();
+            t.put(b"k", b"\"old\"").unwrap();
+            t.put(b"k", b"\"v\"").unwrap();
+            t.delete(b"gone").unwrap();
+        });
+        assert_eq!(a, split);
+        assert_eq!(
+            fp(&s, |t| t.increment(b"c1", 3).unwrap()),
+            fp(&s, |t| {
+                t.increment(b"c1", 1).unwrap();
+                t.increment(b"c1", 2).unwrap();
+            })
+        );
+        // Plain reads and range reads are not intents.
+        let with_reads = fp(&s, |t| {
+            t.get(b"c1").unwrap();
+            t.scan(&crate::KeyRange::prefix(b"k"), 10).unwrap();
+            t.increment(b"c1", 1).unwrap();
+            t.put(b"k", b"\"v\"").unwrap();
+            t.delete(b"gone").unwrap();
+        });
+        assert_eq!(a, with_reads);
+    }
+
+    #[test]
+    fn the_snapshot_is_not_part_of_the_fingerprint() {
+        let (_dir, _log, s) = store();
+        let before = fp(&s, |t| t.increment(b"c1", 1).unwrap());
+        let mut t = s.begin(TxnOptions::new(Isolation::Serializable)).unwrap();
+        t.increment(b"c1", 1).unwrap();
+        t.commit().unwrap();
+        // A retry begins at a later snapshot (and would resolve the increment differently).
+        assert_eq!(before, fp(&s, |t| t.increment(b"c1", 1).unwrap()));
+    }
+
+    #[test]
+    fn any_difference_in_keys_kinds_operands_locks_or_isolation_changes_it() {
+        let (_dir, _log, s) = store();
+        let all = [
+            fp(&s, |_| {}),
+            fp(&s, |t| t.increment(b"c1", 1).unwrap()),
+            fp(&s, |t| t.increment(b"c1", 2).unwrap()),
+            fp(&s, |t| t.increment(b"c2", 1).unwrap()),
+            fp(&s, |t| t.put(b"c1", b"1").unwrap()),
+            fp(&s, |t| t.put(b"c1", b"2").unwrap()),
+            fp(&s, |t| t.put_if_absent(b"c1", b"1").unwrap()),
+            fp(&s, |t| t.put_if_version(b"c1", b"1", 0).unwrap()),
+            fp(&s, |t| t.put_if_version(b"c1", b"1", 1).unwrap()),
+            fp(&s, |t| t.delete(b"c1").unwrap()),
+            fp(&s, |t| t.delete_if_version(b"c1", 0).unwrap()),
+            fp(&s, |t| t.delete_if_version(b"c1", 1).unwrap()),
+            fp(&s, |t| {
+                t.get_for_update(b"c1").unwrap();
+            }),
+            fp(&s, |t| {
+                t.get_for_update(b"c2").unwrap();
+            }),
+            fp(&s, |t| {
+                t.get_for_update(b"c1").unwrap();
+                t.increment(b"c1", 1).unwrap();
+            }),
+            fp(&s, |t| {
+                t.put(b"a", b"1").unwrap();
+                t.put(b"b", b"2").unwrap();
+            }),
+            // Framing: the same bytes split differently between key and value.
+            fp(&s, |t| {
+                t.put(b"a", b"12").unwrap();
+            }),
+            fp(&s, |t| {
+                t.put(b"a1", b"2").unwrap();
+            }),
+            fp_at(&s, Isolation::Snapshot, |t| t.increment(b"c1", 1).unwrap()),
+            fp_at(&s, Isolation::ReadCommitted, |t| {
+                t.increment(b"c1", 1).unwrap();
+            }),
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for (j, b) in all.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "intents {i} and {j} fingerprint alike");
+            }
+        }
+    }
 }

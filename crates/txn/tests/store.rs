@@ -152,16 +152,15 @@ fn a_retried_commit_returns_the_original_outcome_and_applies_nothing() {
     t.increment(b"balance", 5).unwrap();
     let first = t.commit_with(Some(&id), None).unwrap();
     assert!(!first.duplicate);
-    // The client lost the ack and runs the transaction again: it computes other writes.
+    // The client lost the ack and runs the same transaction again (at a newer snapshot,
+    // where its increment would resolve to 10): the original outcome, nothing applied.
     let mut t = store.begin(ser()).unwrap();
     t.increment(b"balance", 5).unwrap();
-    t.put(b"other", b"x").unwrap();
     let retry = t.commit_with(Some(&id), None).unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.offset, first.offset);
     assert_eq!(retry.incremented, first.incremented);
     assert_eq!(value(&store, "balance").as_deref(), Some("5"));
-    assert_eq!(value(&store, "other"), None);
     // The id is remembered across a restart: it is rebuilt from the commit stream.
     sim.power_loss();
     drop(store);
@@ -180,6 +179,226 @@ fn a_retried_commit_returns_the_original_outcome_and_applies_nothing() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+}
+
+type Ops = Box<dyn FnOnce(&mut logbook_txn::Txn)>;
+
+/// Commits `ops` in a new transaction at `isolation` with request id `id`.
+fn commit_as(
+    store: &Arc<TxnStore>,
+    isolation: Isolation,
+    id: &RequestId,
+    ops: impl FnOnce(&mut logbook_txn::Txn),
+) -> Result<logbook_txn::CommitOutcome, TxnError> {
+    let mut t = store.begin(TxnOptions::new(isolation)).unwrap();
+    ops(&mut t);
+    t.commit_with(Some(id), None)
+}
+
+fn assert_id_conflict(r: Result<logbook_txn::CommitOutcome, TxnError>, id: &str, offset: u64) {
+    match r {
+        Err(TxnError::RequestIdConflict {
+            request_id,
+            offset: at,
+        }) => {
+            assert_eq!((request_id.as_str(), at), (id, offset));
+        }
+        other => panic!("expected request_id_conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_request_id_reused_by_a_different_transaction_is_a_conflict_and_commits_nothing() {
+    let sim = SimStorage::new();
+    let (log, store) = open(&sim, TxnStoreOptions::default());
+    let ser = Isolation::Serializable;
+    let id = RequestId::new("rid-1").unwrap();
+    let first = commit_as(&store, ser, &id, |t| t.increment(b"c1", 1).unwrap()).unwrap();
+    let offset = first.offset.unwrap();
+    // The reviewer's case: another amount under the same id.
+    let e = commit_as(&store, ser, &id, |t| t.increment(b"c1", 2).unwrap()).unwrap_err();
+    assert_eq!(e.code(), "request_id_conflict");
+    assert!(!e.is_retryable());
+    assert_id_conflict(Err(e), "rid-1", offset);
+    // Another key, another kind, an extra write, an extra lock, another isolation level.
+    let variants: Vec<Ops> = vec![
+        Box::new(|t| t.increment(b"c2", 1).unwrap()),
+        Box::new(|t| t.put(b"c1", b"1").unwrap()),
+        Box::new(|t| {
+            t.increment(b"c1", 1).unwrap();
+            t.put(b"other", b"x").unwrap();
+        }),
+        Box::new(|t| {
+            t.get_for_update(b"c1").unwrap();
+            t.increment(b"c1", 1).unwrap();
+        }),
+        Box::new(|_| {}),
+    ];
+    for ops in variants {
+        assert_id_conflict(commit_as(&store, ser, &id, ops), "rid-1", offset);
+    }
+    assert_id_conflict(
+        commit_as(&store, Isolation::Snapshot, &id, |t| {
+            t.increment(b"c1", 1).unwrap();
+        }),
+        "rid-1",
+        offset,
+    );
+    // The async path refuses it the same way.
+    let mut t = store.begin(ser_opts()).unwrap();
+    t.increment(b"c1", 2).unwrap();
+    assert_id_conflict(block_on(t.commit_async(Some(&id), None)), "rid-1", offset);
+    // Nothing was committed, and every refused transaction is closed.
+    assert_eq!(store.durable_end(), offset + 1);
+    assert_eq!(value(&store, "c1").as_deref(), Some("1"));
+    assert_eq!(value(&store, "other"), None);
+    assert_eq!(store.memory().open_txns, 0);
+    assert_eq!(
+        store
+            .stats()
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // A retry of the same transaction is still a duplicate; reads do not matter.
+    let again = commit_as(&store, ser, &id, |t| {
+        t.get(b"c1").unwrap();
+        t.increment(b"c1", 1).unwrap();
+    })
+    .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.offset, Some(offset));
+    assert_eq!(again.incremented, vec![(b"c1".to_vec(), 1)]);
+    // Other ids are unaffected.
+    let other = RequestId::new("rid-2").unwrap();
+    let o = commit_as(&store, ser, &other, |t| t.increment(b"c1", 2).unwrap()).unwrap();
+    assert!(!o.duplicate);
+    assert_eq!(value(&store, "c1").as_deref(), Some("3"));
+    // The fingerprint is in the commit record: after a restart (the index rebuilt from
+    // `_txn`) the same answers.
+    sim.power_loss();
+    drop(store);
+    drop(log);
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    assert!(store.commit_record(offset).unwrap().intents.is_some());
+    assert_id_conflict(
+        commit_as(&store, ser, &id, |t| t.increment(b"c1", 2).unwrap()),
+        "rid-1",
+        offset,
+    );
+    let again = commit_as(&store, ser, &id, |t| t.increment(b"c1", 1).unwrap()).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.offset, Some(offset));
+    assert_eq!(value(&store, "c1").as_deref(), Some("3"));
+    assert_eq!(store.durable_end(), offset + 2);
+}
+
+#[test]
+fn a_commit_record_without_a_fingerprint_accepts_any_retry_of_its_request_id() {
+    // A commit record of format version 1 (written before the fingerprint existed) in
+    // `_txn`: its request id is still remembered, and any retry is a duplicate, as then.
+    let sim = SimStorage::new();
+    let (log, store) = open(&sim, TxnStoreOptions::default());
+    drop(store);
+    let old = logbook_txn::record::CommitRecord {
+        isolation: Isolation::Serializable,
+        snapshot: 0,
+        request_id: Some("old-1".into()),
+        traceparent: None,
+        intents: None,
+        read_dependent: false,
+        writes: vec![(b"c1".to_vec(), logbook_txn::record::WriteOp::Incremented(1))],
+    };
+    let bytes = old.encode();
+    assert_eq!(bytes[0], 1, "format version 1");
+    log.stream("_txn")
+        .unwrap()
+        .append_to(0, &[logbook_log::Record::new(bytes)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    drop(log);
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    assert_eq!(store.commit_record(0).unwrap(), old);
+    assert_eq!(value(&store, "c1").as_deref(), Some("1"));
+    let id = RequestId::new("old-1").unwrap();
+    let r = commit_as(&store, Isolation::Serializable, &id, |t| {
+        t.increment(b"c1", 2).unwrap();
+    })
+    .unwrap();
+    assert!(r.duplicate);
+    assert_eq!(r.offset, Some(0));
+    assert_eq!(r.incremented, vec![(b"c1".to_vec(), 1)]);
+    assert_eq!(value(&store, "c1").as_deref(), Some("1"));
+    assert_eq!(store.durable_end(), 1);
+    // A new commit with a request id is written with its fingerprint (version 2); one
+    // without a request id has nothing to compare and stays version 1.
+    let id = RequestId::new("new-1").unwrap();
+    let n = commit_as(&store, Isolation::Serializable, &id, |t| {
+        t.increment(b"c1", 2).unwrap();
+    })
+    .unwrap();
+    let rec = store.commit_record(n.offset.unwrap()).unwrap();
+    assert!(rec.intents.is_some());
+    let mut t = store.begin(ser_opts()).unwrap();
+    t.put(b"k", b"1").unwrap();
+    let plain = t.commit().unwrap();
+    assert_eq!(
+        store.commit_record(plain.offset.unwrap()).unwrap().intents,
+        None
+    );
+}
+
+#[test]
+fn a_transaction_that_read_may_be_retried_with_other_writes() {
+    // A read-modify-write re-run after its commit's acknowledgment was lost reads the
+    // state its original produced and computes other writes: its request id alone
+    // identifies it (the original read, so it is not compared), as the retry helper needs.
+    let sim = SimStorage::new();
+    let (log, store) = open(&sim, TxnStoreOptions::default());
+    let id = RequestId::new("add-seat").unwrap();
+    let add_seat = |store: &Arc<TxnStore>| {
+        commit_as(store, Isolation::Serializable, &id, |t| {
+            let seats: i64 = t.get(b"seats").unwrap().map_or(0, |v| {
+                std::str::from_utf8(&v.value).unwrap().parse().unwrap()
+            });
+            t.put(b"seats", (seats + 1).to_string().as_bytes()).unwrap();
+        })
+    };
+    let first = add_seat(&store).unwrap();
+    assert!(!first.duplicate);
+    let rec = store.commit_record(first.offset.unwrap()).unwrap();
+    assert!(rec.read_dependent && rec.intents.is_some());
+    let again = add_seat(&store).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.offset, first.offset);
+    assert_eq!(value(&store, "seats").as_deref(), Some("1"));
+    sim.power_loss();
+    drop(store);
+    drop(log);
+    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    let again = add_seat(&store).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(value(&store, "seats").as_deref(), Some("1"));
+    // A blind original is compared even when the retry reads.
+    let blind = RequestId::new("blind").unwrap();
+    let o = commit_as(&store, Isolation::Serializable, &blind, |t| {
+        t.put(b"x", b"1").unwrap();
+    })
+    .unwrap();
+    assert_id_conflict(
+        commit_as(&store, Isolation::Serializable, &blind, |t| {
+            t.get(b"x").unwrap();
+            t.put(b"x", b"2").unwrap();
+        }),
+        "blind",
+        o.offset.unwrap(),
+    );
+    assert_eq!(value(&store, "x").as_deref(), Some("1"));
+}
+
+fn ser_opts() -> TxnOptions {
+    TxnOptions::new(Isolation::Serializable)
 }
 
 #[test]
