@@ -382,7 +382,7 @@ pub async fn increment(
     params(("txn" = String, Path),
         ("Idempotency-Key" = Option<String>, Header), ("traceparent" = Option<String>, Header)),
     responses((status = 200, body = Committed),
-        (status = 409, description = "`serialization_failure` (retry the whole transaction), `version_mismatch`, `key_exists`", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "`serialization_failure` (retry the whole transaction), `version_mismatch`, `key_exists`, `request_id_conflict` (the Idempotency-Key names a committed transaction with other writes)", body = Problem, content_type = "application/problem+json")))]
 pub async fn commit(
     State(state): State<AppState>,
     Path(id): Path<String>,
