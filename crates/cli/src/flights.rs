@@ -8,8 +8,9 @@
 //!   are written as plain decimal integers with no zero padding, exactly as the CSV writes
 //!   them (`2013-1-1`, not `2013-01-01`); a padded input such as `01` is normalised to `1`.
 //!   The key is unique over all 336,776 rows of the full data set.
-//! - **Value:** compact JSON of the whole row as an object whose members are the CSV columns
-//!   in CSV order. Integer columns become JSON integers, the strings `carrier`, `tailnum`,
+//! - **Value:** compact JSON of the whole row as an object with one member per CSV column
+//!   (written here in CSV order; the server stores it as parsed JSON, members sorted by
+//!   name). Integer columns become JSON integers, the strings `carrier`, `tailnum`,
 //!   `origin`, `dest` and `time_hour` become JSON strings, and the literal `NA` (a missing
 //!   value) becomes `null` in any column.
 //!
@@ -81,7 +82,8 @@ enum Kind {
 pub struct FlightRecord {
     /// `year-month-day|carrier|flight|origin`, numbers unpadded, e.g. `2013-1-1|UA|1545|EWR`.
     pub key: String,
-    /// Compact JSON object of the row: columns in CSV order, integers as JSON integers,
+    /// Compact JSON object of the row, as sent: columns in CSV order (the server stores parsed
+    /// JSON, members sorted by name), integers as JSON integers,
     /// `NA` as `null`.
     pub value: Vec<u8>,
 }

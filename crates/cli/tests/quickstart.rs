@@ -217,6 +217,36 @@ fn the_quickstart_twice_appends_nothing_new_and_its_views_match_the_csv() {
         "{second}"
     );
     assert!(second.contains("curl -s http://127.0.0.1:"), "{second}");
+    // The stream existed: the header says so, with its real partitions; and --exit's server
+    // is gone, so the curl lines say to start one.
+    assert!(
+        second.contains("(4 partitions, it already existed"),
+        "{second}"
+    );
+    assert!(
+        second.contains("the server has shut down (--exit)"),
+        "{second}"
+    );
+    assert!(
+        second.contains("samples/flights-2013-01.csv.gz"),
+        "{second}"
+    );
+    let more = ok(&[
+        "quickstart",
+        "--exit",
+        "--partitions",
+        "8",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        more.contains(
+            "(4 partitions: it already existed, --partitions 8 applies only when it is created"
+        ),
+        "{more}"
+    );
 
     let node = Node::start(&data);
     let stream = node.get("/v1/streams/flights");
@@ -599,7 +629,14 @@ fn other_records_under_the_sample_ids_are_reported_and_fresh_starts_over() {
         // quickstart, which stored the flights' members in CSV order, would have left it).
         let node = Node::start(&data);
         node.put("/v1/streams/flights", json!({"partitions": 4}));
-        let hash = xxhash_rust::xxh3::xxh3_64(&std::fs::read(SAMPLE).unwrap());
+        // The identity is the decompressed content's hash.
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(SAMPLE).unwrap()),
+            &mut content,
+        )
+        .unwrap();
+        let hash = xxhash_rust::xxh3::xxh3_64(&content);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -637,4 +674,98 @@ fn other_records_under_the_sample_ids_are_reported_and_fresh_starts_over() {
     assert_eq!(report["fresh"], true);
     assert_eq!(report["import"]["appended"], SAMPLE_ROWS);
     assert_eq!(report["import"]["duplicates"], 0);
+}
+
+#[test]
+fn stream_level_mistakes_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv: PathBuf = dir.path().join("s.csv");
+    std::fs::write(&csv, "id,b\n1,x\n").unwrap();
+    let file = csv.to_str().unwrap();
+    // No server listens on port 9: each of these must fail before any request.
+    let server = ["--server", "http://127.0.0.1:9"];
+    let with = |extra: &[&str]| {
+        let mut args = vec!["import"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&server);
+        fails(&args)
+    };
+    let e = with(&["_txn", file]);
+    assert!(e.contains("names starting with `_` are reserved"), "{e}");
+    let e = with(&["s", file, "--create-partitions", "300"]);
+    assert!(
+        e.contains("--create-partitions 300: must be 1 to 256"),
+        "{e}"
+    );
+    let e = with(&["s", file, "--key", "id,id"]);
+    assert!(e.contains("--key: `id` is named twice"), "{e}");
+    for n in ["0", "2000"] {
+        let e = with(&["s", file, "--in-flight", n]);
+        assert!(e.contains("--in-flight") && e.contains("1..=1024"), "{e}");
+        let e = fails(&["quickstart", "--in-flight", n]);
+        assert!(e.contains("--in-flight") && e.contains("1..=1024"), "{e}");
+    }
+}
+
+#[test]
+fn the_same_content_gzipped_or_with_a_bom_is_the_same_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    let text = "{\"id\":1,\"v\":\"a\"}\n{\"id\":2,\"v\":\"b\"}\n";
+    let plain: PathBuf = dir.path().join("e.jsonl");
+    std::fs::write(&plain, text).unwrap();
+    let first = import(
+        &node,
+        "e",
+        &plain,
+        &["--key", "id", "--create-partitions", "2"],
+    );
+    assert_eq!(first["appended"], 2);
+    // Gzipped twice with different timestamps: other bytes, the same content.
+    for mtime in [1, 2] {
+        let gz: PathBuf = dir.path().join(format!("e{mtime}.jsonl.gz"));
+        let mut enc = flate2::GzBuilder::new().mtime(mtime).write(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        std::io::Write::write_all(&mut enc, text.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        let again = import(&node, "e", &gz, &["--key", "id"]);
+        assert_eq!(again["appended"], 0, "{again}");
+        assert_eq!(again["duplicates"], 2, "{again}");
+        assert_eq!(again["request_id_prefix"], first["request_id_prefix"]);
+    }
+    // A UTF-8 byte order mark on line 1 is skipped.
+    let bom: PathBuf = dir.path().join("bom.jsonl");
+    std::fs::write(&bom, "\u{feff}{\"id\":3}\n{\"id\":4}\n").unwrap();
+    let r = import(&node, "e", &bom, &["--key", "id"]);
+    assert_eq!(r["appended"], 2, "{r}");
+    assert_eq!(node.get("/v1/streams/e")["records"], 4);
+}
+
+#[test]
+fn import_json_prints_the_problem_document_and_fitting_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    node.put("/v1/streams/s", json!({"partitions": 1}));
+    let csv: PathBuf = dir.path().join("s.csv");
+    std::fs::write(&csv, "a,b\n1,x\n").unwrap();
+    import(&node, "s", &csv, &["--key", "a"]);
+    let args = [
+        "import",
+        "s",
+        csv.to_str().unwrap(),
+        "--key",
+        "b",
+        "--server",
+        &node.base,
+    ];
+    let stderr = fails(&args);
+    assert!(stderr.contains("Import into a new stream"), "{stderr}");
+    assert!(!stderr.contains("appends none of them twice"), "{stderr}");
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let stderr = fails(&json_args);
+    let problem: Value = serde_json::from_str(stderr.trim()).unwrap();
+    assert_eq!(problem["code"], "request_id_conflict", "{problem}");
 }
