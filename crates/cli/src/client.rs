@@ -19,12 +19,54 @@ use serde_json::Value;
 /// Where the server is: every client command takes this.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// The server's base URL (`logbook serve` listens on 127.0.0.1:7700 by default).
-    #[arg(long, env = "LOGBOOK_SERVER", default_value = "http://127.0.0.1:7700")]
+    /// The server: `http://HOST:PORT` or just `HOST:PORT` (`logbook serve` listens on
+    /// 127.0.0.1:7700 by default). Plain HTTP only: this client does not speak TLS.
+    #[arg(long, env = "LOGBOOK_SERVER", default_value = "http://127.0.0.1:7700",
+          value_parser = parse_server)]
     pub server: String,
-    /// Longest wait for one answer, ms (connect, send, receive).
+    /// Longest wait for one answer, ms (connect, send, receive). Requests that ask the server
+    /// to wait (`--timeout-ms` of view reads and switches, `tail --follow`) get that wait on top.
     #[arg(long, env = "LOGBOOK_CLIENT_TIMEOUT_MS", default_value_t = 60_000)]
     pub client_timeout_ms: u64,
+}
+
+/// `--server` as a base URL: a bare `HOST:PORT` gets `http://`; `https://` is refused here
+/// rather than failing later with an obscure transport error.
+pub fn parse_server(text: &str) -> Result<String, String> {
+    let text = text.trim().trim_end_matches('/');
+    if text.is_empty() {
+        return Err("the server address is empty; give HOST:PORT or http://HOST:PORT".into());
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(format!(
+            "{text}: TLS is not supported by this client; give the server's plain http:// \
+             address (or put a TLS-terminating proxy's http side in front of it)"
+        ));
+    }
+    if lower.starts_with("http://") {
+        return Ok(text.to_owned());
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err(format!(
+            "{text}: scheme {scheme:?} is not supported; give HOST:PORT or http://HOST:PORT"
+        ));
+    }
+    Ok(format!("http://{text}"))
+}
+
+/// Largest answer body read, in bytes (1 GiB). ureq's own default stops at 10 MB, which a
+/// `view scan --limit 10000` of 2 KB rows already exceeds; the server bounds its answers by
+/// row and record counts, not bytes, so this is only a guard against a runaway answer.
+const ANSWER_BYTES_MAX: u64 = 1 << 30;
+
+/// Reads a whole answer body as text, up to [`ANSWER_BYTES_MAX`].
+fn read_answer(response: &mut ureq::http::Response<ureq::Body>) -> Result<String, ureq::Error> {
+    response
+        .body_mut()
+        .with_config()
+        .limit(ANSWER_BYTES_MAX)
+        .read_to_string()
 }
 
 /// The characters left as they are in a path segment: RFC 3986 unreserved.
@@ -78,6 +120,14 @@ pub struct Answer {
 pub struct Client {
     agent: ureq::Agent,
     base: String,
+    /// `--client-timeout-ms`, for the timeout message and for requests that wait on the server.
+    timeout_ms: u64,
+}
+
+/// The base URL of `--server` (already checked by clap; this also covers callers that fill
+/// [`ServerArgs`] themselves).
+fn base_of(server: &str) -> String {
+    parse_server(server).unwrap_or_else(|_| server.trim_end_matches('/').to_owned())
 }
 
 impl Client {
@@ -89,7 +139,8 @@ impl Client {
             .build();
         Self {
             agent: config.into(),
-            base: args.server.trim_end_matches('/').to_owned(),
+            base: base_of(&args.server),
+            timeout_ms: args.client_timeout_ms.max(1),
         }
     }
 
@@ -100,31 +151,55 @@ impl Client {
 
     /// `GET path` with query parameters; the body of a 2xx answer.
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        let mut request = self.agent.get(self.url(path));
+        self.get_waiting(path, query, 0)
+    }
+
+    /// `GET path` of a request that asks the server to wait up to `wait_ms` (a long poll, a
+    /// token wait): the client waits that long on top of `--client-timeout-ms`, so a wait
+    /// the user asked for never ends as a client timeout.
+    pub fn get_waiting(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        wait_ms: u64,
+    ) -> anyhow::Result<Value> {
+        let mut request = self.agent.get(self.url(path)?);
         for (name, value) in query {
             request = request.query(*name, value);
         }
-        Ok(self.finish("GET", path, request.call())?.body)
+        let result = if wait_ms > 0 {
+            request
+                .config()
+                .timeout_global(Some(Duration::from_millis(self.timeout_ms + wait_ms)))
+                .build()
+                .call()
+        } else {
+            request.call()
+        };
+        Ok(self.finish_waiting("GET", path, result, wait_ms)?.body)
     }
 
     /// `GET path` of a text document (e.g. `/metrics`).
     pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let result = self.agent.get(self.url(path)).call();
+        let result = self.agent.get(self.url(path)?).call();
         let mut response = self.connected("GET", path, result)?;
         let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("reading the answer to GET {path}"))?;
+        let text = read_answer(&mut response)
+            .with_context(|| format!("reading the answer to GET {}{path}", self.base))?;
         if !(200..300).contains(&status) {
-            anyhow::bail!("GET {path} answered {status}: {text}");
+            anyhow::bail!(
+                "GET {}{path} answered {status}: {}{}",
+                self.base,
+                text.trim(),
+                not_logbook_hint(status, &text)
+            );
         }
         Ok(text)
     }
 
     /// `PUT path` with a JSON body.
     pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Answer> {
-        let result = self.agent.put(self.url(path)).send_json(body);
+        let result = self.agent.put(self.url(path)?).send_json(body);
         self.finish("PUT", path, result)
     }
 
@@ -133,10 +208,27 @@ impl Client {
     pub fn put_raw(&self, path: &str, json_text: &str) -> anyhow::Result<Answer> {
         let result = self
             .agent
-            .put(self.url(path))
+            .put(self.url(path)?)
             .header("content-type", "application/json")
             .send(json_text);
         self.finish("PUT", path, result)
+    }
+
+    /// `POST path` with a body given as JSON text, and extra headers.
+    pub fn post_raw(
+        &self,
+        path: &str,
+        json_text: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Answer> {
+        let mut request = self
+            .agent
+            .post(self.url(path)?)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.finish("POST", path, request.send(json_text))
     }
 
     /// `POST path` with a JSON body and extra headers (`Idempotency-Key`, `traceparent`).
@@ -146,24 +238,53 @@ impl Client {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Answer> {
-        let mut request = self.agent.post(self.url(path));
+        self.post_waiting(path, body, headers, 0)
+    }
+
+    /// `POST path` of a request that asks the server to wait up to `wait_ms` (e.g. a switch
+    /// waiting for a version to catch up); see [`Client::get_waiting`].
+    pub fn post_waiting(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+        wait_ms: u64,
+    ) -> anyhow::Result<Answer> {
+        let mut request = self.agent.post(self.url(path)?);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        self.finish("POST", path, request.send_json(body))
+        let result = if wait_ms > 0 {
+            request
+                .config()
+                .timeout_global(Some(Duration::from_millis(self.timeout_ms + wait_ms)))
+                .build()
+                .send_json(body)
+        } else {
+            request.send_json(body)
+        };
+        self.finish_waiting("POST", path, result, wait_ms)
     }
 
     /// `DELETE path` with query parameters.
     pub fn delete(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Answer> {
-        let mut request = self.agent.delete(self.url(path));
+        let mut request = self.agent.delete(self.url(path)?);
         for (name, value) in query {
             request = request.query(*name, value);
         }
         self.finish("DELETE", path, request.call())
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// The URL of `path`. A path with an empty segment (`/v1/streams//records`) would reach
+    /// no route and come back as a puzzling 404: refused here instead.
+    fn url(&self, path: &str) -> anyhow::Result<String> {
+        let route = path.split('?').next().unwrap_or(path);
+        if route.split('/').skip(1).any(str::is_empty) {
+            anyhow::bail!(
+                "{path}: a stream, view or key name is empty; names and keys must be non-empty"
+            );
+        }
+        Ok(format!("{}{path}", self.base))
     }
 
     /// Turns a transport failure into an error that says which server and how to start one.
@@ -173,16 +294,69 @@ impl Client {
         path: &str,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
-        result.map_err(|error| {
-            let hint = match error {
-                ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-                    "; is `logbook serve` (or `logbook quickstart`) running there? \
+        self.connected_waiting(method, path, result, 0)
+    }
+
+    /// [`Client::connected`] for a request that also waited `wait_ms` on the server.
+    fn connected_waiting(
+        &self,
+        method: &str,
+        path: &str,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        wait_ms: u64,
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+        result.map_err(|error| self.transport_error(method, path, &error, wait_ms))
+    }
+
+    /// What a transport failure means, in words: which server, and what to do.
+    fn transport_error(
+        &self,
+        method: &str,
+        path: &str,
+        error: &ureq::Error,
+        wait_ms: u64,
+    ) -> anyhow::Error {
+        let at = format!("{method} {}{path}", self.base);
+        match error {
+            ureq::Error::Timeout(_) => {
+                let waited = if wait_ms > 0 {
+                    format!(
+                        "{} ms (the {wait_ms} ms the server was asked to wait, plus \
+                         --client-timeout-ms {})",
+                        self.timeout_ms + wait_ms,
+                        self.timeout_ms
+                    )
+                } else {
+                    format!("--client-timeout-ms {} ms", self.timeout_ms)
+                };
+                anyhow::anyhow!(
+                    "{at}: no complete answer within {waited}; raise --client-timeout-ms \
+                     (or LOGBOOK_CLIENT_TIMEOUT_MS) if the server is just slow"
+                )
+            }
+            // The server stopped reading an upload: most often it refused the body (413)
+            // and closed the connection, so the answer is lost with it.
+            ureq::Error::Io(io)
+                if method != "GET"
+                    && matches!(
+                        io.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) =>
+            {
+                anyhow::anyhow!(
+                    "{at}: the server closed the request before answering ({error}); body too \
+                     large? (the server takes at most {} MiB per request)",
+                    logbook_server::limits::BODY_BYTES_MAX >> 20
+                )
+            }
+            ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                anyhow::anyhow!(
+                    "{at}: {error}; is `logbook serve` (or `logbook quickstart`) running there? \
                      (--server / LOGBOOK_SERVER)"
-                }
-                _ => "",
-            };
-            anyhow::anyhow!("{method} {}{path}: {error}{hint}", self.base)
-        })
+                )
+            }
+            _ => anyhow::anyhow!("{at}: {error}"),
+        }
     }
 
     fn finish(
@@ -191,12 +365,25 @@ impl Client {
         path: &str,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<Answer> {
-        let mut response = self.connected(method, path, result)?;
+        self.finish_waiting(method, path, result, 0)
+    }
+
+    fn finish_waiting(
+        &self,
+        method: &str,
+        path: &str,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        wait_ms: u64,
+    ) -> anyhow::Result<Answer> {
+        let mut response = self.connected_waiting(method, path, result, wait_ms)?;
         let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("reading the answer to {method} {path}"))?;
+        let text = read_answer(&mut response).map_err(|error| {
+            let cause = self.transport_error(method, path, &error, wait_ms);
+            cause.context(format!(
+                "reading the answer to {method} {}{path}",
+                self.base
+            ))
+        })?;
         if (200..300).contains(&status) {
             let body = if text.trim().is_empty() {
                 Value::Null
@@ -208,8 +395,24 @@ impl Client {
         }
         match serde_json::from_str::<Problem>(&text) {
             Ok(problem) => Err(ApiProblem { status, problem }.into()),
-            Err(_) => anyhow::bail!("{method} {path} answered {status}: {}", text.trim()),
+            Err(_) => anyhow::bail!(
+                "{method} {}{path} answered {status}: {}{}",
+                self.base,
+                text.trim(),
+                not_logbook_hint(status, &text)
+            ),
         }
+    }
+}
+
+/// For an error answer that is no problem document: a hint that the address may not be a
+/// Logbook server at all (every error of ours has a JSON body).
+fn not_logbook_hint(status: u16, text: &str) -> &'static str {
+    if text.trim().is_empty() || status == 404 {
+        " (not a Logbook problem document: is this a Logbook server? check --server / \
+         LOGBOOK_SERVER)"
+    } else {
+        ""
     }
 }
 
@@ -250,7 +453,8 @@ impl Client {
             .build();
         Self {
             agent: config.into(),
-            base: args.server.trim_end_matches('/').to_owned(),
+            base: base_of(&args.server),
+            timeout_ms: args.client_timeout_ms.max(1),
         }
     }
 
@@ -263,9 +467,14 @@ impl Client {
         json: &[u8],
         headers: &[(&str, &str)],
     ) -> Result<Answer, Failure> {
+        let url = self.url(path).map_err(|error| Failure {
+            retry_after: None,
+            transient: false,
+            error,
+        })?;
         let mut request = self
             .agent
-            .post(self.url(path))
+            .post(url)
             .header("content-type", "application/json");
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -294,7 +503,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = match response.body_mut().read_to_string() {
+        let text = match read_answer(&mut response) {
             Ok(text) => text,
             Err(error) => {
                 // The answer was cut off: as if none came.
@@ -366,6 +575,22 @@ mod tests {
         let encoded = segment("ü/?#%");
         let decoded = percent_encoding::percent_decode_str(&encoded).decode_utf8();
         assert_eq!(decoded.ok().as_deref(), Some("ü/?#%"));
+    }
+
+    #[test]
+    fn server_addresses_take_a_bare_host_port_and_refuse_tls() {
+        assert_eq!(
+            parse_server("127.0.0.1:7700").as_deref(),
+            Ok("http://127.0.0.1:7700")
+        );
+        assert_eq!(
+            parse_server("http://db1:7700/").as_deref(),
+            Ok("http://db1:7700")
+        );
+        let tls = parse_server("https://db1:7700").err().unwrap_or_default();
+        assert!(tls.contains("TLS is not supported"), "{tls}");
+        assert!(parse_server("ftp://x").is_err());
+        assert!(parse_server("").is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! samples, so a percentile is estimated the way Prometheus' `histogram_quantile` does it:
 //! find the bucket holding the rank and interpolate linearly inside it. The true value lies
 //! in that bucket, so the estimate is within a factor of two; the table says so. A
-//! percentile in the last, unbounded bucket is shown as "> the largest bound".
+//! percentile in the last, unbounded bucket is shown as "> the largest bound" (in JSON: the
+//! bound, with the column listed under `overflow`).
 
 use std::collections::BTreeMap;
 
@@ -20,7 +21,10 @@ const QUANTILES: [(f64, &str); 4] = [(0.5, "p50"), (0.95, "p95"), (0.99, "p99"),
 pub struct StatsArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Print one JSON document: latencies (ms), counters and view lag.
+    /// Print one JSON document: latencies (ms), counters and view lag. Percentiles are
+    /// numbers (`null` with no samples); one above the largest bucket is that bound, and its
+    /// column (e.g. "p999") is listed in the row's `overflow`. The counters `duplicates` and
+    /// `txn_aborts` are always objects (by kind / reason), the others always numbers.
     #[arg(long)]
     pub json: bool,
 }
@@ -138,13 +142,26 @@ impl Histogram {
     }
 }
 
-fn estimate_ms(e: Option<Estimate>) -> Value {
+/// A quantile in ms for JSON: always a number (or `null` with no samples); one in the
+/// unbounded bucket is the largest bound, and the caller lists it under `overflow`.
+fn estimate_ms(e: Option<Estimate>) -> (Value, bool) {
     match e {
-        None => Value::Null,
-        Some(Estimate::Within(s)) => json!(s * 1e3),
-        Some(Estimate::Above(s)) => json!(format!(">{}", s * 1e3)),
+        None => (Value::Null, false),
+        Some(Estimate::Within(s)) => (json!(s * 1e3), false),
+        Some(Estimate::Above(s)) => (json!(s * 1e3), true),
     }
 }
+
+/// Counters a script may look for, present (empty, or 0) even before any traffic: scalar
+/// ones, and ones by label (objects keyed by the label value).
+const SCALARS: [&str; 5] = [
+    "records_appended",
+    "appends",
+    "commits",
+    "open_transactions",
+    "ready",
+];
+const BY_LABEL: [&str; 2] = ["duplicates", "txn_aborts"];
 
 fn estimate_text(e: Option<Estimate>) -> String {
     match e {
@@ -267,7 +284,15 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     let text = client.get_text("/metrics")?;
     let samples: Vec<Sample> = text.lines().filter_map(parse_line).collect();
     let hists = histograms(&samples);
-    let counters = counters(&samples);
+    let mut counters = counters(&samples);
+    for name in SCALARS {
+        counters.entry(name.to_string()).or_insert_with(|| json!(0));
+    }
+    for name in BY_LABEL {
+        counters
+            .entry(name.to_string())
+            .or_insert_with(|| json!({}));
+    }
     let responses = responses(&samples);
     // Latencies and counters are worth printing even when the views cannot be listed
     // (e.g. a server still opening its data directory).
@@ -283,9 +308,15 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
                     "kind": kind, "name": name, "count": h.count as u64,
                     "mean_ms": if h.count > 0.0 { json!(h.sum / h.count * 1e3) } else { Value::Null },
                 });
+                let mut overflow = Vec::new();
                 for (q, column) in QUANTILES {
-                    row[format!("{column}_ms")] = estimate_ms(h.quantile(q));
+                    let (ms, above) = estimate_ms(h.quantile(q));
+                    row[format!("{column}_ms")] = ms;
+                    if above {
+                        overflow.push(column);
+                    }
                 }
+                row["overflow"] = json!(overflow);
                 row
             })
             .collect();
@@ -352,7 +383,12 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         }
     }
     let classes: Vec<String> = responses.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    outln!("  {:<24} {}", "http_responses", classes.join(", "));
+    let classes = if classes.is_empty() {
+        "0".to_string()
+    } else {
+        classes.join(", ")
+    };
+    outln!("  {:<24} {classes}", "http_responses");
     outln!();
     if let Some(e) = &views_error {
         outln!("views: unavailable ({e})");

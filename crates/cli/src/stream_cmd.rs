@@ -9,11 +9,21 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::client::{Client, ServerArgs, print_json, segment};
+use logbook_server::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
+use logbook_views::ConsistencyToken;
+
+use crate::client::{ApiProblem, Client, ServerArgs, print_json, problem_of, segment};
 
 /// Records sent in one request by `stream append` without `--request-id` (the server's batch
 /// limit is far higher; this keeps each answer, and a failure's blast radius, small).
 const APPEND_BATCH: usize = 500;
+
+/// Bytes of records sent in one request by `stream append` from stdin: half the server's
+/// body limit, so a batch of large records is split rather than refused with 413.
+const APPEND_BATCH_BYTES: usize = BODY_BYTES_MAX / 2;
+
+/// Bytes of `{"records":[...]}` around a batch's records.
+const BODY_OVERHEAD: usize = 16;
 
 /// How long one `tail --follow` request waits on the server for a new record, ms (a long
 /// poll: no busy polling, and Ctrl-C ends it at once).
@@ -50,6 +60,10 @@ pub enum StreamCommand {
     List {
         #[command(flatten)]
         server: ServerArgs,
+        /// Also list internal streams (names starting with `_`, e.g. `_txn`, the
+        /// transaction log).
+        #[arg(long)]
+        all: bool,
         /// Print the server's answer as JSON.
         #[arg(long)]
         json: bool,
@@ -86,9 +100,13 @@ pub enum StreamCommand {
     ///
     /// With `--request-id` the whole invocation is one request, appended exactly once:
     /// running it again appends nothing and prints the original positions marked
-    /// "duplicate"; the same id with other records fails with `request_id_conflict`.
-    /// Without it, stdin is sent as it is read: in batches of up to 500 lines from a pipe,
-    /// line by line from a terminal.
+    /// "duplicate"; the same id with other records fails with `request_id_conflict`
+    /// (at most 10,000 records and 16 MiB in all).
+    /// Without it, stdin is sent as it is read: in batches of up to 500 lines and 8 MiB
+    /// from a pipe, line by line from a terminal. When it took several requests, a last
+    /// line `token T (covers all N records ...)` (--json: {"token", "records", "requests",
+    /// "last_line"}) gives one token for every line appended. A bad line stops the command;
+    /// the error names the stdin line and which lines were appended before it.
     ///
     /// Examples:
     ///   logbook stream append orders --key customer-7 --value '{"total": 42}'
@@ -123,7 +141,8 @@ pub enum StreamCommand {
     /// Print records of one partition from an offset; `--follow` keeps printing new ones.
     ///
     /// One record per line: partition, offset, key and value, tab-separated (`--json`: one
-    /// JSON object per record and line, as the server sends it).
+    /// JSON object per record and line, as the server sends it). When more records follow
+    /// the last one printed, `# more: continue with --from N` goes to stderr.
     ///
     /// Examples:
     ///   logbook stream tail orders --partition 3 --from 0 --limit 10
@@ -137,10 +156,12 @@ pub enum StreamCommand {
         /// The partition (required when the stream has several).
         #[arg(long)]
         partition: Option<u32>,
-        /// First offset (default: the first retained).
+        /// First offset (default: the first retained; with --follow, the end: only new
+        /// records).
         #[arg(long)]
         from: Option<u64>,
-        /// Most records to print (with `--follow`: per request).
+        /// Most records to print, read in pages of up to 1000 (with `--follow`: per request,
+        /// at most 1000).
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Keep reading: wait on the server for new records and print them until Ctrl-C.
@@ -209,8 +230,11 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
                 answer.body["fsync"].as_str().unwrap_or_default()
             );
         }
-        StreamCommand::List { server, json } => {
-            let list = Client::new(&server).get("/v1/streams", &[])?;
+        StreamCommand::List { server, all, json } => {
+            let mut list = Client::new(&server).get("/v1/streams", &[])?;
+            if !all && let Some(streams) = list["streams"].as_array_mut() {
+                streams.retain(|s| !s["stream"].as_str().is_some_and(|n| n.starts_with('_')));
+            }
             if json {
                 return print_json(&list);
             }
@@ -335,63 +359,230 @@ struct Append {
     json: bool,
 }
 
+/// Records read from stdin, not yet sent: each as its JSON text, with its line number.
+#[derive(Default)]
+struct Batch {
+    records: Vec<(usize, String)>,
+    bytes: usize,
+}
+
+/// What the requests of one `stream append` have appended so far.
+#[derive(Default)]
+struct Appended {
+    requests: usize,
+    records: usize,
+    /// The last stdin line appended.
+    last_line: usize,
+    /// Every request's token merged (per partition the largest position).
+    token: Option<ConsistencyToken>,
+}
+
+impl Appended {
+    /// "nothing was appended" or "N records (lines up to L) were appended", for errors.
+    fn said(&self) -> String {
+        if self.records == 0 {
+            "nothing was appended".to_string()
+        } else {
+            format!(
+                "the {} records of stdin lines up to {} were appended (printed above); no \
+                 later line was",
+                self.records, self.last_line
+            )
+        }
+    }
+}
+
 impl Append {
-    /// Reads stdin: one JSON value per non-empty line. Every line is checked as JSON as it is
-    /// read; a bad one stops the command naming its line (earlier batches were appended
-    /// and printed, unless `--request-id` makes the whole input one request).
+    /// The JSON text of one record with the invocation's key and headers.
+    fn record(&self, value: Value) -> anyhow::Result<String> {
+        let mut r = json!({ "value": value });
+        if let Some(k) = &self.key {
+            r["key"] = json!(k);
+        }
+        if !self.headers.is_empty() {
+            r["headers"] = Value::Object(self.headers.clone());
+        }
+        serde_json::to_string(&r).context("encoding a record")
+    }
+
+    /// Reads stdin: one JSON value per non-empty line, sent in batches as it is read (each
+    /// batch below the server's body and record limits). A bad line stops the command; the
+    /// error says exactly which lines were appended before it.
     fn stdin(&self) -> anyhow::Result<()> {
-        // At a terminal each line is sent as it is typed; from a pipe, in batches.
-        let batch_max = if std::io::stdin().is_terminal() {
+        // At a terminal each line is sent as it is typed; from a pipe, in batches. With a
+        // request id the whole input is one request (one id, appended exactly once).
+        let records_max = if self.request_id.is_some() {
+            BATCH_RECORDS_MAX
+        } else if std::io::stdin().is_terminal() {
             1
         } else {
             APPEND_BATCH
         };
-        let mut batch = Vec::new();
+        let mut batch = Batch::default();
+        let mut done = Appended::default();
+        let result = self.read_and_send(records_max, &mut batch, &mut done);
+        if let Err(e) = result {
+            // What was appended is still worth a token, to read those writes.
+            if done.requests > 1 {
+                self.print_total(&done)?;
+            }
+            return Err(e);
+        }
+        if done.requests > 1 {
+            self.print_total(&done)?;
+        }
+        Ok(())
+    }
+
+    fn read_and_send(
+        &self,
+        records_max: usize,
+        batch: &mut Batch,
+        done: &mut Appended,
+    ) -> anyhow::Result<()> {
         for (index, line) in std::io::stdin().lock().lines().enumerate() {
-            let line = line.with_context(|| format!("reading line {} of stdin", index + 1))?;
+            let number = index + 1;
+            let line =
+                line.with_context(|| format!("reading line {number} of stdin; {}", done.said()))?;
             if line.trim().is_empty() {
                 continue;
             }
-            let value: Value = serde_json::from_str(&line).with_context(|| {
-                let sent = if self.request_id.is_some() {
-                    "nothing was appended"
-                } else {
-                    "the lines before it were appended (their positions are printed above)"
-                };
-                format!("line {} of stdin is not JSON; {sent}", index + 1)
-            })?;
-            batch.push(value);
-            if self.request_id.is_none() && batch.len() == batch_max {
-                self.send(std::mem::take(&mut batch))?;
+            let value: Value = serde_json::from_str(&line)
+                .with_context(|| format!("line {number} of stdin is not JSON; {}", done.said()))?;
+            let text = self.record(value)?;
+            if text.len() + BODY_OVERHEAD > BODY_BYTES_MAX {
+                bail!(
+                    "line {number} of stdin is {} bytes as a record, more than the server takes \
+                     in one request ({} MiB); {}",
+                    text.len(),
+                    BODY_BYTES_MAX >> 20,
+                    done.said()
+                );
             }
+            let full = batch.records.len() == records_max
+                || batch.bytes + text.len() + 1 + BODY_OVERHEAD > APPEND_BATCH_BYTES;
+            if full && !batch.records.is_empty() {
+                if self.request_id.is_some() {
+                    bail!(
+                        "with --request-id the whole input is one request, and line {number} \
+                         takes it past the server's limits ({} records, {} MiB); nothing was \
+                         appended: split the input and give each part its own request id",
+                        BATCH_RECORDS_MAX,
+                        BODY_BYTES_MAX >> 20
+                    );
+                }
+                self.send_batch(std::mem::take(batch), done)?;
+            }
+            batch.bytes += text.len() + 1;
+            batch.records.push((number, text));
         }
-        if batch.is_empty() {
+        if batch.records.is_empty() {
             if self.request_id.is_some() {
                 bail!("stdin held no records: nothing to append (pass --value, or pipe lines)");
             }
             return Ok(());
         }
-        self.send(batch)
+        self.send_batch(std::mem::take(batch), done)
+    }
+
+    /// Sends one batch of stdin lines; a refusal names the stdin line, not the index in the
+    /// request.
+    fn send_batch(&self, batch: Batch, done: &mut Appended) -> anyhow::Result<()> {
+        let lines: Vec<usize> = batch.records.iter().map(|(n, _)| *n).collect();
+        let body = if let [(_, one)] = batch.records.as_slice() {
+            one.clone()
+        } else {
+            let texts: Vec<&str> = batch.records.iter().map(|(_, t)| t.as_str()).collect();
+            format!("{{\"records\":[{}]}}", texts.join(","))
+        };
+        match self.send_text(&body, lines.len() == 1) {
+            Ok(answer) => {
+                done.requests += 1;
+                done.records += lines.len();
+                done.last_line = lines.last().copied().unwrap_or(done.last_line);
+                if let Some(t) = answer["token"]
+                    .as_str()
+                    .and_then(|t| ConsistencyToken::decode(t).ok())
+                {
+                    match &mut done.token {
+                        Some(all) => all.merge(&t),
+                        None => done.token = Some(t),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.name_the_line(e, &lines, done)),
+        }
+    }
+
+    /// Rewrites a server error about `records[i]` of a batch to name stdin line `lines[i]`,
+    /// and says what was appended before it.
+    fn name_the_line(&self, e: anyhow::Error, lines: &[usize], done: &Appended) -> anyhow::Error {
+        let first = lines.first().copied().unwrap_or(0);
+        let last = lines.last().copied().unwrap_or(0);
+        let Some(api) = problem_of(&e) else {
+            return e.context(format!(
+                "appending stdin lines {first}..={last}; {}",
+                done.said()
+            ));
+        };
+        let p = &api.problem;
+        let mut problem = logbook_server::error::Problem {
+            type_: p.type_.clone(),
+            code: p.code.clone(),
+            title: p.title.clone(),
+            status: p.status,
+            detail: p.detail.clone(),
+            field: p.field.clone(),
+            retryable: p.retryable,
+        };
+        let status = api.status;
+        let (line, rest) = match problem
+            .field
+            .as_deref()
+            .and_then(|f| f.strip_prefix("records["))
+        {
+            Some(tail) => match tail.split_once(']') {
+                Some((i, rest)) => (
+                    i.parse::<usize>().ok().and_then(|i| lines.get(i).copied()),
+                    rest.trim_start_matches('.').to_string(),
+                ),
+                None => (None, String::new()),
+            },
+            None if lines.len() == 1 => (Some(first), problem.field.clone().unwrap_or_default()),
+            None => (None, problem.field.clone().unwrap_or_default()),
+        };
+        let at = match line {
+            Some(n) => {
+                problem.field = Some(if rest.is_empty() {
+                    format!("stdin line {n}")
+                } else {
+                    format!("stdin line {n}: {rest}")
+                });
+                format!("stdin line {n}")
+            }
+            None => format!("the request of stdin lines {first}..={last}"),
+        };
+        problem.detail = format!("{} ({at} was refused; {})", problem.detail, done.said());
+        ApiProblem { status, problem }.into()
     }
 
     /// Appends the values as one request and prints the answer.
     fn send(&self, values: Vec<Value>) -> anyhow::Result<()> {
-        let record = |value: Value| {
-            let mut r = json!({ "value": value });
-            if let Some(k) = &self.key {
-                r["key"] = json!(k);
-            }
-            if !self.headers.is_empty() {
-                r["headers"] = Value::Object(self.headers.clone());
-            }
-            r
+        let mut texts = Vec::new();
+        for v in values {
+            texts.push(self.record(v)?);
+        }
+        let body = match texts.as_slice() {
+            [one] => one.clone(),
+            _ => format!("{{\"records\":[{}]}}", texts.join(",")),
         };
-        let single = values.len() == 1;
-        let body = if single {
-            values.into_iter().map(record).next().unwrap_or(Value::Null)
-        } else {
-            json!({ "records": values.into_iter().map(record).collect::<Vec<_>>() })
-        };
+        self.send_text(&body, texts.len() == 1).map(|_| ())
+    }
+
+    /// Sends one request body (a record, or `{"records": [...]}`) and prints the answer; the
+    /// answer is returned for its token.
+    fn send_text(&self, body: &str, single: bool) -> anyhow::Result<Value> {
         let mut tracking = Vec::new();
         if let Some(id) = &self.request_id {
             tracking.push(("Idempotency-Key", id.as_str()));
@@ -399,9 +590,10 @@ impl Append {
         if let Some(tp) = &self.traceparent {
             tracking.push(("traceparent", tp.as_str()));
         }
-        let answer = self.client.post(&self.path, &body, &tracking)?.body;
+        let answer = self.client.post_raw(&self.path, body, &tracking)?.body;
         if self.json {
-            return print_json(&answer);
+            print_json(&answer)?;
+            return Ok(answer);
         }
         let duplicate = answer["duplicate"].as_bool().unwrap_or(false);
         let positions: Vec<&Value> = if single {
@@ -431,6 +623,30 @@ impl Append {
         if let Some(token) = answer["token"].as_str() {
             writeln!(out, "token {token}")?;
         }
+        out.flush()?;
+        Ok(answer)
+    }
+
+    /// After several requests: one token covering all of them (each request's token covers
+    /// only its own records).
+    fn print_total(&self, done: &Appended) -> anyhow::Result<()> {
+        let Some(token) = &done.token else {
+            return Ok(());
+        };
+        let token = token
+            .encode()
+            .map_err(|e| anyhow::anyhow!("combining the requests' tokens: {e}"))?;
+        if self.json {
+            return print_json(&json!({
+                "token": token, "records": done.records, "requests": done.requests,
+                "last_line": done.last_line,
+            }));
+        }
+        outln!(
+            "token {token} (covers all {} records appended, through stdin line {})",
+            done.records,
+            done.last_line
+        );
         Ok(())
     }
 }
@@ -445,21 +661,37 @@ fn tail(
     json: bool,
 ) -> anyhow::Result<()> {
     let path = format!("/v1/streams/{}/records", segment(stream));
-    let mut from = from;
+    // --follow without --from prints only new records: start at the partition's end.
+    let mut from = match from {
+        Some(f) => Some(f),
+        None if follow => Some(end_offset(client, stream, partition)?),
+        None => None,
+    };
+    // Without --follow, up to --limit records, in pages the server allows.
+    let mut left = limit;
     loop {
-        let mut query = vec![("limit", limit.to_string())];
+        // (A --limit of 0 goes to the server, which names the bad parameter.)
+        let page_limit = if follow {
+            limit.min(READ_RECORDS_MAX)
+        } else {
+            left.min(READ_RECORDS_MAX)
+        };
+        let mut query = vec![("limit", page_limit.to_string())];
         if let Some(p) = partition {
             query.push(("partition", p.to_string()));
         }
         if let Some(f) = from {
             query.push(("from", f.to_string()));
         }
-        if follow {
+        let page = if follow {
             query.push(("wait_ms", FOLLOW_WAIT_MS.to_string()));
-        }
-        let page = client.get(&path, &query)?;
+            client.get_waiting(&path, &query, FOLLOW_WAIT_MS)?
+        } else {
+            client.get(&path, &query)?
+        };
+        let records = page["records"].as_array().map_or(&[][..], Vec::as_slice);
         let mut out = std::io::stdout().lock();
-        for r in page["records"].as_array().map_or(&[][..], Vec::as_slice) {
+        for r in records {
             if json {
                 writeln!(out, "{r}")?;
             } else {
@@ -475,13 +707,48 @@ fn tail(
         }
         // Flushed per page, so a pipe (`| grep`) sees records as they arrive.
         out.flush()?;
-        if !follow {
+        let next = page["next"]
+            .as_u64()
+            .context("the server's answer has no `next` offset")?;
+        from = Some(next);
+        if follow {
+            continue;
+        }
+        left = left.saturating_sub(records.len());
+        if records.is_empty() {
             return Ok(());
         }
-        from = Some(
-            page["next"]
-                .as_u64()
-                .context("the server's answer has no `next` offset")?,
-        );
+        if left == 0 {
+            // Whether anything follows: one more record asked for, so the hint is never a
+            // guess.
+            let mut probe = vec![("limit", "1".to_string()), ("from", next.to_string())];
+            if let Some(p) = partition {
+                probe.push(("partition", p.to_string()));
+            }
+            let more = client.get(&path, &probe)?;
+            if more["records"].as_array().is_some_and(|r| !r.is_empty()) {
+                eprintln!("# more: continue with --from {next}");
+            }
+            return Ok(());
+        }
     }
+}
+
+/// The next offset of the partition `tail` reads (its end: where a new record lands).
+fn end_offset(client: &Client, stream: &str, partition: Option<u32>) -> anyhow::Result<u64> {
+    let shown = client.get(&format!("/v1/streams/{}", segment(stream)), &[])?;
+    let offsets = shown["offsets"].as_array().map_or(&[][..], Vec::as_slice);
+    let wanted = match partition {
+        Some(p) => p,
+        None if offsets.len() == 1 => 0,
+        None => bail!(
+            "stream {stream} has {} partitions: pass --partition",
+            offsets.len()
+        ),
+    };
+    offsets
+        .iter()
+        .find(|o| o["partition"].as_u64() == Some(u64::from(wanted)))
+        .and_then(|o| o["end"].as_u64())
+        .with_context(|| format!("stream {stream} has no partition {wanted}"))
 }

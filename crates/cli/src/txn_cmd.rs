@@ -4,14 +4,17 @@
 //! scripts (`printf '...' | logbook txn`). Every command prints one result on stdout (a
 //! scan prints its rows, then a count); errors go to stderr with the server's code, and a
 //! retryable one (`serialization_failure`) says to run the transaction again. The exit
-//! status is non-zero if any command failed.
+//! status is non-zero if any command failed, or if the input ended (or stdout closed) with a
+//! transaction open: it is aborted then, and its writes are discarded.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::client::{Client, ServerArgs, print_json, problem_of, segment};
+use logbook_server::error::Problem;
+
+use crate::client::{ApiProblem, Client, ServerArgs, print_json, problem_of, segment};
 
 /// Options of `logbook txn`.
 #[derive(Debug, clap::Args)]
@@ -19,7 +22,8 @@ use crate::client::{Client, ServerArgs, print_json, problem_of, segment};
 pub struct TxnArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Print each result as one line of JSON (errors: the problem document on stderr).
+    /// Print each result as one line of JSON (errors: one JSON object per error on stderr:
+    /// the server's problem document, or `{"code": "client_error", "detail": ...}`).
     #[arg(long)]
     pub json: bool,
 }
@@ -28,14 +32,22 @@ const HELP_EXAMPLES: &str = "\
 Commands (one per line):
   begin [read_committed|snapshot|serializable] [read_only]   default: serializable
   get KEY [for_update]        read (recorded for SSI; for_update conflicts like a write)
-  scan [PREFIX] [limit N]     keys in order (the range is recorded: phantoms are caught)
+  scan [PREFIX] [limit N] [start KEY]
+                              keys in order, N (default 100, at most 9999) at a time; when
+                              more follow it says so: `(more: scan ... start KEY)`
+                              (the range is recorded: phantoms are caught)
   put KEY JSON                write a JSON value (buffered until commit)
   del KEY                     delete
   incr KEY N                  add N to an integer at commit (increments do not conflict)
-  commit [REQUEST-ID]         commit; a retry with the same request id commits once
+  commit [REQUEST-ID]         commit; a retry with the same request id commits once (give
+                              one: if the answer is lost, only then is a retry safe)
   abort                       discard the transaction
   help, quit
+A KEY is one word without whitespace, or double-quoted: put \"a b\" 1 (inside quotes, \\\" is
+a quote and \\\\ a backslash). Keys cannot be empty.
 Outside a transaction, get and scan read the latest committed values.
+A transaction still open when the input ends (or stdout closes) is aborted, and the exit
+status is non-zero.
 
 Examples:
   printf 'begin serializable\\nincr acct/1 5\\nget acct/1\\ncommit\\n' | logbook txn
@@ -61,68 +73,163 @@ pub fn run(args: TxnArgs) -> anyhow::Result<()> {
         json: args.json,
         txn: None,
     };
-    let interactive = std::io::stdin().is_terminal();
-    if interactive {
-        outln!(
-            "logbook transaction shell on {} — `help` lists the commands",
-            shell.client.base()
-        );
-    }
     let mut failed = 0usize;
-    let mut stdin = std::io::stdin().lock();
-    let mut line = String::new();
-    loop {
-        if interactive {
-            let prompt = match &shell.txn {
-                Some(t) => format!("txn {t}> "),
-                None => "txn> ".to_string(),
-            };
-            print!("{prompt}");
-            std::io::stdout().flush()?;
-        }
-        line.clear();
-        if stdin.read_line(&mut line).context("reading stdin")? == 0 {
-            break;
-        }
-        let command = line.trim();
-        if command.is_empty() || command.starts_with('#') {
-            continue;
-        }
-        match shell.exec(command) {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Quit) => break,
-            Err(e) => {
-                failed += 1;
-                shell.report(&e);
-            }
-        }
-        // A script driving the shell through a pipe sees each answer at once.
-        std::io::stdout().flush()?;
-    }
+    // Whatever ends the loop (end of input, `quit`, a closed stdout), an open transaction
+    // is aborted below, so it does not hold its locks on the server until it expires.
+    let looped = shell.repl(&mut failed);
+    let mut left_open = false;
     if let Some(txn) = shell.txn.take() {
-        shell.client.post(
+        left_open = true;
+        match shell.client.post(
             &format!("/v1/txns/{}/abort", segment(&txn)),
             &json!({}),
             &[],
-        )?;
-        eprintln!("aborted transaction {txn}: the input ended before commit");
+        ) {
+            Ok(_) => eprintln!(
+                "aborted transaction {txn}: the input ended before commit; nothing it wrote \
+                 was kept"
+            ),
+            // Already gone (expired, or aborted by a conflict): nothing to abort.
+            Err(e)
+                if problem_of(&e).is_some_and(|p| {
+                    matches!(
+                        p.problem.code.as_str(),
+                        "unknown_transaction" | "transaction_expired"
+                    )
+                }) => {}
+            Err(e) => {
+                failed += 1;
+                shell.report(&e.context(format!("aborting the open transaction {txn}")));
+            }
+        }
     }
-    if failed > 0 {
-        bail!("{failed} command(s) failed (see above)");
+    looped?;
+    if failed > 0 || left_open {
+        let mut what = Vec::new();
+        if failed > 0 {
+            what.push(format!("{failed} command(s) failed (see above)"));
+        }
+        if left_open {
+            what.push("the input ended with a transaction open (aborted)".to_string());
+        }
+        let detail = what.join("; ");
+        if shell.json {
+            // Main prints a problem document as JSON: the summary stays parseable.
+            return Err(client_problem("txn_failed", &detail).into());
+        }
+        bail!("{detail}");
     }
     Ok(())
 }
 
-/// The first whitespace-separated word and the rest, trimmed.
-fn word(text: &str) -> (&str, &str) {
-    let text = text.trim_start();
-    match text.find(char::is_whitespace) {
-        Some(i) => (&text[..i], text[i..].trim()),
-        None => (text, ""),
+/// A problem document for an error found by the client itself (`--json` output).
+fn client_problem(code: &str, detail: &str) -> ApiProblem {
+    ApiProblem {
+        status: 0,
+        problem: Problem {
+            type_: format!("urn:logbook:problem:{code}"),
+            code: code.to_string(),
+            title: "error in the client".to_string(),
+            status: 0,
+            detail: detail.to_string(),
+            field: None,
+            retryable: None,
+        },
     }
 }
 
+/// Whether an error is a write to a closed stdout (`| head -1`).
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The first word and the rest, trimmed. A word starting with `"` runs to the closing quote
+/// (`\"` a quote, `\\` a backslash), so keys may hold whitespace.
+fn word(text: &str) -> anyhow::Result<(String, &str)> {
+    let text = text.trim_start();
+    let Some(quoted) = text.strip_prefix('"') else {
+        return Ok(match text.find(char::is_whitespace) {
+            Some(i) => (text[..i].to_string(), text[i..].trim()),
+            None => (text.to_string(), ""),
+        });
+    };
+    let mut out = String::new();
+    let mut chars = quoted.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                let rest = &quoted[i + 1..];
+                if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+                    bail!("a quoted word must end at its closing quote: {text}");
+                }
+                return Ok((out, rest.trim()));
+            }
+            '\\' => match chars.next() {
+                Some((_, e @ ('"' | '\\'))) => out.push(e),
+                _ => bail!("inside quotes only \\\" and \\\\ are escapes: {text}"),
+            },
+            other => out.push(other),
+        }
+    }
+    bail!("unclosed quote: {text}")
+}
+
+/// A key: one word, not empty.
+fn key_word<'a>(text: &'a str, usage: &str) -> anyhow::Result<(String, &'a str)> {
+    let (key, rest) = word(text)?;
+    if key.is_empty() {
+        bail!("{usage}   (the key is empty)");
+    }
+    Ok((key, rest))
+}
+
 impl Shell {
+    /// Reads and runs commands until the end of input, `quit`, or a closed stdout.
+    fn repl(&mut self, failed: &mut usize) -> anyhow::Result<()> {
+        let interactive = std::io::stdin().is_terminal();
+        if interactive {
+            outln!(
+                "logbook transaction shell on {} — `help` lists the commands",
+                self.client.base()
+            );
+        }
+        let mut stdin = std::io::stdin().lock();
+        let mut line = String::new();
+        loop {
+            if interactive {
+                let prompt = match &self.txn {
+                    Some(t) => format!("txn {t}> "),
+                    None => "txn> ".to_string(),
+                };
+                let mut out = std::io::stdout().lock();
+                write!(out, "{prompt}")?;
+                out.flush()?;
+            }
+            line.clear();
+            if stdin.read_line(&mut line).context("reading stdin")? == 0 {
+                return Ok(());
+            }
+            let command = line.trim();
+            if command.is_empty() || command.starts_with('#') {
+                continue;
+            }
+            match self.exec(command) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Quit) => return Ok(()),
+                Err(e) if stdout_closed(&e) => return Err(e),
+                Err(e) => {
+                    *failed += 1;
+                    self.report(&e);
+                }
+            }
+            // A script driving the shell through a pipe sees each answer at once.
+            std::io::stdout().flush()?;
+        }
+    }
+
     fn txn_path(&self, txn: &str) -> String {
         format!("/v1/txns/{}", segment(txn))
     }
@@ -134,15 +241,17 @@ impl Shell {
     }
 
     fn exec(&mut self, line: &str) -> anyhow::Result<Flow> {
-        let (command, rest) = word(line);
-        match command {
+        let (command, rest) = word(line)?;
+        match command.as_str() {
             "begin" => self.begin(rest)?,
             "get" => self.get(rest)?,
             "scan" => self.scan(rest)?,
             "put" => {
-                let (key, value) = word(rest);
-                if key.is_empty() || value.is_empty() {
-                    bail!("usage: put KEY JSON   e.g. put acct/1 {{\"balance\": 5}}");
+                let usage = "usage: put KEY JSON   e.g. put acct/1 {\"balance\": 5}";
+                let (key, value) = key_word(rest, usage)?;
+                let key = key.as_str();
+                if value.is_empty() {
+                    bail!("{usage}");
                 }
                 let value: Value = serde_json::from_str(value)
                     .with_context(|| format!("put: the value is not JSON: {value}"))?;
@@ -155,8 +264,9 @@ impl Shell {
                 })?;
             }
             "del" | "delete" => {
-                let (key, extra) = word(rest);
-                if key.is_empty() || !extra.is_empty() {
+                let (key, extra) = key_word(rest, "usage: del KEY")?;
+                let key = key.as_str();
+                if !extra.is_empty() {
                     bail!("usage: del KEY");
                 }
                 let txn = self.open("del")?;
@@ -166,7 +276,8 @@ impl Shell {
                 })?;
             }
             "incr" => {
-                let (key, by) = word(rest);
+                let (key, by) = key_word(rest, "usage: incr KEY N")?;
+                let key = key.as_str();
                 let by: i64 = by.parse().map_err(|_| {
                     anyhow!("usage: incr KEY N   (N an integer, e.g. incr acct/1 5)")
                 })?;
@@ -236,15 +347,13 @@ impl Shell {
     }
 
     fn get(&mut self, rest: &str) -> anyhow::Result<()> {
-        let (key, option) = word(rest);
+        let (key, option) = key_word(rest, "usage: get KEY [for_update]")?;
+        let key = key.as_str();
         let for_update = match option {
             "" => false,
             "for_update" => true,
             _ => bail!("usage: get KEY [for_update]"),
         };
-        if key.is_empty() {
-            bail!("usage: get KEY [for_update]");
-        }
         let (path, query) = match &self.txn {
             Some(txn) => (
                 format!("{}/kv/{}", self.txn_path(txn), segment(key)),
@@ -276,42 +385,96 @@ impl Shell {
     }
 
     fn scan(&mut self, rest: &str) -> anyhow::Result<()> {
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        let (prefix, limit) = match words.as_slice() {
-            [] => (None, None),
-            ["limit", n] => (None, Some(*n)),
-            [p] => (Some(*p), None),
-            [p, "limit", n] => (Some(*p), Some(*n)),
-            _ => bail!("usage: scan [PREFIX] [limit N]"),
-        };
-        let mut query = Vec::new();
-        if let Some(p) = prefix {
-            query.push(("prefix", p.to_string()));
+        const USAGE: &str = "usage: scan [PREFIX] [limit N] [start KEY]";
+        let (mut prefix, mut limit, mut start) = (None, 100usize, None);
+        let mut rest = rest.trim();
+        let mut first = true;
+        while !rest.is_empty() {
+            let (w, after) = word(rest)?;
+            match w.as_str() {
+                "limit" => {
+                    let (n, after) = word(after)?;
+                    limit = n
+                        .parse()
+                        .map_err(|_| anyhow!("scan: limit {n:?} is not a number; {USAGE}"))?;
+                    rest = after;
+                }
+                "start" => {
+                    let (k, after) = key_word(after, USAGE)?;
+                    start = Some(k);
+                    rest = after;
+                }
+                _ if first => {
+                    prefix = Some(w);
+                    rest = after;
+                }
+                _ => bail!("{USAGE}"),
+            }
+            first = false;
         }
-        if let Some(n) = limit {
-            let n: usize = n
-                .parse()
-                .map_err(|_| anyhow!("scan: limit {n:?} is not a number"))?;
-            query.push(("limit", n.to_string()));
+        if limit == 0 || limit >= logbook_txn::limits::SCAN_ROWS_MAX {
+            bail!(
+                "scan: limit must be 1..={}",
+                logbook_txn::limits::SCAN_ROWS_MAX - 1
+            );
+        }
+        // One row more than asked tells whether more follow (the server gives no `next`).
+        // The server takes a prefix or a start, not both: with both, read from the start
+        // and stop at the first key outside the prefix.
+        let mut query = vec![("limit", (limit + 1).to_string())];
+        match (&prefix, &start) {
+            (Some(p), None) => query.push(("prefix", p.clone())),
+            (Some(p), Some(s)) => query.push(("start", s.max(p).clone())),
+            (None, Some(s)) => query.push(("start", s.clone())),
+            (None, None) => {}
         }
         let path = match &self.txn {
             Some(txn) => format!("{}/kv", self.txn_path(txn)),
             None => "/v1/kv".to_string(),
         };
         let answer = self.in_txn(|c| c.client.get(&path, &query))?;
+        let mut rows: Vec<Value> = answer["rows"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .take_while(|r| {
+                prefix
+                    .as_deref()
+                    .is_none_or(|p| r["key"].as_str().is_some_and(|k| k.starts_with(p)))
+            })
+            .cloned()
+            .collect();
+        let next = if rows.len() > limit {
+            rows.truncate(limit + 1);
+            rows.pop()
+                .and_then(|r| r["key"].as_str().map(str::to_string))
+        } else {
+            None
+        };
         if self.json {
-            return print_json(&answer);
+            return print_json(&json!({ "rows": rows, "next": next }));
         }
-        let rows = answer["rows"].as_array().map_or(&[][..], Vec::as_slice);
-        for row in rows {
+        for row in &rows {
             outln!("{}", row_text(row));
         }
-        outln!("({} rows)", rows.len());
+        match &next {
+            Some(key) => {
+                let mut again = String::from("scan");
+                if let Some(p) = &prefix {
+                    again.push(' ');
+                    again.push_str(&quote(p));
+                }
+                again.push_str(&format!(" limit {limit} start {}", quote(key)));
+                outln!("({} rows; more: {again})", rows.len());
+            }
+            None => outln!("({} rows)", rows.len()),
+        }
         Ok(())
     }
 
     fn commit(&mut self, rest: &str) -> anyhow::Result<()> {
-        let (request_id, extra) = word(rest);
+        let (request_id, extra) = word(rest)?;
+        let request_id = request_id.as_str();
         if !extra.is_empty() {
             bail!("usage: commit [REQUEST-ID]");
         }
@@ -323,14 +486,31 @@ impl Shell {
         } else {
             vec![("Idempotency-Key", request_id)]
         };
-        let done = self
-            .client
-            .post(
-                &format!("{}/commit", self.txn_path(&txn)),
-                &json!({}),
-                &headers,
-            )?
-            .body;
+        let done = match self.client.post(
+            &format!("{}/commit", self.txn_path(&txn)),
+            &json!({}),
+            &headers,
+        ) {
+            Ok(answer) => answer.body,
+            Err(e) if problem_of(&e).is_some() => return Err(e),
+            // No answer: the commit may or may not have happened.
+            Err(e) => {
+                let advice = if request_id.is_empty() {
+                    "it was sent without a request id, so running it again could commit \
+                     twice: check the data; next time give one (`commit REQUEST-ID`)"
+                        .to_string()
+                } else {
+                    format!(
+                        "once the server is back, run `begin` with the same writes and \
+                         `commit {request_id}` again: with the same request id it commits \
+                         at most once"
+                    )
+                };
+                return Err(e.context(format!(
+                    "commit of {txn}: no answer, so the outcome is unknown; {advice}"
+                )));
+            }
+        };
         if self.json {
             return print_json(&done);
         }
@@ -387,7 +567,12 @@ impl Shell {
     /// do about a retryable one.
     fn report(&self, e: &anyhow::Error) {
         let Some(p) = problem_of(e) else {
-            eprintln!("error: {e:#}");
+            if self.json {
+                let doc = json!({ "code": "client_error", "detail": format!("{e:#}") });
+                eprintln!("{doc}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             return;
         };
         if self.json {
@@ -423,4 +608,39 @@ fn row_text(row: &Value) -> String {
         row["key"].as_str().unwrap_or_default(),
         row["value"]
     )
+}
+
+/// A key as the shell reads it back: quoted when it holds whitespace, a quote or is empty.
+fn quote(key: &str) -> String {
+    if !key.is_empty() && !key.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
+        return key.to_string();
+    }
+    format!("\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_may_be_quoted() {
+        fn w(t: &str) -> Option<(String, String)> {
+            word(t).map(|(a, b)| (a, b.to_string())).ok()
+        }
+        assert_eq!(w("a b c"), Some(("a".into(), "b c".into())));
+        assert_eq!(w(r#""a b" 1"#), Some(("a b".into(), "1".into())));
+        assert_eq!(
+            w(r#""say \"hi\" \\" {}"#),
+            Some((r#"say "hi" \"#.into(), "{}".into()))
+        );
+        assert_eq!(w(r#""""#), Some((String::new(), String::new())));
+        assert_eq!(w(r#""open"#), None);
+        assert_eq!(w(r#""a"b"#), None);
+        for key in ["plain", "a b", r#"q"u\o"#, ""] {
+            assert_eq!(
+                w(&format!("{} rest", quote(key))),
+                Some((key.into(), "rest".into()))
+            );
+        }
+    }
 }

@@ -17,6 +17,10 @@ use crate::client::{Client, ServerArgs, json_arg, print_json, problem_of, segmen
 /// How often a progress bar or `--wait` polls the view's status.
 const POLL: Duration = Duration::from_millis(200);
 
+/// Default longest wait of `create --wait` and `rebuild` for a version to catch up, ms
+/// (1 hour: a large source takes long, but a stuck view should not hang a script forever).
+const PROGRESS_TIMEOUT_MS: u64 = 3_600_000;
+
 /// Derived views on a running server.
 #[derive(Debug, clap::Subcommand)]
 pub enum ViewCommand {
@@ -39,6 +43,9 @@ pub enum ViewCommand {
         /// Wait, with a progress bar, until the view has applied its whole source.
         #[arg(long)]
         wait: bool,
+        /// With --wait: longest wait, ms (the view keeps building on the server after it).
+        #[arg(long, default_value_t = PROGRESS_TIMEOUT_MS)]
+        timeout_ms: u64,
         /// Print the server's answer as JSON.
         #[arg(long)]
         json: bool,
@@ -76,8 +83,8 @@ pub enum ViewCommand {
     },
     /// Read rows by key (table: record key; index: indexed value; aggregate: group key).
     ///
-    /// One key that has no row is an error (`key_not_found`); with several keys, missing
-    /// ones are listed after the rows.
+    /// A key that has no row makes the exit status non-zero: one key is `key_not_found`;
+    /// with several, the rows found are printed and the error on stderr lists the missing.
     ///
     /// Examples:
     ///   logbook view get by-carrier UA AA --json
@@ -96,7 +103,8 @@ pub enum ViewCommand {
     },
     /// Read rows in key order: a range (--prefix, --start, --end, --limit) or --keys.
     ///
-    /// A page that stops early prints `next`; pass it as --start to continue.
+    /// A page that stops early says so on stderr (`# more: continue with --start 'KEY'`,
+    /// shell-quoted; --json: the answer's `next`); stdout holds only rows.
     ///
     /// Examples:
     ///   logbook view scan by-carrier --limit 5
@@ -145,6 +153,10 @@ pub enum ViewCommand {
         /// Switch reads to the new version once it has caught up.
         #[arg(long)]
         switch: bool,
+        /// Longest wait for the new version to catch up, ms (it keeps building on the
+        /// server after it; nothing is switched then).
+        #[arg(long, default_value_t = PROGRESS_TIMEOUT_MS)]
+        timeout_ms: u64,
         /// Print a JSON summary (no progress bar).
         #[arg(long)]
         json: bool,
@@ -193,8 +205,9 @@ pub enum ViewCommand {
 /// Read options of `get` and `scan`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReadArgs {
-    /// A consistency token (printed by `stream append` and `txn` commits): wait until the
-    /// view reflects that write. Without one, read what the view has applied now.
+    /// A consistency token printed by `stream append`: wait until the view reflects that
+    /// write. (A transaction commit's token names the `_txn` stream, which views do not
+    /// read.) Without one, read what the view has applied now.
     #[arg(long)]
     token: Option<String>,
     /// Longest wait for the token, ms (the server's default is 5000, its limit 60000).
@@ -206,6 +219,16 @@ pub struct ReadArgs {
 }
 
 impl ReadArgs {
+    /// How long the server may wait for the token: the client waits that long on top of
+    /// --client-timeout-ms (the server's default wait, 5 s, fits in the client's own).
+    fn wait_ms(&self) -> u64 {
+        if self.token.is_some() {
+            self.timeout_ms.unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     fn query(&self) -> Vec<(&'static str, String)> {
         let mut q = Vec::new();
         if let Some(t) = &self.token {
@@ -250,6 +273,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             name,
             spec,
             wait,
+            timeout_ms,
             json,
         } => {
             let client = Client::new(&server);
@@ -264,7 +288,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 outln!("{verb} view {name} (version {version})");
             }
             if wait {
-                follow_progress(&client, &name, version, json)?;
+                follow_progress(&client, &name, version, json, timeout_ms)?;
             }
             if json {
                 print_json(&answer.body)?;
@@ -385,16 +409,17 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             let query = read.query();
             // One request for all keys, unless a key holds the list separator.
             let answer = if let [key] = keys.as_slice() {
-                let row = client.get(
+                let row = client.get_waiting(
                     &format!("{}/rows/{}", view_path(&name), segment(key)),
                     &query,
+                    read.wait_ms(),
                 )?;
                 json!({ "rows": [row], "next": null })
             } else if keys.iter().any(|k| k.contains(',')) {
                 let mut rows = Vec::new();
                 for key in &keys {
                     let path = format!("{}/rows/{}", view_path(&name), segment(key));
-                    match client.get(&path, &query) {
+                    match client.get_waiting(&path, &query, read.wait_ms()) {
                         Ok(row) => rows.push(row),
                         Err(e)
                             if problem_of(&e)
@@ -406,12 +431,17 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             } else {
                 let mut query = query;
                 query.push(("keys", keys.join(",")));
-                client.get(&format!("{}/rows", view_path(&name)), &query)?
+                client.get_waiting(
+                    &format!("{}/rows", view_path(&name)),
+                    &query,
+                    read.wait_ms(),
+                )?
             };
             if read.json {
-                return print_json(&answer);
+                print_json(&answer)?;
+            } else {
+                print_rows(&answer)?;
             }
-            print_rows(&answer)?;
             let found: Vec<&str> = items(&answer["rows"])
                 .iter()
                 .filter_map(|r| r["key"].as_str())
@@ -422,7 +452,12 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 .filter(|k| !found.contains(k))
                 .collect();
             if !missing.is_empty() {
-                outln!("# no row for: {}", missing.join(", "));
+                bail!(
+                    "no row for {} of the {} keys: {}",
+                    missing.len(),
+                    keys.len(),
+                    missing.join(", ")
+                );
             }
         }
         ViewCommand::Scan {
@@ -447,13 +482,18 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                     }
                 }
             }
-            let answer = Client::new(&server).get(&format!("{}/rows", view_path(&name)), &query)?;
+            let answer = Client::new(&server).get_waiting(
+                &format!("{}/rows", view_path(&name)),
+                &query,
+                read.wait_ms(),
+            )?;
             if read.json {
                 return print_json(&answer);
             }
             print_rows(&answer)?;
+            // On stderr, so stdout holds only rows.
             if let Some(next) = answer["next"].as_str() {
-                outln!("# more: continue with --start {next:?}");
+                eprintln!("# more: continue with --start {}", shell_quote(next));
             }
         }
         ViewCommand::Rebuild {
@@ -461,6 +501,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             name,
             spec,
             switch,
+            timeout_ms,
             json,
         } => {
             let client = Client::new(&server);
@@ -477,7 +518,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             let version = started.body["version"]
                 .as_u64()
                 .context("the server's answer names no version")?;
-            follow_progress(&client, &name, version, json)?;
+            follow_progress(&client, &name, version, json, timeout_ms)?;
             let mut view = Value::Null;
             if switch {
                 view = client
@@ -512,7 +553,12 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
         } => {
             let body = json!({ "version": version, "percent": percent, "timeout_ms": timeout_ms });
             let view = Client::new(&server)
-                .post(&format!("{}/switch", view_path(&name)), &body, &[])?
+                .post_waiting(
+                    &format!("{}/switch", view_path(&name)),
+                    &body,
+                    &[],
+                    timeout_ms,
+                )?
                 .body;
             if json {
                 return print_json(&view);
@@ -570,7 +616,14 @@ fn print_rows(answer: &Value) -> anyhow::Result<()> {
 
 /// Polls the status of `version` until it has applied its whole source, drawing a
 /// progress bar on a terminal (records done/total, the server's rate and ETA).
-fn follow_progress(client: &Client, name: &str, version: u64, quiet: bool) -> anyhow::Result<()> {
+fn follow_progress(
+    client: &Client,
+    name: &str,
+    version: u64,
+    quiet: bool,
+    timeout_ms: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let bar = if quiet || !std::io::stderr().is_terminal() {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
     } else {
@@ -607,6 +660,21 @@ fn follow_progress(client: &Client, name: &str, version: u64, quiet: bool) -> an
             bar.finish();
             return Ok(());
         }
+        if Instant::now() >= deadline {
+            bar.abandon();
+            bail!(
+                "version {version} of view {name} has not caught up within {timeout_ms} ms \
+                 ({}/{} records applied); it keeps building on the server: `logbook view \
+                 status {name}` shows its progress, --timeout-ms waits longer",
+                progress["done"],
+                progress["total"]
+            );
+        }
         std::thread::sleep(POLL);
     }
+}
+
+/// `text` single-quoted for a POSIX shell, so a printed `--start` can be pasted as it is.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }

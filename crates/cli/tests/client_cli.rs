@@ -301,7 +301,8 @@ fn streams_views_and_stats_through_the_cli() {
         [("c7", 1), ("c9", 5)],
         "c7's later records replace its earlier ones (table semantics)"
     );
-    let text = node.ok(
+    // The continuation note goes to stderr, shell-quoted; stdout holds only rows.
+    let out = node.cli(
         &[
             "view",
             "scan",
@@ -313,20 +314,27 @@ fn streams_views_and_stats_through_the_cli() {
         ],
         None,
     );
+    let (text, note) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("c7\t"), "{text}");
     assert!(
-        text.starts_with("c7\t") && text.contains("--start \"c9\""),
-        "{text}"
+        note.contains("# more: continue with --start 'c9'"),
+        "{note}"
     );
     let keyed = node.json(
         &["view", "scan", "by-customer", "--keys", "c9,zz", "--json"],
         None,
     );
     assert_eq!(keyed["rows"].as_array().unwrap().len(), 1);
-    let text = node.ok(&["view", "get", "by-customer", "c7", "c9", "zz"], None);
-    assert!(
-        text.contains("c7\t") && text.contains("no row for: zz"),
-        "{text}"
-    );
+    // A missing key makes the exit status non-zero; the rows found are still printed.
+    let out = node.cli(&["view", "get", "by-customer", "c7", "c9", "zz"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("c7\t"));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("no row for 1 of the 3 keys: zz"), "{e}");
     let status = node.json(
         &["view", "status", "by-customer", "--digest", "--json"],
         None,
@@ -532,6 +540,12 @@ fn bad_input_exits_non_zero_with_the_servers_code_and_field() {
     assert!(e.contains("field: limit"), "{e}");
     let e = node.fails(&["stream", "append", "s"], Some("{\"ok\": 1}\nnot json\n"));
     assert!(e.contains("line 2 of stdin is not JSON"), "{e}");
+    // Line 1 was still buffered: the error must not claim it was appended.
+    assert!(e.contains("nothing was appended"), "{e}");
+    assert_eq!(
+        node.json(&["stream", "show", "s", "--json"], None)["records"],
+        0
+    );
 
     // With --json the error is the problem document, on stderr.
     let e = node.fails(&["view", "status", "nope", "--json"], None);
@@ -547,4 +561,213 @@ fn bad_input_exits_non_zero_with_the_servers_code_and_field() {
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("logbook serve"), "{e}");
+}
+
+/// A server answer of ours: a record of `bytes` bytes as one stdin line.
+fn padded_line(i: usize, bytes: usize) -> String {
+    format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(bytes))
+}
+
+#[test]
+fn big_appends_are_batched_by_bytes_and_big_answers_are_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    node.ok(&["stream", "create", "big"], None);
+
+    // 600 records of ~36 KB: 500 of them (the count batch) would be a 17 MB request, past
+    // the server's 16 MiB body limit. Batched by bytes they all land, and one final token
+    // covers every line.
+    let input: String = (0..600).map(|i| padded_line(i, 36_000)).collect();
+    let out = node.ok(&["stream", "append", "big"], Some(&input));
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("token ") && last.contains("covers all 600 records"),
+        "{last}"
+    );
+    let token = last
+        .strip_prefix("token ")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        node.json(&["stream", "show", "big", "--json"], None)["records"],
+        600
+    );
+
+    // A view read of all of them is a ~22 MB answer (ureq's default cap is 10 MB): one
+    // group per record, its pad kept as the group's max. The combined token waits for the
+    // last record, so no --wait is needed.
+    let spec = r#"{"source":"big","kind":"aggregate","group_by":["i"],
+        "aggregates":{"pad":{"fn":"max","field":"pad"}}}"#;
+    node.ok(&["view", "create", "big-rows", "--spec", spec], None);
+    let rows = node.json(
+        &[
+            "view",
+            "scan",
+            "big-rows",
+            "--limit",
+            "600",
+            "--token",
+            &token,
+            "--timeout-ms",
+            "30000",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(rows["rows"].as_array().unwrap().len(), 600);
+
+    // One line larger than any request: refused before sending, naming the line.
+    let input = format!("{}{}", padded_line(0, 10), padded_line(1, 17 << 20));
+    let e = node.fails(&["stream", "append", "big"], Some(&input));
+    assert!(e.contains("line 2 of stdin"), "{e}");
+    assert!(e.contains("nothing was appended"), "{e}");
+
+    // A record the server refuses is named by its stdin line, not its index in the batch.
+    let input = format!(
+        "{}{}{}",
+        padded_line(0, 10),
+        padded_line(1, 10),
+        padded_line(2, 2 << 20)
+    );
+    let e = node.fails(&["stream", "append", "big"], Some(&input));
+    assert!(e.contains("stdin line 3"), "{e}");
+    assert!(!e.contains("records[2]"), "{e}");
+    assert_eq!(
+        node.json(&["stream", "show", "big", "--json"], None)["records"],
+        600
+    );
+}
+
+#[test]
+fn the_txn_shell_aborts_what_it_leaves_open_and_pages_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+
+    // Stats before any traffic of note: a stable shape (counters present, numbers only).
+    let stats = node.json(&["stats", "--json"], None);
+    assert_eq!(stats["counters"]["duplicates"], json!({}));
+    assert_eq!(stats["counters"]["txn_aborts"], json!({}));
+    assert_eq!(stats["counters"]["commits"], 0);
+    for row in stats["latency"].as_array().unwrap() {
+        for q in ["p50_ms", "p95_ms", "p99_ms", "p999_ms"] {
+            assert!(row[q].is_number() || row[q].is_null(), "{row}");
+        }
+        assert!(row["overflow"].is_array(), "{row}");
+    }
+    let text = node.ok(&["stats"], None);
+    let line = text.lines().find(|l| l.contains("http_responses")).unwrap();
+    assert!(line.trim_end().len() > "  http_responses".len(), "{text}");
+
+    // Input ending with an open transaction: aborted, exit non-zero, nothing written.
+    let out = node.cli(&["txn"], Some("begin\nput left 1\n"));
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("aborted transaction"), "{e}");
+    assert!(
+        node.ok(&["txn"], Some("get left\n"))
+            .contains("left not found")
+    );
+
+    // A closed stdout (`| head -1`) still aborts the open transaction.
+    let mut child = node.command(&["txn"]).spawn().unwrap();
+    drop(child.stdout.take());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"begin\nput k 1\nget k\n")
+        .unwrap();
+    let _ = child.wait().unwrap();
+    let stats = node.json(&["stats", "--json"], None);
+    assert_eq!(stats["counters"]["open_transactions"], 0, "{stats}");
+
+    // Quoted keys hold whitespace.
+    let out = node.ok(
+        &["txn"],
+        Some("begin\nput \"a b\" 1\ncommit\nget \"a b\"\n"),
+    );
+    assert!(out.contains("a b = 1 (version"), "{out}");
+
+    // A scan says when more rows follow, and how to continue.
+    node.ok(
+        &["txn"],
+        Some("begin\nput p/a 1\nput p/b 2\nput p/c 3\nput q 4\ncommit\n"),
+    );
+    let out = node.ok(&["txn"], Some("scan p/ limit 2\n"));
+    assert!(
+        out.contains("(2 rows; more: scan p/ limit 2 start p/c)"),
+        "{out}"
+    );
+    let out = node.ok(&["txn"], Some("scan p/ limit 2 start p/c\n"));
+    assert!(out.contains("p/c = 3") && out.contains("(1 rows)"), "{out}");
+    assert!(!out.contains("q = 4"), "{out}");
+    let page = node.json(&["txn", "--json"], Some("scan p/ limit 2\n"));
+    assert_eq!(page["next"], "p/c");
+    assert_eq!(page["rows"].as_array().unwrap().len(), 2);
+
+    // --json: client-side errors are JSON too.
+    let out = node.cli(&["txn", "--json"], Some("bogus\n"));
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        let doc: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(doc["code"].is_string(), "{doc}");
+    }
+
+    // Internal streams (the transaction log) are listed only with --all.
+    let list = node.json(&["stream", "list", "--json"], None);
+    assert!(!list.to_string().contains("_txn"), "{list}");
+    let list = node.json(&["stream", "list", "--all", "--json"], None);
+    assert!(list.to_string().contains("_txn"), "{list}");
+}
+
+#[test]
+fn addresses_names_and_foreign_servers_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    node.ok(&["stream", "create", "s"], None);
+    for _ in 0..3 {
+        node.ok(&["stream", "append", "s", "--value", "1"], None);
+    }
+
+    // A bare HOST:PORT is taken as http://HOST:PORT; https:// is refused by name.
+    let bare = node.base.strip_prefix("http://").unwrap();
+    let out = node.ok(&["stream", "list", "--server", bare], None);
+    assert!(out.contains("s "), "{out}");
+    let e = node.fails(&["stream", "list", "--server", "https://127.0.0.1:9"], None);
+    assert!(e.contains("TLS is not supported"), "{e}");
+
+    // Empty names never reach the server as a puzzling 404.
+    let e = node.fails(&["stream", "show", ""], None);
+    assert!(e.contains("empty"), "{e}");
+    assert!(!e.contains("no_route"), "{e}");
+
+    // A page of a tail that stops before the end says how to go on.
+    let out = node.cli(&["stream", "tail", "s", "--limit", "1"], None);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains("# more: continue with --from 1"), "{note}");
+    let out = node.cli(&["stream", "tail", "s", "--from", "1"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty());
+
+    // Something else on the port answering 404 with no body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let e = node.fails(&["stream", "list", "--server", &other], None);
+    server.join().unwrap();
+    assert!(
+        e.contains(&other) && e.contains("is this a Logbook server?"),
+        "{e}"
+    );
 }
