@@ -260,6 +260,18 @@ impl Views {
         Views::open_inner(log, store, ViewsConfig::default())
     }
 
+    /// Opens with a given store and settings (tests and other engines).
+    ///
+    /// # Errors
+    /// As [`Views::open`].
+    pub fn open_with_store_config(
+        log: Arc<Log>,
+        store: Arc<dyn StateStore>,
+        config: ViewsConfig,
+    ) -> Result<Views> {
+        Views::open_inner(log, store, config)
+    }
+
     fn open_inner(log: Arc<Log>, store: Arc<dyn StateStore>, config: ViewsConfig) -> Result<Views> {
         let catalog_space = store.open_space(CATALOG_SPACE)?;
         let catalog = match catalog_space.get(CATALOG_KEY)? {
@@ -564,7 +576,7 @@ impl Views {
                 Views::version(&st, name, version)?,
             )
         };
-        if target.error().is_some() {
+        if target.failed().is_some() {
             return Err(ViewError::UnknownVersion {
                 view: name.to_string(),
                 version,

@@ -43,6 +43,14 @@ pub const STATE_CACHE_ENTRIES_MAX: usize = 200_000;
 /// Default longest time between a processor's checkpoints while it has changes, ms (bounds
 /// what a restart replays; see [`crate::state`]).
 pub const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// First wait before retrying a failed checkpoint (e.g. a full disk), ms; doubles per
+/// failure in a row up to [`CHECKPOINT_RETRY_MAX_MS`].
+pub const CHECKPOINT_RETRY_MIN_MS: u64 = 50;
+/// Longest wait between attempts of a failing checkpoint, ms.
+pub const CHECKPOINT_RETRY_MAX_MS: u64 = 5_000;
+/// While checkpoints fail, a processor keeps applying until its pending delta reaches this
+/// many times `checkpoint_bytes`, then pauses until a checkpoint succeeds (bounded memory).
+pub const CHECKPOINT_PENDING_FACTOR: usize = 4;
 /// Default bytes of changes after which a processor checkpoints at once (bounds the memory
 /// of the pending delta).
 pub const CHECKPOINT_BYTES: usize = 8 * 1024 * 1024;

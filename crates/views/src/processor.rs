@@ -17,7 +17,12 @@
 //! loses what was applied after the last checkpoint (and, on power loss, a suffix of
 //! checkpoints), never part of one, and the reopened version resumes from the checkpoint's
 //! applied offset, so no record is applied twice or skipped. A clean stop checkpoints
-//! first, so a restart replays nothing. An error stops the processor and is shown in the version's status; the
+//! first, so a restart replays nothing. A failed checkpoint (a full disk) does not stop the
+//! processor: it is retried with backoff (nothing was written, the commit is atomic) while
+//! the processor keeps applying, until the pending delta reaches
+//! [`crate::limits::CHECKPOINT_PENDING_FACTOR`] × `checkpoint_bytes`; then it pauses until a
+//! checkpoint succeeds. The error shows in the version's status (and is logged once) while
+//! it lasts. Any other error stops the processor and is shown in the version's status; the
 //! version keeps serving what it has — except when the source stream was dropped: a
 //! processor that finds nothing to apply checks that its stream is still the log's stream
 //! of that name (same incarnation) and otherwise stops (no spinning on a closed partition):
@@ -38,6 +43,7 @@ use crate::apply::{StateCache, Txn, apply};
 use crate::batch::Source;
 use crate::error::{Result, ViewError};
 use crate::layout::{self, ApplyState, TAG_APPLIED};
+use crate::limits::CHECKPOINT_PENDING_FACTOR;
 use crate::spec::Plan;
 use crate::state::{Checkpointer, Loaded, MemSnapshot, PartState, ViewsConfig, load};
 use crate::store::Space;
@@ -80,6 +86,8 @@ pub struct Version {
     stop: AtomicBool,
     dropped: AtomicBool,
     error: Mutex<Option<String>>,
+    /// Per partition, the error of the failing checkpoint being retried, if any.
+    ckpt_error: Vec<Mutex<Option<String>>>,
     wake: (Mutex<()>, Condvar),
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -132,6 +140,7 @@ impl Version {
             parts.push(RwLock::new(std::mem::take(&mut l.part)));
             loaded.push(Mutex::new(Some(l)));
         }
+        let stream_parts = stream.partition_count();
         let applied_at_start = applied.iter().map(|a| a.load(Ordering::Relaxed)).sum();
         source.register(id, plan.members.clone());
         Ok(Version {
@@ -154,6 +163,7 @@ impl Version {
             stop: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
             error: Mutex::new(None),
+            ckpt_error: (0..stream_parts).map(|_| Mutex::new(None)).collect(),
             wake: (Mutex::new(()), Condvar::new()),
             threads: Mutex::new(Vec::new()),
         })
@@ -241,8 +251,18 @@ impl Version {
         }
     }
 
-    /// The first error of a processor, if one stopped.
+    /// The first error of a processor, if one stopped; else the error of a failing
+    /// checkpoint being retried, while it lasts (status).
     pub fn error(&self) -> Option<String> {
+        self.failed().or_else(|| {
+            self.ckpt_error
+                .iter()
+                .find_map(|e| e.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        })
+    }
+
+    /// The first error of a processor, if one stopped.
+    pub fn failed(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -356,9 +376,22 @@ impl Version {
         let mut ckpt = Checkpointer::new(self.space.clone(), p, header, &self.config);
         let shared = &self.parts[p as usize];
         let mut cache = StateCache::new();
+        let pending_max = self
+            .config
+            .checkpoint_bytes
+            .saturating_mul(CHECKPOINT_PENDING_FACTOR);
         while !self.stop.load(Ordering::Acquire) {
             if ckpt.due() {
-                self.checkpoint(p, &mut ckpt, &state, &contribs)?;
+                self.try_checkpoint(p, &mut ckpt, &state, &contribs);
+            }
+            // Checkpoints fail and the pending delta is at its bound: wait for the retry
+            // rather than grow memory (bounded slices, to notice a stop).
+            if ckpt.failures() > 0 && ckpt.delta.bytes() >= pending_max {
+                std::thread::sleep(
+                    ckpt.retry_in()
+                        .clamp(Duration::from_millis(1), Duration::from_millis(50)),
+                );
+                continue;
             }
             // Never past the durable offset (DESIGN.md rule 2).
             let limit = part.durable_offset().min(part.end_offset());
@@ -439,6 +472,40 @@ impl Version {
             self.checkpoint(p, &mut ckpt, &state, &contribs)?;
         }
         Ok(())
+    }
+
+    /// Checkpoints; a failure is kept for the status (logged once per streak of failures)
+    /// and retried after the checkpointer's backoff.
+    fn try_checkpoint(
+        &self,
+        p: u32,
+        ckpt: &mut Checkpointer,
+        state: &ApplyState,
+        contribs: &crate::state::Contribs,
+    ) {
+        let slot = &self.ckpt_error[p as usize];
+        match self.checkpoint(p, ckpt, state, contribs) {
+            Ok(()) => {
+                if slot
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .is_some()
+                {
+                    tracing::info!(view = %self.view, version = self.id, partition = p, "view checkpoint succeeded again");
+                }
+            }
+            Err(e) => {
+                let msg = format!(
+                    "partition {p}: checkpoint failed ({} attempts; retrying): {e}",
+                    ckpt.failures()
+                );
+                if ckpt.failures() == 1 {
+                    tracing::warn!(view = %self.view, version = self.id, partition = p, error = %e, "view checkpoint failed; retrying with backoff");
+                }
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+            }
+        }
     }
 
     fn checkpoint(

@@ -32,7 +32,9 @@
 //! ~1.4 M entries, 186 MB measured). A processor whose partition state would exceed
 //! [`ViewsConfig::state_bytes_max`] stops with [`ViewError::StateTooLarge`] (status shows
 //! it; the version keeps serving what it has); there is no spill to disk. The delta waiting
-//! for the next checkpoint is bounded by `checkpoint_bytes`.
+//! for the next checkpoint is bounded by `checkpoint_bytes`; while checkpoints fail (a full
+//! disk) processors keep applying until it reaches [`crate::limits::CHECKPOINT_PENDING_FACTOR`] times that, then
+//! pause until a checkpoint succeeds (retried with backoff).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,8 +44,8 @@ use crate::error::{Result, ViewError};
 use crate::hash::KeyMap;
 use crate::layout::{self, ApplyState, Dec, Enc, TAG_APPLIED, TAG_CONTRIB};
 use crate::limits::{
-    CHECKPOINT_BYTES, CHECKPOINT_CHUNK_BYTES, CHECKPOINT_INTERVAL_MS, COMPACT_MIN_BYTES,
-    PARTITION_STATE_BYTES_MAX,
+    CHECKPOINT_BYTES, CHECKPOINT_CHUNK_BYTES, CHECKPOINT_INTERVAL_MS, CHECKPOINT_RETRY_MAX_MS,
+    CHECKPOINT_RETRY_MIN_MS, COMPACT_MIN_BYTES, PARTITION_STATE_BYTES_MAX,
 };
 use crate::store::{Space, SpaceSnapshot, Write};
 
@@ -384,6 +386,10 @@ pub struct Checkpointer {
     interval: Duration,
     bytes: usize,
     compact_min: u64,
+    /// Failed writes in a row (0: the last write succeeded).
+    failures: u32,
+    /// After a failed write, when the next attempt is due.
+    retry_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -407,6 +413,8 @@ impl Checkpointer {
             interval: config.checkpoint_interval,
             bytes: config.checkpoint_bytes,
             compact_min: config.compact_min_bytes as u64,
+            failures: 0,
+            retry_at: None,
         }
     }
 
@@ -417,9 +425,26 @@ impl Checkpointer {
 
     /// Whether a checkpoint is due: changes pending and the byte or time bound reached.
     /// (The clock decides only *when* state is saved, never what it is.)
+    /// After a failed write the next attempt is due only after a backoff
+    /// ([`CHECKPOINT_RETRY_MIN_MS`] doubling to [`CHECKPOINT_RETRY_MAX_MS`]).
     pub fn due(&self) -> bool {
         self.delta.bytes > 0
-            && (self.delta.bytes >= self.bytes || self.last.elapsed() >= self.interval)
+            && match self.retry_at {
+                Some(at) => Instant::now() >= at,
+                None => self.delta.bytes >= self.bytes || self.last.elapsed() >= self.interval,
+            }
+    }
+
+    /// Failed writes in a row (0 once a write succeeds).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Time until the next attempt after a failed write (zero when none is waiting).
+    pub fn retry_in(&self) -> Duration {
+        self.retry_at.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        })
     }
 
     /// Whether there are changes since the last checkpoint.
@@ -431,9 +456,33 @@ impl Checkpointer {
     /// at): the delta, or a full image once the deltas since the last one outgrow it.
     ///
     /// # Errors
-    /// [`ViewError::Store`]. The caller must then stop (the pending delta is kept, so a
-    /// later checkpoint is still complete, but the processor does not retry).
+    /// [`ViewError::Store`]. Nothing changed then: the header and the pending delta are as
+    /// before and the store commit is atomic, so a later attempt (after the backoff that
+    /// [`Checkpointer::due`] applies) writes a complete checkpoint.
     pub fn write(
+        &mut self,
+        state: &ApplyState,
+        part: &std::sync::RwLock<PartState>,
+        contribs: &Contribs,
+    ) -> Result<()> {
+        match self.write_once(state, part, contribs) {
+            Ok(()) => {
+                self.failures = 0;
+                self.retry_at = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                let backoff = CHECKPOINT_RETRY_MIN_MS
+                    .saturating_mul(1 << (self.failures - 1).min(16))
+                    .min(CHECKPOINT_RETRY_MAX_MS);
+                self.retry_at = Some(Instant::now() + Duration::from_millis(backoff));
+                Err(e)
+            }
+        }
+    }
+
+    fn write_once(
         &mut self,
         state: &ApplyState,
         part: &std::sync::RwLock<PartState>,

@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use logbook_log::{Log, Record, Stream, StreamConfig};
+use logbook_views::store::{FjallStore, Space, SpaceSnapshot, StateStore, Write};
 use logbook_views::{ReadOptions, ScanRange, ViewError, Views, ViewsConfig};
 use serde_json::{Value, json};
 
@@ -316,4 +318,203 @@ fn state_over_its_memory_limit_stops_the_processor_with_a_named_error() {
             &ReadOptions::default(),
         )
         .unwrap();
+}
+
+/// A store whose version spaces fail every commit while `fail` is set, as a full disk
+/// (ENOSPC) would.
+struct FullDisk {
+    inner: FjallStore,
+    fail: Arc<AtomicBool>,
+}
+
+struct FullDiskSpace {
+    inner: Arc<dyn Space>,
+    fail: Arc<AtomicBool>,
+}
+
+impl StateStore for FullDisk {
+    fn open_space(&self, name: &str) -> logbook_views::Result<Arc<dyn Space>> {
+        let inner = self.inner.open_space(name)?;
+        if name.starts_with('v') {
+            Ok(Arc::new(FullDiskSpace {
+                inner,
+                fail: self.fail.clone(),
+            }))
+        } else {
+            Ok(inner)
+        }
+    }
+    fn drop_space(&self, name: &str) -> logbook_views::Result<()> {
+        self.inner.drop_space(name)
+    }
+    fn space_names(&self) -> Vec<String> {
+        self.inner.space_names()
+    }
+    fn sync(&self) -> logbook_views::Result<()> {
+        self.inner.sync()
+    }
+}
+
+impl Space for FullDiskSpace {
+    fn commit(&self, writes: Vec<Write>) -> logbook_views::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(ViewError::Store {
+                op: "commit",
+                reason: "No space left on device (os error 28)".into(),
+            });
+        }
+        self.inner.commit(writes)
+    }
+    fn get(&self, key: &[u8]) -> logbook_views::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn snapshot(&self) -> Box<dyn SpaceSnapshot + '_> {
+        self.inner.snapshot()
+    }
+}
+
+fn append_keys(stream: &Stream, r: std::ops::Range<u64>) {
+    for chunk in r.collect::<Vec<_>>().chunks(1000) {
+        let batch = chunk
+            .iter()
+            .map(|i| Record::keyed(format!("k{i}"), format!("{{\"v\":{i}}}")))
+            .collect();
+        stream.append_batch(batch).unwrap().wait().unwrap();
+    }
+}
+
+/// Polls `f` every 5 ms for up to 10 s; whether it held.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+fn open_full_disk(data: &Path, config: ViewsConfig) -> (Arc<Stream>, Arc<AtomicBool>, Views) {
+    let log = Arc::new(Log::open(data).unwrap());
+    let stream = log
+        .create_stream("s", StreamConfig::with_partitions(1))
+        .unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let store = FullDisk {
+        inner: FjallStore::open(&data.join("views")).unwrap(),
+        fail: fail.clone(),
+    };
+    let views = Views::open_with_store_config(log, Arc::new(store), config).unwrap();
+    views.create("t", TABLE.as_bytes()).unwrap();
+    (stream, fail, views)
+}
+
+/// Review 3: a checkpoint failing on a full disk used to stop the processor for good.
+/// DESIGN.md: a full disk gives a clear error, corrupts nothing and recovers when space
+/// returns.
+#[test]
+fn a_checkpoint_disk_error_recovers_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = ViewsConfig {
+        checkpoint_interval: Duration::from_millis(10),
+        ..ViewsConfig::default()
+    };
+    let (stream, fail, views) = open_full_disk(&data, config);
+    append_keys(&stream, 0..100);
+    assert!(
+        views
+            .wait_caught_up("t", None, Duration::from_secs(10))
+            .unwrap()
+    );
+    assert!(eventually(|| checkpointed(&views, "t")[&0] == 100));
+    // The disk fills: the next checkpoint fails, status says so.
+    fail.store(true, Ordering::SeqCst);
+    append_keys(&stream, 100..200);
+    assert!(
+        eventually(|| views.status("t", false).unwrap().versions[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("No space left on device"))),
+        "no checkpoint error in status: {:?}",
+        views.status("t", false).unwrap()
+    );
+    // The processor keeps applying (the pending delta is far under its bound).
+    assert!(
+        views
+            .wait_caught_up("t", None, Duration::from_secs(10))
+            .unwrap()
+    );
+    assert_eq!(checkpointed(&views, "t")[&0], 100);
+    let opts = ReadOptions::default();
+    assert_eq!(views.get("t", "k150", &opts).unwrap().rows.len(), 1);
+    // Space returns: the checkpoint is retried, the error goes away.
+    fail.store(false, Ordering::SeqCst);
+    append_keys(&stream, 200..300);
+    assert!(
+        views
+            .wait_caught_up("t", None, Duration::from_secs(10))
+            .unwrap()
+    );
+    assert!(
+        eventually(|| {
+            let st = views.status("t", false).unwrap();
+            st.versions[0].checkpointed[&0] == 300 && st.versions[0].error.is_none()
+        }),
+        "{:?}",
+        views.status("t", false).unwrap()
+    );
+    // What was checkpointed is complete: a crash now loses nothing.
+    views.abandon();
+    drop(views);
+    let log = Arc::new(Log::open(&data).unwrap());
+    let views = Views::open(log, &data.join("views")).unwrap();
+    assert_eq!(checkpointed(&views, "t")[&0], 300);
+    assert!(
+        views
+            .wait_caught_up("t", None, Duration::from_secs(10))
+            .unwrap()
+    );
+    for k in [0, 150, 299] {
+        let r = views.get("t", &format!("k{k}"), &opts).unwrap();
+        assert_eq!(r.rows[0].value["v"], k, "k{k}");
+    }
+}
+
+/// While checkpoints fail, the un-checkpointed delta stays bounded: the processor pauses
+/// applying at its bound and resumes once a checkpoint succeeds.
+#[test]
+fn failing_checkpoints_pause_applying_at_the_pending_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = ViewsConfig {
+        checkpoint_bytes: 1024,
+        ..ViewsConfig::default()
+    };
+    let (stream, fail, views) = open_full_disk(&data, config);
+    fail.store(true, Ordering::SeqCst);
+    append_keys(&stream, 0..20_000);
+    assert!(eventually(|| views.status("t", false).unwrap().versions[0]
+        .error
+        .is_some()));
+    // A batch is at most 4096 records and the bound is 4 KiB: it can never catch up.
+    assert!(
+        !views
+            .wait_caught_up("t", None, Duration::from_millis(300))
+            .unwrap()
+    );
+    let st = views.status("t", false).unwrap();
+    assert!(st.versions[0].applied[&0] <= 2 * 4096, "{st:?}");
+    assert_eq!(st.versions[0].checkpointed.get(&0).copied().unwrap_or(0), 0);
+    fail.store(false, Ordering::SeqCst);
+    assert!(
+        views
+            .wait_caught_up("t", None, Duration::from_secs(10))
+            .unwrap()
+    );
+    assert!(eventually(|| {
+        let st = views.status("t", false).unwrap();
+        st.versions[0].checkpointed[&0] == 20_000 && st.versions[0].error.is_none()
+    }));
 }
