@@ -16,6 +16,13 @@
 //! shown (per partition). A read routed to any version first waits until that version has
 //! applied that far, and a switch or rollout only happens once the target has caught up with
 //! the current version, so neither a switch nor a rollback makes a reader see the view go back.
+//!
+//! **Monotonic reads across restarts.** What was shown lives in memory only, and a reopened
+//! version resumes from its last checkpoint, older than what readers may have seen before a
+//! crash. So `open` sets each view's floor to its source partitions' durable end as recovered
+//! at open (a bound of anything applied, hence shown, before): reads right after a restart
+//! wait (up to [`READ_FLOOR_WAIT_MS`], then [`ViewError::ConsistencyTimeout`]) until the
+//! replay has passed it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -343,6 +350,19 @@ impl Views {
                         views.config.clone(),
                     )?);
                     v.start()?;
+                    if st.catalog.views.get(&name).is_some_and(|e| e.current == id) {
+                        // Reads before a crash may have shown anything up to the source's
+                        // durable end; the version resumes from an older checkpoint. Reads
+                        // wait (READ_FLOOR_WAIT_MS) until the replay has passed it, so they
+                        // never go backwards across a restart.
+                        let floor = v
+                            .stream
+                            .partitions()
+                            .iter()
+                            .map(|p| AtomicU64::new(p.durable_offset().min(p.end_offset())))
+                            .collect();
+                        st.shown.insert(name.clone(), Arc::new(floor));
+                    }
                     st.running.insert(id, v);
                 }
                 _ => {
