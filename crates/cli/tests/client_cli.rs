@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_logbook");
+mod common;
+use common::BIN;
 
 /// A running `logbook serve`, SIGKILLed when dropped.
 struct Node {
@@ -36,24 +37,7 @@ impl Drop for Node {
 
 impl Node {
     fn start(data: &Path) -> Node {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .env("RUST_LOG", "warn")
-            .env_remove("LOGBOOK_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let (child, base) = common::spawn_serve(data, &[], &[("RUST_LOG", "warn")], Stdio::null());
         let node = Node { child, base };
         // Readiness is false while the data directory opens: wait for it (bounded).
         let deadline = Instant::now() + Duration::from_secs(30);

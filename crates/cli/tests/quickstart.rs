@@ -13,14 +13,14 @@
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_logbook");
+mod common;
+use common::BIN;
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../samples/flights-2013-01.csv.gz"
@@ -73,21 +73,7 @@ struct Node {
 
 impl Node {
     fn start(data: &Path) -> Node {
-        let mut child = command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let (child, base) = common::spawn_serve(data, &[], &[("RUST_LOG", "warn")], Stdio::null());
         let node = Node { child, base };
         let deadline = Instant::now() + Duration::from_secs(60);
         while node.try_get("/v1/health").map(|(s, _)| s) != Some(200) {

@@ -10,7 +10,7 @@
     reason = "a test: a panic with a message is the failure report"
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_logbook");
+mod common;
 
 /// A running `logbook serve`; SIGKILLed if the test ends without stopping it.
 struct Node {
@@ -33,26 +33,8 @@ impl Node {
     fn start(data: &Path, extra: &[&str]) -> Node {
         let log = data.with_extension(format!("{}.log", std::process::id()));
         let stderr = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("LOGBOOK_LISTEN")
-            .env_remove("LOGBOOK_DATA_DIR")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let (child, base) =
+            common::spawn_serve(data, extra, &[("RUST_LOG", "info")], Stdio::from(stderr));
         let addr = base.trim_start_matches("http://").to_string();
         let node = Node {
             child,
