@@ -12,7 +12,7 @@
 //! | 2 + n | request id (length, ASCII; length 0: none) |
 //! | 1 + n | traceparent (length, ASCII; length 0: none) |
 //! | 1 | version 2 only: intents flags (bit 0: the transaction read before committing) |
-//! | 16 | version 2 only: intents fingerprint (XXH3-128, see [`crate::txn`]) |
+//! | 16 | version 2 only: intents fingerprint (XXH3-128, computed by the `txn` module) |
 //! | 4 | number of writes |
 //! | per write | kind (1 put, 2 delete, 3 put resolved from increments), key (2-byte length + bytes), value for kinds 1 and 3 (4-byte length + bytes) |
 //!
