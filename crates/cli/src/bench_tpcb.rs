@@ -433,6 +433,20 @@ struct ClientTally {
     latency: Histogram<u64>,
 }
 
+impl ClientTally {
+    /// Zero tallies and an empty latency histogram.
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            committed: 0,
+            failed: 0,
+            tries: 0,
+            aborts: 0,
+            deltas: 0,
+            latency: latency_histogram()?,
+        })
+    }
+}
+
 /// Runs the clients for `--seconds`; returns the figures and the sum of committed deltas.
 fn run_clients(
     args: &TpcbArgs,
@@ -528,14 +542,7 @@ fn client_loop(
         ..RetryPolicy::default()
     };
     let options = TxnOptions::new(args.isolation);
-    let mut tally = ClientTally {
-        committed: 0,
-        failed: 0,
-        tries: 0,
-        aborts: 0,
-        deltas: 0,
-        latency: latency_histogram()?,
-    };
+    let mut tally = ClientTally::new()?;
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let aid = rng.gen_range(1..=ACCOUNTS_PER_SCALE * scale);
@@ -870,14 +877,7 @@ async fn http_client_loop(
     );
     let policy = RetryPolicy::default();
     let begin_body = json!({ "isolation": args.isolation.to_string() }).to_string();
-    let mut tally = ClientTally {
-        committed: 0,
-        failed: 0,
-        tries: 0,
-        aborts: 0,
-        deltas: 0,
-        latency: latency_histogram()?,
-    };
+    let mut tally = ClientTally::new()?;
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let tx = TpcbTxn {
