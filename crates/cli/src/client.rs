@@ -1,4 +1,4 @@
-//! A blocking client of the HTTP API (v1, DESIGN.md) for the CLI commands that talk to a
+//! A blocking client of the HTTP API (v1, docs/DESIGN.md) for the CLI commands that talk to a
 //! running `logbook serve`.
 //!
 //! One [`Client`] keeps one connection pool (ureq agent) to one server. Every call returns

@@ -37,7 +37,8 @@
 //! or `f64` holds exactly is rounded. A row is capped at the log's record limit (plus slack)
 //! while it is read, so one huge line fails naming it instead of filling memory.
 //! `--format nycflights` reads the bundled sample's table with
-//! its own column types and the DESIGN.md key `year-month-day|carrier|flight|origin`, exactly
+//! its own column types and the key `year-month-day|carrier|flight|origin` (docs/DESIGN.md,
+//! "The sample data"), exactly
 //! as `logbook quickstart` does.
 
 use std::cell::Cell;

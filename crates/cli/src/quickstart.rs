@@ -86,7 +86,7 @@ impl QuickstartArgs {
 /// The stream the sample goes to (the views' source).
 const STREAM: &str = "flights";
 
-/// The three views of DESIGN.md / issue 5 (the same specs as `logbook bench views`).
+/// The three views of issue 5 (the same specs as `logbook bench views`).
 const VIEWS: [(&str, &str, &str); 3] = [
     (
         "delay_by_carrier",

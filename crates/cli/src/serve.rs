@@ -1,4 +1,4 @@
-//! `logbook serve`: the HTTP API (v1) of DESIGN.md on a data directory.
+//! `logbook serve`: the HTTP API (v1) of docs/DESIGN.md on a data directory.
 //!
 //! Settings come from, lowest precedence first: built-in defaults, `--config FILE.toml`,
 //! `LOGBOOK_*` environment variables, flags. On start it prints one line to stdout,

@@ -8,7 +8,7 @@
 //! * [`power_loss_during_concurrent_appends_loses_nothing_acknowledged`] does the same in
 //!   process over [`SimStorage`], whose power loss also drops every byte and directory entry
 //!   that was not fsynced. SIGKILL keeps the page cache, so only this one can see a missing
-//!   fsync (DESIGN.md, "Crash testing must be able to see a missing fsync").
+//!   fsync (docs/DESIGN.md, "Durability").
 //!
 //! Both print their seed; `LOGBOOK_CRASH_SEED=<seed>` replays a failure's choices (partitions,
 //! appends in flight, kill delay or number of acks before the power loss, batch sizes); where

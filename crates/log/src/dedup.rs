@@ -4,7 +4,7 @@
 //! A client gives every logical request an id (HTTP `Idempotency-Key`) and retries with the
 //! same id after any failure. The id travels in the records themselves — headers
 //! [`REQUEST_ID_HEADER`] and [`REQUEST_RECORDS_HEADER`] — so the index is a **derived view of
-//! the log** (DESIGN.md rule 2): it is rebuilt after any crash from a checkpoint file plus the
+//! the log** (docs/DESIGN.md rule 2): it is rebuilt after any crash from a checkpoint file plus the
 //! log after the checkpoint's offsets, and is never a second source of truth.
 //!
 //! ```text
@@ -40,7 +40,7 @@
 //!
 //! **Memory.** The index is in memory: 40 bytes per remembered share in insertion order plus
 //! an 8-byte slot in a hash table (50–56 bytes per id measured, table slack included), whatever the id's
-//! length. `max_ids` bounds it (default ≈ 55 MB per stream). DESIGN.md wants the index on
+//! length. `max_ids` bounds it (default ≈ 55 MB per stream). docs/DESIGN.md plans the index on
 //! disk behind an in-memory filter so that long windows need not fit in RAM; that waits for
 //! the embedded KV store chosen with the views (issue 5) — today the disk holds only the
 //! checkpoint.

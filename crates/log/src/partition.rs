@@ -18,7 +18,7 @@
 //! Invariants:
 //! * offsets are dense: the writer assigns `next_offset` and nothing else does;
 //! * readers never see past the acknowledged end (`acked`), so under fsync `always` they only
-//!   ever see durable records (DESIGN.md rule 2: processors never read past durability);
+//!   ever see durable records (docs/DESIGN.md rule 2: processors never read past durability);
 //! * after a failed write or fsync the partition is poisoned: every later append fails with
 //!   [`LogError::Poisoned`] until the log is reopened, because the state of the file after a
 //!   failed fsync is unknown (fsyncgate, 2018) and retrying it can report success falsely.

@@ -1,7 +1,7 @@
 //! Damage on the medium: flipped bytes, torn tails, lost or stale index files, and files
 //! of a format version this build does not read.
 //!
-//! The rule under test (DESIGN.md, rule 5): a torn *tail* — the incomplete last batch an
+//! The rule under test (docs/DESIGN.md, rule 5): a torn *tail* — the incomplete last batch an
 //! interrupted write leaves — is truncated on open, since it was never acknowledged; damage
 //! anywhere else is an error that names the file and the byte offset of the damaged batch,
 //! and is never skipped or "repaired" silently. `verify` reports the same file and offset.

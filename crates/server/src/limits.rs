@@ -53,7 +53,7 @@ pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const READ_WAIT_MS_MAX: u64 = 30_000;
 /// Default `limit` of a key-value scan.
 pub const SCAN_ROWS_DEFAULT: usize = 100;
-/// Largest consistency token, in bytes (DESIGN.md: ≤ 1 KiB).
+/// Largest consistency token, in bytes (docs/DESIGN.md: ≤ 1 KiB).
 pub const TOKEN_BYTES_MAX: usize = 1024;
 
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);

@@ -12,7 +12,7 @@ use logbook_server::state::Opened;
 use logbook_server::{AppState, ServerConfig};
 use tower::ServiceExt;
 
-/// The routes of DESIGN.md's "HTTP API (v1)" table that are built, plus the extras.
+/// The routes of docs/DESIGN.md's "HTTP API (v1)" table, plus the extras.
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/streams"),
     ("put", "/v1/streams/{stream}"),

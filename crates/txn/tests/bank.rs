@@ -252,8 +252,8 @@ fn read_committed_concurrent_increments_keep_the_total_without_conflicts() {
     );
 }
 
-/// DESIGN.md: "Increments commute: two transactions that only increment the same key do
-/// not conflict with each other (unless one of them also read the key)". A transfer that
+/// docs/DESIGN.md ("Transactions"): increments commute — two transactions that only
+/// increment one key do not conflict (unless one also read it). A transfer that
 /// reads the balance to refuse an overdraft and then decrements it did read the key, so
 /// at `snapshot` two such transfers must conflict — else both pass the check on the same
 /// balance and the account goes negative.

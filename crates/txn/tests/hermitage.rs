@@ -4,7 +4,7 @@
 //! expected output of each step beside it. The runner executes the script once per level
 //! (`read_committed`, `snapshot`, `serializable`), each on a fresh store in a temp dir, and
 //! compares every output. It then checks the level's verdict against the matrix of
-//! DESIGN.md ("Transactions"), written down once in [`MATRIX`] below:
+//! docs/DESIGN.md ("Transactions"), written down once in [`MATRIX`] below:
 //!
 //! | level | prevents |
 //! | --- | --- |
@@ -70,7 +70,7 @@ enum Verdict {
 }
 use Verdict::{Observed, Prevented};
 
-/// The DESIGN.md matrix per script: file stem, the anomaly it provokes, and the verdict
+/// The docs/DESIGN.md matrix per script: file stem, the anomaly it provokes, and the verdict
 /// at `read_committed`, `snapshot`, `serializable`.
 const MATRIX: &[(&str, &str, [Verdict; 3])] = &[
     ("g0", "G0", [Prevented, Prevented, Prevented]),
@@ -588,7 +588,7 @@ fn every_anomaly_of_the_issue_is_covered() {
     for a in REQUIRED {
         assert!(covered.contains(a), "no script for {a}");
     }
-    // The matrix rows agree with DESIGN.md level by level.
+    // The matrix rows agree with docs/DESIGN.md level by level.
     let prevented_from: BTreeMap<&str, usize> = [
         ("G0", 0),
         ("G1a", 0),

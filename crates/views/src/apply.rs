@@ -2,7 +2,7 @@
 //!
 //! `apply` is a pure function of the state it reads through [`Txn`] and the record: no clock,
 //! no randomness, no outside I/O, so replaying the same records from the same state gives the
-//! same bytes (DESIGN.md rule 2).
+//! same bytes (docs/DESIGN.md rule 2).
 //!
 //! **Table semantics.** A keyed record replaces the key's previous record; a record whose
 //! value is empty, JSON `null` or not JSON at all — or that the filter rejects — deletes it.

@@ -15,7 +15,7 @@
 //! below the durable offset seen by its reader, so every processor still applies durable
 //! records only. Parsing for a superset of a view's members gives the same lookups as
 //! parsing for its own (see [`crate::extract`]), so the state is the same bytes either way
-//! (DESIGN.md rule 2). A processor never waits for another's read (a wake-up hop per batch
+//! (docs/DESIGN.md rule 2). A processor never waits for another's read (a wake-up hop per batch
 //! costs more freshness on a busy machine than the duplicate read of a small caught-up batch
 //! costs CPU): processors that miss at the same moment each read, and the later ones that need
 //! those offsets find the batch.

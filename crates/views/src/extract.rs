@@ -7,7 +7,7 @@
 //! values only for the top-level members whose names start a path the view reads; every
 //! other member is walked without allocating. Looking a view's paths up in the result gives
 //! the same scalars as looking them up in the fully parsed value, so the view's state is
-//! bit-for-bit what a full parse would give (DESIGN.md rule 2).
+//! bit-for-bit what a full parse would give (docs/DESIGN.md rule 2).
 
 use std::fmt;
 

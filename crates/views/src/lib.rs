@@ -29,7 +29,7 @@
 //! ```
 //!
 //! It is **not** a query engine: reads are point lookups and key-range scans of rows that
-//! processors computed when the records were written (DESIGN.md rule 3).
+//! processors computed when the records were written (docs/DESIGN.md rule 3).
 //!
 //! Module map, in data-flow order: [`spec`] (what a view computes) → [`processor`] (threads
 //! that consume the log) → [`apply`] (the deterministic state machine) → [`layout`] (state

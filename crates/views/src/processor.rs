@@ -393,7 +393,7 @@ impl Version {
                 );
                 continue;
             }
-            // Never past the durable offset (DESIGN.md rule 2).
+            // Never past the durable offset (docs/DESIGN.md rule 2).
             let limit = part.durable_offset().min(part.end_offset());
             if state.applied >= limit {
                 if part.end_offset() > state.applied {

@@ -5,7 +5,7 @@
 //! checkpoint (or, now and then, the whole state) together with the applied offset, in one
 //! atomic store commit. After a crash the version reopens at its last checkpoint and the
 //! processor replays the log from the checkpoint's applied offset, so no record is applied
-//! twice or skipped (DESIGN.md rule 2, with fewer and larger commits than one per batch).
+//! twice or skipped (docs/DESIGN.md rule 2, with fewer and larger commits than one per batch).
 //!
 //! ```text
 //!  processor p ── apply batch ─▶ contributions (its own map)   ─┐ every write also appended

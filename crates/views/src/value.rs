@@ -222,7 +222,7 @@ impl Scalar {
     }
 }
 
-/// Escapes `|` and `\` with a `\` (DESIGN.md: the group-by values are joined by `|`).
+/// Escapes `|` and `\` with a `\` (docs/views.md: group-by values are joined by `|`).
 pub fn escape_key_part(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     push_escaped_key_part(&mut out, s);

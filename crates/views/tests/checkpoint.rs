@@ -411,7 +411,7 @@ fn open_full_disk(data: &Path, config: ViewsConfig) -> (Arc<Stream>, Arc<AtomicB
 }
 
 /// Review 3: a checkpoint failing on a full disk used to stop the processor for good.
-/// DESIGN.md: a full disk gives a clear error, corrupts nothing and recovers when space
+/// docs/DESIGN.md: a full disk gives a clear error, corrupts nothing and recovers when space
 /// returns.
 #[test]
 fn a_checkpoint_disk_error_recovers_when_space_returns() {

@@ -10,7 +10,7 @@
 //!
 //! Every route is registered through `utoipa_axum::routes!`, which puts it in the router
 //! and in the OpenAPI document at once; a test checks that the document holds every route
-//! of DESIGN.md's table that is built, and that every documented route answers.
+//! of docs/DESIGN.md's "HTTP API (v1)" table, and that every documented route answers.
 
 pub mod ops;
 pub mod streams;

@@ -279,7 +279,7 @@ pub async fn list_views(State(state): State<AppState>) -> Result<Json<ViewList>,
     }))
 }
 
-/// Creates a view from a spec (DESIGN.md "View specs"); its processors start from offset 0.
+/// Creates a view from a spec (docs/views.md); its processors start from offset 0.
 /// The same spec again answers 200 with the view; another spec under the name, 409.
 #[utoipa::path(put, path = "/v1/views/{view}", tag = "views",
     params(("view" = String, Path, description = "1..=128 bytes of [A-Za-z0-9._-]")),
