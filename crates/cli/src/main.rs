@@ -1,8 +1,9 @@
 //! The `logbook` binary: the server, its command-line client, offline log tools and
 //! benchmarks.
 //!
-//! `serve` runs the HTTP API; `stream`, `view`, `txn` and `stats` are clients of it
-//! (`client.rs`); `log` works on a data directory directly, with no server. Errors become
+//! `serve` runs the HTTP API; `stream`, `view`, `txn`, `stats`, `import` and `quickstart` are
+//! clients of it (`client.rs`); `log` works on a data directory directly, with no server;
+//! `bench` measures, and the hidden `debug` commands serve the crash tests. Errors become
 //! `anyhow` reports with context, and structured logs go to stderr (`RUST_LOG`,
 //! `--log-format json`).
 

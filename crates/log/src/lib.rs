@@ -5,8 +5,10 @@
 //! commit with `fdatasync`, recovery, reads, tail waits and retention. It needs no async
 //! runtime (one writer thread per partition), yet its completions are `Future`s too.
 //!
-//! It is **not** a database: no keys are looked up here, nothing is deduplicated, no
-//! transactions. Those are derived views in the crates above.
+//! It is **not** a database: no keys are looked up here and there are no transactions; those
+//! are derived views in the crates above. The one index it keeps is the per-stream
+//! request-id index ([`dedup`]), because an append must consult it before it is written
+//! (exactly-once appends through [`Stream::append_with_id`]).
 //!
 //! ```
 //! use logbook_log::{Log, Record, StreamConfig};
@@ -27,11 +29,14 @@
 //! * an acknowledged append under fsync `always` survives process crash and power loss;
 //! * readers see only acknowledged records, each batch verified by CRC32C when read;
 //! * a torn last batch is truncated on open; damage anywhere else is an error naming the
-//!   file and byte offset, never skipped.
+//!   file and byte offset, never skipped;
+//! * an append with a request id is written once, however often it is retried within the
+//!   id's window ([`RequestIdWindow`]); a retry returns the original positions.
 //!
 //! Module map, in data-flow order: [`format`](mod@format) (bytes) → [`partition`] (group commit, reads,
 //! recovery; segments inside) → [`stream`] (partitioning) → [`Log`] (directory, lock,
-//! stream lifecycle); [`storage`] is the file-system seam and [`sim`] its power-loss
+//! stream lifecycle), with [`dedup`] (request ids) in front of [`stream`]; [`storage`] is
+//! the file-system seam and [`sim`] its power-loss
 //! simulation; [`verify`] checks a directory offline; [`limits`] holds every limit.
 
 mod completion;

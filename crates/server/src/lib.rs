@@ -9,8 +9,8 @@
 //! ```text
 //!  client ─▶ accept loop (connection limit) ─▶ hyper http1 (head ≤ 64 KiB, header timeout)
 //!         ─▶ edge: header bytes, in-flight limit, span {request_id, traceparent}, latency
-//!         ─▶ router (body ≤ 16 MiB) ─▶ handler ─▶ library call on the blocking pool,
-//!            or an append's completion awaited as a future
+//!         ─▶ router (body ≤ 16 MiB) ─▶ handler ─▶ library call on the worker, or on the
+//!            blocking pool where it may wait; appends and commits await fsync as futures
 //!         ◀─ JSON, or problem+json with a stable code and the offending field
 //! ```
 //!
@@ -30,8 +30,9 @@
 //!
 //! Module map: [`server`] (listener, connections, open/close) → [`edge`] (limits, spans,
 //! metrics per request) → [`api`] (routes) → [`state`] (shared state, transaction
-//! registry); [`error`] maps library errors to problems (consistency tokens are
-//! `logbook_views::ConsistencyToken`); [`limits`] holds every limit; [`config`] the settings; [`metrics`] the registry.
+//! registry); [`extract`] parses JSON bodies, naming the bad field; [`error`] maps library
+//! errors to problems (consistency tokens are `logbook_views::ConsistencyToken`); [`limits`]
+//! holds every limit; [`config`] the settings; [`metrics`] the registry.
 
 pub mod api;
 pub mod config;

@@ -1,4 +1,5 @@
-//! Where a view version's state lives in its store space, byte for byte.
+//! How a view version's state entries are keyed and encoded, byte for byte (held in memory,
+//! stored inside checkpoint chunks: [`crate::state`]).
 //!
 //! Every key starts with a tag byte and the source partition (`u32` big-endian), so each
 //! processor owns a disjoint key range: it is the only writer of its keys, which is what lets
@@ -15,8 +16,11 @@
 //!
 //! `esc` doubles nothing but maps byte `00` to `00 FF`, so `00 00` ends a component and byte
 //! order of escaped keys equals byte order of the keys (prefix scans stay prefix scans).
-//! Integers inside values are little-endian and fixed-width. Format version: 2 (the catalog
-//! records it; a store of another version is refused).
+//! Integers inside values are little-endian and fixed-width. Format version: 3
+//! ([`crate::engine::FORMAT_VERSION`]; the catalog records it; a store of another version is
+//! refused). Version 2 wrote record keys as escaped text and tagged index primary keys;
+//! version 3 keeps these entries in memory and stores them inside checkpoint chunks
+//! ([`crate::state`]).
 
 use crate::error::{Result, ViewError};
 

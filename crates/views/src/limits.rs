@@ -37,8 +37,8 @@ pub const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// [`crate::batch`]; their parsed members take about as much again). A batch is dropped
 /// once every view of the stream has passed it, or, beyond this, oldest first.
 pub const SHARED_BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
-/// Entries of committed state a processor keeps in memory between commits (a cache of its
-/// own partition's state; it is the only writer of those keys). Cleared when exceeded.
+/// Decoded group partials and multiset counts a processor keeps between batches
+/// ([`crate::apply::StateCache`]; it is the only writer of those keys). Cleared when exceeded.
 pub const STATE_CACHE_ENTRIES_MAX: usize = 200_000;
 /// Default longest time between a processor's checkpoints while it has changes, ms (bounds
 /// what a restart replays; see [`crate::state`]).
