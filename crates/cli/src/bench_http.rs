@@ -520,7 +520,10 @@ impl RequestShape {
 /// already in flight; requests due at the same moment leave in one write. Each request's
 /// latency starts at its due time when late (no coordinated omission), else at its send.
 /// Returns the number of requests sent, and the write half (still open).
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a task's inputs, moved in once at spawn; one caller"
+)]
 async fn send_loop(
     mut wr: OwnedWriteHalf,
     shape: Arc<RequestShape>,

@@ -24,7 +24,7 @@ use crate::DataDirArgs;
 
 /// Test-suite commands: each is a child process that a crash test kills.
 #[derive(Debug, clap::Subcommand)]
-#[allow(
+#[expect(
     clippy::enum_variant_names,
     reason = "every one of them is a test's child process"
 )]

@@ -1,9 +1,8 @@
 //! `logbook bench tpcb` end to end, on the real binary: a one-second run at scale 1 with
 //! two clients and no PostgreSQL peer prints the documented JSON, the balances add up, and
 //! the atomic form never aborts.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 

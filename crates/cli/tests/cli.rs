@@ -1,9 +1,8 @@
 //! The `logbook` binary end to end: `log append` streaming stdin and its errors, read-only
 //! commands that must not create a data directory, trace context and header checks, the
 //! spread of unkeyed appends over partitions. (The quickstart's tests are in `quickstart.rs`.)
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 

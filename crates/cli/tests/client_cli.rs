@@ -6,9 +6,8 @@
 //! shells is reported as retryable; a commit retried by request id commits once), the
 //! stats table, `--json` output that parses, the server's error code and field on stderr
 //! for bad input, and the hint to start a server when none answers.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 

@@ -19,7 +19,7 @@
 //! same in `crates/cli/src/debug.rs`), so every record found on disk can be checked byte for
 //! byte, acknowledged or not.
 #![cfg(unix)]
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"

@@ -7,11 +7,6 @@
 //!
 //! The seed is printed; replay with `LOGBOOK_CRASH_SEED=<seed>`.
 #![cfg(unix)]
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test: a panic with a message is the failure report"
-)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -6,9 +6,8 @@
 //! CSV; imports of CSV and JSON Lines with keys; an import SIGKILLed mid-run and run again
 //! (every line exactly once); bad files refused before anything is sent, naming the line and
 //! the column or field; a server-side refusal naming the line and the server's problem.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 

@@ -4,9 +4,8 @@
 //! conflict, the idle-transaction reaper, limits at the edge (an oversized body answers 413
 //! and writes nothing), bad JSON naming the field, and SIGTERM under load: exit 0 and every
 //! acknowledged append present after a restart.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 

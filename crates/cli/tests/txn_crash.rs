@@ -15,7 +15,7 @@
 //! The seed is printed; `LOGBOOK_CRASH_SEED` replays its choices, `LOGBOOK_CRASH_ROUNDS`
 //! (default 6) runs longer. Nothing here asserts on timing.
 #![cfg(unix)]
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"

@@ -3,7 +3,10 @@
 //! recomputed from the log, and a rebuild has the same digest (no record applied twice or
 //! skipped). The seed is printed; `VIEWS_CRASH_SEED=<n>` replays a run.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers, like tests, fail loudly on an unexpected error"
+)]
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};

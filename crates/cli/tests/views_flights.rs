@@ -1,8 +1,6 @@
 //! The bench's carrier aggregate on the bundled flights sample, checked against the same
 //! numbers computed independently from the CSV (csv + gzip, no Logbook code).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;

@@ -842,8 +842,10 @@ pub(crate) struct ReplayEntry(Entry);
 const CHECKPOINT_MAGIC: [u8; 8] = *b"LBK-RID\n";
 const CHECKPOINT_VERSION: u32 = 1;
 
-#[allow(clippy::type_complexity)]
-fn decode_checkpoint(b: &[u8], partitions: u32) -> Option<(Vec<(u64, u64)>, Vec<Entry>)> {
+/// Per partition: the end offset a checkpoint covered and the fingerprint of the record below it.
+type AppliedEnds = Vec<(u64, u64)>;
+
+fn decode_checkpoint(b: &[u8], partitions: u32) -> Option<(AppliedEnds, Vec<Entry>)> {
     if b.len() < 28 || b[0..8] != CHECKPOINT_MAGIC {
         return None;
     }
@@ -949,7 +951,10 @@ pub fn validate_traceparent(value: &str) -> Result<()> {
 /// headers `request-id`, `request-records` = `s:k/n;t;d` and, when given, `traceparent`.
 /// Returns the share's claim: key `(request id, ordinal)`, digest of the share. The caller
 /// has checked reserved headers and the traceparent.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each argument is a separate part of the share's headers and digest; one caller"
+)]
 pub(crate) fn stamp_share(
     request_id: &RequestId,
     traceparent: Option<&str>,

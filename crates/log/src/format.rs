@@ -255,8 +255,10 @@ fn check_record(index: usize, record: &Record, now_ms: i64) -> Result<u64> {
     Ok(size)
 }
 
-// Lengths below are bounded by the limits checked in `check_record`.
-#[allow(clippy::cast_possible_truncation)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "lengths are bounded by the limits checked in `check_record`, all below u32::MAX"
+)]
 fn encode_record(out: &mut Vec<u8>, record: &Record, timestamp_ms: i64) {
     let start = out.len();
     out.extend_from_slice(&0u32.to_le_bytes()); // body_bytes, patched below

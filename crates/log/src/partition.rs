@@ -1008,7 +1008,6 @@ impl Writer {
     }
 
     /// Seals the active segment (fsync, index file) and creates the next one at `base`.
-    #[allow(clippy::type_complexity)]
     fn roll(&mut self, base: u64) -> Result<(Arc<dyn crate::storage::StorageFile>, PathBuf)> {
         self.sync()?;
         {

@@ -124,7 +124,7 @@ impl Segment {
         self.max_timestamp_ms = self.max_timestamp_ms.max(header.max_timestamp_ms);
     }
 
-    #[allow(
+    #[expect(
         clippy::cast_possible_truncation,
         reason = "segments are smaller than u32::MAX bytes and records (limits.rs)"
     )]
@@ -506,7 +506,7 @@ pub(crate) fn scan(
             break;
         }
         if segment.bytes_since_index >= u64::from(INDEX_INTERVAL_BYTES) {
-            #[allow(clippy::cast_possible_truncation, reason = "see Segment::push_index")]
+            #[expect(clippy::cast_possible_truncation, reason = "see Segment::push_index")]
             segment
                 .index
                 .push(((header.base_offset - base_offset) as u32, pos as u32));

@@ -123,7 +123,7 @@ impl StorageFile for OsFile {
 }
 
 #[derive(Debug)]
-struct OsLock(#[allow(dead_code, reason = "held for its Drop, which unlocks")] File);
+struct OsLock(#[expect(dead_code, reason = "held for its Drop, which unlocks")] File);
 
 impl DirLock for OsLock {}
 

@@ -12,7 +12,7 @@
 //! [`SimStorage::corrupt`]: logbook_log::sim::SimStorage::corrupt
 //! [`SimStorage::truncate`]: logbook_log::sim::SimStorage::truncate
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]

@@ -9,7 +9,7 @@
 //!
 //! [`SimStorage::power_loss`]: logbook_log::sim::SimStorage::power_loss
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]

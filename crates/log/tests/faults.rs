@@ -8,7 +8,7 @@
 //! is on disk: nothing acknowledged is lost, and no part of a failed batch is visible (the
 //! whole failed batch may be, since its outcome is unknown to the appender).
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]

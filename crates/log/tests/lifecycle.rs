@@ -1,11 +1,6 @@
 //! The life of a log directory and its streams: segment rolls and file names, the directory
 //! lock, creating and dropping streams, tail waits, multi-partition appends, and limits.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "helpers, like tests, fail loudly on an unexpected error"
-)]
-
 mod common;
 
 use std::future::Future;

@@ -15,11 +15,6 @@
 //!
 //! Failures print proptest's seed and minimal case; `PROPTEST_CASES=N` runs more cases.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "helpers, like tests, fail loudly on an unexpected error"
-)]
-
 mod common;
 
 use common::{DATA_DIR, START_MS, SimDir, sample_record, stored};

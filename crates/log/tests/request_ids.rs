@@ -1,6 +1,6 @@
 //! Exactly-once appends through request ids: every scenario the request-id issue names,
 //! each its own test.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "a test: a panic with a message is the failure report"
 )]

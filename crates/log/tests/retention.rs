@@ -9,7 +9,7 @@
 //!
 //! [`Partition::enforce_retention`]: logbook_log::Partition::enforce_retention
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]

@@ -6,7 +6,7 @@
 //! gate the test holds closed, so the writer is stuck in its first group and gives no queue
 //! space back until the test opens the gate.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]

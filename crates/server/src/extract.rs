@@ -134,13 +134,19 @@ mod tests {
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[expect(
+        dead_code,
+        reason = "only deserialized: the tests check which field an error names"
+    )]
     struct Rec {
         key: Option<String>,
         value: serde_json::Value,
     }
     #[derive(Debug, serde::Deserialize)]
-    #[allow(dead_code)]
+    #[expect(
+        dead_code,
+        reason = "only deserialized: the tests check which field an error names"
+    )]
     struct Batch {
         records: Vec<Rec>,
     }

@@ -1,8 +1,7 @@
 //! The router in process (no sockets): the OpenAPI document holds every route and every
 //! documented route answers; readiness stays false while the data directory is opening.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 

@@ -1,9 +1,8 @@
 //! Commit request ids over HTTP, in process: a retry of the same transaction is answered
 //! with the original commit (`duplicate: true`); another transaction reusing the request id
 //! is 409 `request_id_conflict` naming `Idempotency-Key`, and commits nothing.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 

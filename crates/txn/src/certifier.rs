@@ -330,7 +330,10 @@ impl Certifier {
 
     /// Records a committed transaction (after [`Self::certify`] accepted it) and
     /// unregisters it.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one certified transaction, each moved in from its own source"
+    )]
     pub(crate) fn record(
         &mut self,
         id: u64,
@@ -508,7 +511,6 @@ mod tests {
     }
 
     /// Commits a transaction through certify + record; returns the conflict if refused.
-    #[allow(clippy::too_many_arguments)]
     fn commit(
         c: &mut Certifier,
         id: u64,

@@ -684,7 +684,10 @@ impl TxnStore {
         })
     }
 
-    #[allow(clippy::type_complexity)]
+    #[expect(
+        clippy::type_complexity,
+        reason = "a 4-tuple until the commit path is split into named steps with a named result"
+    )]
     fn certify_and_append(
         &self,
         state: &mut CommitState,
@@ -952,12 +955,15 @@ pub(crate) fn parse_i64(value: &[u8]) -> Option<i64> {
     std::str::from_utf8(value).ok()?.trim().parse::<i64>().ok()
 }
 
+/// What [`resolve`] makes of a transaction's writes: the resolved writes in key order, and
+/// the value each incremented key ended with.
+type Resolution = (Vec<(Vec<u8>, WriteOp)>, Vec<(Vec<u8>, i64)>);
+
 /// Evaluates conditions and increments against the newest state of the table.
-#[allow(clippy::type_complexity)]
 fn resolve(
     table: &Table,
     writes: &std::collections::BTreeMap<Vec<u8>, Pending>,
-) -> Result<(Vec<(Vec<u8>, WriteOp)>, Vec<(Vec<u8>, i64)>)> {
+) -> Result<Resolution> {
     let mut out = Vec::with_capacity(writes.len());
     let mut incremented = Vec::new();
     for (key, p) in writes {

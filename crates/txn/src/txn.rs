@@ -736,10 +736,6 @@ fn add(key: &[u8], base: Option<&[u8]>, by: i64) -> Result<i64> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "a test: a panic with a message is the failure report"
-    )]
 
     use super::*;
     use crate::{TxnStore, TxnStoreOptions};

@@ -8,9 +8,8 @@
 //! * Transfers written with `increment` keep the total at `read_committed` too, and never
 //!   conflict.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]
 

@@ -42,9 +42,8 @@
 //! the later committer aborts. Schedules are therefore written in our own words, not as
 //! copies of the Hermitage ones (which rely on blocking).
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]
 

@@ -17,7 +17,7 @@
 //! cargo test -p logbook-txn --release --test history -- --nocapture
 //! ```
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"

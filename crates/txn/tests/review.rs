@@ -8,7 +8,7 @@
 //!
 //! The tests after "Findings" each failed before the fix of the defect they name; the others
 //! document guarantees that held under attack.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "a test: a panic with a message is the failure report"
 )]

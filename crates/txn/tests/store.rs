@@ -1,6 +1,6 @@
 //! The transaction store as a whole: durability through the commit stream (reopen, power
 //! loss, a failed fsync), commit request ids, bounded memory, limits and bad input.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "a test: a panic with a message is the failure report"
 )]

@@ -115,7 +115,10 @@ impl Version {
     ///
     /// # Errors
     /// [`ViewError::Store`], [`ViewError::Corrupt`].
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "independent handles (plan, store space, stream, log, shared batches, config); one caller, engine.rs"
+    )]
     pub fn new(
         id: u64,
         view: String,

@@ -4,7 +4,10 @@
 //! final checkpoint, leaving the store exactly as a crash after the last checkpoint would);
 //! the checkpoint policy is set so that *when* checkpoints happen does not depend on time.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers, like tests, fail loudly on an unexpected error"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

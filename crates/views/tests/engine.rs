@@ -1,11 +1,9 @@
 //! The engine's promises: bad specs change nothing, tokens give read-your-writes, and a
 //! rebuild with switches and rollbacks never makes reads fail or go backwards.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::type_complexity,
-    missing_docs
+    reason = "helpers, like tests, fail loudly on an unexpected error"
 )]
 
 use std::sync::Arc;
@@ -27,11 +25,14 @@ fn setup(partitions: u32) -> (tempfile::TempDir, Arc<Log>, Arc<logbook_log::Stre
 
 const COUNT: &str = r#"{"source":"s","kind":"aggregate","group_by":["g"],"aggregates":{"n":{"fn":"count"},"total":{"fn":"sum","field":"v"}}}"#;
 
+/// A bad spec: the view's name, the spec, and whether an error is the one it must give.
+type BadSpec = (&'static str, &'static str, fn(&ViewError) -> bool);
+
 #[test]
 fn bad_specs_are_named_errors_and_create_nothing() {
     let (dir, log, _s, views) = setup(2);
     views.create("ok", COUNT.as_bytes()).unwrap();
-    let cases: [(&str, &str, fn(&ViewError) -> bool); 8] = [
+    let cases: [BadSpec; 8] = [
         ("a", r#"{"source":"s","kind":"cube"}"#, |e| {
             matches!(e, ViewError::UnknownKind { .. })
         }),

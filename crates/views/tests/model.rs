@@ -2,11 +2,9 @@
 //! recomputes every view from the whole stream into BTreeMaps, and the live view, the model
 //! and a rebuilt version must agree (and the two versions' digests must be equal).
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::type_complexity,
-    missing_docs
+    reason = "helpers, like tests, fail loudly on an unexpected error"
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,11 +16,14 @@ use logbook_views::{ReadOptions, ScanRange, Views};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+/// A record's fields, in the order of [`op`]'s strategy: group, n, quarter, s.
+type Fields = (Option<&'static str>, Option<i64>, Option<i64>, &'static str);
+
 #[derive(Debug, Clone)]
 struct Op {
     key: u8,
     /// None: a delete (null value).
-    value: Option<(Option<&'static str>, Option<i64>, Option<i64>, &'static str)>,
+    value: Option<Fields>,
 }
 
 fn op() -> impl Strategy<Value = Op> {

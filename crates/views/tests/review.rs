@@ -2,13 +2,7 @@
 //! bad specs and digests. Tests marked `#[ignore = "BUG: …"]` expose a defect and pass once it
 //! is fixed; the others record what held.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::type_complexity,
-    missing_docs,
-    reason = "tests: a panic is the failure report"
-)]
+#![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

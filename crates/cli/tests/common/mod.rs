@@ -1,9 +1,7 @@
 //! What the end-to-end tests share: starting a real `logbook serve` on a free port.
-#![allow(
-    dead_code,
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "shared by several test crates, each using a part; a panic is the failure report"
+    reason = "helpers, like tests, fail loudly on an unexpected error"
 )]
 
 use std::io::{BufRead, BufReader};

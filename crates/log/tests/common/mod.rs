@@ -1,11 +1,11 @@
 //! Helpers shared by the integration tests: a manual clock, a log on simulated storage, paths
 //! of a partition's files, and a parser that finds the batches inside a segment file.
 
-#![allow(
+#![expect(
     dead_code,
     reason = "each test binary uses a different subset of these helpers"
 )]
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]

@@ -1,13 +1,12 @@
 //! Helpers shared by the transaction integration tests: a store in a temp dir, and the
 //! Elle-style history checker (`elle`).
 
-#![allow(
+#![expect(
     dead_code,
     reason = "each test binary uses a different subset of these helpers"
 )]
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]
 
