@@ -7,6 +7,7 @@
 //!   streams/
 //!     flights/
 //!       stream.json           name, incarnation, config (format_version inside)
+//!       request-ids.checkpoint  the request-id index at some offsets (derived: dedup.rs)
 //!       0/ 00000000000000000000.log  00000000000000000000.index  ...
 //!       1/ ...
 //! ```

@@ -11,7 +11,7 @@ use logbook_server::state::Opened;
 use logbook_server::{AppState, ServerConfig};
 use tower::ServiceExt;
 
-/// The routes of docs/DESIGN.md's "HTTP API (v1)" table, plus the extras.
+/// The routes of docs/DESIGN.md's "HTTP API (v1)" table.
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/streams"),
     ("put", "/v1/streams/{stream}"),
