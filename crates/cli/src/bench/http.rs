@@ -26,17 +26,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use http_body_util::BodyExt;
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 use logbook_server::{Server, ServerConfig};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 
-use super::bench_tpcb::{PgCluster, PgTools, PgbenchSummary, TempDir, check_output, loadavg_1m};
+use super::conn::Conn;
+use super::kit::{LATENCY_US_MAX, TempDir, latency_histogram, loadavg_1m, round1, round3};
+use super::postgres::{PgCluster, PgTools, PgbenchSummary, check_output};
 
 /// The stream appended to.
 const STREAM: &str = "bench";
@@ -44,8 +43,6 @@ const STREAM: &str = "bench";
 const VIEW: &str = "bench_rows";
 /// Records per request when preloading the keys.
 const PRELOAD_BATCH: usize = 1000;
-/// Latencies above this are clamped (µs).
-const LATENCY_US_MAX: u64 = 60_000_000;
 
 /// Arguments of `logbook bench http`.
 #[derive(Debug, Clone, clap::Args)]
@@ -690,54 +687,6 @@ fn parse_response(buf: &[u8]) -> anyhow::Result<Option<(u16, usize)>> {
     Ok((buf.len() >= total).then_some((status, total)))
 }
 
-/// One HTTP/1.1 keep-alive connection (setup calls here; the TPC-B clients of
-/// `bench tpcb --over http`).
-pub(crate) struct Conn {
-    host: String,
-    sender: SendRequest<String>,
-}
-
-impl Conn {
-    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        tcp.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .context("HTTP handshake")?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Conn {
-            host: addr.to_string(),
-            sender,
-        })
-    }
-
-    /// Sends one request; the status and the body.
-    pub(crate) async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<String>,
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.host);
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req.body(body.unwrap_or_default())?;
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok((status, bytes.to_vec()))
-    }
-}
-
 /// CPU time (user + system) of this process so far, ms, from `/proc/self/stat` (clock
 /// ticks of 10 ms: runs of seconds on several cores make that error small).
 fn process_cpu_ms() -> Option<u64> {
@@ -750,18 +699,6 @@ fn process_cpu_ms() -> Option<u64> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // The kernel's USER_HZ is 100 on Linux.
     Some((utime + stime) * 10)
-}
-
-fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).context("creating a histogram")
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// `pgbench -S` (select-only: one primary-key lookup per transaction) on a throwaway

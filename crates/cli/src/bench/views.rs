@@ -37,6 +37,7 @@ use logbook_log::{Log, Record, StreamConfig};
 use logbook_views::{ConsistencyToken, ReadOptions, Views};
 use serde_json::json;
 
+use super::kit::TempDir;
 use crate::flights::{DEFAULT_SAMPLE, read_flights};
 
 /// Arguments of `logbook bench views`.
@@ -125,21 +126,6 @@ fn cpu_seconds() -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // The kernel reports clock ticks; USER_HZ is 100 on every Linux ABI Rust supports.
     Some((utime + stime) / 100.0)
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Runs the benchmark.

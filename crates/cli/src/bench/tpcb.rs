@@ -31,11 +31,8 @@
 //!   per-transaction log (`--log`), as pgbench prints no percentiles.
 
 use std::collections::Bound;
-use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -49,6 +46,12 @@ use logbook_txn::{
 };
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+
+use super::conn::Conn;
+use super::kit::{
+    TempDir, elapsed_us, file_system_of, latency_histogram, loadavg_1m, round1, round3, round4,
+};
+use super::postgres::{PG_SETTINGS, PgCluster, PgTools, PgbenchSummary, check_output};
 
 /// Arguments of `logbook bench tpcb`.
 #[derive(Debug, Clone, clap::Args)]
@@ -163,17 +166,6 @@ const TELLERS_PER_SCALE: u64 = 10;
 const LOAD_KEYS_PER_COMMIT: usize = 10_000;
 /// Rows per scan of the consistency check (`logbook_txn::limits::SCAN_ROWS_MAX`).
 const SCAN_ROWS: usize = 10_000;
-/// Histogram range, µs: 1 µs to 60 s, 3 significant digits.
-const LATENCY_US_MAX: u64 = 60_000_000;
-/// PostgreSQL settings of the throwaway cluster (durable commits, like fsync `always`).
-const PG_SETTINGS: [(&str, &str); 4] = [
-    ("fsync", "on"),
-    ("synchronous_commit", "on"),
-    ("shared_buffers", "128MB"),
-    ("listen_addresses", ""),
-];
-/// How long the PostgreSQL server may take to accept connections.
-const PG_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `logbook bench tpcb`.
 pub fn run(args: &TpcbArgs) -> anyhow::Result<()> {
@@ -319,10 +311,6 @@ impl Consistency {
             && sums.iter().all(|s| *s == self.deltas)
             && self.history_rows == committed
     }
-}
-
-fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?)
 }
 
 fn run_logbook(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<LogbookRun> {
@@ -667,12 +655,6 @@ fn sum_prefix(store: &TxnStore, prefix: &[u8]) -> anyhow::Result<(u64, i128)> {
     }
 }
 
-fn elapsed_us(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
 // ---------------------------------------------------------------------------------------
 // Logbook over HTTP
 
@@ -781,7 +763,7 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
 
 /// Waits until the server answers health with 200 (it replays `_txn` first).
 async fn wait_ready(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let mut conn = super::bench_http::Conn::open(addr).await?;
+    let mut conn = Conn::open(addr).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let (status, _) = conn.call(hyper::Method::GET, "/v1/health", None).await?;
@@ -804,7 +786,7 @@ async fn run_http_clients(
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(args.clients);
     for client in 0..args.clients {
-        let conn = super::bench_http::Conn::open(addr).await?;
+        let conn = Conn::open(addr).await?;
         let (args, stop) = (args.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             http_client_loop(&args, conn, client, seed, &stop).await
@@ -866,7 +848,7 @@ enum Try {
 /// each retried on `serialization_failure` with full-jitter backoff (as `logbook_txn::retry`).
 async fn http_client_loop(
     args: &TpcbArgs,
-    mut conn: super::bench_http::Conn,
+    mut conn: Conn,
     client: usize,
     seed: u64,
     stop: &AtomicBool,
@@ -934,7 +916,7 @@ struct TpcbTxn {
 /// anywhere is [`Try::Conflict`] (the server has then already ended the transaction; the
 /// abort sent anyway is for the other paths). Any other failure ends the benchmark.
 async fn http_try(
-    conn: &mut super::bench_http::Conn,
+    conn: &mut Conn,
     form: Form,
     begin_body: &str,
     tx: &TpcbTxn,
@@ -1021,11 +1003,7 @@ async fn http_try(
 }
 
 /// A balance read in the transaction: `Some(value)`, or None on a conflict.
-async fn http_balance(
-    conn: &mut super::bench_http::Conn,
-    base: &str,
-    key: &str,
-) -> anyhow::Result<Option<i64>> {
+async fn http_balance(conn: &mut Conn, base: &str, key: &str) -> anyhow::Result<Option<i64>> {
     let (status, body) = conn
         .call(hyper::Method::GET, &format!("{base}/kv/{key}"), None)
         .await?;
@@ -1041,7 +1019,7 @@ async fn http_balance(
 
 /// A put in the transaction; false on a conflict.
 async fn http_put(
-    conn: &mut super::bench_http::Conn,
+    conn: &mut Conn,
     base: &str,
     key: &str,
     value: serde_json::Value,
@@ -1077,281 +1055,7 @@ fn success(status: u16, body: &[u8], what: &str) -> anyhow::Result<serde_json::V
 }
 
 // ---------------------------------------------------------------------------------------
-// PostgreSQL
-
-/// PostgreSQL's programs, and the user to run the server as.
-pub(crate) struct PgTools {
-    bin: PathBuf,
-    pgbench: PathBuf,
-    /// `Some((name, uid, gid))` when this process is root: PostgreSQL refuses to run as
-    /// root, so its programs run through `runuser -u name --`.
-    run_as: Option<(String, u32, u32)>,
-}
-
-impl PgTools {
-    /// Finds PostgreSQL; `Err` says why it is considered absent.
-    pub(crate) fn find(explicit: Option<&Path>) -> Result<PgTools, String> {
-        const SERVER: [&str; 4] = ["initdb", "postgres", "pg_ctl", "pg_isready"];
-        let complete = |dir: &Path| SERVER.iter().all(|p| dir.join(p).is_file());
-        let bin = match explicit {
-            Some(dir) if complete(dir) => dir.to_path_buf(),
-            Some(dir) => {
-                return Err(format!(
-                    "--pg-bin {} lacks one of {}",
-                    dir.display(),
-                    SERVER.join(", ")
-                ));
-            }
-            None => {
-                let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|e| {
-                        let v = e.file_name().to_str()?.parse().ok()?;
-                        Some((v, e.path().join("bin")))
-                    })
-                    .filter(|(_, dir)| complete(dir))
-                    .collect();
-                versions.sort();
-                let from_path = || {
-                    let initdb = find_on_path("initdb")?.canonicalize().ok()?;
-                    initdb
-                        .parent()
-                        .filter(|d| complete(d))
-                        .map(Path::to_path_buf)
-                };
-                match versions.pop().map(|(_, dir)| dir).or_else(from_path) {
-                    Some(dir) => dir,
-                    None => {
-                        return Err(format!(
-                            "no directory with {} (looked in /usr/lib/postgresql/*/bin and PATH; --pg-bin names one)",
-                            SERVER.join(", ")
-                        ));
-                    }
-                }
-            }
-        };
-        let pgbench = if bin.join("pgbench").is_file() {
-            bin.join("pgbench")
-        } else {
-            find_on_path("pgbench").ok_or("pgbench is not installed")?
-        };
-        let run_as = if is_root() {
-            if find_on_path("runuser").is_none() {
-                return Err(
-                    "running as root, and PostgreSQL refuses root; runuser is missing".into(),
-                );
-            }
-            let user = ["postgres", "nobody"]
-                .iter()
-                .find_map(|name| passwd_entry(name))
-                .ok_or("running as root, and neither user postgres nor nobody exists")?;
-            Some(user)
-        } else {
-            None
-        };
-        Ok(PgTools {
-            bin,
-            pgbench,
-            run_as,
-        })
-    }
-
-    /// A command running `program` as the PostgreSQL user.
-    fn command(&self, program: &Path) -> Command {
-        match &self.run_as {
-            Some((user, _, _)) => {
-                let mut c = Command::new("runuser");
-                c.arg("-u").arg(user).arg("--").arg(program);
-                c
-            }
-            None => Command::new(program),
-        }
-    }
-
-    pub(crate) fn server_version(&self) -> String {
-        Command::new(self.bin.join("postgres"))
-            .arg("--version")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    }
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-/// Whether this process runs as root (the owner of `/proc/self` is the effective user).
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// `(name, uid, gid)` of a user from /etc/passwd.
-fn passwd_entry(name: &str) -> Option<(String, u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut f = line.split(':');
-        if f.next()? != name {
-            return None;
-        }
-        let _password = f.next()?;
-        let uid = f.next()?.parse().ok()?;
-        let gid = f.next()?.parse().ok()?;
-        Some((name.to_string(), uid, gid))
-    })
-}
-
-/// A throwaway PostgreSQL cluster in a temporary directory. Dropping it stops the server
-/// (fast shutdown; killed if that fails) and removes the directory — also on error. The
-/// server runs in this process's process group, so a Ctrl-C in the terminal reaches it too
-/// (SIGINT is PostgreSQL's fast shutdown).
-pub(crate) struct PgCluster<'t> {
-    tools: &'t PgTools,
-    pub(crate) dir: TempDir,
-    data: PathBuf,
-    port: u16,
-    server: Option<Child>,
-}
-
-impl PgCluster<'_> {
-    pub(crate) fn start(tools: &PgTools, clients: usize) -> anyhow::Result<PgCluster<'_>> {
-        let dir = TempDir::create(&std::env::temp_dir(), "logbook-tpcb-pg")?;
-        if let Some((user, uid, gid)) = &tools.run_as {
-            std::os::unix::fs::chown(&dir.0, Some(*uid), Some(*gid))
-                .with_context(|| format!("giving {} to user {user}", dir.0.display()))?;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .context("finding a free port")?;
-        let mut cluster = PgCluster {
-            tools,
-            data: dir.0.join("data"),
-            dir,
-            port,
-            server: None,
-        };
-        let out = tools
-            .command(&tools.bin.join("initdb"))
-            .arg("-D")
-            .arg(&cluster.data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .output()
-            .context("running initdb")?;
-        check_output("initdb", &out)?;
-        let log_path = cluster.dir.0.join("postgres.log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut server = tools.command(&tools.bin.join("postgres"));
-        server
-            .arg("-D")
-            .arg(&cluster.data)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-k")
-            .arg(&cluster.dir.0)
-            .args(["-c", &format!("max_connections={}", clients + 10)]);
-        for (name, value) in PG_SETTINGS {
-            server.arg("-c").arg(format!("{name}={value}"));
-        }
-        let child = server
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting postgres")?;
-        cluster.server = Some(child);
-        let deadline = Instant::now() + PG_START_TIMEOUT;
-        loop {
-            let ready = Command::new(tools.bin.join("pg_isready"))
-                .arg("-q")
-                .arg("-h")
-                .arg(&cluster.dir.0)
-                .arg("-p")
-                .arg(port.to_string())
-                .status()
-                .context("running pg_isready")?;
-            if ready.success() {
-                return Ok(cluster);
-            }
-            let exited = match cluster.server.as_mut() {
-                Some(c) => c.try_wait()?.is_some(),
-                None => true,
-            };
-            if exited || Instant::now() > deadline {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                bail!(
-                    "postgres did not start ({}); its log ends with:\n{}",
-                    if exited { "it exited" } else { "timed out" },
-                    tail(&log, 10)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// A pgbench command connected to this cluster, run from its directory.
-    pub(crate) fn pgbench(&self) -> Command {
-        let mut c = self.tools.command(&self.tools.pgbench);
-        c.current_dir(&self.dir.0)
-            .arg("-h")
-            .arg(&self.dir.0)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-U", "postgres"]);
-        c
-    }
-}
-
-impl Drop for PgCluster<'_> {
-    fn drop(&mut self) {
-        let Some(mut server) = self.server.take() else {
-            return;
-        };
-        let stopped = self
-            .tools
-            .command(&self.tools.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "fast", "-w", "-t", "30", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !stopped {
-            tracing::warn!("pg_ctl stop failed; killing the PostgreSQL server");
-            let _ = server.kill();
-        }
-        let _ = server.wait();
-    }
-}
-
-pub(crate) fn check_output(what: &str, out: &std::process::Output) -> anyhow::Result<()> {
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            tail(&String::from_utf8_lossy(&out.stdout), 10),
-            tail(&String::from_utf8_lossy(&out.stderr), 10)
-        );
-    }
-    Ok(())
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    let mut out = String::new();
-    for line in &all[all.len().saturating_sub(lines)..] {
-        let _ = writeln!(out, "{line}");
-    }
-    out
-}
+// The PostgreSQL peer
 
 /// PostgreSQL's name of an isolation level.
 fn pg_isolation(isolation: Isolation) -> &'static str {
@@ -1528,65 +1232,8 @@ fn tally_log_line(line: &str, figures: &mut Figures) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lines of pgbench's summary this benchmark reads.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct PgbenchSummary {
-    pub(crate) processed: Option<u64>,
-    pub(crate) failed: Option<u64>,
-    pub(crate) retried: Option<u64>,
-    pub(crate) total_retries: Option<u64>,
-    pub(crate) latency_average_ms: Option<f64>,
-    pub(crate) tps: Option<f64>,
-}
-
-impl PgbenchSummary {
-    pub(crate) fn parse(text: &str) -> PgbenchSummary {
-        let first_number = |rest: &str| -> Option<String> {
-            let rest = rest.trim_start_matches([':', '=', ' ']);
-            let n: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.')
-                .collect();
-            (!n.is_empty()).then_some(n)
-        };
-        let mut s = PgbenchSummary::default();
-        for line in text.lines() {
-            let line = line.trim();
-            let after = |prefix: &str| line.strip_prefix(prefix).and_then(first_number);
-            if let Some(n) = after("number of transactions actually processed") {
-                s.processed = n.parse().ok();
-            } else if let Some(n) = after("number of failed transactions") {
-                s.failed = n.parse().ok();
-            } else if let Some(n) = after("number of transactions retried") {
-                s.retried = n.parse().ok();
-            } else if let Some(n) = after("total number of retries") {
-                s.total_retries = n.parse().ok();
-            } else if let Some(n) = after("latency average") {
-                s.latency_average_ms = n.parse().ok();
-            } else if let Some(n) = after("tps") {
-                s.tps = n.parse().ok();
-            }
-        }
-        s
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Report
-
-/// A directory removed when dropped (also on error).
-pub(crate) struct TempDir(pub(crate) PathBuf);
-
-impl TempDir {
-    pub(crate) fn create(parent: &Path, prefix: &str) -> anyhow::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = parent.join(format!("{prefix}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(TempDir(path))
-    }
-}
 
 /// Removes the temporary directories of earlier runs that were interrupted (Ctrl-C ends
 /// the process before its guards run; the PostgreSQL server, in the same process group,
@@ -1623,51 +1270,6 @@ fn sweep_stale_dirs(parent: &Path) {
             }
         }
     }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove a benchmark directory");
-        }
-    }
-}
-
-/// The file system holding `path`, from /proc/self/mounts: "TYPE DEVICE mounted at POINT".
-pub(crate) fn file_system_of(path: &Path) -> Option<String> {
-    let path = path.canonicalize().ok()?;
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let (device, point, kind) = (f.next()?, f.next()?, f.next()?);
-            path.starts_with(point)
-                .then(|| (point.len(), format!("{kind} {device} mounted at {point}")))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, description)| description)
-}
-
-pub(crate) fn loadavg_1m() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
 }
 
 fn report_json(
@@ -1797,31 +1399,6 @@ mod tests {
         assert!(conflict(409, other, "commit").is_err());
         assert!(conflict(500, b"oops", "get").is_err());
         assert!(conflict(409, b"not json", "get").is_err());
-    }
-
-    #[test]
-    fn pgbench_summary_lines_are_read() {
-        let text = "transaction type: <builtin: TPC-B (sort of)>\n\
-            scaling factor: 10\n\
-            number of transactions actually processed: 2163\n\
-            number of failed transactions: 994 (31.486%)\n\
-            number of transactions retried: 2291 (72.569%)\n\
-            total number of retries: 12894\n\
-            latency average = 12.674 ms (including failures)\n\
-            initial connection time = 15.668 ms\n\
-            tps = 432.480203 (without initial connection time)\n";
-        let s = PgbenchSummary::parse(text);
-        assert_eq!(
-            s,
-            PgbenchSummary {
-                processed: Some(2163),
-                failed: Some(994),
-                retried: Some(2291),
-                total_retries: Some(12894),
-                latency_average_ms: Some(12.674),
-                tps: Some(432.480203),
-            }
-        );
     }
 
     #[test]

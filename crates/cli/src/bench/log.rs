@@ -75,43 +75,9 @@ use logbook_log::{
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-#[path = "bench_tpcb.rs"]
-mod bench_tpcb;
-
-#[path = "bench_views.rs"]
-mod bench_views;
-
-#[path = "bench_http.rs"]
-mod bench_http;
-
-/// Benchmarks.
-#[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
-    /// Append throughput and ack latency of the log, against raw disk writes.
-    ///
-    /// Creates a fresh stream in a temporary directory (removed afterwards) and runs
-    /// `--producers` threads appending for `--seconds` after a warm-up, taking turns with a
-    /// raw-disk writer that writes the same bytes to a plain file with the same fsync
-    /// cadence. Prints both.
-    Log(LogBenchArgs),
-    /// The derived-view processors on the real flights data: events/s, rebuild time of three
-    /// views, and freshness (append ack → visible) under a steady append rate.
-    Views(bench_views::ViewsBenchArgs),
-    /// pgbench's TPC-B-like workload on the transaction store, against PostgreSQL.
-    ///
-    /// Loads branches, tellers and accounts (scale 10: 1,000,000 accounts) into a fresh
-    /// store (fsync always), runs `--clients` threads in a closed loop for `--seconds` at
-    /// `--isolation` with read-modify-write (`--form rmw`) or increments (`--form atomic`),
-    /// retrying serialization failures up to `--max-tries`, and checks that the balances
-    /// still add up. Then, when PostgreSQL is installed, runs `pgbench` at the same scale and
-    /// isolation on a throwaway cluster and prints both and their throughput ratio.
-    Tpcb(bench_tpcb::TpcbArgs),
-    /// The HTTP API under load: single-record appends (fsync always) and point reads of a
-    /// table view, closed loop and open loop at fixed rates, from a load generator in this
-    /// process against a server in this process on a temporary data directory; with
-    /// `pgbench -S` beside it when PostgreSQL is installed.
-    Http(bench_http::HttpBenchArgs),
-}
+use super::kit::{
+    TempDir, elapsed_us, file_system_of, latency_histogram, loadavg_1m, round1, round3,
+};
 
 /// Arguments of `logbook bench log`.
 #[derive(Debug, Clone, clap::Args)]
@@ -167,22 +133,10 @@ pub struct LogBenchArgs {
     json: bool,
 }
 
-/// Runs a benchmark.
-pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Log(args) => run_log(&args),
-        BenchCommand::Views(args) => bench_views::run(&args),
-        BenchCommand::Tpcb(args) => bench_tpcb::run(&args),
-        BenchCommand::Http(args) => bench_http::run(&args),
-    }
-}
-
 /// Largest piece written by one `write` call of the raw-disk measurement (bounds its buffer).
 const RAW_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Bytes of a key in `--keyed` mode.
 const KEY_BYTES: usize = 16;
-/// Histogram range, µs: 1 µs to 60 s, 3 significant digits.
-const LATENCY_US_MAX: u64 = 60_000_000;
 
 /// What the producers are to do (set by the main thread).
 const PHASE_WARMUP: u8 = 0;
@@ -190,27 +144,6 @@ const PHASE_MEASURE: u8 = 1;
 /// Stop issuing, wait for everything in flight, then idle until the phase changes.
 const PHASE_PAUSE: u8 = 2;
 const PHASE_STOP: u8 = 3;
-
-fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?)
-}
-
-fn elapsed_us(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
-/// A directory removed when dropped (also on error).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove the benchmark directory");
-        }
-    }
-}
 
 /// Sums of the partitions' counters at one moment, or differences of two such sums.
 #[derive(Debug, Default, Clone, Copy)]
@@ -268,7 +201,8 @@ impl Totals {
     }
 }
 
-fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
+/// Runs `logbook bench log`.
+pub fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     if args.producers == 0 || args.in_flight == 0 || args.batch_records == 0 {
         bail!("--producers, --in-flight and --batch-records must each be at least 1");
     }
@@ -816,39 +750,6 @@ impl CpuSeconds {
         }
         self
     }
-}
-
-/// The file system holding `path`, from /proc/self/mounts: "TYPE DEVICE mounted at POINT".
-fn file_system_of(path: &Path) -> Option<String> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let (device, point, kind) = (f.next()?, f.next()?, f.next()?);
-            path.starts_with(point)
-                .then(|| (point.len(), format!("{kind} {device} mounted at {point}")))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, description)| description)
-}
-
-/// The 1-minute load average (Linux), or `None`.
-fn loadavg_1m() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn report_json(args: &LogBenchArgs, m: &Measured, parent: &Path) -> serde_json::Value {

@@ -1,0 +1,59 @@
+//! A keep-alive HTTP/1.1 connection for benchmark setup calls and closed-loop clients that
+//! wait for each answer (the pipelined load generator of `bench http` has its own).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use http_body_util::BodyExt;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// One HTTP/1.1 keep-alive connection (setup calls here; the TPC-B clients of
+/// `bench tpcb --over http`).
+pub(crate) struct Conn {
+    host: String,
+    sender: SendRequest<String>,
+}
+
+impl Conn {
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .context("HTTP handshake")?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Conn {
+            host: addr.to_string(),
+            sender,
+        })
+    }
+
+    /// Sends one request; the status and the body.
+    pub(crate) async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(body.unwrap_or_default())?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes.to_vec()))
+    }
+}

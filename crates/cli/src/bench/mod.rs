@@ -1,0 +1,55 @@
+//! `logbook bench`: benchmarks that measure Logbook against the machine it runs on (and
+//! against PostgreSQL where one is installed) and print their figures as JSON.
+//!
+//! One file per benchmark — [`log`] (the embedded log against raw disk writes), [`views`]
+//! (the view processors on the flights data), [`tpcb`] (pgbench's TPC-B-like workload on
+//! the transaction store), [`http`] (the HTTP API under load) — and the pieces they share:
+//! [`kit`] (temporary directories, histograms, machine facts), [`conn`] (a keep-alive HTTP
+//! connection) and [`postgres`] (a throwaway PostgreSQL cluster and pgbench's summary).
+
+mod conn;
+mod http;
+mod kit;
+mod log;
+mod postgres;
+mod tpcb;
+mod views;
+
+/// Benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Append throughput and ack latency of the log, against raw disk writes.
+    ///
+    /// Creates a fresh stream in a temporary directory (removed afterwards) and runs
+    /// `--producers` threads appending for `--seconds` after a warm-up, taking turns with a
+    /// raw-disk writer that writes the same bytes to a plain file with the same fsync
+    /// cadence. Prints both.
+    Log(log::LogBenchArgs),
+    /// The derived-view processors on the real flights data: events/s, rebuild time of three
+    /// views, and freshness (append ack → visible) under a steady append rate.
+    Views(views::ViewsBenchArgs),
+    /// pgbench's TPC-B-like workload on the transaction store, against PostgreSQL.
+    ///
+    /// Loads branches, tellers and accounts (scale 10: 1,000,000 accounts) into a fresh
+    /// store (fsync always), runs `--clients` threads in a closed loop for `--seconds` at
+    /// `--isolation` with read-modify-write (`--form rmw`) or increments (`--form atomic`),
+    /// retrying serialization failures up to `--max-tries`, and checks that the balances
+    /// still add up. Then, when PostgreSQL is installed, runs `pgbench` at the same scale and
+    /// isolation on a throwaway cluster and prints both and their throughput ratio.
+    Tpcb(tpcb::TpcbArgs),
+    /// The HTTP API under load: single-record appends (fsync always) and point reads of a
+    /// table view, closed loop and open loop at fixed rates, from a load generator in this
+    /// process against a server in this process on a temporary data directory; with
+    /// `pgbench -S` beside it when PostgreSQL is installed.
+    Http(http::HttpBenchArgs),
+}
+
+/// Runs a benchmark.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Log(args) => log::run_log(&args),
+        BenchCommand::Views(args) => views::run(&args),
+        BenchCommand::Tpcb(args) => tpcb::run(&args),
+        BenchCommand::Http(args) => http::run(&args),
+    }
+}
