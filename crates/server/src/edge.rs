@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, ProblemCode};
 use crate::limits;
 use crate::state::AppState;
 
@@ -44,9 +44,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
             .sum();
         if header_bytes > limits::HEADER_BYTES_MAX {
             return ApiError::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers_too_large",
-                "Request headers too large",
+                ProblemCode::HeadersTooLarge,
                 format!(
                     "request headers total {header_bytes} bytes; the limit is {}",
                     limits::HEADER_BYTES_MAX
@@ -70,9 +68,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
                 Ok(p) => Some(p),
                 Err(_) => {
                     return ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "server_busy",
-                        "Server busy",
+                        ProblemCode::ServerBusy,
                         format!(
                             "{} requests are in flight, the limit; retry shortly",
                             state.config().requests_max

@@ -20,20 +20,16 @@ use axum::response::{IntoResponse, Response};
 use logbook_log::LogError;
 use logbook_txn::TxnError;
 use logbook_views::ViewError;
-use serde::{Deserialize, Serialize};
 
-/// The `Content-Type` of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+use ProblemCode as C;
+pub use logbook_api::problem::{PROBLEM_JSON, Problem, ProblemCode};
 
-/// An API error: turns into a problem+json response.
+/// An API error: turns into a problem+json response. Its status and title are its code's
+/// ([`ProblemCode::status`], [`ProblemCode::title`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
     /// Stable code.
-    pub code: &'static str,
-    /// Short, fixed summary of the code.
-    pub title: &'static str,
+    pub code: ProblemCode,
     /// What happened, with the values involved.
     pub detail: String,
     /// The request field at fault, if one is.
@@ -44,46 +40,21 @@ pub struct ApiError {
     pub retry_after_s: Option<u32>,
 }
 
-/// The problem document, as sent (and as clients decode it).
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// `urn:logbook:problem:<code>`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// Stable error code, e.g. `serialization_failure`.
-    pub code: String,
-    /// Short summary of the code.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What happened.
-    pub detail: String,
-    /// The offending request field: a JSON path in the body, a query parameter, a path
-    /// segment or a header name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// Transactions: whether re-running the whole transaction may succeed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retryable: Option<bool>,
-}
-
 impl ApiError {
-    /// An error with a status, a code, a title and a detail.
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// An error with a code and a detail.
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
-            title,
             detail: detail.into(),
             field: None,
             retryable: None,
             retry_after_s: None,
         }
+    }
+
+    /// The HTTP status of the code.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// Names the offending field.
@@ -100,23 +71,12 @@ impl ApiError {
 
     /// 400 `invalid_request` naming a field.
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "Invalid request",
-            detail,
-        )
-        .field(field)
+        ApiError::new(C::InvalidRequest, detail).field(field)
     }
 
     /// 400 `invalid_json`: a body that is not JSON of the expected shape.
     pub fn invalid_json(field: Option<String>, detail: impl Into<String>) -> Self {
-        let mut e = ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "Request body is not valid JSON of the expected shape",
-            detail,
-        );
+        let mut e = ApiError::new(C::InvalidJson, detail);
         e.field = field;
         e
     }
@@ -124,9 +84,7 @@ impl ApiError {
     /// 413 `payload_too_large`: the body exceeds [`crate::limits::BODY_BYTES_MAX`].
     pub fn payload_too_large() -> Self {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Request body too large",
+            C::PayloadTooLarge,
             format!(
                 "the request body exceeds the limit of {} bytes; nothing was written",
                 crate::limits::BODY_BYTES_MAX
@@ -136,42 +94,25 @@ impl ApiError {
 
     /// 503 `not_ready`: the data directory is still being opened (or recovery failed).
     pub fn not_ready(detail: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "Not ready",
-            detail,
-        )
-        .retry_after(1)
+        ApiError::new(C::NotReady, detail).retry_after(1)
     }
 
     /// 500 `internal_error` (a bug or a lost task; logged).
     pub fn internal(detail: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "Internal error",
-            detail,
-        )
+        ApiError::new(C::InternalError, detail)
     }
 
     /// The problem document.
     pub fn problem(&self) -> Problem {
-        Problem {
-            type_: format!("urn:logbook:problem:{}", self.code),
-            code: self.code.to_string(),
-            title: self.title.to_string(),
-            status: self.status.as_u16(),
-            detail: self.detail.clone(),
-            field: self.field.clone(),
-            retryable: self.retryable,
-        }
+        let mut p = Problem::new(self.code, self.detail.clone());
+        p.field = self.field.clone();
+        p.retryable = self.retryable;
+        p
     }
 
     /// Maps a log error. `record_field(i)` names record `i` of the request (for a batch
     /// `records[i]`, for a single record the empty string).
     pub fn from_log(e: LogError, record_field: impl Fn(usize) -> String) -> Self {
-        use StatusCode as S;
         let join = |i: usize, rest: &str| {
             let base = record_field(i);
             if base.is_empty() {
@@ -183,157 +124,65 @@ impl ApiError {
             }
         };
         let detail = e.to_string();
-        let (status, code, title, field): (S, &'static str, &'static str, Option<String>) = match &e
-        {
-            LogError::RecordTooLarge { index, .. } => (
-                S::PAYLOAD_TOO_LARGE,
-                "record_too_large",
-                "Record too large",
-                Some(join(*index, "value")),
-            ),
-            LogError::KeyTooLarge { index, .. } => (
-                S::PAYLOAD_TOO_LARGE,
-                "key_too_large",
-                "Key too large",
-                Some(join(*index, "key")),
-            ),
-            LogError::TooManyHeaders { index, .. } => (
-                S::PAYLOAD_TOO_LARGE,
-                "too_many_headers",
-                "Too many record headers",
-                Some(join(*index, "headers")),
-            ),
-            LogError::HeaderTooLarge { index, .. } => (
-                S::PAYLOAD_TOO_LARGE,
-                "header_too_large",
-                "Record header too large",
-                Some(join(*index, "headers")),
-            ),
-            LogError::EmptyBatch => (
-                S::BAD_REQUEST,
-                "empty_batch",
-                "No records",
-                Some("records".into()),
-            ),
-            LogError::BatchTooManyRecords { .. } => (
-                S::PAYLOAD_TOO_LARGE,
-                "batch_too_many_records",
-                "Too many records in one request",
-                Some("records".into()),
-            ),
-            LogError::BatchTooLarge { .. } => (
-                S::PAYLOAD_TOO_LARGE,
-                "batch_too_large",
-                "Batch too large",
-                Some("records".into()),
-            ),
-            LogError::TimestampOutOfRange { index, .. } => (
-                S::BAD_REQUEST,
-                "timestamp_out_of_range",
-                "Timestamp out of range",
-                Some(join(*index, "timestamp_ms")),
-            ),
-            LogError::InvalidRequestId { .. } => (
-                S::BAD_REQUEST,
-                "invalid_request_id",
-                "Invalid request id",
-                Some("Idempotency-Key".into()),
-            ),
-            LogError::RequestIdConflict { .. } => (
-                S::CONFLICT,
-                "request_id_conflict",
-                "Request id already used for a different request",
-                Some("Idempotency-Key".into()),
-            ),
+        let (code, field): (ProblemCode, Option<String>) = match &e {
+            LogError::RecordTooLarge { index, .. } => {
+                (C::RecordTooLarge, Some(join(*index, "value")))
+            }
+            LogError::KeyTooLarge { index, .. } => (C::KeyTooLarge, Some(join(*index, "key"))),
+            LogError::TooManyHeaders { index, .. } => {
+                (C::TooManyHeaders, Some(join(*index, "headers")))
+            }
+            LogError::HeaderTooLarge { index, .. } => {
+                (C::HeaderTooLarge, Some(join(*index, "headers")))
+            }
+            LogError::EmptyBatch => (C::EmptyBatch, Some("records".into())),
+            LogError::BatchTooManyRecords { .. } => {
+                (C::BatchTooManyRecords, Some("records".into()))
+            }
+            LogError::BatchTooLarge { .. } => (C::BatchTooLarge, Some("records".into())),
+            LogError::TimestampOutOfRange { index, .. } => {
+                (C::TimestampOutOfRange, Some(join(*index, "timestamp_ms")))
+            }
+            LogError::InvalidRequestId { .. } => {
+                (C::InvalidRequestId, Some("Idempotency-Key".into()))
+            }
+            LogError::RequestIdConflict { .. } => {
+                (C::RequestIdConflict, Some("Idempotency-Key".into()))
+            }
             LogError::ReservedHeader { index, name } => (
-                S::BAD_REQUEST,
-                "reserved_header",
-                "Reserved record header",
+                C::ReservedHeader,
                 Some(join(*index, &format!("headers.{name}"))),
             ),
-            LogError::InvalidTraceparent { .. } => (
-                S::BAD_REQUEST,
-                "invalid_traceparent",
-                "Invalid traceparent",
-                Some("traceparent".into()),
-            ),
-            LogError::InvalidStreamName { .. } => (
-                S::BAD_REQUEST,
-                "invalid_stream_name",
-                "Invalid stream name",
-                Some("stream".into()),
-            ),
-            LogError::InvalidConfig { field, .. } => (
-                S::BAD_REQUEST,
-                "invalid_stream_config",
-                "Invalid stream settings",
-                Some((*field).to_string()),
-            ),
-            LogError::TooManyStreams { .. } => {
-                (S::CONFLICT, "too_many_streams", "Too many streams", None)
+            LogError::InvalidTraceparent { .. } => {
+                (C::InvalidTraceparent, Some("traceparent".into()))
             }
-            LogError::StreamExists { .. } => (
-                S::CONFLICT,
-                "stream_exists",
-                "Stream exists with other settings",
-                Some("stream".into()),
-            ),
-            LogError::UnknownStream { .. } => (
-                S::NOT_FOUND,
-                "unknown_stream",
-                "Unknown stream",
-                Some("stream".into()),
-            ),
-            LogError::UnknownPartition { .. } => (
-                S::NOT_FOUND,
-                "unknown_partition",
-                "Unknown partition",
-                Some("partition".into()),
-            ),
-            LogError::OffsetOutOfRange { .. } => (
-                S::BAD_REQUEST,
-                "offset_out_of_range",
-                "Offset out of range",
-                Some("from".into()),
-            ),
+            LogError::InvalidStreamName { .. } => (C::InvalidStreamName, Some("stream".into())),
+            LogError::InvalidConfig { field, .. } => {
+                (C::InvalidStreamConfig, Some((*field).to_string()))
+            }
+            LogError::TooManyStreams { .. } => (C::TooManyStreams, None),
+            LogError::StreamExists { .. } => (C::StreamExists, Some("stream".into())),
+            LogError::UnknownStream { .. } => (C::UnknownStream, Some("stream".into())),
+            LogError::UnknownPartition { .. } => (C::UnknownPartition, Some("partition".into())),
+            LogError::OffsetOutOfRange { .. } => (C::OffsetOutOfRange, Some("from".into())),
             LogError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::StorageFull
                     || source.raw_os_error() == Some(28) =>
             {
-                (S::INSUFFICIENT_STORAGE, "disk_full", "Disk full", None)
+                (C::DiskFull, None)
             }
-            LogError::Io { .. } => (S::INTERNAL_SERVER_ERROR, "io_error", "I/O error", None),
-            LogError::Corrupt { .. } | LogError::UnsupportedFormat { .. } => (
-                S::INTERNAL_SERVER_ERROR,
-                "corrupt",
-                "Data on disk is damaged",
-                None,
-            ),
-            LogError::Poisoned { .. } => (
-                S::SERVICE_UNAVAILABLE,
-                "partition_poisoned",
-                "Partition refuses writes after a storage failure",
-                None,
-            ),
+            LogError::Io { .. } => (C::IoError, None),
+            LogError::Corrupt { .. } | LogError::UnsupportedFormat { .. } => (C::Corrupt, None),
+            LogError::Poisoned { .. } => (C::PartitionPoisoned, None),
             LogError::Locked { .. }
             | LogError::NoDataDirectory { .. }
-            | LogError::NotADirectory { .. } => (
-                S::SERVICE_UNAVAILABLE,
-                "data_directory_unavailable",
-                "Data directory unavailable",
-                None,
-            ),
-            LogError::Closed => (
-                S::SERVICE_UNAVAILABLE,
-                "closed",
-                "The server is shutting down",
-                None,
-            ),
+            | LogError::NotADirectory { .. } => (C::DataDirectoryUnavailable, None),
+            LogError::Closed => (C::Closed, None),
         };
-        if status.is_server_error() {
-            tracing::error!(error = %e, code, "log error");
+        if code.status() >= 500 {
+            tracing::error!(error = %e, code = code.as_str(), "log error");
         }
-        let mut out = ApiError::new(status, code, title, detail);
+        let mut out = ApiError::new(code, detail);
         out.field = field;
         out
     }
@@ -341,64 +190,40 @@ impl ApiError {
 
 impl From<TxnError> for ApiError {
     fn from(e: TxnError) -> Self {
-        use StatusCode as S;
         if let TxnError::Log(inner) = e {
             let mut out = ApiError::from_log(inner, |_| String::new());
             out.retryable = Some(false);
             return out;
         }
         let retryable = e.is_retryable();
-        let code = e.code();
-        let (status, title, field): (S, &'static str, Option<&str>) = match &e {
+        let (code, field): (ProblemCode, Option<&str>) = match &e {
             TxnError::Log(_) => return ApiError::internal("log error mapped twice"),
-            TxnError::SerializationFailure { .. } => (
-                S::CONFLICT,
-                "Serialization failure: retry the whole transaction",
-                None,
-            ),
-            TxnError::TransactionTooOld { .. } => (
-                S::CONFLICT,
-                "Transaction too old: retry the whole transaction",
-                None,
-            ),
-            TxnError::VersionMismatch { .. } => {
-                (S::CONFLICT, "Version mismatch", Some("if_version"))
-            }
-            TxnError::KeyExists { .. } => (S::CONFLICT, "Key exists", Some("if_absent")),
-            TxnError::NotAnInteger { .. } => (S::CONFLICT, "Value is not an integer", None),
-            TxnError::IncrementOverflow { .. } => (S::CONFLICT, "Increment overflows", Some("by")),
-            TxnError::KeyTooLarge { .. } => (S::BAD_REQUEST, "Invalid key", Some("key")),
-            TxnError::ValueTooLarge { .. } => {
-                (S::PAYLOAD_TOO_LARGE, "Value too large", Some("value"))
-            }
-            TxnError::TooMany { .. } => (S::PAYLOAD_TOO_LARGE, "Transaction too large", None),
-            TxnError::ReadOnly => (S::BAD_REQUEST, "Transaction is read-only", None),
-            TxnError::InvalidOperation { .. } => (S::BAD_REQUEST, "Invalid operation", None),
-            TxnError::RequestIdConflict { .. } => (
-                S::CONFLICT,
-                "Request id already used for a different request",
-                Some("Idempotency-Key"),
-            ),
-            TxnError::TooManyOpenTransactions { .. } => {
-                (S::TOO_MANY_REQUESTS, "Too many open transactions", None)
-            }
-            TxnError::Closed => (S::GONE, "Transaction is closed", Some("txn")),
-            TxnError::Poisoned => (
-                S::SERVICE_UNAVAILABLE,
-                "Transaction store refuses work after a failed commit",
-                None,
-            ),
-            TxnError::CommitStream { .. } | TxnError::Corrupt { .. } => {
-                (S::INTERNAL_SERVER_ERROR, "Commit stream is damaged", None)
-            }
+            TxnError::SerializationFailure { .. } => (C::SerializationFailure, None),
+            TxnError::TransactionTooOld { .. } => (C::TransactionTooOld, None),
+            TxnError::VersionMismatch { .. } => (C::VersionMismatch, Some("if_version")),
+            TxnError::KeyExists { .. } => (C::KeyExists, Some("if_absent")),
+            TxnError::NotAnInteger { .. } => (C::NotAnInteger, None),
+            TxnError::IncrementOverflow { .. } => (C::IncrementOverflow, Some("by")),
+            TxnError::KeyTooLarge { .. } => (C::KeyTooLarge, Some("key")),
+            TxnError::ValueTooLarge { .. } => (C::ValueTooLarge, Some("value")),
+            TxnError::TooMany { .. } => (C::TransactionTooLarge, None),
+            TxnError::ReadOnly => (C::ReadOnlyTransaction, None),
+            TxnError::InvalidOperation { .. } => (C::InvalidOperation, None),
+            TxnError::RequestIdConflict { .. } => (C::RequestIdConflict, Some("Idempotency-Key")),
+            TxnError::TooManyOpenTransactions { .. } => (C::TooManyTransactions, None),
+            TxnError::Closed => (C::TransactionClosed, Some("txn")),
+            TxnError::Poisoned => (C::StorePoisoned, None),
+            TxnError::CommitStream { .. } => (C::CommitStream, None),
+            TxnError::Corrupt { .. } => (C::Corrupt, None),
         };
-        if status.is_server_error() {
-            tracing::error!(error = %e, code, "transaction error");
+        debug_assert_eq!(code.as_str(), e.code(), "the wire code is the library's");
+        if code.status() >= 500 {
+            tracing::error!(error = %e, code = code.as_str(), "transaction error");
         }
-        let mut out = ApiError::new(status, code, title, e.to_string());
+        let mut out = ApiError::new(code, e.to_string());
         out.field = field.map(str::to_string);
         out.retryable = Some(retryable);
-        if status == S::TOO_MANY_REQUESTS {
+        if code == C::TooManyTransactions {
             out.retry_after_s = Some(1);
         }
         out
@@ -407,136 +232,43 @@ impl From<TxnError> for ApiError {
 
 impl From<ViewError> for ApiError {
     fn from(e: ViewError) -> Self {
-        use StatusCode as S;
         if let ViewError::Log(inner) = e {
             return ApiError::from_log(inner, |_| String::new());
         }
         let detail = e.to_string();
-        let (status, code, title, field): (S, &'static str, &'static str, Option<String>) = match &e
-        {
+        let (code, field): (ProblemCode, Option<String>) = match &e {
             ViewError::Log(_) => return ApiError::internal("log error mapped twice"),
-            ViewError::UnknownKind { .. } => (
-                S::BAD_REQUEST,
-                "invalid_view_spec",
-                "Invalid view spec",
-                Some("kind".into()),
-            ),
-            ViewError::InvalidSpec { field, .. } => (
-                S::BAD_REQUEST,
-                "invalid_view_spec",
-                "Invalid view spec",
-                Some(field.clone()),
-            ),
-            ViewError::UnknownStream { .. } => (
-                S::BAD_REQUEST,
-                "invalid_view_spec",
-                "Invalid view spec",
-                Some("source".into()),
-            ),
-            ViewError::InvalidViewName { .. } => (
-                S::BAD_REQUEST,
-                "invalid_view_name",
-                "Invalid view name",
-                Some("view".into()),
-            ),
-            ViewError::ViewExists { .. } => (
-                S::CONFLICT,
-                "view_exists",
-                "View exists with another spec",
-                Some("view".into()),
-            ),
-            ViewError::TooManyViews { .. } => {
-                (S::CONFLICT, "too_many_views", "Too many views", None)
+            ViewError::UnknownKind { .. } => (C::InvalidViewSpec, Some("kind".into())),
+            ViewError::InvalidSpec { field, .. } => (C::InvalidViewSpec, Some(field.clone())),
+            ViewError::UnknownStream { .. } => (C::InvalidViewSpec, Some("source".into())),
+            ViewError::InvalidViewName { .. } => (C::InvalidViewName, Some("view".into())),
+            ViewError::ViewExists { .. } => (C::ViewExists, Some("view".into())),
+            ViewError::TooManyViews { .. } => (C::TooManyViews, None),
+            ViewError::TooManyVersions { .. } => (C::TooManyVersions, None),
+            ViewError::TooManyProcessors { .. } => (C::TooManyProcessors, None),
+            ViewError::UnknownView { .. } => (C::UnknownView, Some("view".into())),
+            ViewError::UnknownVersion { reason, .. } if *reason == "no such version" => {
+                (C::UnknownVersion, Some("version".into()))
             }
-            ViewError::TooManyVersions { .. } => (
-                S::CONFLICT,
-                "too_many_versions",
-                "Too many versions of the view",
-                None,
-            ),
-            ViewError::TooManyProcessors { .. } => (
-                S::CONFLICT,
-                "too_many_processors",
-                "Too many view processors",
-                None,
-            ),
-            ViewError::UnknownView { .. } => (
-                S::NOT_FOUND,
-                "unknown_view",
-                "Unknown view",
-                Some("view".into()),
-            ),
-            ViewError::UnknownVersion { reason, .. } if *reason == "no such version" => (
-                S::NOT_FOUND,
-                "unknown_version",
-                "Unknown view version",
-                Some("version".into()),
-            ),
-            ViewError::UnknownVersion { .. } => (
-                S::CONFLICT,
-                "version_unavailable",
-                "View version cannot be used this way",
-                Some("version".into()),
-            ),
-            ViewError::InvalidToken { .. } | ViewError::TokenTooLarge { .. } => (
-                S::BAD_REQUEST,
-                "invalid_token",
-                "Invalid consistency token",
-                Some("token".into()),
-            ),
-            ViewError::TokenIncarnation { .. } => (
-                S::CONFLICT,
-                "token_incarnation",
-                "Token of another incarnation",
-                Some("token".into()),
-            ),
-            ViewError::InvalidRead { parameter, .. } => (
-                S::BAD_REQUEST,
-                "invalid_request",
-                "Invalid request",
-                Some((*parameter).to_string()),
-            ),
-            ViewError::ConsistencyTimeout { .. } => (
-                S::GATEWAY_TIMEOUT,
-                "consistency_timeout",
-                "The view did not reach the consistency token in time",
-                Some("token".into()),
-            ),
-            ViewError::NotCaughtUp { .. } => (
-                S::CONFLICT,
-                "not_caught_up",
-                "The target version has not caught up",
-                Some("version".into()),
-            ),
-            ViewError::StateTooLarge { .. } => (
-                S::INSUFFICIENT_STORAGE,
-                "view_state_too_large",
-                "View state exceeds its memory limit",
-                None,
-            ),
-            ViewError::Store { .. } => (
-                S::INTERNAL_SERVER_ERROR,
-                "view_store_error",
-                "View state store failed",
-                None,
-            ),
-            ViewError::Corrupt { .. } => (
-                S::INTERNAL_SERVER_ERROR,
-                "corrupt",
-                "Data on disk is damaged",
-                None,
-            ),
-            ViewError::Closed => (
-                S::SERVICE_UNAVAILABLE,
-                "closed",
-                "The server is shutting down",
-                None,
-            ),
+            ViewError::UnknownVersion { .. } => (C::VersionUnavailable, Some("version".into())),
+            ViewError::InvalidToken { .. } | ViewError::TokenTooLarge { .. } => {
+                (C::InvalidToken, Some("token".into()))
+            }
+            ViewError::TokenIncarnation { .. } => (C::TokenIncarnation, Some("token".into())),
+            ViewError::InvalidRead { parameter, .. } => {
+                (C::InvalidRequest, Some((*parameter).to_string()))
+            }
+            ViewError::ConsistencyTimeout { .. } => (C::ConsistencyTimeout, Some("token".into())),
+            ViewError::NotCaughtUp { .. } => (C::NotCaughtUp, Some("version".into())),
+            ViewError::StateTooLarge { .. } => (C::ViewStateTooLarge, None),
+            ViewError::Store { .. } => (C::ViewStoreError, None),
+            ViewError::Corrupt { .. } => (C::Corrupt, None),
+            ViewError::Closed => (C::Closed, None),
         };
-        if status.is_server_error() && status != S::GATEWAY_TIMEOUT {
-            tracing::error!(error = %e, code, "view error");
+        if code.status() >= 500 && code != C::ConsistencyTimeout {
+            tracing::error!(error = %e, code = code.as_str(), "view error");
         }
-        let mut out = ApiError::new(status, code, title, detail);
+        let mut out = ApiError::new(code, detail);
         out.field = field;
         if e.is_retryable() {
             out.retryable = Some(true);
@@ -549,14 +281,14 @@ impl From<ViewError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_else(|_| b"{}".to_vec());
-        let mut resp = (self.status, body).into_response();
+        let mut resp = (self.status(), body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(s) = self.retry_after_s {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp.extensions_mut().insert(ErrorCode(self.code.as_str()));
         resp
     }
 }
@@ -578,7 +310,10 @@ mod tests {
             },
             |i| format!("records[{i}]"),
         );
-        assert_eq!((e.status.as_u16(), e.code), (409, "request_id_conflict"));
+        assert_eq!(
+            (e.status().as_u16(), e.code.as_str()),
+            (409, "request_id_conflict")
+        );
         let e = ApiError::from_log(
             LogError::KeyTooLarge {
                 index: 3,
@@ -603,7 +338,7 @@ mod tests {
             conflicting_offset: 4,
         });
         assert_eq!(
-            (e.status.as_u16(), e.code, e.retryable),
+            (e.status().as_u16(), e.code.as_str(), e.retryable),
             (409, "serialization_failure", Some(true))
         );
         let e = ApiError::from(TxnError::RequestIdConflict {
@@ -611,7 +346,12 @@ mod tests {
             offset: 0,
         });
         assert_eq!(
-            (e.status.as_u16(), e.code, e.retryable, e.field.as_deref()),
+            (
+                e.status().as_u16(),
+                e.code.as_str(),
+                e.retryable,
+                e.field.as_deref()
+            ),
             (
                 409,
                 "request_id_conflict",
@@ -619,8 +359,17 @@ mod tests {
                 Some("Idempotency-Key")
             )
         );
+        // One status per code: a transaction's key over the limit is 413, as an append's.
+        let e = ApiError::from(TxnError::KeyTooLarge {
+            bytes: 5000,
+            max: 4096,
+        });
+        assert_eq!(
+            (e.status().as_u16(), e.code.as_str(), e.field.as_deref()),
+            (413, "key_too_large", Some("key"))
+        );
         let e = ApiError::from(TxnError::Log(LogError::Closed));
-        assert_eq!((e.status.as_u16(), e.code), (503, "closed"));
+        assert_eq!((e.status().as_u16(), e.code.as_str()), (503, "closed"));
         let p = serde_json::to_value(ApiError::payload_too_large().problem()).unwrap();
         assert_eq!(p["type"], "urn:logbook:problem:payload_too_large");
         assert_eq!(p["status"], 413);
@@ -629,10 +378,13 @@ mod tests {
             reason: "unknown variant".into(),
         });
         assert_eq!(
-            (e.status.as_u16(), e.code, e.field.as_deref()),
+            (e.status().as_u16(), e.code.as_str(), e.field.as_deref()),
             (400, "invalid_view_spec", Some("aggregates.n.fn"))
         );
         let e = ApiError::from(ViewError::UnknownView { name: "v".into() });
-        assert_eq!((e.status.as_u16(), e.code), (404, "unknown_view"));
+        assert_eq!(
+            (e.status().as_u16(), e.code.as_str()),
+            (404, "unknown_view")
+        );
     }
 }

@@ -161,7 +161,7 @@ mod tests {
         let e = parse_json::<Batch>(br#"{"records": [{"value": 1, "vale": 2}]}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("records[0].vale"));
         let e = parse_json::<Batch>(br#"{"records": [}"#).unwrap_err();
-        assert_eq!(e.code, "invalid_json");
+        assert_eq!(e.code, crate::error::ProblemCode::InvalidJson);
         assert!(parse_json::<Batch>(br#"{"records": []} x"#).is_err());
     }
 }

@@ -8,12 +8,13 @@
 
 use logbook_log::limits as log_limits;
 
-/// Largest request body, in bytes (16 MiB). Larger: 413 `payload_too_large`, refused from the
-/// `Content-Length` before the body is read.
-pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Most records in one `POST /v1/streams/{stream}/records` (10,000). More: 413
-/// `batch_too_many_records`.
-pub const BATCH_RECORDS_MAX: usize = 10_000;
+/// The limits of the API contract, defined in `logbook-api` so clients share them.
+pub use logbook_api::limits::{
+    BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_DEFAULT, READ_RECORDS_MAX, READ_WAIT_MS_MAX,
+    SCAN_ROWS_DEFAULT, TOKEN_BYTES_MAX, VIEW_READ_TIMEOUT_MS_DEFAULT,
+    VIEW_SWITCH_TIMEOUT_MS_DEFAULT,
+};
+
 /// Largest total of request header names and values, in bytes (16 KiB). Larger: 431
 /// `headers_too_large`.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
@@ -43,18 +44,8 @@ pub const REAPED_TXNS_REMEMBERED: usize = 10_000;
 pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 30_000;
 /// Threads for blocking library calls (appends waiting for fsync, commits).
 pub const BLOCKING_THREADS_MAX: usize = 256;
-/// Default and largest `limit` of a record read.
-pub const READ_RECORDS_DEFAULT: usize = 100;
-/// Largest `limit` of a record read.
-pub const READ_RECORDS_MAX: usize = 1000;
 /// A record read stops after about this many bytes of keys and values (4 MiB).
 pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Longest `wait_ms` of a record read (long poll), in ms (30 s).
-pub const READ_WAIT_MS_MAX: u64 = 30_000;
-/// Default `limit` of a key-value scan.
-pub const SCAN_ROWS_DEFAULT: usize = 100;
-/// Largest consistency token, in bytes (docs/DESIGN.md: ≤ 1 KiB).
-pub const TOKEN_BYTES_MAX: usize = 1024;
 
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);
 const _: () = assert!(BODY_BYTES_MAX <= log_limits::BATCH_BYTES_MAX as usize);
@@ -66,8 +57,5 @@ const _: () = assert!(SCAN_ROWS_DEFAULT <= logbook_txn::limits::SCAN_ROWS_MAX);
 const _: () = assert!(REQUESTS_MAX_DEFAULT <= BLOCKING_THREADS_MAX);
 const _: () = assert!(REAPER_INTERVAL_MS < TXN_IDLE_TIMEOUT_MS_DEFAULT);
 
-/// How long a view read carrying a `token` waits by default for the view to apply it, ms
-/// (a request may ask for up to `logbook_views::limits::READ_TIMEOUT_MS_MAX`).
-pub const VIEW_READ_TIMEOUT_MS_DEFAULT: u64 = 5_000;
-/// How long a switch or rollout waits by default for the target version to catch up, ms.
-pub const VIEW_SWITCH_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+const _: () =
+    assert!(logbook_api::limits::REQUEST_ID_BYTES_MAX == logbook_log::dedup::REQUEST_ID_BYTES_MAX);

@@ -331,9 +331,7 @@ async fn close(opened: Opened, grace: Duration) {
 /// Answers a connection over the limit with a 503 problem and closes it.
 async fn refuse_connection(mut tcp: TcpStream, max: usize) {
     let problem = crate::error::ApiError::new(
-        hyper::StatusCode::SERVICE_UNAVAILABLE,
-        "too_many_connections",
-        "Too many connections",
+        crate::error::ProblemCode::TooManyConnections,
         format!("{max} connections are open, the limit; retry shortly"),
     )
     .problem();

@@ -15,14 +15,13 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use logbook_log::Log;
 use logbook_txn::{Txn, TxnStore};
 use logbook_views::Views;
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 use crate::limits;
 use crate::metrics::Metrics;
 
@@ -274,9 +273,7 @@ impl TxnRegistry {
                 .contains(id) =>
             {
                 Err(ApiError::new(
-                    StatusCode::GONE,
-                    "transaction_expired",
-                    "Transaction expired",
+                    ProblemCode::TransactionExpired,
                     format!(
                         "transaction {id} was idle longer than {} ms and was aborted; begin a new one",
                         self.idle.as_millis()
@@ -285,9 +282,7 @@ impl TxnRegistry {
                 .field("txn"))
             }
             None => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_transaction",
-                "Unknown transaction",
+                ProblemCode::UnknownTransaction,
                 format!("no open transaction {id:?} (committed, aborted, or from before a restart)"),
             )
             .field("txn")),
@@ -373,9 +368,7 @@ impl TxnRegistry {
 
 fn too_many(max: usize) -> ApiError {
     ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_transactions",
-        "Too many open transactions",
+        ProblemCode::TooManyTransactions,
         format!("{max} interactive transactions are open, the limit; commit or abort some"),
     )
     .retry_after(1)

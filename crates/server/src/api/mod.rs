@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware;
 use serde_json::value::RawValue;
@@ -29,7 +28,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 use crate::limits;
 use crate::state::AppState;
 
@@ -98,18 +97,14 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
 
 async fn no_route() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no_route",
-        "No such route",
+        ProblemCode::NoRoute,
         "no route matches this path; see GET /openapi.json",
     )
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "Method not allowed",
+        ProblemCode::MethodNotAllowed,
         "this path does not take this method; see GET /openapi.json",
     )
 }

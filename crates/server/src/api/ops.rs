@@ -6,31 +6,18 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
+use logbook_api::ops::Health;
+use logbook_api::paths::route;
 
 use crate::error::ApiError;
 use crate::state::{AppState, Phase};
 
 use super::Params;
 
-/// Health.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    /// The process answers (always true in a response).
-    pub live: bool,
-    /// The data directory is open and requests are served.
-    pub ready: bool,
-    /// `opening` (recovering the data directory), `ready`, `shutting_down` or `failed`.
-    pub state: String,
-    /// Interactive transactions open.
-    pub open_transactions: usize,
-}
-
 /// Liveness and readiness. Answers 200 when ready, 503 while the data directory is being
 /// opened (recovery) or the server is shutting down; with `?probe=live`, 200 whenever the
 /// process answers.
-#[utoipa::path(get, path = "/v1/health", tag = "operations",
+#[utoipa::path(get, path = route::HEALTH, tag = "operations",
     params(("probe" = Option<String>, Query, description = "`ready` (default) or `live`")),
     responses((status = 200, body = Health), (status = 503, description = "Not ready", body = Health)))]
 pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response, ApiError> {
@@ -62,7 +49,7 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
 }
 
 /// Metrics in the Prometheus text format (see [`crate::metrics`]).
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = route::METRICS, tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     // View lag is computed at scrape time (status reads each source's newest records).
@@ -86,7 +73,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub struct OpenApiJson(pub Arc<str>);
 
 /// This API's OpenAPI 3.1 document, generated from the code.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+#[utoipa::path(get, path = route::OPENAPI, tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn openapi(Extension(doc): Extension<OpenApiJson>) -> Response {
     (

@@ -16,65 +16,20 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use logbook_api::paths::route;
+use logbook_api::streams::{
+    AppendBody, AppendMany, AppendOne, CreateStream, PartitionOffsets, PositionOut, RecordIn,
+    RecordOut, RecordsOut, StreamInfo, StreamList,
+};
 use logbook_log::{FsyncPolicy, LogError, Position, Record, Stream, StreamConfig, TryAppendError};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::value::RawValue;
-use utoipa::ToSchema;
 
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Tracking, blocking};
 use crate::limits;
 use crate::state::AppState;
 use logbook_views::ConsistencyToken;
 
 use super::{Params, json_value, text};
-
-/// `PUT /v1/streams/{stream}` body. Every field optional.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateStream {
-    /// Partitions, 1..=256. Default 1. Fixed for the stream's life.
-    pub partitions: Option<u32>,
-    /// `always` (default: acknowledged after fdatasync), `never`, or `interval:<ms>`.
-    pub fsync: Option<String>,
-    /// Segment size in bytes before rolling. Default 128 MiB.
-    pub segment_bytes_max: Option<u64>,
-}
-
-/// A stream's settings and extent.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StreamInfo {
-    /// Name.
-    pub stream: String,
-    /// Partition count.
-    pub partitions: u32,
-    /// Distinguishes this stream from a dropped one of the same name.
-    pub incarnation: u64,
-    /// Fsync policy.
-    pub fsync: String,
-    /// Records retained, over all partitions.
-    pub records: u64,
-    /// Per partition: first retained offset and next offset to be written.
-    pub offsets: Vec<PartitionOffsets>,
-}
-
-/// One partition's extent.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PartitionOffsets {
-    /// Partition.
-    pub partition: u32,
-    /// First retained offset.
-    pub start: u64,
-    /// Next offset to be written.
-    pub end: u64,
-}
-
-/// `GET /v1/streams` response.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StreamList {
-    /// Every stream, by name.
-    pub streams: Vec<StreamInfo>,
-}
 
 fn info(s: &Stream) -> StreamInfo {
     StreamInfo {
@@ -99,9 +54,7 @@ fn info(s: &Stream) -> StreamInfo {
 fn check_writable(name: &str) -> Result<(), ApiError> {
     if name.starts_with('_') {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "reserved_stream",
-            "Reserved stream",
+            ProblemCode::ReservedStream,
             format!("stream {name:?} is internal (names starting with '_' are reserved); it can be read, not written"),
         )
         .field("stream"));
@@ -110,7 +63,7 @@ fn check_writable(name: &str) -> Result<(), ApiError> {
 }
 
 /// Creates a stream (201), or confirms an existing one with the same settings (200).
-#[utoipa::path(put, path = "/v1/streams/{stream}", tag = "streams",
+#[utoipa::path(put, path = route::STREAM, tag = "streams",
     params(("stream" = String, Path, description = "Stream name: [A-Za-z0-9._-], ≤ 128 bytes")),
     request_body(content = CreateStream, description = "Settings; the body may be empty"),
     responses(
@@ -148,7 +101,7 @@ pub async fn put_stream(
 }
 
 /// Lists streams.
-#[utoipa::path(get, path = "/v1/streams", tag = "streams",
+#[utoipa::path(get, path = route::STREAMS, tag = "streams",
     responses((status = 200, body = StreamList)))]
 pub async fn list_streams(State(state): State<AppState>) -> Result<Json<StreamList>, ApiError> {
     let opened = state.opened()?;
@@ -163,7 +116,7 @@ pub async fn list_streams(State(state): State<AppState>) -> Result<Json<StreamLi
 }
 
 /// A stream's settings and extent.
-#[utoipa::path(get, path = "/v1/streams/{stream}", tag = "streams",
+#[utoipa::path(get, path = route::STREAM, tag = "streams",
     params(("stream" = String, Path)),
     responses((status = 200, body = StreamInfo),
         (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json")))]
@@ -181,7 +134,7 @@ pub async fn get_stream(
 
 /// Drops a stream and its records (204). Its name may be reused; tokens of the old stream
 /// are never satisfied by the new one.
-#[utoipa::path(delete, path = "/v1/streams/{stream}", tag = "streams",
+#[utoipa::path(delete, path = route::STREAM, tag = "streams",
     params(("stream" = String, Path)),
     responses((status = 204, description = "Dropped"),
         (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json")))]
@@ -196,80 +149,6 @@ pub async fn delete_stream(
         .await?
         .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// One record of an append.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecordIn {
-    /// Key: records with the same key go to the same partition, in order.
-    pub key: Option<String>,
-    /// The value: any JSON (`null` is a deletion for table views).
-    #[schema(value_type = Object)]
-    pub value: serde_json::Value,
-    /// Headers, name → value.
-    pub headers: Option<BTreeMap<String, String>>,
-    /// Event time in ms since the epoch (within a day of the server's clock). Default: the
-    /// server's clock.
-    pub timestamp_ms: Option<i64>,
-}
-
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
-    serde_json::Value::deserialize(d).map(Some)
-}
-
-/// `POST /v1/streams/{stream}/records` body: one record, or `{"records": [...]}`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AppendBody {
-    /// A batch (instead of the single-record fields).
-    pub records: Option<Vec<RecordIn>>,
-    /// Single record: key.
-    pub key: Option<String>,
-    /// Single record: value (required for a single record).
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
-    pub value: Option<serde_json::Value>,
-    /// Single record: headers.
-    pub headers: Option<BTreeMap<String, String>>,
-    /// Single record: event time.
-    pub timestamp_ms: Option<i64>,
-}
-
-/// Where a record landed.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-pub struct PositionOut {
-    /// Partition.
-    pub partition: u32,
-    /// Offset in the partition.
-    pub offset: u64,
-}
-
-/// Answer to a single-record append.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AppendOne {
-    /// Partition.
-    pub partition: u32,
-    /// Offset.
-    pub offset: u64,
-    /// Consistency token of this write (null if it would exceed 1 KiB).
-    pub token: Option<String>,
-    /// True when this was a retry of an `Idempotency-Key` already in the log: nothing was
-    /// appended and the original position is returned.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub duplicate: bool,
-}
-
-/// Answer to a batch append.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AppendMany {
-    /// Positions, in input order.
-    pub positions: Vec<PositionOut>,
-    /// Consistency token of this write (null if it would exceed 1 KiB).
-    pub token: Option<String>,
-    /// As [`AppendOne::duplicate`].
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub duplicate: bool,
 }
 
 fn to_record(r: RecordIn) -> Record {
@@ -289,7 +168,7 @@ fn to_record(r: RecordIn) -> Record {
 /// Appends one record or a batch. With `Idempotency-Key`, exactly once: a retry answers 200
 /// with the original positions and `"duplicate": true`; the same key with another body is
 /// 409 `request_id_conflict`. `traceparent` is stored in the first record's headers.
-#[utoipa::path(post, path = "/v1/streams/{stream}/records", tag = "streams",
+#[utoipa::path(post, path = route::RECORDS, tag = "streams",
     params(("stream" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "Request id: 1..=128 printable ASCII bytes"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context")),
@@ -323,9 +202,7 @@ pub async fn append(
             }
             if records.len() > limits::BATCH_RECORDS_MAX {
                 return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "batch_too_many_records",
-                    "Too many records in one request",
+                    ProblemCode::BatchTooManyRecords,
                     format!(
                         "the batch has {} records; the limit is {}; nothing was written",
                         records.len(),
@@ -539,36 +416,9 @@ async fn append_plain(
     }
 }
 
-/// A stored record.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RecordOut {
-    /// Partition.
-    pub partition: u32,
-    /// Offset.
-    pub offset: u64,
-    /// Key (UTF-8; other bytes replaced).
-    pub key: Option<String>,
-    /// Value: its JSON, or a JSON string if the stored bytes are not JSON.
-    #[schema(value_type = Object)]
-    pub value: Box<RawValue>,
-    /// Headers, including `request-id`, `request-records` and `traceparent` set by the log.
-    pub headers: BTreeMap<String, String>,
-    /// Timestamp, ms since the epoch.
-    pub timestamp_ms: i64,
-}
-
-/// `GET /v1/streams/{stream}/records` response.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RecordsOut {
-    /// Records in offset order.
-    pub records: Vec<RecordOut>,
-    /// The offset to read from next.
-    pub next: u64,
-}
-
 /// Reads records of one partition from an offset. With `wait_ms`, waits (long poll) up to
 /// that long for a first record when there is none yet.
-#[utoipa::path(get, path = "/v1/streams/{stream}/records", tag = "streams",
+#[utoipa::path(get, path = route::RECORDS, tag = "streams",
     params(("stream" = String, Path),
         ("partition" = Option<u32>, Query, description = "Required when the stream has several partitions"),
         ("from" = Option<u64>, Query, description = "First offset; default the first retained"),

@@ -6,19 +6,17 @@
 //! compact JSON text, so `increment` works on JSON integers. An operation that reports a
 //! retryable conflict (`serialization_failure`) ends the transaction: retry it whole.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use logbook_api::paths::route;
+use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
 use logbook_txn::{Isolation, KeyRange, KeyValue, Txn, TxnError, TxnOptions, Versioned};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use utoipa::ToSchema;
 
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Tracking, blocking};
 use crate::limits;
 use crate::state::{AppState, OpenTxn};
@@ -26,84 +24,14 @@ use logbook_views::ConsistencyToken;
 
 use super::{Params, json_value, raw_json, text};
 
-/// `POST /v1/txns` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BeginBody {
-    /// `read_committed`, `snapshot` or `serializable` (default).
-    #[schema(value_type = Option<String>)]
-    pub isolation: Option<Isolation>,
-    /// Declared read-only: writes fail; at `serializable` it reads a safe snapshot and never
-    /// aborts. Default false.
-    pub read_only: Option<bool>,
-}
-
-/// A begun transaction.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Begun {
-    /// Its handle, for the `/v1/txns/{txn}/...` routes.
-    pub txn: String,
-    /// The commit offset it reads at (it sees commits below it).
-    pub snapshot: u64,
-    /// Its isolation level.
-    pub isolation: String,
-    /// Whether it is read-only.
-    pub read_only: bool,
-}
-
-/// A key-value row.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Row {
-    /// The key.
-    pub key: String,
-    /// The value.
-    #[schema(value_type = Object)]
-    pub value: Box<RawValue>,
-    /// The `_txn` offset of the commit that wrote it; null for the transaction's own write.
-    pub version: Option<u64>,
-}
-
-/// Rows of a scan.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Rows {
-    /// In key order.
-    pub rows: Vec<Row>,
-}
-
-/// `PUT /v1/txns/{txn}/kv/{key}` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PutBody {
-    /// The value, any JSON.
-    #[schema(value_type = Object)]
-    pub value: serde_json::Value,
-    /// Write only if the key is at this version at commit (compare-and-set).
-    pub if_version: Option<u64>,
-    /// Write only if the key is absent at commit.
-    pub if_absent: Option<bool>,
-}
-
-/// `POST /v1/txns/{txn}/kv/{key}/increment` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct IncrementBody {
-    /// Added at commit to the key's integer value (absent = 0).
-    pub by: i64,
-}
-
-/// A commit's outcome.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Committed {
-    /// The `_txn` offset of the commit record (the version of every key it wrote); null for
-    /// a transaction that wrote nothing.
-    pub offset: Option<u64>,
-    /// Consistency token of the commit.
-    pub token: Option<String>,
-    /// The value each incremented key ended with.
-    pub incremented: BTreeMap<String, i64>,
-    /// True when this was a retry of an `Idempotency-Key` that had committed.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub duplicate: bool,
+/// The library's isolation level for the wire's.
+fn isolation(i: logbook_api::txns::Isolation) -> Isolation {
+    use logbook_api::txns::Isolation as Wire;
+    match i {
+        Wire::ReadCommitted => Isolation::ReadCommitted,
+        Wire::Snapshot => Isolation::Snapshot,
+        Wire::Serializable => Isolation::Serializable,
+    }
 }
 
 fn row(key: &[u8], v: Versioned) -> Row {
@@ -129,9 +57,7 @@ fn rows(kvs: Vec<KeyValue>) -> Rows {
 
 fn key_not_found(key: &str) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "key_not_found",
-        "Key not found",
+        ProblemCode::KeyNotFound,
         format!("key {key:?} has no value"),
     )
     .field("key")
@@ -233,7 +159,7 @@ fn scan_limit(q: &Params) -> Result<usize, ApiError> {
 }
 
 /// Begins a transaction.
-#[utoipa::path(post, path = "/v1/txns", tag = "transactions",
+#[utoipa::path(post, path = route::TXNS, tag = "transactions",
     request_body(content = BeginBody, description = "May be empty: serializable, read-write"),
     responses((status = 201, body = Begun),
         (status = 429, description = "`too_many_transactions`", body = Problem, content_type = "application/problem+json")))]
@@ -243,7 +169,7 @@ pub async fn begin(
 ) -> Result<(StatusCode, Json<Begun>), ApiError> {
     let opened = state.opened()?;
     state.txns().check_room()?;
-    let mut options = TxnOptions::new(body.isolation.unwrap_or(Isolation::Serializable));
+    let mut options = TxnOptions::new(body.isolation.map_or(Isolation::Serializable, isolation));
     if body.read_only == Some(true) {
         options = options.read_only();
     }
@@ -264,7 +190,7 @@ pub async fn begin(
 }
 
 /// Reads a key in a transaction (the read is recorded for SSI, present or absent).
-#[utoipa::path(get, path = "/v1/txns/{txn}/kv/{key}", tag = "transactions",
+#[utoipa::path(get, path = route::TXN_KEY, tag = "transactions",
     params(("txn" = String, Path), ("key" = String, Path),
         ("for_update" = Option<bool>, Query, description = "Make the read conflict like a write")),
     responses((status = 200, body = Row),
@@ -294,7 +220,7 @@ pub async fn get_key(
 }
 
 /// Scans keys in a transaction (the range is recorded for SSI: phantoms are caught).
-#[utoipa::path(get, path = "/v1/txns/{txn}/kv", tag = "transactions",
+#[utoipa::path(get, path = route::TXN_KV, tag = "transactions",
     params(("txn" = String, Path),
         ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
         ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, description = "1..=10000, default 100")),
@@ -312,7 +238,7 @@ pub async fn scan(
 }
 
 /// Writes a key in a transaction (buffered until commit).
-#[utoipa::path(put, path = "/v1/txns/{txn}/kv/{key}", tag = "transactions",
+#[utoipa::path(put, path = route::TXN_KEY, tag = "transactions",
     params(("txn" = String, Path), ("key" = String, Path)),
     request_body = PutBody,
     responses((status = 204, description = "Buffered"),
@@ -341,7 +267,7 @@ pub async fn put_key(
 }
 
 /// Deletes a key in a transaction.
-#[utoipa::path(delete, path = "/v1/txns/{txn}/kv/{key}", tag = "transactions",
+#[utoipa::path(delete, path = route::TXN_KEY, tag = "transactions",
     params(("txn" = String, Path), ("key" = String, Path),
         ("if_version" = Option<u64>, Query, description = "Delete only if at this version at commit")),
     responses((status = 204, description = "Buffered")))]
@@ -362,7 +288,7 @@ pub async fn delete_key(
 
 /// Adds to a key's integer value at commit (increments commute: no conflict with other
 /// increments).
-#[utoipa::path(post, path = "/v1/txns/{txn}/kv/{key}/increment", tag = "transactions",
+#[utoipa::path(post, path = route::TXN_INCREMENT, tag = "transactions",
     params(("txn" = String, Path), ("key" = String, Path)),
     request_body = IncrementBody,
     responses((status = 204, description = "Buffered")))]
@@ -378,7 +304,7 @@ pub async fn increment(
 /// Commits. With `Idempotency-Key`, a retry of a committed request returns the original
 /// commit with `"duplicate": true`. The handler awaits the commit's durability
 /// ([`Txn::commit_async`]) instead of parking a blocking thread through the fsync.
-#[utoipa::path(post, path = "/v1/txns/{txn}/commit", tag = "transactions",
+#[utoipa::path(post, path = route::TXN_COMMIT, tag = "transactions",
     params(("txn" = String, Path),
         ("Idempotency-Key" = Option<String>, Header), ("traceparent" = Option<String>, Header)),
     responses((status = 200, body = Committed),
@@ -483,7 +409,7 @@ fn committed_response(
 }
 
 /// Aborts: nothing the transaction wrote is applied.
-#[utoipa::path(post, path = "/v1/txns/{txn}/abort", tag = "transactions",
+#[utoipa::path(post, path = route::TXN_ABORT, tag = "transactions",
     params(("txn" = String, Path)),
     responses((status = 204, description = "Aborted"),
         (status = 404, description = "`unknown_transaction`", body = Problem, content_type = "application/problem+json")))]
@@ -508,15 +434,8 @@ fn check_token(state: &AppState, q: &Params) -> Result<(), ApiError> {
     let Some(text) = q.text("token") else {
         return Ok(());
     };
-    let token = ConsistencyToken::decode(text).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_token",
-            "Invalid consistency token",
-            e.to_string(),
-        )
-        .field("token")
-    })?;
+    let token = ConsistencyToken::decode(text)
+        .map_err(|e| ApiError::new(ProblemCode::InvalidToken, e.to_string()).field("token"))?;
     let opened = state.opened()?;
     let name = &opened.txns.options().stream;
     if let Some(sp) = token.streams.get(name)
@@ -524,9 +443,7 @@ fn check_token(state: &AppState, q: &Params) -> Result<(), ApiError> {
         && sp.incarnation != stream.incarnation()
     {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "token_incarnation",
-            "Token of another incarnation",
+            ProblemCode::TokenIncarnation,
             format!(
                 "the token names incarnation {} of {name:?}, which is now incarnation {}",
                 sp.incarnation,
@@ -539,7 +456,7 @@ fn check_token(state: &AppState, q: &Params) -> Result<(), ApiError> {
 }
 
 /// The latest committed value of a key, outside any transaction.
-#[utoipa::path(get, path = "/v1/kv/{key}", tag = "transactions",
+#[utoipa::path(get, path = route::KV_KEY, tag = "transactions",
     params(("key" = String, Path), ("token" = Option<String>, Query, description = "Consistency token of earlier commits")),
     responses((status = 200, body = Row),
         (status = 404, description = "`key_not_found`", body = Problem, content_type = "application/problem+json")))]
@@ -560,7 +477,7 @@ pub async fn kv_get(
 }
 
 /// The latest committed rows of a range, outside any transaction.
-#[utoipa::path(get, path = "/v1/kv", tag = "transactions",
+#[utoipa::path(get, path = route::KV, tag = "transactions",
     params(("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
         ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query),
         ("token" = Option<String>, Query)),

@@ -19,171 +19,26 @@
 //! Catalog changes (create, rebuild, switch, drop) fsync the catalog and start or stop
 //! processor threads, and status reads the log's newest records: all on the blocking pool.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use logbook_api::paths::route;
+use logbook_api::views::{
+    ProgressOut, RebuildBody, Rebuilt, RolloutOut, StatusOut, SwitchBody, ViewDetail, ViewList,
+    ViewOut, ViewRow, ViewRows,
+};
 use logbook_views::{
     ReadOptions, ReadResult, ScanRange, VersionStatus, ViewError, ViewInfo, ViewSpec, Views,
 };
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, blocking};
 use crate::limits;
 use crate::state::AppState;
 
 use super::Params;
-
-/// A gradual rollout in progress.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RolloutOut {
-    /// The version receiving this share of reads.
-    pub version: u64,
-    /// Percent of reads (by key hash).
-    pub percent: u8,
-}
-
-/// A view as created or listed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ViewOut {
-    /// Its name.
-    pub view: String,
-    /// The current version's spec.
-    #[schema(value_type = Object)]
-    pub spec: serde_json::Value,
-    /// The version serving reads.
-    pub current: u64,
-    /// Every version (a rebuild adds one).
-    pub versions: Vec<u64>,
-    /// A rollout in progress.
-    pub rollout: Option<RolloutOut>,
-}
-
-/// Every view.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ViewList {
-    /// By name.
-    pub views: Vec<ViewOut>,
-}
-
-/// Rebuild or catch-up progress of a version.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ProgressOut {
-    /// Records applied, over all partitions.
-    pub done: u64,
-    /// Records in the source stream now.
-    pub total: u64,
-    /// Records applied per second since the processors started.
-    pub rate_per_s: f64,
-    /// Seconds to catch up at that rate (null: no rate yet).
-    pub eta_s: Option<f64>,
-}
-
-/// Status of one version of a view.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct StatusOut {
-    /// Version id.
-    pub version: u64,
-    /// Partition → next offset to apply.
-    #[schema(value_type = Object)]
-    pub applied: BTreeMap<u32, u64>,
-    /// Records not yet applied, over all partitions.
-    pub lag_records: u64,
-    /// How far the applied records trail the newest one, by record timestamps, ms.
-    pub lag_ms: i64,
-    /// Rows a full scan returns: table rows, index values, aggregate groups (counted in
-    /// memory on every status).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rows: Option<u64>,
-    /// Order-independent checksum of the rows, 32 hex digits (only with `?digest=true`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    /// Progress.
-    pub progress: ProgressOut,
-    /// Records left out (row key over the limit).
-    pub skipped_records: u64,
-    /// Why its processors stopped, if they did.
-    pub error: Option<String>,
-}
-
-/// A view with its status.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ViewDetail {
-    /// Its name.
-    pub view: String,
-    /// The current version's spec.
-    #[schema(value_type = Object)]
-    pub spec: serde_json::Value,
-    /// The version serving reads.
-    pub current: u64,
-    /// A rollout in progress.
-    pub rollout: Option<RolloutOut>,
-    /// Status of the current version.
-    pub status: StatusOut,
-    /// Status of every version, the current one included.
-    pub versions: Vec<StatusOut>,
-}
-
-/// One row of a view.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ViewRow {
-    /// Table: the record key; index: the indexed value(s); aggregate: the group key.
-    pub key: String,
-    /// Table: the (projected) record value; index: `{"keys": [...]}`; aggregate: the
-    /// group-by fields and the aggregate outputs.
-    #[schema(value_type = Object)]
-    pub value: serde_json::Value,
-    /// Partition of the record that last changed the row.
-    pub partition: u32,
-    /// Offset of that record.
-    pub offset: u64,
-    /// Request id of that record, if it had one.
-    pub request_id: Option<String>,
-}
-
-/// Rows of a range or of a list of keys.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ViewRows {
-    /// In key order (`keys=`: in the order asked, missing keys left out).
-    pub rows: Vec<ViewRow>,
-    /// Where the next page starts (pass it as `start`), if there is more.
-    pub next: Option<String>,
-}
-
-/// `POST /v1/views/{view}/rebuild` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RebuildBody {
-    /// A new spec for the new version; default: the current version's.
-    #[schema(value_type = Option<Object>)]
-    pub spec: Option<serde_json::Value>,
-}
-
-/// A rebuild started.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Rebuilt {
-    /// The view.
-    pub view: String,
-    /// The new version, building from offset 0 while the current one serves.
-    pub version: u64,
-}
-
-/// `POST /v1/views/{view}/switch` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchBody {
-    /// The version to serve reads.
-    pub version: u64,
-    /// Share of reads (by key hash) it gets, 0..=100; default 100 (a full switch; 0 ends a
-    /// rollout).
-    pub percent: Option<u8>,
-    /// Longest wait for the version to catch up with the current one, ms (default 10000).
-    pub timeout_ms: Option<u64>,
-}
 
 fn rollout(r: Option<logbook_views::Rollout>) -> Option<RolloutOut> {
     r.map(|r| RolloutOut {
@@ -270,7 +125,7 @@ where
 }
 
 /// Every view.
-#[utoipa::path(get, path = "/v1/views", tag = "views",
+#[utoipa::path(get, path = route::VIEWS, tag = "views",
     responses((status = 200, body = ViewList)))]
 pub async fn list_views(State(state): State<AppState>) -> Result<Json<ViewList>, ApiError> {
     let views = views_of(&state)?;
@@ -281,7 +136,7 @@ pub async fn list_views(State(state): State<AppState>) -> Result<Json<ViewList>,
 
 /// Creates a view from a spec (docs/views.md); its processors start from offset 0.
 /// The same spec again answers 200 with the view; another spec under the name, 409.
-#[utoipa::path(put, path = "/v1/views/{view}", tag = "views",
+#[utoipa::path(put, path = route::VIEW, tag = "views",
     params(("view" = String, Path, description = "1..=128 bytes of [A-Za-z0-9._-]")),
     request_body(content = Object, description = "A view spec: `source`, `kind` (table, index, aggregate), `filter`, `fields`, `on`, `group_by`, `aggregates`"),
     responses((status = 201, body = ViewOut),
@@ -317,7 +172,7 @@ pub async fn put_view(
 
 /// A view and the status of its versions: applied offsets, lag in records and in ms, and
 /// with `?digest=true` the row count and digest (a full scan of the view).
-#[utoipa::path(get, path = "/v1/views/{view}", tag = "views",
+#[utoipa::path(get, path = route::VIEW, tag = "views",
     params(("view" = String, Path),
         ("digest" = Option<bool>, Query, description = "Also count the rows and compute the digest (a full scan)")),
     responses((status = 200, body = ViewDetail),
@@ -353,7 +208,7 @@ pub async fn get_view(
 }
 
 /// Drops a view and its state; with `?version=` only that (non-current) version.
-#[utoipa::path(delete, path = "/v1/views/{view}", tag = "views",
+#[utoipa::path(delete, path = route::VIEW, tag = "views",
     params(("view" = String, Path),
         ("version" = Option<u64>, Query, description = "Drop only this version (not the current one)")),
     responses((status = 204, description = "Dropped"),
@@ -377,7 +232,7 @@ pub async fn delete_view(
 
 /// Point read of one row. With `token`, waits (≤ `timeout_ms`, default 5000) until the
 /// view has applied every write the token stands for.
-#[utoipa::path(get, path = "/v1/views/{view}/rows/{key}", tag = "views",
+#[utoipa::path(get, path = route::VIEW_ROW, tag = "views",
     params(("view" = String, Path), ("key" = String, Path),
         ("token" = Option<String>, Query, description = "Consistency token of earlier writes"),
         ("timeout_ms" = Option<u64>, Query, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
@@ -397,9 +252,7 @@ pub async fn get_row(
     match found.rows.into_iter().next() {
         Some(r) => Ok(Json(row_out(r))),
         None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "key_not_found",
-            "Key not found",
+            ProblemCode::KeyNotFound,
             format!("view {name:?} has no row {key:?}"),
         )
         .field("key")),
@@ -408,7 +261,7 @@ pub async fn get_row(
 
 /// Rows in key order: a range (`prefix`, `start` inclusive, `end` exclusive, `limit`), or
 /// `keys=k1,k2,...` for several point reads from one snapshot. `next` continues a range.
-#[utoipa::path(get, path = "/v1/views/{view}/rows", tag = "views",
+#[utoipa::path(get, path = route::VIEW_ROWS, tag = "views",
     params(("view" = String, Path),
         ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive; a `next` continues here"),
         ("end" = Option<String>, Query, description = "Exclusive"),
@@ -466,7 +319,7 @@ pub async fn scan_rows(
 /// Starts rebuilding the view from offset 0 into a new version (with a new spec, or the
 /// current one's) while the current version keeps serving; switch to it when it has
 /// caught up (`GET /v1/views/{view}` shows its progress).
-#[utoipa::path(post, path = "/v1/views/{view}/rebuild", tag = "views",
+#[utoipa::path(post, path = route::VIEW_REBUILD, tag = "views",
     params(("view" = String, Path)),
     request_body(content = RebuildBody, description = "May be empty: rebuild with the current spec"),
     responses((status = 202, body = Rebuilt),
@@ -490,7 +343,7 @@ pub async fn rebuild(
         .await?
         .map_err(|e| {
             let mut e = ApiError::from(e);
-            if e.code == "invalid_view_spec" {
+            if e.code == ProblemCode::InvalidViewSpec {
                 e.field = Some(match e.field.as_deref() {
                     None | Some("") => "spec".to_string(),
                     Some(f) => format!("spec.{f}"),
@@ -511,7 +364,7 @@ pub async fn rebuild(
 /// Makes a version serve reads: all of them (`percent` 100, the default: a switch; switching
 /// back is the rollback) or a share by key hash (a gradual rollout). Waits (≤ `timeout_ms`)
 /// for the version to have applied what the current one has, so reads never go back.
-#[utoipa::path(post, path = "/v1/views/{view}/switch", tag = "views",
+#[utoipa::path(post, path = route::VIEW_SWITCH, tag = "views",
     params(("view" = String, Path)),
     request_body = SwitchBody,
     responses((status = 200, body = ViewOut),

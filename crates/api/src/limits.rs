@@ -1,0 +1,28 @@
+//! The limits that are part of the API contract: what a client may send and what a server
+//! answers with by default. The server enforces them (its `limits` module re-exports
+//! these) and a client can check a request before sending it.
+
+/// Largest request body, in bytes (16 MiB). Larger: 413 `payload_too_large`, refused from the
+/// `Content-Length` before the body is read.
+pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most records in one `POST /v1/streams/{stream}/records` (10,000). More: 413
+/// `batch_too_many_records`.
+pub const BATCH_RECORDS_MAX: usize = 10_000;
+/// Default and largest `limit` of a record read.
+pub const READ_RECORDS_DEFAULT: usize = 100;
+/// Largest `limit` of a record read.
+pub const READ_RECORDS_MAX: usize = 1000;
+/// Longest `wait_ms` of a record read (long poll), in ms (30 s).
+pub const READ_WAIT_MS_MAX: u64 = 30_000;
+/// Default `limit` of a key-value scan.
+pub const SCAN_ROWS_DEFAULT: usize = 100;
+/// Largest consistency token, in bytes (≤ 1 KiB).
+pub const TOKEN_BYTES_MAX: usize = 1024;
+/// Largest request id (`Idempotency-Key`), in bytes; 1..=128 printable ASCII.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// How long a view read carrying a `token` waits by default for the view to apply it, ms.
+pub const VIEW_READ_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// How long a switch or rollout waits by default for the target version to catch up, ms.
+pub const VIEW_SWITCH_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);

@@ -1,0 +1,245 @@
+//! The paths of API v1: the route templates the server registers ([`route`]) and functions
+//! that build a concrete path from names and keys, percent-encoding each segment, so a key
+//! with `/`, `?`, `%` or spaces reaches its route intact.
+//!
+//! ```
+//! use logbook_api::paths;
+//! assert_eq!(paths::view_row("by carrier", "UA|JFK"), "/v1/views/by%20carrier/rows/UA%7CJFK");
+//! assert_eq!(paths::route::VIEW_ROW, "/v1/views/{view}/rows/{key}");
+//! let q = paths::Query::new().push("prefix", "a&b").push_opt("limit", Some(10)).finish();
+//! assert_eq!(q, "?prefix=a%26b&limit=10");
+//! ```
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Route templates, as the server registers them (`{name}` marks a path parameter).
+pub mod route {
+    /// `GET`: every stream.
+    pub const STREAMS: &str = "/v1/streams";
+    /// `PUT` (create), `GET`, `DELETE` one stream.
+    pub const STREAM: &str = "/v1/streams/{stream}";
+    /// `POST` (append), `GET` (read) a stream's records.
+    pub const RECORDS: &str = "/v1/streams/{stream}/records";
+    /// `POST`: begin a transaction.
+    pub const TXNS: &str = "/v1/txns";
+    /// `GET`: scan keys in a transaction.
+    pub const TXN_KV: &str = "/v1/txns/{txn}/kv";
+    /// `GET`, `PUT`, `DELETE` a key in a transaction.
+    pub const TXN_KEY: &str = "/v1/txns/{txn}/kv/{key}";
+    /// `POST`: increment a key in a transaction.
+    pub const TXN_INCREMENT: &str = "/v1/txns/{txn}/kv/{key}/increment";
+    /// `POST`: commit a transaction.
+    pub const TXN_COMMIT: &str = "/v1/txns/{txn}/commit";
+    /// `POST`: abort a transaction.
+    pub const TXN_ABORT: &str = "/v1/txns/{txn}/abort";
+    /// `GET`: scan committed keys outside a transaction.
+    pub const KV: &str = "/v1/kv";
+    /// `GET`: a committed key outside a transaction.
+    pub const KV_KEY: &str = "/v1/kv/{key}";
+    /// `GET`: every view.
+    pub const VIEWS: &str = "/v1/views";
+    /// `PUT` (create), `GET` (status), `DELETE` one view.
+    pub const VIEW: &str = "/v1/views/{view}";
+    /// `GET`: a view's rows (range or keys).
+    pub const VIEW_ROWS: &str = "/v1/views/{view}/rows";
+    /// `GET`: one row of a view.
+    pub const VIEW_ROW: &str = "/v1/views/{view}/rows/{key}";
+    /// `POST`: rebuild a view into a new version.
+    pub const VIEW_REBUILD: &str = "/v1/views/{view}/rebuild";
+    /// `POST`: switch (or roll out) a view's version.
+    pub const VIEW_SWITCH: &str = "/v1/views/{view}/switch";
+    /// `GET`: liveness and readiness.
+    pub const HEALTH: &str = "/v1/health";
+    /// `GET`: Prometheus metrics.
+    pub const METRICS: &str = "/metrics";
+    /// `GET`: the OpenAPI document.
+    pub const OPENAPI: &str = "/openapi.json";
+}
+
+/// What is escaped in a path segment or a query value: everything but RFC 3986's
+/// unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// One path segment or query value, percent-encoded (UTF-8).
+pub fn encode(text: &str) -> String {
+    utf8_percent_encode(text, ESCAPED).to_string()
+}
+
+/// `/v1/streams`.
+pub fn streams() -> String {
+    route::STREAMS.to_string()
+}
+
+/// `/v1/streams/{stream}`.
+pub fn stream(stream: &str) -> String {
+    format!("/v1/streams/{}", encode(stream))
+}
+
+/// `/v1/streams/{stream}/records`.
+pub fn records(stream: &str) -> String {
+    format!("/v1/streams/{}/records", encode(stream))
+}
+
+/// `/v1/txns`.
+pub fn txns() -> String {
+    route::TXNS.to_string()
+}
+
+/// `/v1/txns/{txn}/kv`.
+pub fn txn_kv(txn: &str) -> String {
+    format!("/v1/txns/{}/kv", encode(txn))
+}
+
+/// `/v1/txns/{txn}/kv/{key}`.
+pub fn txn_key(txn: &str, key: &str) -> String {
+    format!("/v1/txns/{}/kv/{}", encode(txn), encode(key))
+}
+
+/// `/v1/txns/{txn}/kv/{key}/increment`.
+pub fn txn_increment(txn: &str, key: &str) -> String {
+    format!("/v1/txns/{}/kv/{}/increment", encode(txn), encode(key))
+}
+
+/// `/v1/txns/{txn}/commit`.
+pub fn txn_commit(txn: &str) -> String {
+    format!("/v1/txns/{}/commit", encode(txn))
+}
+
+/// `/v1/txns/{txn}/abort`.
+pub fn txn_abort(txn: &str) -> String {
+    format!("/v1/txns/{}/abort", encode(txn))
+}
+
+/// `/v1/kv`.
+pub fn kv() -> String {
+    route::KV.to_string()
+}
+
+/// `/v1/kv/{key}`.
+pub fn kv_key(key: &str) -> String {
+    format!("/v1/kv/{}", encode(key))
+}
+
+/// `/v1/views`.
+pub fn views() -> String {
+    route::VIEWS.to_string()
+}
+
+/// `/v1/views/{view}`.
+pub fn view(view: &str) -> String {
+    format!("/v1/views/{}", encode(view))
+}
+
+/// `/v1/views/{view}/rows`.
+pub fn view_rows(view: &str) -> String {
+    format!("/v1/views/{}/rows", encode(view))
+}
+
+/// `/v1/views/{view}/rows/{key}`.
+pub fn view_row(view: &str, key: &str) -> String {
+    format!("/v1/views/{}/rows/{}", encode(view), encode(key))
+}
+
+/// `/v1/views/{view}/rebuild`.
+pub fn view_rebuild(view: &str) -> String {
+    format!("/v1/views/{}/rebuild", encode(view))
+}
+
+/// `/v1/views/{view}/switch`.
+pub fn view_switch(view: &str) -> String {
+    format!("/v1/views/{}/switch", encode(view))
+}
+
+/// `/v1/health`.
+pub fn health() -> String {
+    route::HEALTH.to_string()
+}
+
+/// A query string built parameter by parameter, each value percent-encoded. Empty when no
+/// parameter was pushed, else starting with `?`.
+#[derive(Debug, Clone, Default)]
+pub struct Query(String);
+
+impl Query {
+    /// No parameters.
+    pub fn new() -> Self {
+        Query(String::new())
+    }
+
+    /// Adds `name=value`.
+    #[must_use]
+    pub fn push(mut self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.0.push(if self.0.is_empty() { '?' } else { '&' });
+        self.0.push_str(&encode(name));
+        self.0.push('=');
+        self.0.push_str(&encode(&value.to_string()));
+        self
+    }
+
+    /// Adds `name=value` when there is a value.
+    #[must_use]
+    pub fn push_opt(self, name: &str, value: Option<impl std::fmt::Display>) -> Self {
+        match value {
+            Some(v) => self.push(name, v),
+            None => self,
+        }
+    }
+
+    /// The query string: `""` or `?a=1&b=2`.
+    pub fn finish(self) -> String {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every builder yields its route template when given the template's own parameter
+    /// names (braces escaped), so the two cannot drift apart.
+    #[test]
+    fn builders_match_the_route_templates() {
+        let t = |built: String| built.replace("%7B", "{").replace("%7D", "}");
+        let pairs = [
+            (streams(), route::STREAMS),
+            (stream("{stream}"), route::STREAM),
+            (records("{stream}"), route::RECORDS),
+            (txns(), route::TXNS),
+            (txn_kv("{txn}"), route::TXN_KV),
+            (txn_key("{txn}", "{key}"), route::TXN_KEY),
+            (txn_increment("{txn}", "{key}"), route::TXN_INCREMENT),
+            (txn_commit("{txn}"), route::TXN_COMMIT),
+            (txn_abort("{txn}"), route::TXN_ABORT),
+            (kv(), route::KV),
+            (kv_key("{key}"), route::KV_KEY),
+            (views(), route::VIEWS),
+            (view("{view}"), route::VIEW),
+            (view_rows("{view}"), route::VIEW_ROWS),
+            (view_row("{view}", "{key}"), route::VIEW_ROW),
+            (view_rebuild("{view}"), route::VIEW_REBUILD),
+            (view_switch("{view}"), route::VIEW_SWITCH),
+            (health(), route::HEALTH),
+        ];
+        for (built, template) in pairs {
+            assert_eq!(t(built), template);
+        }
+    }
+
+    #[test]
+    fn segments_and_values_are_escaped() {
+        assert_eq!(kv_key("a/b?c#d%e f"), "/v1/kv/a%2Fb%3Fc%23d%25e%20f");
+        assert_eq!(kv_key("ü-._~"), "/v1/kv/%C3%BC-._~");
+        assert_eq!(Query::new().finish(), "");
+        assert_eq!(
+            Query::new()
+                .push("keys", "a,b")
+                .push_opt("limit", None::<u32>)
+                .finish(),
+            "?keys=a%2Cb"
+        );
+    }
+}

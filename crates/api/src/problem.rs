@@ -1,0 +1,310 @@
+//! Errors on the wire: the RFC 9457 problem document and its stable codes.
+//!
+//! Every error answer of the API is `application/problem+json` with a stable `code` (the
+//! contract clients match on). Each code has exactly one HTTP status and one title, both
+//! fixed here ([`ProblemCode::status`], [`ProblemCode::title`]); the `detail` says what
+//! happened with the values involved, and `field` names the request field at fault.
+//!
+//! ```
+//! use logbook_api::{Problem, ProblemCode};
+//! let p: Problem = serde_json::from_str(r#"{"type": "urn:logbook:problem:serialization_failure",
+//!     "code": "serialization_failure", "title": "Serialization failure: retry the whole transaction",
+//!     "status": 409, "detail": "write-write conflict on key \"a\"", "retryable": true}"#).unwrap();
+//! assert_eq!(p.known_code(), Some(ProblemCode::SerializationFailure));
+//! assert_eq!(ProblemCode::SerializationFailure.status(), 409);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// The `Content-Type` of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The prefix of a problem's `type`: `urn:logbook:problem:<code>`.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:logbook:problem:";
+
+/// The problem document, as sent (and as clients decode it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Problem {
+    /// `urn:logbook:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Stable error code, e.g. `serialization_failure`.
+    pub code: String,
+    /// Short summary of the code.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What happened.
+    pub detail: String,
+    /// The offending request field: a JSON path in the body, a query parameter, a path
+    /// segment or a header name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Transactions: whether re-running the whole transaction may succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+}
+
+impl Problem {
+    /// The document for `code`: its type, title and status, with `detail`.
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Problem {
+            type_: format!("{PROBLEM_TYPE_PREFIX}{}", code.as_str()),
+            code: code.as_str().to_string(),
+            title: code.title().to_string(),
+            status: code.status(),
+            detail: detail.into(),
+            field: None,
+            retryable: None,
+        }
+    }
+
+    /// The code, if this version of the crate knows it (a newer server may send others).
+    pub fn known_code(&self) -> Option<ProblemCode> {
+        self.code.parse().ok()
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.status, self.detail)?;
+        if let Some(field) = &self.field {
+            write!(f, " [field: {field}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// A code this crate does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown problem code {0:?}")]
+pub struct UnknownCode(pub String);
+
+macro_rules! problem_codes {
+    ($($(#[$doc:meta])* $variant:ident = ($code:literal, $status:literal, $title:literal),)*) => {
+        /// Every stable error code of the API, each with its one HTTP status and title.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ProblemCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ProblemCode {
+            /// Every code, in the order declared.
+            pub const ALL: &'static [ProblemCode] = &[$(ProblemCode::$variant,)*];
+
+            /// The code as sent, e.g. `"serialization_failure"`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(ProblemCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status every answer with this code has.
+            pub const fn status(self) -> u16 {
+                match self { $(ProblemCode::$variant => $status,)* }
+            }
+
+            /// The fixed, short summary of the code.
+            pub const fn title(self) -> &'static str {
+                match self { $(ProblemCode::$variant => $title,)* }
+            }
+        }
+
+        impl std::str::FromStr for ProblemCode {
+            type Err = UnknownCode;
+            fn from_str(s: &str) -> Result<Self, UnknownCode> {
+                match s {
+                    $($code => Ok(ProblemCode::$variant),)*
+                    other => Err(UnknownCode(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+problem_codes! {
+    // Requests in general.
+    /// A query parameter, path segment or header is malformed; `field` names it.
+    InvalidRequest = ("invalid_request", 400, "Invalid request"),
+    /// The body is not JSON of the expected shape; `field` is its JSON path.
+    InvalidJson = ("invalid_json", 400, "Request body is not valid JSON of the expected shape"),
+    /// The body exceeds [`crate::limits::BODY_BYTES_MAX`].
+    PayloadTooLarge = ("payload_too_large", 413, "Request body too large"),
+    /// The request headers exceed the server's limit.
+    HeadersTooLarge = ("headers_too_large", 431, "Request headers too large"),
+    /// No route matches the path.
+    NoRoute = ("no_route", 404, "No such route"),
+    /// The path does not take this method.
+    MethodNotAllowed = ("method_not_allowed", 405, "Method not allowed"),
+    /// The data directory is still being opened (recovery); retry after `Retry-After`.
+    NotReady = ("not_ready", 503, "Not ready"),
+    /// Too many requests in flight; retry after `Retry-After`.
+    ServerBusy = ("server_busy", 503, "Server busy"),
+    /// Too many connections; retry after `Retry-After`.
+    TooManyConnections = ("too_many_connections", 503, "Too many connections"),
+    /// The server is shutting down.
+    Closed = ("closed", 503, "The server is shutting down"),
+    /// A bug or a lost task on the server (logged there).
+    InternalError = ("internal_error", 500, "Internal error"),
+    // Streams and records.
+    /// A record's value is over the log's limit.
+    RecordTooLarge = ("record_too_large", 413, "Record too large"),
+    /// A key is over its limit (or empty).
+    KeyTooLarge = ("key_too_large", 413, "Key too large"),
+    /// A record has too many headers.
+    TooManyHeaders = ("too_many_headers", 413, "Too many record headers"),
+    /// A record header is over its limit.
+    HeaderTooLarge = ("header_too_large", 413, "Record header too large"),
+    /// An append with no records.
+    EmptyBatch = ("empty_batch", 400, "No records"),
+    /// More records in one append than [`crate::limits::BATCH_RECORDS_MAX`].
+    BatchTooManyRecords = ("batch_too_many_records", 413, "Too many records in one request"),
+    /// One append's records are over the log's batch limit in bytes.
+    BatchTooLarge = ("batch_too_large", 413, "Batch too large"),
+    /// A record's `timestamp_ms` is too far from the server's clock.
+    TimestampOutOfRange = ("timestamp_out_of_range", 400, "Timestamp out of range"),
+    /// The `Idempotency-Key` is not 1..=128 printable ASCII bytes.
+    InvalidRequestId = ("invalid_request_id", 400, "Invalid request id"),
+    /// The `Idempotency-Key` was already used for a different request.
+    RequestIdConflict = ("request_id_conflict", 409, "Request id already used for a different request"),
+    /// A record header name is reserved for the log.
+    ReservedHeader = ("reserved_header", 400, "Reserved record header"),
+    /// The stream is internal (its name starts with `_`): it can be read, not written.
+    ReservedStream = ("reserved_stream", 403, "Reserved stream"),
+    /// The `traceparent` header is not W3C trace context.
+    InvalidTraceparent = ("invalid_traceparent", 400, "Invalid traceparent"),
+    /// A stream name outside `[A-Za-z0-9._-]{1,128}`.
+    InvalidStreamName = ("invalid_stream_name", 400, "Invalid stream name"),
+    /// Stream settings out of range; `field` names the setting.
+    InvalidStreamConfig = ("invalid_stream_config", 400, "Invalid stream settings"),
+    /// The node holds as many streams as it may.
+    TooManyStreams = ("too_many_streams", 409, "Too many streams"),
+    /// The stream exists with other settings.
+    StreamExists = ("stream_exists", 409, "Stream exists with other settings"),
+    /// No such stream.
+    UnknownStream = ("unknown_stream", 404, "Unknown stream"),
+    /// No such partition in the stream.
+    UnknownPartition = ("unknown_partition", 404, "Unknown partition"),
+    /// A read from an offset outside the partition's retained range.
+    OffsetOutOfRange = ("offset_out_of_range", 400, "Offset out of range"),
+    /// The disk is full; nothing was written.
+    DiskFull = ("disk_full", 507, "Disk full"),
+    /// An I/O error on the server.
+    IoError = ("io_error", 500, "I/O error"),
+    /// Data on disk failed its checks.
+    Corrupt = ("corrupt", 500, "Data on disk is damaged"),
+    /// A partition refuses writes after a storage failure until the server reopens it.
+    PartitionPoisoned = ("partition_poisoned", 503, "Partition refuses writes after a storage failure"),
+    /// The data directory cannot be used (locked, missing).
+    DataDirectoryUnavailable = ("data_directory_unavailable", 503, "Data directory unavailable"),
+    // Transactions and key-value reads.
+    /// The key has no value.
+    KeyNotFound = ("key_not_found", 404, "Key not found"),
+    /// No open transaction by that handle.
+    UnknownTransaction = ("unknown_transaction", 404, "Unknown transaction"),
+    /// The transaction was idle too long and was aborted.
+    TransactionExpired = ("transaction_expired", 410, "Transaction expired"),
+    /// The transaction has ended.
+    TransactionClosed = ("transaction_closed", 410, "Transaction is closed"),
+    /// As many transactions are open as the server allows; retry after `Retry-After`.
+    TooManyTransactions = ("too_many_transactions", 429, "Too many open transactions"),
+    /// A conflict: retry the whole transaction.
+    SerializationFailure = ("serialization_failure", 409, "Serialization failure: retry the whole transaction"),
+    /// The snapshot is older than the certifier remembers: retry the whole transaction.
+    TransactionTooOld = ("transaction_too_old", 409, "Transaction too old: retry the whole transaction"),
+    /// An `if_version` did not hold at commit.
+    VersionMismatch = ("version_mismatch", 409, "Version mismatch"),
+    /// An `if_absent` key exists at commit.
+    KeyExists = ("key_exists", 409, "Key exists"),
+    /// An increment of a value that is not a JSON integer.
+    NotAnInteger = ("not_an_integer", 409, "Value is not an integer"),
+    /// An increment would overflow `i64`.
+    IncrementOverflow = ("increment_overflow", 409, "Increment overflows"),
+    /// A value is over the transaction store's limit.
+    ValueTooLarge = ("value_too_large", 413, "Value too large"),
+    /// A transaction buffers more than it may.
+    TransactionTooLarge = ("transaction_too_large", 413, "Transaction too large"),
+    /// A write in a read-only transaction.
+    ReadOnlyTransaction = ("read_only_transaction", 400, "Transaction is read-only"),
+    /// An operation the transaction cannot take.
+    InvalidOperation = ("invalid_operation", 400, "Invalid operation"),
+    /// The transaction store refuses work after a failed commit until the server reopens it.
+    StorePoisoned = ("store_poisoned", 503, "Transaction store refuses work after a failed commit"),
+    /// The commit stream cannot be used.
+    CommitStream = ("commit_stream", 500, "Commit stream is damaged"),
+    // Consistency tokens and views.
+    /// A consistency token that does not decode or is over its limit.
+    InvalidToken = ("invalid_token", 400, "Invalid consistency token"),
+    /// A token of a dropped and recreated stream.
+    TokenIncarnation = ("token_incarnation", 409, "Token of another incarnation"),
+    /// The view did not apply the token within `timeout_ms`; the outcome of the read is
+    /// only late, retry it.
+    ConsistencyTimeout = ("consistency_timeout", 504, "The view did not reach the consistency token in time"),
+    /// A view spec that does not parse or check; `field` is its dotted path.
+    InvalidViewSpec = ("invalid_view_spec", 400, "Invalid view spec"),
+    /// A view name outside `[A-Za-z0-9._-]{1,128}`.
+    InvalidViewName = ("invalid_view_name", 400, "Invalid view name"),
+    /// The view exists with another spec.
+    ViewExists = ("view_exists", 409, "View exists with another spec"),
+    /// The node holds as many views as it may.
+    TooManyViews = ("too_many_views", 409, "Too many views"),
+    /// The view has as many versions as it may.
+    TooManyVersions = ("too_many_versions", 409, "Too many versions of the view"),
+    /// The node runs as many view processors as it may.
+    TooManyProcessors = ("too_many_processors", 409, "Too many view processors"),
+    /// No such view.
+    UnknownView = ("unknown_view", 404, "Unknown view"),
+    /// No such version of the view.
+    UnknownVersion = ("unknown_version", 404, "Unknown view version"),
+    /// The version cannot be used this way (e.g. dropping the current one).
+    VersionUnavailable = ("version_unavailable", 409, "View version cannot be used this way"),
+    /// The target version of a switch has not caught up; retry later.
+    NotCaughtUp = ("not_caught_up", 409, "The target version has not caught up"),
+    /// A view's state exceeds its memory limit.
+    ViewStateTooLarge = ("view_state_too_large", 507, "View state exceeds its memory limit"),
+    /// The view state store failed.
+    ViewStoreError = ("view_store_error", 500, "View state store failed"),
+}
+
+impl std::fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for &code in ProblemCode::ALL {
+            assert!(seen.insert(code.as_str()), "{code} twice");
+            assert_eq!(code.as_str().parse::<ProblemCode>(), Ok(code));
+            assert!((400..600).contains(&code.status()), "{code}");
+            assert!(
+                code.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            );
+        }
+        assert_eq!(
+            "no_such".parse::<ProblemCode>(),
+            Err(UnknownCode("no_such".into()))
+        );
+    }
+
+    #[test]
+    fn a_problem_carries_its_codes_status_and_title() {
+        let p = Problem::new(ProblemCode::KeyNotFound, "key \"a\" has no value");
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["type"], "urn:logbook:problem:key_not_found");
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["title"], "Key not found");
+        assert!(v.get("field").is_none());
+        let back: Problem = serde_json::from_value(v).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.known_code(), Some(ProblemCode::KeyNotFound));
+    }
+}

@@ -1,0 +1,221 @@
+//! Streams and records: the bodies of `/v1/streams`, `/v1/streams/{stream}` and
+//! `/v1/streams/{stream}/records`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+/// `PUT /v1/streams/{stream}` body. Every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateStream {
+    /// Partitions, 1..=256. Default 1. Fixed for the stream's life.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    /// `always` (default: acknowledged after fdatasync), `never`, or `interval:<ms>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<String>,
+    /// Segment size in bytes before rolling. Default 128 MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_bytes_max: Option<u64>,
+}
+
+/// A stream's settings and extent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StreamInfo {
+    /// Name.
+    pub stream: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Distinguishes this stream from a dropped one of the same name.
+    pub incarnation: u64,
+    /// Fsync policy.
+    pub fsync: String,
+    /// Records retained, over all partitions.
+    pub records: u64,
+    /// Per partition: first retained offset and next offset to be written.
+    pub offsets: Vec<PartitionOffsets>,
+}
+
+/// One partition's extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PartitionOffsets {
+    /// Partition.
+    pub partition: u32,
+    /// First retained offset.
+    pub start: u64,
+    /// Next offset to be written.
+    pub end: u64,
+}
+
+/// `GET /v1/streams` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StreamList {
+    /// Every stream, by name.
+    pub streams: Vec<StreamInfo>,
+}
+
+/// One record of an append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecordIn {
+    /// Key: records with the same key go to the same partition, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The value: any JSON (`null` is a deletion for table views).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub value: serde_json::Value,
+    /// Headers, name → value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Event time in ms since the epoch (within a day of the server's clock). Default: the
+    /// server's clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<i64>,
+}
+
+impl RecordIn {
+    /// A record with this value and nothing else.
+    pub fn new(value: serde_json::Value) -> Self {
+        RecordIn {
+            key: None,
+            value,
+            headers: None,
+            timestamp_ms: None,
+        }
+    }
+
+    /// The same record with a key.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+}
+
+/// A present field, even `null`, is `Some` (so `"value": null` is a value, a deletion).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+/// `POST /v1/streams/{stream}/records` body: one record, or `{"records": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    /// A batch (instead of the single-record fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<RecordIn>>,
+    /// Single record: key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Single record: value (required for a single record).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub value: Option<serde_json::Value>,
+    /// Single record: headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Single record: event time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<i64>,
+}
+
+impl AppendBody {
+    /// The body of a single-record append.
+    pub fn one(r: RecordIn) -> Self {
+        AppendBody {
+            records: None,
+            key: r.key,
+            value: Some(r.value),
+            headers: r.headers,
+            timestamp_ms: r.timestamp_ms,
+        }
+    }
+
+    /// The body of a batch append.
+    pub fn batch(records: Vec<RecordIn>) -> Self {
+        AppendBody {
+            records: Some(records),
+            ..AppendBody::default()
+        }
+    }
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PositionOut {
+    /// Partition.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+}
+
+/// Answer to a single-record append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppendOne {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Consistency token of this write (null if it would exceed 1 KiB).
+    pub token: Option<String>,
+    /// True when this was a retry of an `Idempotency-Key` already in the log: nothing was
+    /// appended and the original position is returned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// Answer to a batch append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppendMany {
+    /// Positions, in input order.
+    pub positions: Vec<PositionOut>,
+    /// Consistency token of this write (null if it would exceed 1 KiB).
+    pub token: Option<String>,
+    /// As [`AppendOne::duplicate`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecordOut {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Key (UTF-8; other bytes replaced).
+    pub key: Option<String>,
+    /// Value: its JSON, or a JSON string if the stored bytes are not JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub value: Box<RawValue>,
+    /// Headers, including `request-id`, `request-records` and `traceparent` set by the log.
+    pub headers: BTreeMap<String, String>,
+    /// Timestamp, ms since the epoch.
+    pub timestamp_ms: i64,
+}
+
+/// `GET /v1/streams/{stream}/records` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecordsOut {
+    /// Records in offset order.
+    pub records: Vec<RecordOut>,
+    /// The offset to read from next.
+    pub next: u64,
+}

@@ -1,0 +1,169 @@
+//! Views: the bodies of `/v1/views`, `/v1/views/{view}`, its rows, rebuilds and switches.
+//!
+//! A view spec crosses the wire as JSON (`serde_json::Value`): the server parses and checks
+//! it (its errors name the spec's field), so this crate does not depend on the views engine.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A gradual rollout in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RolloutOut {
+    /// The version receiving this share of reads.
+    pub version: u64,
+    /// Percent of reads (by key hash).
+    pub percent: u8,
+}
+
+/// A view as created or listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ViewOut {
+    /// Its name.
+    pub view: String,
+    /// The current version's spec.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub spec: serde_json::Value,
+    /// The version serving reads.
+    pub current: u64,
+    /// Every version (a rebuild adds one).
+    pub versions: Vec<u64>,
+    /// A rollout in progress.
+    pub rollout: Option<RolloutOut>,
+}
+
+/// Every view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ViewList {
+    /// By name.
+    pub views: Vec<ViewOut>,
+}
+
+/// Rebuild or catch-up progress of a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProgressOut {
+    /// Records applied, over all partitions.
+    pub done: u64,
+    /// Records in the source stream now.
+    pub total: u64,
+    /// Records applied per second since the processors started.
+    pub rate_per_s: f64,
+    /// Seconds to catch up at that rate (null: no rate yet).
+    pub eta_s: Option<f64>,
+}
+
+/// Status of one version of a view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatusOut {
+    /// Version id.
+    pub version: u64,
+    /// Partition → next offset to apply.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub applied: BTreeMap<u32, u64>,
+    /// Records not yet applied, over all partitions.
+    pub lag_records: u64,
+    /// How far the applied records trail the newest one, by record timestamps, ms.
+    pub lag_ms: i64,
+    /// Rows a full scan returns: table rows, index values, aggregate groups (counted in
+    /// memory on every status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Order-independent checksum of the rows, 32 hex digits (only with `?digest=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Progress.
+    pub progress: ProgressOut,
+    /// Records left out (row key over the limit).
+    pub skipped_records: u64,
+    /// Why its processors stopped, if they did.
+    pub error: Option<String>,
+}
+
+/// A view with its status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ViewDetail {
+    /// Its name.
+    pub view: String,
+    /// The current version's spec.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub spec: serde_json::Value,
+    /// The version serving reads.
+    pub current: u64,
+    /// A rollout in progress.
+    pub rollout: Option<RolloutOut>,
+    /// Status of the current version.
+    pub status: StatusOut,
+    /// Status of every version, the current one included.
+    pub versions: Vec<StatusOut>,
+}
+
+/// One row of a view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ViewRow {
+    /// Table: the record key; index: the indexed value(s); aggregate: the group key.
+    pub key: String,
+    /// Table: the (projected) record value; index: `{"keys": [...]}`; aggregate: the
+    /// group-by fields and the aggregate outputs.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub value: serde_json::Value,
+    /// Partition of the record that last changed the row.
+    pub partition: u32,
+    /// Offset of that record.
+    pub offset: u64,
+    /// Request id of that record, if it had one.
+    pub request_id: Option<String>,
+}
+
+/// Rows of a range or of a list of keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ViewRows {
+    /// In key order (`keys=`: in the order asked, missing keys left out).
+    pub rows: Vec<ViewRow>,
+    /// Where the next page starts (pass it as `start`), if there is more.
+    pub next: Option<String>,
+}
+
+/// `POST /v1/views/{view}/rebuild` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RebuildBody {
+    /// A new spec for the new version; default: the current version's.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
+}
+
+/// A rebuild started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rebuilt {
+    /// The view.
+    pub view: String,
+    /// The new version, building from offset 0 while the current one serves.
+    pub version: u64,
+}
+
+/// `POST /v1/views/{view}/switch` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SwitchBody {
+    /// The version to serve reads.
+    pub version: u64,
+    /// Share of reads (by key hash) it gets, 0..=100; default 100 (a full switch; 0 ends a
+    /// rollout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// Longest wait for the version to catch up with the current one, ms (default 10000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
