@@ -1,0 +1,230 @@
+//! The connection to a NATS JetStream cluster, and creating or opening partitions on it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::Info;
+use async_nats::jetstream::{self, Context};
+
+use crate::ack::{self, AckGuarantee};
+use crate::api::{self, STREAM_NAME_EXIST, STREAM_NOT_FOUND};
+use crate::error::{JetStreamError, Result};
+use crate::limits;
+use crate::naming::PartitionRef;
+use crate::partition::JetStreamPartition;
+use crate::settings::{self, PartitionSettings};
+
+/// How to connect. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    /// NATS server URLs (`nats://host:port`); the client fails over between them and the
+    /// servers the cluster advertises.
+    pub urls: Vec<String>,
+    /// Deadline of one JetStream API request or publish acknowledgment, in ms. Default
+    /// [`limits::REQUEST_TIMEOUT_MS_DEFAULT`].
+    pub request_timeout_ms: u64,
+    /// The connection's name as servers show it. Default `logbook`.
+    pub client_name: String,
+}
+
+impl ConnectSettings {
+    /// Settings for `urls` with the defaults.
+    pub fn new(urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ConnectSettings {
+            urls: urls.into_iter().map(Into::into).collect(),
+            request_timeout_ms: limits::REQUEST_TIMEOUT_MS_DEFAULT,
+            client_name: "logbook".into(),
+        }
+    }
+}
+
+/// A connection to a JetStream cluster holding Logbook partitions. Cheap to clone.
+#[derive(Clone)]
+pub struct JetStreamLog {
+    client: async_nats::Client,
+    js: Context,
+}
+
+impl std::fmt::Debug for JetStreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamLog")
+            .field("server", &self.client.server_info().server_name)
+            .finish()
+    }
+}
+
+impl JetStreamLog {
+    /// Connects to the first reachable server of `settings.urls`; later the client reconnects
+    /// by itself (to any server of the cluster) for as long as it lives.
+    ///
+    /// # Errors
+    /// [`JetStreamError::InvalidArgument`] for no URLs or a zero timeout,
+    /// [`JetStreamError::Connect`] naming the URLs when none accepts.
+    pub async fn connect(settings: &ConnectSettings) -> Result<JetStreamLog> {
+        if settings.urls.is_empty() {
+            return Err(JetStreamError::InvalidArgument {
+                field: "urls",
+                why: "no NATS server URL given".into(),
+            });
+        }
+        if settings.request_timeout_ms == 0 {
+            return Err(JetStreamError::InvalidArgument {
+                field: "request_timeout_ms",
+                why: "must be > 0".into(),
+            });
+        }
+        let timeout = Duration::from_millis(settings.request_timeout_ms);
+        let client = async_nats::ConnectOptions::new()
+            .name(&settings.client_name)
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            .max_reconnects(None)
+            .connect(settings.urls.as_slice())
+            .await
+            .map_err(|e| JetStreamError::Connect {
+                urls: settings.urls.join(","),
+                detail: e.to_string(),
+            })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .build(client.clone());
+        Ok(JetStreamLog { client, js })
+    }
+
+    /// The `max_payload` of the server this connection is on, in bytes: the largest batch
+    /// (with headers) an append can carry.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
+    /// The version of the server this connection is on, e.g. `2.9.10`.
+    pub fn server_version(&self) -> String {
+        self.client.server_info().version
+    }
+
+    /// Creates the JetStream stream of `partition` with `settings`, or opens it when it already
+    /// exists with exactly these settings (creating is idempotent).
+    ///
+    /// # Errors
+    /// [`JetStreamError::StreamSettingsDiffer`] when a stream of that name exists with other
+    /// settings (it is not reused); [`JetStreamError::InvalidArgument`] for bad settings;
+    /// [`JetStreamError::Unavailable`] (retryable) when the cluster is not ready — e.g. fewer
+    /// servers up than `replicas`; [`JetStreamError::Api`] otherwise.
+    pub async fn create_partition(
+        &self,
+        partition: &PartitionRef,
+        settings: &PartitionSettings,
+    ) -> Result<JetStreamPartition> {
+        settings.validate()?;
+        let config = settings.stream_config(partition);
+        let name = config.name.clone();
+        match self.stream_info(&name).await {
+            Ok(info) => {
+                settings::check_same(&config, &info.config)?;
+                return Ok(self.partition_handle(partition, &info));
+            }
+            Err(failure) if failure.code() == Some(STREAM_NOT_FOUND) => {}
+            Err(failure) => return Err(api::classify(&name, failure, false)),
+        }
+        let created: Result<Info, _> =
+            api::request(&self.js, format!("STREAM.CREATE.{name}"), &config).await;
+        match created {
+            Ok(info) => Ok(self.partition_handle(partition, &info)),
+            // Created concurrently by another node: report how it differs, if it does.
+            Err(failure) if failure.code() == Some(STREAM_NAME_EXIST) => {
+                let info = self
+                    .stream_info(&name)
+                    .await
+                    .map_err(|f| api::classify(&name, f, true))?;
+                settings::check_same(&config, &info.config)?;
+                Ok(self.partition_handle(partition, &info))
+            }
+            Err(failure) => Err(api::classify(&name, failure, false)),
+        }
+    }
+
+    /// Opens the existing JetStream stream of `partition`, checking it belongs to it.
+    ///
+    /// # Errors
+    /// [`JetStreamError::StreamNotFound`]; [`JetStreamError::StreamSettingsDiffer`] when the
+    /// stream's description names another partition (a hash collision) or its subjects differ;
+    /// [`JetStreamError::Unavailable`] (retryable).
+    pub async fn open_partition(&self, partition: &PartitionRef) -> Result<JetStreamPartition> {
+        let name = partition.jetstream_name();
+        let info = match self.stream_info(&name).await {
+            Ok(info) => info,
+            Err(failure) if failure.code() == Some(STREAM_NOT_FOUND) => {
+                return Err(JetStreamError::StreamNotFound {
+                    stream: name,
+                    partition: partition.to_string(),
+                });
+            }
+            Err(failure) => return Err(api::classify(&name, failure, false)),
+        };
+        // Replicas and the duplicate window are whatever the creator chose; the identity and
+        // the append-only settings must be ours.
+        let mut expected = PartitionSettings {
+            replicas: info.config.num_replicas as u32,
+            duplicate_window_ms: info.config.duplicate_window.as_millis() as u64,
+        }
+        .stream_config(partition);
+        expected.duplicate_window = info.config.duplicate_window;
+        settings::check_same(&expected, &info.config)?;
+        Ok(self.partition_handle(partition, &info))
+    }
+
+    /// Deletes the JetStream stream of `partition` and every message in it (a Logbook stream
+    /// drop; the next incarnation gets a new name).
+    ///
+    /// # Errors
+    /// [`JetStreamError::StreamNotFound`], [`JetStreamError::Unavailable`] (retryable),
+    /// [`JetStreamError::Api`].
+    pub async fn delete_partition(&self, partition: &PartitionRef) -> Result<()> {
+        let name = partition.jetstream_name();
+        let deleted: Result<serde_json::Value, _> =
+            api::request(&self.js, format!("STREAM.DELETE.{name}"), &()).await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(failure) if failure.code() == Some(STREAM_NOT_FOUND) => {
+                Err(JetStreamError::StreamNotFound {
+                    stream: name,
+                    partition: partition.to_string(),
+                })
+            }
+            Err(failure) => Err(api::classify(&name, failure, false)),
+        }
+    }
+
+    /// What an acknowledgment of a stream with `replicas` replicas guarantees on this cluster,
+    /// read from the monitoring URLs (`http://host:port`) of all its servers. With no URL,
+    /// only the connected server's version is known: ≥ 2.10 cannot be confirmed fsynced then,
+    /// so the answer is not fsynced.
+    ///
+    /// # Errors
+    /// [`JetStreamError::Monitor`] when a given monitoring URL cannot be read — an unreadable
+    /// server is not assumed to be configured like the others.
+    pub async fn ack_guarantee(
+        &self,
+        replicas: u32,
+        monitor_urls: &[String],
+    ) -> Result<AckGuarantee> {
+        let timeout = Duration::from_millis(limits::REQUEST_TIMEOUT_MS_DEFAULT);
+        let mut servers = Vec::with_capacity(monitor_urls.len());
+        for url in monitor_urls {
+            servers.push(ack::probe(url, timeout).await?);
+        }
+        Ok(ack::guarantee(replicas, &servers))
+    }
+
+    async fn stream_info(&self, name: &str) -> Result<Info, api::ApiFailure> {
+        api::request(&self.js, format!("STREAM.INFO.{name}"), &()).await
+    }
+
+    fn partition_handle(&self, partition: &PartitionRef, info: &Info) -> JetStreamPartition {
+        JetStreamPartition::new(
+            self.client.clone(),
+            self.js.clone(),
+            partition.clone(),
+            info.config.num_replicas as u32,
+        )
+    }
+}

@@ -1,0 +1,37 @@
+//! Every limit and default of the JetStream backend, in one place, with the relations between
+//! them checked at compile time at the bottom.
+
+use logbook_log::limits as log_limits;
+
+/// Bits of an offset that hold a record's index within its JetStream message
+/// (see [`crate::offset`]).
+pub const INDEX_BITS: u32 = 16;
+/// Most records in one appended batch (one JetStream message): 2^16 = 65,536, the index range
+/// of [`INDEX_BITS`]. Lower than the embedded log's `BATCH_RECORDS_MAX`; larger batches are
+/// refused with [`crate::JetStreamError::BatchTooManyRecords`].
+pub const MESSAGE_RECORDS_MAX: u32 = 1 << INDEX_BITS;
+/// Replicas of a partition's JetStream stream unless configured otherwise (R3: one server of
+/// three may be lost).
+pub const REPLICAS_DEFAULT: u32 = 3;
+/// Most replicas JetStream allows for a stream.
+pub const REPLICAS_MAX: u32 = 5;
+/// Default JetStream duplicate window for `Nats-Msg-Id`, in ms (2 minutes, the server's own
+/// default): a publish retried within it with the same message id is applied once.
+pub const DUPLICATE_WINDOW_MS_DEFAULT: u64 = 120_000;
+/// Largest `Nats-Msg-Id` accepted, in bytes (a request id plus its share fit well within it).
+pub const MESSAGE_ID_BYTES_MAX: usize = 512;
+/// Default deadline of one JetStream API request or publish acknowledgment, in ms.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// `max_payload` a server must allow for the largest Logbook batch, in bytes: the embedded
+/// log's batch limit plus room for the NATS headers (message id, expected sequence). The
+/// development cluster and the tests' harness configure this.
+pub const MAX_PAYLOAD_BYTES_FOR_LARGEST_BATCH: u32 = log_limits::BATCH_BYTES_MAX + 64 * 1024;
+/// NATS refuses a `max_payload` above 64 MiB.
+pub const NATS_MAX_PAYLOAD_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
+
+const _: () = assert!(MESSAGE_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX);
+const _: () = assert!(REPLICAS_DEFAULT >= 1 && REPLICAS_DEFAULT <= REPLICAS_MAX);
+const _: () = assert!(MAX_PAYLOAD_BYTES_FOR_LARGEST_BATCH <= NATS_MAX_PAYLOAD_BYTES_LIMIT);
+// Sequences are u64 starting at 1; (sequence − 1) << INDEX_BITS must not overflow for any
+// sequence a stream can reach in practice (2^48 messages).
+const _: () = assert!(INDEX_BITS < 64 - 40);

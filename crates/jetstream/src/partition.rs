@@ -1,0 +1,430 @@
+//! One Logbook partition on its JetStream stream: append, read, end offset.
+//!
+//! ```text
+//!   append(batch) ──publish──▶ subject logbook.p.<hash> ──▶ stream LB_<hash> (R3, file)
+//!        ◀── ack {seq, duplicate} ── after a majority of replicas have it
+//!   read(offset) ──STREAM.MSG.GET {seq} (the stream leader)──▶ batch ──▶ records ≥ offset
+//! ```
+//!
+//! Invariants: one message is one whole, checksummed Logbook batch of at most
+//! [`MESSAGE_RECORDS_MAX`] records; a record's offset is fixed by its message's sequence and
+//! its index ([`crate::offset`]); messages are never deleted or purged (`deny_delete`,
+//! `deny_purge`). Reads go to the stream leader (the JetStream "message get" API), so a read
+//! after an acknowledged append sees it; JetStream's direct get may answer from a replica that
+//! lags and is not used.
+
+use std::time::Duration;
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::Info;
+use bytes::Bytes;
+use logbook_log::StoredRecord;
+use logbook_log::format::{EncodedBatch, decode_batch};
+use serde::Deserialize;
+
+use crate::api::{self, NO_MESSAGE_FOUND};
+use crate::error::{JetStreamError, Result};
+use crate::limits::{self, MESSAGE_RECORDS_MAX};
+use crate::naming::PartitionRef;
+use crate::offset;
+
+/// Options of one append.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// Append only if the stream's last sequence is this (0: the stream is empty) — how a
+    /// fenced single writer is enforced where the data is written. `None`: no precondition.
+    pub expected_last_sequence: Option<u64>,
+    /// `Nats-Msg-Id`: a publish retried with the same id within the stream's duplicate window
+    /// is stored once and answered as a duplicate with the original's sequence. Non-empty, at
+    /// most [`limits::MESSAGE_ID_BYTES_MAX`] bytes, printable ASCII without spaces.
+    pub message_id: Option<String>,
+}
+
+/// An acknowledged append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's stream sequence (the original's when `duplicate`).
+    pub sequence: u64,
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// The partition's end offset just after this message: where the next message starts.
+    pub next_offset: u64,
+    /// The server recognised the message id of an earlier append and stored nothing. The
+    /// original's body may differ from this batch (JetStream compares ids only): a caller
+    /// that needs to know reads it back at `sequence`.
+    pub duplicate: bool,
+}
+
+/// A partition's stream as JetStream reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The stream's last sequence (0 when empty).
+    pub last_sequence: u64,
+    /// The stream's first sequence.
+    pub first_sequence: u64,
+    /// Messages (batches) stored.
+    pub messages: u64,
+    /// Server name of the stream's Raft leader, when it has one.
+    pub leader: Option<String>,
+    /// Replicas the stream is configured with.
+    pub replicas: u32,
+}
+
+/// A Logbook partition stored in a JetStream stream. Cheap to clone; every method may be
+/// called from many tasks at once.
+#[derive(Clone)]
+pub struct JetStreamPartition {
+    client: async_nats::Client,
+    js: Context,
+    partition: PartitionRef,
+    stream: String,
+    subject: String,
+    replicas: u32,
+}
+
+impl std::fmt::Debug for JetStreamPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamPartition")
+            .field("partition", &self.partition)
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// The message-get API's answer.
+#[derive(Deserialize)]
+struct MessageGet {
+    message: RawMessage,
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    subject: String,
+    seq: u64,
+    #[serde(default)]
+    data: String,
+}
+
+impl JetStreamPartition {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        js: Context,
+        partition: PartitionRef,
+        replicas: u32,
+    ) -> Self {
+        JetStreamPartition {
+            client,
+            js,
+            stream: partition.jetstream_name(),
+            subject: partition.subject(),
+            partition,
+            replicas,
+        }
+    }
+
+    /// The Logbook partition.
+    pub fn partition(&self) -> &PartitionRef {
+        &self.partition
+    }
+
+    /// The JetStream stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    /// Replicas of the stream.
+    pub fn replicas(&self) -> u32 {
+        self.replicas
+    }
+
+    /// Appends one encoded batch as one JetStream message and waits for its acknowledgment
+    /// (a majority of replicas have it; see [`crate::AckGuarantee`] for whether on disk).
+    /// The batch's own `base_offset` field is not used: offsets come from the sequence.
+    ///
+    /// # Errors
+    /// Nothing stored: [`JetStreamError::BatchTooManyRecords`],
+    /// [`JetStreamError::BatchTooLarge`], [`JetStreamError::InvalidArgument`] (message id),
+    /// [`JetStreamError::WrongLastSequence`], [`JetStreamError::Unavailable`] (retryable).
+    /// Outcome unknown: [`JetStreamError::OutcomeUnknown`] — retry with the same message id.
+    pub async fn append(&self, batch: &EncodedBatch, options: &AppendOptions) -> Result<Appended> {
+        if batch.record_count() > MESSAGE_RECORDS_MAX {
+            return Err(JetStreamError::BatchTooManyRecords {
+                count: batch.record_count(),
+                max: MESSAGE_RECORDS_MAX,
+            });
+        }
+        let max_payload = self.client.server_info().max_payload;
+        if batch.len() > max_payload {
+            return Err(JetStreamError::BatchTooLarge {
+                bytes: batch.len(),
+                max_payload,
+            });
+        }
+        let mut publish = PublishMessage::build().payload(Bytes::copy_from_slice(batch.bytes()));
+        if let Some(id) = &options.message_id {
+            check_message_id(id)?;
+            publish = publish.message_id(id);
+        }
+        if let Some(last) = options.expected_last_sequence {
+            publish = publish.expected_last_sequence(last);
+        }
+        let failed = |e: PublishError, sent: bool| {
+            let failure = PublishFailure {
+                server_code: jetstream_code(&e),
+                kind: e.kind(),
+                detail: e.to_string(),
+                sent,
+            };
+            self.publish_error(failure, batch.len(), options)
+        };
+        let pending = self
+            .js
+            .send_publish(self.subject.clone(), publish)
+            .await
+            .map_err(|e| failed(e, false))?;
+        let ack = pending.await.map_err(|e| failed(e, true))?;
+        if ack.stream != self.stream {
+            return Err(JetStreamError::Api {
+                stream: self.stream.clone(),
+                code: 0,
+                detail: format!(
+                    "acknowledged by stream {:?}: another stream captures subject {}",
+                    ack.stream, self.subject
+                ),
+            });
+        }
+        Ok(Appended {
+            sequence: ack.sequence,
+            base_offset: offset::offset_of(ack.sequence, 0),
+            next_offset: offset::end_offset(ack.sequence),
+            duplicate: ack.duplicate,
+        })
+    }
+
+    fn publish_error(
+        &self,
+        failure: PublishFailure,
+        bytes: usize,
+        options: &AppendOptions,
+    ) -> JetStreamError {
+        let stream = self.stream.clone();
+        let why = failure.detail;
+        match failure.kind {
+            PublishErrorKind::WrongLastSequence => JetStreamError::WrongLastSequence {
+                stream,
+                expected: options.expected_last_sequence.unwrap_or(0),
+            },
+            PublishErrorKind::MaxPayloadExceeded => JetStreamError::BatchTooLarge {
+                bytes,
+                max_payload: self.client.server_info().max_payload,
+            },
+            // "No responders": no server took the message (no stream leader right now).
+            PublishErrorKind::StreamNotFound | PublishErrorKind::MaxAckPending => {
+                JetStreamError::Unavailable { stream, why }
+            }
+            // Sent, or maybe sent, and no answer: the message may be stored.
+            PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                JetStreamError::OutcomeUnknown { stream, why }
+            }
+            // The server answered with an error: stored nothing.
+            _ => match failure.server_code {
+                Some((status, code)) => api::classify(
+                    &self.stream,
+                    api::ApiFailure::JetStream {
+                        status,
+                        code,
+                        detail: why,
+                    },
+                    true,
+                ),
+                None if failure.sent => JetStreamError::OutcomeUnknown { stream, why },
+                None => JetStreamError::Unavailable { stream, why },
+            },
+        }
+    }
+
+    /// Reads up to `max_records` records with offsets ≥ `from_offset`, in offset order, from
+    /// the stream leader. Returns fewer (possibly none) at the end of the partition. Each
+    /// message is verified (CRC, version, shape) before any record of it is returned.
+    ///
+    /// # Errors
+    /// [`JetStreamError::CorruptBatch`] naming the message; [`JetStreamError::Unavailable`]
+    /// (retryable); [`JetStreamError::InvalidArgument`] for `max_records` 0.
+    pub async fn read(&self, from_offset: u64, max_records: usize) -> Result<Vec<StoredRecord>> {
+        if max_records == 0 {
+            return Err(JetStreamError::InvalidArgument {
+                field: "max_records",
+                why: "must be > 0".into(),
+            });
+        }
+        let (mut sequence, mut skip) = offset::position_of(from_offset);
+        let mut out = Vec::new();
+        while out.len() < max_records {
+            let Some(records) = self.message_records(&mut sequence).await? else {
+                break;
+            };
+            let wanted = max_records - out.len();
+            out.extend(records.into_iter().skip(skip as usize).take(wanted));
+            skip = 0;
+            sequence += 1;
+        }
+        Ok(out)
+    }
+
+    /// The records of the message at `*sequence`, or the first one after it when messages
+    /// below the stream's first sequence are gone (`*sequence` moved there); `None` past the end.
+    async fn message_records(&self, sequence: &mut u64) -> Result<Option<Vec<StoredRecord>>> {
+        let request = serde_json::json!({ "seq": *sequence });
+        let got: Result<MessageGet, _> = api::request(
+            &self.js,
+            format!("STREAM.MSG.GET.{}", self.stream),
+            &request,
+        )
+        .await;
+        let message = match got {
+            Ok(got) => got.message,
+            Err(failure) if failure.code() == Some(NO_MESSAGE_FOUND) => {
+                let state = self.state().await?;
+                if *sequence < state.first_sequence && state.first_sequence <= state.last_sequence {
+                    *sequence = state.first_sequence;
+                    return Box::pin(self.message_records(sequence)).await;
+                }
+                return Ok(None);
+            }
+            Err(failure) => return Err(api::classify(&self.stream, failure, true)),
+        };
+        self.decode(message).map(Some)
+    }
+
+    fn decode(&self, message: RawMessage) -> Result<Vec<StoredRecord>> {
+        let corrupt = |defect: String| JetStreamError::CorruptBatch {
+            stream: self.stream.clone(),
+            sequence: message.seq,
+            defect,
+        };
+        if message.subject != self.subject {
+            return Err(corrupt(format!("subject {:?}", message.subject)));
+        }
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(message.data.as_bytes())
+            .map_err(|e| corrupt(format!("payload is not base64: {e}")))?;
+        let (header, mut records) = decode_batch(&bytes).map_err(|d| corrupt(d.to_string()))?;
+        if header.record_count > MESSAGE_RECORDS_MAX {
+            return Err(corrupt(format!("{} records", header.record_count)));
+        }
+        for (index, record) in records.iter_mut().enumerate() {
+            record.offset = offset::offset_of(message.seq, index as u32);
+        }
+        Ok(records)
+    }
+
+    /// The partition's end offset: the offset the next appended record will get
+    /// (`last_sequence · 2^16`). Every acknowledged record has a lower offset.
+    ///
+    /// # Errors
+    /// [`JetStreamError::Unavailable`] (retryable), [`JetStreamError::Api`].
+    pub async fn end_offset(&self) -> Result<u64> {
+        Ok(offset::end_offset(self.state().await?.last_sequence))
+    }
+
+    /// Waits until the end offset is above `offset` (a record at or after `offset` is
+    /// acknowledged) or `timeout` passes; returns the end offset seen last, which is ≤ `offset`
+    /// on timeout. Polls the stream leader's state, from every 2 ms up to every 100 ms.
+    ///
+    /// # Errors
+    /// As [`JetStreamPartition::end_offset`]; retryable errors are retried until the timeout.
+    pub async fn wait_for_end_above(&self, offset: u64, timeout: Duration) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let end = match self.end_offset().await {
+                Ok(end) => end,
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => 0,
+                Err(e) => return Err(e),
+            };
+            if end > offset || tokio::time::Instant::now() >= deadline {
+                return Ok(end);
+            }
+            tokio::time::sleep_until((tokio::time::Instant::now() + pause).min(deadline)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// The stream's state from its leader.
+    ///
+    /// # Errors
+    /// [`JetStreamError::Unavailable`] (retryable), [`JetStreamError::Api`].
+    pub async fn state(&self) -> Result<PartitionState> {
+        let info: Info = api::request(&self.js, format!("STREAM.INFO.{}", self.stream), &())
+            .await
+            .map_err(|f| api::classify(&self.stream, f, true))?;
+        Ok(PartitionState {
+            last_sequence: info.state.last_sequence,
+            first_sequence: info.state.first_sequence,
+            messages: info.state.messages,
+            leader: info.cluster.and_then(|c| c.leader),
+            replicas: info.config.num_replicas as u32,
+        })
+    }
+}
+
+/// A failed publish, as the client reported it.
+struct PublishFailure {
+    kind: PublishErrorKind,
+    /// The server's (`code`, `err_code`) when it answered with a JetStream error.
+    server_code: Option<(u64, u64)>,
+    detail: String,
+    /// Whether the message had been handed to the connection.
+    sent: bool,
+}
+
+fn jetstream_code(e: &PublishError) -> Option<(u64, u64)> {
+    let source = std::error::Error::source(e)?;
+    let error = source.downcast_ref::<async_nats::jetstream::Error>()?;
+    Some((error.code() as u64, error.error_code().0))
+}
+
+fn check_message_id(id: &str) -> Result<()> {
+    let why = if id.is_empty() {
+        "empty".to_string()
+    } else if id.len() > limits::MESSAGE_ID_BYTES_MAX {
+        format!(
+            "{} bytes; the limit is {}",
+            id.len(),
+            limits::MESSAGE_ID_BYTES_MAX
+        )
+    } else if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        "only printable ASCII without spaces is allowed in a NATS header".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(JetStreamError::InvalidArgument {
+        field: "message_id",
+        why,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_checked() {
+        assert!(check_message_id("req-1:share-0").is_ok());
+        for bad in ["", "has space", "line\r\nbreak", &"x".repeat(513)] {
+            assert!(
+                matches!(
+                    check_message_id(bad),
+                    Err(JetStreamError::InvalidArgument {
+                        field: "message_id",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! A test harness of real processes: N nats-server as a JetStream cluster and M etcd members
+//! on free loopback ports in a temporary directory, started healthy, killed on drop.
+//!
+//! Reusable by later cluster tests: [`Cluster::start`] with [`ClusterSpec`]; every name
+//! (cluster, token, directory) is per run, and every process is killed (SIGKILL) when the
+//! [`Cluster`] is dropped, on every path out of a test, panics included. Programs are found as
+//! `$LOGBOOK_NATS_SERVER` / `$LOGBOOK_ETCD` or on PATH (and `/usr/sbin`); `scripts/test`
+//! installs them.
+#![allow(
+    dead_code,
+    clippy::expect_used,
+    reason = "shared by several test crates, each using a part; a panic is the failure report"
+)]
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logbook_jetstream::monitor;
+
+/// How long a cluster may take to become healthy.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts with fresh ports when a port was taken between choosing and binding it.
+const START_ATTEMPTS: usize = 3;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// nats-server processes (1: a single JetStream server, no cluster block).
+    pub nats: usize,
+    /// etcd members (0: none).
+    pub etcd: usize,
+    /// Every nats-server's `max_payload`, bytes.
+    pub max_payload: u32,
+    /// Set `jetstream { sync_interval: always }` (nats-server ≥ 2.10 only).
+    pub sync_always: bool,
+    /// The nats-server program; default `$LOGBOOK_NATS_SERVER` or `nats-server`.
+    pub nats_program: Option<PathBuf>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nats: 3,
+            etcd: 0,
+            max_payload: logbook_jetstream::limits::MAX_PAYLOAD_BYTES_FOR_LARGEST_BATCH,
+            sync_always: false,
+            nats_program: None,
+        }
+    }
+}
+
+/// One nats-server.
+#[derive(Debug)]
+pub struct NatsNode {
+    /// `server_name`, e.g. `n1`.
+    pub name: String,
+    /// Client port.
+    pub port: u16,
+    /// HTTP monitoring port.
+    pub monitor_port: u16,
+    child: Option<Child>,
+}
+
+impl NatsNode {
+    /// `nats://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+    /// `http://127.0.0.1:monitor_port`.
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+}
+
+/// One etcd member.
+#[derive(Debug)]
+pub struct EtcdNode {
+    /// `--name`, e.g. `e1`.
+    pub name: String,
+    /// Client port.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl EtcdNode {
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Running processes; all are killed on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Per-run name (cluster name, etcd token, prefix of stream names a test may use).
+    pub run_id: String,
+    /// The nats-servers, in start order.
+    pub nats: Vec<NatsNode>,
+    /// The etcd members.
+    pub etcd: Vec<EtcdNode>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the processes `spec` asks for and waits until each is healthy (nats-server
+    /// `/healthz`, etcd `/health`). Panics with the processes' log tails when they do not
+    /// become healthy within 30 s.
+    pub async fn start(spec: ClusterSpec) -> Cluster {
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let mut cluster = Cluster::spawn(&spec);
+            match cluster.wait_healthy().await {
+                Ok(()) => return cluster,
+                Err(why) => last_error = why, // Dropping `cluster` kills what started.
+            }
+        }
+        panic!("test cluster did not start: {last_error}");
+    }
+
+    fn spawn(spec: &ClusterSpec) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("logbook-cluster-")
+            .tempdir()
+            .expect("temporary directory");
+        let run_id = format!(
+            "lb{}{}",
+            std::process::id(),
+            rand::random::<u32>() % 1_000_000
+        );
+        let ports = free_ports(spec.nats * 3 + spec.etcd * 2);
+        let (nats_ports, etcd_ports) = ports.split_at(spec.nats * 3);
+        let mut cluster = Cluster {
+            run_id,
+            nats: Vec::new(),
+            etcd: Vec::new(),
+            dir,
+        };
+        let routes: Vec<u16> = nats_ports.chunks(3).map(|p| p[2]).collect();
+        for (i, p) in nats_ports.chunks(3).enumerate() {
+            let name = format!("n{}", i + 1);
+            let conf = nats_config(spec, &cluster, &name, p, &routes);
+            let child = cluster.spawn_nats(spec, &name, &conf);
+            cluster.nats.push(NatsNode {
+                name,
+                port: p[0],
+                monitor_port: p[1],
+                child: Some(child),
+            });
+        }
+        let peers: Vec<(String, u16)> = etcd_ports
+            .chunks(2)
+            .enumerate()
+            .map(|(i, p)| (format!("e{}", i + 1), p[1]))
+            .collect();
+        for (i, p) in etcd_ports.chunks(2).enumerate() {
+            let name = format!("e{}", i + 1);
+            let child = cluster.spawn_etcd(&name, p[0], p[1], &peers);
+            cluster.etcd.push(EtcdNode {
+                name,
+                port: p[0],
+                child: Some(child),
+            });
+        }
+        cluster
+    }
+
+    fn spawn_nats(&self, spec: &ClusterSpec, name: &str, conf: &str) -> Child {
+        let conf_path = self.dir.path().join(format!("{name}.conf"));
+        std::fs::write(&conf_path, conf).expect("write nats config");
+        let program = spec.nats_program.clone().unwrap_or_else(nats_program);
+        Command::new(&program)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(self.log_file(name))
+            .stderr(self.log_file(name))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e} (run scripts/test)", program.display()))
+    }
+
+    fn spawn_etcd(&self, name: &str, client: u16, peer: u16, peers: &[(String, u16)]) -> Child {
+        let initial: Vec<String> = peers
+            .iter()
+            .map(|(n, p)| format!("{n}=http://127.0.0.1:{p}"))
+            .collect();
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let program = std::env::var_os("LOGBOOK_ETCD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| find_program("etcd"));
+        Command::new(&program)
+            .args(["--name", name])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(name))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-token", &self.run_id])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(Stdio::null())
+            .stdout(self.log_file(name))
+            .stderr(self.log_file(name))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e} (run scripts/test)", program.display()))
+    }
+
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("open process log")
+    }
+
+    async fn wait_healthy(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut checks: Vec<(String, String, &str)> = Vec::new();
+        for n in &self.nats {
+            checks.push((n.name.clone(), n.monitor_url(), "/healthz"));
+        }
+        for e in &self.etcd {
+            checks.push((e.name.clone(), e.url(), "/health"));
+        }
+        for (name, url, path) in checks {
+            loop {
+                if let Some(exited) = self.exited(&name) {
+                    return Err(format!(
+                        "{name} exited ({exited}):\n{}",
+                        self.log_tail(&name)
+                    ));
+                }
+                let answer = monitor::get_json(&url, path, Duration::from_secs(1)).await;
+                let healthy = match &answer {
+                    Ok(v) => v["status"] == "ok" || v["health"] == "true",
+                    Err(_) => false,
+                };
+                if healthy {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "{name} not healthy: {answer:?}\n{}",
+                        self.log_tail(&name)
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn exited(&mut self, name: &str) -> Option<String> {
+        let child = self
+            .nats
+            .iter_mut()
+            .find(|n| n.name == name)
+            .map(|n| &mut n.child)
+            .or_else(|| {
+                self.etcd
+                    .iter_mut()
+                    .find(|e| e.name == name)
+                    .map(|e| &mut e.child)
+            })?;
+        match child.as_mut()?.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The last lines of a process's log, for failure messages.
+    pub fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Every nats-server's client URL.
+    pub fn nats_urls(&self) -> Vec<String> {
+        self.nats.iter().map(NatsNode::url).collect()
+    }
+
+    /// Every nats-server's monitoring URL.
+    pub fn nats_monitor_urls(&self) -> Vec<String> {
+        self.nats.iter().map(NatsNode::monitor_url).collect()
+    }
+
+    /// Every etcd member's client URL.
+    pub fn etcd_urls(&self) -> Vec<String> {
+        self.etcd.iter().map(EtcdNode::url).collect()
+    }
+
+    /// SIGKILLs the nats-server named `name` (`kill -9`) and reaps it.
+    pub fn kill_nats(&mut self, name: &str) {
+        let node = self
+            .nats
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no nats-server {name}"));
+        kill(&mut node.child);
+    }
+
+    /// SIGKILLs the etcd member named `name` and reaps it.
+    pub fn kill_etcd(&mut self, name: &str) {
+        let node = self
+            .etcd
+            .iter_mut()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("no etcd member {name}"));
+        kill(&mut node.child);
+    }
+
+    /// The directory holding every process's data, config and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nats {
+            kill(&mut n.child);
+        }
+        for e in &mut self.etcd {
+            kill(&mut e.child);
+        }
+    }
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill(); // SIGKILL; an already exited process is fine.
+        let _ = c.wait();
+    }
+}
+
+fn nats_config(
+    spec: &ClusterSpec,
+    cluster: &Cluster,
+    name: &str,
+    ports: &[u16],
+    routes: &[u16],
+) -> String {
+    let store = cluster.dir.path().join(name);
+    let mut conf = String::new();
+    let _ = writeln!(conf, "server_name: {name}");
+    let _ = writeln!(conf, "listen: 127.0.0.1:{}", ports[0]);
+    let _ = writeln!(conf, "http: 127.0.0.1:{}", ports[1]);
+    let _ = writeln!(conf, "max_payload: {}", spec.max_payload);
+    let _ = writeln!(conf, "jetstream {{");
+    let _ = writeln!(conf, "  store_dir: {:?}", store.display().to_string());
+    let _ = writeln!(conf, "  max_memory_store: 64MB");
+    let _ = writeln!(conf, "  max_file_store: 1GB");
+    if spec.sync_always {
+        let _ = writeln!(conf, "  sync_interval: always");
+    }
+    let _ = writeln!(conf, "}}");
+    if spec.nats > 1 {
+        let others: Vec<String> = routes
+            .iter()
+            .filter(|p| **p != ports[2])
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let _ = writeln!(conf, "cluster {{");
+        let _ = writeln!(conf, "  name: {}", cluster.run_id);
+        let _ = writeln!(conf, "  listen: 127.0.0.1:{}", ports[2]);
+        let _ = writeln!(conf, "  routes: [{}]", others.join(", "));
+        let _ = writeln!(conf, "}}");
+    }
+    conf
+}
+
+/// `n` distinct free loopback ports (held together while chosen, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+fn nats_program() -> PathBuf {
+    std::env::var_os("LOGBOOK_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| find_program("nats-server"))
+}
+
+/// `name` on PATH, else in `/usr/sbin` (Debian's nats-server lives there, off a user's PATH).
+fn find_program(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    on_path.unwrap_or_else(|| Path::new("/usr/sbin").join(name))
+}
+
+/// Retries `op` while it fails with an error `retryable` accepts, for up to `limit`; returns
+/// the last result.
+pub async fn retry<T, E: std::fmt::Debug, F, Fut>(
+    limit: Duration,
+    retryable: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Err(e) if retryable(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
