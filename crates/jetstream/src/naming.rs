@@ -115,7 +115,10 @@ mod tests {
     fn names_are_stable_across_builds() {
         let p = PartitionRef::new("orders", 1, 0);
         assert_eq!(p.jetstream_name(), "LB_d1d4c83cba2be731f8264313ecf7bbfb");
-        assert_eq!(p.subject(), format!("logbook.p.{}", &p.jetstream_name()[3..]));
+        assert_eq!(
+            p.subject(),
+            format!("logbook.p.{}", &p.jetstream_name()[3..])
+        );
         assert!(p.description().contains("stream=\"orders\""));
     }
 }

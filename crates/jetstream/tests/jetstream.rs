@@ -1,7 +1,10 @@
 //! The JetStream backend against real nats-server processes (3-node JetStream clusters on
 //! loopback, started by `common`). Each test starts its own cluster.
 
-#![allow(clippy::expect_used, reason = "helpers of tests: a panic is the failure report")]
+#![expect(
+    clippy::expect_used,
+    reason = "helpers of tests: a panic is the failure report"
+)]
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! Node membership against real etcd members (3 on loopback, started by `common`).
 
-#![allow(clippy::expect_used, reason = "helpers of tests: a panic is the failure report")]
+#![expect(
+    clippy::expect_used,
+    reason = "helpers of tests: a panic is the failure report"
+)]
 
 mod common;
 

@@ -6,7 +6,7 @@
 //! [`Cluster`] is dropped, on every path out of a test, panics included. Programs are found as
 //! `$LOGBOOK_NATS_SERVER` / `$LOGBOOK_ETCD` or on PATH (and `/usr/sbin`); `scripts/test`
 //! installs them.
-#![allow(
+#![expect(
     dead_code,
     clippy::expect_used,
     reason = "shared by several test crates, each using a part; a panic is the failure report"
