@@ -162,11 +162,8 @@ impl JetStreamLog {
         };
         // Replicas and the duplicate window are whatever the creator chose; the identity and
         // the append-only settings must be ours.
-        let mut expected = PartitionSettings {
-            replicas: info.config.num_replicas as u32,
-            duplicate_window_ms: info.config.duplicate_window.as_millis() as u64,
-        }
-        .stream_config(partition);
+        let mut expected = PartitionSettings::default().stream_config(partition);
+        expected.num_replicas = info.config.num_replicas;
         expected.duplicate_window = info.config.duplicate_window;
         settings::check_same(&expected, &info.config)?;
         Ok(self.partition_handle(partition, &info))
