@@ -177,8 +177,10 @@ impl JetStreamLog {
     /// [`JetStreamError::Api`].
     pub async fn delete_partition(&self, partition: &PartitionRef) -> Result<()> {
         let name = partition.jetstream_name();
+        // The delete API refuses a `null` body: an empty object it is.
+        let empty = serde_json::json!({});
         let deleted: Result<serde_json::Value, _> =
-            api::request(&self.js, format!("STREAM.DELETE.{name}"), &()).await;
+            api::request(&self.js, format!("STREAM.DELETE.{name}"), &empty).await;
         match deleted {
             Ok(_) => Ok(()),
             Err(failure) if failure.code() == Some(STREAM_NOT_FOUND) => {

@@ -286,6 +286,35 @@ async fn a_stream_with_other_settings_is_reported_not_reused() {
     }
 }
 
+/// With its stream gone, nothing answers an append ("no responders", as during a leader
+/// election): that is reported as retryable unavailability, not as a failure, and nothing is
+/// stored; opening the partition says it does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_stream_an_append_is_unavailable_not_failed() {
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    let log = connect(&cluster).await;
+    let partition = PartitionRef::new("dropped", 1, 0);
+    let p = create(&log, &partition, &PartitionSettings::default())
+        .await
+        .expect("create");
+    append(&p, &batch(&["kept?"]), &AppendOptions::default())
+        .await
+        .expect("append");
+    log.delete_partition(&partition).await.expect("delete");
+    match p.append(&batch(&["lost"]), &AppendOptions::default()).await {
+        Err(e @ JetStreamError::Unavailable { .. }) => assert!(e.is_retryable(), "{e}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(matches!(
+        log.open_partition(&partition).await,
+        Err(JetStreamError::StreamNotFound { .. })
+    ));
+    assert!(matches!(
+        log.delete_partition(&partition).await,
+        Err(JetStreamError::StreamNotFound { .. })
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_above_max_payload_is_refused() {
     let spec = ClusterSpec {
