@@ -105,6 +105,9 @@ struct RawMessage {
     seq: u64,
     #[serde(default)]
     data: String,
+    /// The NATS header block, base64 (`NATS/1.0\r\nName: value\r\n…`).
+    #[serde(default)]
+    hdrs: Option<String>,
 }
 
 impl JetStreamPartition {
@@ -276,26 +279,75 @@ impl JetStreamPartition {
     /// The records of the message at `*sequence`, or the first one after it when messages
     /// below the stream's first sequence are gone (`*sequence` moved there); `None` past the end.
     async fn message_records(&self, sequence: &mut u64) -> Result<Option<Vec<StoredRecord>>> {
-        let request = serde_json::json!({ "seq": *sequence });
-        let got: Result<MessageGet, _> = api::request(
-            &self.js,
-            format!("STREAM.MSG.GET.{}", self.stream),
-            &request,
-        )
-        .await;
-        let message = match got {
-            Ok(got) => got.message,
-            Err(failure) if failure.code() == Some(NO_MESSAGE_FOUND) => {
+        match self.get_message(*sequence).await? {
+            Some(message) => self.decode(message).map(Some),
+            None => {
                 let state = self.state().await?;
                 if *sequence < state.first_sequence && state.first_sequence <= state.last_sequence {
                     *sequence = state.first_sequence;
                     return Box::pin(self.message_records(sequence)).await;
                 }
-                return Ok(None);
+                Ok(None)
             }
-            Err(failure) => return Err(api::classify(&self.stream, failure, true)),
+        }
+    }
+
+    /// The message at `sequence` from the stream leader; `None` when there is none.
+    async fn get_message(&self, sequence: u64) -> Result<Option<RawMessage>> {
+        let request = serde_json::json!({ "seq": sequence });
+        let subject = format!("STREAM.MSG.GET.{}", self.stream);
+        let got: Result<MessageGet, _> = api::request(&self.js, subject, &request).await;
+        match got {
+            Ok(got) => Ok(Some(got.message)),
+            Err(failure) if failure.code() == Some(NO_MESSAGE_FOUND) => Ok(None),
+            Err(failure) => Err(api::classify(&self.stream, failure, true)),
+        }
+    }
+
+    /// Resolves an append whose outcome is unknown ([`JetStreamError::OutcomeUnknown`]) by
+    /// reading the tail back: the sequence of the first message after `after_sequence` that
+    /// carries `message_id`, or `None` if no message up to the current end does — then the
+    /// append was not stored (as long as no retry of it is still in flight). `after_sequence`
+    /// is the last sequence seen before the first attempt (e.g.
+    /// [`offset::last_sequence_at`] of the end offset then). One request per message read.
+    ///
+    /// # Errors
+    /// [`JetStreamError::Unavailable`] (retryable), [`JetStreamError::CorruptBatch`] for a
+    /// header block that is not base64.
+    pub async fn find_message_id(
+        &self,
+        message_id: &str,
+        after_sequence: u64,
+    ) -> Result<Option<u64>> {
+        let last = self.state().await?.last_sequence;
+        for sequence in after_sequence.saturating_add(1)..=last {
+            let Some(message) = self.get_message(sequence).await? else {
+                continue;
+            };
+            if self.message_id_of(&message)?.as_deref() == Some(message_id) {
+                return Ok(Some(sequence));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The `Nats-Msg-Id` header of a stored message, if it has one.
+    fn message_id_of(&self, message: &RawMessage) -> Result<Option<String>> {
+        let Some(encoded) = &message.hdrs else {
+            return Ok(None);
         };
-        self.decode(message).map(Some)
+        use base64::Engine as _;
+        let block = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_bytes())
+            .map_err(|e| JetStreamError::CorruptBatch {
+                stream: self.stream.clone(),
+                sequence: message.seq,
+                defect: format!("header block is not base64: {e}"),
+            })?;
+        Ok(header_value(
+            &String::from_utf8_lossy(&block),
+            "Nats-Msg-Id",
+        ))
     }
 
     fn decode(&self, message: RawMessage) -> Result<Vec<StoredRecord>> {
@@ -371,6 +423,17 @@ impl JetStreamPartition {
     }
 }
 
+/// The value of header `name` (case-insensitive) in a NATS header block
+/// (`NATS/1.0\r\nName: value\r\n…\r\n\r\n`).
+fn header_value(block: &str, name: &str) -> Option<String> {
+    block.split("\r\n").skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
+}
+
 /// A failed publish, as the client reported it.
 struct PublishFailure {
     kind: PublishErrorKind,
@@ -410,6 +473,17 @@ fn check_message_id(id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_are_found_by_name() {
+        let block = "NATS/1.0\r\nNats-Expected-Last-Sequence: 4\r\nNats-Msg-Id: req-1:0\r\n\r\n";
+        assert_eq!(
+            header_value(block, "nats-msg-id").as_deref(),
+            Some("req-1:0")
+        );
+        assert_eq!(header_value(block, "Other"), None);
+        assert_eq!(header_value("NATS/1.0\r\n\r\n", "Nats-Msg-Id"), None);
+    }
 
     #[test]
     fn message_ids_are_checked() {

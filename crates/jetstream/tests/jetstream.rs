@@ -243,6 +243,21 @@ async fn duplicate_message_id_is_applied_once() {
     assert!(!other_id.duplicate);
     let all = p.read(0, 10).await.expect("read");
     assert_eq!(values(&all), [(0, "v1".into()), (65_536, "v1".into())]);
+    // An unknown outcome is resolved by reading the tail back for the message id.
+    let find = |id: &'static str, after: u64| p.find_message_id(id, after);
+    assert_eq!(
+        find("req-2:0", 0).await.expect("find"),
+        Some(other_id.sequence)
+    );
+    assert_eq!(
+        find("req-1:0", 0).await.expect("find"),
+        Some(original.sequence)
+    );
+    assert_eq!(
+        find("req-1:0", original.sequence).await.expect("find"),
+        None
+    );
+    assert_eq!(find("never-sent", 0).await.expect("find"), None);
     assert!(matches!(
         p.append(&batch(&["v"]), &with_id("has space")).await,
         Err(JetStreamError::InvalidArgument {
