@@ -188,6 +188,14 @@ impl JetStreamPartition {
             .await
             .map_err(|e| failed(e, false))?;
         let ack = pending.await.map_err(|e| failed(e, true))?;
+        // Answers from the network are checked before the offset arithmetic asserts on them.
+        if ack.sequence == 0 {
+            return Err(JetStreamError::Api {
+                stream: self.stream.clone(),
+                code: 0,
+                detail: "acknowledged with sequence 0".into(),
+            });
+        }
         if ack.stream != self.stream {
             return Err(JetStreamError::Api {
                 stream: self.stream.clone(),
@@ -356,6 +364,9 @@ impl JetStreamPartition {
             sequence: message.seq,
             defect,
         };
+        if message.seq == 0 {
+            return Err(corrupt("sequence 0".into()));
+        }
         if message.subject != self.subject {
             return Err(corrupt(format!("subject {:?}", message.subject)));
         }

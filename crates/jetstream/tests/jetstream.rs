@@ -301,6 +301,46 @@ async fn a_stream_with_other_settings_is_reported_not_reused() {
     }
 }
 
+/// A message on the partition's subject that is not a whole Logbook batch (a foreign
+/// publisher, damage) is reported with its sequence, never decoded into records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_is_not_a_batch_is_reported_corrupt() {
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    let log = connect(&cluster).await;
+    let partition = PartitionRef::new("foreign", 1, 0);
+    let p = create(&log, &partition, &PartitionSettings::default())
+        .await
+        .expect("create");
+    append(&p, &batch(&["good"]), &AppendOptions::default())
+        .await
+        .expect("append");
+    let mut damaged = batch(&["flipped"]).bytes().to_vec();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    let client = async_nats::connect(cluster.nats_urls())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.publish(partition.subject(), damaged.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    assert_eq!(
+        values(&p.read(0, 1).await.expect("read")),
+        [(0, "good".into())]
+    );
+    match p.read(0, 10).await {
+        Err(JetStreamError::CorruptBatch {
+            sequence, defect, ..
+        }) => {
+            assert_eq!(sequence, 2);
+            assert!(defect.contains("checksum"), "{defect}");
+        }
+        other => panic!("expected CorruptBatch, got {other:?}"),
+    }
+}
+
 /// With its stream gone, nothing answers an append ("no responders", as during a leader
 /// election): that is reported as retryable unavailability, not as a failure, and nothing is
 /// stored; opening the partition says it does not exist.
