@@ -132,6 +132,8 @@ problem_codes! {
     PayloadTooLarge = ("payload_too_large", 413, "Request body too large"),
     /// The request headers exceed the server's limit.
     HeadersTooLarge = ("headers_too_large", 431, "Request headers too large"),
+    /// The request target (path and query) exceeds the server's limit (16 KiB).
+    UriTooLong = ("uri_too_long", 414, "Request URI too long"),
     /// No route matches the path.
     NoRoute = ("no_route", 404, "No such route"),
     /// The path does not take this method.
@@ -149,8 +151,10 @@ problem_codes! {
     // Streams and records.
     /// A record's value is over the log's limit.
     RecordTooLarge = ("record_too_large", 413, "Record too large"),
-    /// A key is over its limit (or empty).
+    /// A key is over its limit.
     KeyTooLarge = ("key_too_large", 413, "Key too large"),
+    /// A key-value key is empty (they are 1 to 1,024 bytes).
+    InvalidKey = ("invalid_key", 400, "Invalid key"),
     /// A record has too many headers.
     TooManyHeaders = ("too_many_headers", 413, "Too many record headers"),
     /// A record header is over its limit.

@@ -204,7 +204,9 @@ pub struct RecordOut {
     /// Value: its JSON, or a JSON string if the stored bytes are not JSON.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub value: Box<RawValue>,
-    /// Headers, including `request-id`, `request-records` and `traceparent` set by the log.
+    /// Headers: the record's own, and `request-id` and `traceparent` set from the append's
+    /// `Idempotency-Key` and `traceparent`. The log's internal bookkeeping header
+    /// (`request-records`) is not shown.
     pub headers: BTreeMap<String, String>,
     /// Timestamp, ms since the epoch.
     pub timestamp_ms: i64,

@@ -81,6 +81,44 @@ pub fn segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
+/// `n` and a noun in the number it takes: `1 row`, `2 rows` (`count(n, "row", "rows")`).
+/// A JSON value that is not a number prints as it is.
+pub fn count(n: impl Into<CountOf>, one: &str, many: &str) -> String {
+    match n.into() {
+        CountOf::N(1) => format!("1 {one}"),
+        CountOf::N(n) => format!("{n} {many}"),
+        CountOf::Text(t) => format!("{t} {many}"),
+    }
+}
+
+/// What [`count`] counts: a number, or a JSON value from an answer.
+#[derive(Debug)]
+pub enum CountOf {
+    /// A number.
+    N(u64),
+    /// Something else, shown as is.
+    Text(String),
+}
+
+impl From<usize> for CountOf {
+    fn from(n: usize) -> Self {
+        CountOf::N(n as u64)
+    }
+}
+
+impl From<u64> for CountOf {
+    fn from(n: u64) -> Self {
+        CountOf::N(n)
+    }
+}
+
+impl From<&serde_json::Value> for CountOf {
+    fn from(v: &serde_json::Value) -> Self {
+        v.as_u64()
+            .map_or_else(|| CountOf::Text(v.to_string()), CountOf::N)
+    }
+}
+
 /// An error answer of the server: its problem document and HTTP status.
 #[derive(Debug)]
 pub struct ApiProblem {

@@ -562,11 +562,15 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
             break;
         }
         for r in &records {
+            // As the HTTP API shows records: values as their JSON, internal headers hidden.
             let headers: serde_json::Map<String, serde_json::Value> = r
                 .headers
                 .iter()
+                .filter(|(k, _)| k != logbook_log::dedup::REQUEST_RECORDS_HEADER)
                 .map(|(k, v)| (k.clone(), json!(String::from_utf8_lossy(v))))
                 .collect();
+            let value = serde_json::from_slice::<serde_json::Value>(&r.value)
+                .unwrap_or_else(|_| json!(String::from_utf8_lossy(&r.value)));
             writeln!(
                 out,
                 "{}",
@@ -575,7 +579,7 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
                     "offset": r.offset,
                     "timestamp_ms": r.timestamp_ms,
                     "key": r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    "value": String::from_utf8_lossy(&r.value),
+                    "value": value,
                     "headers": headers,
                 })
             )?;

@@ -166,10 +166,17 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
             // The error and its causes on one line each, never a backtrace: these are a
-            // user's errors (a missing stream, a bad spec), not crashes of ours.
-            eprintln!("Error: {e}");
+            // user's errors (a missing stream, a bad spec), not crashes of ours. A cause
+            // whose text a line above already holds (many messages embed their source) is
+            // not printed again.
+            let mut shown = e.to_string();
+            eprintln!("Error: {shown}");
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    shown.push_str(&text);
+                }
             }
             std::process::ExitCode::FAILURE
         }

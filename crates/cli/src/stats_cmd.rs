@@ -118,14 +118,17 @@ enum Estimate {
 }
 
 impl Histogram {
-    /// Estimates the `q` quantile as Prometheus' `histogram_quantile` does; `None` when empty.
+    /// Estimates the `q` quantile as Prometheus' `histogram_quantile` does, except that the
+    /// rank is a whole sample (nearest rank, `ceil(q × count)`): quantiles that fall on the
+    /// same sample get the same estimate (with one sample, p50 = p99); `None` when empty.
     fn quantile(&self, q: f64) -> Option<Estimate> {
         if self.count <= 0.0 {
             return None;
         }
         let mut buckets = self.buckets.clone();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let rank = q * self.count;
+        // The tolerance keeps 0.5 × 20 at rank 10 despite floating point.
+        let rank = (q * self.count - 1e-9).ceil().max(1.0);
         let (mut lower, mut below) = (0.0, 0.0);
         for (bound, cumulative) in buckets {
             if cumulative >= rank && cumulative > below {
@@ -471,5 +474,26 @@ mod tests {
         };
         assert_eq!(h.quantile(0.99), Some(Estimate::Above(0.001)));
         assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    /// Issue 11: one sample printed p50 0.5 ms, p95 0.95 ms, p99 0.99 ms.
+    #[test]
+    fn quantiles_of_one_sample_are_that_sample() {
+        let h = Histogram {
+            buckets: vec![(0.0005, 0.0), (0.001, 1.0), (f64::INFINITY, 1.0)],
+            sum: 0.0007,
+            count: 1.0,
+        };
+        let all: Vec<_> = QUANTILES.iter().map(|(q, _)| h.quantile(*q)).collect();
+        assert!(all.iter().all(|e| *e == all[0]), "{all:?}");
+        assert_eq!(all[0], Some(Estimate::Within(0.001)));
+        // Three samples in one bucket: p95, p99 and p999 all fall on the third.
+        let h = Histogram {
+            buckets: vec![(0.001, 3.0), (f64::INFINITY, 3.0)],
+            sum: 0.002,
+            count: 3.0,
+        };
+        assert_eq!(h.quantile(0.95), h.quantile(0.999));
+        assert_ne!(h.quantile(0.5), h.quantile(0.95));
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use logbook_server::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
 use logbook_views::ConsistencyToken;
 
-use crate::client::{ApiProblem, Client, ServerArgs, print_json, problem_of, segment};
+use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of, segment};
 
 /// Records sent in one request by `stream append` without `--request-id` (the server's batch
 /// limit is far higher; this keeps each answer, and a failure's blast radius, small).
@@ -225,8 +225,8 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
                 "exists (same settings)"
             };
             outln!(
-                "stream {stream} {verb}: {} partitions, fsync {}",
-                answer.body["partitions"],
+                "stream {stream} {verb}: {}, fsync {}",
+                count(&answer.body["partitions"], "partition", "partitions"),
                 answer.body["fsync"].as_str().unwrap_or_default()
             );
         }
@@ -264,9 +264,9 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
                 return print_json(&s);
             }
             outln!(
-                "stream {stream}: {} partitions, {} records, fsync {}, incarnation {}",
-                s["partitions"],
-                s["records"],
+                "stream {stream}: {}, {}, fsync {}, incarnation {}",
+                count(&s["partitions"], "partition", "partitions"),
+                count(&s["records"], "record", "records"),
                 s["fsync"].as_str().unwrap_or_default(),
                 s["incarnation"]
             );
@@ -643,8 +643,8 @@ impl Append {
             }));
         }
         outln!(
-            "token {token} (covers all {} records appended, through stdin line {})",
-            done.records,
+            "token {token} (covers all {} appended, through stdin line {})",
+            count(done.records, "record", "records"),
             done.last_line
         );
         Ok(())

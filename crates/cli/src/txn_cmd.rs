@@ -6,6 +6,10 @@
 //! retryable one (`serialization_failure`) says to run the transaction again. The exit
 //! status is non-zero if any command failed, or if the input ended (or stdout closed) with a
 //! transaction open: it is aborted then, and its writes are discarded.
+//!
+//! As in psql, a command that fails inside a transaction marks the transaction failed: later
+//! commands are refused until `abort`, and `commit` aborts it and says so, so a script never
+//! commits half of what it meant to (a malformed `put` between two others).
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -14,7 +18,7 @@ use serde_json::{Value, json};
 
 use logbook_server::error::Problem;
 
-use crate::client::{ApiProblem, Client, ServerArgs, print_json, problem_of, segment};
+use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of, segment};
 
 /// Options of `logbook txn`.
 #[derive(Debug, clap::Args)]
@@ -40,7 +44,9 @@ Commands (one per line):
   del KEY                     delete
   incr KEY N                  add N to an integer at commit (increments do not conflict)
   commit [REQUEST-ID]         commit; a retry with the same request id commits once (give
-                              one: if the answer is lost, only then is a retry safe)
+                              one: if the answer is lost, only then is a retry safe). After
+                              a failed command in the transaction, commit aborts it instead
+                              (as psql does) and says so
   abort                       discard the transaction
   help, quit
 A KEY is one word without whitespace, or double-quoted: put \"a b\" 1 (inside quotes, \\\" is
@@ -64,6 +70,8 @@ struct Shell {
     json: bool,
     /// The open transaction's handle.
     txn: Option<String>,
+    /// Why the open transaction failed (the first command that failed in it), if one did.
+    failed: Option<String>,
 }
 
 /// Runs the shell until `quit` or the end of stdin.
@@ -72,6 +80,7 @@ pub fn run(args: TxnArgs) -> anyhow::Result<()> {
         client: Client::new(&args.server),
         json: args.json,
         txn: None,
+        failed: None,
     };
     let mut failed = 0usize;
     // Whatever ends the loop (end of input, `quit`, a closed stdout), an open transaction
@@ -223,6 +232,15 @@ impl Shell {
                 Err(e) => {
                     *failed += 1;
                     self.report(&e);
+                    if self.txn.is_some() && self.failed.is_none() {
+                        self.failed = Some(format!("`{command}`: {e:#}"));
+                        if !self.json {
+                            eprintln!(
+                                "  the transaction has failed: `commit` will abort it; \
+                                 `abort` to end it"
+                            );
+                        }
+                    }
                 }
             }
             // A script driving the shell through a pipe sees each answer at once.
@@ -242,6 +260,17 @@ impl Shell {
 
     fn exec(&mut self, line: &str) -> anyhow::Result<Flow> {
         let (command, rest) = word(line)?;
+        if let (Some(txn), Some(why)) = (&self.txn, &self.failed)
+            && !matches!(
+                command.as_str(),
+                "commit" | "abort" | "rollback" | "help" | "?" | "quit" | "exit"
+            )
+        {
+            bail!(
+                "transaction {txn} has failed ({why}); commands are refused until `abort` \
+                 (or `commit`, which aborts it)"
+            );
+        }
         match command.as_str() {
             "begin" => self.begin(rest)?,
             "get" => self.get(rest)?,
@@ -294,6 +323,7 @@ impl Shell {
             "abort" | "rollback" => {
                 let txn = self.open("abort")?;
                 self.txn = None;
+                self.failed = None;
                 self.client
                     .post(&format!("{}/abort", self.txn_path(&txn)), &json!({}), &[])?;
                 if self.json {
@@ -330,6 +360,7 @@ impl Shell {
             .context("the server's answer names no transaction")?
             .to_string();
         self.txn = Some(txn.clone());
+        self.failed = None;
         if self.json {
             return print_json(&begun);
         }
@@ -465,9 +496,9 @@ impl Shell {
                     again.push_str(&quote(p));
                 }
                 again.push_str(&format!(" limit {limit} start {}", quote(key)));
-                outln!("({} rows; more: {again})", rows.len());
+                outln!("({}; more: {again})", count(rows.len(), "row", "rows"));
             }
-            None => outln!("({} rows)", rows.len()),
+            None => outln!("({})", count(rows.len(), "row", "rows")),
         }
         Ok(())
     }
@@ -481,6 +512,22 @@ impl Shell {
         let txn = self.open("commit")?;
         // The server ends the transaction whatever the outcome.
         self.txn = None;
+        if let Some(why) = self.failed.take() {
+            let aborted =
+                self.client
+                    .post(&format!("{}/abort", self.txn_path(&txn)), &json!({}), &[]);
+            let outcome = match aborted {
+                Ok(_) => "it was aborted".to_string(),
+                Err(e) if problem_of(&e).is_some() => {
+                    "it had already ended on the server".to_string()
+                }
+                Err(e) => format!("aborting it got no answer ({e:#}); it expires unused"),
+            };
+            bail!(
+                "commit: transaction {txn} was not committed: a command inside it failed \
+                 ({why}), so {outcome}; nothing it wrote was kept"
+            );
+        }
         let headers: Vec<(&str, &str)> = if request_id.is_empty() {
             Vec::new()
         } else {

@@ -50,7 +50,8 @@ pub enum ViewCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List views: kind, source, current version and every version.
+    /// List views: kind, source, current version and every version; a view whose current
+    /// version stopped (its source stream was dropped) is flagged `STOPPED` (JSON: `stopped`).
     ///
     /// Example: `logbook view list`
     List {
@@ -81,7 +82,8 @@ pub enum ViewCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Read rows by key (table: record key; index: indexed value; aggregate: group key).
+    /// Read rows by key (table: record key; index: indexed value; aggregate: group key — `""`
+    /// for the one row of an aggregate without group_by).
     ///
     /// A key that has no row makes the exit status non-zero: one key is `key_not_found`;
     /// with several, the rows found are printed and the error on stderr lists the missing.
@@ -295,7 +297,20 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             }
         }
         ViewCommand::List { server, json } => {
-            let list = Client::new(&server).get("/v1/views", &[])?;
+            let client = Client::new(&server);
+            let mut list = client.get("/v1/views", &[])?;
+            // The list has no status: ask each view whether its current version runs (a
+            // view whose source stream was dropped has stopped and refuses reads).
+            if let Some(views) = list["views"].as_array_mut() {
+                for v in views {
+                    let name = v["view"].as_str().unwrap_or_default().to_string();
+                    let stopped = client
+                        .get(&view_path(&name), &[])
+                        .ok()
+                        .and_then(|st| st["status"]["error"].as_str().map(str::to_string));
+                    v["stopped"] = stopped.map_or(Value::Null, Value::String);
+                }
+            }
             if json {
                 return print_json(&list);
             }
@@ -312,13 +327,17 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                     .map(|n| format!("v{n}"))
                     .collect();
                 outln!(
-                    "{:<24} {:<10} {:<20} {:>8}  {}{}",
+                    "{:<24} {:<10} {:<20} {:>8}  {}{}{}",
                     v["view"].as_str().unwrap_or_default(),
                     v["spec"]["kind"].as_str().unwrap_or_default(),
                     v["spec"]["source"].as_str().unwrap_or_default(),
                     format!("v{}", v["current"]),
                     versions.join(","),
                     rollout_text(&v["rollout"]),
+                    v["stopped"]
+                        .as_str()
+                        .map(|e| format!("  STOPPED: {e}"))
+                        .unwrap_or_default(),
                 );
             }
         }
@@ -407,8 +426,12 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
         } => {
             let client = Client::new(&server);
             let query = read.query();
-            // One request for all keys, unless a key holds the list separator.
-            let answer = if let [key] = keys.as_slice() {
+            // One request for all keys, unless a key holds the list separator. The empty key
+            // (the one row of an aggregate without group_by) has no path segment: it is read
+            // with `keys=`.
+            let answer = if let [key] = keys.as_slice()
+                && !key.is_empty()
+            {
                 let row = client.get_waiting(
                     &format!("{}/rows/{}", view_path(&name), segment(key)),
                     &query,
@@ -519,16 +542,19 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 .as_u64()
                 .context("the server's answer names no version")?;
             follow_progress(&client, &name, version, json, timeout_ms)?;
-            let mut view = Value::Null;
-            if switch {
-                view = client
+            // The version serving reads now: the new one after a switch, else the one that
+            // was current (the rebuild does not change it).
+            let view = if switch {
+                client
                     .post(
                         &format!("{}/switch", view_path(&name)),
                         &json!({ "version": version }),
                         &[],
                     )?
-                    .body;
-            }
+                    .body
+            } else {
+                client.get(&view_path(&name), &[])?
+            };
             if json {
                 return print_json(&json!({
                     "view": name, "version": version, "switched": switch, "current": view["current"],

@@ -477,12 +477,17 @@ fn the_txn_shell_runs_scripts_and_reports_conflicts_as_retryable() {
     assert!(problem["code"].is_string(), "{problem}");
     assert!(!out.status.success());
 
-    // Shell mistakes are reported and the rest of the script still runs.
-    let out = node.cli(&["txn"], Some("put k 1\nbegin\nput k {bad\nbogus\nabort\n"));
+    // Shell mistakes are reported and the rest of the script still runs (inside a
+    // transaction, a mistake fails it: later commands are refused until `abort`).
+    let out = node.cli(
+        &["txn"],
+        Some("put k 1\nbogus\nbegin\nput k {bad\nget k\nabort\n"),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no open transaction"), "{stderr}");
     assert!(stderr.contains("not JSON"), "{stderr}");
     assert!(stderr.contains("unknown command"), "{stderr}");
+    assert!(stderr.contains("commands are refused"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("aborted"));
     assert!(!out.status.success());
 }
@@ -685,7 +690,7 @@ fn the_txn_shell_aborts_what_it_leaves_open_and_pages_scans() {
         "{out}"
     );
     let out = node.ok(&["txn"], Some("scan p/ limit 2 start p/c\n"));
-    assert!(out.contains("p/c = 3") && out.contains("(1 rows)"), "{out}");
+    assert!(out.contains("p/c = 3") && out.contains("(1 row)"), "{out}");
     assert!(!out.contains("q = 4"), "{out}");
     let page = node.json(&["txn", "--json"], Some("scan p/ limit 2\n"));
     assert_eq!(page["next"], "p/c");

@@ -42,6 +42,10 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len())
             .sum();
+        let uri_bytes = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if uri_bytes > limits::URI_BYTES_MAX {
+            return crate::error::ApiError::uri_too_long(uri_bytes).into_response();
+        }
         if header_bytes > limits::HEADER_BYTES_MAX {
             return ApiError::new(
                 ProblemCode::HeadersTooLarge,

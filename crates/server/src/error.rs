@@ -92,6 +92,19 @@ impl ApiError {
         )
     }
 
+    /// 414 `uri_too_long`: the request target (path and query) exceeds
+    /// [`crate::limits::URI_BYTES_MAX`] (`bytes`: its length, or a lower bound).
+    pub fn uri_too_long(bytes: usize) -> Self {
+        ApiError::new(
+            C::UriTooLong,
+            format!(
+                "the request target (path and query) is {bytes} bytes or more; the limit is {} \
+                 (a key in the URL is at most 4096 bytes); nothing was done",
+                crate::limits::URI_BYTES_MAX
+            ),
+        )
+    }
+
     /// 503 `not_ready`: the data directory is still being opened (or recovery failed).
     pub fn not_ready(detail: impl Into<String>) -> Self {
         ApiError::new(C::NotReady, detail).retry_after(1)
@@ -100,6 +113,27 @@ impl ApiError {
     /// 500 `internal_error` (a bug or a lost task; logged).
     pub fn internal(detail: impl Into<String>) -> Self {
         ApiError::new(C::InternalError, detail)
+    }
+
+    /// 400 `invalid_view_spec` for a spec found at `prefix` of the body (`""`: the body is
+    /// the spec; `"spec"`: a rebuild's member), naming the field as a JSON path in the body
+    /// and the reason in the API's words.
+    pub fn view_spec(prefix: &str, field: &str, reason: &str) -> Self {
+        let field = crate::extract::json_path(field, reason);
+        let field = match (prefix.is_empty(), field.is_empty()) {
+            (_, true) => prefix.to_string(),
+            (true, false) => field,
+            (false, false) => format!("{prefix}.{field}"),
+        };
+        let reason = crate::extract::api_words(reason);
+        let detail = if field.is_empty() {
+            format!("invalid view spec: {reason}")
+        } else {
+            format!("invalid view spec: {field}: {reason}")
+        };
+        let mut e = ApiError::new(C::InvalidViewSpec, detail);
+        e.field = (!field.is_empty()).then_some(field);
+        e
     }
 
     /// The problem document.
@@ -196,6 +230,12 @@ impl From<TxnError> for ApiError {
             return out;
         }
         let retryable = e.is_retryable();
+        // The store reports an empty key as a key out of bounds; it is no size problem.
+        if let TxnError::KeyTooLarge { bytes: 0, .. } = e {
+            let mut out = ApiError::new(C::InvalidKey, "a key must not be empty").field("key");
+            out.retryable = Some(false);
+            return out;
+        }
         let (code, field): (ProblemCode, Option<&str>) = match &e {
             TxnError::Log(_) => return ApiError::internal("log error mapped twice"),
             TxnError::SerializationFailure { .. } => (C::SerializationFailure, None),
@@ -239,7 +279,9 @@ impl From<ViewError> for ApiError {
         let (code, field): (ProblemCode, Option<String>) = match &e {
             ViewError::Log(_) => return ApiError::internal("log error mapped twice"),
             ViewError::UnknownKind { .. } => (C::InvalidViewSpec, Some("kind".into())),
-            ViewError::InvalidSpec { field, .. } => (C::InvalidViewSpec, Some(field.clone())),
+            ViewError::InvalidSpec { field, reason } => {
+                return ApiError::view_spec("", field, reason);
+            }
             ViewError::UnknownStream { .. } => (C::InvalidViewSpec, Some("source".into())),
             ViewError::InvalidViewName { .. } => (C::InvalidViewName, Some("view".into())),
             ViewError::ViewExists { .. } => (C::ViewExists, Some("view".into())),

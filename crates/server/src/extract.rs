@@ -32,11 +32,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Deserializes JSON; errors name the field (a JSON path) that failed.
+/// Deserializes a JSON object; errors name the field (a JSON path) that failed, in the API's
+/// words (see [`api_words`]).
 ///
 /// # Errors
 /// 400 `invalid_json`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde accepts an array for a struct (its fields in order); the API takes objects only.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if let Some(b) = first
+        && *b != b'{'
+    {
+        let got = match b {
+            b'[' => "an array",
+            b'"' => "a string",
+            b'n' => "null",
+            b't' | b'f' => "a boolean",
+            b'-' | b'0'..=b'9' => "a number",
+            _ => "something that is not JSON",
+        };
+        return Err(ApiError::invalid_json(
+            None,
+            format!("the request body must be a JSON object, not {got}"),
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let result: Result<T, _> = serde_path_to_error::deserialize(&mut *de);
     match result {
@@ -46,20 +65,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         },
         Err(e) => {
             let inner = e.inner().to_string();
-            let mut path = e.path().to_string();
-            if path == "." {
-                path.clear();
-            }
-            // serde reports a missing field at the object that lacks it: name the field.
+            let mut path = json_path(&e.path().to_string(), &inner);
+            // serde reports a missing member at the object that lacks it: name the member.
             if let Some(rest) = inner.strip_prefix("missing field `")
                 && let Some(name) = rest.split('`').next()
             {
-                path = if path.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{path}.{name}")
-                };
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(name);
             }
+            let inner = api_words(&inner);
             let detail = if path.is_empty() {
                 inner
             } else {
@@ -71,6 +87,97 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ))
         }
     }
+}
+
+/// The JSON path of a deserialization error as the API names fields (`records[2].key`):
+/// empty for the whole body; cut before any segment serde could not name (`?`); and an
+/// enum given as an object (`{"kind": {"table": 1}}`) named by its member, not the variant.
+pub fn json_path(path: &str, message: &str) -> String {
+    let mut path = if path == "." { "" } else { path }.to_string();
+    if let Some(i) = path.find('?') {
+        path.truncate(i);
+        while path.ends_with('.') || path.ends_with('[') {
+            path.pop();
+        }
+    }
+    if message.contains("expected unit")
+        && let Some(i) = path.rfind('.')
+    {
+        path.truncate(i);
+    }
+    path
+}
+
+/// A serde message in the API's words: JSON's names for types (object, array, integer)
+/// instead of Rust's (`struct CreateStream`, `u32`, `sequence`, `map`), the range of an
+/// integer, "value" for a variant. Text it does not recognise is kept.
+pub fn api_words(message: &str) -> String {
+    // An array given for an object (serde's "invalid length N, expected struct X with M
+    // elements").
+    if message.starts_with("invalid length") && message.contains("expected struct ") {
+        return "expected an object, got an array".to_string();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("struct ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "struct ".len()..];
+        let name_end = after
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        let mut tail = &after[name_end..];
+        // "with 3 elements"
+        if let Some(t) = tail.strip_prefix(" with ")
+            && let Some(j) = t.find(" element")
+        {
+            tail = t[j + " element".len()..].trim_start_matches('s');
+        }
+        out.push_str("an object");
+        rest = tail;
+    }
+    out.push_str(rest);
+    let words: [(&str, &str); 19] = [
+        ("expected u8", "expected an integer from 0 to 255"),
+        ("expected u16", "expected an integer from 0 to 65535"),
+        ("expected u32", "expected an integer from 0 to 4294967295"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected i8", "expected an integer"),
+        ("expected i16", "expected an integer"),
+        ("expected i32", "expected an integer"),
+        ("expected i64", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected string or map", "expected a string"),
+        ("expected unit", "expected a string"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected an object"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: map", "invalid type: object"),
+        ("floating point `", "number `"),
+        ("unknown variant `", "unknown value `"),
+    ];
+    for (from, to) in words {
+        out = replace_word(&out, from, to);
+    }
+    out
+}
+
+/// Replaces `from`; one ending in a letter or digit only where no letter or digit follows
+/// (so `u8` does not match `u80`).
+fn replace_word(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(from) {
+        let after = &rest[i + from.len()..];
+        let whole = !from.ends_with(|c: char| c.is_ascii_alphanumeric())
+            || !after.starts_with(|c: char| c.is_ascii_alphanumeric());
+        out.push_str(&rest[..i]);
+        out.push_str(if whole { to } else { from });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The request-tracking headers of a write: `Idempotency-Key` and `traceparent`.
@@ -163,5 +270,70 @@ mod tests {
         let e = parse_json::<Batch>(br#"{"records": [}"#).unwrap_err();
         assert_eq!(e.code, crate::error::ProblemCode::InvalidJson);
         assert!(parse_json::<Batch>(br#"{"records": []} x"#).is_err());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Settings {
+        partitions: Option<u32>,
+        size: Option<u64>,
+        level: Option<Level>,
+        inner: Option<Rec>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Level {
+        Low,
+    }
+
+    /// Issue 11: errors used Rust's type names ("expected struct CreateStream", "u32") and
+    /// accepted an array for an object.
+    #[test]
+    fn errors_use_the_apis_words_and_json_paths() {
+        let detail = |body: &str| {
+            let e = parse_json::<Settings>(body.as_bytes()).unwrap_err();
+            (e.field, e.detail)
+        };
+        for body in [r#"[]"#, r#"[1, 2]"#, r#""x""#, "5", "null"] {
+            let (field, d) = detail(body);
+            assert_eq!(field, None, "{body}");
+            assert!(d.contains("must be a JSON object"), "{body}: {d}");
+        }
+        let cases = [
+            (
+                r#"{"partitions": "x"}"#,
+                "partitions",
+                "an integer from 0 to 4294967295",
+            ),
+            (r#"{"size": -1}"#, "size", "a non-negative integer"),
+            (r#"{"inner": 5}"#, "inner", "expected an object"),
+            (
+                r#"{"inner": []}"#,
+                "inner",
+                "expected an object, got an array",
+            ),
+            (
+                r#"{"inner": {"value": 1, "key": [1]}}"#,
+                "inner.key",
+                "array",
+            ),
+            (r#"{"level": "high"}"#, "level", "unknown value `high`"),
+            (r#"{"level": {"low": 1}}"#, "level", "expected a string"),
+            (r#"{"size": 1.5}"#, "size", "number `1.5`"),
+        ];
+        for (body, want_field, want) in cases {
+            let (field, d) = detail(body);
+            assert_eq!(field.as_deref(), Some(want_field), "{body}: {d}");
+            assert!(d.contains(want), "{body}: {d}");
+            for rust in [
+                "struct", "u32", "u64", "i64", "sequence", " map", "variant", "?",
+            ] {
+                assert!(!d.contains(rust), "{body}: {d} names {rust:?}");
+            }
+        }
+        assert_eq!(json_path("a.?.b", "x"), "a");
+        assert_eq!(json_path("records[0].?", "x"), "records[0]");
+        assert_eq!(json_path("?", "x"), "");
     }
 }

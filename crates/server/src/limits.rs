@@ -19,8 +19,18 @@ pub use logbook_api::limits::{
 /// `headers_too_large`.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
 /// hyper's read buffer per connection, in bytes: a request head that does not fit is refused
-/// by hyper itself (431 without a body) before [`HEADER_BYTES_MAX`] is checked.
+/// by hyper itself (431 without a body) before [`HEADER_BYTES_MAX`] is checked — except a
+/// long request line on a connection's first request, which the accept loop answers first
+/// (see [`URI_BYTES_MAX`]).
 pub const HTTP1_BUF_BYTES: usize = 64 * 1024;
+/// Longest request target (path and query), in bytes (16 KiB; a key in the URL is at most
+/// 4 KiB). Longer: 414 `uri_too_long` — by the edge when the head fits hyper's buffer, and
+/// for a connection's first request by the accept loop, which reads the request line itself
+/// (up to [`REQUEST_LINE_DRAIN_BYTES_MAX`]) so that any length gets that answer.
+pub const URI_BYTES_MAX: usize = 16 * 1024;
+/// Most bytes of an over-long request head the accept loop reads (and drops) before it
+/// answers 414, so that the client reads the answer instead of a reset (1 MiB).
+pub const REQUEST_LINE_DRAIN_BYTES_MAX: usize = 1024 * 1024;
 /// Time a client has to send a complete request head, in ms (10 s; slow-loris guard).
 pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Default most open TCP connections (1,024). One more is answered 503 `too_many_connections`
@@ -50,6 +60,8 @@ pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);
 const _: () = assert!(BODY_BYTES_MAX <= log_limits::BATCH_BYTES_MAX as usize);
 const _: () = assert!(HEADER_BYTES_MAX < HTTP1_BUF_BYTES);
+const _: () = assert!(URI_BYTES_MAX < HTTP1_BUF_BYTES);
+const _: () = assert!(URI_BYTES_MAX < REQUEST_LINE_DRAIN_BYTES_MAX);
 // hyper refuses a read buffer below 8 KiB.
 const _: () = assert!(HTTP1_BUF_BYTES >= 8192);
 const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);

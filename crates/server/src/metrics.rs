@@ -47,6 +47,8 @@ pub struct Metrics {
     pub open_txns: IntGauge,
     /// 1 when ready.
     pub ready: IntGauge,
+    /// Requests being handled (those counted against `requests_max`), set at each scrape.
+    pub requests_in_flight: IntGauge,
     /// Per view version: records not yet applied.
     pub view_lag_records: IntGaugeVec,
     /// Per view version: lag by record timestamps, ms.
@@ -140,6 +142,10 @@ impl Metrics {
                 "Interactive transactions open now",
             ),
             ready: gauge("logbook_ready", "1 once the data directory is open"),
+            requests_in_flight: gauge(
+                "logbook_http_requests_in_flight",
+                "Requests being handled now (health and metrics not counted)",
+            ),
             view_lag_records: gauge_vec(
                 "logbook_view_lag_records",
                 "Records of the source stream a view version has not applied yet",

@@ -23,6 +23,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use logbook_log::storage::{DirLock, OsStorage, Storage};
 use logbook_log::{Log, LogError};
 use logbook_txn::{TxnError, TxnStore, TxnStoreOptions};
 use logbook_views::{ViewError, Views};
@@ -71,15 +72,21 @@ pub enum ServerError {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    /// The data directory's lock, taken at bind so a directory another process holds fails
+    /// before "listening"; handed over to the log's open.
+    dir_lock: Option<Box<dyn DirLock>>,
 }
 
 impl Server {
-    /// Binds the listen address (port 0 picks a free port). The data directory is opened by
-    /// [`Server::run`], while the server already answers health checks.
+    /// Takes the data directory's lock (if the directory exists) and binds the listen address
+    /// (port 0 picks a free port). The data directory is opened by [`Server::run`], while
+    /// the server already answers health checks.
     ///
     /// # Errors
-    /// [`ServerError::Bind`].
+    /// [`ServerError::OpenLog`] with [`LogError::Locked`] when another process holds the data
+    /// directory; [`ServerError::Bind`].
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let dir_lock = lock_data_dir(&config.data_dir)?;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -90,6 +97,7 @@ impl Server {
         Ok(Server {
             listener,
             state: AppState::new(config),
+            dir_lock,
         })
     }
 
@@ -118,7 +126,11 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
-        let Server { listener, state } = self;
+        let Server {
+            listener,
+            state,
+            dir_lock,
+        } = self;
         let config = state.config().clone();
         let (router, _) = crate::api::router(state.clone());
 
@@ -128,7 +140,13 @@ impl Server {
             let state = state.clone();
             let config = config.clone();
             tokio::spawn(async move {
-                let opened = tokio::task::spawn_blocking(move || open(&config)).await;
+                let opened = tokio::task::spawn_blocking(move || {
+                    // The log takes the lock itself (a second lock in one process conflicts
+                    // with the first): release it just before.
+                    drop(dir_lock);
+                    open(&config)
+                })
+                .await;
                 match opened {
                     Ok(Ok(o)) => {
                         tracing::info!(dir = %o.log.dir().display(), "data directory open; ready");
@@ -202,17 +220,29 @@ impl Server {
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS))
-                        .max_buf_size(limits::HTTP1_BUF_BYTES)
-                        .keep_alive(true)
-                        // Answers to pipelined requests already read leave in one write.
-                        .pipeline_flush(true)
-                        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
-                    let conn = graceful.watch(conn);
+                    let router = router.clone();
+                    let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let mut tcp = tcp;
+                        // A request line too long for hyper's buffer gets a problem answer.
+                        if answered_long_request_line(&mut tcp).await {
+                            drop(permit);
+                            return;
+                        }
+                        let conn = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(Duration::from_millis(
+                                limits::HEADER_READ_TIMEOUT_MS,
+                            ))
+                            .max_buf_size(limits::HTTP1_BUF_BYTES)
+                            .keep_alive(true)
+                            // Answers to pipelined requests already read leave in one write.
+                            .pipeline_flush(true)
+                            .serve_connection(
+                                TokioIo::new(tcp),
+                                TowerToHyperService::new(router),
+                            );
+                        if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                         drop(permit);
@@ -221,6 +251,11 @@ impl Server {
             }
         }
 
+        // Reads waiting for a consistency token (up to a minute each) would hold the drain
+        // and then the runtime's exit (a blocking thread): they answer 503 `closed` now.
+        if let Ok(opened) = state.opened() {
+            opened.views.cancel_waits();
+        }
         // Stop accepting, drain.
         state.set_phase(if failure.is_some() {
             Phase::Failed
@@ -263,6 +298,31 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+/// Takes the lock of an existing data directory, the way the log will, so that a directory
+/// in use fails `bind` (before the server says it is listening). A missing directory is
+/// left to the log, which creates it.
+fn lock_data_dir(dir: &std::path::Path) -> Result<Option<Box<dyn DirLock>>, ServerError> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let path = dir.join("LOCK");
+    let failed = |source| ServerError::OpenLog {
+        dir: dir.display().to_string(),
+        source,
+    };
+    match OsStorage.lock(&path) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(failed(LogError::Locked { path }))
+        }
+        Err(source) => Err(failed(LogError::Io {
+            op: "lock",
+            path,
+            source,
+        })),
     }
 }
 
@@ -326,6 +386,83 @@ async fn close(opened: Opened, grace: Duration) {
             }
         }
     }
+}
+
+/// Looks at the request line of a connection's first request before hyper reads it (a
+/// `peek`, nothing consumed). If it is longer than [`limits::URI_BYTES_MAX`] (plus room for
+/// the method and version), answers 414 `uri_too_long` as problem+json and returns true: the
+/// caller drops the connection. hyper alone would close it without an answer once the head
+/// outgrows its buffer. Bounded by [`limits::HEADER_READ_TIMEOUT_MS`]; a connection that
+/// sends nothing in that time is left to hyper (which times it out).
+async fn answered_long_request_line(tcp: &mut TcpStream) -> bool {
+    /// Method, spaces, `HTTP/1.1`, CRLF: generous.
+    const LINE_EXTRA: usize = 64;
+    let limit = limits::URI_BYTES_MAX + LINE_EXTRA;
+    let mut buf = vec![0u8; limit + 1];
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS);
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, async {
+            tcp.readable().await?;
+            tcp.peek(&mut buf).await
+        })
+        .await;
+        let n = match peeked {
+            Ok(Ok(n)) if n > 0 => n,
+            // Closed, failed or silent: hyper handles (or times out) the connection.
+            _ => return false,
+        };
+        if buf[..n].contains(&b'\n') {
+            return false;
+        }
+        if n > limit {
+            break;
+        }
+        // Part of the line is here, no newline yet: look again shortly (peek does not
+        // consume, so readiness stays set and would not wait).
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Read the head (dropping it, bounded) so the client is not reset before it reads the
+    // answer, then answer and close.
+    let mut read = 0usize;
+    let mut tail = [0u8; 4];
+    let mut chunk = vec![0u8; 64 * 1024];
+    let drained = tokio::time::timeout_at(deadline, async {
+        while read < limits::REQUEST_LINE_DRAIN_BYTES_MAX {
+            let n = tokio::io::AsyncReadExt::read(tcp, &mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            read += n;
+            for b in &chunk[..n] {
+                tail = [tail[1], tail[2], tail[3], *b];
+                if &tail == b"\r\n\r\n" {
+                    return Ok::<_, std::io::Error>(());
+                }
+            }
+        }
+        Ok(())
+    })
+    .await;
+    if !matches!(drained, Ok(Ok(()))) {
+        return true;
+    }
+    let problem = crate::error::ApiError::uri_too_long(limits::URI_BYTES_MAX + 1).problem();
+    let body = serde_json::to_string(&problem).unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 414 URI Too Long\r\ncontent-type: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        crate::error::PROBLEM_JSON,
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tcp.write_all(response.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+    true
 }
 
 /// Answers a connection over the limit with a 503 problem and closes it.

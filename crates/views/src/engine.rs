@@ -26,9 +26,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use logbook_log::{Log, LogError};
 use serde::{Deserialize, Serialize};
@@ -200,7 +200,12 @@ pub struct Views {
     sources: Sources,
     state: Mutex<State>,
     config: ViewsConfig,
+    /// Set by [`Views::cancel_waits`] (shutdown): waiting reads and switches give up.
+    waits_cancelled: AtomicBool,
 }
+
+/// How often a waiting read or switch looks at [`Views::cancel_waits`], ms.
+const WAIT_SLICE_MS: u64 = 50;
 
 impl std::fmt::Debug for Views {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -327,6 +332,7 @@ impl Views {
                 shown: HashMap::new(),
             }),
             config,
+            waits_cancelled: AtomicBool::new(false),
         };
         let mut st = views.lock();
         let entries: Vec<(String, u64, VersionEntry)> = st
@@ -605,7 +611,10 @@ impl Views {
         }
         let want = current.applied_now();
         let timeout = Duration::from_millis(timeout_ms.min(SWITCH_WAIT_MS_MAX));
-        if percent > 0 && !target.wait_until(timeout, |a| a.iter().zip(&want).all(|(x, w)| x >= w))
+        if percent > 0
+            && !self.wait(&target, timeout, |a| {
+                a.iter().zip(&want).all(|(x, w)| x >= w)
+            })?
         {
             let behind = target
                 .applied_now()
@@ -797,7 +806,7 @@ impl Views {
             .iter()
             .map(|p| p.end_offset())
             .collect();
-        Ok(v.wait_until(timeout, |a| a.iter().zip(&ends).all(|(x, e)| x >= e)))
+        self.wait(&v, timeout, |a| a.iter().zip(&ends).all(|(x, e)| x >= e))
     }
 
     /// Point lookup of `key` (table keys as [`crate::layout::key_text`]). An index value with
@@ -904,9 +913,10 @@ impl Views {
             };
             if sp.incarnation != v.stream.incarnation() {
                 return Err(ViewError::TokenIncarnation {
+                    view: name.to_string(),
                     stream: v.stream.name().to_string(),
                     token: sp.incarnation,
-                    current: v.stream.incarnation(),
+                    built_on: v.stream.incarnation(),
                 });
             }
             v.check_source()?;
@@ -919,9 +929,9 @@ impl Views {
                 });
             }
             let wanted = sp.offsets.clone();
-            let ok = v.wait_until(Duration::from_millis(opts.timeout_ms), |a| {
+            let ok = self.wait(&v, Duration::from_millis(opts.timeout_ms), |a| {
                 wanted.iter().all(|(p, o)| a[*p as usize] >= *o)
-            });
+            })?;
             if !ok {
                 return Err(ViewError::ConsistencyTimeout {
                     view: name.to_string(),
@@ -941,9 +951,9 @@ impl Views {
         v.check_source()?;
         // Monotonic reads: never show less than this view has shown before.
         let floor: Vec<u64> = shown.iter().map(|a| a.load(Ordering::Acquire)).collect();
-        if !v.wait_until(Duration::from_millis(READ_FLOOR_WAIT_MS), |a| {
+        if !self.wait(&v, Duration::from_millis(READ_FLOOR_WAIT_MS), |a| {
             a.iter().zip(&floor).all(|(x, f)| x >= f)
-        }) {
+        })? {
             return Err(ViewError::ConsistencyTimeout {
                 view: name.to_string(),
                 timeout_ms: READ_FLOOR_WAIT_MS,
@@ -990,6 +1000,40 @@ impl Views {
         let running: Vec<Arc<Version>> = self.lock().running.drain().map(|(_, v)| v).collect();
         for v in running {
             v.abandon();
+        }
+    }
+
+    /// Makes every waiting read, switch and catch-up wait — now and later — give up with
+    /// [`ViewError::Closed`] within [`WAIT_SLICE_MS`], so a shutdown is not held up by a
+    /// client's long `timeout_ms`. Reads that need no wait still answer. Not undone.
+    pub fn cancel_waits(&self) {
+        self.waits_cancelled.store(true, Ordering::Release);
+    }
+
+    /// Waits (≤ `timeout`) until `done(applied offsets)` holds; whether it does.
+    ///
+    /// # Errors
+    /// [`ViewError::Closed`] after [`Views::cancel_waits`].
+    fn wait(
+        &self,
+        v: &Version,
+        timeout: Duration,
+        mut done: impl FnMut(&[u64]) -> bool,
+    ) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(WAIT_SLICE_MS));
+            if v.wait_until(slice, &mut done) {
+                return Ok(true);
+            }
+            if self.waits_cancelled.load(Ordering::Acquire) {
+                return Err(ViewError::Closed);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
         }
     }
 

@@ -100,18 +100,19 @@ pub enum ViewError {
         /// The limit.
         max: usize,
     },
-    /// The token names another incarnation of the view's source stream (it was dropped and
-    /// recreated): the write it stands for is not in this stream.
-    #[error(
-        "consistency token names incarnation {token} of stream {stream:?}, which is now incarnation {current}"
-    )]
+    /// The token and the view name different incarnations of the view's source stream (it
+    /// was dropped and created again): either the view was built on the dropped one (the
+    /// token is newer), or the token's write was in the dropped one (the token is older).
+    #[error("{}", token_incarnation_text(view, stream, *token, *built_on))]
     TokenIncarnation {
-        /// The stream.
+        /// The view.
+        view: String,
+        /// The source stream.
         stream: String,
         /// Incarnation in the token.
         token: u64,
-        /// The stream's incarnation.
-        current: u64,
+        /// The incarnation the view was built on.
+        built_on: u64,
     },
     /// A read's parameters are out of their limits or inconsistent.
     #[error("invalid read: parameter `{parameter}`: {reason}")]
@@ -214,3 +215,21 @@ impl ViewError {
 
 /// Result with [`ViewError`].
 pub type Result<T, E = ViewError> = std::result::Result<T, E>;
+
+/// The message of [`ViewError::TokenIncarnation`]: which side is stale and how to recover.
+/// Incarnation ids grow with creation time, so the larger one is the newer stream.
+fn token_incarnation_text(view: &str, stream: &str, token: u64, built_on: u64) -> String {
+    if token > built_on {
+        format!(
+            "view {view:?} was built on incarnation {built_on} of stream {stream:?}, which was \
+             dropped; the token names the stream's new incarnation {token}. Drop the view and \
+             create it again to read the new stream"
+        )
+    } else {
+        format!(
+            "the token names incarnation {token} of stream {stream:?}, which was dropped; view \
+             {view:?} reads incarnation {built_on}, which does not hold that write. Read \
+             without the token, or with a token of a write to the current stream"
+        )
+    }
+}

@@ -53,6 +53,17 @@ pub enum ViewKind {
     Aggregate,
 }
 
+impl ViewKind {
+    /// Its name in a spec: `table`, `index` or `aggregate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewKind::Table => "table",
+            ViewKind::Index => "index",
+            ViewKind::Aggregate => "aggregate",
+        }
+    }
+}
+
 /// One aggregate of an aggregate view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +92,20 @@ pub enum AggFn {
     Avg,
     /// Number of distinct non-null values.
     CountDistinct,
+}
+
+impl AggFn {
+    /// Its name in a spec (`fn`): `count`, `sum`, `min`, `max`, `avg`, `count_distinct`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggFn::Count => "count",
+            AggFn::Sum => "sum",
+            AggFn::Min => "min",
+            AggFn::Max => "max",
+            AggFn::Avg => "avg",
+            AggFn::CountDistinct => "count_distinct",
+        }
+    }
 }
 
 /// A parsed field path.
@@ -419,7 +444,7 @@ impl Plan {
             if present {
                 Err(ViewError::spec(
                     field,
-                    format!("not allowed for kind {:?}", spec.kind),
+                    format!("not allowed for kind \"{}\"", spec.kind.as_str()),
                 ))
             } else {
                 Ok(())
@@ -507,7 +532,7 @@ impl Plan {
                     if field.is_none() && a.func != AggFn::Count {
                         return Err(ViewError::spec(
                             format!("{at}.field"),
-                            format!("missing; {:?} needs a field", a.func),
+                            format!("missing; \"{}\" needs a field", a.func.as_str()),
                         ));
                     }
                     aggregates.push(Aggregate {

@@ -126,16 +126,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
-    /// Refuses parameters not in `known`, and repeated ones.
+    /// Refuses parameters not in `known`, and repeated ones. Every route calls it (with
+    /// `&[]` when it takes none), so a misspelt or misplaced parameter (`?dry_run=true` on a
+    /// delete) is an error, never silently ignored.
     ///
     /// # Errors
-    /// 400 `invalid_request` naming the parameter.
+    /// 400 `invalid_request` naming the parameter and listing the accepted ones.
     pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
         for (i, (k, _)) in self.0.iter().enumerate() {
             if !known.contains(&k.as_str()) {
+                let takes = if known.is_empty() {
+                    "this route takes no query parameters".to_string()
+                } else {
+                    format!("this route takes {}", known.join(", "))
+                };
                 return Err(ApiError::invalid(
                     k.clone(),
-                    format!("unknown query parameter {k:?}; this route takes {known:?}"),
+                    format!("unknown query parameter {k:?}; {takes}"),
                 ));
             }
             if self.0[..i].iter().any(|(k2, _)| k2 == k) {

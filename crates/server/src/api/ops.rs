@@ -51,21 +51,27 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
 /// Metrics in the Prometheus text format (see [`crate::metrics`]).
 #[utoipa::path(get, path = route::METRICS, tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, q: Params) -> Result<Response, ApiError> {
+    q.only(&[])?;
+    let in_flight = state
+        .config()
+        .requests_max
+        .saturating_sub(state.requests().available_permits());
+    state.metrics().requests_in_flight.set(in_flight as i64);
     // View lag is computed at scrape time (status reads each source's newest records).
     if let Ok(opened) = state.opened() {
         let m = state.metrics().clone();
         let views = opened.views.clone();
         let _ = crate::extract::blocking(move || m.set_view_lag(&views)).await;
     }
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.metrics().render(),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The OpenAPI document, as served.
@@ -75,10 +81,14 @@ pub struct OpenApiJson(pub Arc<str>);
 /// This API's OpenAPI 3.1 document, generated from the code.
 #[utoipa::path(get, path = route::OPENAPI, tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn openapi(Extension(doc): Extension<OpenApiJson>) -> Response {
-    (
+pub async fn openapi(
+    Extension(doc): Extension<OpenApiJson>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    q.only(&[])?;
+    Ok((
         [(header::CONTENT_TYPE, "application/json")],
         doc.0.to_string(),
     )
-        .into_response()
+        .into_response())
 }

@@ -74,8 +74,10 @@ fn check_writable(name: &str) -> Result<(), ApiError> {
 pub async fn put_stream(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    q: Params,
     JsonBody(body): JsonBody<CreateStream>,
 ) -> Result<Response, ApiError> {
+    q.only(&[])?;
     check_writable(&name)?;
     let opened = state.opened()?;
     let mut config = StreamConfig::with_partitions(body.partitions.unwrap_or(1));
@@ -103,7 +105,11 @@ pub async fn put_stream(
 /// Lists streams.
 #[utoipa::path(get, path = route::STREAMS, tag = "streams",
     responses((status = 200, body = StreamList)))]
-pub async fn list_streams(State(state): State<AppState>) -> Result<Json<StreamList>, ApiError> {
+pub async fn list_streams(
+    State(state): State<AppState>,
+    q: Params,
+) -> Result<Json<StreamList>, ApiError> {
+    q.only(&[])?;
     let opened = state.opened()?;
     let streams = opened
         .log
@@ -123,7 +129,9 @@ pub async fn list_streams(State(state): State<AppState>) -> Result<Json<StreamLi
 pub async fn get_stream(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    q: Params,
 ) -> Result<Json<StreamInfo>, ApiError> {
+    q.only(&[])?;
     let opened = state.opened()?;
     let s = opened
         .log
@@ -141,7 +149,9 @@ pub async fn get_stream(
 pub async fn delete_stream(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    q: Params,
 ) -> Result<StatusCode, ApiError> {
+    q.only(&[])?;
     check_writable(&name)?;
     let opened = state.opened()?;
     let log = opened.log.clone();
@@ -182,9 +192,11 @@ fn to_record(r: RecordIn) -> Record {
 pub async fn append(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    q: Params,
     tracking: Tracking,
     JsonBody(body): JsonBody<AppendBody>,
 ) -> Result<Response, ApiError> {
+    q.only(&[])?;
     check_writable(&name)?;
     let (records, single) = match body.records {
         Some(records) => {
@@ -490,6 +502,7 @@ pub async fn read_records(
             headers: r
                 .headers
                 .iter()
+                .filter(|(k, _)| k != logbook_log::dedup::REQUEST_RECORDS_HEADER)
                 .map(|(k, v)| (k.clone(), text(v)))
                 .collect(),
             timestamp_ms: r.timestamp_ms,

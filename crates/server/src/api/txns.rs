@@ -165,8 +165,10 @@ fn scan_limit(q: &Params) -> Result<usize, ApiError> {
         (status = 429, description = "`too_many_transactions`", body = Problem, content_type = "application/problem+json")))]
 pub async fn begin(
     State(state): State<AppState>,
+    q: Params,
     JsonBody(body): JsonBody<BeginBody>,
 ) -> Result<(StatusCode, Json<Begun>), ApiError> {
+    q.only(&[])?;
     let opened = state.opened()?;
     state.txns().check_room()?;
     let mut options = TxnOptions::new(body.isolation.map_or(Isolation::Serializable, isolation));
@@ -246,8 +248,10 @@ pub async fn scan(
 pub async fn put_key(
     State(state): State<AppState>,
     Path((id, key)): Path<(String, String)>,
+    q: Params,
     JsonBody(body): JsonBody<PutBody>,
 ) -> Result<StatusCode, ApiError> {
+    q.only(&[])?;
     let value = json_value(&body.value);
     if body.if_version.is_some() && body.if_absent == Some(true) {
         return Err(ApiError::invalid(
@@ -295,8 +299,10 @@ pub async fn delete_key(
 pub async fn increment(
     State(state): State<AppState>,
     Path((id, key)): Path<(String, String)>,
+    q: Params,
     JsonBody(body): JsonBody<IncrementBody>,
 ) -> Result<StatusCode, ApiError> {
+    q.only(&[])?;
     with_txn_inline(&state, &id, move |t| t.increment(key.as_bytes(), body.by)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -312,8 +318,10 @@ pub async fn increment(
 pub async fn commit(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    q: Params,
     tracking: Tracking,
 ) -> Result<Json<Committed>, ApiError> {
+    q.only(&[])?;
     let opened = state.opened()?;
     let m = state.metrics();
     let entry = match state.txns().get(&id) {
@@ -416,7 +424,9 @@ fn committed_response(
 pub async fn abort(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    q: Params,
 ) -> Result<StatusCode, ApiError> {
+    q.only(&[])?;
     let entry = state.txns().get(&id)?;
     let mut guard = entry.txn.clone().lock_owned().await;
     if let Some(t) = guard.take() {

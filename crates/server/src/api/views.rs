@@ -95,15 +95,29 @@ fn views_of(state: &AppState) -> Result<Arc<Views>, ApiError> {
 }
 
 /// `token` and `timeout_ms` of a read. With a token the default wait is
-/// [`limits::VIEW_READ_TIMEOUT_MS_DEFAULT`].
+/// [`limits::VIEW_READ_TIMEOUT_MS_DEFAULT`]. `timeout_ms` is checked whether or not a token
+/// is given (and whether or not the read ends up waiting), so a bad value is always refused.
 fn read_options(q: &Params) -> Result<ReadOptions, ApiError> {
     let token = q.text("token").map(str::to_string);
-    let timeout_ms = q.get::<u64>("timeout_ms")?.unwrap_or(if token.is_some() {
+    let timeout_ms = q.get::<u64>("timeout_ms")?;
+    check_timeout_ms(timeout_ms, logbook_views::limits::READ_TIMEOUT_MS_MAX)?;
+    let timeout_ms = timeout_ms.unwrap_or(if token.is_some() {
         limits::VIEW_READ_TIMEOUT_MS_DEFAULT
     } else {
         0
     });
     Ok(ReadOptions { token, timeout_ms })
+}
+
+/// Refuses a `timeout_ms` over `max` (400 `invalid_request` naming it).
+fn check_timeout_ms(timeout_ms: Option<u64>, max: u64) -> Result<(), ApiError> {
+    match timeout_ms {
+        Some(t) if t > max => Err(ApiError::invalid(
+            "timeout_ms",
+            format!("timeout_ms is {t}; the limit is {max}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Runs a read: first without waiting, on this worker; if the view has not applied the
@@ -127,7 +141,11 @@ where
 /// Every view.
 #[utoipa::path(get, path = route::VIEWS, tag = "views",
     responses((status = 200, body = ViewList)))]
-pub async fn list_views(State(state): State<AppState>) -> Result<Json<ViewList>, ApiError> {
+pub async fn list_views(
+    State(state): State<AppState>,
+    q: Params,
+) -> Result<Json<ViewList>, ApiError> {
+    q.only(&[])?;
     let views = views_of(&state)?;
     Ok(Json(ViewList {
         views: views.list().into_iter().map(view_out).collect(),
@@ -146,8 +164,10 @@ pub async fn list_views(State(state): State<AppState>) -> Result<Json<ViewList>,
 pub async fn put_view(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    q: Params,
     JsonBody(spec): JsonBody<serde_json::Value>,
 ) -> Result<(StatusCode, Json<ViewOut>), ApiError> {
+    q.only(&[])?;
     let views = views_of(&state)?;
     let bytes =
         serde_json::to_vec(&spec).map_err(|e| ApiError::invalid_json(None, e.to_string()))?;
@@ -329,8 +349,10 @@ pub async fn scan_rows(
 pub async fn rebuild(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    q: Params,
     JsonBody(body): JsonBody<RebuildBody>,
 ) -> Result<(StatusCode, Json<Rebuilt>), ApiError> {
+    q.only(&[])?;
     let views = views_of(&state)?;
     let spec = match &body.spec {
         Some(s) => {
@@ -341,15 +363,20 @@ pub async fn rebuild(
     let n = name.clone();
     let version = blocking(move || views.rebuild(&n, spec.as_deref()))
         .await?
-        .map_err(|e| {
-            let mut e = ApiError::from(e);
-            if e.code == ProblemCode::InvalidViewSpec {
-                e.field = Some(match e.field.as_deref() {
-                    None | Some("") => "spec".to_string(),
-                    Some(f) => format!("spec.{f}"),
-                });
+        .map_err(|e| match e {
+            ViewError::InvalidSpec { field, reason } => {
+                ApiError::view_spec("spec", &field, &reason)
             }
-            e
+            other => {
+                let mut out = ApiError::from(other);
+                if out.code == ProblemCode::InvalidViewSpec {
+                    out.field = Some(match out.field.as_deref() {
+                        None | Some("") => "spec".to_string(),
+                        Some(f) => format!("spec.{f}"),
+                    });
+                }
+                out
+            }
         })?;
     tracing::info!(view = %name, version, "view rebuild started");
     Ok((
@@ -373,8 +400,11 @@ pub async fn rebuild(
 pub async fn switch(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    q: Params,
     JsonBody(body): JsonBody<SwitchBody>,
 ) -> Result<Json<ViewOut>, ApiError> {
+    q.only(&[])?;
+    check_timeout_ms(body.timeout_ms, logbook_views::limits::SWITCH_WAIT_MS_MAX)?;
     let views = views_of(&state)?;
     let timeout_ms = body
         .timeout_ms

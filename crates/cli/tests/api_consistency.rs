@@ -1,0 +1,699 @@
+//! Issue 11 ("the `txn` shell", "API consistency") through the real binary: a `logbook
+//! serve` on a free port, driven over HTTP and by the `logbook` client commands.
+//!
+//! Each test names the defect it pins down: the shell never commits after a failed command;
+//! every route refuses unknown query parameters; `timeout_ms` is always checked; the
+//! `token_incarnation` message says which side is stale; parse errors name JSON paths in the
+//! API's words; one status per problem code; an empty row key is readable; the CLI's output
+//! (rebuild `current`, plural forms, `log read` values, internal headers, stopped views, one
+//! stats sample); `serve` on a locked data directory; shutdown cancels token waits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+use common::BIN;
+
+/// A running `logbook serve`, SIGKILLed when dropped.
+struct Node {
+    child: Child,
+    base: String,
+    data: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn start(data: &Path, extra: &[&str]) -> Node {
+        let (child, base) =
+            common::spawn_serve(data, extra, &[("RUST_LOG", "warn")], Stdio::null());
+        let node = Node {
+            child,
+            base,
+            data: data.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while node.http("GET", "/v1/health", None).0 != 200 {
+            assert!(Instant::now() < deadline, "the server never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    /// One request; the status and the JSON body (a JSON string for other bodies). Error
+    /// answers must be problem+json.
+    fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.unwrap_or_default().as_bytes().to_vec())
+            .unwrap();
+        let mut resp = agent
+            .run(req)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let text = resp.body_mut().read_to_string().unwrap();
+        // (Health answers 503 with its own document while the data directory opens.)
+        if status >= 400 && !path.starts_with("/v1/health") {
+            assert_eq!(ctype, "application/problem+json", "{method} {path}: {text}");
+        }
+        let value = if ctype.contains("json") && !text.is_empty() {
+            serde_json::from_str(&text).unwrap()
+        } else {
+            Value::String(text)
+        };
+        (status, value)
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<&str>) -> Value {
+        let (status, v) = self.http(method, path, body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+
+    /// Runs `logbook ARGS` against this server with `stdin` piped in.
+    fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("LOGBOOK_SERVER", &self.base)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(stdin.as_bytes()).unwrap();
+        drop(pipe);
+        child.wait_with_output().unwrap()
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args, "");
+        assert!(
+            out.status.success(),
+            "logbook {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn the_txn_shell_never_commits_after_a_failed_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    // Half a transfer: the second put is malformed JSON.
+    let script = "begin\nput transfer/from -100\nput transfer/to {\"amount\": 100\n\
+                  get transfer/from\ncommit\n";
+    let out = node.cli(&["txn"], script);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains("committed"), "{stdout}");
+    assert!(stderr.contains("was not committed"), "{stderr}");
+    assert!(stderr.contains("commands are refused"), "{stderr}");
+    // Nothing of it is in the table.
+    let out = node.cli(&["txn"], "get transfer/from\n");
+    assert!(
+        text(&out.stdout).contains("not found"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A refused put in a read-only transaction fails it the same way.
+    let out = node.cli(&["txn"], "begin read_only\nput a 1\ncommit\n");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success());
+    assert!(!stdout.contains("committed"), "{stdout}");
+    assert!(stderr.contains("was not committed"), "{stderr}");
+
+    // `abort` ends a failed transaction; the next one commits normally.
+    let out = node.cli(&["txn"], "begin\nput x {\nabort\nbegin\nput x 1\ncommit\n");
+    assert!(
+        text(&out.stdout).contains("committed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !out.status.success(),
+        "the malformed put still counts as a failure"
+    );
+}
+
+#[test]
+fn every_route_refuses_unknown_query_parameters_and_checks_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    node.ok("PUT", "/v1/streams/s", Some(r#"{"partitions": 1}"#));
+    node.ok(
+        "PUT",
+        "/v1/views/t",
+        Some(r#"{"source":"s","kind":"table"}"#),
+    );
+    let txn = node.ok("POST", "/v1/txns", None)["txn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let routes = [
+        ("GET", "/v1/streams".to_string(), None),
+        (
+            "PUT",
+            "/v1/streams/s".to_string(),
+            Some(r#"{"partitions": 1}"#),
+        ),
+        ("GET", "/v1/streams/s".to_string(), None),
+        ("DELETE", "/v1/streams/s".to_string(), None),
+        (
+            "POST",
+            "/v1/streams/s/records".to_string(),
+            Some(r#"{"value": 1}"#),
+        ),
+        ("GET", "/v1/views".to_string(), None),
+        (
+            "PUT",
+            "/v1/views/t".to_string(),
+            Some(r#"{"source":"s","kind":"table"}"#),
+        ),
+        ("POST", "/v1/views/t/rebuild".to_string(), None),
+        (
+            "POST",
+            "/v1/views/t/switch".to_string(),
+            Some(r#"{"version": 1}"#),
+        ),
+        ("POST", "/v1/txns".to_string(), None),
+        (
+            "PUT",
+            format!("/v1/txns/{txn}/kv/k"),
+            Some(r#"{"value": 1}"#),
+        ),
+        (
+            "POST",
+            format!("/v1/txns/{txn}/kv/k/increment"),
+            Some(r#"{"by": 1}"#),
+        ),
+        ("POST", format!("/v1/txns/{txn}/commit"), None),
+        ("POST", format!("/v1/txns/{txn}/abort"), None),
+        ("GET", "/metrics".to_string(), None),
+        ("GET", "/openapi.json".to_string(), None),
+    ];
+    for (method, path, body) in &routes {
+        let (status, p) = node.http(method, &format!("{path}?dry_run=true"), *body);
+        assert_eq!(status, 400, "{method} {path}: {p}");
+        assert_eq!(p["code"], "invalid_request", "{method} {path}: {p}");
+        assert_eq!(p["field"], "dry_run", "{method} {path}: {p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("this route takes"),
+            "{p}"
+        );
+    }
+    // Refused means nothing happened: the stream is there, nothing was appended, the
+    // transaction is still open, the view has one version.
+    let s = node.ok("GET", "/v1/streams/s", None);
+    assert_eq!(s["records"], 0, "{s}");
+    let (status, p) = node.http(
+        "POST",
+        "/v1/streams/s/records?partition=3",
+        Some(r#"{"value": 1}"#),
+    );
+    assert_eq!(
+        (status, p["field"].as_str()),
+        (400, Some("partition")),
+        "{p}"
+    );
+    assert_eq!(node.ok("GET", "/v1/streams/s", None)["records"], 0);
+    assert_eq!(
+        node.ok("GET", "/v1/views/t", None)["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    node.ok("POST", &format!("/v1/txns/{txn}/abort"), None);
+    // The accepted parameters are listed.
+    let (_, p) = node.http("GET", "/v1/views/t/rows?colour=red", None);
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("prefix") && detail.contains("timeout_ms"),
+        "{detail}"
+    );
+
+    // timeout_ms is checked with or without a token, and on a switch.
+    for path in [
+        "/v1/views/t/rows?timeout_ms=999999",
+        "/v1/views/t/rows/k?timeout_ms=999999",
+    ] {
+        let (status, p) = node.http("GET", path, None);
+        assert_eq!(
+            (status, p["field"].as_str()),
+            (400, Some("timeout_ms")),
+            "{path}: {p}"
+        );
+    }
+    let (status, p) = node.http(
+        "POST",
+        "/v1/views/t/switch",
+        Some(r#"{"version": 1, "timeout_ms": 999999999}"#),
+    );
+    assert_eq!(
+        (status, p["field"].as_str()),
+        (400, Some("timeout_ms")),
+        "{p}"
+    );
+}
+
+#[test]
+fn errors_speak_the_apis_words_with_one_status_per_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    node.ok("PUT", "/v1/streams/s", None);
+    let rust_words = [
+        "struct ", "u32", "u64", "i64", "Table", "Sum", "sequence", "``",
+    ];
+    let bad = [
+        ("PUT", "/v1/streams/s2", "[]", None),
+        (
+            "PUT",
+            "/v1/streams/s2",
+            r#"{"partitions": "x"}"#,
+            Some("partitions"),
+        ),
+        (
+            "POST",
+            "/v1/streams/s/records",
+            r#"{"records": [5]}"#,
+            Some("records[0]"),
+        ),
+        (
+            "POST",
+            "/v1/streams/s/records",
+            r#"{"value": 1, "timestamp_ms": "x"}"#,
+            Some("timestamp_ms"),
+        ),
+        ("POST", "/v1/txns", "[]", None),
+        (
+            "PUT",
+            "/v1/views/v",
+            r#"{"source":"s","kind":"table","on":["a"]}"#,
+            Some("on"),
+        ),
+        (
+            "PUT",
+            "/v1/views/v",
+            r#"{"source":"s","kind":"aggregate","aggregates":{"a":{"fn":"sum"}}}"#,
+            Some("aggregates.a.field"),
+        ),
+        (
+            "PUT",
+            "/v1/views/v",
+            r#"{"source":"s","kind":"aggregate","aggregates":{"a":5}}"#,
+            Some("aggregates.a"),
+        ),
+        (
+            "PUT",
+            "/v1/views/v",
+            r#"{"source":"s","kind":{"table":1}}"#,
+            Some("kind"),
+        ),
+    ];
+    for (method, path, body, field) in bad {
+        let (status, p) = node.http(method, path, Some(body));
+        assert_eq!(status, 400, "{body}: {p}");
+        assert_eq!(p["field"].as_str(), field, "{body}: {p}");
+        assert_ne!(p["field"], "?", "{body}: {p}");
+        let detail = p["detail"].as_str().unwrap();
+        for word in rust_words {
+            assert!(!detail.contains(word), "{body}: {detail:?} says {word:?}");
+        }
+    }
+    let (_, p) = node.http(
+        "PUT",
+        "/v1/views/v",
+        Some(r#"{"source":"s","kind":"table","on":["a"]}"#),
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains(r#"kind "table""#),
+        "{p}"
+    );
+    // A rebuild names the spec's fields under `spec`, in the field and the detail alike.
+    node.ok(
+        "PUT",
+        "/v1/views/v",
+        Some(r#"{"source":"s","kind":"table"}"#),
+    );
+    let (status, p) = node.http("POST", "/v1/views/v/rebuild", Some(r#"{"spec": []}"#));
+    assert_eq!((status, p["field"].as_str()), (400, Some("spec")), "{p}");
+    let (_, p) = node.http(
+        "POST",
+        "/v1/views/v/rebuild",
+        Some(r#"{"spec": {"source":"s","kind":"table","on":["a"]}}"#),
+    );
+    assert_eq!(p["field"], "spec.on", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("spec.on"), "{p}");
+
+    // key_too_large is 413 for record keys and kv keys alike.
+    let long = "k".repeat(5000);
+    let body = json!({"key": long, "value": 1}).to_string();
+    let (status, p) = node.http("POST", "/v1/streams/s/records", Some(&body));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (413, Some("key_too_large")),
+        "{p}"
+    );
+    let (status, p) = node.http("GET", &format!("/v1/kv/{}", "k".repeat(2000)), None);
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (413, Some("key_too_large")),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_long_url_is_answered_414_as_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    // 20 KB fits hyper's buffer (the edge answers).
+    let (status, p) = node.http("GET", &format!("/v1/kv/{}", "k".repeat(20_000)), None);
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (414, Some("uri_too_long")),
+        "{p}"
+    );
+    // 70 KB and 300 KB do not (the accept loop answers); HTTP clients refuse to send such
+    // URLs, so the request is written by hand.
+    let addr = node.base.trim_start_matches("http://").to_string();
+    for bytes in [70_000, 300_000] {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let request = format!(
+            "GET /v1/kv/{} HTTP/1.1\r\nhost: {addr}\r\n\r\n",
+            "k".repeat(bytes)
+        );
+        tcp.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut tcp, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 414"), "{bytes}: {answer:?}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains(r#""code":"uri_too_long""#), "{answer}");
+    }
+    // The server still answers.
+    assert_eq!(node.http("GET", "/v1/health", None).0, 200);
+}
+
+#[test]
+fn token_incarnation_says_the_view_was_built_on_a_dropped_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    node.ok("PUT", "/v1/streams/s", None);
+    node.ok(
+        "PUT",
+        "/v1/views/t",
+        Some(r#"{"source":"s","kind":"table"}"#),
+    );
+    node.ok("DELETE", "/v1/streams/s", None);
+    node.ok("PUT", "/v1/streams/s", None);
+    let token = node.ok(
+        "POST",
+        "/v1/streams/s/records",
+        Some(r#"{"key":"k","value":1}"#),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, p) = node.http("GET", &format!("/v1/views/t/rows/k?token={token}"), None);
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (409, Some("token_incarnation")),
+        "{p}"
+    );
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(r#"view "t" was built on incarnation"#)
+            && detail.contains("which was dropped")
+            && detail.contains("create it again"),
+        "{detail}"
+    );
+    // `view list` flags the view once its processors noticed that the source stream was
+    // dropped (they look every 100 ms when idle).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = node.cli_ok(&["view", "list"]);
+        if list.contains("STOPPED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never flagged: {list}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list: Value = serde_json::from_str(&node.cli_ok(&["view", "list", "--json"])).unwrap();
+    assert!(list["views"][0]["stopped"].is_string(), "{list}");
+}
+
+#[test]
+fn cli_output_reads_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    // Singular forms.
+    let created = node.cli_ok(&["stream", "create", "orders"]);
+    assert!(created.contains("1 partition,"), "{created}");
+    node.cli_ok(&[
+        "stream",
+        "append",
+        "orders",
+        "--key",
+        "c1",
+        "--value",
+        r#"{"total": 42}"#,
+        "--request-id",
+        "r1",
+    ]);
+    let shown = node.cli_ok(&["stream", "show", "orders"]);
+    assert!(shown.contains("1 partition, 1 record,"), "{shown}");
+    let out = node.cli(&["txn"], "begin\nput a 1\ncommit\nscan\n");
+    assert!(
+        text(&out.stdout).contains("(1 row)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Records' headers hold no internal bookkeeping (HTTP and `stream tail`).
+    let records = node.ok("GET", "/v1/streams/orders/records", None);
+    let headers = &records["records"][0]["headers"];
+    assert_eq!(headers["request-id"], "r1", "{records}");
+    assert!(headers.get("request-records").is_none(), "{records}");
+
+    // An aggregate without group_by has one row, key "": `view get` reads it.
+    node.cli_ok(&[
+        "view",
+        "create",
+        "totals",
+        "--wait",
+        "--spec",
+        r#"{"source":"orders","kind":"aggregate","aggregates":{"n":{"fn":"count"}}}"#,
+    ]);
+    let row = node.cli_ok(&["view", "get", "totals", "", "--json"]);
+    assert!(
+        row.contains(r#""n":1"#) || row.contains(r#""n": 1"#),
+        "{row}"
+    );
+
+    // rebuild --json names the version serving reads (not null), with or without --switch.
+    let rebuilt: Value =
+        serde_json::from_str(&node.cli_ok(&["view", "rebuild", "totals", "--json"])).unwrap();
+    assert_eq!(rebuilt["current"], 1, "{rebuilt}");
+    let rebuilt: Value =
+        serde_json::from_str(&node.cli_ok(&["view", "rebuild", "totals", "--switch", "--json"]))
+            .unwrap();
+    assert_eq!(rebuilt["current"], rebuilt["version"], "{rebuilt}");
+
+    // stats: the append endpoint had one sample, so every percentile is the same.
+    let stats: Value = serde_json::from_str(&node.cli_ok(&["stats", "--json"])).unwrap();
+    let one: Vec<&Value> = stats["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["count"] == 1)
+        .collect();
+    assert!(!one.is_empty(), "{stats}");
+    for r in one {
+        assert_eq!(r["p50_ms"], r["p99_ms"], "{r}");
+        assert_eq!(r["p50_ms"], r["p95_ms"], "{r}");
+    }
+
+    // log read (offline): values as JSON, internal headers hidden, as over HTTP.
+    let data = node.data.clone();
+    node.stop();
+    let out = Command::new(BIN)
+        .args(["log", "read", "orders", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["value"], json!({"total": 42}), "{first}");
+    assert!(first["headers"].get("request-records").is_none(), "{first}");
+}
+
+#[test]
+fn serve_on_a_locked_data_directory_fails_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &[]);
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("LOGBOOK_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(stderr.contains("locked"), "{stderr}");
+    // The cause is printed once.
+    assert_eq!(
+        stderr.matches("locked by another process").count(),
+        1,
+        "{stderr}"
+    );
+    drop(node);
+
+    // An address in use: its OS error once, not again as "caused by".
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("other"))
+        .env_remove("LOGBOOK_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
+}
+
+#[test]
+fn shutdown_cancels_reads_waiting_for_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--shutdown-grace-ms", "1000"]);
+    node.ok("PUT", "/v1/streams/s", None);
+    node.ok(
+        "PUT",
+        "/v1/views/t",
+        Some(r#"{"source":"s","kind":"table"}"#),
+    );
+    let token = node.ok(
+        "POST",
+        "/v1/streams/s/records",
+        Some(r#"{"key":"k","value":1}"#),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A token a million records ahead: the read waits (up to a minute).
+    let mut ahead = logbook_views::ConsistencyToken::decode(&token).unwrap();
+    for pos in ahead.streams.values_mut() {
+        for offset in pos.offsets.values_mut() {
+            *offset += 1_000_000;
+        }
+    }
+    let ahead = ahead.encode().unwrap();
+    let base = node.base.clone();
+    let reader = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let mut resp = agent
+            .get(format!(
+                "{base}/v1/views/t/rows/k?token={ahead}&timeout_ms=60000"
+            ))
+            .call()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    });
+    // The read is waiting once its request is in flight on the server (no timing: the
+    // metric of requests in flight says so).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = node.ok("GET", "/metrics", None);
+        let waiting = metrics
+            .as_str()
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("logbook_http_requests_in_flight ") && !l.ends_with(" 0"));
+        if waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the read never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = node.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, body) = reader.join().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"closed\""), "{body}");
+    let mut node = node;
+    let exit = node.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn the_readme_sets_what_its_examples_use() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    let first_use = lines.iter().position(|l| l.contains("\"$TOKEN\"")).unwrap();
+    assert!(
+        lines[..first_use].iter().any(|l| l.contains("TOKEN=$(")),
+        "the README uses $TOKEN before setting it"
+    );
+    // The token comes from an append to the stream the view reads.
+    let set = lines.iter().find(|l| l.contains("TOKEN=$(")).unwrap();
+    assert!(set.contains("append flights"), "{set}");
+}
