@@ -51,6 +51,7 @@ mod segment;
 pub mod sim;
 pub mod storage;
 pub mod stream;
+mod stream_append;
 pub mod verify;
 
 pub use completion::{AppendAck, AppendCompletion, EndOffsetAbove};
@@ -61,5 +62,6 @@ pub use format::{Record, StoredRecord};
 pub use log::{Log, LogOptions};
 pub use partition::{Partition, PartitionStats, TryAppendError};
 pub use stream::{
-    AppendOutcome, IdempotentAppend, Position, Stream, StreamAppend, partition_for_key,
+    AppendOutcome, IdempotentAppend, Position, Stream, StreamAppend, UnqueuedShares,
+    partition_for_key,
 };

@@ -20,7 +20,9 @@ use crate::dedup::{self, Claim, DedupIndex, Lookup, RequestId};
 use crate::error::{LogError, Result};
 use crate::format::{Record, StoredRecord};
 use crate::partition::AckHook;
-use crate::partition::Partition;
+use crate::partition::{Partition, TryAppendError};
+use crate::stream_append::Share;
+pub use crate::stream_append::{StreamAppend, UnqueuedShares};
 
 /// The partition of a keyed record in a stream of `partitions` partitions:
 /// `xxh3_64(key, seed 0) % partitions`.
@@ -188,15 +190,6 @@ impl IdempotentAppend {
     }
 }
 
-/// Positions of a multi-partition append: resolve with [`StreamAppend::wait`].
-#[derive(Debug)]
-#[must_use = "the records are only acknowledged once this resolves"]
-pub struct StreamAppend {
-    /// One completion per partition touched, with the input indices it holds (in order).
-    parts: Vec<(AppendCompletion, Vec<usize>)>,
-    len: usize,
-}
-
 /// Where one record of an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Position {
@@ -204,42 +197,6 @@ pub struct Position {
     pub partition: u32,
     /// Offset within the partition.
     pub offset: u64,
-}
-
-impl StreamAppend {
-    /// Waits for every partition's batch; returns positions in input order. The append is
-    /// atomic per partition, not across partitions: on error, batches to other partitions
-    /// may have been acknowledged (their positions are lost to this caller, which is why
-    /// writes carry request ids).
-    pub fn wait(self) -> Result<Vec<Position>> {
-        let mut positions = vec![
-            Position {
-                partition: 0,
-                offset: 0
-            };
-            self.len
-        ];
-        let mut first_error = None;
-        for (completion, indices) in self.parts {
-            match completion.wait() {
-                Ok(ack) => {
-                    for (i, index) in indices.into_iter().enumerate() {
-                        positions[index] = Position {
-                            partition: ack.partition,
-                            offset: ack.base_offset + i as u64,
-                        };
-                    }
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(positions),
-        }
-    }
 }
 
 impl Stream {
@@ -485,27 +442,78 @@ impl Stream {
     }
 
     /// Appends records to their partitions (keyed by hash; all unkeyed ones of this call to
-    /// one round-robin partition), one atomic batch per partition. Every record is checked
-    /// against the limits before anything is queued, so bad input changes nothing.
+    /// one round-robin partition), one atomic batch per partition, waiting for room in a
+    /// writer's queue when it is full. Every record is checked against the limits before
+    /// anything is queued, so bad input changes nothing. [`Self::try_append_batch`] followed
+    /// by [`UnqueuedShares::queue`].
+    ///
+    /// # Errors
+    /// As [`Self::try_append_batch`], and [`UnqueuedShares::queue`]'s.
     pub fn append_batch(&self, records: Vec<Record>) -> Result<StreamAppend> {
+        let (mut append, unqueued) = self.try_append_batch(records)?;
+        if let Some(unqueued) = unqueued {
+            unqueued.queue(self, &mut append)?;
+        }
+        Ok(append)
+    }
+
+    /// [`Self::append_batch`] without ever blocking, for callers that must not hold their
+    /// thread (an async server's worker): every record is checked and every share (the
+    /// records of one partition) encoded before any is queued; shares are then queued in
+    /// partition order while writers' queues have room. When one is full, that share and
+    /// the rest come back unqueued, to queue with [`UnqueuedShares::queue`] on a thread that
+    /// may wait (queueing them later keeps the partition order).
+    ///
+    /// Returns the append (completions of the queued shares; positions in input order once
+    /// every share is queued and resolved), and the unqueued shares if any.
+    ///
+    /// # Errors
+    /// [`LogError::EmptyBatch`]; [`LogError::ReservedHeader`]; the limits of
+    /// [`crate::format::encode_batch`] naming the record by its index in `records` — all
+    /// before anything is queued. [`LogError::Poisoned`] or [`LogError::Closed`] of a
+    /// partition: the shares before it stay queued (their outcome is lost to this caller).
+    pub fn try_append_batch(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(StreamAppend, Option<UnqueuedShares>)> {
         let len = records.len();
-        if len == 0 {
+        let mut shares = self.encode_shares(records)?.into_iter();
+        let mut append = StreamAppend::new(len);
+        while let Some(share) = shares.next() {
+            match self.partitions[share.partition as usize].try_append_encoded(share.batch) {
+                Ok(completion) => append.push(completion, share.indices),
+                Err(TryAppendError::Full(batch)) => {
+                    let full = Share { batch, ..share };
+                    let rest = std::iter::once(full).chain(shares).collect();
+                    return Ok((append, Some(UnqueuedShares::new(rest, self.incarnation()))));
+                }
+                Err(TryAppendError::Failed(e)) => return Err(e),
+            }
+        }
+        Ok((append, None))
+    }
+
+    /// Checks `records` and encodes them as one share per partition (keyed by hash; all
+    /// unkeyed ones to the next round-robin partition), in partition order. Nothing queued.
+    fn encode_shares(&self, records: Vec<Record>) -> Result<Vec<Share>> {
+        if records.is_empty() {
             return Err(LogError::EmptyBatch);
         }
         check_no_reserved_headers(&records)?;
         let now = self.clock.now_ms();
-        let mut encoded = Vec::new();
         let unkeyed = self.choose_partition(None);
-        for (p, records, indices) in self.group_by_partition(records, unkeyed) {
+        let grouped = self.group_by_partition(records, unkeyed);
+        let mut shares = Vec::with_capacity(grouped.len());
+        for (partition, records, indices) in grouped {
             let batch = crate::format::encode_batch(&records, now)
                 .map_err(|e| LogError::remap_record_index(e, &indices))?;
-            encoded.push((p, batch, indices));
+            shares.push(Share {
+                partition,
+                batch,
+                indices,
+            });
         }
-        let mut parts = Vec::with_capacity(encoded.len());
-        for (p, batch, indices) in encoded {
-            parts.push((self.partitions[p as usize].append_encoded(batch)?, indices));
-        }
-        Ok(StreamAppend { parts, len })
+        Ok(shares)
     }
 
     /// Reads from one partition; see [`Partition::read`].

@@ -2,6 +2,9 @@
 //! worker threads. It queues when there is room, hands the batch back unchanged when the
 //! writer's queue is full (never waits), and fails at once on a poisoned partition.
 //!
+//! `Stream::try_append_batch` builds on it: the shares of a batch append are queued in
+//! partition order while there is room, and from the first full queue on they come back.
+//!
 //! The queue is made to stay full without any timing: the storage's `fdatasync` waits on a
 //! gate the test holds closed, so the writer is stuck in its first group and gives no queue
 //! space back until the test opens the gate.
@@ -22,7 +25,9 @@ use logbook_log::format::encode_batch;
 use logbook_log::limits::QUEUED_BYTES_MAX;
 use logbook_log::sim::SimStorage;
 use logbook_log::storage::{DirLock, OpenMode, Storage, StorageFile};
-use logbook_log::{Log, LogError, LogOptions, Record, StreamConfig, TryAppendError};
+use logbook_log::{
+    Log, LogError, LogOptions, Record, StreamConfig, TryAppendError, partition_for_key,
+};
 
 /// Open or closed; `fdatasync` of a file waits while it is closed.
 #[derive(Debug, Default)]
@@ -211,4 +216,99 @@ fn a_closed_partition_fails_at_once() {
         Err(TryAppendError::Failed(LogError::Closed)) => {}
         other => panic!("expected Failed(Closed), got {other:?}"),
     }
+}
+
+/// Opens the gate when dropped, so that a failing test does not hang closing the log.
+struct OpenOnDrop(Arc<Gate>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.set_closed(false);
+    }
+}
+
+/// A key that `partition_for_key` sends to partition `p` of `n`.
+fn key_for(p: u32, n: u32) -> String {
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), n) == p)
+        .unwrap()
+}
+
+#[test]
+fn a_batch_append_hands_back_the_shares_from_the_first_full_queue_on() {
+    let storage = GatedStorage {
+        sim: SimStorage::new(),
+        gate: Arc::default(),
+    };
+    let log = open(&storage);
+    let stream = log
+        .create_stream("s", StreamConfig::with_partitions(3))
+        .unwrap();
+    // Fill partition 1's queue while every fsync waits; 0 and 2 stay empty. Big batches
+    // first, then the smallest there is, until not even that fits.
+    storage.gate.set_closed(true);
+    let _open = OpenOnDrop(storage.gate.clone());
+    let record_bytes = 512 * 1024;
+    let most = QUEUED_BYTES_MAX / record_bytes as u64 + 1;
+    let mut filler = Vec::new();
+    for bytes in [record_bytes, 0] {
+        for i in 0.. {
+            let batch = encode_batch(&[Record::keyed("f", vec![b'x'; bytes])], START_MS).unwrap();
+            match stream.partition(1).unwrap().try_append_encoded(batch) {
+                Ok(done) => filler.push(done),
+                Err(TryAppendError::Full(_)) => break,
+                Err(TryAppendError::Failed(e)) => panic!("filler {i} failed: {e}"),
+            }
+            assert!(i <= most + 100_000, "the queue must fill up");
+        }
+    }
+    assert!(!filler.is_empty());
+
+    // Input order interleaves the partitions; one record for 0, two for 1, three for 2.
+    let order = [2u32, 0, 1, 2, 1, 2];
+    let keys: Vec<String> = (0..3).map(|p| key_for(p, 3)).collect();
+    let records: Vec<Record> = order
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| Record::keyed(keys[p as usize].clone(), format!("v{i}")))
+        .collect();
+    let (mut append, unqueued) = stream.try_append_batch(records).unwrap();
+    // Partition 0 had room; 1 was full, and 2 waits behind it (partition order is kept).
+    let unqueued = unqueued.expect("partition 1's queue is full");
+    assert_eq!(
+        unqueued.record_count(),
+        5,
+        "the records of partitions 1 and 2"
+    );
+
+    storage.gate.set_closed(false);
+    unqueued.queue(&stream, &mut append).unwrap();
+    let positions = append.wait().unwrap();
+    for (i, (position, &p)) in positions.iter().zip(&order).enumerate() {
+        assert_eq!(position.partition, p, "record {i}");
+        let read = stream.read(p, position.offset, 1, usize::MAX).unwrap();
+        assert_eq!(read[0].value, format!("v{i}").into_bytes(), "record {i}");
+    }
+    for done in filler {
+        done.wait().unwrap();
+    }
+}
+
+#[test]
+fn a_batch_append_with_room_queues_everything() {
+    let storage = GatedStorage {
+        sim: SimStorage::new(),
+        gate: Arc::default(),
+    };
+    let log = open(&storage);
+    let stream = log
+        .create_stream("s", StreamConfig::with_partitions(2))
+        .unwrap();
+    let records = vec![Record::keyed(key_for(1, 2), "a"), Record::new("b")];
+    let (append, unqueued) = stream.try_append_batch(records).unwrap();
+    assert!(unqueued.is_none());
+    let positions = append.wait().unwrap();
+    assert_eq!(positions[0].partition, 1);
+    assert_eq!(stream.record_count(), 2);
 }

@@ -1,14 +1,13 @@
 //! Streams and records: `PUT/GET/DELETE /v1/streams/{stream}`, `GET /v1/streams`,
 //! `POST/GET /v1/streams/{stream}/records`.
 //!
-//! Appends without an `Idempotency-Key` are encoded and checked here in full (every record
-//! against every limit) before any batch is queued, queued without blocking
-//! (`Partition::try_append_encoded`; the blocking pool only when a writer's queue is full),
-//! then awaited through the completions' futures, so no thread waits for the fsync. Appends with one go through
+//! Appends without an `Idempotency-Key` go through [`logbook_log::Stream::try_append_batch`]:
+//! every record checked against every limit before any batch is queued, queued without
+//! blocking (the blocking pool only when a writer's queue is full), then awaited as a future,
+//! so no thread waits for the fsync. Appends with one go through
 //! [`logbook_log::Stream::append_with_id`] on the blocking pool (its outcome is not a future
 //! yet).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use logbook_api::streams::{
     AppendBody, AppendMany, AppendOne, CreateStream, PartitionOffsets, PositionOut, RecordIn,
     RecordOut, RecordsOut, StreamInfo, StreamList,
 };
-use logbook_log::{FsyncPolicy, LogError, Position, Record, Stream, StreamConfig, TryAppendError};
+use logbook_log::{FsyncPolicy, LogError, Position, Record, Stream, StreamConfig};
 
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Tracking, blocking};
@@ -330,102 +329,21 @@ pub async fn append(
         .into_response())
 }
 
-/// Appends without a request id: every share (records of one partition) is encoded and
-/// checked before any is queued, then the completions are awaited.
+/// Appends without a request id ([`Stream::try_append_batch`]): queued on this worker when
+/// the writers have room (the usual case: no thread hop); only when a partition's queue is
+/// full (backpressure) do the rest wait on the blocking pool. The completions are awaited.
 async fn append_plain(
     stream: &Arc<Stream>,
     records: Vec<Record>,
 ) -> Result<Vec<Position>, LogError> {
-    let len = records.len();
-    if len == 0 {
-        return Err(LogError::EmptyBatch);
-    }
-    for (index, r) in records.iter().enumerate() {
-        if let Some((name, _)) = r
-            .headers
-            .iter()
-            .find(|(k, _)| logbook_log::dedup::is_reserved_header(k))
-        {
-            return Err(LogError::ReservedHeader {
-                index,
-                name: name.clone(),
-            });
-        }
-    }
-    let unkeyed = stream.choose_partition(None);
-    let mut shares: BTreeMap<u32, (Vec<Record>, Vec<usize>)> = BTreeMap::new();
-    for (i, r) in records.into_iter().enumerate() {
-        let p = match &r.key {
-            Some(k) => logbook_log::partition_for_key(k, stream.partition_count()),
-            None => unkeyed,
-        };
-        let share = shares.entry(p).or_default();
-        share.0.push(r);
-        share.1.push(i);
-    }
-    let now = stream.partition(0)?.clock_now_ms();
-    let mut encoded = Vec::with_capacity(shares.len());
-    for (p, (records, indices)) in shares {
-        let batch = logbook_log::format::encode_batch(&records, now)
-            .map_err(|e| LogError::remap_record_index(e, &indices))?;
-        encoded.push((p, batch, indices));
-    }
-    // Queue on this worker when the writer has room (the usual case: no thread hop). Only
-    // when a partition's queue is full (backpressure) do the rest wait on the blocking pool.
-    let mut pending = Vec::with_capacity(encoded.len());
-    let mut encoded = encoded.into_iter();
-    let mut full = None;
-    for (p, batch, indices) in encoded.by_ref() {
-        match stream.partition(p)?.try_append_encoded(batch) {
-            Ok(done) => pending.push((done, indices)),
-            Err(TryAppendError::Full(batch)) => {
-                full = Some((p, batch, indices));
-                break;
-            }
-            Err(TryAppendError::Failed(e)) => return Err(e),
-        }
-    }
-    if let Some(first) = full {
-        let rest: Vec<_> = std::iter::once(first).chain(encoded).collect();
+    let (mut append, unqueued) = stream.try_append_batch(records)?;
+    if let Some(unqueued) = unqueued {
         let s = stream.clone();
-        let queued = blocking(move || {
-            let mut pending = Vec::with_capacity(rest.len());
-            for (p, batch, indices) in rest {
-                pending.push((s.partition(p)?.append_encoded(batch)?, indices));
-            }
-            Ok::<_, LogError>(pending)
-        })
-        .await
-        .map_err(|_| LogError::Closed)??;
-        pending.extend(queued);
+        append = blocking(move || unqueued.queue(&s, &mut append).map(|()| append))
+            .await
+            .map_err(|_| LogError::Closed)??;
     }
-    let mut positions = vec![
-        Position {
-            partition: 0,
-            offset: 0
-        };
-        len
-    ];
-    let mut first_error = None;
-    for (completion, indices) in pending {
-        match completion.await {
-            Ok(ack) => {
-                for (j, i) in indices.into_iter().enumerate() {
-                    positions[i] = Position {
-                        partition: ack.partition,
-                        offset: ack.base_offset + j as u64,
-                    };
-                }
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(positions),
-    }
+    append.await
 }
 
 /// Reads records of one partition from an offset. With `wait_ms`, waits (long poll) up to

@@ -1,0 +1,194 @@
+//! A batch append across partitions, after [`Stream::append_batch`] or
+//! [`Stream::try_append_batch`] queued it: the completions to wait for, and the shares a full
+//! writer queue sent back.
+//!
+//! ```text
+//!  records ─▶ checks, group by partition, encode (every share, before any is queued)
+//!          ─▶ share p0 ─▶ try queue ─ ok ─▶ completion ─┐
+//!             share p1 ─▶ try queue ─ full ─┐           ├─▶ StreamAppend: wait() / .await
+//!             share p2 ─────────────────────┴▶ UnqueuedShares::queue (may block) ─┘
+//! ```
+//!
+//! Shares are queued in partition order; after the first full queue the rest wait their
+//! turn, so the order never changes with the load. The append is atomic per partition, not
+//! across partitions.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::completion::{AppendAck, AppendCompletion};
+use crate::error::{LogError, Result};
+use crate::format::EncodedBatch;
+use crate::stream::{Position, Stream};
+
+/// One partition's records of a batch append, encoded and checked: the partition, the
+/// batch, and the records' indices in the caller's input (in order).
+#[derive(Debug)]
+pub(crate) struct Share {
+    pub(crate) partition: u32,
+    pub(crate) batch: EncodedBatch,
+    pub(crate) indices: Vec<usize>,
+}
+
+/// Positions of a multi-partition append: resolve with [`StreamAppend::wait`], or `.await`
+/// it (it is a `Future` with the same output, for async callers that must not hold a thread
+/// while the log fsyncs).
+#[derive(Debug)]
+#[must_use = "the records are only acknowledged once this resolves"]
+pub struct StreamAppend {
+    /// One completion per partition queued, with the input indices it holds (in order).
+    parts: Vec<(AppendCompletion, Vec<usize>)>,
+    /// Records in the caller's input.
+    len: usize,
+    /// Parts already resolved by `poll` (they are not polled again).
+    resolved: usize,
+    positions: Vec<Position>,
+    /// The first failed part, while others are still being polled.
+    error: Option<LogError>,
+}
+
+/// The shares of a batch append that [`Stream::try_append_batch`] could not queue because a
+/// partition's writer queue was full (backpressure): from that partition on, in partition
+/// order. Nothing of them is queued; [`UnqueuedShares::queue`] queues them on a thread that
+/// may wait. Dropping this drops those records (the shares already queued stay queued).
+#[derive(Debug)]
+#[must_use = "these records are not queued yet: queue them or report the append failed"]
+pub struct UnqueuedShares {
+    shares: Vec<Share>,
+    /// The incarnation of the stream they belong to.
+    incarnation: u64,
+}
+
+impl StreamAppend {
+    /// An append of `len` input records with no share queued yet.
+    pub(crate) fn new(len: usize) -> StreamAppend {
+        StreamAppend {
+            parts: Vec::new(),
+            len,
+            resolved: 0,
+            positions: vec![
+                Position {
+                    partition: 0,
+                    offset: 0,
+                };
+                len
+            ],
+            error: None,
+        }
+    }
+
+    /// Adds a queued share's completion.
+    pub(crate) fn push(&mut self, completion: AppendCompletion, indices: Vec<usize>) {
+        debug_assert!(indices.iter().all(|&i| i < self.len), "index beyond input");
+        self.parts.push((completion, indices));
+    }
+
+    /// Records one share's outcome: positions in input order, or the first error.
+    fn settle(&mut self, outcome: Result<AppendAck>, indices: Vec<usize>) {
+        match outcome {
+            Ok(ack) => {
+                assert_eq!(
+                    indices.len(),
+                    ack.record_count as usize,
+                    "a share's acknowledgment covers exactly its records"
+                );
+                for (j, index) in indices.into_iter().enumerate() {
+                    self.positions[index] = Position {
+                        partition: ack.partition,
+                        offset: ack.base_offset + j as u64,
+                    };
+                }
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The outcome once every part is settled.
+    fn finish(&mut self) -> Result<Vec<Position>> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(std::mem::take(&mut self.positions)),
+        }
+    }
+
+    /// Waits for every partition's batch; returns positions in input order. The append is
+    /// atomic per partition, not across partitions: on error, batches to other partitions
+    /// may have been acknowledged (their positions are lost to this caller, which is why
+    /// writes carry request ids).
+    ///
+    /// # Errors
+    /// The first failed partition's error, as [`crate::Partition::append`]'s completion.
+    pub fn wait(mut self) -> Result<Vec<Position>> {
+        let parts = std::mem::take(&mut self.parts);
+        for (completion, indices) in parts.into_iter().skip(self.resolved) {
+            self.settle(completion.wait(), indices);
+        }
+        self.finish()
+    }
+}
+
+impl Future for StreamAppend {
+    type Output = Result<Vec<Position>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        // In order: a part's outcome is taken once, and the positions come out the same as
+        // `wait`'s whatever order the partitions finish in.
+        while this.resolved < this.parts.len() {
+            let outcome = match Pin::new(&mut this.parts[this.resolved].0).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(outcome) => outcome,
+            };
+            let indices = std::mem::take(&mut this.parts[this.resolved].1);
+            this.resolved += 1;
+            this.settle(outcome, indices);
+        }
+        Poll::Ready(this.finish())
+    }
+}
+
+impl UnqueuedShares {
+    pub(crate) fn new(shares: Vec<Share>, incarnation: u64) -> UnqueuedShares {
+        assert!(
+            !shares.is_empty(),
+            "only a share that did not fit is handed back"
+        );
+        UnqueuedShares {
+            shares,
+            incarnation,
+        }
+    }
+
+    /// Records not queued yet.
+    pub fn record_count(&self) -> usize {
+        self.shares.iter().map(|s| s.indices.len()).sum()
+    }
+
+    /// Queues the shares in partition order, waiting for room in each writer's queue (this
+    /// blocks the thread: call it where waiting is allowed), and adds their completions to
+    /// `append`, the [`StreamAppend`] that [`Stream::try_append_batch`] returned with them.
+    ///
+    /// # Errors
+    /// [`LogError::Poisoned`] or [`LogError::Closed`] of a partition: the shares before it
+    /// are queued (in `append`), it and the rest are not.
+    ///
+    /// # Panics
+    /// If `stream` is not the stream that handed these shares back.
+    pub fn queue(self, stream: &Stream, append: &mut StreamAppend) -> Result<()> {
+        assert_eq!(
+            stream.incarnation(),
+            self.incarnation,
+            "unqueued shares are queued on the stream that handed them back"
+        );
+        for share in self.shares {
+            let completion = stream
+                .partition(share.partition)?
+                .append_encoded(share.batch)?;
+            append.push(completion, share.indices);
+        }
+        Ok(())
+    }
+}
