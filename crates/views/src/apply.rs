@@ -29,7 +29,8 @@ use serde_json::Value;
 use crate::error::{Result, ViewError};
 use crate::hash::KeyMap;
 use crate::layout::{
-    self, ApplyState, Dec, Enc, RowMeta, TAG_CONTRIB, TAG_GROUP, TAG_INDEX, TAG_MULTI, TAG_ROW,
+    self, AggState, ApplyState, Contribution, Enc, Partial, RowMeta, TAG_CONTRIB, TAG_ROW,
+    encode_group_values, multi_key,
 };
 use crate::limits::{ROW_KEY_BYTES_MAX, STATE_CACHE_ENTRIES_MAX};
 use crate::spec::{AggFn, Aggregate, FieldPath, Plan, PlanKind};
@@ -174,7 +175,7 @@ impl<'a> Txn<'a> {
     fn bump_multi(&mut self, key: &[u8], sign: i64) -> Result<()> {
         if !self.cache.multis.contains_key(key) {
             let count = match self.part.get(key) {
-                Some(b) => Dec::new(b, "multiset count").i64()?,
+                Some(b) => layout::decode_count(b)?,
                 None => 0,
             };
             self.cache.multis.insert(
@@ -220,7 +221,7 @@ impl<'a> Txn<'a> {
                 continue;
             };
             slot.dirty = false;
-            let v = (slot.count != 0).then(|| slot.count.to_le_bytes().to_vec());
+            let v = (slot.count != 0).then(|| layout::encode_count(slot.count));
             writes.push((k, v));
         }
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -229,29 +230,6 @@ impl<'a> Txn<'a> {
         }
         writes
     }
-}
-
-/// The stored form of a record's group-by values: each [`Scalar::encode`]d, length-prefixed.
-pub fn encode_group_values(values: &[Scalar]) -> Vec<u8> {
-    let mut e = Enc::default();
-    for v in values {
-        e.bytes(&v.encode());
-    }
-    e.0
-}
-
-/// Inverse of [`encode_group_values`] for `n` values.
-///
-/// # Errors
-/// [`ViewError::Corrupt`].
-pub fn decode_group_values(b: &[u8], n: usize) -> Result<Vec<Scalar>> {
-    let mut d = Dec::new(b, "group values");
-    (0..n)
-        .map(|_| {
-            Scalar::decode(d.bytes()?)
-                .ok_or_else(|| ViewError::corrupt("group values", "bad scalar"))
-        })
-        .collect()
 }
 
 /// The request-id header of a share's first record and its `request-records` header
@@ -360,12 +338,9 @@ pub fn apply(
             let k = layout::key(TAG_ROW, p, pk);
             match value {
                 Some(v) => {
-                    let mut e = Enc::default();
-                    meta.encode_into(&mut e);
                     let json = serde_json::to_vec(&project(fields, v))
                         .map_err(|err| ViewError::corrupt("row", err.to_string()))?;
-                    e.0.extend_from_slice(&json);
-                    txn.put(k, e.0);
+                    txn.put(k, layout::encode_row(&meta, &json));
                 }
                 None => txn.delete(k),
             }
@@ -388,23 +363,7 @@ pub fn apply(
                 }
                 Some(text.into_bytes())
             });
-            let entry = |vk: &[u8]| {
-                let mut k = layout::prefix(TAG_INDEX, p);
-                layout::push_escaped(&mut k, vk);
-                k.extend_from_slice(&[0, 0]);
-                match &r.key {
-                    Some(key) => {
-                        k.push(layout::PK_KEYED);
-                        k.extend_from_slice(key);
-                    }
-                    None => {
-                        k.push(layout::PK_UNKEYED);
-                        k.extend_from_slice(&p.to_be_bytes());
-                        k.extend_from_slice(&r.offset.to_be_bytes());
-                    }
-                }
-                k
-            };
+            let entry = |vk: &[u8]| layout::index_key(p, vk, r.key.as_deref(), r.offset);
             if let Some(old) = &old
                 && new.as_deref() != Some(old.as_slice())
             {
@@ -477,145 +436,6 @@ pub fn apply(
     Ok(())
 }
 
-/// What one primary key's current record contributes to an aggregate view.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Contribution {
-    /// Group key text.
-    pub group: Vec<u8>,
-    /// The record's group-by values ([`encode_group_values`]): records whose values differ
-    /// in type can share a group key (`1` and `"1"`), so the group counts each form.
-    pub values: Vec<u8>,
-    /// One input per aggregate (`Null` where it has no field).
-    pub inputs: Vec<Scalar>,
-}
-
-impl Contribution {
-    fn encode(&self) -> Vec<u8> {
-        let mut e = Enc::default();
-        e.bytes(&self.group);
-        e.bytes(&self.values);
-        for s in &self.inputs {
-            e.bytes(&s.encode());
-        }
-        e.0
-    }
-
-    fn decode(b: &[u8], n: usize) -> Result<Contribution> {
-        let mut d = Dec::new(b, "contribution");
-        let group = d.bytes()?.to_vec();
-        let values = d.bytes()?.to_vec();
-        let inputs = (0..n)
-            .map(|_| {
-                Scalar::decode(d.bytes()?)
-                    .ok_or_else(|| ViewError::corrupt("contribution", "bad scalar"))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Contribution {
-            group,
-            values,
-            inputs,
-        })
-    }
-}
-
-/// Running state of one aggregate in one group and partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AggState {
-    /// Inputs counted (non-null; for sum/avg: numbers).
-    pub n: i64,
-    /// Exact sum of integer inputs.
-    pub int_sum: i128,
-    /// Sum of non-integer inputs in fixed point (see [`crate::value::to_fixed`]).
-    pub fixed_sum: i128,
-    /// Non-integer inputs counted.
-    pub float_n: i64,
-}
-
-/// One group's partial aggregate in one partition.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Partial {
-    /// Rows (primary keys) in the group.
-    pub count: i64,
-    /// The record that last changed the group.
-    pub meta: RowMeta,
-    /// The forms of the group-by values among the group's records
-    /// ([`encode_group_values`] → records with it), sorted by bytes, counts above zero. Reads
-    /// show the smallest form: a function of the records in the group, not of their order.
-    pub group_values: Vec<(Vec<u8>, i64)>,
-    /// One per aggregate.
-    pub aggs: Vec<AggState>,
-}
-
-impl Partial {
-    /// Encodes the partial.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut e = Enc::default();
-        e.i64(self.count);
-        self.meta.encode_into(&mut e);
-        e.u64(self.group_values.len() as u64);
-        for (form, n) in &self.group_values {
-            e.bytes(form).i64(*n);
-        }
-        for a in &self.aggs {
-            e.i64(a.n).i128(a.int_sum).i128(a.fixed_sum).i64(a.float_n);
-        }
-        e.0
-    }
-
-    /// Decodes a partial of `n` aggregates.
-    ///
-    /// # Errors
-    /// [`ViewError::Corrupt`].
-    pub fn decode(b: &[u8], n: usize) -> Result<Partial> {
-        let mut d = Dec::new(b, "aggregate partial");
-        let count = d.i64()?;
-        let meta = RowMeta::decode(&mut d)?;
-        let forms = d.u64()?;
-        let mut group_values = Vec::new();
-        for _ in 0..forms {
-            group_values.push((d.bytes()?.to_vec(), d.i64()?));
-        }
-        let mut aggs = Vec::with_capacity(n);
-        for _ in 0..n {
-            aggs.push(AggState {
-                n: d.i64()?,
-                int_sum: d.i128()?,
-                fixed_sum: d.i128()?,
-                float_n: d.i64()?,
-            });
-        }
-        Ok(Partial {
-            count,
-            meta,
-            group_values,
-            aggs,
-        })
-    }
-}
-
-/// Key of a multiset entry: `M · p · agg# · esc(group) · 00 00 · value`.
-pub fn multi_key(p: u32, agg: usize, group: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut k = multi_prefix(p, agg, group);
-    k.extend_from_slice(value);
-    k
-}
-
-/// `M · p · agg# · esc(group) · 00 00`.
-pub fn multi_prefix(p: u32, agg: usize, group: &[u8]) -> Vec<u8> {
-    let mut k = layout::prefix(TAG_MULTI, p);
-    k.push(u8::try_from(agg).unwrap_or(u8::MAX));
-    layout::push_escaped(&mut k, group);
-    k.extend_from_slice(&[0, 0]);
-    k
-}
-
-/// Key of a group partial.
-pub fn group_key(p: u32, group: &[u8]) -> Vec<u8> {
-    let mut k = layout::prefix(TAG_GROUP, p);
-    layout::push_escaped(&mut k, group);
-    k
-}
-
 /// Adds (`sign` 1) or retracts (`sign` -1) a contribution to its group.
 fn update_group(
     txn: &mut Txn<'_>,
@@ -625,10 +445,7 @@ fn update_group(
     sign: i64,
     meta: &RowMeta,
 ) -> Result<()> {
-    txn.key.clear();
-    txn.key.push(TAG_GROUP);
-    txn.key.extend_from_slice(&p.to_be_bytes());
-    layout::push_escaped(&mut txn.key, &c.group);
+    layout::group_key_into(&mut txn.key, p, &c.group);
     let mut partial = txn
         .take_group(aggregates.len())?
         .unwrap_or_else(|| Partial {

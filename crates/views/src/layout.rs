@@ -12,7 +12,9 @@
 //! | `I` | `esc(value key) · 00 00 · pk` | index entry: [`RowMeta`]; `pk` is `01 · record key` or, for an unkeyed record, `00 · partition u32 BE · offset u64 BE` |
 //! | `C` | primary key | what the key's current record contributes (index: value key; aggregate: group key, group-by values, aggregate inputs) |
 //! | `G` | `esc(group key)` | aggregate partial (count, last change, forms of the group-by values with their record counts, sums) |
-//! | `M` | `aggregate# · esc(group key) · 00 00 · value` | multiset count of a value (min/max, count_distinct) |
+//! | `M` | `aggregate# · esc(group key) · 00 00 · value` | multiset count of a value (min/max, count_distinct): `i64` LE |
+//! | `H` | — | the partition's checkpoint header ([`crate::state`]; in the store only) |
+//! | `K` | chunk sequence number `u64` BE | a checkpoint chunk: entries written or deleted ([`crate::state`]; in the store only) |
 //!
 //! `esc` doubles nothing but maps byte `00` to `00 FF`, so `00 00` ends a component and byte
 //! order of escaped keys equals byte order of the keys (prefix scans stay prefix scans).
@@ -22,7 +24,10 @@
 //! version 3 keeps these entries in memory and stores them inside checkpoint chunks
 //! ([`crate::state`]).
 
+use serde_json::Value;
+
 use crate::error::{Result, ViewError};
+use crate::value::Scalar;
 
 /// Tag of the apply state.
 pub const TAG_APPLIED: u8 = b'A';
@@ -36,6 +41,10 @@ pub const TAG_CONTRIB: u8 = b'C';
 pub const TAG_GROUP: u8 = b'G';
 /// Tag of multiset entries.
 pub const TAG_MULTI: u8 = b'M';
+/// Tag of a partition's checkpoint header in the store.
+pub const TAG_HEADER: u8 = b'H';
+/// Tag of checkpoint chunks in the store.
+pub const TAG_CHUNK: u8 = b'K';
 
 /// Tag of a record key as an index entry's primary key.
 pub const PK_KEYED: u8 = 1;
@@ -363,6 +372,262 @@ impl ApplyState {
     }
 }
 
+/// The part of an index entry's key after `tag · partition` shared by every entry of value
+/// key `vk`: `esc(vk) · 00 00`.
+pub fn index_value_prefix(vk: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(vk.len() + 16);
+    push_escaped(&mut k, vk);
+    k.extend_from_slice(&[0, 0]);
+    k
+}
+
+/// Key of an index entry: `I · p · esc(vk) · 00 00 · pk`, where `pk` is
+/// `01 · record key` or, for an unkeyed record, `00 · p u32 BE · offset u64 BE`.
+pub fn index_key(p: u32, vk: &[u8], record_key: Option<&[u8]>, offset: u64) -> Vec<u8> {
+    let mut k = prefix(TAG_INDEX, p);
+    push_escaped(&mut k, vk);
+    k.extend_from_slice(&[0, 0]);
+    match record_key {
+        Some(key) => {
+            k.push(PK_KEYED);
+            k.extend_from_slice(key);
+        }
+        None => {
+            k.push(PK_UNKEYED);
+            k.extend_from_slice(&p.to_be_bytes());
+            k.extend_from_slice(&offset.to_be_bytes());
+        }
+    }
+    k
+}
+
+/// A table row's value: [`RowMeta`] · the JSON value's bytes.
+pub fn encode_row(meta: &RowMeta, json: &[u8]) -> Vec<u8> {
+    let mut e = Enc::default();
+    meta.encode_into(&mut e);
+    e.0.extend_from_slice(json);
+    e.0
+}
+
+/// Decodes what [`encode_row`] wrote.
+///
+/// # Errors
+/// [`ViewError::Corrupt`].
+pub fn decode_row(bytes: &[u8]) -> Result<(RowMeta, Value)> {
+    let mut d = Dec::new(bytes, "table row");
+    let meta = RowMeta::decode(&mut d)?;
+    let v = serde_json::from_slice(d.rest())
+        .map_err(|e| ViewError::corrupt("table row", e.to_string()))?;
+    Ok((meta, v))
+}
+
+/// A multiset count's value: `i64` little-endian (entries of count 0 are deleted).
+pub fn encode_count(count: i64) -> Vec<u8> {
+    count.to_le_bytes().to_vec()
+}
+
+/// Decodes what [`encode_count`] wrote.
+///
+/// # Errors
+/// [`ViewError::Corrupt`].
+pub fn decode_count(b: &[u8]) -> Result<i64> {
+    Dec::new(b, "multiset count").i64()
+}
+
+/// `esc(b)`, no terminator.
+pub fn escaped(b: &[u8]) -> Vec<u8> {
+    let mut e = Vec::with_capacity(b.len());
+    push_escaped(&mut e, b);
+    e
+}
+
+/// Key of a partition's checkpoint header: `H · p`.
+pub fn checkpoint_header_key(p: u32) -> Vec<u8> {
+    prefix(TAG_HEADER, p)
+}
+
+/// Key of checkpoint chunk `seq` of a partition: `K · p · seq u64 BE`.
+pub fn checkpoint_chunk_key(p: u32, seq: u64) -> Vec<u8> {
+    let mut k = prefix(TAG_CHUNK, p);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The stored form of a record's group-by values: each [`Scalar::encode`]d, length-prefixed.
+pub fn encode_group_values(values: &[Scalar]) -> Vec<u8> {
+    let mut e = Enc::default();
+    for v in values {
+        e.bytes(&v.encode());
+    }
+    e.0
+}
+
+/// Inverse of [`encode_group_values`] for `n` values.
+///
+/// # Errors
+/// [`ViewError::Corrupt`].
+pub fn decode_group_values(b: &[u8], n: usize) -> Result<Vec<Scalar>> {
+    let mut d = Dec::new(b, "group values");
+    (0..n)
+        .map(|_| {
+            Scalar::decode(d.bytes()?)
+                .ok_or_else(|| ViewError::corrupt("group values", "bad scalar"))
+        })
+        .collect()
+}
+
+/// What one primary key's current record contributes to an aggregate view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contribution {
+    /// Group key text.
+    pub group: Vec<u8>,
+    /// The record's group-by values ([`encode_group_values`]): records whose values differ
+    /// in type can share a group key (`1` and `"1"`), so the group counts each form.
+    pub values: Vec<u8>,
+    /// One input per aggregate (`Null` where it has no field).
+    pub inputs: Vec<Scalar>,
+}
+
+impl Contribution {
+    /// Encodes: group · values · one input per aggregate, each length-prefixed.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.bytes(&self.group);
+        e.bytes(&self.values);
+        for s in &self.inputs {
+            e.bytes(&s.encode());
+        }
+        e.0
+    }
+
+    /// Decodes a contribution of `n` aggregate inputs.
+    ///
+    /// # Errors
+    /// [`ViewError::Corrupt`].
+    pub fn decode(b: &[u8], n: usize) -> Result<Contribution> {
+        let mut d = Dec::new(b, "contribution");
+        let group = d.bytes()?.to_vec();
+        let values = d.bytes()?.to_vec();
+        let inputs = (0..n)
+            .map(|_| {
+                Scalar::decode(d.bytes()?)
+                    .ok_or_else(|| ViewError::corrupt("contribution", "bad scalar"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Contribution {
+            group,
+            values,
+            inputs,
+        })
+    }
+}
+
+/// Running state of one aggregate in one group and partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AggState {
+    /// Inputs counted (non-null; for sum/avg: numbers).
+    pub n: i64,
+    /// Exact sum of integer inputs.
+    pub int_sum: i128,
+    /// Sum of non-integer inputs in fixed point (see [`crate::value::to_fixed`]).
+    pub fixed_sum: i128,
+    /// Non-integer inputs counted.
+    pub float_n: i64,
+}
+
+/// One group's partial aggregate in one partition.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Partial {
+    /// Rows (primary keys) in the group.
+    pub count: i64,
+    /// The record that last changed the group.
+    pub meta: RowMeta,
+    /// The forms of the group-by values among the group's records
+    /// ([`encode_group_values`] → records with it), sorted by bytes, counts above zero. Reads
+    /// show the smallest form: a function of the records in the group, not of their order.
+    pub group_values: Vec<(Vec<u8>, i64)>,
+    /// One per aggregate.
+    pub aggs: Vec<AggState>,
+}
+
+impl Partial {
+    /// Encodes the partial.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.i64(self.count);
+        self.meta.encode_into(&mut e);
+        e.u64(self.group_values.len() as u64);
+        for (form, n) in &self.group_values {
+            e.bytes(form).i64(*n);
+        }
+        for a in &self.aggs {
+            e.i64(a.n).i128(a.int_sum).i128(a.fixed_sum).i64(a.float_n);
+        }
+        e.0
+    }
+
+    /// Decodes a partial of `n` aggregates.
+    ///
+    /// # Errors
+    /// [`ViewError::Corrupt`].
+    pub fn decode(b: &[u8], n: usize) -> Result<Partial> {
+        let mut d = Dec::new(b, "aggregate partial");
+        let count = d.i64()?;
+        let meta = RowMeta::decode(&mut d)?;
+        let forms = d.u64()?;
+        let mut group_values = Vec::new();
+        for _ in 0..forms {
+            group_values.push((d.bytes()?.to_vec(), d.i64()?));
+        }
+        let mut aggs = Vec::with_capacity(n);
+        for _ in 0..n {
+            aggs.push(AggState {
+                n: d.i64()?,
+                int_sum: d.i128()?,
+                fixed_sum: d.i128()?,
+                float_n: d.i64()?,
+            });
+        }
+        Ok(Partial {
+            count,
+            meta,
+            group_values,
+            aggs,
+        })
+    }
+}
+
+/// Key of a multiset entry: `M · p · agg# · esc(group) · 00 00 · value`.
+pub fn multi_key(p: u32, agg: usize, group: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut k = multi_prefix(p, agg, group);
+    k.extend_from_slice(value);
+    k
+}
+
+/// `M · p · agg# · esc(group) · 00 00`.
+pub fn multi_prefix(p: u32, agg: usize, group: &[u8]) -> Vec<u8> {
+    let mut k = prefix(TAG_MULTI, p);
+    k.push(u8::try_from(agg).unwrap_or(u8::MAX));
+    push_escaped(&mut k, group);
+    k.extend_from_slice(&[0, 0]);
+    k
+}
+
+/// Key of a group partial: `G · p · esc(group)`.
+pub fn group_key(p: u32, group: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    group_key_into(&mut k, p, group);
+    k
+}
+
+/// [`group_key`] into `out` (cleared first), reusing its allocation.
+pub fn group_key_into(out: &mut Vec<u8>, p: u32, group: &[u8]) {
+    out.clear();
+    out.push(TAG_GROUP);
+    out.extend_from_slice(&p.to_be_bytes());
+    push_escaped(out, group);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +690,50 @@ mod tests {
             request: Some(("req-1".into(), 4)),
         };
         assert_eq!(ApplyState::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn index_keys_split_back_into_value_key_and_primary_key() {
+        for (record_key, pk) in [(Some(&b"key"[..]), "key"), (None, "\\@3:7")] {
+            let k = index_key(3, b"a\x00b", record_key, 7);
+            let head = [prefix(TAG_INDEX, 3), index_value_prefix(b"a\x00b")].concat();
+            assert!(k.starts_with(&head), "{k:?}");
+            let (vk, rest) = split_escaped(&k[5..]).unwrap();
+            assert_eq!(vk, b"a\x00b");
+            assert_eq!(pk_text(rest).as_deref(), Some(pk));
+        }
+    }
+
+    #[test]
+    fn entry_values_round_trip() {
+        let meta = RowMeta {
+            offset: 9,
+            request_id: Some("r".into()),
+        };
+        let (m, v) = decode_row(&encode_row(&meta, br#"{"a":1}"#)).unwrap();
+        assert_eq!((m, v), (meta.clone(), serde_json::json!({"a": 1})));
+        assert_eq!(decode_count(&encode_count(-3)).unwrap(), -3);
+        let partial = Partial {
+            count: 2,
+            meta,
+            group_values: vec![(encode_group_values(&[Scalar::Null]), 2)],
+            aggs: vec![AggState {
+                n: 1,
+                int_sum: -5,
+                fixed_sum: 7,
+                float_n: 1,
+            }],
+        };
+        assert_eq!(Partial::decode(&partial.encode(), 1).unwrap(), partial);
+        let c = Contribution {
+            group: b"g".to_vec(),
+            values: encode_group_values(&[Scalar::Null]),
+            inputs: vec![Scalar::Null, Scalar::Null],
+        };
+        assert_eq!(Contribution::decode(&c.encode(), 2).unwrap(), c);
+        let mut reused = b"old".to_vec();
+        group_key_into(&mut reused, 4, b"g\x00");
+        assert_eq!(reused, group_key(4, b"g\x00"));
+        assert!(multi_key(4, 1, b"g", b"v").starts_with(&multi_prefix(4, 1, b"g")));
     }
 }

@@ -15,10 +15,10 @@ use serde::Serialize;
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::apply::{Partial, decode_group_values, group_key, multi_prefix};
 use crate::error::{Result, ViewError};
 use crate::layout::{
-    self, ApplyState, Dec, RowMeta, TAG_APPLIED, TAG_GROUP, TAG_INDEX, TAG_ROW, prefix_end,
+    self, ApplyState, Dec, Partial, RowMeta, TAG_APPLIED, TAG_GROUP, TAG_INDEX, TAG_ROW,
+    decode_group_values, group_key, multi_prefix, prefix_end,
 };
 use crate::limits::READ_LIMIT_MAX;
 use crate::spec::{AggFn, Aggregate, FieldPath, Plan, PlanKind};
@@ -107,14 +107,6 @@ fn row_of(key: &[u8], p: u32, meta: RowMeta, value: Value) -> Row {
     }
 }
 
-fn decode_row(bytes: &[u8]) -> Result<(RowMeta, Value)> {
-    let mut d = Dec::new(bytes, "table row");
-    let meta = RowMeta::decode(&mut d)?;
-    let v = serde_json::from_slice(d.rest())
-        .map_err(|e| ViewError::corrupt("table row", e.to_string()))?;
-    Ok((meta, v))
-}
-
 impl Reader<'_> {
     /// Apply state of every partition in the snapshot.
     ///
@@ -165,16 +157,14 @@ impl Reader<'_> {
                 }
                 let row = found
                     .map(|(p, b)| {
-                        let (meta, v) = decode_row(&b)?;
+                        let (meta, v) = layout::decode_row(&b)?;
                         Ok::<_, ViewError>(row_of(&raw, p, meta, v))
                     })
                     .transpose()?;
                 Ok((row, None))
             }
             PlanKind::Index { .. } => {
-                let mut esc = Vec::new();
-                layout::push_escaped(&mut esc, key.as_bytes());
-                esc.extend_from_slice(&[0, 0]);
+                let esc = layout::index_value_prefix(key.as_bytes());
                 let hi = prefix_end(&esc);
                 let (rows, next) = self.index_entries(&esc, hi.as_deref(), READ_LIMIT_MAX)?;
                 Ok((rows.into_iter().next(), next))
@@ -215,7 +205,7 @@ impl Reader<'_> {
                     .into_iter()
                     .take(limit)
                     .map(|(k, (p, b))| {
-                        let (meta, v) = decode_row(&b)?;
+                        let (meta, v) = layout::decode_row(&b)?;
                         Ok(row_of(&k, p, meta, v))
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -233,11 +223,11 @@ impl Reader<'_> {
                                     reason: format!("not an index cursor: {e}"),
                                 })?
                         }
-                        None => escaped(s.as_bytes()),
+                        None => layout::escaped(s.as_bytes()),
                     }),
                     None => None,
                 };
-                let lo_hi = bounds(prefix, None, end, escaped);
+                let lo_hi = bounds(prefix, None, end, layout::escaped);
                 let lo = match start {
                     Some(s) if s > lo_hi.0 => s,
                     _ => lo_hi.0,
@@ -248,7 +238,7 @@ impl Reader<'_> {
                 group_by,
                 aggregates,
             } => {
-                let (lo, hi) = bounds(prefix, start, end, escaped);
+                let (lo, hi) = bounds(prefix, start, end, layout::escaped);
                 let mut groups = BTreeSet::new();
                 for p in 0..self.partitions {
                     let pre = layout::prefix(TAG_GROUP, p);
@@ -481,12 +471,6 @@ impl Reader<'_> {
             }
         }
     }
-}
-
-fn escaped(b: &[u8]) -> Vec<u8> {
-    let mut e = Vec::with_capacity(b.len());
-    layout::push_escaped(&mut e, b);
-    e
 }
 
 /// `[lo, hi)` in encoded key space from a prefix, a start and an end (`hi` `None`: no bound).

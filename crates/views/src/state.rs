@@ -49,10 +49,6 @@ use crate::limits::{
 };
 use crate::store::{Space, SpaceSnapshot, Write};
 
-/// Tag of a partition's checkpoint header in the store.
-pub const TAG_HEADER: u8 = b'H';
-/// Tag of checkpoint chunks in the store.
-pub const TAG_CHUNK: u8 = b'K';
 /// Approximate bytes of bookkeeping per entry held in memory (map node, two `Vec`s).
 const ENTRY_OVERHEAD: usize = 64;
 
@@ -282,16 +278,6 @@ impl Header {
     }
 }
 
-fn header_key(p: u32) -> Vec<u8> {
-    layout::prefix(TAG_HEADER, p)
-}
-
-fn chunk_key(p: u32, seq: u64) -> Vec<u8> {
-    let mut k = layout::prefix(TAG_CHUNK, p);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
 /// One partition's state as loaded from its last checkpoint.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -309,7 +295,7 @@ pub struct Loaded {
 /// [`ViewError::Store`], [`ViewError::Corrupt`].
 pub fn load(space: &dyn Space, p: u32) -> Result<Loaded> {
     let mut out = Loaded::default();
-    let Some(h) = space.get(&header_key(p))? else {
+    let Some(h) = space.get(&layout::checkpoint_header_key(p))? else {
         out.part
             .write(header_key_applied(p), Some(ApplyState::default().encode()));
         return Ok(out);
@@ -317,8 +303,8 @@ pub fn load(space: &dyn Space, p: u32) -> Result<Loaded> {
     out.header = Header::decode(&h)?;
     let snap = space.snapshot();
     let (from, to) = (
-        chunk_key(p, out.header.first_seq),
-        chunk_key(p, out.header.next_seq),
+        layout::checkpoint_chunk_key(p, out.header.first_seq),
+        layout::checkpoint_chunk_key(p, out.header.next_seq),
     );
     let mut failed = None;
     let mut expect = out.header.first_seq;
@@ -520,24 +506,27 @@ impl Checkpointer {
                 push(k, v);
             }
             for seq in h.first_seq..h.next_seq {
-                writes.push((chunk_key(self.p, seq), None));
+                writes.push((layout::checkpoint_chunk_key(self.p, seq), None));
             }
             h.first_seq = h.next_seq;
             for c in chunks.into_iter().filter(|c| !c.is_empty()) {
-                writes.push((chunk_key(self.p, h.next_seq), Some(c)));
+                writes.push((layout::checkpoint_chunk_key(self.p, h.next_seq), Some(c)));
                 h.next_seq += 1;
             }
             h.base_bytes = total;
             h.delta_bytes = 0;
         } else {
             for c in &self.delta.chunks {
-                writes.push((chunk_key(self.p, h.next_seq), Some(c.clone())));
+                writes.push((
+                    layout::checkpoint_chunk_key(self.p, h.next_seq),
+                    Some(c.clone()),
+                ));
                 h.next_seq += 1;
             }
             h.delta_bytes = delta_total;
         }
         h.state = state.clone();
-        writes.push((header_key(self.p), Some(h.encode())));
+        writes.push((layout::checkpoint_header_key(self.p), Some(h.encode())));
         self.space.commit(writes)?;
         self.header = h;
         self.delta = Delta::default();
