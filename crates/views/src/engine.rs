@@ -1004,7 +1004,7 @@ impl Views {
     }
 
     /// Makes every waiting read, switch and catch-up wait — now and later — give up with
-    /// [`ViewError::Closed`] within [`WAIT_SLICE_MS`], so a shutdown is not held up by a
+    /// [`ViewError::Closed`] within 50 ms (`WAIT_SLICE_MS`), so a shutdown is not held up by a
     /// client's long `timeout_ms`. Reads that need no wait still answer. Not undone.
     pub fn cancel_waits(&self) {
         self.waits_cancelled.store(true, Ordering::Release);
