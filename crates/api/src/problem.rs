@@ -210,6 +210,11 @@ problem_codes! {
     TransactionExpired = ("transaction_expired", 410, "Transaction expired"),
     /// The transaction has ended.
     TransactionClosed = ("transaction_closed", 410, "Transaction is closed"),
+    /// The transaction already committed (a commit or abort after its commit, or racing
+    /// it); `detail` names the commit's offset.
+    TransactionCommitted = ("transaction_committed", 409, "Transaction already committed"),
+    /// The transaction already ended without committing (aborted, or its commit failed).
+    TransactionAborted = ("transaction_aborted", 409, "Transaction already aborted"),
     /// As many transactions are open as the server allows; retry after `Retry-After`.
     TooManyTransactions = ("too_many_transactions", 429, "Too many open transactions"),
     /// A conflict: retry the whole transaction.

@@ -96,6 +96,10 @@ pub struct Row {
 pub struct Rows {
     /// In key order.
     pub rows: Vec<Row>,
+    /// When `limit` cut the rows: where the next page starts (pass it as `start`).
+    /// Absent when these are all the rows of the range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `PUT /v1/txns/{txn}/kv/{key}` body.

@@ -103,7 +103,7 @@ pub fn run(args: TxnArgs) -> anyhow::Result<()> {
                 if problem_of(&e).is_some_and(|p| {
                     matches!(
                         p.problem.code.as_str(),
-                        "unknown_transaction" | "transaction_expired"
+                        "unknown_transaction" | "transaction_expired" | "transaction_aborted"
                     )
                 }) => {}
             Err(e) => {
@@ -602,7 +602,11 @@ impl Shell {
             && (p.problem.retryable == Some(true)
                 || matches!(
                     p.problem.code.as_str(),
-                    "unknown_transaction" | "transaction_expired" | "serialization_failure"
+                    "unknown_transaction"
+                        | "transaction_expired"
+                        | "transaction_committed"
+                        | "transaction_aborted"
+                        | "serialization_failure"
                 ))
         {
             self.txn = None;
@@ -637,7 +641,10 @@ impl Shell {
             );
         } else if matches!(
             p.problem.code.as_str(),
-            "unknown_transaction" | "transaction_expired"
+            "unknown_transaction"
+                | "transaction_expired"
+                | "transaction_committed"
+                | "transaction_aborted"
         ) {
             eprintln!("  the transaction is gone; `begin` a new one");
         }

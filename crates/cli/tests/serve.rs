@@ -314,11 +314,11 @@ fn transactions_commit_conflict_and_idle_timeout() {
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["offset"].as_u64(), Some(offset));
     assert_eq!(again["duplicate"], true);
-    // Without the request id, a finished transaction is unknown.
+    // Without the request id, a second commit hears that the transaction committed.
     let (s, gone) = node.call("POST", &format!("/v1/txns/{t1}/commit"), None);
     assert_eq!(
         (s, gone["code"].as_str()),
-        (404, Some("unknown_transaction"))
+        (409, Some("transaction_committed"))
     );
     let (s, c2) = node.call("POST", &format!("/v1/txns/{t2}/commit"), None);
     assert_eq!(
@@ -327,8 +327,12 @@ fn transactions_commit_conflict_and_idle_timeout() {
         "{c2}"
     );
     assert_eq!(c2["retryable"], true);
-    let (s, _) = node.call("GET", &format!("/v1/txns/{t2}/kv/acct"), None);
-    assert_eq!(s, 404, "a failed transaction is gone");
+    let (s, b) = node.call("GET", &format!("/v1/txns/{t2}/kv/acct"), None);
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (409, Some("transaction_aborted")),
+        "a failed transaction is gone"
+    );
 
     let (s, row) = node.call("GET", "/v1/kv/acct", None);
     assert_eq!(s, 200);
@@ -359,7 +363,7 @@ fn transactions_commit_conflict_and_idle_timeout() {
     let (s, _) = node.call("POST", &format!("/v1/txns/{t4}/abort"), None);
     assert_eq!(s, 204);
     let (s, b) = node.call("GET", &format!("/v1/txns/{t4}/kv/acct"), None);
-    assert_eq!((s, b["code"].as_str()), (404, Some("unknown_transaction")));
+    assert_eq!((s, b["code"].as_str()), (409, Some("transaction_aborted")));
 
     // An abandoned transaction is reaped.
     let t5 = begin("serializable");

@@ -385,7 +385,7 @@ mod tests {
         );
         let e = ApiError::from(TxnError::RequestIdConflict {
             request_id: "c-1".into(),
-            offset: 0,
+            offset: Some(0),
         });
         assert_eq!(
             (

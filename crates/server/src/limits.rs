@@ -48,8 +48,9 @@ pub const OPEN_TXNS_MAX_DEFAULT: usize = 1000;
 pub const TXN_IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// How often the reaper looks for idle transactions, in ms.
 pub const REAPER_INTERVAL_MS: u64 = 500;
-/// Ids of reaped transactions remembered (so their clients hear "expired", not "unknown").
-pub const REAPED_TXNS_REMEMBERED: usize = 10_000;
+/// Ids of ended transactions remembered with how they ended (so late requests hear
+/// "committed", "aborted" or "expired", not "unknown").
+pub const ENDED_TXNS_REMEMBERED: usize = 10_000;
 /// Default time in-flight requests get to finish at shutdown, in ms (30 s).
 pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 30_000;
 /// Threads for blocking library calls (appends waiting for fsync, commits).

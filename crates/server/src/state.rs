@@ -9,14 +9,14 @@
 //!      └── metrics
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use logbook_log::Log;
-use logbook_txn::{Txn, TxnStore};
+use logbook_txn::{CommitOutcome, Txn, TxnStore};
 use logbook_views::Views;
 use tokio::sync::Semaphore;
 
@@ -172,18 +172,85 @@ impl AppState {
 pub struct OpenTxn {
     /// Its handle (`t<boot>-<n>`).
     pub id: String,
-    /// The transaction; `None` once committed, aborted or reaped. Requests on one
-    /// transaction take turns on this lock.
+    /// The transaction; `None` once committing, committed, aborted or reaped. Requests on
+    /// one transaction take turns on this lock. Whoever empties it sets [`OpenTxn::end`]
+    /// first, under the lock, so a request that finds it empty learns why from `end`.
     pub txn: Arc<tokio::sync::Mutex<Option<Txn>>>,
+    /// Where the transaction is in its end (see [`TxnEnd`]); watched by requests that
+    /// wait for a commit in flight.
+    end: tokio::sync::watch::Sender<TxnEnd>,
     last_used_ms: AtomicU64,
+}
+
+/// How an interactive transaction ended, or that its commit is under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnEnd {
+    /// Still open.
+    Open,
+    /// Its commit is certified or in flight, sent with this `Idempotency-Key` (if any).
+    Committing {
+        /// The commit's request id.
+        request_id: Option<String>,
+    },
+    /// Committed (a read-only commit has no offset).
+    Committed {
+        /// The commit's outcome.
+        outcome: CommitOutcome,
+        /// The commit's request id.
+        request_id: Option<String>,
+    },
+    /// Its commit failed with `error`: nothing committed, unless the error is a server
+    /// error (then the outcome is unknown until the store is reopened).
+    CommitFailed {
+        /// What the commit was answered.
+        error: ApiError,
+        /// The commit's request id.
+        request_id: Option<String>,
+    },
+    /// Aborted: explicitly, by a retryable error, or at shutdown.
+    Aborted,
+    /// Aborted by the reaper after idling.
+    Expired,
+}
+
+impl OpenTxn {
+    /// The end as it stands.
+    pub fn end(&self) -> TxnEnd {
+        self.end.borrow().clone()
+    }
+
+    /// Records how the transaction ended (or that its commit began). Callers hold the
+    /// [`OpenTxn::txn`] lock when they take the transaction out.
+    pub fn set_end(&self, end: TxnEnd) {
+        self.end.send_replace(end);
+    }
+
+    /// How many requests wait for its commit to settle (see [`OpenTxn::settled`]).
+    pub fn waiting(&self) -> usize {
+        self.end.receiver_count()
+    }
+
+    /// Waits while a commit is under way; returns the end it reached.
+    pub async fn settled(&self) -> TxnEnd {
+        let mut rx = self.end.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail while we borrow it.
+        match rx
+            .wait_for(|e| !matches!(e, TxnEnd::Committing { .. }))
+            .await
+        {
+            Ok(end) => end.clone(),
+            Err(_) => self.end(),
+        }
+    }
 }
 
 /// The interactive transactions of a server: bounded in number, aborted when idle.
 #[derive(Debug)]
 pub struct TxnRegistry {
     open: Mutex<HashMap<String, Arc<OpenTxn>>>,
-    /// Recently reaped handles, oldest first, so late requests hear "expired".
-    reaped: Mutex<(HashSet<String>, VecDeque<String>)>,
+    /// Recently ended handles and how they ended, oldest first, so that late requests hear
+    /// "committed", "aborted" or "expired" instead of "unknown".
+    ended: Mutex<(HashMap<String, TxnEnd>, VecDeque<String>)>,
     max: usize,
     idle: Duration,
     epoch: Instant,
@@ -197,7 +264,7 @@ impl TxnRegistry {
         h.write_u32(std::process::id());
         TxnRegistry {
             open: Mutex::new(HashMap::new()),
-            reaped: Mutex::new((HashSet::new(), VecDeque::new())),
+            ended: Mutex::new((HashMap::new(), VecDeque::new())),
             max,
             idle,
             epoch: Instant::now(),
@@ -239,6 +306,7 @@ impl TxnRegistry {
         let entry = Arc::new(OpenTxn {
             id: id.clone(),
             txn: Arc::new(tokio::sync::Mutex::new(Some(txn))),
+            end: tokio::sync::watch::Sender::new(TxnEnd::Open),
             last_used_ms: AtomicU64::new(self.now_ms()),
         });
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,44 +317,45 @@ impl TxnRegistry {
         Ok(entry)
     }
 
-    /// An open transaction by handle; marks it used.
+    /// A registered transaction by handle (open, or with its commit under way); marks it
+    /// used.
     ///
     /// # Errors
-    /// 410 `transaction_expired` for a reaped one, 404 `unknown_transaction` otherwise.
+    /// For a recently ended one, the error [`ended_error`] gives; 404
+    /// `unknown_transaction` otherwise.
     pub fn get(&self, id: &str) -> Result<Arc<OpenTxn>, ApiError> {
+        match self.lookup(id) {
+            Lookup::Registered(t) => {
+                self.touch(&t);
+                Ok(t)
+            }
+            Lookup::Ended(end) => Err(ended_error(id, &end, self.idle)),
+            Lookup::Unknown => Err(unknown_txn(id)),
+        }
+    }
+
+    /// Where a handle stands: registered, recently ended (and how), or unknown.
+    pub fn lookup(&self, id: &str) -> Lookup {
         let found = self
             .open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned();
-        match found {
-            Some(t) => {
-                self.touch(&t);
-                Ok(t)
-            }
-            None if self
-                .reaped
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-                .contains(id) =>
-            {
-                Err(ApiError::new(
-                    ProblemCode::TransactionExpired,
-                    format!(
-                        "transaction {id} was idle longer than {} ms and was aborted; begin a new one",
-                        self.idle.as_millis()
-                    ),
-                )
-                .field("txn"))
-            }
-            None => Err(ApiError::new(
-                ProblemCode::UnknownTransaction,
-                format!("no open transaction {id:?} (committed, aborted, or from before a restart)"),
-            )
-            .field("txn")),
+        if let Some(t) = found {
+            return Lookup::Registered(t);
         }
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        match ended.0.get(id) {
+            Some(end) => Lookup::Ended(end.clone()),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// The error for a request on a transaction that ended this way: 409
+    /// `transaction_committed` or `transaction_aborted`, 410 `transaction_expired`.
+    pub fn ended_error(&self, id: &str, end: &TxnEnd) -> ApiError {
+        ended_error(id, end, self.idle)
     }
 
     /// Marks a transaction used now.
@@ -294,12 +363,36 @@ impl TxnRegistry {
         t.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Forgets a transaction (after commit or abort).
-    pub fn remove(&self, id: &str) {
+    /// Forgets an ended transaction, remembering how it ended (for late requests).
+    pub fn finish(&self, t: &OpenTxn, end: TxnEnd) {
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+            .remove(&t.id);
+        // What late requests need: a committed outcome's offset, not its increments.
+        let remembered = match &end {
+            TxnEnd::Committed {
+                outcome,
+                request_id,
+            } => TxnEnd::Committed {
+                outcome: CommitOutcome {
+                    incremented: Vec::new(),
+                    ..outcome.clone()
+                },
+                request_id: request_id.clone(),
+            },
+            other => other.clone(),
+        };
+        t.set_end(end);
+        let mut r = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if r.0.insert(t.id.clone(), remembered).is_none() {
+            r.1.push_back(t.id.clone());
+        }
+        while r.1.len() > limits::ENDED_TXNS_REMEMBERED {
+            if let Some(old) = r.1.pop_front() {
+                r.0.remove(&old);
+            }
+        }
     }
 
     /// Aborts every transaction idle longer than the idle timeout and not in use by a
@@ -324,21 +417,14 @@ impl TxnRegistry {
             if now.saturating_sub(t.last_used_ms.load(Ordering::Relaxed)) <= idle_ms {
                 continue;
             }
-            if let Some(txn) = guard.take() {
-                txn.abort();
-                reaped += 1;
-            }
+            // Empty: its commit is under way (it ends it) or it has just ended.
+            let Some(txn) = guard.take() else {
+                continue;
+            };
+            txn.abort();
+            reaped += 1;
+            self.finish(&t, TxnEnd::Expired);
             drop(guard);
-            self.remove(&t.id);
-            let mut r = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
-            if r.0.insert(t.id.clone()) {
-                r.1.push_back(t.id.clone());
-            }
-            while r.1.len() > limits::REAPED_TXNS_REMEMBERED {
-                if let Some(old) = r.1.pop_front() {
-                    r.0.remove(&old);
-                }
-            }
             tracing::info!(txn = %t.id, idle_ms, "idle transaction aborted");
         }
         reaped
@@ -359,10 +445,68 @@ impl TxnRegistry {
                 && let Some(txn) = guard.take()
             {
                 txn.abort();
+                t.set_end(TxnEnd::Aborted);
                 n += 1;
             }
         }
         n
+    }
+}
+
+/// Where a transaction handle stands.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Open, or its commit is under way.
+    Registered(Arc<OpenTxn>),
+    /// Ended recently, this way.
+    Ended(TxnEnd),
+    /// Never seen, or ended long ago (or before a restart).
+    Unknown,
+}
+
+/// 404 `unknown_transaction`.
+pub fn unknown_txn(id: &str) -> ApiError {
+    ApiError::new(
+        ProblemCode::UnknownTransaction,
+        format!("no open transaction {id:?} (committed, aborted, or from before a restart)"),
+    )
+    .field("txn")
+}
+
+/// The error for a request on a transaction that ended as `end`.
+fn ended_error(id: &str, end: &TxnEnd, idle: Duration) -> ApiError {
+    let conflict = |code, detail| {
+        let mut e = ApiError::new(code, detail).field("txn");
+        e.retryable = Some(false);
+        e
+    };
+    let committed = |detail| conflict(ProblemCode::TransactionCommitted, detail);
+    let aborted = |detail| conflict(ProblemCode::TransactionAborted, detail);
+    match end {
+        TxnEnd::Open => unknown_txn(id),
+        TxnEnd::Committing { .. } => committed(format!(
+            "transaction {id} is committing; its commit decides its outcome"
+        )),
+        TxnEnd::Committed { outcome, .. } => committed(match outcome.offset {
+            Some(offset) => format!("transaction {id} committed at offset {offset}"),
+            None => format!("transaction {id} committed (it wrote nothing)"),
+        }),
+        TxnEnd::CommitFailed { error, .. } if error.status().is_server_error() => error.clone(),
+        TxnEnd::CommitFailed { error, .. } => aborted(format!(
+            "transaction {id} was aborted: its commit failed with {}; nothing it wrote was applied",
+            error.code
+        )),
+        TxnEnd::Aborted => aborted(format!(
+            "transaction {id} was aborted; nothing it wrote was applied"
+        )),
+        TxnEnd::Expired => ApiError::new(
+            ProblemCode::TransactionExpired,
+            format!(
+                "transaction {id} was idle longer than {} ms and was aborted; begin a new one",
+                idle.as_millis()
+            ),
+        )
+        .field("txn"),
     }
 }
 

@@ -148,13 +148,15 @@ pub enum TxnError {
     /// committed and the transaction is aborted. Not retryable: a new transaction needs a
     /// new request id.
     #[error(
-        "request_id_conflict: request id {request_id:?} already committed a different transaction at offset {offset}"
+        "request_id_conflict: request id {request_id:?} already committed a different transaction {}",
+        match offset { Some(o) => format!("at offset {o}"), None => "(a read-only one)".to_string() }
     )]
     RequestIdConflict {
         /// The request id.
         request_id: String,
-        /// `_txn` offset of the commit that used it.
-        offset: u64,
+        /// `_txn` offset of the commit that used it; `None` for a read-only commit (which
+        /// appended nothing).
+        offset: Option<u64>,
     },
     /// More transactions are open than the store allows.
     #[error("too many open transactions: the limit is {max}")]

@@ -139,6 +139,16 @@ pub struct KeyValue {
     pub version: Option<u64>,
 }
 
+/// One page of a scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// The rows, in key order, at most the scan's `limit`.
+    pub rows: Vec<KeyValue>,
+    /// When the limit cut the result: the key of the first row not returned, where the
+    /// next page starts (inclusive). `None` when the rows are all there is.
+    pub next: Option<Vec<u8>>,
+}
+
 /// A range of keys: `start` and `end` bounds in byte order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRange {

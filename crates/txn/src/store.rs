@@ -38,7 +38,7 @@ use crate::limits;
 use crate::mvcc::{Table, Value};
 use crate::record::{CommitRecord, WriteOp};
 use crate::txn::{Cond, Pending, Txn, TxnParts};
-use crate::{Isolation, KeyRange, KeyValue, TxnOptions, Versioned};
+use crate::{Isolation, KeyRange, KeyValue, ScanPage, TxnOptions, Versioned};
 
 /// How a [`TxnStore`] is opened. Defaults are in the field docs.
 #[derive(Debug, Clone)]
@@ -63,7 +63,9 @@ pub struct TxnStoreOptions {
     /// module documentation). Default `true`.
     pub early_lock_release: bool,
     /// Commit request ids remembered for deduplication (the oldest are forgotten first).
-    /// Default [`limits::COMMIT_REQUEST_IDS_DEFAULT`].
+    /// Those of read-write commits are rebuilt from the commit stream at open; those of
+    /// read-only commits (which append nothing) live in memory only and are forgotten at
+    /// restart. Default [`limits::COMMIT_REQUEST_IDS_DEFAULT`].
     pub request_ids_max: usize,
 }
 
@@ -144,16 +146,25 @@ struct Outcome {
     settled: Condvar,
 }
 
+/// A committed request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Remembered {
+    /// The commit record's offset; `None` for a read-only commit (nothing was appended, so
+    /// it is remembered in memory only and forgotten at restart).
+    offset: Option<u64>,
+    /// The intents fingerprint a retry must match (`None`: any retry matches — a format-1
+    /// record, or a transaction that read before committing).
+    intents: Option<u128>,
+}
+
 #[derive(Debug)]
 pub(crate) struct CommitState {
     pub(crate) cert: Certifier,
     /// Offset the next commit record gets; equals the table's applied offset.
     next_offset: u64,
     next_txn_id: u64,
-    /// Committed request ids: the commit's offset and the intents fingerprint a retry
-    /// must match (`None`: any retry matches — a format-1 record, or a transaction that
-    /// read before committing).
-    ids_done: HashMap<String, (u64, Option<u128>)>,
+    /// Committed request ids (see [`Remembered`]).
+    ids_done: HashMap<String, Remembered>,
     ids_order: VecDeque<String>,
     ids_pending: HashMap<String, Arc<Outcome>>,
 }
@@ -259,10 +270,10 @@ impl TxnStore {
                     remember_id(
                         &mut state,
                         id,
-                        (
-                            rec.offset,
-                            commit.intents.filter(|_| !commit.read_dependent),
-                        ),
+                        Remembered {
+                            offset: Some(rec.offset),
+                            intents: commit.intents.filter(|_| !commit.read_dependent),
+                        },
                         options.request_ids_max,
                     );
                 }
@@ -339,20 +350,36 @@ impl TxnStore {
     /// # Errors
     /// [`TxnError::TooMany`] for a larger `limit`.
     pub fn scan(&self, range: &KeyRange, limit: usize) -> Result<Vec<KeyValue>> {
+        self.scan_page(range, limit).map(|page| page.rows)
+    }
+
+    /// [`TxnStore::scan`], with the key the next page starts at when `limit` cut the rows.
+    ///
+    /// # Errors
+    /// As [`TxnStore::scan`].
+    pub fn scan_page(&self, range: &KeyRange, limit: usize) -> Result<ScanPage> {
         check_scan_limit(limit)?;
         if range.is_empty() {
-            return Ok(Vec::new());
+            return Ok(ScanPage::default());
         }
         let snapshot = self.durable_end();
-        let (rows, _) = self.read_table().scan(range.as_refs(), snapshot, limit);
-        Ok(rows
-            .into_iter()
-            .map(|r| KeyValue {
-                key: r.key,
-                value: r.value,
-                version: Some(r.version),
-            })
-            .collect())
+        let (rows, _) = self
+            .read_table()
+            .scan(range.as_refs(), snapshot, limit.saturating_add(1));
+        let mut rows = rows.into_iter().map(|r| KeyValue {
+            key: r.key,
+            value: r.value,
+            version: Some(r.version),
+        });
+        let out: Vec<KeyValue> = rows.by_ref().take(limit).collect();
+        let next = rows.next().map(|kv| kv.key);
+        Ok(ScanPage { rows: out, next })
+    }
+
+    /// Whether a failed commit append poisoned the store: it then refuses everything
+    /// until reopened, and commits after the failed one never become durable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
     }
 
     /// Commits durable in the commit stream: offsets `0..durable_end()`.
@@ -383,10 +410,10 @@ impl TxnStore {
         loop {
             let state = lock(&self.state);
             self.check_poisoned()?;
-            if let Some(&(offset, _)) = state.ids_done.get(request_id.as_str()) {
+            if let Some(&done) = state.ids_done.get(request_id.as_str()) {
                 drop(state);
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                return self.duplicate_outcome(offset).map(Some);
+                return self.duplicate_outcome(done.offset).map(Some);
             }
             let Some(pending) = state.ids_pending.get(request_id.as_str()).cloned() else {
                 return Ok(None);
@@ -535,27 +562,27 @@ impl TxnStore {
                 });
             }
             if let Some(id) = request_id {
-                if let Some(&(offset, original)) = state.ids_done.get(id.as_str()) {
+                if let Some(&done) = state.ids_done.get(id.as_str()) {
                     let now = 2 * self.visible(&state);
                     state.cert.finish(parts.id, now, None);
                     drop(state);
                     // Only a retry of the same transaction is a duplicate. (A format-1
                     // commit has no fingerprint, and a read-dependent one is not compared:
                     // any retry of its id is accepted.)
-                    if original.is_some() && original != intents {
+                    if done.intents.is_some() && done.intents != intents {
                         tracing::debug!(
                             txn = parts.id,
                             request_id = id.as_str(),
-                            offset,
+                            offset = ?done.offset,
                             "request id reused by a different transaction"
                         );
                         return Err(TxnError::RequestIdConflict {
                             request_id: id.as_str().to_string(),
-                            offset,
+                            offset: done.offset,
                         });
                     }
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    return self.duplicate_outcome(offset).map(Prepared::Done);
+                    return self.duplicate_outcome(done.offset).map(Prepared::Done);
                 }
                 if let Some(pending) = state.ids_pending.get(id.as_str()).cloned() {
                     drop(state);
@@ -658,7 +685,10 @@ impl TxnStore {
                 remember_id(
                     &mut state,
                     id,
-                    (offset, intents.filter(|_| !read_dependent)),
+                    Remembered {
+                        offset: Some(offset),
+                        intents: intents.filter(|_| !read_dependent),
+                    },
                     self.options.request_ids_max,
                 );
             }
@@ -783,6 +813,20 @@ impl TxnStore {
                 out_min,
                 now_snapshot,
             );
+            // Nothing is logged for a read-only commit: its request id is remembered in
+            // memory only (a retry is answered until restart).
+            if let Some(id) = request_id {
+                let done = Remembered {
+                    offset: None,
+                    intents: intents.filter(|_| !parts.read_any),
+                };
+                remember_id(
+                    state,
+                    id.as_str().to_string(),
+                    done,
+                    self.options.request_ids_max,
+                );
+            }
             return Ok(None);
         }
         // Atomic operations and conditions, evaluated on the newest committed state.
@@ -892,7 +936,16 @@ impl TxnStore {
         Ok(Some((offset, completion, incremented, pending)))
     }
 
-    fn duplicate_outcome(&self, offset: u64) -> Result<CommitOutcome> {
+    /// The answer to a retry of a committed request id: the original commit (`None`: a
+    /// read-only one).
+    fn duplicate_outcome(&self, offset: Option<u64>) -> Result<CommitOutcome> {
+        let Some(offset) = offset else {
+            return Ok(CommitOutcome {
+                offset: None,
+                duplicate: true,
+                incremented: Vec::new(),
+            });
+        };
         self.wait_durable(offset)?;
         let record = self.commit_record(offset)?;
         Ok(CommitOutcome {
@@ -923,7 +976,7 @@ pub struct MemoryFigures {
     pub versions: u64,
 }
 
-fn remember_id(state: &mut CommitState, id: String, commit: (u64, Option<u128>), max: usize) {
+fn remember_id(state: &mut CommitState, id: String, commit: Remembered, max: usize) {
     if max == 0 {
         return;
     }

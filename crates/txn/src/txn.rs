@@ -18,7 +18,7 @@ use crate::error::{Result, TxnError, show_key};
 use crate::limits;
 use crate::mvcc::Value;
 use crate::store::{CommitOutcome, TxnStore, check_key, check_scan_limit, parse_i64};
-use crate::{Isolation, KeyRange, KeyValue, TxnOptions, Versioned};
+use crate::{Isolation, KeyRange, KeyValue, ScanPage, TxnOptions, Versioned};
 
 /// A condition checked at commit against the newest committed version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,12 +356,20 @@ impl Txn {
     /// Reads the rows in `range` (own writes included), in key order, at most `limit`.
     /// At `serializable` the range is recorded, so a concurrent insert into it conflicts
     /// (phantoms); when `limit` cuts the result, the recorded range ends at the last key
-    /// returned.
+    /// returned. [`Txn::scan_page`] also says whether the limit cut it.
     ///
     /// # Errors
     /// [`TxnError::TooMany`] for a `limit` above [`limits::SCAN_ROWS_MAX`] or too many
     /// range reads; as [`Txn::get`].
     pub fn scan(&mut self, range: &KeyRange, limit: usize) -> Result<Vec<KeyValue>> {
+        self.scan_page(range, limit).map(|page| page.rows)
+    }
+
+    /// [`Txn::scan`], with the key the next page starts at when `limit` cut the rows.
+    ///
+    /// # Errors
+    /// As [`Txn::scan`].
+    pub fn scan_page(&mut self, range: &KeyRange, limit: usize) -> Result<ScanPage> {
         self.check_open()?;
         check_scan_limit(limit)?;
         self.read_any = true;
@@ -372,7 +380,7 @@ impl Txn {
             });
         }
         if range.is_empty() {
-            return Ok(Vec::new());
+            return Ok(ScanPage::default());
         }
         let snapshot = self.read_snapshot();
         let overlay: Vec<(Vec<u8>, Pending)> = self
@@ -383,7 +391,8 @@ impl Txn {
         let (rows, depends) = self.store.read_table().scan(
             range.as_refs(),
             snapshot,
-            limit.saturating_add(overlay.len()),
+            // One row more than asked: it says whether the limit cut the result.
+            limit.saturating_add(1).saturating_add(overlay.len()),
         );
         self.check_expired()?;
         if let Some(v) = depends {
@@ -431,15 +440,19 @@ impl Txn {
                 }
             }
         }
-        let out: Vec<KeyValue> = merged.into_values().take(limit).collect();
+        let mut rows = merged.into_values();
+        let out: Vec<KeyValue> = rows.by_ref().take(limit).collect();
+        let next = rows.next().map(|kv| kv.key);
         if self.tracks_reads() {
+            // A cut page read up to its last row; an uncut one read the whole range (the
+            // caller learns there is nothing after its last row: a phantom there matters).
             let end = match out.last() {
-                Some(last) if out.len() == limit => Bound::Included(last.key.clone()),
+                Some(last) if next.is_some() => Bound::Included(last.key.clone()),
                 _ => range.end.clone(),
             };
             self.ranges.push((range.start.clone(), end));
         }
-        Ok(out)
+        Ok(ScanPage { rows: out, next })
     }
 
     fn buffer(&mut self, key: &[u8], p: Pending) -> Result<()> {
@@ -629,7 +642,9 @@ impl Txn {
     /// request id with different operations fails with [`TxnError::RequestIdConflict`] and
     /// nothing is applied — unless the original read before committing: its writes may
     /// have depended on its reads, so any retry of it is a duplicate. An aborted attempt
-    /// leaves nothing behind, so a retry may reuse the id.
+    /// leaves nothing behind, so a retry may reuse the id. A read-only commit's request id
+    /// is remembered too (a retry is a duplicate with `offset: None`), but in memory only:
+    /// nothing is logged for it, so it is forgotten at restart.
     ///
     /// # Errors
     /// [`TxnError::SerializationFailure`] (retry the whole transaction),

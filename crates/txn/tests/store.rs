@@ -201,7 +201,7 @@ fn assert_id_conflict(r: Result<logbook_txn::CommitOutcome, TxnError>, id: &str,
             request_id,
             offset: at,
         }) => {
-            assert_eq!((request_id.as_str(), at), (id, offset));
+            assert_eq!((request_id.as_str(), at), (id, Some(offset)));
         }
         other => panic!("expected request_id_conflict, got {other:?}"),
     }

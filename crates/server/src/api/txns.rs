@@ -7,19 +7,20 @@
 //! retryable conflict (`serialization_failure`) ends the transaction: retry it whole.
 
 use std::ops::Bound;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use logbook_api::paths::route;
 use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
-use logbook_txn::{Isolation, KeyRange, KeyValue, Txn, TxnError, TxnOptions, Versioned};
+use logbook_txn::{Isolation, KeyRange, ScanPage, Txn, TxnError, TxnOptions, Versioned};
 
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Tracking, blocking};
 use crate::limits;
-use crate::state::{AppState, OpenTxn};
+use crate::state::{AppState, Lookup, OpenTxn, Opened, TxnEnd, unknown_txn};
 use logbook_views::ConsistencyToken;
 
 use super::{Params, json_value, raw_json, text};
@@ -42,9 +43,10 @@ fn row(key: &[u8], v: Versioned) -> Row {
     }
 }
 
-fn rows(kvs: Vec<KeyValue>) -> Rows {
+fn rows(page: ScanPage) -> Rows {
     Rows {
-        rows: kvs
+        rows: page
+            .rows
             .into_iter()
             .map(|kv| Row {
                 key: text(&kv.key),
@@ -52,6 +54,7 @@ fn rows(kvs: Vec<KeyValue>) -> Rows {
                 version: kv.version,
             })
             .collect(),
+        next: page.next.as_deref().map(text),
     }
 }
 
@@ -72,6 +75,9 @@ async fn with_txn<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let entry = state.txns().get(id)?;
     let guard = entry.txn.clone().lock_owned().await;
+    if guard.is_none() {
+        return Err(state.txns().ended_error(id, &entry.end()));
+    }
     let (mut guard, result) = blocking(move || {
         let mut guard = guard;
         let r = match guard.as_mut() {
@@ -88,7 +94,7 @@ async fn with_txn<T: Send + 'static>(
         if let Some(t) = guard.take() {
             t.abort();
         }
-        end(state, &entry, e.code());
+        end(state, &entry, TxnEnd::Aborted, e.code());
     }
     result.map_err(ApiError::from)
 }
@@ -105,7 +111,7 @@ async fn with_txn_inline<T>(
     let mut guard = entry.txn.clone().lock_owned().await;
     let result = match guard.as_mut() {
         Some(t) => f(t),
-        None => Err(TxnError::Closed),
+        None => return Err(state.txns().ended_error(id, &entry.end())),
     };
     state.txns().touch(&entry);
     if let Err(e) = &result
@@ -114,13 +120,14 @@ async fn with_txn_inline<T>(
         if let Some(t) = guard.take() {
             t.abort();
         }
-        end(state, &entry, e.code());
+        end(state, &entry, TxnEnd::Aborted, e.code());
     }
     result.map_err(ApiError::from)
 }
 
-fn end(state: &AppState, entry: &OpenTxn, reason: &str) {
-    state.txns().remove(&entry.id);
+/// Ends a transaction `how`; `reason` labels the abort metric (`commit` counts none).
+fn end(state: &AppState, entry: &OpenTxn, how: TxnEnd, reason: &str) {
+    state.txns().finish(entry, how);
     state.metrics().open_txns.set(state.txns().len() as i64);
     if reason != "commit" {
         state.metrics().aborts.with_label_values(&[reason]).inc();
@@ -177,6 +184,10 @@ pub async fn begin(
     }
     let txn = opened.txns.begin(options)?;
     let snapshot = txn.snapshot();
+    // Early lock release: the snapshot may count commits not yet durable, which a crash
+    // would undo (and their offsets go to other commits). The answer waits until they are
+    // durable, so no number a client sees depends on them; the snapshot is not lowered.
+    durable_through(&opened, snapshot, None).await?;
     let entry = state.txns().insert(txn)?;
     state.metrics().open_txns.set(state.txns().len() as i64);
     tracing::debug!(txn = %entry.id, snapshot, "transaction begun");
@@ -235,7 +246,7 @@ pub async fn scan(
     q.only(&["prefix", "start", "end", "limit"])?;
     let r = range(&q)?;
     let limit = scan_limit(&q)?;
-    let found = with_txn(&state, &id, move |t| t.scan(&r, limit)).await?;
+    let found = with_txn(&state, &id, move |t| t.scan_page(&r, limit)).await?;
     Ok(Json(rows(found)))
 }
 
@@ -308,13 +319,17 @@ pub async fn increment(
 }
 
 /// Commits. With `Idempotency-Key`, a retry of a committed request returns the original
-/// commit with `"duplicate": true`. The handler awaits the commit's durability
-/// ([`Txn::commit_async`]) instead of parking a blocking thread through the fsync.
+/// commit with `"duplicate": true` — also while the original is still in flight (the retry
+/// waits for it). A commit or abort that loses a race with another ending of the same
+/// transaction is 409 `transaction_committed` / `transaction_aborted`. The commit runs in a
+/// task of its own, so it ends (and tells those waiting) even if its client goes away; it
+/// awaits the commit's durability ([`Txn::commit_async`]) without parking a blocking thread
+/// through the fsync.
 #[utoipa::path(post, path = route::TXN_COMMIT, tag = "transactions",
     params(("txn" = String, Path),
         ("Idempotency-Key" = Option<String>, Header), ("traceparent" = Option<String>, Header)),
     responses((status = 200, body = Committed),
-        (status = 409, description = "`serialization_failure` (retry the whole transaction), `version_mismatch`, `key_exists`, `request_id_conflict` (the Idempotency-Key names a committed transaction with other writes)", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "`serialization_failure` (retry the whole transaction), `version_mismatch`, `key_exists`, `request_id_conflict` (the Idempotency-Key names a committed transaction with other writes), `transaction_committed`, `transaction_aborted` (the transaction already ended that way)", body = Problem, content_type = "application/problem+json")))]
 pub async fn commit(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -323,37 +338,38 @@ pub async fn commit(
 ) -> Result<Json<Committed>, ApiError> {
     q.only(&[])?;
     let opened = state.opened()?;
-    let m = state.metrics();
-    let entry = match state.txns().get(&id) {
-        Ok(entry) => Some(entry),
-        // A retry of a commit whose response was lost: the transaction is gone, but its
-        // request id still names the commit it made.
-        Err(e) => {
-            let Some(request_id) = tracking.request_id.clone() else {
-                return Err(e);
-            };
-            let txns = opened.txns.clone();
-            let found = tokio::task::spawn_blocking(move || txns.committed(&request_id))
-                .await
-                .map_err(|_| ApiError::from(TxnError::Closed))??;
-            match found {
-                Some(outcome) => {
-                    m.duplicates.with_label_values(&["commit"]).inc();
-                    return committed_response(&opened, outcome);
-                }
-                None => return Err(e),
-            }
-        }
+    let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
+    let entry = match state.txns().lookup(&id) {
+        Lookup::Registered(entry) => entry,
+        ended => return commit_ended(&state, &opened, &id, ended, tracking).await,
     };
-    let Some(entry) = entry else {
-        return Err(ApiError::from(TxnError::Closed));
-    };
+    state.txns().touch(&entry);
     let mut guard = entry.txn.clone().lock_owned().await;
-    let txn = guard.take();
-    drop(guard);
-    let Some(txn) = txn else {
-        return Err(ApiError::from(TxnError::Closed));
+    let Some(txn) = guard.take() else {
+        drop(guard);
+        // Another request is committing it (or has ended it): wait for that, then answer.
+        let end = entry.settled().await;
+        return commit_again(&state, &opened, &id, end, request_id);
     };
+    entry.set_end(TxnEnd::Committing {
+        request_id: request_id.clone(),
+    });
+    drop(guard);
+    let task = tokio::spawn(run_commit(state.clone(), opened, entry, txn, tracking));
+    task.await
+        .map_err(|e| ApiError::internal(format!("the commit task failed: {e}")))?
+}
+
+/// Commits `txn` and records how it ended in the registry.
+async fn run_commit(
+    state: AppState,
+    opened: Opened,
+    entry: Arc<OpenTxn>,
+    txn: Txn,
+    tracking: Tracking,
+) -> Result<Json<Committed>, ApiError> {
+    let m = state.metrics();
+    let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
     let started = Instant::now();
     // Certification and the append happen in this call (a short critical section); the
     // future resolves once the commit record is durable, without holding a thread.
@@ -368,12 +384,22 @@ pub async fn commit(
         .observe(started.elapsed().as_secs_f64());
     let outcome = match outcome {
         Ok(o) => {
-            end(&state, &entry, "commit");
+            let how = TxnEnd::Committed {
+                outcome: o.clone(),
+                request_id,
+            };
+            end(&state, &entry, how, "commit");
             o
         }
         Err(e) => {
-            end(&state, &entry, e.code());
-            return Err(e.into());
+            let code = e.code();
+            let error = ApiError::from(e);
+            let how = TxnEnd::CommitFailed {
+                error: error.clone(),
+                request_id,
+            };
+            end(&state, &entry, how, code);
+            return Err(error);
         }
     };
     m.commits.inc();
@@ -383,9 +409,75 @@ pub async fn commit(
     committed_response(&opened, outcome)
 }
 
+/// A commit of a transaction whose commit already settled (`end`): a retry with the
+/// original's `Idempotency-Key` gets the original's answer (a duplicate when it
+/// committed); anything else learns how the transaction ended.
+fn commit_again(
+    state: &AppState,
+    opened: &Opened,
+    id: &str,
+    end: TxnEnd,
+    request_id: Option<String>,
+) -> Result<Json<Committed>, ApiError> {
+    match end {
+        TxnEnd::Committed {
+            outcome,
+            request_id: original,
+        } if request_id.is_some() && original == request_id => {
+            state
+                .metrics()
+                .duplicates
+                .with_label_values(&["commit"])
+                .inc();
+            committed_response(
+                opened,
+                logbook_txn::CommitOutcome {
+                    duplicate: true,
+                    ..outcome
+                },
+            )
+        }
+        TxnEnd::CommitFailed {
+            error,
+            request_id: original,
+        } if request_id.is_some() && original == request_id => Err(error),
+        other => Err(state.txns().ended_error(id, &other)),
+    }
+}
+
+/// A commit of a handle no longer registered: a retry whose response was lost is answered
+/// from its request id, which still names the commit it made; otherwise how the
+/// transaction ended, if that is remembered.
+async fn commit_ended(
+    state: &AppState,
+    opened: &Opened,
+    id: &str,
+    lookup: Lookup,
+    tracking: Tracking,
+) -> Result<Json<Committed>, ApiError> {
+    if let Some(request_id) = tracking.request_id {
+        let txns = opened.txns.clone();
+        let found = tokio::task::spawn_blocking(move || txns.committed(&request_id))
+            .await
+            .map_err(|_| ApiError::from(TxnError::Closed))??;
+        if let Some(outcome) = found {
+            state
+                .metrics()
+                .duplicates
+                .with_label_values(&["commit"])
+                .inc();
+            return committed_response(opened, outcome);
+        }
+    }
+    Err(match lookup {
+        Lookup::Ended(end) => state.txns().ended_error(id, &end),
+        Lookup::Registered(_) | Lookup::Unknown => unknown_txn(id),
+    })
+}
+
 /// The response to a commit: its offset, a token for reads after it, increment results.
 fn committed_response(
-    opened: &crate::state::Opened,
+    opened: &Opened,
     outcome: logbook_txn::CommitOutcome,
 ) -> Result<Json<Committed>, ApiError> {
     let token = match outcome.offset {
@@ -416,42 +508,120 @@ fn committed_response(
     }))
 }
 
-/// Aborts: nothing the transaction wrote is applied.
+/// Aborts: nothing the transaction wrote is applied. Aborting an aborted transaction is
+/// a no-op; one whose commit is in flight waits for it: if it committed, 409
+/// `transaction_committed` (the commit won).
 #[utoipa::path(post, path = route::TXN_ABORT, tag = "transactions",
     params(("txn" = String, Path)),
     responses((status = 204, description = "Aborted"),
-        (status = 404, description = "`unknown_transaction`", body = Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "`unknown_transaction`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`transaction_committed`: the transaction committed before the abort", body = Problem, content_type = "application/problem+json")))]
 pub async fn abort(
     State(state): State<AppState>,
     Path(id): Path<String>,
     q: Params,
 ) -> Result<StatusCode, ApiError> {
     q.only(&[])?;
-    let entry = state.txns().get(&id)?;
-    let mut guard = entry.txn.clone().lock_owned().await;
-    if let Some(t) = guard.take() {
-        t.abort();
+    let end = match state.txns().lookup(&id) {
+        Lookup::Registered(entry) => {
+            let mut guard = entry.txn.clone().lock_owned().await;
+            if let Some(t) = guard.take() {
+                t.abort();
+                end(&state, &entry, TxnEnd::Aborted, "explicit");
+                return Ok(StatusCode::NO_CONTENT);
+            }
+            drop(guard);
+            entry.settled().await
+        }
+        Lookup::Ended(end) => end,
+        Lookup::Unknown => return Err(unknown_txn(&id)),
+    };
+    match end {
+        // Nothing it wrote was applied: what the abort asked for.
+        TxnEnd::Aborted => Ok(StatusCode::NO_CONTENT),
+        TxnEnd::CommitFailed { error, .. } if !error.status().is_server_error() => {
+            Ok(StatusCode::NO_CONTENT)
+        }
+        other => Err(state.txns().ended_error(&id, &other)),
     }
-    drop(guard);
-    end(&state, &entry, "explicit");
-    Ok(StatusCode::NO_CONTENT)
 }
 
-/// Checks a `token` parameter of a key-value read: it must decode and name this node's
-/// commit stream incarnation. Commits are acknowledged only once durable and reads see
-/// every durable commit, so a valid token never needs a wait on one node.
-fn check_token(state: &AppState, q: &Params) -> Result<(), ApiError> {
+/// The commits below `end` (a `_txn` offset) become durable: waits at most `timeout`
+/// (forever with `None`). `Ok(false)` when the time ran out.
+///
+/// # Errors
+/// 503 when the store is poisoned (a commit below `end` failed: it never will be durable)
+/// or the log closed.
+async fn durable_through(
+    opened: &Opened,
+    end: u64,
+    timeout: Option<Duration>,
+) -> Result<bool, ApiError> {
+    let store = &opened.txns;
+    if store.durable_end() >= end {
+        return Ok(true);
+    }
+    let stream = opened
+        .log
+        .stream(&store.options().stream)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let partition = stream
+        .partition(0)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    // The wake-up only comes with an acknowledgment; a failed append poisons the store
+    // instead, so look at that every 50 ms.
+    let tick = Duration::from_millis(50);
+    loop {
+        if store.durable_end() >= end {
+            return Ok(true);
+        }
+        if store.is_poisoned() {
+            return Err(TxnError::Poisoned.into());
+        }
+        let mut wait = tick;
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            wait = wait.min(left);
+        }
+        if let Ok(reached) = tokio::time::timeout(wait, partition.end_offset_above(end - 1)).await
+            && reached < end
+        {
+            // Resolved below `end`: the log is closing.
+            return Err(ApiError::from_log(logbook_log::LogError::Closed, |_| {
+                String::new()
+            }));
+        }
+    }
+}
+
+/// The `_txn` position a key-value read's `token` asks for: the end of the commits it
+/// names (none without a token). Like a view read, the token must decode, name this
+/// node's commit stream, in its current incarnation, at partition 0.
+fn token_end(opened: &Opened, q: &Params) -> Result<Option<u64>, ApiError> {
     let Some(text) = q.text("token") else {
-        return Ok(());
+        return Ok(None);
     };
-    let token = ConsistencyToken::decode(text)
-        .map_err(|e| ApiError::new(ProblemCode::InvalidToken, e.to_string()).field("token"))?;
-    let opened = state.opened()?;
+    let invalid = |detail: String| {
+        ApiError::new(ProblemCode::InvalidToken, detail).field("token")
+    };
+    let token = ConsistencyToken::decode(text).map_err(|e| invalid(e.to_string()))?;
     let name = &opened.txns.options().stream;
-    if let Some(sp) = token.streams.get(name)
-        && let Ok(stream) = opened.log.stream(name)
-        && sp.incarnation != stream.incarnation()
-    {
+    let Some(sp) = token.streams.get(name) else {
+        let named: Vec<&str> = token.streams.keys().map(String::as_str).collect();
+        return Err(invalid(format!(
+            "invalid consistency token: it names no position of the commit stream {name:?}, \
+             which key-value reads follow (it names {named:?}); use the token of a commit"
+        )));
+    };
+    let stream = opened
+        .log
+        .stream(name)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    if sp.incarnation != stream.incarnation() {
         return Err(ApiError::new(
             ProblemCode::TokenIncarnation,
             format!(
@@ -462,22 +632,70 @@ fn check_token(state: &AppState, q: &Params) -> Result<(), ApiError> {
         )
         .field("token"));
     }
-    Ok(())
+    if let Some(p) = sp.offsets.keys().find(|p| **p != 0) {
+        return Err(invalid(format!(
+            "invalid consistency token: partition {p} does not exist in the commit stream {name:?}"
+        )));
+    }
+    Ok(sp.offsets.get(&0).copied())
 }
 
-/// The latest committed value of a key, outside any transaction.
+/// Waits until the commits a read's `token` names are durable (and so visible to reads
+/// outside transactions), at most `timeout_ms` (default 5000 ms with a token).
+///
+/// # Errors
+/// 400 `invalid_token`, `invalid_request` (`timeout_ms`); 409 `token_incarnation`; 504
+/// `consistency_timeout`.
+async fn wait_token(opened: &Opened, q: &Params) -> Result<(), ApiError> {
+    let timeout_ms = q.get::<u64>("timeout_ms")?;
+    let max = logbook_views::limits::READ_TIMEOUT_MS_MAX;
+    if let Some(t) = timeout_ms
+        && t > max
+    {
+        return Err(ApiError::invalid(
+            "timeout_ms",
+            format!("timeout_ms must be at most {max}"),
+        ));
+    }
+    let Some(end) = token_end(opened, q)? else {
+        return Ok(());
+    };
+    let timeout_ms = timeout_ms.unwrap_or(limits::VIEW_READ_TIMEOUT_MS_DEFAULT);
+    if durable_through(opened, end, Some(Duration::from_millis(timeout_ms))).await? {
+        return Ok(());
+    }
+    let mut e = ApiError::new(
+        ProblemCode::ConsistencyTimeout,
+        format!(
+            "commits up to offset {end} were asked for; {} are durable after {timeout_ms} ms",
+            opened.txns.durable_end()
+        ),
+    )
+    .field("token")
+    .retry_after(1);
+    e.retryable = Some(true);
+    Err(e)
+}
+
+/// The latest committed value of a key, outside any transaction. With `token` (of an
+/// earlier commit), waits (≤ `timeout_ms`, default 5000) until the commits it names are
+/// durable and so visible here.
 #[utoipa::path(get, path = route::KV_KEY, tag = "transactions",
-    params(("key" = String, Path), ("token" = Option<String>, Query, description = "Consistency token of earlier commits")),
+    params(("key" = String, Path), ("token" = Option<String>, Query, description = "Consistency token of earlier commits: it must name a `_txn` position"),
+        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
     responses((status = 200, body = Row),
-        (status = 404, description = "`key_not_found`", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`invalid_token`: it does not decode or names no `_txn` position", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`key_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`consistency_timeout`: the commits the token names are not durable in time", body = Problem, content_type = "application/problem+json")))]
 pub async fn kv_get(
     State(state): State<AppState>,
     Path(key): Path<String>,
     q: Params,
 ) -> Result<Json<Row>, ApiError> {
-    q.only(&["token"])?;
-    check_token(&state, &q)?;
-    let store = state.opened()?.txns;
+    q.only(&["token", "timeout_ms"])?;
+    let opened = state.opened()?;
+    wait_token(&opened, &q).await?;
+    let store = opened.txns;
     let k = key.clone();
     let found = blocking(move || store.get(k.as_bytes())).await??;
     match found {
@@ -490,14 +708,17 @@ pub async fn kv_get(
 #[utoipa::path(get, path = route::KV, tag = "transactions",
     params(("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
         ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query),
-        ("token" = Option<String>, Query)),
-    responses((status = 200, body = Rows)))]
+        ("token" = Option<String>, Query, description = "As for `GET /v1/kv/{key}`"), ("timeout_ms" = Option<u64>, Query)),
+    responses((status = 200, body = Rows),
+        (status = 400, description = "`invalid_token`", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`consistency_timeout`", body = Problem, content_type = "application/problem+json")))]
 pub async fn kv_scan(State(state): State<AppState>, q: Params) -> Result<Json<Rows>, ApiError> {
-    q.only(&["prefix", "start", "end", "limit", "token"])?;
-    check_token(&state, &q)?;
+    q.only(&["prefix", "start", "end", "limit", "token", "timeout_ms"])?;
     let r = range(&q)?;
     let limit = scan_limit(&q)?;
-    let store = state.opened()?.txns;
-    let found = blocking(move || store.scan(&r, limit)).await??;
+    let opened = state.opened()?;
+    wait_token(&opened, &q).await?;
+    let store = opened.txns;
+    let found = blocking(move || store.scan_page(&r, limit)).await??;
     Ok(Json(rows(found)))
 }

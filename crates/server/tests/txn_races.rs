@@ -1,0 +1,617 @@
+//! Transaction protocol edges over HTTP, in process: commits and aborts racing a commit in
+//! flight, read-only commits retried by request id, scans cut by their limit, key-value
+//! reads with consistency tokens, and the snapshot answered by `POST /v1/txns` under early
+//! lock release.
+//!
+//! Races are made deterministic by holding the commit stream's fsync: a commit is then
+//! certified and applied but not durable ("in flight") until the test lets the fsync
+//! through (or fail). Each test failed before the fix of the defect it names.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use logbook_log::storage::{DirLock, OpenMode, OsStorage, Storage, StorageFile};
+use logbook_log::{Log, LogOptions};
+use logbook_server::state::{Lookup, Opened};
+use logbook_server::{AppState, ServerConfig};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+// ---------------------------------------------------------------------------------------
+// A file system whose data fsyncs can be held, then let through or failed.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Syncs wait while this is true.
+    held: bool,
+    /// Syncs let through after a hold fail (an I/O error) when this is true.
+    fail: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Gate {
+    state: Arc<(Mutex<GateState>, Condvar)>,
+    /// Syncs waiting at the gate right now.
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    fn hold(&self) {
+        self.state.0.lock().unwrap().held = true;
+    }
+    fn release(&self, fail: bool) {
+        let mut s = self.state.0.lock().unwrap();
+        s.held = false;
+        s.fail = fail;
+        self.state.1.notify_all();
+    }
+    /// Waits (without a time assertion) until `n` syncs wait at the gate.
+    async fn until_waiting(&self, n: usize) {
+        until("an fsync waits at the gate", || {
+            self.waiting.load(Ordering::SeqCst) >= n
+        })
+        .await;
+    }
+}
+
+/// Polls `cond` until it holds; panics after 60 s (a hung test, not a timing assertion).
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..60_000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("gave up waiting until {what}");
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: Arc<dyn StorageFile>,
+    gate: Gate,
+}
+
+impl StorageFile for GatedFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.inner.write_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        let (lock, cv) = &*self.gate.state;
+        let mut s = lock.lock().unwrap();
+        if s.held {
+            self.gate.waiting.fetch_add(1, Ordering::SeqCst);
+            while s.held {
+                s = cv.wait(s).unwrap();
+            }
+            self.gate.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        if s.fail {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        drop(s);
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+#[derive(Debug)]
+struct GatedStorage(Gate);
+
+impl Storage for GatedStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        OsStorage.create_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        OsStorage.list_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        OsStorage.is_dir(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(GatedFile {
+            inner: OsStorage.open(path, mode)?,
+            gate: self.0.clone(),
+        }))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        OsStorage.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        OsStorage.remove_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsStorage.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        OsStorage.sync_dir(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+        OsStorage.lock(path)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The server in process.
+// ---------------------------------------------------------------------------------------
+
+struct Node {
+    _dir: tempfile::TempDir,
+    state: AppState,
+    router: axum::Router,
+    gate: Gate,
+}
+
+fn node() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Gate::default();
+    let log = Log::open_with(
+        dir.path().join("log"),
+        LogOptions {
+            storage: Arc::new(GatedStorage(gate.clone())),
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    let txns = logbook_txn::TxnStore::open(&log, Default::default()).unwrap();
+    let log = Arc::new(log);
+    let views = logbook_views::Views::open(log.clone(), &dir.path().join("views")).unwrap();
+    let state = AppState::new(ServerConfig::default());
+    state.set_opened(Opened {
+        log,
+        txns,
+        views: Arc::new(views),
+    });
+    let (router, _) = logbook_server::api::router(state.clone());
+    Node {
+        _dir: dir,
+        state,
+        router,
+        gate,
+    }
+}
+
+impl Node {
+    /// Sends a request; returns the status and the JSON body (`null` for none).
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        send(self.router.clone(), method, uri, key, body).await
+    }
+
+    /// Sends a request from a task of its own.
+    fn spawn_call(
+        &self,
+        method: &'static str,
+        uri: String,
+        key: Option<&'static str>,
+    ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+        let router = self.router.clone();
+        tokio::spawn(async move { send(router, method, &uri, key, None).await })
+    }
+
+    async fn begin(&self, body: Value) -> String {
+        let (s, b) = self.call("POST", "/v1/txns", None, Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["txn"].as_str().unwrap().to_string()
+    }
+
+    /// Begins a transaction that increments `key` by `by`.
+    async fn increment_txn(&self, key: &str, by: i64) -> String {
+        let t = self.begin(json!({})).await;
+        let (s, b) = self
+            .call(
+                "POST",
+                &format!("/v1/txns/{t}/kv/{key}/increment"),
+                None,
+                Some(json!({ "by": by })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+        t
+    }
+
+    /// Requests waiting for the commit of transaction `t` to settle.
+    fn waiting_on(&self, t: &str) -> usize {
+        match self.state.txns().lookup(t) {
+            Lookup::Registered(entry) => entry.waiting(),
+            _ => 0,
+        }
+    }
+
+    fn txns(&self) -> Arc<logbook_txn::TxnStore> {
+        self.state.opened().unwrap().txns
+    }
+}
+
+async fn send(
+    router: axum::Router,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Body::from(b.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = router.oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Holds the fsync, starts committing `t` with `key`, and returns once the commit is in
+/// flight (certified, applied, its fsync waiting at the gate).
+async fn commit_in_flight(
+    n: &Node,
+    t: &str,
+    key: Option<&'static str>,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    n.gate.hold();
+    let first = n.spawn_call("POST", format!("/v1/txns/{t}/commit"), key);
+    n.gate.until_waiting(1).await;
+    first
+}
+
+/// Waits until `req` answered or `t`'s commit has a waiting request.
+async fn until_answered_or_waiting(
+    n: &Node,
+    t: &str,
+    req: &tokio::task::JoinHandle<(StatusCode, Value)>,
+) {
+    until("the request answers or waits for the commit", || {
+        req.is_finished() || n.waiting_on(t) > 0
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_retried_while_the_original_is_in_flight_waits_and_answers_the_original() {
+    let n = node();
+    let t = n.increment_txn("c", 5).await;
+    let first = commit_in_flight(&n, &t, Some("k-1")).await;
+    // The client gave up on the first answer and retries at once, as the API asks.
+    let retry = n.spawn_call("POST", format!("/v1/txns/{t}/commit"), Some("k-1"));
+    until_answered_or_waiting(&n, &t, &retry).await;
+    n.gate.release(false);
+    let (s1, b1) = first.await.unwrap();
+    let (s2, b2) = retry.await.unwrap();
+    assert_eq!(s1, StatusCode::OK, "{b1}");
+    // Before the fix: 410 transaction_closed, retryable false, while the commit went through.
+    assert_eq!(s2, StatusCode::OK, "{b2}");
+    assert_eq!(b2["duplicate"], true, "{b2}");
+    assert_eq!(b2["offset"], b1["offset"]);
+    assert_eq!(b2["incremented"]["c"], 5);
+    assert!(b1.get("duplicate").is_none(), "{b1}");
+    let (s, row) = n.call("GET", "/v1/kv/c", None, None).await;
+    assert_eq!(
+        (s, row["value"].clone()),
+        (StatusCode::OK, json!(5)),
+        "applied once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_commit_without_the_key_while_one_is_in_flight_hears_transaction_committed() {
+    let n = node();
+    let t = n.increment_txn("c", 1).await;
+    let first = commit_in_flight(&n, &t, None).await;
+    let second = n.spawn_call("POST", format!("/v1/txns/{t}/commit"), None);
+    until_answered_or_waiting(&n, &t, &second).await;
+    n.gate.release(false);
+    let (s1, b1) = first.await.unwrap();
+    let (s2, b2) = second.await.unwrap();
+    assert_eq!(s1, StatusCode::OK, "{b1}");
+    assert_eq!(
+        (s2, b2["code"].as_str()),
+        (StatusCode::CONFLICT, Some("transaction_committed")),
+        "{b2}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_racing_a_commit_in_flight_loses_with_409_transaction_committed() {
+    let n = node();
+    let t = n.increment_txn("c", 1).await;
+    let commit = commit_in_flight(&n, &t, Some("k-2")).await;
+    // "The commit timed out, so abort to be safe."
+    let abort = n.spawn_call("POST", format!("/v1/txns/{t}/abort"), None);
+    until_answered_or_waiting(&n, &t, &abort).await;
+    n.gate.release(false);
+    let (sc, bc) = commit.await.unwrap();
+    let (sa, ba) = abort.await.unwrap();
+    assert_eq!(sc, StatusCode::OK, "{bc}");
+    // Before the fix: 204, although the commit is applied.
+    assert_eq!(
+        (sa, ba["code"].as_str()),
+        (StatusCode::CONFLICT, Some("transaction_committed")),
+        "{ba}"
+    );
+    assert_eq!(ba["retryable"], false);
+    // Asked again later, the answer is the same.
+    let (sa, ba) = n
+        .call("POST", &format!("/v1/txns/{t}/abort"), None, None)
+        .await;
+    assert_eq!(
+        (sa, ba["code"].as_str()),
+        (StatusCode::CONFLICT, Some("transaction_committed")),
+        "{ba}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_after_an_abort_is_409_transaction_aborted() {
+    let n = node();
+    let t = n.increment_txn("c", 1).await;
+    let (s, b) = n
+        .call("POST", &format!("/v1/txns/{t}/abort"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    // Before the fix: 404 unknown_transaction (for the commit); it could not tell.
+    let (s, b) = n
+        .call("POST", &format!("/v1/txns/{t}/commit"), Some("k-3"), None)
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("transaction_aborted")),
+        "{b}"
+    );
+    // Aborting again is harmless.
+    let (s, b) = n
+        .call("POST", &format!("/v1/txns/{t}/abort"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, _) = n.call("GET", "/v1/kv/c", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_commit_retried_with_its_idempotency_key_is_a_duplicate() {
+    let n = node();
+    let t = n.begin(json!({"read_only": true})).await;
+    let commit = format!("/v1/txns/{t}/commit");
+    let (s, b) = n.call("POST", &commit, Some("ro-1"), None).await;
+    assert_eq!(
+        (s, b["offset"].clone()),
+        (StatusCode::OK, Value::Null),
+        "{b}"
+    );
+    // The answer was lost; the client retries. Before the fix: 404.
+    let (s, b) = n.call("POST", &commit, Some("ro-1"), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["offset"].clone(), b["duplicate"].clone()),
+        (Value::Null, json!(true))
+    );
+    // Another transaction (with writes) cannot take the key over. Before the fix it
+    // committed under it.
+    let t2 = n.increment_txn("c", 1).await;
+    let (s, b) = n
+        .call("POST", &format!("/v1/txns/{t2}/commit"), Some("ro-1"), None)
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("request_id_conflict")),
+        "{b}"
+    );
+    let (s, _) = n.call("GET", "/v1/kv/c", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_scans_cut_by_the_limit_return_next() {
+    let n = node();
+    let t = n.begin(json!({})).await;
+    for k in ["a", "b", "c"] {
+        let (s, b) = n
+            .call(
+                "PUT",
+                &format!("/v1/txns/{t}/kv/{k}"),
+                None,
+                Some(json!({"value": 1})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    }
+    let (s, b) = n
+        .call("POST", &format!("/v1/txns/{t}/commit"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // Outside a transaction. Before the fix: two rows and no `next`.
+    let (s, page) = n.call("GET", "/v1/kv?limit=2", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(page["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next"], "c", "{page}");
+    let (_, rest) = n.call("GET", "/v1/kv?limit=2&start=c", None, None).await;
+    assert_eq!(rest["rows"][0]["key"], "c");
+    assert!(
+        rest.get("next").is_none(),
+        "the last page has no next: {rest}"
+    );
+    let (_, all) = n.call("GET", "/v1/kv?limit=3", None, None).await;
+    assert!(all.get("next").is_none(), "an exact fit is not cut: {all}");
+
+    // Inside one, own writes included.
+    let t = n.begin(json!({})).await;
+    let (s, b) = n
+        .call(
+            "PUT",
+            &format!("/v1/txns/{t}/kv/bb"),
+            None,
+            Some(json!({"value": 2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, page) = n
+        .call("GET", &format!("/v1/txns/{t}/kv?limit=2"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(page["next"], "bb", "{page}");
+    let (_, page) = n
+        .call("GET", &format!("/v1/txns/{t}/kv?limit=4"), None, None)
+        .await;
+    assert!(page.get("next").is_none(), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_reads_with_a_token_wait_for_the_commit_stream_and_refuse_other_tokens() {
+    let n = node();
+    let t = n.increment_txn("c", 1).await;
+    let (s, b) = n
+        .call("POST", &format!("/v1/txns/{t}/commit"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let token = b["token"].as_str().unwrap().to_string();
+    let (s, b) = n
+        .call("GET", &format!("/v1/kv/c?token={token}"), None, None)
+        .await;
+    assert_eq!((s, b["value"].clone()), (StatusCode::OK, json!(1)), "{b}");
+
+    // A token a million commits ahead is not answered at once: 504 after the bound.
+    let txn_stream = n.state.opened().unwrap().log.stream("_txn").unwrap();
+    let ahead = logbook_views::ConsistencyToken::from_positions(
+        &txn_stream,
+        &[logbook_log::Position {
+            partition: 0,
+            offset: 1_000_000,
+        }],
+    )
+    .encode()
+    .unwrap();
+    for uri in [
+        format!("/v1/kv/c?token={ahead}&timeout_ms=50"),
+        format!("/v1/kv?token={ahead}&timeout_ms=50"),
+    ] {
+        let (s, b) = n.call("GET", &uri, None, None).await;
+        assert_eq!(
+            (s, b["code"].as_str(), b["field"].as_str()),
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                Some("consistency_timeout"),
+                Some("token")
+            ),
+            "{uri}: {b}"
+        );
+    }
+
+    // A token of an append names no `_txn` position.
+    let (s, b) = n.call("PUT", "/v1/streams/orders", None, None).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = n
+        .call(
+            "POST",
+            "/v1/streams/orders/records",
+            None,
+            Some(json!({"value": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let other = b["token"].as_str().unwrap().to_string();
+    for uri in [
+        format!("/v1/kv/c?token={other}"),
+        format!("/v1/kv?token={other}"),
+    ] {
+        let (s, b) = n.call("GET", &uri, None, None).await;
+        assert_eq!(
+            (s, b["code"].as_str(), b["field"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("invalid_token"),
+                Some("token")
+            ),
+            "{uri}: {b}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_never_answers_a_snapshot_counting_a_commit_that_is_not_durable() {
+    let n = node();
+    let t = n.increment_txn("c", 1).await;
+    let commit = commit_in_flight(&n, &t, None).await;
+    // The commit is certified and applied (early lock release): a new snapshot counts it.
+    let begun = n.txns().stats().begun.load(Ordering::Relaxed);
+    let begin = {
+        let router = n.router.clone();
+        tokio::spawn(async move { send(router, "POST", "/v1/txns", None, Some(json!({}))).await })
+    };
+    until("the second transaction has begun", || {
+        begin.is_finished() || n.txns().stats().begun.load(Ordering::Relaxed) > begun
+    })
+    .await;
+    // The commit's fsync fails: it never becomes durable, and after a restart its offset
+    // goes to another commit.
+    n.gate.release(true);
+    let (sc, bc) = commit.await.unwrap();
+    assert!(sc.is_server_error(), "{sc} {bc}");
+    let (sb, bb) = begin.await.unwrap();
+    // Before the fix: 201 with snapshot 1, counting the commit that failed.
+    assert!(
+        !(sb == StatusCode::CREATED && bb["snapshot"].as_u64() > Some(0)),
+        "a snapshot counting a commit that is not durable was answered: {sb} {bb}"
+    );
+    assert_eq!(sb, StatusCode::SERVICE_UNAVAILABLE, "{bb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_answers_its_snapshot_once_the_commits_it_counts_are_durable() {
+    let n = node();
+    let t = n.increment_txn("c", 1).await;
+    let commit = commit_in_flight(&n, &t, None).await;
+    let begun = n.txns().stats().begun.load(Ordering::Relaxed);
+    let begin = {
+        let router = n.router.clone();
+        tokio::spawn(async move { send(router, "POST", "/v1/txns", None, Some(json!({}))).await })
+    };
+    until("the second transaction has begun", || {
+        begin.is_finished() || n.txns().stats().begun.load(Ordering::Relaxed) > begun
+    })
+    .await;
+    n.gate.release(false);
+    let (sc, bc) = commit.await.unwrap();
+    assert_eq!(sc, StatusCode::OK, "{bc}");
+    let (sb, bb) = begin.await.unwrap();
+    assert_eq!(sb, StatusCode::CREATED, "{bb}");
+    // Not lowered: it still sees the commit.
+    assert_eq!(bb["snapshot"].as_u64(), Some(1), "{bb}");
+}
