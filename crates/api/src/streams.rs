@@ -61,16 +61,18 @@ pub struct StreamList {
 }
 
 /// One record of an append.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RecordIn {
     /// Key: records with the same key go to the same partition, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// The value: any JSON (`null` is a deletion for table views).
+    /// The value: any JSON (`null` is a deletion for table views), kept as sent (so
+    /// numbers keep every digit). The server stores its canonical form: members sorted, no
+    /// whitespace, numbers by exact decimal value (`1.0` and `1e0` are `1`).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub value: serde_json::Value,
+    pub value: Box<RawValue>,
     /// Headers, name → value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
@@ -83,6 +85,11 @@ pub struct RecordIn {
 impl RecordIn {
     /// A record with this value and nothing else.
     pub fn new(value: serde_json::Value) -> Self {
+        RecordIn::raw(raw(&value))
+    }
+
+    /// A record with this value, as JSON text, and nothing else.
+    pub fn raw(value: Box<RawValue>) -> Self {
         RecordIn {
             key: None,
             value,
@@ -99,13 +106,19 @@ impl RecordIn {
     }
 }
 
+/// A JSON value as text.
+pub(crate) fn raw(value: &serde_json::Value) -> Box<RawValue> {
+    // Serializing a `Value` cannot fail (its map keys are strings).
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
 /// A present field, even `null`, is `Some` (so `"value": null` is a value, a deletion).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
-    serde_json::Value::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// `POST /v1/streams/{stream}/records` body: one record, or `{"records": [...]}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AppendBody {
@@ -122,7 +135,7 @@ pub struct AppendBody {
         skip_serializing_if = "Option::is_none"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
-    pub value: Option<serde_json::Value>,
+    pub value: Option<Box<RawValue>>,
     /// Single record: headers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,

@@ -103,13 +103,13 @@ pub struct Rows {
 }
 
 /// `PUT /v1/txns/{txn}/kv/{key}` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PutBody {
-    /// The value, any JSON.
+    /// The value, any JSON, kept as sent (stored canonical, as a record's value).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub value: serde_json::Value,
+    pub value: Box<RawValue>,
     /// Write only if the key is at this version at commit (compare-and-set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub if_version: Option<u64>,

@@ -28,7 +28,10 @@
 //! **Digest.** XXH3-64 per share over `n`, `k`, the share number, the partition, the digest
 //! of the whole request (so matching the one share that survived a crash is not enough) and each
 //! record's key, value and headers (length-prefixed, in order, without the reserved headers
-//! and `traceparent`, which may differ between retries). The same id with records that differ
+//! and `traceparent`). The request digest covers everything the caller's records carry,
+//! their `traceparent` headers and requested timestamps included; the `traceparent` passed
+//! beside the records (from the retry's HTTP header) is left out, as it may differ between
+//! retries. The same id with records that differ
 //! anywhere — or land in another partition — is a conflict. Callers that accept JSON should
 //! canonicalise it (RFC 8785) before appending, so reordered object keys are not a conflict.
 //!
@@ -205,6 +208,23 @@ impl GroupDigest {
             if is_reserved_header(name) || name == TRACEPARENT_HEADER {
                 continue;
             }
+            h.update(&(name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update(&(v.len() as u64).to_le_bytes());
+            h.update(v);
+        }
+    }
+
+    /// What only [`request_digest`] covers: the timestamp asked for and `traceparent`
+    /// headers set on the record. Nothing for a record with neither.
+    fn absorb_request_fields(&mut self, timestamp_ms: Option<i64>, headers: &[(String, Vec<u8>)]) {
+        let h = &mut self.0;
+        if let Some(ts) = timestamp_ms {
+            h.update(b"\0timestamp_ms");
+            h.update(&ts.to_le_bytes());
+        }
+        for (name, v) in headers.iter().filter(|(n, _)| n == TRACEPARENT_HEADER) {
+            h.update(b"\0header");
             h.update(&(name.len() as u64).to_le_bytes());
             h.update(name.as_bytes());
             h.update(&(v.len() as u64).to_le_bytes());
@@ -810,12 +830,19 @@ impl ShareHeader {
 }
 
 /// Digest of a whole request (all `n` records in the caller's order), stored in every share's
-/// header and folded into every share's digest.
+/// header and folded into every share's digest. It covers everything the caller's records
+/// carry: key, value, headers — a `traceparent` header set on a record included — and the
+/// timestamp asked for. (A share's own digest must be recomputable from stored records,
+/// which cannot tell a caller's `traceparent` from the one stamped from the request, nor a
+/// timestamp asked for from the log's clock; the request digest, recorded by the first
+/// attempt, carries those.) A record with neither adds nothing, so requests without them
+/// digest as they did before timestamps and traceparents were covered.
 pub(crate) fn request_digest(records: &[Record]) -> u64 {
     let n = u32::try_from(records.len()).unwrap_or(u32::MAX);
     let mut d = GroupDigest::new(n, n, u32::MAX, u32::MAX, 0);
     for r in records {
         d.absorb(r.key.as_deref(), &r.value, &r.headers);
+        d.absorb_request_fields(r.timestamp_ms, &r.headers);
     }
     d.finish()
 }

@@ -35,6 +35,7 @@
 //! holds every limit; [`config`] the settings; [`metrics`] the registry.
 
 pub mod api;
+pub mod canonical;
 pub mod config;
 pub mod edge;
 pub mod error;

@@ -109,9 +109,13 @@ async fn a_commit_request_id_reused_by_another_transaction_is_409_request_id_con
     assert_eq!(problem["code"], "request_id_conflict");
     assert_eq!(problem["field"], "Idempotency-Key");
     assert_eq!(problem["retryable"], false);
-    // The refused transaction is closed, and nothing was committed.
+    // The refused transaction is aborted, and nothing was committed.
     let (s, _, b) = send(&router, "GET", &format!("/v1/txns/{t2}/kv/c1"), None, None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("transaction_aborted")),
+        "{b}"
+    );
     let (s, _, row) = send(&router, "GET", "/v1/kv/c1", None, None).await;
     assert_eq!(s, StatusCode::OK, "{row}");
     assert_eq!(

@@ -195,9 +195,15 @@ pub fn raw_json(bytes: &[u8]) -> Box<RawValue> {
         .unwrap_or_else(|| RawValue::NULL.to_owned())
 }
 
-/// The bytes stored for a JSON value: its compact text, object keys sorted (so two
-/// spellings of one value are the same bytes, and a retry with reordered keys is no
-/// request-id conflict).
-pub fn json_value(v: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
+/// The bytes stored for a JSON value: its canonical form ([`crate::canonical`]), so two
+/// spellings of one value are the same bytes (a retry with reordered members or `1.0` for
+/// `1` is no request-id conflict).
+///
+/// # Errors
+/// 400 `invalid_json` naming `field` for a value without one (a number beyond a double).
+pub fn json_value(v: &RawValue, field: impl FnOnce() -> String) -> Result<Vec<u8>, ApiError> {
+    crate::canonical::canonical(v).map_err(|e| {
+        let field = field();
+        ApiError::invalid_json(Some(field.clone()), format!("{field}: {e}"))
+    })
 }

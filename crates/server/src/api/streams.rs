@@ -160,10 +160,18 @@ pub async fn delete_stream(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn to_record(r: RecordIn) -> Record {
-    Record {
+/// The record to append; `field` names the record in errors (`records[3]`, or empty).
+fn to_record(r: RecordIn, field: &str) -> Result<Record, ApiError> {
+    let value = json_value(&r.value, || {
+        if field.is_empty() {
+            "value".to_string()
+        } else {
+            format!("{field}.value")
+        }
+    })?;
+    Ok(Record {
         key: r.key.map(String::into_bytes),
-        value: json_value(&r.value),
+        value,
         headers: r
             .headers
             .unwrap_or_default()
@@ -171,7 +179,7 @@ fn to_record(r: RecordIn) -> Record {
             .map(|(k, v)| (k, v.into_bytes()))
             .collect(),
         timestamp_ms: r.timestamp_ms,
-    }
+    })
 }
 
 /// Appends one record or a batch. With `Idempotency-Key`, exactly once: a retry answers 200
@@ -247,7 +255,11 @@ pub async fn append(
             format!("records[{i}]")
         }
     };
-    let mut records: Vec<Record> = records.into_iter().map(to_record).collect();
+    let mut records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| to_record(r, &field(i)))
+        .collect::<Result<_, _>>()?;
     let opened = state.opened()?;
     let stream = opened
         .log

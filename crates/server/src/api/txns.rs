@@ -263,7 +263,7 @@ pub async fn put_key(
     JsonBody(body): JsonBody<PutBody>,
 ) -> Result<StatusCode, ApiError> {
     q.only(&[])?;
-    let value = json_value(&body.value);
+    let value = json_value(&body.value, || "value".to_string())?;
     if body.if_version.is_some() && body.if_absent == Some(true) {
         return Err(ApiError::invalid(
             "if_absent",
