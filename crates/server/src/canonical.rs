@@ -247,11 +247,6 @@ fn write_decimal(out: &mut String, d: &str, n: i64) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "a test: a panic with a message is the failure report"
-    )]
-
     use super::*;
 
     fn c(text: &str) -> String {

@@ -4,9 +4,8 @@
 //! `timestamp_ms` asked for, record headers such as a `traceparent` set in the body — but
 //! not the retry's HTTP `traceparent` header. The first attempt's bytes are what is stored.
 //! Each test failed before the fix of the defect it names.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 

@@ -6,12 +6,6 @@
 //! Races are made deterministic by holding the commit stream's fsync: a commit is then
 //! certified and applied but not durable ("in flight") until the test lets the fsync
 //! through (or fail). Each test failed before the fix of the defect it names.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test: a panic with a message is the failure report"
-)]
-
 mod common;
 
 use std::sync::atomic::Ordering;
