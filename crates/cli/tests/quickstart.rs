@@ -385,7 +385,8 @@ fn csv_and_json_lines_import_with_keys_and_typed_values() {
             ),
             (
                 "B,6|725".to_string(),
-                json!({"carrier": "B,6", "flight": 725, "dep_delay": -1, "ratio": 100.0, "tailnum": "007"})
+                // Stored canonical: 1e2 is the number 100.
+                json!({"carrier": "B,6", "flight": 725, "dep_delay": -1, "ratio": 100, "tailnum": "007"})
             ),
         ])
     );
