@@ -605,9 +605,7 @@ fn token_end(opened: &Opened, q: &Params) -> Result<Option<u64>, ApiError> {
     let Some(text) = q.text("token") else {
         return Ok(None);
     };
-    let invalid = |detail: String| {
-        ApiError::new(ProblemCode::InvalidToken, detail).field("token")
-    };
+    let invalid = |detail: String| ApiError::new(ProblemCode::InvalidToken, detail).field("token");
     let token = ConsistencyToken::decode(text).map_err(|e| invalid(e.to_string()))?;
     let name = &opened.txns.options().stream;
     let Some(sp) = token.streams.get(name) else {
