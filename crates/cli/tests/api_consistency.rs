@@ -7,9 +7,8 @@
 //! API's words; one status per problem code; an empty row key is readable; the CLI's output
 //! (rebuild `current`, plural forms, `log read` values, internal headers, stopped views, one
 //! stats sample); `serve` on a locked data directory; shutdown cancels token waits.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 

@@ -274,7 +274,10 @@ mod tests {
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[expect(
+        dead_code,
+        reason = "only deserialized: the tests check which field an error names"
+    )]
     struct Settings {
         partitions: Option<u32>,
         size: Option<u64>,
