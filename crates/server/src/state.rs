@@ -321,7 +321,7 @@ impl TxnRegistry {
     /// used.
     ///
     /// # Errors
-    /// For a recently ended one, the error [`ended_error`] gives; 404
+    /// For a recently ended one, the error `ended_error` gives; 404
     /// `unknown_transaction` otherwise.
     pub fn get(&self, id: &str) -> Result<Arc<OpenTxn>, ApiError> {
         match self.lookup(id) {
