@@ -450,18 +450,8 @@ async fn answered_long_request_line(tcp: &mut TcpStream) -> bool {
     if !matches!(drained, Ok(Ok(()))) {
         return true;
     }
-    let problem = crate::error::ApiError::uri_too_long(limits::URI_BYTES_MAX + 1).problem();
-    let body = serde_json::to_string(&problem).unwrap_or_default();
-    let response = format!(
-        "HTTP/1.1 414 URI Too Long\r\ncontent-type: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        crate::error::PROBLEM_JSON,
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = tcp.write_all(response.as_bytes()).await;
-        let _ = tcp.shutdown().await;
-    })
-    .await;
+    let problem = crate::error::ApiError::uri_too_long(limits::URI_BYTES_MAX + 1);
+    answer_and_close(tcp, "414 URI Too Long", "", problem).await;
     true
 }
 
@@ -470,11 +460,27 @@ async fn refuse_connection(mut tcp: TcpStream, max: usize) {
     let problem = crate::error::ApiError::new(
         crate::error::ProblemCode::TooManyConnections,
         format!("{max} connections are open, the limit; retry shortly"),
+    );
+    answer_and_close(
+        &mut tcp,
+        "503 Service Unavailable",
+        "retry-after: 1\r\n",
+        problem,
     )
-    .problem();
-    let body = serde_json::to_string(&problem).unwrap_or_default();
+    .await;
+}
+
+/// Writes one problem+json answer outside hyper (`status`: code and reason; `headers`: extra
+/// header lines, each ending in CRLF) and closes the connection, giving up after 1 s.
+async fn answer_and_close(
+    tcp: &mut TcpStream,
+    status: &str,
+    headers: &str,
+    error: crate::error::ApiError,
+) {
+    let body = serde_json::to_string(&error.problem()).unwrap_or_default();
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {}\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: {}\r\n{headers}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         crate::error::PROBLEM_JSON,
         body.len()
     );
