@@ -42,6 +42,7 @@ mod certifier;
 mod error;
 pub mod limits;
 mod mvcc;
+mod parts;
 pub mod record;
 mod retry;
 mod store;

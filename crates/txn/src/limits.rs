@@ -3,6 +3,8 @@
 
 use logbook_log::limits as log_limits;
 
+use crate::error::{Result, TxnError};
+
 /// Longest key, in bytes.
 pub const KEY_BYTES_MAX: usize = 1024;
 /// Longest value, in bytes.
@@ -33,3 +35,25 @@ const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX + 64 < COMMIT_RECORD_BYTES
 const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(VALUE_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(READ_RANGES_MAX <= READ_SET_KEYS_MAX);
+
+/// Checks a key: 1 ..= [`KEY_BYTES_MAX`] bytes.
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(TxnError::KeyTooLarge {
+            bytes: key.len(),
+            max: KEY_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a scan's `limit`: at most [`SCAN_ROWS_MAX`].
+pub(crate) fn check_scan_limit(limit: usize) -> Result<()> {
+    if limit > SCAN_ROWS_MAX {
+        return Err(TxnError::TooMany {
+            what: "scan rows",
+            max: SCAN_ROWS_MAX,
+        });
+    }
+    Ok(())
+}

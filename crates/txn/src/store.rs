@@ -35,9 +35,10 @@ use logbook_log::{FsyncPolicy, Log, LogError, Record, RequestId, Stream, StreamC
 use crate::certifier::{Certifier, Footprint, WriteClass, in_range};
 use crate::error::{Result, TxnError, show_key};
 use crate::limits;
+use crate::limits::{check_key, check_scan_limit};
 use crate::mvcc::{Table, Value};
+use crate::parts::{Cond, Pending, TxnParts, parse_i64};
 use crate::record::{CommitRecord, WriteOp};
-use crate::txn::{Cond, Pending, Txn, TxnParts};
 use crate::{Isolation, KeyRange, KeyValue, ScanPage, TxnOptions, Versioned};
 
 /// How a [`TxnStore`] is opened. Defaults are in the field docs.
@@ -82,6 +83,66 @@ impl Default for TxnStoreOptions {
             request_ids_max: limits::COMMIT_REQUEST_IDS_DEFAULT,
         }
     }
+}
+
+/// A transaction registered with the certifier.
+pub(crate) struct Registered {
+    /// Its number within this process.
+    pub id: u64,
+    /// It sees the commits at offsets below this.
+    pub snapshot: u64,
+    /// Set (under the commit lock) when it is expired.
+    pub expired: Arc<AtomicBool>,
+}
+
+/// What the request-id table says about a commit's request id.
+enum IdCheck<'a> {
+    /// Not seen: certify, still under the commit lock.
+    New(MutexGuard<'a, CommitState>),
+    /// A duplicate of a committed request, or a conflict with it.
+    Answered(Result<Prepared>),
+    /// Its original was in flight and has settled: look again.
+    Settled,
+}
+
+/// What certifying and appending a commit led to (under the commit lock).
+enum Certification {
+    /// It wrote nothing: recorded in the certifier, nothing appended.
+    ReadOnly,
+    /// Its record is in the log's queue and applied to the table.
+    Appended(Appended),
+}
+
+/// A commit record queued at `offset` and applied to the table, not yet durable.
+struct Appended {
+    offset: u64,
+    completion: logbook_log::AppendCompletion,
+    /// The value each incremented key ends with, in key order.
+    incremented: Vec<(Vec<u8>, i64)>,
+    /// Where a retry of its request id waits for it.
+    pending: Option<Arc<Outcome>>,
+}
+
+/// A transaction the certifier accepted: what it records for it.
+struct Certified {
+    /// Its place in commit order (`2 × offset + 1` with a record, `2 × offset` without).
+    commit_seq: u64,
+    /// Its snapshot (`2 × snapshot`).
+    snapshot_seq: u64,
+    serializable: bool,
+    /// The certifier's note of its earliest outgoing rw-antidependency.
+    out_min: Option<u64>,
+    /// Keys written or locked and how.
+    classes: HashMap<Vec<u8>, WriteClass>,
+    /// Where new transactions start now (`2 × offset`).
+    now_seq: u64,
+}
+
+/// A commit record ready to append.
+struct Resolved {
+    bytes: Vec<u8>,
+    writes: Vec<(Vec<u8>, WriteOp)>,
+    incremented: Vec<(Vec<u8>, i64)>,
 }
 
 /// A commit after certification: done (duplicate, read-only) or waiting for its fsync.
@@ -292,17 +353,12 @@ impl TxnStore {
         }))
     }
 
-    /// Begins a transaction.
-    ///
-    /// A `serializable` transaction declared read-only reads at the newest *safe snapshot*
-    /// (Ports & Grittner 2012, §4.2): one that no concurrent transaction can make part of a
-    /// serialization anomaly, so it never aborts and is not tracked. That snapshot may
-    /// trail the newest commit by the duration of the read-write transactions open when it
-    /// was taken; it never waits.
+    /// Registers a new transaction with the certifier: its id, snapshot and expiry flag
+    /// (the handle is built by [`TxnStore::begin`], in the `txn` module).
     ///
     /// # Errors
     /// [`TxnError::TooManyOpenTransactions`], [`TxnError::Poisoned`].
-    pub fn begin(self: &Arc<Self>, options: TxnOptions) -> Result<Txn> {
+    pub(crate) fn register(&self, options: TxnOptions) -> Result<Registered> {
         self.check_poisoned()?;
         let mut state = lock(&self.state);
         if state.cert.open() >= self.options.open_txns_max {
@@ -324,7 +380,11 @@ impl TxnStore {
             .register(id, 2 * snapshot, serializable && !options.read_only);
         drop(state);
         self.stats.begun.fetch_add(1, Ordering::Relaxed);
-        Ok(Txn::new(self.clone(), id, options, snapshot, expired))
+        Ok(Registered {
+            id,
+            snapshot,
+            expired,
+        })
     }
 
     /// The latest durable value of `key`, outside any transaction.
@@ -562,42 +622,22 @@ impl TxnStore {
                 });
             }
             if let Some(id) = request_id {
-                if let Some(&done) = state.ids_done.get(id.as_str()) {
-                    let now = 2 * self.visible(&state);
-                    state.cert.finish(parts.id, now, None);
-                    drop(state);
-                    // Only a retry of the same transaction is a duplicate. (A format-1
-                    // commit has no fingerprint, and a read-dependent one is not compared:
-                    // any retry of its id is accepted.)
-                    if done.intents.is_some() && done.intents != intents {
-                        tracing::debug!(
-                            txn = parts.id,
-                            request_id = id.as_str(),
-                            offset = ?done.offset,
-                            "request id reused by a different transaction"
-                        );
-                        return Err(TxnError::RequestIdConflict {
-                            request_id: id.as_str().to_string(),
-                            offset: done.offset,
-                        });
-                    }
-                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    return self.duplicate_outcome(done.offset).map(Prepared::Done);
-                }
-                if let Some(pending) = state.ids_pending.get(id.as_str()).cloned() {
-                    drop(state);
-                    let mut r = lock(&pending.result);
-                    while r.is_none() {
-                        r = pending.settled.wait(r).unwrap_or_else(|e| e.into_inner());
-                    }
-                    continue; // settled: look again
-                }
+                state = match self.check_request_id(state, &parts, id, intents) {
+                    IdCheck::New(state) => state,
+                    IdCheck::Answered(answer) => return answer,
+                    IdCheck::Settled => continue, // its original settled: look again
+                };
             }
             break self.certify_and_append(&mut state, &parts, intents, request_id, traceparent);
         };
-        let (offset, completion, incremented, pending) = match outcome {
-            Ok(Some(x)) => x,
-            Ok(None) => {
+        let Appended {
+            offset,
+            completion,
+            incremented,
+            pending,
+        } = match outcome {
+            Ok(Certification::Appended(appended)) => appended,
+            Ok(Certification::ReadOnly) => {
                 self.stats.read_only_commits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Prepared::Done(CommitOutcome {
                     offset: None,
@@ -605,33 +645,7 @@ impl TxnStore {
                     incremented: Vec::new(),
                 }));
             }
-            Err(e) => {
-                // An error that names a commit reveals it: never before it is durable.
-                let named = match &e {
-                    TxnError::SerializationFailure {
-                        conflicting_offset, ..
-                    } => Some(*conflicting_offset),
-                    TxnError::VersionMismatch { found, .. } => *found,
-                    TxnError::KeyExists { version, .. } => Some(*version),
-                    _ => None,
-                };
-                // (A read-only transaction is named by the offset after it, which need not
-                // exist yet: only offsets already given to commit records are waited for.)
-                // A failed atomic operation examined the newest state, tombstones included:
-                // it waits for every commit before it.
-                let next = lock(&self.state).next_offset;
-                let gate = match &e {
-                    TxnError::VersionMismatch { .. }
-                    | TxnError::KeyExists { .. }
-                    | TxnError::NotAnInteger { .. }
-                    | TxnError::IncrementOverflow { .. } => next.checked_sub(1),
-                    _ => named.filter(|offset| *offset < next),
-                };
-                if let Some(offset) = gate {
-                    self.wait_durable(offset)?;
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(self.revealed_when_durable(e)),
         };
         Ok(Prepared::InFlight(
             completion,
@@ -644,6 +658,78 @@ impl TxnStore {
                 read_dependent: parts.read_any,
             },
         ))
+    }
+
+    /// A commit's request id against the table of committed and in-flight ids (the commit
+    /// lock held): unknown (go on certifying), answered (a duplicate, or a conflict with a
+    /// different transaction), or an original in flight (waited for until it settled).
+    fn check_request_id<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, CommitState>,
+        parts: &TxnParts,
+        id: &RequestId,
+        intents: Option<u128>,
+    ) -> IdCheck<'a> {
+        if let Some(&done) = state.ids_done.get(id.as_str()) {
+            let now = 2 * self.visible(&state);
+            state.cert.finish(parts.id, now, None);
+            drop(state);
+            // Only a retry of the same transaction is a duplicate. (A format-1 commit has
+            // no fingerprint, and a read-dependent one is not compared: any retry of its id
+            // is accepted.)
+            if done.intents.is_some() && done.intents != intents {
+                tracing::debug!(
+                    txn = parts.id,
+                    request_id = id.as_str(),
+                    offset = ?done.offset,
+                    "request id reused by a different transaction"
+                );
+                return IdCheck::Answered(Err(TxnError::RequestIdConflict {
+                    request_id: id.as_str().to_string(),
+                    offset: done.offset,
+                }));
+            }
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return IdCheck::Answered(self.duplicate_outcome(done.offset).map(Prepared::Done));
+        }
+        let Some(pending) = state.ids_pending.get(id.as_str()).cloned() else {
+            return IdCheck::New(state);
+        };
+        drop(state);
+        let mut r = lock(&pending.result);
+        while r.is_none() {
+            r = pending.settled.wait(r).unwrap_or_else(|e| e.into_inner());
+        }
+        IdCheck::Settled
+    }
+
+    /// A refused commit's error, once what it reveals is durable: an error that names a
+    /// commit (the conflicting one, the version found) must not show one a crash could
+    /// undo. (A read-only transaction is named by the offset after it, which need not
+    /// exist yet: only offsets already given to commit records are waited for.) A failed
+    /// atomic operation examined the newest state, tombstones included: it waits for every
+    /// commit before it.
+    fn revealed_when_durable(&self, e: TxnError) -> TxnError {
+        let named = match &e {
+            TxnError::SerializationFailure {
+                conflicting_offset, ..
+            } => Some(*conflicting_offset),
+            TxnError::VersionMismatch { found, .. } => *found,
+            TxnError::KeyExists { version, .. } => Some(*version),
+            _ => None,
+        };
+        let next = lock(&self.state).next_offset;
+        let gate = match &e {
+            TxnError::VersionMismatch { .. }
+            | TxnError::KeyExists { .. }
+            | TxnError::NotAnInteger { .. }
+            | TxnError::IncrementOverflow { .. } => next.checked_sub(1),
+            _ => named.filter(|offset| *offset < next),
+        };
+        match gate.map(|offset| self.wait_durable(offset)) {
+            Some(Err(wait)) => wait,
+            _ => e,
+        }
     }
 
     /// After the append of a prepared commit resolved: request-id bookkeeping, poisoning
@@ -714,10 +800,9 @@ impl TxnStore {
         })
     }
 
-    #[expect(
-        clippy::type_complexity,
-        reason = "a 4-tuple until the commit path is split into named steps with a named result"
-    )]
+    /// The commit path under the commit lock, in its steps: certify (a conflict aborts);
+    /// a transaction that wrote nothing is only recorded; otherwise resolve the atomic
+    /// operations into a commit record, append it, and apply it to the table.
     fn certify_and_append(
         &self,
         state: &mut CommitState,
@@ -725,50 +810,53 @@ impl TxnStore {
         intents: Option<u128>,
         request_id: Option<&RequestId>,
         traceparent: Option<&str>,
-    ) -> Result<
-        Option<(
-            u64,
-            logbook_log::AppendCompletion,
-            Vec<(Vec<u8>, i64)>,
-            Option<Arc<Outcome>>,
-        )>,
-    > {
+    ) -> Result<Certification> {
+        let certified = self.certify(state, parts)?;
+        if parts.writes.is_empty() {
+            self.record_read_only(state, parts, certified, intents, request_id);
+            return Ok(Certification::ReadOnly);
+        }
+        let resolved = match self.resolve_record(parts, intents, request_id, traceparent) {
+            Ok(r) => r,
+            Err(e) => {
+                state.cert.finish(parts.id, certified.now_seq, None);
+                return Err(e);
+            }
+        };
+        let offset = state.next_offset;
+        let completion = match self.stream.append_to(0, &[Record::new(resolved.bytes)]) {
+            Ok(c) => c,
+            Err(e) => {
+                state.cert.finish(parts.id, certified.now_seq, None);
+                return Err(e.into());
+            }
+        };
+        // From here on the commit is in the log's queue: it will be durable or poison us.
+        self.apply_appended(state, parts, certified, offset, resolved.writes);
+        let pending = request_id.map(|id| {
+            let p = Arc::new(Outcome::default());
+            state.ids_pending.insert(id.as_str().to_string(), p.clone());
+            p
+        });
+        Ok(Certification::Appended(Appended {
+            offset,
+            completion,
+            incremented: resolved.incremented,
+            pending,
+        }))
+    }
+
+    /// Step 1: the certifier's decision. A conflict unregisters the transaction, counts the
+    /// abort and names the commit it conflicted with.
+    fn certify(&self, state: &mut CommitState, parts: &TxnParts) -> Result<Certified> {
         let serializable = parts.isolation == Isolation::Serializable;
         let snapshot_seq = 2 * parts.snapshot;
-        // Classes and write-write bases.
-        let mut footprint: HashMap<Vec<u8>, (WriteClass, Option<u64>)> = HashMap::new();
-        for (key, p) in &parts.writes {
-            let class = match p {
-                // An increment commutes only if the transaction did not also read the key:
-                // a read-then-increment is a read-modify-write (the overdraft check).
-                // So is an increment of a key read with `get_for_update`.
-                Pending::Increment(_)
-                    if !parts.reads.contains(key)
-                        && !parts.locks.contains_key(key)
-                        && !parts.ranges.iter().any(|r| in_range(r, key)) =>
-                {
-                    WriteClass::Increment
-                }
-                Pending::Increment(_) => WriteClass::Write,
-                _ => WriteClass::Write,
-            };
-            let base = match parts.isolation {
-                Isolation::ReadCommitted => parts.locks.get(key).copied(),
-                _ => Some(snapshot_seq),
-            };
-            footprint.insert(key.clone(), (class, base));
-        }
-        for (key, base) in &parts.locks {
-            footprint
-                .entry(key.clone())
-                .or_insert((WriteClass::Lock, Some(*base)));
-        }
-        let now_snapshot = 2 * self.visible(state);
-        let has_record = !parts.writes.is_empty();
-        let commit_seq = if has_record {
-            2 * state.next_offset + 1
-        } else {
+        let footprint = footprint(parts, snapshot_seq);
+        let now_seq = 2 * self.visible(state);
+        let commit_seq = if parts.writes.is_empty() {
             2 * state.next_offset
+        } else {
+            2 * state.next_offset + 1
         };
         let fp = Footprint {
             serializable,
@@ -778,10 +866,17 @@ impl TxnStore {
             reads: &parts.reads,
             ranges: &parts.ranges,
         };
-        let out_min = match state.cert.certify(&fp, commit_seq) {
-            Ok(out_min) => out_min,
+        match state.cert.certify(&fp, commit_seq) {
+            Ok(out_min) => Ok(Certified {
+                commit_seq,
+                snapshot_seq,
+                serializable,
+                out_min,
+                classes: footprint.into_iter().map(|(k, (c, _))| (k, c)).collect(),
+                now_seq,
+            }),
             Err(conflict) => {
-                state.cert.finish(parts.id, now_snapshot, None);
+                state.cert.finish(parts.id, now_seq, None);
                 let counter = match conflict.kind {
                     crate::ConflictKind::WriteWrite | crate::ConflictKind::StaleIncrement => {
                         &self.stats.aborts_write_write
@@ -791,59 +886,61 @@ impl TxnStore {
                     }
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                let other_offset = conflict.other_seq / 2;
-                return Err(TxnError::SerializationFailure {
+                Err(TxnError::SerializationFailure {
                     kind: conflict.kind,
                     key: show_key(&conflict.key),
-                    conflicting_offset: other_offset,
-                });
+                    conflicting_offset: conflict.other_seq / 2,
+                })
             }
-        };
-        let classes: HashMap<Vec<u8>, WriteClass> =
-            footprint.into_iter().map(|(k, (c, _))| (k, c)).collect();
-        if !has_record {
-            state.cert.record(
-                parts.id,
-                commit_seq,
-                snapshot_seq,
-                serializable,
-                classes,
-                parts.reads.clone(),
-                parts.ranges.clone(),
-                out_min,
-                now_snapshot,
-            );
-            // Nothing is logged for a read-only commit: its request id is remembered in
-            // memory only (a retry is answered until restart).
-            if let Some(id) = request_id {
-                let done = Remembered {
-                    offset: None,
-                    intents: intents.filter(|_| !parts.read_any),
-                };
-                remember_id(
-                    state,
-                    id.as_str().to_string(),
-                    done,
-                    self.options.request_ids_max,
-                );
-            }
-            return Ok(None);
         }
-        // Atomic operations and conditions, evaluated on the newest committed state.
+    }
+
+    /// Step 2 for a transaction that wrote nothing: recorded in the certifier (its reads
+    /// still matter to SSI) and its request id remembered — in memory only, since nothing
+    /// is logged for it (a retry is answered until restart).
+    fn record_read_only(
+        &self,
+        state: &mut CommitState,
+        parts: &TxnParts,
+        certified: Certified,
+        intents: Option<u128>,
+        request_id: Option<&RequestId>,
+    ) {
+        let now_seq = certified.now_seq;
+        self.record_certified(state, parts, certified, now_seq);
+        if let Some(id) = request_id {
+            let done = Remembered {
+                offset: None,
+                intents: intents.filter(|_| !parts.read_any),
+            };
+            remember_id(
+                state,
+                id.as_str().to_string(),
+                done,
+                self.options.request_ids_max,
+            );
+        }
+    }
+
+    /// Step 2: the commit record, its atomic operations and conditions evaluated on the
+    /// newest committed state (a failure counts as a precondition abort), within the size
+    /// limit.
+    fn resolve_record(
+        &self,
+        parts: &TxnParts,
+        intents: Option<u128>,
+        request_id: Option<&RequestId>,
+        traceparent: Option<&str>,
+    ) -> Result<Resolved> {
         let resolved = {
             let table = self.read_table();
             resolve(&table, &parts.writes)
         };
-        let (writes, incremented) = match resolved {
-            Ok(x) => x,
-            Err(e) => {
-                state.cert.finish(parts.id, now_snapshot, None);
-                self.stats
-                    .aborts_precondition
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(e);
-            }
-        };
+        let (writes, incremented) = resolved.inspect_err(|_| {
+            self.stats
+                .aborts_precondition
+                .fetch_add(1, Ordering::Relaxed);
+        })?;
         let record = CommitRecord {
             isolation: parts.isolation,
             snapshot: parts.snapshot,
@@ -854,24 +951,32 @@ impl TxnStore {
             writes,
         };
         let bytes = record.encode();
-        if bytes.len() > limits::COMMIT_RECORD_BYTES_MAX - 1024 {
-            state.cert.finish(parts.id, now_snapshot, None);
+        let max = limits::COMMIT_RECORD_BYTES_MAX - 1024;
+        if bytes.len() > max {
             return Err(TxnError::TooMany {
                 what: "commit bytes",
-                max: limits::COMMIT_RECORD_BYTES_MAX - 1024,
+                max,
             });
         }
-        let offset = state.next_offset;
-        let completion = match self.stream.append_to(0, &[Record::new(bytes)]) {
-            Ok(c) => c,
-            Err(e) => {
-                state.cert.finish(parts.id, now_snapshot, None);
-                return Err(e.into());
-            }
-        };
-        // From here on the commit is in the log's queue: it will be durable or poison us.
-        let applied: Vec<(Vec<u8>, Option<Value>)> =
-            record.writes.into_iter().map(resolved_ref).collect();
+        Ok(Resolved {
+            bytes,
+            writes: record.writes,
+            incremented,
+        })
+    }
+
+    /// Step 3, once the record is queued at `offset`: the certifier records the commit,
+    /// the table applies it (and collects garbage below the horizon), and transactions the
+    /// commit made too old expire.
+    fn apply_appended(
+        &self,
+        state: &mut CommitState,
+        parts: &TxnParts,
+        certified: Certified,
+        offset: u64,
+        writes: Vec<(Vec<u8>, WriteOp)>,
+    ) {
+        let applied: Vec<(Vec<u8>, Option<Value>)> = writes.into_iter().map(resolved).collect();
         // Record first: the committing transaction no longer pins the horizon.
         // Where new transactions start after this commit: right after it, or without early
         // lock release at the durable end.
@@ -880,17 +985,7 @@ impl TxnStore {
         } else {
             self.durable_end().min(offset + 1)
         };
-        state.cert.record(
-            parts.id,
-            commit_seq,
-            snapshot_seq,
-            serializable,
-            classes,
-            parts.reads.clone(),
-            parts.ranges.clone(),
-            out_min,
-            2 * visible_after,
-        );
+        self.record_certified(state, parts, certified, 2 * visible_after);
         let horizon = {
             // A read-only serializable transaction may still begin at the published safe
             // snapshot, which can be older than every open transaction.
@@ -928,12 +1023,27 @@ impl TxnStore {
         self.stats
             .aborts_too_old
             .fetch_add(expired as u64, Ordering::Relaxed);
-        let pending = request_id.map(|id| {
-            let p = Arc::new(Outcome::default());
-            state.ids_pending.insert(id.as_str().to_string(), p.clone());
-            p
-        });
-        Ok(Some((offset, completion, incremented, pending)))
+    }
+
+    /// Records a certified transaction in the certifier, which unregisters it.
+    fn record_certified(
+        &self,
+        state: &mut CommitState,
+        parts: &TxnParts,
+        certified: Certified,
+        now_seq: u64,
+    ) {
+        state.cert.record(
+            parts.id,
+            certified.commit_seq,
+            certified.snapshot_seq,
+            certified.serializable,
+            certified.classes,
+            parts.reads.clone(),
+            parts.ranges.clone(),
+            certified.out_min,
+            now_seq,
+        );
     }
 
     /// The answer to a retry of a committed request id: the original commit (`None`: a
@@ -963,6 +1073,38 @@ impl TxnStore {
     }
 }
 
+/// The keys a transaction writes or locks, with their class and the base position of the
+/// write-write check (`None`: not checked — a `read_committed` blind write).
+fn footprint(parts: &TxnParts, snapshot_seq: u64) -> HashMap<Vec<u8>, (WriteClass, Option<u64>)> {
+    let mut footprint = HashMap::new();
+    for (key, p) in &parts.writes {
+        let class = match p {
+            // An increment commutes only if the transaction did not also read the key:
+            // a read-then-increment is a read-modify-write (the overdraft check).
+            // So is an increment of a key read with `get_for_update`.
+            Pending::Increment(_)
+                if !parts.reads.contains(key)
+                    && !parts.locks.contains_key(key)
+                    && !parts.ranges.iter().any(|r| in_range(r, key)) =>
+            {
+                WriteClass::Increment
+            }
+            _ => WriteClass::Write,
+        };
+        let base = match parts.isolation {
+            Isolation::ReadCommitted => parts.locks.get(key).copied(),
+            _ => Some(snapshot_seq),
+        };
+        footprint.insert(key.clone(), (class, base));
+    }
+    for (key, base) in &parts.locks {
+        footprint
+            .entry(key.clone())
+            .or_insert((WriteClass::Lock, Some(*base)));
+    }
+    footprint
+}
+
 /// Figures of what the store holds in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryFigures {
@@ -990,22 +1132,14 @@ fn remember_id(state: &mut CommitState, id: String, commit: Remembered, max: usi
     }
 }
 
+/// A resolved write as the table holds it (`None`: deleted).
 fn resolved((key, op): (Vec<u8>, WriteOp)) -> (Vec<u8>, Option<Value>) {
-    resolved_ref((key, op))
-}
-
-fn resolved_ref((key, op): (Vec<u8>, WriteOp)) -> (Vec<u8>, Option<Value>) {
     let value = match op {
         WriteOp::Put(v) => Some(Value::from(v)),
         WriteOp::Incremented(n) => Some(Value::from(n.to_string().into_bytes())),
         WriteOp::Delete => None,
     };
     (key, value)
-}
-
-/// Parses a value as an increment operand: a decimal i64 (a JSON integer).
-pub(crate) fn parse_i64(value: &[u8]) -> Option<i64> {
-    std::str::from_utf8(value).ok()?.trim().parse::<i64>().ok()
 }
 
 /// What [`resolve`] makes of a transaction's writes: the resolved writes in key order, and
@@ -1073,24 +1207,4 @@ fn resolve(
         out.push((key.clone(), op));
     }
     Ok((out, incremented))
-}
-
-pub(crate) fn check_key(key: &[u8]) -> Result<()> {
-    if key.is_empty() || key.len() > limits::KEY_BYTES_MAX {
-        return Err(TxnError::KeyTooLarge {
-            bytes: key.len(),
-            max: limits::KEY_BYTES_MAX,
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn check_scan_limit(limit: usize) -> Result<()> {
-    if limit > limits::SCAN_ROWS_MAX {
-        return Err(TxnError::TooMany {
-            what: "scan rows",
-            max: limits::SCAN_ROWS_MAX,
-        });
-    }
-    Ok(())
 }
