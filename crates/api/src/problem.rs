@@ -221,6 +221,13 @@ problem_codes! {
     SerializationFailure = ("serialization_failure", 409, "Serialization failure: retry the whole transaction"),
     /// The snapshot is older than the certifier remembers: retry the whole transaction.
     TransactionTooOld = ("transaction_too_old", 409, "Transaction too old: retry the whole transaction"),
+    /// A one-shot read or commit names a snapshot behind the snapshot window: read again
+    /// and commit again.
+    SnapshotTooOld = ("snapshot_too_old", 409, "Snapshot too old: retry the whole transaction"),
+    /// A one-shot read or commit that cannot hold against the log (a snapshot ahead of it,
+    /// a declared version the key did not have, more keys or ranges than the limits);
+    /// `field` names the part at fault.
+    UnprocessableRequest = ("unprocessable_request", 422, "Request does not hold against the log"),
     /// An `if_version` did not hold at commit.
     VersionMismatch = ("version_mismatch", 409, "Version mismatch"),
     /// An `if_absent` key exists at commit.

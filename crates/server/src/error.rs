@@ -240,6 +240,8 @@ impl From<TxnError> for ApiError {
             TxnError::Log(_) => return ApiError::internal("log error mapped twice"),
             TxnError::SerializationFailure { .. } => (C::SerializationFailure, None),
             TxnError::TransactionTooOld { .. } => (C::TransactionTooOld, None),
+            TxnError::SnapshotTooOld { .. } => (C::SnapshotTooOld, Some("snapshot")),
+            TxnError::InvalidRequest { field, .. } => (C::UnprocessableRequest, Some(*field)),
             TxnError::VersionMismatch { .. } => (C::VersionMismatch, Some("if_version")),
             TxnError::KeyExists { .. } => (C::KeyExists, Some("if_absent")),
             TxnError::NotAnInteger { .. } => (C::NotAnInteger, None),

@@ -52,6 +52,9 @@
 //! fails with `TransactionTooOld` at its next operation) so it cannot pin memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+/// Keys read, with the version seen (`None`: absent).
+pub(crate) type ReadSet = BTreeMap<Vec<u8>, Option<u64>>;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,7 +112,7 @@ pub(crate) struct Footprint<'a> {
     /// (`None`: not checked, `read_committed` blind writes).
     pub writes: &'a HashMap<Vec<u8>, (WriteClass, Option<u64>)>,
     /// Keys read (serializable only).
-    pub reads: &'a HashSet<Vec<u8>>,
+    pub reads: &'a ReadSet,
     /// Ranges read (serializable only).
     pub ranges: &'a [Range],
 }
@@ -132,7 +135,7 @@ struct Summary {
     /// No writes (locks do not count).
     read_only: bool,
     writes: HashMap<Vec<u8>, WriteClass>,
-    reads: HashSet<Vec<u8>>,
+    reads: ReadSet,
     ranges: Vec<Range>,
     /// Earliest position of a transaction this one had an rw out-edge to (all committed
     /// before it).
@@ -141,7 +144,7 @@ struct Summary {
 
 impl Summary {
     fn read_covers(&self, key: &[u8]) -> bool {
-        self.reads.contains(key) || self.ranges.iter().any(|r| in_range(r, key))
+        self.reads.contains_key(key) || self.ranges.iter().any(|r| in_range(r, key))
     }
 }
 
@@ -174,9 +177,24 @@ pub(crate) struct Certifier {
     /// The snapshot position new transactions start at (or after): without early lock
     /// release it trails the newest commit, and summaries above it must stay.
     floor_seq: u64,
+    /// The snapshot window in positions (`2 ×` commits): summaries of commits this close
+    /// behind `floor_seq` are kept even when no open transaction needs them, so that a
+    /// one-shot commit request with a snapshot in the window can be certified.
+    window_seq: u64,
+    /// The newest safe snapshot handed to a read-only serializable transaction.
+    handed_safe_seq: u64,
 }
 
 impl Certifier {
+    /// A certifier that keeps the summaries of the last `window_commits` commits for
+    /// one-shot commit requests (see [`Self::admit_unregistered`]).
+    pub(crate) fn with_window(window_commits: u64) -> Self {
+        Certifier {
+            window_seq: window_commits.saturating_mul(2),
+            ..Certifier::default()
+        }
+    }
+
     /// Registers an open transaction starting at `start_seq`; returns its expiry flag.
     pub(crate) fn register(
         &mut self,
@@ -219,12 +237,13 @@ impl Certifier {
     }
 
     /// Decides whether the transaction may commit at `commit_seq`. On success returns its
-    /// earliest rw out-edge target (kept for [`Self::record`]).
+    /// earliest rw out-edge target and the key of that edge (the position is kept for
+    /// [`Self::record`]).
     pub(crate) fn certify(
         &self,
         fp: &Footprint<'_>,
         commit_seq: u64,
-    ) -> Result<Option<u64>, Conflict> {
+    ) -> Result<Option<(u64, Vec<u8>)>, Conflict> {
         let min_base = fp
             .writes
             .values()
@@ -262,7 +281,7 @@ impl Certifier {
                     && !stale_read
                     && w.commit_seq > fp.snapshot_seq
                     && class.is_write()
-                    && (fp.reads.contains(key) || fp.ranges.iter().any(|r| in_range(r, key)))
+                    && (fp.reads.contains_key(key) || fp.ranges.iter().any(|r| in_range(r, key)))
                 {
                     stale_read = true;
                 }
@@ -284,7 +303,7 @@ impl Certifier {
                 .filter(|(_, c)| c.is_write())
                 .map(|(k, _)| k)
                 .find(|k| {
-                    fp.reads.contains(k.as_slice()) || fp.ranges.iter().any(|r| in_range(r, k))
+                    fp.reads.contains_key(k.as_slice()) || fp.ranges.iter().any(|r| in_range(r, k))
                 })
             {
                 // T as T1: W is T2 and already has an out-edge to an earlier T3.
@@ -325,7 +344,7 @@ impl Certifier {
                 }
             }
         }
-        Ok(out_min.map(|(s, _)| s))
+        Ok(out_min)
     }
 
     /// Records a committed transaction (after [`Self::certify`] accepted it) and
@@ -341,7 +360,7 @@ impl Certifier {
         snapshot_seq: u64,
         serializable: bool,
         writes: HashMap<Vec<u8>, WriteClass>,
-        reads: HashSet<Vec<u8>>,
+        reads: ReadSet,
         ranges: Vec<Range>,
         out_min: Option<u64>,
         now_seq: u64,
@@ -359,14 +378,14 @@ impl Certifier {
         writes.retain(|_, c| c.is_write());
         let worth_keeping =
             !writes.is_empty() || (serializable && (!reads.is_empty() || !ranges.is_empty()));
-        if worth_keeping && !self.active.is_empty() {
+        if worth_keeping && (!self.active.is_empty() || self.window_seq > 0) {
             self.recent.push_back(Summary {
                 commit_seq,
                 snapshot_seq,
                 serializable,
                 read_only,
                 writes,
-                reads: if serializable { reads } else { HashSet::new() },
+                reads: if serializable { reads } else { ReadSet::new() },
                 ranges: if serializable { ranges } else { Vec::new() },
                 out_min,
             });
@@ -427,7 +446,41 @@ impl Certifier {
         if self.candidate.is_none() {
             self.new_candidate(now_seq);
         }
+        self.handed_safe_seq = self.handed_safe_seq.max(self.safe_seq);
         self.safe_seq
+    }
+
+    /// The extra check for a `serializable` read-write transaction that was never
+    /// registered (a one-shot commit request), given its earliest rw out-edge `out` (the
+    /// position of `T3` and the key), after [`Self::certify`] accepted it.
+    ///
+    /// Safe snapshots are published by waiting for the registered read-write transactions
+    /// only; an unregistered one is unseen. It can still be the pivot of the read-only
+    /// anomaly with a reader `R` at a safe snapshot `S`: `R` does not see it (it commits
+    /// after `S`), and it has an out-edge to a `T3` committed before `S`. `R`'s reads are
+    /// not tracked, so this is refused whenever such a reader can exist: one was handed a
+    /// snapshot above `T3`, or the published one (above `T3`) may still be handed out
+    /// because registered read-write transactions are open. A pending candidate above `T3`
+    /// becomes unsafe. Without safe-snapshot readers it refuses nothing.
+    pub(crate) fn admit_unregistered(&mut self, out: Option<(u64, &[u8])>) -> Result<(), Conflict> {
+        let Some((t3, key)) = out else {
+            return Ok(());
+        };
+        let published_reachable =
+            self.candidate.is_some() || self.active.values().any(|a| a.serializable_rw);
+        if t3 < self.handed_safe_seq || (published_reachable && t3 < self.safe_seq) {
+            return Err(Conflict {
+                kind: ConflictKind::DangerousStructure,
+                key: key.to_vec(),
+                other_seq: t3,
+            });
+        }
+        if let Some(c) = &mut self.candidate
+            && t3 < c.seq
+        {
+            c.unsafe_ = true;
+        }
+        Ok(())
     }
 
     /// Expires open transactions whose start is more than `max_behind` positions behind
@@ -481,9 +534,10 @@ impl Certifier {
     }
 
     fn prune(&mut self) {
+        let window_floor = self.floor_seq.saturating_sub(self.window_seq);
         let horizon = self
             .horizon_seq()
-            .map_or(self.floor_seq, |h| h.min(self.floor_seq));
+            .map_or(window_floor, |h| h.min(window_floor));
         while let Some(front) = self.recent.front() {
             if front.commit_seq > horizon {
                 break;
@@ -497,8 +551,8 @@ impl Certifier {
 mod tests {
     use super::*;
 
-    fn set(keys: &[&str]) -> HashSet<Vec<u8>> {
-        keys.iter().map(|k| k.as_bytes().to_vec()).collect()
+    fn set(keys: &[&str]) -> ReadSet {
+        keys.iter().map(|k| (k.as_bytes().to_vec(), None)).collect()
     }
     fn writes(
         keys: &[&str],
@@ -532,6 +586,7 @@ mod tests {
         };
         match c.certify(&fp, commit_seq) {
             Ok(out_min) => {
+                let out_min = out_min.map(|(s, _)| s);
                 let classes = ws.iter().map(|(k, (c, _))| (k.clone(), *c)).collect();
                 c.record(
                     id,

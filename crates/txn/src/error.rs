@@ -38,11 +38,11 @@ pub(crate) fn show_key(key: &[u8]) -> String {
 /// Everything the transaction layer can fail with.
 ///
 /// * **retry the whole transaction** ([`TxnError::is_retryable`]): `SerializationFailure`,
-///   `TransactionTooOld`;
+///   `TransactionTooOld`, `SnapshotTooOld`;
 /// * **precondition** (`VersionMismatch`, `KeyExists`, `NotAnInteger`, `IncrementOverflow`):
 ///   an atomic operation failed at commit; the transaction is aborted, nothing was written;
 /// * **bad input** (`*TooLarge`, `TooMany*`, `ReadOnly`, `InvalidOperation`,
-///   `RequestIdConflict`): nothing changed;
+///   `InvalidRequest`, `RequestIdConflict`): nothing changed;
 /// * **state** (`TooManyOpenTransactions`, `Closed`, `Poisoned`), **storage** (`Log`,
 ///   `Corrupt`).
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,33 @@ pub enum TxnError {
         what: &'static str,
         /// The limit that was exceeded.
         limit: u64,
+    },
+    /// A one-shot read or commit request names a snapshot older than the store's snapshot
+    /// window ([`crate::TxnStoreOptions::snapshot_window_commits`]): the versions or the
+    /// certifier's summaries it needs may be gone. Nothing changed; retry the whole
+    /// transaction (read again, then commit).
+    #[error(
+        "snapshot_too_old: snapshot {snapshot} is older than the snapshot window, which starts at offset {oldest}"
+    )]
+    SnapshotTooOld {
+        /// The snapshot asked for.
+        snapshot: u64,
+        /// The oldest snapshot the store can serve now.
+        oldest: u64,
+    },
+    /// A one-shot read or commit request that cannot hold against the log: a snapshot
+    /// ahead of its durable end, a declared version that is not the one the key had at the
+    /// snapshot, a write in a read-only request, more keys or ranges than the limits.
+    /// Nothing changed.
+    #[error("invalid request: {field}{}: {reason}", match key { Some(k) => format!(" (key {k:?})"), None => String::new() })]
+    InvalidRequest {
+        /// The request field at fault: `snapshot`, `reads`, `ranges`, `locks`, `writes`,
+        /// `keys`.
+        field: &'static str,
+        /// The key concerned, when the field is a list of keys (escaped if not UTF-8).
+        key: Option<String>,
+        /// Why.
+        reason: String,
     },
     /// A compare-and-set or delete-if-version found another version at commit.
     #[error("version_mismatch on key {key:?}: expected version {expected}, found {found:?}")]
@@ -197,7 +224,9 @@ impl TxnError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            TxnError::SerializationFailure { .. } | TxnError::TransactionTooOld { .. }
+            TxnError::SerializationFailure { .. }
+                | TxnError::TransactionTooOld { .. }
+                | TxnError::SnapshotTooOld { .. }
         )
     }
 
@@ -206,6 +235,8 @@ impl TxnError {
         match self {
             TxnError::SerializationFailure { .. } => "serialization_failure",
             TxnError::TransactionTooOld { .. } => "transaction_too_old",
+            TxnError::SnapshotTooOld { .. } => "snapshot_too_old",
+            TxnError::InvalidRequest { .. } => "unprocessable_request",
             TxnError::VersionMismatch { .. } => "version_mismatch",
             TxnError::KeyExists { .. } => "key_exists",
             TxnError::NotAnInteger { .. } => "not_an_integer",

@@ -28,6 +28,11 @@ pub const TXN_NEWER_COMMITS_DEFAULT: u64 = 1_000_000;
 pub const TXN_AGE_MS_DEFAULT: u64 = 60_000;
 /// Default number of commit request ids remembered for deduplication.
 pub const COMMIT_REQUEST_IDS_DEFAULT: usize = 1_000_000;
+/// Default snapshot window, in commits: how far behind the newest commit a one-shot read
+/// or commit request may name its snapshot (see
+/// [`crate::TxnStoreOptions::snapshot_window_commits`]). At 5,000 commits/s, two seconds —
+/// a read and a commit round trip with room to spare.
+pub const SNAPSHOT_WINDOW_COMMITS_DEFAULT: u64 = 10_000;
 /// Keys examined by the incremental MVCC garbage collector after each commit.
 pub const GC_KEYS_PER_COMMIT: usize = 32;
 

@@ -37,8 +37,9 @@ use crate::error::{Result, TxnError, show_key};
 use crate::limits;
 use crate::limits::{check_key, check_scan_limit};
 use crate::mvcc::{Table, Value};
-use crate::parts::{Cond, Pending, TxnParts, parse_i64};
+use crate::oneshot::{check_locks, check_versions, check_window};
 use crate::record::{CommitRecord, WriteOp};
+use crate::request::{Condition, TxnParts, Write, parse_i64};
 use crate::{Isolation, KeyRange, KeyValue, ScanPage, TxnOptions, Versioned};
 
 /// How a [`TxnStore`] is opened. Defaults are in the field docs.
@@ -68,6 +69,13 @@ pub struct TxnStoreOptions {
     /// read-only commits (which append nothing) live in memory only and are forgotten at
     /// restart. Default [`limits::COMMIT_REQUEST_IDS_DEFAULT`].
     pub request_ids_max: usize,
+    /// The snapshot window, in commits: a one-shot read ([`TxnStore::read_at`]) or commit
+    /// request ([`TxnStore::commit_request`]) may name a snapshot this many commits behind
+    /// the newest; an older one fails with [`TxnError::SnapshotTooOld`]. The table keeps
+    /// the versions and the certifier the summaries (keys written, keys and ranges read)
+    /// of that many commits, whether or not a transaction is open. Default
+    /// [`limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT`].
+    pub snapshot_window_commits: u64,
 }
 
 impl Default for TxnStoreOptions {
@@ -81,6 +89,7 @@ impl Default for TxnStoreOptions {
             history_commits: 0,
             early_lock_release: true,
             request_ids_max: limits::COMMIT_REQUEST_IDS_DEFAULT,
+            snapshot_window_commits: limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
         }
     }
 }
@@ -307,7 +316,7 @@ impl TxnStore {
         }
         let mut table = Table::default();
         let mut state = CommitState {
-            cert: Certifier::default(),
+            cert: Certifier::with_window(options.snapshot_window_commits),
             next_offset: 0,
             next_txn_id: 1,
             ids_done: HashMap::new(),
@@ -325,7 +334,8 @@ impl TxnStore {
                     })?;
                 let writes: Vec<(Vec<u8>, Option<Value>)> =
                     commit.writes.into_iter().map(resolved).collect();
-                let horizon = (rec.offset + 1).saturating_sub(options.history_commits);
+                let kept = options.history_commits.max(options.snapshot_window_commits);
+                let horizon = (rec.offset + 1).saturating_sub(kept);
                 table.apply(rec.offset, &writes, horizon);
                 if let Some(id) = commit.request_id {
                     remember_id(
@@ -514,6 +524,16 @@ impl TxnStore {
 
     // ---- crate-internal: used by Txn ----
 
+    /// The snapshot window, in commits.
+    pub(crate) fn window(&self) -> u64 {
+        self.options.snapshot_window_commits
+    }
+
+    /// Commits behind the newest whose versions the table keeps regardless of readers.
+    fn kept_commits(&self) -> u64 {
+        self.options.history_commits.max(self.window())
+    }
+
     fn visible(&self, state: &CommitState) -> u64 {
         if self.options.early_lock_release {
             state.next_offset
@@ -592,6 +612,21 @@ impl TxnStore {
         }
     }
 
+    /// The rest of an async commit after [`TxnStore::prepare`]: waits for the append's
+    /// fsync without holding a thread, then settles.
+    pub(crate) async fn settle_async(
+        self: Arc<Self>,
+        prepared: Result<Prepared>,
+    ) -> Result<CommitOutcome> {
+        match prepared? {
+            Prepared::Done(outcome) => Ok(outcome),
+            Prepared::InFlight(completion, meta) => {
+                let result = completion.await;
+                self.settle(meta, result)
+            }
+        }
+    }
+
     /// The commit path up to the append: everything but waiting for the fsync.
     pub(crate) fn prepare(
         &self,
@@ -606,7 +641,7 @@ impl TxnStore {
             return Err(e.into());
         }
         // Only a commit with a request id needs its fingerprint (computed outside the lock).
-        let intents = request_id.map(|_| parts.intents_fingerprint());
+        let intents = request_id.map(|_| parts.request.intents_fingerprint());
         let outcome = loop {
             let mut state = lock(&self.state);
             if let Err(e) = self.check_poisoned() {
@@ -615,7 +650,11 @@ impl TxnStore {
             }
             // Expiry happens under this lock, so this check cannot race with it: an expired
             // transaction's snapshot may already be garbage-collected.
-            if parts.expired.load(Ordering::Acquire) {
+            if parts
+                .expired
+                .as_ref()
+                .is_some_and(|e| e.load(Ordering::Acquire))
+            {
                 return Err(TxnError::TransactionTooOld {
                     what: "newer_commits",
                     limit: self.options.txn_newer_commits_max,
@@ -627,6 +666,15 @@ impl TxnStore {
                     IdCheck::Answered(answer) => return answer,
                     IdCheck::Settled => continue, // its original settled: look again
                 };
+            }
+            // A one-shot request's snapshot and declared versions, checked where garbage
+            // collection cannot move under them (it runs under this lock).
+            if parts.expired.is_none() {
+                let table = self.read_table();
+                let durable = self.durable_end();
+                check_window(&table, parts.request.snapshot, self.window(), durable)?;
+                check_locks(&parts.request, durable)?;
+                check_versions(&table, &parts.request)?;
             }
             break self.certify_and_append(&mut state, &parts, intents, request_id, traceparent);
         };
@@ -655,7 +703,7 @@ impl TxnStore {
                 pending,
                 request_id: request_id.map(|id| id.as_str().to_string()),
                 intents,
-                read_dependent: parts.read_any,
+                read_dependent: parts.request.read_any,
             },
         ))
     }
@@ -812,7 +860,7 @@ impl TxnStore {
         traceparent: Option<&str>,
     ) -> Result<Certification> {
         let certified = self.certify(state, parts)?;
-        if parts.writes.is_empty() {
+        if parts.request.writes.is_empty() {
             self.record_read_only(state, parts, certified, intents, request_id);
             return Ok(Certification::ReadOnly);
         }
@@ -849,24 +897,33 @@ impl TxnStore {
     /// Step 1: the certifier's decision. A conflict unregisters the transaction, counts the
     /// abort and names the commit it conflicted with.
     fn certify(&self, state: &mut CommitState, parts: &TxnParts) -> Result<Certified> {
-        let serializable = parts.isolation == Isolation::Serializable;
-        let snapshot_seq = 2 * parts.snapshot;
+        let serializable = parts.request.isolation == Isolation::Serializable;
+        let snapshot_seq = 2 * parts.request.snapshot;
         let footprint = footprint(parts, snapshot_seq);
         let now_seq = 2 * self.visible(state);
-        let commit_seq = if parts.writes.is_empty() {
+        let commit_seq = if parts.request.writes.is_empty() {
             2 * state.next_offset
         } else {
             2 * state.next_offset + 1
         };
         let fp = Footprint {
             serializable,
-            snapshot_reads: parts.isolation != Isolation::ReadCommitted,
+            snapshot_reads: parts.request.isolation != Isolation::ReadCommitted,
             snapshot_seq,
             writes: &footprint,
-            reads: &parts.reads,
-            ranges: &parts.ranges,
+            reads: &parts.request.reads,
+            ranges: &parts.request.ranges,
         };
-        match state.cert.certify(&fp, commit_seq) {
+        let checked = state.cert.certify(&fp, commit_seq).and_then(|out| {
+            // Only a one-shot request is unregistered (see `admit_unregistered`).
+            if parts.expired.is_none() && serializable && !parts.request.writes.is_empty() {
+                state
+                    .cert
+                    .admit_unregistered(out.as_ref().map(|(s, k)| (*s, k.as_slice())))?;
+            }
+            Ok(out.map(|(s, _)| s))
+        });
+        match checked {
             Ok(out_min) => Ok(Certified {
                 commit_seq,
                 snapshot_seq,
@@ -911,7 +968,7 @@ impl TxnStore {
         if let Some(id) = request_id {
             let done = Remembered {
                 offset: None,
-                intents: intents.filter(|_| !parts.read_any),
+                intents: intents.filter(|_| !parts.request.read_any),
             };
             remember_id(
                 state,
@@ -934,7 +991,7 @@ impl TxnStore {
     ) -> Result<Resolved> {
         let resolved = {
             let table = self.read_table();
-            resolve(&table, &parts.writes)
+            resolve(&table, &parts.request.writes)
         };
         let (writes, incremented) = resolved.inspect_err(|_| {
             self.stats
@@ -942,12 +999,12 @@ impl TxnStore {
                 .fetch_add(1, Ordering::Relaxed);
         })?;
         let record = CommitRecord {
-            isolation: parts.isolation,
-            snapshot: parts.snapshot,
+            isolation: parts.request.isolation,
+            snapshot: parts.request.snapshot,
             request_id: request_id.map(|id| id.as_str().to_string()),
             traceparent: traceparent.map(str::to_string),
             intents,
-            read_dependent: parts.read_any,
+            read_dependent: parts.request.read_any,
             writes,
         };
         let bytes = record.encode();
@@ -998,7 +1055,7 @@ impl TxnStore {
                 .min(self.durable_end());
             oldest
                 .min(visible_after)
-                .min((offset + 1).saturating_sub(self.options.history_commits))
+                .min((offset + 1).saturating_sub(self.kept_commits()))
         };
         {
             let mut table = self.write_table();
@@ -1039,8 +1096,8 @@ impl TxnStore {
             certified.snapshot_seq,
             certified.serializable,
             certified.classes,
-            parts.reads.clone(),
-            parts.ranges.clone(),
+            parts.request.reads.clone(),
+            parts.request.ranges.clone(),
             certified.out_min,
             now_seq,
         );
@@ -1077,30 +1134,30 @@ impl TxnStore {
 /// write-write check (`None`: not checked — a `read_committed` blind write).
 fn footprint(parts: &TxnParts, snapshot_seq: u64) -> HashMap<Vec<u8>, (WriteClass, Option<u64>)> {
     let mut footprint = HashMap::new();
-    for (key, p) in &parts.writes {
+    for (key, p) in &parts.request.writes {
         let class = match p {
             // An increment commutes only if the transaction did not also read the key:
             // a read-then-increment is a read-modify-write (the overdraft check).
             // So is an increment of a key read with `get_for_update`.
-            Pending::Increment(_)
-                if !parts.reads.contains(key)
-                    && !parts.locks.contains_key(key)
-                    && !parts.ranges.iter().any(|r| in_range(r, key)) =>
+            Write::Increment(_)
+                if !parts.request.reads.contains_key(key)
+                    && !parts.request.locks.contains_key(key)
+                    && !parts.request.ranges.iter().any(|r| in_range(r, key)) =>
             {
                 WriteClass::Increment
             }
             _ => WriteClass::Write,
         };
-        let base = match parts.isolation {
-            Isolation::ReadCommitted => parts.locks.get(key).copied(),
+        let base = match parts.request.isolation {
+            Isolation::ReadCommitted => parts.request.locks.get(key).map(|at| 2 * at),
             _ => Some(snapshot_seq),
         };
         footprint.insert(key.clone(), (class, base));
     }
-    for (key, base) in &parts.locks {
+    for (key, at) in &parts.request.locks {
         footprint
             .entry(key.clone())
-            .or_insert((WriteClass::Lock, Some(*base)));
+            .or_insert((WriteClass::Lock, Some(2 * at)));
     }
     footprint
 }
@@ -1149,7 +1206,7 @@ type Resolution = (Vec<(Vec<u8>, WriteOp)>, Vec<(Vec<u8>, i64)>);
 /// Evaluates conditions and increments against the newest state of the table.
 fn resolve(
     table: &Table,
-    writes: &std::collections::BTreeMap<Vec<u8>, Pending>,
+    writes: &std::collections::BTreeMap<Vec<u8>, Write>,
 ) -> Result<Resolution> {
     let mut out = Vec::with_capacity(writes.len());
     let mut incremented = Vec::new();
@@ -1159,12 +1216,12 @@ fn resolve(
             .as_ref()
             .and_then(|(v, value)| value.as_ref().map(|x| (*v, x)));
         let cond = match p {
-            Pending::Put { cond, .. } | Pending::Delete { cond } => *cond,
-            Pending::Increment(_) => Cond::None,
+            Write::Put { cond, .. } | Write::Delete { cond } => *cond,
+            Write::Increment(_) => Condition::None,
         };
         match cond {
-            Cond::None => {}
-            Cond::IfAbsent => {
+            Condition::None => {}
+            Condition::IfAbsent => {
                 if let Some((version, _)) = current {
                     return Err(TxnError::KeyExists {
                         key: show_key(key),
@@ -1172,7 +1229,7 @@ fn resolve(
                     });
                 }
             }
-            Cond::IfVersion(expected) => {
+            Condition::IfVersion(expected) => {
                 let found = current.map(|(v, _)| v);
                 if found != Some(expected) {
                     return Err(TxnError::VersionMismatch {
@@ -1184,9 +1241,9 @@ fn resolve(
             }
         }
         let op = match p {
-            Pending::Put { value, .. } => WriteOp::Put(value.to_vec()),
-            Pending::Delete { .. } => WriteOp::Delete,
-            Pending::Increment(by) => {
+            Write::Put { value, .. } => WriteOp::Put(value.to_vec()),
+            Write::Delete { .. } => WriteOp::Delete,
+            Write::Increment(by) => {
                 let base = match current {
                     None => 0,
                     Some((_, v)) => {

@@ -5,7 +5,7 @@
 //! record, so no other transaction ever sees part of it (G1a, G1b are impossible by
 //! construction; commits are totally ordered, so G0 and G1c are too).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,8 +18,8 @@ use crate::error::{Result, TxnError, show_key};
 use crate::limits;
 use crate::limits::{check_key, check_scan_limit};
 use crate::mvcc::Value;
-use crate::parts::{Cond, Pending, TxnParts, parse_i64};
-use crate::store::{CommitOutcome, Prepared, TxnStore};
+use crate::request::{CommitRequest, Condition, TxnParts, Write, parse_i64};
+use crate::store::{CommitOutcome, TxnStore};
 use crate::{Isolation, KeyRange, KeyValue, ScanPage, TxnOptions, Versioned};
 
 impl TxnStore {
@@ -52,11 +52,13 @@ pub struct Txn {
     snapshot: u64,
     started: Instant,
     expired: Arc<AtomicBool>,
-    writes: BTreeMap<Vec<u8>, Pending>,
-    locks: HashMap<Vec<u8>, u64>,
-    reads: HashSet<Vec<u8>>,
+    writes: BTreeMap<Vec<u8>, Write>,
+    /// `get_for_update` keys and the snapshot each was read at.
+    locks: BTreeMap<Vec<u8>, u64>,
+    /// Keys read at the snapshot, with the version seen (`None`: absent).
+    reads: BTreeMap<Vec<u8>, Option<u64>>,
     ranges: Vec<Range>,
-    /// Whether it read anything (see [`TxnParts::read_any`]).
+    /// Whether it read anything (see [`CommitRequest::read_any`]).
     read_any: bool,
     /// Bytes the buffered writes will take in the commit record (keys, values, framing).
     write_bytes: usize,
@@ -79,8 +81,8 @@ impl Txn {
             started: Instant::now(),
             expired,
             writes: BTreeMap::new(),
-            locks: HashMap::new(),
-            reads: HashSet::new(),
+            locks: BTreeMap::new(),
+            reads: BTreeMap::new(),
             ranges: Vec::new(),
             read_any: false,
             write_bytes: 0,
@@ -181,24 +183,31 @@ impl Txn {
         }
     }
 
-    fn note_read(&mut self, key: &[u8]) -> Result<()> {
-        if self.tracks_reads() && !self.reads.contains(key) {
-            if self.reads.len() >= limits::READ_SET_KEYS_MAX {
-                return Err(TxnError::TooMany {
-                    what: "read keys",
-                    max: limits::READ_SET_KEYS_MAX,
-                });
-            }
-            self.reads.insert(key.to_vec());
+    /// Fails when recording a read of `key` would pass the read-set limit.
+    fn check_read_room(&self, key: &[u8]) -> Result<()> {
+        if self.tracks_reads()
+            && !self.reads.contains_key(key)
+            && self.reads.len() >= limits::READ_SET_KEYS_MAX
+        {
+            return Err(TxnError::TooMany {
+                what: "read keys",
+                max: limits::READ_SET_KEYS_MAX,
+            });
         }
         Ok(())
     }
 
     /// The committed value of `key` at `snapshot`, after waiting for its durability.
     fn read_committed(&mut self, key: &[u8], snapshot: u64) -> Result<Option<Versioned>> {
-        self.note_read(key)?;
+        self.check_read_room(key)?;
         let found = self.store.read_table().get(key, snapshot);
         self.check_expired()?;
+        if self.tracks_reads() {
+            let seen = found
+                .as_ref()
+                .and_then(|(v, value)| value.as_ref().map(|_| *v));
+            self.reads.entry(key.to_vec()).or_insert(seen);
+        }
         let Some((version, value)) = found else {
             return Ok(None);
         };
@@ -223,12 +232,12 @@ impl Txn {
         self.read_any = true;
         let snapshot = self.read_snapshot();
         match self.writes.get(key).cloned() {
-            Some(Pending::Put { value, .. }) => Ok(Some(Versioned {
+            Some(Write::Put { value, .. }) => Ok(Some(Versioned {
                 value,
                 version: None,
             })),
-            Some(Pending::Delete { .. }) => Ok(None),
-            Some(Pending::Increment(by)) => {
+            Some(Write::Delete { .. }) => Ok(None),
+            Some(Write::Increment(by)) => {
                 let base = self.read_committed(key, snapshot)?;
                 let n = add(key, base.as_ref().map(|v| &*v.value), by)?;
                 Ok(Some(Versioned {
@@ -249,7 +258,7 @@ impl Txn {
     pub fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Versioned>> {
         self.check_writable(key)?;
         let snapshot = self.read_snapshot();
-        self.locks.entry(key.to_vec()).or_insert(2 * snapshot);
+        self.locks.entry(key.to_vec()).or_insert(snapshot);
         self.get(key)
     }
 
@@ -283,7 +292,7 @@ impl Txn {
             return Ok(ScanPage::default());
         }
         let snapshot = self.read_snapshot();
-        let overlay: Vec<(Vec<u8>, Pending)> = self
+        let overlay: Vec<(Vec<u8>, Write)> = self
             .writes
             .range::<[u8], _>(range.as_refs())
             .map(|(k, p)| (k.clone(), p.clone()))
@@ -313,7 +322,7 @@ impl Txn {
             .collect();
         for (key, p) in overlay {
             match p {
-                Pending::Put { value, .. } => {
+                Write::Put { value, .. } => {
                     merged.insert(
                         key.clone(),
                         KeyValue {
@@ -323,10 +332,10 @@ impl Txn {
                         },
                     );
                 }
-                Pending::Delete { .. } => {
+                Write::Delete { .. } => {
                     merged.remove(&key);
                 }
-                Pending::Increment(by) => {
+                Write::Increment(by) => {
                     let n = add(&key, merged.get(&key).map(|kv| &*kv.value), by)?;
                     let value = Value::from(n.to_string().into_bytes());
                     merged.insert(
@@ -355,12 +364,12 @@ impl Txn {
         Ok(ScanPage { rows: out, next })
     }
 
-    fn buffer(&mut self, key: &[u8], p: Pending) -> Result<()> {
-        let size = |p: &Pending| {
+    fn buffer(&mut self, key: &[u8], p: Write) -> Result<()> {
+        let size = |p: &Write| {
             let value = match p {
-                Pending::Put { value, .. } => value.len(),
-                Pending::Delete { .. } => 0,
-                Pending::Increment(_) => 20,
+                Write::Put { value, .. } => value.len(),
+                Write::Delete { .. } => 0,
+                Write::Increment(_) => 20,
             };
             value + key.len() + 8
         };
@@ -389,10 +398,10 @@ impl Txn {
         Ok(())
     }
 
-    fn cond_of(&self, key: &[u8]) -> Cond {
+    fn cond_of(&self, key: &[u8]) -> Condition {
         match self.writes.get(key) {
-            Some(Pending::Put { cond, .. }) | Some(Pending::Delete { cond }) => *cond,
-            _ => Cond::None,
+            Some(Write::Put { cond, .. }) | Some(Write::Delete { cond }) => *cond,
+            _ => Condition::None,
         }
     }
 
@@ -417,7 +426,7 @@ impl Txn {
         let cond = self.cond_of(key);
         self.buffer(
             key,
-            Pending::Put {
+            Write::Put {
                 value: Value::from(value),
                 cond,
             },
@@ -435,9 +444,9 @@ impl Txn {
         self.check_unwritten(key)?;
         self.buffer(
             key,
-            Pending::Put {
+            Write::Put {
                 value: Value::from(value),
-                cond: Cond::IfAbsent,
+                cond: Condition::IfAbsent,
             },
         )
     }
@@ -453,9 +462,9 @@ impl Txn {
         self.check_unwritten(key)?;
         self.buffer(
             key,
-            Pending::Put {
+            Write::Put {
                 value: Value::from(value),
-                cond: Cond::IfVersion(version),
+                cond: Condition::IfVersion(version),
             },
         )
     }
@@ -467,7 +476,7 @@ impl Txn {
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         self.check_writable(key)?;
         let cond = self.cond_of(key);
-        self.buffer(key, Pending::Delete { cond })
+        self.buffer(key, Write::Delete { cond })
     }
 
     /// Deletes `key` at commit only if its version then is `version`; otherwise the commit
@@ -480,8 +489,8 @@ impl Txn {
         self.check_unwritten(key)?;
         self.buffer(
             key,
-            Pending::Delete {
-                cond: Cond::IfVersion(version),
+            Write::Delete {
+                cond: Condition::IfVersion(version),
             },
         )
     }
@@ -498,27 +507,28 @@ impl Txn {
     pub fn increment(&mut self, key: &[u8], by: i64) -> Result<()> {
         self.check_writable(key)?;
         let next = match self.writes.get(key) {
-            Some(Pending::Put { value, cond }) => {
+            Some(Write::Put { value, cond }) => {
                 let n = add(key, Some(value), by)?;
-                Pending::Put {
+                Write::Put {
                     value: Value::from(n.to_string().into_bytes()),
                     cond: *cond,
                 }
             }
-            Some(Pending::Delete { cond }) => Pending::Put {
+            Some(Write::Delete { cond }) => Write::Put {
                 value: Value::from(by.to_string().into_bytes()),
                 cond: *cond,
             },
-            Some(Pending::Increment(a)) => {
-                Pending::Increment(a.checked_add(by).ok_or_else(|| {
-                    TxnError::IncrementOverflow {
-                        key: show_key(key),
-                        current: *a,
-                        by,
-                    }
-                })?)
+            Some(Write::Increment(a)) => {
+                Write::Increment(
+                    a.checked_add(by)
+                        .ok_or_else(|| TxnError::IncrementOverflow {
+                            key: show_key(key),
+                            current: *a,
+                            by,
+                        })?,
+                )
             }
-            None => Pending::Increment(by),
+            None => Write::Increment(by),
         };
         self.buffer(key, next)
     }
@@ -586,29 +596,24 @@ impl Txn {
             let parts = self.take_parts();
             self.store.prepare(parts, request_id, traceparent)
         });
-        let store = self.store.clone();
-        async move {
-            match prepared? {
-                Prepared::Done(outcome) => Ok(outcome),
-                Prepared::InFlight(completion, meta) => {
-                    let result = completion.await;
-                    store.settle(meta, result)
-                }
-            }
-        }
+        self.store.clone().settle_async(prepared)
     }
 
+    /// The transaction as a self-contained commit request, with its registration.
     fn take_parts(&mut self) -> TxnParts {
         TxnParts {
             id: self.id,
-            isolation: self.options.isolation,
-            snapshot: self.snapshot,
-            writes: std::mem::take(&mut self.writes),
-            locks: std::mem::take(&mut self.locks),
-            reads: std::mem::take(&mut self.reads),
-            ranges: std::mem::take(&mut self.ranges),
-            read_any: self.read_any,
-            expired: self.expired.clone(),
+            expired: Some(self.expired.clone()),
+            request: CommitRequest {
+                isolation: self.options.isolation,
+                snapshot: self.snapshot,
+                read_only: self.options.read_only,
+                read_any: self.read_any,
+                reads: std::mem::take(&mut self.reads),
+                ranges: std::mem::take(&mut self.ranges),
+                locks: std::mem::take(&mut self.locks),
+                writes: std::mem::take(&mut self.writes),
+            },
         }
     }
 
@@ -666,7 +671,7 @@ mod tests {
     fn fp_at(store: &Arc<TxnStore>, isolation: Isolation, ops: impl FnOnce(&mut Txn)) -> u128 {
         let mut t = store.begin(TxnOptions::new(isolation)).unwrap();
         ops(&mut t);
-        let fp = t.take_parts().intents_fingerprint();
+        let fp = t.take_parts().request.intents_fingerprint();
         t.abort();
         fp
     }

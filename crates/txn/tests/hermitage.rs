@@ -31,7 +31,13 @@
 //! ```
 //!
 //! An expectation is `-> DEFAULT` optionally followed by `; LEVEL[, LEVEL]: VALUE` for the
-//! levels where the output differs. A value ending in `*` is the **witness** of the
+//! levels where the output differs, and `; LEVEL one-shot: VALUE` where it differs in the
+//! runs in which T1 is a one-shot transaction.
+//!
+//! Each script runs in three forms: every transaction interactive; every read-write one
+//! in the one-round-trip form (reads at a snapshot, one self-contained commit request —
+//! [`common::oneshot`]); and mixed (odd-numbered one-shot). Declared read-only
+//! transactions stay interactive. A value ending in `*` is the **witness** of the
 //! anomaly: if a level's run produces a starred value, the anomaly was *observed* at that
 //! level; otherwise it was *prevented* — by reading the right values or by aborting a
 //! transaction (`serialization_failure` at commit counts as prevention). Writes without
@@ -51,7 +57,37 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use logbook_txn::{Isolation, KeyRange, Txn, TxnOptions, TxnStore, TxnStoreOptions};
+use logbook_txn::{Isolation, KeyRange, TxnOptions, TxnStore, TxnStoreOptions};
+
+mod common;
+use common::oneshot::Handle;
+
+/// How a run's transactions talk to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Every transaction interactive.
+    Interactive,
+    /// Every read-write transaction in the one-round-trip form (reads at a snapshot, one
+    /// self-contained commit request).
+    OneShot,
+    /// T1, T3, ... one-shot; T2, T4, ... interactive.
+    Mixed,
+}
+
+const FORMS: [Form; 3] = [Form::Interactive, Form::OneShot, Form::Mixed];
+
+impl Form {
+    fn one_shot(self, txn: &str) -> bool {
+        match self {
+            Form::Interactive => false,
+            Form::OneShot => true,
+            Form::Mixed => txn
+                .trim_start_matches('T')
+                .parse::<u32>()
+                .is_ok_and(|n| n % 2 == 1),
+        }
+    }
+}
 
 const LEVELS: [Isolation; 3] = [
     Isolation::ReadCommitted,
@@ -163,16 +199,24 @@ struct Expected {
 #[derive(Debug, Clone)]
 struct Expectation {
     default: Expected,
-    per_level: Vec<(Isolation, Expected)>,
+    /// `(level, only where T1 is one-shot, value)`.
+    per_level: Vec<(Isolation, bool, Expected)>,
 }
 
 impl Expectation {
-    fn at(&self, level: Isolation) -> &Expected {
-        self.per_level
-            .iter()
-            .rev()
-            .find(|(l, _)| *l == level)
-            .map_or(&self.default, |(_, e)| e)
+    fn at(&self, level: Isolation, form: Form) -> &Expected {
+        let one_shot = form.one_shot("T1");
+        let find = |want_one_shot: bool| {
+            self.per_level
+                .iter()
+                .rev()
+                .find(|(l, o, _)| *l == level && *o == want_one_shot)
+        };
+        one_shot
+            .then(|| find(true))
+            .flatten()
+            .or_else(|| find(false))
+            .map_or(&self.default, |(_, _, e)| e)
     }
 }
 
@@ -218,8 +262,13 @@ fn parse_expectation(s: &str) -> Result<Expectation, String> {
             .ok_or_else(|| format!("expected `LEVEL[, LEVEL]: VALUE`, found {part:?}"))?;
         let value = parse_expected(value);
         for level in levels.split(',') {
-            let level: Isolation = level.trim().parse()?;
-            per_level.push((level, value.clone()));
+            let (level, one_shot) = match level.trim().split_once(' ') {
+                Some((l, "one-shot")) => (l, true),
+                Some((_, other)) => return Err(format!("unknown qualifier {other:?}")),
+                None => (level.trim(), false),
+            };
+            let level: Isolation = level.parse()?;
+            per_level.push((level, one_shot, value.clone()));
         }
     }
     Ok(Expectation { default, per_level })
@@ -379,17 +428,18 @@ fn show<T>(r: logbook_txn::Result<T>, ok: impl FnOnce(T) -> String) -> String {
 #[derive(Debug)]
 struct Run {
     level: Isolation,
+    form: Form,
     /// Each step's line with the actual output, for the failure message.
     transcript: String,
     mismatches: Vec<String>,
     verdict: Verdict,
 }
 
-fn run_at(script: &Script, level: Isolation) -> Run {
+fn run_at(script: &Script, level: Isolation, form: Form) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let log = logbook_log::Log::open(dir.path()).unwrap();
     let store = TxnStore::open(&log, TxnStoreOptions::default()).unwrap();
-    let mut open: HashMap<String, Txn> = HashMap::new();
+    let mut open: HashMap<String, Handle> = HashMap::new();
     let mut transcript = String::new();
     let mut mismatches = Vec::new();
     let mut verdict = Prevented;
@@ -420,7 +470,7 @@ fn run_at(script: &Script, level: Isolation) -> Run {
                     if *read_only {
                         options = options.read_only();
                     }
-                    show(store.begin(options), |t| {
+                    show(Handle::begin(&store, options, form.one_shot(name)), |t| {
                         open.insert(name.clone(), t);
                         "ok".into()
                     })
@@ -453,7 +503,7 @@ fn run_at(script: &Script, level: Isolation) -> Run {
             },
         };
         let expected = match expect {
-            Some(e) => e.at(level).clone(),
+            Some(e) => e.at(level, form).clone(),
             None => Expected {
                 text: "ok".into(),
                 witness: false,
@@ -477,6 +527,7 @@ fn run_at(script: &Script, level: Isolation) -> Run {
     }
     Run {
         level,
+        form,
         transcript,
         mismatches,
         verdict,
@@ -497,8 +548,27 @@ fn check_script(name: &str, text: &str, anomaly: &str, want: [Verdict; 3]) -> Re
         ));
     }
     let mut report = String::new();
+    for form in FORMS {
+        check_forms(name, &script, anomaly, want, form, &mut report);
+    }
+    if report.is_empty() {
+        Ok(())
+    } else {
+        Err(report)
+    }
+}
+
+/// Runs `script` in `form` at every level; appends what went wrong to `report`.
+fn check_forms(
+    name: &str,
+    script: &Script,
+    anomaly: &str,
+    want: [Verdict; 3],
+    form: Form,
+    report: &mut String,
+) {
     for (level, want) in LEVELS.iter().zip(want) {
-        let run = run_at(&script, *level);
+        let run = run_at(script, *level, form);
         let mut bad = run.mismatches.clone();
         if run.verdict != want {
             bad.push(format!(
@@ -507,17 +577,12 @@ fn check_script(name: &str, text: &str, anomaly: &str, want: [Verdict; 3]) -> Re
             ));
         }
         if !bad.is_empty() {
-            writeln!(report, "--- {name} at {} ---", run.level).unwrap();
+            writeln!(report, "--- {name} at {} ({:?}) ---", run.level, run.form).unwrap();
             for b in &bad {
                 writeln!(report, "{b}").unwrap();
             }
             writeln!(report, "transcript:\n{}", run.transcript).unwrap();
         }
-    }
-    if report.is_empty() {
-        Ok(())
-    } else {
-        Err(report)
     }
 }
 

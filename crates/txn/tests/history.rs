@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::elle::{self, Elem, History, Kind, Mop, Outcome, TxnRecord};
-use logbook_txn::{Isolation, KeyRange, Txn, TxnError, TxnOptions, TxnStore};
+use common::oneshot::Handle;
+use logbook_txn::{Isolation, KeyRange, TxnError, TxnOptions, TxnStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -64,7 +65,7 @@ fn decode(bytes: &[u8]) -> Vec<Elem> {
 
 /// A transaction that records what it does and sees.
 struct Recorder {
-    txn: Txn,
+    txn: Handle,
     level: Isolation,
     record: TxnRecord,
     /// The key generation its scans use.
@@ -73,11 +74,26 @@ struct Recorder {
 
 impl Recorder {
     fn begin(store: &Arc<TxnStore>, options: TxnOptions, process: usize) -> Recorder {
-        let txn = store.begin(options).unwrap();
+        Recorder::begin_as(store, options, process, false)
+    }
+
+    /// Begins interactive, or in the one-round-trip form when `one_shot`.
+    fn begin_as(
+        store: &Arc<TxnStore>,
+        options: TxnOptions,
+        process: usize,
+        one_shot: bool,
+    ) -> Recorder {
+        let txn = Handle::begin(store, options, one_shot).unwrap();
         let note = format!(
-            "{}{} snapshot {}",
+            "{}{}{} snapshot {}",
             options.isolation,
             if options.read_only { " read-only" } else { "" },
+            if matches!(txn, Handle::OneShot(_)) {
+                " one-shot"
+            } else {
+                ""
+            },
             txn.snapshot()
         );
         let mut r = Recorder {
@@ -191,15 +207,20 @@ fn random_txn(
     process: usize,
     rng: &mut StdRng,
     next_elem: &AtomicU64,
-    read_only_share: f64,
+    shares: Shares,
 ) -> TxnRecord {
+    let Shares {
+        read_only: read_only_share,
+        one_shot: one_shot_share,
+    } = shares;
     let generation = next_elem.load(Ordering::Relaxed) / APPENDS_PER_GENERATION;
     let read_only = rng.gen_bool(read_only_share);
     let mut options = TxnOptions::new(level);
     if read_only {
         options = options.read_only();
     }
-    let mut t = Recorder::begin(store, options, process);
+    let one_shot = rng.gen_bool(one_shot_share);
+    let mut t = Recorder::begin_as(store, options, process, one_shot);
     t.generation = generation;
     let key = |i| gkey(generation, i);
     let ops = rng.gen_range(1..=4);
@@ -245,8 +266,15 @@ fn txns_per_level() -> usize {
         .unwrap_or(TXNS_DEFAULT)
 }
 
+/// The shares of a workload's transactions declared read-only and run one-shot.
+#[derive(Debug, Clone, Copy)]
+struct Shares {
+    read_only: f64,
+    one_shot: f64,
+}
+
 /// Runs the workload at `level` and returns the history, final state included.
-fn run_workload(level: Isolation, seed: u64, txns: usize, read_only_share: f64) -> History {
+fn run_workload(level: Isolation, seed: u64, txns: usize, shares: Shares) -> History {
     let (_dir, _log, store) = common::temp_store();
     let next_elem = AtomicU64::new(1);
     let per_thread = txns.div_ceil(THREADS);
@@ -259,7 +287,7 @@ fn run_workload(level: Isolation, seed: u64, txns: usize, read_only_share: f64) 
                     let mut rng =
                         StdRng::seed_from_u64(seed ^ (p as u64).wrapping_mul(0x9e37_79b9));
                     (0..per_thread)
-                        .map(|_| random_txn(store, level, p, &mut rng, next_elem, read_only_share))
+                        .map(|_| random_txn(store, level, p, &mut rng, next_elem, shares))
                         .collect()
                 })
             })
@@ -286,10 +314,23 @@ fn run_workload(level: Isolation, seed: u64, txns: usize, read_only_share: f64) 
 /// Runs and checks a history at `level`; `read_only_share` of the transactions are
 /// declared read-only.
 fn check_level(level: Isolation, read_only_share: f64) {
+    check_level_with(
+        level,
+        Shares {
+            read_only: read_only_share,
+            one_shot: 0.0,
+        },
+    );
+}
+
+/// As [`check_level`], with a share of the read-write transactions run one-shot.
+fn check_level_with(level: Isolation, shares: Shares) {
     let seed = seed();
     let txns = txns_per_level();
-    println!("history at {level}: seed {seed} (LOGBOOK_HISTORY_SEED={seed}), {txns} transactions");
-    let h = run_workload(level, seed, txns, read_only_share);
+    println!(
+        "history at {level} ({shares:?}): seed {seed} (LOGBOOK_HISTORY_SEED={seed}), {txns} transactions"
+    );
+    let h = run_workload(level, seed, txns, shares);
     let report = elle::check(&h);
     println!(
         "  committed {}, aborted {}, edges ww/wr/rw {:?}, anomalies {:?}",
@@ -335,6 +376,52 @@ fn involved(h: &History, explanation: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// One-shot and interactive transactions mixed (half of each), with safe-snapshot readers.
+#[test]
+fn serializable_histories_mixing_one_shot_commits_have_no_cycles() {
+    check_level_with(
+        Isolation::Serializable,
+        Shares {
+            read_only: 0.15,
+            one_shot: 0.5,
+        },
+    );
+}
+
+/// Every read-write transaction one-shot.
+#[test]
+fn serializable_histories_of_one_shot_commits_have_no_cycles() {
+    check_level_with(
+        Isolation::Serializable,
+        Shares {
+            read_only: 0.0,
+            one_shot: 1.0,
+        },
+    );
+}
+
+#[test]
+fn snapshot_histories_mixing_one_shot_commits_have_no_g0_g1_or_g_single() {
+    check_level_with(
+        Isolation::Snapshot,
+        Shares {
+            read_only: 0.0,
+            one_shot: 0.5,
+        },
+    );
+}
+
+#[test]
+fn read_committed_histories_mixing_one_shot_commits_have_no_g0_or_g1() {
+    check_level_with(
+        Isolation::ReadCommitted,
+        Shares {
+            read_only: 0.0,
+            one_shot: 0.5,
+        },
+    );
 }
 
 #[test]
@@ -414,7 +501,10 @@ fn read_only_serializable_transactions_never_abort() {
                         p as usize,
                         &mut rng,
                         next_elem,
-                        0.0,
+                        Shares {
+                            read_only: 0.0,
+                            one_shot: 0.0,
+                        },
                     );
                 }
             });

@@ -853,6 +853,8 @@ fn an_idle_transaction_past_its_age_limit_stops_pinning_memory() {
     let sim = SimStorage::new();
     let options = TxnStoreOptions {
         txn_age_ms_max: 20,
+        // No snapshot window: only open transactions may pin memory here.
+        snapshot_window_commits: 0,
         ..TxnStoreOptions::default()
     };
     let (_log, store) = open_sim(&sim, options);
@@ -1233,6 +1235,8 @@ fn an_expired_transaction_leaves_the_store_consistent() {
     let sim = SimStorage::new();
     let options = TxnStoreOptions {
         txn_newer_commits_max: 3,
+        // No snapshot window: only open transactions may pin memory here.
+        snapshot_window_commits: 0,
         ..TxnStoreOptions::default()
     };
     let (_log, store) = open_sim(&sim, options);
@@ -1268,6 +1272,8 @@ fn a_long_workload_keeps_memory_bounded_with_tombstones_and_ids() {
     let sim = SimStorage::new();
     let options = TxnStoreOptions {
         request_ids_max: 10,
+        // No snapshot window: only open transactions may pin memory here.
+        snapshot_window_commits: 0,
         ..TxnStoreOptions::default()
     };
     let (_log, store) = open_sim(&sim, options);

@@ -425,6 +425,8 @@ fn a_long_transaction_is_expired_instead_of_pinning_memory() {
     let sim = SimStorage::new();
     let options = TxnStoreOptions {
         txn_newer_commits_max: 10,
+        // No snapshot window: only open transactions may pin memory here.
+        snapshot_window_commits: 0,
         ..TxnStoreOptions::default()
     };
     let (_log, store) = open(&sim, options);
@@ -452,7 +454,12 @@ fn a_long_transaction_is_expired_instead_of_pinning_memory() {
 #[test]
 fn old_versions_are_collected_unless_a_snapshot_still_reads_them() {
     let sim = SimStorage::new();
-    let (_log, store) = open(&sim, TxnStoreOptions::default());
+    let options = TxnStoreOptions {
+        // No snapshot window: only open transactions may pin versions here.
+        snapshot_window_commits: 0,
+        ..TxnStoreOptions::default()
+    };
+    let (_log, store) = open(&sim, options);
     let mut t = store.begin(ser()).unwrap();
     t.put(b"k", b"0").unwrap();
     t.commit().unwrap();

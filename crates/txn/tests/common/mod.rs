@@ -11,6 +11,7 @@
 )]
 
 pub mod elle;
+pub mod oneshot;
 
 use std::sync::Arc;
 

@@ -1,0 +1,330 @@
+//! Transactions in one round trip: reads at a snapshot ([`TxnStore::read_at`]) and
+//! self-contained commit requests ([`TxnStore::commit_request`]), as FoundationDB's clients
+//! read at a version and send their read conflict ranges with the commit.
+//!
+//! ```text
+//! client ── read_at(keys, ranges, snapshot?) ──▶ values, versions, next, snapshot
+//!        ── commit_request({isolation, snapshot, reads, ranges, locks, writes}) ──▶ outcome
+//! ```
+//!
+//! Nothing is registered between the two calls: the snapshot is checked against the
+//! **snapshot window** ([`crate::TxnStoreOptions::snapshot_window_commits`]) — the table
+//! keeps the versions, and the certifier the summaries of the commits, that far back — and
+//! the request is certified exactly as an interactive transaction's (the same
+//! [`CommitRequest`] is what an interactive commit hands to the commit path). Write-only
+//! and atomic transactions need only the commit; a read-modify-write needs both calls.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use logbook_log::RequestId;
+
+use crate::error::{Result, TxnError, show_key};
+use crate::limits;
+use crate::limits::{check_key, check_scan_limit};
+use crate::mvcc::Table;
+use crate::request::{CommitRequest, TxnParts, Write};
+use crate::store::{CommitOutcome, TxnStore};
+use crate::{Isolation, KeyRange, KeyValue, ScanPage, Versioned};
+
+/// What [`TxnStore::read_at`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRead {
+    /// The snapshot read at: the commits at offsets below it, all durable.
+    pub snapshot: u64,
+    /// One entry per key asked for, in the order asked: its value and version, or `None`
+    /// when it is absent at the snapshot.
+    pub keys: Vec<Option<Versioned>>,
+    /// One page per range asked for, in the order asked (`next` set when the limit cut it).
+    pub ranges: Vec<ScanPage>,
+}
+
+/// The id one-shot requests go by in the certifier: never registered (registered
+/// transactions are numbered from 1).
+const UNREGISTERED: u64 = 0;
+
+impl TxnStore {
+    /// Reads `keys` and `ranges` (each with its row limit) at one snapshot: `snapshot`, or
+    /// the newest when `None`. The answer counts only durable commits (it waits for those
+    /// below its snapshot). Nothing is registered or recorded: declare what was read in a
+    /// [`CommitRequest`] to have it certified.
+    ///
+    /// # Errors
+    /// [`TxnError::SnapshotTooOld`] (retryable) for a snapshot behind the window;
+    /// [`TxnError::InvalidRequest`] for a snapshot ahead of the durable log or more keys
+    /// ([`limits::READ_SET_KEYS_MAX`]) or ranges ([`limits::READ_RANGES_MAX`]) than a
+    /// transaction may read; [`TxnError::KeyTooLarge`]; [`TxnError::TooMany`] for a range
+    /// limit above [`limits::SCAN_ROWS_MAX`]; [`TxnError::Poisoned`].
+    pub fn read_at(
+        &self,
+        snapshot: Option<u64>,
+        keys: &[Vec<u8>],
+        ranges: &[(KeyRange, usize)],
+    ) -> Result<SnapshotRead> {
+        self.check_poisoned()?;
+        check_count("keys", keys.len(), limits::READ_SET_KEYS_MAX)?;
+        check_count("ranges", ranges.len(), limits::READ_RANGES_MAX)?;
+        for key in keys {
+            check_key(key)?;
+        }
+        for (_, limit) in ranges {
+            check_scan_limit(*limit)?;
+        }
+        let read = {
+            let table = self.read_table();
+            let snapshot = match snapshot {
+                Some(s) => {
+                    check_window(&table, s, self.window(), self.durable_end())?;
+                    s
+                }
+                None => self.visible_in(&table),
+            };
+            read_table_at(&table, snapshot, keys, ranges)
+        };
+        // Early lock release: the newest snapshot may count commits not yet durable.
+        if let Some(last) = read.snapshot.checked_sub(1) {
+            self.wait_durable(last)?;
+        }
+        Ok(read)
+    }
+
+    /// Commits a self-contained request — the one-round-trip form of a transaction — and
+    /// returns once it is durable. It is certified exactly as an interactive transaction
+    /// (first committer wins; SSI on the declared reads and ranges), after checks an
+    /// interactive transaction's request does not need: the snapshot must lie within the
+    /// snapshot window and not ahead of the durable log, and each declared read version
+    /// must be the key's version at the snapshot (`None`: absent). Declaring fewer reads
+    /// than were made only weakens this transaction's own guarantee.
+    ///
+    /// Request ids behave as for [`crate::Txn::commit_with`]: a retry of a committed
+    /// request is answered with the original commit (`duplicate: true`), across restarts
+    /// for a request that wrote; an aborted attempt leaves nothing behind.
+    ///
+    /// # Errors
+    /// As [`crate::Txn::commit_with`], and [`TxnError::SnapshotTooOld`],
+    /// [`TxnError::InvalidRequest`].
+    pub fn commit_request(
+        &self,
+        request: CommitRequest,
+        request_id: Option<&RequestId>,
+        traceparent: Option<&str>,
+    ) -> Result<CommitOutcome> {
+        check_shape(&request)?;
+        self.commit(unregistered(request), request_id, traceparent)
+    }
+
+    /// [`TxnStore::commit_request`] for async callers: certification and the append happen
+    /// now; the future resolves once the commit record is durable (as
+    /// [`crate::Txn::commit_async`]).
+    ///
+    /// # Errors
+    /// As [`TxnStore::commit_request`].
+    pub fn commit_request_async(
+        self: &Arc<Self>,
+        request: CommitRequest,
+        request_id: Option<&RequestId>,
+        traceparent: Option<&str>,
+    ) -> impl Future<Output = Result<CommitOutcome>> + Send + 'static {
+        let prepared = check_shape(&request)
+            .and_then(|()| self.prepare(unregistered(request), request_id, traceparent));
+        self.clone().settle_async(prepared)
+    }
+
+    /// The snapshot new readers take, given the table (its applied offset is the next
+    /// commit offset).
+    fn visible_in(&self, table: &Table) -> u64 {
+        if self.options().early_lock_release {
+            table.applied()
+        } else {
+            self.durable_end().min(table.applied())
+        }
+    }
+}
+
+fn unregistered(request: CommitRequest) -> TxnParts {
+    TxnParts {
+        id: UNREGISTERED,
+        expired: None,
+        request,
+    }
+}
+
+fn read_table_at(
+    table: &Table,
+    snapshot: u64,
+    keys: &[Vec<u8>],
+    ranges: &[(KeyRange, usize)],
+) -> SnapshotRead {
+    let keys = keys
+        .iter()
+        .map(|k| {
+            table.get(k, snapshot).and_then(|(version, value)| {
+                value.map(|value| Versioned {
+                    value,
+                    version: Some(version),
+                })
+            })
+        })
+        .collect();
+    let ranges = ranges
+        .iter()
+        .map(|(range, limit)| {
+            if range.is_empty() {
+                return ScanPage::default();
+            }
+            let (rows, _) = table.scan(range.as_refs(), snapshot, limit.saturating_add(1));
+            let mut rows = rows.into_iter().map(|r| KeyValue {
+                key: r.key,
+                value: r.value,
+                version: Some(r.version),
+            });
+            let out: Vec<KeyValue> = rows.by_ref().take(*limit).collect();
+            let next = rows.next().map(|kv| kv.key);
+            ScanPage { rows: out, next }
+        })
+        .collect();
+    SnapshotRead {
+        snapshot,
+        keys,
+        ranges,
+    }
+}
+
+fn check_count(field: &'static str, n: usize, max: usize) -> Result<()> {
+    if n > max {
+        return Err(TxnError::InvalidRequest {
+            field,
+            key: None,
+            reason: format!("{n} entries; a transaction may have at most {max}"),
+        });
+    }
+    Ok(())
+}
+
+fn invalid(field: &'static str, key: &[u8], reason: impl Into<String>) -> TxnError {
+    TxnError::InvalidRequest {
+        field,
+        key: Some(show_key(key)),
+        reason: reason.into(),
+    }
+}
+
+/// The checks of a request from outside that need no state: limits, keys, values, and
+/// the combinations an interactive handle cannot build.
+fn check_shape(r: &CommitRequest) -> Result<()> {
+    check_count("reads", r.reads.len(), limits::READ_SET_KEYS_MAX)?;
+    check_count("ranges", r.ranges.len(), limits::READ_RANGES_MAX)?;
+    check_count(
+        "writes",
+        r.writes.len() + r.locks.len(),
+        limits::WRITE_SET_KEYS_MAX,
+    )?;
+    for key in r.reads.keys().chain(r.locks.keys()).chain(r.writes.keys()) {
+        check_key(key)?;
+    }
+    if r.read_only
+        && let Some(key) = r.writes.keys().chain(r.locks.keys()).next()
+    {
+        return Err(invalid(
+            if r.writes.contains_key(key) {
+                "writes"
+            } else {
+                "locks"
+            },
+            key,
+            "a read-only request writes and locks nothing",
+        ));
+    }
+    for (key, w) in &r.writes {
+        if let Write::Put { value, .. } = w
+            && value.len() > limits::VALUE_BYTES_MAX
+        {
+            return Err(TxnError::ValueTooLarge {
+                key: show_key(key),
+                bytes: value.len(),
+                max: limits::VALUE_BYTES_MAX,
+            });
+        }
+    }
+    let bytes: usize = r
+        .writes
+        .iter()
+        .map(|(k, w)| {
+            k.len()
+                + 8
+                + match w {
+                    Write::Put { value, .. } => value.len(),
+                    Write::Delete { .. } => 0,
+                    Write::Increment(_) => 20,
+                }
+        })
+        .sum();
+    let max = limits::COMMIT_RECORD_BYTES_MAX - 1024;
+    if bytes > max {
+        return Err(TxnError::TooMany {
+            what: "commit bytes",
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// A named snapshot must lie within the window behind the newest commit and not ahead of
+/// the durable log. Called with the table locked, so garbage collection cannot pass it.
+pub(crate) fn check_window(table: &Table, snapshot: u64, window: u64, durable: u64) -> Result<()> {
+    if snapshot > durable {
+        return Err(TxnError::InvalidRequest {
+            field: "snapshot",
+            key: None,
+            reason: format!(
+                "snapshot {snapshot} is ahead of the log: commits are durable below offset {durable}"
+            ),
+        });
+    }
+    let oldest = table.applied().saturating_sub(window);
+    if snapshot < oldest {
+        return Err(TxnError::SnapshotTooOld { snapshot, oldest });
+    }
+    Ok(())
+}
+
+/// A lock's position (the snapshot its `get_for_update` read at: after the request's own
+/// snapshot at `read_committed`) must not be ahead of the durable log either.
+pub(crate) fn check_locks(r: &CommitRequest, durable: u64) -> Result<()> {
+    match r.locks.iter().find(|(_, at)| **at > durable) {
+        Some((key, at)) => Err(invalid(
+            "locks",
+            key,
+            format!("locked at {at}, ahead of the log: commits are durable below offset {durable}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Each declared read must be what the key held at the snapshot: its version, or `None`
+/// for absent (a tombstone is absent). At `read_committed` reads are not tracked, so they
+/// are not checked either.
+pub(crate) fn check_versions(table: &Table, r: &CommitRequest) -> Result<()> {
+    if r.isolation == Isolation::ReadCommitted {
+        return Ok(());
+    }
+    for (key, declared) in &r.reads {
+        let held = table
+            .get(key, r.snapshot)
+            .and_then(|(v, value)| value.map(|_| v));
+        if held != *declared {
+            let show = |v: Option<u64>| v.map_or("absent".to_string(), |v| format!("version {v}"));
+            return Err(invalid(
+                "reads",
+                key,
+                format!(
+                    "declared {}, but at snapshot {} the key was {}",
+                    show(*declared),
+                    r.snapshot,
+                    show(held)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
