@@ -34,10 +34,26 @@ pub struct StreamInfo {
     pub incarnation: u64,
     /// Fsync policy.
     pub fsync: String,
+    /// What an acknowledged append to this stream guarantees.
+    pub ack_guarantee: AckGuarantee,
     /// Records retained, over all partitions.
     pub records: u64,
     /// Per partition: first retained offset and next offset to be written.
     pub offsets: Vec<PartitionOffsets>,
+}
+
+/// What an acknowledged append guarantees: on how many copies it is, and whether on disk.
+/// A single node: `{"replicas": 1, "fsynced": true}` under fsync `always`, `false` under
+/// `interval:<ms>` or `never`. A replicated log: its replicas, a majority of which hold an
+/// acknowledged record, fsynced there or not (e.g. `{"replicas": 3, "fsynced": false}` on
+/// nats-server 2.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AckGuarantee {
+    /// Copies the stream keeps; an acknowledgment means a majority of them hold the record.
+    pub replicas: u32,
+    /// Whether those copies were fsynced before the acknowledgment.
+    pub fsynced: bool,
 }
 
 /// One partition's extent.

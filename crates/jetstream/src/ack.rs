@@ -14,44 +14,11 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::error::Result;
 use crate::monitor;
 
-/// What an acknowledged append guarantees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct AckGuarantee {
-    /// Replicas of the stream; an ack means a majority ([`AckGuarantee::majority`]) of them
-    /// hold the message.
-    pub replicas: u32,
-    /// Whether those replicas fsynced it before the ack (nats-server ≥ 2.10 with
-    /// `sync_interval: always` on every server; `false` when it cannot be confirmed).
-    pub fsynced: bool,
-}
-
-impl AckGuarantee {
-    /// How many replicas hold an acknowledged message: ⌊replicas / 2⌋ + 1.
-    pub fn majority(&self) -> u32 {
-        self.replicas / 2 + 1
-    }
-}
-
-impl std::fmt::Display for AckGuarantee {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let disk = if self.fsynced {
-            "fsynced"
-        } else {
-            "not fsynced"
-        };
-        write!(
-            f,
-            "replicated to {} of {}, {disk}",
-            self.majority(),
-            self.replicas
-        )
-    }
-}
+/// What an acknowledged append guarantees: the log crate's type, one for every backend.
+pub use logbook_log::AckGuarantee;
 
 /// One server's durability facts, from its `/varz`.
 #[derive(Debug, Clone, PartialEq, Eq)]

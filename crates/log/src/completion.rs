@@ -223,21 +223,63 @@ impl Watermark {
     }
 }
 
-/// A future resolving to a partition's acknowledged end offset once it exceeds a value.
-/// Created by [`crate::Partition::end_offset_above`].
-#[derive(Debug)]
+/// A future resolving to a partition's acknowledged end offset once it exceeds a value (or
+/// the partition closes). Created by [`crate::LogPartition::end_offset_above`]: the embedded
+/// log's watermark without allocating, or another backend's future
+/// ([`EndOffsetAbove::boxed`]).
 pub struct EndOffsetAbove {
-    pub(crate) watermark: Arc<crate::partition::Shared>,
-    pub(crate) above: u64,
+    inner: EndOffsetInner,
+}
+
+enum EndOffsetInner {
+    Watermark {
+        watermark: Arc<crate::partition::Shared>,
+        above: u64,
+    },
+    Boxed(Pin<Box<dyn Future<Output = u64> + Send>>),
+}
+
+impl std::fmt::Debug for EndOffsetAbove {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            EndOffsetInner::Watermark { above, .. } => f
+                .debug_struct("EndOffsetAbove")
+                .field("above", above)
+                .finish(),
+            EndOffsetInner::Boxed(_) => f.write_str("EndOffsetAbove(boxed)"),
+        }
+    }
+}
+
+impl EndOffsetAbove {
+    /// The embedded partition's wait.
+    pub(crate) fn watermark(watermark: Arc<crate::partition::Shared>, above: u64) -> Self {
+        EndOffsetAbove {
+            inner: EndOffsetInner::Watermark { watermark, above },
+        }
+    }
+
+    /// Another backend's wait: `future` resolves to the end offset once it exceeds the value
+    /// asked for, or once the partition closes.
+    pub fn boxed(future: impl Future<Output = u64> + Send + 'static) -> Self {
+        EndOffsetAbove {
+            inner: EndOffsetInner::Boxed(Box::pin(future)),
+        }
+    }
 }
 
 impl Future for EndOffsetAbove {
     type Output = u64;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
-        match self.watermark.acked.poll_above(self.above, cx.waker()) {
-            Some(v) => Poll::Ready(v),
-            None if self.watermark.is_closed() => Poll::Ready(self.watermark.acked.get()),
-            None => Poll::Pending,
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
+        match &mut self.inner {
+            EndOffsetInner::Watermark { watermark, above } => {
+                match watermark.acked.poll_above(*above, cx.waker()) {
+                    Some(v) => Poll::Ready(v),
+                    None if watermark.is_closed() => Poll::Ready(watermark.acked.get()),
+                    None => Poll::Pending,
+                }
+            }
+            EndOffsetInner::Boxed(future) => future.as_mut().poll(cx),
         }
     }
 }

@@ -260,6 +260,22 @@ pub enum LogError {
     /// The log or the partition was closed.
     #[error("the log is closed")]
     Closed,
+    /// An append's precondition ([`crate::AppendCondition::EndOffset`]) did not hold: the
+    /// partition's end offset was not the expected one (another writer appended first).
+    /// Nothing of the append was stored.
+    #[error(
+        "partition {partition} of {stream:?} ends at offset {actual}, not {expected} as the append required; nothing was appended"
+    )]
+    EndOffsetMismatch {
+        /// The stream.
+        stream: String,
+        /// The partition.
+        partition: u32,
+        /// The end offset the append required.
+        expected: u64,
+        /// The end offset it found.
+        actual: u64,
+    },
 }
 
 impl LogError {

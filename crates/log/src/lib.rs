@@ -35,10 +35,13 @@
 //!
 //! Module map, in data-flow order: [`format`](mod@format) (bytes) → [`partition`] (group commit, reads,
 //! recovery; segments inside) → [`stream`] (partitioning) → [`Log`] (directory, lock,
-//! stream lifecycle), with [`dedup`] (request ids) in front of [`stream`]; [`storage`] is
+//! stream lifecycle), with [`dedup`] (request ids) in front of [`stream`]; [`backend`] is the
+//! seam the crates above use ([`LogBackend`], [`LogStream`], [`LogPartition`], implemented
+//! here by [`Log`], [`Stream`], [`Partition`]); [`storage`] is
 //! the file-system seam and [`sim`] its power-loss
 //! simulation; [`verify`] checks a directory offline; [`limits`] holds every limit.
 
+pub mod backend;
 mod completion;
 mod config;
 pub mod dedup;
@@ -54,6 +57,7 @@ pub mod stream;
 mod stream_append;
 pub mod verify;
 
+pub use backend::{AckGuarantee, AppendCondition, LogBackend, LogPartition, LogStream};
 pub use completion::{AppendAck, AppendCompletion, EndOffsetAbove};
 pub use config::{Clock, FsyncPolicy, StreamConfig, SystemClock, validate_stream_name};
 pub use dedup::{DedupStats, RequestId, RequestIdWindow};

@@ -38,7 +38,7 @@ use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, EncodedBatch, Record,
 use crate::limits::{APPEND_QUEUE_DEPTH, GROUP_COMMIT_BYTES_MAX, QUEUED_BYTES_MAX};
 use crate::segment::{self, ChunkReader, Segment, index_file_name, parse_file_name};
 use crate::storage::Storage;
-use crate::{Clock, FsyncPolicy};
+use crate::{AppendCondition, Clock, FsyncPolicy};
 
 /// How often the writer checks age-based retention when no appends arrive.
 const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
@@ -143,6 +143,7 @@ struct Request {
     batch: EncodedBatch,
     completer: Completer,
     hook: Option<AckHook>,
+    condition: AppendCondition,
 }
 
 type HookFn = Box<dyn FnOnce(std::result::Result<AppendAck, &LogError>) + Send>;
@@ -268,7 +269,23 @@ impl Partition {
 
     /// Appends a batch already encoded by [`format::encode_batch`].
     pub fn append_encoded(&self, batch: EncodedBatch) -> Result<AppendCompletion> {
-        self.append_with_hook(batch, None)
+        self.append_with_hook(batch, None, AppendCondition::Always)
+    }
+
+    /// [`Self::append`] under a precondition: with [`AppendCondition::EndOffset`] the writer
+    /// stores the batch only if the partition ends there when it assigns the batch's offsets
+    /// (so of two appends expecting one end, exactly one is stored).
+    ///
+    /// # Errors
+    /// As [`Self::append`]; an unmet condition fails the completion with
+    /// [`LogError::EndOffsetMismatch`], nothing stored, the partition not poisoned.
+    pub fn append_if(
+        &self,
+        records: &[Record],
+        condition: AppendCondition,
+    ) -> Result<AppendCompletion> {
+        let batch = format::encode_batch(records, self.shared.clock.now_ms())?;
+        self.append_with_hook(batch, None, condition)
     }
 
     /// Appends a batch; `hook` runs with the outcome before the batch becomes visible.
@@ -276,6 +293,7 @@ impl Partition {
         &self,
         batch: EncodedBatch,
         hook: Option<AckHook>,
+        condition: AppendCondition,
     ) -> Result<AppendCompletion> {
         if let Some(cause) = self.shared.poison_cause() {
             return Err(self.shared.poisoned_error(cause));
@@ -286,6 +304,7 @@ impl Partition {
             batch,
             completer,
             hook,
+            condition,
         };
         let sender = read(&self.sender);
         let Some(sender) = sender.as_ref() else {
@@ -331,6 +350,7 @@ impl Partition {
             batch,
             completer,
             hook: None,
+            condition: AppendCondition::Always,
         };
         match sender.try_send(request) {
             Ok(()) => Ok(done),
@@ -588,10 +608,7 @@ impl Partition {
 
     /// A future resolving once [`Self::end_offset`] exceeds `above` (or the log closes).
     pub fn end_offset_above(&self, above: u64) -> EndOffsetAbove {
-        EndOffsetAbove {
-            watermark: self.shared.clone(),
-            above,
-        }
+        EndOffsetAbove::watermark(self.shared.clone(), above)
     }
 
     /// Deletes whole sealed segments beyond the stream's retention, by bytes and by age.
@@ -872,6 +889,10 @@ impl Writer {
             }
             return;
         }
+        self.refuse_unmet_conditions(group);
+        if group.is_empty() {
+            return;
+        }
         let result = self.write_group(group).and_then(|(next, rolled)| {
             if self.shared.config.fsync == FsyncPolicy::Always {
                 self.sync()?;
@@ -933,6 +954,39 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Fails, and takes out of the group, every append whose [`AppendCondition`] does not
+    /// hold at the offset it would get; the rest keep their order. Nothing is written for
+    /// them and the partition stays healthy (the writer is the only appender, so the end it
+    /// checks against is the one the group will be written at).
+    fn refuse_unmet_conditions(&self, group: &mut Vec<Request>) {
+        if group.iter().all(|r| r.condition == AppendCondition::Always) {
+            return;
+        }
+        let mut next = self.shared.acked.get();
+        let mut kept = Vec::with_capacity(group.len());
+        for request in group.drain(..) {
+            match request.condition {
+                AppendCondition::EndOffset(expected) if expected != next => {
+                    let error = LogError::EndOffsetMismatch {
+                        stream: self.shared.stream.clone(),
+                        partition: self.shared.id,
+                        expected,
+                        actual: next,
+                    };
+                    if let Some(hook) = request.hook {
+                        hook.run(Err(&error));
+                    }
+                    request.completer.complete(Err(error));
+                }
+                _ => {
+                    next += u64::from(request.batch.record_count());
+                    kept.push(request);
+                }
+            }
+        }
+        *group = kept;
     }
 
     /// Assigns offsets and writes the group's batches, rolling segments as needed. Returns

@@ -336,7 +336,11 @@ impl Stream {
                 ),
                 Err(_) => index.release(&[claim]),
             });
-            match self.partitions[p as usize].append_with_hook(batch, Some(hook)) {
+            match self.partitions[p as usize].append_with_hook(
+                batch,
+                Some(hook),
+                crate::AppendCondition::Always,
+            ) {
                 Ok(completion) => parts.push((completion, indices)),
                 Err(e) => {
                     // This batch's hook released its claim when it was dropped; release the
@@ -544,7 +548,7 @@ impl Stream {
 
 /// Refuses records that set a header reserved for request ids: only
 /// [`Stream::append_with_id`] may write them, or replay would mistake them for requests.
-fn check_no_reserved_headers(records: &[Record]) -> Result<()> {
+pub(crate) fn check_no_reserved_headers(records: &[Record]) -> Result<()> {
     for (index, record) in records.iter().enumerate() {
         if let Some((name, _)) = record
             .headers

@@ -16,115 +16,14 @@
 
 mod common;
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
-use common::{DATA_DIR, ManualClock, START_MS};
+use common::START_MS;
+use common::gated::{Gate, GatedStorage, open};
 use logbook_log::format::encode_batch;
 use logbook_log::limits::QUEUED_BYTES_MAX;
 use logbook_log::sim::SimStorage;
-use logbook_log::storage::{DirLock, OpenMode, Storage, StorageFile};
-use logbook_log::{
-    Log, LogError, LogOptions, Record, StreamConfig, TryAppendError, partition_for_key,
-};
-
-/// Open or closed; `fdatasync` of a file waits while it is closed.
-#[derive(Debug, Default)]
-struct Gate {
-    closed: Mutex<bool>,
-    opened: Condvar,
-}
-
-impl Gate {
-    fn set_closed(&self, closed: bool) {
-        *self.closed.lock().unwrap() = closed;
-        self.opened.notify_all();
-    }
-    fn pass(&self) {
-        let mut closed = self.closed.lock().unwrap();
-        while *closed {
-            closed = self.opened.wait(closed).unwrap();
-        }
-    }
-}
-
-/// Simulated storage whose files' `sync_data` waits for the gate.
-#[derive(Debug, Clone)]
-struct GatedStorage {
-    sim: SimStorage,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug)]
-struct GatedFile {
-    file: Arc<dyn StorageFile>,
-    gate: Arc<Gate>,
-}
-
-impl StorageFile for GatedFile {
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.file.read_at(buf, pos)
-    }
-    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.file.write_at(buf, pos)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.gate.pass();
-        self.file.sync_data()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.file.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-}
-
-impl Storage for GatedStorage {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.sim.create_dir_all(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        self.sim.list_dir(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        self.sim.is_dir(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(GatedFile {
-            file: self.sim.open(path, mode)?,
-            gate: self.gate.clone(),
-        }))
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove_dir_all(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.rename(from, to)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.sim.sync_dir(path)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        self.sim.lock(path)
-    }
-}
-
-fn open(storage: &GatedStorage) -> Log {
-    Log::open_with(
-        DATA_DIR,
-        LogOptions {
-            storage: Arc::new(storage.clone()),
-            clock: ManualClock::at(START_MS),
-            ..LogOptions::default()
-        },
-    )
-    .unwrap()
-}
+use logbook_log::{LogError, Record, StreamConfig, TryAppendError, partition_for_key};
 
 /// One record whose value is `bytes` long, tagged with `i` at the front.
 fn big_record(i: u64, bytes: usize) -> Record {

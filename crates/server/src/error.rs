@@ -212,6 +212,9 @@ impl ApiError {
             | LogError::NoDataDirectory { .. }
             | LogError::NotADirectory { .. } => (C::DataDirectoryUnavailable, None),
             LogError::Closed => (C::Closed, None),
+            // No route appends under a precondition; the transaction store does, and says
+            // so in its own error. Reaching here is a bug of ours.
+            LogError::EndOffsetMismatch { .. } => (C::InternalError, None),
         };
         if code.status() >= 500 {
             tracing::error!(error = %e, code = code.as_str(), "log error");

@@ -10,6 +10,8 @@
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]
 
+pub mod gated;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -17,10 +17,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use logbook_api::paths::route;
 use logbook_api::streams::{
-    AppendBody, AppendMany, AppendOne, CreateStream, PartitionOffsets, PositionOut, RecordIn,
-    RecordOut, RecordsOut, StreamInfo, StreamList,
+    AckGuarantee, AppendBody, AppendMany, AppendOne, CreateStream, PartitionOffsets, PositionOut,
+    RecordIn, RecordOut, RecordsOut, StreamInfo, StreamList,
 };
-use logbook_log::{FsyncPolicy, LogError, Position, Record, Stream, StreamConfig};
+use logbook_log::{FsyncPolicy, LogError, LogStream, Position, Record, Stream, StreamConfig};
 
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Tracking, blocking};
@@ -30,16 +30,20 @@ use logbook_views::ConsistencyToken;
 
 use super::{Params, json_value, text};
 
-fn info(s: &Stream) -> StreamInfo {
+fn info(s: &dyn LogStream) -> StreamInfo {
+    let ack = s.ack_guarantee();
     StreamInfo {
         stream: s.name().to_string(),
         partitions: s.partition_count(),
         incarnation: s.incarnation(),
         fsync: s.config().fsync.to_string(),
+        ack_guarantee: AckGuarantee {
+            replicas: ack.replicas,
+            fsynced: ack.fsynced,
+        },
         records: s.record_count(),
-        offsets: s
-            .partitions()
-            .iter()
+        offsets: (0..s.partition_count())
+            .filter_map(|p| s.partition(p).ok())
             .map(|p| PartitionOffsets {
                 partition: p.id(),
                 start: p.start_offset(),
@@ -98,7 +102,7 @@ pub async fn put_stream(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(info(&stream))).into_response())
+    Ok((status, Json(info(&*stream))).into_response())
 }
 
 /// Lists streams.
@@ -115,7 +119,7 @@ pub async fn list_streams(
         .stream_names()
         .iter()
         .filter_map(|n| opened.log.stream(n).ok())
-        .map(|s| info(&s))
+        .map(|s| info(&*s))
         .collect();
     Ok(Json(StreamList { streams }))
 }
@@ -136,7 +140,7 @@ pub async fn get_stream(
         .log
         .stream(&name)
         .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
-    Ok(Json(info(&s)))
+    Ok(Json(info(&*s)))
 }
 
 /// Drops a stream and its records (204). Its name may be reused; tokens of the old stream

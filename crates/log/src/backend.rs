@@ -1,0 +1,427 @@
+//! The seam between Logbook and the engine that stores its log: what views, transactions and
+//! the server may ask of a log, whichever engine keeps it (docs/decisions/0011).
+//!
+//! ```text
+//!  views · txn · server ──▶ dyn LogBackend ──▶ create / open / list / drop streams
+//!                            dyn LogStream  ──▶ appends chosen by key, request ids,
+//!                                               ack_guarantee, partition(p)
+//!                            dyn LogPartition ─▶ append (+ AppendCondition), read from an
+//!                                               offset, start / end / durable offset, waits
+//!  implemented by:  Log / Stream / Partition (the embedded segment log, this crate)
+//! ```
+//!
+//! The contract every backend keeps:
+//! * **offsets** are monotonic per partition and never reused; the embedded log's are dense
+//!   from 0, another backend's may have gaps, so a reader continues from `last.offset + 1`
+//!   and [`LogPartition::read`] returns the next record at or after it;
+//! * **readers see only acknowledged records**: below [`LogPartition::end_offset`];
+//! * an append **completes asynchronously**: [`AppendCompletion`] / [`StreamAppend`], waited
+//!   on (`wait()`) or awaited; an outcome that cannot be known is an error saying so, and a
+//!   retry with a request id is always safe;
+//! * an acknowledgment guarantees what [`LogStream::ack_guarantee`] says, no more;
+//! * an append with [`AppendCondition::EndOffset`] is stored only if the partition's end
+//!   offset is the one given at the moment offsets are assigned (a fenced single writer).
+//!
+//! Dispatch is dynamic (`Arc<dyn LogBackend>`), but the completions are this crate's concrete
+//! types, so an append through the seam costs one indirect call and no allocation.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use logbook_log::{AppendCondition, Log, LogBackend, Record, StreamConfig};
+//! # fn main() -> Result<(), logbook_log::LogError> {
+//! # let dir = std::env::temp_dir().join(format!("logbook-backend-doc-{}", std::process::id()));
+//! let log: Arc<dyn LogBackend> = Arc::new(Log::open(&dir)?);
+//! let stream = log.create_stream("orders", StreamConfig::with_partitions(1))?;
+//! assert!(stream.ack_guarantee().fsynced, "fsync `always` is the default");
+//! let partition = stream.partition(0)?;
+//! let first = partition.append_batch(&[Record::new("a")], AppendCondition::EndOffset(0))?.wait()?;
+//! assert_eq!(first.base_offset, 0);
+//! // A writer that believes the partition still ends at 0 is refused; nothing is stored.
+//! let stale = partition.append_batch(&[Record::new("b")], AppendCondition::EndOffset(0))?.wait();
+//! assert!(matches!(stale, Err(logbook_log::LogError::EndOffsetMismatch { actual: 1, .. })));
+//! assert_eq!(partition.read(0, 10, 1 << 20)?.len(), 1);
+//! # drop(partition); drop(stream); drop(log); std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::completion::{AppendCompletion, EndOffsetAbove};
+use crate::config::{FsyncPolicy, StreamConfig};
+use crate::dedup::RequestId;
+use crate::error::Result;
+use crate::format::{Record, StoredRecord};
+use crate::stream::{IdempotentAppend, Stream, StreamAppend, UnqueuedShares};
+use crate::{Log, Partition};
+
+/// What an acknowledged append guarantees: on how many machines it is, and whether on disk.
+///
+/// The embedded log: `replicas: 1`, `fsynced` under fsync `always` only. A replicated
+/// backend: the stream's replicas, a majority ([`AckGuarantee::majority`]) of which hold an
+/// acknowledged record, fsynced there or not (NATS JetStream: decision 0010).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AckGuarantee {
+    /// Copies the stream keeps; an acknowledgment means [`AckGuarantee::majority`] of them
+    /// hold the record (1 of 1 for the embedded log).
+    pub replicas: u32,
+    /// Whether those copies were fsynced before the acknowledgment (`false` when it cannot
+    /// be confirmed: a claim is never guessed upward).
+    pub fsynced: bool,
+}
+
+impl AckGuarantee {
+    /// The guarantee of the embedded log under `fsync`: one copy, fsynced only under
+    /// [`FsyncPolicy::Always`].
+    pub fn local(fsync: FsyncPolicy) -> AckGuarantee {
+        AckGuarantee {
+            replicas: 1,
+            fsynced: fsync == FsyncPolicy::Always,
+        }
+    }
+
+    /// How many copies hold an acknowledged record: ⌊replicas / 2⌋ + 1.
+    pub fn majority(&self) -> u32 {
+        self.replicas / 2 + 1
+    }
+}
+
+impl std::fmt::Display for AckGuarantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let disk = if self.fsynced {
+            "fsynced"
+        } else {
+            "not fsynced"
+        };
+        if self.replicas <= 1 {
+            write!(f, "one copy, {disk}")
+        } else {
+            write!(
+                f,
+                "replicated to {} of {}, {disk}",
+                self.majority(),
+                self.replicas
+            )
+        }
+    }
+}
+
+/// A precondition on an append to one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppendCondition {
+    /// None: append wherever the partition ends.
+    #[default]
+    Always,
+    /// Append only if the partition's end offset (where the next record goes) is this one
+    /// when offsets are assigned; else the completion fails with
+    /// [`crate::LogError::EndOffsetMismatch`] and nothing is stored. How a fenced single
+    /// writer is enforced at storage (JetStream: `Nats-Expected-Last-Sequence`).
+    EndOffset(u64),
+}
+
+/// A log engine: its streams. The embedded implementation is [`Log`].
+pub trait LogBackend: Send + Sync + std::fmt::Debug {
+    /// Creates a stream, or returns it if it exists with the same settings.
+    ///
+    /// # Errors
+    /// [`crate::LogError::InvalidStreamName`], [`crate::LogError::InvalidConfig`],
+    /// [`crate::LogError::StreamExists`] (other settings),
+    /// [`crate::LogError::TooManyStreams`], storage errors.
+    fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<dyn LogStream>>;
+
+    /// A stream by name.
+    ///
+    /// # Errors
+    /// [`crate::LogError::UnknownStream`].
+    fn stream(&self, name: &str) -> Result<Arc<dyn LogStream>>;
+
+    /// Names of all streams, sorted.
+    fn stream_names(&self) -> Vec<String>;
+
+    /// Drops a stream and its records; handles held elsewhere fail their appends with
+    /// [`crate::LogError::Closed`]. A stream created again under the name has a new
+    /// incarnation.
+    ///
+    /// # Errors
+    /// [`crate::LogError::UnknownStream`], storage errors.
+    fn drop_stream(&self, name: &str) -> Result<()>;
+}
+
+/// A stream: a named log with a fixed number of partitions. The embedded implementation is
+/// [`Stream`].
+pub trait LogStream: Send + Sync + std::fmt::Debug {
+    /// The stream's name.
+    fn name(&self) -> &str;
+
+    /// Its incarnation: differs between a dropped stream and a new one of the same name.
+    fn incarnation(&self) -> u64;
+
+    /// Its settings.
+    fn config(&self) -> &StreamConfig;
+
+    /// Number of partitions (at least 1, fixed at creation).
+    fn partition_count(&self) -> u32;
+
+    /// What an acknowledgment of an append to this stream guarantees.
+    fn ack_guarantee(&self) -> AckGuarantee;
+
+    /// One partition.
+    ///
+    /// # Errors
+    /// [`crate::LogError::UnknownPartition`].
+    fn partition(&self, partition: u32) -> Result<&dyn LogPartition>;
+
+    /// Appends records to their partitions (keyed by `xxh3_64(key) % partitions`; the unkeyed
+    /// ones of a call to one round-robin partition), one atomic batch per partition; may wait
+    /// for room in a full queue. Every record is checked before anything is queued.
+    ///
+    /// # Errors
+    /// As [`Stream::append_batch`].
+    fn append_batch(&self, records: Vec<Record>) -> Result<StreamAppend>;
+
+    /// [`Self::append_batch`] that never waits: shares that found a full queue come back
+    /// unqueued, to give to [`Self::queue_unqueued`] on a thread that may wait.
+    ///
+    /// # Errors
+    /// As [`Stream::try_append_batch`].
+    fn try_append_batch(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(StreamAppend, Option<UnqueuedShares>)>;
+
+    /// Queues the shares [`Self::try_append_batch`] handed back (may wait), adding their
+    /// completions to `append`.
+    ///
+    /// # Errors
+    /// As [`UnqueuedShares::queue`].
+    fn queue_unqueued(&self, unqueued: UnqueuedShares, append: &mut StreamAppend) -> Result<()>;
+
+    /// Appends one request's records exactly once under `request_id` (a retry returns the
+    /// original positions); see [`Stream::append_with_id`].
+    ///
+    /// # Errors
+    /// As [`Stream::append_with_id`].
+    fn append_with_id(
+        self: Arc<Self>,
+        request_id: &RequestId,
+        traceparent: Option<&str>,
+        records: Vec<Record>,
+    ) -> Result<IdempotentAppend>;
+
+    /// Records acknowledged and still retained, over all partitions.
+    fn record_count(&self) -> u64;
+
+    /// Bytes the stream's records take in storage, over all partitions.
+    fn size_bytes(&self) -> u64;
+}
+
+/// One partition of a stream: appends in order, reads from an offset. The embedded
+/// implementation is [`Partition`].
+pub trait LogPartition: Send + Sync + std::fmt::Debug {
+    /// This partition's number within its stream.
+    fn id(&self) -> u32;
+
+    /// Appends `records` as one batch, all or nothing, at increasing offsets, if `condition`
+    /// holds. The completion resolves once the append is acknowledged (see
+    /// [`LogStream::ack_guarantee`]).
+    ///
+    /// # Errors
+    /// Bad input (the limits of [`crate::format::encode_batch`]), a poisoned or closed
+    /// partition, at once and changing nothing; storage failures and an unmet
+    /// [`AppendCondition`] through the completion.
+    fn append_batch(
+        &self,
+        records: &[Record],
+        condition: AppendCondition,
+    ) -> Result<AppendCompletion>;
+
+    /// Reads records at offsets `from..` (the first one at or after `from`), at most
+    /// `max_records` and about `max_bytes` of keys and values (at least one if any), each
+    /// batch verified.
+    ///
+    /// # Errors
+    /// [`crate::LogError::OffsetOutOfRange`] outside `start_offset()..=end_offset()`;
+    /// [`crate::LogError::Corrupt`].
+    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>>;
+
+    /// First offset still retained.
+    fn start_offset(&self) -> u64;
+
+    /// The acknowledged end: readers see every record below it and none at or above it.
+    fn end_offset(&self) -> u64;
+
+    /// Records below this offset are on disk (fsynced on the copies the backend keeps).
+    /// Equal to [`Self::end_offset`] when every acknowledgment is fsynced; may trail it under
+    /// a weaker fsync policy. Processors never apply past it (DESIGN.md rule 2).
+    fn durable_offset(&self) -> u64;
+
+    /// Blocks until [`Self::end_offset`] exceeds `above` or `timeout` passes (or the
+    /// partition closes); returns the end offset.
+    fn wait_end_offset_above(&self, above: u64, timeout: Duration) -> u64;
+
+    /// A future resolving to the end offset once it exceeds `above` (or the partition
+    /// closes).
+    fn end_offset_above(&self, above: u64) -> EndOffsetAbove;
+
+    /// Deletes records beyond the stream's retention (bytes, age) as of `now_ms`; returns
+    /// the storage units (segments) deleted.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn enforce_retention(&self, now_ms: i64) -> Result<usize>;
+
+    /// Bytes this partition's records take in storage.
+    fn size_bytes(&self) -> u64;
+}
+
+impl LogBackend for Log {
+    fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<dyn LogStream>> {
+        Ok(Log::create_stream(self, name, config)?)
+    }
+
+    fn stream(&self, name: &str) -> Result<Arc<dyn LogStream>> {
+        Ok(Log::stream(self, name)?)
+    }
+
+    fn stream_names(&self) -> Vec<String> {
+        Log::stream_names(self)
+    }
+
+    fn drop_stream(&self, name: &str) -> Result<()> {
+        Log::drop_stream(self, name)
+    }
+}
+
+impl LogStream for Stream {
+    fn name(&self) -> &str {
+        Stream::name(self)
+    }
+
+    fn incarnation(&self) -> u64 {
+        Stream::incarnation(self)
+    }
+
+    fn config(&self) -> &StreamConfig {
+        Stream::config(self)
+    }
+
+    fn partition_count(&self) -> u32 {
+        Stream::partition_count(self)
+    }
+
+    fn ack_guarantee(&self) -> AckGuarantee {
+        AckGuarantee::local(Stream::config(self).fsync)
+    }
+
+    fn partition(&self, partition: u32) -> Result<&dyn LogPartition> {
+        Ok(Stream::partition(self, partition)?)
+    }
+
+    fn append_batch(&self, records: Vec<Record>) -> Result<StreamAppend> {
+        Stream::append_batch(self, records)
+    }
+
+    fn try_append_batch(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(StreamAppend, Option<UnqueuedShares>)> {
+        Stream::try_append_batch(self, records)
+    }
+
+    fn queue_unqueued(&self, unqueued: UnqueuedShares, append: &mut StreamAppend) -> Result<()> {
+        unqueued.queue(self, append)
+    }
+
+    fn append_with_id(
+        self: Arc<Self>,
+        request_id: &RequestId,
+        traceparent: Option<&str>,
+        records: Vec<Record>,
+    ) -> Result<IdempotentAppend> {
+        Stream::append_with_id(&self, request_id, traceparent, records)
+    }
+
+    fn record_count(&self) -> u64 {
+        Stream::record_count(self)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        Stream::size_bytes(self)
+    }
+}
+
+impl LogPartition for Partition {
+    fn id(&self) -> u32 {
+        Partition::id(self)
+    }
+
+    fn append_batch(
+        &self,
+        records: &[Record],
+        condition: AppendCondition,
+    ) -> Result<AppendCompletion> {
+        crate::stream::check_no_reserved_headers(records)?;
+        Partition::append_if(self, records, condition)
+    }
+
+    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        Partition::read(self, from, max_records, max_bytes)
+    }
+
+    fn start_offset(&self) -> u64 {
+        Partition::start_offset(self)
+    }
+
+    fn end_offset(&self) -> u64 {
+        Partition::end_offset(self)
+    }
+
+    fn durable_offset(&self) -> u64 {
+        Partition::durable_offset(self)
+    }
+
+    fn wait_end_offset_above(&self, above: u64, timeout: Duration) -> u64 {
+        Partition::wait_end_offset_above(self, above, timeout)
+    }
+
+    fn end_offset_above(&self, above: u64) -> EndOffsetAbove {
+        Partition::end_offset_above(self, above)
+    }
+
+    fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        Partition::enforce_retention(self, now_ms)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        Partition::size_bytes(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_guarantee_follows_the_fsync_policy() {
+        assert_eq!(
+            AckGuarantee::local(FsyncPolicy::Always),
+            AckGuarantee {
+                replicas: 1,
+                fsynced: true
+            }
+        );
+        let weak = AckGuarantee::local(FsyncPolicy::Interval { interval_ms: 100 });
+        assert!(!weak.fsynced);
+        assert!(!AckGuarantee::local(FsyncPolicy::Never).fsynced);
+        assert_eq!(weak.majority(), 1);
+        assert_eq!(weak.to_string(), "one copy, not fsynced");
+        let replicated = AckGuarantee {
+            replicas: 3,
+            fsynced: false,
+        };
+        assert_eq!(replicated.majority(), 2);
+        assert_eq!(replicated.to_string(), "replicated to 2 of 3, not fsynced");
+    }
+}
