@@ -1,9 +1,5 @@
 //! Stream info over HTTP says what an acknowledged append guarantees (`ack_guarantee`,
 //! issue 13): on a single node one copy, fsynced only under fsync `always`.
-#![expect(
-    clippy::unwrap_used,
-    reason = "a test: a panic with a message is the failure report"
-)]
 
 mod common;
 
