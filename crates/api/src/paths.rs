@@ -36,6 +36,10 @@ pub mod route {
     pub const KV: &str = "/v1/kv";
     /// `GET`: a committed key outside a transaction.
     pub const KV_KEY: &str = "/v1/kv/{key}";
+    /// `POST`: keys and ranges at one snapshot (`GET` reads the key named `read`).
+    pub const KV_READ: &str = "/v1/kv/read";
+    /// `POST`: a whole transaction in one self-contained request.
+    pub const COMMITS: &str = "/v1/commits";
     /// `GET`: every view.
     pub const VIEWS: &str = "/v1/views";
     /// `PUT` (create), `GET` (status), `DELETE` one view.
@@ -117,6 +121,16 @@ pub fn txn_abort(txn: &str) -> String {
 /// `/v1/kv`.
 pub fn kv() -> String {
     route::KV.to_string()
+}
+
+/// `/v1/kv/read`.
+pub fn kv_read() -> String {
+    route::KV_READ.to_string()
+}
+
+/// `/v1/commits`.
+pub fn commits() -> String {
+    route::COMMITS.to_string()
 }
 
 /// `/v1/kv/{key}`.
@@ -216,6 +230,8 @@ mod tests {
             (txn_abort("{txn}"), route::TXN_ABORT),
             (kv(), route::KV),
             (kv_key("{key}"), route::KV_KEY),
+            (kv_read(), route::KV_READ),
+            (commits(), route::COMMITS),
             (views(), route::VIEWS),
             (view("{view}"), route::VIEW),
             (view_rows("{view}"), route::VIEW_ROWS),

@@ -142,3 +142,190 @@ pub struct Committed {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
 }
+
+/// A range to read or as read: `prefix`, or `start` (inclusive) and/or `end` (exclusive).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RangeSpec {
+    /// Keys starting with this (not with `start` or `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// First key, inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// Key after the last, exclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// Reading: most rows, 1..=10000, default 100. Not allowed in a commit request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// In a commit request: the `next` the read answered when its limit cut the range —
+    /// the range was read up to, not including, this key. Not allowed when reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `POST /v1/kv/read` body: keys and ranges read at one snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReadBody {
+    /// Keys to read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Ranges to read, each with its own `limit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeSpec>,
+    /// The snapshot to read at (a `_txn` offset: the commits below it); default the newest.
+    /// It may lie back as far as the server's snapshot window (409 `snapshot_too_old`
+    /// beyond it); ahead of the log is 422 `unprocessable_request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<u64>,
+}
+
+/// One key of a read at a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeyAt {
+    /// The key.
+    pub key: String,
+    /// Its value; null when absent (then `version` is null too).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub value: Option<Box<RawValue>>,
+    /// The `_txn` offset of the commit that wrote the value; null when absent. Declare it
+    /// in a commit request's `reads`.
+    pub version: Option<u64>,
+}
+
+/// The answer of `POST /v1/kv/read`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReadAnswer {
+    /// The snapshot read at: commit it with the reads (`POST /v1/commits`).
+    pub snapshot: u64,
+    /// One entry per key asked for, in the order asked.
+    pub keys: Vec<KeyAt>,
+    /// One page per range asked for, in the order asked; `next` set where the limit cut.
+    pub ranges: Vec<Rows>,
+}
+
+/// A key as read, declared in a commit request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReadKey {
+    /// The key.
+    pub key: String,
+    /// The version read at the snapshot; null when the key was absent.
+    pub version: Option<u64>,
+}
+
+/// What a write of a commit request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WriteKind {
+    /// Set `value` (optionally `if_version` / `if_absent`).
+    Put,
+    /// Delete (optionally `if_version`).
+    Delete,
+    /// Add `by` to the integer value at commit (absent counts as 0).
+    Increment,
+}
+
+/// One write of a commit request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WriteSpec {
+    /// `put`, `delete` or `increment`.
+    pub op: WriteKind,
+    /// The key.
+    pub key: String,
+    /// `put`: the value, any JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Box<RawValue>>,
+    /// `increment`: the amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<i64>,
+    /// `put`, `delete`: only if the key is at this version at commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<u64>,
+    /// `put`: only if the key is absent at commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_absent: Option<bool>,
+}
+
+impl WriteSpec {
+    /// A put of `value`.
+    pub fn put(key: impl Into<String>, value: Box<RawValue>) -> Self {
+        WriteSpec {
+            op: WriteKind::Put,
+            key: key.into(),
+            value: Some(value),
+            by: None,
+            if_version: None,
+            if_absent: None,
+        }
+    }
+
+    /// A delete.
+    pub fn delete(key: impl Into<String>) -> Self {
+        WriteSpec {
+            op: WriteKind::Delete,
+            key: key.into(),
+            value: None,
+            by: None,
+            if_version: None,
+            if_absent: None,
+        }
+    }
+
+    /// An increment by `by`.
+    pub fn increment(key: impl Into<String>, by: i64) -> Self {
+        WriteSpec {
+            op: WriteKind::Increment,
+            key: key.into(),
+            value: None,
+            by: Some(by),
+            if_version: None,
+            if_absent: None,
+        }
+    }
+}
+
+/// `POST /v1/commits` body: a whole transaction in one request — everything the certifier
+/// needs. It is certified exactly as an interactive transaction at the same level. The
+/// declared `reads` and `ranges` are what the certifier checks this transaction's reads
+/// against: leaving a read out only weakens this transaction's own guarantee, never
+/// another's. Answers as `POST /v1/txns/{txn}/commit` ([`Committed`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// `read_committed`, `snapshot` or `serializable` (default).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+    /// The snapshot the reads were made at (`snapshot` of `POST /v1/kv/read`); default the
+    /// newest durable commit (for a transaction that read nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<u64>,
+    /// Keys read, with the version seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<ReadKey>,
+    /// Ranges read (with `next` where a limit cut them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeSpec>,
+    /// Keys read "for update": they conflict like writes (at every level).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<String>,
+    /// The writes, at most one per key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<WriteSpec>,
+    /// Declared read-only: no writes or locks; certified on its reads. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}

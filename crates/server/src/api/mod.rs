@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`streams`] | `/v1/streams`, `/v1/streams/{stream}`, `/v1/streams/{stream}/records` |
 //! | [`txns`] | `/v1/txns`, `/v1/txns/{txn}/...`, `/v1/kv`, `/v1/kv/{key}` |
+//! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
 //! | [`ops`] | `/v1/health`, `/metrics`, `/openapi.json` |
 //! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
 //!
@@ -12,6 +13,7 @@
 //! and in the OpenAPI document at once; a test checks that the document holds every route
 //! of docs/DESIGN.md's "HTTP API (v1)" table, and that every documented route answers.
 
+pub mod commits;
 pub mod ops;
 pub mod streams;
 pub mod txns;
@@ -67,6 +69,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(txns::abort))
         .routes(routes!(txns::kv_get))
         .routes(routes!(txns::kv_scan))
+        .routes(routes!(commits::read, commits::get_read_key))
+        .routes(routes!(commits::commit))
         .routes(routes!(views::list_views))
         .routes(routes!(
             views::put_view,

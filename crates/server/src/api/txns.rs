@@ -26,7 +26,7 @@ use logbook_views::ConsistencyToken;
 use super::{Params, json_value, raw_json, text};
 
 /// The library's isolation level for the wire's.
-fn isolation(i: logbook_api::txns::Isolation) -> Isolation {
+pub(super) fn isolation(i: logbook_api::txns::Isolation) -> Isolation {
     use logbook_api::txns::Isolation as Wire;
     match i {
         Wire::ReadCommitted => Isolation::ReadCommitted,
@@ -43,7 +43,7 @@ fn row(key: &[u8], v: Versioned) -> Row {
     }
 }
 
-fn rows(page: ScanPage) -> Rows {
+pub(super) fn rows(page: ScanPage) -> Rows {
     Rows {
         rows: page
             .rows
@@ -476,7 +476,7 @@ async fn commit_ended(
 }
 
 /// The response to a commit: its offset, a token for reads after it, increment results.
-fn committed_response(
+pub(super) fn committed_response(
     opened: &Opened,
     outcome: logbook_txn::CommitOutcome,
 ) -> Result<Json<Committed>, ApiError> {

@@ -1,0 +1,360 @@
+//! Transactions in one round trip: `POST /v1/kv/read` (keys and ranges at one snapshot) and
+//! `POST /v1/commits` (a whole transaction as one self-contained request). The wire body is
+//! turned into the transaction store's `CommitRequest` — the same value an interactive
+//! commit hands to the commit path — and certified the same way.
+
+use std::ops::Bound;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use logbook_api::paths::route;
+use logbook_api::txns::{
+    CommitBody, Committed, KeyAt, RangeSpec, ReadAnswer, ReadBody, Row, WriteKind,
+};
+use logbook_txn::{CommitRequest, Condition, Isolation, KeyRange, TxnError, Value, Write};
+
+use crate::error::{ApiError, Problem, ProblemCode};
+use crate::extract::{JsonBody, Tracking, blocking};
+use crate::limits;
+use crate::state::AppState;
+
+use super::txns::{committed_response, isolation, rows};
+use super::{Params, json_value, raw_json};
+
+/// The key range of a spec; `at` is the spec's JSON path for errors.
+fn key_range(spec: &RangeSpec, at: &str) -> Result<KeyRange, ApiError> {
+    if let Some(p) = &spec.prefix {
+        if spec.start.is_some() || spec.end.is_some() {
+            return Err(ApiError::invalid(
+                format!("{at}.prefix"),
+                "give prefix, or start and/or end, not both",
+            ));
+        }
+        return Ok(KeyRange::prefix(p.as_bytes()));
+    }
+    Ok(KeyRange {
+        start: spec
+            .start
+            .as_ref()
+            .map_or(Bound::Unbounded, |s| Bound::Included(s.as_bytes().to_vec())),
+        end: spec
+            .end
+            .as_ref()
+            .map_or(Bound::Unbounded, |s| Bound::Excluded(s.as_bytes().to_vec())),
+    })
+}
+
+/// A problem naming the unprocessable field by its JSON path in the body: the store names
+/// the list and the key, the body has the index.
+fn name_field(e: TxnError, body_keys: impl Fn(&str) -> Option<Vec<String>>) -> ApiError {
+    let path = match &e {
+        TxnError::InvalidRequest {
+            field,
+            key: Some(key),
+            ..
+        } => body_keys(field).and_then(|keys| {
+            let i = keys.iter().position(|k| k == key)?;
+            Some(match *field {
+                "reads" => format!("reads[{i}].version"),
+                "writes" => format!("writes[{i}]"),
+                other => format!("{other}[{i}]"),
+            })
+        }),
+        _ => None,
+    };
+    let mut out = ApiError::from(e);
+    if path.is_some() {
+        out.field = path;
+    }
+    out
+}
+
+/// Reads keys and ranges at one snapshot (the newest, or one named within the snapshot
+/// window) — the first round trip of a read-modify-write; declare what it returned in
+/// `POST /v1/commits`. Nothing is registered on the server between the two.
+#[utoipa::path(post, path = route::KV_READ, tag = "transactions",
+    request_body = ReadBody,
+    responses((status = 200, body = ReadAnswer),
+        (status = 409, description = "`snapshot_too_old`: the snapshot is behind the snapshot window (retryable: read again)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unprocessable_request`: a snapshot ahead of the log, more keys or ranges than a transaction may read", body = Problem, content_type = "application/problem+json")))]
+pub async fn read(
+    State(state): State<AppState>,
+    q: Params,
+    JsonBody(body): JsonBody<ReadBody>,
+) -> Result<Json<ReadAnswer>, ApiError> {
+    q.only(&[])?;
+    let opened = state.opened()?;
+    let mut ranges = Vec::with_capacity(body.ranges.len());
+    for (i, spec) in body.ranges.iter().enumerate() {
+        let at = format!("ranges[{i}]");
+        if spec.next.is_some() {
+            return Err(ApiError::invalid(
+                format!("{at}.next"),
+                "next belongs in a commit request's ranges; read from `start` instead",
+            ));
+        }
+        let limit = spec.limit.unwrap_or(limits::SCAN_ROWS_DEFAULT);
+        if limit == 0 || limit > logbook_txn::limits::SCAN_ROWS_MAX {
+            return Err(ApiError::invalid(
+                format!("{at}.limit"),
+                format!("limit must be 1..={}", logbook_txn::limits::SCAN_ROWS_MAX),
+            ));
+        }
+        ranges.push((key_range(spec, &at)?, limit));
+    }
+    let keys: Vec<Vec<u8>> = body.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    let store = opened.txns;
+    let snapshot = body.snapshot;
+    let read = blocking(move || store.read_at(snapshot, &keys, &ranges)).await?;
+    let read = read.map_err(|e| name_field(e, |_| None))?;
+    Ok(Json(ReadAnswer {
+        snapshot: read.snapshot,
+        keys: body
+            .keys
+            .into_iter()
+            .zip(read.keys)
+            .map(|(key, found)| KeyAt {
+                key,
+                version: found.as_ref().and_then(|v| v.version),
+                value: found.map(|v| raw_json(&v.value)),
+            })
+            .collect(),
+        ranges: read.ranges.into_iter().map(rows).collect(),
+    }))
+}
+
+/// The store's request for a wire body; `snapshot` fills in an absent one.
+fn commit_request(body: &CommitBody, snapshot: u64) -> Result<CommitRequest, ApiError> {
+    let level = body.isolation.map_or(Isolation::Serializable, isolation);
+    let mut r = CommitRequest::new(level, body.snapshot.unwrap_or(snapshot));
+    r.read_only = body.read_only == Some(true);
+    r.read_any = !body.reads.is_empty() || !body.ranges.is_empty() || !body.locks.is_empty();
+    for (i, read) in body.reads.iter().enumerate() {
+        let key = read.key.as_bytes().to_vec();
+        if r.reads
+            .insert(key, read.version)
+            .is_some_and(|v| v != read.version)
+        {
+            return Err(unprocessable(
+                format!("reads[{i}].version"),
+                "the key is declared twice with different versions",
+            ));
+        }
+    }
+    for (i, spec) in body.ranges.iter().enumerate() {
+        let at = format!("ranges[{i}]");
+        if spec.limit.is_some() {
+            return Err(ApiError::invalid(
+                format!("{at}.limit"),
+                "a range as read carries `next` where its limit cut it, not the limit",
+            ));
+        }
+        let range = key_range(spec, &at)?;
+        let end = match &spec.next {
+            Some(next) => Bound::Excluded(next.as_bytes().to_vec()),
+            None => range.end,
+        };
+        r.ranges.push((range.start, end));
+    }
+    for key in &body.locks {
+        r.locks.insert(key.as_bytes().to_vec(), r.snapshot);
+    }
+    for (i, w) in body.writes.iter().enumerate() {
+        let at = format!("writes[{i}]");
+        let write = write_of(w, &at)?;
+        if r.writes.insert(w.key.as_bytes().to_vec(), write).is_some() {
+            return Err(unprocessable(
+                format!("{at}.key"),
+                format!("key {:?} is written twice: give one write per key", w.key),
+            ));
+        }
+    }
+    Ok(r)
+}
+
+fn unprocessable(field: String, detail: impl Into<String>) -> ApiError {
+    let mut e = ApiError::new(ProblemCode::UnprocessableRequest, detail).field(field);
+    e.retryable = Some(false);
+    e
+}
+
+/// One wire write as the store's; `at` is its JSON path.
+fn write_of(w: &logbook_api::txns::WriteSpec, at: &str) -> Result<Write, ApiError> {
+    let stray = |name: &str, present: bool| {
+        if present {
+            Err(ApiError::invalid(
+                format!("{at}.{name}"),
+                format!("{name} does not go with op {:?}", w.op),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let cond = match (w.if_version, w.if_absent) {
+        (Some(_), Some(true)) => {
+            return Err(ApiError::invalid(
+                format!("{at}.if_absent"),
+                "give if_version or if_absent, not both",
+            ));
+        }
+        (Some(v), _) => Condition::IfVersion(v),
+        (None, Some(true)) => Condition::IfAbsent,
+        _ => Condition::None,
+    };
+    Ok(match w.op {
+        WriteKind::Put => {
+            stray("by", w.by.is_some())?;
+            let value = w
+                .value
+                .as_ref()
+                .ok_or_else(|| ApiError::invalid(format!("{at}.value"), "a put needs a value"))?;
+            let bytes = json_value(value, || format!("{at}.value"))?;
+            Write::Put {
+                value: Value::from(bytes),
+                cond,
+            }
+        }
+        WriteKind::Delete => {
+            stray("value", w.value.is_some())?;
+            stray("by", w.by.is_some())?;
+            stray("if_absent", w.if_absent.is_some())?;
+            Write::Delete { cond }
+        }
+        WriteKind::Increment => {
+            stray("value", w.value.is_some())?;
+            stray("if_version", w.if_version.is_some())?;
+            stray("if_absent", w.if_absent.is_some())?;
+            Write::Increment(
+                w.by.ok_or_else(|| {
+                    ApiError::invalid(format!("{at}.by"), "an increment needs `by`")
+                })?,
+            )
+        }
+    })
+}
+
+/// Commits a whole transaction in one request. It is certified exactly as an interactive
+/// transaction at its level (first committer wins; SSI on the declared reads and ranges),
+/// after checking that its snapshot lies within the snapshot window and each declared
+/// version is what the key held at that snapshot. With `Idempotency-Key`, a retry of a
+/// committed request returns the original commit with `"duplicate": true` (across
+/// restarts for one that wrote); an attempt that failed left nothing behind, so its retry
+/// is certified afresh.
+#[utoipa::path(post, path = route::COMMITS, tag = "transactions",
+    params(("Idempotency-Key" = Option<String>, Header), ("traceparent" = Option<String>, Header)),
+    request_body = CommitBody,
+    responses((status = 200, body = Committed),
+        (status = 409, description = "`serialization_failure` (read again and retry), `snapshot_too_old` (retryable), `version_mismatch`, `key_exists`, `request_id_conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unprocessable_request`: a snapshot ahead of the log, a declared version the key did not have at the snapshot, a key written twice, writes in a read-only request, more keys or ranges than the limits; `field` names it", body = Problem, content_type = "application/problem+json")))]
+pub async fn commit(
+    State(state): State<AppState>,
+    q: Params,
+    tracking: Tracking,
+    JsonBody(body): JsonBody<CommitBody>,
+) -> Result<Json<Committed>, ApiError> {
+    q.only(&[])?;
+    let opened = state.opened()?;
+    let request = commit_request(&body, opened.txns.durable_end())?;
+    let m = state.metrics();
+    let started = Instant::now();
+    // Certification and the append happen in this call; the future resolves once durable.
+    let outcome = opened
+        .txns
+        .commit_request_async(
+            request,
+            tracking.request_id.as_ref(),
+            tracking.traceparent.as_deref(),
+        )
+        .await;
+    m.op_duration
+        .with_label_values(&["commit"])
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = outcome.map_err(|e| {
+        m.aborts.with_label_values(&[e.code()]).inc();
+        name_field(e, |field| {
+            let keys = match field {
+                "reads" => body.reads.iter().map(|r| r.key.clone()).collect(),
+                "writes" => body.writes.iter().map(|w| w.key.clone()).collect(),
+                "locks" => body.locks.clone(),
+                _ => return None,
+            };
+            Some(keys)
+        })
+    })?;
+    m.commits.inc();
+    if outcome.duplicate {
+        m.duplicates.with_label_values(&["commit"]).inc();
+    }
+    committed_response(&opened, outcome)
+}
+
+/// `GET /v1/kv/read`: the committed key named `read` (the path is taken by `POST`'s
+/// snapshot reads; the key stays readable).
+#[utoipa::path(get, path = route::KV_READ, tag = "transactions",
+    params(("token" = Option<String>, Query), ("timeout_ms" = Option<u64>, Query)),
+    responses((status = 200, body = Row),
+        (status = 404, description = "`key_not_found`", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_read_key(state: State<AppState>, q: Params) -> Result<Json<Row>, ApiError> {
+    super::txns::kv_get(state, Path("read".to_string()), q).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logbook_api::txns::{ReadKey, WriteSpec};
+
+    #[test]
+    fn a_wire_body_becomes_the_stores_request() {
+        let value = serde_json::value::to_raw_value(&serde_json::json!({"b": 1, "a": 2})).unwrap();
+        let body = CommitBody {
+            snapshot: Some(7),
+            reads: vec![ReadKey {
+                key: "x".into(),
+                version: Some(3),
+            }],
+            ranges: vec![RangeSpec {
+                prefix: Some("item:".into()),
+                next: Some("item:5".into()),
+                ..RangeSpec::default()
+            }],
+            locks: vec!["l".into()],
+            writes: vec![WriteSpec::put("x", value), WriteSpec::increment("n", 2)],
+            ..CommitBody::default()
+        };
+        let r = commit_request(&body, 99).unwrap();
+        assert_eq!(r.isolation, Isolation::Serializable);
+        assert_eq!(r.snapshot, 7, "the body's snapshot, not the default");
+        assert!(r.read_any);
+        assert_eq!(r.reads.get(b"x".as_slice()), Some(&Some(3)));
+        assert_eq!(
+            r.ranges,
+            vec![(
+                Bound::Included(b"item:".to_vec()),
+                Bound::Excluded(b"item:5".to_vec())
+            )],
+            "a cut range ends before next"
+        );
+        assert_eq!(r.locks.get(b"l".as_slice()), Some(&7));
+        assert_eq!(
+            r.writes.get(b"x".as_slice()),
+            Some(&Write::Put {
+                value: Value::from(&b"{\"a\":2,\"b\":1}"[..]),
+                cond: Condition::None
+            }),
+            "values stored canonical"
+        );
+        assert_eq!(r.writes.get(b"n".as_slice()), Some(&Write::Increment(2)));
+    }
+
+    #[test]
+    fn a_key_written_twice_is_unprocessable_naming_the_second() {
+        let body = CommitBody {
+            writes: vec![WriteSpec::delete("k"), WriteSpec::increment("k", 1)],
+            ..CommitBody::default()
+        };
+        let e = commit_request(&body, 0).err();
+        let e = e.map(|e| (e.status().as_u16(), e.field));
+        assert_eq!(e, Some((422, Some("writes[1].key".to_string()))));
+    }
+}
