@@ -80,6 +80,39 @@ fn serializable_read_modify_write_keeps_the_balances_consistent() {
     assert_shape(&r, "serializable", "rmw");
 }
 
+/// The one-round-trip protocol over HTTP: reads at a snapshot, then one commit request
+/// declaring them; the balances still add up (the certifier caught every conflict).
+#[test]
+fn one_shot_read_modify_write_over_http_keeps_the_balances_consistent() {
+    let r = tpcb(&[
+        "--isolation",
+        "serializable",
+        "--form",
+        "rmw",
+        "--over",
+        "http",
+        "--protocol",
+        "one-shot",
+    ]);
+    assert_shape(&r, "serializable", "rmw");
+    assert_eq!(r["params"]["over"], "http");
+    assert_eq!(r["params"]["protocol"], "one-shot");
+}
+
+#[test]
+fn one_shot_atomic_increments_over_http_never_abort() {
+    let r = tpcb(&[
+        "--form",
+        "atomic",
+        "--over",
+        "http",
+        "--protocol",
+        "one-shot",
+    ]);
+    assert_shape(&r, "serializable", "atomic");
+    assert_eq!(r["aborts"], 0, "aborts in {r}");
+}
+
 #[test]
 fn atomic_increments_never_abort() {
     let r = tpcb(&["--isolation", "serializable", "--form", "atomic"]);

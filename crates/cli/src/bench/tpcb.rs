@@ -111,6 +111,12 @@ pub struct TpcbArgs {
     /// process; one keep-alive connection per client).
     #[arg(long, value_enum, default_value_t = Over::InProcess)]
     over: Over,
+    /// With `--over http`: how a transaction travels. `interactive`: begin, one request per
+    /// read and write, commit (ten round trips for `rmw`). `one-shot`: `POST /v1/kv/read`
+    /// of the three balances, then one `POST /v1/commits` declaring those reads (two round
+    /// trips for `rmw`, one for `atomic`).
+    #[arg(long, value_enum, default_value_t = Protocol::Interactive)]
+    protocol: Protocol,
     /// With `--over http`: worker threads of the server's runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -136,6 +142,24 @@ impl Over {
         match self {
             Over::InProcess => "in-process",
             Over::Http => "http",
+        }
+    }
+}
+
+/// How a transaction travels over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Protocol {
+    /// An interactive transaction: a request per operation.
+    Interactive,
+    /// Reads at a snapshot, then one self-contained commit request.
+    OneShot,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Interactive => "interactive",
+            Protocol::OneShot => "one-shot",
         }
     }
 }
@@ -171,6 +195,9 @@ const SCAN_ROWS: usize = 10_000;
 pub fn run(args: &TpcbArgs) -> anyhow::Result<()> {
     if args.clients == 0 || args.seconds == 0 || args.scale == 0 || args.max_tries == 0 {
         bail!("--clients, --seconds, --scale and --max-tries must each be at least 1");
+    }
+    if args.protocol == Protocol::OneShot && args.over != Over::Http {
+        bail!("--protocol one-shot is an HTTP protocol: use it with --over http");
     }
     let seed = args.seed.unwrap_or_else(|| rand::thread_rng().r#gen());
     sweep_stale_dirs(&std::env::temp_dir());
@@ -874,7 +901,13 @@ async fn http_client_loop(
         let mut tries = 0u32;
         loop {
             tries += 1;
-            match http_try(&mut conn, args.form, &begin_body, &tx).await? {
+            let outcome = match args.protocol {
+                Protocol::Interactive => http_try(&mut conn, args.form, &begin_body, &tx).await?,
+                Protocol::OneShot => {
+                    one_shot_try(&mut conn, args.form, args.isolation, &tx).await?
+                }
+            };
+            match outcome {
                 Try::Committed(_balance) => {
                     tally.latency.saturating_record(elapsed_us(started));
                     tally.committed += 1;
@@ -1002,6 +1035,65 @@ async fn http_try(
     }
 }
 
+/// One try in the one-round-trip form: `rmw` reads the three balances at one snapshot
+/// (`POST /v1/kv/read`) and commits the new ones with those reads declared; `atomic`
+/// commits the increments and the history row at once (`POST /v1/commits`).
+async fn one_shot_try(
+    conn: &mut Conn,
+    form: Form,
+    isolation: Isolation,
+    tx: &TpcbTxn,
+) -> anyhow::Result<Try> {
+    use hyper::Method;
+    let history = json!({"op": "put", "key": tx.history,
+        "value": format!("{},{},{}", tx.teller, tx.branch, tx.delta)});
+    let keys = [&tx.account, &tx.teller, &tx.branch];
+    let body = match form {
+        Form::Rmw => {
+            let read = json!({ "keys": keys }).to_string();
+            let (status, body) = conn.call(Method::POST, "/v1/kv/read", Some(read)).await?;
+            if conflict(status, &body, "read")? {
+                return Ok(Try::Conflict);
+            }
+            let read: serde_json::Value = serde_json::from_slice(&body)?;
+            let mut reads = Vec::new();
+            let mut writes = Vec::new();
+            for (i, key) in keys.iter().enumerate() {
+                let found = &read["keys"][i];
+                let v = found["value"]
+                    .as_i64()
+                    .with_context(|| format!("row {key} does not hold an integer: {found}"))?;
+                reads.push(json!({"key": key, "version": found["version"]}));
+                writes.push(json!({"op": "put", "key": key, "value": v + tx.delta}));
+            }
+            writes.push(history);
+            json!({"isolation": isolation.to_string(), "snapshot": read["snapshot"],
+                "reads": reads, "writes": writes})
+        }
+        Form::Atomic => {
+            let mut writes: Vec<serde_json::Value> = keys
+                .iter()
+                .map(|k| json!({"op": "increment", "key": k, "by": tx.delta}))
+                .collect();
+            writes.push(history);
+            json!({"isolation": isolation.to_string(), "writes": writes})
+        }
+    };
+    let (status, answer) = conn
+        .call(Method::POST, "/v1/commits", Some(body.to_string()))
+        .await?;
+    if conflict(status, &answer, "commit")? {
+        return Ok(Try::Conflict);
+    }
+    let committed: serde_json::Value = serde_json::from_slice(&answer)?;
+    Ok(Try::Committed(match form {
+        Form::Rmw => body["writes"][0]["value"].as_i64().unwrap_or_default(),
+        Form::Atomic => committed["incremented"][&tx.account]
+            .as_i64()
+            .with_context(|| format!("the commit reported no balance for {}", tx.account))?,
+    }))
+}
+
 /// A balance read in the transaction: `Some(value)`, or None on a conflict.
 async fn http_balance(conn: &mut Conn, base: &str, key: &str) -> anyhow::Result<Option<i64>> {
     let (status, body) = conn
@@ -1034,13 +1126,16 @@ async fn http_put(
     Ok(!conflict(status, &body, "put")?)
 }
 
-/// True for 409 `serialization_failure`; Ok(false) for a success; an error otherwise.
+/// True for a retryable 409 (`serialization_failure`, `snapshot_too_old`); Ok(false) for a
+/// success; an error otherwise.
 fn conflict(status: u16, body: &[u8], what: &str) -> anyhow::Result<bool> {
     if (200..300).contains(&status) {
         return Ok(false);
     }
     let problem: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    if status == 409 && problem["code"] == "serialization_failure" {
+    if status == 409
+        && (problem["code"] == "serialization_failure" || problem["code"] == "snapshot_too_old")
+    {
         return Ok(true);
     }
     bail!("{what}: HTTP {status}: {}", String::from_utf8_lossy(body))
@@ -1334,6 +1429,7 @@ fn report_json(
             "over": args.over.name(),
             "server_threads": (args.over == Over::Http).then_some(args.server_threads),
             "client_threads": (args.over == Over::Http).then_some(args.client_threads),
+            "protocol": (args.over == Over::Http).then_some(args.protocol.name()),
         },
         "postgres": postgres,
         "ratio_tps": ratio,
@@ -1354,9 +1450,14 @@ fn report_json(
 fn print_summary(r: &serde_json::Value) {
     let p = &r["params"];
     println!(
-        "logbook bench tpcb: {} {}, {} clients, {} s, scale {}, fsync always, early lock release {}",
+        "logbook bench tpcb: {} {}, over {}{}, {} clients, {} s, scale {}, fsync always, early lock release {}",
         p["isolation"].as_str().unwrap_or("?"),
         p["form"].as_str().unwrap_or("?"),
+        p["over"].as_str().unwrap_or("?"),
+        p["protocol"]
+            .as_str()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default(),
         p["clients"],
         p["seconds"],
         p["scale"],
@@ -1394,6 +1495,8 @@ mod tests {
     fn only_serialization_failures_are_retried_over_http() {
         let problem = br#"{"type":"about:blank","code":"serialization_failure","status":409}"#;
         assert!(conflict(409, problem, "commit").is_ok_and(|c| c));
+        let too_old = br#"{"code":"snapshot_too_old","status":409}"#;
+        assert!(conflict(409, too_old, "commit").is_ok_and(|c| c));
         assert!(conflict(204, b"", "put").is_ok_and(|c| !c));
         let other = br#"{"code":"version_mismatch","status":409}"#;
         assert!(conflict(409, other, "commit").is_err());
