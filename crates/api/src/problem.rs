@@ -134,6 +134,9 @@ problem_codes! {
     HeadersTooLarge = ("headers_too_large", 431, "Request headers too large"),
     /// The request target (path and query) exceeds the server's limit (16 KiB).
     UriTooLong = ("uri_too_long", 414, "Request URI too long"),
+    /// A path segment is not UTF-8 once percent-decoded; `field` names the segment (`key`,
+    /// `stream`, ...).
+    InvalidPathSegment = ("invalid_path_segment", 400, "Invalid path segment"),
     /// No route matches the path.
     NoRoute = ("no_route", 404, "No such route"),
     /// The path does not take this method.

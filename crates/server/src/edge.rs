@@ -1,7 +1,9 @@
-//! The edge: what every request passes before and after its handler — the header-size
-//! limit, the declared body size (`Content-Length`), the in-flight request limit, the request's `tracing` span (carrying its request
-//! id and traceparent) and its latency in the metrics. Body size is limited by
-//! `DefaultBodyLimit` on the router; connections by the accept loop ([`crate::server`]).
+//! The edge: what every request passes before and after its handler — the URI and
+//! header-size limits (for heads the head guard, [`crate::head`], let through; an answer
+//! over them closes the connection), the declared body size (`Content-Length`), the
+//! in-flight request limit, the request's `tracing` span (carrying its request id and
+//! traceparent) and its latency in the metrics. Body size is limited by `DefaultBodyLimit`
+//! on the router; connections by the accept loop ([`crate::server`]).
 
 use std::time::Instant;
 
@@ -43,18 +45,18 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
             .map(|(k, v)| k.as_str().len() + v.len())
             .sum();
         let uri_bytes = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        // A head over the limits ends the connection, as one the head guard refuses does.
         if uri_bytes > limits::URI_BYTES_MAX {
-            return crate::error::ApiError::uri_too_long(uri_bytes).into_response();
+            return closing(crate::error::ApiError::uri_too_long(uri_bytes));
         }
         if header_bytes > limits::HEADER_BYTES_MAX {
-            return ApiError::new(
+            return closing(ApiError::new(
                 ProblemCode::HeadersTooLarge,
                 format!(
                     "request headers total {header_bytes} bytes; the limit is {}",
                     limits::HEADER_BYTES_MAX
                 ),
-            )
-            .into_response();
+            ));
         }
         // A declared body over the limit is refused before it is read.
         let declared = req
@@ -104,6 +106,16 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     m.http_responses
         .with_label_values(&[method.as_str(), route, response.status().as_str()])
         .inc();
+    response
+}
+
+/// The problem as an answer that closes the connection.
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
     response
 }
 

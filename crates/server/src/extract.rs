@@ -9,7 +9,7 @@ use logbook_log::RequestId;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 
 /// A JSON body. Unlike `axum::Json`, a bad body answers problem+json naming the field
 /// (`records[2].value`), and an oversized one 413 `payload_too_large`. An empty body
@@ -180,7 +180,41 @@ fn replace_word(text: &str, from: &str, to: &str) -> String {
     out
 }
 
-/// The request-tracking headers of a write: `Idempotency-Key` and `traceparent`.
+/// Path parameters, percent-decoded. Unlike `axum::extract::Path`, a segment that is not
+/// UTF-8 once decoded answers problem+json: 400 `invalid_path_segment`, `field` naming the
+/// segment as the route template does (`key`, `stream`, ...).
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => match e.kind() {
+                ErrorKind::InvalidUtf8InPathParam { key } => Err(ApiError::new(
+                    ProblemCode::InvalidPathSegment,
+                    format!(
+                        "the path segment {{{key}}} is not UTF-8 once percent-decoded; \
+                         percent-encode the UTF-8 bytes of the text"
+                    ),
+                )
+                .field(key.clone())),
+                _ => Err(ApiError::new(ProblemCode::InvalidRequest, e.body_text())),
+            },
+            Err(e) => Err(ApiError::internal(format!(
+                "path parameters unavailable: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// The request-tracking headers of a write: `Idempotency-Key` and `traceparent`, each at
+/// most once (twice: 400 `invalid_request_id` / `invalid_traceparent`).
 #[derive(Debug, Clone, Default)]
 pub struct Tracking {
     /// The request id, validated.
@@ -194,6 +228,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Tracking {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let text = |name: &'static str| -> Result<Option<String>, ApiError> {
+            // Two of them would leave the server to pick one: which attempt a retry is (or
+            // which trace it belongs to) must not be a guess.
+            let sent = parts.headers.get_all(name).iter().count();
+            if sent > 1 {
+                let code = if name == "traceparent" {
+                    ProblemCode::InvalidTraceparent
+                } else {
+                    ProblemCode::InvalidRequestId
+                };
+                return Err(ApiError::new(
+                    code,
+                    format!("the {name} header is sent {sent} times; send it once"),
+                )
+                .field(name));
+            }
             match parts.headers.get(name) {
                 None => Ok(None),
                 Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {

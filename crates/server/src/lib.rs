@@ -40,6 +40,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod head;
 pub mod limits;
 pub mod metrics;
 pub mod server;

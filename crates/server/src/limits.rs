@@ -18,19 +18,30 @@ pub use logbook_api::limits::{
 /// Largest total of request header names and values, in bytes (16 KiB). Larger: 431
 /// `headers_too_large`.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
-/// hyper's read buffer per connection, in bytes: a request head that does not fit is refused
-/// by hyper itself (431 without a body) before [`HEADER_BYTES_MAX`] is checked — except a
-/// long request line on a connection's first request, which the accept loop answers first
-/// (see [`URI_BYTES_MAX`]).
-pub const HTTP1_BUF_BYTES: usize = 64 * 1024;
+/// hyper's read buffer per connection, in bytes (128 KiB). It never fills with an
+/// incomplete head: the head guard ([`crate::head`]) refuses a head over
+/// [`HEAD_BYTES_MAX`] first, so every oversized head gets a problem answer, not hyper's bare
+/// 431 or a reset.
+pub const HTTP1_BUF_BYTES: usize = 128 * 1024;
+/// Most bytes one read from a socket hands to hyper (64 KiB): what hyper may hold of a
+/// pipelined client's next head before the guard starts counting it.
+pub const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// Longest request target (path and query), in bytes (16 KiB; a key in the URL is at most
-/// 4 KiB). Longer: 414 `uri_too_long` — by the edge when the head fits hyper's buffer, and
-/// for a connection's first request by the accept loop, which reads the request line itself
-/// (up to [`REQUEST_LINE_DRAIN_BYTES_MAX`]) so that any length gets that answer.
+/// 4 KiB). Longer: 414 `uri_too_long` — by the edge when the request line is within
+/// [`REQUEST_LINE_BYTES_MAX`], by the head guard beyond.
 pub const URI_BYTES_MAX: usize = 16 * 1024;
-/// Most bytes of an over-long request head the accept loop reads (and drops) before it
-/// answers 414, so that the client reads the answer instead of a reset (1 MiB).
-pub const REQUEST_LINE_DRAIN_BYTES_MAX: usize = 1024 * 1024;
+/// Longest request line the head guard lets through, in bytes: [`URI_BYTES_MAX`] and room
+/// for the method and version. Longer: 414 `uri_too_long`, on any request of a connection.
+pub const REQUEST_LINE_BYTES_MAX: usize = URI_BYTES_MAX + 64;
+/// Longest request head the head guard lets through, in bytes (40 KiB: a request line and
+/// headers at their limits, with room for line ends). Longer: 431 `headers_too_large`.
+pub const HEAD_BYTES_MAX: usize = 40 * 1024;
+/// Most header lines in a request (100, hyper's own count). More: 431 `headers_too_large`.
+pub const HEADER_LINES_MAX: usize = 100;
+/// Most bytes of an over-long request head read (and dropped) before the answer, so that
+/// the client reads the answer instead of a reset (4 MiB); a longer head's client may see
+/// the connection reset instead.
+pub const HEAD_DRAIN_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Time a client has to send a complete request head, in ms (10 s; slow-loris guard).
 pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Default most open TCP connections (1,024). One more is answered 503 `too_many_connections`
@@ -60,9 +71,12 @@ pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);
 const _: () = assert!(BODY_BYTES_MAX <= log_limits::BATCH_BYTES_MAX as usize);
-const _: () = assert!(HEADER_BYTES_MAX < HTTP1_BUF_BYTES);
-const _: () = assert!(URI_BYTES_MAX < HTTP1_BUF_BYTES);
-const _: () = assert!(URI_BYTES_MAX < REQUEST_LINE_DRAIN_BYTES_MAX);
+// A head within the contract's limits passes the head guard (the edge answers the rest);
+// hyper's buffer holds what the guard lets through plus one read from before the mark.
+const _: () =
+    assert!(REQUEST_LINE_BYTES_MAX + HEADER_BYTES_MAX + 4 * HEADER_LINES_MAX < HEAD_BYTES_MAX);
+const _: () = assert!(READ_CHUNK_BYTES_MAX + HEAD_BYTES_MAX < HTTP1_BUF_BYTES);
+const _: () = assert!(HEAD_BYTES_MAX < HEAD_DRAIN_BYTES_MAX);
 // hyper refuses a read buffer below 8 KiB.
 const _: () = assert!(HTTP1_BUF_BYTES >= 8192);
 const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);

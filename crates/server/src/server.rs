@@ -5,7 +5,8 @@
 //!  bind ─▶ accept loop ──────────────────────────────▶ shutdown signal
 //!   │       │ connection permit? no → 503, close        │ stop accepting (drop listener)
 //!   │       └ yes → hyper http1 connection task         │ drain: in-flight requests finish,
-//!   │            (header timeout, head ≤ HTTP1_BUF)     │   idle keep-alives close (grace)
+//!   │            (header timeout, heads measured by     │   idle keep-alives close (grace)
+//!   │             crate::head: too long → 414/431)      │
 //!   └─▶ open data directory (blocking pool)             │ abort open transactions
 //!         Log::open + TxnStore::open + Views::open      │ stop the view processors
 //!           → ready                                     └ close the log: writers sync, exit
@@ -27,13 +28,13 @@ use logbook_log::storage::{DirLock, OsStorage, Storage};
 use logbook_log::{Log, LogError};
 use logbook_txn::{TxnError, TxnStore, TxnStoreOptions};
 use logbook_views::{ViewError, Views};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::ServerConfig;
-use crate::limits;
 use crate::state::{AppState, Opened, Phase};
+use crate::{head, limits};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -223,27 +224,32 @@ impl Server {
                     let router = router.clone();
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        let mut tcp = tcp;
-                        // A request line too long for hyper's buffer gets a problem answer.
-                        if answered_long_request_line(&mut tcp).await {
-                            drop(permit);
-                            return;
-                        }
+                        // Every request head is measured below hyper (crate::head): one over
+                        // the limits is answered outside hyper, as a problem.
+                        let tracker = Arc::new(head::Tracker::default());
+                        let service = tower::ServiceExt::map_request(router, {
+                            let tracker = tracker.clone();
+                            move |req| tracker.track(req)
+                        });
                         let conn = http1::Builder::new()
                             .timer(TokioTimer::new())
                             .header_read_timeout(Duration::from_millis(
                                 limits::HEADER_READ_TIMEOUT_MS,
                             ))
                             .max_buf_size(limits::HTTP1_BUF_BYTES)
+                            .max_headers(limits::HEADER_LINES_MAX)
                             .keep_alive(true)
                             // Answers to pipelined requests already read leave in one write.
                             .pipeline_flush(true)
                             .serve_connection(
-                                TokioIo::new(tcp),
-                                TowerToHyperService::new(router),
+                                TokioIo::new(head::HeadIo::new(tcp, tracker.clone())),
+                                TowerToHyperService::new(service),
                             );
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        if let Some(refused) = tracker.take_refused() {
+                            refused.answer().await;
                         }
                         drop(permit);
                     });
@@ -252,7 +258,8 @@ impl Server {
         }
 
         // Reads waiting for a consistency token (up to a minute each) would hold the drain
-        // and then the runtime's exit (a blocking thread): they answer 503 `closed` now.
+        // and then the runtime's exit (a blocking thread): they answer 503 `closed` now —
+        // view reads at once, key-value reads at their next look (≤ 50 ms) at the phase.
         if let Ok(opened) = state.opened() {
             opened.views.cancel_waits();
         }
@@ -388,73 +395,6 @@ async fn close(opened: Opened, grace: Duration) {
     }
 }
 
-/// Looks at the request line of a connection's first request before hyper reads it (a
-/// `peek`, nothing consumed). If it is longer than [`limits::URI_BYTES_MAX`] (plus room for
-/// the method and version), answers 414 `uri_too_long` as problem+json and returns true: the
-/// caller drops the connection. hyper alone would close it without an answer once the head
-/// outgrows its buffer. Bounded by [`limits::HEADER_READ_TIMEOUT_MS`]; a connection that
-/// sends nothing in that time is left to hyper (which times it out).
-async fn answered_long_request_line(tcp: &mut TcpStream) -> bool {
-    /// Method, spaces, `HTTP/1.1`, CRLF: generous.
-    const LINE_EXTRA: usize = 64;
-    let limit = limits::URI_BYTES_MAX + LINE_EXTRA;
-    let mut buf = vec![0u8; limit + 1];
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS);
-    loop {
-        let peeked = tokio::time::timeout_at(deadline, async {
-            tcp.readable().await?;
-            tcp.peek(&mut buf).await
-        })
-        .await;
-        let n = match peeked {
-            Ok(Ok(n)) if n > 0 => n,
-            // Closed, failed or silent: hyper handles (or times out) the connection.
-            _ => return false,
-        };
-        if buf[..n].contains(&b'\n') {
-            return false;
-        }
-        if n > limit {
-            break;
-        }
-        // Part of the line is here, no newline yet: look again shortly (peek does not
-        // consume, so readiness stays set and would not wait).
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    // Read the head (dropping it, bounded) so the client is not reset before it reads the
-    // answer, then answer and close.
-    let mut read = 0usize;
-    let mut tail = [0u8; 4];
-    let mut chunk = vec![0u8; 64 * 1024];
-    let drained = tokio::time::timeout_at(deadline, async {
-        while read < limits::REQUEST_LINE_DRAIN_BYTES_MAX {
-            let n = tokio::io::AsyncReadExt::read(tcp, &mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            read += n;
-            for b in &chunk[..n] {
-                tail = [tail[1], tail[2], tail[3], *b];
-                if &tail == b"\r\n\r\n" {
-                    return Ok::<_, std::io::Error>(());
-                }
-            }
-        }
-        Ok(())
-    })
-    .await;
-    if !matches!(drained, Ok(Ok(()))) {
-        return true;
-    }
-    let problem = crate::error::ApiError::uri_too_long(limits::URI_BYTES_MAX + 1);
-    answer_and_close(tcp, "414 URI Too Long", "", problem).await;
-    true
-}
-
 /// Answers a connection over the limit with a 503 problem and closes it.
 async fn refuse_connection(mut tcp: TcpStream, max: usize) {
     let problem = crate::error::ApiError::new(
@@ -471,8 +411,10 @@ async fn refuse_connection(mut tcp: TcpStream, max: usize) {
 }
 
 /// Writes one problem+json answer outside hyper (`status`: code and reason; `headers`: extra
-/// header lines, each ending in CRLF) and closes the connection, giving up after 1 s.
-async fn answer_and_close(
+/// header lines, each ending in CRLF) and closes the connection: the write side first, then
+/// what the client still sends is read and dropped until it closes (at most 1 s and 1 MiB),
+/// so the close does not reset the connection before the client has read the answer.
+pub(crate) async fn answer_and_close(
     tcp: &mut TcpStream,
     status: &str,
     headers: &str,
@@ -485,8 +427,18 @@ async fn answer_and_close(
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = tcp.write_all(response.as_bytes()).await;
-        let _ = tcp.shutdown().await;
+        tcp.write_all(response.as_bytes()).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 8192];
+        let mut read = 0usize;
+        while read < 1024 * 1024 {
+            let n = tcp.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            read += n;
+        }
+        Ok::<_, std::io::Error>(())
     })
     .await;
 }

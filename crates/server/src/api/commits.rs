@@ -7,7 +7,7 @@ use std::ops::Bound;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use logbook_api::paths::route;
 use logbook_api::txns::{
     CommitBody, Committed, KeyAt, RangeSpec, ReadAnswer, ReadBody, Row, WriteKind,
@@ -296,7 +296,7 @@ pub async fn commit(
     responses((status = 200, body = Row),
         (status = 404, description = "`key_not_found`", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_read_key(state: State<AppState>, q: Params) -> Result<Json<Row>, ApiError> {
-    super::txns::kv_get(state, Path("read".to_string()), q).await
+    super::txns::kv_get(state, crate::extract::Path("read".to_string()), q).await
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use logbook_api::paths::route;
@@ -23,7 +23,7 @@ use logbook_api::streams::{
 use logbook_log::{FsyncPolicy, LogError, LogStream, Position, Record, Stream, StreamConfig};
 
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::extract::{JsonBody, Tracking, blocking};
+use crate::extract::{JsonBody, Path, Tracking, blocking};
 use crate::limits;
 use crate::state::AppState;
 use logbook_views::ConsistencyToken;

@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use logbook_api::paths::route;
 use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
 use logbook_txn::{Isolation, KeyRange, ScanPage, Txn, TxnError, TxnOptions, Versioned};
 
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::extract::{JsonBody, Tracking, blocking};
+use crate::extract::{JsonBody, Path, Tracking, blocking};
 use crate::limits;
-use crate::state::{AppState, Lookup, OpenTxn, Opened, TxnEnd, unknown_txn};
+use crate::state::{AppState, Lookup, OpenTxn, Opened, Phase, TxnEnd, unknown_txn};
 use logbook_views::ConsistencyToken;
 
 use super::{Params, json_value, raw_json, text};
@@ -187,7 +187,7 @@ pub async fn begin(
     // Early lock release: the snapshot may count commits not yet durable, which a crash
     // would undo (and their offsets go to other commits). The answer waits until they are
     // durable, so no number a client sees depends on them; the snapshot is not lowered.
-    durable_through(&opened, snapshot, None).await?;
+    durable_through(&state, &opened, snapshot, None).await?;
     let entry = state.txns().insert(txn)?;
     state.metrics().open_txns.set(state.txns().len() as i64);
     tracing::debug!(txn = %entry.id, snapshot, "transaction begun");
@@ -550,9 +550,11 @@ pub async fn abort(
 /// (forever with `None`). `Ok(false)` when the time ran out.
 ///
 /// # Errors
-/// 503 when the store is poisoned (a commit below `end` failed: it never will be durable)
-/// or the log closed.
+/// 503 when the store is poisoned (a commit below `end` failed: it never will be durable),
+/// or the log closed; 503 `closed` once the server shuts down (a wait would hold the drain
+/// past its grace period).
 async fn durable_through(
+    state: &AppState,
     opened: &Opened,
     end: u64,
     timeout: Option<Duration>,
@@ -578,6 +580,16 @@ async fn durable_through(
         }
         if store.is_poisoned() {
             return Err(TxnError::Poisoned.into());
+        }
+        if state.phase() == Phase::ShuttingDown {
+            return Err(ApiError::new(
+                ProblemCode::Closed,
+                format!(
+                    "the server is shutting down; commits up to offset {end} were waited \
+                     for, {} are durable; retry on the restarted server",
+                    store.durable_end()
+                ),
+            ));
         }
         let mut wait = tick;
         if let Some(deadline) = deadline {
@@ -643,8 +655,8 @@ fn token_end(opened: &Opened, q: &Params) -> Result<Option<u64>, ApiError> {
 ///
 /// # Errors
 /// 400 `invalid_token`, `invalid_request` (`timeout_ms`); 409 `token_incarnation`; 504
-/// `consistency_timeout`.
-async fn wait_token(opened: &Opened, q: &Params) -> Result<(), ApiError> {
+/// `consistency_timeout`; 503 `closed` at shutdown.
+async fn wait_token(state: &AppState, opened: &Opened, q: &Params) -> Result<(), ApiError> {
     let timeout_ms = q.get::<u64>("timeout_ms")?;
     let max = logbook_views::limits::READ_TIMEOUT_MS_MAX;
     if let Some(t) = timeout_ms
@@ -659,7 +671,7 @@ async fn wait_token(opened: &Opened, q: &Params) -> Result<(), ApiError> {
         return Ok(());
     };
     let timeout_ms = timeout_ms.unwrap_or(limits::VIEW_READ_TIMEOUT_MS_DEFAULT);
-    if durable_through(opened, end, Some(Duration::from_millis(timeout_ms))).await? {
+    if durable_through(state, opened, end, Some(Duration::from_millis(timeout_ms))).await? {
         return Ok(());
     }
     let mut e = ApiError::new(
@@ -692,7 +704,7 @@ pub async fn kv_get(
 ) -> Result<Json<Row>, ApiError> {
     q.only(&["token", "timeout_ms"])?;
     let opened = state.opened()?;
-    wait_token(&opened, &q).await?;
+    wait_token(&state, &opened, &q).await?;
     let store = opened.txns;
     let k = key.clone();
     let found = blocking(move || store.get(k.as_bytes())).await??;
@@ -715,7 +727,7 @@ pub async fn kv_scan(State(state): State<AppState>, q: Params) -> Result<Json<Ro
     let r = range(&q)?;
     let limit = scan_limit(&q)?;
     let opened = state.opened()?;
-    wait_token(&opened, &q).await?;
+    wait_token(&state, &opened, &q).await?;
     let store = opened.txns;
     let found = blocking(move || store.scan_page(&r, limit)).await??;
     Ok(Json(rows(found)))

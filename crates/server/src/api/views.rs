@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use logbook_api::paths::route;
 use logbook_api::views::{
@@ -34,7 +34,7 @@ use logbook_views::{
 };
 
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::extract::{JsonBody, blocking};
+use crate::extract::{JsonBody, Path, blocking};
 use crate::limits;
 use crate::state::AppState;
 

@@ -1,0 +1,381 @@
+//! Issue 11's last protocol edges through the real binary, spoken in raw HTTP/1.1 (clients
+//! refuse to send most of these requests): request heads over the limits on any request of
+//! a connection, a path segment that is not UTF-8, a repeated `Idempotency-Key`, a key-value
+//! read waiting for a token at shutdown, and the connection limit.
+//!
+//! `LOGBOOK_TEST_BIN=/path/to/logbook` runs these tests against another build (say the
+//! previous main, to see them fail there).
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test: `LOGBOOK_TEST_BIN` if set, else this build's.
+fn bin() -> String {
+    std::env::var("LOGBOOK_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_logbook").to_string())
+}
+
+/// A running `logbook serve`, SIGKILLed when dropped.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    /// The body as JSON (a problem's code is `json()["code"]`).
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Asserts a problem+json answer with this status and code.
+    fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert!(
+            self.head
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{self:?}"
+        );
+        assert_eq!(self.json()["code"], code, "{self:?}");
+    }
+}
+
+impl Node {
+    fn start(data: &Path, extra: &[&str]) -> Node {
+        let mut child = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env_remove("LOGBOOK_CONFIG")
+            .env_remove("LOGBOOK_LISTEN")
+            .env_remove("LOGBOOK_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let node = Node { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while node.request("GET", "/v1/health", &[], "").status != 200 {
+            assert!(Instant::now() < deadline, "the server never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    fn connect(&self) -> BufReader<TcpStream> {
+        let tcp = TcpStream::connect(&self.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        BufReader::new(tcp)
+    }
+
+    /// One request on a connection of its own.
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut conn = self.connect();
+        exchange(&mut conn, &request(method, path, headers, body))
+    }
+}
+
+/// A request's bytes (HTTP/1.1, keep-alive).
+fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nhost: test\r\n");
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        out.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+/// Sends `bytes` and reads one answer (its body by `content-length`).
+fn exchange(conn: &mut BufReader<TcpStream>, bytes: &[u8]) -> Answer {
+    conn.get_mut().write_all(bytes).unwrap();
+    read_answer(conn).unwrap_or_else(|| panic!("the connection closed without an answer"))
+}
+
+/// Reads one answer; `None` if the connection ends (or is reset) first.
+fn read_answer(conn: &mut BufReader<TcpStream>) -> Option<Answer> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match conn.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).ok()?;
+    Some(Answer {
+        status,
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// True once the server has closed the connection (nothing more to read).
+fn closed(conn: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    matches!(conn.read_to_end(&mut rest), Ok(0))
+}
+
+#[test]
+fn every_request_head_over_the_limits_is_answered_as_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let long_line = |bytes: usize| format!("/v1/kv/{}", "k".repeat(bytes));
+    let big_header = |bytes: usize| "h".repeat(bytes);
+    // (what, request line's path, one header's value, status, code)
+    let url = |what, bytes| (what, long_line(bytes), String::new(), 414, "uri_too_long");
+    let header = |what, bytes| {
+        let path = "/v1/health".to_string();
+        (what, path, big_header(bytes), 431, "headers_too_large")
+    };
+    let cases = [
+        url("70 KB URL", 70_000),
+        url("300 KB URL", 300_000),
+        url("20 KB URL", 20_000),
+        header("2 MB header", 2_000_000),
+        header("70 KB header", 70_000),
+        header("20 KB header", 20_000),
+    ];
+    for (what, path, value, status, code) in &cases {
+        let headers: Vec<(&str, &str)> = if value.is_empty() {
+            vec![]
+        } else {
+            vec![("x-big", value.as_str())]
+        };
+        let oversized = request("GET", path, &headers, "");
+        // As a later request on a kept-alive connection, and as a connection's first.
+        for earlier in [2, 0] {
+            let mut conn = node.connect();
+            for _ in 0..earlier {
+                let fine = exchange(&mut conn, &request("GET", "/v1/health", &[], ""));
+                assert_eq!(fine.status, 200, "{what}: {fine:?}");
+            }
+            let answer = exchange(&mut conn, &oversized);
+            answer.assert_problem(*status, code);
+            assert!(
+                answer
+                    .head
+                    .to_ascii_lowercase()
+                    .contains("connection: close"),
+                "{what}: {answer:?}"
+            );
+            assert!(closed(&mut conn), "{what}: the connection stays open");
+        }
+    }
+    // More header lines than the server takes.
+    let many: Vec<(String, String)> = (0..150).map(|i| (format!("x-{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let mut conn = node.connect();
+    exchange(&mut conn, &request("GET", "/v1/health", &[], ""));
+    exchange(&mut conn, &request("GET", "/v1/health", &many, ""))
+        .assert_problem(431, "headers_too_large");
+    // Heads within the limits still pass on a kept-alive connection, after a body too.
+    let mut conn = node.connect();
+    let put = exchange(&mut conn, &request("PUT", "/v1/streams/s", &[], ""));
+    assert!(put.status < 300, "{put:?}");
+    let body = format!(r#"{{"key":"k","value":"{}"}}"#, "v".repeat(100_000));
+    let appended = exchange(
+        &mut conn,
+        &request("POST", "/v1/streams/s/records", &[], &body),
+    );
+    assert!(appended.status < 300, "{appended:?}");
+    let near = big_header(15_000);
+    let fine = exchange(
+        &mut conn,
+        &request("GET", &long_line(1_000), &[("x-big", &near)], ""),
+    );
+    fine.assert_problem(404, "key_not_found");
+}
+
+#[test]
+fn a_path_segment_that_is_not_utf8_is_a_named_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    for (path, field) in [
+        ("/v1/kv/%FF", "key"),
+        ("/v1/streams/%C3%28", "stream"),
+        ("/v1/views/v/rows/%80abc", "key"),
+    ] {
+        let answer = node.request("GET", path, &[], "");
+        answer.assert_problem(400, "invalid_path_segment");
+        assert_eq!(answer.json()["field"], field, "{path}: {answer:?}");
+    }
+}
+
+#[test]
+fn a_repeated_idempotency_key_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    assert!(node.request("PUT", "/v1/streams/s", &[], "").status < 300);
+    let answer = node.request(
+        "POST",
+        "/v1/streams/s/records",
+        &[("idempotency-key", "first"), ("idempotency-key", "second")],
+        r#"{"key":"k","value":1}"#,
+    );
+    answer.assert_problem(400, "invalid_request_id");
+    assert_eq!(answer.json()["field"], "idempotency-key", "{answer:?}");
+    let detail = answer.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("2 times"), "{detail}");
+    let read = node.request("GET", "/v1/streams/s/records?partition=0", &[], "");
+    assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(read.json()["records"], serde_json::json!([]), "{read:?}");
+    // Nor is a repeated traceparent guessed at.
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let answer = node.request(
+        "POST",
+        "/v1/streams/s/records",
+        &[("traceparent", tp), ("traceparent", tp)],
+        r#"{"key":"k","value":1}"#,
+    );
+    answer.assert_problem(400, "invalid_traceparent");
+}
+
+#[test]
+fn shutdown_cancels_kv_reads_waiting_for_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--shutdown-grace-ms", "1000"]);
+    let begun = node.request("POST", "/v1/txns", &[], "");
+    assert_eq!(begun.status, 201, "{begun:?}");
+    let txn = begun.json()["txn"].as_str().unwrap().to_string();
+    let put = node.request(
+        "PUT",
+        &format!("/v1/txns/{txn}/kv/k"),
+        &[],
+        r#"{"value":1}"#,
+    );
+    assert!(put.status < 300, "{put:?}");
+    let committed = node.request("POST", &format!("/v1/txns/{txn}/commit"), &[], "");
+    assert_eq!(committed.status, 200, "{committed:?}");
+    // A token a million commits ahead: the read waits (up to a minute).
+    let token = committed.json()["token"].as_str().unwrap().to_string();
+    let mut ahead = logbook_views::ConsistencyToken::decode(&token).unwrap();
+    for pos in ahead.streams.values_mut() {
+        for offset in pos.offsets.values_mut() {
+            *offset += 1_000_000;
+        }
+    }
+    let ahead = ahead.encode().unwrap();
+    let mut conn = node.connect();
+    conn.get_mut()
+        .write_all(&request(
+            "GET",
+            &format!("/v1/kv/k?token={ahead}&timeout_ms=60000"),
+            &[],
+            "",
+        ))
+        .unwrap();
+    // The read is waiting once it is in flight on the server (the metric says so).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = node.request("GET", "/metrics", &[], "").body;
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("logbook_http_requests_in_flight ") && !l.ends_with(" 0"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the read never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = node.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let answer = read_answer(&mut conn).expect("the waiting read got no answer");
+    answer.assert_problem(503, "closed");
+    let mut node = node;
+    let exit = node.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn a_connection_over_the_limit_is_answered_503_as_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--connections-max", "2"]);
+    // Two kept-alive connections hold the two permits.
+    let mut held: Vec<_> = (0..2).map(|_| node.connect()).collect();
+    for conn in &mut held {
+        let fine = exchange(conn, &request("GET", "/v1/health", &[], ""));
+        assert_eq!(fine.status, 200, "{fine:?}");
+    }
+    let mut third = node.connect();
+    let answer = read_answer(&mut third).expect("the third connection got no answer");
+    answer.assert_problem(503, "too_many_connections");
+    assert!(
+        answer.head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer:?}"
+    );
+    assert!(closed(&mut third));
+    // A permit comes back when its connection closes.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut conn = node.connect();
+        conn.get_mut()
+            .write_all(&request("GET", "/v1/health", &[], ""))
+            .unwrap();
+        if read_answer(&mut conn).is_some_and(|a| a.status == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the permit never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,458 @@
+//! The request-head guard: every request head on a connection is measured as it arrives, so
+//! one over the limits is answered 414 `uri_too_long` or 431 `headers_too_large` as
+//! problem+json — not hyper's bare 431, nor a reset when hyper's buffer overflows.
+//!
+//! ```text
+//!  socket ─▶ HeadIo (reads ≤ READ_CHUNK_BYTES_MAX, scans the head) ─▶ hyper ─▶ router
+//!              │ head over a limit: the socket is set aside,            │
+//!              │ hyper sees a read error and ends (writes nothing)      │ service call / body
+//!              ▼                                                        │ end: the next head
+//!            Refused::answer: read the rest of the head (bounded),      │ starts here (mark)
+//!            write the problem, close                         Tracker ◀─┘
+//! ```
+//!
+//! Heads are scanned from a *mark*, the stream offset where the next head starts: 0, then
+//! the bytes read when a request without a body reaches the router, or when a request's body
+//! has been read to its end (or dropped: plus what hyper still has to skip of it). The scan
+//! stops at the head's blank line, so bodies are never scanned.
+//!
+//! Invariant: hyper's buffer never fills while a head is incomplete. It holds at most one
+//! read from before the mark (a pipelined client's next head) plus what the scan lets
+//! through ([`limits::HEAD_BYTES_MAX`]), less than [`limits::HTTP1_BUF_BYTES`] (checked at
+//! compile time). Heads within the limits but over the contract's (a 20 KB URL, 17 KB of
+//! headers) reach the edge, which answers the same problems ([`crate::edge`]).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::error::{ApiError, ProblemCode};
+use crate::limits;
+
+/// Why a head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request line is longer than [`limits::REQUEST_LINE_BYTES_MAX`]: 414.
+    RequestLine,
+    /// The head is longer than [`limits::HEAD_BYTES_MAX`]: 431.
+    HeadBytes,
+    /// More header lines than [`limits::HEADER_LINES_MAX`]: 431.
+    HeaderLines,
+}
+
+impl Refusal {
+    /// The HTTP status line and the problem answered.
+    fn answer(self) -> (&'static str, ApiError) {
+        match self {
+            Refusal::RequestLine => (
+                "414 URI Too Long",
+                ApiError::uri_too_long(limits::REQUEST_LINE_BYTES_MAX + 1),
+            ),
+            Refusal::HeadBytes => (
+                "431 Request Header Fields Too Large",
+                ApiError::new(
+                    ProblemCode::HeadersTooLarge,
+                    format!(
+                        "the request head is over {} bytes (headers may total {} bytes of \
+                         names and values); nothing was done",
+                        limits::HEAD_BYTES_MAX,
+                        limits::HEADER_BYTES_MAX
+                    ),
+                ),
+            ),
+            Refusal::HeaderLines => (
+                "431 Request Header Fields Too Large",
+                ApiError::new(
+                    ProblemCode::HeadersTooLarge,
+                    format!(
+                        "the request has more than {} header lines; nothing was done",
+                        limits::HEADER_LINES_MAX
+                    ),
+                ),
+            ),
+        }
+    }
+}
+
+/// The scan of one request head as its bytes arrive.
+#[derive(Debug, Default, Clone)]
+pub struct HeadScan {
+    /// Bytes of the head so far (leading blank lines included).
+    bytes: usize,
+    /// Bytes of the current line, CR excluded.
+    line_bytes: usize,
+    /// Complete non-blank lines (the request line, then one per header).
+    lines: usize,
+    /// The blank line that ends the head was seen.
+    done: bool,
+}
+
+impl HeadScan {
+    /// Scans `data`, the head's next bytes. Returns the refusal and how many bytes of `data`
+    /// were scanned when a limit is crossed, else `None` (the head ended within `data`, or
+    /// needs more).
+    pub fn feed(&mut self, data: &[u8]) -> Option<(Refusal, usize)> {
+        for (i, &b) in data.iter().enumerate() {
+            if self.done {
+                return None;
+            }
+            self.step(b);
+            let refusal = if self.lines == 0 && self.line_bytes > limits::REQUEST_LINE_BYTES_MAX {
+                Some(Refusal::RequestLine)
+            } else if self.bytes > limits::HEAD_BYTES_MAX {
+                Some(Refusal::HeadBytes)
+            } else if self.lines > limits::HEADER_LINES_MAX + 1 {
+                Some(Refusal::HeaderLines)
+            } else {
+                None
+            };
+            if let Some(r) = refusal {
+                return Some((r, i + 1));
+            }
+        }
+        None
+    }
+
+    /// Scans `data` with no limit; true once the head has ended.
+    pub fn skip(&mut self, data: &[u8]) -> bool {
+        for &b in data {
+            if self.done {
+                break;
+            }
+            self.step(b);
+        }
+        self.done
+    }
+
+    /// True once the blank line that ends the head was seen.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    fn step(&mut self, b: u8) {
+        self.bytes += 1;
+        match b {
+            b'\n' if self.line_bytes == 0 => {
+                // Blank lines before the request line are ignored (RFC 9112 §2.2).
+                self.done = self.lines > 0;
+            }
+            b'\n' => {
+                self.lines += 1;
+                self.line_bytes = 0;
+            }
+            b'\r' => {}
+            _ => self.line_bytes += 1,
+        }
+    }
+}
+
+/// What a connection's reader and its requests share.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Bytes handed to hyper so far.
+    read: AtomicU64,
+    /// Where the next head starts (a stream offset).
+    mark: AtomicU64,
+    /// The socket of a refused head, set aside for its answer.
+    refused: Mutex<Option<Refused>>,
+}
+
+impl Tracker {
+    /// Marks where the next head starts: `ahead` bytes after what was read so far.
+    fn mark_next_head(&self, ahead: u64) {
+        let read = self.read.load(Ordering::Acquire);
+        self.mark
+            .store(read.saturating_add(ahead), Ordering::Release);
+    }
+
+    /// Wraps a request's body so that its end (or drop) marks where the next head starts; a
+    /// request without a body marks it at once.
+    pub fn track(self: &Arc<Self>, req: http::Request<Incoming>) -> http::Request<TrackedBody> {
+        let ended = req.body().is_end_stream();
+        if ended {
+            self.mark_next_head(0);
+        }
+        req.map(|inner| TrackedBody {
+            inner,
+            tracker: self.clone(),
+            ended,
+        })
+    }
+
+    /// The refused head's socket, if the reader set one aside.
+    pub fn take_refused(&self) -> Option<Refused> {
+        self.refused.lock().ok().and_then(|mut r| r.take())
+    }
+}
+
+/// A request body that tells its [`Tracker`] when it ends.
+#[derive(Debug)]
+pub struct TrackedBody {
+    inner: Incoming,
+    tracker: Arc<Tracker>,
+    ended: bool,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) && !this.ended {
+            this.ended = true;
+            this.tracker.mark_next_head(0);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if !self.ended {
+            // hyper skips the rest of a body it can read at once, else closes: the next head
+            // starts after what is left (one read at most when the length is unknown).
+            let left = self
+                .inner
+                .size_hint()
+                .exact()
+                .unwrap_or(limits::READ_CHUNK_BYTES_MAX as u64);
+            self.tracker.mark_next_head(left);
+        }
+    }
+}
+
+/// A connection's socket as hyper reads it: reads of at most
+/// [`limits::READ_CHUNK_BYTES_MAX`], each head scanned (see the module docs).
+#[derive(Debug)]
+pub struct HeadIo {
+    tcp: Option<TcpStream>,
+    tracker: Arc<Tracker>,
+    scan: HeadScan,
+    /// The mark the scan started from.
+    scan_from: u64,
+}
+
+impl HeadIo {
+    /// Wraps an accepted socket; the tracker is shared with the connection's requests.
+    pub fn new(tcp: TcpStream, tracker: Arc<Tracker>) -> HeadIo {
+        HeadIo {
+            tcp: Some(tcp),
+            tracker,
+            scan: HeadScan::default(),
+            scan_from: 0,
+        }
+    }
+
+    /// Accounts for `data`, read at stream offset `at`; the refusal if a head crossed a
+    /// limit, with how many bytes of `data` were scanned.
+    fn observe(&mut self, at: u64, data: &[u8]) -> Option<(Refusal, usize)> {
+        let mark = self.tracker.mark.load(Ordering::Acquire);
+        self.tracker
+            .read
+            .store(at + data.len() as u64, Ordering::Release);
+        if mark != self.scan_from {
+            self.scan_from = mark;
+            self.scan = HeadScan::default();
+        }
+        let skip = usize::try_from(mark.saturating_sub(at)).unwrap_or(usize::MAX);
+        if self.scan.done() || skip >= data.len() {
+            return None;
+        }
+        self.scan
+            .feed(&data[skip..])
+            .map(|(refusal, scanned)| (refusal, skip + scanned))
+    }
+}
+
+fn set_aside() -> io::Error {
+    io::Error::other("request head over the limit (answered outside hyper)")
+}
+
+impl AsyncRead for HeadIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Some(tcp) = this.tcp.as_mut() else {
+            return Poll::Ready(Err(set_aside()));
+        };
+        let want = buf.remaining().min(limits::READ_CHUNK_BYTES_MAX);
+        let mut chunk = ReadBuf::new(buf.initialize_unfilled_to(want));
+        ready!(Pin::new(tcp).poll_read(cx, &mut chunk))?;
+        let n = chunk.filled().len();
+        let at = this.tracker.read.load(Ordering::Acquire);
+        if let Some((refusal, scanned)) = this.observe(at, chunk.filled()) {
+            let mut scan = this.scan.clone();
+            let ended = scan.skip(&chunk.filled()[scanned..]);
+            if let (Some(tcp), Ok(mut slot)) = (this.tcp.take(), this.tracker.refused.lock()) {
+                *slot = Some(Refused {
+                    tcp,
+                    refusal,
+                    scan,
+                    ended,
+                });
+            }
+            return Poll::Ready(Err(set_aside()));
+        }
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for HeadIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().tcp.as_mut() {
+            Some(tcp) => Pin::new(tcp).poll_write(cx, data),
+            None => Poll::Ready(Err(set_aside())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().tcp.as_mut() {
+            Some(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(set_aside())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.as_ref().is_some_and(|t| t.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().tcp.as_mut() {
+            Some(tcp) => Pin::new(tcp).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().tcp.as_mut() {
+            Some(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A connection whose request head crossed a limit, set aside from hyper.
+#[derive(Debug)]
+pub struct Refused {
+    tcp: TcpStream,
+    refusal: Refusal,
+    scan: HeadScan,
+    ended: bool,
+}
+
+impl Refused {
+    /// Reads the rest of the head (dropping it; at most [`limits::HEAD_DRAIN_BYTES_MAX`],
+    /// within [`limits::HEADER_READ_TIMEOUT_MS`]) so the client reads the answer rather than
+    /// a reset, then answers the problem and closes.
+    pub async fn answer(self) {
+        let Refused {
+            mut tcp,
+            refusal,
+            mut scan,
+            ended,
+        } = self;
+        if !ended {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut read = 0usize;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS),
+                async {
+                    while read < limits::HEAD_DRAIN_BYTES_MAX {
+                        let n = tcp.read(&mut chunk).await?;
+                        read += n;
+                        if n == 0 || scan.skip(&chunk[..n]) {
+                            break;
+                        }
+                    }
+                    Ok::<_, io::Error>(())
+                },
+            )
+            .await;
+        }
+        let (status, problem) = refusal.answer();
+        tracing::debug!(status, "request head over the limit");
+        crate::server::answer_and_close(&mut tcp, status, "", problem).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_ends_at_its_blank_line_and_leading_blank_lines_are_skipped() {
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.feed(b"\r\nGET / HTTP/1.1\r\nhost: x\r\n"), None);
+        assert!(!scan.done());
+        assert_eq!(scan.feed(b"\r\nbody bytes are not scanned"), None);
+        assert!(scan.done());
+        assert_eq!(scan.bytes, 2 + 16 + 9 + 2);
+    }
+
+    #[test]
+    fn a_long_request_line_is_refused_where_it_crosses_the_limit() {
+        let line = vec![b'a'; limits::REQUEST_LINE_BYTES_MAX + 10];
+        let mut scan = HeadScan::default();
+        assert_eq!(
+            scan.feed(&line),
+            Some((Refusal::RequestLine, limits::REQUEST_LINE_BYTES_MAX + 1))
+        );
+    }
+
+    #[test]
+    fn long_headers_and_many_header_lines_are_refused() {
+        let mut scan = HeadScan::default();
+        scan.feed(b"GET / HTTP/1.1\r\nx: ");
+        let value = vec![b'v'; limits::HEAD_BYTES_MAX];
+        assert!(matches!(scan.feed(&value), Some((Refusal::HeadBytes, _))));
+
+        let mut scan = HeadScan::default();
+        scan.feed(b"GET / HTTP/1.1\r\n");
+        for _ in 0..limits::HEADER_LINES_MAX {
+            assert_eq!(scan.feed(b"a: b\r\n"), None);
+        }
+        assert_eq!(scan.feed(b"a: b\r\n"), Some((Refusal::HeaderLines, 6)));
+    }
+
+    #[test]
+    fn skip_finds_the_end_of_a_refused_head() {
+        let mut scan = HeadScan::default();
+        assert!(!scan.skip(b"GET /aaaa"));
+        assert!(!scan.skip(b"aaa HTTP/1.1\r\nhost: x\r\n\r"));
+        assert!(scan.skip(b"\n"));
+    }
+}
