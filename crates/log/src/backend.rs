@@ -173,6 +173,13 @@ pub trait LogStream: Send + Sync + std::fmt::Debug {
     /// [`crate::LogError::UnknownPartition`].
     fn partition(&self, partition: u32) -> Result<&dyn LogPartition>;
 
+    /// Every partition, in order (`partition(0)..partition(partition_count() - 1)`).
+    fn partitions(&self) -> Vec<&dyn LogPartition> {
+        (0..self.partition_count())
+            .filter_map(|p| self.partition(p).ok())
+            .collect()
+    }
+
     /// Appends records to their partitions (keyed by `xxh3_64(key) % partitions`; the unkeyed
     /// ones of a call to one round-robin partition), one atomic batch per partition; may wait
     /// for room in a full queue. Every record is checked before anything is queued.

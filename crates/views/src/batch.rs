@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
-use logbook_log::{Partition, StoredRecord, Stream};
+use logbook_log::{LogPartition, LogStream, StoredRecord};
 use serde_json::Value;
 
 use crate::error::Result;
@@ -64,7 +64,7 @@ pub struct Sources {
 impl Sources {
     /// The shared reader of `stream` (the same one for every version over this stream
     /// incarnation while any of them is alive).
-    pub fn get(&self, stream: &Arc<Stream>) -> Arc<Source> {
+    pub fn get(&self, stream: &Arc<dyn LogStream>) -> Arc<Source> {
         let mut list = lock(&self.list);
         list.retain(|w| w.strong_count() > 0);
         if let Some(s) = list
@@ -89,7 +89,7 @@ impl Sources {
 /// The shared reader of one source stream.
 #[derive(Debug)]
 pub struct Source {
-    stream: Arc<Stream>,
+    stream: Arc<dyn LogStream>,
     /// The registered versions.
     readers: Mutex<Vec<Reader>>,
     /// Per partition, the most recent batches (newest last).
@@ -184,7 +184,7 @@ impl Source {
         &self,
         id: u64,
         p: u32,
-        part: &Partition,
+        part: &dyn LogPartition,
         from: u64,
         limit: u64,
         members: Option<&[String]>,
@@ -244,7 +244,7 @@ impl Source {
         result
     }
 
-    fn load(&self, part: &Partition, from: u64, limit: u64) -> Result<Arc<Batch>> {
+    fn load(&self, part: &dyn LogPartition, from: u64, limit: u64) -> Result<Arc<Batch>> {
         let mut records = part.read(from, APPLY_BATCH_RECORDS, APPLY_BATCH_BYTES)?;
         let keep = records.partition_point(|r| r.offset < limit);
         records.truncate(keep);

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use logbook_log::{Log, LogError};
+use logbook_log::{LogBackend, LogError};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -193,7 +193,7 @@ struct State {
 
 /// The views of one data directory. See the module docs.
 pub struct Views {
-    log: Arc<Log>,
+    log: Arc<dyn LogBackend>,
     store: Arc<dyn StateStore>,
     catalog_space: Arc<dyn Space>,
     /// One shared reader per source stream (crate::batch).
@@ -252,7 +252,7 @@ impl Views {
     ///
     /// # Errors
     /// [`ViewError::Store`], [`ViewError::Corrupt`] (catalog of another format).
-    pub fn open(log: Arc<Log>, dir: &Path) -> Result<Views> {
+    pub fn open(log: Arc<dyn LogBackend>, dir: &Path) -> Result<Views> {
         Views::open_with_config(log, dir, ViewsConfig::default())
     }
 
@@ -260,7 +260,11 @@ impl Views {
     ///
     /// # Errors
     /// As [`Views::open`].
-    pub fn open_with_config(log: Arc<Log>, dir: &Path, config: ViewsConfig) -> Result<Views> {
+    pub fn open_with_config(
+        log: Arc<dyn LogBackend>,
+        dir: &Path,
+        config: ViewsConfig,
+    ) -> Result<Views> {
         Views::open_inner(log, Arc::new(FjallStore::open(dir)?), config)
     }
 
@@ -268,7 +272,7 @@ impl Views {
     ///
     /// # Errors
     /// As [`Views::open`].
-    pub fn open_with_store(log: Arc<Log>, store: Arc<dyn StateStore>) -> Result<Views> {
+    pub fn open_with_store(log: Arc<dyn LogBackend>, store: Arc<dyn StateStore>) -> Result<Views> {
         Views::open_inner(log, store, ViewsConfig::default())
     }
 
@@ -277,14 +281,18 @@ impl Views {
     /// # Errors
     /// As [`Views::open`].
     pub fn open_with_store_config(
-        log: Arc<Log>,
+        log: Arc<dyn LogBackend>,
         store: Arc<dyn StateStore>,
         config: ViewsConfig,
     ) -> Result<Views> {
         Views::open_inner(log, store, config)
     }
 
-    fn open_inner(log: Arc<Log>, store: Arc<dyn StateStore>, config: ViewsConfig) -> Result<Views> {
+    fn open_inner(
+        log: Arc<dyn LogBackend>,
+        store: Arc<dyn StateStore>,
+        config: ViewsConfig,
+    ) -> Result<Views> {
         let catalog_space = store.open_space(CATALOG_SPACE)?;
         let catalog = match catalog_space.get(CATALOG_KEY)? {
             Some(b) => {

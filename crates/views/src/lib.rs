@@ -22,7 +22,7 @@
 //!     .append_batch(vec![Record::keyed("f1", r#"{"carrier":"UA"}"#)])?
 //!     .wait()?;
 //! // Read your write: wait (≤ 1 s) until the view has applied it.
-//! let token = ConsistencyToken::from_positions(&flights, &positions).encode()?;
+//! let token = ConsistencyToken::from_positions(&*flights, &positions).encode()?;
 //! let read = views.get("by_carrier", "UA", &ReadOptions { token: Some(token), timeout_ms: 1000 })?;
 //! assert_eq!(read.rows[0].value["n"], 1);
 //! # Ok(()) }

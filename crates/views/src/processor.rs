@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use logbook_log::{Log, Stream};
+use logbook_log::{LogBackend, LogStream};
 
 use crate::apply::{StateCache, Txn, apply};
 use crate::batch::Source;
@@ -74,14 +74,14 @@ pub struct Version {
     /// Stop without the final checkpoint (tests: a crash between checkpoints).
     abandon: AtomicBool,
     /// The source stream.
-    pub stream: Arc<Stream>,
+    pub stream: Arc<dyn LogStream>,
     /// Published applied offset per partition (next offset to apply).
     pub applied: Vec<AtomicU64>,
     /// Sum of applied offsets when the processors started (for the rate).
     pub applied_at_start: u64,
     /// When the processors started (status only: rate and ETA; never state).
     pub started: Instant,
-    log: Arc<Log>,
+    log: Arc<dyn LogBackend>,
     source: Arc<Source>,
     stop: AtomicBool,
     dropped: AtomicBool,
@@ -124,8 +124,8 @@ impl Version {
         view: String,
         plan: Arc<Plan>,
         space: Arc<dyn Space>,
-        stream: Arc<Stream>,
-        log: Arc<Log>,
+        stream: Arc<dyn LogStream>,
+        log: Arc<dyn LogBackend>,
         source: Arc<Source>,
         config: ViewsConfig,
     ) -> Result<Version> {

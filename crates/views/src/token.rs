@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use logbook_log::{Position, Stream};
+use logbook_log::{LogStream, Position};
 
 use crate::error::{Result, ViewError};
 use crate::limits::TOKEN_BYTES_MAX;
@@ -36,7 +36,7 @@ pub struct ConsistencyToken {
 
 impl ConsistencyToken {
     /// The token of appends to `stream` that landed at `positions`.
-    pub fn from_positions(stream: &Stream, positions: &[Position]) -> ConsistencyToken {
+    pub fn from_positions(stream: &dyn LogStream, positions: &[Position]) -> ConsistencyToken {
         let mut sp = StreamPositions {
             incarnation: stream.incarnation(),
             offsets: BTreeMap::new(),

@@ -101,7 +101,7 @@ fn reads_with_a_token_see_the_write() {
             .unwrap()
             .wait()
             .unwrap();
-        let token = ConsistencyToken::from_positions(&stream, &positions)
+        let token = ConsistencyToken::from_positions(&*stream, &positions)
             .encode()
             .unwrap();
         let r = views
@@ -120,7 +120,7 @@ fn reads_with_a_token_see_the_write() {
     }
     // A token of a future offset times out with the named error.
     let mut t = ConsistencyToken::from_positions(
-        &stream,
+        &*stream,
         &[logbook_log::Position {
             partition: 0,
             offset: 1_000_000,

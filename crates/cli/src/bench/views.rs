@@ -232,7 +232,7 @@ pub fn run(args: &ViewsBenchArgs) -> anyhow::Result<()> {
         for append in arx {
             let positions = append.wait()?;
             let acked = Instant::now();
-            let token = ConsistencyToken::from_positions(&acker_stream, &positions).encode()?;
+            let token = ConsistencyToken::from_positions(&*acker_stream, &positions).encode()?;
             if tx.send((acked, token)).is_err() {
                 break;
             }

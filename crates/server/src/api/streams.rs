@@ -307,7 +307,7 @@ pub async fn append(
     } else {
         metrics.records_appended.inc_by(n);
     }
-    let token = ConsistencyToken::from_positions(&stream, &positions)
+    let token = ConsistencyToken::from_positions(&*stream, &positions)
         .encode()
         .ok();
     let status = if duplicate {

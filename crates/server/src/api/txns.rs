@@ -490,7 +490,7 @@ pub(super) fn committed_response(
                 partition: 0,
                 offset,
             }];
-            ConsistencyToken::from_positions(&stream, &written)
+            ConsistencyToken::from_positions(&*stream, &written)
                 .encode()
                 .ok()
         }
