@@ -30,7 +30,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use logbook_log::{FsyncPolicy, Log, LogError, Record, RequestId, Stream, StreamConfig};
+use logbook_log::{
+    AppendCondition, FsyncPolicy, LogBackend, LogError, LogPartition, LogStream, Record, RequestId,
+    StreamConfig,
+};
 
 use crate::certifier::{Certifier, Footprint, WriteClass, in_range};
 use crate::error::{Result, TxnError, show_key};
@@ -258,7 +261,7 @@ pub(crate) struct CommitState {
 /// ```
 #[derive(Debug)]
 pub struct TxnStore {
-    stream: Arc<Stream>,
+    stream: Arc<dyn LogStream>,
     options: TxnStoreOptions,
     table: RwLock<Table>,
     state: Mutex<CommitState>,
@@ -279,7 +282,7 @@ impl TxnStore {
     /// [`TxnError::CommitStream`] if the stream exists with more than one partition or has
     /// lost its first records to retention; [`TxnError::Corrupt`] if a record is not a
     /// commit record; [`TxnError::Log`] for log failures.
-    pub fn open(log: &Log, options: TxnStoreOptions) -> Result<Arc<TxnStore>> {
+    pub fn open(log: &dyn LogBackend, options: TxnStoreOptions) -> Result<Arc<TxnStore>> {
         let stream = match log.stream(&options.stream) {
             Ok(s) => s,
             Err(LogError::UnknownStream { .. }) => {
@@ -452,9 +455,17 @@ impl TxnStore {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    /// The commit stream's one partition.
+    fn partition(&self) -> &dyn LogPartition {
+        match self.stream.partition(0) {
+            Ok(p) => p,
+            Err(e) => unreachable!("open checked the commit stream has one partition: {e}"),
+        }
+    }
+
     /// Commits durable in the commit stream: offsets `0..durable_end()`.
     pub fn durable_end(&self) -> u64 {
-        self.stream.partitions()[0].end_offset()
+        self.partition().end_offset()
     }
 
     /// Reads and decodes the commit record at `offset`.
@@ -462,7 +473,7 @@ impl TxnStore {
     /// # Errors
     /// [`TxnError::Log`] if it is not (yet) in the log; [`TxnError::Corrupt`].
     pub fn commit_record(&self, offset: u64) -> Result<CommitRecord> {
-        let recs = self.stream.partitions()[0].read(offset, 1, 1)?;
+        let recs = self.partition().read(offset, 1, 1)?;
         let rec = recs.first().ok_or(TxnError::Corrupt {
             offset,
             reason: "no record at this offset".into(),
@@ -573,7 +584,7 @@ impl TxnStore {
     /// Waits until the commit at `offset` is durable (early lock release: nobody observes a
     /// commit a crash could undo).
     pub(crate) fn wait_durable(&self, offset: u64) -> Result<()> {
-        let partition = &self.stream.partitions()[0];
+        let partition = self.partition();
         if partition.end_offset() > offset {
             return Ok(());
         }
@@ -797,12 +808,19 @@ impl TxnStore {
         } = meta;
         let mut foreign = None;
         let ok = match &result {
-            Ok(ack) if ack.base_offset == offset => true,
             Ok(ack) => {
-                // Someone else appended to the commit stream: the table no longer matches
-                // it. Refuse everything; reopening names the foreign record.
+                assert_eq!(
+                    ack.base_offset, offset,
+                    "the log stored a commit away from its expected end offset"
+                );
+                true
+            }
+            Err(LogError::EndOffsetMismatch { actual, .. }) => {
+                // Someone else appended to the commit stream, so this commit was not
+                // stored, yet the table already holds it (early lock release). Refuse
+                // everything; reopening names the foreign record.
                 self.poisoned.store(true, Ordering::Release);
-                foreign = Some(ack.base_offset);
+                foreign = Some(*actual);
                 false
             }
             Err(_) => {
@@ -830,16 +848,16 @@ impl TxnStore {
             *lock(&pending.result) = Some(ok.then_some(offset));
             pending.settled.notify_all();
         }
-        result?;
-        if let Some(at) = foreign {
+        if let Some(end) = foreign {
             return Err(TxnError::CommitStream {
                 stream: self.options.stream.clone(),
                 reason: format!(
-                    "another writer appended to it: this commit landed at offset {at}, not {offset}; \
-                     the store is poisoned until reopened"
+                    "another writer appended to it: it ends at offset {end}, not {offset}, so this \
+                     commit was not stored; the store is poisoned until reopened"
                 ),
             });
         }
+        result?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(CommitOutcome {
             offset: Some(offset),
@@ -872,7 +890,12 @@ impl TxnStore {
             }
         };
         let offset = state.next_offset;
-        let completion = match self.stream.append_to(0, &[Record::new(resolved.bytes)]) {
+        // The commit goes where the store expects its offset or nowhere: a record another
+        // writer put in the stream is refused at storage, not discovered afterwards.
+        let completion = match self.partition().append_batch(
+            &[Record::new(resolved.bytes)],
+            AppendCondition::EndOffset(offset),
+        ) {
             Ok(c) => c,
             Err(e) => {
                 state.cert.finish(parts.id, certified.now_seq, None);

@@ -925,6 +925,37 @@ fn a_foreign_record_in_the_commit_stream_is_an_error_not_a_panic() {
     assert!(r.is_ok(), "the commit panicked");
 }
 
+/// The commit stream has one writer, the store: a commit that finds another writer's record
+/// at the end it expected is refused by the log itself (an expected-end precondition), so
+/// it is not stored behind the foreign record. Before the precondition it was stored and
+/// only reported afterwards.
+#[test]
+fn a_commit_after_a_foreign_record_is_refused_at_storage_and_not_stored() {
+    let sim = SimStorage::new();
+    let (log, store) = open_sim(&sim, TxnStoreOptions::default());
+    put(&store, "k", "v");
+    let commits = log.stream("_txn").unwrap();
+    commits
+        .append_to(0, &[Record::new(b"not a commit".to_vec())])
+        .unwrap()
+        .wait()
+        .unwrap();
+    let mut t = store.begin(ser()).unwrap();
+    t.put(b"k", b"w").unwrap();
+    match t.commit() {
+        Err(TxnError::CommitStream { reason, .. }) => {
+            assert!(reason.contains("not stored"), "{reason}");
+        }
+        other => panic!("expected a commit-stream error, got {other:?}"),
+    }
+    assert_eq!(
+        commits.partition(0).unwrap().end_offset(),
+        2,
+        "the first commit and the foreign record only"
+    );
+    assert!(store.is_poisoned());
+}
+
 #[test]
 fn a_committed_lock_without_a_write_does_not_abort_later_writers() {
     let sim = SimStorage::new();

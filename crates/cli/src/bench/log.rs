@@ -69,8 +69,8 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logbook_log::{
-    AppendCompletion, FsyncPolicy, Log, PartitionStats, Record, RequestId, Stream, StreamConfig,
-    partition_for_key,
+    AppendCompletion, AppendCondition, FsyncPolicy, Log, LogStream, PartitionStats, Record,
+    RequestId, Stream, StreamConfig, partition_for_key,
 };
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -343,7 +343,7 @@ impl Pending {
 type InFlight = (Pending, Instant, bool, u64);
 
 fn producer(
-    stream: &Arc<Stream>,
+    stream: &Arc<dyn LogStream>,
     batches: &Batches,
     in_flight: usize,
     control: &Control,
@@ -386,13 +386,18 @@ fn producer(
             next = (next + 1) % batches.batches.len();
             let issued = Instant::now();
             let completion = match request_ids {
-                None => Pending::Plain(stream.partitions()[*partition as usize].append(records)?),
+                // Through the LogBackend seam, as views, transactions and the server append.
+                None => Pending::Plain(
+                    stream
+                        .partition(*partition)?
+                        .append_batch(records, AppendCondition::Always)?,
+                ),
                 Some(producer) => {
                     // A client builds its records for each request; the id path takes them
                     // by value (it adds the request-id headers), so the clone is its cost.
                     request_counter += 1;
                     let id = RequestId::new(format!("bench-{producer}-{request_counter}"))?;
-                    Pending::WithId(stream.append_with_id(&id, None, records.clone())?)
+                    Pending::WithId(stream.clone().append_with_id(&id, None, records.clone())?)
                 }
             };
             queue.push_back((completion, issued, measured, records.len() as u64));
@@ -447,7 +452,7 @@ fn run_slices(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<Measured> {
     let mut handles = Vec::with_capacity(args.producers);
     for i in 0..args.producers {
         let batches = build_batches(args, i, &value);
-        let stream = stream.clone();
+        let stream: Arc<dyn LogStream> = stream.clone();
         let control = control.clone();
         let start = start.clone();
         let in_flight = args.in_flight;
