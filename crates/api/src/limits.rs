@@ -8,10 +8,12 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Most records in one `POST /v1/streams/{stream}/records` (10,000). More: 413
 /// `batch_too_many_records`.
 pub const BATCH_RECORDS_MAX: usize = 10_000;
-/// Default and largest `limit` of a record read.
+/// Default `limit` of a record read (100; at most [`READ_RECORDS_MAX`]).
 pub const READ_RECORDS_DEFAULT: usize = 100;
 /// Largest `limit` of a record read.
 pub const READ_RECORDS_MAX: usize = 1000;
+/// Most partitions of a stream (256); a stream has 1..=256.
+pub const PARTITIONS_MAX: u32 = 256;
 /// Longest `wait_ms` of a record read (long poll), in ms (30 s).
 pub const READ_WAIT_MS_MAX: u64 = 30_000;
 /// Default `limit` of a key-value scan.

@@ -12,7 +12,11 @@ use serde_json::value::RawValue;
 #[serde(deny_unknown_fields)]
 pub struct CreateStream {
     /// Partitions, 1..=256. Default 1. Fixed for the stream's life.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "partitions"
+    )]
     pub partitions: Option<u32>,
     /// `always` (default: acknowledged after fdatasync), `never`, or `interval:<ms>`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -20,6 +24,33 @@ pub struct CreateStream {
     /// Segment size in bytes before rolling. Default 128 MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segment_bytes_max: Option<u64>,
+}
+
+/// `partitions` as an integer, its errors naming the API's range (1..=256) instead of
+/// `u32`'s; the range itself is the server's to check (400 `invalid_stream_config`).
+fn partitions<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+    struct Partitions;
+    impl Visitor<'_> for Partitions {
+        type Value = Option<u32>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "an integer from 1 to {}", crate::limits::PARTITIONS_MAX)
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            u32::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            u32::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Partitions)
 }
 
 /// A stream's settings and extent.

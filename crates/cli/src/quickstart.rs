@@ -131,7 +131,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let server = runtime
         .block_on(Server::bind(config))
-        .map_err(|e| bind_error(e, &args.listen))?;
+        .map_err(|e| crate::serve::bind_error(e, &args.listen))?;
     let addr = server.local_addr().context("reading the bound address")?;
 
     // The server stops on Ctrl-C / SIGTERM, or when this thread is done (--exit).
@@ -203,6 +203,19 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
 }
 
 /// An address a client can connect to: the loopback address in place of "any".
+/// Where a restarted server (`logbook serve`) listens after `--listen LISTEN`, as a base URL,
+/// and the `--listen` flag that restart needs: none for the default or a port-0 listen (the
+/// default address, since a port-0 run's port is gone with it).
+fn restart_address(listen: &str) -> (String, String) {
+    const DEFAULT: &str = "127.0.0.1:7700";
+    let parsed = listen.parse::<SocketAddr>().ok();
+    if listen == DEFAULT || parsed.is_some_and(|a| a.port() == 0) {
+        return (format!("http://{DEFAULT}"), String::new());
+    }
+    let host = parsed.map_or_else(|| listen.to_string(), |a| reachable(a).to_string());
+    (format!("http://{host}"), format!(" --listen {listen}"))
+}
+
 fn reachable(addr: SocketAddr) -> SocketAddr {
     let mut a = addr;
     if a.ip().is_unspecified() {
@@ -212,19 +225,6 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
         });
     }
     a
-}
-
-fn bind_error(e: ServerError, listen: &str) -> anyhow::Error {
-    match &e {
-        ServerError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
-            anyhow!(
-                "cannot listen on {listen}: the address is in use (another `logbook serve` or \
-             quickstart running?). Stop it, or pass --listen HOST:PORT (e.g. --listen 127.0.0.1:7701, \
-             or --listen 127.0.0.1:0 for any free port)"
-            )
-        }
-        _ => anyhow!(e).context("starting the server (--listen)"),
-    }
 }
 
 /// Waits until the server has opened the data directory (health 200).
@@ -742,7 +742,6 @@ fn read_latency(client: &Client) -> anyhow::Result<ReadsReport> {
 }
 
 fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<()> {
-    let base = &r.server;
     outln!();
     outln!("4. Look at the data");
     outln!("   delay_by_carrier — departure delays of the five busiest carriers:");
@@ -822,11 +821,18 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
         }
     );
     outln!();
+    // With --exit the server is gone: the commands name the address the suggested restart
+    // listens on, not the port this run happened to get.
+    let (base, listen_flag) = if args.exit {
+        restart_address(&args.listen)
+    } else {
+        (r.server.clone(), String::new())
+    };
+    let base = &base;
     if args.exit {
-        // The server is gone by now: the commands below need one running.
         outln!(
-            "Try it: the server has shut down (--exit); run `logbook quickstart` (without --exit) or \
-             `logbook serve{}` first, then:",
+            "Try it: the server has shut down (--exit); run `logbook quickstart{listen_flag}` \
+             (without --exit) or `logbook serve{listen_flag}{}` first, then:",
             if args.data.data_dir == Path::new("./data") {
                 String::new()
             } else {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use logbook_server::{ConfigLayer, Server, limits};
+use logbook_server::{ConfigLayer, Server, ServerError, limits};
 
 /// Options of `logbook serve`.
 #[derive(Debug, clap::Args)]
@@ -63,8 +63,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("logbook-http")
         .build()
         .context("starting the async runtime")?;
+    let listen = config.listen.clone();
     runtime.block_on(async {
-        let server = Server::bind(config).await?;
+        let server = Server::bind(config)
+            .await
+            .map_err(|e| bind_error(e, &listen))?;
         let addr = server.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "listening");
         let mut out = std::io::stdout().lock();
@@ -75,6 +78,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     Ok(())
+}
+
+/// An error of `Server::bind` in the user's terms: an address in use says which and what
+/// to do (`--listen`, which `serve` and `quickstart` share); others as they are.
+pub(crate) fn bind_error(e: ServerError, listen: &str) -> anyhow::Error {
+    match &e {
+        ServerError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+            anyhow::anyhow!(
+                "cannot listen on {listen}: the address is in use (another `logbook serve` or \
+                 quickstart running?). Stop it, or pass --listen HOST:PORT (e.g. --listen \
+                 127.0.0.1:7701, or --listen 127.0.0.1:0 for any free port)"
+            )
+        }
+        ServerError::Bind { .. } => anyhow::anyhow!(e).context("starting the server (--listen)"),
+        _ => anyhow::anyhow!(e),
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

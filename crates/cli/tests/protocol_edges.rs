@@ -1,7 +1,9 @@
-//! Issue 11's last protocol edges through the real binary, spoken in raw HTTP/1.1 (clients
+//! Issue 11's last items through the real binary, mostly spoken in raw HTTP/1.1 (clients
 //! refuse to send most of these requests): request heads over the limits on any request of
 //! a connection, a path segment that is not UTF-8, a repeated `Idempotency-Key`, a key-value
-//! read waiting for a token at shutdown, and the connection limit.
+//! read waiting for a token at shutdown, the connection limit; and the review's findings: the
+//! partition count's range in errors, `serve` on a busy port, `quickstart --exit`'s URLs, the
+//! README's stream commands as pasted.
 //!
 //! `LOGBOOK_TEST_BIN=/path/to/logbook` runs these tests against another build (say the
 //! previous main, to see them fail there).
@@ -378,4 +380,113 @@ fn a_connection_over_the_limit_is_answered_503_as_a_problem() {
         assert!(Instant::now() < deadline, "the permit never came back");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_bad_partition_count_names_the_apis_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    for body in [r#"{"partitions":"x"}"#, r#"{"partitions":5000000000}"#] {
+        let answer = node.request("PUT", "/v1/streams/s", &[], body);
+        answer.assert_problem(400, "invalid_json");
+        assert_eq!(answer.json()["field"], "partitions", "{answer:?}");
+        let detail = answer.json()["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains("an integer from 1 to 256"), "{detail}");
+        assert!(!detail.contains("4294967295"), "{detail}");
+    }
+    // In range for the type but not for a stream: the server's own check.
+    let answer = node.request("PUT", "/v1/streams/s", &[], r#"{"partitions":0}"#);
+    answer.assert_problem(400, "invalid_stream_config");
+}
+
+#[test]
+fn serve_on_a_busy_port_says_which_address_and_what_to_do() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("LOGBOOK_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert!(stderr.contains("the address is in use"), "{stderr}");
+    assert!(stderr.contains("--listen 127.0.0.1:0"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
+
+#[test]
+fn quickstart_exit_points_at_the_server_it_says_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(bin())
+        .args([
+            "quickstart",
+            "--exit",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("LOGBOOK_SERVER")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let try_it = &stdout[stdout.find("Try it").unwrap()..];
+    assert!(try_it.contains("`logbook serve --data-dir "), "{try_it}");
+    // Every URL names the address that server listens on (the default), not this run's
+    // port, gone with it.
+    let urls: Vec<&str> = try_it
+        .split_whitespace()
+        .filter(|w| w.contains("http://"))
+        .collect();
+    assert!(!urls.is_empty(), "{try_it}");
+    for url in urls {
+        assert!(url.contains("http://127.0.0.1:7700/"), "{url} in {try_it}");
+    }
+}
+
+#[test]
+fn the_readmes_stream_commands_run_as_pasted() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with("logbook stream create orders"))
+        .unwrap();
+    let last = lines
+        .iter()
+        .position(|l| l.starts_with("logbook stream tail orders") && l.contains("--from 0"))
+        .unwrap();
+    let script = lines[first..=last].join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(format!(
+            "logbook() {{ \"$LOGBOOK_BIN\" \"$@\"; }}\n{script}"
+        ))
+        .env("LOGBOOK_BIN", bin())
+        .env("LOGBOOK_SERVER", format!("http://{}", node.addr))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script}\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The tail shows the records the README appended (customer-7's partition).
+    let tail = stdout.lines().filter(|l| l.contains("customer-7")).count();
+    assert!(tail >= 3, "{script}\n{stdout}");
 }

@@ -13,7 +13,8 @@
 ///   append refused, nothing stored;
 /// * **configuration** ([`StreamSettingsDiffer`](Self::StreamSettingsDiffer),
 ///   [`StreamNotFound`](Self::StreamNotFound), [`Connect`](Self::Connect));
-/// * **data** ([`CorruptBatch`](Self::CorruptBatch)) and anything else the server answers
+/// * **data** ([`CorruptBatch`](Self::CorruptBatch),
+///   [`SequenceBeyondOffsets`](Self::SequenceBeyondOffsets)) and anything else the server answers
 ///   ([`Api`](Self::Api)).
 #[derive(Debug, thiserror::Error)]
 pub enum JetStreamError {
@@ -113,6 +114,21 @@ pub enum JetStreamError {
         sequence: u64,
         /// What is wrong with it.
         defect: String,
+    },
+    /// A message's stream sequence is beyond [`crate::limits::SEQUENCE_MAX`]: its records
+    /// would have offsets past `u64`. An append that hears this was stored, but its records
+    /// cannot be named; the partition takes no more (move to a new stream).
+    #[error(
+        "JetStream stream {stream} reached sequence {sequence}, beyond the {max} whose offsets \
+         fit in 64 bits; its records cannot be given offsets (move to a new stream)"
+    )]
+    SequenceBeyondOffsets {
+        /// JetStream stream name.
+        stream: String,
+        /// The sequence.
+        sequence: u64,
+        /// [`crate::limits::SEQUENCE_MAX`].
+        max: u64,
     },
     /// Any other answer from the server, with its JetStream error code when it gave one.
     #[error("JetStream API error on {stream} (code {code}): {detail}")]

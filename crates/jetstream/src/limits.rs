@@ -10,6 +10,11 @@ pub const INDEX_BITS: u32 = 16;
 /// of [`INDEX_BITS`]. Lower than the embedded log's `BATCH_RECORDS_MAX`; larger batches are
 /// refused with [`crate::JetStreamError::BatchTooManyRecords`].
 pub const MESSAGE_RECORDS_MAX: u32 = 1 << INDEX_BITS;
+/// Highest JetStream sequence a partition's offsets can name: 2^48 − 1, so that every
+/// offset and the end offset (`sequence · 2^16`) fit in a `u64`. A message acknowledged or
+/// read beyond it is refused with [`crate::JetStreamError::SequenceBeyondOffsets`] instead of
+/// an offset that wrapped around.
+pub const SEQUENCE_MAX: u64 = (1 << (64 - INDEX_BITS)) - 1;
 /// Replicas of a partition's JetStream stream unless configured otherwise (R3: one server of
 /// three may be lost).
 pub const REPLICAS_DEFAULT: u32 = 3;
@@ -32,6 +37,9 @@ pub const NATS_MAX_PAYLOAD_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
 const _: () = assert!(MESSAGE_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX);
 const _: () = assert!(REPLICAS_DEFAULT >= 1 && REPLICAS_DEFAULT <= REPLICAS_MAX);
 const _: () = assert!(MAX_PAYLOAD_BYTES_FOR_LARGEST_BATCH <= NATS_MAX_PAYLOAD_BYTES_LIMIT);
-// Sequences are u64 starting at 1; (sequence − 1) << INDEX_BITS must not overflow for any
-// sequence a stream can reach in practice (2^48 messages).
+// Sequences are u64 starting at 1; up to SEQUENCE_MAX, `sequence << INDEX_BITS` (the end
+// offset, above every offset of the message) fits in a u64 — and 2^48 messages is far beyond
+// what a stream reaches in practice.
 const _: () = assert!(INDEX_BITS < 64 - 40);
+const _: () = assert!(SEQUENCE_MAX.checked_shl(INDEX_BITS).is_some());
+const _: () = assert!((SEQUENCE_MAX << INDEX_BITS) >> INDEX_BITS == SEQUENCE_MAX);

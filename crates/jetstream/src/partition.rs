@@ -150,6 +150,7 @@ impl JetStreamPartition {
     /// Nothing stored: [`JetStreamError::BatchTooManyRecords`],
     /// [`JetStreamError::BatchTooLarge`], [`JetStreamError::InvalidArgument`] (message id),
     /// [`JetStreamError::WrongLastSequence`], [`JetStreamError::Unavailable`] (retryable).
+    /// Stored, but without offsets: [`JetStreamError::SequenceBeyondOffsets`].
     /// Outcome unknown: [`JetStreamError::OutcomeUnknown`] — retry with the same message id.
     pub async fn append(&self, batch: &EncodedBatch, options: &AppendOptions) -> Result<Appended> {
         if batch.record_count() > MESSAGE_RECORDS_MAX {
@@ -206,10 +207,16 @@ impl JetStreamPartition {
                 ),
             });
         }
+        let (Some(base_offset), Some(next_offset)) = (
+            offset::offset_of(ack.sequence, 0),
+            offset::end_offset(ack.sequence),
+        ) else {
+            return Err(self.beyond_offsets(ack.sequence));
+        };
         Ok(Appended {
             sequence: ack.sequence,
-            base_offset: offset::offset_of(ack.sequence, 0),
-            next_offset: offset::end_offset(ack.sequence),
+            base_offset,
+            next_offset,
             duplicate: ack.duplicate,
         })
     }
@@ -262,7 +269,8 @@ impl JetStreamPartition {
     ///
     /// # Errors
     /// [`JetStreamError::CorruptBatch`] naming the message; [`JetStreamError::Unavailable`]
-    /// (retryable); [`JetStreamError::InvalidArgument`] for `max_records` 0.
+    /// (retryable); [`JetStreamError::InvalidArgument`] for `max_records` 0;
+    /// [`JetStreamError::SequenceBeyondOffsets`] for a message past the offset range.
     pub async fn read(&self, from_offset: u64, max_records: usize) -> Result<Vec<StoredRecord>> {
         if max_records == 0 {
             return Err(JetStreamError::InvalidArgument {
@@ -379,7 +387,8 @@ impl JetStreamPartition {
             return Err(corrupt(format!("{} records", header.record_count)));
         }
         for (index, record) in records.iter_mut().enumerate() {
-            record.offset = offset::offset_of(message.seq, index as u32);
+            record.offset = offset::offset_of(message.seq, index as u32)
+                .ok_or_else(|| self.beyond_offsets(message.seq))?;
         }
         Ok(records)
     }
@@ -388,9 +397,20 @@ impl JetStreamPartition {
     /// (`last_sequence · 2^16`). Every acknowledged record has a lower offset.
     ///
     /// # Errors
-    /// [`JetStreamError::Unavailable`] (retryable), [`JetStreamError::Api`].
+    /// [`JetStreamError::Unavailable`] (retryable), [`JetStreamError::Api`],
+    /// [`JetStreamError::SequenceBeyondOffsets`].
     pub async fn end_offset(&self) -> Result<u64> {
-        Ok(offset::end_offset(self.state().await?.last_sequence))
+        let last = self.state().await?.last_sequence;
+        offset::end_offset(last).ok_or_else(|| self.beyond_offsets(last))
+    }
+
+    /// The error for a sequence whose records have no offsets.
+    fn beyond_offsets(&self, sequence: u64) -> JetStreamError {
+        JetStreamError::SequenceBeyondOffsets {
+            stream: self.stream.clone(),
+            sequence,
+            max: crate::limits::SEQUENCE_MAX,
+        }
     }
 
     /// Waits until the end offset is above `offset` (a record at or after `offset` is

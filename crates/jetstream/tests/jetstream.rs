@@ -548,7 +548,7 @@ async fn kill_9_of_the_stream_leader_during_appends_loses_and_duplicates_nothing
     for (id, sequence) in &acked {
         assert_eq!(
             seen.get(id),
-            Some(&logbook_jetstream::offset::offset_of(*sequence, 0)),
+            logbook_jetstream::offset::offset_of(*sequence, 0).as_ref(),
             "acknowledged {id} present once, where its ack said"
         );
     }

@@ -71,6 +71,7 @@ pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);
 const _: () = assert!(BODY_BYTES_MAX <= log_limits::BATCH_BYTES_MAX as usize);
+const _: () = assert!(logbook_api::limits::PARTITIONS_MAX == log_limits::PARTITIONS_MAX);
 // A head within the contract's limits passes the head guard (the edge answers the rest);
 // hyper's buffer holds what the guard lets through plus one read from before the mark.
 const _: () =
