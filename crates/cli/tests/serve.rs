@@ -563,6 +563,52 @@ fn sigterm_under_load_keeps_every_acknowledged_append() {
     assert_eq!(node.terminate(), 0);
 }
 
+/// A transfer as a one-round-trip client makes it: read both balances at one snapshot,
+/// commit the new ones declaring the reads, with `Idempotency-Key: key`.
+fn one_shot_transfer(node: &Node, key: &str) -> (u16, Value) {
+    let (s, r) = node.call(
+        "POST",
+        "/v1/kv/read",
+        Some(json!({"keys": ["acct:a", "acct:b"]})),
+    );
+    assert_eq!(s, 200, "{r}");
+    let a = r["keys"][0]["value"].as_i64().unwrap();
+    let b = r["keys"][1]["value"].as_i64().unwrap();
+    let body = json!({
+        "snapshot": r["snapshot"],
+        "reads": [{"key": "acct:a", "version": r["keys"][0]["version"]},
+                  {"key": "acct:b", "version": r["keys"][1]["version"]}],
+        "writes": [{"op": "put", "key": "acct:a", "value": a - 10},
+                   {"op": "put", "key": "acct:b", "value": b + 10}],
+    });
+    node.call_with("POST", "/v1/commits", &[("Idempotency-Key", key)], body)
+}
+
+/// A one-shot commit whose answer was lost is retried (read and commit again, same
+/// `Idempotency-Key`) after the server was killed and restarted: the original commit is
+/// returned, applied once.
+#[test]
+fn a_one_shot_commit_retried_across_a_restart_returns_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &[]);
+    let setup = json!({"writes": [{"op": "put", "key": "acct:a", "value": 100},
+                                  {"op": "put", "key": "acct:b", "value": 0}]});
+    let (s, b) = node.call("POST", "/v1/commits", Some(setup));
+    assert_eq!(s, 200, "{b}");
+    let (s, original) = one_shot_transfer(&node, "transfer-7");
+    assert_eq!(s, 200, "{original}");
+    drop(node); // SIGKILL: the client never heard the answer
+    let node = Node::start(&data, &[]);
+    let (s, retry) = one_shot_transfer(&node, "transfer-7");
+    assert_eq!(s, 200, "{retry}");
+    assert_eq!(retry["duplicate"], true, "{retry}");
+    assert_eq!(retry["offset"], original["offset"]);
+    let (_, a) = node.call("GET", "/v1/kv/acct:a", None);
+    assert_eq!(a["value"], 90, "applied once");
+    assert_eq!(node.terminate(), 0);
+}
+
 /// Views over HTTP: a write's token makes the next view read see it; a bad spec names the
 /// field; an unknown view or key is a 404 problem; rebuild, switch, list, status and drop.
 #[test]
