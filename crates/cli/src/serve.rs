@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish at shutdown, in ms. Default 30000.
     #[arg(long, env = "LOGBOOK_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// How many commits back a one-shot read or commit request may name its snapshot
+    /// (older: 409 snapshot_too_old). Default 10000.
+    #[arg(long, env = "LOGBOOK_SNAPSHOT_WINDOW_COMMITS")]
+    pub snapshot_window_commits: Option<u64>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -55,6 +59,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         open_txns_max: args.open_txns_max,
         txn_idle_timeout_ms: args.txn_idle_timeout_ms,
         shutdown_grace_ms: args.shutdown_grace_ms,
+        snapshot_window_commits: args.snapshot_window_commits,
     };
     let config = given.over(file).resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

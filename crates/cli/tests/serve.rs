@@ -609,6 +609,36 @@ fn a_one_shot_commit_retried_across_a_restart_returns_the_original() {
     assert_eq!(node.terminate(), 0);
 }
 
+/// `--snapshot-window-commits` bounds how far back a one-shot read may name its snapshot.
+#[test]
+fn a_snapshot_behind_the_configured_window_is_snapshot_too_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &["--snapshot-window-commits", "2"]);
+    for i in 0..4 {
+        let body = json!({"writes": [{"op": "put", "key": "k", "value": i}]});
+        let (s, b) = node.call("POST", "/v1/commits", Some(body));
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = node.call(
+        "POST",
+        "/v1/kv/read",
+        Some(json!({"keys": ["k"], "snapshot": 2})),
+    );
+    assert_eq!((s, b["keys"][0]["value"].as_i64()), (200, Some(1)), "{b}");
+    let (s, b) = node.call(
+        "POST",
+        "/v1/kv/read",
+        Some(json!({"keys": ["k"], "snapshot": 1})),
+    );
+    assert_eq!(
+        (s, b["code"].as_str(), b["retryable"].as_bool()),
+        (409, Some("snapshot_too_old"), Some(true)),
+        "{b}"
+    );
+    assert_eq!(node.terminate(), 0);
+}
+
 /// Views over HTTP: a write's token makes the next view read see it; a bad spec names the
 /// field; an unknown view or key is a 404 problem; rebuild, switch, list, status and drop.
 #[test]

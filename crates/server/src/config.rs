@@ -10,6 +10,7 @@
 //! open_txns_max = 1000
 //! txn_idle_timeout_ms = 30000
 //! shutdown_grace_ms = 30000
+//! snapshot_window_commits = 10000
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,13 @@ pub struct ServerConfig {
     /// Time in-flight requests get to finish at shutdown, in ms. Default
     /// [`limits::SHUTDOWN_GRACE_MS_DEFAULT`].
     pub shutdown_grace_ms: u64,
+    /// How far behind the newest commit, in commits, a one-shot read (`POST /v1/kv/read`)
+    /// or commit request (`POST /v1/commits`) may name its snapshot; older is 409
+    /// `snapshot_too_old`. The transaction store keeps the versions and certifier summaries
+    /// of that many commits. 0 keeps none (a one-shot read-modify-write then fails whenever
+    /// another commit lands between its read and its commit). Default
+    /// [`logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT`].
+    pub snapshot_window_commits: u64,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +57,7 @@ impl Default for ServerConfig {
             open_txns_max: limits::OPEN_TXNS_MAX_DEFAULT,
             txn_idle_timeout_ms: limits::TXN_IDLE_TIMEOUT_MS_DEFAULT,
             shutdown_grace_ms: limits::SHUTDOWN_GRACE_MS_DEFAULT,
+            snapshot_window_commits: logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
         }
     }
 }
@@ -71,6 +80,8 @@ pub struct ConfigLayer {
     pub txn_idle_timeout_ms: Option<u64>,
     /// See [`ServerConfig::shutdown_grace_ms`].
     pub shutdown_grace_ms: Option<u64>,
+    /// See [`ServerConfig::snapshot_window_commits`].
+    pub snapshot_window_commits: Option<u64>,
 }
 
 /// A configuration that cannot be used.
@@ -131,6 +142,9 @@ impl ConfigLayer {
             open_txns_max: self.open_txns_max.or(below.open_txns_max),
             txn_idle_timeout_ms: self.txn_idle_timeout_ms.or(below.txn_idle_timeout_ms),
             shutdown_grace_ms: self.shutdown_grace_ms.or(below.shutdown_grace_ms),
+            snapshot_window_commits: self
+                .snapshot_window_commits
+                .or(below.snapshot_window_commits),
         }
     }
 
@@ -148,6 +162,9 @@ impl ConfigLayer {
             open_txns_max: self.open_txns_max.unwrap_or(d.open_txns_max),
             txn_idle_timeout_ms: self.txn_idle_timeout_ms.unwrap_or(d.txn_idle_timeout_ms),
             shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(d.shutdown_grace_ms),
+            snapshot_window_commits: self
+                .snapshot_window_commits
+                .unwrap_or(d.snapshot_window_commits),
         };
         let positive = |field, v: u64| {
             if v == 0 {
@@ -188,8 +205,10 @@ mod tests {
 
     #[test]
     fn layers_and_defaults() {
-        let file: ConfigLayer =
-            toml::from_str("listen = \"0.0.0.0:1\"\nopen_txns_max = 5").unwrap();
+        let file: ConfigLayer = toml::from_str(
+            "listen = \"0.0.0.0:1\"\nopen_txns_max = 5\nsnapshot_window_commits = 50",
+        )
+        .unwrap();
         let flags = ConfigLayer {
             open_txns_max: Some(7),
             ..ConfigLayer::default()
@@ -197,6 +216,7 @@ mod tests {
         let c = flags.over(file).resolve().unwrap();
         assert_eq!(c.listen, "0.0.0.0:1");
         assert_eq!(c.open_txns_max, 7);
+        assert_eq!(c.snapshot_window_commits, 50);
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(toml::from_str::<ConfigLayer>("bogus = 1").is_err());
         let zero = ConfigLayer {

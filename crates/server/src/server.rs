@@ -341,6 +341,7 @@ fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
     let log = Log::open(&config.data_dir).map_err(|source| ServerError::OpenLog { dir, source })?;
     let options = TxnStoreOptions {
         open_txns_max: config.open_txns_max,
+        snapshot_window_commits: config.snapshot_window_commits,
         ..TxnStoreOptions::default()
     };
     let txns = TxnStore::open(&log, options).map_err(ServerError::OpenTxns)?;
