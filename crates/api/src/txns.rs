@@ -88,6 +88,10 @@ pub struct Row {
     pub value: Box<RawValue>,
     /// The `_txn` offset of the commit that wrote it; null for the transaction's own write.
     pub version: Option<u64>,
+    /// Reads outside a transaction: a consistency token of the commits this answer
+    /// reflected (at least). Absent in a transaction and on the rows of a scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Rows of a scan.
@@ -100,6 +104,10 @@ pub struct Rows {
     /// Absent when these are all the rows of the range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Scans outside a transaction: a consistency token of the commits this answer
+    /// reflected (at least).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// `PUT /v1/txns/{txn}/kv/{key}` body.

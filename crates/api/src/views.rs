@@ -119,6 +119,11 @@ pub struct ViewRow {
     pub offset: u64,
     /// Request id of that record, if it had one.
     pub request_id: Option<String>,
+    /// Point reads: a consistency token of the source positions this answer reflected
+    /// (the view's applied offsets); pass it (or merge it into a session) so a later read
+    /// never shows less. Absent on the rows of a scan (the scan's answer carries it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Rows of a range or of a list of keys.
@@ -129,6 +134,9 @@ pub struct ViewRows {
     pub rows: Vec<ViewRow>,
     /// Where the next page starts (pass it as `start`), if there is more.
     pub next: Option<String>,
+    /// A consistency token of the source positions this answer reflected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// `POST /v1/views/{view}/rebuild` body.

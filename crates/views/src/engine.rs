@@ -888,7 +888,8 @@ impl Views {
             .token
             .as_deref()
             .map(ConsistencyToken::decode)
-            .transpose()?;
+            .transpose()
+            .map_err(ViewError::from)?;
         let (v, shown) = {
             let mut st = self.lock();
             let e = Views::entry(&st, name)?;

@@ -10,7 +10,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use logbook_log::{Log, Record, StreamConfig};
-//! use logbook_views::{ConsistencyToken, ReadOptions, Views};
+//! use logbook_views::{ReadOptions, Views, token_of};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
 //! let log = Arc::new(Log::open(dir.path().join("data"))?);
@@ -22,7 +22,7 @@
 //!     .append_batch(vec![Record::keyed("f1", r#"{"carrier":"UA"}"#)])?
 //!     .wait()?;
 //! // Read your write: wait (≤ 1 s) until the view has applied it.
-//! let token = ConsistencyToken::from_positions(&*flights, &positions).encode()?;
+//! let token = token_of(&*flights, &positions).encode()?;
 //! let read = views.get("by_carrier", "UA", &ReadOptions { token: Some(token), timeout_ms: 1000 })?;
 //! assert_eq!(read.rows[0].value["n"], 1);
 //! # Ok(()) }
@@ -62,4 +62,4 @@ pub use error::{Result, ViewError};
 pub use read::{Digest, Row, ScanRange};
 pub use spec::{Plan, ViewSpec};
 pub use state::ViewsConfig;
-pub use token::ConsistencyToken;
+pub use token::{ConsistencyToken, token_of};

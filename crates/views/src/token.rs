@@ -1,258 +1,30 @@
-//! Consistency tokens: how a client carries "I wrote this" to a read.
-//!
-//! A token is, per stream, its name, its incarnation (so a dropped and recreated stream
-//! never satisfies an old token) and a map partition → offset, meaning "every record below
-//! this offset". Tokens merge by per-partition maximum. A read that carries one waits until
-//! the view has applied every named partition of its source stream that far.
-//!
-//! Text form: `v1.` then URL-safe base64 (no padding) of
-//! `[streams u8] ([name len u8] name [incarnation u64 LE] [entries u16 LE] ([partition u32 LE] [offset u64 LE])*)*`.
-//! At most [`TOKEN_BYTES_MAX`] bytes.
+//! Consistency tokens: how a client carries "I wrote this" to a read. The format (text form,
+//! merge by per-partition maximum, incarnations) is part of the HTTP contract and lives in
+//! `logbook_api::token`; this module makes tokens from the log's positions and maps the
+//! format's errors to [`ViewError`]s.
 
-use std::collections::BTreeMap;
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use logbook_log::{LogStream, Position};
 
-use crate::error::{Result, ViewError};
-use crate::limits::TOKEN_BYTES_MAX;
+pub use logbook_api::token::{ConsistencyToken, StreamPositions, TokenError};
 
-/// The positions a token names in one stream.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StreamPositions {
-    /// The stream's incarnation.
-    pub incarnation: u64,
-    /// Partition → offset: records below it must be applied.
-    pub offsets: BTreeMap<u32, u64>,
+use crate::error::ViewError;
+
+/// The token of appends to `stream` that landed at `positions`.
+pub fn token_of(stream: &dyn LogStream, positions: &[Position]) -> ConsistencyToken {
+    ConsistencyToken::from_positions(
+        stream.name(),
+        stream.incarnation(),
+        positions.iter().map(|p| (p.partition, p.offset)),
+    )
 }
 
-/// A consistency token (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ConsistencyToken {
-    /// Stream name → positions.
-    pub streams: BTreeMap<String, StreamPositions>,
-}
-
-impl ConsistencyToken {
-    /// The token of appends to `stream` that landed at `positions`.
-    pub fn from_positions(stream: &dyn LogStream, positions: &[Position]) -> ConsistencyToken {
-        let mut sp = StreamPositions {
-            incarnation: stream.incarnation(),
-            offsets: BTreeMap::new(),
-        };
-        for pos in positions {
-            let e = sp.offsets.entry(pos.partition).or_insert(0);
-            *e = (*e).max(pos.offset + 1);
+impl From<TokenError> for ViewError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid { reason } => ViewError::InvalidToken { reason },
+            TokenError::TooLarge { bytes, max } => ViewError::TokenTooLarge { bytes, max },
         }
-        let mut t = ConsistencyToken::default();
-        t.streams.insert(stream.name().to_string(), sp);
-        t
-    }
-
-    /// Merges `other` in: per stream and partition the larger offset. If the two name
-    /// different incarnations of one stream, the larger incarnation's positions are kept.
-    pub fn merge(&mut self, other: &ConsistencyToken) {
-        for (name, sp) in &other.streams {
-            match self.streams.get_mut(name) {
-                None => {
-                    self.streams.insert(name.clone(), sp.clone());
-                }
-                Some(mine) if mine.incarnation == sp.incarnation => {
-                    for (p, o) in &sp.offsets {
-                        let e = mine.offsets.entry(*p).or_insert(0);
-                        *e = (*e).max(*o);
-                    }
-                }
-                Some(mine) if mine.incarnation < sp.incarnation => *mine = sp.clone(),
-                Some(_) => {}
-            }
-        }
-    }
-
-    /// The text form.
-    ///
-    /// # Errors
-    /// [`ViewError::TokenTooLarge`].
-    pub fn encode(&self) -> Result<String> {
-        let mut b = Vec::new();
-        b.push(u8::try_from(self.streams.len()).unwrap_or(u8::MAX));
-        for (name, sp) in self.streams.iter().take(usize::from(u8::MAX)) {
-            let name = &name.as_bytes()[..name.len().min(255)];
-            b.push(name.len() as u8);
-            b.extend_from_slice(name);
-            b.extend_from_slice(&sp.incarnation.to_le_bytes());
-            b.extend_from_slice(
-                &(sp.offsets.len().min(usize::from(u16::MAX)) as u16).to_le_bytes(),
-            );
-            for (p, o) in sp.offsets.iter().take(usize::from(u16::MAX)) {
-                b.extend_from_slice(&p.to_le_bytes());
-                b.extend_from_slice(&o.to_le_bytes());
-            }
-        }
-        let s = format!("v1.{}", URL_SAFE_NO_PAD.encode(&b));
-        if s.len() > TOKEN_BYTES_MAX {
-            return Err(ViewError::TokenTooLarge {
-                bytes: s.len(),
-                max: TOKEN_BYTES_MAX,
-            });
-        }
-        Ok(s)
-    }
-
-    /// Parses the text form.
-    ///
-    /// # Errors
-    /// [`ViewError::InvalidToken`] naming what is wrong; [`ViewError::TokenTooLarge`].
-    pub fn decode(s: &str) -> Result<ConsistencyToken> {
-        let bad = |reason: &str| ViewError::InvalidToken {
-            reason: reason.to_string(),
-        };
-        if s.len() > TOKEN_BYTES_MAX {
-            return Err(ViewError::TokenTooLarge {
-                bytes: s.len(),
-                max: TOKEN_BYTES_MAX,
-            });
-        }
-        let body = s
-            .strip_prefix("v1.")
-            .ok_or_else(|| bad("does not start with v1."))?;
-        let b = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| bad("not URL-safe base64"))?;
-        let mut at = 0usize;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            let s = b.get(at..at + n).ok_or_else(|| bad("truncated"))?;
-            at += n;
-            Ok(s)
-        };
-        let mut t = ConsistencyToken::default();
-        let n = take(1)?[0];
-        for _ in 0..n {
-            let len = take(1)?[0] as usize;
-            let name = std::str::from_utf8(take(len)?)
-                .map_err(|_| bad("stream name is not UTF-8"))?
-                .to_string();
-            let incarnation =
-                u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("truncated"))?);
-            let entries = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad("truncated"))?);
-            let mut offsets = BTreeMap::new();
-            for _ in 0..entries {
-                let p = u32::from_le_bytes(take(4)?.try_into().map_err(|_| bad("truncated"))?);
-                let o = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("truncated"))?);
-                offsets.insert(p, o);
-            }
-            t.streams.insert(
-                name,
-                StreamPositions {
-                    incarnation,
-                    offsets,
-                },
-            );
-        }
-        if at != b.len() {
-            return Err(bad("trailing bytes"));
-        }
-        Ok(t)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip_and_merge() {
-        let mut a = ConsistencyToken::default();
-        a.streams.insert(
-            "flights".into(),
-            StreamPositions {
-                incarnation: 7,
-                offsets: [(0, 5), (2, 9)].into(),
-            },
-        );
-        let s = a.encode().unwrap();
-        assert!(
-            s.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
-        );
-        assert_eq!(ConsistencyToken::decode(&s).unwrap(), a);
-        let mut b = ConsistencyToken::default();
-        b.streams.insert(
-            "flights".into(),
-            StreamPositions {
-                incarnation: 7,
-                offsets: [(0, 3), (1, 4)].into(),
-            },
-        );
-        b.merge(&a);
-        assert_eq!(
-            b.streams["flights"].offsets,
-            [(0, 5), (1, 4), (2, 9)].into()
-        );
-        assert!(matches!(
-            ConsistencyToken::decode("v1.!!"),
-            Err(ViewError::InvalidToken { .. })
-        ));
-        assert!(matches!(
-            ConsistencyToken::decode(&s[..s.len() - 2]),
-            Err(ViewError::InvalidToken { .. })
-        ));
-    }
-
-    fn token(stream: &str, incarnation: u64, offsets: &[(u32, u64)]) -> ConsistencyToken {
-        let mut t = ConsistencyToken::default();
-        t.streams.insert(
-            stream.into(),
-            StreamPositions {
-                incarnation,
-                offsets: offsets.iter().copied().collect(),
-            },
-        );
-        t
-    }
-
-    #[test]
-    fn the_bytes_are_the_documented_layout() {
-        let mut want = vec![1u8, 2, b'a', b'b'];
-        want.extend_from_slice(&7u64.to_le_bytes());
-        want.extend_from_slice(&1u16.to_le_bytes());
-        want.extend_from_slice(&2u32.to_le_bytes());
-        want.extend_from_slice(&10u64.to_le_bytes());
-        assert_eq!(
-            token("ab", 7, &[(2, 10)]).encode().unwrap(),
-            format!("v1.{}", URL_SAFE_NO_PAD.encode(&want))
-        );
-    }
-
-    #[test]
-    fn incarnations_merge_whole_and_bad_text_is_refused() {
-        let a = token("flights", 7, &[(0, 5), (2, 9)]);
-        let mut b = a.clone();
-        // A newer incarnation replaces the old one whole; an older one is ignored.
-        b.merge(&token("flights", 8, &[(3, 1)]));
-        assert_eq!(b.streams["flights"].offsets, [(3, 1)].into());
-        b.merge(&a);
-        assert_eq!(b.streams["flights"].incarnation, 8);
-        let text = a.encode().unwrap();
-        for bad in ["", "v2.AA", "v1.!!", "v1.AQ", &text[..text.len() - 2]] {
-            assert!(
-                matches!(
-                    ConsistencyToken::decode(bad),
-                    Err(ViewError::InvalidToken { .. })
-                ),
-                "{bad}"
-            );
-        }
-        let long = format!("v1.{}", "A".repeat(TOKEN_BYTES_MAX));
-        assert!(matches!(
-            ConsistencyToken::decode(&long),
-            Err(ViewError::TokenTooLarge { .. })
-        ));
-        let wide: Vec<(u32, u64)> = (0..100).map(|p| (p, 1)).collect();
-        assert!(matches!(
-            token("s", 1, &wide).encode(),
-            Err(ViewError::TokenTooLarge { .. })
-        ));
-    }
-}
+const _: () = assert!(crate::limits::TOKEN_BYTES_MAX == logbook_api::limits::TOKEN_BYTES_MAX);

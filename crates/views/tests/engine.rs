@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use logbook_log::{Log, Record, StreamConfig};
-use logbook_views::{ConsistencyToken, ReadOptions, ViewError, Views};
+use logbook_views::{ReadOptions, ViewError, Views};
 
 fn setup(partitions: u32) -> (tempfile::TempDir, Arc<Log>, Arc<logbook_log::Stream>, Views) {
     let dir = tempfile::tempdir().unwrap();
@@ -101,7 +101,7 @@ fn reads_with_a_token_see_the_write() {
             .unwrap()
             .wait()
             .unwrap();
-        let token = ConsistencyToken::from_positions(&*stream, &positions)
+        let token = logbook_views::token_of(&*stream, &positions)
             .encode()
             .unwrap();
         let r = views
@@ -119,7 +119,7 @@ fn reads_with_a_token_see_the_write() {
         assert_eq!(r.rows[0].value["n"], i / 3 + 1, "read {i} missed its write");
     }
     // A token of a future offset times out with the named error.
-    let mut t = ConsistencyToken::from_positions(
+    let mut t = logbook_views::token_of(
         &*stream,
         &[logbook_log::Position {
             partition: 0,

@@ -605,9 +605,7 @@ fn processors_never_read_past_the_durable_offset() {
     );
     assert_eq!(r.rows.is_empty(), durable == 0);
     // Interval: visible within the interval (plus slack), via a token.
-    let token = ConsistencyToken::from_positions(&*interval, &pos)
-        .encode()
-        .unwrap();
+    let token = logbook_views::token_of(&*interval, &pos).encode().unwrap();
     let r = views
         .get(
             "vi",
@@ -664,9 +662,7 @@ fn dropping_the_source_stream_stops_processors_cleanly() {
     std::thread::sleep(Duration::from_millis(1000));
     let spent = thread_ticks("view-dz-") - before;
     // A token of the new incarnation is refused with a named error (this held).
-    let token = ConsistencyToken::from_positions(&*fresh, &pos)
-        .encode()
-        .unwrap();
+    let token = logbook_views::token_of(&*fresh, &pos).encode().unwrap();
     let e = views
         .get(
             "dz",
@@ -721,7 +717,7 @@ fn bad_tokens_are_named_errors_and_waits_are_bounded() {
         ViewError::TokenTooLarge { .. }
     ));
     // A partition that does not exist.
-    let mut t = ConsistencyToken::from_positions(
+    let mut t = logbook_views::token_of(
         &*stream,
         &[Position {
             partition: 7,
@@ -733,7 +729,7 @@ fn bad_tokens_are_named_errors_and_waits_are_bounded() {
         ViewError::InvalidToken { .. }
     ));
     // A huge offset: bounded wait, named error.
-    t = ConsistencyToken::from_positions(
+    t = logbook_views::token_of(
         &*stream,
         &[Position {
             partition: 1,
@@ -757,7 +753,7 @@ fn bad_tokens_are_named_errors_and_waits_are_bounded() {
         .create_stream("other", StreamConfig::with_partitions(1))
         .unwrap();
     let op = put(&other, vec![kv("x", "1")]);
-    let mut merged = ConsistencyToken::from_positions(&*other, &op);
+    let mut merged = logbook_views::token_of(&*other, &op);
     let tok = merged.encode().unwrap();
     let e = read(&tok, 0).unwrap_err();
     assert!(
@@ -772,7 +768,7 @@ fn bad_tokens_are_named_errors_and_waits_are_bounded() {
     ));
     // A merged token that also names the source is waited for on the source's positions.
     let sp = put(&stream, vec![kv("b", "2")]);
-    merged.merge(&ConsistencyToken::from_positions(&*stream, &sp));
+    merged.merge(&logbook_views::token_of(&*stream, &sp));
     let r = views
         .get(
             "t",

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use logbook_log::{Log, Record, StreamConfig};
-use logbook_views::{ConsistencyToken, ReadOptions, Views};
+use logbook_views::{ReadOptions, Views};
 use serde_json::json;
 
 use super::kit::TempDir;
@@ -232,7 +232,7 @@ pub fn run(args: &ViewsBenchArgs) -> anyhow::Result<()> {
         for append in arx {
             let positions = append.wait()?;
             let acked = Instant::now();
-            let token = ConsistencyToken::from_positions(&*acker_stream, &positions).encode()?;
+            let token = logbook_views::token_of(&*acker_stream, &positions).encode()?;
             if tx.send((acked, token)).is_err() {
                 break;
             }

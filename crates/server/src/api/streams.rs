@@ -26,7 +26,6 @@ use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking};
 use crate::limits;
 use crate::state::AppState;
-use logbook_views::ConsistencyToken;
 
 use super::{Params, json_value, text};
 
@@ -307,9 +306,7 @@ pub async fn append(
     } else {
         metrics.records_appended.inc_by(n);
     }
-    let token = ConsistencyToken::from_positions(&*stream, &positions)
-        .encode()
-        .ok();
+    let token = logbook_views::token_of(&*stream, &positions).encode().ok();
     let status = if duplicate {
         StatusCode::OK
     } else {

@@ -40,6 +40,7 @@ fn row(key: &[u8], v: Versioned) -> Row {
         key: text(key),
         value: raw_json(&v.value),
         version: v.version,
+        token: None,
     }
 }
 
@@ -52,6 +53,7 @@ pub(super) fn rows(page: ScanPage) -> Rows {
                 key: text(&kv.key),
                 value: raw_json(&kv.value),
                 version: kv.version,
+                token: None,
             })
             .collect(),
         next: page.next.as_deref().map(text),
@@ -490,9 +492,7 @@ pub(super) fn committed_response(
                 partition: 0,
                 offset,
             }];
-            ConsistencyToken::from_positions(&*stream, &written)
-                .encode()
-                .ok()
+            logbook_views::token_of(&*stream, &written).encode().ok()
         }
         None => None,
     };
@@ -687,6 +687,20 @@ async fn wait_token(state: &AppState, opened: &Opened, q: &Params) -> Result<(),
     Err(e)
 }
 
+/// The token of what a key-value read outside a transaction reflects at least: every commit
+/// durable before the read (reads see all of them). Taken before the read, so it never
+/// names more than the answer shows; absent before any commit is durable (a token naming
+/// no position would be refused by the next read that sent it).
+fn kv_token(opened: &Opened) -> Option<String> {
+    let last = opened.txns.durable_end().checked_sub(1)?;
+    let stream = opened.log.stream(&opened.txns.options().stream).ok()?;
+    let position = logbook_log::Position {
+        partition: 0,
+        offset: last,
+    };
+    logbook_views::token_of(&*stream, &[position]).encode().ok()
+}
+
 /// The latest committed value of a key, outside any transaction. With `token` (of an
 /// earlier commit), waits (≤ `timeout_ms`, default 5000) until the commits it names are
 /// durable and so visible here.
@@ -706,10 +720,14 @@ pub async fn kv_get(
     let opened = state.opened()?;
     wait_token(&state, &opened, &q).await?;
     let store = opened.txns;
+    let token = kv_token(&opened);
     let k = key.clone();
     let found = blocking(move || store.get(k.as_bytes())).await??;
     match found {
-        Some(v) => Ok(Json(row(key.as_bytes(), v))),
+        Some(v) => Ok(Json(Row {
+            token,
+            ..row(key.as_bytes(), v)
+        })),
         None => Err(key_not_found(&key)),
     }
 }
@@ -728,7 +746,11 @@ pub async fn kv_scan(State(state): State<AppState>, q: Params) -> Result<Json<Ro
     let limit = scan_limit(&q)?;
     let opened = state.opened()?;
     wait_token(&state, &opened, &q).await?;
+    let token = kv_token(&opened);
     let store = opened.txns;
     let found = blocking(move || store.scan_page(&r, limit)).await??;
-    Ok(Json(rows(found)))
+    Ok(Json(Rows {
+        token,
+        ..rows(found)
+    }))
 }

@@ -29,8 +29,12 @@ use logbook_api::views::{
     ProgressOut, RebuildBody, Rebuilt, RolloutOut, StatusOut, SwitchBody, ViewDetail, ViewList,
     ViewOut, ViewRow, ViewRows,
 };
+use std::collections::BTreeMap;
+
+use logbook_views::token::StreamPositions;
 use logbook_views::{
-    ReadOptions, ReadResult, ScanRange, VersionStatus, ViewError, ViewInfo, ViewSpec, Views,
+    ConsistencyToken, ReadOptions, ReadResult, ScanRange, VersionStatus, ViewError, ViewInfo,
+    ViewSpec, Views,
 };
 
 use crate::error::{ApiError, Problem, ProblemCode};
@@ -87,7 +91,25 @@ fn row_out(r: logbook_views::Row) -> ViewRow {
         partition: r.partition,
         offset: r.offset,
         request_id: r.request_id,
+        token: None,
     }
+}
+
+/// The token of what a read reflected: the view's applied offsets in its source stream
+/// (none if the source is gone or the token would be too large).
+fn read_token(state: &AppState, view: &str, applied: &BTreeMap<u32, u64>) -> Option<String> {
+    let opened = state.opened().ok()?;
+    let source = opened.views.info_of(view).ok()?.spec.source;
+    let stream = opened.log.stream(&source).ok()?;
+    let mut t = ConsistencyToken::default();
+    t.streams.insert(
+        source,
+        StreamPositions {
+            incarnation: stream.incarnation(),
+            offsets: applied.clone(),
+        },
+    );
+    t.encode().ok()
 }
 
 fn views_of(state: &AppState) -> Result<Arc<Views>, ApiError> {
@@ -269,8 +291,12 @@ pub async fn get_row(
     let views = views_of(&state)?;
     let (n, k) = (name.clone(), key.clone());
     let found = read(views, opts, move |v, o| v.get(&n, &k, o)).await?;
+    let token = read_token(&state, &name, &found.applied);
     match found.rows.into_iter().next() {
-        Some(r) => Ok(Json(row_out(r))),
+        Some(r) => Ok(Json(ViewRow {
+            token,
+            ..row_out(r)
+        })),
         None => Err(ApiError::new(
             ProblemCode::KeyNotFound,
             format!("view {name:?} has no row {key:?}"),
@@ -307,6 +333,7 @@ pub async fn scan_rows(
     ])?;
     let opts = read_options(&q)?;
     let views = views_of(&state)?;
+    let view = name.clone();
     let result = if let Some(keys) = q.text("keys") {
         if let Some(other) = ["prefix", "start", "end", "limit"]
             .into_iter()
@@ -331,6 +358,7 @@ pub async fn scan_rows(
         read(views, opts, move |v, o| v.scan(&name, &range, o)).await?
     };
     Ok(Json(ViewRows {
+        token: read_token(&state, &view, &result.applied),
         rows: result.rows.into_iter().map(row_out).collect(),
         next: result.next,
     }))

@@ -1,0 +1,282 @@
+//! One request to the server, with retries: the only place the client touches HTTP
+//! (hyper-util's pooled HTTP/1.1 client, decision record 0008).
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client as Pool;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::error::ClientError;
+use super::retry::{Jitter, RetryPolicy, parse_retry_after};
+use crate::problem::{PROBLEM_JSON, Problem};
+
+/// Largest answer body read, in bytes (1 GiB): the server bounds answers by rows and
+/// records, so this only guards against a runaway answer.
+pub const ANSWER_BYTES_MAX: usize = 1 << 30;
+
+/// What a retry may do to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Safe to send again whatever happened (reads; PUT and DELETE; writes carrying an
+    /// `Idempotency-Key`).
+    Always,
+    /// Sent again only when no attempt can have reached the server (a connection refused),
+    /// or the server refused it with 429 / 503 (an increment, a rebuild).
+    IfNotSent,
+}
+
+/// One logical request: every attempt sends the same method, path, body and request id.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub method: Method,
+    /// Path and query, e.g. `/v1/streams/orders/records?partition=0`.
+    pub path: String,
+    pub body: Option<Vec<u8>>,
+    pub request_id: Option<String>,
+    /// A wait the server was asked for (long poll, token wait), added to the timeout, ms.
+    pub server_wait_ms: u64,
+    pub retry: Retry,
+}
+
+impl Call {
+    pub fn new(method: Method, path: String) -> Self {
+        let retry = Retry::Always;
+        Call {
+            method,
+            path,
+            body: None,
+            request_id: None,
+            server_wait_ms: 0,
+            retry,
+        }
+    }
+
+    pub fn json<T: serde::Serialize>(mut self, body: &T) -> Result<Self, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::InvalidArgument {
+            field: "body",
+            reason: e.to_string(),
+        })?;
+        self.body = Some(bytes);
+        Ok(self)
+    }
+
+    fn operation(&self) -> String {
+        let path = self.path.split('?').next().unwrap_or_default();
+        format!("{} {path}", self.method)
+    }
+
+    fn is_write(&self) -> bool {
+        self.method != Method::GET
+    }
+}
+
+/// A 2xx answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// How one attempt ended without an answer.
+struct Failed {
+    /// The connection was never made: nothing reached the server.
+    connect: bool,
+    detail: String,
+}
+
+/// The connection pool to one server, and the retry policy.
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    pool: Pool<HttpConnector, Full<Bytes>>,
+    /// `host:port`.
+    pub authority: String,
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Transport {
+    pub fn new(authority: String, request_timeout: Duration, retry: RetryPolicy) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(request_timeout));
+        let pool = Pool::builder(TokioExecutor::new()).build(connector);
+        Transport {
+            pool,
+            authority,
+            request_timeout,
+            retry,
+        }
+    }
+
+    /// Sends `call` until it is answered or the retries run out (see [`super::retry`]).
+    pub async fn send(
+        &self,
+        call: &Call,
+        rng: &std::sync::Mutex<Jitter>,
+    ) -> Result<Answer, ClientError> {
+        let mut reached = false;
+        let mut last = String::new();
+        let attempts_max = self.retry.attempts_max.max(1);
+        let mut attempt = 0;
+        while attempt < attempts_max {
+            attempt += 1;
+            let mut retry_after = None;
+            match self.attempt(call).await {
+                Ok((status, headers_retry_after, body)) => {
+                    let busy = status == StatusCode::TOO_MANY_REQUESTS
+                        || status == StatusCode::SERVICE_UNAVAILABLE;
+                    if !busy || attempt == attempts_max {
+                        return answer(call, status, headers_retry_after, body);
+                    }
+                    retry_after = headers_retry_after.map(Duration::from_secs);
+                    last = format!("HTTP {status}");
+                }
+                Err(f) => {
+                    reached |= !f.connect;
+                    last = f.detail;
+                    if !f.connect && call.retry == Retry::IfNotSent {
+                        break;
+                    }
+                }
+            }
+            if attempt < attempts_max {
+                let unit = rng.lock().map_or(0.5, |mut r| r.unit());
+                tokio::time::sleep(self.retry.backoff(attempt, unit, retry_after)).await;
+            }
+        }
+        Err(self.exhausted(call, reached, attempt, last))
+    }
+
+    fn exhausted(&self, call: &Call, reached: bool, attempts: u32, last: String) -> ClientError {
+        if !reached {
+            ClientError::Unreachable {
+                server: self.authority.clone(),
+                attempts,
+                last,
+            }
+        } else if call.is_write() {
+            ClientError::Unknown {
+                operation: call.operation(),
+                request_id: call.request_id.clone(),
+                attempts,
+                last,
+            }
+        } else {
+            ClientError::Transport {
+                operation: call.operation(),
+                attempts,
+                last,
+            }
+        }
+    }
+
+    /// One attempt: the status, `Retry-After` in seconds, and the whole body.
+    async fn attempt(&self, call: &Call) -> Result<(StatusCode, Option<u64>, Bytes), Failed> {
+        let request = self.request(call)?;
+        let timeout = self.request_timeout + Duration::from_millis(call.server_wait_ms);
+        let exchange = async {
+            let response = self.pool.request(request).await.map_err(|e| Failed {
+                connect: e.is_connect(),
+                detail: error_chain(&e),
+            })?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
+                .map(|d| d.as_secs());
+            let body = Limited::new(response.into_body(), ANSWER_BYTES_MAX)
+                .collect()
+                .await
+                .map_err(|e| Failed {
+                    connect: false,
+                    detail: format!("reading the answer: {e}"),
+                })?
+                .to_bytes();
+            Ok((status, retry_after, body))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(Failed {
+                connect: false,
+                detail: format!("no answer within {} ms", timeout.as_millis()),
+            }),
+        }
+    }
+
+    fn request(&self, call: &Call) -> Result<Request<Full<Bytes>>, Failed> {
+        let mut b = Request::builder()
+            .method(call.method.clone())
+            .uri(format!("http://{}{}", self.authority, call.path))
+            .header(hyper::header::ACCEPT, "application/json");
+        if call.body.is_some() {
+            b = b.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(id) = &call.request_id {
+            b = b.header("idempotency-key", id.as_str());
+        }
+        let body = Full::new(Bytes::from(call.body.clone().unwrap_or_default()));
+        b.body(body).map_err(|e| Failed {
+            connect: true,
+            detail: format!("cannot build the request: {e}"),
+        })
+    }
+}
+
+/// A 2xx answer, or the problem the server sent.
+fn answer(
+    call: &Call,
+    status: StatusCode,
+    retry_after_s: Option<u64>,
+    body: Bytes,
+) -> Result<Answer, ClientError> {
+    if status.is_success() {
+        return Ok(Answer {
+            status: status.as_u16(),
+            body,
+        });
+    }
+    match serde_json::from_slice::<Problem>(&body) {
+        Ok(problem) => Err(ClientError::Problem {
+            problem: Box::new(problem),
+            retry_after_s,
+        }),
+        Err(_) => Err(ClientError::Answer {
+            operation: call.operation(),
+            status: status.as_u16(),
+            detail: format!(
+                "not a {PROBLEM_JSON} document (is this a Logbook server?): {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ),
+        }),
+    }
+}
+
+/// An error with its sources, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// Decodes a 2xx body.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    call: &Call,
+    answer: &Answer,
+) -> Result<T, ClientError> {
+    serde_json::from_slice(&answer.body).map_err(|e| ClientError::Answer {
+        operation: call.operation(),
+        status: answer.status,
+        detail: format!("body does not decode: {e}"),
+    })
+}

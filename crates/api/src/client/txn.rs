@@ -1,0 +1,197 @@
+//! Interactive transactions, and the helper that re-runs one after a retryable conflict.
+
+use hyper::Method;
+
+use super::http::{Call, Retry};
+use super::{Client, ClientError, KeyRange};
+use crate::paths::{self, Query};
+use crate::problem::ProblemCode;
+use crate::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
+
+/// An open transaction on the server. Reads see its snapshot; writes are buffered until
+/// [`Transaction::commit`]. A `serialization_failure` from any call ends it: run it again
+/// whole ([`Client::transaction`] does).
+#[derive(Debug)]
+pub struct Transaction {
+    client: Client,
+    begun: Begun,
+    /// The commit's `Idempotency-Key`, chosen at begin: a commit retried after a lost
+    /// answer returns the commit it made instead of failing.
+    request_id: String,
+}
+
+impl Client {
+    /// Begins a transaction.
+    ///
+    /// # Errors
+    /// `too_many_transactions` (after the retries of 429).
+    pub async fn begin(&self, options: &BeginBody) -> Result<Transaction, ClientError> {
+        let begun: Begun = self
+            .call(Call::new(Method::POST, paths::txns()).json(options)?)
+            .await?;
+        Ok(Transaction {
+            client: self.clone(),
+            begun,
+            request_id: self.new_request_id(),
+        })
+    }
+
+    /// Runs `body` in a transaction and commits it; on a retryable conflict
+    /// (`serialization_failure`, `transaction_too_old`) aborts and runs it again from the
+    /// start, with jittered backoff, up to [`super::ClientConfig::transaction_attempts_max`]
+    /// times. `body` may run several times: it must have no effect outside the transaction.
+    ///
+    /// # Errors
+    /// The last conflict when the attempts run out; any other error at once (an unknown
+    /// commit outcome included: the commit's request id lets a later retry find out).
+    pub async fn transaction<T>(
+        &self,
+        options: &BeginBody,
+        mut body: impl AsyncFnMut(&Transaction) -> Result<T, ClientError>,
+    ) -> Result<(T, Committed), ClientError> {
+        let attempts_max = self.inner.config.transaction_attempts_max.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let txn = self.begin(options).await?;
+            let outcome = match body(&txn).await {
+                Ok(value) => txn.commit().await.map(|c| (value, c)),
+                Err(e) => {
+                    let _ = txn.abort().await;
+                    Err(e)
+                }
+            };
+            match outcome {
+                Err(e) if e.is_retryable_transaction() && attempt < attempts_max => {
+                    let unit = self.inner.rng.lock().map_or(0.5, |mut r| r.unit());
+                    let wait = self.inner.config.retry.backoff(attempt, unit, None);
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Transaction {
+    /// Its handle on the server.
+    pub fn id(&self) -> &str {
+        &self.begun.txn
+    }
+
+    /// The commit offset it reads at.
+    pub fn snapshot(&self) -> u64 {
+        self.begun.snapshot
+    }
+
+    /// The request id its commit will carry.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    async fn read_key(&self, key: &str, for_update: bool) -> Result<Option<Row>, ClientError> {
+        let q = Query::new().push_opt("for_update", for_update.then_some(true));
+        let call = Call::new(Method::GET, paths::txn_key(self.id(), key) + &q.finish());
+        match self.client.call::<Row>(call).await {
+            Ok(row) => Ok(Some(row)),
+            Err(e) if e.code() == Some(ProblemCode::KeyNotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads a key at the snapshot (`None`: absent; the read is recorded for SSI either way).
+    ///
+    /// # Errors
+    /// `serialization_failure`, `unknown_transaction`, `transaction_expired`.
+    pub async fn get(&self, key: &str) -> Result<Option<Row>, ClientError> {
+        self.read_key(key, false).await
+    }
+
+    /// Reads a key and makes the read conflict like a write (no lost update).
+    ///
+    /// # Errors
+    /// As [`Transaction::get`].
+    pub async fn get_for_update(&self, key: &str) -> Result<Option<Row>, ClientError> {
+        self.read_key(key, true).await
+    }
+
+    /// Scans a range at the snapshot (recorded for SSI: phantoms are caught).
+    ///
+    /// # Errors
+    /// As [`Transaction::get`].
+    pub async fn scan(&self, range: &KeyRange) -> Result<Rows, ClientError> {
+        let call = Call::new(
+            Method::GET,
+            paths::txn_kv(self.id()) + &range.query().finish(),
+        );
+        self.client.call(call).await
+    }
+
+    /// Buffers a write (with `if_version` / `if_absent` conditions checked at commit).
+    ///
+    /// # Errors
+    /// `value_too_large`, `key_too_large`, `read_only_transaction`.
+    pub async fn put_with(&self, key: &str, put: &PutBody) -> Result<(), ClientError> {
+        let call = Call::new(Method::PUT, paths::txn_key(self.id(), key)).json(put)?;
+        self.client.call_empty(call).await
+    }
+
+    /// Buffers a write of `value`.
+    ///
+    /// # Errors
+    /// As [`Transaction::put_with`].
+    pub async fn put(&self, key: &str, value: serde_json::Value) -> Result<(), ClientError> {
+        let put = PutBody {
+            value,
+            if_version: None,
+            if_absent: None,
+        };
+        self.put_with(key, &put).await
+    }
+
+    /// Buffers a delete (only if the key is at `if_version` at commit, when given).
+    ///
+    /// # Errors
+    /// As [`Transaction::put_with`].
+    pub async fn delete(&self, key: &str, if_version: Option<u64>) -> Result<(), ClientError> {
+        let q = Query::new().push_opt("if_version", if_version);
+        let call = Call::new(Method::DELETE, paths::txn_key(self.id(), key) + &q.finish());
+        self.client.call_empty(call).await
+    }
+
+    /// Adds `by` to a key's integer value at commit. Not sent twice: an increment whose
+    /// answer was lost is [`ClientError::Unknown`] (abort and run the transaction again).
+    ///
+    /// # Errors
+    /// `not_an_integer`, `increment_overflow` (at commit).
+    pub async fn increment(&self, key: &str, by: i64) -> Result<(), ClientError> {
+        let mut call = Call::new(Method::POST, paths::txn_increment(self.id(), key))
+            .json(&IncrementBody { by })?;
+        call.retry = Retry::IfNotSent;
+        self.client.call_empty(call).await
+    }
+
+    /// Commits, with the transaction's request id (a retry after a lost answer returns the
+    /// commit made, `duplicate: true`). The commit's token joins the session, so later
+    /// key-value reads of this client see it.
+    ///
+    /// # Errors
+    /// `serialization_failure` (run it again whole), `version_mismatch`, `key_exists`;
+    /// [`ClientError::Unknown`] if no attempt was answered.
+    pub async fn commit(self) -> Result<Committed, ClientError> {
+        let mut call = Call::new(Method::POST, paths::txn_commit(self.id()));
+        call.request_id = Some(self.request_id.clone());
+        let committed: Committed = self.client.call(call).await?;
+        self.client.observe(committed.token.as_deref());
+        Ok(committed)
+    }
+
+    /// Aborts: nothing it wrote is applied.
+    ///
+    /// # Errors
+    /// `unknown_transaction` (already ended).
+    pub async fn abort(self) -> Result<(), ClientError> {
+        let call = Call::new(Method::POST, paths::txn_abort(self.id()));
+        self.client.call_empty(call).await
+    }
+}

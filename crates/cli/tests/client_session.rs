@@ -1,0 +1,99 @@
+//! The Rust client's session against a real `logbook serve`: read answers carry the
+//! positions they reflected (a token naming the read's source), the session merges them
+//! with its writes' tokens, and every read of the client's own write finds it.
+
+mod common;
+
+use std::process::{Child, Stdio};
+
+use logbook_api::client::{Client, KeyRange, ReadOptions};
+use logbook_api::streams::{CreateStream, RecordIn};
+use logbook_api::token::ConsistencyToken;
+use logbook_api::txns::BeginBody;
+use serde_json::json;
+
+/// Kills the server on every path out of the test.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn reads_return_their_positions_and_the_session_reads_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
+    let _serve = Serve(child);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = Client::new(&base).unwrap();
+        let settings = CreateStream {
+            partitions: Some(3),
+            ..CreateStream::default()
+        };
+        client.create_stream("orders", &settings).await.unwrap();
+        client
+            .create_view("by_id", &json!({"source": "orders", "kind": "table"}))
+            .await
+            .unwrap();
+        for i in 0..40 {
+            let key = format!("o-{i}");
+            let at = client
+                .append("orders", RecordIn::new(json!({"i": i})).key(key.as_str()))
+                .await
+                .unwrap();
+            // Read your write: found at once, never "not yet".
+            let row = client
+                .get_row("by_id", &key, &ReadOptions::default())
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{key} not read back"));
+            assert_eq!(row.value["i"], json!(i));
+            // The answer names the positions it reflected, at least the write.
+            let token = ConsistencyToken::decode(row.token.as_deref().unwrap()).unwrap();
+            let seen = &token.streams["orders"];
+            assert!(
+                seen.offsets[&at.partition] > at.offset,
+                "{seen:?} vs {at:?}"
+            );
+            let session = client.session();
+            assert!(session.positions("orders").unwrap().offsets[&at.partition] > at.offset);
+        }
+        let page = client
+            .scan_view("by_id", &KeyRange::default(), &ReadOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(page.rows.len(), 40);
+        let token = ConsistencyToken::decode(page.token.as_deref().unwrap()).unwrap();
+        let total: u64 = token.streams["orders"].offsets.values().sum();
+        assert_eq!(total, 40, "the scan reflected all 40 appends");
+        // Opting out sends no token, and still answers.
+        assert!(
+            client
+                .get_row("by_id", "o-0", &ReadOptions::any())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Key-value reads: a commit's token joins the session; the read's answer names `_txn`.
+        let (_, committed) = client
+            .transaction(&BeginBody::default(), async |t| t.put("k", json!(5)).await)
+            .await
+            .unwrap();
+        let row = client
+            .kv_get("k", &ReadOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.value.get(), "5");
+        let token = ConsistencyToken::decode(row.token.as_deref().unwrap()).unwrap();
+        assert!(token.streams["_txn"].offsets[&0] > committed.offset.unwrap());
+    });
+}
