@@ -97,3 +97,35 @@ fn reads_return_their_positions_and_the_session_reads_its_writes() {
         assert!(token.streams["_txn"].offsets[&0] > committed.offset.unwrap());
     });
 }
+
+#[test]
+fn kv_reads_before_any_commit_carry_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
+    let _serve = Serve(child);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = Client::new(&base).unwrap();
+        let page = client
+            .kv_scan(&KeyRange::default(), &ReadOptions::default())
+            .await
+            .unwrap();
+        assert!(page.rows.is_empty());
+        // No commit is durable: the answer reflected no position, so it names none.
+        assert_eq!(page.token, None);
+        assert_eq!(client.session().token_for("_txn"), None);
+        let (_, committed) = client
+            .transaction(&BeginBody::default(), async |t| t.put("k", json!(1)).await)
+            .await
+            .unwrap();
+        let page = client
+            .kv_scan(&KeyRange::default(), &ReadOptions::default())
+            .await
+            .unwrap();
+        let token = ConsistencyToken::decode(page.token.as_deref().unwrap()).unwrap();
+        assert!(token.streams["_txn"].offsets[&0] > committed.offset.unwrap());
+    });
+}

@@ -248,7 +248,7 @@ async fn kv_reads_with_a_token_wait_for_the_commit_stream_and_refuse_other_token
 
     // A token a million commits ahead is not answered at once: 504 after the bound.
     let txn_stream = n.state.opened().unwrap().log.stream("_txn").unwrap();
-    let ahead = logbook_views::ConsistencyToken::from_positions(
+    let ahead = logbook_views::token_of(
         &*txn_stream,
         &[logbook_log::Position {
             partition: 0,

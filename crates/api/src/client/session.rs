@@ -46,14 +46,15 @@ impl Session {
 
     /// The session's entry for `stream`, as a token to send with a read of a view derived
     /// from it (or of the key-value table, derived from `_txn`). `None` when the session has
-    /// seen nothing of the stream, or when the entry alone would exceed the token limit (a
-    /// stream with very many partitions): the read is then sent without one.
+    /// seen nothing of the stream, when its entry asks for nothing (no partition past offset
+    /// 0: an answer that reflected no record), or when the entry alone would exceed the token
+    /// limit (a stream with very many partitions): the read is then sent without one.
     pub fn token_for(&self, stream: &str) -> Option<String> {
-        let only = self.seen.only(stream);
-        if only.streams.is_empty() {
+        let entry = self.seen.streams.get(stream)?;
+        if entry.offsets.values().all(|o| *o == 0) {
             return None;
         }
-        only.encode().ok()
+        self.seen.only(stream).encode().ok()
     }
 
     /// The positions seen in `stream`, if any.
@@ -109,6 +110,30 @@ mod tests {
         assert!(s.observe("v1.!!").is_err());
         assert!(s.observe("not a token").is_err());
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn an_entry_that_asks_for_nothing_is_not_sent() {
+        let mut s = Session::new();
+        // A read answer that reflected no record of the stream yet.
+        s.observe(&tok("orders", 3, &[])).unwrap();
+        assert!(s.positions("orders").is_some());
+        assert_eq!(s.token_for("orders"), None);
+        let zero = ConsistencyToken {
+            streams: [(
+                "orders".to_string(),
+                StreamPositions {
+                    incarnation: 3,
+                    offsets: [(0, 0)].into(),
+                },
+            )]
+            .into(),
+        };
+        s.observe(&zero.encode().unwrap()).unwrap();
+        assert_eq!(s.token_for("orders"), None);
+        s.observe(&tok("orders", 3, &[(1, 0)])).unwrap();
+        let sent = ConsistencyToken::decode(&s.token_for("orders").unwrap()).unwrap();
+        assert_eq!(sent.streams["orders"].offsets, [(0, 0), (1, 1)].into());
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl Transaction {
     /// As [`Transaction::put_with`].
     pub async fn put(&self, key: &str, value: serde_json::Value) -> Result<(), ClientError> {
         let put = PutBody {
-            value,
+            value: crate::streams::raw(&value),
             if_version: None,
             if_absent: None,
         };

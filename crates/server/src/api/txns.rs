@@ -57,6 +57,7 @@ pub(super) fn rows(page: ScanPage) -> Rows {
             })
             .collect(),
         next: page.next.as_deref().map(text),
+        token: None,
     }
 }
 
@@ -719,8 +720,8 @@ pub async fn kv_get(
     q.only(&["token", "timeout_ms"])?;
     let opened = state.opened()?;
     wait_token(&state, &opened, &q).await?;
-    let store = opened.txns;
     let token = kv_token(&opened);
+    let store = opened.txns;
     let k = key.clone();
     let found = blocking(move || store.get(k.as_bytes())).await??;
     match found {
