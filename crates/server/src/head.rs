@@ -300,26 +300,42 @@ impl AsyncRead for HeadIo {
         let Some(tcp) = this.tcp.as_mut() else {
             return Poll::Ready(Err(set_aside()));
         };
-        let want = buf.remaining().min(limits::READ_CHUNK_BYTES_MAX);
-        let mut chunk = ReadBuf::new(buf.initialize_unfilled_to(want));
+        if buf.remaining() <= limits::READ_CHUNK_BYTES_MAX {
+            // hyper's usual case (its buffer grows from 8 KiB): read in place.
+            let before = buf.filled().len();
+            ready!(Pin::new(tcp).poll_read(cx, buf))?;
+            return Poll::Ready(this.pass(&buf.filled()[before..]));
+        }
+        // A larger buffer: read at most one chunk into its first bytes (initialized, as safe
+        // code must; this happens for large bodies only).
+        let mut chunk = ReadBuf::new(buf.initialize_unfilled_to(limits::READ_CHUNK_BYTES_MAX));
         ready!(Pin::new(tcp).poll_read(cx, &mut chunk))?;
         let n = chunk.filled().len();
-        let at = this.tracker.read.load(Ordering::Acquire);
-        if let Some((refusal, scanned)) = this.observe(at, chunk.filled()) {
-            let mut scan = this.scan.clone();
-            let ended = scan.skip(&chunk.filled()[scanned..]);
-            if let (Some(tcp), Ok(mut slot)) = (this.tcp.take(), this.tracker.refused.lock()) {
-                *slot = Some(Refused {
-                    tcp,
-                    refusal,
-                    scan,
-                    ended,
-                });
-            }
-            return Poll::Ready(Err(set_aside()));
-        }
+        this.pass(chunk.filled())?;
         buf.advance(n);
         Poll::Ready(Ok(()))
+    }
+}
+
+impl HeadIo {
+    /// Accounts for `data`, just read; an error (and the socket set aside) if a head in it
+    /// crossed a limit, so that hyper never sees those bytes.
+    fn pass(&mut self, data: &[u8]) -> io::Result<()> {
+        let at = self.tracker.read.load(Ordering::Acquire);
+        let Some((refusal, scanned)) = self.observe(at, data) else {
+            return Ok(());
+        };
+        let mut scan = self.scan.clone();
+        let ended = scan.skip(&data[scanned..]);
+        if let (Some(tcp), Ok(mut slot)) = (self.tcp.take(), self.tracker.refused.lock()) {
+            *slot = Some(Refused {
+                tcp,
+                refusal,
+                scan,
+                ended,
+            });
+        }
+        Err(set_aside())
     }
 }
 
