@@ -243,7 +243,7 @@ pub(crate) struct CommitState {
 }
 
 /// A key-value table whose source of truth is a commit stream, with transactions at three
-/// isolation levels. Open one per [`Log`] and share it with `Arc`.
+/// isolation levels. Open one per [`logbook_log::LogBackend`] and share it with `Arc`.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
