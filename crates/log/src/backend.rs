@@ -55,7 +55,7 @@ use crate::dedup::RequestId;
 use crate::error::Result;
 use crate::format::{Record, StoredRecord};
 use crate::stream::{IdempotentAppend, Stream, StreamAppend, UnqueuedShares};
-use crate::{Log, Partition};
+use crate::{Log, Partition, PartitionStats};
 
 /// What an acknowledged append guarantees: on how many machines it is, and whether on disk.
 ///
@@ -281,6 +281,12 @@ pub trait LogPartition: Send + Sync + std::fmt::Debug {
 
     /// Bytes this partition's records take in storage.
     fn size_bytes(&self) -> u64;
+
+    /// The embedded writer's counters since open (appends, group commits, fsyncs); `None`
+    /// for a backend whose writes happen elsewhere.
+    fn stats(&self) -> Option<&PartitionStats> {
+        None
+    }
 }
 
 impl LogBackend for Log {
@@ -403,6 +409,10 @@ impl LogPartition for Partition {
 
     fn size_bytes(&self) -> u64 {
         Partition::size_bytes(self)
+    }
+
+    fn stats(&self) -> Option<&PartitionStats> {
+        Some(Partition::stats(self))
     }
 }
 

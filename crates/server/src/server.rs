@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use logbook_log::storage::{DirLock, OsStorage, Storage};
-use logbook_log::{Log, LogError};
+use logbook_log::{Log, LogBackend, LogError};
 use logbook_txn::{TxnError, TxnStore, TxnStoreOptions};
 use logbook_views::{ViewError, Views};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -140,6 +140,7 @@ impl Server {
         let opener = {
             let state = state.clone();
             let config = config.clone();
+            let dir = config.data_dir.clone();
             tokio::spawn(async move {
                 let opened = tokio::task::spawn_blocking(move || {
                     // The log takes the lock itself (a second lock in one process conflicts
@@ -150,7 +151,7 @@ impl Server {
                 .await;
                 match opened {
                     Ok(Ok(o)) => {
-                        tracing::info!(dir = %o.log.dir().display(), "data directory open; ready");
+                        tracing::info!(dir = %dir.display(), "data directory open; ready");
                         state.set_opened(o);
                     }
                     Ok(Err(e)) => {
@@ -345,7 +346,7 @@ fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
         ..TxnStoreOptions::default()
     };
     let txns = TxnStore::open(&log, options).map_err(ServerError::OpenTxns)?;
-    let log = Arc::new(log);
+    let log: Arc<dyn LogBackend> = Arc::new(log);
     let views =
         Views::open(log.clone(), &config.data_dir.join("views")).map_err(ServerError::OpenViews)?;
     Ok(Opened {
@@ -370,29 +371,26 @@ async fn close(opened: Opened, grace: Duration) {
         tracing::error!(error = %e, "stopping the view processors failed");
     }
     let deadline = tokio::time::Instant::now() + grace;
-    let mut log = log;
     loop {
-        match Arc::try_unwrap(log) {
-            Ok(log) => {
-                let closed = tokio::task::spawn_blocking(move || log.close()).await;
-                if let Err(e) = closed {
-                    tracing::error!(error = %e, "closing the log failed");
-                } else {
-                    tracing::info!("log closed");
-                }
-                return;
+        // Nothing else can take a new handle: the state no longer holds the log.
+        if Arc::strong_count(&log) == 1 {
+            // Dropping the last handle closes the log (the writers sync and stop): a
+            // blocking wait, so off the runtime's workers.
+            let closed = tokio::task::spawn_blocking(move || drop(log)).await;
+            if let Err(e) = closed {
+                tracing::error!(error = %e, "closing the log failed");
+            } else {
+                tracing::info!("log closed");
             }
-            Err(shared) if tokio::time::Instant::now() < deadline => {
-                log = shared;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "the log is still in use after the grace period; it closes when the last request ends"
-                );
-                return;
-            }
+            return;
         }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "the log is still in use after the grace period; it closes when the last request ends"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

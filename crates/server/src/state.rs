@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use logbook_log::Log;
+use logbook_log::LogBackend;
 use logbook_txn::{CommitOutcome, Txn, TxnStore};
 use logbook_views::Views;
 use tokio::sync::Semaphore;
@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct Opened {
     /// The log.
-    pub log: Arc<Log>,
+    pub log: Arc<dyn LogBackend>,
     /// The transaction store on the log's `_txn` stream.
     pub txns: Arc<TxnStore>,
     /// The views of the data directory (`<data-dir>/views`), their processors running.

@@ -746,11 +746,16 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
                 s.durability_waits.load(Ordering::Relaxed),
             ]
         };
-        let syncs_before = partition.stats().syncs.load(Ordering::Relaxed);
+        let syncs = || {
+            partition
+                .stats()
+                .map_or(0, |s| s.syncs.load(Ordering::Relaxed))
+        };
+        let syncs_before = syncs();
         let before = counters(opened.txns.stats());
         let (figures, deltas) = run_http_clients(args, addr, seed).await?;
         let after = counters(opened.txns.stats());
-        let fsyncs = partition.stats().syncs.load(Ordering::Relaxed) - syncs_before;
+        let fsyncs = syncs() - syncs_before;
         let scale = u64::from(args.scale);
         let store = opened.txns.clone();
         let consistency = tokio::task::spawn_blocking(move || -> anyhow::Result<Consistency> {

@@ -1,11 +1,11 @@
 //! Streams and records: `PUT/GET/DELETE /v1/streams/{stream}`, `GET /v1/streams`,
 //! `POST/GET /v1/streams/{stream}/records`.
 //!
-//! Appends without an `Idempotency-Key` go through [`logbook_log::Stream::try_append_batch`]:
+//! Appends without an `Idempotency-Key` go through [`logbook_log::LogStream::try_append_batch`]:
 //! every record checked against every limit before any batch is queued, queued without
 //! blocking (the blocking pool only when a writer's queue is full), then awaited as a future,
 //! so no thread waits for the fsync. Appends with one go through
-//! [`logbook_log::Stream::append_with_id`] on the blocking pool (its outcome is not a future
+//! [`logbook_log::LogStream::append_with_id`] on the blocking pool (its outcome is not a future
 //! yet).
 
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use logbook_api::streams::{
     AckGuarantee, AppendBody, AppendMany, AppendOne, CreateStream, PartitionOffsets, PositionOut,
     RecordIn, RecordOut, RecordsOut, StreamInfo, StreamList,
 };
-use logbook_log::{FsyncPolicy, LogError, LogStream, Position, Record, Stream, StreamConfig};
+use logbook_log::{FsyncPolicy, LogError, LogStream, Position, Record, StreamConfig};
 
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking};
@@ -342,17 +342,17 @@ pub async fn append(
         .into_response())
 }
 
-/// Appends without a request id ([`Stream::try_append_batch`]): queued on this worker when
+/// Appends without a request id ([`LogStream::try_append_batch`]): queued on this worker when
 /// the writers have room (the usual case: no thread hop); only when a partition's queue is
 /// full (backpressure) do the rest wait on the blocking pool. The completions are awaited.
 async fn append_plain(
-    stream: &Arc<Stream>,
+    stream: &Arc<dyn LogStream>,
     records: Vec<Record>,
 ) -> Result<Vec<Position>, LogError> {
     let (mut append, unqueued) = stream.try_append_batch(records)?;
     if let Some(unqueued) = unqueued {
         let s = stream.clone();
-        append = blocking(move || unqueued.queue(&s, &mut append).map(|()| append))
+        append = blocking(move || s.queue_unqueued(unqueued, &mut append).map(|()| append))
             .await
             .map_err(|_| LogError::Closed)??;
     }
@@ -419,9 +419,12 @@ pub async fn read_records(
             tokio::time::timeout(Duration::from_millis(wait_ms), part.end_offset_above(from)).await;
     }
     let s = stream.clone();
-    let stored = blocking(move || s.read(partition, from, limit, limits::READ_BYTES_MAX))
-        .await?
-        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let stored = blocking(move || {
+        s.partition(partition)?
+            .read(from, limit, limits::READ_BYTES_MAX)
+    })
+    .await?
+    .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
     let next = stored.last().map_or(from, |r| r.offset + 1);
     let records = stored
         .into_iter()
