@@ -173,6 +173,11 @@ pub fn health() -> String {
     route::HEALTH.to_string()
 }
 
+/// `/metrics` (Prometheus text, not JSON).
+pub fn metrics() -> String {
+    route::METRICS.to_string()
+}
+
 /// A query string built parameter by parameter, each value percent-encoded. Empty when no
 /// parameter was pushed, else starting with `?`.
 #[derive(Debug, Clone, Default)]

@@ -1,19 +1,25 @@
 //! A blocking client of the HTTP API (v1, docs/DESIGN.md) for the CLI commands that talk to a
 //! running `logbook serve`.
 //!
-//! One [`Client`] keeps one connection pool (ureq agent) to one server. Every call returns
-//! the decoded JSON body of a 2xx answer, or an [`ApiProblem`] carrying the server's RFC 9457
-//! problem document (stable `code`, `detail`, offending `field`), so commands can print what
-//! the server said and scripts can match on the code. A server that cannot be reached gives
-//! an error that says how to start one.
+//! One [`Client`] wraps `logbook-api`'s blocking client (its connection pool, transport and
+//! errors); paths come from `logbook_api::paths`. Every call returns the decoded JSON body of
+//! a 2xx answer, or an [`ApiProblem`] carrying the server's RFC 9457 problem document (stable
+//! `code`, `detail`, offending `field`), so commands can print what the server said and
+//! scripts can match on the code. A server that cannot be reached gives an error that says
+//! how to start one.
+//!
+//! A command makes one attempt (no retries): it reports what happened, and a script that
+//! retries passes the same `--request-id`. Bulk import retries itself ([`Client::try_post_json`]).
 
 use std::fmt;
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
-use logbook_server::error::Problem;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use logbook_api::client::blocking::Client as Blocking;
+use logbook_api::client::{ClientConfig, ClientError, RawRequest, RetryPolicy, Verb};
+use logbook_api::paths::Query;
+use logbook_api::problem::Problem;
 use serde_json::Value;
 
 /// Where the server is: every client command takes this.
@@ -53,32 +59,6 @@ pub fn parse_server(text: &str) -> Result<String, String> {
         ));
     }
     Ok(format!("http://{text}"))
-}
-
-/// Largest answer body read, in bytes (1 GiB). ureq's own default stops at 10 MB, which a
-/// `view scan --limit 10000` of 2 KB rows already exceeds; the server bounds its answers by
-/// row and record counts, not bytes, so this is only a guard against a runaway answer.
-const ANSWER_BYTES_MAX: u64 = 1 << 30;
-
-/// Reads a whole answer body as text, up to [`ANSWER_BYTES_MAX`].
-fn read_answer(response: &mut ureq::http::Response<ureq::Body>) -> Result<String, ureq::Error> {
-    response
-        .body_mut()
-        .with_config()
-        .limit(ANSWER_BYTES_MAX)
-        .read_to_string()
-}
-
-/// The characters left as they are in a path segment: RFC 3986 unreserved.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// Percent-encodes one path segment (a stream, view or key name), so `a/b|c` stays one segment.
-pub fn segment(text: &str) -> String {
-    utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 /// `n` and a noun in the number it takes: `1 row`, `2 rows` (`count(n, "row", "rows")`).
@@ -156,9 +136,9 @@ pub struct Answer {
 /// A blocking HTTP client of one Logbook server.
 #[derive(Clone)]
 pub struct Client {
-    agent: ureq::Agent,
+    inner: Blocking,
     base: String,
-    /// `--client-timeout-ms`, for the timeout message and for requests that wait on the server.
+    /// `--client-timeout-ms`, for the timeout message.
     timeout_ms: u64,
 }
 
@@ -168,18 +148,33 @@ fn base_of(server: &str) -> String {
     parse_server(server).unwrap_or_else(|_| server.trim_end_matches('/').to_owned())
 }
 
+/// `name=value` pairs as a query string (`""` or `?a=1&b=2`), each value percent-encoded.
+fn query_of(query: &[(&str, String)]) -> String {
+    query
+        .iter()
+        .fold(Query::new(), |q, (name, value)| q.push(name, value))
+        .finish()
+}
+
 impl Client {
     /// A client of the server at `args.server`. Makes no request yet.
-    pub fn new(args: &ServerArgs) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_millis(args.client_timeout_ms.max(1))))
-            .build();
-        Self {
-            agent: config.into(),
-            base: base_of(&args.server),
-            timeout_ms: args.client_timeout_ms.max(1),
-        }
+    ///
+    /// # Errors
+    /// An address the client cannot use, or no runtime for it.
+    pub fn new(args: &ServerArgs) -> anyhow::Result<Self> {
+        let timeout_ms = args.client_timeout_ms.max(1);
+        let base = base_of(&args.server);
+        let config = ClientConfig {
+            request_timeout_ms: timeout_ms,
+            retry: RetryPolicy::none(),
+            ..ClientConfig::default()
+        };
+        let inner = Blocking::with_config(&base, config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self {
+            inner,
+            base,
+            timeout_ms,
+        })
     }
 
     /// The base URL, without a trailing slash.
@@ -201,55 +196,30 @@ impl Client {
         query: &[(&str, String)],
         wait_ms: u64,
     ) -> anyhow::Result<Value> {
-        let mut request = self.agent.get(self.url(path)?);
-        for (name, value) in query {
-            request = request.query(*name, value);
-        }
-        let result = if wait_ms > 0 {
-            request
-                .config()
-                .timeout_global(Some(Duration::from_millis(self.timeout_ms + wait_ms)))
-                .build()
-                .call()
-        } else {
-            request.call()
-        };
-        Ok(self.finish_waiting("GET", path, result, wait_ms)?.body)
+        let request = RawRequest::new(Verb::Get, format!("{path}{}", query_of(query)));
+        Ok(self.send(request.server_wait_ms(wait_ms))?.body)
     }
 
     /// `GET path` of a text document (e.g. `/metrics`).
     pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let result = self.agent.get(self.url(path)?).call();
-        let mut response = self.connected("GET", path, result)?;
-        let status = response.status().as_u16();
-        let text = read_answer(&mut response)
-            .with_context(|| format!("reading the answer to GET {}{path}", self.base))?;
-        if !(200..300).contains(&status) {
-            anyhow::bail!(
-                "GET {}{path} answered {status}: {}{}",
-                self.base,
-                text.trim(),
-                not_logbook_hint(status, &text)
-            );
-        }
-        Ok(text)
+        let request = self.checked(RawRequest::new(Verb::Get, path.to_owned()))?;
+        let answer = self
+            .inner
+            .send_raw(request)
+            .map_err(|e| self.error("GET", path, e, 0))?;
+        String::from_utf8(answer.body)
+            .with_context(|| format!("GET {}{path}: the answer is not UTF-8 text", self.base))
     }
 
     /// `PUT path` with a JSON body.
     pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Answer> {
-        let result = self.agent.put(self.url(path)?).send_json(body);
-        self.finish("PUT", path, result)
+        self.put_raw(path, &body.to_string())
     }
 
     /// `PUT path` with a body given as JSON text, sent as it is: the server parses it, so a
     /// malformed document is refused with the server's `invalid_json` naming where.
     pub fn put_raw(&self, path: &str, json_text: &str) -> anyhow::Result<Answer> {
-        let result = self
-            .agent
-            .put(self.url(path)?)
-            .header("content-type", "application/json")
-            .send(json_text);
-        self.finish("PUT", path, result)
+        self.send(RawRequest::new(Verb::Put, path.to_owned()).body(json_text))
     }
 
     /// `POST path` with a body given as JSON text, and extra headers.
@@ -259,14 +229,8 @@ impl Client {
         json_text: &str,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Answer> {
-        let mut request = self
-            .agent
-            .post(self.url(path)?)
-            .header("content-type", "application/json");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.finish("POST", path, request.send(json_text))
+        let request = RawRequest::new(Verb::Post, path.to_owned()).body(json_text);
+        self.send(with_headers(request, headers)?)
     }
 
     /// `POST path` with a JSON body and extra headers (`Idempotency-Key`, `traceparent`).
@@ -288,75 +252,75 @@ impl Client {
         headers: &[(&str, &str)],
         wait_ms: u64,
     ) -> anyhow::Result<Answer> {
-        let mut request = self.agent.post(self.url(path)?);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let result = if wait_ms > 0 {
-            request
-                .config()
-                .timeout_global(Some(Duration::from_millis(self.timeout_ms + wait_ms)))
-                .build()
-                .send_json(body)
-        } else {
-            request.send_json(body)
-        };
-        self.finish_waiting("POST", path, result, wait_ms)
+        let request = RawRequest::new(Verb::Post, path.to_owned())
+            .body(body.to_string())
+            .server_wait_ms(wait_ms);
+        self.send(with_headers(request, headers)?)
     }
 
     /// `DELETE path` with query parameters.
     pub fn delete(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Answer> {
-        let mut request = self.agent.delete(self.url(path)?);
-        for (name, value) in query {
-            request = request.query(*name, value);
-        }
-        self.finish("DELETE", path, request.call())
+        self.send(RawRequest::new(
+            Verb::Delete,
+            format!("{path}{}", query_of(query)),
+        ))
     }
 
-    /// The URL of `path`. A path with an empty segment (`/v1/streams//records`) would reach
-    /// no route and come back as a puzzling 404: refused here instead.
-    fn url(&self, path: &str) -> anyhow::Result<String> {
+    /// Sends `request` once; a 2xx answer's JSON body.
+    fn send(&self, request: RawRequest) -> anyhow::Result<Answer> {
+        let method = verb_name(request.verb);
+        let (path, wait_ms) = (request.path.clone(), request.server_wait_ms);
+        let request = self.checked(request)?;
+        let answer = self
+            .inner
+            .send_raw(request)
+            .map_err(|e| self.error(method, &path, e, wait_ms))?;
+        let body = if answer.body.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(&answer.body)
+                .with_context(|| format!("{method} {path}: the answer is not JSON"))?
+        };
+        Ok(Answer {
+            status: answer.status,
+            body,
+        })
+    }
+
+    /// `request` if its path names something. A path with an empty segment
+    /// (`/v1/streams//records`) would reach no route and come back as a puzzling 404: refused
+    /// here instead.
+    fn checked(&self, request: RawRequest) -> anyhow::Result<RawRequest> {
+        let path = &request.path;
         let route = path.split('?').next().unwrap_or(path);
         if route.split('/').skip(1).any(str::is_empty) {
             anyhow::bail!(
                 "{path}: a stream, view or key name is empty; names and keys must be non-empty"
             );
         }
-        Ok(format!("{}{path}", self.base))
+        Ok(request)
     }
 
-    /// Turns a transport failure into an error that says which server and how to start one.
-    fn connected(
-        &self,
-        method: &str,
-        path: &str,
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
-        self.connected_waiting(method, path, result, 0)
-    }
-
-    /// [`Client::connected`] for a request that also waited `wait_ms` on the server.
-    fn connected_waiting(
-        &self,
-        method: &str,
-        path: &str,
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-        wait_ms: u64,
-    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
-        result.map_err(|error| self.transport_error(method, path, &error, wait_ms))
-    }
-
-    /// What a transport failure means, in words: which server, and what to do.
-    fn transport_error(
-        &self,
-        method: &str,
-        path: &str,
-        error: &ureq::Error,
-        wait_ms: u64,
-    ) -> anyhow::Error {
+    /// What a failed request means, in words: the server's problem as an [`ApiProblem`];
+    /// otherwise which server, and what to do.
+    fn error(&self, method: &str, path: &str, error: ClientError, wait_ms: u64) -> anyhow::Error {
         let at = format!("{method} {}{path}", self.base);
         match error {
-            ureq::Error::Timeout(_) => {
+            ClientError::Problem { problem, .. } => ApiProblem {
+                status: problem.status,
+                problem: *problem,
+            }
+            .into(),
+            ClientError::Answer { status, detail, .. } => {
+                anyhow::anyhow!("{at} answered {status}: {detail}")
+            }
+            ClientError::Unreachable { last, .. } => anyhow::anyhow!(
+                "{at}: {last}; is `logbook serve` (or `logbook quickstart`) running there? \
+                 (--server / LOGBOOK_SERVER)"
+            ),
+            ClientError::Transport { ref last, .. } | ClientError::Unknown { ref last, .. }
+                if last.starts_with("no answer within") =>
+            {
                 let waited = if wait_ms > 0 {
                     format!(
                         "{} ms (the {wait_ms} ms the server was asked to wait, plus \
@@ -367,91 +331,51 @@ impl Client {
                 } else {
                     format!("--client-timeout-ms {} ms", self.timeout_ms)
                 };
+                let unknown = if error.is_unknown() {
+                    " (the outcome is unknown: the server may have acted on it)"
+                } else {
+                    ""
+                };
                 anyhow::anyhow!(
-                    "{at}: no complete answer within {waited}; raise --client-timeout-ms \
-                     (or LOGBOOK_CLIENT_TIMEOUT_MS) if the server is just slow"
+                    "{at}: no complete answer within {waited}{unknown}; raise \
+                     --client-timeout-ms (or LOGBOOK_CLIENT_TIMEOUT_MS) if the server is just slow"
                 )
             }
             // The server stopped reading an upload: most often it refused the body (413)
             // and closed the connection, so the answer is lost with it.
-            ureq::Error::Io(io)
-                if method != "GET"
-                    && matches!(
-                        io.kind(),
-                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-                    ) =>
-            {
-                anyhow::anyhow!(
-                    "{at}: the server closed the request before answering ({error}); body too \
-                     large? (the server takes at most {} MiB per request)",
-                    logbook_server::limits::BODY_BYTES_MAX >> 20
-                )
-            }
-            ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-                anyhow::anyhow!(
-                    "{at}: {error}; is `logbook serve` (or `logbook quickstart`) running there? \
-                     (--server / LOGBOOK_SERVER)"
-                )
-            }
-            _ => anyhow::anyhow!("{at}: {error}"),
-        }
-    }
-
-    fn finish(
-        &self,
-        method: &str,
-        path: &str,
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> anyhow::Result<Answer> {
-        self.finish_waiting(method, path, result, 0)
-    }
-
-    fn finish_waiting(
-        &self,
-        method: &str,
-        path: &str,
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-        wait_ms: u64,
-    ) -> anyhow::Result<Answer> {
-        let mut response = self.connected_waiting(method, path, result, wait_ms)?;
-        let status = response.status().as_u16();
-        let text = read_answer(&mut response).map_err(|error| {
-            let cause = self.transport_error(method, path, &error, wait_ms);
-            cause.context(format!(
-                "reading the answer to {method} {}{path}",
-                self.base
-            ))
-        })?;
-        if (200..300).contains(&status) {
-            let body = if text.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{method} {path}: the answer is not JSON"))?
-            };
-            return Ok(Answer { status, body });
-        }
-        match serde_json::from_str::<Problem>(&text) {
-            Ok(problem) => Err(ApiProblem { status, problem }.into()),
-            Err(_) => anyhow::bail!(
-                "{method} {}{path} answered {status}: {}{}",
-                self.base,
-                text.trim(),
-                not_logbook_hint(status, &text)
+            ClientError::Unknown { .. } => anyhow::anyhow!(
+                "{at}: {error}; the server closed the request before answering: body too \
+                 large? (the server takes at most {} MiB per request)",
+                logbook_api::limits::BODY_BYTES_MAX >> 20
             ),
+            other => anyhow::anyhow!("{at}: {other}"),
         }
     }
 }
 
-/// For an error answer that is no problem document: a hint that the address may not be a
-/// Logbook server at all (every error of ours has a JSON body).
-fn not_logbook_hint(status: u16, text: &str) -> &'static str {
-    if text.trim().is_empty() || status == 404 {
-        " (not a Logbook problem document: is this a Logbook server? check --server / \
-         LOGBOOK_SERVER)"
-    } else {
-        ""
+/// `GET`, `PUT`, ... for messages.
+fn verb_name(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Get => "GET",
+        Verb::Put => "PUT",
+        Verb::Post => "POST",
+        Verb::Delete => "DELETE",
     }
+}
+
+/// `request` with the headers a command sends: `Idempotency-Key` and `traceparent`.
+fn with_headers(request: RawRequest, headers: &[(&str, &str)]) -> anyhow::Result<RawRequest> {
+    let mut request = request;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("idempotency-key") {
+            request = request.request_id(Some(value));
+        } else if name.eq_ignore_ascii_case("traceparent") {
+            request = request.traceparent(Some(value));
+        } else {
+            anyhow::bail!("header {name}: the client sends only Idempotency-Key and traceparent");
+        }
+    }
+    Ok(request)
 }
 
 /// Why one attempt of [`Client::try_post_json`] failed, told apart so a caller that retries
@@ -469,33 +393,6 @@ pub struct Failure {
 }
 
 impl Client {
-    /// A client that keeps up to `connections` idle connections to the server, for callers
-    /// that keep that many requests in flight from as many threads (ureq's default keeps 3
-    /// per host, so a fourth thread would open a new connection for every request).
-    ///
-    /// The timeout applies to each phase of a request (connect, send, receive) rather than to
-    /// the whole call: with a whole-call timeout ureq resolves the host on a new thread for
-    /// every request (so that the lookup can be timed out), which costs bulk import a third of
-    /// its throughput.
-    pub fn with_connections(args: &ServerArgs, connections: usize) -> Self {
-        let timeout = Some(Duration::from_millis(args.client_timeout_ms.max(1)));
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(timeout)
-            .timeout_send_request(timeout)
-            .timeout_send_body(timeout)
-            .timeout_recv_response(timeout)
-            .timeout_recv_body(timeout)
-            .max_idle_connections(connections.max(1))
-            .max_idle_connections_per_host(connections.max(1))
-            .build();
-        Self {
-            agent: config.into(),
-            base: base_of(&args.server),
-            timeout_ms: args.client_timeout_ms.max(1),
-        }
-    }
-
     /// One attempt of `POST path` with a body that is already JSON text, and extra headers.
     /// Unlike [`Client::post`], the error says whether a retry may help ([`Failure`]);
     /// retrying is the caller's choice (safe with an `Idempotency-Key`).
@@ -505,74 +402,51 @@ impl Client {
         json: &[u8],
         headers: &[(&str, &str)],
     ) -> Result<Answer, Failure> {
-        let url = self.url(path).map_err(|error| Failure {
+        let fail = |error: anyhow::Error| Failure {
             retry_after: None,
             transient: false,
             error,
-        })?;
-        let mut request = self
-            .agent
-            .post(url)
-            .header("content-type", "application/json");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let mut response = match request.send(json) {
-            Ok(r) => r,
+        };
+        let request = RawRequest::new(Verb::Post, path.to_owned()).body(json.to_vec());
+        let request = with_headers(request, headers)
+            .and_then(|r| self.checked(r))
+            .map_err(fail)?;
+        match self.inner.send_raw(request) {
+            Ok(answer) => {
+                let body = if answer.body.iter().all(u8::is_ascii_whitespace) {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&answer.body).map_err(|e| {
+                        fail(anyhow::anyhow!("POST {path}: the answer is not JSON: {e}"))
+                    })?
+                };
+                Ok(Answer {
+                    status: answer.status,
+                    body,
+                })
+            }
             Err(error) => {
-                let transient = matches!(
-                    error,
-                    ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Timeout(_)
-                );
-                return Err(Failure {
-                    retry_after: None,
+                let (transient, retry_after) = match &error {
+                    ClientError::Problem {
+                        problem,
+                        retry_after_s,
+                    } => (
+                        problem.status == 429 || problem.status == 503,
+                        retry_after_s.map(Duration::from_secs),
+                    ),
+                    ClientError::Answer { status, .. } => (*status == 429 || *status == 503, None),
+                    ClientError::Unreachable { .. }
+                    | ClientError::Transport { .. }
+                    | ClientError::Unknown { .. } => (true, None),
+                    _ => (false, None),
+                };
+                Err(Failure {
+                    retry_after,
                     transient,
-                    error: self
-                        .connected("POST", path, Err(error))
-                        .err()
-                        .unwrap_or_else(|| anyhow::anyhow!("POST {path}: no answer")),
-                });
+                    error: self.error("POST", path, error, 0),
+                })
             }
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = match read_answer(&mut response) {
-            Ok(text) => text,
-            Err(error) => {
-                // The answer was cut off: as if none came.
-                return Err(Failure {
-                    retry_after: None,
-                    transient: true,
-                    error: anyhow::anyhow!("POST {path}: reading the answer: {error}"),
-                });
-            }
-        };
-        if (200..300).contains(&status) {
-            let body = if text.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).map_err(|e| Failure {
-                    retry_after: None,
-                    transient: false,
-                    error: anyhow::anyhow!("POST {path}: the answer is not JSON: {e}"),
-                })?
-            };
-            return Ok(Answer { status, body });
         }
-        let error = match serde_json::from_str::<Problem>(&text) {
-            Ok(problem) => ApiProblem { status, problem }.into(),
-            Err(_) => anyhow::anyhow!("POST {path} answered {status}: {}", text.trim()),
-        };
-        Err(Failure {
-            retry_after,
-            transient: status == 429 || status == 503,
-            error,
-        })
     }
 }
 
@@ -603,19 +477,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segments_keep_one_path_segment_and_round_trip() {
-        assert_eq!(
-            segment("2013-1-1|UA|1545|EWR"),
-            "2013-1-1%7CUA%7C1545%7CEWR"
-        );
-        assert_eq!(segment("a/b c"), "a%2Fb%20c");
-        assert_eq!(segment("plain-name_1.x~"), "plain-name_1.x~");
-        let encoded = segment("ü/?#%");
-        let decoded = percent_encoding::percent_decode_str(&encoded).decode_utf8();
-        assert_eq!(decoded.ok().as_deref(), Some("ü/?#%"));
-    }
-
-    #[test]
     fn server_addresses_take_a_bare_host_port_and_refuse_tls() {
         assert_eq!(
             parse_server("127.0.0.1:7700").as_deref(),
@@ -637,8 +498,12 @@ mod tests {
         let client = Client::new(&ServerArgs {
             server: "http://127.0.0.1:9/".into(),
             client_timeout_ms: 2_000,
-        });
-        let error = client.get("/v1/health", &[]).err().map(|e| e.to_string());
+        })
+        .unwrap();
+        let error = client
+            .get(&logbook_api::paths::health(), &[])
+            .err()
+            .map(|e| e.to_string());
         let text = error.unwrap_or_default();
         assert!(text.contains("http://127.0.0.1:9/v1/health"), "{text}");
         assert!(text.contains("logbook serve"), "{text}");

@@ -32,7 +32,9 @@ use logbook_server::{ConfigLayer, Server, ServerError, limits};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::client::{Client, ServerArgs, problem_of, segment};
+use logbook_api::paths;
+
+use crate::client::{Client, ServerArgs, problem_of};
 use crate::flights::{self, DEFAULT_SAMPLE};
 use crate::import::{self, Format, ImportReport, Input, Percentiles, Settings, grouped, micros};
 
@@ -155,13 +157,10 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     }));
 
     let base = format!("http://{}", reachable(addr));
-    let client = Client::with_connections(
-        &ServerArgs {
-            server: base.clone(),
-            client_timeout_ms: 60_000,
-        },
-        args.in_flight,
-    );
+    let client = Client::new(&ServerArgs {
+        server: base.clone(),
+        client_timeout_ms: 60_000,
+    })?;
     let worked = wait_ready(&client, &serving)
         .and_then(|()| steps(&args, &client, &sample, interrupted.clone()));
     let report = match worked {
@@ -237,7 +236,7 @@ fn wait_ready(
         if serving.is_finished() {
             bail!("the server stopped while opening the data directory");
         }
-        if client.get("/v1/health", &[]).is_ok() {
+        if client.get(&paths::health(), &[]).is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -336,15 +335,9 @@ fn steps(
     ))?;
     if args.fresh {
         for (view, _, _) in VIEWS {
-            ignore_missing(
-                client.delete(&format!("/v1/views/{view}"), &[]),
-                "unknown_view",
-            )?;
+            ignore_missing(client.delete(&paths::view(view), &[]), "unknown_view")?;
         }
-        ignore_missing(
-            client.delete(&format!("/v1/streams/{STREAM}"), &[]),
-            "unknown_stream",
-        )?;
+        ignore_missing(client.delete(&paths::stream(STREAM), &[]), "unknown_stream")?;
         say(format!(
             "--fresh: dropped the stream {STREAM:?} and the views (if they existed)"
         ))?;
@@ -352,7 +345,7 @@ fn steps(
 
     // 1 + 2: the stream and the import.
     // --partitions applies only to a stream created now: say what the stream really has.
-    let partitions = match client.get(&format!("/v1/streams/{STREAM}"), &[]) {
+    let partitions = match client.get(&paths::stream(STREAM), &[]) {
         Ok(answer) => match answer["partitions"].as_u64() {
             Some(n) if n != u64::from(args.partitions) => format!(
                 "{n} partitions: it already existed, --partitions {} applies only when it is created",
@@ -404,7 +397,7 @@ fn steps(
     let views_started = Instant::now();
     for (view, about, spec) in VIEWS {
         let spec: Value = serde_json::from_str(spec).context("a built-in view spec")?;
-        let created = match client.put(&format!("/v1/views/{view}"), &spec) {
+        let created = match client.put(&paths::view(view), &spec) {
             Ok(answer) => answer.status == 201,
             Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == "view_exists") => {
                 return Err(e.context(format!(
@@ -456,7 +449,7 @@ fn steps(
         ))?;
     }
     let seats_booked = client
-        .get(&format!("/v1/kv/{}", segment(&seats_key)), &[])
+        .get(&paths::kv_key(&seats_key), &[])
         .with_context(|| format!("reading {seats_key}"))?["value"]
         .clone();
     say(format!(
@@ -493,7 +486,7 @@ fn ignore_missing(result: anyhow::Result<crate::client::Answer>, code: &str) -> 
 /// Polls a view's status until it has applied every record of its source; returns how many
 /// it applied. A progress bar on a terminal.
 fn wait_caught_up(client: &Client, view: &str, progress: bool) -> anyhow::Result<u64> {
-    let path = format!("/v1/views/{view}");
+    let path = paths::view(view);
     let deadline = Instant::now() + WAIT_MAX;
     let bar = if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let bar = indicatif::ProgressBar::new(0);
@@ -555,17 +548,10 @@ fn first_flight(sample: &Path) -> anyhow::Result<FirstFlight> {
 fn book_seats(client: &Client, flight: &str, seats_key: &str) -> anyhow::Result<Vec<TxnReport>> {
     let booking = |n: u32| format!("booking:quickstart-{n}");
     let put = |txn: &str, key: &str, value: Value| {
-        client.put(
-            &format!("/v1/txns/{txn}/kv/{}", segment(key)),
-            &json!({ "value": value }),
-        )
+        client.put(&paths::txn_key(txn, key), &json!({ "value": value }))
     };
     let increment = |txn: &str, key: &str, by: i64| {
-        client.post(
-            &format!("/v1/txns/{txn}/kv/{}/increment", segment(key)),
-            &json!({ "by": by }),
-            &[],
-        )
+        client.post(&paths::txn_increment(txn, key), &json!({ "by": by }), &[])
     };
     let mut reports = Vec::new();
     reports.push(transaction(
@@ -603,8 +589,7 @@ fn book_seats(client: &Client, flight: &str, seats_key: &str) -> anyhow::Result<
         "quickstart-add-seat-1",
         "Ada adds a seat (read, modify, write)",
         |txn| {
-            let current =
-                client.get(&format!("/v1/txns/{txn}/kv/{}", segment(&booking(1))), &[])?;
+            let current = client.get(&paths::txn_key(txn, &booking(1)), &[])?;
             let mut value = current["value"].clone();
             let seats = value["seats"].as_i64().unwrap_or(0);
             value["seats"] = json!(seats + 1);
@@ -627,14 +612,14 @@ fn transaction(
 ) -> anyhow::Result<TxnReport> {
     const ATTEMPTS: u32 = 5;
     for attempt in 0..ATTEMPTS {
-        let begun = client.post("/v1/txns", &json!({"isolation": "serializable"}), &[])?;
+        let begun = client.post(&paths::txns(), &json!({"isolation": "serializable"}), &[])?;
         let txn = begun.body["txn"]
             .as_str()
             .context("the server's answer to POST /v1/txns has no txn")?
             .to_string();
         let committed = body(&txn).and_then(|()| {
             client.post(
-                &format!("/v1/txns/{}/commit", segment(&txn)),
+                &paths::txn_commit(&txn),
                 &json!({}),
                 &[("idempotency-key", request_id)],
             )
@@ -651,11 +636,7 @@ fn transaction(
             }
             Err(e) => {
                 // Best effort: the transaction may be gone already (a failed commit ends it).
-                let _ = client.post(
-                    &format!("/v1/txns/{}/abort", segment(&txn)),
-                    &json!({}),
-                    &[],
-                );
+                let _ = client.post(&paths::txn_abort(&txn), &json!({}), &[]);
                 if problem_of(&e).is_none_or(|p| p.problem.code != "serialization_failure") {
                     return Err(e.context(format!("transaction {request_id}")));
                 }
@@ -667,8 +648,7 @@ fn transaction(
 
 /// A few rows of each view, for the report.
 fn some_rows(client: &Client, first: &FirstFlight) -> anyhow::Result<Value> {
-    let rows =
-        |view: &str, query: &[(&str, String)]| client.get(&format!("/v1/views/{view}/rows"), query);
+    let rows = |view: &str, query: &[(&str, String)]| client.get(&paths::view_rows(view), query);
     let mut carriers = rows("delay_by_carrier", &[("limit", "1000".into())])?["rows"]
         .as_array()
         .cloned()
@@ -683,10 +663,7 @@ fn some_rows(client: &Client, first: &FirstFlight) -> anyhow::Result<Value> {
     let aircraft = if tail.is_empty() {
         Value::Null
     } else {
-        client.get(
-            &format!("/v1/views/flights_by_tailnum/rows/{}", segment(&tail)),
-            &[],
-        )?
+        client.get(&paths::view_row("flights_by_tailnum", &tail), &[])?
     };
     // Every airport on the first flight's day.
     let all_days = rows("departures_by_origin_day", &[("limit", "10000".into())])?;
@@ -713,13 +690,10 @@ fn some_rows(client: &Client, first: &FirstFlight) -> anyhow::Result<Value> {
 fn read_latency(client: &Client) -> anyhow::Result<ReadsReport> {
     let mut keys = Vec::new();
     for view in ["departures_by_origin_day", "delay_by_carrier"] {
-        let page = client.get(
-            &format!("/v1/views/{view}/rows"),
-            &[("limit", "10000".into())],
-        )?;
+        let page = client.get(&paths::view_rows(view), &[("limit", "10000".into())])?;
         for row in page["rows"].as_array().into_iter().flatten() {
             if let Some(key) = row["key"].as_str() {
-                keys.push(format!("/v1/views/{view}/rows/{}", segment(key)));
+                keys.push(paths::view_row(view, key));
             }
         }
     }
@@ -845,22 +819,41 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
     let f = &r.flight["value"];
     let text = |name: &str| f[name].as_str().unwrap_or_default().to_string();
     let (carrier, tail, origin) = (text("carrier"), text("tailnum"), text("origin"));
-    outln!("  curl -s {base}/v1/views/delay_by_carrier/rows/{carrier}");
     outln!(
-        "  curl -s '{base}/v1/views/departures_by_origin_day/rows?prefix={}&limit=5'",
-        segment(&format!("{origin}|"))
+        "  curl -s {base}{}",
+        paths::view_row("delay_by_carrier", &carrier)
+    );
+    let prefix = paths::Query::new()
+        .push("prefix", format!("{origin}|"))
+        .push("limit", 5)
+        .finish();
+    outln!(
+        "  curl -s '{base}{}{prefix}'",
+        paths::view_rows("departures_by_origin_day")
     );
     outln!(
-        "  curl -s {base}/v1/views/flights_by_tailnum/rows/{}",
-        segment(&tail)
+        "  curl -s {base}{}",
+        paths::view_row("flights_by_tailnum", &tail)
     );
-    outln!("  curl -s {base}/v1/views/delay_by_carrier      # status: applied offsets, lag");
-    outln!("  curl -s '{base}/v1/streams/flights/records?partition=0&from=0&limit=2'");
     outln!(
-        "  curl -s -XPOST {base}/v1/streams/flights/records -H 'Idempotency-Key: my-first' \\\n       -d '{{\"key\":\"2013-1-1|XX|1|{origin}\",\"value\":{{\"carrier\":\"XX\",\"dep_delay\":5,\"origin\":\"{origin}\"}}}}'"
+        "  curl -s {base}{}      # status: applied offsets, lag",
+        paths::view("delay_by_carrier")
     );
-    outln!("  curl -s {base}/v1/kv/{}", segment(&r.seats_key));
-    outln!("  curl -s {base}/metrics | grep logbook_   # latency histograms per operation");
+    let page = paths::Query::new()
+        .push("partition", 0)
+        .push("from", 0)
+        .push("limit", 2)
+        .finish();
+    outln!("  curl -s '{base}{}{page}'", paths::records(STREAM));
+    outln!(
+        "  curl -s -XPOST {base}{} -H 'Idempotency-Key: my-first' \\\n       -d '{{\"key\":\"2013-1-1|XX|1|{origin}\",\"value\":{{\"carrier\":\"XX\",\"dep_delay\":5,\"origin\":\"{origin}\"}}}}'",
+        paths::records(STREAM)
+    );
+    outln!("  curl -s {base}{}", paths::kv_key(&r.seats_key));
+    outln!(
+        "  curl -s {base}{} | grep logbook_   # latency histograms per operation",
+        paths::metrics()
+    );
     outln!("  curl -s {base}/openapi.json              # every route");
     // The CLI is a client of the same API; --server only when it is not the default.
     let server = if base == "http://127.0.0.1:7700" {

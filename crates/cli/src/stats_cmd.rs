@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::client::{Client, ServerArgs, print_json, segment};
+use logbook_api::paths;
+
+use crate::client::{Client, ServerArgs, print_json};
 
 /// The quantiles printed, with their column names.
 const QUANTILES: [(f64, &str); 4] = [(0.5, "p50"), (0.95, "p95"), (0.99, "p99"), (0.999, "p999")];
@@ -260,13 +262,13 @@ fn responses(samples: &[Sample]) -> BTreeMap<String, u64> {
 /// The lag of every version of every view (from the views API: `/metrics` has no view
 /// gauges yet).
 fn view_lag(client: &Client) -> anyhow::Result<Vec<Value>> {
-    let list = client.get("/v1/views", &[])?;
+    let list = client.get(&paths::views(), &[])?;
     let mut out = Vec::new();
     for v in list["views"].as_array().map_or(&[][..], Vec::as_slice) {
         let Some(name) = v["view"].as_str() else {
             continue;
         };
-        let detail = client.get(&format!("/v1/views/{}", segment(name)), &[])?;
+        let detail = client.get(&paths::view(name), &[])?;
         for version in detail["versions"].as_array().map_or(&[][..], Vec::as_slice) {
             out.push(json!({
                 "view": name,
@@ -283,8 +285,8 @@ fn view_lag(client: &Client) -> anyhow::Result<Vec<Value>> {
 
 /// Runs `logbook stats`.
 pub fn run(args: StatsArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.server);
-    let text = client.get_text("/metrics")?;
+    let client = Client::new(&args.server)?;
+    let text = client.get_text(&paths::metrics())?;
     let samples: Vec<Sample> = text.lines().filter_map(parse_line).collect();
     let hists = histograms(&samples);
     let mut counters = counters(&samples);

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use logbook_server::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
 use logbook_views::ConsistencyToken;
 
-use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of, segment};
+use logbook_api::paths;
+
+use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of};
 
 /// Records sent in one request by `stream append` without `--request-id` (the server's batch
 /// limit is far higher; this keeps each answer, and a failure's blast radius, small).
@@ -214,8 +216,7 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             if let Some(b) = segment_bytes_max {
                 body["segment_bytes_max"] = json!(b);
             }
-            let answer =
-                Client::new(&server).put(&format!("/v1/streams/{}", segment(&stream)), &body)?;
+            let answer = Client::new(&server)?.put(&paths::stream(&stream), &body)?;
             if json {
                 return print_json(&answer.body);
             }
@@ -231,7 +232,7 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             );
         }
         StreamCommand::List { server, all, json } => {
-            let mut list = Client::new(&server).get("/v1/streams", &[])?;
+            let mut list = Client::new(&server)?.get(&paths::streams(), &[])?;
             if !all && let Some(streams) = list["streams"].as_array_mut() {
                 streams.retain(|s| !s["stream"].as_str().is_some_and(|n| n.starts_with('_')));
             }
@@ -259,7 +260,7 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             stream,
             json,
         } => {
-            let s = Client::new(&server).get(&format!("/v1/streams/{}", segment(&stream)), &[])?;
+            let s = Client::new(&server)?.get(&paths::stream(&stream), &[])?;
             if json {
                 return print_json(&s);
             }
@@ -290,7 +291,7 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             stream,
             json,
         } => {
-            Client::new(&server).delete(&format!("/v1/streams/{}", segment(&stream)), &[])?;
+            Client::new(&server)?.delete(&paths::stream(&stream), &[])?;
             if json {
                 return print_json(&json!({ "dropped": stream }));
             }
@@ -307,8 +308,8 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             json,
         } => {
             let append = Append {
-                client: Client::new(&server),
-                path: format!("/v1/streams/{}/records", segment(&stream)),
+                client: Client::new(&server)?,
+                path: paths::records(&stream),
                 key,
                 headers: headers
                     .into_iter()
@@ -336,7 +337,7 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             follow,
             json,
         } => tail(
-            &Client::new(&server),
+            &Client::new(&server)?,
             &stream,
             partition,
             from,
@@ -660,7 +661,7 @@ fn tail(
     follow: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let path = format!("/v1/streams/{}/records", segment(stream));
+    let path = paths::records(stream);
     // --follow without --from prints only new records: start at the partition's end.
     let mut from = match from {
         Some(f) => Some(f),
@@ -736,7 +737,7 @@ fn tail(
 
 /// The next offset of the partition `tail` reads (its end: where a new record lands).
 fn end_offset(client: &Client, stream: &str, partition: Option<u32>) -> anyhow::Result<u64> {
-    let shown = client.get(&format!("/v1/streams/{}", segment(stream)), &[])?;
+    let shown = client.get(&paths::stream(stream), &[])?;
     let offsets = shown["offsets"].as_array().map_or(&[][..], Vec::as_slice);
     let wanted = match partition {
         Some(p) => p,

@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 
 use logbook_server::error::Problem;
 
-use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of, segment};
+use logbook_api::paths;
+
+use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of};
 
 /// Options of `logbook txn`.
 #[derive(Debug, clap::Args)]
@@ -77,7 +79,7 @@ struct Shell {
 /// Runs the shell until `quit` or the end of stdin.
 pub fn run(args: TxnArgs) -> anyhow::Result<()> {
     let mut shell = Shell {
-        client: Client::new(&args.server),
+        client: Client::new(&args.server)?,
         json: args.json,
         txn: None,
         failed: None,
@@ -89,11 +91,7 @@ pub fn run(args: TxnArgs) -> anyhow::Result<()> {
     let mut left_open = false;
     if let Some(txn) = shell.txn.take() {
         left_open = true;
-        match shell.client.post(
-            &format!("/v1/txns/{}/abort", segment(&txn)),
-            &json!({}),
-            &[],
-        ) {
+        match shell.client.post(&paths::txn_abort(&txn), &json!({}), &[]) {
             Ok(_) => eprintln!(
                 "aborted transaction {txn}: the input ended before commit; nothing it wrote \
                  was kept"
@@ -248,10 +246,6 @@ impl Shell {
         }
     }
 
-    fn txn_path(&self, txn: &str) -> String {
-        format!("/v1/txns/{}", segment(txn))
-    }
-
     fn open(&self, command: &str) -> anyhow::Result<String> {
         self.txn
             .clone()
@@ -286,10 +280,8 @@ impl Shell {
                     .with_context(|| format!("put: the value is not JSON: {value}"))?;
                 let txn = self.open("put")?;
                 self.write_op(|c| {
-                    c.client.put(
-                        &format!("{}/kv/{}", c.txn_path(&txn), segment(key)),
-                        &json!({ "value": value }),
-                    )
+                    c.client
+                        .put(&paths::txn_key(&txn, key), &json!({ "value": value }))
                 })?;
             }
             "del" | "delete" => {
@@ -299,10 +291,7 @@ impl Shell {
                     bail!("usage: del KEY");
                 }
                 let txn = self.open("del")?;
-                self.write_op(|c| {
-                    c.client
-                        .delete(&format!("{}/kv/{}", c.txn_path(&txn), segment(key)), &[])
-                })?;
+                self.write_op(|c| c.client.delete(&paths::txn_key(&txn, key), &[]))?;
             }
             "incr" => {
                 let (key, by) = key_word(rest, "usage: incr KEY N")?;
@@ -312,11 +301,8 @@ impl Shell {
                 })?;
                 let txn = self.open("incr")?;
                 self.write_op(|c| {
-                    c.client.post(
-                        &format!("{}/kv/{}/increment", c.txn_path(&txn), segment(key)),
-                        &json!({ "by": by }),
-                        &[],
-                    )
+                    c.client
+                        .post(&paths::txn_increment(&txn, key), &json!({ "by": by }), &[])
                 })?;
             }
             "commit" => self.commit(rest)?,
@@ -324,8 +310,7 @@ impl Shell {
                 let txn = self.open("abort")?;
                 self.txn = None;
                 self.failed = None;
-                self.client
-                    .post(&format!("{}/abort", self.txn_path(&txn)), &json!({}), &[])?;
+                self.client.post(&paths::txn_abort(&txn), &json!({}), &[])?;
                 if self.json {
                     print_json(&json!({ "aborted": txn }))?;
                 } else {
@@ -354,7 +339,7 @@ impl Shell {
                 ),
             }
         }
-        let begun = self.client.post("/v1/txns", &body, &[])?.body;
+        let begun = self.client.post(&paths::txns(), &body, &[])?.body;
         let txn = begun["txn"]
             .as_str()
             .context("the server's answer names no transaction")?
@@ -387,7 +372,7 @@ impl Shell {
         };
         let (path, query) = match &self.txn {
             Some(txn) => (
-                format!("{}/kv/{}", self.txn_path(txn), segment(key)),
+                paths::txn_key(txn, key),
                 if for_update {
                     vec![("for_update", "true".to_string())]
                 } else {
@@ -395,7 +380,7 @@ impl Shell {
                 },
             ),
             None if for_update => bail!("get ... for_update: no open transaction; `begin` first"),
-            None => (format!("/v1/kv/{}", segment(key)), Vec::new()),
+            None => (paths::kv_key(key), Vec::new()),
         };
         match self.in_txn(|c| c.client.get(&path, &query)) {
             Ok(row) => {
@@ -460,8 +445,8 @@ impl Shell {
             (None, None) => {}
         }
         let path = match &self.txn {
-            Some(txn) => format!("{}/kv", self.txn_path(txn)),
-            None => "/v1/kv".to_string(),
+            Some(txn) => paths::txn_kv(txn),
+            None => paths::kv(),
         };
         let answer = self.in_txn(|c| c.client.get(&path, &query))?;
         let mut rows: Vec<Value> = answer["rows"]
@@ -513,9 +498,7 @@ impl Shell {
         // The server ends the transaction whatever the outcome.
         self.txn = None;
         if let Some(why) = self.failed.take() {
-            let aborted =
-                self.client
-                    .post(&format!("{}/abort", self.txn_path(&txn)), &json!({}), &[]);
+            let aborted = self.client.post(&paths::txn_abort(&txn), &json!({}), &[]);
             let outcome = match aborted {
                 Ok(_) => "it was aborted".to_string(),
                 Err(e) if problem_of(&e).is_some() => {
@@ -533,11 +516,10 @@ impl Shell {
         } else {
             vec![("Idempotency-Key", request_id)]
         };
-        let done = match self.client.post(
-            &format!("{}/commit", self.txn_path(&txn)),
-            &json!({}),
-            &headers,
-        ) {
+        let done = match self
+            .client
+            .post(&paths::txn_commit(&txn), &json!({}), &headers)
+        {
             Ok(answer) => answer.body,
             Err(e) if problem_of(&e).is_some() => return Err(e),
             // No answer: the commit may or may not have happened.

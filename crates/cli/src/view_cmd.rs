@@ -12,7 +12,9 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::client::{Client, ServerArgs, json_arg, print_json, problem_of, segment};
+use logbook_api::paths;
+
+use crate::client::{Client, ServerArgs, json_arg, print_json, problem_of};
 
 /// How often a progress bar or `--wait` polls the view's status.
 const POLL: Duration = Duration::from_millis(200);
@@ -259,10 +261,6 @@ impl ViewCommand {
     }
 }
 
-fn view_path(name: &str) -> String {
-    format!("/v1/views/{}", segment(name))
-}
-
 fn items(v: &Value) -> &[Value] {
     v.as_array().map_or(&[][..], Vec::as_slice)
 }
@@ -278,8 +276,8 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             timeout_ms,
             json,
         } => {
-            let client = Client::new(&server);
-            let answer = client.put_raw(&view_path(&name), &json_arg(&spec)?)?;
+            let client = Client::new(&server)?;
+            let answer = client.put_raw(&paths::view(&name), &json_arg(&spec)?)?;
             let version = answer.body["current"].as_u64().unwrap_or(1);
             if !json {
                 let verb = if answer.status == 201 {
@@ -297,15 +295,15 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             }
         }
         ViewCommand::List { server, json } => {
-            let client = Client::new(&server);
-            let mut list = client.get("/v1/views", &[])?;
+            let client = Client::new(&server)?;
+            let mut list = client.get(&paths::views(), &[])?;
             // The list has no status: ask each view whether its current version runs (a
             // view whose source stream was dropped has stopped and refuses reads).
             if let Some(views) = list["views"].as_array_mut() {
                 for v in views {
                     let name = v["view"].as_str().unwrap_or_default().to_string();
                     let stopped = client
-                        .get(&view_path(&name), &[])
+                        .get(&paths::view(&name), &[])
                         .ok()
                         .and_then(|st| st["status"]["error"].as_str().map(str::to_string));
                     v["stopped"] = stopped.map_or(Value::Null, Value::String);
@@ -349,11 +347,11 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             timeout_ms,
             json,
         } => {
-            let client = Client::new(&server);
+            let client = Client::new(&server)?;
             if wait {
                 let deadline = Instant::now() + Duration::from_millis(timeout_ms);
                 loop {
-                    let st = client.get(&view_path(&name), &[])?;
+                    let st = client.get(&paths::view(&name), &[])?;
                     if items(&st["versions"])
                         .iter()
                         .all(|v| v["lag_records"].as_u64() == Some(0) || v["error"].is_string())
@@ -373,7 +371,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             } else {
                 Vec::new()
             };
-            let st = client.get(&view_path(&name), &query)?;
+            let st = client.get(&paths::view(&name), &query)?;
             if json {
                 return print_json(&st);
             }
@@ -424,7 +422,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             keys,
             read,
         } => {
-            let client = Client::new(&server);
+            let client = Client::new(&server)?;
             let query = read.query();
             // One request for all keys, unless a key holds the list separator. The empty key
             // (the one row of an aggregate without group_by) has no path segment: it is read
@@ -432,16 +430,13 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             let answer = if let [key] = keys.as_slice()
                 && !key.is_empty()
             {
-                let row = client.get_waiting(
-                    &format!("{}/rows/{}", view_path(&name), segment(key)),
-                    &query,
-                    read.wait_ms(),
-                )?;
+                let row =
+                    client.get_waiting(&paths::view_row(&name, key), &query, read.wait_ms())?;
                 json!({ "rows": [row], "next": null })
             } else if keys.iter().any(|k| k.contains(',')) {
                 let mut rows = Vec::new();
                 for key in &keys {
-                    let path = format!("{}/rows/{}", view_path(&name), segment(key));
+                    let path = paths::view_row(&name, key);
                     match client.get_waiting(&path, &query, read.wait_ms()) {
                         Ok(row) => rows.push(row),
                         Err(e)
@@ -454,11 +449,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             } else {
                 let mut query = query;
                 query.push(("keys", keys.join(",")));
-                client.get_waiting(
-                    &format!("{}/rows", view_path(&name)),
-                    &query,
-                    read.wait_ms(),
-                )?
+                client.get_waiting(&paths::view_rows(&name), &query, read.wait_ms())?
             };
             if read.json {
                 print_json(&answer)?;
@@ -505,8 +496,8 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                     }
                 }
             }
-            let answer = Client::new(&server).get_waiting(
-                &format!("{}/rows", view_path(&name)),
+            let answer = Client::new(&server)?.get_waiting(
+                &paths::view_rows(&name),
                 &query,
                 read.wait_ms(),
             )?;
@@ -527,7 +518,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             timeout_ms,
             json,
         } => {
-            let client = Client::new(&server);
+            let client = Client::new(&server)?;
             let body = match spec {
                 Some(s) => {
                     let text = json_arg(&s)?;
@@ -537,7 +528,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 }
                 None => json!({}),
             };
-            let started = client.post(&format!("{}/rebuild", view_path(&name)), &body, &[])?;
+            let started = client.post(&paths::view_rebuild(&name), &body, &[])?;
             let version = started.body["version"]
                 .as_u64()
                 .context("the server's answer names no version")?;
@@ -547,13 +538,13 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             let view = if switch {
                 client
                     .post(
-                        &format!("{}/switch", view_path(&name)),
+                        &paths::view_switch(&name),
                         &json!({ "version": version }),
                         &[],
                     )?
                     .body
             } else {
-                client.get(&view_path(&name), &[])?
+                client.get(&paths::view(&name), &[])?
             };
             if json {
                 return print_json(&json!({
@@ -578,13 +569,8 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             json,
         } => {
             let body = json!({ "version": version, "percent": percent, "timeout_ms": timeout_ms });
-            let view = Client::new(&server)
-                .post_waiting(
-                    &format!("{}/switch", view_path(&name)),
-                    &body,
-                    &[],
-                    timeout_ms,
-                )?
+            let view = Client::new(&server)?
+                .post_waiting(&paths::view_switch(&name), &body, &[], timeout_ms)?
                 .body;
             if json {
                 return print_json(&view);
@@ -605,7 +591,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 .map(|v| ("version", v.to_string()))
                 .into_iter()
                 .collect();
-            Client::new(&server).delete(&view_path(&name), &query)?;
+            Client::new(&server)?.delete(&paths::view(&name), &query)?;
             if json {
                 return print_json(&json!({ "dropped": name, "version": version }));
             }
@@ -662,7 +648,7 @@ fn follow_progress(
     bar.set_style(style);
     bar.set_prefix(format!("{name} v{version}"));
     loop {
-        let st = client.get(&view_path(name), &[])?;
+        let st = client.get(&paths::view(name), &[])?;
         let Some(v) = items(&st["versions"])
             .iter()
             .find(|v| v["version"].as_u64() == Some(version))

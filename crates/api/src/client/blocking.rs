@@ -1,5 +1,6 @@
 //! A blocking wrapper of the async [`super::Client`], for programs without an async runtime
-//! (the CLI): each call runs on a private single-threaded tokio runtime.
+//! (the CLI): each call runs on the calling thread, while the client's private tokio runtime
+//! (one worker thread) drives the connections, so many threads can share one client.
 //!
 //! Do not call it from inside an async runtime (tokio panics on a nested `block_on`); use the
 //! async client there.
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Runtime;
 
-use super::{ClientConfig, ClientError, KeyRange, ReadOptions, ReadRecords};
+use super::{ClientConfig, ClientError, KeyRange, RawAnswer, RawRequest, ReadOptions, ReadRecords};
 use crate::ops::Health;
 use crate::streams::{
     AppendMany, AppendOne, CreateStream, RecordIn, RecordsOut, StreamInfo, StreamList,
@@ -62,7 +63,9 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn with_config(server: &str, config: ClientConfig) -> Result<Client, ClientError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("logbook-client")
             .enable_all()
             .build()
             .map_err(|e| ClientError::InvalidArgument {
@@ -127,6 +130,8 @@ impl Client {
         fn kv_get(&self, key: &str, opts: &ReadOptions) -> Option<Row>;
         /// Committed rows of a range.
         fn kv_scan(&self, range: &KeyRange, opts: &ReadOptions) -> Rows;
+        /// A request given as its parts (see [`super::RawRequest`]).
+        fn send_raw(&self, request: RawRequest) -> RawAnswer;
     }
 
     /// Begins a transaction.

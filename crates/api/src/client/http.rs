@@ -37,6 +37,8 @@ pub(crate) struct Call {
     pub path: String,
     pub body: Option<Vec<u8>>,
     pub request_id: Option<String>,
+    /// A W3C `traceparent` to send (the trace the request belongs to).
+    pub traceparent: Option<String>,
     /// A wait the server was asked for (long poll, token wait), added to the timeout, ms.
     pub server_wait_ms: u64,
     pub retry: Retry,
@@ -50,6 +52,7 @@ impl Call {
             path,
             body: None,
             request_id: None,
+            traceparent: None,
             server_wait_ms: 0,
             retry,
         }
@@ -64,7 +67,7 @@ impl Call {
         Ok(self)
     }
 
-    fn operation(&self) -> String {
+    pub(crate) fn operation(&self) -> String {
         let path = self.path.split('?').next().unwrap_or_default();
         format!("{} {path}", self.method)
     }
@@ -219,6 +222,9 @@ impl Transport {
         }
         if let Some(id) = &call.request_id {
             b = b.header("idempotency-key", id.as_str());
+        }
+        if let Some(tp) = &call.traceparent {
+            b = b.header("traceparent", tp.as_str());
         }
         let body = Full::new(Bytes::from(call.body.clone().unwrap_or_default()));
         b.body(body).map_err(|e| Failed {

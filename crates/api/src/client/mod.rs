@@ -30,6 +30,7 @@
 pub mod blocking;
 mod error;
 mod http;
+mod raw;
 pub mod retry;
 pub mod session;
 mod txn;
@@ -42,6 +43,7 @@ use hyper::Method;
 use serde::de::DeserializeOwned;
 
 pub use error::ClientError;
+pub use raw::{RawAnswer, RawRequest, Verb};
 pub use retry::RetryPolicy;
 pub use session::Session;
 pub use txn::Transaction;

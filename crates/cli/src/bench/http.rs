@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use hyper::Method;
+use logbook_api::paths::{self, Query};
 use logbook_server::{Server, ServerConfig};
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -269,7 +270,7 @@ async fn measure(args: &HttpBenchArgs, addr: SocketAddr) -> anyhow::Result<Vec<R
     let mut c = Conn::open(addr).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, _) = c.call(Method::GET, "/v1/health", None).await?;
+        let (status, _) = c.call(Method::GET, &paths::health(), None).await?;
         if status == 200 {
             break;
         }
@@ -280,22 +281,14 @@ async fn measure(args: &HttpBenchArgs, addr: SocketAddr) -> anyhow::Result<Vec<R
     }
     let spec = json!({"partitions": args.partitions, "fsync": "always"});
     expect(
-        c.call(
-            Method::PUT,
-            &format!("/v1/streams/{STREAM}"),
-            Some(spec.to_string()),
-        )
-        .await?,
+        c.call(Method::PUT, &paths::stream(STREAM), Some(spec.to_string()))
+            .await?,
         "creating the stream",
     )?;
     let view = json!({"source": STREAM, "kind": "table"});
     expect(
-        c.call(
-            Method::PUT,
-            &format!("/v1/views/{VIEW}"),
-            Some(view.to_string()),
-        )
-        .await?,
+        c.call(Method::PUT, &paths::view(VIEW), Some(view.to_string()))
+            .await?,
         "creating the view",
     )?;
     // Every key once, in batches; then wait until the view has applied the last batch.
@@ -309,11 +302,7 @@ async fn measure(args: &HttpBenchArgs, addr: SocketAddr) -> anyhow::Result<Vec<R
             .collect();
         let body = json!({ "records": records }).to_string();
         let (status, resp) = c
-            .call(
-                Method::POST,
-                &format!("/v1/streams/{STREAM}/records"),
-                Some(body),
-            )
+            .call(Method::POST, &paths::records(STREAM), Some(body))
             .await?;
         expect((status, resp.clone()), "preloading the keys")?;
         let v: serde_json::Value = serde_json::from_slice(&resp).unwrap_or_default();
@@ -324,7 +313,11 @@ async fn measure(args: &HttpBenchArgs, addr: SocketAddr) -> anyhow::Result<Vec<R
     expect(
         c.call(
             Method::GET,
-            &format!("/v1/views/{VIEW}/rows/k{last}?token={token}&timeout_ms=60000"),
+            &(paths::view_row(VIEW, &format!("k{last}"))
+                + &Query::new()
+                    .push("token", &token)
+                    .push("timeout_ms", 60_000)
+                    .finish()),
             None,
         )
         .await?,

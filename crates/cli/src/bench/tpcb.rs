@@ -798,7 +798,9 @@ async fn wait_ready(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let mut conn = Conn::open(addr).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let (status, _) = conn.call(hyper::Method::GET, "/v1/health", None).await?;
+        let (status, _) = conn
+            .call(hyper::Method::GET, &logbook_api::paths::health(), None)
+            .await?;
         if status == 200 {
             return Ok(());
         }

@@ -57,7 +57,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logbook_log::limits as log_limits;
 use serde::Serialize;
 
-use crate::client::{Client, ServerArgs, problem_of, segment};
+use logbook_api::paths;
+
+use crate::client::{Client, ServerArgs, problem_of};
 
 mod csv_rows;
 mod jsonl_rows;
@@ -215,7 +217,7 @@ pub struct Settings {
 /// Runs `logbook import`.
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let input = Input::new(args.file, args.format, args.key)?;
-    let client = Client::with_connections(&args.server, args.in_flight);
+    let client = Client::new(&args.server)?;
     let settings = Settings {
         in_flight: args.in_flight,
         retries: args.retries,
@@ -267,7 +269,7 @@ pub fn import(
             log_limits::PARTITIONS_MAX
         );
     }
-    let stream_path = format!("/v1/streams/{}", segment(stream));
+    let stream_path = paths::stream(stream);
     let exists = match client.get(&stream_path, &[]) {
         Ok(_) => true,
         Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == "unknown_stream") => false,

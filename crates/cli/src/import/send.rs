@@ -192,11 +192,12 @@ mod tests {
         let client = Client::new(&ServerArgs {
             server: "http://127.0.0.1:9/".into(),
             client_timeout_ms: 2_000,
-        });
+        })
+        .unwrap();
         let histograms = Histograms::new().unwrap();
         let sending = Sending {
             client: &client,
-            path: "/v1/streams/s/records",
+            path: &logbook_api::paths::records("s"),
             retries: 8,
             cancel: &cancel,
             histograms: &histograms,
