@@ -96,6 +96,11 @@ impl JetStreamLog {
         self.client.server_info().max_payload
     }
 
+    /// The NATS connection (for core subscriptions, e.g. the catalog's wake-ups).
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// The version of the server this connection is on, e.g. `2.9.10`.
     pub fn server_version(&self) -> String {
         self.client.server_info().version

@@ -44,6 +44,7 @@
 
 pub mod ack;
 mod api;
+pub mod backend;
 pub mod client;
 pub mod error;
 pub mod limits;
@@ -55,6 +56,7 @@ pub mod partition;
 pub mod settings;
 
 pub use ack::AckGuarantee;
+pub use backend::{BackendSettings, JetStreamBackend};
 pub use client::{ConnectSettings, JetStreamLog};
 pub use error::{JetStreamError, Result};
 pub use naming::PartitionRef;

@@ -66,6 +66,8 @@ pub struct PartitionState {
     pub first_sequence: u64,
     /// Messages (batches) stored.
     pub messages: u64,
+    /// Bytes stored (JetStream's count: messages with their headers and subjects).
+    pub bytes: u64,
     /// Server name of the stream's Raft leader, when it has one.
     pub leader: Option<String>,
     /// Replicas the stream is configured with.
@@ -140,6 +142,12 @@ impl JetStreamPartition {
     /// Replicas of the stream.
     pub fn replicas(&self) -> u32 {
         self.replicas
+    }
+
+    /// The `max_payload` of the server the connection is on, in bytes: an encoded batch
+    /// larger than this is refused ([`JetStreamError::BatchTooLarge`]).
+    pub fn max_payload_bytes(&self) -> usize {
+        self.client.server_info().max_payload
     }
 
     /// Appends one encoded batch as one JetStream message and waits for its acknowledgment
@@ -272,6 +280,22 @@ impl JetStreamPartition {
     /// (retryable); [`JetStreamError::InvalidArgument`] for `max_records` 0;
     /// [`JetStreamError::SequenceBeyondOffsets`] for a message past the offset range.
     pub async fn read(&self, from_offset: u64, max_records: usize) -> Result<Vec<StoredRecord>> {
+        self.read_bounded(from_offset, max_records, usize::MAX)
+            .await
+    }
+
+    /// [`Self::read`] that also stops once the records returned hold `max_bytes` of keys and
+    /// values (at least one record is returned if there is one): one message get per message,
+    /// so a bound on bytes is a bound on round trips too.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub async fn read_bounded(
+        &self,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>> {
         if max_records == 0 {
             return Err(JetStreamError::InvalidArgument {
                 field: "max_records",
@@ -279,13 +303,19 @@ impl JetStreamPartition {
             });
         }
         let (mut sequence, mut skip) = offset::position_of(from_offset);
-        let mut out = Vec::new();
-        while out.len() < max_records {
+        let mut out: Vec<StoredRecord> = Vec::new();
+        let mut bytes = 0usize;
+        while out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
             let Some(records) = self.message_records(&mut sequence).await? else {
                 break;
             };
-            let wanted = max_records - out.len();
-            out.extend(records.into_iter().skip(skip as usize).take(wanted));
+            for record in records.into_iter().skip(skip as usize) {
+                if out.len() == max_records || (!out.is_empty() && bytes >= max_bytes) {
+                    break;
+                }
+                bytes += record.key.as_ref().map_or(0, Vec::len) + record.value.len();
+                out.push(record);
+            }
             skip = 0;
             sequence += 1;
         }
@@ -448,6 +478,7 @@ impl JetStreamPartition {
             last_sequence: info.state.last_sequence,
             first_sequence: info.state.first_sequence,
             messages: info.state.messages,
+            bytes: info.state.bytes,
             leader: info.cluster.and_then(|c| c.leader),
             replicas: info.config.num_replicas as u32,
         })

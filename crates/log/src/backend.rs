@@ -25,6 +25,18 @@
 //! Dispatch is dynamic (`Arc<dyn LogBackend>`), but the completions are this crate's concrete
 //! types, so an append through the seam costs one indirect call and no allocation.
 //!
+//! **Blocking.** The traits are synchronous; what may wait is marked *blocks* below: creating,
+//! opening, listing and dropping streams, [`LogPartition::read`],
+//! [`LogPartition::wait_end_offset_above`], [`LogStream::queue_unqueued`], and `wait()` on a
+//! completion. They may wait on a disk (embedded) or on the network (a replicated backend), so
+//! call them from a thread that may block — a plain thread (the views' processors, the
+//! transaction store's callers) or tokio's `spawn_blocking` (the server) — never from inside
+//! an async task. Async callers `.await` the completions and
+//! [`LogPartition::end_offset_above`] instead. Appends never block (a full embedded queue
+//! makes [`LogStream::append_batch`] wait; [`LogStream::try_append_batch`] does not), and the
+//! offsets (`end_offset`, `start_offset`, `durable_offset`) and counters answer from state
+//! the backend keeps, without I/O.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use logbook_log::{AppendCondition, Log, LogBackend, Record, StreamConfig};
@@ -123,7 +135,7 @@ pub enum AppendCondition {
 
 /// A log engine: its streams. The embedded implementation is [`Log`].
 pub trait LogBackend: Send + Sync + std::fmt::Debug {
-    /// Creates a stream, or returns it if it exists with the same settings.
+    /// Creates a stream, or returns it if it exists with the same settings. Blocks.
     ///
     /// # Errors
     /// [`crate::LogError::InvalidStreamName`], [`crate::LogError::InvalidConfig`],
@@ -131,18 +143,18 @@ pub trait LogBackend: Send + Sync + std::fmt::Debug {
     /// [`crate::LogError::TooManyStreams`], storage errors.
     fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<dyn LogStream>>;
 
-    /// A stream by name.
+    /// A stream by name. Blocks (a replicated backend may ask its catalog).
     ///
     /// # Errors
     /// [`crate::LogError::UnknownStream`].
     fn stream(&self, name: &str) -> Result<Arc<dyn LogStream>>;
 
-    /// Names of all streams, sorted.
+    /// Names of all streams, sorted. Blocks (a replicated backend may ask its catalog).
     fn stream_names(&self) -> Vec<String>;
 
     /// Drops a stream and its records; handles held elsewhere fail their appends with
     /// [`crate::LogError::Closed`]. A stream created again under the name has a new
-    /// incarnation.
+    /// incarnation. Blocks.
     ///
     /// # Errors
     /// [`crate::LogError::UnknownStream`], storage errors.
@@ -198,8 +210,8 @@ pub trait LogStream: Send + Sync + std::fmt::Debug {
         records: Vec<Record>,
     ) -> Result<(StreamAppend, Option<UnqueuedShares>)>;
 
-    /// Queues the shares [`Self::try_append_batch`] handed back (may wait), adding their
-    /// completions to `append`.
+    /// Queues the shares [`Self::try_append_batch`] handed back (blocks while a queue is
+    /// full), adding their completions to `append`.
     ///
     /// # Errors
     /// As [`UnqueuedShares::queue`].
@@ -246,7 +258,7 @@ pub trait LogPartition: Send + Sync + std::fmt::Debug {
 
     /// Reads records at offsets `from..` (the first one at or after `from`), at most
     /// `max_records` and about `max_bytes` of keys and values (at least one if any), each
-    /// batch verified.
+    /// batch verified. Blocks.
     ///
     /// # Errors
     /// [`crate::LogError::OffsetOutOfRange`] outside `start_offset()..=end_offset()`;
@@ -256,16 +268,21 @@ pub trait LogPartition: Send + Sync + std::fmt::Debug {
     /// First offset still retained.
     fn start_offset(&self) -> u64;
 
-    /// The acknowledged end: readers see every record below it and none at or above it.
+    /// The acknowledged end: readers see every record below it and none at or above it. A
+    /// replicated backend answers the highest end this handle has observed (its own
+    /// acknowledgments, reads and waits); what other nodes appended since shows after a
+    /// read or a wait.
     fn end_offset(&self) -> u64;
 
-    /// Records below this offset are on disk (fsynced on the copies the backend keeps).
-    /// Equal to [`Self::end_offset`] when every acknowledgment is fsynced; may trail it under
-    /// a weaker fsync policy. Processors never apply past it (DESIGN.md rule 2).
+    /// Records below this offset are as durable as the backend keeps them (fsynced locally,
+    /// or acknowledged by a majority of replicas: [`LogStream::ack_guarantee`]). Equal to
+    /// [`Self::end_offset`] when every acknowledgment is that durable; may trail it under a
+    /// weaker embedded fsync policy. Processors never apply past it (DESIGN.md rule 2).
     fn durable_offset(&self) -> u64;
 
     /// Blocks until [`Self::end_offset`] exceeds `above` or `timeout` passes (or the
-    /// partition closes); returns the end offset.
+    /// partition closes); returns the end offset. Not from inside an async task: `.await`
+    /// [`Self::end_offset_above`] there.
     fn wait_end_offset_above(&self, above: u64, timeout: Duration) -> u64;
 
     /// A future resolving to the end offset once it exceeds `above` (or the partition

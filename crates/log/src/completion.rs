@@ -61,9 +61,12 @@ pub struct AppendCompletion {
     slot: Arc<Slot>,
 }
 
-/// The writer's end of an [`AppendCompletion`].
+/// The writer's end of an [`AppendCompletion`]: whoever performs the append (the embedded
+/// partition's writer thread, a network backend's task) resolves it once with
+/// [`Completer::complete`]. Dropped unresolved, it resolves the completion with
+/// [`LogError::Closed`], so no caller waits forever.
 #[derive(Debug)]
-pub(crate) struct Completer {
+pub struct Completer {
     slot: Arc<Slot>,
 }
 
@@ -71,6 +74,14 @@ pub(crate) struct Completer {
 pub(crate) fn completion() -> (AppendCompletion, Completer) {
     let slot = Arc::new(Slot::default());
     (AppendCompletion { slot: slot.clone() }, Completer { slot })
+}
+
+impl AppendCompletion {
+    /// A pending completion and the [`Completer`] that resolves it: how a backend other than
+    /// the embedded log (docs/decisions/0011) hands its callers the same completion type.
+    pub fn channel() -> (AppendCompletion, Completer) {
+        completion()
+    }
 }
 
 impl Completer {

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 /// * **storage** (`Io`, `Corrupt`, `Poisoned`, `UnsupportedFormat`): the disk failed or holds
 ///   damaged data; `Poisoned` means an earlier write or fsync failed and the partition refuses
 ///   writes until the log is reopened (which recovers it from what is on disk);
-/// * **state** (`Locked`, `Closed`, `StreamExists`).
+/// * **state** (`Locked`, `Closed`, `StreamExists`);
+/// * **a backend other than the embedded log** (`Unavailable`, `OutcomeUnknown`,
+///   `Unsupported`, `Backend`): see [`LogError::is_retryable`].
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// An encoded record is larger than [`crate::limits::RECORD_BYTES_MAX`].
@@ -276,6 +278,43 @@ pub enum LogError {
         /// The end offset it found.
         actual: u64,
     },
+    /// The backend's engine cannot take the request right now (no server reachable, a
+    /// leader election under way). Nothing was stored; retry.
+    #[error("the {backend} log is unavailable ({why}); nothing was stored, retry")]
+    Unavailable {
+        /// The backend, e.g. `jetstream`.
+        backend: &'static str,
+        /// What the engine or its client said.
+        why: String,
+    },
+    /// An append was sent but no answer came: it may or may not be stored. Never a
+    /// failure: retry it with a request id, or read the partition's tail to learn which.
+    #[error("no answer from the {backend} log ({why}): the append may or may not be stored")]
+    OutcomeUnknown {
+        /// The backend, e.g. `jetstream`.
+        backend: &'static str,
+        /// What the client saw.
+        why: String,
+    },
+    /// The backend does not offer this operation. Nothing was changed.
+    #[error("the {backend} log does not support {operation}: {why}")]
+    Unsupported {
+        /// The backend, e.g. `jetstream`.
+        backend: &'static str,
+        /// The operation asked for, e.g. `append_with_id`.
+        operation: &'static str,
+        /// Why, and what to do instead.
+        why: String,
+    },
+    /// Any other failure the backend's engine reported (an API error, a stored message
+    /// that is not a valid batch...).
+    #[error("the {backend} log failed: {detail}")]
+    Backend {
+        /// The backend, e.g. `jetstream`.
+        backend: &'static str,
+        /// What failed.
+        detail: String,
+    },
 }
 
 impl LogError {
@@ -324,6 +363,16 @@ impl LogError {
             },
             other => other,
         }
+    }
+
+    /// True when retrying the same request may succeed and is safe: the backend was
+    /// [`LogError::Unavailable`] (nothing stored), or an append's outcome is unknown
+    /// ([`LogError::OutcomeUnknown`]: retry it with its request id).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LogError::Unavailable { .. } | LogError::OutcomeUnknown { .. }
+        )
     }
 
     /// Builds an [`LogError::Io`] from an operation name, a path and the OS error.

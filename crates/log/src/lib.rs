@@ -58,7 +58,7 @@ mod stream_append;
 pub mod verify;
 
 pub use backend::{AckGuarantee, AppendCondition, LogBackend, LogPartition, LogStream};
-pub use completion::{AppendAck, AppendCompletion, EndOffsetAbove};
+pub use completion::{AppendAck, AppendCompletion, Completer, EndOffsetAbove};
 pub use config::{Clock, FsyncPolicy, StreamConfig, SystemClock, validate_stream_name};
 pub use dedup::{DedupStats, RequestId, RequestIdWindow};
 pub use error::{LogError, Result};

@@ -548,7 +548,11 @@ impl Stream {
 
 /// Refuses records that set a header reserved for request ids: only
 /// [`Stream::append_with_id`] may write them, or replay would mistake them for requests.
-pub(crate) fn check_no_reserved_headers(records: &[Record]) -> Result<()> {
+/// Every backend's plain appends make this check.
+///
+/// # Errors
+/// [`LogError::ReservedHeader`] naming the first such record.
+pub fn check_no_reserved_headers(records: &[Record]) -> Result<()> {
     for (index, record) in records.iter().enumerate() {
         if let Some((name, _)) = record
             .headers

@@ -61,8 +61,9 @@ pub struct UnqueuedShares {
 }
 
 impl StreamAppend {
-    /// An append of `len` input records with no share queued yet.
-    pub(crate) fn new(len: usize) -> StreamAppend {
+    /// An append of `len` input records with no share queued yet; a backend adds one
+    /// completion per partition with [`Self::push`].
+    pub fn new(len: usize) -> StreamAppend {
         StreamAppend {
             parts: Vec::new(),
             len,
@@ -78,8 +79,9 @@ impl StreamAppend {
         }
     }
 
-    /// Adds a queued share's completion.
-    pub(crate) fn push(&mut self, completion: AppendCompletion, indices: Vec<usize>) {
+    /// Adds one partition's completion; `indices` are the positions in the caller's input of
+    /// the records it holds, in order (its acknowledgment must cover exactly that many).
+    pub fn push(&mut self, completion: AppendCompletion, indices: Vec<usize>) {
         debug_assert!(indices.iter().all(|&i| i < self.len), "index beyond input");
         self.parts.push((completion, indices));
     }

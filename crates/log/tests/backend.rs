@@ -1,13 +1,16 @@
-//! The embedded log through the `LogBackend` seam (docs/decisions/0011): what an
-//! acknowledgment guarantees per fsync policy, and the expected-end precondition — a writer
-//! whose idea of the partition's end is stale stores nothing, even when it is in the same
-//! group commit as the append that moved the end.
+//! The embedded log through the `LogBackend` seam (docs/decisions/0011): the seam's
+//! conformance suite (`conformance/`, which the JetStream backend runs too), and what only the
+//! embedded log shows — what an acknowledgment guarantees per fsync policy, and a writer whose
+//! idea of the partition's end is stale storing nothing even in the same group commit as the
+//! append that moved the end.
 
 mod common;
+mod conformance;
 
 use std::sync::Arc;
 
 use common::gated::{GatedStorage, open};
+use conformance::Subject;
 use logbook_log::sim::SimStorage;
 use logbook_log::{
     AckGuarantee, AppendCondition, FsyncPolicy, LogBackend, LogError, Record, StreamConfig,
@@ -20,6 +23,81 @@ fn backend() -> (GatedStorage, Arc<dyn LogBackend>) {
     };
     let log: Arc<dyn LogBackend> = Arc::new(open(&storage));
     (storage, log)
+}
+
+/// The embedded log under the conformance suite, with the default settings (fsync `always`).
+fn subject() -> (GatedStorage, Subject) {
+    let (storage, backend) = backend();
+    let subject = Subject {
+        backend,
+        config: StreamConfig::default(),
+    };
+    (storage, subject)
+}
+
+#[test]
+fn conformance_reports_its_ack_guarantee() {
+    let (_storage, s) = subject();
+    conformance::reports_its_ack_guarantee(&s, AckGuarantee::local(FsyncPolicy::Always));
+}
+
+#[test]
+fn conformance_a_stale_expected_end_stores_nothing() {
+    let (_storage, s) = subject();
+    conformance::a_stale_expected_end_stores_nothing(&s);
+}
+
+#[test]
+fn conformance_of_two_racing_appends_expecting_one_end_one_is_stored() {
+    let (_storage, s) = subject();
+    conformance::of_two_racing_appends_expecting_one_end_one_is_stored(&s);
+}
+
+#[test]
+fn conformance_appends_reads_and_waits() {
+    let (_storage, s) = subject();
+    conformance::appends_reads_and_waits(&s);
+}
+
+#[test]
+fn conformance_reads_continue_from_the_record_after_the_last_one_read() {
+    let (_storage, s) = subject();
+    conformance::reads_continue_from_the_record_after_the_last_one_read(&s);
+}
+
+#[test]
+fn conformance_create_is_idempotent_and_a_new_incarnation_follows_a_drop() {
+    let (_storage, s) = subject();
+    conformance::create_is_idempotent_and_a_new_incarnation_follows_a_drop(&s);
+}
+
+#[test]
+fn conformance_waiters_see_the_next_append() {
+    let (_storage, s) = subject();
+    conformance::waiters_see_the_next_append(&s);
+}
+
+#[test]
+fn conformance_bad_input_is_refused_and_changes_nothing() {
+    let (_storage, s) = subject();
+    conformance::bad_input_is_refused_and_changes_nothing(&s);
+}
+
+#[test]
+fn embedded_offsets_are_dense() {
+    let (_storage, s) = subject();
+    let stream = s.open("dense", 1);
+    let p = stream.partition(0).unwrap();
+    for (expected, values) in [(0, &["a", "b"][..]), (2, &["c"])] {
+        let records: Vec<Record> = values.iter().map(|v| Record::new(*v)).collect();
+        let ack = p
+            .append_batch(&records, AppendCondition::EndOffset(expected))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(ack.base_offset, expected);
+    }
+    assert_eq!(p.end_offset(), 3);
 }
 
 #[test]
@@ -57,60 +135,9 @@ fn each_stream_reports_what_its_acknowledgment_guarantees() {
 }
 
 #[test]
-fn a_stale_expected_end_stores_nothing_and_the_partition_stays_healthy() {
-    let (_storage, log) = backend();
-    let stream = log
-        .create_stream("s", StreamConfig::with_partitions(2))
-        .unwrap();
-    let p = stream.partition(1).unwrap();
-    let first = p
-        .append_batch(
-            &[Record::new("a"), Record::new("b")],
-            AppendCondition::EndOffset(0),
-        )
-        .unwrap()
-        .wait()
-        .unwrap();
-    assert_eq!((first.base_offset, first.record_count), (0, 2));
-    let stale = p
-        .append_batch(&[Record::new("c")], AppendCondition::EndOffset(0))
-        .unwrap()
-        .wait();
-    match stale {
-        Err(LogError::EndOffsetMismatch {
-            stream,
-            partition: 1,
-            expected: 0,
-            actual: 2,
-        }) => assert_eq!(stream, "s"),
-        other => panic!("expected EndOffsetMismatch, got {other:?}"),
-    }
-    assert_eq!(p.end_offset(), 2, "nothing stored");
-    let next = p
-        .append_batch(&[Record::new("d")], AppendCondition::EndOffset(2))
-        .unwrap()
-        .wait()
-        .unwrap();
-    assert_eq!(
-        next.base_offset, 2,
-        "not poisoned: the right end is accepted"
-    );
-    let values: Vec<Vec<u8>> = p
-        .read(0, 10, 1 << 20)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.value)
-        .collect();
-    assert_eq!(values, [b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]);
-    assert_eq!(stream.partition(0).unwrap().end_offset(), 0);
-}
-
-#[test]
 fn of_two_appends_expecting_one_end_in_one_group_exactly_the_first_is_stored() {
-    let (storage, log) = backend();
-    let stream = log
-        .create_stream("s", StreamConfig::with_partitions(1))
-        .unwrap();
+    let (storage, s) = subject();
+    let stream = s.open("s", 1);
     let p = stream.partition(0).unwrap();
     // The writer takes the first append and waits in its fsync; the next three queue behind
     // it and are written as one group once the gate opens.
@@ -160,41 +187,4 @@ fn of_two_appends_expecting_one_end_in_one_group_exactly_the_first_is_stored() {
             b"after".to_vec()
         ]
     );
-}
-
-#[test]
-fn appends_reads_and_waits_through_the_seam() {
-    let (_storage, log) = backend();
-    let stream = log
-        .create_stream("s", StreamConfig::with_partitions(3))
-        .unwrap();
-    assert_eq!(stream.partition_count(), 3);
-    assert!(matches!(
-        stream.partition(3),
-        Err(LogError::UnknownPartition { partition: 3, .. })
-    ));
-    let positions = stream
-        .append_batch(vec![Record::keyed("k", "1"), Record::keyed("k", "2")])
-        .unwrap()
-        .wait()
-        .unwrap();
-    let p = stream.partition(positions[0].partition).unwrap();
-    assert_eq!(p.id(), positions[0].partition);
-    assert_eq!(p.wait_end_offset_above(1, std::time::Duration::ZERO), 2);
-    assert_eq!(p.durable_offset(), 2);
-    assert_eq!(stream.record_count(), 2);
-    // Reserved headers are refused through the partition too.
-    let mut reserved = Record::new("x");
-    reserved
-        .headers
-        .push((logbook_log::dedup::REQUEST_ID_HEADER.into(), b"r".to_vec()));
-    assert!(matches!(
-        p.append_batch(&[reserved], AppendCondition::Always),
-        Err(LogError::ReservedHeader { index: 0, .. })
-    ));
-    log.drop_stream("s").unwrap();
-    assert!(matches!(
-        log.stream("s"),
-        Err(LogError::UnknownStream { .. })
-    ));
 }

@@ -215,6 +215,12 @@ impl ApiError {
             // No route appends under a precondition; the transaction store does, and says
             // so in its own error. Reaching here is a bug of ours.
             LogError::EndOffsetMismatch { .. } => (C::InternalError, None),
+            // Errors of a backend other than the embedded log, which the server does not run
+            // on yet; the cluster mode gives them their own problems.
+            LogError::Unavailable { .. }
+            | LogError::OutcomeUnknown { .. }
+            | LogError::Unsupported { .. }
+            | LogError::Backend { .. } => (C::InternalError, None),
         };
         if code.status() >= 500 {
             tracing::error!(error = %e, code = code.as_str(), "log error");

@@ -1,0 +1,384 @@
+//! One Logbook partition through the seam: [`LogPartition`] over a [`JetStreamPartition`].
+//!
+//! ```text
+//!  append_batch ──check, encode──▶ task: publish (Nats-Msg-Id, expected last sequence),
+//!                                  retried while unavailable ──▶ Completer ──▶ AppendCompletion
+//!  read / wait_end_offset_above ──block_on──▶ leader's message get / stream state
+//!  end_offset, start_offset, durable_offset ──▶ what this handle observed last (no I/O)
+//! ```
+//!
+//! Every publish carries a fresh `Nats-Msg-Id`, so retrying it after an unknown outcome
+//! stores it once (within the duplicate window; the retries stop long before it ends). An
+//! [`AppendCondition::EndOffset`] becomes `Nats-Expected-Last-Sequence`: end offsets of this
+//! backend are multiples of 2^16 (`last_sequence · 2^16`), and any other value cannot be an
+//! end, so such an append is refused as a mismatch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use logbook_log::format::{EncodedBatch, encode_batch};
+use logbook_log::{
+    AppendAck, AppendCompletion, AppendCondition, EndOffsetAbove, LogError, LogPartition, Record,
+    Result, StoredRecord,
+};
+
+use super::runtime::{AbortOnDrop, Runtime};
+use super::{log_error, now_ms};
+use crate::error::JetStreamError;
+use crate::limits::MESSAGE_RECORDS_MAX;
+use crate::offset;
+use crate::partition::{AppendOptions, JetStreamPartition, PartitionState};
+
+/// Longest pause between two polls of the leader's state while waiting for the end.
+const WAIT_POLL_MAX: Duration = Duration::from_millis(100);
+
+/// What a handle last observed of its partition; only ever raised.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    end: AtomicU64,
+    start: AtomicU64,
+    bytes: AtomicU64,
+    messages: AtomicU64,
+}
+
+impl Observed {
+    fn saw_end(&self, end: u64) {
+        self.end.fetch_max(end, Ordering::AcqRel);
+    }
+
+    fn saw_state(&self, state: &PartitionState) {
+        if let Some(end) = offset::end_offset(state.last_sequence) {
+            self.saw_end(end);
+        }
+        if state.first_sequence >= 1
+            && let Some(start) = offset::offset_of(state.first_sequence, 0)
+        {
+            self.start.fetch_max(start, Ordering::AcqRel);
+        }
+        self.bytes.fetch_max(state.bytes, Ordering::AcqRel);
+        self.messages.fetch_max(state.messages, Ordering::AcqRel);
+    }
+
+    /// Counts one more message of `bytes` (until the next state shows the server's count).
+    fn saw_append(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes as u64, Ordering::AcqRel);
+        self.messages.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+}
+
+/// A partition of a JetStream-backed stream.
+#[derive(Debug)]
+pub(crate) struct JsPartition {
+    id: u32,
+    /// The Logbook stream's name (for errors).
+    stream: String,
+    inner: JetStreamPartition,
+    runtime: Arc<Runtime>,
+    observed: Arc<Observed>,
+    /// Set when the stream is dropped (by any node, once the catalog shows it).
+    closed: Arc<AtomicBool>,
+    /// How long a publish is retried while the cluster is unavailable or silent.
+    retry: Duration,
+}
+
+impl JsPartition {
+    pub(crate) fn new(
+        inner: JetStreamPartition,
+        state: &PartitionState,
+        runtime: Arc<Runtime>,
+        closed: Arc<AtomicBool>,
+        retry: Duration,
+    ) -> JsPartition {
+        let observed = Arc::new(Observed::default());
+        observed.saw_state(state);
+        JsPartition {
+            id: inner.partition().partition,
+            stream: inner.partition().stream.clone(),
+            inner,
+            runtime,
+            observed,
+            closed,
+            retry,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Messages (batches) this handle last saw stored.
+    pub(crate) fn messages(&self) -> u64 {
+        self.observed.messages.load(Ordering::Acquire)
+    }
+
+    /// Refuses, before anything is sent, a batch one JetStream message cannot carry.
+    ///
+    /// # Errors
+    /// [`LogError::BatchTooManyRecords`] (above 65,536 records),
+    /// [`LogError::BatchTooLarge`] (above the connected server's `max_payload`).
+    pub(crate) fn check_sendable(&self, batch: &EncodedBatch) -> Result<()> {
+        if batch.record_count() > MESSAGE_RECORDS_MAX {
+            return Err(LogError::BatchTooManyRecords {
+                count: batch.record_count() as usize,
+                max: MESSAGE_RECORDS_MAX,
+            });
+        }
+        let max_payload = self.inner.max_payload_bytes();
+        if batch.len() > max_payload {
+            return Err(LogError::BatchTooLarge {
+                bytes: batch.len() as u64,
+                max: u32::try_from(max_payload).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(())
+    }
+
+    /// Publishes a checked batch in the background; the completion resolves with its
+    /// acknowledgment or failure.
+    pub(crate) fn append_encoded(
+        &self,
+        batch: EncodedBatch,
+        condition: AppendCondition,
+    ) -> AppendCompletion {
+        let (completion, completer) = AppendCompletion::channel();
+        if self.is_closed() {
+            completer.complete(Err(LogError::Closed));
+            return completion;
+        }
+        let publish = Publish {
+            inner: self.inner.clone(),
+            observed: self.observed.clone(),
+            closed: self.closed.clone(),
+            stream: self.stream.clone(),
+            partition: self.id,
+            retry: self.retry,
+        };
+        self.runtime.spawn(async move {
+            completer.complete(publish.run(batch, condition).await);
+        });
+        completion
+    }
+}
+
+/// One publish task: what it needs of the partition, owned.
+struct Publish {
+    inner: JetStreamPartition,
+    observed: Arc<Observed>,
+    closed: Arc<AtomicBool>,
+    stream: String,
+    partition: u32,
+    retry: Duration,
+}
+
+impl Publish {
+    async fn run(self, batch: EncodedBatch, condition: AppendCondition) -> Result<AppendAck> {
+        let expected_last_sequence = match condition {
+            AppendCondition::Always => None,
+            AppendCondition::EndOffset(end) if end % (1 << crate::limits::INDEX_BITS) == 0 => {
+                Some(offset::last_sequence_at(end))
+            }
+            // Not an end offset of this backend: the partition cannot end there.
+            AppendCondition::EndOffset(end) => return Err(self.mismatch(end).await),
+        };
+        let options = AppendOptions {
+            expected_last_sequence,
+            message_id: Some(format!("lb-{}", nuid::next())),
+        };
+        let deadline = tokio::time::Instant::now() + self.retry;
+        let mut pause = Duration::from_millis(20);
+        let appended = loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(LogError::Closed);
+            }
+            match self.inner.append(&batch, &options).await {
+                Ok(appended) => break appended,
+                // The same message id again: stored once whichever attempt got through.
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(JetStreamError::WrongLastSequence { .. }) => {
+                    let end = condition_end(condition);
+                    return Err(self.mismatch(end).await);
+                }
+                Err(e) => return Err(log_error(e)),
+            }
+        };
+        self.observed.saw_end(appended.next_offset);
+        if !appended.duplicate {
+            self.observed.saw_append(batch.len());
+        }
+        Ok(AppendAck {
+            partition: self.partition,
+            base_offset: appended.base_offset,
+            record_count: batch.record_count(),
+        })
+    }
+
+    /// The refusal of an append that expected the partition to end at `expected`, naming
+    /// where it ends (as the leader says, else as last observed).
+    async fn mismatch(&self, expected: u64) -> LogError {
+        if let Ok(state) = self.inner.state().await {
+            self.observed.saw_state(&state);
+        }
+        LogError::EndOffsetMismatch {
+            stream: self.stream.clone(),
+            partition: self.partition,
+            expected,
+            actual: self.observed.end(),
+        }
+    }
+}
+
+fn condition_end(condition: AppendCondition) -> u64 {
+    match condition {
+        AppendCondition::EndOffset(end) => end,
+        AppendCondition::Always => 0,
+    }
+}
+
+/// Waits until the leader's end offset exceeds `above`, the partition closes, or `timeout`
+/// (if any) passes; returns the end offset last observed. Errors are retried: a wait only
+/// reports what it saw.
+async fn wait_above(
+    inner: JetStreamPartition,
+    observed: Arc<Observed>,
+    closed: Arc<AtomicBool>,
+    above: u64,
+    timeout: Option<Duration>,
+) -> u64 {
+    let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Ok(state) = inner.state().await {
+            observed.saw_state(&state);
+        }
+        let end = observed.end();
+        let now = tokio::time::Instant::now();
+        if end > above || closed.load(Ordering::Acquire) || deadline.is_some_and(|d| now >= d) {
+            return end;
+        }
+        let wake = deadline.map_or(now + pause, |d| (now + pause).min(d));
+        tokio::time::sleep_until(wake).await;
+        pause = (pause * 2).min(WAIT_POLL_MAX);
+    }
+}
+
+impl LogPartition for JsPartition {
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn append_batch(
+        &self,
+        records: &[Record],
+        condition: AppendCondition,
+    ) -> Result<AppendCompletion> {
+        if self.is_closed() {
+            return Err(LogError::Closed);
+        }
+        logbook_log::stream::check_no_reserved_headers(records)?;
+        let batch = encode_batch(records, now_ms())?;
+        self.check_sendable(&batch)?;
+        Ok(self.append_encoded(batch, condition))
+    }
+
+    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        if max_records == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = self.inner.clone();
+        let observed = self.observed.clone();
+        let partition = self.id;
+        self.runtime.block_on(async move {
+            let records = inner
+                .read_bounded(from, max_records, max_bytes)
+                .await
+                .map_err(log_error)?;
+            match records.last() {
+                Some(last) => {
+                    let (sequence, _) = offset::position_of(last.offset);
+                    if let Some(end) = offset::end_offset(sequence) {
+                        observed.saw_end(end);
+                    }
+                }
+                None => {
+                    // Nothing at or after `from`: the end, or past it?
+                    let state = inner.state().await.map_err(log_error)?;
+                    observed.saw_state(&state);
+                    let end = observed.end();
+                    if from > end {
+                        return Err(LogError::OffsetOutOfRange {
+                            partition,
+                            offset: from,
+                            start: observed.start.load(Ordering::Acquire),
+                            end,
+                        });
+                    }
+                }
+            }
+            Ok(records)
+        })?
+    }
+
+    fn start_offset(&self) -> u64 {
+        self.observed.start.load(Ordering::Acquire)
+    }
+
+    fn end_offset(&self) -> u64 {
+        self.observed.end()
+    }
+
+    /// Equal to the end: an acknowledged record is as durable as this backend makes it
+    /// (a majority of replicas; fsynced or not per the stream's `ack_guarantee`).
+    fn durable_offset(&self) -> u64 {
+        self.observed.end()
+    }
+
+    fn wait_end_offset_above(&self, above: u64, timeout: Duration) -> u64 {
+        let end = self.observed.end();
+        if end > above || self.is_closed() {
+            return end;
+        }
+        let wait = wait_above(
+            self.inner.clone(),
+            self.observed.clone(),
+            self.closed.clone(),
+            above,
+            Some(timeout),
+        );
+        self.runtime
+            .block_on(wait)
+            .unwrap_or_else(|_| self.observed.end())
+    }
+
+    fn end_offset_above(&self, above: u64) -> EndOffsetAbove {
+        let end = self.observed.end();
+        if end > above || self.is_closed() {
+            return EndOffsetAbove::boxed(std::future::ready(end));
+        }
+        let wait = wait_above(
+            self.inner.clone(),
+            self.observed.clone(),
+            self.closed.clone(),
+            above,
+            None,
+        );
+        EndOffsetAbove::boxed(AbortOnDrop::new(self.runtime.spawn(wait), end))
+    }
+
+    /// Nothing to delete: streams with retention are refused at creation (JetStream streams
+    /// of Logbook partitions deny deletes and purges).
+    fn enforce_retention(&self, _now_ms: i64) -> Result<usize> {
+        Ok(0)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.observed.bytes.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,361 @@
+//! [`JetStreamBackend`] behind the `LogBackend` seam, against real nats-server processes: the
+//! seam's conformance suite (shared with the embedded log, `crates/log/tests/conformance`),
+//! what only this backend shows (gapped offsets, refused settings, its limits), and the catalog
+//! shared by two backends on one NATS cluster. Each test starts its own servers.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is the failure report"
+)]
+
+mod common;
+#[path = "../../log/tests/conformance/mod.rs"]
+mod conformance;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, ClusterSpec};
+use conformance::Subject;
+use logbook_jetstream::{BackendSettings, JetStreamBackend, PartitionSettings};
+use logbook_log::{
+    AckGuarantee, AppendCondition, FsyncPolicy, LogBackend, LogError, Record, StreamConfig,
+};
+
+/// How long a change made through one node may take to show on another (it is followed
+/// through a subscription, with a 2 s poll as a fallback): a bound, not an expectation.
+const PROPAGATION: Duration = Duration::from_secs(30);
+
+fn start(spec: ClusterSpec) -> Cluster {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to start the cluster")
+        .block_on(Cluster::start(spec))
+}
+
+/// Settings for a backend on `urls` whose streams have `replicas` replicas.
+fn settings(cluster: &Cluster, urls: Vec<String>, replicas: u32) -> BackendSettings {
+    BackendSettings {
+        partitions: PartitionSettings {
+            replicas,
+            ..PartitionSettings::default()
+        },
+        monitor_urls: cluster.nats_monitor_urls(),
+        retry_ms: 30_000,
+        ..BackendSettings::new(urls)
+    }
+}
+
+/// One nats-server, R1 streams, fsync `never` (what Debian's nats-server 2.9 honours).
+fn single() -> (Cluster, Subject) {
+    single_with(ClusterSpec {
+        nats: 1,
+        ..ClusterSpec::default()
+    })
+}
+
+fn single_with(spec: ClusterSpec) -> (Cluster, Subject) {
+    let cluster = start(spec);
+    let backend = JetStreamBackend::connect(settings(&cluster, cluster.nats_urls(), 1))
+        .expect("connect the backend");
+    let subject = Subject {
+        backend: Arc::new(backend),
+        config: StreamConfig {
+            fsync: FsyncPolicy::Never,
+            ..StreamConfig::default()
+        },
+    };
+    (cluster, subject)
+}
+
+#[test]
+fn conformance_reports_its_ack_guarantee() {
+    let (_cluster, s) = single();
+    // Debian's nats-server 2.9.10: replicated (here to the one replica), never fsynced.
+    conformance::reports_its_ack_guarantee(
+        &s,
+        AckGuarantee {
+            replicas: 1,
+            fsynced: false,
+        },
+    );
+}
+
+#[test]
+fn conformance_a_stale_expected_end_stores_nothing() {
+    let (_cluster, s) = single();
+    conformance::a_stale_expected_end_stores_nothing(&s);
+}
+
+#[test]
+fn conformance_of_two_racing_appends_expecting_one_end_one_is_stored() {
+    let (_cluster, s) = single();
+    conformance::of_two_racing_appends_expecting_one_end_one_is_stored(&s);
+}
+
+#[test]
+fn conformance_appends_reads_and_waits() {
+    let (_cluster, s) = single();
+    conformance::appends_reads_and_waits(&s);
+}
+
+#[test]
+fn conformance_reads_continue_from_the_record_after_the_last_one_read() {
+    let (_cluster, s) = single();
+    conformance::reads_continue_from_the_record_after_the_last_one_read(&s);
+}
+
+#[test]
+fn conformance_create_is_idempotent_and_a_new_incarnation_follows_a_drop() {
+    let (_cluster, s) = single();
+    conformance::create_is_idempotent_and_a_new_incarnation_follows_a_drop(&s);
+}
+
+#[test]
+fn conformance_waiters_see_the_next_append() {
+    let (_cluster, s) = single();
+    conformance::waiters_see_the_next_append(&s);
+}
+
+#[test]
+fn conformance_bad_input_is_refused_and_changes_nothing() {
+    let (_cluster, s) = single();
+    conformance::bad_input_is_refused_and_changes_nothing(&s);
+}
+
+#[test]
+fn offsets_follow_the_sequence_mapping_and_an_end_that_is_not_one_is_a_mismatch() {
+    let (_cluster, s) = single();
+    let stream = s.open("gaps", 1);
+    let p = stream.partition(0).unwrap();
+    let a = p
+        .append_batch(
+            &[Record::new("a0"), Record::new("a1")],
+            AppendCondition::EndOffset(0),
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!((a.base_offset, p.end_offset()), (0, 1 << 16));
+    let b = p
+        .append_batch(&[Record::new("b0")], AppendCondition::EndOffset(1 << 16))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!((b.base_offset, p.end_offset()), (1 << 16, 2 << 16));
+    // Offset 2 (dense counting) is not where this partition can end: refused, nothing stored.
+    match p
+        .append_batch(&[Record::new("x")], AppendCondition::EndOffset(3))
+        .unwrap()
+        .wait()
+    {
+        Err(LogError::EndOffsetMismatch {
+            expected: 3,
+            actual,
+            ..
+        }) => assert_eq!(actual, 2 << 16),
+        other => panic!("expected EndOffsetMismatch, got {other:?}"),
+    }
+    assert_eq!(conformance::read_all(p, 10).len(), 3);
+}
+
+#[test]
+fn settings_the_cluster_cannot_honour_are_refused_by_name() {
+    let (_cluster, s) = single();
+    for fsync in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Interval { interval_ms: 100 },
+    ] {
+        let config = StreamConfig {
+            fsync,
+            ..StreamConfig::default()
+        };
+        match s.backend.create_stream("durable", config) {
+            Err(LogError::InvalidConfig { field: "fsync", .. }) => {}
+            other => panic!("fsync {fsync}: expected InvalidConfig(fsync), got {other:?}"),
+        }
+    }
+    let retained = StreamConfig {
+        retention_bytes: Some(1 << 20),
+        ..s.config(1)
+    };
+    assert!(matches!(
+        s.backend.create_stream("retained", retained),
+        Err(LogError::InvalidConfig {
+            field: "retention_bytes",
+            ..
+        })
+    ));
+    assert!(s.backend.stream_names().is_empty(), "nothing created");
+}
+
+#[test]
+fn batches_one_message_cannot_carry_are_refused_before_sending() {
+    let (_cluster, s) = single_with(ClusterSpec {
+        nats: 1,
+        max_payload: 64 * 1024,
+        ..ClusterSpec::default()
+    });
+    let stream = s.open("big", 1);
+    let p = stream.partition(0).unwrap();
+    let large = Record::new(vec![b'x'; 100 * 1024]);
+    match p.append_batch(std::slice::from_ref(&large), AppendCondition::Always) {
+        Err(LogError::BatchTooLarge { bytes, max }) => {
+            assert_eq!(max, 64 * 1024, "the server's max_payload");
+            assert!(bytes > 100 * 1024);
+        }
+        other => panic!("expected BatchTooLarge, got {other:?}"),
+    }
+    assert!(matches!(
+        stream.append_batch(vec![large]),
+        Err(LogError::BatchTooLarge { .. })
+    ));
+    let many: Vec<Record> = (0..65_537).map(|_| Record::new("")).collect();
+    assert!(matches!(
+        p.append_batch(&many, AppendCondition::Always),
+        Err(LogError::BatchTooManyRecords {
+            count: 65_537,
+            max: 65_536
+        })
+    ));
+    assert!(conformance::read_all(p, 10).is_empty(), "nothing stored");
+}
+
+#[test]
+fn appends_with_a_request_id_are_not_supported_yet() {
+    let (_cluster, s) = single();
+    let stream = s.open("ids", 1);
+    let id = logbook_log::RequestId::new("req-1").unwrap();
+    assert!(matches!(
+        stream.append_with_id(&id, None, vec![Record::new("a")]),
+        Err(LogError::Unsupported {
+            operation: "append_with_id",
+            ..
+        })
+    ));
+}
+
+/// Polls `f` until it returns `Some`, for up to [`PROPAGATION`].
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {PROPAGATION:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_stream_created_through_one_node_is_read_through_another() {
+    let cluster = start(ClusterSpec::default());
+    let urls = cluster.nats_urls();
+    let connect = |url: &str| -> Arc<dyn LogBackend> {
+        Arc::new(
+            JetStreamBackend::connect(settings(&cluster, vec![url.to_string()], 3))
+                .expect("connect"),
+        )
+    };
+    let (a, b) = (connect(&urls[0]), connect(&urls[1]));
+    let config = StreamConfig {
+        fsync: FsyncPolicy::Never,
+        ..StreamConfig::with_partitions(2)
+    };
+    let on_a = a.create_stream("orders.eu", config.clone()).unwrap();
+    assert_eq!(
+        on_a.ack_guarantee(),
+        AckGuarantee {
+            replicas: 3,
+            fsynced: false
+        }
+    );
+    let positions = on_a
+        .append_batch(vec![Record::keyed("c-7", "1"), Record::keyed("c-7", "2")])
+        .unwrap()
+        .wait()
+        .unwrap();
+
+    // B finds the stream by name (its catalog is read on a miss) with the same incarnation.
+    let on_b = b.stream("orders.eu").unwrap();
+    assert_eq!(on_b.incarnation(), on_a.incarnation());
+    assert_eq!(on_b.config(), &config);
+    assert_eq!(b.stream_names(), ["orders.eu"]);
+    let p = on_b.partition(positions[0].partition).unwrap();
+    assert!(p.wait_end_offset_above(positions[1].offset, PROPAGATION) > positions[1].offset);
+    let read = p.read(positions[0].offset, 10, 1 << 20).unwrap();
+    let values: Vec<&[u8]> = read.iter().map(|r| r.value.as_slice()).collect();
+    assert_eq!(values, [b"1", b"2"]);
+    assert_eq!(
+        read[1].offset, positions[1].offset,
+        "one offset on every node"
+    );
+    // Creating it through B with the same settings is the same stream.
+    assert_eq!(
+        b.create_stream("orders.eu", config.clone())
+            .unwrap()
+            .incarnation(),
+        on_a.incarnation()
+    );
+
+    // Dropped through A: B's handle refuses appends once B has followed the catalog.
+    a.drop_stream("orders.eu").unwrap();
+    eventually("B's handle closed", || {
+        let outcome = p
+            .append_batch(&[Record::new("late")], AppendCondition::Always)
+            .and_then(|c| c.wait());
+        matches!(outcome, Err(LogError::Closed)).then_some(())
+    });
+    assert!(matches!(
+        b.stream("orders.eu"),
+        Err(LogError::UnknownStream { .. })
+    ));
+    // Created again through B: a new incarnation, the same on A.
+    let again = b.create_stream("orders.eu", config).unwrap();
+    assert_ne!(again.incarnation(), on_a.incarnation());
+    assert_eq!(
+        a.stream("orders.eu").unwrap().incarnation(),
+        again.incarnation()
+    );
+}
+
+#[test]
+fn two_nodes_creating_one_name_at_once_agree_on_it() {
+    let cluster = start(ClusterSpec::default());
+    let urls = cluster.nats_urls();
+    let backends: Vec<Arc<dyn LogBackend>> = urls
+        .iter()
+        .map(|url| {
+            Arc::new(
+                JetStreamBackend::connect(settings(&cluster, vec![url.clone()], 3))
+                    .expect("connect"),
+            ) as Arc<dyn LogBackend>
+        })
+        .collect();
+    let config = StreamConfig {
+        fsync: FsyncPolicy::Never,
+        ..StreamConfig::with_partitions(1)
+    };
+    let incarnations: Vec<u64> = std::thread::scope(|scope| {
+        let creators: Vec<_> = backends
+            .iter()
+            .map(|b| {
+                let config = config.clone();
+                scope.spawn(move || b.create_stream("shared", config).unwrap().incarnation())
+            })
+            .collect();
+        creators.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(
+        incarnations.iter().all(|i| *i == incarnations[0]),
+        "{incarnations:?}"
+    );
+    for b in &backends {
+        assert_eq!(b.stream_names(), ["shared"]);
+    }
+}
