@@ -4,9 +4,8 @@
 //! shared by two backends on one NATS cluster. Each test starts its own servers.
 
 #![expect(
-    clippy::unwrap_used,
     clippy::expect_used,
-    reason = "tests: a panic is the failure report"
+    reason = "helpers of tests: a panic is the failure report"
 )]
 
 mod common;

@@ -9,6 +9,10 @@
     dead_code,
     reason = "each test crate runs the part its backend supports"
 )]
+#![allow(
+    clippy::unwrap_used,
+    reason = "the suite, like a test, fails loudly on an unexpected error"
+)]
 
 use std::future::Future;
 use std::sync::Arc;
