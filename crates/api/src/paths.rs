@@ -26,7 +26,10 @@ pub mod route {
     pub const TXN_KV: &str = "/v1/txns/{txn}/kv";
     /// `GET`, `PUT`, `DELETE` a key in a transaction.
     pub const TXN_KEY: &str = "/v1/txns/{txn}/kv/{key}";
-    /// `POST`: increment a key in a transaction.
+    /// `GET`, `PUT`, `DELETE` the empty key in a transaction ([`TXN_KEY`] with the key
+    /// `""`: a path parameter never matches an empty segment, so it has a route of its own).
+    pub const TXN_EMPTY_KEY: &str = "/v1/txns/{txn}/kv/";
+    /// `POST`: increment a key in a transaction (the empty key: `/v1/txns/{txn}/kv//increment`).
     pub const TXN_INCREMENT: &str = "/v1/txns/{txn}/kv/{key}/increment";
     /// `POST`: commit a transaction.
     pub const TXN_COMMIT: &str = "/v1/txns/{txn}/commit";
@@ -36,6 +39,8 @@ pub mod route {
     pub const KV: &str = "/v1/kv";
     /// `GET`: a committed key outside a transaction.
     pub const KV_KEY: &str = "/v1/kv/{key}";
+    /// `GET`: the empty key outside a transaction ([`KV_KEY`] with the key `""`).
+    pub const KV_EMPTY_KEY: &str = "/v1/kv/";
     /// `POST`: keys and ranges at one snapshot (`GET` reads the key named `read`).
     pub const KV_READ: &str = "/v1/kv/read";
     /// `POST`: a whole transaction in one self-contained request.
@@ -48,6 +53,9 @@ pub mod route {
     pub const VIEW_ROWS: &str = "/v1/views/{view}/rows";
     /// `GET`: one row of a view.
     pub const VIEW_ROW: &str = "/v1/views/{view}/rows/{key}";
+    /// `GET`: a view's row with the empty key ([`VIEW_ROW`] with the key `""`: an
+    /// aggregate without `group_by`).
+    pub const VIEW_EMPTY_KEY_ROW: &str = "/v1/views/{view}/rows/";
     /// `POST`: rebuild a view into a new version.
     pub const VIEW_REBUILD: &str = "/v1/views/{view}/rebuild";
     /// `POST`: switch (or roll out) a view's version.
@@ -230,17 +238,20 @@ mod tests {
             (txns(), route::TXNS),
             (txn_kv("{txn}"), route::TXN_KV),
             (txn_key("{txn}", "{key}"), route::TXN_KEY),
+            (txn_key("{txn}", ""), route::TXN_EMPTY_KEY),
             (txn_increment("{txn}", "{key}"), route::TXN_INCREMENT),
             (txn_commit("{txn}"), route::TXN_COMMIT),
             (txn_abort("{txn}"), route::TXN_ABORT),
             (kv(), route::KV),
             (kv_key("{key}"), route::KV_KEY),
+            (kv_key(""), route::KV_EMPTY_KEY),
             (kv_read(), route::KV_READ),
             (commits(), route::COMMITS),
             (views(), route::VIEWS),
             (view("{view}"), route::VIEW),
             (view_rows("{view}"), route::VIEW_ROWS),
             (view_row("{view}", "{key}"), route::VIEW_ROW),
+            (view_row("{view}", ""), route::VIEW_EMPTY_KEY_ROW),
             (view_rebuild("{view}"), route::VIEW_REBUILD),
             (view_switch("{view}"), route::VIEW_SWITCH),
             (health(), route::HEALTH),

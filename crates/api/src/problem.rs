@@ -156,8 +156,6 @@ problem_codes! {
     RecordTooLarge = ("record_too_large", 413, "Record too large"),
     /// A key is over its limit.
     KeyTooLarge = ("key_too_large", 413, "Key too large"),
-    /// A key-value key is empty (they are 1 to 1,024 bytes).
-    InvalidKey = ("invalid_key", 400, "Invalid key"),
     /// A record has too many headers.
     TooManyHeaders = ("too_many_headers", 413, "Too many record headers"),
     /// A record header is over its limit.

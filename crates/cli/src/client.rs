@@ -287,16 +287,15 @@ impl Client {
         })
     }
 
-    /// `request` if its path names something. A path with an empty segment
+    /// `request` if its path names something. A path with an empty name
     /// (`/v1/streams//records`) would reach no route and come back as a puzzling 404: refused
-    /// here instead.
+    /// here instead. An empty key is a key like any other (`/v1/kv/`).
     fn checked(&self, request: RawRequest) -> anyhow::Result<RawRequest> {
         let path = &request.path;
         let route = path.split('?').next().unwrap_or(path);
-        if route.split('/').skip(1).any(str::is_empty) {
-            anyhow::bail!(
-                "{path}: a stream, view or key name is empty; names and keys must be non-empty"
-            );
+        let segments: Vec<&str> = route.split('/').collect();
+        if (1..segments.len()).any(|i| segments[i].is_empty() && !is_key_segment(&segments, i)) {
+            anyhow::bail!("{path}: a stream, view or transaction name is empty");
         }
         Ok(request)
     }
@@ -472,9 +471,44 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     out.flush().context("writing to stdout")
 }
 
+/// Whether segment `i` of a path split on `/` is a key's (`/v1/kv/K`, `/v1/txns/T/kv/K`,
+/// `/v1/views/V/rows/K`, and what follows them).
+fn is_key_segment(segments: &[&str], i: usize) -> bool {
+    match segments.get(1..3) {
+        Some(["v1", "kv"]) => i == 3,
+        Some(["v1", "txns"]) => i == 5 && segments.get(4) == Some(&"kv"),
+        Some(["v1", "views"]) => i == 5 && segments.get(4) == Some(&"rows"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_key_segment_may_be_empty() {
+        let empty_ok = |path: &str| {
+            let s: Vec<&str> = path.split('/').collect();
+            (1..s.len()).all(|i| !s[i].is_empty() || is_key_segment(&s, i))
+        };
+        for ok in [
+            "/v1/kv/",
+            "/v1/txns/t1/kv/",
+            "/v1/txns/t1/kv//increment",
+            "/v1/views/v/rows/",
+        ] {
+            assert!(empty_ok(ok), "{ok}");
+        }
+        for bad in [
+            "/v1/streams//records",
+            "/v1/txns//kv/k",
+            "/v1/views//rows/k",
+            "/v1//kv",
+        ] {
+            assert!(!empty_ok(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn server_addresses_take_a_bare_host_port_and_refuse_tls() {

@@ -184,13 +184,12 @@ fn word(text: &str) -> anyhow::Result<(String, &str)> {
     bail!("unclosed quote: {text}")
 }
 
-/// A key: one word, not empty.
+/// A key: one word, which must be there; `""` is the empty key (a key like any other).
 fn key_word<'a>(text: &'a str, usage: &str) -> anyhow::Result<(String, &'a str)> {
-    let (key, rest) = word(text)?;
-    if key.is_empty() {
-        bail!("{usage}   (the key is empty)");
+    if text.trim().is_empty() {
+        bail!("{usage}   (the key is missing; `\"\"` is the empty key)");
     }
-    Ok((key, rest))
+    word(text)
 }
 
 impl Shell {
@@ -393,7 +392,7 @@ impl Shell {
                 if self.json {
                     return print_json(&json!({ "key": key, "value": null, "found": false }));
                 }
-                outln!("{key} not found");
+                outln!("{} not found", quote(key));
             }
             Err(e) => return Err(e),
         }
@@ -641,7 +640,7 @@ fn row_text(row: &Value) -> String {
     };
     format!(
         "{} = {} ({version})",
-        row["key"].as_str().unwrap_or_default(),
+        quote(row["key"].as_str().unwrap_or_default()),
         row["value"]
     )
 }

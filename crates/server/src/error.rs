@@ -239,12 +239,6 @@ impl From<TxnError> for ApiError {
             return out;
         }
         let retryable = e.is_retryable();
-        // The store reports an empty key as a key out of bounds; it is no size problem.
-        if let TxnError::KeyTooLarge { bytes: 0, .. } = e {
-            let mut out = ApiError::new(C::InvalidKey, "a key must not be empty").field("key");
-            out.retryable = Some(false);
-            return out;
-        }
         let (code, field): (ProblemCode, Option<&str>) = match &e {
             TxnError::Log(_) => return ApiError::internal("log error mapped twice"),
             TxnError::SerializationFailure { .. } => (C::SerializationFailure, None),

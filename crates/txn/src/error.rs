@@ -132,8 +132,8 @@ pub enum TxnError {
         /// The increment.
         by: i64,
     },
-    /// A key is longer than [`crate::limits::KEY_BYTES_MAX`] or empty.
-    #[error("key is {bytes} bytes; keys must be 1..={max} bytes")]
+    /// A key is longer than [`crate::limits::KEY_BYTES_MAX`].
+    #[error("key is {bytes} bytes; keys must be 0..={max} bytes")]
     KeyTooLarge {
         /// Key length.
         bytes: usize,

@@ -41,9 +41,9 @@ const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(VALUE_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(READ_RANGES_MAX <= READ_SET_KEYS_MAX);
 
-/// Checks a key: 1 ..= [`KEY_BYTES_MAX`] bytes.
+/// Checks a key: 0 ..= [`KEY_BYTES_MAX`] bytes (the empty key is a key like any other).
 pub(crate) fn check_key(key: &[u8]) -> Result<()> {
-    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+    if key.len() > KEY_BYTES_MAX {
         return Err(TxnError::KeyTooLarge {
             bytes: key.len(),
             max: KEY_BYTES_MAX,

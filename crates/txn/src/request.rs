@@ -71,7 +71,7 @@ pub type ReadRange = (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>);
 /// A self-contained commit request. See the module documentation.
 ///
 /// Invariants the commit path relies on (checked by [`crate::TxnStore::commit_request`]
-/// for requests from outside): every key is 1..=[`crate::limits::KEY_BYTES_MAX`] bytes; a
+/// for requests from outside): every key is 0..=[`crate::limits::KEY_BYTES_MAX`] bytes; a
 /// read-only request has no writes; no position is ahead of the durable log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitRequest {

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`streams`] | `/v1/streams`, `/v1/streams/{stream}`, `/v1/streams/{stream}/records` |
 //! | [`txns`] | `/v1/txns`, `/v1/txns/{txn}/...`, `/v1/kv`, `/v1/kv/{key}` |
+//! | `empty_key` | `/v1/kv/`, `/v1/txns/{txn}/kv/`, `/v1/views/{view}/rows/`: the `{key}` routes with the empty key |
 //! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
 //! | [`ops`] | `/v1/health`, `/metrics`, `/openapi.json` |
 //! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
@@ -14,6 +15,7 @@
 //! of docs/DESIGN.md's "HTTP API (v1)" table, and that every documented route answers.
 
 pub mod commits;
+mod empty_key;
 pub mod ops;
 pub mod streams;
 pub mod txns;
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let doc_json: Arc<str> = doc.to_json().unwrap_or_default().into();
     let router = router
+        .merge(empty_key::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
