@@ -120,6 +120,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Everything this binary creates — data directories, segments, indexes, the view store
+    // (fjall's files too), key and token files — is private to its user: directories 0700,
+    // files 0600 (docs/DESIGN.md, "Security"). The log asks for those modes itself; the mask
+    // covers the files that libraries create.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     // The quickstart prints its own report; the server it runs logs only warnings unless
     // RUST_LOG asks for more.

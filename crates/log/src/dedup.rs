@@ -48,12 +48,12 @@
 //! the embedded KV store chosen with the views (issue 5) — today the disk holds only the
 //! checkpoint.
 //!
-//! **Hashes, and who may choose ids.** Ids are kept as a 128-bit XXH3 hash and bodies as a
-//! 64-bit XXH3 digest. For ids and bodies not chosen to collide, a false "duplicate" needs a
-//! 2^-128 (id) and then a 2^-64 (body) coincidence. XXH3 is not collision-resistant against
-//! an adversary, so a client that can choose both ids and bodies could craft a collision with
-//! *its own* earlier request; before ids arrive from untrusted networks (the HTTP server),
-//! the key and digest should become a keyed hash (e.g. SipHash-1-3 with a per-stream secret).
+//! **Hashes, and who may choose ids.** Ids are kept as a 128-bit SipHash-2-4 under the data
+//! directory's secret key ([`crate::hash_key`]), so nobody without the key can compute ids
+//! that collide in the index (hash flooding, or an id taken for another's); the index's
+//! buckets use the same keyed hash. Bodies are compared by a 64-bit XXH3 digest, which is
+//! stored in the records' headers: a client could craft a body colliding with *its own*
+//! earlier request under the same id, which gains it nothing but its own duplicate.
 //!
 //! **Retention** deletes records, never remembered ids: a retry of another id is unaffected.
 
@@ -66,6 +66,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LogError, Result};
 use crate::format::{Record, StoredRecord};
+use crate::hash_key::HashKey;
 use crate::storage::{OpenMode, Storage};
 
 /// Header holding a record's request id.
@@ -155,14 +156,10 @@ pub struct DedupStats {
     pub expired: AtomicU64,
 }
 
-/// The 128-bit key of record `index` of request `id`.
-fn id_key(id: &str, index: u32) -> [u64; 2] {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(id.as_bytes());
-    h.update(&[0]);
-    h.update(&index.to_le_bytes());
-    let v = h.digest128();
-    [v as u64, (v >> 64) as u64]
+/// The 128-bit key of share `index` of request `id`: keyed SipHash, so colliding ids
+/// cannot be computed without the data directory's secret.
+fn id_key(key: &HashKey, id: &str, index: u32) -> [u64; 2] {
+    key.hash128(&[id.as_bytes(), &index.to_le_bytes()])
 }
 
 /// Digest of a request's share of records in one partition, for conflict detection: XXH3-64
@@ -412,6 +409,8 @@ pub struct DedupIndex {
     checkpoint_path: PathBuf,
     /// Entries added since the last checkpoint.
     dirty: AtomicU64,
+    /// The data directory's hash key: share keys are hashed under it.
+    hash_key: HashKey,
 }
 
 /// One record of an idempotent request, as the index sees it.
@@ -422,7 +421,11 @@ pub(crate) struct Claim {
 }
 
 impl DedupIndex {
-    pub(crate) fn new(window: RequestIdWindow, checkpoint_path: PathBuf) -> Self {
+    pub(crate) fn new(
+        window: RequestIdWindow,
+        checkpoint_path: PathBuf,
+        hash_key: HashKey,
+    ) -> Self {
         DedupIndex {
             window,
             state: Mutex::new(State::default()),
@@ -430,7 +433,13 @@ impl DedupIndex {
             settled: Condvar::new(),
             checkpoint_path,
             dirty: AtomicU64::new(0),
+            hash_key,
         }
+    }
+
+    /// The key share keys are hashed under.
+    pub(crate) fn hash_key(&self) -> &HashKey {
+        &self.hash_key
     }
 
     /// Counters.
@@ -608,7 +617,7 @@ impl DedupIndex {
                 let mut digest = GroupDigest::new(n, k, ordinal, partition, request_digest);
                 digest.absorb(r.key.as_deref(), &r.value, &r.headers);
                 cursor.open = Some(OpenShare {
-                    key: id_key(id, ordinal),
+                    key: id_key(&self.hash_key, id, ordinal),
                     digest,
                     left: k.saturating_sub(1),
                     base: r.offset,
@@ -678,7 +687,7 @@ impl DedupIndex {
             (applied(), entries, dirty)
         };
         let mut bytes =
-            Vec::with_capacity(24 + applied.len() * 16 + entries.len() * ENTRY_BYTES + 4);
+            Vec::with_capacity(32 + applied.len() * 16 + entries.len() * ENTRY_BYTES + 4);
         bytes.extend_from_slice(&CHECKPOINT_MAGIC);
         bytes.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
         bytes.extend_from_slice(
@@ -687,6 +696,7 @@ impl DedupIndex {
                 .to_le_bytes(),
         );
         bytes.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&self.hash_key.check_value().to_le_bytes());
         for (p, &a) in applied.iter().enumerate() {
             let fingerprint = match a.checked_sub(1) {
                 Some(last) => fingerprint_at(p, last).unwrap_or(0),
@@ -735,15 +745,17 @@ impl DedupIndex {
         let Ok(bytes) = crate::segment::read_whole(storage, &self.checkpoint_path) else {
             return fresh;
         };
-        let decoded = decode_checkpoint(&bytes, partitions).filter(|(applied, _)| {
-            applied
-                .iter()
-                .zip(end_offsets)
-                .enumerate()
-                .all(|(p, (&(a, fp), &end))| {
-                    a <= end && (a == 0 || fingerprint_at(p, a - 1) == Some(fp))
-                })
-        });
+        let decoded = decode_checkpoint(&bytes, partitions, self.hash_key.check_value()).filter(
+            |(applied, _)| {
+                applied
+                    .iter()
+                    .zip(end_offsets)
+                    .enumerate()
+                    .all(|(p, (&(a, fp), &end))| {
+                        a <= end && (a == 0 || fingerprint_at(p, a - 1) == Some(fp))
+                    })
+            },
+        );
         match decoded {
             Some((applied, entries)) => {
                 let mut state = lock(&self.state);
@@ -867,13 +879,19 @@ struct OpenShare {
 pub(crate) struct ReplayEntry(Entry);
 
 const CHECKPOINT_MAGIC: [u8; 8] = *b"LBK-RID\n";
-const CHECKPOINT_VERSION: u32 = 1;
+/// 2: share keys are keyed SipHash, and the header holds the key's check value (a version 1
+/// checkpoint, of unkeyed XXH3 keys, is not loaded: the log is replayed instead).
+const CHECKPOINT_VERSION: u32 = 2;
 
 /// Per partition: the end offset a checkpoint covered and the fingerprint of the record below it.
 type AppliedEnds = Vec<(u64, u64)>;
 
-fn decode_checkpoint(b: &[u8], partitions: u32) -> Option<(AppliedEnds, Vec<Entry>)> {
-    if b.len() < 28 || b[0..8] != CHECKPOINT_MAGIC {
+fn decode_checkpoint(
+    b: &[u8],
+    partitions: u32,
+    key_check: u64,
+) -> Option<(AppliedEnds, Vec<Entry>)> {
+    if b.len() < 36 || b[0..8] != CHECKPOINT_MAGIC {
         return None;
     }
     let (body, crc) = b.split_at(b.len() - 4);
@@ -886,7 +904,10 @@ fn decode_checkpoint(b: &[u8], partitions: u32) -> Option<(AppliedEnds, Vec<Entr
         return None;
     }
     let count = usize::try_from(u64_at(16)?).ok()?;
-    let mut at = 24;
+    if u64_at(24)? != key_check {
+        return None;
+    }
+    let mut at = 32;
     let mut applied = Vec::with_capacity(partitions as usize);
     for _ in 0..partitions {
         applied.push((u64_at(at)?, u64_at(at + 8)?));
@@ -983,6 +1004,7 @@ pub fn validate_traceparent(value: &str) -> Result<()> {
     reason = "each argument is a separate part of the share's headers and digest; one caller"
 )]
 pub(crate) fn stamp_share(
+    hash_key: &HashKey,
     request_id: &RequestId,
     traceparent: Option<&str>,
     n: u32,
@@ -1023,7 +1045,7 @@ pub(crate) fn stamp_share(
         }
     }
     Claim {
-        key: id_key(request_id.as_str(), ordinal),
+        key: id_key(hash_key, request_id.as_str(), ordinal),
         digest: digest.finish(),
     }
 }
@@ -1031,6 +1053,8 @@ pub(crate) fn stamp_share(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KEY: HashKey = HashKey::from_bytes([7; 16]);
 
     fn record_digest(
         key: Option<&[u8]>,
@@ -1127,7 +1151,7 @@ mod tests {
         // context; the others carry nothing extra.
         let mut records = vec![Record::keyed("k", "v"), Record::new("w")];
         let id = RequestId::new("r").unwrap();
-        stamp_share(&id, Some(GOOD), 5, 0, 0, 1_000, 0xabc, &mut records);
+        stamp_share(&KEY, &id, Some(GOOD), 5, 0, 0, 1_000, 0xabc, &mut records);
         assert_eq!(
             header(&records[0].headers, TRACEPARENT_HEADER),
             Some(GOOD.as_bytes())
@@ -1208,7 +1232,7 @@ mod tests {
     fn checkpoint_round_trips_and_rejects_damage() {
         let sim = crate::sim::SimStorage::new();
         sim.create_dir_all(Path::new("/d")).unwrap();
-        let index = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        let index = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into(), KEY);
         {
             let mut state = lock(&index.state);
             for i in 0..100 {
@@ -1218,22 +1242,22 @@ mod tests {
         // The "log" here: the record at offset o of partition p has fingerprint p * 1000 + o.
         let log = |p: usize, o: u64| Some(p as u64 * 1000 + o);
         index.write_checkpoint(&sim, || vec![7, 9], log).unwrap();
-        let loaded = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        let loaded = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into(), KEY);
         assert_eq!(loaded.load_checkpoint(&sim, &[7, 9], log), vec![7, 9]);
         assert_eq!(loaded.len(), 100);
-        let ahead_of_log = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        let ahead_of_log = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into(), KEY);
         assert_eq!(ahead_of_log.load_checkpoint(&sim, &[7, 8], log), vec![0, 0]);
         assert!(ahead_of_log.is_empty());
         // The log lost its tail and grew back past the checkpoint with other records.
         let regrown = |p: usize, o: u64| Some(if p == 1 { 555 } else { p as u64 * 1000 + o });
-        let other_log = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        let other_log = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into(), KEY);
         assert_eq!(
             other_log.load_checkpoint(&sim, &[7, 50], regrown),
             vec![0, 0]
         );
         assert!(other_log.is_empty());
         sim.corrupt("/d/rid", 50, 1).unwrap();
-        let damaged = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into());
+        let damaged = DedupIndex::new(RequestIdWindow::default(), "/d/rid".into(), KEY);
         assert_eq!(damaged.load_checkpoint(&sim, &[7, 9], log), vec![0, 0]);
         assert!(damaged.is_empty());
     }

@@ -47,6 +47,7 @@ mod config;
 pub mod dedup;
 mod error;
 pub mod format;
+pub mod hash_key;
 pub mod limits;
 mod log;
 pub mod partition;
@@ -63,6 +64,7 @@ pub use config::{Clock, FsyncPolicy, StreamConfig, SystemClock, validate_stream_
 pub use dedup::{DedupStats, RequestId, RequestIdWindow};
 pub use error::{LogError, Result};
 pub use format::{Record, StoredRecord};
+pub use hash_key::HashKey;
 pub use log::{Log, LogOptions};
 pub use partition::{Partition, PartitionStats, TryAppendError};
 pub use stream::{

@@ -26,6 +26,7 @@ use crate::config::{Clock, StreamConfig, SystemClock, validate_stream_name};
 use crate::dedup::DedupIndex;
 use crate::error::{LogError, Result};
 use crate::format::FORMAT_VERSION;
+use crate::hash_key::HashKey;
 use crate::limits;
 use crate::partition::{Partition, PartitionConfig};
 use crate::segment::read_whole;
@@ -75,6 +76,8 @@ pub struct Log {
     /// Serialises creating and dropping streams.
     admin: Mutex<()>,
     maintenance: Option<Maintenance>,
+    /// The data directory's secret for keyed hash indexes ([`crate::hash_key`]).
+    hash_key: HashKey,
     _lock: Box<dyn DirLock>,
 }
 
@@ -176,6 +179,7 @@ impl Log {
         }
         let lock = lock_data_dir(&*storage, &dir)?;
         check_or_write_dir_meta(&*storage, &dir)?;
+        let hash_key = HashKey::load_or_create(&*storage, &dir)?;
         let streams_dir = dir.join("streams");
         if !storage.is_dir(&streams_dir) {
             storage
@@ -191,6 +195,7 @@ impl Log {
             streams: Arc::new(RwLock::new(BTreeMap::new())),
             admin: Mutex::new(()),
             maintenance: None,
+            hash_key,
             _lock: lock,
         };
         let mut streams = BTreeMap::new();
@@ -244,6 +249,12 @@ impl Log {
         &self.dir
     }
 
+    /// The data directory's hash key ([`crate::hash_key`]): for other hash indexes over
+    /// client-chosen strings kept beside the log.
+    pub fn hash_key(&self) -> &HashKey {
+        &self.hash_key
+    }
+
     fn streams_dir(&self) -> PathBuf {
         self.dir.join("streams")
     }
@@ -279,6 +290,7 @@ impl Log {
         let dedup = Arc::new(DedupIndex::new(
             meta.config.request_ids,
             path.join("request-ids.checkpoint"),
+            self.hash_key,
         ));
         let storage = &*self.options.storage;
         let ends: Vec<u64> = partitions.iter().map(Partition::end_offset).collect();

@@ -21,7 +21,7 @@
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -97,9 +97,16 @@ pub trait Storage: Send + Sync + Debug {
     fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>>;
 }
 
-/// The real file system.
+/// The real file system. What it creates is private to the owner (decision: data at rest,
+/// docs/DESIGN.md "Security"): directories mode [`DIR_MODE`] (0700), files [`FILE_MODE`]
+/// (0600), whatever the process umask allows beyond that.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsStorage;
+
+/// Mode of every directory [`OsStorage`] creates: `rwx` for the owner only.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file [`OsStorage`] creates: `rw` for the owner only.
+pub const FILE_MODE: u32 = 0o600;
 
 #[derive(Debug)]
 struct OsFile(File);
@@ -129,7 +136,10 @@ impl DirLock for OsLock {}
 
 impl Storage for OsStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(path)
     }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
         std::fs::read_dir(path)?
@@ -144,7 +154,11 @@ impl Storage for OsStorage {
         match mode {
             OpenMode::Read => options.read(true),
             OpenMode::ReadWrite => options.read(true).write(true),
-            OpenMode::CreateNew => options.read(true).write(true).create_new(true),
+            OpenMode::CreateNew => options
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE),
         };
         Ok(Arc::new(OsFile(options.open(path)?)))
     }
@@ -166,6 +180,7 @@ impl Storage for OsStorage {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(OsLock(file))),

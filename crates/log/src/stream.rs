@@ -263,6 +263,7 @@ impl Stream {
         for (ordinal, (p, records, indices)) in shares.iter_mut().enumerate() {
             let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);
             claims.push(dedup::stamp_share(
+                self.dedup.hash_key(),
                 request_id,
                 traceparent,
                 n,

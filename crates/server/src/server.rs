@@ -339,7 +339,16 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<Option<Box<dyn DirLock>>, Serv
 fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
     let dir = config.data_dir.display().to_string();
     tracing::info!(%dir, "opening the data directory (recovery)");
-    let log = Log::open(&config.data_dir).map_err(|source| ServerError::OpenLog { dir, source })?;
+    let log = Log::open(&config.data_dir).map_err(|source| ServerError::OpenLog {
+        dir: dir.clone(),
+        source,
+    })?;
+    private_dir(&config.data_dir).map_err(|source| ServerError::OpenLog {
+        dir: dir.clone(),
+        source,
+    })?;
+    let views_dir = config.data_dir.join("views");
+    private_dir(&views_dir).map_err(|source| ServerError::OpenLog { dir, source })?;
     let options = TxnStoreOptions {
         open_txns_max: config.open_txns_max,
         snapshot_window_commits: config.snapshot_window_commits,
@@ -347,13 +356,51 @@ fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
     };
     let txns = TxnStore::open(&log, options).map_err(ServerError::OpenTxns)?;
     let log: Arc<dyn LogBackend> = Arc::new(log);
-    let views =
-        Views::open(log.clone(), &config.data_dir.join("views")).map_err(ServerError::OpenViews)?;
+    let views = Views::open(log.clone(), &views_dir).map_err(ServerError::OpenViews)?;
     Ok(Opened {
         log,
         txns,
         views: Arc::new(views),
     })
+}
+
+/// Makes `dir` private to the owner (mode 0700), creating it if missing: what is below it
+/// (the view store's files, created by a library with the process's umask) is then out of
+/// other users' reach. A directory made by an older version with wider modes is narrowed,
+/// with a warning.
+fn private_dir(dir: &std::path::Path) -> Result<(), LogError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mode = logbook_log::storage::DIR_MODE;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.permissions().mode() & 0o777 != mode => {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the data directory was open to other users; narrowing it to 0700"
+            );
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+                LogError::Io {
+                    op: "chmod",
+                    path: dir.to_path_buf(),
+                    source: e,
+                }
+            })
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .mode(mode)
+            .create(dir)
+            .map_err(|e| LogError::Io {
+                op: "create directory",
+                path: dir.to_path_buf(),
+                source: e,
+            }),
+        Err(e) => Err(LogError::Io {
+            op: "look at",
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+    }
 }
 
 /// Closes the log once the last request holding it is done (bounded by `grace`): every

@@ -4,13 +4,12 @@
 //! ```text
 //!   AppState ── phase: opening → ready → shutting_down   (readiness)
 //!      ├── opened: Log + TxnStore + Views  (None until recovery finished; taken at shutdown)
-//!      ├── txns: "h-<n>" → OpenTxn         (bounded; the reaper aborts idle ones)
+//!      ├── txns: "t<32 hex>" → OpenTxn     (bounded; the reaper aborts idle ones)
 //!      ├── requests: Semaphore             (bounded in-flight requests)
 //!      └── metrics
 //! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -170,7 +169,8 @@ impl AppState {
 /// An interactive transaction held between requests.
 #[derive(Debug)]
 pub struct OpenTxn {
-    /// Its handle (`t<boot>-<n>`).
+    /// Its handle: `t` and 32 lowercase hex digits, 128 bits from the OS random generator,
+    /// so that only whoever began the transaction (or was told its handle) can use it.
     pub id: String,
     /// The transaction; `None` once committing, committed, aborted or reaped. Requests on
     /// one transaction take turns on this lock. Whoever empties it sets [`OpenTxn::end`]
@@ -254,21 +254,16 @@ pub struct TxnRegistry {
     max: usize,
     idle: Duration,
     epoch: Instant,
-    /// Distinguishes handles of this process from those of an earlier one.
-    boot: u32,
 }
 
 impl TxnRegistry {
     fn new(max: usize, idle: Duration) -> Self {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
         TxnRegistry {
             open: Mutex::new(HashMap::new()),
             ended: Mutex::new((HashMap::new(), VecDeque::new())),
             max,
             idle,
             epoch: Instant::now(),
-            boot: h.finish() as u32,
         }
     }
 
@@ -300,9 +295,10 @@ impl TxnRegistry {
     /// Registers a begun transaction and returns its handle.
     ///
     /// # Errors
-    /// 429 `too_many_transactions` (the transaction is then dropped, i.e. aborted).
+    /// 429 `too_many_transactions` (the transaction is then dropped, i.e. aborted); 500
+    /// `internal` if the OS random generator fails (no handle is made from less).
     pub fn insert(&self, txn: Txn) -> Result<Arc<OpenTxn>, ApiError> {
-        let id = format!("t{:08x}-{}", self.boot, txn.id());
+        let id = new_handle()?;
         let entry = Arc::new(OpenTxn {
             id: id.clone(),
             txn: Arc::new(tokio::sync::Mutex::new(Some(txn))),
@@ -451,6 +447,22 @@ impl TxnRegistry {
         }
         n
     }
+}
+
+/// A new transaction handle: `t` and 128 bits from the OS random generator in hex (not
+/// guessable: a handle is the only credential of an interactive transaction's steps
+/// beyond the caller's own).
+fn new_handle() -> Result<String, ApiError> {
+    let mut bits = [0u8; 16];
+    getrandom::getrandom(&mut bits).map_err(|e| {
+        ApiError::new(
+            ProblemCode::InternalError,
+            format!("the OS random generator failed: {e}"),
+        )
+    })?;
+    Ok(std::iter::once("t".to_string())
+        .chain(bits.iter().map(|b| format!("{b:02x}")))
+        .collect())
 }
 
 /// Where a transaction handle stands.

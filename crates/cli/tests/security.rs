@@ -1,0 +1,331 @@
+//! Security through the real binary (issue 17): data at rest (modes of everything a
+//! workload leaves in a fresh data directory, the per-directory hash key, unguessable
+//! transaction handles).
+//!
+//! Requests are written by hand on a TCP socket, so each test controls every header it
+//! sends (`Host`, `Content-Type`, `Authorization`).
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+
+/// A running `logbook serve`; SIGKILLed if the test ends without stopping it.
+struct Node {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+/// An answer: status, headers (names lowercase) and the body as JSON (a JSON string when
+/// it is not JSON).
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Node {
+    fn start(data: &Path, extra: &[&str]) -> Node {
+        let log = data.with_extension(format!("{}.log", std::process::id()));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let (child, base) =
+            common::spawn_serve(data, extra, &[("RUST_LOG", "info")], Stdio::from(stderr));
+        let node = Node {
+            child,
+            addr: base.trim_start_matches("http://").to_string(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while node.get("/v1/health").status != 200 {
+            assert!(Instant::now() < deadline, "not ready: {}", node.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One request on a new connection, with exactly `headers` besides `Content-Length` and
+    /// `Connection: close`.
+    fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let mut tcp = TcpStream::connect(&self.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        ));
+        tcp.write_all(head.as_bytes()).unwrap();
+        tcp.write_all(body).unwrap();
+        let mut bytes = Vec::new();
+        tcp.read_to_end(&mut bytes).unwrap();
+        parse_answer(&bytes)
+    }
+
+    /// A request as a well-behaved client sends it: `Host` is the address, a body is JSON.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let mut headers = vec![("host", self.addr.as_str())];
+        let bytes = match &body {
+            Some(b) => {
+                headers.push(("content-type", "application/json"));
+                serde_json::to_vec(b).unwrap()
+            }
+            None => Vec::new(),
+        };
+        self.raw(method, path, &headers, &bytes)
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, None)
+    }
+
+    /// SIGTERM, then waits for exit 0.
+    fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                assert_eq!(s.code(), Some(0), "{}", self.stderr());
+                return;
+            }
+            assert!(Instant::now() < deadline, "no exit: {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_answer(bytes: &[u8]) -> Answer {
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(bytes)));
+    let head = std::str::from_utf8(&bytes[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = bytes[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
+/// Every directory and file below `root` (itself included) with its permission bits.
+fn modes(root: &Path) -> Vec<(PathBuf, bool, u32)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        out.push((p.clone(), meta.is_dir(), meta.permissions().mode() & 0o777));
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// A workload touching every kind of file a node writes: stream segments and indexes,
+/// request-id checkpoints, `_txn`, the view store (checkpointed at shutdown).
+fn workload(node: &Node) {
+    let a = node.call("PUT", "/v1/streams/orders", Some(json!({"partitions": 2})));
+    assert_eq!(a.status, 201, "{a:?}");
+    for i in 0..20 {
+        let key = format!("c-{i}");
+        let a = node.raw(
+            "POST",
+            "/v1/streams/orders/records",
+            &[
+                ("host", &node.addr),
+                ("content-type", "application/json"),
+                ("idempotency-key", &format!("order-{i}")),
+            ],
+            json!({"key": key, "value": {"total": i}})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(a.status, 201, "{a:?}");
+    }
+    let a = node.call(
+        "PUT",
+        "/v1/views/by_customer",
+        Some(json!({"source": "orders", "kind": "table"})),
+    );
+    assert_eq!(a.status, 201, "{a:?}");
+    let a = node.call(
+        "POST",
+        "/v1/txns",
+        Some(json!({"isolation": "serializable"})),
+    );
+    assert_eq!(a.status, 201, "{a:?}");
+    let txn = a.body["txn"].as_str().unwrap().to_string();
+    let a = node.call(
+        "PUT",
+        &format!("/v1/txns/{txn}/kv/seat-1"),
+        Some(json!({"value": "taken"})),
+    );
+    assert_eq!(a.status, 204, "{a:?}");
+    let a = node.call("POST", &format!("/v1/txns/{txn}/commit"), None);
+    assert_eq!(a.status, 200, "{a:?}");
+}
+
+#[test]
+fn every_file_of_a_fresh_data_directory_is_private_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &[]);
+    workload(&node);
+    node.terminate();
+    let found = modes(&data);
+    assert!(found.len() > 20, "the workload left few files: {found:?}");
+    let has = |what: &dyn Fn(&Path) -> bool| found.iter().any(|(p, _, _)| what(p));
+    assert!(
+        has(&|p| p.extension().is_some_and(|e| e == "log")),
+        "no segment: {found:?}"
+    );
+    assert!(has(&|p| p.ends_with("hash.key")), "no hash key: {found:?}");
+    assert!(has(&|p| p.ends_with("request-ids.checkpoint")), "{found:?}");
+    assert!(has(&|p| p.ends_with("_txn")), "no _txn: {found:?}");
+    assert!(
+        has(&|p| p.starts_with(data.join("views")) && p.is_file()),
+        "no view store file: {found:?}"
+    );
+    let open: Vec<_> = found
+        .iter()
+        .filter(|(_, is_dir, mode)| *mode != if *is_dir { 0o700 } else { 0o600 })
+        .map(|(p, is_dir, mode)| {
+            format!(
+                "{} ({}) {mode:o}",
+                p.display(),
+                if *is_dir { "dir" } else { "file" }
+            )
+        })
+        .collect();
+    assert!(open.is_empty(), "not private: {open:#?}");
+}
+
+#[test]
+fn hash_keys_differ_across_data_directories_and_stay_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    for name in ["a", "b"] {
+        let data = dir.path().join(name);
+        let node = Node::start(&data, &[]);
+        node.terminate();
+        let path = data.join("hash.key");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+        keys.push(std::fs::read(&path).unwrap());
+    }
+    assert_eq!(keys[0].len(), 32);
+    assert_ne!(keys[0], keys[1], "two data directories drew the same key");
+    // A restart reads the key it has instead of drawing another.
+    let data = dir.path().join("a");
+    Node::start(&data, &[]).terminate();
+    assert_eq!(std::fs::read(data.join("hash.key")).unwrap(), keys[0]);
+}
+
+#[test]
+fn transaction_handles_carry_128_random_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let a = node.call("POST", "/v1/txns", Some(json!({"isolation": "snapshot"})));
+        assert_eq!(a.status, 201, "{a:?}");
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        let h = a.body["txn"].as_str().unwrap().to_string();
+        assert_eq!(h.len(), 33, "{h}");
+        assert!(h.starts_with('t'), "{h}");
+        assert!(
+            h[1..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{h}"
+        );
+        assert!(!seen.contains(&h));
+        seen.push(h);
+    }
+    // Consecutive handles share no counter: they differ in many of their 32 digits.
+    let same = seen[0]
+        .chars()
+        .zip(seen[1].chars())
+        .skip(1)
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(same < 16, "{seen:?}");
+    node.terminate();
+}
