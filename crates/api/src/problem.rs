@@ -137,6 +137,19 @@ problem_codes! {
     /// A path segment is not UTF-8 once percent-decoded; `field` names the segment (`key`,
     /// `stream`, ...).
     InvalidPathSegment = ("invalid_path_segment", 400, "Invalid path segment"),
+    /// A request body without `Content-Type: application/json` (or `application/*+json`);
+    /// `field` is `Content-Type`. Closes blind cross-site form posts.
+    UnsupportedMediaType = ("unsupported_media_type", 415, "Request body must be JSON"),
+    /// The `Host` header names a host the server is not configured to answer for (DNS
+    /// rebinding guard); `field` is `Host`.
+    HostNotAllowed = ("host_not_allowed", 421, "Host not allowed"),
+    /// No valid credentials: no token, an unknown, expired or revoked one. The answer carries
+    /// `WWW-Authenticate`.
+    Unauthenticated = ("unauthenticated", 401, "Authentication required"),
+    /// The principal lacks the scope the request needs; `detail` names it.
+    Forbidden = ("forbidden", 403, "Forbidden: a scope is missing"),
+    /// No token with that id.
+    UnknownToken = ("unknown_token", 404, "Unknown token"),
     /// No route matches the path.
     NoRoute = ("no_route", 404, "No such route"),
     /// The path does not take this method.

@@ -846,7 +846,7 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
         .finish();
     outln!("  curl -s '{base}{}{page}'", paths::records(STREAM));
     outln!(
-        "  curl -s -XPOST {base}{} -H 'Idempotency-Key: my-first' \\\n       -d '{{\"key\":\"2013-1-1|XX|1|{origin}\",\"value\":{{\"carrier\":\"XX\",\"dep_delay\":5,\"origin\":\"{origin}\"}}}}'",
+        "  curl -s -XPOST {base}{} -H 'Idempotency-Key: my-first' \\\n       -H 'Content-Type: application/json' -d '{{\"key\":\"2013-1-1|XX|1|{origin}\",\"value\":{{\"carrier\":\"XX\",\"dep_delay\":5,\"origin\":\"{origin}\"}}}}'",
         paths::records(STREAM)
     );
     outln!("  curl -s {base}{}", paths::kv_key(&r.seats_key));

@@ -43,6 +43,15 @@ pub struct ServeArgs {
     /// (older: 409 snapshot_too_old). Default 10000.
     #[arg(long, env = "LOGBOOK_SNAPSHOT_WINDOW_COMMITS")]
     pub snapshot_window_commits: Option<u64>,
+    /// A host name or address the server answers for (repeat for several; `*` for any),
+    /// besides localhost, 127.0.0.1, [::1] and the --listen host. Requests naming another
+    /// `Host` are refused (421), against DNS rebinding.
+    #[arg(
+        long = "allowed-host",
+        env = "LOGBOOK_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -60,6 +69,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         txn_idle_timeout_ms: args.txn_idle_timeout_ms,
         shutdown_grace_ms: args.shutdown_grace_ms,
         snapshot_window_commits: args.snapshot_window_commits,
+        allowed_hosts: (!args.allowed_hosts.is_empty()).then_some(args.allowed_hosts),
     };
     let config = given.over(file).resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

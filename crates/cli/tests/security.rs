@@ -1,6 +1,7 @@
 //! Security through the real binary (issue 17): data at rest (modes of everything a
 //! workload leaves in a fresh data directory, the per-directory hash key, unguessable
-//! transaction handles).
+//! transaction handles); browser attacks (bodies must be declared JSON, `Host` checked, no
+//! CORS).
 //!
 //! Requests are written by hand on a TCP socket, so each test controls every header it
 //! sends (`Host`, `Content-Type`, `Authorization`).
@@ -327,5 +328,151 @@ fn transaction_handles_carry_128_random_bits() {
         .filter(|(a, b)| a == b)
         .count();
     assert!(same < 16, "{seen:?}");
+    node.terminate();
+}
+
+/// The records of partition 0 of `stream`.
+fn records(node: &Node, stream: &str) -> Vec<Value> {
+    let a = node.get(&format!(
+        "/v1/streams/{stream}/records?partition=0&from=0&limit=100"
+    ));
+    assert_eq!(a.status, 200, "{a:?}");
+    a.body["records"].as_array().unwrap().clone()
+}
+
+#[test]
+fn request_bodies_must_be_declared_json_and_refused_ones_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let host = node.addr.clone();
+    let body = br#"{"value": {"total": 1}}"#;
+    let refused = |a: &Answer| {
+        assert_eq!(a.status, 415, "{a:?}");
+        assert_eq!(a.body["code"], "unsupported_media_type", "{a:?}");
+        assert_eq!(a.body["field"], "Content-Type", "{a:?}");
+        assert_eq!(a.header("content-type"), Some("application/problem+json"));
+    };
+    // A stream is not created from a form.
+    let a = node.raw(
+        "PUT",
+        "/v1/streams/s",
+        &[
+            ("host", &host),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        b"partitions=1",
+    );
+    refused(&a);
+    assert_eq!(node.get("/v1/streams/s").status, 404);
+    let a = node.call("PUT", "/v1/streams/s", Some(json!({"partitions": 1})));
+    assert_eq!(a.status, 201, "{a:?}");
+    // What a page can post without a preflight, and a body with no type at all.
+    for ctype in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=b"),
+        Some("text/json"),
+        None,
+    ] {
+        let mut headers = vec![("host", host.as_str())];
+        headers.extend(ctype.map(|t| ("content-type", t)));
+        refused(&node.raw("POST", "/v1/streams/s/records", &headers, body));
+    }
+    assert!(
+        records(&node, "s").is_empty(),
+        "a refused body was appended"
+    );
+    // JSON under its own name or a +json one, with parameters, is taken.
+    for ctype in [
+        "application/json; charset=utf-8",
+        "application/vnd.logbook.v1+json",
+    ] {
+        let a = node.raw(
+            "POST",
+            "/v1/streams/s/records",
+            &[("host", &host), ("content-type", ctype)],
+            body,
+        );
+        assert_eq!(a.status, 201, "{ctype}: {a:?}");
+    }
+    assert_eq!(records(&node, "s").len(), 2);
+    // A request without a body needs no type.
+    let a = node.raw("POST", "/v1/txns", &[("host", &host)], b"");
+    assert_eq!(a.status, 201, "{a:?}");
+    node.terminate();
+}
+
+#[test]
+fn a_host_the_server_does_not_answer_for_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--allowed-host", "logbook.test"],
+    );
+    let a = node.call("PUT", "/v1/streams/s", Some(json!({"partitions": 1})));
+    assert_eq!(a.status, 201, "{a:?}");
+    let json = ("content-type", "application/json");
+    // DNS rebinding: a page of evil.example re-resolved to this address.
+    for host in ["evil.example", "evil.example:7700", "127.0.0.2"] {
+        let a = node.raw("GET", "/v1/streams", &[("host", host)], b"");
+        assert_eq!(a.status, 421, "{host}: {a:?}");
+        assert_eq!(a.body["code"], "host_not_allowed", "{a:?}");
+        assert_eq!(a.body["field"], "Host", "{a:?}");
+        let a = node.raw(
+            "POST",
+            "/v1/streams/s/records",
+            &[("host", host), json],
+            br#"{"value": 1}"#,
+        );
+        assert_eq!(a.status, 421, "{host}: {a:?}");
+    }
+    assert!(records(&node, "s").is_empty(), "a refused request appended");
+    // Health answers probes by any name; the loopback names and configured ones are served.
+    assert_eq!(
+        node.raw("GET", "/v1/health", &[("host", "evil.example")], b"")
+            .status,
+        200
+    );
+    for host in [
+        "localhost:1",
+        "127.0.0.1",
+        "[::1]:7700",
+        "LogBook.Test:443",
+        &node.addr,
+    ] {
+        let a = node.raw("GET", "/v1/streams", &[("host", host)], b"");
+        assert_eq!(a.status, 200, "{host}: {a:?}");
+    }
+    node.terminate();
+}
+
+#[test]
+fn no_cross_origin_access_is_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let host = node.addr.clone();
+    let origin = ("origin", "http://evil.example");
+    let preflight = node.raw(
+        "OPTIONS",
+        "/v1/streams/s",
+        &[
+            ("host", &host),
+            origin,
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "content-type"),
+        ],
+        b"",
+    );
+    assert!(preflight.status >= 400, "{preflight:?}");
+    let get = node.raw("GET", "/v1/streams", &[("host", &host), origin], b"");
+    assert_eq!(get.status, 200, "{get:?}");
+    for a in [&preflight, &get] {
+        assert!(
+            !a.headers
+                .iter()
+                .any(|(k, _)| k.starts_with("access-control-")),
+            "{a:?}"
+        );
+    }
     node.terminate();
 }

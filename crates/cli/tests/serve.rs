@@ -397,7 +397,7 @@ fn limits_and_bad_input_change_nothing() {
     let len = 17 * 1024 * 1024;
     write!(
         tcp,
-        "POST /v1/streams/ev/records HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n{{\"records\": ["
+        "POST /v1/streams/ev/records HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n{{\"records\": ["
     )
     .unwrap();
     let mut answer = vec![0u8; 4096];

@@ -11,6 +11,7 @@
 //! txn_idle_timeout_ms = 30000
 //! shutdown_grace_ms = 30000
 //! snapshot_window_commits = 10000
+//! allowed_hosts = ["logbook.internal"]   # besides localhost, 127.0.0.1, [::1], the listen host
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,11 @@ pub struct ServerConfig {
     /// another commit lands between its read and its commit). Default
     /// [`logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT`].
     pub snapshot_window_commits: u64,
+    /// Host names (or addresses) the server answers for besides `localhost`, `127.0.0.1`,
+    /// `[::1]` and the host of `listen`; a request whose `Host` names another is 421
+    /// `host_not_allowed` (DNS rebinding guard, [`crate::browser`]). `"*"` allows any.
+    /// Default none.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +64,7 @@ impl Default for ServerConfig {
             txn_idle_timeout_ms: limits::TXN_IDLE_TIMEOUT_MS_DEFAULT,
             shutdown_grace_ms: limits::SHUTDOWN_GRACE_MS_DEFAULT,
             snapshot_window_commits: logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -82,6 +89,8 @@ pub struct ConfigLayer {
     pub shutdown_grace_ms: Option<u64>,
     /// See [`ServerConfig::snapshot_window_commits`].
     pub snapshot_window_commits: Option<u64>,
+    /// See [`ServerConfig::allowed_hosts`].
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// A configuration that cannot be used.
@@ -145,6 +154,7 @@ impl ConfigLayer {
             snapshot_window_commits: self
                 .snapshot_window_commits
                 .or(below.snapshot_window_commits),
+            allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
         }
     }
 
@@ -165,6 +175,7 @@ impl ConfigLayer {
             snapshot_window_commits: self
                 .snapshot_window_commits
                 .unwrap_or(d.snapshot_window_commits),
+            allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
         };
         let positive = |field, v: u64| {
             if v == 0 {
@@ -186,6 +197,17 @@ impl ConfigLayer {
                 field: "requests_max",
                 value: c.requests_max.to_string(),
                 reason: "must not exceed the blocking threads (BLOCKING_THREADS_MAX, 256)",
+            });
+        }
+        if let Some(bad) = c
+            .allowed_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(['/', ' ', ',']))
+        {
+            return Err(ConfigError::Invalid {
+                field: "allowed_hosts",
+                value: bad.clone(),
+                reason: "expected a host name or address, e.g. logbook.internal",
             });
         }
         if !c.listen.contains(':') {

@@ -1,6 +1,7 @@
 //! The edge: what every request passes before and after its handler — the URI and
 //! header-size limits (for heads the head guard, [`crate::head`], let through; an answer
 //! over them closes the connection), the declared body size (`Content-Length`), the
+//! `Host` and body media type ([`crate::browser`]), the
 //! in-flight request limit, the request's `tracing` span (carrying its request id and
 //! traceparent) and its latency in the metrics. Body size is limited by `DefaultBodyLimit`
 //! on the router; connections by the accept loop ([`crate::server`]).
@@ -66,6 +67,16 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits::BODY_BYTES_MAX as u64) {
             return ApiError::payload_too_large().into_response();
+        }
+        // What a web page could make a browser send (crate::browser): refused before any
+        // handler, so nothing changes.
+        if route != "/v1/health"
+            && let Err(e) = crate::browser::check_host(req.headers(), state.allowed_hosts())
+        {
+            return e.into_response();
+        }
+        if let Err(e) = crate::browser::check_content_type(req.headers()) {
+            return e.into_response();
         }
         let permit = if UNLIMITED_ROUTES.contains(&route) {
             None

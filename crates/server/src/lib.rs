@@ -30,11 +30,13 @@
 //!
 //! Module map: [`server`] (listener, connections, open/close) → [`edge`] (limits, spans,
 //! metrics per request) → [`api`] (routes) → [`state`] (shared state, transaction
-//! registry); [`extract`] parses JSON bodies, naming the bad field; [`error`] maps library
+//! registry); [`browser`] refuses what a web page could make a browser send (non-JSON
+//! bodies, foreign `Host`s); [`extract`] parses JSON bodies, naming the bad field; [`error`] maps library
 //! errors to problems (consistency tokens are `logbook_views::ConsistencyToken`); [`limits`]
 //! holds every limit; [`config`] the settings; [`metrics`] the registry.
 
 pub mod api;
+pub mod browser;
 pub mod canonical;
 pub mod config;
 pub mod edge;

@@ -74,6 +74,7 @@ struct Inner {
     txns: TxnRegistry,
     requests: Arc<Semaphore>,
     metrics: Metrics,
+    allowed_hosts: crate::browser::AllowedHosts,
 }
 
 impl AppState {
@@ -86,6 +87,10 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 requests: Arc::new(Semaphore::new(config.requests_max)),
+                allowed_hosts: crate::browser::AllowedHosts::new(
+                    &config.listen,
+                    &config.allowed_hosts,
+                ),
                 config,
                 phase: AtomicU8::new(Phase::Opening as u8),
                 opened: RwLock::new(None),
@@ -108,6 +113,11 @@ impl AppState {
     /// The interactive transactions.
     pub fn txns(&self) -> &TxnRegistry {
         &self.inner.txns
+    }
+
+    /// The host names this server answers for.
+    pub fn allowed_hosts(&self) -> &crate::browser::AllowedHosts {
+        &self.inner.allowed_hosts
     }
 
     /// The in-flight request limiter.
