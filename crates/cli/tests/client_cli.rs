@@ -677,7 +677,8 @@ fn the_txn_shell_aborts_what_it_leaves_open_and_pages_scans() {
         &["txn"],
         Some("begin\nput \"a b\" 1\ncommit\nget \"a b\"\n"),
     );
-    assert!(out.contains("a b = 1 (version"), "{out}");
+    // ...and are printed as the shell reads them back.
+    assert!(out.contains("\"a b\" = 1 (version"), "{out}");
 
     // A scan says when more rows follow, and how to continue.
     node.ok(
