@@ -28,7 +28,7 @@ pub struct ViewOut {
     pub spec: serde_json::Value,
     /// The version serving reads.
     pub current: u64,
-    /// Every version (a rebuild adds one).
+    /// Every version by number (per view: the first is 1; a rebuild adds the next).
     pub versions: Vec<u64>,
     /// A rollout in progress.
     pub rollout: Option<RolloutOut>,
@@ -60,7 +60,7 @@ pub struct ProgressOut {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusOut {
-    /// Version id.
+    /// Version number (per view: 1, 2, …).
     pub version: u64,
     /// Partition → next offset to apply.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]

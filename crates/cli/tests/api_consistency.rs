@@ -696,3 +696,211 @@ fn the_readme_sets_what_its_examples_use() {
     let set = lines.iter().find(|l| l.contains("TOKEN=$(")).unwrap();
     assert!(set.contains("append flights"), "{set}");
 }
+
+/// Creates stream `s` (2 partitions) with 20 keyed records, a table view `a` and a count
+/// `b` (one row, key ""); returns the append's token.
+fn two_views(node: &Node) -> String {
+    node.ok("PUT", "/v1/streams/s", Some(r#"{"partitions": 2}"#));
+    for (name, spec) in [
+        ("a", r#"{"source":"s","kind":"table"}"#),
+        (
+            "b",
+            r#"{"source":"s","kind":"aggregate","aggregates":{"n":{"fn":"count"}}}"#,
+        ),
+    ] {
+        node.ok("PUT", &format!("/v1/views/{name}"), Some(spec));
+    }
+    let records: Vec<Value> = (0..20)
+        .map(|i| json!({"key": format!("k{i:02}"), "value": {"i": i}}))
+        .collect();
+    let body = json!({ "records": records }).to_string();
+    node.ok("POST", "/v1/streams/s/records", Some(&body))["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Every row of `view` once it has applied `token`.
+fn rows(node: &Node, view: &str, token: &str) -> Value {
+    node.ok(
+        "GET",
+        &format!("/v1/views/{view}/rows?token={token}&timeout_ms=60000&limit=100"),
+        None,
+    )["rows"]
+        .clone()
+}
+
+/// The version numbers, current version and rollout of `view` as `GET /v1/views/{view}`
+/// shows them (the numbers of its versions' statuses).
+fn versions(node: &Node, view: &str) -> (Value, Value, Value) {
+    let v = node.ok("GET", &format!("/v1/views/{view}"), None);
+    let numbers: Vec<Value> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["version"].clone())
+        .collect();
+    (
+        Value::from(numbers),
+        v["current"].clone(),
+        v["rollout"].clone(),
+    )
+}
+
+#[test]
+fn view_versions_are_numbered_per_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let token = two_views(&node);
+    for view in ["a", "b"] {
+        assert_eq!(versions(&node, view), (json!([1]), json!(1), Value::Null));
+    }
+    // Rebuilds, one through the CLI and one over HTTP: each view's second version is 2.
+    let rebuilt: Value =
+        serde_json::from_str(&node.cli_ok(&["view", "rebuild", "a", "--json"])).unwrap();
+    assert_eq!(
+        (&rebuilt["version"], &rebuilt["current"]),
+        (&json!(2), &json!(1))
+    );
+    let rebuilt = node.ok("POST", "/v1/views/b/rebuild", None);
+    assert_eq!(rebuilt["version"], 2, "{rebuilt}");
+    for view in ["a", "b"] {
+        assert_eq!(
+            versions(&node, view),
+            (json!([1, 2]), json!(1), Value::Null)
+        );
+    }
+    // Switches, status and the list name the same numbers.
+    let before = rows(&node, "a", &token);
+    node.ok(
+        "POST",
+        "/v1/views/a/switch",
+        Some(r#"{"version": 2, "timeout_ms": 60000}"#),
+    );
+    assert_eq!(rows(&node, "a", &token), before);
+    let status = node.ok("GET", "/v1/views/a", None);
+    assert_eq!(status["status"]["version"], 2, "{status}");
+    let list = node.ok("GET", "/v1/views", None);
+    let numbers: Vec<&Value> = list["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["versions"])
+        .collect();
+    assert_eq!(numbers, [&json!([1, 2]), &json!([1, 2])], "{list}");
+    // A dropped number is not given again.
+    node.cli_ok(&["view", "drop", "a", "--version", "1"]);
+    let rebuilt = node.ok("POST", "/v1/views/a/rebuild", None);
+    assert_eq!(rebuilt["version"], 3, "{rebuilt}");
+    assert_eq!(versions(&node, "a"), (json!([2, 3]), json!(2), Value::Null));
+    // A view created again starts at 1.
+    node.ok("DELETE", "/v1/views/b", None);
+    node.ok(
+        "PUT",
+        "/v1/views/b",
+        Some(r#"{"source":"s","kind":"table"}"#),
+    );
+    assert_eq!(versions(&node, "b"), (json!([1]), json!(1), Value::Null));
+}
+
+/// Rewrites the views catalog of a stopped node's data directory into format 3, which
+/// numbered versions by one counter for the data directory: each version's key becomes its
+/// store id (the number of the space `v{id}` holding its state).
+fn write_format_3_catalog(data: &Path) {
+    use logbook_views::store::{FjallStore, StateStore};
+    let store = FjallStore::open(&data.join("views")).unwrap();
+    let space = store.open_space("catalog").unwrap();
+    let catalog: Value = serde_json::from_slice(&space.get(b"catalog").unwrap().unwrap()).unwrap();
+    // The store id of a version: `space` where the catalog records it, else its key.
+    let id = |number: &str, e: &Value| {
+        e.get("space")
+            .map_or(number.parse().unwrap(), |s| s.as_u64().unwrap())
+    };
+    let mut views = serde_json::Map::new();
+    let mut next = 1;
+    for (name, view) in catalog["views"].as_object().unwrap() {
+        let entries = view["versions"].as_object().unwrap();
+        let old = |number: &Value| -> u64 {
+            let n = number.as_u64().unwrap().to_string();
+            id(&n, &entries[&n])
+        };
+        let mut versions = serde_json::Map::new();
+        for (number, e) in entries {
+            let id = id(number, e);
+            next = next.max(id + 1);
+            versions.insert(
+                id.to_string(),
+                json!({"spec": e["spec"], "incarnation": e["incarnation"]}),
+            );
+        }
+        let rollout = match &view["rollout"] {
+            Value::Null => Value::Null,
+            r => json!({"version": old(&r["version"]), "percent": r["percent"]}),
+        };
+        views.insert(
+            name.clone(),
+            json!({"current": old(&view["current"]), "rollout": rollout, "versions": versions}),
+        );
+    }
+    let old = json!({"format_version": 3, "next_version": next, "views": views});
+    space
+        .commit(vec![(
+            b"catalog".to_vec(),
+            Some(old.to_string().into_bytes()),
+        )])
+        .unwrap();
+    store.sync().unwrap();
+}
+
+#[test]
+fn a_format_3_views_catalog_is_renumbered_per_view_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &[]);
+    let token = two_views(&node);
+    // Store ids interleave: a 1, b 2, a's rebuild 3, b's rebuild 4; a serves its rebuild,
+    // b rolls half its reads out to its rebuild.
+    node.ok("POST", "/v1/views/a/rebuild", None);
+    node.ok("POST", "/v1/views/b/rebuild", None);
+    let (a_v2, b_v2) = (
+        versions(&node, "a").0[1].clone(),
+        versions(&node, "b").0[1].clone(),
+    );
+    node.ok(
+        "POST",
+        "/v1/views/a/switch",
+        Some(&json!({"version": a_v2, "timeout_ms": 60000}).to_string()),
+    );
+    node.ok(
+        "POST",
+        "/v1/views/b/switch",
+        Some(&json!({"version": b_v2, "percent": 50, "timeout_ms": 60000}).to_string()),
+    );
+    let (a_rows, b_rows) = (rows(&node, "a", &token), rows(&node, "b", &token));
+    assert_eq!(a_rows.as_array().unwrap().len(), 20, "{a_rows}");
+    node.stop();
+
+    write_format_3_catalog(&data);
+    let node = Node::start(&data, &[]);
+    assert_eq!(versions(&node, "a"), (json!([1, 2]), json!(2), Value::Null));
+    assert_eq!(
+        versions(&node, "b"),
+        (
+            json!([1, 2]),
+            json!(1),
+            json!({"version": 2, "percent": 50})
+        )
+    );
+    assert_eq!(rows(&node, "a", &token), a_rows);
+    assert_eq!(rows(&node, "b", &token), b_rows);
+    // Numbering goes on from the upgraded catalog, and the old versions still switch.
+    node.cli_ok(&["view", "drop", "a", "--version", "1"]);
+    assert_eq!(node.ok("POST", "/v1/views/a/rebuild", None)["version"], 3);
+    node.ok(
+        "POST",
+        "/v1/views/b/switch",
+        Some(r#"{"version": 2, "timeout_ms": 60000}"#),
+    );
+    assert_eq!(rows(&node, "b", &token), b_rows);
+    assert_eq!(versions(&node, "b"), (json!([1, 2]), json!(2), Value::Null));
+}

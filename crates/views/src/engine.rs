@@ -4,8 +4,8 @@
 //! ```text
 //!  Views ── catalog (space "catalog", fsynced on change): name → { versions, current, rollout }
 //!    │
-//!    ├─ version 7 (space "v7") ── processor p0 … p(P-1) ── log partitions of the source
-//!    └─ version 9 (space "v9", rebuilding from offset 0 while 7 serves)
+//!    ├─ version 1 (space "v7") ── processor p0 … p(P-1) ── log partitions of the source
+//!    └─ version 2 (space "v9", rebuilding from offset 0 while 1 serves)
 //!
 //!  read(view, key, token) ─▶ route (rollout: key hash % 100 < percent → new version)
 //!                          ─▶ wait: applied ≥ token, applied ≥ what this view already showed
@@ -23,6 +23,9 @@
 //! at open (a bound of anything applied, hence shown, before): reads right after a restart
 //! wait (up to [`READ_FLOOR_WAIT_MS`], then [`ViewError::ConsistencyTimeout`]) until the
 //! replay has passed it.
+//!
+//! **Version numbers** are per view (1, 2, …); every entry point takes and returns them and
+//! translates to the data-directory-wide store ids of the spaces (`crate::catalog`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -35,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::batch::Sources;
+use crate::catalog::{Catalog, VersionEntry, ViewEntry};
 use crate::error::{Result, ViewError};
 use crate::layout;
 use crate::limits::{
@@ -51,32 +55,9 @@ use crate::token::ConsistencyToken;
 const CATALOG_SPACE: &str = "catalog";
 const CATALOG_KEY: &[u8] = b"catalog";
 /// Format version of the catalog and of the state layout ([`crate::layout`], checkpoints as
-/// in [`crate::state`]).
-pub const FORMAT_VERSION: u32 = 3;
-
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Catalog {
-    format_version: u32,
-    next_version: u64,
-    views: BTreeMap<String, ViewEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ViewEntry {
-    current: u64,
-    rollout: Option<Rollout>,
-    versions: BTreeMap<u64, VersionEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VersionEntry {
-    spec: ViewSpec,
-    /// Incarnation of the source stream the version was built from.
-    incarnation: u64,
-}
+/// in [`crate::state`]). 4 numbers versions per view; a format-3 catalog (one numbering for
+/// the whole data directory, the same state layout) is upgraded at open.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// A gradual rollout: this share of reads goes to `version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,8 +223,9 @@ pub fn validate_view_name(name: &str) -> Result<()> {
     }
 }
 
-fn space_name(version: u64) -> String {
-    format!("v{version}")
+/// The store space of a version's state, by its store id.
+fn space_name(space: u64) -> String {
+    format!("v{space}")
 }
 
 impl Views {
@@ -294,35 +276,16 @@ impl Views {
         config: ViewsConfig,
     ) -> Result<Views> {
         let catalog_space = store.open_space(CATALOG_SPACE)?;
-        let catalog = match catalog_space.get(CATALOG_KEY)? {
-            Some(b) => {
-                let c: Catalog = serde_json::from_slice(&b)
-                    .map_err(|e| ViewError::corrupt("catalog", e.to_string()))?;
-                if c.format_version != FORMAT_VERSION {
-                    return Err(ViewError::corrupt(
-                        "catalog",
-                        format!(
-                            "format version {} is not the supported {FORMAT_VERSION}; views are \
-                             derived data: remove the views directory and create them again, \
-                             they are recomputed from the log",
-                            c.format_version
-                        ),
-                    ));
-                }
-                c
-            }
-            None => Catalog {
-                format_version: FORMAT_VERSION,
-                next_version: 1,
-                views: BTreeMap::new(),
-            },
+        let (catalog, upgraded) = match catalog_space.get(CATALOG_KEY)? {
+            Some(b) => Catalog::decode(&b)?,
+            None => (Catalog::empty(), false),
         };
         // Spaces of versions a crash left out of the catalog (created, never recorded;
         // recorded as dropped, not yet deleted).
         let known: Vec<String> = catalog
             .views
             .values()
-            .flat_map(|v| v.versions.keys().map(|id| space_name(*id)))
+            .flat_map(|v| v.versions.values().map(|e| space_name(e.space)))
             .collect();
         for name in store.space_names() {
             if name.starts_with('v') && !known.contains(&name) {
@@ -342,6 +305,11 @@ impl Views {
             config,
             waits_cancelled: AtomicBool::new(false),
         };
+        if upgraded {
+            // Stored at once, so the renumbering happens once and the store says what it holds.
+            let upgraded = views.lock().catalog.clone();
+            views.save(&upgraded)?;
+        }
         let mut st = views.lock();
         let entries: Vec<(String, u64, VersionEntry)> = st
             .catalog
@@ -349,22 +317,28 @@ impl Views {
             .iter()
             .flat_map(|(n, v)| v.versions.iter().map(|(id, e)| (n.clone(), *id, e.clone())))
             .collect();
-        for (name, id, entry) in entries {
+        for (name, number, entry) in entries {
             let plan = Arc::new(Plan::compile(entry.spec.clone())?);
             match views.log.stream(&entry.spec.source) {
                 Ok(stream) if stream.incarnation() == entry.incarnation => {
                     let v = Arc::new(Version::new(
-                        id,
+                        entry.space,
+                        number,
                         name.clone(),
                         plan,
-                        views.store.open_space(&space_name(id))?,
+                        views.store.open_space(&space_name(entry.space))?,
                         stream.clone(),
                         views.log.clone(),
                         views.sources.get(&stream),
                         views.config.clone(),
                     )?);
                     v.start()?;
-                    if st.catalog.views.get(&name).is_some_and(|e| e.current == id) {
+                    if st
+                        .catalog
+                        .views
+                        .get(&name)
+                        .is_some_and(|e| e.current == number)
+                    {
                         // Reads before a crash may have shown anything up to the source's
                         // durable end; the version resumes from an older checkpoint. Reads
                         // wait (READ_FLOOR_WAIT_MS) until the replay has passed it, so they
@@ -377,10 +351,10 @@ impl Views {
                             .collect();
                         st.shown.insert(name.clone(), Arc::new(floor));
                     }
-                    st.running.insert(id, v);
+                    st.running.insert(entry.space, v);
                 }
                 _ => {
-                    tracing::warn!(view = %name, version = id, "the source stream was dropped; the version does not run (drop and recreate the view)");
+                    tracing::warn!(view = %name, version = number, "the source stream was dropped; the version does not run (drop and recreate the view)");
                 }
             }
         }
@@ -393,10 +367,8 @@ impl Views {
     }
 
     fn save(&self, catalog: &Catalog) -> Result<()> {
-        let bytes = serde_json::to_vec(catalog)
-            .map_err(|e| ViewError::corrupt("catalog", e.to_string()))?;
         self.catalog_space
-            .commit(vec![(CATALOG_KEY.to_vec(), Some(bytes))])?;
+            .commit(vec![(CATALOG_KEY.to_vec(), Some(catalog.encode()?))])?;
         self.store.sync()
     }
 
@@ -407,8 +379,8 @@ impl Views {
             .sum()
     }
 
-    /// Starts a new version of `spec` (not yet in the catalog `st`).
-    fn start_version(&self, st: &mut State, name: &str, plan: Plan) -> Result<(u64, VersionEntry)> {
+    /// Starts a new version of `spec` (not yet in the catalog `st`); returns its number.
+    fn start_version(&self, st: &mut State, name: &str, plan: Plan) -> Result<u64> {
         let stream = match self.log.stream(&plan.spec.source) {
             Ok(s) => s,
             Err(LogError::UnknownStream { .. }) => {
@@ -425,24 +397,28 @@ impl Views {
                 max: PROCESSORS_MAX,
             });
         }
-        let id = st.catalog.next_version;
+        let id = st.catalog.next_space;
         let entry = VersionEntry {
             spec: plan.spec.clone(),
             incarnation: stream.incarnation(),
+            space: id,
         };
-        // Record the version first (with the id counter), then create its space: a crash in
+        // Record the version first (with the counters), then create its space: a crash in
         // between leaves an empty version that simply starts from offset 0.
         let mut next = st.catalog.clone();
-        next.next_version += 1;
+        next.next_space += 1;
         let view = next
             .views
             .entry(name.to_string())
             .or_insert_with(|| ViewEntry {
-                current: id,
+                current: 1,
                 rollout: None,
+                next_version: 1,
                 versions: BTreeMap::new(),
             });
-        view.versions.insert(id, entry.clone());
+        let number = view.next_version;
+        view.next_version += 1;
+        view.versions.insert(number, entry);
         let space = self.store.open_space(&space_name(id))?;
         if let Err(e) = self.save(&next) {
             drop(space);
@@ -452,6 +428,7 @@ impl Views {
         st.catalog = next;
         let v = Arc::new(Version::new(
             id,
+            number,
             name.to_string(),
             Arc::new(plan),
             space,
@@ -462,7 +439,7 @@ impl Views {
         )?);
         v.start()?;
         st.running.insert(id, v);
-        Ok((id, entry))
+        Ok(number)
     }
 
     /// Creates a view from a JSON spec and starts its processors from offset 0.
@@ -530,19 +507,28 @@ impl Views {
         Views::info(&self.lock(), name)
     }
 
-    fn version(st: &State, view: &str, id: u64) -> Result<Arc<Version>> {
+    /// The running version `number` of `view`.
+    fn version(st: &State, view: &str, number: u64) -> Result<Arc<Version>> {
+        let space = Views::entry(st, view)?
+            .space_of(number)
+            .ok_or(ViewError::UnknownVersion {
+                view: view.to_string(),
+                version: number,
+                reason: "no such version",
+            })?;
         st.running
-            .get(&id)
+            .get(&space)
             .cloned()
             .ok_or(ViewError::UnknownVersion {
                 view: view.to_string(),
-                version: id,
+                version: number,
                 reason: crate::processor::SOURCE_DROPPED,
             })
     }
 
     /// Starts rebuilding `name` from offset 0 into a new version (with a new spec, or the
-    /// current one's), while the current version keeps serving. Returns the new version id.
+    /// current one's), while the current version keeps serving. Returns the new version's
+    /// number (the view's versions are numbered 1, 2, …; a number is never reused).
     ///
     /// # Errors
     /// [`ViewError::UnknownView`], [`ViewError::TooManyVersions`], spec errors.
@@ -565,8 +551,7 @@ impl Views {
                     .ok_or_else(|| ViewError::corrupt("catalog", "current version missing"))?,
             )?,
         };
-        let (id, _) = self.start_version(&mut st, name, plan)?;
-        Ok(id)
+        self.start_version(&mut st, name, plan)
     }
 
     /// Makes `version` serve all reads (ends a rollout). Waits up to `timeout_ms`
@@ -664,13 +649,13 @@ impl Views {
     pub fn drop_version(&self, name: &str, version: u64) -> Result<()> {
         let mut st = self.lock();
         let e = Views::entry(&st, name)?;
-        if !e.versions.contains_key(&version) {
+        let Some(space) = e.space_of(version) else {
             return Err(ViewError::UnknownVersion {
                 view: name.to_string(),
                 version,
                 reason: "no such version",
             });
-        }
+        };
         if e.current == version {
             return Err(ViewError::UnknownVersion {
                 view: name.to_string(),
@@ -687,11 +672,11 @@ impl Views {
         }
         self.save(&next)?;
         st.catalog = next;
-        if let Some(v) = st.running.remove(&version) {
+        if let Some(v) = st.running.remove(&space) {
             // Its state is deleted next: no final checkpoint.
             v.abandon();
         }
-        self.store.drop_space(&space_name(version))
+        self.store.drop_space(&space_name(space))
     }
 
     /// Drops a view and all its versions' state.
@@ -706,12 +691,12 @@ impl Views {
         self.save(&next)?;
         st.catalog = next;
         st.shown.remove(name);
-        for id in e.versions.keys() {
-            if let Some(v) = st.running.remove(id) {
+        for version in e.versions.values() {
+            if let Some(v) = st.running.remove(&version.space) {
                 // Its state is deleted next: no final checkpoint.
                 v.abandon();
             }
-            self.store.drop_space(&space_name(*id))?;
+            self.store.drop_space(&space_name(version.space))?;
         }
         Ok(())
     }
@@ -726,8 +711,8 @@ impl Views {
             let e = Views::entry(&st, name)?.clone();
             let vs: Vec<(u64, Option<Arc<Version>>)> = e
                 .versions
-                .keys()
-                .map(|id| (*id, st.running.get(id).cloned()))
+                .iter()
+                .map(|(number, v)| (*number, st.running.get(&v.space).cloned()))
                 .collect();
             (e, vs)
         };
@@ -998,7 +983,7 @@ impl Views {
             rows,
             next,
             applied,
-            version: v.id,
+            version: v.number,
         })
     }
 
@@ -1137,7 +1122,7 @@ fn version_status(
         .map(|(p, a)| (p as u32, a))
         .collect();
     Ok(VersionStatus {
-        version: v.id,
+        version: v.number,
         current,
         spec,
         applied,

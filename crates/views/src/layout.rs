@@ -18,11 +18,12 @@
 //!
 //! `esc` doubles nothing but maps byte `00` to `00 FF`, so `00 00` ends a component and byte
 //! order of escaped keys equals byte order of the keys (prefix scans stay prefix scans).
-//! Integers inside values are little-endian and fixed-width. Format version: 3
+//! Integers inside values are little-endian and fixed-width. Format version: 4
 //! ([`crate::engine::FORMAT_VERSION`]; the catalog records it; a store of another version is
-//! refused). Version 2 wrote record keys as escaped text and tagged index primary keys;
-//! version 3 keeps these entries in memory and stores them inside checkpoint chunks
-//! ([`crate::state`]).
+//! refused, except 3, whose catalog is upgraded). Version 2 wrote record keys as escaped text
+//! and tagged index primary keys; version 3 keeps these entries in memory and stores them
+//! inside checkpoint chunks ([`crate::state`]); version 4 changes only the catalog (versions
+//! numbered per view), not this layout.
 
 use serde_json::Value;
 

@@ -40,6 +40,7 @@
 
 pub mod apply;
 pub mod batch;
+mod catalog;
 pub mod engine;
 mod error;
 pub mod extract;

@@ -54,8 +54,11 @@ pub const SOURCE_DROPPED: &str = "not running (its source stream was dropped)";
 
 /// A running view version: its plan, its space, its processors' progress.
 pub struct Version {
-    /// Version id (unique in the data directory).
+    /// Store id (unique in the data directory): names its space and its registration with
+    /// the shared reader. Never shown to users ([`crate::engine`] translates).
     pub id: u64,
+    /// Its number within the view (1, 2, …): what users see.
+    pub number: u64,
     /// The view's name.
     pub view: String,
     /// What it computes.
@@ -96,6 +99,7 @@ impl std::fmt::Debug for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Version")
             .field("id", &self.id)
+            .field("number", &self.number)
             .field("view", &self.view)
             .finish_non_exhaustive()
     }
@@ -109,6 +113,7 @@ impl Drop for Version {
 
 impl Version {
     /// Loads the state of the last checkpoint from the space into memory (not started yet).
+    /// `id` is its store id, `number` its number in view `view` (see [`Version::number`]).
     /// `log` is the log that holds `stream` (to notice that the stream was dropped);
     /// `source` is the shared reader of `stream` (the version registers with it until it is
     /// dropped).
@@ -121,6 +126,7 @@ impl Version {
     )]
     pub fn new(
         id: u64,
+        number: u64,
         view: String,
         plan: Arc<Plan>,
         space: Arc<dyn Space>,
@@ -148,6 +154,7 @@ impl Version {
         source.register(id, plan.members.clone());
         Ok(Version {
             id,
+            number,
             view,
             plan,
             space,
@@ -181,7 +188,7 @@ impl Version {
         for p in 0..self.stream.partition_count() {
             let v = self.clone();
             let t = std::thread::Builder::new()
-                .name(format!("view-{}-v{}-p{p}", self.view, self.id))
+                .name(format!("view-{}-v{}-p{p}", self.view, self.number))
                 .spawn(move || v.run(p))
                 .map_err(|e| ViewError::Store {
                     op: "spawn a processor",
@@ -283,7 +290,7 @@ impl Version {
     fn source_dropped(&self) -> ViewError {
         ViewError::UnknownVersion {
             view: self.view.clone(),
-            version: self.id,
+            version: self.number,
             reason: SOURCE_DROPPED,
         }
     }
@@ -351,7 +358,7 @@ impl Version {
             Err(_) => Some(format!("partition {p}: processor panicked")),
         };
         if let Some(e) = error {
-            tracing::error!(view = %self.view, version = self.id, error = %e, "view processor stopped");
+            tracing::error!(view = %self.view, version = self.number, error = %e, "view processor stopped");
             self.error
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -464,7 +471,7 @@ impl Version {
             if bytes > self.config.state_bytes_max {
                 return Err(ViewError::StateTooLarge {
                     view: self.view.clone(),
-                    version: self.id,
+                    version: self.number,
                     partition: p,
                     bytes,
                     max: self.config.state_bytes_max,
@@ -495,7 +502,7 @@ impl Version {
                     .take()
                     .is_some()
                 {
-                    tracing::info!(view = %self.view, version = self.id, partition = p, "view checkpoint succeeded again");
+                    tracing::info!(view = %self.view, version = self.number, partition = p, "view checkpoint succeeded again");
                 }
             }
             Err(e) => {
@@ -504,7 +511,7 @@ impl Version {
                     ckpt.failures()
                 );
                 if ckpt.failures() == 1 {
-                    tracing::warn!(view = %self.view, version = self.id, partition = p, error = %e, "view checkpoint failed; retrying with backoff");
+                    tracing::warn!(view = %self.view, version = self.number, partition = p, error = %e, "view checkpoint failed; retrying with backoff");
                 }
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
             }
