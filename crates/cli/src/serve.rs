@@ -44,7 +44,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGBOOK_SNAPSHOT_WINDOW_COMMITS")]
     pub snapshot_window_commits: Option<u64>,
     /// A host name or address the server answers for (repeat for several; `*` for any),
-    /// besides localhost, 127.0.0.1, [::1] and the --listen host. Requests naming another
+    /// besides localhost, 127.0.0.1, ::1 and the --listen host. Requests naming another
     /// `Host` are refused (421), against DNS rebinding.
     #[arg(
         long = "allowed-host",

@@ -14,79 +14,45 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
-use common::BIN;
+use common::{BIN, api, wire};
+use logbook_api::client::RawRequest;
+use logbook_api::client::blocking::Client;
+use logbook_api::paths;
 
-/// A running `logbook serve`, SIGKILLed when dropped.
+/// A running `logbook serve` (SIGKILLed when dropped).
 struct Node {
-    child: Child,
+    serve: common::Serve,
+    client: Client,
     base: String,
     data: PathBuf,
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Node {
     fn start(data: &Path, extra: &[&str]) -> Node {
-        let (child, base) =
-            common::spawn_serve(data, extra, &[("RUST_LOG", "warn")], Stdio::null());
-        let node = Node {
-            child,
+        let serve = common::spawn_serve(data, extra, &[("RUST_LOG", "warn")], Stdio::null());
+        let base = serve.base.clone();
+        Node {
+            client: serve.client(),
+            serve,
             base,
             data: data.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while node.http("GET", "/v1/health", None).0 != 200 {
-            assert!(Instant::now() < deadline, "the server never became ready");
-            std::thread::sleep(Duration::from_millis(20));
         }
-        node
     }
 
-    /// One request; the status and the JSON body (a JSON string for other bodies). Error
-    /// answers must be problem+json.
+    /// One request through the client, its body as written (malformed on purpose in some
+    /// tests); the status and the JSON body (a JSON string for other bodies).
     fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        let req = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body.unwrap_or_default().as_bytes().to_vec())
-            .unwrap();
-        let mut resp = agent
-            .run(req)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let ctype = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let text = resp.body_mut().read_to_string().unwrap();
-        // (Health answers 503 with its own document while the data directory opens.)
-        if status >= 400 && !path.starts_with("/v1/health") {
-            assert_eq!(ctype, "application/problem+json", "{method} {path}: {text}");
+        let mut request = RawRequest::new(api::verb(method), path.to_string());
+        if let Some(text) = body {
+            request = request.body(text);
         }
-        let value = if ctype.contains("json") && !text.is_empty() {
-            serde_json::from_str(&text).unwrap()
-        } else {
-            Value::String(text)
-        };
-        (status, value)
+        api::send(&self.client, request).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     fn ok(&self, method: &str, path: &str, body: Option<&str>) -> Value {
@@ -126,9 +92,8 @@ impl Node {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) {
+        drop(self.serve);
     }
 }
 
@@ -181,56 +146,40 @@ fn the_txn_shell_never_commits_after_a_failed_command() {
 fn every_route_refuses_unknown_query_parameters_and_checks_timeouts() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
-    node.ok("PUT", "/v1/streams/s", Some(r#"{"partitions": 1}"#));
+    node.ok("PUT", &paths::stream("s"), Some(r#"{"partitions": 1}"#));
     node.ok(
         "PUT",
-        "/v1/views/t",
+        &paths::view("t"),
         Some(r#"{"source":"s","kind":"table"}"#),
     );
-    let txn = node.ok("POST", "/v1/txns", None)["txn"]
+    let txn = node.ok("POST", &paths::txns(), None)["txn"]
         .as_str()
         .unwrap()
         .to_string();
     let routes = [
-        ("GET", "/v1/streams".to_string(), None),
+        ("GET", paths::streams(), None),
+        ("PUT", paths::stream("s"), Some(r#"{"partitions": 1}"#)),
+        ("GET", paths::stream("s"), None),
+        ("DELETE", paths::stream("s"), None),
+        ("POST", paths::records("s"), Some(r#"{"value": 1}"#)),
+        ("GET", paths::views(), None),
         (
             "PUT",
-            "/v1/streams/s".to_string(),
-            Some(r#"{"partitions": 1}"#),
-        ),
-        ("GET", "/v1/streams/s".to_string(), None),
-        ("DELETE", "/v1/streams/s".to_string(), None),
-        (
-            "POST",
-            "/v1/streams/s/records".to_string(),
-            Some(r#"{"value": 1}"#),
-        ),
-        ("GET", "/v1/views".to_string(), None),
-        (
-            "PUT",
-            "/v1/views/t".to_string(),
+            paths::view("t"),
             Some(r#"{"source":"s","kind":"table"}"#),
         ),
-        ("POST", "/v1/views/t/rebuild".to_string(), None),
+        ("POST", paths::view_rebuild("t"), None),
+        ("POST", paths::view_switch("t"), Some(r#"{"version": 1}"#)),
+        ("POST", paths::txns(), None),
+        ("PUT", paths::txn_key(&txn, "k"), Some(r#"{"value": 1}"#)),
         (
             "POST",
-            "/v1/views/t/switch".to_string(),
-            Some(r#"{"version": 1}"#),
-        ),
-        ("POST", "/v1/txns".to_string(), None),
-        (
-            "PUT",
-            format!("/v1/txns/{txn}/kv/k"),
-            Some(r#"{"value": 1}"#),
-        ),
-        (
-            "POST",
-            format!("/v1/txns/{txn}/kv/k/increment"),
+            paths::txn_increment(&txn, "k"),
             Some(r#"{"by": 1}"#),
         ),
-        ("POST", format!("/v1/txns/{txn}/commit"), None),
-        ("POST", format!("/v1/txns/{txn}/abort"), None),
-        ("GET", "/metrics".to_string(), None),
+        ("POST", paths::txn_commit(&txn), None),
+        ("POST", paths::txn_abort(&txn), None),
+        ("GET", paths::metrics(), None),
         ("GET", "/openapi.json".to_string(), None),
     ];
     for (method, path, body) in &routes {
@@ -245,11 +194,11 @@ fn every_route_refuses_unknown_query_parameters_and_checks_timeouts() {
     }
     // Refused means nothing happened: the stream is there, nothing was appended, the
     // transaction is still open, the view has one version.
-    let s = node.ok("GET", "/v1/streams/s", None);
+    let s = node.ok("GET", &paths::stream("s"), None);
     assert_eq!(s["records"], 0, "{s}");
     let (status, p) = node.http(
         "POST",
-        "/v1/streams/s/records?partition=3",
+        &format!("{}?partition=3", paths::records("s")),
         Some(r#"{"value": 1}"#),
     );
     assert_eq!(
@@ -257,17 +206,21 @@ fn every_route_refuses_unknown_query_parameters_and_checks_timeouts() {
         (400, Some("partition")),
         "{p}"
     );
-    assert_eq!(node.ok("GET", "/v1/streams/s", None)["records"], 0);
+    assert_eq!(node.ok("GET", &paths::stream("s"), None)["records"], 0);
     assert_eq!(
-        node.ok("GET", "/v1/views/t", None)["versions"]
+        node.ok("GET", &paths::view("t"), None)["versions"]
             .as_array()
             .unwrap()
             .len(),
         1
     );
-    node.ok("POST", &format!("/v1/txns/{txn}/abort"), None);
+    node.ok("POST", &paths::txn_abort(&txn), None);
     // The accepted parameters are listed.
-    let (_, p) = node.http("GET", "/v1/views/t/rows?colour=red", None);
+    let (_, p) = node.http(
+        "GET",
+        &format!("{}?colour=red", paths::view_rows("t")),
+        None,
+    );
     let detail = p["detail"].as_str().unwrap();
     assert!(
         detail.contains("prefix") && detail.contains("timeout_ms"),
@@ -276,8 +229,8 @@ fn every_route_refuses_unknown_query_parameters_and_checks_timeouts() {
 
     // timeout_ms is checked with or without a token, and on a switch.
     for path in [
-        "/v1/views/t/rows?timeout_ms=999999",
-        "/v1/views/t/rows/k?timeout_ms=999999",
+        &format!("{}?timeout_ms=999999", paths::view_rows("t")),
+        &format!("{}?timeout_ms=999999", paths::view_row("t", "k")),
     ] {
         let (status, p) = node.http("GET", path, None);
         assert_eq!(
@@ -288,7 +241,7 @@ fn every_route_refuses_unknown_query_parameters_and_checks_timeouts() {
     }
     let (status, p) = node.http(
         "POST",
-        "/v1/views/t/switch",
+        &paths::view_switch("t"),
         Some(r#"{"version": 1, "timeout_ms": 999999999}"#),
     );
     assert_eq!(
@@ -302,52 +255,52 @@ fn every_route_refuses_unknown_query_parameters_and_checks_timeouts() {
 fn errors_speak_the_apis_words_with_one_status_per_code() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
-    node.ok("PUT", "/v1/streams/s", None);
+    node.ok("PUT", &paths::stream("s"), None);
     let rust_words = [
         "struct ", "u32", "u64", "i64", "Table", "Sum", "sequence", "``",
     ];
     let bad = [
-        ("PUT", "/v1/streams/s2", "[]", None),
+        ("PUT", &paths::stream("s2"), "[]", None),
         (
             "PUT",
-            "/v1/streams/s2",
+            &paths::stream("s2"),
             r#"{"partitions": "x"}"#,
             Some("partitions"),
         ),
         (
             "POST",
-            "/v1/streams/s/records",
+            &paths::records("s"),
             r#"{"records": [5]}"#,
             Some("records[0]"),
         ),
         (
             "POST",
-            "/v1/streams/s/records",
+            &paths::records("s"),
             r#"{"value": 1, "timestamp_ms": "x"}"#,
             Some("timestamp_ms"),
         ),
-        ("POST", "/v1/txns", "[]", None),
+        ("POST", &paths::txns(), "[]", None),
         (
             "PUT",
-            "/v1/views/v",
+            &paths::view("v"),
             r#"{"source":"s","kind":"table","on":["a"]}"#,
             Some("on"),
         ),
         (
             "PUT",
-            "/v1/views/v",
+            &paths::view("v"),
             r#"{"source":"s","kind":"aggregate","aggregates":{"a":{"fn":"sum"}}}"#,
             Some("aggregates.a.field"),
         ),
         (
             "PUT",
-            "/v1/views/v",
+            &paths::view("v"),
             r#"{"source":"s","kind":"aggregate","aggregates":{"a":5}}"#,
             Some("aggregates.a"),
         ),
         (
             "PUT",
-            "/v1/views/v",
+            &paths::view("v"),
             r#"{"source":"s","kind":{"table":1}}"#,
             Some("kind"),
         ),
@@ -364,7 +317,7 @@ fn errors_speak_the_apis_words_with_one_status_per_code() {
     }
     let (_, p) = node.http(
         "PUT",
-        "/v1/views/v",
+        &paths::view("v"),
         Some(r#"{"source":"s","kind":"table","on":["a"]}"#),
     );
     assert!(
@@ -374,14 +327,14 @@ fn errors_speak_the_apis_words_with_one_status_per_code() {
     // A rebuild names the spec's fields under `spec`, in the field and the detail alike.
     node.ok(
         "PUT",
-        "/v1/views/v",
+        &paths::view("v"),
         Some(r#"{"source":"s","kind":"table"}"#),
     );
-    let (status, p) = node.http("POST", "/v1/views/v/rebuild", Some(r#"{"spec": []}"#));
+    let (status, p) = node.http("POST", &paths::view_rebuild("v"), Some(r#"{"spec": []}"#));
     assert_eq!((status, p["field"].as_str()), (400, Some("spec")), "{p}");
     let (_, p) = node.http(
         "POST",
-        "/v1/views/v/rebuild",
+        &paths::view_rebuild("v"),
         Some(r#"{"spec": {"source":"s","kind":"table","on":["a"]}}"#),
     );
     assert_eq!(p["field"], "spec.on", "{p}");
@@ -390,13 +343,13 @@ fn errors_speak_the_apis_words_with_one_status_per_code() {
     // key_too_large is 413 for record keys and kv keys alike.
     let long = "k".repeat(5000);
     let body = json!({"key": long, "value": 1}).to_string();
-    let (status, p) = node.http("POST", "/v1/streams/s/records", Some(&body));
+    let (status, p) = node.http("POST", &paths::records("s"), Some(&body));
     assert_eq!(
         (status, p["code"].as_str()),
         (413, Some("key_too_large")),
         "{p}"
     );
-    let (status, p) = node.http("GET", &format!("/v1/kv/{}", "k".repeat(2000)), None);
+    let (status, p) = node.http("GET", &paths::kv_key(&"k".repeat(2000)), None);
     assert_eq!(
         (status, p["code"].as_str()),
         (413, Some("key_too_large")),
@@ -409,7 +362,7 @@ fn a_long_url_is_answered_414_as_a_problem() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
     // 20 KB fits hyper's buffer (the edge answers).
-    let (status, p) = node.http("GET", &format!("/v1/kv/{}", "k".repeat(20_000)), None);
+    let (status, p) = node.http("GET", &paths::kv_key(&"k".repeat(20_000)), None);
     assert_eq!(
         (status, p["code"].as_str()),
         (414, Some("uri_too_long")),
@@ -417,46 +370,41 @@ fn a_long_url_is_answered_414_as_a_problem() {
     );
     // 70 KB and 300 KB do not (the accept loop answers); HTTP clients refuse to send such
     // URLs, so the request is written by hand.
-    let addr = node.base.trim_start_matches("http://").to_string();
+    let addr = node.serve.addr();
     for bytes in [70_000, 300_000] {
-        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let request = format!(
-            "GET /v1/kv/{} HTTP/1.1\r\nhost: {addr}\r\n\r\n",
-            "k".repeat(bytes)
-        );
-        tcp.write_all(request.as_bytes()).unwrap();
-        let mut answer = String::new();
-        std::io::Read::read_to_string(&mut tcp, &mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 414"), "{bytes}: {answer:?}");
-        assert!(answer.contains("application/problem+json"), "{answer}");
-        assert!(answer.contains(r#""code":"uri_too_long""#), "{answer}");
+        let path = paths::kv_key(&"k".repeat(bytes));
+        let answer = wire::one(addr, "GET", &path, &[("host", addr)], b"");
+        answer.assert_problem(414, "uri_too_long");
     }
     // The server still answers.
-    assert_eq!(node.http("GET", "/v1/health", None).0, 200);
+    assert_eq!(node.http("GET", &paths::health(), None).0, 200);
 }
 
 #[test]
 fn token_incarnation_says_the_view_was_built_on_a_dropped_stream() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
-    node.ok("PUT", "/v1/streams/s", None);
+    node.ok("PUT", &paths::stream("s"), None);
     node.ok(
         "PUT",
-        "/v1/views/t",
+        &paths::view("t"),
         Some(r#"{"source":"s","kind":"table"}"#),
     );
-    node.ok("DELETE", "/v1/streams/s", None);
-    node.ok("PUT", "/v1/streams/s", None);
+    node.ok("DELETE", &paths::stream("s"), None);
+    node.ok("PUT", &paths::stream("s"), None);
     let token = node.ok(
         "POST",
-        "/v1/streams/s/records",
+        &paths::records("s"),
         Some(r#"{"key":"k","value":1}"#),
     )["token"]
         .as_str()
         .unwrap()
         .to_string();
-    let (status, p) = node.http("GET", &format!("/v1/views/t/rows/k?token={token}"), None);
+    let (status, p) = node.http(
+        "GET",
+        &format!("{}?token={token}", paths::view_row("t", "k")),
+        None,
+    );
     assert_eq!(
         (status, p["code"].as_str()),
         (409, Some("token_incarnation")),
@@ -512,7 +460,7 @@ fn cli_output_reads_right() {
     );
 
     // Records' headers hold no internal bookkeeping (HTTP and `stream tail`).
-    let records = node.ok("GET", "/v1/streams/orders/records", None);
+    let records = node.ok("GET", &paths::records("orders"), None);
     let headers = &records["records"][0]["headers"];
     assert_eq!(headers["request-id"], "r1", "{records}");
     assert!(headers.get("request-records").is_none(), "{records}");
@@ -612,15 +560,15 @@ fn serve_on_a_locked_data_directory_fails_before_listening() {
 fn shutdown_cancels_reads_waiting_for_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &["--shutdown-grace-ms", "1000"]);
-    node.ok("PUT", "/v1/streams/s", None);
+    node.ok("PUT", &paths::stream("s"), None);
     node.ok(
         "PUT",
-        "/v1/views/t",
+        &paths::view("t"),
         Some(r#"{"source":"s","kind":"table"}"#),
     );
     let token = node.ok(
         "POST",
-        "/v1/streams/s/records",
+        &paths::records("s"),
         Some(r#"{"key":"k","value":1}"#),
     )["token"]
         .as_str()
@@ -634,21 +582,15 @@ fn shutdown_cancels_reads_waiting_for_a_token() {
         }
     }
     let ahead = ahead.encode().unwrap();
-    let base = node.base.clone();
+    let client = node.client.clone();
     let reader = std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        let mut resp = agent
-            .get(format!(
-                "{base}/v1/views/t/rows/k?token={ahead}&timeout_ms=60000"
-            ))
-            .call()
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.body_mut().read_to_string().unwrap_or_default())
+        let path = format!(
+            "{}?token={ahead}&timeout_ms=60000",
+            paths::view_row("t", "k")
+        );
+        let request = RawRequest::new(api::verb("GET"), path).server_wait_ms(60_000);
+        let (status, body) = api::send(&client, request).unwrap();
+        (status, body.to_string())
     });
     // The read is waiting once its request is in flight on the server (no timing: the
     // metric of requests in flight says so).
@@ -666,7 +608,7 @@ fn shutdown_cancels_reads_waiting_for_a_token() {
         assert!(Instant::now() < deadline, "the read never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pid = node.child.id().to_string();
+    let pid = node.serve.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -678,8 +620,7 @@ fn shutdown_cancels_reads_waiting_for_a_token() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"closed\""), "{body}");
     let mut node = node;
-    let exit = node.child.wait().unwrap();
-    assert!(exit.success(), "{exit:?}");
+    assert_eq!(node.serve.wait_exit(), 0);
 }
 
 #[test]
@@ -700,7 +641,7 @@ fn the_readme_sets_what_its_examples_use() {
 /// Creates stream `s` (2 partitions) with 20 keyed records, a table view `a` and a count
 /// `b` (one row, key ""); returns the append's token.
 fn two_views(node: &Node) -> String {
-    node.ok("PUT", "/v1/streams/s", Some(r#"{"partitions": 2}"#));
+    node.ok("PUT", &paths::stream("s"), Some(r#"{"partitions": 2}"#));
     for (name, spec) in [
         ("a", r#"{"source":"s","kind":"table"}"#),
         (
@@ -708,13 +649,13 @@ fn two_views(node: &Node) -> String {
             r#"{"source":"s","kind":"aggregate","aggregates":{"n":{"fn":"count"}}}"#,
         ),
     ] {
-        node.ok("PUT", &format!("/v1/views/{name}"), Some(spec));
+        node.ok("PUT", &paths::view(name), Some(spec));
     }
     let records: Vec<Value> = (0..20)
         .map(|i| json!({"key": format!("k{i:02}"), "value": {"i": i}}))
         .collect();
     let body = json!({ "records": records }).to_string();
-    node.ok("POST", "/v1/streams/s/records", Some(&body))["token"]
+    node.ok("POST", &paths::records("s"), Some(&body))["token"]
         .as_str()
         .unwrap()
         .to_string()
@@ -724,7 +665,10 @@ fn two_views(node: &Node) -> String {
 fn rows(node: &Node, view: &str, token: &str) -> Value {
     node.ok(
         "GET",
-        &format!("/v1/views/{view}/rows?token={token}&timeout_ms=60000&limit=100"),
+        &format!(
+            "{}?token={token}&timeout_ms=60000&limit=100",
+            paths::view_rows(view)
+        ),
         None,
     )["rows"]
         .clone()
@@ -733,7 +677,7 @@ fn rows(node: &Node, view: &str, token: &str) -> Value {
 /// The version numbers, current version and rollout of `view` as `GET /v1/views/{view}`
 /// shows them (the numbers of its versions' statuses).
 fn versions(node: &Node, view: &str) -> (Value, Value, Value) {
-    let v = node.ok("GET", &format!("/v1/views/{view}"), None);
+    let v = node.ok("GET", &paths::view(view), None);
     let numbers: Vec<Value> = v["versions"]
         .as_array()
         .unwrap()
@@ -762,7 +706,7 @@ fn view_versions_are_numbered_per_view() {
         (&rebuilt["version"], &rebuilt["current"]),
         (&json!(2), &json!(1))
     );
-    let rebuilt = node.ok("POST", "/v1/views/b/rebuild", None);
+    let rebuilt = node.ok("POST", &paths::view_rebuild("b"), None);
     assert_eq!(rebuilt["version"], 2, "{rebuilt}");
     for view in ["a", "b"] {
         assert_eq!(
@@ -774,13 +718,13 @@ fn view_versions_are_numbered_per_view() {
     let before = rows(&node, "a", &token);
     node.ok(
         "POST",
-        "/v1/views/a/switch",
+        &paths::view_switch("a"),
         Some(r#"{"version": 2, "timeout_ms": 60000}"#),
     );
     assert_eq!(rows(&node, "a", &token), before);
-    let status = node.ok("GET", "/v1/views/a", None);
+    let status = node.ok("GET", &paths::view("a"), None);
     assert_eq!(status["status"]["version"], 2, "{status}");
-    let list = node.ok("GET", "/v1/views", None);
+    let list = node.ok("GET", &paths::views(), None);
     let numbers: Vec<&Value> = list["views"]
         .as_array()
         .unwrap()
@@ -790,14 +734,14 @@ fn view_versions_are_numbered_per_view() {
     assert_eq!(numbers, [&json!([1, 2]), &json!([1, 2])], "{list}");
     // A dropped number is not given again.
     node.cli_ok(&["view", "drop", "a", "--version", "1"]);
-    let rebuilt = node.ok("POST", "/v1/views/a/rebuild", None);
+    let rebuilt = node.ok("POST", &paths::view_rebuild("a"), None);
     assert_eq!(rebuilt["version"], 3, "{rebuilt}");
     assert_eq!(versions(&node, "a"), (json!([2, 3]), json!(2), Value::Null));
     // A view created again starts at 1.
-    node.ok("DELETE", "/v1/views/b", None);
+    node.ok("DELETE", &paths::view("b"), None);
     node.ok(
         "PUT",
-        "/v1/views/b",
+        &paths::view("b"),
         Some(r#"{"source":"s","kind":"table"}"#),
     );
     assert_eq!(versions(&node, "b"), (json!([1]), json!(1), Value::Null));
@@ -860,20 +804,20 @@ fn a_format_3_views_catalog_is_renumbered_per_view_at_open() {
     let token = two_views(&node);
     // Store ids interleave: a 1, b 2, a's rebuild 3, b's rebuild 4; a serves its rebuild,
     // b rolls half its reads out to its rebuild.
-    node.ok("POST", "/v1/views/a/rebuild", None);
-    node.ok("POST", "/v1/views/b/rebuild", None);
+    node.ok("POST", &paths::view_rebuild("a"), None);
+    node.ok("POST", &paths::view_rebuild("b"), None);
     let (a_v2, b_v2) = (
         versions(&node, "a").0[1].clone(),
         versions(&node, "b").0[1].clone(),
     );
     node.ok(
         "POST",
-        "/v1/views/a/switch",
+        &paths::view_switch("a"),
         Some(&json!({"version": a_v2, "timeout_ms": 60000}).to_string()),
     );
     node.ok(
         "POST",
-        "/v1/views/b/switch",
+        &paths::view_switch("b"),
         Some(&json!({"version": b_v2, "percent": 50, "timeout_ms": 60000}).to_string()),
     );
     let (a_rows, b_rows) = (rows(&node, "a", &token), rows(&node, "b", &token));
@@ -895,10 +839,13 @@ fn a_format_3_views_catalog_is_renumbered_per_view_at_open() {
     assert_eq!(rows(&node, "b", &token), b_rows);
     // Numbering goes on from the upgraded catalog, and the old versions still switch.
     node.cli_ok(&["view", "drop", "a", "--version", "1"]);
-    assert_eq!(node.ok("POST", "/v1/views/a/rebuild", None)["version"], 3);
+    assert_eq!(
+        node.ok("POST", &paths::view_rebuild("a"), None)["version"],
+        3
+    );
     node.ok(
         "POST",
-        "/v1/views/b/switch",
+        &paths::view_switch("b"),
         Some(r#"{"version": 2, "timeout_ms": 60000}"#),
     );
     assert_eq!(rows(&node, "b", &token), b_rows);

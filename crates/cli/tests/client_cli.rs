@@ -13,38 +13,28 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
 mod common;
 use common::BIN;
+use logbook_api::paths;
 
-/// A running `logbook serve`, SIGKILLed when dropped.
+/// A running `logbook serve` (SIGKILLed when dropped) and the CLI pointed at it.
 struct Node {
-    child: Child,
+    _serve: common::Serve,
     base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Node {
     fn start(data: &Path) -> Node {
-        let (child, base) = common::spawn_serve(data, &[], &[("RUST_LOG", "warn")], Stdio::null());
-        let node = Node { child, base };
-        // Readiness is false while the data directory opens: wait for it (bounded).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while node.cli(&["stream", "list"], None).status.code() != Some(0) {
-            assert!(Instant::now() < deadline, "the server never became ready");
-            std::thread::sleep(Duration::from_millis(20));
+        let serve = common::spawn_serve(data, &[], &[("RUST_LOG", "warn")], Stdio::null());
+        let base = serve.base.clone();
+        Node {
+            _serve: serve,
+            base,
         }
-        node
     }
 
     /// Runs `logbook ARGS` against this server, with `stdin` piped in.
@@ -377,12 +367,10 @@ fn streams_views_and_stats_through_the_cli() {
     assert_eq!(stats["counters"]["duplicates"]["append"], 2);
     assert_eq!(stats["views"][0]["lag_records"], 0);
     // /metrics exports the same lag as gauges, per view version.
-    let metrics = ureq::get(format!("{}/metrics", node.base))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let client = common::api::client(&node.base);
+    let (status, metrics) = common::api::call(&client, "GET", &paths::metrics(), None);
+    assert_eq!(status, 200, "{metrics}");
+    let metrics = metrics.as_str().unwrap();
     let gauge = format!("logbook_view_lag_records{{version=\"{new}\",view=\"by-customer\"}} 0");
     assert!(metrics.contains(&gauge), "{gauge} in {metrics}");
     assert!(metrics.contains("logbook_view_lag_ms{"), "{metrics}");
@@ -584,7 +572,7 @@ fn big_appends_are_batched_by_bytes_and_big_answers_are_read_whole() {
         600
     );
 
-    // A view read of all of them is a ~22 MB answer (ureq's default cap is 10 MB): one
+    // A view read of all of them is a ~22 MB answer (above many clients' default cap of 10 MB): one
     // group per record, its pad kept as the group's max. The combined token waits for the
     // last record, so no --wait is needed.
     let spec = r#"{"source":"big","kind":"aggregate","group_by":["i"],

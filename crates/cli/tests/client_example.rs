@@ -11,23 +11,13 @@ mod common;
 )]
 mod client_tour;
 
-use std::process::{Child, Stdio};
-
-/// Kills the server on every path out of the test.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Stdio;
 
 #[test]
 fn the_client_tour_appends_reads_its_write_and_retries_a_transaction() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, base) = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
-    let _serve = Serve(child);
+    let serve = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
+    let base = serve.base.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

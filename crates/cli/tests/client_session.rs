@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use logbook_api::client::{Client, KeyRange, ReadOptions};
 use logbook_api::streams::{CreateStream, RecordIn};
@@ -12,21 +12,11 @@ use logbook_api::token::ConsistencyToken;
 use logbook_api::txns::BeginBody;
 use serde_json::json;
 
-/// Kills the server on every path out of the test.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn reads_return_their_positions_and_the_session_reads_its_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, base) = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
-    let _serve = Serve(child);
+    let serve = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
+    let base = serve.base.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -101,8 +91,8 @@ fn reads_return_their_positions_and_the_session_reads_its_writes() {
 #[test]
 fn kv_reads_before_any_commit_carry_no_token() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, base) = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
-    let _serve = Serve(child);
+    let serve = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
+    let base = serve.base.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -8,75 +8,44 @@
 )]
 
 use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+
+use logbook_api::client::blocking::Client;
 
 use serde_json::{Value, json};
 
 mod common;
 use common::BIN;
 
-/// A running `logbook serve` on a data directory of its own, SIGKILLed when dropped.
+/// A running `logbook serve` on a data directory of its own (SIGKILLed when dropped). The
+/// paths are written out: the empty segment is what these tests are about.
 struct Node {
-    child: Child,
-    base: String,
+    serve: common::Serve,
+    client: Client,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Node {
     fn start() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let (child, base) = common::spawn_serve(
+        let serve = common::spawn_serve(
             &dir.path().join("data"),
             &[],
             &[("RUST_LOG", "warn")],
             Stdio::null(),
         );
-        let node = Node {
-            child,
-            base,
+        let client = serve.client();
+        Node {
+            serve,
+            client,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while node.http("GET", "/v1/health", None).0 != 200 {
-            assert!(Instant::now() < deadline, "the server never became ready");
-            std::thread::sleep(Duration::from_millis(20));
         }
-        node
     }
 
-    /// One request: the status and the JSON body (`null` for an empty one).
+    /// One request through the client: the status and the JSON body (`null` for an empty
+    /// one).
     fn http(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let req = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body.into_bytes())
-            .unwrap();
-        let mut resp = agent
-            .run(req)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
+        common::api::call(&self.client, method, path, body.as_ref())
     }
 
     /// A request that must succeed (2xx); its body.
@@ -115,7 +84,7 @@ impl Node {
     fn cli(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = Command::new(BIN)
             .args(args)
-            .env("LOGBOOK_SERVER", &self.base)
+            .env("LOGBOOK_SERVER", &self.serve.base)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

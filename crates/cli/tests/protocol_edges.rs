@@ -7,100 +7,32 @@
 //!
 //! `LOGBOOK_TEST_BIN=/path/to/logbook` runs these tests against another build (say the
 //! previous main, to see them fail there).
-#![expect(
-    clippy::unwrap_used,
-    reason = "a test: a panic with a message is the failure report"
-)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-/// The binary under test: `LOGBOOK_TEST_BIN` if set, else this build's.
-fn bin() -> String {
-    std::env::var("LOGBOOK_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_logbook").to_string())
-}
+mod common;
+use common::bin;
+use common::wire::{self, Answer, closed, exchange, read_answer};
 
 /// A running `logbook serve`, SIGKILLed when dropped.
 struct Node {
-    child: Child,
+    serve: common::Serve,
     addr: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP answer.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Answer {
-    /// The body as JSON (a problem's code is `json()["code"]`).
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// Asserts a problem+json answer with this status and code.
-    fn assert_problem(&self, status: u16, code: &str) {
-        assert_eq!(self.status, status, "{self:?}");
-        assert!(
-            self.head
-                .to_ascii_lowercase()
-                .contains("content-type: application/problem+json"),
-            "{self:?}"
-        );
-        assert_eq!(self.json()["code"], code, "{self:?}");
-    }
 }
 
 impl Node {
     fn start(data: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env_remove("LOGBOOK_CONFIG")
-            .env_remove("LOGBOOK_LISTEN")
-            .env_remove("LOGBOOK_DATA_DIR")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        let node = Node { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while node.request("GET", "/v1/health", &[], "").status != 200 {
-            assert!(Instant::now() < deadline, "the server never became ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        node
+        let serve = common::spawn_serve(data, extra, &[("RUST_LOG", "warn")], Stdio::null());
+        let addr = serve.addr().to_string();
+        Node { serve, addr }
     }
 
     fn connect(&self) -> BufReader<TcpStream> {
-        let tcp = TcpStream::connect(&self.addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        BufReader::new(tcp)
+        wire::connect(&self.addr)
     }
 
     /// One request on a connection of its own.
@@ -110,65 +42,15 @@ impl Node {
     }
 }
 
-/// A request's bytes (HTTP/1.1, keep-alive).
+/// A request's bytes (HTTP/1.1, keep-alive) with `Host: localhost` and, with a body,
+/// `Content-Type: application/json`.
 fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut out = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n");
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
+    let mut all = vec![("host", "localhost")];
     if !body.is_empty() {
-        out.push_str(&format!(
-            "content-type: application/json\r\ncontent-length: {}\r\n",
-            body.len()
-        ));
+        all.push(("content-type", "application/json"));
     }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out.into_bytes()
-}
-
-/// Sends `bytes` and reads one answer (its body by `content-length`).
-fn exchange(conn: &mut BufReader<TcpStream>, bytes: &[u8]) -> Answer {
-    conn.get_mut().write_all(bytes).unwrap();
-    read_answer(conn).unwrap_or_else(|| panic!("the connection closed without an answer"))
-}
-
-/// Reads one answer; `None` if the connection ends (or is reset) first.
-fn read_answer(conn: &mut BufReader<TcpStream>) -> Option<Answer> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        match conn.read_line(&mut line) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    conn.read_exact(&mut body).ok()?;
-    Some(Answer {
-        status,
-        head,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-/// True once the server has closed the connection (nothing more to read).
-fn closed(conn: &mut BufReader<TcpStream>) -> bool {
-    let mut rest = Vec::new();
-    matches!(conn.read_to_end(&mut rest), Ok(0))
+    all.extend_from_slice(headers);
+    wire::request(method, path, &all, body.as_bytes())
 }
 
 #[test]
@@ -333,7 +215,7 @@ fn shutdown_cancels_kv_reads_waiting_for_a_token() {
         assert!(Instant::now() < deadline, "the read never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pid = node.child.id().to_string();
+    let pid = node.serve.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -344,7 +226,7 @@ fn shutdown_cancels_kv_reads_waiting_for_a_token() {
     let answer = read_answer(&mut conn).expect("the waiting read got no answer");
     answer.assert_problem(503, "closed");
     let mut node = node;
-    let exit = node.child.wait().unwrap();
+    let exit = node.serve.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }
 

@@ -13,13 +13,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
-use common::BIN;
+use common::{BIN, api};
+use logbook_api::client::blocking::Client;
+use logbook_api::paths;
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../samples/flights-2013-01.csv.gz"
@@ -64,33 +66,26 @@ fn fails(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-/// A running `logbook serve`; SIGKILLed when dropped.
+/// A running `logbook serve` (SIGKILLed when dropped).
 struct Node {
-    child: Child,
+    _serve: common::Serve,
+    client: Client,
     base: String,
 }
 
 impl Node {
     fn start(data: &Path) -> Node {
-        let (child, base) = common::spawn_serve(data, &[], &[("RUST_LOG", "warn")], Stdio::null());
-        let node = Node { child, base };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while node.try_get("/v1/health").map(|(s, _)| s) != Some(200) {
-            assert!(Instant::now() < deadline, "the server did not get ready");
-            std::thread::sleep(Duration::from_millis(20));
+        let serve = common::spawn_serve(data, &[], &[("RUST_LOG", "warn")], Stdio::null());
+        let base = serve.base.clone();
+        Node {
+            client: serve.client(),
+            _serve: serve,
+            base,
         }
-        node
     }
 
     fn try_get(&self, path: &str) -> Option<(u16, Value)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut response = agent.get(format!("{}{path}", self.base)).call().ok()?;
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().ok()?;
-        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        api::send(&self.client, api::request("GET", path, None)).ok()
     }
 
     fn get(&self, path: &str) -> Value {
@@ -100,28 +95,23 @@ impl Node {
     }
 
     fn put(&self, path: &str, body: Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let status = agent
-            .put(format!("{}{path}", self.base))
-            .send_json(body)
-            .unwrap()
-            .status()
-            .as_u16();
-        assert!(status == 200 || status == 201, "PUT {path}: {status}");
+        let (status, answer) = api::call(&self.client, "PUT", path, Some(&body));
+        assert!(
+            status == 200 || status == 201,
+            "PUT {path}: {status} {answer}"
+        );
     }
 
     /// Every record of a stream, all partitions.
     fn records(&self, stream: &str) -> Vec<Value> {
-        let info = self.get(&format!("/v1/streams/{stream}"));
+        let info = self.get(&paths::stream(stream));
         let mut all = Vec::new();
         for p in info["offsets"].as_array().unwrap() {
             let (partition, mut from) = (p["partition"].as_u64().unwrap(), 0);
             loop {
                 let page = self.get(&format!(
-                    "/v1/streams/{stream}/records?partition={partition}&from={from}&limit=1000"
+                    "{}?partition={partition}&from={from}&limit=1000",
+                    paths::records(stream)
                 ));
                 let records = page["records"].as_array().unwrap();
                 if records.is_empty() {
@@ -132,13 +122,6 @@ impl Node {
             }
         }
         all
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -234,12 +217,12 @@ fn the_quickstart_twice_appends_nothing_new_and_its_views_match_the_csv() {
     );
 
     let node = Node::start(&data);
-    let stream = node.get("/v1/streams/flights");
+    let stream = node.get(&paths::stream("flights"));
     assert_eq!(stream["records"], SAMPLE_ROWS);
     assert_eq!(stream["partitions"], 4);
-    let seats = node.get("/v1/kv/seats:2013-1-1%7CUA%7C1545%7CEWR");
+    let seats = node.get(&paths::kv_key("seats:2013-1-1|UA|1545|EWR"));
     assert_eq!(seats["value"], 4);
-    let booking = node.get("/v1/kv/booking:quickstart-1");
+    let booking = node.get(&paths::kv_key("booking:quickstart-1"));
     assert_eq!(booking["value"]["seats"], 3);
 
     // The views against an independent computation from the CSV.
@@ -269,7 +252,7 @@ fn the_quickstart_twice_appends_nothing_new_and_its_views_match_the_csv() {
         }
     }
     for (carrier, (n, sum, max)) in &delays {
-        let row = node.get(&format!("/v1/views/delay_by_carrier/rows/{carrier}"));
+        let row = node.get(&paths::view_row("delay_by_carrier", carrier));
         assert_eq!(row["value"]["flights"], *n, "{carrier}");
         assert_eq!(row["value"]["max_dep_delay"], *max, "{carrier}");
         let avg = row["value"]["avg_dep_delay"].as_f64().unwrap();
@@ -278,10 +261,16 @@ fn the_quickstart_twice_appends_nothing_new_and_its_views_match_the_csv() {
             "{carrier}: {avg}"
         );
     }
-    let carriers = node.get("/v1/views/delay_by_carrier/rows?limit=1000");
+    let carriers = node.get(&format!(
+        "{}?limit=1000",
+        paths::view_rows("delay_by_carrier")
+    ));
     assert_eq!(carriers["rows"].as_array().unwrap().len(), delays.len());
 
-    let days = node.get("/v1/views/departures_by_origin_day/rows?limit=10000");
+    let days = node.get(&format!(
+        "{}?limit=10000",
+        paths::view_rows("departures_by_origin_day")
+    ));
     let got: BTreeMap<String, u64> = days["rows"]
         .as_array()
         .unwrap()
@@ -299,7 +288,7 @@ fn the_quickstart_twice_appends_nothing_new_and_its_views_match_the_csv() {
     let busiest = by_tail.iter().max_by_key(|(_, k)| k.len()).unwrap().0;
     let single = by_tail.iter().find(|(_, k)| k.len() == 1).unwrap().0;
     for tail in [*busiest, "N14228", *single] {
-        let row = node.get(&format!("/v1/views/flights_by_tailnum/rows/{tail}"));
+        let row = node.get(&paths::view_row("flights_by_tailnum", tail));
         let keys: BTreeSet<String> = row["value"]["keys"]
             .as_array()
             .unwrap()
@@ -390,7 +379,7 @@ fn csv_and_json_lines_import_with_keys_and_typed_values() {
             ),
         ])
     );
-    assert_eq!(node.get("/v1/streams/delays")["partitions"], 2);
+    assert_eq!(node.get(&paths::stream("delays"))["partitions"], 2);
 
     let jsonl = dir.path().join("events.jsonl");
     std::fs::write(
@@ -435,7 +424,7 @@ fn an_interrupted_import_run_again_leaves_every_line_exactly_once() {
     const ROWS: u64 = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"));
-    node.put("/v1/streams/big", json!({"partitions": 4}));
+    node.put(&paths::stream("big"), json!({"partitions": 4}));
     let file = dir.path().join("big.csv");
     let mut text = String::from("id,n\n");
     for i in 0..ROWS {
@@ -461,7 +450,7 @@ fn an_interrupted_import_run_again_leaves_every_line_exactly_once() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let records = node.get("/v1/streams/big")["records"].as_u64().unwrap();
+        let records = node.get(&paths::stream("big"))["records"].as_u64().unwrap();
         if records >= 200 || child.try_wait().unwrap().is_some() {
             break;
         }
@@ -470,7 +459,7 @@ fn an_interrupted_import_run_again_leaves_every_line_exactly_once() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let before = node.get("/v1/streams/big")["records"].as_u64().unwrap();
+    let before = node.get(&paths::stream("big"))["records"].as_u64().unwrap();
     assert!(before >= 200, "{before}");
 
     let report = import(&node, "big", &file, &["--key", "id"]);
@@ -520,10 +509,10 @@ fn bad_files_are_refused_before_anything_is_sent() {
         stderr.contains("the header has: carrier, flight"),
         "{stderr}"
     );
-    assert_eq!(node.try_get("/v1/streams/fresh").unwrap().0, 404);
+    assert_eq!(node.try_get(&paths::stream("fresh")).unwrap().0, 404);
 
     // A malformed JSON line after good ones: nothing is appended.
-    node.put("/v1/streams/ev", json!({"partitions": 1}));
+    node.put(&paths::stream("ev"), json!({"partitions": 1}));
     let jsonl = dir.path().join("e.jsonl");
     std::fs::write(
         &jsonl,
@@ -560,7 +549,7 @@ fn bad_files_are_refused_before_anything_is_sent() {
         stderr.contains("line 2, field `id` (--key) is missing"),
         "{stderr}"
     );
-    assert_eq!(node.get("/v1/streams/ev")["records"], 0);
+    assert_eq!(node.get(&paths::stream("ev"))["records"], 0);
 
     // A stream that does not exist, without --create-partitions.
     let stderr = fails(&["import", "nope", csv.to_str().unwrap(), "--server", &base]);
@@ -581,7 +570,7 @@ fn bad_files_are_refused_before_anything_is_sent() {
 fn a_record_the_server_refuses_stops_the_import_naming_the_line_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"));
-    node.put("/v1/streams/s", json!({"partitions": 1}));
+    node.put(&paths::stream("s"), json!({"partitions": 1}));
     let csv: PathBuf = dir.path().join("s.csv");
     std::fs::write(&csv, "a,b\n1,x\n2,y\n").unwrap();
     import(&node, "s", &csv, &["--key", "a"]);
@@ -603,7 +592,7 @@ fn a_record_the_server_refuses_stops_the_import_naming_the_line_and_the_problem(
         stderr.contains("imported into this stream before with other settings"),
         "{stderr}"
     );
-    assert_eq!(node.get("/v1/streams/s")["records"], 2);
+    assert_eq!(node.get(&paths::stream("s"))["records"], 2);
 }
 
 #[test]
@@ -614,7 +603,7 @@ fn other_records_under_the_sample_ids_are_reported_and_fresh_starts_over() {
         // A stream `flights` whose line-2 request id stands for another record (as an older
         // quickstart, which stored the flights' members in CSV order, would have left it).
         let node = Node::start(&data);
-        node.put("/v1/streams/flights", json!({"partitions": 4}));
+        node.put(&paths::stream("flights"), json!({"partitions": 4}));
         // The identity is the decompressed content's hash.
         let mut content = Vec::new();
         std::io::Read::read_to_end(
@@ -623,17 +612,11 @@ fn other_records_under_the_sample_ids_are_reported_and_fresh_starts_over() {
         )
         .unwrap();
         let hash = xxhash_rust::xxh3::xxh3_64(&content);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let status = agent
-            .post(format!("{}/v1/streams/flights/records", node.base))
-            .header("idempotency-key", format!("import:{hash:016x}:2"))
-            .send_json(json!({"key": "other", "value": {"not": "a flight"}}))
-            .unwrap()
-            .status();
-        assert_eq!(status, 201);
+        let record = json!({"key": "other", "value": {"not": "a flight"}});
+        let request = api::request("POST", &paths::records("flights"), Some(&record))
+            .request_id(Some(&format!("import:{hash:016x}:2")));
+        let (status, answer) = api::send(&node.client, request).unwrap();
+        assert_eq!(status, 201, "{answer}");
     }
     let stderr = fails(&[
         "quickstart",
@@ -726,14 +709,14 @@ fn the_same_content_gzipped_or_with_a_bom_is_the_same_import() {
     std::fs::write(&bom, "\u{feff}{\"id\":3}\n{\"id\":4}\n").unwrap();
     let r = import(&node, "e", &bom, &["--key", "id"]);
     assert_eq!(r["appended"], 2, "{r}");
-    assert_eq!(node.get("/v1/streams/e")["records"], 4);
+    assert_eq!(node.get(&paths::stream("e"))["records"], 4);
 }
 
 #[test]
 fn import_json_prints_the_problem_document_and_fitting_advice() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"));
-    node.put("/v1/streams/s", json!({"partitions": 1}));
+    node.put(&paths::stream("s"), json!({"partitions": 1}));
     let csv: PathBuf = dir.path().join("s.csv");
     std::fs::write(&csv, "a,b\n1,x\n").unwrap();
     import(&node, "s", &csv, &["--key", "a"]);

@@ -10,88 +10,41 @@
     reason = "a test: a panic with a message is the failure report"
 )]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use serde_json::{Value, json};
 
 mod common;
+use common::wire::{self, Answer};
 
-/// A running `logbook serve`; SIGKILLed if the test ends without stopping it.
+/// A running `logbook serve` (SIGKILLed when dropped) with its stderr in a file.
 struct Node {
-    child: Child,
-    addr: String,
+    serve: common::Serve,
     log: PathBuf,
-}
-
-/// An answer: status, headers (names lowercase) and the body as JSON (a JSON string when
-/// it is not JSON).
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 impl Node {
     fn start(data: &Path, extra: &[&str]) -> Node {
         let log = data.with_extension(format!("{}.log", std::process::id()));
         let stderr = std::fs::File::create(&log).unwrap();
-        let (child, base) =
-            common::spawn_serve(data, extra, &[("RUST_LOG", "info")], Stdio::from(stderr));
-        let node = Node {
-            child,
-            addr: base.trim_start_matches("http://").to_string(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while node.get("/v1/health").status != 200 {
-            assert!(Instant::now() < deadline, "not ready: {}", node.stderr());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        node
+        let serve = common::spawn_serve(data, extra, &[("RUST_LOG", "info")], Stdio::from(stderr));
+        Node { serve, log }
     }
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// One request on a new connection, with exactly `headers` besides `Content-Length` and
-    /// `Connection: close`.
+    /// One request on a new connection, with exactly `headers` besides `Content-Length`.
     fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
-        let mut tcp = TcpStream::connect(&self.addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\n");
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str(&format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        ));
-        tcp.write_all(head.as_bytes()).unwrap();
-        tcp.write_all(body).unwrap();
-        let mut bytes = Vec::new();
-        tcp.read_to_end(&mut bytes).unwrap();
-        parse_answer(&bytes)
+        wire::one(self.serve.addr(), method, path, headers, body)
     }
 
     /// A request as a well-behaved client sends it: `Host` is the address, a body is JSON.
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
-        let mut headers = vec![("host", self.addr.as_str())];
+        let mut headers = vec![("host", self.serve.addr())];
         let bytes = match &body {
             Some(b) => {
                 headers.push(("content-type", "application/json"));
@@ -108,78 +61,8 @@ impl Node {
 
     /// SIGTERM, then waits for exit 0.
     fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                assert_eq!(s.code(), Some(0), "{}", self.stderr());
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit: {}", self.stderr());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn parse_answer(bytes: &[u8]) -> Answer {
-    let split = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(bytes)));
-    let head = std::str::from_utf8(&bytes[..split]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = bytes[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    let text = String::from_utf8_lossy(&body).into_owned();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
-        b = &b[eol + 2 + size + 2..];
+        let code = self.serve.terminate();
+        assert_eq!(code, 0, "{}", self.stderr());
     }
 }
 
@@ -210,7 +93,7 @@ fn workload(node: &Node) {
             "POST",
             "/v1/streams/orders/records",
             &[
-                ("host", &node.addr),
+                ("host", node.serve.addr()),
                 ("content-type", "application/json"),
                 ("idempotency-key", &format!("order-{i}")),
             ],
@@ -232,7 +115,7 @@ fn workload(node: &Node) {
         Some(json!({"isolation": "serializable"})),
     );
     assert_eq!(a.status, 201, "{a:?}");
-    let txn = a.body["txn"].as_str().unwrap().to_string();
+    let txn = a.json()["txn"].as_str().unwrap().to_string();
     let a = node.call(
         "PUT",
         &format!("/v1/txns/{txn}/kv/seat-1"),
@@ -308,7 +191,7 @@ fn transaction_handles_carry_128_random_bits() {
         let a = node.call("POST", "/v1/txns", Some(json!({"isolation": "snapshot"})));
         assert_eq!(a.status, 201, "{a:?}");
         assert_eq!(a.header("content-type"), Some("application/json"));
-        let h = a.body["txn"].as_str().unwrap().to_string();
+        let h = a.json()["txn"].as_str().unwrap().to_string();
         assert_eq!(h.len(), 33, "{h}");
         assert!(h.starts_with('t'), "{h}");
         assert!(
@@ -337,19 +220,19 @@ fn records(node: &Node, stream: &str) -> Vec<Value> {
         "/v1/streams/{stream}/records?partition=0&from=0&limit=100"
     ));
     assert_eq!(a.status, 200, "{a:?}");
-    a.body["records"].as_array().unwrap().clone()
+    a.json()["records"].as_array().unwrap().clone()
 }
 
 #[test]
 fn request_bodies_must_be_declared_json_and_refused_ones_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
-    let host = node.addr.clone();
+    let host = node.serve.addr().to_string();
     let body = br#"{"value": {"total": 1}}"#;
     let refused = |a: &Answer| {
         assert_eq!(a.status, 415, "{a:?}");
-        assert_eq!(a.body["code"], "unsupported_media_type", "{a:?}");
-        assert_eq!(a.body["field"], "Content-Type", "{a:?}");
+        assert_eq!(a.json()["code"], "unsupported_media_type", "{a:?}");
+        assert_eq!(a.json()["field"], "Content-Type", "{a:?}");
         assert_eq!(a.header("content-type"), Some("application/problem+json"));
     };
     // A stream is not created from a form.
@@ -416,8 +299,8 @@ fn a_host_the_server_does_not_answer_for_is_refused() {
     for host in ["evil.example", "evil.example:7700", "127.0.0.2"] {
         let a = node.raw("GET", "/v1/streams", &[("host", host)], b"");
         assert_eq!(a.status, 421, "{host}: {a:?}");
-        assert_eq!(a.body["code"], "host_not_allowed", "{a:?}");
-        assert_eq!(a.body["field"], "Host", "{a:?}");
+        assert_eq!(a.json()["code"], "host_not_allowed", "{a:?}");
+        assert_eq!(a.json()["field"], "Host", "{a:?}");
         let a = node.raw(
             "POST",
             "/v1/streams/s/records",
@@ -438,7 +321,7 @@ fn a_host_the_server_does_not_answer_for_is_refused() {
         "127.0.0.1",
         "[::1]:7700",
         "LogBook.Test:443",
-        &node.addr,
+        node.serve.addr(),
     ] {
         let a = node.raw("GET", "/v1/streams", &[("host", host)], b"");
         assert_eq!(a.status, 200, "{host}: {a:?}");
@@ -450,7 +333,7 @@ fn a_host_the_server_does_not_answer_for_is_refused() {
 fn no_cross_origin_access_is_granted() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
-    let host = node.addr.clone();
+    let host = node.serve.addr().to_string();
     let origin = ("origin", "http://evil.example");
     let preflight = node.raw(
         "OPTIONS",

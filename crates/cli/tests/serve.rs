@@ -9,22 +9,25 @@
     reason = "a test: a panic with a message is the failure report"
 )]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 mod common;
+use common::{api, wire};
+use logbook_api::client::blocking::Client;
+use logbook_api::paths;
 
-/// A running `logbook serve`; SIGKILLed if the test ends without stopping it.
+/// A running `logbook serve` (SIGKILLed if the test ends without stopping it), with its
+/// stderr in a file and a client making one attempt per request.
 struct Node {
-    child: Child,
-    base: String,
-    addr: String,
+    serve: common::Serve,
+    client: Client,
     log: PathBuf,
 }
 
@@ -32,127 +35,49 @@ impl Node {
     fn start(data: &Path, extra: &[&str]) -> Node {
         let log = data.with_extension(format!("{}.log", std::process::id()));
         let stderr = std::fs::File::create(&log).unwrap();
-        let (child, base) =
-            common::spawn_serve(data, extra, &[("RUST_LOG", "info")], Stdio::from(stderr));
-        let addr = base.trim_start_matches("http://").to_string();
-        let node = Node {
-            child,
-            base,
-            addr,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = node.try_call("GET", "/v1/health", &[], None) {
-                return node;
-            }
-            assert!(Instant::now() < deadline, "not ready: {}", node.stderr());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let serve = common::spawn_serve(data, extra, &[("RUST_LOG", "info")], Stdio::from(stderr));
+        let client = serve.client();
+        Node { serve, client, log }
     }
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn try_call(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Result<(u16, Value), ureq::Error> {
-        call_at(&self.base, method, path, headers, body)
-    }
-
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.try_call(method, path, &[], body.as_ref())
+        let request = api::request(method, path, body.as_ref());
+        api::send(&self.client, request)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.stderr()))
     }
 
-    fn call_with(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Value,
-    ) -> (u16, Value) {
-        self.try_call(method, path, headers, Some(&body))
+    /// A write with a request id (`Idempotency-Key`) and a `traceparent`, when given.
+    fn call_with(&self, method: &str, path: &str, ids: Ids, body: Value) -> (u16, Value) {
+        let request = api::request(method, path, Some(&body))
+            .request_id(ids.request_id)
+            .traceparent(ids.traceparent);
+        api::send(&self.client, request)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.stderr()))
     }
 
     /// SIGTERM, then the exit code.
     fn terminate(mut self) -> i32 {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit after SIGTERM: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.serve.terminate()
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The ids a write may carry.
+#[derive(Default, Clone, Copy)]
+struct Ids<'a> {
+    request_id: Option<&'a str>,
+    traceparent: Option<&'a str>,
 }
 
-/// One request to `base`; the status and the JSON body (a JSON string for other bodies).
-fn call_at(
-    base: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Result<(u16, Value), ureq::Error> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let mut req = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("{base}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
+/// A request id.
+fn request_id(id: &str) -> Ids<'_> {
+    Ids {
+        request_id: Some(id),
+        traceparent: None,
     }
-    let bytes = body
-        .map(|b| serde_json::to_vec(b).unwrap())
-        .unwrap_or_default();
-    let req = req
-        .header("content-type", "application/json")
-        .body(bytes)
-        .unwrap();
-    let mut resp = agent.run(req)?;
-    let status = resp.status().as_u16();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let text = resp.body_mut().read_to_string()?;
-    if status >= 400 && status != 503 {
-        assert_eq!(ctype, "application/problem+json", "{method} {path}: {text}");
-    }
-    let value = if text.is_empty() || !ctype.contains("json") {
-        Value::String(text)
-    } else {
-        serde_json::from_str(&text).unwrap()
-    };
-    Ok((status, value))
 }
 
 fn records(node: &Node, stream: &str, partition: u32) -> Vec<Value> {
@@ -161,7 +86,10 @@ fn records(node: &Node, stream: &str, partition: u32) -> Vec<Value> {
     loop {
         let (status, body) = node.call(
             "GET",
-            &format!("/v1/streams/{stream}/records?partition={partition}&from={from}&limit=1000"),
+            &format!(
+                "{}?partition={partition}&from={from}&limit=1000",
+                paths::records(stream)
+            ),
             None,
         );
         assert_eq!(status, 200, "{body}");
@@ -179,19 +107,31 @@ fn streams_appends_exactly_once_and_reads() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
 
-    let (s, body) = node.call("PUT", "/v1/streams/orders", Some(json!({"partitions": 2})));
+    let (s, body) = node.call(
+        "PUT",
+        &paths::stream("orders"),
+        Some(json!({"partitions": 2})),
+    );
     assert_eq!((s, body["partitions"].as_u64()), (201, Some(2)), "{body}");
-    let (s, _) = node.call("PUT", "/v1/streams/orders", Some(json!({"partitions": 2})));
+    let (s, _) = node.call(
+        "PUT",
+        &paths::stream("orders"),
+        Some(json!({"partitions": 2})),
+    );
     assert_eq!(s, 200);
-    let (s, body) = node.call("PUT", "/v1/streams/orders", Some(json!({"partitions": 3})));
+    let (s, body) = node.call(
+        "PUT",
+        &paths::stream("orders"),
+        Some(json!({"partitions": 3})),
+    );
     assert_eq!((s, body["code"].as_str()), (409, Some("stream_exists")));
 
     // One record with a request id, then its retry: the same position, nothing appended.
     let rec = json!({"key": "o-1", "value": {"total": 12, "items": ["a"]}});
     let (s, first) = node.call_with(
         "POST",
-        "/v1/streams/orders/records",
-        &[("Idempotency-Key", "req-1")],
+        &paths::records("orders"),
+        request_id("req-1"),
         rec.clone(),
     );
     assert_eq!(s, 201, "{first}");
@@ -200,8 +140,8 @@ fn streams_appends_exactly_once_and_reads() {
     let retry = json!({"value": {"items": ["a"], "total": 12}, "key": "o-1"});
     let (s, again) = node.call_with(
         "POST",
-        "/v1/streams/orders/records",
-        &[("Idempotency-Key", "req-1")],
+        &paths::records("orders"),
+        request_id("req-1"),
         retry,
     );
     assert_eq!(s, 200, "{again}");
@@ -212,8 +152,8 @@ fn streams_appends_exactly_once_and_reads() {
     );
     let (s, conflict) = node.call_with(
         "POST",
-        "/v1/streams/orders/records",
-        &[("Idempotency-Key", "req-1")],
+        &paths::records("orders"),
+        request_id("req-1"),
         json!({"key": "o-1", "value": {"total": 13}}),
     );
     assert_eq!(
@@ -226,8 +166,8 @@ fn streams_appends_exactly_once_and_reads() {
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let (s, batch) = node.call_with(
         "POST",
-        "/v1/streams/orders/records",
-        &[("traceparent", tp)],
+        &paths::records("orders"),
+        Ids { traceparent: Some(tp), ..Ids::default() },
         json!({"records": [{"key": "o-2", "value": 2}, {"key": "o-3", "value": 3, "headers": {"src": "test"}}, {"value": null}]}),
     );
     assert_eq!(s, 201, "{batch}");
@@ -244,11 +184,11 @@ fn streams_appends_exactly_once_and_reads() {
             .any(|r| r["value"].is_null() && r["key"].is_null())
     );
 
-    let (s, body) = node.call("GET", "/v1/streams/orders/records", None);
+    let (s, body) = node.call("GET", &paths::records("orders"), None);
     assert_eq!((s, body["field"].as_str()), (400, Some("partition")));
-    let (s, body) = node.call("GET", "/v1/streams/nope/records", None);
+    let (s, body) = node.call("GET", &paths::records("nope"), None);
     assert_eq!((s, body["code"].as_str()), (404, Some("unknown_stream")));
-    let (s, body) = node.call("GET", "/v1/streams", None);
+    let (s, body) = node.call("GET", &paths::streams(), None);
     assert_eq!(s, 200);
     assert!(
         body["streams"]
@@ -265,10 +205,14 @@ fn streams_appends_exactly_once_and_reads() {
         metrics.contains("logbook_duplicates_total{kind=\"append\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("logbook_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/streams/{stream}/records\""));
+    let bucket = format!(
+        "logbook_http_request_duration_seconds_bucket{{method=\"POST\",route=\"{}\"",
+        paths::route::RECORDS
+    );
+    assert!(metrics.contains(&bucket), "{metrics}");
     let (s, doc) = node.call("GET", "/openapi.json", None);
     assert_eq!(s, 200);
-    assert!(doc["paths"]["/v1/streams/{stream}/records"]["post"].is_object());
+    assert!(doc["paths"][paths::route::RECORDS]["post"].is_object());
     assert_eq!(node.terminate(), 0);
 }
 
@@ -277,7 +221,11 @@ fn transactions_commit_conflict_and_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &["--txn-idle-timeout-ms", "300"]);
     let begin = |isolation: &str| {
-        let (s, b) = node.call("POST", "/v1/txns", Some(json!({"isolation": isolation})));
+        let (s, b) = node.call(
+            "POST",
+            &paths::txns(),
+            Some(json!({"isolation": isolation})),
+        );
         assert_eq!(s, 201, "{b}");
         b["txn"].as_str().unwrap().to_string()
     };
@@ -285,19 +233,19 @@ fn transactions_commit_conflict_and_idle_timeout() {
     let t1 = begin("snapshot");
     let t2 = begin("snapshot");
     for t in [&t1, &t2] {
-        let (s, b) = node.call("GET", &format!("/v1/txns/{t}/kv/acct"), None);
+        let (s, b) = node.call("GET", &paths::txn_key(t, "acct"), None);
         assert_eq!((s, b["code"].as_str()), (404, Some("key_not_found")));
         let (s, _) = node.call(
             "PUT",
-            &format!("/v1/txns/{t}/kv/acct"),
+            &paths::txn_key(t, "acct"),
             Some(json!({"value": {"balance": 10}})),
         );
         assert_eq!(s, 204);
     }
     let (s, c1) = node.call_with(
         "POST",
-        &format!("/v1/txns/{t1}/commit"),
-        &[("Idempotency-Key", "c-1")],
+        &paths::txn_commit(&t1),
+        request_id("c-1"),
         json!({}),
     );
     assert_eq!(s, 200, "{c1}");
@@ -307,34 +255,34 @@ fn transactions_commit_conflict_and_idle_timeout() {
     // gone, but its request id answers with the original commit.
     let (s, again) = node.call_with(
         "POST",
-        &format!("/v1/txns/{t1}/commit"),
-        &[("Idempotency-Key", "c-1")],
+        &paths::txn_commit(&t1),
+        request_id("c-1"),
         json!({}),
     );
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["offset"].as_u64(), Some(offset));
     assert_eq!(again["duplicate"], true);
     // Without the request id, a second commit hears that the transaction committed.
-    let (s, gone) = node.call("POST", &format!("/v1/txns/{t1}/commit"), None);
+    let (s, gone) = node.call("POST", &paths::txn_commit(&t1), None);
     assert_eq!(
         (s, gone["code"].as_str()),
         (409, Some("transaction_committed"))
     );
-    let (s, c2) = node.call("POST", &format!("/v1/txns/{t2}/commit"), None);
+    let (s, c2) = node.call("POST", &paths::txn_commit(&t2), None);
     assert_eq!(
         (s, c2["code"].as_str()),
         (409, Some("serialization_failure")),
         "{c2}"
     );
     assert_eq!(c2["retryable"], true);
-    let (s, b) = node.call("GET", &format!("/v1/txns/{t2}/kv/acct"), None);
+    let (s, b) = node.call("GET", &paths::txn_key(&t2, "acct"), None);
     assert_eq!(
         (s, b["code"].as_str()),
         (409, Some("transaction_aborted")),
         "a failed transaction is gone"
     );
 
-    let (s, row) = node.call("GET", "/v1/kv/acct", None);
+    let (s, row) = node.call("GET", &paths::kv_key("acct"), None);
     assert_eq!(s, 200);
     assert_eq!(
         (row["value"].clone(), row["version"].as_u64()),
@@ -346,29 +294,29 @@ fn transactions_commit_conflict_and_idle_timeout() {
     for by in [5, 2] {
         let (s, b) = node.call(
             "POST",
-            &format!("/v1/txns/{t3}/kv/n:count/increment"),
+            &paths::txn_increment(&t3, "n:count"),
             Some(json!({"by": by})),
         );
         assert_eq!(s, 204, "{b}");
     }
-    let (s, c3) = node.call("POST", &format!("/v1/txns/{t3}/commit"), None);
+    let (s, c3) = node.call("POST", &paths::txn_commit(&t3), None);
     assert_eq!(s, 200, "{c3}");
     assert_eq!(c3["incremented"]["n:count"], 7);
-    let (s, rows) = node.call("GET", "/v1/kv?prefix=n:", None);
+    let (s, rows) = node.call("GET", &format!("{}?prefix=n:", paths::kv()), None);
     assert_eq!(s, 200);
     assert_eq!(rows["rows"][0]["value"], 7);
     let t4 = begin("read_committed");
-    let (s, b) = node.call("GET", &format!("/v1/txns/{t4}/kv?prefix=n:"), None);
+    let (s, b) = node.call("GET", &format!("{}?prefix=n:", paths::txn_kv(&t4)), None);
     assert_eq!((s, b["rows"][0]["key"].as_str()), (200, Some("n:count")));
-    let (s, _) = node.call("POST", &format!("/v1/txns/{t4}/abort"), None);
+    let (s, _) = node.call("POST", &paths::txn_abort(&t4), None);
     assert_eq!(s, 204);
-    let (s, b) = node.call("GET", &format!("/v1/txns/{t4}/kv/acct"), None);
+    let (s, b) = node.call("GET", &paths::txn_key(&t4, "acct"), None);
     assert_eq!((s, b["code"].as_str()), (409, Some("transaction_aborted")));
 
     // An abandoned transaction is reaped.
     let t5 = begin("serializable");
     std::thread::sleep(Duration::from_millis(1200));
-    let (s, b) = node.call("GET", &format!("/v1/txns/{t5}/kv/acct"), None);
+    let (s, b) = node.call("GET", &paths::txn_key(&t5, "acct"), None);
     assert_eq!(
         (s, b["code"].as_str()),
         (410, Some("transaction_expired")),
@@ -388,29 +336,29 @@ fn transactions_commit_conflict_and_idle_timeout() {
 fn limits_and_bad_input_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
-    let (s, _) = node.call("PUT", "/v1/streams/ev", None);
+    let (s, _) = node.call("PUT", &paths::stream("ev"), None);
     assert_eq!(s, 201);
 
     // A body over the limit is refused from its Content-Length, before it is read.
-    let mut tcp = std::net::TcpStream::connect(&node.addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let len = 17 * 1024 * 1024;
-    write!(
-        tcp,
-        "POST /v1/streams/ev/records HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n{{\"records\": ["
-    )
-    .unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = tcp.read(&mut answer).unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("payload_too_large"), "{answer}");
-    drop(tcp);
+    // (Raw HTTP: a client sends the body it announces.)
+    let mut conn = wire::connect(node.serve.addr());
+    let len = (17 * 1024 * 1024).to_string();
+    let head = [
+        ("host", "localhost"),
+        ("content-type", "application/json"),
+        ("content-length", len.as_str()),
+    ];
+    let start = wire::request("POST", &paths::records("ev"), &head, b"");
+    conn.get_mut().write_all(&start).unwrap();
+    conn.get_mut().write_all(br#"{"records": ["#).unwrap();
+    let answer = wire::read_answer(&mut conn).unwrap();
+    answer.assert_problem(413, "payload_too_large");
+    drop(conn);
 
     let too_many: Vec<Value> = (0..10_001).map(|i| json!({"value": i})).collect();
     let (s, b) = node.call(
         "POST",
-        "/v1/streams/ev/records",
+        &paths::records("ev"),
         Some(json!({"records": too_many})),
     );
     assert_eq!(
@@ -436,38 +384,41 @@ fn limits_and_bad_input_change_nothing() {
         ),
     ];
     for (body, field) in cases {
-        let (s, b) = node.call("POST", "/v1/streams/ev/records", Some(body));
+        let (s, b) = node.call("POST", &paths::records("ev"), Some(body));
         assert_eq!((s, b["field"].as_str()), (400, Some(field)), "{b}");
         assert_eq!(b["code"], "invalid_json");
     }
     let (s, b) = node.call_with(
         "POST",
-        "/v1/streams/ev/records",
-        &[("traceparent", "nope")],
+        &paths::records("ev"),
+        Ids {
+            traceparent: Some("nope"),
+            ..Ids::default()
+        },
         json!({"value": 1}),
     );
     assert_eq!((s, b["field"].as_str()), (400, Some("traceparent")));
     let big_key = "k".repeat(5000);
     let (s, b) = node.call(
         "POST",
-        "/v1/streams/ev/records",
+        &paths::records("ev"),
         Some(json!({"records": [{"value": 1}, {"key": big_key, "value": 1}]})),
     );
     assert_eq!(
         (s, b["code"].as_str(), b["field"].as_str()),
         (413, Some("key_too_large"), Some("records[1].key"))
     );
+    let (s, b) = node.call("POST", &paths::records("_txn"), Some(json!({"value": 1})));
+    assert_eq!((s, b["code"].as_str()), (403, Some("reserved_stream")));
+    let (s, b) = node.call("GET", &format!("{}?limt=5", paths::records("ev")), None);
+    assert_eq!((s, b["field"].as_str()), (400, Some("limt")));
     let (s, b) = node.call(
-        "POST",
-        "/v1/streams/_txn/records",
+        "PUT",
+        &paths::txn_key("nope", "a"),
         Some(json!({"value": 1})),
     );
-    assert_eq!((s, b["code"].as_str()), (403, Some("reserved_stream")));
-    let (s, b) = node.call("GET", "/v1/streams/ev/records?limt=5", None);
-    assert_eq!((s, b["field"].as_str()), (400, Some("limt")));
-    let (s, b) = node.call("PUT", "/v1/txns/nope/kv/a", Some(json!({"value": 1})));
     assert_eq!((s, b["code"].as_str()), (404, Some("unknown_transaction")));
-    let (s, b) = node.call("GET", "/v1/views/x", None);
+    let (s, b) = node.call("GET", &paths::view("x"), None);
     assert_eq!(
         (s, b["code"].as_str(), b["field"].as_str()),
         (404, Some("unknown_view"), Some("view"))
@@ -485,13 +436,16 @@ fn sigterm_under_load_keeps_every_acknowledged_append() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let node = Node::start(&data, &[]);
-    let (s, _) = node.call("PUT", "/v1/streams/load", Some(json!({"partitions": 3})));
+    let (s, _) = node.call(
+        "PUT",
+        &paths::stream("load"),
+        Some(json!({"partitions": 3})),
+    );
     assert_eq!(s, 201);
-    let base = node.base.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let base = base.clone();
+            let client = node.client.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
@@ -501,14 +455,9 @@ fn sigterm_under_load_keeps_every_acknowledged_append() {
                     }
                     let id = format!("w{w}-{i}");
                     let body = json!({"key": format!("k{w}-{i}"), "value": {"w": w, "i": i}});
-                    let headers = [("Idempotency-Key", id.as_str())];
-                    match call_at(
-                        &base,
-                        "POST",
-                        "/v1/streams/load/records",
-                        &headers,
-                        Some(&body),
-                    ) {
+                    let request = api::request("POST", &paths::records("load"), Some(&body))
+                        .request_id(Some(&id));
+                    match api::send(&client, request) {
                         Ok((201, b)) => acked.push((
                             w,
                             i,
@@ -551,8 +500,8 @@ fn sigterm_under_load_keeps_every_acknowledged_append() {
     let (w, i, p, o) = acked[acked.len() / 2];
     let (s, b) = node.call_with(
         "POST",
-        "/v1/streams/load/records",
-        &[("Idempotency-Key", &format!("w{w}-{i}"))],
+        &paths::records("load"),
+        request_id(&format!("w{w}-{i}")),
         json!({"key": format!("k{w}-{i}"), "value": {"w": w, "i": i}}),
     );
     assert_eq!((s, b["duplicate"].as_bool()), (200, Some(true)), "{b}");
@@ -568,7 +517,7 @@ fn sigterm_under_load_keeps_every_acknowledged_append() {
 fn one_shot_transfer(node: &Node, key: &str) -> (u16, Value) {
     let (s, r) = node.call(
         "POST",
-        "/v1/kv/read",
+        &paths::kv_read(),
         Some(json!({"keys": ["acct:a", "acct:b"]})),
     );
     assert_eq!(s, 200, "{r}");
@@ -581,7 +530,7 @@ fn one_shot_transfer(node: &Node, key: &str) -> (u16, Value) {
         "writes": [{"op": "put", "key": "acct:a", "value": a - 10},
                    {"op": "put", "key": "acct:b", "value": b + 10}],
     });
-    node.call_with("POST", "/v1/commits", &[("Idempotency-Key", key)], body)
+    node.call_with("POST", &paths::commits(), request_id(key), body)
 }
 
 /// A one-shot commit whose answer was lost is retried (read and commit again, same
@@ -594,7 +543,7 @@ fn a_one_shot_commit_retried_across_a_restart_returns_the_original() {
     let node = Node::start(&data, &[]);
     let setup = json!({"writes": [{"op": "put", "key": "acct:a", "value": 100},
                                   {"op": "put", "key": "acct:b", "value": 0}]});
-    let (s, b) = node.call("POST", "/v1/commits", Some(setup));
+    let (s, b) = node.call("POST", &paths::commits(), Some(setup));
     assert_eq!(s, 200, "{b}");
     let (s, original) = one_shot_transfer(&node, "transfer-7");
     assert_eq!(s, 200, "{original}");
@@ -604,7 +553,7 @@ fn a_one_shot_commit_retried_across_a_restart_returns_the_original() {
     assert_eq!(s, 200, "{retry}");
     assert_eq!(retry["duplicate"], true, "{retry}");
     assert_eq!(retry["offset"], original["offset"]);
-    let (_, a) = node.call("GET", "/v1/kv/acct:a", None);
+    let (_, a) = node.call("GET", &paths::kv_key("acct:a"), None);
     assert_eq!(a["value"], 90, "applied once");
     assert_eq!(node.terminate(), 0);
 }
@@ -617,18 +566,18 @@ fn a_snapshot_behind_the_configured_window_is_snapshot_too_old() {
     let node = Node::start(&data, &["--snapshot-window-commits", "2"]);
     for i in 0..4 {
         let body = json!({"writes": [{"op": "put", "key": "k", "value": i}]});
-        let (s, b) = node.call("POST", "/v1/commits", Some(body));
+        let (s, b) = node.call("POST", &paths::commits(), Some(body));
         assert_eq!(s, 200, "{b}");
     }
     let (s, b) = node.call(
         "POST",
-        "/v1/kv/read",
+        &paths::kv_read(),
         Some(json!({"keys": ["k"], "snapshot": 2})),
     );
     assert_eq!((s, b["keys"][0]["value"].as_i64()), (200, Some(1)), "{b}");
     let (s, b) = node.call(
         "POST",
-        "/v1/kv/read",
+        &paths::kv_read(),
         Some(json!({"keys": ["k"], "snapshot": 1})),
     );
     assert_eq!(
@@ -645,13 +594,17 @@ fn a_snapshot_behind_the_configured_window_is_snapshot_too_old() {
 fn views_read_your_writes_bad_specs_and_rollout() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
-    let (status, _) = node.call("PUT", "/v1/streams/flights", Some(json!({"partitions": 2})));
+    let (status, _) = node.call(
+        "PUT",
+        &paths::stream("flights"),
+        Some(json!({"partitions": 2})),
+    );
     assert_eq!(status, 201);
 
     // Bad specs: problem+json naming the field.
     let (status, body) = node.call(
         "PUT",
-        "/v1/views/by_carrier",
+        &paths::view("by_carrier"),
         Some(
             json!({"source": "flights", "kind": "aggregate", "group_by": ["carrier"],
                      "aggregates": {"n": {"fn": "median"}}}),
@@ -668,7 +621,7 @@ fn views_read_your_writes_bad_specs_and_rollout() {
     );
     let (status, body) = node.call(
         "PUT",
-        "/v1/views/t",
+        &paths::view("t"),
         Some(json!({"source": "nowhere", "kind": "table"})),
     );
     assert_eq!(
@@ -676,7 +629,7 @@ fn views_read_your_writes_bad_specs_and_rollout() {
         (400, Some("source")),
         "{body}"
     );
-    let (status, body) = node.call("PUT", "/v1/views/t", Some(json!({"kind": "table"})));
+    let (status, body) = node.call("PUT", &paths::view("t"), Some(json!({"kind": "table"})));
     assert_eq!(
         (status, body["field"].as_str()),
         (400, Some("source")),
@@ -684,7 +637,7 @@ fn views_read_your_writes_bad_specs_and_rollout() {
     );
     let (status, body) = node.call(
         "PUT",
-        "/v1/views/t",
+        &paths::view("t"),
         Some(json!({"source": "flights", "kind": "tabel"})),
     );
     assert_eq!(
@@ -695,14 +648,14 @@ fn views_read_your_writes_bad_specs_and_rollout() {
 
     // Create; the same spec again is 200, another spec 409.
     let spec = json!({"source": "flights", "kind": "table"});
-    let (status, body) = node.call("PUT", "/v1/views/rows", Some(spec.clone()));
+    let (status, body) = node.call("PUT", &paths::view("rows"), Some(spec.clone()));
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["current"], 1);
-    let (status, _) = node.call("PUT", "/v1/views/rows", Some(spec.clone()));
+    let (status, _) = node.call("PUT", &paths::view("rows"), Some(spec.clone()));
     assert_eq!(status, 200);
     let (status, body) = node.call(
         "PUT",
-        "/v1/views/rows",
+        &paths::view("rows"),
         Some(json!({"source": "flights", "kind": "table", "fields": ["carrier"]})),
     );
     assert_eq!((status, body["code"].as_str()), (409, Some("view_exists")));
@@ -710,14 +663,17 @@ fn views_read_your_writes_bad_specs_and_rollout() {
     // Read your write with the append's token.
     let (status, body) = node.call(
         "POST",
-        "/v1/streams/flights/records",
+        &paths::records("flights"),
         Some(json!({"key": "f1", "value": {"carrier": "UA", "delay": 7}})),
     );
     assert_eq!(status, 201, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
     let (status, row) = node.call(
         "GET",
-        &format!("/v1/views/rows/rows/f1?token={token}&timeout_ms=10000"),
+        &format!(
+            "{}?token={token}&timeout_ms=10000",
+            paths::view_row("rows", "f1")
+        ),
         None,
     );
     assert_eq!(status, 200, "{row}");
@@ -725,7 +681,7 @@ fn views_read_your_writes_bad_specs_and_rollout() {
     assert_eq!(row["key"], "f1");
     let (status, body) = node.call(
         "POST",
-        "/v1/streams/flights/records",
+        &paths::records("flights"),
         Some(
             json!({"records": [{"key": "f2", "value": {"carrier": "AA"}},
                                 {"key": "f3", "value": {"carrier": "DL"}}]}),
@@ -735,14 +691,18 @@ fn views_read_your_writes_bad_specs_and_rollout() {
     let token = body["token"].as_str().unwrap().to_string();
     let (status, rows) = node.call(
         "GET",
-        &format!("/v1/views/rows/rows?token={token}&limit=2"),
+        &format!("{}?token={token}&limit=2", paths::view_rows("rows")),
         None,
     );
     assert_eq!(status, 200, "{rows}");
     assert_eq!(rows["rows"].as_array().unwrap().len(), 2);
     assert_eq!(rows["rows"][0]["key"], "f1");
     assert_eq!(rows["next"], "f3");
-    let (_, rows) = node.call("GET", "/v1/views/rows/rows?keys=f3,nope,f2", None);
+    let (_, rows) = node.call(
+        "GET",
+        &format!("{}?keys=f3,nope,f2", paths::view_rows("rows")),
+        None,
+    );
     let keys: Vec<&str> = rows["rows"]
         .as_array()
         .unwrap()
@@ -752,49 +712,53 @@ fn views_read_your_writes_bad_specs_and_rollout() {
     assert_eq!(keys, ["f3", "f2"]);
 
     // 404s and a bad token.
-    let (status, body) = node.call("GET", "/v1/views/rows/rows/missing", None);
+    let (status, body) = node.call("GET", &paths::view_row("rows", "missing"), None);
     assert_eq!(
         (status, body["code"].as_str()),
         (404, Some("key_not_found"))
     );
-    let (status, body) = node.call("GET", "/v1/views/nope/rows/f1", None);
+    let (status, body) = node.call("GET", &paths::view_row("nope", "f1"), None);
     assert_eq!(
         (status, body["code"].as_str(), body["field"].as_str()),
         (404, Some("unknown_view"), Some("view"))
     );
-    let (status, body) = node.call("GET", "/v1/views/nope", None);
+    let (status, body) = node.call("GET", &paths::view("nope"), None);
     assert_eq!((status, body["code"].as_str()), (404, Some("unknown_view")));
-    let (status, body) = node.call("GET", "/v1/views/rows/rows/f1?token=v1.!!", None);
+    let (status, body) = node.call(
+        "GET",
+        &format!("{}?token=v1.!!", paths::view_row("rows", "f1")),
+        None,
+    );
     assert_eq!(
         (status, body["code"].as_str(), body["field"].as_str()),
         (400, Some("invalid_token"), Some("token"))
     );
 
     // Status, digest on demand; rebuild, switch, list, drop.
-    let (status, v) = node.call("GET", "/v1/views/rows", None);
+    let (status, v) = node.call("GET", &paths::view("rows"), None);
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["spec"], spec);
     assert!(v["status"]["applied"].is_object() && v["status"].get("digest").is_none());
-    let (_, v) = node.call("GET", "/v1/views/rows?digest=true", None);
+    let (_, v) = node.call("GET", &format!("{}?digest=true", paths::view("rows")), None);
     assert_eq!(v["status"]["rows"], 3, "{v}");
-    let (status, body) = node.call("POST", "/v1/views/rows/rebuild", None);
+    let (status, body) = node.call("POST", &paths::view_rebuild("rows"), None);
     assert_eq!((status, body["version"].as_u64()), (202, Some(2)), "{body}");
     let (status, body) = node.call(
         "POST",
-        "/v1/views/rows/switch",
+        &paths::view_switch("rows"),
         Some(json!({"version": 2, "timeout_ms": 20000})),
     );
     assert_eq!((status, body["current"].as_u64()), (200, Some(2)), "{body}");
-    let (status, row) = node.call("GET", "/v1/views/rows/rows/f2", None);
+    let (status, row) = node.call("GET", &paths::view_row("rows", "f2"), None);
     assert_eq!(
         (status, row["value"]["carrier"].as_str()),
         (200, Some("AA"))
     );
-    let (_, list) = node.call("GET", "/v1/views", None);
+    let (_, list) = node.call("GET", &paths::views(), None);
     assert_eq!(list["views"][0]["view"], "rows");
-    let (status, _) = node.call("DELETE", "/v1/views/rows", None);
+    let (status, _) = node.call("DELETE", &paths::view("rows"), None);
     assert_eq!(status, 204);
-    let (status, _) = node.call("GET", "/v1/views/rows/rows/f2", None);
+    let (status, _) = node.call("GET", &paths::view_row("rows", "f2"), None);
     assert_eq!(status, 404);
     assert_eq!(node.terminate(), 0);
 }

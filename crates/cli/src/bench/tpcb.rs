@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use logbook_api::paths;
 use logbook_log::Log;
 use logbook_txn::{
     Isolation, KeyRange, RetryPolicy, TxnError, TxnOptions, TxnStore, TxnStoreOptions, retry,
@@ -799,7 +800,7 @@ async fn wait_ready(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let (status, _) = conn
-            .call(hyper::Method::GET, &logbook_api::paths::health(), None)
+            .call(hyper::Method::GET, &paths::health(), None)
             .await?;
         if status == 200 {
             return Ok(());
@@ -963,29 +964,28 @@ async fn http_try(
 ) -> anyhow::Result<Try> {
     use hyper::Method;
     let (status, body) = conn
-        .call(Method::POST, "/v1/txns", Some(begin_body.to_string()))
+        .call(Method::POST, &paths::txns(), Some(begin_body.to_string()))
         .await?;
     let begun = success(status, &body, "begin")?;
     let Some(id) = begun["txn"].as_str().map(str::to_string) else {
         bail!("begin answered without a txn: {begun}");
     };
-    let base = format!("/v1/txns/{id}");
     let result = async {
         let balance = match form {
             Form::Rmw => {
-                let a = http_balance(conn, &base, &tx.account).await?;
+                let a = http_balance(conn, &id, &tx.account).await?;
                 let Some(a) = a else { return Ok(None) };
-                if !http_put(conn, &base, &tx.account, json!(a + tx.delta)).await? {
+                if !http_put(conn, &id, &tx.account, json!(a + tx.delta)).await? {
                     return Ok(None);
                 }
-                let Some(balance) = http_balance(conn, &base, &tx.account).await? else {
+                let Some(balance) = http_balance(conn, &id, &tx.account).await? else {
                     return Ok(None);
                 };
                 for key in [&tx.teller, &tx.branch] {
-                    let Some(v) = http_balance(conn, &base, key).await? else {
+                    let Some(v) = http_balance(conn, &id, key).await? else {
                         return Ok(None);
                     };
-                    if !http_put(conn, &base, key, json!(v + tx.delta)).await? {
+                    if !http_put(conn, &id, key, json!(v + tx.delta)).await? {
                         return Ok(None);
                     }
                 }
@@ -997,7 +997,7 @@ async fn http_try(
                     let (status, body) = conn
                         .call(
                             Method::POST,
-                            &format!("{base}/kv/{key}/increment"),
+                            &paths::txn_increment(&id, key),
                             Some(by.clone()),
                         )
                         .await?;
@@ -1012,11 +1012,11 @@ async fn http_try(
             return Ok(None);
         };
         let row = json!(format!("{},{},{}", tx.teller, tx.branch, tx.delta));
-        if !http_put(conn, &base, &tx.history, row).await? {
+        if !http_put(conn, &id, &tx.history, row).await? {
             return Ok(None);
         }
         let (status, body) = conn
-            .call(Method::POST, &format!("{base}/commit"), None)
+            .call(Method::POST, &paths::txn_commit(&id), None)
             .await?;
         if conflict(status, &body, "commit")? {
             return Ok(None);
@@ -1035,7 +1035,7 @@ async fn http_try(
         None => {
             // Usually already ended by the server (404 then); the answer does not matter.
             let _ = conn
-                .call(Method::POST, &format!("{base}/abort"), None)
+                .call(Method::POST, &paths::txn_abort(&id), None)
                 .await?;
             Ok(Try::Conflict)
         }
@@ -1058,7 +1058,9 @@ async fn one_shot_try(
     let body = match form {
         Form::Rmw => {
             let read = json!({ "keys": keys }).to_string();
-            let (status, body) = conn.call(Method::POST, "/v1/kv/read", Some(read)).await?;
+            let (status, body) = conn
+                .call(Method::POST, &paths::kv_read(), Some(read))
+                .await?;
             if conflict(status, &body, "read")? {
                 return Ok(Try::Conflict);
             }
@@ -1087,7 +1089,7 @@ async fn one_shot_try(
         }
     };
     let (status, answer) = conn
-        .call(Method::POST, "/v1/commits", Some(body.to_string()))
+        .call(Method::POST, &paths::commits(), Some(body.to_string()))
         .await?;
     if conflict(status, &answer, "commit")? {
         return Ok(Try::Conflict);
@@ -1102,9 +1104,9 @@ async fn one_shot_try(
 }
 
 /// A balance read in the transaction: `Some(value)`, or None on a conflict.
-async fn http_balance(conn: &mut Conn, base: &str, key: &str) -> anyhow::Result<Option<i64>> {
+async fn http_balance(conn: &mut Conn, txn: &str, key: &str) -> anyhow::Result<Option<i64>> {
     let (status, body) = conn
-        .call(hyper::Method::GET, &format!("{base}/kv/{key}"), None)
+        .call(hyper::Method::GET, &paths::txn_key(txn, key), None)
         .await?;
     if conflict(status, &body, "get")? {
         return Ok(None);
@@ -1119,14 +1121,14 @@ async fn http_balance(conn: &mut Conn, base: &str, key: &str) -> anyhow::Result<
 /// A put in the transaction; false on a conflict.
 async fn http_put(
     conn: &mut Conn,
-    base: &str,
+    txn: &str,
     key: &str,
     value: serde_json::Value,
 ) -> anyhow::Result<bool> {
     let (status, body) = conn
         .call(
             hyper::Method::PUT,
-            &format!("{base}/kv/{key}"),
+            &paths::txn_key(txn, key),
             Some(json!({ "value": value }).to_string()),
         )
         .await?;

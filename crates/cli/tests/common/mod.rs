@@ -1,4 +1,13 @@
-//! What the end-to-end tests share: starting a real `logbook serve` on a free port.
+//! What the end-to-end tests share: a real `logbook serve` on a free port, killed when the
+//! test ends on any path and ready before the test talks to it; requests through the Rust
+//! client ([`api`]); raw HTTP/1.1 on a socket for the tests about the wire itself ([`wire`]).
+//!
+//! `LOGBOOK_TEST_BIN=/path/to/logbook` starts that server instead of this build's (say the
+//! previous main's, to see a test fail there).
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of these helpers (`expect` would be unfulfilled where one uses them all)"
+)]
 #![expect(
     clippy::unwrap_used,
     reason = "helpers, like tests, fail loudly on an unexpected error"
@@ -7,20 +16,80 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logbook_api::client::blocking::Client;
+
+pub mod api;
+pub mod wire;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_logbook");
 
+/// The server binary: `LOGBOOK_TEST_BIN` if set, else [`BIN`].
+pub fn bin() -> String {
+    std::env::var("LOGBOOK_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
+/// Longest wait for a server to open its data directory and answer ready.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// Longest wait for a server to exit after SIGTERM.
+const EXIT_WAIT: Duration = Duration::from_secs(60);
+
+/// A running `logbook serve`, SIGKILLed when dropped (on every path out of a test).
+pub struct Serve {
+    /// The server process.
+    pub child: Child,
+    /// `http://HOST:PORT`.
+    pub base: String,
+}
+
+impl Serve {
+    /// `HOST:PORT`.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// A client of this server making one attempt per request ([`api::client`]).
+    pub fn client(&self) -> Client {
+        api::client(&self.base)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; its code (-1 for a signal).
+    pub fn terminate(&mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success(), "kill -TERM {pid}");
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for the process to exit on its own; its code (-1 for a signal).
+    pub fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + EXIT_WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "{} did not exit", self.base);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `logbook serve --listen 127.0.0.1:0 --data-dir DATA EXTRA…` with `envs` set and
-/// stderr sent to `stderr`; returns the child and the base URL from its first stdout line
-/// (`listening on http://HOST:PORT`). The caller waits for readiness (its own way).
-pub fn spawn_serve(
-    data: &Path,
-    extra: &[&str],
-    envs: &[(&str, &str)],
-    stderr: Stdio,
-) -> (Child, String) {
-    let mut child = Command::new(BIN)
+/// stderr sent to `stderr`, learns its address from its first stdout line (`listening on
+/// http://HOST:PORT`) and waits until `GET /v1/health` answers ready (it is not while the
+/// data directory opens).
+pub fn spawn_serve(data: &Path, extra: &[&str], envs: &[(&str, &str)], stderr: Stdio) -> Serve {
+    let mut child = Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(extra)
@@ -41,5 +110,24 @@ pub fn spawn_serve(
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    (child, base)
+    let mut serve = Serve { child, base };
+    wait_ready(&mut serve);
+    serve
+}
+
+/// Polls `GET /v1/health` (one attempt each, no client retries) until it answers 200.
+fn wait_ready(serve: &mut Serve) {
+    let client = api::client(&serve.base);
+    let deadline = Instant::now() + READY_WAIT;
+    while client.health().is_err() {
+        if let Some(exit) = serve.child.try_wait().unwrap() {
+            panic!("the server at {} exited while opening: {exit}", serve.base);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server at {} never became ready",
+            serve.base
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
