@@ -1,6 +1,7 @@
 //! [`JetStreamBackend`]: Logbook's log on NATS JetStream behind the log crate's seam
-//! ([`LogBackend`], [`LogStream`], [`LogPartition`]; docs/decisions/0011), so the views
-//! engine, the transaction store and the server run on it unchanged.
+//! ([`LogBackend`], [`LogStream`], [`LogPartition`](logbook_log::LogPartition);
+//! docs/decisions/0011), so the views engine, the transaction store and the server run on it
+//! unchanged.
 //!
 //! ```text
 //!  LogBackend  create / stream / names / drop ──▶ catalog (one JetStream stream, followed)
