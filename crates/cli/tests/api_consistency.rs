@@ -163,6 +163,8 @@ fn every_route_refuses_unknown_query_parameters_and_checks_timeouts() {
         ("DELETE", paths::stream("s"), None),
         ("POST", paths::records("s"), Some(r#"{"value": 1}"#)),
         ("GET", paths::views(), None),
+        ("GET", paths::view("t"), None),
+        ("DELETE", paths::view("t"), None),
         (
             "PUT",
             paths::view("t"),

@@ -3,7 +3,7 @@
 //! a connection, a path segment that is not UTF-8, a repeated `Idempotency-Key`, a key-value
 //! read waiting for a token at shutdown, the connection limit; and the review's findings: the
 //! partition count's range in errors, `serve` on a busy port, `quickstart --exit`'s URLs, the
-//! README's stream commands as pasted.
+//! README's stream and view commands as pasted.
 //!
 //! `LOGBOOK_TEST_BIN=/path/to/logbook` runs these tests against another build (say the
 //! previous main, to see them fail there).
@@ -339,20 +339,55 @@ fn quickstart_exit_points_at_the_server_it_says_to_start() {
 
 #[test]
 fn the_readmes_stream_commands_run_as_pasted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let (script, stdout) = run_readme(&node, "logbook stream create orders", |l| {
+        l.starts_with("logbook stream tail orders") && l.contains("--from 0")
+    });
+    // The tail shows the records the README appended (customer-7's partition).
+    let tail = stdout.lines().filter(|l| l.contains("customer-7")).count();
+    assert!(tail >= 3, "{script}\n{stdout}");
+}
+
+#[test]
+fn the_readmes_view_commands_run_as_pasted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    // A few flights stand in for the quickstart's import.
+    let created = node.request("PUT", "/v1/streams/flights", &[], r#"{"partitions": 2}"#);
+    assert_eq!(created.status, 201, "{created:?}");
+    let flights = r#"{"records": [
+        {"key": "a", "value": {"carrier": "UA", "dep_delay": 30}},
+        {"key": "b", "value": {"carrier": "UA", "dep_delay": -3}},
+        {"key": "c", "value": {"carrier": "AA", "dep_delay": 5}}]}"#;
+    assert_eq!(
+        node.request("POST", "/v1/streams/flights/records", &[], flights)
+            .status,
+        201
+    );
+    let (script, stdout) = run_readme(&node, "logbook view create delays", |l| {
+        l.starts_with("logbook view rebuild delays --switch")
+    });
+    // The read with the token saw the README's own append: a third UA flight.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("UA\t") && l.contains(r#""flights":3"#)),
+        "{script}\n{stdout}"
+    );
+    assert!(stdout.contains("v2 caught up"), "{script}\n{stdout}");
+}
+
+/// Runs the README's lines from the first starting with `first` to the first after it for
+/// which `last` holds, as one `sh -e` script against `node` (`logbook` is the binary under
+/// test); asserts it succeeded and returns the script and its stdout.
+fn run_readme(node: &Node, first: &str, last: impl Fn(&str) -> bool) -> (String, String) {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let lines: Vec<&str> = readme.lines().collect();
-    let first = lines
-        .iter()
-        .position(|l| l.starts_with("logbook stream create orders"))
-        .unwrap();
-    let last = lines
-        .iter()
-        .position(|l| l.starts_with("logbook stream tail orders") && l.contains("--from 0"))
-        .unwrap();
-    let script = lines[first..=last].join("\n");
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&dir.path().join("data"), &[]);
+    let from = lines.iter().position(|l| l.starts_with(first)).unwrap();
+    let to = from + lines[from..].iter().position(|l| last(l)).unwrap();
+    let script = lines[from..=to].join("\n");
     let out = Command::new("sh")
         .arg("-ec")
         .arg(format!(
@@ -362,13 +397,11 @@ fn the_readmes_stream_commands_run_as_pasted() {
         .env("LOGBOOK_SERVER", format!("http://{}", node.addr))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{script}\n{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The tail shows the records the README appended (customer-7's partition).
-    let tail = stdout.lines().filter(|l| l.contains("customer-7")).count();
-    assert!(tail >= 3, "{script}\n{stdout}");
+    (script, stdout)
 }

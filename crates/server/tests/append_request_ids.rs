@@ -112,7 +112,6 @@ async fn numbers_compare_by_exact_decimal_value_and_the_first_attempts_bytes_are
     let stored = records(&n).await;
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert_eq!(stored[0]["value"], json!({"a": [100, 0], "b": 1}));
-    // Every digit kept (before the fix: stored as 1.8446744073709552e19).
     // Every digit kept (before the fix: stored as 1.8446744073709552e19). The body is read
     // as text: a `Value` would round the number.
     assert_eq!(stored_value_text(&n, 1).await, "18446744073709551617");

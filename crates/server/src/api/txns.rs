@@ -323,7 +323,8 @@ pub async fn increment(
 
 /// Commits. With `Idempotency-Key`, a retry of a committed request returns the original
 /// commit with `"duplicate": true` — also while the original is still in flight (the retry
-/// waits for it). A commit or abort that loses a race with another ending of the same
+/// waits for it); a read-only commit's id is remembered in memory only (nothing is logged
+/// for it), so a restart forgets it. A commit or abort that loses a race with another ending of the same
 /// transaction is 409 `transaction_committed` / `transaction_aborted`. The commit runs in a
 /// task of its own, so it ends (and tells those waiting) even if its client goes away; it
 /// awaits the commit's durability ([`Txn::commit_async`]) without parking a blocking thread
