@@ -382,11 +382,18 @@ fn the_readmes_view_commands_run_as_pasted() {
 /// which `last` holds, as one `sh -e` script against `node` (`logbook` is the binary under
 /// test); asserts it succeeded and returns the script and its stdout.
 fn run_readme(node: &Node, first: &str, last: impl Fn(&str) -> bool) -> (String, String) {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    let readme = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let lines: Vec<&str> = readme.lines().collect();
-    let from = lines.iter().position(|l| l.starts_with(first)).unwrap();
-    let to = from + lines[from..].iter().position(|l| last(l)).unwrap();
+    let from = lines
+        .iter()
+        .position(|l| l.starts_with(first))
+        .unwrap_or_else(|| panic!("no README line starts with {first:?}"));
+    let to = from
+        + lines[from..]
+            .iter()
+            .position(|l| last(l))
+            .unwrap_or_else(|| panic!("the README section from {first:?} has no last line"));
     let script = lines[from..=to].join("\n");
     let out = Command::new("sh")
         .arg("-ec")
@@ -396,7 +403,7 @@ fn run_readme(node: &Node, first: &str, last: impl Fn(&str) -> bool) -> (String,
         .env("LOGBOOK_BIN", bin())
         .env("LOGBOOK_SERVER", format!("http://{}", node.addr))
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("sh: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
