@@ -177,6 +177,11 @@ impl Client {
         })
     }
 
+    /// A fresh request id (`Idempotency-Key`) for a logical write.
+    pub fn new_request_id(&self) -> String {
+        self.inner.as_async().new_request_id()
+    }
+
     /// The base URL, without a trailing slash.
     pub fn base(&self) -> &str {
         &self.base

@@ -1,7 +1,7 @@
 //! The `logbook` binary: the server, its command-line client, offline log tools and
 //! benchmarks.
 //!
-//! `serve` runs the HTTP API; `stream`, `view`, `txn`, `stats`, `import` and `quickstart` are
+//! `serve` runs the HTTP API; `stream`, `view`, `txn`, `commit`, `stats`, `import` and `quickstart` are
 //! clients of it (`client.rs`); `log` works on a data directory directly, with no server;
 //! `bench` measures, and the hidden `debug` commands serve the crash tests. Errors become
 //! `anyhow` reports with context, and structured logs go to stderr (`RUST_LOG`,
@@ -21,6 +21,7 @@ macro_rules! outln {
 
 mod bench;
 mod client;
+mod commit_cmd;
 mod debug;
 mod flights;
 mod import;
@@ -97,6 +98,11 @@ enum Command {
     View(view_cmd::ViewCommand),
     /// An interactive transaction shell on a running server (reads commands from stdin).
     Txn(txn_cmd::TxnArgs),
+    /// A whole transaction in one request on a running server: writes, conditions,
+    /// increments, declared reads.
+    ///
+    /// Example: `logbook commit --put 'user/ada={"seats":2}' --increment seats/booked=2`
+    Commit(commit_cmd::CommitArgs),
     /// Latency percentiles per operation and endpoint, counters and view lag of a running
     /// server (from its /metrics).
     ///
@@ -135,6 +141,7 @@ fn main() -> std::process::ExitCode {
         Command::Stream(cmd) => cmd.json(),
         Command::View(cmd) => cmd.json(),
         Command::Txn(args) => args.json,
+        Command::Commit(args) => args.json,
         Command::Stats(args) => args.json,
         Command::Import(args) => args.json,
         Command::Quickstart(args) => args.json(),
@@ -147,6 +154,7 @@ fn main() -> std::process::ExitCode {
         Command::Stream(cmd) => stream_cmd::run(cmd),
         Command::View(cmd) => view_cmd::run(cmd),
         Command::Txn(args) => txn_cmd::run(args),
+        Command::Commit(args) => commit_cmd::run(args),
         Command::Stats(args) => stats_cmd::run(args),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

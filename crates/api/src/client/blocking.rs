@@ -19,12 +19,14 @@ use std::sync::Arc;
 
 use tokio::runtime::Runtime;
 
-use super::{ClientConfig, ClientError, KeyRange, RawAnswer, RawRequest, ReadOptions, ReadRecords};
+use super::{
+    ClientConfig, ClientError, Commit, KeyRange, RawAnswer, RawRequest, ReadOptions, ReadRecords,
+};
 use crate::ops::Health;
 use crate::streams::{
     AppendMany, AppendOne, CreateStream, RecordIn, RecordsOut, StreamInfo, StreamList,
 };
-use crate::txns::{BeginBody, Committed, PutBody, Row, Rows};
+use crate::txns::{BeginBody, Committed, PutBody, ReadAnswer, ReadBody, Row, Rows};
 use crate::views::{Rebuilt, SwitchBody, ViewDetail, ViewList, ViewOut, ViewRow, ViewRows};
 
 /// A blocking client of one Logbook server (see the module docs). Cheap to clone.
@@ -132,6 +134,26 @@ impl Client {
         fn kv_scan(&self, range: &KeyRange, opts: &ReadOptions) -> Rows;
         /// A request given as its parts (see [`super::RawRequest`]).
         fn send_raw(&self, request: RawRequest) -> RawAnswer;
+        /// Keys and ranges at one snapshot.
+        fn kv_read(&self, read: &ReadBody) -> ReadAnswer;
+        /// A whole transaction in one request, exactly once.
+        fn commit(&self, commit: &Commit) -> Committed;
+        /// A one-shot commit with the caller's request id.
+        fn commit_with_id(&self, request_id: &str, commit: &Commit) -> Committed;
+    }
+
+    /// Reads, commits with the reads declared, and both again after a retryable conflict
+    /// (see [`super::Client::commit_retrying`]). `build` runs inside the client's runtime:
+    /// it must not call a blocking client.
+    ///
+    /// # Errors
+    /// As [`super::Client::commit_retrying`].
+    pub fn commit_retrying(
+        &self,
+        read: &ReadBody,
+        build: impl FnMut(&ReadAnswer) -> Result<Commit, ClientError>,
+    ) -> Result<Committed, ClientError> {
+        self.rt.block_on(self.inner.commit_retrying(read, build))
     }
 
     /// Begins a transaction.

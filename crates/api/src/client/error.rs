@@ -100,14 +100,18 @@ impl ClientError {
     }
 
     /// True when re-running the whole transaction may succeed (`serialization_failure`,
-    /// `transaction_too_old`, or a problem marked `retryable`).
+    /// `transaction_too_old`, `snapshot_too_old`, or a problem marked `retryable`).
     pub fn is_retryable_transaction(&self) -> bool {
         match self {
             ClientError::Problem { problem, .. } => {
                 problem.retryable == Some(true)
                     || matches!(
                         problem.known_code(),
-                        Some(ProblemCode::SerializationFailure | ProblemCode::TransactionTooOld)
+                        Some(
+                            ProblemCode::SerializationFailure
+                                | ProblemCode::TransactionTooOld
+                                | ProblemCode::SnapshotTooOld
+                        )
                     )
             }
             _ => false,

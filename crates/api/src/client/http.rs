@@ -42,11 +42,15 @@ pub(crate) struct Call {
     /// A wait the server was asked for (long poll, token wait), added to the timeout, ms.
     pub server_wait_ms: u64,
     pub retry: Retry,
+    /// Whether it may change something (every method but `GET`, unless a `POST` only
+    /// reads): an unanswered write is an unknown outcome, an unanswered read is not.
+    pub write: bool,
 }
 
 impl Call {
     pub fn new(method: Method, path: String) -> Self {
         let retry = Retry::Always;
+        let write = method != Method::GET;
         Call {
             method,
             path,
@@ -54,6 +58,7 @@ impl Call {
             request_id: None,
             traceparent: None,
             server_wait_ms: 0,
+            write,
             retry,
         }
     }
@@ -73,7 +78,7 @@ impl Call {
     }
 
     fn is_write(&self) -> bool {
-        self.method != Method::GET
+        self.write
     }
 }
 

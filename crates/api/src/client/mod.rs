@@ -30,6 +30,7 @@
 pub mod blocking;
 mod error;
 mod http;
+mod oneshot;
 mod raw;
 pub mod retry;
 pub mod session;
@@ -43,6 +44,7 @@ use hyper::Method;
 use serde::de::DeserializeOwned;
 
 pub use error::ClientError;
+pub use oneshot::Commit;
 pub use raw::{RawAnswer, RawRequest, Verb};
 pub use retry::RetryPolicy;
 pub use session::Session;

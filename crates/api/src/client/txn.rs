@@ -49,22 +49,36 @@ impl Client {
         options: &BeginBody,
         mut body: impl AsyncFnMut(&Transaction) -> Result<T, ClientError>,
     ) -> Result<(T, Committed), ClientError> {
-        let attempts_max = self.inner.config.transaction_attempts_max.max(1);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        self.retry_transaction(async || {
             let txn = self.begin(options).await?;
-            let outcome = match body(&txn).await {
+            match body(&txn).await {
                 Ok(value) => txn.commit().await.map(|c| (value, c)),
                 Err(e) => {
                     let _ = txn.abort().await;
                     Err(e)
                 }
-            };
-            match outcome {
-                Err(e) if e.is_retryable_transaction() && attempt < attempts_max => {
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it ends other than in a retryable conflict
+    /// ([`ClientError::is_retryable_transaction`]) or
+    /// [`super::ClientConfig::transaction_attempts_max`] attempts were made, with jittered
+    /// backoff between them: the retry loop of [`Client::transaction`] and
+    /// [`Client::commit_retrying`].
+    pub(crate) async fn retry_transaction<T>(
+        &self,
+        mut attempt: impl AsyncFnMut() -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let attempts_max = self.inner.config.transaction_attempts_max.max(1);
+        let mut made = 0;
+        loop {
+            made += 1;
+            match attempt().await {
+                Err(e) if e.is_retryable_transaction() && made < attempts_max => {
                     let unit = self.inner.rng.lock().map_or(0.5, |mut r| r.unit());
-                    let wait = self.inner.config.retry.backoff(attempt, unit, None);
+                    let wait = self.inner.config.retry.backoff(made, unit, None);
                     tokio::time::sleep(wait).await;
                 }
                 other => return other,

@@ -1,0 +1,217 @@
+//! One-shot commits (`POST /v1/commits`) against a real `logbook serve`: `logbook commit`
+//! (writes, increments, conditions, declared reads, request ids) and the Rust client's
+//! `commit_retrying`, which reads and commits again after a conflict.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use logbook_api::client::blocking::Client;
+use logbook_api::client::{ClientError, Commit};
+use logbook_api::problem::ProblemCode;
+use logbook_api::txns::ReadBody;
+use serde_json::{Value, json};
+
+fn commit(serve: &common::Serve, args: &[&str]) -> Output {
+    Command::new(common::BIN)
+        .arg("commit")
+        .args(args)
+        .env("LOGBOOK_SERVER", &serve.base)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_out(out: &Output) -> Value {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn start() -> (tempfile::TempDir, common::Serve) {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(dir.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    (dir, serve)
+}
+
+#[test]
+fn logbook_commit_writes_in_one_request_and_a_retried_id_answers_duplicate() {
+    let (_dir, serve) = start();
+    let first = json_out(&commit(
+        &serve,
+        &[
+            "--put",
+            "user/ada={\"seats\":2}",
+            "--increment",
+            "booked=2",
+            "--json",
+        ],
+    ));
+    let offset = first["offset"].as_u64().unwrap();
+    assert_eq!(first["incremented"]["booked"], 2);
+
+    // The text form: the offset, the increment's result.
+    let out = commit(&serve, &["--increment", "booked=-1", "--request-id", "r-1"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("committed at offset "), "{stdout}");
+    assert!(stdout.contains("booked = 1"), "{stdout}");
+    assert!(!stdout.contains("duplicate"), "{stdout}");
+
+    // The same request id again: the original commit, not a second decrement.
+    let out = commit(&serve, &["--increment", "booked=-1", "--request-id", "r-1"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("booked = 1"), "{stdout}");
+    assert!(stdout.contains("duplicate"), "{stdout}");
+    let client = Client::new(&serve.base).unwrap();
+    let row = client
+        .kv_get("booked", &Default::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.value.get(), "1", "applied once");
+
+    // Conditions: if-absent on a key that exists is key_exists; if-version at the version
+    // the key has commits.
+    let out = commit(&serve, &["--put", "user/ada=1", "--if-absent", "user/ada"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("key_exists"), "{stderr}");
+    let at = offset.to_string();
+    let done = json_out(&commit(
+        &serve,
+        &[
+            "--delete",
+            "user/ada",
+            "--if-version",
+            &format!("user/ada={at}"),
+            "--json",
+        ],
+    ));
+    assert!(done["offset"].as_u64().unwrap() > offset);
+    assert!(
+        client
+            .kv_get("user/ada", &Default::default())
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_conflict_answers_serialization_failure_and_exit_1_and_changes_nothing() {
+    let (_dir, serve) = start();
+    let a = json_out(&commit(&serve, &["--put", "k=1", "--json"]));
+    let b = json_out(&commit(&serve, &["--put", "k=2", "--json"]));
+    let (a, b) = (a["offset"].as_u64().unwrap(), b["offset"].as_u64().unwrap());
+    // Read at a snapshot that has a's write but not b's, then write k: first committer
+    // (b) wins.
+    let snapshot = (a + 1).to_string();
+    assert!(a < b, "b committed after a's snapshot");
+    let read = format!("k={a}");
+    for args in [
+        vec!["--snapshot", &snapshot, "--read", &read, "--put", "k=3"],
+        vec!["--snapshot", &snapshot, "--put", "k=3", "--json"],
+    ] {
+        let out = commit(&serve, &args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        if args.contains(&"--json") {
+            let problem: Value = serde_json::from_str(stderr.trim()).unwrap();
+            assert_eq!(problem["code"], "serialization_failure", "{stderr}");
+            assert_eq!(problem["retryable"], true, "{stderr}");
+        } else {
+            assert!(stderr.contains("serialization_failure (409)"), "{stderr}");
+            assert!(stderr.contains("retryable"), "{stderr}");
+        }
+    }
+    let client = Client::new(&serve.base).unwrap();
+    let row = client.kv_get("k", &Default::default()).unwrap().unwrap();
+    assert_eq!(row.value.get(), "2");
+
+    // Bad flags are named and send nothing.
+    let out = commit(&serve, &["--put", "k=not json"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("--put \"k=not json\": the value is not JSON"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn commit_retrying_reads_again_after_a_conflict() {
+    let (_dir, serve) = start();
+    let client = Client::new(&serve.base).unwrap();
+    let other = Client::new(&serve.base).unwrap();
+    client
+        .commit(&Commit::new().put("balance", &json!(100)))
+        .unwrap();
+    let read = ReadBody {
+        keys: vec!["balance".into()],
+        ..ReadBody::default()
+    };
+    let mut attempts = 0;
+    let done = client
+        .commit_retrying(&read, |answer| {
+            attempts += 1;
+            let seen: i64 = answer.keys[0]
+                .value
+                .as_ref()
+                .map_or(0, |v| v.get().parse().unwrap());
+            if attempts == 1 {
+                // Another client commits between the read and the commit: the first
+                // attempt's read is stale.
+                // (On a thread of its own: a blocking client must not be called from
+                // inside another's runtime, where this closure runs.)
+                std::thread::scope(|s| {
+                    s.spawn(|| other.commit(&Commit::new().put("balance", &json!(seen + 50))))
+                        .join()
+                        .unwrap()
+                        .unwrap();
+                });
+            }
+            Ok(Commit::new().put("balance", &json!(seen + 10)))
+        })
+        .unwrap();
+    assert_eq!(
+        attempts, 2,
+        "the first attempt met the conflict and was run again"
+    );
+    let row = client
+        .kv_get("balance", &Default::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.value.get(),
+        "160",
+        "the retry read the other commit's 150"
+    );
+    assert_eq!(row.version, done.offset);
+
+    // A snapshot ahead of the log is refused by name, not retried.
+    let ahead = ReadBody {
+        snapshot: Some(1_000_000),
+        ..ReadBody::default()
+    };
+    let e = client
+        .commit_retrying(&ahead, |_| Ok(Commit::new().put("x", &json!(1))))
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Problem { .. })
+            && e.code() == Some(ProblemCode::UnprocessableRequest),
+        "{e}"
+    );
+}
