@@ -1,6 +1,7 @@
 //! An in-memory [`Storage`] that can lose power.
 //!
-//! [`SimStorage`] is the test double behind the file-system seam (see [`crate::storage`]). It
+//! [`SimStorage`] is the test double behind the file-system seam (see [`crate::storage`]);
+//! [`GatedStorage`] is one whose `fdatasync` a test can hold back (an append in flight). It
 //! exists because a crash test that only kills processes cannot see a *missing* fsync: SIGKILL
 //! keeps the page cache. `SimStorage` remembers, for every file and every directory, what has
 //! been made durable, and [`SimStorage::power_loss`] throws away everything else.
@@ -103,6 +104,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::storage::{DirLock, OpenMode, Storage, StorageFile};
+
+mod gated;
+pub use gated::{Gate, GatedStorage};
 
 /// Largest file the simulation holds, in bytes (4 GiB): files live in memory.
 const FILE_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;

@@ -11,16 +11,12 @@ use std::sync::Arc;
 
 use common::gated::{GatedStorage, open};
 use conformance::Subject;
-use logbook_log::sim::SimStorage;
 use logbook_log::{
     AckGuarantee, AppendCondition, FsyncPolicy, LogBackend, LogError, Record, StreamConfig,
 };
 
 fn backend() -> (GatedStorage, Arc<dyn LogBackend>) {
-    let storage = GatedStorage {
-        sim: SimStorage::new(),
-        gate: Arc::default(),
-    };
+    let storage = GatedStorage::new();
     let log: Arc<dyn LogBackend> = Arc::new(open(&storage));
     (storage, log)
 }
@@ -141,7 +137,7 @@ fn of_two_appends_expecting_one_end_in_one_group_exactly_the_first_is_stored() {
     let p = stream.partition(0).unwrap();
     // The writer takes the first append and waits in its fsync; the next three queue behind
     // it and are written as one group once the gate opens.
-    storage.gate.set_closed(true);
+    storage.gate.hold();
     let held = p
         .append_batch(&[Record::new("held")], AppendCondition::Always)
         .unwrap();
@@ -157,7 +153,7 @@ fn of_two_appends_expecting_one_end_in_one_group_exactly_the_first_is_stored() {
     let after = p
         .append_batch(&[Record::new("after")], AppendCondition::EndOffset(3))
         .unwrap();
-    storage.gate.set_closed(false);
+    storage.gate.release();
     assert_eq!(held.wait().unwrap().base_offset, 0);
     assert_eq!(winner.wait().unwrap().base_offset, 1);
     assert!(

@@ -7,15 +7,15 @@
 
 mod common;
 
-use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{DATA_DIR, START_MS, SimDir};
 use logbook_log::dedup::{REQUEST_ID_HEADER, REQUEST_RECORDS_HEADER, TRACEPARENT_HEADER};
-use logbook_log::storage::{DirLock, OpenMode, Storage, StorageFile};
+use logbook_log::sim::GatedStorage;
+use logbook_log::storage::{OpenMode, Storage};
 use logbook_log::{
     Log, LogError, LogOptions, Position, Record, RequestId, RequestIdWindow, Stream, StreamConfig,
 };
@@ -479,88 +479,9 @@ fn idempotency_behaves_the_same_on_every_stream_and_partition() {
     assert_eq!(b.record_count(), 4);
 }
 
-/// Storage whose `sync_data` blocks while a gate is closed: holds an append "in flight"
-/// (written, not yet durable) for as long as a test needs.
-#[derive(Debug, Clone)]
-struct GatedStorage {
-    inner: logbook_log::sim::SimStorage,
-    gate: Arc<(Mutex<bool>, Condvar)>,
-    closed: Arc<AtomicBool>,
-}
-
-#[derive(Debug)]
-struct GatedFile {
-    inner: Arc<dyn StorageFile>,
-    gate: Arc<(Mutex<bool>, Condvar)>,
-    closed: Arc<AtomicBool>,
-}
-
-impl StorageFile for GatedFile {
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, pos)
-    }
-    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.inner.write_at(buf, pos)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
-            let (lock, cvar) = &*self.gate;
-            let mut open = lock.lock().unwrap();
-            while !*open {
-                open = cvar.wait(open).unwrap();
-            }
-        }
-        self.inner.sync_data()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-}
-
-impl Storage for GatedStorage {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<std::path::PathBuf>> {
-        self.inner.list_dir(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        self.inner.is_dir(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(GatedFile {
-            inner: self.inner.open(path, mode)?,
-            gate: self.gate.clone(),
-            closed: self.closed.clone(),
-        }))
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        self.inner.lock(path)
-    }
-}
-
 #[test]
 fn a_retry_while_the_original_is_in_flight_waits_for_and_returns_its_outcome() {
-    let storage = GatedStorage {
-        inner: logbook_log::sim::SimStorage::new(),
-        gate: Arc::new((Mutex::new(false), Condvar::new())),
-        closed: Arc::new(AtomicBool::new(false)),
-    };
+    let storage = GatedStorage::new();
     let log = Log::open_with(
         DATA_DIR,
         LogOptions {
@@ -572,7 +493,7 @@ fn a_retry_while_the_original_is_in_flight_waits_for_and_returns_its_outcome() {
     let stream = log
         .create_stream("s", StreamConfig::with_partitions(1))
         .unwrap();
-    storage.closed.store(true, Ordering::SeqCst);
+    storage.gate.hold();
     let original = stream
         .append_with_id(&id("slow"), None, vec![Record::new("v")])
         .unwrap();
@@ -586,11 +507,7 @@ fn a_retry_while_the_original_is_in_flight_waits_for_and_returns_its_outcome() {
     assert!(!original.is_ready());
     assert!(!retry.is_finished(), "the retry must wait for the original");
     assert_eq!(stream.partitions()[0].end_offset(), 0);
-    {
-        let (lock, cvar) = &*storage.gate;
-        *lock.lock().unwrap() = true;
-        cvar.notify_all();
-    }
+    storage.gate.release();
     let original = original.wait().unwrap();
     let retry = retry.join().unwrap();
     assert!(!original.duplicate);

@@ -19,10 +19,10 @@ mod common;
 use std::sync::Arc;
 
 use common::START_MS;
-use common::gated::{Gate, GatedStorage, open};
+use common::gated::{GatedStorage, open};
 use logbook_log::format::encode_batch;
 use logbook_log::limits::QUEUED_BYTES_MAX;
-use logbook_log::sim::SimStorage;
+use logbook_log::sim::Gate;
 use logbook_log::{LogError, Record, StreamConfig, TryAppendError, partition_for_key};
 
 /// One record whose value is `bytes` long, tagged with `i` at the front.
@@ -34,10 +34,7 @@ fn big_record(i: u64, bytes: usize) -> Record {
 
 #[test]
 fn a_full_queue_hands_the_batch_back_and_nothing_is_lost() {
-    let storage = GatedStorage {
-        sim: SimStorage::new(),
-        gate: Arc::default(),
-    };
+    let storage = GatedStorage::new();
     let log = open(&storage);
     let stream = log
         .create_stream("s", StreamConfig::with_partitions(1))
@@ -45,7 +42,7 @@ fn a_full_queue_hands_the_batch_back_and_nothing_is_lost() {
     let partition = stream.partition(0).unwrap();
 
     // Every fsync now waits: the writer keeps the queue space of everything queued.
-    storage.gate.set_closed(true);
+    storage.gate.hold();
     let record_bytes = 512 * 1024;
     let mut pending = Vec::new();
     let mut handed_back = None;
@@ -76,7 +73,7 @@ fn a_full_queue_hands_the_batch_back_and_nothing_is_lost() {
     );
 
     // The handed-back batch can still be appended (blocking: waits for queue space).
-    storage.gate.set_closed(false);
+    storage.gate.release();
     let last = partition.append_encoded(back).unwrap();
     for (n, (_, done)) in pending.into_iter().enumerate() {
         assert_eq!(done.wait().unwrap().base_offset, n as u64);
@@ -91,10 +88,7 @@ fn a_full_queue_hands_the_batch_back_and_nothing_is_lost() {
 
 #[test]
 fn a_closed_partition_fails_at_once() {
-    let storage = GatedStorage {
-        sim: SimStorage::new(),
-        gate: Arc::default(),
-    };
+    let storage = GatedStorage::new();
     let log = open(&storage);
     let stream = log
         .create_stream("s", StreamConfig::with_partitions(1))
@@ -122,7 +116,7 @@ struct OpenOnDrop(Arc<Gate>);
 
 impl Drop for OpenOnDrop {
     fn drop(&mut self) {
-        self.0.set_closed(false);
+        self.0.release();
     }
 }
 
@@ -136,17 +130,14 @@ fn key_for(p: u32, n: u32) -> String {
 
 #[test]
 fn a_batch_append_hands_back_the_shares_from_the_first_full_queue_on() {
-    let storage = GatedStorage {
-        sim: SimStorage::new(),
-        gate: Arc::default(),
-    };
+    let storage = GatedStorage::new();
     let log = open(&storage);
     let stream = log
         .create_stream("s", StreamConfig::with_partitions(3))
         .unwrap();
     // Fill partition 1's queue while every fsync waits; 0 and 2 stay empty. Big batches
     // first, then the smallest there is, until not even that fits.
-    storage.gate.set_closed(true);
+    storage.gate.hold();
     let _open = OpenOnDrop(storage.gate.clone());
     let record_bytes = 512 * 1024;
     let most = QUEUED_BYTES_MAX / record_bytes as u64 + 1;
@@ -181,7 +172,7 @@ fn a_batch_append_hands_back_the_shares_from_the_first_full_queue_on() {
         "the records of partitions 1 and 2"
     );
 
-    storage.gate.set_closed(false);
+    storage.gate.release();
     unqueued.queue(&stream, &mut append).unwrap();
     let positions = append.wait().unwrap();
     for (i, (position, &p)) in positions.iter().zip(&order).enumerate() {
@@ -196,10 +187,7 @@ fn a_batch_append_hands_back_the_shares_from_the_first_full_queue_on() {
 
 #[test]
 fn a_batch_append_with_room_queues_everything() {
-    let storage = GatedStorage {
-        sim: SimStorage::new(),
-        gate: Arc::default(),
-    };
+    let storage = GatedStorage::new();
     let log = open(&storage);
     let stream = log
         .create_stream("s", StreamConfig::with_partitions(2))

@@ -14,15 +14,13 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logbook_log::sim::SimStorage;
-use logbook_log::storage::{DirLock, OpenMode, Storage, StorageFile};
+use logbook_log::sim::{GatedStorage, SimStorage};
+use logbook_log::storage::Storage;
 use logbook_log::{FsyncPolicy, Log, LogOptions, Record, RequestId, StreamConfig};
 use logbook_txn::{
     ConflictKind, Isolation, KeyRange, Txn, TxnError, TxnOptions, TxnStore, TxnStoreOptions,
@@ -33,95 +31,8 @@ use rand::{Rng, SeedableRng};
 
 const DIR: &str = "/data";
 
-// ---------------------------------------------------------------------------------------
-// Storage whose fsync can be held back (a commit "in flight": certified, applied under early
-// lock release, written, not durable).
-// ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone)]
-struct Gated {
-    sim: SimStorage,
-    /// `true` while syncs are held.
-    closed: Arc<(Mutex<bool>, Condvar)>,
-}
-
-impl Gated {
-    fn new() -> Self {
-        Gated {
-            sim: SimStorage::new(),
-            closed: Arc::new((Mutex::new(false), Condvar::new())),
-        }
-    }
-    fn hold(&self) {
-        *self.closed.0.lock().unwrap() = true;
-    }
-    fn release(&self) {
-        *self.closed.0.lock().unwrap() = false;
-        self.closed.1.notify_all();
-    }
-}
-
-#[derive(Debug)]
-struct GatedFile {
-    inner: Arc<dyn StorageFile>,
-    closed: Arc<(Mutex<bool>, Condvar)>,
-}
-
-impl StorageFile for GatedFile {
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, pos)
-    }
-    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.inner.write_at(buf, pos)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        let mut closed = self.closed.0.lock().unwrap();
-        while *closed {
-            closed = self.closed.1.wait(closed).unwrap();
-        }
-        drop(closed);
-        self.inner.sync_data()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-}
-
-impl Storage for Gated {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.sim.create_dir_all(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        self.sim.list_dir(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        self.sim.is_dir(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(GatedFile {
-            inner: self.sim.open(path, mode)?,
-            closed: self.closed.clone(),
-        }))
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove_dir_all(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.rename(from, to)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.sim.sync_dir(path)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        self.sim.lock(path)
-    }
-}
+// A commit "in flight" (certified, applied under early lock release, written, not durable)
+// is one whose fsync the test holds back: logbook_log::sim::GatedStorage.
 
 fn open_log(storage: Arc<dyn Storage>) -> Log {
     Log::open_with(
@@ -140,7 +51,7 @@ fn open_sim(sim: &SimStorage, options: TxnStoreOptions) -> (Log, Arc<TxnStore>) 
     (log, store)
 }
 
-fn open_gated(g: &Gated) -> (Log, Arc<TxnStore>) {
+fn open_gated(g: &GatedStorage) -> (Log, Arc<TxnStore>) {
     let log = open_log(Arc::new(g.clone()));
     let store = TxnStore::open(&log, TxnStoreOptions::default()).unwrap();
     (log, store)
@@ -665,11 +576,11 @@ fn the_incremented_value_does_not_reveal_a_commit_the_snapshot_missed() {
 
 #[test]
 fn a_durable_read_is_not_hidden_by_an_overwrite_in_flight() {
-    let g = Gated::new();
+    let g = GatedStorage::new();
     let (_log, store) = open_gated(&g);
     put(&store, "k", "v1");
     put(&store, "other", "o");
-    g.hold();
+    g.gate.hold();
     let mut t = store.begin(ser()).unwrap();
     t.put(b"k", b"v2").unwrap();
     let w = commit_in_background(t);
@@ -679,7 +590,7 @@ fn a_durable_read_is_not_hidden_by_an_overwrite_in_flight() {
     assert_eq!(store.durable_end(), 2, "the overwrite is not durable");
     let got = value(&store, "k");
     let rows = store.scan(&KeyRange::all(), 10).unwrap().len();
-    g.release();
+    g.gate.release();
     w.join().unwrap().unwrap();
     assert_eq!(
         got.as_deref(),
@@ -697,10 +608,10 @@ fn probe_while_in_flight<T: Send + 'static>(
     write: impl FnOnce(&mut Txn),
     probe: impl FnOnce(Arc<TxnStore>) -> T + Send + 'static,
 ) -> (bool, T, Arc<TxnStore>, Log) {
-    let g = Gated::new();
+    let g = GatedStorage::new();
     let (log, store) = open_gated(&g);
     setup(&store);
-    g.hold();
+    g.gate.hold();
     let mut t = store.begin(ser()).unwrap();
     write(&mut t);
     let w = commit_in_background(t);
@@ -712,7 +623,7 @@ fn probe_while_in_flight<T: Send + 'static>(
     std::thread::sleep(Duration::from_millis(300));
     let early = p.is_finished();
     g.sim.fail_syncs_after(0);
-    g.release();
+    g.gate.release();
     assert!(w.join().unwrap().is_err(), "the held fsync failed");
     let got = p.join().unwrap();
     g.sim.power_loss();
@@ -1161,10 +1072,10 @@ fn snapshot_isolation_prevents_lost_updates_on_puts_deletes_and_conditional_writ
 
 #[test]
 fn a_read_of_an_overwrite_in_flight_waits_and_a_dependent_commit_fails_with_it() {
-    let g = Gated::new();
+    let g = GatedStorage::new();
     let (_log, store) = open_gated(&g);
     put(&store, "k", "1");
-    g.hold();
+    g.gate.hold();
     let mut t = store.begin(ser()).unwrap();
     t.put(b"k", b"2").unwrap();
     let w = commit_in_background(t);
@@ -1184,7 +1095,7 @@ fn a_read_of_an_overwrite_in_flight_waits_and_a_dependent_commit_fails_with_it()
     assert!(!reader.is_finished(), "the read must wait for durability");
     assert!(!dependent.is_finished(), "the dependent commit must wait");
     g.sim.fail_syncs_after(0);
-    g.release();
+    g.gate.release();
     assert!(w.join().unwrap().is_err());
     assert!(matches!(reader.join().unwrap(), Err(TxnError::Poisoned)));
     assert!(
@@ -1195,10 +1106,10 @@ fn a_read_of_an_overwrite_in_flight_waits_and_a_dependent_commit_fails_with_it()
 
 #[test]
 fn one_request_id_from_two_threads_applies_once() {
-    let g = Gated::new();
+    let g = GatedStorage::new();
     let (_log, store) = open_gated(&g);
     let id = RequestId::new("order-42").unwrap();
-    g.hold();
+    g.gate.hold();
     let mut a = store.begin(ser()).unwrap();
     a.increment(b"n", 1).unwrap();
     let ida = id.clone();
@@ -1210,7 +1121,7 @@ fn one_request_id_from_two_threads_applies_once() {
     let second = std::thread::spawn(move || b.commit_with(Some(&idb), None));
     std::thread::sleep(Duration::from_millis(150));
     assert!(!second.is_finished(), "the retry waits for the original");
-    g.release();
+    g.gate.release();
     let first = first.join().unwrap().unwrap();
     let second = second.join().unwrap().unwrap();
     assert!(!first.duplicate && second.duplicate);
