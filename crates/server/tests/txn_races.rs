@@ -11,7 +11,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use axum::http::StatusCode;
-use common::{Node, node, send, until};
+use common::{Node, node, send, until, until_waiting};
 use serde_json::{Value, json};
 
 /// Holds the fsync, starts committing `t` with `key`, and returns once the commit is in
@@ -23,7 +23,7 @@ async fn commit_in_flight(
 ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
     n.gate.hold();
     let first = n.spawn_call("POST", format!("/v1/txns/{t}/commit"), key);
-    n.gate.until_waiting(1).await;
+    until_waiting(&n.gate, 1).await;
     first
 }
 
@@ -51,7 +51,7 @@ async fn a_commit_retried_while_the_original_is_in_flight_waits_and_answers_the_
     // The client gave up on the first answer and retries at once, as the API asks.
     let retry = n.spawn_call("POST", format!("/v1/txns/{t}/commit"), Some("k-1"));
     until_answered_or_waiting(&n, &t, &retry).await;
-    n.gate.release(false);
+    n.gate.release();
     let (s1, b1) = first.await.unwrap();
     let (s2, b2) = retry.await.unwrap();
     assert_eq!(s1, StatusCode::OK, "{b1}");
@@ -76,7 +76,7 @@ async fn a_second_commit_without_the_key_while_one_is_in_flight_hears_transactio
     let first = commit_in_flight(&n, &t, None).await;
     let second = n.spawn_call("POST", format!("/v1/txns/{t}/commit"), None);
     until_answered_or_waiting(&n, &t, &second).await;
-    n.gate.release(false);
+    n.gate.release();
     let (s1, b1) = first.await.unwrap();
     let (s2, b2) = second.await.unwrap();
     assert_eq!(s1, StatusCode::OK, "{b1}");
@@ -95,7 +95,7 @@ async fn an_abort_racing_a_commit_in_flight_loses_with_409_transaction_committed
     // "The commit timed out, so abort to be safe."
     let abort = n.spawn_call("POST", format!("/v1/txns/{t}/abort"), None);
     until_answered_or_waiting(&n, &t, &abort).await;
-    n.gate.release(false);
+    n.gate.release();
     let (sc, bc) = commit.await.unwrap();
     let (sa, ba) = abort.await.unwrap();
     assert_eq!(sc, StatusCode::OK, "{bc}");
@@ -320,7 +320,7 @@ async fn begin_never_answers_a_snapshot_counting_a_commit_that_is_not_durable() 
     .await;
     // The commit's fsync fails: it never becomes durable, and after a restart its offset
     // goes to another commit.
-    n.gate.release(true);
+    n.gate.release_failing();
     let (sc, bc) = commit.await.unwrap();
     assert!(sc.is_server_error(), "{sc} {bc}");
     let (sb, bb) = begin.await.unwrap();
@@ -346,7 +346,7 @@ async fn begin_answers_its_snapshot_once_the_commits_it_counts_are_durable() {
         begin.is_finished() || n.txns().stats().begun.load(Ordering::Relaxed) > begun
     })
     .await;
-    n.gate.release(false);
+    n.gate.release();
     let (sc, bc) = commit.await.unwrap();
     assert_eq!(sc, StatusCode::OK, "{bc}");
     let (sb, bb) = begin.await.unwrap();

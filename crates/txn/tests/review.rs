@@ -622,14 +622,14 @@ fn probe_while_in_flight<T: Send + 'static>(
     };
     std::thread::sleep(Duration::from_millis(300));
     let early = p.is_finished();
-    g.sim.fail_syncs_after(0);
+    g.inner.fail_syncs_after(0);
     g.gate.release();
     assert!(w.join().unwrap().is_err(), "the held fsync failed");
     let got = p.join().unwrap();
-    g.sim.power_loss();
+    g.inner.power_loss();
     drop(store);
     drop(log);
-    g.sim.clear_faults();
+    g.inner.clear_faults();
     let (log, store) = open_gated(&g);
     (early, got, store, log)
 }
@@ -1094,7 +1094,7 @@ fn a_read_of_an_overwrite_in_flight_waits_and_a_dependent_commit_fails_with_it()
     std::thread::sleep(Duration::from_millis(200));
     assert!(!reader.is_finished(), "the read must wait for durability");
     assert!(!dependent.is_finished(), "the dependent commit must wait");
-    g.sim.fail_syncs_after(0);
+    g.inner.fail_syncs_after(0);
     g.gate.release();
     assert!(w.join().unwrap().is_err());
     assert!(matches!(reader.join().unwrap(), Err(TxnError::Poisoned)));

@@ -9,15 +9,13 @@
     reason = "helpers, like tests, fail loudly on an unexpected error"
 )]
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use logbook_log::storage::{DirLock, OpenMode, OsStorage, Storage, StorageFile};
+use logbook_log::sim::{Gate, GatedStorage};
+use logbook_log::storage::OsStorage;
 use logbook_log::{Log, LogOptions};
 use logbook_server::state::{Lookup, Opened};
 use logbook_server::{AppState, ServerConfig};
@@ -25,41 +23,13 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 // ---------------------------------------------------------------------------------------
-// A file system whose data fsyncs can be held, then let through or failed.
+// The real file system with data fsyncs a test can hold, then let through or fail
+// (logbook_log::sim::GatedStorage).
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Default)]
-struct GateState {
-    /// Syncs wait while this is true.
-    held: bool,
-    /// Syncs let through after a hold fail (an I/O error) when this is true.
-    fail: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Gate {
-    state: Arc<(Mutex<GateState>, Condvar)>,
-    /// Syncs waiting at the gate right now.
-    waiting: Arc<AtomicUsize>,
-}
-
-impl Gate {
-    pub fn hold(&self) {
-        self.state.0.lock().unwrap().held = true;
-    }
-    pub fn release(&self, fail: bool) {
-        let mut s = self.state.0.lock().unwrap();
-        s.held = false;
-        s.fail = fail;
-        self.state.1.notify_all();
-    }
-    /// Waits (without a time assertion) until `n` syncs wait at the gate.
-    pub async fn until_waiting(&self, n: usize) {
-        until("an fsync waits at the gate", || {
-            self.waiting.load(Ordering::SeqCst) >= n
-        })
-        .await;
-    }
+/// Waits (without a time assertion) until `n` syncs wait at `gate`.
+pub async fn until_waiting(gate: &Gate, n: usize) {
+    until("an fsync waits at the gate", || gate.waiting() >= n).await;
 }
 
 /// Polls `cond` until it holds; panics after 60 s (a hung test, not a timing assertion).
@@ -73,79 +43,6 @@ pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("gave up waiting until {what}");
 }
 
-#[derive(Debug)]
-struct GatedFile {
-    inner: Arc<dyn StorageFile>,
-    gate: Gate,
-}
-
-impl StorageFile for GatedFile {
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, pos)
-    }
-    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.inner.write_at(buf, pos)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        let (lock, cv) = &*self.gate.state;
-        let mut s = lock.lock().unwrap();
-        if s.held {
-            self.gate.waiting.fetch_add(1, Ordering::SeqCst);
-            while s.held {
-                s = cv.wait(s).unwrap();
-            }
-            self.gate.waiting.fetch_sub(1, Ordering::SeqCst);
-        }
-        if s.fail {
-            return Err(io::Error::other("injected fsync failure"));
-        }
-        drop(s);
-        self.inner.sync_data()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-}
-
-#[derive(Debug)]
-struct GatedStorage(Gate);
-
-impl Storage for GatedStorage {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        OsStorage.create_dir_all(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        OsStorage.list_dir(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        OsStorage.is_dir(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(GatedFile {
-            inner: OsStorage.open(path, mode)?,
-            gate: self.0.clone(),
-        }))
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        OsStorage.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        OsStorage.remove_dir_all(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsStorage.rename(from, to)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        OsStorage.sync_dir(path)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        OsStorage.lock(path)
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The server in process.
 // ---------------------------------------------------------------------------------------
@@ -154,16 +51,17 @@ pub struct Node {
     _dir: tempfile::TempDir,
     pub state: AppState,
     pub router: axum::Router,
-    pub gate: Gate,
+    pub gate: Arc<Gate>,
 }
 
 pub fn node() -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let gate = Gate::default();
+    let storage = GatedStorage::over(OsStorage);
+    let gate = storage.gate.clone();
     let log = Log::open_with(
         dir.path().join("log"),
         LogOptions {
-            storage: Arc::new(GatedStorage(gate.clone())),
+            storage: Arc::new(storage),
             ..LogOptions::default()
         },
     )
