@@ -9,10 +9,13 @@
 //! written in the ECMAScript layout: `1.0`, `1` and `0.1e1` are `1`; `1e2` is `100`;
 //! `-0` is `0`; `1.50` is `1.5`; `1e21` is `1e+21`; `0.0000001` is `1e-7`; every digit of
 //! `18446744073709551617` is kept. Numbers beyond the range of a double (`1e400`) are
-//! refused, as before. A member name given twice keeps its last value.
+//! refused, as before. A member name given twice keeps its last value. A value nested
+//! deeper than [`JSON_DEPTH_MAX`] is refused (the parse is recursive: an unbounded depth
+//! would overflow the stack).
 
 use std::cmp::Ordering;
 
+use logbook_api::limits::JSON_DEPTH_MAX;
 use serde_json::value::RawValue;
 
 /// Why a value has no canonical form.
@@ -23,13 +26,14 @@ pub struct CanonicalError(String);
 /// The canonical text of a JSON value (see the module documentation).
 ///
 /// # Errors
-/// [`CanonicalError`] for a number out of the range of a double or a string with a lone
-/// surrogate.
+/// [`CanonicalError`] for a number out of the range of a double, a string with a lone
+/// surrogate, or nesting deeper than [`JSON_DEPTH_MAX`].
 pub fn canonical(value: &RawValue) -> Result<Vec<u8>, CanonicalError> {
     let mut out = String::with_capacity(value.get().len());
     let mut p = Parser {
         s: value.get().as_bytes(),
         at: 0,
+        depth: 0,
     };
     p.value(&mut out)?;
     Ok(out.into_bytes())
@@ -39,6 +43,8 @@ pub fn canonical(value: &RawValue) -> Result<Vec<u8>, CanonicalError> {
 struct Parser<'a> {
     s: &'a [u8],
     at: usize,
+    /// Arrays and objects open around the cursor.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -51,8 +57,11 @@ impl Parser<'_> {
     fn value(&mut self, out: &mut String) -> Result<(), CanonicalError> {
         self.skip_ws();
         match self.s.get(self.at) {
-            Some(b'{') => self.object(out),
-            Some(b'[') => self.array(out),
+            Some(b'{' | b'[') if self.depth == JSON_DEPTH_MAX => Err(CanonicalError(format!(
+                "nested deeper than {JSON_DEPTH_MAX} levels of arrays and objects"
+            ))),
+            Some(b'{') => self.nested(|p| p.object(out)),
+            Some(b'[') => self.nested(|p| p.array(out)),
             Some(b'"') => {
                 let s = self.string()?;
                 push_string(out, &s);
@@ -64,6 +73,16 @@ impl Parser<'_> {
             Some(_) => self.number(out),
             None => Err(CanonicalError("unexpected end of JSON".into())),
         }
+    }
+
+    fn nested(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<(), CanonicalError>,
+    ) -> Result<(), CanonicalError> {
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        r
     }
 
     fn literal(&mut self, out: &mut String, word: &str) -> Result<(), CanonicalError> {
@@ -297,6 +316,23 @@ mod tests {
         assert_eq!(c("[]"), "[]");
         assert_eq!(c("{}"), "{}");
         assert_eq!(c(r#""\/""#), r#""/""#);
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_a_deep_value_is_refused_without_overflowing_the_stack() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(c(&nested(JSON_DEPTH_MAX)), nested(JSON_DEPTH_MAX));
+        let object = format!(
+            "{}1{}",
+            r#"{"a":"#.repeat(JSON_DEPTH_MAX),
+            "}".repeat(JSON_DEPTH_MAX)
+        );
+        assert_eq!(c(&object), object);
+        for depth in [JSON_DEPTH_MAX + 1, 100_000] {
+            let raw = RawValue::from_string(nested(depth)).unwrap();
+            let e = canonical(&raw).unwrap_err();
+            assert!(e.0.contains("nested deeper than 100"), "{e}");
+        }
     }
 
     #[test]

@@ -266,6 +266,36 @@ impl<S: Send + Sync> FromRequestParts<S> for Tracking {
     }
 }
 
+/// Runs a commit to its end, whatever happens to the request that asked for it.
+///
+/// `prepare` (certification and the append; it returns the wait for durability) runs on the
+/// blocking pool: a retry of a request id whose original is still in flight waits there for
+/// the original, and the original settles on an async worker — were the retries waiting on
+/// workers, enough of them would hold every worker and the original could never settle. The
+/// wait for durability runs in a task of its own, so a client that goes away cannot leave the
+/// commit, and so its request id, unsettled.
+///
+/// # Errors
+/// 500 `internal_error` if the commit's task panicked.
+pub async fn commit_to_the_end<F>(
+    prepare: impl FnOnce() -> F + Send + 'static,
+) -> Result<F::Output, ApiError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let task = async move {
+        let durable = blocking(prepare).await?;
+        Ok(durable.await)
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "commit task failed");
+            ApiError::internal("a commit task failed; see the server log")
+        })?
+}
+
 /// Runs a blocking library call (an append waiting for fsync, a commit) on tokio's blocking
 /// pool, inside the request's span, so the async workers never block.
 ///

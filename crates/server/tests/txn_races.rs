@@ -354,3 +354,80 @@ async fn begin_answers_its_snapshot_once_the_commits_it_counts_are_durable() {
     // Not lowered: it still sees the commit.
     assert_eq!(bb["snapshot"].as_u64(), Some(1), "{bb}");
 }
+
+/// Ends the process if `done` is not set within 60 s: a test whose failure mode is a
+/// deadlock of the runtime (every worker blocked) cannot fail through the runtime's timers.
+fn watchdog(what: &'static str) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        for _ in 0..600 {
+            if flag.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!("deadlock: {what} did not finish within 60 s");
+        std::process::exit(101);
+    });
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_retries_of_an_in_flight_one_shot_commit_than_workers_all_answer_the_original() {
+    let done = watchdog("retries of an in-flight one-shot commit");
+    let n = node();
+    let body = json!({ "writes": [{ "op": "increment", "key": "h", "by": 1 }] });
+    let commit = |body: Value| {
+        let router = n.router.clone();
+        tokio::spawn(
+            async move { send(router, "POST", "/v1/commits", Some("k-h"), Some(body)).await },
+        )
+    };
+    n.gate.hold();
+    let first = commit(body.clone());
+    n.gate.until_waiting(1).await;
+    // More retries than async workers. Before the fix each waited for the original on a
+    // worker, so none was left to settle the original: the server hung, health included.
+    let retries: Vec<_> = (0..4).map(|_| commit(body.clone())).collect();
+    let waits = || n.txns().stats().request_id_waits.load(Ordering::Relaxed);
+    until("every retry waits for the original", || waits() >= 4).await;
+    n.gate.release(false);
+    let (s1, b1) = first.await.unwrap();
+    assert_eq!(s1, StatusCode::OK, "{b1}");
+    for retry in retries {
+        let (s, b) = retry.await.unwrap();
+        assert_eq!((s, &b["duplicate"]), (StatusCode::OK, &json!(true)), "{b}");
+        assert_eq!(b["offset"], b1["offset"], "{b}");
+    }
+    let (s, row) = n.call("GET", "/v1/kv/h", None, None).await;
+    assert_eq!(
+        (s, row["value"].clone()),
+        (StatusCode::OK, json!(1)),
+        "applied once"
+    );
+    done.store(true, Ordering::Release);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_racing_a_commit_that_fails_is_not_told_the_transaction_committed() {
+    let n = node();
+    let t = n.increment_txn("c", 1).await;
+    let commit = commit_in_flight(&n, &t, None).await;
+    let put = {
+        let router = n.router.clone();
+        let uri = format!("/v1/txns/{t}/kv/d");
+        tokio::spawn(
+            async move { send(router, "PUT", &uri, None, Some(json!({ "value": 1 }))).await },
+        )
+    };
+    until_answered_or_waiting(&n, &t, &put).await;
+    // The commit's fsync fails: the transaction did not commit.
+    n.gate.release(true);
+    let (sc, bc) = commit.await.unwrap();
+    assert!(sc.is_server_error(), "{sc} {bc}");
+    let (sp, bp) = put.await.unwrap();
+    // Before the fix: 409 transaction_committed, answered while the commit was in flight.
+    assert_ne!(bp["code"], "transaction_committed", "{sp} {bp}");
+    assert_eq!((sp, &bp["code"]), (sc, &bc["code"]), "{bp}");
+}

@@ -124,7 +124,7 @@ impl TxnStore {
         request: CommitRequest,
         request_id: Option<&RequestId>,
         traceparent: Option<&str>,
-    ) -> impl Future<Output = Result<CommitOutcome>> + Send + 'static {
+    ) -> impl Future<Output = Result<CommitOutcome>> + Send + 'static + use<> {
         let prepared = check_shape(&request)
             .and_then(|()| self.prepare(unregistered(request), request_id, traceparent));
         self.clone().settle_async(prepared)

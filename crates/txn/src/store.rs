@@ -210,6 +210,8 @@ pub struct TxnStats {
     pub duplicates: AtomicU64,
     /// Reads that waited for the commit stream to become durable (early lock release).
     pub durability_waits: AtomicU64,
+    /// Commits (and look-ups) that waited for the in-flight original of their request id.
+    pub request_id_waits: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -500,6 +502,7 @@ impl TxnStore {
                 return Ok(None);
             };
             drop(state);
+            self.stats.request_id_waits.fetch_add(1, Ordering::Relaxed);
             let mut r = lock(&pending.result);
             while r.is_none() {
                 r = pending.settled.wait(r).unwrap_or_else(|e| e.into_inner());
@@ -755,6 +758,7 @@ impl TxnStore {
             return IdCheck::New(state);
         };
         drop(state);
+        self.stats.request_id_waits.fetch_add(1, Ordering::Relaxed);
         let mut r = lock(&pending.result);
         while r.is_none() {
             r = pending.settled.wait(r).unwrap_or_else(|e| e.into_inner());

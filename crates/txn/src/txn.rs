@@ -581,8 +581,10 @@ impl Txn {
     /// [`Txn::commit_with`] for async callers: certification and the append happen now (a
     /// short critical section), and the returned future resolves once the commit record is
     /// durable, without holding a thread while the log fsyncs. A retry of a request id whose
-    /// original is still in flight, and a duplicate, still wait in the calling thread (for
-    /// at most one group commit).
+    /// original is still in flight, and a duplicate, still wait in the calling thread: until
+    /// the original settles, which takes the original's future being polled — so an async
+    /// caller makes this call on a blocking thread, never on the worker that must poll the
+    /// original (the server runs it on tokio's blocking pool).
     ///
     /// # Errors
     /// As [`Txn::commit_with`].
@@ -590,7 +592,7 @@ impl Txn {
         mut self,
         request_id: Option<&RequestId>,
         traceparent: Option<&str>,
-    ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static + use<> {
         let prepared = self.check_open().and_then(|()| {
             self.done = true;
             let parts = self.take_parts();

@@ -15,7 +15,7 @@ use logbook_api::txns::{
 use logbook_txn::{CommitRequest, Condition, Isolation, KeyRange, TxnError, Value, Write};
 
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::extract::{JsonBody, Tracking, blocking};
+use crate::extract::{JsonBody, Tracking, blocking, commit_to_the_end};
 use crate::limits;
 use crate::state::AppState;
 
@@ -258,15 +258,12 @@ pub async fn commit(
     let request = commit_request(&body, opened.txns.durable_end())?;
     let m = state.metrics();
     let started = Instant::now();
-    // Certification and the append happen in this call; the future resolves once durable.
-    let outcome = opened
-        .txns
-        .commit_request_async(
-            request,
-            tracking.request_id.as_ref(),
-            tracking.traceparent.as_deref(),
-        )
-        .await;
+    let txns = opened.txns.clone();
+    let (rid, traceparent) = (tracking.request_id.clone(), tracking.traceparent.clone());
+    let outcome = commit_to_the_end(move || {
+        txns.commit_request_async(request, rid.as_ref(), traceparent.as_deref())
+    })
+    .await?;
     m.op_duration
         .with_label_values(&["commit"])
         .observe(started.elapsed().as_secs_f64());

@@ -18,7 +18,7 @@ use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row
 use logbook_txn::{Isolation, KeyRange, ScanPage, Txn, TxnError, TxnOptions, Versioned};
 
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::extract::{JsonBody, Path, Tracking, blocking};
+use crate::extract::{JsonBody, Path, Tracking, blocking, commit_to_the_end};
 use crate::limits;
 use crate::state::{AppState, Lookup, OpenTxn, Opened, Phase, TxnEnd, unknown_txn};
 use logbook_views::ConsistencyToken;
@@ -79,7 +79,7 @@ async fn with_txn<T: Send + 'static>(
     let entry = state.txns().get(id)?;
     let guard = entry.txn.clone().lock_owned().await;
     if guard.is_none() {
-        return Err(state.txns().ended_error(id, &entry.end()));
+        return Err(ended_error_when_settled(state, id, &entry).await);
     }
     let (mut guard, result) = blocking(move || {
         let mut guard = guard;
@@ -112,10 +112,11 @@ async fn with_txn_inline<T>(
 ) -> Result<T, ApiError> {
     let entry = state.txns().get(id)?;
     let mut guard = entry.txn.clone().lock_owned().await;
-    let result = match guard.as_mut() {
-        Some(t) => f(t),
-        None => return Err(state.txns().ended_error(id, &entry.end())),
+    let Some(t) = guard.as_mut() else {
+        drop(guard);
+        return Err(ended_error_when_settled(state, id, &entry).await);
     };
+    let result = f(t);
     state.txns().touch(&entry);
     if let Err(e) = &result
         && e.is_retryable()
@@ -126,6 +127,13 @@ async fn with_txn_inline<T>(
         end(state, &entry, TxnEnd::Aborted, e.code());
     }
     result.map_err(ApiError::from)
+}
+
+/// Why a request found its transaction no longer open. While its commit is in flight the
+/// answer waits for the outcome: "committed" could be untrue of a commit that then fails.
+async fn ended_error_when_settled(state: &AppState, id: &str, entry: &OpenTxn) -> ApiError {
+    let end = entry.settled().await;
+    state.txns().ended_error(id, &end)
 }
 
 /// Ends a transaction `how`; `reason` labels the abort metric (`commit` counts none).
@@ -375,14 +383,10 @@ async fn run_commit(
     let m = state.metrics();
     let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
     let started = Instant::now();
-    // Certification and the append happen in this call (a short critical section); the
-    // future resolves once the commit record is durable, without holding a thread.
-    let outcome = txn
-        .commit_async(
-            tracking.request_id.as_ref(),
-            tracking.traceparent.as_deref(),
-        )
-        .await;
+    let rid = tracking.request_id.clone();
+    let traceparent = tracking.traceparent.clone();
+    let outcome =
+        commit_to_the_end(move || txn.commit_async(rid.as_ref(), traceparent.as_deref())).await?;
     m.op_duration
         .with_label_values(&["commit"])
         .observe(started.elapsed().as_secs_f64());
