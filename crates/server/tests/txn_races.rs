@@ -386,13 +386,13 @@ async fn more_retries_of_an_in_flight_one_shot_commit_than_workers_all_answer_th
     };
     n.gate.hold();
     let first = commit(body.clone());
-    n.gate.until_waiting(1).await;
+    until_waiting(&n.gate, 1).await;
     // More retries than async workers. Before the fix each waited for the original on a
     // worker, so none was left to settle the original: the server hung, health included.
     let retries: Vec<_> = (0..4).map(|_| commit(body.clone())).collect();
     let waits = || n.txns().stats().request_id_waits.load(Ordering::Relaxed);
     until("every retry waits for the original", || waits() >= 4).await;
-    n.gate.release(false);
+    n.gate.release();
     let (s1, b1) = first.await.unwrap();
     assert_eq!(s1, StatusCode::OK, "{b1}");
     for retry in retries {
@@ -423,7 +423,7 @@ async fn a_request_racing_a_commit_that_fails_is_not_told_the_transaction_commit
     };
     until_answered_or_waiting(&n, &t, &put).await;
     // The commit's fsync fails: the transaction did not commit.
-    n.gate.release(true);
+    n.gate.release_failing();
     let (sc, bc) = commit.await.unwrap();
     assert!(sc.is_server_error(), "{sc} {bc}");
     let (sp, bp) = put.await.unwrap();
