@@ -231,6 +231,56 @@ fn shutdown_cancels_kv_reads_waiting_for_a_token() {
 }
 
 #[test]
+fn shutdown_ends_record_long_polls_with_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--shutdown-grace-ms", "30000"]);
+    let created = node.request("PUT", "/v1/streams/lp", &[], r#"{"partitions":1}"#);
+    assert!(created.status < 300, "{created:?}");
+    let mut conn = node.connect();
+    conn.get_mut()
+        .write_all(&request(
+            "GET",
+            "/v1/streams/lp/records?from=0&wait_ms=30000",
+            &[],
+            "",
+        ))
+        .unwrap();
+    // The poll is waiting once it is in flight on the server (the metric says so).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = node.request("GET", "/metrics", &[], "").body;
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("logbook_http_requests_in_flight ") && !l.ends_with(" 0"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the poll never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = node.serve.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Before the fix: no answer at all, after the whole grace period (the drain waited
+    // out the poll, then dropped it).
+    let answer = read_answer(&mut conn).expect("the long poll got no answer");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.json()["records"],
+        serde_json::json!([]),
+        "{answer:?}"
+    );
+    let mut node = node;
+    let exit = node.serve.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
 fn a_connection_over_the_limit_is_answered_503_as_a_problem() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &["--connections-max", "2"]);

@@ -20,12 +20,12 @@ use logbook_api::streams::{
     AckGuarantee, AppendBody, AppendMany, AppendOne, CreateStream, PartitionOffsets, PositionOut,
     RecordIn, RecordOut, RecordsOut, StreamInfo, StreamList,
 };
-use logbook_log::{FsyncPolicy, LogError, LogStream, Position, Record, StreamConfig};
+use logbook_log::{FsyncPolicy, LogError, LogPartition, LogStream, Position, Record, StreamConfig};
 
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking};
 use crate::limits;
-use crate::state::AppState;
+use crate::state::{AppState, Phase};
 
 use super::{Params, json_value, text};
 
@@ -359,6 +359,25 @@ async fn append_plain(
     append.await
 }
 
+/// Waits up to `wait` for a record at `from` or later. Ends early once the server shuts
+/// down: a long poll must not hold the drain, so it is answered with what is there (no
+/// records, `next` = `from`) and the client polls again elsewhere.
+async fn long_poll(state: &AppState, part: &dyn LogPartition, from: u64, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    // The log wakes a waiter only for a record; shutdown is looked at every 50 ms.
+    let tick = Duration::from_millis(50);
+    while state.phase() != Phase::ShuttingDown {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero()
+            || tokio::time::timeout(left.min(tick), part.end_offset_above(from))
+                .await
+                .is_ok()
+        {
+            return;
+        }
+    }
+}
+
 /// Reads records of one partition from an offset. With `wait_ms`, waits (long poll) up to
 /// that long for a first record when there is none yet.
 #[utoipa::path(get, path = route::RECORDS, tag = "streams",
@@ -415,8 +434,7 @@ pub async fn read_records(
         ));
     }
     if wait_ms > 0 && from >= part.end_offset() {
-        let _ =
-            tokio::time::timeout(Duration::from_millis(wait_ms), part.end_offset_above(from)).await;
+        long_poll(&state, &*part, from, Duration::from_millis(wait_ms)).await;
     }
     let s = stream.clone();
     let stored = blocking(move || {
