@@ -434,7 +434,7 @@ pub async fn read_records(
         ));
     }
     if wait_ms > 0 && from >= part.end_offset() {
-        long_poll(&state, &*part, from, Duration::from_millis(wait_ms)).await;
+        long_poll(&state, part, from, Duration::from_millis(wait_ms)).await;
     }
     let s = stream.clone();
     let stored = blocking(move || {
