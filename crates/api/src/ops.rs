@@ -1,4 +1,4 @@
-//! Operations: the body of `/v1/health`.
+//! Operations: the bodies of `/v1/health` and `/v1/cluster`.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,4 +14,41 @@ pub struct Health {
     pub state: String,
     /// Interactive transactions open.
     pub open_transactions: usize,
+    /// While not ready: what the node is waiting for (e.g. the NATS servers or etcd it
+    /// cannot reach, and why). Absent when ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+}
+
+/// The body of `GET /v1/cluster`: the nodes registered in the cluster (etcd), as the
+/// answering node lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterStatus {
+    /// `cluster` (the log on NATS JetStream, membership in etcd) or `single` (the embedded
+    /// log; no other nodes).
+    pub mode: String,
+    /// The answering node's id (absent on a single node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// The registered nodes, by node id (empty on a single node).
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One registered node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterNode {
+    /// Its id.
+    pub node_id: String,
+    /// The URL its API is reached at.
+    pub advertise_url: String,
+    /// What it serves: `appends`, `reads`, `views` (transactions come with the cluster's
+    /// certifier).
+    pub serves: Vec<String>,
+    /// Whether its registration is being renewed (more than a third of its lease left). A
+    /// node that stops renewing is listed unhealthy, then dropped when its lease expires.
+    pub healthy: bool,
+    /// Seconds left on its lease.
+    pub lease_ttl_remaining_s: i64,
 }

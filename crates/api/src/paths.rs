@@ -62,6 +62,8 @@ pub mod route {
     pub const VIEW_SWITCH: &str = "/v1/views/{view}/switch";
     /// `GET`: liveness and readiness.
     pub const HEALTH: &str = "/v1/health";
+    /// `GET`: the nodes of the cluster.
+    pub const CLUSTER: &str = "/v1/cluster";
     /// `GET`: Prometheus metrics.
     pub const METRICS: &str = "/metrics";
     /// `GET`: the OpenAPI document.
@@ -179,6 +181,11 @@ pub fn view_switch(view: &str) -> String {
 /// `/v1/health`.
 pub fn health() -> String {
     route::HEALTH.to_string()
+}
+
+/// `/v1/cluster`.
+pub fn cluster() -> String {
+    route::CLUSTER.to_string()
 }
 
 /// `/metrics` (Prometheus text, not JSON).

@@ -164,6 +164,21 @@ problem_codes! {
     Closed = ("closed", 503, "The server is shutting down"),
     /// A bug or a lost task on the server (logged there).
     InternalError = ("internal_error", 500, "Internal error"),
+    // Cluster mode.
+    /// The route is not available on a node of a cluster yet (transactions and key-value
+    /// reads come with the cluster's certifier).
+    NotSupportedInCluster = ("not_supported_in_cluster", 501, "Not supported on a cluster node yet"),
+    /// The replicated log (NATS JetStream) cannot take the request now (an election, no
+    /// servers reachable); nothing was stored. Retry after `Retry-After`.
+    LogUnavailable = ("log_unavailable", 503, "The replicated log is unavailable"),
+    /// The replicated log did not answer whether an append was stored: it may or may not
+    /// be. Retry with the same `Idempotency-Key`, or read the stream to find out.
+    OutcomeUnknown = ("outcome_unknown", 504, "The outcome of the append is unknown"),
+    /// The replicated log's engine failed the request (logged on the node).
+    LogBackendFailed = ("log_backend_failed", 502, "The replicated log's engine failed"),
+    /// etcd, where nodes register, cannot be reached: the node list is unknown now (the log
+    /// and the views are not affected). Retry after `Retry-After`.
+    MembershipUnavailable = ("membership_unavailable", 503, "Cluster membership unavailable"),
     // Streams and records.
     /// A record's value is over the log's limit.
     RecordTooLarge = ("record_too_large", 413, "Record too large"),

@@ -46,11 +46,13 @@ pub struct ViewList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProgressOut {
-    /// Records applied, over all partitions.
+    /// Records applied, over all partitions: the sum of the applied offsets (on a cluster,
+    /// whose offsets have gaps, a sum of positions rather than a count).
     pub done: u64,
-    /// Records in the source stream now.
+    /// Records in the source stream now: the sum of the end offsets (positions on a
+    /// cluster).
     pub total: u64,
-    /// Records applied per second since the processors started.
+    /// `done` per second since the processors started.
     pub rate_per_s: f64,
     /// Seconds to catch up at that rate (null: no rate yet).
     pub eta_s: Option<f64>,
@@ -65,7 +67,8 @@ pub struct StatusOut {
     /// Partition → next offset to apply.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub applied: BTreeMap<u32, u64>,
-    /// Records not yet applied, over all partitions.
+    /// Records not yet applied, over all partitions (on a cluster, whose offsets have gaps,
+    /// counted by reading, up to 4,096 per partition: a lower bound beyond).
     pub lag_records: u64,
     /// How far the applied records trail the newest one, by record timestamps, ms.
     pub lag_ms: i64,

@@ -21,6 +21,7 @@ macro_rules! outln {
 
 mod bench;
 mod client;
+mod cluster_cmd;
 mod commit_cmd;
 mod debug;
 mod flights;
@@ -103,6 +104,9 @@ enum Command {
     ///
     /// Example: `logbook commit --put 'user/ada={"seats":2}' --increment seats/booked=2`
     Commit(commit_cmd::CommitArgs),
+    /// The cluster a running node belongs to: its nodes, their health, what each serves.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
     /// Latency percentiles per operation and endpoint, counters and view lag of a running
     /// server (from its /metrics).
     ///
@@ -142,6 +146,7 @@ fn main() -> std::process::ExitCode {
         Command::View(cmd) => cmd.json(),
         Command::Txn(args) => args.json,
         Command::Commit(args) => args.json,
+        Command::Cluster(cmd) => cmd.json(),
         Command::Stats(args) => args.json,
         Command::Import(args) => args.json,
         Command::Quickstart(args) => args.json(),
@@ -155,6 +160,7 @@ fn main() -> std::process::ExitCode {
         Command::View(cmd) => view_cmd::run(cmd),
         Command::Txn(args) => txn_cmd::run(args),
         Command::Commit(args) => commit_cmd::run(args),
+        Command::Cluster(cmd) => cluster_cmd::run(cmd),
         Command::Stats(args) => stats_cmd::run(args),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

@@ -1,7 +1,10 @@
 //! `logbook serve`: the HTTP API (v1) of docs/DESIGN.md on a data directory.
 //!
 //! Settings come from, lowest precedence first: built-in defaults, `--config FILE.toml`,
-//! `LOGBOOK_*` environment variables, flags. On start it prints one line to stdout,
+//! `LOGBOOK_*` environment variables, flags. With a node id, advertise URL, NATS URLs and etcd
+//! endpoints (`[cluster]`, `LOGBOOK_CLUSTER_*`, `--cluster-*`) it is a node of a cluster: the
+//! log on NATS JetStream, membership in etcd (a binary built with the `cluster` feature). On
+//! start it prints one line to stdout,
 //! `listening on http://HOST:PORT` (the real port when `--listen` asks for port 0), then
 //! serves until SIGINT or SIGTERM, drains in-flight requests, closes the log and exits 0.
 
@@ -9,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use logbook_server::{ConfigLayer, Server, ServerError, limits};
+use logbook_server::{ClusterLayer, ConfigLayer, Server, ServerError, limits};
 
 /// Options of `logbook serve`.
 #[derive(Debug, clap::Args)]
@@ -52,6 +55,19 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Vec<String>,
+    /// Cluster mode (with the other three --cluster-* settings, or a `[cluster]` table in
+    /// the config file): this node's id, 1..=128 bytes of [A-Za-z0-9._-].
+    #[arg(long, env = "LOGBOOK_CLUSTER_NODE_ID")]
+    pub cluster_node_id: Option<String>,
+    /// Cluster mode: the http(s)://HOST:PORT clients and other nodes reach this node at.
+    #[arg(long, env = "LOGBOOK_CLUSTER_ADVERTISE_URL")]
+    pub cluster_advertise_url: Option<String>,
+    /// Cluster mode: the NATS JetStream servers, nats://HOST:PORT, comma-separated.
+    #[arg(long, env = "LOGBOOK_CLUSTER_NATS_URLS", value_delimiter = ',')]
+    pub cluster_nats_urls: Option<Vec<String>>,
+    /// Cluster mode: the etcd client endpoints, http://HOST:PORT, comma-separated.
+    #[arg(long, env = "LOGBOOK_CLUSTER_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub cluster_etcd_endpoints: Option<Vec<String>>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -70,6 +86,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace_ms: args.shutdown_grace_ms,
         snapshot_window_commits: args.snapshot_window_commits,
         allowed_hosts: (!args.allowed_hosts.is_empty()).then_some(args.allowed_hosts),
+        cluster: ClusterLayer {
+            node_id: args.cluster_node_id,
+            advertise_url: args.cluster_advertise_url,
+            nats_urls: args.cluster_nats_urls,
+            etcd_endpoints: args.cluster_etcd_endpoints,
+        },
     };
     let config = given.over(file).resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -304,6 +304,14 @@ pub trait LogPartition: Send + Sync + std::fmt::Debug {
     fn stats(&self) -> Option<&PartitionStats> {
         None
     }
+
+    /// Whether every offset below the end holds a record (the embedded log: offsets are
+    /// dense from 0, so an offset difference counts records). `false` for a backend whose
+    /// offsets have gaps (JetStream's `(sequence − 1)·2^16 + index`): records must be
+    /// counted by reading them.
+    fn offsets_dense(&self) -> bool {
+        true
+    }
 }
 
 impl LogBackend for Log {

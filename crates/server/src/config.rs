@@ -12,6 +12,13 @@
 //! shutdown_grace_ms = 30000
 //! snapshot_window_commits = 10000
 //! allowed_hosts = ["logbook.internal"]   # besides localhost, 127.0.0.1, [::1], the listen host
+//!
+//! # Cluster mode: the log on NATS JetStream, membership in etcd (all four keys required)
+//! [cluster]
+//! node_id = "a"                                  # 1..=128 bytes of [A-Za-z0-9._-]
+//! advertise_url = "http://10.0.0.1:7700"         # where clients and nodes reach this one
+//! nats_urls = ["nats://10.0.0.1:4222"]           # 1..=16 servers of one JetStream cluster
+//! etcd_endpoints = ["http://10.0.0.1:2379"]      # 1..=16 etcd client URLs
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -51,6 +58,159 @@ pub struct ServerConfig {
     /// `host_not_allowed` (DNS rebinding guard, [`crate::browser`]). `"*"` allows any.
     /// Default none.
     pub allowed_hosts: Vec<String>,
+    /// The cluster mode's settings; `None` (the default) runs on the embedded log in
+    /// `data_dir`.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Most NATS servers or etcd endpoints a node is given.
+pub const CLUSTER_URLS_MAX: usize = 16;
+/// Longest node id, in bytes (etcd keys and node records carry it).
+pub const NODE_ID_BYTES_MAX: usize = 128;
+/// Longest URL, in bytes.
+pub const URL_BYTES_MAX: usize = 2048;
+
+/// A node of a cluster: the log on NATS JetStream, membership in etcd (decision 0010). The
+/// data directory then holds only the views' state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster: 1..=[`NODE_ID_BYTES_MAX`] bytes of
+    /// `[A-Za-z0-9._-]`.
+    pub node_id: String,
+    /// The `http://` or `https://` URL clients and other nodes reach this node's API at.
+    pub advertise_url: String,
+    /// The NATS servers (`nats://` or `tls://` `HOST:PORT`), 1..=[`CLUSTER_URLS_MAX`].
+    pub nats_urls: Vec<String>,
+    /// The etcd client endpoints (`http://` or `https://` `HOST:PORT`),
+    /// 1..=[`CLUSTER_URLS_MAX`].
+    pub etcd_endpoints: Vec<String>,
+}
+
+/// The `[cluster]` table of a TOML file (or the flags and environment variables naming its
+/// keys); `None` leaves the layer below in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterLayer {
+    /// See [`ClusterConfig::node_id`].
+    pub node_id: Option<String>,
+    /// See [`ClusterConfig::advertise_url`].
+    pub advertise_url: Option<String>,
+    /// See [`ClusterConfig::nats_urls`].
+    pub nats_urls: Option<Vec<String>>,
+    /// See [`ClusterConfig::etcd_endpoints`].
+    pub etcd_endpoints: Option<Vec<String>>,
+}
+
+impl ClusterLayer {
+    /// This layer over `below`, key by key.
+    pub fn over(self, below: ClusterLayer) -> ClusterLayer {
+        ClusterLayer {
+            node_id: self.node_id.or(below.node_id),
+            advertise_url: self.advertise_url.or(below.advertise_url),
+            nats_urls: self.nats_urls.or(below.nats_urls),
+            etcd_endpoints: self.etcd_endpoints.or(below.etcd_endpoints),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == ClusterLayer::default()
+    }
+
+    /// The cluster settings, checked: `None` when no key is given (the embedded mode).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key (`cluster.node_id`, ...): a key missing while
+    /// another is given, or a value out of shape.
+    pub fn resolve(self) -> Result<Option<ClusterConfig>, ConfigError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let missing = |field| ConfigError::Invalid {
+            field,
+            value: String::new(),
+            reason: "required in cluster mode (node_id, advertise_url, nats_urls and \
+                     etcd_endpoints are given together)",
+        };
+        let c = ClusterConfig {
+            node_id: self.node_id.ok_or_else(|| missing("cluster.node_id"))?,
+            advertise_url: self
+                .advertise_url
+                .ok_or_else(|| missing("cluster.advertise_url"))?,
+            nats_urls: self.nats_urls.ok_or_else(|| missing("cluster.nats_urls"))?,
+            etcd_endpoints: self
+                .etcd_endpoints
+                .ok_or_else(|| missing("cluster.etcd_endpoints"))?,
+        };
+        check_node_id(&c.node_id)?;
+        check_url(
+            "cluster.advertise_url",
+            &c.advertise_url,
+            &["http", "https"],
+        )?;
+        check_urls("cluster.nats_urls", &c.nats_urls, &["nats", "tls"])?;
+        check_urls(
+            "cluster.etcd_endpoints",
+            &c.etcd_endpoints,
+            &["http", "https"],
+        )?;
+        Ok(Some(c))
+    }
+}
+
+fn check_node_id(id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= NODE_ID_BYTES_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        field: "cluster.node_id",
+        value: id.to_string(),
+        reason: "expected 1..=128 bytes of [A-Za-z0-9._-]",
+    })
+}
+
+fn check_urls(field: &'static str, urls: &[String], schemes: &[&str]) -> Result<(), ConfigError> {
+    if urls.is_empty() || urls.len() > CLUSTER_URLS_MAX {
+        return Err(ConfigError::Invalid {
+            field,
+            value: urls.join(","),
+            reason: "expected 1..=16 URLs",
+        });
+    }
+    urls.iter().try_for_each(|u| check_url(field, u, schemes))
+}
+
+/// `SCHEME://HOST:PORT` with an optional path; the scheme one of `schemes`.
+fn check_url(field: &'static str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let bad = |reason| ConfigError::Invalid {
+        field,
+        value: url.to_string(),
+        reason,
+    };
+    if url.len() > URL_BYTES_MAX || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("expected a URL of at most 2,048 bytes without spaces"));
+    }
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or(bad("expected SCHEME://HOST:PORT"))?;
+    if !schemes.contains(&scheme) {
+        return Err(bad(match schemes {
+            ["nats", ..] => "the scheme must be nats:// or tls://",
+            _ => "the scheme must be http:// or https://",
+        }));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let port = authority
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(p))) if !host.is_empty() && p > 0 => Ok(()),
+        _ => Err(bad("expected SCHEME://HOST:PORT with a port in 1..=65535")),
+    }
 }
 
 impl Default for ServerConfig {
@@ -65,6 +225,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: limits::SHUTDOWN_GRACE_MS_DEFAULT,
             snapshot_window_commits: logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
             allowed_hosts: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -91,6 +252,9 @@ pub struct ConfigLayer {
     pub snapshot_window_commits: Option<u64>,
     /// See [`ServerConfig::allowed_hosts`].
     pub allowed_hosts: Option<Vec<String>>,
+    /// The `[cluster]` table; see [`ClusterConfig`].
+    #[serde(default)]
+    pub cluster: ClusterLayer,
 }
 
 /// A configuration that cannot be used.
@@ -155,13 +319,15 @@ impl ConfigLayer {
                 .snapshot_window_commits
                 .or(below.snapshot_window_commits),
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
+            cluster: self.cluster.over(below.cluster),
         }
     }
 
     /// The settings, with defaults for everything not given, checked.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] for a zero limit or an unparsable `listen`.
+    /// [`ConfigError::Invalid`] for a zero limit, an unparsable `listen`, or a `[cluster]`
+    /// table that is incomplete or out of shape ([`ClusterLayer::resolve`]).
     pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
         let d = ServerConfig::default();
         let c = ServerConfig {
@@ -176,6 +342,7 @@ impl ConfigLayer {
                 .snapshot_window_commits
                 .unwrap_or(d.snapshot_window_commits),
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
+            cluster: self.cluster.resolve()?,
         };
         let positive = |field, v: u64| {
             if v == 0 {
@@ -252,5 +419,70 @@ mod tests {
                 ..
             })
         ));
+        assert_eq!(c.cluster, None);
+    }
+
+    fn cluster_file() -> ConfigLayer {
+        toml::from_str(
+            "[cluster]\nnode_id = \"a\"\nadvertise_url = \"http://127.0.0.1:7700\"\n\
+             nats_urls = [\"nats://127.0.0.1:4222\"]\netcd_endpoints = [\"http://127.0.0.1:2379\"]",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cluster_table_layers_key_by_key() {
+        let flags = ConfigLayer {
+            cluster: ClusterLayer {
+                node_id: Some("b".into()),
+                ..ClusterLayer::default()
+            },
+            ..ConfigLayer::default()
+        };
+        let c = flags
+            .over(cluster_file())
+            .resolve()
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.node_id, "b");
+        assert_eq!(c.nats_urls, vec!["nats://127.0.0.1:4222".to_string()]);
+        assert_eq!(c.etcd_endpoints, vec!["http://127.0.0.1:2379".to_string()]);
+        assert!(toml::from_str::<ConfigLayer>("[cluster]\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn bad_cluster_settings_are_refused_by_name() {
+        let with = |f: &dyn Fn(&mut ClusterLayer)| {
+            let mut layer = cluster_file();
+            f(&mut layer.cluster);
+            match layer.resolve() {
+                Err(ConfigError::Invalid { field, .. }) => field,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        };
+        assert_eq!(with(&|c| c.etcd_endpoints = None), "cluster.etcd_endpoints");
+        assert_eq!(with(&|c| c.node_id = Some("a/b".into())), "cluster.node_id");
+        assert_eq!(
+            with(&|c| c.node_id = Some(String::new())),
+            "cluster.node_id"
+        );
+        assert_eq!(
+            with(&|c| c.advertise_url = Some("127.0.0.1:7700".into())),
+            "cluster.advertise_url"
+        );
+        assert_eq!(
+            with(&|c| c.nats_urls = Some(vec!["http://127.0.0.1:4222".into()])),
+            "cluster.nats_urls"
+        );
+        assert_eq!(with(&|c| c.nats_urls = Some(vec![])), "cluster.nats_urls");
+        assert_eq!(
+            with(&|c| c.etcd_endpoints = Some(vec!["http://127.0.0.1".into()])),
+            "cluster.etcd_endpoints"
+        );
+        assert_eq!(
+            with(&|c| c.etcd_endpoints = Some(vec!["http://h:0".into()])),
+            "cluster.etcd_endpoints"
+        );
     }
 }

@@ -215,19 +215,33 @@ impl ApiError {
             // No route appends under a precondition; the transaction store does, and says
             // so in its own error. Reaching here is a bug of ours.
             LogError::EndOffsetMismatch { .. } => (C::InternalError, None),
-            // Errors of a backend other than the embedded log, which the server does not run
-            // on yet; the cluster mode gives them their own problems.
-            LogError::Unavailable { .. }
-            | LogError::OutcomeUnknown { .. }
-            | LogError::Unsupported { .. }
-            | LogError::Backend { .. } => (C::InternalError, None),
+            // The replicated log's (cluster mode).
+            LogError::Unavailable { .. } => (C::LogUnavailable, None),
+            LogError::OutcomeUnknown { .. } => (C::OutcomeUnknown, None),
+            LogError::Unsupported { .. } => (C::NotSupportedInCluster, None),
+            LogError::Backend { .. } => (C::LogBackendFailed, None),
         };
         if code.status() >= 500 {
             tracing::error!(error = %e, code = code.as_str(), "log error");
         }
         let mut out = ApiError::new(code, detail);
         out.field = field;
+        if code == C::LogUnavailable {
+            out.retryable = Some(true);
+            out.retry_after_s = Some(1);
+        }
         out
+    }
+
+    /// 501 `not_supported_in_cluster`: `what` is not available on a cluster node yet.
+    pub fn not_supported_in_cluster(what: &str) -> Self {
+        ApiError::new(
+            C::NotSupportedInCluster,
+            format!(
+                "{what} is not available on a node of a cluster yet (it comes with the \
+                 cluster's certifier); use a single node for it"
+            ),
+        )
     }
 }
 

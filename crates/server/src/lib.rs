@@ -38,6 +38,8 @@
 pub mod api;
 pub mod browser;
 pub mod canonical;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod error;
@@ -48,7 +50,7 @@ pub mod metrics;
 pub mod server;
 pub mod state;
 
-pub use config::{ConfigError, ConfigLayer, ServerConfig};
+pub use config::{ClusterConfig, ClusterLayer, ConfigError, ConfigLayer, ServerConfig};
 pub use error::ApiError;
 pub use server::{Server, ServerError};
 pub use state::AppState;

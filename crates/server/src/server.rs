@@ -66,6 +66,18 @@ pub enum ServerError {
     /// A task of the server failed.
     #[error("server task failed: {0}")]
     Task(String),
+    /// etcd refused the node's membership for a reason retrying cannot fix.
+    #[error("cannot join the cluster in etcd: {0}")]
+    Membership(String),
+    /// The configuration asks for the cluster mode, which this binary was built without.
+    #[error(
+        "the [cluster] settings need a binary built with the cluster mode: \
+         cargo build --release --features cluster"
+    )]
+    ClusterNotBuilt,
+    /// Shutdown was requested while the node was still connecting.
+    #[error("stopped before the node was ready")]
+    Stopped,
 }
 
 /// A bound, not yet running server.
@@ -137,18 +149,26 @@ impl Server {
 
         // Open the data directory in the background; readiness follows.
         let (open_failed_tx, mut open_failed) = oneshot::channel::<ServerError>();
+        let (stop_opening, stop_rx) = tokio::sync::watch::channel(false);
         let opener = {
             let state = state.clone();
             let config = config.clone();
             let dir = config.data_dir.clone();
             tokio::spawn(async move {
-                let opened = tokio::task::spawn_blocking(move || {
-                    // The log takes the lock itself (a second lock in one process conflicts
-                    // with the first): release it just before.
-                    drop(dir_lock);
-                    open(&config)
-                })
-                .await;
+                let opened = match config.cluster.clone() {
+                    None => {
+                        tokio::task::spawn_blocking(move || {
+                            // The log takes the lock itself (a second lock in one process
+                            // conflicts with the first): release it just before.
+                            drop(dir_lock);
+                            open(&config)
+                        })
+                        .await
+                    }
+                    Some(cluster) => {
+                        Ok(open_cluster(&state, &config, &cluster, dir_lock, stop_rx).await)
+                    }
+                };
                 match opened {
                     Ok(Ok(o)) => {
                         tracing::info!(dir = %dir.display(), "data directory open; ready");
@@ -292,7 +312,9 @@ impl Server {
             tracing::info!(aborted, "open transactions aborted at shutdown");
         }
         // The opener cannot be cancelled (recovery runs on a blocking thread): wait for it,
-        // so that what it opened is closed properly.
+        // so that what it opened is closed properly. A cluster node still connecting stops
+        // retrying.
+        let _ = stop_opening.send(true);
         if let Err(e) = opener.await {
             tracing::warn!(error = %e, "opener task failed");
         }
@@ -334,6 +356,58 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<Option<Box<dyn DirLock>>, Serv
     }
 }
 
+/// A cluster node's log, views and membership ([`crate::cluster`]); the data directory is
+/// created if missing and stays locked while the node runs.
+#[cfg(feature = "cluster")]
+async fn open_cluster(
+    state: &AppState,
+    config: &ServerConfig,
+    cluster: &crate::config::ClusterConfig,
+    dir_lock: Option<Box<dyn DirLock>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Opened, ServerError> {
+    let dir_lock = match dir_lock {
+        Some(lock) => lock,
+        None => {
+            let failed = |source| ServerError::OpenLog {
+                dir: config.data_dir.display().to_string(),
+                source,
+            };
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+                failed(LogError::Io {
+                    op: "create_dir_all",
+                    path: config.data_dir.clone(),
+                    source,
+                })
+            })?;
+            lock_data_dir(&config.data_dir)?.ok_or_else(|| {
+                failed(LogError::NoDataDirectory {
+                    path: config.data_dir.clone(),
+                })
+            })?
+        }
+    };
+    for dir in [config.data_dir.clone(), config.data_dir.join("views")] {
+        private_dir(&dir).map_err(|source| ServerError::OpenLog {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    }
+    crate::cluster::open(state, config, cluster, dir_lock, stop).await
+}
+
+/// Without the cluster mode built in, a `[cluster]` configuration is refused.
+#[cfg(not(feature = "cluster"))]
+async fn open_cluster(
+    _state: &AppState,
+    _config: &ServerConfig,
+    _cluster: &crate::config::ClusterConfig,
+    _dir_lock: Option<Box<dyn DirLock>>,
+    _stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Opened, ServerError> {
+    Err(ServerError::ClusterNotBuilt)
+}
+
 /// Opens the log, the transaction store and the views (whose processors resume from their
 /// applied offsets).
 fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
@@ -357,11 +431,7 @@ fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
     let txns = TxnStore::open(&log, options).map_err(ServerError::OpenTxns)?;
     let log: Arc<dyn LogBackend> = Arc::new(log);
     let views = Views::open(log.clone(), &views_dir).map_err(ServerError::OpenViews)?;
-    Ok(Opened {
-        log,
-        txns,
-        views: Arc::new(views),
-    })
+    Ok(Opened::new(log, txns, Arc::new(views)))
 }
 
 /// Makes `dir` private to the owner (mode 0700), creating it if missing: what is below it
@@ -406,8 +476,12 @@ fn private_dir(dir: &std::path::Path) -> Result<(), LogError> {
 /// Closes the log once the last request holding it is done (bounded by `grace`): every
 /// partition writer syncs its queued appends and stops.
 async fn close(opened: Opened, grace: Duration) {
-    let Opened { log, txns, views } = opened;
+    let (log, txns, views, cluster) = opened.into_parts();
     drop(txns);
+    // Leave the cluster first: other nodes stop listing this one at once.
+    if let Some(member) = cluster {
+        member.leave().await;
+    }
     // Stop the view processors first (each finishes its current commit): they hold the log.
     let stopped = tokio::task::spawn_blocking(move || {
         views.close();

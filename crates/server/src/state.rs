@@ -24,15 +24,84 @@ use crate::error::{ApiError, ProblemCode};
 use crate::limits;
 use crate::metrics::Metrics;
 
-/// The opened data directory.
+/// The opened data directory (or, on a cluster node, the replicated log and the local views).
 #[derive(Debug, Clone)]
 pub struct Opened {
     /// The log.
     pub log: Arc<dyn LogBackend>,
-    /// The transaction store on the log's `_txn` stream.
-    pub txns: Arc<TxnStore>,
+    /// The transaction store on the log's `_txn` stream; `None` on a cluster node.
+    txns: Option<Arc<TxnStore>>,
     /// The views of the data directory (`<data-dir>/views`), their processors running.
     pub views: Arc<Views>,
+    /// This node's membership of its cluster; `None` on a single node.
+    pub cluster: Option<Arc<dyn ClusterMember>>,
+}
+
+impl Opened {
+    /// A single node: the embedded log, its transaction store and the views.
+    pub fn new(log: Arc<dyn LogBackend>, txns: Arc<TxnStore>, views: Arc<Views>) -> Opened {
+        Opened {
+            log,
+            txns: Some(txns),
+            views,
+            cluster: None,
+        }
+    }
+
+    /// A node of a cluster: the replicated log and the views, without transactions (they
+    /// need the cluster's certifier, not built yet).
+    pub fn clustered(
+        log: Arc<dyn LogBackend>,
+        views: Arc<Views>,
+        member: Arc<dyn ClusterMember>,
+    ) -> Opened {
+        Opened {
+            log,
+            txns: None,
+            views,
+            cluster: Some(member),
+        }
+    }
+
+    /// The transaction store.
+    ///
+    /// # Errors
+    /// 501 `not_supported_in_cluster` on a cluster node.
+    pub fn txns(&self) -> Result<&Arc<TxnStore>, ApiError> {
+        self.txns
+            .as_ref()
+            .ok_or_else(|| ApiError::not_supported_in_cluster("transactions and key-value reads"))
+    }
+
+    /// Takes the parts out, for closing: log, transaction store, views, membership.
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(
+        self,
+    ) -> (
+        Arc<dyn LogBackend>,
+        Option<Arc<TxnStore>>,
+        Arc<Views>,
+        Option<Arc<dyn ClusterMember>>,
+    ) {
+        (self.log, self.txns, self.views, self.cluster)
+    }
+}
+
+/// A future of the cluster membership, boxed so that [`ClusterMember`] is object safe.
+pub type MemberFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A node's membership of its cluster, as the routes see it (the cluster mode implements
+/// it over etcd; the server's routes do not depend on that).
+pub trait ClusterMember: Send + Sync + std::fmt::Debug {
+    /// This node's id.
+    fn node_id(&self) -> &str;
+    /// The registered nodes, by node id.
+    ///
+    /// # Errors
+    /// 503 `membership_unavailable` when the registry cannot be read.
+    fn nodes(&self) -> MemberFuture<'_, Result<Vec<logbook_api::ops::ClusterNode>, ApiError>>;
+    /// Leaves the cluster (at shutdown): the registration is removed at once.
+    fn leave(&self) -> MemberFuture<'_, ()>;
 }
 
 /// Where the server is in its life.
@@ -71,6 +140,8 @@ struct Inner {
     config: ServerConfig,
     phase: AtomicU8,
     opened: RwLock<Option<Opened>>,
+    /// What opening waits for (an engine it cannot reach), for the health answer.
+    waiting_for: Mutex<Option<String>>,
     txns: TxnRegistry,
     requests: Arc<Semaphore>,
     metrics: Metrics,
@@ -89,11 +160,12 @@ impl AppState {
                 requests: Arc::new(Semaphore::new(config.requests_max)),
                 allowed_hosts: crate::browser::AllowedHosts::new(
                     &config.listen,
-                    &config.allowed_hosts,
+                    &allowed_hosts(&config),
                 ),
                 config,
                 phase: AtomicU8::new(Phase::Opening as u8),
                 opened: RwLock::new(None),
+                waiting_for: Mutex::new(None),
                 txns,
                 metrics: Metrics::new(),
             }),
@@ -144,8 +216,27 @@ impl AppState {
             .set(i64::from(phase == Phase::Ready));
     }
 
+    /// What opening waits for, while it retries (`None`: nothing).
+    pub fn waiting_for(&self) -> Option<String> {
+        self.inner
+            .waiting_for
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Notes what opening waits for (`None` once it has it).
+    pub fn set_waiting_for(&self, what: Option<String>) {
+        *self
+            .inner
+            .waiting_for
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
     /// Installs the opened data directory and becomes ready.
     pub fn set_opened(&self, opened: Opened) {
+        self.set_waiting_for(None);
         *self.inner.opened.write().unwrap_or_else(|e| e.into_inner()) = Some(opened);
         self.set_phase(Phase::Ready);
     }
@@ -174,6 +265,18 @@ impl AppState {
             ))),
         }
     }
+}
+
+/// The configured host names, and on a cluster node the host of its advertised URL (what
+/// clients and other nodes send as `Host`).
+fn allowed_hosts(config: &ServerConfig) -> Vec<String> {
+    let mut hosts = config.allowed_hosts.clone();
+    if let Some(c) = &config.cluster
+        && let Some((_, rest)) = c.advertise_url.split_once("://")
+    {
+        hosts.push(rest.split('/').next().unwrap_or_default().to_string());
+    }
+    hosts
 }
 
 /// An interactive transaction held between requests.

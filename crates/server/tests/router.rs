@@ -41,6 +41,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/views/{view}/rebuild"),
     ("post", "/v1/views/{view}/switch"),
     ("get", "/v1/health"),
+    ("get", "/v1/cluster"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
 ];
@@ -51,11 +52,7 @@ fn opened_state(dir: &std::path::Path) -> AppState {
     let txns = logbook_txn::TxnStore::open(&log, Default::default()).unwrap();
     let log = std::sync::Arc::new(log);
     let views = logbook_views::Views::open(log.clone(), &dir.join("views")).unwrap();
-    state.set_opened(Opened {
-        log,
-        txns,
-        views: std::sync::Arc::new(views),
-    });
+    state.set_opened(Opened::new(log, txns, std::sync::Arc::new(views)));
     state
 }
 
@@ -137,4 +134,15 @@ async fn not_ready_while_opening() {
     );
     let (status, _) = send(&router, "get", "/metrics").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_single_node_has_no_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = logbook_server::api::router(opened_state(dir.path()));
+    let (status, body) = send(&router, "get", "/v1/cluster").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["mode"], "single");
+    assert!(body.get("node_id").is_none(), "{body}");
+    assert_eq!(body["nodes"], serde_json::json!([]));
 }

@@ -19,11 +19,7 @@ fn opened_state(dir: &std::path::Path) -> AppState {
     let txns = logbook_txn::TxnStore::open(&log, Default::default()).unwrap();
     let log = std::sync::Arc::new(log);
     let views = logbook_views::Views::open(log.clone(), &dir.join("views")).unwrap();
-    state.set_opened(Opened {
-        log,
-        txns,
-        views: std::sync::Arc::new(views),
-    });
+    state.set_opened(Opened::new(log, txns, std::sync::Arc::new(views)));
     state
 }
 

@@ -30,10 +30,12 @@ use crate::error::Result;
 use crate::extract::parse_members;
 use crate::limits::{APPLY_BATCH_BYTES, APPLY_BATCH_RECORDS, SHARED_BATCH_BYTES_MAX};
 
-/// Records read from one partition, contiguous from `start`, with their values parsed.
+/// Records read from one partition: every record from offset `start` on (the first is the
+/// first at or after `start`; a replicated log's offsets have gaps), with their values
+/// parsed.
 #[derive(Debug)]
 pub struct Batch {
-    /// Offset of the first record.
+    /// The offset it was read from.
     pub start: u64,
     /// The records, in offset order.
     pub records: Vec<StoredRecord>,
@@ -44,8 +46,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Whether the next record at or after `offset` is in the batch: `offset` lies between
+    /// where it was read from and its last record.
     fn holds(&self, offset: u64, members: Option<&[String]>) -> bool {
-        let within = offset >= self.start && offset - self.start < self.records.len() as u64;
+        let within =
+            offset >= self.start && self.records.last().is_some_and(|l| offset <= l.offset);
         within
             && match (members, &self.members) {
                 (_, None) => true,
@@ -197,7 +202,7 @@ impl Source {
                 while sh
                     .batches
                     .front()
-                    .is_some_and(|b| b.start + b.records.len() as u64 <= low)
+                    .is_some_and(|b| b.records.last().is_none_or(|l| l.offset < low))
                 {
                     sh.batches.pop_front();
                 }

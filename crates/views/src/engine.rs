@@ -130,7 +130,8 @@ pub struct VersionStatus {
     pub spec: ViewSpec,
     /// Partition → next offset to apply.
     pub applied: BTreeMap<u32, u64>,
-    /// Records not yet applied, over all partitions.
+    /// Records not yet applied, over all partitions (on a log with gapped offsets counted
+    /// by reading, up to 4,096 per partition: a lower bound beyond).
     pub lag_records: u64,
     /// How far the applied records trail the newest record, by record timestamps, ms (the
     /// largest over partitions; 0 when caught up).
@@ -1047,6 +1048,30 @@ impl Drop for Views {
     }
 }
 
+/// Records of a partition with gapped offsets in `from..end` (an offset difference does not
+/// count them): counted by one bounded read of up to [`LAG_COUNT_RECORDS_MAX`] records — a
+/// lower bound beyond — with the newest record read, for the time lag.
+fn records_behind(
+    part: &dyn logbook_log::LogPartition,
+    from: u64,
+    end: u64,
+) -> (u64, Option<logbook_log::StoredRecord>) {
+    match part.read(
+        from,
+        LAG_COUNT_RECORDS_MAX,
+        crate::limits::APPLY_BATCH_BYTES,
+    ) {
+        Ok(mut records) => {
+            records.retain(|r| r.offset < end);
+            (records.len() as u64, records.pop())
+        }
+        Err(_) => (0, None),
+    }
+}
+
+/// Most records one status counts per partition on a log with gapped offsets.
+const LAG_COUNT_RECORDS_MAX: usize = 4096;
+
 fn version_status(
     v: &Version,
     current: bool,
@@ -1055,6 +1080,7 @@ fn version_status(
 ) -> Result<VersionStatus> {
     let mut applied = BTreeMap::new();
     let (mut done, mut total, mut lag_ms, mut skipped) = (0u64, 0u64, 0i64, 0u64);
+    let mut lag_records = 0u64;
     for (p, part) in v.stream.partitions().iter().enumerate() {
         let state = v.apply_state(p as u32)?;
         let end = part.end_offset();
@@ -1062,10 +1088,19 @@ fn version_status(
         done += state.applied;
         total += end;
         skipped += state.skipped;
-        if state.applied < end
-            && let Ok(newest) = part.read(end - 1, 1, 1)
-            && let Some(r) = newest.first()
-        {
+        let (behind, newest) = if state.applied >= end {
+            (0, None)
+        } else if part.offsets_dense() {
+            let newest = part
+                .read(end - 1, 1, 1)
+                .ok()
+                .and_then(|r| r.last().cloned());
+            (end - state.applied, newest)
+        } else {
+            records_behind(*part, state.applied, end)
+        };
+        lag_records += behind;
+        if let Some(r) = newest {
             let since = if state.applied == 0 {
                 r.timestamp_ms
             } else {
@@ -1126,7 +1161,7 @@ fn version_status(
         current,
         spec,
         applied,
-        lag_records: total.saturating_sub(done),
+        lag_records,
         lag_ms,
         progress: Progress {
             done,

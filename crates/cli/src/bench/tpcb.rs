@@ -737,7 +737,11 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
         let opened = state
             .opened()
             .map_err(|e| anyhow::anyhow!("the server is not ready: {}", e.detail))?;
-        let stream = opened.log.stream(&opened.txns.options().stream)?;
+        let txns = opened
+            .txns()
+            .map_err(|e| anyhow::anyhow!("no transaction store: {}", e.detail))?
+            .clone();
+        let stream = opened.log.stream(&txns.options().stream)?;
         let partition = stream.partition(0)?;
         let counters = |s: &logbook_txn::TxnStats| {
             [
@@ -753,12 +757,12 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
                 .map_or(0, |s| s.syncs.load(Ordering::Relaxed))
         };
         let syncs_before = syncs();
-        let before = counters(opened.txns.stats());
+        let before = counters(txns.stats());
         let (figures, deltas) = run_http_clients(args, addr, seed).await?;
-        let after = counters(opened.txns.stats());
+        let after = counters(txns.stats());
         let fsyncs = syncs() - syncs_before;
         let scale = u64::from(args.scale);
-        let store = opened.txns.clone();
+        let store = txns.clone();
         let consistency = tokio::task::spawn_blocking(move || -> anyhow::Result<Consistency> {
             Ok(Consistency {
                 accounts: sum_prefix(&store, b"a:")?,

@@ -326,6 +326,11 @@ impl LogPartition for JsPartition {
         })?
     }
 
+    /// `(sequence − 1)·2^16 + index`: a gap after every message.
+    fn offsets_dense(&self) -> bool {
+        false
+    }
+
     fn start_offset(&self) -> u64 {
         self.observed.start.load(Ordering::Acquire)
     }

@@ -104,7 +104,7 @@ pub async fn read(
         ranges.push((key_range(spec, &at)?, limit));
     }
     let keys: Vec<Vec<u8>> = body.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
-    let store = opened.txns;
+    let store = opened.txns()?.clone();
     let snapshot = body.snapshot;
     let read = blocking(move || store.read_at(snapshot, &keys, &ranges)).await?;
     let read = read.map_err(|e| name_field(e, |_| None))?;
@@ -255,10 +255,10 @@ pub async fn commit(
 ) -> Result<Json<Committed>, ApiError> {
     q.only(&[])?;
     let opened = state.opened()?;
-    let request = commit_request(&body, opened.txns.durable_end())?;
+    let request = commit_request(&body, opened.txns()?.durable_end())?;
     let m = state.metrics();
     let started = Instant::now();
-    let txns = opened.txns.clone();
+    let txns = opened.txns()?.clone();
     let (rid, traceparent) = (tracking.request_id.clone(), tracking.traceparent.clone());
     let outcome = commit_to_the_end(move || {
         txns.commit_request_async(request, rid.as_ref(), traceparent.as_deref())

@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(views::rebuild))
         .routes(routes!(views::switch))
         .routes(routes!(ops::health))
+        .routes(routes!(ops::cluster))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
         .split_for_parts();

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use crate::error::Problem;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use logbook_api::ops::Health;
+use logbook_api::ops::{ClusterStatus, Health};
 use logbook_api::paths::route;
 
 use crate::error::ApiError;
@@ -44,8 +45,33 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
         ready,
         state: phase.name().to_string(),
         open_transactions: state.txns().len(),
+        waiting_for: if ready { None } else { state.waiting_for() },
     };
     Ok((status, axum::Json(body)).into_response())
+}
+
+/// The nodes of the cluster as registered in etcd, with their health and what each serves
+/// (on a single node: mode `single`, no nodes). While etcd cannot be reached the list is
+/// unknown (503); the log and the views keep serving.
+#[utoipa::path(get, path = route::CLUSTER, tag = "operations",
+    responses((status = 200, body = ClusterStatus),
+        (status = 503, description = "`membership_unavailable`, `not_ready`", body = Problem, content_type = "application/problem+json")))]
+pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Response, ApiError> {
+    q.only(&[])?;
+    let opened = state.opened()?;
+    let body = match &opened.cluster {
+        None => ClusterStatus {
+            mode: "single".into(),
+            node_id: None,
+            nodes: Vec::new(),
+        },
+        Some(member) => ClusterStatus {
+            mode: "cluster".into(),
+            node_id: Some(member.node_id().to_string()),
+            nodes: member.nodes().await?,
+        },
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 /// Metrics in the Prometheus text format (see [`crate::metrics`]).

@@ -83,6 +83,13 @@ pub async fn put_stream(
     check_writable(&name)?;
     let opened = state.opened()?;
     let mut config = StreamConfig::with_partitions(body.partitions.unwrap_or(1));
+    if opened.cluster.is_some() {
+        // On a cluster an acknowledgment means what the engine gives (`ack_guarantee`:
+        // replicated to a majority, fsynced only where every server syncs always); a local
+        // fsync policy has no meaning there, so none is asked for unless the body names one
+        // (which the backend refuses by name when the engine cannot honour it).
+        config.fsync = FsyncPolicy::Never;
+    }
     if let Some(f) = &body.fsync {
         config.fsync = f
             .parse::<FsyncPolicy>()
@@ -91,11 +98,14 @@ pub async fn put_stream(
     if let Some(b) = body.segment_bytes_max {
         config.segment_bytes_max = b;
     }
-    let existed = opened.log.stream(&name).is_ok();
+    // Both may wait on the network on a cluster node (a catalog refresh): off the worker.
     let log = opened.log.clone();
-    let stream = blocking(move || log.create_stream(&name, config))
-        .await?
-        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let (existed, created) = blocking(move || {
+        let existed = log.stream(&name).is_ok();
+        (existed, log.create_stream(&name, config))
+    })
+    .await?;
+    let stream = created.map_err(|e| ApiError::from_log(e, |_| String::new()))?;
     let status = if existed {
         StatusCode::OK
     } else {
@@ -113,13 +123,16 @@ pub async fn list_streams(
 ) -> Result<Json<StreamList>, ApiError> {
     q.only(&[])?;
     let opened = state.opened()?;
-    let streams = opened
-        .log
-        .stream_names()
-        .iter()
-        .filter_map(|n| opened.log.stream(n).ok())
-        .map(|s| info(&*s))
-        .collect();
+    // A cluster node reads the replicated catalog up to its end first: off the worker.
+    let log = opened.log.clone();
+    let streams = blocking(move || {
+        log.stream_names()
+            .iter()
+            .filter_map(|n| log.stream(n).ok())
+            .map(|s| info(&*s))
+            .collect()
+    })
+    .await?;
     Ok(Json(StreamList { streams }))
 }
 

@@ -193,7 +193,7 @@ pub async fn begin(
     if body.read_only == Some(true) {
         options = options.read_only();
     }
-    let txn = opened.txns.begin(options)?;
+    let txn = opened.txns()?.begin(options)?;
     let snapshot = txn.snapshot();
     // Early lock release: the snapshot may count commits not yet durable, which a crash
     // would undo (and their offsets go to other commits). The answer waits until they are
@@ -464,7 +464,7 @@ async fn commit_ended(
     tracking: Tracking,
 ) -> Result<Json<Committed>, ApiError> {
     if let Some(request_id) = tracking.request_id {
-        let txns = opened.txns.clone();
+        let txns = opened.txns()?.clone();
         let found = tokio::task::spawn_blocking(move || txns.committed(&request_id))
             .await
             .map_err(|_| ApiError::from(TxnError::Closed))??;
@@ -492,7 +492,7 @@ pub(super) fn committed_response(
         Some(offset) => {
             let stream = opened
                 .log
-                .stream(&opened.txns.options().stream)
+                .stream(&opened.txns()?.options().stream)
                 .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
             let written = [logbook_log::Position {
                 partition: 0,
@@ -565,7 +565,7 @@ async fn durable_through(
     end: u64,
     timeout: Option<Duration>,
 ) -> Result<bool, ApiError> {
-    let store = &opened.txns;
+    let store = opened.txns()?;
     if store.durable_end() >= end {
         return Ok(true);
     }
@@ -625,7 +625,7 @@ fn token_end(opened: &Opened, q: &Params) -> Result<Option<u64>, ApiError> {
     };
     let invalid = |detail: String| ApiError::new(ProblemCode::InvalidToken, detail).field("token");
     let token = ConsistencyToken::decode(text).map_err(|e| invalid(e.to_string()))?;
-    let name = &opened.txns.options().stream;
+    let name = &opened.txns()?.options().stream;
     let Some(sp) = token.streams.get(name) else {
         let named: Vec<&str> = token.streams.keys().map(String::as_str).collect();
         return Err(invalid(format!(
@@ -684,7 +684,7 @@ async fn wait_token(state: &AppState, opened: &Opened, q: &Params) -> Result<(),
         ProblemCode::ConsistencyTimeout,
         format!(
             "commits up to offset {end} were asked for; {} are durable after {timeout_ms} ms",
-            opened.txns.durable_end()
+            opened.txns()?.durable_end()
         ),
     )
     .field("token")
@@ -698,8 +698,9 @@ async fn wait_token(state: &AppState, opened: &Opened, q: &Params) -> Result<(),
 /// names more than the answer shows; absent before any commit is durable (a token naming
 /// no position would be refused by the next read that sent it).
 fn kv_token(opened: &Opened) -> Option<String> {
-    let last = opened.txns.durable_end().checked_sub(1)?;
-    let stream = opened.log.stream(&opened.txns.options().stream).ok()?;
+    let store = opened.txns().ok()?;
+    let last = store.durable_end().checked_sub(1)?;
+    let stream = opened.log.stream(&store.options().stream).ok()?;
     let position = logbook_log::Position {
         partition: 0,
         offset: last,
@@ -726,7 +727,7 @@ pub async fn kv_get(
     let opened = state.opened()?;
     wait_token(&state, &opened, &q).await?;
     let token = kv_token(&opened);
-    let store = opened.txns;
+    let store = opened.txns()?.clone();
     let k = key.clone();
     let found = blocking(move || store.get(k.as_bytes())).await??;
     match found {
@@ -753,7 +754,7 @@ pub async fn kv_scan(State(state): State<AppState>, q: Params) -> Result<Json<Ro
     let opened = state.opened()?;
     wait_token(&state, &opened, &q).await?;
     let token = kv_token(&opened);
-    let store = opened.txns;
+    let store = opened.txns()?.clone();
     let found = blocking(move || store.scan_page(&r, limit)).await??;
     Ok(Json(Rows {
         token,

@@ -70,11 +70,7 @@ pub fn node() -> Node {
     let log = Arc::new(log);
     let views = logbook_views::Views::open(log.clone(), &dir.path().join("views")).unwrap();
     let state = AppState::new(ServerConfig::default());
-    state.set_opened(Opened {
-        log,
-        txns,
-        views: Arc::new(views),
-    });
+    state.set_opened(Opened::new(log, txns, Arc::new(views)));
     let (router, _) = logbook_server::api::router(state.clone());
     Node {
         _dir: dir,
@@ -137,7 +133,7 @@ impl Node {
     }
 
     pub fn txns(&self) -> Arc<logbook_txn::TxnStore> {
-        self.state.opened().unwrap().txns
+        self.state.opened().unwrap().txns().unwrap().clone()
     }
 }
 

@@ -1,0 +1,67 @@
+//! `logbook cluster status`: the nodes of a cluster as a node lists them (`GET /v1/cluster`).
+
+use logbook_api::ops::ClusterStatus;
+use logbook_api::paths;
+
+use crate::client::{Client, ServerArgs, print_json};
+
+/// The cluster a running node belongs to.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// List the registered nodes: id, URL, health, what each serves.
+    ///
+    /// Example: `logbook cluster status --server http://127.0.0.1:7701`
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl ClusterCommand {
+    /// Whether errors should print as JSON problem documents.
+    pub fn json(&self) -> bool {
+        match self {
+            ClusterCommand::Status { json, .. } => *json,
+        }
+    }
+}
+
+/// Runs a `logbook cluster` command.
+pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCommand::Status { server, json } => {
+            let answer = Client::new(&server)?.get(&paths::cluster(), &[])?;
+            if json {
+                return print_json(&answer);
+            }
+            let status: ClusterStatus = serde_json::from_value(answer)
+                .map_err(|e| anyhow::anyhow!("the server's cluster status is malformed: {e}"))?;
+            print_status(&status)
+        }
+    }
+}
+
+fn print_status(status: &ClusterStatus) -> anyhow::Result<()> {
+    let Some(me) = &status.node_id else {
+        outln!("a single node (mode {}): no cluster", status.mode);
+        return Ok(());
+    };
+    outln!(
+        "{} registered, as node {me} sees them:",
+        crate::client::count(status.nodes.len() as u64, "node", "nodes")
+    );
+    outln!("{:<20} {:<9} {:<32} serves", "node", "health", "url");
+    for n in &status.nodes {
+        let health = if n.healthy { "healthy" } else { "lapsing" };
+        let serves = n.serves.join(",");
+        outln!(
+            "{:<20} {health:<9} {:<32} {serves}",
+            n.node_id,
+            n.advertise_url
+        );
+    }
+    Ok(())
+}

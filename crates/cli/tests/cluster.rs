@@ -1,0 +1,371 @@
+//! The cluster mode end to end (feature `cluster`): real nats-server (a 3-server JetStream
+//! cluster), real etcd and three real `logbook serve` nodes on loopback.
+//!
+//! * a stream created on node A is visible on B and C (the replicated catalog), with one
+//!   incarnation;
+//! * an append acknowledged by A is read on B — from the stream, and from a view with A's
+//!   consistency token (read-your-writes across nodes);
+//! * a view gives the same rows (same digest) on every node;
+//! * transactions answer 501 `not_supported_in_cluster`;
+//! * `GET /v1/cluster` and `logbook cluster status` list the three nodes, and drop one once it
+//!   is killed (its lease expires);
+//! * a node that cannot reach etcd or NATS is not ready and says which; an incomplete
+//!   `[cluster]` configuration is refused naming the key.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logbook_api::client::ClientError;
+use logbook_api::client::blocking::Client;
+use serde_json::{Value, json};
+
+mod common;
+#[path = "../../jetstream/tests/common/mod.rs"]
+mod engines;
+
+/// Longest wait for a node to become ready, a replicated change to show, a lease to expire.
+const WAIT: Duration = Duration::from_secs(40);
+
+/// A running `logbook serve` node; SIGKILLed when dropped.
+struct Node {
+    child: Option<Child>,
+    base: String,
+    client: Client,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts node `id` of the cluster on `engines`, its data under `dir`.
+    fn spawn(dir: &Path, id: &str, nats: &[String], etcd: &[String]) -> Node {
+        let data = dir.join(id);
+        let log = dir.join(format!("{id}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        // The advertised URL must be known before the port is: take a free port first.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let advertise = format!("http://{listen}");
+        let mut child = Command::new(common::BIN)
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(&data)
+            .args([
+                "--cluster-node-id",
+                id,
+                "--cluster-advertise-url",
+                &advertise,
+            ])
+            .args(["--cluster-nats-urls", &nats.join(",")])
+            .args(["--cluster-etcd-endpoints", &etcd.join(",")])
+            .env("RUST_LOG", "info")
+            .env_remove("LOGBOOK_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.contains(&listen), "unexpected first line {line:?}");
+        Node {
+            child: Some(child),
+            client: common::api::client(&advertise),
+            base: advertise,
+            log,
+        }
+    }
+
+    fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
+        common::api::send(&self.client, common::api::request(method, path, body))
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.try_call(method, path, body.as_ref())
+            .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}\n{}", self.base, self.stderr()))
+    }
+
+    /// Polls `GET path` until `done` holds for its answer (bounded by [`WAIT`]); on a raw
+    /// socket, so that a 503 health answer (not a problem document) reads as it is.
+    fn wait_for(&self, path: &str, what: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+        let addr = self.base.trim_start_matches("http://");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let answer = common::wire::one(addr, "GET", path, &[("host", addr)], b"");
+            let body = answer.json();
+            if done(answer.status, &body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} on {}: last answer {} {body}\n{}",
+                self.base,
+                answer.status,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_ready(&self) {
+        self.wait_for("/v1/health", "ready", |s, _| s == 200);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn node_ids(cluster: &Value) -> Vec<String> {
+    cluster["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn three_nodes_serve_one_replicated_log() {
+    let rt = runtime();
+    let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec {
+        nats: 3,
+        etcd: 3,
+        ..engines::ClusterSpec::default()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Node::spawn(dir.path(), id, &nats, &etcd))
+        .collect();
+    for n in &nodes {
+        n.wait_ready();
+    }
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    // Created on A, visible on B and C with the same incarnation.
+    let (status, created) = a.call("PUT", "/v1/streams/orders", Some(json!({"partitions": 2})));
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["ack_guarantee"]["replicas"], 3, "{created}");
+    for n in [b, c] {
+        let (status, seen) = n.call("GET", "/v1/streams/orders", None);
+        assert_eq!(status, 200, "{seen}");
+        assert_eq!(seen["incarnation"], created["incarnation"]);
+    }
+
+    // The same view on every node (view definitions are per node in this part).
+    let spec = json!({"source": "orders", "kind": "table"});
+    for n in &nodes {
+        let (status, v) = n.call("PUT", "/v1/views/by_id", Some(spec.clone()));
+        assert_eq!(status, 201, "{v}");
+    }
+
+    // An append acknowledged by A, read on B: from the stream, and from B's view with A's
+    // token (B's processor may be behind: the read waits for the token).
+    let (status, appended) = a.call(
+        "POST",
+        "/v1/streams/orders/records",
+        Some(json!({"key": "o-1", "value": {"total": 42}})),
+    );
+    assert_eq!(status, 201, "{appended}");
+    let token = appended["token"].as_str().unwrap().to_string();
+    let (p, offset) = (&appended["partition"], &appended["offset"]);
+    let (status, read) = b.call(
+        "GET",
+        &format!("/v1/streams/orders/records?partition={p}&from={offset}&limit=1"),
+        None,
+    );
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["records"][0]["key"], "o-1", "{read}");
+    assert_eq!(read["records"][0]["value"]["total"], 42, "{read}");
+    let (status, row) = b.call(
+        "GET",
+        &format!("/v1/views/by_id/rows/o-1?token={token}&timeout_ms=20000"),
+        None,
+    );
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(row["value"]["total"], 42, "{row}");
+
+    // Appends on every node, in batches (several records per message: gapped offsets);
+    // then every node's view, caught up to all of them, has the same rows.
+    let mut tokens = vec![token];
+    for (i, n) in nodes.iter().enumerate() {
+        let records: Vec<Value> = (0..20)
+            .map(|k| json!({"key": format!("k-{}", k % 7), "value": {"node": i, "k": k}}))
+            .collect();
+        let (status, batch) = n.call(
+            "POST",
+            "/v1/streams/orders/records",
+            Some(json!({ "records": records })),
+        );
+        assert_eq!(status, 201, "{batch}");
+        tokens.push(batch["token"].as_str().unwrap().to_string());
+    }
+    let mut digests = Vec::new();
+    for n in &nodes {
+        for t in &tokens {
+            let (status, r) = n.call(
+                "GET",
+                &format!("/v1/views/by_id/rows/o-1?token={t}&timeout_ms=20000"),
+                None,
+            );
+            assert_eq!(status, 200, "{r}");
+        }
+        let (status, scan) = n.call("GET", "/v1/views/by_id/rows?limit=100", None);
+        assert_eq!(status, 200, "{scan}");
+        assert_eq!(scan["rows"].as_array().unwrap().len(), 8, "{scan}");
+        let (status, view) = n.call("GET", "/v1/views/by_id?digest=true", None);
+        assert_eq!(status, 200, "{view}");
+        assert!(view["status"]["digest"].is_string(), "{view}");
+        digests.push((scan["rows"].clone(), view["status"]["digest"].clone()));
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+
+    // Transactions wait for part 2: a clear problem, not a half-working route.
+    let (status, problem) = b.call("POST", "/v1/txns", Some(json!({})));
+    assert_eq!(status, 501, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "urn:logbook:problem:not_supported_in_cluster"
+    );
+
+    // Membership: three nodes, healthy, each serving appends, reads and views.
+    let (status, cluster) = c.call("GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(cluster["mode"], "cluster");
+    assert_eq!(cluster["node_id"], "c");
+    assert_eq!(node_ids(&cluster), ["a", "b", "c"], "{cluster}");
+    for n in cluster["nodes"].as_array().unwrap() {
+        assert_eq!(n["healthy"], true, "{cluster}");
+        assert_eq!(
+            n["serves"],
+            json!(["appends", "reads", "views"]),
+            "{cluster}"
+        );
+    }
+    let out = Command::new(common::BIN)
+        .args(["cluster", "status", "--server", &a.base])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("3 nodes") && text.contains(&c.base), "{text}");
+
+    // Killed (no deregistration): dropped once its lease expires; the others keep serving.
+    nodes[2].kill();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    a.wait_for("/v1/cluster", "node c dropped", |s, v| {
+        s == 200 && node_ids(v) == ["a", "b"]
+    });
+    let (status, appended) = b.call(
+        "POST",
+        "/v1/streams/orders/records",
+        Some(json!({"key": "o-2", "value": {"total": 7}})),
+    );
+    assert_eq!(status, 201, "{appended}");
+    let token = appended["token"].as_str().unwrap();
+    let (status, row) = a.call(
+        "GET",
+        &format!("/v1/views/by_id/rows/o-2?token={token}&timeout_ms=20000"),
+        None,
+    );
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(row["value"]["total"], 7, "{row}");
+    drop(engines);
+}
+
+#[test]
+fn a_node_that_cannot_reach_its_engines_is_not_ready_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ports nothing listens on (bound, read, released).
+    let free: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let etcd = format!("http://127.0.0.1:{}", free[0]);
+    let nats = format!("nats://127.0.0.1:{}", free[1]);
+    let node = Node::spawn(dir.path(), "lonely", &[nats], std::slice::from_ref(&etcd));
+    let health = node.wait_for("/v1/health", "says what it waits for", |s, v| {
+        s == 503 && v["waiting_for"].is_string()
+    });
+    assert_eq!(health["ready"], false, "{health}");
+    let waiting = health["waiting_for"].as_str().unwrap();
+    assert!(waiting.starts_with(&format!("etcd at {etcd}")), "{waiting}");
+    let (status, problem) = node.call("GET", "/v1/streams", None);
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["type"], "urn:logbook:problem:not_ready");
+}
+
+#[test]
+fn an_incomplete_cluster_configuration_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("logbook.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nnode_id = \"a\"\nnats_urls = [\"nats://127.0.0.1:4222\"]\n\
+         etcd_endpoints = [\"http://127.0.0.1:2379\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("LOGBOOK_CLUSTER_ADVERTISE_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("cluster.advertise_url"), "{err}");
+    // A flag completes it, and a bad value is named too.
+    let out = Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .args(["--cluster-advertise-url", "127.0.0.1:7700"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cluster.advertise_url") && err.contains("SCHEME://HOST:PORT"),
+        "{err}"
+    );
+}
