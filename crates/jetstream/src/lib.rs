@@ -5,7 +5,8 @@
 //! `deny_delete`/`deny_purge`), each appended batch one NATS message carrying the same
 //! CRC-framed bytes the embedded log writes ([`logbook_log::format`]), so group commit carries
 //! over. This crate is the backend as a library; the `LogBackend` seam in the log crate and the
-//! server's cluster mode build on it. It is **not** part of the embedded binary.
+//! server's cluster mode (`logbook-server`'s feature `cluster`) runs on it. It is **not** part of
+//! the default binary.
 //!
 //! ```text
 //!   Logbook partition (stream, incarnation, p) ──hash──▶ JetStream stream LB_<hash>
