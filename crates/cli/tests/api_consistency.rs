@@ -596,20 +596,7 @@ fn shutdown_cancels_reads_waiting_for_a_token() {
     });
     // The read is waiting once its request is in flight on the server (no timing: the
     // metric of requests in flight says so).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = node.ok("GET", "/metrics", None);
-        let waiting = metrics
-            .as_str()
-            .unwrap()
-            .lines()
-            .any(|l| l.starts_with("logbook_http_requests_in_flight ") && !l.ends_with(" 0"));
-        if waiting {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the read never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    node.serve.until_a_request_is_in_flight();
     let pid = node.serve.child.id().to_string();
     assert!(
         Command::new("kill")

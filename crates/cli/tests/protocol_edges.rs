@@ -203,18 +203,7 @@ fn shutdown_cancels_kv_reads_waiting_for_a_token() {
         ))
         .unwrap();
     // The read is waiting once it is in flight on the server (the metric says so).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = node.request("GET", "/metrics", &[], "").body;
-        if metrics
-            .lines()
-            .any(|l| l.starts_with("logbook_http_requests_in_flight ") && !l.ends_with(" 0"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the read never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    node.serve.until_a_request_is_in_flight();
     let pid = node.serve.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -246,18 +235,7 @@ fn shutdown_ends_record_long_polls_with_what_is_there() {
         ))
         .unwrap();
     // The poll is waiting once it is in flight on the server (the metric says so).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = node.request("GET", "/metrics", &[], "").body;
-        if metrics
-            .lines()
-            .any(|l| l.starts_with("logbook_http_requests_in_flight ") && !l.ends_with(" 0"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the poll never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    node.serve.until_a_request_is_in_flight();
     let pid = node.serve.child.id().to_string();
     assert!(
         Command::new("kill")

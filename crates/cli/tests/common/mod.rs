@@ -56,6 +56,23 @@ impl Serve {
         api::client(&self.base)
     }
 
+    /// Returns once a request other than this look is in flight on the server (no timing:
+    /// its metric of requests in flight says so); panics after 30 s.
+    pub fn until_a_request_is_in_flight(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let metrics = wire::one(self.addr(), "GET", "/metrics", &[], b"").body;
+            if metrics
+                .lines()
+                .any(|l| l.starts_with("logbook_http_requests_in_flight ") && !l.ends_with(" 0"))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no request ever got in flight");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit; its code (-1 for a signal).
     pub fn terminate(&mut self) -> i32 {
         let pid = self.child.id().to_string();
