@@ -597,14 +597,7 @@ fn shutdown_cancels_reads_waiting_for_a_token() {
     // The read is waiting once its request is in flight on the server (no timing: the
     // metric of requests in flight says so).
     node.serve.until_a_request_is_in_flight();
-    let pid = node.serve.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    node.serve.sigterm();
     let (status, body) = reader.join().unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"closed\""), "{body}");

@@ -35,6 +35,17 @@ impl Node {
         wire::connect(&self.addr)
     }
 
+    /// Sends `GET path` on a connection of its own and returns the connection once the
+    /// request is in flight on the server (its metric says so), the answer still to come.
+    fn waiting(&self, path: &str) -> BufReader<TcpStream> {
+        let mut conn = self.connect();
+        if let Err(e) = conn.get_mut().write_all(&request("GET", path, &[], "")) {
+            panic!("sending GET {path}: {e}");
+        }
+        self.serve.until_a_request_is_in_flight();
+        conn
+    }
+
     /// One request on a connection of its own.
     fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
         let mut conn = self.connect();
@@ -193,25 +204,8 @@ fn shutdown_cancels_kv_reads_waiting_for_a_token() {
         }
     }
     let ahead = ahead.encode().unwrap();
-    let mut conn = node.connect();
-    conn.get_mut()
-        .write_all(&request(
-            "GET",
-            &format!("/v1/kv/k?token={ahead}&timeout_ms=60000"),
-            &[],
-            "",
-        ))
-        .unwrap();
-    // The read is waiting once it is in flight on the server (the metric says so).
-    node.serve.until_a_request_is_in_flight();
-    let pid = node.serve.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let mut conn = node.waiting(&format!("/v1/kv/k?token={ahead}&timeout_ms=60000"));
+    node.serve.sigterm();
     let answer = read_answer(&mut conn).expect("the waiting read got no answer");
     answer.assert_problem(503, "closed");
     let mut node = node;
@@ -225,25 +219,8 @@ fn shutdown_ends_record_long_polls_with_what_is_there() {
     let node = Node::start(&dir.path().join("data"), &["--shutdown-grace-ms", "30000"]);
     let created = node.request("PUT", "/v1/streams/lp", &[], r#"{"partitions":1}"#);
     assert!(created.status < 300, "{created:?}");
-    let mut conn = node.connect();
-    conn.get_mut()
-        .write_all(&request(
-            "GET",
-            "/v1/streams/lp/records?from=0&wait_ms=30000",
-            &[],
-            "",
-        ))
-        .unwrap();
-    // The poll is waiting once it is in flight on the server (the metric says so).
-    node.serve.until_a_request_is_in_flight();
-    let pid = node.serve.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let mut conn = node.waiting("/v1/streams/lp/records?from=0&wait_ms=30000");
+    node.serve.sigterm();
     // Before the fix: no answer at all, after the whole grace period (the drain waited
     // out the poll, then dropped it).
     let answer = read_answer(&mut conn).expect("the long poll got no answer");

@@ -75,10 +75,15 @@ impl Serve {
 
     /// Sends SIGTERM and waits (bounded) for the exit; its code (-1 for a signal).
     pub fn terminate(&mut self) -> i32 {
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM (the server begins its graceful shutdown) without waiting for the exit.
+    pub fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success(), "kill -TERM {pid}");
-        self.wait_exit()
     }
 
     /// Waits (bounded) for the process to exit on its own; its code (-1 for a signal).
