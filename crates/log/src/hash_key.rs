@@ -21,7 +21,7 @@ use std::path::Path;
 use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::error::{LogError, Result};
-use crate::storage::{OpenMode, Storage};
+use crate::storage::{Storage, replace_durably};
 
 /// The file's name in the data directory.
 pub const HASH_KEY_FILE: &str = "hash.key";
@@ -118,20 +118,7 @@ fn create(storage: &dyn Storage, dir: &Path) -> Result<HashKey> {
     bytes.extend_from_slice(&key);
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    let path = dir.join(HASH_KEY_FILE);
-    let tmp = dir.join(format!("{HASH_KEY_FILE}.tmp"));
-    let io = |op, p: &Path| {
-        let p = p.to_path_buf();
-        move |e| LogError::io(op, p, e)
-    };
-    let _ = storage.remove_file(&tmp);
-    let file = storage
-        .open(&tmp, OpenMode::CreateNew)
-        .map_err(io("create", &tmp))?;
-    file.write_at(&bytes, 0).map_err(io("write", &tmp))?;
-    file.sync_data().map_err(io("fsync", &tmp))?;
-    storage.rename(&tmp, &path).map_err(io("rename", &path))?;
-    storage.sync_dir(dir).map_err(io("fsync directory", dir))?;
+    replace_durably(storage, &dir.join(HASH_KEY_FILE), &bytes)?;
     Ok(HashKey(key))
 }
 
@@ -139,6 +126,7 @@ fn create(storage: &dyn Storage, dir: &Path) -> Result<HashKey> {
 mod tests {
     use super::*;
     use crate::sim::SimStorage;
+    use crate::storage::OpenMode;
 
     #[test]
     fn created_once_then_read_back_and_damage_is_refused() {

@@ -30,7 +30,7 @@ use crate::hash_key::HashKey;
 use crate::limits;
 use crate::partition::{Partition, PartitionConfig};
 use crate::segment::read_whole;
-use crate::storage::{DirLock, OpenMode, OsStorage, Storage};
+use crate::storage::{DirLock, OpenMode, OsStorage, Storage, replace_durably};
 use crate::stream::{Stream, StreamMeta};
 
 /// How to open a [`Log`]. The default is the real file system, the system clock and
@@ -633,25 +633,11 @@ fn check_or_write_dir_meta(storage: &dyn Storage, dir: &Path) -> Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join("logbook.json.tmp");
-            let _ = storage.remove_file(&tmp);
-            let file = storage
-                .open(&tmp, OpenMode::CreateNew)
-                .map_err(|e| LogError::io("create", &tmp, e))?;
             let json = serde_json::to_vec(&DirMeta {
                 format_version: u32::from(FORMAT_VERSION),
             })
-            .map_err(|e| LogError::io("encode", &tmp, std::io::Error::other(e)))?;
-            file.write_at(&json, 0)
-                .map_err(|e| LogError::io("write", &tmp, e))?;
-            file.sync_data()
-                .map_err(|e| LogError::io("fsync", &tmp, e))?;
-            storage
-                .rename(&tmp, &path)
-                .map_err(|e| LogError::io("rename", &path, e))?;
-            storage
-                .sync_dir(dir)
-                .map_err(|e| LogError::io("fsync directory", dir, e))
+            .map_err(|e| LogError::io("encode", &path, std::io::Error::other(e)))?;
+            replace_durably(storage, &path, &json)
         }
         Err(e) => Err(LogError::io("read", &path, e)),
     }

@@ -24,7 +24,7 @@ use crate::format::{
     SegmentHeader,
 };
 use crate::limits::INDEX_INTERVAL_BYTES;
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{OpenMode, Storage, StorageFile, replace_durably};
 
 /// File name of the segment starting at `base_offset`.
 pub(crate) fn segment_file_name(base_offset: u64) -> String {
@@ -165,26 +165,8 @@ impl Segment {
 
     /// Writes this segment's index file durably (temporary file, fsync, rename, fsync dir).
     pub fn write_index(&self, storage: &dyn Storage, dir: &Path) -> Result<()> {
-        let final_path = dir.join(index_file_name(self.base_offset));
-        let tmp_path = dir.join(format!("{}.tmp", index_file_name(self.base_offset)));
-        if storage.list_dir(dir).is_ok_and(|l| l.contains(&tmp_path)) {
-            storage
-                .remove_file(&tmp_path)
-                .map_err(|e| LogError::io("remove", &tmp_path, e))?;
-        }
-        let file = storage
-            .open(&tmp_path, OpenMode::CreateNew)
-            .map_err(|e| LogError::io("create index", &tmp_path, e))?;
-        file.write_at(&self.index_file().encode(), 0)
-            .map_err(|e| LogError::io("write", &tmp_path, e))?;
-        file.sync_data()
-            .map_err(|e| LogError::io("fsync", &tmp_path, e))?;
-        storage
-            .rename(&tmp_path, &final_path)
-            .map_err(|e| LogError::io("rename", &final_path, e))?;
-        storage
-            .sync_dir(dir)
-            .map_err(|e| LogError::io("fsync directory", dir, e))
+        let path = dir.join(index_file_name(self.base_offset));
+        replace_durably(storage, &path, &self.index_file().encode())
     }
 
     /// Opens a sealed segment: checks its header, and trusts its index file only if it

@@ -191,3 +191,36 @@ impl Storage for OsStorage {
         }
     }
 }
+
+/// Replaces the file at `path` with `bytes` durably and atomically: written to `path.tmp`
+/// (a leftover from a crash removed first), fsynced, renamed over `path`, the directory
+/// fsynced — so after a crash the file is whole, old or new, never torn.
+///
+/// # Errors
+/// [`crate::LogError::Io`] naming the step and the file.
+pub(crate) fn replace_durably(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+) -> crate::Result<()> {
+    use crate::LogError;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    // A leftover that cannot be removed makes the create below fail, naming the file.
+    let _ = storage.remove_file(&tmp);
+    let file = storage
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| LogError::io("create", &tmp, e))?;
+    file.write_at(bytes, 0)
+        .map_err(|e| LogError::io("write", &tmp, e))?;
+    file.sync_data()
+        .map_err(|e| LogError::io("fsync", &tmp, e))?;
+    storage
+        .rename(&tmp, path)
+        .map_err(|e| LogError::io("rename", path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io("fsync directory", dir, e))
+}
