@@ -6,7 +6,8 @@
 //!                            dyn LogStream  ──▶ appends chosen by key, request ids,
 //!                                               ack_guarantee, partition(p)
 //!                            dyn LogPartition ─▶ append (+ AppendCondition), read from an
-//!                                               offset, start / end / durable offset, waits
+//!                                               offset, offset for a time, start / end /
+//!                                               durable offset, waits
 //!  implemented by:  Log / Stream / Partition (the embedded segment log, this crate)
 //! ```
 //!
@@ -118,6 +119,18 @@ impl std::fmt::Display for AckGuarantee {
             )
         }
     }
+}
+
+/// The first record at or after a time in one partition: what
+/// [`LogPartition::offset_for_timestamp`] answers (Kafka's ListOffsets by timestamp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TimestampOffset {
+    /// Offset of the first retained record whose timestamp is at or after the time asked
+    /// for; the partition's end offset when no acknowledged record is that recent (a reader
+    /// starting there gets the records appended next).
+    pub offset: u64,
+    /// That record's timestamp, ms since the Unix epoch; `None` when `offset` is the end.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A precondition on an append to one partition.
@@ -265,6 +278,15 @@ pub trait LogPartition: Send + Sync + std::fmt::Debug {
     /// [`crate::LogError::Corrupt`].
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>>;
 
+    /// The first retained record whose timestamp is at or after `timestamp_ms` (ms since
+    /// the Unix epoch), or the end offset when none is; see [`Partition::offset_for_timestamp`]
+    /// for the embedded log's rule and cost. Blocks.
+    ///
+    /// # Errors
+    /// [`crate::LogError::Corrupt`]; [`crate::LogError::Unsupported`] from a backend that
+    /// cannot answer it.
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<TimestampOffset>;
+
     /// First offset still retained.
     fn start_offset(&self) -> u64;
 
@@ -406,6 +428,10 @@ impl LogPartition for Partition {
 
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
         Partition::read(self, from, max_records, max_bytes)
+    }
+
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<TimestampOffset> {
+        Partition::offset_for_timestamp(self, timestamp_ms)
     }
 
     fn start_offset(&self) -> u64 {

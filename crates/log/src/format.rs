@@ -21,7 +21,7 @@
 use crate::error::{LogError, Result};
 use crate::limits;
 
-/// Format version of batches, segment files and index files written by this build.
+/// Format version of batches and segment files written by this build.
 pub const FORMAT_VERSION: u16 = 1;
 
 /// Bytes in a batch header.
@@ -37,8 +37,12 @@ pub const SEGMENT_HEADER_BYTES: usize = 32;
 pub const INDEX_MAGIC: [u8; 8] = *b"LBK-IDX\n";
 /// Bytes in an index file header.
 pub const INDEX_HEADER_BYTES: usize = 56;
-/// Bytes in one index entry (relative offset u32, file position u32).
-pub const INDEX_ENTRY_BYTES: usize = 8;
+/// Bytes in one index entry (relative offset u32, file position u32, timestamp i64).
+pub const INDEX_ENTRY_BYTES: usize = 16;
+/// Format version of the index files written by this build. Version 1 had 8-byte entries
+/// without the timestamp; an index of another version is stale and rebuilt from its segment
+/// (docs/format.md, "Versions and upgrades").
+pub const INDEX_FORMAT_VERSION: u32 = 2;
 
 const NO_KEY: u32 = u32::MAX;
 
@@ -564,6 +568,20 @@ impl std::fmt::Display for HeaderDefect {
     }
 }
 
+/// One entry of a segment's sparse index: where a batch starts, and the newest timestamp
+/// before it, so a lookup by time (Kafka's time index, kept here in the same entry) finds
+/// where to scan from without reading the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Offset of the batch's first record, minus the segment's base offset.
+    pub relative_offset: u32,
+    /// Byte position of the batch in the segment file.
+    pub position: u32,
+    /// Largest record timestamp of the segment's batches before this one, ms (`i64::MIN`
+    /// for none). Non-decreasing from entry to entry even when record timestamps are not.
+    pub max_timestamp_ms_before: i64,
+}
+
 /// The contents of a sealed segment's offset-index file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IndexFile {
@@ -576,9 +594,9 @@ pub struct IndexFile {
     pub next_offset: u64,
     /// Largest record timestamp in the segment, ms (`i64::MIN` if none).
     pub max_timestamp_ms: i64,
-    /// Sparse entries `(offset - base_offset, byte position of the batch holding it)`, both
-    /// strictly increasing.
-    pub entries: Vec<(u32, u32)>,
+    /// Sparse entries, strictly increasing in offset and position, non-decreasing in
+    /// `max_timestamp_ms_before`.
+    pub entries: Vec<IndexEntry>,
 }
 
 impl IndexFile {
@@ -586,16 +604,17 @@ impl IndexFile {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; INDEX_HEADER_BYTES];
         b[0..8].copy_from_slice(&INDEX_MAGIC);
-        b[8..12].copy_from_slice(&u32::from(FORMAT_VERSION).to_le_bytes());
+        b[8..12].copy_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
         let count = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         b[12..16].copy_from_slice(&count.to_le_bytes());
         b[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
         b[24..32].copy_from_slice(&self.segment_bytes.to_le_bytes());
         b[32..40].copy_from_slice(&self.next_offset.to_le_bytes());
         b[40..48].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
-        for (rel, pos) in self.entries.iter().take(count as usize) {
-            b.extend_from_slice(&rel.to_le_bytes());
-            b.extend_from_slice(&pos.to_le_bytes());
+        for entry in self.entries.iter().take(count as usize) {
+            b.extend_from_slice(&entry.relative_offset.to_le_bytes());
+            b.extend_from_slice(&entry.position.to_le_bytes());
+            b.extend_from_slice(&entry.max_timestamp_ms_before.to_le_bytes());
         }
         let crc = crc32c::crc32c_append(crc32c::crc32c(&b[0..52]), &b[INDEX_HEADER_BYTES..]);
         b[52..56].copy_from_slice(&crc.to_le_bytes());
@@ -610,21 +629,26 @@ impl IndexFile {
         if b[0..8] != INDEX_MAGIC {
             return Err(HeaderDefect::Magic);
         }
-        let count = u32_at(b, 12) as usize;
-        if b.len() != INDEX_HEADER_BYTES + count * INDEX_ENTRY_BYTES {
-            return Err(HeaderDefect::Short);
-        }
         let crc = crc32c::crc32c_append(crc32c::crc32c(&b[0..52]), &b[INDEX_HEADER_BYTES..]);
         if crc != u32_at(b, 52) {
             return Err(HeaderDefect::Checksum);
         }
+        // Checked before the length: a version 1 index has entries of another size.
         let version = u32_at(b, 8);
-        if version != u32::from(FORMAT_VERSION) {
+        if version != INDEX_FORMAT_VERSION {
             return Err(HeaderDefect::Version(version));
+        }
+        let count = u32_at(b, 12) as usize;
+        if b.len() != INDEX_HEADER_BYTES + count * INDEX_ENTRY_BYTES {
+            return Err(HeaderDefect::Short);
         }
         let entries = b[INDEX_HEADER_BYTES..]
             .chunks_exact(INDEX_ENTRY_BYTES)
-            .map(|e| (u32_at(e, 0), u32_at(e, 4)))
+            .map(|e| IndexEntry {
+                relative_offset: u32_at(e, 0),
+                position: u32_at(e, 4),
+                max_timestamp_ms_before: i64_at(e, 8),
+            })
             .collect();
         Ok(IndexFile {
             base_offset: u64_at(b, 16),
@@ -805,7 +829,15 @@ mod tests {
             segment_bytes: 9000,
             next_offset: 180,
             max_timestamp_ms: 42,
-            entries: vec![(0, 32), (40, 4200), (79, 8100)],
+            entries: [(0, 32, i64::MIN), (40, 4200, 17), (79, 8100, 17)]
+                .map(
+                    |(relative_offset, position, max_timestamp_ms_before)| IndexEntry {
+                        relative_offset,
+                        position,
+                        max_timestamp_ms_before,
+                    },
+                )
+                .to_vec(),
         };
         let bytes = index.encode();
         assert_eq!(IndexFile::decode(&bytes), Ok(index.clone()));
@@ -815,5 +847,13 @@ mod tests {
             assert!(IndexFile::decode(&bad).is_err(), "flip at {pos}");
         }
         assert!(IndexFile::decode(&bytes[..bytes.len() - 1]).is_err());
+        // A version 1 index (8-byte entries, no timestamps) is refused by version, so open
+        // rebuilds it rather than misreading its entries.
+        let mut v1 = bytes[..INDEX_HEADER_BYTES].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        v1[12..16].copy_from_slice(&0u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[0..52]);
+        v1[52..56].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(IndexFile::decode(&v1), Err(HeaderDefect::Version(1)));
     }
 }

@@ -58,7 +58,9 @@ pub mod stream;
 mod stream_append;
 pub mod verify;
 
-pub use backend::{AckGuarantee, AppendCondition, LogBackend, LogPartition, LogStream};
+pub use backend::{
+    AckGuarantee, AppendCondition, LogBackend, LogPartition, LogStream, TimestampOffset,
+};
 pub use completion::{AppendAck, AppendCompletion, Completer, EndOffsetAbove};
 pub use config::{Clock, FsyncPolicy, StreamConfig, SystemClock, validate_stream_name};
 pub use dedup::{DedupStats, RequestId, RequestIdWindow};

@@ -38,7 +38,7 @@ use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, EncodedBatch, Record,
 use crate::limits::{APPEND_QUEUE_DEPTH, GROUP_COMMIT_BYTES_MAX, QUEUED_BYTES_MAX};
 use crate::segment::{self, ChunkReader, Segment, index_file_name, parse_file_name};
 use crate::storage::Storage;
-use crate::{AppendCondition, Clock, FsyncPolicy};
+use crate::{AppendCondition, Clock, FsyncPolicy, TimestampOffset};
 
 /// How often the writer checks age-based retention when no appends arrive.
 const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
@@ -125,7 +125,7 @@ impl Shared {
     }
 }
 
-/// Where [`Partition::read`] starts scanning for an offset.
+/// Where [`Partition::read`] starts scanning for an offset (or the time lookup for a time).
 struct Located {
     file: Arc<dyn crate::storage::StorageFile>,
     path: PathBuf,
@@ -137,6 +137,134 @@ struct Located {
     seg_len: u64,
     /// Offset one past the segment's last record.
     seg_next: u64,
+}
+
+impl Located {
+    /// Position `(pos, expected_base)` in segment `s`, from its index.
+    fn at(s: &Segment, (pos, expected_base): (u64, u64)) -> Located {
+        Located {
+            file: s.file.clone(),
+            path: s.path.clone(),
+            pos,
+            expected_base,
+            seg_len: s.len,
+            seg_next: s.next_offset,
+        }
+    }
+}
+
+/// The batches of one segment from a located position, each checked for density, length
+/// and room before its bytes are handed out (the CRC is checked by whoever decodes them),
+/// up to the acknowledged end.
+struct Batches<'a> {
+    reader: ChunkReader<'a>,
+    path: &'a Path,
+    pos: u64,
+    expected_base: u64,
+    seg_len: u64,
+    end: u64,
+}
+
+impl<'a> Batches<'a> {
+    fn new(located: &'a Located, end: u64) -> Batches<'a> {
+        Batches {
+            reader: ChunkReader::with_limit(&*located.file, located.seg_len),
+            path: &located.path,
+            pos: located.pos,
+            expected_base: located.expected_base,
+            seg_len: located.seg_len,
+            end,
+        }
+    }
+
+    /// The next batch, or `None` at the segment's end or the acknowledged end. Does not move
+    /// past it: [`Batches::advance`] does.
+    fn next(&mut self) -> Result<Option<Batch<'_>>> {
+        if self.pos >= self.seg_len {
+            return Ok(None);
+        }
+        let io = |e| LogError::io("read", self.path, e);
+        let header = BatchHeader::parse(self.reader.get(self.pos, BATCH_HEADER_BYTES).map_err(io)?);
+        // `base_offset` is outside the CRC; offsets are dense, so it is known anyway.
+        if header.base_offset != self.expected_base {
+            return Err(self.corrupt(format!(
+                "batch starts at offset {}, expected {} (offsets must be dense)",
+                header.base_offset, self.expected_base
+            )));
+        }
+        if header.base_offset >= self.end {
+            return Ok(None);
+        }
+        if !header.length_is_plausible() {
+            return Err(self.corrupt(format!("implausible batch length {}", header.batch_bytes)));
+        }
+        if self.pos + u64::from(header.batch_bytes) > self.seg_len {
+            return Err(self.corrupt(format!(
+                "batch of {} bytes runs past the end of the segment ({} bytes)",
+                header.batch_bytes, self.seg_len
+            )));
+        }
+        let bytes = self
+            .reader
+            .get(self.pos, header.batch_bytes as usize)
+            .map_err(|e| LogError::io("read", self.path, e))?;
+        Ok(Some(Batch {
+            header,
+            bytes,
+            path: self.path,
+            pos: self.pos,
+        }))
+    }
+
+    /// Moves past the batch [`Batches::next`] returned.
+    fn advance(&mut self, header: &BatchHeader) {
+        self.expected_base = header.next_offset();
+        self.pos += u64::from(header.batch_bytes);
+    }
+
+    /// Whether every batch of the segment was passed.
+    fn at_segment_end(&self) -> bool {
+        self.pos >= self.seg_len
+    }
+
+    /// A corruption error at the current batch.
+    fn corrupt(&self, reason: impl ToString) -> LogError {
+        corrupt_at(self.path, self.pos, reason)
+    }
+}
+
+/// One batch handed out by [`Batches::next`]: its bytes are not verified yet.
+struct Batch<'a> {
+    header: BatchHeader,
+    bytes: &'a [u8],
+    path: &'a Path,
+    pos: u64,
+}
+
+impl Batch<'_> {
+    /// Verifies the batch (CRC, shape) and decodes its records.
+    fn decode(&self) -> Result<Vec<StoredRecord>> {
+        let (_, records) = format::decode_batch(self.bytes).map_err(|d| self.corrupt(d))?;
+        Ok(records)
+    }
+
+    /// Verifies the batch without decoding it.
+    fn verify(&self) -> Result<()> {
+        format::verify_batch(self.bytes).map_err(|d| self.corrupt(d))?;
+        Ok(())
+    }
+
+    fn corrupt(&self, reason: impl ToString) -> LogError {
+        corrupt_at(self.path, self.pos, reason)
+    }
+}
+
+fn corrupt_at(path: &Path, file_offset: u64, reason: impl ToString) -> LogError {
+    LogError::Corrupt {
+        path: path.to_path_buf(),
+        file_offset,
+        reason: reason.to_string(),
+    }
 }
 
 struct Request {
@@ -481,15 +609,7 @@ impl Partition {
         let mut next = from;
         while next < end && out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
             let before = next;
-            let Some(Located {
-                file,
-                path,
-                pos,
-                mut expected_base,
-                seg_len,
-                seg_next,
-            }) = self.locate(next)
-            else {
+            let Some(located) = self.locate(next) else {
                 // Retention deleted the segment after we checked the start offset.
                 let start = self.start_offset();
                 return Err(LogError::OffsetOutOfRange {
@@ -499,45 +619,16 @@ impl Partition {
                     end,
                 });
             };
-            let mut reader = ChunkReader::with_limit(&*file, seg_len);
-            let mut pos = pos;
-            while pos < seg_len && out.len() < max_records && (out.is_empty() || bytes < max_bytes)
-            {
-                let corrupt = |reason: String| LogError::Corrupt {
-                    path: path.clone(),
-                    file_offset: pos,
-                    reason,
-                };
-                let io = |e| LogError::io("read", &path, e);
-                let header = BatchHeader::parse(reader.get(pos, BATCH_HEADER_BYTES).map_err(io)?);
-                // `base_offset` is outside the CRC; offsets are dense, so it is known anyway.
-                if header.base_offset != expected_base {
-                    return Err(corrupt(format!(
-                        "batch starts at offset {}, expected {expected_base} (offsets must be dense)",
-                        header.base_offset
-                    )));
-                }
-                if header.base_offset >= end {
+            let seg_next = located.seg_next;
+            let mut batches = Batches::new(&located, end);
+            while out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
+                let Some(batch) = batches.next()? else {
                     break;
-                }
-                if !header.length_is_plausible() {
-                    return Err(corrupt(format!(
-                        "implausible batch length {}",
-                        header.batch_bytes
-                    )));
-                }
-                if pos + u64::from(header.batch_bytes) > seg_len {
-                    return Err(corrupt(format!(
-                        "batch of {} bytes runs past the end of the segment ({seg_len} bytes)",
-                        header.batch_bytes
-                    )));
-                }
-                let batch = reader.get(pos, header.batch_bytes as usize).map_err(io)?;
-                let (header, records) =
-                    format::decode_batch(batch).map_err(|d| corrupt(d.to_string()))?;
-                expected_base = header.next_offset();
+                };
+                let header = batch.header;
+                let records = batch.decode()?;
                 if header.base_offset > next {
-                    return Err(corrupt(format!(
+                    return Err(batch.corrupt(format!(
                         "batch starts at offset {}, expected at most {next}",
                         header.base_offset
                     )));
@@ -556,29 +647,75 @@ impl Partition {
                     next = record.offset + 1;
                     out.push(record);
                 }
-                pos += u64::from(header.batch_bytes);
+                batches.advance(&header);
             }
-            if pos >= seg_len && next < seg_next {
-                return Err(LogError::Corrupt {
-                    path,
-                    file_offset: pos,
-                    reason: format!("segment ends before offset {next}"),
-                });
+            let at_segment_end = batches.at_segment_end();
+            if at_segment_end && next < seg_next {
+                return Err(batches.corrupt(format!("segment ends before offset {next}")));
             }
-            if pos >= seg_len {
+            if at_segment_end {
                 next = next.max(seg_next);
             }
             if next == before {
                 // Every step above consumes a record or a segment; standing still would
                 // mean the segment metadata and the bytes disagree.
-                return Err(LogError::Corrupt {
-                    path,
-                    file_offset: pos,
-                    reason: format!("no record at offset {next} where the index points"),
-                });
+                return Err(
+                    batches.corrupt(format!("no record at offset {next} where the index points"))
+                );
             }
         }
         Ok(out)
+    }
+
+    /// The first retained record whose timestamp is at or after `timestamp_ms` (ms since the
+    /// Unix epoch), as Kafka's ListOffsets answers it: its offset and timestamp, or the end
+    /// offset and no timestamp when no acknowledged record is that recent. Timestamps a
+    /// client chose may be out of order, so records after the answer can be older than
+    /// `timestamp_ms`; every record before it is.
+    ///
+    /// Answered from the segments' newest timestamps and their index entries (each holds the
+    /// newest timestamp before it): one segment is read, from the last entry before the
+    /// time to the first batch whose newest record reaches it — at most about
+    /// [`crate::limits::INDEX_INTERVAL_BYTES`] of batches plus one, each verified.
+    ///
+    /// # Errors
+    /// [`LogError::Corrupt`] naming file and byte offset if a batch read fails verification.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<TimestampOffset> {
+        let end = self.end_offset();
+        let not_found = TimestampOffset {
+            offset: end,
+            timestamp_ms: None,
+        };
+        let Some(located) = self.locate_timestamp(timestamp_ms, end) else {
+            return Ok(not_found);
+        };
+        let mut batches = Batches::new(&located, end);
+        while let Some(batch) = batches.next()? {
+            let header = batch.header;
+            if header.max_timestamp_ms >= timestamp_ms {
+                let records = batch.decode()?;
+                let found = records.iter().find(|r| r.timestamp_ms >= timestamp_ms);
+                let Some(record) = found else {
+                    return Err(batch.corrupt(format!(
+                        "the batch header's newest timestamp {} is newer than every record's",
+                        header.max_timestamp_ms
+                    )));
+                };
+                return Ok(TimestampOffset {
+                    offset: record.offset,
+                    timestamp_ms: Some(record.timestamp_ms),
+                });
+            }
+            batch.verify()?;
+            batches.advance(&header);
+        }
+        if batches.at_segment_end() {
+            return Err(batches.corrupt(format!(
+                "the segment's newest timestamp is at or after {timestamp_ms} but none of its records is"
+            )));
+        }
+        // The record is in the active segment but not acknowledged yet.
+        Ok(not_found)
     }
 
     /// Finds the segment holding `offset` and where in it to start scanning.
@@ -586,15 +723,18 @@ impl Partition {
         let segments = read(&self.shared.segments);
         let i = segments.partition_point(|s| s.base_offset <= offset);
         let s = segments.get(i.checked_sub(1)?)?;
-        let (pos, expected_base) = s.position_for(offset);
-        Some(Located {
-            file: s.file.clone(),
-            path: s.path.clone(),
-            pos,
-            expected_base,
-            seg_len: s.len,
-            seg_next: s.next_offset,
-        })
+        Some(Located::at(s, s.position_for(offset)))
+    }
+
+    /// Finds the first segment holding a record at or after `timestamp_ms` (below `end`), and
+    /// where in it to start scanning.
+    fn locate_timestamp(&self, timestamp_ms: i64, end: u64) -> Option<Located> {
+        let segments = read(&self.shared.segments);
+        let s = segments
+            .iter()
+            .take_while(|s| s.base_offset < end)
+            .find(|s| s.max_timestamp_ms >= timestamp_ms)?;
+        Some(Located::at(s, s.position_for_timestamp(timestamp_ms)))
     }
 
     /// Blocks until [`Self::end_offset`] exceeds `above` (a record at offset `above` exists)

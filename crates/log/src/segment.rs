@@ -9,8 +9,9 @@
 //! Invariants of a [`Segment`] (asserted where they change):
 //! * batches are contiguous from byte [`SEGMENT_HEADER_BYTES`] to `len`, and their offsets are
 //!   dense from `base_offset` to `next_offset`;
-//! * index entries are strictly increasing in both offset and position, and each points at
-//!   the first byte of a batch.
+//! * index entries are strictly increasing in both offset and position, each points at the
+//!   first byte of a batch, and each carries the largest timestamp of the batches before it
+//!   (so those are non-decreasing: the time lookup relies on it).
 //!
 //! The index of the active segment lives only in memory; it is rebuilt by the recovery scan
 //! on open, which reads the active segment anyway to find a torn tail.
@@ -20,8 +21,8 @@ use std::sync::Arc;
 
 use crate::error::{LogError, Result};
 use crate::format::{
-    self, BATCH_HEADER_BYTES, BatchDefect, BatchHeader, IndexFile, SEGMENT_HEADER_BYTES,
-    SegmentHeader,
+    self, BATCH_HEADER_BYTES, BatchDefect, BatchHeader, IndexEntry, IndexFile,
+    SEGMENT_HEADER_BYTES, SegmentHeader,
 };
 use crate::limits::INDEX_INTERVAL_BYTES;
 use crate::storage::{OpenMode, Storage, StorageFile, replace_durably};
@@ -58,8 +59,8 @@ pub(crate) struct Segment {
     pub next_offset: u64,
     /// Largest record timestamp, `i64::MIN` while empty.
     pub max_timestamp_ms: i64,
-    /// Sparse index `(offset - base_offset, byte position)`.
-    pub index: Vec<(u32, u32)>,
+    /// Sparse index: offset and time to byte position.
+    pub index: Vec<IndexEntry>,
     /// Bytes appended since the last index entry.
     bytes_since_index: u64,
 }
@@ -115,7 +116,7 @@ impl Segment {
         let position = self.len;
         if self.bytes_since_index >= u64::from(INDEX_INTERVAL_BYTES) {
             let rel = header.base_offset - self.base_offset;
-            self.push_index(rel, position);
+            push_index(&mut self.index, rel, position, self.max_timestamp_ms);
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += u64::from(header.batch_bytes);
@@ -124,31 +125,36 @@ impl Segment {
         self.max_timestamp_ms = self.max_timestamp_ms.max(header.max_timestamp_ms);
     }
 
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "segments are smaller than u32::MAX bytes and records (limits.rs)"
-    )]
-    fn push_index(&mut self, rel: u64, position: u64) {
-        let entry = (rel as u32, position as u32);
-        if let Some(last) = self.index.last() {
-            assert!(last.0 < entry.0 && last.1 < entry.1, "index must increase");
-        }
-        self.index.push(entry);
-    }
-
     /// Where to scan from for `offset`: the last index entry at or before it, as (byte
     /// position, base offset of the batch that starts there).
     pub fn position_for(&self, offset: u64) -> (u64, u64) {
         let rel = offset.saturating_sub(self.base_offset);
-        let i = self.index.partition_point(|(r, _)| u64::from(*r) <= rel);
-        if i == 0 {
-            (SEGMENT_HEADER_BYTES as u64, self.base_offset)
-        } else {
-            let (rel, pos) = self.index[i - 1];
-            (
-                u64::from(pos),
-                self.base_offset.saturating_add(u64::from(rel)),
-            )
+        let i = self
+            .index
+            .partition_point(|e| u64::from(e.relative_offset) <= rel);
+        self.entry_position(i.checked_sub(1))
+    }
+
+    /// Where to scan from for the first record with a timestamp at or after `timestamp_ms`:
+    /// the last index entry whose batches before it are all older, as
+    /// [`Segment::position_for`] says it. Every batch before that position is older than
+    /// `timestamp_ms`, because `max_timestamp_ms_before` is the largest timestamp before it.
+    pub fn position_for_timestamp(&self, timestamp_ms: i64) -> (u64, u64) {
+        let i = self
+            .index
+            .partition_point(|e| e.max_timestamp_ms_before < timestamp_ms);
+        self.entry_position(i.checked_sub(1))
+    }
+
+    /// The byte position and base offset of index entry `i`, or of the first batch.
+    fn entry_position(&self, i: Option<usize>) -> (u64, u64) {
+        match i.and_then(|i| self.index.get(i)) {
+            None => (SEGMENT_HEADER_BYTES as u64, self.base_offset),
+            Some(e) => (
+                u64::from(e.position),
+                self.base_offset
+                    .saturating_add(u64::from(e.relative_offset)),
+            ),
         }
     }
 
@@ -296,6 +302,30 @@ impl Segment {
     }
 }
 
+/// Appends an index entry for the batch of relative offset `rel` at byte `position`, after
+/// batches whose largest timestamp is `max_timestamp_ms_before`. The one place entries are
+/// made, for appends and for scans alike, so both build the same index.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "segments are smaller than u32::MAX bytes and records (limits.rs)"
+)]
+fn push_index(index: &mut Vec<IndexEntry>, rel: u64, position: u64, max_timestamp_ms_before: i64) {
+    let entry = IndexEntry {
+        relative_offset: rel as u32,
+        position: position as u32,
+        max_timestamp_ms_before,
+    };
+    if let Some(last) = index.last() {
+        assert!(
+            last.relative_offset < entry.relative_offset
+                && last.position < entry.position
+                && last.max_timestamp_ms_before <= entry.max_timestamp_ms_before,
+            "index must increase"
+        );
+    }
+    index.push(entry);
+}
+
 /// Reads a whole (small) file.
 pub(crate) fn read_whole(storage: &dyn Storage, path: &Path) -> std::io::Result<Vec<u8>> {
     let file = storage.open(path, OpenMode::Read)?;
@@ -341,7 +371,7 @@ pub(crate) struct Scan {
     pub valid_len: u64,
     pub next_offset: u64,
     pub max_timestamp_ms: i64,
-    pub index: Vec<(u32, u32)>,
+    pub index: Vec<IndexEntry>,
     pub bytes_since_index: u64,
     pub batches: u64,
     pub defect: Option<Defect>,
@@ -488,10 +518,8 @@ pub(crate) fn scan(
             break;
         }
         if segment.bytes_since_index >= u64::from(INDEX_INTERVAL_BYTES) {
-            #[expect(clippy::cast_possible_truncation, reason = "see Segment::push_index")]
-            segment
-                .index
-                .push(((header.base_offset - base_offset) as u32, pos as u32));
+            let rel = header.base_offset - base_offset;
+            push_index(&mut segment.index, rel, pos, segment.max_timestamp_ms);
             segment.bytes_since_index = 0;
         }
         segment.bytes_since_index += u64::from(header.batch_bytes);

@@ -15,7 +15,7 @@ use common::{
     DATA_DIR, START_MS, SimDir, batches, index_path, partition_dir, sample_record, segment_path,
     stored, stream_dir,
 };
-use logbook_log::format::{IndexFile, SEGMENT_HEADER_BYTES};
+use logbook_log::format::{IndexEntry, IndexFile, SEGMENT_HEADER_BYTES};
 use logbook_log::limits::{KEY_BYTES_MAX, RECORD_BYTES_MAX};
 use logbook_log::storage::Storage;
 use logbook_log::verify::verify_data_dir;
@@ -73,7 +73,11 @@ fn segments_roll_at_segment_bytes_max_and_are_named_by_base_offset() {
             assert_eq!(index.next_offset, next);
             assert_eq!(
                 index.entries.first(),
-                Some(&(0, SEGMENT_HEADER_BYTES as u32))
+                Some(&IndexEntry {
+                    relative_offset: 0,
+                    position: SEGMENT_HEADER_BYTES as u32,
+                    max_timestamp_ms_before: i64::MIN,
+                })
             );
             names.push(format!("{base:020}.index"));
         } else {

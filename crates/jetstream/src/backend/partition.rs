@@ -20,11 +20,11 @@ use std::time::Duration;
 use logbook_log::format::{EncodedBatch, encode_batch};
 use logbook_log::{
     AppendAck, AppendCompletion, AppendCondition, EndOffsetAbove, LogError, LogPartition, Record,
-    Result, StoredRecord,
+    Result, StoredRecord, TimestampOffset,
 };
 
 use super::runtime::{AbortOnDrop, Runtime};
-use super::{log_error, now_ms};
+use super::{BACKEND, log_error, now_ms};
 use crate::error::JetStreamError;
 use crate::limits::MESSAGE_RECORDS_MAX;
 use crate::offset;
@@ -329,6 +329,15 @@ impl LogPartition for JsPartition {
     /// `(sequence − 1)·2^16 + index`: a gap after every message.
     fn offsets_dense(&self) -> bool {
         false
+    }
+
+    fn offset_for_timestamp(&self, _timestamp_ms: i64) -> Result<TimestampOffset> {
+        Err(LogError::Unsupported {
+            backend: BACKEND,
+            operation: "offset_for_timestamp",
+            why: "offsets by time come with the cluster mode; read from the start offset instead"
+                .into(),
+        })
     }
 
     fn start_offset(&self) -> u64 {
