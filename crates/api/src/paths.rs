@@ -20,6 +20,8 @@ pub mod route {
     pub const STREAM: &str = "/v1/streams/{stream}";
     /// `POST` (append), `GET` (read) a stream's records.
     pub const RECORDS: &str = "/v1/streams/{stream}/records";
+    /// `GET`: per partition, the first offset at or after a time.
+    pub const STREAM_OFFSETS: &str = "/v1/streams/{stream}/offsets";
     /// `POST`: begin a transaction.
     pub const TXNS: &str = "/v1/txns";
     /// `GET`: scan keys in a transaction.
@@ -96,6 +98,11 @@ pub fn stream(stream: &str) -> String {
 /// `/v1/streams/{stream}/records`.
 pub fn records(stream: &str) -> String {
     format!("/v1/streams/{}/records", encode(stream))
+}
+
+/// `/v1/streams/{stream}/offsets`.
+pub fn stream_offsets(stream: &str) -> String {
+    format!("/v1/streams/{}/offsets", encode(stream))
 }
 
 /// `/v1/txns`.
@@ -242,6 +249,7 @@ mod tests {
             (streams(), route::STREAMS),
             (stream("{stream}"), route::STREAM),
             (records("{stream}"), route::RECORDS),
+            (stream_offsets("{stream}"), route::STREAM_OFFSETS),
             (txns(), route::TXNS),
             (txn_kv("{txn}"), route::TXN_KV),
             (txn_key("{txn}", "{key}"), route::TXN_KEY),

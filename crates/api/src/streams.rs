@@ -99,6 +99,33 @@ pub struct PartitionOffsets {
     pub end: u64,
 }
 
+/// `GET /v1/streams/{stream}/offsets?timestamp_ms=T` response: per partition, where the
+/// stream was at a time (Kafka's ListOffsets by timestamp), to start reading from there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OffsetsAtTime {
+    /// The stream.
+    pub stream: String,
+    /// The time asked for, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Every partition, in order.
+    pub partitions: Vec<OffsetAtTime>,
+}
+
+/// One partition's first record at or after a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OffsetAtTime {
+    /// Partition.
+    pub partition: u32,
+    /// Offset of the first retained record whose timestamp is at or after the time; the
+    /// partition's end (where the next record goes) when none is. Records after it may be
+    /// older when their timestamps were chosen by clients out of order.
+    pub offset: u64,
+    /// That record's timestamp, ms since the Unix epoch; `null` when `offset` is the end.
+    pub timestamp_ms: Option<i64>,
+}
+
 /// `GET /v1/streams` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -140,6 +140,32 @@ pub enum StreamCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show where a stream was at a time: per partition, the first record at or after it.
+    ///
+    /// Prints each partition's offset and that record's timestamp; a partition with no
+    /// record that recent shows its end offset (where the next record goes) and `-`. Pass
+    /// an offset to `stream tail --from` to read the stream from that time on.
+    ///
+    /// Examples:
+    ///   logbook stream offsets orders --ago 1h
+    ///   logbook stream offsets orders --timestamp-ms 1764748800000 --json
+    #[command(verbatim_doc_comment)]
+    Offsets {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The stream.
+        stream: String,
+        /// The time, ms since the Unix epoch.
+        #[arg(long, conflicts_with = "ago", required_unless_present = "ago")]
+        timestamp_ms: Option<i64>,
+        /// The time as a duration before now: a number and a unit, `ms`, `s`, `m`, `h` or
+        /// `d` (`90s`, `15m`, `2h`).
+        #[arg(long, value_parser = parse_ago)]
+        ago: Option<u64>,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print records of one partition from an offset; `--follow` keeps printing new ones.
     ///
     /// One record per line: partition, offset, key and value, tab-separated (`--json`: one
@@ -185,6 +211,7 @@ impl StreamCommand {
             | StreamCommand::Show { json, .. }
             | StreamCommand::Drop { json, .. }
             | StreamCommand::Append { json, .. }
+            | StreamCommand::Offsets { json, .. }
             | StreamCommand::Tail { json, .. } => *json,
         }
     }
@@ -196,6 +223,25 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
         Some(("", _)) => Err(format!("header {s:?} has an empty name; use name=value")),
         Some((k, v)) => Ok((k.to_string(), v.to_string())),
     }
+}
+
+/// `--ago`: a duration in ms from a number and a unit (`ms`, `s`, `m`, `h`, `d`).
+fn parse_ago(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} must start with a whole number (e.g. 15m)"))?;
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?} needs a unit: ms, s, m, h or d (e.g. 15m)")),
+    };
+    n.checked_mul(ms_per_unit)
+        .ok_or_else(|| format!("{s:?} is too long a duration"))
 }
 
 /// Runs a `logbook stream` command.
@@ -328,6 +374,13 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
                 None => append.stdin()?,
             }
         }
+        StreamCommand::Offsets {
+            server,
+            stream,
+            timestamp_ms,
+            ago,
+            json,
+        } => offsets(&Client::new(&server)?, &stream, timestamp_ms, ago, json)?,
         StreamCommand::Tail {
             server,
             stream,
@@ -650,6 +703,49 @@ impl Append {
         );
         Ok(())
     }
+}
+
+/// `stream offsets`: per partition, the first record at or after a time.
+fn offsets(
+    client: &Client,
+    stream: &str,
+    timestamp_ms: Option<i64>,
+    ago_ms: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let timestamp_ms = match (timestamp_ms, ago_ms) {
+        (Some(t), _) => t,
+        (None, Some(ago)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the system clock is before 1970")?;
+            let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+            now_ms.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX))
+        }
+        (None, None) => bail!("give --timestamp-ms or --ago"),
+    };
+    let query = [("timestamp_ms", timestamp_ms.to_string())];
+    let answer = client.get(&paths::stream_offsets(stream), &query)?;
+    if json {
+        return print_json(&answer);
+    }
+    outln!("stream {stream} at timestamp_ms {timestamp_ms}:");
+    outln!("{:>9} {:>14} {:>16}", "partition", "offset", "timestamp_ms");
+    for p in answer["partitions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+    {
+        let at = p["timestamp_ms"]
+            .as_i64()
+            .map_or_else(|| "- (end)".to_string(), |t| t.to_string());
+        outln!(
+            "{:>9} {:>14} {:>16}",
+            p["partition"].to_string(),
+            p["offset"].to_string(),
+            at
+        );
+    }
+    Ok(())
 }
 
 fn tail(

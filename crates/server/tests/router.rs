@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/streams/{stream}"),
     ("post", "/v1/streams/{stream}/records"),
     ("get", "/v1/streams/{stream}/records"),
+    ("get", "/v1/streams/{stream}/offsets"),
     ("post", "/v1/txns"),
     ("get", "/v1/txns/{txn}/kv/{key}"),
     ("put", "/v1/txns/{txn}/kv/{key}"),

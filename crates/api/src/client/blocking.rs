@@ -24,7 +24,8 @@ use super::{
 };
 use crate::ops::Health;
 use crate::streams::{
-    AppendMany, AppendOne, CreateStream, RecordIn, RecordsOut, StreamInfo, StreamList,
+    AppendMany, AppendOne, CreateStream, OffsetsAtTime, RecordIn, RecordsOut, StreamInfo,
+    StreamList,
 };
 use crate::txns::{BeginBody, Committed, PutBody, ReadAnswer, ReadBody, Row, Rows};
 use crate::views::{Rebuilt, SwitchBody, ViewDetail, ViewList, ViewOut, ViewRow, ViewRows};
@@ -112,6 +113,8 @@ impl Client {
         fn append_batch_with_id(&self, stream: &str, request_id: &str, records: Vec<RecordIn>) -> AppendMany;
         /// Reads (or long-polls) records of one partition.
         fn read(&self, stream: &str, at: &ReadRecords) -> RecordsOut;
+        /// Per partition, the first record at or after a time.
+        fn offsets_at_time(&self, stream: &str, timestamp_ms: i64) -> OffsetsAtTime;
         /// Creates a view.
         fn create_view(&self, view: &str, spec: &serde_json::Value) -> ViewOut;
         /// Every view.

@@ -56,7 +56,8 @@ use crate::ops::Health;
 use crate::paths::{self, Query};
 use crate::problem::ProblemCode;
 use crate::streams::{
-    AppendBody, AppendMany, AppendOne, CreateStream, RecordIn, RecordsOut, StreamInfo, StreamList,
+    AppendBody, AppendMany, AppendOne, CreateStream, OffsetsAtTime, RecordIn, RecordsOut,
+    StreamInfo, StreamList,
 };
 use crate::txns::{Row, Rows};
 use crate::views::{
@@ -419,6 +420,25 @@ impl Client {
         let mut call = Call::new(Method::GET, paths::records(stream) + &q.finish());
         call.server_wait_ms = at.wait_ms.unwrap_or(0);
         self.call(call).await
+    }
+
+    /// Per partition, the first record at or after `timestamp_ms` (ms since the Unix
+    /// epoch), or the partition's end when none is: where to start reading to see the
+    /// stream from that time on.
+    ///
+    /// # Errors
+    /// `unknown_stream`.
+    pub async fn offsets_at_time(
+        &self,
+        stream: &str,
+        timestamp_ms: i64,
+    ) -> Result<OffsetsAtTime, ClientError> {
+        let q = Query::new().push("timestamp_ms", timestamp_ms);
+        self.call(Call::new(
+            Method::GET,
+            paths::stream_offsets(stream) + &q.finish(),
+        ))
+        .await
     }
 
     // ---- views ----

@@ -1,5 +1,5 @@
 //! Streams and records: `PUT/GET/DELETE /v1/streams/{stream}`, `GET /v1/streams`,
-//! `POST/GET /v1/streams/{stream}/records`.
+//! `POST/GET /v1/streams/{stream}/records`, `GET /v1/streams/{stream}/offsets`.
 //!
 //! Appends without an `Idempotency-Key` go through [`logbook_log::LogStream::try_append_batch`]:
 //! every record checked against every limit before any batch is queued, queued without
@@ -17,8 +17,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use logbook_api::paths::route;
 use logbook_api::streams::{
-    AckGuarantee, AppendBody, AppendMany, AppendOne, CreateStream, PartitionOffsets, PositionOut,
-    RecordIn, RecordOut, RecordsOut, StreamInfo, StreamList,
+    AckGuarantee, AppendBody, AppendMany, AppendOne, CreateStream, OffsetAtTime, OffsetsAtTime,
+    PartitionOffsets, PositionOut, RecordIn, RecordOut, RecordsOut, StreamInfo, StreamList,
 };
 use logbook_log::{FsyncPolicy, LogError, LogPartition, LogStream, Position, Record, StreamConfig};
 
@@ -474,4 +474,53 @@ pub async fn read_records(
         })
         .collect();
     Ok(Json(RecordsOut { records, next }))
+}
+
+/// Per partition, the first record at or after a time: where the stream was then (Kafka's
+/// ListOffsets by timestamp). Answered from the segments' time indexes, without a scan.
+#[utoipa::path(get, path = route::STREAM_OFFSETS, tag = "streams",
+    params(("stream" = String, Path),
+        ("timestamp_ms" = i64, Query, description = "The time, ms since the Unix epoch")),
+    responses((status = 200, body = OffsetsAtTime),
+        (status = 400, description = "`invalid_request`: `timestamp_ms` missing or not an integer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json")))]
+pub async fn offsets_at_time(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Params,
+) -> Result<Json<OffsetsAtTime>, ApiError> {
+    q.only(&["timestamp_ms"])?;
+    let Some(timestamp_ms) = q.get::<i64>("timestamp_ms")? else {
+        return Err(ApiError::invalid(
+            "timestamp_ms",
+            "timestamp_ms is required: the time in ms since the Unix epoch",
+        ));
+    };
+    let opened = state.opened()?;
+    let stream = opened
+        .log
+        .stream(&name)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    // Reads a few KiB of one segment per partition: off the worker.
+    let partitions = blocking(move || {
+        stream
+            .partitions()
+            .into_iter()
+            .map(|p| {
+                let found = p.offset_for_timestamp(timestamp_ms)?;
+                Ok(OffsetAtTime {
+                    partition: p.id(),
+                    offset: found.offset,
+                    timestamp_ms: found.timestamp_ms,
+                })
+            })
+            .collect::<Result<Vec<_>, LogError>>()
+    })
+    .await?
+    .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    Ok(Json(OffsetsAtTime {
+        stream: name,
+        timestamp_ms,
+        partitions,
+    }))
 }
