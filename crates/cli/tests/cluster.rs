@@ -5,7 +5,11 @@
 //!   incarnation;
 //! * an append acknowledged by A is read on B — from the stream, and from a view with A's
 //!   consistency token (read-your-writes across nodes);
-//! * a view gives the same rows (same digest) on every node;
+//! * a view created on A exists on B and C (view definitions in the replicated log); a drop
+//!   on C drops it everywhere; a view gives the same rows (same digest) on every node;
+//! * an append with an `Idempotency-Key` acknowledged by A and retried on B and C is a
+//!   duplicate with A's positions, stored once; the same key with another body is 409
+//!   `request_id_conflict` on any node;
 //! * transactions answer 501 `not_supported_in_cluster`;
 //! * `GET /v1/cluster` and `logbook cluster status` list the three nodes, and drop one once it
 //!   is killed (its lease expires);
@@ -189,12 +193,7 @@ fn three_nodes_serve_one_replicated_log() {
         assert_eq!(seen["incarnation"], created["incarnation"]);
     }
 
-    // The same view on every node (view definitions are per node in this part).
-    let spec = json!({"source": "orders", "kind": "table"});
-    for n in &nodes {
-        let (status, v) = n.call("PUT", "/v1/views/by_id", Some(spec.clone()));
-        assert_eq!(status, 201, "{v}");
-    }
+    views_in_the_replicated_catalog(&nodes);
 
     // An append acknowledged by A, read on B: from the stream, and from B's view with A's
     // token (B's processor may be behind: the read waits for the token).
@@ -257,6 +256,8 @@ fn three_nodes_serve_one_replicated_log() {
     }
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
 
+    exactly_once_across_nodes(&nodes);
+
     // Transactions wait for part 2: a clear problem, not a half-working route.
     let (status, problem) = b.call("POST", "/v1/txns", Some(json!({})));
     assert_eq!(status, 501, "{problem}");
@@ -308,6 +309,119 @@ fn three_nodes_serve_one_replicated_log() {
     assert_eq!(status, 200, "{row}");
     assert_eq!(row["value"]["total"], 7, "{row}");
     drop(engines);
+}
+
+/// A view created on A exists on B and C (the replicated view catalog); the same spec again
+/// is answered as existing, another spec is refused; a view dropped on C is gone everywhere.
+fn views_in_the_replicated_catalog(nodes: &[Node]) {
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let spec = json!({"source": "orders", "kind": "table"});
+    let (status, v) = a.call("PUT", "/v1/views/by_id", Some(spec.clone()));
+    assert_eq!(status, 201, "{v}");
+    for n in [b, c] {
+        let seen = n.wait_for("/v1/views/by_id", "the view created on A", |s, _| s == 200);
+        assert_eq!(seen["spec"]["source"], "orders", "{seen}");
+    }
+    let (status, v) = b.call("PUT", "/v1/views/by_id", Some(spec.clone()));
+    assert_eq!(status, 200, "{v}");
+    let other = json!({"source": "orders", "kind": "table", "fields": ["total"]});
+    let (status, problem) = c.call("PUT", "/v1/views/by_id", Some(other));
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(
+        problem["type"], "urn:logbook:problem:view_exists",
+        "{problem}"
+    );
+
+    let (status, v) = b.call("PUT", "/v1/views/scratch", Some(spec));
+    assert_eq!(status, 201, "{v}");
+    a.wait_for("/v1/views/scratch", "the view created on B", |s, _| {
+        s == 200
+    });
+    let (status, _) = c.call("DELETE", "/v1/views/scratch", None);
+    assert_eq!(status, 204);
+    for n in nodes {
+        n.wait_for("/v1/views/scratch", "the view dropped on C", |s, _| {
+            s == 404
+        });
+        let (status, list) = n.call("GET", "/v1/views", None);
+        assert_eq!(status, 200, "{list}");
+        let names: Vec<&str> = list["views"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["view"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["by_id"], "{list}");
+    }
+}
+
+/// An append with an `Idempotency-Key` on `node`: status and body.
+fn append_with_key(node: &Node, key: &str, body: &Value) -> (u16, Value) {
+    let request = common::api::request("POST", "/v1/streams/orders/records", Some(body))
+        .request_id(Some(key));
+    common::api::send(&node.client, request)
+        .unwrap_or_else(|e| panic!("append with key {key} on {}: {e}", node.base))
+}
+
+/// How many records of `orders` (both partitions) have `marker` as their value's `marker`.
+fn count_marked(node: &Node, marker: &str) -> usize {
+    let mut found = 0;
+    for p in 0..2 {
+        let (status, read) = node.call(
+            "GET",
+            &format!("/v1/streams/orders/records?partition={p}&from=0&limit=1000"),
+            None,
+        );
+        assert_eq!(status, 200, "{read}");
+        found += read["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["value"]["marker"] == marker)
+            .count();
+    }
+    found
+}
+
+/// An append with a key acknowledged on A, retried on B and C: a duplicate with A's
+/// positions, one copy in the log; the same key with another body is a conflict anywhere.
+fn exactly_once_across_nodes(nodes: &[Node]) {
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    // Keyed records in both partitions and an unkeyed one: a request of several shares.
+    let records: Vec<Value> = (0..12)
+        .map(|i| json!({"key": format!("x-{i}"), "value": {"marker": "once"}}))
+        .chain([json!({"value": {"marker": "once"}})])
+        .collect();
+    let body = json!({ "records": records });
+    let (status, first) = append_with_key(a, "order-17", &body);
+    assert_eq!(status, 201, "{first}");
+    assert_ne!(first["duplicate"], true, "{first}");
+    let partitions: std::collections::BTreeSet<u64> = first["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["partition"].as_u64().unwrap())
+        .collect();
+    assert_eq!(partitions.len(), 2, "one share per partition: {first}");
+    for n in [b, c, a] {
+        let (status, retry) = append_with_key(n, "order-17", &body);
+        assert_eq!(status, 200, "retry on {}: {retry}", n.base);
+        assert_eq!(retry["duplicate"], true, "{retry}");
+        assert_eq!(retry["positions"], first["positions"], "{retry}");
+    }
+    let other = json!({"records": [{"key": "x-1", "value": {"marker": "other"}}]});
+    for n in [b, a] {
+        let (status, problem) = append_with_key(n, "order-17", &other);
+        assert_eq!(status, 409, "{problem}");
+        assert_eq!(
+            problem["type"], "urn:logbook:problem:request_id_conflict",
+            "{problem}"
+        );
+    }
+    for n in nodes {
+        assert_eq!(count_marked(n, "once"), 13, "on {}", n.base);
+        assert_eq!(count_marked(n, "other"), 0, "on {}", n.base);
+    }
 }
 
 #[test]

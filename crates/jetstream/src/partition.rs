@@ -197,6 +197,15 @@ impl JetStreamPartition {
             .await
             .map_err(|e| failed(e, false))?;
         let ack = pending.await.map_err(|e| failed(e, true))?;
+        // A clustered server stages a message id with sequence 0 while its original is being
+        // replicated, and answers a second publish of that id as a duplicate of sequence 0:
+        // the original's fate is not known yet, so it is retried like an election.
+        if ack.sequence == 0 && ack.duplicate {
+            return Err(JetStreamError::Unavailable {
+                stream: self.stream.clone(),
+                why: "the original of this message id is still being stored".into(),
+            });
+        }
         // Answers from the network are checked before the offset arithmetic asserts on them.
         if ack.sequence == 0 {
             return Err(JetStreamError::Api {
@@ -335,6 +344,18 @@ impl JetStreamPartition {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// The records of the message at `sequence`, read from the stream leader and verified;
+    /// `None` when there is no such message.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub async fn read_message(&self, sequence: u64) -> Result<Option<Vec<StoredRecord>>> {
+        match self.get_message(sequence).await? {
+            Some(message) => self.decode(message).map(Some),
+            None => Ok(None),
         }
     }
 

@@ -222,18 +222,134 @@ fn batches_one_message_cannot_carry_are_refused_before_sending() {
     assert!(conformance::read_all(p, 10).is_empty(), "nothing stored");
 }
 
+/// The records of `stream` (every partition), as values.
+fn all_values(stream: &dyn logbook_log::LogStream) -> Vec<String> {
+    (0..stream.partition_count())
+        .flat_map(|p| conformance::read_all(stream.partition(p).expect("partition"), 1000))
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect()
+}
+
+/// An append with a request id through node A, retried through node B (a second backend
+/// with its own index) within JetStream's duplicate window, and through node C after that
+/// window has passed (its index, read from the log, answers): a duplicate with A's
+/// positions every time, the records stored once; the same id with other records is a
+/// conflict on any node, and changes nothing.
 #[test]
-fn appends_with_a_request_id_are_not_supported_yet() {
-    let (_cluster, s) = single();
-    let stream = s.open("ids", 1);
-    let id = logbook_log::RequestId::new("req-1").unwrap();
-    assert!(matches!(
-        stream.append_with_id(&id, None, vec![Record::new("a")]),
-        Err(LogError::Unsupported {
-            operation: "append_with_id",
-            ..
-        })
-    ));
+fn an_append_with_a_request_id_is_stored_once_whichever_node_a_retry_reaches() {
+    let cluster = start(ClusterSpec {
+        nats: 1,
+        ..ClusterSpec::default()
+    });
+    let node = || -> Arc<dyn LogBackend> {
+        let mut s = settings(&cluster, cluster.nats_urls(), 1);
+        // Short, so that a retry beyond it is one this test can wait for.
+        s.partitions.duplicate_window_ms = 1_000;
+        Arc::new(JetStreamBackend::connect(s).expect("connect a node"))
+    };
+    let config = StreamConfig {
+        fsync: FsyncPolicy::Never,
+        partitions: 2,
+        ..StreamConfig::default()
+    };
+    let (a, b) = (node(), node());
+    let on_a = a.create_stream("ids", config).expect("create");
+    let on_b = b.stream("ids").expect("open on B");
+    let id = logbook_log::RequestId::new("order 17").expect("an id");
+    // Keys in both partitions (two shares) and an unkeyed record.
+    let records = || -> Vec<Record> {
+        ["x-0", "x-8", "x-9"]
+            .iter()
+            .map(|k| Record::keyed(*k, format!("v-{k}")))
+            .chain([Record::new("v-unkeyed")])
+            .collect()
+    };
+    let first = on_a
+        .clone()
+        .append_with_id(&id, None, records())
+        .and_then(|p| p.wait())
+        .expect("the original");
+    assert!(!first.duplicate);
+    let partitions: std::collections::BTreeSet<u32> =
+        first.positions.iter().map(|p| p.partition).collect();
+    assert_eq!(partitions.len(), 2, "two shares: {first:?}");
+
+    // A retry through `stream` is a duplicate at the original's positions; the id with
+    // another body is a conflict there.
+    let retried_on = |stream: &Arc<dyn logbook_log::LogStream>, node: &str| {
+        let retry = stream
+            .clone()
+            .append_with_id(&id, None, records())
+            .and_then(|p| p.wait())
+            .unwrap_or_else(|e| panic!("a retry through {node}: {e}"));
+        assert!(retry.duplicate, "{node}: {retry:?}");
+        assert_eq!(retry.positions, first.positions, "{node}");
+        let other = vec![Record::keyed("x-0", "another body")];
+        assert!(matches!(
+            stream.clone().append_with_id(&id, None, other),
+            Err(LogError::RequestIdConflict { .. })
+        ));
+    };
+    retried_on(&on_b, "B");
+
+    // Past the duplicate window: a message id stored after the original is accepted again
+    // once JetStream has forgotten it (polled, bounded), so the original's is forgotten too.
+    forgotten_after_window(&cluster, on_a.incarnation());
+    let c = node();
+    let on_c = c.stream("ids").expect("open on C");
+    retried_on(&on_c, "C");
+    let mut stored = all_values(&*on_c);
+    stored.retain(|v| v != "probe");
+    stored.sort();
+    assert_eq!(stored, ["v-unkeyed", "v-x-0", "v-x-8", "v-x-9"]);
+}
+
+/// Waits until JetStream's duplicate window has passed for every message stored so far in
+/// partition 0 of stream `ids` (incarnation `incarnation`): publishes a probe message id
+/// there, then again until it is no longer answered as a duplicate (bounded by
+/// [`PROPAGATION`]). The probe is an empty batch without a request id.
+fn forgotten_after_window(cluster: &Cluster, incarnation: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let log = logbook_jetstream::JetStreamLog::connect(
+            &logbook_jetstream::ConnectSettings::new(cluster.nats_urls()),
+        )
+        .await
+        .expect("connect");
+        let settings = PartitionSettings {
+            replicas: 1,
+            duplicate_window_ms: 1_000,
+        };
+        let partition = log
+            .create_partition(
+                &logbook_jetstream::PartitionRef::new("ids", incarnation, 0),
+                &settings,
+            )
+            .await
+            .expect("the partition's JetStream stream");
+        let batch = logbook_log::format::encode_batch(&[Record::new("probe")], 0).expect("batch");
+        let options = logbook_jetstream::AppendOptions {
+            expected_last_sequence: None,
+            message_id: Some("probe".into()),
+        };
+        let deadline = Instant::now() + PROPAGATION;
+        let mut first = true;
+        loop {
+            let appended = partition.append(&batch, &options).await.expect("probe");
+            if !first && !appended.duplicate {
+                return;
+            }
+            first = false;
+            assert!(
+                Instant::now() < deadline,
+                "JetStream never forgot the probe's id"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
 }
 
 /// Polls `f` until it returns `Some`, for up to [`PROPAGATION`].

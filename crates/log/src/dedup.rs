@@ -514,6 +514,110 @@ impl DedupIndex {
         }
     }
 
+    /// An index kept only in memory and never checkpointed: a cluster node's, derived from the
+    /// replicated log with [`Self::follow`] and completed with [`Self::remember`].
+    pub fn in_memory(window: RequestIdWindow, hash_key: HashKey) -> DedupIndex {
+        DedupIndex::new(window, PathBuf::new(), hash_key)
+    }
+
+    /// Where each share of a request is remembered (`Some(base offset)`), claiming nothing:
+    /// for a backend whose engine itself answers a concurrent second attempt as a duplicate
+    /// (JetStream's message ids).
+    ///
+    /// # Errors
+    /// [`LogError::RequestIdConflict`] when a share is remembered with another digest, naming
+    /// the share's first record.
+    pub fn lookup(
+        &self,
+        request_id: &RequestId,
+        shares: &[RequestShare],
+        now_ms: i64,
+    ) -> Result<Vec<Option<u64>>> {
+        let mut state = lock(&self.state);
+        self.expire(&mut state, now_ms);
+        let mut out = Vec::with_capacity(shares.len());
+        for (index, share) in shares.iter().enumerate() {
+            match state.find(share.claim.key) {
+                // The digest covers the partition: a match is at the same place.
+                Some(e) if e.digest == share.claim.digest => out.push(Some(e.offset)),
+                Some(_) => {
+                    let conflict = self.conflict(request_id, index);
+                    return Err(name_conflicting_record(conflict, shares));
+                }
+                None => out.push(None),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers a share of a request just appended at `base_offset` (`appended_ms`: the
+    /// log's clock when it was stamped, as given to [`prepare_request`]).
+    pub fn remember(&self, share: &RequestShare, base_offset: u64, appended_ms: i64, now_ms: i64) {
+        self.complete(
+            &[(share.claim, share.partition, base_offset, appended_ms)],
+            now_ms,
+        );
+    }
+
+    /// Remembers the request ids of records read from `partition` in offset order;
+    /// `cursor` carries a share whose records span two reads. Records seen before are
+    /// ignored, so reading a range twice is harmless.
+    pub fn follow(
+        &self,
+        partition: u32,
+        records: &[StoredRecord],
+        cursor: &mut ReplayCursor,
+        now_ms: i64,
+    ) {
+        let mut found = Vec::new();
+        self.replay(partition, records, cursor, &mut found);
+        let mut state = lock(&self.state);
+        for e in found {
+            state.insert(e.0);
+        }
+        self.expire(&mut state, now_ms);
+    }
+
+    /// Checks that `stored` — one batch read back from `shares[index]`'s partition, which the
+    /// engine named as that share's original — holds that share (same id, share number and
+    /// digest): how a backend tells a retry from another request under the same id.
+    ///
+    /// # Errors
+    /// [`LogError::RequestIdConflict`] naming the share's first record.
+    pub fn check_stored(
+        &self,
+        request_id: &RequestId,
+        shares: &[RequestShare],
+        index: usize,
+        stored: &[StoredRecord],
+    ) -> Result<()> {
+        let Some(share) = shares.get(index) else {
+            return Err(self.conflict(request_id, index));
+        };
+        let mut found = Vec::new();
+        self.replay(
+            share.partition,
+            stored,
+            &mut ReplayCursor::default(),
+            &mut found,
+        );
+        let claim = share.claim;
+        if found
+            .iter()
+            .any(|e| e.0.key == claim.key && e.0.digest == claim.digest)
+        {
+            return Ok(());
+        }
+        let conflict = self.conflict(request_id, index);
+        Err(name_conflicting_record(conflict, shares))
+    }
+
+    /// Counts a request answered entirely from the index, by a backend using
+    /// [`Self::lookup`].
+    pub fn count_duplicate(&self) {
+        self.note_duplicate();
+    }
+
     fn conflict(&self, request_id: &RequestId, index: usize) -> LogError {
         self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
         LogError::RequestIdConflict {
@@ -861,8 +965,16 @@ pub(crate) fn request_digest(records: &[Record]) -> u64 {
 
 /// Replay state of one partition: a request's share whose records span read chunks.
 #[derive(Default)]
-pub(crate) struct ReplayCursor {
+pub struct ReplayCursor {
     open: Option<OpenShare>,
+}
+
+impl std::fmt::Debug for ReplayCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayCursor")
+            .field("in_share", &self.open.is_some())
+            .finish()
+    }
 }
 
 struct OpenShare {
@@ -994,6 +1106,91 @@ pub fn validate_traceparent(value: &str) -> Result<()> {
     Ok(())
 }
 
+/// One partition's share of a request with an id, stamped and ready to append as one batch
+/// by any backend ([`prepare_request`]).
+#[derive(Debug)]
+pub struct RequestShare {
+    /// The partition it goes to.
+    pub partition: u32,
+    /// Its records in the caller's order, the first one stamped with the request's headers.
+    pub records: Vec<Record>,
+    /// Their indices in the whole request.
+    pub indices: Vec<usize>,
+    /// Its number in the request (0-based, in partition order).
+    pub ordinal: u32,
+    pub(crate) claim: Claim,
+}
+
+/// Splits a request with an id into its shares, for any backend: keyed records go to their
+/// key's partition, unkeyed ones to the partition of the request id's hash (so a retry —
+/// after an unknown outcome, or on another node — reaches the partition the original may
+/// have), each share stamped with the headers replay and the index read back
+/// ([`REQUEST_ID_HEADER`], [`REQUEST_RECORDS_HEADER`], `traceparent` when given) and carrying
+/// its digest. `appended_ms` is the log's clock, recorded in the headers for the window.
+///
+/// # Errors
+/// [`LogError::EmptyBatch`]; [`LogError::InvalidTraceparent`]; [`LogError::ReservedHeader`].
+/// Nothing is remembered or appended.
+pub fn prepare_request(
+    hash_key: &HashKey,
+    request_id: &RequestId,
+    traceparent: Option<&str>,
+    records: Vec<Record>,
+    partitions: u32,
+    appended_ms: i64,
+) -> Result<Vec<RequestShare>> {
+    if records.is_empty() {
+        return Err(LogError::EmptyBatch);
+    }
+    if let Some(tp) = traceparent {
+        validate_traceparent(tp)?;
+    }
+    crate::stream::check_no_reserved_headers(&records)?;
+    let n = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    let unkeyed = crate::stream::partition_for_key(request_id.as_str().as_bytes(), partitions);
+    let digest = request_digest(&records);
+    let groups = crate::stream::group_by_partition(records, partitions, unkeyed);
+    let mut shares = Vec::with_capacity(groups.len());
+    for (ordinal, (partition, mut records, indices)) in groups.into_iter().enumerate() {
+        let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);
+        let claim = stamp_share(
+            hash_key,
+            request_id,
+            traceparent,
+            n,
+            ordinal,
+            partition,
+            appended_ms,
+            digest,
+            &mut records,
+        );
+        shares.push(RequestShare {
+            partition,
+            records,
+            indices,
+            ordinal,
+            claim,
+        });
+    }
+    Ok(shares)
+}
+
+/// A conflict found on share `index` of `shares`, named by that share's first record in the
+/// caller's order (other errors unchanged).
+pub(crate) fn name_conflicting_record(e: LogError, shares: &[RequestShare]) -> LogError {
+    match e {
+        LogError::RequestIdConflict { request_id, index } => LogError::RequestIdConflict {
+            request_id,
+            index: shares
+                .get(index)
+                .and_then(|s| s.indices.first())
+                .copied()
+                .unwrap_or(index),
+        },
+        other => other,
+    }
+}
+
 /// Stamps share `ordinal` of a request (`records`, `n` in the whole request, whose digest is
 /// `request_digest`, appended at `appended_ms` by the log's clock): its first record gets the
 /// headers `request-id`, `request-records` = `s:k/n;t;d` and, when given, `traceparent`.
@@ -1003,7 +1200,7 @@ pub fn validate_traceparent(value: &str) -> Result<()> {
     clippy::too_many_arguments,
     reason = "each argument is a separate part of the share's headers and digest; one caller"
 )]
-pub(crate) fn stamp_share(
+fn stamp_share(
     hash_key: &HashKey,
     request_id: &RequestId,
     traceparent: Option<&str>,

@@ -46,6 +46,17 @@ impl HashKey {
         HashKey(bytes)
     }
 
+    /// A new key of 128 bits from the operating system's generator, for an index kept only
+    /// in memory (a cluster node's request-id index, rebuilt from the replicated log at start).
+    ///
+    /// # Errors
+    /// When the operating system has no randomness to give.
+    pub fn random() -> std::io::Result<HashKey> {
+        let mut key = [0u8; 16];
+        getrandom::getrandom(&mut key).map_err(std::io::Error::other)?;
+        Ok(HashKey(key))
+    }
+
     /// SipHash-2-4 with 128-bit output of `parts` under this key, each part
     /// length-prefixed (so `("ab", "c")` and `("a", "bc")` differ).
     pub fn hash128(&self, parts: &[&[u8]]) -> [u64; 2] {
@@ -104,14 +115,8 @@ fn decode(b: &[u8]) -> Option<HashKey> {
 }
 
 fn create(storage: &dyn Storage, dir: &Path) -> Result<HashKey> {
-    let mut key = [0u8; 16];
-    getrandom::getrandom(&mut key).map_err(|e| {
-        LogError::io(
-            "read the OS random generator",
-            dir,
-            std::io::Error::other(e),
-        )
-    })?;
+    let HashKey(key) =
+        HashKey::random().map_err(|e| LogError::io("read the OS random generator", dir, e))?;
     let mut bytes = Vec::with_capacity(FILE_BYTES);
     bytes.extend_from_slice(&MAGIC);
     bytes.extend_from_slice(&VERSION.to_le_bytes());

@@ -35,6 +35,31 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     u32::try_from(p).unwrap_or(0)
 }
 
+/// Splits records by partition (keyed by hash; all unkeyed ones to `unkeyed`):
+/// `(partition, records, their input indices)`, in partition order.
+pub(crate) fn group_by_partition(
+    records: Vec<Record>,
+    partitions: u32,
+    unkeyed: u32,
+) -> Vec<(u32, Vec<Record>, Vec<usize>)> {
+    let mut by_partition: Vec<(Vec<Record>, Vec<usize>)> =
+        (0..partitions).map(|_| (Vec::new(), Vec::new())).collect();
+    for (index, record) in records.into_iter().enumerate() {
+        let p = match &record.key {
+            Some(key) => partition_for_key(key, partitions),
+            None => unkeyed,
+        };
+        by_partition[p as usize].0.push(record);
+        by_partition[p as usize].1.push(index);
+    }
+    by_partition
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (r, _))| !r.is_empty())
+        .map(|(p, (r, i))| (u32::try_from(p).unwrap_or(0), r, i))
+        .collect()
+}
+
 /// What is stored in a stream's `stream.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StreamMeta {
@@ -75,7 +100,9 @@ pub struct IdempotentAppend {
     known: Vec<Option<Position>>,
     parts: Vec<(AppendCompletion, Vec<usize>)>,
     duplicate: bool,
-    stream: Arc<Stream>,
+    /// The embedded stream whose readers a duplicate waits for; `None` for an outcome another
+    /// backend resolved ([`IdempotentAppend::resolved`]).
+    stream: Option<Arc<Stream>>,
     /// The first failed part, while others are still being polled.
     error: Option<LogError>,
 }
@@ -117,10 +144,12 @@ impl std::future::Future for IdempotentAppend {
         if let Some(e) = this.error.take() {
             return Poll::Ready(Err(e));
         }
-        if this.duplicate {
+        if this.duplicate
+            && let Some(stream) = &this.stream
+        {
             // The original is durable; wait until readers can see it too (as `wait`).
             for p in this.known.iter().flatten() {
-                if let Ok(partition) = this.stream.partition(p.partition)
+                if let Ok(partition) = stream.partition(p.partition)
                     && partition.end_offset() <= p.offset
                 {
                     let mut visible = partition.end_offset_above(p.offset);
@@ -142,6 +171,18 @@ impl std::future::Future for IdempotentAppend {
 }
 
 impl IdempotentAppend {
+    /// An append with a request id whose outcome another backend already knows (it resolved
+    /// its shares itself; a duplicate's original is visible to readers).
+    pub fn resolved(outcome: AppendOutcome) -> IdempotentAppend {
+        IdempotentAppend {
+            known: outcome.positions.into_iter().map(Some).collect(),
+            parts: Vec::new(),
+            duplicate: outcome.duplicate,
+            stream: None,
+            error: None,
+        }
+    }
+
     /// Whether [`Self::wait`] would return without blocking on an append.
     pub fn is_ready(&self) -> bool {
         self.parts.iter().all(|(c, _)| c.is_ready())
@@ -176,9 +217,11 @@ impl IdempotentAppend {
             return Err(e);
         }
         let positions: Vec<Position> = positions.into_iter().flatten().collect();
-        if self.duplicate {
+        if self.duplicate
+            && let Some(stream) = &self.stream
+        {
             for p in &positions {
-                if let Ok(partition) = self.stream.partition(p.partition) {
+                if let Ok(partition) = stream.partition(p.partition) {
                     partition.wait_end_offset_above(p.offset, std::time::Duration::from_secs(30));
                 }
             }
@@ -242,60 +285,35 @@ impl Stream {
         traceparent: Option<&str>,
         records: Vec<Record>,
     ) -> Result<IdempotentAppend> {
-        if records.is_empty() {
-            return Err(LogError::EmptyBatch);
-        }
-        if let Some(tp) = traceparent {
-            dedup::validate_traceparent(tp)?;
-        }
-        check_no_reserved_headers(&records)?;
-        let n = u32::try_from(records.len()).unwrap_or(u32::MAX);
         let now = self.clock.now_ms();
-        // Unkeyed records of a request go where the request id hashes, not round-robin: a
-        // retry after an "outcome unknown" failure must reach the same partition, or a first
-        // attempt that did reach the disk and its retry would both be in the log.
-        let unkeyed = partition_for_key(request_id.as_str().as_bytes(), self.partition_count());
-        let request_digest = dedup::request_digest(&records);
-        let mut shares = self.group_by_partition(records, unkeyed);
+        let shares = dedup::prepare_request(
+            self.dedup.hash_key(),
+            request_id,
+            traceparent,
+            records,
+            self.partition_count(),
+            now,
+        )?;
+        let n: usize = shares.iter().map(|s| s.indices.len()).sum();
         // Check every limit before the index is touched: bad input changes nothing.
-        let mut claims = Vec::with_capacity(shares.len());
-        let mut encoded = Vec::with_capacity(shares.len());
-        for (ordinal, (p, records, indices)) in shares.iter_mut().enumerate() {
-            let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);
-            claims.push(dedup::stamp_share(
-                self.dedup.hash_key(),
-                request_id,
-                traceparent,
-                n,
-                ordinal,
-                *p,
-                now,
-                request_digest,
-                records,
-            ));
-            encoded.push(
-                crate::format::encode_batch(records, now)
-                    .map_err(|e| LogError::remap_record_index(e, indices))?,
-            );
-        }
-        let lookups = match self.dedup.lookup_or_claim(request_id, &claims, now) {
-            Err(LogError::RequestIdConflict { request_id, index }) => {
-                // Name the conflicting share by its first record in the caller's order.
-                let index = shares
-                    .get(index)
-                    .and_then(|s| s.2.first())
-                    .copied()
-                    .unwrap_or(index);
-                return Err(LogError::RequestIdConflict { request_id, index });
-            }
-            other => other?,
-        };
-        let mut known: Vec<Option<Position>> = vec![None; n as usize];
+        let encoded = shares
+            .iter()
+            .map(|s| {
+                crate::format::encode_batch(&s.records, now)
+                    .map_err(|e| LogError::remap_record_index(e, &s.indices))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let claims: Vec<Claim> = shares.iter().map(|s| s.claim).collect();
+        let lookups = self
+            .dedup
+            .lookup_or_claim(request_id, &claims, now)
+            .map_err(|e| dedup::name_conflicting_record(e, &shares))?;
+        let mut known: Vec<Option<Position>> = vec![None; n];
         let mut all_known = true;
-        for ((_, _, indices), lookup) in shares.iter().zip(&lookups) {
+        for (share, lookup) in shares.iter().zip(&lookups) {
             match lookup {
                 Lookup::Known(partition, base) => {
-                    for (j, &i) in indices.iter().enumerate() {
+                    for (j, &i) in share.indices.iter().enumerate() {
                         known[i] = Some(Position {
                             partition: *partition,
                             offset: base + j as u64,
@@ -311,7 +329,7 @@ impl Stream {
                 known,
                 parts: Vec::new(),
                 duplicate: true,
-                stream: self.clone(),
+                stream: Some(self.clone()),
                 error: None,
             });
         }
@@ -323,9 +341,9 @@ impl Stream {
             .zip(claims)
             .zip(lookups)
             .filter(|(_, lookup)| matches!(lookup, Lookup::Claimed))
-            .map(|(((share, batch), claim), _)| (share, batch, claim));
+            .map(|(((share, batch), claim), _)| (share.partition, share.indices, batch, claim));
         let mut parts = Vec::new();
-        while let Some(((p, _, indices), batch, claim)) = pending.next() {
+        while let Some((p, indices, batch, claim)) = pending.next() {
             let index = self.dedup.clone();
             let clock = self.clock.clone();
             let hook = AckHook::new(move |outcome| match outcome {
@@ -346,7 +364,7 @@ impl Stream {
                 Err(e) => {
                     // This batch's hook released its claim when it was dropped; release the
                     // claims of the batches not sent.
-                    let rest: Vec<Claim> = pending.map(|(_, _, claim)| claim).collect();
+                    let rest: Vec<Claim> = pending.map(|(_, _, _, claim)| claim).collect();
                     self.dedup.release(&rest);
                     return Err(e);
                 }
@@ -356,35 +374,9 @@ impl Stream {
             known,
             parts,
             duplicate: false,
-            stream: self.clone(),
+            stream: Some(self.clone()),
             error: None,
         })
-    }
-
-    /// Splits records by partition (keyed by hash; all unkeyed ones to `unkeyed`):
-    /// `(partition, records, their input indices)`, in partition order.
-    fn group_by_partition(
-        &self,
-        records: Vec<Record>,
-        unkeyed: u32,
-    ) -> Vec<(u32, Vec<Record>, Vec<usize>)> {
-        let mut by_partition: Vec<(Vec<Record>, Vec<usize>)> = (0..self.partition_count())
-            .map(|_| (Vec::new(), Vec::new()))
-            .collect();
-        for (index, record) in records.into_iter().enumerate() {
-            let p = match &record.key {
-                Some(key) => partition_for_key(key, self.partition_count()),
-                None => unkeyed,
-            };
-            by_partition[p as usize].0.push(record);
-            by_partition[p as usize].1.push(index);
-        }
-        by_partition
-            .into_iter()
-            .enumerate()
-            .filter(|(_, (r, _))| !r.is_empty())
-            .map(|(p, (r, i))| (u32::try_from(p).unwrap_or(0), r, i))
-            .collect()
     }
 
     /// The stream's name.
@@ -507,7 +499,7 @@ impl Stream {
         check_no_reserved_headers(&records)?;
         let now = self.clock.now_ms();
         let unkeyed = self.choose_partition(None);
-        let grouped = self.group_by_partition(records, unkeyed);
+        let grouped = group_by_partition(records, self.partition_count(), unkeyed);
         let mut shares = Vec::with_capacity(grouped.len());
         for (partition, records, indices) in grouped {
             let batch = crate::format::encode_batch(&records, now)

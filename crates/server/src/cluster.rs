@@ -5,7 +5,8 @@
 //! ```text
 //!  opening ── etcd: connect (retry with backoff; health says "etcd at …: why")
 //!          ── NATS: JetStreamBackend::connect (retry likewise: "NATS at …: why")
-//!          ── views: Views::open on the replicated log (<data-dir>/views)
+//!          ── views: Views::open on the replicated log (<data-dir>/views), then the view
+//!             catalog: views made to match the definitions in `_views`, and followed
 //!          ── etcd: register {node_id, advertise_url, serves} under a lease (keep-alive)
 //!          ─▶ ready
 //!  shutdown ── leave (revoke the lease: gone from the list at once) → close the views → log
@@ -31,6 +32,7 @@ use crate::config::{ClusterConfig, ServerConfig};
 use crate::error::{ApiError, ProblemCode};
 use crate::server::ServerError;
 use crate::state::{AppState, ClusterMember, MemberFuture, Opened};
+use crate::view_catalog::{VIEWS_STREAM, ViewCatalog};
 
 /// The etcd prefix's cluster name: one Logbook cluster per etcd prefix and NATS account.
 pub const CLUSTER_NAME: &str = "logbook";
@@ -87,6 +89,17 @@ pub(crate) async fn open(
             .map_err(|e| ServerError::Task(e.to_string()))?
             .map_err(ServerError::OpenViews)?
     };
+    let views = Arc::new(views);
+    let view_catalog = {
+        let (log, views) = (log.clone(), views.clone());
+        tokio::task::spawn_blocking(move || ViewCatalog::open(log, views))
+            .await
+            .map_err(|e| ServerError::Task(e.to_string()))?
+            .map_err(|source| ServerError::OpenLog {
+                dir: format!("the view catalog (stream {VIEWS_STREAM})"),
+                source,
+            })?
+    };
     let record = NodeRecord {
         node_id: cluster.node_id.clone(),
         advertise_url: cluster.advertise_url.clone(),
@@ -103,7 +116,12 @@ pub(crate) async fn open(
         registration: tokio::sync::Mutex::new(Some(registration)),
         _dir_lock: dir_lock,
     };
-    Ok(Opened::clustered(log, Arc::new(views), Arc::new(member)))
+    Ok(Opened::clustered(
+        log,
+        views,
+        view_catalog,
+        Arc::new(member),
+    ))
 }
 
 /// A failure of one attempt to reach an engine.

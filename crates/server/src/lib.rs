@@ -33,7 +33,8 @@
 //! registry); [`browser`] refuses what a web page could make a browser send (non-JSON
 //! bodies, foreign `Host`s); [`extract`] parses JSON bodies, naming the bad field; [`error`] maps library
 //! errors to problems (consistency tokens are `logbook_views::ConsistencyToken`); [`limits`]
-//! holds every limit; [`config`] the settings; [`metrics`] the registry.
+//! holds every limit; [`config`] the settings; [`metrics`] the registry; on a cluster node,
+//! [`view_catalog`] keeps view definitions in the replicated log.
 
 pub mod api;
 pub mod browser;
@@ -49,6 +50,7 @@ pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod state;
+pub mod view_catalog;
 
 pub use config::{ClusterConfig, ClusterLayer, ConfigError, ConfigLayer, ServerConfig};
 pub use error::ApiError;

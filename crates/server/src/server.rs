@@ -476,6 +476,7 @@ fn private_dir(dir: &std::path::Path) -> Result<(), LogError> {
 /// Closes the log once the last request holding it is done (bounded by `grace`): every
 /// partition writer syncs its queued appends and stops.
 async fn close(opened: Opened, grace: Duration) {
+    let view_catalog = opened.view_catalog.clone();
     let (log, txns, views, cluster) = opened.into_parts();
     drop(txns);
     // Leave the cluster first: other nodes stop listing this one at once.
@@ -483,7 +484,11 @@ async fn close(opened: Opened, grace: Duration) {
         member.leave().await;
     }
     // Stop the view processors first (each finishes its current commit): they hold the log.
+    // The view catalog's follower, which changes the views, stops before them.
     let stopped = tokio::task::spawn_blocking(move || {
+        if let Some(catalog) = view_catalog {
+            catalog.stop();
+        }
         views.close();
         drop(views);
     })

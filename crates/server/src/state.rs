@@ -23,6 +23,7 @@ use crate::config::ServerConfig;
 use crate::error::{ApiError, ProblemCode};
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::view_catalog::ViewCatalog;
 
 /// The opened data directory (or, on a cluster node, the replicated log and the local views).
 #[derive(Debug, Clone)]
@@ -35,6 +36,9 @@ pub struct Opened {
     pub views: Arc<Views>,
     /// This node's membership of its cluster; `None` on a single node.
     pub cluster: Option<Arc<dyn ClusterMember>>,
+    /// The view definitions in the replicated log, on a cluster node: views are created and
+    /// dropped through it. `None` on a single node.
+    pub view_catalog: Option<Arc<ViewCatalog>>,
 }
 
 impl Opened {
@@ -45,6 +49,7 @@ impl Opened {
             txns: Some(txns),
             views,
             cluster: None,
+            view_catalog: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl Opened {
     pub fn clustered(
         log: Arc<dyn LogBackend>,
         views: Arc<Views>,
+        view_catalog: Arc<ViewCatalog>,
         member: Arc<dyn ClusterMember>,
     ) -> Opened {
         Opened {
@@ -60,6 +66,7 @@ impl Opened {
             txns: None,
             views,
             cluster: Some(member),
+            view_catalog: Some(view_catalog),
         }
     }
 

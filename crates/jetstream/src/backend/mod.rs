@@ -22,8 +22,9 @@
 //!   Logbook partitions deny deletes);
 //! * `end_offset` is the end this handle observed last (its acknowledgments, reads, waits);
 //!   `durable_offset` equals it; `record_count` counts batches;
-//! * appends with a request id ([`LogStream::append_with_id`]) are
-//!   [`LogError::Unsupported`] until the cluster mode brings them;
+//! * appends with a request id ([`LogStream::append_with_id`]) are exactly once across
+//!   nodes through `Nats-Msg-Id` within the duplicate window and each node's request-id index
+//!   (in memory, derived from the log) beyond it (`request_ids`);
 //! * unavailability (no responders, an election) is retried for
 //!   [`BackendSettings::retry_ms`], then reported as [`LogError::Unavailable`]; a publish
 //!   never answered as [`LogError::OutcomeUnknown`] — never as a failure.
@@ -32,6 +33,7 @@
 
 mod catalog;
 mod partition;
+mod request_ids;
 mod runtime;
 mod stream;
 

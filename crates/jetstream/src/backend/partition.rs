@@ -28,7 +28,7 @@ use super::{BACKEND, log_error, now_ms};
 use crate::error::JetStreamError;
 use crate::limits::MESSAGE_RECORDS_MAX;
 use crate::offset;
-use crate::partition::{AppendOptions, JetStreamPartition, PartitionState};
+use crate::partition::{AppendOptions, Appended, JetStreamPartition, PartitionState};
 
 /// Longest pause between two polls of the leader's state while waiting for the end.
 const WAIT_POLL_MAX: Duration = Duration::from_millis(100);
@@ -150,14 +150,7 @@ impl JsPartition {
             completer.complete(Err(LogError::Closed));
             return completion;
         }
-        let publish = Publish {
-            inner: self.inner.clone(),
-            observed: self.observed.clone(),
-            closed: self.closed.clone(),
-            stream: self.stream.clone(),
-            partition: self.id,
-            retry: self.retry,
-        };
+        let publish = self.publisher();
         self.runtime.spawn(async move {
             completer.complete(publish.run(batch, condition).await);
         });
@@ -165,8 +158,27 @@ impl JsPartition {
     }
 }
 
+impl JsPartition {
+    /// What a publish task needs of this partition, owned.
+    pub(crate) fn publisher(&self) -> Publish {
+        Publish {
+            inner: self.inner.clone(),
+            observed: self.observed.clone(),
+            closed: self.closed.clone(),
+            stream: self.stream.clone(),
+            partition: self.id,
+            retry: self.retry,
+        }
+    }
+
+    /// The backend's runtime.
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+}
+
 /// One publish task: what it needs of the partition, owned.
-struct Publish {
+pub(crate) struct Publish {
     inner: JetStreamPartition,
     observed: Arc<Observed>,
     closed: Arc<AtomicBool>,
@@ -189,13 +201,40 @@ impl Publish {
             expected_last_sequence,
             message_id: Some(format!("lb-{}", nuid::next())),
         };
+        let appended = self.send(&batch, &options, condition).await?;
+        Ok(AppendAck {
+            partition: self.partition,
+            base_offset: appended.base_offset,
+            record_count: batch.record_count(),
+        })
+    }
+
+    /// The partition's JetStream stream.
+    pub(crate) fn inner(&self) -> &JetStreamPartition {
+        &self.inner
+    }
+
+    /// Notes a state of the partition read from its leader.
+    pub(crate) fn saw_state(&self, state: &PartitionState) {
+        self.observed.saw_state(state);
+    }
+
+    /// Publishes `batch`, retried under the same message id while the cluster is unavailable
+    /// or silent (for the partition's retry time), and notes what it stored. A duplicate
+    /// answer is returned as such, with the original's sequence.
+    pub(crate) async fn send(
+        &self,
+        batch: &EncodedBatch,
+        options: &AppendOptions,
+        condition: AppendCondition,
+    ) -> Result<Appended> {
         let deadline = tokio::time::Instant::now() + self.retry;
         let mut pause = Duration::from_millis(20);
         let appended = loop {
             if self.closed.load(Ordering::Acquire) {
                 return Err(LogError::Closed);
             }
-            match self.inner.append(&batch, &options).await {
+            match self.inner.append(batch, options).await {
                 Ok(appended) => break appended,
                 // The same message id again: stored once whichever attempt got through.
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
@@ -213,11 +252,7 @@ impl Publish {
         if !appended.duplicate {
             self.observed.saw_append(batch.len());
         }
-        Ok(AppendAck {
-            partition: self.partition,
-            base_offset: appended.base_offset,
-            record_count: batch.record_count(),
-        })
+        Ok(appended)
     }
 
     /// The refusal of an append that expected the partition to end at `expected`, naming

@@ -1,7 +1,8 @@
 //! One Logbook stream through the seam: [`LogStream`] over its partitions' JetStream streams.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use logbook_log::format::{EncodedBatch, encode_batch};
 use logbook_log::stream::{IdempotentAppend, StreamAppend, UnqueuedShares, partition_for_key};
@@ -12,6 +13,7 @@ use logbook_log::{
 
 use super::catalog::Definition;
 use super::partition::JsPartition;
+use super::request_ids::{self, RequestIds};
 use super::{BACKEND, now_ms};
 
 /// A stream of the JetStream backend: its catalog definition and one handle per partition.
@@ -24,6 +26,8 @@ pub(crate) struct JsStream {
     closed: Arc<AtomicBool>,
     /// The partition of the next call's unkeyed records.
     round_robin: AtomicU32,
+    /// This node's request-id index of the stream, made by the first append with an id.
+    request_ids: Mutex<Option<Arc<RequestIds>>>,
 }
 
 impl JsStream {
@@ -50,7 +54,20 @@ impl JsStream {
             partitions,
             ack_guarantee,
             closed,
+            request_ids: Mutex::new(None),
         }
+    }
+
+    /// The stream's request-id index on this node, made on first use.
+    fn request_ids(&self) -> Result<Arc<RequestIds>> {
+        let mut ids = self.request_ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ids) = ids.as_ref() {
+            return Ok(ids.clone());
+        }
+        let window = Duration::from_millis(self.definition.settings.duplicate_window_ms);
+        let made = Arc::new(RequestIds::new(self.partition_count(), window)?);
+        *ids = Some(made.clone());
+        Ok(made)
     }
 
     /// Records of one call, grouped by partition, encoded and checked: every share is checked
@@ -151,19 +168,43 @@ impl LogStream for JsStream {
         })
     }
 
+    /// Exactly once on every node: `Nats-Msg-Id` per share within JetStream's duplicate
+    /// window, this node's request-id index (derived from the log) beyond it
+    /// ([`super::request_ids`]). Blocks until the outcome is known; the returned append is
+    /// resolved.
     fn append_with_id(
         self: Arc<Self>,
-        _request_id: &RequestId,
-        _traceparent: Option<&str>,
-        _records: Vec<Record>,
+        request_id: &RequestId,
+        traceparent: Option<&str>,
+        records: Vec<Record>,
     ) -> Result<IdempotentAppend> {
-        Err(LogError::Unsupported {
-            backend: BACKEND,
-            operation: "append_with_id",
-            why: "appends with a request id (Nats-Msg-Id within the duplicate window, Logbook's \
-                  request-id index beyond it) come with the cluster mode; nothing was appended"
-                .into(),
-        })
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        let ids = self.request_ids()?;
+        let appended_ms = now_ms();
+        let shares = ids.prepare(
+            request_id,
+            traceparent,
+            records,
+            self.partition_count(),
+            appended_ms,
+        )?;
+        let mut batches = Vec::with_capacity(shares.len());
+        for share in &shares {
+            let batch = encode_batch(&share.records, appended_ms)
+                .map_err(|e| e.remap_record_index(&share.indices))?;
+            self.partitions[share.partition as usize].check_sendable(&batch)?;
+            batches.push(batch);
+        }
+        let publishers = request_ids::publishers(&self.partitions);
+        let runtime = self.partitions[0].runtime().clone();
+        let id = request_id.clone();
+        let outcome = runtime.block_on(async move {
+            ids.append(&id, &shares, &batches, appended_ms, &publishers)
+                .await
+        })??;
+        Ok(IdempotentAppend::resolved(outcome))
     }
 
     /// JetStream counts messages, not records: this is the number of batches stored (as last

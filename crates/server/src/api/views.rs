@@ -190,6 +190,20 @@ pub async fn put_view(
     JsonBody(spec): JsonBody<serde_json::Value>,
 ) -> Result<(StatusCode, Json<ViewOut>), ApiError> {
     q.only(&[])?;
+    if let Some(catalog) = state.opened()?.view_catalog {
+        // A cluster node: through the replicated catalog, so every node has the view.
+        let n = name.clone();
+        let (info, created) = blocking(move || catalog.create(&n, spec)).await??;
+        if created {
+            tracing::info!(view = %name, version = info.current, "view created in the cluster's catalog");
+        }
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Ok((status, Json(view_out(info))));
+    }
     let views = views_of(&state)?;
     let bytes =
         serde_json::to_vec(&spec).map_err(|e| ApiError::invalid_json(None, e.to_string()))?;
@@ -263,6 +277,13 @@ pub async fn delete_view(
 ) -> Result<StatusCode, ApiError> {
     q.only(&["version"])?;
     let version = q.get::<u64>("version")?;
+    if version.is_none()
+        && let Some(catalog) = state.opened()?.view_catalog
+    {
+        // A cluster node: dropped on every node through the replicated catalog.
+        blocking(move || catalog.drop_view(&name)).await??;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let views = views_of(&state)?;
     blocking(move || match version {
         Some(v) => views.drop_version(&name, v),
