@@ -13,6 +13,10 @@
 //! * transactions answer 501 `not_supported_in_cluster`;
 //! * `GET /v1/cluster` and `logbook cluster status` list the three nodes, and drop one once it
 //!   is killed (its lease expires);
+//! * faults during appends with request ids (`kill -9` of the nats-server leading the
+//!   streams, of one etcd member of three, of a Logbook node; the client retries on the
+//!   other node with the same key): every record stored once, at the position acknowledged;
+//!   the killed node restarts and catches up;
 //! * a node that cannot reach etcd or NATS is not ready and says which; an incomplete
 //!   `[cluster]` configuration is refused naming the key.
 #![expect(
@@ -422,6 +426,146 @@ fn exactly_once_across_nodes(nodes: &[Node]) {
         assert_eq!(count_marked(n, "once"), 13, "on {}", n.base);
         assert_eq!(count_marked(n, "other"), 0, "on {}", n.base);
     }
+}
+
+/// The nats-server leading the most JetStream streams (the catalog's and the partitions'),
+/// from the monitoring endpoint of `monitor` (`http://host:port`).
+fn busiest_stream_leader(monitor: &str) -> String {
+    let addr = monitor.trim_start_matches("http://");
+    let answer = common::wire::one(addr, "GET", "/jsz?streams=true", &[("host", addr)], b"");
+    let jsz = answer.json();
+    let mut led: std::collections::BTreeMap<String, usize> = Default::default();
+    for account in jsz["account_details"].as_array().into_iter().flatten() {
+        for stream in account["stream_detail"].as_array().into_iter().flatten() {
+            if let Some(leader) = stream["cluster"]["leader"].as_str() {
+                *led.entry(leader.to_string()).or_default() += 1;
+            }
+        }
+    }
+    led.into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(name, _)| name)
+        .unwrap_or_else(|| panic!("no stream leader in {jsz}"))
+}
+
+/// Appends record `i` with the key `r-i` as its request id, starting on `nodes[first]` and
+/// moving to the next node after any answer ≥ 500 or no answer (bounded by [`WAIT`]):
+/// a client that retries its request on another node. Returns the position acknowledged,
+/// its token and how many attempts failed first.
+fn append_until_acknowledged(
+    nodes: &[&Node],
+    first: usize,
+    i: usize,
+) -> ((u64, u64), String, usize) {
+    let body = json!({"key": format!("k-{i}"), "value": {"i": i}});
+    let deadline = Instant::now() + WAIT;
+    let mut at = first;
+    loop {
+        let node = nodes[at % nodes.len()];
+        let request = common::api::request("POST", "/v1/streams/ledger/records", Some(&body))
+            .request_id(Some(&format!("r-{i}")));
+        match common::api::send(&node.client, request) {
+            Ok((200 | 201, ack)) => {
+                let position = (
+                    ack["partition"].as_u64().unwrap(),
+                    ack["offset"].as_u64().unwrap(),
+                );
+                let token = ack["token"].as_str().unwrap().to_string();
+                return (position, token, at - first);
+            }
+            Ok((status, problem)) if status < 500 => {
+                panic!("append {i} on {}: {status} {problem}", node.base)
+            }
+            Ok(_) | Err(_) => at += 1,
+        }
+        assert!(Instant::now() < deadline, "append {i} never acknowledged");
+    }
+}
+
+/// Faults during appends with request ids, on real processes: `kill -9` of the nats-server
+/// leading the streams (an election), of one etcd member of three, and of a Logbook node
+/// while its client's requests are in flight. The client retries every unanswered or 5xx
+/// request on another node with the same key; afterwards every record is in the log exactly
+/// once, at the position it was acknowledged at, and the killed node, restarted, catches up.
+#[test]
+fn appends_with_request_ids_survive_killed_servers_and_nodes_once_each() {
+    let rt = runtime();
+    let mut engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec {
+        nats: 3,
+        etcd: 3,
+        ..engines::ClusterSpec::default()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
+    let mut a = Node::spawn(dir.path(), "a", &nats, &etcd);
+    let b = Node::spawn(dir.path(), "b", &nats, &etcd);
+    a.wait_ready();
+    b.wait_ready();
+    let (status, created) = a.call("PUT", "/v1/streams/ledger", Some(json!({"partitions": 2})));
+    assert_eq!(status, 201, "{created}");
+    let spec = json!({"source": "ledger", "kind": "table"});
+    let (status, view) = b.call("PUT", "/v1/views/by_key", Some(spec));
+    assert_eq!(status, 201, "{view}");
+
+    const APPENDS: usize = 60;
+    let mut acknowledged = Vec::with_capacity(APPENDS);
+    let (mut token, mut failed_over) = (String::new(), 0);
+    for i in 0..APPENDS {
+        match i {
+            15 => {
+                let leader = busiest_stream_leader(&engines.nats_monitor_urls()[0]);
+                engines.kill_nats(&leader);
+            }
+            25 => engines.kill_etcd("e1"),
+            35 => a.kill(),
+            _ => {}
+        }
+        let nodes = [&a, &b];
+        // Alternating; after a's kill, the requests sent to it fail over to b.
+        let (position, t, failed) = append_until_acknowledged(&nodes, i, i);
+        acknowledged.push(position);
+        (token, failed_over) = (t, failed_over + failed);
+    }
+    assert!(
+        failed_over >= 12,
+        "requests to the killed node failed over: {failed_over}"
+    );
+    eprintln!("{failed_over} attempts failed over to another node");
+
+    // Node a, restarted on its data directory, catches up: its view, read with the last
+    // token, has the last record.
+    a = Node::spawn(dir.path(), "a", &nats, &etcd);
+    a.wait_ready();
+    let last = APPENDS - 1;
+    let (status, row) = a.call(
+        "GET",
+        &format!("/v1/views/by_key/rows/k-{last}?token={token}&timeout_ms=20000"),
+        None,
+    );
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(row["value"]["i"], last, "{row}");
+    for n in [&a, &b] {
+        let mut seen = vec![Vec::new(); APPENDS];
+        for p in 0..2u64 {
+            let (status, read) = n.call(
+                "GET",
+                &format!("/v1/streams/ledger/records?partition={p}&from=0&limit=1000"),
+                None,
+            );
+            assert_eq!(status, 200, "{read}");
+            for r in read["records"].as_array().unwrap() {
+                let i = r["value"]["i"].as_u64().unwrap() as usize;
+                seen[i].push((p, r["offset"].as_u64().unwrap()));
+            }
+        }
+        for (i, at) in seen.iter().enumerate() {
+            assert_eq!(at, &[acknowledged[i]], "record {i} on {}", n.base);
+        }
+    }
+    // The etcd member lost is tolerated: the node list still answers.
+    let (status, cluster) = b.call("GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{cluster}");
+    drop(engines);
 }
 
 #[test]
