@@ -304,6 +304,50 @@ fn an_append_with_a_request_id_is_stored_once_whichever_node_a_retry_reaches() {
     assert_eq!(stored, ["v-unkeyed", "v-x-0", "v-x-8", "v-x-9"]);
 }
 
+/// Within the duplicate window, a node whose index is fresh but has not read the original
+/// (it caught up just before the original was appended elsewhere) publishes the retry: JetStream
+/// answers it as a duplicate, and the node reads the original back — the same records are a
+/// duplicate at the original's positions, other records under that id a conflict.
+#[test]
+fn within_the_window_a_retry_is_checked_against_the_original_read_back() {
+    let cluster = start(ClusterSpec {
+        nats: 1,
+        ..ClusterSpec::default()
+    });
+    let node = || -> Arc<dyn LogBackend> {
+        Arc::new(
+            JetStreamBackend::connect(settings(&cluster, cluster.nats_urls(), 1))
+                .expect("connect a node"),
+        )
+    };
+    let config = StreamConfig {
+        fsync: FsyncPolicy::Never,
+        ..StreamConfig::default()
+    };
+    let (a, b) = (node(), node());
+    let on_a = a.create_stream("window", config).expect("create");
+    let on_b = b.stream("window").expect("open on B");
+    let append = |stream: &Arc<dyn logbook_log::LogStream>, id: &str, value: &str| {
+        let id = logbook_log::RequestId::new(id).expect("an id");
+        stream
+            .clone()
+            .append_with_id(&id, None, vec![Record::keyed("k", value)])
+            .and_then(|p| p.wait())
+    };
+    // B's index catches up now, and stays fresh (a quarter of the 2-minute window).
+    assert!(!append(&on_b, "warm-up", "w").expect("warm-up").duplicate);
+    let first = append(&on_a, "order 18", "v").expect("the original");
+    let retry = append(&on_b, "order 18", "v").expect("a retry through B");
+    assert!(retry.duplicate, "{retry:?}");
+    assert_eq!(retry.positions, first.positions);
+    assert!(matches!(
+        append(&on_b, "order 18", "another value"),
+        Err(LogError::RequestIdConflict { .. })
+    ));
+    let stored = all_values(&*on_b);
+    assert_eq!(stored, ["w", "v"], "stored once");
+}
+
 /// Waits until JetStream's duplicate window has passed for every message stored so far in
 /// partition 0 of stream `ids` (incarnation `incarnation`): publishes a probe message id
 /// there, then again until it is no longer answered as a duplicate (bounded by
