@@ -1,7 +1,7 @@
 //! # logbook-api: Logbook's HTTP API v1 on the wire
 //!
 //! The one place that knows the HTTP contract of a Logbook node: every request and response
-//! body ([`streams`], [`txns`], [`views`], [`ops`]), the problem document and its stable
+//! body ([`streams`], [`txns`], [`views`], [`ops`], [`auth`]), the problem document and its stable
 //! codes ([`problem`]), the paths and route templates ([`paths`]), consistency tokens
 //! ([`token`]) and the limits a client may rely on ([`limits`]). The server
 //! (`logbook-server`) registers its routes from [`paths::route`] and serializes these types;
@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod limits;

@@ -34,3 +34,9 @@ pub const VIEW_READ_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const VIEW_SWITCH_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
 const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);
+/// Most bearer tokens a node keeps, revoked and expired ones included.
+pub const TOKENS_MAX: usize = 10_000;
+/// Most scopes on one token.
+pub const TOKEN_SCOPES_MAX: usize = 64;
+/// Longest principal name, bytes.
+pub const PRINCIPAL_BYTES_MAX: usize = 128;

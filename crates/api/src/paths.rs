@@ -70,6 +70,10 @@ pub mod route {
     pub const METRICS: &str = "/metrics";
     /// `GET`: the OpenAPI document.
     pub const OPENAPI: &str = "/openapi.json";
+    /// `POST` (create), `GET` (list) bearer tokens (admin only).
+    pub const TOKENS: &str = "/v1/tokens";
+    /// `DELETE`: revoke a token by id (admin only).
+    pub const TOKEN: &str = "/v1/tokens/{id}";
 }
 
 /// What is escaped in a path segment or a query value: everything but RFC 3986's
@@ -198,6 +202,11 @@ pub fn cluster() -> String {
 /// `/metrics` (Prometheus text, not JSON).
 pub fn metrics() -> String {
     route::METRICS.to_string()
+}
+
+/// `/v1/tokens/{id}`.
+pub fn token(id: &str) -> String {
+    format!("/v1/tokens/{}", encode(id))
 }
 
 /// A query string built parameter by parameter, each value percent-encoded. Empty when no

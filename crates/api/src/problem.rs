@@ -150,6 +150,9 @@ problem_codes! {
     Forbidden = ("forbidden", 403, "Forbidden: a scope is missing"),
     /// No token with that id.
     UnknownToken = ("unknown_token", 404, "Unknown token"),
+    /// The node holds the most tokens it keeps ([`crate::limits::TOKENS_MAX`]); revoked ones
+    /// count too.
+    TooManyTokens = ("too_many_tokens", 409, "Too many tokens"),
     /// No route matches the path.
     NoRoute = ("no_route", 404, "No such route"),
     /// The path does not take this method.

@@ -34,6 +34,69 @@ pub struct ServerArgs {
     /// to wait (`--timeout-ms` of view reads and switches, `tail --follow`) get that wait on top.
     #[arg(long, env = "LOGBOOK_CLIENT_TIMEOUT_MS", default_value_t = 60_000)]
     pub client_timeout_ms: u64,
+    /// The bearer token to send (`lb_…`; prefer the environment variable: a flag is visible
+    /// to other users in the process list). Without it the admin token of a local server is
+    /// read from `--data-dir`'s admin.token, if there is one. (`--token` of view reads is a
+    /// consistency token, not this.)
+    #[arg(
+        id = "auth_token",
+        long = "auth-token",
+        env = "LOGBOOK_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// The data directory of a server on this machine: without a token, the CLI uses the
+    /// admin token the server wrote to its admin.token (like a .pgpass). (Both arguments
+    /// have ids of their own: view reads have a `token` argument of their own.)
+    #[arg(
+        id = "token_data_dir",
+        long = "data-dir",
+        env = "LOGBOOK_DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: std::path::PathBuf,
+}
+
+impl ServerArgs {
+    /// The arguments of a client of `server` with the token in `data_dir`'s admin.token.
+    pub fn local(server: String, data_dir: &std::path::Path) -> ServerArgs {
+        ServerArgs {
+            server,
+            client_timeout_ms: 60_000,
+            token: None,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// The token to send: `--auth-token` / `LOGBOOK_TOKEN`, else the admin token file of
+    /// `--data-dir` if it exists, else none.
+    ///
+    /// # Errors
+    /// The admin token file exists but cannot be read.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.trim().to_string()));
+        }
+        admin_token(&self.data_dir)
+    }
+}
+
+/// The admin token a server wrote to `data_dir` on first start (`admin.token`), if there
+/// is one.
+///
+/// # Errors
+/// The file exists but cannot be read.
+pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<Option<String>> {
+    let path = data_dir.join(logbook_server::auth::tokens::ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot read the admin token file {}: {e}; give a token with --auth-token or \
+             LOGBOOK_TOKEN",
+            path.display()
+        )),
+    }
 }
 
 /// `--server` as a base URL: a bare `HOST:PORT` gets `http://`; `https://` is refused here
@@ -160,7 +223,7 @@ impl Client {
     /// A client of the server at `args.server`. Makes no request yet.
     ///
     /// # Errors
-    /// An address the client cannot use, or no runtime for it.
+    /// An address the client cannot use, no runtime for it, an unreadable token file.
     pub fn new(args: &ServerArgs) -> anyhow::Result<Self> {
         let timeout_ms = args.client_timeout_ms.max(1);
         let base = base_of(&args.server);
@@ -169,7 +232,9 @@ impl Client {
             retry: RetryPolicy::none(),
             ..ClientConfig::default()
         };
-        let inner = Blocking::with_config(&base, config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let token = args.token()?;
+        let inner = Blocking::with_bearer(&base, config, token.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
             inner,
             base,
@@ -537,6 +602,8 @@ mod tests {
         let client = Client::new(&ServerArgs {
             server: "http://127.0.0.1:9/".into(),
             client_timeout_ms: 2_000,
+            token: None,
+            data_dir: "/nonexistent".into(),
         })
         .unwrap();
         let error = client

@@ -31,6 +31,7 @@ mod quickstart;
 mod serve;
 mod stats_cmd;
 mod stream_cmd;
+mod token_cmd;
 mod txn_cmd;
 mod view_cmd;
 
@@ -112,6 +113,10 @@ enum Command {
     ///
     /// Example: `logbook stats --server http://127.0.0.1:7700`
     Stats(stats_cmd::StatsArgs),
+    /// Bearer tokens of a running server (admin only): create (the secret is printed once),
+    /// list (no secrets), revoke.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
     /// The offline tool: work on a data directory directly, with no server (stop
     /// `logbook serve` first; one process at a time may open a data directory).
     ///
@@ -148,6 +153,7 @@ fn main() -> std::process::ExitCode {
         Command::Commit(args) => args.json,
         Command::Cluster(cmd) => cmd.json(),
         Command::Stats(args) => args.json,
+        Command::Token(cmd) => cmd.json(),
         Command::Import(args) => args.json,
         Command::Quickstart(args) => args.json(),
         _ => false,
@@ -162,6 +168,7 @@ fn main() -> std::process::ExitCode {
         Command::Commit(args) => commit_cmd::run(args),
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
         Command::Stats(args) => stats_cmd::run(args),
+        Command::Token(cmd) => token_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Debug(cmd) => debug::run(cmd),

@@ -157,12 +157,12 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     }));
 
     let base = format!("http://{}", reachable(addr));
-    let client = Client::new(&ServerArgs {
-        server: base.clone(),
-        client_timeout_ms: 60_000,
-    })?;
-    let worked = wait_ready(&client, &serving)
-        .and_then(|()| steps(&args, &client, &sample, interrupted.clone()));
+    let client = Client::new(&ServerArgs::local(base.clone(), &args.data.data_dir))?;
+    let worked = wait_ready(&client, &serving).and_then(|()| {
+        // The admin token is in the data directory once it is open (written on first start).
+        let client = Client::new(&ServerArgs::local(base.clone(), &args.data.data_dir))?;
+        steps(&args, &client, &sample, interrupted.clone())
+    });
     let report = match worked {
         Ok(report) => report,
         Err(e) => {
@@ -816,11 +816,19 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
     } else {
         outln!("Try it (the server is the one this command started):");
     }
+    // Every route but health and /openapi.json needs a token: the admin one, which the CLI
+    // also reads from LOGBOOK_TOKEN (or finds in --data-dir itself).
+    outln!(
+        "  export LOGBOOK_TOKEN=$(cat {}/{})",
+        r.data_dir,
+        logbook_server::auth::tokens::ADMIN_TOKEN_FILE
+    );
+    let b = "--oauth2-bearer $LOGBOOK_TOKEN";
     let f = &r.flight["value"];
     let text = |name: &str| f[name].as_str().unwrap_or_default().to_string();
     let (carrier, tail, origin) = (text("carrier"), text("tailnum"), text("origin"));
     outln!(
-        "  curl -s {base}{}",
+        "  curl -s {b} {base}{}",
         paths::view_row("delay_by_carrier", &carrier)
     );
     let prefix = paths::Query::new()
@@ -828,15 +836,15 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
         .push("limit", 5)
         .finish();
     outln!(
-        "  curl -s '{base}{}{prefix}'",
+        "  curl -s {b} '{base}{}{prefix}'",
         paths::view_rows("departures_by_origin_day")
     );
     outln!(
-        "  curl -s {base}{}",
+        "  curl -s {b} {base}{}",
         paths::view_row("flights_by_tailnum", &tail)
     );
     outln!(
-        "  curl -s {base}{}      # status: applied offsets, lag",
+        "  curl -s {b} {base}{}      # status: applied offsets, lag",
         paths::view("delay_by_carrier")
     );
     let page = paths::Query::new()
@@ -844,14 +852,14 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
         .push("from", 0)
         .push("limit", 2)
         .finish();
-    outln!("  curl -s '{base}{}{page}'", paths::records(STREAM));
+    outln!("  curl -s {b} '{base}{}{page}'", paths::records(STREAM));
     outln!(
-        "  curl -s -XPOST {base}{} -H 'Idempotency-Key: my-first' \\\n       -H 'Content-Type: application/json' -d '{{\"key\":\"2013-1-1|XX|1|{origin}\",\"value\":{{\"carrier\":\"XX\",\"dep_delay\":5,\"origin\":\"{origin}\"}}}}'",
+        "  curl -s {b} -XPOST {base}{} -H 'Idempotency-Key: my-first' \\\n       -H 'Content-Type: application/json' -d '{{\"key\":\"2013-1-1|XX|1|{origin}\",\"value\":{{\"carrier\":\"XX\",\"dep_delay\":5,\"origin\":\"{origin}\"}}}}'",
         paths::records(STREAM)
     );
-    outln!("  curl -s {base}{}", paths::kv_key(&r.seats_key));
+    outln!("  curl -s {b} {base}{}", paths::kv_key(&r.seats_key));
     outln!(
-        "  curl -s {base}{} | grep logbook_   # latency histograms per operation",
+        "  curl -s {b} {base}{} | grep logbook_   # latency histograms per operation",
         paths::metrics()
     );
     outln!("  curl -s {base}/openapi.json              # every route");

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use logbook_server::{ClusterLayer, ConfigLayer, Server, ServerError, limits};
+use logbook_server::{AuthMode, ClusterLayer, ConfigLayer, Server, ServerError, limits};
 
 /// Options of `logbook serve`.
 #[derive(Debug, clap::Args)]
@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// Cluster mode: the etcd client endpoints, http://HOST:PORT, comma-separated.
     #[arg(long, env = "LOGBOOK_CLUSTER_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub cluster_etcd_endpoints: Option<Vec<String>>,
+    /// `on`: every route but /v1/health and /openapi.json needs a bearer token (the first
+    /// admin token is written to DATA_DIR/admin.token on first start). `off` (for now the
+    /// default): nothing is checked — refused unless --listen is a loopback address.
+    #[arg(long, env = "LOGBOOK_AUTH")]
+    pub auth: Option<AuthMode>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -92,6 +97,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             nats_urls: args.cluster_nats_urls,
             etcd_endpoints: args.cluster_etcd_endpoints,
         },
+        auth: args.auth,
     };
     let config = given.over(file).resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

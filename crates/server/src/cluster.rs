@@ -7,6 +7,7 @@
 //!          ── NATS: JetStreamBackend::connect (retry likewise: "NATS at …: why")
 //!          ── views: Views::open on the replicated log (<data-dir>/views), then the view
 //!             catalog: views made to match the definitions in `_views`, and followed
+//!          ── tokens: Tokens::open on `_auth` (the first node makes the admin token), followed
 //!          ── etcd: register {node_id, advertise_url, serves} under a lease (keep-alive)
 //!          ─▶ ready
 //!  shutdown ── leave (revoke the lease: gone from the list at once) → close the views → log
@@ -28,6 +29,7 @@ use logbook_log::{LogBackend, LogError};
 use logbook_views::Views;
 use tokio::sync::watch;
 
+use crate::auth::Tokens;
 use crate::config::{ClusterConfig, ServerConfig};
 use crate::error::{ApiError, ProblemCode};
 use crate::server::ServerError;
@@ -45,12 +47,13 @@ const RETRY_PAUSE_MS_MIN: u64 = 250;
 const RETRY_PAUSE_MS_MAX: u64 = 5_000;
 
 /// Connects to etcd and NATS (retrying while either is unreachable, until `stop`), opens the
-/// views on the replicated log and registers this node. `dir_lock` is the data directory's
+/// views and the token table on the replicated log (following `_auth` from then on) and
+/// registers this node. `dir_lock` is the data directory's
 /// lock, held as long as the node runs.
 ///
 /// # Errors
 /// [`ServerError::OpenLog`] for a failure retrying cannot fix (a catalog stream with other
-/// settings, bad settings); [`ServerError::OpenViews`]; [`ServerError::Stopped`] when `stop`
+/// settings, bad settings); [`ServerError::OpenViews`]; [`ServerError::OpenTokens`]; [`ServerError::Stopped`] when `stop`
 /// turns true first.
 pub(crate) async fn open(
     state: &AppState,
@@ -58,7 +61,7 @@ pub(crate) async fn open(
     cluster: &ClusterConfig,
     dir_lock: Box<dyn DirLock>,
     mut stop: watch::Receiver<bool>,
-) -> Result<Opened, ServerError> {
+) -> Result<(Opened, Arc<Tokens>), ServerError> {
     let etcd = cluster.etcd_endpoints.join(",");
     let membership = retry(state, &mut stop, &format!("etcd at {etcd}"), || {
         Membership::connect(MembershipSettings::new(
@@ -100,6 +103,16 @@ pub(crate) async fn open(
                 source,
             })?
     };
+    // Every node follows `_auth`: a token made on any node works on all of them.
+    let tokens = {
+        let (log, dir) = (log.clone(), config.data_dir.clone());
+        tokio::task::spawn_blocking(move || Tokens::open(&log, &dir, true))
+            .await
+            .map_err(|e| ServerError::Task(e.to_string()))?
+            .map_err(ServerError::OpenTokens)?
+    };
+    let tokens = Arc::new(tokens);
+    tokio::spawn(tokens.clone().follow());
     let record = NodeRecord {
         node_id: cluster.node_id.clone(),
         advertise_url: cluster.advertise_url.clone(),
@@ -116,12 +129,8 @@ pub(crate) async fn open(
         registration: tokio::sync::Mutex::new(Some(registration)),
         _dir_lock: dir_lock,
     };
-    Ok(Opened::clustered(
-        log,
-        views,
-        view_catalog,
-        Arc::new(member),
-    ))
+    let opened = Opened::clustered(log, views, view_catalog, Arc::new(member));
+    Ok((opened, tokens))
 }
 
 /// A failure of one attempt to reach an engine.

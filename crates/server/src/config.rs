@@ -12,6 +12,7 @@
 //! shutdown_grace_ms = 30000
 //! snapshot_window_commits = 10000
 //! allowed_hosts = ["logbook.internal"]   # besides localhost, 127.0.0.1, [::1], the listen host
+//! auth = "on"                            # "off" only with a loopback listen address
 //!
 //! # Cluster mode: the log on NATS JetStream, membership in etcd (all four keys required)
 //! [cluster]
@@ -61,6 +62,47 @@ pub struct ServerConfig {
     /// The cluster mode's settings; `None` (the default) runs on the embedded log in
     /// `data_dir`.
     pub cluster: Option<ClusterConfig>,
+    /// Whether requests must carry a valid bearer token ([`crate::auth`]). Default
+    /// [`AUTH_DEFAULT`]; [`AuthMode::Off`] is refused unless `listen` is a loopback address.
+    pub auth: AuthMode,
+}
+
+/// Authentication when nothing says otherwise. Off until every client of the repository's
+/// tests and tools sends the admin token (issue 17, step 3 turns it on); a server reachable
+/// from other machines is refused with it off, so it must say `--auth on`.
+pub const AUTH_DEFAULT: AuthMode = AuthMode::Off;
+
+/// Whether the server authenticates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every route but `/v1/health` and `/openapi.json` needs a valid token with the scope
+    /// it checks.
+    On,
+    /// Nothing is checked: for a node only this machine can reach.
+    Off,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AuthMode, String> {
+        match s {
+            "on" => Ok(AuthMode::On),
+            "off" => Ok(AuthMode::Off),
+            other => Err(format!("auth must be on or off, not {other:?}")),
+        }
+    }
+}
+
+/// Whether `listen`'s host is a loopback address (`127.0.0.0/8`, `[::1]`, `localhost`).
+pub fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Most NATS servers or etcd endpoints a node is given.
@@ -226,6 +268,7 @@ impl Default for ServerConfig {
             snapshot_window_commits: logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
             allowed_hosts: Vec::new(),
             cluster: None,
+            auth: AUTH_DEFAULT,
         }
     }
 }
@@ -255,6 +298,8 @@ pub struct ConfigLayer {
     /// The `[cluster]` table; see [`ClusterConfig`].
     #[serde(default)]
     pub cluster: ClusterLayer,
+    /// See [`ServerConfig::auth`].
+    pub auth: Option<AuthMode>,
 }
 
 /// A configuration that cannot be used.
@@ -320,6 +365,7 @@ impl ConfigLayer {
                 .or(below.snapshot_window_commits),
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
             cluster: self.cluster.over(below.cluster),
+            auth: self.auth.or(below.auth),
         }
     }
 
@@ -343,6 +389,7 @@ impl ConfigLayer {
                 .unwrap_or(d.snapshot_window_commits),
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
             cluster: self.cluster.resolve()?,
+            auth: self.auth.unwrap_or(d.auth),
         };
         let positive = |field, v: u64| {
             if v == 0 {
@@ -384,6 +431,15 @@ impl ConfigLayer {
                 reason: "expected HOST:PORT",
             });
         }
+        if c.auth == AuthMode::Off && !is_loopback(&c.listen) {
+            return Err(ConfigError::Invalid {
+                field: "auth",
+                value: format!("off with listen = {}", c.listen),
+                reason: "authentication can be off only on a loopback listen address \
+                         (127.0.0.1, [::1], localhost): anyone who reaches the port could \
+                         read and change everything",
+            });
+        }
         Ok(c)
     }
 }
@@ -400,6 +456,7 @@ mod tests {
         .unwrap();
         let flags = ConfigLayer {
             open_txns_max: Some(7),
+            auth: Some(AuthMode::On),
             ..ConfigLayer::default()
         };
         let c = flags.over(file).resolve().unwrap();
@@ -484,5 +541,34 @@ mod tests {
             with(&|c| c.etcd_endpoints = Some(vec!["http://h:0".into()])),
             "cluster.etcd_endpoints"
         );
+    }
+
+    #[test]
+    fn auth_off_only_on_loopback() {
+        let off = |listen: &str| ConfigLayer {
+            listen: Some(listen.into()),
+            auth: Some(AuthMode::Off),
+            ..ConfigLayer::default()
+        };
+        for ok in ["127.0.0.1:0", "127.9.0.1:7700", "[::1]:7700", "localhost:1"] {
+            assert_eq!(off(ok).resolve().unwrap().auth, AuthMode::Off, "{ok}");
+        }
+        for bad in [
+            "0.0.0.0:7700",
+            "[::]:7700",
+            "10.0.0.5:7700",
+            "example.com:80",
+        ] {
+            assert!(
+                matches!(
+                    off(bad).resolve(),
+                    Err(ConfigError::Invalid { field: "auth", .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(ConfigLayer::default().resolve().unwrap().auth, AUTH_DEFAULT);
+        let file: ConfigLayer = toml::from_str("auth = \"off\"").unwrap();
+        assert_eq!(file.auth, Some(AuthMode::Off));
     }
 }

@@ -1,19 +1,21 @@
 //! The edge: what every request passes before and after its handler — the URI and
 //! header-size limits (for heads the head guard, [`crate::head`], let through; an answer
 //! over them closes the connection), the declared body size (`Content-Length`), the
-//! `Host` and body media type ([`crate::browser`]), the
+//! `Host` and body media type ([`crate::browser`]), credentials and scopes
+//! ([`crate::auth`]), the
 //! in-flight request limit, the request's `tracing` span (carrying its request id and
 //! traceparent) and its latency in the metrics. Body size is limited by `DefaultBodyLimit`
 //! on the router; connections by the accept loop ([`crate::server`]).
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use crate::config::AuthMode;
 use crate::error::{ApiError, ErrorCode, ProblemCode};
 use crate::limits;
 use crate::state::AppState;
@@ -78,6 +80,21 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         if let Err(e) = crate::browser::check_content_type(req.headers()) {
             return e.into_response();
         }
+        // Who the request acts as, and whether that covers the route (crate::auth): refused
+        // before any handler, so nothing changes.
+        let req = match authorize(&state, req, route).await {
+            Ok(req) => req,
+            Err(e) => {
+                let mut response = e.into_response();
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    response.headers_mut().insert(
+                        axum::http::header::WWW_AUTHENTICATE,
+                        axum::http::HeaderValue::from_static(crate::auth::CHALLENGE),
+                    );
+                }
+                return response;
+            }
+        };
         let permit = if UNLIMITED_ROUTES.contains(&route) {
             None
         } else {
@@ -118,6 +135,34 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         .with_label_values(&[method.as_str(), route, response.status().as_str()])
         .inc();
     response
+}
+
+/// Authenticates and authorizes `req` for `route` unless authentication is off or the route
+/// is open; the principal goes into the request's extensions for the handler.
+async fn authorize(state: &AppState, req: Request, route: &str) -> Result<Request, ApiError> {
+    if state.config().auth == AuthMode::Off || crate::auth::OPEN_ROUTES.contains(&route) {
+        return Ok(req);
+    }
+    let Some(tokens) = state.tokens() else {
+        return Err(ApiError::not_ready(
+            "the server is opening its data directory; retry shortly",
+        ));
+    };
+    let principal =
+        crate::auth::authenticate(tokens, req.headers(), crate::auth::tokens::now_ms()).await?;
+    let (mut parts, body) = req.into_parts();
+    let params: Vec<(String, String)> = RawPathParams::from_request_parts(&mut parts, state)
+        .await
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let needs = crate::auth::route_needs(route, &parts.method, &params, &parts.uri);
+    crate::auth::authorize(&principal, &needs)?;
+    parts.extensions.insert(principal);
+    Ok(Request::from_parts(parts, body))
 }
 
 /// The problem as an answer that closes the connection.

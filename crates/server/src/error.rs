@@ -289,6 +289,26 @@ impl From<TxnError> for ApiError {
     }
 }
 
+impl From<crate::auth::tokens::AuthError> for ApiError {
+    fn from(e: crate::auth::tokens::AuthError) -> Self {
+        use crate::auth::tokens::AuthError as A;
+        match e {
+            A::Invalid { field, reason } => {
+                ApiError::new(C::InvalidRequest, format!("{field}: {reason}")).field(field)
+            }
+            A::UnknownToken(id) => {
+                ApiError::new(C::UnknownToken, format!("no token has id {id:?}")).field("id")
+            }
+            A::TooMany => ApiError::new(C::TooManyTokens, A::TooMany.to_string()),
+            A::Log(e) => ApiError::from_log(e, |_| String::new()),
+            other => {
+                tracing::error!(error = %other, "token table");
+                ApiError::internal("the token table failed; see the server log")
+            }
+        }
+    }
+}
+
 impl From<ViewError> for ApiError {
     fn from(e: ViewError) -> Self {
         if let ViewError::Log(inner) = e {

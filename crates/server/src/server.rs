@@ -63,6 +63,9 @@ pub enum ServerError {
     /// The views could not be opened (their state store, or a damaged catalog).
     #[error("cannot open the views: {0}")]
     OpenViews(#[source] ViewError),
+    /// The token table could not be opened, or the first admin token not written.
+    #[error("cannot open the tokens: {0}")]
+    OpenTokens(#[source] crate::auth::tokens::AuthError),
     /// A task of the server failed.
     #[error("server task failed: {0}")]
     Task(String),
@@ -133,8 +136,8 @@ impl Server {
     /// every queued append).
     ///
     /// # Errors
-    /// [`ServerError::OpenLog`] / [`ServerError::OpenTxns`] / [`ServerError::OpenViews`] if
-    /// the data directory cannot be opened (the server stops at once); [`ServerError::Task`].
+    /// [`ServerError::OpenLog`] / [`ServerError::OpenTxns`] / [`ServerError::OpenViews`] /
+    /// [`ServerError::OpenTokens`] if the data directory cannot be opened (the server stops at once); [`ServerError::Task`].
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
@@ -170,7 +173,8 @@ impl Server {
                     }
                 };
                 match opened {
-                    Ok(Ok(o)) => {
+                    Ok(Ok((o, tokens))) => {
+                        state.set_tokens(tokens);
                         tracing::info!(dir = %dir.display(), "data directory open; ready");
                         state.set_opened(o);
                     }
@@ -356,7 +360,8 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<Option<Box<dyn DirLock>>, Serv
     }
 }
 
-/// A cluster node's log, views and membership ([`crate::cluster`]); the data directory is
+/// A cluster node's log, views, token table and membership ([`crate::cluster`]); the data
+/// directory is
 /// created if missing and stays locked while the node runs.
 #[cfg(feature = "cluster")]
 async fn open_cluster(
@@ -365,7 +370,7 @@ async fn open_cluster(
     cluster: &crate::config::ClusterConfig,
     dir_lock: Option<Box<dyn DirLock>>,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Opened, ServerError> {
+) -> Result<(Opened, Arc<crate::auth::Tokens>), ServerError> {
     let dir_lock = match dir_lock {
         Some(lock) => lock,
         None => {
@@ -404,13 +409,13 @@ async fn open_cluster(
     _cluster: &crate::config::ClusterConfig,
     _dir_lock: Option<Box<dyn DirLock>>,
     _stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Opened, ServerError> {
+) -> Result<(Opened, Arc<crate::auth::Tokens>), ServerError> {
     Err(ServerError::ClusterNotBuilt)
 }
 
-/// Opens the log, the transaction store and the views (whose processors resume from their
-/// applied offsets).
-fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
+/// Opens the log, the transaction store, the views (whose processors resume from their
+/// applied offsets) and the token table (making the first admin token on first start).
+fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), ServerError> {
     let dir = config.data_dir.display().to_string();
     tracing::info!(%dir, "opening the data directory (recovery)");
     let log = Log::open(&config.data_dir).map_err(|source| ServerError::OpenLog {
@@ -430,8 +435,10 @@ fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
     };
     let txns = TxnStore::open(&log, options).map_err(ServerError::OpenTxns)?;
     let log: Arc<dyn LogBackend> = Arc::new(log);
+    let tokens = crate::auth::Tokens::open(&log, &config.data_dir, false)
+        .map_err(ServerError::OpenTokens)?;
     let views = Views::open(log.clone(), &views_dir).map_err(ServerError::OpenViews)?;
-    Ok(Opened::new(log, txns, Arc::new(views)))
+    Ok((Opened::new(log, txns, Arc::new(views)), Arc::new(tokens)))
 }
 
 /// Makes `dir` private to the owner (mode 0700), creating it if missing: what is below it

@@ -5,6 +5,7 @@
 //!   AppState ── phase: opening → ready → shutting_down   (readiness)
 //!      ├── opened: Log + TxnStore + Views  (None until recovery finished; taken at shutdown)
 //!      ├── txns: "t<32 hex>" → OpenTxn     (bounded; the reaper aborts idle ones)
+//!      ├── tokens: the token table         (set when the data directory is open)
 //!      ├── requests: Semaphore             (bounded in-flight requests)
 //!      └── metrics
 //! ```
@@ -153,6 +154,7 @@ struct Inner {
     requests: Arc<Semaphore>,
     metrics: Metrics,
     allowed_hosts: crate::browser::AllowedHosts,
+    tokens: std::sync::OnceLock<Arc<crate::auth::Tokens>>,
 }
 
 impl AppState {
@@ -175,6 +177,7 @@ impl AppState {
                 waiting_for: Mutex::new(None),
                 txns,
                 metrics: Metrics::new(),
+                tokens: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -197,6 +200,16 @@ impl AppState {
     /// The host names this server answers for.
     pub fn allowed_hosts(&self) -> &crate::browser::AllowedHosts {
         &self.inner.allowed_hosts
+    }
+
+    /// The token table, once the data directory is open (see [`crate::auth`]).
+    pub fn tokens(&self) -> Option<&Arc<crate::auth::Tokens>> {
+        self.inner.tokens.get()
+    }
+
+    /// Installs the token table (once; later calls change nothing).
+    pub fn set_tokens(&self, tokens: Arc<crate::auth::Tokens>) {
+        let _ = self.inner.tokens.set(tokens);
     }
 
     /// The in-flight request limiter.

@@ -45,10 +45,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/cluster"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("post", "/v1/tokens"),
+    ("get", "/v1/tokens"),
+    ("delete", "/v1/tokens/{id}"),
 ];
 
 fn opened_state(dir: &std::path::Path) -> AppState {
-    let state = AppState::new(ServerConfig::default());
+    let state = AppState::new(ServerConfig {
+        auth: logbook_server::AuthMode::Off,
+        ..ServerConfig::default()
+    });
     let log = logbook_log::Log::open(dir.join("log")).unwrap();
     let txns = logbook_txn::TxnStore::open(&log, Default::default()).unwrap();
     let log = std::sync::Arc::new(log);
@@ -96,7 +102,8 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
                 .replace("{stream}", "s")
                 .replace("{txn}", "t")
                 .replace("{view}", "v")
-                .replace("{key}", "k");
+                .replace("{key}", "k")
+                .replace("{id}", "0011223344556677");
             let (status, body) = send(&router, method, &uri).await;
             assert!(
                 body["code"] != "no_route" && body["code"] != "method_not_allowed",
@@ -118,7 +125,10 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
 
 #[tokio::test]
 async fn not_ready_while_opening() {
-    let state = AppState::new(ServerConfig::default());
+    let state = AppState::new(ServerConfig {
+        auth: logbook_server::AuthMode::Off,
+        ..ServerConfig::default()
+    });
     let (router, _) = logbook_server::api::router(state);
     let (status, body) = send(&router, "get", "/v1/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

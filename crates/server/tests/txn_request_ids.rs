@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn opened_state(dir: &std::path::Path) -> AppState {
-    let state = AppState::new(ServerConfig::default());
+    let state = AppState::new(ServerConfig {
+        auth: logbook_server::AuthMode::Off,
+        ..ServerConfig::default()
+    });
     let log = logbook_log::Log::open(dir.join("log")).unwrap();
     let txns = logbook_txn::TxnStore::open(&log, Default::default()).unwrap();
     let log = std::sync::Arc::new(log);

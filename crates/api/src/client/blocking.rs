@@ -66,6 +66,18 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn with_config(server: &str, config: ClientConfig) -> Result<Client, ClientError> {
+        Client::with_bearer(server, config, None)
+    }
+
+    /// A client that sends `token` as `Authorization: Bearer <token>` with every request.
+    ///
+    /// # Errors
+    /// As [`super::Client::with_bearer`].
+    pub fn with_bearer(
+        server: &str,
+        config: ClientConfig,
+        token: Option<&str>,
+    ) -> Result<Client, ClientError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("logbook-client")
@@ -75,7 +87,7 @@ impl Client {
                 field: "runtime",
                 reason: format!("cannot start a tokio runtime: {e}"),
             })?;
-        let inner = super::Client::with_config(server, config)?;
+        let inner = super::Client::with_bearer(server, config, token)?;
         Ok(Client {
             rt: Arc::new(rt),
             inner,

@@ -104,6 +104,8 @@ pub(crate) struct Transport {
     pub authority: String,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// `Authorization: Bearer <token>` sent with every request, if a token was given.
+    pub authorization: Option<hyper::header::HeaderValue>,
 }
 
 impl Transport {
@@ -117,6 +119,7 @@ impl Transport {
             authority,
             request_timeout,
             retry,
+            authorization: None,
         }
     }
 
@@ -230,6 +233,9 @@ impl Transport {
         }
         if let Some(tp) = &call.traceparent {
             b = b.header("traceparent", tp.as_str());
+        }
+        if let Some(auth) = &self.authorization {
+            b = b.header(hyper::header::AUTHORIZATION, auth.clone());
         }
         let body = Full::new(Bytes::from(call.body.clone().unwrap_or_default()));
         b.body(body).map_err(|e| Failed {

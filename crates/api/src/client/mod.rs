@@ -211,11 +211,34 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn with_config(server: &str, config: ClientConfig) -> Result<Client, ClientError> {
-        let transport = Transport::new(
+        Client::with_bearer(server, config, None)
+    }
+
+    /// A client that sends `token` (a bearer token's secret, `lb_…`) with every request as
+    /// `Authorization: Bearer <token>`.
+    ///
+    /// # Errors
+    /// As [`Client::new`]; [`ClientError::InvalidArgument`] naming `token` when it cannot be
+    /// a header value.
+    pub fn with_bearer(
+        server: &str,
+        config: ClientConfig,
+        token: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let mut transport = Transport::new(
             authority(server)?,
             Duration::from_millis(config.request_timeout_ms),
             config.retry,
         );
+        if let Some(token) = token {
+            let mut value = hyper::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::InvalidArgument {
+                    field: "token",
+                    reason: "a token is printable ASCII (lb_ and 32 hex digits)".into(),
+                })?;
+            value.set_sensitive(true);
+            transport.authorization = Some(value);
+        }
         Ok(Client {
             inner: Arc::new(Inner {
                 transport,

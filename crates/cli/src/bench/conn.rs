@@ -15,10 +15,17 @@ use tokio::net::TcpStream;
 pub(crate) struct Conn {
     host: String,
     sender: SendRequest<String>,
+    /// `Bearer <token>`, sent with every request when given.
+    authorization: Option<String>,
 }
 
 impl Conn {
     pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+        Conn::open_as(addr, None).await
+    }
+
+    /// A connection whose requests carry `token` as a bearer token.
+    pub(crate) async fn open_as(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Conn> {
         let tcp = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -32,6 +39,7 @@ impl Conn {
         Ok(Conn {
             host: addr.to_string(),
             sender,
+            authorization: token.map(|t| format!("Bearer {t}")),
         })
     }
 
@@ -48,6 +56,9 @@ impl Conn {
             .header("host", &self.host);
         if body.is_some() {
             req = req.header("content-type", "application/json");
+        }
+        if let Some(auth) = &self.authorization {
+            req = req.header("authorization", auth);
         }
         let req = req.body(body.unwrap_or_default())?;
         self.sender.ready().await?;

@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use hyper::Method;
 use logbook_api::paths::{self, Query};
-use logbook_server::{Server, ServerConfig};
+use logbook_server::{AuthMode, Server, ServerConfig};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -88,6 +88,10 @@ pub struct HttpBenchArgs {
     /// A directory of PostgreSQL programs (default: looked up).
     #[arg(long)]
     pub pg_bin: Option<std::path::PathBuf>,
+    /// Authentication of the server, `on` and/or `off` (comma-separated): each runs every
+    /// phase on a fresh server, in this order, so `--auth off,on` compares them in one run.
+    #[arg(long, value_delimiter = ',', default_value = "on")]
+    pub auth: Vec<AuthMode>,
     /// Print one JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -96,6 +100,8 @@ pub struct HttpBenchArgs {
 /// What one run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 struct RunResult {
+    /// `on`: every request carried a bearer token the server checked; `off`: none.
+    auth: &'static str,
     op: &'static str,
     mode: &'static str,
     /// Target rate (open loop); null for closed loop.
@@ -144,46 +150,12 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
         bail!("--seconds, --connections, --open-connections and --keys must be positive");
     }
     let tmp = TempDir::create(&std::env::temp_dir(), "logbook-bench-http")?;
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.server_threads.max(1))
-        .max_blocking_threads(logbook_server::limits::BLOCKING_THREADS_MAX)
-        .thread_name("bench-server")
-        .enable_all()
-        .build()
-        .context("starting the server runtime")?;
-    let config = ServerConfig {
-        data_dir: tmp.0.join("data"),
-        listen: "127.0.0.1:0".into(),
-        requests_max: 8192,
-        connections_max: 8192,
-        ..ServerConfig::default()
-    };
-    let server = server_rt.block_on(Server::bind(config))?;
-    let addr = server.local_addr().context("reading the bound address")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = server_rt.spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
-
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads.max(1))
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
-        .context("starting the client runtime")?;
     let load_before = loadavg_1m();
-    let results = client_rt.block_on(measure(args, addr));
-    let load_after = loadavg_1m();
-    drop(client_rt);
-    let _ = stop_tx.send(());
-    let stopped = server_rt.block_on(serving);
-    drop(server_rt);
-    let results = results?;
-    match stopped {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("warning: server shut down with an error: {e}"),
-        Err(e) => eprintln!("warning: server task failed: {e}"),
+    let mut results = Vec::new();
+    for &auth in &args.auth {
+        results.extend(run_server(args, &tmp.0, auth)?);
     }
+    let load_after = loadavg_1m();
     drop(tmp);
 
     let pg = if args.no_pg {
@@ -226,13 +198,66 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs every phase against a fresh server in `dir/data-{on|off}` with authentication
+/// `auth` (its requests then carry the admin token the server wrote there).
+fn run_server(args: &HttpBenchArgs, dir: &Path, auth: AuthMode) -> anyhow::Result<Vec<RunResult>> {
+    let label = match auth {
+        AuthMode::On => "on",
+        AuthMode::Off => "off",
+    };
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads.max(1))
+        .max_blocking_threads(logbook_server::limits::BLOCKING_THREADS_MAX)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .context("starting the server runtime")?;
+    let data = dir.join(format!("data-{label}"));
+    let config = ServerConfig {
+        data_dir: data.clone(),
+        listen: "127.0.0.1:0".into(),
+        requests_max: 8192,
+        connections_max: 8192,
+        auth,
+        ..ServerConfig::default()
+    };
+    let server = server_rt.block_on(Server::bind(config))?;
+    let addr = server.local_addr().context("reading the bound address")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = server_rt.spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    let results = client_rt.block_on(measure(args, addr, &data, auth));
+    drop(client_rt);
+    let _ = stop_tx.send(());
+    let stopped = server_rt.block_on(serving);
+    drop(server_rt);
+    match stopped {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: server shut down with an error: {e}"),
+        Err(e) => eprintln!("warning: server task failed: {e}"),
+    }
+    let mut results = results?;
+    for r in &mut results {
+        r.auth = label;
+    }
+    Ok(results)
+}
+
 fn results_of(report: &serde_json::Value) -> Vec<serde_json::Value> {
     report["runs"].as_array().cloned().unwrap_or_default()
 }
 
 fn print_table(runs: &[serde_json::Value]) {
     println!(
-        "{:<7} {:<7} {:>9} {:>6} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "{:<4} {:<7} {:<7} {:>9} {:>6} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "auth",
         "op",
         "mode",
         "rate",
@@ -247,7 +272,8 @@ fn print_table(runs: &[serde_json::Value]) {
     );
     for r in runs {
         println!(
-            "{:<7} {:<7} {:>9} {:>6} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>9}",
+            "{:<4} {:<7} {:<7} {:>9} {:>6} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>9}",
+            r["auth"].as_str().unwrap_or(""),
             r["op"].as_str().unwrap_or(""),
             r["mode"].as_str().unwrap_or(""),
             r["rate"]
@@ -266,7 +292,12 @@ fn print_table(runs: &[serde_json::Value]) {
 }
 
 /// Sets up the stream, the view and the keys, then runs every phase.
-async fn measure(args: &HttpBenchArgs, addr: SocketAddr) -> anyhow::Result<Vec<RunResult>> {
+async fn measure(
+    args: &HttpBenchArgs,
+    addr: SocketAddr,
+    data: &Path,
+    auth: AuthMode,
+) -> anyhow::Result<Vec<RunResult>> {
     let mut c = Conn::open(addr).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -279,6 +310,11 @@ async fn measure(args: &HttpBenchArgs, addr: SocketAddr) -> anyhow::Result<Vec<R
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let bearer = match auth {
+        AuthMode::On => crate::client::admin_token(data)?,
+        AuthMode::Off => None,
+    };
+    let mut c = Conn::open_as(addr, bearer.as_deref()).await?;
     let spec = json!({"partitions": args.partitions, "fsync": "always"});
     expect(
         c.call(Method::PUT, &paths::stream(STREAM), Some(spec.to_string()))
@@ -330,11 +366,28 @@ async fn measure(args: &HttpBenchArgs, addr: SocketAddr) -> anyhow::Result<Vec<R
         (Op::Read, &args.read_rates),
     ];
     for (op, rates) in ops {
-        let r = run_phase(args, addr, op, Pace::Closed, args.connections).await?;
+        let r = run_phase(
+            args,
+            addr,
+            op,
+            Pace::Closed,
+            args.connections,
+            bearer.as_deref(),
+        )
+        .await?;
         eprintln!("{}", serde_json::to_string(&r)?);
         out.push(r);
         for &rate in rates {
-            let r = run_phase(args, addr, op, Pace::Open { rate }, args.open_connections).await?;
+            let pace = Pace::Open { rate };
+            let r = run_phase(
+                args,
+                addr,
+                op,
+                pace,
+                args.open_connections,
+                bearer.as_deref(),
+            )
+            .await?;
             eprintln!("{}", serde_json::to_string(&r)?);
             out.push(r);
         }
@@ -365,6 +418,7 @@ async fn run_phase(
     op: Op,
     pace: Pace,
     connections: usize,
+    token: Option<&str>,
 ) -> anyhow::Result<RunResult> {
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -380,6 +434,7 @@ async fn run_phase(
     let shape = Arc::new(RequestShape {
         op,
         host: addr.to_string(),
+        auth: token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n")),
         pad: padding(args.record_bytes),
         keys: args.keys,
     });
@@ -439,6 +494,7 @@ async fn run_phase(
         _ => None,
     };
     Ok(RunResult {
+        auth: "",
         cpu_us_per_request,
         cpu_cores_used: match (cpu_before, process_cpu_ms()) {
             (Some(b), Some(a)) => Some(round3(a.saturating_sub(b) as f64 / 1000.0 / seconds)),
@@ -473,6 +529,8 @@ async fn run_phase(
 struct RequestShape {
     op: Op,
     host: String,
+    /// The `authorization` header line (with its CRLF), or empty.
+    auth: String,
     pad: String,
     keys: u64,
 }
@@ -490,15 +548,16 @@ impl RequestShape {
                 );
                 write!(
                     buf,
-                    "POST /v1/streams/{STREAM}/records HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    "POST /v1/streams/{STREAM}/records HTTP/1.1\r\nhost: {}\r\n{}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                     self.host,
+                    self.auth,
                     body.len()
                 )
             }
             Op::Read => write!(
                 buf,
-                "GET /v1/views/{VIEW}/rows/k{key} HTTP/1.1\r\nhost: {}\r\n\r\n",
-                self.host
+                "GET /v1/views/{VIEW}/rows/k{key} HTTP/1.1\r\nhost: {}\r\n{}\r\n",
+                self.host, self.auth
             ),
         };
     }
@@ -791,6 +850,7 @@ mod tests {
         let shape = RequestShape {
             op: Op::Append,
             host: "127.0.0.1:1".into(),
+            auth: String::new(),
             pad: "xx".into(),
             keys: 10,
         };
@@ -812,6 +872,16 @@ mod tests {
         assert_eq!(
             buf,
             b"GET /v1/views/bench_rows/rows/k9 HTTP/1.1\r\nhost: 127.0.0.1:1\r\n\r\n"
+        );
+        let authed = RequestShape {
+            auth: "authorization: Bearer lb_x\r\n".into(),
+            ..read
+        };
+        buf.clear();
+        authed.write(&mut buf, 9, 0);
+        assert_eq!(
+            buf,
+            b"GET /v1/views/bench_rows/rows/k9 HTTP/1.1\r\nhost: 127.0.0.1:1\r\nauthorization: Bearer lb_x\r\n\r\n"
         );
     }
 }

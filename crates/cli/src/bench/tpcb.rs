@@ -758,7 +758,8 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
         };
         let syncs_before = syncs();
         let before = counters(txns.stats());
-        let (figures, deltas) = run_http_clients(args, addr, seed).await?;
+        let token = crate::client::admin_token(dir)?;
+        let (figures, deltas) = run_http_clients(args, addr, seed, token.as_deref()).await?;
         let after = counters(txns.stats());
         let fsyncs = syncs() - syncs_before;
         let scale = u64::from(args.scale);
@@ -821,11 +822,12 @@ async fn run_http_clients(
     args: &TpcbArgs,
     addr: std::net::SocketAddr,
     seed: u64,
+    token: Option<&str>,
 ) -> anyhow::Result<(Figures, i128)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(args.clients);
     for client in 0..args.clients {
-        let conn = Conn::open(addr).await?;
+        let conn = Conn::open_as(addr, token).await?;
         let (args, stop) = (args.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             http_client_loop(&args, conn, client, seed, &stop).await

@@ -192,6 +192,8 @@ mod tests {
         let client = Client::new(&ServerArgs {
             server: "http://127.0.0.1:9/".into(),
             client_timeout_ms: 2_000,
+            token: Some("lb_test".into()),
+            data_dir: "./data".into(),
         })
         .unwrap();
         let histograms = Histograms::new().unwrap();

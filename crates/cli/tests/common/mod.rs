@@ -153,3 +153,11 @@ fn wait_ready(serve: &mut Serve) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The admin token a server wrote to its data directory on first start (`admin.token`),
+/// if there is one: how every test authenticates as the administrator.
+pub fn admin_token(data: &Path) -> Option<String> {
+    std::fs::read_to_string(data.join("admin.token"))
+        .ok()
+        .map(|t| t.trim().to_string())
+}

@@ -8,6 +8,7 @@
 //! | `empty_key` | `/v1/kv/`, `/v1/txns/{txn}/kv/`, `/v1/views/{view}/rows/`: the `{key}` routes with the empty key |
 //! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
 //! | [`ops`] | `/v1/health`, `/metrics`, `/openapi.json` |
+//! | [`tokens`] | `/v1/tokens`, `/v1/tokens/{id}` (admin only) |
 //! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
 //!
 //! Every route is registered through `utoipa_axum::routes!`, which puts it in the router
@@ -18,6 +19,7 @@ pub mod commits;
 mod empty_key;
 pub mod ops;
 pub mod streams;
+pub mod tokens;
 pub mod txns;
 pub mod views;
 
@@ -48,7 +50,8 @@ use crate::state::AppState;
         (name = "streams", description = "Streams and records"),
         (name = "transactions", description = "Interactive transactions and key-value reads"),
         (name = "views", description = "Views derived from streams: specs, status, row reads with consistency tokens, rebuilds and switches"),
-        (name = "operations", description = "Health, metrics, this document")
+        (name = "operations", description = "Health, metrics, this document"),
+        (name = "tokens", description = "Bearer tokens (admin only): create, list, revoke")
     )
 )]
 struct ApiDoc;
@@ -88,6 +91,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::cluster))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
         .split_for_parts();
     let doc_json: Arc<str> = doc.to_json().unwrap_or_default().into();
     let router = router

@@ -187,9 +187,11 @@ pub async fn put_view(
     State(state): State<AppState>,
     Path(name): Path<String>,
     q: Params,
+    caller: crate::auth::Caller,
     JsonBody(spec): JsonBody<serde_json::Value>,
 ) -> Result<(StatusCode, Json<ViewOut>), ApiError> {
     q.only(&[])?;
+    crate::auth::check_view_source(&caller, &spec)?;
     if let Some(catalog) = state.opened()?.view_catalog {
         // A cluster node: through the replicated catalog, so every node has the view.
         let n = name.clone();
@@ -399,9 +401,13 @@ pub async fn rebuild(
     State(state): State<AppState>,
     Path(name): Path<String>,
     q: Params,
+    caller: crate::auth::Caller,
     JsonBody(body): JsonBody<RebuildBody>,
 ) -> Result<(StatusCode, Json<Rebuilt>), ApiError> {
     q.only(&[])?;
+    if let Some(spec) = &body.spec {
+        crate::auth::check_view_source(&caller, spec)?;
+    }
     let views = views_of(&state)?;
     let spec = match &body.spec {
         Some(s) => {

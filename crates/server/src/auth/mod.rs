@@ -1,0 +1,256 @@
+//! Authentication and authorization: who a request acts as, and whether that principal's
+//! scopes cover what the route does.
+//!
+//! ```text
+//!  request ─▶ exempt route? (/v1/health, /openapi.json) ─▶ handler
+//!          ─▶ Authorization: Bearer lb_… | Basic base64(principal:lb_…)
+//!               missing, malformed, unknown, expired, revoked ─▶ 401 unauthenticated
+//!          ─▶ the route's needs (route_needs) ⊆ the token's scopes?
+//!               no ─▶ 403 forbidden naming the missing scope
+//!          ─▶ handler (the principal in the request's extensions)
+//! ```
+//!
+//! Both checks run in the edge before any handler, so a refused request changes nothing.
+//! Tokens live in [`tokens`] (derived from the internal stream `_auth`), scopes in
+//! [`scope`]. With `--auth off` (loopback listen addresses only) nothing is checked.
+
+pub mod scope;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, Uri, header};
+use base64::Engine;
+
+use crate::error::{ApiError, ProblemCode};
+use scope::{Action, Kind, Need};
+pub use tokens::{Principal, Tokens};
+
+/// Routes that answer without credentials: probes and the API's description.
+pub const OPEN_ROUTES: &[&str] = &["/v1/health", "/openapi.json"];
+
+/// The `WWW-Authenticate` challenge of a 401.
+pub const CHALLENGE: &str = "Bearer realm=\"logbook\", Basic realm=\"logbook\"";
+
+/// Credentials of a request: the secret and, with HTTP Basic, the principal named.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// The token's secret.
+    pub secret: String,
+    /// The user name of HTTP Basic.
+    pub principal: Option<String>,
+}
+
+fn unauthenticated(detail: &str) -> ApiError {
+    ApiError::new(ProblemCode::Unauthenticated, detail).field("Authorization")
+}
+
+/// The credentials in `Authorization` (`Bearer SECRET` or `Basic base64(PRINCIPAL:SECRET)`).
+///
+/// # Errors
+/// 401 `unauthenticated` naming `Authorization` when it is missing or malformed.
+pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthenticated(
+            "no credentials; send Authorization: Bearer <token> (the first admin token is in \
+             the data directory's admin.token)",
+        ));
+    };
+    let text = value.to_str().unwrap_or("");
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+        return Ok(Credentials {
+            secret: rest.to_string(),
+            principal: None,
+        });
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        if let Some((principal, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+            return Ok(Credentials {
+                secret: secret.to_string(),
+                principal: Some(principal.to_string()),
+            });
+        }
+        return Err(unauthenticated(
+            "Basic credentials must be base64 of PRINCIPAL:TOKEN",
+        ));
+    }
+    Err(unauthenticated(
+        "Authorization must be Bearer <token> or Basic base64(principal:token)",
+    ))
+}
+
+/// Authenticates a request against `tokens` at `now_ms`.
+///
+/// # Errors
+/// 401 `unauthenticated` for missing, malformed, unknown, expired or revoked credentials
+/// (which of the last three is not said).
+pub async fn authenticate(
+    tokens: &Arc<Tokens>,
+    headers: &HeaderMap,
+    now_ms: u64,
+) -> Result<Arc<Principal>, ApiError> {
+    let c = credentials(headers)?;
+    tokens
+        .authenticate_fresh(&c.secret, c.principal.as_deref(), now_ms)
+        .await
+        .ok_or_else(|| {
+            unauthenticated(
+                "the token is not valid: unknown, expired or revoked (or not the principal's)",
+            )
+        })
+}
+
+/// Checks that `principal`'s scopes cover every need of the request.
+///
+/// # Errors
+/// 403 `forbidden` naming the first need no scope covers.
+pub fn authorize(principal: &Principal, needs: &[Need]) -> Result<(), ApiError> {
+    for need in needs {
+        if !principal.scopes.iter().any(|s| s.covers(need)) {
+            return Err(ApiError::new(
+                ProblemCode::Forbidden,
+                format!(
+                    "principal {:?} lacks the scope {need}; nothing was done",
+                    principal.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The principal a request acts as, as the edge put it in the request's extensions (absent
+/// with `--auth off`).
+pub type Caller = Option<axum::Extension<Arc<Principal>>>;
+
+/// For handlers: checks that the caller may read the stream a view spec names as its
+/// `source` (a view derives its rows from it). Nothing to check without a caller (auth off)
+/// or without a `source` (the spec's own check names it).
+///
+/// # Errors
+/// 403 `forbidden` naming `streams:read:SOURCE` (or `admin` for an internal stream).
+pub fn check_view_source(caller: &Caller, spec: &serde_json::Value) -> Result<(), ApiError> {
+    let (Some(axum::Extension(principal)), Some(source)) = (caller, spec["source"].as_str()) else {
+        return Ok(());
+    };
+    authorize(
+        principal,
+        &[Need::Name(Kind::Streams, Action::Read, source.to_string())],
+    )
+}
+
+/// What a request to `route` (the matched template) needs, from its method, path
+/// parameters and query. Keys and names come percent-decoded from `params`.
+pub fn route_needs(
+    route: &str,
+    method: &Method,
+    params: &[(String, String)],
+    uri: &Uri,
+) -> Vec<Need> {
+    use Action::*;
+    use Kind::*;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or(String::new(), |(_, v)| v.clone())
+    };
+    let read_or = |write: Action| if *method == Method::GET { Read } else { write };
+    let name = |kind, action, p: &str| Need::Name(kind, action, param(p));
+    match route {
+        "/metrics" => vec![Need::MetricsRead],
+        "/v1/tokens" | "/v1/tokens/{id}" => vec![Need::Admin],
+        "/v1/streams" => vec![Need::All(Streams, Read)],
+        "/v1/streams/{stream}" => vec![name(Streams, read_or(Manage), "stream")],
+        "/v1/streams/{stream}/records" => vec![name(Streams, read_or(Append), "stream")],
+        "/v1/txns" | "/v1/txns/{txn}/commit" | "/v1/txns/{txn}/abort" => vec![Need::AnyOf(Kv)],
+        "/v1/txns/{txn}/kv" | "/v1/kv" => vec![scan_need(Kv, uri)],
+        "/v1/txns/{txn}/kv/{key}" | "/v1/kv/{key}" => vec![name(Kv, read_or(Write), "key")],
+        "/v1/txns/{txn}/kv/" | "/v1/kv/" => vec![Need::Name(Kv, read_or(Write), String::new())],
+        "/v1/txns/{txn}/kv/{key}/increment" => vec![name(Kv, Write, "key")],
+        "/v1/kv/read" if *method == Method::GET => vec![Need::Name(Kv, Read, "read".into())],
+        "/v1/kv/read" => vec![Need::All(Kv, Read)],
+        "/v1/commits" => vec![Need::All(Kv, Read), Need::All(Kv, Write)],
+        "/v1/views" => vec![Need::All(Views, Read)],
+        "/v1/views/{view}" => vec![name(Views, read_or(Manage), "view")],
+        "/v1/views/{view}/rows" | "/v1/views/{view}/rows/{key}" | "/v1/views/{view}/rows/" => {
+            vec![name(Views, Read, "view")]
+        }
+        "/v1/views/{view}/rebuild" | "/v1/views/{view}/switch" => vec![name(Views, Manage, "view")],
+        _ => vec![Need::Nothing],
+    }
+}
+
+/// A key scan: by `prefix` alone, the prefix; with `start` or `end`, every key.
+fn scan_need(kind: Kind, uri: &Uri) -> Need {
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let has = |n: &str| pairs.iter().any(|(k, _)| k == n);
+    match pairs.iter().find(|(k, _)| k == "prefix") {
+        Some((_, p)) if !has("start") && !has("end") => Need::Prefix(kind, Action::Read, p.clone()),
+        _ => Need::All(kind, Action::Read),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_and_basic() {
+        assert_eq!(
+            credentials(&with_auth("Bearer lb_x")).unwrap(),
+            Credentials {
+                secret: "lb_x".into(),
+                principal: None
+            }
+        );
+        let basic = base64::engine::general_purpose::STANDARD.encode("ingest:lb_y");
+        assert_eq!(
+            credentials(&with_auth(&format!("basic {basic}"))).unwrap(),
+            Credentials {
+                secret: "lb_y".into(),
+                principal: Some("ingest".into())
+            }
+        );
+        for bad in ["Bearer ", "Basic !!", "Token x", "Basic Zm9v"] {
+            let e = credentials(&with_auth(bad)).unwrap_err();
+            assert_eq!(e.code, ProblemCode::Unauthenticated, "{bad}");
+        }
+        assert_eq!(
+            credentials(&HeaderMap::new()).unwrap_err().code,
+            ProblemCode::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn scans_need_their_prefix_or_everything() {
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert_eq!(
+            scan_need(Kind::Kv, &uri("/v1/kv?prefix=u%2F1&limit=3")),
+            Need::Prefix(Kind::Kv, Action::Read, "u/1".into())
+        );
+        assert_eq!(
+            scan_need(Kind::Kv, &uri("/v1/kv?prefix=u&end=v")),
+            Need::All(Kind::Kv, Action::Read)
+        );
+        assert_eq!(
+            scan_need(Kind::Kv, &uri("/v1/kv")),
+            Need::All(Kind::Kv, Action::Read)
+        );
+    }
+}
