@@ -5,10 +5,11 @@
 //!
 //! ```text
 //! logbook serve --data-dir /tmp/tour &
-//! cargo run -p logbook-api --example client_tour -- 127.0.0.1:7700
+//! LOGBOOK_TOKEN=$(cat /tmp/tour/admin.token) \
+//!   cargo run -p logbook-api --example client_tour -- 127.0.0.1:7700
 //! ```
 
-use logbook_api::client::{Client, ClientError, ReadOptions};
+use logbook_api::client::{Client, ClientConfig, ClientError, ReadOptions};
 use logbook_api::streams::{CreateStream, RecordIn};
 use logbook_api::txns::BeginBody;
 use serde_json::json;
@@ -24,12 +25,13 @@ pub struct Tour {
     pub balance: serde_json::Value,
 }
 
-/// Runs the tour against the server at `server` (`HOST:PORT`).
+/// Runs the tour against the server at `server` (`HOST:PORT`), sending `token` (a bearer
+/// token's secret; authentication is on by default).
 ///
 /// # Errors
 /// Any client error.
-pub async fn run(server: &str) -> Result<Tour, ClientError> {
-    let client = Client::new(server)?;
+pub async fn run(server: &str, token: Option<&str>) -> Result<Tour, ClientError> {
+    let client = Client::with_bearer(server, ClientConfig::default(), token)?;
     let settings = CreateStream {
         partitions: Some(2),
         ..CreateStream::default()
@@ -101,7 +103,8 @@ async fn main() {
     let server = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7700".into());
-    if let Err(e) = run(&server).await {
+    let token = std::env::var("LOGBOOK_TOKEN").ok();
+    if let Err(e) = run(&server, token.as_deref()).await {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

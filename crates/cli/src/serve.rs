@@ -68,9 +68,9 @@ pub struct ServeArgs {
     /// Cluster mode: the etcd client endpoints, http://HOST:PORT, comma-separated.
     #[arg(long, env = "LOGBOOK_CLUSTER_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub cluster_etcd_endpoints: Option<Vec<String>>,
-    /// `on`: every route but /v1/health and /openapi.json needs a bearer token (the first
-    /// admin token is written to DATA_DIR/admin.token on first start). `off` (for now the
-    /// default): nothing is checked — refused unless --listen is a loopback address.
+    /// `on` (the default): every route but /v1/health and /openapi.json needs a bearer token
+    /// (the first admin token is written to DATA_DIR/admin.token on first start). `off`:
+    /// nothing is checked — refused unless --listen is a loopback address.
     #[arg(long, env = "LOGBOOK_AUTH")]
     pub auth: Option<AuthMode>,
 }

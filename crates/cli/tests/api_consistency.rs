@@ -29,18 +29,15 @@ use logbook_api::paths;
 struct Node {
     serve: common::Serve,
     client: Client,
-    base: String,
     data: PathBuf,
 }
 
 impl Node {
     fn start(data: &Path, extra: &[&str]) -> Node {
         let serve = common::spawn_serve(data, extra, &[("RUST_LOG", "warn")], Stdio::null());
-        let base = serve.base.clone();
         Node {
             client: serve.client(),
             serve,
-            base,
             data: data.to_path_buf(),
         }
     }
@@ -68,7 +65,7 @@ impl Node {
     fn cli(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = Command::new(BIN)
             .args(args)
-            .env("LOGBOOK_SERVER", &self.base)
+            .envs(self.serve.cli_env())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

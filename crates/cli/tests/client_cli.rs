@@ -23,7 +23,7 @@ use logbook_api::paths;
 
 /// A running `logbook serve` (SIGKILLed when dropped) and the CLI pointed at it.
 struct Node {
-    _serve: common::Serve,
+    serve: common::Serve,
     base: String,
 }
 
@@ -31,10 +31,7 @@ impl Node {
     fn start(data: &Path) -> Node {
         let serve = common::spawn_serve(data, &[], &[("RUST_LOG", "warn")], Stdio::null());
         let base = serve.base.clone();
-        Node {
-            _serve: serve,
-            base,
-        }
+        Node { serve, base }
     }
 
     /// Runs `logbook ARGS` against this server, with `stdin` piped in.
@@ -51,7 +48,7 @@ impl Node {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.args(args)
-            .env("LOGBOOK_SERVER", &self.base)
+            .envs(self.serve.cli_env())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -367,7 +364,7 @@ fn streams_views_and_stats_through_the_cli() {
     assert_eq!(stats["counters"]["duplicates"]["append"], 2);
     assert_eq!(stats["views"][0]["lag_records"], 0);
     // /metrics exports the same lag as gauges, per view version.
-    let client = common::api::client(&node.base);
+    let client = node.serve.client();
     let (status, metrics) = common::api::call(&client, "GET", &paths::metrics(), None);
     assert_eq!(status, 200, "{metrics}");
     let metrics = metrics.as_str().unwrap();

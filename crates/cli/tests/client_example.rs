@@ -23,7 +23,9 @@ fn the_client_tour_appends_reads_its_write_and_retries_a_transaction() {
         .enable_all()
         .build()
         .unwrap();
-    let tour = rt.block_on(client_tour::run(&base)).unwrap();
+    let tour = rt
+        .block_on(client_tour::run(&base, serve.token.as_deref()))
+        .unwrap();
     assert_eq!(tour.total_read_back, serde_json::json!(12));
     assert_eq!(tour.attempts, 2, "the first attempt met a conflict");
     // The retry read the other transaction's 100 and added 12.

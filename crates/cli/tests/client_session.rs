@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Stdio;
 
-use logbook_api::client::{Client, KeyRange, ReadOptions};
+use logbook_api::client::{KeyRange, ReadOptions};
 use logbook_api::streams::{CreateStream, RecordIn};
 use logbook_api::token::ConsistencyToken;
 use logbook_api::txns::BeginBody;
@@ -16,14 +16,13 @@ use serde_json::json;
 fn reads_return_their_positions_and_the_session_reads_its_writes() {
     let dir = tempfile::tempdir().unwrap();
     let serve = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
-    let base = serve.base.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = Client::new(&base).unwrap();
+        let client = serve.async_client();
         let settings = CreateStream {
             partitions: Some(3),
             ..CreateStream::default()
@@ -92,13 +91,12 @@ fn reads_return_their_positions_and_the_session_reads_its_writes() {
 fn kv_reads_before_any_commit_carry_no_token() {
     let dir = tempfile::tempdir().unwrap();
     let serve = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
-    let base = serve.base.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = Client::new(&base).unwrap();
+        let client = serve.async_client();
         let page = client
             .kv_scan(&KeyRange::default(), &ReadOptions::default())
             .await

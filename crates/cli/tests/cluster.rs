@@ -3,6 +3,8 @@
 //!
 //! * a stream created on node A is visible on B and C (the replicated catalog), with one
 //!   incarnation;
+//! * the first node makes the admin token; a token made on A works on B at once, and one
+//!   revoked on A is refused on B (every node follows `_auth`);
 //! * an append acknowledged by A is read on B — from the stream, and from a view with A's
 //!   consistency token (read-your-writes across nodes);
 //! * a view created on A exists on B and C (view definitions in the replicated log); a drop
@@ -45,6 +47,8 @@ struct Node {
     base: String,
     client: Client,
     log: PathBuf,
+    /// The bearer token this test's requests send.
+    token: Option<String>,
 }
 
 impl Node {
@@ -90,7 +94,15 @@ impl Node {
             client: common::api::client(&advertise),
             base: advertise,
             log,
+            token: None,
         }
+    }
+
+    /// Sends `token` from now on.
+    fn with_token(mut self, token: &str) -> Node {
+        self.client = common::api::client_with_token(&self.base, Some(token));
+        self.token = Some(token.to_string());
+        self
     }
 
     fn try_call(
@@ -117,7 +129,13 @@ impl Node {
         let addr = self.base.trim_start_matches("http://");
         let deadline = Instant::now() + WAIT;
         loop {
-            let answer = common::wire::one(addr, "GET", path, &[("host", addr)], b"");
+            let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+            let mut headers = vec![("host", addr)];
+            headers.extend(bearer.as_deref().map(|b| ("authorization", b)));
+            if std::net::TcpStream::connect(addr).is_err() {
+                panic!("{} is gone:\n{}", self.base, self.stderr());
+            }
+            let answer = common::wire::one(addr, "GET", path, &headers, b"");
             let body = answer.json();
             if done(answer.status, &body) {
                 return body;
@@ -127,6 +145,24 @@ impl Node {
                 "{what} on {}: last answer {} {body}\n{}",
                 self.base,
                 answer.status,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls `GET path` through `client` until it answers `status` (bounded by [`WAIT`]).
+    fn wait_for_status(&self, client: &Client, path: &str, status: u16, what: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (got, body) = common::api::call(client, "GET", path, None);
+            if got == status {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} on {}: last answer {got} {body}\n{}",
+                self.base,
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -178,14 +214,19 @@ fn three_nodes_serve_one_replicated_log() {
     }));
     let dir = tempfile::tempdir().unwrap();
     let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
-    let mut nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|id| Node::spawn(dir.path(), id, &nats, &etcd))
-        .collect();
-    for n in &nodes {
+    // A opens first and finds `_auth` empty: it makes the admin token. B and C find it.
+    let first = Node::spawn(dir.path(), "a", &nats, &etcd);
+    first.wait_ready();
+    let admin = common::admin_token(&dir.path().join("a")).expect("a wrote admin.token");
+    let mut nodes = vec![first.with_token(&admin)];
+    for id in ["b", "c"] {
+        let n = Node::spawn(dir.path(), id, &nats, &etcd).with_token(&admin);
         n.wait_ready();
+        assert!(common::admin_token(&dir.path().join(id)).is_none());
+        nodes.push(n);
     }
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    tokens_made_on_one_node_work_on_another(a, b);
 
     // Created on A, visible on B and C with the same incarnation.
     let (status, created) = a.call("PUT", "/v1/streams/orders", Some(json!({"partitions": 2})));
@@ -286,6 +327,7 @@ fn three_nodes_serve_one_replicated_log() {
     }
     let out = Command::new(common::BIN)
         .args(["cluster", "status", "--server", &a.base])
+        .env("LOGBOOK_TOKEN", &admin)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -497,9 +539,12 @@ fn appends_with_request_ids_survive_killed_servers_and_nodes_once_each() {
     }));
     let dir = tempfile::tempdir().unwrap();
     let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
-    let mut a = Node::spawn(dir.path(), "a", &nats, &etcd);
-    let b = Node::spawn(dir.path(), "b", &nats, &etcd);
-    a.wait_ready();
+    // A first: it makes the admin token both send.
+    let first = Node::spawn(dir.path(), "a", &nats, &etcd);
+    first.wait_ready();
+    let admin = common::admin_token(&dir.path().join("a")).expect("a wrote admin.token");
+    let mut a = first.with_token(&admin);
+    let b = Node::spawn(dir.path(), "b", &nats, &etcd).with_token(&admin);
     b.wait_ready();
     let (status, created) = a.call("PUT", "/v1/streams/ledger", Some(json!({"partitions": 2})));
     assert_eq!(status, 201, "{created}");
@@ -534,7 +579,7 @@ fn appends_with_request_ids_survive_killed_servers_and_nodes_once_each() {
 
     // Node a, restarted on its data directory, catches up: its view, read with the last
     // token, has the last record.
-    a = Node::spawn(dir.path(), "a", &nats, &etcd);
+    a = Node::spawn(dir.path(), "a", &nats, &etcd).with_token(&admin);
     a.wait_ready();
     let last = APPENDS - 1;
     let (status, row) = a.call(
@@ -566,6 +611,27 @@ fn appends_with_request_ids_survive_killed_servers_and_nodes_once_each() {
     let (status, cluster) = b.call("GET", "/v1/cluster", None);
     assert_eq!(status, 200, "{cluster}");
     drop(engines);
+}
+
+/// A token made on `a` authenticates on `b` at once (b catches up with `_auth` before
+/// refusing a secret it does not know); revoked on `a`, it is refused on `b`.
+fn tokens_made_on_one_node_work_on_another(a: &Node, b: &Node) {
+    let (status, created) = a.call(
+        "POST",
+        "/v1/tokens",
+        Some(json!({"principal": "reader", "scopes": ["streams:read:*"]})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let secret = created["token"].as_str().unwrap();
+    let on_b = common::api::client_with_token(&b.base, Some(secret));
+    let (status, listed) = common::api::call(&on_b, "GET", "/v1/streams", None);
+    assert_eq!(status, 200, "{listed}");
+    let (status, refused) = common::api::call(&on_b, "PUT", "/v1/streams/nope", Some(&json!({})));
+    assert_eq!(status, 403, "{refused}");
+    let id = created["id"].as_str().unwrap();
+    let (status, revoked) = a.call("DELETE", &format!("/v1/tokens/{id}"), None);
+    assert_eq!(status, 200, "{revoked}");
+    b.wait_for_status(&on_b, "/v1/streams", 401, "the revocation made on a");
 }
 
 #[test]

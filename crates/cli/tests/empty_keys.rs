@@ -84,7 +84,7 @@ impl Node {
     fn cli(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = Command::new(BIN)
             .args(args)
-            .env("LOGBOOK_SERVER", &self.serve.base)
+            .envs(self.serve.cli_env())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

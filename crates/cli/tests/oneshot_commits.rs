@@ -10,7 +10,6 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
-use logbook_api::client::blocking::Client;
 use logbook_api::client::{ClientError, Commit};
 use logbook_api::problem::ProblemCode;
 use logbook_api::txns::ReadBody;
@@ -20,7 +19,7 @@ fn commit(serve: &common::Serve, args: &[&str]) -> Output {
     Command::new(common::BIN)
         .arg("commit")
         .args(args)
-        .env("LOGBOOK_SERVER", &serve.base)
+        .envs(serve.cli_env())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()
@@ -76,7 +75,7 @@ fn logbook_commit_writes_in_one_request_and_a_retried_id_answers_duplicate() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("booked = 1"), "{stdout}");
     assert!(stdout.contains("duplicate"), "{stdout}");
-    let client = Client::new(&serve.base).unwrap();
+    let client = serve.default_client();
     let row = client
         .kv_get("booked", &Default::default())
         .unwrap()
@@ -137,7 +136,7 @@ fn a_conflict_answers_serialization_failure_and_exit_1_and_changes_nothing() {
             assert!(stderr.contains("retryable"), "{stderr}");
         }
     }
-    let client = Client::new(&serve.base).unwrap();
+    let client = serve.default_client();
     let row = client.kv_get("k", &Default::default()).unwrap().unwrap();
     assert_eq!(row.value.get(), "2");
 
@@ -154,8 +153,8 @@ fn a_conflict_answers_serialization_failure_and_exit_1_and_changes_nothing() {
 #[test]
 fn commit_retrying_reads_again_after_a_conflict() {
     let (_dir, serve) = start();
-    let client = Client::new(&serve.base).unwrap();
-    let other = Client::new(&serve.base).unwrap();
+    let client = serve.default_client();
+    let other = serve.default_client();
     client
         .commit(&Commit::new().put("balance", &json!(100)))
         .unwrap();

@@ -39,7 +39,7 @@ impl Node {
     /// request is in flight on the server (its metric says so), the answer still to come.
     fn waiting(&self, path: &str) -> BufReader<TcpStream> {
         let mut conn = self.connect();
-        if let Err(e) = conn.get_mut().write_all(&request("GET", path, &[], "")) {
+        if let Err(e) = conn.get_mut().write_all(&self.bytes("GET", path, &[], "")) {
             panic!("sending GET {path}: {e}");
         }
         self.serve.until_a_request_is_in_flight();
@@ -54,7 +54,7 @@ impl Node {
             let mut conn = self.connect();
             let sent = conn
                 .get_mut()
-                .write_all(&request("GET", "/v1/health", &[], ""));
+                .write_all(&self.bytes("GET", "/v1/health", &[], ""));
             if sent.is_ok() && read_answer(&mut conn).is_some_and(|a| a.status == 200) {
                 return conn;
             }
@@ -63,22 +63,23 @@ impl Node {
         }
     }
 
+    /// A request's bytes (HTTP/1.1, keep-alive) with `Host: localhost`, the admin token's
+    /// `Authorization` and, with a body, `Content-Type: application/json`.
+    fn bytes(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+        let bearer = self.serve.bearer();
+        let mut all = vec![("host", "localhost"), ("authorization", bearer.as_str())];
+        if !body.is_empty() {
+            all.push(("content-type", "application/json"));
+        }
+        all.extend_from_slice(headers);
+        wire::request(method, path, &all, body.as_bytes())
+    }
+
     /// One request on a connection of its own.
     fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
         let mut conn = self.connect();
-        exchange(&mut conn, &request(method, path, headers, body))
+        exchange(&mut conn, &self.bytes(method, path, headers, body))
     }
-}
-
-/// A request's bytes (HTTP/1.1, keep-alive) with `Host: localhost` and, with a body,
-/// `Content-Type: application/json`.
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut all = vec![("host", "localhost")];
-    if !body.is_empty() {
-        all.push(("content-type", "application/json"));
-    }
-    all.extend_from_slice(headers);
-    wire::request(method, path, &all, body.as_bytes())
 }
 
 #[test]
@@ -107,12 +108,12 @@ fn every_request_head_over_the_limits_is_answered_as_a_problem() {
         } else {
             vec![("x-big", value.as_str())]
         };
-        let oversized = request("GET", path, &headers, "");
+        let oversized = node.bytes("GET", path, &headers, "");
         // As a later request on a kept-alive connection, and as a connection's first.
         for earlier in [2, 0] {
             let mut conn = node.connect();
             for _ in 0..earlier {
-                let fine = exchange(&mut conn, &request("GET", "/v1/health", &[], ""));
+                let fine = exchange(&mut conn, &node.bytes("GET", "/v1/health", &[], ""));
                 assert_eq!(fine.status, 200, "{what}: {fine:?}");
             }
             let answer = exchange(&mut conn, &oversized);
@@ -131,23 +132,23 @@ fn every_request_head_over_the_limits_is_answered_as_a_problem() {
     let many: Vec<(String, String)> = (0..150).map(|i| (format!("x-{i}"), "v".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let mut conn = node.connect();
-    exchange(&mut conn, &request("GET", "/v1/health", &[], ""));
-    exchange(&mut conn, &request("GET", "/v1/health", &many, ""))
+    exchange(&mut conn, &node.bytes("GET", "/v1/health", &[], ""));
+    exchange(&mut conn, &node.bytes("GET", "/v1/health", &many, ""))
         .assert_problem(431, "headers_too_large");
     // Heads within the limits still pass on a kept-alive connection, after a body too.
     let mut conn = node.connect();
-    let put = exchange(&mut conn, &request("PUT", "/v1/streams/s", &[], ""));
+    let put = exchange(&mut conn, &node.bytes("PUT", "/v1/streams/s", &[], ""));
     assert!(put.status < 300, "{put:?}");
     let body = format!(r#"{{"key":"k","value":"{}"}}"#, "v".repeat(100_000));
     let appended = exchange(
         &mut conn,
-        &request("POST", "/v1/streams/s/records", &[], &body),
+        &node.bytes("POST", "/v1/streams/s/records", &[], &body),
     );
     assert!(appended.status < 300, "{appended:?}");
     let near = big_header(15_000);
     let fine = exchange(
         &mut conn,
-        &request("GET", &long_line(1_000), &[("x-big", &near)], ""),
+        &node.bytes("GET", &long_line(1_000), &[("x-big", &near)], ""),
     );
     fine.assert_problem(404, "key_not_found");
 }
@@ -350,7 +351,7 @@ fn quickstart_exit_points_at_the_server_it_says_to_start() {
 fn the_readmes_stream_commands_run_as_pasted() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
-    let (script, stdout) = run_readme(&node, "logbook stream create orders", |l| {
+    let (script, stdout) = run_readme(&node, dir.path(), "logbook stream create orders", |l| {
         l.starts_with("logbook stream tail orders") && l.contains("--from 0")
     });
     // The tail shows the records the README appended (customer-7's partition).
@@ -374,7 +375,7 @@ fn the_readmes_view_commands_run_as_pasted() {
             .status,
         201
     );
-    let (script, stdout) = run_readme(&node, "logbook view create delays", |l| {
+    let (script, stdout) = run_readme(&node, dir.path(), "logbook view create delays", |l| {
         l.starts_with("logbook view rebuild delays --switch")
     });
     // The read with the token saw the README's own append: a third UA flight.
@@ -389,8 +390,15 @@ fn the_readmes_view_commands_run_as_pasted() {
 
 /// Runs the README's lines from the first starting with `first` to the first after it for
 /// which `last` holds, as one `sh -e` script against `node` (`logbook` is the binary under
-/// test); asserts it succeeded and returns the script and its stdout.
-fn run_readme(node: &Node, first: &str, last: impl Fn(&str) -> bool) -> (String, String) {
+/// test) from `cwd`, the directory holding the server's `data` (so the CLI finds the admin
+/// token in `./data` by itself, as the README says); asserts it succeeded and returns the
+/// script and its stdout.
+fn run_readme(
+    node: &Node,
+    cwd: &Path,
+    first: &str,
+    last: impl Fn(&str) -> bool,
+) -> (String, String) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
     let readme = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let lines: Vec<&str> = readme.lines().collect();
@@ -411,6 +419,9 @@ fn run_readme(node: &Node, first: &str, last: impl Fn(&str) -> bool) -> (String,
         ))
         .env("LOGBOOK_BIN", bin())
         .env("LOGBOOK_SERVER", format!("http://{}", node.addr))
+        .env_remove("LOGBOOK_TOKEN")
+        .env_remove("LOGBOOK_DATA_DIR")
+        .current_dir(cwd)
         .output()
         .unwrap_or_else(|e| panic!("sh: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -71,6 +71,8 @@ struct Node {
     _serve: common::Serve,
     client: Client,
     base: String,
+    /// The data directory: client commands find the admin token there (`--data-dir`).
+    data: String,
 }
 
 impl Node {
@@ -81,6 +83,7 @@ impl Node {
             client: serve.client(),
             _serve: serve,
             base,
+            data: data.to_str().unwrap().to_string(),
         }
     }
 
@@ -324,6 +327,8 @@ fn import(node: &Node, stream: &str, file: &Path, extra: &[&str]) -> Value {
         file.to_str().unwrap(),
         "--server",
         &node.base,
+        "--data-dir",
+        &node.data,
         "--json",
     ];
     args.extend_from_slice(extra);
@@ -443,6 +448,8 @@ fn an_interrupted_import_run_again_leaves_every_line_exactly_once() {
         "1",
         "--server",
         &node.base,
+        "--data-dir",
+        &node.data,
     ])
     .stdout(Stdio::null())
     .stderr(Stdio::null())
@@ -500,6 +507,8 @@ fn bad_files_are_refused_before_anything_is_sent() {
         "1",
         "--server",
         &base,
+        "--data-dir",
+        &node.data,
     ]);
     assert!(
         stderr.contains("line 1: no column `tailnum` for --key"),
@@ -527,6 +536,8 @@ fn bad_files_are_refused_before_anything_is_sent() {
         "id",
         "--server",
         &base,
+        "--data-dir",
+        &node.data,
     ]);
     assert!(
         stderr.contains("e.jsonl: line 3, column 10: not valid JSON"),
@@ -544,6 +555,8 @@ fn bad_files_are_refused_before_anything_is_sent() {
         "id",
         "--server",
         &base,
+        "--data-dir",
+        &node.data,
     ]);
     assert!(
         stderr.contains("line 2, field `id` (--key) is missing"),
@@ -552,7 +565,15 @@ fn bad_files_are_refused_before_anything_is_sent() {
     assert_eq!(node.get(&paths::stream("ev"))["records"], 0);
 
     // A stream that does not exist, without --create-partitions.
-    let stderr = fails(&["import", "nope", csv.to_str().unwrap(), "--server", &base]);
+    let stderr = fails(&[
+        "import",
+        "nope",
+        csv.to_str().unwrap(),
+        "--server",
+        &base,
+        "--data-dir",
+        &node.data,
+    ]);
     assert!(stderr.contains("--create-partitions"), "{stderr}");
 
     // No server there.
@@ -585,6 +606,8 @@ fn a_record_the_server_refuses_stops_the_import_naming_the_line_and_the_problem(
         "1",
         "--server",
         &node.base,
+        "--data-dir",
+        &node.data,
     ]);
     assert!(stderr.contains("s.csv: line 2"), "{stderr}");
     assert!(stderr.contains("request_id_conflict (409)"), "{stderr}");
@@ -728,6 +751,8 @@ fn import_json_prints_the_problem_document_and_fitting_advice() {
         "b",
         "--server",
         &node.base,
+        "--data-dir",
+        &node.data,
     ];
     let stderr = fails(&args);
     assert!(stderr.contains("Import into a new stream"), "{stderr}");

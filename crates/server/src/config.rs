@@ -67,10 +67,9 @@ pub struct ServerConfig {
     pub auth: AuthMode,
 }
 
-/// Authentication when nothing says otherwise. Off until every client of the repository's
-/// tests and tools sends the admin token (issue 17, step 3 turns it on); a server reachable
-/// from other machines is refused with it off, so it must say `--auth on`.
-pub const AUTH_DEFAULT: AuthMode = AuthMode::Off;
+/// Authentication when nothing says otherwise: on. Off is an explicit choice, and only for
+/// a loopback listen address.
+pub const AUTH_DEFAULT: AuthMode = AuthMode::On;
 
 /// Whether the server authenticates requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

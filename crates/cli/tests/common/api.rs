@@ -8,14 +8,20 @@ use serde_json::Value;
 /// Longest wait for one answer, ms (a loaded 2-core machine can be slow).
 const REQUEST_TIMEOUT_MS: u64 = 60_000;
 
-/// A client of `base` making one attempt per request (no retries: the test decides).
+/// A client of `base` making one attempt per request (no retries: the test decides),
+/// without credentials.
 pub fn client(base: &str) -> Client {
+    client_with_token(base, None)
+}
+
+/// [`client`] sending `token` as its bearer token.
+pub fn client_with_token(base: &str, token: Option<&str>) -> Client {
     let config = ClientConfig {
         request_timeout_ms: REQUEST_TIMEOUT_MS,
         retry: RetryPolicy::none(),
         ..ClientConfig::default()
     };
-    Client::with_config(base, config).unwrap()
+    Client::with_bearer(base, config, token).unwrap()
 }
 
 /// The verb named by an HTTP method (`GET`, `PUT`, `POST`, `DELETE`).

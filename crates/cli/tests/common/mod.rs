@@ -43,6 +43,9 @@ pub struct Serve {
     pub child: Child,
     /// `http://HOST:PORT`.
     pub base: String,
+    /// The admin token the server wrote to its data directory (authentication is on by
+    /// default): every helper here sends it.
+    pub token: Option<String>,
 }
 
 impl Serve {
@@ -51,9 +54,38 @@ impl Serve {
         self.base.trim_start_matches("http://")
     }
 
-    /// A client of this server making one attempt per request ([`api::client`]).
+    /// A client of this server making one attempt per request ([`api::client`]), sending
+    /// the admin token.
     pub fn client(&self) -> Client {
-        api::client(&self.base)
+        api::client_with_token(&self.base, self.token.as_deref())
+    }
+
+    /// The blocking Rust client of this server with its default settings (retries
+    /// included), sending the admin token.
+    pub fn default_client(&self) -> Client {
+        let config = logbook_api::client::ClientConfig::default();
+        Client::with_bearer(&self.base, config, self.token.as_deref()).unwrap()
+    }
+
+    /// The async Rust client of this server with its default settings, sending the admin
+    /// token.
+    pub fn async_client(&self) -> logbook_api::client::Client {
+        let config = logbook_api::client::ClientConfig::default();
+        logbook_api::client::Client::with_bearer(&self.base, config, self.token.as_deref()).unwrap()
+    }
+
+    /// The admin token's `Authorization` header value (`Bearer lb_…`), for raw requests.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token.as_deref().unwrap_or_default())
+    }
+
+    /// The environment a `logbook` client command needs to act as the admin on this
+    /// server: `LOGBOOK_SERVER` and `LOGBOOK_TOKEN`.
+    pub fn cli_env(&self) -> [(&'static str, String); 2] {
+        [
+            ("LOGBOOK_SERVER", self.base.clone()),
+            ("LOGBOOK_TOKEN", self.token.clone().unwrap_or_default()),
+        ]
     }
 
     /// Returns once a request other than this look is in flight on the server (no timing:
@@ -61,7 +93,9 @@ impl Serve {
     pub fn until_a_request_is_in_flight(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let metrics = wire::one(self.addr(), "GET", "/metrics", &[], b"").body;
+            let bearer = self.bearer();
+            let auth = [("authorization", bearer.as_str())];
+            let metrics = wire::one(self.addr(), "GET", "/metrics", &auth, b"").body;
             if metrics
                 .lines()
                 .any(|l| l.starts_with("logbook_http_requests_in_flight ") && !l.ends_with(" 0"))
@@ -132,8 +166,13 @@ pub fn spawn_serve(data: &Path, extra: &[&str], envs: &[(&str, &str)], stderr: S
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    let mut serve = Serve { child, base };
+    let mut serve = Serve {
+        child,
+        base,
+        token: None,
+    };
     wait_ready(&mut serve);
+    serve.token = admin_token(data);
     serve
 }
 

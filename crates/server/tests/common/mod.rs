@@ -1,5 +1,6 @@
 //! What the in-process server tests share: the server on a data directory whose fsyncs can
-//! be held (to keep a commit in flight), and a request helper.
+//! be held (to keep a commit in flight), authentication on with the admin token sent for
+//! each request, and a request helper.
 #![allow(
     dead_code,
     reason = "each test binary uses a different subset of these helpers (`txn_races` uses them all, so `expect` would be unfulfilled there)"
@@ -70,14 +71,37 @@ pub fn node() -> Node {
     let log = Arc::new(log);
     let views = logbook_views::Views::open(log.clone(), &dir.path().join("views")).unwrap();
     let state = AppState::new(ServerConfig::default());
+    let backend: Arc<dyn logbook_log::LogBackend> = log.clone();
+    let tokens = logbook_server::auth::Tokens::open(&backend, dir.path(), false).unwrap();
+    state.set_tokens(Arc::new(tokens));
     state.set_opened(Opened::new(log, txns, Arc::new(views)));
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     let (router, _) = logbook_server::api::router(state.clone());
     Node {
         _dir: dir,
         state,
-        router,
+        router: as_admin(router, token.trim()),
         gate,
     }
+}
+
+/// `router` with authentication on as the server runs it: a request without
+/// `Authorization` gets the admin token's, so each test acts as the administrator unless it
+/// sends credentials of its own.
+fn as_admin(router: axum::Router, token: &str) -> axum::Router {
+    let bearer = axum::http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    router.layer(axum::middleware::map_request(
+        move |mut req: Request<Body>| {
+            let bearer = bearer.clone();
+            async move {
+                let headers = req.headers_mut();
+                if !headers.contains_key(axum::http::header::AUTHORIZATION) {
+                    headers.insert(axum::http::header::AUTHORIZATION, bearer);
+                }
+                req
+            }
+        },
+    ))
 }
 
 impl Node {
