@@ -722,6 +722,14 @@ fn routes() -> Vec<Route> {
             &["admin"],
             &["views:manage:*"],
         ),
+        r(
+            "GET",
+            "/v1/streams/s/offsets?timestamp_ms=0",
+            None,
+            &["streams:read:s"],
+            &["streams:append:s"],
+        ),
+        r("GET", "/v1/cluster", None, &["metrics:read"], &[]),
         r("GET", "/v1/nothing", None, &["metrics:read"], &[]),
     ]
 }

@@ -112,6 +112,17 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
         }
     }
     assert_eq!(documented, ROUTES.len());
+    // Every route but the open ones declares the scopes it needs (an undeclared one would
+    // be the admin's alone).
+    for (method, path) in ROUTES {
+        let method: axum::http::Method = method.to_uppercase().parse().unwrap();
+        let declared =
+            logbook_server::auth::declared_needs(path, &method, &[], &"/".parse().unwrap());
+        assert!(
+            declared.is_some() || logbook_server::auth::OPEN_ROUTES.contains(path),
+            "{method} {path} declares no scope in logbook_server::auth::declared_needs"
+        );
+    }
     // The document is served as it is generated.
     let (status, served) = send(&router, "get", "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);

@@ -145,14 +145,26 @@ pub fn check_view_source(caller: &Caller, spec: &serde_json::Value) -> Result<()
     )
 }
 
-/// What a request to `route` (the matched template) needs, from its method, path
-/// parameters and query. Keys and names come percent-decoded from `params`.
+/// What a request to `route` (the matched template, `unmatched` for none) needs, from its
+/// method, path parameters and query: [`declared_needs`], and for a route not declared
+/// there, `admin` (a new route fails closed until its scope is declared).
 pub fn route_needs(
     route: &str,
     method: &Method,
     params: &[(String, String)],
     uri: &Uri,
 ) -> Vec<Need> {
+    declared_needs(route, method, params, uri).unwrap_or_else(|| vec![Need::Admin])
+}
+
+/// The needs declared for `route` (`None`: not declared). Keys and names come
+/// percent-decoded from `params`.
+pub fn declared_needs(
+    route: &str,
+    method: &Method,
+    params: &[(String, String)],
+    uri: &Uri,
+) -> Option<Vec<Need>> {
     use Action::*;
     use Kind::*;
     let param = |name: &str| {
@@ -163,12 +175,13 @@ pub fn route_needs(
     };
     let read_or = |write: Action| if *method == Method::GET { Read } else { write };
     let name = |kind, action, p: &str| Need::Name(kind, action, param(p));
-    match route {
+    Some(match route {
         "/metrics" => vec![Need::MetricsRead],
         "/v1/tokens" | "/v1/tokens/{id}" => vec![Need::Admin],
         "/v1/streams" => vec![Need::All(Streams, Read)],
         "/v1/streams/{stream}" => vec![name(Streams, read_or(Manage), "stream")],
         "/v1/streams/{stream}/records" => vec![name(Streams, read_or(Append), "stream")],
+        "/v1/streams/{stream}/offsets" => vec![name(Streams, Read, "stream")],
         "/v1/txns" | "/v1/txns/{txn}/commit" | "/v1/txns/{txn}/abort" => vec![Need::AnyOf(Kv)],
         "/v1/txns/{txn}/kv" | "/v1/kv" => vec![scan_need(Kv, uri)],
         "/v1/txns/{txn}/kv/{key}" | "/v1/kv/{key}" => vec![name(Kv, read_or(Write), "key")],
@@ -183,8 +196,10 @@ pub fn route_needs(
             vec![name(Views, Read, "view")]
         }
         "/v1/views/{view}/rebuild" | "/v1/views/{view}/switch" => vec![name(Views, Manage, "view")],
-        _ => vec![Need::Nothing],
-    }
+        // Any valid token: the node list, and a path no route matches (its 404).
+        "/v1/cluster" | "unmatched" => vec![Need::Nothing],
+        _ => return None,
+    })
 }
 
 /// A key scan: by `prefix` alone, the prefix; with `start` or `end`, every key.
