@@ -21,11 +21,11 @@ mod common;
 use common::BIN;
 use common::api::call;
 
-/// Runs `logbook ARGS` against `base`; its output.
-fn cli(base: &str, args: &[&str]) -> Output {
+/// Runs `logbook ARGS` against `serve` as its admin; its output.
+fn cli(serve: &common::Serve, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
-        .env("LOGBOOK_SERVER", base)
+        .envs(serve.cli_env())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()
@@ -33,8 +33,8 @@ fn cli(base: &str, args: &[&str]) -> Output {
 }
 
 /// Runs a command that must succeed; its stdout.
-fn cli_ok(base: &str, args: &[&str]) -> String {
-    let out = cli(base, args);
+fn cli_ok(serve: &common::Serve, args: &[&str]) -> String {
+    let out = cli(serve, args);
     assert!(
         out.status.success(),
         "logbook {args:?} failed: {}{}",
@@ -138,7 +138,7 @@ fn offsets_by_time_match_a_model_over_the_api_and_the_cli() {
     // The CLI prints the server's answer.
     let t = times[times.len() / 2];
     let printed = cli_ok(
-        &serve.base,
+        &serve,
         &[
             "stream",
             "offsets",
@@ -150,7 +150,7 @@ fn offsets_by_time_match_a_model_over_the_api_and_the_cli() {
     );
     let printed: OffsetsAtTime = serde_json::from_str(&printed).unwrap();
     assert_eq!(printed, model("events", &appended, partitions, t));
-    let table = cli_ok(&serve.base, &["stream", "offsets", "events", "--ago", "1s"]);
+    let table = cli_ok(&serve, &["stream", "offsets", "events", "--ago", "1s"]);
     assert_eq!(
         table.lines().filter(|l| l.contains("- (end)")).count(),
         partitions as usize,
@@ -175,7 +175,7 @@ fn offsets_by_time_match_a_model_over_the_api_and_the_cli() {
         (status, problem["code"].clone()),
         (404, json!("unknown_stream"))
     );
-    let out = cli(&serve.base, &["stream", "offsets", "events", "--ago", "5"]);
+    let out = cli(&serve, &["stream", "offsets", "events", "--ago", "5"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("needs a unit"), "{stderr}");
