@@ -12,6 +12,10 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+/// The header a cluster node puts on a request it forwards to another (its node id): the
+/// receiving node never forwards that request again.
+pub const FORWARDED_BY_HEADER: &str = "logbook-forwarded-by";
+
 /// Route templates, as the server registers them (`{name}` marks a path parameter).
 pub mod route {
     /// `GET`: every stream.

@@ -278,6 +278,13 @@ problem_codes! {
     InvalidOperation = ("invalid_operation", 400, "Invalid operation"),
     /// The transaction store refuses work after a failed commit until the server reopens it.
     StorePoisoned = ("store_poisoned", 503, "Transaction store refuses work after a failed commit"),
+    /// On a cluster: this node has not applied the commit stream up to the request's
+    /// snapshot within `timeout_ms`; retry (the node is catching up).
+    SnapshotAhead = ("snapshot_ahead", 422, "Snapshot ahead of this node"),
+    /// On a cluster: the node that certifies commits (the leader elected through etcd) is
+    /// not known or just changed; nothing of the request was committed. Retry after
+    /// `Retry-After`.
+    LeaderUnavailable = ("leader_unavailable", 503, "The certifier's leader is unavailable"),
     /// The commit stream cannot be used.
     CommitStream = ("commit_stream", 500, "Commit stream is damaged"),
     // Consistency tokens and views.

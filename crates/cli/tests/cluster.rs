@@ -12,7 +12,11 @@
 //! * an append with an `Idempotency-Key` acknowledged by A and retried on B and C is a
 //!   duplicate with A's positions, stored once; the same key with another body is 409
 //!   `request_id_conflict` on any node;
-//! * transactions answer 501 `not_supported_in_cluster`;
+//! * one-shot commits on every node (a follower forwards them to the certifier's leader,
+//!   elected through etcd): the bank total stays constant, every acknowledged transfer is
+//!   applied once, across a `kill -9` of the leader during commits with request ids; a new
+//!   leader appends its epoch and commits resume; a leader paused past its lease steps down
+//!   once resumed and its commit is applied once;
 //! * `GET /v1/cluster` and `logbook cluster status` list the three nodes, and drop one once it
 //!   is killed (its lease expires);
 //! * faults during appends with request ids (`kill -9` of the nats-server leading the
@@ -303,15 +307,7 @@ fn three_nodes_serve_one_replicated_log() {
 
     exactly_once_across_nodes(&nodes);
 
-    // Transactions wait for part 2: a clear problem, not a half-working route.
-    let (status, problem) = b.call("POST", "/v1/txns", Some(json!({})));
-    assert_eq!(status, 501, "{problem}");
-    assert_eq!(
-        problem["type"],
-        "urn:logbook:problem:not_supported_in_cluster"
-    );
-
-    // Membership: three nodes, healthy, each serving appends, reads and views.
+    // Membership: three nodes, healthy, each serving appends, reads, views and transactions.
     let (status, cluster) = c.call("GET", "/v1/cluster", None);
     assert_eq!(status, 200, "{cluster}");
     assert_eq!(cluster["mode"], "cluster");
@@ -321,7 +317,7 @@ fn three_nodes_serve_one_replicated_log() {
         assert_eq!(n["healthy"], true, "{cluster}");
         assert_eq!(
             n["serves"],
-            json!(["appends", "reads", "views"]),
+            json!(["appends", "reads", "views", "transactions"]),
             "{cluster}"
         );
     }
@@ -632,6 +628,237 @@ fn tokens_made_on_one_node_work_on_another(a: &Node, b: &Node) {
     let (status, revoked) = a.call("DELETE", &format!("/v1/tokens/{id}"), None);
     assert_eq!(status, 200, "{revoked}");
     b.wait_for_status(&on_b, "/v1/streams", 401, "the revocation made on a");
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a node's process.
+fn signal(node: &Node, signal: &str) {
+    let pid = node.child.as_ref().unwrap().id().to_string();
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The engines (3 NATS servers, 3 etcd members) and three nodes on them, ready.
+struct Three {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+    engines: Option<engines::Cluster>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Three {
+    fn start() -> Three {
+        let rt = runtime();
+        let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec {
+            nats: 3,
+            etcd: 3,
+            ..engines::ClusterSpec::default()
+        }));
+        let dir = tempfile::tempdir().unwrap();
+        let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
+        let nodes: Vec<Node> = ["a", "b", "c"]
+            .iter()
+            .map(|id| Node::spawn(dir.path(), id, &nats, &etcd))
+            .collect();
+        for n in &nodes {
+            n.wait_ready();
+        }
+        Three {
+            nodes,
+            _dir: dir,
+            engines: Some(engines),
+            _rt: rt,
+        }
+    }
+}
+
+impl Drop for Three {
+    fn drop(&mut self) {
+        // The nodes go first, then the engines, inside the runtime.
+        self.nodes.clear();
+        drop(self.engines.take());
+    }
+}
+
+/// Polls `node`'s log until it says `what` (bounded by [`WAIT`]).
+fn wait_log(node: &Node, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !node.stderr().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "{what:?} not in the log:\n{}",
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Accounts of the bank test, and each one's opening balance.
+const ACCOUNTS: usize = 8;
+const OPENING: i64 = 100;
+
+/// `POST /v1/commits` on `node` with `Idempotency-Key: id`, sent again with the same key
+/// while the answer is "no leader now" (503), "outcome unknown" (504) or missing (the node
+/// was killed, the leader changed): the first definite answer. Bounded by [`WAIT`].
+fn commit_until_answered(nodes: &[&Node], id: &str, body: &Value) -> (u16, Value) {
+    let deadline = Instant::now() + WAIT;
+    let mut attempt = 0usize;
+    loop {
+        let node = nodes[attempt % nodes.len()];
+        attempt += 1;
+        let request = common::api::request("POST", "/v1/commits", Some(body)).request_id(Some(id));
+        match common::api::send(&node.client, request) {
+            Ok((status, answer)) if status != 503 && status != 504 => return (status, answer),
+            Ok((_, answer)) => assert!(Instant::now() < deadline, "{id}: {answer}"),
+            Err(e) => assert!(Instant::now() < deadline, "{id}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A transfer of `amount` from account `from` to `to`, as increments.
+fn transfer(from: usize, to: usize, amount: i64) -> Value {
+    json!({"writes": [
+        {"key": format!("acct-{from}"), "op": "increment", "by": -amount},
+        {"key": format!("acct-{to}"), "op": "increment", "by": amount},
+    ]})
+}
+
+/// Which node certifies now, by its log (the certifier says so when it starts leading).
+fn leader_index(nodes: &[Node], skip: &[usize]) -> Option<usize> {
+    (0..nodes.len())
+        .filter(|i| !skip.contains(i))
+        .find(|&i| nodes[i].stderr().contains("certifying: this node leads"))
+}
+
+#[test]
+fn a_paused_leader_steps_down_and_nothing_of_its_epoch_follows_the_new_one() {
+    let three = Three::start();
+    let nodes = &three.nodes;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let bump = json!({"writes": [{"key": "counter", "op": "increment", "by": 1}]});
+    let (status, first) = commit_until_answered(&all, "c-0", &bump);
+    assert_eq!(status, 200, "{first}");
+    let leader = leader_index(nodes, &[]).expect("one node leads");
+    let others: Vec<&Node> = (0..3).filter(|i| *i != leader).map(|i| &nodes[i]).collect();
+
+    // Paused past its lease: another node wins, appends its epoch, and commits go on.
+    signal(&nodes[leader], "STOP");
+    let (status, second) = commit_until_answered(&others, "c-1", &bump);
+    assert_eq!(status, 200, "{second}");
+    assert!(
+        leader_index(nodes, &[leader]).is_some(),
+        "a new leader certifies"
+    );
+
+    // Resumed, it still holds the old epoch's store: a commit sent to it is refused at
+    // storage (fenced: 503, nothing stored) or, once it noticed its lost lease, forwarded
+    // to the new leader. Either way it steps down and the commit is applied once.
+    signal(&nodes[leader], "CONT");
+    let (status, third) = commit_until_answered(&[&nodes[leader]], "c-2", &bump);
+    assert_eq!(status, 200, "{third}");
+    wait_log(&nodes[leader], "stepping down");
+    for n in nodes {
+        let (status, read) = n.call(
+            "POST",
+            "/v1/kv/read",
+            Some(json!({"keys": ["counter"], "snapshot": third["offset"].as_u64().unwrap() + 1})),
+        );
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(read["keys"][0]["value"], 3, "each commit once: {read}");
+    }
+}
+
+#[test]
+fn commits_on_every_node_survive_the_leaders_kill_once_each() {
+    let mut three = Three::start();
+    let nodes = &mut three.nodes;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let opening: Vec<Value> = (0..ACCOUNTS)
+        .map(|i| json!({"key": format!("acct-{i}"), "op": "increment", "by": OPENING}))
+        .collect();
+    let (status, opened) = commit_until_answered(&all, "open", &json!({ "writes": opening }));
+    assert_eq!(status, 200, "{opened}");
+
+    // Transfers on every node in turn (followers forward them), with request ids.
+    let seed: u64 = match std::env::var("LOGBOOK_BANK_SEED") {
+        Ok(s) => s.parse().expect("LOGBOOK_BANK_SEED is a u64"),
+        Err(_) => rand::random(),
+    };
+    println!("transfers from seed {seed} (replay: LOGBOOK_BANK_SEED={seed})");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut transfers = Vec::new();
+    for i in 0..30 {
+        let from = rand::Rng::gen_range(&mut rng, 0..ACCOUNTS);
+        let to = (from + 1 + rand::Rng::gen_range(&mut rng, 0..ACCOUNTS - 1)) % ACCOUNTS;
+        let amount: i64 = rand::Rng::gen_range(&mut rng, 1..20);
+        transfers.push((format!("t-{i}"), from, to, amount));
+    }
+    let mut acked = Vec::new();
+    for (n, (id, from, to, amount)) in transfers.iter().take(10).enumerate() {
+        let body = transfer(*from, *to, *amount);
+        let (status, answer) = commit_until_answered(&[all[n % 3]], id, &body);
+        assert_eq!(status, 200, "{answer}");
+        acked.push((id.clone(), body, answer["offset"].clone()));
+    }
+
+    // kill -9 of the leader while a client commits on the other nodes.
+    let leader = leader_index(nodes, &[]).expect("one node leads");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let mut victim = nodes[leader].child.take().unwrap();
+    std::thread::scope(|s| {
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let nodes = &nodes;
+        let (survivors, transfers) = (&survivors, &transfers);
+        let committer = s.spawn(move || {
+            let on: Vec<&Node> = survivors.iter().map(|i| &nodes[*i]).collect();
+            let mut done = Vec::new();
+            for (id, from, to, amount) in transfers.iter().skip(10) {
+                let body = transfer(*from, *to, *amount);
+                let (status, answer) = commit_until_answered(&on, id, &body);
+                assert_eq!(status, 200, "{id}: {answer}");
+                done.push((id.clone(), body, answer["offset"].clone()));
+                let _ = first_tx.send(());
+            }
+            done
+        });
+        // Once the committer has one acknowledged, its next commits are under way.
+        first_rx.recv().unwrap();
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        acked.extend(committer.join().unwrap());
+    });
+    let new_leader = leader_index(nodes, &[leader]).expect("a new leader certifies");
+    assert_ne!(new_leader, leader);
+
+    // A retry of an acknowledged commit (same key, same body) is answered, not applied again.
+    let (id, body, offset) = &acked[3];
+    let (status, again) = commit_until_answered(&[&nodes[survivors[0]]], id, body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(&again["offset"], offset, "{again}");
+
+    // Every node that lives reads the same balances: each transfer applied exactly once.
+    let mut expected = vec![OPENING; ACCOUNTS];
+    for (_, from, to, amount) in &transfers {
+        expected[*from] -= amount;
+        expected[*to] += amount;
+    }
+    let keys: Vec<String> = (0..ACCOUNTS).map(|i| format!("acct-{i}")).collect();
+    for i in &survivors {
+        let (status, read) = nodes[*i].call("POST", "/v1/kv/read", Some(json!({ "keys": keys })));
+        assert_eq!(status, 200, "{read}");
+        let balances: Vec<i64> = read["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["value"].as_i64().unwrap())
+            .collect();
+        assert_eq!(balances, expected, "node {i}: {read}");
+        assert_eq!(balances.iter().sum::<i64>(), OPENING * ACCOUNTS as i64);
+    }
 }
 
 #[test]

@@ -47,6 +47,7 @@ pub mod ack;
 mod api;
 pub mod backend;
 pub mod client;
+pub mod election;
 pub mod error;
 pub mod limits;
 pub mod membership;

@@ -143,8 +143,8 @@ pub struct NodeStatus {
 /// A connection to etcd for one cluster's membership. Cheap to clone.
 #[derive(Clone)]
 pub struct Membership {
-    client: Client,
-    settings: MembershipSettings,
+    pub(crate) client: Client,
+    pub(crate) settings: MembershipSettings,
 }
 
 impl std::fmt::Debug for Membership {
@@ -192,7 +192,7 @@ impl Membership {
     /// Runs one etcd request, retrying transient failures (an endpoint down, no leader for a
     /// moment) with backoff from 20 ms to 500 ms until the request timeout: the client
     /// balances over the endpoints, so a retry may reach a member that answers.
-    async fn call<T, F, Fut>(&self, mut op: F) -> Result<T>
+    pub(crate) async fn call<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -446,7 +446,7 @@ async fn keep_alive(
 }
 
 /// Why a keep-alive did not renew the lease.
-enum Renewal {
+pub(crate) enum Renewal {
     /// etcd answered that the lease is gone (TTL 0).
     Expired,
     /// No answer, or an error: the lease may still be alive.
@@ -454,7 +454,7 @@ enum Renewal {
 }
 
 /// One keep-alive round trip, within `deadline`.
-async fn renew(
+pub(crate) async fn renew(
     membership: &Membership,
     lease_id: i64,
     deadline: Duration,

@@ -334,6 +334,15 @@ pub trait LogPartition: Send + Sync + std::fmt::Debug {
     fn offsets_dense(&self) -> bool {
         true
     }
+
+    /// How far apart the offsets of consecutive one-record batches are: 1 where offsets are
+    /// dense; a backend that gives every batch a fixed span of offsets says that span
+    /// (JetStream: 2^16, one message per batch). A writer that appends one record per batch
+    /// — the transaction store's commit stream — numbers its records densely as
+    /// `offset / span`, and the `n`-th record (from 0) is at offset `n · span`.
+    fn batch_offset_span(&self) -> u64 {
+        1
+    }
 }
 
 impl LogBackend for Log {

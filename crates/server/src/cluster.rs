@@ -9,23 +9,30 @@
 //!             catalog: views made to match the definitions in `_views`, and followed
 //!          ── tokens: Tokens::open on `_auth` (the first node makes the admin token), followed
 //!          ── etcd: register {node_id, advertise_url, serves} under a lease (keep-alive)
+//!          ── certifier task (certifier.rs): a follower of `_txn`, campaigning to lead it
 //!          ─▶ ready
 //!  shutdown ── leave (revoke the lease: gone from the list at once) → close the views → log
 //! ```
 //!
 //! etcd holds no source of truth: while it is down the node keeps serving appends, reads
-//! and views; only the node list (`GET /v1/cluster`) is unknown and a lapsed registration
-//! is renewed when etcd is back.
+//! and views; only the node list (`GET /v1/cluster`) and the certifier's leader are unknown
+//! (commits wait for a leader; a lapsed registration is renewed when etcd is back).
+//! A follower forwards `POST /v1/commits` to the leader the election names.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use logbook_api::client::{Client, ClientConfig, ClientError, RawRequest, RetryPolicy, Verb};
+use logbook_api::paths::route;
+use logbook_api::txns::{CommitBody, Committed};
+use logbook_jetstream::election::{Election, LeaderRecord};
 use logbook_jetstream::membership::{
     Membership, MembershipError, MembershipSettings, NodeRecord, Registration,
 };
 use logbook_jetstream::{BackendSettings, JetStreamBackend};
 use logbook_log::storage::DirLock;
-use logbook_log::{LogBackend, LogError};
+use logbook_log::{FsyncPolicy, LogBackend, LogError};
+use logbook_txn::TxnStoreOptions;
 use logbook_views::Views;
 use tokio::sync::watch;
 
@@ -33,13 +40,13 @@ use crate::auth::Tokens;
 use crate::config::{ClusterConfig, ServerConfig};
 use crate::error::{ApiError, ProblemCode};
 use crate::server::ServerError;
-use crate::state::{AppState, ClusterMember, MemberFuture, Opened};
+use crate::state::{AppState, ClusterMember, MemberFuture, Opened, TxnCell};
 use crate::view_catalog::{VIEWS_STREAM, ViewCatalog};
 
 /// The etcd prefix's cluster name: one Logbook cluster per etcd prefix and NATS account.
 pub const CLUSTER_NAME: &str = "logbook";
 /// What a node of this version serves.
-pub const SERVES: [&str; 3] = ["appends", "reads", "views"];
+pub const SERVES: [&str; 4] = ["appends", "reads", "views", "transactions"];
 /// First pause between attempts to reach NATS or etcd, in ms; doubles up to
 /// [`RETRY_PAUSE_MS_MAX`].
 const RETRY_PAUSE_MS_MIN: u64 = 250;
@@ -62,6 +69,7 @@ pub(crate) async fn open(
     dir_lock: Box<dyn DirLock>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(Opened, Arc<Tokens>), ServerError> {
+    let stop_certifier = stop.clone();
     let etcd = cluster.etcd_endpoints.join(",");
     let membership = retry(state, &mut stop, &format!("etcd at {etcd}"), || {
         Membership::connect(MembershipSettings::new(
@@ -123,13 +131,36 @@ pub(crate) async fn open(
     })
     .await?;
     tracing::info!(node_id = %cluster.node_id, nats = %nats, etcd = %etcd, "joined the cluster");
+    let election = membership.election(crate::certifier::ELECTION);
+    let cell = TxnCell::default();
+    let certifier = crate::certifier::Certifier {
+        log: log.clone(),
+        election: election.clone(),
+        record: LeaderRecord {
+            node_id: cluster.node_id.clone(),
+            advertise_url: cluster.advertise_url.clone(),
+        },
+        cell: cell.clone(),
+        options: TxnStoreOptions {
+            open_txns_max: config.open_txns_max,
+            snapshot_window_commits: config.snapshot_window_commits,
+            // JetStream acknowledges on a majority of replicas (decision 0010).
+            fsync: FsyncPolicy::Never,
+            elected: true,
+            ..TxnStoreOptions::default()
+        },
+    };
+    tokio::spawn(certifier.run(stop_certifier));
     let member = EtcdMember {
         node_id: cluster.node_id.clone(),
+        advertise_url: cluster.advertise_url.clone(),
         membership,
+        election,
+        forwarders: std::sync::Mutex::new(Vec::new()),
         registration: tokio::sync::Mutex::new(Some(registration)),
         _dir_lock: dir_lock,
     };
-    let opened = Opened::clustered(log, views, view_catalog, Arc::new(member));
+    let opened = Opened::clustered(log, views, view_catalog, Arc::new(member), cell);
     Ok((opened, tokens))
 }
 
@@ -227,7 +258,12 @@ impl From<LogError> for Retry {
 /// This node's registration in etcd.
 struct EtcdMember {
     node_id: String,
+    advertise_url: String,
     membership: Membership,
+    /// Where the certifier's leader is learnt.
+    election: Election,
+    /// HTTP clients of the leaders forwarded to (the last few, by URL).
+    forwarders: std::sync::Mutex<Vec<(String, Client)>>,
     registration: tokio::sync::Mutex<Option<Registration>>,
     /// The data directory (the views' state) is this node's alone while it runs.
     _dir_lock: Box<dyn DirLock>,
@@ -268,6 +304,49 @@ impl ClusterMember for EtcdMember {
         })
     }
 
+    fn forward_commit(
+        &self,
+        body: CommitBody,
+        request_id: Option<String>,
+        traceparent: Option<String>,
+    ) -> MemberFuture<'_, Result<Committed, ApiError>> {
+        Box::pin(async move {
+            let leader = self.election.leader().await.map_err(|e| {
+                leader_unavailable(format!("the certifier's leader is unknown: {e}"))
+            })?;
+            let leader = match leader {
+                Some(l) if l.record.advertise_url != self.advertise_url => l,
+                Some(_) => {
+                    return Err(leader_unavailable(
+                        "this node is elected but not certifying yet".into(),
+                    ));
+                }
+                None => return Err(leader_unavailable("no leader is elected now".into())),
+            };
+            let client = self.forwarder(&leader.record.advertise_url)?;
+            let request = RawRequest::new(Verb::Post, route::COMMITS.to_string())
+                .json(&body)
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .request_id(request_id.as_deref())
+                .traceparent(traceparent.as_deref())
+                .forwarded_by(Some(&self.node_id));
+            let answer = client
+                .send_raw(request)
+                .await
+                .map_err(|e| forwarded_error(e, &leader.record.node_id))?;
+            serde_json::from_slice(&answer.body).map_err(|e| {
+                ApiError::new(
+                    ProblemCode::OutcomeUnknown,
+                    format!(
+                        "the leader {} answered a commit with a body that is not a commit: {e}; \
+                         retry with the same Idempotency-Key to learn the outcome",
+                        leader.record.node_id
+                    ),
+                )
+            })
+        })
+    }
+
     fn leave(&self) -> MemberFuture<'_, ()> {
         Box::pin(async move {
             let registration = self.registration.lock().await.take();
@@ -277,5 +356,72 @@ impl ClusterMember for EtcdMember {
                 tracing::warn!(error = %e, "leaving the cluster: the registration lapses with its lease");
             }
         })
+    }
+}
+
+/// How many leaders' HTTP clients a node keeps.
+const FORWARDERS_MAX: usize = 4;
+/// Longest wait for the leader's answer to a forwarded commit, in ms: a leader paused or
+/// cut off is not waited for longer; the client learns the outcome is unknown and retries
+/// with the same request id, which by then may reach a new leader.
+const FORWARD_TIMEOUT_MS: u64 = 5_000;
+
+impl EtcdMember {
+    /// The HTTP client of the leader at `url` (made once, kept for the next commits).
+    fn forwarder(&self, url: &str) -> Result<Client, ApiError> {
+        let mut clients = self.forwarders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = clients.iter().find(|(u, _)| u == url) {
+            return Ok(c.clone());
+        }
+        // One attempt: the leader may have changed by the time a retry is due, and only the
+        // election knows where the next attempt belongs (the client retries through us).
+        let config = ClientConfig {
+            request_timeout_ms: FORWARD_TIMEOUT_MS,
+            retry: RetryPolicy::none(),
+            ..ClientConfig::default()
+        };
+        let client = Client::with_config(url, config)
+            .map_err(|e| leader_unavailable(format!("the leader's URL {url}: {e}")))?;
+        if clients.len() >= FORWARDERS_MAX {
+            clients.remove(0);
+        }
+        clients.push((url.to_string(), client.clone()));
+        Ok(client)
+    }
+}
+
+fn leader_unavailable(detail: String) -> ApiError {
+    ApiError::new(ProblemCode::LeaderUnavailable, detail).retry_after(1)
+}
+
+/// The leader's problem as it answered it; a commit sent without an answer is unknown, never
+/// failed; one that never reached the leader was not committed.
+fn forwarded_error(e: ClientError, leader: &str) -> ApiError {
+    match e {
+        ClientError::Problem { problem, .. } => {
+            let code = problem.code.parse().unwrap_or(ProblemCode::InternalError);
+            let mut out = ApiError::new(code, problem.detail);
+            out.field = problem.field;
+            out.retryable = problem.retryable;
+            if code == ProblemCode::LeaderUnavailable {
+                out.retry_after_s = Some(1);
+            }
+            out
+        }
+        ClientError::Unreachable { last, .. } => leader_unavailable(format!(
+            "the leader {leader} cannot be reached ({last}); nothing was committed, retry"
+        )),
+        other => {
+            let mut out = ApiError::new(
+                ProblemCode::OutcomeUnknown,
+                format!(
+                    "the commit was forwarded to the leader {leader} and its answer was lost \
+                     ({other}); it may or may not have committed: retry with the same \
+                     Idempotency-Key to learn the outcome"
+                ),
+            );
+            out.retryable = Some(true);
+            out
+        }
     }
 }

@@ -272,6 +272,8 @@ impl From<TxnError> for ApiError {
             TxnError::TooManyOpenTransactions { .. } => (C::TooManyTransactions, None),
             TxnError::Closed => (C::TransactionClosed, Some("txn")),
             TxnError::Poisoned => (C::StorePoisoned, None),
+            TxnError::NotLeader | TxnError::Fenced { .. } => (C::LeaderUnavailable, None),
+            TxnError::SnapshotAhead { .. } => (C::SnapshotAhead, Some("snapshot")),
             TxnError::CommitStream { .. } => (C::CommitStream, None),
             TxnError::Corrupt { .. } => (C::Corrupt, None),
         };
@@ -282,7 +284,7 @@ impl From<TxnError> for ApiError {
         let mut out = ApiError::new(code, e.to_string());
         out.field = field.map(str::to_string);
         out.retryable = Some(retryable);
-        if code == C::TooManyTransactions {
+        if code == C::TooManyTransactions || code == C::LeaderUnavailable {
             out.retry_after_s = Some(1);
         }
         out

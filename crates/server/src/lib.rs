@@ -43,6 +43,8 @@ pub mod auth;
 pub mod browser;
 pub mod canonical;
 #[cfg(feature = "cluster")]
+mod certifier;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
 pub mod edge;

@@ -31,8 +31,8 @@ use crate::view_catalog::ViewCatalog;
 pub struct Opened {
     /// The log.
     pub log: Arc<dyn LogBackend>,
-    /// The transaction store on the log's `_txn` stream; `None` on a cluster node.
-    txns: Option<Arc<TxnStore>>,
+    /// The transaction store on the log's `_txn` stream.
+    txns: TxnSlot,
     /// The views of the data directory (`<data-dir>/views`), their processors running.
     pub views: Arc<Views>,
     /// This node's membership of its cluster; `None` on a single node.
@@ -47,38 +47,51 @@ impl Opened {
     pub fn new(log: Arc<dyn LogBackend>, txns: Arc<TxnStore>, views: Arc<Views>) -> Opened {
         Opened {
             log,
-            txns: Some(txns),
+            txns: TxnSlot::Single(txns),
             views,
             cluster: None,
             view_catalog: None,
         }
     }
 
-    /// A node of a cluster: the replicated log and the views, without transactions (they
-    /// need the cluster's certifier, not built yet).
+    /// A node of a cluster: the replicated log, the views, and the transaction store the
+    /// node's certifier task keeps in `txns` (a follower, or the elected leader).
     pub fn clustered(
         log: Arc<dyn LogBackend>,
         views: Arc<Views>,
         view_catalog: Arc<ViewCatalog>,
         member: Arc<dyn ClusterMember>,
+        txns: TxnCell,
     ) -> Opened {
         Opened {
             log,
-            txns: None,
+            txns: TxnSlot::Cluster(txns),
             views,
             cluster: Some(member),
             view_catalog: Some(view_catalog),
         }
     }
 
-    /// The transaction store.
+    /// The transaction store (on a cluster node, the one in use now: a follower's or the
+    /// leader's).
     ///
     /// # Errors
-    /// 501 `not_supported_in_cluster` on a cluster node.
-    pub fn txns(&self) -> Result<&Arc<TxnStore>, ApiError> {
-        self.txns
-            .as_ref()
-            .ok_or_else(|| ApiError::not_supported_in_cluster("transactions and key-value reads"))
+    /// 503 `leader_unavailable` on a cluster node whose store is not open yet.
+    pub fn txns(&self) -> Result<Arc<TxnStore>, ApiError> {
+        match &self.txns {
+            TxnSlot::Single(store) => Ok(store.clone()),
+            TxnSlot::Cluster(cell) => cell
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ProblemCode::LeaderUnavailable,
+                        "this node's transaction store is opening (replaying the commit stream)",
+                    )
+                    .retry_after(1)
+                }),
+        }
     }
 
     /// Takes the parts out, for closing: log, transaction store, views, membership.
@@ -91,8 +104,24 @@ impl Opened {
         Arc<Views>,
         Option<Arc<dyn ClusterMember>>,
     ) {
-        (self.log, self.txns, self.views, self.cluster)
+        let txns = match self.txns {
+            TxnSlot::Single(store) => Some(store),
+            TxnSlot::Cluster(cell) => cell.write().unwrap_or_else(|e| e.into_inner()).take(),
+        };
+        (self.log, txns, self.views, self.cluster)
     }
+}
+
+/// A cluster node's transaction store, replaced when the node steps up or down.
+pub type TxnCell = Arc<RwLock<Option<Arc<TxnStore>>>>;
+
+/// Where handlers find the transaction store.
+#[derive(Debug, Clone)]
+enum TxnSlot {
+    /// A single node's, open for the server's life.
+    Single(Arc<TxnStore>),
+    /// A cluster node's (`None` until the first is open).
+    Cluster(TxnCell),
 }
 
 /// A future of the cluster membership, boxed so that [`ClusterMember`] is object safe.
@@ -110,6 +139,19 @@ pub trait ClusterMember: Send + Sync + std::fmt::Debug {
     fn nodes(&self) -> MemberFuture<'_, Result<Vec<logbook_api::ops::ClusterNode>, ApiError>>;
     /// Leaves the cluster (at shutdown): the registration is removed at once.
     fn leave(&self) -> MemberFuture<'_, ()>;
+    /// Sends a one-shot commit to the certifier's leader (its address from the election)
+    /// with the client's request id, and returns the leader's answer.
+    ///
+    /// # Errors
+    /// The leader's problem as it answered it; 503 `leader_unavailable` when no leader is
+    /// known or it is this node; 504 `outcome_unknown` when the request was sent and no
+    /// answer came (the leader may have changed): retry with the same `Idempotency-Key`.
+    fn forward_commit(
+        &self,
+        body: logbook_api::txns::CommitBody,
+        request_id: Option<String>,
+        traceparent: Option<String>,
+    ) -> MemberFuture<'_, Result<logbook_api::txns::Committed, ApiError>>;
 }
 
 /// Where the server is in its life.

@@ -198,6 +198,31 @@ pub enum TxnError {
     /// (reopening rebuilds it from the log).
     #[error("the transaction store is poisoned by an earlier failed commit; reopen it")]
     Poisoned,
+    /// A follower did not apply the commit stream up to a client's snapshot (or version)
+    /// within the wait: it is ahead of this node. Retry, or ask with a longer wait.
+    #[error(
+        "snapshot {snapshot} is ahead of this node: it applied the commit stream below {applied}"
+    )]
+    SnapshotAhead {
+        /// The snapshot asked for.
+        snapshot: u64,
+        /// Where this node's table is.
+        applied: u64,
+    },
+    /// This store follows a commit stream written by an elected leader (a cluster) and is
+    /// not that leader: it derives the table and serves reads, but certifies nothing.
+    #[error("this node is not the certifier's leader; commits go to the leader")]
+    NotLeader,
+    /// A newer leader's epoch is in the commit stream: this store's append was refused at
+    /// storage (nothing of it was stored) and the store stepped down for good (it is
+    /// poisoned; reopen it as a follower).
+    #[error("fenced: a newer leader than epoch {epoch} appended to the commit stream; {detail}")]
+    Fenced {
+        /// The epoch (fencing token) this store led with.
+        epoch: u64,
+        /// What was refused.
+        detail: String,
+    },
     /// The commit stream exists with settings a commit stream cannot have.
     #[error("commit stream {stream:?}: {reason}")]
     CommitStream {
@@ -250,6 +275,8 @@ impl TxnError {
             TxnError::TooManyOpenTransactions { .. } => "too_many_transactions",
             TxnError::Closed => "transaction_closed",
             TxnError::Poisoned => "store_poisoned",
+            TxnError::SnapshotAhead { .. } => "snapshot_ahead",
+            TxnError::NotLeader | TxnError::Fenced { .. } => "leader_unavailable",
             TxnError::Corrupt { .. } => "corrupt",
             TxnError::CommitStream { .. } => "commit_stream",
             TxnError::Log(_) => "log_error",

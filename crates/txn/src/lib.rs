@@ -39,6 +39,7 @@
 //! ```
 
 mod certifier;
+mod elected;
 mod error;
 pub mod limits;
 mod mvcc;

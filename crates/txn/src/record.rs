@@ -6,13 +6,14 @@
 //!
 //! | bytes | field |
 //! | --- | --- |
-//! | 1 | format version (1 or 2) |
+//! | 1 | format version (1, 2 or 3) |
+//! | 8 | version 3 only: epoch (the fencing token of the elected leader that certified it) |
 //! | 1 | isolation: 0 read_committed, 1 snapshot, 2 serializable |
 //! | 8 | snapshot (commit-stream offset the transaction read at; exclusive) |
 //! | 2 + n | request id (length, ASCII; length 0: none) |
 //! | 1 + n | traceparent (length, ASCII; length 0: none) |
-//! | 1 | version 2 only: intents flags (bit 0: the transaction read before committing) |
-//! | 16 | version 2 only: intents fingerprint (XXH3-128, computed by the `txn` module) |
+//! | 1 | versions 2, 3: intents flags (bit 0: the transaction read before committing; version 3, bit 1: a fingerprint follows) |
+//! | 16 | version 2, and version 3 with flag bit 1: intents fingerprint (XXH3-128, computed by the `txn` module) |
 //! | 4 | number of writes |
 //! | per write | kind (1 put, 2 delete, 3 put resolved from increments), key (2-byte length + bytes), value for kinds 1 and 3 (4-byte length + bytes) |
 //!
@@ -26,6 +27,18 @@
 //! for one without; version 1 records with a request id, written before the fingerprint
 //! existed, still decode, and a retry of their request id is accepted as a duplicate
 //! whatever its operations, as it was then.
+//!
+//! Version 3 adds the *epoch*: on a cluster the commit stream is written by one elected
+//! leader at a time, which first appends an **epoch record** carrying its fencing token and
+//! then stamps every commit record with it. Replay ignores a commit whose epoch is older than
+//! an epoch record before it (a deposed leader's append that storage should have refused).
+//! The epoch record:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 1 | kind and version: `0x45` (`E`), epoch record version 1 |
+//! | 8 | fencing token (the leader key's create revision in etcd) |
+//! | 1 + n | the leader's node id (length, UTF-8) |
 
 use crate::Isolation;
 
@@ -34,6 +47,78 @@ pub const COMMIT_FORMAT_VERSION: u8 = 2;
 
 /// The commit record format version without an intents fingerprint; still decoded.
 pub const COMMIT_FORMAT_VERSION_V1: u8 = 1;
+
+/// The commit record format version with an epoch: written for commits certified by an
+/// elected leader (a cluster).
+pub const COMMIT_FORMAT_VERSION_V3: u8 = 3;
+
+/// The first byte of an epoch record (its kind and version).
+pub const EPOCH_RECORD_VERSION: u8 = 0x45;
+
+/// Longest node id in an epoch record, in bytes.
+pub const EPOCH_NODE_ID_BYTES_MAX: usize = 255;
+
+/// An elected leader's first record in the commit stream: from here on, commits of older
+/// epochs are not part of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochRecord {
+    /// The fencing token: strictly greater than every earlier leader's.
+    pub token: u64,
+    /// The leader's node id (for operators; at most [`EPOCH_NODE_ID_BYTES_MAX`] bytes).
+    pub node_id: String,
+}
+
+impl EpochRecord {
+    /// Encodes the record; a longer node id is cut at [`EPOCH_NODE_ID_BYTES_MAX`] bytes
+    /// (on a character boundary).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut end = self.node_id.len().min(EPOCH_NODE_ID_BYTES_MAX);
+        while !self.node_id.is_char_boundary(end) {
+            end -= 1;
+        }
+        let id = &self.node_id.as_bytes()[..end];
+        let mut out = Vec::with_capacity(10 + id.len());
+        out.push(EPOCH_RECORD_VERSION);
+        out.extend_from_slice(&self.token.to_le_bytes());
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<EpochRecord, String> {
+        let mut r = Reader { b, pos: 1 };
+        let token = u64::from_le_bytes(r.array("epoch token")?);
+        let len = r.u8("node id length")? as usize;
+        let id = r.bytes(len, "node id")?;
+        let node_id = String::from_utf8(id.to_vec()).map_err(|_| "node id is not UTF-8")?;
+        if r.pos != b.len() {
+            return Err(format!("{} trailing bytes", b.len() - r.pos));
+        }
+        Ok(EpochRecord { token, node_id })
+    }
+}
+
+/// One record of the commit stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A committed transaction.
+    Commit(CommitRecord),
+    /// A new leader's epoch.
+    Epoch(EpochRecord),
+}
+
+impl Entry {
+    /// Decodes a commit-stream record of either kind.
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn decode(b: &[u8]) -> Result<Entry, String> {
+        match b.first() {
+            Some(&EPOCH_RECORD_VERSION) => EpochRecord::decode(b).map(Entry::Epoch),
+            _ => CommitRecord::decode(b).map(Entry::Commit),
+        }
+    }
+}
 
 /// One resolved write of a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,17 +152,23 @@ pub struct CommitRecord {
     pub read_dependent: bool,
     /// Its writes, in key order.
     pub writes: Vec<(Vec<u8>, WriteOp)>,
+    /// The fencing token of the leader that certified it (version 3); `None` on a single
+    /// node, where the store is the commit stream's only writer.
+    pub epoch: Option<u64>,
 }
 
 impl CommitRecord {
     /// Encodes the record. Lengths are within the crate's limits (checked by the caller).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.writes.len() * 32);
-        out.push(if self.intents.is_some() {
-            COMMIT_FORMAT_VERSION
-        } else {
-            COMMIT_FORMAT_VERSION_V1
+        let mut out = Vec::with_capacity(40 + self.writes.len() * 32);
+        out.push(match (self.epoch, self.intents) {
+            (Some(_), _) => COMMIT_FORMAT_VERSION_V3,
+            (None, Some(_)) => COMMIT_FORMAT_VERSION,
+            (None, None) => COMMIT_FORMAT_VERSION_V1,
         });
+        if let Some(epoch) = self.epoch {
+            out.extend_from_slice(&epoch.to_le_bytes());
+        }
         out.push(match self.isolation {
             Isolation::ReadCommitted => 0,
             Isolation::Snapshot => 1,
@@ -90,9 +181,18 @@ impl CommitRecord {
         let tp = self.traceparent.as_deref().unwrap_or("").as_bytes();
         out.push(tp.len() as u8);
         out.extend_from_slice(tp);
-        if let Some(fp) = self.intents {
-            out.push(u8::from(self.read_dependent));
-            out.extend_from_slice(&fp.to_le_bytes());
+        match (self.epoch, self.intents) {
+            (None, Some(fp)) => {
+                out.push(u8::from(self.read_dependent));
+                out.extend_from_slice(&fp.to_le_bytes());
+            }
+            (Some(_), fp) => {
+                out.push(u8::from(self.read_dependent) | (u8::from(fp.is_some()) << 1));
+                if let Some(fp) = fp {
+                    out.extend_from_slice(&fp.to_le_bytes());
+                }
+            }
+            (None, None) => {}
         }
         out.extend_from_slice(&(self.writes.len() as u32).to_le_bytes());
         for (key, op) in &self.writes {
@@ -127,9 +227,17 @@ impl CommitRecord {
     pub fn decode(b: &[u8]) -> Result<CommitRecord, String> {
         let mut r = Reader { b, pos: 0 };
         let version = r.u8("format version")?;
-        if version != COMMIT_FORMAT_VERSION && version != COMMIT_FORMAT_VERSION_V1 {
+        if version == EPOCH_RECORD_VERSION {
+            return Err("an epoch record, not a commit record".into());
+        }
+        if !(COMMIT_FORMAT_VERSION_V1..=COMMIT_FORMAT_VERSION_V3).contains(&version) {
             return Err(format!("unknown commit format version {version}"));
         }
+        let epoch = if version == COMMIT_FORMAT_VERSION_V3 {
+            Some(u64::from_le_bytes(r.array("epoch")?))
+        } else {
+            None
+        };
         let isolation = match r.u8("isolation")? {
             0 => Isolation::ReadCommitted,
             1 => Isolation::Snapshot,
@@ -151,16 +259,27 @@ impl CommitRecord {
         } else {
             Some(String::from_utf8(tp.to_vec()).map_err(|_| "traceparent is not UTF-8")?)
         };
-        let (intents, read_dependent) = if version == COMMIT_FORMAT_VERSION {
-            let read_dependent = match r.u8("intents flags")? {
-                0 => false,
-                1 => true,
-                n => return Err(format!("unknown intents flags {n}")),
-            };
-            let fp = u128::from_le_bytes(r.array("intents fingerprint")?);
-            (Some(fp), read_dependent)
-        } else {
-            (None, false)
+        let (intents, read_dependent) = match version {
+            COMMIT_FORMAT_VERSION_V1 => (None, false),
+            _ => {
+                // Version 2 always has a fingerprint; version 3 says so in bit 1.
+                let flags = r.u8("intents flags")?;
+                let known = if version == COMMIT_FORMAT_VERSION {
+                    1
+                } else {
+                    3
+                };
+                if flags & !known != 0 {
+                    return Err(format!("unknown intents flags {flags}"));
+                }
+                let has_fp = version == COMMIT_FORMAT_VERSION || flags & 2 != 0;
+                let fp = if has_fp {
+                    Some(u128::from_le_bytes(r.array("intents fingerprint")?))
+                } else {
+                    None
+                };
+                (fp, flags & 1 != 0)
+            }
         };
         let n = u32::from_le_bytes(r.array("write count")?) as usize;
         // Each write takes at least 3 bytes: a count beyond that is damage, not a big commit.
@@ -205,6 +324,7 @@ impl CommitRecord {
             intents,
             read_dependent,
             writes,
+            epoch,
         })
     }
 }
@@ -256,11 +376,14 @@ mod tests {
             intents in proptest::option::of(any::<u128>()),
             read in any::<bool>(),
             writes in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..20), op()), 0..20),
+            epoch in proptest::option::of(any::<u64>()),
         ) {
+            let read_dependent = read && (intents.is_some() || epoch.is_some());
             let rec = CommitRecord { isolation: Isolation::Serializable, snapshot, request_id: id,
-                traceparent: None, intents, read_dependent: read && intents.is_some(), writes };
+                traceparent: None, intents, read_dependent, writes, epoch };
             let bytes = rec.encode();
-            prop_assert_eq!(CommitRecord::decode(&bytes).unwrap(), rec);
+            prop_assert_eq!(CommitRecord::decode(&bytes).unwrap(), rec.clone());
+            prop_assert_eq!(Entry::decode(&bytes).unwrap(), Entry::Commit(rec));
             // Every strict prefix is an error, never a panic or a shorter record.
             for cut in 0..bytes.len() {
                 prop_assert!(CommitRecord::decode(&bytes[..cut]).is_err());
@@ -280,6 +403,7 @@ mod tests {
             intents: Some(7),
             read_dependent: false,
             writes: vec![(b"k".to_vec(), WriteOp::Delete)],
+            epoch: None,
         }
         .encode();
         b.push(0);
@@ -320,6 +444,7 @@ mod tests {
                     (b"c1".to_vec(), WriteOp::Incremented(1)),
                     (b"k".to_vec(), WriteOp::Put(b"\"v\"".to_vec())),
                 ],
+                epoch: None,
             }
         );
         // A record without a fingerprint is written in version 1, byte for byte.
@@ -333,8 +458,43 @@ mod tests {
         assert_eq!((v2[0], v2.len()), (2, b.len() + 17));
         assert_eq!(CommitRecord::decode(&v2).unwrap().intents, Some(0x0102));
         // Unknown versions are still refused.
-        let mut v3 = v2.clone();
-        v3[0] = 3;
-        assert!(CommitRecord::decode(&v3).unwrap_err().contains("version 3"));
+        let mut v4 = v2.clone();
+        v4[0] = 4;
+        assert!(CommitRecord::decode(&v4).unwrap_err().contains("version 4"));
+    }
+
+    /// Version 3: the epoch right after the version byte, flags with bit 1 for the
+    /// fingerprint; an epoch record is its own kind and never a commit.
+    #[test]
+    fn epochs_stamp_commits_and_open_with_their_own_record() {
+        let rec = CommitRecord {
+            isolation: Isolation::Snapshot,
+            snapshot: 9,
+            request_id: None,
+            traceparent: None,
+            intents: None,
+            read_dependent: true,
+            writes: vec![(b"k".to_vec(), WriteOp::Delete)],
+            epoch: Some(0x0a0b),
+        };
+        let b = rec.encode();
+        assert_eq!(b[0], 3);
+        assert_eq!(&b[1..9], &0x0a0bu64.to_le_bytes());
+        assert_eq!(CommitRecord::decode(&b).unwrap(), rec);
+        let epoch = EpochRecord {
+            token: 42,
+            node_id: "node-a".into(),
+        };
+        let e = epoch.encode();
+        assert_eq!((e[0], e.len()), (b'E', 1 + 8 + 1 + 6));
+        assert_eq!(Entry::decode(&e).unwrap(), Entry::Epoch(epoch));
+        assert!(
+            CommitRecord::decode(&e)
+                .unwrap_err()
+                .contains("epoch record")
+        );
+        for cut in 0..e.len() {
+            assert!(Entry::decode(&e[..cut]).is_err());
+        }
     }
 }

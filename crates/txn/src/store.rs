@@ -41,7 +41,7 @@ use crate::limits;
 use crate::limits::{check_key, check_scan_limit};
 use crate::mvcc::{Table, Value};
 use crate::oneshot::{check_locks, check_versions, check_window};
-use crate::record::{CommitRecord, WriteOp};
+use crate::record::{CommitRecord, Entry, WriteOp};
 use crate::request::{Condition, TxnParts, Write, parse_i64};
 use crate::{Isolation, KeyRange, KeyValue, ScanPage, TxnOptions, Versioned};
 
@@ -79,6 +79,12 @@ pub struct TxnStoreOptions {
     /// of that many commits, whether or not a transaction is open. Default
     /// [`limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT`].
     pub snapshot_window_commits: u64,
+    /// Whether the commit stream is written by a leader elected among several nodes (a
+    /// cluster). The store then opens as a **follower**: it derives the table from the
+    /// stream ([`TxnStore::catch_up`]) and serves reads, and refuses commits with
+    /// [`TxnError::NotLeader`] until [`TxnStore::lead`] appends its epoch record. Default
+    /// `false`: the store is the stream's only writer.
+    pub elected: bool,
 }
 
 impl Default for TxnStoreOptions {
@@ -93,6 +99,7 @@ impl Default for TxnStoreOptions {
             early_lock_release: true,
             request_ids_max: limits::COMMIT_REQUEST_IDS_DEFAULT,
             snapshot_window_commits: limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
+            elected: false,
         }
     }
 }
@@ -236,12 +243,16 @@ struct Remembered {
 pub(crate) struct CommitState {
     pub(crate) cert: Certifier,
     /// Offset the next commit record gets; equals the table's applied offset.
-    next_offset: u64,
+    pub(crate) next_offset: u64,
     next_txn_id: u64,
     /// Committed request ids (see [`Remembered`]).
     ids_done: HashMap<String, Remembered>,
     ids_order: VecDeque<String>,
     ids_pending: HashMap<String, Arc<Outcome>>,
+    /// The newest epoch (fencing token) an epoch record in the stream carried; 0 before any.
+    pub(crate) epoch_seen: u64,
+    /// The epoch this store certifies under, once [`TxnStore::lead`] appended it.
+    pub(crate) leading: Option<u64>,
 }
 
 /// A key-value table whose source of truth is a commit stream, with transactions at three
@@ -264,14 +275,17 @@ pub(crate) struct CommitState {
 #[derive(Debug)]
 pub struct TxnStore {
     stream: Arc<dyn LogStream>,
+    /// The commit stream's [`LogPartition::batch_offset_span`]: record `n` (a *position*,
+    /// what versions and snapshots count) is at log offset `n · span`.
+    pub(crate) span: u64,
     options: TxnStoreOptions,
     table: RwLock<Table>,
-    state: Mutex<CommitState>,
+    pub(crate) state: Mutex<CommitState>,
     poisoned: AtomicBool,
     stats: TxnStats,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Critical sections either complete or panic on a broken invariant (a bug that also
     // poisons the store for good), so lock poisoning adds nothing.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -327,39 +341,16 @@ impl TxnStore {
             ids_done: HashMap::new(),
             ids_order: VecDeque::new(),
             ids_pending: HashMap::new(),
+            epoch_seen: 0,
+            leading: None,
         };
-        let end = partition.end_offset();
-        let mut next = 0;
-        while next < end {
-            for rec in partition.read(next, 4096, 16 << 20)? {
-                let commit =
-                    CommitRecord::decode(&rec.value).map_err(|reason| TxnError::Corrupt {
-                        offset: rec.offset,
-                        reason,
-                    })?;
-                let writes: Vec<(Vec<u8>, Option<Value>)> =
-                    commit.writes.into_iter().map(resolved).collect();
-                let kept = options.history_commits.max(options.snapshot_window_commits);
-                let horizon = (rec.offset + 1).saturating_sub(kept);
-                table.apply(rec.offset, &writes, horizon);
-                if let Some(id) = commit.request_id {
-                    remember_id(
-                        &mut state,
-                        id,
-                        Remembered {
-                            offset: Some(rec.offset),
-                            intents: commit.intents.filter(|_| !commit.read_dependent),
-                        },
-                        options.request_ids_max,
-                    );
-                }
-                next = rec.offset + 1;
-            }
-        }
-        state.next_offset = end;
-        tracing::info!(stream = %options.stream, commits = end, keys = table.keys(), "transaction store opened");
+        let span = partition.batch_offset_span().max(1);
+        replay(partition, span, &options, &mut state, &mut table)?;
+        let end = state.next_offset;
+        tracing::info!(stream = %options.stream, records = end, keys = table.keys(), "transaction store opened");
         Ok(Arc::new(TxnStore {
             stream,
+            span,
             options,
             table: RwLock::new(table),
             state: Mutex::new(state),
@@ -458,16 +449,16 @@ impl TxnStore {
     }
 
     /// The commit stream's one partition.
-    fn partition(&self) -> &dyn LogPartition {
+    pub(crate) fn partition(&self) -> &dyn LogPartition {
         match self.stream.partition(0) {
             Ok(p) => p,
             Err(e) => unreachable!("open checked the commit stream has one partition: {e}"),
         }
     }
 
-    /// Commits durable in the commit stream: offsets `0..durable_end()`.
+    /// Commits durable in the commit stream: positions `0..durable_end()`.
     pub fn durable_end(&self) -> u64 {
-        self.partition().end_offset()
+        self.partition().end_offset() / self.span
     }
 
     /// Reads and decodes the commit record at `offset`.
@@ -475,11 +466,14 @@ impl TxnStore {
     /// # Errors
     /// [`TxnError::Log`] if it is not (yet) in the log; [`TxnError::Corrupt`].
     pub fn commit_record(&self, offset: u64) -> Result<CommitRecord> {
-        let recs = self.partition().read(offset, 1, 1)?;
-        let rec = recs.first().ok_or(TxnError::Corrupt {
-            offset,
-            reason: "no record at this offset".into(),
-        })?;
+        let recs = self.partition().read(offset * self.span, 1, 1)?;
+        let rec = recs
+            .first()
+            .filter(|r| r.offset == offset * self.span)
+            .ok_or(TxnError::Corrupt {
+                offset,
+                reason: "no record at this offset".into(),
+            })?;
         CommitRecord::decode(&rec.value).map_err(|reason| TxnError::Corrupt { offset, reason })
     }
 
@@ -572,7 +566,7 @@ impl TxnStore {
         self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_table(&self) -> RwLockWriteGuard<'_, Table> {
+    pub(crate) fn write_table(&self) -> RwLockWriteGuard<'_, Table> {
         self.table.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -587,14 +581,16 @@ impl TxnStore {
     /// Waits until the commit at `offset` is durable (early lock release: nobody observes a
     /// commit a crash could undo).
     pub(crate) fn wait_durable(&self, offset: u64) -> Result<()> {
-        let partition = self.partition();
-        if partition.end_offset() > offset {
+        if self.durable_end() > offset {
             return Ok(());
         }
         self.stats.durability_waits.fetch_add(1, Ordering::Relaxed);
-        while partition.end_offset() <= offset {
+        // The end offset is above this one once the record at `offset` is stored.
+        let above = offset * self.span + self.span - 1;
+        while self.durable_end() <= offset {
             self.check_poisoned()?;
-            partition.wait_end_offset_above(offset, Duration::from_millis(50));
+            self.partition()
+                .wait_end_offset_above(above, Duration::from_millis(50));
         }
         Ok(())
     }
@@ -814,7 +810,8 @@ impl TxnStore {
         let ok = match &result {
             Ok(ack) => {
                 assert_eq!(
-                    ack.base_offset, offset,
+                    ack.base_offset,
+                    offset * self.span,
                     "the log stored a commit away from its expected end offset"
                 );
                 true
@@ -852,6 +849,21 @@ impl TxnStore {
             *lock(&pending.result) = Some(ok.then_some(offset));
             pending.settled.notify_all();
         }
+        if let (Some(end), Some(epoch)) = (foreign, self.leading()) {
+            tracing::warn!(
+                epoch,
+                offset,
+                end,
+                "commit refused at storage: fenced, stepping down"
+            );
+            return Err(TxnError::Fenced {
+                epoch,
+                detail: format!(
+                    "the commit stream ends at offset {end}, not {}: this commit was not stored",
+                    offset * self.span
+                ),
+            });
+        }
         if let Some(end) = foreign {
             return Err(TxnError::CommitStream {
                 stream: self.options.stream.clone(),
@@ -881,12 +893,17 @@ impl TxnStore {
         request_id: Option<&RequestId>,
         traceparent: Option<&str>,
     ) -> Result<Certification> {
+        if self.options.elected && state.leading.is_none() {
+            state.cert.finish(parts.id, 0, None);
+            return Err(TxnError::NotLeader);
+        }
         let certified = self.certify(state, parts)?;
         if parts.request.writes.is_empty() {
             self.record_read_only(state, parts, certified, intents, request_id);
             return Ok(Certification::ReadOnly);
         }
-        let resolved = match self.resolve_record(parts, intents, request_id, traceparent) {
+        let resolved = self.resolve_record(parts, intents, request_id, traceparent, state.leading);
+        let resolved = match resolved {
             Ok(r) => r,
             Err(e) => {
                 state.cert.finish(parts.id, certified.now_seq, None);
@@ -898,7 +915,7 @@ impl TxnStore {
         // writer put in the stream is refused at storage, not discovered afterwards.
         let completion = match self.partition().append_batch(
             &[Record::new(resolved.bytes)],
-            AppendCondition::EndOffset(offset),
+            AppendCondition::EndOffset(offset * self.span),
         ) {
             Ok(c) => c,
             Err(e) => {
@@ -1015,6 +1032,7 @@ impl TxnStore {
         intents: Option<u128>,
         request_id: Option<&RequestId>,
         traceparent: Option<&str>,
+        epoch: Option<u64>,
     ) -> Result<Resolved> {
         let resolved = {
             let table = self.read_table();
@@ -1033,6 +1051,7 @@ impl TxnStore {
             intents,
             read_dependent: parts.request.read_any,
             writes,
+            epoch,
         };
         let bytes = record.encode();
         let max = limits::COMMIT_RECORD_BYTES_MAX - 1024;
@@ -1187,6 +1206,77 @@ fn footprint(parts: &TxnParts, snapshot_seq: u64) -> HashMap<Vec<u8>, (WriteClas
             .or_insert((WriteClass::Lock, Some(2 * at)));
     }
     footprint
+}
+
+/// Applies the commit stream's records from position `state.next_offset` to the end the
+/// log shows now: commit records to the table (and their request ids), epoch records as
+/// positions that write nothing. A commit stamped with an epoch older than an epoch record
+/// before it is skipped: a deposed leader's append that storage should have refused.
+///
+/// # Errors
+/// [`TxnError::Corrupt`] for a record that is not a commit-stream record or sits away from
+/// its position; [`TxnError::Log`].
+pub(crate) fn replay(
+    partition: &dyn LogPartition,
+    span: u64,
+    options: &TxnStoreOptions,
+    state: &mut CommitState,
+    table: &mut Table,
+) -> Result<()> {
+    let kept = options.history_commits.max(options.snapshot_window_commits);
+    loop {
+        // Read until the log has nothing more: a follower's handle learns the end by reading.
+        let recs = partition.read(state.next_offset * span, 4096, 16 << 20)?;
+        if recs.is_empty() {
+            return Ok(());
+        }
+        for rec in recs {
+            let position = state.next_offset;
+            let corrupt = |reason: String| TxnError::Corrupt {
+                offset: position,
+                reason,
+            };
+            if rec.offset != position * span {
+                return Err(corrupt(format!(
+                    "found at log offset {}, not {}: the commit stream holds one record per batch",
+                    rec.offset,
+                    position * span
+                )));
+            }
+            let horizon = (position + 1).saturating_sub(kept);
+            match Entry::decode(&rec.value).map_err(corrupt)? {
+                Entry::Epoch(epoch) => {
+                    if epoch.token <= state.epoch_seen {
+                        return Err(corrupt(format!(
+                            "epoch {} after epoch {}: fencing tokens only grow",
+                            epoch.token, state.epoch_seen
+                        )));
+                    }
+                    tracing::info!(epoch = epoch.token, leader = %epoch.node_id, position, "epoch record");
+                    state.epoch_seen = epoch.token;
+                    table.apply(position, &[], horizon);
+                }
+                Entry::Commit(commit) if commit.epoch.is_some_and(|e| e < state.epoch_seen) => {
+                    tracing::warn!(position, epoch = ?commit.epoch, newer = state.epoch_seen,
+                        "a commit of a deposed leader after a newer epoch: ignored");
+                    table.apply(position, &[], horizon);
+                }
+                Entry::Commit(commit) => {
+                    let writes: Vec<(Vec<u8>, Option<Value>)> =
+                        commit.writes.into_iter().map(resolved).collect();
+                    table.apply(position, &writes, horizon);
+                    if let Some(id) = commit.request_id {
+                        let done = Remembered {
+                            offset: Some(position),
+                            intents: commit.intents.filter(|_| !commit.read_dependent),
+                        };
+                        remember_id(state, id, done, options.request_ids_max);
+                    }
+                }
+            }
+            state.next_offset = position + 1;
+        }
+    }
 }
 
 /// Figures of what the store holds in memory.

@@ -308,6 +308,7 @@ fn a_commit_record_without_a_fingerprint_accepts_any_retry_of_its_request_id() {
         intents: None,
         read_dependent: false,
         writes: vec![(b"c1".to_vec(), logbook_txn::record::WriteOp::Incremented(1))],
+        epoch: None,
     };
     let bytes = old.encode();
     assert_eq!(bytes[0], 1, "format version 1");

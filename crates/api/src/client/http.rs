@@ -39,6 +39,8 @@ pub(crate) struct Call {
     pub request_id: Option<String>,
     /// A W3C `traceparent` to send (the trace the request belongs to).
     pub traceparent: Option<String>,
+    /// The forwarding cluster node's id (header `logbook-forwarded-by`).
+    pub forwarded_by: Option<String>,
     /// A wait the server was asked for (long poll, token wait), added to the timeout, ms.
     pub server_wait_ms: u64,
     pub retry: Retry,
@@ -57,6 +59,7 @@ impl Call {
             body: None,
             request_id: None,
             traceparent: None,
+            forwarded_by: None,
             server_wait_ms: 0,
             write,
             retry,
@@ -230,6 +233,9 @@ impl Transport {
         }
         if let Some(id) = &call.request_id {
             b = b.header("idempotency-key", id.as_str());
+        }
+        if let Some(node) = &call.forwarded_by {
+            b = b.header(crate::paths::FORWARDED_BY_HEADER, node.as_str());
         }
         if let Some(tp) = &call.traceparent {
             b = b.header("traceparent", tp.as_str());

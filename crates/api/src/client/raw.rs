@@ -50,6 +50,9 @@ pub struct RawRequest {
     /// How long the server was asked to wait (long poll, token wait, switch), ms: added to
     /// the client's timeout for this request.
     pub server_wait_ms: u64,
+    /// The node id of a cluster node forwarding the request (header
+    /// `logbook-forwarded-by`): the receiving node does not forward it again.
+    pub forwarded_by: Option<String>,
 }
 
 impl RawRequest {
@@ -62,6 +65,7 @@ impl RawRequest {
             request_id: None,
             traceparent: None,
             server_wait_ms: 0,
+            forwarded_by: None,
         }
     }
 
@@ -98,6 +102,13 @@ impl RawRequest {
         self
     }
 
+    /// The same request, marked as forwarded by the cluster node `node_id`, if given.
+    #[must_use]
+    pub fn forwarded_by(mut self, node_id: Option<&str>) -> Self {
+        self.forwarded_by = node_id.map(str::to_string);
+        self
+    }
+
     /// The same request, telling the client the server was asked to wait `ms`.
     #[must_use]
     pub fn server_wait_ms(mut self, ms: u64) -> Self {
@@ -116,6 +127,7 @@ impl RawRequest {
         call.request_id = self.request_id;
         call.traceparent = self.traceparent;
         call.server_wait_ms = self.server_wait_ms;
+        call.forwarded_by = self.forwarded_by;
         call
     }
 }

@@ -375,6 +375,11 @@ impl LogPartition for JsPartition {
         })
     }
 
+    /// 2^16: each batch is one message, and message `n` starts at `(n − 1)·2^16`.
+    fn batch_offset_span(&self) -> u64 {
+        1 << crate::limits::INDEX_BITS
+    }
+
     fn start_offset(&self) -> u64 {
         self.observed.start.load(Ordering::Acquire)
     }

@@ -74,16 +74,18 @@ fn name_field(e: TxnError, body_keys: impl Fn(&str) -> Option<Vec<String>>) -> A
 /// window) — the first round trip of a read-modify-write; declare what it returned in
 /// `POST /v1/commits`. Nothing is registered on the server between the two.
 #[utoipa::path(post, path = route::KV_READ, tag = "transactions",
+    params(("timeout_ms" = Option<u64>, Query, description = "On a cluster follower: how long to wait to apply the commit stream up to `snapshot` (default 5000)")),
     request_body = ReadBody,
     responses((status = 200, body = ReadAnswer),
         (status = 409, description = "`snapshot_too_old`: the snapshot is behind the snapshot window (retryable: read again)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`unprocessable_request`: a snapshot ahead of the log, more keys or ranges than a transaction may read", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "`unprocessable_request`: a snapshot ahead of the log, more keys or ranges than a transaction may read; `snapshot_ahead`: a cluster follower did not reach the snapshot within `timeout_ms`", body = Problem, content_type = "application/problem+json")))]
 pub async fn read(
     State(state): State<AppState>,
     q: Params,
     JsonBody(body): JsonBody<ReadBody>,
 ) -> Result<Json<ReadAnswer>, ApiError> {
-    q.only(&[])?;
+    q.only(&["timeout_ms"])?;
+    let wait = follower_wait(&q)?;
     let opened = state.opened()?;
     let mut ranges = Vec::with_capacity(body.ranges.len());
     for (i, spec) in body.ranges.iter().enumerate() {
@@ -104,9 +106,20 @@ pub async fn read(
         ranges.push((key_range(spec, &at)?, limit));
     }
     let keys: Vec<Vec<u8>> = body.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
-    let store = opened.txns()?.clone();
+    let store = opened.txns()?;
     let snapshot = body.snapshot;
-    let read = blocking(move || store.read_at(snapshot, &keys, &ranges)).await?;
+    let read = blocking(move || {
+        // A cluster follower applies the commit stream first: up to the client's snapshot
+        // (waiting for it), or all it holds now.
+        if store.options().elected {
+            match snapshot {
+                Some(s) => store.follow_to(s, wait)?,
+                None => store.catch_up()?,
+            };
+        }
+        store.read_at(snapshot, &keys, &ranges)
+    })
+    .await?;
     let read = read.map_err(|e| name_field(e, |_| None))?;
     Ok(Json(ReadAnswer {
         snapshot: read.snapshot,
@@ -122,6 +135,23 @@ pub async fn read(
             .collect(),
         ranges: read.ranges.into_iter().map(rows).collect(),
     }))
+}
+
+/// How long a cluster follower waits to apply the commit stream up to a read's snapshot:
+/// `timeout_ms` (default [`limits::VIEW_READ_TIMEOUT_MS_DEFAULT`], at most the views' read
+/// limit).
+fn follower_wait(q: &Params) -> Result<std::time::Duration, ApiError> {
+    let max = logbook_views::limits::READ_TIMEOUT_MS_MAX;
+    let ms = q
+        .get::<u64>("timeout_ms")?
+        .unwrap_or(limits::VIEW_READ_TIMEOUT_MS_DEFAULT);
+    if ms > max {
+        return Err(ApiError::invalid(
+            "timeout_ms",
+            format!("timeout_ms must be at most {max}"),
+        ));
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// The store's request for a wire body; `snapshot` fills in an absent one.
@@ -251,14 +281,18 @@ pub async fn commit(
     State(state): State<AppState>,
     q: Params,
     tracking: Tracking,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<CommitBody>,
 ) -> Result<Json<Committed>, ApiError> {
     q.only(&[])?;
     let opened = state.opened()?;
-    let request = commit_request(&body, opened.txns()?.durable_end())?;
+    let txns = opened.txns()?;
+    if txns.options().elected && txns.leading().is_none() {
+        return forward(&opened, body, &tracking, &headers).await.map(Json);
+    }
+    let request = commit_request(&body, txns.durable_end())?;
     let m = state.metrics();
     let started = Instant::now();
-    let txns = opened.txns()?.clone();
     let (rid, traceparent) = (tracking.request_id.clone(), tracking.traceparent.clone());
     let outcome = commit_to_the_end(move || {
         txns.commit_request_async(request, rid.as_ref(), traceparent.as_deref())
@@ -284,6 +318,32 @@ pub async fn commit(
         m.duplicates.with_label_values(&["commit"]).inc();
     }
     committed_response(&opened, outcome)
+}
+
+/// A cluster follower's commit: sent to the leader as the self-contained request it is,
+/// with the client's request id. A request that was itself forwarded is not forwarded
+/// again (a stale view of the leader must not make a loop): 503 `leader_unavailable`.
+async fn forward(
+    opened: &crate::state::Opened,
+    body: CommitBody,
+    tracking: &Tracking,
+    headers: &axum::http::HeaderMap,
+) -> Result<Committed, ApiError> {
+    let unavailable =
+        |detail: String| ApiError::new(ProblemCode::LeaderUnavailable, detail).retry_after(1);
+    if let Some(from) = headers.get(logbook_api::paths::FORWARDED_BY_HEADER) {
+        return Err(unavailable(format!(
+            "forwarded by {from:?} to a node that does not lead (the leader just changed);              nothing was committed, retry"
+        )));
+    }
+    let member = opened
+        .cluster
+        .as_ref()
+        .ok_or_else(|| unavailable("no cluster to forward to".into()))?;
+    let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
+    member
+        .forward_commit(body, request_id, tracking.traceparent.clone())
+        .await
 }
 
 /// `GET /v1/kv/read`: the committed key named `read` (the path is taken by `POST`'s

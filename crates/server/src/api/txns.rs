@@ -625,7 +625,8 @@ fn token_end(opened: &Opened, q: &Params) -> Result<Option<u64>, ApiError> {
     };
     let invalid = |detail: String| ApiError::new(ProblemCode::InvalidToken, detail).field("token");
     let token = ConsistencyToken::decode(text).map_err(|e| invalid(e.to_string()))?;
-    let name = &opened.txns()?.options().stream;
+    let store = opened.txns()?;
+    let name = &store.options().stream;
     let Some(sp) = token.streams.get(name) else {
         let named: Vec<&str> = token.streams.keys().map(String::as_str).collect();
         return Err(invalid(format!(
