@@ -658,12 +658,15 @@ impl Three {
         }));
         let dir = tempfile::tempdir().unwrap();
         let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
-        let nodes: Vec<Node> = ["a", "b", "c"]
-            .iter()
-            .map(|id| Node::spawn(dir.path(), id, &nats, &etcd))
-            .collect();
-        for n in &nodes {
+        // A opens first and makes the admin token; B and C follow `_auth`.
+        let first = Node::spawn(dir.path(), "a", &nats, &etcd);
+        first.wait_ready();
+        let admin = common::admin_token(&dir.path().join("a")).expect("a wrote admin.token");
+        let mut nodes = vec![first.with_token(&admin)];
+        for id in ["b", "c"] {
+            let n = Node::spawn(dir.path(), id, &nats, &etcd).with_token(&admin);
             n.wait_ready();
+            nodes.push(n);
         }
         Three {
             nodes,

@@ -309,6 +309,7 @@ impl ClusterMember for EtcdMember {
         body: CommitBody,
         request_id: Option<String>,
         traceparent: Option<String>,
+        authorization: Option<String>,
     ) -> MemberFuture<'_, Result<Committed, ApiError>> {
         Box::pin(async move {
             let leader = self.election.leader().await.map_err(|e| {
@@ -329,7 +330,8 @@ impl ClusterMember for EtcdMember {
                 .map_err(|e| ApiError::internal(e.to_string()))?
                 .request_id(request_id.as_deref())
                 .traceparent(traceparent.as_deref())
-                .forwarded_by(Some(&self.node_id));
+                .forwarded_by(Some(&self.node_id))
+                .authorization(authorization.as_deref());
             let answer = client
                 .send_raw(request)
                 .await

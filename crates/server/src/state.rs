@@ -140,7 +140,8 @@ pub trait ClusterMember: Send + Sync + std::fmt::Debug {
     /// Leaves the cluster (at shutdown): the registration is removed at once.
     fn leave(&self) -> MemberFuture<'_, ()>;
     /// Sends a one-shot commit to the certifier's leader (its address from the election)
-    /// with the client's request id, and returns the leader's answer.
+    /// with the client's request id and credentials (`authorization`, passed through), and
+    /// returns the leader's answer.
     ///
     /// # Errors
     /// The leader's problem as it answered it; 503 `leader_unavailable` when no leader is
@@ -151,6 +152,7 @@ pub trait ClusterMember: Send + Sync + std::fmt::Debug {
         body: logbook_api::txns::CommitBody,
         request_id: Option<String>,
         traceparent: Option<String>,
+        authorization: Option<String>,
     ) -> MemberFuture<'_, Result<logbook_api::txns::Committed, ApiError>>;
 }
 

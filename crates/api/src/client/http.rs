@@ -41,6 +41,9 @@ pub(crate) struct Call {
     pub traceparent: Option<String>,
     /// The forwarding cluster node's id (header `logbook-forwarded-by`).
     pub forwarded_by: Option<String>,
+    /// An `Authorization` value for this call instead of the client's (a cluster node
+    /// forwarding its caller's credentials).
+    pub authorization: Option<String>,
     /// A wait the server was asked for (long poll, token wait), added to the timeout, ms.
     pub server_wait_ms: u64,
     pub retry: Retry,
@@ -60,6 +63,7 @@ impl Call {
             request_id: None,
             traceparent: None,
             forwarded_by: None,
+            authorization: None,
             server_wait_ms: 0,
             write,
             retry,
@@ -240,7 +244,9 @@ impl Transport {
         if let Some(tp) = &call.traceparent {
             b = b.header("traceparent", tp.as_str());
         }
-        if let Some(auth) = &self.authorization {
+        if let Some(auth) = &call.authorization {
+            b = b.header(hyper::header::AUTHORIZATION, auth.as_str());
+        } else if let Some(auth) = &self.authorization {
             b = b.header(hyper::header::AUTHORIZATION, auth.clone());
         }
         let body = Full::new(Bytes::from(call.body.clone().unwrap_or_default()));

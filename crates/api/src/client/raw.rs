@@ -53,6 +53,9 @@ pub struct RawRequest {
     /// The node id of a cluster node forwarding the request (header
     /// `logbook-forwarded-by`): the receiving node does not forward it again.
     pub forwarded_by: Option<String>,
+    /// An `Authorization` header value sent instead of the client's bearer token (a cluster
+    /// node forwarding its caller's credentials).
+    pub authorization: Option<String>,
 }
 
 impl RawRequest {
@@ -66,6 +69,7 @@ impl RawRequest {
             traceparent: None,
             server_wait_ms: 0,
             forwarded_by: None,
+            authorization: None,
         }
     }
 
@@ -109,6 +113,14 @@ impl RawRequest {
         self
     }
 
+    /// The same request with the caller's `Authorization` value, if given, instead of the
+    /// client's own.
+    #[must_use]
+    pub fn authorization(mut self, value: Option<&str>) -> Self {
+        self.authorization = value.map(str::to_string);
+        self
+    }
+
     /// The same request, telling the client the server was asked to wait `ms`.
     #[must_use]
     pub fn server_wait_ms(mut self, ms: u64) -> Self {
@@ -128,6 +140,7 @@ impl RawRequest {
         call.traceparent = self.traceparent;
         call.server_wait_ms = self.server_wait_ms;
         call.forwarded_by = self.forwarded_by;
+        call.authorization = self.authorization;
         call
     }
 }

@@ -341,8 +341,18 @@ async fn forward(
         .as_ref()
         .ok_or_else(|| unavailable("no cluster to forward to".into()))?;
     let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
+    // The leader checks the caller's credentials again.
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     member
-        .forward_commit(body, request_id, tracking.traceparent.clone())
+        .forward_commit(
+            body,
+            request_id,
+            tracking.traceparent.clone(),
+            authorization,
+        )
         .await
 }
 
