@@ -661,7 +661,8 @@ impl Three {
         // A opens first and makes the admin token; B and C follow `_auth`.
         let first = Node::spawn(dir.path(), "a", &nats, &etcd);
         first.wait_ready();
-        let admin = common::admin_token(&dir.path().join("a")).expect("a wrote admin.token");
+        let admin = common::admin_token(&dir.path().join("a"))
+            .unwrap_or_else(|| panic!("a wrote no admin.token"));
         let mut nodes = vec![first.with_token(&admin)];
         for id in ["b", "c"] {
             let n = Node::spawn(dir.path(), id, &nats, &etcd).with_token(&admin);
