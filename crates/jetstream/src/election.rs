@@ -17,7 +17,7 @@
 //! paused process may go on believing it (etcd's own election helper can report leadership
 //! on an expired lease, etcd#19597). So leadership is never trusted alone — whatever the
 //! leader writes must be fenced by its token at the storage it writes to (the transaction
-//! store's epoch records; decision record 0013).
+//! store's epoch records; decision record 0014).
 
 use std::time::Duration;
 

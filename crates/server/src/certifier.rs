@@ -12,7 +12,7 @@
 //! ```
 //!
 //! A new store is opened for every role change: the table is rebuilt from `_txn`, so
-//! nothing a deposed leader certified but could not append survives. Decision record 0013.
+//! nothing a deposed leader certified but could not append survives. Decision record 0014.
 
 use std::sync::Arc;
 use std::time::Duration;

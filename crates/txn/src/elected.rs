@@ -20,7 +20,7 @@
 //! expected-end precondition lets exactly one writer extend a given end, so once a new
 //! leader's epoch record is in, every append of the old leader names a stale end and is
 //! refused; replay also ignores a commit stamped with an epoch older than one before it.
-//! Decision record 0013.
+//! Decision record 0014.
 
 use std::time::{Duration, Instant};
 
