@@ -24,6 +24,8 @@ pub mod route {
     pub const STREAM: &str = "/v1/streams/{stream}";
     /// `POST` (append), `GET` (read) a stream's records.
     pub const RECORDS: &str = "/v1/streams/{stream}/records";
+    /// `GET`: a stream's records as server-sent events (the push tail).
+    pub const RECORD_EVENTS: &str = "/v1/streams/{stream}/records/events";
     /// `GET`: per partition, the first offset at or after a time.
     pub const STREAM_OFFSETS: &str = "/v1/streams/{stream}/offsets";
     /// `POST`: begin a transaction.
@@ -106,6 +108,11 @@ pub fn stream(stream: &str) -> String {
 /// `/v1/streams/{stream}/records`.
 pub fn records(stream: &str) -> String {
     format!("/v1/streams/{}/records", encode(stream))
+}
+
+/// `/v1/streams/{stream}/records/events`.
+pub fn record_events(stream: &str) -> String {
+    format!("/v1/streams/{}/records/events", encode(stream))
 }
 
 /// `/v1/streams/{stream}/offsets`.
@@ -263,6 +270,7 @@ mod tests {
             (stream("{stream}"), route::STREAM),
             (records("{stream}"), route::RECORDS),
             (stream_offsets("{stream}"), route::STREAM_OFFSETS),
+            (record_events("{stream}"), route::RECORD_EVENTS),
             (txns(), route::TXNS),
             (txn_kv("{txn}"), route::TXN_KV),
             (txn_key("{txn}", "{key}"), route::TXN_KEY),

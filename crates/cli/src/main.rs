@@ -24,6 +24,7 @@ mod client;
 mod cluster_cmd;
 mod commit_cmd;
 mod debug;
+mod events;
 mod flights;
 mod import;
 mod log_cmd;

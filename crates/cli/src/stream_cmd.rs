@@ -27,10 +27,6 @@ const APPEND_BATCH_BYTES: usize = BODY_BYTES_MAX / 2;
 /// Bytes of `{"records":[...]}` around a batch's records.
 const BODY_OVERHEAD: usize = 16;
 
-/// How long one `tail --follow` request waits on the server for a new record, ms (a long
-/// poll: no busy polling, and Ctrl-C ends it at once).
-const FOLLOW_WAIT_MS: u64 = 10_000;
-
 /// Streams and records on a running server.
 #[derive(Debug, clap::Subcommand)]
 pub enum StreamCommand {
@@ -166,30 +162,33 @@ pub enum StreamCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print records of one partition from an offset; `--follow` keeps printing new ones.
+    /// Print records of one partition from an offset; `--follow` keeps printing new ones,
+    /// of every partition (or the one given) as they arrive.
     ///
     /// One record per line: partition, offset, key and value, tab-separated (`--json`: one
     /// JSON object per record and line, as the server sends it). When more records follow
-    /// the last one printed, `# more: continue with --from N` goes to stderr.
+    /// the last one printed, `# more: continue with --from N` goes to stderr. `--follow`
+    /// subscribes to the server's push tail (server-sent events); if the server drops it
+    /// for reading too slowly, it resumes where it was, losing and repeating nothing.
     ///
     /// Examples:
     ///   logbook stream tail orders --partition 3 --from 0 --limit 10
-    ///   logbook stream tail orders --partition 3 --follow     # until Ctrl-C
+    ///   logbook stream tail orders --follow                   # every partition, until Ctrl-C
     #[command(verbatim_doc_comment)]
     Tail {
         #[command(flatten)]
         server: ServerArgs,
         /// The stream.
         stream: String,
-        /// The partition (required when the stream has several).
+        /// The partition (required when the stream has several, but with --follow, which
+        /// reads every partition unless given one).
         #[arg(long)]
         partition: Option<u32>,
         /// First offset (default: the first retained; with --follow, the end: only new
-        /// records).
+        /// records; with --follow over several partitions, give --partition too).
         #[arg(long)]
         from: Option<u64>,
-        /// Most records to print, read in pages of up to 1000 (with `--follow`: per request,
-        /// at most 1000).
+        /// Most records to print, read in pages of up to 1000 (ignored with --follow).
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Keep reading: wait on the server for new records and print them until Ctrl-C.
@@ -386,8 +385,17 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             stream,
             partition,
             from,
-            limit,
+            limit: _,
             follow,
+            json,
+        } if follow => follow_tail(&Client::new(&server)?, &stream, partition, from, json)?,
+        StreamCommand::Tail {
+            server,
+            stream,
+            partition,
+            from,
+            limit,
+            follow: _,
             json,
         } => tail(
             &Client::new(&server)?,
@@ -395,7 +403,6 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             partition,
             from,
             limit,
-            follow,
             json,
         )?,
     }
@@ -748,31 +755,70 @@ fn offsets(
     Ok(())
 }
 
+/// One record as `tail` prints it: a JSON line, or partition, offset, key and value
+/// tab-separated.
+fn print_record(out: &mut impl Write, r: &Value, json: bool) -> std::io::Result<()> {
+    if json {
+        writeln!(out, "{r}")
+    } else {
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}",
+            r["partition"],
+            r["offset"],
+            r["key"].as_str().unwrap_or("-"),
+            r["value"]
+        )
+    }
+}
+
+/// `tail --follow`: the push tail of every partition (or one), printed as records arrive.
+fn follow_tail(
+    client: &Client,
+    stream: &str,
+    partition: Option<u32>,
+    from: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut query = paths::Query::new().push_opt("partitions", partition);
+    query = match (partition, from) {
+        (_, None) => query,
+        (Some(p), Some(f)) => query.push("from", format!("{p}:{f}")),
+        (None, Some(f)) => {
+            let shown = client.get(&paths::stream(stream), &[])?;
+            if shown["partitions"].as_u64() != Some(1) {
+                bail!("stream {stream} has several partitions: give --partition with --from");
+            }
+            query.push("from", format!("0:{f}"))
+        }
+    };
+    let path = paths::record_events(stream) + &query.finish();
+    crate::events::follow(client.base(), &path, |event| {
+        let record: Value = serde_json::from_str(&event.data)
+            .with_context(|| format!("a record event is not JSON: {:?}", event.data))?;
+        let mut out = std::io::stdout().lock();
+        print_record(&mut out, &record, json)?;
+        // Flushed per record, so a pipe (`| grep`) sees records as they arrive.
+        out.flush()?;
+        Ok(())
+    })
+}
+
 fn tail(
     client: &Client,
     stream: &str,
     partition: Option<u32>,
     from: Option<u64>,
     limit: usize,
-    follow: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let path = paths::records(stream);
-    // --follow without --from prints only new records: start at the partition's end.
-    let mut from = match from {
-        Some(f) => Some(f),
-        None if follow => Some(end_offset(client, stream, partition)?),
-        None => None,
-    };
-    // Without --follow, up to --limit records, in pages the server allows.
+    let mut from = from;
+    // Up to --limit records, in pages the server allows.
     let mut left = limit;
     loop {
         // (A --limit of 0 goes to the server, which names the bad parameter.)
-        let page_limit = if follow {
-            limit.min(READ_RECORDS_MAX)
-        } else {
-            left.min(READ_RECORDS_MAX)
-        };
+        let page_limit = left.min(READ_RECORDS_MAX);
         let mut query = vec![("limit", page_limit.to_string())];
         if let Some(p) = partition {
             query.push(("partition", p.to_string()));
@@ -780,37 +826,17 @@ fn tail(
         if let Some(f) = from {
             query.push(("from", f.to_string()));
         }
-        let page = if follow {
-            query.push(("wait_ms", FOLLOW_WAIT_MS.to_string()));
-            client.get_waiting(&path, &query, FOLLOW_WAIT_MS)?
-        } else {
-            client.get(&path, &query)?
-        };
+        let page = client.get(&path, &query)?;
         let records = page["records"].as_array().map_or(&[][..], Vec::as_slice);
         let mut out = std::io::stdout().lock();
         for r in records {
-            if json {
-                writeln!(out, "{r}")?;
-            } else {
-                writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}",
-                    r["partition"],
-                    r["offset"],
-                    r["key"].as_str().unwrap_or("-"),
-                    r["value"]
-                )?;
-            }
+            print_record(&mut out, r, json)?;
         }
-        // Flushed per page, so a pipe (`| grep`) sees records as they arrive.
         out.flush()?;
         let next = page["next"]
             .as_u64()
             .context("the server's answer has no `next` offset")?;
         from = Some(next);
-        if follow {
-            continue;
-        }
         left = left.saturating_sub(records.len());
         if records.is_empty() {
             return Ok(());
@@ -829,23 +855,4 @@ fn tail(
             return Ok(());
         }
     }
-}
-
-/// The next offset of the partition `tail` reads (its end: where a new record lands).
-fn end_offset(client: &Client, stream: &str, partition: Option<u32>) -> anyhow::Result<u64> {
-    let shown = client.get(&paths::stream(stream), &[])?;
-    let offsets = shown["offsets"].as_array().map_or(&[][..], Vec::as_slice);
-    let wanted = match partition {
-        Some(p) => p,
-        None if offsets.len() == 1 => 0,
-        None => bail!(
-            "stream {stream} has {} partitions: pass --partition",
-            offsets.len()
-        ),
-    };
-    offsets
-        .iter()
-        .find(|o| o["partition"].as_u64() == Some(u64::from(wanted)))
-        .and_then(|o| o["end"].as_u64())
-        .with_context(|| format!("stream {stream} has no partition {wanted}"))
 }

@@ -164,6 +164,11 @@ pub struct Tracker {
     mark: AtomicU64,
     /// The socket of a refused head, set aside for its answer.
     refused: Mutex<Option<Refused>>,
+    /// Bytes written to the socket so far.
+    written: AtomicU64,
+    /// A streaming response body waiting for its bytes to reach the socket (hyper buffers
+    /// a body without bound under `pipeline_flush`; the push tail bounds it by this).
+    write_waiter: Mutex<Option<std::task::Waker>>,
 }
 
 impl Tracker {
@@ -181,11 +186,33 @@ impl Tracker {
         if ended {
             self.mark_next_head(0);
         }
-        req.map(|inner| TrackedBody {
+        let mut req = req.map(|inner| TrackedBody {
             inner,
             tracker: self.clone(),
             ended,
-        })
+        });
+        // A streaming answer (the push tail) paces itself by the connection's writes.
+        req.extensions_mut().insert(self.clone());
+        req
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Wakes `waker` after the next write to the socket.
+    pub fn wake_on_write(&self, waker: &std::task::Waker) {
+        if let Ok(mut slot) = self.write_waiter.lock() {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    fn note_written(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::AcqRel);
+        if let Some(waker) = self.write_waiter.lock().ok().and_then(|mut w| w.take()) {
+            waker.wake();
+        }
     }
 
     /// The refused head's socket, if the reader set one aside.
@@ -345,8 +372,13 @@ impl AsyncWrite for HeadIo {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().tcp.as_mut() {
-            Some(tcp) => Pin::new(tcp).poll_write(cx, data),
+        let this = self.get_mut();
+        match this.tcp.as_mut() {
+            Some(tcp) => {
+                let written = ready!(Pin::new(tcp).poll_write(cx, data))?;
+                this.tracker.note_written(written);
+                Poll::Ready(Ok(written))
+            }
             None => Poll::Ready(Err(set_aside())),
         }
     }
@@ -356,8 +388,13 @@ impl AsyncWrite for HeadIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().tcp.as_mut() {
-            Some(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+        let this = self.get_mut();
+        match this.tcp.as_mut() {
+            Some(tcp) => {
+                let written = ready!(Pin::new(tcp).poll_write_vectored(cx, bufs))?;
+                this.tracker.note_written(written);
+                Poll::Ready(Ok(written))
+            }
             None => Poll::Ready(Err(set_aside())),
         }
     }

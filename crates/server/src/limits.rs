@@ -68,6 +68,30 @@ pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 30_000;
 pub const BLOCKING_THREADS_MAX: usize = 256;
 /// A record read stops after about this many bytes of keys and values (4 MiB).
 pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most push-tail subscriptions (`GET .../records/events`) open at once (64). They hold no
+/// request slot ([`REQUESTS_MAX_DEFAULT`]) while they stream, only one of these. One more:
+/// 503 `server_busy` with `Retry-After`.
+pub const SUBSCRIPTIONS_MAX: usize = 64;
+/// Events one subscription may have waiting for its client (1,024, one of them kept for
+/// the last event). A full queue ends the subscription with `event: dropped`.
+pub const SSE_QUEUE_EVENTS: usize = 1024;
+/// Bytes of events one subscription may have waiting for its client (4 MiB; one larger
+/// event still goes out alone). More ends the subscription with `event: dropped`.
+pub const SSE_QUEUE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes a subscription's body hands to hyper beyond what has reached the socket (256 KiB):
+/// hyper's own write buffer is not bounded under `pipeline_flush`, so the body bounds it.
+pub const SSE_UNFLUSHED_BYTES_MAX: usize = 256 * 1024;
+/// Records one subscription reads from a partition at a time.
+pub const SSE_READ_RECORDS: usize = 256;
+/// Default silence before a subscription sends a `: heartbeat` comment, in ms (15 s).
+pub const SSE_HEARTBEAT_MS_DEFAULT: u64 = 15_000;
+/// Default time a subscription's client may take nothing from its full queue before it is
+/// dropped as a slow consumer, in ms (30 s).
+pub const SSE_STALL_MS_DEFAULT: u64 = 30_000;
+/// Shortest `heartbeat_ms` or `stall_ms` a subscription may ask for, in ms.
+pub const SSE_WAIT_MS_MIN: u64 = 100;
+/// Longest `heartbeat_ms` or `stall_ms` a subscription may ask for, in ms (5 minutes).
+pub const SSE_WAIT_MS_MAX: u64 = 300_000;
 
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);
 const _: () = assert!(BODY_BYTES_MAX <= log_limits::BATCH_BYTES_MAX as usize);
@@ -84,6 +108,12 @@ const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);
 const _: () = assert!(SCAN_ROWS_DEFAULT <= logbook_txn::limits::SCAN_ROWS_MAX);
 const _: () = assert!(REQUESTS_MAX_DEFAULT <= BLOCKING_THREADS_MAX);
 const _: () = assert!(REAPER_INTERVAL_MS < TXN_IDLE_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(SUBSCRIPTIONS_MAX < CONNECTIONS_MAX_DEFAULT);
+const _: () = assert!(SSE_READ_RECORDS < SSE_QUEUE_EVENTS);
+const _: () = assert!(SSE_WAIT_MS_MIN <= SSE_HEARTBEAT_MS_DEFAULT);
+const _: () = assert!(SSE_HEARTBEAT_MS_DEFAULT <= SSE_WAIT_MS_MAX);
+const _: () = assert!(SSE_WAIT_MS_MIN <= SSE_STALL_MS_DEFAULT);
+const _: () = assert!(SSE_STALL_MS_DEFAULT <= SSE_WAIT_MS_MAX);
 
 const _: () =
     assert!(logbook_api::limits::REQUEST_ID_BYTES_MAX == logbook_log::dedup::REQUEST_ID_BYTES_MAX);

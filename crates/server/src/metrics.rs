@@ -15,6 +15,8 @@
 //! | `logbook_txn_aborts_total` | `reason` (an error code, `explicit`, `idle_timeout`, `shutdown`) | transactions ended without a commit |
 //! | `logbook_open_transactions` | — | interactive transactions open now |
 //! | `logbook_ready` | — | 1 once the data directory is open |
+//! | `logbook_subscriptions` | — | push-tail subscriptions open now |
+//! | `logbook_subscriptions_ended_total` | `reason` (`client_gone`, `slow_consumer`, `shutdown`, `error`) | push-tail subscriptions ended, by why |
 //! | `logbook_view_lag_records` | `view`, `version` | records of the source not yet applied (set at each scrape) |
 //! | `logbook_view_lag_ms` | `view`, `version` | how far the applied records trail the newest, by record timestamps (set at each scrape) |
 
@@ -47,6 +49,10 @@ pub struct Metrics {
     pub open_txns: IntGauge,
     /// 1 when ready.
     pub ready: IntGauge,
+    /// Push-tail subscriptions open.
+    pub subscriptions: IntGauge,
+    /// Push-tail subscriptions ended, by reason.
+    pub subscriptions_ended: IntCounterVec,
     /// Requests being handled (those counted against `requests_max`), set at each scrape.
     pub requests_in_flight: IntGauge,
     /// Per view version: records not yet applied.
@@ -142,6 +148,12 @@ impl Metrics {
                 "Interactive transactions open now",
             ),
             ready: gauge("logbook_ready", "1 once the data directory is open"),
+            subscriptions: gauge("logbook_subscriptions", "Push-tail subscriptions open now"),
+            subscriptions_ended: counter_vec(
+                "logbook_subscriptions_ended_total",
+                "Push-tail subscriptions ended, by reason",
+                &["reason"],
+            ),
             requests_in_flight: gauge(
                 "logbook_http_requests_in_flight",
                 "Requests being handled now (health and metrics not counted)",

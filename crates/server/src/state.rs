@@ -196,6 +196,8 @@ struct Inner {
     waiting_for: Mutex<Option<String>>,
     txns: TxnRegistry,
     requests: Arc<Semaphore>,
+    /// Push-tail subscriptions open ([`limits::SUBSCRIPTIONS_MAX`]).
+    subscriptions: Arc<Semaphore>,
     metrics: Metrics,
     allowed_hosts: crate::browser::AllowedHosts,
     tokens: std::sync::OnceLock<Arc<crate::auth::Tokens>>,
@@ -211,6 +213,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 requests: Arc::new(Semaphore::new(config.requests_max)),
+                subscriptions: Arc::new(Semaphore::new(crate::limits::SUBSCRIPTIONS_MAX)),
                 allowed_hosts: crate::browser::AllowedHosts::new(
                     &config.listen,
                     &allowed_hosts(&config),
@@ -259,6 +262,11 @@ impl AppState {
     /// The in-flight request limiter.
     pub fn requests(&self) -> &Arc<Semaphore> {
         &self.inner.requests
+    }
+
+    /// The push-tail subscriptions' budget, apart from the requests'.
+    pub fn subscriptions(&self) -> &Arc<Semaphore> {
+        &self.inner.subscriptions
     }
 
     /// The current phase.

@@ -4,6 +4,7 @@
 //! | module | routes |
 //! | --- | --- |
 //! | [`streams`] | `/v1/streams`, `/v1/streams/{stream}`, `/v1/streams/{stream}/records`, `/v1/streams/{stream}/offsets` |
+//! | [`events`] | `/v1/streams/{stream}/records/events` (the push tail, server-sent events) |
 //! | [`txns`] | `/v1/txns`, `/v1/txns/{txn}/...`, `/v1/kv`, `/v1/kv/{key}` |
 //! | `empty_key` | `/v1/kv/`, `/v1/txns/{txn}/kv/`, `/v1/views/{view}/rows/`: the `{key}` routes with the empty key |
 //! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
@@ -17,6 +18,7 @@
 
 pub mod commits;
 mod empty_key;
+pub mod events;
 pub mod ops;
 pub mod streams;
 pub mod tokens;
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(streams::append, streams::read_records))
         .routes(routes!(streams::offsets_at_time))
+        .routes(routes!(events::events))
         .routes(routes!(txns::begin))
         .routes(routes!(txns::get_key, txns::put_key, txns::delete_key))
         .routes(routes!(txns::scan))

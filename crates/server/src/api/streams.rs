@@ -459,21 +459,27 @@ pub async fn read_records(
     let next = stored.last().map_or(from, |r| r.offset + 1);
     let records = stored
         .into_iter()
-        .map(|r| RecordOut {
-            partition,
-            offset: r.offset,
-            key: r.key.as_deref().map(text),
-            value: super::raw_json(&r.value),
-            headers: r
-                .headers
-                .iter()
-                .filter(|(k, _)| k != logbook_log::dedup::REQUEST_RECORDS_HEADER)
-                .map(|(k, v)| (k.clone(), text(v)))
-                .collect(),
-            timestamp_ms: r.timestamp_ms,
-        })
+        .map(|r| record_out(partition, r))
         .collect();
     Ok(Json(RecordsOut { records, next }))
+}
+
+/// A stored record as the API shows it (reads and the push tail alike): the log's internal
+/// `request-records` header left out.
+pub(crate) fn record_out(partition: u32, r: logbook_log::StoredRecord) -> RecordOut {
+    RecordOut {
+        partition,
+        offset: r.offset,
+        key: r.key.as_deref().map(text),
+        value: super::raw_json(&r.value),
+        headers: r
+            .headers
+            .iter()
+            .filter(|(k, _)| k != logbook_log::dedup::REQUEST_RECORDS_HEADER)
+            .map(|(k, v)| (k.clone(), text(v)))
+            .collect(),
+        timestamp_ms: r.timestamp_ms,
+    }
 }
 
 /// Per partition, the first record at or after a time: where the stream was then (Kafka's

@@ -181,7 +181,9 @@ pub fn declared_needs(
         "/v1/streams" => vec![Need::All(Streams, Read)],
         "/v1/streams/{stream}" => vec![name(Streams, read_or(Manage), "stream")],
         "/v1/streams/{stream}/records" => vec![name(Streams, read_or(Append), "stream")],
-        "/v1/streams/{stream}/offsets" => vec![name(Streams, Read, "stream")],
+        "/v1/streams/{stream}/offsets" | "/v1/streams/{stream}/records/events" => {
+            vec![name(Streams, Read, "stream")]
+        }
         "/v1/txns" | "/v1/txns/{txn}/commit" | "/v1/txns/{txn}/abort" => vec![Need::AnyOf(Kv)],
         "/v1/txns/{txn}/kv" | "/v1/kv" => vec![scan_need(Kv, uri)],
         "/v1/txns/{txn}/kv/{key}" | "/v1/kv/{key}" => vec![name(Kv, read_or(Write), "key")],

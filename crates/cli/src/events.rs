@@ -1,0 +1,177 @@
+//! A client of the push tail (`GET /v1/streams/{stream}/records/events`): one HTTP/1.1
+//! connection whose body is read as server-sent events, frame by frame, as they arrive.
+//!
+//! `stream tail --follow` prints each record event. When the server ends the subscription
+//! because this client read too slowly (`event: dropped`), it reconnects with the last
+//! event's id as `Last-Event-ID` and so resumes exactly where it was: nothing lost, nothing
+//! printed twice.
+
+use anyhow::{Context, bail};
+use http_body_util::BodyExt;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+/// Most bytes of one event (a record of up to 1 MiB, escaped as JSON, with room).
+const EVENT_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// One server-sent event.
+#[derive(Debug, Default)]
+pub struct Event {
+    /// `id:` (the cursor after this event).
+    pub id: Option<String>,
+    /// `event:` (`record`, `dropped`, `error`, `shutdown`).
+    pub kind: String,
+    /// `data:` lines, joined by `\n`.
+    pub data: String,
+}
+
+/// Parses one event block (the lines before a blank line); `None` for a comment-only block
+/// (a heartbeat).
+fn parse_event(block: &str) -> Option<Event> {
+    let mut event = Event {
+        kind: "message".into(),
+        ..Event::default()
+    };
+    let mut any = false;
+    for line in block.lines() {
+        if line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        any = true;
+        match field {
+            "id" => event.id = Some(value.to_string()),
+            "event" => event.kind = value.to_string(),
+            "data" => {
+                if !event.data.is_empty() {
+                    event.data.push('\n');
+                }
+                event.data.push_str(value);
+            }
+            _ => {}
+        }
+    }
+    any.then_some(event)
+}
+
+/// Follows `path_and_query` on `base` (`http://HOST:PORT`), calling `on_event` for each
+/// record event; after `dropped` it reconnects with `Last-Event-ID` and goes on. Runs until
+/// `on_event` fails or the server ends the stream another way (`shutdown`, `error`: an
+/// error naming it).
+///
+/// # Errors
+/// No connection, a non-200 answer (its problem's detail), an event over
+/// [`EVENT_BYTES_MAX`], or the stream ending.
+pub fn follow(
+    base: &str,
+    path_and_query: &str,
+    mut on_event: impl FnMut(&Event) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("no runtime for the event stream")?;
+    let authority = base
+        .strip_prefix("http://")
+        .unwrap_or(base)
+        .trim_end_matches('/')
+        .to_string();
+    let mut last_id: Option<String> = None;
+    loop {
+        let resume = last_id.clone();
+        let ended = runtime.block_on(subscribe(
+            &authority,
+            path_and_query,
+            resume.as_deref(),
+            &mut |event| {
+                if event.id.is_some() {
+                    last_id.clone_from(&event.id);
+                }
+                on_event(event)
+            },
+        ))?;
+        if ended != "dropped" {
+            bail!("the server ended the event stream: {ended}");
+        }
+        eprintln!("# the server dropped this slow subscription; resuming where it was");
+    }
+}
+
+/// One connection: reads events until the server ends the stream; how it did (`dropped`
+/// for a drop, else the last event's kind and data).
+async fn subscribe(
+    authority: &str,
+    path_and_query: &str,
+    last_id: Option<&str>,
+    on_event: &mut impl FnMut(&Event) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("cannot connect to {authority}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .context("HTTP handshake")?;
+    tokio::spawn(connection);
+    let mut request = Request::get(path_and_query)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::ACCEPT, "text/event-stream");
+    if let Some(id) = last_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let request = request
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .context("building the request")?;
+    let mut response = sender.send_request(request).await.context("no answer")?;
+    if response.status() != hyper::StatusCode::OK {
+        let status = response.status();
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        let text = body.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let detail = text
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["detail"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        bail!("GET {path_and_query}: {status} {detail}");
+    }
+    let mut pending = String::new();
+    while let Some(frame) = response.body_mut().frame().await {
+        let frame = frame.context("reading the event stream")?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        pending.push_str(&String::from_utf8_lossy(data));
+        if pending.len() > EVENT_BYTES_MAX {
+            bail!("an event longer than {EVENT_BYTES_MAX} bytes");
+        }
+        while let Some(end) = pending.find("\n\n") {
+            let block: String = pending.drain(..end + 2).collect();
+            let Some(event) = parse_event(&block) else {
+                continue;
+            };
+            match event.kind.as_str() {
+                "record" => {}
+                "dropped" => return Ok("dropped".into()),
+                other => return Ok(format!("{other} {}", event.data)),
+            }
+            on_event(&event)?;
+        }
+    }
+    Ok("the connection closed".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_with_ids_kinds_and_data_and_heartbeats_are_skipped() {
+        let event = parse_event("id: 0:3,1:0\nevent: record\ndata: {\"a\":1}\n\n").unwrap();
+        assert_eq!(event.id.as_deref(), Some("0:3,1:0"));
+        assert_eq!(event.kind, "record");
+        assert_eq!(event.data, "{\"a\":1}");
+        assert!(parse_event(": heartbeat\n\n").is_none());
+        let two = parse_event("data: a\ndata: b\n\n").unwrap();
+        assert_eq!((two.kind.as_str(), two.data.as_str()), ("message", "a\nb"));
+    }
+}

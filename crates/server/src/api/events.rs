@@ -1,0 +1,555 @@
+//! The push tail: `GET /v1/streams/{stream}/records/events`, a stream's records as
+//! server-sent events (the WHATWG HTML "server-sent events" format), from given offsets,
+//! the start or the end, across chosen partitions.
+//!
+//! ```text
+//!  log partitions ──read (blocking pool)──▶ producer task ──try_send──▶ bounded queue ──▶ body
+//!        ▲  wake: end_offset_above / heartbeat /       │ full (events or bytes): wait;  (hyper
+//!        └────────  50 ms tick (shutdown, client gone) └─▶ nothing taken for stall_ms:    polls)
+//!                                                          `event: dropped`, then end
+//! ```
+//!
+//! Each record is one event: `id:` the cursor after it (`P:O,...`: per partition read, the
+//! next offset), `event: record`, `data:` the record as `GET .../records` shows it. A client
+//! that reconnects with that id as `Last-Event-ID` resumes exactly after the last event it
+//! received: nothing lost, nothing repeated. A comment line `: heartbeat` goes out when
+//! nothing else has for `heartbeat_ms`, so proxies and clients see a live connection.
+//!
+//! Invariants and limits:
+//! * memory per connection is bounded: at most [`limits::SSE_QUEUE_EVENTS`] events and
+//!   [`limits::SSE_QUEUE_BYTES_MAX`] bytes wait for the client (one event larger than that
+//!   still goes out alone). While the queue is full the task stops reading (back-pressure:
+//!   the records wait in the log, which is the buffer). A client that takes nothing from a
+//!   full queue for `stall_ms` gets `event: dropped` with the reason, its id where to
+//!   resume, and the connection ends: a slow consumer never makes the server buffer
+//!   without bound, nor holds a subscription forever;
+//! * subscriptions count against a budget of their own ([`limits::SUBSCRIPTIONS_MAX`]), not
+//!   the requests in flight, so long-lived connections cannot starve short requests; one
+//!   more is 503 `server_busy` with `Retry-After`;
+//! * at shutdown every subscription ends with `event: shutdown` (it must not hold the drain).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Frame;
+use logbook_api::paths::route;
+use logbook_log::{LogError, LogStream};
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use crate::error::{ApiError, Problem, ProblemCode};
+use crate::extract::{Path, blocking};
+use crate::head::Tracker;
+use crate::limits;
+use crate::state::{AppState, Phase};
+
+use super::Params;
+use super::streams::record_out;
+
+/// Per partition read, the offset of the next record to send.
+type Cursor = BTreeMap<u32, u64>;
+
+/// `P:O,...`, the form of an event id and of `from`.
+fn format_cursor(cursor: &Cursor) -> String {
+    let parts: Vec<String> = cursor.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    parts.join(",")
+}
+
+/// [`format_cursor`] of `cursor` with partition `moved` at offset `to`.
+fn format_cursor_moved(cursor: &Cursor, moved: u32, to: u64) -> String {
+    let parts: Vec<String> = cursor
+        .iter()
+        .map(|(p, o)| format!("{p}:{}", if *p == moved { to } else { *o }))
+        .collect();
+    parts.join(",")
+}
+
+/// Parses `P:O,...`; the error names `field`.
+fn parse_cursor(text: &str, field: &str) -> Result<Cursor, ApiError> {
+    let bad = |why: String| ApiError::invalid(field, format!("{field} {text:?}: {why}"));
+    let mut cursor = Cursor::new();
+    for item in text.split(',').filter(|s| !s.is_empty()) {
+        let (p, o) = item
+            .split_once(':')
+            .ok_or_else(|| bad(format!("{item:?} is not PARTITION:OFFSET")))?;
+        let p: u32 = p
+            .parse()
+            .map_err(|e| bad(format!("partition {p:?}: {e}")))?;
+        let o: u64 = o.parse().map_err(|e| bad(format!("offset {o:?}: {e}")))?;
+        if cursor.insert(p, o).is_some() {
+            return Err(bad(format!("partition {p} is named twice")));
+        }
+    }
+    if cursor.is_empty() {
+        return Err(bad("names no partition".into()));
+    }
+    Ok(cursor)
+}
+
+/// Where each chosen partition starts: `Last-Event-ID` when the client resumes, else
+/// `from` (`start`, `end` — the default — or `P:O,...`, unnamed partitions at their end).
+fn starting_cursor(
+    stream: &dyn LogStream,
+    q: &Params,
+    headers: &HeaderMap,
+) -> Result<(Cursor, &'static str), ApiError> {
+    let count = stream.partition_count();
+    let chosen: Vec<u32> = match q.text("partitions") {
+        None => (0..count).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|p| {
+                p.parse::<u32>().ok().filter(|p| *p < count).ok_or_else(|| {
+                    ApiError::invalid(
+                        "partitions",
+                        format!("{p:?} is not a partition of this stream (0..{count})"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let end = |p: u32| stream.partition(p).map(|p| p.end_offset()).unwrap_or(0);
+    let start = |p: u32| stream.partition(p).map(|p| p.start_offset()).unwrap_or(0);
+    if let Some(id) = headers.get("last-event-id") {
+        let text = id
+            .to_str()
+            .map_err(|_| ApiError::invalid("Last-Event-ID", "not ASCII"))?;
+        let cursor = parse_cursor(text, "Last-Event-ID")?;
+        if let Some(p) = cursor.keys().find(|p| **p >= count) {
+            return Err(ApiError::invalid(
+                "Last-Event-ID",
+                format!("partition {p} is not a partition of this stream (0..{count})"),
+            ));
+        }
+        return Ok((cursor, "Last-Event-ID"));
+    }
+    let cursor = match q.text("from").unwrap_or("end") {
+        "end" => chosen.iter().map(|p| (*p, end(*p))).collect(),
+        "start" => chosen.iter().map(|p| (*p, start(*p))).collect(),
+        text => {
+            let named = parse_cursor(text, "from")?;
+            if let Some(p) = named.keys().find(|p| !chosen.contains(p)) {
+                return Err(ApiError::invalid(
+                    "from",
+                    format!("partition {p} is not one of the partitions read"),
+                ));
+            }
+            chosen
+                .iter()
+                .map(|p| (*p, named.get(p).copied().unwrap_or_else(|| end(*p))))
+                .collect()
+        }
+    };
+    Ok((cursor, "from"))
+}
+
+/// A duration parameter in ms, [`limits::SSE_WAIT_MS_MIN`]..=[`limits::SSE_WAIT_MS_MAX`].
+fn ms_param(q: &Params, name: &str, default: u64) -> Result<u64, ApiError> {
+    let ms = q.get::<u64>(name)?.unwrap_or(default);
+    if !(limits::SSE_WAIT_MS_MIN..=limits::SSE_WAIT_MS_MAX).contains(&ms) {
+        return Err(ApiError::invalid(
+            name,
+            format!(
+                "{name} must be {}..={}",
+                limits::SSE_WAIT_MS_MIN,
+                limits::SSE_WAIT_MS_MAX
+            ),
+        ));
+    }
+    Ok(ms)
+}
+
+/// Refuses a starting offset outside what the partition holds, naming `field`.
+fn check_in_range(stream: &dyn LogStream, cursor: &Cursor, field: &str) -> Result<(), ApiError> {
+    for (p, offset) in cursor {
+        let part = stream
+            .partition(*p)
+            .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+        let (start, end) = (part.start_offset(), part.end_offset());
+        if *offset < start || *offset > end {
+            let e = LogError::OffsetOutOfRange {
+                partition: *p,
+                offset: *offset,
+                start,
+                end,
+            };
+            return Err(ApiError::from_log(e, |_| String::new()).field(field));
+        }
+    }
+    Ok(())
+}
+
+/// Streams records as server-sent events (see the module docs): from `Last-Event-ID`, else
+/// from `from`, with a heartbeat comment after `heartbeat_ms` of silence.
+#[utoipa::path(get, path = route::RECORD_EVENTS, tag = "streams",
+    params(("stream" = String, Path),
+        ("partitions" = Option<String>, Query, description = "Partitions to read, `0,3,5`; default all"),
+        ("from" = Option<String>, Query, description = "`end` (default: only new records), `start`, or `P:O,...` (unnamed partitions start at their end)"),
+        ("heartbeat_ms" = Option<u64>, Query, description = "A `: heartbeat` comment after this long without an event, ms; 100..=300000, default 15000"),
+        ("stall_ms" = Option<u64>, Query, description = "Drop the subscription (`event: dropped`) when the client takes nothing from its full queue for this long, ms; 100..=300000, default 30000"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (its id): overrides `from` and `partitions`")),
+    responses(
+        (status = 200, description = "`text/event-stream`: `record` events (id = the cursor after the record), `dropped` (slow consumer), `error`, `shutdown`", content_type = "text/event-stream"),
+        (status = 400, description = "`invalid_request` naming the parameter, `offset_out_of_range`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`server_busy`: every subscription slot is taken", body = Problem, content_type = "application/problem+json")))]
+pub async fn events(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Params,
+    headers: HeaderMap,
+    tracker: Option<Extension<Arc<Tracker>>>,
+) -> Result<Response, ApiError> {
+    q.only(&["partitions", "from", "heartbeat_ms", "stall_ms"])?;
+    let heartbeat_ms = ms_param(&q, "heartbeat_ms", limits::SSE_HEARTBEAT_MS_DEFAULT)?;
+    let stall_ms = ms_param(&q, "stall_ms", limits::SSE_STALL_MS_DEFAULT)?;
+    let opened = state.opened()?;
+    let stream = opened
+        .log
+        .stream(&name)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let (cursor, field) = starting_cursor(&*stream, &q, &headers)?;
+    check_in_range(&*stream, &cursor, field)?;
+    let Ok(permit) = state.subscriptions().clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            ProblemCode::ServerBusy,
+            format!(
+                "{} subscriptions are open, the limit; retry shortly",
+                limits::SUBSCRIPTIONS_MAX
+            ),
+        )
+        .retry_after(1));
+    };
+    let (tx, rx) = mpsc::channel(limits::SSE_QUEUE_EVENTS);
+    let queued = Arc::new(Queued::default());
+    let producer = Producer {
+        state,
+        stream,
+        cursor,
+        heartbeat: Duration::from_millis(heartbeat_ms),
+        stall: Duration::from_millis(stall_ms),
+        tx,
+        queued: queued.clone(),
+        _permit: permit,
+    };
+    tokio::spawn(producer.run());
+    let pace = tracker.map(|Extension(t)| {
+        let base = t.written();
+        (t, base)
+    });
+    let body = Body::new(EventBody {
+        rx,
+        queued,
+        pace,
+        handed_out: 0,
+    });
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// What a subscription's queue holds, shared by its producer and its body.
+#[derive(Debug, Default)]
+struct Queued {
+    /// Bytes queued and not yet taken by the body.
+    bytes: AtomicUsize,
+    /// Signalled each time the body takes an event (room for the producer).
+    taken: tokio::sync::Notify,
+}
+
+impl Queued {
+    fn taken(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.taken.notify_one();
+    }
+}
+
+/// The response body: events as the producer queued them; ends when the producer does.
+///
+/// hyper polls a body for as long as its write buffer takes more, and under the server's
+/// `pipeline_flush` that buffer has no bound: the body paces itself instead, handing out
+/// at most [`limits::SSE_UNFLUSHED_BYTES_MAX`] bytes that have not reached the socket
+/// (counted by the connection's [`Tracker`]). So a client that stops reading fills the
+/// socket, then that allowance, then the queue — and is dropped.
+struct EventBody {
+    rx: mpsc::Receiver<Bytes>,
+    queued: Arc<Queued>,
+    /// The connection's write counter (absent when the router is driven without one, in
+    /// tests), with its count when the body began and the bytes handed out since.
+    pace: Option<(Arc<Tracker>, u64)>,
+    handed_out: u64,
+}
+
+impl EventBody {
+    /// Whether more than the allowance of handed-out bytes has not reached the socket yet.
+    fn ahead_of_socket(&self) -> bool {
+        self.pace.as_ref().is_some_and(|(tracker, base)| {
+            let written = tracker.written().saturating_sub(*base);
+            self.handed_out.saturating_sub(written) > limits::SSE_UNFLUSHED_BYTES_MAX as u64
+        })
+    }
+}
+
+impl hyper::body::Body for EventBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.ahead_of_socket() {
+            if let Some((tracker, _)) = &self.pace {
+                tracker.wake_on_write(cx.waker());
+            }
+            // A write may have landed between the look and the registration.
+            if self.ahead_of_socket() {
+                return Poll::Pending;
+            }
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                self.queued.taken(event.len());
+                self.handed_out += event.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(event))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Why a subscription ended (its last event says so, when the client can still hear it).
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// The client went away.
+    ClientGone,
+    /// The queue filled: `event: dropped` was sent.
+    SlowConsumer,
+    /// The server is shutting down: `event: shutdown` was sent.
+    Shutdown,
+    /// A read failed (retention deleted the records, a corrupt batch): `event: error`.
+    Error,
+}
+
+impl End {
+    fn reason(self) -> &'static str {
+        match self {
+            End::ClientGone => "client_gone",
+            End::SlowConsumer => "slow_consumer",
+            End::Shutdown => "shutdown",
+            End::Error => "error",
+        }
+    }
+}
+
+/// One subscription's task: reads the partitions from its cursor and queues events.
+struct Producer {
+    state: AppState,
+    stream: Arc<dyn LogStream>,
+    cursor: Cursor,
+    heartbeat: Duration,
+    /// How long a client may take nothing from a full queue before it is dropped.
+    stall: Duration,
+    tx: mpsc::Sender<Bytes>,
+    /// Bytes queued and not yet taken by the body.
+    queued: Arc<Queued>,
+    /// Held for the subscription's life: the budget of [`limits::SUBSCRIPTIONS_MAX`].
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Producer {
+    async fn run(mut self) {
+        let metrics = self.state.metrics().clone();
+        metrics.subscriptions.inc();
+        let end = self.stream_events().await;
+        metrics.subscriptions.dec();
+        metrics
+            .subscriptions_ended
+            .with_label_values(&[end.reason()])
+            .inc();
+        tracing::debug!(stream = %self.stream.name(), reason = end.reason(), "subscription ended");
+    }
+
+    /// Queues events until the subscription ends; why it did.
+    async fn stream_events(&mut self) -> End {
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            if self.tx.is_closed() {
+                return End::ClientGone;
+            }
+            if self.state.phase() == Phase::ShuttingDown {
+                self.last(
+                    "shutdown",
+                    &json!({"reason": "the server is shutting down"}),
+                );
+                return End::Shutdown;
+            }
+            match self.send_available().await {
+                Err(end) => return end,
+                Ok(true) => {
+                    quiet_since = tokio::time::Instant::now();
+                    continue;
+                }
+                Ok(false) => {}
+            }
+            if quiet_since.elapsed() >= self.heartbeat {
+                if let Err(end) = self.push(Bytes::from_static(b": heartbeat\n\n")).await {
+                    return end;
+                }
+                quiet_since = tokio::time::Instant::now();
+            }
+            let left = self.heartbeat.saturating_sub(quiet_since.elapsed());
+            self.wait_for_records(left.min(SHUTDOWN_TICK)).await;
+        }
+    }
+
+    /// Reads every partition that has records past its cursor (one read each) and queues
+    /// them; whether anything was sent.
+    async fn send_available(&mut self) -> Result<bool, End> {
+        let mut sent = false;
+        let partitions: Vec<(u32, u64)> = self.cursor.iter().map(|(p, o)| (*p, *o)).collect();
+        for (p, from) in partitions {
+            let Ok(part) = self.stream.partition(p) else {
+                continue;
+            };
+            if from >= part.end_offset() {
+                continue;
+            }
+            let s = self.stream.clone();
+            let read = blocking(move || {
+                s.partition(p)?
+                    .read(from, limits::SSE_READ_RECORDS, limits::READ_BYTES_MAX)
+            })
+            .await;
+            let records = match read {
+                Ok(Ok(records)) => records,
+                Ok(Err(e)) => {
+                    let problem = ApiError::from_log(e, |_| String::new()).problem();
+                    self.last("error", &serde_json::to_value(problem).unwrap_or_default());
+                    return Err(End::Error);
+                }
+                Err(_) => return Err(End::Error),
+            };
+            for record in records {
+                // The cursor moves only once the event is queued: a drop's id then names
+                // the first record the client has not got.
+                let next = record.offset + 1;
+                let data = serde_json::to_string(&record_out(p, record)).unwrap_or_default();
+                let event = format!(
+                    "id: {}\nevent: record\ndata: {data}\n\n",
+                    format_cursor_moved(&self.cursor, p, next)
+                );
+                self.push(Bytes::from(event)).await?;
+                self.cursor.insert(p, next);
+                sent = true;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Whether `bytes` more would overfill the queue (by events, keeping one slot for the
+    /// last event, or by bytes, letting one large event through an empty queue).
+    fn full(&self, bytes: usize) -> bool {
+        let queued = self.queued.bytes.load(Ordering::Acquire);
+        self.tx.capacity() <= 1 || (queued > 0 && queued + bytes > limits::SSE_QUEUE_BYTES_MAX)
+    }
+
+    /// Queues one event, waiting while the queue is full (back-pressure: the records stay
+    /// in the log meanwhile). A client that takes nothing from a full queue for `stall` is
+    /// a slow consumer: it gets `event: dropped` in the slot kept for it, and the
+    /// subscription ends.
+    async fn push(&self, event: Bytes) -> Result<(), End> {
+        while self.full(event.len()) {
+            let room = async {
+                tokio::select! {
+                    () = self.queued.taken.notified() => Ok(()),
+                    () = self.tx.closed() => Err(End::ClientGone),
+                }
+            };
+            match tokio::time::timeout(self.stall, room).await {
+                Ok(Ok(())) => {}
+                Ok(Err(end)) => return Err(end),
+                Err(_) => {
+                    let reason = json!({
+                        "reason": "slow_consumer",
+                        "detail": format!(
+                            "the client took nothing for {} ms from a full queue ({} events, {} bytes; limits {} / {}); reconnect with Last-Event-ID to resume",
+                            self.stall.as_millis(),
+                            limits::SSE_QUEUE_EVENTS - self.tx.capacity(),
+                            self.queued.bytes.load(Ordering::Acquire),
+                            limits::SSE_QUEUE_EVENTS,
+                            limits::SSE_QUEUE_BYTES_MAX
+                        ),
+                    });
+                    self.last("dropped", &reason);
+                    return Err(End::SlowConsumer);
+                }
+            }
+        }
+        self.queued.bytes.fetch_add(event.len(), Ordering::AcqRel);
+        self.tx.try_send(event).map_err(|_| End::ClientGone)
+    }
+
+    /// Sends the subscription's last event (into the slot [`Self::push`] keeps free), with
+    /// the cursor to resume from as its id.
+    fn last(&self, kind: &str, data: &serde_json::Value) {
+        let event = format!(
+            "id: {}\nevent: {kind}\ndata: {data}\n\n",
+            format_cursor(&self.cursor)
+        );
+        let event = Bytes::from(event);
+        let len = event.len();
+        self.queued.bytes.fetch_add(len, Ordering::AcqRel);
+        if self.tx.try_send(event).is_err() {
+            self.queued.bytes.fetch_sub(len, Ordering::AcqRel);
+        }
+    }
+
+    /// Returns when a partition has a record past its cursor, the client went away, or
+    /// `at_most` passed.
+    async fn wait_for_records(&self, at_most: Duration) {
+        let mut waits: Vec<_> = self
+            .cursor
+            .iter()
+            .filter_map(|(p, o)| {
+                Some(Box::pin(
+                    self.stream.partition(*p).ok()?.end_offset_above(*o),
+                ))
+            })
+            .collect();
+        let closed = self.tx.closed();
+        tokio::pin!(closed);
+        let any = std::future::poll_fn(|cx| {
+            if closed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            for wait in &mut waits {
+                if wait.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        });
+        let _ = tokio::time::timeout(at_most, any).await;
+    }
+}
+
+/// How often a waiting subscription looks at the server's phase (shutdown ends it).
+const SHUTDOWN_TICK: Duration = Duration::from_millis(50);
