@@ -203,6 +203,8 @@ pub struct Client {
     base: String,
     /// `--client-timeout-ms`, for the timeout message.
     timeout_ms: u64,
+    /// The bearer token (never logged).
+    token: Option<String>,
 }
 
 /// The base URL of `--server` (already checked by clap; this also covers callers that fill
@@ -239,7 +241,14 @@ impl Client {
             inner,
             base,
             timeout_ms,
+            token,
         })
+    }
+
+    /// The bearer token sent with every request, if any (for the event stream, which
+    /// opens its own connection).
+    pub fn bearer_token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// A fresh request id (`Idempotency-Key`) for a logical write.

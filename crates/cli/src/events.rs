@@ -55,7 +55,8 @@ fn parse_event(block: &str) -> Option<Event> {
     any.then_some(event)
 }
 
-/// Follows `path_and_query` on `base` (`http://HOST:PORT`), calling `on_event` for each
+/// Follows `path_and_query` on `base` (`http://HOST:PORT`), sending `token` as a bearer
+/// token when given, calling `on_event` for each
 /// record event; after `dropped` it reconnects with `Last-Event-ID` and goes on. Runs until
 /// `on_event` fails or the server ends the stream another way (`shutdown`, `error`: an
 /// error naming it).
@@ -65,6 +66,7 @@ fn parse_event(block: &str) -> Option<Event> {
 /// [`EVENT_BYTES_MAX`], or the stream ending.
 pub fn follow(
     base: &str,
+    token: Option<&str>,
     path_and_query: &str,
     mut on_event: impl FnMut(&Event) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -82,6 +84,7 @@ pub fn follow(
         let resume = last_id.clone();
         let ended = runtime.block_on(subscribe(
             &authority,
+            token,
             path_and_query,
             resume.as_deref(),
             &mut |event| {
@@ -102,6 +105,7 @@ pub fn follow(
 /// for a drop, else the last event's kind and data).
 async fn subscribe(
     authority: &str,
+    token: Option<&str>,
     path_and_query: &str,
     last_id: Option<&str>,
     on_event: &mut impl FnMut(&Event) -> anyhow::Result<()>,
@@ -118,6 +122,9 @@ async fn subscribe(
         .header(hyper::header::ACCEPT, "text/event-stream");
     if let Some(id) = last_id {
         request = request.header("Last-Event-ID", id);
+    }
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let request = request
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())

@@ -213,10 +213,17 @@ fn append_spread(
 /// Waits (bounded, by polling `/metrics`) until the server's metrics hold `line`.
 fn until_metric(serve: &common::Serve, line: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !common::wire::one(serve.addr(), "GET", "/metrics", &[], b"")
-        .body
-        .lines()
-        .any(|l| l == line)
+    let bearer = serve.bearer();
+    while !common::wire::one(
+        serve.addr(),
+        "GET",
+        "/metrics",
+        &[("authorization", &bearer)],
+        b"",
+    )
+    .body
+    .lines()
+    .any(|l| l == line)
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -224,6 +231,16 @@ fn until_metric(serve: &common::Serve, line: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// A subscription to `path` as the admin, resuming after `last_event_id` when given.
+fn subscribe(serve: &common::Serve, path: &str, last_event_id: Option<&str>) -> EventStream {
+    let bearer = serve.bearer();
+    let mut headers = vec![("authorization", bearer.as_str())];
+    if let Some(id) = last_event_id {
+        headers.push(("last-event-id", id));
+    }
+    EventStream::open(serve.addr(), path, &headers)
 }
 
 /// The next event that is not a heartbeat comment.
@@ -281,7 +298,7 @@ fn the_push_tail_delivers_every_record_once_and_resumes_after_a_dropped_connecti
 
     // From the start: the 100 records there, then a connection dropped after 37 more.
     let path = paths::record_events("events") + "?from=start";
-    let mut events = EventStream::open(serve.addr(), &path, &[]);
+    let mut events = subscribe(&serve, &path, None);
     assert_eq!(events.status, 200);
     let mut seen = BTreeMap::new();
     read_records(&mut events, &mut seen, 100);
@@ -292,11 +309,7 @@ fn the_push_tail_delivers_every_record_once_and_resumes_after_a_dropped_connecti
     // Records appended while disconnected; the resumed stream starts right after the last
     // event received: the union is every record exactly once.
     appended.extend(append_spread(&client, 180, 50, 10));
-    let mut events = EventStream::open(
-        serve.addr(),
-        &paths::record_events("events"),
-        &[("last-event-id", &resume)],
-    );
+    let mut events = subscribe(&serve, &paths::record_events("events"), Some(&resume));
     assert_eq!(events.status, 200);
     read_records(&mut events, &mut seen, appended.len());
     let mut expected: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
@@ -311,7 +324,7 @@ fn the_push_tail_delivers_every_record_once_and_resumes_after_a_dropped_connecti
 
     // Heartbeats while nothing is appended.
     let path = paths::record_events("events") + "?heartbeat_ms=100";
-    let mut events = EventStream::open(serve.addr(), &path, &[]);
+    let mut events = subscribe(&serve, &path, None);
     assert_eq!(
         events.next_event().unwrap().kind,
         ":",
@@ -334,11 +347,7 @@ fn the_push_tail_delivers_every_record_once_and_resumes_after_a_dropped_connecti
             "{query}: {problem}"
         );
     }
-    let events = EventStream::open(
-        serve.addr(),
-        &paths::record_events("events"),
-        &[("last-event-id", "banana")],
-    );
+    let events = subscribe(&serve, &paths::record_events("events"), Some("banana"));
     assert_eq!(events.status, 400);
 }
 
@@ -360,7 +369,7 @@ fn a_client_that_stops_reading_is_dropped_with_an_event_and_resumes_from_it() {
     // Subscribe and read nothing until the server has dropped the subscription (after
     // 200 ms of taking nothing from a full queue).
     let path = paths::record_events("events") + "?from=start&stall_ms=200";
-    let mut events = EventStream::open(serve.addr(), &path, &[]);
+    let mut events = subscribe(&serve, &path, None);
     assert_eq!(events.status, 200);
     until_metric(
         &serve,
@@ -395,11 +404,8 @@ fn a_client_that_stops_reading_is_dropped_with_an_event_and_resumes_from_it() {
     assert_eq!(dropped.id, last_id, "the drop names where to resume");
 
     // Resumed from the drop's id and read at once: the rest, exactly.
-    let mut events = EventStream::open(
-        serve.addr(),
-        &paths::record_events("events"),
-        &[("last-event-id", &dropped.id.unwrap())],
-    );
+    let resume = dropped.id.unwrap();
+    let mut events = subscribe(&serve, &paths::record_events("events"), Some(&resume));
     read_records(&mut events, &mut seen, total);
     assert_eq!(seen[&0].len(), total);
 }
@@ -418,7 +424,7 @@ fn subscriptions_have_a_budget_of_their_own_and_tail_follow_uses_them() {
     // `stream tail --follow` reads every partition.
     let mut follow = Command::new(BIN)
         .args(["stream", "tail", "events", "--follow", "--json"])
-        .env("LOGBOOK_SERVER", &serve.base)
+        .envs(serve.cli_env())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -448,9 +454,7 @@ fn subscriptions_have_a_budget_of_their_own_and_tail_follow_uses_them() {
     // Every subscription slot taken: one more is refused, ordinary requests still answer.
     until_metric(&serve, "logbook_subscriptions 0");
     let path = paths::record_events("events");
-    let open: Vec<EventStream> = (0..64)
-        .map(|_| EventStream::open(serve.addr(), &path, &[]))
-        .collect();
+    let open: Vec<EventStream> = (0..64).map(|_| subscribe(&serve, &path, None)).collect();
     assert!(open.iter().all(|e| e.status == 200));
     let (status, problem) = call(&client, "GET", &path, None);
     assert_eq!(
