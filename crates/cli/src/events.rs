@@ -34,7 +34,7 @@ fn parse_event(block: &str) -> Option<Event> {
     };
     let mut any = false;
     for line in block.lines() {
-        if line.starts_with(':') {
+        if line.is_empty() || line.starts_with(':') {
             continue;
         }
         let (field, value) = line.split_once(':').unwrap_or((line, ""));
