@@ -33,6 +33,25 @@ pub struct ClusterStatus {
     pub node_id: Option<String>,
     /// The registered nodes, by node id (empty on a single node).
     pub nodes: Vec<ClusterNode>,
+    /// The node that certifies transactions now: the leader elected through etcd. Absent
+    /// on a single node, and while no leader is elected (commits then answer 503
+    /// `leader_unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<ClusterLeader>,
+}
+
+/// The certifier's leader as the election in etcd names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterLeader {
+    /// Its node id.
+    pub node_id: String,
+    /// The URL its API is reached at (where followers forward commits).
+    pub advertise_url: String,
+    /// Its fencing token: the election key's create revision in etcd. Each new leader's is
+    /// greater than every earlier one's; its epoch record and every commit record it
+    /// appends to `_txn` carry it.
+    pub fencing_token: u64,
 }
 
 /// One registered node.

@@ -1,4 +1,5 @@
-//! `logbook cluster status`: the nodes of a cluster as a node lists them (`GET /v1/cluster`).
+//! `logbook cluster status`: the nodes of a cluster as a node lists them, and the certifier's
+//! leader (`GET /v1/cluster`).
 
 use logbook_api::ops::ClusterStatus;
 use logbook_api::paths;
@@ -8,7 +9,8 @@ use crate::client::{Client, ServerArgs, print_json};
 /// The cluster a running node belongs to.
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
-    /// List the registered nodes: id, URL, health, what each serves.
+    /// List the registered nodes (id, URL, health, what each serves) and the certifier's
+    /// leader (node id, URL, fencing token).
     ///
     /// Example: `logbook cluster status --server http://127.0.0.1:7701`
     Status {
@@ -62,6 +64,15 @@ fn print_status(status: &ClusterStatus) -> anyhow::Result<()> {
             n.node_id,
             n.advertise_url
         );
+    }
+    match &status.leader {
+        Some(l) => outln!(
+            "certifier's leader: {} at {} (fencing token {})",
+            l.node_id,
+            l.advertise_url,
+            l.fencing_token
+        ),
+        None => outln!("certifier's leader: none elected now (commits wait for one)"),
     }
     Ok(())
 }

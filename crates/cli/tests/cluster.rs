@@ -17,8 +17,9 @@
 //!   applied once, across a `kill -9` of the leader during commits with request ids; a new
 //!   leader appends its epoch and commits resume; a leader paused past its lease steps down
 //!   once resumed and its commit is applied once;
-//! * `GET /v1/cluster` and `logbook cluster status` list the three nodes, and drop one once it
-//!   is killed (its lease expires);
+//! * `GET /v1/cluster` and `logbook cluster status` list the three nodes and name the
+//!   certifier's leader (node id, URL, fencing token) alike on every node, and drop a node
+//!   once it is killed (its lease expires);
 //! * faults during appends with request ids (`kill -9` of the nats-server leading the
 //!   streams, of one etcd member of three, of a Logbook node; the client retries on the
 //!   other node with the same key): every record stored once, at the position acknowledged;
@@ -321,6 +322,20 @@ fn three_nodes_serve_one_replicated_log() {
             "{cluster}"
         );
     }
+    // The certifier's leader: named alike by every node, with its URL and fencing token.
+    let named = c.wait_for("/v1/cluster", "a leader elected", |s, v| {
+        s == 200 && v["leader"].is_object()
+    });
+    let leader = &named["leader"];
+    assert!(leader["fencing_token"].as_u64().unwrap() > 0, "{named}");
+    let at = nodes.iter().position(|n| n.base == leader["advertise_url"]);
+    let at = at.unwrap_or_else(|| panic!("the leader's URL is a node's: {named}"));
+    assert_eq!(leader["node_id"], ["a", "b", "c"][at], "{named}");
+    for n in [a, b] {
+        let (status, seen) = n.call("GET", "/v1/cluster", None);
+        assert_eq!(status, 200, "{seen}");
+        assert_eq!(&seen["leader"], leader, "the same leader on every node");
+    }
     let out = Command::new(common::BIN)
         .args(["cluster", "status", "--server", &a.base])
         .env("LOGBOOK_TOKEN", &admin)
@@ -329,6 +344,13 @@ fn three_nodes_serve_one_replicated_log() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("3 nodes") && text.contains(&c.base), "{text}");
+    let line = format!(
+        "certifier's leader: {} at {} (fencing token {})",
+        leader["node_id"].as_str().unwrap(),
+        leader["advertise_url"].as_str().unwrap(),
+        leader["fencing_token"]
+    );
+    assert!(text.contains(&line), "{line:?} in {text}");
 
     // Killed (no deregistration): dropped once its lease expires; the others keep serving.
     nodes[2].kill();

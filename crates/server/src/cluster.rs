@@ -304,6 +304,25 @@ impl ClusterMember for EtcdMember {
         })
     }
 
+    fn leader(
+        &self,
+    ) -> MemberFuture<'_, Result<Option<logbook_api::ops::ClusterLeader>, ApiError>> {
+        Box::pin(async move {
+            let leader = self.election.leader().await.map_err(|e| {
+                ApiError::new(
+                    ProblemCode::MembershipUnavailable,
+                    format!("the certifier's leader is unknown: {e}"),
+                )
+                .retry_after(1)
+            })?;
+            Ok(leader.map(|l| logbook_api::ops::ClusterLeader {
+                node_id: l.record.node_id,
+                advertise_url: l.record.advertise_url,
+                fencing_token: l.token,
+            }))
+        })
+    }
+
     fn forward_commit(
         &self,
         body: CommitBody,

@@ -137,6 +137,12 @@ pub trait ClusterMember: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// 503 `membership_unavailable` when the registry cannot be read.
     fn nodes(&self) -> MemberFuture<'_, Result<Vec<logbook_api::ops::ClusterNode>, ApiError>>;
+    /// The certifier's leader the election names now (`None`: none is elected).
+    ///
+    /// # Errors
+    /// 503 `membership_unavailable` when etcd cannot be read.
+    fn leader(&self)
+    -> MemberFuture<'_, Result<Option<logbook_api::ops::ClusterLeader>, ApiError>>;
     /// Leaves the cluster (at shutdown): the registration is removed at once.
     fn leave(&self) -> MemberFuture<'_, ()>;
     /// Sends a one-shot commit to the certifier's leader (its address from the election)

@@ -50,8 +50,9 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
     Ok((status, axum::Json(body)).into_response())
 }
 
-/// The nodes of the cluster as registered in etcd, with their health and what each serves
-/// (on a single node: mode `single`, no nodes). While etcd cannot be reached the list is
+/// The nodes of the cluster as registered in etcd, with their health and what each serves,
+/// and the certifier's leader (node id, URL, fencing token) as the election names it (on a
+/// single node: mode `single`, no nodes, no leader). While etcd cannot be reached both are
 /// unknown (503); the log and the views keep serving.
 #[utoipa::path(get, path = route::CLUSTER, tag = "operations",
     responses((status = 200, body = ClusterStatus),
@@ -64,11 +65,13 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
             mode: "single".into(),
             node_id: None,
             nodes: Vec::new(),
+            leader: None,
         },
         Some(member) => ClusterStatus {
             mode: "cluster".into(),
             node_id: Some(member.node_id().to_string()),
             nodes: member.nodes().await?,
+            leader: member.leader().await?,
         },
     };
     Ok(axum::Json(body).into_response())
