@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use logbook_api::client::blocking::Client as Blocking;
-use logbook_api::client::{ClientConfig, ClientError, RawRequest, RetryPolicy, Verb};
+use logbook_api::client::{
+    ClientConfig, ClientError, ClientOptions, RawRequest, RetryPolicy, Verb,
+};
 use logbook_api::paths::Query;
 use logbook_api::problem::Problem;
 use serde_json::Value;
@@ -25,8 +27,8 @@ use serde_json::Value;
 /// Where the server is: every client command takes this.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// The server: `http://HOST:PORT` or just `HOST:PORT` (`logbook serve` listens on
-    /// 127.0.0.1:7700 by default). Plain HTTP only: this client does not speak TLS.
+    /// The server: `http://HOST:PORT`, `https://HOST:PORT` or just `HOST:PORT` (plain
+    /// HTTP; `logbook serve` listens on 127.0.0.1:7700 by default).
     #[arg(long, env = "LOGBOOK_SERVER", default_value = "http://127.0.0.1:7700",
           value_parser = parse_server)]
     pub server: String,
@@ -55,6 +57,11 @@ pub struct ServerArgs {
         default_value = "./data"
     )]
     pub data_dir: std::path::PathBuf,
+    /// For an https:// server: the CA certificate file (PEM) its certificate is checked
+    /// against, instead of the system's roots — e.g. the cert.pem of `logbook tls
+    /// self-signed`.
+    #[arg(long = "ca-cert", env = "LOGBOOK_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
@@ -65,7 +72,22 @@ impl ServerArgs {
             client_timeout_ms: 60_000,
             token: None,
             data_dir: data_dir.to_path_buf(),
+            ca_cert: None,
         }
+    }
+
+    /// The CA certificates of `--ca-cert`, read, if given.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn ca_cert_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.ca_cert
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .with_context(|| format!("reading the CA certificate {}", path.display()))
+            })
+            .transpose()
     }
 
     /// The token to send: `--auth-token` / `LOGBOOK_TOKEN`, else the admin token file of
@@ -99,26 +121,25 @@ pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<Option<String>>
     }
 }
 
-/// `--server` as a base URL: a bare `HOST:PORT` gets `http://`; `https://` is refused here
-/// rather than failing later with an obscure transport error.
+/// `--server` as a base URL: a bare `HOST:PORT` gets `http://`; other schemes than
+/// `http://` and `https://` are refused here rather than failing later with an obscure
+/// transport error.
 pub fn parse_server(text: &str) -> Result<String, String> {
     let text = text.trim().trim_end_matches('/');
     if text.is_empty() {
-        return Err("the server address is empty; give HOST:PORT or http://HOST:PORT".into());
+        return Err(
+            "the server address is empty; give HOST:PORT, http://HOST:PORT or https://HOST:PORT"
+                .into(),
+        );
     }
     let lower = text.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(format!(
-            "{text}: TLS is not supported by this client; give the server's plain http:// \
-             address (or put a TLS-terminating proxy's http side in front of it)"
-        ));
-    }
-    if lower.starts_with("http://") {
+    if lower.starts_with("http://") || lower.starts_with("https://") {
         return Ok(text.to_owned());
     }
     if let Some((scheme, _)) = text.split_once("://") {
         return Err(format!(
-            "{text}: scheme {scheme:?} is not supported; give HOST:PORT or http://HOST:PORT"
+            "{text}: scheme {scheme:?} is not supported; give HOST:PORT, http://HOST:PORT or \
+             https://HOST:PORT"
         ));
     }
     Ok(format!("http://{text}"))
@@ -205,6 +226,8 @@ pub struct Client {
     timeout_ms: u64,
     /// The bearer token (never logged).
     token: Option<String>,
+    /// `--ca-cert`'s certificates (for the event stream, which opens its own connection).
+    ca_cert_pem: Option<Vec<u8>>,
 }
 
 /// The base URL of `--server` (already checked by clap; this also covers callers that fill
@@ -235,14 +258,25 @@ impl Client {
             ..ClientConfig::default()
         };
         let token = args.token()?;
-        let inner = Blocking::with_bearer(&base, config, token.as_deref())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ca_cert_pem = args.ca_cert_pem()?;
+        let options = ClientOptions {
+            config,
+            bearer_token: token.clone(),
+            ca_cert_pem: ca_cert_pem.clone(),
+        };
+        let inner = Blocking::with_options(&base, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
             inner,
             base,
             timeout_ms,
             token,
+            ca_cert_pem,
         })
+    }
+
+    /// The CA certificates of `--ca-cert`, if given.
+    pub fn ca_cert_pem(&self) -> Option<&[u8]> {
+        self.ca_cert_pem.as_deref()
     }
 
     /// The bearer token sent with every request, if any (for the event stream, which
@@ -392,6 +426,10 @@ impl Client {
             ClientError::Answer { status, detail, .. } => {
                 anyhow::anyhow!("{at} answered {status}: {detail}")
             }
+            ClientError::Tls { detail, .. } => anyhow::anyhow!(
+                "{at}: TLS failed: {detail} (--ca-cert / LOGBOOK_CA_CERT names the CA file to \
+                 trust; `logbook tls self-signed` prints which)"
+            ),
             ClientError::Unreachable { last, .. } => anyhow::anyhow!(
                 "{at}: {last}; is `logbook serve` (or `logbook quickstart`) running there? \
                  (--server / LOGBOOK_SERVER)"
@@ -590,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn server_addresses_take_a_bare_host_port_and_refuse_tls() {
+    fn server_addresses_take_a_bare_host_port_and_https() {
         assert_eq!(
             parse_server("127.0.0.1:7700").as_deref(),
             Ok("http://127.0.0.1:7700")
@@ -599,8 +637,10 @@ mod tests {
             parse_server("http://db1:7700/").as_deref(),
             Ok("http://db1:7700")
         );
-        let tls = parse_server("https://db1:7700").err().unwrap_or_default();
-        assert!(tls.contains("TLS is not supported"), "{tls}");
+        assert_eq!(
+            parse_server("https://db1:7700").as_deref(),
+            Ok("https://db1:7700")
+        );
         assert!(parse_server("ftp://x").is_err());
         assert!(parse_server("").is_err());
     }
@@ -613,6 +653,7 @@ mod tests {
             client_timeout_ms: 2_000,
             token: None,
             data_dir: "/nonexistent".into(),
+            ca_cert: None,
         })
         .unwrap();
         let error = client

@@ -55,7 +55,8 @@ fn parse_event(block: &str) -> Option<Event> {
     any.then_some(event)
 }
 
-/// Follows `path_and_query` on `base` (`http://HOST:PORT`), sending `token` as a bearer
+/// Follows `path_and_query` on `base` (`http://HOST:PORT`, or `https://HOST:PORT` checked
+/// against `ca_cert_pem`, else the system's roots), sending `token` as a bearer
 /// token when given, calling `on_event` for each
 /// record event; after `dropped` it reconnects with `Last-Event-ID` and goes on. Runs until
 /// `on_event` fails or the server ends the stream another way (`shutdown`, `error`: an
@@ -67,6 +68,7 @@ fn parse_event(block: &str) -> Option<Event> {
 pub fn follow(
     base: &str,
     token: Option<&str>,
+    ca_cert_pem: Option<&[u8]>,
     path_and_query: &str,
     mut on_event: impl FnMut(&Event) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -74,16 +76,17 @@ pub fn follow(
         .enable_all()
         .build()
         .context("no runtime for the event stream")?;
-    let authority = base
-        .strip_prefix("http://")
-        .unwrap_or(base)
-        .trim_end_matches('/')
-        .to_string();
+    let (tls, authority) = match base.strip_prefix("https://") {
+        Some(rest) => (Some(crate::net::connector(ca_cert_pem)?), rest),
+        None => (None, base.strip_prefix("http://").unwrap_or(base)),
+    };
+    let authority = authority.trim_end_matches('/').to_string();
     let mut last_id: Option<String> = None;
     loop {
         let resume = last_id.clone();
         let ended = runtime.block_on(subscribe(
             &authority,
+            tls.as_ref(),
             token,
             path_and_query,
             resume.as_deref(),
@@ -105,15 +108,14 @@ pub fn follow(
 /// for a drop, else the last event's kind and data).
 async fn subscribe(
     authority: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
     token: Option<&str>,
     path_and_query: &str,
     last_id: Option<&str>,
     on_event: &mut impl FnMut(&Event) -> anyhow::Result<()>,
 ) -> anyhow::Result<String> {
-    let tcp = tokio::net::TcpStream::connect(authority)
-        .await
-        .with_context(|| format!("cannot connect to {authority}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    let io = crate::net::connect(authority, tls).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .context("HTTP handshake")?;
     tokio::spawn(connection);

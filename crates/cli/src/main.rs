@@ -28,10 +28,12 @@ mod events;
 mod flights;
 mod import;
 mod log_cmd;
+mod net;
 mod quickstart;
 mod serve;
 mod stats_cmd;
 mod stream_cmd;
+mod tls_cmd;
 mod token_cmd;
 mod txn_cmd;
 mod view_cmd;
@@ -118,6 +120,10 @@ enum Command {
     /// list (no secrets), revoke.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
+    /// TLS certificates for `logbook serve --tls-cert/--tls-key`: `tls self-signed` makes a
+    /// development pair.
+    #[command(subcommand)]
+    Tls(tls_cmd::TlsCommand),
     /// The offline tool: work on a data directory directly, with no server (stop
     /// `logbook serve` first; one process at a time may open a data directory).
     ///
@@ -170,6 +176,7 @@ fn main() -> std::process::ExitCode {
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
         Command::Stats(args) => stats_cmd::run(args),
         Command::Token(cmd) => token_cmd::run(cmd),
+        Command::Tls(cmd) => tls_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Debug(cmd) => debug::run(cmd),

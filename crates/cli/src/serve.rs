@@ -5,7 +5,8 @@
 //! endpoints (`[cluster]`, `LOGBOOK_CLUSTER_*`, `--cluster-*`) it is a node of a cluster: the
 //! log on NATS JetStream, membership in etcd (a binary built with the `cluster` feature). On
 //! start it prints one line to stdout,
-//! `listening on http://HOST:PORT` (the real port when `--listen` asks for port 0), then
+//! `listening on http://HOST:PORT` (`https://` with `--tls-cert` and `--tls-key`; the real
+//! port when `--listen` asks for port 0), then
 //! serves until SIGINT or SIGTERM, drains in-flight requests, closes the log and exits 0.
 
 use std::io::Write;
@@ -73,6 +74,17 @@ pub struct ServeArgs {
     /// nothing is checked — refused unless --listen is a loopback address.
     #[arg(long, env = "LOGBOOK_AUTH")]
     pub auth: Option<AuthMode>,
+    /// HTTPS: the certificate chain (PEM, the server's certificate first); with --tls-key.
+    /// `logbook tls self-signed` makes a pair for development.
+    #[arg(long, env = "LOGBOOK_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); with --tls-cert.
+    #[arg(long, env = "LOGBOOK_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Cluster mode over HTTPS: the CA certificates (PEM) other nodes' certificates are
+    /// checked against when this node forwards a request. Default: --tls-cert itself.
+    #[arg(long, env = "LOGBOOK_TLS_CA_CERT")]
+    pub tls_ca_cert: Option<PathBuf>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -98,6 +110,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             etcd_endpoints: args.cluster_etcd_endpoints,
         },
         auth: args.auth,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_ca_cert: args.tls_ca_cert,
     };
     let config = given.over(file).resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -112,9 +127,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| bind_error(e, &listen))?;
         let addr = server.local_addr().context("reading the bound address")?;
-        tracing::info!(%addr, "listening");
+        let scheme = server.scheme();
+        tracing::info!(%addr, scheme, "listening");
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
+        writeln!(out, "listening on {scheme}://{addr}")?;
         out.flush()?;
         drop(out);
         server.run(shutdown_signal()).await?;

@@ -793,7 +793,8 @@ fn follow_tail(
         }
     };
     let path = paths::record_events(stream) + &query.finish();
-    crate::events::follow(client.base(), client.bearer_token(), &path, |event| {
+    let ca = client.ca_cert_pem();
+    crate::events::follow(client.base(), client.bearer_token(), ca, &path, |event| {
         let record: Value = serde_json::from_str(&event.data)
             .with_context(|| format!("a record event is not JSON: {:?}", event.data))?;
         let mut out = std::io::stdout().lock();

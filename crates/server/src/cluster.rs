@@ -22,7 +22,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use logbook_api::client::{Client, ClientConfig, ClientError, RawRequest, RetryPolicy, Verb};
+use logbook_api::client::{
+    Client, ClientConfig, ClientError, ClientOptions, RawRequest, RetryPolicy, Verb,
+};
 use logbook_api::paths::route;
 use logbook_api::txns::{CommitBody, Committed};
 use logbook_jetstream::election::{Election, LeaderRecord};
@@ -151,17 +153,40 @@ pub(crate) async fn open(
         },
     };
     tokio::spawn(certifier.run(stop_certifier));
+    let peer_ca_pem = peer_ca(config)?;
     let member = EtcdMember {
         node_id: cluster.node_id.clone(),
         advertise_url: cluster.advertise_url.clone(),
         membership,
         election,
         forwarders: std::sync::Mutex::new(Vec::new()),
+        peer_ca_pem,
         registration: tokio::sync::Mutex::new(Some(registration)),
         _dir_lock: dir_lock,
     };
     let opened = Opened::clustered(log, views, view_catalog, Arc::new(member), cell);
     Ok((opened, tokens))
+}
+
+/// The CA certificates (PEM) other nodes' `https://` URLs are checked against when this
+/// node forwards to them: `tls_ca_cert`, else the node's own `tls_cert`; `None` without TLS
+/// (the system's roots then check an `https://` leader).
+fn peer_ca(config: &ServerConfig) -> Result<Option<Vec<u8>>, ServerError> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let path = files.peer_ca();
+    std::fs::read(path).map(Some).map_err(|e| {
+        ServerError::Tls(crate::tls::TlsError::File {
+            setting: if files.ca_cert.is_some() {
+                "tls_ca_cert"
+            } else {
+                "tls_cert"
+            },
+            path: path.display().to_string(),
+            reason: format!("cannot read it: {e}"),
+        })
+    })
 }
 
 /// A failure of one attempt to reach an engine.
@@ -264,6 +289,8 @@ struct EtcdMember {
     election: Election,
     /// HTTP clients of the leaders forwarded to (the last few, by URL).
     forwarders: std::sync::Mutex<Vec<(String, Client)>>,
+    /// The CA certificates an `https://` leader's certificate is checked against.
+    peer_ca_pem: Option<Vec<u8>>,
     registration: tokio::sync::Mutex<Option<Registration>>,
     /// The data directory (the views' state) is this node's alone while it runs.
     _dir_lock: Box<dyn DirLock>,
@@ -401,7 +428,12 @@ impl EtcdMember {
             retry: RetryPolicy::none(),
             ..ClientConfig::default()
         };
-        let client = Client::with_config(url, config)
+        let options = ClientOptions {
+            config,
+            bearer_token: None,
+            ca_cert_pem: self.peer_ca_pem.clone(),
+        };
+        let client = Client::with_options(url, &options)
             .map_err(|e| leader_unavailable(format!("the leader's URL {url}: {e}")))?;
         if clients.len() >= FORWARDERS_MAX {
             clients.remove(0);
@@ -431,6 +463,10 @@ fn forwarded_error(e: ClientError, leader: &str) -> ApiError {
         }
         ClientError::Unreachable { last, .. } => leader_unavailable(format!(
             "the leader {leader} cannot be reached ({last}); nothing was committed, retry"
+        )),
+        // Nothing was sent: the handshake failed before the request.
+        ClientError::Tls { detail, .. } => leader_unavailable(format!(
+            "TLS with the leader {leader} failed ({detail}); nothing was committed"
         )),
         other => {
             let mut out = ApiError::new(

@@ -13,6 +13,9 @@
 //! snapshot_window_commits = 10000
 //! allowed_hosts = ["logbook.internal"]   # besides localhost, 127.0.0.1, [::1], the listen host
 //! auth = "on"                            # "off" only with a loopback listen address
+//! tls_cert = "tls/cert.pem"              # HTTPS: certificate chain and key (PEM), both or
+//! tls_key = "tls/key.pem"                #   neither (`logbook tls self-signed` makes a pair)
+//! tls_ca_cert = "tls/ca.pem"             # cluster: the CA of the other nodes' certificates
 //!
 //! # Cluster mode: the log on NATS JetStream, membership in etcd (all four keys required)
 //! [cluster]
@@ -65,6 +68,29 @@ pub struct ServerConfig {
     /// Whether requests must carry a valid bearer token ([`crate::auth`]). Default
     /// [`AUTH_DEFAULT`]; [`AuthMode::Off`] is refused unless `listen` is a loopback address.
     pub auth: AuthMode,
+    /// HTTPS ([`crate::tls`]): the certificate and key files. Default `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The files of a TLS listener (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first (`tls_cert`).
+    pub cert: PathBuf,
+    /// The private key of that certificate (`tls_key`): PKCS#8, PKCS#1 or SEC1.
+    pub key: PathBuf,
+    /// On a cluster node, the CA certificates that other nodes' certificates are checked
+    /// against when this node forwards a request to one (`tls_ca_cert`). Default: `cert`
+    /// itself (nodes sharing one certificate, or a self-signed one), and the system's roots
+    /// are not consulted.
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The file of CA certificates other nodes are checked against: `ca_cert`, else `cert`.
+    pub fn peer_ca(&self) -> &Path {
+        self.ca_cert.as_deref().unwrap_or(&self.cert)
+    }
 }
 
 /// Authentication when nothing says otherwise: on. Off is an explicit choice, and only for
@@ -268,6 +294,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             cluster: None,
             auth: AUTH_DEFAULT,
+            tls: None,
         }
     }
 }
@@ -299,6 +326,12 @@ pub struct ConfigLayer {
     pub cluster: ClusterLayer,
     /// See [`ServerConfig::auth`].
     pub auth: Option<AuthMode>,
+    /// See [`TlsFiles::cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`TlsFiles::key`].
+    pub tls_key: Option<PathBuf>,
+    /// See [`TlsFiles::ca_cert`].
+    pub tls_ca_cert: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used.
@@ -365,16 +398,21 @@ impl ConfigLayer {
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
             cluster: self.cluster.over(below.cluster),
             auth: self.auth.or(below.auth),
+            tls_cert: self.tls_cert.or(below.tls_cert),
+            tls_key: self.tls_key.or(below.tls_key),
+            tls_ca_cert: self.tls_ca_cert.or(below.tls_ca_cert),
         }
     }
 
     /// The settings, with defaults for everything not given, checked.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] for a zero limit, an unparsable `listen`, or a `[cluster]`
-    /// table that is incomplete or out of shape ([`ClusterLayer::resolve`]).
+    /// [`ConfigError::Invalid`] for a zero limit, an unparsable `listen`, a `[cluster]`
+    /// table that is incomplete or out of shape ([`ClusterLayer::resolve`]), or `tls_cert`
+    /// without `tls_key` (or the other way round, or `tls_ca_cert` without both).
     pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
         let d = ServerConfig::default();
+        let tls = tls_files(self.tls_cert, self.tls_key, self.tls_ca_cert)?;
         let c = ServerConfig {
             data_dir: self.data_dir.unwrap_or(d.data_dir),
             listen: self.listen.unwrap_or(d.listen),
@@ -389,6 +427,7 @@ impl ConfigLayer {
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
             cluster: self.cluster.resolve()?,
             auth: self.auth.unwrap_or(d.auth),
+            tls,
         };
         let positive = |field, v: u64| {
             if v == 0 {
@@ -440,6 +479,29 @@ impl ConfigLayer {
             });
         }
         Ok(c)
+    }
+}
+
+/// The TLS files, given together or not at all.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let missing = |field, given: &Option<PathBuf>| ConfigError::Invalid {
+        field,
+        value: given
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        reason: "tls_cert and tls_key are given together (tls_ca_cert only with both)",
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key, ca_cert })),
+        (Some(cert), None) => Err(missing("tls_key", &Some(cert))),
+        (None, Some(key)) => Err(missing("tls_cert", &Some(key))),
+        (None, None) if ca_cert.is_some() => Err(missing("tls_cert", &ca_cert)),
+        (None, None) => Ok(None),
     }
 }
 
@@ -540,6 +602,33 @@ mod tests {
             with(&|c| c.etcd_endpoints = Some(vec!["http://h:0".into()])),
             "cluster.etcd_endpoints"
         );
+    }
+
+    #[test]
+    fn tls_files_come_together() {
+        let file: ConfigLayer =
+            toml::from_str("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"").unwrap();
+        let tls = file.resolve().unwrap().tls.unwrap();
+        assert_eq!(tls.peer_ca(), Path::new("c.pem"));
+        let only = |cert: bool, key: bool, ca: bool| ConfigLayer {
+            tls_cert: cert.then(|| "c.pem".into()),
+            tls_key: key.then(|| "k.pem".into()),
+            tls_ca_cert: ca.then(|| "ca.pem".into()),
+            ..ConfigLayer::default()
+        };
+        for (layer, field) in [
+            (only(true, false, false), "tls_key"),
+            (only(false, true, false), "tls_cert"),
+            (only(false, false, true), "tls_cert"),
+        ] {
+            match layer.resolve() {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected a refusal naming {field}, got {other:?}"),
+            }
+        }
+        let all = only(true, true, true).resolve().unwrap().tls.unwrap();
+        assert_eq!(all.peer_ca(), Path::new("ca.pem"));
+        assert_eq!(ConfigLayer::default().resolve().unwrap().tls, None);
     }
 
     #[test]

@@ -33,10 +33,10 @@ use axum::body::Bytes;
 use axum::http;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::error::{ApiError, ProblemCode};
 use crate::limits;
+use crate::tls::Conn;
 
 /// Why a head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,7 +274,7 @@ impl Drop for TrackedBody {
 /// [`limits::READ_CHUNK_BYTES_MAX`], each head scanned (see the module docs).
 #[derive(Debug)]
 pub struct HeadIo {
-    tcp: Option<TcpStream>,
+    tcp: Option<Conn>,
     tracker: Arc<Tracker>,
     scan: HeadScan,
     /// The mark the scan started from.
@@ -282,8 +282,9 @@ pub struct HeadIo {
 }
 
 impl HeadIo {
-    /// Wraps an accepted socket; the tracker is shared with the connection's requests.
-    pub fn new(tcp: TcpStream, tracker: Arc<Tracker>) -> HeadIo {
+    /// Wraps an accepted connection (plain, or TLS past its handshake); the tracker is
+    /// shared with the connection's requests.
+    pub fn new(tcp: Conn, tracker: Arc<Tracker>) -> HeadIo {
         HeadIo {
             tcp: Some(tcp),
             tracker,
@@ -421,7 +422,7 @@ impl AsyncWrite for HeadIo {
 /// A connection whose request head crossed a limit, set aside from hyper.
 #[derive(Debug)]
 pub struct Refused {
-    tcp: TcpStream,
+    tcp: Conn,
     refusal: Refusal,
     scan: HeadScan,
     ended: bool,

@@ -33,7 +33,7 @@
 //! registry); [`browser`] refuses what a web page could make a browser send (non-JSON
 //! bodies, foreign `Host`s); [`extract`] parses JSON bodies, naming the bad field; [`error`] maps library
 //! errors to problems (consistency tokens are `logbook_views::ConsistencyToken`); [`limits`]
-//! holds every limit; [`config`] the settings; [`metrics`] the registry; [`auth`] checks
+//! holds every limit; [`config`] the settings; [`tls`] HTTPS on the listener; [`metrics`] the registry; [`auth`] checks
 //! bearer tokens and their scopes before any handler (tokens derived from the `_auth`
 //! stream); on a cluster node,
 //! [`view_catalog`] keeps view definitions in the replicated log.
@@ -55,9 +55,12 @@ pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod view_catalog;
 
-pub use config::{AuthMode, ClusterConfig, ClusterLayer, ConfigError, ConfigLayer, ServerConfig};
+pub use config::{
+    AuthMode, ClusterConfig, ClusterLayer, ConfigError, ConfigLayer, ServerConfig, TlsFiles,
+};
 pub use error::ApiError;
 pub use server::{Server, ServerError};
 pub use state::AppState;

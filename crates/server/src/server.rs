@@ -4,9 +4,10 @@
 //! ```text
 //!  bind ─▶ accept loop ──────────────────────────────▶ shutdown signal
 //!   │       │ connection permit? no → 503, close        │ stop accepting (drop listener)
-//!   │       └ yes → hyper http1 connection task         │ drain: in-flight requests finish,
-//!   │            (header timeout, heads measured by     │   idle keep-alives close (grace)
-//!   │             crate::head: too long → 414/431)      │
+//!   │       └ yes → connection task: TLS handshake      │ drain: in-flight requests finish,
+//!   │            if configured (crate::tls), then hyper │   idle keep-alives close (grace)
+//!   │            http1 (header timeout, heads measured  │
+//!   │            by crate::head: too long → 414/431)    │
 //!   └─▶ open data directory (blocking pool)             │ abort open transactions
 //!         Log::open + TxnStore::open + Views::open      │ stop the view processors
 //!           → ready                                     └ close the log: writers sync, exit
@@ -28,12 +29,13 @@ use logbook_log::storage::{DirLock, OsStorage, Storage};
 use logbook_log::{Log, LogBackend, LogError};
 use logbook_txn::{TxnError, TxnStore, TxnStoreOptions};
 use logbook_views::{ViewError, Views};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::ServerConfig;
 use crate::state::{AppState, Opened, Phase};
+use crate::tls::{self, Conn};
 use crate::{head, limits};
 
 /// Why the server could not start or stopped with an error.
@@ -63,6 +65,9 @@ pub enum ServerError {
     /// The views could not be opened (their state store, or a damaged catalog).
     #[error("cannot open the views: {0}")]
     OpenViews(#[source] ViewError),
+    /// The TLS certificate or key cannot be used.
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[source] tls::TlsError),
     /// The token table could not be opened, or the first admin token not written.
     #[error("cannot open the tokens: {0}")]
     OpenTokens(#[source] crate::auth::tokens::AuthError),
@@ -87,6 +92,8 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// With `tls_cert` and `tls_key`: every connection is TLS.
+    tls: Option<tls::Acceptor>,
     state: AppState,
     /// The data directory's lock, taken at bind so a directory another process holds fails
     /// before "listening"; handed over to the log's open.
@@ -99,9 +106,14 @@ impl Server {
     /// the server already answers health checks.
     ///
     /// # Errors
+    /// [`ServerError::Tls`] when the TLS certificate or key cannot be used;
     /// [`ServerError::OpenLog`] with [`LogError::Locked`] when another process holds the data
     /// directory; [`ServerError::Bind`].
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let tls = match &config.tls {
+            Some(files) => Some(tls::acceptor(files).map_err(ServerError::Tls)?),
+            None => None,
+        };
         let dir_lock = lock_data_dir(&config.data_dir)?;
         let listener =
             TcpListener::bind(&config.listen)
@@ -112,6 +124,7 @@ impl Server {
                 })?;
         Ok(Server {
             listener,
+            tls,
             state: AppState::new(config),
             dir_lock,
         })
@@ -123,6 +136,11 @@ impl Server {
     /// The OS error, if the socket has none.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// `https` when the server speaks TLS, else `http`: the scheme of its URL.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The shared state (for tests and embedding).
@@ -144,6 +162,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let Server {
             listener,
+            tls,
             state,
             dir_lock,
         } = self;
@@ -242,13 +261,25 @@ impl Server {
                         }
                     };
                     let Ok(permit) = connections.clone().try_acquire_owned() else {
-                        tokio::spawn(refuse_connection(tcp, config.connections_max));
+                        // A TLS client would read a plain answer as a broken handshake, and
+                        // a handshake is what a full server cannot afford: it is closed.
+                        if tls.is_none() {
+                            tokio::spawn(refuse_connection(tcp, config.connections_max));
+                        }
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
                     let router = router.clone();
                     let watcher = graceful.watcher();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
+                        let io = match tls {
+                            None => Conn::Plain(tcp),
+                            Some(acceptor) => match tls::handshake(tcp, acceptor).await {
+                                Some(io) => io,
+                                None => return,
+                            },
+                        };
                         // Every request head is measured below hyper (crate::head): one over
                         // the limits is answered outside hyper, as a problem.
                         let tracker = Arc::new(head::Tracker::default());
@@ -267,7 +298,7 @@ impl Server {
                             // Answers to pipelined requests already read leave in one write.
                             .pipeline_flush(true)
                             .serve_connection(
-                                TokioIo::new(head::HeadIo::new(tcp, tracker.clone())),
+                                TokioIo::new(head::HeadIo::new(io, tracker.clone())),
                                 TowerToHyperService::new(service),
                             );
                         if let Err(e) = watcher.watch(conn).await {
@@ -547,7 +578,7 @@ async fn refuse_connection(mut tcp: TcpStream, max: usize) {
 /// what the client still sends is read and dropped until it closes (at most 1 s and 1 MiB),
 /// so the close does not reset the connection before the client has read the answer.
 pub(crate) async fn answer_and_close(
-    tcp: &mut TcpStream,
+    tcp: &mut (impl AsyncRead + AsyncWrite + Unpin),
     status: &str,
     headers: &str,
     error: crate::error::ApiError,

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use tokio::runtime::Runtime;
 
 use super::{
-    ClientConfig, ClientError, Commit, KeyRange, RawAnswer, RawRequest, ReadOptions, ReadRecords,
+    ClientConfig, ClientError, ClientOptions, Commit, KeyRange, RawAnswer, RawRequest, ReadOptions,
+    ReadRecords,
 };
 use crate::ops::Health;
 use crate::streams::{
@@ -78,6 +79,19 @@ impl Client {
         config: ClientConfig,
         token: Option<&str>,
     ) -> Result<Client, ClientError> {
+        let options = ClientOptions {
+            config,
+            bearer_token: token.map(str::to_string),
+            ca_cert_pem: None,
+        };
+        Client::with_options(server, &options)
+    }
+
+    /// A client made with all its options (an `https://` server's CA among them).
+    ///
+    /// # Errors
+    /// As [`super::Client::with_options`].
+    pub fn with_options(server: &str, options: &ClientOptions) -> Result<Client, ClientError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("logbook-client")
@@ -87,7 +101,7 @@ impl Client {
                 field: "runtime",
                 reason: format!("cannot start a tokio runtime: {e}"),
             })?;
-        let inner = super::Client::with_bearer(server, config, token)?;
+        let inner = super::Client::with_options(server, options)?;
         Ok(Client {
             rt: Arc::new(rt),
             inner,

@@ -9,6 +9,8 @@ use crate::problem::{Problem, ProblemCode};
 ///   it may or may not have been applied. Never a failure: retry it with the same request id
 ///   (the client did so already), or look.
 /// * [`ClientError::Unreachable`]: no attempt reached the server, so nothing was applied.
+/// * [`ClientError::Tls`]: the TLS handshake failed (an untrusted certificate, a server not
+///   speaking TLS), so nothing was sent; retrying cannot help.
 /// * [`ClientError::Transport`]: a read got no answer (nothing changes either way).
 /// * [`ClientError::Answer`]: an answer that is not what API v1 sends (not a Logbook server?).
 /// * [`ClientError::InvalidArgument`]: refused before anything was sent.
@@ -46,6 +48,14 @@ pub enum ClientError {
         attempts: u32,
         /// The last connection error.
         last: String,
+    },
+    /// The TLS handshake with an `https://` server failed; nothing was sent.
+    #[error("TLS with {server} failed: {detail}")]
+    Tls {
+        /// The server's base URL.
+        server: String,
+        /// Why, in words, with rustls' error.
+        detail: String,
     },
     /// A read got no answer.
     #[error("no answer to {operation} after {attempts} attempt(s): {last}")]

@@ -1,11 +1,13 @@
 //! One request to the server, with retries: the only place the client touches HTTP
-//! (hyper-util's pooled HTTP/1.1 client, decision record 0008).
+//! (hyper-util's pooled HTTP/1.1 client, decision record 0008; `https://` through
+//! hyper-rustls, decision record 0017).
 
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as Pool;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -100,15 +102,20 @@ pub(crate) struct Answer {
 struct Failed {
     /// The connection was never made: nothing reached the server.
     connect: bool,
+    /// The TLS handshake failed (an untrusted certificate, a server not speaking TLS): no
+    /// retry can help, and nothing reached the server.
+    tls: bool,
     detail: String,
 }
 
 /// The connection pool to one server, and the retry policy.
 #[derive(Debug, Clone)]
 pub(crate) struct Transport {
-    pool: Pool<HttpConnector, Full<Bytes>>,
+    pool: Pool<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// `host:port`.
     pub authority: String,
+    /// `http` or `https`.
+    scheme: &'static str,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
     /// `Authorization: Bearer <token>` sent with every request, if a token was given.
@@ -116,18 +123,42 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub fn new(authority: String, request_timeout: Duration, retry: RetryPolicy) -> Self {
+    /// A pool to `authority` (`host:port`), over TLS with `tls` when given.
+    pub fn new(
+        authority: String,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        request_timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Self, ClientError> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(request_timeout));
+        // The TLS connector below handles `https://` URIs; the TCP one must let them through.
+        connector.enforce_http(false);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls = match tls {
+            Some(config) => config,
+            None => super::tls::plain_config()?,
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(std::sync::Arc::unwrap_or_clone(tls))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let pool = Pool::builder(TokioExecutor::new()).build(connector);
-        Transport {
+        Ok(Transport {
             pool,
             authority,
+            scheme,
             request_timeout,
             retry,
             authorization: None,
-        }
+        })
+    }
+
+    /// `http://host:port` or `https://host:port`.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
     }
 
     /// Sends `call` until it is answered or the retries run out (see [`super::retry`]).
@@ -152,6 +183,12 @@ impl Transport {
                     }
                     retry_after = headers_retry_after.map(Duration::from_secs);
                     last = format!("HTTP {status}");
+                }
+                Err(f) if f.tls => {
+                    return Err(ClientError::Tls {
+                        server: self.base_url(),
+                        detail: f.detail,
+                    });
                 }
                 Err(f) => {
                     reached |= !f.connect;
@@ -197,9 +234,19 @@ impl Transport {
         let request = self.request(call)?;
         let timeout = self.request_timeout + Duration::from_millis(call.server_wait_ms);
         let exchange = async {
-            let response = self.pool.request(request).await.map_err(|e| Failed {
-                connect: e.is_connect(),
-                detail: error_chain(&e),
+            let response = self.pool.request(request).await.map_err(|e| {
+                match super::tls::tls_failure(&e) {
+                    Some(detail) => Failed {
+                        connect: true,
+                        tls: true,
+                        detail,
+                    },
+                    None => Failed {
+                        connect: e.is_connect(),
+                        tls: false,
+                        detail: error_chain(&e),
+                    },
+                }
             })?;
             let status = response.status();
             let retry_after = response
@@ -213,6 +260,7 @@ impl Transport {
                 .await
                 .map_err(|e| Failed {
                     connect: false,
+                    tls: false,
                     detail: format!("reading the answer: {e}"),
                 })?
                 .to_bytes();
@@ -222,6 +270,7 @@ impl Transport {
             Ok(r) => r,
             Err(_) => Err(Failed {
                 connect: false,
+                tls: false,
                 detail: format!("no answer within {} ms", timeout.as_millis()),
             }),
         }
@@ -230,7 +279,7 @@ impl Transport {
     fn request(&self, call: &Call) -> Result<Request<Full<Bytes>>, Failed> {
         let mut b = Request::builder()
             .method(call.method.clone())
-            .uri(format!("http://{}{}", self.authority, call.path))
+            .uri(format!("{}://{}{}", self.scheme, self.authority, call.path))
             .header(hyper::header::ACCEPT, "application/json");
         if call.body.is_some() {
             b = b.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -252,6 +301,7 @@ impl Transport {
         let body = Full::new(Bytes::from(call.body.clone().unwrap_or_default()));
         b.body(body).map_err(|e| Failed {
             connect: true,
+            tls: false,
             detail: format!("cannot build the request: {e}"),
         })
     }

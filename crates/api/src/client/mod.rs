@@ -34,6 +34,7 @@ mod oneshot;
 mod raw;
 pub mod retry;
 pub mod session;
+pub mod tls;
 mod txn;
 
 use std::collections::HashMap;
@@ -87,6 +88,20 @@ impl Default for ClientConfig {
             transaction_attempts_max: 10,
         }
     }
+}
+
+/// Everything a [`Client`] is made with: its settings, credentials and whom it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Timeouts and retries.
+    pub config: ClientConfig,
+    /// A bearer token's secret (`lb_…`), sent with every request as `Authorization:
+    /// Bearer <token>`.
+    pub bearer_token: Option<String>,
+    /// For an `https://` server: the CA certificates (PEM) to trust instead of the system's
+    /// roots — a private CA, or the certificate `logbook tls self-signed` made. Ignored for
+    /// `http://`.
+    pub ca_cert_pem: Option<Vec<u8>>,
 }
 
 /// Which consistency token a read sends.
@@ -174,31 +189,35 @@ struct Inner {
     rng: Mutex<Jitter>,
 }
 
-/// `http://HOST:PORT` or `HOST:PORT` as `HOST:PORT`; `https://` and paths are refused.
-fn authority(server: &str) -> Result<String, ClientError> {
+/// `http://HOST:PORT`, `https://HOST:PORT` or `HOST:PORT` (plain HTTP) as whether it is TLS
+/// and `HOST:PORT`; other schemes and paths are refused.
+fn authority(server: &str) -> Result<(bool, String), ClientError> {
     let bad = |reason: &str| ClientError::InvalidArgument {
         field: "server",
         reason: format!("{server:?}: {reason}"),
     };
     let text = server.trim();
     let lower = text.to_ascii_lowercase();
-    let rest = if lower.starts_with("http://") {
-        &text[7..]
+    let (tls, rest) = if lower.starts_with("http://") {
+        (false, &text[7..])
+    } else if lower.starts_with("https://") {
+        (true, &text[8..])
     } else if lower.contains("://") {
-        return Err(bad("only plain http:// is supported"));
+        return Err(bad("the scheme must be http:// or https://"));
     } else {
-        text
+        (false, text)
     };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@']) {
-        return Err(bad("give HOST:PORT or http://HOST:PORT"));
+        return Err(bad("give HOST:PORT, http://HOST:PORT or https://HOST:PORT"));
     }
-    Ok(rest.to_string())
+    Ok((tls, rest.to_string()))
 }
 
 impl Client {
-    /// A client of the server at `server` (`HOST:PORT` or `http://HOST:PORT`) with the
-    /// default [`ClientConfig`]. Connects lazily; must be used inside a tokio runtime.
+    /// A client of the server at `server` (`HOST:PORT`, `http://HOST:PORT`, or
+    /// `https://HOST:PORT` trusting the system's roots) with the default [`ClientConfig`].
+    /// Connects lazily; must be used inside a tokio runtime.
     ///
     /// # Errors
     /// [`ClientError::InvalidArgument`] for an address that is not `HOST:PORT`.
@@ -225,12 +244,35 @@ impl Client {
         config: ClientConfig,
         token: Option<&str>,
     ) -> Result<Client, ClientError> {
+        let options = ClientOptions {
+            config,
+            bearer_token: token.map(str::to_string),
+            ca_cert_pem: None,
+        };
+        Client::with_options(server, &options)
+    }
+
+    /// A client made with all its [`ClientOptions`]; an `https://` server's certificate is
+    /// checked against `ca_cert_pem`, else the system's roots.
+    ///
+    /// # Errors
+    /// As [`Client::with_bearer`]; [`ClientError::InvalidArgument`] naming `ca_cert` for a
+    /// CA file without a usable certificate (see [`tls::client_config`]).
+    pub fn with_options(server: &str, options: &ClientOptions) -> Result<Client, ClientError> {
+        let config = options.config;
+        let (https, authority) = authority(server)?;
+        let tls = if https {
+            Some(tls::client_config(options.ca_cert_pem.as_deref())?)
+        } else {
+            None
+        };
         let mut transport = Transport::new(
-            authority(server)?,
+            authority,
+            tls,
             Duration::from_millis(config.request_timeout_ms),
             config.retry,
-        );
-        if let Some(token) = token {
+        )?;
+        if let Some(token) = options.bearer_token.as_deref() {
             let mut value = hyper::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| ClientError::InvalidArgument {
                     field: "token",
@@ -253,6 +295,11 @@ impl Client {
     /// The server's `HOST:PORT`.
     pub fn server(&self) -> &str {
         &self.inner.transport.authority
+    }
+
+    /// The server's base URL, `http://HOST:PORT` or `https://HOST:PORT`.
+    pub fn base_url(&self) -> String {
+        self.inner.transport.base_url()
     }
 
     /// A copy of the session (the positions seen so far).
@@ -658,10 +705,14 @@ mod tests {
 
     #[test]
     fn server_addresses() {
-        assert_eq!(authority("127.0.0.1:7700").unwrap(), "127.0.0.1:7700");
-        assert_eq!(authority(" http://h:1/ ").unwrap(), "h:1");
-        assert_eq!(authority("HTTP://h:1").unwrap(), "h:1");
-        for bad in ["https://h:1", "ftp://h", "", "http://", "h:1/v1", "a b:1"] {
+        assert_eq!(
+            authority("127.0.0.1:7700").unwrap(),
+            (false, "127.0.0.1:7700".into())
+        );
+        assert_eq!(authority(" http://h:1/ ").unwrap(), (false, "h:1".into()));
+        assert_eq!(authority("HTTP://h:1").unwrap(), (false, "h:1".into()));
+        assert_eq!(authority("https://h:1").unwrap(), (true, "h:1".into()));
+        for bad in ["ftp://h", "", "http://", "https://", "h:1/v1", "a b:1"] {
             assert!(
                 matches!(
                     authority(bad),

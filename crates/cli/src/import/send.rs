@@ -194,6 +194,7 @@ mod tests {
             client_timeout_ms: 2_000,
             token: Some("lb_test".into()),
             data_dir: "./data".into(),
+            ca_cert: None,
         })
         .unwrap();
         let histograms = Histograms::new().unwrap();

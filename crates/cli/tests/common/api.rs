@@ -2,7 +2,9 @@
 //! answer the server gives, as a status and a JSON body.
 
 use logbook_api::client::blocking::Client;
-use logbook_api::client::{ClientConfig, ClientError, RawRequest, RetryPolicy, Verb};
+use logbook_api::client::{
+    ClientConfig, ClientError, ClientOptions, RawRequest, RetryPolicy, Verb,
+};
 use serde_json::Value;
 
 /// Longest wait for one answer, ms (a loaded 2-core machine can be slow).
@@ -16,12 +18,21 @@ pub fn client(base: &str) -> Client {
 
 /// [`client`] sending `token` as its bearer token.
 pub fn client_with_token(base: &str, token: Option<&str>) -> Client {
-    let config = ClientConfig {
-        request_timeout_ms: REQUEST_TIMEOUT_MS,
-        retry: RetryPolicy::none(),
-        ..ClientConfig::default()
-    };
-    Client::with_bearer(base, config, token).unwrap()
+    Client::with_options(base, &options(token, None)).unwrap()
+}
+
+/// The options of a client making one attempt per request, sending `token` and, for an
+/// `https://` server, trusting the CA file `ca_cert`.
+pub fn options(token: Option<&str>, ca_cert: Option<&std::path::Path>) -> ClientOptions {
+    ClientOptions {
+        config: ClientConfig {
+            request_timeout_ms: REQUEST_TIMEOUT_MS,
+            retry: RetryPolicy::none(),
+            ..ClientConfig::default()
+        },
+        bearer_token: token.map(str::to_string),
+        ca_cert_pem: ca_cert.map(|path| std::fs::read(path).unwrap()),
+    }
 }
 
 /// The verb named by an HTTP method (`GET`, `PUT`, `POST`, `DELETE`).

@@ -14,7 +14,7 @@
 )]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,37 +41,50 @@ const EXIT_WAIT: Duration = Duration::from_secs(60);
 pub struct Serve {
     /// The server process.
     pub child: Child,
-    /// `http://HOST:PORT`.
+    /// `http://HOST:PORT`, or `https://HOST:PORT` for a server started with TLS.
     pub base: String,
     /// The admin token the server wrote to its data directory (authentication is on by
     /// default): every helper here sends it.
     pub token: Option<String>,
+    /// For an `https://` server: the CA file its certificate is checked against (every
+    /// client helper here trusts it).
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Serve {
     /// `HOST:PORT`.
     pub fn addr(&self) -> &str {
-        self.base.trim_start_matches("http://")
+        let base = self.base.trim_start_matches("http://");
+        base.trim_start_matches("https://")
     }
 
     /// A client of this server making one attempt per request ([`api::client`]), sending
     /// the admin token.
     pub fn client(&self) -> Client {
-        api::client_with_token(&self.base, self.token.as_deref())
+        let options = api::options(self.token.as_deref(), self.ca_cert.as_deref());
+        Client::with_options(&self.base, &options).unwrap()
+    }
+
+    /// The options of a client with the default settings (retries included) sending the
+    /// admin token and trusting the server's CA.
+    fn default_options(&self) -> logbook_api::client::ClientOptions {
+        logbook_api::client::ClientOptions {
+            config: logbook_api::client::ClientConfig::default(),
+            bearer_token: self.token.clone(),
+            ca_cert_pem: self.ca_cert.as_ref().map(|p| std::fs::read(p).unwrap()),
+        }
     }
 
     /// The blocking Rust client of this server with its default settings (retries
     /// included), sending the admin token.
     pub fn default_client(&self) -> Client {
-        let config = logbook_api::client::ClientConfig::default();
-        Client::with_bearer(&self.base, config, self.token.as_deref()).unwrap()
+        Client::with_options(&self.base, &self.default_options()).unwrap()
     }
 
     /// The async Rust client of this server with its default settings, sending the admin
     /// token.
     pub fn async_client(&self) -> logbook_api::client::Client {
-        let config = logbook_api::client::ClientConfig::default();
-        logbook_api::client::Client::with_bearer(&self.base, config, self.token.as_deref()).unwrap()
+        logbook_api::client::Client::with_options(&self.base, &self.default_options()).unwrap()
     }
 
     /// The admin token's `Authorization` header value (`Bearer lb_…`), for raw requests.
@@ -145,6 +158,18 @@ impl Drop for Serve {
 /// http://HOST:PORT`) and waits until `GET /v1/health` answers ready (it is not while the
 /// data directory opens).
 pub fn spawn_serve(data: &Path, extra: &[&str], envs: &[(&str, &str)], stderr: Stdio) -> Serve {
+    spawn_serve_trusting(data, extra, envs, stderr, None)
+}
+
+/// [`spawn_serve`] of a server whose `https://` certificate is checked against `ca_cert`
+/// (pass `--tls-cert` and `--tls-key` in `extra`).
+pub fn spawn_serve_trusting(
+    data: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+    stderr: Stdio,
+    ca_cert: Option<&Path>,
+) -> Serve {
     let mut child = Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
@@ -170,6 +195,7 @@ pub fn spawn_serve(data: &Path, extra: &[&str], envs: &[(&str, &str)], stderr: S
         child,
         base,
         token: None,
+        ca_cert: ca_cert.map(Path::to_path_buf),
     };
     wait_ready(&mut serve);
     serve.token = admin_token(data);
@@ -178,7 +204,8 @@ pub fn spawn_serve(data: &Path, extra: &[&str], envs: &[(&str, &str)], stderr: S
 
 /// Polls `GET /v1/health` (one attempt each, no client retries) until it answers 200.
 fn wait_ready(serve: &mut Serve) {
-    let client = api::client(&serve.base);
+    let options = api::options(None, serve.ca_cert.as_deref());
+    let client = Client::with_options(&serve.base, &options).unwrap();
     let deadline = Instant::now() + READY_WAIT;
     while client.health().is_err() {
         if let Some(exit) = serve.child.try_wait().unwrap() {
