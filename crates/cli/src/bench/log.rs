@@ -61,7 +61,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -84,41 +84,41 @@ use super::kit::{
 pub struct LogBenchArgs {
     /// Bytes of each record's value.
     #[arg(long, default_value_t = 1024)]
-    record_bytes: usize,
+    pub(super) record_bytes: usize,
     /// Producer threads.
     #[arg(long, default_value_t = 2)]
-    producers: usize,
+    pub(super) producers: usize,
     /// Measured time of the log, seconds (after the warm-up; the raw-disk slices come on top).
     #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
+    pub(super) seconds: f64,
     /// Warm-up before measuring, seconds (excluded from every figure).
     #[arg(long, default_value_t = 2.0)]
-    warmup_seconds: f64,
+    pub(super) warmup_seconds: f64,
     /// Length of one log slice, seconds; the raw disk gets a turn after each. A value of at
     /// least `--seconds` measures the raw disk once, after the log.
     #[arg(long, default_value_t = 1.0)]
-    slice_seconds: f64,
+    pub(super) slice_seconds: f64,
     /// Records per append: one append is one batch on disk (client-side batching, like
     /// Kafka's batch.size). Each append has a fixed cost (encode, queue hop, completion), so
     /// 64 lets 100-byte records pass 1 M records/s on 2 cores: ~16 k appends/s of ~7.8 KiB.
     #[arg(long, default_value_t = 64)]
-    batch_records: usize,
+    pub(super) batch_records: usize,
     /// Appends each producer keeps outstanding (Kafka's
     /// max.in.flight.requests.per.connection). Under fsync always, throughput is at most the
     /// records in flight (producers × in-flight × batch-records) per ack latency; fewer in
     /// flight means smaller group commits and lower latency.
     #[arg(long, default_value_t = 8)]
-    in_flight: usize,
+    pub(super) in_flight: usize,
     /// Partitions of the stream (one writer thread each).
     #[arg(long, default_value_t = 1)]
-    partitions: u32,
+    pub(super) partitions: u32,
     /// Fsync policy of the stream: always, never or interval_ms=N.
     #[arg(long, default_value = "always")]
-    fsync: FsyncPolicy,
+    pub(super) fsync: FsyncPolicy,
     /// Give every record a 16-byte key and send each batch to its keys' partition (default:
     /// unkeyed records, batches spread round-robin over partitions).
     #[arg(long)]
-    keyed: bool,
+    pub(super) keyed: bool,
     /// Directory in which the temporary benchmark directory is made. Default: ./target/bench
     /// if ./target exists (the repository's file system), else the system temp directory.
     #[arg(long)]
@@ -130,7 +130,29 @@ pub struct LogBenchArgs {
     request_ids: bool,
     /// Print the figures as one JSON object instead of a summary.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
+    /// Where the log lives: `embedded` (this machine's disk, against raw disk writes) or
+    /// `jetstream` (a NATS JetStream cluster at `--nats-urls`, against a raw async-nats
+    /// publisher; a binary built with `--features cluster`).
+    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+    pub(super) backend: Backend,
+    /// NATS servers of the JetStream cluster, comma-separated (with `--backend jetstream`),
+    /// e.g. the development cluster's `nats://127.0.0.1:14222,nats://127.0.0.1:14223`.
+    #[arg(long, value_delimiter = ',')]
+    pub(super) nats_urls: Vec<String>,
+    /// Replicas of the benchmark's JetStream streams, Logbook's and the raw publisher's
+    /// (with `--backend jetstream`).
+    #[arg(long, default_value_t = 3)]
+    pub(super) replicas: u32,
+}
+
+/// Where `logbook bench log` appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Backend {
+    /// The embedded segment log on this machine's disk.
+    Embedded,
+    /// The JetStream backend (the cluster mode's log).
+    Jetstream,
 }
 
 /// Largest piece written by one `write` call of the raw-disk measurement (bounds its buffer).
@@ -139,11 +161,11 @@ const RAW_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
 const KEY_BYTES: usize = 16;
 
 /// What the producers are to do (set by the main thread).
-const PHASE_WARMUP: u8 = 0;
-const PHASE_MEASURE: u8 = 1;
+pub(super) const PHASE_WARMUP: u8 = 0;
+pub(super) const PHASE_MEASURE: u8 = 1;
 /// Stop issuing, wait for everything in flight, then idle until the phase changes.
-const PHASE_PAUSE: u8 = 2;
-const PHASE_STOP: u8 = 3;
+pub(super) const PHASE_PAUSE: u8 = 2;
+pub(super) const PHASE_STOP: u8 = 3;
 
 /// Sums of the partitions' counters at one moment, or differences of two such sums.
 #[derive(Debug, Default, Clone, Copy)]
@@ -201,8 +223,8 @@ impl Totals {
     }
 }
 
-/// Runs `logbook bench log`.
-pub fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
+/// Refuses arguments no run can use, naming the flag.
+pub(super) fn validate(args: &LogBenchArgs) -> anyhow::Result<()> {
     if args.producers == 0 || args.in_flight == 0 || args.batch_records == 0 {
         bail!("--producers, --in-flight and --batch-records must each be at least 1");
     }
@@ -220,6 +242,18 @@ pub fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
             };
             bail!("{name} must be a {what} number of seconds, got {value}");
         }
+    }
+    Ok(())
+}
+
+/// Runs `logbook bench log`.
+pub fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
+    validate(args)?;
+    if args.backend == Backend::Jetstream {
+        #[cfg(feature = "cluster")]
+        return super::log_jetstream::run(args);
+        #[cfg(not(feature = "cluster"))]
+        bail!("--backend jetstream needs a binary built with `--features cluster`");
     }
     let parent = match &args.dir {
         Some(dir) => dir.clone(),
@@ -268,12 +302,12 @@ struct Measured {
 }
 
 /// One producer's records, each batch prepared once and appended again and again.
-struct Batches {
+pub(super) struct Batches {
     /// `(partition, records)`, cycled through in order.
-    batches: Vec<(u32, Vec<Record>)>,
+    pub(super) batches: Vec<(u32, Vec<Record>)>,
 }
 
-fn build_batches(args: &LogBenchArgs, producer: usize, value: &[u8]) -> Batches {
+pub(super) fn build_batches(args: &LogBenchArgs, producer: usize, value: &[u8]) -> Batches {
     let partitions = args.partitions.max(1);
     let start = producer % partitions as usize;
     if !args.keyed {
@@ -301,11 +335,25 @@ fn build_batches(args: &LogBenchArgs, producer: usize, value: &[u8]) -> Batches 
 }
 
 /// What the main thread and the producers share.
-struct Control {
-    phase: AtomicU8,
+pub(super) struct Control {
+    pub(super) phase: AtomicU8,
     /// Producers that have emptied their in-flight queue since the last `PHASE_PAUSE`.
-    drained: AtomicUsize,
-    failed: AtomicBool,
+    pub(super) drained: AtomicUsize,
+    pub(super) failed: AtomicBool,
+    /// Records acknowledged of appends issued inside a measured slice (for backends without
+    /// their own counters).
+    pub(super) measured_records: AtomicU64,
+}
+
+impl Control {
+    pub(super) fn new() -> Control {
+        Control {
+            phase: AtomicU8::new(PHASE_WARMUP),
+            drained: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            measured_records: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The pending outcome of an append, with or without a request id.
@@ -342,7 +390,7 @@ impl Pending {
 /// log slice (then its latency counts), and its record count.
 type InFlight = (Pending, Instant, bool, u64);
 
-fn producer(
+pub(super) fn producer(
     stream: &Arc<dyn LogStream>,
     batches: &Batches,
     in_flight: usize,
@@ -357,6 +405,7 @@ fn producer(
         completion.wait()?;
         if measured {
             latency.saturating_record_n(elapsed_us(issued), n);
+            control.measured_records.fetch_add(n, Ordering::Relaxed);
         }
         anyhow::Ok(())
     };
@@ -443,11 +492,7 @@ fn run_slices(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<Measured> {
         .map(|_| rng.gen_range(b' '..=b'~'))
         .collect();
 
-    let control = Arc::new(Control {
-        phase: AtomicU8::new(PHASE_WARMUP),
-        drained: AtomicUsize::new(0),
-        failed: AtomicBool::new(false),
-    });
+    let control = Arc::new(Control::new());
     let start = Arc::new(Barrier::new(args.producers + 1));
     let mut handles = Vec::with_capacity(args.producers);
     for i in 0..args.producers {
@@ -576,7 +621,7 @@ fn run_slices(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<Measured> {
     })
 }
 
-fn progress_bar(args: &LogBenchArgs) -> ProgressBar {
+pub(super) fn progress_bar(args: &LogBenchArgs) -> ProgressBar {
     let total_ms = (args.seconds * 1000.0) as u64;
     let target = if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
@@ -591,7 +636,7 @@ fn progress_bar(args: &LogBenchArgs) -> ProgressBar {
     progress
 }
 
-fn sleep_watching(total: Duration, failed: &AtomicBool) {
+pub(super) fn sleep_watching(total: Duration, failed: &AtomicBool) {
     let until = Instant::now() + total;
     while !failed.load(Ordering::Relaxed) {
         let now = Instant::now();

@@ -1,7 +1,8 @@
 //! `logbook bench`: benchmarks that measure Logbook against the machine it runs on (and
 //! against PostgreSQL where one is installed) and print their figures as JSON.
 //!
-//! One file per benchmark — [`log`] (the embedded log against raw disk writes), [`views`]
+//! One file per benchmark — [`log`] (the embedded log against raw disk writes; with
+//! `--backend jetstream`, `log_jetstream`: the JetStream backend against a raw publisher), [`views`]
 //! (the view processors on the flights data), [`tpcb`] (pgbench's TPC-B-like workload on
 //! the transaction store), [`http`] (the HTTP API under load) — and the pieces they share:
 //! [`kit`] (temporary directories, histograms, machine facts), [`conn`] (a keep-alive HTTP
@@ -11,6 +12,8 @@ mod conn;
 mod http;
 mod kit;
 mod log;
+#[cfg(feature = "cluster")]
+mod log_jetstream;
 mod postgres;
 mod tpcb;
 mod views;
