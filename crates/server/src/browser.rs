@@ -42,13 +42,22 @@ impl AllowedHosts {
     /// Whether `host` (a `Host` header value: name or address, with or without a port)
     /// is allowed.
     pub fn allows(&self, host: &str) -> bool {
-        let host = host_part(host);
-        self.0.iter().any(|h| h == "*" || *h == host)
+        // The names are lowercase: comparing without case is comparing with `host_part`,
+        // without a copy per request.
+        let host = host_of(host);
+        self.0
+            .iter()
+            .any(|h| h == "*" || h.eq_ignore_ascii_case(host))
     }
 }
 
 /// The host part of `HOST[:PORT]` or `[V6]:PORT`, lowercase, without a trailing dot.
 fn host_part(value: &str) -> String {
+    host_of(value).to_ascii_lowercase()
+}
+
+/// The host part of `HOST[:PORT]` or `[V6]:PORT` as given, without a trailing dot.
+fn host_of(value: &str) -> &str {
     let value = value.trim();
     let host = if value.starts_with('[') {
         value.find(']').map_or(value, |end| &value[..=end])
@@ -58,7 +67,7 @@ fn host_part(value: &str) -> String {
             _ => value,
         }
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    host.trim_end_matches('.')
 }
 
 /// Checks `Host` against `allowed` (see the module docs).
@@ -120,19 +129,21 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 /// `application/json` or `application/<anything>+json`, parameters (`; charset=utf-8`)
 /// allowed, case-insensitive.
 fn is_json_media_type(value: &str) -> bool {
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match essence.strip_prefix("application/") {
-        Some("json") => true,
-        Some(sub) => {
-            sub.len() > "+json".len() && sub.ends_with("+json") && !sub.contains(['/', ' ', '\t'])
-        }
-        None => false,
-    }
+    // Compared without case rather than lowercased: no copy per request.
+    const TYPE: &str = "application/";
+    const SUFFIX: &[u8] = b"+json";
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some(sub) = essence
+        .get(..TYPE.len())
+        .filter(|t| t.eq_ignore_ascii_case(TYPE))
+        .map(|_| &essence[TYPE.len()..])
+    else {
+        return false;
+    };
+    sub.eq_ignore_ascii_case("json")
+        || (sub.len() > SUFFIX.len()
+            && sub.as_bytes()[sub.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
+            && !sub.contains(['/', ' ', '\t']))
 }
 
 #[cfg(test)]
@@ -172,6 +183,7 @@ mod tests {
             "Application/JSON; charset=utf-8",
             "application/vnd.schemaregistry.v1+json",
             "application/problem+json",
+            "APPLICATION/VND.X+JSON ; q=1",
         ] {
             assert!(is_json_media_type(ok), "{ok}");
         }
@@ -181,6 +193,9 @@ mod tests {
             "multipart/form-data; boundary=x",
             "application/+json",
             "application/jsonx",
+            "application/vnd.x+JSONx",
+            "Application/",
+            "applicatio",
             "text/json",
             "",
         ] {

@@ -30,8 +30,8 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
     let (request_id, traceparent) = (
-        header_text(&req, "idempotency-key"),
-        header_text(&req, "traceparent"),
+        header_text(&req, &crate::extract::IDEMPOTENCY_KEY),
+        header_text(&req, &crate::extract::TRACEPARENT),
     );
     let span = tracing::info_span!(
         "request",
@@ -176,7 +176,7 @@ fn closing(error: ApiError) -> Response {
 }
 
 /// A request header as text for logs (at most 128 characters; empty if absent or not text).
-fn header_text(req: &Request, name: &str) -> String {
+fn header_text(req: &Request, name: &axum::http::HeaderName) -> String {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())

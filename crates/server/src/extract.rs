@@ -3,8 +3,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderName, StatusCode};
 use logbook_log::RequestId;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -213,6 +213,11 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     }
 }
 
+/// The `Idempotency-Key` header: a write's request id.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The `traceparent` header (W3C trace context).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// The request-tracking headers of a write: `Idempotency-Key` and `traceparent`, each at
 /// most once (twice: 400 `invalid_request_id` / `invalid_traceparent`).
 #[derive(Debug, Clone, Default)]
@@ -227,34 +232,39 @@ impl<S: Send + Sync> FromRequestParts<S> for Tracking {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let text = |name: &'static str| -> Result<Option<String>, ApiError> {
+        // Looked up by `HeaderName` constants: a `&str` name is parsed on every lookup.
+        let text = |name: &HeaderName| -> Result<Option<String>, ApiError> {
+            let name_text = name.as_str();
             // Two of them would leave the server to pick one: which attempt a retry is (or
             // which trace it belongs to) must not be a guess.
             let sent = parts.headers.get_all(name).iter().count();
             if sent > 1 {
-                let code = if name == "traceparent" {
+                let code = if *name == TRACEPARENT {
                     ProblemCode::InvalidTraceparent
                 } else {
                     ProblemCode::InvalidRequestId
                 };
                 return Err(ApiError::new(
                     code,
-                    format!("the {name} header is sent {sent} times; send it once"),
+                    format!("the {name_text} header is sent {sent} times; send it once"),
                 )
-                .field(name));
+                .field(name_text));
             }
             match parts.headers.get(name) {
                 None => Ok(None),
                 Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
-                    ApiError::invalid(name, format!("header {name} is not printable ASCII"))
+                    ApiError::invalid(
+                        name_text,
+                        format!("header {name_text} is not printable ASCII"),
+                    )
                 }),
             }
         };
-        let request_id = text("idempotency-key")?
+        let request_id = text(&IDEMPOTENCY_KEY)?
             .map(RequestId::new)
             .transpose()
             .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
-        let traceparent = text("traceparent")?;
+        let traceparent = text(&TRACEPARENT)?;
         if let Some(tp) = &traceparent {
             logbook_log::dedup::validate_traceparent(tp)
                 .map_err(|e| ApiError::from_log(e, |_| String::new()))?;

@@ -38,6 +38,9 @@ pub const REQUEST_LINE_BYTES_MAX: usize = URI_BYTES_MAX + 64;
 pub const HEAD_BYTES_MAX: usize = 40 * 1024;
 /// Most header lines in a request (100, hyper's own count). More: 431 `headers_too_large`.
 pub const HEADER_LINES_MAX: usize = 100;
+/// hyper's default most headers per request (its `DEFAULT_MAX_HEADERS`), which the server
+/// keeps rather than setting `max_headers` (that costs a heap array per parsed head).
+pub const HYPER_HEADERS_MAX_DEFAULT: usize = 100;
 /// Most bytes of an over-long request head read (and dropped) before the answer, so that
 /// the client reads the answer instead of a reset (4 MiB); a longer head's client may see
 /// the connection reset instead.
@@ -102,6 +105,9 @@ const _: () =
     assert!(REQUEST_LINE_BYTES_MAX + HEADER_BYTES_MAX + 4 * HEADER_LINES_MAX < HEAD_BYTES_MAX);
 const _: () = assert!(READ_CHUNK_BYTES_MAX + HEAD_BYTES_MAX < HTTP1_BUF_BYTES);
 const _: () = assert!(HEAD_BYTES_MAX < HEAD_DRAIN_BYTES_MAX);
+// The head guard refuses a head with more header lines before hyper parses it, so hyper's
+// own (bare 431) limit is never what answers.
+const _: () = assert!(HEADER_LINES_MAX <= HYPER_HEADERS_MAX_DEFAULT);
 // hyper refuses a read buffer below 8 KiB.
 const _: () = assert!(HTTP1_BUF_BYTES >= 8192);
 const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);

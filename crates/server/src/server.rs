@@ -293,7 +293,11 @@ impl Server {
                                 limits::HEADER_READ_TIMEOUT_MS,
                             ))
                             .max_buf_size(limits::HTTP1_BUF_BYTES)
-                            .max_headers(limits::HEADER_LINES_MAX)
+                            // No `max_headers`: hyper's default is the same count
+                            // (limits::HEADER_LINES_MAX), and the head guard refuses more
+                            // lines before hyper parses them. Setting it makes hyper build a
+                            // header array on the heap for every parse (~2,400 instructions
+                            // a request, docs/benchmarks.md, issue 12).
                             .keep_alive(true)
                             // Answers to pipelined requests already read leave in one write.
                             .pipeline_flush(true)
