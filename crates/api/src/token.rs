@@ -115,29 +115,34 @@ impl ConsistencyToken {
     /// # Errors
     /// [`TokenError::TooLarge`] past [`TOKEN_BYTES_MAX`].
     pub fn encode(&self) -> Result<String, TokenError> {
-        let mut b = Vec::new();
+        let streams = || self.streams.iter().take(usize::from(u8::MAX));
+        let mut b = Vec::with_capacity(
+            1 + streams()
+                .map(|(name, sp)| entry_bytes(name, &sp.offsets))
+                .sum::<usize>(),
+        );
         b.push(u8::try_from(self.streams.len()).unwrap_or(u8::MAX));
-        for (name, sp) in self.streams.iter().take(usize::from(u8::MAX)) {
-            let name = &name.as_bytes()[..name.len().min(255)];
-            b.push(name.len() as u8);
-            b.extend_from_slice(name);
-            b.extend_from_slice(&sp.incarnation.to_le_bytes());
-            b.extend_from_slice(
-                &(sp.offsets.len().min(usize::from(u16::MAX)) as u16).to_le_bytes(),
-            );
-            for (p, o) in sp.offsets.iter().take(usize::from(u16::MAX)) {
-                b.extend_from_slice(&p.to_le_bytes());
-                b.extend_from_slice(&o.to_le_bytes());
-            }
+        for (name, sp) in streams() {
+            push_entry(&mut b, name, sp.incarnation, &sp.offsets);
         }
-        let s = format!("v1.{}", URL_SAFE_NO_PAD.encode(&b));
-        if s.len() > TOKEN_BYTES_MAX {
-            return Err(TokenError::TooLarge {
-                bytes: s.len(),
-                max: TOKEN_BYTES_MAX,
-            });
-        }
-        Ok(s)
+        text_form(&b)
+    }
+
+    /// The text form of the token naming only `stream` (of `incarnation`) at `offsets`:
+    /// what [`ConsistencyToken::encode`] gives for that token, without building it (a read
+    /// answer makes one per request).
+    ///
+    /// # Errors
+    /// [`TokenError::TooLarge`] past [`TOKEN_BYTES_MAX`].
+    pub fn encode_one(
+        stream: &str,
+        incarnation: u64,
+        offsets: &BTreeMap<u32, u64>,
+    ) -> Result<String, TokenError> {
+        let mut b = Vec::with_capacity(1 + entry_bytes(stream, offsets));
+        b.push(1);
+        push_entry(&mut b, stream, incarnation, offsets);
+        text_form(&b)
     }
 
     /// Parses the text form.
@@ -195,6 +200,40 @@ impl ConsistencyToken {
         }
         Ok(t)
     }
+}
+
+/// Bytes of one stream's entry in the binary form.
+fn entry_bytes(name: &str, offsets: &BTreeMap<u32, u64>) -> usize {
+    1 + name.len().min(255) + 8 + 2 + 12 * offsets.len().min(usize::from(u16::MAX))
+}
+
+/// Appends one stream's entry: name (at most 255 bytes), incarnation, offsets (at most
+/// 65,535).
+fn push_entry(b: &mut Vec<u8>, name: &str, incarnation: u64, offsets: &BTreeMap<u32, u64>) {
+    let name = &name.as_bytes()[..name.len().min(255)];
+    b.push(name.len() as u8);
+    b.extend_from_slice(name);
+    b.extend_from_slice(&incarnation.to_le_bytes());
+    b.extend_from_slice(&(offsets.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
+    for (p, o) in offsets.iter().take(usize::from(u16::MAX)) {
+        b.extend_from_slice(&p.to_le_bytes());
+        b.extend_from_slice(&o.to_le_bytes());
+    }
+}
+
+/// `v1.` and the URL-safe base64 of `b`, within [`TOKEN_BYTES_MAX`].
+fn text_form(b: &[u8]) -> Result<String, TokenError> {
+    let len = 3 + base64::encoded_len(b.len(), false).unwrap_or(usize::MAX - 3);
+    if len > TOKEN_BYTES_MAX {
+        return Err(TokenError::TooLarge {
+            bytes: len,
+            max: TOKEN_BYTES_MAX,
+        });
+    }
+    let mut s = String::with_capacity(len);
+    s.push_str("v1.");
+    URL_SAFE_NO_PAD.encode_string(b, &mut s);
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -263,6 +302,24 @@ mod tests {
             token("ab", 7, &[(2, 10)]).encode().unwrap(),
             format!("v1.{}", URL_SAFE_NO_PAD.encode(&want))
         );
+    }
+
+    #[test]
+    fn encode_one_is_the_one_stream_token_encoded() {
+        for (name, offsets) in [
+            ("ab", vec![(2, 10)]),
+            ("", vec![]),
+            ("flights", vec![(0, 5), (1, 0), (7, u64::MAX)]),
+        ] {
+            let t = token(name, 9, &offsets);
+            let offsets = &t.streams[name].offsets;
+            assert_eq!(ConsistencyToken::encode_one(name, 9, offsets), t.encode());
+        }
+        let wide: BTreeMap<u32, u64> = (0..100).map(|p| (p, 1)).collect();
+        assert!(matches!(
+            ConsistencyToken::encode_one("s", 1, &wide),
+            Err(TokenError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -89,6 +89,11 @@ pub struct ReadResult {
     pub applied: BTreeMap<u32, u64>,
     /// The version that served the read.
     pub version: u64,
+    /// The stream that version derives from, and its incarnation: with `applied`, the
+    /// consistency token of what the read reflected.
+    pub source: String,
+    /// The incarnation of `source`.
+    pub source_incarnation: u64,
 }
 
 /// A view as listed.
@@ -985,6 +990,8 @@ impl Views {
             next,
             applied,
             version: v.number,
+            source: v.stream.name().to_string(),
+            source_incarnation: v.stream.incarnation(),
         })
     }
 

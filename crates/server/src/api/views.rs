@@ -29,9 +29,7 @@ use logbook_api::views::{
     ProgressOut, RebuildBody, Rebuilt, RolloutOut, StatusOut, SwitchBody, ViewDetail, ViewList,
     ViewOut, ViewRow, ViewRows,
 };
-use std::collections::BTreeMap;
 
-use logbook_views::token::StreamPositions;
 use logbook_views::{
     ConsistencyToken, ReadOptions, ReadResult, ScanRange, VersionStatus, ViewError, ViewInfo,
     ViewSpec, Views,
@@ -95,21 +93,11 @@ fn row_out(r: logbook_views::Row) -> ViewRow {
     }
 }
 
-/// The token of what a read reflected: the view's applied offsets in its source stream
-/// (none if the source is gone or the token would be too large).
-fn read_token(state: &AppState, view: &str, applied: &BTreeMap<u32, u64>) -> Option<String> {
-    let opened = state.opened().ok()?;
-    let source = opened.views.info_of(view).ok()?.spec.source;
-    let stream = opened.log.stream(&source).ok()?;
-    let mut t = ConsistencyToken::default();
-    t.streams.insert(
-        source,
-        StreamPositions {
-            incarnation: stream.incarnation(),
-            offsets: applied.clone(),
-        },
-    );
-    t.encode().ok()
+/// The token of what a read reflected: the applied offsets, in the source stream of the
+/// version that served it (none if the token would be too large). Made from the read's own
+/// answer: no lookups of the view or the stream per read.
+fn read_token(result: &ReadResult) -> Option<String> {
+    ConsistencyToken::encode_one(&result.source, result.source_incarnation, &result.applied).ok()
 }
 
 fn views_of(state: &AppState) -> Result<Arc<Views>, ApiError> {
@@ -314,7 +302,7 @@ pub async fn get_row(
     let views = views_of(&state)?;
     let (n, k) = (name.clone(), key.clone());
     let found = read(views, opts, move |v, o| v.get(&n, &k, o)).await?;
-    let token = read_token(&state, &name, &found.applied);
+    let token = read_token(&found);
     match found.rows.into_iter().next() {
         Some(r) => Ok(Json(ViewRow {
             token,
@@ -356,7 +344,6 @@ pub async fn scan_rows(
     ])?;
     let opts = read_options(&q)?;
     let views = views_of(&state)?;
-    let view = name.clone();
     let result = if let Some(keys) = q.text("keys") {
         if let Some(other) = ["prefix", "start", "end", "limit"]
             .into_iter()
@@ -381,7 +368,7 @@ pub async fn scan_rows(
         read(views, opts, move |v, o| v.scan(&name, &range, o)).await?
     };
     Ok(Json(ViewRows {
-        token: read_token(&state, &view, &result.applied),
+        token: read_token(&result),
         rows: result.rows.into_iter().map(row_out).collect(),
         next: result.next,
     }))
