@@ -13,7 +13,9 @@
 //! deeper than [`JSON_DEPTH_MAX`] is refused (the parse is recursive: an unbounded depth
 //! would overflow the stack).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::ops::Range;
 
 use logbook_api::limits::JSON_DEPTH_MAX;
 use serde_json::value::RawValue;
@@ -31,6 +33,7 @@ pub struct CanonicalError(String);
 pub fn canonical(value: &RawValue) -> Result<Vec<u8>, CanonicalError> {
     let mut out = String::with_capacity(value.get().len());
     let mut p = Parser {
+        text: value.get(),
         s: value.get().as_bytes(),
         at: 0,
         depth: 0,
@@ -41,13 +44,15 @@ pub fn canonical(value: &RawValue) -> Result<Vec<u8>, CanonicalError> {
 
 /// A cursor over JSON text already checked by `serde_json` (so only its shape matters).
 struct Parser<'a> {
+    text: &'a str,
+    /// `text` as bytes.
     s: &'a [u8],
     at: usize,
     /// Arrays and objects open around the cursor.
     depth: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn skip_ws(&mut self) {
         while matches!(self.s.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.at += 1;
@@ -64,7 +69,7 @@ impl Parser<'_> {
             Some(b'[') => self.nested(|p| p.array(out)),
             Some(b'"') => {
                 let s = self.string()?;
-                push_string(out, &s);
+                push_decoded(out, &s, matches!(s, Cow::Borrowed(_)));
                 Ok(())
             }
             Some(b't') => self.literal(out, "true"),
@@ -93,7 +98,11 @@ impl Parser<'_> {
 
     fn object(&mut self, out: &mut String) -> Result<(), CanonicalError> {
         self.at += 1;
-        let mut members: Vec<(String, String)> = Vec::new();
+        // Each member's canonical value is written into `values` (one buffer for all of
+        // them, not one per member), then copied out in name order.
+        let mut members: Vec<(Cow<'a, str>, Range<usize>)> = Vec::new();
+        let rest = self.s.len() - self.at.min(self.s.len());
+        let mut values = String::with_capacity(rest.min(VALUES_CAPACITY_MAX));
         loop {
             self.skip_ws();
             match self.s.get(self.at) {
@@ -106,9 +115,9 @@ impl Parser<'_> {
                     let name = self.string()?;
                     self.skip_ws();
                     self.at += 1; // ':'
-                    let mut v = String::new();
-                    self.value(&mut v)?;
-                    members.push((name, v));
+                    let from = values.len();
+                    self.value(&mut values)?;
+                    members.push((name, from..values.len()));
                 }
             }
         }
@@ -124,9 +133,9 @@ impl Parser<'_> {
                 out.push(',');
             }
             first = false;
-            push_string(out, name);
+            push_decoded(out, name, matches!(name, Cow::Borrowed(_)));
             out.push(':');
-            out.push_str(v);
+            out.push_str(values.get(v.clone()).unwrap_or_default());
         }
         out.push('}');
         Ok(())
@@ -157,20 +166,36 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// A string token, decoded.
-    fn string(&mut self) -> Result<String, CanonicalError> {
+    /// A string token, decoded: borrowed from the text when it has no escapes (the common
+    /// case, decoded without a copy), else decoded by `serde_json`.
+    fn string(&mut self) -> Result<Cow<'a, str>, CanonicalError> {
         let start = self.at;
         self.at += 1;
-        while let Some(&b) = self.s.get(self.at) {
-            self.at += 1;
-            match b {
-                b'\\' => self.at += 1,
-                b'"' => break,
-                _ => {}
+        let mut plain = true;
+        let mut closed = false;
+        while let Some(i) = memchr::memchr2(b'"', b'\\', self.s.get(self.at..).unwrap_or_default())
+        {
+            self.at += i + 1;
+            if self.s.get(self.at - 1) == Some(&b'"') {
+                closed = true;
+                break;
             }
+            plain = false;
+            self.at += 1;
+        }
+        if !closed {
+            self.at = self.s.len().max(self.at);
+        }
+        if plain
+            && closed
+            && let Some(inner) = self.text.get(start + 1..self.at - 1)
+        {
+            return Ok(Cow::Borrowed(inner));
         }
         let token = self.s.get(start..self.at).unwrap_or_default();
-        serde_json::from_slice(token).map_err(|e| CanonicalError(format!("bad string: {e}")))
+        serde_json::from_slice(token)
+            .map(Cow::Owned)
+            .map_err(|e| CanonicalError(format!("bad string: {e}")))
     }
 
     fn number(&mut self, out: &mut String) -> Result<(), CanonicalError> {
@@ -192,14 +217,59 @@ fn utf16_order(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
+/// Most bytes reserved up front for an object's member values (the rest of the text, up to
+/// this; more grows the buffer as usual).
+const VALUES_CAPACITY_MAX: usize = 256;
+
+/// A decoded string token as RFC 8785 writes it. One borrowed from the text had no escapes,
+/// so it holds nothing to escape (JSON text has no raw `"`, `\` or controls in a string):
+/// it is written as it is, unscanned.
+fn push_decoded(out: &mut String, s: &str, borrowed: bool) {
+    if borrowed {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        push_string(out, s);
+    }
+}
+
 /// A string as RFC 8785 writes it (the ECMAScript escapes, which `serde_json` shares).
 fn push_string(out: &mut String, s: &str) {
+    // `serde_json` escapes `"`, `\` and the controls below U+0020, nothing else: a string
+    // without them is written as it is, without a serializer and a copy.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // Serializing a `str` cannot fail.
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
+/// Most digits of an integer written as it is: ECMAScript writes integers below 10^21 in
+/// full, larger ones with an exponent.
+const PLAIN_INTEGER_DIGITS_MAX: usize = 21;
+
 /// A JSON number token (grammar already checked) written as its exact decimal value.
 fn push_number(out: &mut String, token: &str) -> Result<(), CanonicalError> {
+    // An integer (no fraction, no exponent; JSON has no leading zeros) of at most 21 digits
+    // is its own canonical form, except -0 (0): no digit arithmetic for the common case.
+    let digits = token.strip_prefix('-').unwrap_or(token);
+    if !digits.is_empty()
+        && digits.len() <= PLAIN_INTEGER_DIGITS_MAX
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && token != "-0"
+    {
+        out.push_str(token);
+        return Ok(());
+    }
+    push_number_exact(out, token)
+}
+
+/// [`push_number`] for any number, by its digits and exponent.
+fn push_number_exact(out: &mut String, token: &str) -> Result<(), CanonicalError> {
     let out_of_range = || {
         CanonicalError(format!(
             "number {token} is out of range (beyond the range of a 64-bit float)"
@@ -332,6 +402,41 @@ mod tests {
             let raw = RawValue::from_string(nested(depth)).unwrap();
             let e = canonical(&raw).unwrap_err();
             assert!(e.0.contains("nested deeper than 100"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_shortcuts_agree_with_the_general_forms() {
+        // Strings: every ASCII character, some beyond, escapes of each kind.
+        let mut strings: Vec<String> = (0u8..128).map(|b| format!("a{}z", b as char)).collect();
+        strings.extend(["", "plain", "é\u{2028}\u{1f600}", "q\"\\\u{7f}"].map(String::from));
+        for s in &strings {
+            let mut out = String::new();
+            push_string(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+            // A string token, plain or escaped, decodes to the string.
+            assert_eq!(c(&serde_json::to_string(s).unwrap()), out, "{s:?}");
+        }
+        // Integers up to and past the plain limit, both signs, and -0.
+        let mut x: u128 = 0;
+        for digits in 0..30u32 {
+            x = x * 10 + u128::from(digits % 9 + 1);
+            for token in [
+                x.to_string(),
+                format!("-{x}"),
+                10u128.pow(digits).to_string(),
+            ] {
+                let (mut fast, mut exact) = (String::new(), String::new());
+                push_number(&mut fast, &token).unwrap();
+                push_number_exact(&mut exact, &token).unwrap();
+                assert_eq!(fast, exact, "{token}");
+            }
+        }
+        for token in ["0", "-0"] {
+            let (mut fast, mut exact) = (String::new(), String::new());
+            push_number(&mut fast, token).unwrap();
+            push_number_exact(&mut exact, token).unwrap();
+            assert_eq!((fast.as_str(), exact.as_str()), ("0", "0"));
         }
     }
 
