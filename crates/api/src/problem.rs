@@ -215,6 +215,9 @@ problem_codes! {
     InvalidStreamConfig = ("invalid_stream_config", 400, "Invalid stream settings"),
     /// The node holds as many streams as it may.
     TooManyStreams = ("too_many_streams", 409, "Too many streams"),
+    /// The stream's partitions would take the node over its partition budget
+    /// (`partitions_max`, shown in `GET /v1/streams`); `field` is `partitions`.
+    TooManyPartitions = ("too_many_partitions", 409, "Partition budget exhausted"),
     /// The stream exists with other settings.
     StreamExists = ("stream_exists", 409, "Stream exists with other settings"),
     /// No such stream.

@@ -132,6 +132,26 @@ pub struct OffsetAtTime {
 pub struct StreamList {
     /// Every stream, by name.
     pub streams: Vec<StreamInfo>,
+    /// The node's limits on streams, and the partitions in use (absent from servers older
+    /// than the partition budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<StreamLimits>,
+}
+
+/// A node's limits on streams (`GET /v1/streams`): creating a stream past one is refused
+/// with a named problem and creates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StreamLimits {
+    /// Most streams, internal ones included (`too_many_streams`).
+    pub streams_max: u32,
+    /// Most partitions of one stream (`invalid_stream_config`).
+    pub partitions_per_stream_max: u32,
+    /// The node's partition budget: most partitions of all streams together, internal ones
+    /// included (`too_many_partitions`; setting `partitions_max`).
+    pub partitions_max: u32,
+    /// Partitions of all streams now.
+    pub partitions_used: u64,
 }
 
 /// One record of an append.

@@ -47,6 +47,11 @@ pub struct ServeArgs {
     /// (older: 409 snapshot_too_old). Default 10000.
     #[arg(long, env = "LOGBOOK_SNAPSHOT_WINDOW_COMMITS")]
     pub snapshot_window_commits: Option<u64>,
+    /// The node's partition budget: most partitions of all streams together (internal ones
+    /// included); a stream that would go over it is refused (409 too_many_partitions).
+    /// Default 2048.
+    #[arg(long, env = "LOGBOOK_PARTITIONS_MAX")]
+    pub partitions_max: Option<u32>,
     /// A host name or address the server answers for (repeat for several; `*` for any),
     /// besides localhost, 127.0.0.1, ::1 and the --listen host. Requests naming another
     /// `Host` are refused (421), against DNS rebinding.
@@ -102,6 +107,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         txn_idle_timeout_ms: args.txn_idle_timeout_ms,
         shutdown_grace_ms: args.shutdown_grace_ms,
         snapshot_window_commits: args.snapshot_window_commits,
+        partitions_max: args.partitions_max,
         allowed_hosts: (!args.allowed_hosts.is_empty()).then_some(args.allowed_hosts),
         cluster: ClusterLayer {
             node_id: args.cluster_node_id,

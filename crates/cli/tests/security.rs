@@ -116,11 +116,19 @@ fn modes(root: &Path) -> Vec<(PathBuf, bool, u32)> {
     out
 }
 
-/// A workload touching every kind of file a node writes: stream segments and indexes,
-/// request-id checkpoints, `_txn`, the view store (checkpointed at shutdown).
+/// A workload touching every kind of file a node writes: stream segments and indexes
+/// (sealed ones too: small segments roll), request-id checkpoints, `_txn`, `_auth` with a
+/// second token, the view store (a rebuilt version's space too; checkpointed at shutdown),
+/// and a dropped stream.
 fn workload(node: &Node) {
-    let a = node.call("PUT", "/v1/streams/orders", Some(json!({"partitions": 2})));
+    let small = json!({"partitions": 2, "segment_bytes_max": 4096});
+    let a = node.call("PUT", "/v1/streams/orders", Some(small));
     assert_eq!(a.status, 201, "{a:?}");
+    let a = node.call("PUT", "/v1/streams/scratch", Some(json!({"partitions": 3})));
+    assert_eq!(a.status, 201, "{a:?}");
+    let a = node.call("DELETE", "/v1/streams/scratch", None);
+    assert_eq!(a.status, 204, "{a:?}");
+    token(node, "reader", &["streams:read:*"], None);
     for i in 0..20 {
         let key = format!("c-{i}");
         let a = node.raw(
@@ -131,7 +139,7 @@ fn workload(node: &Node) {
                 ("content-type", "application/json"),
                 ("idempotency-key", &format!("order-{i}")),
             ],
-            json!({"key": key, "value": {"total": i}})
+            json!({"key": key, "value": {"total": i, "note": "x".repeat(600)}})
                 .to_string()
                 .as_bytes(),
         );
@@ -143,6 +151,8 @@ fn workload(node: &Node) {
         Some(json!({"source": "orders", "kind": "table"})),
     );
     assert_eq!(a.status, 201, "{a:?}");
+    let a = node.call("POST", "/v1/views/by_customer/rebuild", Some(json!({})));
+    assert!(a.status == 200 || a.status == 202, "{a:?}");
     let a = node.call(
         "POST",
         "/v1/txns",
@@ -175,6 +185,19 @@ fn every_file_of_a_fresh_data_directory_is_private_to_its_owner() {
         "no segment: {found:?}"
     );
     assert!(has(&|p| p.ends_with("hash.key")), "no hash key: {found:?}");
+    assert!(
+        has(&|p| p.ends_with("admin.token")),
+        "no admin token: {found:?}"
+    );
+    assert!(has(&|p| p.ends_with("_auth")), "no _auth: {found:?}");
+    let orders_segments = found
+        .iter()
+        .filter(|(p, _, _)| {
+            p.extension().is_some_and(|e| e == "log")
+                && p.components().any(|c| c.as_os_str() == "orders")
+        })
+        .count();
+    assert!(orders_segments > 2, "no segment rolled: {found:?}");
     assert!(has(&|p| p.ends_with("request-ids.checkpoint")), "{found:?}");
     assert!(has(&|p| p.ends_with("_txn")), "no _txn: {found:?}");
     assert!(

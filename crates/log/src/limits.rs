@@ -32,7 +32,10 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 /// One sparse-index entry is written for at least every this many bytes of log.
 pub const INDEX_INTERVAL_BYTES: u32 = 4 * 1024;
 /// Appends waiting for a partition's writer; a full queue makes `append` wait (backpressure).
-pub const APPEND_QUEUE_DEPTH: usize = 4096;
+/// 1,024: a group commit takes every queued append, and the queue's slots are allocated when
+/// the partition opens, so they are kept under 128 KiB per partition (checked in
+/// `partition.rs`; issue 17, item 6).
+pub const APPEND_QUEUE_DEPTH: usize = 1024;
 /// Bytes of encoded batches that may wait in one partition's queue; a full queue makes
 /// `append` wait (backpressure). 64 MiB.
 pub const QUEUED_BYTES_MAX: u64 = 64 * 1024 * 1024;

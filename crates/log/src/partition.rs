@@ -274,6 +274,16 @@ struct Request {
     condition: AppendCondition,
 }
 
+/// glibc's initial mmap threshold (128 KiB). The append queue's slots are allocated at once
+/// when a partition opens: kept under the threshold, they come from malloc's arenas and are
+/// reused by the next partition after a drop, instead of being mapped and unmapped — which
+/// raises the threshold for good and leaves later partitions' memory in the arenas.
+const MMAP_THRESHOLD_BYTES: usize = 128 * 1024;
+const _: () = assert!(
+    APPEND_QUEUE_DEPTH * (std::mem::size_of::<Request>() + std::mem::size_of::<usize>())
+        < MMAP_THRESHOLD_BYTES
+);
+
 type HookFn = Box<dyn FnOnce(std::result::Result<AppendAck, &LogError>) + Send>;
 
 /// A callback the writer runs with an append's outcome *before* it advances the
@@ -919,7 +929,11 @@ impl Writer {
     fn new(shared: Arc<Shared>) -> Self {
         Writer {
             shared,
-            buf: Vec::with_capacity(GROUP_COMMIT_BYTES_MAX),
+            // Grown as groups need it, not up front: a 4 MiB buffer per partition, freed when
+            // the partition closes, raised glibc's mmap threshold, and from then on every
+            // partition's allocations stayed in malloc arenas after their stream was dropped
+            // (RSS grew with each create/drop cycle of wide streams; issue 17, item 6).
+            buf: Vec::new(),
             unsynced: false,
             last_sync: Instant::now(),
             last_retention: Instant::now(),

@@ -11,6 +11,7 @@
 //! txn_idle_timeout_ms = 30000
 //! shutdown_grace_ms = 30000
 //! snapshot_window_commits = 10000
+//! partitions_max = 2048                  # the node's partition budget, internal streams' too
 //! allowed_hosts = ["logbook.internal"]   # besides localhost, 127.0.0.1, [::1], the listen host
 //! auth = "on"                            # "off" only with a loopback listen address
 //! tls_cert = "tls/cert.pem"              # HTTPS: certificate chain and key (PEM), both or
@@ -57,6 +58,9 @@ pub struct ServerConfig {
     /// another commit lands between its read and its commit). Default
     /// [`logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT`].
     pub snapshot_window_commits: u64,
+    /// The node's partition budget: most partitions of all streams together, internal ones
+    /// included ([`crate::budget`]). Default [`limits::PARTITIONS_MAX_DEFAULT`].
+    pub partitions_max: u32,
     /// Host names (or addresses) the server answers for besides `localhost`, `127.0.0.1`,
     /// `[::1]` and the host of `listen`; a request whose `Host` names another is 421
     /// `host_not_allowed` (DNS rebinding guard, [`crate::browser`]). `"*"` allows any.
@@ -291,6 +295,7 @@ impl Default for ServerConfig {
             txn_idle_timeout_ms: limits::TXN_IDLE_TIMEOUT_MS_DEFAULT,
             shutdown_grace_ms: limits::SHUTDOWN_GRACE_MS_DEFAULT,
             snapshot_window_commits: logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
+            partitions_max: limits::PARTITIONS_MAX_DEFAULT,
             allowed_hosts: Vec::new(),
             cluster: None,
             auth: AUTH_DEFAULT,
@@ -319,6 +324,8 @@ pub struct ConfigLayer {
     pub shutdown_grace_ms: Option<u64>,
     /// See [`ServerConfig::snapshot_window_commits`].
     pub snapshot_window_commits: Option<u64>,
+    /// See [`ServerConfig::partitions_max`].
+    pub partitions_max: Option<u32>,
     /// See [`ServerConfig::allowed_hosts`].
     pub allowed_hosts: Option<Vec<String>>,
     /// The `[cluster]` table; see [`ClusterConfig`].
@@ -395,6 +402,7 @@ impl ConfigLayer {
             snapshot_window_commits: self
                 .snapshot_window_commits
                 .or(below.snapshot_window_commits),
+            partitions_max: self.partitions_max.or(below.partitions_max),
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
             cluster: self.cluster.over(below.cluster),
             auth: self.auth.or(below.auth),
@@ -424,6 +432,7 @@ impl ConfigLayer {
             snapshot_window_commits: self
                 .snapshot_window_commits
                 .unwrap_or(d.snapshot_window_commits),
+            partitions_max: self.partitions_max.unwrap_or(d.partitions_max),
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
             cluster: self.cluster.resolve()?,
             auth: self.auth.unwrap_or(d.auth),
@@ -444,6 +453,7 @@ impl ConfigLayer {
         positive("requests_max", c.requests_max as u64)?;
         positive("open_txns_max", c.open_txns_max as u64)?;
         positive("txn_idle_timeout_ms", c.txn_idle_timeout_ms)?;
+        positive("partitions_max", u64::from(c.partitions_max))?;
         if c.requests_max > limits::BLOCKING_THREADS_MAX {
             return Err(ConfigError::Invalid {
                 field: "requests_max",

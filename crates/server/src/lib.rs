@@ -33,7 +33,7 @@
 //! registry); [`browser`] refuses what a web page could make a browser send (non-JSON
 //! bodies, foreign `Host`s); [`extract`] parses JSON bodies, naming the bad field; [`error`] maps library
 //! errors to problems (consistency tokens are `logbook_views::ConsistencyToken`); [`limits`]
-//! holds every limit; [`config`] the settings; [`tls`] HTTPS on the listener; [`metrics`] the registry; [`auth`] checks
+//! holds every limit ([`budget`]: the node's partition budget); [`config`] the settings; [`tls`] HTTPS on the listener; [`metrics`] the registry; [`auth`] checks
 //! bearer tokens and their scopes before any handler (tokens derived from the `_auth`
 //! stream); on a cluster node,
 //! [`view_catalog`] keeps view definitions in the replicated log.
@@ -41,6 +41,7 @@
 pub mod api;
 pub mod auth;
 pub mod browser;
+pub mod budget;
 pub mod canonical;
 #[cfg(feature = "cluster")]
 mod certifier;

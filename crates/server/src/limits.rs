@@ -50,6 +50,10 @@ pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Default most open TCP connections (1,024). One more is answered 503 `too_many_connections`
 /// and closed.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Default node-wide budget of partitions, internal streams' included (2,048): each costs
+/// a writer thread, a file descriptor and ~340 KB, so the default keeps a node within
+/// ~2,000 threads and ~0.7 GB for partitions. One stream more: 409 `too_many_partitions`.
+pub const PARTITIONS_MAX_DEFAULT: u32 = 2048;
 /// Default most requests handled at once (256). One more: 503 `server_busy` with
 /// `Retry-After`.
 pub const REQUESTS_MAX_DEFAULT: usize = 256;

@@ -207,6 +207,8 @@ struct Inner {
     metrics: Metrics,
     allowed_hosts: crate::browser::AllowedHosts,
     tokens: std::sync::OnceLock<Arc<crate::auth::Tokens>>,
+    /// The node's partition budget (`partitions_max`).
+    partitions: crate::budget::PartitionBudget,
 }
 
 impl AppState {
@@ -224,6 +226,7 @@ impl AppState {
                     &config.listen,
                     &allowed_hosts(&config),
                 ),
+                partitions: crate::budget::PartitionBudget::new(config.partitions_max),
                 config,
                 phase: AtomicU8::new(Phase::Opening as u8),
                 opened: RwLock::new(None),
@@ -238,6 +241,11 @@ impl AppState {
     /// The settings.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// The node's partition budget.
+    pub fn partitions(&self) -> &crate::budget::PartitionBudget {
+        &self.inner.partitions
     }
 
     /// Metrics.

@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use logbook_api::paths::route;
 use logbook_api::streams::{
     AckGuarantee, AppendBody, AppendMany, AppendOne, CreateStream, OffsetAtTime, OffsetsAtTime,
-    PartitionOffsets, PositionOut, RecordIn, RecordOut, RecordsOut, StreamInfo, StreamList,
+    PartitionOffsets, PositionOut, RecordIn, RecordOut, RecordsOut, StreamInfo, StreamLimits,
+    StreamList,
 };
 use logbook_log::{FsyncPolicy, LogError, LogPartition, LogStream, Position, Record, StreamConfig};
 
@@ -71,7 +72,7 @@ fn check_writable(name: &str) -> Result<(), ApiError> {
     responses(
         (status = 201, description = "Created", body = StreamInfo),
         (status = 200, description = "Exists with the same settings", body = StreamInfo),
-        (status = 409, description = "Exists with other settings (`stream_exists`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Exists with other settings (`stream_exists`), the node holds as many streams as it may (`too_many_streams`), or its partitions would go over the node's budget (`too_many_partitions`, `field`: `partitions`)", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid name or settings", body = Problem, content_type = "application/problem+json")))]
 pub async fn put_stream(
     State(state): State<AppState>,
@@ -100,12 +101,9 @@ pub async fn put_stream(
     }
     // Both may wait on the network on a cluster node (a catalog refresh): off the worker.
     let log = opened.log.clone();
-    let (existed, created) = blocking(move || {
-        let existed = log.stream(&name).is_ok();
-        (existed, log.create_stream(&name, config))
-    })
-    .await?;
-    let stream = created.map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let budget = state.clone();
+    let (existed, stream) =
+        blocking(move || budget.partitions().create(&*log, &name, config)).await??;
     let status = if existed {
         StatusCode::OK
     } else {
@@ -114,7 +112,7 @@ pub async fn put_stream(
     Ok((status, Json(info(&*stream))).into_response())
 }
 
-/// Lists streams.
+/// Lists streams, with the node's limits on them and the partitions in use.
 #[utoipa::path(get, path = route::STREAMS, tag = "streams",
     responses((status = 200, body = StreamList)))]
 pub async fn list_streams(
@@ -125,7 +123,7 @@ pub async fn list_streams(
     let opened = state.opened()?;
     // A cluster node reads the replicated catalog up to its end first: off the worker.
     let log = opened.log.clone();
-    let streams = blocking(move || {
+    let streams: Vec<StreamInfo> = blocking(move || {
         log.stream_names()
             .iter()
             .filter_map(|n| log.stream(n).ok())
@@ -133,7 +131,16 @@ pub async fn list_streams(
             .collect()
     })
     .await?;
-    Ok(Json(StreamList { streams }))
+    let limits = StreamLimits {
+        streams_max: logbook_log::limits::STREAMS_MAX,
+        partitions_per_stream_max: logbook_log::limits::PARTITIONS_MAX,
+        partitions_max: state.partitions().max(),
+        partitions_used: streams.iter().map(|s| u64::from(s.partitions)).sum(),
+    };
+    Ok(Json(StreamList {
+        streams,
+        limits: Some(limits),
+    }))
 }
 
 /// A stream's settings and extent.
