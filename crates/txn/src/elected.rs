@@ -105,6 +105,8 @@ impl TxnStore {
         }
         let mut table = self.write_table();
         self.replay_into(&mut state, &mut table)?;
+        // As a follower it certified nothing: its memory of commits starts here.
+        state.certified_from = table.applied();
         let fenced = |detail: String| TxnError::Fenced {
             epoch: token,
             detail,

@@ -288,6 +288,20 @@ pub(crate) fn check_window(table: &Table, snapshot: u64, window: u64, durable: u
     Ok(())
 }
 
+/// A one-shot commit's snapshot must not lie below `certified_from`, where the certifier's
+/// memory of commits begins (a restart or a new leader replays the table but not the
+/// summaries): certifying it would miss conflicts with the commits in between and let a
+/// lost update or write skew through. Refused as retryable `snapshot_too_old`.
+pub(crate) fn check_certified(snapshot: u64, certified_from: u64) -> Result<()> {
+    if snapshot < certified_from {
+        return Err(TxnError::SnapshotTooOld {
+            snapshot,
+            oldest: certified_from,
+        });
+    }
+    Ok(())
+}
+
 /// A lock's position (the snapshot its `get_for_update` read at: after the request's own
 /// snapshot at `read_committed`) must not be ahead of the durable log either.
 pub(crate) fn check_locks(r: &CommitRequest, durable: u64) -> Result<()> {

@@ -40,7 +40,7 @@ use crate::error::{Result, TxnError, show_key};
 use crate::limits;
 use crate::limits::{check_key, check_scan_limit};
 use crate::mvcc::{Table, Value};
-use crate::oneshot::{check_locks, check_versions, check_window};
+use crate::oneshot::{check_certified, check_locks, check_versions, check_window};
 use crate::record::{CommitRecord, Entry, WriteOp};
 use crate::request::{Condition, TxnParts, Write, parse_i64};
 use crate::{Isolation, KeyRange, KeyValue, ScanPage, TxnOptions, Versioned};
@@ -253,6 +253,11 @@ pub(crate) struct CommitState {
     pub(crate) epoch_seen: u64,
     /// The epoch this store certifies under, once [`TxnStore::lead`] appended it.
     pub(crate) leading: Option<u64>,
+    /// The table position from which `cert` has seen every commit: the end of the replay
+    /// when the store opened or began to lead. The certifier holds no summary of a commit
+    /// below it, so a one-shot request with an older snapshot cannot be certified (it
+    /// would miss conflicts with those commits): it is refused as `snapshot_too_old`.
+    pub(crate) certified_from: u64,
 }
 
 /// A key-value table whose source of truth is a commit stream, with transactions at three
@@ -343,9 +348,11 @@ impl TxnStore {
             ids_pending: HashMap::new(),
             epoch_seen: 0,
             leading: None,
+            certified_from: 0,
         };
         let span = partition.batch_offset_span().max(1);
         replay(partition, span, &options, &mut state, &mut table)?;
+        state.certified_from = table.applied();
         let end = state.next_offset;
         tracing::info!(stream = %options.stream, records = end, keys = table.keys(), "transaction store opened");
         Ok(Arc::new(TxnStore {
@@ -683,6 +690,7 @@ impl TxnStore {
                 let table = self.read_table();
                 let durable = self.durable_end();
                 check_window(&table, parts.request.snapshot, self.window(), durable)?;
+                check_certified(parts.request.snapshot, state.certified_from)?;
                 check_locks(&parts.request, durable)?;
                 check_versions(&table, &parts.request)?;
             }
