@@ -433,7 +433,11 @@ fn a_snapshot_from_before_a_restart_is_snapshot_too_old_not_a_lost_update() {
             matches!(r, Err(TxnError::SnapshotTooOld { .. })),
             "{isolation:?}: a pre-restart snapshot must be refused as snapshot_too_old: {r:?}"
         );
-        assert_eq!(value(&store, "acct").as_deref(), Some("70"), "{isolation:?}");
+        assert_eq!(
+            value(&store, "acct").as_deref(),
+            Some("70"),
+            "{isolation:?}"
+        );
         assert_eq!(value(&store, "y").as_deref(), Some("1"), "{isolation:?}");
         // A client that reads again commits.
         let (mut again, values) = read(&store, isolation, &["acct"]);
