@@ -44,6 +44,10 @@ pub struct Problem {
     /// Transactions: whether re-running the whole transaction may succeed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
+    /// `misdirected_request`: the URL the request belongs at (the same path and query on
+    /// the node that owns the transaction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl Problem {
@@ -57,6 +61,7 @@ impl Problem {
             detail: detail.into(),
             field: None,
             retryable: None,
+            location: None,
         }
     }
 
@@ -288,6 +293,10 @@ problem_codes! {
     /// not known or just changed; nothing of the request was committed. Retry after
     /// `Retry-After`.
     LeaderUnavailable = ("leader_unavailable", 503, "The certifier's leader is unavailable"),
+    /// On a cluster: the interactive transaction lives on another node (the one that began
+    /// it, named in its handle); `location` is this request's URL on that node. Nothing
+    /// was done; send the request there.
+    MisdirectedRequest = ("misdirected_request", 421, "The transaction lives on another node"),
     /// The commit stream cannot be used.
     CommitStream = ("commit_stream", 500, "Commit stream is damaged"),
     // Consistency tokens and views.

@@ -596,6 +596,7 @@ impl Append {
             detail: p.detail.clone(),
             field: p.field.clone(),
             retryable: p.retryable,
+            location: p.location.clone(),
         };
         let status = api.status;
         let (line, rest) = match problem

@@ -141,6 +141,7 @@ fn client_problem(code: &str, detail: &str) -> ApiProblem {
             detail: detail.to_string(),
             field: None,
             retryable: None,
+            location: None,
         },
     }
 }

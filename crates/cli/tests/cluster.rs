@@ -17,6 +17,14 @@
 //!   applied once, across a `kill -9` of the leader during commits with request ids; a new
 //!   leader appends its epoch and commits resume; a leader paused past its lease steps down
 //!   once resumed and its commit is applied once;
+//! * interactive transactions on every node: a handle names the node that began it, and a
+//!   step sent to another node is 421 `misdirected_request` with the owner's URL; a
+//!   follower's commit goes through the leader once (its retry is the duplicate); a
+//!   transaction begun with a commit's token on a third node reads that commit;
+//!   list-append histories at `serializable` and `snapshot` from clients on all nodes
+//!   have no anomaly the level forbids (the Elle-style checker of the transaction crate's
+//!   tests); read-modify-write transfers on the followers across a `kill -9` of the leader
+//!   keep the bank's total;
 //! * `GET /v1/cluster` and `logbook cluster status` list the three nodes and name the
 //!   certifier's leader (node id, URL, fencing token) alike on every node, and drop a node
 //!   once it is killed (its lease expires);
@@ -40,6 +48,13 @@ use logbook_api::client::blocking::Client;
 use serde_json::{Value, json};
 
 mod common;
+/// The Elle-style history checker, shared with the transaction crate's tests.
+#[path = "../../txn/tests/common/elle.rs"]
+#[expect(
+    dead_code,
+    reason = "the transaction crate's tests use more of the checker"
+)]
+mod elle;
 #[path = "../../jetstream/tests/common/mod.rs"]
 mod engines;
 
@@ -945,4 +960,387 @@ fn an_incomplete_cluster_configuration_is_refused_by_name() {
         err.contains("cluster.advertise_url") && err.contains("SCHEME://HOST:PORT"),
         "{err}"
     );
+}
+
+/// Node ids of [`Three`], by index.
+const IDS: [&str; 3] = ["a", "b", "c"];
+
+/// Interactive transactions on a cluster: each lives on the node that began it (its handle
+/// names the node; a step sent elsewhere is 421 with the owner's URL) and commits through
+/// the certifier's leader (a follower forwards it as a self-contained request); list-append
+/// histories at `serializable` and `snapshot` on every node have no anomaly the level
+/// forbids; read-modify-write transfers keep the bank's total across a `kill -9` of the
+/// leader.
+#[test]
+fn interactive_transactions_on_every_node() {
+    let mut three = Three::start();
+    let all: Vec<&Node> = three.nodes.iter().collect();
+    let bump = json!({"writes": [{"key": "warm", "op": "increment", "by": 1}]});
+    let (status, warm) = commit_until_answered(&all, "warm", &bump);
+    assert_eq!(status, 200, "{warm}");
+    misdirected_and_forwarded(&three.nodes);
+    let seed: u64 = match std::env::var("LOGBOOK_CLUSTER_SEED") {
+        Ok(s) => s.parse().expect("LOGBOOK_CLUSTER_SEED is a u64"),
+        Err(_) => rand::random(),
+    };
+    println!("histories from seed {seed} (replay: LOGBOOK_CLUSTER_SEED={seed})");
+    list_append_on_every_node(&three.nodes, "serializable", seed);
+    list_append_on_every_node(&three.nodes, "snapshot", seed.wrapping_add(1));
+    interactive_bank_across_the_leaders_kill(&mut three.nodes, seed);
+}
+
+/// `POST /v1/txns` on `node`: the handle. Sent again while the node answers 503 (its
+/// transaction store is opening: it replays the commit stream), bounded by [`WAIT`].
+fn begin(node: &Node, body: Value) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, begun) = node.call("POST", "/v1/txns", Some(body.clone()));
+        if status == 503 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(status, 201, "{begun}");
+        return begun["txn"].as_str().unwrap().to_string();
+    }
+}
+
+/// `POST path` with `Idempotency-Key: id` on `node`.
+fn post_with_id(node: &Node, path: &str, id: &str) -> (u16, Value) {
+    let request = common::api::request("POST", path, None).request_id(Some(id));
+    common::api::send(&node.client, request).unwrap()
+}
+
+/// A transaction begun on a follower: its steps on another node are 421 naming the owner's
+/// URL (nothing done there); its commit on its own node goes through the leader, once
+/// (a retry with the same key is the duplicate); a transaction begun on a third node with
+/// the commit's token reads it.
+fn misdirected_and_forwarded(nodes: &[Node]) {
+    let leader = leader_index(nodes, &[]).expect("one node leads");
+    let (owner, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let txn = begin(&nodes[owner], json!({}));
+    assert!(txn.ends_with(&format!(".{}", IDS[owner])), "{txn}");
+    let path = format!("/v1/txns/{txn}/kv/moved");
+    for (method, body) in [("PUT", Some(json!({"value": 1}))), ("GET", None)] {
+        let (status, refused) = nodes[other].call(method, &path, body);
+        assert_eq!(status, 421, "{refused}");
+        assert_eq!(refused["code"], "misdirected_request", "{refused}");
+        assert_eq!(refused["location"], format!("{}{path}", nodes[owner].base));
+    }
+    let commit = format!("/v1/txns/{txn}/commit");
+    let (status, refused) = post_with_id(&nodes[other], &commit, "moved-1");
+    assert_eq!(
+        (status, &refused["code"]),
+        (421, &json!("misdirected_request"))
+    );
+
+    let (status, put) = nodes[owner].call("PUT", &path, Some(json!({"value": 1})));
+    assert_eq!(status, 204, "{put}");
+    let (status, committed) = post_with_id(&nodes[owner], &commit, "moved-1");
+    assert_eq!(status, 200, "{committed}");
+    assert_ne!(committed["duplicate"], true, "{committed}");
+    let (status, again) = post_with_id(&nodes[owner], &commit, "moved-1");
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["offset"], committed["offset"], "{again}");
+
+    // Read your writes on a third node: its snapshot includes the commit the token names.
+    let token = committed["token"].as_str().unwrap();
+    let (status, begun) = nodes[other].call(
+        "POST",
+        &format!("/v1/txns?token={token}&timeout_ms=20000"),
+        Some(json!({"isolation": "snapshot"})),
+    );
+    assert_eq!(status, 201, "{begun}");
+    let reader = begun["txn"].as_str().unwrap();
+    let (status, row) = nodes[other].call("GET", &format!("/v1/txns/{reader}/kv/moved"), None);
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(row["value"], 1, "{row}");
+    assert_eq!(row["version"], committed["offset"], "{row}");
+}
+
+/// Keys of a list-append history at `level`.
+const LIST_KEYS: usize = 5;
+/// Clients per history (two per node) and transactions per client.
+const LIST_CLIENTS: usize = 6;
+const LIST_TXNS: usize = 12;
+
+/// A read of `key` in transaction `txn` on `node`: the list, or `None` when the transaction
+/// was refused (409: it ended).
+fn list_read(node: &Node, txn: &str, key: &str) -> Option<Vec<elle::Elem>> {
+    let (status, row) = node.call("GET", &format!("/v1/txns/{txn}/kv/{key}"), None);
+    match status {
+        200 => Some(serde_json::from_value(row["value"].clone()).unwrap()),
+        404 if row["code"] == "key_not_found" => Some(Vec::new()),
+        // The transaction ended (a conflict), or the node's store was replaced under it.
+        409 | 503 => None,
+        _ => panic!("read {key} in {txn}: {status} {row}"),
+    }
+}
+
+/// One client's list-append transaction, interactive on `node`; its record for the checker.
+fn list_txn(
+    node: &Node,
+    level: &str,
+    process: usize,
+    elems: &mut impl Iterator<Item = elle::Elem>,
+    rng: &mut rand::rngs::StdRng,
+) -> elle::TxnRecord {
+    use rand::Rng;
+    let txn = begin(node, json!({ "isolation": level }));
+    let mut record = elle::TxnRecord {
+        process,
+        mops: Vec::new(),
+        outcome: elle::Outcome::Aborted,
+        note: format!("{txn} at {level}"),
+    };
+    for _ in 0..rng.gen_range(1..=3) {
+        let key = format!("list-{level}-{}", rng.gen_range(0..LIST_KEYS));
+        let Some(mut list) = list_read(node, &txn, &key) else {
+            return record;
+        };
+        record.mops.push(elle::Mop::Read {
+            key: key.clone(),
+            value: list.clone(),
+        });
+        if rng.gen_bool(0.5) {
+            continue;
+        }
+        let elem = elems.next().unwrap();
+        list.push(elem);
+        let path = format!("/v1/txns/{txn}/kv/{key}");
+        let (status, put) = node.call("PUT", &path, Some(json!({ "value": list })));
+        assert_eq!(status, 204, "{put}");
+        record.mops.push(elle::Mop::Append {
+            key,
+            elem,
+            wrote: list,
+        });
+    }
+    let (status, committed) = node.call("POST", &format!("/v1/txns/{txn}/commit"), None);
+    match status {
+        200 => {
+            record.outcome = elle::Outcome::Committed;
+            record.note += &format!(", committed at {}", committed["offset"]);
+        }
+        // 503: refused, nothing committed (the leader changed, or its append was fenced).
+        409 | 503 => record.note += &format!(", {}", committed["code"]),
+        _ => panic!("commit {txn}: {status} {committed}"),
+    }
+    record
+}
+
+/// Interactive list-append transactions at `level` from two clients on each node, checked
+/// by the Elle-style checker against the final lists read on one node.
+fn list_append_on_every_node(nodes: &[Node], level: &str, seed: u64) {
+    let txns: Vec<elle::TxnRecord> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..LIST_CLIENTS)
+            .map(|p| {
+                s.spawn(move || {
+                    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+                        seed.wrapping_add(p as u64),
+                    );
+                    let first = (p * 1_000) as elle::Elem;
+                    let mut elems = first..first + 1_000;
+                    (0..LIST_TXNS)
+                        .map(|_| list_txn(&nodes[p % 3], level, p, &mut elems, &mut rng))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    let keys: Vec<String> = (0..LIST_KEYS)
+        .map(|i| format!("list-{level}-{i}"))
+        .collect();
+    let last = txns
+        .iter()
+        .filter_map(|t| t.note.split("committed at ").nth(1)?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let (status, read) = nodes[0].call(
+        "POST",
+        "/v1/kv/read?timeout_ms=20000",
+        Some(json!({ "keys": keys, "snapshot": last + 1 })),
+    );
+    assert_eq!(status, 200, "{read}");
+    let final_state = keys
+        .iter()
+        .zip(read["keys"].as_array().unwrap())
+        .map(|(k, at)| {
+            let list = if at["value"].is_null() {
+                Vec::new()
+            } else {
+                serde_json::from_value(at["value"].clone()).unwrap()
+            };
+            (k.clone(), list)
+        })
+        .collect();
+    let history = elle::History { txns, final_state };
+    let report = elle::check(&history);
+    let isolation = match level {
+        "serializable" => logbook_txn::Isolation::Serializable,
+        _ => logbook_txn::Isolation::Snapshot,
+    };
+    println!(
+        "{level} on 3 nodes: committed {}, aborted {}, edges ww/wr/rw {:?}",
+        report.committed, report.aborted, report.edges
+    );
+    assert!(report.committed > 0, "nothing committed at {level}");
+    let forbidden: Vec<String> = report
+        .forbidden(isolation)
+        .iter()
+        .map(|a| format!("{:?}: {}", a.kind, a.explanation))
+        .collect();
+    assert!(
+        forbidden.is_empty(),
+        "seed {seed}: anomalies forbidden at {level}:\n{}",
+        forbidden.join("\n")
+    );
+}
+
+/// Accounts of the interactive bank, and each one's opening balance.
+const BANK_ACCOUNTS: usize = 6;
+/// Transfers per client in the interactive bank.
+const BANK_TRANSFERS: usize = 6;
+
+/// One transfer as an interactive read-modify-write on `node`, run again after a conflict;
+/// its commit is sent again with the same key while the answer is 503 (no leader) or 504
+/// (outcome unknown). Bounded by [`WAIT`].
+fn interactive_transfer(node: &Node, id: &str, from: usize, to: usize, amount: i64) {
+    let deadline = Instant::now() + WAIT;
+    for attempt in 0.. {
+        assert!(Instant::now() < deadline, "transfer {id} never committed");
+        let (status, begun) = node.call("POST", "/v1/txns", Some(json!({})));
+        if status == 503 {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(status, 201, "{begun}");
+        let txn = begun["txn"].as_str().unwrap().to_string();
+        let (a, b) = (format!("bank-{from}"), format!("bank-{to}"));
+        let (Some(fa), Some(fb)) = (list_read_i64(node, &txn, &a), list_read_i64(node, &txn, &b))
+        else {
+            continue;
+        };
+        for (key, value) in [(&a, fa - amount), (&b, fb + amount)] {
+            let (status, put) = node.call(
+                "PUT",
+                &format!("/v1/txns/{txn}/kv/{key}"),
+                Some(json!({ "value": value })),
+            );
+            assert_eq!(status, 204, "{put}");
+        }
+        let key = format!("{id}-{attempt}");
+        let commit = format!("/v1/txns/{txn}/commit");
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "transfer {id}: no definite answer"
+            );
+            match common::api::send(
+                &node.client,
+                common::api::request("POST", &commit, None).request_id(Some(&key)),
+            ) {
+                Ok((200, _)) => return,
+                Ok((409, _)) => break,
+                Ok((503 | 504, _)) | Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                Ok((status, answer)) => panic!("commit {key}: {status} {answer}"),
+            }
+        }
+    }
+}
+
+/// A balance read in an interactive transaction (`None`: the transaction was refused).
+fn list_read_i64(node: &Node, txn: &str, key: &str) -> Option<i64> {
+    let (status, row) = node.call("GET", &format!("/v1/txns/{txn}/kv/{key}"), None);
+    match status {
+        200 => Some(row["value"].as_i64().unwrap()),
+        409 | 503 => None,
+        _ => panic!("read {key} in {txn}: {status} {row}"),
+    }
+}
+
+/// Interactive transfers on the two followers while the leader is killed: every node that
+/// lives reads the same balances, adding up to the opening total.
+fn interactive_bank_across_the_leaders_kill(nodes: &mut [Node], seed: u64) {
+    let all: Vec<&Node> = nodes.iter().collect();
+    let opening: Vec<Value> = (0..BANK_ACCOUNTS)
+        .map(|i| json!({"key": format!("bank-{i}"), "op": "put", "value": OPENING}))
+        .collect();
+    let (status, opened) = commit_until_answered(&all, "bank-open", &json!({ "writes": opening }));
+    assert_eq!(status, 200, "{opened}");
+    let leader = leader_index(nodes, &[]).expect("one node leads");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let mut victim = nodes[leader].child.take().unwrap();
+    // When each transfer was acknowledged: the first after the kill ends the stall.
+    let acked = std::sync::Mutex::new(Vec::new());
+    let killed_at = std::thread::scope(|s| {
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let nodes = &*nodes;
+        for (c, at) in survivors.iter().enumerate() {
+            let (first_tx, acked) = (first_tx.clone(), &acked);
+            s.spawn(move || {
+                use rand::Rng;
+                let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+                    seed.wrapping_add(100 + c as u64),
+                );
+                for t in 0..BANK_TRANSFERS {
+                    let from = rng.gen_range(0..BANK_ACCOUNTS);
+                    let to = (from + rng.gen_range(1..BANK_ACCOUNTS)) % BANK_ACCOUNTS;
+                    let amount = rng.gen_range(1..20);
+                    interactive_transfer(&nodes[*at], &format!("bank-{c}-{t}"), from, to, amount);
+                    acked.lock().unwrap().push(Instant::now());
+                    let _ = first_tx.send(());
+                }
+            });
+        }
+        // Once a transfer is in, the next ones are under way: kill -9 the leader.
+        first_rx.recv().unwrap();
+        victim.kill().unwrap();
+        let killed_at = Instant::now();
+        victim.wait().unwrap();
+        killed_at
+    });
+    // A figure for docs/benchmarks.md, not an assertion: the stall of commits the failover
+    // caused (the lease TTL, the campaign, the new leader's replay and epoch) — the longest
+    // gap between acknowledgments from the kill on (one in flight may land just after it).
+    let mut after: Vec<Instant> = acked.into_inner().unwrap();
+    after.retain(|t| *t > killed_at);
+    after.sort();
+    after.insert(0, killed_at);
+    let stall = after
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    println!("{}", json!({"failover_stall_ms": stall.as_millis() as u64}));
+    assert!(
+        leader_index(nodes, &[leader]).is_some(),
+        "a new leader certifies"
+    );
+    // Both survivors at one snapshot: the same balances, adding up to the opening total.
+    let keys: Vec<String> = (0..BANK_ACCOUNTS).map(|i| format!("bank-{i}")).collect();
+    let mut read_at = json!({ "keys": keys });
+    let mut seen = Vec::new();
+    for i in &survivors {
+        let (status, read) = nodes[*i].call("POST", "/v1/kv/read", Some(read_at.clone()));
+        assert_eq!(status, 200, "{read}");
+        let balances: Vec<i64> = read["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["value"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            balances.iter().sum::<i64>(),
+            OPENING * BANK_ACCOUNTS as i64,
+            "node {i}: {read}"
+        );
+        read_at["snapshot"] = read["snapshot"].clone();
+        seen.push(balances);
+    }
+    assert_eq!(seen[0], seen[1], "one snapshot, one state");
 }

@@ -456,6 +456,7 @@ fn forwarded_error(e: ClientError, leader: &str) -> ApiError {
             let mut out = ApiError::new(code, problem.detail);
             out.field = problem.field;
             out.retryable = problem.retryable;
+            out.location = problem.location;
             if code == ProblemCode::LeaderUnavailable {
                 out.retry_after_s = Some(1);
             }

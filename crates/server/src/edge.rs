@@ -95,6 +95,11 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
                 return response;
             }
         };
+        // An interactive transaction's step sent to a node it does not live on: 421, naming
+        // where it belongs, before any handler (nothing changes).
+        if let Err(e) = crate::api::txns::check_owner(&state, route, req.uri()).await {
+            return e.into_response();
+        }
         let permit = if UNLIMITED_ROUTES.contains(&route) {
             None
         } else {

@@ -38,6 +38,8 @@ pub struct ApiError {
     pub retryable: Option<bool>,
     /// Seconds after which a retry makes sense (sent as `Retry-After`).
     pub retry_after_s: Option<u32>,
+    /// Where the request belongs (`misdirected_request`): the problem's `location` member.
+    pub location: Option<String>,
 }
 
 impl ApiError {
@@ -49,6 +51,7 @@ impl ApiError {
             field: None,
             retryable: None,
             retry_after_s: None,
+            location: None,
         }
     }
 
@@ -141,6 +144,7 @@ impl ApiError {
         let mut p = Problem::new(self.code, self.detail.clone());
         p.field = self.field.clone();
         p.retryable = self.retryable;
+        p.location = self.location.clone();
         p
     }
 

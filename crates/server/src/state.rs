@@ -217,6 +217,7 @@ impl AppState {
         let txns = TxnRegistry::new(
             config.open_txns_max,
             Duration::from_millis(config.txn_idle_timeout_ms),
+            config.cluster.as_ref().map(|c| c.node_id.clone()),
         );
         AppState {
             inner: Arc::new(Inner {
@@ -405,12 +406,29 @@ pub enum TxnEnd {
         error: ApiError,
         /// The commit's request id.
         request_id: Option<String>,
+        /// A commit forwarded to a cluster's leader whose answer was lost: the request as
+        /// sent, so that a retry with the same request id sends it again and learns the
+        /// outcome (a duplicate if it committed).
+        resend: Option<Resend>,
     },
     /// Aborted: explicitly, by a retryable error, or at shutdown.
     Aborted,
     /// Aborted by the reaper after idling.
     Expired,
 }
+
+/// A forwarded commit request kept for its retry (see [`TxnEnd::CommitFailed`]); equal
+/// only to itself.
+#[derive(Debug, Clone)]
+pub struct Resend(pub Arc<logbook_api::txns::CommitBody>);
+
+impl PartialEq for Resend {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Resend {}
 
 impl OpenTxn {
     /// The end as it stands.
@@ -453,17 +471,25 @@ pub struct TxnRegistry {
     max: usize,
     idle: Duration,
     epoch: Instant,
+    /// On a cluster node, its id: every handle made here names it.
+    node: Option<String>,
 }
 
 impl TxnRegistry {
-    fn new(max: usize, idle: Duration) -> Self {
+    fn new(max: usize, idle: Duration, node: Option<String>) -> Self {
         TxnRegistry {
             open: Mutex::new(HashMap::new()),
             ended: Mutex::new((HashMap::new(), VecDeque::new())),
             max,
             idle,
             epoch: Instant::now(),
+            node,
         }
+    }
+
+    /// The node whose transactions these are (`None`: a single node).
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     fn now_ms(&self) -> u64 {
@@ -497,7 +523,7 @@ impl TxnRegistry {
     /// 429 `too_many_transactions` (the transaction is then dropped, i.e. aborted); 500
     /// `internal` if the OS random generator fails (no handle is made from less).
     pub fn insert(&self, txn: Txn) -> Result<Arc<OpenTxn>, ApiError> {
-        let id = new_handle()?;
+        let id = new_handle(self.node.as_deref())?;
         let entry = Arc::new(OpenTxn {
             id: id.clone(),
             txn: Arc::new(tokio::sync::Mutex::new(Some(txn))),
@@ -564,20 +590,7 @@ impl TxnRegistry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&t.id);
-        // What late requests need: a committed outcome's offset, not its increments.
-        let remembered = match &end {
-            TxnEnd::Committed {
-                outcome,
-                request_id,
-            } => TxnEnd::Committed {
-                outcome: CommitOutcome {
-                    incremented: Vec::new(),
-                    ..outcome.clone()
-                },
-                request_id: request_id.clone(),
-            },
-            other => other.clone(),
-        };
+        let remembered = remembered(&end);
         t.set_end(end);
         let mut r = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         if r.0.insert(t.id.clone(), remembered).is_none() {
@@ -587,6 +600,15 @@ impl TxnRegistry {
             if let Some(old) = r.1.pop_front() {
                 r.0.remove(&old);
             }
+        }
+    }
+
+    /// Replaces how a recently ended transaction is remembered to have ended (a forwarded
+    /// commit sent again learnt its outcome); nothing if it is forgotten already.
+    pub fn remember_end(&self, id: &str, end: TxnEnd) {
+        let mut r = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(was) = r.0.get_mut(id) {
+            *was = remembered(&end);
         }
     }
 
@@ -648,10 +670,28 @@ impl TxnRegistry {
     }
 }
 
+/// What late requests need of an end: a committed outcome's offset, not its increments.
+fn remembered(end: &TxnEnd) -> TxnEnd {
+    match end {
+        TxnEnd::Committed {
+            outcome,
+            request_id,
+        } => TxnEnd::Committed {
+            outcome: CommitOutcome {
+                incremented: Vec::new(),
+                ..outcome.clone()
+            },
+            request_id: request_id.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
 /// A new transaction handle: `t` and 128 bits from the OS random generator in hex (not
 /// guessable: a handle is the only credential of an interactive transaction's steps
-/// beyond the caller's own).
-fn new_handle() -> Result<String, ApiError> {
+/// beyond the caller's own); on a cluster node, then `.` and the node's id, so that any
+/// node can tell where the transaction lives (node ids are `[A-Za-z0-9._-]`).
+fn new_handle(node: Option<&str>) -> Result<String, ApiError> {
     let mut bits = [0u8; 16];
     getrandom::getrandom(&mut bits).map_err(|e| {
         ApiError::new(
@@ -659,9 +699,30 @@ fn new_handle() -> Result<String, ApiError> {
             format!("the OS random generator failed: {e}"),
         )
     })?;
-    Ok(std::iter::once("t".to_string())
+    let mut handle: String = std::iter::once("t".to_string())
         .chain(bits.iter().map(|b| format!("{b:02x}")))
-        .collect())
+        .collect();
+    if let Some(node) = node {
+        handle.push('.');
+        handle.push_str(node);
+    }
+    Ok(handle)
+}
+
+/// Length of a handle's random part: `t` and 32 hex digits.
+const HANDLE_RANDOM_CHARS: usize = 33;
+
+/// The node a transaction handle names (`None`: a single node's handle, or not a handle).
+pub fn handle_node(handle: &str) -> Option<&str> {
+    let (random, node) = (
+        handle.get(..HANDLE_RANDOM_CHARS)?,
+        handle.get(HANDLE_RANDOM_CHARS..)?,
+    );
+    let node = node.strip_prefix('.')?;
+    let well_formed = random.starts_with('t')
+        && random[1..].bytes().all(|b| b.is_ascii_hexdigit())
+        && !node.is_empty();
+    well_formed.then_some(node)
 }
 
 /// Where a transaction handle stands.
@@ -727,4 +788,27 @@ fn too_many(max: usize) -> ApiError {
         format!("{max} interactive transactions are open, the limit; commit or abort some"),
     )
     .retry_after(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_nodes_handle_names_it_and_a_single_nodes_none() {
+        let handle = new_handle(Some("node-1.eu")).unwrap();
+        assert_eq!(handle.len(), HANDLE_RANDOM_CHARS + ".node-1.eu".len());
+        assert_eq!(handle_node(&handle), Some("node-1.eu"));
+        let single = new_handle(None).unwrap();
+        assert_eq!(single.len(), HANDLE_RANDOM_CHARS);
+        assert_eq!(handle_node(&single), None);
+        for not_a_handle in [
+            "",
+            "t12.a",
+            "x0123456789abcdef0123456789abcdef.a",
+            &format!("{single}."),
+        ] {
+            assert_eq!(handle_node(not_a_handle), None, "{not_a_handle:?}");
+        }
+    }
 }

@@ -33,6 +33,11 @@ pub const COMMIT_REQUEST_IDS_DEFAULT: usize = 1_000_000;
 /// [`crate::TxnStoreOptions::snapshot_window_commits`]). At 5,000 commits/s, two seconds —
 /// a read and a commit round trip with room to spare.
 pub const SNAPSHOT_WINDOW_COMMITS_DEFAULT: u64 = 10_000;
+/// Longest wait, in ms, of a cluster's leader for the commit stream to reach a commit
+/// request's snapshot (a follower may apply a commit from the replicated log before the
+/// leader has its acknowledgment); then [`crate::TxnError::SnapshotAhead`]. Short: the
+/// follower that forwarded the request waits for the leader's answer only so long.
+pub const LEADER_SNAPSHOT_WAIT_MS: u64 = 1_000;
 /// Keys examined by the incremental MVCC garbage collector after each commit.
 pub const GC_KEYS_PER_COMMIT: usize = 32;
 

@@ -110,6 +110,7 @@ impl TxnStore {
         traceparent: Option<&str>,
     ) -> Result<CommitOutcome> {
         check_shape(&request)?;
+        self.reach_snapshot(&request)?;
         self.commit(unregistered(request), request_id, traceparent)
     }
 
@@ -126,8 +127,46 @@ impl TxnStore {
         traceparent: Option<&str>,
     ) -> impl Future<Output = Result<CommitOutcome>> + Send + 'static + use<> {
         let prepared = check_shape(&request)
+            .and_then(|()| self.reach_snapshot(&request))
             .and_then(|()| self.prepare(unregistered(request), request_id, traceparent));
         self.clone().settle_async(prepared)
+    }
+
+    /// On a cluster, waits (at most [`limits::LEADER_SNAPSHOT_WAIT_MS`]) until the commit
+    /// stream is durable up to a request's snapshot and locks: they were taken on a
+    /// follower, which may apply a commit before its leader has the acknowledgment. A
+    /// single node's snapshot is never ahead of its own log (an ahead one is refused as
+    /// invalid by the window check).
+    ///
+    /// # Errors
+    /// [`TxnError::SnapshotAhead`] when the stream does not get there in time;
+    /// [`TxnError::Poisoned`].
+    fn reach_snapshot(&self, request: &CommitRequest) -> Result<()> {
+        let lock_max = request.locks.values().copied().max().unwrap_or(0);
+        let target = request.snapshot.max(lock_max);
+        // A follower refuses the commit anyway (`NotLeader`), without waiting.
+        if !self.options().elected || self.leading().is_none() || self.durable_end() >= target {
+            return Ok(());
+        }
+        let wait = std::time::Duration::from_millis(limits::LEADER_SNAPSHOT_WAIT_MS);
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            self.check_poisoned()?;
+            let durable = self.durable_end();
+            if durable >= target {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(TxnError::SnapshotAhead {
+                    snapshot: target,
+                    applied: durable,
+                });
+            }
+            // The record at `target - 1` is in once the end is above its offset.
+            self.partition()
+                .wait_end_offset_above((target - 1) * self.span, left);
+        }
     }
 
     /// The snapshot new readers take, given the table (its applied offset is the next

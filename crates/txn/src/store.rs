@@ -112,6 +112,9 @@ pub(crate) struct Registered {
     pub snapshot: u64,
     /// Set (under the commit lock) when it is expired.
     pub expired: Arc<AtomicBool>,
+    /// Whether it reads a safe snapshot (a read-only `serializable` transaction certified
+    /// here): its reads need not be tracked.
+    pub safe: bool,
 }
 
 /// What the request-id table says about a commit's request id.
@@ -383,7 +386,12 @@ impl TxnStore {
         state.next_txn_id += 1;
         let visible = self.visible(&state);
         let serializable = options.isolation == Isolation::Serializable;
-        let snapshot = if serializable && options.read_only {
+        // A safe snapshot is one only this store's certifier can vouch for: a cluster
+        // follower's commits are certified by the leader, which never saw this transaction
+        // begin, so there it reads the newest snapshot and its reads are declared instead.
+        let certifies_here = !self.options.elected || state.leading.is_some();
+        let safe = serializable && options.read_only && certifies_here;
+        let snapshot = if safe {
             state.cert.safe_snapshot(2 * visible) / 2
         } else {
             visible
@@ -397,6 +405,7 @@ impl TxnStore {
             id,
             snapshot,
             expired,
+            safe,
         })
     }
 
@@ -461,6 +470,13 @@ impl TxnStore {
             Ok(p) => p,
             Err(e) => unreachable!("open checked the commit stream has one partition: {e}"),
         }
+    }
+
+    /// Commits applied to the table: positions `0..applied_end()` (ahead of
+    /// [`TxnStore::durable_end`] on a store that certifies, with early lock release;
+    /// behind it on a cluster follower that has not caught up).
+    pub fn applied_end(&self) -> u64 {
+        self.read_table().applied()
     }
 
     /// Commits durable in the commit stream: positions `0..durable_end()`.

@@ -35,7 +35,10 @@ impl TxnStore {
     /// [`TxnError::TooManyOpenTransactions`], [`TxnError::Poisoned`].
     pub fn begin(self: &Arc<Self>, options: TxnOptions) -> Result<Txn> {
         let r = self.register(options)?;
-        Ok(Txn::new(self.clone(), r.id, options, r.snapshot, r.expired))
+        let mut t = Txn::new(self.clone(), r.id, options, r.snapshot, r.expired);
+        t.track_reads = options.isolation != Isolation::ReadCommitted
+            && (!options.read_only || (options.isolation == Isolation::Serializable && !r.safe));
+        Ok(t)
     }
 }
 
@@ -60,6 +63,8 @@ pub struct Txn {
     ranges: Vec<Range>,
     /// Whether it read anything (see [`CommitRequest::read_any`]).
     read_any: bool,
+    /// Whether its reads are recorded (see [`Txn::tracks_reads`]).
+    track_reads: bool,
     /// Bytes the buffered writes will take in the commit record (keys, values, framing).
     write_bytes: usize,
     done: bool,
@@ -85,6 +90,7 @@ impl Txn {
             reads: BTreeMap::new(),
             ranges: Vec::new(),
             read_any: false,
+            track_reads: options.isolation != Isolation::ReadCommitted && !options.read_only,
             write_bytes: 0,
             done: false,
         }
@@ -108,9 +114,29 @@ impl Txn {
 
     /// Reads are tracked at `serializable` (SSI) and at `snapshot` (a key read and then
     /// incremented conflicts like a write); a declared read-only transaction has no writes
-    /// for them to matter to.
+    /// for them to matter to — unless it is `serializable` without a safe snapshot (begun
+    /// on a cluster follower): then its reads are certified by the leader.
     fn tracks_reads(&self) -> bool {
-        self.options.isolation != Isolation::ReadCommitted && !self.options.read_only
+        self.track_reads
+    }
+
+    /// The store it was begun on.
+    pub fn store(&self) -> &Arc<TxnStore> {
+        &self.store
+    }
+
+    /// Ends the transaction here and returns it as a self-contained commit request, for a
+    /// commit certified by another store: a cluster follower forwards it to the leader.
+    /// Nothing is certified or written by this store.
+    ///
+    /// # Errors
+    /// The errors of a closed, expired or poisoned transaction ([`TxnError::Closed`],
+    /// [`TxnError::TransactionTooOld`], [`TxnError::Poisoned`]).
+    pub fn into_request(mut self) -> Result<CommitRequest> {
+        self.check_open()?;
+        let parts = self.take_parts();
+        self.end();
+        Ok(parts.request)
     }
 
     fn end(&mut self) {

@@ -1,6 +1,8 @@
 //! The store on a cluster's commit stream: followers derive the table and refuse commits;
 //! a leader appends its epoch first and stamps every commit; a deposed leader's append is
-//! refused at storage (fenced) and poisons it; replay ignores a stale epoch's commit.
+//! refused at storage (fenced) and poisons it; replay ignores a stale epoch's commit; a
+//! follower's interactive transaction is certified by the leader as its request (declared
+//! reads, read-only ones included); a leader refuses a snapshot ahead of its stream.
 //! Two stores on one embedded log stand for two nodes on one replicated `_txn`.
 #![expect(
     clippy::unwrap_used,
@@ -119,5 +121,85 @@ fn replay_ignores_a_commit_of_an_older_epoch_after_a_newer_one() {
         replayed.committed(&id).unwrap(),
         None,
         "its request id is not remembered"
+    );
+}
+
+/// An interactive transaction begun on a follower commits on the leader as the request it
+/// builds (`into_request`), certified there like a one-shot request: a write-write conflict
+/// with a commit the follower had not seen is caught; a read-only `serializable` one has
+/// no safe snapshot on the follower, so its reads are declared and certified.
+#[test]
+fn a_followers_transaction_is_certified_by_the_leader_as_its_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let leader = TxnStore::open(&log, elected()).unwrap();
+    leader.lead(3, "a").unwrap();
+    put(&leader, "x", "1").unwrap();
+    let follower = TxnStore::open(&log, elected()).unwrap();
+    follower.catch_up().unwrap();
+
+    let mut t = follower
+        .begin(TxnOptions::new(Isolation::Snapshot))
+        .unwrap();
+    assert_eq!(t.get(b"x").unwrap().unwrap().version, Some(1));
+    t.put(b"x", b"2").unwrap();
+    let request = t.into_request().unwrap();
+    assert_eq!(request.reads.get(b"x".as_slice()), Some(&Some(1)));
+    // The follower certifies nothing and never heard of the transaction again.
+    assert!(matches!(
+        follower.commit_request(request.clone(), None, None),
+        Err(TxnError::NotLeader)
+    ));
+    put(&leader, "x", "3").unwrap();
+    let refused = leader.commit_request(request, None, None);
+    assert!(
+        matches!(refused, Err(TxnError::SerializationFailure { .. })),
+        "first committer wins across nodes: {refused:?}"
+    );
+
+    let mut reader = follower
+        .begin(TxnOptions::new(Isolation::Serializable).read_only())
+        .unwrap();
+    assert_eq!(reader.get(b"x").unwrap().unwrap().version, Some(1));
+    let request = reader.into_request().unwrap();
+    assert!(request.read_only);
+    assert_eq!(
+        request.reads.get(b"x".as_slice()),
+        Some(&Some(1)),
+        "read-only on a follower: its reads are declared"
+    );
+    let mut on_leader = leader
+        .begin(TxnOptions::new(Isolation::Serializable).read_only())
+        .unwrap();
+    assert!(on_leader.get(b"x").unwrap().is_some());
+    assert!(
+        on_leader.into_request().unwrap().reads.is_empty(),
+        "on the leader it reads a safe snapshot, untracked"
+    );
+}
+
+/// A leader refuses a request whose snapshot is ahead of the commit stream it holds, as
+/// `SnapshotAhead` after a bounded wait (a follower may apply a commit before its leader
+/// has the acknowledgment; here the snapshot is simply beyond the stream).
+#[test]
+fn a_leader_refuses_a_snapshot_ahead_of_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let leader = TxnStore::open(&log, elected()).unwrap();
+    leader.lead(3, "a").unwrap();
+    let mut request = logbook_txn::CommitRequest::new(Isolation::Serializable, 50);
+    request
+        .writes
+        .insert(b"k".to_vec(), logbook_txn::Write::Increment(1));
+    let refused = leader.commit_request(request, None, None);
+    assert!(
+        matches!(
+            refused,
+            Err(TxnError::SnapshotAhead {
+                snapshot: 50,
+                applied: 1
+            })
+        ),
+        "{refused:?}"
     );
 }

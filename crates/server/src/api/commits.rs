@@ -10,7 +10,8 @@ use axum::Json;
 use axum::extract::State;
 use logbook_api::paths::route;
 use logbook_api::txns::{
-    CommitBody, Committed, KeyAt, RangeSpec, ReadAnswer, ReadBody, Row, WriteKind,
+    CommitBody, Committed, KeyAt, RangeSpec, ReadAnswer, ReadBody, ReadKey, Row, WriteKind,
+    WriteSpec,
 };
 use logbook_txn::{CommitRequest, Condition, Isolation, KeyRange, TxnError, Value, Write};
 
@@ -106,20 +107,12 @@ pub async fn read(
         ranges.push((key_range(spec, &at)?, limit));
     }
     let keys: Vec<Vec<u8>> = body.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
-    let store = opened.txns()?;
     let snapshot = body.snapshot;
-    let read = blocking(move || {
-        // A cluster follower applies the commit stream first: up to the client's snapshot
-        // (waiting for it), or all it holds now.
-        if store.options().elected {
-            match snapshot {
-                Some(s) => store.follow_to(s, wait)?,
-                None => store.catch_up()?,
-            };
-        }
-        store.read_at(snapshot, &keys, &ranges)
-    })
-    .await?;
+    // A cluster follower applies the commit stream first: up to the client's snapshot
+    // (waiting for it), or all it holds now.
+    super::txns::follow(&opened, snapshot, wait).await?;
+    let store = opened.txns()?;
+    let read = blocking(move || store.read_at(snapshot, &keys, &ranges)).await?;
     let read = read.map_err(|e| name_field(e, |_| None))?;
     Ok(Json(ReadAnswer {
         snapshot: read.snapshot,
@@ -152,6 +145,101 @@ fn follower_wait(q: &Params) -> Result<std::time::Duration, ApiError> {
         ));
     }
     Ok(std::time::Duration::from_millis(ms))
+}
+
+/// The wire body of a store's request: what a cluster follower forwards for an interactive
+/// transaction ([`commit_request`] turns it back into the same request). Two shapes the
+/// wire has no word for are sent wider, which can only add conflicts, never miss one: a
+/// range bound that is not UTF-8 (a prefix's successor can be) becomes unbounded, and a
+/// lock is declared at the request's snapshot (a `read_committed` `get_for_update` read
+/// later than that).
+///
+/// # Errors
+/// 500 `internal_error` for a key that is not UTF-8 (every key over HTTP is).
+pub(super) fn commit_body(r: &CommitRequest) -> Result<CommitBody, ApiError> {
+    let key = |k: &[u8]| {
+        String::from_utf8(k.to_vec())
+            .map_err(|_| ApiError::internal("a transaction's key is not UTF-8"))
+    };
+    // `k` included is `k` + NUL excluded (no key lies between them), and the other way.
+    let after = |k: &[u8]| String::from_utf8([k, b"\0"].concat()).ok();
+    let as_text = |k: &[u8]| String::from_utf8(k.to_vec()).ok();
+    let ranges = r
+        .ranges
+        .iter()
+        .map(|(start, end)| RangeSpec {
+            start: match start {
+                Bound::Included(k) => as_text(k),
+                Bound::Excluded(k) => after(k),
+                Bound::Unbounded => None,
+            },
+            end: match end {
+                Bound::Excluded(k) => as_text(k),
+                Bound::Included(k) => after(k),
+                Bound::Unbounded => None,
+            },
+            ..RangeSpec::default()
+        })
+        .collect();
+    let writes = r
+        .writes
+        .iter()
+        .map(|(k, w)| {
+            let key = key(k)?;
+            Ok(match w {
+                Write::Put { value, cond } => {
+                    let (if_version, if_absent) = conditions(cond);
+                    WriteSpec {
+                        if_version,
+                        if_absent,
+                        ..WriteSpec::put(key, raw_json(value))
+                    }
+                }
+                Write::Delete { cond } => WriteSpec {
+                    if_version: conditions(cond).0,
+                    ..WriteSpec::delete(key)
+                },
+                Write::Increment(by) => WriteSpec::increment(key, *by),
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(CommitBody {
+        isolation: Some(wire_isolation(r.isolation)),
+        snapshot: Some(r.snapshot),
+        reads: r
+            .reads
+            .iter()
+            .map(|(k, version)| {
+                Ok(ReadKey {
+                    key: key(k)?,
+                    version: *version,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?,
+        ranges,
+        locks: r.locks.keys().map(|k| key(k)).collect::<Result<_, _>>()?,
+        writes,
+        read_only: r.read_only.then_some(true),
+    })
+}
+
+/// A write condition as the wire's `if_version` and `if_absent`.
+fn conditions(c: &Condition) -> (Option<u64>, Option<bool>) {
+    match c {
+        Condition::None => (None, None),
+        Condition::IfAbsent => (None, Some(true)),
+        Condition::IfVersion(v) => (Some(*v), None),
+    }
+}
+
+/// The wire's isolation level for the library's.
+fn wire_isolation(i: Isolation) -> logbook_api::txns::Isolation {
+    use logbook_api::txns::Isolation as Wire;
+    match i {
+        Isolation::ReadCommitted => Wire::ReadCommitted,
+        Isolation::Snapshot => Wire::Snapshot,
+        Isolation::Serializable => Wire::Serializable,
+    }
 }
 
 /// The store's request for a wire body; `snapshot` fills in an absent one.
@@ -286,9 +374,25 @@ pub async fn commit(
 ) -> Result<Json<Committed>, ApiError> {
     q.only(&[])?;
     let opened = state.opened()?;
+    certify_or_forward(&state, &opened, body, &tracking, &headers).await
+}
+
+/// A self-contained commit request, certified here (a single node, a cluster's leader) or
+/// forwarded to the certifier's leader (a cluster follower): the one-shot commit, and an
+/// interactive transaction's commit that this node cannot certify.
+///
+/// # Errors
+/// As [`commit`]; a follower's, as [`forward`].
+pub(super) async fn certify_or_forward(
+    state: &AppState,
+    opened: &crate::state::Opened,
+    body: CommitBody,
+    tracking: &Tracking,
+    headers: &axum::http::HeaderMap,
+) -> Result<Json<Committed>, ApiError> {
     let txns = opened.txns()?;
     if txns.options().elected && txns.leading().is_none() {
-        return forward(&opened, body, &tracking, &headers).await.map(Json);
+        return forward(opened, body, tracking, headers).await.map(Json);
     }
     let request = commit_request(&body, txns.durable_end())?;
     let m = state.metrics();
@@ -317,7 +421,7 @@ pub async fn commit(
     if outcome.duplicate {
         m.duplicates.with_label_values(&["commit"]).inc();
     }
-    committed_response(&opened, outcome)
+    committed_response(opened, outcome)
 }
 
 /// A cluster follower's commit: sent to the leader as the self-contained request it is,
@@ -333,7 +437,8 @@ async fn forward(
         |detail: String| ApiError::new(ProblemCode::LeaderUnavailable, detail).retry_after(1);
     if let Some(from) = headers.get(logbook_api::paths::FORWARDED_BY_HEADER) {
         return Err(unavailable(format!(
-            "forwarded by {from:?} to a node that does not lead (the leader just changed);              nothing was committed, retry"
+            "forwarded by {from:?} to a node that does not lead (the leader just changed); \
+             nothing was committed, retry"
         )));
     }
     let member = opened
@@ -369,7 +474,6 @@ pub async fn get_read_key(state: State<AppState>, q: Params) -> Result<Json<Row>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use logbook_api::txns::{ReadKey, WriteSpec};
 
     #[test]
     fn a_wire_body_becomes_the_stores_request() {
@@ -412,6 +516,64 @@ mod tests {
             "values stored canonical"
         );
         assert_eq!(r.writes.get(b"n".as_slice()), Some(&Write::Increment(2)));
+    }
+
+    #[test]
+    fn an_interactive_request_goes_over_the_wire_and_back_unchanged() {
+        let mut r = CommitRequest::new(Isolation::Snapshot, 12);
+        r.read_any = true;
+        r.reads.insert(b"x".to_vec(), Some(3));
+        r.reads.insert(b"gone".to_vec(), None);
+        // A cut page's range ends at its last row, included.
+        r.ranges.push((
+            Bound::Included(b"item:".to_vec()),
+            Bound::Included(b"item:7".to_vec()),
+        ));
+        r.ranges
+            .push((Bound::Unbounded, Bound::Excluded(b"m".to_vec())));
+        r.locks.insert(b"l".to_vec(), 12);
+        r.writes.insert(
+            b"x".to_vec(),
+            Write::Put {
+                value: Value::from(&b"{\"a\":1}"[..]),
+                cond: Condition::IfVersion(3),
+            },
+        );
+        r.writes.insert(
+            b"d".to_vec(),
+            Write::Delete {
+                cond: Condition::None,
+            },
+        );
+        r.writes.insert(b"n".to_vec(), Write::Increment(-2));
+        r.writes.insert(
+            b"p".to_vec(),
+            Write::Put {
+                value: Value::from(&b"2"[..]),
+                cond: Condition::IfAbsent,
+            },
+        );
+        let body = commit_body(&r).unwrap();
+        let wire = serde_json::to_vec(&body).unwrap();
+        let back = commit_request(&serde_json::from_slice(&wire).unwrap(), 0).unwrap();
+        let mut expected = r.clone();
+        expected.ranges[0].1 = Bound::Excluded(b"item:7\0".to_vec());
+        assert_eq!(
+            back, expected,
+            "the same request, the included end as its successor"
+        );
+    }
+
+    #[test]
+    fn a_bound_the_wire_cannot_spell_is_sent_unbounded() {
+        let mut r = CommitRequest::new(Isolation::Serializable, 1);
+        r.ranges.push((
+            Bound::Included(b"\x7f".to_vec()),
+            Bound::Excluded(b"\x80".to_vec()),
+        ));
+        let body = commit_body(&r).unwrap();
+        assert_eq!(body.ranges[0].start.as_deref(), Some("\u{7f}"));
+        assert_eq!(body.ranges[0].end, None, "wider, never narrower");
     }
 
     #[test]

@@ -20,7 +20,8 @@ use logbook_txn::{Isolation, KeyRange, ScanPage, Txn, TxnError, TxnOptions, Vers
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking, commit_to_the_end};
 use crate::limits;
-use crate::state::{AppState, Lookup, OpenTxn, Opened, Phase, TxnEnd, unknown_txn};
+use crate::state::{AppState, Lookup, OpenTxn, Opened, Phase, Resend, TxnEnd, unknown_txn};
+use axum::http::HeaderMap;
 use logbook_views::ConsistencyToken;
 
 use super::{Params, json_value, raw_json, text};
@@ -59,6 +60,65 @@ pub(super) fn rows(page: ScanPage) -> Rows {
         next: page.next.as_deref().map(text),
         token: None,
     }
+}
+
+/// On a cluster node, a request on an interactive transaction (a route under
+/// `/v1/txns/{txn}`) whose handle names another node: 421 `misdirected_request` with
+/// `location`, the same request's URL on that node, or 404 `unknown_transaction` when that
+/// node is no longer registered (its open transactions ended with it). Anything else
+/// passes, to be answered by its handler.
+///
+/// # Errors
+/// As above; 503 `membership_unavailable` when the node list cannot be read.
+pub(crate) async fn check_owner(
+    state: &AppState,
+    route: &str,
+    uri: &axum::http::Uri,
+) -> Result<(), ApiError> {
+    let Some(me) = state.txns().node() else {
+        return Ok(());
+    };
+    if !route.starts_with("/v1/txns/{txn}") {
+        return Ok(());
+    }
+    // `/v1/txns/<handle>/...`: handles need no percent-encoding.
+    let Some(handle) = uri.path().split('/').nth(3) else {
+        return Ok(());
+    };
+    let Some(owner) = crate::state::handle_node(handle) else {
+        return Ok(());
+    };
+    if owner == me {
+        return Ok(());
+    }
+    let opened = state.opened()?;
+    let Some(member) = opened.cluster.as_ref() else {
+        return Ok(());
+    };
+    let nodes = member.nodes().await?;
+    let Some(node) = nodes.iter().find(|n| n.node_id == owner) else {
+        return Err(ApiError::new(
+            ProblemCode::UnknownTransaction,
+            format!(
+                "transaction {handle} lived on node {owner}, which is not in the cluster now: \
+                 its open transactions ended with it (nothing of them was committed unless its \
+                 commit was answered)"
+            ),
+        )
+        .field("txn"));
+    };
+    let at = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let mut e = ApiError::new(
+        ProblemCode::MisdirectedRequest,
+        format!(
+            "transaction {handle} lives on node {owner}, which began it; send its requests \
+             to {} (nothing was done here)",
+            node.advertise_url
+        ),
+    )
+    .field("txn");
+    e.location = Some(format!("{}{at}", node.advertise_url.trim_end_matches('/')));
+    Err(e)
 }
 
 fn key_not_found(key: &str) -> ApiError {
@@ -178,17 +238,22 @@ fn scan_limit(q: &Params) -> Result<usize, ApiError> {
 
 /// Begins a transaction.
 #[utoipa::path(post, path = route::TXNS, tag = "transactions",
+    params(("token" = Option<String>, Query, description = "Consistency token of earlier commits (a `_txn` position): the snapshot includes them. On a cluster follower the node first applies the commit stream that far"),
+        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
     request_body(content = BeginBody, description = "May be empty: serializable, read-write"),
     responses((status = 201, body = Begun),
+        (status = 422, description = "`snapshot_ahead`: a cluster follower did not apply the token's commits within `timeout_ms`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`too_many_transactions`", body = Problem, content_type = "application/problem+json")))]
 pub async fn begin(
     State(state): State<AppState>,
     q: Params,
     JsonBody(body): JsonBody<BeginBody>,
 ) -> Result<(StatusCode, Json<Begun>), ApiError> {
-    q.only(&[])?;
+    q.only(&["token", "timeout_ms"])?;
     let opened = state.opened()?;
     state.txns().check_room()?;
+    // A follower's snapshot is what it has applied: catch up first (to the token, if any).
+    wait_token(&state, &opened, &q).await?;
     let mut options = TxnOptions::new(body.isolation.map_or(Isolation::Serializable, isolation));
     if body.read_only == Some(true) {
         options = options.read_only();
@@ -220,7 +285,8 @@ pub async fn begin(
     responses((status = 200, body = Row),
         (status = 404, description = "`key_not_found`, `unknown_transaction`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`serialization_failure`", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "`transaction_expired`", body = Problem, content_type = "application/problem+json")))]
+        (status = 410, description = "`transaction_expired`", body = Problem, content_type = "application/problem+json"),
+        (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_key(
     State(state): State<AppState>,
     Path((id, key)): Path<(String, String)>,
@@ -248,7 +314,8 @@ pub async fn get_key(
     params(("txn" = String, Path),
         ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
         ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, description = "1..=10000, default 100")),
-    responses((status = 200, body = Rows)))]
+    responses((status = 200, body = Rows),
+        (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn scan(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -266,7 +333,8 @@ pub async fn scan(
     params(("txn" = String, Path), ("key" = String, Path)),
     request_body = PutBody,
     responses((status = 204, description = "Buffered"),
-        (status = 400, description = "`invalid_json` naming the field", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`invalid_json` naming the field", body = Problem, content_type = "application/problem+json"),
+        (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn put_key(
     State(state): State<AppState>,
     Path((id, key)): Path<(String, String)>,
@@ -296,7 +364,8 @@ pub async fn put_key(
 #[utoipa::path(delete, path = route::TXN_KEY, tag = "transactions",
     params(("txn" = String, Path), ("key" = String, Path),
         ("if_version" = Option<u64>, Query, description = "Delete only if at this version at commit")),
-    responses((status = 204, description = "Buffered")))]
+    responses((status = 204, description = "Buffered"),
+        (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_key(
     State(state): State<AppState>,
     Path((id, key)): Path<(String, String)>,
@@ -317,7 +386,8 @@ pub async fn delete_key(
 #[utoipa::path(post, path = route::TXN_INCREMENT, tag = "transactions",
     params(("txn" = String, Path), ("key" = String, Path)),
     request_body = IncrementBody,
-    responses((status = 204, description = "Buffered")))]
+    responses((status = 204, description = "Buffered"),
+        (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn increment(
     State(state): State<AppState>,
     Path((id, key)): Path<(String, String)>,
@@ -336,24 +406,31 @@ pub async fn increment(
 /// transaction is 409 `transaction_committed` / `transaction_aborted`. The commit runs in a
 /// task of its own, so it ends (and tells those waiting) even if its client goes away; it
 /// awaits the commit's durability ([`Txn::commit_async`]) without parking a blocking thread
-/// through the fsync.
+/// through the fsync. On a cluster follower (or after this node's role changed) the
+/// transaction is sent as a self-contained commit request to the certifier's leader, as a
+/// one-shot commit is; an answer lost on the way is 504 `outcome_unknown`, and a retry with
+/// the same `Idempotency-Key` sends the request again to learn the outcome.
 #[utoipa::path(post, path = route::TXN_COMMIT, tag = "transactions",
     params(("txn" = String, Path),
         ("Idempotency-Key" = Option<String>, Header), ("traceparent" = Option<String>, Header)),
     responses((status = 200, body = Committed),
-        (status = 409, description = "`serialization_failure` (retry the whole transaction), `version_mismatch`, `key_exists`, `request_id_conflict` (the Idempotency-Key names a committed transaction with other writes), `transaction_committed`, `transaction_aborted` (the transaction already ended that way)", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "`serialization_failure` (retry the whole transaction), `version_mismatch`, `key_exists`, `request_id_conflict` (the Idempotency-Key names a committed transaction with other writes), `transaction_committed`, `transaction_aborted` (the transaction already ended that way)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`leader_unavailable`: on a cluster, no leader certifies now; nothing was committed, retry", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`outcome_unknown`: on a cluster follower, the commit was forwarded to the leader and its answer lost; retry with the same Idempotency-Key to learn the outcome", body = Problem, content_type = "application/problem+json"),
+        (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn commit(
     State(state): State<AppState>,
     Path(id): Path<String>,
     q: Params,
     tracking: Tracking,
+    headers: HeaderMap,
 ) -> Result<Json<Committed>, ApiError> {
     q.only(&[])?;
     let opened = state.opened()?;
     let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
     let entry = match state.txns().lookup(&id) {
         Lookup::Registered(entry) => entry,
-        ended => return commit_ended(&state, &opened, &id, ended, tracking).await,
+        ended => return commit_ended(&state, &opened, &id, ended, &tracking, &headers).await,
     };
     state.txns().touch(&entry);
     let mut guard = entry.txn.clone().lock_owned().await;
@@ -361,15 +438,30 @@ pub async fn commit(
         drop(guard);
         // Another request is committing it (or has ended it): wait for that, then answer.
         let end = entry.settled().await;
-        return commit_again(&state, &opened, &id, end, request_id);
+        return commit_again(&state, &opened, &id, end, &tracking, &headers).await;
     };
     entry.set_end(TxnEnd::Committing {
         request_id: request_id.clone(),
     });
     drop(guard);
-    let task = tokio::spawn(run_commit(state.clone(), opened, entry, txn, tracking));
+    let task = tokio::spawn(run_commit(
+        state.clone(),
+        opened,
+        entry,
+        txn,
+        tracking,
+        headers,
+    ));
     task.await
         .map_err(|e| ApiError::internal(format!("the commit task failed: {e}")))?
+}
+
+/// Whether the store `txn` was begun on certifies its commit: a single node's always; on a
+/// cluster only while it leads and is still this node's store (a role change replaces it).
+fn certified_here(opened: &Opened, txn: &Txn) -> bool {
+    let store = txn.store();
+    !store.options().elected
+        || (store.leading().is_some() && opened.txns().is_ok_and(|now| Arc::ptr_eq(&now, store)))
 }
 
 /// Commits `txn` and records how it ended in the registry.
@@ -379,7 +471,27 @@ async fn run_commit(
     entry: Arc<OpenTxn>,
     txn: Txn,
     tracking: Tracking,
+    headers: HeaderMap,
 ) -> Result<Json<Committed>, ApiError> {
+    if !certified_here(&opened, &txn) {
+        let request = txn.into_request().map_err(ApiError::from);
+        let body = request.and_then(|r| super::commits::commit_body(&r));
+        let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
+        let (result, how) = match body {
+            Ok(body) => send_request(&state, &opened, Arc::new(body), &tracking, &headers).await,
+            Err(error) => {
+                let how = TxnEnd::CommitFailed {
+                    error: error.clone(),
+                    request_id,
+                    resend: None,
+                };
+                (Err(error), how)
+            }
+        };
+        let reason = result.as_ref().err().map_or("commit", |e| e.code.as_str());
+        end(&state, &entry, how, reason);
+        return result;
+    }
     let m = state.metrics();
     let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
     let started = Instant::now();
@@ -405,6 +517,7 @@ async fn run_commit(
             let how = TxnEnd::CommitFailed {
                 error: error.clone(),
                 request_id,
+                resend: None,
             };
             end(&state, &entry, how, code);
             return Err(error);
@@ -417,16 +530,99 @@ async fn run_commit(
     committed_response(&opened, outcome)
 }
 
+/// An interactive transaction's commit as a self-contained request (`body`), certified by
+/// this node's store if it leads now, else forwarded to the certifier's leader — the
+/// one-shot commit's path. Returns the answer and the end to record: an answer lost on the
+/// way keeps `body`, so a retry with the same `Idempotency-Key` sends it again
+/// ([`resend_of`]) and learns the outcome.
+async fn send_request(
+    state: &AppState,
+    opened: &Opened,
+    body: Arc<logbook_api::txns::CommitBody>,
+    tracking: &Tracking,
+    headers: &HeaderMap,
+) -> (Result<Json<Committed>, ApiError>, TxnEnd) {
+    let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
+    let sent = (*body).clone();
+    let result = super::commits::certify_or_forward(state, opened, sent, tracking, headers).await;
+    let how = match &result {
+        Ok(Json(c)) => TxnEnd::Committed {
+            outcome: logbook_txn::CommitOutcome {
+                offset: c.offset,
+                duplicate: c.duplicate,
+                incremented: c
+                    .incremented
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), *v))
+                    .collect(),
+            },
+            request_id,
+        },
+        Err(error) => TxnEnd::CommitFailed {
+            error: error.clone(),
+            resend: (error.status().is_server_error() && request_id.is_some())
+                .then(|| Resend(body)),
+            request_id,
+        },
+    };
+    (result, how)
+}
+
+/// The request to send again for a retry with `tracking`'s request id of a forwarded
+/// commit whose outcome was unknown.
+fn resend_of(end: &TxnEnd, tracking: &Tracking) -> Option<Arc<logbook_api::txns::CommitBody>> {
+    let asked = tracking.request_id.as_ref().map(|r| r.as_str());
+    match end {
+        TxnEnd::CommitFailed {
+            request_id: Some(original),
+            resend: Some(Resend(body)),
+            ..
+        } if asked == Some(original.as_str()) => Some(body.clone()),
+        _ => None,
+    }
+}
+
+/// Whether `end` is the end of a commit sent with `tracking`'s request id.
+fn same_request(end: &TxnEnd, tracking: &Tracking) -> bool {
+    let asked = tracking.request_id.as_ref().map(|r| r.as_str());
+    match end {
+        TxnEnd::Committed { request_id, .. } | TxnEnd::CommitFailed { request_id, .. } => {
+            asked.is_some() && request_id.as_deref() == asked
+        }
+        _ => false,
+    }
+}
+
+/// Sends a forwarded commit again (see [`resend_of`]) and remembers its new end.
+async fn resend(
+    state: &AppState,
+    opened: &Opened,
+    id: &str,
+    body: Arc<logbook_api::txns::CommitBody>,
+    tracking: &Tracking,
+    headers: &HeaderMap,
+) -> Result<Json<Committed>, ApiError> {
+    let (result, how) = send_request(state, opened, body, tracking, headers).await;
+    state.txns().remember_end(id, how);
+    result
+}
+
 /// A commit of a transaction whose commit already settled (`end`): a retry with the
 /// original's `Idempotency-Key` gets the original's answer (a duplicate when it
-/// committed); anything else learns how the transaction ended.
-fn commit_again(
+/// committed; a forwarded commit whose answer was lost is sent again); anything else
+/// learns how the transaction ended.
+async fn commit_again(
     state: &AppState,
     opened: &Opened,
     id: &str,
     end: TxnEnd,
-    request_id: Option<String>,
+    tracking: &Tracking,
+    headers: &HeaderMap,
 ) -> Result<Json<Committed>, ApiError> {
+    if let Some(body) = resend_of(&end, tracking) {
+        return resend(state, opened, id, body, tracking, headers).await;
+    }
+    let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
     match end {
         TxnEnd::Committed {
             outcome,
@@ -448,6 +644,7 @@ fn commit_again(
         TxnEnd::CommitFailed {
             error,
             request_id: original,
+            ..
         } if request_id.is_some() && original == request_id => Err(error),
         other => Err(state.txns().ended_error(id, &other)),
     }
@@ -461,9 +658,17 @@ async fn commit_ended(
     opened: &Opened,
     id: &str,
     lookup: Lookup,
-    tracking: Tracking,
+    tracking: &Tracking,
+    headers: &HeaderMap,
 ) -> Result<Json<Committed>, ApiError> {
-    if let Some(request_id) = tracking.request_id {
+    // A retry of the commit that ended it is answered from that end (on a cluster
+    // follower, this node's table may not hold the leader's commit yet).
+    if let Lookup::Ended(end) = &lookup
+        && same_request(end, tracking)
+    {
+        return commit_again(state, opened, id, end.clone(), tracking, headers).await;
+    }
+    if let Some(request_id) = tracking.request_id.clone() {
         let txns = opened.txns()?.clone();
         let found = tokio::task::spawn_blocking(move || txns.committed(&request_id))
             .await
@@ -521,7 +726,8 @@ pub(super) fn committed_response(
     params(("txn" = String, Path)),
     responses((status = 204, description = "Aborted"),
         (status = 404, description = "`unknown_transaction`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`transaction_committed`: the transaction committed before the abort", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "`transaction_committed`: the transaction committed before the abort", body = Problem, content_type = "application/problem+json"),
+        (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn abort(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -657,12 +863,38 @@ fn token_end(opened: &Opened, q: &Params) -> Result<Option<u64>, ApiError> {
     Ok(sp.offsets.get(&0).copied())
 }
 
-/// Waits until the commits a read's `token` names are durable (and so visible to reads
-/// outside transactions), at most `timeout_ms` (default 5000 ms with a token).
+/// On a cluster follower, applies the commit stream before a read: up to `end` (a client's
+/// token or snapshot), waiting at most `timeout`, or as far as the stream holds now. `false`
+/// on a leader or a single node, whose tables are ahead of the stream already.
 ///
 /// # Errors
-/// 400 `invalid_token`, `invalid_request` (`timeout_ms`); 409 `token_incarnation`; 504
-/// `consistency_timeout`; 503 `closed` at shutdown.
+/// 422 `snapshot_ahead` when the follower does not reach `end` in time; 503
+/// `store_poisoned`.
+pub(super) async fn follow(
+    opened: &Opened,
+    end: Option<u64>,
+    timeout: Duration,
+) -> Result<bool, ApiError> {
+    let store = opened.txns()?;
+    if !store.options().elected || store.leading().is_some() {
+        return Ok(false);
+    }
+    blocking(move || match end {
+        Some(end) => store.follow_to(end, timeout),
+        None => store.catch_up(),
+    })
+    .await??;
+    Ok(true)
+}
+
+/// Waits until the commits a read's `token` names are durable (and so visible to reads
+/// outside transactions), at most `timeout_ms` (default 5000 ms with a token). On a cluster
+/// follower: until it has applied them (else 422 `snapshot_ahead`), and without a token as
+/// far as the commit stream holds now.
+///
+/// # Errors
+/// 400 `invalid_token`, `invalid_request` (`timeout_ms`); 409 `token_incarnation`; 422
+/// `snapshot_ahead`; 504 `consistency_timeout`; 503 `closed` at shutdown.
 async fn wait_token(state: &AppState, opened: &Opened, q: &Params) -> Result<(), ApiError> {
     let timeout_ms = q.get::<u64>("timeout_ms")?;
     let max = logbook_views::limits::READ_TIMEOUT_MS_MAX;
@@ -674,11 +906,16 @@ async fn wait_token(state: &AppState, opened: &Opened, q: &Params) -> Result<(),
             format!("timeout_ms must be at most {max}"),
         ));
     }
-    let Some(end) = token_end(opened, q)? else {
+    let end = token_end(opened, q)?;
+    let timeout_ms = timeout_ms.unwrap_or(limits::VIEW_READ_TIMEOUT_MS_DEFAULT);
+    let timeout = Duration::from_millis(timeout_ms);
+    if follow(opened, end, timeout).await? {
+        return Ok(());
+    }
+    let Some(end) = end else {
         return Ok(());
     };
-    let timeout_ms = timeout_ms.unwrap_or(limits::VIEW_READ_TIMEOUT_MS_DEFAULT);
-    if durable_through(state, opened, end, Some(Duration::from_millis(timeout_ms))).await? {
+    if durable_through(state, opened, end, Some(timeout)).await? {
         return Ok(());
     }
     let mut e = ApiError::new(
@@ -700,7 +937,11 @@ async fn wait_token(state: &AppState, opened: &Opened, q: &Params) -> Result<(),
 /// no position would be refused by the next read that sent it).
 fn kv_token(opened: &Opened) -> Option<String> {
     let store = opened.txns().ok()?;
-    let last = store.durable_end().checked_sub(1)?;
+    // A cluster follower's table may trail the durable stream: it reads what it applied.
+    let last = store
+        .durable_end()
+        .min(store.applied_end())
+        .checked_sub(1)?;
     let stream = opened.log.stream(&store.options().stream).ok()?;
     let position = logbook_log::Position {
         partition: 0,
