@@ -782,7 +782,7 @@ fn a_paused_leader_steps_down_and_nothing_of_its_epoch_follows_the_new_one() {
     let bump = json!({"writes": [{"key": "counter", "op": "increment", "by": 1}]});
     let (status, first) = commit_until_answered(&all, "c-0", &bump);
     assert_eq!(status, 200, "{first}");
-    let leader = leader_index(nodes, &[]).expect("one node leads");
+    let leader = leader_index(nodes, &[]).unwrap_or_else(|| panic!("no node leads"));
     let others: Vec<&Node> = (0..3).filter(|i| *i != leader).map(|i| &nodes[i]).collect();
 
     // Paused past its lease: another node wins, appends its epoch, and commits go on.
@@ -846,7 +846,7 @@ fn commits_on_every_node_survive_the_leaders_kill_once_each() {
     }
 
     // kill -9 of the leader while a client commits on the other nodes.
-    let leader = leader_index(nodes, &[]).expect("one node leads");
+    let leader = leader_index(nodes, &[]).unwrap_or_else(|| panic!("no node leads"));
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let mut victim = nodes[leader].child.take().unwrap();
     std::thread::scope(|s| {
@@ -1015,7 +1015,7 @@ fn post_with_id(node: &Node, path: &str, id: &str) -> (u16, Value) {
 /// (a retry with the same key is the duplicate); a transaction begun on a third node with
 /// the commit's token reads it.
 fn misdirected_and_forwarded(nodes: &[Node]) {
-    let leader = leader_index(nodes, &[]).expect("one node leads");
+    let leader = leader_index(nodes, &[]).unwrap_or_else(|| panic!("no node leads"));
     let (owner, other) = ((leader + 1) % 3, (leader + 2) % 3);
     let txn = begin(&nodes[owner], json!({}));
     assert!(txn.ends_with(&format!(".{}", IDS[owner])), "{txn}");
@@ -1272,7 +1272,7 @@ fn interactive_bank_across_the_leaders_kill(nodes: &mut [Node], seed: u64) {
         .collect();
     let (status, opened) = commit_until_answered(&all, "bank-open", &json!({ "writes": opening }));
     assert_eq!(status, 200, "{opened}");
-    let leader = leader_index(nodes, &[]).expect("one node leads");
+    let leader = leader_index(nodes, &[]).unwrap_or_else(|| panic!("no node leads"));
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let mut victim = nodes[leader].child.take().unwrap();
     // When each transfer was acknowledged: the first after the kill ends the stall.

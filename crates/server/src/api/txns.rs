@@ -561,7 +561,7 @@ async fn send_request(
         Err(error) => TxnEnd::CommitFailed {
             error: error.clone(),
             resend: (error.status().is_server_error() && request_id.is_some())
-                .then(|| Resend(body)),
+                .then_some(Resend(body)),
             request_id,
         },
     };
