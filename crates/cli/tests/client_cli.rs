@@ -711,7 +711,10 @@ fn addresses_names_and_foreign_servers_get_clear_errors() {
     let out = node.ok(&["stream", "list", "--server", bare], None);
     assert!(out.contains("s "), "{out}");
     let e = node.fails(&["stream", "list", "--server", "https://127.0.0.1:9"], None);
-    assert!(e.contains("https://127.0.0.1:9") && e.contains("running there"), "{e}");
+    assert!(
+        e.contains("https://127.0.0.1:9") && e.contains("running there"),
+        "{e}"
+    );
 
     // Empty names never reach the server as a puzzling 404.
     let e = node.fails(&["stream", "show", ""], None);
