@@ -38,6 +38,7 @@
 pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod groups;
 pub mod limits;
 pub mod ops;
 pub mod paths;

@@ -28,6 +28,8 @@ pub mod route {
     pub const RECORD_EVENTS: &str = "/v1/streams/{stream}/records/events";
     /// `GET`: per partition, the first offset at or after a time.
     pub const STREAM_OFFSETS: &str = "/v1/streams/{stream}/offsets";
+    /// `PUT`: set a stream's retention.
+    pub const STREAM_RETENTION: &str = "/v1/streams/{stream}/retention";
     /// `POST`: begin a transaction.
     pub const TXNS: &str = "/v1/txns";
     /// `GET`: scan keys in a transaction.
@@ -68,6 +70,20 @@ pub mod route {
     pub const VIEW_REBUILD: &str = "/v1/views/{view}/rebuild";
     /// `POST`: switch (or roll out) a view's version.
     pub const VIEW_SWITCH: &str = "/v1/views/{view}/switch";
+    /// `GET`: every consumer group.
+    pub const GROUPS: &str = "/v1/groups";
+    /// `GET`: one group (members, assignments, committed offsets, lag).
+    pub const GROUP: &str = "/v1/groups/{group}";
+    /// `POST`: a member joins the group.
+    pub const GROUP_MEMBERS: &str = "/v1/groups/{group}/members";
+    /// `DELETE`: a member leaves the group.
+    pub const GROUP_MEMBER: &str = "/v1/groups/{group}/members/{member}";
+    /// `POST`: a member's heartbeat (and the partitions it gives up).
+    pub const GROUP_HEARTBEAT: &str = "/v1/groups/{group}/members/{member}/heartbeat";
+    /// `POST`: a member commits processed offsets.
+    pub const GROUP_COMMIT: &str = "/v1/groups/{group}/members/{member}/commit";
+    /// `POST`: reset a group's committed offsets.
+    pub const GROUP_RESET: &str = "/v1/groups/{group}/reset";
     /// `GET`: liveness and readiness.
     pub const HEALTH: &str = "/v1/health";
     /// `GET`: the nodes of the cluster.
@@ -118,6 +134,46 @@ pub fn record_events(stream: &str) -> String {
 /// `/v1/streams/{stream}/offsets`.
 pub fn stream_offsets(stream: &str) -> String {
     format!("/v1/streams/{}/offsets", encode(stream))
+}
+
+/// `/v1/groups`.
+pub fn groups() -> String {
+    route::GROUPS.to_string()
+}
+
+/// `/v1/groups/{group}`.
+pub fn group(group: &str) -> String {
+    format!("/v1/groups/{}", encode(group))
+}
+
+/// `/v1/groups/{group}/members`.
+pub fn group_members(group: &str) -> String {
+    format!("/v1/groups/{}/members", encode(group))
+}
+
+/// `/v1/groups/{group}/members/{member}`.
+pub fn group_member(group: &str, member: &str) -> String {
+    format!("/v1/groups/{}/members/{}", encode(group), encode(member))
+}
+
+/// `/v1/groups/{group}/members/{member}/heartbeat`.
+pub fn group_heartbeat(group: &str, member: &str) -> String {
+    group_member(group, member) + "/heartbeat"
+}
+
+/// `/v1/groups/{group}/members/{member}/commit`.
+pub fn group_commit(group: &str, member: &str) -> String {
+    group_member(group, member) + "/commit"
+}
+
+/// `/v1/groups/{group}/reset`.
+pub fn group_reset(group: &str) -> String {
+    format!("/v1/groups/{}/reset", encode(group))
+}
+
+/// `/v1/streams/{stream}/retention`.
+pub fn stream_retention(stream: &str) -> String {
+    format!("/v1/streams/{}/retention", encode(stream))
 }
 
 /// `/v1/txns`.
@@ -270,6 +326,7 @@ mod tests {
             (stream("{stream}"), route::STREAM),
             (records("{stream}"), route::RECORDS),
             (stream_offsets("{stream}"), route::STREAM_OFFSETS),
+            (stream_retention("{stream}"), route::STREAM_RETENTION),
             (record_events("{stream}"), route::RECORD_EVENTS),
             (txns(), route::TXNS),
             (txn_kv("{txn}"), route::TXN_KV),
@@ -291,6 +348,16 @@ mod tests {
             (view_rebuild("{view}"), route::VIEW_REBUILD),
             (view_switch("{view}"), route::VIEW_SWITCH),
             (health(), route::HEALTH),
+            (groups(), route::GROUPS),
+            (group("{group}"), route::GROUP),
+            (group_members("{group}"), route::GROUP_MEMBERS),
+            (group_member("{group}", "{member}"), route::GROUP_MEMBER),
+            (
+                group_heartbeat("{group}", "{member}"),
+                route::GROUP_HEARTBEAT,
+            ),
+            (group_commit("{group}", "{member}"), route::GROUP_COMMIT),
+            (group_reset("{group}"), route::GROUP_RESET),
         ];
         for (built, template) in pairs {
             assert_eq!(t(built), template);

@@ -331,6 +331,22 @@ problem_codes! {
     ViewStateTooLarge = ("view_state_too_large", 507, "View state exceeds its memory limit"),
     /// The view state store failed.
     ViewStoreError = ("view_store_error", 500, "View state store failed"),
+    // Consumer groups.
+    /// No such consumer group.
+    UnknownGroup = ("unknown_group", 404, "Unknown consumer group"),
+    /// The member is not in the group under this epoch (it left, was removed after its
+    /// session timed out, or joined again since): nothing was done; join again.
+    MemberFenced = ("member_fenced", 409, "Member fenced: join again"),
+    /// A commit names a partition the member does not own (now): nothing was committed.
+    PartitionNotAssigned = ("partition_not_assigned", 409, "Partition not assigned to this member"),
+    /// A commit would move a partition's committed offset back: nothing was committed.
+    OffsetBehindCommit = ("offset_behind_commit", 409, "Offset behind the committed one"),
+    /// The group has members: a reset needs a group nobody consumes.
+    GroupActive = ("group_active", 409, "Group has members"),
+    /// The group reads another stream than the join names.
+    GroupStreamMismatch = ("group_stream_mismatch", 409, "Group reads another stream"),
+    /// The node holds as many groups, or the group as many members, as allowed.
+    TooManyGroups = ("too_many_groups", 409, "Too many consumer groups or members"),
 }
 
 impl std::fmt::Display for ProblemCode {

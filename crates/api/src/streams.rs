@@ -24,6 +24,63 @@ pub struct CreateStream {
     /// Segment size in bytes before rolling. Default 128 MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segment_bytes_max: Option<u64>,
+    /// Keep at least this many bytes per partition, deleting older whole segments; ≥ 1.
+    /// Default: no limit. For an existing stream, compared with its retention when given
+    /// (change it with `PUT /v1/streams/{stream}/retention`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+    /// Delete whole segments whose newest record is older than this many ms; ≥ 1. Default:
+    /// no limit. Compared like `retention_bytes` for an existing stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+}
+
+/// `PUT /v1/streams/{stream}/retention` body: the stream's whole retention, replacing the
+/// one in force (a limit left out, or `null`, is no limit). Whole sealed segments beyond
+/// either limit are deleted, oldest first, before the answer; the active segment never is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Keep at least this many bytes per partition; ≥ 1, `null` for no limit.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
+    /// Keep segments whose newest record is at most this many ms old (by record
+    /// timestamps); ≥ 1, `null` for no limit.
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
+}
+
+/// What reads a stream and keeps a position in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ReaderKind {
+    /// A view (its version is named).
+    View,
+    /// A consumer group.
+    Group,
+}
+
+/// A reader whose position retention has passed in one partition: the records between its
+/// position and `start` were deleted before it read them. A view stops with an error until
+/// rebuilt; a group's members continue from `start` once it is reset there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BelowRetention {
+    /// `view` or `group`.
+    pub kind: ReaderKind,
+    /// The view's or the group's name.
+    pub name: String,
+    /// The view's version (views only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset the reader would read.
+    pub position: u64,
+    /// The partition's first retained offset (greater than `position`).
+    pub start: u64,
 }
 
 /// `partitions` as an integer, its errors naming the API's range (1..=256) instead of
@@ -65,6 +122,16 @@ pub struct StreamInfo {
     pub incarnation: u64,
     /// Fsync policy.
     pub fsync: String,
+    /// Segment size in bytes before rolling.
+    #[serde(default)]
+    pub segment_bytes_max: u64,
+    /// Retention in force (`null` limits: none).
+    #[serde(default)]
+    pub retention: Retention,
+    /// Views and consumer groups whose positions retention has passed: what they had not
+    /// read is gone. Empty when none.
+    #[serde(default)]
+    pub below_retention: Vec<BelowRetention>,
     /// What an acknowledged append to this stream guarantees.
     pub ack_guarantee: AckGuarantee,
     /// Records retained, over all partitions.

@@ -85,6 +85,10 @@ pub struct StatusOut {
     pub skipped_records: u64,
     /// Why its processors stopped, if they did.
     pub error: Option<String>,
+    /// Partitions where retention deleted records this version had not applied (it cannot
+    /// complete: rebuild it). Empty when none.
+    #[serde(default)]
+    pub below_retention: Vec<crate::streams::BelowRetention>,
 }
 
 /// A view with its status.

@@ -26,6 +26,7 @@ mod commit_cmd;
 mod debug;
 mod events;
 mod flights;
+mod group_cmd;
 mod import;
 mod log_cmd;
 mod net;
@@ -108,6 +109,10 @@ enum Command {
     ///
     /// Example: `logbook commit --put 'user/ada={"seats":2}' --increment seats/booked=2`
     Commit(commit_cmd::CommitArgs),
+    /// Consumer groups on a running server: list, describe (members, assignments,
+    /// committed offsets, lag per partition), reset to an offset or a time.
+    #[command(subcommand)]
+    Group(group_cmd::GroupCommand),
     /// The cluster a running node belongs to: its nodes, their health, what each serves.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -159,6 +164,7 @@ fn main() -> std::process::ExitCode {
         Command::Txn(args) => args.json,
         Command::Commit(args) => args.json,
         Command::Cluster(cmd) => cmd.json(),
+        Command::Group(cmd) => cmd.json(),
         Command::Stats(args) => args.json,
         Command::Token(cmd) => cmd.json(),
         Command::Import(args) => args.json,
@@ -174,6 +180,7 @@ fn main() -> std::process::ExitCode {
         Command::Txn(args) => txn_cmd::run(args),
         Command::Commit(args) => commit_cmd::run(args),
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
+        Command::Group(cmd) => group_cmd::run(cmd),
         Command::Stats(args) => stats_cmd::run(args),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Tls(cmd) => tls_cmd::run(cmd),

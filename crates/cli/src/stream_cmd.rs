@@ -48,6 +48,29 @@ pub enum StreamCommand {
         /// Roll segment files at this many bytes (default 128 MiB).
         #[arg(long)]
         segment_bytes_max: Option<u64>,
+        #[command(flatten)]
+        retention: RetentionArgs,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a stream's retention (replacing the one in force: a limit not given is no
+    /// limit) and apply it now: whole sealed segments beyond it are deleted, oldest first.
+    ///
+    /// Prints the retention and each partition's first and next offset, and any view whose
+    /// unread records retention deleted.
+    ///
+    /// Examples:
+    ///   logbook stream retention orders --retention-bytes 1073741824 --retention-ms 604800000
+    ///   logbook stream retention orders            # no limits: keep everything from now on
+    #[command(verbatim_doc_comment)]
+    Retention {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The stream.
+        stream: String,
+        #[command(flatten)]
+        retention: RetentionArgs,
         /// Print the server's answer as JSON.
         #[arg(long)]
         json: bool,
@@ -200,12 +223,38 @@ pub enum StreamCommand {
     },
 }
 
+/// A stream's retention limits on the command line.
+#[derive(Debug, clap::Args)]
+pub struct RetentionArgs {
+    /// Keep at least this many bytes per partition, deleting older whole segments (≥ 1).
+    /// Default: no limit.
+    #[arg(long)]
+    retention_bytes: Option<u64>,
+    /// Delete whole segments whose newest record is older than this many ms (≥ 1).
+    /// Default: no limit.
+    #[arg(long)]
+    retention_ms: Option<u64>,
+}
+
+impl RetentionArgs {
+    /// Sets the given limits as members of a request body.
+    fn add_to(&self, body: &mut Value) {
+        if let Some(b) = self.retention_bytes {
+            body["retention_bytes"] = json!(b);
+        }
+        if let Some(ms) = self.retention_ms {
+            body["retention_ms"] = json!(ms);
+        }
+    }
+}
+
 impl StreamCommand {
     /// Whether the command was asked for JSON output (errors then print the problem
     /// document).
     pub fn json(&self) -> bool {
         match self {
             StreamCommand::Create { json, .. }
+            | StreamCommand::Retention { json, .. }
             | StreamCommand::List { json, .. }
             | StreamCommand::Show { json, .. }
             | StreamCommand::Drop { json, .. }
@@ -214,6 +263,51 @@ impl StreamCommand {
             | StreamCommand::Tail { json, .. } => *json,
         }
     }
+}
+
+/// Prints a stream's retention, each partition's first and next offset, and the readers
+/// retention has passed.
+fn print_extent(s: &Value) -> anyhow::Result<()> {
+    let limit = |v: &Value, unit: &str| match v.as_u64() {
+        Some(n) => format!("{n} {unit}"),
+        None => "no limit".to_string(),
+    };
+    outln!(
+        "retention: {} per partition, {}",
+        limit(&s["retention"]["retention_bytes"], "bytes"),
+        limit(&s["retention"]["retention_ms"], "ms")
+    );
+    outln!(
+        "{:>9} {:>14} {:>14}",
+        "partition",
+        "first offset",
+        "next offset"
+    );
+    for p in s["offsets"].as_array().map_or(&[][..], Vec::as_slice) {
+        outln!(
+            "{:>9} {:>14} {:>14}",
+            p["partition"].to_string(),
+            p["start"].to_string(),
+            p["end"].to_string()
+        );
+    }
+    for b in s["below_retention"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+    {
+        let version = b["version"]
+            .as_u64()
+            .map_or(String::new(), |v| format!(" version {v}"));
+        outln!(
+            "below retention: {} {}{version}, partition {}: at offset {}, first retained {} (records in between were deleted unread)",
+            b["kind"].as_str().unwrap_or_default(),
+            b["name"].as_str().unwrap_or_default(),
+            b["partition"],
+            b["position"],
+            b["start"]
+        );
+    }
+    Ok(())
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -225,7 +319,7 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 /// `--ago`: a duration in ms from a number and a unit (`ms`, `s`, `m`, `h`, `d`).
-fn parse_ago(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_ago(s: &str) -> Result<u64, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: u64 = number
@@ -252,6 +346,7 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             partitions,
             fsync,
             segment_bytes_max,
+            retention,
             json,
         } => {
             let mut body = json!({ "partitions": partitions });
@@ -261,6 +356,7 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             if let Some(b) = segment_bytes_max {
                 body["segment_bytes_max"] = json!(b);
             }
+            retention.add_to(&mut body);
             let answer = Client::new(&server)?.put(&paths::stream(&stream), &body)?;
             if json {
                 return print_json(&answer.body);
@@ -316,20 +412,22 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
                 s["fsync"].as_str().unwrap_or_default(),
                 s["incarnation"]
             );
-            outln!(
-                "{:>9} {:>14} {:>14}",
-                "partition",
-                "first offset",
-                "next offset"
-            );
-            for p in s["offsets"].as_array().map_or(&[][..], Vec::as_slice) {
-                outln!(
-                    "{:>9} {:>14} {:>14}",
-                    p["partition"].to_string(),
-                    p["start"].to_string(),
-                    p["end"].to_string()
-                );
+            print_extent(&s)?;
+        }
+        StreamCommand::Retention {
+            server,
+            stream,
+            retention,
+            json,
+        } => {
+            let mut body = json!({});
+            retention.add_to(&mut body);
+            let s = Client::new(&server)?.put(&paths::stream_retention(&stream), &body)?;
+            if json {
+                return print_json(&s.body);
             }
+            outln!("stream {stream}: retention set and applied");
+            print_extent(&s.body)?;
         }
         StreamCommand::Drop {
             server,

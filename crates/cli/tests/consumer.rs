@@ -466,3 +466,631 @@ fn subscriptions_have_a_budget_of_their_own_and_tail_follow_uses_them() {
     assert!(streams.iter().any(|s| s.stream == "events"));
     drop(open);
 }
+
+/// Retention set and changed while appends flow (`PUT /v1/streams/{stream}/retention`):
+/// each change is applied before its answer (the first retained offsets move up and never
+/// back), every acknowledged record at or above them stays readable with dense offsets,
+/// nothing is lost above the start, the settings survive a restart, a view created after
+/// retention deleted records it needs is reported below retention (in its status and in the
+/// stream's), and bad settings are refused by name, changing nothing.
+#[test]
+fn retention_changed_under_load_keeps_what_it_must_and_reports_a_view_below_it() {
+    use logbook_api::streams::{ReaderKind, Retention};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+
+    let data = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(data.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    let client = serve.client();
+    let settings = CreateStream {
+        partitions: Some(2),
+        // The smallest segments (4 KiB): a few hundred records make dozens of them.
+        segment_bytes_max: Some(4096),
+        ..CreateStream::default()
+    };
+    let created = client.create_stream("events", &settings).unwrap();
+    assert_eq!(
+        created.retention,
+        Retention::default(),
+        "no limit by default"
+    );
+    // Small requests: a batch is never split across segments, so many small ones make
+    // many segments (about ten per partition here).
+    let mut acked: Vec<(u32, u64)> = Vec::new();
+    for i in 0..40 {
+        acked.extend(append_spread(&client, i * 10, 10, 200));
+    }
+
+    // Appends keep flowing in another thread; it says when its first batch is in.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started, first_batch) = mpsc::channel();
+    let load = {
+        let (stop, client) = (stop.clone(), serve.client());
+        std::thread::spawn(move || {
+            let mut positions = Vec::new();
+            let mut next = 1_000_000;
+            while !stop.load(Ordering::Acquire) {
+                positions.extend(append_spread(&client, next, 20, 200));
+                next += 20;
+                let _ = started.send(());
+            }
+            positions
+        })
+    };
+    first_batch.recv().unwrap();
+    let starts = |info: &logbook_api::streams::StreamInfo| -> Vec<u64> {
+        info.offsets.iter().map(|p| p.start).collect()
+    };
+    let by_bytes = Retention {
+        retention_bytes: Some(8192),
+        retention_ms: None,
+    };
+    let info = client.set_retention("events", &by_bytes).unwrap();
+    assert_eq!(info.retention, by_bytes);
+    let after_bytes = starts(&info);
+    assert!(
+        after_bytes.iter().all(|s| *s > 0),
+        "each partition held dozens of segments beyond 8 KiB: {after_bytes:?}"
+    );
+    // By age too: every sealed segment older than a millisecond goes.
+    let by_age = Retention {
+        retention_bytes: Some(8192),
+        retention_ms: Some(1),
+    };
+    let info = client.set_retention("events", &by_age).unwrap();
+    assert_eq!(info.retention, by_age);
+    let after_age = starts(&info);
+    assert!(
+        after_age.iter().zip(&after_bytes).all(|(a, b)| a >= b),
+        "first offsets never move back: {after_bytes:?} then {after_age:?}"
+    );
+    let info = client
+        .set_retention("events", &Retention::default())
+        .unwrap();
+    assert_eq!(info.retention, Retention::default(), "limits removed");
+    stop.store(true, Ordering::Release);
+    acked.extend(load.join().unwrap());
+
+    // Every acknowledged record at or above its partition's start is there, densely.
+    let info = client.stream("events").unwrap();
+    for part in &info.offsets {
+        let mut want: Vec<u64> = acked
+            .iter()
+            .filter(|(p, o)| *p == part.partition && *o >= part.start)
+            .map(|(_, o)| *o)
+            .collect();
+        want.sort_unstable();
+        assert_eq!(
+            want,
+            (part.start..part.end).collect::<Vec<_>>(),
+            "partition {}: every acknowledged offset from the start to the end, once",
+            part.partition
+        );
+        let mut from = part.start;
+        while from < part.end {
+            let at = logbook_api::client::ReadRecords {
+                partition: Some(part.partition),
+                from: Some(from),
+                limit: Some(1000),
+                wait_ms: None,
+            };
+            let page = client.read("events", &at).unwrap();
+            for (i, r) in page.records.iter().enumerate() {
+                assert_eq!(r.offset, from + i as u64, "dense offsets");
+            }
+            from = page.next;
+        }
+    }
+
+    // A view created now needs records retention deleted: it is reported, not hidden.
+    client
+        .create_view("late", &json!({"source": "events", "kind": "table"}))
+        .unwrap();
+    let status = client.view_status("late", false).unwrap().status;
+    let reported: Vec<(u32, u64, u64)> = status
+        .below_retention
+        .iter()
+        .map(|b| (b.partition, b.position, b.start))
+        .collect();
+    let expected: Vec<(u32, u64, u64)> = info
+        .offsets
+        .iter()
+        .map(|p| (p.partition, 0, p.start))
+        .collect();
+    assert_eq!(reported, expected, "the view's status names each partition");
+    let info = client.stream("events").unwrap();
+    assert_eq!(info.below_retention.len(), 2, "{:?}", info.below_retention);
+    for b in &info.below_retention {
+        assert_eq!(
+            (b.kind, b.name.as_str(), b.version, b.position),
+            (ReaderKind::View, "late", Some(1), 0)
+        );
+    }
+    let shown = cli_ok(&serve, &["stream", "show", "events"]);
+    assert!(
+        shown.contains("retention: no limit per partition, no limit")
+            && shown.contains("below retention: view late version 1, partition 0: at offset 0"),
+        "{shown}"
+    );
+
+    // Bad settings are named and change nothing; the CLI sets and shows retention.
+    for (body, field) in [
+        (json!({"retention_bytes": 0}), "retention_bytes"),
+        (json!({"retention_ms": 0}), "retention_ms"),
+        (json!({"retention_ms": -5}), "retention_ms"),
+        (json!({"retention_days": 7}), "retention_days"),
+    ] {
+        let (status, problem) = call(
+            &client,
+            "PUT",
+            &paths::stream_retention("events"),
+            Some(&body),
+        );
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {problem}"
+        );
+    }
+    let (status, problem) = call(
+        &client,
+        "PUT",
+        &paths::stream_retention("nope"),
+        Some(&json!({})),
+    );
+    assert_eq!(
+        (status, problem["code"].clone()),
+        (404, json!("unknown_stream"))
+    );
+    let (status, problem) = call(
+        &client,
+        "PUT",
+        &paths::stream_retention("_txn"),
+        Some(&json!({})),
+    );
+    assert_eq!(
+        (status, problem["code"].clone()),
+        (403, json!("reserved_stream"))
+    );
+    assert_eq!(
+        client.stream("events").unwrap().retention,
+        Retention::default()
+    );
+    let set = cli_ok(
+        &serve,
+        &[
+            "stream",
+            "retention",
+            "events",
+            "--retention-bytes",
+            "1048576",
+            "--retention-ms",
+            "604800000",
+        ],
+    );
+    assert!(
+        set.contains("retention: 1048576 bytes per partition, 604800000 ms"),
+        "{set}"
+    );
+
+    // The settings are in stream.json: a restarted server has them.
+    drop(serve);
+    let serve = common::spawn_serve(data.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    assert_eq!(
+        serve.client().stream("events").unwrap().retention,
+        Retention {
+            retention_bytes: Some(1_048_576),
+            retention_ms: Some(604_800_000),
+        }
+    );
+}
+
+/// A successful commit seen by a member: partition, from, to (offsets `from..to` are
+/// processed), member.
+type Committed = (u32, u64, u64, String);
+
+/// How a member thread ends: by the test's `stop` (leaving the group), or killed (it just
+/// stops: no leave, no more heartbeats, as a crashed process).
+struct MemberRun {
+    name: String,
+    session_timeout_ms: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    kill: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    commits: std::sync::Arc<std::sync::Mutex<Vec<Committed>>>,
+}
+
+/// A group member's loop: join, then read each owned partition from its position, commit
+/// what it read (a fresh request id per commit), heartbeat (releasing what it was asked to
+/// revoke, after committing it), and rejoin when fenced. Returns its first assignment.
+fn run_member(
+    client: &logbook_api::client::blocking::Client,
+    run: &MemberRun,
+    first: &std::sync::mpsc::Sender<logbook_api::groups::MemberAssignment>,
+) {
+    use logbook_api::ProblemCode;
+    use logbook_api::client::ReadRecords;
+    use logbook_api::groups::{CommitOffsets, Heartbeat, JoinGroup, PartitionOffset};
+    use std::sync::atomic::Ordering;
+
+    let code = |e: &logbook_api::client::ClientError| e.code();
+    let join = JoinGroup {
+        stream: "events".into(),
+        member: run.name.clone(),
+        session_timeout_ms: Some(run.session_timeout_ms),
+    };
+    let mut n = 0u64;
+    'join: loop {
+        let mut a = client.join_group("g", &join).unwrap();
+        let _ = first.send(a.clone());
+        let mut positions: BTreeMap<u32, u64> =
+            a.assigned.iter().map(|p| (p.partition, p.from)).collect();
+        loop {
+            if run.kill.load(Ordering::Acquire) {
+                return;
+            }
+            if run.stop.load(Ordering::Acquire) {
+                client.leave_group("g", &run.name, a.epoch).unwrap();
+                return;
+            }
+            let mut read_any = false;
+            for (p, pos) in positions.clone() {
+                let at = ReadRecords {
+                    partition: Some(p),
+                    from: Some(pos),
+                    limit: Some(200),
+                    wait_ms: None,
+                };
+                let page = client.read("events", &at).unwrap();
+                if page.records.is_empty() {
+                    continue;
+                }
+                read_any = true;
+                n += 1;
+                let body = CommitOffsets {
+                    epoch: a.epoch,
+                    offsets: vec![PartitionOffset {
+                        partition: p,
+                        offset: page.next,
+                    }],
+                };
+                let id = format!("{}-{}-{n}", run.name, a.epoch);
+                match client.commit_offsets("g", &run.name, &id, &body) {
+                    Ok(_) => {
+                        run.commits
+                            .lock()
+                            .unwrap()
+                            .push((p, pos, page.next, run.name.clone()));
+                        positions.insert(p, page.next);
+                    }
+                    Err(e) if code(&e) == Some(ProblemCode::MemberFenced) => continue 'join,
+                    Err(e) if code(&e) == Some(ProblemCode::PartitionNotAssigned) => {
+                        positions.remove(&p);
+                    }
+                    Err(e) => panic!("{}: commit {body:?}: {e}", run.name),
+                }
+            }
+            // Everything read of the partitions to revoke is committed: release them.
+            let beat = Heartbeat {
+                epoch: a.epoch,
+                released: a.revoke.clone(),
+            };
+            a = match client.heartbeat("g", &run.name, &beat) {
+                Ok(a) => a,
+                Err(e) if code(&e) == Some(ProblemCode::MemberFenced) => continue 'join,
+                Err(e) => panic!("{}: heartbeat: {e}", run.name),
+            };
+            positions = a
+                .assigned
+                .iter()
+                .map(|p| {
+                    (
+                        p.partition,
+                        positions.get(&p.partition).copied().unwrap_or(p.from),
+                    )
+                })
+                .collect();
+            if !read_any && let Some(p) = positions.keys().next() {
+                // Nothing new: wait on the server for a record (a long poll) rather than spin.
+                let at = ReadRecords {
+                    partition: Some(*p),
+                    from: positions.get(p).copied(),
+                    limit: Some(1),
+                    wait_ms: Some(100),
+                };
+                client.read("events", &at).unwrap();
+            }
+        }
+    }
+}
+
+/// Polls (bounded) until `done(describe)` holds; the last description.
+fn until_group(
+    client: &logbook_api::client::blocking::Client,
+    what: &str,
+    done: impl Fn(&logbook_api::groups::GroupInfo) -> bool,
+) -> logbook_api::groups::GroupInfo {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let g = client.group("g").unwrap();
+        if done(&g) {
+            return g;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {what}: {g:#?}");
+        // The group changes by records in `_groups`: wait (bounded) for the next one
+        // rather than sleep. A member's progress is a commit, a record too.
+        let end = client.stream("_groups").unwrap().offsets[0].end;
+        let at = logbook_api::client::ReadRecords {
+            partition: Some(0),
+            from: Some(end),
+            limit: Some(1),
+            wait_ms: Some(200),
+        };
+        client.read("_groups", &at).unwrap();
+    }
+}
+
+/// Three members over a 12-partition stream, one killed (its session times out), one
+/// added, one restarted, while records flow: every record is committed by exactly one member
+/// (the commits of each partition tile its offsets), no committed offset goes back (in the
+/// `_groups` log itself), the restarted member resumes at its commits and its old epoch is
+/// fenced, a retried commit is a duplicate; `logbook group list|describe|reset` and the push
+/// tail from a group's commits.
+#[test]
+fn a_group_shares_partitions_commits_each_record_once_and_resumes_after_restarts() {
+    use logbook_api::ProblemCode;
+    use logbook_api::groups::{CommitOffsets, PartitionOffset, ResetGroup, ResetPoint};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+
+    let data = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(data.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    let client = serve.client();
+    let settings = CreateStream {
+        partitions: Some(12),
+        ..CreateStream::default()
+    };
+    client.create_stream("events", &settings).unwrap();
+    append_spread(&client, 0, 600, 20);
+
+    let commits: Arc<Mutex<Vec<Committed>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = |name: &str, session_timeout_ms: u64| {
+        let run = MemberRun {
+            name: name.to_string(),
+            session_timeout_ms,
+            stop: stop.clone(),
+            kill: Arc::new(AtomicBool::new(false)),
+            commits: commits.clone(),
+        };
+        let kill = run.kill.clone();
+        let member_client = serve.client();
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || run_member(&member_client, &run, &tx));
+        let first = rx.recv().unwrap();
+        (thread, kill, first)
+    };
+    let committed = |g: &logbook_api::groups::GroupInfo| -> u64 {
+        g.partitions.iter().filter_map(|p| p.committed).sum()
+    };
+    let (a, _, _) = start("a", 5_000);
+    let (b, kill_b, _) = start("b", 1_000);
+    let (c, kill_c, _) = start("c", 5_000);
+    until_group(&client, "3 members sharing 12 partitions", |g| {
+        g.members.len() == 3 && g.members.iter().all(|m| m.assigned.len() == 4)
+    });
+    until_group(&client, "300 records committed", |g| committed(g) >= 300);
+
+    // b is killed while records flow; its session times out and its partitions move on.
+    kill_b.store(true, Ordering::Release);
+    b.join().unwrap();
+    append_spread(&client, 600, 600, 20);
+    let g = until_group(&client, "b removed", |g| {
+        !g.members.iter().any(|m| m.member == "b")
+    });
+    assert!(g.partitions.iter().all(|p| p.owner.is_some()), "{g:#?}");
+    // d is added.
+    let (d, _, _) = start("d", 5_000);
+    until_group(&client, "d owning partitions", |g| {
+        g.members
+            .iter()
+            .any(|m| m.member == "d" && !m.assigned.is_empty())
+    });
+
+    // c is killed and restarted under its name: it resumes at its commits; the old
+    // incarnation is fenced.
+    kill_c.store(true, Ordering::Release);
+    c.join().unwrap();
+    let before = client.group("g").unwrap();
+    let old = before
+        .members
+        .iter()
+        .find(|m| m.member == "c")
+        .unwrap()
+        .clone();
+    let (c2, _, resumed) = start("c", 5_000);
+    assert_eq!(resumed.epoch, old.epoch + 1);
+    let owned: Vec<u32> = resumed.assigned.iter().map(|p| p.partition).collect();
+    assert_eq!(
+        owned, old.assigned,
+        "a restarted member keeps its partitions"
+    );
+    for p in &resumed.assigned {
+        let at = &before.partitions[p.partition as usize];
+        assert_eq!(
+            p.from,
+            at.committed.unwrap_or(at.start),
+            "partition {}: resumes at its commit",
+            p.partition
+        );
+    }
+    let stale = CommitOffsets {
+        epoch: old.epoch,
+        offsets: vec![PartitionOffset {
+            partition: owned[0],
+            offset: resumed.assigned[0].from,
+        }],
+    };
+    let e = client
+        .commit_offsets("g", "c", "stale", &stale)
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::MemberFenced), "{e}");
+
+    // More records while the group runs; then everything gets committed.
+    append_spread(&client, 1200, 600, 20);
+    let info = client.stream("events").unwrap();
+    let ends: BTreeMap<u32, u64> = info.offsets.iter().map(|p| (p.partition, p.end)).collect();
+    let g = until_group(&client, "every record committed", |g| {
+        g.partitions
+            .iter()
+            .all(|p| p.committed == Some(ends[&p.partition]))
+    });
+    assert_eq!(g.lag, 0);
+    let e = client
+        .reset_group(
+            "g",
+            &ResetGroup {
+                to: Some(ResetPoint::Start),
+                ..ResetGroup::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::GroupActive), "{e}");
+    stop.store(true, Ordering::Release);
+    for t in [a, c2, d] {
+        t.join().unwrap();
+    }
+
+    // Every record committed by exactly one member: per partition, the commits tile it.
+    let mut by_partition: BTreeMap<u32, Vec<Committed>> = BTreeMap::new();
+    for c in commits.lock().unwrap().iter() {
+        by_partition.entry(c.0).or_default().push(c.clone());
+    }
+    for (p, end) in &ends {
+        let mut ranges = by_partition.remove(p).unwrap_or_default();
+        ranges.sort_by_key(|c| c.1);
+        let mut next = 0;
+        for (_, from, to, member) in &ranges {
+            assert_eq!(
+                *from, next,
+                "partition {p}: {member}'s commit of {from}..{to} overlaps or leaves a gap"
+            );
+            next = *to;
+        }
+        assert_eq!(next, *end, "partition {p}: committed to its end");
+    }
+    // No committed offset went back: the commits in the `_groups` log, in order.
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut from = 0;
+    loop {
+        let at = logbook_api::client::ReadRecords {
+            partition: Some(0),
+            from: Some(from),
+            limit: Some(1000),
+            wait_ms: None,
+        };
+        let page = client.read("_groups", &at).unwrap();
+        if page.records.is_empty() {
+            break;
+        }
+        for r in &page.records {
+            let v: serde_json::Value = serde_json::from_str(r.value.get()).unwrap();
+            if let Some(commit) = v.get("commit") {
+                for (p, o) in commit["offsets"].as_object().unwrap() {
+                    let (p, o): (u64, u64) = (p.parse().unwrap(), o.as_u64().unwrap());
+                    let prev = last.insert(p, o).unwrap_or(0);
+                    assert!(o >= prev, "partition {p}: commit {o} after {prev}");
+                }
+            }
+        }
+        from = page.next;
+    }
+
+    // A commit retried under its request id is a duplicate; a bad body changes nothing.
+    stop.store(false, Ordering::Release);
+    let (rejoined, _, _) = start("e", 5_000);
+    let a = client.group("g").unwrap();
+    let e_member = a.members.iter().find(|m| m.member == "e").unwrap();
+    let p = e_member.assigned[0];
+    let body = CommitOffsets {
+        epoch: e_member.epoch,
+        offsets: vec![PartitionOffset {
+            partition: p,
+            offset: ends[&p],
+        }],
+    };
+    let again = client.commit_offsets("g", "e", "once", &body).unwrap();
+    assert!(!again.duplicate);
+    assert!(
+        client
+            .commit_offsets("g", "e", "once", &body)
+            .unwrap()
+            .duplicate
+    );
+    let other = CommitOffsets {
+        epoch: e_member.epoch,
+        offsets: vec![],
+    };
+    let e = client
+        .commit_offsets("g", "e", "twice", &other)
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(ProblemCode::InvalidRequest),
+        "no offsets: {e}"
+    );
+    let moved = CommitOffsets {
+        epoch: e_member.epoch,
+        offsets: vec![PartitionOffset {
+            partition: p,
+            offset: ends[&p] - 1,
+        }],
+    };
+    let e = client.commit_offsets("g", "e", "once", &moved).unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::RequestIdConflict), "{e}");
+    let e = client.commit_offsets("g", "e", "back", &moved).unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::OffsetBehindCommit), "{e}");
+    stop.store(true, Ordering::Release);
+    rejoined.join().unwrap();
+
+    // The CLI: list, describe, reset with a dry run, then for real.
+    let list = cli_ok(&serve, &["group", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("g ") && l.contains("events")),
+        "{list}"
+    );
+    let shown = cli_ok(&serve, &["group", "describe", "g"]);
+    assert!(shown.contains("group g on stream events"), "{shown}");
+    let dry = cli_ok(
+        &serve,
+        &["group", "reset", "g", "--offset", "0:5", "--dry-run"],
+    );
+    assert!(
+        dry.contains("would move") && dry.contains("partition 0:"),
+        "{dry}"
+    );
+    assert_eq!(
+        client.group("g").unwrap().partitions[0].committed,
+        Some(ends[&0])
+    );
+    cli_ok(&serve, &["group", "reset", "g", "--offset", "0:5"]);
+    assert_eq!(client.group("g").unwrap().partitions[0].committed, Some(5));
+
+    // The push tail from the group's commits starts partition 0 at 5.
+    let mut events = subscribe(
+        &serve,
+        &(paths::record_events("events") + "?partitions=0&from=group:g"),
+        None,
+    );
+    let first = next_non_comment(&mut events).unwrap();
+    assert_eq!(position(&first), (0, 5));
+
+    // The groups survive a restart (they are records in `_groups`).
+    let before = client.group("g").unwrap();
+    drop(events);
+    drop(serve);
+    let serve = common::spawn_serve(data.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    let after = serve.client().group("g").unwrap();
+    assert_eq!(after.partitions, before.partitions);
+    assert_eq!(after.generation, before.generation);
+}

@@ -443,7 +443,7 @@ fn a_stream_created_through_one_node_is_read_through_another() {
     // B finds the stream by name (its catalog is read on a miss) with the same incarnation.
     let on_b = b.stream("orders.eu").unwrap();
     assert_eq!(on_b.incarnation(), on_a.incarnation());
-    assert_eq!(on_b.config(), &config);
+    assert_eq!(on_b.config(), config);
     assert_eq!(b.stream_names(), ["orders.eu"]);
     let p = on_b.partition(positions[0].partition).unwrap();
     assert!(p.wait_end_offset_above(positions[1].offset, PROPAGATION) > positions[1].offset);

@@ -63,7 +63,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::completion::{AppendCompletion, EndOffsetAbove};
-use crate::config::{FsyncPolicy, StreamConfig};
+use crate::config::{FsyncPolicy, Retention, StreamConfig};
 use crate::dedup::RequestId;
 use crate::error::Result;
 use crate::format::{Record, StoredRecord};
@@ -172,6 +172,21 @@ pub trait LogBackend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`crate::LogError::UnknownStream`], storage errors.
     fn drop_stream(&self, name: &str) -> Result<()>;
+
+    /// Changes a stream's retention and applies it; see [`Log::set_retention`]. Blocks.
+    /// The default (a backend that keeps no retention) refuses it.
+    ///
+    /// # Errors
+    /// [`crate::LogError::InvalidConfig`], [`crate::LogError::UnknownStream`],
+    /// [`crate::LogError::Unsupported`], storage errors.
+    fn set_retention(&self, name: &str, retention: Retention) -> Result<Arc<dyn LogStream>> {
+        let _ = (name, retention);
+        Err(crate::LogError::Unsupported {
+            backend: "replicated",
+            operation: "set_retention",
+            why: "it keeps every record (no retention yet)".into(),
+        })
+    }
 }
 
 /// A stream: a named log with a fixed number of partitions. The embedded implementation is
@@ -183,8 +198,8 @@ pub trait LogStream: Send + Sync + std::fmt::Debug {
     /// Its incarnation: differs between a dropped stream and a new one of the same name.
     fn incarnation(&self) -> u64;
 
-    /// Its settings.
-    fn config(&self) -> &StreamConfig;
+    /// Its settings, with the retention in force.
+    fn config(&self) -> StreamConfig;
 
     /// Number of partitions (at least 1, fixed at creation).
     fn partition_count(&self) -> u32;
@@ -361,6 +376,10 @@ impl LogBackend for Log {
     fn drop_stream(&self, name: &str) -> Result<()> {
         Log::drop_stream(self, name)
     }
+
+    fn set_retention(&self, name: &str, retention: Retention) -> Result<Arc<dyn LogStream>> {
+        Ok(Log::set_retention(self, name, retention)?)
+    }
 }
 
 impl LogStream for Stream {
@@ -372,7 +391,7 @@ impl LogStream for Stream {
         Stream::incarnation(self)
     }
 
-    fn config(&self) -> &StreamConfig {
+    fn config(&self) -> StreamConfig {
         Stream::config(self)
     }
 

@@ -68,7 +68,47 @@ impl std::str::FromStr for FsyncPolicy {
     }
 }
 
-/// Settings of a stream, fixed at creation.
+/// How much of a stream is kept: the only settings that change after creation
+/// ([`crate::Log::set_retention`]). Whole sealed segments beyond either limit are deleted,
+/// oldest first; the active segment never is, and offsets are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Retention {
+    /// Keep at least this many bytes per partition, deleting older whole segments. `None`
+    /// (the default): no limit.
+    pub retention_bytes: Option<u64>,
+    /// Delete whole segments whose newest record is older than this many ms (by record
+    /// timestamps). `None` (the default): no limit.
+    pub retention_ms: Option<u64>,
+}
+
+impl Retention {
+    /// Checks both limits; the error names the field.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidConfig`] for a limit of 0 (omit it for no limit).
+    pub fn validate(&self) -> Result<()> {
+        for (field, value) in [
+            ("retention_bytes", self.retention_bytes),
+            ("retention_ms", self.retention_ms),
+        ] {
+            if value == Some(0) {
+                return Err(LogError::InvalidConfig {
+                    field,
+                    value: "0".into(),
+                    reason: "must be positive (omit it for no limit)".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.retention_bytes.is_some() || self.retention_ms.is_some()
+    }
+}
+
+/// Settings of a stream, fixed at creation except its [`Retention`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamConfig {
     /// Number of partitions, 1 ..= [`limits::PARTITIONS_MAX`]. Fixed for the stream's life,
@@ -106,6 +146,14 @@ impl Default for StreamConfig {
 }
 
 impl StreamConfig {
+    /// Its retention limits.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
+        }
+    }
+
     /// Default settings with `partitions` partitions.
     pub fn with_partitions(partitions: u32) -> Self {
         StreamConfig {
@@ -146,20 +194,7 @@ impl StreamConfig {
                 ),
             );
         }
-        if self.retention_bytes == Some(0) {
-            return invalid(
-                "retention_bytes",
-                "0".into(),
-                "must be positive (omit it for no limit)".into(),
-            );
-        }
-        if self.retention_ms == Some(0) {
-            return invalid(
-                "retention_ms",
-                "0".into(),
-                "must be positive (omit it for no limit)".into(),
-            );
-        }
+        self.retention().validate()?;
         if self.request_ids.max_ids == 0 {
             return invalid("request_ids.max_ids", "0".into(), "must be positive".into());
         }
@@ -252,6 +287,9 @@ mod tests {
         let mut c = StreamConfig::with_partitions(1);
         c.retention_bytes = Some(0);
         assert_eq!(field(c), "retention_bytes");
+        let mut c = StreamConfig::with_partitions(1);
+        c.retention_ms = Some(0);
+        assert_eq!(field(c), "retention_ms");
         assert!(StreamConfig::with_partitions(4).validate().is_ok());
     }
 

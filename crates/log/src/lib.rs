@@ -62,7 +62,7 @@ pub use backend::{
     AckGuarantee, AppendCondition, LogBackend, LogPartition, LogStream, TimestampOffset,
 };
 pub use completion::{AppendAck, AppendCompletion, Completer, EndOffsetAbove};
-pub use config::{Clock, FsyncPolicy, StreamConfig, SystemClock, validate_stream_name};
+pub use config::{Clock, FsyncPolicy, Retention, StreamConfig, SystemClock, validate_stream_name};
 pub use dedup::{DedupStats, RequestId, RequestIdWindow};
 pub use error::{LogError, Result};
 pub use format::{Record, StoredRecord};

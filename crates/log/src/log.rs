@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Clock, StreamConfig, SystemClock, validate_stream_name};
+use crate::config::{Clock, Retention, StreamConfig, SystemClock, validate_stream_name};
 use crate::dedup::DedupIndex;
 use crate::error::{LogError, Result};
 use crate::format::FORMAT_VERSION;
@@ -276,6 +276,7 @@ impl Log {
             });
         }
         meta.config.validate()?;
+        let retention = Arc::new(RwLock::new(meta.config.retention()));
         let mut partitions = Vec::with_capacity(meta.config.partitions as usize);
         for p in 0..meta.config.partitions {
             partitions.push(Partition::open(
@@ -284,7 +285,7 @@ impl Log {
                 path.join(p.to_string()),
                 self.options.storage.clone(),
                 self.options.clock.clone(),
-                partition_config(&meta.config),
+                partition_config(&meta.config, &retention),
             )?);
         }
         let dedup = Arc::new(DedupIndex::new(
@@ -315,6 +316,7 @@ impl Log {
         dedup.finish_replay(found, self.options.clock.now_ms());
         Ok(Stream::new(
             meta,
+            retention,
             partitions,
             dedup,
             self.options.clock.clone(),
@@ -332,7 +334,7 @@ impl Log {
         config.validate()?;
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = self.read_streams().get(name) {
-            return if existing.config() == &config {
+            return if existing.config() == config {
                 Ok(existing.clone())
             } else {
                 Err(LogError::StreamExists {
@@ -407,6 +409,43 @@ impl Log {
             partitions = config.partitions,
             "stream created"
         );
+        Ok(stream)
+    }
+
+    /// Changes a stream's retention — the one setting that changes after creation — and
+    /// applies it at once: `stream.json` is replaced durably (a crash leaves the old settings
+    /// or the new ones), then the partitions' writers use the new limits, then segments
+    /// beyond them are deleted (a failure to delete is logged; the writers retry every 30 s
+    /// and after each roll). Offsets are never reused; readers below the new start get
+    /// [`LogError::OffsetOutOfRange`].
+    ///
+    /// # Errors
+    /// [`LogError::InvalidConfig`] naming the field (nothing changed),
+    /// [`LogError::UnknownStream`], [`LogError::Io`] writing `stream.json`.
+    pub fn set_retention(&self, name: &str, retention: Retention) -> Result<Arc<Stream>> {
+        retention.validate()?;
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = self.stream(name)?;
+        let meta = StreamMeta {
+            config: StreamConfig {
+                retention_bytes: retention.retention_bytes,
+                retention_ms: retention.retention_ms,
+                ..stream.config()
+            },
+            ..stream.meta.clone()
+        };
+        let path = self.streams_dir().join(name).join("stream.json");
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| LogError::io("encode", &path, std::io::Error::other(e)))?;
+        replace_durably(&*self.options.storage, &path, &json)?;
+        *stream.retention.write().unwrap_or_else(|e| e.into_inner()) = retention;
+        let now_ms = self.options.clock.now_ms();
+        for p in stream.partitions() {
+            if let Err(e) = p.enforce_retention(now_ms) {
+                tracing::warn!(stream = name, partition = p.id(), error = %e, "retention failed; will retry");
+            }
+        }
+        tracing::info!(stream = name, ?retention, "retention changed");
         Ok(stream)
     }
 
@@ -530,11 +569,10 @@ pub(crate) fn lock_data_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn
     })
 }
 
-fn partition_config(config: &StreamConfig) -> PartitionConfig {
+fn partition_config(config: &StreamConfig, retention: &Arc<RwLock<Retention>>) -> PartitionConfig {
     PartitionConfig {
         segment_bytes_max: config.segment_bytes_max,
-        retention_bytes: config.retention_bytes,
-        retention_ms: config.retention_ms,
+        retention: retention.clone(),
         fsync: config.fsync,
     }
 }

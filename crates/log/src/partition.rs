@@ -38,7 +38,7 @@ use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, EncodedBatch, Record,
 use crate::limits::{APPEND_QUEUE_DEPTH, GROUP_COMMIT_BYTES_MAX, QUEUED_BYTES_MAX};
 use crate::segment::{self, ChunkReader, Segment, index_file_name, parse_file_name};
 use crate::storage::Storage;
-use crate::{AppendCondition, Clock, FsyncPolicy, TimestampOffset};
+use crate::{AppendCondition, Clock, FsyncPolicy, Retention, TimestampOffset};
 
 /// How often the writer checks age-based retention when no appends arrive.
 const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
@@ -47,8 +47,9 @@ const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub(crate) struct PartitionConfig {
     pub segment_bytes_max: u64,
-    pub retention_bytes: Option<u64>,
-    pub retention_ms: Option<u64>,
+    /// The stream's retention, shared by its partitions: the one setting that changes while
+    /// the stream is open ([`crate::Log::set_retention`]).
+    pub retention: Arc<RwLock<Retention>>,
     pub fsync: FsyncPolicy,
 }
 
@@ -864,8 +865,8 @@ fn recover(storage: &dyn Storage, dir: &Path, partition: u32) -> Result<Vec<Segm
 }
 
 fn enforce_retention(shared: &Shared, now_ms: i64) -> Result<usize> {
-    let config = &shared.config;
-    if config.retention_bytes.is_none() && config.retention_ms.is_none() {
+    let config = *read(&shared.config.retention);
+    if !config.is_limited() {
         return Ok(0);
     }
     let victims: Vec<Segment> = {

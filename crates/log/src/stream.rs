@@ -74,7 +74,10 @@ pub(crate) struct StreamMeta {
 /// A stream handle. Obtained from [`crate::Log::create_stream`] or [`crate::Log::stream`].
 #[derive(Debug)]
 pub struct Stream {
+    /// As at open; its retention fields are superseded by `retention`.
     pub(crate) meta: StreamMeta,
+    /// The retention in force, shared with the partitions' writers.
+    pub(crate) retention: Arc<std::sync::RwLock<crate::Retention>>,
     pub(crate) partitions: Vec<Partition>,
     pub(crate) dedup: Arc<DedupIndex>,
     clock: Arc<dyn crate::Clock>,
@@ -245,6 +248,7 @@ pub struct Position {
 impl Stream {
     pub(crate) fn new(
         meta: StreamMeta,
+        retention: Arc<std::sync::RwLock<crate::Retention>>,
         partitions: Vec<Partition>,
         dedup: Arc<DedupIndex>,
         clock: Arc<dyn crate::Clock>,
@@ -252,6 +256,7 @@ impl Stream {
         let meta_incarnation = meta.incarnation;
         Stream {
             meta,
+            retention,
             partitions,
             dedup,
             clock,
@@ -384,9 +389,19 @@ impl Stream {
         &self.meta.name
     }
 
-    /// Its settings.
-    pub fn config(&self) -> &StreamConfig {
-        &self.meta.config
+    /// Its settings, with the retention in force.
+    pub fn config(&self) -> StreamConfig {
+        let retention = self.retention();
+        StreamConfig {
+            retention_bytes: retention.retention_bytes,
+            retention_ms: retention.retention_ms,
+            ..self.meta.config.clone()
+        }
+    }
+
+    /// The retention in force ([`crate::Log::set_retention`] changes it).
+    pub fn retention(&self) -> crate::Retention {
+        *self.retention.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Its incarnation id (differs between a dropped stream and a new one of the same name).

@@ -192,7 +192,7 @@ fn create_stream_with_other_settings_fails_with_stream_exists() {
             res => panic!("{other:?}: expected StreamExists, got {res:?}"),
         }
     }
-    assert_eq!(log.stream("s").unwrap().config(), &config);
+    assert_eq!(log.stream("s").unwrap().config(), config);
     assert_eq!(dir.file_names(&stream_dir("s")), before);
 }
 

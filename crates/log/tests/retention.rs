@@ -7,6 +7,10 @@
 //! `now_ms - retention_ms`), so the tests drive time with a manual clock and call
 //! [`Partition::enforce_retention`] with a chosen `now_ms`.
 //!
+//! [`Log::set_retention`] changes a stream's retention while it is open: applied at once,
+//! kept across a reopen and a power loss (`stream.json` replaced durably), and a bad limit
+//! changes nothing.
+//!
 //! [`Partition::enforce_retention`]: logbook_log::Partition::enforce_retention
 
 #![expect(
@@ -20,7 +24,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use common::{SimDir, index_path, partition_dir, sample_record, segment_path, stored};
-use logbook_log::{Clock, Log, LogError, Record, StoredRecord, StreamConfig};
+use logbook_log::{Clock, Log, LogError, Record, Retention, StoredRecord, StreamConfig};
 
 const STREAM: &str = "s";
 
@@ -235,4 +239,76 @@ fn retention_by_age_deletes_segments_whose_newest_record_is_older_than_the_limit
     let p = stream.partition(0).unwrap();
     assert_eq!(p.enforce_retention(newest(2) + limit + 1).unwrap(), 2);
     assert_eq!(assert_retained(&dir, &log, &expected), bases[3]);
+}
+
+#[test]
+fn retention_set_on_an_open_stream_applies_at_once_and_survives_a_power_loss() {
+    let dir = SimDir::new();
+    let (log, expected, _) = fill(&dir, None, None, 80, 1, |_, _| None);
+    assert_eq!(
+        assert_retained(&dir, &log, &expected),
+        0,
+        "no limit: all kept"
+    );
+
+    // A limit of 0 is refused by name; nothing changes.
+    for bad in [
+        Retention {
+            retention_bytes: Some(0),
+            retention_ms: None,
+        },
+        Retention {
+            retention_bytes: None,
+            retention_ms: Some(0),
+        },
+    ] {
+        match log.set_retention(STREAM, bad) {
+            Err(LogError::InvalidConfig { field, .. }) => {
+                assert!(field.starts_with("retention_"), "{field}");
+            }
+            other => panic!("a limit of 0: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        log.set_retention("nope", Retention::default()),
+        Err(LogError::UnknownStream { .. })
+    ));
+    assert_eq!(
+        log.stream(STREAM).unwrap().retention(),
+        Retention::default()
+    );
+
+    let limit = Retention {
+        retention_bytes: Some(10_000),
+        retention_ms: None,
+    };
+    let stream = log.set_retention(STREAM, limit).unwrap();
+    assert_eq!(stream.retention(), limit);
+    assert_eq!(stream.config().retention(), limit);
+    let start = assert_retained(&dir, &log, &expected);
+    assert!(start > 0, "applied before set_retention returned");
+    drop(stream);
+
+    // The new settings are durable: a power loss right after keeps them.
+    dir.sim.power_loss();
+    drop(log);
+    let log = dir.open().unwrap();
+    assert_eq!(log.stream(STREAM).unwrap().retention(), limit);
+    assert_eq!(assert_retained(&dir, &log, &expected), start);
+
+    // Removing the limits keeps what is left; nothing more is deleted.
+    log.set_retention(STREAM, Retention::default()).unwrap();
+    let p_start = log
+        .stream(STREAM)
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .start_offset();
+    assert_eq!(p_start, start);
+    drop(log);
+    let log = dir.open().unwrap();
+    assert_eq!(
+        log.stream(STREAM).unwrap().retention(),
+        Retention::default()
+    );
 }

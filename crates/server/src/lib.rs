@@ -51,6 +51,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod groups;
 pub mod head;
 pub mod limits;
 pub mod metrics;

@@ -99,6 +99,20 @@ pub const SSE_STALL_MS_DEFAULT: u64 = 30_000;
 pub const SSE_WAIT_MS_MIN: u64 = 100;
 /// Longest `heartbeat_ms` or `stall_ms` a subscription may ask for, in ms (5 minutes).
 pub const SSE_WAIT_MS_MAX: u64 = 300_000;
+/// Consumer groups a node keeps (each is state in memory, derived from `_groups`).
+pub const GROUPS_MAX: usize = 1024;
+/// Members of one group.
+pub const MEMBERS_PER_GROUP_MAX: usize = 256;
+/// Request ids of accepted commits a group remembers, to answer a retried commit.
+pub const COMMIT_IDS_PER_GROUP_MAX: usize = 10_000;
+/// A member's session timeout, ms: least, most and default.
+pub const GROUP_SESSION_TIMEOUT_MS_MIN: u64 = 500;
+/// See [`GROUP_SESSION_TIMEOUT_MS_MIN`].
+pub const GROUP_SESSION_TIMEOUT_MS_MAX: u64 = 300_000;
+/// See [`GROUP_SESSION_TIMEOUT_MS_MIN`].
+pub const GROUP_SESSION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// How often the coordinator looks for members whose session timed out, ms.
+pub const GROUP_EXPIRY_CHECK_MS: u64 = 100;
 
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);
 const _: () = assert!(BODY_BYTES_MAX <= log_limits::BATCH_BYTES_MAX as usize);
@@ -124,6 +138,10 @@ const _: () = assert!(SSE_WAIT_MS_MIN <= SSE_HEARTBEAT_MS_DEFAULT);
 const _: () = assert!(SSE_HEARTBEAT_MS_DEFAULT <= SSE_WAIT_MS_MAX);
 const _: () = assert!(SSE_WAIT_MS_MIN <= SSE_STALL_MS_DEFAULT);
 const _: () = assert!(SSE_STALL_MS_DEFAULT <= SSE_WAIT_MS_MAX);
+const _: () = assert!(GROUP_SESSION_TIMEOUT_MS_MIN <= GROUP_SESSION_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(GROUP_SESSION_TIMEOUT_MS_DEFAULT <= GROUP_SESSION_TIMEOUT_MS_MAX);
+const _: () = assert!(GROUP_EXPIRY_CHECK_MS < GROUP_SESSION_TIMEOUT_MS_MIN);
+const _: () = assert!(MEMBERS_PER_GROUP_MAX as u32 >= log_limits::PARTITIONS_MAX);
 
 const _: () =
     assert!(logbook_api::limits::REQUEST_ID_BYTES_MAX == logbook_log::dedup::REQUEST_ID_BYTES_MAX);

@@ -473,7 +473,13 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
     let tokens = crate::auth::Tokens::open(&log, &config.data_dir, false)
         .map_err(ServerError::OpenTokens)?;
     let views = Views::open(log.clone(), &views_dir).map_err(ServerError::OpenViews)?;
-    Ok((Opened::new(log, txns, Arc::new(views)), Arc::new(tokens)))
+    let groups =
+        crate::groups::Groups::open(log.clone()).map_err(|source| ServerError::OpenLog {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+    let opened = Opened::new(log, txns, Arc::new(views)).with_groups(groups);
+    Ok((opened, Arc::new(tokens)))
 }
 
 /// Makes `dir` private to the owner (mode 0700), creating it if missing: what is below it
@@ -519,6 +525,7 @@ fn private_dir(dir: &std::path::Path) -> Result<(), LogError> {
 /// partition writer syncs its queued appends and stops.
 async fn close(opened: Opened, grace: Duration) {
     let view_catalog = opened.view_catalog.clone();
+    let groups = opened.groups.clone();
     let (log, txns, views, cluster) = opened.into_parts();
     drop(txns);
     // Leave the cluster first: other nodes stop listing this one at once.
@@ -530,6 +537,10 @@ async fn close(opened: Opened, grace: Duration) {
     let stopped = tokio::task::spawn_blocking(move || {
         if let Some(catalog) = view_catalog {
             catalog.stop();
+        }
+        // The groups' expiry thread appends to the log: stopped before it closes.
+        if let Some(groups) = groups {
+            groups.close();
         }
         views.close();
         drop(views);

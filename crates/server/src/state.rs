@@ -40,6 +40,9 @@ pub struct Opened {
     /// The view definitions in the replicated log, on a cluster node: views are created and
     /// dropped through it. `None` on a single node.
     pub view_catalog: Option<Arc<ViewCatalog>>,
+    /// The consumer groups (derived from `_groups`); `None` on a cluster node (not built
+    /// there yet) and where the server was opened without them.
+    pub groups: Option<Arc<crate::groups::Groups>>,
 }
 
 impl Opened {
@@ -51,7 +54,29 @@ impl Opened {
             views,
             cluster: None,
             view_catalog: None,
+            groups: None,
         }
+    }
+
+    /// The same, with consumer groups.
+    pub fn with_groups(self, groups: Arc<crate::groups::Groups>) -> Opened {
+        Opened {
+            groups: Some(groups),
+            ..self
+        }
+    }
+
+    /// The consumer groups.
+    ///
+    /// # Errors
+    /// 501 `not_supported_in_cluster` on a cluster node.
+    pub fn groups(&self) -> Result<Arc<crate::groups::Groups>, ApiError> {
+        self.groups.clone().ok_or_else(|| {
+            ApiError::new(
+                ProblemCode::NotSupportedInCluster,
+                "consumer groups are not available on a cluster node yet",
+            )
+        })
     }
 
     /// A node of a cluster: the replicated log, the views, and the transaction store the
@@ -69,6 +94,7 @@ impl Opened {
             views,
             cluster: Some(member),
             view_catalog: Some(view_catalog),
+            groups: None,
         }
     }
 

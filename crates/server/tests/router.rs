@@ -21,6 +21,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/streams/{stream}/records"),
     ("get", "/v1/streams/{stream}/offsets"),
     ("get", "/v1/streams/{stream}/records/events"),
+    ("put", "/v1/streams/{stream}/retention"),
     ("post", "/v1/txns"),
     ("get", "/v1/txns/{txn}/kv/{key}"),
     ("put", "/v1/txns/{txn}/kv/{key}"),
@@ -42,6 +43,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/views/{view}/rows"),
     ("post", "/v1/views/{view}/rebuild"),
     ("post", "/v1/views/{view}/switch"),
+    ("get", "/v1/groups"),
+    ("get", "/v1/groups/{group}"),
+    ("post", "/v1/groups/{group}/members"),
+    ("delete", "/v1/groups/{group}/members/{member}"),
+    ("post", "/v1/groups/{group}/members/{member}/heartbeat"),
+    ("post", "/v1/groups/{group}/members/{member}/commit"),
+    ("post", "/v1/groups/{group}/reset"),
     ("get", "/v1/health"),
     ("get", "/v1/cluster"),
     ("get", "/metrics"),
@@ -111,6 +119,8 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
                 .replace("{txn}", "t")
                 .replace("{view}", "v")
                 .replace("{key}", "k")
+                .replace("{group}", "g")
+                .replace("{member}", "m")
                 .replace("{id}", "0011223344556677");
             let (status, body) = send(&router, method, &uri).await;
             assert!(

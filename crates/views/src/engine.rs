@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use logbook_log::{LogBackend, LogError};
+use logbook_log::{LogBackend, LogError, LogPartition, LogStream};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -124,6 +124,31 @@ pub struct Progress {
     pub eta_s: Option<f64>,
 }
 
+/// A partition whose records a view version has not applied were deleted by retention: the
+/// version cannot complete (its processor stops with an error) until it is rebuilt from
+/// the retained records, or its source's retention is raised before the next deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BelowRetention {
+    /// The partition.
+    pub partition: u32,
+    /// The next offset the version would apply.
+    pub applied: u64,
+    /// The partition's first retained offset (greater than `applied`).
+    pub start: u64,
+}
+
+impl BelowRetention {
+    /// `Some` when retention has passed `applied` in `part`.
+    pub fn check(part: &dyn LogPartition, applied: u64) -> Option<BelowRetention> {
+        let start = part.start_offset();
+        (applied < start).then_some(BelowRetention {
+            partition: part.id(),
+            applied,
+            start,
+        })
+    }
+}
+
 /// Status of one version.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionStatus {
@@ -154,6 +179,8 @@ pub struct VersionStatus {
     pub skipped_records: u64,
     /// Why its processors stopped, if they did.
     pub error: Option<String>,
+    /// Partitions where retention deleted records it had not applied.
+    pub below_retention: Vec<BelowRetention>,
     /// Digest at the applied offsets, when asked for.
     pub digest: Option<Digest>,
 }
@@ -744,6 +771,7 @@ impl Views {
                     memory_bytes: 0,
                     skipped_records: 0,
                     error: Some("not running: its source stream was dropped".into()),
+                    below_retention: Vec::new(),
                     digest: None,
                 });
                 continue;
@@ -756,6 +784,45 @@ impl Views {
             rollout: entry.rollout,
             versions: out,
         })
+    }
+
+    /// Every view version reading `stream` (its current incarnation) that retention has
+    /// passed in some partition: `(view, version, partition)`, by view name.
+    ///
+    /// # Errors
+    /// Storage errors reading a version's applied offsets.
+    pub fn below_retention(
+        &self,
+        stream: &dyn LogStream,
+    ) -> Result<Vec<(String, u64, BelowRetention)>> {
+        let versions: Vec<(String, u64, Arc<Version>)> = {
+            let st = self.lock();
+            st.catalog
+                .views
+                .iter()
+                .flat_map(|(name, e)| {
+                    e.versions
+                        .iter()
+                        .filter(|(_, v)| {
+                            v.spec.source == stream.name() && v.incarnation == stream.incarnation()
+                        })
+                        .filter_map(|(number, v)| {
+                            let running = st.running.get(&v.space)?.clone();
+                            Some((name.clone(), *number, running))
+                        })
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (name, number, v) in versions {
+            for part in stream.partitions() {
+                let applied = v.apply_state(part.id())?.applied;
+                if let Some(b) = BelowRetention::check(part, applied) {
+                    out.push((name.clone(), number, b));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Digest of a version (default: the current one) at its applied offsets.
@@ -1088,10 +1155,12 @@ fn version_status(
     let mut applied = BTreeMap::new();
     let (mut done, mut total, mut lag_ms, mut skipped) = (0u64, 0u64, 0i64, 0u64);
     let mut lag_records = 0u64;
+    let mut below_retention = Vec::new();
     for (p, part) in v.stream.partitions().iter().enumerate() {
         let state = v.apply_state(p as u32)?;
         let end = part.end_offset();
         applied.insert(p as u32, state.applied);
+        below_retention.extend(BelowRetention::check(*part, state.applied));
         done += state.applied;
         total += end;
         skipped += state.skipped;
@@ -1181,6 +1250,7 @@ fn version_status(
         memory_bytes: v.memory_bytes() as u64,
         skipped_records: skipped,
         error: v.error(),
+        below_retention,
         digest,
     })
 }

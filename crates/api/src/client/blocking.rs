@@ -23,10 +23,14 @@ use super::{
     ClientConfig, ClientError, ClientOptions, Commit, KeyRange, RawAnswer, RawRequest, ReadOptions,
     ReadRecords,
 };
+use crate::groups::{
+    CommitOffsets, GroupInfo, GroupList, GroupReset, Heartbeat, JoinGroup, MemberAssignment,
+    OffsetsCommitted, ResetGroup,
+};
 use crate::ops::Health;
 use crate::streams::{
-    AppendMany, AppendOne, CreateStream, OffsetsAtTime, RecordIn, RecordsOut, StreamInfo,
-    StreamList,
+    AppendMany, AppendOne, CreateStream, OffsetsAtTime, RecordIn, RecordsOut, Retention,
+    StreamInfo, StreamList,
 };
 use crate::txns::{BeginBody, Committed, PutBody, ReadAnswer, ReadBody, Row, Rows};
 use crate::views::{Rebuilt, SwitchBody, ViewDetail, ViewList, ViewOut, ViewRow, ViewRows};
@@ -123,6 +127,8 @@ impl Client {
         fn health(&self) -> Health;
         /// Creates a stream.
         fn create_stream(&self, stream: &str, settings: &CreateStream) -> StreamInfo;
+        /// Replaces a stream's retention.
+        fn set_retention(&self, stream: &str, retention: &Retention) -> StreamInfo;
         /// Every stream.
         fn list_streams(&self) -> StreamList;
         /// One stream.
@@ -141,6 +147,20 @@ impl Client {
         fn read(&self, stream: &str, at: &ReadRecords) -> RecordsOut;
         /// Per partition, the first record at or after a time.
         fn offsets_at_time(&self, stream: &str, timestamp_ms: i64) -> OffsetsAtTime;
+        /// Joins a consumer group.
+        fn join_group(&self, group: &str, body: &JoinGroup) -> MemberAssignment;
+        /// A member's heartbeat.
+        fn heartbeat(&self, group: &str, member: &str, body: &Heartbeat) -> MemberAssignment;
+        /// Commits processed offsets under a request id.
+        fn commit_offsets(&self, group: &str, member: &str, request_id: &str, body: &CommitOffsets) -> OffsetsCommitted;
+        /// A member leaves its group.
+        fn leave_group(&self, group: &str, member: &str, epoch: u64) -> ();
+        /// Every consumer group.
+        fn list_groups(&self) -> GroupList;
+        /// One consumer group.
+        fn group(&self, group: &str) -> GroupInfo;
+        /// Resets a consumer group.
+        fn reset_group(&self, group: &str, body: &ResetGroup) -> GroupReset;
         /// Creates a view.
         fn create_view(&self, view: &str, spec: &serde_json::Value) -> ViewOut;
         /// Every view.

@@ -53,12 +53,16 @@ pub use txn::Transaction;
 
 use self::http::{Call, Retry, Transport, decode};
 use self::retry::Jitter;
+use crate::groups::{
+    CommitOffsets, GroupInfo, GroupList, GroupReset, Heartbeat, JoinGroup, MemberAssignment,
+    OffsetsCommitted, ResetGroup,
+};
 use crate::ops::Health;
 use crate::paths::{self, Query};
 use crate::problem::ProblemCode;
 use crate::streams::{
     AppendBody, AppendMany, AppendOne, CreateStream, OffsetsAtTime, RecordIn, RecordsOut,
-    StreamInfo, StreamList,
+    Retention, StreamInfo, StreamList,
 };
 use crate::txns::{Row, Rows};
 use crate::views::{
@@ -387,6 +391,20 @@ impl Client {
             .await
     }
 
+    /// Replaces a stream's retention and applies it (segments beyond it are deleted before
+    /// the answer); the answer shows the stream with what retention left.
+    ///
+    /// # Errors
+    /// `unknown_stream`, `invalid_stream_config` (a limit of 0), `reserved_stream`.
+    pub async fn set_retention(
+        &self,
+        stream: &str,
+        retention: &Retention,
+    ) -> Result<StreamInfo, ClientError> {
+        self.call(Call::new(Method::PUT, paths::stream_retention(stream)).json(retention)?)
+            .await
+    }
+
     /// Every stream.
     ///
     /// # Errors
@@ -509,6 +527,100 @@ impl Client {
             paths::stream_offsets(stream) + &q.finish(),
         ))
         .await
+    }
+
+    // ---- consumer groups ----
+
+    /// Joins `group` as `member` (or rejoins after a restart); the member's partitions.
+    ///
+    /// # Errors
+    /// `unknown_stream`, `group_stream_mismatch`, `invalid_request` naming the field.
+    pub async fn join_group(
+        &self,
+        group: &str,
+        body: &JoinGroup,
+    ) -> Result<MemberAssignment, ClientError> {
+        self.call(Call::new(Method::POST, paths::group_members(group)).json(body)?)
+            .await
+    }
+
+    /// A member's heartbeat, giving up `released` partitions; its assignment now.
+    ///
+    /// # Errors
+    /// `member_fenced` (join again), `partition_not_assigned`, `unknown_group`.
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        body: &Heartbeat,
+    ) -> Result<MemberAssignment, ClientError> {
+        self.call(Call::new(Method::POST, paths::group_heartbeat(group, member)).json(body)?)
+            .await
+    }
+
+    /// Commits processed offsets under the caller's request id (a retry with the same id
+    /// answers `duplicate` and changes nothing).
+    ///
+    /// # Errors
+    /// `member_fenced`, `partition_not_assigned`, `offset_behind_commit`,
+    /// `request_id_conflict`; [`ClientError::Unknown`] if no attempt was answered.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        member: &str,
+        request_id: &str,
+        body: &CommitOffsets,
+    ) -> Result<OffsetsCommitted, ClientError> {
+        let mut call = Call::new(Method::POST, paths::group_commit(group, member)).json(body)?;
+        call.request_id = Some(request_id.to_string());
+        self.call(call).await
+    }
+
+    /// A member leaves its group.
+    ///
+    /// # Errors
+    /// `member_fenced`, `unknown_group`.
+    pub async fn leave_group(
+        &self,
+        group: &str,
+        member: &str,
+        epoch: u64,
+    ) -> Result<(), ClientError> {
+        let q = Query::new().push("epoch", epoch);
+        self.call_empty(Call::new(
+            Method::DELETE,
+            paths::group_member(group, member) + &q.finish(),
+        ))
+        .await
+    }
+
+    /// Every consumer group.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_groups(&self) -> Result<GroupList, ClientError> {
+        self.call(Call::new(Method::GET, paths::groups())).await
+    }
+
+    /// One group: members, assignments, committed offsets and lag.
+    ///
+    /// # Errors
+    /// `unknown_group`.
+    pub async fn group(&self, group: &str) -> Result<GroupInfo, ClientError> {
+        self.call(Call::new(Method::GET, paths::group(group))).await
+    }
+
+    /// Resets a group without members (or, with `dry_run`, says what that would do).
+    ///
+    /// # Errors
+    /// `group_active`, `unknown_group`, `invalid_request` naming the field.
+    pub async fn reset_group(
+        &self,
+        group: &str,
+        body: &ResetGroup,
+    ) -> Result<GroupReset, ClientError> {
+        self.call(Call::new(Method::POST, paths::group_reset(group)).json(body)?)
+            .await
     }
 
     // ---- views ----

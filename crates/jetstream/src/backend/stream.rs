@@ -113,8 +113,8 @@ impl LogStream for JsStream {
         self.definition.incarnation
     }
 
-    fn config(&self) -> &StreamConfig {
-        &self.definition.config
+    fn config(&self) -> StreamConfig {
+        self.definition.config.clone()
     }
 
     fn partition_count(&self) -> u32 {

@@ -97,11 +97,13 @@ fn parse_cursor(text: &str, field: &str) -> Result<Cursor, ApiError> {
 }
 
 /// Where each chosen partition starts: `Last-Event-ID` when the client resumes, else
-/// `from` (`start`, `end` — the default — or `P:O,...`, unnamed partitions at their end).
+/// `from` (`start`, `end` — the default — `group:G`, the positions of the group `G` given as
+/// `group`, or `P:O,...`, unnamed partitions at their end).
 fn starting_cursor(
     stream: &dyn LogStream,
     q: &Params,
     headers: &HeaderMap,
+    group: Option<Cursor>,
 ) -> Result<(Cursor, &'static str), ApiError> {
     let count = stream.partition_count();
     let chosen: Vec<u32> = match q.text("partitions") {
@@ -132,6 +134,13 @@ fn starting_cursor(
             ));
         }
         return Ok((cursor, "Last-Event-ID"));
+    }
+    if let Some(group) = group {
+        let cursor = chosen
+            .iter()
+            .map(|p| (*p, group.get(p).copied().unwrap_or_else(|| start(*p))))
+            .collect();
+        return Ok((cursor, "from"));
     }
     let cursor = match q.text("from").unwrap_or("end") {
         "end" => chosen.iter().map(|p| (*p, end(*p))).collect(),
@@ -194,7 +203,7 @@ fn check_in_range(stream: &dyn LogStream, cursor: &Cursor, field: &str) -> Resul
 #[utoipa::path(get, path = route::RECORD_EVENTS, tag = "streams",
     params(("stream" = String, Path),
         ("partitions" = Option<String>, Query, description = "Partitions to read, `0,3,5`; default all"),
-        ("from" = Option<String>, Query, description = "`end` (default: only new records), `start`, or `P:O,...` (unnamed partitions start at their end)"),
+        ("from" = Option<String>, Query, description = "`end` (default: only new records), `start`, `group:G` (the consumer group G's committed offsets; needs groups:read:G), or `P:O,...` (unnamed partitions start at their end)"),
         ("heartbeat_ms" = Option<u64>, Query, description = "A `: heartbeat` comment after this long without an event, ms; 100..=300000, default 15000"),
         ("stall_ms" = Option<u64>, Query, description = "Drop the subscription (`event: dropped`) when the client takes nothing from its full queue for this long, ms; 100..=300000, default 30000"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (its id): overrides `from` and `partitions`")),
@@ -218,7 +227,18 @@ pub async fn events(
         .log
         .stream(&name)
         .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
-    let (cursor, field) = starting_cursor(&*stream, &q, &headers)?;
+    // `from=group:G`: where the group `G` would read each partition (its commits).
+    let group = match q.text("from").and_then(|f| f.strip_prefix("group:")) {
+        Some(group) => {
+            let (groups, group, s) = (opened.groups()?, group.to_string(), stream.clone());
+            let positions = blocking(move || groups.positions(&group, &*s))
+                .await?
+                .map_err(super::groups::problem)?;
+            Some(positions)
+        }
+        None => None,
+    };
+    let (cursor, field) = starting_cursor(&*stream, &q, &headers, group)?;
     check_in_range(&*stream, &cursor, field)?;
     let Ok(permit) = state.subscriptions().clone().try_acquire_owned() else {
         return Err(ApiError::new(

@@ -3,11 +3,12 @@
 //!
 //! | module | routes |
 //! | --- | --- |
-//! | [`streams`] | `/v1/streams`, `/v1/streams/{stream}`, `/v1/streams/{stream}/records`, `/v1/streams/{stream}/offsets` |
+//! | [`streams`] | `/v1/streams`, `/v1/streams/{stream}`, `/v1/streams/{stream}/records`, `/v1/streams/{stream}/offsets`, `/v1/streams/{stream}/retention` |
 //! | [`events`] | `/v1/streams/{stream}/records/events` (the push tail, server-sent events) |
 //! | [`txns`] | `/v1/txns`, `/v1/txns/{txn}/...`, `/v1/kv`, `/v1/kv/{key}` |
 //! | `empty_key` | `/v1/kv/`, `/v1/txns/{txn}/kv/`, `/v1/views/{view}/rows/`: the `{key}` routes with the empty key |
 //! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
+//! | [`groups`] | `/v1/groups`, `/v1/groups/{group}`, `/v1/groups/{group}/members[/{member}[/heartbeat\|/commit]]`, `/v1/groups/{group}/reset` (consumer groups) |
 //! | [`ops`] | `/v1/health`, `/metrics`, `/openapi.json` |
 //! | [`tokens`] | `/v1/tokens`, `/v1/tokens/{id}` (admin only) |
 //! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
@@ -19,6 +20,7 @@
 pub mod commits;
 mod empty_key;
 pub mod events;
+pub mod groups;
 pub mod ops;
 pub mod streams;
 pub mod tokens;
@@ -52,6 +54,7 @@ use crate::state::AppState;
         (name = "streams", description = "Streams and records"),
         (name = "transactions", description = "Interactive transactions and key-value reads"),
         (name = "views", description = "Views derived from streams: specs, status, row reads with consistency tokens, rebuilds and switches"),
+        (name = "groups", description = "Consumer groups: members share a stream's partitions, commit processed offsets and resume from them"),
         (name = "operations", description = "Health, metrics, this document"),
         (name = "tokens", description = "Bearer tokens (admin only): create, list, revoke")
     )
@@ -69,6 +72,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(streams::append, streams::read_records))
         .routes(routes!(streams::offsets_at_time))
+        .routes(routes!(streams::put_retention))
         .routes(routes!(events::events))
         .routes(routes!(txns::begin))
         .routes(routes!(txns::get_key, txns::put_key, txns::delete_key))
@@ -90,6 +94,13 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(views::scan_rows))
         .routes(routes!(views::rebuild))
         .routes(routes!(views::switch))
+        .routes(routes!(groups::list_groups))
+        .routes(routes!(groups::describe_group))
+        .routes(routes!(groups::join))
+        .routes(routes!(groups::leave))
+        .routes(routes!(groups::heartbeat))
+        .routes(routes!(groups::commit))
+        .routes(routes!(groups::reset))
         .routes(routes!(ops::health))
         .routes(routes!(ops::cluster))
         .routes(routes!(ops::metrics))

@@ -1,5 +1,6 @@
 //! Streams and records: `PUT/GET/DELETE /v1/streams/{stream}`, `GET /v1/streams`,
-//! `POST/GET /v1/streams/{stream}/records`, `GET /v1/streams/{stream}/offsets`.
+//! `PUT /v1/streams/{stream}/retention`, `POST/GET /v1/streams/{stream}/records`,
+//! `GET /v1/streams/{stream}/offsets`.
 //!
 //! Appends without an `Idempotency-Key` go through [`logbook_log::LogStream::try_append_batch`]:
 //! every record checked against every limit before any batch is queued, queued without
@@ -17,26 +18,35 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use logbook_api::paths::route;
 use logbook_api::streams::{
-    AckGuarantee, AppendBody, AppendMany, AppendOne, CreateStream, OffsetAtTime, OffsetsAtTime,
-    PartitionOffsets, PositionOut, RecordIn, RecordOut, RecordsOut, StreamInfo, StreamLimits,
-    StreamList,
+    AckGuarantee, AppendBody, AppendMany, AppendOne, BelowRetention, CreateStream, OffsetAtTime,
+    OffsetsAtTime, PartitionOffsets, PositionOut, ReaderKind, RecordIn, RecordOut, RecordsOut,
+    Retention, StreamInfo, StreamLimits, StreamList,
 };
 use logbook_log::{FsyncPolicy, LogError, LogPartition, LogStream, Position, Record, StreamConfig};
 
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking};
 use crate::limits;
-use crate::state::{AppState, Phase};
+use crate::state::{AppState, Opened, Phase};
 
 use super::{Params, json_value, text};
 
-fn info(s: &dyn LogStream) -> StreamInfo {
+/// A stream as the API shows it: settings, extent, and the readers retention has passed.
+/// Reads each view's applied offsets: call it where blocking is allowed.
+fn info(s: &dyn LogStream, opened: &Opened) -> StreamInfo {
     let ack = s.ack_guarantee();
+    let config = s.config();
     StreamInfo {
         stream: s.name().to_string(),
         partitions: s.partition_count(),
         incarnation: s.incarnation(),
-        fsync: s.config().fsync.to_string(),
+        fsync: config.fsync.to_string(),
+        segment_bytes_max: config.segment_bytes_max,
+        retention: Retention {
+            retention_bytes: config.retention_bytes,
+            retention_ms: config.retention_ms,
+        },
+        below_retention: below_retention(s, opened),
         ack_guarantee: AckGuarantee {
             replicas: ack.replicas,
             fsynced: ack.fsynced,
@@ -51,6 +61,38 @@ fn info(s: &dyn LogStream) -> StreamInfo {
             })
             .collect(),
     }
+}
+
+/// The view versions (by view name) and the groups (by group name) reading `s` whose
+/// positions retention has passed.
+fn below_retention(s: &dyn LogStream, opened: &Opened) -> Vec<BelowRetention> {
+    let found = opened.views.below_retention(s).unwrap_or_else(|e| {
+        // The report is best effort: a view whose state cannot be read says so in its own
+        // status; the stream is still shown.
+        tracing::warn!(stream = s.name(), error = %e, "could not read the views' positions");
+        Vec::new()
+    });
+    let views = found.into_iter().map(|(name, version, b)| BelowRetention {
+        kind: ReaderKind::View,
+        name,
+        version: Some(version),
+        partition: b.partition,
+        position: b.applied,
+        start: b.start,
+    });
+    let groups = opened.groups.iter().flat_map(|g| {
+        g.below_retention(s.name())
+            .into_iter()
+            .map(|(name, partition, position, start)| BelowRetention {
+                kind: ReaderKind::Group,
+                name,
+                version: None,
+                partition,
+                position,
+                start,
+            })
+    });
+    views.chain(groups).collect()
 }
 
 /// Streams whose names start with `_` belong to Logbook (`_txn` is the commit stream).
@@ -99,17 +141,65 @@ pub async fn put_stream(
     if let Some(b) = body.segment_bytes_max {
         config.segment_bytes_max = b;
     }
+    let (retention_bytes, retention_ms) = (body.retention_bytes, body.retention_ms);
+    config.retention_bytes = retention_bytes;
+    config.retention_ms = retention_ms;
     // Both may wait on the network on a cluster node (a catalog refresh): off the worker.
     let log = opened.log.clone();
     let budget = state.clone();
-    let (existed, stream) =
-        blocking(move || budget.partitions().create(&*log, &name, config)).await??;
+    let (existed, stream) = blocking(move || {
+        if let Ok(existing) = log.stream(&name) {
+            // Retention changes after creation (its own route): compared only when given.
+            let current = existing.config();
+            config.retention_bytes = retention_bytes.or(current.retention_bytes);
+            config.retention_ms = retention_ms.or(current.retention_ms);
+        }
+        budget.partitions().create(&*log, &name, config)
+    })
+    .await??;
+    let stream = info(&*stream, &opened);
     let status = if existed {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(info(&*stream))).into_response())
+    Ok((status, Json(stream)).into_response())
+}
+
+/// Replaces a stream's retention (by size and age) and applies it before answering: whole
+/// sealed segments beyond it are deleted, oldest first. Offsets are never reused; views and
+/// groups whose positions it passed are listed in `below_retention`.
+#[utoipa::path(put, path = route::STREAM_RETENTION, tag = "streams",
+    params(("stream" = String, Path)),
+    request_body(content = Retention, description = "The whole retention: a limit left out or null is no limit"),
+    responses(
+        (status = 200, description = "Set and applied", body = StreamInfo),
+        (status = 400, description = "`invalid_stream_config` naming the field (a limit of 0)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`reserved_stream`: an internal stream", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json"),
+        (status = 501, description = "`not_supported_in_cluster`: the replicated log keeps every record", body = Problem, content_type = "application/problem+json")))]
+pub async fn put_retention(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Params,
+    JsonBody(body): JsonBody<Retention>,
+) -> Result<Json<StreamInfo>, ApiError> {
+    q.only(&[])?;
+    check_writable(&name)?;
+    let opened = state.opened()?;
+    let log = opened.log.clone();
+    let retention = logbook_log::Retention {
+        retention_bytes: body.retention_bytes,
+        retention_ms: body.retention_ms,
+    };
+    // Rewrites stream.json (fsync) and deletes segments: off the worker.
+    let stream = blocking(move || {
+        log.set_retention(&name, retention)
+            .map(|s| info(&*s, &opened))
+    })
+    .await?
+    .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    Ok(Json(stream))
 }
 
 /// Lists streams, with the node's limits on them and the partitions in use.
@@ -127,7 +217,7 @@ pub async fn list_streams(
         log.stream_names()
             .iter()
             .filter_map(|n| log.stream(n).ok())
-            .map(|s| info(&*s))
+            .map(|s| info(&*s, &opened))
             .collect()
     })
     .await?;
@@ -159,7 +249,8 @@ pub async fn get_stream(
         .log
         .stream(&name)
         .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
-    Ok(Json(info(&*s)))
+    // Reads the views' applied offsets (their stores): off the worker.
+    Ok(Json(blocking(move || info(&*s, &opened)).await?))
 }
 
 /// Drops a stream and its records (204). Its name may be reused; tokens of the old stream

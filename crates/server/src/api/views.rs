@@ -25,6 +25,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use logbook_api::paths::route;
+use logbook_api::streams::{BelowRetention, ReaderKind};
 use logbook_api::views::{
     ProgressOut, RebuildBody, Rebuilt, RolloutOut, StatusOut, SwitchBody, ViewDetail, ViewList,
     ViewOut, ViewRow, ViewRows,
@@ -63,7 +64,7 @@ fn view_out(info: ViewInfo) -> ViewOut {
     }
 }
 
-fn status_out(v: VersionStatus) -> StatusOut {
+fn status_out(name: &str, v: VersionStatus) -> StatusOut {
     StatusOut {
         version: v.version,
         applied: v.applied,
@@ -79,6 +80,18 @@ fn status_out(v: VersionStatus) -> StatusOut {
         },
         skipped_records: v.skipped_records,
         error: v.error,
+        below_retention: v
+            .below_retention
+            .into_iter()
+            .map(|b| BelowRetention {
+                kind: ReaderKind::View,
+                name: name.to_string(),
+                version: Some(v.version),
+                partition: b.partition,
+                position: b.applied,
+                start: b.start,
+            })
+            .collect(),
     }
 }
 
@@ -237,7 +250,11 @@ pub async fn get_view(
         Ok::<_, ViewError>((info, status))
     })
     .await??;
-    let versions: Vec<StatusOut> = status.versions.into_iter().map(status_out).collect();
+    let versions: Vec<StatusOut> = status
+        .versions
+        .into_iter()
+        .map(|v| status_out(&status.name, v))
+        .collect();
     let current = versions
         .iter()
         .find(|v| v.version == status.current)

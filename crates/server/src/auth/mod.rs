@@ -180,9 +180,17 @@ pub fn declared_needs(
         "/v1/tokens" | "/v1/tokens/{id}" => vec![Need::Admin],
         "/v1/streams" => vec![Need::All(Streams, Read)],
         "/v1/streams/{stream}" => vec![name(Streams, read_or(Manage), "stream")],
+        "/v1/streams/{stream}/retention" => vec![name(Streams, Manage, "stream")],
         "/v1/streams/{stream}/records" => vec![name(Streams, read_or(Append), "stream")],
-        "/v1/streams/{stream}/offsets" | "/v1/streams/{stream}/records/events" => {
-            vec![name(Streams, Read, "stream")]
+        "/v1/streams/{stream}/offsets" => vec![name(Streams, Read, "stream")],
+        // Starting from a group's commits also reads the group.
+        "/v1/streams/{stream}/records/events" => {
+            let mut needs = vec![name(Streams, Read, "stream")];
+            needs.extend(query_value(uri, "from").and_then(|from| {
+                let group = from.strip_prefix("group:")?;
+                Some(Need::Name(Groups, Read, group.to_string()))
+            }));
+            needs
         }
         "/v1/txns" | "/v1/txns/{txn}/commit" | "/v1/txns/{txn}/abort" => vec![Need::AnyOf(Kv)],
         "/v1/txns/{txn}/kv" | "/v1/kv" => vec![scan_need(Kv, uri)],
@@ -198,10 +206,26 @@ pub fn declared_needs(
             vec![name(Views, Read, "view")]
         }
         "/v1/views/{view}/rebuild" | "/v1/views/{view}/switch" => vec![name(Views, Manage, "view")],
+        "/v1/groups" => vec![Need::All(Groups, Read)],
+        "/v1/groups/{group}" => vec![name(Groups, Read, "group")],
+        "/v1/groups/{group}/members"
+        | "/v1/groups/{group}/members/{member}"
+        | "/v1/groups/{group}/members/{member}/heartbeat"
+        | "/v1/groups/{group}/members/{member}/commit" => vec![name(Groups, Consume, "group")],
+        "/v1/groups/{group}/reset" => vec![name(Groups, Manage, "group")],
         // Any valid token: the node list, and a path no route matches (its 404).
         "/v1/cluster" | "unmatched" => vec![Need::Nothing],
         _ => return None,
     })
+}
+
+/// The first value of the query parameter `name`, percent-decoded.
+fn query_value(uri: &Uri, name: &str) -> Option<String> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .ok()?
+        .0
+        .into_iter()
+        .find_map(|(k, v)| (k == name).then_some(v))
 }
 
 /// A key scan: by `prefix` alone, the prefix; with `start` or `end`, every key.

@@ -3,12 +3,14 @@
 //! ```text
 //! scope    = "admin" | "metrics:read" | kind ":" action ":" pattern
 //! kind     = "streams" (append | read | manage) | "views" (read | manage)
-//!          | "kv" (read | write)
+//!          | "kv" (read | write) | "groups" (consume | read | manage)
 //! pattern  = "*" | name | prefix "*"      (a name or prefix: 1..=1024 bytes, no "*" inside)
 //! ```
 //!
 //! `streams:read:orders` reads the stream `orders`; `kv:write:user/*` writes keys starting
 //! with `user/`; `views:manage:*` creates, drops, rebuilds and switches every view. `admin`
+//! `groups:consume:billing` joins the group `billing`, heart-beats and commits in it;
+//! `groups:read:*` lists and describes groups; `groups:manage:*` resets them. `admin`
 //! covers everything, including the internal streams (names starting with `_`), which no
 //! pattern covers, and the token routes. A request's [`Need`] is covered when one scope of
 //! its token has the need's kind and action and a pattern matching the name. A need for a
@@ -27,6 +29,8 @@ pub enum Kind {
     Views,
     /// The key-value table of transactions.
     Kv,
+    /// Consumer groups.
+    Groups,
 }
 
 /// What may be done.
@@ -40,6 +44,8 @@ pub enum Action {
     Manage,
     /// Write keys.
     Write,
+    /// Be a member of a consumer group: join, heartbeat, commit, leave.
+    Consume,
 }
 
 impl Kind {
@@ -48,6 +54,7 @@ impl Kind {
             Kind::Streams => "streams",
             Kind::Views => "views",
             Kind::Kv => "kv",
+            Kind::Groups => "groups",
         }
     }
 
@@ -56,6 +63,7 @@ impl Kind {
             Kind::Streams => &[Action::Append, Action::Read, Action::Manage],
             Kind::Views => &[Action::Read, Action::Manage],
             Kind::Kv => &[Action::Read, Action::Write],
+            Kind::Groups => &[Action::Consume, Action::Read, Action::Manage],
         }
     }
 }
@@ -67,6 +75,7 @@ impl Action {
             Action::Read => "read",
             Action::Manage => "manage",
             Action::Write => "write",
+            Action::Consume => "consume",
         }
     }
 }
@@ -148,10 +157,10 @@ impl std::str::FromStr for Scope {
                 ));
             }
         };
-        let kind = [Kind::Streams, Kind::Views, Kind::Kv]
+        let kind = [Kind::Streams, Kind::Views, Kind::Kv, Kind::Groups]
             .into_iter()
             .find(|k| k.name() == kind)
-            .ok_or_else(|| bad("the kind must be streams, views or kv"))?;
+            .ok_or_else(|| bad("the kind must be streams, views, kv or groups"))?;
         let action = kind
             .actions()
             .iter()
@@ -282,6 +291,8 @@ mod tests {
             "views:manage:by_*",
             "kv:write:user/*",
             "kv:read:a:b",
+            "groups:consume:billing",
+            "groups:manage:*",
         ] {
             assert_eq!(scope(s).to_string(), s);
         }
@@ -291,6 +302,10 @@ mod tests {
             ("tables:read:x", "kind must be"),
             ("views:append:x", "action of views must be read, manage"),
             ("kv:manage:x", "action of kv"),
+            (
+                "groups:write:x",
+                "action of groups must be consume, read, manage",
+            ),
             ("streams:read:", "pattern is empty"),
             ("streams:read:a*b", "may only end"),
             ("streams:read:**", "may only end"),

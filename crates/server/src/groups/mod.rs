@@ -1,0 +1,680 @@
+//! Consumer groups (issue 22, item 1; docs/decisions/0019): members of a group share the
+//! partitions of one stream, commit the offsets they processed, and resume from them.
+//!
+//! ```text
+//!  join · heartbeat(released) · commit · leave · reset     expiry thread (every 100 ms)
+//!             │  under one lock                                  │ a member silent for its
+//!             ▼                                                  │ session timeout
+//!  state.check(record) ── refused: the error, nothing written    ▼
+//!             │ accepted                                    Leave {expired}
+//!             ▼
+//!  append the record to `_groups` (one partition) ── wait until acknowledged
+//!             ▼
+//!  state.apply(record) ── answer from the new state
+//!  open: replay `_groups` from its start through state.apply (state.rs)
+//! ```
+//!
+//! The records of the internal stream `_groups` are the groups: joins, leaves, releases,
+//! commits and resets, as Kafka keeps `__consumer_offsets`. Heartbeats are not records (they
+//! change nothing but a member's last-seen time, kept in memory; after a restart every
+//! member gets a full session timeout to come back). Because the lock is held from the check
+//! to the apply, the log's order is the order in which records were applied, and replay
+//! rebuilds exactly the state that answered.
+//!
+//! Not built yet: groups on a cluster node (the records would replicate, but membership
+//! needs one coordinator per group); the group routes answer 501 there.
+
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use logbook_api::groups::{
+    AssignedPartition, CommitOffsets, GroupInfo, GroupPartition, GroupReset, Heartbeat, JoinGroup,
+    MemberAssignment, MemberInfo, OffsetMove, OffsetsCommitted, ResetGroup, ResetPoint,
+};
+use logbook_log::{LogBackend, LogError, LogStream, Record, StreamConfig};
+
+use crate::limits;
+
+pub use state::{Group, GroupError, GroupRecord, GroupsState, Remembered};
+
+/// The internal stream of group records.
+pub const GROUPS_STREAM: &str = "_groups";
+
+/// Records per read when replaying `_groups`.
+const REPLAY_RECORDS: usize = 4096;
+/// Bytes per read when replaying `_groups`.
+const REPLAY_BYTES: usize = 8 << 20;
+
+/// What a group operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupsError {
+    /// The group's state refuses it; nothing was written.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// The log failed (reading a stream, appending the record: then the outcome may be
+    /// unknown, as the log's error says).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A field of the request is out of range; nothing was written.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field (a JSON path).
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The same `Idempotency-Key` was used for another commit.
+    #[error("the Idempotency-Key was used for another commit of this group")]
+    RequestIdConflict,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> GroupsError {
+    GroupsError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The state and the members' last heartbeats, under one lock.
+#[derive(Debug, Default)]
+struct Inner {
+    state: GroupsState,
+    /// (group, member) → when it was last heard from.
+    seen: HashMap<(String, String), Instant>,
+}
+
+/// The consumer groups of a node: their state, derived from `_groups`, and the thread that
+/// removes members whose session timed out.
+#[derive(Debug)]
+pub struct Groups {
+    log: Arc<dyn LogBackend>,
+    stream: Arc<dyn LogStream>,
+    inner: Mutex<Inner>,
+    stop: AtomicBool,
+    expiry: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Groups {
+    /// Opens (creating it if missing) `_groups`, replays it, and starts the expiry thread.
+    /// Blocks (reads the log).
+    ///
+    /// # Errors
+    /// The log's, when `_groups` cannot be opened, created or read.
+    pub fn open(log: Arc<dyn LogBackend>) -> Result<Arc<Groups>, LogError> {
+        let stream = match log.stream(GROUPS_STREAM) {
+            Ok(s) => s,
+            Err(LogError::UnknownStream { .. }) => {
+                log.create_stream(GROUPS_STREAM, StreamConfig::with_partitions(1))?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut inner = Inner::default();
+        let part = stream.partition(0)?;
+        let mut from = part.start_offset();
+        while from < part.end_offset() {
+            let records = part.read(from, REPLAY_RECORDS, REPLAY_BYTES)?;
+            let Some(last) = records.last() else { break };
+            from = last.offset + 1;
+            for r in &records {
+                let applied = serde_json::from_slice::<GroupRecord>(&r.value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|record| inner.state.apply(&record).map_err(|e| e.to_string()));
+                if let Err(e) = applied {
+                    // Only accepted records are appended; one that does not apply is damage
+                    // (or a newer format): said, and skipped, as replay must go on.
+                    tracing::warn!(offset = r.offset, error = %e, "a record of _groups does not apply; skipped");
+                }
+            }
+        }
+        let now = Instant::now();
+        for (name, g) in &inner.state.groups {
+            for member in g.members.keys() {
+                inner.seen.insert((name.clone(), member.clone()), now);
+            }
+        }
+        let groups = Arc::new(Groups {
+            log,
+            stream,
+            inner: Mutex::new(inner),
+            stop: AtomicBool::new(false),
+            expiry: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&groups);
+        let thread = std::thread::Builder::new()
+            .name("logbook-groups-expiry".into())
+            .spawn(move || {
+                while let Some(groups) = weak.upgrade() {
+                    if groups.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    groups.expire();
+                    drop(groups);
+                    std::thread::sleep(Duration::from_millis(limits::GROUP_EXPIRY_CHECK_MS));
+                }
+            })
+            .map_err(|e| LogError::Backend {
+                backend: "server",
+                detail: format!("cannot start the groups' expiry thread: {e}"),
+            })?;
+        *lock(&groups.expiry) = Some(thread);
+        Ok(groups)
+    }
+
+    /// Stops the expiry thread.
+    pub fn close(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = lock(&self.expiry).take() {
+            let _ = t.join();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// Checks `record`, appends it to `_groups`, waits for the acknowledgment, applies it.
+    fn write(&self, inner: &mut Inner, record: GroupRecord) -> Result<(), GroupsError> {
+        inner.state.check(&record)?;
+        let value = serde_json::to_vec(&record).map_err(|e| LogError::Backend {
+            backend: "server",
+            detail: format!("cannot encode a group record: {e}"),
+        })?;
+        let mut r = Record::new(value);
+        r.key = Some(record.group().as_bytes().to_vec());
+        self.stream.append_batch(vec![r])?.wait()?;
+        // Checked above under the same lock: nothing changed the state since.
+        inner.state.apply(&record)?;
+        Ok(())
+    }
+
+    /// A member joins `group` (or rejoins after a restart, keeping its partitions).
+    ///
+    /// # Errors
+    /// [`GroupsError::Invalid`] (names, session timeout), `unknown_stream`,
+    /// [`GroupError::StreamMismatch`], [`GroupError::TooMany`], the log's.
+    pub fn join(&self, group: &str, body: &JoinGroup) -> Result<MemberAssignment, GroupsError> {
+        validate_name("member", &body.member)?;
+        let timeout = body
+            .session_timeout_ms
+            .unwrap_or(limits::GROUP_SESSION_TIMEOUT_MS_DEFAULT);
+        let range = limits::GROUP_SESSION_TIMEOUT_MS_MIN..=limits::GROUP_SESSION_TIMEOUT_MS_MAX;
+        if !range.contains(&timeout) {
+            return Err(invalid(
+                "session_timeout_ms",
+                format!("must be {} ..= {} ms", range.start(), range.end()),
+            ));
+        }
+        let stream = self.log.stream(&body.stream)?;
+        let mut inner = self.lock();
+        let record = GroupRecord::Join {
+            group: group.to_string(),
+            stream: body.stream.clone(),
+            partitions: stream.partition_count(),
+            member: body.member.clone(),
+            session_timeout_ms: timeout,
+        };
+        self.write(&mut inner, record)?;
+        inner
+            .seen
+            .insert((group.to_string(), body.member.clone()), Instant::now());
+        self.assignment(&inner, group, &body.member)
+    }
+
+    /// A member's heartbeat: it is alive, and gives up `released`. Answers its assignment.
+    ///
+    /// # Errors
+    /// [`GroupError::Fenced`], [`GroupError::NotAssigned`] (a release of a partition it does
+    /// not own), the log's.
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        body: &Heartbeat,
+    ) -> Result<MemberAssignment, GroupsError> {
+        let mut inner = self.lock();
+        inner.state.member(group, member, body.epoch)?;
+        if !body.released.is_empty() {
+            let record = GroupRecord::Release {
+                group: group.to_string(),
+                member: member.to_string(),
+                epoch: body.epoch,
+                partitions: body.released.clone(),
+            };
+            self.write(&mut inner, record)?;
+        }
+        inner
+            .seen
+            .insert((group.to_string(), member.to_string()), Instant::now());
+        self.assignment(&inner, group, member)
+    }
+
+    /// A member commits processed offsets; with `request_id`, a retry answers the original
+    /// commit (`duplicate`) and changes nothing.
+    ///
+    /// # Errors
+    /// [`GroupsError::Invalid`] (no offsets, a partition twice, an offset past the end),
+    /// [`GroupError::Fenced`], [`GroupError::NotAssigned`], [`GroupError::Behind`],
+    /// [`GroupsError::RequestIdConflict`], the log's.
+    pub fn commit(
+        &self,
+        group: &str,
+        member: &str,
+        body: &CommitOffsets,
+        request_id: Option<&str>,
+    ) -> Result<OffsetsCommitted, GroupsError> {
+        if body.offsets.is_empty() || body.offsets.len() > limits::MEMBERS_PER_GROUP_MAX {
+            return Err(invalid("offsets", "give 1 ..= 256 partitions' offsets"));
+        }
+        let mut offsets = BTreeMap::new();
+        for (i, o) in body.offsets.iter().enumerate() {
+            if offsets.insert(o.partition, o.offset).is_some() {
+                return Err(invalid(
+                    format!("offsets[{i}].partition"),
+                    format!("partition {} is named twice", o.partition),
+                ));
+            }
+        }
+        let mut inner = self.lock();
+        let g = inner
+            .state
+            .groups
+            .get(group)
+            .ok_or_else(|| GroupError::UnknownGroup {
+                group: group.to_string(),
+            })?;
+        let answer = |duplicate| OffsetsCommitted {
+            group: group.to_string(),
+            offsets: body.offsets.clone(),
+            duplicate,
+        };
+        if let Some(id) = request_id {
+            match g.remembered(id, member, &offsets) {
+                Remembered::New => {}
+                Remembered::Duplicate => return Ok(answer(true)),
+                Remembered::Conflict => return Err(GroupsError::RequestIdConflict),
+            }
+        }
+        if let Ok(stream) = self.log.stream(&g.stream) {
+            for (i, o) in body.offsets.iter().enumerate() {
+                if let Ok(p) = stream.partition(o.partition)
+                    && o.offset > p.end_offset()
+                {
+                    return Err(invalid(
+                        format!("offsets[{i}].offset"),
+                        format!(
+                            "offset {} is past the partition's end ({})",
+                            o.offset,
+                            p.end_offset()
+                        ),
+                    ));
+                }
+            }
+        }
+        let record = GroupRecord::Commit {
+            group: group.to_string(),
+            member: member.to_string(),
+            epoch: body.epoch,
+            offsets,
+            request_id: request_id.map(str::to_string),
+        };
+        self.write(&mut inner, record)?;
+        inner
+            .seen
+            .insert((group.to_string(), member.to_string()), Instant::now());
+        Ok(answer(false))
+    }
+
+    /// A member leaves; its partitions go to the others.
+    ///
+    /// # Errors
+    /// [`GroupError::Fenced`], the log's.
+    pub fn leave(&self, group: &str, member: &str, epoch: u64) -> Result<(), GroupsError> {
+        let mut inner = self.lock();
+        let record = GroupRecord::Leave {
+            group: group.to_string(),
+            member: member.to_string(),
+            epoch,
+            reason: "left".into(),
+        };
+        self.write(&mut inner, record)?;
+        inner.seen.remove(&(group.to_string(), member.to_string()));
+        Ok(())
+    }
+
+    /// Removes every member not heard from within its session timeout.
+    fn expire(&self) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let expired: Vec<GroupRecord> = inner
+            .state
+            .groups
+            .iter()
+            .flat_map(|(name, g)| {
+                g.members.iter().filter_map(|(member, m)| {
+                    let seen = inner.seen.get(&(name.clone(), member.clone()))?;
+                    let timeout = Duration::from_millis(m.session_timeout_ms);
+                    (now.duration_since(*seen) > timeout).then(|| GroupRecord::Leave {
+                        group: name.clone(),
+                        member: member.clone(),
+                        epoch: m.epoch,
+                        reason: "expired".into(),
+                    })
+                })
+            })
+            .collect();
+        for record in expired {
+            let key = (record.group().to_string(), member_name(&record));
+            match self.write(&mut inner, record) {
+                Ok(()) => {
+                    tracing::info!(group = %key.0, member = %key.1, "member removed: its session timed out");
+                    inner.seen.remove(&key);
+                }
+                Err(e) => {
+                    tracing::warn!(group = %key.0, member = %key.1, error = %e, "could not remove a member whose session timed out; will retry");
+                }
+            }
+        }
+    }
+
+    /// A member's share of its group.
+    fn assignment(
+        &self,
+        inner: &Inner,
+        group: &str,
+        member: &str,
+    ) -> Result<MemberAssignment, GroupsError> {
+        let g = inner
+            .state
+            .groups
+            .get(group)
+            .ok_or_else(|| GroupError::UnknownGroup {
+                group: group.to_string(),
+            })?;
+        let m = g.members.get(member).ok_or_else(|| GroupError::Fenced {
+            group: group.to_string(),
+            member: member.to_string(),
+            epoch: 0,
+            why: "it is not a member now".into(),
+        })?;
+        let stream = self.log.stream(&g.stream).ok();
+        let start = |p: u32| {
+            stream
+                .as_ref()
+                .and_then(|s| s.partition(p).ok().map(|p| p.start_offset()))
+                .unwrap_or(0)
+        };
+        Ok(MemberAssignment {
+            group: group.to_string(),
+            stream: g.stream.clone(),
+            member: member.to_string(),
+            epoch: m.epoch,
+            generation: g.generation,
+            assigned: m
+                .owned
+                .iter()
+                .map(|p| AssignedPartition {
+                    partition: *p,
+                    from: g.committed.get(p).copied().unwrap_or(0).max(start(*p)),
+                })
+                .collect(),
+            revoke: m.revoking.iter().copied().collect(),
+            session_timeout_ms: m.session_timeout_ms,
+            heartbeat_interval_ms: m.session_timeout_ms / 3,
+        })
+    }
+
+    /// Every group, by name.
+    pub fn list(&self) -> Vec<GroupInfo> {
+        let inner = self.lock();
+        inner
+            .state
+            .groups
+            .iter()
+            .map(|(name, g)| self.info(name, g))
+            .collect()
+    }
+
+    /// One group: members, assignments, committed offsets and lag per partition.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`].
+    pub fn describe(&self, group: &str) -> Result<GroupInfo, GroupsError> {
+        let inner = self.lock();
+        let g = inner
+            .state
+            .groups
+            .get(group)
+            .ok_or_else(|| GroupError::UnknownGroup {
+                group: group.to_string(),
+            })?;
+        Ok(self.info(group, g))
+    }
+
+    fn info(&self, name: &str, g: &Group) -> GroupInfo {
+        let stream = self.log.stream(&g.stream).ok();
+        let owners = g.owners();
+        let partitions: Vec<GroupPartition> = (0..g.partitions)
+            .map(|p| {
+                let (start, end) = stream
+                    .as_ref()
+                    .and_then(|s| s.partition(p).ok())
+                    .map_or((0, 0), |part| (part.start_offset(), part.end_offset()));
+                let committed = g.committed.get(&p).copied();
+                GroupPartition {
+                    partition: p,
+                    owner: owners.get(&p).map(|m| (*m).to_string()),
+                    committed,
+                    start,
+                    end,
+                    lag: end.saturating_sub(committed.unwrap_or(start).max(start)),
+                    below_retention: committed.is_some_and(|c| c < start),
+                }
+            })
+            .collect();
+        GroupInfo {
+            group: name.to_string(),
+            stream: g.stream.clone(),
+            generation: g.generation,
+            members: g
+                .members
+                .iter()
+                .map(|(member, m)| MemberInfo {
+                    member: member.clone(),
+                    epoch: m.epoch,
+                    assigned: m.owned.iter().copied().collect(),
+                    revoking: m.revoking.iter().copied().collect(),
+                    session_timeout_ms: m.session_timeout_ms,
+                })
+                .collect(),
+            lag: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
+        }
+    }
+
+    /// The groups reading `stream` whose committed offsets retention has passed:
+    /// `(group, partition, committed, start)`.
+    pub fn below_retention(&self, stream: &str) -> Vec<(String, u32, u64, u64)> {
+        self.list()
+            .into_iter()
+            .filter(|g| g.stream == stream)
+            .flat_map(|g| {
+                g.partitions
+                    .into_iter()
+                    .filter(|p| p.below_retention)
+                    .map(move |p| {
+                        (
+                            g.group.clone(),
+                            p.partition,
+                            p.committed.unwrap_or(0),
+                            p.start,
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// Where `group` would have each partition of `stream` read from: its committed offset,
+    /// or the first retained one.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`], [`GroupError::StreamMismatch`].
+    pub fn positions(
+        &self,
+        group: &str,
+        stream: &dyn LogStream,
+    ) -> Result<BTreeMap<u32, u64>, GroupsError> {
+        let inner = self.lock();
+        let g = inner
+            .state
+            .groups
+            .get(group)
+            .ok_or_else(|| GroupError::UnknownGroup {
+                group: group.to_string(),
+            })?;
+        if g.stream != stream.name() {
+            return Err(GroupError::StreamMismatch {
+                group: group.to_string(),
+                stream: g.stream.clone(),
+                asked: stream.name().to_string(),
+            }
+            .into());
+        }
+        Ok(stream
+            .partitions()
+            .iter()
+            .map(|p| {
+                let from = g.committed.get(&p.id()).copied().unwrap_or(0);
+                (p.id(), from.max(p.start_offset()))
+            })
+            .collect())
+    }
+
+    /// Resets a group without members to the start, the end, a time, or given offsets; with
+    /// `dry_run`, only says what it would do.
+    ///
+    /// # Errors
+    /// [`GroupsError::Invalid`] (not exactly one target; an offset outside the retained
+    /// range), [`GroupError::Active`], [`GroupError::UnknownGroup`], the log's.
+    pub fn reset(&self, group: &str, body: &ResetGroup) -> Result<GroupReset, GroupsError> {
+        let targets = [
+            body.to.is_some(),
+            body.timestamp_ms.is_some(),
+            body.offsets.is_some(),
+        ];
+        if targets.iter().filter(|t| **t).count() != 1 {
+            return Err(invalid(
+                "to",
+                "give exactly one of to (start or end), timestamp_ms, offsets",
+            ));
+        }
+        let mut inner = self.lock();
+        let g = inner
+            .state
+            .groups
+            .get(group)
+            .ok_or_else(|| GroupError::UnknownGroup {
+                group: group.to_string(),
+            })?;
+        let stream = self.log.stream(&g.stream)?;
+        let mut offsets = BTreeMap::new();
+        for part in stream.partitions() {
+            let to = match (body.to, body.timestamp_ms) {
+                (Some(ResetPoint::Start), _) => Some(part.start_offset()),
+                (Some(ResetPoint::End), _) => Some(part.end_offset()),
+                (None, Some(t)) => Some(part.offset_for_timestamp(t)?.offset),
+                (None, None) => None,
+            };
+            if let Some(to) = to {
+                offsets.insert(part.id(), to);
+            }
+        }
+        for (i, o) in body.offsets.iter().flatten().enumerate() {
+            let part = stream.partition(o.partition).map_err(|_| {
+                invalid(
+                    format!("offsets[{i}].partition"),
+                    format!("not a partition of stream {:?}", g.stream),
+                )
+            })?;
+            if !(part.start_offset()..=part.end_offset()).contains(&o.offset) {
+                return Err(invalid(
+                    format!("offsets[{i}].offset"),
+                    format!(
+                        "must be within the retained range {} ..= {}",
+                        part.start_offset(),
+                        part.end_offset()
+                    ),
+                ));
+            }
+            offsets.insert(o.partition, o.offset);
+        }
+        let moves = offsets
+            .iter()
+            .map(|(p, to)| OffsetMove {
+                partition: *p,
+                from: g.committed.get(p).copied(),
+                to: *to,
+            })
+            .collect();
+        let record = GroupRecord::Reset {
+            group: group.to_string(),
+            offsets,
+        };
+        if body.dry_run {
+            inner.state.check(&record)?;
+        } else {
+            self.write(&mut inner, record)?;
+        }
+        Ok(GroupReset {
+            group: group.to_string(),
+            dry_run: body.dry_run,
+            offsets: moves,
+        })
+    }
+}
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn member_name(record: &GroupRecord) -> String {
+    match record {
+        GroupRecord::Join { member, .. }
+        | GroupRecord::Leave { member, .. }
+        | GroupRecord::Release { member, .. }
+        | GroupRecord::Commit { member, .. } => member.clone(),
+        GroupRecord::Reset { .. } => String::new(),
+    }
+}
+
+/// Checks a group or member name: 1 ..= 128 bytes of `[A-Za-z0-9._-]`.
+///
+/// # Errors
+/// [`GroupsError::Invalid`] naming `field`.
+pub fn validate_name(field: &str, name: &str) -> Result<(), GroupsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{name:?} must be 1 ..= 128 bytes of A-Z a-z 0-9 . _ -"),
+        ))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock is a broken invariant (state.rs asserts); the state
+    // it left is the last one applied.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
