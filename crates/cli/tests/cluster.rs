@@ -413,9 +413,13 @@ fn views_in_the_replicated_catalog(nodes: &[Node]) {
 
     let (status, v) = b.call("PUT", "/v1/views/scratch", Some(spec));
     assert_eq!(status, 201, "{v}");
-    a.wait_for("/v1/views/scratch", "the view created on B", |s, _| {
-        s == 200
-    });
+    // Every node follows `_views` on its own: C may not have the view yet when A has it, and a
+    // DELETE of a view it does not know is (rightly) 404 there — wait for both.
+    for n in [a, c] {
+        n.wait_for("/v1/views/scratch", "the view created on B", |s, _| {
+            s == 200
+        });
+    }
     let (status, _) = c.call("DELETE", "/v1/views/scratch", None);
     assert_eq!(status, 204);
     for n in nodes {
