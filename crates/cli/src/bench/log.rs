@@ -585,19 +585,7 @@ fn run_slices(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<Measured> {
     control.phase.store(PHASE_STOP, Ordering::Release);
     progress.finish_and_clear();
 
-    let mut latency = latency_histogram()?;
-    let mut first_error = None;
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(h)) => latency.add(&h)?,
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(_) => {
-                first_error.get_or_insert(anyhow::anyhow!("a producer thread panicked"));
-            }
-        }
-    }
+    let (latency, first_error) = join_producers(handles)?;
     let dedup = args.request_ids.then(|| {
         (
             stream.request_ids().len(),
@@ -619,6 +607,27 @@ fn run_slices(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<Measured> {
         raw: raw.finish()?,
         dedup,
     })
+}
+
+/// Joins the producer threads: their latency histograms merged, and the first error one of
+/// them ended with (kept for the caller to report after its cleanup).
+pub(super) fn join_producers(
+    handles: Vec<std::thread::JoinHandle<anyhow::Result<Histogram<u64>>>>,
+) -> anyhow::Result<(Histogram<u64>, Option<anyhow::Error>)> {
+    let mut latency = latency_histogram()?;
+    let mut first_error = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(h)) => latency.add(&h)?,
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert(anyhow::anyhow!("a producer thread panicked"));
+            }
+        }
+    }
+    Ok((latency, first_error))
 }
 
 pub(super) fn progress_bar(args: &LogBenchArgs) -> ProgressBar {

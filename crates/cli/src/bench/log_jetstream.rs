@@ -37,8 +37,8 @@ use serde_json::json;
 
 use super::kit::{elapsed_us, latency_histogram, loadavg_1m, round1, round3};
 use super::log::{
-    Control, LogBenchArgs, PHASE_MEASURE, PHASE_PAUSE, PHASE_STOP, build_batches, producer,
-    progress_bar, sleep_watching,
+    Control, LogBenchArgs, PHASE_MEASURE, PHASE_PAUSE, PHASE_STOP, build_batches, join_producers,
+    producer, progress_bar, sleep_watching,
 };
 
 /// What one side measured over all its slices.
@@ -231,19 +231,7 @@ fn measure(
     }
     control.phase.store(PHASE_STOP, Ordering::Release);
     progress.finish_and_clear();
-    let mut latency = latency_histogram()?;
-    let mut first_error = None;
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(h)) => latency.add(&h)?,
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(_) => {
-                first_error.get_or_insert(anyhow::anyhow!("a producer thread panicked"));
-            }
-        }
-    }
+    let (latency, first_error) = join_producers(handles)?;
     if let Some(e) = first_error {
         return Err(e.context("the benchmark's appends through the backend failed"));
     }
