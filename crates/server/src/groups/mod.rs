@@ -280,13 +280,7 @@ impl Groups {
             }
         }
         let mut inner = self.lock();
-        let g = inner
-            .state
-            .groups
-            .get(group)
-            .ok_or_else(|| GroupError::UnknownGroup {
-                group: group.to_string(),
-            })?;
+        let g = inner.state.group(group)?;
         let answer = |duplicate| OffsetsCommitted {
             group: group.to_string(),
             offsets: body.offsets.clone(),
@@ -388,13 +382,7 @@ impl Groups {
         group: &str,
         member: &str,
     ) -> Result<MemberAssignment, GroupsError> {
-        let g = inner
-            .state
-            .groups
-            .get(group)
-            .ok_or_else(|| GroupError::UnknownGroup {
-                group: group.to_string(),
-            })?;
+        let g = inner.state.group(group)?;
         let m = g.members.get(member).ok_or_else(|| GroupError::Fenced {
             group: group.to_string(),
             member: member.to_string(),
@@ -445,13 +433,7 @@ impl Groups {
     /// [`GroupError::UnknownGroup`].
     pub fn describe(&self, group: &str) -> Result<GroupInfo, GroupsError> {
         let inner = self.lock();
-        let g = inner
-            .state
-            .groups
-            .get(group)
-            .ok_or_else(|| GroupError::UnknownGroup {
-                group: group.to_string(),
-            })?;
+        let g = inner.state.group(group)?;
         Ok(self.info(group, g))
     }
 
@@ -529,13 +511,7 @@ impl Groups {
         stream: &dyn LogStream,
     ) -> Result<BTreeMap<u32, u64>, GroupsError> {
         let inner = self.lock();
-        let g = inner
-            .state
-            .groups
-            .get(group)
-            .ok_or_else(|| GroupError::UnknownGroup {
-                group: group.to_string(),
-            })?;
+        let g = inner.state.group(group)?;
         if g.stream != stream.name() {
             return Err(GroupError::StreamMismatch {
                 group: group.to_string(),
@@ -573,13 +549,7 @@ impl Groups {
             ));
         }
         let mut inner = self.lock();
-        let g = inner
-            .state
-            .groups
-            .get(group)
-            .ok_or_else(|| GroupError::UnknownGroup {
-                group: group.to_string(),
-            })?;
+        let g = inner.state.group(group)?;
         let stream = self.log.stream(&g.stream)?;
         let mut offsets = BTreeMap::new();
         for part in stream.partitions() {

@@ -219,6 +219,18 @@ pub struct GroupsState {
 }
 
 impl GroupsState {
+    /// The group named `group`.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`].
+    pub fn group(&self, group: &str) -> Result<&Group, GroupError> {
+        self.groups
+            .get(group)
+            .ok_or_else(|| GroupError::UnknownGroup {
+                group: group.to_string(),
+            })
+    }
+
     /// The member `member` of `group` under `epoch`.
     ///
     /// # Errors
