@@ -246,15 +246,8 @@ pub(super) fn validate(args: &LogBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `logbook bench log`.
-pub fn run_log(args: &LogBenchArgs) -> anyhow::Result<()> {
-    validate(args)?;
-    if args.backend == Backend::Jetstream {
-        #[cfg(feature = "cluster")]
-        return super::log_jetstream::run(args);
-        #[cfg(not(feature = "cluster"))]
-        bail!("--backend jetstream needs a binary built with `--features cluster`");
-    }
+/// Runs `logbook bench log` on the embedded backend (`args` already validated).
+pub(super) fn run_embedded(args: &LogBenchArgs) -> anyhow::Result<()> {
     let parent = match &args.dir {
         Some(dir) => dir.clone(),
         None if Path::new("target").is_dir() => PathBuf::from("target").join("bench"),

@@ -50,9 +50,24 @@ pub enum BenchCommand {
 /// Runs a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Log(args) => log::run_log(&args),
+        BenchCommand::Log(args) => run_log(&args),
         BenchCommand::Views(args) => views::run(&args),
         BenchCommand::Tpcb(args) => tpcb::run(&args),
         BenchCommand::Http(args) => http::run(&args),
+    }
+}
+
+/// Runs `logbook bench log` on the backend it names. The dispatch lives here so that the
+/// JetStream benchmark can share the embedded one's load generator without a circle.
+fn run_log(args: &log::LogBenchArgs) -> anyhow::Result<()> {
+    log::validate(args)?;
+    match args.backend {
+        log::Backend::Embedded => log::run_embedded(args),
+        #[cfg(feature = "cluster")]
+        log::Backend::Jetstream => log_jetstream::run(args),
+        #[cfg(not(feature = "cluster"))]
+        log::Backend::Jetstream => {
+            anyhow::bail!("--backend jetstream needs a binary built with `--features cluster`")
+        }
     }
 }

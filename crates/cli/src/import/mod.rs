@@ -66,10 +66,12 @@ mod jsonl_rows;
 mod report;
 mod rows;
 mod send;
+mod source;
 
 pub use report::{ImportReport, Percentiles, grouped, micros, report_lines};
-use rows::{check_limits, file_identity, request_body, rows};
+use rows::{check_limits, file_identity, request_body};
 use send::{Cancelled, Histograms, Sending, Tally};
+use source::rows;
 
 /// Arguments of `logbook import`.
 #[derive(Debug, clap::Args)]

@@ -12,10 +12,7 @@ use flate2::read::MultiGzDecoder;
 use logbook_log::limits as log_limits;
 use serde_json::Value;
 
-use super::csv_rows::CsvRows;
-use super::jsonl_rows::JsonlRows;
-use super::{Format, Input};
-use crate::flights;
+use super::Input;
 
 /// A stable identity of the file: XXH3-64 of its content (decompressed if it is gzipped, so
 /// compressing the same file again does not change it), and its size as stored.
@@ -86,28 +83,6 @@ pub(super) fn check_limits(input: &Input, row: &Row) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-type Rows = Box<dyn Iterator<Item = anyhow::Result<Row>>>;
-
-/// The rows of the input, converted, in file order. Reading stops after the first error.
-pub(super) fn rows(input: &Input) -> anyhow::Result<Rows> {
-    Ok(match input.format {
-        Format::Nycflights => {
-            let mut reader = flights::read_flights(&input.path)?;
-            Box::new(std::iter::from_fn(move || {
-                let next = reader.next()?;
-                let line = reader.line();
-                Some(next.map(|f| Row {
-                    line,
-                    key: Some(f.key),
-                    value: f.value,
-                }))
-            }))
-        }
-        Format::Csv => Box::new(CsvRows::open(input)?),
-        Format::Jsonl => Box::new(JsonlRows::open(input)?),
-    })
 }
 
 /// The file's bytes, decompressed if its name ends in `.gz`.
@@ -186,6 +161,8 @@ pub(super) fn open_capped(path: &Path) -> anyhow::Result<(RowCap, Rc<Cell<u64>>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The readers are tested through the dispatch by format, as the import uses them.
+    use crate::import::source::rows;
 
     fn input(dir: &tempfile::TempDir, name: &str, text: &str, key: &[&str]) -> Input {
         let path = dir.path().join(name);
