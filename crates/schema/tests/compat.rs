@@ -1,6 +1,10 @@
 //! The compatibility matrix of issue 20: each level × each change, for Avro and JSON Schema,
 //! through the registry (a subject holding v1, then v2 checked and registered), and
 //! transitive against non-transitive levels over three versions.
+#![expect(
+    clippy::unwrap_used,
+    reason = "tests fail loudly on an unexpected error"
+)]
 
 use logbook_schema::{Level, ParsedSchema, Planned, Record, Registry, SchemaType};
 

@@ -1,6 +1,10 @@
 //! The registry's state: Confluent's semantics for ids, versions and deletes, each refusal
 //! with its `error_code`, and (property) any sequence of operations replayed from its
 //! records gives the same state.
+#![expect(
+    clippy::unwrap_used,
+    reason = "tests fail loudly on an unexpected error"
+)]
 
 use logbook_schema::{
     Level, ParsedSchema, Planned, Record, Registry, SchemaError, SchemaType, VersionSel,
