@@ -27,6 +27,7 @@
 
 pub mod avro;
 pub mod compat;
+pub mod conform;
 mod error;
 pub mod json;
 pub mod limits;
@@ -34,6 +35,7 @@ pub mod registry;
 pub mod schema;
 
 pub use compat::{Level, can_read};
+pub use conform::{Nonconforming, split_wire};
 pub use error::SchemaError;
 pub use registry::{Planned, Record, Registered, Registry, VersionSel};
 pub use schema::{Parsed, ParsedSchema, SchemaType};
