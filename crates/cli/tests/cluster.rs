@@ -24,7 +24,8 @@
 //!   list-append histories at `serializable` and `snapshot` from clients on all nodes
 //!   have no anomaly the level forbids (the Elle-style checker of the transaction crate's
 //!   tests); read-modify-write transfers on the followers across a `kill -9` of the leader
-//!   should keep the bank's total (ignored: it finds a lost update after a failover);
+//!   keep the bank's total (a snapshot from before the new epoch is `snapshot_too_old`, and
+//!   the transfer runs again);
 //! * `GET /v1/cluster` and `logbook cluster status` list the three nodes and name the
 //!   certifier's leader (node id, URL, fencing token) alike on every node, and drop a node
 //!   once it is killed (its lease expires);
@@ -993,13 +994,12 @@ fn interactive_transactions_on_every_node() {
 }
 
 /// Read-modify-write transfers on the followers across a `kill -9` of the leader keep the
-/// bank's total. Ignored: it finds a lost update — a new leader's certifier holds no
-/// summaries of the commits before its epoch (replay rebuilds the table, not the
-/// certifier's window), so a request whose snapshot is older than the epoch is not checked
-/// against them (first committer wins is missed). The fix: refuse such a snapshot as
-/// `snapshot_too_old` (retryable) below the position the certifier's summaries start at.
+/// bank's total. A new leader's certifier holds no summaries of the commits before its
+/// epoch (replay rebuilds the table, not the certifier's window), so a commit whose snapshot
+/// is older than the epoch is refused `snapshot_too_old` (409) and the transfer runs again
+/// from a new snapshot; a commit whose answer was lost (504 `outcome_unknown`, no answer) is
+/// sent again with the same `Idempotency-Key`.
 #[test]
-#[ignore = "finds a lost update across failover: a new leader's certifier has no summaries before its epoch"]
 fn interactive_transfers_keep_the_bank_total_across_the_leaders_kill() {
     let mut three = Three::start();
     let all: Vec<&Node> = three.nodes.iter().collect();
