@@ -26,6 +26,8 @@
 //!   tests); read-modify-write transfers on the followers across a `kill -9` of the leader
 //!   keep the bank's total (a snapshot from before the new epoch is `snapshot_too_old`, and
 //!   the transfer runs again);
+//! * one-shot commits from many clients on every node at once are all acknowledged, the
+//!   leader and its epoch unchanged (it used to fence itself);
 //! * `GET /v1/cluster` and `logbook cluster status` list the three nodes and name the
 //!   certifier's leader (node id, URL, fencing token) alike on every node, and drop a node
 //!   once it is killed (its lease expires);
@@ -814,6 +816,94 @@ fn a_paused_leader_steps_down_and_nothing_of_its_epoch_follows_the_new_one() {
         );
         assert_eq!(status, 200, "{read}");
         assert_eq!(read["keys"][0]["value"], 3, "each commit once: {read}");
+    }
+}
+
+/// The certifier's leader as `node` names it: node id and fencing token.
+fn named_leader(node: &Node) -> (String, u64) {
+    let named = node.wait_for("/v1/cluster", "a leader named", |s, v| {
+        s == 200 && v["leader"].is_object()
+    });
+    let leader = &named["leader"];
+    let id = leader["node_id"].as_str().unwrap().to_string();
+    (id, leader["fencing_token"].as_u64().unwrap())
+}
+
+/// Clients per node and commits per client of the burst.
+const BURST_CLIENTS_PER_NODE: usize = 4;
+const BURST_COMMITS: usize = 25;
+
+/// One-shot commits from many clients on every node at once, sent once each: every one is
+/// acknowledged — none is 503 (the leader chains each commit record on the previous one
+/// without waiting for its acknowledgment, and used to send them out of order and fence
+/// itself: "ends at offset X, not X") — the leader and its epoch stay the same, and every
+/// commit is applied once.
+#[test]
+fn concurrent_commits_on_every_node_keep_the_leader_and_its_epoch() {
+    let three = Three::start();
+    let nodes = &three.nodes;
+    let all: Vec<&Node> = nodes.iter().collect();
+    // A commit through each node first: every node's store is open (it replays `_txn`
+    // after the node is ready) and a leader is elected.
+    let warm = json!({"writes": [{"key": "warm", "op": "increment", "by": 1}]});
+    for (i, node) in all.iter().enumerate() {
+        let (status, answer) = commit_until_answered(&[node], &format!("warm-{i}"), &warm);
+        assert_eq!(status, 200, "{answer}");
+    }
+    let before = named_leader(&nodes[0]);
+
+    let answers: Vec<(Vec<String>, u64)> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..3 * BURST_CLIENTS_PER_NODE)
+            .map(|c| {
+                let node = &nodes[c % 3];
+                s.spawn(move || {
+                    let client = common::api::client_with_token(&node.base, node.token.as_deref());
+                    let (mut refused, mut last) = (Vec::new(), 0);
+                    for i in 0..BURST_COMMITS {
+                        let body = json!({"writes": [
+                            {"key": "burst", "op": "increment", "by": 1},
+                            {"key": format!("burst-{c}"), "op": "increment", "by": 1},
+                        ]});
+                        let id = format!("burst-{c}-{i}");
+                        let request = common::api::request("POST", "/v1/commits", Some(&body))
+                            .request_id(Some(&id));
+                        match common::api::send(&client, request) {
+                            Ok((200, answer)) => last = last.max(answer["offset"].as_u64().unwrap()),
+                            Ok((status, answer)) => {
+                                refused.push(format!("{id} on {}: {status} {answer}", node.base));
+                            }
+                            Err(e) => refused.push(format!("{id} on {}: {e}", node.base)),
+                        }
+                    }
+                    (refused, last)
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let refused: Vec<&String> = answers.iter().flat_map(|(r, _)| r).collect();
+    let last = answers.iter().map(|(_, l)| *l).max().unwrap();
+    let logs: String = nodes.iter().map(Node::stderr).collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {} commits not acknowledged:\n{}\n{logs}",
+        refused.len(),
+        3 * BURST_CLIENTS_PER_NODE * BURST_COMMITS,
+        refused.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("\n")
+    );
+    assert!(!logs.contains("stepping down"), "{logs}");
+    for n in nodes {
+        assert_eq!(named_leader(n), before, "the same leader, the same epoch");
+    }
+    let total = (3 * BURST_CLIENTS_PER_NODE * BURST_COMMITS) as i64;
+    for n in nodes {
+        let (status, read) = n.call(
+            "POST",
+            "/v1/kv/read?timeout_ms=20000",
+            Some(json!({"keys": ["burst"], "snapshot": last + 1})),
+        );
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(read["keys"][0]["value"], total, "each commit once: {read}");
     }
 }
 

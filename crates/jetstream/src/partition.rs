@@ -16,7 +16,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream::Context;
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::Info;
 use bytes::Bytes;
@@ -161,6 +162,21 @@ impl JetStreamPartition {
     /// Stored, but without offsets: [`JetStreamError::SequenceBeyondOffsets`].
     /// Outcome unknown: [`JetStreamError::OutcomeUnknown`] — retry with the same message id.
     pub async fn append(&self, batch: &EncodedBatch, options: &AppendOptions) -> Result<Appended> {
+        self.send(batch, options).await?.acknowledged().await
+    }
+
+    /// The first half of [`Self::append`]: checks the batch and hands it to the connection,
+    /// without waiting for the acknowledgment. Messages handed to one connection reach the
+    /// stream in that order, so appends that each expect the sequence after the previous one
+    /// can be pipelined: send the next once the previous is sent, then await each.
+    ///
+    /// # Errors
+    /// As [`Self::append`]; those of [`SentAppend::acknowledged`] come from there.
+    pub async fn send<'a>(
+        &'a self,
+        batch: &EncodedBatch,
+        options: &'a AppendOptions,
+    ) -> Result<SentAppend<'a>> {
         if batch.record_count() > MESSAGE_RECORDS_MAX {
             return Err(JetStreamError::BatchTooManyRecords {
                 count: batch.record_count(),
@@ -182,21 +198,21 @@ impl JetStreamPartition {
         if let Some(last) = options.expected_last_sequence {
             publish = publish.expected_last_sequence(last);
         }
-        let failed = |e: PublishError, sent: bool| {
-            let failure = PublishFailure {
-                server_code: jetstream_code(&e),
-                kind: e.kind(),
-                detail: e.to_string(),
-                sent,
-            };
-            self.publish_error(failure, batch.len(), options)
-        };
         let pending = self
             .js
             .send_publish(self.subject.clone(), publish)
             .await
-            .map_err(|e| failed(e, false))?;
-        let ack = pending.await.map_err(|e| failed(e, true))?;
+            .map_err(|e| self.publish_error(PublishFailure::of(&e, false), batch.len(), options))?;
+        Ok(SentAppend {
+            partition: self,
+            pending,
+            bytes: batch.len(),
+            options,
+        })
+    }
+
+    /// An acknowledgment from the network, checked before the offset arithmetic asserts on it.
+    fn appended(&self, ack: &PublishAck) -> Result<Appended> {
         // A clustered server stages a message id with sequence 0 while its original is being
         // replicated, and answers a second publish of that id as a duplicate of sequence 0:
         // the original's fate is not known yet, so it is retried like an election.
@@ -206,7 +222,6 @@ impl JetStreamPartition {
                 why: "the original of this message id is still being stored".into(),
             });
         }
-        // Answers from the network are checked before the offset arithmetic asserts on them.
         if ack.sequence == 0 {
             return Err(JetStreamError::Api {
                 stream: self.stream.clone(),
@@ -506,6 +521,30 @@ impl JetStreamPartition {
     }
 }
 
+/// An append handed to the connection ([`JetStreamPartition::send`]); its acknowledgment
+/// is still to come.
+pub struct SentAppend<'a> {
+    partition: &'a JetStreamPartition,
+    pending: PublishAckFuture,
+    bytes: usize,
+    options: &'a AppendOptions,
+}
+
+impl SentAppend<'_> {
+    /// Waits for the stream's acknowledgment.
+    ///
+    /// # Errors
+    /// As [`JetStreamPartition::append`].
+    pub async fn acknowledged(self) -> Result<Appended> {
+        let p = self.partition;
+        let ack = self
+            .pending
+            .await
+            .map_err(|e| p.publish_error(PublishFailure::of(&e, true), self.bytes, self.options))?;
+        p.appended(&ack)
+    }
+}
+
 /// The value of header `name` (case-insensitive) in a NATS header block
 /// (`NATS/1.0\r\nName: value\r\n…\r\n\r\n`).
 fn header_value(block: &str, name: &str) -> Option<String> {
@@ -525,6 +564,17 @@ struct PublishFailure {
     detail: String,
     /// Whether the message had been handed to the connection.
     sent: bool,
+}
+
+impl PublishFailure {
+    fn of(e: &PublishError, sent: bool) -> PublishFailure {
+        PublishFailure {
+            server_code: jetstream_code(e),
+            kind: e.kind(),
+            detail: e.to_string(),
+            sent,
+        }
+    }
 }
 
 fn jetstream_code(e: &PublishError) -> Option<(u64, u64)> {

@@ -95,6 +95,33 @@ fn conformance_of_two_racing_appends_expecting_one_end_one_is_stored() {
 }
 
 #[test]
+fn conformance_chained_appends_sent_without_waiting_are_all_stored_in_order() {
+    let (_cluster, s) = single();
+    conformance::chained_appends_sent_without_waiting_are_all_stored_in_order(&s);
+}
+
+/// The chain on a 3-server cluster with R3 streams, where an append is a Raft proposal of
+/// the stream's leader and the client may be connected to another server: what the
+/// certifier's leader does on the development cluster.
+#[test]
+fn chained_appends_are_all_stored_in_order_on_a_replicated_stream() {
+    let cluster = start(ClusterSpec {
+        nats: 3,
+        ..ClusterSpec::default()
+    });
+    let backend = JetStreamBackend::connect(settings(&cluster, cluster.nats_urls(), 3))
+        .expect("connect the backend");
+    let s = Subject {
+        backend: Arc::new(backend),
+        config: StreamConfig {
+            fsync: FsyncPolicy::Never,
+            ..StreamConfig::default()
+        },
+    };
+    conformance::chained_appends_sent_without_waiting_are_all_stored_in_order(&s);
+}
+
+#[test]
 fn conformance_appends_reads_and_waits() {
     let (_cluster, s) = single();
     conformance::appends_reads_and_waits(&s);

@@ -272,7 +272,10 @@ pub trait LogPartition: Send + Sync + std::fmt::Debug {
 
     /// Appends `records` as one batch, all or nothing, at increasing offsets, if `condition`
     /// holds. The completion resolves once the append is acknowledged (see
-    /// [`LogStream::ack_guarantee`]).
+    /// [`LogStream::ack_guarantee`]). Appends under [`AppendCondition::EndOffset`] reach
+    /// storage in the order of the calls, so a writer may chain them without waiting: each
+    /// expecting the end after the previous one ([`LogPartition::batch_offset_span`] apart for
+    /// one-record batches) is stored if the previous one was.
     ///
     /// # Errors
     /// Bad input (the limits of [`crate::format::encode_batch`]), a poisoned or closed

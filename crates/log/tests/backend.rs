@@ -50,6 +50,12 @@ fn conformance_of_two_racing_appends_expecting_one_end_one_is_stored() {
 }
 
 #[test]
+fn conformance_chained_appends_sent_without_waiting_are_all_stored_in_order() {
+    let (_storage, s) = subject();
+    conformance::chained_appends_sent_without_waiting_are_all_stored_in_order(&s);
+}
+
+#[test]
 fn conformance_appends_reads_and_waits() {
     let (_storage, s) = subject();
     conformance::appends_reads_and_waits(&s);

@@ -12,12 +12,23 @@
 //! [`AppendCondition::EndOffset`] becomes `Nats-Expected-Last-Sequence`: end offsets of this
 //! backend are multiples of 2^16 (`last_sequence · 2^16`), and any other value cannot be an
 //! end, so such an append is refused as a mismatch.
+//!
+//! Conditioned appends are sent in the order of the calls ([`SendOrder`]): a fenced writer
+//! chains each append on the end after the previous one without waiting for its
+//! acknowledgment, and publish tasks start in any order on the runtime — the second of two
+//! sent first would be refused at storage as if another writer had appended. Only the first
+//! attempt is ordered: when a predecessor has to be sent again (no stream leader for a
+//! moment), its successors are refused and the writer's chain ends there. Such a refusal is
+//! never sent again here: by then another writer (a new leader) may have extended the stream
+//! to exactly the end it expects, and storing it after that writer's records would break the
+//! chain it was certified on.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use logbook_log::format::{EncodedBatch, encode_batch};
+use tokio::sync::oneshot;
 use logbook_log::{
     AppendAck, AppendCompletion, AppendCondition, EndOffsetAbove, LogError, LogPartition, Record,
     Result, StoredRecord, TimestampOffset,
@@ -71,6 +82,44 @@ impl Observed {
     }
 }
 
+/// The order in which a handle's conditioned appends are handed to the connection: the order
+/// of the calls. Each publish task waits until its predecessor has sent its message (not for
+/// the acknowledgment), so a chain of appends stays pipelined.
+#[derive(Debug, Default)]
+struct SendOrder {
+    /// Resolves (or is dropped) once the latest conditioned append was sent or failed.
+    last: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl SendOrder {
+    /// The next append's turn: after the one before it (called in the order of the calls).
+    fn next(&self) -> Turn {
+        let (sent, next) = oneshot::channel();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = last.replace(next);
+        Turn {
+            before,
+            _sent: sent,
+        }
+    }
+}
+
+/// One append's place in a [`SendOrder`]; dropping it lets the next append go.
+pub(crate) struct Turn {
+    before: Option<oneshot::Receiver<()>>,
+    _sent: oneshot::Sender<()>,
+}
+
+impl Turn {
+    /// Waits until the append before this one was sent (or gave up).
+    async fn come(&mut self) {
+        if let Some(before) = self.before.take() {
+            // An error is its sender dropped: the predecessor is done either way.
+            let _ = before.await;
+        }
+    }
+}
+
 /// A partition of a JetStream-backed stream.
 #[derive(Debug)]
 pub(crate) struct JsPartition {
@@ -84,6 +133,8 @@ pub(crate) struct JsPartition {
     closed: Arc<AtomicBool>,
     /// How long a publish is retried while the cluster is unavailable or silent.
     retry: Duration,
+    /// The order conditioned appends are sent in.
+    order: SendOrder,
 }
 
 impl JsPartition {
@@ -104,6 +155,7 @@ impl JsPartition {
             observed,
             closed,
             retry,
+            order: SendOrder::default(),
         }
     }
 
@@ -151,8 +203,12 @@ impl JsPartition {
             return completion;
         }
         let publish = self.publisher();
+        let turn = match condition {
+            AppendCondition::EndOffset(_) => Some(self.order.next()),
+            AppendCondition::Always => None,
+        };
         self.runtime.spawn(async move {
-            completer.complete(publish.run(batch, condition).await);
+            completer.complete(publish.run(batch, condition, turn).await);
         });
         completion
     }
@@ -188,20 +244,28 @@ pub(crate) struct Publish {
 }
 
 impl Publish {
-    async fn run(self, batch: EncodedBatch, condition: AppendCondition) -> Result<AppendAck> {
+    async fn run(
+        self,
+        batch: EncodedBatch,
+        condition: AppendCondition,
+        turn: Option<Turn>,
+    ) -> Result<AppendAck> {
         let expected_last_sequence = match condition {
             AppendCondition::Always => None,
             AppendCondition::EndOffset(end) if end % (1 << crate::limits::INDEX_BITS) == 0 => {
                 Some(offset::last_sequence_at(end))
             }
             // Not an end offset of this backend: the partition cannot end there.
-            AppendCondition::EndOffset(end) => return Err(self.mismatch(end).await),
+            AppendCondition::EndOffset(end) => {
+                drop(turn);
+                return Err(self.mismatch(end).await);
+            }
         };
         let options = AppendOptions {
             expected_last_sequence,
             message_id: Some(format!("lb-{}", nuid::next())),
         };
-        let appended = self.send(&batch, &options, condition).await?;
+        let appended = self.send(&batch, &options, condition, turn).await?;
         Ok(AppendAck {
             partition: self.partition,
             base_offset: appended.base_offset,
@@ -220,13 +284,15 @@ impl Publish {
     }
 
     /// Publishes `batch`, retried under the same message id while the cluster is unavailable
-    /// or silent (for the partition's retry time), and notes what it stored. A duplicate
-    /// answer is returned as such, with the original's sequence.
+    /// or silent (for the partition's retry time), and notes what it stored. The first
+    /// attempt is sent in its `turn` (if any). A duplicate answer is returned as such, with
+    /// the original's sequence.
     pub(crate) async fn send(
         &self,
         batch: &EncodedBatch,
         options: &AppendOptions,
         condition: AppendCondition,
+        mut turn: Option<Turn>,
     ) -> Result<Appended> {
         let deadline = tokio::time::Instant::now() + self.retry;
         let mut pause = Duration::from_millis(20);
@@ -234,7 +300,19 @@ impl Publish {
             if self.closed.load(Ordering::Acquire) {
                 return Err(LogError::Closed);
             }
-            match self.inner.append(batch, options).await {
+            let attempt = match turn.take() {
+                Some(mut turn) => {
+                    turn.come().await;
+                    let sent = self.inner.send(batch, options).await;
+                    drop(turn);
+                    match sent {
+                        Ok(sent) => sent.acknowledged().await,
+                        Err(e) => Err(e),
+                    }
+                }
+                None => self.inner.append(batch, options).await,
+            };
+            match attempt {
                 Ok(appended) => break appended,
                 // The same message id again: stored once whichever attempt got through.
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {

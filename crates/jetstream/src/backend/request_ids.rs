@@ -168,7 +168,7 @@ impl RequestIds {
             message_id: Some(message_id(request_id, shares[i].ordinal)),
         };
         let appended = publisher
-            .send(batch, &options, AppendCondition::Always)
+            .send(batch, &options, AppendCondition::Always, None)
             .await?;
         if appended.duplicate {
             let original = publisher

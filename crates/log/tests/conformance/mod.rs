@@ -186,6 +186,34 @@ pub fn of_two_racing_appends_expecting_one_end_one_is_stored(s: &Subject) {
     assert_eq!(values(&read_all(p, 10)), ["first", winner]);
 }
 
+/// Appends sent back to back without waiting, each expecting the end after the previous one
+/// (one record per batch: `batch_offset_span` apart), are all stored, in the order of the
+/// calls — how a fenced writer (the certifier's leader) pipelines its commit records.
+pub fn chained_appends_sent_without_waiting_are_all_stored_in_order(s: &Subject) {
+    const CHAIN: u64 = 64;
+    let stream = s.open("chain", 1);
+    let p = stream.partition(0).unwrap();
+    append(p, &["first"], AppendCondition::Always).unwrap();
+    let (end, span) = (p.end_offset(), p.batch_offset_span());
+    let completions: Vec<_> = (0..CHAIN)
+        .map(|i| {
+            let record = Record::new(format!("c{i}"));
+            p.append_batch(&[record], AppendCondition::EndOffset(end + i * span))
+                .unwrap()
+        })
+        .collect();
+    for (i, completion) in (0..CHAIN).zip(completions) {
+        let ack = completion
+            .wait()
+            .unwrap_or_else(|e| panic!("append {i} of the chain: {e}"));
+        assert_eq!(ack.base_offset, end + i * span, "append {i}");
+    }
+    let expected: Vec<String> = std::iter::once("first".to_string())
+        .chain((0..CHAIN).map(|i| format!("c{i}")))
+        .collect();
+    assert_eq!(values(&read_all(p, 100)), expected);
+}
+
 /// Appends chosen by key, reads, waits, refused reserved headers, and a drop: the name is
 /// gone and a handle held on the dropped stream refuses appends.
 pub fn appends_reads_and_waits(s: &Subject) {
