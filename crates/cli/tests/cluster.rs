@@ -781,6 +781,50 @@ fn leader_index(nodes: &[Node], skip: &[usize]) -> Option<usize> {
         .find(|&i| nodes[i].stderr().contains("certifying: this node leads"))
 }
 
+/// The commit stream `_txn` as stored, read through a JetStream backend of this test's own.
+fn commit_stream(three: &Three) -> Vec<logbook_txn::record::Entry> {
+    use logbook_log::LogBackend;
+    let engines = three.engines.as_ref().unwrap();
+    let settings = logbook_jetstream::BackendSettings::new(engines.nats_urls());
+    let backend = logbook_jetstream::JetStreamBackend::connect(settings).unwrap();
+    let stream = backend.stream("_txn").unwrap();
+    let partition = stream.partition(0).unwrap();
+    let (mut entries, mut from) = (Vec::new(), 0);
+    loop {
+        let records = partition.read(from, 1_000, 1 << 24).unwrap();
+        let Some(last) = records.last() else {
+            return entries;
+        };
+        from = last.offset + 1;
+        for r in &records {
+            let entry = logbook_txn::record::Entry::decode(&r.value)
+                .unwrap_or_else(|e| panic!("record at {}: {e}", r.offset));
+            entries.push(entry);
+        }
+    }
+}
+
+/// The epochs of `_txn` in order (as `E<token>`) and of its commits (`c<epoch>`), and
+/// whether a commit follows an epoch record newer than its own.
+fn stale_commits(entries: &[logbook_txn::record::Entry]) -> (Vec<String>, usize) {
+    use logbook_txn::record::Entry;
+    let (mut newest, mut stale, mut order) = (0, 0, Vec::new());
+    for entry in entries {
+        match entry {
+            Entry::Epoch(e) => {
+                newest = newest.max(e.token);
+                order.push(format!("E{}", e.token));
+            }
+            Entry::Commit(c) => {
+                let epoch = c.epoch.unwrap_or(0);
+                stale += usize::from(epoch < newest);
+                order.push(format!("c{epoch}"));
+            }
+        }
+    }
+    (order, stale)
+}
+
 #[test]
 fn a_paused_leader_steps_down_and_nothing_of_its_epoch_follows_the_new_one() {
     let three = Three::start();
@@ -817,6 +861,16 @@ fn a_paused_leader_steps_down_and_nothing_of_its_epoch_follows_the_new_one() {
         assert_eq!(status, 200, "{read}");
         assert_eq!(read["keys"][0]["value"], 3, "each commit once: {read}");
     }
+    // In `_txn`: two epochs at least (the paused leader's, the new one's), three commits,
+    // and no commit stamped with an epoch older than an epoch record before it.
+    let (order, stale) = stale_commits(&commit_stream(&three));
+    let epochs = order.iter().filter(|e| e.starts_with('E')).count();
+    assert!(epochs >= 2, "a new epoch: {order:?}");
+    assert_eq!(order.len() - epochs, 3, "three commits: {order:?}");
+    assert_eq!(
+        stale, 0,
+        "a commit of a stale epoch after a newer one: {order:?}"
+    );
 }
 
 /// The certifier's leader as `node` names it: node id and fencing token.
@@ -868,7 +922,9 @@ fn concurrent_commits_on_every_node_keep_the_leader_and_its_epoch() {
                         let request = common::api::request("POST", "/v1/commits", Some(&body))
                             .request_id(Some(&id));
                         match common::api::send(&client, request) {
-                            Ok((200, answer)) => last = last.max(answer["offset"].as_u64().unwrap()),
+                            Ok((200, answer)) => {
+                                last = last.max(answer["offset"].as_u64().unwrap())
+                            }
                             Ok((status, answer)) => {
                                 refused.push(format!("{id} on {}: {status} {answer}", node.base));
                             }
@@ -889,7 +945,11 @@ fn concurrent_commits_on_every_node_keep_the_leader_and_its_epoch() {
         "{} of {} commits not acknowledged:\n{}\n{logs}",
         refused.len(),
         3 * BURST_CLIENTS_PER_NODE * BURST_COMMITS,
-        refused.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("\n")
+        refused
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(!logs.contains("stepping down"), "{logs}");
     for n in nodes {

@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use logbook_log::format::{EncodedBatch, encode_batch};
-use tokio::sync::oneshot;
 use logbook_log::{
     AppendAck, AppendCompletion, AppendCondition, EndOffsetAbove, LogError, LogPartition, Record,
     Result, StoredRecord, TimestampOffset,
 };
+use tokio::sync::oneshot;
 
 use super::runtime::{AbortOnDrop, Runtime};
 use super::{BACKEND, log_error, now_ms};
