@@ -107,6 +107,7 @@ pub struct CommitOffsets {
     pub epoch: u64,
     /// Offsets of partitions the member owns, each at or after the group's committed one
     /// and at most the partition's end; 1..=256 of them, each partition once.
+    #[serde(deserialize_with = "crate::objects::vec")]
     pub offsets: Vec<PartitionOffset>,
 }
 
@@ -210,7 +211,11 @@ pub struct ResetGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_ms: Option<i64>,
     /// These partitions to these offsets (others unchanged).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::option_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub offsets: Option<Vec<PartitionOffset>>,
     /// Only answer what the reset would do; change nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

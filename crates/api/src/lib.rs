@@ -40,6 +40,7 @@ pub mod auth;
 pub mod client;
 pub mod groups;
 pub mod limits;
+mod objects;
 pub mod ops;
 pub mod paths;
 pub mod problem;

@@ -7,7 +7,7 @@
 pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Deepest nesting of arrays and objects in a JSON value the server stores (a record's
 /// value, a kv value; 100 levels, the value itself being level 1). Deeper: 400
-/// `invalid_json` naming the field. It leaves room for the envelope of every answer that
+/// `not_i_json` naming the field. It leaves room for the envelope of every answer that
 /// carries the value within the recursion limit of common JSON parsers (`serde_json`'s is
 /// 128), so what the server stores its clients can read back.
 pub const JSON_DEPTH_MAX: usize = 100;

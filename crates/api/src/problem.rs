@@ -133,6 +133,11 @@ problem_codes! {
     InvalidRequest = ("invalid_request", 400, "Invalid request"),
     /// The body is not JSON of the expected shape; `field` is its JSON path.
     InvalidJson = ("invalid_json", 400, "Request body is not valid JSON of the expected shape"),
+    /// The body is JSON, but not I-JSON (RFC 7493): a member name given twice in one object,
+    /// an integer outside the 64-bit range, a number beyond a double, a lone surrogate, or a
+    /// stored value nested deeper than [`crate::limits::JSON_DEPTH_MAX`]; `field` is the
+    /// JSON path of the offending value. Nothing was done.
+    NotIJson = ("not_i_json", 400, "Request body is not I-JSON (RFC 7493)"),
     /// The body exceeds [`crate::limits::BODY_BYTES_MAX`].
     PayloadTooLarge = ("payload_too_large", 413, "Request body too large"),
     /// The request headers exceed the server's limit.

@@ -18,8 +18,16 @@ pub struct CreateStream {
         deserialize_with = "partitions"
     )]
     pub partitions: Option<u32>,
-    /// `always` (default: acknowledged after fdatasync), `never`, or `interval:<ms>`.
+    /// `always` (default: acknowledged after fdatasync), `interval_ms=N` (fdatasync at most
+    /// every N ms, N ≥ 1; `interval:N` is accepted too) or `never` (the CLI's `--fsync` and
+    /// the server's errors spell them alike).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^(always|never|interval_ms=[1-9][0-9]{0,17}|interval:[1-9][0-9]{0,17})$"
+        )
+    )]
     pub fsync: Option<String>,
     /// Segment size in bytes before rolling. Default 128 MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,7 +128,7 @@ pub struct StreamInfo {
     pub partitions: u32,
     /// Distinguishes this stream from a dropped one of the same name.
     pub incarnation: u64,
-    /// Fsync policy.
+    /// Fsync policy: `always`, `interval_ms=N` or `never`.
     pub fsync: String,
     /// Segment size in bytes before rolling.
     #[serde(default)]
@@ -232,7 +240,7 @@ pub struct RecordIn {
     /// The value: any JSON (`null` is a deletion for table views), kept as sent (so
     /// numbers keep every digit). The server stores its canonical form: members sorted, no
     /// whitespace, numbers by exact decimal value (`1.0` and `1e0` are `1`).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub value: Box<RawValue>,
     /// Headers, name → value.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,7 +292,11 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::
 #[serde(deny_unknown_fields)]
 pub struct AppendBody {
     /// A batch (instead of the single-record fields).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::option_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub records: Option<Vec<RecordIn>>,
     /// Single record: key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -295,7 +307,7 @@ pub struct AppendBody {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub value: Option<Box<RawValue>>,
     /// Single record: headers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -365,6 +377,18 @@ pub struct AppendMany {
     pub duplicate: bool,
 }
 
+/// Answer to an append: [`AppendOne`] for a single record, [`AppendMany`] for a batch
+/// (`records`). For the OpenAPI document and for clients that send either form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum AppendAnswer {
+    /// A single record's position.
+    One(AppendOne),
+    /// A batch's positions.
+    Many(AppendMany),
+}
+
 /// A stored record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -376,7 +400,7 @@ pub struct RecordOut {
     /// Key (UTF-8; other bytes replaced).
     pub key: Option<String>,
     /// Value: its JSON, or a JSON string if the stored bytes are not JSON.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub value: Box<RawValue>,
     /// Headers: the record's own, and `request-id` and `traceparent` set from the append's
     /// `Idempotency-Key` and `traceparent`. The log's internal bookkeeping header

@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 /// Isolation level of a transaction (PostgreSQL's three, with its guarantees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// Each read sees the newest committed state.
@@ -54,7 +55,6 @@ impl std::str::FromStr for Isolation {
 #[serde(deny_unknown_fields)]
 pub struct BeginBody {
     /// `read_committed`, `snapshot` or `serializable` (default).
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
     /// Declared read-only: writes fail; at `serializable` it reads a safe snapshot and never
@@ -84,7 +84,7 @@ pub struct Row {
     /// The key.
     pub key: String,
     /// The value.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub value: Box<RawValue>,
     /// The `_txn` offset of the commit that wrote it; null for the transaction's own write.
     pub version: Option<u64>,
@@ -116,7 +116,7 @@ pub struct Rows {
 #[serde(deny_unknown_fields)]
 pub struct PutBody {
     /// The value, any JSON, kept as sent (stored canonical, as a record's value).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub value: Box<RawValue>,
     /// Write only if the key is at this version at commit (compare-and-set).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,7 +183,11 @@ pub struct ReadBody {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
     /// Ranges to read, each with its own `limit`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub ranges: Vec<RangeSpec>,
     /// The snapshot to read at (a `_txn` offset: the commits below it); default the newest.
     /// It may lie back as far as the server's snapshot window (409 `snapshot_too_old`
@@ -199,7 +203,7 @@ pub struct KeyAt {
     /// The key.
     pub key: String,
     /// Its value; null when absent (then `version` is null too).
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub value: Option<Box<RawValue>>,
     /// The `_txn` offset of the commit that wrote the value; null when absent. Declare it
     /// in a commit request's `reads`.
@@ -252,7 +256,7 @@ pub struct WriteSpec {
     /// The key.
     pub key: String,
     /// `put`: the value, any JSON.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Box<RawValue>>,
     /// `increment`: the amount.
@@ -314,7 +318,6 @@ impl WriteSpec {
 #[serde(deny_unknown_fields)]
 pub struct CommitBody {
     /// `read_committed`, `snapshot` or `serializable` (default).
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
     /// The snapshot the reads were made at (`snapshot` of `POST /v1/kv/read`); default the
@@ -322,16 +325,28 @@ pub struct CommitBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<u64>,
     /// Keys read, with the version seen.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub reads: Vec<ReadKey>,
     /// Ranges read (with `next` where a limit cut them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub ranges: Vec<RangeSpec>,
     /// Keys read "for update": they conflict like writes (at every level).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<String>,
     /// The writes, at most one per key.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub writes: Vec<WriteSpec>,
     /// Declared read-only: no writes or locks; certified on its reads. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -118,7 +118,7 @@ pub struct ViewRow {
     pub key: String,
     /// Table: the (projected) record value; index: `{"keys": [...]}`; aggregate: the
     /// group-by fields and the aggregate outputs.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub value: serde_json::Value,
     /// Partition of the record that last changed the row.
     pub partition: u32,

@@ -9,7 +9,9 @@
 //! written in the ECMAScript layout: `1.0`, `1` and `0.1e1` are `1`; `1e2` is `100`;
 //! `-0` is `0`; `1.50` is `1.5`; `1e21` is `1e+21`; `0.0000001` is `1e-7`; every digit of
 //! `18446744073709551617` is kept. Numbers beyond the range of a double (`1e400`) are
-//! refused, as before. A member name given twice keeps its last value. A value nested
+//! refused, as before. Its input has passed [`crate::ijson::check`] with the request body
+//! (no member name twice, integers within 64 bits); a name given twice anyway keeps its last
+//! value. A value nested
 //! deeper than [`JSON_DEPTH_MAX`] is refused (the parse is recursive: an unbounded depth
 //! would overflow the stack).
 

@@ -21,7 +21,7 @@ use crate::limits;
 use crate::state::AppState;
 
 /// Routes that answer even when the server is saturated (probes and scrapes).
-const UNLIMITED_ROUTES: &[&str] = &["/v1/health", "/metrics"];
+pub(crate) const UNLIMITED_ROUTES: &[&str] = &["/v1/health", "/metrics"];
 
 /// The edge middleware (see the module docs).
 pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -32,12 +32,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Deserializes a JSON object; errors name the field (a JSON path) that failed, in the API's
-/// words (see [`api_words`]).
+/// Deserializes a JSON object that is I-JSON ([`crate::ijson`]); errors name the field (a
+/// JSON path) that failed, in the API's words (see [`api_words`]).
 ///
 /// # Errors
-/// 400 `invalid_json`.
+/// 400 `invalid_json`; 400 `not_i_json` for JSON that is not I-JSON.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let parsed = parse_shape(bytes)?;
+    crate::ijson::check(bytes).map_err(|e| {
+        let path = e.path();
+        ApiError::new(ProblemCode::NotIJson, e.to_string()).field(path)
+    })?;
+    Ok(parsed)
+}
+
+/// [`parse_json`]'s shape: the object and its fields.
+fn parse_shape<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde accepts an array for a struct (its fields in order); the API takes objects only.
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if let Some(b) = first

@@ -31,7 +31,7 @@
 //! Module map: [`server`] (listener, connections, open/close) → [`edge`] (limits, spans,
 //! metrics per request) → [`api`] (routes) → [`state`] (shared state, transaction
 //! registry); [`browser`] refuses what a web page could make a browser send (non-JSON
-//! bodies, foreign `Host`s); [`extract`] parses JSON bodies, naming the bad field; [`error`] maps library
+//! bodies, foreign `Host`s); [`extract`] parses JSON bodies, naming the bad field, and [`ijson`] refuses bodies that are not I-JSON (RFC 7493); [`error`] maps library
 //! errors to problems (consistency tokens are `logbook_views::ConsistencyToken`); [`limits`]
 //! holds every limit ([`budget`]: the node's partition budget); [`config`] the settings; [`tls`] HTTPS on the listener; [`metrics`] the registry; [`auth`] checks
 //! bearer tokens and their scopes before any handler (tokens derived from the `_auth`
@@ -53,6 +53,7 @@ pub mod error;
 pub mod extract;
 pub mod groups;
 pub mod head;
+pub mod ijson;
 pub mod limits;
 pub mod metrics;
 pub mod server;

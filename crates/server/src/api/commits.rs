@@ -75,7 +75,7 @@ fn name_field(e: TxnError, body_keys: impl Fn(&str) -> Option<Vec<String>>) -> A
 /// window) — the first round trip of a read-modify-write; declare what it returned in
 /// `POST /v1/commits`. Nothing is registered on the server between the two.
 #[utoipa::path(post, path = route::KV_READ, tag = "transactions",
-    params(("timeout_ms" = Option<u64>, Query, description = "On a cluster follower: how long to wait to apply the commit stream up to `snapshot` (default 5000)")),
+    params(("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "On a cluster follower: how long to wait to apply the commit stream up to `snapshot`, ms (default 5000, at most 60000)")),
     request_body = ReadBody,
     responses((status = 200, body = ReadAnswer),
         (status = 409, description = "`snapshot_too_old`: the snapshot is behind the snapshot window (retryable: read again)", body = Problem, content_type = "application/problem+json"),
@@ -464,7 +464,7 @@ async fn forward(
 /// `GET /v1/kv/read`: the committed key named `read` (the path is taken by `POST`'s
 /// snapshot reads; the key stays readable).
 #[utoipa::path(get, path = route::KV_READ, tag = "transactions",
-    params(("token" = Option<String>, Query), ("timeout_ms" = Option<u64>, Query)),
+    params(("token" = Option<String>, Query), ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
     responses((status = 200, body = Row),
         (status = 404, description = "`key_not_found`", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_read_key(state: State<AppState>, q: Params) -> Result<Json<Row>, ApiError> {

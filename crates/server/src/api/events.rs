@@ -204,8 +204,8 @@ fn check_in_range(stream: &dyn LogStream, cursor: &Cursor, field: &str) -> Resul
     params(("stream" = String, Path),
         ("partitions" = Option<String>, Query, description = "Partitions to read, `0,3,5`; default all"),
         ("from" = Option<String>, Query, description = "`end` (default: only new records), `start`, `group:G` (the consumer group G's committed offsets; needs groups:read:G), or `P:O,...` (unnamed partitions start at their end)"),
-        ("heartbeat_ms" = Option<u64>, Query, description = "A `: heartbeat` comment after this long without an event, ms; 100..=300000, default 15000"),
-        ("stall_ms" = Option<u64>, Query, description = "Drop the subscription (`event: dropped`) when the client takes nothing from its full queue for this long, ms; 100..=300000, default 30000"),
+        ("heartbeat_ms" = Option<u64>, Query, minimum = 100, maximum = 300000, description = "A `: heartbeat` comment after this long without an event, ms; 100..=300000, default 15000"),
+        ("stall_ms" = Option<u64>, Query, minimum = 100, maximum = 300000, description = "Drop the subscription (`event: dropped`) when the client takes nothing from its full queue for this long, ms; 100..=300000, default 30000"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (its id): overrides `from` and `partitions`")),
     responses(
         (status = 200, description = "`text/event-stream`: `record` events (id = the cursor after the record), `dropped` (slow consumer), `error`, `shutdown`", content_type = "text/event-stream"),

@@ -10,6 +10,7 @@
 //! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
 //! | [`groups`] | `/v1/groups`, `/v1/groups/{group}`, `/v1/groups/{group}/members[/{member}[/heartbeat\|/commit]]`, `/v1/groups/{group}/reset` (consumer groups) |
 //! | [`ops`] | `/v1/health`, `/metrics`, `/openapi.json` |
+//! | [`openapi`] | no route: the answers every route gives besides its handler's, added to the document |
 //! | [`tokens`] | `/v1/tokens`, `/v1/tokens/{id}` (admin only) |
 //! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
 //!
@@ -21,6 +22,7 @@ pub mod commits;
 mod empty_key;
 pub mod events;
 pub mod groups;
+pub mod openapi;
 pub mod ops;
 pub mod streams;
 pub mod tokens;
@@ -108,6 +110,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .split_for_parts();
+    let mut doc = doc;
+    openapi::complete(&mut doc);
     let doc_json: Arc<str> = doc.to_json().unwrap_or_default().into();
     let router = router
         .merge(empty_key::routes())
@@ -228,10 +232,11 @@ pub fn raw_json(bytes: &[u8]) -> Box<RawValue> {
 /// `1` is no request-id conflict).
 ///
 /// # Errors
-/// 400 `invalid_json` naming `field` for a value without one (a number beyond a double).
+/// 400 `not_i_json` naming `field` for a value without one (nested deeper than
+/// [`logbook_api::limits::JSON_DEPTH_MAX`], a number beyond a double).
 pub fn json_value(v: &RawValue, field: impl FnOnce() -> String) -> Result<Vec<u8>, ApiError> {
     crate::canonical::canonical(v).map_err(|e| {
         let field = field();
-        ApiError::invalid_json(Some(field.clone()), format!("{field}: {e}"))
+        ApiError::new(ProblemCode::NotIJson, format!("{field}: {e}")).field(field)
     })
 }

@@ -19,7 +19,7 @@ use super::Params;
 /// opened (recovery) or the server is shutting down; with `?probe=live`, 200 whenever the
 /// process answers.
 #[utoipa::path(get, path = route::HEALTH, tag = "operations",
-    params(("probe" = Option<String>, Query, description = "`ready` (default) or `live`")),
+    params(("probe" = Option<String>, Query, pattern = "^(ready|live)$", description = "`ready` (default) or `live`")),
     responses((status = 200, body = Health), (status = 503, description = "Not ready", body = Health)))]
 pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response, ApiError> {
     q.only(&["probe"])?;

@@ -18,9 +18,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use logbook_api::paths::route;
 use logbook_api::streams::{
-    AckGuarantee, AppendBody, AppendMany, AppendOne, BelowRetention, CreateStream, OffsetAtTime,
-    OffsetsAtTime, PartitionOffsets, PositionOut, ReaderKind, RecordIn, RecordOut, RecordsOut,
-    Retention, StreamInfo, StreamLimits, StreamList,
+    AckGuarantee, AppendAnswer, AppendBody, AppendMany, AppendOne, BelowRetention, CreateStream,
+    OffsetAtTime, OffsetsAtTime, PartitionOffsets, PositionOut, ReaderKind, RecordIn, RecordOut,
+    RecordsOut, Retention, StreamInfo, StreamLimits, StreamList,
 };
 use logbook_log::{FsyncPolicy, LogError, LogPartition, LogStream, Position, Record, StreamConfig};
 
@@ -276,13 +276,26 @@ pub async fn delete_stream(
 
 /// The record to append; `field` names the record in errors (`records[3]`, or empty).
 fn to_record(r: RecordIn, field: &str) -> Result<Record, ApiError> {
-    let value = json_value(&r.value, || {
+    let at = |member: &str| {
         if field.is_empty() {
-            "value".to_string()
+            member.to_string()
         } else {
-            format!("{field}.value")
+            format!("{field}.{member}")
         }
-    })?;
+    };
+    let value = json_value(&r.value, || at("value"))?;
+    // A record's own `traceparent` header means what the HTTP header means (it is where
+    // that one is stored too): W3C trace context, or refused — never stored unchecked for
+    // a tracer to trip on.
+    if let Some(tp) = r
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(logbook_log::dedup::TRACEPARENT_HEADER))
+    {
+        logbook_log::dedup::validate_traceparent(tp).map_err(|e| {
+            ApiError::from_log(e, |_| String::new()).field(at("headers.traceparent"))
+        })?;
+    }
     Ok(Record {
         key: r.key.map(String::into_bytes),
         value,
@@ -305,8 +318,8 @@ fn to_record(r: RecordIn, field: &str) -> Result<Record, ApiError> {
         ("traceparent" = Option<String>, Header, description = "W3C trace context")),
     request_body = AppendBody,
     responses(
-        (status = 201, description = "Appended (single record: `AppendOne`)", body = AppendMany),
-        (status = 200, description = "A retry: nothing appended, original positions", body = AppendMany),
+        (status = 201, description = "Appended: `AppendOne` for a single record, `AppendMany` for a batch", body = AppendAnswer),
+        (status = 200, description = "A retry (`duplicate`: true): nothing appended, the original positions", body = AppendAnswer),
         (status = 409, description = "`request_id_conflict`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`, `batch_too_many_records`, `record_too_large`...", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "`invalid_json` naming the field", body = Problem, content_type = "application/problem+json")))]
@@ -495,8 +508,8 @@ async fn long_poll(state: &AppState, part: &dyn LogPartition, from: u64, wait: D
     params(("stream" = String, Path),
         ("partition" = Option<u32>, Query, description = "Required when the stream has several partitions"),
         ("from" = Option<u64>, Query, description = "First offset; default the first retained"),
-        ("limit" = Option<usize>, Query, description = "Most records, 1..=1000; default 100"),
-        ("wait_ms" = Option<u64>, Query, description = "Long poll: wait up to this long (≤ 30000) for a record")),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Most records, 1..=1000; default 100"),
+        ("wait_ms" = Option<u64>, Query, maximum = 30000, description = "Long poll: wait up to this long, ms (≤ 30000), for a record")),
     responses((status = 200, body = RecordsOut),
         (status = 400, description = "`offset_out_of_range`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_stream`, `unknown_partition`", body = Problem, content_type = "application/problem+json")))]

@@ -239,7 +239,7 @@ fn scan_limit(q: &Params) -> Result<usize, ApiError> {
 /// Begins a transaction.
 #[utoipa::path(post, path = route::TXNS, tag = "transactions",
     params(("token" = Option<String>, Query, description = "Consistency token of earlier commits (a `_txn` position): the snapshot includes them. On a cluster follower the node first applies the commit stream that far"),
-        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
+        ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
     request_body(content = BeginBody, description = "May be empty: serializable, read-write"),
     responses((status = 201, body = Begun),
         (status = 422, description = "`snapshot_ahead`: a cluster follower did not apply the token's commits within `timeout_ms`", body = Problem, content_type = "application/problem+json"),
@@ -313,7 +313,7 @@ pub async fn get_key(
 #[utoipa::path(get, path = route::TXN_KV, tag = "transactions",
     params(("txn" = String, Path),
         ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
-        ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, description = "1..=10000, default 100")),
+        ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "1..=10000, default 100")),
     responses((status = 200, body = Rows),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn scan(
@@ -955,7 +955,7 @@ fn kv_token(opened: &Opened) -> Option<String> {
 /// durable and so visible here.
 #[utoipa::path(get, path = route::KV_KEY, tag = "transactions",
     params(("key" = String, Path), ("token" = Option<String>, Query, description = "Consistency token of earlier commits: it must name a `_txn` position"),
-        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
+        ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
     responses((status = 200, body = Row),
         (status = 400, description = "`invalid_token`: it does not decode or names no `_txn` position", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`key_not_found`", body = Problem, content_type = "application/problem+json"),
@@ -984,8 +984,8 @@ pub async fn kv_get(
 /// The latest committed rows of a range, outside any transaction.
 #[utoipa::path(get, path = route::KV, tag = "transactions",
     params(("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
-        ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query),
-        ("token" = Option<String>, Query, description = "As for `GET /v1/kv/{key}`"), ("timeout_ms" = Option<u64>, Query)),
+        ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "1..=10000, default 100"),
+        ("token" = Option<String>, Query, description = "As for `GET /v1/kv/{key}`"), ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
     responses((status = 200, body = Rows),
         (status = 400, description = "`invalid_token`", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`consistency_timeout`", body = Problem, content_type = "application/problem+json")))]

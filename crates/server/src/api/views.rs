@@ -305,7 +305,7 @@ pub async fn delete_view(
 #[utoipa::path(get, path = route::VIEW_ROW, tag = "views",
     params(("view" = String, Path), ("key" = String, Path),
         ("token" = Option<String>, Query, description = "Consistency token of earlier writes"),
-        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
+        ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
     responses((status = 200, body = ViewRow),
         (status = 404, description = "`key_not_found`, `unknown_view`", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`consistency_timeout`: the view did not apply the token in time", body = Problem, content_type = "application/problem+json")))]
@@ -339,9 +339,9 @@ pub async fn get_row(
     params(("view" = String, Path),
         ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive; a `next` continues here"),
         ("end" = Option<String>, Query, description = "Exclusive"),
-        ("limit" = Option<usize>, Query, description = "1..=10000, default 100"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "1..=10000, default 100"),
         ("keys" = Option<String>, Query, description = "Comma-separated keys (at most 1000), instead of a range"),
-        ("token" = Option<String>, Query), ("timeout_ms" = Option<u64>, Query)),
+        ("token" = Option<String>, Query), ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
     responses((status = 200, body = ViewRows),
         (status = 404, description = "`unknown_view`", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`consistency_timeout`", body = Problem, content_type = "application/problem+json")))]
