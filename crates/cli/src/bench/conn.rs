@@ -1,12 +1,14 @@
 //! A keep-alive HTTP/1.1 connection for benchmark setup calls and closed-loop clients that
-//! wait for each answer (the pipelined load generator of `bench http` has its own).
+//! wait for each answer, and for subscriptions to server-sent events (the pipelined load
+//! generator of `bench http` has its own).
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -50,6 +52,25 @@ impl Conn {
         path: &str,
         body: Option<String>,
     ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// Sends a GET and returns once the answer's head arrived: the status and the body, to
+    /// be read as it comes (a stream of server-sent events).
+    pub(crate) async fn get_streaming(&mut self, path: &str) -> anyhow::Result<(u16, Incoming)> {
+        let resp = self.send(Method::GET, path, None).await?;
+        Ok((resp.status().as_u16(), resp.into_body()))
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> anyhow::Result<Response<Incoming>> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -62,9 +83,6 @@ impl Conn {
         }
         let req = req.body(body.unwrap_or_default())?;
         self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok((status, bytes.to_vec()))
+        Ok(self.sender.send_request(req).await?)
     }
 }

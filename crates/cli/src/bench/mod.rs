@@ -4,9 +4,10 @@
 //! One file per benchmark — [`log`] (the embedded log against raw disk writes; with
 //! `--backend jetstream`, `log_jetstream`: the JetStream backend against a raw publisher), [`views`]
 //! (the view processors on the flights data), [`tpcb`] (pgbench's TPC-B-like workload on
-//! the transaction store), [`http`] (the HTTP API under load) — and the pieces they share:
-//! [`kit`] (temporary directories, histograms, machine facts), [`conn`] (a keep-alive HTTP
-//! connection) and [`postgres`] (a throwaway PostgreSQL cluster and pgbench's summary).
+//! the transaction store), [`http`] (the HTTP API under load), [`tail`] (the push tail against
+//! the long poll) — and the pieces they share: [`kit`] (temporary directories, histograms,
+//! machine facts), [`conn`] (a keep-alive HTTP connection), [`server`] (a server in this
+//! process) and [`postgres`] (a throwaway PostgreSQL cluster and pgbench's summary).
 
 mod conn;
 mod http;
@@ -15,6 +16,8 @@ mod log;
 #[cfg(feature = "cluster")]
 mod log_jetstream;
 mod postgres;
+mod server;
+mod tail;
 mod tpcb;
 mod views;
 
@@ -45,6 +48,11 @@ pub enum BenchCommand {
     /// process against a server in this process on a temporary data directory; with
     /// `pgbench -S` beside it when PostgreSQL is installed.
     Http(http::HttpBenchArgs),
+    /// Following a stream: the push tail (server-sent events) against the long poll, to 1
+    /// and to 16 subscribers — catch-up delivery throughput (records/s) and append →
+    /// delivered latency at a steady append rate, alternating the two round by round, from a
+    /// load generator in this process against a server in this process.
+    Tail(tail::TailBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -54,6 +62,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Views(args) => views::run(&args),
         BenchCommand::Tpcb(args) => tpcb::run(&args),
         BenchCommand::Http(args) => http::run(&args),
+        BenchCommand::Tail(args) => tail::run(&args),
     }
 }
 
