@@ -89,6 +89,22 @@ pub struct StatusOut {
     /// complete: rebuild it). Empty when none.
     #[serde(default)]
     pub below_retention: Vec<crate::streams::BelowRetention>,
+    /// Partitions whose first records retention had already deleted when this version began
+    /// (it was created or rebuilt on a trimmed stream): it began at the first retained
+    /// offset and reflects no record below it. Empty when none.
+    #[serde(default)]
+    pub retention_gaps: Vec<RetentionGap>,
+}
+
+/// Where a view version began in a partition whose first records retention had deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetentionGap {
+    /// The partition.
+    pub partition: u32,
+    /// The first offset retained when the version began: the records below it are not
+    /// reflected in the version.
+    pub start: u64,
 }
 
 /// A view with its status.

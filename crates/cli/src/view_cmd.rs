@@ -414,6 +414,24 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                     "      applied (partition:next offset) {}",
                     applied.join(" ")
                 );
+                let gaps: Vec<String> = items(&v["retention_gaps"])
+                    .iter()
+                    .map(|g| format!("{}:{}", g["partition"], g["start"]))
+                    .collect();
+                if !gaps.is_empty() {
+                    outln!(
+                        "      began after retention (partition:first offset) {} (records below were deleted before this version began)",
+                        gaps.join(" ")
+                    );
+                }
+                for b in items(&v["below_retention"]) {
+                    outln!(
+                        "      below retention: partition {}: at offset {}, first retained {} (records in between were deleted unapplied; rebuild the view)",
+                        b["partition"],
+                        b["position"],
+                        b["start"]
+                    );
+                }
             }
         }
         ViewCommand::Get {

@@ -470,12 +470,14 @@ fn subscriptions_have_a_budget_of_their_own_and_tail_follow_uses_them() {
 /// Retention set and changed while appends flow (`PUT /v1/streams/{stream}/retention`):
 /// each change is applied before its answer (the first retained offsets move up and never
 /// back), every acknowledged record at or above them stays readable with dense offsets,
-/// nothing is lost above the start, the settings survive a restart, a view created after
-/// retention deleted records it needs is reported below retention (in its status and in the
-/// stream's), and bad settings are refused by name, changing nothing.
+/// nothing is lost above the start, the settings survive a restart, a view created (and
+/// rebuilt) after retention deleted the first records begins at the first retained offsets
+/// and names that gap in its status (it is not below retention), and bad settings are
+/// refused by name, changing nothing.
 #[test]
-fn retention_changed_under_load_keeps_what_it_must_and_reports_a_view_below_it() {
-    use logbook_api::streams::{ReaderKind, Retention};
+fn retention_changed_under_load_keeps_what_it_must_and_a_late_view_begins_after_it() {
+    use logbook_api::streams::Retention;
+    use logbook_api::views::RetentionGap;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, mpsc};
 
@@ -582,36 +584,54 @@ fn retention_changed_under_load_keeps_what_it_must_and_reports_a_view_below_it()
         }
     }
 
-    // A view created now needs records retention deleted: it is reported, not hidden.
-    client
-        .create_view("late", &json!({"source": "events", "kind": "table"}))
-        .unwrap();
-    let status = client.view_status("late", false).unwrap().status;
-    let reported: Vec<(u32, u64, u64)> = status
-        .below_retention
-        .iter()
-        .map(|b| (b.partition, b.position, b.start))
-        .collect();
-    let expected: Vec<(u32, u64, u64)> = info
+    // A view created now, after retention deleted the stream's first records, begins at
+    // the first retained offsets: it says so, is not below retention, and reflects every
+    // retained record; a rebuild begins there too.
+    let retained: u64 = info.offsets.iter().map(|p| p.end - p.start).sum();
+    let gaps: Vec<RetentionGap> = info
         .offsets
         .iter()
-        .map(|p| (p.partition, 0, p.start))
+        .map(|p| RetentionGap {
+            partition: p.partition,
+            start: p.start,
+        })
         .collect();
-    assert_eq!(reported, expected, "the view's status names each partition");
-    let info = client.stream("events").unwrap();
-    assert_eq!(info.below_retention.len(), 2, "{:?}", info.below_retention);
-    for b in &info.below_retention {
-        assert_eq!(
-            (b.kind, b.name.as_str(), b.version, b.position),
-            (ReaderKind::View, "late", Some(1), 0)
-        );
-    }
-    let shown = cli_ok(&serve, &["stream", "show", "events"]);
-    assert!(
-        shown.contains("retention: no limit per partition, no limit")
-            && shown.contains("below retention: view late version 1, partition 0: at offset 0"),
-        "{shown}"
+    let ends: std::collections::BTreeMap<u32, u64> =
+        info.offsets.iter().map(|p| (p.partition, p.end)).collect();
+    let spec = r#"{"source": "events", "kind": "table"}"#;
+    cli_ok(
+        &serve,
+        &["view", "create", "late", "--wait", "--spec", spec],
     );
+    for version in [1, 2] {
+        let status = client.view_status("late", false).unwrap().status;
+        assert_eq!(status.version, version);
+        assert_eq!(status.error, None, "the view runs");
+        assert_eq!(status.retention_gaps, gaps, "each partition's gap is named");
+        assert_eq!(status.below_retention, [], "nothing it applied was deleted");
+        assert_eq!(status.applied, ends, "caught up to the end");
+        assert_eq!(
+            status.rows,
+            Some(retained),
+            "one row per retained record's key"
+        );
+        assert_eq!(client.stream("events").unwrap().below_retention, []);
+        let shown = cli_ok(&serve, &["view", "status", "late"]);
+        let named: Vec<String> = gaps
+            .iter()
+            .map(|g| format!("{}:{}", g.partition, g.start))
+            .collect();
+        assert!(
+            shown.contains(&format!(
+                "began after retention (partition:first offset) {}",
+                named.join(" ")
+            )),
+            "{shown}"
+        );
+        if version == 1 {
+            cli_ok(&serve, &["view", "rebuild", "late", "--switch"]);
+        }
+    }
 
     // Bad settings are named and change nothing; the CLI sets and shows retention.
     for (body, field) in [

@@ -40,7 +40,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::batch::Sources;
 use crate::catalog::{Catalog, VersionEntry, ViewEntry};
 use crate::error::{Result, ViewError};
-use crate::layout;
+use crate::layout::{self, ApplyState};
 use crate::limits::{
     PROCESSORS_MAX, READ_FLOOR_WAIT_MS, READ_KEYS_MAX, READ_LIMIT_MAX, READ_TIMEOUT_MS_MAX,
     SWITCH_WAIT_MS_MAX, VERSIONS_PER_VIEW_MAX, VIEW_NAME_BYTES_MAX, VIEWS_MAX,
@@ -138,15 +138,28 @@ pub struct BelowRetention {
 }
 
 impl BelowRetention {
-    /// `Some` when retention has passed `applied` in `part`.
-    pub fn check(part: &dyn LogPartition, applied: u64) -> Option<BelowRetention> {
+    /// `Some` when retention has passed the version's position `state` in `part` after it
+    /// applied records there. A version that has applied nothing of the partition yet is
+    /// not below retention: it begins at the first retained offset ([`RetentionGap`]).
+    pub fn check(part: &dyn LogPartition, state: &ApplyState) -> Option<BelowRetention> {
         let start = part.start_offset();
-        (applied < start).then_some(BelowRetention {
+        (state.applied < start && !state.nothing_applied()).then_some(BelowRetention {
             partition: part.id(),
-            applied,
+            applied: state.applied,
             start,
         })
     }
+}
+
+/// A partition whose first records retention had deleted when a view version began: the
+/// version began at `start`, the first offset then retained, and reflects no record below
+/// it (a version created, or rebuilt, on a trimmed stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RetentionGap {
+    /// The partition.
+    pub partition: u32,
+    /// The offset the version began at; records below it are not reflected.
+    pub start: u64,
 }
 
 /// Status of one version.
@@ -181,6 +194,8 @@ pub struct VersionStatus {
     pub error: Option<String>,
     /// Partitions where retention deleted records it had not applied.
     pub below_retention: Vec<BelowRetention>,
+    /// Partitions whose first records retention had deleted before it began.
+    pub retention_gaps: Vec<RetentionGap>,
     /// Digest at the applied offsets, when asked for.
     pub digest: Option<Digest>,
 }
@@ -772,6 +787,7 @@ impl Views {
                     skipped_records: 0,
                     error: Some("not running: its source stream was dropped".into()),
                     below_retention: Vec::new(),
+                    retention_gaps: Vec::new(),
                     digest: None,
                 });
                 continue;
@@ -816,8 +832,8 @@ impl Views {
         let mut out = Vec::new();
         for (name, number, v) in versions {
             for part in stream.partitions() {
-                let applied = v.apply_state(part.id())?.applied;
-                if let Some(b) = BelowRetention::check(part, applied) {
+                let state = v.apply_state(part.id())?;
+                if let Some(b) = BelowRetention::check(part, &state) {
                     out.push((name.clone(), number, b));
                 }
             }
@@ -1156,11 +1172,18 @@ fn version_status(
     let (mut done, mut total, mut lag_ms, mut skipped) = (0u64, 0u64, 0i64, 0u64);
     let mut lag_records = 0u64;
     let mut below_retention = Vec::new();
+    let mut retention_gaps = Vec::new();
     for (p, part) in v.stream.partitions().iter().enumerate() {
         let state = v.apply_state(p as u32)?;
         let end = part.end_offset();
         applied.insert(p as u32, state.applied);
-        below_retention.extend(BelowRetention::check(*part, state.applied));
+        below_retention.extend(BelowRetention::check(*part, &state));
+        if state.began > 0 {
+            retention_gaps.push(RetentionGap {
+                partition: p as u32,
+                start: state.began,
+            });
+        }
         done += state.applied;
         total += end;
         skipped += state.skipped;
@@ -1251,6 +1274,7 @@ fn version_status(
         skipped_records: skipped,
         error: v.error(),
         below_retention,
+        retention_gaps,
         digest,
     })
 }

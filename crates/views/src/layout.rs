@@ -7,7 +7,7 @@
 //!
 //! | tag | key after `tag · partition` | value |
 //! | --- | --- | --- |
-//! | `A` | — | [`ApplyState`]: next offset to apply, last applied timestamp, request-id cursor |
+//! | `A` | — | [`ApplyState`]: next offset to apply, last applied timestamp, skipped records, request-id cursor, then the offset the version began at (`u64` LE; added within format 4: a state without it began at 0, and readers that predate it ignore it) |
 //! | `R` | record key | table row: [`RowMeta`] · JSON value |
 //! | `I` | `esc(value key) · 00 00 · pk` | index entry: [`RowMeta`]; `pk` is `01 · record key` or, for an unkeyed record, `00 · partition u32 BE · offset u64 BE` |
 //! | `C` | primary key | what the key's current record contributes (index: value key; aggregate: group key, group-by values, aggregate inputs) |
@@ -328,6 +328,11 @@ pub struct ApplyState {
     /// The request id of the share being applied and how many of its records are still to
     /// come (only a share's first record carries the header).
     pub request: Option<(String, u32)>,
+    /// The offset this version began applying the partition at: 0, or the first retained
+    /// offset when retention had deleted the records below it before the version applied
+    /// any (those records are not reflected). Encoded last and absent in states written
+    /// before it existed, which read as 0.
+    pub began: u64,
 }
 
 impl ApplyState {
@@ -345,7 +350,14 @@ impl ApplyState {
                 e.u64(0);
             }
         }
+        e.u64(self.began);
         e.0
+    }
+
+    /// Whether the version has applied nothing of this partition yet (it would begin at the
+    /// first retained offset, whatever retention deleted before).
+    pub fn nothing_applied(&self) -> bool {
+        self.applied == self.began
     }
 
     /// Decodes a state.
@@ -364,11 +376,13 @@ impl ApplyState {
         } else {
             None
         };
+        let began = if d.is_empty() { 0 } else { d.u64()? };
         Ok(ApplyState {
             applied,
             last_timestamp_ms,
             skipped,
             request,
+            began,
         })
     }
 }
@@ -689,8 +703,13 @@ mod tests {
             last_timestamp_ms: -3,
             skipped: 2,
             request: Some(("req-1".into(), 4)),
+            began: 5,
         };
         assert_eq!(ApplyState::decode(&s.encode()).unwrap(), s);
+        // A state written before `began` existed ends after the request: it began at 0.
+        let bytes = s.encode();
+        let old = ApplyState::decode(&bytes[..bytes.len() - 8]).unwrap();
+        assert_eq!(old, ApplyState { began: 0, ..s });
     }
 
     #[test]

@@ -56,8 +56,8 @@ pub mod token;
 pub mod value;
 
 pub use engine::{
-    BelowRetention, Progress, ReadOptions, ReadResult, Rollout, VersionStatus, ViewInfo,
-    ViewStatus, Views, validate_view_name,
+    BelowRetention, Progress, ReadOptions, ReadResult, RetentionGap, Rollout, VersionStatus,
+    ViewInfo, ViewStatus, Views, validate_view_name,
 };
 pub use error::{Result, ViewError};
 pub use read::{Digest, Row, ScanRange};

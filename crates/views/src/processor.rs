@@ -417,7 +417,17 @@ impl Version {
                 }
                 continue;
             }
-            if state.applied < part.start_offset() {
+            let start = part.start_offset();
+            if state.applied < start && state.nothing_applied() {
+                // A version that has applied nothing here yet begins at the first retained
+                // record: what retention deleted before it started is a gap it reports
+                // (`VersionStatus::retention_gaps`), not a failure.
+                tracing::info!(view = %self.view, version = self.number, partition = p, start, "retention had deleted the records before the first retained offset: the view begins there");
+                state.applied = start;
+                state.began = start;
+                continue;
+            }
+            if state.applied < start {
                 return Err(ViewError::corrupt(
                     "source",
                     format!(

@@ -27,8 +27,8 @@ use axum::http::StatusCode;
 use logbook_api::paths::route;
 use logbook_api::streams::{BelowRetention, ReaderKind};
 use logbook_api::views::{
-    ProgressOut, RebuildBody, Rebuilt, RolloutOut, StatusOut, SwitchBody, ViewDetail, ViewList,
-    ViewOut, ViewRow, ViewRows,
+    ProgressOut, RebuildBody, Rebuilt, RetentionGap, RolloutOut, StatusOut, SwitchBody, ViewDetail,
+    ViewList, ViewOut, ViewRow, ViewRows,
 };
 
 use logbook_views::{
@@ -90,6 +90,14 @@ fn status_out(name: &str, v: VersionStatus) -> StatusOut {
                 partition: b.partition,
                 position: b.applied,
                 start: b.start,
+            })
+            .collect(),
+        retention_gaps: v
+            .retention_gaps
+            .into_iter()
+            .map(|g| RetentionGap {
+                partition: g.partition,
+                start: g.start,
             })
             .collect(),
     }
