@@ -29,6 +29,7 @@ mod flights;
 mod group_cmd;
 mod import;
 mod log_cmd;
+mod log_fields;
 mod net;
 mod quickstart;
 mod serve;
@@ -235,7 +236,7 @@ fn init_tracing(format: LogFormat, level: &str) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(log_fields::PlainFields).init(),
         LogFormat::Json => builder.json().init(),
     }
 }

@@ -33,9 +33,14 @@ struct Node {
 
 impl Node {
     fn start(data: &Path, extra: &[&str]) -> Node {
+        Node::start_logging(data, extra, "info")
+    }
+
+    /// [`Node::start`] with `RUST_LOG` set to `filter`.
+    fn start_logging(data: &Path, extra: &[&str], filter: &str) -> Node {
         let log = data.with_extension(format!("{}.log", std::process::id()));
         let stderr = std::fs::File::create(&log).unwrap();
-        let serve = common::spawn_serve(data, extra, &[("RUST_LOG", "info")], Stdio::from(stderr));
+        let serve = common::spawn_serve(data, extra, &[("RUST_LOG", filter)], Stdio::from(stderr));
         let client = serve.client();
         Node { serve, client, log }
     }
@@ -100,6 +105,41 @@ fn records(node: &Node, stream: &str, partition: u32) -> Vec<Value> {
         from = body["next"].as_u64().unwrap();
         out.extend(batch);
     }
+}
+
+/// Each request's log lines carry its span: method, route, and the request id and
+/// traceparent it sent — fields a request did not send are left out, not logged empty.
+#[test]
+fn a_request_span_names_its_request_id_and_traceparent() {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_logging(&dir.path().join("data"), &[], "info,logbook_server=debug");
+    let (s, body) = node.call("PUT", &paths::stream("s"), Some(json!({"partitions": 1})));
+    assert_eq!(s, 201, "{body}");
+    let ids = Ids {
+        request_id: Some("span-req-1"),
+        traceparent: Some(TP),
+    };
+    let (s, body) = node.call_with("POST", &paths::records("s"), ids, json!({"value": 1}));
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = node.call("POST", &paths::records("s"), Some(json!({"value": 2})));
+    assert_eq!(s, 201, "{body}");
+
+    let log = node.stderr();
+    let done: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request done") && l.contains("route=/v1/streams/{stream}/records"))
+        .collect();
+    assert_eq!(done.len(), 2, "{log}");
+    assert!(done.iter().all(|l| l.contains("method=POST")), "{log}");
+    assert!(done[0].contains("request_id=span-req-1"), "{}", done[0]);
+    assert!(
+        done[0].contains(&format!("traceparent={TP}")),
+        "{}",
+        done[0]
+    );
+    assert!(!done[1].contains("request_id="), "{}", done[1]);
+    assert!(!done[1].contains("traceparent="), "{}", done[1]);
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //!   browser: browsers always send it) passes. `/v1/health` is not checked: load balancers
 //!   probe it by address and it reveals nothing.
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderValue;
 
 use crate::error::{ApiError, ProblemCode};
 
@@ -74,8 +74,8 @@ fn host_of(value: &str) -> &str {
 ///
 /// # Errors
 /// 421 `host_not_allowed` naming the header and the way to allow the host.
-pub fn check_host(headers: &HeaderMap, allowed: &AllowedHosts) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::HOST) else {
+pub fn check_host(host: Option<&HeaderValue>, allowed: &AllowedHosts) -> Result<(), ApiError> {
+    let Some(value) = host else {
         return Ok(());
     };
     let text = value.to_str().unwrap_or("");
@@ -93,22 +93,20 @@ pub fn check_host(headers: &HeaderMap, allowed: &AllowedHosts) -> Result<(), Api
     .field("Host"))
 }
 
-/// Checks that a request with a body declares a JSON media type (see the module docs). A
-/// body is there when `Content-Length` is not 0 or `Transfer-Encoding` is present.
+/// Checks that a request with a body (`has_body`: `Content-Length` is not 0 or
+/// `Transfer-Encoding` is present) declares a JSON media type in `content_type`, its
+/// `Content-Type` (see the module docs).
 ///
 /// # Errors
 /// 415 `unsupported_media_type` naming `Content-Type`.
-pub fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+pub fn check_content_type(
+    has_body: bool,
+    content_type: Option<&HeaderValue>,
+) -> Result<(), ApiError> {
     if !has_body {
         return Ok(());
     }
-    let declared = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("?"));
+    let declared = content_type.map(|v| v.to_str().unwrap_or("?"));
     if declared.is_some_and(is_json_media_type) {
         return Ok(());
     }

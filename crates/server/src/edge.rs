@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -29,56 +30,22 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
-    let (request_id, traceparent) = (
-        header_text(&req, &crate::extract::IDEMPOTENCY_KEY),
-        header_text(&req, &crate::extract::TRACEPARENT),
-    );
+    let head = EdgeHeaders::scan(req.headers());
+    // A header the request lacks is not recorded at all: the span's fields are formatted
+    // into text when it is created (~1,400 instructions a field), on every request.
     let span = tracing::info_span!(
         "request",
         method = %method,
         route = %route,
-        request_id = %request_id,
-        traceparent = %traceparent,
+        request_id = head.request_id.and_then(log_text).map(tracing::field::display),
+        traceparent = head.traceparent.and_then(log_text).map(tracing::field::display),
     );
+    // The head's checks log nothing, so they need not run inside the span.
+    let refused = refuse_head(&state, route, &req, &head).err();
     let started = Instant::now();
     let response = async {
-        let header_bytes: usize = req
-            .headers()
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len())
-            .sum();
-        let uri_bytes = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-        // A head over the limits ends the connection, as one the head guard refuses does.
-        if uri_bytes > limits::URI_BYTES_MAX {
-            return closing(crate::error::ApiError::uri_too_long(uri_bytes));
-        }
-        if header_bytes > limits::HEADER_BYTES_MAX {
-            return closing(ApiError::new(
-                ProblemCode::HeadersTooLarge,
-                format!(
-                    "request headers total {header_bytes} bytes; the limit is {}",
-                    limits::HEADER_BYTES_MAX
-                ),
-            ));
-        }
-        // A declared body over the limit is refused before it is read.
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limits::BODY_BYTES_MAX as u64) {
-            return ApiError::payload_too_large().into_response();
-        }
-        // What a web page could make a browser send (crate::browser): refused before any
-        // handler, so nothing changes.
-        if route != "/v1/health"
-            && let Err(e) = crate::browser::check_host(req.headers(), state.allowed_hosts())
-        {
-            return e.into_response();
-        }
-        if let Err(e) = crate::browser::check_content_type(req.headers()) {
-            return e.into_response();
+        if let Some(response) = refused {
+            return response;
         }
         // Who the request acts as, and whether that covers the route (crate::auth): refused
         // before any handler, so nothing changes.
@@ -142,6 +109,45 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     response
 }
 
+/// The checks of a request's head, each refused before any handler (nothing changes): the
+/// URI and header sizes (an answer that closes the connection, as the head guard's does), a
+/// declared body over the limit, and what a web page could make a browser send
+/// ([`crate::browser`]).
+fn refuse_head(
+    state: &AppState,
+    route: &str,
+    req: &Request,
+    head: &EdgeHeaders<'_>,
+) -> Result<(), Response> {
+    let uri_bytes = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_bytes > limits::URI_BYTES_MAX {
+        return Err(closing(ApiError::uri_too_long(uri_bytes)));
+    }
+    if head.bytes > limits::HEADER_BYTES_MAX {
+        return Err(closing(ApiError::new(
+            ProblemCode::HeadersTooLarge,
+            format!(
+                "request headers total {} bytes; the limit is {}",
+                head.bytes,
+                limits::HEADER_BYTES_MAX
+            ),
+        )));
+    }
+    let declared = head
+        .content_length
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits::BODY_BYTES_MAX as u64) {
+        return Err(ApiError::payload_too_large().into_response());
+    }
+    if route != "/v1/health" {
+        crate::browser::check_host(head.host, state.allowed_hosts())
+            .map_err(IntoResponse::into_response)?;
+    }
+    crate::browser::check_content_type(head.has_body(), head.content_type)
+        .map_err(IntoResponse::into_response)
+}
+
 /// Authenticates and authorizes `req` for `route` unless authentication is off or the route
 /// is open; the principal goes into the request's extensions for the handler.
 async fn authorize(state: &AppState, req: Request, route: &str) -> Result<Request, ApiError> {
@@ -180,11 +186,116 @@ fn closing(error: ApiError) -> Response {
     response
 }
 
-/// A request header as text for logs (at most 128 characters; empty if absent or not text).
-fn header_text(req: &Request, name: &axum::http::HeaderName) -> String {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(128).collect())
-        .unwrap_or_default()
+/// A header's value as text for logs: its first 128 bytes (visible ASCII, so characters);
+/// `None` if not text.
+fn log_text(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    Some(text.get(..128).unwrap_or(text))
+}
+
+/// The headers the edge reads, found in one pass over the request's headers (each
+/// `HeaderMap::get` hashes its name: six of them cost more than the pass). A repeated
+/// header's first value is the one kept, as `get` would return.
+#[derive(Debug, Default)]
+struct EdgeHeaders<'r> {
+    /// Bytes of every header's name and value.
+    bytes: usize,
+    host: Option<&'r HeaderValue>,
+    content_length: Option<&'r HeaderValue>,
+    content_type: Option<&'r HeaderValue>,
+    transfer_encoding: bool,
+    request_id: Option<&'r HeaderValue>,
+    traceparent: Option<&'r HeaderValue>,
+}
+
+impl<'r> EdgeHeaders<'r> {
+    fn scan(headers: &'r HeaderMap) -> EdgeHeaders<'r> {
+        let mut h = EdgeHeaders::default();
+        for (name, value) in headers {
+            h.bytes += name.as_str().len() + value.len();
+            let slot = if name == header::HOST {
+                &mut h.host
+            } else if name == header::CONTENT_LENGTH {
+                &mut h.content_length
+            } else if name == header::CONTENT_TYPE {
+                &mut h.content_type
+            } else if name == header::TRANSFER_ENCODING {
+                h.transfer_encoding = true;
+                continue;
+            } else if name == crate::extract::IDEMPOTENCY_KEY {
+                &mut h.request_id
+            } else if name == crate::extract::TRACEPARENT {
+                &mut h.traceparent
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        h
+    }
+
+    /// Whether the request has a body: `Content-Length` other than 0, or
+    /// `Transfer-Encoding`.
+    fn has_body(&self) -> bool {
+        self.transfer_encoding || self.content_length.is_some_and(|v| v.as_bytes() != b"0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderName;
+
+    use super::*;
+
+    /// The one pass finds what `HeaderMap::get` does, first values of repeated headers
+    /// included, and counts every name and value.
+    #[test]
+    fn one_pass_finds_what_get_finds() {
+        let mut map = HeaderMap::new();
+        for (name, value) in [
+            ("host", "a:1"),
+            ("x-other", "1"),
+            ("content-type", "application/json"),
+            ("idempotency-key", "first"),
+            ("idempotency-key", "second"),
+            ("content-length", "12"),
+            ("traceparent", "t"),
+            ("host", "b:2"),
+        ] {
+            map.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let h = EdgeHeaders::scan(&map);
+        for (found, name) in [
+            (h.host, header::HOST),
+            (h.content_length, header::CONTENT_LENGTH),
+            (h.content_type, header::CONTENT_TYPE),
+            (h.request_id, crate::extract::IDEMPOTENCY_KEY),
+            (h.traceparent, crate::extract::TRACEPARENT),
+        ] {
+            assert_eq!(found, map.get(&name), "{name}");
+        }
+        let bytes: usize = map.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        assert_eq!(h.bytes, bytes);
+        assert!(!h.transfer_encoding && h.has_body());
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(!EdgeHeaders::scan(&map).has_body());
+        map.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(EdgeHeaders::scan(&map).has_body());
+        assert_eq!(EdgeHeaders::scan(&HeaderMap::new()).bytes, 0);
+    }
+
+    #[test]
+    fn log_text_is_the_first_128_characters() {
+        let long = "k".repeat(300);
+        let v = HeaderValue::from_str(&long).unwrap();
+        assert_eq!(log_text(&v), Some(&long[..128]));
+        assert_eq!(log_text(&HeaderValue::from_static("abc")), Some("abc"));
+        assert_eq!(log_text(&HeaderValue::from_bytes(b"\xff").unwrap()), None);
+    }
 }
