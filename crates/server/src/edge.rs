@@ -41,7 +41,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         traceparent = head.traceparent.and_then(log_text).map(tracing::field::display),
     );
     // The head's checks log nothing, so they need not run inside the span.
-    let refused = refuse_head(&state, route, &req, &head).err();
+    let refused = refuse_head(&state, route, &req, &head);
     let started = Instant::now();
     let response = async {
         if let Some(response) = refused {
@@ -109,22 +109,22 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     response
 }
 
-/// The checks of a request's head, each refused before any handler (nothing changes): the
-/// URI and header sizes (an answer that closes the connection, as the head guard's does), a
-/// declared body over the limit, and what a web page could make a browser send
-/// ([`crate::browser`]).
+/// The answer refusing a request's head, if a check refuses it (before any handler: nothing
+/// changes): the URI and header sizes (an answer that closes the connection, as the head
+/// guard's does), a declared body over the limit, and what a web page could make a browser
+/// send ([`crate::browser`]).
 fn refuse_head(
     state: &AppState,
     route: &str,
     req: &Request,
     head: &EdgeHeaders<'_>,
-) -> Result<(), Response> {
+) -> Option<Response> {
     let uri_bytes = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_bytes > limits::URI_BYTES_MAX {
-        return Err(closing(ApiError::uri_too_long(uri_bytes)));
+        return Some(closing(ApiError::uri_too_long(uri_bytes)));
     }
     if head.bytes > limits::HEADER_BYTES_MAX {
-        return Err(closing(ApiError::new(
+        return Some(closing(ApiError::new(
             ProblemCode::HeadersTooLarge,
             format!(
                 "request headers total {} bytes; the limit is {}",
@@ -138,14 +138,17 @@ fn refuse_head(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits::BODY_BYTES_MAX as u64) {
-        return Err(ApiError::payload_too_large().into_response());
+        return Some(ApiError::payload_too_large().into_response());
     }
-    if route != "/v1/health" {
+    let browser = if route == "/v1/health" {
+        Ok(())
+    } else {
         crate::browser::check_host(head.host, state.allowed_hosts())
-            .map_err(IntoResponse::into_response)?;
-    }
-    crate::browser::check_content_type(head.has_body(), head.content_type)
-        .map_err(IntoResponse::into_response)
+    };
+    browser
+        .and_then(|()| crate::browser::check_content_type(head.has_body(), head.content_type))
+        .err()
+        .map(IntoResponse::into_response)
 }
 
 /// Authenticates and authorizes `req` for `route` unless authentication is off or the route
