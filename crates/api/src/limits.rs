@@ -24,6 +24,11 @@ pub const PARTITIONS_MAX: u32 = 256;
 pub const READ_WAIT_MS_MAX: u64 = 30_000;
 /// Default `limit` of a key-value scan.
 pub const SCAN_ROWS_DEFAULT: usize = 100;
+/// Byte budget of one `POST /v1/kv/read` answer (4 MiB): each key and row costs its key
+/// and value bytes plus 64. A range that reaches it stops with `next` (fewer rows than its
+/// `limit`: read on from `next` at the same snapshot); keys whose values pass it, or one row
+/// over it alone, are 413 `answer_too_large`.
+pub const KV_READ_ANSWER_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest consistency token, in bytes (≤ 1 KiB).
 pub const TOKEN_BYTES_MAX: usize = 1024;
 /// Largest request id (`Idempotency-Key`), in bytes; 1..=128 printable ASCII.

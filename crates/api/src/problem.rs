@@ -138,6 +138,8 @@ problem_codes! {
     /// stored value nested deeper than [`crate::limits::JSON_DEPTH_MAX`]; `field` is the
     /// JSON path of the offending value. Nothing was done.
     NotIJson = ("not_i_json", 400, "Request body is not I-JSON (RFC 7493)"),
+    /// A request that needs a body (`POST /v1/commits`) was sent without one.
+    BodyRequired = ("body_required", 400, "Request body required"),
     /// The body exceeds [`crate::limits::BODY_BYTES_MAX`].
     PayloadTooLarge = ("payload_too_large", 413, "Request body too large"),
     /// The request headers exceed the server's limit.
@@ -273,6 +275,11 @@ problem_codes! {
     /// a declared version the key did not have, more keys or ranges than the limits);
     /// `field` names the part at fault.
     UnprocessableRequest = ("unprocessable_request", 422, "Request does not hold against the log"),
+    /// A read at a snapshot (`POST /v1/kv/read`) whose answer would pass its byte budget
+    /// ([`crate::limits::KV_READ_ANSWER_BYTES_MAX`]) where it cannot be cut: the values of
+    /// its `keys`, or one row alone; `field` names the entry (`keys[7]`, `ranges[0]`).
+    /// Nothing was read: ask for fewer keys at once.
+    AnswerTooLarge = ("answer_too_large", 413, "Answer too large"),
     /// An `if_version` did not hold at commit.
     VersionMismatch = ("version_mismatch", 409, "Version mismatch"),
     /// An `if_absent` key exists at commit.
@@ -292,7 +299,8 @@ problem_codes! {
     /// The transaction store refuses work after a failed commit until the server reopens it.
     StorePoisoned = ("store_poisoned", 503, "Transaction store refuses work after a failed commit"),
     /// On a cluster: this node has not applied the commit stream up to the request's
-    /// snapshot within `timeout_ms`; retry (the node is catching up).
+    /// snapshot within `timeout_ms` (a leader: within a second); `retryable` with
+    /// `Retry-After` — the same request passes once the node has caught up.
     SnapshotAhead = ("snapshot_ahead", 422, "Snapshot ahead of this node"),
     /// On a cluster: the node that certifies commits (the leader elected through etcd) is
     /// not known or just changed; nothing of the request was committed. Retry after

@@ -156,7 +156,8 @@ pub struct Committed {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RangeSpec {
-    /// Keys starting with this (not with `start` or `end`).
+    /// Keys starting with this (not with `end`; with `start`, those from `start` on — a
+    /// page resumed from its `next`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// First key, inclusive.
@@ -166,6 +167,7 @@ pub struct RangeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
     /// Reading: most rows, 1..=10000, default 100. Not allowed in a commit request.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     /// In a commit request: the `next` the read answered when its limit cut the range —
@@ -218,7 +220,10 @@ pub struct ReadAnswer {
     pub snapshot: u64,
     /// One entry per key asked for, in the order asked.
     pub keys: Vec<KeyAt>,
-    /// One page per range asked for, in the order asked; `next` set where the limit cut.
+    /// One page per range asked for, in the order asked; `next` set where the range's
+    /// `limit` cut it, or the answer's byte budget
+    /// ([`crate::limits::KV_READ_ANSWER_BYTES_MAX`]) did — then with fewer rows than the
+    /// limit: read on from `next` (as `start`) at this snapshot (the Rust client does).
     pub ranges: Vec<Rows>,
 }
 
@@ -255,9 +260,14 @@ pub struct WriteSpec {
     pub op: WriteKind,
     /// The key.
     pub key: String,
-    /// `put`: the value, any JSON.
+    /// `put`: the value, any JSON — `null` included (a put of `null` stores `null`, as in
+    /// an interactive transaction); absent only for `delete` and `increment`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_json",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub value: Option<Box<RawValue>>,
     /// `increment`: the amount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,6 +278,12 @@ pub struct WriteSpec {
     /// `put`: only if the key is absent at commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_absent: Option<bool>,
+}
+
+/// A member that is present holds a JSON value, `null` included: serde's `Option` would take
+/// `null` for "absent" (with `#[serde(default)]`, only a missing member is `None`).
+fn present_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 impl WriteSpec {

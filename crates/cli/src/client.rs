@@ -371,6 +371,34 @@ impl Client {
         self.send(with_headers(request, headers)?)
     }
 
+    /// A one-shot commit under `request_id` (`POST /v1/commits`); with `retry`, committed
+    /// again under the same id after an answer marked retryable (for a commit that pins no
+    /// snapshot: each attempt takes the newest). The answer as JSON.
+    pub fn commit(
+        &self,
+        request_id: &str,
+        commit: &logbook_api::client::Commit,
+        retry: bool,
+    ) -> anyhow::Result<Value> {
+        let done = if retry {
+            self.inner.commit_with_id_retrying(request_id, commit)
+        } else {
+            self.inner.commit_with_id(request_id, commit)
+        };
+        let done = done.map_err(|e| self.error("POST", &logbook_api::paths::commits(), e, 0))?;
+        serde_json::to_value(done).context("encoding the commit's answer")
+    }
+
+    /// Keys and ranges at one snapshot (`POST /v1/kv/read`), each range read on past the
+    /// answer's byte budget up to its limit; the answer as JSON.
+    pub fn kv_read(&self, read: &logbook_api::txns::ReadBody) -> anyhow::Result<Value> {
+        let answer = self
+            .inner
+            .kv_read(read)
+            .map_err(|e| self.error("POST", &logbook_api::paths::kv_read(), e, 0))?;
+        serde_json::to_value(answer).context("encoding the read's answer")
+    }
+
     /// `DELETE path` with query parameters.
     pub fn delete(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Answer> {
         self.send(RawRequest::new(

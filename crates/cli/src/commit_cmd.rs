@@ -8,9 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use logbook_api::client::Commit;
-use logbook_api::paths;
 use logbook_api::txns::Isolation;
 use serde_json::Value;
 
@@ -47,6 +46,11 @@ pub struct CommitArgs {
     /// Lock a key: it conflicts like a write (a read for update).
     #[arg(long = "lock", value_name = "KEY")]
     locks: Vec<String>,
+    /// Declare the transaction read-only: no writes or locks; its declared reads are
+    /// certified (at serializable, a read-only transaction that commits saw a state some
+    /// serial order of the commits had).
+    #[arg(long)]
+    read_only: bool,
     /// The snapshot the declared reads were made at (a `_txn` offset: the commits below it;
     /// `snapshot` of a read). Default: the newest commit. A write to a key another commit
     /// changed since the snapshot is a conflict (first committer wins).
@@ -57,6 +61,8 @@ pub struct CommitArgs {
     isolation: Isolation,
     /// The commit's request id (Idempotency-Key). Sent again with the same id, a commit is
     /// applied at most once. Default: a fresh one (printed when the outcome is unknown).
+    /// Without --snapshot, a commit refused as retryable (a conflict with a concurrent
+    /// commit) is committed again under this id, with backoff, a few times.
     #[arg(long)]
     request_id: Option<String>,
     /// Print the server's answer as one line of JSON (errors: its problem document).
@@ -69,10 +75,14 @@ Examples:
   logbook commit --put 'user/ada={\"seats\":2}' --increment seats/booked=2
   logbook commit --put hold/ada=true --if-absent hold/ada
   logbook commit --delete hold/ada --if-version hold/ada=41 --request-id release-ada
+  logbook kv read seats/booked        # snapshot 57; seats/booked = 42 (version 56)
   logbook commit --snapshot 57 --read seats/booked=56 --put seats/left=98
+  logbook commit --read-only --snapshot 57 --read seats/booked=56
 
-A conflict (serialization_failure, snapshot_too_old) exits 1 with the server's code: read
-again and commit again. A failed condition is version_mismatch or key_exists.";
+Without --snapshot, a conflict is committed again under the same request id (a few times,
+with backoff). With --snapshot it would meet the same conflict: it exits 1 with the
+server's code (serialization_failure, snapshot_too_old): read again and commit again. A
+failed condition is version_mismatch or key_exists.";
 
 /// `KEY=VALUE` split at the first `=` (`last`: at the last one, for values that hold no
 /// `=`, so a key may).
@@ -105,6 +115,9 @@ impl CommitArgs {
         let mut commit = Commit::new().isolation(self.isolation);
         if let Some(s) = self.snapshot {
             commit = commit.snapshot(s);
+        }
+        if self.read_only {
+            commit = commit.read_only();
         }
         for text in &self.reads {
             let (key, version) = split("read", text, true)?;
@@ -189,10 +202,11 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
         .request_id
         .clone()
         .unwrap_or_else(|| client.new_request_id());
-    let body = serde_json::to_value(commit.body()).context("encoding the commit request")?;
-    let headers = [("Idempotency-Key", request_id.as_str())];
-    let done = match client.post(&paths::commits(), &body, &headers) {
-        Ok(answer) => answer.body,
+    // A commit at the server's newest snapshot may pass when sent again; one pinned to a
+    // snapshot meets the same conflict (read again instead).
+    let retry = args.snapshot.is_none();
+    let done = match client.commit(&request_id, &commit, retry) {
+        Ok(done) => done,
         Err(e) => return Err(explain(e, &request_id)),
     };
     if args.json {
@@ -273,8 +287,10 @@ mod tests {
             "9",
             "--lock",
             "g",
+            "--read-only",
         ])
         .unwrap();
+        assert_eq!(body["read_only"], true);
         assert_eq!(body["isolation"], "serializable");
         assert_eq!(body["snapshot"], 9);
         assert_eq!(body["writes"][0]["key"], "a", "a put splits at the first =");

@@ -1,7 +1,7 @@
 //! The `logbook` binary: the server, its command-line client, offline log tools and
 //! benchmarks.
 //!
-//! `serve` runs the HTTP API; `stream`, `view`, `txn`, `commit`, `stats`, `import` and `quickstart` are
+//! `serve` runs the HTTP API; `stream`, `view`, `txn`, `commit`, `kv`, `stats`, `import` and `quickstart` are
 //! clients of it (`client.rs`); `log` works on a data directory directly, with no server;
 //! `bench` measures, and the hidden `debug` commands serve the crash tests. Errors become
 //! `anyhow` reports with context, and structured logs go to stderr (`RUST_LOG`,
@@ -28,6 +28,7 @@ mod events;
 mod flights;
 mod group_cmd;
 mod import;
+mod kv_cmd;
 mod log_cmd;
 mod log_fields;
 mod net;
@@ -110,6 +111,12 @@ enum Command {
     ///
     /// Example: `logbook commit --put 'user/ada={"seats":2}' --increment seats/booked=2`
     Commit(commit_cmd::CommitArgs),
+    /// The committed key-value table on a running server: `kv read` reads keys and ranges
+    /// at one snapshot (the first half of a read-modify-write with `logbook commit`).
+    ///
+    /// Example: `logbook kv read seats/booked --range 'user/a..user/m'`
+    #[command(subcommand)]
+    Kv(kv_cmd::KvCommand),
     /// Consumer groups on a running server: list, describe (members, assignments,
     /// committed offsets, lag per partition), reset to an offset or a time.
     #[command(subcommand)]
@@ -164,6 +171,7 @@ fn main() -> std::process::ExitCode {
         Command::View(cmd) => cmd.json(),
         Command::Txn(args) => args.json,
         Command::Commit(args) => args.json,
+        Command::Kv(cmd) => cmd.json(),
         Command::Cluster(cmd) => cmd.json(),
         Command::Group(cmd) => cmd.json(),
         Command::Stats(args) => args.json,
@@ -180,6 +188,7 @@ fn main() -> std::process::ExitCode {
         Command::View(cmd) => view_cmd::run(cmd),
         Command::Txn(args) => txn_cmd::run(args),
         Command::Commit(args) => commit_cmd::run(args),
+        Command::Kv(cmd) => kv_cmd::run(cmd),
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
         Command::Group(cmd) => group_cmd::run(cmd),
         Command::Stats(args) => stats_cmd::run(args),

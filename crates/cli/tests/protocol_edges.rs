@@ -180,7 +180,7 @@ fn a_repeated_idempotency_key_is_refused_and_changes_nothing() {
         r#"{"key":"k","value":1}"#,
     );
     answer.assert_problem(400, "invalid_request_id");
-    assert_eq!(answer.json()["field"], "idempotency-key", "{answer:?}");
+    assert_eq!(answer.json()["field"], "Idempotency-Key", "{answer:?}");
     let detail = answer.json()["detail"].as_str().unwrap().to_string();
     assert!(detail.contains("2 times"), "{detail}");
     let read = node.request("GET", "/v1/streams/s/records?partition=0", &[], "");

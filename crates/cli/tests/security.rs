@@ -630,13 +630,42 @@ fn routes() -> Vec<Route> {
                 &["kv:read:j*"],
             )
         },
+        // The body's keys and ranges are checked one by one: prefix scopes reach them.
         r(
             "POST",
             "/v1/kv/read",
             Some(json!({"keys": ["k"]})),
-            &["kv:read:*"],
             &["kv:read:k"],
+            &["kv:write:k"],
         ),
+        r(
+            "POST",
+            "/v1/kv/read",
+            Some(json!({"keys": ["acct/1"], "ranges": [{"prefix": "acct/"}]})),
+            &["kv:read:acct/*"],
+            &["kv:read:acct/1"],
+        ),
+        Route {
+            names: Some("kv:read:acct/1*"),
+            ..r(
+                "POST",
+                "/v1/kv/read",
+                Some(json!({"ranges": [{"start": "acct/1", "end": "acct/2"}]})),
+                &["kv:read:acct/*"],
+                &["kv:read:acct/2*"],
+            )
+        },
+        // A range is covered only when it lies wholly within the prefix.
+        Route {
+            names: Some("kv:read:*"),
+            ..r(
+                "POST",
+                "/v1/kv/read",
+                Some(json!({"ranges": [{"start": "acct/1"}]})),
+                &["kv:read:*"],
+                &["kv:read:acct/*"],
+            )
+        },
         r(
             "GET",
             "/v1/kv/read",
@@ -650,9 +679,49 @@ fn routes() -> Vec<Route> {
             Some(
                 json!({"isolation": "serializable", "writes": [{"op": "put", "key": "c", "value": 1}]}),
             ),
-            &["kv:read:*", "kv:write:*"],
-            &["kv:write:*"],
+            &["kv:write:c"],
+            &["kv:read:*"],
         ),
+        Route {
+            names: Some("kv:read:acct/1"),
+            ..r(
+                "POST",
+                "/v1/commits",
+                Some(json!({
+                    "reads": [{"key": "acct/1", "version": null}],
+                    "writes": [{"op": "put", "key": "acct/1", "value": 1}],
+                })),
+                &["kv:read:acct/*", "kv:write:acct/*"],
+                &["kv:write:acct/*"],
+            )
+        },
+        Route {
+            names: Some("kv:write:acct/2"),
+            ..r(
+                "POST",
+                "/v1/commits",
+                Some(json!({
+                    "ranges": [{"prefix": "acct/"}],
+                    "locks": ["acct/1"],
+                    "writes": [{"op": "increment", "key": "acct/2", "by": 1}],
+                })),
+                &["kv:read:acct/*", "kv:write:acct/*"],
+                &["kv:read:acct/*", "kv:write:acct/1"],
+            )
+        },
+        Route {
+            names: Some("kv:read:acct/*"),
+            ..r(
+                "POST",
+                "/v1/commits",
+                Some(json!({
+                    "ranges": [{"start": "acct/", "end": "acct0"}],
+                    "writes": [{"op": "delete", "key": "acct/3"}],
+                })),
+                &["kv:read:acct/*", "kv:write:acct/*"],
+                &["kv:read:acct/1*", "kv:write:acct/*"],
+            )
+        },
         r(
             "GET",
             "/v1/views",

@@ -253,7 +253,8 @@ impl From<TxnError> for ApiError {
     fn from(e: TxnError) -> Self {
         if let TxnError::Log(inner) = e {
             let mut out = ApiError::from_log(inner, |_| String::new());
-            out.retryable = Some(false);
+            // `log_unavailable` says retryable itself; no other log failure is.
+            out.retryable.get_or_insert(false);
             return out;
         }
         let retryable = e.is_retryable();
@@ -263,6 +264,7 @@ impl From<TxnError> for ApiError {
             TxnError::TransactionTooOld { .. } => (C::TransactionTooOld, None),
             TxnError::SnapshotTooOld { .. } => (C::SnapshotTooOld, Some("snapshot")),
             TxnError::InvalidRequest { field, .. } => (C::UnprocessableRequest, Some(*field)),
+            TxnError::AnswerTooLarge { field, .. } => (C::AnswerTooLarge, Some(*field)),
             TxnError::VersionMismatch { .. } => (C::VersionMismatch, Some("if_version")),
             TxnError::KeyExists { .. } => (C::KeyExists, Some("if_absent")),
             TxnError::NotAnInteger { .. } => (C::NotAnInteger, None),
@@ -286,9 +288,15 @@ impl From<TxnError> for ApiError {
             tracing::error!(error = %e, code = code.as_str(), "transaction error");
         }
         let mut out = ApiError::new(code, e.to_string());
-        out.field = field.map(str::to_string);
+        out.field = match &e {
+            TxnError::AnswerTooLarge { field, index, .. } => Some(format!("{field}[{index}]")),
+            _ => field.map(str::to_string),
+        };
         out.retryable = Some(retryable);
-        if code == C::TooManyTransactions || code == C::LeaderUnavailable {
+        if matches!(
+            code,
+            C::TooManyTransactions | C::LeaderUnavailable | C::SnapshotAhead
+        ) {
             out.retry_after_s = Some(1);
         }
         out
@@ -457,6 +465,16 @@ mod tests {
         );
         let e = ApiError::from(TxnError::Log(LogError::Closed));
         assert_eq!((e.status().as_u16(), e.code.as_str()), (503, "closed"));
+        // A node behind a snapshot may serve the same request later: says so, and when.
+        let e = ApiError::from(TxnError::SnapshotAhead {
+            snapshot: 9,
+            applied: 4,
+        });
+        assert_eq!(
+            (e.status().as_u16(), e.code.as_str(), e.retryable),
+            (422, "snapshot_ahead", Some(true))
+        );
+        assert_eq!(e.retry_after_s, Some(1));
         let p = serde_json::to_value(ApiError::payload_too_large().problem()).unwrap();
         assert_eq!(p["type"], "urn:logbook:problem:payload_too_large");
         assert_eq!(p["status"], 413);

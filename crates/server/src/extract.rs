@@ -21,14 +21,40 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large()
-            } else {
-                ApiError::invalid_json(None, format!("cannot read the body: {r}"))
-            }
-        })?;
+        let bytes = body_bytes(req, state).await?;
         parse_json(if bytes.is_empty() { b"{}" } else { &bytes }).map(JsonBody)
+    }
+}
+
+/// The body's bytes (within the edge's limit).
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large()
+        } else {
+            ApiError::invalid_json(None, format!("cannot read the body: {r}"))
+        }
+    })
+}
+
+/// A JSON body that must be sent: an empty body is 400 `body_required` rather than "every
+/// field at its default" — for requests where a missing body can only be a client's
+/// mistake (a commit sent without its transaction).
+#[derive(Debug)]
+pub struct RequiredJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for RequiredJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::new(
+                ProblemCode::BodyRequired,
+                "this request needs a JSON body (an empty transaction is `{}`); none was sent",
+            ));
+        }
+        parse_json(&bytes).map(RequiredJsonBody)
     }
 }
 
@@ -243,30 +269,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Tracking {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         // Looked up by `HeaderName` constants: a `&str` name is parsed on every lookup.
+        // Every refusal of either header has its one code and names it as the API spells
+        // it (`Idempotency-Key`, `traceparent`), whatever is wrong with it.
         let text = |name: &HeaderName| -> Result<Option<String>, ApiError> {
-            let name_text = name.as_str();
+            let (code, spelled) = if *name == TRACEPARENT {
+                (ProblemCode::InvalidTraceparent, "traceparent")
+            } else {
+                (ProblemCode::InvalidRequestId, "Idempotency-Key")
+            };
             // Two of them would leave the server to pick one: which attempt a retry is (or
             // which trace it belongs to) must not be a guess.
             let sent = parts.headers.get_all(name).iter().count();
             if sent > 1 {
-                let code = if *name == TRACEPARENT {
-                    ProblemCode::InvalidTraceparent
-                } else {
-                    ProblemCode::InvalidRequestId
-                };
                 return Err(ApiError::new(
                     code,
-                    format!("the {name_text} header is sent {sent} times; send it once"),
+                    format!("the {spelled} header is sent {sent} times; send it once"),
                 )
-                .field(name_text));
+                .field(spelled));
             }
             match parts.headers.get(name) {
                 None => Ok(None),
                 Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
-                    ApiError::invalid(
-                        name_text,
-                        format!("header {name_text} is not printable ASCII"),
-                    )
+                    ApiError::new(code, format!("header {spelled} is not printable ASCII"))
+                        .field(spelled)
                 }),
             }
         };

@@ -10,9 +10,9 @@ use logbook_log::limits as log_limits;
 
 /// The limits of the API contract, defined in `logbook-api` so clients share them.
 pub use logbook_api::limits::{
-    BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_DEFAULT, READ_RECORDS_MAX, READ_WAIT_MS_MAX,
-    SCAN_ROWS_DEFAULT, TOKEN_BYTES_MAX, VIEW_READ_TIMEOUT_MS_DEFAULT,
-    VIEW_SWITCH_TIMEOUT_MS_DEFAULT,
+    BATCH_RECORDS_MAX, BODY_BYTES_MAX, KV_READ_ANSWER_BYTES_MAX, READ_RECORDS_DEFAULT,
+    READ_RECORDS_MAX, READ_WAIT_MS_MAX, SCAN_ROWS_DEFAULT, TOKEN_BYTES_MAX,
+    VIEW_READ_TIMEOUT_MS_DEFAULT, VIEW_SWITCH_TIMEOUT_MS_DEFAULT,
 };
 
 /// Largest total of request header names and values, in bytes (16 KiB). Larger: 431

@@ -38,7 +38,8 @@ pub(crate) fn show_key(key: &[u8]) -> String {
 /// Everything the transaction layer can fail with.
 ///
 /// * **retry the whole transaction** ([`TxnError::is_retryable`]): `SerializationFailure`,
-///   `TransactionTooOld`, `SnapshotTooOld`;
+///   `TransactionTooOld`, `SnapshotTooOld`, and `SnapshotAhead` (a cluster node behind the
+///   snapshot: the same request passes once it catches up);
 /// * **precondition** (`VersionMismatch`, `KeyExists`, `NotAnInteger`, `IncrementOverflow`):
 ///   an atomic operation failed at commit; the transaction is aborted, nothing was written;
 /// * **bad input** (`*TooLarge`, `TooMany*`, `ReadOnly`, `InvalidOperation`,
@@ -97,6 +98,23 @@ pub enum TxnError {
         key: Option<String>,
         /// Why.
         reason: String,
+    },
+    /// A read at a snapshot whose answer would pass its byte budget where it cannot be cut:
+    /// the values of its keys (which have no `next` to resume from), or a single row that
+    /// alone is over the budget. Nothing was read; ask for fewer keys at once.
+    #[error(
+        "the answer would pass its budget of {max} bytes at {field}[{index}] ({bytes} bytes \
+         of keys and values by then); read fewer keys per request"
+    )]
+    AnswerTooLarge {
+        /// The request list at fault: `keys` or `ranges`.
+        field: &'static str,
+        /// The entry of that list where the budget ran out.
+        index: usize,
+        /// The answer's bytes counted up to and including that entry.
+        bytes: usize,
+        /// The budget.
+        max: usize,
     },
     /// A compare-and-set or delete-if-version found another version at commit.
     #[error("version_mismatch on key {key:?}: expected version {expected}, found {found:?}")]
@@ -252,6 +270,7 @@ impl TxnError {
             TxnError::SerializationFailure { .. }
                 | TxnError::TransactionTooOld { .. }
                 | TxnError::SnapshotTooOld { .. }
+                | TxnError::SnapshotAhead { .. }
         )
     }
 
@@ -262,6 +281,7 @@ impl TxnError {
             TxnError::TransactionTooOld { .. } => "transaction_too_old",
             TxnError::SnapshotTooOld { .. } => "snapshot_too_old",
             TxnError::InvalidRequest { .. } => "unprocessable_request",
+            TxnError::AnswerTooLarge { .. } => "answer_too_large",
             TxnError::VersionMismatch { .. } => "version_mismatch",
             TxnError::KeyExists { .. } => "key_exists",
             TxnError::NotAnInteger { .. } => "not_an_integer",

@@ -17,6 +17,11 @@ pub const READ_SET_KEYS_MAX: usize = 100_000;
 pub const READ_RANGES_MAX: usize = 1_000;
 /// Most rows one scan returns.
 pub const SCAN_ROWS_MAX: usize = 10_000;
+/// What one row (or key) costs in the byte budget of a read at a snapshot
+/// ([`crate::TxnStore::read_at_within`]) beyond its key and value bytes: its framing and
+/// version in an answer (64 bytes), so a budget bounds many tiny rows as well as a few
+/// large ones.
+pub const READ_ROW_OVERHEAD_BYTES: usize = 64;
 /// Most bytes of one encoded commit record (the log's record limit).
 pub const COMMIT_RECORD_BYTES_MAX: usize = log_limits::RECORD_BYTES_MAX as usize;
 /// Default most transactions open at once per store.

@@ -110,15 +110,12 @@ impl Table {
         if limit == 0 {
             return (rows, depends);
         }
-        for (key, chain) in self.rows.range::<[u8], _>(range) {
-            let Some((offset, value)) = chain.at(snapshot) else {
-                continue;
-            };
-            depends = depends.max(Some(*offset));
+        for (key, offset, value) in self.visible(range, snapshot) {
+            depends = depends.max(Some(offset));
             if let Some(value) = value {
                 rows.push(Row {
-                    key: key.clone(),
-                    version: *offset,
+                    key: key.to_vec(),
+                    version: offset,
                     value: value.clone(),
                 });
                 if rows.len() >= limit {
@@ -127,6 +124,21 @@ impl Table {
             }
         }
         (rows, depends)
+    }
+
+    /// The keys in `range` with the version a reader at `snapshot` sees, in key order and
+    /// lazily (a tombstone is `None`; keys without a version at the snapshot are skipped).
+    pub(crate) fn visible<'a>(
+        &'a self,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        snapshot: u64,
+    ) -> impl Iterator<Item = (&'a [u8], u64, Option<&'a Value>)> + 'a {
+        self.rows
+            .range::<[u8], _>(range)
+            .filter_map(move |(key, chain)| {
+                let (offset, value) = chain.at(snapshot)?;
+                Some((key.as_slice(), *offset, value.as_ref()))
+            })
     }
 
     /// Applies the commit at `offset`: `writes` are `(key, value or tombstone)`. Prunes the

@@ -25,7 +25,7 @@ use crate::limits::{check_key, check_scan_limit};
 use crate::mvcc::Table;
 use crate::request::{CommitRequest, TxnParts, Write};
 use crate::store::{CommitOutcome, TxnStore};
-use crate::{Isolation, KeyRange, KeyValue, ScanPage, Versioned};
+use crate::{Isolation, KeyRange, KeyValue, ScanPage, Value, Versioned};
 
 /// What [`TxnStore::read_at`] read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,25 @@ impl TxnStore {
         keys: &[Vec<u8>],
         ranges: &[(KeyRange, usize)],
     ) -> Result<SnapshotRead> {
+        self.read_at_within(snapshot, keys, ranges, usize::MAX)
+    }
+
+    /// [`TxnStore::read_at`] within a byte budget for the answer: each key and row costs
+    /// its key and value bytes plus [`limits::READ_ROW_OVERHEAD_BYTES`]. Keys come first
+    /// and must fit whole; then the ranges in order, each stopping at the first row that
+    /// does not fit, with `next` there (as a limit cuts a page) — every later range
+    /// included, so a client reads on from each `next` at the same snapshot.
+    ///
+    /// # Errors
+    /// As [`TxnStore::read_at`]; [`TxnError::AnswerTooLarge`] when the keys pass the budget,
+    /// or a range's first row does not fit an answer holding nothing else.
+    pub fn read_at_within(
+        &self,
+        snapshot: Option<u64>,
+        keys: &[Vec<u8>],
+        ranges: &[(KeyRange, usize)],
+        answer_bytes_max: usize,
+    ) -> Result<SnapshotRead> {
         self.check_poisoned()?;
         check_count("keys", keys.len(), limits::READ_SET_KEYS_MAX)?;
         check_count("ranges", ranges.len(), limits::READ_RANGES_MAX)?;
@@ -69,6 +88,9 @@ impl TxnStore {
         }
         for (_, limit) in ranges {
             check_scan_limit(*limit)?;
+        }
+        if let Some(s) = snapshot {
+            self.reach(s)?;
         }
         let read = {
             let table = self.read_table();
@@ -79,7 +101,7 @@ impl TxnStore {
                 }
                 None => self.visible_in(&table),
             };
-            read_table_at(&table, snapshot, keys, ranges)
+            read_table_at(&table, snapshot, keys, ranges, answer_bytes_max)?
         };
         // Early lock release: the newest snapshot may count commits not yet durable.
         if let Some(last) = read.snapshot.checked_sub(1) {
@@ -143,7 +165,17 @@ impl TxnStore {
     /// [`TxnError::Poisoned`].
     fn reach_snapshot(&self, request: &CommitRequest) -> Result<()> {
         let lock_max = request.locks.values().copied().max().unwrap_or(0);
-        let target = request.snapshot.max(lock_max);
+        self.reach(request.snapshot.max(lock_max))
+    }
+
+    /// On a cluster's leader, waits (at most [`limits::LEADER_SNAPSHOT_WAIT_MS`]) until the
+    /// commit stream is durable below `target`: a snapshot a client took on a follower,
+    /// which may apply a commit before its leader has the acknowledgment.
+    ///
+    /// # Errors
+    /// [`TxnError::SnapshotAhead`] (retryable) when the stream does not get there in time;
+    /// [`TxnError::Poisoned`].
+    fn reach(&self, target: u64) -> Result<()> {
         // A follower refuses the commit anyway (`NotLeader`), without waiting.
         if !self.options().elected || self.leading().is_none() || self.durable_end() >= target {
             return Ok(());
@@ -188,45 +220,102 @@ fn unregistered(request: CommitRequest) -> TxnParts {
     }
 }
 
+/// The bytes an answer has taken so far, against its budget.
+struct Budget {
+    used: usize,
+    max: usize,
+}
+
+impl Budget {
+    /// Takes the cost of a key and its value, if it fits.
+    fn take(&mut self, key: &[u8], value: Option<&Value>) -> bool {
+        let cost = key.len() + value.map_or(0, |v| v.len()) + limits::READ_ROW_OVERHEAD_BYTES;
+        let used = self.used.saturating_add(cost);
+        if used > self.max {
+            return false;
+        }
+        self.used = used;
+        true
+    }
+
+    /// The error of an answer that passes its budget at `field[index]` with this key.
+    fn exceeded(
+        &self,
+        field: &'static str,
+        index: usize,
+        key: &[u8],
+        value: Option<&Value>,
+    ) -> TxnError {
+        let cost = key.len() + value.map_or(0, |v| v.len()) + limits::READ_ROW_OVERHEAD_BYTES;
+        TxnError::AnswerTooLarge {
+            field,
+            index,
+            bytes: self.used.saturating_add(cost),
+            max: self.max,
+        }
+    }
+}
+
 fn read_table_at(
     table: &Table,
     snapshot: u64,
     keys: &[Vec<u8>],
     ranges: &[(KeyRange, usize)],
-) -> SnapshotRead {
-    let keys = keys
-        .iter()
-        .map(|k| {
-            table.get(k, snapshot).and_then(|(version, value)| {
-                value.map(|value| Versioned {
-                    value,
-                    version: Some(version),
-                })
+    answer_bytes_max: usize,
+) -> Result<SnapshotRead> {
+    let mut budget = Budget {
+        used: 0,
+        max: answer_bytes_max,
+    };
+    let mut found = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        let value = table.get(k, snapshot).and_then(|(version, value)| {
+            value.map(|value| Versioned {
+                value,
+                version: Some(version),
             })
-        })
-        .collect();
-    let ranges = ranges
-        .iter()
-        .map(|(range, limit)| {
-            if range.is_empty() {
-                return ScanPage::default();
-            }
-            let (rows, _) = table.scan(range.as_refs(), snapshot, limit.saturating_add(1));
-            let mut rows = rows.into_iter().map(|r| KeyValue {
-                key: r.key,
-                value: r.value,
-                version: Some(r.version),
-            });
-            let out: Vec<KeyValue> = rows.by_ref().take(*limit).collect();
-            let next = rows.next().map(|kv| kv.key);
-            ScanPage { rows: out, next }
-        })
-        .collect();
-    SnapshotRead {
-        snapshot,
-        keys,
-        ranges,
+        });
+        let bytes = value.as_ref().map(|v| &v.value);
+        if !budget.take(k, bytes) {
+            return Err(budget.exceeded("keys", i, k, bytes));
+        }
+        found.push(value);
     }
+    let mut pages = Vec::with_capacity(ranges.len());
+    for (i, (range, limit)) in ranges.iter().enumerate() {
+        let mut page = ScanPage::default();
+        if !range.is_empty() {
+            let present = table
+                .visible(range.as_refs(), snapshot)
+                .filter_map(|(key, version, value)| Some((key, version, value?)));
+            for (key, version, value) in present {
+                if page.rows.len() == *limit {
+                    page.next = Some(key.to_vec());
+                    break;
+                }
+                if !budget.take(key, Some(value)) {
+                    // Nothing in the answer yet: this row alone is over the budget, and a
+                    // `next` here would never move on.
+                    if budget.used == 0 {
+                        return Err(budget.exceeded("ranges", i, key, Some(value)));
+                    }
+                    page.next = Some(key.to_vec());
+                    break;
+                }
+                page.rows.push(KeyValue {
+                    key: key.to_vec(),
+                    value: value.clone(),
+                    version: Some(version),
+                });
+            }
+        }
+        pages.push(page);
+    }
+    Ok(SnapshotRead {
+        snapshot,
+        keys: found,
+        ranges: pages,
+    })
 }
 
 fn check_count(field: &'static str, n: usize, max: usize) -> Result<()> {

@@ -202,4 +202,13 @@ fn a_leader_refuses_a_snapshot_ahead_of_its_stream() {
         ),
         "{refused:?}"
     );
+    // The same request may pass once the stream gets there: retryable, not bad input.
+    assert!(refused.is_err_and(|e| e.is_retryable()));
+    // A read at that snapshot waits the same way and is refused the same way (not as an
+    // unprocessable request).
+    let read = leader.read_at(Some(50), &[b"k".to_vec()], &[]);
+    assert!(
+        matches!(&read, Err(e @ TxnError::SnapshotAhead { snapshot: 50, .. }) if e.is_retryable()),
+        "{read:?}"
+    );
 }

@@ -189,6 +189,9 @@ impl Client {
         fn commit(&self, commit: &Commit) -> Committed;
         /// A one-shot commit with the caller's request id.
         fn commit_with_id(&self, request_id: &str, commit: &Commit) -> Committed;
+        /// A one-shot commit with the caller's request id, committed again under it after
+        /// a retryable refusal.
+        fn commit_with_id_retrying(&self, request_id: &str, commit: &Commit) -> Committed;
     }
 
     /// Reads, commits with the reads declared, and both again after a retryable conflict

@@ -170,10 +170,38 @@ impl Client {
     /// Reads keys and ranges at one snapshot (the newest, or `read.snapshot` within the
     /// server's snapshot window). Nothing is held on the server afterwards.
     ///
+    /// An answer has a byte budget ([`crate::limits::KV_READ_ANSWER_BYTES_MAX`]): a range
+    /// it cut (`next` with fewer rows than the range's `limit`) is read on from `next` at
+    /// the same snapshot, so each range comes back as its `limit` would have it — `next`
+    /// set only where the limit cut it.
+    ///
     /// # Errors
     /// `snapshot_too_old` (read again at a newer snapshot), `unprocessable_request` naming
-    /// the field (a snapshot ahead of the log), `invalid_request`.
+    /// the field (a snapshot ahead of the log), `answer_too_large` (the keys' values pass
+    /// the budget: ask for fewer), `invalid_request`.
     pub async fn kv_read(&self, read: &ReadBody) -> Result<ReadAnswer, ClientError> {
+        let mut answer = self.kv_read_once(read).await?;
+        loop {
+            let cut = budget_cut(&read.ranges, &answer);
+            if cut.is_empty() {
+                return Ok(answer);
+            }
+            let more = ReadBody {
+                keys: Vec::new(),
+                ranges: cut.iter().map(|c| c.resume.clone()).collect(),
+                snapshot: Some(answer.snapshot),
+            };
+            let page = self.kv_read_once(&more).await?;
+            for (c, rows) in cut.iter().zip(page.ranges) {
+                let range = &mut answer.ranges[c.index];
+                range.rows.extend(rows.rows);
+                range.next = rows.next;
+            }
+        }
+    }
+
+    /// One `POST /v1/kv/read`, as the server answers it.
+    async fn kv_read_once(&self, read: &ReadBody) -> Result<ReadAnswer, ClientError> {
         let mut call = Call::new(Method::POST, paths::kv_read()).json(read)?;
         call.write = false;
         self.call(call).await
@@ -210,6 +238,25 @@ impl Client {
         Ok(committed)
     }
 
+    /// [`Client::commit_with_id`], committed again under the same request id after an
+    /// answer marked `retryable` (`serialization_failure`, `snapshot_ahead`, …) with
+    /// jittered backoff, up to [`super::ClientConfig::transaction_attempts_max`] attempts:
+    /// an attempt the server refused left nothing behind, so its id is free for the next.
+    /// For a commit that declares no snapshot (the server takes its newest for each
+    /// attempt); one that declares reads at a snapshot meets the same conflict again —
+    /// read again instead ([`Client::commit_retrying`]).
+    ///
+    /// # Errors
+    /// As [`Client::commit`]; the last refusal when the attempts run out.
+    pub async fn commit_with_id_retrying(
+        &self,
+        request_id: &str,
+        commit: &Commit,
+    ) -> Result<Committed, ClientError> {
+        self.retry_transaction(async || self.commit_with_id(request_id, commit).await)
+            .await
+    }
+
     /// A read-modify-write in two round trips, again until it commits: reads `read` at one
     /// snapshot, asks `build` for the writes, commits them with everything read declared
     /// ([`Commit::reads_from`]), and on a retryable conflict (`serialization_failure`,
@@ -238,6 +285,34 @@ impl Client {
         })
         .await
     }
+}
+
+/// A range of a read that the answer's byte budget cut, and how to read on.
+struct Cut {
+    /// Its place in the request and the answer.
+    index: usize,
+    /// The rest of it: from its `next`, for the rows its limit still allows.
+    resume: RangeSpec,
+}
+
+/// The ranges of `answer` the byte budget cut: `next` set with fewer rows than asked (a
+/// limit's cut leaves exactly `limit` rows).
+fn budget_cut(asked: &[RangeSpec], answer: &ReadAnswer) -> Vec<Cut> {
+    asked
+        .iter()
+        .zip(&answer.ranges)
+        .enumerate()
+        .filter_map(|(index, (range, page))| {
+            let limit = range.limit.unwrap_or(crate::limits::SCAN_ROWS_DEFAULT);
+            let next = page.next.clone().filter(|_| page.rows.len() < limit)?;
+            let resume = RangeSpec {
+                start: Some(next),
+                limit: Some(limit - page.rows.len()),
+                ..range.clone()
+            };
+            Some(Cut { index, resume })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -15,24 +15,31 @@ use logbook_api::txns::{
 };
 use logbook_txn::{CommitRequest, Condition, Isolation, KeyRange, TxnError, Value, Write};
 
+use crate::auth::scope::{Action, Kind, Need};
+use crate::auth::{Caller, authorize_body, range_need};
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::extract::{JsonBody, Tracking, blocking, commit_to_the_end};
+use crate::extract::{JsonBody, RequiredJsonBody, Tracking, blocking, commit_to_the_end};
 use crate::limits;
 use crate::state::AppState;
 
-use super::txns::{committed_response, isolation, rows};
-use super::{Params, json_value, raw_json};
+use super::txns::{committed_response, isolation, put_write, rows};
+use super::{Params, raw_json};
 
-/// The key range of a spec; `at` is the spec's JSON path for errors.
+/// The key range of a spec; `at` is the spec's JSON path for errors. A `start` beside a
+/// `prefix` resumes the prefix's keys from there (a page continued from its `next`).
 fn key_range(spec: &RangeSpec, at: &str) -> Result<KeyRange, ApiError> {
     if let Some(p) = &spec.prefix {
-        if spec.start.is_some() || spec.end.is_some() {
+        if spec.end.is_some() {
             return Err(ApiError::invalid(
-                format!("{at}.prefix"),
-                "give prefix, or start and/or end, not both",
+                format!("{at}.end"),
+                "give prefix (and a start to resume from), or start and/or end, not both",
             ));
         }
-        return Ok(KeyRange::prefix(p.as_bytes()));
+        let mut range = KeyRange::prefix(p.as_bytes());
+        if let Some(start) = spec.start.as_ref().filter(|s| s.as_str() > p.as_str()) {
+            range.start = Bound::Included(start.as_bytes().to_vec());
+        }
+        return Ok(range);
     }
     Ok(KeyRange {
         start: spec
@@ -46,22 +53,32 @@ fn key_range(spec: &RangeSpec, at: &str) -> Result<KeyRange, ApiError> {
     })
 }
 
-/// A problem naming the unprocessable field by its JSON path in the body: the store names
-/// the list and the key, the body has the index.
-fn name_field(e: TxnError, body_keys: impl Fn(&str) -> Option<Vec<String>>) -> ApiError {
+/// A problem whose `field` is the body path of what failed (`writes[3].if_version`,
+/// `reads[0].version`): the store names the list and the key, `index_of(list, key)` finds
+/// the key's place in the body.
+fn name_field(e: TxnError, index_of: impl Fn(&str, &str) -> Option<usize>) -> ApiError {
+    let at = |list: &str, key: &str, member: &str| {
+        index_of(list, key).map(|i| format!("{list}[{i}]{member}"))
+    };
     let path = match &e {
         TxnError::InvalidRequest {
             field,
             key: Some(key),
             ..
-        } => body_keys(field).and_then(|keys| {
-            let i = keys.iter().position(|k| k == key)?;
-            Some(match *field {
-                "reads" => format!("reads[{i}].version"),
-                "writes" => format!("writes[{i}]"),
-                other => format!("{other}[{i}]"),
-            })
-        }),
+        } => at(field, key, if *field == "reads" { ".version" } else { "" }),
+        TxnError::VersionMismatch { key, .. } => at("writes", key, ".if_version"),
+        TxnError::KeyExists { key, .. } => at("writes", key, ".if_absent"),
+        TxnError::NotAnInteger { key } => at("writes", key, ".key"),
+        TxnError::IncrementOverflow { key, .. } => at("writes", key, ".by"),
+        TxnError::ValueTooLarge { key, .. } => at("writes", key, ".value"),
+        TxnError::TooMany { what, .. } => Some(
+            match *what {
+                "read keys" => "reads",
+                "range reads" => "ranges",
+                _ => "writes",
+            }
+            .to_string(),
+        ),
         _ => None,
     };
     let mut out = ApiError::from(e);
@@ -71,21 +88,47 @@ fn name_field(e: TxnError, body_keys: impl Fn(&str) -> Option<Vec<String>>) -> A
     out
 }
 
+/// Each key of a body list within the key limit: 413 `key_too_large` naming its path
+/// (`{list}[i]{member}`) — the store's check cannot say where in the body the key is.
+fn check_keys<'a>(
+    list: &str,
+    member: &str,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let max = logbook_txn::limits::KEY_BYTES_MAX;
+    match keys.into_iter().enumerate().find(|(_, k)| k.len() > max) {
+        Some((i, k)) => Err(ApiError::new(
+            ProblemCode::KeyTooLarge,
+            format!("key is {} bytes; keys must be 0..={max} bytes", k.len()),
+        )
+        .field(format!("{list}[{i}]{member}"))),
+        None => Ok(()),
+    }
+}
+
 /// Reads keys and ranges at one snapshot (the newest, or one named within the snapshot
 /// window) — the first round trip of a read-modify-write; declare what it returned in
 /// `POST /v1/commits`. Nothing is registered on the server between the two.
 #[utoipa::path(post, path = route::KV_READ, tag = "transactions",
     params(("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "On a cluster follower: how long to wait to apply the commit stream up to `snapshot`, ms (default 5000, at most 60000)")),
     request_body = ReadBody,
-    responses((status = 200, body = ReadAnswer),
+    responses((status = 200, description = "The values, versions and pages at one snapshot. A range whose `next` is set with fewer rows than its `limit` was cut by the answer's byte budget (`KV_READ_ANSWER_BYTES_MAX`, 4 MiB): read on from `next` at the same snapshot", body = ReadAnswer),
+        (status = 400, description = "`invalid_json` (the body; `field` its path), `invalid_request` (`ranges[i].limit` outside 1..=10000, `ranges[i].end` beside a prefix, `ranges[i].next` in a read, `timeout_ms`, an unknown query parameter)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: no valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a key or range no `kv:read` scope of the token covers; `field` names it (`keys[2]`, `ranges[0]`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`snapshot_too_old`: the snapshot is behind the snapshot window (retryable: read again)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`unprocessable_request`: a snapshot ahead of the log, more keys or ranges than a transaction may read; `snapshot_ahead`: a cluster follower did not reach the snapshot within `timeout_ms`", body = Problem, content_type = "application/problem+json")))]
+        (status = 413, description = "`payload_too_large` (the body), `key_too_large` (`keys[i]`), `answer_too_large` (the values of `keys` pass the answer's byte budget, or one row alone does; `field` names where)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: a body not declared JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unprocessable_request`: a snapshot ahead of the log, more keys or ranges than a transaction may read (`field` names which); `snapshot_ahead` (retryable, with `Retry-After`): a cluster node did not reach the snapshot in time", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`not_ready`, `server_busy`, `closed`, `leader_unavailable` (a cluster node's store is opening), `log_unavailable`: retry after `Retry-After`", body = Problem, content_type = "application/problem+json")))]
 pub async fn read(
     State(state): State<AppState>,
     q: Params,
+    caller: Caller,
     JsonBody(body): JsonBody<ReadBody>,
 ) -> Result<Json<ReadAnswer>, ApiError> {
     q.only(&["timeout_ms"])?;
+    authorize_body(&caller, read_needs(body.keys.iter(), "keys", &body.ranges))?;
     let wait = follower_wait(&q)?;
     let opened = state.opened()?;
     let mut ranges = Vec::with_capacity(body.ranges.len());
@@ -106,14 +149,16 @@ pub async fn read(
         }
         ranges.push((key_range(spec, &at)?, limit));
     }
+    check_keys("keys", "", body.keys.iter().map(String::as_str))?;
     let keys: Vec<Vec<u8>> = body.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     let snapshot = body.snapshot;
     // A cluster follower applies the commit stream first: up to the client's snapshot
     // (waiting for it), or all it holds now.
     super::txns::follow(&opened, snapshot, wait).await?;
     let store = opened.txns()?;
-    let read = blocking(move || store.read_at(snapshot, &keys, &ranges)).await?;
-    let read = read.map_err(|e| name_field(e, |_| None))?;
+    let budget = limits::KV_READ_ANSWER_BYTES_MAX;
+    let read = blocking(move || store.read_at_within(snapshot, &keys, &ranges, budget)).await?;
+    let read = read.map_err(|e| name_field(e, |_, _| None))?;
     Ok(Json(ReadAnswer {
         snapshot: read.snapshot,
         keys: body
@@ -128,6 +173,52 @@ pub async fn read(
             .collect(),
         ranges: read.ranges.into_iter().map(rows).collect(),
     }))
+}
+
+/// What reading `keys` (at body path `list`) and `ranges` needs, each with its body path.
+fn read_needs<'a>(
+    keys: impl Iterator<Item = &'a String> + 'a,
+    list: &'a str,
+    ranges: &'a [RangeSpec],
+) -> impl Iterator<Item = (String, Need)> + 'a {
+    let keys = keys.enumerate().map(move |(i, k)| {
+        let need = Need::Name(Kind::Kv, Action::Read, k.clone());
+        (format!("{list}[{i}]"), need)
+    });
+    let ranges = ranges.iter().enumerate().map(|(i, r)| {
+        // A declared range ends at its `next` where a limit cut it.
+        let end = r.next.clone().or_else(|| r.end.clone());
+        let need = range_need(
+            Kind::Kv,
+            Action::Read,
+            r.prefix.clone(),
+            r.start.clone(),
+            end,
+        );
+        (format!("ranges[{i}]"), need)
+    });
+    keys.chain(ranges)
+}
+
+/// What a commit request needs: read scopes for its declared reads, ranges and locks (a
+/// lock is a read for update, as `get_for_update` is), write scopes for its writes.
+fn commit_needs(body: &CommitBody) -> impl Iterator<Item = (String, Need)> + '_ {
+    let reads =
+        read_needs(body.reads.iter().map(|r| &r.key), "reads", &body.ranges).map(|(at, need)| {
+            match at.strip_prefix("reads") {
+                Some(rest) => (format!("reads{rest}.key"), need),
+                None => (at, need),
+            }
+        });
+    let locks = body.locks.iter().enumerate().map(|(i, k)| {
+        let need = Need::Name(Kind::Kv, Action::Read, k.clone());
+        (format!("locks[{i}]"), need)
+    });
+    let writes = body.writes.iter().enumerate().map(|(i, w)| {
+        let need = Need::Name(Kind::Kv, Action::Write, w.key.clone());
+        (format!("writes[{i}].key"), need)
+    });
+    reads.chain(locks).chain(writes)
 }
 
 /// How long a cluster follower waits to apply the commit stream up to a read's snapshot:
@@ -244,6 +335,9 @@ fn wire_isolation(i: Isolation) -> logbook_api::txns::Isolation {
 
 /// The store's request for a wire body; `snapshot` fills in an absent one.
 fn commit_request(body: &CommitBody, snapshot: u64) -> Result<CommitRequest, ApiError> {
+    check_keys("reads", ".key", body.reads.iter().map(|r| r.key.as_str()))?;
+    check_keys("locks", "", body.locks.iter().map(String::as_str))?;
+    check_keys("writes", ".key", body.writes.iter().map(|w| w.key.as_str()))?;
     let level = body.isolation.map_or(Isolation::Serializable, isolation);
     let mut r = CommitRequest::new(level, body.snapshot.unwrap_or(snapshot));
     r.read_only = body.read_only == Some(true);
@@ -309,25 +403,10 @@ fn write_of(w: &logbook_api::txns::WriteSpec, at: &str) -> Result<Write, ApiErro
             Ok(())
         }
     };
-    let cond = match (w.if_version, w.if_absent) {
-        (Some(_), Some(true)) => {
-            return Err(ApiError::invalid(
-                format!("{at}.if_absent"),
-                "give if_version or if_absent, not both",
-            ));
-        }
-        (Some(v), _) => Condition::IfVersion(v),
-        (None, Some(true)) => Condition::IfAbsent,
-        _ => Condition::None,
-    };
     Ok(match w.op {
         WriteKind::Put => {
             stray("by", w.by.is_some())?;
-            let value = w
-                .value
-                .as_ref()
-                .ok_or_else(|| ApiError::invalid(format!("{at}.value"), "a put needs a value"))?;
-            let bytes = json_value(value, || format!("{at}.value"))?;
+            let (bytes, cond) = put_write(w.value.as_deref(), w.if_version, w.if_absent, at)?;
             Write::Put {
                 value: Value::from(bytes),
                 cond,
@@ -337,6 +416,7 @@ fn write_of(w: &logbook_api::txns::WriteSpec, at: &str) -> Result<Write, ApiErro
             stray("value", w.value.is_some())?;
             stray("by", w.by.is_some())?;
             stray("if_absent", w.if_absent.is_some())?;
+            let cond = w.if_version.map_or(Condition::None, Condition::IfVersion);
             Write::Delete { cond }
         }
         WriteKind::Increment => {
@@ -360,19 +440,29 @@ fn write_of(w: &logbook_api::txns::WriteSpec, at: &str) -> Result<Write, ApiErro
 /// restarts for one that wrote); an attempt that failed left nothing behind, so its retry
 /// is certified afresh.
 #[utoipa::path(post, path = route::COMMITS, tag = "transactions",
-    params(("Idempotency-Key" = Option<String>, Header), ("traceparent" = Option<String>, Header)),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Request id: 1..=128 printable ASCII bytes, sent once"), ("traceparent" = Option<String>, Header)),
     request_body = CommitBody,
-    responses((status = 200, body = Committed),
-        (status = 409, description = "`serialization_failure` (read again and retry), `snapshot_too_old` (retryable), `version_mismatch`, `key_exists`, `request_id_conflict`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`unprocessable_request`: a snapshot ahead of the log, a declared version the key did not have at the snapshot, a key written twice, writes in a read-only request, more keys or ranges than the limits; `field` names it", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Committed (`offset` null for a transaction that wrote nothing, e.g. `{}`: an empty transaction commits, as in PostgreSQL)", body = Committed),
+        (status = 400, description = "`body_required` (no body), `invalid_json` (`field` its path), `invalid_request` (`writes[i].value` missing, a member that does not go with the op, both `if_version` and `if_absent`, `ranges[i].limit`), `invalid_request_id` (`Idempotency-Key`), `invalid_traceparent`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: no valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a declared read, range or lock no `kv:read` scope covers, or a write no `kv:write` scope covers; `field` names it (`writes[0].key`); nothing was committed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`serialization_failure` (read again and retry), `snapshot_too_old` (retryable), `version_mismatch` (`writes[i].if_version`), `key_exists` (`writes[i].if_absent`), `not_an_integer` (`writes[i].key`), `increment_overflow` (`writes[i].by`), `request_id_conflict` (`Idempotency-Key`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large` (the body), `key_too_large` (`writes[i].key`, `reads[i].key`, `locks[i]`), `value_too_large` (`writes[i].value`), `transaction_too_large` (`writes`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: a body not declared JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unprocessable_request`: a snapshot ahead of the log, a declared version the key did not have at the snapshot (`reads[i].version`), a key written twice (`writes[i].key`), writes or locks in a read-only request, more keys or ranges than the limits; `snapshot_ahead` (retryable, with `Retry-After`): the cluster's leader did not reach the snapshot within a second", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`not_ready`, `server_busy`, `closed`, `leader_unavailable` (no certifier's leader now; nothing was committed), `log_unavailable`, `store_poisoned`: retry after `Retry-After` where given", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`outcome_unknown`: a cluster follower forwarded the commit and got no answer; it may have committed — retry with the same `Idempotency-Key` to learn the outcome", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "`disk_full`: nothing was committed", body = Problem, content_type = "application/problem+json")))]
 pub async fn commit(
     State(state): State<AppState>,
     q: Params,
     tracking: Tracking,
     headers: axum::http::HeaderMap,
-    JsonBody(body): JsonBody<CommitBody>,
+    caller: Caller,
+    RequiredJsonBody(body): RequiredJsonBody<CommitBody>,
 ) -> Result<Json<Committed>, ApiError> {
     q.only(&[])?;
+    authorize_body(&caller, commit_needs(&body))?;
     let opened = state.opened()?;
     certify_or_forward(&state, &opened, body, &tracking, &headers).await
 }
@@ -407,14 +497,11 @@ pub(super) async fn certify_or_forward(
         .observe(started.elapsed().as_secs_f64());
     let outcome = outcome.map_err(|e| {
         m.aborts.with_label_values(&[e.code()]).inc();
-        name_field(e, |field| {
-            let keys = match field {
-                "reads" => body.reads.iter().map(|r| r.key.clone()).collect(),
-                "writes" => body.writes.iter().map(|w| w.key.clone()).collect(),
-                "locks" => body.locks.clone(),
-                _ => return None,
-            };
-            Some(keys)
+        name_field(e, |list, key| match list {
+            "reads" => body.reads.iter().position(|r| r.key == key),
+            "writes" => body.writes.iter().position(|w| w.key == key),
+            "locks" => body.locks.iter().position(|k| k == key),
+            _ => None,
         })
     })?;
     m.commits.inc();

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use logbook_api::paths::route;
 use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
-use logbook_txn::{Isolation, KeyRange, ScanPage, Txn, TxnError, TxnOptions, Versioned};
+use logbook_txn::{Condition, Isolation, KeyRange, ScanPage, Txn, TxnError, TxnOptions, Versioned};
 
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking, commit_to_the_end};
@@ -342,22 +342,52 @@ pub async fn put_key(
     JsonBody(body): JsonBody<PutBody>,
 ) -> Result<StatusCode, ApiError> {
     q.only(&[])?;
-    let value = json_value(&body.value, || "value".to_string())?;
-    if body.if_version.is_some() && body.if_absent == Some(true) {
-        return Err(ApiError::invalid(
-            "if_absent",
-            "give if_version or if_absent, not both",
-        ));
-    }
-    with_txn_inline(&state, &id, move |t| {
-        match (body.if_version, body.if_absent) {
-            (Some(v), _) => t.put_if_version(key.as_bytes(), &value, v),
-            (None, Some(true)) => t.put_if_absent(key.as_bytes(), &value),
-            _ => t.put(key.as_bytes(), &value),
-        }
+    let (value, cond) = put_write(Some(&body.value), body.if_version, body.if_absent, "")?;
+    with_txn_inline(&state, &id, move |t| match cond {
+        Condition::IfVersion(v) => t.put_if_version(key.as_bytes(), &value, v),
+        Condition::IfAbsent => t.put_if_absent(key.as_bytes(), &value),
+        Condition::None => t.put(key.as_bytes(), &value),
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A put's value (stored canonical) and condition, checked alike for both forms of a
+/// transaction — an interactive `PUT .../kv/{key}` and a one-shot commit's `put` — so they
+/// accept the same puts: any JSON value, `null` included; `if_version` or `if_absent`, not
+/// both. `at` is the write's body path (`""`: the body itself; `writes[3]`), which the
+/// problem's `field` extends (`value`, `writes[3].if_absent`).
+///
+/// # Errors
+/// 400 `invalid_request` (no value, both conditions); 400 `invalid_json` (a value without
+/// a canonical form).
+pub(super) fn put_write(
+    value: Option<&serde_json::value::RawValue>,
+    if_version: Option<u64>,
+    if_absent: Option<bool>,
+    at: &str,
+) -> Result<(Vec<u8>, Condition), ApiError> {
+    let field = |name: &str| {
+        if at.is_empty() {
+            name.to_string()
+        } else {
+            format!("{at}.{name}")
+        }
+    };
+    let value = value.ok_or_else(|| ApiError::invalid(field("value"), "a put needs a value"))?;
+    let bytes = json_value(value, || field("value"))?;
+    let cond = match (if_version, if_absent) {
+        (Some(_), Some(true)) => {
+            return Err(ApiError::invalid(
+                field("if_absent"),
+                "give if_version or if_absent, not both",
+            ));
+        }
+        (Some(v), _) => Condition::IfVersion(v),
+        (None, Some(true)) => Condition::IfAbsent,
+        _ => Condition::None,
+    };
+    Ok((bytes, cond))
 }
 
 /// Deletes a key in a transaction.

@@ -198,8 +198,9 @@ pub fn declared_needs(
         "/v1/txns/{txn}/kv/" | "/v1/kv/" => vec![Need::Name(Kv, read_or(Write), String::new())],
         "/v1/txns/{txn}/kv/{key}/increment" => vec![name(Kv, Write, "key")],
         "/v1/kv/read" if *method == Method::GET => vec![Need::Name(Kv, Read, "read".into())],
-        "/v1/kv/read" => vec![Need::All(Kv, Read)],
-        "/v1/commits" => vec![Need::All(Kv, Read), Need::All(Kv, Write)],
+        // Any kv scope here; the handler checks each key and range of the body
+        // (`authorize_body`) once it is parsed.
+        "/v1/kv/read" | "/v1/commits" => vec![Need::AnyOf(Kv)],
         "/v1/views" => vec![Need::All(Views, Read)],
         "/v1/views/{view}" => vec![name(Views, read_or(Manage), "view")],
         "/v1/views/{view}/rows" | "/v1/views/{view}/rows/{key}" | "/v1/views/{view}/rows/" => {
@@ -228,16 +229,78 @@ fn query_value(uri: &Uri, name: &str) -> Option<String> {
         .find_map(|(k, v)| (k == name).then_some(v))
 }
 
-/// A key scan: by `prefix` alone, the prefix; with `start` or `end`, every key.
+/// A key scan: by `prefix` alone, the prefix; by `start` and `end`, that range (see
+/// [`range_need`]); both (refused by the handler), every key.
 fn scan_need(kind: Kind, uri: &Uri) -> Need {
     let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|q| q.0)
         .unwrap_or_default();
-    let has = |n: &str| pairs.iter().any(|(k, _)| k == n);
-    match pairs.iter().find(|(k, _)| k == "prefix") {
-        Some((_, p)) if !has("start") && !has("end") => Need::Prefix(kind, Action::Read, p.clone()),
+    let get = |n: &str| pairs.iter().find_map(|(k, v)| (k == n).then(|| v.clone()));
+    match (get("prefix"), get("start"), get("end")) {
+        (Some(p), None, None) => Need::Prefix(kind, Action::Read, p),
+        (None, start, end) => range_need(kind, Action::Read, None, start, end),
         _ => Need::All(kind, Action::Read),
     }
+}
+
+/// What reading (or declaring) a key range needs: keys from `prefix`, or from `start`
+/// (inclusive; none: the first key) to `end` (exclusive; none: the last key). A `start`
+/// beside a prefix only narrows it (a page resumed from `next`).
+pub fn range_need(
+    kind: Kind,
+    action: Action,
+    prefix: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+) -> Need {
+    match prefix {
+        Some(p) => Need::Prefix(kind, action, p),
+        None => Need::Range {
+            kind,
+            action,
+            start: start.unwrap_or_default(),
+            end,
+        },
+    }
+}
+
+/// For handlers whose body names the keys they act on (`POST /v1/kv/read`,
+/// `POST /v1/commits`): checks each `(field, need)` — the body path of a key or range and
+/// what acting on it needs — against the caller's scopes. Nothing to check without a
+/// caller (auth off).
+///
+/// # Errors
+/// 403 `forbidden` naming the first uncovered field, its key or range, and the scope
+/// that would cover it; the handler has done nothing yet.
+pub fn authorize_body(
+    caller: &Caller,
+    needs: impl IntoIterator<Item = (String, Need)>,
+) -> Result<(), ApiError> {
+    let Some(axum::Extension(principal)) = caller else {
+        return Ok(());
+    };
+    for (field, need) in needs {
+        if !principal.scopes.iter().any(|s| s.covers(&need)) {
+            let what = match &need {
+                Need::Name(_, _, key) => format!("key {key:?}"),
+                Need::Prefix(_, _, p) => format!("the keys starting with {p:?}"),
+                Need::Range { start, end, .. } => match end {
+                    Some(end) => format!("the keys from {start:?} to {end:?}"),
+                    None => format!("the keys from {start:?} on"),
+                },
+                other => format!("{other}"),
+            };
+            return Err(ApiError::new(
+                ProblemCode::Forbidden,
+                format!(
+                    "principal {:?} lacks the scope {need} for {field} ({what}); nothing was done",
+                    principal.name
+                ),
+            )
+            .field(field));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -289,9 +352,16 @@ mod tests {
             scan_need(Kind::Kv, &uri("/v1/kv?prefix=u&end=v")),
             Need::All(Kind::Kv, Action::Read)
         );
+        let range = |start: &str, end: Option<&str>| Need::Range {
+            kind: Kind::Kv,
+            action: Action::Read,
+            start: start.into(),
+            end: end.map(str::to_string),
+        };
         assert_eq!(
-            scan_need(Kind::Kv, &uri("/v1/kv")),
-            Need::All(Kind::Kv, Action::Read)
+            scan_need(Kind::Kv, &uri("/v1/kv?start=u%2F1&end=u%2F2")),
+            range("u/1", Some("u/2"))
         );
+        assert_eq!(scan_need(Kind::Kv, &uri("/v1/kv")), range("", None));
     }
 }

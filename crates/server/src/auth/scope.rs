@@ -14,9 +14,10 @@
 //! covers everything, including the internal streams (names starting with `_`), which no
 //! pattern covers, and the token routes. A request's [`Need`] is covered when one scope of
 //! its token has the need's kind and action and a pattern matching the name. A need for a
-//! whole kind (a listing, a key range that is not a prefix) names `*`: only a `*` pattern
-//! covers it; a scan by prefix `p` is covered by patterns `*` and `q*` where `p` starts with
-//! `q`.
+//! whole kind (a listing) names `*`: only a `*` pattern covers it; a scan by prefix `p` is
+//! covered by patterns `*` and `q*` where `p` starts with `q`; a key range from `start` to
+//! `end` only by a pattern whose names hold the whole range (`kv:read:acct/*` covers
+//! `acct/1`..`acct/2`, not `acct/1`..`b`, nor a range without an end).
 
 use std::fmt;
 
@@ -115,7 +116,20 @@ pub enum Need {
     Name(Kind, Action, String),
     /// An action on every name starting with this (a prefix scan).
     Prefix(Kind, Action, String),
-    /// An action on the whole kind (a listing, a range scan).
+    /// An action on every name in a key range: from `start` (inclusive; `""` is the first
+    /// key) to `end` (exclusive; `None`: to the last key). Covered only by a pattern whose
+    /// names hold the whole range.
+    Range {
+        /// What is acted on.
+        kind: Kind,
+        /// The action.
+        action: Action,
+        /// The first name, inclusive.
+        start: String,
+        /// The name after the last, exclusive; `None`: unbounded.
+        end: Option<String>,
+    },
+    /// An action on the whole kind (a listing).
     All(Kind, Action),
     /// Any scope of this kind, whatever its action or pattern (beginning a transaction,
     /// whose reads and writes are checked one by one).
@@ -219,6 +233,18 @@ impl Pattern {
         }
     }
 
+    /// Whether every name from `start` (inclusive) to `end` (exclusive; `None`: no end)
+    /// matches the pattern: the range lies within the names the pattern covers, which are
+    /// themselves a range — `n` alone is `[n, n + "\0")`, prefix `p` is `[p, successor(p))`.
+    fn covers_range(&self, start: &str, end: Option<&str>) -> bool {
+        let (low, high) = match self {
+            Pattern::Any => return true,
+            Pattern::Exact(n) => (n.as_bytes(), [n.as_bytes(), b"\0"].concat()),
+            Pattern::Prefix(p) => (p.as_bytes(), successor(p.as_bytes())),
+        };
+        start.as_bytes() >= low && end.is_some_and(|e| e.as_bytes() <= high.as_slice())
+    }
+
     /// Whether the pattern covers every name starting with `prefix`.
     fn covers_prefix(&self, prefix: &str) -> bool {
         match self {
@@ -226,6 +252,33 @@ impl Pattern {
             Pattern::Prefix(p) => prefix.starts_with(p.as_str()),
             Pattern::Exact(_) => false,
         }
+    }
+}
+
+/// The first byte string after every string that starts with `prefix` (UTF-8 text never
+/// holds the byte 0xFF, so the last byte can always be raised).
+fn successor(prefix: &[u8]) -> Vec<u8> {
+    let mut out = prefix.to_vec();
+    while let Some(last) = out.pop() {
+        if last < u8::MAX {
+            out.push(last + 1);
+            return out;
+        }
+    }
+    out
+}
+
+/// The longest prefix whose names hold every name from `start` to `end` (exclusive;
+/// `None`: no end) — the narrowest prefix scope a range needs; `""` when only `*` does.
+fn covering_prefix<'a>(start: &'a str, end: Option<&str>) -> &'a str {
+    let Some(end) = end else { return "" };
+    let mut cut = start.len();
+    loop {
+        let p = &start[..cut];
+        if end.as_bytes() <= successor(p.as_bytes()).as_slice() || cut == 0 {
+            return p;
+        }
+        cut = start[..cut].char_indices().last().map_or(0, |(i, _)| i);
     }
 }
 
@@ -241,6 +294,15 @@ impl Scope {
             (Scope::On(k, a, p), Need::Prefix(nk, na, prefix)) => {
                 k == nk && a == na && p.covers_prefix(prefix)
             }
+            (
+                Scope::On(k, a, p),
+                Need::Range {
+                    kind,
+                    action,
+                    start,
+                    end,
+                },
+            ) => k == kind && a == action && p.covers_range(start, end.as_deref()),
             (Scope::On(k, a, p), Need::All(nk, na)) => k == nk && a == na && *p == Pattern::Any,
             (Scope::On(k, _, _), Need::AnyOf(nk)) => k == nk,
             _ => false,
@@ -267,6 +329,18 @@ impl fmt::Display for Need {
             Need::Name(k, a, n) if n.is_empty() => write!(f, "{}:{}:*", k.name(), a.name()),
             Need::Name(k, a, n) => write!(f, "{}:{}:{n}", k.name(), a.name()),
             Need::Prefix(k, a, p) => write!(f, "{}:{}:{p}*", k.name(), a.name()),
+            Need::Range {
+                kind,
+                action,
+                start,
+                end,
+            } => {
+                let (k, a) = (kind.name(), action.name());
+                match covering_prefix(start, end.as_deref()) {
+                    "" => write!(f, "{k}:{a}:*"),
+                    p => write!(f, "{k}:{a}:{p}*"),
+                }
+            }
             Need::All(k, a) => write!(f, "{}:{}:*", k.name(), a.name()),
             Need::AnyOf(k) => write!(f, "{}:… (any {} scope)", k.name(), k.name()),
         }
@@ -333,6 +407,33 @@ mod tests {
         assert!(!scope("kv:read:u/*").covers(&Need::All(Kv, Read)));
         assert!(scope("kv:read:*").covers(&Need::All(Kv, Read)));
         assert!(scope("kv:write:x").covers(&Need::AnyOf(Kv)));
+        let range = |start: &str, end: Option<&str>| Need::Range {
+            kind: Kv,
+            action: Read,
+            start: start.into(),
+            end: end.map(str::to_string),
+        };
+        // A range is covered only when it lies wholly within the pattern's names.
+        assert!(scope("kv:read:acct/*").covers(&range("acct/1", Some("acct/2"))));
+        assert!(scope("kv:read:acct/*").covers(&range("acct/", Some("acct0"))));
+        assert!(!scope("kv:read:acct/*").covers(&range("acct/", Some("acct0a"))));
+        assert!(!scope("kv:read:acct/*").covers(&range("acct", Some("acct/9"))));
+        assert!(!scope("kv:read:acct/*").covers(&range("acct/1", None)));
+        assert!(scope("kv:read:k").covers(&range("k", Some("k\0"))));
+        assert!(!scope("kv:read:k").covers(&range("k", Some("k\0\0"))));
+        assert!(scope("kv:read:*").covers(&range("", None)));
+        assert!(!scope("kv:write:*").covers(&range("", None)));
+        // The 403 names the narrowest scope that would cover the range.
+        assert_eq!(
+            range("acct/1", Some("acct/2")).to_string(),
+            "kv:read:acct/1*"
+        );
+        assert_eq!(
+            range("acct/1", Some("acct/9")).to_string(),
+            "kv:read:acct/*"
+        );
+        assert_eq!(range("a", Some("z")).to_string(), "kv:read:*");
+        assert_eq!(range("a", None).to_string(), "kv:read:*");
         assert!(!scope("metrics:read").covers(&Need::Admin));
         assert!(scope("metrics:read").covers(&Need::MetricsRead));
         assert!(!scope("streams:manage:*").covers(&Need::MetricsRead));

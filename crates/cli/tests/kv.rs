@@ -1,0 +1,341 @@
+//! Transactions in one round trip against a real `logbook serve`, as a reviewer found them
+//! wanting: both forms accept the same puts, a commit needs a body, the read answer has a
+//! byte budget, errors name their body path, and the CLI's `kv read`.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic with a message is the failure report"
+)]
+
+mod common;
+
+use std::process::Stdio;
+
+use common::api::call;
+use serde_json::{Value, json};
+
+fn start() -> (tempfile::TempDir, common::Serve) {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(dir.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    (dir, serve)
+}
+
+/// The newest snapshot: how many commits the table holds.
+fn snapshot(client: &logbook_api::client::blocking::Client) -> u64 {
+    let (status, answer) = call(client, "POST", "/v1/kv/read", Some(&json!({})));
+    assert_eq!(status, 200, "{answer}");
+    answer["snapshot"].as_u64().unwrap()
+}
+
+#[test]
+fn a_put_of_null_commits_alike_in_one_request_and_interactively() {
+    let (_dir, serve) = start();
+    let client = serve.client();
+    let (status, done) = call(
+        &client,
+        "POST",
+        "/v1/commits",
+        Some(&json!({"writes": [{"op": "put", "key": "one-shot", "value": null}]})),
+    );
+    assert_eq!(status, 200, "a one-shot put of null: {done}");
+
+    let (_, begun) = call(&client, "POST", "/v1/txns", Some(&json!({})));
+    let txn = begun["txn"].as_str().unwrap();
+    let (status, put) = call(
+        &client,
+        "PUT",
+        &format!("/v1/txns/{txn}/kv/interactive"),
+        Some(&json!({"value": null})),
+    );
+    assert_eq!(status, 204, "{put}");
+    let (status, _) = call(&client, "POST", &format!("/v1/txns/{txn}/commit"), None);
+    assert_eq!(status, 200);
+
+    for key in ["one-shot", "interactive"] {
+        let (status, row) = call(&client, "GET", &format!("/v1/kv/{key}"), None);
+        assert_eq!(status, 200, "{key}: {row}");
+        assert_eq!(row["value"], Value::Null, "{key} holds null");
+        assert!(row["version"].is_u64(), "{key}: {row}");
+    }
+
+    // A put without a value is refused alike, naming the field.
+    let (status, problem) = call(
+        &client,
+        "POST",
+        "/v1/commits",
+        Some(&json!({"writes": [{"op": "put", "key": "k"}]})),
+    );
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["field"], "writes[0].value");
+}
+
+#[test]
+fn a_commit_without_a_body_is_refused_and_an_empty_one_commits_nothing() {
+    let (_dir, serve) = start();
+    let client = serve.client();
+    call(
+        &client,
+        "POST",
+        "/v1/commits",
+        Some(&json!({"writes": [{"op": "put", "key": "k", "value": 1}]})),
+    );
+    let before = snapshot(&client);
+
+    let (status, problem) = call(&client, "POST", "/v1/commits", None);
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["code"], "body_required", "{problem}");
+    assert_eq!(snapshot(&client), before, "nothing committed");
+
+    // An empty transaction commits, as PostgreSQL's does, and writes no record.
+    let (status, done) = call(&client, "POST", "/v1/commits", Some(&json!({})));
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["offset"], Value::Null, "{done}");
+    assert_eq!(snapshot(&client), before, "no commit record");
+}
+
+/// The rows of range `i` of a read answer, by key.
+fn range_keys(answer: &Value, i: usize) -> Vec<String> {
+    answer["ranges"][i]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_read_answer_stops_at_its_byte_budget_with_next_and_the_clients_read_on() {
+    let (_dir, serve) = start();
+    let client = serve.client();
+    // 24 values of 200 kB: 4.8 MB, more than one answer's 4 MiB budget (four per commit,
+    // under the commit record's 1 MiB).
+    let big = json!("x".repeat(200_000));
+    let keys: Vec<String> = (0..24).map(|i| format!("big/{i:02}")).collect();
+    for four in keys.chunks(4) {
+        let writes: Vec<Value> = four
+            .iter()
+            .map(|k| json!({"op": "put", "key": k, "value": big}))
+            .collect();
+        let (status, done) = call(
+            &client,
+            "POST",
+            "/v1/commits",
+            Some(&json!({ "writes": writes })),
+        );
+        assert_eq!(status, 200, "{done}");
+    }
+    call(
+        &client,
+        "POST",
+        "/v1/commits",
+        Some(&json!({"writes": [{"op": "put", "key": "small/a", "value": 1}]})),
+    );
+
+    let (status, first) = call(
+        &client,
+        "POST",
+        "/v1/kv/read",
+        Some(&json!({"ranges": [{"prefix": "big/"}, {"prefix": "small/"}]})),
+    );
+    assert_eq!(status, 200);
+    let got = range_keys(&first, 0);
+    // Each row costs its key and value bytes plus 64: 20 rows fit in 4 MiB, 21 do not.
+    assert_eq!(got, keys[..20], "the budget cut the range");
+    assert_eq!(first["ranges"][0]["next"], "big/20", "where to read on");
+    let bytes = serde_json::to_vec(&first).unwrap().len();
+    assert!(
+        bytes <= logbook_api::limits::KV_READ_ANSWER_BYTES_MAX,
+        "{bytes} bytes"
+    );
+    assert_eq!(
+        range_keys(&first, 1),
+        ["small/a"],
+        "a later range is read as far as the budget allows"
+    );
+
+    // Read on from `next` at the same snapshot: the rest, and no further `next`.
+    let snapshot = first["snapshot"].clone();
+    let (status, rest) = call(
+        &client,
+        "POST",
+        "/v1/kv/read",
+        Some(&json!({"ranges": [{"prefix": "big/", "start": "big/20"}], "snapshot": snapshot})),
+    );
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(range_keys(&rest, 0), keys[20..]);
+    assert_eq!(rest["ranges"][0]["next"], Value::Null);
+
+    // Keys have no `next`: keys whose values pass the budget are refused, naming where.
+    let (status, problem) = call(&client, "POST", "/v1/kv/read", Some(&json!({"keys": keys})));
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(problem["code"], "answer_too_large");
+    assert_eq!(problem["field"], "keys[20]");
+
+    // The Rust client reads on by itself: the whole range as its limit has it.
+    let read = logbook_api::txns::ReadBody {
+        ranges: vec![logbook_api::txns::RangeSpec {
+            prefix: Some("big/".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let answer = serve.default_client().kv_read(&read).unwrap();
+    let all: Vec<&str> = answer.ranges[0]
+        .rows
+        .iter()
+        .map(|r| r.key.as_str())
+        .collect();
+    assert_eq!(all, keys);
+    assert_eq!(answer.ranges[0].next, None);
+    // So does `logbook kv read`.
+    let out = kv_read(&serve, &["--prefix", "big/", "--json"]);
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(range_keys(&printed, 0), keys);
+}
+
+/// `logbook kv ARGS…` against `serve`, succeeding.
+fn kv_read(serve: &common::Serve, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(common::BIN)
+        .args(["kv", "read"])
+        .args(args)
+        .envs(serve.cli_env())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn problems_of_a_commit_name_the_body_path_at_fault() {
+    let (_dir, serve) = start();
+    let client = serve.client();
+    let (_, done) = call(
+        &client,
+        "POST",
+        "/v1/commits",
+        Some(&json!({"writes": [
+            {"op": "put", "key": "a", "value": 1},
+            {"op": "put", "key": "max", "value": i64::MAX},
+        ]})),
+    );
+    let version = done["offset"].as_u64().unwrap();
+    let long = "k".repeat(2000);
+    let cases = [
+        (
+            json!({"writes": [{"op": "put", "key": "b", "value": 1}, {"op": "put", "key": "a", "value": 2, "if_version": version + 99}]}),
+            409,
+            "version_mismatch",
+            "writes[1].if_version",
+        ),
+        (
+            json!({"writes": [{"op": "delete", "key": "b"}, {"op": "put", "key": "a", "value": 2, "if_absent": true}]}),
+            409,
+            "key_exists",
+            "writes[1].if_absent",
+        ),
+        (
+            json!({"writes": [{"op": "increment", "key": "max", "by": 1}]}),
+            409,
+            "increment_overflow",
+            "writes[0].by",
+        ),
+        (
+            json!({"writes": [{"op": "put", "key": "b", "value": 1}, {"op": "put", "key": "c", "value": "v".repeat(300_000)}]}),
+            413,
+            "value_too_large",
+            "writes[1].value",
+        ),
+        (
+            json!({"writes": [{"op": "put", "key": long, "value": 1}]}),
+            413,
+            "key_too_large",
+            "writes[0].key",
+        ),
+        (
+            json!({"reads": [{"key": "a", "version": version}, {"key": long, "version": null}]}),
+            413,
+            "key_too_large",
+            "reads[1].key",
+        ),
+        (
+            json!({"reads": [{"key": "a", "version": version + 1}]}),
+            422,
+            "unprocessable_request",
+            "reads[0].version",
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let (got, problem) = call(&client, "POST", "/v1/commits", Some(&body));
+        assert_eq!(
+            (got, problem["code"].as_str(), problem["field"].as_str()),
+            (status, Some(code), Some(field)),
+            "{problem}"
+        );
+    }
+    let (got, problem) = call(
+        &client,
+        "POST",
+        "/v1/kv/read",
+        Some(
+            &json!({"keys": ["a", long], "ranges": [{"prefix": "a"}, {"prefix": "b", "limit": 0}]}),
+        ),
+    );
+    assert_eq!(got, 400, "{problem}");
+    assert_eq!(problem["field"], "ranges[1].limit");
+    let (got, problem) = call(
+        &client,
+        "POST",
+        "/v1/kv/read",
+        Some(&json!({"keys": ["a", long]})),
+    );
+    assert_eq!(
+        (got, problem["field"].as_str()),
+        (413, Some("keys[1]")),
+        "{problem}"
+    );
+}
+
+#[test]
+fn every_route_that_takes_an_idempotency_key_refuses_a_bad_one_alike() {
+    let (_dir, serve) = start();
+    let client = serve.client();
+    call(&client, "PUT", "/v1/streams/s", Some(&json!({})));
+    let (_, begun) = call(&client, "POST", "/v1/txns", Some(&json!({})));
+    let txn = begun["txn"].as_str().unwrap();
+    let routes = [
+        ("/v1/streams/s/records".to_string(), json!({"value": 1})),
+        ("/v1/commits".to_string(), json!({})),
+        (format!("/v1/txns/{txn}/commit"), json!({})),
+        (
+            "/v1/groups/g/members/m/commit".to_string(),
+            json!({"epoch": 1, "offsets": []}),
+        ),
+    ];
+    let long = "k".repeat(200);
+    let bearer = serve.bearer();
+    for (path, body) in &routes {
+        let body = body.to_string();
+        for (case, keys) in [
+            ("too long", vec![long.as_str()]),
+            ("sent twice", vec!["a", "b"]),
+            ("not ASCII", vec!["clé"]),
+        ] {
+            let mut headers = vec![
+                ("host", serve.addr()),
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+            ];
+            headers.extend(keys.iter().map(|k| ("idempotency-key", *k)));
+            let a = common::wire::one(serve.addr(), "POST", path, &headers, body.as_bytes());
+            a.assert_problem(400, "invalid_request_id");
+            assert_eq!(a.json()["field"], "Idempotency-Key", "{path} {case}: {a:?}");
+        }
+    }
+    let (_, rows) = call(&client, "GET", "/v1/streams/s/records?partition=0", None);
+    assert_eq!(rows["records"], json!([]), "nothing appended");
+}
