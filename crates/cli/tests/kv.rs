@@ -339,3 +339,142 @@ fn every_route_that_takes_an_idempotency_key_refuses_a_bad_one_alike() {
     let (_, rows) = call(&client, "GET", "/v1/streams/s/records?partition=0", None);
     assert_eq!(rows["records"], json!([]), "nothing appended");
 }
+
+/// `logbook ARGS…` against `serve` (its output, whatever the exit status).
+fn logbook(serve_env: &[(&'static str, String)], args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::BIN)
+        .args(args)
+        .envs(serve_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn logbook_kv_read_prints_what_a_read_only_commit_declares() {
+    let (_dir, serve) = start();
+    let env = serve.cli_env();
+    let out = logbook(
+        &env,
+        &["commit", "--put", "acct/1=5", "--put", "acct/2=7", "--json"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let version = serde_json::from_slice::<Value>(&out.stdout).unwrap()["offset"]
+        .as_u64()
+        .unwrap();
+
+    let out = kv_read(&serve, &["acct/1", "gone", "--range", "acct/..acct0"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let snapshot = version + 1;
+    assert_eq!(
+        text,
+        format!(
+            "snapshot {snapshot}\nacct/1 = 5 (version {version})\ngone absent\n\
+             acct/1 = 5 (version {version})\nacct/2 = 7 (version {version})\n"
+        )
+    );
+
+    // Declared as read, at that snapshot: a read-only commit checks the reads held.
+    let (at, read) = (snapshot.to_string(), format!("acct/1={version}"));
+    let ro = ["commit", "--read-only", "--snapshot", &at, "--read", &read];
+    let out = logbook(&env, &[&ro[..], &["--json"]].concat());
+    assert!(out.status.success(), "{out:?}");
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        done["offset"],
+        Value::Null,
+        "a read-only commit writes nothing"
+    );
+    // ...and refuses a write.
+    let out = logbook(&env, &[&ro[..], &["--put", "acct/1=6", "--json"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let problem: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(problem["code"], "unprocessable_request", "{problem}");
+    assert_eq!(problem["field"], "writes[0]", "{problem}");
+}
+
+/// A server answering each request with the next of `answers` (status, JSON body) and
+/// recording the `Idempotency-Key` each request carried; its base URL.
+fn scripted(answers: Vec<(u16, Value)>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(answers.into_iter()));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let (log, answers) = (log.clone(), answers.clone());
+            std::thread::spawn(move || {
+                let mut conn = BufReader::new(conn);
+                loop {
+                    let (mut length, mut key, mut line) = (0, String::new(), String::new());
+                    loop {
+                        line.clear();
+                        if conn.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.trim_end().to_ascii_lowercase();
+                        if lower.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if let Some(v) = lower.strip_prefix("idempotency-key:") {
+                            key = v.trim().to_string();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    conn.read_exact(&mut body).unwrap();
+                    log.lock().unwrap().push(key);
+                    let Some((status, answer)) = answers.lock().unwrap().next() else {
+                        return;
+                    };
+                    let answer = answer.to_string();
+                    let kind = if status < 300 { "json" } else { "problem+json" };
+                    let bytes = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/{kind}\r\n\
+                         content-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    conn.get_mut().write_all(bytes.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    (base, seen)
+}
+
+#[test]
+fn logbook_commit_sends_a_retryable_refusal_again_under_its_request_id() {
+    let conflict = json!({"type": "urn:logbook:problem:serialization_failure",
+        "code": "serialization_failure", "title": "Serialization failure", "status": 409,
+        "detail": "a concurrent commit wrote k", "retryable": true});
+    let committed = json!({"offset": 7, "token": null, "incremented": {}});
+    let (base, seen) = scripted(vec![(409, conflict.clone()), (200, committed)]);
+    let env = [
+        ("LOGBOOK_SERVER", base.clone()),
+        ("LOGBOOK_TOKEN", "lb_test".to_string()),
+    ];
+    let out = logbook(&env, &["commit", "--put", "k=1", "--request-id", "put-k"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("committed at offset 7"));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["put-k", "put-k"],
+        "one request id for both"
+    );
+
+    // Pinned to a snapshot, the same conflict would come back: one attempt, exit 1.
+    let (base, seen) = scripted(vec![(409, conflict)]);
+    let env = [
+        ("LOGBOOK_SERVER", base),
+        ("LOGBOOK_TOKEN", "lb_test".to_string()),
+    ];
+    let out = logbook(&env, &["commit", "--snapshot", "3", "--put", "k=1"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

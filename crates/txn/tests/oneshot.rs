@@ -446,3 +446,78 @@ fn a_snapshot_from_before_a_restart_is_snapshot_too_old_not_a_lost_update() {
         store.commit_request(again, None, None).unwrap();
     }
 }
+
+/// A read's byte budget: each row costs its key and value bytes plus
+/// `READ_ROW_OVERHEAD_BYTES`. A range stops at the first row that does not fit, with `next`
+/// there; keys must fit whole; a row over the budget alone is refused (a `next` at it would
+/// never move on).
+#[test]
+fn a_read_stops_at_its_byte_budget_and_refuses_what_cannot_be_cut() {
+    let (_dir, _log, store) = common::temp_store();
+    setup(
+        &store,
+        &[("a", "1"), ("b", "22"), ("c", "333"), ("z", "4444")],
+    );
+    let row = |key: &str, value: &str| {
+        key.len() + value.len() + logbook_txn::limits::READ_ROW_OVERHEAD_BYTES
+    };
+    let budget = row("a", "1") + row("b", "22");
+    let all = (KeyRange::prefix(b""), 100);
+    let r = store
+        .read_at_within(None, &[], &[all.clone()], budget)
+        .unwrap();
+    let keys: Vec<&[u8]> = r.ranges[0]
+        .rows
+        .iter()
+        .map(|kv| kv.key.as_slice())
+        .collect();
+    assert_eq!(keys, [b"a".as_slice(), b"b"]);
+    assert_eq!(r.ranges[0].next.as_deref(), Some(b"c".as_slice()));
+
+    // Keys come first and must fit whole: the entry where the budget ran out is named.
+    let e = store
+        .read_at_within(
+            None,
+            &[b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+            &[],
+            budget,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TxnError::AnswerTooLarge {
+                field: "keys",
+                index: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A range whose first row alone is over the budget cannot be cut.
+    let e = store
+        .read_at_within(
+            None,
+            &[],
+            &[(KeyRange::prefix(b"z"), 100)],
+            row("z", "4444") - 1,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TxnError::AnswerTooLarge {
+                field: "ranges",
+                index: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Once the keys took the budget, a range answers no rows and `next` at its start.
+    let r = store
+        .read_at_within(None, &[b"c".to_vec()], &[all], row("c", "333"))
+        .unwrap();
+    assert!(r.ranges[0].rows.is_empty());
+    assert_eq!(r.ranges[0].next.as_deref(), Some(b"a".as_slice()));
+}
