@@ -175,7 +175,10 @@ mod tests {
             (r[0].start.as_deref(), r[0].end.as_deref()),
             (Some("u/a"), Some("u/m"))
         );
-        assert_eq!((r[1].start.as_deref(), r[1].end), (Some("x"), None));
+        assert_eq!(
+            (r[1].start.as_deref(), r[1].end.as_deref()),
+            (Some("x"), None)
+        );
         assert_eq!(r[2].prefix.as_deref(), Some("p/"));
         assert!(r.iter().all(|r| r.limit == Some(5)));
         let e = request(&["--range", "a-b"]).unwrap_err().to_string();

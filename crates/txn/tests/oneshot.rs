@@ -464,7 +464,7 @@ fn a_read_stops_at_its_byte_budget_and_refuses_what_cannot_be_cut() {
     let budget = row("a", "1") + row("b", "22");
     let all = (KeyRange::prefix(b""), 100);
     let r = store
-        .read_at_within(None, &[], &[all.clone()], budget)
+        .read_at_within(None, &[], std::slice::from_ref(&all), budget)
         .unwrap();
     let keys: Vec<&[u8]> = r.ranges[0]
         .rows
