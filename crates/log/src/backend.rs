@@ -453,7 +453,7 @@ impl LogPartition for Partition {
         records: &[Record],
         condition: AppendCondition,
     ) -> Result<AppendCompletion> {
-        crate::stream::check_no_reserved_headers(records)?;
+        crate::dedup::check_no_reserved_headers(records)?;
         Partition::append_if(self, records, condition)
     }
 

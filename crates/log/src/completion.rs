@@ -242,9 +242,18 @@ pub struct EndOffsetAbove {
     inner: EndOffsetInner,
 }
 
+/// What the embedded partition's wait watches: its acknowledged end offset and whether it
+/// closed. A trait so that this module need not know the partition's state.
+pub(crate) trait WatchedEnd: Send + Sync {
+    /// The acknowledged end offset.
+    fn acked(&self) -> &Watermark;
+    /// Whether the partition closed (the wait then ends at the current value).
+    fn is_closed(&self) -> bool;
+}
+
 enum EndOffsetInner {
     Watermark {
-        watermark: Arc<crate::partition::Shared>,
+        watermark: Arc<dyn WatchedEnd>,
         above: u64,
     },
     Boxed(Pin<Box<dyn Future<Output = u64> + Send>>),
@@ -264,7 +273,7 @@ impl std::fmt::Debug for EndOffsetAbove {
 
 impl EndOffsetAbove {
     /// The embedded partition's wait.
-    pub(crate) fn watermark(watermark: Arc<crate::partition::Shared>, above: u64) -> Self {
+    pub(crate) fn watermark(watermark: Arc<dyn WatchedEnd>, above: u64) -> Self {
         EndOffsetAbove {
             inner: EndOffsetInner::Watermark { watermark, above },
         }
@@ -284,9 +293,9 @@ impl Future for EndOffsetAbove {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
         match &mut self.inner {
             EndOffsetInner::Watermark { watermark, above } => {
-                match watermark.acked.poll_above(*above, cx.waker()) {
+                match watermark.acked().poll_above(*above, cx.waker()) {
                     Some(v) => Poll::Ready(v),
-                    None if watermark.is_closed() => Poll::Ready(watermark.acked.get()),
+                    None if watermark.is_closed() => Poll::Ready(watermark.acked().get()),
                     None => Poll::Pending,
                 }
             }

@@ -85,6 +85,24 @@ pub fn is_reserved_header(name: &str) -> bool {
     name == REQUEST_ID_HEADER || name == REQUEST_RECORDS_HEADER
 }
 
+/// Refuses records that set a header reserved for request ids: only
+/// [`Stream::append_with_id`](crate::Stream::append_with_id) may write them, or replay would mistake them for requests.
+/// Every backend's plain appends make this check.
+///
+/// # Errors
+/// [`LogError::ReservedHeader`] naming the first such record.
+pub fn check_no_reserved_headers(records: &[Record]) -> Result<()> {
+    for (index, record) in records.iter().enumerate() {
+        if let Some((name, _)) = record.headers.iter().find(|(n, _)| is_reserved_header(n)) {
+            return Err(LogError::ReservedHeader {
+                index,
+                name: name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A validated request id: 1 ..= 128 bytes of printable ASCII (`' '..='~'`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(String);
@@ -1145,11 +1163,11 @@ pub fn prepare_request(
     if let Some(tp) = traceparent {
         validate_traceparent(tp)?;
     }
-    crate::stream::check_no_reserved_headers(&records)?;
+    check_no_reserved_headers(&records)?;
     let n = u32::try_from(records.len()).unwrap_or(u32::MAX);
-    let unkeyed = crate::stream::partition_for_key(request_id.as_str().as_bytes(), partitions);
+    let unkeyed = crate::routing::partition_for_key(request_id.as_str().as_bytes(), partitions);
     let digest = request_digest(&records);
-    let groups = crate::stream::group_by_partition(records, partitions, unkeyed);
+    let groups = crate::routing::group_by_partition(records, partitions, unkeyed);
     let mut shares = Vec::with_capacity(groups.len());
     for (ordinal, (partition, mut records, indices)) in groups.into_iter().enumerate() {
         let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);

@@ -51,6 +51,7 @@ pub mod hash_key;
 pub mod limits;
 mod log;
 pub mod partition;
+mod routing;
 mod segment;
 pub mod sim;
 pub mod storage;

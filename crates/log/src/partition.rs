@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::completion::{
-    AppendAck, AppendCompletion, Completer, EndOffsetAbove, Watermark, completion,
+    AppendAck, AppendCompletion, Completer, EndOffsetAbove, WatchedEnd, Watermark, completion,
 };
 use crate::error::{LogError, Result};
 use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, EncodedBatch, Record, StoredRecord};
@@ -105,9 +105,26 @@ pub(crate) struct Shared {
     pub stats: PartitionStats,
 }
 
+impl WatchedEnd for Shared {
+    fn acked(&self) -> &Watermark {
+        &self.acked
+    }
+    fn is_closed(&self) -> bool {
+        Shared::is_closed(self)
+    }
+}
+
 impl Shared {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Gives back `bytes` of the writer's queue and wakes appenders waiting for space.
+    fn release_queue_bytes(&self, bytes: u64) {
+        let mut queued = self.queued_bytes.lock().unwrap_or_else(|e| e.into_inner());
+        *queued = queued.saturating_sub(bytes);
+        drop(queued);
+        self.queue_space.notify_all();
     }
 
     fn poison_cause(&self) -> Option<String> {
@@ -481,7 +498,7 @@ impl Partition {
         }
         let sender = read(&self.sender);
         let Some(sender) = sender.as_ref() else {
-            self.unreserve_queue_bytes(bytes);
+            self.shared.release_queue_bytes(bytes);
             return Err(TryAppendError::Failed(LogError::Closed));
         };
         let (done, completer) = completion();
@@ -494,13 +511,13 @@ impl Partition {
         match sender.try_send(request) {
             Ok(()) => Ok(done),
             Err(TrySendError::Full(request)) => {
-                self.unreserve_queue_bytes(bytes);
+                self.shared.release_queue_bytes(bytes);
                 // Dropping the completer resolves `done`, which nobody holds any more.
                 let Request { batch, .. } = request;
                 Err(TryAppendError::Full(batch))
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.unreserve_queue_bytes(bytes);
+                self.shared.release_queue_bytes(bytes);
                 Err(TryAppendError::Failed(LogError::Closed))
             }
         }
@@ -519,18 +536,6 @@ impl Partition {
         }
         *queued += bytes;
         true
-    }
-
-    /// Gives back queue space reserved for a batch that was not queued after all.
-    fn unreserve_queue_bytes(&self, bytes: u64) {
-        let mut queued = self
-            .shared
-            .queued_bytes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *queued = queued.saturating_sub(bytes);
-        drop(queued);
-        self.shared.queue_space.notify_all();
     }
 
     /// Waits until `bytes` more fit in the writer's queue (backpressure by bytes: the
@@ -963,7 +968,7 @@ impl Writer {
                 }
             }
             self.commit(&mut group);
-            self.release_queue_bytes(bytes as u64);
+            self.shared.release_queue_bytes(bytes as u64);
             self.periodic();
         }
         if self.unsynced
@@ -972,18 +977,6 @@ impl Writer {
         {
             tracing::error!(error = %e, "final fsync at close failed");
         }
-    }
-
-    /// Gives back queue space taken by appends the writer has handled.
-    fn release_queue_bytes(&self, bytes: u64) {
-        let mut queued = self
-            .shared
-            .queued_bytes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *queued = queued.saturating_sub(bytes);
-        drop(queued);
-        self.shared.queue_space.notify_all();
     }
 
     fn next_wakeup(&self) -> Duration {

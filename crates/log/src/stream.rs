@@ -16,49 +16,15 @@ use std::sync::Arc;
 
 use crate::completion::{AppendAck, AppendCompletion};
 use crate::config::StreamConfig;
-use crate::dedup::{self, Claim, DedupIndex, Lookup, RequestId};
+use crate::dedup::{self, Claim, DedupIndex, Lookup, RequestId, check_no_reserved_headers};
 use crate::error::{LogError, Result};
 use crate::format::{Record, StoredRecord};
 use crate::partition::AckHook;
 use crate::partition::{Partition, TryAppendError};
+use crate::routing::group_by_partition;
+pub use crate::routing::partition_for_key;
 use crate::stream_append::Share;
-pub use crate::stream_append::{StreamAppend, UnqueuedShares};
-
-/// The partition of a keyed record in a stream of `partitions` partitions:
-/// `xxh3_64(key, seed 0) % partitions`.
-///
-/// # Panics
-/// If `partitions` is 0 (streams always have at least one).
-pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    assert!(partitions > 0, "a stream has at least one partition");
-    let p = xxhash_rust::xxh3::xxh3_64(key) % u64::from(partitions);
-    u32::try_from(p).unwrap_or(0)
-}
-
-/// Splits records by partition (keyed by hash; all unkeyed ones to `unkeyed`):
-/// `(partition, records, their input indices)`, in partition order.
-pub(crate) fn group_by_partition(
-    records: Vec<Record>,
-    partitions: u32,
-    unkeyed: u32,
-) -> Vec<(u32, Vec<Record>, Vec<usize>)> {
-    let mut by_partition: Vec<(Vec<Record>, Vec<usize>)> =
-        (0..partitions).map(|_| (Vec::new(), Vec::new())).collect();
-    for (index, record) in records.into_iter().enumerate() {
-        let p = match &record.key {
-            Some(key) => partition_for_key(key, partitions),
-            None => unkeyed,
-        };
-        by_partition[p as usize].0.push(record);
-        by_partition[p as usize].1.push(index);
-    }
-    by_partition
-        .into_iter()
-        .enumerate()
-        .filter(|(_, (r, _))| !r.is_empty())
-        .map(|(p, (r, i))| (u32::try_from(p).unwrap_or(0), r, i))
-        .collect()
-}
+pub use crate::stream_append::{Position, StreamAppend, UnqueuedShares};
 
 /// What is stored in a stream's `stream.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,13 +202,33 @@ impl IdempotentAppend {
     }
 }
 
-/// Where one record of an append landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Position {
-    /// Partition.
-    pub partition: u32,
-    /// Offset within the partition.
-    pub offset: u64,
+// Queuing needs the stream's partitions, so it lives with the stream; the shares' own
+// bookkeeping stays in `stream_append`.
+impl UnqueuedShares {
+    /// Queues the shares in partition order, waiting for room in each writer's queue (this
+    /// blocks the thread: call it where waiting is allowed), and adds their completions to
+    /// `append`, the [`StreamAppend`] that [`Stream::try_append_batch`] returned with them.
+    ///
+    /// # Errors
+    /// [`LogError::Poisoned`] or [`LogError::Closed`] of a partition: the shares before it
+    /// are queued (in `append`), it and the rest are not.
+    ///
+    /// # Panics
+    /// If `stream` is not the stream that handed these shares back.
+    pub fn queue(self, stream: &Stream, append: &mut StreamAppend) -> Result<()> {
+        assert_eq!(
+            stream.incarnation(),
+            self.incarnation,
+            "unqueued shares are queued on the stream that handed them back"
+        );
+        for share in self.shares {
+            let completion = stream
+                .partition(share.partition)?
+                .append_encoded(share.batch)?;
+            append.push(completion, share.indices);
+        }
+        Ok(())
+    }
 }
 
 impl Stream {
@@ -554,28 +540,6 @@ impl Stream {
     }
 }
 
-/// Refuses records that set a header reserved for request ids: only
-/// [`Stream::append_with_id`] may write them, or replay would mistake them for requests.
-/// Every backend's plain appends make this check.
-///
-/// # Errors
-/// [`LogError::ReservedHeader`] naming the first such record.
-pub fn check_no_reserved_headers(records: &[Record]) -> Result<()> {
-    for (index, record) in records.iter().enumerate() {
-        if let Some((name, _)) = record
-            .headers
-            .iter()
-            .find(|(n, _)| dedup::is_reserved_header(n))
-        {
-            return Err(LogError::ReservedHeader {
-                index,
-                name: name.clone(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Where the round-robin of unkeyed appends starts for a stream opened in this process: a
 /// hash of the stream's incarnation and `entropy` (see [`process_entropy`]), so that
 /// short-lived processes that each append a few unkeyed records (`logbook log append`) spread
@@ -617,8 +581,6 @@ pub fn wait_position(completion: AppendCompletion) -> Result<Position> {
 mod tests {
     use super::*;
 
-    const PINNED: [u32; 3] = [778_394, 871_925, 2];
-
     #[test]
     fn unkeyed_round_robin_does_not_always_start_at_partition_0() {
         // Each stream handle stands for a new process appending one unkeyed record.
@@ -646,23 +608,5 @@ mod tests {
             .collect();
         assert_eq!(seeds.len(), 8);
         assert_ne!(round_robin_seed(1, 2), round_robin_seed(2, 1));
-    }
-
-    #[test]
-    fn key_partitioning_is_stable_and_spreads() {
-        // Pinned values: changing the hash would move every existing key to another
-        // partition. XXH3-64 of the empty input with seed 0 is the published 0x2D06800538D394C2.
-        assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2D06_8005_38D3_94C2);
-        assert_eq!(partition_for_key(b"", 1_000_003), PINNED[0]);
-        assert_eq!(
-            partition_for_key(b"2013-1-1|UA|1545|EWR", 1_000_003),
-            PINNED[1]
-        );
-        assert_eq!(partition_for_key(b"2013-1-1|UA|1545|EWR", 4), PINNED[2]);
-        let mut counts = [0u32; 8];
-        for i in 0..8000 {
-            counts[partition_for_key(format!("key-{i}").as_bytes(), 8) as usize] += 1;
-        }
-        assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
     }
 }

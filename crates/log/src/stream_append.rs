@@ -1,5 +1,5 @@
-//! A batch append across partitions, after [`Stream::append_batch`] or
-//! [`Stream::try_append_batch`] queued it: the completions to wait for, and the shares a full
+//! A batch append across partitions, after [`Stream::append_batch`](crate::Stream::append_batch) or
+//! [`Stream::try_append_batch`](crate::Stream::try_append_batch) queued it: the completions to wait for, and the shares a full
 //! writer queue sent back.
 //!
 //! ```text
@@ -17,10 +17,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use serde::Serialize;
+
 use crate::completion::{AppendAck, AppendCompletion};
 use crate::error::{LogError, Result};
 use crate::format::EncodedBatch;
-use crate::stream::{Position, Stream};
+
+/// Where one record of an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Position {
+    /// Partition.
+    pub partition: u32,
+    /// Offset within the partition.
+    pub offset: u64,
+}
 
 /// One partition's records of a batch append, encoded and checked: the partition, the
 /// batch, and the records' indices in the caller's input (in order).
@@ -48,16 +58,16 @@ pub struct StreamAppend {
     error: Option<LogError>,
 }
 
-/// The shares of a batch append that [`Stream::try_append_batch`] could not queue because a
+/// The shares of a batch append that [`Stream::try_append_batch`](crate::Stream::try_append_batch) could not queue because a
 /// partition's writer queue was full (backpressure): from that partition on, in partition
 /// order. Nothing of them is queued; [`UnqueuedShares::queue`] queues them on a thread that
 /// may wait. Dropping this drops those records (the shares already queued stay queued).
 #[derive(Debug)]
 #[must_use = "these records are not queued yet: queue them or report the append failed"]
 pub struct UnqueuedShares {
-    shares: Vec<Share>,
+    pub(crate) shares: Vec<Share>,
     /// The incarnation of the stream they belong to.
-    incarnation: u64,
+    pub(crate) incarnation: u64,
 }
 
 impl StreamAppend {
@@ -167,30 +177,5 @@ impl UnqueuedShares {
     /// Records not queued yet.
     pub fn record_count(&self) -> usize {
         self.shares.iter().map(|s| s.indices.len()).sum()
-    }
-
-    /// Queues the shares in partition order, waiting for room in each writer's queue (this
-    /// blocks the thread: call it where waiting is allowed), and adds their completions to
-    /// `append`, the [`StreamAppend`] that [`Stream::try_append_batch`] returned with them.
-    ///
-    /// # Errors
-    /// [`LogError::Poisoned`] or [`LogError::Closed`] of a partition: the shares before it
-    /// are queued (in `append`), it and the rest are not.
-    ///
-    /// # Panics
-    /// If `stream` is not the stream that handed these shares back.
-    pub fn queue(self, stream: &Stream, append: &mut StreamAppend) -> Result<()> {
-        assert_eq!(
-            stream.incarnation(),
-            self.incarnation,
-            "unqueued shares are queued on the stream that handed them back"
-        );
-        for share in self.shares {
-            let completion = stream
-                .partition(share.partition)?
-                .append_encoded(share.batch)?;
-            append.push(completion, share.indices);
-        }
-        Ok(())
     }
 }

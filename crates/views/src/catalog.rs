@@ -19,9 +19,23 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{FORMAT_VERSION, Rollout};
 use crate::error::{Result, ViewError};
 use crate::spec::ViewSpec;
+
+/// Format version of the catalog and of the state layout ([`crate::layout`], checkpoints as
+/// in [`crate::state`]). 4 numbers versions per view; a format-3 catalog (one numbering for
+/// the whole data directory, the same state layout) is upgraded at open.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// A gradual rollout: this share of reads goes to `version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// The version receiving reads.
+    pub version: u64,
+    /// Percent of reads (by key hash), 0 ..= 100.
+    pub percent: u8,
+}
 
 /// The catalog as stored (format [`FORMAT_VERSION`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -34,11 +34,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use logbook_log::{LogBackend, LogError, LogPartition, LogStream};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::batch::Sources;
 use crate::catalog::{Catalog, VersionEntry, ViewEntry};
+pub use crate::catalog::{FORMAT_VERSION, Rollout};
 use crate::error::{Result, ViewError};
 use crate::layout::{self, ApplyState};
 use crate::limits::{
@@ -54,21 +55,6 @@ use crate::token::ConsistencyToken;
 
 const CATALOG_SPACE: &str = "catalog";
 const CATALOG_KEY: &[u8] = b"catalog";
-/// Format version of the catalog and of the state layout ([`crate::layout`], checkpoints as
-/// in [`crate::state`]). 4 numbers versions per view; a format-3 catalog (one numbering for
-/// the whole data directory, the same state layout) is upgraded at open.
-pub const FORMAT_VERSION: u32 = 4;
-
-/// A gradual rollout: this share of reads goes to `version`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rollout {
-    /// The version receiving reads.
-    pub version: u64,
-    /// Percent of reads (by key hash), 0 ..= 100.
-    pub percent: u8,
-}
-
 /// How a read waits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadOptions {

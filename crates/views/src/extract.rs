@@ -14,47 +14,6 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::spec::{Filter, PlanKind};
-
-/// The top-level member names a view reads (`None`: the whole value, e.g. a table without a
-/// projection), sorted and without duplicates.
-pub fn members_needed(kind: &PlanKind, filter: Option<&Filter>) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    match kind {
-        PlanKind::Table { fields: None } => return None,
-        PlanKind::Table { fields: Some(f) } => out.extend(f.iter().map(|p| &p.segments[0])),
-        PlanKind::Index { on } => out.extend(on.iter().map(|p| &p.segments[0])),
-        PlanKind::Aggregate {
-            group_by,
-            aggregates,
-        } => {
-            out.extend(group_by.iter().map(|p| &p.segments[0]));
-            out.extend(
-                aggregates
-                    .iter()
-                    .filter_map(|a| a.field.as_ref().map(|p| &p.segments[0])),
-            );
-        }
-    }
-    let mut names: Vec<String> = out.into_iter().cloned().collect();
-    if let Some(f) = filter {
-        filter_members(f, &mut names);
-    }
-    names.sort_unstable();
-    names.dedup();
-    Some(names)
-}
-
-fn filter_members(f: &Filter, out: &mut Vec<String>) {
-    match f {
-        Filter::Cmp(p, _, _) | Filter::IsNull(p) | Filter::IsNotNull(p) => {
-            out.push(p.segments[0].clone());
-        }
-        Filter::And(fs) | Filter::Or(fs) => fs.iter().for_each(|f| filter_members(f, out)),
-        Filter::Not(f) => filter_members(f, out),
-    }
-}
-
 /// The record's value as a view sees it — `None` deletes (empty, JSON `null`, not JSON) —
 /// keeping only the top-level `members` (`None`: all). A top-level value that is not an
 /// object yields a non-null placeholder in which every path is missing, as in the original.

@@ -395,7 +395,7 @@ impl LogPartition for JsPartition {
         if self.is_closed() {
             return Err(LogError::Closed);
         }
-        logbook_log::stream::check_no_reserved_headers(records)?;
+        logbook_log::dedup::check_no_reserved_headers(records)?;
         let batch = encode_batch(records, now_ms())?;
         self.check_sendable(&batch)?;
         Ok(self.append_encoded(batch, condition))

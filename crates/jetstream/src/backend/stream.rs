@@ -73,7 +73,7 @@ impl JsStream {
     /// Records of one call, grouped by partition, encoded and checked: every share is checked
     /// before any is sent.
     fn shares(&self, records: Vec<Record>) -> Result<Vec<(usize, EncodedBatch, Vec<usize>)>> {
-        logbook_log::stream::check_no_reserved_headers(&records)?;
+        logbook_log::dedup::check_no_reserved_headers(&records)?;
         if records.is_empty() {
             return Err(LogError::EmptyBatch);
         }
