@@ -54,6 +54,8 @@ use super::kit::{
 };
 use super::postgres::{PG_SETTINGS, PgCluster, PgTools, PgbenchSummary, check_output};
 
+mod cluster;
+
 /// Arguments of `logbook bench tpcb`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TpcbArgs {
@@ -124,6 +126,16 @@ pub struct TpcbArgs {
     /// With `--over http`: worker threads of the clients' runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// With `--over http`: also run the clients against this running cluster (its nodes'
+    /// URLs, comma-separated, e.g. `scripts/dev-cluster up`'s), spread round-robin over the
+    /// nodes, after the single node of this process: the rows are loaded over HTTP first
+    /// (overwriting the cluster's `a:`, `t:`, `b:` keys). Reported under `cluster`, with
+    /// commit latency on the certifier's leader and on the followers.
+    #[arg(long, value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// The bearer token the clients send to `--cluster` (an admin token: it writes keys).
+    #[arg(long = "auth-token", env = "LOGBOOK_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
     /// Print the figures as one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -200,6 +212,9 @@ pub fn run(args: &TpcbArgs) -> anyhow::Result<()> {
     if args.protocol == Protocol::OneShot && args.over != Over::Http {
         bail!("--protocol one-shot is an HTTP protocol: use it with --over http");
     }
+    if !args.cluster.is_empty() && args.over != Over::Http {
+        bail!("--cluster runs the HTTP clients against a cluster: use it with --over http");
+    }
     let seed = args.seed.unwrap_or_else(|| rand::thread_rng().r#gen());
     sweep_stale_dirs(&std::env::temp_dir());
 
@@ -229,6 +244,10 @@ pub fn run(args: &TpcbArgs) -> anyhow::Result<()> {
     };
     let file_system = file_system_of(&dir);
     drop(_temp);
+    let cluster = match args.cluster.is_empty() {
+        true => None,
+        false => Some(cluster::run(args, seed)?),
+    };
 
     let (postgres, postgres_note) = if args.no_postgres {
         (None, "skipped: --no-postgres".to_string())
@@ -248,7 +267,7 @@ pub fn run(args: &TpcbArgs) -> anyhow::Result<()> {
         }
     };
 
-    let report = report_json(
+    let mut report = report_json(
         args,
         seed,
         &logbook,
@@ -257,6 +276,9 @@ pub fn run(args: &TpcbArgs) -> anyhow::Result<()> {
         &dir,
         file_system,
     );
+    if let Some(c) = &cluster {
+        report["cluster"] = c.json(&logbook.figures);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -278,6 +300,8 @@ struct LogbookRun {
     aborts_write_write: u64,
     aborts_dangerous_structure: u64,
     durability_waits: u64,
+    /// Over HTTP: the commit requests' latency (µs).
+    commit_latency: Option<Histogram<u64>>,
 }
 
 /// The figures both systems report.
@@ -394,6 +418,7 @@ fn run_logbook(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Logbook
         aborts_write_write: after[1] - before[1],
         aborts_dangerous_structure: after[2] - before[2],
         durability_waits: after[3] - before[3],
+        commit_latency: None,
     })
 }
 
@@ -447,10 +472,12 @@ struct ClientTally {
     aborts: u64,
     deltas: i128,
     latency: Histogram<u64>,
+    /// Over HTTP: each commit request's latency (send to answer, µs), whatever its answer.
+    commit_latency: Histogram<u64>,
 }
 
 impl ClientTally {
-    /// Zero tallies and an empty latency histogram.
+    /// Zero tallies and empty latency histograms.
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
             committed: 0,
@@ -459,6 +486,7 @@ impl ClientTally {
             aborts: 0,
             deltas: 0,
             latency: latency_histogram()?,
+            commit_latency: latency_histogram()?,
         })
     }
 }
@@ -759,7 +787,12 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
         let syncs_before = syncs();
         let before = counters(txns.stats());
         let token = crate::client::admin_token(dir)?;
-        let (figures, deltas) = run_http_clients(args, addr, seed, token.as_deref()).await?;
+        let (tallies, seconds) = run_http_clients(args, &[addr], seed, token.as_deref()).await?;
+        let (figures, deltas) = fold_tallies(&tallies, seconds)?;
+        let mut commit_latency = latency_histogram()?;
+        for t in &tallies {
+            commit_latency.add(&t.commit_latency)?;
+        }
         let after = counters(txns.stats());
         let fsyncs = syncs() - syncs_before;
         let scale = u64::from(args.scale);
@@ -785,6 +818,7 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
             aborts_write_write: after[1] - before[1],
             aborts_dangerous_structure: after[2] - before[2],
             durability_waits: after[3] - before[3],
+            commit_latency: Some(commit_latency),
         })
     });
     drop(client_rt);
@@ -817,17 +851,18 @@ async fn wait_ready(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     }
 }
 
-/// Runs `--clients` client tasks for `--seconds`; the figures and the committed deltas.
+/// Runs `--clients` client tasks for `--seconds`, client `c` on `addrs[c % addrs.len()]`;
+/// each client's tallies (in client order) and the seconds the run took.
 async fn run_http_clients(
     args: &TpcbArgs,
-    addr: std::net::SocketAddr,
+    addrs: &[std::net::SocketAddr],
     seed: u64,
     token: Option<&str>,
-) -> anyhow::Result<(Figures, i128)> {
+) -> anyhow::Result<(Vec<ClientTally>, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(args.clients);
     for client in 0..args.clients {
-        let conn = Conn::open_as(addr, token).await?;
+        let conn = Conn::open_as(addrs[client % addrs.len()], token).await?;
         let (args, stop) = (args.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             http_client_loop(&args, conn, client, seed, &stop).await
@@ -841,26 +876,11 @@ async fn run_http_clients(
         progress.set_position(started.elapsed().as_secs());
     }
     stop.store(true, Ordering::Relaxed);
-    let mut figures = Figures {
-        committed: 0,
-        failed: 0,
-        tries: 0,
-        aborts: 0,
-        seconds: 0.0,
-        latency: latency_histogram()?,
-    };
-    let mut deltas = 0i128;
+    let mut tallies = Vec::with_capacity(tasks.len());
     let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok(Ok(t)) => {
-                figures.committed += t.committed;
-                figures.failed += t.failed;
-                figures.tries += t.tries;
-                figures.aborts += t.aborts;
-                figures.latency.add(&t.latency)?;
-                deltas += t.deltas;
-            }
+            Ok(Ok(t)) => tallies.push(t),
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -869,12 +889,37 @@ async fn run_http_clients(
             }
         }
     }
-    figures.seconds = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
     match first_error {
         Some(e) => Err(e),
-        None => Ok((figures, deltas)),
+        None => Ok((tallies, seconds)),
     }
+}
+
+/// The figures of clients' tallies over `seconds`, and the sum of their committed deltas.
+fn fold_tallies<'a>(
+    tallies: impl IntoIterator<Item = &'a ClientTally>,
+    seconds: f64,
+) -> anyhow::Result<(Figures, i128)> {
+    let mut figures = Figures {
+        committed: 0,
+        failed: 0,
+        tries: 0,
+        aborts: 0,
+        seconds,
+        latency: latency_histogram()?,
+    };
+    let mut deltas = 0i128;
+    for t in tallies {
+        figures.committed += t.committed;
+        figures.failed += t.failed;
+        figures.tries += t.tries;
+        figures.aborts += t.aborts;
+        figures.latency.add(&t.latency)?;
+        deltas += t.deltas;
+    }
+    Ok((figures, deltas))
 }
 
 /// How one try of a transaction over HTTP ended.
@@ -915,10 +960,13 @@ async fn http_client_loop(
         let mut tries = 0u32;
         loop {
             tries += 1;
+            let timing = &mut tally.commit_latency;
             let outcome = match args.protocol {
-                Protocol::Interactive => http_try(&mut conn, args.form, &begin_body, &tx).await?,
+                Protocol::Interactive => {
+                    http_try(&mut conn, args.form, &begin_body, &tx, timing).await?
+                }
                 Protocol::OneShot => {
-                    one_shot_try(&mut conn, args.form, args.isolation, &tx).await?
+                    one_shot_try(&mut conn, args.form, args.isolation, &tx, timing).await?
                 }
             };
             match outcome {
@@ -967,6 +1015,7 @@ async fn http_try(
     form: Form,
     begin_body: &str,
     tx: &TpcbTxn,
+    commit_latency: &mut Histogram<u64>,
 ) -> anyhow::Result<Try> {
     use hyper::Method;
     let (status, body) = conn
@@ -1021,9 +1070,11 @@ async fn http_try(
         if !http_put(conn, &id, &tx.history, row).await? {
             return Ok(None);
         }
+        let sent = Instant::now();
         let (status, body) = conn
             .call(Method::POST, &paths::txn_commit(&id), None)
             .await?;
+        commit_latency.saturating_record(elapsed_us(sent));
         if conflict(status, &body, "commit")? {
             return Ok(None);
         }
@@ -1056,6 +1107,7 @@ async fn one_shot_try(
     form: Form,
     isolation: Isolation,
     tx: &TpcbTxn,
+    commit_latency: &mut Histogram<u64>,
 ) -> anyhow::Result<Try> {
     use hyper::Method;
     let history = json!({"op": "put", "key": tx.history,
@@ -1094,9 +1146,11 @@ async fn one_shot_try(
             json!({"isolation": isolation.to_string(), "writes": writes})
         }
     };
+    let sent = Instant::now();
     let (status, answer) = conn
         .call(Method::POST, &paths::commits(), Some(body.to_string()))
         .await?;
+    commit_latency.saturating_record(elapsed_us(sent));
     if conflict(status, &answer, "commit")? {
         return Ok(Try::Conflict);
     }
@@ -1429,6 +1483,7 @@ fn report_json(
             "aborts_dangerous_structure": lb.aborts_dangerous_structure,
             "durability_waits": lb.durability_waits,
             "load_seconds": round3(lb.load_seconds),
+            "commit_latency_ms": lb.commit_latency.as_ref().map(commit_latency_json),
         },
         "params": {
             "isolation": args.isolation.to_string(),
@@ -1462,6 +1517,15 @@ fn report_json(
     report
 }
 
+/// Commit requests' latency: p50 and p99 in ms, and how many.
+fn commit_latency_json(h: &Histogram<u64>) -> serde_json::Value {
+    json!({
+        "p50": round3(h.value_at_quantile(0.50) as f64 / 1000.0),
+        "p99": round3(h.value_at_quantile(0.99) as f64 / 1000.0),
+        "requests": h.len(),
+    })
+}
+
 fn print_summary(r: &serde_json::Value) {
     let p = &r["params"];
     println!(
@@ -1486,6 +1550,21 @@ fn print_summary(r: &serde_json::Value) {
         );
     };
     line("logbook", r);
+    if !r["cluster"].is_null() {
+        let c = &r["cluster"];
+        line("cluster", c);
+        let commit = |role: &str| {
+            let l = &c["commit_latency_ms"][role];
+            format!("p50 {} p99 {}", l["p50"], l["p99"])
+        };
+        println!(
+            "  cluster:   ratio_tps to the single node {}; commit latency ms on the leader {}, on followers {}; consistent {}",
+            c["ratio_tps_to_single_node"],
+            commit("leader"),
+            commit("followers"),
+            c["consistent"]
+        );
+    }
     println!(
         "  consistent: {} (accounts {}, tellers {}, branches {}, committed deltas {})",
         r["consistent"],
