@@ -175,6 +175,24 @@ problem_codes! {
     ServerBusy = ("server_busy", 503, "Server busy"),
     /// Too many connections; retry after `Retry-After`.
     TooManyConnections = ("too_many_connections", 503, "Too many connections"),
+    /// The request body did not arrive in time: within `body_read_timeout_ms` plus one
+    /// second per `body_rate_min_bytes_per_s` bytes received. Nothing was done; the
+    /// connection is closed.
+    BodyTimeout = ("body_timeout", 408, "Request body too slow"),
+    /// The client's address holds as many connections as it may (`connections_per_client_max`);
+    /// retry after `Retry-After`, or reuse an open connection.
+    ConnectionQuotaExceeded = ("connection_quota_exceeded", 429, "Too many connections from this client"),
+    /// The principal (its token, or its address with authentication off) has as many
+    /// requests in flight (`requests_per_principal_max`) or connections
+    /// (`connections_per_principal_max`) as it may; `detail` names the quota. Retry after
+    /// `Retry-After`.
+    PrincipalQuotaExceeded = ("principal_quota_exceeded", 429, "Quota of the principal exceeded"),
+    /// The principal holds as many open interactive transactions as it may
+    /// (`txns_per_principal_max`); commit or abort one, or retry after `Retry-After`.
+    TransactionQuotaExceeded = ("transaction_quota_exceeded", 429, "Too many open transactions for this principal"),
+    /// As many long polls (record reads with `wait_ms`, reads waiting for a consistency
+    /// `token`) are waiting as the node allows (`long_polls_max`); retry after `Retry-After`.
+    LongPollBudgetExhausted = ("long_poll_budget_exhausted", 429, "Too many long polls"),
     /// The server is shutting down.
     Closed = ("closed", 503, "The server is shutting down"),
     /// A bug or a lost task on the server (logged there).

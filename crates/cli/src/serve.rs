@@ -34,6 +34,38 @@ pub struct ServeArgs {
     /// Most requests handled at once; one more is answered 503. Default 256.
     #[arg(long, env = "LOGBOOK_REQUESTS_MAX")]
     pub requests_max: Option<usize>,
+    /// Most open connections from one client address; one more is answered 429
+    /// connection_quota_exceeded. Default 256.
+    #[arg(long, env = "LOGBOOK_CONNECTIONS_PER_CLIENT_MAX")]
+    pub connections_per_client_max: Option<usize>,
+    /// Most connections one principal (a token; its address with --auth off) sends
+    /// requests over; over it: 429 principal_quota_exceeded. Default 256.
+    #[arg(long, env = "LOGBOOK_CONNECTIONS_PER_PRINCIPAL_MAX")]
+    pub connections_per_principal_max: Option<usize>,
+    /// Most requests of one principal handled at once; one more: 429
+    /// principal_quota_exceeded. Default 128.
+    #[arg(long, env = "LOGBOOK_REQUESTS_PER_PRINCIPAL_MAX")]
+    pub requests_per_principal_max: Option<usize>,
+    /// Most long polls (record reads with wait_ms, reads waiting for a token) waiting at
+    /// once, apart from --requests-max; one more: 429 long_poll_budget_exhausted. Default 256.
+    #[arg(long, env = "LOGBOOK_LONG_POLLS_MAX")]
+    pub long_polls_max: Option<usize>,
+    /// Most interactive transactions one principal holds open; one more: 429
+    /// transaction_quota_exceeded. Default 250.
+    #[arg(long, env = "LOGBOOK_TXNS_PER_PRINCIPAL_MAX")]
+    pub txns_per_principal_max: Option<usize>,
+    /// Time a client has to send a request head, in ms; also how long a connection may
+    /// idle between requests before it is closed. Default 10000.
+    #[arg(long, env = "LOGBOOK_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// A request body must arrive within this many ms plus one second per
+    /// --body-rate-min-bytes-per-s bytes received, else 408 body_timeout. Default 10000.
+    #[arg(long, env = "LOGBOOK_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Least rate of a request body past --body-read-timeout-ms, bytes per second.
+    /// Default 16384.
+    #[arg(long, env = "LOGBOOK_BODY_RATE_MIN_BYTES_PER_S")]
+    pub body_rate_min_bytes_per_s: Option<u64>,
     /// Most interactive transactions open at once; one more is answered 429. Default 1000.
     #[arg(long, env = "LOGBOOK_OPEN_TXNS_MAX")]
     pub open_txns_max: Option<usize>,
@@ -103,6 +135,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         connections_max: args.connections_max,
         requests_max: args.requests_max,
+        connections_per_client_max: args.connections_per_client_max,
+        connections_per_principal_max: args.connections_per_principal_max,
+        requests_per_principal_max: args.requests_per_principal_max,
+        long_polls_max: args.long_polls_max,
+        txns_per_principal_max: args.txns_per_principal_max,
+        header_read_timeout_ms: args.header_read_timeout_ms,
+        body_read_timeout_ms: args.body_read_timeout_ms,
+        body_rate_min_bytes_per_s: args.body_rate_min_bytes_per_s,
         open_txns_max: args.open_txns_max,
         txn_idle_timeout_ms: args.txn_idle_timeout_ms,
         shutdown_grace_ms: args.shutdown_grace_ms,

@@ -47,7 +47,8 @@ impl Node {
     }
 
     /// A kept-alive connection whose `GET /v1/health` was answered 200, retried (bounded)
-    /// while the server answers 503 `too_many_connections`.
+    /// while the server answers 503 `too_many_connections` or serves the request on a probe
+    /// connection (one answer, then `connection: close`).
     fn answered_connection(&self) -> BufReader<TcpStream> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -55,7 +56,8 @@ impl Node {
             let sent = conn
                 .get_mut()
                 .write_all(&self.bytes("GET", "/v1/health", &[], ""));
-            if sent.is_ok() && read_answer(&mut conn).is_some_and(|a| a.status == 200) {
+            let kept = |a: &Answer| a.status == 200 && a.header("connection") != Some("close");
+            if sent.is_ok() && read_answer(&mut conn).is_some_and(|a| kept(&a)) {
                 return conn;
             }
             assert!(Instant::now() < deadline, "no connection permit came back");
@@ -254,14 +256,20 @@ fn shutdown_ends_record_long_polls_with_what_is_there() {
 }
 
 #[test]
-fn a_connection_over_the_limit_is_answered_503_as_a_problem() {
+fn a_connection_over_the_limit_is_answered_503_as_a_problem_and_health_still_answers() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &["--connections-max", "2"]);
     // Two kept-alive connections hold the two permits. A permit of an earlier, closed
     // connection (the start-up readiness probe) comes back only once the server has seen
     // the close, so each is retried until it is answered 200.
     let mut held: Vec<_> = (0..2).map(|_| node.answered_connection()).collect();
+    // A third connection is a probe connection: any route but health and metrics hears
+    // the refusal, and the connection closes.
     let mut third = node.connect();
+    third
+        .get_mut()
+        .write_all(&node.bytes("GET", "/v1/streams", &[], ""))
+        .unwrap();
     let answer = read_answer(&mut third).expect("the third connection got no answer");
     answer.assert_problem(503, "too_many_connections");
     assert!(
@@ -269,6 +277,11 @@ fn a_connection_over_the_limit_is_answered_503_as_a_problem() {
         "{answer:?}"
     );
     assert!(closed(&mut third));
+    // Health checks are answered on the probe reserve while the node is full.
+    let mut probe = node.connect();
+    let answer = exchange(&mut probe, &node.bytes("GET", "/v1/health", &[], ""));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
     // A permit comes back when its connection closes.
     drop(held.pop());
     node.answered_connection();

@@ -6,7 +6,15 @@
 //! data_dir = "./data"
 //! listen = "127.0.0.1:7700"
 //! connections_max = 1024
-//! requests_max = 512
+//! requests_max = 256
+//! connections_per_client_max = 256        # per client address
+//! connections_per_principal_max = 256     # per token (per address with auth off)
+//! requests_per_principal_max = 128
+//! long_polls_max = 256                    # wait_ms reads and token waits, apart from requests_max
+//! txns_per_principal_max = 250
+//! header_read_timeout_ms = 10000          # also the keep-alive idle timeout
+//! body_read_timeout_ms = 10000            # plus 1 s per body_rate_min_bytes_per_s received
+//! body_rate_min_bytes_per_s = 16384
 //! open_txns_max = 1000
 //! txn_idle_timeout_ms = 30000
 //! shutdown_grace_ms = 30000
@@ -43,6 +51,33 @@ pub struct ServerConfig {
     pub connections_max: usize,
     /// Most requests handled at once. Default [`limits::REQUESTS_MAX_DEFAULT`].
     pub requests_max: usize,
+    /// Most open connections from one client address; one more is answered 429
+    /// `connection_quota_exceeded`. Default [`limits::CONNECTIONS_PER_CLIENT_MAX_DEFAULT`].
+    pub connections_per_client_max: usize,
+    /// Most connections one principal (a token; its address with authentication off)
+    /// sends requests over; a request over one more is 429 `principal_quota_exceeded`. Default
+    /// [`limits::CONNECTIONS_PER_PRINCIPAL_MAX_DEFAULT`].
+    pub connections_per_principal_max: usize,
+    /// Most requests of one principal handled at once; one more is 429
+    /// `principal_quota_exceeded`. Default [`limits::REQUESTS_PER_PRINCIPAL_MAX_DEFAULT`].
+    pub requests_per_principal_max: usize,
+    /// Most long polls (`wait_ms` record reads, reads waiting for a `token`) waiting at
+    /// once, apart from `requests_max`; one more is 429 `long_poll_budget_exhausted`. Default
+    /// [`limits::LONG_POLLS_MAX_DEFAULT`].
+    pub long_polls_max: usize,
+    /// Most interactive transactions one principal holds open; one more is 429
+    /// `transaction_quota_exceeded`. Default [`limits::TXNS_PER_PRINCIPAL_MAX_DEFAULT`].
+    pub txns_per_principal_max: usize,
+    /// Time a client has to send a request head, in ms; also how long a connection may
+    /// idle between requests. Default [`limits::HEADER_READ_TIMEOUT_MS_DEFAULT`].
+    pub header_read_timeout_ms: u64,
+    /// Time a request body may take before the minimum rate counts, in ms: a body must
+    /// arrive within this plus one second per `body_rate_min_bytes_per_s` bytes received, else
+    /// 408 `body_timeout`. Default [`limits::BODY_READ_TIMEOUT_MS_DEFAULT`].
+    pub body_read_timeout_ms: u64,
+    /// Least rate of a request body past `body_read_timeout_ms`, in bytes per second.
+    /// Default [`limits::BODY_RATE_MIN_BYTES_PER_S_DEFAULT`].
+    pub body_rate_min_bytes_per_s: u64,
     /// Most interactive transactions open at once. Default [`limits::OPEN_TXNS_MAX_DEFAULT`].
     pub open_txns_max: usize,
     /// An interactive transaction idle this long is aborted, in ms. Default
@@ -291,6 +326,14 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:7700".to_string(),
             connections_max: limits::CONNECTIONS_MAX_DEFAULT,
             requests_max: limits::REQUESTS_MAX_DEFAULT,
+            connections_per_client_max: limits::CONNECTIONS_PER_CLIENT_MAX_DEFAULT,
+            connections_per_principal_max: limits::CONNECTIONS_PER_PRINCIPAL_MAX_DEFAULT,
+            requests_per_principal_max: limits::REQUESTS_PER_PRINCIPAL_MAX_DEFAULT,
+            long_polls_max: limits::LONG_POLLS_MAX_DEFAULT,
+            txns_per_principal_max: limits::TXNS_PER_PRINCIPAL_MAX_DEFAULT,
+            header_read_timeout_ms: limits::HEADER_READ_TIMEOUT_MS_DEFAULT,
+            body_read_timeout_ms: limits::BODY_READ_TIMEOUT_MS_DEFAULT,
+            body_rate_min_bytes_per_s: limits::BODY_RATE_MIN_BYTES_PER_S_DEFAULT,
             open_txns_max: limits::OPEN_TXNS_MAX_DEFAULT,
             txn_idle_timeout_ms: limits::TXN_IDLE_TIMEOUT_MS_DEFAULT,
             shutdown_grace_ms: limits::SHUTDOWN_GRACE_MS_DEFAULT,
@@ -316,6 +359,22 @@ pub struct ConfigLayer {
     pub connections_max: Option<usize>,
     /// See [`ServerConfig::requests_max`].
     pub requests_max: Option<usize>,
+    /// See [`ServerConfig::connections_per_client_max`].
+    pub connections_per_client_max: Option<usize>,
+    /// See [`ServerConfig::connections_per_principal_max`].
+    pub connections_per_principal_max: Option<usize>,
+    /// See [`ServerConfig::requests_per_principal_max`].
+    pub requests_per_principal_max: Option<usize>,
+    /// See [`ServerConfig::long_polls_max`].
+    pub long_polls_max: Option<usize>,
+    /// See [`ServerConfig::txns_per_principal_max`].
+    pub txns_per_principal_max: Option<usize>,
+    /// See [`ServerConfig::header_read_timeout_ms`].
+    pub header_read_timeout_ms: Option<u64>,
+    /// See [`ServerConfig::body_read_timeout_ms`].
+    pub body_read_timeout_ms: Option<u64>,
+    /// See [`ServerConfig::body_rate_min_bytes_per_s`].
+    pub body_rate_min_bytes_per_s: Option<u64>,
     /// See [`ServerConfig::open_txns_max`].
     pub open_txns_max: Option<usize>,
     /// See [`ServerConfig::txn_idle_timeout_ms`].
@@ -396,6 +455,22 @@ impl ConfigLayer {
             listen: self.listen.or(below.listen),
             connections_max: self.connections_max.or(below.connections_max),
             requests_max: self.requests_max.or(below.requests_max),
+            connections_per_client_max: self
+                .connections_per_client_max
+                .or(below.connections_per_client_max),
+            connections_per_principal_max: self
+                .connections_per_principal_max
+                .or(below.connections_per_principal_max),
+            requests_per_principal_max: self
+                .requests_per_principal_max
+                .or(below.requests_per_principal_max),
+            long_polls_max: self.long_polls_max.or(below.long_polls_max),
+            txns_per_principal_max: self.txns_per_principal_max.or(below.txns_per_principal_max),
+            header_read_timeout_ms: self.header_read_timeout_ms.or(below.header_read_timeout_ms),
+            body_read_timeout_ms: self.body_read_timeout_ms.or(below.body_read_timeout_ms),
+            body_rate_min_bytes_per_s: self
+                .body_rate_min_bytes_per_s
+                .or(below.body_rate_min_bytes_per_s),
             open_txns_max: self.open_txns_max.or(below.open_txns_max),
             txn_idle_timeout_ms: self.txn_idle_timeout_ms.or(below.txn_idle_timeout_ms),
             shutdown_grace_ms: self.shutdown_grace_ms.or(below.shutdown_grace_ms),
@@ -426,6 +501,26 @@ impl ConfigLayer {
             listen: self.listen.unwrap_or(d.listen),
             connections_max: self.connections_max.unwrap_or(d.connections_max),
             requests_max: self.requests_max.unwrap_or(d.requests_max),
+            connections_per_client_max: self
+                .connections_per_client_max
+                .unwrap_or(d.connections_per_client_max),
+            connections_per_principal_max: self
+                .connections_per_principal_max
+                .unwrap_or(d.connections_per_principal_max),
+            requests_per_principal_max: self
+                .requests_per_principal_max
+                .unwrap_or(d.requests_per_principal_max),
+            long_polls_max: self.long_polls_max.unwrap_or(d.long_polls_max),
+            txns_per_principal_max: self
+                .txns_per_principal_max
+                .unwrap_or(d.txns_per_principal_max),
+            header_read_timeout_ms: self
+                .header_read_timeout_ms
+                .unwrap_or(d.header_read_timeout_ms),
+            body_read_timeout_ms: self.body_read_timeout_ms.unwrap_or(d.body_read_timeout_ms),
+            body_rate_min_bytes_per_s: self
+                .body_rate_min_bytes_per_s
+                .unwrap_or(d.body_rate_min_bytes_per_s),
             open_txns_max: self.open_txns_max.unwrap_or(d.open_txns_max),
             txn_idle_timeout_ms: self.txn_idle_timeout_ms.unwrap_or(d.txn_idle_timeout_ms),
             shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(d.shutdown_grace_ms),
@@ -451,6 +546,23 @@ impl ConfigLayer {
         };
         positive("connections_max", c.connections_max as u64)?;
         positive("requests_max", c.requests_max as u64)?;
+        positive(
+            "connections_per_client_max",
+            c.connections_per_client_max as u64,
+        )?;
+        positive(
+            "connections_per_principal_max",
+            c.connections_per_principal_max as u64,
+        )?;
+        positive(
+            "requests_per_principal_max",
+            c.requests_per_principal_max as u64,
+        )?;
+        positive("long_polls_max", c.long_polls_max as u64)?;
+        positive("txns_per_principal_max", c.txns_per_principal_max as u64)?;
+        positive("header_read_timeout_ms", c.header_read_timeout_ms)?;
+        positive("body_read_timeout_ms", c.body_read_timeout_ms)?;
+        positive("body_rate_min_bytes_per_s", c.body_rate_min_bytes_per_s)?;
         positive("open_txns_max", c.open_txns_max as u64)?;
         positive("txn_idle_timeout_ms", c.txn_idle_timeout_ms)?;
         positive("partitions_max", u64::from(c.partitions_max))?;

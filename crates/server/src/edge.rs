@@ -2,26 +2,34 @@
 //! header-size limits (for heads the head guard, [`crate::head`], let through; an answer
 //! over them closes the connection), the declared body size (`Content-Length`), the
 //! `Host` and body media type ([`crate::browser`]), credentials and scopes
-//! ([`crate::auth`]), the
-//! in-flight request limit, the request's `tracing` span (carrying its request id and
+//! ([`crate::auth`]), the body read whole against its deadline ([`crate::body`]), the
+//! in-flight request limit (or the long-poll budget, for a request that may wait) and the
+//! principal's quotas ([`crate::quota`]), the request's `tracing` span (carrying its request id and
 //! traceparent) and its latency in the metrics. Body size is limited by `DefaultBodyLimit`
-//! on the router; connections by the accept loop ([`crate::server`]).
+//! on the router and by the body's read; connections by the accept loop
+//! ([`crate::server`], [`crate::admission`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper::body::Body as _;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::config::AuthMode;
 use crate::error::{ApiError, ErrorCode, ProblemCode};
+use crate::head::Tracker;
 use crate::limits;
 use crate::state::AppState;
 
-/// Routes that answer even when the server is saturated (probes and scrapes).
+/// Routes that answer even when the server is saturated (probes and scrapes), and the only
+/// ones a probe connection serves.
 pub(crate) const UNLIMITED_ROUTES: &[&str] = &["/v1/health", "/metrics"];
 
 /// The edge middleware (see the module docs).
@@ -47,6 +55,14 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         if let Some(response) = refused {
             return response;
         }
+        // A probe connection (crate::admission) serves health checks and scrapes only; any
+        // other request hears why the connection was not a full one.
+        let conn = req.extensions().get::<Arc<Tracker>>().cloned();
+        if let Some(refusal) = conn.as_ref().and_then(|c| c.probe_only())
+            && !UNLIMITED_ROUTES.contains(&route)
+        {
+            return closing(refusal.clone());
+        }
         // Who the request acts as, and whether that covers the route (crate::auth): refused
         // before any handler, so nothing changes.
         let req = match authorize(&state, req, route).await {
@@ -67,26 +83,27 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         if let Err(e) = crate::api::txns::check_owner(&state, route, req.uri()).await {
             return e.into_response();
         }
-        let permit = if UNLIMITED_ROUTES.contains(&route) {
+        // The body is read whole before the request takes a slot (crate::body): a slow body
+        // holds its connection, not the server.
+        let req = if req.body().is_end_stream() {
+            req
+        } else {
+            let (parts, body) = req.into_parts();
+            match crate::body::read(body, state.body_deadline()).await {
+                Ok(bytes) => Request::from_parts(parts, Body::from(bytes)),
+                Err(e) => return closing(e),
+            }
+        };
+        let held = if UNLIMITED_ROUTES.contains(&route) {
             None
         } else {
-            match state.requests().clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    return ApiError::new(
-                        ProblemCode::ServerBusy,
-                        format!(
-                            "{} requests are in flight, the limit; retry shortly",
-                            state.config().requests_max
-                        ),
-                    )
-                    .retry_after(1)
-                    .into_response();
-                }
+            match take_slot(&state, &req, conn.as_deref()) {
+                Ok(held) => Some(held),
+                Err(refused) => return refused.into_response(),
             }
         };
         let response = next.run(req).await;
-        drop(permit);
+        drop(held);
         let status = response.status();
         let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
         let elapsed_us = started.elapsed().as_micros() as u64;
@@ -149,6 +166,90 @@ fn refuse_head(
         .and_then(|()| crate::browser::check_content_type(head.has_body(), head.content_type))
         .err()
         .map(IntoResponse::into_response)
+}
+
+/// What a request holds while its handler runs: a slot of `requests_max` or, for a long
+/// poll, of `long_polls_max`; and one of its principal's `requests_per_principal_max`.
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    _charge: crate::quota::Charge,
+}
+
+/// Why a request got no slot: the answer, and whether it closes the connection (a
+/// connection over its principal's quota).
+enum NoSlot {
+    Answer(ApiError),
+    Closing(ApiError),
+}
+
+impl NoSlot {
+    fn into_response(self) -> Response {
+        match self {
+            NoSlot::Answer(e) => e.into_response(),
+            NoSlot::Closing(e) => closing(e),
+        }
+    }
+}
+
+/// Takes what `req` holds while it runs ([`Held`]), charging its principal — its token, or
+/// the connection's client address — also for the connection it came over.
+fn take_slot(state: &AppState, req: &Request, conn: Option<&Tracker>) -> Result<Held, NoSlot> {
+    let principal = req.extensions().get::<Arc<crate::auth::Principal>>();
+    let key = crate::quota::request_key(principal.map(|p| &**p), conn);
+    if let Some(conn) = conn {
+        conn.charge_principal(&key, state.principal_connections())
+            .map_err(NoSlot::Closing)?;
+    }
+    let charge = state
+        .principal_requests()
+        .charge(&key)
+        .map_err(NoSlot::Answer)?;
+    let long_poll = is_long_poll(req.uri().query());
+    let pool = if long_poll {
+        state.long_polls()
+    } else {
+        state.requests()
+    };
+    let slot = pool.clone().try_acquire_owned().map_err(|_| {
+        let config = state.config();
+        NoSlot::Answer(if long_poll {
+            ApiError::new(
+                ProblemCode::LongPollBudgetExhausted,
+                format!(
+                    "{} long polls are waiting, the limit (long_polls_max); retry shortly",
+                    config.long_polls_max
+                ),
+            )
+            .retry_after(1)
+        } else {
+            ApiError::new(
+                ProblemCode::ServerBusy,
+                format!(
+                    "{} requests are in flight, the limit; retry shortly",
+                    config.requests_max
+                ),
+            )
+            .retry_after(1)
+        })
+    })?;
+    Ok(Held {
+        _slot: slot,
+        _charge: charge,
+    })
+}
+
+/// Whether a request may wait on the server: a record read with a non-zero `wait_ms`, or a
+/// read that waits for a consistency `token`. Such requests take a slot of the long-poll
+/// budget instead of the request limit, so waiting readers cannot starve other routes.
+/// (The push tail has its own budget, [`limits::SUBSCRIPTIONS_MAX`].)
+fn is_long_poll(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| match pair.split_once('=') {
+            Some(("wait_ms", v)) => !v.is_empty() && v.bytes().any(|b| b != b'0'),
+            Some(("token", v)) => !v.is_empty(),
+            _ => false,
+        })
+    })
 }
 
 /// Authenticates and authorizes `req` for `route` unless authentication is off or the route
@@ -300,5 +401,26 @@ mod tests {
         assert_eq!(log_text(&v), Some(&long[..128]));
         assert_eq!(log_text(&HeaderValue::from_static("abc")), Some("abc"));
         assert_eq!(log_text(&HeaderValue::from_bytes(b"\xff").unwrap()), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_polls_are_told_by_a_wait_or_a_token() {
+        for (query, long) in [
+            (None, false),
+            (Some("partition=0&from=5"), false),
+            (Some("partition=0&wait_ms=0"), false),
+            (Some("partition=0&wait_ms=00"), false),
+            (Some("partition=0&wait_ms=100"), true),
+            (Some("token=abc&timeout_ms=10"), true),
+            (Some("token="), false),
+            (Some("not_a_token=x"), false),
+        ] {
+            assert_eq!(is_long_poll(query), long, "{query:?}");
+        }
     }
 }

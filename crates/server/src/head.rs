@@ -199,9 +199,60 @@ pub struct Tracker {
     /// A streaming response body waiting for its bytes to reach the socket (hyper buffers
     /// a body without bound under `pipeline_flush`; the push tail bounds it by this).
     write_waiter: Mutex<Option<std::task::Waker>>,
+    /// The client's address (`None` in tests that build a tracker alone), and its key as a
+    /// principal for quotas (made once per connection).
+    peer: Option<(std::net::IpAddr, crate::quota::PrincipalKey)>,
+    /// On a probe connection ([`crate::admission`]): the refusal any route but a probe's
+    /// gets.
+    probe_only: Option<ApiError>,
+    /// The principals this connection's requests acted as, each holding one of its
+    /// connections ([`crate::quota`]) until the connection closes.
+    pub(crate) principals: Mutex<Vec<crate::quota::ConnCharge>>,
 }
 
 impl Tracker {
+    /// The tracker of a connection from `peer`; `probe_only` for a probe connection.
+    pub fn new(peer: std::net::IpAddr, probe_only: Option<ApiError>) -> Tracker {
+        Tracker {
+            peer: Some((peer, crate::quota::address_key(peer))),
+            probe_only,
+            ..Tracker::default()
+        }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> Option<std::net::IpAddr> {
+        self.peer.as_ref().map(|(ip, _)| *ip)
+    }
+
+    /// The client's address as a principal's key (quotas with authentication off).
+    pub fn peer_key(&self) -> Option<&crate::quota::PrincipalKey> {
+        self.peer.as_ref().map(|(_, key)| key)
+    }
+
+    /// Counts this connection against `key`'s connection quota, once per principal; the
+    /// charge is held until the connection closes.
+    ///
+    /// # Errors
+    /// 429 `principal_quota_exceeded` when `key` is at its quota of connections.
+    pub fn charge_principal(
+        &self,
+        key: &crate::quota::PrincipalKey,
+        counts: &Arc<crate::quota::Counts>,
+    ) -> Result<(), ApiError> {
+        let mut held = self.principals.lock().unwrap_or_else(|e| e.into_inner());
+        if held.iter().any(|c| c.key() == key) {
+            return Ok(());
+        }
+        held.push(counts.charge(key)?);
+        Ok(())
+    }
+
+    /// On a probe connection, the refusal a route other than a probe's gets.
+    pub fn probe_only(&self) -> Option<&ApiError> {
+        self.probe_only.as_ref()
+    }
+
     /// Marks where the next head starts: `ahead` bytes after what was read so far.
     fn mark_next_head(&self, ahead: u64) {
         let read = self.read.load(Ordering::Acquire);
@@ -460,7 +511,7 @@ pub struct Refused {
 
 impl Refused {
     /// Reads the rest of the head (dropping it; at most [`limits::HEAD_DRAIN_BYTES_MAX`],
-    /// within [`limits::HEADER_READ_TIMEOUT_MS`]) so the client reads the answer rather than
+    /// within [`limits::HEADER_READ_TIMEOUT_MS_DEFAULT`]) so the client reads the answer rather than
     /// a reset, then answers the problem and closes.
     pub async fn answer(self) {
         let Refused {
@@ -473,7 +524,7 @@ impl Refused {
             let mut chunk = vec![0u8; 64 * 1024];
             let mut read = 0usize;
             let _ = tokio::time::timeout(
-                Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS),
+                Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS_DEFAULT),
                 async {
                     while read < limits::HEAD_DRAIN_BYTES_MAX {
                         let n = tcp.read(&mut chunk).await?;

@@ -7,8 +7,11 @@
 //! tests and other binaries can embed it.
 //!
 //! ```text
-//!  client ─▶ accept loop (connection limit) ─▶ hyper http1 (head ≤ 64 KiB, header timeout)
-//!         ─▶ edge: header bytes, in-flight limit, span {request_id, traceparent}, latency
+//!  client ─▶ accept loop (connection limit, per-address cap, probe reserve)
+//!         ─▶ hyper http1 (head ≤ 40 KiB, header timeout = idle timeout)
+//!         ─▶ edge: header bytes, credentials, body read against its deadline, in-flight
+//!            limit and per-principal quotas (or the long-poll budget), span
+//!            {request_id, traceparent}, latency
 //!         ─▶ router (body ≤ 16 MiB) ─▶ handler ─▶ library call on the worker, or on the
 //!            blocking pool where it may wait; appends and commits await fsync as futures
 //!         ◀─ JSON, or problem+json with a stable code and the offending field
@@ -28,8 +31,9 @@
 //! # }
 //! ```
 //!
-//! Module map: [`server`] (listener, connections, open/close) → [`edge`] (limits, spans,
-//! metrics per request) → [`api`] (routes) → [`state`] (shared state, transaction
+//! Module map: [`server`] (listener, connections, open/close; [`admission`] who gets a
+//! connection) → [`edge`] (limits, spans, metrics per request; [`body`] bodies against a
+//! deadline, [`quota`] per-principal quotas) → [`api`] (routes) → [`state`] (shared state, transaction
 //! registry); [`browser`] refuses what a web page could make a browser send (non-JSON
 //! bodies, foreign `Host`s); [`extract`] parses JSON bodies, naming the bad field, and [`ijson`] refuses bodies that are not I-JSON (RFC 7493); [`error`] maps library
 //! errors to problems (consistency tokens are `logbook_views::ConsistencyToken`); [`limits`]
@@ -38,8 +42,10 @@
 //! stream); on a cluster node,
 //! [`view_catalog`] keeps view definitions in the replicated log.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod browser;
 pub mod budget;
 pub mod canonical;
@@ -56,6 +62,7 @@ pub mod head;
 pub mod ijson;
 pub mod limits;
 pub mod metrics;
+pub mod quota;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -45,11 +45,31 @@ pub const HYPER_HEADERS_MAX_DEFAULT: usize = 100;
 /// the client reads the answer instead of a reset (4 MiB); a longer head's client may see
 /// the connection reset instead.
 pub const HEAD_DRAIN_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Time a client has to send a complete request head, in ms (10 s; slow-loris guard).
-pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default time a client has to send a complete request head, in ms (10 s; slow-loris
+/// guard). hyper's timer runs from the moment a connection waits for a head, so it is also
+/// the keep-alive idle timeout: a connection that sends nothing for this long is closed.
+pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default time a request body may take to arrive before the minimum rate counts, in ms
+/// (10 s): a body must arrive within this plus one second per
+/// [`BODY_RATE_MIN_BYTES_PER_S_DEFAULT`] bytes received, else 408 `body_timeout`.
+pub const BODY_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default least rate of a request body once its first [`BODY_READ_TIMEOUT_MS_DEFAULT`] are
+/// spent, in bytes per second (16 KiB/s: a body of [`BODY_BYTES_MAX`] may take ~17 min).
+pub const BODY_RATE_MIN_BYTES_PER_S_DEFAULT: u64 = 16 * 1024;
 /// Default most open TCP connections (1,024). One more is answered 503 `too_many_connections`
 /// and closed.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Default most open connections from one client address (256, a quarter of
+/// [`CONNECTIONS_MAX_DEFAULT`]): one more is answered 429 `connection_quota_exceeded`.
+pub const CONNECTIONS_PER_CLIENT_MAX_DEFAULT: usize = 256;
+/// Connections kept for health checks and scrapes (`/v1/health`, `/metrics`) beyond
+/// `connections_max` and the per-client cap: a client refused a connection is given one of
+/// these, which answers one request — a probe; any other route gets the refusal.
+pub const PROBE_CONNECTIONS: usize = 16;
+/// Probe connections one client address may hold, so that one cannot take the reserve.
+pub const PROBE_CONNECTIONS_PER_CLIENT: usize = 2;
+/// Time a probe connection has to send its request head, in ms.
+pub const PROBE_HEADER_READ_TIMEOUT_MS: u64 = 2_000;
 /// Default node-wide budget of partitions, internal streams' included (2,048): each costs
 /// a writer thread, a file descriptor and ~340 KB, so the default keeps a node within
 /// ~2,000 threads and ~0.7 GB for partitions. One stream more: 409 `too_many_partitions`.
@@ -57,9 +77,22 @@ pub const PARTITIONS_MAX_DEFAULT: u32 = 2048;
 /// Default most requests handled at once (256). One more: 503 `server_busy` with
 /// `Retry-After`.
 pub const REQUESTS_MAX_DEFAULT: usize = 256;
+/// Default most requests of one principal handled at once (128, half of
+/// [`REQUESTS_MAX_DEFAULT`]). One more: 429 `principal_quota_exceeded`.
+pub const REQUESTS_PER_PRINCIPAL_MAX_DEFAULT: usize = 128;
+/// Default most connections one principal sends requests over (256). A request over one
+/// more: 429 `principal_quota_exceeded`, and that connection closes.
+pub const CONNECTIONS_PER_PRINCIPAL_MAX_DEFAULT: usize = 256;
+/// Default most long polls waiting at once (256): record reads with `wait_ms`, reads that
+/// wait for a consistency `token`. They hold no request slot ([`REQUESTS_MAX_DEFAULT`]),
+/// only one of these. One more: 429 `long_poll_budget_exhausted`.
+pub const LONG_POLLS_MAX_DEFAULT: usize = 256;
 /// Default most interactive transactions open at once (1,000). One more: 429
 /// `too_many_transactions`.
 pub const OPEN_TXNS_MAX_DEFAULT: usize = 1000;
+/// Default most interactive transactions one principal holds open (250, a quarter of
+/// [`OPEN_TXNS_MAX_DEFAULT`]). One more: 429 `transaction_quota_exceeded`.
+pub const TXNS_PER_PRINCIPAL_MAX_DEFAULT: usize = 250;
 /// Default idle timeout of an interactive transaction, in ms (30 s): a transaction with no
 /// request for this long is aborted by the reaper; later requests get 410
 /// `transaction_expired`.
@@ -133,6 +166,14 @@ const _: () = assert!(SCAN_ROWS_DEFAULT <= logbook_txn::limits::SCAN_ROWS_MAX);
 const _: () = assert!(REQUESTS_MAX_DEFAULT <= BLOCKING_THREADS_MAX);
 const _: () = assert!(REAPER_INTERVAL_MS < TXN_IDLE_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(SUBSCRIPTIONS_MAX < CONNECTIONS_MAX_DEFAULT);
+// A quota below its node-wide limit is what leaves room for other clients.
+const _: () = assert!(CONNECTIONS_PER_CLIENT_MAX_DEFAULT < CONNECTIONS_MAX_DEFAULT);
+const _: () = assert!(CONNECTIONS_PER_PRINCIPAL_MAX_DEFAULT < CONNECTIONS_MAX_DEFAULT);
+const _: () = assert!(REQUESTS_PER_PRINCIPAL_MAX_DEFAULT < REQUESTS_MAX_DEFAULT);
+const _: () = assert!(TXNS_PER_PRINCIPAL_MAX_DEFAULT < OPEN_TXNS_MAX_DEFAULT);
+const _: () = assert!(PROBE_HEADER_READ_TIMEOUT_MS <= HEADER_READ_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(PROBE_CONNECTIONS_PER_CLIENT < PROBE_CONNECTIONS);
+const _: () = assert!(BODY_RATE_MIN_BYTES_PER_S_DEFAULT > 0);
 const _: () = assert!(SSE_READ_RECORDS < SSE_QUEUE_EVENTS);
 const _: () = assert!(SSE_WAIT_MS_MIN <= SSE_HEARTBEAT_MS_DEFAULT);
 const _: () = assert!(SSE_HEARTBEAT_MS_DEFAULT <= SSE_WAIT_MS_MAX);

@@ -53,7 +53,8 @@ pub struct Metrics {
     pub subscriptions: IntGauge,
     /// Push-tail subscriptions ended, by reason.
     pub subscriptions_ended: IntCounterVec,
-    /// Requests being handled (those counted against `requests_max`), set at each scrape.
+    /// Requests being handled (those counted against `requests_max` or `long_polls_max`),
+    /// set at each scrape.
     pub requests_in_flight: IntGauge,
     /// Per view version: records not yet applied.
     pub view_lag_records: IntGaugeVec,
@@ -156,7 +157,7 @@ impl Metrics {
             ),
             requests_in_flight: gauge(
                 "logbook_http_requests_in_flight",
-                "Requests being handled now (health and metrics not counted)",
+                "Requests being handled now, long polls included (health and metrics not counted)",
             ),
             view_lag_records: gauge_vec(
                 "logbook_view_lag_records",

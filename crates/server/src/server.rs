@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!  bind ─▶ accept loop ──────────────────────────────▶ shutdown signal
-//!   │       │ connection permit? no → 503, close        │ stop accepting (drop listener)
+//!   │       │ admitted? (crate::admission: per-address  │ stop accepting (drop listener)
+//!   │       │ cap, node-wide limit, probe reserve)      │
+//!   │       │   no → 429 / 503, close                   │
 //!   │       └ yes → connection task: TLS handshake      │ drain: in-flight requests finish,
 //!   │            if configured (crate::tls), then hyper │   idle keep-alives close (grace)
 //!   │            http1 (header timeout, heads measured  │
@@ -31,7 +33,7 @@ use logbook_txn::{TxnError, TxnStore, TxnStoreOptions};
 use logbook_views::{ViewError, Views};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use crate::config::ServerConfig;
 use crate::state::{AppState, Opened, Phase};
@@ -229,7 +231,11 @@ impl Server {
             })
         };
 
-        let connections = Arc::new(Semaphore::new(config.connections_max));
+        let admission = crate::admission::Admission::new(
+            config.connections_max,
+            config.connections_per_client_max,
+        );
+        let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
         let graceful = GracefulShutdown::new();
         let mut failure = None;
         // The opener's sender is dropped on success: the receiver then resolves once with an
@@ -260,45 +266,59 @@ impl Server {
                             continue;
                         }
                     };
-                    let Ok(permit) = connections.clone().try_acquire_owned() else {
-                        // A TLS client would read a plain answer as a broken handshake, and
-                        // a handshake is what a full server cannot afford: it is closed.
-                        if tls.is_none() {
-                            tokio::spawn(refuse_connection(tcp, config.connections_max));
+                    let slot = match admission.admit(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(refusal) => {
+                            // A TLS client would read a plain answer as a broken handshake,
+                            // and a handshake is what a full server cannot afford: it is
+                            // closed.
+                            if tls.is_none() {
+                                tokio::spawn(refuse_connection(tcp, refusal));
+                            }
+                            continue;
                         }
-                        continue;
                     };
                     let _ = tcp.set_nodelay(true);
                     let router = router.clone();
                     let watcher = graceful.watcher();
                     let tls = tls.clone();
+                    // A probe connection answers one request, whose head comes quickly.
+                    let (header_timeout, keep_alive) = if slot.is_probe() {
+                        let probe = Duration::from_millis(limits::PROBE_HEADER_READ_TIMEOUT_MS);
+                        (header_timeout.min(probe), false)
+                    } else {
+                        (header_timeout, true)
+                    };
                     tokio::spawn(async move {
                         let io = match tls {
                             None => Conn::Plain(tcp),
-                            Some(acceptor) => match tls::handshake(tcp, acceptor).await {
-                                Some(io) => io,
-                                None => return,
-                            },
+                            Some(acceptor) => {
+                                match tls::handshake(tcp, acceptor, header_timeout).await {
+                                    Some(io) => io,
+                                    None => return,
+                                }
+                            }
                         };
                         // Every request head is measured below hyper (crate::head): one over
                         // the limits is answered outside hyper, as a problem.
-                        let tracker = Arc::new(head::Tracker::default());
+                        let tracker =
+                            Arc::new(head::Tracker::new(peer.ip(), slot.probe_only.clone()));
                         let service = tower::ServiceExt::map_request(router, {
                             let tracker = tracker.clone();
                             move |req| tracker.track(req)
                         });
                         let conn = http1::Builder::new()
                             .timer(TokioTimer::new())
-                            .header_read_timeout(Duration::from_millis(
-                                limits::HEADER_READ_TIMEOUT_MS,
-                            ))
+                            // hyper's timer also runs while a connection idles between
+                            // requests: it is the keep-alive idle timeout too.
+                            .header_read_timeout(header_timeout)
                             .max_buf_size(limits::HTTP1_BUF_BYTES)
                             // No `max_headers`: hyper's default is the same count
                             // (limits::HEADER_LINES_MAX), and the head guard refuses more
                             // lines before hyper parses them. Setting it makes hyper build a
                             // header array on the heap for every parse (~2,400 instructions
                             // a request, docs/benchmarks.md, issue 12).
-                            .keep_alive(true)
+                            .keep_alive(keep_alive)
                             // Answers to pipelined requests already read leave in one write.
                             .pipeline_flush(true)
                             .serve_connection(
@@ -311,7 +331,7 @@ impl Server {
                         if let Some(refused) = tracker.take_refused() {
                             refused.answer().await;
                         }
-                        drop(permit);
+                        drop(slot);
                     });
                 }
             }
@@ -573,19 +593,16 @@ async fn close(opened: Opened, grace: Duration) {
     }
 }
 
-/// Answers a connection over the limit with a 503 problem and closes it.
-async fn refuse_connection(mut tcp: TcpStream, max: usize) {
-    let problem = crate::error::ApiError::new(
-        crate::error::ProblemCode::TooManyConnections,
-        format!("{max} connections are open, the limit; retry shortly"),
+/// Answers a connection that was not admitted ([`crate::admission`]: 429 or 503) with its
+/// problem and closes it.
+async fn refuse_connection(mut tcp: TcpStream, refusal: crate::error::ApiError) {
+    let status = refusal.status();
+    let status_line = format!(
+        "{} {}",
+        status.as_str(),
+        status.canonical_reason().unwrap_or_default()
     );
-    answer_and_close(
-        &mut tcp,
-        "503 Service Unavailable",
-        "retry-after: 1\r\n",
-        problem,
-    )
-    .await;
+    answer_and_close(&mut tcp, &status_line, "retry-after: 1\r\n", refusal).await;
 }
 
 /// Writes one problem+json answer outside hyper (`status`: code and reason; `headers`: extra

@@ -7,6 +7,8 @@
 //!      ├── txns: "t<32 hex>" → OpenTxn     (bounded; the reaper aborts idle ones)
 //!      ├── tokens: the token table         (set when the data directory is open)
 //!      ├── requests: Semaphore             (bounded in-flight requests)
+//!      ├── long_polls: Semaphore           (waiting reads, apart from requests)
+//!      ├── principal_*: quota::Counts      (per-principal requests, connections)
 //!      └── metrics
 //! ```
 
@@ -230,6 +232,12 @@ struct Inner {
     requests: Arc<Semaphore>,
     /// Push-tail subscriptions open ([`limits::SUBSCRIPTIONS_MAX`]).
     subscriptions: Arc<Semaphore>,
+    /// Long polls waiting (`long_polls_max`), apart from `requests`.
+    long_polls: Arc<Semaphore>,
+    /// Requests in flight per principal (`requests_per_principal_max`).
+    principal_requests: Arc<crate::quota::Counts>,
+    /// Connections per principal (`connections_per_principal_max`).
+    principal_connections: Arc<crate::quota::Counts>,
     metrics: Metrics,
     allowed_hosts: crate::browser::AllowedHosts,
     tokens: std::sync::OnceLock<Arc<crate::auth::Tokens>>,
@@ -242,6 +250,7 @@ impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         let txns = TxnRegistry::new(
             config.open_txns_max,
+            config.txns_per_principal_max,
             Duration::from_millis(config.txn_idle_timeout_ms),
             config.cluster.as_ref().map(|c| c.node_id.clone()),
         );
@@ -249,6 +258,17 @@ impl AppState {
             inner: Arc::new(Inner {
                 requests: Arc::new(Semaphore::new(config.requests_max)),
                 subscriptions: Arc::new(Semaphore::new(crate::limits::SUBSCRIPTIONS_MAX)),
+                long_polls: Arc::new(Semaphore::new(config.long_polls_max)),
+                principal_requests: crate::quota::Counts::new(
+                    config.requests_per_principal_max,
+                    "requests_per_principal_max",
+                    "requests in flight",
+                ),
+                principal_connections: crate::quota::Counts::new(
+                    config.connections_per_principal_max,
+                    "connections_per_principal_max",
+                    "connections open",
+                ),
                 allowed_hosts: crate::browser::AllowedHosts::new(
                     &config.listen,
                     &allowed_hosts(&config),
@@ -300,9 +320,32 @@ impl AppState {
         let _ = self.inner.tokens.set(tokens);
     }
 
+    /// How fast a request body must arrive ([`crate::body`]).
+    pub fn body_deadline(&self) -> crate::body::BodyDeadline {
+        crate::body::BodyDeadline {
+            timeout: Duration::from_millis(self.inner.config.body_read_timeout_ms),
+            rate_min_bytes_per_s: self.inner.config.body_rate_min_bytes_per_s,
+        }
+    }
+
     /// The in-flight request limiter.
     pub fn requests(&self) -> &Arc<Semaphore> {
         &self.inner.requests
+    }
+
+    /// The long polls' budget, apart from the requests'.
+    pub fn long_polls(&self) -> &Arc<Semaphore> {
+        &self.inner.long_polls
+    }
+
+    /// Requests in flight per principal.
+    pub fn principal_requests(&self) -> &Arc<crate::quota::Counts> {
+        &self.inner.principal_requests
+    }
+
+    /// Connections per principal.
+    pub fn principal_connections(&self) -> &Arc<crate::quota::Counts> {
+        &self.inner.principal_connections
     }
 
     /// The push-tail subscriptions' budget, apart from the requests'.
@@ -406,6 +449,8 @@ pub struct OpenTxn {
     /// wait for a commit in flight.
     end: tokio::sync::watch::Sender<TxnEnd>,
     last_used_ms: AtomicU64,
+    /// The principal that began it (`txns_per_principal_max` counts by it).
+    owner: crate::quota::PrincipalKey,
 }
 
 /// How an interactive transaction ended, or that its commit is under way.
@@ -495,6 +540,8 @@ pub struct TxnRegistry {
     /// "committed", "aborted" or "expired" instead of "unknown".
     ended: Mutex<(HashMap<String, TxnEnd>, VecDeque<String>)>,
     max: usize,
+    /// Most open per principal (`txns_per_principal_max`).
+    per_owner_max: usize,
     idle: Duration,
     epoch: Instant,
     /// On a cluster node, its id: every handle made here names it.
@@ -502,11 +549,12 @@ pub struct TxnRegistry {
 }
 
 impl TxnRegistry {
-    fn new(max: usize, idle: Duration, node: Option<String>) -> Self {
+    fn new(max: usize, per_owner_max: usize, idle: Duration, node: Option<String>) -> Self {
         TxnRegistry {
             open: Mutex::new(HashMap::new()),
             ended: Mutex::new((HashMap::new(), VecDeque::new())),
             max,
+            per_owner_max,
             idle,
             epoch: Instant::now(),
             node,
@@ -532,34 +580,61 @@ impl TxnRegistry {
         self.len() == 0
     }
 
-    /// Checks there is room for one more.
+    /// Checks there is room for one more, of `owner`'s.
     ///
     /// # Errors
-    /// 429 `too_many_transactions`.
-    pub fn check_room(&self) -> Result<(), ApiError> {
-        if self.len() >= self.max {
+    /// 429 `too_many_transactions`; 429 `transaction_quota_exceeded` when `owner` holds
+    /// `txns_per_principal_max`.
+    pub fn check_room(&self, owner: &crate::quota::PrincipalKey) -> Result<(), ApiError> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        self.room_in(&open, owner)
+    }
+
+    /// Whether `open` has room for one more of `owner`'s (a scan: at most `max` entries).
+    fn room_in(
+        &self,
+        open: &HashMap<String, Arc<OpenTxn>>,
+        owner: &crate::quota::PrincipalKey,
+    ) -> Result<(), ApiError> {
+        if open.len() >= self.max {
             return Err(too_many(self.max));
+        }
+        let owned = open.values().filter(|t| t.owner == *owner).count();
+        if owned >= self.per_owner_max {
+            return Err(ApiError::new(
+                ProblemCode::TransactionQuotaExceeded,
+                format!(
+                    "{owner} holds {owned} open transactions, its quota \
+                     (txns_per_principal_max = {}); commit or abort some",
+                    self.per_owner_max
+                ),
+            )
+            .retry_after(1));
         }
         Ok(())
     }
 
-    /// Registers a begun transaction and returns its handle.
+    /// Registers a transaction `owner` began and returns its handle.
     ///
     /// # Errors
-    /// 429 `too_many_transactions` (the transaction is then dropped, i.e. aborted); 500
-    /// `internal` if the OS random generator fails (no handle is made from less).
-    pub fn insert(&self, txn: Txn) -> Result<Arc<OpenTxn>, ApiError> {
+    /// 429 `too_many_transactions` or `transaction_quota_exceeded` (the transaction is then
+    /// dropped, i.e. aborted); 500 `internal` if the OS random generator fails (no handle is
+    /// made from less).
+    pub fn insert(
+        &self,
+        txn: Txn,
+        owner: crate::quota::PrincipalKey,
+    ) -> Result<Arc<OpenTxn>, ApiError> {
         let id = new_handle(self.node.as_deref())?;
         let entry = Arc::new(OpenTxn {
             id: id.clone(),
             txn: Arc::new(tokio::sync::Mutex::new(Some(txn))),
             end: tokio::sync::watch::Sender::new(TxnEnd::Open),
             last_used_ms: AtomicU64::new(self.now_ms()),
+            owner,
         });
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.len() >= self.max {
-            return Err(too_many(self.max));
-        }
+        self.room_in(&open, &entry.owner)?;
         open.insert(id, entry.clone());
         Ok(entry)
     }

@@ -29,7 +29,6 @@ use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsFiles;
 use crate::error::{ApiError, ProblemCode};
-use crate::limits;
 
 /// The first byte of a TLS handshake record (RFC 8446, §5.1: `ContentType.handshake`).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -127,14 +126,13 @@ pub enum Conn {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Takes a TLS connection through its handshake, within the header timeout (a client that
+/// Takes a TLS connection through its handshake, within `within`, the header timeout (a client that
 /// connects and says nothing holds its permit no longer than one that sends no head). A
 /// plain HTTP request is answered 400 in plain text, naming `https://`; anything else that
 /// is not a handshake, or a handshake that fails, closes the connection. `None` when no TLS
 /// connection came of it.
-pub async fn handshake(tcp: TcpStream, acceptor: Acceptor) -> Option<Conn> {
+pub async fn handshake(tcp: TcpStream, acceptor: Acceptor, within: Duration) -> Option<Conn> {
     let peer = tcp.peer_addr().ok();
-    let within = Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS);
     let attempt = async move {
         let mut first = [0u8; 1];
         let n = tcp.peek(&mut first).await?;

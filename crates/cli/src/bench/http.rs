@@ -218,6 +218,10 @@ fn run_server(args: &HttpBenchArgs, dir: &Path, auth: AuthMode) -> anyhow::Resul
         listen: "127.0.0.1:0".into(),
         requests_max: 8192,
         connections_max: 8192,
+        // One load generator, one principal, one address: its quotas are the node's.
+        requests_per_principal_max: 8192,
+        connections_per_client_max: 8192,
+        connections_per_principal_max: 8192,
         auth,
         ..ServerConfig::default()
     };

@@ -743,7 +743,13 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
         listen: "127.0.0.1:0".into(),
         requests_max: 8192,
         connections_max: 8192,
+        // One load generator, one principal, one address: its quotas are the node's.
+        requests_per_principal_max: 8192,
+        connections_per_client_max: 8192,
+        connections_per_principal_max: 8192,
         open_txns_max: (args.clients * 2).max(logbook_server::limits::OPEN_TXNS_MAX_DEFAULT),
+        txns_per_principal_max: (args.clients * 2)
+            .max(logbook_server::limits::OPEN_TXNS_MAX_DEFAULT),
         ..logbook_server::ServerConfig::default()
     };
     let server = server_rt.block_on(logbook_server::Server::bind(config))?;

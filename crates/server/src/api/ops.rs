@@ -82,10 +82,13 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, q: Params) -> Result<Response, ApiError> {
     q.only(&[])?;
-    let in_flight = state
-        .config()
+    let config = state.config();
+    let in_flight = config
         .requests_max
-        .saturating_sub(state.requests().available_permits());
+        .saturating_sub(state.requests().available_permits())
+        + config
+            .long_polls_max
+            .saturating_sub(state.long_polls().available_permits());
     state.metrics().requests_in_flight.set(in_flight as i64);
     // View lag is computed at scrape time (status reads each source's newest records).
     if let Ok(opened) = state.opened() {

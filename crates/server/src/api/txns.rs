@@ -243,15 +243,21 @@ fn scan_limit(q: &Params) -> Result<usize, ApiError> {
     request_body(content = BeginBody, description = "May be empty: serializable, read-write"),
     responses((status = 201, body = Begun),
         (status = 422, description = "`snapshot_ahead`: a cluster follower did not apply the token's commits within `timeout_ms`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`too_many_transactions`", body = Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "`too_many_transactions`; `transaction_quota_exceeded`: the principal holds `txns_per_principal_max`", body = Problem, content_type = "application/problem+json")))]
 pub async fn begin(
     State(state): State<AppState>,
+    caller: crate::auth::Caller,
+    conn: Option<axum::Extension<Arc<crate::head::Tracker>>>,
     q: Params,
     JsonBody(body): JsonBody<BeginBody>,
 ) -> Result<(StatusCode, Json<Begun>), ApiError> {
     q.only(&["token", "timeout_ms"])?;
     let opened = state.opened()?;
-    state.txns().check_room()?;
+    let owner = crate::quota::request_key(
+        caller.as_deref().map(|p| &**p),
+        conn.as_deref().map(|c| &**c),
+    );
+    state.txns().check_room(&owner)?;
     // A follower's snapshot is what it has applied: catch up first (to the token, if any).
     wait_token(&state, &opened, &q).await?;
     let mut options = TxnOptions::new(body.isolation.map_or(Isolation::Serializable, isolation));
@@ -264,7 +270,7 @@ pub async fn begin(
     // would undo (and their offsets go to other commits). The answer waits until they are
     // durable, so no number a client sees depends on them; the snapshot is not lowered.
     durable_through(&state, &opened, snapshot, None).await?;
-    let entry = state.txns().insert(txn)?;
+    let entry = state.txns().insert(txn, owner)?;
     state.metrics().open_txns.set(state.txns().len() as i64);
     tracing::debug!(txn = %entry.id, snapshot, "transaction begun");
     Ok((

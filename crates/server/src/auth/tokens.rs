@@ -94,6 +94,9 @@ pub struct Principal {
     pub token_id: String,
     /// The token's scopes.
     pub scopes: Vec<Scope>,
+    /// Who per-principal quotas count ([`crate::quota`]): `token:` and the token's id, made
+    /// once with the token.
+    pub quota_key: crate::quota::PrincipalKey,
 }
 
 /// One record of `_auth`.
@@ -324,6 +327,7 @@ impl Tokens {
                 table.entries.push(Entry {
                     principal: Arc::new(Principal {
                         name: principal.clone(),
+                        quota_key: crate::quota::token_key(&id),
                         token_id: id.clone(),
                         scopes: parsed,
                     }),

@@ -1,0 +1,339 @@
+//! Attacks on the server's capacity through the real binary (issue 17, item 5): slow bodies,
+//! idle connections, long-poll floods and transaction-slot hoarding. In each, an attacker
+//! holds what it can while a well-behaved client — its own token, its own address — keeps
+//! appending and reading; every one of its requests must be answered, not 503 nor a
+//! timeout, within 5 s (its client's timeout, one attempt each), throughout the attack.
+//!
+//! The limits are lowered with `serve` flags so that a few dozen sockets reach them, and the
+//! attackers connect from other loopback addresses (127.0.0.2, …) than the well-behaved
+//! client (127.0.0.1), as distinct clients would. Counts and durations are bounded; no
+//! assertion is about timing beyond the 5 s answer.
+#![expect(
+    clippy::unwrap_used,
+    reason = "tests fail loudly on an unexpected error"
+)]
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::api::{call, send};
+use common::wire::{Answer, read_answer};
+use common::{Serve, spawn_serve};
+use logbook_api::client::blocking::Client;
+use logbook_api::client::{ClientConfig, ClientOptions, RetryPolicy};
+use serde_json::{Value, json};
+
+/// How long a well-behaved request may take to be answered.
+const ANSWER_WITHIN_MS: u64 = 5_000;
+/// How long the well-behaved client works while an attack holds.
+const ATTACK_FOR: Duration = Duration::from_secs(4);
+
+/// The limits every test lowers, so that a few dozen sockets reach them.
+const LOW_LIMITS: &[&str] = &[
+    "--connections-max",
+    "64",
+    "--connections-per-client-max",
+    "16",
+    "--requests-max",
+    "32",
+    "--long-polls-max",
+    "16",
+    "--open-txns-max",
+    "40",
+    "--txns-per-principal-max",
+    "10",
+];
+
+/// A server with [`LOW_LIMITS`] and `extra`, a stream `s` for the well-behaved client, and
+/// the secrets of two principals: the well-behaved one and the attacker (both admin).
+fn server(data: &Path, extra: &[&str]) -> (Serve, String, String) {
+    let args: Vec<&str> = LOW_LIMITS.iter().chain(extra).copied().collect();
+    let serve = spawn_serve(data, &args, &[], Stdio::null());
+    let admin = serve.client();
+    let (status, _) = call(
+        &admin,
+        "PUT",
+        "/v1/streams/s",
+        Some(&json!({"partitions": 1})),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = call(
+        &admin,
+        "PUT",
+        "/v1/streams/quiet",
+        Some(&json!({"partitions": 1})),
+    );
+    assert_eq!(status, 201);
+    let token = |principal: &str| {
+        let body = json!({"principal": principal, "scopes": ["admin"]});
+        let (status, created) = call(&admin, "POST", "/v1/tokens", Some(&body));
+        assert_eq!(status, 201, "{created}");
+        created["token"].as_str().unwrap().to_string()
+    };
+    let (good, attacker) = (token("good"), token("attacker"));
+    (serve, good, attacker)
+}
+
+/// The well-behaved client: one attempt per request, answered within [`ANSWER_WITHIN_MS`].
+fn good_client(serve: &Serve, token: &str) -> Client {
+    let options = ClientOptions {
+        config: ClientConfig {
+            request_timeout_ms: ANSWER_WITHIN_MS,
+            retry: RetryPolicy::none(),
+            ..ClientConfig::default()
+        },
+        bearer_token: Some(token.to_string()),
+        ca_cert_pem: None,
+    };
+    Client::with_options(&serve.base, &options).unwrap()
+}
+
+/// Runs the well-behaved client's rounds — an append, a read of it, a transaction, a health
+/// check — until `attack` has held for [`ATTACK_FOR`], asserting each request is answered
+/// with success; returns how many rounds ran (at least 3).
+fn served_throughout(client: &Client, attack: &AtomicBool) -> usize {
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < ATTACK_FOR || rounds < 3 {
+        assert!(attack.load(Ordering::Acquire), "the attack ended early");
+        let expect = |method: &str, path: &str, body: Option<Value>, want: u16| {
+            let request = common::api::request(method, path, body.as_ref());
+            match send(client, request) {
+                Ok((status, answer)) => assert_eq!(
+                    status, want,
+                    "round {rounds}: {method} {path} was answered {status} under attack: {answer}"
+                ),
+                Err(e) => panic!("round {rounds}: {method} {path} got no answer under attack: {e}"),
+            }
+        };
+        let record = json!({"records": [{"key": "k", "value": rounds}]});
+        expect("POST", "/v1/streams/s/records", Some(record), 201);
+        expect(
+            "GET",
+            "/v1/streams/s/records?partition=0&from=0&limit=1",
+            None,
+            200,
+        );
+        expect(
+            "POST",
+            "/v1/commits",
+            Some(json!({"writes": [{"op": "put", "key": "n", "value": rounds}]})),
+            200,
+        );
+        expect("GET", "/v1/health", None, 200);
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rounds
+}
+
+/// A TCP connection to `server` from the loopback address `127.0.0.<from>`.
+fn connect_from(from: u8, server: &str) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let server: SocketAddr = server.parse().unwrap();
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    let source = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, from), 0);
+    rustix::net::bind(&fd, &source).unwrap();
+    rustix::net::connect(&fd, &server).unwrap();
+    let tcp = TcpStream::from(fd);
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp
+}
+
+/// The head of a request with the attacker's credentials (`body_bytes`: its declared body).
+fn head(method: &str, path: &str, bearer: &str, body_bytes: Option<usize>) -> Vec<u8> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {bearer}\r\n"
+    );
+    if let Some(n) = body_bytes {
+        head.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {n}\r\n"
+        ));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+/// The answer waiting on `tcp`, if one comes before it closes.
+fn answer_on(tcp: TcpStream) -> Option<Answer> {
+    read_answer(&mut BufReader::new(tcp))
+}
+
+#[test]
+fn slow_bodies_do_not_starve_other_clients_and_are_refused_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, good, attacker) = server(
+        &dir.path().join("data"),
+        &[
+            "--body-read-timeout-ms",
+            "3000",
+            "--body-rate-min-bytes-per-s",
+            "1024",
+        ],
+    );
+    let client = good_client(&serve, &good);
+    // More slow bodies than request slots (32), from three addresses within their caps.
+    let mut slow: Vec<TcpStream> = (0..42)
+        .map(|i| {
+            let mut tcp = connect_from(2 + (i % 3) as u8, serve.addr());
+            let head = head("POST", "/v1/streams/s/records", &attacker, Some(1000));
+            tcp.write_all(&head).unwrap();
+            tcp.write_all(b"{").unwrap();
+            tcp
+        })
+        .collect();
+    let attack = Arc::new(AtomicBool::new(true));
+    let trickle = {
+        let attack = attack.clone();
+        let mut writers: Vec<TcpStream> = slow.iter().map(|t| t.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            // A byte per connection every 250 ms, past the body deadline; writes to a
+            // connection the server closed fail, and are left.
+            while attack.load(Ordering::Acquire) {
+                for w in &mut writers {
+                    let _ = w.write_all(b" ");
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    let rounds = served_throughout(&client, &attack);
+    attack.store(false, Ordering::Release);
+    trickle.join().unwrap();
+    println!("{rounds} well-behaved rounds answered during the slow-body attack");
+    // Every slow body was answered 408 body_timeout and its connection closed.
+    for (i, tcp) in slow.drain(..).enumerate() {
+        let answer = answer_on(tcp).unwrap_or_else(|| panic!("slow body {i}: no answer"));
+        answer.assert_problem(408, "body_timeout");
+    }
+}
+
+#[test]
+fn idle_connections_cannot_lock_out_other_clients_or_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    // The idle timeout outlasts the attack, so the idle connections hold while the
+    // well-behaved client works.
+    let (serve, good, _) = server(
+        &dir.path().join("data"),
+        &["--header-read-timeout-ms", "8000"],
+    );
+    let client = good_client(&serve, &good);
+    // One address opens far more idle connections than its cap (16): the cap holds, then a
+    // couple of probe connections, then refusals naming the quota. A second address holds
+    // its cap too.
+    let mut idle: Vec<TcpStream> = (0..40).map(|_| connect_from(2, serve.addr())).collect();
+    idle.extend((0..16).map(|_| connect_from(3, serve.addr())));
+    let attack = AtomicBool::new(true);
+    let rounds = served_throughout(&client, &attack);
+    println!("{rounds} well-behaved rounds answered while idle connections held their caps");
+    // More addresses fill the node's 64 connections: a health check on a new connection
+    // is still answered (a probe connection), and other routes are refused by name.
+    for from in 4..8 {
+        idle.extend((0..16).map(|_| connect_from(from, serve.addr())));
+    }
+    let (status, _) = call(&common::api::client(&serve.base), "GET", "/v1/health", None);
+    assert_eq!(status, 200);
+    // Connections over a cap were refused by name at once; every other idle connection is
+    // closed by the idle timeout, which frees its slot.
+    let mut refused = 0;
+    for tcp in idle {
+        if let Some(answer) = answer_on(tcp) {
+            let code = answer.json()["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            match code.as_str() {
+                "connection_quota_exceeded" => answer.assert_problem(429, &code),
+                _ => answer.assert_problem(503, "too_many_connections"),
+            }
+            assert!(answer.header("retry-after").is_some(), "{answer:?}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 40 - 16 - 2, "{refused} refusals");
+    let (status, _) = call(&good_client(&serve, &good), "GET", "/v1/streams", None);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_long_poll_flood_does_not_starve_other_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, good, attacker) = server(&dir.path().join("data"), &[]);
+    let client = good_client(&serve, &good);
+    // More long polls than request slots (32) on a stream nobody writes, from three
+    // addresses within their caps.
+    let path = "/v1/streams/quiet/records?partition=0&from=0&wait_ms=15000";
+    let polls: Vec<TcpStream> = (0..42)
+        .map(|i| {
+            let mut tcp = connect_from(2 + (i % 3) as u8, serve.addr());
+            tcp.write_all(&head("GET", path, &attacker, None)).unwrap();
+            tcp
+        })
+        .collect();
+    let attack = AtomicBool::new(true);
+    let rounds = served_throughout(&client, &attack);
+    println!("{rounds} well-behaved rounds answered during the long-poll flood");
+    // The polls over the budget (16) were refused by name at once; the rest waited.
+    let mut refused = 0;
+    for tcp in polls {
+        tcp.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        if let Some(answer) = answer_on(tcp) {
+            answer.assert_problem(429, "long_poll_budget_exhausted");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 42 - 16, "{refused} long polls refused");
+}
+
+#[test]
+fn one_principal_cannot_hoard_the_transaction_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, good, attacker) = server(&dir.path().join("data"), &[]);
+    let client = good_client(&serve, &good);
+    let hoarder = common::api::client_with_token(&serve.base, Some(&attacker));
+    // Far more than the node's 40 slots: the principal's quota (10) stops it.
+    let mut begun = 0;
+    for _ in 0..60 {
+        let (status, body) = call(&hoarder, "POST", "/v1/txns", Some(&json!({})));
+        match status {
+            201 => begun += 1,
+            _ => {
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (429, Some("transaction_quota_exceeded")),
+                    "{body}"
+                );
+                assert!(
+                    body["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("txns_per_principal_max"),
+                    "{body}"
+                );
+            }
+        }
+    }
+    assert_eq!(begun, 10);
+    let attack = AtomicBool::new(true);
+    let rounds = served_throughout(&client, &attack);
+    // The well-behaved principal still begins, writes and commits interactive transactions.
+    for i in 0..5 {
+        let (status, begun) = call(&client, "POST", "/v1/txns", Some(&json!({})));
+        assert_eq!(status, 201, "{begun}");
+        let txn = begun["txn"].as_str().unwrap();
+        let path = format!("/v1/txns/{txn}/kv/good-{i}");
+        let (status, _) = call(&client, "PUT", &path, Some(&json!({"value": i})));
+        assert_eq!(status, 204);
+        let (status, done) = call(&client, "POST", &format!("/v1/txns/{txn}/commit"), None);
+        assert_eq!(status, 200, "{done}");
+    }
+    println!("{rounds} well-behaved rounds answered while another principal hoarded transactions");
+}
