@@ -402,11 +402,6 @@ mod tests {
         assert_eq!(log_text(&HeaderValue::from_static("abc")), Some("abc"));
         assert_eq!(log_text(&HeaderValue::from_bytes(b"\xff").unwrap()), None);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn long_polls_are_told_by_a_wait_or_a_token() {

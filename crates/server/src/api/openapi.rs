@@ -91,8 +91,15 @@ fn shared(route: Route<'_>) -> Vec<(u16, Vec<ProblemCode>)> {
     if route.limited() {
         unavailable.push(C::ServerBusy);
     }
+    // Connection refusals (crate::admission) reach any route; the quotas and the long-poll
+    // budget every route that takes a slot (crate::edge, crate::quota).
+    let mut too_many = vec![C::ConnectionQuotaExceeded];
+    if route.limited() {
+        too_many.extend([C::PrincipalQuotaExceeded, C::LongPollBudgetExhausted]);
+    }
     let mut answers = vec![
         (400, bad_request),
+        (429, too_many),
         (413, vec![C::PayloadTooLarge]),
         (414, vec![C::UriTooLong]),
         (415, vec![C::UnsupportedMediaType]),
@@ -100,6 +107,9 @@ fn shared(route: Route<'_>) -> Vec<(u16, Vec<ProblemCode>)> {
         (500, vec![C::InternalError]),
         (503, unavailable),
     ];
+    if route.body {
+        answers.push((408, vec![C::BodyTimeout]));
+    }
     if !route.open() {
         answers.push((401, vec![C::Unauthenticated]));
         if route.scoped() {
@@ -268,11 +278,13 @@ mod tests {
         };
         assert_eq!(
             statuses("/v1/health", false),
-            [400, 413, 414, 415, 431, 500, 503]
+            [400, 413, 414, 415, 429, 431, 500, 503]
         );
         assert_eq!(
             statuses("/v1/streams/{stream}", true),
-            [400, 401, 403, 413, 414, 415, 421, 431, 500, 502, 503]
+            [
+                400, 401, 403, 408, 413, 414, 415, 421, 429, 431, 500, 502, 503
+            ]
         );
         assert!(
             !statuses("/v1/cluster", false).contains(&403),
