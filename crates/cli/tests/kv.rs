@@ -478,3 +478,36 @@ fn logbook_commit_sends_a_retryable_refusal_again_under_its_request_id() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+#[test]
+fn a_declared_range_s_next_cannot_reach_past_its_end() {
+    let (_dir, serve) = start();
+    let client = serve.client();
+    let before = snapshot(&client);
+    let put = json!({"op": "put", "key": "acct/1", "value": 1});
+    let (status, answer) = call(
+        &client,
+        "POST",
+        "/v1/commits",
+        Some(&json!({"ranges": [{"prefix": "acct/z", "next": "secret/"}], "writes": [put]})),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["field"], "ranges[0].next", "{answer}");
+    assert_eq!(snapshot(&client), before, "nothing was committed");
+    let (status, answer) = call(
+        &client,
+        "POST",
+        "/v1/commits",
+        Some(&json!({"ranges": [{"start": "a", "end": "b", "next": "c"}], "writes": [put]})),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["field"], "ranges[0].next", "{answer}");
+    // A next within the range cuts it short, as a read answer's next does.
+    let (status, answer) = call(
+        &client,
+        "POST",
+        "/v1/commits",
+        Some(&json!({"ranges": [{"prefix": "acct/", "next": "acct/5"}], "writes": [put]})),
+    );
+    assert_eq!(status, 200, "{answer}");
+}

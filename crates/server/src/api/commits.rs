@@ -25,6 +25,14 @@ use crate::state::AppState;
 use super::txns::{committed_response, isolation, put_write, rows};
 use super::{Params, raw_json};
 
+/// Whether `next` (an exclusive end) cuts a range ending at `end` short, widening nothing.
+fn cuts(next: &[u8], end: &Bound<Vec<u8>>) -> bool {
+    match end {
+        Bound::Unbounded => true,
+        Bound::Included(e) | Bound::Excluded(e) => next <= e.as_slice(),
+    }
+}
+
 /// The key range of a spec; `at` is the spec's JSON path for errors. A `start` beside a
 /// `prefix` resumes the prefix's keys from there (a page continued from its `next`).
 fn key_range(spec: &RangeSpec, at: &str) -> Result<KeyRange, ApiError> {
@@ -364,6 +372,15 @@ fn commit_request(body: &CommitBody, snapshot: u64) -> Result<CommitRequest, Api
         }
         let range = key_range(spec, &at)?;
         let end = match &spec.next {
+            // `next` only cuts a range short: one past the range's end would widen what is
+            // certified beyond what the scope check saw (and make conflicts an oracle on keys
+            // outside it).
+            Some(next) if !cuts(next.as_bytes(), &range.end) => {
+                return Err(ApiError::invalid(
+                    format!("{at}.next"),
+                    "next must lie within the range it cuts short (at or before its end)",
+                ));
+            }
             Some(next) => Bound::Excluded(next.as_bytes().to_vec()),
             None => range.end,
         };
