@@ -549,24 +549,7 @@ fn run_clients(
     if let Some(e) = first_error {
         return Err(e);
     }
-    let mut figures = Figures {
-        committed: 0,
-        failed: 0,
-        tries: 0,
-        aborts: 0,
-        seconds,
-        latency: latency_histogram()?,
-    };
-    let mut deltas = 0i128;
-    for t in tallies {
-        figures.committed += t.committed;
-        figures.failed += t.failed;
-        figures.tries += t.tries;
-        figures.aborts += t.aborts;
-        figures.latency.add(&t.latency)?;
-        deltas += t.deltas;
-    }
-    Ok((figures, deltas))
+    fold_tallies(&tallies, seconds)
 }
 
 /// One client's closed loop: transactions back to back until `stop`.
