@@ -30,6 +30,21 @@ impl std::fmt::Display for ConflictKind {
     }
 }
 
+impl TxnError {
+    /// An invalid request naming `field` and the key (shown as [`show_key`] does).
+    pub(crate) fn invalid_key(
+        field: &'static str,
+        key: &[u8],
+        reason: impl Into<String>,
+    ) -> TxnError {
+        TxnError::InvalidRequest {
+            field,
+            key: Some(show_key(key)),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Renders a key for messages: UTF-8 as is, other bytes escaped.
 pub(crate) fn show_key(key: &[u8]) -> String {
     String::from_utf8(key.to_vec()).unwrap_or_else(|_| key.escape_ascii().to_string())

@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod certifier;
 mod elected;
 mod error;

@@ -19,13 +19,14 @@ use std::sync::Arc;
 
 use logbook_log::RequestId;
 
+use crate::admission::check_window;
 use crate::error::{Result, TxnError, show_key};
 use crate::limits;
 use crate::limits::{check_key, check_scan_limit};
 use crate::mvcc::Table;
 use crate::request::{CommitRequest, TxnParts, Write};
 use crate::store::{CommitOutcome, TxnStore};
-use crate::{Isolation, KeyRange, KeyValue, ScanPage, Value, Versioned};
+use crate::{KeyRange, KeyValue, ScanPage, Value, Versioned};
 
 /// What [`TxnStore::read_at`] read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,14 +330,6 @@ fn check_count(field: &'static str, n: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-fn invalid(field: &'static str, key: &[u8], reason: impl Into<String>) -> TxnError {
-    TxnError::InvalidRequest {
-        field,
-        key: Some(show_key(key)),
-        reason: reason.into(),
-    }
-}
-
 /// The checks of a request from outside that need no state: limits, keys, values, and
 /// the combinations an interactive handle cannot build.
 fn check_shape(r: &CommitRequest) -> Result<()> {
@@ -353,7 +346,7 @@ fn check_shape(r: &CommitRequest) -> Result<()> {
     if r.read_only
         && let Some(key) = r.writes.keys().chain(r.locks.keys()).next()
     {
-        return Err(invalid(
+        return Err(TxnError::invalid_key(
             if r.writes.contains_key(key) {
                 "writes"
             } else {
@@ -393,80 +386,6 @@ fn check_shape(r: &CommitRequest) -> Result<()> {
             what: "commit bytes",
             max,
         });
-    }
-    Ok(())
-}
-
-/// A named snapshot must lie within the window behind the newest commit and not ahead of
-/// the durable log. Called with the table locked, so garbage collection cannot pass it.
-pub(crate) fn check_window(table: &Table, snapshot: u64, window: u64, durable: u64) -> Result<()> {
-    if snapshot > durable {
-        return Err(TxnError::InvalidRequest {
-            field: "snapshot",
-            key: None,
-            reason: format!(
-                "snapshot {snapshot} is ahead of the log: commits are durable below offset {durable}"
-            ),
-        });
-    }
-    let oldest = table.applied().saturating_sub(window);
-    if snapshot < oldest {
-        return Err(TxnError::SnapshotTooOld { snapshot, oldest });
-    }
-    Ok(())
-}
-
-/// A one-shot commit's snapshot must not lie below `certified_from`, where the certifier's
-/// memory of commits begins (a restart or a new leader replays the table but not the
-/// summaries): certifying it would miss conflicts with the commits in between and let a
-/// lost update or write skew through. Refused as retryable `snapshot_too_old`.
-pub(crate) fn check_certified(snapshot: u64, certified_from: u64) -> Result<()> {
-    if snapshot < certified_from {
-        return Err(TxnError::SnapshotTooOld {
-            snapshot,
-            oldest: certified_from,
-        });
-    }
-    Ok(())
-}
-
-/// A lock's position (the snapshot its `get_for_update` read at: after the request's own
-/// snapshot at `read_committed`) must not be ahead of the durable log either.
-pub(crate) fn check_locks(r: &CommitRequest, durable: u64) -> Result<()> {
-    match r.locks.iter().find(|(_, at)| **at > durable) {
-        Some((key, at)) => Err(invalid(
-            "locks",
-            key,
-            format!("locked at {at}, ahead of the log: commits are durable below offset {durable}"),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Each declared read must be what the key held at the snapshot: its version, or `None`
-/// for absent (a tombstone is absent). At `read_committed` reads are not tracked, so they
-/// are not checked either.
-pub(crate) fn check_versions(table: &Table, r: &CommitRequest) -> Result<()> {
-    if r.isolation == Isolation::ReadCommitted {
-        return Ok(());
-    }
-    for (key, declared) in &r.reads {
-        let held = table
-            .get(key, r.snapshot)
-            .and_then(|(v, value)| value.map(|_| v));
-        if held != *declared {
-            let show = |v: Option<u64>| v.map_or("absent".to_string(), |v| format!("version {v}"));
-            return Err(invalid(
-                "reads",
-                key,
-                format!(
-                    "declared {}, but at snapshot {} the key was {}",
-                    show(*declared),
-                    r.snapshot,
-                    show(held)
-                ),
-            ));
-        }
     }
     Ok(())
 }

@@ -35,12 +35,12 @@ use logbook_log::{
     StreamConfig,
 };
 
+use crate::admission::{check_certified, check_locks, check_versions, check_window};
 use crate::certifier::{Certifier, Footprint, WriteClass, in_range};
 use crate::error::{Result, TxnError, show_key};
 use crate::limits;
 use crate::limits::{check_key, check_scan_limit};
 use crate::mvcc::{Table, Value};
-use crate::oneshot::{check_certified, check_locks, check_versions, check_window};
 use crate::record::{CommitRecord, Entry, WriteOp};
 use crate::request::{Condition, TxnParts, Write, parse_i64};
 use crate::{Isolation, KeyRange, KeyValue, ScanPage, TxnOptions, Versioned};

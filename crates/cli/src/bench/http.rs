@@ -28,15 +28,18 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use hyper::Method;
 use logbook_api::paths::{self, Query};
-use logbook_server::{AuthMode, Server, ServerConfig};
+use logbook_server::{AuthMode, ServerConfig};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 
 use super::conn::Conn;
-use super::kit::{LATENCY_US_MAX, TempDir, latency_histogram, loadavg_1m, round1, round3};
+use super::kit::{
+    LATENCY_US_MAX, TempDir, latency_histogram, loadavg_1m, process_cpu_seconds, round1, round3,
+};
 use super::postgres::{PgCluster, PgTools, PgbenchSummary, check_output};
+use super::server::{BenchServer, wait_ready};
 
 /// The stream appended to.
 const STREAM: &str = "bench";
@@ -205,48 +208,21 @@ fn run_server(args: &HttpBenchArgs, dir: &Path, auth: AuthMode) -> anyhow::Resul
         AuthMode::On => "on",
         AuthMode::Off => "off",
     };
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.server_threads.max(1))
-        .max_blocking_threads(logbook_server::limits::BLOCKING_THREADS_MAX)
-        .thread_name("bench-server")
-        .enable_all()
-        .build()
-        .context("starting the server runtime")?;
     let data = dir.join(format!("data-{label}"));
     let config = ServerConfig {
-        data_dir: data.clone(),
-        listen: "127.0.0.1:0".into(),
-        requests_max: 8192,
-        connections_max: 8192,
-        // One load generator, one principal, one address: its quotas are the node's.
-        requests_per_principal_max: 8192,
-        connections_per_client_max: 8192,
-        connections_per_principal_max: 8192,
         auth,
         ..ServerConfig::default()
     };
-    let server = server_rt.block_on(Server::bind(config))?;
-    let addr = server.local_addr().context("reading the bound address")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = server_rt.spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
+    let server = BenchServer::start(&data, args.server_threads, config)?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
         .thread_name("bench-client")
         .enable_all()
         .build()
         .context("starting the client runtime")?;
-    let results = client_rt.block_on(measure(args, addr, &data, auth));
+    let results = client_rt.block_on(measure(args, server.addr(), &data, auth));
     drop(client_rt);
-    let _ = stop_tx.send(());
-    let stopped = server_rt.block_on(serving);
-    drop(server_rt);
-    match stopped {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("warning: server shut down with an error: {e}"),
-        Err(e) => eprintln!("warning: server task failed: {e}"),
-    }
+    server.stop();
     let mut results = results?;
     for r in &mut results {
         r.auth = label;
@@ -302,18 +278,7 @@ async fn measure(
     data: &Path,
     auth: AuthMode,
 ) -> anyhow::Result<Vec<RunResult>> {
-    let mut c = Conn::open(addr).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, _) = c.call(Method::GET, &paths::health(), None).await?;
-        if status == 200 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the server did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ready(addr, Duration::from_secs(60)).await?;
     let bearer = match auth {
         AuthMode::On => crate::client::admin_token(data)?,
         AuthMode::Off => None,
@@ -434,7 +399,7 @@ async fn run_phase(
     }
     let start = Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs(args.seconds);
-    let cpu_before = process_cpu_ms();
+    let cpu_before = process_cpu_seconds();
     let shape = Arc::new(RequestShape {
         op,
         host: addr.to_string(),
@@ -491,19 +456,16 @@ async fn run_phase(
     // whole time taken.
     let seconds = start.elapsed().as_secs_f64().max(args.seconds as f64);
     let ms = |q: f64| round3(hist.value_at_quantile(q) as f64 / 1000.0);
-    let cpu_us_per_request = match (cpu_before, process_cpu_ms()) {
-        (Some(b), Some(a)) if requests > 0 => Some(round1(
-            a.saturating_sub(b) as f64 * 1000.0 / requests as f64,
-        )),
-        _ => None,
-    };
+    // One reading for both figures, so they describe the same interval.
+    let cpu_seconds = cpu_before
+        .zip(process_cpu_seconds())
+        .map(|(b, a)| (a - b).max(0.0));
     Ok(RunResult {
         auth: "",
-        cpu_us_per_request,
-        cpu_cores_used: match (cpu_before, process_cpu_ms()) {
-            (Some(b), Some(a)) => Some(round3(a.saturating_sub(b) as f64 / 1000.0 / seconds)),
-            _ => None,
-        },
+        cpu_us_per_request: cpu_seconds
+            .filter(|_| requests > 0)
+            .map(|s| round1(s * 1e6 / requests as f64)),
+        cpu_cores_used: cpu_seconds.map(|s| round3(s / seconds)),
         op: match op {
             Op::Append => "append",
             Op::Read => "read",
@@ -741,20 +703,6 @@ fn parse_response(buf: &[u8]) -> anyhow::Result<Option<(u16, usize)>> {
     }
     let total = head_end + 4 + body;
     Ok((buf.len() >= total).then_some((status, total)))
-}
-
-/// CPU time (user + system) of this process so far, ms, from `/proc/self/stat` (clock
-/// ticks of 10 ms: runs of seconds on several cores make that error small).
-fn process_cpu_ms() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces), from field 3 on.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 of `rest`.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // The kernel's USER_HZ is 100 on Linux.
-    Some((utime + stime) * 10)
 }
 
 /// `pgbench -S` (select-only: one primary-key lookup per transaction) on a throwaway

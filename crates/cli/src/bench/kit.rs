@@ -76,6 +76,22 @@ pub(crate) fn loadavg_1m() -> Option<f64> {
         .ok()
 }
 
+/// CPU time (user + system) this process has used so far, in seconds, from
+/// `/proc/self/stat`; `None` where that is not readable. Resolution: one clock tick (10 ms).
+/// Wall time on a shared machine depends on the other work; CPU time per operation much
+/// less, so benchmarks report both.
+pub(crate) fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces and parentheses) start after
+    // its last ')'; utime and stime, fields 14 and 15 of the line, are 12th and 13th there.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // The kernel counts in USER_HZ ticks, 100 a second on every Linux ABI.
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// `x` rounded to 1 decimal (for JSON figures).
 pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hyper::Method;
 use logbook_api::paths;
-use logbook_server::{Server, ServerConfig, ServerError};
+use logbook_server::{AppState, Server, ServerConfig, ServerError};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -20,13 +20,16 @@ use super::conn::Conn;
 pub(crate) struct BenchServer {
     runtime: Runtime,
     addr: SocketAddr,
+    state: AppState,
     stop: oneshot::Sender<()>,
     serving: JoinHandle<Result<(), ServerError>>,
 }
 
 impl BenchServer {
     /// Binds a server on `127.0.0.1:0` over `data_dir` with `threads` runtime workers and
-    /// request and connection limits far above any benchmark's load; `config` sets the rest.
+    /// request and connection limits far above any benchmark's load — the node's and the
+    /// per-principal and per-address quotas alike, since one load generator is one principal
+    /// at one address; `config` sets the rest.
     pub(crate) fn start(
         data_dir: &Path,
         threads: usize,
@@ -44,10 +47,14 @@ impl BenchServer {
             listen: "127.0.0.1:0".into(),
             requests_max: 8192,
             connections_max: 8192,
+            requests_per_principal_max: 8192,
+            connections_per_client_max: 8192,
+            connections_per_principal_max: 8192,
             ..config
         };
         let server = runtime.block_on(Server::bind(config))?;
         let addr = server.local_addr().context("reading the bound address")?;
+        let state = server.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = runtime.spawn(server.run(async {
             let _ = stopped.await;
@@ -55,6 +62,7 @@ impl BenchServer {
         Ok(BenchServer {
             runtime,
             addr,
+            state,
             stop,
             serving,
         })
@@ -65,9 +73,16 @@ impl BenchServer {
         self.addr
     }
 
+    /// The server's state, for benchmarks that read its counters beside the load.
+    pub(crate) fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// Shuts the server down (draining its requests, closing the log); a failure is a
     /// warning on stderr, since the figures are already measured.
     pub(crate) fn stop(self) {
+        // The state holds the log open: the shutdown closes it only once this copy is gone.
+        drop(self.state);
         let _ = self.stop.send(());
         match self.runtime.block_on(self.serving) {
             Ok(Ok(())) => {}

@@ -53,6 +53,7 @@ use super::kit::{
     TempDir, elapsed_us, file_system_of, latency_histogram, loadavg_1m, round1, round3, round4,
 };
 use super::postgres::{PG_SETTINGS, PgCluster, PgTools, PgbenchSummary, check_output};
+use super::server::{BenchServer, wait_ready};
 
 mod cluster;
 
@@ -714,34 +715,14 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
     }
     let load_seconds = load_started.elapsed().as_secs_f64();
 
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.server_threads.max(1))
-        .max_blocking_threads(logbook_server::limits::BLOCKING_THREADS_MAX)
-        .thread_name("tpcb-server")
-        .enable_all()
-        .build()
-        .context("starting the server runtime")?;
     let config = logbook_server::ServerConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".into(),
-        requests_max: 8192,
-        connections_max: 8192,
-        // One load generator, one principal, one address: its quotas are the node's.
-        requests_per_principal_max: 8192,
-        connections_per_client_max: 8192,
-        connections_per_principal_max: 8192,
         open_txns_max: (args.clients * 2).max(logbook_server::limits::OPEN_TXNS_MAX_DEFAULT),
         txns_per_principal_max: (args.clients * 2)
             .max(logbook_server::limits::OPEN_TXNS_MAX_DEFAULT),
         ..logbook_server::ServerConfig::default()
     };
-    let server = server_rt.block_on(logbook_server::Server::bind(config))?;
-    let addr = server.local_addr().context("reading the bound address")?;
-    let state = server.state().clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = server_rt.spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
+    let server = BenchServer::start(dir, args.server_threads, config)?;
+    let (addr, state) = (server.addr(), server.state().clone());
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
         .thread_name("tpcb-client")
@@ -750,7 +731,8 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
         .context("starting the client runtime")?;
 
     let measured = client_rt.block_on(async {
-        wait_ready(addr).await?;
+        // The server replays `_txn` before it answers health.
+        wait_ready(addr, Duration::from_secs(600)).await?;
         let opened = state
             .opened()
             .map_err(|e| anyhow::anyhow!("the server is not ready: {}", e.detail))?;
@@ -812,32 +794,8 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
     });
     drop(client_rt);
     drop(state);
-    let _ = stop_tx.send(());
-    match server_rt.block_on(serving) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("warning: server shut down with an error: {e}"),
-        Err(e) => eprintln!("warning: server task failed: {e}"),
-    }
-    drop(server_rt);
+    server.stop();
     measured
-}
-
-/// Waits until the server answers health with 200 (it replays `_txn` first).
-async fn wait_ready(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let mut conn = Conn::open(addr).await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let (status, _) = conn
-            .call(hyper::Method::GET, &paths::health(), None)
-            .await?;
-        if status == 200 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the server did not become ready in 600 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Runs `--clients` client tasks for `--seconds`, client `c` on `addrs[c % addrs.len()]`;

@@ -37,7 +37,7 @@ use logbook_log::{Log, Record, StreamConfig};
 use logbook_views::{ReadOptions, Views};
 use serde_json::json;
 
-use super::kit::TempDir;
+use super::kit::{TempDir, process_cpu_seconds};
 use crate::flights::{DEFAULT_SAMPLE, read_flights};
 
 /// Arguments of `logbook bench views`.
@@ -113,21 +113,6 @@ fn load_flights(data: &Path, tmp: &Path) -> anyhow::Result<(Vec<Flight>, String)
     Ok((rows, path.display().to_string()))
 }
 
-/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat`
-/// (`None` where it is not available). Wall time on a shared machine depends on the other
-/// work; CPU time per view application does not, so the benchmark reports both.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // The kernel reports clock ticks; USER_HZ is 100 on every Linux ABI Rust supports.
-    Some((utime + stime) / 100.0)
-}
-
 /// Runs the benchmark.
 pub fn run(args: &ViewsBenchArgs) -> anyhow::Result<()> {
     let base = match &args.dir {
@@ -162,7 +147,7 @@ pub fn run(args: &ViewsBenchArgs) -> anyhow::Result<()> {
     let load_s = load_start.elapsed().as_secs_f64();
 
     let views = Views::open(log.clone(), &tmp.path().join("views"))?;
-    let build_cpu_start = cpu_seconds();
+    let build_cpu_start = process_cpu_seconds();
     let build_start = Instant::now();
     for (name, spec) in VIEWS {
         views.create(name, spec.as_bytes())?;
@@ -173,7 +158,9 @@ pub fn run(args: &ViewsBenchArgs) -> anyhow::Result<()> {
         }
     }
     let build_s = build_start.elapsed().as_secs_f64();
-    let build_cpu_s = build_cpu_start.zip(cpu_seconds()).map(|(a, b)| b - a);
+    let build_cpu_s = build_cpu_start
+        .zip(process_cpu_seconds())
+        .map(|(a, b)| b - a);
     // State held in memory and rows, per view (status counts them in memory).
     let mut state_memory_bytes = 0u64;
     let mut view_rows = serde_json::Map::new();
@@ -185,7 +172,7 @@ pub fn run(args: &ViewsBenchArgs) -> anyhow::Result<()> {
         }
     }
 
-    let rebuild_cpu_start = cpu_seconds();
+    let rebuild_cpu_start = process_cpu_seconds();
     let rebuild_start = Instant::now();
     let mut versions = Vec::new();
     for (name, _) in VIEWS {
@@ -197,7 +184,9 @@ pub fn run(args: &ViewsBenchArgs) -> anyhow::Result<()> {
         }
     }
     let rebuild_s = rebuild_start.elapsed().as_secs_f64();
-    let rebuild_cpu_s = rebuild_cpu_start.zip(cpu_seconds()).map(|(a, b)| b - a);
+    let rebuild_cpu_s = rebuild_cpu_start
+        .zip(process_cpu_seconds())
+        .map(|(a, b)| b - a);
     for (name, v) in &versions {
         let old = views.info_of(name)?.current;
         views.switch(name, *v, 10_000)?;
@@ -222,7 +211,9 @@ pub fn run(args: &ViewsBenchArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let rebuild_checkpointed_s = rebuild_start.elapsed().as_secs_f64();
-    let rebuild_checkpointed_cpu_s = rebuild_cpu_start.zip(cpu_seconds()).map(|(a, b)| b - a);
+    let rebuild_checkpointed_cpu_s = rebuild_cpu_start
+        .zip(process_cpu_seconds())
+        .map(|(a, b)| b - a);
 
     // Freshness under a steady append rate.
     let (tx, rx) = sync_channel::<(Instant, String)>(100_000);
