@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use crate::auth::Tokens;
 use crate::config::{ClusterConfig, ServerConfig};
 use crate::error::{ApiError, ProblemCode};
-use crate::server::ServerError;
+use crate::server_error::ServerError;
 use crate::state::{AppState, ClusterMember, MemberFuture, Opened, TxnCell};
 use crate::view_catalog::{VIEWS_STREAM, ViewCatalog};
 

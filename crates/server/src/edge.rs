@@ -80,7 +80,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         };
         // An interactive transaction's step sent to a node it does not live on: 421, naming
         // where it belongs, before any handler (nothing changes).
-        if let Err(e) = crate::api::txns::check_owner(&state, route, req.uri()).await {
+        if let Err(e) = check_owner(&state, route, req.uri()).await {
             return e.into_response();
         }
         // The body is read whole before the request takes a slot (crate::body): a slow body
@@ -195,7 +195,7 @@ impl NoSlot {
 /// the connection's client address — also for the connection it came over.
 fn take_slot(state: &AppState, req: &Request, conn: Option<&Tracker>) -> Result<Held, NoSlot> {
     let principal = req.extensions().get::<Arc<crate::auth::Principal>>();
-    let key = crate::quota::request_key(principal.map(|p| &**p), conn);
+    let key = crate::quota::request_key(principal.map(|p| &**p), conn.and_then(Tracker::peer_key));
     if let Some(conn) = conn {
         conn.charge_principal(&key, state.principal_connections())
             .map_err(NoSlot::Closing)?;
@@ -343,6 +343,65 @@ impl<'r> EdgeHeaders<'r> {
     fn has_body(&self) -> bool {
         self.transfer_encoding || self.content_length.is_some_and(|v| v.as_bytes() != b"0")
     }
+}
+
+/// On a cluster node, a request on an interactive transaction (a route under
+/// `/v1/txns/{txn}`) whose handle names another node: 421 `misdirected_request` with
+/// `location`, the same request's URL on that node, or 404 `unknown_transaction` when that
+/// node is no longer registered (its open transactions ended with it). Anything else
+/// passes, to be answered by its handler.
+///
+/// # Errors
+/// As above; 503 `membership_unavailable` when the node list cannot be read.
+pub(crate) async fn check_owner(
+    state: &AppState,
+    route: &str,
+    uri: &axum::http::Uri,
+) -> Result<(), ApiError> {
+    let Some(me) = state.txns().node() else {
+        return Ok(());
+    };
+    if !route.starts_with("/v1/txns/{txn}") {
+        return Ok(());
+    }
+    // `/v1/txns/<handle>/...`: handles need no percent-encoding.
+    let Some(handle) = uri.path().split('/').nth(3) else {
+        return Ok(());
+    };
+    let Some(owner) = crate::state::handle_node(handle) else {
+        return Ok(());
+    };
+    if owner == me {
+        return Ok(());
+    }
+    let opened = state.opened()?;
+    let Some(member) = opened.cluster.as_ref() else {
+        return Ok(());
+    };
+    let nodes = member.nodes().await?;
+    let Some(node) = nodes.iter().find(|n| n.node_id == owner) else {
+        return Err(ApiError::new(
+            ProblemCode::UnknownTransaction,
+            format!(
+                "transaction {handle} lived on node {owner}, which is not in the cluster now: \
+                 its open transactions ended with it (nothing of them was committed unless its \
+                 commit was answered)"
+            ),
+        )
+        .field("txn"));
+    };
+    let at = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let mut e = ApiError::new(
+        ProblemCode::MisdirectedRequest,
+        format!(
+            "transaction {handle} lives on node {owner}, which began it; send its requests \
+             to {} (nothing was done here)",
+            node.advertise_url
+        ),
+    )
+    .field("txn");
+    e.location = Some(format!("{}{at}", node.advertise_url.trim_end_matches('/')));
+    Err(e)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use logbook_log::LogError;
 use logbook_txn::TxnError;
 use logbook_views::ViewError;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use ProblemCode as C;
 pub use logbook_api::problem::{PROBLEM_JSON, Problem, ProblemCode};
@@ -122,13 +123,13 @@ impl ApiError {
     /// the spec; `"spec"`: a rebuild's member), naming the field as a JSON path in the body
     /// and the reason in the API's words.
     pub fn view_spec(prefix: &str, field: &str, reason: &str) -> Self {
-        let field = crate::extract::json_path(field, reason);
+        let field = crate::serde_words::json_path(field, reason);
         let field = match (prefix.is_empty(), field.is_empty()) {
             (_, true) => prefix.to_string(),
             (true, false) => field,
             (false, false) => format!("{prefix}.{field}"),
         };
-        let reason = crate::extract::api_words(reason);
+        let reason = crate::serde_words::api_words(reason);
         let detail = if field.is_empty() {
             format!("invalid view spec: {reason}")
         } else {
@@ -303,26 +304,6 @@ impl From<TxnError> for ApiError {
     }
 }
 
-impl From<crate::auth::tokens::AuthError> for ApiError {
-    fn from(e: crate::auth::tokens::AuthError) -> Self {
-        use crate::auth::tokens::AuthError as A;
-        match e {
-            A::Invalid { field, reason } => {
-                ApiError::new(C::InvalidRequest, format!("{field}: {reason}")).field(field)
-            }
-            A::UnknownToken(id) => {
-                ApiError::new(C::UnknownToken, format!("no token has id {id:?}")).field("id")
-            }
-            A::TooMany => ApiError::new(C::TooManyTokens, A::TooMany.to_string()),
-            A::Log(e) => ApiError::from_log(e, |_| String::new()),
-            other => {
-                tracing::error!(error = %other, "token table");
-                ApiError::internal("the token table failed; see the server log")
-            }
-        }
-    }
-}
-
 impl From<ViewError> for ApiError {
     fn from(e: ViewError) -> Self {
         if let ViewError::Log(inner) = e {
@@ -391,6 +372,39 @@ impl IntoResponse for ApiError {
 /// The code of an error response, left in the response's extensions for logs and metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
+
+/// Writes one problem+json answer outside hyper (`status`: code and reason; `headers`: extra
+/// header lines, each ending in CRLF) and closes the connection: the write side first, then
+/// what the client still sends is read and dropped until it closes (at most 1 s and 1 MiB),
+/// so the close does not reset the connection before the client has read the answer.
+pub(crate) async fn answer_and_close(
+    tcp: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    status: &str,
+    headers: &str,
+    error: ApiError,
+) {
+    let body = serde_json::to_string(&error.problem()).unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {}\r\n{headers}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        PROBLEM_JSON,
+        body.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        tcp.write_all(response.as_bytes()).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 8192];
+        let mut read = 0usize;
+        while read < 1024 * 1024 {
+            let n = tcp.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            read += n;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
 
 #[cfg(test)]
 mod tests {

@@ -540,7 +540,7 @@ impl Refused {
         }
         let (status, problem) = refusal.answer();
         tracing::debug!(status, "request head over the limit");
-        crate::server::answer_and_close(&mut tcp, status, "", problem).await;
+        crate::error::answer_and_close(&mut tcp, status, "", problem).await;
     }
 }
 

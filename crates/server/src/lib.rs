@@ -63,7 +63,9 @@ pub mod ijson;
 pub mod limits;
 pub mod metrics;
 pub mod quota;
+mod serde_words;
 pub mod server;
+pub mod server_error;
 pub mod state;
 pub mod tls;
 pub mod view_catalog;
@@ -72,5 +74,6 @@ pub use config::{
     AuthMode, ClusterConfig, ClusterLayer, ConfigError, ConfigLayer, ServerConfig, TlsFiles,
 };
 pub use error::ApiError;
-pub use server::{Server, ServerError};
+pub use server::Server;
+pub use server_error::ServerError;
 pub use state::AppState;

@@ -31,12 +31,13 @@ pub fn address_key(ip: IpAddr) -> PrincipalKey {
     format!("address:{ip}").into()
 }
 
-/// The key of a request's principal: its token's, else its connection's client address.
+/// The key of a request's principal: its token's, else its connection's client address
+/// (`peer`, the connection's [`address_key`]).
 pub fn request_key(
     principal: Option<&crate::auth::Principal>,
-    conn: Option<&crate::head::Tracker>,
+    peer: Option<&PrincipalKey>,
 ) -> PrincipalKey {
-    match (principal, conn.and_then(crate::head::Tracker::peer_key)) {
+    match (principal, peer) {
         (Some(p), _) => p.quota_key.clone(),
         (None, Some(key)) => key.clone(),
         (None, None) => PrincipalKey::from("address:unknown"),
@@ -123,7 +124,7 @@ impl Counts {
 }
 
 /// A connection's charge against a principal's connection quota (kept by the connection's
-/// [`crate::head::Tracker`] until it closes).
+/// tracker in the head guard until it closes).
 pub type ConnCharge = Charge;
 
 #[cfg(test)]

@@ -29,66 +29,16 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use logbook_log::storage::{DirLock, OsStorage, Storage};
 use logbook_log::{Log, LogBackend, LogError};
-use logbook_txn::{TxnError, TxnStore, TxnStoreOptions};
-use logbook_views::{ViewError, Views};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use logbook_txn::{TxnStore, TxnStoreOptions};
+use logbook_views::Views;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::config::ServerConfig;
+use crate::server_error::ServerError;
 use crate::state::{AppState, Opened, Phase};
 use crate::tls::{self, Conn};
 use crate::{head, limits};
-
-/// Why the server could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The log could not be opened (locked, damaged, unreadable).
-    #[error("cannot open the log in {dir}: {source}")]
-    OpenLog {
-        /// The data directory.
-        dir: String,
-        /// Why.
-        #[source]
-        source: LogError,
-    },
-    /// The transaction store could not be opened.
-    #[error("cannot open the transaction store: {0}")]
-    OpenTxns(#[source] TxnError),
-    /// The views could not be opened (their state store, or a damaged catalog).
-    #[error("cannot open the views: {0}")]
-    OpenViews(#[source] ViewError),
-    /// The TLS certificate or key cannot be used.
-    #[error("cannot serve TLS: {0}")]
-    Tls(#[source] tls::TlsError),
-    /// The token table could not be opened, or the first admin token not written.
-    #[error("cannot open the tokens: {0}")]
-    OpenTokens(#[source] crate::auth::tokens::AuthError),
-    /// A task of the server failed.
-    #[error("server task failed: {0}")]
-    Task(String),
-    /// etcd refused the node's membership for a reason retrying cannot fix.
-    #[error("cannot join the cluster in etcd: {0}")]
-    Membership(String),
-    /// The configuration asks for the cluster mode, which this binary was built without.
-    #[error(
-        "the [cluster] settings need a binary built with the cluster mode: \
-         cargo build --release --features cluster"
-    )]
-    ClusterNotBuilt,
-    /// Shutdown was requested while the node was still connecting.
-    #[error("stopped before the node was ready")]
-    Stopped,
-}
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -602,38 +552,5 @@ async fn refuse_connection(mut tcp: TcpStream, refusal: crate::error::ApiError) 
         status.as_str(),
         status.canonical_reason().unwrap_or_default()
     );
-    answer_and_close(&mut tcp, &status_line, "retry-after: 1\r\n", refusal).await;
-}
-
-/// Writes one problem+json answer outside hyper (`status`: code and reason; `headers`: extra
-/// header lines, each ending in CRLF) and closes the connection: the write side first, then
-/// what the client still sends is read and dropped until it closes (at most 1 s and 1 MiB),
-/// so the close does not reset the connection before the client has read the answer.
-pub(crate) async fn answer_and_close(
-    tcp: &mut (impl AsyncRead + AsyncWrite + Unpin),
-    status: &str,
-    headers: &str,
-    error: crate::error::ApiError,
-) {
-    let body = serde_json::to_string(&error.problem()).unwrap_or_default();
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {}\r\n{headers}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        crate::error::PROBLEM_JSON,
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        tcp.write_all(response.as_bytes()).await?;
-        tcp.shutdown().await?;
-        let mut sink = [0u8; 8192];
-        let mut read = 0usize;
-        while read < 1024 * 1024 {
-            let n = tcp.read(&mut sink).await?;
-            if n == 0 {
-                break;
-            }
-            read += n;
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
+    crate::error::answer_and_close(&mut tcp, &status_line, "retry-after: 1\r\n", refusal).await;
 }

@@ -166,7 +166,7 @@ async fn refuse_plain_http(mut tcp: TcpStream) {
          certificate must be trusted: --ca-cert for a private CA)",
     );
     problem.field = Some("scheme".into());
-    crate::server::answer_and_close(&mut tcp, "400 Bad Request", "", problem).await;
+    crate::error::answer_and_close(&mut tcp, "400 Bad Request", "", problem).await;
 }
 
 impl AsyncRead for Conn {

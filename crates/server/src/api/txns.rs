@@ -62,65 +62,6 @@ pub(super) fn rows(page: ScanPage) -> Rows {
     }
 }
 
-/// On a cluster node, a request on an interactive transaction (a route under
-/// `/v1/txns/{txn}`) whose handle names another node: 421 `misdirected_request` with
-/// `location`, the same request's URL on that node, or 404 `unknown_transaction` when that
-/// node is no longer registered (its open transactions ended with it). Anything else
-/// passes, to be answered by its handler.
-///
-/// # Errors
-/// As above; 503 `membership_unavailable` when the node list cannot be read.
-pub(crate) async fn check_owner(
-    state: &AppState,
-    route: &str,
-    uri: &axum::http::Uri,
-) -> Result<(), ApiError> {
-    let Some(me) = state.txns().node() else {
-        return Ok(());
-    };
-    if !route.starts_with("/v1/txns/{txn}") {
-        return Ok(());
-    }
-    // `/v1/txns/<handle>/...`: handles need no percent-encoding.
-    let Some(handle) = uri.path().split('/').nth(3) else {
-        return Ok(());
-    };
-    let Some(owner) = crate::state::handle_node(handle) else {
-        return Ok(());
-    };
-    if owner == me {
-        return Ok(());
-    }
-    let opened = state.opened()?;
-    let Some(member) = opened.cluster.as_ref() else {
-        return Ok(());
-    };
-    let nodes = member.nodes().await?;
-    let Some(node) = nodes.iter().find(|n| n.node_id == owner) else {
-        return Err(ApiError::new(
-            ProblemCode::UnknownTransaction,
-            format!(
-                "transaction {handle} lived on node {owner}, which is not in the cluster now: \
-                 its open transactions ended with it (nothing of them was committed unless its \
-                 commit was answered)"
-            ),
-        )
-        .field("txn"));
-    };
-    let at = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-    let mut e = ApiError::new(
-        ProblemCode::MisdirectedRequest,
-        format!(
-            "transaction {handle} lives on node {owner}, which began it; send its requests \
-             to {} (nothing was done here)",
-            node.advertise_url
-        ),
-    )
-    .field("txn");
-    e.location = Some(format!("{}{at}", node.advertise_url.trim_end_matches('/')));
-    Err(e)
-}
-
 fn key_not_found(key: &str) -> ApiError {
     ApiError::new(
         ProblemCode::KeyNotFound,
@@ -255,7 +196,7 @@ pub async fn begin(
     let opened = state.opened()?;
     let owner = crate::quota::request_key(
         caller.as_deref().map(|p| &**p),
-        conn.as_deref().map(|c| &**c),
+        conn.as_deref().and_then(|c| c.peer_key()),
     );
     state.txns().check_room(&owner)?;
     // A follower's snapshot is what it has applied: catch up first (to the token, if any).

@@ -85,6 +85,29 @@ pub enum AuthError {
     Random(String),
 }
 
+/// The API's answer to a token-table failure: a named 400/404/409 for what the caller can
+/// fix, 500 (logged) for the rest.
+impl From<AuthError> for crate::error::ApiError {
+    fn from(e: AuthError) -> Self {
+        use crate::error::{ApiError, ProblemCode as C};
+        use AuthError as A;
+        match e {
+            A::Invalid { field, reason } => {
+                ApiError::new(C::InvalidRequest, format!("{field}: {reason}")).field(field)
+            }
+            A::UnknownToken(id) => {
+                ApiError::new(C::UnknownToken, format!("no token has id {id:?}")).field("id")
+            }
+            A::TooMany => ApiError::new(C::TooManyTokens, A::TooMany.to_string()),
+            A::Log(e) => ApiError::from_log(e, |_| String::new()),
+            other => {
+                tracing::error!(error = %other, "token table");
+                ApiError::internal("the token table failed; see the server log")
+            }
+        }
+    }
+}
+
 /// Who a request acts as: a valid token's principal and scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
