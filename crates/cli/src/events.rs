@@ -143,18 +143,19 @@ async fn subscribe(
             .unwrap_or_default();
         bail!("GET {path_and_query}: {status} {detail}");
     }
-    let mut pending = String::new();
+    // Bytes, not text: a frame may end inside a character (and the server sends many
+    // events per frame); each whole event is decoded on its own.
+    let mut pending: Vec<u8> = Vec::new();
     while let Some(frame) = response.body_mut().frame().await {
         let frame = frame.context("reading the event stream")?;
         let Some(data) = frame.data_ref() else {
             continue;
         };
-        pending.push_str(&String::from_utf8_lossy(data));
-        if pending.len() > EVENT_BYTES_MAX {
-            bail!("an event longer than {EVENT_BYTES_MAX} bytes");
-        }
-        while let Some(end) = pending.find("\n\n") {
-            let block: String = pending.drain(..end + 2).collect();
+        pending.extend_from_slice(data);
+        let mut used = 0;
+        while let Some(end) = pending[used..].windows(2).position(|w| w == b"\n\n") {
+            let block = String::from_utf8_lossy(&pending[used..used + end + 2]);
+            used += end + 2;
             let Some(event) = parse_event(&block) else {
                 continue;
             };
@@ -164,6 +165,10 @@ async fn subscribe(
                 other => return Ok(format!("{other} {}", event.data)),
             }
             on_event(&event)?;
+        }
+        pending.drain(..used);
+        if pending.len() > EVENT_BYTES_MAX {
+            bail!("an event longer than {EVENT_BYTES_MAX} bytes");
         }
     }
     Ok("the connection closed".into())

@@ -121,8 +121,14 @@ pub const SSE_QUEUE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bytes a subscription's body hands to hyper beyond what has reached the socket (256 KiB):
 /// hyper's own write buffer is not bounded under `pipeline_flush`, so the body bounds it.
 pub const SSE_UNFLUSHED_BYTES_MAX: usize = 256 * 1024;
-/// Records one subscription reads from a partition at a time.
+/// Records one subscription reads from a partition at a time (one chunk of events).
 pub const SSE_READ_RECORDS: usize = 256;
+/// Bytes of keys and values one subscription reads from a partition at a time (about 1 MiB;
+/// at least one record).
+pub const SSE_READ_BYTES_MAX: usize = 1024 * 1024;
+/// Partitions one subscription reads side by side (4): its reads in hand beside its queue
+/// are at most this many of [`SSE_READ_BYTES_MAX`].
+pub const SSE_READS_CONCURRENT: usize = 4;
 /// Default silence before a subscription sends a `: heartbeat` comment, in ms (15 s).
 pub const SSE_HEARTBEAT_MS_DEFAULT: u64 = 15_000;
 /// Default time a subscription's client may take nothing from its full queue before it is
@@ -175,6 +181,9 @@ const _: () = assert!(PROBE_HEADER_READ_TIMEOUT_MS <= HEADER_READ_TIMEOUT_MS_DEF
 const _: () = assert!(PROBE_CONNECTIONS_PER_CLIENT < PROBE_CONNECTIONS);
 const _: () = assert!(BODY_RATE_MIN_BYTES_PER_S_DEFAULT > 0);
 const _: () = assert!(SSE_READ_RECORDS < SSE_QUEUE_EVENTS);
+const _: () = assert!(SSE_READS_CONCURRENT >= 1);
+// What one subscription's reads hold beside its queue is no more than one read of a request.
+const _: () = assert!(SSE_READS_CONCURRENT * SSE_READ_BYTES_MAX <= READ_BYTES_MAX);
 const _: () = assert!(SSE_WAIT_MS_MIN <= SSE_HEARTBEAT_MS_DEFAULT);
 const _: () = assert!(SSE_HEARTBEAT_MS_DEFAULT <= SSE_WAIT_MS_MAX);
 const _: () = assert!(SSE_WAIT_MS_MIN <= SSE_STALL_MS_DEFAULT);

@@ -3,32 +3,40 @@
 //! the start or the end, across chosen partitions.
 //!
 //! ```text
-//!  log partitions ──read (blocking pool)──▶ producer task ──try_send──▶ bounded queue ──▶ body
-//!        ▲  wake: end_offset_above / heartbeat /       │ full (events or bytes): wait;  (hyper
-//!        └────────  50 ms tick (shutdown, client gone) └─▶ nothing taken for stall_ms:    polls)
-//!                                                          `event: dropped`, then end
+//!  log partitions ──reads (blocking pool, up to SSE_READS_CONCURRENT at once)──▶ producer task
+//!        ▲  wake: end_offset_above / heartbeat /    │ one chunk per read (frame.rs)
+//!        └────────  50 ms tick (shutdown, client gone)  ▼ try_send
+//!                   bounded queue (events, bytes) ──▶ body: one frame per chunk (hyper polls)
+//!                   full: wait; nothing taken for stall_ms: `event: dropped`, then end
 //! ```
 //!
 //! Each record is one event: `id:` the cursor after it (`P:O,...`: per partition read, the
 //! next offset), `event: record`, `data:` the record as `GET .../records` shows it. A client
 //! that reconnects with that id as `Last-Event-ID` resumes exactly after the last event it
 //! received: nothing lost, nothing repeated. A comment line `: heartbeat` goes out when
-//! nothing else has for `heartbeat_ms`, so proxies and clients see a live connection.
+//! nothing else has for `heartbeat_ms`, so proxies and clients see a live connection. The
+//! events of one partition's read travel together, as one chunk of the queue and one frame
+//! of the body ([`frame`]): the per-record cost is the record's JSON and its id, not a
+//! queue entry, a wake-up and a write each.
 //!
 //! Invariants and limits:
 //! * memory per connection is bounded: at most [`limits::SSE_QUEUE_EVENTS`] events and
-//!   [`limits::SSE_QUEUE_BYTES_MAX`] bytes wait for the client (one event larger than that
-//!   still goes out alone). While the queue is full the task stops reading (back-pressure:
-//!   the records wait in the log, which is the buffer). A client that takes nothing from a
-//!   full queue for `stall_ms` gets `event: dropped` with the reason, its id where to
-//!   resume, and the connection ends: a slow consumer never makes the server buffer
-//!   without bound, nor holds a subscription forever;
+//!   [`limits::SSE_QUEUE_BYTES_MAX`] bytes wait for the client (one chunk larger than that
+//!   still goes out alone), and at most [`limits::SSE_READS_CONCURRENT`] reads of
+//!   [`limits::SSE_READ_BYTES_MAX`] are in hand beside them. While the queue is full the
+//!   task stops reading (back-pressure: the records wait in the log, which is the buffer).
+//!   A client that takes nothing from a full queue for `stall_ms` gets `event: dropped`
+//!   with the reason, its id where to resume, and the connection ends: a slow consumer
+//!   never makes the server buffer without bound, nor holds a subscription forever;
+//! * the cursor moves only once a chunk is queued, in the order chunks are queued: an id
+//!   (of a record event or of the last event) names exactly what was queued before it;
 //! * subscriptions count against a budget of their own ([`limits::SUBSCRIPTIONS_MAX`]), not
 //!   the requests in flight, so long-lived connections cannot starve short requests; one
 //!   more is 503 `server_busy` with `Retry-After`;
 //! * at shutdown every subscription ends with `event: shutdown` (it must not hold the drain).
 
-use std::collections::BTreeMap;
+mod frame;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -54,47 +62,7 @@ use crate::limits;
 use crate::state::{AppState, Phase};
 
 use super::Params;
-use super::streams::record_out;
-
-/// Per partition read, the offset of the next record to send.
-type Cursor = BTreeMap<u32, u64>;
-
-/// `P:O,...`, the form of an event id and of `from`.
-fn format_cursor(cursor: &Cursor) -> String {
-    let parts: Vec<String> = cursor.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-    parts.join(",")
-}
-
-/// [`format_cursor`] of `cursor` with partition `moved` at offset `to`.
-fn format_cursor_moved(cursor: &Cursor, moved: u32, to: u64) -> String {
-    let parts: Vec<String> = cursor
-        .iter()
-        .map(|(p, o)| format!("{p}:{}", if *p == moved { to } else { *o }))
-        .collect();
-    parts.join(",")
-}
-
-/// Parses `P:O,...`; the error names `field`.
-fn parse_cursor(text: &str, field: &str) -> Result<Cursor, ApiError> {
-    let bad = |why: String| ApiError::invalid(field, format!("{field} {text:?}: {why}"));
-    let mut cursor = Cursor::new();
-    for item in text.split(',').filter(|s| !s.is_empty()) {
-        let (p, o) = item
-            .split_once(':')
-            .ok_or_else(|| bad(format!("{item:?} is not PARTITION:OFFSET")))?;
-        let p: u32 = p
-            .parse()
-            .map_err(|e| bad(format!("partition {p:?}: {e}")))?;
-        let o: u64 = o.parse().map_err(|e| bad(format!("offset {o:?}: {e}")))?;
-        if cursor.insert(p, o).is_some() {
-            return Err(bad(format!("partition {p} is named twice")));
-        }
-    }
-    if cursor.is_empty() {
-        return Err(bad("names no partition".into()));
-    }
-    Ok(cursor)
-}
+use frame::{Chunk, Cursor, Serialised, parse_cursor};
 
 /// Where each chosen partition starts: `Last-Event-ID` when the client resumes, else
 /// `from` (`start`, `end` — the default — `group:G`, the positions of the group `G` given as
@@ -289,18 +257,27 @@ pub async fn events(
 struct Queued {
     /// Bytes queued and not yet taken by the body.
     bytes: AtomicUsize,
-    /// Signalled each time the body takes an event (room for the producer).
+    /// Events (and comments) queued and not yet taken by the body.
+    events: AtomicUsize,
+    /// Signalled each time the body takes a chunk (room for the producer).
     taken: tokio::sync::Notify,
 }
 
 impl Queued {
-    fn taken(&self, bytes: usize) {
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+    fn queue(&self, chunk: &Chunk) {
+        self.bytes.fetch_add(chunk.bytes.len(), Ordering::AcqRel);
+        self.events.fetch_add(chunk.events, Ordering::AcqRel);
+    }
+
+    fn taken(&self, chunk: &Chunk) {
+        self.bytes.fetch_sub(chunk.bytes.len(), Ordering::AcqRel);
+        self.events.fetch_sub(chunk.events, Ordering::AcqRel);
         self.taken.notify_one();
     }
 }
 
-/// The response body: events as the producer queued them; ends when the producer does.
+/// The response body: chunks of events as the producer queued them, one frame each; ends
+/// when the producer does.
 ///
 /// hyper polls a body for as long as its write buffer takes more, and under the server's
 /// `pipeline_flush` that buffer has no bound: the body paces itself instead, handing out
@@ -308,7 +285,7 @@ impl Queued {
 /// (counted by the connection's [`Tracker`]). So a client that stops reading fills the
 /// socket, then that allowance, then the queue — and is dropped.
 struct EventBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Chunk>,
     queued: Arc<Queued>,
     /// The connection's write counter (absent when the router is driven without one, in
     /// tests), with its count when the body began and the bytes handed out since.
@@ -344,10 +321,10 @@ impl hyper::body::Body for EventBody {
             }
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(event)) => {
-                self.queued.taken(event.len());
-                self.handed_out += event.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(event))))
+            Poll::Ready(Some(chunk)) => {
+                self.queued.taken(&chunk);
+                self.handed_out += chunk.bytes.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk.bytes))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -387,8 +364,8 @@ struct Producer {
     heartbeat: Duration,
     /// How long a client may take nothing from a full queue before it is dropped.
     stall: Duration,
-    tx: mpsc::Sender<Bytes>,
-    /// Bytes queued and not yet taken by the body.
+    tx: mpsc::Sender<Chunk>,
+    /// What is queued and not yet taken by the body.
     queued: Arc<Queued>,
     /// Held for the subscription's life: the budget of [`limits::SUBSCRIPTIONS_MAX`].
     _permit: OwnedSemaphorePermit,
@@ -430,7 +407,7 @@ impl Producer {
                 Ok(false) => {}
             }
             if quiet_since.elapsed() >= self.heartbeat {
-                if let Err(end) = self.push(Bytes::from_static(b": heartbeat\n\n")).await {
+                if let Err(end) = self.push(frame::heartbeat()).await {
                     return end;
                 }
                 quiet_since = tokio::time::Instant::now();
@@ -440,63 +417,91 @@ impl Producer {
         }
     }
 
-    /// Reads every partition that has records past its cursor (one read each) and queues
-    /// them; whether anything was sent.
+    /// Reads every partition that has records past its cursor, one read each, at most
+    /// [`limits::SSE_READS_CONCURRENT`] side by side on the blocking pool, and queues each
+    /// read as one chunk in partition order; whether anything was sent.
     async fn send_available(&mut self) -> Result<bool, End> {
-        let mut sent = false;
-        let partitions: Vec<(u32, u64)> = self.cursor.iter().map(|(p, o)| (*p, *o)).collect();
-        for (p, from) in partitions {
-            let Ok(part) = self.stream.partition(p) else {
-                continue;
-            };
-            if from >= part.end_offset() {
-                continue;
-            }
-            let s = self.stream.clone();
-            let read = blocking(move || {
-                s.partition(p)?
-                    .read(from, limits::SSE_READ_RECORDS, limits::READ_BYTES_MAX)
+        let due: Vec<(u32, u64)> = self
+            .cursor
+            .iter()
+            .filter(|(p, o)| {
+                self.stream
+                    .partition(**p)
+                    .is_ok_and(|part| **o < part.end_offset())
             })
-            .await;
-            let records = match read {
-                Ok(Ok(records)) => records,
-                Ok(Err(e)) => {
-                    let problem = ApiError::from_log(e, |_| String::new()).problem();
-                    self.last("error", &serde_json::to_value(problem).unwrap_or_default());
-                    return Err(End::Error);
-                }
-                Err(_) => return Err(End::Error),
-            };
-            for record in records {
-                // The cursor moves only once the event is queued: a drop's id then names
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        let mut sent = false;
+        for group in due.chunks(limits::SSE_READS_CONCURRENT) {
+            // Started together, so they run side by side; queued in order, each framed with
+            // the cursor as the chunks before it left it.
+            let reads: Vec<_> = group
+                .iter()
+                .map(|(p, from)| self.start_read(*p, *from))
+                .collect();
+            for read in reads {
+                let read = match read.await {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(e)) => {
+                        let problem = ApiError::from_log(e, |_| String::new()).problem();
+                        self.last("error", &serde_json::to_value(problem).unwrap_or_default());
+                        return Err(End::Error);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a subscription's read task failed");
+                        return Err(End::Error);
+                    }
+                };
+                let Some(next) = read.next() else {
+                    continue;
+                };
+                self.push(frame::frame(&self.cursor, &read)).await?;
+                // The cursor moves only once the chunk is queued: a drop's id then names
                 // the first record the client has not got.
-                let next = record.offset + 1;
-                let data = serde_json::to_string(&record_out(p, record)).unwrap_or_default();
-                let event = format!(
-                    "id: {}\nevent: record\ndata: {data}\n\n",
-                    format_cursor_moved(&self.cursor, p, next)
-                );
-                self.push(Bytes::from(event)).await?;
-                self.cursor.insert(p, next);
+                self.cursor.insert(read.partition, next);
                 sent = true;
             }
         }
         Ok(sent)
     }
 
-    /// Whether `bytes` more would overfill the queue (by events, keeping one slot for the
-    /// last event, or by bytes, letting one large event through an empty queue).
-    fn full(&self, bytes: usize) -> bool {
-        let queued = self.queued.bytes.load(Ordering::Acquire);
-        self.tx.capacity() <= 1 || (queued > 0 && queued + bytes > limits::SSE_QUEUE_BYTES_MAX)
+    /// Starts reading partition `p` from `from` on the blocking pool, and making the records'
+    /// `data:` lines there too (the costly part of an event, which needs no cursor).
+    fn start_read(
+        &self,
+        p: u32,
+        from: u64,
+    ) -> tokio::task::JoinHandle<Result<Serialised, LogError>> {
+        let stream = self.stream.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let records = stream.partition(p)?.read(
+                from,
+                limits::SSE_READ_RECORDS,
+                limits::SSE_READ_BYTES_MAX,
+            )?;
+            Ok(frame::serialise(p, records))
+        })
     }
 
-    /// Queues one event, waiting while the queue is full (back-pressure: the records stay
+    /// Whether `chunk` would overfill the queue: by events (one slot is kept for the last
+    /// event) or by bytes. An empty queue takes any chunk, so one large record still goes.
+    fn full(&self, chunk: &Chunk) -> bool {
+        let events = self.queued.events.load(Ordering::Acquire);
+        let bytes = self.queued.bytes.load(Ordering::Acquire);
+        self.tx.capacity() <= 1
+            || (events > 0
+                && (events + chunk.events >= limits::SSE_QUEUE_EVENTS
+                    || bytes + chunk.bytes.len() > limits::SSE_QUEUE_BYTES_MAX))
+    }
+
+    /// Queues one chunk, waiting while the queue is full (back-pressure: the records stay
     /// in the log meanwhile). A client that takes nothing from a full queue for `stall` is
     /// a slow consumer: it gets `event: dropped` in the slot kept for it, and the
     /// subscription ends.
-    async fn push(&self, event: Bytes) -> Result<(), End> {
-        while self.full(event.len()) {
+    async fn push(&self, chunk: Chunk) -> Result<(), End> {
+        while self.full(&chunk) {
             let room = async {
                 tokio::select! {
                     () = self.queued.taken.notified() => Ok(()),
@@ -512,7 +517,7 @@ impl Producer {
                         "detail": format!(
                             "the client took nothing for {} ms from a full queue ({} events, {} bytes; limits {} / {}); reconnect with Last-Event-ID to resume",
                             self.stall.as_millis(),
-                            limits::SSE_QUEUE_EVENTS - self.tx.capacity(),
+                            self.queued.events.load(Ordering::Acquire),
                             self.queued.bytes.load(Ordering::Acquire),
                             limits::SSE_QUEUE_EVENTS,
                             limits::SSE_QUEUE_BYTES_MAX
@@ -523,23 +528,22 @@ impl Producer {
                 }
             }
         }
-        self.queued.bytes.fetch_add(event.len(), Ordering::AcqRel);
-        self.tx.try_send(event).map_err(|_| End::ClientGone)
+        self.send(chunk).map_err(|()| End::ClientGone)
     }
 
     /// Sends the subscription's last event (into the slot [`Self::push`] keeps free), with
     /// the cursor to resume from as its id.
     fn last(&self, kind: &str, data: &serde_json::Value) {
-        let event = format!(
-            "id: {}\nevent: {kind}\ndata: {data}\n\n",
-            format_cursor(&self.cursor)
-        );
-        let event = Bytes::from(event);
-        let len = event.len();
-        self.queued.bytes.fetch_add(len, Ordering::AcqRel);
-        if self.tx.try_send(event).is_err() {
-            self.queued.bytes.fetch_sub(len, Ordering::AcqRel);
-        }
+        let _ = self.send(frame::event(&self.cursor, kind, data));
+    }
+
+    /// Puts `chunk` in the queue, counted; `Err` if the queue is full or the body gone.
+    fn send(&self, chunk: Chunk) -> Result<(), ()> {
+        // Counted first: the body may take it as soon as it is in.
+        self.queued.queue(&chunk);
+        self.tx.try_send(chunk).map_err(|e| {
+            self.queued.taken(&e.into_inner());
+        })
     }
 
     /// Returns when a partition has a record past its cursor, the client went away, or
