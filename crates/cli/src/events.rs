@@ -153,7 +153,7 @@ async fn subscribe(
         };
         pending.extend_from_slice(data);
         let mut used = 0;
-        while let Some(end) = pending[used..].windows(2).position(|w| w == b"\n\n") {
+        while let Some(end) = memchr::memmem::find(&pending[used..], b"\n\n") {
             let block = String::from_utf8_lossy(&pending[used..used + end + 2]);
             used += end + 2;
             let Some(event) = parse_event(&block) else {

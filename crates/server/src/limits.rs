@@ -112,17 +112,19 @@ pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// request slot ([`REQUESTS_MAX_DEFAULT`]) while they stream, only one of these. One more:
 /// 503 `server_busy` with `Retry-After`.
 pub const SUBSCRIPTIONS_MAX: usize = 64;
-/// Events one subscription may have waiting for its client (1,024, one of them kept for
-/// the last event). A full queue ends the subscription with `event: dropped`.
-pub const SSE_QUEUE_EVENTS: usize = 1024;
+/// Events one subscription may have waiting for its client (4,096: about four reads, one
+/// kept for the last event). A client that takes nothing from a full queue for `stall_ms`
+/// is dropped with `event: dropped`.
+pub const SSE_QUEUE_EVENTS: usize = 4096;
 /// Bytes of events one subscription may have waiting for its client (4 MiB; one larger
 /// event still goes out alone). More ends the subscription with `event: dropped`.
 pub const SSE_QUEUE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bytes a subscription's body hands to hyper beyond what has reached the socket (256 KiB):
 /// hyper's own write buffer is not bounded under `pipeline_flush`, so the body bounds it.
 pub const SSE_UNFLUSHED_BYTES_MAX: usize = 256 * 1024;
-/// Records one subscription reads from a partition at a time (one chunk of events).
-pub const SSE_READ_RECORDS: usize = 256;
+/// Records one subscription reads from a partition at a time (one chunk of events): as many
+/// as one long poll's page (1,000).
+pub const SSE_READ_RECORDS: usize = logbook_api::limits::READ_RECORDS_MAX;
 /// Bytes of keys and values one subscription reads from a partition at a time (about 1 MiB;
 /// at least one record).
 pub const SSE_READ_BYTES_MAX: usize = 1024 * 1024;

@@ -578,41 +578,47 @@ impl Subscriber {
                 continue;
             };
             buf.extend_from_slice(&data);
+            // Every whole event of the frame (a server frames many at once), then the time:
+            // a long poll's answer is likewise counted as a whole.
+            let before = tally.received;
             let mut used = 0;
             while let Some(end) = find_blank_line(&buf[used..]) {
                 let event = &buf[used..used + end];
                 used += end + 2;
                 self.sse_event(event, &mut tally)?;
-                if self.done(tally.received)? {
-                    break;
-                }
             }
             buf.drain(..used);
+            if tally.received > before {
+                tally.last = Some(Instant::now());
+            }
         }
         Ok(tally)
     }
 
-    /// One event: a record is counted, a heartbeat ignored, any other ends the run.
+    /// One event: a record is counted, a heartbeat ignored, any other ends the run. Read
+    /// as bytes: the data's JSON parser checks its text.
     fn sse_event(&self, event: &[u8], tally: &mut Tally) -> anyhow::Result<()> {
-        let text = std::str::from_utf8(event).context("an event that is not UTF-8")?;
-        let mut kind = "message";
-        let mut data = "";
-        for line in text.lines() {
-            if let Some(k) = line.strip_prefix("event: ") {
+        let mut kind: &[u8] = b"message";
+        let mut data: &[u8] = b"";
+        for line in event.split(|b| *b == b'\n') {
+            if let Some(k) = line.strip_prefix(b"event: ") {
                 kind = k;
-            } else if let Some(d) = line.strip_prefix("data: ") {
+            } else if let Some(d) = line.strip_prefix(b"data: ") {
                 data = d;
             }
         }
         match kind {
-            "record" => {
-                let record: Delivered = serde_json::from_str(data).context("a record event")?;
+            b"record" => {
+                let record: Delivered = serde_json::from_slice(data).context("a record event")?;
                 tally.record(&record, self.latency);
-                tally.last = Some(Instant::now());
                 Ok(())
             }
-            "message" if data.is_empty() => Ok(()),
-            other => bail!("the subscription ended: event {other}: {data}"),
+            b"message" if data.is_empty() => Ok(()),
+            other => bail!(
+                "the subscription ended: event {}: {}",
+                String::from_utf8_lossy(other),
+                String::from_utf8_lossy(data)
+            ),
         }
     }
 
@@ -678,7 +684,15 @@ impl Subscriber {
 
 /// Where the first event in `buf` ends (the index of its blank line's `\n\n`), if whole.
 fn find_blank_line(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\n\n")
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let at = from + i;
+        if buf.get(at + 1) == Some(&b'\n') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Wall-clock µs since the Unix epoch (the producer's stamps and the subscribers' clock are

@@ -164,7 +164,11 @@ fn ids_around(cursor: &Cursor, p: u32) -> (String, String) {
         range.map(|(q, o)| format!("{q}:{o}")).collect()
     };
     let before = text(&mut cursor.range(..p));
-    let after = text(&mut cursor.range(p.saturating_add(1)..).filter(|(q, _)| **q != p));
+    let after = text(
+        &mut cursor
+            .range(p.saturating_add(1)..)
+            .filter(|(q, _)| **q != p),
+    );
     let mut b = before.join(",");
     if !b.is_empty() {
         b.push(',');
@@ -249,7 +253,10 @@ mod tests {
         let read = serialise(0, vec![record(0, value)]);
         let got = events(&frame(&Cursor::from([(0, 0)]), &read));
         let data: serde_json::Value = serde_json::from_str(&got[0].2).unwrap();
-        assert_eq!(data["value"], serde_json::json!({"text": "a\nb", "n": [1, 2]}));
+        assert_eq!(
+            data["value"],
+            serde_json::json!({"text": "a\nb", "n": [1, 2]})
+        );
     }
 
     #[test]
