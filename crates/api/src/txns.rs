@@ -144,7 +144,8 @@ pub struct Committed {
     pub offset: Option<u64>,
     /// Consistency token of the commit.
     pub token: Option<String>,
-    /// The value each incremented key ended with.
+    /// The value each incremented key ended with (an increment needs `kv:read` on its key
+    /// beside `kv:write`, as this reveals the key's value).
     pub incremented: BTreeMap<String, i64>,
     /// True when this was a retry of an `Idempotency-Key` that had committed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -595,9 +595,40 @@ fn routes() -> Vec<Route> {
             "POST",
             "/v1/txns/{T}/kv/n/increment",
             Some(json!({"by": 1})),
-            &["kv:write:n"],
+            &["kv:write:n", "kv:read:n"],
             &["kv:read:*"],
         ),
+        // An atomic operation's answer reveals the key's state: it needs kv:read too.
+        Route {
+            names: Some("kv:read:n"),
+            ..r(
+                "POST",
+                "/v1/txns/{T}/kv/n/increment",
+                Some(json!({"by": 0})),
+                &["kv:write:n", "kv:read:n"],
+                &["kv:write:n"],
+            )
+        },
+        Route {
+            names: Some("kv:read:k"),
+            ..r(
+                "PUT",
+                "/v1/txns/{T}/kv/k",
+                Some(json!({"value": 2, "if_version": 0})),
+                &["kv:write:k", "kv:read:k"],
+                &["kv:write:k"],
+            )
+        },
+        Route {
+            names: Some("kv:read:k"),
+            ..r(
+                "DELETE",
+                "/v1/txns/{T}/kv/k?if_version=0",
+                None,
+                &["kv:write:k", "kv:read:k"],
+                &["kv:write:*"],
+            )
+        },
         Route {
             names: Some("kv:… (any kv scope)"),
             ..r(
@@ -707,6 +738,26 @@ fn routes() -> Vec<Route> {
                 })),
                 &["kv:read:acct/*", "kv:write:acct/*"],
                 &["kv:read:acct/*", "kv:write:acct/1"],
+            )
+        },
+        Route {
+            names: Some("kv:read:n"),
+            ..r(
+                "POST",
+                "/v1/commits",
+                Some(json!({"writes": [{"op": "increment", "key": "n", "by": 0}]})),
+                &["kv:write:n", "kv:read:n"],
+                &["kv:write:*"],
+            )
+        },
+        Route {
+            names: Some("kv:read:k"),
+            ..r(
+                "POST",
+                "/v1/commits",
+                Some(json!({"writes": [{"op": "put", "key": "k", "value": 1, "if_absent": true}]})),
+                &["kv:write:k", "kv:read:k"],
+                &["kv:write:k"],
             )
         },
         Route {
@@ -966,6 +1017,113 @@ fn every_route_checks_credentials_and_scopes_and_refusals_change_nothing() {
     for open in ["/v1/health", "/openapi.json"] {
         assert_eq!(node.call_as(None, "GET", open, None).status, 200, "{open}");
     }
+    node.terminate();
+}
+
+/// A token with only `kv:write` on a key learns nothing of the key through an atomic
+/// operation (review r14 F2): an increment by 0 would answer its value, a compare-and-set
+/// the version it found, a put-if-absent that it exists. Each needs `kv:read` on the key
+/// too, in a one-shot commit and in an interactive transaction alike: 403 naming the scope
+/// and the field, and nothing is written. Plain puts and deletes still need `kv:write` only.
+#[test]
+fn a_write_only_token_cannot_read_a_key_through_an_atomic_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--auth", "on"]);
+    let a = node.call(
+        "POST",
+        "/v1/commits",
+        Some(json!({"writes": [{"op": "put", "key": "salary", "value": 5000}]})),
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    let before = node.get("/v1/kv/salary").json();
+    let (writer, _) = token(&node, "writer", &["kv:write:salary"], None);
+    let forbidden = |a: &Answer, field: &str| {
+        assert_eq!(a.status, 403, "{field}: {a:?}");
+        assert_eq!(a.json()["code"], "forbidden", "{a:?}");
+        assert_eq!(a.json()["field"], field, "{a:?}");
+        let detail = a.json()["detail"].as_str().unwrap().to_string();
+        assert!(
+            detail.contains("lacks the scope kv:read:salary"),
+            "{detail}"
+        );
+        assert!(
+            !detail.contains("5000"),
+            "the refusal tells nothing: {detail}"
+        );
+    };
+    let commit = |write: Value| {
+        node.call_as(
+            Some(&writer),
+            "POST",
+            "/v1/commits",
+            Some(json!({ "writes": [write] })),
+        )
+    };
+    // One-shot commits.
+    let a = commit(json!({"op": "increment", "key": "salary", "by": 0}));
+    forbidden(&a, "writes[0].op");
+    let a = commit(json!({"op": "put", "key": "salary", "value": 1, "if_version": 7}));
+    forbidden(&a, "writes[0].if_version");
+    let a = commit(json!({"op": "put", "key": "salary", "value": 1, "if_absent": true}));
+    forbidden(&a, "writes[0].if_absent");
+    let a = commit(json!({"op": "delete", "key": "salary", "if_version": 7}));
+    forbidden(&a, "writes[0].if_version");
+    // An interactive transaction: each atomic step is refused before it is buffered.
+    let begun = node.call_as(Some(&writer), "POST", "/v1/txns", Some(json!({})));
+    assert_eq!(begun.status, 201, "{begun:?}");
+    let txn = begun.json()["txn"].as_str().unwrap().to_string();
+    let step = |method: &str, path: &str, body: Option<Value>| {
+        node.call_as(
+            Some(&writer),
+            method,
+            &format!("/v1/txns/{txn}/kv/{path}"),
+            body,
+        )
+    };
+    let a = step("POST", "salary/increment", Some(json!({"by": 0})));
+    assert_eq!(a.status, 403, "{a:?}");
+    assert!(
+        a.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lacks the scope kv:read:salary"),
+        "{a:?}"
+    );
+    forbidden(
+        &step("PUT", "salary", Some(json!({"value": 1, "if_version": 7}))),
+        "if_version",
+    );
+    forbidden(
+        &step(
+            "PUT",
+            "salary",
+            Some(json!({"value": 1, "if_absent": true})),
+        ),
+        "if_absent",
+    );
+    forbidden(&step("DELETE", "salary?if_version=7", None), "if_version");
+    let a = node.call_as(
+        Some(&writer),
+        "POST",
+        &format!("/v1/txns/{txn}/commit"),
+        None,
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        a.json()["offset"],
+        Value::Null,
+        "nothing was buffered: {a:?}"
+    );
+    assert_eq!(a.json()["incremented"], json!({}), "{a:?}");
+    assert_eq!(
+        node.get("/v1/kv/salary").json(),
+        before,
+        "nothing was written"
+    );
+    // Blind writes need kv:write only.
+    let a = commit(json!({"op": "put", "key": "salary", "value": 6000}));
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(node.get("/v1/kv/salary").json()["value"], 6000);
     node.terminate();
 }
 

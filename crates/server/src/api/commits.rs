@@ -16,7 +16,7 @@ use logbook_api::txns::{
 use logbook_txn::{CommitRequest, Condition, Isolation, KeyRange, TxnError, Value, Write};
 
 use crate::auth::scope::{Action, Kind, Need};
-use crate::auth::{Caller, authorize_body, range_need};
+use crate::auth::{Caller, authorize_body, range_need, reveals_state};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, RequiredJsonBody, Tracking, blocking, commit_to_the_end};
 use crate::limits;
@@ -209,7 +209,9 @@ fn read_needs<'a>(
 }
 
 /// What a commit request needs: read scopes for its declared reads, ranges and locks (a
-/// lock is a read for update, as `get_for_update` is), write scopes for its writes.
+/// lock is a read for update, as `get_for_update` is), write scopes for its writes, and a
+/// read scope for each atomic write (an increment, `if_version`, `if_absent`), whose answer
+/// reveals the key's state ([`reveals_state`]); the field names what needs it.
 fn commit_needs(body: &CommitBody) -> impl Iterator<Item = (String, Need)> + '_ {
     let reads =
         read_needs(body.reads.iter().map(|r| &r.key), "reads", &body.ranges).map(|(at, need)| {
@@ -222,9 +224,18 @@ fn commit_needs(body: &CommitBody) -> impl Iterator<Item = (String, Need)> + '_ 
         let need = Need::Name(Kind::Kv, Action::Read, k.clone());
         (format!("locks[{i}]"), need)
     });
-    let writes = body.writes.iter().enumerate().map(|(i, w)| {
-        let need = Need::Name(Kind::Kv, Action::Write, w.key.clone());
-        (format!("writes[{i}].key"), need)
+    let writes = body.writes.iter().enumerate().flat_map(|(i, w)| {
+        let write = Need::Name(Kind::Kv, Action::Write, w.key.clone());
+        let atomic = [
+            ("op", w.op == WriteKind::Increment),
+            ("if_version", w.if_version.is_some()),
+            ("if_absent", w.if_absent == Some(true)),
+        ];
+        let reads = atomic
+            .into_iter()
+            .filter(|(_, is)| *is)
+            .map(move |(member, _)| (format!("writes[{i}].{member}"), reveals_state(&w.key)));
+        std::iter::once((format!("writes[{i}].key"), write)).chain(reads)
     });
     reads.chain(locks).chain(writes)
 }
@@ -462,7 +473,7 @@ fn write_of(w: &logbook_api::txns::WriteSpec, at: &str) -> Result<Write, ApiErro
     responses((status = 200, description = "Committed (`offset` null for a transaction that wrote nothing, e.g. `{}`: an empty transaction commits, as in PostgreSQL)", body = Committed),
         (status = 400, description = "`body_required` (no body), `invalid_json` (`field` its path), `invalid_request` (`writes[i].value` missing, a member that does not go with the op, both `if_version` and `if_absent`, `ranges[i].limit`), `invalid_request_id` (`Idempotency-Key`), `invalid_traceparent`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`: no valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: a declared read, range or lock no `kv:read` scope covers, or a write no `kv:write` scope covers; `field` names it (`writes[0].key`); nothing was committed", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a declared read, range or lock no `kv:read` scope covers, or a write no `kv:write` scope covers (`writes[0].key`); an atomic write also needs `kv:read` on its key, since its answer reveals the key's state — an increment's result (`writes[i].op`), the version a `version_mismatch` found (`writes[i].if_version`), a `key_exists` (`writes[i].if_absent`); `field` names it; nothing was committed (decision 0018)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`serialization_failure` (read again and retry), `snapshot_too_old` (retryable), `version_mismatch` (`writes[i].if_version`), `key_exists` (`writes[i].if_absent`), `not_an_integer` (`writes[i].key`), `increment_overflow` (`writes[i].by`), `request_id_conflict` (`Idempotency-Key`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large` (the body), `key_too_large` (`writes[i].key`, `reads[i].key`, `locks[i]`), `value_too_large` (`writes[i].value`), `transaction_too_large` (`writes`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`: a body not declared JSON", body = Problem, content_type = "application/problem+json"),

@@ -14,6 +14,7 @@ use logbook_api::txns::{PutBody, Row};
 use logbook_api::views::ViewRow;
 
 use super::{Params, txns, views};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path};
 use crate::state::AppState;
@@ -43,19 +44,21 @@ async fn txn_get(
 
 async fn txn_put(
     state: State<AppState>,
+    caller: Caller,
     Path(txn): Path<String>,
     q: Params,
     body: JsonBody<PutBody>,
 ) -> Result<StatusCode, ApiError> {
-    txns::put_key(state, Path((txn, String::new())), q, body).await
+    txns::put_key(state, caller, Path((txn, String::new())), q, body).await
 }
 
 async fn txn_delete(
     state: State<AppState>,
+    caller: Caller,
     Path(txn): Path<String>,
     q: Params,
 ) -> Result<StatusCode, ApiError> {
-    txns::delete_key(state, Path((txn, String::new())), q).await
+    txns::delete_key(state, caller, Path((txn, String::new())), q).await
 }
 
 async fn view_row(

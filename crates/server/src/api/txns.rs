@@ -17,6 +17,7 @@ use logbook_api::paths::route;
 use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
 use logbook_txn::{Condition, Isolation, KeyRange, ScanPage, Txn, TxnError, TxnOptions, Versioned};
 
+use crate::auth::{Caller, authorize_body, reveals_state};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking, commit_to_the_end};
 use crate::limits;
@@ -284,15 +285,25 @@ pub async fn scan(
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn put_key(
     State(state): State<AppState>,
+        (status = 403, description = "`forbidden`: a conditional put (`if_version`, `if_absent`; `field` names it) needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version or presence (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
     Path((id, key)): Path<(String, String)>,
     q: Params,
     JsonBody(body): JsonBody<PutBody>,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     q.only(&[])?;
     let (value, cond) = put_write(Some(&body.value), body.if_version, body.if_absent, "")?;
     with_txn_inline(&state, &id, move |t| match cond {
         Condition::IfVersion(v) => t.put_if_version(key.as_bytes(), &value, v),
         Condition::IfAbsent => t.put_if_absent(key.as_bytes(), &value),
+    let condition = match cond {
+        Condition::IfVersion(_) => Some("if_version"),
+        Condition::IfAbsent => Some("if_absent"),
+        Condition::None => None,
+    };
+    if let Some(field) = condition {
+        authorize_body(&caller, [(field.to_string(), reveals_state(&key))])?;
+    }
         Condition::None => t.put(key.as_bytes(), &value),
     })
     .await?;
@@ -340,26 +351,32 @@ pub(super) fn put_write(
 /// Deletes a key in a transaction.
 #[utoipa::path(delete, path = route::TXN_KEY, tag = "transactions",
     params(("txn" = String, Path), ("key" = String, Path),
-        ("if_version" = Option<u64>, Query, description = "Delete only if at this version at commit")),
+        ("if_version" = Option<u64>, Query, description = "Delete only if at this version at commit (needs `kv:read` on the key beside `kv:write`)")),
     responses((status = 204, description = "Buffered"),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_key(
     State(state): State<AppState>,
+        (status = 403, description = "`forbidden`: a delete with `if_version` needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
     Path((id, key)): Path<(String, String)>,
     q: Params,
 ) -> Result<StatusCode, ApiError> {
+    caller: Caller,
     q.only(&["if_version"])?;
     let if_version = q.get::<u64>("if_version")?;
     with_txn_inline(&state, &id, move |t| match if_version {
         Some(v) => t.delete_if_version(key.as_bytes(), v),
         None => t.delete(key.as_bytes()),
+    if if_version.is_some() {
+        authorize_body(&caller, [("if_version".to_string(), reveals_state(&key))])?;
+    }
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Adds to a key's integer value at commit (increments commute: no conflict with other
-/// increments).
+/// increments). Needs `kv:read` on the key beside `kv:write`: the commit answers the value
+/// the key ended with.
 #[utoipa::path(post, path = route::TXN_INCREMENT, tag = "transactions",
     params(("txn" = String, Path), ("key" = String, Path)),
     request_body = IncrementBody,
@@ -367,6 +384,7 @@ pub async fn delete_key(
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn increment(
     State(state): State<AppState>,
+        (status = 403, description = "`forbidden`: an increment needs `kv:write` and `kv:read` on the key — the commit answers the value it ended with (decision 0018)", body = Problem, content_type = "application/problem+json"),
     Path((id, key)): Path<(String, String)>,
     q: Params,
     JsonBody(body): JsonBody<IncrementBody>,

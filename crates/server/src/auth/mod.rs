@@ -196,7 +196,10 @@ pub fn declared_needs(
         "/v1/txns/{txn}/kv" | "/v1/kv" => vec![scan_need(Kv, uri)],
         "/v1/txns/{txn}/kv/{key}" | "/v1/kv/{key}" => vec![name(Kv, read_or(Write), "key")],
         "/v1/txns/{txn}/kv/" | "/v1/kv/" => vec![Need::Name(Kv, read_or(Write), String::new())],
-        "/v1/txns/{txn}/kv/{key}/increment" => vec![name(Kv, Write, "key")],
+        // An increment's result is in the commit's answer: it reads the key too.
+        "/v1/txns/{txn}/kv/{key}/increment" => {
+            vec![name(Kv, Write, "key"), reveals_state(&param("key"))]
+        }
         "/v1/kv/read" if *method == Method::GET => vec![Need::Name(Kv, Read, "read".into())],
         // Any kv scope here; the handler checks each key and range of the body
         // (`authorize_body`) once it is parsed.
@@ -218,6 +221,17 @@ pub fn declared_needs(
         "/v1/cluster" | "unmatched" => vec![Need::Nothing],
         _ => return None,
     })
+}
+
+/// What an atomic operation on `key` needs beside `kv:write`: `kv:read` on the key. An
+/// increment, a compare-and-set (`if_version`) and a put-if-absent are evaluated on the
+/// key's state at commit, and their answer reveals it — the incremented value, the version
+/// a `version_mismatch` found, that a `key_exists` — so a write-only token would read
+/// through them. PostgreSQL draws the same line: `UPDATE t SET n = n + 1` needs `SELECT`
+/// on `n` beside `UPDATE`. A plain put or delete reveals nothing and needs `kv:write` only.
+/// Decision 0018.
+pub fn reveals_state(key: &str) -> Need {
+    Need::Name(Kind::Kv, Action::Read, key.to_string())
 }
 
 /// The first value of the query parameter `name`, percent-decoded.
