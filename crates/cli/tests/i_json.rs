@@ -209,6 +209,71 @@ fn a_value_as_deep_as_accepted_is_read_back_by_the_cli_and_the_client() {
     assert!(stdout.contains(&value), "{stdout}");
 }
 
+/// A member given twice at the top of a body (review r14 F4): the body's own fields are
+/// refused as `not_i_json` naming the member, as nested ones are — before, the shape check
+/// ran first and answered `invalid_json` without a field — on every JSON route.
+#[test]
+fn a_duplicate_member_at_the_top_of_a_body_is_not_i_json_naming_it() {
+    let n = Node::start();
+    n.refused(
+        "PUT",
+        &paths::stream("s"),
+        r#"{"partitions": 1, "partitions": 2}"#,
+        (400, "not_i_json", "partitions"),
+    );
+    n.ok("PUT", &paths::stream("s"), Some(r#"{"partitions": 1}"#));
+    n.refused(
+        "POST",
+        &paths::records("s"),
+        r#"{"value": 1, "value": 2}"#,
+        (400, "not_i_json", "value"),
+    );
+    n.refused(
+        "POST",
+        &paths::records("s"),
+        r#"{"records": [{"value": 1, "key": "a", "key": "b"}]}"#,
+        (400, "not_i_json", "records[0].key"),
+    );
+    assert_eq!(n.record_count("s"), 0, "a refused append stored nothing");
+    n.refused(
+        "POST",
+        &paths::commits(),
+        r#"{"writes": [], "writes": [{"op": "put", "key": "k", "value": 1}]}"#,
+        (400, "not_i_json", "writes"),
+    );
+    n.refused(
+        "POST",
+        &paths::commits(),
+        r#"{"writes": [{"op": "put", "op": "delete", "key": "k", "value": 1}]}"#,
+        (400, "not_i_json", "writes[0].op"),
+    );
+    n.refused(
+        "POST",
+        &paths::kv_read(),
+        r#"{"keys": ["k"], "keys": ["j"]}"#,
+        (400, "not_i_json", "keys"),
+    );
+    n.refused(
+        "POST",
+        &paths::txns(),
+        r#"{"isolation": "snapshot", "isolation": "serializable"}"#,
+        (400, "not_i_json", "isolation"),
+    );
+    let (status, v) = n.http("GET", &paths::kv_key("k"), None);
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (404, Some("key_not_found")),
+        "{v}"
+    );
+    // A body that is not JSON at all is still invalid_json.
+    let (status, v) = n.http("POST", &paths::commits(), Some(r#"{"writes": [}"#));
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("invalid_json")),
+        "{v}"
+    );
+}
+
 #[test]
 fn an_array_where_an_object_is_expected_is_refused() {
     let n = Node::start();

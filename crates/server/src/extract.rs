@@ -65,12 +65,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for RequiredJsonBody<T>
 /// # Errors
 /// 400 `invalid_json`; 400 `not_i_json` for JSON that is not I-JSON.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let parsed = parse_shape(bytes)?;
-    crate::ijson::check(bytes).map_err(|e| {
+    let not_i_json = |e: crate::ijson::NotIJson| {
         let path = e.path();
         ApiError::new(ProblemCode::NotIJson, e.to_string()).field(path)
-    })?;
-    Ok(parsed)
+    };
+    match parse_shape(bytes) {
+        Ok(parsed) => {
+            crate::ijson::check(bytes).map_err(not_i_json)?;
+            Ok(parsed)
+        }
+        // The I-JSON check comes first, as if it ran before the shape: a duplicate member
+        // the shape refuses without a path (serde's "duplicate field") is named by it. It
+        // walks only well-formed JSON, and runs here only on a refusal, so a good body is
+        // walked once.
+        Err(shape) if well_formed(bytes) => match crate::ijson::check(bytes) {
+            Err(e) => Err(not_i_json(e)),
+            Ok(()) => Err(shape),
+        },
+        Err(shape) => Err(shape),
+    }
+}
+
+/// Whether `bytes` is one JSON value (whatever its shape).
+fn well_formed(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
 }
 
 /// [`parse_json`]'s shape: the object and its fields.
