@@ -235,12 +235,23 @@ pub struct ReadAnswer {
 pub struct ReadKey {
     /// The key.
     pub key: String,
-    /// The version read at the snapshot; null when the key was absent.
+    /// The version read at the snapshot (the `version` of `POST /v1/kv/read`); `null` when
+    /// the key was absent. Required: a read without it is 400 naming `reads[i].version`,
+    /// never taken for "absent" (absence is stated, as `null`).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    #[serde(deserialize_with = "stated")]
     pub version: Option<u64>,
 }
 
 /// What a write of a commit request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A member that must be present, `null` included: with `deserialize_with` and no
+/// `#[serde(default)]`, serde refuses a missing member ("missing field") instead of
+/// taking it for `None`.
+fn stated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<u64>::deserialize(d)
+}
+
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WriteKind {

@@ -214,3 +214,47 @@ fn commit_retrying_reads_again_after_a_conflict() {
         "{e}"
     );
 }
+
+/// A declared read without `version` (review r14 F5) is 400 naming `reads[i].version`:
+/// before, it was taken silently for "the key was absent". Absence is stated as `null`.
+#[test]
+fn a_read_without_its_version_is_refused_by_name_and_null_states_absence() {
+    let (_dir, serve) = start();
+    let client = serve.client();
+    let send = |body: Value| {
+        let request = common::api::request("POST", &logbook_api::paths::commits(), Some(&body));
+        common::api::send(&client, request).unwrap()
+    };
+    let (status, v) = send(json!({"writes": [{"op": "put", "key": "k", "value": 1}]}));
+    assert_eq!(status, 200, "{v}");
+    let written = v["offset"].clone();
+    let (status, v) = send(json!({
+        "reads": [{"key": "k", "version": written}, {"key": "gone"}],
+        "writes": [{"op": "put", "key": "x", "value": 1}],
+    }));
+    assert_eq!(
+        (status, v["code"].as_str(), v["field"].as_str()),
+        (400, Some("invalid_json"), Some("reads[1].version")),
+        "{v}"
+    );
+    let row = serve
+        .default_client()
+        .kv_get("x", &Default::default())
+        .unwrap();
+    assert!(row.is_none(), "the refused commit wrote nothing");
+    let (status, v) = send(json!({
+        "reads": [{"key": "k", "version": written}, {"key": "gone", "version": null}],
+        "writes": [{"op": "put", "key": "x", "value": 1}],
+    }));
+    assert_eq!(status, 200, "absence stated as null: {v}");
+    // `null` for a key that was present is a version it did not have.
+    let (status, v) = send(json!({
+        "reads": [{"key": "k", "version": null}],
+        "writes": [{"op": "put", "key": "x", "value": 2}],
+    }));
+    assert_eq!(
+        (status, v["field"].as_str()),
+        (422, Some("reads[0].version")),
+        "{v}"
+    );
+}
