@@ -75,9 +75,13 @@ Examples:
   logbook commit --put 'user/ada={\"seats\":2}' --increment seats/booked=2
   logbook commit --put hold/ada=true --if-absent hold/ada
   logbook commit --delete hold/ada --if-version hold/ada=41 --request-id release-ada
-  logbook kv read seats/booked        # snapshot 57; seats/booked = 42 (version 56)
-  logbook commit --snapshot 57 --read seats/booked=56 --put seats/left=98
-  logbook commit --read-only --snapshot 57 --read seats/booked=56
+  logbook kv read seats/left          # snapshot 57; seats/left = 100 (version 56)
+  logbook commit --snapshot 57 --read seats/left=56 --put seats/left=98
+  logbook commit --read-only --snapshot 57 --read seats/left=56
+
+A read-modify-write declares what it read: if another commit changed seats/left after
+snapshot 57, the second command would lose that update, and it is refused
+(serialization_failure).
 
 Without --snapshot, a conflict is committed again under the same request id (a few times,
 with backoff). With --snapshot it would meet the same conflict: it exits 1 with the
