@@ -24,10 +24,12 @@ pub const PARTITIONS_MAX: u32 = 256;
 pub const READ_WAIT_MS_MAX: u64 = 30_000;
 /// Default `limit` of a key-value scan.
 pub const SCAN_ROWS_DEFAULT: usize = 100;
-/// Byte budget of one `POST /v1/kv/read` answer (4 MiB): each key and row costs its key
-/// and value bytes plus 64. A range that reaches it stops with `next` (fewer rows than its
-/// `limit`: read on from `next` at the same snapshot); keys whose values pass it, or one row
-/// over it alone, are 413 `answer_too_large`.
+/// Byte budget of one key-value answer (4 MiB) — `POST /v1/kv/read`, and the scans
+/// `GET /v1/kv` and `GET /v1/txns/{txn}/kv`: each key and row costs its key and value bytes
+/// plus 64. A range or scan that reaches it stops with `next` (fewer rows than its `limit`:
+/// read on from `next`, at the same snapshot for a read); keys whose values pass it are 413
+/// `answer_too_large`. It is above the largest row (a 1 KiB key and a 256 KiB value), so a
+/// page always holds at least one row.
 pub const KV_READ_ANSWER_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest consistency token, in bytes (≤ 1 KiB).
 pub const TOKEN_BYTES_MAX: usize = 1024;

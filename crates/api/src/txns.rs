@@ -100,8 +100,10 @@ pub struct Row {
 pub struct Rows {
     /// In key order.
     pub rows: Vec<Row>,
-    /// When `limit` cut the rows: where the next page starts (pass it as `start`).
-    /// Absent when these are all the rows of the range.
+    /// When `limit` cut the rows, or the answer's byte budget did
+    /// ([`crate::limits::KV_READ_ANSWER_BYTES_MAX`]; then with fewer rows than `limit`):
+    /// where the next page starts (pass it as `start`). Absent when these are all the
+    /// rows of the range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
     /// Scans outside a transaction: a consistency token of the commits this answer
@@ -243,8 +245,6 @@ pub struct ReadKey {
     pub version: Option<u64>,
 }
 
-/// What a write of a commit request does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 /// A member that must be present, `null` included: with `deserialize_with` and no
 /// `#[serde(default)]`, serde refuses a missing member ("missing field") instead of
 /// taking it for `None`.
@@ -252,6 +252,8 @@ fn stated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
     Option::<u64>::deserialize(d)
 }
 
+/// What a write of a commit request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WriteKind {

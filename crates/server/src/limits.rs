@@ -171,6 +171,14 @@ const _: () = assert!(HEADER_LINES_MAX <= HYPER_HEADERS_MAX_DEFAULT);
 const _: () = assert!(HTTP1_BUF_BYTES >= 8192);
 const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);
 const _: () = assert!(SCAN_ROWS_DEFAULT <= logbook_txn::limits::SCAN_ROWS_MAX);
+// The largest row fits a key-value answer alone, so a page always holds one: a scan's
+// `next` moves on, and its first row is never `answer_too_large`.
+const _: () = assert!(
+    logbook_txn::limits::KEY_BYTES_MAX
+        + logbook_txn::limits::VALUE_BYTES_MAX
+        + logbook_txn::limits::READ_ROW_OVERHEAD_BYTES
+        <= KV_READ_ANSWER_BYTES_MAX
+);
 const _: () = assert!(REQUESTS_MAX_DEFAULT <= BLOCKING_THREADS_MAX);
 const _: () = assert!(REAPER_INTERVAL_MS < TXN_IDLE_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(SUBSCRIPTIONS_MAX < CONNECTIONS_MAX_DEFAULT);

@@ -39,6 +39,7 @@
 //! ```
 
 mod admission;
+mod budget;
 mod certifier;
 mod elected;
 mod error;

@@ -20,13 +20,14 @@ use std::sync::Arc;
 use logbook_log::RequestId;
 
 use crate::admission::check_window;
+use crate::budget::{self, Budget};
 use crate::error::{Result, TxnError, show_key};
 use crate::limits;
 use crate::limits::{check_key, check_scan_limit};
 use crate::mvcc::Table;
 use crate::request::{CommitRequest, TxnParts, Write};
 use crate::store::{CommitOutcome, TxnStore};
-use crate::{KeyRange, KeyValue, ScanPage, Value, Versioned};
+use crate::{KeyRange, KeyValue, ScanPage, Versioned};
 
 /// What [`TxnStore::read_at`] read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,42 +222,6 @@ fn unregistered(request: CommitRequest) -> TxnParts {
     }
 }
 
-/// The bytes an answer has taken so far, against its budget.
-struct Budget {
-    used: usize,
-    max: usize,
-}
-
-impl Budget {
-    /// Takes the cost of a key and its value, if it fits.
-    fn take(&mut self, key: &[u8], value: Option<&Value>) -> bool {
-        let cost = key.len() + value.map_or(0, |v| v.len()) + limits::READ_ROW_OVERHEAD_BYTES;
-        let used = self.used.saturating_add(cost);
-        if used > self.max {
-            return false;
-        }
-        self.used = used;
-        true
-    }
-
-    /// The error of an answer that passes its budget at `field[index]` with this key.
-    fn exceeded(
-        &self,
-        field: &'static str,
-        index: usize,
-        key: &[u8],
-        value: Option<&Value>,
-    ) -> TxnError {
-        let cost = key.len() + value.map_or(0, |v| v.len()) + limits::READ_ROW_OVERHEAD_BYTES;
-        TxnError::AnswerTooLarge {
-            field,
-            index,
-            bytes: self.used.saturating_add(cost),
-            max: self.max,
-        }
-    }
-}
-
 fn read_table_at(
     table: &Table,
     snapshot: u64,
@@ -264,10 +229,7 @@ fn read_table_at(
     ranges: &[(KeyRange, usize)],
     answer_bytes_max: usize,
 ) -> Result<SnapshotRead> {
-    let mut budget = Budget {
-        used: 0,
-        max: answer_bytes_max,
-    };
+    let mut budget = Budget::new(answer_bytes_max);
     let mut found = Vec::with_capacity(keys.len());
     for (i, k) in keys.iter().enumerate() {
         let value = table.get(k, snapshot).and_then(|(version, value)| {
@@ -284,32 +246,22 @@ fn read_table_at(
     }
     let mut pages = Vec::with_capacity(ranges.len());
     for (i, (range, limit)) in ranges.iter().enumerate() {
-        let mut page = ScanPage::default();
-        if !range.is_empty() {
-            let present = table
-                .visible(range.as_refs(), snapshot)
-                .filter_map(|(key, version, value)| Some((key, version, value?)));
-            for (key, version, value) in present {
-                if page.rows.len() == *limit {
-                    page.next = Some(key.to_vec());
-                    break;
-                }
-                if !budget.take(key, Some(value)) {
-                    // Nothing in the answer yet: this row alone is over the budget, and a
-                    // `next` here would never move on.
-                    if budget.used == 0 {
-                        return Err(budget.exceeded("ranges", i, key, Some(value)));
-                    }
-                    page.next = Some(key.to_vec());
-                    break;
-                }
-                page.rows.push(KeyValue {
-                    key: key.to_vec(),
-                    value: value.clone(),
-                    version: Some(version),
-                });
-            }
+        if range.is_empty() {
+            pages.push(ScanPage::default());
+            continue;
         }
+        let rows = table
+            .visible(range.as_refs(), snapshot)
+            .filter_map(|(key, version, value)| {
+                let value = value?.clone();
+                Some(KeyValue {
+                    key: key.to_vec(),
+                    value,
+                    version: Some(version),
+                })
+            });
+        let page = budget::page(rows, *limit, &mut budget)
+            .map_err(|row| budget.exceeded("ranges", i, &row.key, Some(&row.value)))?;
         pages.push(page);
     }
     Ok(SnapshotRead {

@@ -36,6 +36,7 @@ use logbook_log::{
 };
 
 use crate::admission::{check_certified, check_locks, check_versions, check_window};
+use crate::budget::Budget;
 use crate::certifier::{Certifier, Footprint, WriteClass, in_range};
 use crate::error::{Result, TxnError, show_key};
 use crate::limits;
@@ -440,6 +441,23 @@ impl TxnStore {
     /// # Errors
     /// As [`TxnStore::scan`].
     pub fn scan_page(&self, range: &KeyRange, limit: usize) -> Result<ScanPage> {
+        self.scan_page_within(range, limit, usize::MAX)
+    }
+
+    /// [`TxnStore::scan_page`] within a byte budget for the rows: each costs its key and
+    /// value bytes plus [`limits::READ_ROW_OVERHEAD_BYTES`]; the page stops at the first
+    /// row that does not fit, with `next` there (fewer rows than `limit`: the budget cut
+    /// it), as [`TxnStore::read_at_within`] cuts a range.
+    ///
+    /// # Errors
+    /// As [`TxnStore::scan`]; [`TxnError::AnswerTooLarge`] (`rows[0]`) when the first row
+    /// alone passes the budget.
+    pub fn scan_page_within(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        answer_bytes_max: usize,
+    ) -> Result<ScanPage> {
         check_scan_limit(limit)?;
         if range.is_empty() {
             return Ok(ScanPage::default());
@@ -448,14 +466,14 @@ impl TxnStore {
         let (rows, _) = self
             .read_table()
             .scan(range.as_refs(), snapshot, limit.saturating_add(1));
-        let mut rows = rows.into_iter().map(|r| KeyValue {
+        let rows = rows.into_iter().map(|r| KeyValue {
             key: r.key,
             value: r.value,
             version: Some(r.version),
         });
-        let out: Vec<KeyValue> = rows.by_ref().take(limit).collect();
-        let next = rows.next().map(|kv| kv.key);
-        Ok(ScanPage { rows: out, next })
+        let mut budget = Budget::new(answer_bytes_max);
+        crate::budget::page(rows, limit, &mut budget)
+            .map_err(|row| budget.exceeded("rows", 0, &row.key, Some(&row.value)))
     }
 
     /// Whether a failed commit append poisoned the store: it then refuses everything

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use logbook_log::RequestId;
 
+use crate::budget::Budget;
 use crate::certifier::Range;
 use crate::error::{Result, TxnError, show_key};
 use crate::limits;
@@ -305,6 +306,23 @@ impl Txn {
     /// # Errors
     /// As [`Txn::scan`].
     pub fn scan_page(&mut self, range: &KeyRange, limit: usize) -> Result<ScanPage> {
+        self.scan_page_within(range, limit, usize::MAX)
+    }
+
+    /// [`Txn::scan_page`] within a byte budget for the rows (as
+    /// [`TxnStore::scan_page_within`]): the page stops at the first row that does not fit,
+    /// with `next` there, and at `serializable` the range recorded ends at the last row
+    /// returned, as for a page the limit cut.
+    ///
+    /// # Errors
+    /// As [`Txn::scan`]; [`TxnError::AnswerTooLarge`] (`rows[0]`) when the first row alone
+    /// passes the budget (nothing is recorded).
+    pub fn scan_page_within(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+        answer_bytes_max: usize,
+    ) -> Result<ScanPage> {
         self.check_open()?;
         check_scan_limit(limit)?;
         self.read_any = true;
@@ -375,9 +393,10 @@ impl Txn {
                 }
             }
         }
-        let mut rows = merged.into_values();
-        let out: Vec<KeyValue> = rows.by_ref().take(limit).collect();
-        let next = rows.next().map(|kv| kv.key);
+        let mut budget = Budget::new(answer_bytes_max);
+        let page = crate::budget::page(merged.into_values(), limit, &mut budget)
+            .map_err(|row| budget.exceeded("rows", 0, &row.key, Some(&row.value)))?;
+        let (out, next) = (page.rows, page.next);
         if self.tracks_reads() {
             // A cut page read up to its last row; an uncut one read the whole range (the
             // caller learns there is nothing after its last row: a phantom there matters).

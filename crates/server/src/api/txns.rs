@@ -257,12 +257,14 @@ pub async fn get_key(
     }
 }
 
-/// Scans keys in a transaction (the range is recorded for SSI: phantoms are caught).
+/// Scans keys in a transaction (the range is recorded for SSI: phantoms are caught). A page
+/// stops at `limit` rows or at the answer's byte budget, whichever comes first, with
+/// `next` where it stopped.
 #[utoipa::path(get, path = route::TXN_KV, tag = "transactions",
     params(("txn" = String, Path),
         ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
         ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "1..=10000, default 100")),
-    responses((status = 200, body = Rows),
+    responses((status = 200, description = "A page of rows; `next` set with fewer rows than `limit` when the answer's byte budget (`KV_READ_ANSWER_BYTES_MAX`, 4 MiB: each row its key and value bytes plus 64) cut it — read on from `next` (as `start`)", body = Rows),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn scan(
     State(state): State<AppState>,
@@ -272,7 +274,8 @@ pub async fn scan(
     q.only(&["prefix", "start", "end", "limit"])?;
     let r = range(&q)?;
     let limit = scan_limit(&q)?;
-    let found = with_txn(&state, &id, move |t| t.scan_page(&r, limit)).await?;
+    let budget = limits::KV_READ_ANSWER_BYTES_MAX;
+    let found = with_txn(&state, &id, move |t| t.scan_page_within(&r, limit, budget)).await?;
     Ok(Json(rows(found)))
 }
 
@@ -282,20 +285,17 @@ pub async fn scan(
     request_body = PutBody,
     responses((status = 204, description = "Buffered"),
         (status = 400, description = "`invalid_json` naming the field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a conditional put (`if_version`, `if_absent`; `field` names it) needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version or presence (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn put_key(
     State(state): State<AppState>,
-        (status = 403, description = "`forbidden`: a conditional put (`if_version`, `if_absent`; `field` names it) needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version or presence (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
+    caller: Caller,
     Path((id, key)): Path<(String, String)>,
     q: Params,
     JsonBody(body): JsonBody<PutBody>,
-    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     q.only(&[])?;
     let (value, cond) = put_write(Some(&body.value), body.if_version, body.if_absent, "")?;
-    with_txn_inline(&state, &id, move |t| match cond {
-        Condition::IfVersion(v) => t.put_if_version(key.as_bytes(), &value, v),
-        Condition::IfAbsent => t.put_if_absent(key.as_bytes(), &value),
     let condition = match cond {
         Condition::IfVersion(_) => Some("if_version"),
         Condition::IfAbsent => Some("if_absent"),
@@ -304,6 +304,9 @@ pub async fn put_key(
     if let Some(field) = condition {
         authorize_body(&caller, [(field.to_string(), reveals_state(&key))])?;
     }
+    with_txn_inline(&state, &id, move |t| match cond {
+        Condition::IfVersion(v) => t.put_if_version(key.as_bytes(), &value, v),
+        Condition::IfAbsent => t.put_if_absent(key.as_bytes(), &value),
         Condition::None => t.put(key.as_bytes(), &value),
     })
     .await?;
@@ -353,22 +356,22 @@ pub(super) fn put_write(
     params(("txn" = String, Path), ("key" = String, Path),
         ("if_version" = Option<u64>, Query, description = "Delete only if at this version at commit (needs `kv:read` on the key beside `kv:write`)")),
     responses((status = 204, description = "Buffered"),
+        (status = 403, description = "`forbidden`: a delete with `if_version` needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_key(
     State(state): State<AppState>,
-        (status = 403, description = "`forbidden`: a delete with `if_version` needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
+    caller: Caller,
     Path((id, key)): Path<(String, String)>,
     q: Params,
 ) -> Result<StatusCode, ApiError> {
-    caller: Caller,
     q.only(&["if_version"])?;
     let if_version = q.get::<u64>("if_version")?;
-    with_txn_inline(&state, &id, move |t| match if_version {
-        Some(v) => t.delete_if_version(key.as_bytes(), v),
-        None => t.delete(key.as_bytes()),
     if if_version.is_some() {
         authorize_body(&caller, [("if_version".to_string(), reveals_state(&key))])?;
     }
+    with_txn_inline(&state, &id, move |t| match if_version {
+        Some(v) => t.delete_if_version(key.as_bytes(), v),
+        None => t.delete(key.as_bytes()),
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -381,10 +384,10 @@ pub async fn delete_key(
     params(("txn" = String, Path), ("key" = String, Path)),
     request_body = IncrementBody,
     responses((status = 204, description = "Buffered"),
+        (status = 403, description = "`forbidden`: an increment needs `kv:write` and `kv:read` on the key — the commit answers the value it ended with (decision 0018)", body = Problem, content_type = "application/problem+json"),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn increment(
     State(state): State<AppState>,
-        (status = 403, description = "`forbidden`: an increment needs `kv:write` and `kv:read` on the key — the commit answers the value it ended with (decision 0018)", body = Problem, content_type = "application/problem+json"),
     Path((id, key)): Path<(String, String)>,
     q: Params,
     JsonBody(body): JsonBody<IncrementBody>,
@@ -976,12 +979,14 @@ pub async fn kv_get(
     }
 }
 
-/// The latest committed rows of a range, outside any transaction.
+/// The latest committed rows of a range, outside any transaction. A page stops at `limit`
+/// rows or at the answer's byte budget, whichever comes first, with `next` where it
+/// stopped.
 #[utoipa::path(get, path = route::KV, tag = "transactions",
     params(("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
         ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "1..=10000, default 100"),
         ("token" = Option<String>, Query, description = "As for `GET /v1/kv/{key}`"), ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
-    responses((status = 200, body = Rows),
+    responses((status = 200, description = "A page of rows; `next` set with fewer rows than `limit` when the answer's byte budget (`KV_READ_ANSWER_BYTES_MAX`, 4 MiB: each row its key and value bytes plus 64) cut it — read on from `next` (as `start`)", body = Rows),
         (status = 400, description = "`invalid_token`", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`consistency_timeout`", body = Problem, content_type = "application/problem+json")))]
 pub async fn kv_scan(State(state): State<AppState>, q: Params) -> Result<Json<Rows>, ApiError> {
@@ -992,7 +997,8 @@ pub async fn kv_scan(State(state): State<AppState>, q: Params) -> Result<Json<Ro
     wait_token(&state, &opened, &q).await?;
     let token = kv_token(&opened);
     let store = opened.txns()?.clone();
-    let found = blocking(move || store.scan_page(&r, limit)).await??;
+    let budget = limits::KV_READ_ANSWER_BYTES_MAX;
+    let found = blocking(move || store.scan_page_within(&r, limit, budget)).await??;
     Ok(Json(Rows {
         token,
         ..rows(found)
