@@ -216,7 +216,7 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&done);
     }
-    outln!("{}", committed_text(&done));
+    outln!("{}", committed_text(&done, "", &request_id));
     Ok(())
 }
 
@@ -236,19 +236,31 @@ fn explain(e: anyhow::Error, request_id: &str) -> anyhow::Error {
     }
 }
 
-/// `committed at offset N; KEY = VALUE…; token T`.
-fn committed_text(done: &Value) -> String {
-    let mut text = match done["offset"].as_u64() {
-        Some(offset) => format!("committed at offset {offset}"),
-        None => "committed (it wrote nothing)".to_string(),
+/// `committed[ SUBJECT] at offset N; KEY = VALUE…; token T`. A duplicate (`request_id`
+/// had committed already) leads with what it means — nothing of this request was applied,
+/// the rest is the original commit's answer — since the original may even have been
+/// another transaction (a read-only one, whose id any commit is then answered with).
+pub(crate) fn committed_text(done: &Value, subject: &str, request_id: &str) -> String {
+    let subject = if subject.is_empty() {
+        String::new()
+    } else {
+        format!(" {subject}")
     };
+    let mut text = String::new();
+    if done["duplicate"] == Value::Bool(true) {
+        text.push_str(&format!(
+            "duplicate: not applied — request id {request_id:?} had committed already; \
+             its original answer: "
+        ));
+    }
+    text.push_str(&match done["offset"].as_u64() {
+        Some(offset) => format!("committed{subject} at offset {offset}"),
+        None => format!("committed{subject} (it wrote nothing)"),
+    });
     if let Some(incremented) = done["incremented"].as_object() {
         for (key, value) in incremented {
             text.push_str(&format!("; {key} = {value}"));
         }
-    }
-    if done["duplicate"] == Value::Bool(true) {
-        text.push_str("; duplicate: this request id had committed already, nothing new");
     }
     if let Some(token) = done["token"].as_str() {
         text.push_str(&format!("; token {token}"));

@@ -543,22 +543,10 @@ impl Shell {
         if self.json {
             return print_json(&done);
         }
-        let mut text = match done["offset"].as_u64() {
-            Some(offset) => format!("committed {txn} at offset {offset}"),
-            None => format!("committed {txn} (it wrote nothing)"),
-        };
-        if let Some(incremented) = done["incremented"].as_object() {
-            for (key, value) in incremented {
-                text.push_str(&format!("; {key} = {value}"));
-            }
-        }
-        if done["duplicate"] == json!(true) {
-            text.push_str("; duplicate: this request id had committed already, nothing new");
-        }
-        if let Some(token) = done["token"].as_str() {
-            text.push_str(&format!("; token {token}"));
-        }
-        outln!("{text}");
+        outln!(
+            "{}",
+            crate::commit_cmd::committed_text(&done, &txn, request_id)
+        );
         Ok(())
     }
 

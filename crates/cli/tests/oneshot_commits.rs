@@ -364,3 +364,57 @@ fn a_read_without_its_version_is_refused_by_name_and_null_states_absence() {
         "{v}"
     );
 }
+
+/// A read-only commit's request id reused by a commit that writes (review r14): when the
+/// original read something, its id is not compared (a re-run may compute other writes from
+/// newer values), so the answer is the read-only original's — `duplicate: true`, `offset:
+/// null` — and nothing is written; `logbook commit` says in words that nothing of this
+/// request was applied. An original that read nothing is compared: 409
+/// `request_id_conflict`.
+#[test]
+fn a_read_only_commits_id_reused_with_a_write_answers_duplicate_and_writes_nothing() {
+    let (_dir, serve) = start();
+    let first = json_out(&commit(
+        &serve,
+        &[
+            "--read-only",
+            "--read",
+            "k=absent",
+            "--request-id",
+            "ro-1",
+            "--json",
+        ],
+    ));
+    assert_eq!(first["offset"], Value::Null, "{first}");
+    let again = json_out(&commit(
+        &serve,
+        &["--put", "k=1", "--request-id", "ro-1", "--json"],
+    ));
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(
+        again["offset"],
+        Value::Null,
+        "the original's answer: {again}"
+    );
+    let out = commit(&serve, &["--put", "k=1", "--request-id", "ro-1"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("not applied") && stdout.contains("ro-1"),
+        "the text says this request was not applied: {stdout}"
+    );
+    let row = serve
+        .default_client()
+        .kv_get("k", &Default::default())
+        .unwrap();
+    assert!(row.is_none(), "nothing written under the reused id");
+
+    json_out(&commit(
+        &serve,
+        &["--read-only", "--request-id", "ro-2", "--json"],
+    ));
+    let out = commit(&serve, &["--put", "k=1", "--request-id", "ro-2"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("request_id_conflict"), "{stderr}");
+}
