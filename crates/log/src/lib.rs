@@ -48,6 +48,7 @@ pub mod dedup;
 mod error;
 pub mod format;
 pub mod hash_key;
+pub mod hlc;
 pub mod limits;
 mod log;
 pub mod partition;

@@ -40,7 +40,9 @@
 //! holds every limit ([`budget`]: the node's partition budget); [`config`] the settings; [`tls`] HTTPS on the listener; [`metrics`] the registry; [`auth`] checks
 //! bearer tokens and their scopes before any handler (tokens derived from the `_auth`
 //! stream); on a cluster node,
-//! [`view_catalog`] keeps view definitions in the replicated log.
+//! [`view_catalog`] keeps view definitions in the replicated log. [`phi`] (phi accrual
+//! failure detection) and [`rto`] (adaptive request timeouts) are the cluster's pure
+//! building blocks (decision 0029).
 
 pub mod admission;
 pub mod api;

@@ -197,14 +197,20 @@ mod tests {
     #[test]
     fn regular_peer_becomes_suspect_after_a_long_silence_only() {
         let (d, t) = detector_with(&[100; 50]);
-        assert!(d.phi(t + 100) < 0.5, "one interval late: {}", d.phi(t + 100));
+        assert!(
+            d.phi(t + 100) < 0.5,
+            "one interval late: {}",
+            d.phi(t + 100)
+        );
         assert!(d.phi(t + 5_000) > 8.0, "5 s silent: {}", d.phi(t + 5_000));
     }
 
     #[test]
     fn jittery_peer_is_suspected_later_than_a_regular_one() {
         let (regular, t1) = detector_with(&[500; 100]);
-        let jitter: Vec<u64> = (0..100).map(|i| if i % 2 == 0 { 100 } else { 900 }).collect();
+        let jitter: Vec<u64> = (0..100)
+            .map(|i| if i % 2 == 0 { 100 } else { 900 })
+            .collect();
         let (jittery, t2) = detector_with(&jitter);
         assert!(jittery.phi(t2 + 2_500) < regular.phi(t1 + 2_500));
     }
