@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;

@@ -88,6 +88,8 @@ pub mod route {
     pub const HEALTH: &str = "/v1/health";
     /// `GET`: the nodes of the cluster.
     pub const CLUSTER: &str = "/v1/cluster";
+    /// `GET`: what the background auditors (the segment scrubber) checked and found.
+    pub const AUDIT: &str = "/v1/audit";
     /// `GET`: Prometheus metrics.
     pub const METRICS: &str = "/metrics";
     /// `GET`: the OpenAPI document.
@@ -264,6 +266,11 @@ pub fn health() -> String {
 /// `/v1/cluster`.
 pub fn cluster() -> String {
     route::CLUSTER.to_string()
+}
+
+/// `/v1/audit`.
+pub fn audit() -> String {
+    route::AUDIT.to_string()
 }
 
 /// `/metrics` (Prometheus text, not JSON).

@@ -21,6 +21,7 @@ macro_rules! outln {
 
 mod bench;
 mod client;
+mod audit_cmd;
 mod cluster_cmd;
 mod commit_cmd;
 mod debug;
@@ -124,6 +125,10 @@ enum Command {
     /// The cluster a running node belongs to: its nodes, their health, what each serves.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
+    /// The continuous audit of a running node: what the segment scrubber checked and the
+    /// damage it found (file and byte offset).
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Latency percentiles per operation and endpoint, counters and view lag of a running
     /// server (from its /metrics).
     ///
@@ -173,6 +178,7 @@ fn main() -> std::process::ExitCode {
         Command::Commit(args) => args.json,
         Command::Kv(cmd) => cmd.json(),
         Command::Cluster(cmd) => cmd.json(),
+        Command::Audit(cmd) => cmd.json(),
         Command::Group(cmd) => cmd.json(),
         Command::Stats(args) => args.json,
         Command::Token(cmd) => cmd.json(),
@@ -190,6 +196,7 @@ fn main() -> std::process::ExitCode {
         Command::Commit(args) => commit_cmd::run(args),
         Command::Kv(cmd) => kv_cmd::run(cmd),
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
+        Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Group(cmd) => group_cmd::run(cmd),
         Command::Stats(args) => stats_cmd::run(args),
         Command::Token(cmd) => token_cmd::run(cmd),

@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// Default 2048.
     #[arg(long, env = "LOGBOOK_PARTITIONS_MAX")]
     pub partitions_max: Option<u32>,
+    /// The segment scrubber's rate in MB (10^6 bytes) per second: sealed segments are
+    /// re-read in the background and every batch's checksum checked (`logbook audit
+    /// status`). 0 turns it off. Default 4.
+    #[arg(long, env = "LOGBOOK_SCRUB_RATE_MB_PER_S")]
+    pub scrub_rate_mb_per_s: Option<u64>,
     /// A host name or address the server answers for (repeat for several; `*` for any),
     /// besides localhost, 127.0.0.1, ::1 and the --listen host. Requests naming another
     /// `Host` are refused (421), against DNS rebinding.
@@ -148,6 +153,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace_ms: args.shutdown_grace_ms,
         snapshot_window_commits: args.snapshot_window_commits,
         partitions_max: args.partitions_max,
+        scrub_rate_mb_per_s: args.scrub_rate_mb_per_s,
         allowed_hosts: (!args.allowed_hosts.is_empty()).then_some(args.allowed_hosts),
         cluster: ClusterLayer {
             node_id: args.cluster_node_id,

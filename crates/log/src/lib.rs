@@ -39,7 +39,8 @@
 //! seam the crates above use ([`LogBackend`], [`LogStream`], [`LogPartition`], implemented
 //! here by [`Log`], [`Stream`], [`Partition`]); [`storage`] is
 //! the file-system seam and [`sim`] its power-loss
-//! simulation; [`verify`] checks a directory offline; [`limits`] holds every limit.
+//! simulation; [`verify`] checks a directory offline; [`scrub`] re-checks sealed segments of an
+//! open log in the background, at a bounded rate; [`limits`] holds every limit.
 
 pub mod backend;
 mod completion;
@@ -54,6 +55,7 @@ mod log;
 pub mod partition;
 mod routing;
 mod segment;
+pub mod scrub;
 pub mod sim;
 pub mod storage;
 pub mod stream;
@@ -71,6 +73,7 @@ pub use format::{Record, StoredRecord};
 pub use hash_key::HashKey;
 pub use log::{Log, LogOptions};
 pub use partition::{Partition, PartitionStats, TryAppendError};
+pub use scrub::{ScrubFinding, ScrubStatus, ScrubStep, Scrubber, ScrubberThread};
 pub use stream::{
     AppendOutcome, IdempotentAppend, Position, Stream, StreamAppend, UnqueuedShares,
     partition_for_key,

@@ -43,6 +43,14 @@ pub const QUEUED_BYTES_MAX: u64 = 64 * 1024 * 1024;
 pub const GROUP_COMMIT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest accepted distance of a caller-supplied timestamp from the log's clock, in ms (1 day).
 pub const TIMESTAMP_SKEW_MS_MAX: i64 = 24 * 60 * 60 * 1000;
+/// How often the background scrubber reads its allowance of sealed segments, in ms: its rate
+/// limit is kept per tick of this length (`crate::scrub`).
+pub const SCRUB_TICK_MS: u64 = 1000;
+/// Most damaged places the scrubber lists (the latest ones; the count goes on).
+pub const SCRUB_FINDINGS_MAX: usize = 64;
+/// Most damaged places the scrubber remembers, so that one seen again in the next pass is not
+/// counted and logged again.
+pub const SCRUB_DAMAGE_REMEMBERED_MAX: usize = 4096;
 
 const _: () = assert!(KEY_BYTES_MAX < RECORD_BYTES_MAX);
 const _: () = assert!(HEADER_BYTES_MAX < RECORD_BYTES_MAX);
@@ -57,3 +65,5 @@ const _: () = assert!(HEADER_NAME_BYTES_MAX <= u16::MAX as u32);
 const _: () = assert!(HEADER_COUNT_MAX <= u16::MAX as u32);
 const _: () = assert!(GROUP_COMMIT_BYTES_MAX >= BATCH_BYTES_MAX as usize / 4);
 const _: () = assert!(QUEUED_BYTES_MAX >= 2 * BATCH_BYTES_MAX as u64);
+const _: () = assert!(SCRUB_FINDINGS_MAX <= SCRUB_DAMAGE_REMEMBERED_MAX);
+const _: () = assert!(SCRUB_TICK_MS > 0);

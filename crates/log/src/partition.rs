@@ -143,6 +143,19 @@ impl Shared {
     }
 }
 
+/// A sealed segment as the scrubber sees it: its file and what its index says it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct SealedSegment {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub path: PathBuf,
+    pub file: Arc<dyn crate::storage::StorageFile>,
+    /// Bytes of the file that hold whole batches (header included).
+    pub len: u64,
+    /// Offset one past its last record.
+    pub next_offset: u64,
+}
+
 /// Where [`Partition::read`] starts scanning for an offset (or the time lookup for a time).
 struct Located {
     file: Arc<dyn crate::storage::StorageFile>,
@@ -588,6 +601,23 @@ impl Partition {
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         read(&self.shared.segments).len()
+    }
+
+    /// The first sealed segment (every segment but the active last one) whose base offset is
+    /// at least `from_base`, for the background scrubber. The handle keeps the file readable
+    /// even if retention deletes the segment meanwhile.
+    pub(crate) fn sealed_segment_from(&self, from_base: u64) -> Option<SealedSegment> {
+        let segments = read(&self.shared.segments);
+        let sealed = segments.split_last().map_or(&[][..], |(_, sealed)| sealed);
+        let s = sealed.iter().find(|s| s.base_offset >= from_base)?;
+        Some(SealedSegment {
+            partition: self.shared.id,
+            base_offset: s.base_offset,
+            path: s.path.clone(),
+            file: s.file.clone(),
+            len: s.len,
+            next_offset: s.next_offset,
+        })
     }
 
     /// Counters since open.

@@ -268,38 +268,51 @@ impl Segment {
             .open(&path, OpenMode::ReadWrite)
             .map_err(|e| LogError::io("open segment", &path, e))?;
         let file_len = file.len().map_err(|e| LogError::io("stat", &path, e))?;
-        let mut header = [0u8; SEGMENT_HEADER_BYTES];
-        let read = if file_len >= SEGMENT_HEADER_BYTES as u64 {
-            file.read_exact_at(&mut header, 0)
-                .map_err(|e| LogError::io("read", &path, e))?;
-            SegmentHeader::decode(&header)
-        } else {
-            Err(format::HeaderDefect::Short)
-        };
-        let decoded = read.map_err(|defect| match defect {
-            format::HeaderDefect::Version(found) => LogError::UnsupportedFormat {
-                path: path.clone(),
-                found,
-                supported: u32::from(format::FORMAT_VERSION),
-            },
-            other => LogError::Corrupt {
-                path: path.clone(),
-                file_offset: 0,
-                reason: format!("segment header: {other}"),
-            },
-        })?;
-        if decoded.base_offset != base_offset || decoded.partition != partition {
-            return Err(LogError::Corrupt {
-                path,
-                file_offset: 0,
-                reason: format!(
-                    "segment header says partition {} base offset {}, file belongs to partition {partition} base offset {base_offset}",
-                    decoded.partition, decoded.base_offset
-                ),
-            });
-        }
+        check_header(&*file, &path, file_len, partition, base_offset)?;
         Ok((Segment::empty(base_offset, path, file), file_len))
     }
+}
+
+/// Checks a segment file's header: magic, CRC, version, and that it names this partition and
+/// base offset (open and the scrubber both check it here).
+pub(crate) fn check_header(
+    file: &dyn StorageFile,
+    path: &Path,
+    file_len: u64,
+    partition: u32,
+    base_offset: u64,
+) -> Result<()> {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    let read = if file_len >= SEGMENT_HEADER_BYTES as u64 {
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| LogError::io("read", path, e))?;
+        SegmentHeader::decode(&header)
+    } else {
+        Err(format::HeaderDefect::Short)
+    };
+    let decoded = read.map_err(|defect| match defect {
+        format::HeaderDefect::Version(found) => LogError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found,
+            supported: u32::from(format::FORMAT_VERSION),
+        },
+        other => LogError::Corrupt {
+            path: path.to_path_buf(),
+            file_offset: 0,
+            reason: format!("segment header: {other}"),
+        },
+    })?;
+    if decoded.base_offset != base_offset || decoded.partition != partition {
+        return Err(LogError::Corrupt {
+            path: path.to_path_buf(),
+            file_offset: 0,
+            reason: format!(
+                "segment header says partition {} base offset {}, file belongs to partition {partition} base offset {base_offset}",
+                decoded.partition, decoded.base_offset
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Appends an index entry for the batch of relative offset `rel` at byte `position`, after
@@ -457,66 +470,16 @@ pub(crate) fn scan(
     let io = |e| LogError::io("read", path, e);
     let mut pos = SEGMENT_HEADER_BYTES as u64;
     while pos < file_len {
-        let remaining = file_len - pos;
-        let defect = |reason: String, torn: bool| Defect {
-            position: pos,
-            reason,
-            torn,
+        let header = match check_batch_at(&mut reader, pos, file_len, segment.next_offset)
+            .map_err(io)?
+        {
+            Ok(header) => header,
+            Err(defect) => {
+                segment.defect = Some(defect);
+                break;
+            }
         };
-        if remaining < BATCH_HEADER_BYTES as u64 {
-            let tail = reader
-                .get(pos, usize::try_from(remaining).unwrap_or(0))
-                .map_err(io)?;
-            let _ = tail;
-            segment.defect = Some(defect(
-                format!("{remaining} bytes at the end are shorter than a batch header"),
-                true,
-            ));
-            break;
-        }
-        let header = BatchHeader::parse(reader.get(pos, BATCH_HEADER_BYTES).map_err(io)?);
-        if !header.length_is_plausible() {
-            let torn = all_zero_from(&mut reader, pos, file_len).map_err(io)?;
-            segment.defect = Some(defect(
-                format!("implausible batch length {}", header.batch_bytes),
-                torn,
-            ));
-            break;
-        }
         let batch_end = pos + u64::from(header.batch_bytes);
-        if batch_end > file_len {
-            // An interrupted write of the last batch looks like this, but so does a damaged
-            // length field of a batch in the middle; only the second has whole batches after it.
-            let torn = !valid_batch_within(&mut reader, pos + 1, file_len).map_err(io)?;
-            segment.defect = Some(defect(
-                format!(
-                    "batch of {} bytes runs past the end of the file ({remaining} bytes left)",
-                    header.batch_bytes
-                ),
-                torn,
-            ));
-            break;
-        }
-        let bytes = reader.get(pos, header.batch_bytes as usize).map_err(io)?;
-        if let Err(d) = format::verify_batch(bytes) {
-            // A checksum failure on the very last batch is what an interrupted write leaves;
-            // the same failure with whole batches after it is corruption.
-            let torn = batch_end == file_len
-                || (matches!(d, BatchDefect::Checksum { .. })
-                    && all_zero_from(&mut reader, batch_end, file_len).map_err(io)?);
-            segment.defect = Some(defect(d.to_string(), torn));
-            break;
-        }
-        if header.base_offset != segment.next_offset {
-            segment.defect = Some(defect(
-                format!(
-                    "batch starts at offset {}, expected {} (offsets must be dense)",
-                    header.base_offset, segment.next_offset
-                ),
-                false,
-            ));
-            break;
-        }
         if segment.bytes_since_index >= u64::from(INDEX_INTERVAL_BYTES) {
             let rel = header.base_offset - base_offset;
             push_index(&mut segment.index, rel, pos, segment.max_timestamp_ms);
@@ -530,6 +493,73 @@ pub(crate) fn scan(
         segment.valid_len = pos;
     }
     Ok(segment)
+}
+
+/// Checks the batch at byte `pos` of a segment whose batches end at `file_len`, expected to
+/// start at offset `expected_offset`: length, CRC32C, version, record shapes, density. The
+/// one check of a stored batch: the recovery [`scan`], `logbook log verify` and the
+/// background scrubber ([`crate::scrub`]) all step through a segment with it. `Err` of the
+/// inner result is the defect found there (with whether it looks like a torn tail, which only
+/// an active segment can have); the outer error is a failed read.
+pub(crate) fn check_batch_at(
+    reader: &mut ChunkReader<'_>,
+    pos: u64,
+    file_len: u64,
+    expected_offset: u64,
+) -> std::io::Result<std::result::Result<BatchHeader, Defect>> {
+    let remaining = file_len - pos;
+    let defect = |reason: String, torn: bool| Defect {
+        position: pos,
+        reason,
+        torn,
+    };
+    if remaining < BATCH_HEADER_BYTES as u64 {
+        reader.get(pos, usize::try_from(remaining).unwrap_or(0))?;
+        return Ok(Err(defect(
+            format!("{remaining} bytes at the end are shorter than a batch header"),
+            true,
+        )));
+    }
+    let header = BatchHeader::parse(reader.get(pos, BATCH_HEADER_BYTES)?);
+    if !header.length_is_plausible() {
+        let torn = all_zero_from(reader, pos, file_len)?;
+        return Ok(Err(defect(
+            format!("implausible batch length {}", header.batch_bytes),
+            torn,
+        )));
+    }
+    let batch_end = pos + u64::from(header.batch_bytes);
+    if batch_end > file_len {
+        // An interrupted write of the last batch looks like this, but so does a damaged
+        // length field of a batch in the middle; only the second has whole batches after it.
+        let torn = !valid_batch_within(reader, pos + 1, file_len)?;
+        return Ok(Err(defect(
+            format!(
+                "batch of {} bytes runs past the end of the file ({remaining} bytes left)",
+                header.batch_bytes
+            ),
+            torn,
+        )));
+    }
+    let bytes = reader.get(pos, header.batch_bytes as usize)?;
+    if let Err(d) = format::verify_batch(bytes) {
+        // A checksum failure on the very last batch is what an interrupted write leaves;
+        // the same failure with whole batches after it is corruption.
+        let torn = batch_end == file_len
+            || (matches!(d, BatchDefect::Checksum { .. })
+                && all_zero_from(reader, batch_end, file_len)?);
+        return Ok(Err(defect(d.to_string(), torn)));
+    }
+    if header.base_offset != expected_offset {
+        return Ok(Err(defect(
+            format!(
+                "batch starts at offset {}, expected {expected_offset} (offsets must be dense)",
+                header.base_offset
+            ),
+            false,
+        )));
+    }
+    Ok(Ok(header))
 }
 
 /// Whether a whole batch that passes [`format::verify_batch`] starts at any byte position in

@@ -20,6 +20,7 @@
 //! shutdown_grace_ms = 30000
 //! snapshot_window_commits = 10000
 //! partitions_max = 2048                  # the node's partition budget, internal streams' too
+//! scrub_rate_mb_per_s = 4                # the segment scrubber's rate (MB = 10^6 bytes); 0 = off
 //! allowed_hosts = ["logbook.internal"]   # besides localhost, 127.0.0.1, [::1], the listen host
 //! auth = "on"                            # "off" only with a loopback listen address
 //! tls_cert = "tls/cert.pem"              # HTTPS: certificate chain and key (PEM), both or
@@ -96,6 +97,11 @@ pub struct ServerConfig {
     /// The node's partition budget: most partitions of all streams together, internal ones
     /// included ([`crate::budget`]). Default [`limits::PARTITIONS_MAX_DEFAULT`].
     pub partitions_max: u32,
+    /// The segment scrubber's rate limit, in MB (10^6 bytes) per second: sealed segments are
+    /// re-read in the background and every batch's CRC32C checked (`logbook_log::scrub`,
+    /// `GET /v1/audit`). 0 turns it off. At most [`limits::SCRUB_RATE_MB_PER_S_MAX`].
+    /// Default [`limits::SCRUB_RATE_MB_PER_S_DEFAULT`].
+    pub scrub_rate_mb_per_s: u64,
     /// Host names (or addresses) the server answers for besides `localhost`, `127.0.0.1`,
     /// `[::1]` and the host of `listen`; a request whose `Host` names another is 421
     /// `host_not_allowed` (DNS rebinding guard, [`crate::browser`]). `"*"` allows any.
@@ -339,6 +345,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: limits::SHUTDOWN_GRACE_MS_DEFAULT,
             snapshot_window_commits: logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
             partitions_max: limits::PARTITIONS_MAX_DEFAULT,
+            scrub_rate_mb_per_s: limits::SCRUB_RATE_MB_PER_S_DEFAULT,
             allowed_hosts: Vec::new(),
             cluster: None,
             auth: AUTH_DEFAULT,
@@ -385,6 +392,8 @@ pub struct ConfigLayer {
     pub snapshot_window_commits: Option<u64>,
     /// See [`ServerConfig::partitions_max`].
     pub partitions_max: Option<u32>,
+    /// See [`ServerConfig::scrub_rate_mb_per_s`].
+    pub scrub_rate_mb_per_s: Option<u64>,
     /// See [`ServerConfig::allowed_hosts`].
     pub allowed_hosts: Option<Vec<String>>,
     /// The `[cluster]` table; see [`ClusterConfig`].
@@ -478,6 +487,7 @@ impl ConfigLayer {
                 .snapshot_window_commits
                 .or(below.snapshot_window_commits),
             partitions_max: self.partitions_max.or(below.partitions_max),
+            scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.or(below.scrub_rate_mb_per_s),
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
             cluster: self.cluster.over(below.cluster),
             auth: self.auth.or(below.auth),
@@ -528,6 +538,7 @@ impl ConfigLayer {
                 .snapshot_window_commits
                 .unwrap_or(d.snapshot_window_commits),
             partitions_max: self.partitions_max.unwrap_or(d.partitions_max),
+            scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.unwrap_or(d.scrub_rate_mb_per_s),
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
             cluster: self.cluster.resolve()?,
             auth: self.auth.unwrap_or(d.auth),
@@ -566,6 +577,13 @@ impl ConfigLayer {
         positive("open_txns_max", c.open_txns_max as u64)?;
         positive("txn_idle_timeout_ms", c.txn_idle_timeout_ms)?;
         positive("partitions_max", u64::from(c.partitions_max))?;
+        if c.scrub_rate_mb_per_s > limits::SCRUB_RATE_MB_PER_S_MAX {
+            return Err(ConfigError::Invalid {
+                field: "scrub_rate_mb_per_s",
+                value: c.scrub_rate_mb_per_s.to_string(),
+                reason: "must not exceed 10000 (10 GB/s); 0 turns the scrubber off",
+            });
+        }
         if c.requests_max > limits::BLOCKING_THREADS_MAX {
             return Err(ConfigError::Invalid {
                 field: "requests_max",

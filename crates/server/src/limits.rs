@@ -74,6 +74,12 @@ pub const PROBE_HEADER_READ_TIMEOUT_MS: u64 = 2_000;
 /// a writer thread, a file descriptor and ~340 KB, so the default keeps a node within
 /// ~2,000 threads and ~0.7 GB for partitions. One stream more: 409 `too_many_partitions`.
 pub const PARTITIONS_MAX_DEFAULT: u32 = 2048;
+/// Default rate of the segment scrubber, in MB (10^6 bytes) per second (4): a pass over
+/// 100 GB of sealed segments takes about 7 hours, at a cost a disk does not notice.
+pub const SCRUB_RATE_MB_PER_S_DEFAULT: u64 = 4;
+/// Largest accepted `scrub_rate_mb_per_s` (10,000: 10 GB/s, beyond any disk; keeps the
+/// rate in bytes far from overflow).
+pub const SCRUB_RATE_MB_PER_S_MAX: u64 = 10_000;
 /// Default most requests handled at once (256). One more: 503 `server_busy` with
 /// `Retry-After`.
 pub const REQUESTS_MAX_DEFAULT: usize = 256;
@@ -205,3 +211,5 @@ const _: () = assert!(MEMBERS_PER_GROUP_MAX as u32 >= log_limits::PARTITIONS_MAX
 
 const _: () =
     assert!(logbook_api::limits::REQUEST_ID_BYTES_MAX == logbook_log::dedup::REQUEST_ID_BYTES_MAX);
+
+const _: () = assert!(SCRUB_RATE_MB_PER_S_DEFAULT <= SCRUB_RATE_MB_PER_S_MAX);

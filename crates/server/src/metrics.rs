@@ -17,6 +17,9 @@
 //! | `logbook_ready` | — | 1 once the data directory is open |
 //! | `logbook_subscriptions` | — | push-tail subscriptions open now |
 //! | `logbook_subscriptions_ended_total` | `reason` (`client_gone`, `slow_consumer`, `shutdown`, `error`) | push-tail subscriptions ended, by why |
+//! | `logbook_scrub_bytes_total` | — | bytes of sealed segments the scrubber read and checked (set at each scrape) |
+//! | `logbook_scrub_errors_total` | — | damaged places the scrubber found, each once (set at each scrape) |
+//! | `logbook_scrub_passes_total` | — | scrubber passes finished over every sealed segment (set at each scrape) |
 //! | `logbook_view_lag_records` | `view`, `version` | records of the source not yet applied (set at each scrape) |
 //! | `logbook_view_lag_ms` | `view`, `version` | how far the applied records trail the newest, by record timestamps (set at each scrape) |
 
@@ -60,6 +63,15 @@ pub struct Metrics {
     pub view_lag_records: IntGaugeVec,
     /// Per view version: lag by record timestamps, ms.
     pub view_lag_ms: IntGaugeVec,
+    /// Bytes the segment scrubber checked.
+    pub scrub_bytes: IntCounter,
+    /// Damaged places the segment scrubber found.
+    pub scrub_errors: IntCounter,
+    /// Passes the segment scrubber finished.
+    pub scrub_passes: IntCounter,
+    /// Held while the scrubber's counters are brought up to its totals, so that two scrapes
+    /// at once do not both add the difference.
+    scrub_sync: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// Latency buckets in seconds: 50 µs doubling to about 13 s.
@@ -169,7 +181,32 @@ impl Metrics {
                 "How far a view version's applied records trail the newest, by record timestamps",
                 &["view", "version"],
             ),
+            scrub_bytes: counter(
+                "logbook_scrub_bytes_total",
+                "Bytes of sealed segments the scrubber read and checked",
+            ),
+            scrub_errors: counter(
+                "logbook_scrub_errors_total",
+                "Damaged places in sealed segments the scrubber found (each once)",
+            ),
+            scrub_passes: counter(
+                "logbook_scrub_passes_total",
+                "Scrubber passes finished over every sealed segment",
+            ),
+            scrub_sync: std::sync::Arc::default(),
             registry,
+        }
+    }
+
+    /// Brings the scrubber's counters up to its totals (they only grow).
+    pub fn set_scrub(&self, status: &logbook_log::ScrubStatus) {
+        let _one_at_a_time = self.scrub_sync.lock().unwrap_or_else(|e| e.into_inner());
+        for (counter, total) in [
+            (&self.scrub_bytes, status.bytes_scrubbed),
+            (&self.scrub_errors, status.errors),
+            (&self.scrub_passes, status.passes),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 

@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use logbook_log::storage::{DirLock, OsStorage, Storage};
-use logbook_log::{Log, LogBackend, LogError};
+use logbook_log::{Log, LogBackend, LogError, ScrubberThread};
 use logbook_txn::{TxnStore, TxnStoreOptions};
 use logbook_views::Views;
 use tokio::net::{TcpListener, TcpStream};
@@ -432,14 +432,29 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
         source,
     })?;
     let views_dir = config.data_dir.join("views");
-    private_dir(&views_dir).map_err(|source| ServerError::OpenLog { dir, source })?;
+    private_dir(&views_dir).map_err(|source| ServerError::OpenLog {
+        dir: dir.clone(),
+        source,
+    })?;
     let options = TxnStoreOptions {
         open_txns_max: config.open_txns_max,
         snapshot_window_commits: config.snapshot_window_commits,
         ..TxnStoreOptions::default()
     };
     let txns = TxnStore::open(&log, options).map_err(ServerError::OpenTxns)?;
-    let log: Arc<dyn LogBackend> = Arc::new(log);
+    let log = Arc::new(log);
+    let scrubber = match config.scrub_rate_mb_per_s {
+        0 => None,
+        rate => Some(
+            ScrubberThread::spawn(Arc::downgrade(&log), rate * 1_000_000).map_err(|source| {
+                ServerError::OpenLog {
+                    dir: dir.clone(),
+                    source,
+                }
+            })?,
+        ),
+    };
+    let log: Arc<dyn LogBackend> = log;
     let tokens = crate::auth::Tokens::open(&log, &config.data_dir, false)
         .map_err(ServerError::OpenTokens)?;
     let views = Views::open(log.clone(), &views_dir).map_err(ServerError::OpenViews)?;
@@ -448,7 +463,10 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
             dir: config.data_dir.display().to_string(),
             source,
         })?;
-    let opened = Opened::new(log, txns, Arc::new(views)).with_groups(groups);
+    let mut opened = Opened::new(log, txns, Arc::new(views)).with_groups(groups);
+    if let Some(scrubber) = scrubber {
+        opened = opened.with_scrubber(scrubber);
+    }
     Ok((opened, Arc::new(tokens)))
 }
 
@@ -496,6 +514,7 @@ fn private_dir(dir: &std::path::Path) -> Result<(), LogError> {
 async fn close(opened: Opened, grace: Duration) {
     let view_catalog = opened.view_catalog.clone();
     let groups = opened.groups.clone();
+    let scrubber = opened.scrubber.clone();
     let (log, txns, views, cluster) = opened.into_parts();
     drop(txns);
     // Leave the cluster first: other nodes stop listing this one at once.
@@ -507,6 +526,10 @@ async fn close(opened: Opened, grace: Duration) {
     let stopped = tokio::task::spawn_blocking(move || {
         if let Some(catalog) = view_catalog {
             catalog.stop();
+        }
+        // The scrubber reads the log: it finishes its step and stops.
+        if let Some(scrubber) = scrubber {
+            scrubber.stop();
         }
         // The groups' expiry thread appends to the log: stopped before it closes.
         if let Some(groups) = groups {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use logbook_log::LogBackend;
+use logbook_log::{LogBackend, ScrubberThread};
 use logbook_txn::{CommitOutcome, Txn, TxnStore};
 use logbook_views::Views;
 use tokio::sync::Semaphore;
@@ -45,6 +45,9 @@ pub struct Opened {
     /// The consumer groups (derived from `_groups`); `None` on a cluster node (not built
     /// there yet) and where the server was opened without them.
     pub groups: Option<Arc<crate::groups::Groups>>,
+    /// The segment scrubber over the embedded log (`logbook_log::scrub`); `None` on a cluster
+    /// node and when `scrub_rate_mb_per_s` is 0.
+    pub scrubber: Option<Arc<ScrubberThread>>,
 }
 
 impl Opened {
@@ -57,6 +60,15 @@ impl Opened {
             cluster: None,
             view_catalog: None,
             groups: None,
+            scrubber: None,
+        }
+    }
+
+    /// The same, with the segment scrubber running.
+    pub fn with_scrubber(self, scrubber: ScrubberThread) -> Opened {
+        Opened {
+            scrubber: Some(Arc::new(scrubber)),
+            ..self
         }
     }
 
@@ -97,6 +109,7 @@ impl Opened {
             cluster: Some(member),
             view_catalog: Some(view_catalog),
             groups: None,
+            scrubber: None,
         }
     }
 

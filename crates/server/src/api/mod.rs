@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(groups::reset))
         .routes(routes!(ops::health))
         .routes(routes!(ops::cluster))
+        .routes(routes!(ops::audit))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
         .routes(routes!(tokens::create_token, tokens::list_tokens))

@@ -7,6 +7,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use logbook_api::audit::{AuditStatus, ScrubberFinding, ScrubberStatus};
 use logbook_api::ops::{ClusterStatus, Health};
 use logbook_api::paths::route;
 
@@ -77,6 +78,47 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
     Ok(axum::Json(body).into_response())
 }
 
+/// What the background auditors checked and found: the segment scrubber's totals and every
+/// damaged place it found (file and byte offset). Admin only: findings name files.
+#[utoipa::path(get, path = route::AUDIT, tag = "operations",
+    responses((status = 200, body = AuditStatus),
+        (status = 503, description = "`not_ready`", body = Problem, content_type = "application/problem+json")))]
+pub async fn audit(State(state): State<AppState>, q: Params) -> Result<Response, ApiError> {
+    q.only(&[])?;
+    let opened = state.opened()?;
+    let scrubber = scrubber_status(&opened, state.config().scrub_rate_mb_per_s);
+    Ok(axum::Json(AuditStatus { scrubber }).into_response())
+}
+
+/// The scrubber's part of `GET /v1/audit`.
+fn scrubber_status(opened: &crate::state::Opened, rate_mb_per_s: u64) -> ScrubberStatus {
+    let (state, status) = match (&opened.scrubber, &opened.cluster) {
+        (Some(scrubber), _) => ("running", scrubber.status()),
+        (None, Some(_)) => ("not_available", logbook_log::ScrubStatus::default()),
+        (None, None) => ("off", logbook_log::ScrubStatus::default()),
+    };
+    ScrubberStatus {
+        state: state.into(),
+        rate_mb_per_s: if state == "running" { rate_mb_per_s } else { 0 },
+        bytes_scrubbed: status.bytes_scrubbed,
+        batches_scrubbed: status.batches_scrubbed,
+        segments_scrubbed: status.segments_scrubbed,
+        passes: status.passes,
+        errors: status.errors,
+        findings: status
+            .findings
+            .into_iter()
+            .map(|f| ScrubberFinding {
+                stream: f.stream,
+                partition: f.partition,
+                file: f.path.display().to_string(),
+                file_offset: f.file_offset,
+                reason: f.reason,
+            })
+            .collect(),
+    }
+}
+
 /// Metrics in the Prometheus text format (see [`crate::metrics`]).
 #[utoipa::path(get, path = route::METRICS, tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
@@ -95,6 +137,9 @@ pub async fn metrics(State(state): State<AppState>, q: Params) -> Result<Respons
         let m = state.metrics().clone();
         let views = opened.views.clone();
         let _ = crate::extract::blocking(move || m.set_view_lag(&views)).await;
+        if let Some(scrubber) = &opened.scrubber {
+            state.metrics().set_scrub(&scrubber.status());
+        }
     }
     Ok((
         [(

@@ -178,6 +178,8 @@ pub fn declared_needs(
     Some(match route {
         "/metrics" => vec![Need::MetricsRead],
         "/v1/tokens" | "/v1/tokens/{id}" => vec![Need::Admin],
+        // Findings name files and byte offsets of the node's disk.
+        "/v1/audit" => vec![Need::Admin],
         "/v1/streams" => vec![Need::All(Streams, Read)],
         "/v1/streams/{stream}" => vec![name(Streams, read_or(Manage), "stream")],
         "/v1/streams/{stream}/retention" => vec![name(Streams, Manage, "stream")],
