@@ -124,6 +124,10 @@ pub struct ViewDetail {
     pub status: StatusOut,
     /// Status of every version, the current one included.
     pub versions: Vec<StatusOut>,
+    /// The view auditor's latest findings for this view (absent until it audited it, and
+    /// when the auditor is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::ViewAudit>,
 }
 
 /// One row of a view.

@@ -1,6 +1,8 @@
 //! `logbook audit status`: what a running node's background auditors checked and found
 //! (`GET /v1/audit`): the segment scrubber's totals and each damaged place by file and byte
-//! offset. Exits non-zero when damage was found, so a script or a cron job can alert on it.
+//! offset; each view's latest audit (digests compared at the offsets named, the first rows
+//! that differ). Exits non-zero when damage or a mismatch was found, so a script or a cron
+//! job can alert on it.
 
 use logbook_api::audit::AuditStatus;
 use logbook_api::paths;
@@ -11,7 +13,8 @@ use crate::client::{Client, ServerArgs, print_json};
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
     /// The segment scrubber's state, rate and totals, and every damaged place it found
-    /// (stream, partition, file, byte offset, reason). Exits 1 when it found damage.
+    /// (stream, partition, file, byte offset, reason); each view's latest audit. Exits 1
+    /// when the scrubber found damage or a view's latest audit a mismatch.
     ///
     /// Example: `logbook audit status --server http://127.0.0.1:7700`
     Status {
@@ -50,6 +53,19 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                     status.scrubber.errors
                 );
             }
+            let differ: Vec<&str> = status
+                .views
+                .views
+                .iter()
+                .filter(|v| v.last.as_ref().is_some_and(|r| r.verdict == "mismatch"))
+                .map(|v| v.view.as_str())
+                .collect();
+            if !differ.is_empty() {
+                anyhow::bail!(
+                    "views differing from their recomputation from the log: {}",
+                    differ.join(", ")
+                );
+            }
             Ok(())
         }
     }
@@ -78,6 +94,51 @@ fn print_status(status: &AuditStatus) -> anyhow::Result<()> {
             f.file_offset,
             f.reason
         );
+    }
+    let v = &status.views;
+    match v.state.as_str() {
+        "running" => outln!(
+            "view auditor: running, a round every {} s at {} records/s per view{}; {} rounds",
+            v.interval_s,
+            v.records_per_s,
+            if v.repair { ", repairing" } else { "" },
+            v.rounds
+        ),
+        other => outln!("view auditor: {other}"),
+    }
+    for view in &v.views {
+        let Some(r) = &view.last else {
+            outln!("  {}: not audited yet{}", view.view, view.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default());
+            continue;
+        };
+        let at: Vec<String> = r.applied.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+        outln!(
+            "  {} version {}: {} at offsets {} (live {} rows {}, recomputed {} rows {}); {} audits, {} mismatches",
+            view.view,
+            r.version,
+            r.verdict,
+            at.join(","),
+            r.live_digest.rows,
+            r.live_digest.hash,
+            r.recomputed_digest.rows,
+            r.recomputed_digest.hash,
+            view.audits,
+            view.mismatches
+        );
+        for d in &r.differences {
+            let show = |v: &Option<serde_json::Value>| {
+                v.as_ref().map_or("(missing)".to_string(), |v| v.to_string())
+            };
+            outln!(
+                "    row {:?}: live {} recomputed {}",
+                d.key,
+                show(&d.live),
+                show(&d.recomputed)
+            );
+        }
+        if let Some(to) = view.repaired_to {
+            outln!("    repaired: switched to version {to}, rebuilt from the log");
+        }
     }
     Ok(())
 }

@@ -89,6 +89,18 @@ pub struct ServeArgs {
     /// status`). 0 turns it off. Default 4.
     #[arg(long, env = "LOGBOOK_SCRUB_RATE_MB_PER_S")]
     pub scrub_rate_mb_per_s: Option<u64>,
+    /// Seconds between rounds of the view auditor, which recomputes every view from the log
+    /// up to the offsets it applied and compares digests (`logbook audit status`). 0 turns
+    /// it off. Default 3600.
+    #[arg(long, env = "LOGBOOK_AUDIT_INTERVAL_S")]
+    pub audit_interval_s: Option<u64>,
+    /// Pace of each view's recomputation by the auditor, records per second (0: unpaced).
+    /// Default 10000.
+    #[arg(long, env = "LOGBOOK_AUDIT_RECORDS_PER_S")]
+    pub audit_records_per_s: Option<u64>,
+    /// On a mismatch, the auditor rebuilds the view from the log and switches to it.
+    #[arg(long, env = "LOGBOOK_AUDIT_REPAIR")]
+    pub audit_repair: bool,
     /// A host name or address the server answers for (repeat for several; `*` for any),
     /// besides localhost, 127.0.0.1, ::1 and the --listen host. Requests naming another
     /// `Host` are refused (421), against DNS rebinding.
@@ -154,6 +166,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         snapshot_window_commits: args.snapshot_window_commits,
         partitions_max: args.partitions_max,
         scrub_rate_mb_per_s: args.scrub_rate_mb_per_s,
+        audit_interval_s: args.audit_interval_s,
+        audit_records_per_s: args.audit_records_per_s,
+        audit_repair: args.audit_repair.then_some(true),
         allowed_hosts: (!args.allowed_hosts.is_empty()).then_some(args.allowed_hosts),
         cluster: ClusterLayer {
             node_id: args.cluster_node_id,

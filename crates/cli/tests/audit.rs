@@ -186,3 +186,74 @@ fn a_scrub_rate_of_zero_turns_the_scrubber_off_and_too_high_a_rate_is_refused_by
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("scrub_rate_mb_per_s"), "{stderr}");
 }
+
+#[test]
+fn the_view_auditor_recomputes_each_view_on_its_schedule_and_reports_a_match() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(
+        data.path(),
+        &["--audit-interval-s", "1", "--scrub-rate-mb-per-s", "0"],
+        &[("RUST_LOG", "warn")],
+        Stdio::null(),
+    );
+    let client = serve.client();
+    let settings = CreateStream {
+        partitions: Some(2),
+        ..CreateStream::default()
+    };
+    client.create_stream("orders", &settings).unwrap();
+    let spec = json!({"source": "orders", "kind": "aggregate", "group_by": ["c"],
+        "aggregates": {"n": {"fn": "count"}, "sum": {"fn": "sum", "field": "v"}}});
+    client.create_view("by_c", &spec).unwrap();
+    for i in 0..50 {
+        let value = json!({"c": format!("c{}", i % 5), "v": i});
+        client
+            .append("orders", RecordIn::new(value).key(format!("o{i}")))
+            .unwrap();
+    }
+    // An audit that saw all 50 records (the first may have run before they arrived).
+    let status = audit_until(&client, "an audit of all 50 records", |s| {
+        s.views.views.iter().any(|v| {
+            v.last
+                .as_ref()
+                .is_some_and(|r| r.applied.values().sum::<u64>() == 50)
+        })
+    });
+    assert_eq!(status.views.state, "running");
+    assert_eq!(status.views.interval_s, 1);
+    let v = &status.views.views[0];
+    assert_eq!(v.view, "by_c");
+    assert_eq!(v.mismatches, 0, "{v:?}");
+    let last = v.last.as_ref().unwrap();
+    assert_eq!(last.verdict, "match", "{last:?}");
+    assert_eq!(last.live_digest, last.recomputed_digest);
+    assert_eq!(last.live_digest.rows, 5);
+    assert!(last.differences.is_empty());
+
+    // The view's own status carries it too, and the metrics count it.
+    let detail = client.view_status("by_c", false).unwrap();
+    let audit = detail.audit.unwrap();
+    assert_eq!(audit.view, "by_c");
+    assert!(audit.audits >= 1);
+    let (_, page) = call(&client, "GET", &paths::metrics(), None);
+    let page = page.as_str().unwrap().to_string();
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("logbook_view_audits_total{view=\"by_c\"}")),
+        "{page}"
+    );
+    assert!(
+        page.contains("logbook_view_audit_mismatches_total{view=\"by_c\"} 0"),
+        "{page}"
+    );
+
+    // `logbook audit status` prints the verdict and exits 0.
+    let out = Command::new(common::BIN)
+        .args(["audit", "status"])
+        .envs(serve.cli_env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("by_c version 1: match"), "{stdout}");
+}

@@ -21,6 +21,9 @@
 //! snapshot_window_commits = 10000
 //! partitions_max = 2048                  # the node's partition budget, internal streams' too
 //! scrub_rate_mb_per_s = 4                # the segment scrubber's rate (MB = 10^6 bytes); 0 = off
+//! audit_interval_s = 3600                # the view auditor: one round over every view; 0 = off
+//! audit_records_per_s = 10000            # each view's recomputation, records per second
+//! audit_repair = false                   # on a mismatch, rebuild the view and switch to it
 //! allowed_hosts = ["logbook.internal"]   # besides localhost, 127.0.0.1, [::1], the listen host
 //! auth = "on"                            # "off" only with a loopback listen address
 //! tls_cert = "tls/cert.pem"              # HTTPS: certificate chain and key (PEM), both or
@@ -102,6 +105,17 @@ pub struct ServerConfig {
     /// `GET /v1/audit`). 0 turns it off. At most [`limits::SCRUB_RATE_MB_PER_S_MAX`].
     /// Default [`limits::SCRUB_RATE_MB_PER_S_DEFAULT`].
     pub scrub_rate_mb_per_s: u64,
+    /// Seconds between rounds of the view auditor, each recomputing every view from the log
+    /// and comparing digests (`logbook_views::audit`, `GET /v1/audit`). 0 turns it off. At
+    /// most [`limits::AUDIT_INTERVAL_S_MAX`]. Default [`limits::AUDIT_INTERVAL_S_DEFAULT`].
+    pub audit_interval_s: u64,
+    /// Pace of each view's recomputation, records per second (the per-view rate limit);
+    /// 0 = unpaced. Default [`limits::AUDIT_RECORDS_PER_S_DEFAULT`].
+    pub audit_records_per_s: u64,
+    /// Whether the view auditor repairs a mismatch: rebuilds the view from the log and
+    /// switches to the new version once it caught up (the old one stays, for inspection,
+    /// until dropped). Default false: a mismatch is reported only.
+    pub audit_repair: bool,
     /// Host names (or addresses) the server answers for besides `localhost`, `127.0.0.1`,
     /// `[::1]` and the host of `listen`; a request whose `Host` names another is 421
     /// `host_not_allowed` (DNS rebinding guard, [`crate::browser`]). `"*"` allows any.
@@ -346,6 +360,9 @@ impl Default for ServerConfig {
             snapshot_window_commits: logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
             partitions_max: limits::PARTITIONS_MAX_DEFAULT,
             scrub_rate_mb_per_s: limits::SCRUB_RATE_MB_PER_S_DEFAULT,
+            audit_interval_s: limits::AUDIT_INTERVAL_S_DEFAULT,
+            audit_records_per_s: limits::AUDIT_RECORDS_PER_S_DEFAULT,
+            audit_repair: false,
             allowed_hosts: Vec::new(),
             cluster: None,
             auth: AUTH_DEFAULT,
@@ -394,6 +411,12 @@ pub struct ConfigLayer {
     pub partitions_max: Option<u32>,
     /// See [`ServerConfig::scrub_rate_mb_per_s`].
     pub scrub_rate_mb_per_s: Option<u64>,
+    /// See [`ServerConfig::audit_interval_s`].
+    pub audit_interval_s: Option<u64>,
+    /// See [`ServerConfig::audit_records_per_s`].
+    pub audit_records_per_s: Option<u64>,
+    /// See [`ServerConfig::audit_repair`].
+    pub audit_repair: Option<bool>,
     /// See [`ServerConfig::allowed_hosts`].
     pub allowed_hosts: Option<Vec<String>>,
     /// The `[cluster]` table; see [`ClusterConfig`].
@@ -488,6 +511,9 @@ impl ConfigLayer {
                 .or(below.snapshot_window_commits),
             partitions_max: self.partitions_max.or(below.partitions_max),
             scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.or(below.scrub_rate_mb_per_s),
+            audit_interval_s: self.audit_interval_s.or(below.audit_interval_s),
+            audit_records_per_s: self.audit_records_per_s.or(below.audit_records_per_s),
+            audit_repair: self.audit_repair.or(below.audit_repair),
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
             cluster: self.cluster.over(below.cluster),
             auth: self.auth.or(below.auth),
@@ -539,6 +565,9 @@ impl ConfigLayer {
                 .unwrap_or(d.snapshot_window_commits),
             partitions_max: self.partitions_max.unwrap_or(d.partitions_max),
             scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.unwrap_or(d.scrub_rate_mb_per_s),
+            audit_interval_s: self.audit_interval_s.unwrap_or(d.audit_interval_s),
+            audit_records_per_s: self.audit_records_per_s.unwrap_or(d.audit_records_per_s),
+            audit_repair: self.audit_repair.unwrap_or(d.audit_repair),
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
             cluster: self.cluster.resolve()?,
             auth: self.auth.unwrap_or(d.auth),
@@ -582,6 +611,13 @@ impl ConfigLayer {
                 field: "scrub_rate_mb_per_s",
                 value: c.scrub_rate_mb_per_s.to_string(),
                 reason: "must not exceed 10000 (10 GB/s); 0 turns the scrubber off",
+            });
+        }
+        if c.audit_interval_s > limits::AUDIT_INTERVAL_S_MAX {
+            return Err(ConfigError::Invalid {
+                field: "audit_interval_s",
+                value: c.audit_interval_s.to_string(),
+                reason: "must not exceed 604800 (a week); 0 turns the view auditor off",
             });
         }
         if c.requests_max > limits::BLOCKING_THREADS_MAX {

@@ -80,6 +80,14 @@ pub const SCRUB_RATE_MB_PER_S_DEFAULT: u64 = 4;
 /// Largest accepted `scrub_rate_mb_per_s` (10,000: 10 GB/s, beyond any disk; keeps the
 /// rate in bytes far from overflow).
 pub const SCRUB_RATE_MB_PER_S_MAX: u64 = 10_000;
+/// Default seconds between the view auditor's rounds (3,600: every view recomputed once an
+/// hour, at the pace below).
+pub const AUDIT_INTERVAL_S_DEFAULT: u64 = 3600;
+/// Largest accepted `audit_interval_s` (a week).
+pub const AUDIT_INTERVAL_S_MAX: u64 = 7 * 24 * 3600;
+/// Default pace of one view's recomputation by the auditor, records per second (10,000:
+/// a fraction of what one processor applies, so the audit costs little of a core).
+pub const AUDIT_RECORDS_PER_S_DEFAULT: u64 = 10_000;
 /// Default most requests handled at once (256). One more: 503 `server_busy` with
 /// `Retry-After`.
 pub const REQUESTS_MAX_DEFAULT: usize = 256;

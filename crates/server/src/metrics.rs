@@ -20,6 +20,8 @@
 //! | `logbook_scrub_bytes_total` | — | bytes of sealed segments the scrubber read and checked (set at each scrape) |
 //! | `logbook_scrub_errors_total` | — | damaged places the scrubber found, each once (set at each scrape) |
 //! | `logbook_scrub_passes_total` | — | scrubber passes finished over every sealed segment (set at each scrape) |
+//! | `logbook_view_audits_total` | `view` | audits of the view finished (set at each scrape) |
+//! | `logbook_view_audit_mismatches_total` | `view` | audits that found the live view different from its recomputation (set at each scrape) |
 //! | `logbook_view_lag_records` | `view`, `version` | records of the source not yet applied (set at each scrape) |
 //! | `logbook_view_lag_ms` | `view`, `version` | how far the applied records trail the newest, by record timestamps (set at each scrape) |
 
@@ -69,6 +71,10 @@ pub struct Metrics {
     pub scrub_errors: IntCounter,
     /// Passes the segment scrubber finished.
     pub scrub_passes: IntCounter,
+    /// Audits finished, per view.
+    pub view_audits: IntCounterVec,
+    /// Audits that found a mismatch, per view.
+    pub view_audit_mismatches: IntCounterVec,
     /// Held while the scrubber's counters are brought up to its totals, so that two scrapes
     /// at once do not both add the difference.
     scrub_sync: std::sync::Arc<std::sync::Mutex<()>>,
@@ -193,8 +199,34 @@ impl Metrics {
                 "logbook_scrub_passes_total",
                 "Scrubber passes finished over every sealed segment",
             ),
+            view_audits: counter_vec(
+                "logbook_view_audits_total",
+                "Audits of a view finished (recomputed from the log, digests compared)",
+                &["view"],
+            ),
+            view_audit_mismatches: counter_vec(
+                "logbook_view_audit_mismatches_total",
+                "Audits that found the live view different from its recomputation",
+                &["view"],
+            ),
             scrub_sync: std::sync::Arc::default(),
             registry,
+        }
+    }
+
+    /// Brings the view auditor's counters up to its totals (per view; they only grow).
+    pub fn set_view_audits(&self, status: &logbook_views::AuditorStatus) {
+        let _one_at_a_time = self.scrub_sync.lock().unwrap_or_else(|e| e.into_inner());
+        for v in &status.views {
+            for (counter, total) in [
+                (self.view_audits.with_label_values(&[&v.view]), v.audits),
+                (
+                    self.view_audit_mismatches.with_label_values(&[&v.view]),
+                    v.mismatches,
+                ),
+            ] {
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
         }
     }
 

@@ -30,7 +30,7 @@ use hyper_util::service::TowerToHyperService;
 use logbook_log::storage::{DirLock, OsStorage, Storage};
 use logbook_log::{Log, LogBackend, LogError, ScrubberThread};
 use logbook_txn::{TxnStore, TxnStoreOptions};
-use logbook_views::Views;
+use logbook_views::{AuditorConfig, AuditorThread, Views};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -463,9 +463,27 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
             dir: config.data_dir.display().to_string(),
             source,
         })?;
-    let mut opened = Opened::new(log, txns, Arc::new(views)).with_groups(groups);
+    let views = Arc::new(views);
+    let auditor = match config.audit_interval_s {
+        0 => None,
+        interval_s => Some(
+            AuditorThread::spawn(
+                Arc::downgrade(&views),
+                AuditorConfig {
+                    interval_s,
+                    records_per_s: config.audit_records_per_s,
+                    repair: config.audit_repair,
+                },
+            )
+            .map_err(ServerError::OpenViews)?,
+        ),
+    };
+    let mut opened = Opened::new(log, txns, views).with_groups(groups);
     if let Some(scrubber) = scrubber {
         opened = opened.with_scrubber(scrubber);
+    }
+    if let Some(auditor) = auditor {
+        opened = opened.with_auditor(auditor);
     }
     Ok((opened, Arc::new(tokens)))
 }
@@ -515,6 +533,7 @@ async fn close(opened: Opened, grace: Duration) {
     let view_catalog = opened.view_catalog.clone();
     let groups = opened.groups.clone();
     let scrubber = opened.scrubber.clone();
+    let auditor = opened.auditor.clone();
     let (log, txns, views, cluster) = opened.into_parts();
     drop(txns);
     // Leave the cluster first: other nodes stop listing this one at once.
@@ -527,9 +546,13 @@ async fn close(opened: Opened, grace: Duration) {
         if let Some(catalog) = view_catalog {
             catalog.stop();
         }
-        // The scrubber reads the log: it finishes its step and stops.
+        // The scrubber reads the log: it finishes its step and stops. The view auditor
+        // gives up its audit under way.
         if let Some(scrubber) = scrubber {
             scrubber.stop();
+        }
+        if let Some(auditor) = auditor {
+            auditor.stop();
         }
         // The groups' expiry thread appends to the log: stopped before it closes.
         if let Some(groups) = groups {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use logbook_log::{LogBackend, ScrubberThread};
 use logbook_txn::{CommitOutcome, Txn, TxnStore};
-use logbook_views::Views;
+use logbook_views::{AuditorThread, Views};
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
@@ -48,6 +48,9 @@ pub struct Opened {
     /// The segment scrubber over the embedded log (`logbook_log::scrub`); `None` on a cluster
     /// node and when `scrub_rate_mb_per_s` is 0.
     pub scrubber: Option<Arc<ScrubberThread>>,
+    /// The view auditor (`logbook_views::AuditorThread`); `None` on a cluster node and when
+    /// `audit_interval_s` is 0.
+    pub auditor: Option<Arc<AuditorThread>>,
 }
 
 impl Opened {
@@ -61,6 +64,15 @@ impl Opened {
             view_catalog: None,
             groups: None,
             scrubber: None,
+            auditor: None,
+        }
+    }
+
+    /// The same, with the view auditor running.
+    pub fn with_auditor(self, auditor: AuditorThread) -> Opened {
+        Opened {
+            auditor: Some(Arc::new(auditor)),
+            ..self
         }
     }
 
@@ -110,6 +122,7 @@ impl Opened {
             view_catalog: Some(view_catalog),
             groups: None,
             scrubber: None,
+            auditor: None,
         }
     }
 

@@ -250,10 +250,26 @@ impl Source {
     }
 
     fn load(&self, part: &dyn LogPartition, from: u64, limit: u64) -> Result<Arc<Batch>> {
+        Batch::load(part, from, limit, self.members()).map(Arc::new)
+    }
+}
+
+impl Batch {
+    /// Reads at most [`APPLY_BATCH_RECORDS`] records (about [`APPLY_BATCH_BYTES`]) of one
+    /// partition from `from`, those below `limit`, and parses their values for `members`
+    /// (`None`: all).
+    ///
+    /// # Errors
+    /// The log's read errors.
+    pub(crate) fn load(
+        part: &dyn LogPartition,
+        from: u64,
+        limit: u64,
+        members: Option<Vec<String>>,
+    ) -> Result<Batch> {
         let mut records = part.read(from, APPLY_BATCH_RECORDS, APPLY_BATCH_BYTES)?;
         let keep = records.partition_point(|r| r.offset < limit);
         records.truncate(keep);
-        let members = self.members();
         let values = records
             .iter()
             .map(|r| parse_members(&r.value, members.as_deref()))
@@ -262,12 +278,12 @@ impl Source {
             .iter()
             .map(|r| r.value.len() + r.key.as_ref().map_or(0, Vec::len))
             .sum();
-        Ok(Arc::new(Batch {
+        Ok(Batch {
             start: from,
             records,
             values,
             members,
             bytes,
-        }))
+        })
     }
 }

@@ -827,6 +827,16 @@ impl Views {
         Ok(out)
     }
 
+    /// The running current version of `name`.
+    ///
+    /// # Errors
+    /// [`ViewError::UnknownView`], [`ViewError::UnknownVersion`].
+    pub(crate) fn current_version(&self, name: &str) -> Result<Arc<Version>> {
+        let st = self.lock();
+        let e = Views::entry(&st, name)?;
+        Views::version(&st, name, e.current)
+    }
+
     /// Digest of a version (default: the current one) at its applied offsets.
     ///
     /// # Errors

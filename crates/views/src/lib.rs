@@ -35,10 +35,12 @@
 //! that consume the log) → [`apply`] (the deterministic state machine) → [`layout`] (state
 //! bytes) → [`state`] (state in memory, checkpoints) → [`store`] (the key-value seam) →
 //! [`read`] (merging partitions, digests) →
-//! [`engine`] (catalog, tokens, rebuild, rollout); [`value`] defines how JSON values compare
+//! [`engine`] (catalog, tokens, rebuild, rollout) → [`audit`] (a view recomputed from the log
+//! and compared by digest); [`value`] defines how JSON values compare
 //! and encode; [`token`] the consistency tokens; [`limits`] every limit.
 
 pub mod apply;
+pub mod audit;
 pub mod batch;
 mod catalog;
 pub mod engine;
@@ -58,6 +60,10 @@ pub mod value;
 pub use engine::{
     BelowRetention, Progress, ReadOptions, ReadResult, RetentionGap, Rollout, VersionStatus,
     ViewInfo, ViewStatus, Views, validate_view_name,
+};
+pub use audit::{
+    AuditOptions, AuditReport, AuditorConfig, AuditorStatus, AuditorThread, RowDifference, Verdict,
+    ViewAuditStatus,
 };
 pub use error::{Result, ViewError};
 pub use read::{Digest, Row, ScanRange};

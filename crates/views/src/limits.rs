@@ -98,3 +98,9 @@ const _: () = assert!(
     CHECKPOINT_CHUNK_BYTES < u32::MAX as usize / 2,
     "chunk entries carry u32 lengths"
 );
+
+/// Rows that differ an audit reports (the first ones, in key order).
+pub const AUDIT_DIFFERENCES_MAX: usize = 3;
+/// Rounds an audit's recomputation chases the live version without holding it, before the
+/// last catch-up under the hold (each round has only what arrived during the one before).
+pub const AUDIT_CATCH_UP_ROUNDS: usize = 3;

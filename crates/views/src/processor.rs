@@ -40,12 +40,14 @@ use std::time::{Duration, Instant};
 use logbook_log::{LogBackend, LogStream};
 
 use crate::apply::{StateCache, Txn, apply};
-use crate::batch::Source;
+use crate::batch::{Batch, Source};
 use crate::error::{Result, ViewError};
 use crate::layout::{self, ApplyState, TAG_APPLIED};
 use crate::limits::CHECKPOINT_PENDING_FACTOR;
 use crate::spec::Plan;
-use crate::state::{Checkpointer, Loaded, MemSnapshot, PartState, ViewsConfig, load};
+use crate::state::{
+    Checkpointer, Contribs, Delta, Loaded, MemSnapshot, PartState, ViewsConfig, load,
+};
 use crate::store::Space;
 
 /// Why a version whose source stream was dropped does not run or serve (the reason of its
@@ -205,6 +207,22 @@ impl Version {
     pub fn abandon(&self) {
         self.abandon.store(true, Ordering::Release);
         self.stop();
+    }
+
+    /// Whether the version is stopping (or stopped): long work on its behalf gives up.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Removes the first state entry of partition `p` other than its apply state, as
+    /// silent corruption of memory would; its key. Only for tests of the auditor.
+    #[cfg(feature = "test-hooks")]
+    pub fn corrupt_state_for_test(&self, p: u32) -> Option<Vec<u8>> {
+        let part = self.parts.get(p as usize)?;
+        let mut guard = part.write().unwrap_or_else(|e| e.into_inner());
+        let key = guard.first_key_except(TAG_APPLIED)?;
+        guard.write(key.clone(), None);
+        Some(key)
     }
 
     /// A consistent read of the state: every partition held still until it is dropped
@@ -369,7 +387,6 @@ impl Version {
 
     fn process(&self, p: u32) -> Result<()> {
         let part = self.stream.partition(p)?;
-        let akey = layout::prefix(TAG_APPLIED, p);
         let Some(loaded) = self.loaded[p as usize]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -444,38 +461,18 @@ impl Version {
                 limit,
                 self.plan.members.as_deref(),
             )?;
-            // The batch holds every record from `batch.start` on; ours start at the first at or
-            // after `applied` (offsets may have gaps: a replicated log's do).
-            let first = batch.records.partition_point(|r| r.offset < state.applied);
-            let mut next = state.applied;
-            let mut writes = {
+            let writes = {
                 let published = read_lock(shared);
-                let mut txn = Txn::new(&published, &mut contribs, &mut ckpt.delta, &mut cache);
-                for (r, v) in batch.records[first..]
-                    .iter()
-                    .zip(&batch.values[first..])
-                    .take_while(|(r, _)| r.offset < limit)
-                {
-                    debug_assert!(r.offset >= next, "the log returned records out of order");
-                    apply(&self.plan, &mut txn, p, r, v.as_ref(), &mut state)?;
-                    state.last_timestamp_ms = r.timestamp_ms;
-                    next = r.offset + 1;
-                }
-                txn.into_writes()
+                let mut at = ApplyAt {
+                    part: &published,
+                    contribs: &mut contribs,
+                    delta: &mut ckpt.delta,
+                    cache: &mut cache,
+                    state: &mut state,
+                };
+                apply_batch(&self.plan, p, &mut at, &batch, limit)?
             };
-            if next == state.applied {
-                // No record in [applied, limit): the batch holds the first record at or after
-                // `applied` (or none below the end the reader saw), so the offsets up to the
-                // limit are a gap of the log's offsets (`(sequence − 1)·2^16 + index` on
-                // JetStream, decision 0010): move past them.
-                next = limit;
-            }
-            state.applied = next;
-            let encoded = state.encode();
-            // Logged too, so that progress alone (records that change nothing) makes a
-            // checkpoint due and a restart need not replay them.
-            ckpt.delta.log(&akey, Some(&encoded));
-            writes.push((akey.clone(), Some(encoded)));
+            let next = state.applied;
             let bytes = {
                 let mut published = shared.write().unwrap_or_else(|e| e.into_inner());
                 for (k, v) in writes {
@@ -548,6 +545,62 @@ impl Version {
         self.checkpointed[p as usize].store(state.applied, Ordering::Release);
         Ok(())
     }
+}
+
+/// What applying a batch of one partition reads and changes: the published state (read),
+/// the processor's contributions, the checkpoint delta, the state cache and the apply state.
+pub(crate) struct ApplyAt<'a> {
+    pub part: &'a PartState,
+    pub contribs: &'a mut Contribs,
+    pub delta: &'a mut Delta,
+    pub cache: &'a mut StateCache,
+    pub state: &'a mut ApplyState,
+}
+
+/// Applies the records of `batch` from `at.state.applied` up to `limit` (exclusive) and
+/// advances the apply state; returns the writes to publish, the apply state's own last.
+/// The one way records become view state: the processors and the auditor's recomputation
+/// ([`crate::audit`]) both call it, so a recomputed view is the same function of the log.
+pub(crate) fn apply_batch(
+    plan: &Plan,
+    p: u32,
+    at: &mut ApplyAt<'_>,
+    batch: &Batch,
+    limit: u64,
+) -> Result<Vec<crate::store::Write>> {
+    // The batch holds every record from `batch.start` on; ours start at the first at or
+    // after `applied` (offsets may have gaps: a replicated log's do).
+    let first = batch.records.partition_point(|r| r.offset < at.state.applied);
+    let mut next = at.state.applied;
+    let mut writes = {
+        let mut txn = Txn::new(at.part, at.contribs, at.delta, at.cache);
+        for (r, v) in batch.records[first..]
+            .iter()
+            .zip(&batch.values[first..])
+            .take_while(|(r, _)| r.offset < limit)
+        {
+            debug_assert!(r.offset >= next, "the log returned records out of order");
+            apply(plan, &mut txn, p, r, v.as_ref(), at.state)?;
+            at.state.last_timestamp_ms = r.timestamp_ms;
+            next = r.offset + 1;
+        }
+        txn.into_writes()
+    };
+    if next == at.state.applied {
+        // No record in [applied, limit): the batch holds the first record at or after
+        // `applied` (or none below the end the reader saw), so the offsets up to the
+        // limit are a gap of the log's offsets (`(sequence − 1)·2^16 + index` on
+        // JetStream, decision 0010): move past them.
+        next = limit;
+    }
+    at.state.applied = next;
+    let encoded = at.state.encode();
+    let akey = layout::prefix(TAG_APPLIED, p);
+    // Logged too, so that progress alone (records that change nothing) makes a
+    // checkpoint due and a restart need not replay them.
+    at.delta.log(&akey, Some(&encoded));
+    writes.push((akey, Some(encoded)));
+    Ok(writes)
 }
 
 fn read_lock(l: &RwLock<PartState>) -> RwLockReadGuard<'_, PartState> {

@@ -137,6 +137,12 @@ pub struct PartState {
 }
 
 impl PartState {
+    /// The first key whose tag is not `tag` (tests of the auditor corrupt it).
+    #[cfg(feature = "test-hooks")]
+    pub fn first_key_except(&self, tag: u8) -> Option<Vec<u8>> {
+        self.map.keys().find(|k| k.first() != Some(&tag)).cloned()
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.map.get(key).map(Vec::as_slice)

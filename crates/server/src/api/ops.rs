@@ -7,7 +7,10 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use logbook_api::audit::{AuditStatus, ScrubberFinding, ScrubberStatus};
+use logbook_api::audit::{
+    AuditDigest, AuditRowDifference, AuditStatus, ScrubberFinding, ScrubberStatus, ViewAudit,
+    ViewAuditReport, ViewAuditorStatus,
+};
 use logbook_api::ops::{ClusterStatus, Health};
 use logbook_api::paths::route;
 
@@ -79,7 +82,9 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
 }
 
 /// What the background auditors checked and found: the segment scrubber's totals and every
-/// damaged place it found (file and byte offset). Admin only: findings name files.
+/// damaged place it found (file and byte offset), and each view's latest audit (digests of
+/// the live and the recomputed state, the first rows that differ). Admin only: findings
+/// name files and rows.
 #[utoipa::path(get, path = route::AUDIT, tag = "operations",
     responses((status = 200, body = AuditStatus),
         (status = 503, description = "`not_ready`", body = Problem, content_type = "application/problem+json")))]
@@ -87,7 +92,69 @@ pub async fn audit(State(state): State<AppState>, q: Params) -> Result<Response,
     q.only(&[])?;
     let opened = state.opened()?;
     let scrubber = scrubber_status(&opened, state.config().scrub_rate_mb_per_s);
-    Ok(axum::Json(AuditStatus { scrubber }).into_response())
+    let views = view_auditor_status(&opened);
+    Ok(axum::Json(AuditStatus { scrubber, views }).into_response())
+}
+
+/// The view auditor's part of `GET /v1/audit`.
+fn view_auditor_status(opened: &crate::state::Opened) -> ViewAuditorStatus {
+    let Some(auditor) = &opened.auditor else {
+        let state = if opened.cluster.is_some() { "not_available" } else { "off" };
+        return ViewAuditorStatus {
+            state: state.into(),
+            interval_s: 0,
+            records_per_s: 0,
+            repair: false,
+            rounds: 0,
+            views: Vec::new(),
+        };
+    };
+    let status = auditor.status();
+    ViewAuditorStatus {
+        state: "running".into(),
+        interval_s: status.interval_s,
+        records_per_s: status.records_per_s,
+        repair: status.repair,
+        rounds: status.rounds,
+        views: status.views.iter().map(view_audit).collect(),
+    }
+}
+
+/// One view's audit as the API shows it (`GET /v1/audit`, `GET /v1/views/{view}`).
+pub(crate) fn view_audit(v: &logbook_views::ViewAuditStatus) -> ViewAudit {
+    let digest = |d: &logbook_views::Digest| AuditDigest {
+        rows: d.rows,
+        hash: format!("{:032x}", d.hash),
+    };
+    ViewAudit {
+        view: v.view.clone(),
+        audits: v.audits,
+        mismatches: v.mismatches,
+        last: v.last.as_ref().map(|r| ViewAuditReport {
+            version: r.version,
+            verdict: match r.verdict {
+                logbook_views::Verdict::Match => "match",
+                logbook_views::Verdict::Mismatch => "mismatch",
+                logbook_views::Verdict::Skipped => "skipped",
+            }
+            .into(),
+            note: r.note.clone(),
+            applied: r.applied.clone(),
+            live_digest: digest(&r.live),
+            recomputed_digest: digest(&r.recomputed),
+            differences: r
+                .differences
+                .iter()
+                .map(|d| AuditRowDifference {
+                    key: d.key.clone(),
+                    live: d.live.clone(),
+                    recomputed: d.recomputed.clone(),
+                })
+                .collect(),
+        }),
+        error: v.error.clone(),
+        repaired_to: v.repaired_to,
+    }
 }
 
 /// The scrubber's part of `GET /v1/audit`.
@@ -139,6 +206,9 @@ pub async fn metrics(State(state): State<AppState>, q: Params) -> Result<Respons
         let _ = crate::extract::blocking(move || m.set_view_lag(&views)).await;
         if let Some(scrubber) = &opened.scrubber {
             state.metrics().set_scrub(&scrubber.status());
+        }
+        if let Some(auditor) = &opened.auditor {
+            state.metrics().set_view_audits(&auditor.status());
         }
     }
     Ok((

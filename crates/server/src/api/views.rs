@@ -268,6 +268,11 @@ pub async fn get_view(
         .find(|v| v.version == status.current)
         .cloned()
         .ok_or_else(|| ApiError::internal("the view's current version has no status"))?;
+    let audit = state.opened().ok().and_then(|o| {
+        let status = o.auditor.as_ref()?.status();
+        let v = status.views.iter().find(|v| v.view == info.name)?;
+        Some(super::ops::view_audit(v))
+    });
     Ok(Json(ViewDetail {
         view: info.name,
         spec: spec_json(&info.spec),
@@ -275,6 +280,7 @@ pub async fn get_view(
         rollout: rollout(status.rollout),
         status: current,
         versions,
+        audit,
     }))
 }
 
