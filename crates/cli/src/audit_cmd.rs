@@ -108,7 +108,14 @@ fn print_status(status: &AuditStatus) -> anyhow::Result<()> {
     }
     for view in &v.views {
         let Some(r) = &view.last else {
-            outln!("  {}: not audited yet{}", view.view, view.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default());
+            outln!(
+                "  {}: not audited yet{}",
+                view.view,
+                view.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
             continue;
         };
         let at: Vec<String> = r.applied.iter().map(|(p, o)| format!("{p}:{o}")).collect();
@@ -127,7 +134,8 @@ fn print_status(status: &AuditStatus) -> anyhow::Result<()> {
         );
         for d in &r.differences {
             let show = |v: &Option<serde_json::Value>| {
-                v.as_ref().map_or("(missing)".to_string(), |v| v.to_string())
+                v.as_ref()
+                    .map_or("(missing)".to_string(), |v| v.to_string())
             };
             outln!(
                 "    row {:?}: live {} recomputed {}",

@@ -19,9 +19,9 @@ macro_rules! outln {
     }};
 }
 
+mod audit_cmd;
 mod bench;
 mod client;
-mod audit_cmd;
 mod cluster_cmd;
 mod commit_cmd;
 mod debug;

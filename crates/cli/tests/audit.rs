@@ -89,7 +89,10 @@ fn the_scrubber_names_the_file_and_offset_of_a_byte_flipped_in_a_sealed_segment(
             .unwrap();
     }
     let files = segments(&data_dir, "s");
-    assert!(files.len() >= 3, "the test needs sealed segments: {files:?}");
+    assert!(
+        files.len() >= 3,
+        "the test needs sealed segments: {files:?}"
+    );
 
     // Healthy first: at least one whole pass over the sealed segments finds nothing.
     let clean = audit_until(&client, "a clean pass", |s| s.scrubber.passes >= 2);
@@ -117,12 +120,17 @@ fn the_scrubber_names_the_file_and_offset_of_a_byte_flipped_in_a_sealed_segment(
     assert_eq!(f.len(), 1, "{found:?}");
     assert_eq!((f[0].stream.as_str(), f[0].partition), ("s", 0));
     assert_eq!(Path::new(&f[0].file), damaged.as_path());
-    assert_eq!(f[0].file_offset, 32, "the damaged batch starts after the header");
+    assert_eq!(
+        f[0].file_offset, 32,
+        "the damaged batch starts after the header"
+    );
     assert!(f[0].reason.contains("checksum"), "{}", f[0].reason);
 
     // Seen again by later passes, still counted once.
     let passes = found.scrubber.passes;
-    let later = audit_until(&client, "two more passes", |s| s.scrubber.passes >= passes + 2);
+    let later = audit_until(&client, "two more passes", |s| {
+        s.scrubber.passes >= passes + 2
+    });
     assert_eq!(later.scrubber.errors, 1, "{later:?}");
     assert_eq!(later.scrubber.findings, found.scrubber.findings);
 
@@ -159,7 +167,11 @@ fn the_scrubber_names_the_file_and_offset_of_a_byte_flipped_in_a_sealed_segment(
         .collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("file_offset=32"), "{}", lines[0]);
-    assert!(lines[0].contains(&damaged.display().to_string()), "{}", lines[0]);
+    assert!(
+        lines[0].contains(&damaged.display().to_string()),
+        "{}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -177,7 +189,13 @@ fn a_scrub_rate_of_zero_turns_the_scrubber_off_and_too_high_a_rate_is_refused_by
     drop(serve);
 
     let out = Command::new(common::bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--scrub-rate-mb-per-s", "10001"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--scrub-rate-mb-per-s",
+            "10001",
+        ])
         .arg("--data-dir")
         .arg(data.path())
         .output()

@@ -171,9 +171,13 @@ fn check_segment(cursor: &mut Cursor, room: u64, first: bool, step: &mut ScrubSt
         if !fits(spent, SEGMENT_HEADER_BYTES as u64) {
             return false;
         }
-        if let Err(e) =
-            segment::check_header(&*seg.file, &seg.path, seg.len, seg.partition, seg.base_offset)
-        {
+        if let Err(e) = segment::check_header(
+            &*seg.file,
+            &seg.path,
+            seg.len,
+            seg.partition,
+            seg.base_offset,
+        ) {
             step.findings.push(cursor.finding(0, damage_reason(&e)));
             return true;
         }
@@ -376,11 +380,7 @@ impl ScrubberThread {
     /// nothing.
     pub fn stop(&self) {
         drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }

@@ -470,15 +470,14 @@ pub(crate) fn scan(
     let io = |e| LogError::io("read", path, e);
     let mut pos = SEGMENT_HEADER_BYTES as u64;
     while pos < file_len {
-        let header = match check_batch_at(&mut reader, pos, file_len, segment.next_offset)
-            .map_err(io)?
-        {
-            Ok(header) => header,
-            Err(defect) => {
-                segment.defect = Some(defect);
-                break;
-            }
-        };
+        let header =
+            match check_batch_at(&mut reader, pos, file_len, segment.next_offset).map_err(io)? {
+                Ok(header) => header,
+                Err(defect) => {
+                    segment.defect = Some(defect);
+                    break;
+                }
+            };
         let batch_end = pos + u64::from(header.batch_bytes);
         if segment.bytes_since_index >= u64::from(INDEX_INTERVAL_BYTES) {
             let rel = header.base_offset - base_offset;

@@ -105,7 +105,10 @@ fn a_pass_reads_every_sealed_byte_once_and_each_step_stays_within_its_budget() {
             // A step that did not end the pass stopped only for want of room.
             if !step.pass_finished {
                 let floor = budget.saturating_sub(largest_batch.max(SEGMENT_HEADER_BYTES as u64));
-                assert!(step.bytes >= floor, "budget {budget}: step {i} stopped early");
+                assert!(
+                    step.bytes >= floor,
+                    "budget {budget}: step {i} stopped early"
+                );
             }
         }
     }
@@ -128,17 +131,31 @@ fn a_flipped_byte_in_a_sealed_segment_is_named_by_file_and_offset_while_the_log_
     assert_eq!(findings.len(), 2, "{findings:?}");
     assert_eq!(findings[0].path, damaged);
     assert_eq!(findings[0].file_offset, third.pos);
-    assert_eq!((findings[0].stream.as_str(), findings[0].partition), ("s", 0));
-    assert!(findings[0].reason.contains("checksum"), "{}", findings[0].reason);
+    assert_eq!(
+        (findings[0].stream.as_str(), findings[0].partition),
+        ("s", 0)
+    );
+    assert!(
+        findings[0].reason.contains("checksum"),
+        "{}",
+        findings[0].reason
+    );
     assert_eq!(findings[1].path, bad_header);
     assert_eq!(findings[1].file_offset, 0);
     // Every sealed segment was still visited, and the log still takes appends.
     let segments: u64 = steps.iter().map(|s| s.segments).sum();
     assert_eq!(segments, bases.len() as u64);
     let stream = log.stream("s").unwrap();
-    stream.append_to(0, &[sample_record(9999)]).unwrap().wait().unwrap();
+    stream
+        .append_to(0, &[sample_record(9999)])
+        .unwrap()
+        .wait()
+        .unwrap();
     // The next pass finds the same damage again (reporting it once is the thread's job).
-    let again: usize = one_pass(&log, u64::MAX).iter().map(|s| s.findings.len()).sum();
+    let again: usize = one_pass(&log, u64::MAX)
+        .iter()
+        .map(|s| s.findings.len())
+        .sum();
     assert_eq!(again, 2);
 }
 

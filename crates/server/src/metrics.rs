@@ -219,9 +219,13 @@ impl Metrics {
         let _one_at_a_time = self.scrub_sync.lock().unwrap_or_else(|e| e.into_inner());
         for v in &status.views {
             for (counter, total) in [
-                (self.view_audits.with_label_values(&[&v.view]), v.audits),
                 (
-                    self.view_audit_mismatches.with_label_values(&[&v.view]),
+                    self.view_audits.with_label_values(&[v.view.as_str()]),
+                    v.audits,
+                ),
+                (
+                    self.view_audit_mismatches
+                        .with_label_values(&[v.view.as_str()]),
                     v.mismatches,
                 ),
             ] {

@@ -52,6 +52,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/groups/{group}/reset"),
     ("get", "/v1/health"),
     ("get", "/v1/cluster"),
+    ("get", "/v1/audit"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
     ("post", "/v1/tokens"),

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use logbook_log::LogStream;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -34,7 +33,7 @@ use crate::batch::Batch;
 use crate::engine::Views;
 use crate::error::{Result, ViewError};
 use crate::layout::{self, ApplyState, TAG_APPLIED};
-use crate::limits::{AUDIT_DIFFERENCES_MAX, AUDIT_CATCH_UP_ROUNDS, READ_LIMIT_MAX};
+use crate::limits::{AUDIT_CATCH_UP_ROUNDS, AUDIT_DIFFERENCES_MAX, READ_LIMIT_MAX};
 use crate::processor::{ApplyAt, Version, apply_batch};
 use crate::read::{Digest, Reader, ScanRange};
 use crate::spec::{Plan, PlanKind};
@@ -166,7 +165,11 @@ impl Views {
             snap: &shadow_snap,
             partitions,
         };
-        report.applied = target.iter().enumerate().map(|(p, a)| (p as u32, *a)).collect();
+        report.applied = target
+            .iter()
+            .enumerate()
+            .map(|(p, a)| (p as u32, *a))
+            .collect();
         report.live = live.digest()?;
         report.recomputed = recomputed.digest()?;
         report.records_recomputed = shadow.records;
@@ -534,11 +537,7 @@ impl AuditorThread {
     pub fn stop(&self) {
         self.cancel.store(true, Ordering::Release);
         drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }

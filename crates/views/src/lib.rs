@@ -57,13 +57,13 @@ pub mod store;
 pub mod token;
 pub mod value;
 
-pub use engine::{
-    BelowRetention, Progress, ReadOptions, ReadResult, RetentionGap, Rollout, VersionStatus,
-    ViewInfo, ViewStatus, Views, validate_view_name,
-};
 pub use audit::{
     AuditOptions, AuditReport, AuditorConfig, AuditorStatus, AuditorThread, RowDifference, Verdict,
     ViewAuditStatus,
+};
+pub use engine::{
+    BelowRetention, Progress, ReadOptions, ReadResult, RetentionGap, Rollout, VersionStatus,
+    ViewInfo, ViewStatus, Views, validate_view_name,
 };
 pub use error::{Result, ViewError};
 pub use read::{Digest, Row, ScanRange};

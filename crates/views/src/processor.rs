@@ -570,7 +570,9 @@ pub(crate) fn apply_batch(
 ) -> Result<Vec<crate::store::Write>> {
     // The batch holds every record from `batch.start` on; ours start at the first at or
     // after `applied` (offsets may have gaps: a replicated log's do).
-    let first = batch.records.partition_point(|r| r.offset < at.state.applied);
+    let first = batch
+        .records
+        .partition_point(|r| r.offset < at.state.applied);
     let mut next = at.state.applied;
     let mut writes = {
         let mut txn = Txn::new(at.part, at.contribs, at.delta, at.cache);

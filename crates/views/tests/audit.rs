@@ -136,6 +136,9 @@ fn live_state_corrupted_in_memory_is_a_mismatch_naming_the_rows_and_a_rebuild_re
         let after = views.audit(name, &AuditOptions::default()).unwrap();
         assert_eq!(after.verdict, Verdict::Match, "{name}: {after:?}");
         assert_eq!(after.version, version);
-        assert_eq!(after.live, report.recomputed, "{name}: the recomputed digest is back");
+        assert_eq!(
+            after.live, report.recomputed,
+            "{name}: the recomputed digest is back"
+        );
     }
 }

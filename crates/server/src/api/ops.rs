@@ -99,7 +99,11 @@ pub async fn audit(State(state): State<AppState>, q: Params) -> Result<Response,
 /// The view auditor's part of `GET /v1/audit`.
 fn view_auditor_status(opened: &crate::state::Opened) -> ViewAuditorStatus {
     let Some(auditor) = &opened.auditor else {
-        let state = if opened.cluster.is_some() { "not_available" } else { "off" };
+        let state = if opened.cluster.is_some() {
+            "not_available"
+        } else {
+            "off"
+        };
         return ViewAuditorStatus {
             state: state.into(),
             interval_s: 0,
