@@ -97,7 +97,7 @@ enum Command {
     /// line, so running the same import again (after an interruption) appends nothing twice.
     Import(import::ImportArgs),
     /// Serve the HTTP API (v1) on a data directory until SIGINT/SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Streams and records on a running server: create, list, show, drop, append, tail.
     #[command(subcommand)]
     Stream(stream_cmd::StreamCommand),
@@ -189,7 +189,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(args),
         Command::Import(args) => import::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Stream(cmd) => stream_cmd::run(cmd),
         Command::View(cmd) => view_cmd::run(cmd),
         Command::Txn(args) => txn_cmd::run(args),
