@@ -45,6 +45,7 @@ mod objects;
 pub mod ops;
 pub mod paths;
 pub mod problem;
+pub mod schemas;
 pub mod streams;
 pub mod token;
 pub mod txns;

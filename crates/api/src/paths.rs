@@ -98,6 +98,37 @@ pub mod route {
     pub const TOKENS: &str = "/v1/tokens";
     /// `DELETE`: revoke a token by id (admin only).
     pub const TOKEN: &str = "/v1/tokens/{id}";
+    /// The schema registry's base URL (Confluent Schema Registry's REST API under it).
+    pub const SCHEMA_REGISTRY: &str = "/v1/schema-registry";
+    /// `GET`: every subject.
+    pub const SR_SUBJECTS: &str = "/v1/schema-registry/subjects";
+    /// `POST` (look a schema up under the subject), `DELETE` the subject.
+    pub const SR_SUBJECT: &str = "/v1/schema-registry/subjects/{subject}";
+    /// `GET` (a subject's versions), `POST` (register a schema).
+    pub const SR_VERSIONS: &str = "/v1/schema-registry/subjects/{subject}/versions";
+    /// `GET`, `DELETE` one version (`latest` or a number).
+    pub const SR_VERSION: &str = "/v1/schema-registry/subjects/{subject}/versions/{version}";
+    /// `GET`: one version's schema text alone.
+    pub const SR_VERSION_SCHEMA: &str =
+        "/v1/schema-registry/subjects/{subject}/versions/{version}/schema";
+    /// `GET`: a schema by its global id.
+    pub const SR_SCHEMA: &str = "/v1/schema-registry/schemas/ids/{id}";
+    /// `GET`: the (subject, version) pairs that use a global id.
+    pub const SR_SCHEMA_VERSIONS: &str = "/v1/schema-registry/schemas/ids/{id}/versions";
+    /// `GET`: the schema types the registry takes.
+    pub const SR_SCHEMA_TYPES: &str = "/v1/schema-registry/schemas/types";
+    /// `GET`, `PUT`, `DELETE` the global compatibility level.
+    pub const SR_CONFIG: &str = "/v1/schema-registry/config";
+    /// `GET`, `PUT`, `DELETE` a subject's compatibility level.
+    pub const SR_SUBJECT_CONFIG: &str = "/v1/schema-registry/config/{subject}";
+    /// `POST`: check a schema against one version.
+    pub const SR_COMPATIBILITY_VERSION: &str =
+        "/v1/schema-registry/compatibility/subjects/{subject}/versions/{version}";
+    /// `POST`: check a schema against the versions the subject's level names.
+    pub const SR_COMPATIBILITY: &str =
+        "/v1/schema-registry/compatibility/subjects/{subject}/versions";
+    /// `GET`: the registry's mode (always `READWRITE`).
+    pub const SR_MODE: &str = "/v1/schema-registry/mode";
 }
 
 /// What is escaped in a path segment or a query value: everything but RFC 3986's
@@ -111,6 +142,30 @@ const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
 /// One path segment or query value, percent-encoded (UTF-8).
 pub fn encode(text: &str) -> String {
     utf8_percent_encode(text, ESCAPED).to_string()
+}
+
+/// `/v1/schema-registry/subjects/{subject}` followed by `rest` (e.g. `/versions/1`).
+pub fn schema_subject(subject: &str, rest: &str) -> String {
+    format!(
+        "{}/subjects/{}{rest}",
+        route::SCHEMA_REGISTRY,
+        encode(subject)
+    )
+}
+
+/// `/v1/schema-registry/config/{subject}`.
+pub fn schema_subject_config(subject: &str) -> String {
+    format!("{}/config/{}", route::SCHEMA_REGISTRY, encode(subject))
+}
+
+/// `/v1/schema-registry/compatibility/subjects/{subject}/versions/{version}`.
+pub fn schema_compatibility(subject: &str, version: &str) -> String {
+    format!(
+        "{}/compatibility/subjects/{}/versions/{}",
+        route::SCHEMA_REGISTRY,
+        encode(subject),
+        encode(version)
+    )
 }
 
 /// `/v1/streams`.

@@ -48,6 +48,14 @@ pub struct Problem {
     /// the node that owns the transaction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The schema registry's routes (`/v1/schema-registry/…`): Confluent Schema Registry's
+    /// `error_code` (e.g. 40401 subject not found, 409 incompatible, 42201 invalid schema),
+    /// so Confluent's clients report the error as they would Confluent's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u32>,
+    /// With `error_code`: Confluent's `message` member, the same text as `detail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Problem {
@@ -62,6 +70,8 @@ impl Problem {
             field: None,
             retryable: None,
             location: None,
+            error_code: None,
+            message: None,
         }
     }
 
@@ -378,6 +388,40 @@ problem_codes! {
     GroupStreamMismatch = ("group_stream_mismatch", 409, "Group reads another stream"),
     /// The node holds as many groups, or the group as many members, as allowed.
     TooManyGroups = ("too_many_groups", 409, "Too many consumer groups or members"),
+    // The schema registry (`/v1/schema-registry/…`): each answer also carries Confluent's
+    // `error_code` and `message`.
+    /// No such subject (or only a soft-deleted one); `error_code` 40401.
+    SubjectNotFound = ("subject_not_found", 404, "Subject not found"),
+    /// The subject has no such version (or it is soft-deleted); `error_code` 40402.
+    SchemaVersionNotFound = ("schema_version_not_found", 404, "Schema version not found"),
+    /// No schema has that id, or the schema is not registered under the subject;
+    /// `error_code` 40403.
+    SchemaNotFound = ("schema_not_found", 404, "Schema not found"),
+    /// A soft delete of a subject already soft-deleted; `error_code` 40404.
+    SubjectSoftDeleted = ("subject_soft_deleted", 404, "Subject already soft-deleted"),
+    /// A permanent delete of a subject not soft-deleted first; `error_code` 40405.
+    SubjectNotSoftDeleted = ("subject_not_soft_deleted", 404, "Subject not soft-deleted first"),
+    /// A soft delete of a version already soft-deleted; `error_code` 40406.
+    SchemaVersionSoftDeleted = ("schema_version_soft_deleted", 404, "Schema version already soft-deleted"),
+    /// A permanent delete of a version not soft-deleted first; `error_code` 40407.
+    SchemaVersionNotSoftDeleted = ("schema_version_not_soft_deleted", 404, "Schema version not soft-deleted first"),
+    /// The subject has no compatibility level of its own; `error_code` 40408.
+    SubjectLevelNotFound = ("subject_level_not_found", 404, "Subject has no compatibility level of its own"),
+    /// The schema is incompatible with the subject's earlier ones under its level;
+    /// `error_code` 409, `detail` says which version and field.
+    SchemaIncompatible = ("schema_incompatible", 409, "Schema incompatible with an earlier version"),
+    /// The schema does not parse as its type (or names references); `error_code` 42201.
+    InvalidSchema = ("invalid_schema", 422, "Invalid schema"),
+    /// A version that is not 1..=2^31-1, `latest` or -1; `error_code` 42202.
+    InvalidSchemaVersion = ("invalid_schema_version", 422, "Invalid schema version"),
+    /// A compatibility level not one of the seven; `error_code` 42203.
+    InvalidCompatibilityLevel = ("invalid_compatibility_level", 422, "Invalid compatibility level"),
+    /// A subject name the registry does not take, or an operation it does not support (a
+    /// mode other than READWRITE, past its limits); `error_code` 42205.
+    SchemaOperationNotPermitted = ("schema_operation_not_permitted", 422, "Schema registry operation not permitted"),
+    /// A record of the registry's stream `_schemas` does not apply (damage); `error_code`
+    /// 50001.
+    SchemaRegistryDamaged = ("schema_registry_damaged", 500, "Schema registry state is damaged"),
 }
 
 impl std::fmt::Display for ProblemCode {

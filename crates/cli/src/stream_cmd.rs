@@ -695,6 +695,8 @@ impl Append {
             field: p.field.clone(),
             retryable: p.retryable,
             location: p.location.clone(),
+            error_code: p.error_code,
+            message: p.message.clone(),
         };
         let status = api.status;
         let (line, rest) = match problem

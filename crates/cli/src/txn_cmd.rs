@@ -142,6 +142,8 @@ fn client_problem(code: &str, detail: &str) -> ApiProblem {
             field: None,
             retryable: None,
             location: None,
+            error_code: None,
+            message: None,
         },
     }
 }

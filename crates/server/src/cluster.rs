@@ -113,6 +113,22 @@ pub(crate) async fn open(
                 source,
             })?
     };
+    // Every node answers the schema registry from `_schemas`, caught up on each request.
+    let schemas = {
+        let log = log.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::schemas::SchemaRegistry::open(log.as_ref(), true)
+        })
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))?
+        .map_err(|source| ServerError::OpenLog {
+            dir: format!(
+                "the schema registry (stream {})",
+                crate::schemas::SCHEMAS_STREAM
+            ),
+            source,
+        })?
+    };
     // Every node follows `_auth`: a token made on any node works on all of them.
     let tokens = {
         let (log, dir) = (log.clone(), config.data_dir.clone());
@@ -164,7 +180,8 @@ pub(crate) async fn open(
         registration: tokio::sync::Mutex::new(Some(registration)),
         _dir_lock: dir_lock,
     };
-    let opened = Opened::clustered(log, views, view_catalog, Arc::new(member), cell);
+    let opened =
+        Opened::clustered(log, views, view_catalog, Arc::new(member), cell).with_schemas(schemas);
     Ok((opened, tokens))
 }
 

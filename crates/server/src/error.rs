@@ -41,6 +41,9 @@ pub struct ApiError {
     pub retry_after_s: Option<u32>,
     /// Where the request belongs (`misdirected_request`): the problem's `location` member.
     pub location: Option<String>,
+    /// Confluent Schema Registry's `error_code` (the schema registry's routes): sent with
+    /// `message` (the detail) as extension members, which Confluent's clients read.
+    pub error_code: Option<u32>,
 }
 
 impl ApiError {
@@ -53,6 +56,7 @@ impl ApiError {
             retryable: None,
             retry_after_s: None,
             location: None,
+            error_code: None,
         }
     }
 
@@ -146,6 +150,10 @@ impl ApiError {
         p.field = self.field.clone();
         p.retryable = self.retryable;
         p.location = self.location.clone();
+        if let Some(code) = self.error_code {
+            p.error_code = Some(code);
+            p.message = Some(self.detail.clone());
+        }
         p
     }
 
@@ -300,6 +308,32 @@ impl From<TxnError> for ApiError {
         ) {
             out.retry_after_s = Some(1);
         }
+        out
+    }
+}
+
+/// A registry error: its code, with Confluent's `error_code` and `message` beside it.
+impl From<logbook_schema::SchemaError> for ApiError {
+    fn from(e: logbook_schema::SchemaError) -> Self {
+        use logbook_schema::SchemaError as S;
+        let code = match &e {
+            S::SubjectNotFound { .. } => C::SubjectNotFound,
+            S::VersionNotFound { .. } => C::SchemaVersionNotFound,
+            S::SchemaNotFound { .. } => C::SchemaNotFound,
+            S::SubjectSoftDeleted { .. } => C::SubjectSoftDeleted,
+            S::SubjectNotSoftDeleted { .. } => C::SubjectNotSoftDeleted,
+            S::VersionSoftDeleted { .. } => C::SchemaVersionSoftDeleted,
+            S::VersionNotSoftDeleted { .. } => C::SchemaVersionNotSoftDeleted,
+            S::SubjectConfigNotFound { .. } => C::SubjectLevelNotFound,
+            S::Incompatible { .. } => C::SchemaIncompatible,
+            S::InvalidSchema { .. } => C::InvalidSchema,
+            S::InvalidVersion { .. } => C::InvalidSchemaVersion,
+            S::InvalidCompatibilityLevel { .. } => C::InvalidCompatibilityLevel,
+            S::InvalidSubject { .. } | S::NotPermitted { .. } => C::SchemaOperationNotPermitted,
+            S::BadRecord { .. } => C::SchemaRegistryDamaged,
+        };
+        let mut out = ApiError::new(code, e.to_string());
+        out.error_code = Some(e.error_code());
         out
     }
 }

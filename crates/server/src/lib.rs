@@ -40,9 +40,10 @@
 //! holds every limit ([`budget`]: the node's partition budget); [`config`] the settings; [`tls`] HTTPS on the listener; [`metrics`] the registry; [`auth`] checks
 //! bearer tokens and their scopes before any handler (tokens derived from the `_auth`
 //! stream); on a cluster node,
-//! [`view_catalog`] keeps view definitions in the replicated log. [`phi`] (phi accrual
-//! failure detection) and [`rto`] (adaptive request timeouts) are the cluster's pure
-//! building blocks (decision 0029).
+//! [`view_catalog`] keeps view definitions in the replicated log; [`schemas`] is the schema
+//! registry (derived from `_schemas`); [`internal_stream`] opens or creates those internal
+//! streams. [`phi`] (phi accrual failure detection) and [`rto`] (adaptive request timeouts)
+//! are the cluster's pure building blocks (decision 0029).
 
 pub mod admission;
 pub mod api;
@@ -62,11 +63,13 @@ pub mod extract;
 pub mod groups;
 pub mod head;
 pub mod ijson;
+pub mod internal_stream;
 pub mod limits;
 pub mod metrics;
 pub mod phi;
 pub mod quota;
 pub mod rto;
+pub mod schemas;
 mod serde_words;
 pub mod server;
 pub mod server_error;

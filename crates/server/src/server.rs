@@ -478,7 +478,15 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
             .map_err(ServerError::OpenViews)?,
         ),
     };
-    let mut opened = Opened::new(log, txns, views).with_groups(groups);
+    let schemas = crate::schemas::SchemaRegistry::open(log.as_ref(), false).map_err(|source| {
+        ServerError::OpenLog {
+            dir: config.data_dir.display().to_string(),
+            source,
+        }
+    })?;
+    let mut opened = Opened::new(log, txns, views)
+        .with_groups(groups)
+        .with_schemas(schemas);
     if let Some(scrubber) = scrubber {
         opened = opened.with_scrubber(scrubber);
     }

@@ -51,6 +51,9 @@ pub struct Opened {
     /// The view auditor (`logbook_views::AuditorThread`); `None` on a cluster node and when
     /// `audit_interval_s` is 0.
     pub auditor: Option<Arc<AuditorThread>>,
+    /// The schema registry (derived from `_schemas`); `None` where the server was opened
+    /// without it.
+    pub schemas: Option<Arc<crate::schemas::SchemaRegistry>>,
 }
 
 impl Opened {
@@ -65,6 +68,7 @@ impl Opened {
             groups: None,
             scrubber: None,
             auditor: None,
+            schemas: None,
         }
     }
 
@@ -90,6 +94,24 @@ impl Opened {
             groups: Some(groups),
             ..self
         }
+    }
+
+    /// The same, with the schema registry.
+    pub fn with_schemas(self, schemas: Arc<crate::schemas::SchemaRegistry>) -> Opened {
+        Opened {
+            schemas: Some(schemas),
+            ..self
+        }
+    }
+
+    /// The schema registry.
+    ///
+    /// # Errors
+    /// 503 `not_ready` where the server was opened without it.
+    pub fn schemas(&self) -> Result<Arc<crate::schemas::SchemaRegistry>, ApiError> {
+        self.schemas
+            .clone()
+            .ok_or_else(|| ApiError::not_ready("the schema registry is not open on this server"))
     }
 
     /// The consumer groups.
@@ -123,6 +145,7 @@ impl Opened {
             groups: None,
             scrubber: None,
             auditor: None,
+            schemas: None,
         }
     }
 

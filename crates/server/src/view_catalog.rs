@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use logbook_log::{FsyncPolicy, LogBackend, LogError, LogStream, Record, StreamConfig};
+use logbook_log::{LogBackend, LogError, LogStream, Record};
 use logbook_views::{ViewError, ViewInfo, ViewSpec, Views};
 use serde::{Deserialize, Serialize};
 
@@ -82,22 +82,8 @@ impl ViewCatalog {
     /// # Errors
     /// The log's, when the stream cannot be opened, created or read.
     pub fn open(log: Arc<dyn LogBackend>, views: Arc<Views>) -> Result<Arc<ViewCatalog>, LogError> {
-        let stream = match log.stream(VIEWS_STREAM) {
-            Ok(s) => s,
-            Err(LogError::UnknownStream { .. }) => {
-                let config = StreamConfig {
-                    partitions: 1,
-                    // What the replicated engine's acknowledgment gives (decision 0010).
-                    fsync: FsyncPolicy::Never,
-                    ..StreamConfig::default()
-                };
-                match log.create_stream(VIEWS_STREAM, config) {
-                    Err(LogError::StreamExists { .. }) => log.stream(VIEWS_STREAM)?,
-                    other => other?,
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        // Only a cluster node keeps its view definitions in the log: a replicated one.
+        let stream = crate::internal_stream::open_or_create(log.as_ref(), VIEWS_STREAM, true)?;
         let catalog = Arc::new(ViewCatalog {
             stream,
             log,

@@ -58,6 +58,41 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/tokens"),
     ("get", "/v1/tokens"),
     ("delete", "/v1/tokens/{id}"),
+    ("get", "/v1/schema-registry/subjects"),
+    ("post", "/v1/schema-registry/subjects/{subject}"),
+    ("delete", "/v1/schema-registry/subjects/{subject}"),
+    ("get", "/v1/schema-registry/subjects/{subject}/versions"),
+    ("post", "/v1/schema-registry/subjects/{subject}/versions"),
+    (
+        "get",
+        "/v1/schema-registry/subjects/{subject}/versions/{version}",
+    ),
+    (
+        "delete",
+        "/v1/schema-registry/subjects/{subject}/versions/{version}",
+    ),
+    (
+        "get",
+        "/v1/schema-registry/subjects/{subject}/versions/{version}/schema",
+    ),
+    ("get", "/v1/schema-registry/schemas/ids/{id}"),
+    ("get", "/v1/schema-registry/schemas/ids/{id}/versions"),
+    ("get", "/v1/schema-registry/schemas/types"),
+    ("get", "/v1/schema-registry/config"),
+    ("put", "/v1/schema-registry/config"),
+    ("delete", "/v1/schema-registry/config"),
+    ("get", "/v1/schema-registry/config/{subject}"),
+    ("put", "/v1/schema-registry/config/{subject}"),
+    ("delete", "/v1/schema-registry/config/{subject}"),
+    (
+        "post",
+        "/v1/schema-registry/compatibility/subjects/{subject}/versions/{version}",
+    ),
+    (
+        "post",
+        "/v1/schema-registry/compatibility/subjects/{subject}/versions",
+    ),
+    ("get", "/v1/schema-registry/mode"),
 ];
 
 fn opened_state(dir: &std::path::Path) -> AppState {
@@ -122,6 +157,8 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
                 .replace("{key}", "k")
                 .replace("{group}", "g")
                 .replace("{member}", "m")
+                .replace("{subject}", "s-value")
+                .replace("{version}", "1")
                 .replace("{id}", "0011223344556677");
             let (status, body) = send(&router, method, &uri).await;
             assert!(
@@ -271,6 +308,8 @@ async fn every_status_a_route_answers_is_documented_for_it() {
             .replace("{key}", "k")
             .replace("{group}", "g")
             .replace("{member}", "m")
+            .replace("{subject}", "s-value")
+            .replace("{version}", "1")
             .replace("{id}", "0011223344556677");
         let mut answered = Vec::new();
         let mut check = |what: &str, status: StatusCode| {

@@ -10,6 +10,7 @@
 //! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
 //! | [`groups`] | `/v1/groups`, `/v1/groups/{group}`, `/v1/groups/{group}/members[/{member}[/heartbeat\|/commit]]`, `/v1/groups/{group}/reset` (consumer groups) |
 //! | [`ops`] | `/v1/health`, `/metrics`, `/openapi.json` |
+//! | [`schemas`] | `/v1/schema-registry/…`: Confluent Schema Registry's REST API (subjects, versions, schemas by id, compatibility, config, mode) |
 //! | [`openapi`] | no route: the answers every route gives besides its handler's, added to the document |
 //! | [`tokens`] | `/v1/tokens`, `/v1/tokens/{id}` (admin only) |
 //! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
@@ -24,6 +25,7 @@ pub mod events;
 pub mod groups;
 pub mod openapi;
 pub mod ops;
+pub mod schemas;
 pub mod streams;
 pub mod tokens;
 pub mod txns;
@@ -58,7 +60,8 @@ use crate::state::AppState;
         (name = "views", description = "Views derived from streams: specs, status, row reads with consistency tokens, rebuilds and switches"),
         (name = "groups", description = "Consumer groups: members share a stream's partitions, commit processed offsets and resume from them"),
         (name = "operations", description = "Health, metrics, this document"),
-        (name = "tokens", description = "Bearer tokens (admin only): create, list, revoke")
+        (name = "tokens", description = "Bearer tokens (admin only): create, list, revoke"),
+        (name = "schemas", description = "The schema registry: Confluent Schema Registry's REST API under /v1/schema-registry (give Confluent's clients that base URL); errors also carry Confluent's error_code and message")
     )
 )]
 struct ApiDoc;
@@ -110,6 +113,27 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::openapi))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(schemas::list_subjects))
+        .routes(routes!(schemas::lookup, schemas::delete_subject))
+        .routes(routes!(schemas::list_versions, schemas::register))
+        .routes(routes!(schemas::get_version, schemas::delete_version))
+        .routes(routes!(schemas::get_version_schema))
+        .routes(routes!(schemas::get_schema))
+        .routes(routes!(schemas::get_schema_versions))
+        .routes(routes!(schemas::schema_types))
+        .routes(routes!(
+            schemas::get_config,
+            schemas::put_config,
+            schemas::delete_config
+        ))
+        .routes(routes!(
+            schemas::get_subject_config,
+            schemas::put_subject_config,
+            schemas::delete_subject_config
+        ))
+        .routes(routes!(schemas::check_version))
+        .routes(routes!(schemas::check_versions))
+        .routes(routes!(schemas::get_mode))
         .split_for_parts();
     let mut doc = doc;
     openapi::complete(&mut doc);

@@ -75,6 +75,7 @@ const DATA_PREFIXES: &[&str] = &[
     "/v1/commits",
     "/v1/groups",
     "/v1/tokens",
+    "/v1/schema-registry",
 ];
 
 /// The shared answers of `route`: (status, codes).

@@ -219,6 +219,31 @@ pub fn declared_needs(
         | "/v1/groups/{group}/members/{member}/heartbeat"
         | "/v1/groups/{group}/members/{member}/commit" => vec![name(Groups, Consume, "group")],
         "/v1/groups/{group}/reset" => vec![name(Groups, Manage, "group")],
+        "/v1/schema-registry/subjects" => vec![Need::All(Schemas, Read)],
+        "/v1/schema-registry/subjects/{subject}" => {
+            // POST looks a schema up; DELETE deletes the subject.
+            let action = if *method == Method::POST { Read } else { Write };
+            vec![name(Schemas, action, "subject")]
+        }
+        "/v1/schema-registry/subjects/{subject}/versions"
+        | "/v1/schema-registry/subjects/{subject}/versions/{version}"
+        | "/v1/schema-registry/config/{subject}" => {
+            vec![name(Schemas, read_or(Write), "subject")]
+        }
+        "/v1/schema-registry/subjects/{subject}/versions/{version}/schema"
+        | "/v1/schema-registry/compatibility/subjects/{subject}/versions"
+        | "/v1/schema-registry/compatibility/subjects/{subject}/versions/{version}" => {
+            vec![name(Schemas, Read, "subject")]
+        }
+        // The global level is every subject's.
+        "/v1/schema-registry/config" if *method != Method::GET => vec![Need::All(Schemas, Write)],
+        // A schema by id belongs to the subjects using it: any schemas scope here, the
+        // handler checks that one of those subjects is covered (`authorize_any`).
+        "/v1/schema-registry/config"
+        | "/v1/schema-registry/mode"
+        | "/v1/schema-registry/schemas/types"
+        | "/v1/schema-registry/schemas/ids/{id}"
+        | "/v1/schema-registry/schemas/ids/{id}/versions" => vec![Need::AnyOf(Schemas)],
         // Any valid token: the node list, and a path no route matches (its 404).
         "/v1/cluster" | "unmatched" => vec![Need::Nothing],
         _ => return None,
@@ -317,6 +342,35 @@ pub fn authorize_body(
         }
     }
     Ok(())
+}
+
+/// For handlers of an object several names share (a schema by id, used by several
+/// subjects): checks that the caller's scopes cover at least one of `needs`. Nothing to
+/// check without a caller (auth off).
+///
+/// # Errors
+/// 403 `forbidden` naming `what` and the first need, when none is covered (or there are
+/// none); the handler has done nothing.
+pub fn authorize_any(caller: &Caller, needs: &[Need], what: &str) -> Result<(), ApiError> {
+    let Some(axum::Extension(principal)) = caller else {
+        return Ok(());
+    };
+    if needs
+        .iter()
+        .any(|need| principal.scopes.iter().any(|s| s.covers(need)))
+    {
+        return Ok(());
+    }
+    let example = needs
+        .first()
+        .map_or_else(|| "admin".to_string(), ToString::to_string);
+    Err(ApiError::new(
+        ProblemCode::Forbidden,
+        format!(
+            "principal {:?} lacks a scope covering {what} (such as {example}); nothing was done",
+            principal.name
+        ),
+    ))
 }
 
 #[cfg(test)]

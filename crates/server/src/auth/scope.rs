@@ -4,13 +4,18 @@
 //! scope    = "admin" | "metrics:read" | kind ":" action ":" pattern
 //! kind     = "streams" (append | read | manage) | "views" (read | manage)
 //!          | "kv" (read | write) | "groups" (consume | read | manage)
+//!          | "schemas" (read | write)
 //! pattern  = "*" | name | prefix "*"      (a name or prefix: 1..=1024 bytes, no "*" inside)
 //! ```
 //!
 //! `streams:read:orders` reads the stream `orders`; `kv:write:user/*` writes keys starting
 //! with `user/`; `views:manage:*` creates, drops, rebuilds and switches every view. `admin`
 //! `groups:consume:billing` joins the group `billing`, heart-beats and commits in it;
-//! `groups:read:*` lists and describes groups; `groups:manage:*` resets them. `admin`
+//! `groups:read:*` lists and describes groups; `groups:manage:*` resets them;
+//! `schemas:read:orders-value` reads the registry's subject `orders-value` (its versions,
+//! compatibility checks, its level, the schemas its versions use by id) and
+//! `schemas:write:orders-*` registers and deletes versions and sets levels of those
+//! subjects (`schemas:write:*` also the global level). `admin`
 //! covers everything, including the internal streams (names starting with `_`), which no
 //! pattern covers, and the token routes. A request's [`Need`] is covered when one scope of
 //! its token has the need's kind and action and a pattern matching the name. A need for a
@@ -32,6 +37,8 @@ pub enum Kind {
     Kv,
     /// Consumer groups.
     Groups,
+    /// The schema registry's subjects.
+    Schemas,
 }
 
 /// What may be done.
@@ -43,7 +50,7 @@ pub enum Action {
     Read,
     /// Create, drop, rebuild, switch.
     Manage,
-    /// Write keys.
+    /// Write keys; register and delete schemas, set compatibility levels.
     Write,
     /// Be a member of a consumer group: join, heartbeat, commit, leave.
     Consume,
@@ -56,6 +63,7 @@ impl Kind {
             Kind::Views => "views",
             Kind::Kv => "kv",
             Kind::Groups => "groups",
+            Kind::Schemas => "schemas",
         }
     }
 
@@ -65,6 +73,7 @@ impl Kind {
             Kind::Views => &[Action::Read, Action::Manage],
             Kind::Kv => &[Action::Read, Action::Write],
             Kind::Groups => &[Action::Consume, Action::Read, Action::Manage],
+            Kind::Schemas => &[Action::Read, Action::Write],
         }
     }
 }
@@ -171,10 +180,16 @@ impl std::str::FromStr for Scope {
                 ));
             }
         };
-        let kind = [Kind::Streams, Kind::Views, Kind::Kv, Kind::Groups]
-            .into_iter()
-            .find(|k| k.name() == kind)
-            .ok_or_else(|| bad("the kind must be streams, views, kv or groups"))?;
+        let kind = [
+            Kind::Streams,
+            Kind::Views,
+            Kind::Kv,
+            Kind::Groups,
+            Kind::Schemas,
+        ]
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .ok_or_else(|| bad("the kind must be streams, views, kv, groups or schemas"))?;
         let action = kind
             .actions()
             .iter()

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use logbook_api::auth::{CreateToken, TokenCreated, TokenInfo};
 use logbook_api::limits::{PRINCIPAL_BYTES_MAX, TOKEN_SCOPES_MAX, TOKENS_MAX};
-use logbook_log::{AppendCondition, LogBackend, LogError, LogStream, Record, StreamConfig};
+use logbook_log::{AppendCondition, LogBackend, LogError, LogStream, Record};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -255,7 +255,7 @@ impl Tokens {
         data_dir: &Path,
         shared: bool,
     ) -> Result<Tokens, AuthError> {
-        let stream = open_stream(log.as_ref(), shared)?;
+        let stream = crate::internal_stream::open_or_create(log.as_ref(), AUTH_STREAM, shared)?;
         let tokens = Tokens {
             stream,
             table: RwLock::new(Table::default()),
@@ -524,24 +524,6 @@ impl Tokens {
     pub fn list(&self) -> Vec<TokenInfo> {
         let table = self.table.read().unwrap_or_else(|e| e.into_inner());
         table.entries.iter().map(|e| e.info.clone()).collect()
-    }
-}
-
-/// `_auth` as it exists, else created with one partition; a node that loses the race to
-/// create it on a replicated log opens the winner's. Embedded, fsync always; on a cluster
-/// (`shared`), what the engine acknowledges (a majority of replicas), as for any stream there.
-fn open_stream(log: &dyn LogBackend, shared: bool) -> Result<Arc<dyn LogStream>, LogError> {
-    match log.stream(AUTH_STREAM) {
-        Err(LogError::UnknownStream { .. }) => {}
-        found => return found,
-    }
-    let mut config = StreamConfig::default();
-    if shared {
-        config.fsync = logbook_log::FsyncPolicy::Never;
-    }
-    match log.create_stream(AUTH_STREAM, config) {
-        Err(LogError::StreamExists { .. }) => log.stream(AUTH_STREAM),
-        created => created,
     }
 }
 

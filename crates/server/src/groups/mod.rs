@@ -36,7 +36,7 @@ use logbook_api::groups::{
     AssignedPartition, CommitOffsets, GroupInfo, GroupPartition, GroupReset, Heartbeat, JoinGroup,
     MemberAssignment, MemberInfo, OffsetMove, OffsetsCommitted, ResetGroup, ResetPoint,
 };
-use logbook_log::{LogBackend, LogError, LogStream, Record, StreamConfig};
+use logbook_log::{LogBackend, LogError, LogStream, Record};
 
 use crate::limits;
 
@@ -106,13 +106,8 @@ impl Groups {
     /// # Errors
     /// The log's, when `_groups` cannot be opened, created or read.
     pub fn open(log: Arc<dyn LogBackend>) -> Result<Arc<Groups>, LogError> {
-        let stream = match log.stream(GROUPS_STREAM) {
-            Ok(s) => s,
-            Err(LogError::UnknownStream { .. }) => {
-                log.create_stream(GROUPS_STREAM, StreamConfig::with_partitions(1))?
-            }
-            Err(e) => return Err(e),
-        };
+        // Groups are served on a single node only (see above): the embedded log's fsync.
+        let stream = crate::internal_stream::open_or_create(log.as_ref(), GROUPS_STREAM, false)?;
         let mut inner = Inner::default();
         let part = stream.partition(0)?;
         let mut from = part.start_offset();
