@@ -5,7 +5,6 @@
 //! client (`confluent_kafka.schema_registry`) against it.
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a test: a panic with a message is the failure report"
 )]
 
