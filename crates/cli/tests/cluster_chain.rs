@@ -168,7 +168,8 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 /// `_txn` as stored: `E<token>` for an epoch record, `c<epoch>:<request id>` for a commit.
 fn commit_stream(log: &dyn LogBackend) -> Vec<String> {
-    let partition = log.stream("_txn").unwrap().partition(0).unwrap();
+    let stream = log.stream("_txn").unwrap();
+    let partition = stream.partition(0).unwrap();
     let (mut order, mut from) = (Vec::new(), 0);
     loop {
         let records = partition.read(from, 1_000, 1 << 24).unwrap();
@@ -198,18 +199,19 @@ fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
         .unwrap();
     let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec::default()));
     let urls = engines.nats_urls();
+    // B's connection makes `_txn` (A's, with its short timeout, only opens it).
+    let log_b = JetStreamBackend::connect(BackendSettings::new([urls[1].clone()])).unwrap();
+    drop(TxnStore::open(&log_b, elected()).unwrap());
     let proxy = Proxy::start(&urls[0]);
-    // A reaches NATS only through the proxy; its publishes time out after 200 ms and are
+    // A reaches NATS only through the proxy; its publishes time out after 1 s and are
     // retried (under the same message id) for far longer than the test holds them.
     let mut through_proxy = BackendSettings::new([proxy.url()]);
-    through_proxy.connect.request_timeout_ms = 200;
+    through_proxy.connect.request_timeout_ms = 1_000;
     through_proxy.retry_ms = 120_000;
     let log_a = JetStreamBackend::connect(through_proxy).unwrap();
     let a = TxnStore::open(&log_a, elected()).unwrap();
     a.lead(1, "a").unwrap();
     commit(&a, "c-0", "k0").unwrap();
-    // B connects once `_txn` exists: its catalog shows the stream from the start.
-    let log_b = JetStreamBackend::connect(BackendSettings::new([urls[1].clone()])).unwrap();
     let first = a.applied_end();
 
     proxy.hold();
