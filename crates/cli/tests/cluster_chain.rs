@@ -106,7 +106,8 @@ impl Proxy {
 
 /// Copies `client` → `server` through the hold, and `server` → `client` as it comes.
 fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<(Mutex<Held>, Condvar)>) {
-    let (mut to_client, mut from_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut to_client, mut from_server) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut from_server, &mut to_client);
         let _ = to_client.shutdown(Shutdown::Both);

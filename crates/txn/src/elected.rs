@@ -19,7 +19,11 @@
 //! lacking the lock-after-expiry fix (etcd#11456) were found unsafe. The commit stream's
 //! expected-end precondition lets exactly one writer extend a given end, so once a new
 //! leader's epoch record is in, every append of the old leader names a stale end and is
-//! refused; replay also ignores a commit stamped with an epoch older than one before it.
+//! refused — all but one chained on a record of its own that the epoch record displaced:
+//! that one's expected end holds, and it is stored after the epoch. Replay ignores a commit
+//! stamped with an epoch older than one before it (and the newest epoch's commits after
+//! such a record), and the old leader answers none of them as committed: a commit is
+//! acknowledged only once the one before it is known to be in the chain (`store.rs`).
 //! Decision record 0014.
 
 use std::time::{Duration, Instant};

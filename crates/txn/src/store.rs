@@ -22,6 +22,12 @@
 //! acknowledged, and reopening rebuilds the table from what the log holds. Without it,
 //! snapshots stop at the durable end of the stream.
 //!
+//! **The chain.** Each commit record is appended under the expected end after the previous
+//! one, without waiting for that one's acknowledgment. A commit is settled only after the
+//! one before it, and acknowledged only if that one is in the chain too (`Link`): a backend
+//! whose appends resolve independently (JetStream) can refuse a record and store the next,
+//! after a record another writer put in the refused one's place.
+//!
 //! After a restart the table is rebuilt by replaying the whole commit stream; open
 //! transactions of the previous process are simply gone (they had written nothing).
 
@@ -144,6 +150,8 @@ struct Appended {
     incremented: Vec<(Vec<u8>, i64)>,
     /// Where a retry of its request id waits for it.
     pending: Option<Arc<Outcome>>,
+    /// Its place in the chain of commit records.
+    link: Link,
 }
 
 /// A transaction the certifier accepted: what it records for it.
@@ -183,6 +191,83 @@ pub(crate) struct InFlight {
     request_id: Option<String>,
     intents: Option<u128>,
     read_dependent: bool,
+    /// Its place in the chain of commit records: settled only after the one before it.
+    link: Link,
+}
+
+/// A commit record's place in the chain of records the store appends, each under the end
+/// after the previous one, without waiting for that one's acknowledgment.
+///
+/// Storage checks an expected end by *position*: it cannot tell whether the record before
+/// is the one this store appended there. On a backend whose appends resolve independently
+/// (JetStream), a record can be refused while the next one is stored — when another writer
+/// (a newer leader's epoch record) took the refused record's position, the next record's
+/// expected end holds, and it lands after the other writer's record, where replay skips it
+/// (or, had the other record been the deposed leader's, without the record it was certified
+/// after). So a record's own acknowledgment proves nothing about the chain before it: a
+/// commit is settled only once the one before it settled, and acknowledged only if that one
+/// is in the chain too ([`ChainOutcome`]). On the embedded log a refusal poisons the writer,
+/// so the record before has always settled first and the wait costs nothing.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// How the record before settled (`None`: none in flight when this one was appended).
+    before: Option<logbook_log::AppendCompletion>,
+    /// How this one settles, for the record after it.
+    after: logbook_log::Completer,
+}
+
+/// How a chained commit record settled, as its successor's [`Link`] carries it.
+enum ChainOutcome {
+    /// Stored at its position, after its predecessor.
+    InChain(logbook_log::AppendAck),
+    /// Not in the chain: refused at storage, or stored after a record that is not its
+    /// predecessor. Replay never applies it (see [`replay`]): it did not commit.
+    Displaced {
+        /// Where the commit stream ended when the chain broke.
+        actual: u64,
+    },
+    /// Unknown: its append (or one before it) may or may not be stored.
+    Unknown(String),
+}
+
+impl ChainOutcome {
+    /// How a record settled, from its own append and how the record before it settled.
+    fn of(
+        own: &logbook_log::Result<logbook_log::AppendAck>,
+        before: Option<logbook_log::Result<logbook_log::AppendAck>>,
+    ) -> ChainOutcome {
+        match (own, before) {
+            (Err(LogError::EndOffsetMismatch { actual, .. }), _) => {
+                ChainOutcome::Displaced { actual: *actual }
+            }
+            (Err(e), _) => ChainOutcome::Unknown(e.to_string()),
+            (Ok(ack), None | Some(Ok(_))) => ChainOutcome::InChain(*ack),
+            (Ok(_), Some(Err(LogError::EndOffsetMismatch { actual, .. }))) => {
+                ChainOutcome::Displaced { actual }
+            }
+            (Ok(_), Some(Err(e))) => {
+                ChainOutcome::Unknown(format!("the commit record before this one: {e}"))
+            }
+        }
+    }
+
+    /// As the next record's [`Link`] carries it: an acknowledgment, a mismatch of the
+    /// record's `expected` end in `stream`, or an unknown outcome.
+    fn carried(&self, stream: &str, expected: u64) -> logbook_log::Result<logbook_log::AppendAck> {
+        match self {
+            ChainOutcome::InChain(ack) => Ok(*ack),
+            ChainOutcome::Displaced { actual } => Err(LogError::EndOffsetMismatch {
+                stream: stream.to_string(),
+                partition: 0,
+                expected,
+                actual: *actual,
+            }),
+            ChainOutcome::Unknown(why) => Err(LogError::OutcomeUnknown {
+                backend: "commit stream's",
+                why: why.clone(),
+            }),
+        }
+    }
 }
 
 /// The outcome of a commit.
@@ -257,6 +342,13 @@ pub(crate) struct CommitState {
     pub(crate) epoch_seen: u64,
     /// The epoch this store certifies under, once [`TxnStore::lead`] appended it.
     pub(crate) leading: Option<u64>,
+    /// How the newest commit record in flight settles ([`Link`]); `None` when none is.
+    chain: Option<logbook_log::AppendCompletion>,
+    /// Replay saw a record of an older epoch after the newest epoch record: a deposed
+    /// leader's record in the newest leader's chain, where that leader's record was refused.
+    /// Every later record of the newest epoch was chained after the refused one; none of
+    /// them committed. Cleared by the next epoch record.
+    chain_broken: bool,
     /// The table position from which `cert` has seen every commit: the end of the replay
     /// when the store opened or began to lead. The certifier holds no summary of a commit
     /// below it, so a one-shot request with an older snapshot cannot be certified (it
@@ -352,6 +444,8 @@ impl TxnStore {
             ids_pending: HashMap::new(),
             epoch_seen: 0,
             leading: None,
+            chain: None,
+            chain_broken: false,
             certified_from: 0,
         };
         let span = partition.batch_offset_span().max(1);
@@ -656,9 +750,10 @@ impl TxnStore {
     ) -> Result<CommitOutcome> {
         match self.prepare(parts, request_id, traceparent)? {
             Prepared::Done(outcome) => Ok(outcome),
-            Prepared::InFlight(completion, meta) => {
+            Prepared::InFlight(completion, mut meta) => {
                 let result = completion.wait();
-                self.settle(meta, result)
+                let before = meta.link.before.take().map(|b| b.wait());
+                self.settle(meta, result, before)
             }
         }
     }
@@ -671,9 +766,13 @@ impl TxnStore {
     ) -> Result<CommitOutcome> {
         match prepared? {
             Prepared::Done(outcome) => Ok(outcome),
-            Prepared::InFlight(completion, meta) => {
+            Prepared::InFlight(completion, mut meta) => {
                 let result = completion.await;
-                self.settle(meta, result)
+                let before = match meta.link.before.take() {
+                    Some(before) => Some(before.await),
+                    None => None,
+                };
+                self.settle(meta, result, before)
             }
         }
     }
@@ -735,6 +834,7 @@ impl TxnStore {
             completion,
             incremented,
             pending,
+            link,
         } = match outcome {
             Ok(Certification::Appended(appended)) => appended,
             Ok(Certification::ReadOnly) => {
@@ -756,6 +856,7 @@ impl TxnStore {
                 request_id: request_id.map(|id| id.as_str().to_string()),
                 intents,
                 read_dependent: parts.request.read_any,
+                link,
             },
         ))
     }
@@ -833,12 +934,14 @@ impl TxnStore {
         }
     }
 
-    /// After the append of a prepared commit resolved: request-id bookkeeping, poisoning
-    /// on failure, the outcome.
+    /// After the append of a prepared commit resolved and the record before it in the chain
+    /// settled (`before`; `None`: none was in flight): request-id bookkeeping, poisoning on
+    /// failure, the outcome. Only a record in the chain is acknowledged ([`Link`]).
     pub(crate) fn settle(
         &self,
         meta: InFlight,
         result: logbook_log::Result<logbook_log::AppendAck>,
+        before: Option<logbook_log::Result<logbook_log::AppendAck>>,
     ) -> Result<CommitOutcome> {
         let InFlight {
             offset,
@@ -847,10 +950,13 @@ impl TxnStore {
             request_id,
             intents,
             read_dependent,
+            link,
         } = meta;
-        let mut foreign = None;
-        let ok = match &result {
-            Ok(ack) => {
+        let chain = ChainOutcome::of(&result, before);
+        link.after
+            .complete(chain.carried(&self.options.stream, offset * self.span));
+        let ok = match &chain {
+            ChainOutcome::InChain(ack) => {
                 assert_eq!(
                     ack.base_offset,
                     offset * self.span,
@@ -858,17 +964,10 @@ impl TxnStore {
                 );
                 true
             }
-            Err(LogError::EndOffsetMismatch { actual, .. }) => {
-                // Someone else appended to the commit stream, so this commit was not
-                // stored, yet the table already holds it (early lock release). Refuse
-                // everything; reopening names the foreign record.
-                self.poisoned.store(true, Ordering::Release);
-                foreign = Some(*actual);
-                false
-            }
-            Err(_) => {
-                // The table already holds this commit (early lock release) and later
-                // commits may depend on it: refuse everything until reopened.
+            // The table already holds this commit (early lock release) and later commits
+            // may depend on it: refuse everything until reopened, which rebuilds the table
+            // from what the log holds.
+            ChainOutcome::Displaced { .. } | ChainOutcome::Unknown(_) => {
                 self.poisoned.store(true, Ordering::Release);
                 false
             }
@@ -891,37 +990,63 @@ impl TxnStore {
             *lock(&pending.result) = Some(ok.then_some(offset));
             pending.settled.notify_all();
         }
-        if let (Some(end), Some(epoch)) = (foreign, self.leading()) {
+        match chain {
+            ChainOutcome::InChain(_) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                Ok(CommitOutcome {
+                    offset: Some(offset),
+                    duplicate: false,
+                    incremented,
+                })
+            }
+            ChainOutcome::Displaced { actual } => Err(self.displaced(offset, actual, &result)),
+            ChainOutcome::Unknown(why) => match result {
+                Err(own) => Err(own.into()),
+                Ok(_) => Err(LogError::OutcomeUnknown {
+                    backend: "commit stream's",
+                    why,
+                }
+                .into()),
+            },
+        }
+    }
+
+    /// The error of a commit that is not in the chain: refused at storage (`own` is the
+    /// refusal), or stored after a record another writer put where its predecessor should
+    /// be. Replay never applies it: it did not commit.
+    fn displaced(
+        &self,
+        offset: u64,
+        end: u64,
+        own: &logbook_log::Result<logbook_log::AppendAck>,
+    ) -> TxnError {
+        let detail = match own {
+            Err(_) => format!(
+                "the commit stream ends at offset {end}, not {}: this commit was not stored",
+                offset * self.span
+            ),
+            Ok(_) => format!(
+                "a commit before this one in the chain was refused (the commit stream ended at offset \
+                 {end}), so this one, stored at offset {} after another writer's record, is \
+                 skipped by replay: it did not commit",
+                offset * self.span
+            ),
+        };
+        if let Some(epoch) = self.leading() {
             tracing::warn!(
                 epoch,
                 offset,
                 end,
                 "commit refused at storage: fenced, stepping down"
             );
-            return Err(TxnError::Fenced {
-                epoch,
-                detail: format!(
-                    "the commit stream ends at offset {end}, not {}: this commit was not stored",
-                    offset * self.span
-                ),
-            });
+            return TxnError::Fenced { epoch, detail };
         }
-        if let Some(end) = foreign {
-            return Err(TxnError::CommitStream {
-                stream: self.options.stream.clone(),
-                reason: format!(
-                    "another writer appended to it: it ends at offset {end}, not {offset}, so this \
-                     commit was not stored; the store is poisoned until reopened"
-                ),
-            });
+        TxnError::CommitStream {
+            stream: self.options.stream.clone(),
+            reason: format!(
+                "another writer appended to it: {detail}; the store is poisoned until reopened"
+            ),
         }
-        result?;
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(CommitOutcome {
-            offset: Some(offset),
-            duplicate: false,
-            incremented,
-        })
     }
 
     /// The commit path under the commit lock, in its steps: certify (a conflict aborts);
@@ -972,11 +1097,14 @@ impl TxnStore {
             state.ids_pending.insert(id.as_str().to_string(), p.clone());
             p
         });
+        let (settled, after) = logbook_log::AppendCompletion::channel();
+        let before = state.chain.replace(settled);
         Ok(Certification::Appended(Appended {
             offset,
             completion,
             incremented: resolved.incremented,
             pending,
+            link: Link { before, after },
         }))
     }
 
@@ -1253,7 +1381,12 @@ fn footprint(parts: &TxnParts, snapshot_seq: u64) -> HashMap<Vec<u8>, (WriteClas
 /// Applies the commit stream's records from position `state.next_offset` to the end the
 /// log shows now: commit records to the table (and their request ids), epoch records as
 /// positions that write nothing. A commit stamped with an epoch older than an epoch record
-/// before it is skipped: a deposed leader's append that storage should have refused.
+/// before it is skipped: a deposed leader's append that storage should have refused (its
+/// expected end held because a newer leader's record took its predecessor's position). So is
+/// every later commit of the newest epoch, up to the next epoch record: the deposed leader's
+/// record took the position of one of the newest leader's records, which was refused, and
+/// the records after that one were certified after it ([`Link`]); its leader answered none
+/// of them as committed.
 ///
 /// # Errors
 /// [`TxnError::Corrupt`] for a record that is not a commit-stream record or sits away from
@@ -1296,11 +1429,18 @@ pub(crate) fn replay(
                     }
                     tracing::info!(epoch = epoch.token, leader = %epoch.node_id, position, "epoch record");
                     state.epoch_seen = epoch.token;
+                    state.chain_broken = false;
                     table.apply(position, &[], horizon);
                 }
                 Entry::Commit(commit) if commit.epoch.is_some_and(|e| e < state.epoch_seen) => {
                     tracing::warn!(position, epoch = ?commit.epoch, newer = state.epoch_seen,
                         "a commit of a deposed leader after a newer epoch: ignored");
+                    state.chain_broken = true;
+                    table.apply(position, &[], horizon);
+                }
+                Entry::Commit(commit) if state.chain_broken && commit.epoch.is_some() => {
+                    tracing::warn!(position, epoch = ?commit.epoch,
+                        "a commit chained after a record a deposed leader displaced: ignored");
                     table.apply(position, &[], horizon);
                 }
                 Entry::Commit(commit) => {

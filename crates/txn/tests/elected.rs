@@ -1,8 +1,9 @@
 //! The store on a cluster's commit stream: followers derive the table and refuse commits;
 //! a leader appends its epoch first and stamps every commit; a deposed leader's append is
-//! refused at storage (fenced) and poisons it; replay ignores a stale epoch's commit; a
-//! follower's interactive transaction is certified by the leader as its request (declared
-//! reads, read-only ones included); a leader refuses a snapshot ahead of its stream.
+//! refused at storage (fenced) and poisons it; replay ignores a stale epoch's commit, and
+//! the newest epoch's commits chained after one; a follower's interactive transaction is
+//! certified by the leader as its request (declared reads, read-only ones included); a
+//! leader refuses a snapshot ahead of its stream.
 //! Two stores on one embedded log stand for two nodes on one replicated `_txn`.
 #![expect(
     clippy::unwrap_used,
@@ -122,6 +123,62 @@ fn replay_ignores_a_commit_of_an_older_epoch_after_a_newer_one() {
         None,
         "its request id is not remembered"
     );
+}
+
+/// A deposed leader's record that took a position in the newest leader's chain (its
+/// expected end held there: the newest leader's record for that position was refused) is
+/// skipped, and so is every later commit of the newest epoch — they were chained after the
+/// refused record, and their leader answered none of them as committed — up to the next
+/// epoch record, after which commits apply again.
+#[test]
+fn replay_skips_the_newest_epochs_commits_after_a_deposed_leaders_record_in_its_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<Log> = Arc::new(Log::open(dir.path()).unwrap());
+    let old = TxnStore::open(&*log, elected()).unwrap();
+    old.lead(3, "a").unwrap();
+    let newer = TxnStore::open(&*log, elected()).unwrap();
+    newer.lead(5, "b").unwrap();
+    put(&newer, "k", "\"kept\"").unwrap();
+    let commit = |id: &str, value: &str, epoch: u64| CommitRecord {
+        isolation: Isolation::Serializable,
+        snapshot: 0,
+        request_id: Some(id.into()),
+        traceparent: None,
+        intents: None,
+        read_dependent: false,
+        writes: vec![(b"k".to_vec(), WriteOp::Put(value.as_bytes().to_vec()))],
+        epoch: Some(epoch),
+    };
+    // Past the precondition, as a delayed publish and the records chained after the one it
+    // displaced would land: epoch 3's record, then epoch 5's.
+    let txn = LogBackend::stream(&*log, "_txn").unwrap();
+    for record in [
+        commit("r-stale", "\"stale\"", 3),
+        commit("r-after", "\"after\"", 5),
+    ] {
+        txn.partition(0)
+            .unwrap()
+            .append_batch(&[Record::new(record.encode())], AppendCondition::Always)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let replayed = TxnStore::open(&*log, elected()).unwrap();
+    assert_eq!(value(&replayed, "k").as_deref(), Some("\"kept\""));
+    for id in ["r-stale", "r-after"] {
+        let id = logbook_log::RequestId::new(id).unwrap();
+        assert_eq!(
+            replayed.committed(&id).unwrap(),
+            None,
+            "{id} is not remembered"
+        );
+    }
+    // A newer epoch's commits apply again.
+    let newest = TxnStore::open(&*log, elected()).unwrap();
+    newest.lead(7, "c").unwrap();
+    put(&newest, "k", "\"newest\"").unwrap();
+    let replayed = TxnStore::open(&*log, elected()).unwrap();
+    assert_eq!(value(&replayed, "k").as_deref(), Some("\"newest\""));
 }
 
 /// An interactive transaction begun on a follower commits on the leader as the request it
