@@ -1134,6 +1134,7 @@ fn interactive_transactions_on_every_node() {
     let (status, warm) = commit_until_answered(&all, "warm", &bump);
     assert_eq!(status, 200, "{warm}");
     misdirected_and_forwarded(&three.nodes);
+    rust_client_behind_a_balancer(&three.nodes);
     let seed: u64 = match std::env::var("LOGBOOK_CLUSTER_SEED") {
         Ok(s) => s.parse().expect("LOGBOOK_CLUSTER_SEED is a u64"),
         Err(_) => rand::random(),
@@ -1141,6 +1142,124 @@ fn interactive_transactions_on_every_node() {
     println!("histories from seed {seed} (replay: LOGBOOK_CLUSTER_SEED={seed})");
     list_append_on_every_node(&three.nodes, "serializable", seed);
     list_append_on_every_node(&three.nodes, "snapshot", seed.wrapping_add(1));
+}
+
+/// A load balancer on loopback in front of the nodes: each HTTP/1.1 request goes to the next
+/// node in turn, on a connection of its own, so the steps of one transaction reach
+/// different nodes. It counts the 421 answers it relays.
+struct Balancer {
+    base: String,
+    misdirected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Balancer {
+    fn start(nodes: &[Node]) -> Balancer {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        let upstreams: Arc<Vec<String>> = Arc::new(
+            nodes
+                .iter()
+                .map(|n| n.base.trim_start_matches("http://").to_string())
+                .collect(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (next, misdirected) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let counted = misdirected.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let (upstreams, next, counted) = (upstreams.clone(), next.clone(), counted.clone());
+                std::thread::spawn(move || balance(client, &upstreams, &next, &counted));
+            }
+        });
+        Balancer { base, misdirected }
+    }
+
+    fn misdirected(&self) -> usize {
+        self.misdirected.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Relays the requests of one client connection, each to the next upstream.
+fn balance(
+    client: std::net::TcpStream,
+    upstreams: &[String],
+    next: &std::sync::atomic::AtomicUsize,
+    misdirected: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut requests = std::io::BufReader::new(client.try_clone().unwrap());
+    let mut client = client;
+    while let Some(request) = http_message(&mut requests) {
+        let upstream = &upstreams[next.fetch_add(1, SeqCst) % upstreams.len()];
+        let Ok(mut upstream) = std::net::TcpStream::connect(upstream) else {
+            return;
+        };
+        let mut answers = std::io::BufReader::new(upstream.try_clone().unwrap());
+        if upstream.write_all(&request).is_err() {
+            return;
+        }
+        let Some(answer) = http_message(&mut answers) else {
+            return;
+        };
+        if answer.starts_with(b"HTTP/1.1 421") {
+            misdirected.fetch_add(1, SeqCst);
+        }
+        if client.write_all(&answer).is_err() {
+            return;
+        }
+    }
+}
+
+/// One HTTP/1.1 message — its head and a `Content-Length` body — as sent; `None` at the end.
+fn http_message(from: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let (mut message, mut length) = (Vec::new(), 0usize);
+    loop {
+        let mut line = String::new();
+        if from.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        message.extend_from_slice(line.as_bytes());
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok()?;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let head = message.len();
+    message.resize(head + length, 0);
+    from.read_exact(&mut message[head..]).ok()?;
+    Some(message)
+}
+
+/// The Rust client behind a [`Balancer`]: a step of a transaction that reaches another node
+/// is answered 421 with its URL on the owner, and the client sends it there (and every
+/// later step); `begin` sends the session's token, so each transaction, begun on whichever
+/// node, reads the client's commit before it.
+fn rust_client_behind_a_balancer(nodes: &[Node]) {
+    let balancer = Balancer::start(nodes);
+    let client = common::api::client_with_token(&balancer.base, nodes[0].token.as_deref());
+    let begin = logbook_api::txns::BeginBody::default();
+    for i in 0..12i64 {
+        let txn = client.begin(&begin).unwrap();
+        let seen = txn
+            .get("balanced")
+            .unwrap()
+            .map_or(0, |row| row.value.get().parse::<i64>().unwrap());
+        assert_eq!(seen, i, "{} reads the client's commits before it", txn.id());
+        txn.put("balanced", json!(i + 1)).unwrap();
+        let committed = txn.commit().unwrap();
+        assert!(committed.offset.is_some(), "{committed:?}");
+    }
+    assert!(
+        balancer.misdirected() > 0,
+        "no step reached another node than its transaction's"
+    );
 }
 
 /// Read-modify-write transfers on the followers across a `kill -9` of the leader keep the

@@ -161,6 +161,20 @@ impl Transport {
         format!("{}://{}", self.scheme, self.authority)
     }
 
+    /// The same pool, credentials and retries for the server of `url` (a `location` a
+    /// server answered: `scheme://host:port/…`), if `url` has this transport's scheme.
+    pub fn moved_to(&self, url: &str) -> Option<Transport> {
+        let rest = url.strip_prefix(self.scheme)?.strip_prefix("://")?;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        if authority.is_empty() || authority.contains(['@', ' ']) {
+            return None;
+        }
+        Some(Transport {
+            authority: authority.to_string(),
+            ..self.clone()
+        })
+    }
+
     /// Sends `call` until it is answered or the retries run out (see [`super::retry`]).
     pub async fn send(
         &self,
@@ -358,4 +372,30 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         status: answer.status,
         detail: format!("body does not decode: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_followed_on_the_same_scheme_only() {
+        let plain = Transport::new(
+            "127.0.0.1:7700".into(),
+            None,
+            Duration::from_secs(1),
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        let moved = plain
+            .moved_to("http://127.0.0.1:7702/v1/txns/t0.b/kv/k?for_update=true")
+            .unwrap();
+        assert_eq!(moved.base_url(), "http://127.0.0.1:7702");
+        assert_eq!(plain.base_url(), "http://127.0.0.1:7700");
+        // Never from an http:// client to https:// or back, nor to something not a server.
+        assert!(plain.moved_to("https://127.0.0.1:7702/v1/txns").is_none());
+        assert!(plain.moved_to("http://user@127.0.0.1:7702/").is_none());
+        assert!(plain.moved_to("http:///v1/txns").is_none());
+        assert!(plain.moved_to("/v1/txns").is_none());
+    }
 }

@@ -1,9 +1,16 @@
 //! Interactive transactions, and the helper that re-runs one after a retryable conflict.
+//!
+//! On a cluster a transaction lives on the node that began it (decision 0016): a step sent
+//! to another node (through a load balancer) is answered 421 `misdirected_request` with
+//! the step's URL on the owner, where nothing was done. A [`Transaction`] sends that step
+//! again there, once, and its later steps go there directly.
+
+use std::sync::Mutex;
 
 use hyper::Method;
 
-use super::http::{Call, Retry};
-use super::{Client, ClientError, KeyRange};
+use super::http::{Answer, Call, Retry, Transport, decode};
+use super::{Client, ClientError, KeyRange, ReadOptions, TXN_STREAM};
 use crate::paths::{self, Query};
 use crate::problem::ProblemCode;
 use crate::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
@@ -18,21 +25,30 @@ pub struct Transaction {
     /// The commit's `Idempotency-Key`, chosen at begin: a commit retried after a lost
     /// answer returns the commit it made instead of failing.
     request_id: String,
+    /// Where its steps go once a step was answered 421 `misdirected_request`: the node
+    /// that owns it (`None`: where the client sends everything).
+    owner: Mutex<Option<Transport>>,
 }
 
 impl Client {
-    /// Begins a transaction.
+    /// Begins a transaction. It sends the session's token of the commit stream, so a node
+    /// that has not applied this client's earlier commits catches up before it picks the
+    /// snapshot (read your writes across the nodes of a cluster).
     ///
     /// # Errors
-    /// `too_many_transactions` (after the retries of 429).
+    /// `too_many_transactions` (after the retries of 429); `snapshot_ahead` when the node
+    /// does not catch up with the session within the server's token wait.
     pub async fn begin(&self, options: &BeginBody) -> Result<Transaction, ClientError> {
-        let begun: Begun = self
-            .call(Call::new(Method::POST, paths::txns()).json(options)?)
-            .await?;
+        let read = ReadOptions::default();
+        let q = self.with_token(Query::new(), TXN_STREAM, &read);
+        let mut call = Call::new(Method::POST, paths::txns() + &q.finish()).json(options)?;
+        call.server_wait_ms = Self::server_wait(&read);
+        let begun: Begun = self.call(call).await?;
         Ok(Transaction {
             client: self.clone(),
             begun,
             request_id: self.new_request_id(),
+            owner: Mutex::new(None),
         })
     }
 
@@ -103,10 +119,43 @@ impl Transaction {
         &self.request_id
     }
 
+    /// Sends one of its steps where the transaction lives. A step answered 421
+    /// `misdirected_request` (it reached another node of a cluster, which did nothing) is
+    /// sent again, once, to the node the answer's `location` names, and so are all later
+    /// steps. A `location` on another scheme than the client's is not followed (an
+    /// `https://` client never sends its credentials over plain HTTP): the 421 is returned.
+    async fn send(&self, call: Call) -> Result<Answer, ClientError> {
+        let rng = &self.client.inner.rng;
+        let owner = self.owner.lock().ok().and_then(|o| o.clone());
+        let at = owner.as_ref().unwrap_or(&self.client.inner.transport);
+        match at.send(&call, rng).await {
+            Err(e) if e.code() == Some(ProblemCode::MisdirectedRequest) => {
+                let location = e.problem().and_then(|p| p.location.as_deref());
+                let Some(moved) = location.and_then(|l| at.moved_to(l)) else {
+                    return Err(e);
+                };
+                if let Ok(mut owner) = self.owner.lock() {
+                    *owner = Some(moved.clone());
+                }
+                moved.send(&call, rng).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(&self, call: Call) -> Result<T, ClientError> {
+        let answer = self.send(call.clone()).await?;
+        decode(&call, &answer)
+    }
+
+    async fn call_empty(&self, call: Call) -> Result<(), ClientError> {
+        self.send(call).await.map(|_| ())
+    }
+
     async fn read_key(&self, key: &str, for_update: bool) -> Result<Option<Row>, ClientError> {
         let q = Query::new().push_opt("for_update", for_update.then_some(true));
         let call = Call::new(Method::GET, paths::txn_key(self.id(), key) + &q.finish());
-        match self.client.call::<Row>(call).await {
+        match self.call::<Row>(call).await {
             Ok(row) => Ok(Some(row)),
             Err(e) if e.code() == Some(ProblemCode::KeyNotFound) => Ok(None),
             Err(e) => Err(e),
@@ -138,7 +187,7 @@ impl Transaction {
             Method::GET,
             paths::txn_kv(self.id()) + &range.query().finish(),
         );
-        self.client.call(call).await
+        self.call(call).await
     }
 
     /// Buffers a write (with `if_version` / `if_absent` conditions checked at commit).
@@ -147,7 +196,7 @@ impl Transaction {
     /// `value_too_large`, `key_too_large`, `read_only_transaction`.
     pub async fn put_with(&self, key: &str, put: &PutBody) -> Result<(), ClientError> {
         let call = Call::new(Method::PUT, paths::txn_key(self.id(), key)).json(put)?;
-        self.client.call_empty(call).await
+        self.call_empty(call).await
     }
 
     /// Buffers a write of `value`.
@@ -170,7 +219,7 @@ impl Transaction {
     pub async fn delete(&self, key: &str, if_version: Option<u64>) -> Result<(), ClientError> {
         let q = Query::new().push_opt("if_version", if_version);
         let call = Call::new(Method::DELETE, paths::txn_key(self.id(), key) + &q.finish());
-        self.client.call_empty(call).await
+        self.call_empty(call).await
     }
 
     /// Adds `by` to a key's integer value at commit. Not sent twice: an increment whose
@@ -182,7 +231,7 @@ impl Transaction {
         let mut call = Call::new(Method::POST, paths::txn_increment(self.id(), key))
             .json(&IncrementBody { by })?;
         call.retry = Retry::IfNotSent;
-        self.client.call_empty(call).await
+        self.call_empty(call).await
     }
 
     /// Commits, with the transaction's request id (a retry after a lost answer returns the
@@ -195,7 +244,7 @@ impl Transaction {
     pub async fn commit(self) -> Result<Committed, ClientError> {
         let mut call = Call::new(Method::POST, paths::txn_commit(self.id()));
         call.request_id = Some(self.request_id.clone());
-        let committed: Committed = self.client.call(call).await?;
+        let committed: Committed = self.call(call).await?;
         self.client.observe(committed.token.as_deref());
         Ok(committed)
     }
@@ -206,6 +255,6 @@ impl Transaction {
     /// `unknown_transaction` (already ended).
     pub async fn abort(self) -> Result<(), ClientError> {
         let call = Call::new(Method::POST, paths::txn_abort(self.id()));
-        self.client.call_empty(call).await
+        self.call_empty(call).await
     }
 }
