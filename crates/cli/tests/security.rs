@@ -933,12 +933,22 @@ fn every_route_checks_credentials_and_scopes_and_refusals_change_nothing() {
                 let a = node.call(m, p, Some(serde_json::from_str(b).unwrap()));
                 assert!(a.status < 300, "prepare {m} {p}: {a:?}");
             }
+            // A transaction belongs to the principal that began it: begun by the token under
+            // test where that token may begin one, else by the admin (a token that may not
+            // begin one is refused at the edge before its owner matters).
             let txn = route.path.contains("{T}").then(|| {
-                let a = node.call(
-                    "POST",
-                    "/v1/txns",
-                    Some(json!({"isolation": "serializable"})),
-                );
+                let begin = |t: Option<&str>| {
+                    let body = json!({"isolation": "serializable"});
+                    node.call_as(t, "POST", "/v1/txns", Some(body))
+                };
+                let a = match token.map(|t| begin(Some(t))) {
+                    Some(a) if a.status == 201 => a,
+                    _ => node.call(
+                        "POST",
+                        "/v1/txns",
+                        Some(json!({"isolation": "serializable"})),
+                    ),
+                };
                 a.json()["txn"].as_str().unwrap().to_string()
             });
             let path = route.path.replace("{T}", txn.as_deref().unwrap_or(""));
@@ -1124,6 +1134,48 @@ fn a_write_only_token_cannot_read_a_key_through_an_atomic_operation() {
     let a = commit(json!({"op": "put", "key": "salary", "value": 6000}));
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(node.get("/v1/kv/salary").json()["value"], 6000);
+    node.terminate();
+}
+
+/// An interactive transaction belongs to the principal that began it: another token with
+/// the same scopes that learns the handle gets 404 `unknown_transaction` on every step — no
+/// read, no write, no commit, no abort — and the owner's transaction goes on untouched.
+#[test]
+fn a_transaction_handle_is_not_a_capability_for_another_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--auth", "on"]);
+    let scopes = ["kv:read:*", "kv:write:*"];
+    let (alice, _) = token(&node, "alice", &scopes, None);
+    let (mallory, _) = token(&node, "mallory", &scopes, None);
+    let begun = node.call_as(Some(&alice), "POST", "/v1/txns", Some(json!({})));
+    assert_eq!(begun.status, 201, "{begun:?}");
+    let txn = begun.json()["txn"].as_str().unwrap().to_string();
+    let path = |rest: &str| format!("/v1/txns/{txn}{rest}");
+    let a = node.call_as(
+        Some(&alice),
+        "PUT",
+        &path("/kv/k"),
+        Some(json!({"value": 1})),
+    );
+    assert_eq!(a.status, 204, "{a:?}");
+    for (method, rest, body) in [
+        ("GET", "/kv/k", None),
+        ("GET", "/kv?prefix=", None),
+        ("PUT", "/kv/k", Some(json!({"value": 2}))),
+        ("POST", "/kv/n/increment", Some(json!({"by": 0}))),
+        ("POST", "/commit", None),
+        ("POST", "/abort", None),
+    ] {
+        let a = node.call_as(Some(&mallory), method, &path(rest), body);
+        assert_eq!(a.status, 404, "{method} {rest}: {a:?}");
+        assert_eq!(a.json()["code"], "unknown_transaction", "{a:?}");
+    }
+    let a = node.call_as(Some(&alice), "GET", &path("/kv/k"), None);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["value"], 1, "mallory's put did not land: {a:?}");
+    let a = node.call_as(Some(&alice), "POST", &path("/commit"), None);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(node.get("/v1/kv/k").json()["value"], 1);
     node.terminate();
 }
 

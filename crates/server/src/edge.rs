@@ -83,6 +83,9 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         if let Err(e) = check_owner(&state, route, req.uri()).await {
             return e.into_response();
         }
+        if let Err(e) = check_principal(&state, route, &req) {
+            return e.into_response();
+        }
         // The body is read whole before the request takes a slot (crate::body): a slow body
         // holds its connection, not the server.
         let req = if req.body().is_end_stream() {
@@ -342,6 +345,29 @@ impl<'r> EdgeHeaders<'r> {
     /// `Transfer-Encoding`.
     fn has_body(&self) -> bool {
         self.transfer_encoding || self.content_length.is_some_and(|v| v.as_bytes() != b"0")
+    }
+}
+
+/// With authentication on, an interactive transaction belongs to the principal that began
+/// it: a handle is not a capability (it travels in URLs, logs and proxies), so another
+/// principal's request on it is answered 404 `unknown_transaction`, as for a handle that
+/// never existed — neither its reads, its `incremented` values nor its existence leak.
+fn check_principal(state: &AppState, route: &str, req: &Request) -> Result<(), ApiError> {
+    if !route.starts_with("/v1/txns/{txn}") {
+        return Ok(());
+    }
+    let Some(principal) = req.extensions().get::<Arc<crate::auth::Principal>>() else {
+        return Ok(());
+    };
+    // `/v1/txns/<handle>/...`: handles need no percent-encoding.
+    let Some(handle) = req.uri().path().split('/').nth(3) else {
+        return Ok(());
+    };
+    match state.txns().lookup(handle) {
+        crate::state::Lookup::Registered(t) if !t.owned_by(&principal.quota_key) => {
+            Err(crate::state::unknown_txn(handle))
+        }
+        _ => Ok(()),
     }
 }
 

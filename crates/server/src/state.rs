@@ -551,6 +551,11 @@ impl PartialEq for Resend {
 impl Eq for Resend {}
 
 impl OpenTxn {
+    /// Whether `principal` began it.
+    pub fn owned_by(&self, principal: &crate::quota::PrincipalKey) -> bool {
+        self.owner == *principal
+    }
+
     /// The end as it stands.
     pub fn end(&self) -> TxnEnd {
         self.end.borrow().clone()
