@@ -35,6 +35,11 @@
 //!   streams, of one etcd member of three, of a Logbook node; the client retries on the
 //!   other node with the same key): every record stored once, at the position acknowledged;
 //!   the killed node restarts and catches up;
+//! * consumer groups on a cluster: two members joined through two nodes that do not
+//!   coordinate the groups (they forward to the elected coordinator) share the partitions;
+//!   one dies and the other takes them over; a commit's retry on another node is the
+//!   duplicate; after a `kill -9` of the coordinator another node takes over from `_groups`,
+//!   the commits are there and the survivor keeps its partitions;
 //! * a node that cannot reach etcd or NATS is not ready and says which; an incomplete
 //!   `[cluster]` configuration is refused naming the key.
 #![expect(
@@ -1649,4 +1654,213 @@ fn interactive_bank_across_the_leaders_kill(nodes: &mut [Node], seed: u64) {
         seen.push(balances);
     }
     assert_eq!(seen[0], seen[1], "one snapshot, one state");
+}
+
+/// Which node coordinates the consumer groups now, by its log.
+fn coordinator_index(nodes: &[Node], skip: &[usize]) -> Option<usize> {
+    (0..nodes.len()).filter(|i| !skip.contains(i)).find(|&i| {
+        nodes[i]
+            .stderr()
+            .contains("coordinating consumer groups: this node leads")
+    })
+}
+
+/// `POST path` on `node` until it answers something but 503 (no coordinator now, the
+/// coordinator just changed) or no answer (bounded by [`WAIT`]).
+fn group_call(node: &Node, path: &str, body: &Value, id: Option<&str>) -> (u16, Value) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let request = common::api::request("POST", path, Some(body)).request_id(id);
+        match common::api::send(&node.client, request) {
+            Ok((status, answer)) if status != 503 && status != 504 => return (status, answer),
+            Ok((_, answer)) => assert!(Instant::now() < deadline, "{path}: {answer}"),
+            Err(e) => assert!(Instant::now() < deadline, "{path}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A member of group `g` on stream `feed`, talking to one node.
+struct Member<'a> {
+    name: &'static str,
+    node: &'a Node,
+    epoch: u64,
+    owned: Vec<u64>,
+}
+
+impl<'a> Member<'a> {
+    fn join(name: &'static str, node: &'a Node) -> Member<'a> {
+        let body = json!({"member": name, "stream": "feed", "session_timeout_ms": 3000});
+        let (status, joined) = group_call(node, "/v1/groups/g/members", &body, None);
+        assert_eq!(status, 200, "{name} joins: {joined}");
+        let mut m = Member {
+            name,
+            node,
+            epoch: joined["epoch"].as_u64().unwrap(),
+            owned: Vec::new(),
+        };
+        m.read(&joined);
+        m
+    }
+
+    fn read(&mut self, assignment: &Value) {
+        self.owned = assignment["assigned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["partition"].as_u64().unwrap())
+            .collect();
+    }
+
+    /// One heartbeat, releasing at once whatever it is asked to revoke.
+    fn heartbeat(&mut self) {
+        let path = format!("/v1/groups/g/members/{}/heartbeat", self.name);
+        let (status, answer) = group_call(self.node, &path, &json!({"epoch": self.epoch}), None);
+        assert_eq!(status, 200, "{} heartbeats: {answer}", self.name);
+        self.read(&answer);
+        let revoke = answer["revoke"].clone();
+        if revoke.as_array().is_some_and(|r| !r.is_empty()) {
+            let body = json!({"epoch": self.epoch, "released": revoke});
+            let (status, answer) = group_call(self.node, &path, &body, None);
+            assert_eq!(status, 200, "{} releases: {answer}", self.name);
+            self.read(&answer);
+        }
+    }
+
+    /// Commits `offset` for every partition it owns, with a request id.
+    fn commit(&self, offset: u64, id: &str) -> Value {
+        self.commit_on(self.node, offset, id)
+    }
+
+    /// [`Member::commit`] sent to `node`.
+    fn commit_on(&self, node: &Node, offset: u64, id: &str) -> Value {
+        let offsets: Vec<Value> = self
+            .owned
+            .iter()
+            .map(|p| json!({"partition": p, "offset": offset}))
+            .collect();
+        let path = format!("/v1/groups/g/members/{}/commit", self.name);
+        let body = json!({"epoch": self.epoch, "offsets": offsets});
+        let (status, answer) = group_call(node, &path, &body, Some(id));
+        assert_eq!(status, 200, "{} commits: {answer}", self.name);
+        answer
+    }
+}
+
+/// Heartbeats `members` in turn until `done` holds for them (bounded by [`WAIT`]).
+fn heartbeat_until(
+    members: &mut [&mut Member<'_>],
+    what: &str,
+    done: impl Fn(&[&mut Member<'_>]) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for m in members.iter_mut() {
+            m.heartbeat();
+        }
+        if done(members) {
+            return;
+        }
+        let owned: Vec<_> = members.iter().map(|m| (m.name, m.owned.clone())).collect();
+        assert!(Instant::now() < deadline, "{what}: {owned:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The committed offset of each partition of group `g`, as `node` describes it.
+fn committed(node: &Node) -> Vec<Option<u64>> {
+    let (status, info) = node.call("GET", "/v1/groups/g", None);
+    assert_eq!(status, 200, "{info}");
+    info["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["committed"].as_u64())
+        .collect()
+}
+
+#[test]
+fn consumer_groups_share_partitions_across_nodes_and_survive_the_coordinators_kill() {
+    let three = Three::start();
+    let nodes = &three.nodes;
+    let deadline = Instant::now() + WAIT;
+    let coordinator = loop {
+        if let Some(i) = coordinator_index(nodes, &[]) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no node coordinates the groups");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The members talk to the two other nodes, which send the group routes on.
+    let (x, y) = ((coordinator + 1) % 3, (coordinator + 2) % 3);
+    let (status, created) =
+        nodes[x].call("PUT", "/v1/streams/feed", Some(json!({"partitions": 4})));
+    assert_eq!(status, 201, "{created}");
+    let records: Vec<Value> = (0..40)
+        .map(|i| json!({"key": format!("k{i}"), "value": i}))
+        .collect();
+    let (status, appended) = nodes[y].call(
+        "POST",
+        "/v1/streams/feed/records",
+        Some(json!({"records": records})),
+    );
+    assert_eq!(status, 201, "{appended}");
+
+    // Two members on two nodes share the four partitions, two each, and commit them.
+    let mut one = Member::join("one", &nodes[x]);
+    assert_eq!(one.owned.len(), 4, "the first member gets every partition");
+    let mut two = Member::join("two", &nodes[y]);
+    heartbeat_until(&mut [&mut one, &mut two], "two partitions each", |ms| {
+        ms.iter().all(|m| m.owned.len() == 2)
+    });
+    let mut all: Vec<u64> = one.owned.iter().chain(&two.owned).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, [0, 1, 2, 3], "no partition has two owners");
+    one.commit(1, "one-1");
+    let first = two.commit(1, "two-1");
+    // A retry of a commit (same key) is the duplicate, on any node.
+    let again = two.commit_on(&nodes[coordinator], 1, "two-1");
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(first["duplicate"], false, "{first}");
+    assert_eq!(committed(&nodes[x]), [Some(1); 4]);
+
+    // One dies (no more heartbeats): after its session, the other owns every partition and
+    // commits them; the dead member's epoch is fenced.
+    heartbeat_until(&mut [&mut two], "the survivor takes over", |ms| {
+        ms[0].owned.len() == 4
+    });
+    two.commit(2, "two-2");
+    let path = "/v1/groups/g/members/one/commit";
+    let body = json!({"epoch": one.epoch, "offsets": [{"partition": 0, "offset": 3}]});
+    let (status, fenced) = group_call(one.node, path, &body, None);
+    assert_eq!(status, 409, "{fenced}");
+    assert_eq!(fenced["code"], "member_fenced", "{fenced}");
+
+    // kill -9 of the coordinator: another node takes over from `_groups`; the commits are
+    // there, the survivor keeps its partitions (its session restarts) and commits on.
+    signal(&nodes[coordinator], "KILL");
+    let survivor = &nodes[y];
+    heartbeat_until(
+        &mut [&mut two],
+        "heartbeats reach a new coordinator",
+        |ms| ms[0].owned.len() == 4,
+    );
+    let next = coordinator_index(nodes, &[coordinator]).expect("a new coordinator");
+    assert_ne!(next, coordinator);
+    assert_eq!(
+        committed(survivor),
+        [Some(2); 4],
+        "commits survive the coordinator's kill"
+    );
+    two.commit(3, "two-3");
+    assert_eq!(committed(&nodes[x]), [Some(3); 4]);
+    let (status, info) = survivor.call("GET", "/v1/groups/g", None);
+    assert_eq!(status, 200, "{info}");
+    let members: Vec<&str> = info["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["member"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["two"], "{info}");
 }

@@ -10,6 +10,8 @@
 //!          ── tokens: Tokens::open on `_auth` (the first node makes the admin token), followed
 //!          ── etcd: register {node_id, advertise_url, serves} under a lease (keep-alive)
 //!          ── certifier task (certifier.rs): a follower of `_txn`, campaigning to lead it
+//!          ── groups: Groups::open on `_groups`, following it; the coordinator task
+//!             (groups/coordinator.rs) campaigning to write it
 //!          ─▶ ready
 //!  shutdown ── leave (revoke the lease: gone from the list at once) → close the views → log
 //! ```
@@ -17,7 +19,8 @@
 //! etcd holds no source of truth: while it is down the node keeps serving appends, reads
 //! and views; only the node list (`GET /v1/cluster`) and the certifier's leader are unknown
 //! (commits wait for a leader; a lapsed registration is renewed when etcd is back).
-//! A follower forwards `POST /v1/commits` to the leader the election names.
+//! A follower forwards `POST /v1/commits` to the leader the election names, and the group
+//! routes to the groups' coordinator.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +45,7 @@ use crate::auth::Tokens;
 use crate::config::{ClusterConfig, ServerConfig};
 use crate::error::{ApiError, ProblemCode};
 use crate::server_error::ServerError;
-use crate::state::{AppState, ClusterMember, MemberFuture, Opened, TxnCell};
+use crate::state::{AppState, ClusterMember, Forwarded, MemberFuture, Opened, TxnCell};
 use crate::view_catalog::{VIEWS_STREAM, ViewCatalog};
 
 /// The etcd prefix's cluster name: one Logbook cluster per etcd prefix and NATS account.
@@ -150,14 +153,14 @@ pub(crate) async fn open(
     .await?;
     tracing::info!(node_id = %cluster.node_id, nats = %nats, etcd = %etcd, "joined the cluster");
     let election = membership.election(crate::certifier::ELECTION);
+    let leader_record = LeaderRecord {
+        node_id: cluster.node_id.clone(),
+        advertise_url: cluster.advertise_url.clone(),
+    };
     let cell = TxnCell::default();
     let certifier = crate::certifier::Certifier {
         log: log.clone(),
-        election: election.clone(),
-        record: LeaderRecord {
-            node_id: cluster.node_id.clone(),
-            advertise_url: cluster.advertise_url.clone(),
-        },
+        node_id: cluster.node_id.clone(),
         cell: cell.clone(),
         options: TxnStoreOptions {
             open_txns_max: config.open_txns_max,
@@ -168,20 +171,50 @@ pub(crate) async fn open(
             ..TxnStoreOptions::default()
         },
     };
-    tokio::spawn(certifier.run(stop_certifier));
+    tokio::spawn(crate::elected::run(
+        certifier,
+        election.clone(),
+        leader_record.clone(),
+        stop_certifier.clone(),
+    ));
+    let groups = {
+        let log = log.clone();
+        tokio::task::spawn_blocking(move || crate::groups::Groups::open(log, true))
+            .await
+            .map_err(|e| ServerError::Task(e.to_string()))?
+            .map_err(|source| ServerError::OpenLog {
+                dir: format!(
+                    "the consumer groups (stream {})",
+                    crate::groups::GROUPS_STREAM
+                ),
+                source,
+            })?
+    };
+    let groups_election = membership.election(crate::groups::coordinator::ELECTION);
+    let coordinator = crate::groups::coordinator::Coordinator {
+        groups: groups.clone(),
+        node_id: cluster.node_id.clone(),
+    };
+    tokio::spawn(crate::elected::run(
+        coordinator,
+        groups_election.clone(),
+        leader_record,
+        stop_certifier,
+    ));
     let peer_ca_pem = peer_ca(config)?;
     let member = EtcdMember {
         node_id: cluster.node_id.clone(),
         advertise_url: cluster.advertise_url.clone(),
         membership,
         election,
+        groups_election,
         forwarders: std::sync::Mutex::new(Vec::new()),
         peer_ca_pem,
         registration: tokio::sync::Mutex::new(Some(registration)),
         _dir_lock: dir_lock,
     };
-    let opened =
-        Opened::clustered(log, views, view_catalog, Arc::new(member), cell).with_schemas(schemas);
+    let opened = Opened::clustered(log, views, view_catalog, Arc::new(member), cell, groups)
+        .with_schemas(schemas);
     Ok((opened, tokens))
 }
 
@@ -304,6 +337,8 @@ struct EtcdMember {
     membership: Membership,
     /// Where the certifier's leader is learnt.
     election: Election,
+    /// Where the groups' coordinator is learnt.
+    groups_election: Election,
     /// HTTP clients of the leaders forwarded to (the last few, by URL).
     forwarders: std::sync::Mutex<Vec<(String, Client)>>,
     /// The CA certificates an `https://` leader's certificate is checked against.
@@ -375,40 +410,50 @@ impl ClusterMember for EtcdMember {
         authorization: Option<String>,
     ) -> MemberFuture<'_, Result<Committed, ApiError>> {
         Box::pin(async move {
-            let leader = self.election.leader().await.map_err(|e| {
-                leader_unavailable(format!("the certifier's leader is unknown: {e}"))
-            })?;
-            let leader = match leader {
-                Some(l) if l.record.advertise_url != self.advertise_url => l,
-                Some(_) => {
-                    return Err(leader_unavailable(
-                        "this node is elected but not certifying yet".into(),
-                    ));
-                }
-                None => return Err(leader_unavailable("no leader is elected now".into())),
-            };
-            let client = self.forwarder(&leader.record.advertise_url)?;
             let request = RawRequest::new(Verb::Post, route::COMMITS.to_string())
                 .json(&body)
                 .map_err(|e| ApiError::internal(e.to_string()))?
                 .request_id(request_id.as_deref())
                 .traceparent(traceparent.as_deref())
-                .forwarded_by(Some(&self.node_id))
                 .authorization(authorization.as_deref());
-            let answer = client
-                .send_raw(request)
-                .await
-                .map_err(|e| forwarded_error(e, &leader.record.node_id))?;
-            serde_json::from_slice(&answer.body).map_err(|e| {
+            let (body, leader) = self
+                .forward(&self.election, "the certifier's leader", request)
+                .await?;
+            serde_json::from_slice(&body).map_err(|e| {
                 ApiError::new(
                     ProblemCode::OutcomeUnknown,
                     format!(
-                        "the leader {} answered a commit with a body that is not a commit: {e}; \
-                         retry with the same Idempotency-Key to learn the outcome",
-                        leader.record.node_id
+                        "the leader {leader} answered a commit with a body that is not a commit: {e}; \
+                         retry with the same Idempotency-Key to learn the outcome"
                     ),
                 )
             })
+        })
+    }
+
+    fn forward_to_coordinator(
+        &self,
+        request: Forwarded,
+    ) -> MemberFuture<'_, Result<Vec<u8>, ApiError>> {
+        Box::pin(async move {
+            let verb = if request.method == axum::http::Method::GET {
+                Verb::Get
+            } else if request.method == axum::http::Method::PUT {
+                Verb::Put
+            } else if request.method == axum::http::Method::DELETE {
+                Verb::Delete
+            } else {
+                Verb::Post
+            };
+            let mut raw = RawRequest::new(verb, request.path)
+                .request_id(request.request_id.as_deref())
+                .traceparent(request.traceparent.as_deref())
+                .authorization(request.authorization.as_deref());
+            raw.body = request.body;
+            let (body, _) = self
+                .forward(&self.groups_election, "the groups' coordinator", raw)
+                .await?;
+            Ok(body)
         })
     }
 
@@ -432,7 +477,36 @@ const FORWARDERS_MAX: usize = 4;
 const FORWARD_TIMEOUT_MS: u64 = 5_000;
 
 impl EtcdMember {
-    /// The HTTP client of the leader at `url` (made once, kept for the next commits).
+    /// Sends `request`, marked as forwarded by this node, to the leader `election` names
+    /// (`what` in errors); the body of its 2xx answer and its node id.
+    async fn forward(
+        &self,
+        election: &Election,
+        what: &str,
+        request: RawRequest,
+    ) -> Result<(Vec<u8>, String), ApiError> {
+        let leader = election
+            .leader()
+            .await
+            .map_err(|e| leader_unavailable(format!("{what} is unknown: {e}")))?;
+        let leader = match leader {
+            Some(l) if l.record.advertise_url != self.advertise_url => l,
+            Some(_) => {
+                return Err(leader_unavailable(format!(
+                    "this node is elected as {what} but not serving yet"
+                )));
+            }
+            None => return Err(leader_unavailable(format!("no {what} is elected now"))),
+        };
+        let client = self.forwarder(&leader.record.advertise_url)?;
+        let answer = client
+            .send_raw(request.forwarded_by(Some(&self.node_id)))
+            .await
+            .map_err(|e| forwarded_error(e, &leader.record.node_id))?;
+        Ok((answer.body, leader.record.node_id))
+    }
+
+    /// The HTTP client of the leader at `url` (made once, kept for the next requests).
     fn forwarder(&self, url: &str) -> Result<Client, ApiError> {
         let mut clients = self.forwarders.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, c)) = clients.iter().find(|(u, _)| u == url) {
@@ -464,8 +538,8 @@ fn leader_unavailable(detail: String) -> ApiError {
     ApiError::new(ProblemCode::LeaderUnavailable, detail).retry_after(1)
 }
 
-/// The leader's problem as it answered it; a commit sent without an answer is unknown, never
-/// failed; one that never reached the leader was not committed.
+/// The leader's problem as it answered it; a request (a commit, a group commit) sent without
+/// an answer is unknown, never failed; one that never reached the leader changed nothing.
 fn forwarded_error(e: ClientError, leader: &str) -> ApiError {
     match e {
         ClientError::Problem { problem, .. } => {
@@ -480,18 +554,18 @@ fn forwarded_error(e: ClientError, leader: &str) -> ApiError {
             out
         }
         ClientError::Unreachable { last, .. } => leader_unavailable(format!(
-            "the leader {leader} cannot be reached ({last}); nothing was committed, retry"
+            "the leader {leader} cannot be reached ({last}); nothing was done, retry"
         )),
         // Nothing was sent: the handshake failed before the request.
         ClientError::Tls { detail, .. } => leader_unavailable(format!(
-            "TLS with the leader {leader} failed ({detail}); nothing was committed"
+            "TLS with the leader {leader} failed ({detail}); nothing was done"
         )),
         other => {
             let mut out = ApiError::new(
                 ProblemCode::OutcomeUnknown,
                 format!(
-                    "the commit was forwarded to the leader {leader} and its answer was lost \
-                     ({other}); it may or may not have committed: retry with the same \
+                    "the request was forwarded to the leader {leader} and its answer was lost \
+                     ({other}); it may or may not have taken effect: retry with the same \
                      Idempotency-Key to learn the outcome"
                 ),
             );

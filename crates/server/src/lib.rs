@@ -58,6 +58,8 @@ mod certifier;
 pub mod cluster;
 pub mod config;
 pub mod edge;
+#[cfg(feature = "cluster")]
+mod elected;
 pub mod error;
 pub mod extract;
 pub mod groups;

@@ -459,7 +459,7 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
         .map_err(ServerError::OpenTokens)?;
     let views = Views::open(log.clone(), &views_dir).map_err(ServerError::OpenViews)?;
     let groups =
-        crate::groups::Groups::open(log.clone()).map_err(|source| ServerError::OpenLog {
+        crate::groups::Groups::open(log.clone(), false).map_err(|source| ServerError::OpenLog {
             dir: config.data_dir.display().to_string(),
             source,
         })?;

@@ -42,8 +42,8 @@ pub struct Opened {
     /// The view definitions in the replicated log, on a cluster node: views are created and
     /// dropped through it. `None` on a single node.
     pub view_catalog: Option<Arc<ViewCatalog>>,
-    /// The consumer groups (derived from `_groups`); `None` on a cluster node (not built
-    /// there yet) and where the server was opened without them.
+    /// The consumer groups (derived from `_groups`; on a cluster node written by the elected
+    /// coordinator only); `None` where the server was opened without them.
     pub groups: Option<Arc<crate::groups::Groups>>,
     /// The segment scrubber over the embedded log (`logbook_log::scrub`); `None` on a cluster
     /// node and when `scrub_rate_mb_per_s` is 0.
@@ -117,24 +117,26 @@ impl Opened {
     /// The consumer groups.
     ///
     /// # Errors
-    /// 501 `not_supported_in_cluster` on a cluster node.
+    /// 501 `not_supported_in_cluster` where the server was opened without them.
     pub fn groups(&self) -> Result<Arc<crate::groups::Groups>, ApiError> {
         self.groups.clone().ok_or_else(|| {
             ApiError::new(
                 ProblemCode::NotSupportedInCluster,
-                "consumer groups are not available on a cluster node yet",
+                "consumer groups are not available on this server",
             )
         })
     }
 
-    /// A node of a cluster: the replicated log, the views, and the transaction store the
-    /// node's certifier task keeps in `txns` (a follower, or the elected leader).
+    /// A node of a cluster: the replicated log, the views, the transaction store the
+    /// node's certifier task keeps in `txns` (a follower, or the elected leader) and the
+    /// consumer groups (following `_groups`, or writing it as the elected coordinator).
     pub fn clustered(
         log: Arc<dyn LogBackend>,
         views: Arc<Views>,
         view_catalog: Arc<ViewCatalog>,
         member: Arc<dyn ClusterMember>,
         txns: TxnCell,
+        groups: Arc<crate::groups::Groups>,
     ) -> Opened {
         Opened {
             log,
@@ -142,7 +144,7 @@ impl Opened {
             views,
             cluster: Some(member),
             view_catalog: Some(view_catalog),
-            groups: None,
+            groups: Some(groups),
             scrubber: None,
             auditor: None,
             schemas: None,
@@ -237,6 +239,33 @@ pub trait ClusterMember: Send + Sync + std::fmt::Debug {
         traceparent: Option<String>,
         authorization: Option<String>,
     ) -> MemberFuture<'_, Result<logbook_api::txns::Committed, ApiError>>;
+    /// Sends a consumer-group request to the groups' coordinator (its address from the
+    /// election `groups`) with the client's credentials, and returns the body of its 2xx
+    /// answer.
+    ///
+    /// # Errors
+    /// As [`ClusterMember::forward_commit`], for the coordinator.
+    fn forward_to_coordinator(
+        &self,
+        request: Forwarded,
+    ) -> MemberFuture<'_, Result<Vec<u8>, ApiError>>;
+}
+
+/// A request a cluster node sends on to another node as the client sent it.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// The method.
+    pub method: axum::http::Method,
+    /// Path and query.
+    pub path: String,
+    /// The JSON body, if any.
+    pub body: Option<Vec<u8>>,
+    /// The client's `Idempotency-Key`.
+    pub request_id: Option<String>,
+    /// The client's `traceparent`.
+    pub traceparent: Option<String>,
+    /// The client's `Authorization` (the receiving node checks it again).
+    pub authorization: Option<String>,
 }
 
 /// Where the server is in its life.

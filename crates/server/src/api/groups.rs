@@ -2,20 +2,26 @@
 //! heart-beating, committing and leaving, and resets (the coordinator is
 //! [`crate::groups`]; the protocol is docs/decisions/0019). Every operation takes the groups'
 //! lock and may append to `_groups` and wait for its fsync: all run on the blocking pool.
+//! A cluster node that does not coordinate the groups sends every group route on to the
+//! node that does (the election `groups`), as the client sent it: one node decides joins,
+//! commits and expiry, and the answers read what it decided.
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
 use logbook_api::groups::{
     CommitOffsets, GroupInfo, GroupList, GroupReset, Heartbeat, JoinGroup, MemberAssignment,
     OffsetsCommitted, ResetGroup,
 };
 use logbook_api::paths::route;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking};
 use crate::groups::{GroupError, GroupsError, validate_name};
-use crate::state::AppState;
+use crate::state::{AppState, Forwarded};
 
 use super::Params;
 
@@ -41,19 +47,102 @@ pub(crate) fn problem(e: GroupsError) -> ApiError {
             };
             ApiError::new(code, g.to_string()).field(field)
         }
+        GroupsError::NotCoordinator { .. } => {
+            ApiError::new(C::LeaderUnavailable, e.to_string()).retry_after(1)
+        }
     }
 }
 
-/// Runs a groups operation on the blocking pool.
-async fn run<T: Send + 'static>(
+/// How the request came, to send it on to the coordinator as it is.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    method: Method,
+    path_and_query: String,
+    authorization: Option<String>,
+    forwarded_by: Option<String>,
+    tracking: Tracking,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let text = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(Origin {
+            method: parts.method.clone(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
+            authorization: text(header::AUTHORIZATION.as_str()),
+            forwarded_by: text(logbook_api::paths::FORWARDED_BY_HEADER),
+            tracking: Tracking::from_request_parts(parts, state).await?,
+        })
+    }
+}
+
+/// No body to send on.
+const NO_BODY: Option<&()> = None;
+
+/// Runs a groups operation on the blocking pool — here if this node writes `_groups` (a
+/// single node; the cluster's coordinator), else on the coordinator: `origin` and `body`
+/// sent on, its answer parsed as `T`.
+async fn run<T: DeserializeOwned + Send + 'static>(
     state: &AppState,
     group: Option<&str>,
+    origin: Origin,
+    body: Option<&impl Serialize>,
     op: impl FnOnce(&crate::groups::Groups) -> Result<T, GroupsError> + Send + 'static,
 ) -> Result<T, ApiError> {
     if let Some(group) = group {
         validate_name("group", group).map_err(problem)?;
     }
-    let groups = state.opened()?.groups()?;
+    let opened = state.opened()?;
+    let groups = opened.groups()?;
+    if let Some(member) = opened.cluster.as_ref().filter(|_| !groups.is_writer()) {
+        if let Some(from) = &origin.forwarded_by {
+            // A stale view of the coordinator must not make a loop.
+            return Err(ApiError::new(
+                ProblemCode::LeaderUnavailable,
+                format!(
+                    "forwarded by {from:?} to a node that does not coordinate the groups (the \
+                     coordinator just changed); nothing was done, retry"
+                ),
+            )
+            .retry_after(1));
+        }
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let answer = member
+            .forward_to_coordinator(Forwarded {
+                method: origin.method,
+                path: origin.path_and_query,
+                body,
+                request_id: origin.tracking.request_id.map(|r| r.as_str().to_string()),
+                traceparent: origin.tracking.traceparent,
+                authorization: origin.authorization,
+            })
+            .await?;
+        // A 204 has no body: `()` reads it as `null`.
+        let answer = if answer.is_empty() {
+            b"null".to_vec()
+        } else {
+            answer
+        };
+        return serde_json::from_slice(&answer).map_err(|e| {
+            ApiError::internal(format!(
+                "the groups' coordinator answered a body this node cannot read: {e}"
+            ))
+        });
+    }
     blocking(move || op(&groups)).await?.map_err(problem)
 }
 
@@ -62,11 +151,15 @@ async fn run<T: Send + 'static>(
     responses((status = 200, body = GroupList)))]
 pub async fn list_groups(
     State(state): State<AppState>,
+    origin: Origin,
     q: Params,
 ) -> Result<Json<GroupList>, ApiError> {
     q.only(&[])?;
-    let groups = run(&state, None, |g| Ok(g.list())).await?;
-    Ok(Json(GroupList { groups }))
+    let list = run(&state, None, origin, NO_BODY, |g| {
+        Ok(GroupList { groups: g.list() })
+    })
+    .await?;
+    Ok(Json(list))
 }
 
 /// One group: its members with their assignments, and per partition the owner, the
@@ -78,12 +171,16 @@ pub async fn list_groups(
 pub async fn describe_group(
     State(state): State<AppState>,
     Path(group): Path<String>,
+    origin: Origin,
     q: Params,
 ) -> Result<Json<GroupInfo>, ApiError> {
     q.only(&[])?;
     let name = group.clone();
     Ok(Json(
-        run(&state, Some(&group), move |g| g.describe(&name)).await?,
+        run(&state, Some(&group), origin, NO_BODY, move |g| {
+            g.describe(&name)
+        })
+        .await?,
     ))
 }
 
@@ -99,13 +196,21 @@ pub async fn describe_group(
 pub async fn join(
     State(state): State<AppState>,
     Path(group): Path<String>,
+    origin: Origin,
     q: Params,
     JsonBody(body): JsonBody<JoinGroup>,
 ) -> Result<Json<MemberAssignment>, ApiError> {
     q.only(&[])?;
     let name = group.clone();
     Ok(Json(
-        run(&state, Some(&group), move |g| g.join(&name, &body)).await?,
+        run(
+            &state,
+            Some(&group),
+            origin,
+            Some(&body.clone()),
+            move |g| g.join(&name, &body),
+        )
+        .await?,
     ))
 }
 
@@ -120,15 +225,20 @@ pub async fn join(
 pub async fn heartbeat(
     State(state): State<AppState>,
     Path((group, member)): Path<(String, String)>,
+    origin: Origin,
     q: Params,
     JsonBody(body): JsonBody<Heartbeat>,
 ) -> Result<Json<MemberAssignment>, ApiError> {
     q.only(&[])?;
     let name = group.clone();
     Ok(Json(
-        run(&state, Some(&group), move |g| {
-            g.heartbeat(&name, &member, &body)
-        })
+        run(
+            &state,
+            Some(&group),
+            origin,
+            Some(&body.clone()),
+            move |g| g.heartbeat(&name, &member, &body),
+        )
         .await?,
     ))
 }
@@ -147,17 +257,25 @@ pub async fn heartbeat(
 pub async fn commit(
     State(state): State<AppState>,
     Path((group, member)): Path<(String, String)>,
+    origin: Origin,
     q: Params,
-    tracking: Tracking,
     JsonBody(body): JsonBody<CommitOffsets>,
 ) -> Result<Json<OffsetsCommitted>, ApiError> {
     q.only(&[])?;
     let name = group.clone();
-    let id = tracking.request_id.map(|id| id.as_str().to_string());
+    let id = origin
+        .tracking
+        .request_id
+        .as_ref()
+        .map(|id| id.as_str().to_string());
     Ok(Json(
-        run(&state, Some(&group), move |g| {
-            g.commit(&name, &member, &body, id.as_deref())
-        })
+        run(
+            &state,
+            Some(&group),
+            origin,
+            Some(&body.clone()),
+            move |g| g.commit(&name, &member, &body, id.as_deref()),
+        )
         .await?,
     ))
 }
@@ -172,6 +290,7 @@ pub async fn commit(
 pub async fn leave(
     State(state): State<AppState>,
     Path((group, member)): Path<(String, String)>,
+    origin: Origin,
     q: Params,
 ) -> Result<StatusCode, ApiError> {
     q.only(&["epoch"])?;
@@ -182,7 +301,7 @@ pub async fn leave(
         ));
     };
     let name = group.clone();
-    run(&state, Some(&group), move |g| {
+    run(&state, Some(&group), origin, NO_BODY, move |g| {
         g.leave(&name, &member, epoch)
     })
     .await?;
@@ -201,12 +320,20 @@ pub async fn leave(
 pub async fn reset(
     State(state): State<AppState>,
     Path(group): Path<String>,
+    origin: Origin,
     q: Params,
     JsonBody(body): JsonBody<ResetGroup>,
 ) -> Result<Json<GroupReset>, ApiError> {
     q.only(&[])?;
     let name = group.clone();
     Ok(Json(
-        run(&state, Some(&group), move |g| g.reset(&name, &body)).await?,
+        run(
+            &state,
+            Some(&group),
+            origin,
+            Some(&body.clone()),
+            move |g| g.reset(&name, &body),
+        )
+        .await?,
     ))
 }

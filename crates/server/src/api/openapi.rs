@@ -147,6 +147,16 @@ fn shared(route: Route<'_>) -> Vec<(u16, Vec<ProblemCode>)> {
     }
     if route.groups() {
         answers.push((501, vec![C::NotSupportedInCluster]));
+        // On a cluster node the groups' coordinator answers (crate::api::groups): none is
+        // elected now, or the answer to the request sent on was lost.
+        if let Some(a) = answers.iter_mut().find(|a| a.0 == 503) {
+            a.1.push(C::LeaderUnavailable);
+        }
+        match answers.iter_mut().find(|a| a.0 == 504) {
+            Some(a) if !a.1.contains(&C::OutcomeUnknown) => a.1.push(C::OutcomeUnknown),
+            Some(_) => {}
+            None => answers.push((504, vec![C::OutcomeUnknown])),
+        }
     }
     if !misdirected.is_empty() {
         answers.push((421, misdirected));

@@ -21,9 +21,29 @@
 //! to the apply, the log's order is the order in which records were applied, and replay
 //! rebuilds exactly the state that answered.
 //!
-//! Not built yet: groups on a cluster node (the records would replicate, but membership
-//! needs one coordinator per group); the group routes answer 501 there.
+//! One writer: every record is appended under the expected end of `_groups` (the end after
+//! the last record this node applied), so a record is stored only if the state it was
+//! checked against is the whole stream. A single node is always the writer. On a cluster
+//! (feature `cluster`), one node — elected through etcd, `coordinator.rs` — is: it replays
+//! the stream, appends an epoch record (its fencing token) under the expected end, and from
+//! then on decides every join, commit and expiry; the other nodes follow the records
+//! (read-only state, for `from=group:G` of the push tail) and forward the group routes to
+//! it. A deposed coordinator's next append names an end the new one's epoch record has
+//! passed and is refused at storage: it stops writing and follows (decision records 0014,
+//! 0019).
+//!
+//! ```text
+//!  follower ── catch_up every 100 ms (read `_groups` from its end, apply)
+//!     │ lead(token): catch up, epoch record under the expected end, every member's
+//!     ▼              session restarts (heartbeats went to the old coordinator)
+//!  writer  ── records under the expected end; expiry
+//!     │ an append refused (another writer) or of unknown outcome
+//!     ▼
+//!  deposed ── follows again; the election task resigns and campaigns anew
+//! ```
 
+#[cfg(feature = "cluster")]
+pub(crate) mod coordinator;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,9 +54,11 @@ use std::time::{Duration, Instant};
 
 use logbook_api::groups::{
     AssignedPartition, CommitOffsets, GroupInfo, GroupPartition, GroupReset, Heartbeat, JoinGroup,
-    MemberAssignment, MemberInfo, OffsetMove, OffsetsCommitted, ResetGroup, ResetPoint,
+    MemberAssignment, MemberInfo, OffsetMove, OffsetsCommitted, PartitionOffset, ResetGroup,
+    ResetPoint,
 };
-use logbook_log::{LogBackend, LogError, LogStream, Record};
+use logbook_log::{AppendCondition, LogBackend, LogError, LogStream, Record};
+use serde::{Deserialize, Serialize};
 
 use crate::limits;
 
@@ -71,6 +93,26 @@ pub enum GroupsError {
     /// The same `Idempotency-Key` was used for another commit.
     #[error("the Idempotency-Key was used for another commit of this group")]
     RequestIdConflict,
+    /// This node does not write `_groups` now (a cluster node that does not coordinate the
+    /// groups, or was just deposed); nothing was written: send it to the coordinator.
+    #[error("this node does not coordinate the consumer groups now ({why}); nothing was written")]
+    NotCoordinator {
+        /// Why.
+        why: String,
+    },
+}
+
+/// A record of `_groups` that is no group change: a new coordinator's epoch (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Epoch {
+    /// The coordinator elected with `token` writes from here on.
+    Epoch {
+        /// The election's fencing token (greater than every earlier coordinator's).
+        token: u64,
+        /// The coordinator's node id.
+        node_id: String,
+    },
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> GroupsError {
@@ -86,6 +128,14 @@ struct Inner {
     state: GroupsState,
     /// (group, member) → when it was last heard from.
     seen: HashMap<(String, String), Instant>,
+    /// The end of `_groups` after the last record applied: where the next one goes.
+    end: u64,
+    /// The newest epoch record applied (0: none).
+    epoch_seen: u64,
+    /// Whether this node writes `_groups` now, under which token (0 on a single node).
+    writer: Option<u64>,
+    /// An append failed without a definite answer: catch up before the next one.
+    unsure: bool,
 }
 
 /// The consumer groups of a node: their state, derived from `_groups`, and the thread that
@@ -95,59 +145,50 @@ pub struct Groups {
     log: Arc<dyn LogBackend>,
     stream: Arc<dyn LogStream>,
     inner: Mutex<Inner>,
+    /// Whether a coordinator is elected (a cluster node): else this node always writes.
+    elected: bool,
+    /// Raised when an elected writer stopped writing (deposed): its election must end.
+    deposed: AtomicBool,
     stop: AtomicBool,
     expiry: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Groups {
-    /// Opens (creating it if missing) `_groups`, replays it, and starts the expiry thread.
+    /// Opens (creating it if missing) `_groups`, replays it, and starts the thread that
+    /// expires silent members (the writer) or follows the stream (a follower). `elected`:
+    /// a cluster node, which writes only once [`Groups::lead`] made it the coordinator.
     /// Blocks (reads the log).
     ///
     /// # Errors
     /// The log's, when `_groups` cannot be opened, created or read.
-    pub fn open(log: Arc<dyn LogBackend>) -> Result<Arc<Groups>, LogError> {
-        // Groups are served on a single node only (see above): the embedded log's fsync.
-        let stream = crate::internal_stream::open_or_create(log.as_ref(), GROUPS_STREAM, false)?;
-        let mut inner = Inner::default();
-        let part = stream.partition(0)?;
-        let mut from = part.start_offset();
-        while from < part.end_offset() {
-            let records = part.read(from, REPLAY_RECORDS, REPLAY_BYTES)?;
-            let Some(last) = records.last() else { break };
-            from = last.offset + 1;
-            for r in &records {
-                let applied = serde_json::from_slice::<GroupRecord>(&r.value)
-                    .map_err(|e| e.to_string())
-                    .and_then(|record| inner.state.apply(&record).map_err(|e| e.to_string()));
-                if let Err(e) = applied {
-                    // Only accepted records are appended; one that does not apply is damage
-                    // (or a newer format): said, and skipped, as replay must go on.
-                    tracing::warn!(offset = r.offset, error = %e, "a record of _groups does not apply; skipped");
-                }
-            }
-        }
-        let now = Instant::now();
-        for (name, g) in &inner.state.groups {
-            for member in g.members.keys() {
-                inner.seen.insert((name.clone(), member.clone()), now);
-            }
-        }
+    pub fn open(log: Arc<dyn LogBackend>, elected: bool) -> Result<Arc<Groups>, LogError> {
+        // On a cluster node (`elected`) the stream takes what the engine acknowledges.
+        let stream = crate::internal_stream::open_or_create(log.as_ref(), GROUPS_STREAM, elected)?;
+        let mut inner = Inner {
+            end: stream.partition(0)?.start_offset(),
+            writer: (!elected).then_some(0),
+            ..Inner::default()
+        };
+        catch_up(&*stream, &mut inner)?;
+        restart_sessions(&mut inner);
         let groups = Arc::new(Groups {
             log,
             stream,
             inner: Mutex::new(inner),
+            elected,
+            deposed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             expiry: Mutex::new(None),
         });
         let weak = Arc::downgrade(&groups);
         let thread = std::thread::Builder::new()
-            .name("logbook-groups-expiry".into())
+            .name("logbook-groups".into())
             .spawn(move || {
                 while let Some(groups) = weak.upgrade() {
                     if groups.stop.load(Ordering::Acquire) {
                         return;
                     }
-                    groups.expire();
+                    groups.tick();
                     drop(groups);
                     std::thread::sleep(Duration::from_millis(limits::GROUP_EXPIRY_CHECK_MS));
                 }
@@ -158,6 +199,85 @@ impl Groups {
             })?;
         *lock(&groups.expiry) = Some(thread);
         Ok(groups)
+    }
+
+    /// The background step: the writer expires silent members, a follower catches up.
+    fn tick(&self) {
+        if self.lock().writer.is_some() {
+            self.expire();
+        } else if let Err(e) = self.catch_up() {
+            tracing::warn!(error = %e, "following _groups; retrying");
+        }
+    }
+
+    /// Applies what `_groups` holds beyond this node's state (a follower's; the writer's
+    /// state is the stream's already).
+    ///
+    /// # Errors
+    /// The log's.
+    pub fn catch_up(&self) -> Result<(), LogError> {
+        let mut inner = self.lock();
+        if inner.writer.is_none() {
+            catch_up(&*self.stream, &mut inner)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this node writes `_groups` now (a single node always does).
+    pub fn is_writer(&self) -> bool {
+        self.lock().writer.is_some()
+    }
+
+    /// Whether an elected writer stopped writing since it led (its election must end).
+    pub fn is_deposed(&self) -> bool {
+        self.deposed.load(Ordering::Acquire)
+    }
+
+    /// Becomes the writer of `_groups` under `token` (the election's fencing token, greater
+    /// than every earlier coordinator's): catches up, appends an epoch record under the
+    /// expected end, and gives every member a full session timeout from now (their
+    /// heartbeats went to the coordinator before). Blocks.
+    ///
+    /// # Errors
+    /// [`GroupsError::NotCoordinator`] when the stream holds an epoch at or above `token`
+    /// or another writer extended it first (campaign again); the log's (the epoch's outcome
+    /// may be unknown: lead again only under a new token).
+    pub fn lead(&self, token: u64, node_id: &str) -> Result<(), GroupsError> {
+        let mut inner = self.lock();
+        if !self.elected || inner.writer.is_some() {
+            return Err(GroupsError::NotCoordinator {
+                why: "lead: only an elected follower becomes the writer".into(),
+            });
+        }
+        catch_up(&*self.stream, &mut inner)?;
+        if token <= inner.epoch_seen {
+            return Err(GroupsError::NotCoordinator {
+                why: format!("_groups already holds epoch {}", inner.epoch_seen),
+            });
+        }
+        let epoch = Epoch::Epoch {
+            token,
+            node_id: node_id.to_string(),
+        };
+        self.append(&mut inner, &epoch, None)?;
+        inner.epoch_seen = token;
+        inner.writer = Some(token);
+        self.deposed.store(false, Ordering::Release);
+        restart_sessions(&mut inner);
+        tracing::info!(
+            epoch = token,
+            node_id,
+            "coordinating consumer groups: this node leads _groups"
+        );
+        Ok(())
+    }
+
+    /// Stops writing (the election was lost or ended); follows the stream from now on.
+    pub fn step_down(&self) {
+        let mut inner = self.lock();
+        if self.elected {
+            inner.writer = None;
+        }
     }
 
     /// Stops the expiry thread.
@@ -174,17 +294,72 @@ impl Groups {
 
     /// Checks `record`, appends it to `_groups`, waits for the acknowledgment, applies it.
     fn write(&self, inner: &mut Inner, record: GroupRecord) -> Result<(), GroupsError> {
+        self.writable(inner)?;
         inner.state.check(&record)?;
-        let value = serde_json::to_vec(&record).map_err(|e| LogError::Backend {
-            backend: "server",
-            detail: format!("cannot encode a group record: {e}"),
-        })?;
-        let mut r = Record::new(value);
-        r.key = Some(record.group().as_bytes().to_vec());
-        self.stream.append_batch(vec![r])?.wait()?;
+        self.append(inner, &record, Some(record.group()))?;
         // Checked above under the same lock: nothing changed the state since.
         inner.state.apply(&record)?;
         Ok(())
+    }
+
+    /// Whether this node may write now: the writer, caught up after an unsure append.
+    fn writable(&self, inner: &mut Inner) -> Result<(), GroupsError> {
+        if inner.writer.is_none() {
+            return Err(GroupsError::NotCoordinator {
+                why: "another node coordinates them, or none is elected now".into(),
+            });
+        }
+        if inner.unsure {
+            // Only this node writes: whatever is past its end is its own unsure append.
+            catch_up(&*self.stream, inner)?;
+            inner.unsure = false;
+        }
+        Ok(())
+    }
+
+    /// Appends `value` as one record (keyed `key`) under the expected end, and moves the end
+    /// past it. An
+    /// append refused because the stream grew elsewhere, or of unknown outcome, ends an
+    /// elected writer's term (it follows again); a single node catches up before its next.
+    fn append<T: Serialize>(
+        &self,
+        inner: &mut Inner,
+        value: &T,
+        key: Option<&str>,
+    ) -> Result<(), GroupsError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| LogError::Backend {
+            backend: "server",
+            detail: format!("cannot encode a group record: {e}"),
+        })?;
+        let mut record = Record::new(bytes);
+        record.key = key.map(|k| k.as_bytes().to_vec());
+        let part = self.stream.partition(0)?;
+        let appended = part
+            .append_batch(&[record], AppendCondition::EndOffset(inner.end))
+            .and_then(|completion| completion.wait());
+        match appended {
+            Ok(ack) => {
+                inner.end = end_after(ack.last_offset(), part.batch_offset_span());
+                Ok(())
+            }
+            Err(e) => {
+                let refused = matches!(e, LogError::EndOffsetMismatch { .. });
+                if self.elected {
+                    inner.writer = None;
+                    self.deposed.store(true, Ordering::Release);
+                    tracing::warn!(error = %e, "an append to _groups failed: this node stops coordinating the groups");
+                } else {
+                    inner.unsure = true;
+                }
+                Err(if refused {
+                    GroupsError::NotCoordinator {
+                        why: format!("another writer extended _groups ({e})"),
+                    }
+                } else {
+                    e.into()
+                })
+            }
+        }
     }
 
     /// A member joins `group` (or rejoins after a restart, keeping its partitions).
@@ -232,6 +407,8 @@ impl Groups {
         body: &Heartbeat,
     ) -> Result<MemberAssignment, GroupsError> {
         let mut inner = self.lock();
+        // A heartbeat counts only where expiry is decided.
+        self.writable(&mut inner)?;
         inner.state.member(group, member, body.epoch)?;
         if !body.released.is_empty() {
             let record = GroupRecord::Release {
@@ -274,6 +451,9 @@ impl Groups {
                 ));
             }
         }
+        // Checked before the lock: an end only grows.
+        let stream = self.lock().state.group(group)?.stream.clone();
+        self.check_within_end(&stream, &body.offsets)?;
         let mut inner = self.lock();
         let g = inner.state.group(group)?;
         let answer = |duplicate| OffsetsCommitted {
@@ -288,22 +468,6 @@ impl Groups {
                 Remembered::Conflict => return Err(GroupsError::RequestIdConflict),
             }
         }
-        if let Ok(stream) = self.log.stream(&g.stream) {
-            for (i, o) in body.offsets.iter().enumerate() {
-                if let Ok(p) = stream.partition(o.partition)
-                    && o.offset > p.end_offset()
-                {
-                    return Err(invalid(
-                        format!("offsets[{i}].offset"),
-                        format!(
-                            "offset {} is past the partition's end ({})",
-                            o.offset,
-                            p.end_offset()
-                        ),
-                    ));
-                }
-            }
-        }
         let record = GroupRecord::Commit {
             group: group.to_string(),
             member: member.to_string(),
@@ -316,6 +480,36 @@ impl Groups {
             .seen
             .insert((group.to_string(), member.to_string()), Instant::now());
         Ok(answer(false))
+    }
+
+    /// Refuses a commit of an offset past its partition's end. A cluster node's handle knows
+    /// the end it has seen: when an offset is past it, the end is asked of the log first
+    /// (waiting at most [`limits::GROUP_END_REFRESH_MS`]).
+    fn check_within_end(
+        &self,
+        stream: &str,
+        offsets: &[PartitionOffset],
+    ) -> Result<(), GroupsError> {
+        let Ok(stream) = self.log.stream(stream) else {
+            return Ok(());
+        };
+        for (i, o) in offsets.iter().enumerate() {
+            let Ok(p) = stream.partition(o.partition) else {
+                continue;
+            };
+            let mut end = p.end_offset();
+            if o.offset > end && self.elected {
+                let wait = Duration::from_millis(limits::GROUP_END_REFRESH_MS);
+                end = p.wait_end_offset_above(o.offset - 1, wait);
+            }
+            if o.offset > end {
+                return Err(invalid(
+                    format!("offsets[{i}].offset"),
+                    format!("offset {} is past the partition's end ({end})", o.offset),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A member leaves; its partitions go to the others.
@@ -338,6 +532,9 @@ impl Groups {
     /// Removes every member not heard from within its session timeout.
     fn expire(&self) {
         let mut inner = self.lock();
+        if inner.writer.is_none() {
+            return;
+        }
         let now = Instant::now();
         let expired: Vec<GroupRecord> = inner
             .state
@@ -505,6 +702,7 @@ impl Groups {
         group: &str,
         stream: &dyn LogStream,
     ) -> Result<BTreeMap<u32, u64>, GroupsError> {
+        self.catch_up()?;
         let inner = self.lock();
         let g = inner.state.group(group)?;
         if g.stream != stream.name() {
@@ -606,6 +804,62 @@ impl Drop for Groups {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
     }
+}
+
+/// Reads `_groups` from `inner.end` until it holds nothing more, applying each record (a
+/// follower's handle learns the end by reading).
+fn catch_up(stream: &dyn LogStream, inner: &mut Inner) -> Result<(), LogError> {
+    let part = stream.partition(0)?;
+    let span = part.batch_offset_span();
+    loop {
+        let records = part.read(inner.end, REPLAY_RECORDS, REPLAY_BYTES)?;
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        inner.end = end_after(last.offset, span);
+        for r in &records {
+            apply_stored(inner, r.offset, &r.value);
+        }
+    }
+}
+
+/// Applies one stored record of `_groups`: an epoch, or a group change.
+fn apply_stored(inner: &mut Inner, offset: u64, value: &[u8]) {
+    if let Ok(Epoch::Epoch { token, node_id }) = serde_json::from_slice::<Epoch>(value) {
+        tracing::info!(epoch = token, coordinator = %node_id, offset, "_groups: epoch record");
+        inner.epoch_seen = inner.epoch_seen.max(token);
+        return;
+    }
+    let applied = serde_json::from_slice::<GroupRecord>(value)
+        .map_err(|e| e.to_string())
+        .and_then(|record| inner.state.apply(&record).map_err(|e| e.to_string()));
+    if let Err(e) = applied {
+        // Only accepted records are appended; one that does not apply is damage (or a newer
+        // format): said, and skipped, as replay must go on.
+        tracing::warn!(offset, error = %e, "a record of _groups does not apply; skipped");
+    }
+}
+
+/// Every member's session restarts now: after a restart, or when a new coordinator takes
+/// over (the heartbeats went elsewhere until then).
+fn restart_sessions(inner: &mut Inner) {
+    let now = Instant::now();
+    inner.seen = inner
+        .state
+        .groups
+        .iter()
+        .flat_map(|(name, g)| {
+            g.members
+                .keys()
+                .map(move |m| ((name.clone(), m.clone()), now))
+        })
+        .collect();
+}
+
+/// The end of a partition after the record at `offset` of a one-record batch, where
+/// consecutive one-record batches are `span` apart (1 where offsets are dense).
+fn end_after(offset: u64, span: u64) -> u64 {
+    (offset / span.max(1) + 1) * span.max(1)
 }
 
 fn member_name(record: &GroupRecord) -> String {
