@@ -1,4 +1,4 @@
-//! Operations: the bodies of `/v1/health` and `/v1/cluster`.
+//! Operations: the bodies of `/v1/health`, `/v1/cluster` and `/v1/limits`.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,112 @@ pub struct Health {
     /// cannot reach, and why). Absent when ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+}
+
+/// The body of `GET /v1/limits`: the answering node's limits as in force, and the caller's
+/// quotas with what it holds of each now. Every count and size is a plain integer; the
+/// names say the unit (`_ms`, `_bytes`, `_per_s`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Limits {
+    /// The node's settings (each a `logbook serve` flag, an environment variable and a
+    /// configuration key of the same name).
+    pub node: NodeLimits,
+    /// What one request may carry or ask for (fixed by this version of the API).
+    pub request: RequestLimits,
+    /// The caller's quotas.
+    pub quotas: Quotas,
+}
+
+/// A node's capacity settings, as in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeLimits {
+    /// Most open connections; beyond it the oldest idle kept-alive one is closed for a new
+    /// client, else 503 `too_many_connections`.
+    pub connections_max: u64,
+    /// Most open connections from one client address (429 `connection_quota_exceeded`).
+    pub connections_per_client_max: u64,
+    /// Most requests handled at once (503 `server_busy`).
+    pub requests_max: u64,
+    /// Most long polls waiting at once, apart from `requests_max` (429
+    /// `long_poll_budget_exhausted`).
+    pub long_polls_max: u64,
+    /// Most push-tail subscriptions open at once (429 `subscription_budget_exhausted`).
+    pub subscriptions_max: u64,
+    /// Most interactive transactions open at once (429 `too_many_transactions`).
+    pub open_txns_max: u64,
+    /// Most partitions of all streams together, internal ones included (409
+    /// `too_many_partitions`).
+    pub partitions_max: u64,
+    /// Time a client has to send a request head, and the most a kept-alive connection
+    /// idles, in ms.
+    pub header_read_timeout_ms: u64,
+    /// Time a body may take before the minimum rate counts, in ms (408 `body_timeout`).
+    pub body_read_timeout_ms: u64,
+    /// Least rate of a body past `body_read_timeout_ms`, in bytes per second.
+    pub body_rate_min_bytes_per_s: u64,
+    /// An interactive transaction idle this long is aborted, in ms.
+    pub txn_idle_timeout_ms: u64,
+    /// How many commits behind the newest a one-shot read or commit may name its snapshot
+    /// (409 `snapshot_too_old`).
+    pub snapshot_window_commits: u64,
+}
+
+/// What one request may carry or ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RequestLimits {
+    /// Largest request body, in bytes (413 `payload_too_large`).
+    pub body_bytes_max: u64,
+    /// Longest request target (path and query), in bytes (414 `uri_too_long`).
+    pub uri_bytes_max: u64,
+    /// Largest total of header names and values, in bytes (431 `headers_too_large`).
+    pub header_bytes_max: u64,
+    /// Most header lines (431 `headers_too_large`).
+    pub header_lines_max: u64,
+    /// Most records in one append.
+    pub batch_records_max: u64,
+    /// Most records one read answers.
+    pub read_records_max: u64,
+    /// Longest `wait_ms` of a record read, in ms.
+    pub read_wait_ms_max: u64,
+    /// Most partitions of one stream.
+    pub partitions_per_stream_max: u64,
+    /// Longest consistency token, in bytes.
+    pub token_bytes_max: u64,
+    /// Longest request id (`Idempotency-Key`), in bytes.
+    pub request_id_bytes_max: u64,
+    /// Deepest nesting of a stored JSON value.
+    pub json_depth_max: u64,
+}
+
+/// The caller's quotas: what one principal may hold of the node's capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Quotas {
+    /// Who the quotas count: `token:ID` (the caller's token), or `address:IP` (its client
+    /// address, with authentication off).
+    pub principal: String,
+    /// Requests in flight, this one included (`requests_per_principal_max`; 429
+    /// `principal_quota_exceeded`).
+    pub requests_in_flight: Quota,
+    /// Connections the principal's requests came over, this one included
+    /// (`connections_per_principal_max`; 429 `principal_quota_exceeded`).
+    pub connections: Quota,
+    /// Open interactive transactions (`txns_per_principal_max`; 429
+    /// `transaction_quota_exceeded`).
+    pub open_transactions: Quota,
+}
+
+/// One quota: what the principal holds now, and the most it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Quota {
+    /// Held now.
+    pub used: u64,
+    /// The most it may hold.
+    pub max: u64,
 }
 
 /// The body of `GET /v1/cluster`: the nodes registered in the cluster (etcd), as the

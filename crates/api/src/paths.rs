@@ -90,6 +90,8 @@ pub mod route {
     pub const CLUSTER: &str = "/v1/cluster";
     /// `GET`: what the background auditors (the segment scrubber) checked and found.
     pub const AUDIT: &str = "/v1/audit";
+    /// `GET`: the node's limits and the caller's quotas.
+    pub const LIMITS: &str = "/v1/limits";
     /// `GET`: Prometheus metrics.
     pub const METRICS: &str = "/metrics";
     /// `GET`: the OpenAPI document.
@@ -328,6 +330,11 @@ pub fn audit() -> String {
     route::AUDIT.to_string()
 }
 
+/// `/v1/limits`.
+pub fn limits() -> String {
+    route::LIMITS.to_string()
+}
+
 /// `/metrics` (Prometheus text, not JSON).
 pub fn metrics() -> String {
     route::METRICS.to_string()
@@ -410,6 +417,7 @@ mod tests {
             (view_rebuild("{view}"), route::VIEW_REBUILD),
             (view_switch("{view}"), route::VIEW_SWITCH),
             (health(), route::HEALTH),
+            (limits(), route::LIMITS),
             (groups(), route::GROUPS),
             (group("{group}"), route::GROUP),
             (group_members("{group}"), route::GROUP_MEMBERS),

@@ -156,6 +156,11 @@ problem_codes! {
     HeadersTooLarge = ("headers_too_large", 431, "Request headers too large"),
     /// The request target (path and query) exceeds the server's limit (16 KiB).
     UriTooLong = ("uri_too_long", 414, "Request URI too long"),
+    /// The request head is not HTTP/1.1 the server can parse (a method, request target,
+    /// version or header line that breaks the grammar of RFC 9112, a bad `Content-Length` or
+    /// `Transfer-Encoding`); `field` names the part when it is known. Nothing was done; the
+    /// connection is closed.
+    MalformedRequest = ("malformed_request", 400, "Malformed request head"),
     /// A path segment is not UTF-8 once percent-decoded; `field` names the segment (`key`,
     /// `stream`, ...).
     InvalidPathSegment = ("invalid_path_segment", 400, "Invalid path segment"),
@@ -203,6 +208,9 @@ problem_codes! {
     /// As many long polls (record reads with `wait_ms`, reads waiting for a consistency
     /// `token`) are waiting as the node allows (`long_polls_max`); retry after `Retry-After`.
     LongPollBudgetExhausted = ("long_poll_budget_exhausted", 429, "Too many long polls"),
+    /// As many push-tail subscriptions (`GET /v1/streams/{stream}/records/events`) are open
+    /// as the node allows (64); retry after `Retry-After`.
+    SubscriptionBudgetExhausted = ("subscription_budget_exhausted", 429, "Too many push-tail subscriptions"),
     /// The server is shutting down.
     Closed = ("closed", 503, "The server is shutting down"),
     /// A bug or a lost task on the server (logged there).

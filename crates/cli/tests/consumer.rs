@@ -28,7 +28,7 @@ use serde_json::json;
 mod common;
 use common::BIN;
 use common::api::call;
-use common::wire::{Event, EventStream};
+use common::wire::{self, Event, EventStream};
 
 /// Runs `logbook ARGS` against `serve` as its admin; its output.
 fn cli(serve: &common::Serve, args: &[&str]) -> Output {
@@ -456,12 +456,13 @@ fn subscriptions_have_a_budget_of_their_own_and_tail_follow_uses_them() {
     let path = paths::record_events("events");
     let open: Vec<EventStream> = (0..64).map(|_| subscribe(&serve, &path, None)).collect();
     assert!(open.iter().all(|e| e.status == 200));
-    let (status, problem) = call(&client, "GET", &path, None);
-    assert_eq!(
-        (status, problem["code"].clone()),
-        (503, json!("server_busy")),
-        "{problem}"
-    );
+    // Like the other budgets' refusals: 429 with `Retry-After`, the client's to back off.
+    let bearer = serve.bearer();
+    let mut conn = wire::connect(serve.addr());
+    let headers = [("host", serve.addr()), ("authorization", bearer.as_str())];
+    let refused = wire::exchange(&mut conn, &wire::request("GET", &path, &headers, b""));
+    refused.assert_problem(429, "subscription_budget_exhausted");
+    assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
     let streams = client.list_streams().unwrap().streams;
     assert!(streams.iter().any(|s| s.stream == "events"));
     drop(open);

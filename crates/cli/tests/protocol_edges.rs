@@ -156,6 +156,69 @@ fn every_request_head_over_the_limits_is_answered_as_a_problem() {
 }
 
 #[test]
+fn a_request_head_hyper_cannot_parse_is_answered_as_a_problem_naming_the_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    // (what, the head's bytes, the field named)
+    let cases: [(&str, &[u8], Option<&str>); 6] = [
+        (
+            "a method with a control byte",
+            b"GE\x01T /v1/health HTTP/1.1\r\n\r\n",
+            Some("method"),
+        ),
+        ("not HTTP at all", b"HELLO\r\n\r\n", Some("method")),
+        (
+            "an unknown version",
+            b"GET /v1/health HTTP/7.2\r\nhost: localhost\r\n\r\n",
+            Some("version"),
+        ),
+        (
+            "a header line without a colon",
+            b"GET /v1/health HTTP/1.1\r\nhost localhost\r\n\r\n",
+            Some("headers"),
+        ),
+        (
+            "a target that is not a URI",
+            b"GET http://[::1 HTTP/1.1\r\nhost: localhost\r\n\r\n",
+            Some("request-target"),
+        ),
+        (
+            "a Content-Length that is not a number",
+            b"POST /v1/streams/s/records HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1x\r\n\r\n",
+            Some("Content-Length"),
+        ),
+    ];
+    for (what, head, field) in cases {
+        // As a connection's first request, and after answered ones on a kept-alive connection.
+        for earlier in [0, 2] {
+            let mut conn = node.connect();
+            for _ in 0..earlier {
+                let fine = exchange(&mut conn, &node.bytes("GET", "/v1/health", &[], ""));
+                assert_eq!(fine.status, 200, "{what}: {fine:?}");
+            }
+            let answer = exchange(&mut conn, head);
+            answer.assert_problem(400, "malformed_request");
+            assert_eq!(
+                answer.json()["field"].as_str(),
+                field,
+                "{what} (after {earlier}): {answer:?}"
+            );
+            assert!(
+                answer
+                    .head
+                    .to_ascii_lowercase()
+                    .contains("connection: close"),
+                "{what}: {answer:?}"
+            );
+            assert!(closed(&mut conn), "{what}: the connection stays open");
+        }
+    }
+    // Nothing was appended: the stream named by the bad append does not exist.
+    node.request("GET", "/v1/streams/s", &[], "")
+        .assert_problem(404, "unknown_stream");
+}
+
+#[test]
 fn a_path_segment_that_is_not_utf8_is_a_named_problem() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &[]);
@@ -263,6 +326,21 @@ fn a_connection_over_the_limit_is_answered_503_as_a_problem_and_health_still_ans
     // connection (the start-up readiness probe) comes back only once the server has seen
     // the close, so each is retried until it is answered 200.
     let mut held: Vec<_> = (0..2).map(|_| node.answered_connection()).collect();
+    // Each is kept busy by a long poll: an idle kept-alive connection would be closed to
+    // let a new client in (crate::idle), a busy one never is.
+    let one = r#"{"partitions":1}"#;
+    let created = exchange(&mut held[0], &node.bytes("PUT", "/v1/streams/lp", &[], one));
+    assert!(created.status < 300, "{created:?}");
+    let poll = node.bytes(
+        "GET",
+        "/v1/streams/lp/records?from=0&wait_ms=30000",
+        &[],
+        "",
+    );
+    for conn in &mut held {
+        conn.get_mut().write_all(&poll).unwrap();
+    }
+    node.serve.until_requests_in_flight(2);
     // A third connection is a probe connection: any route but health and metrics hears
     // the refusal, and the connection closes.
     let mut third = node.connect();

@@ -873,6 +873,7 @@ fn routes() -> Vec<Route> {
             &["streams:append:s"],
         ),
         r("GET", "/v1/cluster", None, &["metrics:read"], &[]),
+        r("GET", "/v1/limits", None, &["metrics:read"], &[]),
         r("GET", "/v1/nothing", None, &["metrics:read"], &[]),
     ]
 }

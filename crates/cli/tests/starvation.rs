@@ -1,5 +1,7 @@
 //! Attacks on the server's capacity through the real binary (issue 17, item 5): slow bodies,
-//! idle connections, long-poll floods and transaction-slot hoarding. In each, an attacker
+//! idle connections, long-poll floods, transaction-slot hoarding, one principal holding its
+//! quotas of requests and connections, and a node full of idle kept-alive connections (the
+//! oldest closes for a new client); and `GET /v1/limits`, which states them. In each, an attacker
 //! holds what it can while a well-behaved client — its own token, its own address — keeps
 //! appending and reading; every one of its requests must be answered, not 503 nor a
 //! timeout, within 5 s (its client's timeout, one attempt each), throughout the attack.
@@ -336,4 +338,186 @@ fn one_principal_cannot_hoard_the_transaction_slots() {
         assert_eq!(status, 200, "{done}");
     }
     println!("{rounds} well-behaved rounds answered while another principal hoarded transactions");
+}
+
+#[test]
+fn a_node_full_of_idle_keep_alive_connections_closes_the_oldest_for_a_new_client() {
+    let dir = tempfile::tempdir().unwrap();
+    // The idle timeout outlasts the test: only an eviction closes a connection here.
+    let args: Vec<&str> = LOW_LIMITS
+        .iter()
+        .chain(&["--header-read-timeout-ms", "120000"])
+        .copied()
+        .collect();
+    let serve = spawn_serve(&dir.path().join("data"), &args, &[], Stdio::null());
+    // Every one of the node's 64 slots: a connection answered once, kept alive, idle. Each
+    // is a full connection (a probe would close after its answer); the last takes the slot
+    // of the readiness check's connection if that is still open (idle, and older).
+    let health = |conn: &mut BufReader<TcpStream>| {
+        let bytes = b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\n\r\n";
+        conn.get_mut().write_all(bytes).ok()?;
+        read_answer(conn)
+    };
+    let mut idle: Vec<BufReader<TcpStream>> = (0..64)
+        .map(|i| {
+            let mut conn = BufReader::new(connect_from(2 + (i / 16) as u8, serve.addr()));
+            let answer = health(&mut conn).unwrap_or_else(|| panic!("connection {i}: closed"));
+            assert_eq!(answer.status, 200, "connection {i}: {answer:?}");
+            assert_ne!(answer.header("connection"), Some("close"), "{i}: a probe");
+            conn
+        })
+        .collect();
+    // A new client is served in full, not refused nor given a probe connection (which
+    // answers only health checks).
+    let client = good_client(&serve, serve.token.as_deref().unwrap());
+    let (status, listed) = call(&client, "GET", "/v1/streams", None);
+    assert_eq!(status, 200, "{listed}");
+    // The oldest idle connection made room — the first one: the readiness check's, if it
+    // was still open, went to the last of the 64. It was closed without an answer; every
+    // other one still serves its client.
+    assert!(
+        health(&mut idle[0]).is_none(),
+        "the oldest idle connection is open"
+    );
+    for (i, conn) in idle.iter_mut().enumerate().skip(1) {
+        let answer = health(conn).unwrap_or_else(|| panic!("connection {i} was closed"));
+        assert_eq!(answer.status, 200, "connection {i}: {answer:?}");
+    }
+}
+
+/// The indices of `conns` with an answer (or the end) waiting to be read, now.
+fn with_answer(conns: &[TcpStream]) -> Vec<usize> {
+    let waiting = |tcp: &TcpStream| {
+        tcp.set_nonblocking(true).unwrap();
+        let peeked = tcp.peek(&mut [0u8; 1]);
+        tcp.set_nonblocking(false).unwrap();
+        peeked.is_ok()
+    };
+    (0..conns.len()).filter(|&i| waiting(&conns[i])).collect()
+}
+
+/// Waits (bounded) until `n` of `conns` have an answer waiting; their indices.
+fn until_answered(conns: &[TcpStream], n: usize) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answered = with_answer(conns);
+        if answered.len() >= n {
+            return answered;
+        }
+        assert!(Instant::now() < deadline, "{answered:?} answered, not {n}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn one_principal_hammering_cannot_starve_another_of_requests_or_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let quotas = [
+        "--requests-per-principal-max",
+        "4",
+        "--connections-per-principal-max",
+        "6",
+    ];
+    let (serve, good, attacker) = server(&dir.path().join("data"), &quotas);
+    let client = good_client(&serve, &good);
+    // Requests: six long polls of one principal, each on a connection of its own (within
+    // its 6). Its quota of 4 in flight holds four; the other two are refused at once, by
+    // name — which two depends on arrival, how many does not.
+    let path = "/v1/streams/quiet/records?partition=0&from=0&wait_ms=30000";
+    let mut polls: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut tcp = connect_from(2, serve.addr());
+            tcp.write_all(&head("GET", path, &attacker, None)).unwrap();
+            tcp
+        })
+        .collect();
+    let refused = until_answered(&polls, 2);
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    let attack = AtomicBool::new(true);
+    let rounds = served_throughout(&client, &attack);
+    println!("{rounds} well-behaved rounds answered while another principal held its quotas");
+    // Connections: its seventh is refused at the first request, by name, and closed.
+    let mut seventh = BufReader::new(connect_from(3, serve.addr()));
+    seventh
+        .get_mut()
+        .write_all(&head("GET", "/v1/streams", &attacker, None))
+        .unwrap();
+    let answer = read_answer(&mut seventh).unwrap();
+    answer.assert_problem(429, "principal_quota_exceeded");
+    let detail = answer.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("connections_per_principal_max"), "{detail}");
+    assert!(answer.header("retry-after").is_some(), "{answer:?}");
+    assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
+    // The other principal's long polls still have room in the node's budget.
+    let (status, read) = call(
+        &client,
+        "GET",
+        "/v1/streams/quiet/records?partition=0&from=0&wait_ms=1",
+        None,
+    );
+    assert_eq!(status, 200, "{read}");
+    // The four held are held still; an append ends them with the record.
+    assert_eq!(with_answer(&polls), refused);
+    let (status, appended) = call(
+        &client,
+        "POST",
+        "/v1/streams/quiet/records",
+        Some(&json!({"key": "k", "value": 1})),
+    );
+    assert_eq!(status, 201, "{appended}");
+    for (i, tcp) in polls.drain(..).enumerate() {
+        let answer = answer_on(tcp).unwrap_or_else(|| panic!("long poll {i}: no answer"));
+        if refused.contains(&i) {
+            answer.assert_problem(429, "principal_quota_exceeded");
+            let detail = answer.json()["detail"].as_str().unwrap().to_string();
+            assert!(detail.contains("requests_per_principal_max"), "{detail}");
+        } else {
+            assert_eq!(answer.status, 200, "long poll {i}: {answer:?}");
+            assert_eq!(answer.json()["records"].as_array().map(Vec::len), Some(1));
+        }
+    }
+}
+
+#[test]
+fn limits_state_the_settings_in_force_and_the_callers_quotas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, good, attacker) = server(&dir.path().join("data"), &[]);
+    let hoarder = common::api::client_with_token(&serve.base, Some(&attacker));
+    for _ in 0..3 {
+        let (status, begun) = call(&hoarder, "POST", "/v1/txns", Some(&json!({})));
+        assert_eq!(status, 201, "{begun}");
+    }
+    let (status, limits) = call(&hoarder, "GET", "/v1/limits", None);
+    assert_eq!(status, 200, "{limits}");
+    let node = &limits["node"];
+    for (name, set) in [
+        ("connections_max", 64),
+        ("connections_per_client_max", 16),
+        ("requests_max", 32),
+        ("long_polls_max", 16),
+        ("open_txns_max", 40),
+        ("subscriptions_max", 64),
+    ] {
+        assert_eq!(node[name], set, "{name}: {limits}");
+    }
+    assert_eq!(limits["request"]["body_bytes_max"], 16 * 1024 * 1024);
+    let quotas = &limits["quotas"];
+    assert!(
+        quotas["principal"].as_str().unwrap().starts_with("token:"),
+        "{limits}"
+    );
+    assert_eq!(quotas["open_transactions"], json!({"used": 3, "max": 10}));
+    assert_eq!(quotas["requests_in_flight"]["used"], 1, "this request");
+    assert_eq!(quotas["connections"]["used"], 1, "{limits}");
+    // Another principal sees its own counts only.
+    let (status, theirs) = call(&good_client(&serve, &good), "GET", "/v1/limits", None);
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(theirs["quotas"]["open_transactions"]["used"], 0);
+    assert_ne!(theirs["quotas"]["principal"], quotas["principal"]);
+    // Any valid token, and only one.
+    let (status, refused) = call(&common::api::client(&serve.base), "GET", "/v1/limits", None);
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
 }

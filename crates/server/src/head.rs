@@ -1,6 +1,7 @@
 //! The request-head guard: every request head on a connection is measured as it arrives, so
 //! one over the limits is answered 414 `uri_too_long` or 431 `headers_too_large` as
-//! problem+json — not hyper's bare 431, nor a reset when hyper's buffer overflows.
+//! problem+json — not hyper's bare 431, nor a reset when hyper's buffer overflows. A head
+//! hyper cannot parse is answered 400 `malformed_request` instead of hyper's bare 400.
 //!
 //! ```text
 //!  socket ─▶ HeadIo (reads ≤ READ_CHUNK_BYTES_MAX, scans the head) ─▶ hyper ─▶ router
@@ -21,6 +22,18 @@
 //! through ([`limits::HEAD_BYTES_MAX`]), less than [`limits::HTTP1_BUF_BYTES`] (checked at
 //! compile time). Heads within the limits but over the contract's (a 20 KB URL, 17 KB of
 //! headers) reach the edge, which answers the same problems ([`crate::edge`]).
+//!
+//! **Heads hyper cannot parse.** hyper answers those itself with a bare status and no
+//! body — when the bad bytes left its buffer (a bad target or `Content-Length`, found after
+//! the head parsed); else, under `pipeline_flush`, that answer waits behind the unparsed
+//! bytes and is never written, and the client only sees the connection close. The guard
+//! does not parse heads a second time: while the head being read has not reached the
+//! router, it takes hyper's bare answer as it is written ([`automatic_answer`]), or hyper's
+//! close (`poll_shutdown`), and sets the socket aside like an oversized head; the answer
+//! comes from hyper's error — a parse error is 400 `malformed_request` naming the part; a
+//! timeout or a head cut short get none (the connection closes as before). Not covered: a
+//! bad head in the same read as the end of the request before it (the guard does not scan
+//! it, as for the limits above): hyper answers it as before.
 
 use std::io;
 use std::pin::Pin;
@@ -47,11 +60,15 @@ pub enum Refusal {
     HeadBytes,
     /// More header lines than [`limits::HEADER_LINES_MAX`]: 431.
     HeaderLines,
+    /// hyper ended the connection while reading a head: it could not parse it (400, or
+    /// 414/431 for hyper's own limits), or the head timed out or was cut short (no answer).
+    Unparsed,
 }
 
 impl Refusal {
-    /// The HTTP status line and the problem answered.
-    fn answer(self) -> (&'static str, ApiError) {
+    /// The HTTP status line and the problem answered; `cause` is hyper's error, which names
+    /// what it could not parse.
+    fn answer(self, cause: Option<&hyper::Error>) -> (&'static str, ApiError) {
         match self {
             Refusal::RequestLine => (
                 "414 URI Too Long",
@@ -79,8 +96,81 @@ impl Refusal {
                     ),
                 ),
             ),
+            Refusal::Unparsed => unparsable(cause),
         }
     }
+}
+
+/// The answer to a head hyper could not parse, from hyper's error (whose words name the
+/// part: hyper has no finer public accessor).
+fn unparsable(cause: Option<&hyper::Error>) -> (&'static str, ApiError) {
+    let words = cause.map(ToString::to_string).unwrap_or_default();
+    let too_large = cause.is_some_and(hyper::Error::is_parse_too_large);
+    match (too_large, words.starts_with("URI too long")) {
+        (true, true) => (
+            "414 URI Too Long",
+            ApiError::uri_too_long(limits::URI_BYTES_MAX + 1),
+        ),
+        (true, false) => (
+            "431 Request Header Fields Too Large",
+            ApiError::new(
+                ProblemCode::HeadersTooLarge,
+                format!("the request head is too large ({words}); nothing was done"),
+            ),
+        ),
+        _ => {
+            // hyper's descriptions (its `Parse` kinds), each mapped to the part of the head.
+            let part = [
+                ("invalid HTTP method", "method"),
+                ("invalid URI", "request-target"),
+                ("invalid HTTP version", "version"),
+                ("invalid HTTP header", "headers"),
+                ("invalid content-length", "Content-Length"),
+                ("invalid transfer-encoding", "Transfer-Encoding"),
+                ("unexpected transfer-encoding", "Transfer-Encoding"),
+            ]
+            .into_iter()
+            .find(|(prefix, _)| words.starts_with(prefix))
+            .map(|(_, part)| part);
+            let detail = if words.is_empty() {
+                "the request head is not HTTP/1.1 this server can parse; nothing was done".into()
+            } else {
+                format!(
+                    "the request head is not HTTP/1.1 this server can parse ({words}); nothing \
+                     was done"
+                )
+            };
+            let problem = ApiError::new(ProblemCode::MalformedRequest, detail);
+            (
+                "400 Bad Request",
+                match part {
+                    Some(part) => problem.field(part),
+                    None => problem,
+                },
+            )
+        }
+    }
+}
+
+/// hyper's own answer to a head it could not parse, if `data` ends with it: where it
+/// starts. hyper writes a status line (400, 414 or 431), `content-length: 0` and `date`,
+/// and nothing after it; every answer of the router has a body and a `content-type`, and no
+/// body of the API holds a raw blank line (`\r\n\r\n`: JSON escapes control characters),
+/// so a bodiless head at the end of a write is hyper's.
+fn automatic_answer(data: &[u8]) -> Option<usize> {
+    if !data.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let start = memchr::memmem::rfind(data, b"HTTP/1.1 ")?;
+    let head = &data[start..];
+    if memchr::memmem::find(head, b"\r\n\r\n")? != head.len() - 4 {
+        return None;
+    }
+    let status = head.get(9..12)?;
+    let lower = head.to_ascii_lowercase();
+    let has = |needle: &[u8]| memchr::memmem::find(&lower, needle).is_some();
+    let bodiless = has(b"\r\ncontent-length: 0\r\n") && !has(b"\r\ncontent-type:");
+    (matches!(status, b"400" | b"414" | b"431") && bodiless).then_some(start)
 }
 
 /// The scan of one request head as its bytes arrive.
@@ -168,6 +258,11 @@ impl HeadScan {
         self.done
     }
 
+    /// True once a byte of the head other than a line end was seen.
+    fn begun(&self) -> bool {
+        self.lines > 0 || self.line_bytes > 0
+    }
+
     fn step(&mut self, b: u8) {
         self.bytes += 1;
         match b {
@@ -192,6 +287,10 @@ pub struct Tracker {
     read: AtomicU64,
     /// Where the next head starts (a stream offset).
     mark: AtomicU64,
+    /// Requests handed to the router so far.
+    dispatched: AtomicU64,
+    /// Whether the connection is an idle keep-alive, for admission ([`crate::idle`]).
+    activity: crate::idle::Activity,
     /// The socket of a refused head, set aside for its answer.
     refused: Mutex<Option<Refused>>,
     /// Bytes written to the socket so far.
@@ -218,6 +317,11 @@ impl Tracker {
             probe_only,
             ..Tracker::default()
         }
+    }
+
+    /// The connection's activity: idle or not, asked to close ([`crate::idle`]).
+    pub fn activity(&self) -> &crate::idle::Activity {
+        &self.activity
     }
 
     /// The client's address.
@@ -263,6 +367,8 @@ impl Tracker {
     /// Wraps a request's body so that its end (or drop) marks where the next head starts; a
     /// request without a body marks it at once.
     pub fn track(self: &Arc<Self>, req: http::Request<Incoming>) -> http::Request<TrackedBody> {
+        self.dispatched.fetch_add(1, Ordering::AcqRel);
+        self.activity.dispatched();
         let ended = req.body().is_end_stream();
         if ended {
             self.mark_next_head(0);
@@ -360,6 +466,9 @@ pub struct HeadIo {
     scan: HeadScan,
     /// The mark the scan started from.
     scan_from: u64,
+    /// The count of dispatched requests when the scanned head began: while it is still the
+    /// count, that head has not reached the router.
+    scan_begun_at: Option<u64>,
 }
 
 impl HeadIo {
@@ -371,6 +480,7 @@ impl HeadIo {
             tracker,
             scan: HeadScan::default(),
             scan_from: 0,
+            scan_begun_at: None,
         }
     }
 
@@ -384,14 +494,80 @@ impl HeadIo {
         if mark != self.scan_from {
             self.scan_from = mark;
             self.scan = HeadScan::default();
+            self.scan_begun_at = None;
         }
         let skip = usize::try_from(mark.saturating_sub(at)).unwrap_or(usize::MAX);
         if self.scan.done() || skip >= data.len() {
             return None;
         }
-        self.scan
+        let refused = self
+            .scan
             .feed(&data[skip..])
-            .map(|(refusal, scanned)| (refusal, skip + scanned))
+            .map(|(refusal, scanned)| (refusal, skip + scanned));
+        if self.scan_begun_at.is_none() && self.scan.begun() {
+            self.scan_begun_at = Some(self.tracker.dispatched.load(Ordering::Acquire));
+            self.tracker.activity.head_begun();
+        }
+        refused
+    }
+
+    /// True while the scanned head has begun and not reached the router: a write now is
+    /// not an answer to a request the router saw (see the module docs).
+    fn head_undispatched(&self) -> bool {
+        self.scan_begun_at == Some(self.tracker.dispatched.load(Ordering::Acquire))
+    }
+
+    /// How much of `data`, a write of hyper's, to send: all of it, or what comes before
+    /// hyper's own answer to a head it could not parse ([`automatic_answer`]) — `None` when
+    /// the write is that answer alone: the socket is then set aside and the answer is ours.
+    fn before_automatic_answer(&mut self, data: &[u8]) -> Option<usize> {
+        if !self.head_undispatched() {
+            return Some(data.len());
+        }
+        match automatic_answer(data) {
+            None => Some(data.len()),
+            Some(0) => {
+                self.set_aside_unparsed();
+                None
+            }
+            Some(start) => Some(start),
+        }
+    }
+
+    /// When hyper writes its own answer to, or closes the connection on, a head that has
+    /// not reached the router — it could not parse it, or the head timed out or was cut
+    /// short —, the socket is set aside instead; the answer, if any, is decided from
+    /// hyper's error ([`Refused::answer`]). True if it was set aside.
+    fn set_aside_unparsed(&mut self) -> bool {
+        if !self.head_undispatched() {
+            return false;
+        }
+        let Some(tcp) = self.tcp.take() else {
+            return false;
+        };
+        if let Ok(mut slot) = self.tracker.refused.lock() {
+            *slot = Some(Refused {
+                tcp,
+                refusal: Refusal::Unparsed,
+                scan: HeadScan::default(),
+                ended: true,
+            });
+        }
+        true
+    }
+}
+
+/// The reader waits for the socket, where an eviction can wake it while the connection is
+/// idle ([`crate::idle`]); asked to close meanwhile, it ends the stream instead.
+fn wait_or_close(
+    activity: &crate::idle::Activity,
+    waker: &std::task::Waker,
+) -> Poll<io::Result<()>> {
+    activity.waiting(waker);
+    if activity.should_close() {
+        Poll::Ready(Ok(()))
+    } else {
+        Poll::Pending
     }
 }
 
@@ -409,16 +585,28 @@ impl AsyncRead for HeadIo {
         let Some(tcp) = this.tcp.as_mut() else {
             return Poll::Ready(Err(set_aside()));
         };
+        let activity = &this.tracker.activity;
+        // Asked to close while idle (crate::idle): the end of the stream, which hyper takes
+        // as the client closing between requests.
+        if activity.should_close() {
+            return Poll::Ready(Ok(()));
+        }
         if buf.remaining() <= limits::READ_CHUNK_BYTES_MAX {
             // hyper's usual case (its buffer grows from 8 KiB): read in place.
             let before = buf.filled().len();
-            ready!(Pin::new(tcp).poll_read(cx, buf))?;
+            match Pin::new(tcp).poll_read(cx, buf) {
+                Poll::Pending => return wait_or_close(activity, cx.waker()),
+                Poll::Ready(read) => read?,
+            }
             return Poll::Ready(this.pass(&buf.filled()[before..]));
         }
         // A larger buffer: read at most one chunk into its first bytes (initialized, as safe
         // code must; this happens for large bodies only).
         let mut chunk = ReadBuf::new(buf.initialize_unfilled_to(limits::READ_CHUNK_BYTES_MAX));
-        ready!(Pin::new(tcp).poll_read(cx, &mut chunk))?;
+        match Pin::new(tcp).poll_read(cx, &mut chunk) {
+            Poll::Pending => return wait_or_close(activity, cx.waker()),
+            Poll::Ready(read) => read?,
+        }
         let n = chunk.filled().len();
         this.pass(chunk.filled())?;
         buf.advance(n);
@@ -455,9 +643,13 @@ impl AsyncWrite for HeadIo {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let Some(send) = this.before_automatic_answer(data) else {
+            // hyper's bare answer to an unparsed head: taken, never sent.
+            return Poll::Ready(Ok(data.len()));
+        };
         match this.tcp.as_mut() {
             Some(tcp) => {
-                let written = ready!(Pin::new(tcp).poll_write(cx, data))?;
+                let written = ready!(Pin::new(tcp).poll_write(cx, &data[..send]))?;
                 this.tracker.note_written(written);
                 Poll::Ready(Ok(written))
             }
@@ -471,6 +663,14 @@ impl AsyncWrite for HeadIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.head_undispatched() {
+            // A write that may be hyper's own answer (rare): one buffer at a time, checked.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return Pin::new(this).poll_write(cx, first);
+        }
         match this.tcp.as_mut() {
             Some(tcp) => {
                 let written = ready!(Pin::new(tcp).poll_write_vectored(cx, bufs))?;
@@ -493,7 +693,11 @@ impl AsyncWrite for HeadIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().tcp.as_mut() {
+        let this = self.get_mut();
+        if this.set_aside_unparsed() {
+            return Poll::Ready(Ok(()));
+        }
+        match this.tcp.as_mut() {
             Some(tcp) => Pin::new(tcp).poll_shutdown(cx),
             None => Poll::Ready(Ok(())),
         }
@@ -512,8 +716,9 @@ pub struct Refused {
 impl Refused {
     /// Reads the rest of the head (dropping it; at most [`limits::HEAD_DRAIN_BYTES_MAX`],
     /// within [`limits::HEADER_READ_TIMEOUT_MS_DEFAULT`]) so the client reads the answer rather than
-    /// a reset, then answers the problem and closes.
-    pub async fn answer(self) {
+    /// a reset, then answers the problem and closes. `cause`: how hyper's connection ended
+    /// (it names what it could not parse).
+    pub async fn answer(self, cause: Option<&hyper::Error>) {
         let Refused {
             mut tcp,
             refusal,
@@ -538,7 +743,11 @@ impl Refused {
             )
             .await;
         }
-        let (status, problem) = refusal.answer();
+        if refusal == Refusal::Unparsed && !cause.is_some_and(hyper::Error::is_parse) {
+            // Timed out or cut short: nothing to answer; dropping the socket closes it.
+            return;
+        }
+        let (status, problem) = refusal.answer(cause);
         tracing::debug!(status, "request head over the limit");
         crate::error::answer_and_close(&mut tcp, status, "", problem).await;
     }
@@ -655,6 +864,44 @@ mod tests {
                 at += chunk.len();
             }
         }
+    }
+
+    #[test]
+    fn hypers_own_answer_is_recognized_at_the_end_of_a_write_and_nothing_else() {
+        let hyper = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\
+                      date: Fri, 04 Dec 2026 14:04:58 GMT\r\n\r\n";
+        assert_eq!(automatic_answer(hyper), Some(0));
+        let ours = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: 2\r\n\r\n{}";
+        let both = [&ours[..], &hyper[..]].concat();
+        assert_eq!(automatic_answer(&both), Some(ours.len()));
+        assert_eq!(automatic_answer(ours), None);
+        let problem = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\n\
+                        content-length: 0\r\n\r\n";
+        assert_eq!(
+            automatic_answer(problem),
+            None,
+            "a head with a content-type"
+        );
+        let no_content = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(
+            automatic_answer(no_content),
+            None,
+            "not a status hyper answers"
+        );
+        assert_eq!(
+            automatic_answer(&hyper[..hyper.len() - 2]),
+            None,
+            "not at the end"
+        );
+    }
+
+    #[test]
+    fn a_refusal_of_hyper_names_the_part_it_could_not_parse() {
+        let (status, problem) = Refusal::Unparsed.answer(None);
+        assert_eq!(status, "400 Bad Request");
+        assert_eq!(problem.problem().code, "malformed_request");
+        assert_eq!(problem.problem().field, None);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! tests and other binaries can embed it.
 //!
 //! ```text
-//!  client ─▶ accept loop (connection limit, per-address cap, probe reserve)
+//!  client ─▶ accept loop (connection limit — the oldest idle keep-alive closes for a new
+//!            client —, per-address cap, probe reserve)
 //!         ─▶ hyper http1 (head ≤ 40 KiB, header timeout = idle timeout)
 //!         ─▶ edge: header bytes, credentials, body read against its deadline, in-flight
 //!            limit and per-principal quotas (or the long-poll budget), span
@@ -32,7 +33,8 @@
 //! ```
 //!
 //! Module map: [`server`] (listener, connections, open/close; [`admission`] who gets a
-//! connection) → [`edge`] (limits, spans, metrics per request; [`body`] bodies against a
+//! connection, [`idle`] which idle keep-alive closes for a newcomer; [`head`] the request
+//! heads below hyper) → [`edge`] (limits, spans, metrics per request; [`body`] bodies against a
 //! deadline, [`quota`] per-principal quotas) → [`api`] (routes) → [`state`] (shared state, transaction
 //! registry); [`browser`] refuses what a web page could make a browser send (non-JSON
 //! bodies, foreign `Host`s); [`extract`] parses JSON bodies, naming the bad field, and [`ijson`] refuses bodies that are not I-JSON (RFC 7493); [`error`] maps library
@@ -64,6 +66,7 @@ pub mod error;
 pub mod extract;
 pub mod groups;
 pub mod head;
+pub mod idle;
 pub mod ijson;
 pub mod internal_stream;
 pub mod limits;

@@ -68,6 +68,10 @@ pub const CONNECTIONS_PER_CLIENT_MAX_DEFAULT: usize = 256;
 pub const PROBE_CONNECTIONS: usize = 16;
 /// Probe connections one client address may hold, so that one cannot take the reserve.
 pub const PROBE_CONNECTIONS_PER_CLIENT: usize = 2;
+/// Longest a new client waits, in ms, for the slot of an idle keep-alive connection asked to
+/// close because the node is full ([`crate::idle`]; it closes at its reader's next poll, so
+/// the wait is normally a scheduling delay). Past it: a probe connection or the refusal.
+pub const EVICTION_WAIT_MS: u64 = 1_000;
 /// Time a probe connection has to send its request head, in ms.
 pub const PROBE_HEADER_READ_TIMEOUT_MS: u64 = 2_000;
 /// Default node-wide budget of partitions, internal streams' included (2,048): each costs
@@ -124,7 +128,7 @@ pub const BLOCKING_THREADS_MAX: usize = 256;
 pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most push-tail subscriptions (`GET .../records/events`) open at once (64). They hold no
 /// request slot ([`REQUESTS_MAX_DEFAULT`]) while they stream, only one of these. One more:
-/// 503 `server_busy` with `Retry-After`.
+/// 429 `subscription_budget_exhausted` with `Retry-After`.
 pub const SUBSCRIPTIONS_MAX: usize = 64;
 /// Events one subscription may have waiting for its client (4,096: about four reads, one
 /// kept for the last event). A client that takes nothing from a full queue for `stall_ms`

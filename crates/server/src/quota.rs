@@ -97,6 +97,12 @@ impl Counts {
         self.max
     }
 
+    /// How many units `key` holds now.
+    pub fn used(&self, key: &PrincipalKey) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(&**key).copied().unwrap_or(0)
+    }
+
     /// Takes one unit for `key`.
     ///
     /// # Errors

@@ -216,8 +216,8 @@ impl Server {
                             continue;
                         }
                     };
-                    let slot = match admission.admit(peer.ip()) {
-                        Ok(slot) => slot,
+                    let admitted = match admission.admit(peer.ip()) {
+                        Ok(admitted) => admitted,
                         Err(refusal) => {
                             // A TLS client would read a plain answer as a broken handshake,
                             // and a handshake is what a full server cannot afford: it is
@@ -232,14 +232,26 @@ impl Server {
                     let router = router.clone();
                     let watcher = graceful.watcher();
                     let tls = tls.clone();
-                    // A probe connection answers one request, whose head comes quickly.
-                    let (header_timeout, keep_alive) = if slot.is_probe() {
-                        let probe = Duration::from_millis(limits::PROBE_HEADER_READ_TIMEOUT_MS);
-                        (header_timeout.min(probe), false)
-                    } else {
-                        (header_timeout, true)
-                    };
                     tokio::spawn(async move {
+                        // At once, or once the idle connection asked to close has (a node
+                        // full of idle keep-alives: crate::idle).
+                        let mut slot = match admitted.slot().await {
+                            Ok(slot) => slot,
+                            Err(refusal) => {
+                                if tls.is_none() {
+                                    refuse_connection(tcp, refusal).await;
+                                }
+                                return;
+                            }
+                        };
+                        // A probe connection answers one request, whose head comes quickly.
+                        let (header_timeout, keep_alive) = if slot.is_probe() {
+                            let probe =
+                                Duration::from_millis(limits::PROBE_HEADER_READ_TIMEOUT_MS);
+                            (header_timeout.min(probe), false)
+                        } else {
+                            (header_timeout, true)
+                        };
                         let io = match tls {
                             None => Conn::Plain(tcp),
                             Some(acceptor) => {
@@ -253,9 +265,17 @@ impl Server {
                         // the limits is answered outside hyper, as a problem.
                         let tracker =
                             Arc::new(head::Tracker::new(peer.ip(), slot.probe_only.clone()));
+                        slot.watch(tracker.clone());
                         let service = tower::ServiceExt::map_request(router, {
                             let tracker = tracker.clone();
                             move |req| tracker.track(req)
+                        });
+                        // An answer's end makes the connection idle again (crate::idle).
+                        let service = tower::ServiceExt::map_response(service, {
+                            let tracker = tracker.clone();
+                            move |res: axum::response::Response| {
+                                res.map(|body| crate::idle::AnswerBody::new(body, tracker.clone()))
+                            }
                         });
                         let conn = http1::Builder::new()
                             .timer(TokioTimer::new())
@@ -275,11 +295,12 @@ impl Server {
                                 TokioIo::new(head::HeadIo::new(io, tracker.clone())),
                                 TowerToHyperService::new(service),
                             );
-                        if let Err(e) = watcher.watch(conn).await {
+                        let ended = watcher.watch(conn).await;
+                        if let Err(e) = &ended {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                         if let Some(refused) = tracker.take_refused() {
-                            refused.answer().await;
+                            refused.answer(ended.as_ref().err()).await;
                         }
                         drop(slot);
                     });

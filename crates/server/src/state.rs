@@ -663,6 +663,13 @@ impl TxnRegistry {
         self.len() == 0
     }
 
+    /// How many `owner` holds open, and the most it may (`txns_per_principal_max`).
+    pub fn owned_by(&self, owner: &crate::quota::PrincipalKey) -> (usize, usize) {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let owned = open.values().filter(|t| t.owner == *owner).count();
+        (owned, self.per_owner_max)
+    }
+
     /// Checks there is room for one more, of `owner`'s.
     ///
     /// # Errors

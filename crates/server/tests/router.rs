@@ -53,6 +53,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/health"),
     ("get", "/v1/cluster"),
     ("get", "/v1/audit"),
+    ("get", "/v1/limits"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
     ("post", "/v1/tokens"),

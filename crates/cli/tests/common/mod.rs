@@ -104,18 +104,28 @@ impl Serve {
     /// Returns once a request other than this look is in flight on the server (no timing:
     /// its metric of requests in flight says so); panics after 30 s.
     pub fn until_a_request_is_in_flight(&self) {
+        self.until_requests_in_flight(1);
+    }
+
+    /// Waits (bounded) until at least `n` requests are in flight on the server, long polls
+    /// included (its metric says so; read on a connection of its own).
+    pub fn until_requests_in_flight(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let bearer = self.bearer();
             let auth = [("authorization", bearer.as_str())];
             let metrics = wire::one(self.addr(), "GET", "/metrics", &auth, b"").body;
-            if metrics
-                .lines()
-                .any(|l| l.starts_with("logbook_http_requests_in_flight ") && !l.ends_with(" 0"))
-            {
+            let in_flight = metrics.lines().find_map(|l| {
+                let value = l.strip_prefix("logbook_http_requests_in_flight ")?;
+                value.trim().parse::<u64>().ok()
+            });
+            if in_flight.is_some_and(|v| v >= n) {
                 return;
             }
-            assert!(Instant::now() < deadline, "no request ever got in flight");
+            assert!(
+                Instant::now() < deadline,
+                "{n} requests never got in flight"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -9,8 +9,8 @@
 //! | `empty_key` | `/v1/kv/`, `/v1/txns/{txn}/kv/`, `/v1/views/{view}/rows/`: the `{key}` routes with the empty key |
 //! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
 //! | [`groups`] | `/v1/groups`, `/v1/groups/{group}`, `/v1/groups/{group}/members[/{member}[/heartbeat\|/commit]]`, `/v1/groups/{group}/reset` (consumer groups) |
-//! | [`ops`] | `/v1/health`, `/metrics`, `/openapi.json` |
 //! | [`schemas`] | `/v1/schema-registry/…`: Confluent Schema Registry's REST API (subjects, versions, schemas by id, compatibility, config, mode) |
+//! | [`ops`] | `/v1/health`, `/v1/cluster`, `/v1/limits`, `/metrics`, `/openapi.json` |
 //! | [`openapi`] | no route: the answers every route gives besides its handler's, added to the document |
 //! | [`tokens`] | `/v1/tokens`, `/v1/tokens/{id}` (admin only) |
 //! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::health))
         .routes(routes!(ops::cluster))
         .routes(routes!(ops::audit))
+        .routes(routes!(ops::limits))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
         .routes(routes!(tokens::create_token, tokens::list_tokens))

@@ -81,7 +81,8 @@ const DATA_PREFIXES: &[&str] = &[
 /// The shared answers of `route`: (status, codes).
 fn shared(route: Route<'_>) -> Vec<(u16, Vec<ProblemCode>)> {
     use ProblemCode as C;
-    let mut bad_request = vec![C::InvalidRequest];
+    // A head hyper cannot parse is answered below the router, on any route (crate::head).
+    let mut bad_request = vec![C::InvalidRequest, C::MalformedRequest];
     if route.has_path_params() {
         bad_request.push(C::InvalidPathSegment);
     }

@@ -1,4 +1,5 @@
-//! Operations: health, metrics, the OpenAPI document.
+//! Operations: health, the cluster's nodes, the limits and quotas, metrics, the OpenAPI
+//! document.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use logbook_api::audit::{
     AuditDigest, AuditRowDifference, AuditStatus, ScrubberFinding, ScrubberStatus, ViewAudit,
     ViewAuditReport, ViewAuditorStatus,
 };
-use logbook_api::ops::{ClusterStatus, Health};
+use logbook_api::ops::{ClusterStatus, Health, Limits, NodeLimits, Quota, Quotas, RequestLimits};
 use logbook_api::paths::route;
 
 use crate::error::ApiError;
@@ -187,6 +188,75 @@ fn scrubber_status(opened: &crate::state::Opened, rate_mb_per_s: u64) -> Scrubbe
                 reason: f.reason,
             })
             .collect(),
+/// The node's limits as in force and the caller's quotas, with what it holds of each now
+/// (this request included). Any valid token may ask: it learns its own counts only.
+#[utoipa::path(get, path = route::LIMITS, tag = "operations",
+    responses((status = 200, body = Limits)))]
+pub async fn limits(
+    State(state): State<AppState>,
+    caller: crate::auth::Caller,
+    conn: Option<Extension<Arc<crate::head::Tracker>>>,
+    q: Params,
+) -> Result<axum::Json<Limits>, ApiError> {
+    q.only(&[])?;
+    let key = crate::quota::request_key(
+        caller.as_deref().map(|p| &**p),
+        conn.as_deref().map(|c| &**c),
+    );
+    let quota = |used: usize, max: usize| Quota {
+        used: used as u64,
+        max: max as u64,
+    };
+    let (requests, connections) = (state.principal_requests(), state.principal_connections());
+    let (txns, txns_max) = state.txns().owned_by(&key);
+    let quotas = Quotas {
+        principal: key.to_string(),
+        requests_in_flight: quota(requests.used(&key), requests.max()),
+        connections: quota(connections.used(&key), connections.max()),
+        open_transactions: quota(txns, txns_max),
+    };
+    Ok(axum::Json(Limits {
+        node: node_limits(state.config()),
+        request: request_limits(),
+        quotas,
+    }))
+}
+
+/// The settings of `config` that bound the node's capacity.
+fn node_limits(config: &crate::config::ServerConfig) -> NodeLimits {
+    let n = |v: usize| v as u64;
+    NodeLimits {
+        connections_max: n(config.connections_max),
+        connections_per_client_max: n(config.connections_per_client_max),
+        requests_max: n(config.requests_max),
+        long_polls_max: n(config.long_polls_max),
+        subscriptions_max: n(crate::limits::SUBSCRIPTIONS_MAX),
+        open_txns_max: n(config.open_txns_max),
+        partitions_max: u64::from(config.partitions_max),
+        header_read_timeout_ms: config.header_read_timeout_ms,
+        body_read_timeout_ms: config.body_read_timeout_ms,
+        body_rate_min_bytes_per_s: config.body_rate_min_bytes_per_s,
+        txn_idle_timeout_ms: config.txn_idle_timeout_ms,
+        snapshot_window_commits: config.snapshot_window_commits,
+    }
+}
+
+/// The limits of one request ([`crate::limits`], the API contract's).
+fn request_limits() -> RequestLimits {
+    use crate::limits as l;
+    let n = |v: usize| v as u64;
+    RequestLimits {
+        body_bytes_max: n(l::BODY_BYTES_MAX),
+        uri_bytes_max: n(l::URI_BYTES_MAX),
+        header_bytes_max: n(l::HEADER_BYTES_MAX),
+        header_lines_max: n(l::HEADER_LINES_MAX),
+        batch_records_max: n(l::BATCH_RECORDS_MAX),
+        read_records_max: n(l::READ_RECORDS_MAX),
+        read_wait_ms_max: l::READ_WAIT_MS_MAX,
+        partitions_per_stream_max: u64::from(logbook_api::limits::PARTITIONS_MAX),
+        token_bytes_max: n(l::TOKEN_BYTES_MAX),
+        request_id_bytes_max: n(logbook_api::limits::REQUEST_ID_BYTES_MAX),
+        json_depth_max: n(logbook_api::limits::JSON_DEPTH_MAX),
     }
 }
 

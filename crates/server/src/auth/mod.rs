@@ -244,8 +244,9 @@ pub fn declared_needs(
         | "/v1/schema-registry/schemas/types"
         | "/v1/schema-registry/schemas/ids/{id}"
         | "/v1/schema-registry/schemas/ids/{id}/versions" => vec![Need::AnyOf(Schemas)],
-        // Any valid token: the node list, and a path no route matches (its 404).
-        "/v1/cluster" | "unmatched" => vec![Need::Nothing],
+        // Any valid token: the node list, the limits and the caller's own quotas, and a
+        // path no route matches (its 404).
+        "/v1/cluster" | "/v1/limits" | "unmatched" => vec![Need::Nothing],
         _ => return None,
     })
 }

@@ -32,7 +32,8 @@
 //!   (of a record event or of the last event) names exactly what was queued before it;
 //! * subscriptions count against a budget of their own ([`limits::SUBSCRIPTIONS_MAX`]), not
 //!   the requests in flight, so long-lived connections cannot starve short requests; one
-//!   more is 503 `server_busy` with `Retry-After`;
+//!   more is 429 `subscription_budget_exhausted` with `Retry-After`, as the long-poll
+//!   budget answers (decision 0021: the client backs off, the server is not failing);
 //! * at shutdown every subscription ends with `event: shutdown` (it must not hold the drain).
 
 mod frame;
@@ -179,7 +180,7 @@ fn check_in_range(stream: &dyn LogStream, cursor: &Cursor, field: &str) -> Resul
         (status = 200, description = "`text/event-stream`: `record` events (id = the cursor after the record), `dropped` (slow consumer), `error`, `shutdown`", content_type = "text/event-stream"),
         (status = 400, description = "`invalid_request` naming the parameter, `offset_out_of_range`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`server_busy`: every subscription slot is taken", body = Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "`subscription_budget_exhausted`: every subscription slot is taken (with `Retry-After`)", body = Problem, content_type = "application/problem+json")))]
 pub async fn events(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -210,7 +211,7 @@ pub async fn events(
     check_in_range(&*stream, &cursor, field)?;
     let Ok(permit) = state.subscriptions().clone().try_acquire_owned() else {
         return Err(ApiError::new(
-            ProblemCode::ServerBusy,
+            ProblemCode::SubscriptionBudgetExhausted,
             format!(
                 "{} subscriptions are open, the limit; retry shortly",
                 limits::SUBSCRIPTIONS_MAX
