@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ApiError, ProblemCode};
-use crate::head::Tracker;
+use crate::idle::Activity;
 use crate::limits;
 
 /// The connection budget of a server.
@@ -47,9 +47,9 @@ pub struct Admission {
     /// Per client address: its full connections and its probe connections.
     per_client: Mutex<HashMap<IpAddr, (usize, usize)>>,
     per_client_max: usize,
-    /// The full connections' trackers, by slot id: where idle ones are found. Taken after
-    /// `per_client` when both are held, never before.
-    open: Mutex<HashMap<u64, Arc<Tracker>>>,
+    /// The full connections' activities, by slot id: where idle ones are found. Taken
+    /// after `per_client` when both are held, never before.
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
     next_id: AtomicU64,
 }
 
@@ -107,7 +107,7 @@ pub struct ConnSlot {
     _permit: OwnedSemaphorePermit,
     /// The client address counted, and where it is given back.
     counted: Option<(IpAddr, Arc<Admission>)>,
-    /// The id under which the connection's tracker is registered, once it is.
+    /// The id under which the connection's activity is registered, once it is.
     watched: Option<u64>,
     /// For a probe connection: the refusal any route but a probe's gets.
     pub probe_only: Option<ApiError>,
@@ -119,16 +119,16 @@ impl ConnSlot {
         self.probe_only.is_some()
     }
 
-    /// Registers the connection's tracker, so that it may be asked to close when idle and
+    /// Registers the connection's activity, so that it may be asked to close when idle and
     /// the node is full. A probe connection (one request) is not registered.
-    pub fn watch(&mut self, tracker: Arc<Tracker>) {
+    pub fn watch(&mut self, activity: Arc<Activity>) {
         if self.is_probe() || self.watched.is_some() {
             return;
         }
         if let Some((_, admission)) = &self.counted {
             let id = admission.next_id.fetch_add(1, Ordering::Relaxed);
             let mut open = admission.open.lock().unwrap_or_else(|e| e.into_inner());
-            open.insert(id, tracker);
+            open.insert(id, activity);
             self.watched = Some(id);
         }
     }
@@ -222,10 +222,10 @@ impl Admission {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let oldest = open
             .values()
-            .filter(|t| !t.activity().is_evicted())
-            .filter_map(|t| Some((t.activity().idle_since()?, t)))
+            .filter(|a| !a.is_evicted())
+            .filter_map(|a| Some((a.idle_since()?, a)))
             .min_by_key(|(since, _)| *since);
-        oldest.is_some_and(|(_, t)| t.activity().evict())
+        oldest.is_some_and(|(_, a)| a.evict())
     }
 
     fn slot(
@@ -296,33 +296,30 @@ mod tests {
     }
 
     /// A full connection of `ip` that has been answered once and is idle now.
-    fn idle(admission: &Arc<Admission>, last: u8) -> (ConnSlot, Arc<Tracker>) {
+    fn idle(admission: &Arc<Admission>, last: u8) -> (ConnSlot, Arc<Activity>) {
         let mut slot = now(admission.admit(ip(last)));
-        let tracker = Arc::new(Tracker::new(ip(last), None));
-        slot.watch(tracker.clone());
-        tracker.activity().dispatched();
-        tracker.activity().answered();
-        (slot, tracker)
+        let activity = Arc::new(Activity::default());
+        slot.watch(activity.clone());
+        activity.dispatched();
+        activity.answered();
+        (slot, activity)
     }
 
     #[tokio::test]
     async fn a_full_node_closes_its_oldest_idle_connection_for_a_new_client() {
         let admission = Admission::new(3, 3);
-        let (older, older_tracker) = idle(&admission, 1);
-        let (_newer, newer_tracker) = idle(&admission, 2);
+        let (older, older_activity) = idle(&admission, 1);
+        let (_newer, newer_activity) = idle(&admission, 2);
         let mut busy = now(admission.admit(ip(3)));
-        let busy_tracker = Arc::new(Tracker::new(ip(3), None));
-        busy.watch(busy_tracker.clone());
-        busy_tracker.activity().dispatched();
+        let busy_activity = Arc::new(Activity::default());
+        busy.watch(busy_activity.clone());
+        busy_activity.dispatched();
 
         let waiting = admission.admit(ip(4)).unwrap();
         assert!(matches!(waiting, Admitted::Evicting { .. }), "{waiting:?}");
-        assert!(
-            older_tracker.activity().is_evicted(),
-            "the oldest idle first"
-        );
-        assert!(!newer_tracker.activity().is_evicted());
-        assert!(older_tracker.activity().should_close());
+        assert!(older_activity.is_evicted(), "the oldest idle first");
+        assert!(!newer_activity.is_evicted());
+        assert!(older_activity.should_close());
         // The evicted connection closes (its reader ends the stream): the new one gets in.
         drop(older);
         let slot = waiting.slot().await.unwrap();
@@ -330,14 +327,14 @@ mod tests {
 
         // The next newcomer evicts the next idle one; with none idle left, a probe slot.
         let next = admission.admit(ip(5)).unwrap();
-        assert!(newer_tracker.activity().is_evicted());
+        assert!(newer_activity.is_evicted());
         drop(next);
         let probe = now(admission.admit(ip(6)));
         assert!(
             probe.is_probe(),
             "the busy connection is never asked to close"
         );
-        assert!(!busy_tracker.activity().is_evicted());
+        assert!(!busy_activity.is_evicted());
     }
 
     #[test]

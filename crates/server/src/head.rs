@@ -290,7 +290,7 @@ pub struct Tracker {
     /// Requests handed to the router so far.
     dispatched: AtomicU64,
     /// Whether the connection is an idle keep-alive, for admission ([`crate::idle`]).
-    activity: crate::idle::Activity,
+    activity: Arc<crate::idle::Activity>,
     /// The socket of a refused head, set aside for its answer.
     refused: Mutex<Option<Refused>>,
     /// Bytes written to the socket so far.
@@ -320,7 +320,7 @@ impl Tracker {
     }
 
     /// The connection's activity: idle or not, asked to close ([`crate::idle`]).
-    pub fn activity(&self) -> &crate::idle::Activity {
+    pub fn activity(&self) -> &Arc<crate::idle::Activity> {
         &self.activity
     }
 
@@ -585,12 +585,10 @@ impl AsyncRead for HeadIo {
         let Some(tcp) = this.tcp.as_mut() else {
             return Poll::Ready(Err(set_aside()));
         };
+        // Asked to close while idle (crate::idle), the reader ends the stream — which hyper
+        // takes as the client closing between requests — only once the socket has nothing
+        // to read: a request the client already sent is served.
         let activity = &this.tracker.activity;
-        // Asked to close while idle (crate::idle): the end of the stream, which hyper takes
-        // as the client closing between requests.
-        if activity.should_close() {
-            return Poll::Ready(Ok(()));
-        }
         if buf.remaining() <= limits::READ_CHUNK_BYTES_MAX {
             // hyper's usual case (its buffer grows from 8 KiB): read in place.
             let before = buf.filled().len();

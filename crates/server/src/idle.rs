@@ -12,22 +12,26 @@
 //!                                                idle_since = the activity clock
 //!  head guard: a byte of the next head ──▶ pending_head (until the router has it)
 //!  admission, node full: min idle_since over idle connections ──▶ evict(): flag + wake
-//!  head guard's next read while idle and evicted ──▶ end of stream: hyper closes cleanly
+//!  head guard's next read, idle, evicted, nothing on the socket ──▶ end of stream:
+//!                                                                  hyper closes cleanly
 //! ```
 //!
 //! The close happens in the connection's own reader (the head guard answers hyper's read
-//! with the end of the stream), so hyper ends the connection as if the client had closed
-//! it between requests: no answer is cut short, and graceful shutdown is unchanged. A
+//! with the end of the stream, once the socket has nothing to read), so hyper ends the
+//! connection as if the client had closed it between requests: no answer is cut short, a
+//! request already in the socket is served, and graceful shutdown is unchanged. A
 //! connection that turns busy between the choice and its next read is not closed then; it
-//! closes once it is idle again, and the waiting client may time out (it is then refused
-//! as before).
+//! closes once it is idle again, and the waiting client may time out (it is then given a
+//! probe connection or refused, as before). A request still on the network when the
+//! connection closes meets a closed connection, as with any server that closes idle
+//! connections: clients retry such requests (RFC 9112 §9.3.1).
 //!
 //! Costs per request: two atomic additions and a load of the activity clock; a registered
 //! waker only when the reader waits while idle.
 
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use axum::body::Bytes;
@@ -128,16 +132,13 @@ impl Activity {
 #[derive(Debug)]
 pub struct AnswerBody {
     inner: axum::body::Body,
-    activity: std::sync::Arc<crate::head::Tracker>,
+    activity: Arc<Activity>,
 }
 
 impl AnswerBody {
-    /// Wraps `inner`, the answer to a request dispatched on the connection of `tracker`.
-    pub fn new(inner: axum::body::Body, tracker: std::sync::Arc<crate::head::Tracker>) -> Self {
-        AnswerBody {
-            inner,
-            activity: tracker,
-        }
+    /// Wraps `inner`, the answer to a request dispatched on the connection of `activity`.
+    pub fn new(inner: axum::body::Body, activity: Arc<Activity>) -> Self {
+        AnswerBody { inner, activity }
     }
 }
 
@@ -163,7 +164,7 @@ impl Body for AnswerBody {
 
 impl Drop for AnswerBody {
     fn drop(&mut self) {
-        self.activity.activity().answered();
+        self.activity.answered();
     }
 }
 

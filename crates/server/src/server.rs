@@ -265,16 +265,16 @@ impl Server {
                         // the limits is answered outside hyper, as a problem.
                         let tracker =
                             Arc::new(head::Tracker::new(peer.ip(), slot.probe_only.clone()));
-                        slot.watch(tracker.clone());
+                        slot.watch(tracker.activity().clone());
                         let service = tower::ServiceExt::map_request(router, {
                             let tracker = tracker.clone();
                             move |req| tracker.track(req)
                         });
                         // An answer's end makes the connection idle again (crate::idle).
                         let service = tower::ServiceExt::map_response(service, {
-                            let tracker = tracker.clone();
+                            let activity = tracker.activity().clone();
                             move |res: axum::response::Response| {
-                                res.map(|body| crate::idle::AnswerBody::new(body, tracker.clone()))
+                                res.map(|body| crate::idle::AnswerBody::new(body, activity.clone()))
                             }
                         });
                         let conn = http1::Builder::new()

@@ -201,7 +201,7 @@ pub async fn limits(
     q.only(&[])?;
     let key = crate::quota::request_key(
         caller.as_deref().map(|p| &**p),
-        conn.as_deref().map(|c| &**c),
+        conn.as_deref().and_then(|c| c.peer_key()),
     );
     let quota = |used: usize, max: usize| Quota {
         used: used as u64,
