@@ -188,6 +188,9 @@ fn scrubber_status(opened: &crate::state::Opened, rate_mb_per_s: u64) -> Scrubbe
                 reason: f.reason,
             })
             .collect(),
+    }
+}
+
 /// The node's limits as in force and the caller's quotas, with what it holds of each now
 /// (this request included). Any valid token may ask: it learns its own counts only.
 #[utoipa::path(get, path = route::LIMITS, tag = "operations",
