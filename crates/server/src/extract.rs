@@ -60,7 +60,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for RequiredJsonBody<T>
 }
 
 /// Deserializes a JSON object that is I-JSON ([`crate::ijson`]); errors name the field (a
-/// JSON path) that failed, in the API's words (see [`api_words`]).
+/// JSON path) that failed, in the API's words (`serde_words.rs`).
 ///
 /// # Errors
 /// 400 `invalid_json`; 400 `not_i_json` for JSON that is not I-JSON.

@@ -28,7 +28,7 @@
 //! the head parsed); else, under `pipeline_flush`, that answer waits behind the unparsed
 //! bytes and is never written, and the client only sees the connection close. The guard
 //! does not parse heads a second time: while the head being read has not reached the
-//! router, it takes hyper's bare answer as it is written ([`automatic_answer`]), or hyper's
+//! router, it takes hyper's bare answer as it is written (`automatic_answer`), or hyper's
 //! close (`poll_shutdown`), and sets the socket aside like an oversized head; the answer
 //! comes from hyper's error — a parse error is 400 `malformed_request` naming the part; a
 //! timeout or a head cut short get none (the connection closes as before). Not covered: a
@@ -518,7 +518,7 @@ impl HeadIo {
     }
 
     /// How much of `data`, a write of hyper's, to send: all of it, or what comes before
-    /// hyper's own answer to a head it could not parse ([`automatic_answer`]) — `None` when
+    /// hyper's own answer to a head it could not parse (`automatic_answer`) — `None` when
     /// the write is that answer alone: the socket is then set aside and the answer is ours.
     fn before_automatic_answer(&mut self, data: &[u8]) -> Option<usize> {
         if !self.head_undispatched() {

@@ -104,8 +104,8 @@ impl SchemaRegistry {
     /// # Errors
     /// The plan's (nothing written); the log's (the append's outcome may then be unknown,
     /// as the log's error says); 503 `log_unavailable` when other nodes' records came
-    /// first [`WRITE_ATTEMPTS`] times, or this node could not read its own record back
-    /// within [`APPLY_WAIT`] (it is in the log and will apply).
+    /// first `WRITE_ATTEMPTS` (8) times, or this node could not read its own record back
+    /// within `APPLY_WAIT` (it is in the log and will apply).
     pub fn write<T>(
         &self,
         plan: impl Fn(&Registry) -> Result<Plan<T>, SchemaError>,

@@ -86,7 +86,16 @@ fn listing<T: PartialEq>(q: &Params, all: Vec<T>, live: Vec<T>) -> Result<Vec<T>
     } else {
         live
     };
-    let offset = q.get::<usize>("offset")?.unwrap_or(0);
+    // Confluent's offset is a Java int: 0 to 2^31 - 1, as the OpenAPI document says.
+    let offset = match q.get::<i32>("offset")? {
+        None => 0,
+        Some(o) => usize::try_from(o).map_err(|_| {
+            ApiError::invalid(
+                "offset",
+                format!("query parameter offset={o}: must be 0 or more"),
+            )
+        })?,
+    };
     items.drain(..offset.min(items.len()));
     if let Some(limit) = q.get::<i64>("limit")?.and_then(|l| usize::try_from(l).ok()) {
         items.truncate(limit);

@@ -16,7 +16,7 @@
 //! received: nothing lost, nothing repeated. A comment line `: heartbeat` goes out when
 //! nothing else has for `heartbeat_ms`, so proxies and clients see a live connection. The
 //! events of one partition's read travel together, as one chunk of the queue and one frame
-//! of the body ([`frame`]): the per-record cost is the record's JSON and its id, not a
+//! of the body (`frame.rs`): the per-record cost is the record's JSON and its id, not a
 //! queue entry, a wake-up and a write each.
 //!
 //! Invariants and limits:
