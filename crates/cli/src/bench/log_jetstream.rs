@@ -262,7 +262,8 @@ struct RawPublisher {
 
 impl RawPublisher {
     async fn create(args: &LogBenchArgs, unique: &str) -> anyhow::Result<RawPublisher> {
-        let client = async_nats::connect(args.nats_urls.join(","))
+        // One address per server: async-nats does not split a comma-joined list.
+        let client = async_nats::connect(args.nats_urls.clone())
             .await
             .context("connecting the raw publisher")?;
         let context = jetstream::new(client);
