@@ -35,6 +35,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 
 use super::conn::Conn;
+
+mod cluster;
 use super::kit::{
     LATENCY_US_MAX, TempDir, latency_histogram, loadavg_1m, process_cpu_seconds, round1, round3,
 };
@@ -95,6 +97,15 @@ pub struct HttpBenchArgs {
     /// phase on a fresh server, in this order, so `--auth off,on` compares them in one run.
     #[arg(long, value_delimiter = ',', default_value = "on")]
     pub auth: Vec<AuthMode>,
+    /// Also run every phase against this running cluster (its nodes' URLs, comma-separated,
+    /// e.g. `scripts/dev-cluster up`'s), the connections spread round-robin over the nodes,
+    /// after the single node of this process; reads then carry the session's consistency
+    /// token on both. Reported under `cluster`, with each run's ratio to the single node's.
+    #[arg(long, value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// The bearer token the clients send to `--cluster` (it creates a stream and a view).
+    #[arg(long = "auth-token", env = "LOGBOOK_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
     /// Print one JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -102,7 +113,7 @@ pub struct HttpBenchArgs {
 
 /// What one run measured.
 #[derive(Debug, Clone, serde::Serialize)]
-struct RunResult {
+pub(super) struct RunResult {
     /// `on`: every request carried a bearer token the server checked; `off`: none.
     auth: &'static str,
     op: &'static str,
@@ -115,6 +126,7 @@ struct RunResult {
     requests: u64,
     achieved_per_s: f64,
     p50_ms: f64,
+    p95_ms: f64,
     p99_ms: f64,
     p999_ms: f64,
     max_ms: f64,
@@ -158,8 +170,12 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
     for &auth in &args.auth {
         results.extend(run_server(args, &tmp.0, auth)?);
     }
-    let load_after = loadavg_1m();
     drop(tmp);
+    let cluster = match args.cluster.is_empty() {
+        true => serde_json::Value::Null,
+        false => cluster::run(args, &results)?,
+    };
+    let load_after = loadavg_1m();
 
     let pg = if args.no_pg {
         json!({"skipped": "--no-pg"})
@@ -190,12 +206,18 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
         },
         "loadavg_1m": { "before": load_before, "after": load_after },
         "runs": results,
+        "cluster": cluster,
         "pgbench_select_only": pg,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&results_of(&report));
+        if !report["cluster"].is_null() {
+            println!("cluster ({}):", report["cluster"]["nodes"]);
+            print_table(&results_of(&report["cluster"]));
+            println!("cluster ÷ single: {}", report["cluster"]["ratios"]);
+        }
         println!("pgbench -S: {}", report["pgbench_select_only"]);
     }
     Ok(())
@@ -220,7 +242,20 @@ fn run_server(args: &HttpBenchArgs, dir: &Path, auth: AuthMode) -> anyhow::Resul
         .enable_all()
         .build()
         .context("starting the client runtime")?;
-    let results = client_rt.block_on(measure(args, server.addr(), &data, auth));
+    client_rt.block_on(wait_ready(server.addr(), Duration::from_secs(60)))?;
+    let bearer = match auth {
+        AuthMode::On => crate::client::admin_token(&data)?,
+        AuthMode::Off => None,
+    };
+    let target = Target {
+        addrs: vec![server.addr()],
+        bearer,
+        stream: STREAM.to_string(),
+        view: VIEW.to_string(),
+        spec: json!({"partitions": args.partitions, "fsync": "always"}),
+        session_token: !args.cluster.is_empty(),
+    };
+    let results = client_rt.block_on(measure(args, &target));
     drop(client_rt);
     server.stop();
     let mut results = results?;
@@ -271,29 +306,46 @@ fn print_table(runs: &[serde_json::Value]) {
     }
 }
 
+/// Where a benchmark's requests go, and what they name.
+pub(super) struct Target {
+    /// The nodes: the setup calls go to the first, the connections of a run round-robin to
+    /// all.
+    pub(super) addrs: Vec<SocketAddr>,
+    /// The bearer token every request carries, if any.
+    pub(super) bearer: Option<String>,
+    pub(super) stream: String,
+    pub(super) view: String,
+    /// The body of the stream's creation.
+    pub(super) spec: serde_json::Value,
+    /// Reads carry the session's consistency token (that of its last append), as the client
+    /// does when it moves between nodes.
+    pub(super) session_token: bool,
+}
+
 /// Sets up the stream, the view and the keys, then runs every phase.
-async fn measure(
+pub(super) async fn measure(
     args: &HttpBenchArgs,
-    addr: SocketAddr,
-    data: &Path,
-    auth: AuthMode,
+    target: &Target,
 ) -> anyhow::Result<Vec<RunResult>> {
-    wait_ready(addr, Duration::from_secs(60)).await?;
-    let bearer = match auth {
-        AuthMode::On => crate::client::admin_token(data)?,
-        AuthMode::Off => None,
-    };
-    let mut c = Conn::open_as(addr, bearer.as_deref()).await?;
-    let spec = json!({"partitions": args.partitions, "fsync": "always"});
+    let bearer = target.bearer.as_deref();
+    let mut c = Conn::open_as(target.addrs[0], bearer).await?;
     expect(
-        c.call(Method::PUT, &paths::stream(STREAM), Some(spec.to_string()))
-            .await?,
+        c.call(
+            Method::PUT,
+            &paths::stream(&target.stream),
+            Some(target.spec.to_string()),
+        )
+        .await?,
         "creating the stream",
     )?;
-    let view = json!({"source": STREAM, "kind": "table"});
+    let view = json!({"source": target.stream, "kind": "table"});
     expect(
-        c.call(Method::PUT, &paths::view(VIEW), Some(view.to_string()))
-            .await?,
+        c.call(
+            Method::PUT,
+            &paths::view(&target.view),
+            Some(view.to_string()),
+        )
+        .await?,
         "creating the view",
     )?;
     // Every key once, in batches; then wait until the view has applied the last batch.
@@ -306,62 +358,85 @@ async fn measure(
             .map(|i| json!({"key": format!("k{i}"), "value": {"i": i, "pad": padding}}))
             .collect();
         let body = json!({ "records": records }).to_string();
-        let (status, resp) = c
-            .call(Method::POST, &paths::records(STREAM), Some(body))
-            .await?;
-        expect((status, resp.clone()), "preloading the keys")?;
-        let v: serde_json::Value = serde_json::from_slice(&resp).unwrap_or_default();
-        token = v["token"].as_str().unwrap_or_default().to_string();
+        token = append_token(&mut c, &target.stream, body, "preloading the keys").await?;
         k = end;
     }
-    let last = args.keys - 1;
-    expect(
-        c.call(
-            Method::GET,
-            &(paths::view_row(VIEW, &format!("k{last}"))
-                + &Query::new()
-                    .push("token", &token)
-                    .push("timeout_ms", 60_000)
-                    .finish()),
-            None,
-        )
-        .await?,
-        "waiting for the view to apply the preload",
-    )?;
+    wait_applied(target, &format!("k{}", args.keys - 1), &token).await?;
 
     let mut out = Vec::new();
-    let ops: [(Op, &[u64]); 2] = [
-        (Op::Append, &args.append_rates),
-        (Op::Read, &args.read_rates),
-    ];
-    for (op, rates) in ops {
-        let r = run_phase(
-            args,
-            addr,
-            op,
-            Pace::Closed,
-            args.connections,
-            bearer.as_deref(),
-        )
-        .await?;
+    for &pace in std::iter::once(&Pace::Closed).chain(&open(&args.append_rates)) {
+        let r = run_phase(args, target, Op::Append, pace, "").await?;
         eprintln!("{}", serde_json::to_string(&r)?);
         out.push(r);
-        for &rate in rates {
-            let pace = Pace::Open { rate };
-            let r = run_phase(
-                args,
-                addr,
-                op,
-                pace,
-                args.open_connections,
-                bearer.as_deref(),
-            )
-            .await?;
-            eprintln!("{}", serde_json::to_string(&r)?);
-            out.push(r);
+    }
+    let read_query = match target.session_token {
+        // The session's last write: every node has applied it before the reads start, so
+        // they measure reads that carry a token, not the views catching up.
+        true => {
+            let body = json!({"key": "k0", "value": {"i": 0, "pad": padding}}).to_string();
+            let token =
+                append_token(&mut c, &target.stream, body, "the session's last write").await?;
+            wait_applied(target, "k0", &token).await?;
+            Query::new().push("token", &token).finish()
         }
+        false => String::new(),
+    };
+    for &pace in std::iter::once(&Pace::Closed).chain(&open(&args.read_rates)) {
+        let r = run_phase(args, target, Op::Read, pace, &read_query).await?;
+        eprintln!("{}", serde_json::to_string(&r)?);
+        out.push(r);
     }
     Ok(out)
+}
+
+fn open(rates: &[u64]) -> Vec<Pace> {
+    rates.iter().map(|&rate| Pace::Open { rate }).collect()
+}
+
+/// Appends `body` on `c`; the write's consistency token.
+async fn append_token(
+    c: &mut Conn,
+    stream: &str,
+    body: String,
+    what: &str,
+) -> anyhow::Result<String> {
+    let (status, resp) = c
+        .call(Method::POST, &paths::records(stream), Some(body))
+        .await?;
+    expect((status, resp.clone()), what)?;
+    let v: serde_json::Value = serde_json::from_slice(&resp).unwrap_or_default();
+    match v["token"].as_str() {
+        Some(t) => Ok(t.to_string()),
+        None => bail!("{what}: the answer has no token: {v}"),
+    }
+}
+
+/// Reads `key` of the view with `token` on every node of `target` (waiting there until the
+/// node's view has applied the write the token names); a node that does not know the view
+/// yet (its catalog is behind) is asked again, for up to a minute.
+async fn wait_applied(target: &Target, key: &str, token: &str) -> anyhow::Result<()> {
+    let path = paths::view_row(&target.view, key)
+        + &Query::new()
+            .push("token", token)
+            .push("timeout_ms", 60_000)
+            .finish();
+    for &addr in &target.addrs {
+        let mut c = Conn::open_as(addr, target.bearer.as_deref()).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = c.call(Method::GET, &path, None).await?;
+            if matches!(status, 404 | 503) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            expect(
+                (status, body),
+                &format!("waiting for {addr}'s view to apply {key}"),
+            )?;
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn expect(got: (u16, Vec<u8>), what: &str) -> anyhow::Result<()> {
@@ -383,14 +458,18 @@ fn padding(record_bytes: usize) -> String {
 /// One measured run: `connections` connections, merged histograms.
 async fn run_phase(
     args: &HttpBenchArgs,
-    addr: SocketAddr,
+    target: &Target,
     op: Op,
     pace: Pace,
-    connections: usize,
-    token: Option<&str>,
+    read_query: &str,
 ) -> anyhow::Result<RunResult> {
+    let connections = match pace {
+        Pace::Closed => args.connections,
+        Pace::Open { .. } => args.open_connections,
+    };
     let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
+    for i in 0..connections {
+        let addr = target.addrs[i % target.addrs.len()];
         let tcp = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -402,10 +481,16 @@ async fn run_phase(
     let cpu_before = process_cpu_seconds();
     let shape = Arc::new(RequestShape {
         op,
-        host: addr.to_string(),
-        auth: token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n")),
+        host: target.addrs[0].to_string(),
+        auth: target
+            .bearer
+            .as_ref()
+            .map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n")),
         pad: padding(args.record_bytes),
         keys: args.keys,
+        stream: target.stream.clone(),
+        view: target.view.clone(),
+        read_query: read_query.to_string(),
     });
     let mut tasks = Vec::with_capacity(connections);
     for (i, tcp) in conns.into_iter().enumerate() {
@@ -483,6 +568,7 @@ async fn run_phase(
         requests,
         achieved_per_s: round1(requests.saturating_sub(errors) as f64 / seconds),
         p50_ms: ms(0.5),
+        p95_ms: ms(0.95),
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         max_ms: round3(hist.max() as f64 / 1000.0),
@@ -494,11 +580,16 @@ async fn run_phase(
 /// What every request of a run looks like.
 struct RequestShape {
     op: Op,
+    /// The `host` header (the first node's address: a node does not check it).
     host: String,
     /// The `authorization` header line (with its CRLF), or empty.
     auth: String,
     pad: String,
     keys: u64,
+    stream: String,
+    view: String,
+    /// Appended to a read's path: `?token=…` or empty.
+    read_query: String,
 }
 
 impl RequestShape {
@@ -514,7 +605,8 @@ impl RequestShape {
                 );
                 write!(
                     buf,
-                    "POST /v1/streams/{STREAM}/records HTTP/1.1\r\nhost: {}\r\n{}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    "POST /v1/streams/{}/records HTTP/1.1\r\nhost: {}\r\n{}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    self.stream,
                     self.host,
                     self.auth,
                     body.len()
@@ -522,8 +614,8 @@ impl RequestShape {
             }
             Op::Read => write!(
                 buf,
-                "GET /v1/views/{VIEW}/rows/k{key} HTTP/1.1\r\nhost: {}\r\n{}\r\n",
-                self.host, self.auth
+                "GET /v1/views/{}/rows/k{key}{} HTTP/1.1\r\nhost: {}\r\n{}\r\n",
+                self.view, self.read_query, self.host, self.auth
             ),
         };
     }
@@ -805,6 +897,9 @@ mod tests {
             auth: String::new(),
             pad: "xx".into(),
             keys: 10,
+            stream: STREAM.into(),
+            view: VIEW.into(),
+            read_query: String::new(),
         };
         let mut buf = Vec::new();
         shape.write(&mut buf, 7, 3);
@@ -834,6 +929,17 @@ mod tests {
         assert_eq!(
             buf,
             b"GET /v1/views/bench_rows/rows/k9 HTTP/1.1\r\nhost: 127.0.0.1:1\r\nauthorization: Bearer lb_x\r\n\r\n"
+        );
+        let with_token = RequestShape {
+            read_query: "?token=t1".into(),
+            auth: String::new(),
+            ..authed
+        };
+        let mut tokened = Vec::new();
+        with_token.write(&mut tokened, 4, 0);
+        assert_eq!(
+            tokened,
+            b"GET /v1/views/bench_rows/rows/k4?token=t1 HTTP/1.1\r\nhost: 127.0.0.1:1\r\n\r\n"
         );
     }
 }

@@ -26,7 +26,7 @@ use super::{
     ACCOUNTS_PER_SCALE, Figures, TELLERS_PER_SCALE, TpcbArgs, bar, commit_latency_json,
     fold_tallies, run_http_clients,
 };
-use crate::bench::conn::Conn;
+use crate::bench::conn::{Conn, socket_addr};
 use crate::bench::kit::{latency_histogram, round3};
 
 /// Keys per load commit and per consistency read (small requests: each load commit is one
@@ -125,18 +125,6 @@ pub(super) fn run(args: &TpcbArgs, seed: u64) -> anyhow::Result<ClusterRun> {
             deltas,
         })
     })
-}
-
-/// `http://HOST:PORT` (or `HOST:PORT`) as a socket address.
-fn socket_addr(url: &str) -> anyhow::Result<SocketAddr> {
-    if url.starts_with("https://") {
-        bail!("--cluster {url}: the benchmark's clients speak plain HTTP only");
-    }
-    let host = url.trim_start_matches("http://").trim_end_matches('/');
-    std::net::ToSocketAddrs::to_socket_addrs(host)
-        .with_context(|| format!("--cluster {url}: not HOST:PORT"))?
-        .next()
-        .with_context(|| format!("--cluster {url}: no address"))
 }
 
 fn same_url(a: &str, b: &str) -> bool {
