@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -52,7 +52,18 @@ impl Conn {
         path: &str,
         body: Option<String>,
     ) -> anyhow::Result<(u16, Vec<u8>)> {
-        let resp = self.send(method, path, body).await?;
+        self.call_with(method, path, body, &[]).await
+    }
+
+    /// Sends one request with extra `headers` (name, value); the status and the body.
+    pub(crate) async fn call_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let resp = self.send_with(method, path, body, headers).await?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await?.to_bytes();
         Ok((status, bytes.to_vec()))
@@ -71,10 +82,23 @@ impl Conn {
         path: &str,
         body: Option<String>,
     ) -> anyhow::Result<Response<Incoming>> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    async fn send_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Response<Incoming>> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.host);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
@@ -85,4 +109,17 @@ impl Conn {
         self.sender.ready().await?;
         Ok(self.sender.send_request(req).await?)
     }
+}
+
+/// `http://HOST:PORT` (or `HOST:PORT`) as a socket address: a node URL given to a benchmark
+/// (`--cluster`, `--server`). Benchmark clients speak plain HTTP only.
+pub(crate) fn socket_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    if url.starts_with("https://") {
+        bail!("{url}: the benchmark's clients speak plain HTTP only");
+    }
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    std::net::ToSocketAddrs::to_socket_addrs(host)
+        .with_context(|| format!("{url}: not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("{url}: no address"))
 }

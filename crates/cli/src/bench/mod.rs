@@ -10,6 +10,7 @@
 //! process) and [`postgres`] (a throwaway PostgreSQL cluster and pgbench's summary).
 
 mod conn;
+mod failover;
 mod http;
 mod kit;
 mod log;
@@ -53,6 +54,12 @@ pub enum BenchCommand {
     /// delivered latency at a steady append rate, alternating the two round by round, from a
     /// load generator in this process against a server in this process.
     Tail(tail::TailBenchArgs),
+    /// The stall of appends when a partition's JetStream stream leader dies, on a
+    /// development cluster (`scripts/dev-cluster up DIR`): appends with request ids through
+    /// one node, `kill -9` of the stream's leader nats-server `--kills` times (restarted and
+    /// caught up after each), the stall's p50/p99, and a check that every acknowledged record
+    /// is in the stream exactly once.
+    Failover(failover::FailoverArgs),
 }
 
 /// Runs a benchmark.
@@ -63,6 +70,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Tpcb(args) => tpcb::run(&args),
         BenchCommand::Http(args) => http::run(&args),
         BenchCommand::Tail(args) => tail::run(&args),
+        BenchCommand::Failover(args) => failover::run(&args),
     }
 }
 
