@@ -62,5 +62,5 @@ pub use backend::{BackendSettings, JetStreamBackend};
 pub use client::{ConnectSettings, JetStreamLog};
 pub use error::{JetStreamError, Result};
 pub use naming::PartitionRef;
-pub use partition::{AppendOptions, Appended, JetStreamPartition, PartitionState};
+pub use partition::{AppendOptions, Appended, JetStreamPartition, Message, PartitionState};
 pub use settings::PartitionSettings;

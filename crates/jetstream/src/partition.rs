@@ -31,6 +31,52 @@ use crate::limits::{self, MESSAGE_RECORDS_MAX};
 use crate::naming::PartitionRef;
 use crate::offset;
 
+/// One encoded Logbook batch as the payload of one NATS message. Its bytes are shared: a
+/// publish retried under the same message id, and the connection's write queue, hold the
+/// same bytes, never a copy. From an owned [`EncodedBatch`] without copying it; from a
+/// borrowed one with one copy.
+#[derive(Debug, Clone)]
+pub struct Message {
+    payload: Bytes,
+    record_count: u32,
+}
+
+impl Message {
+    /// Records in the batch.
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+
+    /// Payload size in bytes.
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Never true: a batch has a header and at least one record.
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+}
+
+impl From<EncodedBatch> for Message {
+    fn from(batch: EncodedBatch) -> Message {
+        let record_count = batch.record_count();
+        Message {
+            payload: Bytes::from(batch.into_bytes()),
+            record_count,
+        }
+    }
+}
+
+impl From<&EncodedBatch> for Message {
+    fn from(batch: &EncodedBatch) -> Message {
+        Message {
+            payload: Bytes::copy_from_slice(batch.bytes()),
+            record_count: batch.record_count(),
+        }
+    }
+}
+
 /// Options of one append.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppendOptions {
@@ -161,7 +207,11 @@ impl JetStreamPartition {
     /// [`JetStreamError::WrongLastSequence`], [`JetStreamError::Unavailable`] (retryable).
     /// Stored, but without offsets: [`JetStreamError::SequenceBeyondOffsets`].
     /// Outcome unknown: [`JetStreamError::OutcomeUnknown`] — retry with the same message id.
-    pub async fn append(&self, batch: &EncodedBatch, options: &AppendOptions) -> Result<Appended> {
+    pub async fn append(
+        &self,
+        batch: impl Into<Message>,
+        options: &AppendOptions,
+    ) -> Result<Appended> {
         self.send(batch, options).await?.acknowledged().await
     }
 
@@ -174,9 +224,10 @@ impl JetStreamPartition {
     /// As [`Self::append`]; those of [`SentAppend::acknowledged`] come from there.
     pub async fn send<'a>(
         &'a self,
-        batch: &EncodedBatch,
+        batch: impl Into<Message>,
         options: &'a AppendOptions,
     ) -> Result<SentAppend<'a>> {
+        let batch = batch.into();
         if batch.record_count() > MESSAGE_RECORDS_MAX {
             return Err(JetStreamError::BatchTooManyRecords {
                 count: batch.record_count(),
@@ -190,7 +241,8 @@ impl JetStreamPartition {
                 max_payload,
             });
         }
-        let mut publish = PublishMessage::build().payload(Bytes::copy_from_slice(batch.bytes()));
+        let bytes = batch.len();
+        let mut publish = PublishMessage::build().payload(batch.payload);
         if let Some(id) = &options.message_id {
             check_message_id(id)?;
             publish = publish.message_id(id);
@@ -202,11 +254,11 @@ impl JetStreamPartition {
             .js
             .send_publish(self.subject.clone(), publish)
             .await
-            .map_err(|e| self.publish_error(PublishFailure::of(&e, false), batch.len(), options))?;
+            .map_err(|e| self.publish_error(PublishFailure::of(&e, false), bytes, options))?;
         Ok(SentAppend {
             partition: self,
             pending,
-            bytes: batch.len(),
+            bytes,
             options,
         })
     }

@@ -132,6 +132,10 @@ impl EncodedBatch {
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
+    /// The encoded bytes, given up without a copy (e.g. to become a network message).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
     /// Never true: a batch has a header and at least one record.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()

@@ -299,7 +299,7 @@ impl Catalog {
             expected_last_sequence: Some(last_sequence),
             message_id: None,
         };
-        self.partition.append(&batch, &options).await.map(|_| ())
+        self.partition.append(batch, &options).await.map(|_| ())
     }
 
     /// Follows the catalog until the runtime stops: refreshes at each record published on

@@ -39,7 +39,7 @@ use super::{BACKEND, log_error, now_ms};
 use crate::error::JetStreamError;
 use crate::limits::MESSAGE_RECORDS_MAX;
 use crate::offset;
-use crate::partition::{AppendOptions, Appended, JetStreamPartition, PartitionState};
+use crate::partition::{AppendOptions, Appended, JetStreamPartition, Message, PartitionState};
 
 /// Longest pause between two polls of the leader's state while waiting for the end.
 const WAIT_POLL_MAX: Duration = Duration::from_millis(100);
@@ -265,11 +265,13 @@ impl Publish {
             expected_last_sequence,
             message_id: Some(format!("lb-{}", nuid::next())),
         };
-        let appended = self.send(&batch, &options, condition, turn).await?;
+        // The batch becomes the message without a copy; each attempt shares its bytes.
+        let message = Message::from(batch);
+        let appended = self.send(&message, &options, condition, turn).await?;
         Ok(AppendAck {
             partition: self.partition,
             base_offset: appended.base_offset,
-            record_count: batch.record_count(),
+            record_count: message.record_count(),
         })
     }
 
@@ -289,7 +291,7 @@ impl Publish {
     /// the original's sequence.
     pub(crate) async fn send(
         &self,
-        batch: &EncodedBatch,
+        batch: &Message,
         options: &AppendOptions,
         condition: AppendCondition,
         mut turn: Option<Turn>,
@@ -303,14 +305,14 @@ impl Publish {
             let attempt = match turn.take() {
                 Some(mut turn) => {
                     turn.come().await;
-                    let sent = self.inner.send(batch, options).await;
+                    let sent = self.inner.send(batch.clone(), options).await;
                     drop(turn);
                     match sent {
                         Ok(sent) => sent.acknowledged().await,
                         Err(e) => Err(e),
                     }
                 }
-                None => self.inner.append(batch, options).await,
+                None => self.inner.append(batch.clone(), options).await,
             };
             match attempt {
                 Ok(appended) => break appended,

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logbook_log::dedup::{DedupIndex, ReplayCursor, RequestId, RequestShare};
-use logbook_log::format::EncodedBatch;
 use logbook_log::{
     AppendCondition, AppendOutcome, HashKey, LogError, Position, RequestIdWindow, Result,
 };
@@ -31,7 +30,7 @@ use logbook_log::{
 use super::partition::{JsPartition, Publish};
 use super::{BACKEND, now_ms};
 use crate::offset;
-use crate::partition::AppendOptions;
+use crate::partition::{AppendOptions, Message};
 
 /// Records read per request while catching up (one message get per message: a bound on
 /// round trips between two looks at the clock).
@@ -119,7 +118,7 @@ impl RequestIds {
         &self,
         request_id: &RequestId,
         shares: &[RequestShare],
-        batches: &[EncodedBatch],
+        batches: &[Message],
         appended_ms: i64,
         partitions: &[Publish],
     ) -> Result<AppendOutcome> {
@@ -161,7 +160,7 @@ impl RequestIds {
         shares: &[RequestShare],
         i: usize,
         publisher: &Publish,
-        batch: &EncodedBatch,
+        batch: &Message,
     ) -> Result<(u64, bool)> {
         let options = AppendOptions {
             expected_last_sequence: None,

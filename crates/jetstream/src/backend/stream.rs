@@ -15,6 +15,7 @@ use super::catalog::Definition;
 use super::partition::JsPartition;
 use super::request_ids::{self, RequestIds};
 use super::{BACKEND, now_ms};
+use crate::partition::Message;
 
 /// A stream of the JetStream backend: its catalog definition and one handle per partition.
 #[derive(Debug)]
@@ -195,7 +196,7 @@ impl LogStream for JsStream {
             let batch = encode_batch(&share.records, appended_ms)
                 .map_err(|e| e.remap_record_index(&share.indices))?;
             self.partitions[share.partition as usize].check_sendable(&batch)?;
-            batches.push(batch);
+            batches.push(Message::from(batch));
         }
         let publishers = request_ids::publishers(&self.partitions);
         let runtime = self.partitions[0].runtime().clone();
