@@ -3,6 +3,11 @@
 
 use logbook_log::limits as log_limits;
 
+/// Message gets a read keeps in flight at once for messages it knows are stored (below the
+/// end its partition handle observed): a follower behind by many messages pays about one
+/// round trip per this many, not one per message.
+pub const READ_AHEAD_MESSAGES: usize = 16;
+
 /// Bits of an offset that hold a record's index within its JetStream message
 /// (see [`crate::offset`]).
 pub const INDEX_BITS: u32 = 16;

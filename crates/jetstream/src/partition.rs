@@ -372,6 +372,24 @@ impl JetStreamPartition {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>> {
+        self.read_ahead(from_offset, max_records, max_bytes, 0)
+            .await
+    }
+
+    /// [`Self::read_bounded`] for a caller that knows the messages up to `known_last_sequence`
+    /// are stored (0: none known): those are fetched [`limits::READ_AHEAD_MESSAGES`] at a time,
+    /// their gets in flight together (the bounds may be passed by what the last such group
+    /// fetched, which is dropped); the rest one by one, as [`Self::read_bounded`] does.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub async fn read_ahead(
+        &self,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+        known_last_sequence: u64,
+    ) -> Result<Vec<StoredRecord>> {
         if max_records == 0 {
             return Err(JetStreamError::InvalidArgument {
                 field: "max_records",
@@ -381,9 +399,25 @@ impl JetStreamPartition {
         let (mut sequence, mut skip) = offset::position_of(from_offset);
         let mut out: Vec<StoredRecord> = Vec::new();
         let mut bytes = 0usize;
+        let mut ahead = std::collections::VecDeque::new();
         while out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
-            let Some(records) = self.message_records(&mut sequence).await? else {
-                break;
+            if ahead.is_empty() && sequence <= known_last_sequence {
+                let last = known_last_sequence
+                    .min(sequence + (limits::READ_AHEAD_MESSAGES as u64 - 1))
+                    .min(sequence.saturating_add((max_records - out.len()) as u64 - 1));
+                let gets = (sequence..=last).map(|s| self.get_message(s));
+                ahead.extend(futures_util::future::try_join_all(gets).await?);
+            }
+            let records = match ahead.pop_front() {
+                Some(Some(message)) => self.decode(message)?,
+                // Gone (below the first sequence), or past the end: look one by one.
+                Some(None) | None => {
+                    ahead.clear();
+                    match self.message_records(&mut sequence).await? {
+                        Some(records) => records,
+                        None => break,
+                    }
+                }
             };
             for record in records.into_iter().skip(skip as usize) {
                 if out.len() == max_records || (!out.is_empty() && bytes >= max_bytes) {

@@ -51,11 +51,16 @@ pub(crate) struct Observed {
     start: AtomicU64,
     bytes: AtomicU64,
     messages: AtomicU64,
+    /// Wakes the waits on the end ([`wait_above`]) whenever it rises: an acknowledgment or
+    /// another caller's read or state request need not wait for the wait's next poll.
+    end_raised: tokio::sync::Notify,
 }
 
 impl Observed {
     fn saw_end(&self, end: u64) {
-        self.end.fetch_max(end, Ordering::AcqRel);
+        if self.end.fetch_max(end, Ordering::AcqRel) < end {
+            self.end_raised.notify_waiters();
+        }
     }
 
     fn saw_state(&self, state: &PartitionState) {
@@ -298,6 +303,8 @@ impl Publish {
     ) -> Result<Appended> {
         let deadline = tokio::time::Instant::now() + self.retry;
         let mut pause = Duration::from_millis(20);
+        // Whether an attempt went unanswered: it may be stored, whatever later ones hear.
+        let mut unanswered = false;
         let appended = loop {
             if self.closed.load(Ordering::Acquire) {
                 return Err(LogError::Closed);
@@ -318,14 +325,17 @@ impl Publish {
                 Ok(appended) => break appended,
                 // The same message id again: stored once whichever attempt got through.
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    unanswered |= e.is_outcome_unknown();
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
+                // A refusal speaks for every attempt: the server answers a retry of a stored
+                // message id as a duplicate before it checks the expected sequence.
                 Err(JetStreamError::WrongLastSequence { .. }) => {
                     let end = condition_end(condition);
                     return Err(self.mismatch(end).await);
                 }
-                Err(e) => return Err(log_error(e)),
+                Err(e) => return Err(log_error(final_error(e, unanswered))),
             }
         };
         self.observed.saw_end(appended.next_offset);
@@ -350,6 +360,25 @@ impl Publish {
     }
 }
 
+/// The error a publish ends with after its last attempt failed with `last`: when an earlier
+/// attempt went `unanswered`, that one may be stored whatever the last one heard ("no
+/// responders" says only that the last attempt was not), so the outcome is unknown.
+fn final_error(last: JetStreamError, unanswered: bool) -> JetStreamError {
+    if !unanswered || last.is_outcome_unknown() {
+        return last;
+    }
+    let stream = match &last {
+        JetStreamError::Unavailable { stream, .. } | JetStreamError::Api { stream, .. } => {
+            stream.clone()
+        }
+        _ => String::new(),
+    };
+    JetStreamError::OutcomeUnknown {
+        stream,
+        why: format!("an earlier attempt got no acknowledgment; the last one: {last}"),
+    }
+}
+
 fn condition_end(condition: AppendCondition) -> u64 {
     match condition {
         AppendCondition::EndOffset(end) => end,
@@ -358,8 +387,10 @@ fn condition_end(condition: AppendCondition) -> u64 {
 }
 
 /// Waits until the leader's end offset exceeds `above`, the partition closes, or `timeout`
-/// (if any) passes; returns the end offset last observed. Errors are retried: a wait only
-/// reports what it saw.
+/// (if any) passes; returns the end offset last observed. Polls the leader's state (every
+/// 2 ms, backing off to [`WAIT_POLL_MAX`]), and wakes at once when this handle observes a
+/// higher end otherwise (an acknowledgment, a read). Errors are retried: a wait only reports
+/// what it saw.
 async fn wait_above(
     inner: JetStreamPartition,
     observed: Arc<Observed>,
@@ -370,7 +401,11 @@ async fn wait_above(
     let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     let mut pause = Duration::from_millis(2);
     loop {
-        if let Ok(state) = inner.state().await {
+        // Registered before the end is looked at, so a rise in between is not missed.
+        let raised = observed.end_raised.notified();
+        if observed.end() <= above
+            && let Ok(state) = inner.state().await
+        {
             observed.saw_state(&state);
         }
         let end = observed.end();
@@ -379,8 +414,10 @@ async fn wait_above(
             return end;
         }
         let wake = deadline.map_or(now + pause, |d| (now + pause).min(d));
-        tokio::time::sleep_until(wake).await;
-        pause = (pause * 2).min(WAIT_POLL_MAX);
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => pause = (pause * 2).min(WAIT_POLL_MAX),
+            () = raised => {}
+        }
     }
 }
 
@@ -411,8 +448,10 @@ impl LogPartition for JsPartition {
         let observed = self.observed.clone();
         let partition = self.id;
         self.runtime.block_on(async move {
+            // The messages below the observed end are stored: fetch them together.
+            let known_last = offset::last_sequence_at(observed.end());
             let records = inner
-                .read_bounded(from, max_records, max_bytes)
+                .read_ahead(from, max_records, max_bytes, known_last)
                 .await
                 .map_err(log_error)?;
             match records.last() {
@@ -514,5 +553,41 @@ impl LogPartition for JsPartition {
 
     fn size_bytes(&self) -> u64 {
         self.observed.bytes.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable() -> JetStreamError {
+        JetStreamError::Unavailable {
+            stream: "LB_x".into(),
+            why: "no responders".into(),
+        }
+    }
+
+    #[test]
+    fn a_send_with_an_unanswered_attempt_ends_unknown_never_unavailable() {
+        let e = final_error(unavailable(), true);
+        assert!(e.is_outcome_unknown(), "{e}");
+        assert!(
+            matches!(log_error(e), LogError::OutcomeUnknown { .. }),
+            "an earlier attempt may be stored: not \"nothing was stored\""
+        );
+    }
+
+    #[test]
+    fn a_send_whose_attempts_were_all_answered_keeps_the_last_error() {
+        assert!(matches!(
+            log_error(final_error(unavailable(), false)),
+            LogError::Unavailable { .. }
+        ));
+        let unknown = JetStreamError::OutcomeUnknown {
+            stream: "LB_x".into(),
+            why: "timed out".into(),
+        };
+        let e = final_error(unknown, true);
+        assert!(matches!(&e, JetStreamError::OutcomeUnknown { why, .. } if why == "timed out"));
     }
 }
