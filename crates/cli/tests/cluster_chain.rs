@@ -276,3 +276,56 @@ fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
     let applied = order.iter().filter(|e| *e == "c3:c-2").count();
     assert_eq!(applied, 1, "{order:?}");
 }
+
+/// A leader's wait for durability (`TxnStore::durable_reached`, what `POST /v1/txns` waits on
+/// with early lock release) stays pending while the commit it waits for is unacknowledged,
+/// and resolves with the acknowledgment. (It once waited on a position as if it were an
+/// offset — JetStream's offsets are position · 2^16 — so it was ready at once, and the
+/// server's wait loop spun on its worker until the acknowledgment came.)
+#[test]
+fn a_leaders_durability_wait_is_pending_until_the_commit_is_acknowledged() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec::default()));
+    let urls = engines.nats_urls();
+    let log_b = JetStreamBackend::connect(BackendSettings::new([urls[1].clone()])).unwrap();
+    drop(TxnStore::open(&log_b, elected()).unwrap());
+    let proxy = Proxy::start(&urls[0]);
+    let mut through_proxy = BackendSettings::new([proxy.url()]);
+    through_proxy.connect.request_timeout_ms = 1_000;
+    through_proxy.retry_ms = 120_000;
+    let log_a = JetStreamBackend::connect(through_proxy).unwrap();
+    let a = TxnStore::open(&log_a, elected()).unwrap();
+    a.lead(1, "a").unwrap();
+    commit(&a, "c-0", "k0").unwrap();
+    let first = a.applied_end();
+    let mut durable = a.durable_reached(first);
+    assert_eq!(
+        rt.block_on(tokio::time::timeout(WAIT, &mut durable)).unwrap(),
+        first,
+        "c-0 is acknowledged: its wait resolves at once"
+    );
+
+    proxy.hold();
+    std::thread::scope(|s| {
+        let c1 = s.spawn(|| commit(&a, "c-1", "k1"));
+        wait_until("c-1 certified", || a.applied_end() == first + 1);
+        let mut durable = a.durable_reached(first + 1);
+        let early = rt.block_on(tokio::time::timeout(Duration::from_millis(300), &mut durable));
+        assert!(
+            early.is_err(),
+            "c-1's record is held before NATS, yet the wait resolved: {early:?}"
+        );
+        assert_eq!(a.durable_end(), first);
+        proxy.release();
+        let reached = rt
+            .block_on(tokio::time::timeout(WAIT, &mut durable))
+            .unwrap();
+        assert_eq!(reached, first + 1, "resolves with c-1's acknowledgment");
+        let c1 = c1.join().unwrap().unwrap();
+        assert_eq!(c1.offset, Some(first));
+    });
+}

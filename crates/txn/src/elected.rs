@@ -2,7 +2,7 @@
 //! writes the commit stream; every other node follows it.
 //!
 //! ```text
-//!  follower ── catch_up / follow_to: replay `_txn` from where the table stopped ──▶ reads
+//!  follower ── its thread applies `_txn` as it grows (follower.rs) ──▶ follow_to ──▶ reads
 //!      │
 //!      │ lead(token): replay to the end, append an epoch record under the expected end
 //!      ▼
@@ -26,8 +26,6 @@
 //! acknowledged only once the one before it is known to be in the chain (`store.rs`).
 //! Decision record 0014.
 
-use std::time::{Duration, Instant};
-
 use logbook_log::{AppendCondition, LogError, Record};
 
 use crate::error::{Result, TxnError};
@@ -46,47 +44,6 @@ impl TxnStore {
         lock(&self.state).leading
     }
 
-    /// A follower applies what the commit stream holds beyond its table (the leader's table
-    /// is ahead of the stream already: it only answers). Returns the table's position: the
-    /// records `0..position` are applied.
-    ///
-    /// # Errors
-    /// [`TxnError::Poisoned`]; [`TxnError::Corrupt`]; [`TxnError::Log`].
-    pub fn catch_up(&self) -> Result<u64> {
-        self.check_poisoned()?;
-        let mut state = lock(&self.state);
-        if state.leading.is_none() {
-            self.replay_into(&mut state, &mut self.write_table())?;
-        }
-        Ok(state.next_offset)
-    }
-
-    /// Catches up until the table holds the records below `position` (a client's snapshot
-    /// or version), waiting for the commit stream up to `timeout`.
-    ///
-    /// # Errors
-    /// [`TxnError::SnapshotAhead`] when the stream does not reach `position` in time; as
-    /// [`TxnStore::catch_up`].
-    pub fn follow_to(&self, position: u64, timeout: Duration) -> Result<u64> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let applied = self.catch_up()?;
-            if applied >= position {
-                return Ok(applied);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(TxnError::SnapshotAhead {
-                    snapshot: position,
-                    applied,
-                });
-            }
-            // The record at `position - 1` is in once the end is above its offset.
-            let above = (position - 1) * self.span;
-            self.partition().wait_end_offset_above(above, left);
-        }
-    }
-
     /// Becomes the commit stream's writer under `token` (the election's fencing token,
     /// greater than every earlier leader's): replays to the end, then appends an epoch
     /// record naming `node_id` where the stream ends now. From then on every commit record
@@ -96,7 +53,7 @@ impl TxnStore {
     /// [`TxnError::Fenced`] when the stream already holds an epoch at or above `token`, or
     /// another writer extended the stream first (campaign again); [`TxnError::CommitStream`]
     /// for a store not opened with [`crate::TxnStoreOptions::elected`] or already leading;
-    /// as [`TxnStore::catch_up`] — then the epoch's outcome may be unknown: open a new
+    /// [`TxnError::Corrupt`], [`TxnError::Log`] — then the epoch's outcome may be unknown: open a new
     /// follower before leading again.
     pub fn lead(&self, token: u64, node_id: &str) -> Result<()> {
         self.check_poisoned()?;
@@ -146,6 +103,8 @@ impl TxnStore {
         state.next_offset = position + 1;
         state.epoch_seen = token;
         state.leading = Some(token);
+        // Waits for the follower's table end: a leader's table is ahead of the stream.
+        self.advanced.notify_all();
         tracing::info!(
             epoch = token,
             position,

@@ -43,6 +43,7 @@ mod budget;
 mod certifier;
 mod elected;
 mod error;
+mod follower;
 pub mod limits;
 mod mvcc;
 mod oneshot;

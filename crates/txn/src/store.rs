@@ -375,13 +375,16 @@ pub(crate) struct CommitState {
 /// ```
 #[derive(Debug)]
 pub struct TxnStore {
-    stream: Arc<dyn LogStream>,
+    pub(crate) stream: Arc<dyn LogStream>,
     /// The commit stream's [`LogPartition::batch_offset_span`]: record `n` (a *position*,
     /// what versions and snapshots count) is at log offset `n · span`.
     pub(crate) span: u64,
     options: TxnStoreOptions,
     table: RwLock<Table>,
     pub(crate) state: Mutex<CommitState>,
+    /// Signalled (with `state`) when a cluster follower's table advanced, the store began
+    /// to lead, or it was poisoned: what [`TxnStore::follow_to`] waits on.
+    pub(crate) advanced: Condvar,
     poisoned: AtomicBool,
     stats: TxnStats,
 }
@@ -453,15 +456,20 @@ impl TxnStore {
         state.certified_from = table.applied();
         let end = state.next_offset;
         tracing::info!(stream = %options.stream, records = end, keys = table.keys(), "transaction store opened");
-        Ok(Arc::new(TxnStore {
+        let store = Arc::new(TxnStore {
             stream,
             span,
             options,
             table: RwLock::new(table),
             state: Mutex::new(state),
+            advanced: Condvar::new(),
             poisoned: AtomicBool::new(false),
             stats: TxnStats::default(),
-        }))
+        });
+        if store.options.elected {
+            crate::follower::start(&store)?;
+        }
+        Ok(store)
     }
 
     /// Registers a new transaction with the certifier: its id, snapshot and expiry flag
@@ -705,6 +713,13 @@ impl TxnStore {
         self.table.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Poisons the store (see [`TxnStore::is_poisoned`]) and wakes its waits.
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        let _state = lock(&self.state);
+        self.advanced.notify_all();
+    }
+
     pub(crate) fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             Err(TxnError::Poisoned)
@@ -728,6 +743,24 @@ impl TxnStore {
                 .wait_end_offset_above(above, Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    /// A future resolving once the commits at positions `0..end` are durable — the commit
+    /// stream's end offset reached `end · span` — or the log closed first; it yields the
+    /// durable end then (a position, below `end` only if the log closed). For async callers
+    /// that must not hold a thread; it polls nothing itself (drop it to stop waiting).
+    pub fn durable_reached(&self, end: u64) -> impl Future<Output = u64> + Send + Unpin + 'static {
+        let span = self.span;
+        // The end offset is above `end · span − 1` once the record at `end − 1` is stored.
+        let wait = (end * span)
+            .checked_sub(1)
+            .map(|above| self.partition().end_offset_above(above));
+        Box::pin(async move {
+            match wait {
+                Some(wait) => wait.await / span,
+                None => 0,
+            }
+        })
     }
 
     pub(crate) fn stats_mut(&self) -> &TxnStats {
@@ -1398,67 +1431,88 @@ pub(crate) fn replay(
     state: &mut CommitState,
     table: &mut Table,
 ) -> Result<()> {
-    let kept = options.history_commits.max(options.snapshot_window_commits);
     loop {
         // Read until the log has nothing more: a follower's handle learns the end by reading.
-        let recs = partition.read(state.next_offset * span, 4096, 16 << 20)?;
+        let recs = partition.read(state.next_offset * span, REPLAY_RECORDS_MAX, REPLAY_BYTES_MAX)?;
         if recs.is_empty() {
             return Ok(());
         }
-        for rec in recs {
-            let position = state.next_offset;
-            let corrupt = |reason: String| TxnError::Corrupt {
-                offset: position,
-                reason,
-            };
-            if rec.offset != position * span {
-                return Err(corrupt(format!(
-                    "found at log offset {}, not {}: the commit stream holds one record per batch",
-                    rec.offset,
-                    position * span
-                )));
-            }
-            let horizon = (position + 1).saturating_sub(kept);
-            match Entry::decode(&rec.value).map_err(corrupt)? {
-                Entry::Epoch(epoch) => {
-                    if epoch.token <= state.epoch_seen {
-                        return Err(corrupt(format!(
-                            "epoch {} after epoch {}: fencing tokens only grow",
-                            epoch.token, state.epoch_seen
-                        )));
-                    }
-                    tracing::info!(epoch = epoch.token, leader = %epoch.node_id, position, "epoch record");
-                    state.epoch_seen = epoch.token;
-                    state.chain_broken = false;
-                    table.apply(position, &[], horizon);
-                }
-                Entry::Commit(commit) if commit.epoch.is_some_and(|e| e < state.epoch_seen) => {
-                    tracing::warn!(position, epoch = ?commit.epoch, newer = state.epoch_seen,
-                        "a commit of a deposed leader after a newer epoch: ignored");
-                    state.chain_broken = true;
-                    table.apply(position, &[], horizon);
-                }
-                Entry::Commit(commit) if state.chain_broken && commit.epoch.is_some() => {
-                    tracing::warn!(position, epoch = ?commit.epoch,
-                        "a commit chained after a record a deposed leader displaced: ignored");
-                    table.apply(position, &[], horizon);
-                }
-                Entry::Commit(commit) => {
-                    let writes: Vec<(Vec<u8>, Option<Value>)> =
-                        commit.writes.into_iter().map(resolved).collect();
-                    table.apply(position, &writes, horizon);
-                    if let Some(id) = commit.request_id {
-                        let done = Remembered {
-                            offset: Some(position),
-                            intents: commit.intents.filter(|_| !commit.read_dependent),
-                        };
-                        remember_id(state, id, done, options.request_ids_max);
-                    }
-                }
-            }
-            state.next_offset = position + 1;
-        }
+        apply_records(recs, span, options, state, table)?;
     }
+}
+
+/// Records a replay or a follower reads at once, at most.
+pub(crate) const REPLAY_RECORDS_MAX: usize = 4096;
+/// Bytes of keys and values a replay or a follower reads at once, at most.
+pub(crate) const REPLAY_BYTES_MAX: usize = 16 << 20;
+
+/// Applies `recs`, read from the commit stream at position `state.next_offset`, by the
+/// rules of [`replay`].
+///
+/// # Errors
+/// As [`replay`].
+pub(crate) fn apply_records(
+    recs: Vec<logbook_log::StoredRecord>,
+    span: u64,
+    options: &TxnStoreOptions,
+    state: &mut CommitState,
+    table: &mut Table,
+) -> Result<()> {
+    let kept = options.history_commits.max(options.snapshot_window_commits);
+    for rec in recs {
+        let position = state.next_offset;
+        let corrupt = |reason: String| TxnError::Corrupt {
+            offset: position,
+            reason,
+        };
+        if rec.offset != position * span {
+            return Err(corrupt(format!(
+                "found at log offset {}, not {}: the commit stream holds one record per batch",
+                rec.offset,
+                position * span
+            )));
+        }
+        let horizon = (position + 1).saturating_sub(kept);
+        match Entry::decode(&rec.value).map_err(corrupt)? {
+            Entry::Epoch(epoch) => {
+                if epoch.token <= state.epoch_seen {
+                    return Err(corrupt(format!(
+                        "epoch {} after epoch {}: fencing tokens only grow",
+                        epoch.token, state.epoch_seen
+                    )));
+                }
+                tracing::info!(epoch = epoch.token, leader = %epoch.node_id, position, "epoch record");
+                state.epoch_seen = epoch.token;
+                state.chain_broken = false;
+                table.apply(position, &[], horizon);
+            }
+            Entry::Commit(commit) if commit.epoch.is_some_and(|e| e < state.epoch_seen) => {
+                tracing::warn!(position, epoch = ?commit.epoch, newer = state.epoch_seen,
+                    "a commit of a deposed leader after a newer epoch: ignored");
+                state.chain_broken = true;
+                table.apply(position, &[], horizon);
+            }
+            Entry::Commit(commit) if state.chain_broken && commit.epoch.is_some() => {
+                tracing::warn!(position, epoch = ?commit.epoch,
+                    "a commit chained after a record a deposed leader displaced: ignored");
+                table.apply(position, &[], horizon);
+            }
+            Entry::Commit(commit) => {
+                let writes: Vec<(Vec<u8>, Option<Value>)> =
+                    commit.writes.into_iter().map(resolved).collect();
+                table.apply(position, &writes, horizon);
+                if let Some(id) = commit.request_id {
+                    let done = Remembered {
+                        offset: Some(position),
+                        intents: commit.intents.filter(|_| !commit.read_dependent),
+                    };
+                    remember_id(state, id, done, options.request_ids_max);
+                }
+            }
+        }
+        state.next_offset = position + 1;
+    }
+    Ok(())
 }
 
 /// Figures of what the store holds in memory.

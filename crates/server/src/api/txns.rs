@@ -756,7 +756,7 @@ pub async fn abort(
     }
 }
 
-/// The commits below `end` (a `_txn` offset) become durable: waits at most `timeout`
+/// The commits below `end` (a `_txn` position) become durable: waits at most `timeout`
 /// (forever with `None`). `Ok(false)` when the time ran out.
 ///
 /// # Errors
@@ -773,16 +773,11 @@ async fn durable_through(
     if store.durable_end() >= end {
         return Ok(true);
     }
-    let stream = opened
-        .log
-        .stream(&store.options().stream)
-        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
-    let partition = stream
-        .partition(0)
-        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    // The wake-up only comes with an acknowledgment; a failed append poisons the store
-    // instead, so look at that every 50 ms.
+    // One wait for the whole loop (on JetStream it polls the stream's state): it resolves
+    // with an acknowledgment; a failed append poisons the store instead, so look at that
+    // every 50 ms.
+    let mut reached = store.durable_reached(end);
     let tick = Duration::from_millis(50);
     loop {
         if store.durable_end() >= end {
@@ -809,13 +804,14 @@ async fn durable_through(
             }
             wait = wait.min(left);
         }
-        if let Ok(reached) = tokio::time::timeout(wait, partition.end_offset_above(end - 1)).await
-            && reached < end
-        {
-            // Resolved below `end`: the log is closing.
-            return Err(ApiError::from_log(logbook_log::LogError::Closed, |_| {
-                String::new()
-            }));
+        if let Ok(durable) = tokio::time::timeout(wait, &mut reached).await {
+            if durable < end {
+                // Resolved below `end`: the log is closing.
+                return Err(ApiError::from_log(logbook_log::LogError::Closed, |_| {
+                    String::new()
+                }));
+            }
+            return Ok(true);
         }
     }
 }
@@ -879,7 +875,7 @@ pub(super) async fn follow(
     }
     blocking(move || match end {
         Some(end) => store.follow_to(end, timeout),
-        None => store.catch_up(),
+        None => store.follow_to(store.stream_end(), timeout),
     })
     .await??;
     Ok(true)
