@@ -304,7 +304,8 @@ fn a_leaders_durability_wait_is_pending_until_the_commit_is_acknowledged() {
     let first = a.applied_end();
     let mut durable = a.durable_reached(first);
     assert_eq!(
-        rt.block_on(tokio::time::timeout(WAIT, &mut durable)).unwrap(),
+        rt.block_on(async { tokio::time::timeout(WAIT, &mut durable).await })
+            .unwrap(),
         first,
         "c-0 is acknowledged: its wait resolves at once"
     );
@@ -314,7 +315,9 @@ fn a_leaders_durability_wait_is_pending_until_the_commit_is_acknowledged() {
         let c1 = s.spawn(|| commit(&a, "c-1", "k1"));
         wait_until("c-1 certified", || a.applied_end() == first + 1);
         let mut durable = a.durable_reached(first + 1);
-        let early = rt.block_on(tokio::time::timeout(Duration::from_millis(300), &mut durable));
+        let early = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(300), &mut durable).await
+        });
         assert!(
             early.is_err(),
             "c-1's record is held before NATS, yet the wait resolved: {early:?}"
@@ -322,7 +325,7 @@ fn a_leaders_durability_wait_is_pending_until_the_commit_is_acknowledged() {
         assert_eq!(a.durable_end(), first);
         proxy.release();
         let reached = rt
-            .block_on(tokio::time::timeout(WAIT, &mut durable))
+            .block_on(async { tokio::time::timeout(WAIT, &mut durable).await })
             .unwrap();
         assert_eq!(reached, first + 1, "resolves with c-1's acknowledgment");
         let c1 = c1.join().unwrap().unwrap();

@@ -89,9 +89,8 @@ fn apply_next(store: &TxnStore, from: u64) -> Result<()> {
     // Only the records known to be stored (one per batch): the read then ends without
     // looking for more (on JetStream a get that finds nothing, and a state request).
     let known = (partition.end_offset() / store.span).saturating_sub(from);
-    let records_max = usize::try_from(known).map_or(REPLAY_RECORDS_MAX, |k| {
-        k.clamp(1, REPLAY_RECORDS_MAX)
-    });
+    let records_max =
+        usize::try_from(known).map_or(REPLAY_RECORDS_MAX, |k| k.clamp(1, REPLAY_RECORDS_MAX));
     let recs = partition.read(from * store.span, records_max, REPLAY_BYTES_MAX)?;
     if recs.is_empty() {
         return Ok(());
@@ -136,10 +135,7 @@ impl TxnStore {
         let mut state = lock(&self.state);
         loop {
             self.check_poisoned()?;
-            if !self.options().elected
-                || state.leading.is_some()
-                || state.next_offset >= position
-            {
+            if !self.options().elected || state.leading.is_some() || state.next_offset >= position {
                 return Ok(state.next_offset);
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());

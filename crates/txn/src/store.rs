@@ -1433,7 +1433,11 @@ pub(crate) fn replay(
 ) -> Result<()> {
     loop {
         // Read until the log has nothing more: a follower's handle learns the end by reading.
-        let recs = partition.read(state.next_offset * span, REPLAY_RECORDS_MAX, REPLAY_BYTES_MAX)?;
+        let recs = partition.read(
+            state.next_offset * span,
+            REPLAY_RECORDS_MAX,
+            REPLAY_BYTES_MAX,
+        )?;
         if recs.is_empty() {
             return Ok(());
         }
