@@ -16,6 +16,10 @@
 //!                     ─▶ C[key] = new (or delete)
 //! ```
 //!
+//! **Event semantics** (`"semantics": "events"`, aggregates only): every record is added and
+//! none is retracted — a keyed record is handled as an unkeyed one is, with no contribution
+//! kept; a record that would delete under table semantics is simply not counted.
+//!
 //! `min`/`max` keep a multiset (value → count) per group, so retracting the current minimum
 //! leaves the next one in place. Unkeyed records cannot be replaced: tables skip them;
 //! indexes and aggregates count them under a key of their own (index entries: a primary key
@@ -33,7 +37,7 @@ use crate::layout::{
     encode_group_values, multi_key,
 };
 use crate::limits::{ROW_KEY_BYTES_MAX, STATE_CACHE_ENTRIES_MAX};
-use crate::spec::{AggFn, Aggregate, FieldPath, Plan, PlanKind};
+use crate::spec::{AggFn, Aggregate, FieldPath, Plan, PlanKind, Semantics};
 use crate::state::{Contribs, Delta, PartState};
 use crate::store::Write;
 use crate::value::{Scalar, to_fixed};
@@ -389,8 +393,11 @@ pub fn apply(
             group_by,
             aggregates,
         } => {
+            // Under event semantics every record stands alone, as an unkeyed one does: no
+            // contribution is kept, so nothing is ever retracted.
+            let replaces = r.key.is_some() && plan.spec.semantics == Semantics::Table;
             let ck = layout::key(TAG_CONTRIB, p, pk);
-            let old = if r.key.is_some() {
+            let old = if replaces {
                 txn.contribution(&ck)
             } else {
                 None
@@ -418,7 +425,7 @@ pub fn apply(
             match new {
                 Some(c) => {
                     update_group(txn, p, aggregates, &c, 1, &meta)?;
-                    if r.key.is_some() {
+                    if replaces {
                         let enc = c.encode();
                         if old.as_deref() != Some(enc.as_slice()) {
                             txn.set_contribution(ck, Some(enc));

@@ -67,6 +67,6 @@ pub use engine::{
 };
 pub use error::{Result, ViewError};
 pub use read::{Digest, Row, ScanRange};
-pub use spec::{Plan, ViewSpec};
+pub use spec::{Plan, Semantics, ViewSpec};
 pub use state::ViewsConfig;
 pub use token::{ConsistencyToken, token_of};

@@ -39,6 +39,41 @@ pub struct ViewSpec {
     /// `aggregate` only: output name → aggregate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregates: Option<BTreeMap<String, AggregateSpec>>,
+    /// How a keyed record is read: `table` (the default: it replaces its key's previous
+    /// record) or `events` (`aggregate` only: every record counts). Left out when `table`, so
+    /// a spec that names the default is the same spec as one that does not.
+    #[serde(default, skip_serializing_if = "Semantics::is_table")]
+    pub semantics: Semantics,
+}
+
+/// Event or table semantics (Kafka Streams' `KStream` and `KTable`): what a keyed record
+/// means to a view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Semantics {
+    /// Each keyed record is the new value of its key: it retracts the previous record's
+    /// contribution, and a null value deletes the key (a changelog, a `KTable`). The
+    /// default, and the only meaning for `table` and `index` views.
+    #[default]
+    Table,
+    /// Each record is an event of its own: an aggregate adds every record the filter keeps
+    /// and retracts nothing; a null value is not counted and deletes nothing (a `KStream`).
+    Events,
+}
+
+impl Semantics {
+    /// Its name in a spec: `table` or `events`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Semantics::Table => "table",
+            Semantics::Events => "events",
+        }
+    }
+
+    /// Whether it is [`Semantics::Table`], the default.
+    pub fn is_table(&self) -> bool {
+        *self == Semantics::Table
+    }
 }
 
 /// The kind of a view.
@@ -472,6 +507,15 @@ impl Plan {
             }
             Ok(out)
         };
+        if spec.semantics == Semantics::Events && spec.kind != ViewKind::Aggregate {
+            return Err(ViewError::spec(
+                "semantics",
+                format!(
+                    "\"events\" is for kind \"aggregate\" only; a {} view holds each key's latest record",
+                    spec.kind.as_str()
+                ),
+            ));
+        }
         let kind = match spec.kind {
             ViewKind::Table => {
                 not_for("on", spec.on.is_some())?;
@@ -652,6 +696,47 @@ mod tests {
         }
         match err(r#"{"source":"s","kind":"table","on":["a"]}"#) {
             ViewError::InvalidSpec { field, .. } => assert_eq!(field, "on"),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn semantics_default_to_table_and_events_are_for_aggregates() {
+        let agg = r#""group_by":["g"],"aggregates":{"n":{"fn":"count"}}"#;
+        let plain = Plan::parse(format!(r#"{{"source":"s","kind":"aggregate",{agg}}}"#).as_bytes())
+            .unwrap();
+        let named = Plan::parse(
+            format!(r#"{{"source":"s","kind":"aggregate","semantics":"table",{agg}}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(plain.spec.semantics, Semantics::Table);
+        assert_eq!(plain.spec, named.spec, "naming the default is the same spec");
+        assert!(
+            !serde_json::to_string(&named.spec)
+                .unwrap()
+                .contains("semantics")
+        );
+        let events = Plan::parse(
+            format!(r#"{{"source":"s","kind":"aggregate","semantics":"events",{agg}}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(events.spec.semantics, Semantics::Events);
+        assert!(
+            serde_json::to_string(&events.spec)
+                .unwrap()
+                .contains(r#""semantics":"events""#)
+        );
+        for spec in [
+            r#"{"source":"s","kind":"table","semantics":"events"}"#,
+            r#"{"source":"s","kind":"index","on":["a"],"semantics":"events"}"#,
+        ] {
+            match err(spec) {
+                ViewError::InvalidSpec { field, .. } => assert_eq!(field, "semantics"),
+                e => panic!("{e}"),
+            }
+        }
+        match err(r#"{"source":"s","kind":"aggregate","semantics":"stream","aggregates":{"n":{"fn":"count"}}}"#) {
+            ViewError::InvalidSpec { field, .. } => assert_eq!(field, "semantics"),
             e => panic!("{e}"),
         }
     }

@@ -1,6 +1,8 @@
 //! Each view kind against a plain model: random upserts and deletes are appended, the model
 //! recomputes every view from the whole stream into BTreeMaps, and the live view, the model
-//! and a rebuilt version must agree (and the two versions' digests must be equal).
+//! and a rebuilt version must agree (and the two versions' digests must be equal). The
+//! aggregate runs twice: under table semantics (the model counts each key's latest value)
+//! and under event semantics (the model counts every record with a value).
 
 #![expect(
     clippy::unwrap_used,
@@ -64,6 +66,11 @@ const AGG: &str = r#"{"source":"s","kind":"aggregate","group_by":["g"],"aggregat
     "rows":{"fn":"count"},"ns":{"fn":"count","field":"n"},"sum":{"fn":"sum","field":"n"},
     "min":{"fn":"min","field":"n"},"max":{"fn":"max","field":"n"},"avg":{"fn":"avg","field":"n"},
     "fsum":{"fn":"sum","field":"f"},"distinct":{"fn":"count_distinct","field":"s"}}}"#;
+/// `AGG` under event semantics: every record counts, later records of a key replace nothing.
+const EVENTS: &str = r#"{"source":"s","kind":"aggregate","semantics":"events","group_by":["g"],
+    "aggregates":{"rows":{"fn":"count"},"ns":{"fn":"count","field":"n"},"sum":{"fn":"sum","field":"n"},
+    "min":{"fn":"min","field":"n"},"max":{"fn":"max","field":"n"},"avg":{"fn":"avg","field":"n"},
+    "fsum":{"fn":"sum","field":"f"},"distinct":{"fn":"count_distinct","field":"s"}}}"#;
 
 /// Everything a view shows, read page by page (`limit` 3 exercises pagination).
 fn read_all(views: &Views, name: &str) -> BTreeMap<String, Value> {
@@ -93,13 +100,15 @@ fn read_all(views: &Views, name: &str) -> BTreeMap<String, Value> {
     }
 }
 
-fn models(
-    ops: &[Op],
-) -> (
+/// The model of each view: table, index, aggregate and the aggregate under event semantics.
+type Models = (
     BTreeMap<String, Value>,
     BTreeMap<String, Value>,
     BTreeMap<String, Value>,
-) {
+    BTreeMap<String, Value>,
+);
+
+fn models(ops: &[Op]) -> Models {
     let mut latest: BTreeMap<String, Option<Value>> = BTreeMap::new();
     for o in ops {
         latest.insert(format!("k{}", o.key), o.value.as_ref().map(record_value));
@@ -130,9 +139,20 @@ fn models(
         .into_iter()
         .map(|(g, ks)| (g, json!({ "keys": ks })))
         .collect();
-    // aggregate
+    let agg = aggregate_model(live.iter().map(|(_, v)| v));
+    // events: every record with a value counts, whatever came after it under its key.
+    let values: Vec<Value> = ops
+        .iter()
+        .filter_map(|o| o.value.as_ref().map(record_value))
+        .collect();
+    let events = aggregate_model(values.iter());
+    (table, index, agg, events)
+}
+
+/// The aggregate view `AGG` (and `EVENTS`) computed from the values it counts.
+fn aggregate_model<'a>(values: impl Iterator<Item = &'a Value>) -> BTreeMap<String, Value> {
     let mut groups: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for (_, v) in &live {
+    for v in values {
         let key = v["g"].as_str().map_or("\\N".to_string(), esc);
         groups.entry(key).or_default().push(v);
     }
@@ -163,7 +183,7 @@ fn models(
             }),
         );
     }
-    (table, index, agg)
+    agg
 }
 
 /// The group-by value shown is the last added record's in one partition, which the model
@@ -198,7 +218,7 @@ fn run(ops: Vec<Op>, batch: usize) {
         .create_stream("s", StreamConfig::with_partitions(3))
         .unwrap();
     let views = Views::open(log.clone(), &dir.path().join("views")).unwrap();
-    for (name, spec) in [("t", TABLE), ("i", INDEX), ("a", AGG)] {
+    for (name, spec) in [("t", TABLE), ("i", INDEX), ("a", AGG), ("e", EVENTS)] {
         views.create(name, spec.as_bytes()).unwrap();
     }
     for chunk in ops.chunks(batch.max(1)) {
@@ -214,11 +234,12 @@ fn run(ops: Vec<Op>, batch: usize) {
             .collect();
         stream.append_batch(records).unwrap().wait().unwrap();
     }
-    let (table, index, agg) = models(&ops);
+    let (table, index, agg, events) = models(&ops);
     let expected = [
         ("t", table),
         ("i", sorted_index(index)),
         ("a", strip_group_values(agg)),
+        ("e", strip_group_values(events)),
     ];
     for (name, model) in &expected {
         assert!(
@@ -230,7 +251,7 @@ fn run(ops: Vec<Op>, batch: usize) {
         if *name == "i" {
             live = sorted_index(live);
         }
-        if *name == "a" {
+        if matches!(*name, "a" | "e") {
             live = strip_group_values(live);
         }
         assert_eq!(&live, model, "view {name}: live != model");
@@ -251,7 +272,7 @@ fn run(ops: Vec<Op>, batch: usize) {
         if *name == "i" {
             rebuilt = sorted_index(rebuilt);
         }
-        if *name == "a" {
+        if matches!(*name, "a" | "e") {
             rebuilt = strip_group_values(rebuilt);
         }
         assert_eq!(&rebuilt, model, "view {name}: rebuilt != model");

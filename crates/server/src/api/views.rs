@@ -187,7 +187,7 @@ pub async fn list_views(
 /// The same spec again answers 200 with the view; another spec under the name, 409.
 #[utoipa::path(put, path = route::VIEW, tag = "views",
     params(("view" = String, Path, description = "1..=128 bytes of [A-Za-z0-9._-]")),
-    request_body(content = Object, description = "A view spec: `source`, `kind` (table, index, aggregate), `filter`, `fields`, `on`, `group_by`, `aggregates`"),
+    request_body(content = Object, description = "A view spec: `source`, `kind` (table, index, aggregate), `filter`, `fields`, `on`, `group_by`, `aggregates`, `semantics` (`table`, the default: a keyed record replaces its key's previous one; `events`, aggregates only: every record counts)"),
     responses((status = 201, body = ViewOut),
         (status = 200, description = "Exists with this spec", body = ViewOut),
         (status = 400, description = "`invalid_view_spec` naming the field, `invalid_view_name`", body = Problem, content_type = "application/problem+json"),
