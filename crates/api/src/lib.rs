@@ -36,6 +36,7 @@
 //! ```
 
 pub mod audit;
+pub mod derived;
 pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;

@@ -70,6 +70,10 @@ pub mod route {
     pub const VIEW_REBUILD: &str = "/v1/views/{view}/rebuild";
     /// `POST`: switch (or roll out) a view's version.
     pub const VIEW_SWITCH: &str = "/v1/views/{view}/switch";
+    /// `GET`: every derived stream.
+    pub const DERIVED_STREAMS: &str = "/v1/derived-streams";
+    /// `PUT` (create), `GET` (spec and status), `DELETE`: one derived stream.
+    pub const DERIVED_STREAM: &str = "/v1/derived-streams/{name}";
     /// `GET`: every consumer group.
     pub const GROUPS: &str = "/v1/groups";
     /// `GET`: one group (members, assignments, committed offsets, lag).
@@ -315,6 +319,16 @@ pub fn view_switch(view: &str) -> String {
     format!("/v1/views/{}/switch", encode(view))
 }
 
+/// `/v1/derived-streams`.
+pub fn derived_streams() -> String {
+    route::DERIVED_STREAMS.to_string()
+}
+
+/// `/v1/derived-streams/{name}`.
+pub fn derived_stream(name: &str) -> String {
+    format!("/v1/derived-streams/{}", encode(name))
+}
+
 /// `/v1/health`.
 pub fn health() -> String {
     route::HEALTH.to_string()
@@ -416,6 +430,8 @@ mod tests {
             (view_row("{view}", ""), route::VIEW_EMPTY_KEY_ROW),
             (view_rebuild("{view}"), route::VIEW_REBUILD),
             (view_switch("{view}"), route::VIEW_SWITCH),
+            (derived_streams(), route::DERIVED_STREAMS),
+            (derived_stream("{name}"), route::DERIVED_STREAM),
             (health(), route::HEALTH),
             (limits(), route::LIMITS),
             (groups(), route::GROUPS),

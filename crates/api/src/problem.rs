@@ -376,6 +376,16 @@ problem_codes! {
     VersionUnavailable = ("version_unavailable", 409, "View version cannot be used this way"),
     /// The target version of a switch has not caught up; retry later.
     NotCaughtUp = ("not_caught_up", 409, "The target version has not caught up"),
+    // Derived streams (decision 0031).
+    /// A derived stream spec that does not parse or check (a cycle included); `field` is
+    /// its dotted path.
+    InvalidDerivedSpec = ("invalid_derived_spec", 400, "Invalid derived stream spec"),
+    /// The derived stream exists with another spec.
+    DerivedStreamExists = ("derived_stream_exists", 409, "Derived stream exists with another spec"),
+    /// The node runs as many derived streams as it may.
+    TooManyDerivedStreams = ("too_many_derived_streams", 409, "Too many derived streams"),
+    /// No such derived stream.
+    UnknownDerivedStream = ("unknown_derived_stream", 404, "Unknown derived stream"),
     /// A view's state exceeds its memory limit.
     ViewStateTooLarge = ("view_state_too_large", 507, "View state exceeds its memory limit"),
     /// The view state store failed.

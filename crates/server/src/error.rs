@@ -374,6 +374,11 @@ impl From<ViewError> for ApiError {
             ViewError::Store { .. } => (C::ViewStoreError, None),
             ViewError::Corrupt { .. } => (C::Corrupt, None),
             ViewError::Closed => (C::Closed, None),
+            ViewError::DerivedStreamExists { .. } => (C::DerivedStreamExists, Some("name".into())),
+            ViewError::UnknownDerivedStream { .. } => {
+                (C::UnknownDerivedStream, Some("name".into()))
+            }
+            ViewError::TooManyDerivedStreams { .. } => (C::TooManyDerivedStreams, None),
         };
         if code.status() >= 500 && code != C::ConsistencyTimeout {
             tracing::error!(error = %e, code = code.as_str(), "view error");

@@ -505,9 +505,23 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
             source,
         }
     })?;
+    let derived = {
+        let catalog = crate::internal_stream::open_or_create(
+            log.as_ref(),
+            logbook_views::derived::CATALOG_STREAM,
+            false,
+        )
+        .map_err(|source| ServerError::OpenLog {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+        logbook_views::derived::DerivedStreams::open(log.clone(), catalog)
+            .map_err(ServerError::OpenViews)?
+    };
     let mut opened = Opened::new(log, txns, views)
         .with_groups(groups)
-        .with_schemas(schemas);
+        .with_schemas(schemas)
+        .with_derived(derived);
     if let Some(scrubber) = scrubber {
         opened = opened.with_scrubber(scrubber);
     }
@@ -563,6 +577,7 @@ async fn close(opened: Opened, grace: Duration) {
     let groups = opened.groups.clone();
     let scrubber = opened.scrubber.clone();
     let auditor = opened.auditor.clone();
+    let derived = opened.derived.clone();
     let (log, txns, views, cluster) = opened.into_parts();
     drop(txns);
     // Leave the cluster first: other nodes stop listing this one at once.
@@ -586,6 +601,10 @@ async fn close(opened: Opened, grace: Duration) {
         // The groups' expiry thread appends to the log: stopped before it closes.
         if let Some(groups) = groups {
             groups.close();
+        }
+        // The derived streams' processors append to the log: stopped before it closes.
+        if let Some(derived) = derived {
+            derived.close();
         }
         views.close();
         drop(views);

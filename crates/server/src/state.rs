@@ -54,6 +54,9 @@ pub struct Opened {
     /// The schema registry (derived from `_schemas`); `None` where the server was opened
     /// without it.
     pub schemas: Option<Arc<crate::schemas::SchemaRegistry>>,
+    /// The derived streams (catalog `_derived`; decision 0031); `None` on a cluster node
+    /// (planned there: one node per derived stream by an etcd lease).
+    pub derived: Option<Arc<logbook_views::derived::DerivedStreams>>,
 }
 
 impl Opened {
@@ -69,6 +72,7 @@ impl Opened {
             scrubber: None,
             auditor: None,
             schemas: None,
+            derived: None,
         }
     }
 
@@ -94,6 +98,27 @@ impl Opened {
             groups: Some(groups),
             ..self
         }
+    }
+
+    /// The same, with the derived streams running.
+    pub fn with_derived(self, derived: logbook_views::derived::DerivedStreams) -> Opened {
+        Opened {
+            derived: Some(Arc::new(derived)),
+            ..self
+        }
+    }
+
+    /// The derived streams.
+    ///
+    /// # Errors
+    /// 501 `not_supported_in_cluster` on a cluster node.
+    pub fn derived(&self) -> Result<Arc<logbook_views::derived::DerivedStreams>, ApiError> {
+        self.derived.clone().ok_or_else(|| {
+            ApiError::new(
+                ProblemCode::NotSupportedInCluster,
+                "derived streams are not available on a cluster node yet",
+            )
+        })
     }
 
     /// The same, with the schema registry.
@@ -148,6 +173,7 @@ impl Opened {
             scrubber: None,
             auditor: None,
             schemas: None,
+            derived: None,
         }
     }
 

@@ -43,6 +43,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/views/{view}/rows"),
     ("post", "/v1/views/{view}/rebuild"),
     ("post", "/v1/views/{view}/switch"),
+    ("get", "/v1/derived-streams"),
+    ("put", "/v1/derived-streams/{name}"),
+    ("get", "/v1/derived-streams/{name}"),
+    ("delete", "/v1/derived-streams/{name}"),
     ("get", "/v1/groups"),
     ("get", "/v1/groups/{group}"),
     ("post", "/v1/groups/{group}/members"),
@@ -158,6 +162,7 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
                 .replace("{key}", "k")
                 .replace("{group}", "g")
                 .replace("{member}", "m")
+                .replace("{name}", "d")
                 .replace("{subject}", "s-value")
                 .replace("{version}", "1")
                 .replace("{id}", "0011223344556677");

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 ///
 /// * **bad input** (`UnknownKind`, `InvalidSpec`, `InvalidViewName`, `UnknownStream`,
 ///   `ViewExists`, `TooManyViews`, `TooManyVersions`, `TooManyProcessors`, `UnknownView`,
-///   `UnknownVersion`, `InvalidToken`, `TokenTooLarge`, `TokenIncarnation`, `InvalidRead`):
+///   `UnknownVersion`, `InvalidToken`, `TokenTooLarge`, `TokenIncarnation`, `InvalidRead`,
+///   `DerivedStreamExists`, `UnknownDerivedStream`, `TooManyDerivedStreams`):
 ///   nothing was changed; fix the request;
 /// * **wait** (`ConsistencyTimeout`, `NotCaughtUp`): retry later (`is_retryable()`);
 /// * **storage and state** (`StateTooLarge`, `Store`, `Corrupt`, `Log`, `Closed`).
@@ -178,6 +179,24 @@ pub enum ViewError {
         what: &'static str,
         /// What is wrong.
         reason: String,
+    },
+    /// A derived stream of this name exists already with another spec.
+    #[error("a derived stream named {name:?} exists already with another spec")]
+    DerivedStreamExists {
+        /// The name.
+        name: String,
+    },
+    /// No derived stream of this name.
+    #[error("unknown derived stream {name:?}")]
+    UnknownDerivedStream {
+        /// The name.
+        name: String,
+    },
+    /// [`crate::limits::DERIVED_STREAMS_MAX`] derived streams exist already.
+    #[error("too many derived streams: the limit is {max}")]
+    TooManyDerivedStreams {
+        /// The limit.
+        max: usize,
     },
     /// The log failed.
     #[error(transparent)]

@@ -37,12 +37,14 @@
 //! [`read`] (merging partitions, digests) →
 //! [`engine`] (catalog, tokens, rebuild, rollout) → [`audit`] (a view recomputed from the log
 //! and compared by digest); [`value`] defines how JSON values compare
-//! and encode; [`token`] the consistency tokens; [`limits`] every limit.
+//! and encode; [`token`] the consistency tokens; [`limits`] every limit. Beside the views,
+//! [`derived`]: derived streams, processors whose output is records of another stream.
 
 pub mod apply;
 pub mod audit;
 pub mod batch;
 mod catalog;
+pub mod derived;
 pub mod engine;
 mod error;
 pub mod extract;

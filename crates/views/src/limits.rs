@@ -104,3 +104,29 @@ pub const AUDIT_DIFFERENCES_MAX: usize = 3;
 /// Rounds an audit's recomputation chases the live version without holding it, before the
 /// last catch-up under the hold (each round has only what arrived during the one before).
 pub const AUDIT_CATCH_UP_ROUNDS: usize = 3;
+
+/// Derived streams per node (decision 0031).
+pub const DERIVED_STREAMS_MAX: usize = 64;
+/// Longest derived stream name, bytes: its request ids must fit
+/// [`logbook_log::dedup::REQUEST_ID_BYTES_MAX`] with a generation, a partition, an input
+/// range and a group in them.
+pub const DERIVED_NAME_BYTES_MAX: usize = 48;
+/// Input records of one derived stream batch (one request per target partition).
+pub const DERIVED_BATCH_RECORDS: usize = 512;
+/// Input bytes (keys and values) one derived stream batch reads, about.
+pub const DERIVED_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+const _: () = assert!(
+    // "dv:" name ":" generation ":" partition ":" from "-" to ":" group
+    3 + DERIVED_NAME_BYTES_MAX + 1 + 20 + 1 + 3 + 1 + 20 + 1 + 20 + 1 + 3
+        <= logbook_log::dedup::REQUEST_ID_BYTES_MAX,
+    "a derived stream's request ids fit the log's limit"
+);
+const _: () = assert!(
+    // Outputs may grow over inputs by a projection's member names and a new key per record.
+    DERIVED_BATCH_BYTES
+        + DERIVED_BATCH_RECORDS
+            * (SPEC_FIELDS_MAX * FIELD_PATH_BYTES_MAX + ROW_KEY_BYTES_MAX + 256)
+        <= logbook_log::limits::BATCH_BYTES_MAX as usize,
+    "a derived batch's outputs to one partition fit one log batch"
+);

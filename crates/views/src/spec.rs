@@ -153,7 +153,7 @@ pub struct FieldPath {
 }
 
 impl FieldPath {
-    fn parse(field: &str, text: &str) -> Result<FieldPath> {
+    pub(crate) fn parse(field: &str, text: &str) -> Result<FieldPath> {
         if text.is_empty() || text.len() > FIELD_PATH_BYTES_MAX {
             return Err(ViewError::spec(
                 field,
@@ -251,7 +251,7 @@ impl Filter {
         }
     }
 
-    fn compile(at: &str, v: &Value, depth: usize, nodes: &mut usize) -> Result<Filter> {
+    pub(crate) fn compile(at: &str, v: &Value, depth: usize, nodes: &mut usize) -> Result<Filter> {
         *nodes += 1;
         if *nodes > FILTER_NODES_MAX {
             return Err(ViewError::spec(
@@ -412,6 +412,22 @@ pub struct Plan {
     pub members: Option<Vec<String>>,
 }
 
+/// A spec's deserialization error as [`ViewError::InvalidSpec`] naming the field (view and
+/// derived stream specs alike).
+pub(crate) fn spec_error(e: serde_path_to_error::Error<serde_json::Error>) -> ViewError {
+    let path = e.path().to_string();
+    let mut field = if path == "." { String::new() } else { path };
+    let reason = e.into_inner().to_string();
+    // serde reports a missing member at the object that lacks it: name the member.
+    if let Some(member) = missing_member(&reason) {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(member);
+    }
+    ViewError::spec(field, reason)
+}
+
 /// The member named by serde's "missing field `name`" message, if that is the message.
 fn missing_member(reason: &str) -> Option<&str> {
     let rest = reason.strip_prefix("missing field `")?;
@@ -454,19 +470,7 @@ impl Plan {
             }
             _ => {}
         }
-        let spec: ViewSpec = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let mut field = if path == "." { String::new() } else { path };
-            let reason = e.into_inner().to_string();
-            // serde reports a missing member at the object that lacks it: name the member.
-            if let Some(member) = missing_member(&reason) {
-                if !field.is_empty() {
-                    field.push('.');
-                }
-                field.push_str(member);
-            }
-            ViewError::spec(field, reason)
-        })?;
+        let spec: ViewSpec = serde_path_to_error::deserialize(value).map_err(spec_error)?;
         Plan::compile(spec)
     }
 

@@ -8,6 +8,7 @@
 //! | [`txns`] | `/v1/txns`, `/v1/txns/{txn}/...`, `/v1/kv`, `/v1/kv/{key}` |
 //! | `empty_key` | `/v1/kv/`, `/v1/txns/{txn}/kv/`, `/v1/views/{view}/rows/`: the `{key}` routes with the empty key |
 //! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
+//! | [`derived`] | `/v1/derived-streams`, `/v1/derived-streams/{name}` (derived streams, admin only) |
 //! | [`groups`] | `/v1/groups`, `/v1/groups/{group}`, `/v1/groups/{group}/members[/{member}[/heartbeat\|/commit]]`, `/v1/groups/{group}/reset` (consumer groups) |
 //! | [`schemas`] | `/v1/schema-registry/…`: Confluent Schema Registry's REST API (subjects, versions, schemas by id, compatibility, config, mode) |
 //! | [`ops`] | `/v1/health`, `/v1/cluster`, `/v1/limits`, `/metrics`, `/openapi.json` |
@@ -20,6 +21,7 @@
 //! of docs/DESIGN.md's "HTTP API (v1)" table, and that every documented route answers.
 
 pub mod commits;
+pub mod derived;
 mod empty_key;
 pub mod events;
 pub mod groups;
@@ -58,6 +60,7 @@ use crate::state::AppState;
         (name = "streams", description = "Streams and records"),
         (name = "transactions", description = "Interactive transactions and key-value reads"),
         (name = "views", description = "Views derived from streams: specs, status, row reads with consistency tokens, rebuilds and switches"),
+        (name = "derived streams", description = "Processors that filter, project and re-key one stream's records into another, each output exactly once (admin only)"),
         (name = "groups", description = "Consumer groups: members share a stream's partitions, commit processed offsets and resume from them"),
         (name = "operations", description = "Health, metrics, this document"),
         (name = "tokens", description = "Bearer tokens (admin only): create, list, revoke"),
@@ -99,6 +102,12 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(views::scan_rows))
         .routes(routes!(views::rebuild))
         .routes(routes!(views::switch))
+        .routes(routes!(derived::list_derived))
+        .routes(routes!(
+            derived::put_derived,
+            derived::get_derived,
+            derived::delete_derived
+        ))
         .routes(routes!(groups::list_groups))
         .routes(routes!(groups::describe_group))
         .routes(routes!(groups::join))

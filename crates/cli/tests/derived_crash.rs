@@ -1,0 +1,260 @@
+//! Derived streams under SIGKILL (decision 0031): a chain of two derived streams —
+//! `orders` → (paid orders, re-keyed by customer) → `by_customer` → (the big ones) → `big` —
+//! runs in a real `logbook serve` that is killed at random moments while orders arrive, and
+//! restarted on the same data directory. At the end every output is in its target exactly
+//! once and the targets equal a model computed from what `orders` holds. The targets
+//! remember only 2 request ids each, so exactly-once cannot come from the request-id
+//! window: it comes from the processors reading their own output back. The seed is
+//! printed; `DERIVED_CRASH_SEED=<n>` replays a run.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers, like tests, fail loudly on an unexpected error"
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::api::call;
+use logbook_api::client::blocking::Client;
+use logbook_api::paths;
+use logbook_log::{Log, RequestIdWindow, StreamConfig};
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const PAID: &str = "paid_by_customer";
+const BIG: &str = "big_paid";
+/// Server lives killed while orders arrive.
+const LIVES: usize = 6;
+/// Longest wait for the processors to catch up at the end.
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn specs() -> [(&'static str, Value); 2] {
+    [
+        (
+            PAID,
+            json!({"source": "orders", "target": "by_customer",
+                   "filter": {"field": "status", "op": "eq", "value": "paid"},
+                   "fields": ["i", "customer", "total"], "key_by": ["customer"]}),
+        ),
+        (
+            BIG,
+            json!({"source": "by_customer", "target": "big",
+                   "filter": {"field": "total", "op": "ge", "value": 500},
+                   "fields": ["i", "total"]}),
+        ),
+    ]
+}
+
+/// Every record of `stream` (partitions `0..partitions`) as (partition, key, value).
+fn read_all(client: &Client, stream: &str, partitions: u32) -> Vec<(u32, Option<String>, Value)> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let mut from = 0;
+        loop {
+            let path = format!("{}?partition={p}&from={from}&limit=1000", paths::records(stream));
+            let (status, body) = call(client, "GET", &path, None);
+            assert_eq!(status, 200, "{body}");
+            let records = body["records"].as_array().unwrap();
+            if records.is_empty() {
+                break;
+            }
+            for r in records {
+                out.push((p, r["key"].as_str().map(str::to_string), r["value"].clone()));
+            }
+            from = body["next"].as_u64().unwrap();
+        }
+    }
+    out
+}
+
+/// Appends orders (numbered from `next`) until `stop`, ignoring failures (the server is
+/// killed under it: what landed is whatever `orders` holds at the end).
+fn append_orders(client: Client, seed: u64, next: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    while !stop.load(Ordering::Acquire) {
+        let records: Vec<Value> = (0..rng.gen_range(1..60))
+            .map(|_| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let status = if rng.gen_range(0..3) == 0 { "open" } else { "paid" };
+                json!({"key": format!("order-{i}"), "value": {"i": i, "status": status,
+                    "customer": format!("c{}", rng.gen_range(0..40)), "total": rng.gen_range(0..1000)}})
+            })
+            .collect();
+        let body = json!({ "records": records });
+        if common::api::send(&client, common::api::request("POST", &paths::records("orders"), Some(&body))).is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits until both derived streams have read their sources to the end, twice in a row
+/// with the same ends (the second one's source is the first one's target).
+fn wait_caught_up(client: &Client) {
+    let deadline = Instant::now() + CATCH_UP;
+    let mut last: Option<Vec<u64>> = None;
+    loop {
+        let mut ends = Vec::new();
+        let mut done = true;
+        for (name, _) in specs() {
+            let (status, body) = call(client, "GET", &paths::derived_stream(name), None);
+            assert_eq!(status, 200, "{body}");
+            assert!(body["error"].is_null(), "{name}: {body}");
+            let parts = body["partitions"].as_array().unwrap();
+            done &= !parts.is_empty();
+            for p in parts {
+                done &= p["next"] == p["end"];
+                ends.push(p["end"].as_u64().unwrap());
+            }
+        }
+        if done && last.as_ref() == Some(&ends) {
+            return;
+        }
+        last = done.then_some(ends);
+        assert!(Instant::now() < deadline, "the derived streams did not catch up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn every_output_exactly_once_through_sigkills() {
+    let seed = std::env::var("DERIVED_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().r#gen::<u64>());
+    eprintln!("DERIVED_CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        // The streams, made offline: the targets remember 2 request ids (no HTTP setting
+        // exists for the window).
+        let log = Log::open(&data).unwrap();
+        log.create_stream("orders", StreamConfig::with_partitions(3)).unwrap();
+        for (name, partitions) in [("by_customer", 4), ("big", 2)] {
+            let mut config = StreamConfig::with_partitions(partitions);
+            config.request_ids = RequestIdWindow {
+                max_ids: 2,
+                ..RequestIdWindow::default()
+            };
+            log.create_stream(name, config).unwrap();
+        }
+    }
+    let mut serve = common::spawn_serve(&data, &[], &[], Stdio::null());
+    for (name, spec) in specs() {
+        let (status, body) = call(&serve.client(), "PUT", &paths::derived_stream(name), Some(&spec));
+        assert_eq!(status, 201, "{name}: {body}");
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    for life in 0..LIVES {
+        let stop = Arc::new(AtomicBool::new(false));
+        let appender = {
+            let (client, next, stop) = (serve.client(), next.clone(), stop.clone());
+            let seed = seed ^ life as u64;
+            std::thread::spawn(move || append_orders(client, seed, next, stop))
+        };
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
+        // SIGKILL while orders arrive and the processors append.
+        drop(serve);
+        stop.store(true, Ordering::Release);
+        appender.join().unwrap();
+        serve = common::spawn_serve(&data, &[], &[], Stdio::null());
+    }
+    let client = serve.client();
+    wait_caught_up(&client);
+    eprintln!("{} orders sent over {LIVES} lives", next.load(Ordering::Relaxed));
+
+    // The model, from what `orders` holds.
+    let orders = read_all(&client, "orders", 3);
+    let paid: BTreeMap<u64, &Value> = orders
+        .iter()
+        .filter(|(_, _, v)| v["status"] == "paid")
+        .map(|(_, _, v)| (v["i"].as_u64().unwrap(), v))
+        .collect();
+    assert!(!paid.is_empty(), "seed {seed}: no paid order landed");
+    // First link: each paid order once, projected, keyed by its customer, in its partition.
+    let by_customer = read_all(&client, "by_customer", 4);
+    let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+    for (p, key, v) in &by_customer {
+        let i = v["i"].as_u64().unwrap();
+        *seen.entry(i).or_default() += 1;
+        let order = paid.get(&i).unwrap_or_else(|| panic!("seed {seed}: output {v} of no paid order"));
+        assert_eq!(v, &json!({"i": i, "customer": order["customer"], "total": order["total"]}), "seed {seed}");
+        assert_eq!(key.as_deref(), order["customer"].as_str(), "seed {seed}");
+        assert_eq!(*p, logbook_log::partition_for_key(key.as_ref().unwrap().as_bytes(), 4), "seed {seed}");
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "seed {seed}: orders emitted more than once: {twice:?}");
+    assert_eq!(seen.len(), paid.len(), "seed {seed}: paid orders missing from by_customer");
+    // Second link: the big ones, once each, keys kept.
+    let big = read_all(&client, "big", 2);
+    let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+    for (_, key, v) in &big {
+        let i = v["i"].as_u64().unwrap();
+        *seen.entry(i).or_default() += 1;
+        let order = paid[&i];
+        assert_eq!(v, &json!({"i": i, "total": order["total"]}), "seed {seed}");
+        assert_eq!(key.as_deref(), order["customer"].as_str(), "seed {seed}");
+    }
+    let want: Vec<u64> = paid
+        .iter()
+        .filter(|(_, o)| o["total"].as_i64().unwrap() >= 500)
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), want, "seed {seed}: big");
+    assert!(seen.values().all(|n| *n == 1), "seed {seed}: big orders emitted more than once");
+}
+
+#[test]
+fn specs_are_checked_and_cycles_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(&dir.path().join("data"), &[], &[], Stdio::null());
+    let client = serve.client();
+    for s in ["a", "b", "c"] {
+        let (status, _) = call(&client, "PUT", &paths::stream(s), Some(&json!({"partitions": 2})));
+        assert_eq!(status, 201);
+    }
+    let put = |name: &str, spec: Value| call(&client, "PUT", &paths::derived_stream(name), Some(&spec));
+    for (spec, field) in [
+        (json!({"source": "a", "target": "nope"}), "target"),
+        (json!({"source": "nope", "target": "a"}), "source"),
+        (json!({"source": "a", "target": "b", "fields": []}), "fields"),
+        (json!({"source": "a", "target": "b", "filter": {"field": "x", "op": "zz", "value": 1}}), "filter.op"),
+        (json!({"source": "a"}), "target"),
+    ] {
+        let (status, body) = put("d", spec.clone());
+        assert_eq!(
+            (status, body["code"].as_str(), body["field"].as_str()),
+            (400, Some("invalid_derived_spec"), Some(field)),
+            "{spec}: {body}"
+        );
+    }
+    assert_eq!(put("ab", json!({"source": "a", "target": "b"})).0, 201);
+    assert_eq!(put("ab", json!({"source": "a", "target": "b"})).0, 200, "the same spec again");
+    let (status, body) = put("ab", json!({"source": "a", "target": "c"}));
+    assert_eq!((status, body["code"].as_str()), (409, Some("derived_stream_exists")), "{body}");
+    assert_eq!(put("bc", json!({"source": "b", "target": "c"})).0, 201);
+    // c → a would close a → b → c → a; a stream into itself is allowed.
+    let (status, body) = put("ca", json!({"source": "c", "target": "a"}));
+    assert_eq!(
+        (status, body["code"].as_str(), body["field"].as_str()),
+        (400, Some("invalid_derived_spec"), Some("target")),
+        "{body}"
+    );
+    assert!(body["detail"].as_str().unwrap().contains("c → a → b → c"), "{body}");
+    assert_eq!(put("cc", json!({"source": "c", "target": "c", "key_by": ["x"]})).0, 201);
+    let (status, body) = call(&client, "GET", &paths::derived_streams(), None);
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["derived_streams"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ab", "bc", "cc"]);
+    // Dropped: gone, and the cycle it was part of may now be closed the other way.
+    assert_eq!(call(&client, "DELETE", &paths::derived_stream("bc"), None).0, 204);
+    let (status, body) = call(&client, "GET", &paths::derived_stream("bc"), None);
+    assert_eq!((status, body["code"].as_str()), (404, Some("unknown_derived_stream")));
+    assert_eq!(put("ca", json!({"source": "c", "target": "a"})).0, 201);
+}
