@@ -213,7 +213,7 @@ mod tests {
             (r#"{"source":"a","target":"b","fields":[]}"#, "fields"),
             (r#"{"source":"a","target":"b","key_by":["x..y"]}"#, "key_by[0]"),
             (r#"{"source":"a","target":"b","filter":{"field":"x","op":"zz","value":1}}"#, "filter.op"),
-            (r#"{"source":"a","target":"b","colour":1}"#, ""),
+            (r#"{"source":"a","target":"b","colour":1}"#, "colour"),
         ] {
             match DerivedPlan::parse(json.as_bytes()) {
                 Err(ViewError::InvalidSpec { field: f, .. }) => assert_eq!(f, field, "{json}"),
