@@ -36,10 +36,10 @@
 //! ```
 
 pub mod audit;
-pub mod derived;
 pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod derived;
 pub mod groups;
 pub mod limits;
 mod objects;

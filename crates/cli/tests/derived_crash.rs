@@ -57,7 +57,10 @@ fn read_all(client: &Client, stream: &str, partitions: u32) -> Vec<(u32, Option<
     for p in 0..partitions {
         let mut from = 0;
         loop {
-            let path = format!("{}?partition={p}&from={from}&limit=1000", paths::records(stream));
+            let path = format!(
+                "{}?partition={p}&from={from}&limit=1000",
+                paths::records(stream)
+            );
             let (status, body) = call(client, "GET", &path, None);
             assert_eq!(status, 200, "{body}");
             let records = body["records"].as_array().unwrap();
@@ -87,7 +90,12 @@ fn append_orders(client: Client, seed: u64, next: Arc<AtomicU64>, stop: Arc<Atom
             })
             .collect();
         let body = json!({ "records": records });
-        if common::api::send(&client, common::api::request("POST", &paths::records("orders"), Some(&body))).is_err() {
+        if common::api::send(
+            &client,
+            common::api::request("POST", &paths::records("orders"), Some(&body)),
+        )
+        .is_err()
+        {
             return;
         }
     }
@@ -116,7 +124,10 @@ fn wait_caught_up(client: &Client) {
             return;
         }
         last = done.then_some(ends);
-        assert!(Instant::now() < deadline, "the derived streams did not catch up");
+        assert!(
+            Instant::now() < deadline,
+            "the derived streams did not catch up"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -135,7 +146,8 @@ fn every_output_exactly_once_through_sigkills() {
         // The streams, made offline: the targets remember 2 request ids (no HTTP setting
         // exists for the window).
         let log = Log::open(&data).unwrap();
-        log.create_stream("orders", StreamConfig::with_partitions(3)).unwrap();
+        log.create_stream("orders", StreamConfig::with_partitions(3))
+            .unwrap();
         for (name, partitions) in [("by_customer", 4), ("big", 2)] {
             let mut config = StreamConfig::with_partitions(partitions);
             config.request_ids = RequestIdWindow {
@@ -147,7 +159,12 @@ fn every_output_exactly_once_through_sigkills() {
     }
     let mut serve = common::spawn_serve(&data, &[], &[], Stdio::null());
     for (name, spec) in specs() {
-        let (status, body) = call(&serve.client(), "PUT", &paths::derived_stream(name), Some(&spec));
+        let (status, body) = call(
+            &serve.client(),
+            "PUT",
+            &paths::derived_stream(name),
+            Some(&spec),
+        );
         assert_eq!(status, 201, "{name}: {body}");
     }
     let next = Arc::new(AtomicU64::new(0));
@@ -167,7 +184,10 @@ fn every_output_exactly_once_through_sigkills() {
     }
     let client = serve.client();
     wait_caught_up(&client);
-    eprintln!("{} orders sent over {LIVES} lives", next.load(Ordering::Relaxed));
+    eprintln!(
+        "{} orders sent over {LIVES} lives",
+        next.load(Ordering::Relaxed)
+    );
 
     // The model, from what `orders` holds.
     let orders = read_all(&client, "orders", 3);
@@ -183,14 +203,31 @@ fn every_output_exactly_once_through_sigkills() {
     for (p, key, v) in &by_customer {
         let i = v["i"].as_u64().unwrap();
         *seen.entry(i).or_default() += 1;
-        let order = paid.get(&i).unwrap_or_else(|| panic!("seed {seed}: output {v} of no paid order"));
-        assert_eq!(v, &json!({"i": i, "customer": order["customer"], "total": order["total"]}), "seed {seed}");
+        let order = paid
+            .get(&i)
+            .unwrap_or_else(|| panic!("seed {seed}: output {v} of no paid order"));
+        assert_eq!(
+            v,
+            &json!({"i": i, "customer": order["customer"], "total": order["total"]}),
+            "seed {seed}"
+        );
         assert_eq!(key.as_deref(), order["customer"].as_str(), "seed {seed}");
-        assert_eq!(*p, logbook_log::partition_for_key(key.as_ref().unwrap().as_bytes(), 4), "seed {seed}");
+        assert_eq!(
+            *p,
+            logbook_log::partition_for_key(key.as_ref().unwrap().as_bytes(), 4),
+            "seed {seed}"
+        );
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "seed {seed}: orders emitted more than once: {twice:?}");
-    assert_eq!(seen.len(), paid.len(), "seed {seed}: paid orders missing from by_customer");
+    assert!(
+        twice.is_empty(),
+        "seed {seed}: orders emitted more than once: {twice:?}"
+    );
+    assert_eq!(
+        seen.len(),
+        paid.len(),
+        "seed {seed}: paid orders missing from by_customer"
+    );
     // Second link: the big ones, once each, keys kept.
     let big = read_all(&client, "big", 2);
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
@@ -206,8 +243,15 @@ fn every_output_exactly_once_through_sigkills() {
         .filter(|(_, o)| o["total"].as_i64().unwrap() >= 500)
         .map(|(i, _)| *i)
         .collect();
-    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), want, "seed {seed}: big");
-    assert!(seen.values().all(|n| *n == 1), "seed {seed}: big orders emitted more than once");
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        want,
+        "seed {seed}: big"
+    );
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "seed {seed}: big orders emitted more than once"
+    );
 }
 
 #[test]
@@ -216,15 +260,27 @@ fn specs_are_checked_and_cycles_refused() {
     let serve = common::spawn_serve(&dir.path().join("data"), &[], &[], Stdio::null());
     let client = serve.client();
     for s in ["a", "b", "c"] {
-        let (status, _) = call(&client, "PUT", &paths::stream(s), Some(&json!({"partitions": 2})));
+        let (status, _) = call(
+            &client,
+            "PUT",
+            &paths::stream(s),
+            Some(&json!({"partitions": 2})),
+        );
         assert_eq!(status, 201);
     }
-    let put = |name: &str, spec: Value| call(&client, "PUT", &paths::derived_stream(name), Some(&spec));
+    let put =
+        |name: &str, spec: Value| call(&client, "PUT", &paths::derived_stream(name), Some(&spec));
     for (spec, field) in [
         (json!({"source": "a", "target": "nope"}), "target"),
         (json!({"source": "nope", "target": "a"}), "source"),
-        (json!({"source": "a", "target": "b", "fields": []}), "fields"),
-        (json!({"source": "a", "target": "b", "filter": {"field": "x", "op": "zz", "value": 1}}), "filter.op"),
+        (
+            json!({"source": "a", "target": "b", "fields": []}),
+            "fields",
+        ),
+        (
+            json!({"source": "a", "target": "b", "filter": {"field": "x", "op": "zz", "value": 1}}),
+            "filter.op",
+        ),
         (json!({"source": "a"}), "target"),
     ] {
         let (status, body) = put("d", spec.clone());
@@ -235,9 +291,17 @@ fn specs_are_checked_and_cycles_refused() {
         );
     }
     assert_eq!(put("ab", json!({"source": "a", "target": "b"})).0, 201);
-    assert_eq!(put("ab", json!({"source": "a", "target": "b"})).0, 200, "the same spec again");
+    assert_eq!(
+        put("ab", json!({"source": "a", "target": "b"})).0,
+        200,
+        "the same spec again"
+    );
     let (status, body) = put("ab", json!({"source": "a", "target": "c"}));
-    assert_eq!((status, body["code"].as_str()), (409, Some("derived_stream_exists")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("derived_stream_exists")),
+        "{body}"
+    );
     assert_eq!(put("bc", json!({"source": "b", "target": "c"})).0, 201);
     // c → a would close a → b → c → a; a stream into itself is allowed.
     let (status, body) = put("ca", json!({"source": "c", "target": "a"}));
@@ -246,15 +310,32 @@ fn specs_are_checked_and_cycles_refused() {
         (400, Some("invalid_derived_spec"), Some("target")),
         "{body}"
     );
-    assert!(body["detail"].as_str().unwrap().contains("c → a → b → c"), "{body}");
-    assert_eq!(put("cc", json!({"source": "c", "target": "c", "key_by": ["x"]})).0, 201);
+    assert!(
+        body["detail"].as_str().unwrap().contains("c → a → b → c"),
+        "{body}"
+    );
+    assert_eq!(
+        put("cc", json!({"source": "c", "target": "c", "key_by": ["x"]})).0,
+        201
+    );
     let (status, body) = call(&client, "GET", &paths::derived_streams(), None);
     assert_eq!(status, 200);
-    let names: Vec<&str> = body["derived_streams"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = body["derived_streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["ab", "bc", "cc"]);
     // Dropped: gone, and the cycle it was part of may now be closed the other way.
-    assert_eq!(call(&client, "DELETE", &paths::derived_stream("bc"), None).0, 204);
+    assert_eq!(
+        call(&client, "DELETE", &paths::derived_stream("bc"), None).0,
+        204
+    );
     let (status, body) = call(&client, "GET", &paths::derived_stream("bc"), None);
-    assert_eq!((status, body["code"].as_str()), (404, Some("unknown_derived_stream")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("unknown_derived_stream"))
+    );
     assert_eq!(put("ca", json!({"source": "c", "target": "a"})).0, 201);
 }

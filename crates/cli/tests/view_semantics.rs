@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 
 use common::api::call;
-use logbook_api::token::ConsistencyToken;
 use logbook_api::paths;
+use logbook_api::token::ConsistencyToken;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -38,8 +38,9 @@ type Click = (String, Option<Value>);
 
 fn click(rng: &mut rand::rngs::StdRng) -> Click {
     let user = format!("u{}", rng.gen_range(0..USERS));
-    let value = (rng.gen_range(0..100) >= 15)
-        .then(|| json!({"page": format!("p{}", rng.gen_range(0..5)), "ms": rng.gen_range(0..1000)}));
+    let value = (rng.gen_range(0..100) >= 15).then(
+        || json!({"page": format!("p{}", rng.gen_range(0..5)), "ms": rng.gen_range(0..1000)}),
+    );
     (user, value)
 }
 
@@ -56,7 +57,9 @@ fn model(clicks: &[Click], events: bool) -> BTreeMap<String, Value> {
     };
     let mut rows: BTreeMap<String, (u64, i64)> = BTreeMap::new();
     for v in counted {
-        let row = rows.entry(v["page"].as_str().unwrap().to_string()).or_default();
+        let row = rows
+            .entry(v["page"].as_str().unwrap().to_string())
+            .or_default();
         row.0 += 1;
         row.1 += v["ms"].as_i64().unwrap();
     }
@@ -69,7 +72,11 @@ fn model(clicks: &[Click], events: bool) -> BTreeMap<String, Value> {
 }
 
 /// Every row of `view` once it has applied `token`.
-fn rows(client: &logbook_api::client::blocking::Client, view: &str, token: &str) -> BTreeMap<String, Value> {
+fn rows(
+    client: &logbook_api::client::blocking::Client,
+    view: &str,
+    token: &str,
+) -> BTreeMap<String, Value> {
     let path = format!("{}?limit=100&token={token}", paths::view_rows(view));
     let (status, body) = call(client, "GET", &path, None);
     assert_eq!(status, 200, "{body}");
@@ -94,7 +101,12 @@ fn aggregates_count_every_event_or_each_keys_latest_record() {
     let data = dir.path().join("data");
     let mut serve = common::spawn_serve(&data, &[], &[], Stdio::null());
     let mut client = serve.client();
-    let (status, body) = call(&client, "PUT", &paths::stream("clicks"), Some(&json!({"partitions": 3})));
+    let (status, body) = call(
+        &client,
+        "PUT",
+        &paths::stream("clicks"),
+        Some(&json!({"partitions": 3})),
+    );
     assert_eq!(status, 201, "{body}");
     for (view, spec) in [("by_page_events", EVENTS), ("by_page_table", TABLE)] {
         let spec: Value = serde_json::from_str(spec).unwrap();
@@ -122,7 +134,11 @@ fn aggregates_count_every_event_or_each_keys_latest_record() {
     let token = token.encode().unwrap();
     let events = rows(&client, "by_page_events", &token);
     let table = rows(&client, "by_page_table", &token);
-    assert_eq!(events, model(&clicks, true), "events semantics, seed {seed}");
+    assert_eq!(
+        events,
+        model(&clicks, true),
+        "events semantics, seed {seed}"
+    );
     assert_eq!(table, model(&clicks, false), "table semantics, seed {seed}");
     let counted = |rows: &BTreeMap<String, Value>| -> u64 {
         rows.values().map(|r| r["clicks"].as_u64().unwrap()).sum()
@@ -138,7 +154,12 @@ fn semantics_is_checked_and_shown() {
     let dir = tempfile::tempdir().unwrap();
     let serve = common::spawn_serve(&dir.path().join("data"), &[], &[], Stdio::null());
     let client = serve.client();
-    let (status, _) = call(&client, "PUT", &paths::stream("clicks"), Some(&json!({"partitions": 1})));
+    let (status, _) = call(
+        &client,
+        "PUT",
+        &paths::stream("clicks"),
+        Some(&json!({"partitions": 1})),
+    );
     assert_eq!(status, 201);
     // `events` is for aggregates: a table shows each key's latest record by definition.
     for spec in [
@@ -155,18 +176,34 @@ fn semantics_is_checked_and_shown() {
         );
     }
     let (status, body) = call(&client, "GET", &paths::views(), None);
-    assert_eq!((status, body["views"].as_array().map(Vec::len)), (200, Some(0)), "refused specs create nothing: {body}");
+    assert_eq!(
+        (status, body["views"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "refused specs create nothing: {body}"
+    );
     // The view's spec shows `events`; naming the default is the same spec as leaving it out.
     let events: Value = serde_json::from_str(EVENTS).unwrap();
     let (status, body) = call(&client, "PUT", &paths::view("e"), Some(&events));
-    assert_eq!((status, body["spec"]["semantics"].as_str()), (201, Some("events")), "{body}");
+    assert_eq!(
+        (status, body["spec"]["semantics"].as_str()),
+        (201, Some("events")),
+        "{body}"
+    );
     let table: Value = serde_json::from_str(TABLE).unwrap();
     let (status, body) = call(&client, "PUT", &paths::view("t"), Some(&table));
-    assert_eq!((status, body["spec"].get("semantics")), (201, None), "{body}");
+    assert_eq!(
+        (status, body["spec"].get("semantics")),
+        (201, None),
+        "{body}"
+    );
     let mut named = table.clone();
     named["semantics"] = json!("table");
     let (status, body) = call(&client, "PUT", &paths::view("t"), Some(&named));
     assert_eq!(status, 200, "the same spec: {body}");
     let (status, body) = call(&client, "PUT", &paths::view("e"), Some(&named));
-    assert_eq!((status, body["code"].as_str()), (409, Some("view_exists")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("view_exists")),
+        "{body}"
+    );
 }

@@ -714,7 +714,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plain.spec.semantics, Semantics::Table);
-        assert_eq!(plain.spec, named.spec, "naming the default is the same spec");
+        assert_eq!(
+            plain.spec, named.spec,
+            "naming the default is the same spec"
+        );
         assert!(
             !serde_json::to_string(&named.spec)
                 .unwrap()
@@ -739,7 +742,9 @@ mod tests {
                 e => panic!("{e}"),
             }
         }
-        match err(r#"{"source":"s","kind":"aggregate","semantics":"stream","aggregates":{"n":{"fn":"count"}}}"#) {
+        match err(
+            r#"{"source":"s","kind":"aggregate","semantics":"stream","aggregates":{"n":{"fn":"count"}}}"#,
+        ) {
             ViewError::InvalidSpec { field, .. } => assert_eq!(field, "semantics"),
             e => panic!("{e}"),
         }

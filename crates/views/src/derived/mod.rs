@@ -122,7 +122,10 @@ impl DerivedStreams {
             at = last.offset + 1;
             for r in records {
                 let change: Change = serde_json::from_slice(&r.value).map_err(|e| {
-                    ViewError::corrupt("derived stream catalog", format!("offset {}: {e}", r.offset))
+                    ViewError::corrupt(
+                        "derived stream catalog",
+                        format!("offset {}: {e}", r.offset),
+                    )
                 })?;
                 match change {
                     Change::Create { name, spec } => {
@@ -277,10 +280,9 @@ impl DerivedStreams {
             .catalog
             .append_batch(vec![Record::new(value)])?
             .wait()?;
-        positions
-            .first()
-            .map(|p| p.offset)
-            .ok_or_else(|| ViewError::corrupt("derived stream catalog", "an append without a position"))
+        positions.first().map(|p| p.offset).ok_or_else(|| {
+            ViewError::corrupt("derived stream catalog", "an append without a position")
+        })
     }
 }
 
@@ -292,10 +294,7 @@ impl Drop for DerivedStreams {
 
 fn info_of(name: &str, e: &Entry) -> DerivedInfo {
     let (partitions, error) = match &e.runner {
-        Some(r) => (
-            if r.resumed() { r.status() } else { Vec::new() },
-            r.error(),
-        ),
+        Some(r) => (if r.resumed() { r.status() } else { Vec::new() }, r.error()),
         None => (Vec::new(), e.not_running.clone()),
     };
     DerivedInfo {
@@ -321,10 +320,7 @@ fn check_no_cycle(entries: &BTreeMap<String, Entry>, spec: &DerivedSpec) -> Resu
         names.extend(cycle);
         return Err(ViewError::spec(
             "target",
-            format!(
-                "derived streams would form a cycle: {}",
-                names.join(" → ")
-            ),
+            format!("derived streams would form a cycle: {}", names.join(" → ")),
         ));
     }
     Ok(())

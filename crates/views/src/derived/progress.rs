@@ -105,7 +105,11 @@ pub struct Resume {
 ///
 /// # Errors
 /// The log's read errors.
-pub fn scan(target: &dyn LogStream, prefix: &str, stop: &AtomicBool) -> Result<BTreeMap<u32, Resume>> {
+pub fn scan(
+    target: &dyn LogStream,
+    prefix: &str,
+    stop: &AtomicBool,
+) -> Result<BTreeMap<u32, Resume>> {
     let mut found: BTreeMap<u32, Resume> = BTreeMap::new();
     for part in target.partitions() {
         let end = part.durable_offset().min(part.end_offset());
@@ -115,7 +119,10 @@ pub fn scan(target: &dyn LogStream, prefix: &str, stop: &AtomicBool) -> Result<B
             let Some(last) = records.last() else {
                 return Err(ViewError::corrupt(
                     "derived stream target",
-                    format!("partition {} read nothing at offset {at} below its end {end}", part.id()),
+                    format!(
+                        "partition {} read nothing at offset {at} below its end {end}",
+                        part.id()
+                    ),
                 ));
             };
             at = last.offset + 1;

@@ -74,7 +74,10 @@ impl DerivedPlan {
         let value: Value = serde_json::from_slice(json)
             .map_err(|e| ViewError::spec("", format!("not JSON: {e}")))?;
         if !value.is_object() {
-            return Err(ViewError::spec("", "a derived stream spec is a JSON object"));
+            return Err(ViewError::spec(
+                "",
+                "a derived stream spec is a JSON object",
+            ));
         }
         let spec: DerivedSpec =
             serde_path_to_error::deserialize(value).map_err(crate::spec::spec_error)?;
@@ -211,8 +214,14 @@ mod tests {
         for (json, field) in [
             (r#"{"source":"a"}"#, "target"),
             (r#"{"source":"a","target":"b","fields":[]}"#, "fields"),
-            (r#"{"source":"a","target":"b","key_by":["x..y"]}"#, "key_by[0]"),
-            (r#"{"source":"a","target":"b","filter":{"field":"x","op":"zz","value":1}}"#, "filter.op"),
+            (
+                r#"{"source":"a","target":"b","key_by":["x..y"]}"#,
+                "key_by[0]",
+            ),
+            (
+                r#"{"source":"a","target":"b","filter":{"field":"x","op":"zz","value":1}}"#,
+                "filter.op",
+            ),
             (r#"{"source":"a","target":"b","colour":1}"#, "colour"),
         ] {
             match DerivedPlan::parse(json.as_bytes()) {
