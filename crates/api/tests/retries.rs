@@ -1,6 +1,7 @@
 //! The client's retries on the wire, against a stand-in for the network that drops
 //! connections and answers 503 on cue (a fault-injecting peer, as a proxy would): the same
-//! `Idempotency-Key` on every attempt, an unknown outcome reported as unknown, an
+//! `Idempotency-Key` on every attempt, an unknown outcome (no answer, `504 outcome_unknown`,
+//! or a refusal after an attempt that may have been applied) reported as unknown, an
 //! unreachable server as unreachable.
 #![expect(
     clippy::unwrap_used,
@@ -21,11 +22,14 @@ enum Act {
     Drop,
     /// Answer 503 with `Retry-After: 0`.
     Busy,
+    /// Answer 504 `outcome_unknown` (the server could not learn what became of the append).
+    OutcomeUnknown,
     /// Answer 201 with an append's body.
     Created,
 }
 
 const BUSY: &str = r#"{"type":"urn:logbook:problem:server_busy","code":"server_busy","title":"Server busy","status":503,"detail":"busy"}"#;
+const OUTCOME_UNKNOWN: &str = r#"{"type":"urn:logbook:problem:outcome_unknown","code":"outcome_unknown","title":"The outcome of the append is unknown","status":504,"detail":"the log did not answer"}"#;
 const CREATED: &str = r#"{"partition":0,"offset":7,"token":null}"#;
 
 fn answer(status: &str, extra: &str, body: &str) -> String {
@@ -63,6 +67,11 @@ async fn peer(script: Vec<Act>) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
                             "503 Service Unavailable",
                             "retry-after: 0\r\ncontent-type: application/problem+json\r\n",
                             BUSY,
+                        ),
+                        Act::OutcomeUnknown => answer(
+                            "504 Gateway Timeout",
+                            "content-type: application/problem+json\r\n",
+                            OUTCOME_UNKNOWN,
                         ),
                         Act::Created => {
                             answer("201 Created", "content-type: application/json\r\n", CREATED)
@@ -178,4 +187,77 @@ async fn a_server_that_stays_busy_is_its_problem_and_an_unreachable_one_is_not_u
         matches!(err, ClientError::Unreachable { attempts: 2, .. }),
         "{err}"
     );
+}
+
+/// The first attempt reached the server (its connection dropped after sending), so a 503
+/// answered to every retry cannot mean "not applied": the outcome is unknown, and the last
+/// problem is kept in the error.
+#[tokio::test]
+async fn a_busy_answer_after_a_dropped_attempt_is_unknown_not_failed() {
+    let (addr, seen) = peer(vec![Act::Drop, Act::Busy]).await;
+    let client = Client::with_config(&addr, quick(4)).unwrap();
+    let err = client
+        .append_with_id("s", "order-18", record())
+        .await
+        .unwrap_err();
+    assert!(err.is_unknown(), "{err}");
+    assert_eq!(err.code(), None, "not the server's decision: {err}");
+    match err {
+        ClientError::Unknown {
+            request_id,
+            attempts,
+            problem,
+            ..
+        } => {
+            assert_eq!(request_id.as_deref(), Some("order-18"));
+            assert_eq!(attempts, 4);
+            let problem = problem.unwrap();
+            assert_eq!(
+                problem.known_code(),
+                Some(logbook_api::ProblemCode::ServerBusy)
+            );
+        }
+        other => panic!("{other}"),
+    }
+    let keys = seen.lock().unwrap().clone();
+    assert_eq!(keys, vec![Some("order-18".to_string()); 4]);
+}
+
+/// `504 outcome_unknown` is resolved by the same request sent again: the client retries it
+/// with the same key, and when the retries run out the outcome is unknown.
+#[tokio::test]
+async fn an_outcome_unknown_answer_is_retried_with_the_same_key_then_unknown() {
+    let (addr, seen) = peer(vec![Act::OutcomeUnknown, Act::Created]).await;
+    let client = Client::with_config(&addr, quick(3)).unwrap();
+    let at = client
+        .append_with_id("s", "order-19", record())
+        .await
+        .unwrap();
+    assert_eq!((at.partition, at.offset), (0, 7));
+    let keys = seen.lock().unwrap().clone();
+    assert_eq!(keys, vec![Some("order-19".to_string()); 2]);
+
+    let (addr, seen) = peer(vec![Act::OutcomeUnknown]).await;
+    let client = Client::with_config(&addr, quick(3)).unwrap();
+    let err = client
+        .append_with_id("s", "order-20", record())
+        .await
+        .unwrap_err();
+    match err {
+        ClientError::Unknown {
+            request_id,
+            attempts,
+            problem,
+            ..
+        } => {
+            assert_eq!(request_id.as_deref(), Some("order-20"));
+            assert_eq!(attempts, 3);
+            assert_eq!(
+                problem.unwrap().known_code(),
+                Some(logbook_api::ProblemCode::OutcomeUnknown)
+            );
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(seen.lock().unwrap().len(), 3);
 }

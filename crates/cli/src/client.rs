@@ -476,24 +476,48 @@ impl Client {
                     format!("--client-timeout-ms {} ms", self.timeout_ms)
                 };
                 let unknown = if error.is_unknown() {
-                    " (the outcome is unknown: the server may have acted on it)"
+                    format!(
+                        " (the outcome is unknown: the server may have acted on it{})",
+                        rerun_hint(&error)
+                    )
                 } else {
-                    ""
+                    String::new()
                 };
                 anyhow::anyhow!(
                     "{at}: no complete answer within {waited}{unknown}; raise \
                      --client-timeout-ms (or LOGBOOK_CLIENT_TIMEOUT_MS) if the server is just slow"
                 )
             }
+            // Answered, but not settled (busy after an attempt that may have been applied,
+            // or `outcome_unknown`): the same request id learns the outcome.
+            ClientError::Unknown {
+                problem: Some(_), ..
+            } => anyhow::anyhow!("{at}: {error}{}", rerun_hint(&error)),
             // The server stopped reading an upload: most often it refused the body (413)
             // and closed the connection, so the answer is lost with it.
             ClientError::Unknown { .. } => anyhow::anyhow!(
-                "{at}: {error}; the server closed the request before answering: body too \
+                "{at}: {error}{}; the server closed the request before answering: body too \
                  large? (the server takes at most {} MiB per request)",
+                rerun_hint(&error),
                 logbook_api::limits::BODY_BYTES_MAX >> 20
             ),
             other => anyhow::anyhow!("{at}: {other}"),
         }
+    }
+}
+
+/// What to do about an unknown outcome: send it again under the same request id, which
+/// applies it at most once and answers what became of it.
+fn rerun_hint(error: &ClientError) -> String {
+    match error {
+        ClientError::Unknown {
+            request_id: Some(id),
+            ..
+        } => format!(
+            "; run it again with --request-id {id} to learn the outcome (with the same \
+             request id it is applied at most once)"
+        ),
+        _ => String::new(),
     }
 }
 

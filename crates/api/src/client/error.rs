@@ -5,9 +5,11 @@ use crate::problem::{Problem, ProblemCode};
 /// An error of a client call.
 ///
 /// * [`ClientError::Problem`]: the server answered with a problem document — it decided.
-/// * [`ClientError::Unknown`]: a write was sent and no answer came back after every retry —
-///   it may or may not have been applied. Never a failure: retry it with the same request id
-///   (the client did so already), or look.
+/// * [`ClientError::Unknown`]: a write was sent and no answer after every retry says what
+///   became of it (none came, the server answered `outcome_unknown`, or it refused a retry
+///   with 429 / 503 after an earlier attempt may have been applied) — it may or may not
+///   have been applied. Never a failure: send it again with the same request id (the client
+///   did so already), or look.
 /// * [`ClientError::Unreachable`]: no attempt reached the server, so nothing was applied.
 /// * [`ClientError::Tls`]: the TLS handshake failed (an untrusted certificate, a server not
 ///   speaking TLS), so nothing was sent; retrying cannot help.
@@ -26,8 +28,8 @@ pub enum ClientError {
     },
     /// A write's outcome could not be learned.
     #[error(
-        "outcome unknown: {operation} was sent {attempts} time(s) without an answer \
-         (request id {request_id:?}); it may or may not have been applied: {last}"
+        "outcome unknown: {operation} was sent {attempts} time(s) without an answer that \
+         settles it (request id {request_id:?}); it may or may not have been applied: {last}"
     )]
     Unknown {
         /// What was being done, e.g. `POST /v1/streams/orders/records`.
@@ -36,8 +38,11 @@ pub enum ClientError {
         request_id: Option<String>,
         /// Attempts made.
         attempts: u32,
-        /// The last transport error.
+        /// The last attempt's outcome: a transport error, or the problem it was answered.
         last: String,
+        /// The problem the last attempt was answered (`server_busy`, `rate_limited`,
+        /// `outcome_unknown`), if it got one.
+        problem: Option<Box<Problem>>,
     },
     /// No attempt reached the server.
     #[error("cannot reach the server at {server} after {attempts} attempt(s): {last}")]

@@ -176,13 +176,17 @@ impl Transport {
     }
 
     /// Sends `call` until it is answered or the retries run out (see [`super::retry`]).
+    ///
+    /// Once an attempt of a write may have reached the server (its connection dropped after
+    /// sending, or the server answered `504 outcome_unknown`), no later refusal can say it
+    /// was not applied: a 429 / 503 as the last answer then ends as
+    /// [`ClientError::Unknown`] carrying that problem, never as the problem alone.
     pub async fn send(
         &self,
         call: &Call,
         rng: &std::sync::Mutex<Jitter>,
     ) -> Result<Answer, ClientError> {
-        let mut reached = false;
-        let mut last = String::new();
+        let mut tried = Tried::default();
         let attempts_max = self.retry.attempts_max.max(1);
         let mut attempt = 0;
         while attempt < attempts_max {
@@ -190,13 +194,27 @@ impl Transport {
             let mut retry_after = None;
             match self.attempt(call).await {
                 Ok((status, headers_retry_after, body)) => {
+                    let unknown = call.is_write() && is_outcome_unknown(status, &body);
                     let busy = status == StatusCode::TOO_MANY_REQUESTS
                         || status == StatusCode::SERVICE_UNAVAILABLE;
-                    if !busy || attempt == attempts_max {
+                    if !busy && !unknown {
                         return answer(call, status, headers_retry_after, body);
                     }
+                    tried.reached |= unknown;
+                    let refused = answer(call, status, headers_retry_after, body);
+                    let Err(refused) = refused else {
+                        return refused;
+                    };
+                    let last_try =
+                        attempt == attempts_max || (unknown && call.retry == Retry::IfNotSent);
+                    if last_try && !(tried.reached && call.is_write()) {
+                        return Err(refused);
+                    }
+                    tried.answered(refused);
+                    if last_try {
+                        break;
+                    }
                     retry_after = headers_retry_after.map(Duration::from_secs);
-                    last = format!("HTTP {status}");
                 }
                 Err(f) if f.tls => {
                     return Err(ClientError::Tls {
@@ -205,8 +223,8 @@ impl Transport {
                     });
                 }
                 Err(f) => {
-                    reached |= !f.connect;
-                    last = f.detail;
+                    tried.reached |= !f.connect;
+                    tried.failed(f.detail);
                     if !f.connect && call.retry == Retry::IfNotSent {
                         break;
                     }
@@ -217,10 +235,15 @@ impl Transport {
                 tokio::time::sleep(self.retry.backoff(attempt, unit, retry_after)).await;
             }
         }
-        Err(self.exhausted(call, reached, attempt, last))
+        Err(self.exhausted(call, attempt, tried))
     }
 
-    fn exhausted(&self, call: &Call, reached: bool, attempts: u32, last: String) -> ClientError {
+    fn exhausted(&self, call: &Call, attempts: u32, tried: Tried) -> ClientError {
+        let Tried {
+            reached,
+            last,
+            problem,
+        } = tried;
         if !reached {
             ClientError::Unreachable {
                 server: self.authority.clone(),
@@ -233,6 +256,7 @@ impl Transport {
                 request_id: call.request_id.clone(),
                 attempts,
                 last,
+                problem,
             }
         } else {
             ClientError::Transport {
@@ -319,6 +343,43 @@ impl Transport {
             detail: format!("cannot build the request: {e}"),
         })
     }
+}
+
+/// What the attempts so far have learned.
+#[derive(Debug, Default)]
+struct Tried {
+    /// Whether an attempt may have reached the server (sent without an answer, or answered
+    /// `outcome_unknown`).
+    reached: bool,
+    /// The last attempt's outcome, in words.
+    last: String,
+    /// The last attempt's problem, when the server answered one.
+    problem: Option<Box<Problem>>,
+}
+
+impl Tried {
+    /// The last attempt got no answer.
+    fn failed(&mut self, detail: String) {
+        self.last = detail;
+        self.problem = None;
+    }
+
+    /// The last attempt was refused (busy, or outcome unknown).
+    fn answered(&mut self, refused: ClientError) {
+        self.last = refused.to_string();
+        self.problem = match refused {
+            ClientError::Problem { problem, .. } => Some(problem),
+            _ => None,
+        };
+    }
+}
+
+/// Whether an answer is the server's `504 outcome_unknown`: an append whose outcome it could
+/// not learn, which the same request sent again resolves.
+fn is_outcome_unknown(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::GATEWAY_TIMEOUT
+        && serde_json::from_slice::<Problem>(body)
+            .is_ok_and(|p| p.known_code() == Some(crate::problem::ProblemCode::OutcomeUnknown))
 }
 
 /// A 2xx answer, or the problem the server sent.
