@@ -18,6 +18,10 @@ pub struct Health {
     /// cannot reach, and why). Absent when ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// The node's wall clock when it answered, in ms since the Unix epoch: the other nodes
+    /// of a cluster probe it (Cristian's method) to watch their clocks' offsets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_unix_ms: Option<u64>,
 }
 
 /// The body of `GET /v1/limits`: the answering node's limits as in force, and the caller's
@@ -127,8 +131,8 @@ pub struct Quota {
 }
 
 /// The body of `GET /v1/cluster`: the nodes registered in the cluster (etcd), as the
-/// answering node lists them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// answering node lists them, and what its heartbeats say of each other node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterStatus {
     /// `cluster` (the log on NATS JetStream, membership in etcd) or `single` (the embedded
@@ -144,6 +148,51 @@ pub struct ClusterStatus {
     /// `leader_unavailable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<ClusterLeader>,
+    /// The other nodes as the answering node's heartbeats see them, by node id (empty on a
+    /// single node).
+    #[serde(default)]
+    pub peers: Vec<ClusterPeer>,
+}
+
+/// Another node as this node's heartbeats see it: a `GET /v1/health?probe=live` every
+/// 500 ms, whose arrivals feed a phi accrual failure detector (Hayashibara et al., 2004),
+/// whose round trips feed an adaptive timeout (RFC 6298), and whose answer's clock is a
+/// Cristian probe of the peer's clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterPeer {
+    /// Its id.
+    pub node_id: String,
+    /// The URL its heartbeats go to.
+    pub advertise_url: String,
+    /// The suspicion level φ = −log₁₀ P(its next heartbeat is still to come), from the
+    /// arrival times of its answers; 0 after an answer just now, rising with silence.
+    pub phi: f64,
+    /// φ is at or above the threshold (8: one chance in 10⁸ that suspecting it is a
+    /// mistake). Suspicion steers nothing that safety depends on: leadership is the etcd
+    /// lease's.
+    pub suspected: bool,
+    /// Heartbeats it answered since this node began probing it.
+    pub heartbeats: u64,
+    /// Milliseconds since its last answer (absent before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_ms_ago: Option<u64>,
+    /// The smoothed round trip of its heartbeats, in µs (absent before the first answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srtt_us: Option<u64>,
+    /// The timeout of the next request to it, in ms: smoothed round trip + 4 × its
+    /// deviation, doubled per timeout since the last answer, within [200 ms, 5 s].
+    pub timeout_ms: u64,
+    /// Its clock minus this node's, in ms, from the latest answer (Cristian's method:
+    /// its clock + half the round trip − this node's clock at the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+    /// The bound on that offset's error, in ms (half the round trip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_error_ms: Option<u64>,
+    /// Why its latest heartbeat failed, while the latest failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The certifier's leader as the election in etcd names it.

@@ -1,7 +1,7 @@
 //! `logbook cluster status`: the nodes of a cluster as a node lists them, and the certifier's
 //! leader (`GET /v1/cluster`).
 
-use logbook_api::ops::ClusterStatus;
+use logbook_api::ops::{ClusterPeer, ClusterStatus};
 use logbook_api::paths;
 
 use crate::client::{Client, ServerArgs, print_json};
@@ -9,8 +9,9 @@ use crate::client::{Client, ServerArgs, print_json};
 /// The cluster a running node belongs to.
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
-    /// List the registered nodes (id, URL, health, what each serves) and the certifier's
-    /// leader (node id, URL, fencing token).
+    /// List the registered nodes (id, URL, health, what each serves), the certifier's
+    /// leader (node id, URL, fencing token), and the other nodes as this node's heartbeats
+    /// see them (φ, suspected or alive, round trip, clock offset).
     ///
     /// Example: `logbook cluster status --server http://127.0.0.1:7701`
     Status {
@@ -74,5 +75,38 @@ fn print_status(status: &ClusterStatus) -> anyhow::Result<()> {
         ),
         None => outln!("certifier's leader: none elected now (commits wait for one)"),
     }
+    print_peers(me, &status.peers);
     Ok(())
+}
+
+/// The heartbeats' view: one line per other node.
+fn print_peers(me: &str, peers: &[ClusterPeer]) {
+    if peers.is_empty() {
+        outln!("no other node is probed by {me} yet");
+        return;
+    }
+    outln!("heartbeats from {me}:");
+    outln!(
+        "{:<20} {:<9} {:>8} {:>10} {:>12}",
+        "node",
+        "state",
+        "phi",
+        "rtt_ms",
+        "clock_ms"
+    );
+    for p in peers {
+        let state = if p.suspected { "suspected" } else { "alive" };
+        let rtt = p
+            .srtt_us
+            .map_or_else(|| "-".to_string(), |us| format!("{:.1}", us as f64 / 1e3));
+        let clock = match (p.clock_offset_ms, p.clock_error_ms) {
+            (Some(o), Some(e)) => format!("{o:+}±{e}"),
+            _ => "-".to_string(),
+        };
+        outln!(
+            "{:<20} {state:<9} {:>8.2} {rtt:>10} {clock:>12}",
+            p.node_id,
+            p.phi
+        );
+    }
 }

@@ -40,6 +40,9 @@
 //!   one dies and the other takes them over; a commit's retry on another node is the
 //!   duplicate; after a `kill -9` of the coordinator another node takes over from `_groups`,
 //!   the commits are there and the survivor keeps its partitions;
+//! * heartbeats: every node sees the others alive; one paused (SIGSTOP) is suspected by
+//!   the others (φ ≥ 8 in `GET /v1/cluster`, `/metrics`, `logbook cluster status`), and
+//!   alive again once resumed;
 //! * a node that cannot reach etcd or NATS is not ready and says which; an incomplete
 //!   `[cluster]` configuration is refused naming the key.
 #![expect(
@@ -876,6 +879,93 @@ fn a_paused_leader_steps_down_and_nothing_of_its_epoch_follows_the_new_one() {
         stale, 0,
         "a commit of a stale epoch after a newer one: {order:?}"
     );
+}
+
+/// `node`'s heartbeat view of `peer` in a `GET /v1/cluster` answer (`Null` if not probed).
+fn peer_seen<'a>(cluster: &'a Value, peer: &str) -> &'a Value {
+    cluster["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["node_id"] == peer))
+        .unwrap_or(&Value::Null)
+}
+
+/// Whether `node` sees `peer` alive: answering heartbeats, not suspected.
+fn seen_alive(cluster: &Value, peer: &str) -> bool {
+    let p = peer_seen(cluster, peer);
+    p["suspected"] == false && p["heartbeats"].as_u64().unwrap_or(0) > 0
+}
+
+/// The `/metrics` text of `node`.
+fn metrics_text(node: &Node) -> String {
+    let addr = node.base.trim_start_matches("http://");
+    let bearer = format!("Bearer {}", node.token.as_deref().unwrap());
+    let answer = common::wire::one(
+        addr,
+        "GET",
+        "/metrics",
+        &[("host", addr), ("authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body
+}
+
+/// Heartbeats between the nodes (phi accrual): every node sees the two others alive; a
+/// node paused with SIGSTOP is suspected by both others (φ at or above 8 in
+/// `GET /v1/cluster`, `/metrics` and `logbook cluster status`), and alive again once
+/// resumed. No sleeps: each state is waited for, within [`WAIT`].
+#[test]
+fn peers_suspect_a_paused_node_and_see_it_again_once_resumed() {
+    let three = Three::start();
+    let nodes = &three.nodes;
+    let ids = ["a", "b", "c"];
+    for (i, n) in nodes.iter().enumerate() {
+        n.wait_for("/v1/cluster", "both peers alive", |s, v| {
+            s == 200 && ids.iter().enumerate().all(|(j, id)| i == j || seen_alive(v, id))
+        });
+    }
+
+    signal(&nodes[2], "STOP");
+    let stopped = Instant::now();
+    for n in &nodes[..2] {
+        let seen = n.wait_for("/v1/cluster", "c suspected", |s, v| {
+            s == 200 && peer_seen(v, "c")["suspected"] == true
+        });
+        // The figure for decision 0029 (detection time; the lease alone takes 10 s).
+        eprintln!("{} suspects c {:?} after SIGSTOP", n.base, stopped.elapsed());
+        let c = peer_seen(&seen, "c");
+        assert!(c["phi"].as_f64().unwrap() >= 8.0, "{seen}");
+        assert!(c["last_heartbeat_ms_ago"].as_u64().unwrap() > 500, "{seen}");
+        let metrics = metrics_text(n);
+        assert!(
+            metrics.contains("logbook_peer_suspected{peer=\"c\"} 1"),
+            "{metrics}"
+        );
+        let out = Command::new(common::BIN)
+            .args(["cluster", "status", "--server", &n.base])
+            .env("LOGBOOK_TOKEN", n.token.as_deref().unwrap())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("c ") && l.contains("suspected")),
+            "{text}"
+        );
+    }
+
+    signal(&nodes[2], "CONT");
+    for n in &nodes[..2] {
+        n.wait_for("/v1/cluster", "c alive again", |s, v| {
+            s == 200 && seen_alive(v, "c")
+        });
+        let metrics = metrics_text(n);
+        assert!(
+            metrics.contains("logbook_peer_suspected{peer=\"c\"} 0"),
+            "{metrics}"
+        );
+    }
 }
 
 /// The certifier's leader as `node` names it: node id and fencing token.

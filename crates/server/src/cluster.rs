@@ -9,6 +9,7 @@
 //!             catalog: views made to match the definitions in `_views`, and followed
 //!          ── tokens: Tokens::open on `_auth` (the first node makes the admin token), followed
 //!          ── etcd: register {node_id, advertise_url, serves} under a lease (keep-alive)
+//!          ── heartbeats (peers.rs): every other registered node probed every 500 ms
 //!          ── certifier task (certifier.rs): a follower of `_txn`, campaigning to lead it
 //!          ── groups: Groups::open on `_groups`, following it; the coordinator task
 //!             (groups/coordinator.rs) campaigning to write it
@@ -43,6 +44,8 @@ use tokio::sync::watch;
 
 use crate::auth::Tokens;
 use crate::config::{ClusterConfig, ServerConfig};
+use crate::deadline::AdaptiveTimeout;
+use crate::rto::RtoSettings;
 use crate::error::{ApiError, ProblemCode};
 use crate::server_error::ServerError;
 use crate::state::{AppState, ClusterMember, Forwarded, MemberFuture, Opened, TxnCell};
@@ -202,6 +205,14 @@ pub(crate) async fn open(
         stop_certifier,
     ));
     let peer_ca_pem = peer_ca(config)?;
+    let peers = Arc::new(crate::peers::Peers::new());
+    let heartbeats = crate::peers::Heartbeats {
+        peers: peers.clone(),
+        membership: membership.clone(),
+        node_id: cluster.node_id.clone(),
+        peer_ca_pem: peer_ca_pem.clone(),
+    };
+    tokio::spawn(heartbeats.run(stop.clone()));
     let member = EtcdMember {
         node_id: cluster.node_id.clone(),
         advertise_url: cluster.advertise_url.clone(),
@@ -210,6 +221,7 @@ pub(crate) async fn open(
         groups_election,
         forwarders: std::sync::Mutex::new(Vec::new()),
         peer_ca_pem,
+        peers,
         registration: tokio::sync::Mutex::new(Some(registration)),
         _dir_lock: dir_lock,
     };
@@ -339,10 +351,13 @@ struct EtcdMember {
     election: Election,
     /// Where the groups' coordinator is learnt.
     groups_election: Election,
-    /// HTTP clients of the leaders forwarded to (the last few, by URL).
-    forwarders: std::sync::Mutex<Vec<(String, Client)>>,
+    /// HTTP clients of the leaders forwarded to, with each one's adaptive timeout of
+    /// forwarded commits (the last few, by URL).
+    forwarders: std::sync::Mutex<Vec<Forwarder>>,
     /// The CA certificates an `https://` leader's certificate is checked against.
     peer_ca_pem: Option<Vec<u8>>,
+    /// What the heartbeats know of the other nodes (peers.rs).
+    peers: Arc<crate::peers::Peers>,
     registration: tokio::sync::Mutex<Option<Registration>>,
     /// The data directory (the views' state) is this node's alone while it runs.
     _dir_lock: Box<dyn DirLock>,
@@ -417,7 +432,7 @@ impl ClusterMember for EtcdMember {
                 .traceparent(traceparent.as_deref())
                 .authorization(authorization.as_deref());
             let (body, leader) = self
-                .forward(&self.election, "the certifier's leader", request)
+                .forward(&self.election, "the certifier's leader", request, Wait::Adaptive)
                 .await?;
             serde_json::from_slice(&body).map_err(|e| {
                 ApiError::new(
@@ -450,11 +465,22 @@ impl ClusterMember for EtcdMember {
                 .traceparent(request.traceparent.as_deref())
                 .authorization(request.authorization.as_deref());
             raw.body = request.body;
+            // A group request may wait on the coordinator (a join until the group settles),
+            // so it is not held to the commits' round trips.
             let (body, _) = self
-                .forward(&self.groups_election, "the groups' coordinator", raw)
+                .forward(
+                    &self.groups_election,
+                    "the groups' coordinator",
+                    raw,
+                    Wait::Ceiling,
+                )
                 .await?;
             Ok(body)
         })
+    }
+
+    fn peers(&self) -> Vec<logbook_api::ops::ClusterPeer> {
+        self.peers.status()
     }
 
     fn leave(&self) -> MemberFuture<'_, ()> {
@@ -471,10 +497,34 @@ impl ClusterMember for EtcdMember {
 
 /// How many leaders' HTTP clients a node keeps.
 const FORWARDERS_MAX: usize = 4;
-/// Longest wait for the leader's answer to a forwarded commit, in ms: a leader paused or
-/// cut off is not waited for longer; the client learns the outcome is unknown and retries
-/// with the same request id, which by then may reach a new leader.
-const FORWARD_TIMEOUT_MS: u64 = 5_000;
+
+/// The bounds of a forwarded commit's adaptive timeout: RFC 6298's 1 s floor (a commit's
+/// round trip holds the leader's certification and a replicated append, so a stall of a
+/// few hundred ms is no failure), the 5 s ceiling the fixed timeout was. A leader paused
+/// or cut off is not waited for longer; the client learns the outcome is unknown and
+/// retries with the same request id, which by then may reach a new leader.
+const FORWARD_TIMEOUT: RtoSettings = RtoSettings {
+    floor_us: 1_000_000,
+    ceiling_us: 5_000_000,
+    initial_us: 1_000_000,
+    granularity_us: 1_000,
+};
+
+/// One leader's HTTP client and the adaptive timeout of the commits forwarded to it.
+struct Forwarder {
+    url: String,
+    client: Client,
+    commits: Arc<AdaptiveTimeout>,
+}
+
+/// How long a forwarded request waits for the leader's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The adaptive timeout of commits to that leader.
+    Adaptive,
+    /// The ceiling (the client's own timeout).
+    Ceiling,
+}
 
 impl EtcdMember {
     /// Sends `request`, marked as forwarded by this node, to the leader `election` names
@@ -484,6 +534,7 @@ impl EtcdMember {
         election: &Election,
         what: &str,
         request: RawRequest,
+        wait: Wait,
     ) -> Result<(Vec<u8>, String), ApiError> {
         let leader = election
             .leader()
@@ -498,24 +549,33 @@ impl EtcdMember {
             }
             None => return Err(leader_unavailable(format!("no {what} is elected now"))),
         };
-        let client = self.forwarder(&leader.record.advertise_url)?;
-        let answer = client
-            .send_raw(request.forwarded_by(Some(&self.node_id)))
-            .await
-            .map_err(|e| forwarded_error(e, &leader.record.node_id))?;
+        let (client, commits) = self.forwarder(&leader.record.advertise_url)?;
+        let sent = client.send_raw(request.forwarded_by(Some(&self.node_id)));
+        let answer = match wait {
+            Wait::Ceiling => sent.await,
+            Wait::Adaptive => commits
+                .run(sent, |outcome| match outcome {
+                    Ok(_) | Err(ClientError::Problem { .. }) => true,
+                    Err(_) => false,
+                })
+                .await
+                .map_err(|t| unanswered(&leader.record.node_id, &format!("no answer within {} ms", t.after.as_millis())))?,
+        };
+        let answer = answer.map_err(|e| forwarded_error(e, &leader.record.node_id))?;
         Ok((answer.body, leader.record.node_id))
     }
 
-    /// The HTTP client of the leader at `url` (made once, kept for the next requests).
-    fn forwarder(&self, url: &str) -> Result<Client, ApiError> {
+    /// The HTTP client of the leader at `url` and the adaptive timeout of commits to it
+    /// (made once, kept for the next requests).
+    fn forwarder(&self, url: &str) -> Result<(Client, Arc<AdaptiveTimeout>), ApiError> {
         let mut clients = self.forwarders.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = clients.iter().find(|(u, _)| u == url) {
-            return Ok(c.clone());
+        if let Some(f) = clients.iter().find(|f| f.url == url) {
+            return Ok((f.client.clone(), f.commits.clone()));
         }
         // One attempt: the leader may have changed by the time a retry is due, and only the
         // election knows where the next attempt belongs (the client retries through us).
         let config = ClientConfig {
-            request_timeout_ms: FORWARD_TIMEOUT_MS,
+            request_timeout_ms: FORWARD_TIMEOUT.ceiling_us / 1_000,
             retry: RetryPolicy::none(),
             ..ClientConfig::default()
         };
@@ -529,8 +589,13 @@ impl EtcdMember {
         if clients.len() >= FORWARDERS_MAX {
             clients.remove(0);
         }
-        clients.push((url.to_string(), client.clone()));
-        Ok(client)
+        let commits = Arc::new(AdaptiveTimeout::new(FORWARD_TIMEOUT));
+        clients.push(Forwarder {
+            url: url.to_string(),
+            client: client.clone(),
+            commits: commits.clone(),
+        });
+        Ok((client, commits))
     }
 }
 
@@ -560,17 +625,21 @@ fn forwarded_error(e: ClientError, leader: &str) -> ApiError {
         ClientError::Tls { detail, .. } => leader_unavailable(format!(
             "TLS with the leader {leader} failed ({detail}); nothing was done"
         )),
-        other => {
-            let mut out = ApiError::new(
-                ProblemCode::OutcomeUnknown,
-                format!(
-                    "the request was forwarded to the leader {leader} and its answer was lost \
-                     ({other}); it may or may not have taken effect: retry with the same \
-                     Idempotency-Key to learn the outcome"
-                ),
-            );
-            out.retryable = Some(true);
-            out
-        }
+        other => unanswered(leader, &other.to_string()),
     }
+}
+
+/// A request sent to the leader whose answer did not come (`why`): it may or may not have
+/// taken effect.
+fn unanswered(leader: &str, why: &str) -> ApiError {
+    let mut out = ApiError::new(
+        ProblemCode::OutcomeUnknown,
+        format!(
+            "the request was forwarded to the leader {leader} and its answer was lost \
+             ({why}); it may or may not have taken effect: retry with the same \
+             Idempotency-Key to learn the outcome"
+        ),
+    );
+    out.retryable = Some(true);
+    out
 }

@@ -45,7 +45,8 @@
 //! [`view_catalog`] keeps view definitions in the replicated log; [`schemas`] is the schema
 //! registry (derived from `_schemas`); [`internal_stream`] opens or creates those internal
 //! streams. [`phi`] (phi accrual failure detection) and [`rto`] (adaptive request timeouts)
-//! are the cluster's pure building blocks (decision 0029).
+//! are the cluster's pure building blocks (decision 0029), [`deadline`] applies the latter
+//! to requests; `peers` (feature `cluster`) feeds them from heartbeats between the nodes.
 
 pub mod admission;
 pub mod api;
@@ -59,6 +60,7 @@ mod certifier;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
+pub mod deadline;
 pub mod edge;
 #[cfg(feature = "cluster")]
 mod elected;
@@ -71,6 +73,8 @@ pub mod ijson;
 pub mod internal_stream;
 pub mod limits;
 pub mod metrics;
+#[cfg(feature = "cluster")]
+mod peers;
 pub mod phi;
 pub mod quota;
 pub mod rto;

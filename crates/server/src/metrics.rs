@@ -24,10 +24,13 @@
 //! | `logbook_view_audit_mismatches_total` | `view` | audits that found the live view different from its recomputation (set at each scrape) |
 //! | `logbook_view_lag_records` | `view`, `version` | records of the source not yet applied (set at each scrape) |
 //! | `logbook_view_lag_ms` | `view`, `version` | how far the applied records trail the newest, by record timestamps (set at each scrape) |
+//! | `logbook_peer_phi` | `peer` | a cluster node's suspicion of another node, φ of its heartbeats (set at each scrape) |
+//! | `logbook_peer_suspected` | `peer` | 1 while φ is at or above the threshold (8) (set at each scrape) |
+//! | `logbook_peer_clock_offset_ms` | `peer` | the other node's clock minus this node's, from its latest heartbeat (set at each scrape) |
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The server's metrics.
@@ -75,6 +78,12 @@ pub struct Metrics {
     pub view_audits: IntCounterVec,
     /// Audits that found a mismatch, per view.
     pub view_audit_mismatches: IntCounterVec,
+    /// φ per peer (cluster).
+    pub peer_phi: GaugeVec,
+    /// 1 per suspected peer (cluster).
+    pub peer_suspected: IntGaugeVec,
+    /// Clock offset per peer, ms (cluster).
+    pub peer_clock_offset_ms: IntGaugeVec,
     /// Held while the scrubber's counters are brought up to its totals, so that two scrapes
     /// at once do not both add the difference.
     scrub_sync: std::sync::Arc<std::sync::Mutex<()>>,
@@ -121,6 +130,13 @@ impl Metrics {
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let float_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
             registry
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
@@ -209,6 +225,21 @@ impl Metrics {
                 "Audits that found the live view different from its recomputation",
                 &["view"],
             ),
+            peer_phi: float_gauge_vec(
+                "logbook_peer_phi",
+                "Suspicion of another cluster node: phi accrual over its heartbeats",
+                &["peer"],
+            ),
+            peer_suspected: gauge_vec(
+                "logbook_peer_suspected",
+                "1 while another cluster node's phi is at or above the threshold (8)",
+                &["peer"],
+            ),
+            peer_clock_offset_ms: gauge_vec(
+                "logbook_peer_clock_offset_ms",
+                "Another cluster node's clock minus this node's, ms, from its latest heartbeat",
+                &["peer"],
+            ),
             scrub_sync: std::sync::Arc::default(),
             registry,
         }
@@ -262,6 +293,25 @@ impl Metrics {
                     .with_label_values(&labels)
                     .set(i64::try_from(v.lag_records).unwrap_or(i64::MAX));
                 self.view_lag_ms.with_label_values(&labels).set(v.lag_ms);
+            }
+        }
+    }
+
+    /// Sets the peer gauges from the heartbeats' view now; peers that are gone disappear.
+    pub fn set_peers(&self, peers: &[logbook_api::ops::ClusterPeer]) {
+        self.peer_phi.reset();
+        self.peer_suspected.reset();
+        self.peer_clock_offset_ms.reset();
+        for p in peers {
+            let labels = [p.node_id.as_str()];
+            self.peer_phi.with_label_values(&labels).set(p.phi);
+            self.peer_suspected
+                .with_label_values(&labels)
+                .set(i64::from(p.suspected));
+            if let Some(offset) = p.clock_offset_ms {
+                self.peer_clock_offset_ms
+                    .with_label_values(&labels)
+                    .set(offset);
             }
         }
     }

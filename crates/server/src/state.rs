@@ -251,6 +251,8 @@ pub trait ClusterMember: Send + Sync + std::fmt::Debug {
     /// 503 `membership_unavailable` when etcd cannot be read.
     fn leader(&self)
     -> MemberFuture<'_, Result<Option<logbook_api::ops::ClusterLeader>, ApiError>>;
+    /// The other nodes as this node's heartbeats see them, by node id.
+    fn peers(&self) -> Vec<logbook_api::ops::ClusterPeer>;
     /// Leaves the cluster (at shutdown): the registration is removed at once.
     fn leave(&self) -> MemberFuture<'_, ()>;
     /// Sends a one-shot commit to the certifier's leader (its address from the election)

@@ -51,13 +51,15 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
         state: phase.name().to_string(),
         open_transactions: state.txns().len(),
         waiting_for: if ready { None } else { state.waiting_for() },
+        clock_unix_ms: Some(crate::auth::tokens::now_ms()),
     };
     Ok((status, axum::Json(body)).into_response())
 }
 
 /// The nodes of the cluster as registered in etcd, with their health and what each serves,
-/// and the certifier's leader (node id, URL, fencing token) as the election names it (on a
-/// single node: mode `single`, no nodes, no leader). While etcd cannot be reached both are
+/// the certifier's leader (node id, URL, fencing token) as the election names it, and the
+/// other nodes as this node's heartbeats see them (φ, suspected, round trip, clock offset)
+/// (on a single node: mode `single`, no nodes, no leader, no peers). While etcd cannot be reached both are
 /// unknown (503); the log and the views keep serving.
 #[utoipa::path(get, path = route::CLUSTER, tag = "operations",
     responses((status = 200, body = ClusterStatus),
@@ -71,12 +73,14 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
             node_id: None,
             nodes: Vec::new(),
             leader: None,
+            peers: Vec::new(),
         },
         Some(member) => ClusterStatus {
             mode: "cluster".into(),
             node_id: Some(member.node_id().to_string()),
             nodes: member.nodes().await?,
             leader: member.leader().await?,
+            peers: member.peers(),
         },
     };
     Ok(axum::Json(body).into_response())
@@ -286,6 +290,9 @@ pub async fn metrics(State(state): State<AppState>, q: Params) -> Result<Respons
         }
         if let Some(auditor) = &opened.auditor {
             state.metrics().set_view_audits(&auditor.status());
+        }
+        if let Some(member) = &opened.cluster {
+            state.metrics().set_peers(&member.peers());
         }
     }
     Ok((

@@ -1,0 +1,298 @@
+//! Heartbeats between the nodes of a cluster (feature `cluster`; decision 0029): how this
+//! node sees each other node — alive or suspected, how long a request to it takes, how far
+//! its clock is from ours.
+//!
+//! ```text
+//!  membership task ── every 2 s: the registered nodes (etcd) ── a probe task per other
+//!                     node (started when it registers, ended when it leaves)
+//!  probe task ─ every 500 ms: GET <its URL>/v1/health?probe=live, within its timeout
+//!     answered ──▶ PhiDetector::heartbeat(arrival)       (phi.rs: suspicion)
+//!              ──▶ RtoEstimator::sample(round trip)      (rto.rs: the next timeout)
+//!              ──▶ clock offset = its clock_unix_ms + RTT/2 − our clock at the answer
+//!     timed out ─▶ RtoEstimator::timed_out (the next timeout doubles)
+//!  Peers ◀── GET /v1/cluster (`peers`), /metrics, `logbook cluster status`
+//! ```
+//!
+//! One request, three uses: the live probe is answered by any process that runs, ready or
+//! not, is open (no credentials: a node has no token of its own) and exempt from the
+//! in-flight limit, so a busy peer is not taken for a dead one. Its round trip is the path a
+//! forwarded commit takes. Suspicion is advice, never authority: leadership is the etcd
+//! lease's, and a write is fenced where it is stored (decision 0014).
+//!
+//! Bounds: at most [`PEERS_MAX`] peers are probed; each probe task has one request in
+//! flight at a time, bounded by its adaptive timeout (≤ 5 s).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use logbook_api::client::{Client, ClientConfig, ClientOptions, RawRequest, RetryPolicy, Verb};
+use logbook_api::ops::{ClusterPeer, Health};
+use logbook_jetstream::membership::Membership;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::deadline::AdaptiveTimeout;
+use crate::phi::{PhiDetector, PhiSettings};
+use crate::rto::RtoSettings;
+
+/// How often a peer is probed, in ms.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// How often the registered nodes are listed from etcd, in ms.
+const MEMBERSHIP_REFRESH_MS: u64 = 2_000;
+/// φ at or above which a peer is suspected: one chance in 10⁸ that it is a mistake (Akka's
+/// and Cassandra's default threshold).
+pub const PHI_SUSPECT: f64 = 8.0;
+/// The most peers one node probes (the rest are not watched; a log line says so).
+pub const PEERS_MAX: usize = 64;
+
+/// What this node's heartbeats know of every other node, by node id.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    /// The origin of the monotonic ms the detectors are fed.
+    origin: Instant,
+    table: Mutex<BTreeMap<String, Peer>>,
+}
+
+/// One peer's detector, timeout and clock probe.
+#[derive(Debug)]
+struct Peer {
+    advertise_url: String,
+    phi: PhiDetector,
+    /// The heartbeats' timeout (its probe task holds it too).
+    deadline: Arc<AdaptiveTimeout>,
+    heartbeats: u64,
+    /// (offset, error bound) of the latest clock probe, in ms.
+    clock: Option<(i64, u64)>,
+    last_error: Option<String>,
+}
+
+/// One answered heartbeat.
+struct Answer {
+    /// The peer's clock minus ours, ms.
+    offset_ms: i64,
+    /// The bound on that offset's error (half the round trip), ms.
+    error_ms: u64,
+}
+
+impl Peers {
+    pub(crate) fn new() -> Self {
+        Peers {
+            origin: Instant::now(),
+            table: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Peer>) -> T) -> T {
+        f(&mut self.table.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Starts watching `node_id` at `url`; the timeout its probes get.
+    fn add(&self, node_id: &str, url: &str) -> Arc<AdaptiveTimeout> {
+        let now = self.now_ms();
+        let deadline = Arc::new(AdaptiveTimeout::new(RtoSettings::default()));
+        self.with(|t| {
+            let mut phi = PhiDetector::new(PhiSettings::default());
+            // The first arrival is the moment the peer was found: a peer paused before its
+            // first answer is then suspected too.
+            phi.heartbeat(now);
+            t.insert(
+                node_id.to_string(),
+                Peer {
+                    advertise_url: url.to_string(),
+                    phi,
+                    deadline: deadline.clone(),
+                    heartbeats: 0,
+                    clock: None,
+                    last_error: None,
+                },
+            );
+        });
+        deadline
+    }
+
+    fn remove(&self, node_id: &str) {
+        self.with(|t| t.remove(node_id));
+    }
+
+    fn answered(&self, node_id: &str, answer: &Answer) {
+        let now = self.now_ms();
+        self.with(|t| {
+            if let Some(p) = t.get_mut(node_id) {
+                p.phi.heartbeat(now);
+                p.heartbeats += 1;
+                p.clock = Some((answer.offset_ms, answer.error_ms));
+                p.last_error = None;
+            }
+        });
+    }
+
+    fn failed(&self, node_id: &str, why: String) {
+        self.with(|t| {
+            if let Some(p) = t.get_mut(node_id) {
+                p.last_error = Some(why);
+            }
+        });
+    }
+
+    /// Every peer as `GET /v1/cluster` shows it, by node id.
+    pub(crate) fn status(&self) -> Vec<ClusterPeer> {
+        let now = self.now_ms();
+        self.with(|t| {
+            t.iter()
+                .map(|(id, p)| {
+                    let phi = p.phi.phi(now);
+                    ClusterPeer {
+                        node_id: id.clone(),
+                        advertise_url: p.advertise_url.clone(),
+                        phi,
+                        suspected: phi >= PHI_SUSPECT,
+                        heartbeats: p.heartbeats,
+                        last_heartbeat_ms_ago: (p.heartbeats > 0)
+                            .then(|| p.phi.last_arrival_ms().map(|at| now.saturating_sub(at)))
+                            .flatten(),
+                        srtt_us: p.deadline.srtt_us(),
+                        timeout_ms: u64::try_from(p.deadline.timeout().as_millis())
+                            .unwrap_or(u64::MAX),
+                        clock_offset_ms: p.clock.map(|(o, _)| o),
+                        clock_error_ms: p.clock.map(|(_, e)| e),
+                        last_error: p.last_error.clone(),
+                    }
+                })
+                .collect()
+        })
+    }
+}
+
+/// What the heartbeat tasks need besides the table.
+pub(crate) struct Heartbeats {
+    pub peers: Arc<Peers>,
+    pub membership: Membership,
+    /// This node's id (not probed).
+    pub node_id: String,
+    /// The CA certificates an `https://` peer is checked against.
+    pub peer_ca_pem: Option<Vec<u8>>,
+}
+
+impl Heartbeats {
+    /// Lists the registered nodes every 2 s and keeps one probe task per other node, until
+    /// `stop`. While etcd cannot be read, the peers known stay probed.
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut probes: BTreeMap<String, (String, tokio::task::JoinHandle<()>)> =
+            BTreeMap::new();
+        let mut warned_full = false;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if let Ok(nodes) = self.membership.nodes().await {
+                let listed: BTreeMap<String, String> = nodes
+                    .into_iter()
+                    .filter(|n| n.record.node_id != self.node_id)
+                    .map(|n| (n.record.node_id, n.record.advertise_url))
+                    .collect();
+                // Gone, or back at another URL: stop probing the old one.
+                probes.retain(|id, (url, task)| {
+                    let keep = listed.get(id) == Some(url);
+                    if !keep {
+                        task.abort();
+                        self.peers.remove(id);
+                    }
+                    keep
+                });
+                for (id, url) in listed {
+                    if probes.contains_key(&id) {
+                        continue;
+                    }
+                    if probes.len() >= PEERS_MAX {
+                        if !warned_full {
+                            tracing::warn!(peers_max = PEERS_MAX, node_id = %id,
+                                "more peers than are watched; this one is not probed");
+                            warned_full = true;
+                        }
+                        continue;
+                    }
+                    match self.client(&url) {
+                        Ok(client) => {
+                            let deadline = self.peers.add(&id, &url);
+                            let peers = self.peers.clone();
+                            let task = tokio::spawn(probe(peers, id.clone(), client, deadline));
+                            probes.insert(id, (url, task));
+                        }
+                        Err(why) => tracing::warn!(node_id = %id, %url, %why, "peer not probed"),
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(MEMBERSHIP_REFRESH_MS)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        for (_, (_, task)) in probes {
+            task.abort();
+        }
+    }
+
+    /// An HTTP client for heartbeats to `url`: one attempt each (the next heartbeat is the
+    /// retry), the adaptive timeout applied around it, the ceiling as its own.
+    fn client(&self, url: &str) -> Result<Client, String> {
+        let options = ClientOptions {
+            config: ClientConfig {
+                request_timeout_ms: RtoSettings::default().ceiling_us / 1_000,
+                retry: RetryPolicy::none(),
+                ..ClientConfig::default()
+            },
+            bearer_token: None,
+            ca_cert_pem: self.peer_ca_pem.clone(),
+        };
+        Client::with_options(url, &options).map_err(|e| e.to_string())
+    }
+}
+
+/// Probes `node_id` every [`HEARTBEAT_INTERVAL_MS`], one request at a time, until aborted.
+async fn probe(
+    peers: Arc<Peers>,
+    node_id: String,
+    client: Client,
+    deadline: Arc<AdaptiveTimeout>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    // A probe that waited out its timeout is followed by the next at once, not by a burst.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match heartbeat(&client, &deadline).await {
+            Ok(answer) => peers.answered(&node_id, &answer),
+            Err(why) => peers.failed(&node_id, why),
+        }
+    }
+}
+
+/// One heartbeat: the peer's clock offset (Cristian's method), or why it failed.
+async fn heartbeat(client: &Client, deadline: &AdaptiveTimeout) -> Result<Answer, String> {
+    let path = format!("{}?probe=live", logbook_api::paths::health());
+    let sent_unix_ms = crate::auth::tokens::now_ms();
+    let sent = Instant::now();
+    let answer = deadline
+        .run(client.send_raw(RawRequest::new(Verb::Get, path)), Result::is_ok)
+        .await
+        .map_err(|t| format!("no answer within {} ms", t.after.as_millis()))?
+        .map_err(|e| e.to_string())?;
+    let rtt_ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let health: Health = serde_json::from_slice(&answer.body)
+        .map_err(|e| format!("its health answer is malformed: {e}"))?;
+    let clock = health
+        .clock_unix_ms
+        .ok_or("its health answer has no clock_unix_ms")?;
+    // Our clock when its clock was read, taken as the middle of the round trip.
+    let ours = sent_unix_ms.saturating_add(rtt_ms / 2);
+    let offset_ms = i64::try_from(i128::from(clock) - i128::from(ours)).unwrap_or(i64::MAX);
+    Ok(Answer {
+        offset_ms,
+        error_ms: rtt_ms.div_ceil(2),
+    })
+}
