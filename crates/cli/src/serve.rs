@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// status`). 0 turns it off. Default 4.
     #[arg(long, env = "LOGBOOK_SCRUB_RATE_MB_PER_S")]
     pub scrub_rate_mb_per_s: Option<u64>,
+    /// On a cluster node: the most its clock may be off the cluster's median clock, in ms.
+    /// Further off, the node stops leading, answers unready and refuses writes until its
+    /// clock is back within the bound. Default 500.
+    #[arg(long, env = "LOGBOOK_MAX_CLOCK_OFFSET_MS")]
+    pub max_clock_offset_ms: Option<u64>,
     /// Seconds between rounds of the view auditor, which recomputes every view from the log
     /// up to the offsets it applied and compares digests (`logbook audit status`). 0 turns
     /// it off. Default 3600.
@@ -167,6 +172,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         partitions_max: args.partitions_max,
         scrub_rate_mb_per_s: args.scrub_rate_mb_per_s,
         audit_interval_s: args.audit_interval_s,
+        max_clock_offset_ms: args.max_clock_offset_ms,
         audit_records_per_s: args.audit_records_per_s,
         audit_repair: args.audit_repair.then_some(true),
         allowed_hosts: (!args.allowed_hosts.is_empty()).then_some(args.allowed_hosts),

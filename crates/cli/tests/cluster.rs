@@ -43,6 +43,9 @@
 //! * heartbeats: every node sees the others alive; one paused (SIGSTOP) is suspected by
 //!   the others (φ ≥ 8 in `GET /v1/cluster`, `/metrics`, `logbook cluster status`), and
 //!   alive again once resumed;
+//! * the clock watch: a node whose wall clock runs 2 s ahead (libfaketime) is unready,
+//!   refuses writes naming its offset and leads nothing, the others serving; with its
+//!   clock set back it serves again;
 //! * a node that cannot reach etcd or NATS is not ready and says which; an incomplete
 //!   `[cluster]` configuration is refused naming the key.
 #![expect(
@@ -85,6 +88,17 @@ struct Node {
 impl Node {
     /// Starts node `id` of the cluster on `engines`, its data under `dir`.
     fn spawn(dir: &Path, id: &str, nats: &[String], etcd: &[String]) -> Node {
+        Node::spawn_with(dir, id, nats, etcd, &[])
+    }
+
+    /// [`Node::spawn`] with more environment variables.
+    fn spawn_with(
+        dir: &Path,
+        id: &str,
+        nats: &[String],
+        etcd: &[String],
+        env: &[(String, String)],
+    ) -> Node {
         let data = dir.join(id);
         let log = dir.join(format!("{id}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
@@ -109,6 +123,7 @@ impl Node {
             .args(["--cluster-etcd-endpoints", &etcd.join(",")])
             .env("RUST_LOG", "info")
             .env_remove("LOGBOOK_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
@@ -202,6 +217,12 @@ impl Node {
 
     fn wait_ready(&self) {
         self.wait_for("/v1/health", "ready", |s, _| s == 200);
+    }
+
+    /// Waits until the node has opened (its health's `state` is `ready`), whether or not
+    /// it is ready to take writes (a node whose clock is off is not).
+    fn wait_open(&self) {
+        self.wait_for("/v1/health", "open", |_, v| v["state"] == "ready");
     }
 
     fn kill(&mut self) {
@@ -702,6 +723,11 @@ struct Three {
 
 impl Three {
     fn start() -> Three {
+        Three::start_with(&|_| Vec::new())
+    }
+
+    /// [`Three::start`] with `env(node id)` added to each node's environment.
+    fn start_with(env: &dyn Fn(&str) -> Vec<(String, String)>) -> Three {
         let rt = runtime();
         let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec {
             nats: 3,
@@ -711,14 +737,14 @@ impl Three {
         let dir = tempfile::tempdir().unwrap();
         let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
         // A opens first and makes the admin token; B and C follow `_auth`.
-        let first = Node::spawn(dir.path(), "a", &nats, &etcd);
-        first.wait_ready();
+        let first = Node::spawn_with(dir.path(), "a", &nats, &etcd, &env("a"));
+        first.wait_open();
         let admin = common::admin_token(&dir.path().join("a"))
             .unwrap_or_else(|| panic!("a wrote no admin.token"));
         let mut nodes = vec![first.with_token(&admin)];
         for id in ["b", "c"] {
-            let n = Node::spawn(dir.path(), id, &nats, &etcd).with_token(&admin);
-            n.wait_ready();
+            let n = Node::spawn_with(dir.path(), id, &nats, &etcd, &env(id)).with_token(&admin);
+            n.wait_open();
             nodes.push(n);
         }
         Three {
@@ -966,6 +992,97 @@ fn peers_suspect_a_paused_node_and_see_it_again_once_resumed() {
             "{metrics}"
         );
     }
+}
+
+/// libfaketime, which moves a Rust binary's wall clock (not Go's: the engines keep theirs).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// The clock watch: node c runs with its wall clock 2 s ahead (libfaketime, its monotonic
+/// clock and so tokio's timers untouched; the offset read from a file, so the test can
+/// set it back). a and b see c's offset; c, 2 s off the median beyond
+/// `max_clock_offset_ms` (500), answers unready naming its clock, refuses writes with 503
+/// `not_ready` naming the offset, leads neither role, and alarms in `/metrics` — while a
+/// and b keep taking appends and commits. Its clock set back, c is ready and takes writes
+/// again. No sleeps: each state is waited for, within [`WAIT`].
+#[test]
+fn a_node_whose_clock_is_off_refuses_writes_until_it_is_back() {
+    if !Path::new(LIBFAKETIME).exists() {
+        panic!("{LIBFAKETIME} is missing: install Debian's faketime");
+    }
+    let skew = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(skew.path(), "+2\n").unwrap();
+    let skew_file = skew.path().display().to_string();
+    let three = Three::start_with(&|id| {
+        if id != "c" {
+            return Vec::new();
+        }
+        [
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", skew_file.as_str()),
+            ("FAKETIME_CACHE_DURATION", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    });
+    let nodes = &three.nodes;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    for n in [a, b] {
+        let seen = n.wait_for("/v1/cluster", "c's clock 2 s ahead", |s, v| {
+            s == 200 && peer_seen(v, "c")["clock_offset_ms"].as_i64().unwrap_or(0) > 1_500
+        });
+        assert_eq!(n.call("GET", "/v1/health", None).0, 200, "{seen}");
+    }
+    let health = c.wait_for("/v1/health", "c unready", |s, v| {
+        s == 503 && v["waiting_for"].as_str().is_some_and(|w| w.contains("clock"))
+    });
+    assert_eq!(health["state"], "ready", "open, but not ready: {health}");
+    assert!(
+        health["waiting_for"].as_str().unwrap().contains("max_clock_offset_ms"),
+        "{health}"
+    );
+
+    let (status, created) = a.call(
+        "PUT",
+        "/v1/streams/clocked",
+        Some(json!({"partitions": 1})),
+    );
+    assert!(status == 200 || status == 201, "{created}");
+    let record = json!({"key": "k", "value": 1});
+    let (status, refused) = c.call("POST", "/v1/streams/clocked/records", Some(record.clone()));
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["code"], "not_ready", "{refused}");
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(detail.contains("ms off the cluster's median clock"), "{refused}");
+    let bump = json!({"writes": [{"key": "clocked", "op": "increment", "by": 1}]});
+    let (status, refused) = c.call("POST", "/v1/commits", Some(bump.clone()));
+    assert_eq!((status, &refused["code"]), (503, &json!("not_ready")), "{refused}");
+    let metrics = metrics_text(c);
+    assert!(metrics.contains("logbook_clock_offset_alarm 1"), "{metrics}");
+    wait_log(c, "clock off the cluster's");
+
+    // c leads nothing: both elected roles are held by a or b.
+    let leaders = a.wait_for("/v1/cluster", "a leader that is not c", |s, v| {
+        s == 200 && v["leader"].is_object() && v["leader"]["node_id"] != "c"
+    });
+    assert_ne!(leaders["leader"]["node_id"], "c", "{leaders}");
+    // The others serve: an append and a commit on each.
+    for (i, n) in [a, b].into_iter().enumerate() {
+        let (status, appended) = n.call("POST", "/v1/streams/clocked/records", Some(record.clone()));
+        assert_eq!(status, 201, "{appended}");
+        let (status, committed) = commit_until_answered(&[n], &format!("clocked-{i}"), &bump);
+        assert_eq!(status, 200, "{committed}");
+    }
+
+    // Its clock back: ready again, and it takes writes.
+    std::fs::write(skew.path(), "+0\n").unwrap();
+    c.wait_ready();
+    let (status, appended) = c.call("POST", "/v1/streams/clocked/records", Some(record));
+    assert_eq!(status, 201, "{appended}");
+    let metrics = metrics_text(c);
+    assert!(metrics.contains("logbook_clock_offset_alarm 0"), "{metrics}");
+    wait_log(c, "clock back within the bound");
 }
 
 /// The certifier's leader as `node` names it: node id and fencing token.

@@ -9,7 +9,9 @@
 //!             catalog: views made to match the definitions in `_views`, and followed
 //!          ── tokens: Tokens::open on `_auth` (the first node makes the admin token), followed
 //!          ── etcd: register {node_id, advertise_url, serves} under a lease (keep-alive)
-//!          ── heartbeats (peers.rs): every other registered node probed every 500 ms
+//!          ── heartbeats (peers.rs): every other registered node probed every 500 ms;
+//!             the clock watch: off the cluster's median beyond max_clock_offset_ms →
+//!             no campaigning or leading, unready, writes refused
 //!          ── certifier task (certifier.rs): a follower of `_txn`, campaigning to lead it
 //!          ── groups: Groups::open on `_groups`, following it; the coordinator task
 //!             (groups/coordinator.rs) campaigning to write it
@@ -155,6 +157,24 @@ pub(crate) async fn open(
     })
     .await?;
     tracing::info!(node_id = %cluster.node_id, nats = %nats, etcd = %etcd, "joined the cluster");
+    // Heartbeats and the clock watch start before the elected roles, which wait on it.
+    let peer_ca_pem = peer_ca(config)?;
+    let peers = Arc::new(crate::peers::Peers::new());
+    let heartbeats = crate::peers::Heartbeats {
+        peers: peers.clone(),
+        membership: membership.clone(),
+        node_id: cluster.node_id.clone(),
+        peer_ca_pem: peer_ca_pem.clone(),
+    };
+    tokio::spawn(heartbeats.run(stop.clone()));
+    let (clock_in_bound, in_bound) = watch::channel(true);
+    tokio::spawn(crate::peers::watch_clock(
+        peers.clone(),
+        config.max_clock_offset_ms,
+        state.clone(),
+        clock_in_bound,
+        stop.clone(),
+    ));
     let election = membership.election(crate::certifier::ELECTION);
     let leader_record = LeaderRecord {
         node_id: cluster.node_id.clone(),
@@ -178,6 +198,7 @@ pub(crate) async fn open(
         certifier,
         election.clone(),
         leader_record.clone(),
+        in_bound.clone(),
         stop_certifier.clone(),
     ));
     let groups = {
@@ -202,17 +223,9 @@ pub(crate) async fn open(
         coordinator,
         groups_election.clone(),
         leader_record,
+        in_bound,
         stop_certifier,
     ));
-    let peer_ca_pem = peer_ca(config)?;
-    let peers = Arc::new(crate::peers::Peers::new());
-    let heartbeats = crate::peers::Heartbeats {
-        peers: peers.clone(),
-        membership: membership.clone(),
-        node_id: cluster.node_id.clone(),
-        peer_ca_pem: peer_ca_pem.clone(),
-    };
-    tokio::spawn(heartbeats.run(stop.clone()));
     let member = EtcdMember {
         node_id: cluster.node_id.clone(),
         advertise_url: cluster.advertise_url.clone(),

@@ -24,6 +24,7 @@
 //! audit_interval_s = 3600                # the view auditor: one round over every view; 0 = off
 //! audit_records_per_s = 10000            # each view's recomputation, records per second
 //! audit_repair = false                   # on a mismatch, rebuild the view and switch to it
+//! max_clock_offset_ms = 500              # cluster: a node further off the median stops writes
 //! allowed_hosts = ["logbook.internal"]   # besides localhost, 127.0.0.1, [::1], the listen host
 //! auth = "on"                            # "off" only with a loopback listen address
 //! tls_cert = "tls/cert.pem"              # HTTPS: certificate chain and key (PEM), both or
@@ -105,6 +106,12 @@ pub struct ServerConfig {
     /// `GET /v1/audit`). 0 turns it off. At most [`limits::SCRUB_RATE_MB_PER_S_MAX`].
     /// Default [`limits::SCRUB_RATE_MB_PER_S_DEFAULT`].
     pub scrub_rate_mb_per_s: u64,
+    /// On a cluster node: the most its clock may be off the cluster's median clock, in ms
+    /// (measured by the heartbeats' Cristian probes). Further off, the node stops
+    /// campaigning, resigns what it leads, answers unready and refuses writes (503
+    /// `not_ready` naming the offset) until its clock is back within the bound. 1..=
+    /// [`limits::MAX_CLOCK_OFFSET_MS_MAX`]. Default [`limits::MAX_CLOCK_OFFSET_MS_DEFAULT`].
+    pub max_clock_offset_ms: u64,
     /// Seconds between rounds of the view auditor, each recomputing every view from the log
     /// and comparing digests (`logbook_views::audit`, `GET /v1/audit`). 0 turns it off. At
     /// most [`limits::AUDIT_INTERVAL_S_MAX`]. Default [`limits::AUDIT_INTERVAL_S_DEFAULT`].
@@ -361,6 +368,7 @@ impl Default for ServerConfig {
             partitions_max: limits::PARTITIONS_MAX_DEFAULT,
             scrub_rate_mb_per_s: limits::SCRUB_RATE_MB_PER_S_DEFAULT,
             audit_interval_s: limits::AUDIT_INTERVAL_S_DEFAULT,
+            max_clock_offset_ms: limits::MAX_CLOCK_OFFSET_MS_DEFAULT,
             audit_records_per_s: limits::AUDIT_RECORDS_PER_S_DEFAULT,
             audit_repair: false,
             allowed_hosts: Vec::new(),
@@ -413,6 +421,8 @@ pub struct ConfigLayer {
     pub scrub_rate_mb_per_s: Option<u64>,
     /// See [`ServerConfig::audit_interval_s`].
     pub audit_interval_s: Option<u64>,
+    /// See [`ServerConfig::max_clock_offset_ms`].
+    pub max_clock_offset_ms: Option<u64>,
     /// See [`ServerConfig::audit_records_per_s`].
     pub audit_records_per_s: Option<u64>,
     /// See [`ServerConfig::audit_repair`].
@@ -512,6 +522,7 @@ impl ConfigLayer {
             partitions_max: self.partitions_max.or(below.partitions_max),
             scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.or(below.scrub_rate_mb_per_s),
             audit_interval_s: self.audit_interval_s.or(below.audit_interval_s),
+            max_clock_offset_ms: self.max_clock_offset_ms.or(below.max_clock_offset_ms),
             audit_records_per_s: self.audit_records_per_s.or(below.audit_records_per_s),
             audit_repair: self.audit_repair.or(below.audit_repair),
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
@@ -566,6 +577,7 @@ impl ConfigLayer {
             partitions_max: self.partitions_max.unwrap_or(d.partitions_max),
             scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.unwrap_or(d.scrub_rate_mb_per_s),
             audit_interval_s: self.audit_interval_s.unwrap_or(d.audit_interval_s),
+            max_clock_offset_ms: self.max_clock_offset_ms.unwrap_or(d.max_clock_offset_ms),
             audit_records_per_s: self.audit_records_per_s.unwrap_or(d.audit_records_per_s),
             audit_repair: self.audit_repair.unwrap_or(d.audit_repair),
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
@@ -618,6 +630,14 @@ impl ConfigLayer {
                 field: "audit_interval_s",
                 value: c.audit_interval_s.to_string(),
                 reason: "must not exceed 604800 (a week); 0 turns the view auditor off",
+            });
+        }
+        positive("max_clock_offset_ms", c.max_clock_offset_ms)?;
+        if c.max_clock_offset_ms > limits::MAX_CLOCK_OFFSET_MS_MAX {
+            return Err(ConfigError::Invalid {
+                field: "max_clock_offset_ms",
+                value: c.max_clock_offset_ms.to_string(),
+                reason: "must not exceed 60000 (a minute)",
             });
         }
         if c.requests_max > limits::BLOCKING_THREADS_MAX {

@@ -86,6 +86,9 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         if let Err(e) = check_principal(&state, route, &req) {
             return e.into_response();
         }
+        if let Err(e) = check_clock(&state, route, &method) {
+            return e.into_response();
+        }
         // The body is read whole before the request takes a slot (crate::body): a slow body
         // holds its connection, not the server.
         let req = if req.body().is_end_stream() {
@@ -368,6 +371,29 @@ fn check_principal(state: &AppState, route: &str, req: &Request) -> Result<(), A
             Err(crate::state::unknown_txn(handle))
         }
         _ => Ok(()),
+    }
+}
+
+/// A write on a cluster node whose clock is off the cluster's median beyond
+/// `max_clock_offset_ms` (`peers.rs`): 503 `not_ready` naming the offset, before any
+/// handler (nothing changes). Reads are served; a write waits for a node whose clock
+/// agrees with the others', since the timestamps it would stamp are not to be trusted.
+///
+/// # Errors
+/// 503 `not_ready` while the clock is off.
+fn check_clock(state: &AppState, route: &str, method: &axum::http::Method) -> Result<(), ApiError> {
+    let read = *method == axum::http::Method::GET
+        || *method == axum::http::Method::HEAD
+        || route == logbook_api::paths::route::KV_READ;
+    if read || !route.starts_with("/v1/") || route == logbook_api::paths::route::HEALTH {
+        return Ok(());
+    }
+    match state.clock_fault() {
+        None => Ok(()),
+        Some(why) => Err(ApiError::not_ready(format!(
+            "{why}; this node takes no writes until its clock is back within the bound \
+             (nothing was done: send the request to another node)"
+        ))),
     }
 }
 

@@ -3,12 +3,16 @@
 //! (`groups/coordinator.rs`). This is the loop they share; what leading means is the role's.
 //!
 //! ```text
-//!  follow ── campaign (etcd; waits while another leads)
+//!  follow ── wait while the clock is off ── campaign (etcd; waits while another leads)
 //!     ▲         won: re-check the key (etcd txn) ── role.lead(token): its first write is
 //!     │              fenced at storage (an epoch record under the expected end)
-//!     │      leading ── until the lease is lost, the role was fenced, or shutdown
+//!     │      leading ── until the lease is lost, the role was fenced, the clock went
+//!     │                 off the cluster's, or shutdown
 //!     └───── role.step_down(); resign (the key goes at once)
 //! ```
+//!
+//! The clock gate (`in_bound`, from `peers::watch_clock`): a node whose clock is off the
+//! cluster's median beyond `max_clock_offset_ms` neither campaigns nor keeps leading.
 //!
 //! Winning an election says only that this node *was* the leader when etcd answered; the
 //! role's writes must be fenced where they are stored (decision record 0014), and
@@ -40,12 +44,13 @@ pub(crate) trait Role: Send + Sync {
     fn step_down(&self);
 }
 
-/// Runs `role` in `election` until `stop` turns true: follows, campaigns, leads, steps
-/// down, again.
+/// Runs `role` in `election` until `stop` turns true: follows, campaigns while `in_bound`
+/// holds (this node's clock agrees with the cluster's), leads, steps down, again.
 pub(crate) async fn run<R: Role>(
     role: R,
     election: Election,
     record: LeaderRecord,
+    mut in_bound: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -55,6 +60,15 @@ pub(crate) async fn run<R: Role>(
         if let Err(why) = role.follow().await {
             tracing::warn!(role = R::NAME, %why, "following failed; retrying");
             pause(&mut stop).await;
+            continue;
+        }
+        if !*in_bound.borrow() {
+            // Not a candidate while the clock is off: wait until it is back, then follow
+            // again (a closed watch never clears: only `stop` ends the wait).
+            tokio::select! {
+                Ok(_) = in_bound.wait_for(|ok| *ok) => {}
+                _ = stop.changed() => return,
+            }
             continue;
         }
         let leadership = tokio::select! {
@@ -70,7 +84,7 @@ pub(crate) async fn run<R: Role>(
             }
         };
         match lead(&role, &leadership).await {
-            Ok(()) => hold(&role, &leadership, &mut stop).await,
+            Ok(()) => hold(&role, &leadership, &mut in_bound, &mut stop).await,
             Err(why) => {
                 tracing::warn!(role = R::NAME, %why, token = leadership.token(), "could not lead");
             }
@@ -89,12 +103,21 @@ async fn lead<R: Role>(role: &R, leadership: &Leadership) -> Result<(), String> 
     role.lead(leadership.token()).await
 }
 
-/// Leads until the lease is lost, the role is fenced, or `stop`; then steps down at once.
-async fn hold<R: Role>(role: &R, leadership: &Leadership, stop: &mut watch::Receiver<bool>) {
+/// Leads until the lease is lost, the role is fenced, the clock is off the cluster's, or
+/// `stop`; then steps down at once.
+async fn hold<R: Role>(
+    role: &R,
+    leadership: &Leadership,
+    in_bound: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<bool>,
+) {
     let why = loop {
         tokio::select! {
             () = leadership.lost() => break "the election lease was lost",
             _ = stop.changed() => break "shutting down",
+            Ok(_) = in_bound.wait_for(|ok| !*ok) => {
+                break "this node's clock is off the cluster's beyond max_clock_offset_ms";
+            }
             () = tokio::time::sleep(Duration::from_millis(FENCED_CHECK_MS)) => {
                 if role.fenced() {
                     break "a write was refused at storage (fenced)";

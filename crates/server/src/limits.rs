@@ -84,6 +84,12 @@ pub const SCRUB_RATE_MB_PER_S_DEFAULT: u64 = 4;
 /// Largest accepted `scrub_rate_mb_per_s` (10,000: 10 GB/s, beyond any disk; keeps the
 /// rate in bytes far from overflow).
 pub const SCRUB_RATE_MB_PER_S_MAX: u64 = 10_000;
+/// Default bound on a cluster node's clock offset from the cluster's median, in ms (500,
+/// CockroachDB's default): beyond it the node stops leading and taking writes.
+pub const MAX_CLOCK_OFFSET_MS_DEFAULT: u64 = 500;
+/// Largest accepted `max_clock_offset_ms` (a minute: beyond that, clocks are not watched
+/// but ignored).
+pub const MAX_CLOCK_OFFSET_MS_MAX: u64 = 60_000;
 /// Default seconds between the view auditor's rounds (3,600: every view recomputed once an
 /// hour, at the pace below).
 pub const AUDIT_INTERVAL_S_DEFAULT: u64 = 3600;

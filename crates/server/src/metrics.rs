@@ -27,6 +27,8 @@
 //! | `logbook_peer_phi` | `peer` | a cluster node's suspicion of another node, φ of its heartbeats (set at each scrape) |
 //! | `logbook_peer_suspected` | `peer` | 1 while φ is at or above the threshold (8) (set at each scrape) |
 //! | `logbook_peer_clock_offset_ms` | `peer` | the other node's clock minus this node's, from its latest heartbeat (set at each scrape) |
+//! | `logbook_clock_offset_ms` | — | this cluster node's clock minus the cluster's median clock |
+//! | `logbook_clock_offset_alarm` | — | 1 while that offset exceeds `max_clock_offset_ms` (the node then leads nothing and takes no writes) |
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -84,6 +86,10 @@ pub struct Metrics {
     pub peer_suspected: IntGaugeVec,
     /// Clock offset per peer, ms (cluster).
     pub peer_clock_offset_ms: IntGaugeVec,
+    /// This node's clock minus the cluster's median, ms (cluster).
+    pub clock_offset_ms: IntGauge,
+    /// 1 while this node's clock is off the median beyond the bound (cluster).
+    pub clock_offset_alarm: IntGauge,
     /// Held while the scrubber's counters are brought up to its totals, so that two scrapes
     /// at once do not both add the difference.
     scrub_sync: std::sync::Arc<std::sync::Mutex<()>>,
@@ -239,6 +245,14 @@ impl Metrics {
                 "logbook_peer_clock_offset_ms",
                 "Another cluster node's clock minus this node's, ms, from its latest heartbeat",
                 &["peer"],
+            ),
+            clock_offset_ms: gauge(
+                "logbook_clock_offset_ms",
+                "This cluster node's clock minus the cluster's median clock, ms",
+            ),
+            clock_offset_alarm: gauge(
+                "logbook_clock_offset_alarm",
+                "1 while this node's clock is off the cluster's median beyond max_clock_offset_ms",
             ),
             scrub_sync: std::sync::Arc::default(),
             registry,

@@ -139,6 +139,20 @@ impl Peers {
         });
     }
 
+    /// This node's clock minus the cluster's median clock, in ms, from the latest clock
+    /// probes of the peers that answer (a suspected peer's old offset does not count);
+    /// `None` while no peer answers.
+    pub(crate) fn clock_offset_ms(&self) -> Option<i64> {
+        let now = self.now_ms();
+        let offsets: Vec<i64> = self.with(|t| {
+            t.values()
+                .filter(|p| p.heartbeats > 0 && p.phi.phi(now) < PHI_SUSPECT)
+                .filter_map(|p| p.clock.map(|(offset, _)| offset))
+                .collect()
+        });
+        (!offsets.is_empty()).then(|| off_median_ms(&offsets))
+    }
+
     /// Every peer as `GET /v1/cluster` shows it, by node id.
     pub(crate) fn status(&self) -> Vec<ClusterPeer> {
         let now = self.now_ms();
@@ -295,4 +309,97 @@ async fn heartbeat(client: &Client, deadline: &AdaptiveTimeout) -> Result<Answer
         offset_ms,
         error_ms: rtt_ms.div_ceil(2),
     })
+}
+
+/// This node's clock minus the median of the cluster's clocks (its own and the peers',
+/// given as each peer's clock minus ours), in ms. With an even count the two middle clocks
+/// are equally the median; the one nearer ours is taken, so that of two nodes that
+/// disagree neither is called the odd one out.
+fn off_median_ms(peer_offsets: &[i64]) -> i64 {
+    let mut clocks: Vec<i64> = peer_offsets.to_vec();
+    clocks.push(0);
+    clocks.sort_unstable();
+    let n = clocks.len();
+    let median = if n % 2 == 1 {
+        clocks[n / 2]
+    } else {
+        let (low, high) = (clocks[n / 2 - 1], clocks[n / 2]);
+        if low.unsigned_abs() <= high.unsigned_abs() {
+            low
+        } else {
+            high
+        }
+    };
+    median.saturating_neg()
+}
+
+/// Watches this node's clock against the cluster's every heartbeat interval, until `stop`:
+/// beyond `max_offset_ms` from the median the node answers unready and refuses writes
+/// (`AppState::set_clock_fault`), and `in_bound` turns false, which makes the elected roles
+/// resign and stop campaigning (`elected.rs`); back within the bound, all of it is undone.
+/// Each change is logged once.
+pub(crate) async fn watch_clock(
+    peers: Arc<Peers>,
+    max_offset_ms: u64,
+    state: crate::state::AppState,
+    in_bound: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let offset = peers.clock_offset_ms();
+        state.metrics().clock_offset_ms.set(offset.unwrap_or(0));
+        let fault = offset.filter(|o| o.unsigned_abs() > max_offset_ms).map(|o| {
+            format!(
+                "this node's clock is {o:+} ms off the cluster's median clock, beyond \
+                 max_clock_offset_ms ({max_offset_ms})"
+            )
+        });
+        let was_in_bound = *in_bound.borrow();
+        match (&fault, was_in_bound) {
+            (Some(why), true) => {
+                tracing::error!(offset_ms = offset.unwrap_or(0), max_offset_ms, %why,
+                    "clock off the cluster's: resigning, unready, refusing writes");
+            }
+            (None, false) => {
+                tracing::warn!(offset_ms = offset.unwrap_or(0), max_offset_ms,
+                    "clock back within the bound: ready, taking writes, campaigning again");
+            }
+            _ => {}
+        }
+        in_bound.send_replace(fault.is_none());
+        state.set_clock_fault(fault);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::off_median_ms;
+
+    #[test]
+    fn the_odd_clock_out_is_off_the_median() {
+        // A's view: B and C are both 2 s behind it; A is the odd one out.
+        assert_eq!(off_median_ms(&[-2_000, -2_000]), 2_000);
+        // B's view: A is 2 s ahead, C agrees with B: B is on the median.
+        assert_eq!(off_median_ms(&[2_000, 0]), 0);
+        assert_eq!(off_median_ms(&[3, -4]), 0);
+    }
+
+    #[test]
+    fn of_two_disagreeing_clocks_neither_is_the_odd_one_out() {
+        assert_eq!(off_median_ms(&[2_000]), 0);
+        assert_eq!(off_median_ms(&[-2_000]), 0);
+        // Four nodes: two middles (−20, −10), the nearer one counts.
+        assert_eq!(off_median_ms(&[-30, -20, -10]), 10);
+    }
+
+    #[test]
+    fn no_overflow_at_the_extremes() {
+        assert_eq!(off_median_ms(&[i64::MIN, i64::MIN]), i64::MAX);
+        assert_eq!(off_median_ms(&[i64::MAX, i64::MAX]), -i64::MAX);
+    }
 }

@@ -337,6 +337,9 @@ struct Inner {
     opened: RwLock<Option<Opened>>,
     /// What opening waits for (an engine it cannot reach), for the health answer.
     waiting_for: Mutex<Option<String>>,
+    /// On a cluster node whose clock is off the cluster's median beyond
+    /// `max_clock_offset_ms`: why (the node is unready and refuses writes meanwhile).
+    clock_fault: Mutex<Option<String>>,
     txns: TxnRegistry,
     requests: Arc<Semaphore>,
     /// Push-tail subscriptions open ([`limits::SUBSCRIPTIONS_MAX`]).
@@ -387,6 +390,7 @@ impl AppState {
                 phase: AtomicU8::new(Phase::Opening as u8),
                 opened: RwLock::new(None),
                 waiting_for: Mutex::new(None),
+                clock_fault: Mutex::new(None),
                 txns,
                 metrics: Metrics::new(),
                 tokens: std::sync::OnceLock::new(),
@@ -497,6 +501,26 @@ impl AppState {
             .waiting_for
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
+    /// Why this node's clock keeps it from taking writes (`None`: it does not).
+    pub fn clock_fault(&self) -> Option<String> {
+        self.inner
+            .clock_fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Notes that this node's clock is off the cluster's (`Some(why)`) or back within the
+    /// bound (`None`); the alarm gauge follows.
+    pub fn set_clock_fault(&self, why: Option<String>) {
+        self.inner.metrics.clock_offset_alarm.set(i64::from(why.is_some()));
+        *self
+            .inner
+            .clock_fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = why;
     }
 
     /// Installs the opened data directory and becomes ready.

@@ -39,7 +39,8 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
         }
     };
     let phase = state.phase();
-    let ready = phase == Phase::Ready;
+    let clock_fault = state.clock_fault();
+    let ready = phase == Phase::Ready && clock_fault.is_none();
     let status = if ready || live_probe {
         StatusCode::OK
     } else {
@@ -50,7 +51,11 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
         ready,
         state: phase.name().to_string(),
         open_transactions: state.txns().len(),
-        waiting_for: if ready { None } else { state.waiting_for() },
+        waiting_for: if ready {
+            None
+        } else {
+            clock_fault.or_else(|| state.waiting_for())
+        },
         clock_unix_ms: Some(crate::auth::tokens::now_ms()),
     };
     Ok((status, axum::Json(body)).into_response())
