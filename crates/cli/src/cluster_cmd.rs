@@ -75,15 +75,14 @@ fn print_status(status: &ClusterStatus) -> anyhow::Result<()> {
         ),
         None => outln!("certifier's leader: none elected now (commits wait for one)"),
     }
-    print_peers(me, &status.peers);
-    Ok(())
+    print_peers(me, &status.peers)
 }
 
 /// The heartbeats' view: one line per other node.
-fn print_peers(me: &str, peers: &[ClusterPeer]) {
+fn print_peers(me: &str, peers: &[ClusterPeer]) -> anyhow::Result<()> {
     if peers.is_empty() {
         outln!("no other node is probed by {me} yet");
-        return;
+        return Ok(());
     }
     outln!("heartbeats from {me}:");
     outln!(
@@ -109,4 +108,5 @@ fn print_peers(me: &str, peers: &[ClusterPeer]) {
             p.phi
         );
     }
+    Ok(())
 }

@@ -947,7 +947,11 @@ fn peers_suspect_a_paused_node_and_see_it_again_once_resumed() {
     let ids = ["a", "b", "c"];
     for (i, n) in nodes.iter().enumerate() {
         n.wait_for("/v1/cluster", "both peers alive", |s, v| {
-            s == 200 && ids.iter().enumerate().all(|(j, id)| i == j || seen_alive(v, id))
+            s == 200
+                && ids
+                    .iter()
+                    .enumerate()
+                    .all(|(j, id)| i == j || seen_alive(v, id))
         });
     }
 
@@ -958,7 +962,11 @@ fn peers_suspect_a_paused_node_and_see_it_again_once_resumed() {
             s == 200 && peer_seen(v, "c")["suspected"] == true
         });
         // The figure for decision 0029 (detection time; the lease alone takes 10 s).
-        eprintln!("{} suspects c {:?} after SIGSTOP", n.base, stopped.elapsed());
+        eprintln!(
+            "{} suspects c {:?} after SIGSTOP",
+            n.base,
+            stopped.elapsed()
+        );
         let c = peer_seen(&seen, "c");
         assert!(c["phi"].as_f64().unwrap() >= 8.0, "{seen}");
         assert!(c["last_heartbeat_ms_ago"].as_u64().unwrap() > 500, "{seen}");
@@ -1035,31 +1043,43 @@ fn a_node_whose_clock_is_off_refuses_writes_until_it_is_back() {
         assert_eq!(n.call("GET", "/v1/health", None).0, 200, "{seen}");
     }
     let health = c.wait_for("/v1/health", "c unready", |s, v| {
-        s == 503 && v["waiting_for"].as_str().is_some_and(|w| w.contains("clock"))
+        s == 503
+            && v["waiting_for"]
+                .as_str()
+                .is_some_and(|w| w.contains("clock"))
     });
     assert_eq!(health["state"], "ready", "open, but not ready: {health}");
     assert!(
-        health["waiting_for"].as_str().unwrap().contains("max_clock_offset_ms"),
+        health["waiting_for"]
+            .as_str()
+            .unwrap()
+            .contains("max_clock_offset_ms"),
         "{health}"
     );
 
-    let (status, created) = a.call(
-        "PUT",
-        "/v1/streams/clocked",
-        Some(json!({"partitions": 1})),
-    );
+    let (status, created) = a.call("PUT", "/v1/streams/clocked", Some(json!({"partitions": 1})));
     assert!(status == 200 || status == 201, "{created}");
     let record = json!({"key": "k", "value": 1});
     let (status, refused) = c.call("POST", "/v1/streams/clocked/records", Some(record.clone()));
     assert_eq!(status, 503, "{refused}");
     assert_eq!(refused["code"], "not_ready", "{refused}");
     let detail = refused["detail"].as_str().unwrap();
-    assert!(detail.contains("ms off the cluster's median clock"), "{refused}");
+    assert!(
+        detail.contains("ms off the cluster's median clock"),
+        "{refused}"
+    );
     let bump = json!({"writes": [{"key": "clocked", "op": "increment", "by": 1}]});
     let (status, refused) = c.call("POST", "/v1/commits", Some(bump.clone()));
-    assert_eq!((status, &refused["code"]), (503, &json!("not_ready")), "{refused}");
+    assert_eq!(
+        (status, &refused["code"]),
+        (503, &json!("not_ready")),
+        "{refused}"
+    );
     let metrics = metrics_text(c);
-    assert!(metrics.contains("logbook_clock_offset_alarm 1"), "{metrics}");
+    assert!(
+        metrics.contains("logbook_clock_offset_alarm 1"),
+        "{metrics}"
+    );
     wait_log(c, "clock off the cluster's");
 
     // c leads nothing: both elected roles are held by a or b.
@@ -1069,7 +1089,8 @@ fn a_node_whose_clock_is_off_refuses_writes_until_it_is_back() {
     assert_ne!(leaders["leader"]["node_id"], "c", "{leaders}");
     // The others serve: an append and a commit on each.
     for (i, n) in [a, b].into_iter().enumerate() {
-        let (status, appended) = n.call("POST", "/v1/streams/clocked/records", Some(record.clone()));
+        let (status, appended) =
+            n.call("POST", "/v1/streams/clocked/records", Some(record.clone()));
         assert_eq!(status, 201, "{appended}");
         let (status, committed) = commit_until_answered(&[n], &format!("clocked-{i}"), &bump);
         assert_eq!(status, 200, "{committed}");
@@ -1081,7 +1102,10 @@ fn a_node_whose_clock_is_off_refuses_writes_until_it_is_back() {
     let (status, appended) = c.call("POST", "/v1/streams/clocked/records", Some(record));
     assert_eq!(status, 201, "{appended}");
     let metrics = metrics_text(c);
-    assert!(metrics.contains("logbook_clock_offset_alarm 0"), "{metrics}");
+    assert!(
+        metrics.contains("logbook_clock_offset_alarm 0"),
+        "{metrics}"
+    );
     wait_log(c, "clock back within the bound");
 }
 

@@ -47,8 +47,8 @@ use tokio::sync::watch;
 use crate::auth::Tokens;
 use crate::config::{ClusterConfig, ServerConfig};
 use crate::deadline::AdaptiveTimeout;
-use crate::rto::RtoSettings;
 use crate::error::{ApiError, ProblemCode};
+use crate::rto::RtoSettings;
 use crate::server_error::ServerError;
 use crate::state::{AppState, ClusterMember, Forwarded, MemberFuture, Opened, TxnCell};
 use crate::view_catalog::{VIEWS_STREAM, ViewCatalog};
@@ -445,7 +445,12 @@ impl ClusterMember for EtcdMember {
                 .traceparent(traceparent.as_deref())
                 .authorization(authorization.as_deref());
             let (body, leader) = self
-                .forward(&self.election, "the certifier's leader", request, Wait::Adaptive)
+                .forward(
+                    &self.election,
+                    "the certifier's leader",
+                    request,
+                    Wait::Adaptive,
+                )
                 .await?;
             serde_json::from_slice(&body).map_err(|e| {
                 ApiError::new(
@@ -572,7 +577,12 @@ impl EtcdMember {
                     Err(_) => false,
                 })
                 .await
-                .map_err(|t| unanswered(&leader.record.node_id, &format!("no answer within {} ms", t.after.as_millis())))?,
+                .map_err(|t| {
+                    unanswered(
+                        &leader.record.node_id,
+                        &format!("no answer within {} ms", t.after.as_millis()),
+                    )
+                })?,
         };
         let answer = answer.map_err(|e| forwarded_error(e, &leader.record.node_id))?;
         Ok((answer.body, leader.record.node_id))

@@ -131,7 +131,10 @@ mod tests {
         runtime().block_on(async {
             let peer = AdaptiveTimeout::new(settings());
             let refused: Result<(), &str> = Err("connection refused");
-            assert_eq!(peer.run(async { refused }, |r| r.is_ok()).await, Ok(refused));
+            assert_eq!(
+                peer.run(async { refused }, |r| r.is_ok()).await,
+                Ok(refused)
+            );
             assert_eq!(peer.srtt_us(), None);
         });
     }

@@ -196,8 +196,7 @@ impl Heartbeats {
     /// Lists the registered nodes every 2 s and keeps one probe task per other node, until
     /// `stop`. While etcd cannot be read, the peers known stay probed.
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut probes: BTreeMap<String, (String, tokio::task::JoinHandle<()>)> =
-            BTreeMap::new();
+        let mut probes: BTreeMap<String, (String, tokio::task::JoinHandle<()>)> = BTreeMap::new();
         let mut warned_full = false;
         loop {
             if *stop.borrow() {
@@ -268,12 +267,7 @@ impl Heartbeats {
 }
 
 /// Probes `node_id` every [`HEARTBEAT_INTERVAL_MS`], one request at a time, until aborted.
-async fn probe(
-    peers: Arc<Peers>,
-    node_id: String,
-    client: Client,
-    deadline: Arc<AdaptiveTimeout>,
-) {
+async fn probe(peers: Arc<Peers>, node_id: String, client: Client, deadline: Arc<AdaptiveTimeout>) {
     let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
     // A probe that waited out its timeout is followed by the next at once, not by a burst.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -292,7 +286,10 @@ async fn heartbeat(client: &Client, deadline: &AdaptiveTimeout) -> Result<Answer
     let sent_unix_ms = crate::auth::tokens::now_ms();
     let sent = Instant::now();
     let answer = deadline
-        .run(client.send_raw(RawRequest::new(Verb::Get, path)), Result::is_ok)
+        .run(
+            client.send_raw(RawRequest::new(Verb::Get, path)),
+            Result::is_ok,
+        )
         .await
         .map_err(|t| format!("no answer within {} ms", t.after.as_millis()))?
         .map_err(|e| e.to_string())?;
@@ -353,12 +350,14 @@ pub(crate) async fn watch_clock(
         }
         let offset = peers.clock_offset_ms();
         state.metrics().clock_offset_ms.set(offset.unwrap_or(0));
-        let fault = offset.filter(|o| o.unsigned_abs() > max_offset_ms).map(|o| {
-            format!(
-                "this node's clock is {o:+} ms off the cluster's median clock, beyond \
+        let fault = offset
+            .filter(|o| o.unsigned_abs() > max_offset_ms)
+            .map(|o| {
+                format!(
+                    "this node's clock is {o:+} ms off the cluster's median clock, beyond \
                  max_clock_offset_ms ({max_offset_ms})"
-            )
-        });
+                )
+            });
         let was_in_bound = *in_bound.borrow();
         match (&fault, was_in_bound) {
             (Some(why), true) => {
@@ -366,8 +365,11 @@ pub(crate) async fn watch_clock(
                     "clock off the cluster's: resigning, unready, refusing writes");
             }
             (None, false) => {
-                tracing::warn!(offset_ms = offset.unwrap_or(0), max_offset_ms,
-                    "clock back within the bound: ready, taking writes, campaigning again");
+                tracing::warn!(
+                    offset_ms = offset.unwrap_or(0),
+                    max_offset_ms,
+                    "clock back within the bound: ready, taking writes, campaigning again"
+                );
             }
             _ => {}
         }

@@ -515,7 +515,10 @@ impl AppState {
     /// Notes that this node's clock is off the cluster's (`Some(why)`) or back within the
     /// bound (`None`); the alarm gauge follows.
     pub fn set_clock_fault(&self, why: Option<String>) {
-        self.inner.metrics.clock_offset_alarm.set(i64::from(why.is_some()));
+        self.inner
+            .metrics
+            .clock_offset_alarm
+            .set(i64::from(why.is_some()));
         *self
             .inner
             .clock_fault
