@@ -20,6 +20,8 @@ pub const READ_RECORDS_DEFAULT: usize = 100;
 pub const READ_RECORDS_MAX: usize = 1000;
 /// Most partitions of a stream (256); a stream has 1..=256.
 pub const PARTITIONS_MAX: u32 = 256;
+/// Longest stream name, in bytes (128).
+pub const STREAM_NAME_BYTES_MAX: usize = 128;
 /// Longest `wait_ms` of a record read (long poll), in ms (30 s).
 pub const READ_WAIT_MS_MAX: u64 = 30_000;
 /// Default `limit` of a key-value scan.
@@ -31,8 +33,15 @@ pub const SCAN_ROWS_DEFAULT: usize = 100;
 /// `answer_too_large`. It is above the largest row (a 1 KiB key and a 256 KiB value), so a
 /// page always holds at least one row.
 pub const KV_READ_ANSWER_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Largest consistency token, in bytes (≤ 1 KiB).
-pub const TOKEN_BYTES_MAX: usize = 1024;
+/// Largest consistency token, in bytes of its text (4,286): a token naming one stream with
+/// the longest name and every partition a stream may have (see [`crate::token`] for the
+/// layout), so the token of any one stream's writes or reads is always representable.
+pub const TOKEN_BYTES_MAX: usize = 3 + (TOKEN_ONE_STREAM_BINARY_BYTES * 4).div_ceil(3);
+/// Bytes of the binary form of a token naming one stream at the limits: the stream count,
+/// the name's length and the name, the incarnation, the entry count, and per partition its
+/// number (4 bytes) and offset (8 bytes).
+const TOKEN_ONE_STREAM_BINARY_BYTES: usize =
+    1 + 1 + STREAM_NAME_BYTES_MAX + 8 + 2 + 12 * PARTITIONS_MAX as usize;
 /// Largest request id (`Idempotency-Key`), in bytes; 1..=128 printable ASCII.
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
 /// How long a view read carrying a `token` waits by default for the view to apply it, ms.
@@ -41,6 +50,9 @@ pub const VIEW_READ_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const VIEW_SWITCH_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
 const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);
+// The token's layout stores a name's length in one byte and the entry count in two.
+const _: () = assert!(STREAM_NAME_BYTES_MAX <= u8::MAX as usize);
+const _: () = assert!(PARTITIONS_MAX <= u16::MAX as u32);
 /// Most bearer tokens a node keeps, revoked and expired ones included.
 pub const TOKENS_MAX: usize = 10_000;
 /// Most scopes on one token.

@@ -356,7 +356,8 @@ pub struct AppendOne {
     pub partition: u32,
     /// Offset.
     pub offset: u64,
-    /// Consistency token of this write (null if it would exceed 1 KiB).
+    /// Consistency token of this write (a one-stream token, which always fits
+    /// [`crate::limits::TOKEN_BYTES_MAX`]).
     pub token: Option<String>,
     /// True when this was a retry of an `Idempotency-Key` already in the log: nothing was
     /// appended and the original position is returned.
@@ -370,7 +371,8 @@ pub struct AppendOne {
 pub struct AppendMany {
     /// Positions, in input order.
     pub positions: Vec<PositionOut>,
-    /// Consistency token of this write (null if it would exceed 1 KiB).
+    /// Consistency token of this write (a one-stream token, which always fits
+    /// [`crate::limits::TOKEN_BYTES_MAX`]).
     pub token: Option<String>,
     /// As [`AppendOne::duplicate`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -7,7 +7,10 @@
 //!
 //! Text form: `v1.` then URL-safe base64 (no padding) of
 //! `[streams u8] ([name len u8] name [incarnation u64 LE] [entries u16 LE] ([partition u32 LE] [offset u64 LE])*)*`.
-//! At most [`TOKEN_BYTES_MAX`] bytes.
+//! At most [`TOKEN_BYTES_MAX`] bytes: one stream's entry with every partition a stream may
+//! have and the longest name fits, so a one-stream token (every token a server answers) is
+//! always representable; a merged token past the limit is refused ([`TokenError::TooLarge`]),
+//! never cut.
 //!
 //! ```
 //! use logbook_api::token::ConsistencyToken;
@@ -304,6 +307,31 @@ mod tests {
         );
     }
 
+    /// The limit is one stream's entry at the limits: the token of a write to every
+    /// partition of a stream with the longest name is exactly [`TOKEN_BYTES_MAX`] bytes.
+    #[test]
+    fn one_stream_at_the_limits_fits_the_token_limit_exactly() {
+        let name = "n".repeat(crate::limits::STREAM_NAME_BYTES_MAX);
+        let every = (0..crate::limits::PARTITIONS_MAX).map(|p| (p, u64::MAX - 1));
+        let t = ConsistencyToken::from_positions(&name, u64::MAX, every);
+        let text = t.encode().unwrap();
+        assert_eq!(text.len(), TOKEN_BYTES_MAX);
+        assert_eq!(ConsistencyToken::decode(&text).unwrap(), t);
+        let one = &t.streams[&name];
+        assert_eq!(
+            ConsistencyToken::encode_one(&name, one.incarnation, &one.offsets).unwrap(),
+            text
+        );
+        // One partition more (only a hand-made token can name it) is refused, not cut.
+        let mut more = t.clone();
+        more.streams
+            .get_mut(&name)
+            .unwrap()
+            .offsets
+            .insert(u32::MAX, 1);
+        assert!(matches!(more.encode(), Err(TokenError::TooLarge { .. })));
+    }
+
     #[test]
     fn encode_one_is_the_one_stream_token_encoded() {
         for (name, offsets) in [
@@ -315,7 +343,10 @@ mod tests {
             let offsets = &t.streams[name].offsets;
             assert_eq!(ConsistencyToken::encode_one(name, 9, offsets), t.encode());
         }
-        let wide: BTreeMap<u32, u64> = (0..100).map(|p| (p, 1)).collect();
+        // Twice the partitions a stream may have: only a hand-made token names them.
+        let wide: BTreeMap<u32, u64> = (0..2 * crate::limits::PARTITIONS_MAX)
+            .map(|p| (p, 1))
+            .collect();
         assert!(matches!(
             ConsistencyToken::encode_one("s", 1, &wide),
             Err(TokenError::TooLarge { .. })
@@ -346,7 +377,9 @@ mod tests {
             ConsistencyToken::decode(&long),
             Err(TokenError::TooLarge { .. })
         ));
-        let wide: Vec<(u32, u64)> = (0..100).map(|p| (p, 1)).collect();
+        let wide: Vec<(u32, u64)> = (0..2 * crate::limits::PARTITIONS_MAX)
+            .map(|p| (p, 1))
+            .collect();
         assert!(matches!(
             token("s", 1, &wide).encode(),
             Err(TokenError::TooLarge { .. })

@@ -117,3 +117,70 @@ fn kv_reads_before_any_commit_carry_no_token() {
         assert!(token.streams["_txn"].offsets[&0] > committed.offset.unwrap());
     });
 }
+
+/// A stream with every partition a stream may have, and the longest name: the batch
+/// append's answer and the view row's answer each carry a token naming every partition
+/// they reflect (past the old 1 KiB limit, where tokens were dropped), and the session
+/// sends it, so the read finds the client's own write.
+#[test]
+fn tokens_of_a_stream_with_every_partition_carry_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(dir.path(), &[], &[], Stdio::inherit());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = serve.async_client();
+        let stream = "w".repeat(logbook_api::limits::STREAM_NAME_BYTES_MAX);
+        let partitions = logbook_api::limits::PARTITIONS_MAX;
+        let settings = CreateStream {
+            partitions: Some(partitions),
+            ..CreateStream::default()
+        };
+        client.create_stream(&stream, &settings).await.unwrap();
+        client
+            .create_view("wide_rows", &json!({"source": stream, "kind": "table"}))
+            .await
+            .unwrap();
+        let records = (0..4 * partitions)
+            .map(|i| RecordIn::new(json!({"i": i})).key(format!("k-{i}")))
+            .collect();
+        let many = client.append_batch(&stream, records).await.unwrap();
+        let text = many
+            .token
+            .expect("the batch append's answer carries a token");
+        assert!(text.len() > 1024, "{} bytes", text.len());
+        let written = ConsistencyToken::decode(&text).unwrap();
+        let touched: std::collections::BTreeSet<u32> =
+            many.positions.iter().map(|p| p.partition).collect();
+        assert_eq!(written.streams[&stream].offsets.len(), touched.len());
+        assert!(touched.len() > 200, "{} partitions written", touched.len());
+        // The session sends its whole entry with the read ...
+        let sent = client
+            .session()
+            .token_for(&stream)
+            .expect("a token to send");
+        assert_eq!(ConsistencyToken::decode(&sent).unwrap(), written);
+        // ... and the read finds the write, and answers the positions it reflected.
+        let last = format!("k-{}", 4 * partitions - 1);
+        let row = client
+            .get_row("wide_rows", &last, &ReadOptions::default())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{last} not read back"));
+        assert_eq!(row.value["i"], json!(4 * partitions - 1));
+        let text = row.token.expect("the view row's answer carries a token");
+        let reflected = ConsistencyToken::decode(&text).unwrap();
+        let offsets = &reflected.streams[&stream].offsets;
+        assert_eq!(
+            offsets.len(),
+            partitions as usize,
+            "every partition applied"
+        );
+        for (p, o) in &written.streams[&stream].offsets {
+            assert!(offsets[p] >= *o, "partition {p}: {} < {o}", offsets[p]);
+        }
+    });
+}

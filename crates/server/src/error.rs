@@ -123,6 +123,14 @@ impl ApiError {
         ApiError::new(C::InternalError, detail)
     }
 
+    /// 500 `internal_error` for an answer's consistency token that cannot be made. A
+    /// one-stream token always fits the limit (`logbook_api::limits::TOKEN_BYTES_MAX`), so
+    /// this is a bug; the answer is refused rather than sent without its token, which
+    /// would silently lose the client's session guarantees.
+    pub fn token(e: &logbook_api::token::TokenError) -> Self {
+        ApiError::internal(format!("cannot make the answer's consistency token: {e}"))
+    }
+
     /// 400 `invalid_view_spec` for a spec found at `prefix` of the body (`""`: the body is
     /// the spec; `"spec"`: a rebuild's member), naming the field as a JSON path in the body
     /// and the reason in the API's words.

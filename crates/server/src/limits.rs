@@ -186,6 +186,12 @@ pub const GROUP_EXPIRY_CHECK_MS: u64 = 100;
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);
 const _: () = assert!(BODY_BYTES_MAX <= log_limits::BATCH_BYTES_MAX as usize);
 const _: () = assert!(logbook_api::limits::PARTITIONS_MAX == log_limits::PARTITIONS_MAX);
+const _: () = assert!(
+    logbook_api::limits::STREAM_NAME_BYTES_MAX == log_limits::STREAM_NAME_BYTES_MAX as usize
+);
+// A read carries its token in the query: the largest token leaves most of the request
+// target to the path and the rest of the query (a key in the URL is at most 4 KiB).
+const _: () = assert!(TOKEN_BYTES_MAX <= URI_BYTES_MAX / 3);
 // A head within the contract's limits passes the head guard (the edge answers the rest);
 // hyper's buffer holds what the guard lets through plus one read from before the mark.
 const _: () =

@@ -73,8 +73,9 @@ pub const READ_TIMEOUT_MS_MAX: u64 = 60_000;
 /// Longest a read waits for the version it is routed to to reach the offsets the view has
 /// already shown (monotonic reads across a switch or a rollout), ms.
 pub const READ_FLOOR_WAIT_MS: u64 = 5_000;
-/// Largest consistency token, bytes of its URL-safe text.
-pub const TOKEN_BYTES_MAX: usize = 1024;
+/// Largest consistency token, bytes of its URL-safe text (the API contract's limit: one
+/// stream's entry at the most partitions always fits).
+pub const TOKEN_BYTES_MAX: usize = logbook_api::limits::TOKEN_BYTES_MAX;
 /// Longest a `switch` waits for the target version to catch up with the current one, ms.
 pub const SWITCH_WAIT_MS_MAX: u64 = 60_000;
 

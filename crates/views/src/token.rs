@@ -26,5 +26,3 @@ impl From<TokenError> for ViewError {
         }
     }
 }
-
-const _: () = assert!(crate::limits::TOKEN_BYTES_MAX == logbook_api::limits::TOKEN_BYTES_MAX);

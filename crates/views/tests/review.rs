@@ -711,7 +711,7 @@ fn bad_tokens_are_named_errors_and_waits_are_bounded() {
             "{bad:?}: {e:?}"
         );
     }
-    let huge = format!("v1.{}", "A".repeat(2000));
+    let huge = format!("v1.{}", "A".repeat(logbook_views::limits::TOKEN_BYTES_MAX));
     assert!(matches!(
         read(&huge, 0).unwrap_err(),
         ViewError::TokenTooLarge { .. }

@@ -46,9 +46,10 @@ impl Session {
 
     /// The session's entry for `stream`, as a token to send with a read of a view derived
     /// from it (or of the key-value table, derived from `_txn`). `None` when the session has
-    /// seen nothing of the stream, when its entry asks for nothing (no partition past offset
-    /// 0: an answer that reflected no record), or when the entry alone would exceed the token
-    /// limit (a stream with very many partitions): the read is then sent without one.
+    /// seen nothing of the stream, or when its entry asks for nothing (no partition past
+    /// offset 0: an answer that reflected no record). One stream's entry always fits the
+    /// token limit ([`crate::limits::TOKEN_BYTES_MAX`] is sized for the most partitions);
+    /// only an entry made by hand past the limits is left out.
     pub fn token_for(&self, stream: &str) -> Option<String> {
         let entry = self.seen.streams.get(stream)?;
         if entry.offsets.values().all(|o| *o == 0) {
@@ -137,16 +138,23 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_too_large_for_a_token_is_not_sent() {
+    fn an_entry_of_every_partition_is_sent_and_one_past_the_limits_is_not() {
         let mut s = Session::new();
-        // 60 partitions × 12 bytes fits one token (≤ 1 KiB) ...
-        let some: Vec<(u32, u64)> = (0..60).map(|p| (p, 1)).collect();
-        s.observe(&tok("wide", 1, &some)).unwrap();
-        assert!(s.token_for("wide").is_some());
-        // ... and a second answer naming 60 more does not: the merged entry is too large.
-        let more: Vec<(u32, u64)> = (60..120).map(|p| (p, 1)).collect();
-        s.observe(&tok("wide", 1, &more)).unwrap();
-        assert_eq!(s.positions("wide").unwrap().offsets.len(), 120);
+        let ones = |r: std::ops::Range<u32>| r.map(|p| (p, 1)).collect::<Vec<(u32, u64)>>();
+        // Two answers naming half the partitions each merge into an entry of every
+        // partition a stream may have: it is sent whole.
+        let half = crate::limits::PARTITIONS_MAX / 2;
+        s.observe(&tok("wide", 1, &ones(0..half))).unwrap();
+        s.observe(&tok("wide", 1, &ones(half..2 * half))).unwrap();
+        let sent = ConsistencyToken::decode(&s.token_for("wide").unwrap()).unwrap();
+        assert_eq!(sent.streams["wide"].offsets.len(), 2 * half as usize);
+        // Only hand-made tokens name partitions past the limit: such an entry is not sent.
+        s.observe(&tok("wide", 1, &ones(2 * half..4 * half)))
+            .unwrap();
+        assert_eq!(
+            s.positions("wide").unwrap().offsets.len(),
+            4 * half as usize
+        );
         assert_eq!(s.token_for("wide"), None);
     }
 }

@@ -430,7 +430,11 @@ pub async fn append(
     } else {
         metrics.records_appended.inc_by(n);
     }
-    let token = logbook_views::token_of(&*stream, &positions).encode().ok();
+    let token = Some(
+        logbook_views::token_of(&*stream, &positions)
+            .encode()
+            .map_err(|e| ApiError::token(&e))?,
+    );
     let status = if duplicate {
         StatusCode::OK
     } else {

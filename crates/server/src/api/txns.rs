@@ -701,7 +701,11 @@ pub(super) fn committed_response(
                 partition: 0,
                 offset,
             }];
-            logbook_views::token_of(&*stream, &written).encode().ok()
+            Some(
+                logbook_views::token_of(&*stream, &written)
+                    .encode()
+                    .map_err(|e| ApiError::token(&e))?,
+            )
         }
         None => None,
     };

@@ -115,10 +115,12 @@ fn row_out(r: logbook_views::Row) -> ViewRow {
 }
 
 /// The token of what a read reflected: the applied offsets, in the source stream of the
-/// version that served it (none if the token would be too large). Made from the read's own
-/// answer: no lookups of the view or the stream per read.
-fn read_token(result: &ReadResult) -> Option<String> {
-    ConsistencyToken::encode_one(&result.source, result.source_incarnation, &result.applied).ok()
+/// version that served it. Made from the read's own answer: no lookups of the view or the
+/// stream per read.
+fn read_token(result: &ReadResult) -> Result<Option<String>, ApiError> {
+    ConsistencyToken::encode_one(&result.source, result.source_incarnation, &result.applied)
+        .map(Some)
+        .map_err(|e| ApiError::token(&e))
 }
 
 fn views_of(state: &AppState) -> Result<Arc<Views>, ApiError> {
@@ -333,7 +335,7 @@ pub async fn get_row(
     let views = views_of(&state)?;
     let (n, k) = (name.clone(), key.clone());
     let found = read(views, opts, move |v, o| v.get(&n, &k, o)).await?;
-    let token = read_token(&found);
+    let token = read_token(&found)?;
     match found.rows.into_iter().next() {
         Some(r) => Ok(Json(ViewRow {
             token,
@@ -399,7 +401,7 @@ pub async fn scan_rows(
         read(views, opts, move |v, o| v.scan(&name, &range, o)).await?
     };
     Ok(Json(ViewRows {
-        token: read_token(&result),
+        token: read_token(&result)?,
         rows: result.rows.into_iter().map(row_out).collect(),
         next: result.next,
     }))
