@@ -228,6 +228,10 @@ pub struct ReadAnswer {
     /// ([`crate::limits::KV_READ_ANSWER_BYTES_MAX`]) did — then with fewer rows than the
     /// limit: read on from `next` (as `start`) at this snapshot (the Rust client does).
     pub ranges: Vec<Rows>,
+    /// A consistency token of the snapshot (a `_txn` position: every commit below
+    /// `snapshot`); absent at snapshot 0, before any commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// A key as read, declared in a commit request.

@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use logbook_api::client::{ClientError, Commit};
 use logbook_api::problem::ProblemCode;
+use logbook_api::token::ConsistencyToken;
 use logbook_api::txns::ReadBody;
 use serde_json::{Value, json};
 
@@ -417,4 +418,82 @@ fn a_read_only_commits_id_reused_with_a_write_answers_duplicate_and_writes_nothi
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("request_id_conflict"), "{stderr}");
+}
+
+/// `POST /v1/kv/read` is inside the session: a `token` is a minimum snapshot (refused by
+/// name when a named snapshot is below it or it is not a commit's), the answer carries its
+/// snapshot's token, and the client sends its session's `_txn` entry and keeps the answer's.
+#[test]
+fn kv_read_takes_a_token_as_a_minimum_snapshot_and_the_client_keeps_it() {
+    let (_dir, serve) = start();
+    let client = serve.default_client();
+    let done = client
+        .commit(&Commit::new().put("seat", &json!(1)))
+        .unwrap();
+    let offset = done.offset.unwrap();
+    let raw = serve.client();
+    let path = logbook_api::paths::kv_read();
+    let with = |token: &str| {
+        path.clone()
+            + &logbook_api::paths::Query::new()
+                .push("token", token)
+                .finish()
+    };
+    let read = json!({"keys": ["seat"]});
+    let (status, answer) = common::api::call(
+        &raw,
+        "POST",
+        &with(done.token.as_deref().unwrap()),
+        Some(&read),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let snapshot = answer["snapshot"].as_u64().unwrap();
+    assert!(snapshot > offset, "{answer}");
+    assert_eq!(answer["keys"][0]["value"], json!(1));
+    let reflected = ConsistencyToken::decode(answer["token"].as_str().unwrap()).unwrap();
+    assert_eq!(reflected.streams["_txn"].offsets, [(0, snapshot)].into());
+    // A snapshot named below the token is refused by name, as is a token of no commit.
+    let below = json!({"keys": ["seat"], "snapshot": offset});
+    let (status, problem) = common::api::call(
+        &raw,
+        "POST",
+        &with(done.token.as_deref().unwrap()),
+        Some(&below),
+    );
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (400, Some("snapshot")),
+        "{problem}"
+    );
+    let orders = ConsistencyToken::from_positions("orders", 1, [(0, 1)]);
+    let (status, problem) =
+        common::api::call(&raw, "POST", &with(&orders.encode().unwrap()), Some(&read));
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_token")),
+        "{problem}"
+    );
+
+    // The client: a fresh session learns the snapshot it read at ...
+    let fresh = serve.default_client();
+    let body = ReadBody {
+        keys: vec!["seat".into()],
+        ..ReadBody::default()
+    };
+    let answer = fresh.kv_read(&body).unwrap();
+    assert_eq!(
+        fresh.session().positions("_txn").unwrap().offsets,
+        [(0, answer.snapshot)].into()
+    );
+    // ... and reads its own commits: the session's `_txn` entry goes with the read.
+    let again = client
+        .commit(&Commit::new().put("seat", &json!(2)))
+        .unwrap();
+    let answer = client.kv_read(&body).unwrap();
+    assert!(answer.snapshot > again.offset.unwrap());
+    assert_eq!(answer.keys[0].value.as_ref().unwrap().get(), "2");
+    assert_eq!(
+        client.session().positions("_txn").unwrap().offsets,
+        [(0, answer.snapshot)].into()
+    );
 }

@@ -6,8 +6,8 @@
 use hyper::Method;
 
 use super::http::Call;
-use super::{Client, ClientError};
-use crate::paths;
+use super::{Client, ClientError, ReadOptions, TXN_STREAM};
+use crate::paths::{self, Query};
 use crate::txns::{
     CommitBody, Committed, Isolation, RangeSpec, ReadAnswer, ReadBody, ReadKey, WriteSpec,
 };
@@ -200,11 +200,22 @@ impl Client {
         }
     }
 
-    /// One `POST /v1/kv/read`, as the server answers it.
+    /// One `POST /v1/kv/read`, as the server answers it. A read at the newest snapshot
+    /// carries the session's `_txn` entry (the snapshot then includes the session's
+    /// commits); one at a named snapshot reads exactly that. The answer's snapshot joins
+    /// the session.
     async fn kv_read_once(&self, read: &ReadBody) -> Result<ReadAnswer, ClientError> {
-        let mut call = Call::new(Method::POST, paths::kv_read()).json(read)?;
+        let opts = ReadOptions::default();
+        let q = match read.snapshot {
+            None => self.with_token(Query::new(), TXN_STREAM, &opts),
+            Some(_) => Query::new(),
+        };
+        let mut call = Call::new(Method::POST, paths::kv_read() + &q.finish()).json(read)?;
         call.write = false;
-        self.call(call).await
+        call.server_wait_ms = Client::server_wait(&opts);
+        let answer: ReadAnswer = self.call(call).await?;
+        self.observe(answer.token.as_deref());
+        Ok(answer)
     }
 
     /// Commits a whole transaction in one request, exactly once (a fresh request id carried
@@ -396,6 +407,7 @@ mod tests {
                 },
             ],
             ranges: vec![page(Some("p/3")), page(None)],
+            token: None,
         };
         let c = Commit::new().increment("a", 1).reads_from(&asked, &answer);
         let b = c.body();

@@ -20,7 +20,7 @@ use crate::auth::{Caller, authorize_body, range_need, reveals_state};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, RequiredJsonBody, Tracking, blocking, commit_to_the_end};
 use crate::limits;
-use crate::state::AppState;
+use crate::state::{AppState, Opened};
 
 use super::txns::{committed_response, isolation, put_write, rows};
 use super::{Params, raw_json};
@@ -116,26 +116,29 @@ fn check_keys<'a>(
 
 /// Reads keys and ranges at one snapshot (the newest, or one named within the snapshot
 /// window) — the first round trip of a read-modify-write; declare what it returned in
-/// `POST /v1/commits`. Nothing is registered on the server between the two.
+/// `POST /v1/commits`. Nothing is registered on the server between the two. A `token` is a
+/// minimum snapshot (the session's commits are read), as for the other key-value reads.
 #[utoipa::path(post, path = route::KV_READ, tag = "transactions",
-    params(("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "On a cluster follower: how long to wait to apply the commit stream up to `snapshot`, ms (default 5000, at most 60000)")),
+    params(("token" = Option<String>, Query, description = "Consistency token of earlier commits (a `_txn` position): the snapshot includes them (waiting for them to be durable, or on a cluster follower applied, at most `timeout_ms`). With a `snapshot` in the body, it must be at least the token's position"),
+        ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "How long to wait for the token, and on a cluster follower to apply the commit stream up to `snapshot`, ms (default 5000, at most 60000)")),
     request_body = ReadBody,
     responses((status = 200, description = "The values, versions and pages at one snapshot. A range whose `next` is set with fewer rows than its `limit` was cut by the answer's byte budget (`KV_READ_ANSWER_BYTES_MAX`, 4 MiB): read on from `next` at the same snapshot", body = ReadAnswer),
-        (status = 400, description = "`invalid_json` (the body; `field` its path), `invalid_request` (`ranges[i].limit` outside 1..=10000, `ranges[i].end` beside a prefix, `ranges[i].next` in a read, `timeout_ms`, an unknown query parameter)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_json` (the body; `field` its path), `invalid_request` (`ranges[i].limit` outside 1..=10000, `ranges[i].end` beside a prefix, `ranges[i].next` in a read, `snapshot` below the token's position, `timeout_ms`, an unknown query parameter), `invalid_token`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`: no valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: a key or range no `kv:read` scope of the token covers; `field` names it (`keys[2]`, `ranges[0]`)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`snapshot_too_old`: the snapshot is behind the snapshot window (retryable: read again)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`snapshot_too_old`: the snapshot is behind the snapshot window (retryable: read again); `token_incarnation`: the token names an earlier incarnation of the commit stream", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large` (the body), `key_too_large` (`keys[i]`), `answer_too_large` (the values of `keys` pass the answer's byte budget, or one row alone does; `field` names where)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`: a body not declared JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`unprocessable_request`: a snapshot ahead of the log, more keys or ranges than a transaction may read (`field` names which); `snapshot_ahead` (retryable, with `Retry-After`): a cluster node did not reach the snapshot in time", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`not_ready`, `server_busy`, `closed`, `leader_unavailable` (a cluster node's store is opening), `log_unavailable`: retry after `Retry-After`", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "`not_ready`, `server_busy`, `closed`, `leader_unavailable` (a cluster node's store is opening), `log_unavailable`: retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`consistency_timeout`: the token's commits were not durable within `timeout_ms` (retryable)", body = Problem, content_type = "application/problem+json")))]
 pub async fn read(
     State(state): State<AppState>,
     q: Params,
     caller: Caller,
     JsonBody(body): JsonBody<ReadBody>,
 ) -> Result<Json<ReadAnswer>, ApiError> {
-    q.only(&["timeout_ms"])?;
+    q.only(&["token", "timeout_ms"])?;
     authorize_body(&caller, read_needs(body.keys.iter(), "keys", &body.ranges))?;
     let wait = follower_wait(&q)?;
     let opened = state.opened()?;
@@ -160,6 +163,20 @@ pub async fn read(
     check_keys("keys", "", body.keys.iter().map(String::as_str))?;
     let keys: Vec<Vec<u8>> = body.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     let snapshot = body.snapshot;
+    // A token is a minimum snapshot: its commits are waited for (durable, or applied on a
+    // follower), so the newest snapshot includes them; a named one must not be below it.
+    if let Some(end) = super::txns::token_end(&opened, &q)? {
+        if let Some(s) = snapshot.filter(|s| *s < end) {
+            return Err(ApiError::invalid(
+                "snapshot",
+                format!(
+                    "snapshot {s} is below the token's position {end}: read at the newest \
+                     snapshot (no `snapshot`) or at one of at least {end}"
+                ),
+            ));
+        }
+        super::txns::wait_token(&state, &opened, &q).await?;
+    }
     // A cluster follower applies the commit stream first: up to the client's snapshot
     // (waiting for it), or all it holds now.
     super::txns::follow(&opened, snapshot, wait).await?;
@@ -180,7 +197,29 @@ pub async fn read(
             })
             .collect(),
         ranges: read.ranges.into_iter().map(rows).collect(),
+        token: snapshot_token(&opened, read.snapshot)?,
     }))
+}
+
+/// The token of a read at `snapshot`: the commit stream's position below which it read
+/// every commit (none at snapshot 0, before any commit: a token naming no position would be
+/// refused by the next read that sent it).
+fn snapshot_token(opened: &Opened, snapshot: u64) -> Result<Option<String>, ApiError> {
+    let Some(last) = snapshot.checked_sub(1) else {
+        return Ok(None);
+    };
+    let stream = opened
+        .log
+        .stream(&opened.txns()?.options().stream)
+        .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    let read = [logbook_log::Position {
+        partition: 0,
+        offset: last,
+    }];
+    logbook_views::token_of(&*stream, &read)
+        .encode()
+        .map(Some)
+        .map_err(|e| ApiError::token(&e))
 }
 
 /// What reading `keys` (at body path `list`) and `ranges` needs, each with its body path.

@@ -823,7 +823,7 @@ async fn durable_through(
 /// The `_txn` position a key-value read's `token` asks for: the end of the commits it
 /// names (none without a token). Like a view read, the token must decode, name this
 /// node's commit stream, in its current incarnation, at partition 0.
-fn token_end(opened: &Opened, q: &Params) -> Result<Option<u64>, ApiError> {
+pub(super) fn token_end(opened: &Opened, q: &Params) -> Result<Option<u64>, ApiError> {
     let Some(text) = q.text("token") else {
         return Ok(None);
     };
@@ -893,7 +893,11 @@ pub(super) async fn follow(
 /// # Errors
 /// 400 `invalid_token`, `invalid_request` (`timeout_ms`); 409 `token_incarnation`; 422
 /// `snapshot_ahead`; 504 `consistency_timeout`; 503 `closed` at shutdown.
-async fn wait_token(state: &AppState, opened: &Opened, q: &Params) -> Result<(), ApiError> {
+pub(super) async fn wait_token(
+    state: &AppState,
+    opened: &Opened,
+    q: &Params,
+) -> Result<(), ApiError> {
     let timeout_ms = q.get::<u64>("timeout_ms")?;
     let max = logbook_views::limits::READ_TIMEOUT_MS_MAX;
     if let Some(t) = timeout_ms
