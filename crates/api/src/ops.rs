@@ -72,6 +72,9 @@ pub struct NodeLimits {
     /// How many commits behind the newest a one-shot read or commit may name its snapshot
     /// (409 `snapshot_too_old`).
     pub snapshot_window_commits: u64,
+    /// Bytes the transaction certifier keeps of committed transactions; over it the oldest
+    /// are forgotten safely (`logbook_txn_certifier_bytes` in `/metrics` is the count).
+    pub certifier_bytes_max: u64,
 }
 
 /// What one request may carry or ask for.

@@ -319,7 +319,7 @@ impl Client {
         let answer = self
             .inner
             .send_raw(request)
-            .map_err(|e| self.error("GET", path, e, 0))?;
+            .map_err(|e| self.error("GET", path, e, Sent::default()))?;
         String::from_utf8(answer.body)
             .with_context(|| format!("GET {}{path}: the answer is not UTF-8 text", self.base))
     }
@@ -385,17 +385,25 @@ impl Client {
         } else {
             self.inner.commit_with_id(request_id, commit)
         };
-        let done = done.map_err(|e| self.error("POST", &logbook_api::paths::commits(), e, 0))?;
+        let sent = Sent {
+            wait_ms: 0,
+            body_bytes: serde_json::to_vec(commit.body()).map_or(0, |b| b.len()),
+        };
+        let done = done.map_err(|e| self.error("POST", &logbook_api::paths::commits(), e, sent))?;
         serde_json::to_value(done).context("encoding the commit's answer")
     }
 
     /// Keys and ranges at one snapshot (`POST /v1/kv/read`), each range read on past the
     /// answer's byte budget up to its limit; the answer as JSON.
     pub fn kv_read(&self, read: &logbook_api::txns::ReadBody) -> anyhow::Result<Value> {
-        let answer = self
-            .inner
-            .kv_read(read)
-            .map_err(|e| self.error("POST", &logbook_api::paths::kv_read(), e, 0))?;
+        let answer = self.inner.kv_read(read).map_err(|e| {
+            let body_bytes = serde_json::to_vec(read).map_or(0, |b| b.len());
+            let sent = Sent {
+                wait_ms: 0,
+                body_bytes,
+            };
+            self.error("POST", &logbook_api::paths::kv_read(), e, sent)
+        })?;
         serde_json::to_value(answer).context("encoding the read's answer")
     }
 
@@ -410,12 +418,16 @@ impl Client {
     /// Sends `request` once; a 2xx answer's JSON body.
     fn send(&self, request: RawRequest) -> anyhow::Result<Answer> {
         let method = verb_name(request.verb);
-        let (path, wait_ms) = (request.path.clone(), request.server_wait_ms);
+        let path = request.path.clone();
+        let sent = Sent {
+            wait_ms: request.server_wait_ms,
+            body_bytes: request.body.as_ref().map_or(0, Vec::len),
+        };
         let request = self.checked(request)?;
         let answer = self
             .inner
             .send_raw(request)
-            .map_err(|e| self.error(method, &path, e, wait_ms))?;
+            .map_err(|e| self.error(method, &path, e, sent))?;
         let body = if answer.body.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
@@ -443,8 +455,9 @@ impl Client {
 
     /// What a failed request means, in words: the server's problem as an [`ApiProblem`];
     /// otherwise which server, and what to do.
-    fn error(&self, method: &str, path: &str, error: ClientError, wait_ms: u64) -> anyhow::Error {
+    fn error(&self, method: &str, path: &str, error: ClientError, sent: Sent) -> anyhow::Error {
         let at = format!("{method} {}{path}", self.base);
+        let wait_ms = sent.wait_ms;
         match error {
             ClientError::Problem { problem, .. } => ApiProblem {
                 status: problem.status,
@@ -493,14 +506,7 @@ impl Client {
             ClientError::Unknown {
                 problem: Some(_), ..
             } => anyhow::anyhow!("{at}: {error}{}", rerun_hint(&error)),
-            // The server stopped reading an upload: most often it refused the body (413)
-            // and closed the connection, so the answer is lost with it.
-            ClientError::Unknown { .. } => anyhow::anyhow!(
-                "{at}: {error}{}; the server closed the request before answering: body too \
-                 large? (the server takes at most {} MiB per request)",
-                rerun_hint(&error),
-                logbook_api::limits::BODY_BYTES_MAX >> 20
-            ),
+            ClientError::Unknown { .. } => anyhow::anyhow!(unknown_outcome(&at, &error, sent)),
             other => anyhow::anyhow!("{at}: {other}"),
         }
     }
@@ -519,6 +525,36 @@ fn rerun_hint(error: &ClientError) -> String {
         ),
         _ => String::new(),
     }
+}
+
+/// The words of a write whose answer never came. Only a body over the server's limit is
+/// said to be the likely cause: the server refused it (413) and closed the connection, so
+/// the answer was lost with it.
+fn unknown_outcome(at: &str, error: &ClientError, sent: Sent) -> String {
+    let max = logbook_api::limits::BODY_BYTES_MAX;
+    if sent.body_bytes > max {
+        format!(
+            "{at}: {error}{}; the body is {} bytes and the server takes at most {} MiB per \
+             request: it refused it before answering",
+            rerun_hint(error),
+            sent.body_bytes,
+            max >> 20
+        )
+    } else {
+        format!(
+            "{at}: {error}{}; the connection closed before the answer came",
+            rerun_hint(error)
+        )
+    }
+}
+
+/// What a request sent, for the words of its failure.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sent {
+    /// How long the server was asked to wait, ms (0: not at all).
+    wait_ms: u64,
+    /// The body's bytes (0: none).
+    body_bytes: usize,
 }
 
 /// `GET`, `PUT`, ... for messages.
@@ -611,7 +647,15 @@ impl Client {
                 Err(Failure {
                     retry_after,
                     transient,
-                    error: self.error("POST", path, error, 0),
+                    error: self.error(
+                        "POST",
+                        path,
+                        error,
+                        Sent {
+                            wait_ms: 0,
+                            body_bytes: json.len(),
+                        },
+                    ),
                 })
             }
         }
@@ -654,6 +698,40 @@ fn is_key_segment(segments: &[&str], i: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review r14b m2: an unknown outcome names its request id as text (not Rust's
+    /// `Some("…")`) and blames the body's size only when it is over the limit.
+    #[test]
+    fn an_unknown_outcome_says_its_request_id_and_blames_only_a_body_too_large() {
+        let unknown = |request_id: Option<&str>| ClientError::Unknown {
+            operation: "POST /v1/commits".into(),
+            request_id: request_id.map(str::to_string),
+            attempts: 3,
+            last: "connection reset".into(),
+            problem: None,
+        };
+        let small = Sent {
+            wait_ms: 0,
+            body_bytes: 60,
+        };
+        let text = unknown_outcome("POST x", &unknown(Some("pay-1")), small);
+        assert!(text.contains("request id \"pay-1\""), "{text}");
+        assert!(
+            !text.contains("Some(") && !text.contains("too large"),
+            "{text}"
+        );
+        let text = unknown_outcome("POST x", &unknown(None), small);
+        assert!(
+            text.contains("without a request id") && !text.contains("None"),
+            "{text}"
+        );
+        let big = Sent {
+            wait_ms: 0,
+            body_bytes: logbook_api::limits::BODY_BYTES_MAX + 1,
+        };
+        let text = unknown_outcome("POST x", &unknown(Some("pay-1")), big);
+        assert!(text.contains("the server takes at most 16 MiB"), "{text}");
+    }
 
     #[test]
     fn only_a_key_segment_may_be_empty() {

@@ -79,6 +79,11 @@ pub struct ServeArgs {
     /// (older: 409 snapshot_too_old). Default 10000.
     #[arg(long, env = "LOGBOOK_SNAPSHOT_WINDOW_COMMITS")]
     pub snapshot_window_commits: Option<u64>,
+    /// The transaction certifier's memory of committed transactions, in bytes: over it the
+    /// oldest are forgotten safely (a later commit may abort, or a one-shot snapshot be
+    /// snapshot_too_old, where it would not have). At least 33554432. Default 268435456.
+    #[arg(long, env = "LOGBOOK_CERTIFIER_BYTES_MAX")]
+    pub certifier_bytes_max: Option<u64>,
     /// The node's partition budget: most partitions of all streams together (internal ones
     /// included); a stream that would go over it is refused (409 too_many_partitions).
     /// Default 2048.
@@ -169,6 +174,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         txn_idle_timeout_ms: args.txn_idle_timeout_ms,
         shutdown_grace_ms: args.shutdown_grace_ms,
         snapshot_window_commits: args.snapshot_window_commits,
+        certifier_bytes_max: args.certifier_bytes_max,
         partitions_max: args.partitions_max,
         scrub_rate_mb_per_s: args.scrub_rate_mb_per_s,
         audit_interval_s: args.audit_interval_s,

@@ -580,3 +580,136 @@ fn a_declared_range_s_next_cannot_reach_past_its_end() {
     );
     assert_eq!(status, 200, "{answer}");
 }
+
+/// Review r14b m3, m2, m4: a prefix scan cut by its budget resumes from `next` given as
+/// `start` beside the prefix on both GET scans (as `POST /v1/kv/read` does), also for a
+/// token scoped to the prefix; a `start` outside the prefix, an empty or inverted range and
+/// a bound longer than a key are refused by name; a key segment that is not UTF-8 is 400
+/// `invalid_path_segment` for a scoped token as for the admin.
+#[test]
+fn a_prefix_scan_resumes_from_start_and_bad_ranges_are_refused_by_name() {
+    let (_dir, serve) = start();
+    let admin = serve.client();
+    let writes: Vec<Value> = (0..10)
+        .map(|i| json!({"op": "put", "key": format!("p/{i}"), "value": i}))
+        .chain([json!({"op": "put", "key": "q/0", "value": 0})])
+        .collect();
+    let (status, done) = call(
+        &admin,
+        "POST",
+        "/v1/commits",
+        Some(&json!({ "writes": writes })),
+    );
+    assert_eq!(status, 200, "{done}");
+    let body = json!({"principal": "reader", "scopes": ["kv:read:p/*", "kv:write:p/*"]});
+    let (status, token) = call(&admin, "POST", "/v1/tokens", Some(&body));
+    assert_eq!(status, 201, "{token}");
+    let reader = common::api::client_with_token(&serve.base, token["token"].as_str());
+    let (_, begun) = call(&reader, "POST", "/v1/txns", Some(&json!({})));
+    let txn = begun["txn"].as_str().unwrap().to_string();
+    for client in [&admin, &reader] {
+        for base in ["/v1/kv".to_string(), format!("/v1/txns/{txn}/kv")] {
+            if std::ptr::eq(client, &admin) && base.starts_with("/v1/txns") {
+                continue; // the reader's transaction
+            }
+            let (status, page) = call(client, "GET", &format!("{base}?prefix=p/&start=p/5"), None);
+            assert_eq!(status, 200, "{base}: {page}");
+            assert_eq!(
+                row_keys(&page),
+                ["p/5", "p/6", "p/7", "p/8", "p/9"],
+                "{base}"
+            );
+            for (query, field) in [
+                ("prefix=p/&start=q/0", "start"),
+                ("prefix=p/&start=a", "start"),
+                ("start=p/5&end=p/1", "end"),
+                ("start=p/5&end=p/5", "end"),
+                ("prefix=p/&end=p/5", "end"),
+            ] {
+                let (status, v) = call(client, "GET", &format!("{base}?{query}"), None);
+                assert_eq!(
+                    (status, v["code"].as_str(), v["field"].as_str()),
+                    (400, Some("invalid_request"), Some(field)),
+                    "{base}?{query}: {v}"
+                );
+            }
+        }
+        let (status, v) = call(client, "GET", "/v1/kv/%FF", None);
+        assert_eq!(
+            (status, v["code"].as_str(), v["field"].as_str()),
+            (400, Some("invalid_path_segment"), Some("key")),
+            "{v}"
+        );
+    }
+    let long = "p/".to_string() + &"k".repeat(1024);
+    for (range, field) in [
+        (json!({"start": "z", "end": "a"}), "ranges[0].end"),
+        (json!({"start": "m", "end": "m"}), "ranges[0].end"),
+        (json!({"start": long}), "ranges[0].start"),
+        (json!({"prefix": long}), "ranges[0].prefix"),
+        (json!({"prefix": "p/", "start": "q/"}), "ranges[0].start"),
+    ] {
+        for (path, body) in [
+            ("/v1/kv/read", json!({ "ranges": [range.clone()] })),
+            (
+                "/v1/commits",
+                json!({ "ranges": [range.clone()], "writes": [{"op": "put", "key": "x", "value": 1}]}),
+            ),
+        ] {
+            let (status, v) = call(&admin, "POST", path, Some(&body));
+            assert_eq!(
+                (status, v["code"].as_str(), v["field"].as_str()),
+                (400, Some("invalid_request"), Some(field)),
+                "{path} {range}: {v}"
+            );
+        }
+    }
+    // A commit's `next` cuts its range after the range's start, never before it.
+    let body = json!({"ranges": [{"start": "m", "end": "z", "next": "a"}],
+                      "writes": [{"op": "put", "key": "x", "value": 1}]});
+    let (status, v) = call(&admin, "POST", "/v1/commits", Some(&body));
+    assert_eq!(
+        (status, v["field"].as_str()),
+        (400, Some("ranges[0].next")),
+        "{v}"
+    );
+    let (status, v) = call(&admin, "GET", "/v1/kv/x", None);
+    assert_eq!(status, 404, "nothing was committed: {v}");
+}
+
+/// Review r14b m1: a key is counted in the answer's byte budget as JSON writes it — a
+/// control character takes six bytes (`\u0001`) — so keys that escape cannot pass it.
+#[test]
+fn keys_that_json_escape_count_as_escaped_in_the_answers_budget() {
+    let (_dir, serve) = start();
+    let client = serve.client();
+    // 800 keys of 1,000 U+0001 and 3 digits: 4.8 MB as JSON, 0.8 MB raw.
+    let keys: Vec<String> = (0..800)
+        .map(|i| format!("{}{i:03}", "\u{1}".repeat(1000)))
+        .collect();
+    for chunk in keys.chunks(200) {
+        let writes: Vec<Value> = chunk
+            .iter()
+            .map(|k| json!({"op": "put", "key": k, "value": 0}))
+            .collect();
+        let (status, done) = call(
+            &client,
+            "POST",
+            "/v1/commits",
+            Some(&json!({ "writes": writes })),
+        );
+        assert_eq!(status, 200, "{done}");
+    }
+    let max = logbook_api::limits::KV_READ_ANSWER_BYTES_MAX;
+    let read = json!({"ranges": [{"prefix": "\u{1}", "limit": 10_000}]});
+    let (status, answer) = call(&client, "POST", "/v1/kv/read", Some(&read));
+    assert_eq!(status, 200, "{}", answer["detail"]);
+    let bytes = serde_json::to_vec(&answer).unwrap().len();
+    assert!(bytes <= max, "POST /v1/kv/read: {bytes} bytes");
+    assert!(answer["ranges"][0]["next"].is_string(), "cut by the budget");
+    let (status, page) = call(&client, "GET", "/v1/kv?prefix=%01&limit=10000", None);
+    assert_eq!(status, 200, "{}", page["detail"]);
+    let bytes = serde_json::to_vec(&page).unwrap().len();
+    assert!(bytes <= max, "GET /v1/kv: {bytes} bytes");
+    assert!(page["next"].is_string(), "cut by the budget");
+}

@@ -497,3 +497,136 @@ fn kv_read_takes_a_token_as_a_minimum_snapshot_and_the_client_keeps_it() {
         [(0, answer.snapshot)].into()
     );
 }
+
+/// `logbook_txn_certifier_bytes` from `GET /metrics`.
+fn certifier_bytes(client: &logbook_api::client::blocking::Client) -> u64 {
+    let (status, text) = common::api::call(client, "GET", "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    let text = text.as_str().unwrap().to_string();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("logbook_txn_certifier_bytes "))
+        .unwrap_or_else(|| panic!("no logbook_txn_certifier_bytes in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Review r14b M3: the certifier's memory of committed transactions is held under its byte
+/// budget (`--certifier-bytes-max`, counted in `/metrics`) whatever read-only commits a
+/// reader sends — they append nothing, so the snapshot window never ages them out — and a
+/// transaction's footprint over its own limit is refused by name before it is certified.
+#[test]
+fn the_certifiers_memory_stays_under_its_byte_budget_after_many_large_read_only_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget: u64 = 32 << 20;
+    let serve = common::spawn_serve(
+        dir.path(),
+        &["--certifier-bytes-max", &budget.to_string()],
+        &[("RUST_LOG", "warn")],
+        Stdio::null(),
+    );
+    let client = serve.client();
+    let commit = |body: &Value| {
+        let request = common::api::request("POST", &logbook_api::paths::commits(), Some(body));
+        common::api::send(&client, request).unwrap()
+    };
+    // A commit first: read-only commits at position 0 could be concurrent with nothing,
+    // and are not kept at all.
+    let (status, v) = commit(&json!({"writes": [{"op": "put", "key": "first", "value": 0}]}));
+    assert_eq!(status, 200, "{v}");
+    // 40,000 declared absent keys of 101 bytes: about 6 MB of the budget each.
+    let pad = "p".repeat(90);
+    let reads = |n: usize, keys: usize| -> Value {
+        (0..keys)
+            .map(|i| json!({"key": format!("r/{n}/{i:06}/{pad}"), "version": null}))
+            .collect()
+    };
+    for n in 0..10 {
+        let (status, v) = commit(&json!({"reads": reads(n, 40_000)}));
+        assert_eq!(status, 200, "{v}");
+        assert!(v["offset"].is_null(), "read-only: {v}");
+        let bytes = certifier_bytes(&client);
+        assert!(
+            bytes <= budget,
+            "after {} commits: {bytes} > {budget}",
+            n + 1
+        );
+        assert!(bytes >= 5_000_000, "the newest commit is counted: {bytes}");
+    }
+    // One transaction's footprint over 8 MiB: refused by name, nothing certified.
+    let (status, v) = commit(&json!({"reads": reads(99, 60_000)}));
+    assert_eq!(
+        (status, v["code"].as_str(), v["field"].as_str()),
+        (413, Some("transaction_too_large"), Some("reads")),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("footprint bytes"),
+        "{v}"
+    );
+    // Read-modify-writes still commit, and a lost update is still refused.
+    let (status, v) = commit(&json!({"writes": [{"op": "put", "key": "n", "value": 1}]}));
+    assert_eq!(status, 200, "{v}");
+    let version = v["offset"].as_u64().unwrap();
+    // Two read-modify-writes from the same read: the second is a lost update.
+    let rmw = |value: i64| {
+        json!({"snapshot": version + 1, "reads": [{"key": "n", "version": version}],
+               "writes": [{"op": "put", "key": "n", "value": value}]})
+    };
+    let (status, v) = commit(&rmw(2));
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = commit(&rmw(3));
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("serialization_failure")),
+        "{v}"
+    );
+    assert!(certifier_bytes(&client) <= budget);
+}
+
+/// Review r14b m2: a refusal names the field the body has and says what it found in words:
+/// locks over the limit name `locks`, a `version_mismatch` says `version N` or `the key
+/// absent` (no Rust `Some(1)`), and an isolation that is not a name lists the names.
+#[test]
+fn refusals_name_the_bodys_field_and_say_what_they_found_in_words() {
+    let (_dir, serve) = start();
+    let client = serve.client();
+    let send = |body: &Value| common::api::call(&client, "POST", "/v1/commits", Some(body));
+    let locks: Vec<String> = (0..10_001).map(|i| format!("l/{i}")).collect();
+    let (status, v) = send(&json!({ "locks": locks }));
+    assert_eq!((status, v["field"].as_str()), (422, Some("locks")), "{v}");
+    let (status, v) = send(&json!({"writes": [{"op": "put", "key": "k", "value": 1}]}));
+    assert_eq!(status, 200, "{v}");
+    let at = v["offset"].as_u64().unwrap();
+    let (status, v) = send(&json!({"writes": [
+        {"op": "put", "key": "k", "value": 2, "if_version": at + 7}]}));
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("version_mismatch")),
+        "{v}"
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("found version {at}")), "{detail}");
+    assert!(!detail.contains("Some("), "{detail}");
+    let (status, v) = send(&json!({"writes": [
+        {"op": "delete", "key": "absent", "if_version": 3}]}));
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("version_mismatch")),
+        "{v}"
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("found the key absent"), "{detail}");
+    assert!(!detail.contains("None"), "{detail}");
+    for isolation in [json!(1), json!("linearizable")] {
+        let (status, v) = send(&json!({ "isolation": isolation }));
+        assert_eq!(
+            (status, v["field"].as_str()),
+            (400, Some("isolation")),
+            "{v}"
+        );
+        let detail = v["detail"].as_str().unwrap();
+        for name in ["read_committed", "snapshot", "serializable"] {
+            assert!(detail.contains(name), "{isolation}: {detail}");
+        }
+    }
+}

@@ -556,18 +556,20 @@ fn routes() -> Vec<Route> {
             &["kv:read:k"],
             &["kv:write:k"],
         ),
+        // In a serializable transaction a write is checked against the snapshot the
+        // transaction holds: it needs kv:read on the key too (decision 0018).
         r(
             "PUT",
             "/v1/txns/{T}/kv/k",
             Some(json!({"value": 2})),
-            &["kv:write:k"],
+            &["kv:write:k", "kv:read:k"],
             &["kv:read:k"],
         ),
         r(
             "DELETE",
             "/v1/txns/{T}/kv/k",
             None,
-            &["kv:write:k"],
+            &["kv:write:k", "kv:read:k"],
             &["kv:write:j"],
         ),
         r(
@@ -1177,6 +1179,268 @@ fn a_transaction_handle_is_not_a_capability_for_another_principal() {
     let a = node.call_as(Some(&alice), "POST", &path("/commit"), None);
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(node.get("/v1/kv/k").json()["value"], 1);
+    node.terminate();
+}
+
+/// Review r14b M1: a write at `snapshot` or `serializable` is checked against the
+/// transaction's snapshot, so where the client chose it (a one-shot commit naming
+/// `snapshot`, an interactive transaction) it needs `kv:read` on the key; a write-only token
+/// probing snapshots learns nothing of a key's history, and still writes blind without a
+/// snapshot or at `read_committed`.
+#[test]
+fn a_write_only_token_cannot_learn_a_keys_history_through_a_snapshot_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--auth", "on"]);
+    for (key, value) in [
+        ("a/secret", 1),
+        ("b", 1),
+        ("a/secret", 2),
+        ("b", 2),
+        ("a/secret", 3),
+    ] {
+        let body = json!({"writes": [{"op": "put", "key": key, "value": value}]});
+        assert_eq!(node.call("POST", "/v1/commits", Some(body)).status, 200);
+    }
+    let scopes = ["kv:write:a/*", "kv:read:own/*", "kv:write:own/*"];
+    let (writer, _) = token(&node, "writer", &scopes, None);
+    let commit = |body: Value| node.call_as(Some(&writer), "POST", "/v1/commits", Some(body));
+    let before = state_of(&node, None);
+    for snapshot in 0..=5 {
+        for isolation in ["snapshot", "serializable"] {
+            let a = commit(
+                json!({"isolation": isolation, "snapshot": snapshot, "writes": [
+                {"op": "put", "key": "a/secret", "value": "probe"},
+                {"op": "put", "key": "own/x", "value": 1, "if_version": 999_999}]}),
+            );
+            a.assert_problem(403, "forbidden");
+            assert_eq!(a.json()["field"], "snapshot", "{a:?}");
+            let detail = a.json()["detail"].as_str().unwrap().to_string();
+            assert!(detail.contains("kv:read:a/secret"), "{detail}");
+            assert!(!detail.contains("offset"), "{detail}");
+        }
+    }
+    assert_eq!(state_of(&node, None), before, "the probes changed nothing");
+    // Without a snapshot the write is certified at the newest one: the probe's answer is
+    // its own failed condition, the same whatever the key's history.
+    let a = commit(json!({"isolation": "snapshot", "writes": [
+        {"op": "put", "key": "a/secret", "value": "probe"},
+        {"op": "put", "key": "own/x", "value": 1, "if_version": 999_999}]}));
+    a.assert_problem(409, "version_mismatch");
+    assert_eq!(a.json()["field"], "writes[1].if_version", "{a:?}");
+    // At read_committed a named snapshot checks no write against it.
+    let a = commit(
+        json!({"isolation": "read_committed", "snapshot": 0, "writes": [
+        {"op": "put", "key": "a/secret", "value": "probe"},
+        {"op": "put", "key": "own/x", "value": 1, "if_version": 999_999}]}),
+    );
+    a.assert_problem(409, "version_mismatch");
+    assert_eq!(
+        state_of(&node, None),
+        before,
+        "refused commits changed nothing"
+    );
+    // Interactive: a transaction's snapshot is held from its start.
+    let begin = |body: Value| {
+        let a = node.call_as(Some(&writer), "POST", "/v1/txns", Some(body));
+        assert_eq!(a.status, 201, "{a:?}");
+        a.json()["txn"].as_str().unwrap().to_string()
+    };
+    for isolation in ["snapshot", "serializable"] {
+        let txn = begin(json!({"isolation": isolation}));
+        let path = format!("/v1/txns/{txn}/kv/a%2Fsecret");
+        let a = node.call_as(Some(&writer), "PUT", &path, Some(json!({"value": "probe"})));
+        a.assert_problem(403, "forbidden");
+        assert_eq!(a.json()["field"], "key", "{a:?}");
+        let a = node.call_as(Some(&writer), "DELETE", &path, None);
+        a.assert_problem(403, "forbidden");
+        let a = node.call_as(
+            Some(&writer),
+            "PUT",
+            &format!("/v1/txns/{txn}/kv/own%2Fy"),
+            Some(json!({"value": 1})),
+        );
+        assert_eq!(a.status, 204, "a key it reads: {a:?}");
+        let a = node.call_as(
+            Some(&writer),
+            "POST",
+            &format!("/v1/txns/{txn}/commit"),
+            None,
+        );
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    assert_eq!(
+        node.get("/v1/kv/a%2Fsecret").json()["value"],
+        3,
+        "nothing of the probes"
+    );
+    let txn = begin(json!({"isolation": "read_committed"}));
+    let path = format!("/v1/txns/{txn}/kv/a%2Fsecret");
+    let a = node.call_as(Some(&writer), "PUT", &path, Some(json!({"value": "blind"})));
+    assert_eq!(a.status, 204, "{a:?}");
+    let a = node.call_as(
+        Some(&writer),
+        "POST",
+        &format!("/v1/txns/{txn}/commit"),
+        None,
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(node.get("/v1/kv/a%2Fsecret").json()["value"], "blind");
+    let a = commit(json!({"writes": [{"op": "put", "key": "a/secret", "value": "plain"}]}));
+    assert_eq!(a.status, 200, "a blind put without a snapshot: {a:?}");
+    assert_eq!(node.get("/v1/kv/a%2Fsecret").json()["value"], "plain");
+    node.terminate();
+}
+
+/// [`Node::call_as`] with an `Idempotency-Key`.
+/// (`null`: no body).
+fn call_keyed(node: &Node, token: &str, path: &str, key: &str, body: Value) -> Answer {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![
+        ("host", node.serve.addr()),
+        ("authorization", auth.as_str()),
+        ("idempotency-key", key),
+    ];
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        headers.push(("content-type", "application/json"));
+        serde_json::to_vec(&body).unwrap()
+    };
+    wire::one(node.serve.addr(), "POST", path, &headers, &bytes)
+}
+
+/// Asserts a commit that was applied now (not a duplicate) and did not answer with anything
+/// of `a/balance`; returns its offset.
+fn applied_here(a: &Answer) -> Value {
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_ne!(
+        a.json()["duplicate"],
+        true,
+        "another principal's commit: {a:?}"
+    );
+    assert!(
+        !a.body.contains("a/balance"),
+        "another principal's value leaked: {a:?}"
+    );
+    a.json()["offset"].clone()
+}
+
+/// Review r14b M2: commit request ids are looked up among the sender's own ids, on both
+/// forms of commit and across a restart (the principal is in the commit record). Another
+/// principal's id neither answers with that principal's commit (its `incremented` values),
+/// nor squats it (a read-only commit first), nor names its offset in a conflict.
+#[test]
+fn commit_request_ids_are_scoped_to_the_principal_that_sent_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &["--auth", "on"]);
+    let (alice, _) = token(&node, "alice", &["kv:read:a/*", "kv:write:a/*"], None);
+    let (mallory, _) = token(&node, "mallory", &["kv:read:b/*", "kv:write:b/*"], None);
+    let put = json!({"writes": [{"op": "put", "key": "a/balance", "value": 1000}]});
+    assert_eq!(node.call("POST", "/v1/commits", Some(put)).status, 200);
+    let rmw = |key: &str, by: i64| {
+        let version = node.get("/v1/kv/a%2Fbalance").json()["version"].clone();
+        let body = json!({
+            "reads": [{"key": "a/balance", "version": version}],
+            "writes": [{"op": "increment", "key": "a/balance", "by": by}],
+        });
+        call_keyed(&node, &alice, "/v1/commits", key, body)
+    };
+    // 1. The leak: alice's read-modify-write answers its value to alice only.
+    let a = rmw("order-1", -250);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["incremented"]["a/balance"], 750, "{a:?}");
+    let a = call_keyed(
+        &node,
+        &mallory,
+        "/v1/txns/t00000000000000000000000000000000/commit",
+        "order-1",
+        Value::Null,
+    );
+    assert_eq!(
+        a.status, 404,
+        "an unknown handle is not answered from alice's id: {a:?}"
+    );
+    assert!(!a.body.contains("a/balance"), "{a:?}");
+    let begun = node.call_as(Some(&mallory), "POST", "/v1/txns", Some(json!({})));
+    let txn = begun.json()["txn"].as_str().unwrap().to_string();
+    let put = node.call_as(
+        Some(&mallory),
+        "PUT",
+        &format!("/v1/txns/{txn}/kv/b%2Fy"),
+        Some(json!({"value": 2})),
+    );
+    assert_eq!(put.status, 204, "{put:?}");
+    let a = call_keyed(
+        &node,
+        &mallory,
+        &format!("/v1/txns/{txn}/commit"),
+        "order-1",
+        Value::Null,
+    );
+    applied_here(&a);
+    let a = rmw("order-2", -250);
+    assert_eq!(a.json()["incremented"]["a/balance"], 500, "{a:?}");
+    let mallorys_put = json!({"writes": [{"op": "put", "key": "b/x", "value": 1}]});
+    let a = call_keyed(
+        &node,
+        &mallory,
+        "/v1/commits",
+        "order-2",
+        mallorys_put.clone(),
+    );
+    applied_here(&a);
+    assert_eq!(
+        node.get("/v1/kv/b%2Fx").json()["value"],
+        1,
+        "mallory's commit was applied"
+    );
+    // 2. Squatting: mallory's read-only commit under an id does not take it from alice.
+    let read_only = json!({"reads": [{"key": "b/nothing", "version": null}]});
+    let a = call_keyed(&node, &mallory, "/v1/commits", "order-3", read_only);
+    assert_eq!(a.status, 200, "{a:?}");
+    let decrement = json!({"writes": [{"op": "increment", "key": "a/balance", "by": -100}]});
+    let a = call_keyed(&node, &alice, "/v1/commits", "order-3", decrement);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_ne!(
+        a.json()["duplicate"],
+        true,
+        "alice's commit was applied: {a:?}"
+    );
+    assert_eq!(a.json()["incremented"]["a/balance"], 400, "{a:?}");
+    assert_eq!(node.get("/v1/kv/a%2Fbalance").json()["value"], 400);
+    // 3. No conflict with (nor the offset of) another principal's commit.
+    let alices_put = json!({"writes": [{"op": "put", "key": "a/z", "value": 1}]});
+    let a = call_keyed(&node, &alice, "/v1/commits", "order-4", alices_put.clone());
+    let alices = a.json()["offset"].clone();
+    assert_eq!(a.status, 200, "{a:?}");
+    let other = json!({"writes": [{"op": "put", "key": "b/z", "value": 2}]});
+    let mallorys = applied_here(&call_keyed(
+        &node,
+        &mallory,
+        "/v1/commits",
+        "order-4",
+        other.clone(),
+    ));
+    assert_ne!(mallorys, alices, "two commits");
+    // Each principal's retries still find its own commit, also after a restart (replay
+    // rebuilds the same namespaces from the commit records).
+    node.terminate();
+    let node = Node::start(&data, &["--auth", "on"]);
+    for (token, body, offset) in [
+        (&alice, &alices_put, &alices),
+        (&mallory, &other, &mallorys),
+    ] {
+        let a = call_keyed(&node, token, "/v1/commits", "order-4", body.clone());
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.json()["duplicate"], true, "{a:?}");
+        assert_eq!(&a.json()["offset"], offset, "its own commit: {a:?}");
+    }
+    let a = call_keyed(&node, &alice, "/v1/commits", "order-4", other.clone());
+    a.assert_problem(403, "forbidden");
+    let a = call_keyed(&node, &mallory, "/v1/commits", "order-2", mallorys_put);
+    assert_eq!(a.json()["duplicate"], true, "{a:?}");
+    assert!(!a.body.contains("a/balance"), "{a:?}");
     node.terminate();
 }
 

@@ -188,6 +188,7 @@ pub(crate) async fn open(
         options: TxnStoreOptions {
             open_txns_max: config.open_txns_max,
             snapshot_window_commits: config.snapshot_window_commits,
+            certifier_bytes_max: usize::try_from(config.certifier_bytes_max).unwrap_or(usize::MAX),
             // JetStream acknowledges on a majority of replicas (decision 0010).
             fsync: FsyncPolicy::Never,
             elected: true,

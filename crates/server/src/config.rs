@@ -19,6 +19,7 @@
 //! txn_idle_timeout_ms = 30000
 //! shutdown_grace_ms = 30000
 //! snapshot_window_commits = 10000
+//! certifier_bytes_max = 268435456        # the certifier's memory of commits (at least 32 MiB)
 //! partitions_max = 2048                  # the node's partition budget, internal streams' too
 //! scrub_rate_mb_per_s = 4                # the segment scrubber's rate (MB = 10^6 bytes); 0 = off
 //! audit_interval_s = 3600                # the view auditor: one round over every view; 0 = off
@@ -98,6 +99,12 @@ pub struct ServerConfig {
     /// another commit lands between its read and its commit). Default
     /// [`logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT`].
     pub snapshot_window_commits: u64,
+    /// The budget of the transaction certifier's memory of committed transactions (keys
+    /// written, keys and range bounds read), in bytes; over it the oldest are forgotten
+    /// safely (`logbook_txn::TxnStoreOptions::certifier_bytes_max`). At least
+    /// [`logbook_txn::limits::CERTIFIER_BYTES_MIN`]. Default
+    /// [`logbook_txn::limits::CERTIFIER_BYTES_DEFAULT`].
+    pub certifier_bytes_max: u64,
     /// The node's partition budget: most partitions of all streams together, internal ones
     /// included ([`crate::budget`]). Default [`limits::PARTITIONS_MAX_DEFAULT`].
     pub partitions_max: u32,
@@ -365,6 +372,7 @@ impl Default for ServerConfig {
             txn_idle_timeout_ms: limits::TXN_IDLE_TIMEOUT_MS_DEFAULT,
             shutdown_grace_ms: limits::SHUTDOWN_GRACE_MS_DEFAULT,
             snapshot_window_commits: logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
+            certifier_bytes_max: logbook_txn::limits::CERTIFIER_BYTES_DEFAULT as u64,
             partitions_max: limits::PARTITIONS_MAX_DEFAULT,
             scrub_rate_mb_per_s: limits::SCRUB_RATE_MB_PER_S_DEFAULT,
             audit_interval_s: limits::AUDIT_INTERVAL_S_DEFAULT,
@@ -415,6 +423,8 @@ pub struct ConfigLayer {
     pub shutdown_grace_ms: Option<u64>,
     /// See [`ServerConfig::snapshot_window_commits`].
     pub snapshot_window_commits: Option<u64>,
+    /// See [`ServerConfig::certifier_bytes_max`].
+    pub certifier_bytes_max: Option<u64>,
     /// See [`ServerConfig::partitions_max`].
     pub partitions_max: Option<u32>,
     /// See [`ServerConfig::scrub_rate_mb_per_s`].
@@ -519,6 +529,7 @@ impl ConfigLayer {
             snapshot_window_commits: self
                 .snapshot_window_commits
                 .or(below.snapshot_window_commits),
+            certifier_bytes_max: self.certifier_bytes_max.or(below.certifier_bytes_max),
             partitions_max: self.partitions_max.or(below.partitions_max),
             scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.or(below.scrub_rate_mb_per_s),
             audit_interval_s: self.audit_interval_s.or(below.audit_interval_s),
@@ -574,6 +585,7 @@ impl ConfigLayer {
             snapshot_window_commits: self
                 .snapshot_window_commits
                 .unwrap_or(d.snapshot_window_commits),
+            certifier_bytes_max: self.certifier_bytes_max.unwrap_or(d.certifier_bytes_max),
             partitions_max: self.partitions_max.unwrap_or(d.partitions_max),
             scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.unwrap_or(d.scrub_rate_mb_per_s),
             audit_interval_s: self.audit_interval_s.unwrap_or(d.audit_interval_s),
@@ -618,6 +630,13 @@ impl ConfigLayer {
         positive("open_txns_max", c.open_txns_max as u64)?;
         positive("txn_idle_timeout_ms", c.txn_idle_timeout_ms)?;
         positive("partitions_max", u64::from(c.partitions_max))?;
+        if c.certifier_bytes_max < logbook_txn::limits::CERTIFIER_BYTES_MIN as u64 {
+            return Err(ConfigError::Invalid {
+                field: "certifier_bytes_max",
+                value: c.certifier_bytes_max.to_string(),
+                reason: "must be at least 33554432 (32 MiB: four of the largest footprints)",
+            });
+        }
         if c.scrub_rate_mb_per_s > limits::SCRUB_RATE_MB_PER_S_MAX {
             return Err(ConfigError::Invalid {
                 field: "scrub_rate_mb_per_s",

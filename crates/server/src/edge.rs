@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::middleware::Next;
@@ -272,14 +272,16 @@ async fn authorize(state: &AppState, req: Request, route: &str) -> Result<Reques
     let principal =
         crate::auth::authenticate(tokens, req.headers(), crate::auth::tokens::now_ms()).await?;
     let (mut parts, body) = req.into_parts();
-    let params: Vec<(String, String)> = RawPathParams::from_request_parts(&mut parts, state)
-        .await
-        .map(|p| {
-            p.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+    // A segment that is not UTF-8 once decoded is refused as the handler would refuse it
+    // (400 `invalid_path_segment`), whatever the scopes: it names nothing to authorize.
+    let params =
+        match crate::extract::Path::<Vec<(String, String)>>::from_request_parts(&mut parts, state)
+            .await
+        {
+            Ok(crate::extract::Path(params)) => params,
+            Err(e) if e.code == crate::error::ProblemCode::InvalidPathSegment => return Err(e),
+            Err(_) => Vec::new(), // a route without parameters
+        };
     let needs = crate::auth::route_needs(route, &parts.method, &params, &parts.uri);
     crate::auth::authorize(&principal, &needs)?;
     parts.extensions.insert(principal);

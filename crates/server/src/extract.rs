@@ -190,6 +190,17 @@ pub struct Tracking {
     pub request_id: Option<RequestId>,
     /// The W3C trace context, validated.
     pub traceparent: Option<String>,
+    /// The principal the request acts as (`None` with `--auth off`): a commit's request id
+    /// is looked up among this principal's ids only.
+    pub principal: Option<std::sync::Arc<crate::auth::Principal>>,
+}
+
+impl Tracking {
+    /// The name of the principal the request acts as: the namespace of its commit request
+    /// ids (`None` with `--auth off`: one namespace).
+    pub fn principal_name(&self) -> Option<String> {
+        self.principal.as_ref().map(|p| p.name.clone())
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Tracking {
@@ -232,9 +243,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Tracking {
             logbook_log::dedup::validate_traceparent(tp)
                 .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
         }
+        let principal = parts
+            .extensions
+            .get::<std::sync::Arc<crate::auth::Principal>>()
+            .cloned();
         Ok(Tracking {
             request_id,
             traceparent,
+            principal,
         })
     }
 }

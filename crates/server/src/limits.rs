@@ -208,7 +208,7 @@ const _: () = assert!(SCAN_ROWS_DEFAULT <= logbook_txn::limits::SCAN_ROWS_MAX);
 // The largest row fits a key-value answer alone, so a page always holds one: a scan's
 // `next` moves on, and its first row is never `answer_too_large`.
 const _: () = assert!(
-    logbook_txn::limits::KEY_BYTES_MAX
+    logbook_txn::limits::KEY_JSON_BYTES_MAX
         + logbook_txn::limits::VALUE_BYTES_MAX
         + logbook_txn::limits::READ_ROW_OVERHEAD_BYTES
         <= KV_READ_ANSWER_BYTES_MAX

@@ -14,6 +14,7 @@
 //! | `logbook_commits_total` | — | transactions committed |
 //! | `logbook_txn_aborts_total` | `reason` (an error code, `explicit`, `idle_timeout`, `shutdown`) | transactions ended without a commit |
 //! | `logbook_open_transactions` | — | interactive transactions open now |
+//! | `logbook_txn_certifier_bytes` | — | bytes the certifier keeps of committed transactions, as its budget (`certifier_bytes_max`) counts them (set at each scrape) |
 //! | `logbook_ready` | — | 1 once the data directory is open |
 //! | `logbook_subscriptions` | — | push-tail subscriptions open now |
 //! | `logbook_subscriptions_ended_total` | `reason` (`client_gone`, `slow_consumer`, `shutdown`, `error`) | push-tail subscriptions ended, by why |
@@ -57,6 +58,8 @@ pub struct Metrics {
     pub aborts: IntCounterVec,
     /// Open interactive transactions.
     pub open_txns: IntGauge,
+    /// Bytes of the certifier's summaries, set at each scrape.
+    pub certifier_bytes: IntGauge,
     /// 1 when ready.
     pub ready: IntGauge,
     /// Push-tail subscriptions open.
@@ -187,6 +190,10 @@ impl Metrics {
             open_txns: gauge(
                 "logbook_open_transactions",
                 "Interactive transactions open now",
+            ),
+            certifier_bytes: gauge(
+                "logbook_txn_certifier_bytes",
+                "Bytes the transaction certifier keeps of committed transactions (its budget's count)",
             ),
             ready: gauge("logbook_ready", "1 once the data directory is open"),
             subscriptions: gauge("logbook_subscriptions", "Push-tail subscriptions open now"),

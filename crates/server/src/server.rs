@@ -460,6 +460,7 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
     let options = TxnStoreOptions {
         open_txns_max: config.open_txns_max,
         snapshot_window_commits: config.snapshot_window_commits,
+        certifier_bytes_max: usize::try_from(config.certifier_bytes_max).unwrap_or(usize::MAX),
         ..TxnStoreOptions::default()
     };
     let txns = TxnStore::open(&log, options).map_err(ServerError::OpenTxns)?;

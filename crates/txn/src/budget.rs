@@ -3,9 +3,10 @@
 //! ([`crate::TxnStore::scan_page_within`]) or in one ([`crate::Txn::scan_page_within`]) —
 //! stops a page at its row limit or at its budget, whichever comes first, and says where
 //! the next page starts. The budget is counted while the rows are taken, so an answer
-//! never grows past it: each row costs its key and value bytes plus
-//! [`limits::READ_ROW_OVERHEAD_BYTES`], which bounds many tiny rows as well as a few large
-//! ones.
+//! never grows past it: each row costs its key as a JSON string writes it
+//! ([`json_string_bytes`]: a control character takes six bytes), its value bytes (stored
+//! as canonical JSON already) plus [`limits::READ_ROW_OVERHEAD_BYTES`], which bounds many
+//! tiny rows as well as a few large ones.
 
 use crate::mvcc::Value;
 use crate::{KeyValue, ScanPage, TxnError, limits};
@@ -24,7 +25,7 @@ impl Budget {
     }
 
     fn cost(key: &[u8], value: Option<&Value>) -> usize {
-        key.len() + value.map_or(0, |v| v.len()) + limits::READ_ROW_OVERHEAD_BYTES
+        json_string_bytes(key) + value.map_or(0, |v| v.len()) + limits::READ_ROW_OVERHEAD_BYTES
     }
 
     /// Takes the cost of a key and its value, if it fits.
@@ -52,6 +53,19 @@ impl Budget {
             max: self.max,
         }
     }
+}
+
+/// The bytes of `key` inside a JSON string as an answer writes it: `"` and `\` and the
+/// short escapes (`\n`, `\t`, …) take two, other control characters six (`\u0001`), every
+/// other byte one (UTF-8 is written as is).
+pub(crate) fn json_string_bytes(key: &[u8]) -> usize {
+    key.iter()
+        .map(|&b| match b {
+            b'"' | b'\\' | b'\n' | b'\t' | b'\r' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// A page of `rows` (in key order): at most `limit` rows within `budget`; `next` is the
@@ -91,6 +105,14 @@ mod tests {
             value: Value::from(vec![b'1'; value_bytes]),
             version: Some(0),
         })
+    }
+
+    #[test]
+    fn a_key_costs_what_a_json_string_writes() {
+        assert_eq!(json_string_bytes(b"plain"), 5);
+        assert_eq!(json_string_bytes(b"\x01"), 6, "\\u0001");
+        assert_eq!(json_string_bytes(b"a\"b\\\n"), 1 + 2 + 1 + 2 + 2);
+        assert_eq!(json_string_bytes("é".as_bytes()), 2, "UTF-8 as is");
     }
 
     #[test]

@@ -50,6 +50,21 @@
 //! with it (its commit is after that transaction's snapshot), and dropped otherwise. A
 //! transaction whose snapshot falls more than a limit of commits behind is expired (it
 //! fails with `TransactionTooOld` at its next operation) so it cannot pin memory.
+//!
+//! The summaries' bytes (keys, range bounds, a fixed cost per entry) are counted and held
+//! under a budget. Over it, the oldest summaries are forgotten, each in the way that keeps
+//! every decision safe:
+//! * a **read-only** one (no writes; kept only at `serializable`, for its reads) can only
+//!   be the `T1` of a later pivot — it writes nothing, so nobody has an edge into it — and
+//!   with the read-only refinement only when `T3` committed before its snapshot. So it is
+//!   folded into one position, the newest snapshot of a forgotten reader: a later pivot
+//!   whose `T3` committed before that position is refused (a false positive at worst,
+//!   as for the untracked readers of safe snapshots). Read-only commits — which append
+//!   nothing, so the window does not age them — never hold memory beyond the budget.
+//! * a **read-write** one: every transaction that could still be certified against it
+//!   is made unable to — registered ones whose snapshot precedes its commit are expired,
+//!   and one-shot requests with such a snapshot are refused as `snapshot_too_old`
+//!   ([`Certifier::forgotten_to`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -142,7 +157,36 @@ struct Summary {
     out_min: Option<u64>,
 }
 
+/// What one entry of a summary (a key, a range) costs in the certifier's byte budget
+/// beyond its bytes: the map node or vector slot and the allocation's header.
+pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 48;
+
+/// The bytes a summary of these parts takes in the budget.
+pub(crate) fn footprint_bytes<'a>(
+    writes: impl Iterator<Item = &'a Vec<u8>>,
+    reads: &'a ReadSet,
+    ranges: &[Range],
+) -> usize {
+    let bound = |b: &Bound<Vec<u8>>| match b {
+        Bound::Included(k) | Bound::Excluded(k) => k.len(),
+        Bound::Unbounded => 0,
+    };
+    let keys: usize = writes
+        .chain(reads.keys())
+        .map(|k| k.len() + ENTRY_OVERHEAD_BYTES)
+        .sum();
+    let ranges: usize = ranges
+        .iter()
+        .map(|(a, b)| bound(a) + bound(b) + ENTRY_OVERHEAD_BYTES)
+        .sum();
+    std::mem::size_of::<Summary>() + keys + ranges
+}
+
 impl Summary {
+    fn bytes(&self) -> usize {
+        footprint_bytes(self.writes.keys(), &self.reads, &self.ranges)
+    }
+
     fn read_covers(&self, key: &[u8]) -> bool {
         self.reads.contains_key(key) || self.ranges.iter().any(|r| in_range(r, key))
     }
@@ -167,7 +211,12 @@ struct Candidate {
 /// The certifier's state. See the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct Certifier {
+    /// Summaries of read-write commits, in commit order.
     recent: VecDeque<Summary>,
+    /// Summaries of read-only `serializable` commits, in commit order: they matter only as
+    /// the `T1` of a later pivot (their reads), so they are checked only for that, and are
+    /// forgotten first when over the budget.
+    readers: VecDeque<Summary>,
     /// Open transactions by (start position, id). The start position bounds every position
     /// the transaction can still compare against.
     active: BTreeMap<(u64, u64), Active>,
@@ -183,16 +232,40 @@ pub(crate) struct Certifier {
     window_seq: u64,
     /// The newest safe snapshot handed to a read-only serializable transaction.
     handed_safe_seq: u64,
+    /// Bytes the retained summaries take ([`Summary::bytes`]).
+    bytes: usize,
+    /// The budget of `bytes` (0: none, for tests of the rules alone).
+    bytes_max: usize,
+    /// The newest snapshot of a read-only summary forgotten for the budget: a pivot whose
+    /// `T3` committed before it is refused (see the module documentation).
+    forgotten_reader_seq: u64,
+    /// The newest commit of a read-write summary forgotten for the budget: no transaction
+    /// whose snapshot precedes it can be certified any more.
+    forgotten_seq: u64,
 }
 
 impl Certifier {
     /// A certifier that keeps the summaries of the last `window_commits` commits for
     /// one-shot commit requests (see [`Self::admit_unregistered`]).
-    pub(crate) fn with_window(window_commits: u64) -> Self {
+    /// Its summaries take at most `bytes_max` bytes (see the module documentation).
+    pub(crate) fn with_window(window_commits: u64, bytes_max: usize) -> Self {
         Certifier {
             window_seq: window_commits.saturating_mul(2),
+            bytes_max,
             ..Certifier::default()
         }
+    }
+
+    /// Bytes the retained summaries take, counted as the budget counts them.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The oldest snapshot (a commit-stream offset) a one-shot request may still be
+    /// certified at: summaries of read-write commits before it were forgotten for the
+    /// byte budget (0: none were).
+    pub(crate) fn forgotten_to(&self) -> u64 {
+        self.forgotten_seq.div_ceil(2)
     }
 
     /// Registers an open transaction starting at `start_seq`; returns its expiry flag.
@@ -222,7 +295,7 @@ impl Certifier {
 
     /// Summaries of committed transactions retained.
     pub(crate) fn retained(&self) -> usize {
-        self.recent.len()
+        self.recent.len() + self.readers.len()
     }
 
     /// The newest published safe snapshot position: the table must keep what a
@@ -331,9 +404,35 @@ impl Certifier {
                 in_edges.push((w, key.clone()));
             }
         }
+        // R → T for the read-only R (which have no writes for the checks above).
+        if fp.serializable && !t_read_only {
+            let first = self.readers.partition_point(|r| r.commit_seq <= min_base);
+            for r in self.readers.range(first..) {
+                if r.commit_seq <= fp.snapshot_seq {
+                    continue;
+                }
+                if let Some((key, _)) = fp
+                    .writes
+                    .iter()
+                    .find(|(k, (c, _))| c.is_write() && r.read_covers(k))
+                {
+                    in_edges.push((r, key.clone()));
+                }
+            }
+        }
         // T as the pivot T2: T1 = R committed, T3 = the earliest out-edge target, first.
         // T3 may be T1 itself (write skew is the cycle T1 → T2 → T1), hence `<=`.
-        if let Some((t3, _)) = &out_min {
+        if let Some((t3, key)) = &out_min {
+            // A forgotten reader with a snapshot after T3 may be T1: its reads are gone, so
+            // assume it read what T writes (it is concurrent with T: its snapshot follows
+            // T3, which follows T's snapshot).
+            if !t_read_only && *t3 < self.forgotten_reader_seq {
+                return Err(Conflict {
+                    kind: ConflictKind::DangerousStructure,
+                    key: key.clone(),
+                    other_seq: *t3,
+                });
+            }
             for (r, key) in &in_edges {
                 if *t3 <= r.commit_seq && (!r.read_only || *t3 < r.snapshot_seq) {
                     return Err(Conflict {
@@ -365,7 +464,13 @@ impl Certifier {
         out_min: Option<u64>,
         now_seq: u64,
     ) {
-        if let Some(last) = self.recent.back() {
+        if let Some(last) = self
+            .recent
+            .back()
+            .into_iter()
+            .chain(self.readers.back())
+            .max_by_key(|s| s.commit_seq)
+        {
             assert!(
                 last.commit_seq <= commit_seq,
                 "commits are certified in order"
@@ -379,7 +484,7 @@ impl Certifier {
         let worth_keeping =
             !writes.is_empty() || (serializable && (!reads.is_empty() || !ranges.is_empty()));
         if worth_keeping && (!self.active.is_empty() || self.window_seq > 0) {
-            self.recent.push_back(Summary {
+            let summary = Summary {
                 commit_seq,
                 snapshot_seq,
                 serializable,
@@ -388,9 +493,42 @@ impl Certifier {
                 reads: if serializable { reads } else { ReadSet::new() },
                 ranges: if serializable { ranges } else { Vec::new() },
                 out_min,
-            });
+            };
+            self.bytes += summary.bytes();
+            if read_only {
+                self.readers.push_back(summary);
+            } else {
+                self.recent.push_back(summary);
+            }
         }
         self.finish(id, now_seq, out_min);
+        self.shed();
+    }
+
+    /// Forgets the oldest summaries while their bytes are over the budget, each safely
+    /// (see the module documentation).
+    fn shed(&mut self) {
+        while self.bytes_max > 0 && self.bytes > self.bytes_max {
+            if let Some(old) = self.readers.pop_front() {
+                self.bytes -= old.bytes();
+                self.forgotten_reader_seq = self.forgotten_reader_seq.max(old.snapshot_seq);
+            } else if let Some(old) = self.recent.pop_front() {
+                self.bytes -= old.bytes();
+                self.forgotten_seq = self.forgotten_seq.max(old.commit_seq);
+            } else {
+                break;
+            }
+        }
+        // A registered transaction whose snapshot precedes a forgotten commit can no longer
+        // be checked against it: expired, as a transaction too far behind is.
+        let forgotten = self.forgotten_seq;
+        let victims: Vec<(u64, u64)> = self
+            .active
+            .keys()
+            .take_while(|(start, _)| *start < forgotten)
+            .copied()
+            .collect();
+        self.expire_these(&victims);
     }
 
     /// Unregisters a transaction that ends without committing anything worth recording.
@@ -508,7 +646,13 @@ impl Certifier {
                 }
             }
         }
-        for (start, id) in &victims {
+        self.expire_these(&victims);
+        victims.len()
+    }
+
+    /// Expires the open transactions `victims` (`(start, id)`).
+    fn expire_these(&mut self, victims: &[(u64, u64)]) {
+        for (start, id) in victims {
             if let Some(a) = self.active.remove(&(*start, *id)) {
                 a.expired.store(true, Ordering::Release);
             }
@@ -530,7 +674,6 @@ impl Certifier {
         if !victims.is_empty() {
             self.prune();
         }
-        victims.len()
     }
 
     fn prune(&mut self) {
@@ -538,11 +681,14 @@ impl Certifier {
         let horizon = self
             .horizon_seq()
             .map_or(window_floor, |h| h.min(window_floor));
-        while let Some(front) = self.recent.front() {
-            if front.commit_seq > horizon {
-                break;
+        for summaries in [&mut self.recent, &mut self.readers] {
+            while let Some(front) = summaries.front() {
+                if front.commit_seq > horizon {
+                    break;
+                }
+                self.bytes -= front.bytes();
+                summaries.pop_front();
             }
-            self.recent.pop_front();
         }
     }
 }
@@ -606,6 +752,47 @@ mod tests {
                 Err(e)
             }
         }
+    }
+
+    /// The read-only anomaly (Fekete et al. 2004): R reads x and y after T3 wrote x; the
+    /// pivot T2, which read x before T3 and writes y, must abort — also once R's summary
+    /// was forgotten for the byte budget (folded into the forgotten readers' position).
+    #[test]
+    fn a_reader_forgotten_for_the_budget_still_refuses_the_read_only_anomaly() {
+        let t3_bytes = footprint_bytes([b"x".to_vec()].iter(), &ReadSet::new(), &[]);
+        for (budget, forgotten) in [(0, false), (t3_bytes, true)] {
+            let mut c = Certifier::with_window(0, budget);
+            c.register(2, 0, true);
+            commit(&mut c, 3, 0, 1, &[], &["x"], WriteClass::Write).unwrap();
+            commit(&mut c, 4, 2, 2, &["x", "y"], &[], WriteClass::Write).unwrap();
+            assert_eq!(c.forgotten_reader_seq > 0, forgotten, "budget {budget}");
+            assert!(
+                budget == 0 || c.bytes() <= budget,
+                "{} > {budget}",
+                c.bytes()
+            );
+            let e = commit(&mut c, 2, 0, 3, &["x"], &["y"], WriteClass::Write).unwrap_err();
+            assert_eq!(e.kind, ConflictKind::DangerousStructure, "budget {budget}");
+        }
+        // Without the reader, the pivot commits.
+        let mut c = Certifier::with_window(0, t3_bytes);
+        c.register(2, 0, true);
+        commit(&mut c, 3, 0, 1, &[], &["x"], WriteClass::Write).unwrap();
+        commit(&mut c, 2, 0, 3, &["x"], &["y"], WriteClass::Write).unwrap();
+    }
+
+    /// A read-write summary forgotten for the budget: the open transactions that would
+    /// need it expire, and one-shot snapshots before it are refused.
+    #[test]
+    fn a_commit_forgotten_for_the_budget_expires_who_needed_it() {
+        let mut c = Certifier::with_window(0, 1);
+        let old = c.register(1, 0, true);
+        commit(&mut c, 2, 0, 1, &[], &["x"], WriteClass::Write).unwrap();
+        assert!(
+            old.load(Ordering::Acquire),
+            "T1 cannot be checked against it"
+        );
+        assert_eq!((c.forgotten_to(), c.bytes(), c.open()), (1, 0, 0));
     }
 
     #[test]

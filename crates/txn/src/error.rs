@@ -132,7 +132,10 @@ pub enum TxnError {
         max: usize,
     },
     /// A compare-and-set or delete-if-version found another version at commit.
-    #[error("version_mismatch on key {key:?}: expected version {expected}, found {found:?}")]
+    #[error(
+        "version_mismatch on key {key:?}: expected version {expected}, found {}",
+        found.map_or("the key absent".to_string(), |v| format!("version {v}"))
+    )]
     VersionMismatch {
         /// The key.
         key: String,

@@ -7,6 +7,9 @@ use crate::error::{Result, TxnError};
 
 /// Longest key, in bytes.
 pub const KEY_BYTES_MAX: usize = 1024;
+/// Longest key as a JSON string's content, in bytes: a control character is written as
+/// six (`\u0001`).
+pub const KEY_JSON_BYTES_MAX: usize = 6 * KEY_BYTES_MAX;
 /// Longest value, in bytes.
 pub const VALUE_BYTES_MAX: usize = 256 * 1024;
 /// Most distinct keys one transaction may write (puts, deletes, increments, `get_for_update`).
@@ -43,6 +46,19 @@ pub const SNAPSHOT_WINDOW_COMMITS_DEFAULT: u64 = 10_000;
 /// leader has its acknowledgment); then [`crate::TxnError::SnapshotAhead`]. Short: the
 /// follower that forwarded the request waits for the leader's answer only so long.
 pub const LEADER_SNAPSHOT_WAIT_MS: u64 = 1_000;
+/// Default budget of the certifier's memory of committed transactions (keys written, keys
+/// and range bounds read, counted with a fixed cost per entry), in bytes: 256 MiB. Over it
+/// the oldest summaries are forgotten safely (see [`crate::TxnStoreOptions::certifier_bytes_max`]).
+pub const CERTIFIER_BYTES_DEFAULT: usize = 256 << 20;
+/// Most bytes one transaction's footprint may take in the certifier's budget (its keys
+/// written, keys and range bounds read, each with its entry cost): 8 MiB. A larger one is
+/// refused ([`crate::TxnError::TooMany`], `footprint bytes`) before it is certified.
+pub const FOOTPRINT_BYTES_MAX: usize = 8 << 20;
+/// The smallest certifier budget: a few of the largest footprints.
+pub const CERTIFIER_BYTES_MIN: usize = 4 * FOOTPRINT_BYTES_MAX;
+/// Longest principal name a commit request's id is scoped by, in bytes
+/// ([`crate::CommitRequest::principal`]).
+pub const PRINCIPAL_BYTES_MAX: usize = 128;
 /// Keys examined by the incremental MVCC garbage collector after each commit.
 pub const GC_KEYS_PER_COMMIT: usize = 32;
 
@@ -50,6 +66,7 @@ const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX + 64 < COMMIT_RECORD_BYTES
 const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(VALUE_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(READ_RANGES_MAX <= READ_SET_KEYS_MAX);
+const _: () = assert!(CERTIFIER_BYTES_MIN <= CERTIFIER_BYTES_DEFAULT);
 
 /// Checks a key: 0 ..= [`KEY_BYTES_MAX`] bytes (the empty key is a key like any other).
 pub(crate) fn check_key(key: &[u8]) -> Result<()> {
@@ -57,6 +74,41 @@ pub(crate) fn check_key(key: &[u8]) -> Result<()> {
         return Err(TxnError::KeyTooLarge {
             bytes: key.len(),
             max: KEY_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a commit request's principal: 1..=[`PRINCIPAL_BYTES_MAX`] bytes of printable
+/// ASCII, so it cannot hold the separator of a scoped request id.
+pub(crate) fn check_principal(principal: Option<&str>) -> Result<()> {
+    let Some(p) = principal else { return Ok(()) };
+    let reason = if p.is_empty() || p.len() > PRINCIPAL_BYTES_MAX {
+        "must be 1 to 128 bytes"
+    } else if !p.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        "must be printable ASCII"
+    } else {
+        return Ok(());
+    };
+    Err(TxnError::InvalidRequest {
+        field: "principal",
+        key: None,
+        reason: reason.into(),
+    })
+}
+
+/// Checks a transaction's footprint in the certifier: at most [`FOOTPRINT_BYTES_MAX`]
+/// bytes as its budget counts them.
+pub(crate) fn check_footprint(r: &crate::CommitRequest) -> Result<()> {
+    let bytes = crate::certifier::footprint_bytes(
+        r.writes.keys().chain(r.locks.keys()),
+        &r.reads,
+        &r.ranges,
+    );
+    if bytes > FOOTPRINT_BYTES_MAX {
+        return Err(TxnError::TooMany {
+            what: "footprint bytes",
+            max: FOOTPRINT_BYTES_MAX,
         });
     }
     Ok(())

@@ -10,7 +10,7 @@
 //! | 8 | version 3 only: epoch (the fencing token of the elected leader that certified it) |
 //! | 1 | isolation: 0 read_committed, 1 snapshot, 2 serializable |
 //! | 8 | snapshot (commit-stream offset the transaction read at; exclusive) |
-//! | 2 + n | request id (length, ASCII; length 0: none) |
+//! | 2 + n | request id in its principal's namespace (length; length 0: none): `principal` U+001F `id`, or the `id` alone for a request no principal sent ([`scoped_request_id`]) |
 //! | 1 + n | traceparent (length, ASCII; length 0: none) |
 //! | 1 | versions 2, 3: intents flags (bit 0: the transaction read before committing; version 3, bit 1: a fingerprint follows) |
 //! | 16 | version 2, and version 3 with flag bit 1: intents fingerprint (XXH3-128, computed by the `txn` module) |
@@ -51,6 +51,22 @@ pub const COMMIT_FORMAT_VERSION_V1: u8 = 1;
 /// The commit record format version with an epoch: written for commits certified by an
 /// elected leader (a cluster).
 pub const COMMIT_FORMAT_VERSION_V3: u8 = 3;
+
+/// What separates the principal from the request id in a commit record's request id: a
+/// control character, which neither a principal name nor a request id (printable ASCII)
+/// holds, so the two read back unambiguously.
+pub const PRINCIPAL_SEPARATOR: char = '\u{1f}';
+
+/// A commit's request id in its principal's namespace, as the commit record holds it and the
+/// store's request-id index keys it: `principal` U+001F `id`; `id` alone without a principal
+/// (a node without authentication, and every record written before ids were scoped). Two
+/// principals' commits under the same id are two requests.
+pub fn scoped_request_id(principal: Option<&str>, id: &str) -> String {
+    match principal {
+        Some(p) => format!("{p}{PRINCIPAL_SEPARATOR}{id}"),
+        None => id.to_string(),
+    }
+}
 
 /// The first byte of an epoch record (its kind and version).
 pub const EPOCH_RECORD_VERSION: u8 = 0x45;
@@ -138,7 +154,8 @@ pub struct CommitRecord {
     pub isolation: Isolation,
     /// The snapshot it read at (commits at offsets below it were visible).
     pub snapshot: u64,
-    /// Its request id, if it had one.
+    /// Its request id, if it had one, in its principal's namespace
+    /// ([`scoped_request_id`]).
     pub request_id: Option<String>,
     /// Its W3C traceparent, if it had one.
     pub traceparent: Option<String>,

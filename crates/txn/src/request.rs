@@ -96,6 +96,13 @@ pub struct CommitRequest {
     pub locks: BTreeMap<Vec<u8>, u64>,
     /// The writes, one net intent per key, in key order.
     pub writes: BTreeMap<Vec<u8>, Write>,
+    /// Who sends it: its request id is looked up among this principal's ids only, and its
+    /// commit record carries the principal with the id, so replay rebuilds the same
+    /// namespaces (see [`crate::record::scoped_request_id`]). `None`: the one namespace of
+    /// a store whose callers are not told apart (a node without authentication).
+    /// 1..=[`crate::limits::PRINCIPAL_BYTES_MAX`] bytes of printable ASCII.
+    #[serde(default)]
+    pub principal: Option<String>,
 }
 
 impl CommitRequest {
@@ -110,7 +117,13 @@ impl CommitRequest {
             ranges: Vec::new(),
             locks: BTreeMap::new(),
             writes: BTreeMap::new(),
+            principal: None,
         }
+    }
+
+    /// The request id `id` in this request's principal's namespace.
+    pub(crate) fn scoped_id(&self, id: &logbook_log::RequestId) -> String {
+        crate::record::scoped_request_id(self.principal.as_deref(), id.as_str())
     }
 
     /// The *intents fingerprint*: XXH3-128 of what the transaction asked for, stored in its

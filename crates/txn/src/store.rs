@@ -86,6 +86,13 @@ pub struct TxnStoreOptions {
     /// of that many commits, whether or not a transaction is open. Default
     /// [`limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT`].
     pub snapshot_window_commits: u64,
+    /// The budget of the certifier's summaries, in bytes: over it the oldest are forgotten
+    /// — a read-only one folded into a conservative check (a later pivot may abort where it
+    /// would not have), a read-write one by expiring the transactions and refusing the
+    /// one-shot snapshots that would need it (`snapshot_too_old`). Default
+    /// [`limits::CERTIFIER_BYTES_DEFAULT`]; at least [`limits::CERTIFIER_BYTES_MIN`]
+    /// (a smaller one is raised to it).
+    pub certifier_bytes_max: usize,
     /// Whether the commit stream is written by a leader elected among several nodes (a
     /// cluster). The store then opens as a **follower**: it derives the table from the
     /// stream ([`TxnStore::catch_up`]) and serves reads, and refuses commits with
@@ -106,6 +113,7 @@ impl Default for TxnStoreOptions {
             early_lock_release: true,
             request_ids_max: limits::COMMIT_REQUEST_IDS_DEFAULT,
             snapshot_window_commits: limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT,
+            certifier_bytes_max: limits::CERTIFIER_BYTES_DEFAULT,
             elected: false,
         }
     }
@@ -439,7 +447,10 @@ impl TxnStore {
         }
         let mut table = Table::default();
         let mut state = CommitState {
-            cert: Certifier::with_window(options.snapshot_window_commits),
+            cert: Certifier::with_window(
+                options.snapshot_window_commits,
+                options.certifier_bytes_max.max(limits::CERTIFIER_BYTES_MIN),
+            ),
             next_offset: 0,
             next_txn_id: 1,
             ids_done: HashMap::new(),
@@ -620,22 +631,27 @@ impl TxnStore {
         CommitRecord::decode(&rec.value).map_err(|reason| TxnError::Corrupt { offset, reason })
     }
 
-    /// The outcome of the commit that used `request_id`, if one did (and is still in the
-    /// window): what a client that lost a commit's response gets when it asks again without
+    /// The outcome of the commit `principal` made with `request_id` (`None`: the namespace
+    /// of requests without a principal), if one did (and is still in the window): what a client that lost a commit's response gets when it asks again without
     /// re-running the transaction. Waits if that commit is still in flight.
     ///
     /// # Errors
     /// [`TxnError::Poisoned`]; [`TxnError::Log`] / [`TxnError::Corrupt`] reading the record.
-    pub fn committed(&self, request_id: &RequestId) -> Result<Option<CommitOutcome>> {
+    pub fn committed(
+        &self,
+        principal: Option<&str>,
+        request_id: &RequestId,
+    ) -> Result<Option<CommitOutcome>> {
+        let key = crate::record::scoped_request_id(principal, request_id.as_str());
         loop {
             let state = lock(&self.state);
             self.check_poisoned()?;
-            if let Some(&done) = state.ids_done.get(request_id.as_str()) {
+            if let Some(&done) = state.ids_done.get(&key) {
                 drop(state);
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return self.duplicate_outcome(done.offset).map(Some);
             }
-            let Some(pending) = state.ids_pending.get(request_id.as_str()).cloned() else {
+            let Some(pending) = state.ids_pending.get(&key).cloned() else {
                 return Ok(None);
             };
             drop(state);
@@ -655,14 +671,15 @@ impl TxnStore {
     /// Open transactions, committed-transaction summaries retained by the certifier, keys
     /// and versions in the table: the figures that bounded memory is about.
     pub fn memory(&self) -> MemoryFigures {
-        let (open, retained) = {
+        let (open, retained, certifier_bytes) = {
             let s = lock(&self.state);
-            (s.cert.open(), s.cert.retained())
+            (s.cert.open(), s.cert.retained(), s.cert.bytes())
         };
         let t = self.read_table();
         MemoryFigures {
             open_txns: open,
             retained_summaries: retained,
+            certifier_bytes,
             keys: t.keys(),
             versions: t.versions(),
         }
@@ -823,6 +840,12 @@ impl TxnStore {
             self.finish(parts.id);
             return Err(e.into());
         }
+        let checked = limits::check_principal(parts.request.principal.as_deref())
+            .and_then(|()| limits::check_footprint(&parts.request));
+        if let Err(e) = checked {
+            self.finish(parts.id);
+            return Err(e);
+        }
         // Only a commit with a request id needs its fingerprint (computed outside the lock).
         let intents = request_id.map(|_| parts.request.intents_fingerprint());
         let outcome = loop {
@@ -856,7 +879,8 @@ impl TxnStore {
                 let table = self.read_table();
                 let durable = self.durable_end();
                 check_window(&table, parts.request.snapshot, self.window(), durable)?;
-                check_certified(parts.request.snapshot, state.certified_from)?;
+                let from = state.certified_from.max(state.cert.forgotten_to());
+                check_certified(parts.request.snapshot, from)?;
                 check_locks(&parts.request, durable)?;
                 check_versions(&table, &parts.request)?;
             }
@@ -886,7 +910,7 @@ impl TxnStore {
                 offset,
                 incremented,
                 pending,
-                request_id: request_id.map(|id| id.as_str().to_string()),
+                request_id: request_id.map(|id| parts.request.scoped_id(id)),
                 intents,
                 read_dependent: parts.request.read_any,
                 link,
@@ -904,7 +928,10 @@ impl TxnStore {
         id: &RequestId,
         intents: Option<u128>,
     ) -> IdCheck<'a> {
-        if let Some(&done) = state.ids_done.get(id.as_str()) {
+        // Ids are looked up in the sender's namespace: another principal's commit under the
+        // same id is another request, never a duplicate or a conflict of this one.
+        let key = parts.request.scoped_id(id);
+        if let Some(&done) = state.ids_done.get(&key) {
             let now = 2 * self.visible(&state);
             state.cert.finish(parts.id, now, None);
             drop(state);
@@ -926,7 +953,7 @@ impl TxnStore {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return IdCheck::Answered(self.duplicate_outcome(done.offset).map(Prepared::Done));
         }
-        let Some(pending) = state.ids_pending.get(id.as_str()).cloned() else {
+        let Some(pending) = state.ids_pending.get(&key).cloned() else {
             return IdCheck::New(state);
         };
         drop(state);
@@ -1127,7 +1154,9 @@ impl TxnStore {
         self.apply_appended(state, parts, certified, offset, resolved.writes);
         let pending = request_id.map(|id| {
             let p = Arc::new(Outcome::default());
-            state.ids_pending.insert(id.as_str().to_string(), p.clone());
+            state
+                .ids_pending
+                .insert(parts.request.scoped_id(id), p.clone());
             p
         });
         let (settled, after) = logbook_log::AppendCompletion::channel();
@@ -1219,7 +1248,7 @@ impl TxnStore {
             };
             remember_id(
                 state,
-                id.as_str().to_string(),
+                parts.request.scoped_id(id),
                 done,
                 self.options.request_ids_max,
             );
@@ -1249,7 +1278,7 @@ impl TxnStore {
         let record = CommitRecord {
             isolation: parts.request.isolation,
             snapshot: parts.request.snapshot,
-            request_id: request_id.map(|id| id.as_str().to_string()),
+            request_id: request_id.map(|id| parts.request.scoped_id(id)),
             traceparent: traceparent.map(str::to_string),
             intents,
             read_dependent: parts.request.read_any,
@@ -1526,6 +1555,9 @@ pub struct MemoryFigures {
     pub open_txns: usize,
     /// Summaries of committed transactions the certifier keeps for open ones.
     pub retained_summaries: usize,
+    /// Bytes those summaries take, as the certifier's budget counts them
+    /// ([`TxnStoreOptions::certifier_bytes_max`]).
+    pub certifier_bytes: usize,
     /// Keys in the table (tombstones not yet collected included).
     pub keys: usize,
     /// Versions over all keys.

@@ -68,6 +68,8 @@ pub struct Txn {
     track_reads: bool,
     /// Bytes the buffered writes will take in the commit record (keys, values, framing).
     write_bytes: usize,
+    /// Who commits it (see [`CommitRequest::principal`]).
+    principal: Option<String>,
     done: bool,
 }
 
@@ -93,6 +95,7 @@ impl Txn {
             read_any: false,
             track_reads: options.isolation != Isolation::ReadCommitted && !options.read_only,
             write_bytes: 0,
+            principal: None,
             done: false,
         }
     }
@@ -119,6 +122,12 @@ impl Txn {
     /// on a cluster follower): then its reads are certified by the leader.
     fn tracks_reads(&self) -> bool {
         self.track_reads
+    }
+
+    /// Names who commits it: its commit's request id is then looked up among that
+    /// principal's ids only (see [`CommitRequest::principal`]).
+    pub fn set_principal(&mut self, principal: Option<String>) {
+        self.principal = principal;
     }
 
     /// The store it was begun on.
@@ -660,6 +669,7 @@ impl Txn {
                 ranges: std::mem::take(&mut self.ranges),
                 locks: std::mem::take(&mut self.locks),
                 writes: std::mem::take(&mut self.writes),
+                principal: self.principal.take(),
             },
         }
     }

@@ -119,7 +119,7 @@ fn replay_ignores_a_commit_of_an_older_epoch_after_a_newer_one() {
     assert_eq!(value(&replayed, "k").as_deref(), Some("\"kept\""));
     let id = logbook_log::RequestId::new("r-stale").unwrap();
     assert_eq!(
-        replayed.committed(&id).unwrap(),
+        replayed.committed(None, &id).unwrap(),
         None,
         "its request id is not remembered"
     );
@@ -168,7 +168,7 @@ fn replay_skips_the_newest_epochs_commits_after_a_deposed_leaders_record_in_its_
     for id in ["r-stale", "r-after"] {
         let id = logbook_log::RequestId::new(id).unwrap();
         assert_eq!(
-            replayed.committed(&id).unwrap(),
+            replayed.committed(None, &id).unwrap(),
             None,
             "{id} is not remembered"
         );

@@ -29,7 +29,8 @@ pub enum ClientError {
     /// A write's outcome could not be learned.
     #[error(
         "outcome unknown: {operation} was sent {attempts} time(s) without an answer that \
-         settles it (request id {request_id:?}); it may or may not have been applied: {last}"
+         settles it ({}); it may or may not have been applied: {last}",
+        request_id.as_ref().map_or("without a request id".to_string(), |id| format!("request id {id:?}"))
     )]
     Unknown {
         /// What was being done, e.g. `POST /v1/streams/orders/records`.

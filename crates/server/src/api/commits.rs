@@ -16,7 +16,10 @@ use logbook_api::txns::{
 use logbook_txn::{CommitRequest, Condition, Isolation, KeyRange, TxnError, Value, Write};
 
 use crate::auth::scope::{Action, Kind, Need};
-use crate::auth::{Caller, authorize_body, range_need, reveals_state};
+use crate::auth::{
+    Caller, Principal, authorize_body, authorize_held_snapshot_write, may_read, range_need,
+    reveals_state,
+};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, RequiredJsonBody, Tracking, blocking, commit_to_the_end};
 use crate::limits;
@@ -33,32 +36,22 @@ fn cuts(next: &[u8], end: &Bound<Vec<u8>>) -> bool {
     }
 }
 
-/// The key range of a spec; `at` is the spec's JSON path for errors. A `start` beside a
-/// `prefix` resumes the prefix's keys from there (a page continued from its `next`).
-fn key_range(spec: &RangeSpec, at: &str) -> Result<KeyRange, ApiError> {
-    if let Some(p) = &spec.prefix {
-        if spec.end.is_some() {
-            return Err(ApiError::invalid(
-                format!("{at}.end"),
-                "give prefix (and a start to resume from), or start and/or end, not both",
-            ));
-        }
-        let mut range = KeyRange::prefix(p.as_bytes());
-        if let Some(start) = spec.start.as_ref().filter(|s| s.as_str() > p.as_str()) {
-            range.start = Bound::Included(start.as_bytes().to_vec());
-        }
-        return Ok(range);
+/// Whether `next` lies after a range's `start` (a page cut there read at least one row).
+fn after_start(next: &[u8], start: &Bound<Vec<u8>>) -> bool {
+    match start {
+        Bound::Unbounded => true,
+        Bound::Included(s) | Bound::Excluded(s) => next > s.as_slice(),
     }
-    Ok(KeyRange {
-        start: spec
-            .start
-            .as_ref()
-            .map_or(Bound::Unbounded, |s| Bound::Included(s.as_bytes().to_vec())),
-        end: spec
-            .end
-            .as_ref()
-            .map_or(Bound::Unbounded, |s| Bound::Excluded(s.as_bytes().to_vec())),
-    })
+}
+
+/// The key range of a spec ([`super::txns::key_range`]); `at` is the spec's JSON path.
+fn key_range(spec: &RangeSpec, at: &str) -> Result<KeyRange, ApiError> {
+    super::txns::key_range(
+        spec.prefix.as_deref(),
+        spec.start.as_deref(),
+        spec.end.as_deref(),
+        at,
+    )
 }
 
 /// A problem whose `field` is the body path of what failed (`writes[3].if_version`,
@@ -81,7 +74,7 @@ fn name_field(e: TxnError, index_of: impl Fn(&str, &str) -> Option<usize>) -> Ap
         TxnError::ValueTooLarge { key, .. } => at("writes", key, ".value"),
         TxnError::TooMany { what, .. } => Some(
             match *what {
-                "read keys" => "reads",
+                "read keys" | "footprint bytes" => "reads",
                 "range reads" => "ranges",
                 _ => "writes",
             }
@@ -123,7 +116,7 @@ fn check_keys<'a>(
         ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "How long to wait for the token, and on a cluster follower to apply the commit stream up to `snapshot`, ms (default 5000, at most 60000)")),
     request_body = ReadBody,
     responses((status = 200, description = "The values, versions and pages at one snapshot. A range whose `next` is set with fewer rows than its `limit` was cut by the answer's byte budget (`KV_READ_ANSWER_BYTES_MAX`, 4 MiB): read on from `next` at the same snapshot", body = ReadAnswer),
-        (status = 400, description = "`invalid_json` (the body; `field` its path), `invalid_request` (`ranges[i].limit` outside 1..=10000, `ranges[i].end` beside a prefix, `ranges[i].next` in a read, `snapshot` below the token's position, `timeout_ms`, an unknown query parameter), `invalid_token`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_json` (the body; `field` its path), `invalid_request` (`ranges[i].limit` outside 1..=10000, `ranges[i].end` beside a prefix, `ranges[i].next` in a read, a range's `end` not after its `start`, a `start` outside its `prefix`, a bound longer than a key, `snapshot` below the token's position, `timeout_ms`, an unknown query parameter), `invalid_token`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`: no valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: a key or range no `kv:read` scope of the token covers; `field` names it (`keys[2]`, `ranges[0]`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`snapshot_too_old`: the snapshot is behind the snapshot window (retryable: read again); `token_incarnation`: the token names an earlier incarnation of the commit stream", body = Problem, content_type = "application/problem+json"),
@@ -431,6 +424,13 @@ fn commit_request(body: &CommitBody, snapshot: u64) -> Result<CommitRequest, Api
                     "next must lie within the range it cuts short (at or before its end)",
                 ));
             }
+            // A page holds at least one row: its `next` is after the range's start.
+            Some(next) if !after_start(next.as_bytes(), &range.start) => {
+                return Err(ApiError::invalid(
+                    format!("{at}.next"),
+                    "next must lie after the range's start: a page read at least one row",
+                ));
+            }
             Some(next) => Bound::Excluded(next.as_bytes().to_vec()),
             None => range.end,
         };
@@ -510,9 +510,9 @@ fn write_of(w: &logbook_api::txns::WriteSpec, at: &str) -> Result<Write, ApiErro
     params(("Idempotency-Key" = Option<String>, Header, description = "Request id: 1..=128 printable ASCII bytes, sent once"), ("traceparent" = Option<String>, Header)),
     request_body = CommitBody,
     responses((status = 200, description = "Committed (`offset` null for a transaction that wrote nothing, e.g. `{}`: an empty transaction commits, as in PostgreSQL)", body = Committed),
-        (status = 400, description = "`body_required` (no body), `invalid_json` (`field` its path; `reads[i].version` missing — a key read as absent is declared with `\"version\": null`), `invalid_request` (`writes[i].value` missing, a member that does not go with the op, both `if_version` and `if_absent`, `ranges[i].limit`), `invalid_request_id` (`Idempotency-Key`), `invalid_traceparent`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`body_required` (no body), `invalid_json` (`field` its path; `reads[i].version` missing — a key read as absent is declared with `\"version\": null`), `invalid_request` (`writes[i].value` missing, a member that does not go with the op, both `if_version` and `if_absent`, `ranges[i].limit`; a range's `end` not after its `start`, a `start` outside its `prefix`, a bound longer than a key, a `next` not after the range's `start`, each naming the member), `invalid_request_id` (`Idempotency-Key`), `invalid_traceparent`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`: no valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: a declared read, range or lock no `kv:read` scope covers, or a write no `kv:write` scope covers (`writes[0].key`); an atomic write also needs `kv:read` on its key, since its answer reveals the key's state — an increment's result (`writes[i].op`), the version a `version_mismatch` found (`writes[i].if_version`), a `key_exists` (`writes[i].if_absent`); `field` names it; nothing was committed (decision 0018)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a declared read, range or lock no `kv:read` scope covers, or a write no `kv:write` scope covers (`writes[0].key`); an atomic write also needs `kv:read` on its key, since its answer reveals the key's state — an increment's result (`writes[i].op`), the version a `version_mismatch` found (`writes[i].if_version`), a `key_exists` (`writes[i].if_absent`); a write at `snapshot` or `serializable` in a request that names `snapshot` needs `kv:read` on its key too (`field` `snapshot`: whether it conflicts tells whether the key was written since); `field` names it; nothing was committed (decision 0018)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`serialization_failure` (read again and retry), `snapshot_too_old` (retryable), `version_mismatch` (`writes[i].if_version`), `key_exists` (`writes[i].if_absent`), `not_an_integer` (`writes[i].key`), `increment_overflow` (`writes[i].by`), `request_id_conflict` (`Idempotency-Key`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large` (the body), `key_too_large` (`writes[i].key`, `reads[i].key`, `locks[i]`), `value_too_large` (`writes[i].value`), `transaction_too_large` (`writes`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`: a body not declared JSON", body = Problem, content_type = "application/problem+json"),
@@ -530,8 +530,29 @@ pub async fn commit(
 ) -> Result<Json<Committed>, ApiError> {
     q.only(&[])?;
     authorize_body(&caller, commit_needs(&body))?;
+    let level = body.isolation.map_or(Isolation::Serializable, isolation);
+    if body.snapshot.is_some() && level != Isolation::ReadCommitted {
+        for w in &body.writes {
+            authorize_held_snapshot_write(&caller, "snapshot", &w.key)?;
+        }
+    }
     let opened = state.opened()?;
     certify_or_forward(&state, &opened, body, &tracking, &headers).await
+}
+
+/// The detail of a refused commit for a caller that may not read the key it conflicted on:
+/// a `serialization_failure` is then told without the offset of the other commit, which is
+/// a version of the key (decision 0018). `None`: the error's own detail.
+pub(super) fn detail_for(e: &TxnError, principal: Option<&Principal>) -> Option<String> {
+    match e {
+        TxnError::SerializationFailure { kind, key, .. } if !may_read(principal, key) => {
+            Some(format!(
+                "serialization_failure: {kind} on key {key:?} with a transaction committed \
+                 after this one's snapshot; retry"
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// A self-contained commit request, certified here (a single node, a cluster's leader) or
@@ -551,7 +572,8 @@ pub(super) async fn certify_or_forward(
     if txns.options().elected && txns.leading().is_none() {
         return forward(opened, body, tracking, headers).await.map(Json);
     }
-    let request = commit_request(&body, txns.durable_end())?;
+    let mut request = commit_request(&body, txns.durable_end())?;
+    request.principal = tracking.principal_name();
     let m = state.metrics();
     let started = Instant::now();
     let (rid, traceparent) = (tracking.request_id.clone(), tracking.traceparent.clone());
@@ -564,12 +586,17 @@ pub(super) async fn certify_or_forward(
         .observe(started.elapsed().as_secs_f64());
     let outcome = outcome.map_err(|e| {
         m.aborts.with_label_values(&[e.code()]).inc();
-        name_field(e, |list, key| match list {
+        let hidden = detail_for(&e, tracking.principal.as_deref());
+        let mut refused = name_field(e, |list, key| match list {
             "reads" => body.reads.iter().position(|r| r.key == key),
             "writes" => body.writes.iter().position(|w| w.key == key),
             "locks" => body.locks.iter().position(|k| k == key),
             _ => None,
-        })
+        });
+        if let Some(detail) = hidden {
+            refused.detail = detail;
+        }
+        refused
     })?;
     m.commits.inc();
     if outcome.duplicate {

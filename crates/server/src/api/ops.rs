@@ -250,6 +250,7 @@ fn node_limits(config: &crate::config::ServerConfig) -> NodeLimits {
         body_rate_min_bytes_per_s: config.body_rate_min_bytes_per_s,
         txn_idle_timeout_ms: config.txn_idle_timeout_ms,
         snapshot_window_commits: config.snapshot_window_commits,
+        certifier_bytes_max: config.certifier_bytes_max,
     }
 }
 
@@ -290,6 +291,12 @@ pub async fn metrics(State(state): State<AppState>, q: Params) -> Result<Respons
         let m = state.metrics().clone();
         let views = opened.views.clone();
         let _ = crate::extract::blocking(move || m.set_view_lag(&views)).await;
+        if let Ok(txns) = opened.txns() {
+            let bytes = txns.memory().certifier_bytes;
+            let m = state.metrics();
+            m.certifier_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         if let Some(scrubber) = &opened.scrubber {
             state.metrics().set_scrub(&scrubber.status());
         }

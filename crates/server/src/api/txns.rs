@@ -17,7 +17,7 @@ use logbook_api::paths::route;
 use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
 use logbook_txn::{Condition, Isolation, KeyRange, ScanPage, Txn, TxnError, TxnOptions, Versioned};
 
-use crate::auth::{Caller, authorize_body, reveals_state};
+use crate::auth::{Caller, authorize_body, authorize_held_snapshot_write, reveals_state};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking, commit_to_the_end};
 use crate::limits;
@@ -148,20 +148,76 @@ fn end(state: &AppState, entry: &OpenTxn, how: TxnEnd, reason: &str) {
 }
 
 fn range(q: &Params) -> Result<KeyRange, ApiError> {
-    let prefix = q.text("prefix");
-    let (start, end) = (q.text("start"), q.text("end"));
-    if let Some(p) = prefix {
-        if start.is_some() || end.is_some() {
+    let (prefix, start, end) = (q.text("prefix"), q.text("start"), q.text("end"));
+    key_range(prefix, start, end, "")
+}
+
+/// A key range from `prefix` (with a `start` to resume from, within it: a page continued
+/// from its `next`), or from `start` (inclusive) to `end` (exclusive), either open. `at` is
+/// the range's body path (`ranges[2]`; `""`: query parameters), which the problem's `field`
+/// extends. The same for every scan and declared range (`GET /v1/kv`, `GET
+/// /v1/txns/{txn}/kv`, `POST /v1/kv/read`, `POST /v1/commits`).
+///
+/// # Errors
+/// 400 `invalid_request` naming the member: a bound longer than a key may be, `end`
+/// beside `prefix`, a `start` outside the prefix, an empty or inverted range.
+pub(super) fn key_range(
+    prefix: Option<&str>,
+    start: Option<&str>,
+    end: Option<&str>,
+    at: &str,
+) -> Result<KeyRange, ApiError> {
+    let field = |name: &str| {
+        if at.is_empty() {
+            name.to_string()
+        } else {
+            format!("{at}.{name}")
+        }
+    };
+    let max = logbook_txn::limits::KEY_BYTES_MAX;
+    for (name, bound) in [("prefix", prefix), ("start", start), ("end", end)] {
+        if let Some(b) = bound.filter(|b| b.len() > max) {
             return Err(ApiError::invalid(
-                "prefix",
-                "give prefix, or start and/or end, not both",
+                field(name),
+                format!(
+                    "{name} is {} bytes; a range bound is a key: 0..={max} bytes",
+                    b.len()
+                ),
             ));
         }
-        return Ok(KeyRange::prefix(p.as_bytes()));
+    }
+    if let Some(p) = prefix {
+        if end.is_some() {
+            return Err(ApiError::invalid(
+                field("end"),
+                "give prefix (and a start to resume from), or start and/or end, not both",
+            ));
+        }
+        let mut range = KeyRange::prefix(p.as_bytes());
+        if let Some(s) = start {
+            if !s.starts_with(p) {
+                return Err(ApiError::invalid(
+                    field("start"),
+                    format!(
+                        "start {s:?} lies outside the prefix {p:?}: resume from a key within it"
+                    ),
+                ));
+            }
+            range.start = Bound::Included(s.as_bytes().to_vec());
+        }
+        return Ok(range);
+    }
+    if let (Some(s), Some(e)) = (start, end)
+        && s >= e
+    {
+        return Err(ApiError::invalid(
+            field("end"),
+            format!("end {e:?} is not after start {s:?}: the range holds no key"),
+        ));
     }
     Ok(KeyRange {
         start: start.map_or(Bound::Unbounded, |s| Bound::Included(s.as_bytes().to_vec())),
-        end: end.map_or(Bound::Unbounded, |s| Bound::Excluded(s.as_bytes().to_vec())),
+        end: end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.as_bytes().to_vec())),
     })
 }
 
@@ -262,9 +318,10 @@ pub async fn get_key(
 /// `next` where it stopped.
 #[utoipa::path(get, path = route::TXN_KV, tag = "transactions",
     params(("txn" = String, Path),
-        ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
+        ("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive; beside `prefix`, a key within it to resume from (a page's `next`)"),
         ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "1..=10000, default 100")),
-    responses((status = 200, description = "A page of rows; `next` set with fewer rows than `limit` when the answer's byte budget (`KV_READ_ANSWER_BYTES_MAX`, 4 MiB: each row its key and value bytes plus 64) cut it — read on from `next` (as `start`)", body = Rows),
+    responses((status = 200, description = "A page of rows; `next` set with fewer rows than `limit` when the answer's byte budget (`KV_READ_ANSWER_BYTES_MAX`, 4 MiB: each row its key as JSON writes it, its value bytes and 64) cut it — read on from `next` (as `start`, beside the same `prefix`)", body = Rows),
+        (status = 400, description = "`invalid_request` naming the parameter: `end` beside `prefix`, a `start` outside the prefix, an `end` not after `start`, a bound longer than a key (1024 bytes), `limit`", body = Problem, content_type = "application/problem+json"),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn scan(
     State(state): State<AppState>,
@@ -285,7 +342,7 @@ pub async fn scan(
     request_body = PutBody,
     responses((status = 204, description = "Buffered"),
         (status = 400, description = "`invalid_json` naming the field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: a conditional put (`if_version`, `if_absent`; `field` names it) needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version or presence (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a conditional put (`if_version`, `if_absent`; `field` names it) needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version or presence; so does any put in a `snapshot` or `serializable` transaction (`field` `key`: it is checked against the snapshot the transaction holds) (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn put_key(
     State(state): State<AppState>,
@@ -304,6 +361,7 @@ pub async fn put_key(
     if let Some(field) = condition {
         authorize_body(&caller, [(field.to_string(), reveals_state(&key))])?;
     }
+    authorize_write_at_snapshot(&state, &caller, &id, &key).await?;
     with_txn_inline(&state, &id, move |t| match cond {
         Condition::IfVersion(v) => t.put_if_version(key.as_bytes(), &value, v),
         Condition::IfAbsent => t.put_if_absent(key.as_bytes(), &value),
@@ -311,6 +369,29 @@ pub async fn put_key(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A write in transaction `id` without `kv:read` on `key`: allowed at `read_committed`
+/// only — at `snapshot` and `serializable` it is checked against the snapshot the
+/// transaction holds since it began ([`authorize_held_snapshot_write`]). Checked before
+/// anything is buffered; the field is `key`.
+///
+/// # Errors
+/// 403 `forbidden`; the errors of a transaction no longer open.
+async fn authorize_write_at_snapshot(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    key: &str,
+) -> Result<(), ApiError> {
+    if crate::auth::may_read(caller.as_deref().map(|p| &**p), key) {
+        return Ok(());
+    }
+    let level = with_txn_inline(state, id, |t| Ok(t.isolation())).await?;
+    if level == logbook_txn::Isolation::ReadCommitted {
+        return Ok(());
+    }
+    authorize_held_snapshot_write(caller, "key", key)
 }
 
 /// A put's value (stored canonical) and condition, checked alike for both forms of a
@@ -356,7 +437,7 @@ pub(super) fn put_write(
     params(("txn" = String, Path), ("key" = String, Path),
         ("if_version" = Option<u64>, Query, description = "Delete only if at this version at commit (needs `kv:read` on the key beside `kv:write`)")),
     responses((status = 204, description = "Buffered"),
-        (status = 403, description = "`forbidden`: a delete with `if_version` needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a delete with `if_version` needs `kv:read` on the key beside `kv:write` — its outcome reveals the key's version; so does any delete in a `snapshot` or `serializable` transaction (`field` `key`: it is checked against the snapshot the transaction holds) (decision 0018); nothing was buffered", body = Problem, content_type = "application/problem+json"),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_key(
     State(state): State<AppState>,
@@ -369,6 +450,7 @@ pub async fn delete_key(
     if if_version.is_some() {
         authorize_body(&caller, [("if_version".to_string(), reveals_state(&key))])?;
     }
+    authorize_write_at_snapshot(&state, &caller, &id, &key).await?;
     with_txn_inline(&state, &id, move |t| match if_version {
         Some(v) => t.delete_if_version(key.as_bytes(), v),
         None => t.delete(key.as_bytes()),
@@ -495,6 +577,8 @@ async fn run_commit(
     let started = Instant::now();
     let rid = tracking.request_id.clone();
     let traceparent = tracking.traceparent.clone();
+    let mut txn = txn;
+    txn.set_principal(tracking.principal_name());
     let outcome =
         commit_to_the_end(move || txn.commit_async(rid.as_ref(), traceparent.as_deref())).await?;
     m.op_duration
@@ -511,7 +595,11 @@ async fn run_commit(
         }
         Err(e) => {
             let code = e.code();
-            let error = ApiError::from(e);
+            let hidden = super::commits::detail_for(&e, tracking.principal.as_deref());
+            let mut error = ApiError::from(e);
+            if let Some(detail) = hidden {
+                error.detail = detail;
+            }
             let how = TxnEnd::CommitFailed {
                 error: error.clone(),
                 request_id,
@@ -668,9 +756,11 @@ async fn commit_ended(
     }
     if let Some(request_id) = tracking.request_id.clone() {
         let txns = opened.txns()?.clone();
-        let found = tokio::task::spawn_blocking(move || txns.committed(&request_id))
-            .await
-            .map_err(|_| ApiError::from(TxnError::Closed))??;
+        let principal = tracking.principal_name();
+        let found =
+            tokio::task::spawn_blocking(move || txns.committed(principal.as_deref(), &request_id))
+                .await
+                .map_err(|_| ApiError::from(TxnError::Closed))??;
         if let Some(outcome) = found {
             state
                 .metrics()
@@ -987,11 +1077,11 @@ pub async fn kv_get(
 /// rows or at the answer's byte budget, whichever comes first, with `next` where it
 /// stopped.
 #[utoipa::path(get, path = route::KV, tag = "transactions",
-    params(("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive"),
+    params(("prefix" = Option<String>, Query), ("start" = Option<String>, Query, description = "Inclusive; beside `prefix`, a key within it to resume from (a page's `next`)"),
         ("end" = Option<String>, Query, description = "Exclusive"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "1..=10000, default 100"),
         ("token" = Option<String>, Query, description = "As for `GET /v1/kv/{key}`"), ("timeout_ms" = Option<u64>, Query, maximum = 60000, description = "Longest wait for the token, ms (default 5000 with a token, at most 60000)")),
-    responses((status = 200, description = "A page of rows; `next` set with fewer rows than `limit` when the answer's byte budget (`KV_READ_ANSWER_BYTES_MAX`, 4 MiB: each row its key and value bytes plus 64) cut it — read on from `next` (as `start`)", body = Rows),
-        (status = 400, description = "`invalid_token`", body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, description = "A page of rows; `next` set with fewer rows than `limit` when the answer's byte budget (`KV_READ_ANSWER_BYTES_MAX`, 4 MiB: each row its key as JSON writes it, its value bytes and 64) cut it — read on from `next` (as `start`, beside the same `prefix`)", body = Rows),
+        (status = 400, description = "`invalid_request` naming the parameter: `end` beside `prefix`, a `start` outside the prefix, an `end` not after `start`, a bound longer than a key (1024 bytes), `limit`; `invalid_token`", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`consistency_timeout`", body = Problem, content_type = "application/problem+json")))]
 pub async fn kv_scan(State(state): State<AppState>, q: Params) -> Result<Json<Rows>, ApiError> {
     q.only(&["prefix", "start", "end", "limit", "token", "timeout_ms"])?;

@@ -264,6 +264,39 @@ pub fn reveals_state(key: &str) -> Need {
     Need::Name(Kind::Kv, Action::Read, key.to_string())
 }
 
+/// For a write checked against a snapshot the client holds: at `snapshot` and
+/// `serializable` isolation a write is certified first-committer-wins against the
+/// transaction's snapshot, so its answer (`serialization_failure` or not) tells whether the
+/// key was written since then. When the client chose that snapshot — a one-shot commit
+/// naming `snapshot`, an interactive transaction begun earlier — a write-only token would
+/// learn the key's write history by probing snapshots; such a write needs `kv:read` on the
+/// key ([`reveals_state`]). A write at `read_committed`, or in a one-shot commit certified
+/// at the newest snapshot (no `snapshot` named), needs `kv:write` alone. Decision 0018.
+///
+/// # Errors
+/// 403 `forbidden` naming `field`, the scope, and how to write without it; nothing was done.
+pub fn authorize_held_snapshot_write(
+    caller: &Caller,
+    field: &str,
+    key: &str,
+) -> Result<(), ApiError> {
+    authorize_body(caller, [(field.to_string(), reveals_state(key))]).map_err(|mut e| {
+        e.detail.push_str(
+            " — a write at snapshot or serializable isolation is checked against the \
+             transaction's snapshot, and its answer tells whether the key was written since; \
+             with kv:write alone, write at read_committed or in a one-shot commit without \
+             `snapshot`",
+        );
+        e
+    })
+}
+
+/// Whether `principal` (none: `--auth off`) may read `key`: a conflict on it is then told
+/// with the offset of the commit it conflicts with (a version of the key).
+pub fn may_read(principal: Option<&Principal>, key: &str) -> bool {
+    principal.is_none_or(|p| p.scopes.iter().any(|s| s.covers(&reveals_state(key))))
+}
+
 /// The first value of the query parameter `name`, percent-decoded.
 fn query_value(uri: &Uri, name: &str) -> Option<String> {
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
@@ -273,17 +306,17 @@ fn query_value(uri: &Uri, name: &str) -> Option<String> {
         .find_map(|(k, v)| (k == name).then_some(v))
 }
 
-/// A key scan: by `prefix` alone, the prefix; by `start` and `end`, that range (see
-/// [`range_need`]); both (refused by the handler), every key.
+/// A key scan: by `prefix`, the prefix (a `start` to resume from must lie within it, and
+/// an `end` beside it is refused: the handler checks both before reading); by `start` and
+/// `end`, that range (see [`range_need`]).
 fn scan_need(kind: Kind, uri: &Uri) -> Need {
     let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|q| q.0)
         .unwrap_or_default();
     let get = |n: &str| pairs.iter().find_map(|(k, v)| (k == n).then(|| v.clone()));
     match (get("prefix"), get("start"), get("end")) {
-        (Some(p), None, None) => Need::Prefix(kind, Action::Read, p),
+        (Some(p), _, _) => Need::Prefix(kind, Action::Read, p),
         (None, start, end) => range_need(kind, Action::Read, None, start, end),
-        _ => Need::All(kind, Action::Read),
     }
 }
 
@@ -415,16 +448,20 @@ mod tests {
     }
 
     #[test]
-    fn scans_need_their_prefix_or_everything() {
+    fn scans_need_their_prefix_or_their_range() {
         let uri = |s: &str| s.parse::<Uri>().unwrap();
         assert_eq!(
             scan_need(Kind::Kv, &uri("/v1/kv?prefix=u%2F1&limit=3")),
             Need::Prefix(Kind::Kv, Action::Read, "u/1".into())
         );
-        assert_eq!(
-            scan_need(Kind::Kv, &uri("/v1/kv?prefix=u&end=v")),
-            Need::All(Kind::Kv, Action::Read)
-        );
+        // A page resumed within the prefix (the handler refuses a start outside it, and
+        // an end beside it, before reading).
+        for query in ["prefix=u&start=u%2F5", "prefix=u&end=v"] {
+            assert_eq!(
+                scan_need(Kind::Kv, &uri(&format!("/v1/kv?{query}"))),
+                Need::Prefix(Kind::Kv, Action::Read, "u".into())
+            );
+        }
         let range = |start: &str, end: Option<&str>| Need::Range {
             kind: Kind::Kv,
             action: Action::Read,
