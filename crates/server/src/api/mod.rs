@@ -20,6 +20,7 @@
 //! and in the OpenAPI document at once; a test checks that the document holds every route
 //! of docs/DESIGN.md's "HTTP API (v1)" table, and that every documented route answers.
 
+mod certify;
 pub mod commits;
 pub mod derived;
 mod empty_key;

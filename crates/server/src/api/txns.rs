@@ -6,7 +6,6 @@
 //! compact JSON text, so `increment` works on JSON integers. An operation that reports a
 //! retryable conflict (`serialization_failure`) ends the transaction: retry it whole.
 
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,17 +24,11 @@ use crate::state::{AppState, Lookup, OpenTxn, Opened, Phase, Resend, TxnEnd, unk
 use axum::http::HeaderMap;
 use logbook_views::ConsistencyToken;
 
-use super::{Params, json_value, raw_json, text};
-
-/// The library's isolation level for the wire's.
-pub(super) fn isolation(i: logbook_api::txns::Isolation) -> Isolation {
-    use logbook_api::txns::Isolation as Wire;
-    match i {
-        Wire::ReadCommitted => Isolation::ReadCommitted,
-        Wire::Snapshot => Isolation::Snapshot,
-        Wire::Serializable => Isolation::Serializable,
-    }
-}
+use super::certify::{
+    certify_or_forward, commit_body, committed_response, detail_for, isolation, key_range,
+    put_write,
+};
+use super::{Params, raw_json, text};
 
 fn row(key: &[u8], v: Versioned) -> Row {
     Row {
@@ -150,75 +143,6 @@ fn end(state: &AppState, entry: &OpenTxn, how: TxnEnd, reason: &str) {
 fn range(q: &Params) -> Result<KeyRange, ApiError> {
     let (prefix, start, end) = (q.text("prefix"), q.text("start"), q.text("end"));
     key_range(prefix, start, end, "")
-}
-
-/// A key range from `prefix` (with a `start` to resume from, within it: a page continued
-/// from its `next`), or from `start` (inclusive) to `end` (exclusive), either open. `at` is
-/// the range's body path (`ranges[2]`; `""`: query parameters), which the problem's `field`
-/// extends. The same for every scan and declared range (`GET /v1/kv`, `GET
-/// /v1/txns/{txn}/kv`, `POST /v1/kv/read`, `POST /v1/commits`).
-///
-/// # Errors
-/// 400 `invalid_request` naming the member: a bound longer than a key may be, `end`
-/// beside `prefix`, a `start` outside the prefix, an empty or inverted range.
-pub(super) fn key_range(
-    prefix: Option<&str>,
-    start: Option<&str>,
-    end: Option<&str>,
-    at: &str,
-) -> Result<KeyRange, ApiError> {
-    let field = |name: &str| {
-        if at.is_empty() {
-            name.to_string()
-        } else {
-            format!("{at}.{name}")
-        }
-    };
-    let max = logbook_txn::limits::KEY_BYTES_MAX;
-    for (name, bound) in [("prefix", prefix), ("start", start), ("end", end)] {
-        if let Some(b) = bound.filter(|b| b.len() > max) {
-            return Err(ApiError::invalid(
-                field(name),
-                format!(
-                    "{name} is {} bytes; a range bound is a key: 0..={max} bytes",
-                    b.len()
-                ),
-            ));
-        }
-    }
-    if let Some(p) = prefix {
-        if end.is_some() {
-            return Err(ApiError::invalid(
-                field("end"),
-                "give prefix (and a start to resume from), or start and/or end, not both",
-            ));
-        }
-        let mut range = KeyRange::prefix(p.as_bytes());
-        if let Some(s) = start {
-            if !s.starts_with(p) {
-                return Err(ApiError::invalid(
-                    field("start"),
-                    format!(
-                        "start {s:?} lies outside the prefix {p:?}: resume from a key within it"
-                    ),
-                ));
-            }
-            range.start = Bound::Included(s.as_bytes().to_vec());
-        }
-        return Ok(range);
-    }
-    if let (Some(s), Some(e)) = (start, end)
-        && s >= e
-    {
-        return Err(ApiError::invalid(
-            field("end"),
-            format!("end {e:?} is not after start {s:?}: the range holds no key"),
-        ));
-    }
-    Ok(KeyRange {
-        start: start.map_or(Bound::Unbounded, |s| Bound::Included(s.as_bytes().to_vec())),
-        end: end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.as_bytes().to_vec())),
-    })
 }
 
 fn scan_limit(q: &Params) -> Result<usize, ApiError> {
@@ -394,44 +318,6 @@ async fn authorize_write_at_snapshot(
     authorize_held_snapshot_write(caller, "key", key)
 }
 
-/// A put's value (stored canonical) and condition, checked alike for both forms of a
-/// transaction — an interactive `PUT .../kv/{key}` and a one-shot commit's `put` — so they
-/// accept the same puts: any JSON value, `null` included; `if_version` or `if_absent`, not
-/// both. `at` is the write's body path (`""`: the body itself; `writes[3]`), which the
-/// problem's `field` extends (`value`, `writes[3].if_absent`).
-///
-/// # Errors
-/// 400 `invalid_request` (no value, both conditions); 400 `invalid_json` (a value without
-/// a canonical form).
-pub(super) fn put_write(
-    value: Option<&serde_json::value::RawValue>,
-    if_version: Option<u64>,
-    if_absent: Option<bool>,
-    at: &str,
-) -> Result<(Vec<u8>, Condition), ApiError> {
-    let field = |name: &str| {
-        if at.is_empty() {
-            name.to_string()
-        } else {
-            format!("{at}.{name}")
-        }
-    };
-    let value = value.ok_or_else(|| ApiError::invalid(field("value"), "a put needs a value"))?;
-    let bytes = json_value(value, || field("value"))?;
-    let cond = match (if_version, if_absent) {
-        (Some(_), Some(true)) => {
-            return Err(ApiError::invalid(
-                field("if_absent"),
-                "give if_version or if_absent, not both",
-            ));
-        }
-        (Some(v), _) => Condition::IfVersion(v),
-        (None, Some(true)) => Condition::IfAbsent,
-        _ => Condition::None,
-    };
-    Ok((bytes, cond))
-}
-
 /// Deletes a key in a transaction.
 #[utoipa::path(delete, path = route::TXN_KEY, tag = "transactions",
     params(("txn" = String, Path), ("key" = String, Path),
@@ -555,7 +441,7 @@ async fn run_commit(
 ) -> Result<Json<Committed>, ApiError> {
     if !certified_here(&opened, &txn) {
         let request = txn.into_request().map_err(ApiError::from);
-        let body = request.and_then(|r| super::commits::commit_body(&r));
+        let body = request.and_then(|r| commit_body(&r));
         let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
         let (result, how) = match body {
             Ok(body) => send_request(&state, &opened, Arc::new(body), &tracking, &headers).await,
@@ -595,7 +481,7 @@ async fn run_commit(
         }
         Err(e) => {
             let code = e.code();
-            let hidden = super::commits::detail_for(&e, tracking.principal.as_deref());
+            let hidden = detail_for(&e, tracking.principal.as_deref());
             let mut error = ApiError::from(e);
             if let Some(detail) = hidden {
                 error.detail = detail;
@@ -630,7 +516,7 @@ async fn send_request(
 ) -> (Result<Json<Committed>, ApiError>, TxnEnd) {
     let request_id = tracking.request_id.as_ref().map(|r| r.as_str().to_string());
     let sent = (*body).clone();
-    let result = super::commits::certify_or_forward(state, opened, sent, tracking, headers).await;
+    let result = certify_or_forward(state, opened, sent, tracking, headers).await;
     let how = match &result {
         Ok(Json(c)) => TxnEnd::Committed {
             outcome: logbook_txn::CommitOutcome {
@@ -774,41 +660,6 @@ async fn commit_ended(
         Lookup::Ended(end) => state.txns().ended_error(id, &end),
         Lookup::Registered(_) | Lookup::Unknown => unknown_txn(id),
     })
-}
-
-/// The response to a commit: its offset, a token for reads after it, increment results.
-pub(super) fn committed_response(
-    opened: &Opened,
-    outcome: logbook_txn::CommitOutcome,
-) -> Result<Json<Committed>, ApiError> {
-    let token = match outcome.offset {
-        Some(offset) => {
-            let stream = opened
-                .log
-                .stream(&opened.txns()?.options().stream)
-                .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
-            let written = [logbook_log::Position {
-                partition: 0,
-                offset,
-            }];
-            Some(
-                logbook_views::token_of(&*stream, &written)
-                    .encode()
-                    .map_err(|e| ApiError::token(&e))?,
-            )
-        }
-        None => None,
-    };
-    Ok(Json(Committed {
-        offset: outcome.offset,
-        token,
-        incremented: outcome
-            .incremented
-            .iter()
-            .map(|(k, v)| (text(k), *v))
-            .collect(),
-        duplicate: outcome.duplicate,
-    }))
 }
 
 /// Aborts: nothing the transaction wrote is applied. Aborting an aborted transaction is
