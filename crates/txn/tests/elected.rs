@@ -214,15 +214,18 @@ fn a_followers_transaction_is_certified_by_the_leader_as_its_request() {
         "first committer wins across nodes: {refused:?}"
     );
 
+    // The follower applies `_txn` in its own thread; once caught up, this reader sees the
+    // leader's newest commit of `x` (version 2).
+    follower.catch_up().unwrap();
     let mut reader = follower
         .begin(TxnOptions::new(Isolation::Serializable).read_only())
         .unwrap();
-    assert_eq!(reader.get(b"x").unwrap().unwrap().version, Some(1));
+    assert_eq!(reader.get(b"x").unwrap().unwrap().version, Some(2));
     let request = reader.into_request().unwrap();
     assert!(request.read_only);
     assert_eq!(
         request.reads.get(b"x".as_slice()),
-        Some(&Some(1)),
+        Some(&Some(2)),
         "read-only on a follower: its reads are declared"
     );
     let mut on_leader = leader
