@@ -40,6 +40,7 @@ pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod derived;
+pub mod data_subjects;
 pub mod groups;
 pub mod limits;
 mod objects;

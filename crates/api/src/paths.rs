@@ -100,6 +100,9 @@ pub mod route {
     pub const METRICS: &str = "/metrics";
     /// `GET`: the OpenAPI document.
     pub const OPENAPI: &str = "/openapi.json";
+    /// `GET` (state, the erasure's dry run), `DELETE` (erase) a data subject (scope
+    /// `data_subjects:erase`).
+    pub const DATA_SUBJECT: &str = "/v1/data-subjects/{id}";
     /// `POST` (create), `GET` (list) bearer tokens (admin only).
     pub const TOKENS: &str = "/v1/tokens";
     /// `DELETE`: revoke a token by id (admin only).
@@ -182,6 +185,11 @@ pub fn streams() -> String {
 /// `/v1/streams/{stream}`.
 pub fn stream(stream: &str) -> String {
     format!("/v1/streams/{}", encode(stream))
+}
+
+/// `/v1/data-subjects/{id}`.
+pub fn data_subject(id: &str) -> String {
+    format!("/v1/data-subjects/{}", encode(id))
 }
 
 /// `/v1/streams/{stream}/records`.

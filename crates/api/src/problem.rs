@@ -266,6 +266,11 @@ problem_codes! {
     /// The stream's partitions would take the node over its partition budget
     /// (`partitions_max`, shown in `GET /v1/streams`); `field` is `partitions`.
     TooManyPartitions = ("too_many_partitions", 409, "Partition budget exhausted"),
+    /// A record of a stream that declares personal data lacks its data subject at the
+    /// declared pointer, or names one of the wrong shape (1..=64 bytes of
+    /// `[A-Za-z0-9._:@-]`, or a non-negative integer); or a data subject id in a path has
+    /// the wrong shape. `field` names where. Nothing was stored.
+    InvalidDataSubject = ("invalid_data_subject", 400, "Invalid data subject"),
     /// The stream exists with other settings.
     StreamExists = ("stream_exists", 409, "Stream exists with other settings"),
     /// No such stream.

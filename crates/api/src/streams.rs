@@ -41,6 +41,25 @@ pub struct CreateStream {
     /// no limit. Compared like `retention_bytes` for an existing stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<u64>,
+    /// The members of a record's value that are personal data, encrypted under their data
+    /// subject's key (decision 0030). Fixed for the stream's life. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_data: Option<PersonalData>,
+}
+
+/// A stream's personal data: JSON Pointers (RFC 6901) into each record's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PersonalData {
+    /// The member naming the record's data subject (e.g. `/user_id`): a string of 1..=64
+    /// bytes of `[A-Za-z0-9._:@-]` or a non-negative integer, a pseudonymous id (it stays
+    /// readable). A record without it is refused (400 `invalid_data_subject`).
+    pub subject: String,
+    /// The members holding personal data (1..=32 pointers, each ≤ 256 bytes, none inside
+    /// another or the subject), e.g. `["/email", "/address/ip"]`. Stored encrypted; read back
+    /// decrypted, or as `{"erased": true}` once the subject is erased.
+    pub fields: Vec<String>,
 }
 
 /// `PUT /v1/streams/{stream}/retention` body: the stream's whole retention, replacing the
@@ -142,6 +161,9 @@ pub struct StreamInfo {
     pub below_retention: Vec<BelowRetention>,
     /// What an acknowledged append to this stream guarantees.
     pub ack_guarantee: AckGuarantee,
+    /// The stream's personal data, when it declares some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_data: Option<PersonalData>,
     /// Records retained, over all partitions.
     pub records: u64,
     /// Per partition: first retained offset and next offset to be written.

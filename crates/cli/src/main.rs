@@ -39,6 +39,7 @@ mod stats_cmd;
 mod stream_cmd;
 mod tls_cmd;
 mod token_cmd;
+mod data_subject_cmd;
 mod txn_cmd;
 mod view_cmd;
 
@@ -138,6 +139,10 @@ enum Command {
     /// list (no secrets), revoke.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
+    /// Data subjects of a running server (scope `data_subjects:erase`): `show` a subject's
+    /// key state, `erase` one (`--dry-run` first, `--yes` to erase; cannot be undone).
+    #[command(subcommand, name = "data-subjects")]
+    DataSubjects(data_subject_cmd::DataSubjectCommand),
     /// TLS certificates for `logbook serve --tls-cert/--tls-key`: `tls self-signed` makes a
     /// development pair.
     #[command(subcommand)]
@@ -182,6 +187,7 @@ fn main() -> std::process::ExitCode {
         Command::Group(cmd) => cmd.json(),
         Command::Stats(args) => args.json,
         Command::Token(cmd) => cmd.json(),
+        Command::DataSubjects(cmd) => cmd.json(),
         Command::Import(args) => args.json,
         Command::Quickstart(args) => args.json(),
         _ => false,
@@ -200,6 +206,7 @@ fn main() -> std::process::ExitCode {
         Command::Group(cmd) => group_cmd::run(cmd),
         Command::Stats(args) => stats_cmd::run(args),
         Command::Token(cmd) => token_cmd::run(cmd),
+        Command::DataSubjects(cmd) => data_subject_cmd::run(cmd),
         Command::Tls(cmd) => tls_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

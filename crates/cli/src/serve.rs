@@ -149,6 +149,11 @@ pub struct ServeArgs {
     /// checked against when this node forwards a request. Default: --tls-cert itself.
     #[arg(long, env = "LOGBOOK_TLS_CA_CERT")]
     pub tls_ca_cert: Option<PathBuf>,
+    /// The master key of personal data: a file of 64 hex digits, mode 0600, outside the
+    /// data directory (decision 0030). Without it, the key itself may be given in
+    /// LOGBOOK_MASTER_KEY; without either, no stream may declare personal data.
+    #[arg(long, env = "LOGBOOK_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -192,6 +197,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         tls_ca_cert: args.tls_ca_cert,
+        master_key_file: args.master_key_file,
     };
     let config = given.over(file).resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -130,6 +130,23 @@ pub struct StreamConfig {
     /// 7 days, whichever forgets first). See [`crate::dedup`].
     #[serde(default)]
     pub request_ids: RequestIdWindow,
+    /// Which members of a record's JSON value are personal data, and which names its data
+    /// subject (issue 19, decision 0030). Stored with the stream so that it holds before the
+    /// first record; the log neither reads nor checks it (the server does: it encrypts those
+    /// members before appending). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_data: Option<PersonalData>,
+}
+
+/// A stream's declaration of personal data: JSON Pointers (RFC 6901) into a record's value.
+/// What they must look like is the server's to check (`logbook-server`'s `privacy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalData {
+    /// The member naming the record's data subject, e.g. `/user_id`.
+    pub subject: String,
+    /// The members holding personal data, e.g. `["/email", "/address/ip"]`.
+    pub fields: Vec<String>,
 }
 
 impl Default for StreamConfig {
@@ -141,6 +158,7 @@ impl Default for StreamConfig {
             retention_ms: None,
             fsync: FsyncPolicy::Always,
             request_ids: RequestIdWindow::default(),
+            personal_data: None,
         }
     }
 }

@@ -66,7 +66,9 @@ pub use backend::{
     AckGuarantee, AppendCondition, LogBackend, LogPartition, LogStream, TimestampOffset,
 };
 pub use completion::{AppendAck, AppendCompletion, Completer, EndOffsetAbove};
-pub use config::{Clock, FsyncPolicy, Retention, StreamConfig, SystemClock, validate_stream_name};
+pub use config::{
+    Clock, FsyncPolicy, PersonalData, Retention, StreamConfig, SystemClock, validate_stream_name,
+};
 pub use dedup::{DedupStats, RequestId, RequestIdWindow};
 pub use error::{LogError, Result};
 pub use format::{Record, StoredRecord};

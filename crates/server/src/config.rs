@@ -31,6 +31,8 @@
 //! tls_cert = "tls/cert.pem"              # HTTPS: certificate chain and key (PEM), both or
 //! tls_key = "tls/key.pem"                #   neither (`logbook tls self-signed` makes a pair)
 //! tls_ca_cert = "tls/ca.pem"             # cluster: the CA of the other nodes' certificates
+//! master_key_file = "/etc/logbook/master.key"  # personal data: 64 hex digits, mode 0600, kept
+//!                                        #   outside the data directory (or LOGBOOK_MASTER_KEY)
 //!
 //! # Cluster mode: the log on NATS JetStream, membership in etcd (all four keys required)
 //! [cluster]
@@ -135,6 +137,11 @@ pub struct ServerConfig {
     /// `host_not_allowed` (DNS rebinding guard, [`crate::browser`]). `"*"` allows any.
     /// Default none.
     pub allowed_hosts: Vec<String>,
+    /// The master key wrapping the data keys of personal data (decision 0030): a file of 64
+    /// hex digits, mode 0600, outside the data directory. Default none: then the
+    /// environment variable `LOGBOOK_MASTER_KEY`, else no key store (no stream may declare
+    /// personal data).
+    pub master_key_file: Option<PathBuf>,
     /// The cluster mode's settings; `None` (the default) runs on the embedded log in
     /// `data_dir`.
     pub cluster: Option<ClusterConfig>,
@@ -380,6 +387,7 @@ impl Default for ServerConfig {
             audit_records_per_s: limits::AUDIT_RECORDS_PER_S_DEFAULT,
             audit_repair: false,
             allowed_hosts: Vec::new(),
+            master_key_file: None,
             cluster: None,
             auth: AUTH_DEFAULT,
             tls: None,
@@ -439,6 +447,8 @@ pub struct ConfigLayer {
     pub audit_repair: Option<bool>,
     /// See [`ServerConfig::allowed_hosts`].
     pub allowed_hosts: Option<Vec<String>>,
+    /// See [`ServerConfig::master_key_file`].
+    pub master_key_file: Option<PathBuf>,
     /// The `[cluster]` table; see [`ClusterConfig`].
     #[serde(default)]
     pub cluster: ClusterLayer,
@@ -537,6 +547,7 @@ impl ConfigLayer {
             audit_records_per_s: self.audit_records_per_s.or(below.audit_records_per_s),
             audit_repair: self.audit_repair.or(below.audit_repair),
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
+            master_key_file: self.master_key_file.or(below.master_key_file),
             cluster: self.cluster.over(below.cluster),
             auth: self.auth.or(below.auth),
             tls_cert: self.tls_cert.or(below.tls_cert),
@@ -593,6 +604,7 @@ impl ConfigLayer {
             audit_records_per_s: self.audit_records_per_s.unwrap_or(d.audit_records_per_s),
             audit_repair: self.audit_repair.unwrap_or(d.audit_repair),
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
+            master_key_file: self.master_key_file,
             cluster: self.cluster.resolve()?,
             auth: self.auth.unwrap_or(d.auth),
             tls,

@@ -152,6 +152,43 @@ impl ApiError {
         e
     }
 
+    /// Maps a personal-data error (decision 0030). `record_field(i)` names record `i` of the
+    /// request, as for [`ApiError::from_log`].
+    pub fn from_privacy(
+        e: crate::privacy::PrivacyError,
+        i: usize,
+        record_field: impl Fn(usize) -> String,
+    ) -> Self {
+        use crate::privacy::PrivacyError as P;
+        let detail = e.to_string();
+        match e {
+            P::InvalidSubject { pointer, .. } => {
+                let base = record_field(i);
+                let at = if base.is_empty() {
+                    format!("value{pointer}")
+                } else {
+                    format!("{base}.value{pointer}")
+                };
+                ApiError::new(C::InvalidDataSubject, format!("{detail}; nothing was written"))
+                    .field(at)
+            }
+            P::InvalidDeclaration { field, .. } => {
+                ApiError::new(C::InvalidStreamConfig, detail).field(field)
+            }
+            P::NoKeyStore => ApiError::new(C::InvalidStreamConfig, detail).field("personal_data"),
+            P::Log(e) => ApiError::from_log(e, |_| String::new()),
+            P::Poisoned { .. } => ApiError::new(C::PartitionPoisoned, detail),
+            P::Io { .. } => ApiError::new(C::IoError, detail),
+            P::Corrupt { .. } => ApiError::new(C::Corrupt, detail),
+            P::TooManyKeys { .. }
+            | P::MasterKey { .. }
+            | P::WrongMasterKey { .. }
+            | P::Missing(_)
+            | P::Random(_)
+            | P::Cipher(_) => ApiError::internal(detail),
+        }
+    }
+
     /// The problem document.
     pub fn problem(&self) -> Problem {
         let mut p = Problem::new(self.code, self.detail.clone());

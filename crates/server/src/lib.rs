@@ -76,6 +76,7 @@ pub mod metrics;
 #[cfg(feature = "cluster")]
 mod peers;
 pub mod phi;
+pub mod privacy;
 pub mod quota;
 pub mod rto;
 pub mod schemas;

@@ -15,6 +15,10 @@ pub use logbook_api::limits::{
     VIEW_READ_TIMEOUT_MS_DEFAULT, VIEW_SWITCH_TIMEOUT_MS_DEFAULT,
 };
 
+/// Most data keys (data subjects with a live or torn slot) the embedded key store holds:
+/// 16 Mi slots of 192 bytes, a 3 GiB file (decision 0030).
+pub const DATA_KEYS_MAX: u64 = 16 * 1024 * 1024;
+
 /// Largest total of request header names and values, in bytes (16 KiB). Larger: 431
 /// `headers_too_large`.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;

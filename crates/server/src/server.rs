@@ -519,10 +519,17 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
         logbook_views::derived::DerivedStreams::open(log.clone(), catalog)
             .map_err(ServerError::OpenViews)?
     };
+    let privacy = crate::privacy::Privacy::open(
+        log.as_ref(),
+        &config.data_dir,
+        config.master_key_file.as_deref(),
+    )
+    .map_err(ServerError::OpenPrivacy)?;
     let mut opened = Opened::new(log, txns, views)
         .with_groups(groups)
         .with_schemas(schemas)
-        .with_derived(derived);
+        .with_derived(derived)
+        .with_privacy(Arc::new(privacy));
     if let Some(scrubber) = scrubber {
         opened = opened.with_scrubber(scrubber);
     }

@@ -38,6 +38,10 @@ pub enum ServerError {
     /// The token table could not be opened, or the first admin token not written.
     #[error("cannot open the tokens: {0}")]
     OpenTokens(#[source] crate::auth::tokens::AuthError),
+    /// The key store of personal data could not be opened (a wrong or missing master key, a
+    /// missing store while streams declare personal data; decision 0030).
+    #[error("cannot open the key store: {0}")]
+    OpenPrivacy(#[source] crate::privacy::PrivacyError),
     /// A task of the server failed.
     #[error("server task failed: {0}")]
     Task(String),

@@ -57,6 +57,9 @@ pub struct Opened {
     /// The derived streams (catalog `_derived`; decision 0031); `None` on a cluster node
     /// (planned there: one node per derived stream by an etcd lease).
     pub derived: Option<Arc<logbook_views::derived::DerivedStreams>>,
+    /// Personal data: the key store and the erasures (decision 0030); disabled (no key
+    /// store) unless opened with one.
+    pub privacy: Arc<crate::privacy::Privacy>,
 }
 
 impl Opened {
@@ -73,7 +76,13 @@ impl Opened {
             auditor: None,
             schemas: None,
             derived: None,
+            privacy: Arc::new(crate::privacy::Privacy::disabled()),
         }
+    }
+
+    /// With the key store and the erasures.
+    pub fn with_privacy(self, privacy: Arc<crate::privacy::Privacy>) -> Opened {
+        Opened { privacy, ..self }
     }
 
     /// The same, with the view auditor running.
@@ -174,6 +183,7 @@ impl Opened {
             auditor: None,
             schemas: None,
             derived: None,
+            privacy: Arc::new(crate::privacy::Privacy::disabled()),
         }
     }
 

@@ -63,6 +63,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/tokens"),
     ("get", "/v1/tokens"),
     ("delete", "/v1/tokens/{id}"),
+    ("get", "/v1/data-subjects/{id}"),
+    ("delete", "/v1/data-subjects/{id}"),
     ("get", "/v1/schema-registry/subjects"),
     ("post", "/v1/schema-registry/subjects/{subject}"),
     ("delete", "/v1/schema-registry/subjects/{subject}"),

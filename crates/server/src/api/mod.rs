@@ -14,6 +14,7 @@
 //! | [`ops`] | `/v1/health`, `/v1/cluster`, `/v1/limits`, `/metrics`, `/openapi.json` |
 //! | [`openapi`] | no route: the answers every route gives besides its handler's, added to the document |
 //! | [`tokens`] | `/v1/tokens`, `/v1/tokens/{id}` (admin only) |
+//! | [`data_subjects`] | `/v1/data-subjects/{id}`: a data subject's state, its erasure (scope `data_subjects:erase`) |
 //! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
 //!
 //! Every route is registered through `utoipa_axum::routes!`, which puts it in the router
@@ -23,6 +24,7 @@
 mod certify;
 pub mod commits;
 pub mod derived;
+pub mod data_subjects;
 mod empty_key;
 pub mod events;
 pub mod groups;
@@ -65,6 +67,7 @@ use crate::state::AppState;
         (name = "groups", description = "Consumer groups: members share a stream's partitions, commit processed offsets and resume from them"),
         (name = "operations", description = "Health, metrics, this document"),
         (name = "tokens", description = "Bearer tokens (admin only): create, list, revoke"),
+        (name = "data subjects", description = "Personal data: a data subject's state and its erasure (crypto-shredding: the subject's key is destroyed)"),
         (name = "schemas", description = "The schema registry: Confluent Schema Registry's REST API under /v1/schema-registry (give Confluent's clients that base URL); errors also carry Confluent's error_code and message")
     )
 )]
@@ -124,6 +127,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::openapi))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(
+            data_subjects::get_data_subject,
+            data_subjects::erase_data_subject
+        ))
         .routes(routes!(schemas::list_subjects))
         .routes(routes!(schemas::lookup, schemas::delete_subject))
         .routes(routes!(schemas::list_versions, schemas::register))

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use logbook_api::paths::route;
 use logbook_api::streams::{
     AckGuarantee, AppendAnswer, AppendBody, AppendMany, AppendOne, BelowRetention, CreateStream,
-    OffsetAtTime, OffsetsAtTime, PartitionOffsets, PositionOut, ReaderKind, RecordIn, RecordOut,
+    OffsetAtTime, OffsetsAtTime, PartitionOffsets, PersonalData, PositionOut, ReaderKind, RecordIn, RecordOut,
     RecordsOut, Retention, StreamInfo, StreamLimits, StreamList,
 };
 use logbook_log::{FsyncPolicy, LogError, LogPartition, LogStream, Position, Record, StreamConfig};
@@ -51,6 +51,10 @@ fn info(s: &dyn LogStream, opened: &Opened) -> StreamInfo {
             replicas: ack.replicas,
             fsynced: ack.fsynced,
         },
+        personal_data: config.personal_data.map(|d| PersonalData {
+            subject: d.subject,
+            fields: d.fields,
+        }),
         records: s.record_count(),
         offsets: (0..s.partition_count())
             .filter_map(|p| s.partition(p).ok())
@@ -115,7 +119,8 @@ fn check_writable(name: &str) -> Result<(), ApiError> {
         (status = 201, description = "Created", body = StreamInfo),
         (status = 200, description = "Exists with the same settings", body = StreamInfo),
         (status = 409, description = "Exists with other settings (`stream_exists`), the node holds as many streams as it may (`too_many_streams`), or its partitions would go over the node's budget (`too_many_partitions`, `field`: `partitions`)", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Invalid name or settings", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Invalid name or settings (`invalid_stream_config` naming the field: a `personal_data` declaration out of shape, or on a server without a master key)", body = Problem, content_type = "application/problem+json"),
+        (status = 501, description = "`not_supported_in_cluster`: `personal_data` on a cluster node (its key store is not built yet)", body = Problem, content_type = "application/problem+json")))]
 pub async fn put_stream(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -140,6 +145,24 @@ pub async fn put_stream(
     }
     if let Some(b) = body.segment_bytes_max {
         config.segment_bytes_max = b;
+    }
+    if let Some(d) = body.personal_data {
+        let d = logbook_log::PersonalData {
+            subject: d.subject,
+            fields: d.fields,
+        };
+        if opened.cluster.is_some() {
+            return Err(ApiError::new(
+                ProblemCode::NotSupportedInCluster,
+                "personal data needs the cluster's key store (etcd), not built yet (decision 0030)",
+            )
+            .field("personal_data"));
+        }
+        opened
+            .privacy
+            .check_declaration(&d)
+            .map_err(|e| ApiError::from_privacy(e, 0, |_| String::new()))?;
+        config.personal_data = Some(d);
     }
     let (retention_bytes, retention_ms) = (body.retention_bytes, body.retention_ms);
     config.retention_bytes = retention_bytes;
@@ -322,7 +345,7 @@ fn to_record(r: RecordIn, field: &str) -> Result<Record, ApiError> {
         (status = 200, description = "A retry (`duplicate`: true): nothing appended, the original positions", body = AppendAnswer),
         (status = 409, description = "`request_id_conflict`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`, `batch_too_many_records`, `record_too_large`...", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "`invalid_json` naming the field", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`invalid_json` naming the field; `invalid_data_subject`: a record of a stream declaring personal data without its data subject (`field`: `records[i].value/POINTER`)", body = Problem, content_type = "application/problem+json")))]
 pub async fn append(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -392,6 +415,17 @@ pub async fn append(
         .log
         .stream(&name)
         .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
+    if stream.config().personal_data.is_some() {
+        // New subjects' keys are fdatasynced before any record under them is queued.
+        let (s, privacy) = (stream.clone(), opened.privacy.clone());
+        records = blocking(move || {
+            privacy
+                .seal_records(&*s, &mut records)
+                .map(|()| records)
+        })
+        .await?
+        .map_err(|(i, e)| ApiError::from_privacy(e, i, field))?;
+    }
     let metrics = state.metrics().clone();
     let n = records.len() as u64;
     let started = Instant::now();
@@ -572,21 +606,47 @@ pub async fn read_records(
     .await?
     .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
     let next = stored.last().map_or(from, |r| r.offset + 1);
+    let reveal = Reveal::of(&*stream, &opened);
     let records = stored
         .into_iter()
-        .map(|r| record_out(partition, r))
+        .map(|r| record_out(partition, r, reveal.as_ref()))
         .collect();
     Ok(Json(RecordsOut { records, next }))
 }
 
+/// How a stream's personal fields are shown to a reader: decrypted, or marked erased
+/// ([`crate::privacy::Privacy::reveal`]).
+pub(crate) struct Reveal {
+    privacy: Arc<crate::privacy::Privacy>,
+    stream: String,
+    declaration: logbook_log::PersonalData,
+}
+
+impl Reveal {
+    /// `None` for a stream without personal data (its values are shown as stored).
+    pub(crate) fn of(stream: &dyn LogStream, opened: &Opened) -> Option<Reveal> {
+        stream.config().personal_data.map(|declaration| Reveal {
+            privacy: opened.privacy.clone(),
+            stream: stream.name().to_string(),
+            declaration,
+        })
+    }
+}
+
 /// A stored record as the API shows it (reads and the push tail alike): the log's internal
-/// `request-records` header left out.
-pub(crate) fn record_out(partition: u32, r: logbook_log::StoredRecord) -> RecordOut {
+/// `request-records` header left out, personal fields revealed.
+pub(crate) fn record_out(
+    partition: u32,
+    r: logbook_log::StoredRecord,
+    reveal: Option<&Reveal>,
+) -> RecordOut {
+    let revealed =
+        reveal.and_then(|v| v.privacy.reveal(&v.stream, &v.declaration, &r.value));
     RecordOut {
         partition,
         offset: r.offset,
         key: r.key.as_deref().map(text),
-        value: super::raw_json(&r.value),
+        value: super::raw_json(revealed.as_deref().unwrap_or(&r.value)),
         headers: r
             .headers
             .iter()

@@ -182,6 +182,7 @@ pub fn declared_needs(
         "/v1/audit" => vec![Need::Admin],
         // A derived stream reads one stream and appends to another on no principal's behalf.
         "/v1/derived-streams" | "/v1/derived-streams/{name}" => vec![Need::Admin],
+        "/v1/data-subjects/{id}" => vec![Need::DataSubjectsErase],
         "/v1/streams" => vec![Need::All(Streams, Read)],
         "/v1/streams/{stream}" => vec![name(Streams, read_or(Manage), "stream")],
         "/v1/streams/{stream}/retention" => vec![name(Streams, Manage, "stream")],

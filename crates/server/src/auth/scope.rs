@@ -1,7 +1,7 @@
 //! Scopes: what a token may do.
 //!
 //! ```text
-//! scope    = "admin" | "metrics:read" | kind ":" action ":" pattern
+//! scope    = "admin" | "metrics:read" | "data_subjects:erase" | kind ":" action ":" pattern
 //! kind     = "streams" (append | read | manage) | "views" (read | manage)
 //!          | "kv" (read | write) | "groups" (consume | read | manage)
 //!          | "schemas" (read | write)
@@ -108,6 +108,10 @@ pub enum Scope {
     Admin,
     /// `GET /metrics`.
     MetricsRead,
+    /// `GET`, `DELETE /v1/data-subjects/{id}`: look up and erase data subjects (decision
+    /// 0030). Its own scope, so that erasing personal data can be granted without the rest
+    /// of `admin`, and a token for data can never erase.
+    DataSubjectsErase,
     /// An action on the names a pattern covers.
     On(Kind, Action, Pattern),
 }
@@ -121,6 +125,8 @@ pub enum Need {
     Admin,
     /// `metrics:read`.
     MetricsRead,
+    /// `data_subjects:erase`.
+    DataSubjectsErase,
     /// An action on one name.
     Name(Kind, Action, String),
     /// An action on every name starting with this (a prefix scan).
@@ -169,6 +175,7 @@ impl std::str::FromStr for Scope {
         match text {
             "admin" => return Ok(Scope::Admin),
             "metrics:read" => return Ok(Scope::MetricsRead),
+            "data_subjects:erase" => return Ok(Scope::DataSubjectsErase),
             _ => {}
         }
         let mut parts = text.splitn(3, ':');
@@ -176,7 +183,7 @@ impl std::str::FromStr for Scope {
             (Some(k), Some(a), Some(p)) => (k, a, p),
             _ => {
                 return Err(bad(
-                    "expected admin, metrics:read or KIND:ACTION:PATTERN (e.g. streams:read:orders)",
+                    "expected admin, metrics:read, data_subjects:erase or KIND:ACTION:PATTERN (e.g. streams:read:orders)",
                 ));
             }
         };
@@ -222,6 +229,7 @@ impl fmt::Display for Scope {
         match self {
             Scope::Admin => f.write_str("admin"),
             Scope::MetricsRead => f.write_str("metrics:read"),
+            Scope::DataSubjectsErase => f.write_str("data_subjects:erase"),
             Scope::On(kind, action, pattern) => {
                 write!(f, "{}:{}:", kind.name(), action.name())?;
                 match pattern {
@@ -303,6 +311,7 @@ impl Scope {
         match (self, need) {
             (_, Need::Nothing) | (Scope::Admin, _) => true,
             (Scope::MetricsRead, Need::MetricsRead) => true,
+            (Scope::DataSubjectsErase, Need::DataSubjectsErase) => true,
             (Scope::On(k, a, p), Need::Name(nk, na, name)) => {
                 k == nk && a == na && p.covers_name(*k, name)
             }
@@ -332,6 +341,7 @@ impl fmt::Display for Need {
             Need::Nothing => f.write_str("(any)"),
             Need::Admin => f.write_str("admin"),
             Need::MetricsRead => f.write_str("metrics:read"),
+            Need::DataSubjectsErase => f.write_str("data_subjects:erase"),
             Need::Name(k, a, n) if *k == Kind::Streams && n.starts_with('_') => {
                 write!(
                     f,
@@ -375,6 +385,7 @@ mod tests {
         for s in [
             "admin",
             "metrics:read",
+            "data_subjects:erase",
             "streams:append:orders",
             "streams:read:*",
             "views:manage:by_*",
@@ -452,5 +463,9 @@ mod tests {
         assert!(!scope("metrics:read").covers(&Need::Admin));
         assert!(scope("metrics:read").covers(&Need::MetricsRead));
         assert!(!scope("streams:manage:*").covers(&Need::MetricsRead));
+        assert!(scope("data_subjects:erase").covers(&Need::DataSubjectsErase));
+        assert!(scope("admin").covers(&Need::DataSubjectsErase));
+        assert!(!scope("data_subjects:erase").covers(&Need::Admin));
+        assert!(!scope("streams:manage:*").covers(&Need::DataSubjectsErase));
     }
 }

@@ -25,7 +25,7 @@ use logbook_log::StoredRecord;
 
 use crate::error::ApiError;
 
-use super::super::streams::record_out;
+use super::super::streams::{Reveal, record_out};
 
 /// Per partition read, the offset of the next record to send.
 pub(super) type Cursor = BTreeMap<u32, u64>;
@@ -107,7 +107,11 @@ impl Serialised {
 /// stored as the appender wrote them on the library's paths); SSE ends a line at `\r` or
 /// `\n`, so they become spaces — the same JSON, on one line. Inside a JSON string a line
 /// break is always escaped, so nothing else changes.
-pub(super) fn serialise(partition: u32, records: Vec<StoredRecord>) -> Serialised {
+pub(super) fn serialise(
+    partition: u32,
+    records: Vec<StoredRecord>,
+    reveal: Option<&Reveal>,
+) -> Serialised {
     let mut out = Serialised {
         partition,
         lines: Vec::with_capacity(records.len() * 160),
@@ -117,7 +121,7 @@ pub(super) fn serialise(partition: u32, records: Vec<StoredRecord>) -> Serialise
         let next = record.offset + 1;
         out.lines.extend_from_slice(b"data: ");
         let start = out.lines.len();
-        if serde_json::to_writer(&mut out.lines, &record_out(partition, record)).is_err() {
+        if serde_json::to_writer(&mut out.lines, &record_out(partition, record, reveal)).is_err() {
             // Not reachable (a RecordOut always serialises); keep the event well formed.
             out.lines.truncate(start);
             out.lines.extend_from_slice(b"null");

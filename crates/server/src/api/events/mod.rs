@@ -221,9 +221,11 @@ pub async fn events(
     };
     let (tx, rx) = mpsc::channel(limits::SSE_QUEUE_EVENTS);
     let queued = Arc::new(Queued::default());
+    let reveal = super::streams::Reveal::of(&*stream, &opened).map(Arc::new);
     let producer = Producer {
         state,
         stream,
+        reveal,
         cursor,
         heartbeat: Duration::from_millis(heartbeat_ms),
         stall: Duration::from_millis(stall_ms),
@@ -361,6 +363,8 @@ impl End {
 struct Producer {
     state: AppState,
     stream: Arc<dyn LogStream>,
+    /// How personal fields are shown (decrypted or erased); `None` for a plain stream.
+    reveal: Option<Arc<super::streams::Reveal>>,
     cursor: Cursor,
     heartbeat: Duration,
     /// How long a client may take nothing from a full queue before it is dropped.
@@ -474,6 +478,7 @@ impl Producer {
         from: u64,
     ) -> tokio::task::JoinHandle<Result<Serialised, LogError>> {
         let stream = self.stream.clone();
+        let reveal = self.reveal.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
@@ -482,7 +487,7 @@ impl Producer {
                 limits::SSE_READ_RECORDS,
                 limits::SSE_READ_BYTES_MAX,
             )?;
-            Ok(frame::serialise(p, records))
+            Ok(frame::serialise(p, records, reveal.as_deref()))
         })
     }
 
