@@ -49,9 +49,7 @@ impl DataSubjectCommand {
     /// Whether `--json` was given.
     pub fn json(&self) -> bool {
         match self {
-            DataSubjectCommand::Show { json, .. } | DataSubjectCommand::Erase { json, .. } => {
-                *json
-            }
+            DataSubjectCommand::Show { json, .. } | DataSubjectCommand::Erase { json, .. } => *json,
         }
     }
 }

@@ -24,6 +24,7 @@ mod bench;
 mod client;
 mod cluster_cmd;
 mod commit_cmd;
+mod data_subject_cmd;
 mod debug;
 mod events;
 mod flights;
@@ -39,7 +40,6 @@ mod stats_cmd;
 mod stream_cmd;
 mod tls_cmd;
 mod token_cmd;
-mod data_subject_cmd;
 mod txn_cmd;
 mod view_cmd;
 

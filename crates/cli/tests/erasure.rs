@@ -54,14 +54,27 @@ fn read_all(s: &Serve, stream: &str, partitions: u32) -> Vec<Value> {
             None,
         );
         assert_eq!(status, 200, "{body}");
-        out.extend(body["records"].as_array().unwrap().iter().map(|r| r["value"].clone()));
+        out.extend(
+            body["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["value"].clone()),
+        );
     }
     out
 }
 
-/// The files under `dir` holding `needle`, with every file's bytes searched.
+/// The files under `dir` (or `dir` itself, a file) holding `needle`, every byte searched.
 fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut hits = Vec::new();
+    if dir.is_file() {
+        let bytes = std::fs::read(dir).unwrap();
+        if bytes.windows(needle.len()).any(|w| w == needle) {
+            hits.push(dir.to_path_buf());
+        }
+        return hits;
+    }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
@@ -122,8 +135,12 @@ fn personal_fields_are_ciphertext_on_disk_readable_until_erased_then_gone() {
     // deterministic per key, field and value.
     let retried = json!({"user": gone, "email": gone_email, "n": 4});
     for expected in [201, 200] {
-        let r = request("POST", "/v1/streams/people/records", Some(&json!({"value": retried})))
-            .request_id(Some("retry-1"));
+        let r = request(
+            "POST",
+            "/v1/streams/people/records",
+            Some(&json!({"value": retried})),
+        )
+        .request_id(Some("retry-1"));
         let (status, body) = send(&c, r).unwrap();
         assert_eq!(status, expected, "{body}");
     }
@@ -132,30 +149,50 @@ fn personal_fields_are_ciphertext_on_disk_readable_until_erased_then_gone() {
     assert_eq!(values.len(), 4);
     let find = |values: &[Value], n: i64| values.iter().find(|v| v["n"] == n).unwrap().clone();
     assert_eq!(find(&values, 1)["email"], json!(gone_email));
-    assert_eq!(find(&values, 1)["address"], json!({"ip": gone_ip, "city": "Oslo"}));
+    assert_eq!(
+        find(&values, 1)["address"],
+        json!({"ip": gone_ip, "city": "Oslo"})
+    );
     assert_eq!(find(&values, 2)["email"], json!(kept_email));
     assert_eq!(find(&values, 4)["email"], json!(gone_email));
 
     // The log holds ciphertext only: no marker in any file, even before the erasure.
     for m in [&gone_email, &gone_ip, &kept_email] {
-        assert_eq!(files_holding(&data, m.as_bytes()), Vec::<PathBuf>::new(), "{m}");
+        assert_eq!(
+            files_holding(&data, m.as_bytes()),
+            Vec::<PathBuf>::new(),
+            "{m}"
+        );
     }
     let store = data.join("keys").join("data-keys");
-    assert!(!files_holding(&store, gone.as_bytes()).is_empty(), "a live key's slot names its subject");
+    assert!(
+        !files_holding(&store, gone.as_bytes()).is_empty(),
+        "a live key's slot names its subject"
+    );
 
     // The dry run changes nothing; erasing needs --yes.
     let out = logbook(&s, &["data-subjects", "erase", &gone, "--dry-run"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("dry run") && text.contains("key live") && text.contains("people"), "{text}");
+    assert!(
+        text.contains("dry run") && text.contains("key live") && text.contains("people"),
+        "{text}"
+    );
     let out = logbook(&s, &["data-subjects", "erase", &gone]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
-    assert_eq!(find(&read_all(&s, "people", 2), 1)["email"], json!(gone_email));
+    assert_eq!(
+        find(&read_all(&s, "people", 2), 1)["email"],
+        json!(gone_email)
+    );
 
     let out = logbook(&s, &["data-subjects", "erase", &gone, "--yes"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("key erased"), "{text}");
 
     let erased = json!({"erased": true});
@@ -167,18 +204,33 @@ fn personal_fields_are_ciphertext_on_disk_readable_until_erased_then_gone() {
         assert_eq!(one["address"]["city"], json!("Oslo"), "other fields stay");
         assert_eq!(one["user"], json!(gone));
         assert_eq!(find(&values, 4)["email"], erased);
-        assert_eq!(find(&values, 2)["email"], json!(kept_email), "other subjects stay");
+        assert_eq!(
+            find(&values, 2)["email"],
+            json!(kept_email),
+            "other subjects stay"
+        );
     };
     check(&s);
     // The key's slot is zeroed: the store no longer names the subject.
-    assert_eq!(files_holding(&store, gone.as_bytes()), Vec::<PathBuf>::new());
+    assert_eq!(
+        files_holding(&store, gone.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
     for m in [&gone_email, &gone_ip, &kept_email] {
-        assert_eq!(files_holding(&data, m.as_bytes()), Vec::<PathBuf>::new(), "{m}");
+        assert_eq!(
+            files_holding(&data, m.as_bytes()),
+            Vec::<PathBuf>::new(),
+            "{m}"
+        );
     }
 
     // Idempotent: again, the same answer and no second erasure record.
     let (status, body) = call(&c, "DELETE", &format!("/v1/data-subjects/{gone}"), None);
-    assert_eq!((status, body["key"].clone()), (200, json!("erased")), "{body}");
+    assert_eq!(
+        (status, body["key"].clone()),
+        (200, json!("erased")),
+        "{body}"
+    );
     let (_, body) = call(&c, "GET", "/v1/streams/_data_subjects/records", None);
     let recorded: Vec<&Value> = body["records"].as_array().unwrap().iter().collect();
     assert_eq!(recorded.len(), 1, "{body}");
@@ -200,11 +252,26 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
     let s = serve_with_key(&dir.path().join("data"), &key);
     let c = admin(&s);
     let bad = [
-        (json!({"subject": "user", "fields": ["/email"]}), "personal_data.subject"),
-        (json!({"subject": "/user", "fields": []}), "personal_data.fields"),
-        (json!({"subject": "/user", "fields": ["/user/name"]}), "personal_data.fields[0]"),
-        (json!({"subject": "/u", "fields": ["/a", "/a/b"]}), "personal_data.fields[1]"),
-        (json!({"subject": "/u", "fields": ["/a~2"]}), "personal_data.fields[0]"),
+        (
+            json!({"subject": "user", "fields": ["/email"]}),
+            "personal_data.subject",
+        ),
+        (
+            json!({"subject": "/user", "fields": []}),
+            "personal_data.fields",
+        ),
+        (
+            json!({"subject": "/user", "fields": ["/user/name"]}),
+            "personal_data.fields[0]",
+        ),
+        (
+            json!({"subject": "/u", "fields": ["/a", "/a/b"]}),
+            "personal_data.fields[1]",
+        ),
+        (
+            json!({"subject": "/u", "fields": ["/a~2"]}),
+            "personal_data.fields[0]",
+        ),
     ];
     for (declaration, field) in bad {
         let (status, body) = call(
@@ -220,11 +287,19 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
         assert_eq!(status, 404, "nothing created");
     }
     let declared = json!({"subject": "/user", "fields": ["/email"]});
-    let (status, _) = call(&c, "PUT", "/v1/streams/p", Some(&json!({"personal_data": declared})));
+    let (status, _) = call(
+        &c,
+        "PUT",
+        "/v1/streams/p",
+        Some(&json!({"personal_data": declared})),
+    );
     assert_eq!(status, 201);
     let records = [
         (json!({"value": {"email": "x"}}), "value/user"),
-        (json!({"value": {"user": "has space", "email": "x"}}), "value/user"),
+        (
+            json!({"value": {"user": "has space", "email": "x"}}),
+            "value/user",
+        ),
         (json!({"value": {"user": -1, "email": "x"}}), "value/user"),
         (
             json!({"records": [{"value": {"user": "ok", "email": "x"}}, {"value": {"email": "y"}}]}),
@@ -240,9 +315,15 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
     let (_, info) = call(&c, "GET", "/v1/streams/p", None);
     assert_eq!(info["records"], 0, "nothing stored: {info}");
     let (_, subject) = call(&c, "GET", "/v1/data-subjects/ok", None);
-    assert_eq!(subject["key"], "none", "no key made for a refused batch: {subject}");
+    assert_eq!(
+        subject["key"], "none",
+        "no key made for a refused batch: {subject}"
+    );
     let (status, body) = call(&c, "DELETE", "/v1/data-subjects/has%20space", None);
-    assert_eq!((status, body["code"].clone(), body["field"].clone()), (400, json!("invalid_data_subject"), json!("id")));
+    assert_eq!(
+        (status, body["code"].clone(), body["field"].clone()),
+        (400, json!("invalid_data_subject"), json!("id"))
+    );
 
     // The scope: a token for data cannot erase; one with data_subjects:erase can.
     let mut secrets = Vec::new();
@@ -256,16 +337,43 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
         assert_eq!(status, 201, "{body}");
         secrets.push(body["token"].as_str().unwrap().to_string());
     }
-    let (status, body) = call(&client_with_token(&s.base, Some(&secrets[0])), "DELETE", "/v1/data-subjects/ok", None);
-    assert_eq!((status, body["code"].clone()), (403, json!("forbidden")), "{body}");
-    let (status, body) = call(&client_with_token(&s.base, Some(&secrets[1])), "DELETE", "/v1/data-subjects/ok", None);
-    assert_eq!((status, body["key"].clone()), (200, json!("none")), "{body}");
+    let (status, body) = call(
+        &client_with_token(&s.base, Some(&secrets[0])),
+        "DELETE",
+        "/v1/data-subjects/ok",
+        None,
+    );
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("forbidden")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &client_with_token(&s.base, Some(&secrets[1])),
+        "DELETE",
+        "/v1/data-subjects/ok",
+        None,
+    );
+    assert_eq!(
+        (status, body["key"].clone()),
+        (200, json!("none")),
+        "{body}"
+    );
 
     // A server without a master key keeps no personal data.
     let other = tempfile::tempdir().unwrap();
     let plain = spawn_serve(&other.path().join("data"), &[], &[], Stdio::null());
-    let (status, body) = call(&admin(&plain), "PUT", "/v1/streams/p", Some(&json!({"personal_data": declared})));
-    assert_eq!((status, body["field"].clone()), (400, json!("personal_data")), "{body}");
+    let (status, body) = call(
+        &admin(&plain),
+        "PUT",
+        "/v1/streams/p",
+        Some(&json!({"personal_data": declared})),
+    );
+    assert_eq!(
+        (status, body["field"].clone()),
+        (400, json!("personal_data")),
+        "{body}"
+    );
 }
 
 /// `logbook serve` run to its exit (it must not start): its stderr.
@@ -295,8 +403,18 @@ fn a_wrong_master_key_or_a_missing_key_store_stops_the_start_and_loses_nothing()
     let s = serve_with_key(&data, &a);
     let c = admin(&s);
     let declared = json!({"subject": "/user", "fields": ["/email"]});
-    call(&c, "PUT", "/v1/streams/p", Some(&json!({"personal_data": declared})));
-    let (status, _) = call(&c, "POST", "/v1/streams/p/records", Some(&json!({"value": {"user": "u1", "email": "e@x"}})));
+    call(
+        &c,
+        "PUT",
+        "/v1/streams/p",
+        Some(&json!({"personal_data": declared})),
+    );
+    let (status, _) = call(
+        &c,
+        "POST",
+        "/v1/streams/p/records",
+        Some(&json!({"value": {"user": "u1", "email": "e@x"}})),
+    );
     assert_eq!(status, 201);
     drop(s);
 
@@ -321,5 +439,9 @@ fn a_wrong_master_key_or_a_missing_key_store_stops_the_start_and_loses_nothing()
     assert!(err.contains("chmod 600"), "{err}");
 
     let s = serve_with_key(&data, &a);
-    assert_eq!(read_all(&s, "p", 1)[0]["email"], json!("e@x"), "nothing lost");
+    assert_eq!(
+        read_all(&s, "p", 1)[0]["email"],
+        json!("e@x"),
+        "nothing lost"
+    );
 }

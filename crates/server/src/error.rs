@@ -169,8 +169,11 @@ impl ApiError {
                 } else {
                     format!("{base}.value{pointer}")
                 };
-                ApiError::new(C::InvalidDataSubject, format!("{detail}; nothing was written"))
-                    .field(at)
+                ApiError::new(
+                    C::InvalidDataSubject,
+                    format!("{detail}; nothing was written"),
+                )
+                .field(at)
             }
             P::InvalidDeclaration { field, .. } => {
                 ApiError::new(C::InvalidStreamConfig, detail).field(field)

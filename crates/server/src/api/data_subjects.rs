@@ -32,7 +32,10 @@ fn answer(opened: &Opened, id: String, state: privacy::KeyState) -> DataSubject 
     let streams = log
         .stream_names()
         .into_iter()
-        .filter(|n| log.stream(n).is_ok_and(|s| s.config().personal_data.is_some()))
+        .filter(|n| {
+            log.stream(n)
+                .is_ok_and(|s| s.config().personal_data.is_some())
+        })
         .collect();
     DataSubject {
         subject: id,

@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use logbook_api::paths::route;
 use logbook_api::streams::{
     AckGuarantee, AppendAnswer, AppendBody, AppendMany, AppendOne, BelowRetention, CreateStream,
-    OffsetAtTime, OffsetsAtTime, PartitionOffsets, PersonalData, PositionOut, ReaderKind, RecordIn, RecordOut,
-    RecordsOut, Retention, StreamInfo, StreamLimits, StreamList,
+    OffsetAtTime, OffsetsAtTime, PartitionOffsets, PersonalData, PositionOut, ReaderKind, RecordIn,
+    RecordOut, RecordsOut, Retention, StreamInfo, StreamLimits, StreamList,
 };
 use logbook_log::{FsyncPolicy, LogError, LogPartition, LogStream, Position, Record, StreamConfig};
 
@@ -418,13 +418,9 @@ pub async fn append(
     if stream.config().personal_data.is_some() {
         // New subjects' keys are fdatasynced before any record under them is queued.
         let (s, privacy) = (stream.clone(), opened.privacy.clone());
-        records = blocking(move || {
-            privacy
-                .seal_records(&*s, &mut records)
-                .map(|()| records)
-        })
-        .await?
-        .map_err(|(i, e)| ApiError::from_privacy(e, i, field))?;
+        records = blocking(move || privacy.seal_records(&*s, &mut records).map(|()| records))
+            .await?
+            .map_err(|(i, e)| ApiError::from_privacy(e, i, field))?;
     }
     let metrics = state.metrics().clone();
     let n = records.len() as u64;
@@ -640,8 +636,7 @@ pub(crate) fn record_out(
     r: logbook_log::StoredRecord,
     reveal: Option<&Reveal>,
 ) -> RecordOut {
-    let revealed =
-        reveal.and_then(|v| v.privacy.reveal(&v.stream, &v.declaration, &r.value));
+    let revealed = reveal.and_then(|v| v.privacy.reveal(&v.stream, &v.declaration, &r.value));
     RecordOut {
         partition,
         offset: r.offset,

@@ -34,7 +34,8 @@ const AAD_PREFIX: &[u8] = b"logbook personal field 1\0";
 /// # Errors
 /// [`PrivacyError::InvalidDeclaration`].
 pub fn check_declaration(d: &PersonalData) -> Result<(), PrivacyError> {
-    let invalid = |field: String, reason: String| PrivacyError::InvalidDeclaration { field, reason };
+    let invalid =
+        |field: String, reason: String| PrivacyError::InvalidDeclaration { field, reason };
     check_pointer(&d.subject).map_err(|r| invalid("personal_data.subject".into(), r))?;
     if d.fields.is_empty() || d.fields.len() > FIELDS_MAX {
         return Err(invalid(
@@ -48,7 +49,10 @@ pub fn check_declaration(d: &PersonalData) -> Result<(), PrivacyError> {
         if overlaps(f, &d.subject) {
             return Err(invalid(
                 at(),
-                format!("{f:?} overlaps the subject {:?}, which stays readable", d.subject),
+                format!(
+                    "{f:?} overlaps the subject {:?}, which stays readable",
+                    d.subject
+                ),
             ));
         }
         if let Some(other) = d.fields[..i].iter().find(|o| overlaps(f, o)) {
@@ -61,7 +65,9 @@ pub fn check_declaration(d: &PersonalData) -> Result<(), PrivacyError> {
 /// A JSON Pointer (RFC 6901) naming a member: `/a/b`, `~0` for `~` and `~1` for `/`.
 fn check_pointer(p: &str) -> Result<(), String> {
     if !p.starts_with('/') {
-        return Err(format!("{p:?} is not a JSON Pointer to a member (e.g. \"/email\")"));
+        return Err(format!(
+            "{p:?} is not a JSON Pointer to a member (e.g. \"/email\")"
+        ));
     }
     if p.len() > POINTER_BYTES_MAX {
         return Err(format!("{} bytes; at most {POINTER_BYTES_MAX}", p.len()));
@@ -107,9 +113,15 @@ pub fn subject_of(value: &Value, pointer: &str) -> Result<String, PrivacyError> 
 /// Why not, as text.
 pub fn check_subject(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > SUBJECT_BYTES_MAX {
-        return Err(format!("{} bytes; a data subject id is 1..={SUBJECT_BYTES_MAX}", s.len()));
+        return Err(format!(
+            "{} bytes; a data subject id is 1..={SUBJECT_BYTES_MAX}",
+            s.len()
+        ));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "._:@-".contains(*c))) {
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._:@-".contains(*c)))
+    {
         return Err(format!("{c:?} is not allowed: [A-Za-z0-9._:@-] only"));
     }
     Ok(())
@@ -152,7 +164,13 @@ pub fn seal(
         let nonce = Nonce::from_slice(&digest[..12]);
         let sealed = key
             .cipher
-            .encrypt(nonce, Payload { msg: &plain, aad: &aad })
+            .encrypt(
+                nonce,
+                Payload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| PrivacyError::Cipher("encryption failed".into()))?;
         let mut body = nonce.to_vec();
         body.extend_from_slice(&sealed);
@@ -166,7 +184,8 @@ pub fn seal(
 
 /// The stored text of a JSON value (the server's canonical form).
 pub fn canonical_text(v: &Value) -> Result<Vec<u8>, PrivacyError> {
-    let raw = serde_json::value::to_raw_value(v).map_err(|e| PrivacyError::Cipher(e.to_string()))?;
+    let raw =
+        serde_json::value::to_raw_value(v).map_err(|e| PrivacyError::Cipher(e.to_string()))?;
     crate::canonical::canonical(&raw).map_err(|e| PrivacyError::Cipher(e.to_string()))
 }
 
@@ -189,7 +208,11 @@ pub fn reveal(
     subject: &str,
     key: Option<&DataKey>,
 ) -> Option<Revealed> {
-    let text = member.as_object().filter(|o| o.len() == 1)?.get(SEALED_MEMBER)?.as_str()?;
+    let text = member
+        .as_object()
+        .filter(|o| o.len() == 1)?
+        .get(SEALED_MEMBER)?
+        .as_str()?;
     let mut parts = text.splitn(3, '.');
     let (Some(FORMAT), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
         return Some(Revealed::Undecryptable);
@@ -207,7 +230,13 @@ pub fn reveal(
         .and_then(|b| {
             let aad = aad(stream, pointer, subject);
             key.cipher
-                .decrypt(Nonce::from_slice(&b[..12]), Payload { msg: &b[12..], aad: &aad })
+                .decrypt(
+                    Nonce::from_slice(&b[..12]),
+                    Payload {
+                        msg: &b[12..],
+                        aad: &aad,
+                    },
+                )
                 .ok()
         })
         .and_then(|plain| serde_json::from_slice(&plain).ok());
@@ -230,7 +259,8 @@ mod tests {
     #[test]
     fn sealing_is_deterministic_and_reveals_only_under_its_own_key() {
         let (key, other) = (data_key(7, &[1u8; 48]), data_key(8, &[2u8; 48]));
-        let plain = json!({"user": "u1", "email": "e@x", "a": {"ip": [10, 0, 0, 1], "city": "Oslo"}});
+        let plain =
+            json!({"user": "u1", "email": "e@x", "a": {"ip": [10, 0, 0, 1], "city": "Oslo"}});
         let mut sealed = plain.clone();
         seal(&mut sealed, "s", &declared(), "u1", &key).unwrap_or_else(|e| panic!("{e}"));
         let mut again = plain.clone();
@@ -239,19 +269,31 @@ mod tests {
         assert_eq!(sealed["a"]["city"], "Oslo");
         assert!(!sealed.to_string().contains("e@x"));
         let email = &sealed["email"];
-        let got = |k: Option<&DataKey>, stream: &str, subject: &str| {
-            match reveal(email, stream, "/email", subject, k) {
-                Some(Revealed::Plain(v)) => Ok(v),
-                Some(Revealed::Erased) => Err("erased"),
-                Some(Revealed::Undecryptable) => Err("undecryptable"),
-                None => Err("not sealed"),
-            }
+        let got = |k: Option<&DataKey>, stream: &str, subject: &str| match reveal(
+            email, stream, "/email", subject, k,
+        ) {
+            Some(Revealed::Plain(v)) => Ok(v),
+            Some(Revealed::Erased) => Err("erased"),
+            Some(Revealed::Undecryptable) => Err("undecryptable"),
+            None => Err("not sealed"),
         };
         assert_eq!(got(Some(&key), "s", "u1"), Ok(json!("e@x")));
         assert_eq!(got(None, "s", "u1"), Err("erased"));
-        assert_eq!(got(Some(&other), "s", "u1"), Err("erased"), "a newer key of the subject");
-        assert_eq!(got(Some(&key), "t", "u1"), Err("undecryptable"), "moved to another stream");
-        assert_eq!(got(Some(&key), "s", "u2"), Err("undecryptable"), "moved to another subject");
+        assert_eq!(
+            got(Some(&other), "s", "u1"),
+            Err("erased"),
+            "a newer key of the subject"
+        );
+        assert_eq!(
+            got(Some(&key), "t", "u1"),
+            Err("undecryptable"),
+            "moved to another stream"
+        );
+        assert_eq!(
+            got(Some(&key), "s", "u2"),
+            Err("undecryptable"),
+            "moved to another subject"
+        );
         assert!(reveal(&json!("plain"), "s", "/email", "u1", Some(&key)).is_none());
     }
 
@@ -269,11 +311,26 @@ mod tests {
         assert_eq!(field(d("", &["/a"])), "personal_data.subject");
         assert_eq!(field(d("/u", &["/u"])), "personal_data.fields[0]");
         assert_eq!(field(d("/u/v", &["/u"])), "personal_data.fields[0]");
-        assert_eq!(field(d("/u", &["/a", "/b", "/a/c"])), "personal_data.fields[2]");
+        assert_eq!(
+            field(d("/u", &["/a", "/b", "/a/c"])),
+            "personal_data.fields[2]"
+        );
         assert_eq!(field(d("/u", &["/ab", "/a~"])), "personal_data.fields[1]");
-        assert!(check_declaration(&d("/u", &["/ab", "/a"])).is_ok(), "a prefix by bytes is not inside");
-        assert_eq!(subject_of(&json!({"user": 17}), "/user").ok(), Some("17".to_string()));
-        for bad in [json!({}), json!({"user": ""}), json!({"user": "a b"}), json!({"user": 1.5}), json!({"user": "x".repeat(65)})] {
+        assert!(
+            check_declaration(&d("/u", &["/ab", "/a"])).is_ok(),
+            "a prefix by bytes is not inside"
+        );
+        assert_eq!(
+            subject_of(&json!({"user": 17}), "/user").ok(),
+            Some("17".to_string())
+        );
+        for bad in [
+            json!({}),
+            json!({"user": ""}),
+            json!({"user": "a b"}),
+            json!({"user": 1.5}),
+            json!({"user": "x".repeat(65)}),
+        ] {
             assert!(subject_of(&bad, "/user").is_err(), "{bad}");
         }
     }

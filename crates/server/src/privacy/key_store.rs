@@ -77,7 +77,12 @@ pub struct KeyStore {
 impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the keys, nor a list of subjects.
-        write!(f, "KeyStore({}, {} live keys)", self.path.display(), self.live_count())
+        write!(
+            f,
+            "KeyStore({}, {} live keys)",
+            self.path.display(),
+            self.live_count()
+        )
     }
 }
 
@@ -191,14 +196,25 @@ impl KeyStore {
                 slots.free.push(slot);
                 continue;
             }
-            let crc = u32::from_le_bytes([raw[CRC_AT], raw[CRC_AT + 1], raw[CRC_AT + 2], raw[CRC_AT + 3]]);
+            let crc = u32::from_le_bytes([
+                raw[CRC_AT],
+                raw[CRC_AT + 1],
+                raw[CRC_AT + 2],
+                raw[CRC_AT + 3],
+            ]);
             if raw[0] != SLOT_LIVE || crc32c::crc32c(&raw[..CRC_AT]) != crc {
                 tracing::warn!(path = %path.display(), slot, "key store slot torn (a crash while a key was created); left unused");
                 continue;
             }
             let (subject, key) = unwrap_slot(&kek, raw)
                 .map_err(|reason| corrupt(format!("slot {slot}: {reason}")))?;
-            slots.live.insert(subject, Live { slot, key: Arc::new(key) });
+            slots.live.insert(
+                subject,
+                Live {
+                    slot,
+                    key: Arc::new(key),
+                },
+            );
         }
         Ok(KeyStore {
             file,
@@ -292,7 +308,10 @@ impl KeyStore {
         let Some(live) = slots.live.remove(subject) else {
             return Ok(None);
         };
-        if let Err(e) = self.file.write_all_at(&[0u8; SLOT_BYTES as usize], offset(live.slot)) {
+        if let Err(e) = self
+            .file
+            .write_all_at(&[0u8; SLOT_BYTES as usize], offset(live.slot))
+        {
             return Err(self.poison("write", e));
         }
         if let Err(e) = self.file.sync_data() {

@@ -41,14 +41,18 @@ impl MasterKey {
                 from: source.clone(),
                 reason,
             };
-            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?);
+            let text =
+                Zeroizing::new(std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?);
             check_private(path).map_err(bad)?;
             return Ok(Some(MasterKey::parse(text.trim(), source)?));
         }
         match std::env::var(MASTER_KEY_ENV) {
             Ok(text) => {
                 let text = Zeroizing::new(text);
-                Ok(Some(MasterKey::parse(text.trim(), MASTER_KEY_ENV.to_string())?))
+                Ok(Some(MasterKey::parse(
+                    text.trim(),
+                    MASTER_KEY_ENV.to_string(),
+                )?))
             }
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(e) => Err(PrivacyError::MasterKey {

@@ -53,7 +53,9 @@ pub enum PrivacyError {
         reason: String,
     },
     /// The master key does not open the key store: nothing was decrypted.
-    #[error("the master key from {from} is not the one of the key store {path}: start with the master key it was created with")]
+    #[error(
+        "the master key from {from} is not the one of the key store {path}: start with the master key it was created with"
+    )]
     WrongMasterKey {
         /// Where the key came from.
         from: String,
@@ -118,7 +120,9 @@ pub enum PrivacyError {
         reason: String,
     },
     /// The server has no key store (no master key was given).
-    #[error("the server has no master key: start it with master_key_file or LOGBOOK_MASTER_KEY to keep personal data")]
+    #[error(
+        "the server has no master key: start it with master_key_file or LOGBOOK_MASTER_KEY to keep personal data"
+    )]
     NoKeyStore,
     /// The log refused or failed the erasure record.
     #[error(transparent)]
@@ -182,7 +186,10 @@ impl Privacy {
         let declaring: Vec<String> = log
             .stream_names()
             .into_iter()
-            .filter(|n| log.stream(n).is_ok_and(|s| s.config().personal_data.is_some()))
+            .filter(|n| {
+                log.stream(n)
+                    .is_ok_and(|s| s.config().personal_data.is_some())
+            })
             .collect();
         let exists = path.exists();
         let store = match (MasterKey::load(master_key_file)?, exists) {
@@ -235,11 +242,16 @@ impl Privacy {
             from = last.offset + 1;
             for r in batch {
                 let Ok(e) = serde_json::from_slice::<ErasureRecord>(&r.value) else {
-                    tracing::warn!(offset = r.offset, "not an erasure record in {ERASURES_STREAM}; skipped");
+                    tracing::warn!(
+                        offset = r.offset,
+                        "not an erasure record in {ERASURES_STREAM}; skipped"
+                    );
                     continue;
                 };
                 if let Some(store) = &self.store
-                    && store.key(&e.subject).is_some_and(|k| format!("{:016x}", k.id) == e.key_id)
+                    && store
+                        .key(&e.subject)
+                        .is_some_and(|k| format!("{:016x}", k.id) == e.key_id)
                 {
                     tracing::info!(subject = %e.subject, "completing an erasure a restart interrupted");
                     store.erase(&e.subject)?;
@@ -290,10 +302,13 @@ impl Privacy {
         let mut parsed = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             let value: Value = serde_json::from_slice(&r.value).map_err(|e| {
-                (i, PrivacyError::InvalidSubject {
-                    pointer: d.subject.clone(),
-                    reason: format!("the value is not JSON: {e}"),
-                })
+                (
+                    i,
+                    PrivacyError::InvalidSubject {
+                        pointer: d.subject.clone(),
+                        reason: format!("the value is not JSON: {e}"),
+                    },
+                )
             })?;
             let subject = fields::subject_of(&value, &d.subject).map_err(|e| (i, e))?;
             parsed.push((value, subject));
@@ -323,7 +338,11 @@ impl Privacy {
                 Some(Revealed::Plain(p)) => *member = p,
                 Some(Revealed::Erased) => *member = serde_json::json!({"erased": true}),
                 Some(Revealed::Undecryptable) => {
-                    tracing::error!(stream, pointer, "a personal field does not decrypt under its subject's key: damaged");
+                    tracing::error!(
+                        stream,
+                        pointer,
+                        "a personal field does not decrypt under its subject's key: damaged"
+                    );
                     *member = serde_json::json!({"undecryptable": true});
                 }
             }
@@ -333,7 +352,11 @@ impl Privacy {
 
     /// The subject's state.
     pub fn state(&self, subject: &str) -> KeyState {
-        if self.store.as_ref().is_some_and(|s| s.key(subject).is_some()) {
+        if self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.key(subject).is_some())
+        {
             KeyState::Live
         } else if self.lock_erased().contains(subject) {
             KeyState::Erased
@@ -351,10 +374,18 @@ impl Privacy {
     pub fn erase(&self, subject: &str, now_ms: i64) -> Result<KeyState, PrivacyError> {
         let mut erased = self.lock_erased();
         let (Some(store), Some(stream)) = (&self.store, &self.erasures) else {
-            return Ok(if erased.contains(subject) { KeyState::Erased } else { KeyState::None });
+            return Ok(if erased.contains(subject) {
+                KeyState::Erased
+            } else {
+                KeyState::None
+            });
         };
         let Some(key) = store.key(subject) else {
-            return Ok(if erased.contains(subject) { KeyState::Erased } else { KeyState::None });
+            return Ok(if erased.contains(subject) {
+                KeyState::Erased
+            } else {
+                KeyState::None
+            });
         };
         let record = ErasureRecord {
             subject: subject.to_string(),
