@@ -77,7 +77,7 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
+        for entry in std::fs::read_dir(d).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);

@@ -293,9 +293,10 @@ fn bench_master_key(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("master.key");
     if !path.exists() {
-        let hex: String = (0..32)
-            .map(|_| format!("{:02x}", rand::random::<u8>()))
-            .collect();
+        let mut hex = String::with_capacity(64);
+        for _ in 0..32 {
+            hex.push_str(&format!("{:02x}", rand::random::<u8>()));
+        }
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

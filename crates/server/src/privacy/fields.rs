@@ -72,11 +72,12 @@ fn check_pointer(p: &str) -> Result<(), String> {
     if p.len() > POINTER_BYTES_MAX {
         return Err(format!("{} bytes; at most {POINTER_BYTES_MAX}", p.len()));
     }
-    let mut chars = p.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!("{p:?}: `~` must be followed by 0 or 1 (RFC 6901)"));
-        }
+    let bytes = p.as_bytes();
+    let bad_escape = p
+        .match_indices('~')
+        .any(|(i, _)| !matches!(bytes.get(i + 1), Some(b'0' | b'1')));
+    if bad_escape {
+        return Err(format!("{p:?}: `~` must be followed by 0 or 1 (RFC 6901)"));
     }
     Ok(())
 }
