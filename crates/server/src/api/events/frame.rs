@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn a_chunk_holds_one_event_per_record_with_the_cursor_after_it() {
         let cursor = Cursor::from([(0, 5), (2, 9), (3, 1)]);
-        let read = serialise(2, vec![record(9, "1"), record(10, "{\"a\":2}")]);
+        let read = serialise(2, vec![record(9, "1"), record(10, "{\"a\":2}")], None);
         assert_eq!(read.next(), Some(11));
         let chunk = frame(&cursor, &read);
         assert_eq!(chunk.events, 2);
@@ -244,7 +244,7 @@ mod tests {
             (Cursor::from([(0, 3), (1, 0)]), 0),
             (Cursor::from([(0, 3), (1, 0)]), 1),
         ] {
-            let read = serialise(p, vec![record(cursor[&p], "null")]);
+            let read = serialise(p, vec![record(cursor[&p], "null")], None);
             let mut moved = cursor.clone();
             moved.insert(p, cursor[&p] + 1);
             assert_eq!(events(&frame(&cursor, &read))[0].0, format_cursor(&moved));
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn line_breaks_in_a_stored_value_stay_on_one_data_line() {
         let value = "{\r\n  \"text\": \"a\\nb\",\n  \"n\": [1,\r2]\n}";
-        let read = serialise(0, vec![record(0, value)]);
+        let read = serialise(0, vec![record(0, value)], None);
         let got = events(&frame(&Cursor::from([(0, 0)]), &read));
         let data: serde_json::Value = serde_json::from_str(&got[0].2).unwrap();
         assert_eq!(
