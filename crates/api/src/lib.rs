@@ -39,8 +39,8 @@ pub mod audit;
 pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
-pub mod derived;
 pub mod data_subjects;
+pub mod derived;
 pub mod groups;
 pub mod limits;
 mod objects;

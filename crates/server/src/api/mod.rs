@@ -23,8 +23,8 @@
 
 mod certify;
 pub mod commits;
-pub mod derived;
 pub mod data_subjects;
+pub mod derived;
 mod empty_key;
 pub mod events;
 pub mod groups;
