@@ -435,6 +435,24 @@ fn missing_member(reason: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
+/// A spec's bytes as a JSON value, within [`SPEC_BYTES_MAX`]: the first step of every spec
+/// parser (views' and derived streams').
+///
+/// # Errors
+/// [`ViewError::InvalidSpec`] for a spec over the limit or not JSON.
+pub(crate) fn spec_value(json: &[u8]) -> Result<Value> {
+    if json.len() > SPEC_BYTES_MAX {
+        return Err(ViewError::spec(
+            "",
+            format!(
+                "the spec is {} bytes; the limit is {SPEC_BYTES_MAX}",
+                json.len()
+            ),
+        ));
+    }
+    serde_json::from_slice(json).map_err(|e| ViewError::spec("", format!("not JSON: {e}")))
+}
+
 impl Plan {
     /// Parses and validates a spec given as JSON bytes.
     ///
@@ -442,18 +460,7 @@ impl Plan {
     /// [`ViewError::UnknownKind`]; [`ViewError::InvalidSpec`] naming the field (bad JSON,
     /// wrong type, unknown or missing member, member not allowed for the kind, limits).
     pub fn parse(json: &[u8]) -> Result<Plan> {
-        if json.len() > SPEC_BYTES_MAX {
-            return Err(ViewError::spec(
-                "",
-                format!(
-                    "the spec is {} bytes; the limit is {SPEC_BYTES_MAX}",
-                    json.len()
-                ),
-            ));
-        }
-        let value: Value = serde_json::from_slice(json)
-            .map_err(|e| ViewError::spec("", format!("not JSON: {e}")))?;
-        Plan::from_value(value)
+        Plan::from_value(spec_value(json)?)
     }
 
     /// Validates a spec given as a JSON value; see [`Plan::parse`].

@@ -84,9 +84,7 @@ pub async fn erase_data_subject(
     check_id(&id)?;
     let opened = state.opened()?;
     let (privacy, subject) = (opened.privacy.clone(), id.clone());
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = logbook_log::Clock::now_ms(&logbook_log::SystemClock);
     // Appends and fsyncs, then overwrites and fdatasyncs: off the worker.
     let key = blocking(move || privacy.erase(&subject, now_ms))
         .await?

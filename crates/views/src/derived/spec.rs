@@ -12,7 +12,7 @@ use logbook_log::{Record, StoredRecord};
 
 use crate::apply::{join_key, project};
 use crate::error::{Result, ViewError};
-use crate::limits::{SPEC_BYTES_MAX, SPEC_FIELDS_MAX};
+use crate::limits::SPEC_FIELDS_MAX;
 use crate::spec::{FieldPath, Filter};
 
 /// A derived stream's spec as written by the user (decision 0031).
@@ -62,17 +62,7 @@ impl DerivedPlan {
     /// [`ViewError::InvalidSpec`] naming the field (bad JSON, wrong type, unknown or missing
     /// member, limits).
     pub fn parse(json: &[u8]) -> Result<DerivedPlan> {
-        if json.len() > SPEC_BYTES_MAX {
-            return Err(ViewError::spec(
-                "",
-                format!(
-                    "the spec is {} bytes; the limit is {SPEC_BYTES_MAX}",
-                    json.len()
-                ),
-            ));
-        }
-        let value: Value = serde_json::from_slice(json)
-            .map_err(|e| ViewError::spec("", format!("not JSON: {e}")))?;
+        let value = crate::spec::spec_value(json)?;
         if !value.is_object() {
             return Err(ViewError::spec(
                 "",
