@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 /// One HTTP/1.1 keep-alive connection (setup calls here; the TPC-B clients of
 /// `bench tpcb --over http`).
@@ -28,11 +27,18 @@ impl Conn {
 
     /// A connection whose requests carry `token` as a bearer token.
     pub(crate) async fn open_as(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Conn> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        tcp.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        Conn::open_with(addr, token, None).await
+    }
+
+    /// A connection whose requests carry `token` as a bearer token, over TLS when `tls` is
+    /// given (the certificate must name `addr`'s IP address).
+    pub(crate) async fn open_with(
+        addr: SocketAddr,
+        token: Option<&str>,
+        tls: Option<&tokio_rustls::TlsConnector>,
+    ) -> anyhow::Result<Conn> {
+        let io = crate::net::connect(&addr.to_string(), tls).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .context("HTTP handshake")?;
         tokio::spawn(async move {

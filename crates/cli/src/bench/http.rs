@@ -18,9 +18,16 @@
 //! actual send, so the 1 ms granularity of the timer is not billed to the server. With
 //! PostgreSQL installed, `pgbench -S` (select-only point reads) runs beside it on a
 //! throwaway cluster for comparison.
+//!
+//! **Configurations.** `--auth off,on` × `--tls off,on` each run every phase on a fresh
+//! server (TLS: a self-signed certificate made for the run, which the load generator
+//! trusts); `--rounds N` runs the whole list N times in turn, so load from elsewhere on the
+//! machine falls on every configuration alike, and the report's `summary` gives each
+//! configuration's medians over the rounds and the ratios issue 17 budgets: authentication
+//! on ÷ off (plain HTTP) and TLS ÷ plain (authentication on).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,18 +37,20 @@ use hyper::Method;
 use logbook_api::paths::{self, Query};
 use logbook_server::{AuthMode, ServerConfig};
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsConnector;
 
 use super::conn::Conn;
 
 mod cluster;
+mod summary;
 use super::kit::{
     LATENCY_US_MAX, TempDir, latency_histogram, loadavg_1m, process_cpu_seconds, round1, round3,
 };
 use super::postgres::{PgCluster, PgTools, PgbenchSummary, check_output};
-use super::server::{BenchServer, wait_ready};
+use super::server::{BenchServer, wait_ready_over};
 
 /// The stream appended to.
 const STREAM: &str = "bench";
@@ -97,6 +106,14 @@ pub struct HttpBenchArgs {
     /// phase on a fresh server, in this order, so `--auth off,on` compares them in one run.
     #[arg(long, value_delimiter = ',', default_value = "on")]
     pub auth: Vec<AuthMode>,
+    /// TLS of the server, `off` and/or `on` (comma-separated): each runs every phase on a
+    /// fresh server, after the `--auth` configurations of the one before it.
+    #[arg(long, value_delimiter = ',', default_value = "off")]
+    pub tls: Vec<TlsMode>,
+    /// How many times every configuration (`--auth` × `--tls`) runs, in turn; the summary
+    /// takes medians over the rounds.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Also run every phase against this running cluster (its nodes' URLs, comma-separated,
     /// e.g. `scripts/dev-cluster up`'s), the connections spread round-robin over the nodes,
     /// after the single node of this process; reads then carry the session's consistency
@@ -116,11 +133,84 @@ pub struct HttpBenchArgs {
     pub personal_fields: bool,
 }
 
+/// Whether the benchmarked server speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain HTTP.
+    Off,
+    /// HTTPS with a self-signed certificate made for the run.
+    On,
+}
+
+impl std::str::FromStr for TlsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TlsMode, String> {
+        match s {
+            "on" => Ok(TlsMode::On),
+            "off" => Ok(TlsMode::Off),
+            other => Err(format!("tls must be on or off, not {other:?}")),
+        }
+    }
+}
+
+/// One server configuration of a run.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    auth: AuthMode,
+    tls: TlsMode,
+    /// Which pass over the configurations this is (from 0).
+    round: usize,
+}
+
+impl Setup {
+    fn auth_label(self) -> &'static str {
+        match self.auth {
+            AuthMode::On => "on",
+            AuthMode::Off => "off",
+        }
+    }
+
+    fn tls_label(self) -> &'static str {
+        match self.tls {
+            TlsMode::On => "on",
+            TlsMode::Off => "off",
+        }
+    }
+}
+
+/// The certificate of the TLS runs: the files the server reads, and the connector that
+/// trusts it.
+struct TlsPair {
+    cert: PathBuf,
+    key: PathBuf,
+    connector: TlsConnector,
+}
+
+impl TlsPair {
+    /// A self-signed pair for `127.0.0.1` and `localhost` in `dir`.
+    fn create(dir: &Path) -> anyhow::Result<TlsPair> {
+        let names = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let (cert, key) = crate::tls_cmd::self_signed(dir, &names)?;
+        let pem = std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
+        let connector = crate::net::connector(Some(&pem))?;
+        Ok(TlsPair {
+            cert,
+            key,
+            connector,
+        })
+    }
+}
+
 /// What one run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(super) struct RunResult {
     /// `on`: every request carried a bearer token the server checked; `off`: none.
     auth: &'static str,
+    /// `on`: HTTPS (keep-alive connections: one handshake per connection).
+    tls: &'static str,
+    /// The pass over the configurations (from 0).
+    round: usize,
     op: &'static str,
     mode: &'static str,
     /// Target rate (open loop); null for closed loop.
@@ -166,16 +256,35 @@ enum Pace {
 /// # Errors
 /// The server cannot start, a setup request fails, or the load generator cannot connect.
 pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
-    if args.seconds == 0 || args.connections == 0 || args.open_connections == 0 || args.keys == 0 {
-        bail!("--seconds, --connections, --open-connections and --keys must be positive");
+    if args.seconds == 0
+        || args.connections == 0
+        || args.open_connections == 0
+        || args.keys == 0
+        || args.rounds == 0
+    {
+        bail!("--seconds, --connections, --open-connections, --keys and --rounds must be positive");
     }
     let tmp = TempDir::create(&std::env::temp_dir(), "logbook-bench-http")?;
+    let tls = match args.tls.contains(&TlsMode::On) {
+        true => Some(TlsPair::create(&tmp.0.join("tls"))?),
+        false => None,
+    };
     let load_before = loadavg_1m();
     let mut results = Vec::new();
-    for &auth in &args.auth {
-        results.extend(run_server(args, &tmp.0, auth)?);
+    for round in 0..args.rounds {
+        for &tls_mode in &args.tls {
+            for &auth in &args.auth {
+                let setup = Setup {
+                    auth,
+                    tls: tls_mode,
+                    round,
+                };
+                results.extend(run_server(args, &tmp.0, setup, tls.as_ref())?);
+            }
+        }
     }
     drop(tmp);
+    let summary = summary::summary(&results);
     let cluster = match args.cluster.is_empty() {
         true => serde_json::Value::Null,
         false => cluster::run(args, &results)?,
@@ -209,9 +318,11 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
             "cpus": std::thread::available_parallelism().map_or(0, usize::from),
             "view": "table view over the appended stream",
             "personal_fields": args.personal_fields,
+            "rounds": args.rounds,
         },
         "loadavg_1m": { "before": load_before, "after": load_after },
         "runs": results,
+        "summary": summary,
         "cluster": cluster,
         "pgbench_select_only": pg,
     });
@@ -219,6 +330,10 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&results_of(&report));
+        println!(
+            "summary: {}",
+            serde_json::to_string_pretty(&report["summary"])?
+        );
         if !report["cluster"].is_null() {
             println!("cluster ({}):", report["cluster"]["nodes"]);
             print_table(&results_of(&report["cluster"]));
@@ -229,22 +344,38 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every phase against a fresh server in `dir/data-{on|off}` with authentication
-/// `auth` (its requests then carry the admin token the server wrote there).
-fn run_server(args: &HttpBenchArgs, dir: &Path, auth: AuthMode) -> anyhow::Result<Vec<RunResult>> {
-    let label = match auth {
-        AuthMode::On => "on",
-        AuthMode::Off => "off",
+/// Runs every phase against a fresh server in a directory of its own under `dir`, as
+/// `setup` says: with authentication on, its requests carry the admin token the server
+/// wrote there; with TLS, it serves `tls`'s certificate and the clients trust it.
+fn run_server(
+    args: &HttpBenchArgs,
+    dir: &Path,
+    setup: Setup,
+    tls: Option<&TlsPair>,
+) -> anyhow::Result<Vec<RunResult>> {
+    let tls = match setup.tls {
+        TlsMode::On => Some(tls.context("no certificate for a TLS run")?),
+        TlsMode::Off => None,
     };
-    let data = dir.join(format!("data-{label}"));
+    let data = dir.join(format!(
+        "data-auth-{}-tls-{}-{}",
+        setup.auth_label(),
+        setup.tls_label(),
+        setup.round
+    ));
     let master_key_file = if args.personal_fields {
         Some(bench_master_key(dir)?)
     } else {
         None
     };
     let config = ServerConfig {
-        auth,
+        auth: setup.auth,
         master_key_file,
+        tls: tls.map(|t| logbook_server::config::TlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            ca_cert: None,
+        }),
         ..ServerConfig::default()
     };
     let server = BenchServer::start(&data, args.server_threads, config)?;
@@ -254,8 +385,13 @@ fn run_server(args: &HttpBenchArgs, dir: &Path, auth: AuthMode) -> anyhow::Resul
         .enable_all()
         .build()
         .context("starting the client runtime")?;
-    client_rt.block_on(wait_ready(server.addr(), Duration::from_secs(60)))?;
-    let bearer = match auth {
+    let connector = tls.map(|t| t.connector.clone());
+    client_rt.block_on(wait_ready_over(
+        server.addr(),
+        Duration::from_secs(60),
+        connector.as_ref(),
+    ))?;
+    let bearer = match setup.auth {
         AuthMode::On => crate::client::admin_token(&data)?,
         AuthMode::Off => None,
     };
@@ -266,13 +402,18 @@ fn run_server(args: &HttpBenchArgs, dir: &Path, auth: AuthMode) -> anyhow::Resul
         view: VIEW.to_string(),
         spec: stream_spec(args),
         session_token: !args.cluster.is_empty(),
+        tls: connector,
     };
     let results = client_rt.block_on(measure(args, &target));
     drop(client_rt);
     server.stop();
+    // Each configuration's data is its own; the next starts from an empty directory.
+    let _ = std::fs::remove_dir_all(&data);
     let mut results = results?;
     for r in &mut results {
-        r.auth = label;
+        r.auth = setup.auth_label();
+        r.tls = setup.tls_label();
+        r.round = setup.round;
     }
     Ok(results)
 }
@@ -314,8 +455,10 @@ fn results_of(report: &serde_json::Value) -> Vec<serde_json::Value> {
 
 fn print_table(runs: &[serde_json::Value]) {
     println!(
-        "{:<4} {:<7} {:<7} {:>9} {:>6} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "{:<5} {:<4} {:<4} {:<7} {:<7} {:>9} {:>6} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "round",
         "auth",
+        "tls",
         "op",
         "mode",
         "rate",
@@ -330,8 +473,10 @@ fn print_table(runs: &[serde_json::Value]) {
     );
     for r in runs {
         println!(
-            "{:<4} {:<7} {:<7} {:>9} {:>6} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>9}",
+            "{:<5} {:<4} {:<4} {:<7} {:<7} {:>9} {:>6} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>9}",
+            r["round"],
             r["auth"].as_str().unwrap_or(""),
+            r["tls"].as_str().unwrap_or(""),
             r["op"].as_str().unwrap_or(""),
             r["mode"].as_str().unwrap_or(""),
             r["rate"]
@@ -363,6 +508,8 @@ pub(super) struct Target {
     /// Reads carry the session's consistency token (that of its last append), as the client
     /// does when it moves between nodes.
     pub(super) session_token: bool,
+    /// HTTPS through this connector (which trusts the nodes' certificate), or plain HTTP.
+    pub(super) tls: Option<TlsConnector>,
 }
 
 /// Sets up the stream, the view and the keys, then runs every phase.
@@ -371,7 +518,7 @@ pub(super) async fn measure(
     target: &Target,
 ) -> anyhow::Result<Vec<RunResult>> {
     let bearer = target.bearer.as_deref();
-    let mut c = Conn::open_as(target.addrs[0], bearer).await?;
+    let mut c = Conn::open_with(target.addrs[0], bearer, target.tls.as_ref()).await?;
     expect(
         c.call(
             Method::PUT,
@@ -464,7 +611,7 @@ async fn wait_applied(target: &Target, key: &str, token: &str) -> anyhow::Result
             .push("timeout_ms", 60_000)
             .finish();
     for &addr in &target.addrs {
-        let mut c = Conn::open_as(addr, target.bearer.as_deref()).await?;
+        let mut c = Conn::open_with(addr, target.bearer.as_deref(), target.tls.as_ref()).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (status, body) = c.call(Method::GET, &path, None).await?;
@@ -498,6 +645,32 @@ fn padding(record_bytes: usize) -> String {
     "x".repeat(record_bytes.saturating_sub(20))
 }
 
+/// A connection's halves, each driven by a task of its own.
+type Halves = (
+    Box<dyn AsyncRead + Unpin + Send>,
+    Box<dyn AsyncWrite + Unpin + Send>,
+);
+
+/// A connection to `addr` as `target` says, split: a TCP socket's own halves, or a TLS
+/// stream's (which share a lock; the handshake is made here, before the run's clock starts).
+async fn connect(target: &Target, addr: SocketAddr) -> anyhow::Result<Halves> {
+    match &target.tls {
+        None => {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
+            tcp.set_nodelay(true)?;
+            let (rd, wr) = tcp.into_split();
+            Ok((Box::new(rd), Box::new(wr)))
+        }
+        Some(tls) => {
+            let io = crate::net::connect(&addr.to_string(), Some(tls)).await?;
+            let (rd, wr) = tokio::io::split(io);
+            Ok((Box::new(rd), Box::new(wr)))
+        }
+    }
+}
+
 /// One measured run: `connections` connections, merged histograms.
 async fn run_phase(
     args: &HttpBenchArgs,
@@ -513,11 +686,7 @@ async fn run_phase(
     let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
         let addr = target.addrs[i % target.addrs.len()];
-        let tcp = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        tcp.set_nodelay(true)?;
-        conns.push(tcp);
+        conns.push(connect(target, addr).await?);
     }
     let start = Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs(args.seconds);
@@ -536,7 +705,7 @@ async fn run_phase(
         read_query: read_query.to_string(),
     });
     let mut tasks = Vec::with_capacity(connections);
-    for (i, tcp) in conns.into_iter().enumerate() {
+    for (i, (rd, wr)) in conns.into_iter().enumerate() {
         let schedule = match pace {
             Pace::Closed => None,
             Pace::Open { rate } => {
@@ -544,7 +713,6 @@ async fn run_phase(
                 Some((interval, interval.mul_f64(i as f64 / connections as f64)))
             }
         };
-        let (rd, wr) = tcp.into_split();
         let depth = Arc::new(Semaphore::new(args.depth.max(1)));
         let (sent_tx, sent_rx) = tokio::sync::mpsc::unbounded_channel();
         let writer = tokio::spawn(send_loop(
@@ -590,6 +758,8 @@ async fn run_phase(
         .map(|(b, a)| (a - b).max(0.0));
     Ok(RunResult {
         auth: "",
+        tls: "",
+        round: 0,
         cpu_us_per_request: cpu_seconds
             .filter(|_| requests > 0)
             .map(|s| round1(s * 1e6 / requests as f64)),
@@ -674,8 +844,8 @@ impl RequestShape {
     clippy::too_many_arguments,
     reason = "a task's inputs, moved in once at spawn; one caller"
 )]
-async fn send_loop(
-    mut wr: OwnedWriteHalf,
+async fn send_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     shape: Arc<RequestShape>,
     seed: u64,
     depth: Arc<Semaphore>,
@@ -683,7 +853,7 @@ async fn send_loop(
     start: Instant,
     end: Instant,
     schedule: Option<(Duration, Duration)>,
-) -> (u64, OwnedWriteHalf) {
+) -> (u64, W) {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut n: u64 = 0;
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -739,24 +909,12 @@ async fn send_loop(
             permit.forget();
             from = if schedule.is_some() { next_due } else { now };
         }
-        if write_all(&mut wr, &buf).await.is_err() {
+        // A TLS stream holds what it encrypted until flushed.
+        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
             break;
         }
     }
     (n, wr)
-}
-
-async fn write_all(wr: &mut OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        wr.writable().await?;
-        match wr.try_write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// What one connection's answers measured.
@@ -771,8 +929,8 @@ struct Tally {
 /// One connection's receiving side: parses answers in order (they come in request order on
 /// HTTP/1.1), records each one's latency against its send time, frees its slot. Ends when
 /// the sender is done and every request it sent is answered, or the connection breaks.
-async fn receive_loop(
-    rd: OwnedReadHalf,
+async fn receive_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
     depth: Arc<Semaphore>,
     mut sent: tokio::sync::mpsc::UnboundedReceiver<Instant>,
 ) -> anyhow::Result<Tally> {
@@ -790,14 +948,9 @@ async fn receive_loop(
             if let Some(parsed) = parse_response(&buf)? {
                 break parsed;
             }
-            if rd.readable().await.is_err() {
-                return Ok(tally);
-            }
-            match rd.try_read(&mut chunk) {
-                Ok(0) => return Ok(tally),
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Ok(tally),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return Ok(tally),
             }
         };
         tally.answered += 1;

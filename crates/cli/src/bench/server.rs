@@ -95,7 +95,16 @@ impl BenchServer {
 /// Waits until the server at `addr` answers health with 200 (it opens its data directory
 /// first), for at most `within`.
 pub(crate) async fn wait_ready(addr: SocketAddr, within: Duration) -> anyhow::Result<()> {
-    let mut conn = Conn::open(addr).await?;
+    wait_ready_over(addr, within, None).await
+}
+
+/// [`wait_ready`] over TLS when `tls` is given.
+pub(crate) async fn wait_ready_over(
+    addr: SocketAddr,
+    within: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> anyhow::Result<()> {
+    let mut conn = Conn::open_with(addr, None, tls).await?;
     let deadline = Instant::now() + within;
     loop {
         let (status, _) = conn.call(Method::GET, &paths::health(), None).await?;

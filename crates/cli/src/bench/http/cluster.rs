@@ -27,8 +27,8 @@ use crate::bench::kit::round3;
 use crate::bench::server::wait_ready;
 
 /// Runs every phase on the cluster of `--cluster`; the report's `cluster` object, with each
-/// run's ratio to the run of `single` with the same op, mode and rate (the first
-/// `--auth`'s: a cluster's requests carry `--auth-token` when given).
+/// run's ratio to the run of `single` with the same op, mode and rate (the first round of
+/// the first `--tls` and `--auth`: a cluster's requests carry `--auth-token` when given).
 pub(super) fn run(args: &HttpBenchArgs, single: &[RunResult]) -> anyhow::Result<serde_json::Value> {
     let addrs = args
         .cluster
@@ -45,6 +45,8 @@ pub(super) fn run(args: &HttpBenchArgs, single: &[RunResult]) -> anyhow::Result<
         view: format!("bench_rows_{millis}"),
         spec: json!({"partitions": args.partitions}),
         session_token: true,
+        // The benchmark's clients reach a cluster over plain HTTP (`socket_addr`).
+        tls: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
@@ -66,12 +68,12 @@ pub(super) fn run(args: &HttpBenchArgs, single: &[RunResult]) -> anyhow::Result<
             .await?;
         anyhow::Ok((runs, serde_json::from_slice::<serde_json::Value>(&info)?))
     })?;
-    let first_auth = single.first().map(|r| r.auth);
+    let first = single.first().map(|r| (r.auth, r.tls, r.round));
     let ratios: Vec<serde_json::Value> = runs
         .iter()
         .filter_map(|c| {
             let s = single.iter().find(|s| {
-                Some(s.auth) == first_auth && s.op == c.op && s.mode == c.mode && s.rate == c.rate
+                Some((s.auth, s.tls, s.round)) == first && s.op == c.op && s.mode == c.mode && s.rate == c.rate
             })?;
             Some(json!({
                 "op": c.op,
