@@ -474,7 +474,7 @@ fn print_table(runs: &[serde_json::Value]) {
     for r in runs {
         println!(
             "{:<5} {:<4} {:<4} {:<7} {:<7} {:>9} {:>6} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>9}",
-            r["round"],
+            r["round"].as_u64().unwrap_or(0),
             r["auth"].as_str().unwrap_or(""),
             r["tls"].as_str().unwrap_or(""),
             r["op"].as_str().unwrap_or(""),
@@ -482,14 +482,14 @@ fn print_table(runs: &[serde_json::Value]) {
             r["rate"]
                 .as_u64()
                 .map_or("-".to_string(), |v| v.to_string()),
-            r["connections"],
-            r["depth"],
+            r["connections"].as_u64().unwrap_or(0),
+            r["depth"].as_u64().unwrap_or(0),
             r["achieved_per_s"].as_f64().unwrap_or(0.0),
             r["p50_ms"].as_f64().unwrap_or(0.0),
             r["p99_ms"].as_f64().unwrap_or(0.0),
             r["p999_ms"].as_f64().unwrap_or(0.0),
-            r["errors"],
-            r["cpu_us_per_request"],
+            r["errors"].as_u64().unwrap_or(0),
+            r["cpu_us_per_request"].to_string(),
         );
     }
 }

@@ -73,7 +73,10 @@ pub(super) fn run(args: &HttpBenchArgs, single: &[RunResult]) -> anyhow::Result<
         .iter()
         .filter_map(|c| {
             let s = single.iter().find(|s| {
-                Some((s.auth, s.tls, s.round)) == first && s.op == c.op && s.mode == c.mode && s.rate == c.rate
+                Some((s.auth, s.tls, s.round)) == first
+                    && s.op == c.op
+                    && s.mode == c.mode
+                    && s.rate == c.rate
             })?;
             Some(json!({
                 "op": c.op,
