@@ -9,9 +9,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use logbook_server::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
 use logbook_views::ConsistencyToken;
 
+use logbook_api::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
 use logbook_api::paths;
 
 use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of};
@@ -685,19 +685,7 @@ impl Append {
                 done.said()
             ));
         };
-        let p = &api.problem;
-        let mut problem = logbook_server::error::Problem {
-            type_: p.type_.clone(),
-            code: p.code.clone(),
-            title: p.title.clone(),
-            status: p.status,
-            detail: p.detail.clone(),
-            field: p.field.clone(),
-            retryable: p.retryable,
-            location: p.location.clone(),
-            error_code: p.error_code,
-            message: p.message.clone(),
-        };
+        let mut problem = api.problem.clone();
         let status = api.status;
         let (line, rest) = match problem
             .field

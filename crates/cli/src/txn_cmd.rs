@@ -16,9 +16,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 
-use logbook_server::error::Problem;
-
-use logbook_api::paths;
+use logbook_api::{Problem, paths};
 
 use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of};
 
