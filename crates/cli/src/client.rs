@@ -22,6 +22,8 @@ use logbook_api::client::{
 };
 use logbook_api::paths::Query;
 use logbook_api::problem::Problem;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Where the server is: every client command takes this.
@@ -170,6 +172,12 @@ impl From<usize> for CountOf {
     }
 }
 
+impl From<u32> for CountOf {
+    fn from(n: u32) -> Self {
+        CountOf::N(u64::from(n))
+    }
+}
+
 impl From<u64> for CountOf {
     fn from(n: u64) -> Self {
         CountOf::N(n)
@@ -208,13 +216,14 @@ impl fmt::Display for ApiProblem {
 
 impl std::error::Error for ApiProblem {}
 
-/// A successful answer: status and decoded body (`null` when the body is empty).
+/// A successful answer: status and body — the decoded JSON (`null` when the body is empty),
+/// or, from the `*_as` calls, the `logbook_api` type the route answers.
 #[derive(Debug)]
-pub struct Answer {
+pub struct Answer<T = Value> {
     /// HTTP status (2xx).
     pub status: u16,
-    /// The JSON body, or `null` for an empty one (204).
-    pub body: Value,
+    /// The body.
+    pub body: T,
 }
 
 /// A blocking HTTP client of one Logbook server.
@@ -313,6 +322,27 @@ impl Client {
         Ok(self.send(request.server_wait_ms(wait_ms))?.body)
     }
 
+    /// `GET path` with query parameters; the answer as the api type `T` (a field the CLI
+    /// renders that the answer lacks is an error naming it, never a `null` printed).
+    pub fn get_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        self.get_waiting_as(path, query, 0)
+    }
+
+    /// [`Client::get_waiting`], the answer as the api type `T`.
+    pub fn get_waiting_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        wait_ms: u64,
+    ) -> anyhow::Result<T> {
+        let request = RawRequest::new(Verb::Get, format!("{path}{}", query_of(query)));
+        Ok(self.send_as(request.server_wait_ms(wait_ms))?.body)
+    }
+
     /// `GET path` of a text document (e.g. `/metrics`).
     pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let request = self.checked(RawRequest::new(Verb::Get, path.to_owned()))?;
@@ -324,33 +354,37 @@ impl Client {
             .with_context(|| format!("GET {}{path}: the answer is not UTF-8 text", self.base))
     }
 
-    /// `PUT path` with a JSON body.
-    pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Answer> {
-        self.put_raw(path, &body.to_string())
+    /// `PUT path` with a JSON body (an api request type, or a JSON value).
+    pub fn put(&self, path: &str, body: &impl Serialize) -> anyhow::Result<Answer> {
+        self.send(RawRequest::new(Verb::Put, path.to_owned()).body(encode(path, body)?))
+    }
+
+    /// `PUT path` with a JSON body; the answer as the api type `T`.
+    pub fn put_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<Answer<T>> {
+        self.send_as(RawRequest::new(Verb::Put, path.to_owned()).body(encode(path, body)?))
     }
 
     /// `PUT path` with a body given as JSON text, sent as it is: the server parses it, so a
     /// malformed document is refused with the server's `invalid_json` naming where.
-    pub fn put_raw(&self, path: &str, json_text: &str) -> anyhow::Result<Answer> {
-        self.send(RawRequest::new(Verb::Put, path.to_owned()).body(json_text))
-    }
-
-    /// `POST path` with a body given as JSON text, and extra headers.
-    pub fn post_raw(
+    /// The answer as the api type `T`.
+    pub fn put_raw<T: DeserializeOwned>(
         &self,
         path: &str,
         json_text: &str,
-        headers: &[(&str, &str)],
-    ) -> anyhow::Result<Answer> {
-        let request = RawRequest::new(Verb::Post, path.to_owned()).body(json_text);
-        self.send(with_headers(request, headers)?)
+    ) -> anyhow::Result<Answer<T>> {
+        self.send_as(RawRequest::new(Verb::Put, path.to_owned()).body(json_text))
     }
 
-    /// `POST path` with a JSON body and extra headers (`Idempotency-Key`, `traceparent`).
+    /// `POST path` with a JSON body (an api request type, or a JSON value) and extra headers
+    /// (`Idempotency-Key`, `traceparent`).
     pub fn post(
         &self,
         path: &str,
-        body: &Value,
+        body: &impl Serialize,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Answer> {
         self.post_waiting(path, body, headers, 0)
@@ -361,14 +395,28 @@ impl Client {
     pub fn post_waiting(
         &self,
         path: &str,
-        body: &Value,
+        body: &impl Serialize,
         headers: &[(&str, &str)],
         wait_ms: u64,
     ) -> anyhow::Result<Answer> {
         let request = RawRequest::new(Verb::Post, path.to_owned())
-            .body(body.to_string())
+            .body(encode(path, body)?)
             .server_wait_ms(wait_ms);
         self.send(with_headers(request, headers)?)
+    }
+
+    /// [`Client::post_waiting`], the answer as the api type `T`.
+    pub fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        headers: &[(&str, &str)],
+        wait_ms: u64,
+    ) -> anyhow::Result<Answer<T>> {
+        let request = RawRequest::new(Verb::Post, path.to_owned())
+            .body(encode(path, body)?)
+            .server_wait_ms(wait_ms);
+        self.send_as(with_headers(request, headers)?)
     }
 
     /// A one-shot commit under `request_id` (`POST /v1/commits`); with `retry`, committed
@@ -417,6 +465,33 @@ impl Client {
 
     /// Sends `request` once; a 2xx answer's JSON body.
     fn send(&self, request: RawRequest) -> anyhow::Result<Answer> {
+        let (method, path) = (verb_name(request.verb), request.path.clone());
+        let (status, bytes) = self.send_once(request)?;
+        let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("{method} {path}: the answer is not JSON"))?
+        };
+        Ok(Answer { status, body })
+    }
+
+    /// Sends `request` once; a 2xx answer's body as the api type `T`.
+    fn send_as<T: DeserializeOwned>(&self, request: RawRequest) -> anyhow::Result<Answer<T>> {
+        let (method, path) = (verb_name(request.verb), request.path.clone());
+        let (status, bytes) = self.send_once(request)?;
+        let body = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{method} {path}: the answer is not the {} this CLI reads (a server of \
+                 another version?)",
+                type_name::<T>()
+            )
+        })?;
+        Ok(Answer { status, body })
+    }
+
+    /// Sends `request` once; a 2xx answer's status and body bytes.
+    fn send_once(&self, request: RawRequest) -> anyhow::Result<(u16, Vec<u8>)> {
         let method = verb_name(request.verb);
         let path = request.path.clone();
         let sent = Sent {
@@ -428,16 +503,7 @@ impl Client {
             .inner
             .send_raw(request)
             .map_err(|e| self.error(method, &path, e, sent))?;
-        let body = if answer.body.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            serde_json::from_slice(&answer.body)
-                .with_context(|| format!("{method} {path}: the answer is not JSON"))?
-        };
-        Ok(Answer {
-            status: answer.status,
-            body,
-        })
+        Ok((answer.status, answer.body))
     }
 
     /// `request` if its path names something. A path with an empty name
@@ -555,6 +621,17 @@ struct Sent {
     wait_ms: u64,
     /// The body's bytes (0: none).
     body_bytes: usize,
+}
+
+/// A request body as JSON text.
+fn encode(path: &str, body: &impl Serialize) -> anyhow::Result<String> {
+    serde_json::to_string(body).with_context(|| format!("encoding the body for {path}"))
+}
+
+/// The last segment of `T`'s path (`StreamInfo`), for messages.
+fn type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
 }
 
 /// `GET`, `PUT`, ... for messages.

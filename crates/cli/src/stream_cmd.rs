@@ -4,17 +4,23 @@
 //! holds the data directory, and from another machine. Appends print where each record
 //! landed and a consistency token to pass to view reads (`logbook view get --token`).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 
 use logbook_views::ConsistencyToken;
 
 use logbook_api::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
 use logbook_api::paths;
+use logbook_api::streams::{
+    AppendAnswer, AppendBody, AppendMany, CreateStream, OffsetsAtTime, PositionOut, ReaderKind,
+    RecordIn, RecordOut, RecordsOut, Retention, StreamInfo, StreamList,
+};
 
-use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of};
+use crate::client::{Answer, ApiProblem, Client, ServerArgs, count, print_json, problem_of};
 
 /// Records sent in one request by `stream append` without `--request-id` (the server's batch
 /// limit is far higher; this keeps each answer, and a failure's blast radius, small).
@@ -237,13 +243,11 @@ pub struct RetentionArgs {
 }
 
 impl RetentionArgs {
-    /// Sets the given limits as members of a request body.
-    fn add_to(&self, body: &mut Value) {
-        if let Some(b) = self.retention_bytes {
-            body["retention_bytes"] = json!(b);
-        }
-        if let Some(ms) = self.retention_ms {
-            body["retention_ms"] = json!(ms);
+    /// The limits as the retention body (a limit not given is no limit).
+    fn body(&self) -> Retention {
+        Retention {
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
         }
     }
 }
@@ -267,15 +271,15 @@ impl StreamCommand {
 
 /// Prints a stream's retention, each partition's first and next offset, and the readers
 /// retention has passed.
-fn print_extent(s: &Value) -> anyhow::Result<()> {
-    let limit = |v: &Value, unit: &str| match v.as_u64() {
+fn print_extent(s: &StreamInfo) -> anyhow::Result<()> {
+    let limit = |v: Option<u64>, unit: &str| match v {
         Some(n) => format!("{n} {unit}"),
         None => "no limit".to_string(),
     };
     outln!(
         "retention: {} per partition, {}",
-        limit(&s["retention"]["retention_bytes"], "bytes"),
-        limit(&s["retention"]["retention_ms"], "ms")
+        limit(s.retention.retention_bytes, "bytes"),
+        limit(s.retention.retention_ms, "ms")
     );
     outln!(
         "{:>9} {:>14} {:>14}",
@@ -283,28 +287,21 @@ fn print_extent(s: &Value) -> anyhow::Result<()> {
         "first offset",
         "next offset"
     );
-    for p in s["offsets"].as_array().map_or(&[][..], Vec::as_slice) {
-        outln!(
-            "{:>9} {:>14} {:>14}",
-            p["partition"].to_string(),
-            p["start"].to_string(),
-            p["end"].to_string()
-        );
+    for p in &s.offsets {
+        outln!("{:>9} {:>14} {:>14}", p.partition, p.start, p.end);
     }
-    for b in s["below_retention"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice)
-    {
-        let version = b["version"]
-            .as_u64()
-            .map_or(String::new(), |v| format!(" version {v}"));
+    for b in &s.below_retention {
+        let version = b.version.map_or(String::new(), |v| format!(" version {v}"));
+        let kind = match b.kind {
+            ReaderKind::View => "view",
+            ReaderKind::Group => "group",
+        };
         outln!(
-            "below retention: {} {}{version}, partition {}: at offset {}, first retained {} (records in between were deleted unread)",
-            b["kind"].as_str().unwrap_or_default(),
-            b["name"].as_str().unwrap_or_default(),
-            b["partition"],
-            b["position"],
-            b["start"]
+            "below retention: {kind} {}{version}, partition {}: at offset {}, first retained {} (records in between were deleted unread)",
+            b.name,
+            b.partition,
+            b.position,
+            b.start
         );
     }
     Ok(())
@@ -349,15 +346,16 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             retention,
             json,
         } => {
-            let mut body = json!({ "partitions": partitions });
-            if let Some(f) = fsync {
-                body["fsync"] = json!(f);
-            }
-            if let Some(b) = segment_bytes_max {
-                body["segment_bytes_max"] = json!(b);
-            }
-            retention.add_to(&mut body);
-            let answer = Client::new(&server)?.put(&paths::stream(&stream), &body)?;
+            let body = CreateStream {
+                partitions: Some(partitions),
+                fsync,
+                segment_bytes_max,
+                retention_bytes: retention.retention_bytes,
+                retention_ms: retention.retention_ms,
+                personal_data: None,
+            };
+            let answer: Answer<StreamInfo> =
+                Client::new(&server)?.put_as(&paths::stream(&stream), &body)?;
             if json {
                 return print_json(&answer.body);
             }
@@ -368,14 +366,14 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             };
             outln!(
                 "stream {stream} {verb}: {}, fsync {}",
-                count(&answer.body["partitions"], "partition", "partitions"),
-                answer.body["fsync"].as_str().unwrap_or_default()
+                count(answer.body.partitions, "partition", "partitions"),
+                answer.body.fsync
             );
         }
         StreamCommand::List { server, all, json } => {
-            let mut list = Client::new(&server)?.get(&paths::streams(), &[])?;
-            if !all && let Some(streams) = list["streams"].as_array_mut() {
-                streams.retain(|s| !s["stream"].as_str().is_some_and(|n| n.starts_with('_')));
+            let mut list: StreamList = Client::new(&server)?.get_as(&paths::streams(), &[])?;
+            if !all {
+                list.streams.retain(|s| !s.stream.starts_with('_'));
             }
             if json {
                 return print_json(&list);
@@ -386,13 +384,13 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
                 "partitions",
                 "records"
             );
-            for s in list["streams"].as_array().map_or(&[][..], Vec::as_slice) {
+            for s in &list.streams {
                 outln!(
                     "{:<24} {:>10} {:>12}  {}",
-                    s["stream"].as_str().unwrap_or_default(),
-                    s["partitions"].to_string(),
-                    s["records"].to_string(),
-                    s["fsync"].as_str().unwrap_or_default()
+                    s.stream,
+                    s.partitions,
+                    s.records,
+                    s.fsync
                 );
             }
         }
@@ -401,16 +399,16 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             stream,
             json,
         } => {
-            let s = Client::new(&server)?.get(&paths::stream(&stream), &[])?;
+            let s: StreamInfo = Client::new(&server)?.get_as(&paths::stream(&stream), &[])?;
             if json {
                 return print_json(&s);
             }
             outln!(
                 "stream {stream}: {}, {}, fsync {}, incarnation {}",
-                count(&s["partitions"], "partition", "partitions"),
-                count(&s["records"], "record", "records"),
-                s["fsync"].as_str().unwrap_or_default(),
-                s["incarnation"]
+                count(s.partitions, "partition", "partitions"),
+                count(s.records, "record", "records"),
+                s.fsync,
+                s.incarnation
             );
             print_extent(&s)?;
         }
@@ -420,9 +418,8 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
             retention,
             json,
         } => {
-            let mut body = json!({});
-            retention.add_to(&mut body);
-            let s = Client::new(&server)?.put(&paths::stream_retention(&stream), &body)?;
+            let s: Answer<StreamInfo> = Client::new(&server)?
+                .put_as(&paths::stream_retention(&stream), &retention.body())?;
             if json {
                 return print_json(&s.body);
             }
@@ -454,17 +451,14 @@ pub fn run(cmd: StreamCommand) -> anyhow::Result<()> {
                 client: Client::new(&server)?,
                 path: paths::records(&stream),
                 key,
-                headers: headers
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect(),
+                headers: headers.into_iter().collect(),
                 request_id,
                 traceparent,
                 json,
             };
             match value {
                 Some(text) => {
-                    let value: Value = serde_json::from_str(&text)
+                    let value = serde_json::from_str(&text)
                         .with_context(|| format!("--value is not JSON: {text:?}"))?;
                     append.send(vec![value])?;
                 }
@@ -512,16 +506,17 @@ struct Append {
     client: Client,
     path: String,
     key: Option<String>,
-    headers: serde_json::Map<String, Value>,
+    headers: BTreeMap<String, String>,
     request_id: Option<String>,
     traceparent: Option<String>,
     json: bool,
 }
 
-/// Records read from stdin, not yet sent: each as its JSON text, with its line number.
+/// Records read from stdin, not yet sent: each with its line number, and the bytes of their
+/// JSON text.
 #[derive(Default)]
 struct Batch {
-    records: Vec<(usize, String)>,
+    records: Vec<(usize, RecordIn)>,
     bytes: usize,
 }
 
@@ -552,16 +547,19 @@ impl Appended {
 }
 
 impl Append {
-    /// The JSON text of one record with the invocation's key and headers.
-    fn record(&self, value: Value) -> anyhow::Result<String> {
-        let mut r = json!({ "value": value });
-        if let Some(k) = &self.key {
-            r["key"] = json!(k);
-        }
-        if !self.headers.is_empty() {
-            r["headers"] = Value::Object(self.headers.clone());
-        }
-        serde_json::to_string(&r).context("encoding a record")
+    /// One record of `value` with the invocation's key and headers, and the bytes of its JSON
+    /// text (what it adds to a request's body).
+    fn record(&self, value: Box<RawValue>) -> anyhow::Result<(RecordIn, usize)> {
+        let record = RecordIn {
+            key: self.key.clone(),
+            value,
+            headers: (!self.headers.is_empty()).then(|| self.headers.clone()),
+            timestamp_ms: None,
+        };
+        let bytes = serde_json::to_vec(&record)
+            .context("encoding a record")?
+            .len();
+        Ok((record, bytes))
     }
 
     /// Reads stdin: one JSON value per non-empty line, sent in batches as it is read (each
@@ -606,20 +604,20 @@ impl Append {
             if line.trim().is_empty() {
                 continue;
             }
-            let value: Value = serde_json::from_str(&line)
+            let value = serde_json::from_str(&line)
                 .with_context(|| format!("line {number} of stdin is not JSON; {}", done.said()))?;
-            let text = self.record(value)?;
-            if text.len() + BODY_OVERHEAD > BODY_BYTES_MAX {
+            let (record, bytes) = self.record(value)?;
+            if bytes + BODY_OVERHEAD > BODY_BYTES_MAX {
                 bail!(
                     "line {number} of stdin is {} bytes as a record, more than the server takes \
                      in one request ({} MiB); {}",
-                    text.len(),
+                    bytes,
                     BODY_BYTES_MAX >> 20,
                     done.said()
                 );
             }
             let full = batch.records.len() == records_max
-                || batch.bytes + text.len() + 1 + BODY_OVERHEAD > APPEND_BATCH_BYTES;
+                || batch.bytes + bytes + 1 + BODY_OVERHEAD > APPEND_BATCH_BYTES;
             if full && !batch.records.is_empty() {
                 if self.request_id.is_some() {
                     bail!(
@@ -632,8 +630,8 @@ impl Append {
                 }
                 self.send_batch(std::mem::take(batch), done)?;
             }
-            batch.bytes += text.len() + 1;
-            batch.records.push((number, text));
+            batch.bytes += bytes + 1;
+            batch.records.push((number, record));
         }
         if batch.records.is_empty() {
             if self.request_id.is_some() {
@@ -647,22 +645,13 @@ impl Append {
     /// Sends one batch of stdin lines; a refusal names the stdin line, not the index in the
     /// request.
     fn send_batch(&self, batch: Batch, done: &mut Appended) -> anyhow::Result<()> {
-        let lines: Vec<usize> = batch.records.iter().map(|(n, _)| *n).collect();
-        let body = if let [(_, one)] = batch.records.as_slice() {
-            one.clone()
-        } else {
-            let texts: Vec<&str> = batch.records.iter().map(|(_, t)| t.as_str()).collect();
-            format!("{{\"records\":[{}]}}", texts.join(","))
-        };
-        match self.send_text(&body, lines.len() == 1) {
-            Ok(answer) => {
+        let (lines, records): (Vec<usize>, Vec<RecordIn>) = batch.records.into_iter().unzip();
+        match self.send_records(records) {
+            Ok(token) => {
                 done.requests += 1;
                 done.records += lines.len();
                 done.last_line = lines.last().copied().unwrap_or(done.last_line);
-                if let Some(t) = answer["token"]
-                    .as_str()
-                    .and_then(|t| ConsistencyToken::decode(t).ok())
-                {
+                if let Some(t) = token.and_then(|t| ConsistencyToken::decode(&t).ok()) {
                     match &mut done.token {
                         Some(all) => all.merge(&t),
                         None => done.token = Some(t),
@@ -718,21 +707,17 @@ impl Append {
     }
 
     /// Appends the values as one request and prints the answer.
-    fn send(&self, values: Vec<Value>) -> anyhow::Result<()> {
-        let mut texts = Vec::new();
+    fn send(&self, values: Vec<Box<RawValue>>) -> anyhow::Result<()> {
+        let mut records = Vec::new();
         for v in values {
-            texts.push(self.record(v)?);
+            records.push(self.record(v)?.0);
         }
-        let body = match texts.as_slice() {
-            [one] => one.clone(),
-            _ => format!("{{\"records\":[{}]}}", texts.join(",")),
-        };
-        self.send_text(&body, texts.len() == 1).map(|_| ())
+        self.send_records(records).map(|_| ())
     }
 
-    /// Sends one request body (a record, or `{"records": [...]}`) and prints the answer; the
-    /// answer is returned for its token.
-    fn send_text(&self, body: &str, single: bool) -> anyhow::Result<Value> {
+    /// Appends the records as one request (a single record's body for one, a batch's for
+    /// several) and prints the answer; the answer's token is returned.
+    fn send_records(&self, records: Vec<RecordIn>) -> anyhow::Result<Option<String>> {
         let mut tracking = Vec::new();
         if let Some(id) = &self.request_id {
             tracking.push(("Idempotency-Key", id.as_str()));
@@ -740,41 +725,49 @@ impl Append {
         if let Some(tp) = &self.traceparent {
             tracking.push(("traceparent", tp.as_str()));
         }
-        let answer = self.client.post_raw(&self.path, body, &tracking)?.body;
+        let body = match <[RecordIn; 1]>::try_from(records) {
+            Ok([one]) => AppendBody::one(one),
+            Err(records) => AppendBody::batch(records),
+        };
+        let answer: AppendAnswer = self.client.post_as(&self.path, &body, &tracking, 0)?.body;
         if self.json {
             print_json(&answer)?;
-            return Ok(answer);
         }
-        let duplicate = answer["duplicate"].as_bool().unwrap_or(false);
-        let positions: Vec<&Value> = if single {
-            vec![&answer]
-        } else {
-            answer["positions"]
-                .as_array()
-                .map_or(Vec::new(), |p| p.iter().collect())
+        let answer = match answer {
+            AppendAnswer::One(one) => AppendMany {
+                positions: vec![PositionOut {
+                    partition: one.partition,
+                    offset: one.offset,
+                }],
+                token: one.token,
+                duplicate: one.duplicate,
+            },
+            AppendAnswer::Many(many) => many,
         };
+        if self.json {
+            return Ok(answer.token);
+        }
+        let duplicate = if answer.duplicate { " (duplicate)" } else { "" };
         let mut out = std::io::stdout().lock();
-        for p in positions {
+        for p in &answer.positions {
             writeln!(
                 out,
-                "partition {} offset {}{}",
-                p["partition"],
-                p["offset"],
-                if duplicate { " (duplicate)" } else { "" }
+                "partition {} offset {}{duplicate}",
+                p.partition, p.offset
             )?;
         }
-        if duplicate {
+        if answer.duplicate {
             writeln!(
                 out,
                 "duplicate: request id {:?} was already appended; nothing new was written",
                 self.request_id.as_deref().unwrap_or_default()
             )?;
         }
-        if let Some(token) = answer["token"].as_str() {
+        if let Some(token) = &answer.token {
             writeln!(out, "token {token}")?;
         }
         out.flush()?;
-        Ok(answer)
+        Ok(answer.token)
     }
 
     /// After several requests: one token covering all of them (each request's token covers
@@ -821,44 +814,38 @@ fn offsets(
         (None, None) => bail!("give --timestamp-ms or --ago"),
     };
     let query = [("timestamp_ms", timestamp_ms.to_string())];
-    let answer = client.get(&paths::stream_offsets(stream), &query)?;
+    let answer: OffsetsAtTime = client.get_as(&paths::stream_offsets(stream), &query)?;
     if json {
         return print_json(&answer);
     }
     outln!("stream {stream} at timestamp_ms {timestamp_ms}:");
     outln!("{:>9} {:>14} {:>16}", "partition", "offset", "timestamp_ms");
-    for p in answer["partitions"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice)
-    {
-        let at = p["timestamp_ms"]
-            .as_i64()
+    for p in &answer.partitions {
+        let at = p
+            .timestamp_ms
             .map_or_else(|| "- (end)".to_string(), |t| t.to_string());
-        outln!(
-            "{:>9} {:>14} {:>16}",
-            p["partition"].to_string(),
-            p["offset"].to_string(),
-            at
-        );
+        outln!("{:>9} {:>14} {:>16}", p.partition, p.offset, at);
     }
     Ok(())
 }
 
 /// One record as `tail` prints it: a JSON line, or partition, offset, key and value
 /// tab-separated.
-fn print_record(out: &mut impl Write, r: &Value, json: bool) -> std::io::Result<()> {
+fn print_record(out: &mut impl Write, r: &RecordOut, json: bool) -> anyhow::Result<()> {
     if json {
-        writeln!(out, "{r}")
+        let line = serde_json::to_string(r).context("encoding a record")?;
+        writeln!(out, "{line}")?;
     } else {
         writeln!(
             out,
             "{}\t{}\t{}\t{}",
-            r["partition"],
-            r["offset"],
-            r["key"].as_str().unwrap_or("-"),
-            r["value"]
-        )
+            r.partition,
+            r.offset,
+            r.key.as_deref().unwrap_or("-"),
+            r.value.get()
+        )?;
     }
+    Ok(())
 }
 
 /// `tail --follow`: the push tail of every partition (or one), printed as records arrive.
@@ -874,8 +861,8 @@ fn follow_tail(
         (_, None) => query,
         (Some(p), Some(f)) => query.push("from", format!("{p}:{f}")),
         (None, Some(f)) => {
-            let shown = client.get(&paths::stream(stream), &[])?;
-            if shown["partitions"].as_u64() != Some(1) {
+            let shown: StreamInfo = client.get_as(&paths::stream(stream), &[])?;
+            if shown.partitions != 1 {
                 bail!("stream {stream} has several partitions: give --partition with --from");
             }
             query.push("from", format!("0:{f}"))
@@ -884,7 +871,7 @@ fn follow_tail(
     let path = paths::record_events(stream) + &query.finish();
     let ca = client.ca_cert_pem();
     crate::events::follow(client.base(), client.bearer_token(), ca, &path, |event| {
-        let record: Value = serde_json::from_str(&event.data)
+        let record: RecordOut = serde_json::from_str(&event.data)
             .with_context(|| format!("a record event is not JSON: {:?}", event.data))?;
         let mut out = std::io::stdout().lock();
         print_record(&mut out, &record, json)?;
@@ -916,19 +903,16 @@ fn tail(
         if let Some(f) = from {
             query.push(("from", f.to_string()));
         }
-        let page = client.get(&path, &query)?;
-        let records = page["records"].as_array().map_or(&[][..], Vec::as_slice);
+        let page: RecordsOut = client.get_as(&path, &query)?;
         let mut out = std::io::stdout().lock();
-        for r in records {
+        for r in &page.records {
             print_record(&mut out, r, json)?;
         }
         out.flush()?;
-        let next = page["next"]
-            .as_u64()
-            .context("the server's answer has no `next` offset")?;
+        let next = page.next;
         from = Some(next);
-        left = left.saturating_sub(records.len());
-        if records.is_empty() {
+        left = left.saturating_sub(page.records.len());
+        if page.records.is_empty() {
             return Ok(());
         }
         if left == 0 {
@@ -938,8 +922,8 @@ fn tail(
             if let Some(p) = partition {
                 probe.push(("partition", p.to_string()));
             }
-            let more = client.get(&path, &probe)?;
-            if more["records"].as_array().is_some_and(|r| !r.is_empty()) {
+            let more: RecordsOut = client.get_as(&path, &probe)?;
+            if !more.records.is_empty() {
                 eprintln!("# more: continue with --from {next}");
             }
             return Ok(());

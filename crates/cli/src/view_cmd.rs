@@ -10,11 +10,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use logbook_api::paths;
+use logbook_api::views::{
+    RebuildBody, Rebuilt, RolloutOut, StatusOut, SwitchBody, ViewDetail, ViewList, ViewOut,
+    ViewRow, ViewRows,
+};
 
-use crate::client::{Client, ServerArgs, json_arg, print_json, problem_of};
+use crate::client::{Answer, Client, ServerArgs, json_arg, print_json, problem_of};
 
 /// How often a progress bar or `--wait` polls the view's status.
 const POLL: Duration = Duration::from_millis(200);
@@ -261,8 +266,27 @@ impl ViewCommand {
     }
 }
 
-fn items(v: &Value) -> &[Value] {
-    v.as_array().map_or(&[][..], Vec::as_slice)
+/// `view list --json`: the server's list, each view with whether its current version has
+/// stopped (the list itself has no status).
+#[derive(Serialize)]
+struct Listed {
+    views: Vec<ListedView>,
+}
+
+/// One view of [`Listed`].
+#[derive(Serialize)]
+struct ListedView {
+    #[serde(flatten)]
+    view: ViewOut,
+    /// Why the current version stopped (`null`: it runs).
+    stopped: Option<String>,
+}
+
+/// The `kind` and `source` of a view's spec (a spec is JSON the server checks; the CLI
+/// shows these two members).
+fn kind_and_source(spec: &Value) -> (&str, &str) {
+    let member = |name| spec.get(name).and_then(Value::as_str).unwrap_or_default();
+    (member("kind"), member("source"))
 }
 
 /// Runs a `logbook view` command.
@@ -277,8 +301,8 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             json,
         } => {
             let client = Client::new(&server)?;
-            let answer = client.put_raw(&paths::view(&name), &json_arg(&spec)?)?;
-            let version = answer.body["current"].as_u64().unwrap_or(1);
+            let answer: Answer<ViewOut> = client.put_raw(&paths::view(&name), &json_arg(&spec)?)?;
+            let version = answer.body.current;
             if !json {
                 let verb = if answer.status == 201 {
                     "created"
@@ -296,19 +320,19 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
         }
         ViewCommand::List { server, json } => {
             let client = Client::new(&server)?;
-            let mut list = client.get(&paths::views(), &[])?;
+            let list: ViewList = client.get_as(&paths::views(), &[])?;
             // The list has no status: ask each view whether its current version runs (a
             // view whose source stream was dropped has stopped and refuses reads).
-            if let Some(views) = list["views"].as_array_mut() {
-                for v in views {
-                    let name = v["view"].as_str().unwrap_or_default().to_string();
-                    let stopped = client
-                        .get(&paths::view(&name), &[])
-                        .ok()
-                        .and_then(|st| st["status"]["error"].as_str().map(str::to_string));
-                    v["stopped"] = stopped.map_or(Value::Null, Value::String);
-                }
-            }
+            let views = list.views.into_iter().map(|view| {
+                let stopped = client
+                    .get_as::<ViewDetail>(&paths::view(&view.view), &[])
+                    .ok()
+                    .and_then(|st| st.status.error);
+                ListedView { view, stopped }
+            });
+            let list = Listed {
+                views: views.collect(),
+            };
             if json {
                 return print_json(&list);
             }
@@ -319,21 +343,19 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 "source",
                 "current"
             );
-            for v in items(&list["views"]) {
-                let versions: Vec<String> = items(&v["versions"])
-                    .iter()
-                    .map(|n| format!("v{n}"))
-                    .collect();
+            for ListedView { view: v, stopped } in &list.views {
+                let versions: Vec<String> = v.versions.iter().map(|n| format!("v{n}")).collect();
+                let (kind, source) = kind_and_source(&v.spec);
                 outln!(
                     "{:<24} {:<10} {:<20} {:>8}  {}{}{}",
-                    v["view"].as_str().unwrap_or_default(),
-                    v["spec"]["kind"].as_str().unwrap_or_default(),
-                    v["spec"]["source"].as_str().unwrap_or_default(),
-                    format!("v{}", v["current"]),
+                    v.view,
+                    kind,
+                    source,
+                    format!("v{}", v.current),
                     versions.join(","),
-                    rollout_text(&v["rollout"]),
-                    v["stopped"]
-                        .as_str()
+                    rollout_text(v.rollout),
+                    stopped
+                        .as_ref()
                         .map(|e| format!("  STOPPED: {e}"))
                         .unwrap_or_default(),
                 );
@@ -351,10 +373,11 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             if wait {
                 let deadline = Instant::now() + Duration::from_millis(timeout_ms);
                 loop {
-                    let st = client.get(&paths::view(&name), &[])?;
-                    if items(&st["versions"])
+                    let st: ViewDetail = client.get_as(&paths::view(&name), &[])?;
+                    if st
+                        .versions
                         .iter()
-                        .all(|v| v["lag_records"].as_u64() == Some(0) || v["error"].is_string())
+                        .all(|v| v.lag_records == 0 || v.error.is_some())
                     {
                         break;
                     }
@@ -371,67 +394,21 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             } else {
                 Vec::new()
             };
-            let st = client.get(&paths::view(&name), &query)?;
+            let st: ViewDetail = client.get_as(&paths::view(&name), &query)?;
             if json {
                 return print_json(&st);
             }
+            let (kind, source) = kind_and_source(&st.spec);
             outln!(
                 "{}: {} from {}, current v{}{}",
                 name,
-                st["spec"]["kind"].as_str().unwrap_or_default(),
-                st["spec"]["source"].as_str().unwrap_or_default(),
-                st["current"],
-                rollout_text(&st["rollout"]),
+                kind,
+                source,
+                st.current,
+                rollout_text(st.rollout),
             );
-            for v in items(&st["versions"]) {
-                let current = v["version"] == st["current"];
-                outln!(
-                    "  v{}{}: {}/{} records applied, lag {} records / {} ms{}{}{}",
-                    v["version"],
-                    if current { " (current)" } else { "" },
-                    v["progress"]["done"],
-                    v["progress"]["total"],
-                    v["lag_records"],
-                    v["lag_ms"],
-                    match v["skipped_records"].as_u64() {
-                        Some(n) if n > 0 => format!(", {n} records skipped (key over the limit)"),
-                        _ => String::new(),
-                    },
-                    match (&v["rows"], v["digest"].as_str()) {
-                        (rows, Some(d)) => format!(", {rows} rows, digest {d}"),
-                        _ => String::new(),
-                    },
-                    v["error"]
-                        .as_str()
-                        .map(|e| format!(", STOPPED: {e}"))
-                        .unwrap_or_default(),
-                );
-                let applied: Vec<String> = v["applied"]
-                    .as_object()
-                    .map(|m| m.iter().map(|(p, o)| format!("{p}:{o}")).collect())
-                    .unwrap_or_default();
-                outln!(
-                    "      applied (partition:next offset) {}",
-                    applied.join(" ")
-                );
-                let gaps: Vec<String> = items(&v["retention_gaps"])
-                    .iter()
-                    .map(|g| format!("{}:{}", g["partition"], g["start"]))
-                    .collect();
-                if !gaps.is_empty() {
-                    outln!(
-                        "      began after retention (partition:first offset) {} (records below were deleted before this version began)",
-                        gaps.join(" ")
-                    );
-                }
-                for b in items(&v["below_retention"]) {
-                    outln!(
-                        "      below retention: partition {}: at offset {}, first retained {} (records in between were deleted unapplied; rebuild the view)",
-                        b["partition"],
-                        b["position"],
-                        b["start"]
-                    );
-                }
+            for v in &st.versions {
+                print_version(v, v.version == st.current)?;
             }
         }
         ViewCommand::Get {
@@ -445,17 +422,21 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             // One request for all keys, unless a key holds the list separator. The empty key
             // (the one row of an aggregate without group_by) has no path segment: it is read
             // with `keys=`.
+            let row = |key: &str| -> anyhow::Result<ViewRow> {
+                client.get_waiting_as(&paths::view_row(&name, key), &query, read.wait_ms())
+            };
             let answer = if let [key] = keys.as_slice()
                 && !key.is_empty()
             {
-                let row =
-                    client.get_waiting(&paths::view_row(&name, key), &query, read.wait_ms())?;
-                json!({ "rows": [row], "next": null })
+                ViewRows {
+                    rows: vec![row(key)?],
+                    next: None,
+                    token: None,
+                }
             } else if keys.iter().any(|k| k.contains(',')) {
                 let mut rows = Vec::new();
                 for key in &keys {
-                    let path = paths::view_row(&name, key);
-                    match client.get_waiting(&path, &query, read.wait_ms()) {
+                    match row(key) {
                         Ok(row) => rows.push(row),
                         Err(e)
                             if problem_of(&e)
@@ -463,21 +444,22 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                         Err(e) => return Err(e),
                     }
                 }
-                json!({ "rows": rows, "next": null })
+                ViewRows {
+                    rows,
+                    next: None,
+                    token: None,
+                }
             } else {
-                let mut query = query;
+                let mut query = query.clone();
                 query.push(("keys", keys.join(",")));
-                client.get_waiting(&paths::view_rows(&name), &query, read.wait_ms())?
+                client.get_waiting_as(&paths::view_rows(&name), &query, read.wait_ms())?
             };
             if read.json {
                 print_json(&answer)?;
             } else {
                 print_rows(&answer)?;
             }
-            let found: Vec<&str> = items(&answer["rows"])
-                .iter()
-                .filter_map(|r| r["key"].as_str())
-                .collect();
+            let found: Vec<&str> = answer.rows.iter().map(|r| r.key.as_str()).collect();
             let missing: Vec<&str> = keys
                 .iter()
                 .map(String::as_str)
@@ -514,7 +496,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                     }
                 }
             }
-            let answer = Client::new(&server)?.get_waiting(
+            let answer: ViewRows = Client::new(&server)?.get_waiting_as(
                 &paths::view_rows(&name),
                 &query,
                 read.wait_ms(),
@@ -524,7 +506,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             }
             print_rows(&answer)?;
             // On stderr, so stdout holds only rows.
-            if let Some(next) = answer["next"].as_str() {
+            if let Some(next) = &answer.next {
                 eprintln!("# more: continue with --start {}", shell_quote(next));
             }
         }
@@ -537,36 +519,36 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             json,
         } => {
             let client = Client::new(&server)?;
-            let body = match spec {
-                Some(s) => {
-                    let text = json_arg(&s)?;
-                    let spec: Value = serde_json::from_str(&text)
-                        .context("--spec is not JSON (give the spec, or @FILE)")?;
-                    json!({ "spec": spec })
-                }
-                None => json!({}),
+            let spec = match spec {
+                Some(s) => Some(
+                    serde_json::from_str(&json_arg(&s)?)
+                        .context("--spec is not JSON (give the spec, or @FILE)")?,
+                ),
+                None => None,
             };
-            let started = client.post(&paths::view_rebuild(&name), &body, &[])?;
-            let version = started.body["version"]
-                .as_u64()
-                .context("the server's answer names no version")?;
+            let started: Answer<Rebuilt> =
+                client.post_as(&paths::view_rebuild(&name), &RebuildBody { spec }, &[], 0)?;
+            let version = started.body.version;
             follow_progress(&client, &name, version, json, timeout_ms)?;
             // The version serving reads now: the new one after a switch, else the one that
             // was current (the rebuild does not change it).
-            let view = if switch {
-                client
-                    .post(
-                        &paths::view_switch(&name),
-                        &json!({ "version": version }),
-                        &[],
-                    )?
-                    .body
+            let current = if switch {
+                let body = SwitchBody {
+                    version,
+                    percent: None,
+                    timeout_ms: None,
+                };
+                let view: Answer<ViewOut> =
+                    client.post_as(&paths::view_switch(&name), &body, &[], 0)?;
+                view.body.current
             } else {
-                client.get(&paths::view(&name), &[])?
+                client
+                    .get_as::<ViewDetail>(&paths::view(&name), &[])?
+                    .current
             };
             if json {
                 return print_json(&json!({
-                    "view": name, "version": version, "switched": switch, "current": view["current"],
+                    "view": name, "version": version, "switched": switch, "current": current,
                 }));
             }
             if switch {
@@ -586,17 +568,21 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
             timeout_ms,
             json,
         } => {
-            let body = json!({ "version": version, "percent": percent, "timeout_ms": timeout_ms });
-            let view = Client::new(&server)?
-                .post_waiting(&paths::view_switch(&name), &body, &[], timeout_ms)?
+            let body = SwitchBody {
+                version,
+                percent: Some(percent),
+                timeout_ms: Some(timeout_ms),
+            };
+            let view: ViewOut = Client::new(&server)?
+                .post_as(&paths::view_switch(&name), &body, &[], timeout_ms)?
                 .body;
             if json {
                 return print_json(&view);
             }
             outln!(
                 "{name}: current v{}{}",
-                view["current"],
-                rollout_text(&view["rollout"])
+                view.current,
+                rollout_text(view.rollout)
             );
         }
         ViewCommand::Drop {
@@ -622,24 +608,67 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rollout_text(rollout: &Value) -> String {
-    if rollout.is_null() {
-        return String::new();
+fn rollout_text(rollout: Option<RolloutOut>) -> String {
+    match rollout {
+        None => String::new(),
+        Some(r) => format!(", rollout: {}% of reads to v{}", r.percent, r.version),
     }
-    format!(
-        ", rollout: {}% of reads to v{}",
-        rollout["percent"], rollout["version"]
-    )
+}
+
+/// One version of `view status`: progress, lag, what it skipped or stopped on, where it is.
+fn print_version(v: &StatusOut, current: bool) -> anyhow::Result<()> {
+    outln!(
+        "  v{}{}: {}/{} records applied, lag {} records / {} ms{}{}{}",
+        v.version,
+        if current { " (current)" } else { "" },
+        v.progress.done,
+        v.progress.total,
+        v.lag_records,
+        v.lag_ms,
+        match v.skipped_records {
+            0 => String::new(),
+            n => format!(", {n} records skipped (key over the limit)"),
+        },
+        match (v.rows, &v.digest) {
+            (Some(rows), Some(d)) => format!(", {rows} rows, digest {d}"),
+            _ => String::new(),
+        },
+        v.error
+            .as_ref()
+            .map(|e| format!(", STOPPED: {e}"))
+            .unwrap_or_default(),
+    );
+    let applied: Vec<String> = v.applied.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    outln!(
+        "      applied (partition:next offset) {}",
+        applied.join(" ")
+    );
+    let gaps: Vec<String> = v
+        .retention_gaps
+        .iter()
+        .map(|g| format!("{}:{}", g.partition, g.start))
+        .collect();
+    if !gaps.is_empty() {
+        outln!(
+            "      began after retention (partition:first offset) {} (records below were deleted before this version began)",
+            gaps.join(" ")
+        );
+    }
+    for b in &v.below_retention {
+        outln!(
+            "      below retention: partition {}: at offset {}, first retained {} (records in between were deleted unapplied; rebuild the view)",
+            b.partition,
+            b.position,
+            b.start
+        );
+    }
+    Ok(())
 }
 
 /// Rows as `key<TAB>value` lines.
-fn print_rows(answer: &Value) -> anyhow::Result<()> {
-    for row in items(&answer["rows"]) {
-        outln!(
-            "{}\t{}",
-            row["key"].as_str().unwrap_or_default(),
-            row["value"]
-        );
+fn print_rows(answer: &ViewRows) -> anyhow::Result<()> {
+    for row in &answer.rows {
+        outln!("{}\t{}", row.key, row.value);
     }
     Ok(())
 }
@@ -666,27 +695,24 @@ fn follow_progress(
     bar.set_style(style);
     bar.set_prefix(format!("{name} v{version}"));
     loop {
-        let st = client.get(&paths::view(name), &[])?;
-        let Some(v) = items(&st["versions"])
-            .iter()
-            .find(|v| v["version"].as_u64() == Some(version))
-        else {
+        let st: ViewDetail = client.get_as(&paths::view(name), &[])?;
+        let Some(v) = st.versions.iter().find(|v| v.version == version) else {
             bar.abandon();
             bail!("version {version} of view {name} is gone (dropped meanwhile?)");
         };
-        if let Some(e) = v["error"].as_str() {
+        if let Some(e) = &v.error {
             bar.abandon();
             bail!("version {version} of view {name} stopped: {e}");
         }
-        let progress = &v["progress"];
-        bar.set_length(progress["total"].as_u64().unwrap_or(0));
-        bar.set_position(progress["done"].as_u64().unwrap_or(0));
-        let rate = progress["rate_per_s"].as_f64().unwrap_or(0.0);
-        bar.set_message(match progress["eta_s"].as_f64() {
+        let progress = &v.progress;
+        bar.set_length(progress.total);
+        bar.set_position(progress.done);
+        let rate = progress.rate_per_s;
+        bar.set_message(match progress.eta_s {
             Some(eta) => format!("{rate:.0} records/s, ETA {eta:.0} s"),
             None => format!("{rate:.0} records/s"),
         });
-        if v["lag_records"].as_u64() == Some(0) {
+        if v.lag_records == 0 {
             bar.finish();
             return Ok(());
         }
@@ -696,8 +722,8 @@ fn follow_progress(
                 "version {version} of view {name} has not caught up within {timeout_ms} ms \
                  ({}/{} records applied); it keeps building on the server: `logbook view \
                  status {name}` shows its progress, --timeout-ms waits longer",
-                progress["done"],
-                progress["total"]
+                progress.done,
+                progress.total
             );
         }
         std::thread::sleep(POLL);
