@@ -442,17 +442,19 @@ impl Client {
     }
 
     /// Keys and ranges at one snapshot (`POST /v1/kv/read`), each range read on past the
-    /// answer's byte budget up to its limit; the answer as JSON.
-    pub fn kv_read(&self, read: &logbook_api::txns::ReadBody) -> anyhow::Result<Value> {
-        let answer = self.inner.kv_read(read).map_err(|e| {
+    /// answer's byte budget up to its limit.
+    pub fn kv_read(
+        &self,
+        read: &logbook_api::txns::ReadBody,
+    ) -> anyhow::Result<logbook_api::txns::ReadAnswer> {
+        self.inner.kv_read(read).map_err(|e| {
             let body_bytes = serde_json::to_vec(read).map_or(0, |b| b.len());
             let sent = Sent {
                 wait_ms: 0,
                 body_bytes,
             };
             self.error("POST", &logbook_api::paths::kv_read(), e, sent)
-        })?;
-        serde_json::to_value(answer).context("encoding the read's answer")
+        })
     }
 
     /// `DELETE path` with query parameters.
@@ -461,6 +463,13 @@ impl Client {
             Verb::Delete,
             format!("{path}{}", query_of(query)),
         ))
+    }
+
+    /// `DELETE path`; the answer as the api type `T`.
+    pub fn delete_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        Ok(self
+            .send_as(RawRequest::new(Verb::Delete, path.to_owned()))?
+            .body)
     }
 
     /// Sends `request` once; a 2xx answer's JSON body.

@@ -3,8 +3,10 @@
 //! time or given offsets, with a dry run).
 
 use anyhow::bail;
-use serde_json::{Value, json};
 
+use logbook_api::groups::{
+    GroupInfo, GroupList, GroupReset, PartitionOffset, ResetGroup, ResetPoint,
+};
 use logbook_api::paths;
 
 use crate::client::{Client, ServerArgs, print_json};
@@ -100,7 +102,7 @@ fn parse_offset(s: &str) -> Result<(u32, u64), String> {
 pub fn run(cmd: GroupCommand) -> anyhow::Result<()> {
     match cmd {
         GroupCommand::List { server, json } => {
-            let list = Client::new(&server)?.get(&paths::groups(), &[])?;
+            let list: GroupList = Client::new(&server)?.get_as(&paths::groups(), &[])?;
             if json {
                 return print_json(&list);
             }
@@ -112,14 +114,14 @@ pub fn run(cmd: GroupCommand) -> anyhow::Result<()> {
                 "generation",
                 "lag"
             );
-            for g in list["groups"].as_array().map_or(&[][..], Vec::as_slice) {
+            for g in &list.groups {
                 outln!(
                     "{:<24} {:<24} {:>8} {:>10} {:>12}",
-                    g["group"].as_str().unwrap_or_default(),
-                    g["stream"].as_str().unwrap_or_default(),
-                    g["members"].as_array().map_or(0, Vec::len),
-                    g["generation"].to_string(),
-                    g["lag"].to_string()
+                    g.group,
+                    g.stream,
+                    g.members.len(),
+                    g.generation,
+                    g.lag
                 );
             }
         }
@@ -128,7 +130,7 @@ pub fn run(cmd: GroupCommand) -> anyhow::Result<()> {
             group,
             json,
         } => {
-            let g = Client::new(&server)?.get(&paths::group(&group), &[])?;
+            let g: GroupInfo = Client::new(&server)?.get_as(&paths::group(&group), &[])?;
             if json {
                 return print_json(&g);
             }
@@ -145,40 +147,41 @@ pub fn run(cmd: GroupCommand) -> anyhow::Result<()> {
             dry_run,
             json,
         } => {
-            let mut body = json!({ "dry_run": dry_run });
+            let mut body = ResetGroup {
+                dry_run,
+                ..ResetGroup::default()
+            };
             if to_start {
-                body["to"] = json!("start");
+                body.to = Some(ResetPoint::Start);
             } else if to_end {
-                body["to"] = json!("end");
+                body.to = Some(ResetPoint::End);
             } else if let Some(t) = timestamp_ms {
-                body["timestamp_ms"] = json!(t);
+                body.timestamp_ms = Some(t);
             } else if let Some(ago) = ago {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis());
-                body["timestamp_ms"] = json!(now.saturating_sub(u128::from(ago)));
+                let at = now.saturating_sub(u128::from(ago));
+                body.timestamp_ms = Some(i64::try_from(at).unwrap_or(i64::MAX));
             } else if !offsets.is_empty() {
-                body["offsets"] = offsets
+                let offsets = offsets
                     .iter()
-                    .map(|(p, o)| json!({"partition": p, "offset": o}))
-                    .collect();
+                    .map(|&(partition, offset)| PartitionOffset { partition, offset });
+                body.offsets = Some(offsets.collect());
             } else {
                 bail!("give where to: --to-start, --to-end, --timestamp-ms, --ago or --offset");
             }
-            let answer = Client::new(&server)?.post(&paths::group_reset(&group), &body, &[])?;
+            let answer: GroupReset = Client::new(&server)?
+                .post_as(&paths::group_reset(&group), &body, &[], 0)?
+                .body;
             if json {
-                return print_json(&answer.body);
+                return print_json(&answer);
             }
             let verb = if dry_run { "would move" } else { "moved" };
             outln!("group {group}: {verb}");
-            for m in answer.body["offsets"]
-                .as_array()
-                .map_or(&[][..], Vec::as_slice)
-            {
-                let from = m["from"]
-                    .as_u64()
-                    .map_or("-".to_string(), |o| o.to_string());
-                outln!("  partition {}: {from} -> {}", m["partition"], m["to"]);
+            for m in &answer.offsets {
+                let from = m.from.map_or("-".to_string(), |o| o.to_string());
+                outln!("  partition {}: {from} -> {}", m.partition, m.to);
             }
         }
     }
@@ -186,21 +189,26 @@ pub fn run(cmd: GroupCommand) -> anyhow::Result<()> {
 }
 
 /// Prints a group: members, then one line per partition.
-fn describe(g: &Value) -> anyhow::Result<()> {
+fn describe(g: &GroupInfo) -> anyhow::Result<()> {
     outln!(
         "group {} on stream {}: generation {}, lag {}",
-        g["group"].as_str().unwrap_or_default(),
-        g["stream"].as_str().unwrap_or_default(),
-        g["generation"],
-        g["lag"]
+        g.group,
+        g.stream,
+        g.generation,
+        g.lag
     );
-    for m in g["members"].as_array().map_or(&[][..], Vec::as_slice) {
+    // Partition lists as JSON arrays: `[0,2]`.
+    let list = |ps: &[u32]| {
+        let ps: Vec<String> = ps.iter().map(u32::to_string).collect();
+        format!("[{}]", ps.join(","))
+    };
+    for m in &g.members {
         outln!(
             "member {} (epoch {}): partitions {} revoking {}",
-            m["member"].as_str().unwrap_or_default(),
-            m["epoch"],
-            m["assigned"],
-            m["revoking"]
+            m.member,
+            m.epoch,
+            list(&m.assigned),
+            list(&m.revoking)
         );
     }
     outln!(
@@ -212,22 +220,20 @@ fn describe(g: &Value) -> anyhow::Result<()> {
         "end",
         "lag"
     );
-    for p in g["partitions"].as_array().map_or(&[][..], Vec::as_slice) {
-        let below = if p["below_retention"].as_bool() == Some(true) {
+    for p in &g.partitions {
+        let below = if p.below_retention {
             "  below retention: records it had not committed were deleted"
         } else {
             ""
         };
         outln!(
             "{:>9} {:<24} {:>10} {:>10} {:>10} {:>10}{below}",
-            p["partition"].to_string(),
-            p["owner"].as_str().unwrap_or("-"),
-            p["committed"]
-                .as_u64()
-                .map_or("-".to_string(), |o| o.to_string()),
-            p["start"].to_string(),
-            p["end"].to_string(),
-            p["lag"].to_string()
+            p.partition,
+            p.owner.as_deref().unwrap_or("-"),
+            p.committed.map_or("-".to_string(), |o| o.to_string()),
+            p.start,
+            p.end,
+            p.lag
         );
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! KEY=VERSION` declares.
 
 use logbook_api::txns::{RangeSpec, ReadBody};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::client::{Client, ServerArgs, print_json};
 
@@ -107,18 +107,18 @@ pub fn run(cmd: KvCommand) -> anyhow::Result<()> {
     if args.json {
         return print_json(&answer);
     }
-    let snapshot = &answer["snapshot"];
+    let snapshot = answer.snapshot;
     outln!("snapshot {snapshot}");
-    for key in answer["keys"].as_array().into_iter().flatten() {
-        outln!("{}", row_text(key));
+    for key in &answer.keys {
+        outln!("{}", row_text(&key.key, key.value.as_deref(), key.version));
     }
     let asked = args.ranges.iter().chain(&args.prefixes);
-    for (page, asked) in answer["ranges"].as_array().into_iter().flatten().zip(asked) {
-        for row in page["rows"].as_array().into_iter().flatten() {
-            outln!("{}", row_text(row));
+    for (page, asked) in answer.ranges.iter().zip(asked) {
+        for row in &page.rows {
+            outln!("{}", row_text(&row.key, Some(&row.value), row.version));
         }
         // A note, not data: stdout keeps only rows.
-        if let Some(next) = page["next"].as_str() {
+        if let Some(next) = &page.next {
             eprintln!("# more in {asked:?}: read on from {next:?} at snapshot {snapshot}");
         }
     }
@@ -126,11 +126,11 @@ pub fn run(cmd: KvCommand) -> anyhow::Result<()> {
 }
 
 /// `KEY = VALUE (version V)`, or `KEY absent`.
-fn row_text(row: &Value) -> String {
-    let key = row["key"].as_str().unwrap_or_default();
-    match row["version"].as_u64() {
-        Some(v) => format!("{key} = {} (version {v})", row["value"]),
-        None => format!("{key} absent"),
+fn row_text(key: &str, value: Option<&RawValue>, version: Option<u64>) -> String {
+    match (version, value) {
+        (Some(v), Some(value)) => format!("{key} = {} (version {v})", value.get()),
+        (Some(v), None) => format!("{key} = null (version {v})"),
+        (None, _) => format!("{key} absent"),
     }
 }
 

@@ -1,8 +1,7 @@
 //! `logbook token ...`: tokens of a running server (admin only): create (the secret is
 //! printed once), list (no secrets), revoke.
 
-use serde_json::{Value, json};
-
+use logbook_api::auth::{CreateToken, TokenCreated, TokenInfo, TokenList};
 use logbook_api::paths;
 
 use crate::client::{Client, ServerArgs, print_json};
@@ -73,31 +72,32 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
             json,
         } => {
             let client = Client::new(&server)?;
-            let mut body = json!({"principal": principal, "scopes": scopes});
-            if let Some(ms) = expires_in_ms {
-                body["expires_in_ms"] = json!(ms);
-            }
-            let answer = client.post(paths::route::TOKENS, &body, &[])?.body;
+            let body = CreateToken {
+                principal,
+                scopes,
+                expires_in_ms,
+            };
+            let answer: TokenCreated = client.post_as(paths::route::TOKENS, &body, &[], 0)?.body;
             if json {
                 return print_json(&answer);
             }
-            outln!("created token {}", describe(&answer));
+            outln!("created token {}", describe(&answer.info));
             outln!(
                 "secret (shown this once; send it as Authorization: Bearer …):\n{}",
-                answer["token"].as_str().unwrap_or("?")
+                answer.token
             );
         }
         TokenCommand::List { server, json } => {
-            let answer = Client::new(&server)?.get(paths::route::TOKENS, &[])?;
+            let answer: TokenList = Client::new(&server)?.get_as(paths::route::TOKENS, &[])?;
             if json {
                 return print_json(&answer);
             }
-            for t in answer["tokens"].as_array().into_iter().flatten() {
+            for t in &answer.tokens {
                 outln!("{}", describe(t));
             }
         }
         TokenCommand::Revoke { server, id, json } => {
-            let answer = Client::new(&server)?.delete(&paths::token(&id), &[])?.body;
+            let answer: TokenInfo = Client::new(&server)?.delete_as(&paths::token(&id))?;
             if json {
                 return print_json(&answer);
             }
@@ -108,23 +108,17 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
 }
 
 /// One line: id, principal, scopes, expiry, revocation (times in ms since the epoch).
-fn describe(t: &Value) -> String {
-    let scopes: Vec<&str> = t["scopes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+fn describe(t: &TokenInfo) -> String {
     let mut line = format!(
         "{} principal {} scopes {}",
-        t["id"].as_str().unwrap_or("?"),
-        t["principal"].as_str().unwrap_or("?"),
-        scopes.join(",")
+        t.id,
+        t.principal,
+        t.scopes.join(",")
     );
-    if let Some(e) = t["expires_at_ms"].as_u64() {
+    if let Some(e) = t.expires_at_ms {
         line.push_str(&format!(" expires_at_ms {e}"));
     }
-    if let Some(r) = t["revoked_at_ms"].as_u64() {
+    if let Some(r) = t.revoked_at_ms {
         line.push_str(&format!(" REVOKED at_ms {r}"));
     }
     line

@@ -34,7 +34,7 @@ use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
 use hyper::Method;
 use logbook_api::paths::{self, Query};
-use logbook_api::streams::StreamInfo;
+use logbook_api::streams::{RecordOut, RecordsOut, StreamInfo};
 use logbook_server::ServerConfig;
 use serde_json::json;
 
@@ -470,32 +470,27 @@ impl Tally {
     }
 
     /// Counts one delivered record (its value's `t_us`), recording its latency when asked.
-    fn record(&mut self, value: &Delivered, latency: bool) {
+    fn record(&mut self, record: &RecordOut, latency: bool) {
         self.received += 1;
-        if latency && let Some(t_us) = value.value.t_us {
+        if latency && let Some(t_us) = stamp(record) {
             let us = now_us().saturating_sub(t_us);
             self.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
         }
     }
 }
 
-/// The members of a delivered record the benchmark reads (both transports show records the
-/// same way); the others are skipped by the parser.
-#[derive(serde::Deserialize)]
-struct Delivered {
-    value: Stamp,
-}
-
+/// The member of a delivered record's value the benchmark reads.
 #[derive(serde::Deserialize)]
 struct Stamp {
     t_us: Option<u64>,
 }
 
-/// A long poll's answer.
-#[derive(serde::Deserialize)]
-struct Page {
-    records: Vec<Delivered>,
-    next: u64,
+/// When the producer stamped a delivered record (its value's `t_us`), if it did. Both
+/// transports deliver records as the api's `RecordOut`; its value stays raw JSON until here.
+fn stamp(record: &RecordOut) -> Option<u64> {
+    serde_json::from_str::<Stamp>(record.value.get())
+        .ok()
+        .and_then(|s| s.t_us)
 }
 
 /// One subscriber: follows every partition from `from` until it has `target` records (a
@@ -609,7 +604,7 @@ impl Subscriber {
         }
         match kind {
             b"record" => {
-                let record: Delivered = serde_json::from_slice(data).context("a record event")?;
+                let record: RecordOut = serde_json::from_slice(data).context("a record event")?;
                 tally.record(&record, self.latency);
                 Ok(())
             }
@@ -667,7 +662,7 @@ impl Subscriber {
                     .finish();
             let (status, body) = c.call(Method::GET, &path, None).await?;
             expect((status, body.clone()), "a long poll")?;
-            let page: Page = serde_json::from_slice(&body).context("a long poll's answer")?;
+            let page: RecordsOut = serde_json::from_slice(&body).context("a long poll's answer")?;
             if page.records.is_empty() {
                 continue;
             }
@@ -837,12 +832,12 @@ mod tests {
 
     #[test]
     fn a_delivered_record_yields_its_stamp() -> anyhow::Result<()> {
-        let page: Page = serde_json::from_str(
+        let page: RecordsOut = serde_json::from_str(
             r#"{"records":[{"partition":0,"offset":7,"key":"k1","value":{"t_us":42,"pad":"x"},
                 "headers":{},"timestamp_ms":1}],"next":8}"#,
         )?;
         assert_eq!(page.next, 8);
-        assert_eq!(page.records.first().and_then(|r| r.value.t_us), Some(42));
+        assert_eq!(page.records.first().and_then(stamp), Some(42));
         Ok(())
     }
 }
