@@ -1,5 +1,6 @@
 //! The connection to a NATS JetStream cluster, and creating or opening partitions on it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::Info;
@@ -11,6 +12,7 @@ use crate::error::{JetStreamError, Result};
 use crate::limits;
 use crate::naming::PartitionRef;
 use crate::partition::JetStreamPartition;
+use crate::resend::Resends;
 use crate::settings::{self, PartitionSettings};
 
 /// How to connect. `Default` gives the documented defaults.
@@ -42,6 +44,8 @@ impl ConnectSettings {
 pub struct JetStreamLog {
     client: async_nats::Client,
     js: Context,
+    /// Wakes appends whose acknowledgment will not come ([`crate::resend`]).
+    resends: Arc<Resends>,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -54,7 +58,10 @@ impl std::fmt::Debug for JetStreamLog {
 
 impl JetStreamLog {
     /// Connects to the first reachable server of `settings.urls`; later the client reconnects
-    /// by itself (to any server of the cluster) for as long as it lives.
+    /// by itself (to any server of the cluster) for as long as it lives. Starts a task (on
+    /// the calling runtime) that follows the streams' leader elections, so an append waiting
+    /// for a dead leader's acknowledgment is sent again as soon as a new leader is elected
+    /// ([`crate::resend`]).
     ///
     /// # Errors
     /// [`JetStreamError::InvalidArgument`] for no URLs or a zero timeout,
@@ -73,7 +80,15 @@ impl JetStreamLog {
             });
         }
         let timeout = Duration::from_millis(settings.request_timeout_ms);
+        let resends = Arc::new(Resends::default());
+        let on_event = resends.clone();
         let client = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    on_event.reconnected();
+                }
+                async {}
+            })
             .name(&settings.client_name)
             .connection_timeout(timeout)
             .request_timeout(Some(timeout))
@@ -87,7 +102,12 @@ impl JetStreamLog {
         let js = jetstream::ContextBuilder::new()
             .timeout(timeout)
             .build(client.clone());
-        Ok(JetStreamLog { client, js })
+        tokio::spawn(resends.clone().follow_advisories(client.clone()));
+        Ok(JetStreamLog {
+            client,
+            js,
+            resends,
+        })
     }
 
     /// The `max_payload` of the server this connection is on, in bytes: the largest batch
@@ -229,6 +249,7 @@ impl JetStreamLog {
             self.js.clone(),
             partition.clone(),
             info.config.num_replicas as u32,
+            self.resends.register(&info.config.name),
         )
     }
 }

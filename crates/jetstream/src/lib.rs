@@ -17,7 +17,8 @@
 //!
 //! Module map: [`naming`] (stream names) → [`settings`] (stream configuration, the check that
 //! an existing stream matches) → [`client`] (connect, create/open) → [`partition`] (append,
-//! read, end offset) → [`ack`] (what an acknowledgment guarantees); [`offset`] the mapping;
+//! read, end offset; `resend`: an append whose leader died is sent again when a new one is
+//! elected) → [`ack`] (what an acknowledgment guarantees); [`offset`] the mapping;
 //! [`membership`] etcd; [`monitor`] the servers' HTTP monitoring endpoints; [`limits`].
 //!
 //! What an acknowledgment means depends on the server — see [`ack`] and
@@ -55,6 +56,7 @@ pub mod monitor;
 pub mod naming;
 pub mod offset;
 pub mod partition;
+mod resend;
 pub mod settings;
 
 pub use ack::AckGuarantee;

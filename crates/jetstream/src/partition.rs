@@ -13,6 +13,8 @@
 //! after an acknowledged append sees it; JetStream's direct get may answer from a replica that
 //! lags and is not used.
 
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::Context;
@@ -24,12 +26,15 @@ use bytes::Bytes;
 use logbook_log::StoredRecord;
 use logbook_log::format::{EncodedBatch, decode_batch};
 use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 
 use crate::api::{self, NO_MESSAGE_FOUND};
 use crate::error::{JetStreamError, Result};
 use crate::limits::{self, MESSAGE_RECORDS_MAX};
 use crate::naming::PartitionRef;
 use crate::offset;
+use crate::resend;
 
 /// One encoded Logbook batch as the payload of one NATS message. Its bytes are shared: a
 /// publish retried under the same message id, and the connection's write queue, hold the
@@ -131,6 +136,9 @@ pub struct JetStreamPartition {
     stream: String,
     subject: String,
     replicas: u32,
+    /// Woken when the stream elects a leader or the connection is re-established: an
+    /// acknowledgment awaited then will not come ([`crate::resend`]).
+    resend: Arc<Notify>,
 }
 
 impl std::fmt::Debug for JetStreamPartition {
@@ -165,6 +173,7 @@ impl JetStreamPartition {
         js: Context,
         partition: PartitionRef,
         replicas: u32,
+        resend: Arc<Notify>,
     ) -> Self {
         JetStreamPartition {
             client,
@@ -173,7 +182,15 @@ impl JetStreamPartition {
             subject: partition.subject(),
             partition,
             replicas,
+            resend,
         }
+    }
+
+    /// Resolves at the next election of the stream's leader or re-establishment of the
+    /// connection after this call: when an append waiting for an acknowledgment, or for its
+    /// next attempt, should be sent again at once.
+    pub(crate) fn leader_changed(&self) -> Pin<Box<OwnedNotified>> {
+        resend::armed(&self.resend)
     }
 
     /// The Logbook partition.
@@ -206,7 +223,10 @@ impl JetStreamPartition {
     /// [`JetStreamError::BatchTooLarge`], [`JetStreamError::InvalidArgument`] (message id),
     /// [`JetStreamError::WrongLastSequence`], [`JetStreamError::Unavailable`] (retryable).
     /// Stored, but without offsets: [`JetStreamError::SequenceBeyondOffsets`].
-    /// Outcome unknown: [`JetStreamError::OutcomeUnknown`] — retry with the same message id.
+    /// Outcome unknown: [`JetStreamError::OutcomeUnknown`] — retry with the same message id;
+    /// also when a new leader of the stream was elected (or the connection re-established)
+    /// while the acknowledgment was awaited, without waiting out the deadline: the one who
+    /// was sent the message may be gone ([`crate::resend`]).
     pub async fn append(
         &self,
         batch: impl Into<Message>,
@@ -250,6 +270,8 @@ impl JetStreamPartition {
         if let Some(last) = options.expected_last_sequence {
             publish = publish.expected_last_sequence(last);
         }
+        // Armed before the message leaves: an election right after it is not missed.
+        let leader_changed = self.leader_changed();
         let pending = self
             .js
             .send_publish(self.subject.clone(), publish)
@@ -258,6 +280,7 @@ impl JetStreamPartition {
         Ok(SentAppend {
             partition: self,
             pending,
+            leader_changed,
             bytes,
             options,
         })
@@ -612,20 +635,32 @@ impl JetStreamPartition {
 pub struct SentAppend<'a> {
     partition: &'a JetStreamPartition,
     pending: PublishAckFuture,
+    /// Ends the wait early: the acknowledgment will not come.
+    leader_changed: Pin<Box<OwnedNotified>>,
     bytes: usize,
     options: &'a AppendOptions,
 }
 
 impl SentAppend<'_> {
-    /// Waits for the stream's acknowledgment.
+    /// Waits for the stream's acknowledgment, until its deadline or until the stream elects
+    /// a leader (or the connection is re-established) after the message was sent.
     ///
     /// # Errors
     /// As [`JetStreamPartition::append`].
     pub async fn acknowledged(self) -> Result<Appended> {
         let p = self.partition;
-        let ack = self
-            .pending
-            .await
+        let answer = tokio::select! {
+            answer = self.pending.into_future() => answer,
+            () = self.leader_changed => {
+                return Err(JetStreamError::OutcomeUnknown {
+                    stream: p.stream.clone(),
+                    why: "a leader was elected (or the connection re-established) while the \
+                          acknowledgment was awaited"
+                        .into(),
+                });
+            }
+        };
+        let ack = answer
             .map_err(|e| p.publish_error(PublishFailure::of(&e, true), self.bytes, self.options))?;
         p.appended(&ack)
     }

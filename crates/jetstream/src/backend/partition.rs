@@ -43,6 +43,10 @@ use crate::partition::{AppendOptions, Appended, JetStreamPartition, Message, Par
 
 /// Longest pause between two polls of the leader's state while waiting for the end.
 const WAIT_POLL_MAX: Duration = Duration::from_millis(100);
+/// The pause before a publish is sent again after a refusal that may pass (no responders,
+/// no leader), doubling up to [`RETRY_PAUSE_MAX`]; an election ends it early.
+const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(20);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// What a handle last observed of its partition; only ever raised.
 #[derive(Debug, Default)]
@@ -291,7 +295,8 @@ impl Publish {
     }
 
     /// Publishes `batch`, retried under the same message id while the cluster is unavailable
-    /// or silent (for the partition's retry time), and notes what it stored. The first
+    /// or silent (for the partition's retry time) — sent again at once when the stream elects
+    /// a leader ([`crate::resend`]) —, and notes what it stored. The first
     /// attempt is sent in its `turn` (if any). A duplicate answer is returned as such, with
     /// the original's sequence.
     pub(crate) async fn send(
@@ -302,13 +307,15 @@ impl Publish {
         mut turn: Option<Turn>,
     ) -> Result<Appended> {
         let deadline = tokio::time::Instant::now() + self.retry;
-        let mut pause = Duration::from_millis(20);
+        let mut pause = RETRY_PAUSE_FIRST;
         // Whether an attempt went unanswered: it may be stored, whatever later ones hear.
         let mut unanswered = false;
         let appended = loop {
             if self.closed.load(Ordering::Acquire) {
                 return Err(LogError::Closed);
             }
+            // Armed before the attempt: a leader elected during it ends the pause after it.
+            let leader_changed = self.inner.leader_changed();
             let attempt = match turn.take() {
                 Some(mut turn) => {
                     turn.come().await;
@@ -326,8 +333,14 @@ impl Publish {
                 // The same message id again: stored once whichever attempt got through.
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
                     unanswered |= e.is_outcome_unknown();
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
+                    // Sent again after a pause that doubles, or as soon as the stream has a
+                    // new leader (at once when one was elected during the attempt).
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {
+                            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                        }
+                        () = leader_changed => pause = RETRY_PAUSE_FIRST,
+                    }
                 }
                 // A refusal speaks for every attempt: the server answers a retry of a stored
                 // message id as a duplicate before it checks the expected sequence.
