@@ -139,6 +139,10 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &resends.register("LB_a")));
         drop(first);
         let _other = resends.register("LB_b");
-        assert_eq!(resends.streams().len(), 1, "the dropped stream's entry is gone");
+        assert_eq!(
+            resends.streams().len(),
+            1,
+            "the dropped stream's entry is gone"
+        );
     }
 }

@@ -7,9 +7,11 @@
 //!          id (`Idempotency-Key`), the same id sent again after a failure until acknowledged
 //!  kill k: after --settle-seconds, the stream's leader nats-server from any server's
 //!          /jsz (its stream description names the Logbook stream), its pid file removed
-//!          (so dev-cluster's watcher lets it go), `kill -9`; stall = the first ack after the
-//!          kill − the last ack before it; then the server started again from DIR/nI.conf
-//!          and waited for until the leader reports every replica current
+//!          (so dev-cluster's watcher lets it go), `kill -9`; stall = the first ack of a
+//!          request sent after the kill − the last ack before the kill (an ack the dead
+//!          leader had sent before it died, arriving just after, is not a recovery); then the
+//!          server started again from DIR/nI.conf and waited for until the leader reports
+//!          every replica current
 //!  check:  the stream read back from offset 0: every acknowledged record exactly once
 //! ```
 //!
@@ -83,10 +85,20 @@ struct NatsServer {
 #[derive(Default)]
 struct Shared {
     stop: AtomicBool,
-    /// Acknowledgment times, µs since the run's start, since the last kill's measurement.
-    acks: Mutex<Vec<u64>>,
+    /// Acknowledged requests since the last kill's measurement: when each was first sent and
+    /// when it was acknowledged, µs since the run's start.
+    acks: Mutex<Vec<Ack>>,
     /// Tries that failed (an error answer or a broken connection), all clients.
     failed_tries: AtomicU64,
+}
+
+/// One acknowledged request.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    /// When its first try was sent, µs since the run's start.
+    sent_us: u64,
+    /// When it was acknowledged, µs since the run's start.
+    acked_us: u64,
 }
 
 /// What one client did: records 0..acked acknowledged, in order; `unknown` the one it was
@@ -132,7 +144,7 @@ pub fn run(args: &FailoverArgs) -> anyhow::Result<()> {
             "clients": args.clients,
             "settle_seconds": args.settle_seconds,
             "nats_server": program.display().to_string(),
-            "stall": "first acknowledgment after the kill − last acknowledgment before it",
+            "stall": "first acknowledgment of a request sent after the kill − last acknowledgment before the kill",
         },
         "loadavg_1m": { "before": load_before, "after": loadavg_1m() },
         "result": report,
@@ -258,6 +270,7 @@ async fn client(
         let id = format!("failover-{run}-{i}-{n}");
         let body = json!({"key": format!("c{i}"), "value": {"client": i, "n": n}}).to_string();
         let tried_since = Instant::now();
+        let sent_us = elapsed_us(start);
         loop {
             if tried_since.elapsed() > RECOVERY_MAX {
                 tally.unknown = Some(n);
@@ -295,9 +308,9 @@ async fn client(
             shared.failed_tries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(RETRY_PAUSE).await;
         }
-        let at = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let acked_us = elapsed_us(start);
         if let Ok(mut acks) = shared.acks.lock() {
-            acks.push(at);
+            acks.push(Ack { sent_us, acked_us });
         }
         tally.acked += 1;
     }
@@ -332,6 +345,9 @@ async fn kill_leader(
     }
     // The kill's time: when `kill` returned (the signal delivered).
     let kill_at = elapsed_us(start);
+    let killed_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let deadline = Instant::now() + RECOVERY_MAX;
     let (last_before, first_after) = loop {
         let found = {
@@ -339,8 +355,18 @@ async fn kill_leader(
                 .acks
                 .lock()
                 .map_err(|_| anyhow::anyhow!("a client panicked"))?;
-            let before = acks.iter().filter(|&&t| t <= kill_at).max().copied();
-            let after = acks.iter().filter(|&&t| t > kill_at).min().copied();
+            let before = acks
+                .iter()
+                .filter(|a| a.acked_us <= kill_at)
+                .map(|a| a.acked_us)
+                .max();
+            // Recovered: a request sent after the kill was acknowledged (an acknowledgment
+            // sent by the leader before it died may arrive after the kill).
+            let after = acks
+                .iter()
+                .filter(|a| a.sent_us > kill_at)
+                .map(|a| a.acked_us)
+                .min();
             after.map(|a| (before, a))
         };
         if let Some(found) = found {
@@ -355,13 +381,14 @@ async fn kill_leader(
     restart(server, program)?;
     wait_caught_up(servers, stream, &leader).await?;
     if let Ok(mut acks) = shared.acks.lock() {
-        let last = acks.iter().max().copied();
+        let last = acks.iter().max_by_key(|a| a.acked_us).copied();
         acks.clear();
         acks.extend(last);
     }
     let since = last_before.unwrap_or(kill_at);
     Ok(json!({
         "leader_killed": leader,
+        "killed_at_unix_ms": killed_unix_ms,
         "stall_ms": round1((first_after - since) as f64 / 1000.0),
         "kill_to_first_ack_ms": round1((first_after - kill_at) as f64 / 1000.0),
         "catch_up_ms": round1(restarted.elapsed().as_secs_f64() * 1000.0),
