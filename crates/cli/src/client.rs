@@ -226,6 +226,11 @@ pub struct Answer<T = Value> {
     pub body: T,
 }
 
+/// The empty JSON object `{}`: the body of a request that takes no parameters (an abort, a
+/// commit of an interactive transaction).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Empty {}
+
 /// A blocking HTTP client of one Logbook server.
 #[derive(Clone)]
 pub struct Client {
@@ -421,13 +426,13 @@ impl Client {
 
     /// A one-shot commit under `request_id` (`POST /v1/commits`); with `retry`, committed
     /// again under the same id after an answer marked retryable (for a commit that pins no
-    /// snapshot: each attempt takes the newest). The answer as JSON.
+    /// snapshot: each attempt takes the newest).
     pub fn commit(
         &self,
         request_id: &str,
         commit: &logbook_api::client::Commit,
         retry: bool,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<logbook_api::txns::Committed> {
         let done = if retry {
             self.inner.commit_with_id_retrying(request_id, commit)
         } else {
@@ -437,8 +442,7 @@ impl Client {
             wait_ms: 0,
             body_bytes: serde_json::to_vec(commit.body()).map_or(0, |b| b.len()),
         };
-        let done = done.map_err(|e| self.error("POST", &logbook_api::paths::commits(), e, sent))?;
-        serde_json::to_value(done).context("encoding the commit's answer")
+        done.map_err(|e| self.error("POST", &logbook_api::paths::commits(), e, sent))
     }
 
     /// Keys and ranges at one snapshot (`POST /v1/kv/read`), each range read on past the

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use anyhow::bail;
 use logbook_api::client::Commit;
-use logbook_api::txns::Isolation;
+use logbook_api::txns::{Committed, Isolation};
 use serde_json::Value;
 
 use crate::client::{Client, ServerArgs, print_json, problem_of};
@@ -240,29 +240,27 @@ fn explain(e: anyhow::Error, request_id: &str) -> anyhow::Error {
 /// had committed already) leads with what it means — nothing of this request was applied,
 /// the rest is the original commit's answer — since the original may even have been
 /// another transaction (a read-only one, whose id any commit is then answered with).
-pub(crate) fn committed_text(done: &Value, subject: &str, request_id: &str) -> String {
+pub(crate) fn committed_text(done: &Committed, subject: &str, request_id: &str) -> String {
     let subject = if subject.is_empty() {
         String::new()
     } else {
         format!(" {subject}")
     };
     let mut text = String::new();
-    if done["duplicate"] == Value::Bool(true) {
+    if done.duplicate {
         text.push_str(&format!(
             "duplicate: not applied — request id {request_id:?} had committed already; \
              its original answer: "
         ));
     }
-    text.push_str(&match done["offset"].as_u64() {
+    text.push_str(&match done.offset {
         Some(offset) => format!("committed{subject} at offset {offset}"),
         None => format!("committed{subject} (it wrote nothing)"),
     });
-    if let Some(incremented) = done["incremented"].as_object() {
-        for (key, value) in incremented {
-            text.push_str(&format!("; {key} = {value}"));
-        }
+    for (key, value) in &done.incremented {
+        text.push_str(&format!("; {key} = {value}"));
     }
-    if let Some(token) = done["token"].as_str() {
+    if let Some(token) = &done.token {
         text.push_str(&format!("; token {token}"));
     }
     text

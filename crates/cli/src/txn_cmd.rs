@@ -14,11 +14,12 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, anyhow, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
 use logbook_api::{Problem, paths};
 
-use crate::client::{ApiProblem, Client, ServerArgs, count, print_json, problem_of};
+use crate::client::{ApiProblem, Client, Empty, ServerArgs, count, print_json, problem_of};
 
 /// Options of `logbook txn`.
 #[derive(Debug, clap::Args)]
@@ -89,7 +90,7 @@ pub fn run(args: TxnArgs) -> anyhow::Result<()> {
     let mut left_open = false;
     if let Some(txn) = shell.txn.take() {
         left_open = true;
-        match shell.client.post(&paths::txn_abort(&txn), &json!({}), &[]) {
+        match shell.client.post(&paths::txn_abort(&txn), &Empty {}, &[]) {
             Ok(_) => eprintln!(
                 "aborted transaction {txn}: the input ended before commit; nothing it wrote \
                  was kept"
@@ -276,13 +277,15 @@ impl Shell {
                 if value.is_empty() {
                     bail!("{usage}");
                 }
-                let value: Value = serde_json::from_str(value)
+                let value = serde_json::from_str(value)
                     .with_context(|| format!("put: the value is not JSON: {value}"))?;
+                let body = PutBody {
+                    value,
+                    if_version: None,
+                    if_absent: None,
+                };
                 let txn = self.open("put")?;
-                self.write_op(|c| {
-                    c.client
-                        .put(&paths::txn_key(&txn, key), &json!({ "value": value }))
-                })?;
+                self.write_op(|c| c.client.put(&paths::txn_key(&txn, key), &body))?;
             }
             "del" | "delete" => {
                 let (key, extra) = key_word(rest, "usage: del KEY")?;
@@ -302,7 +305,7 @@ impl Shell {
                 let txn = self.open("incr")?;
                 self.write_op(|c| {
                     c.client
-                        .post(&paths::txn_increment(&txn, key), &json!({ "by": by }), &[])
+                        .post(&paths::txn_increment(&txn, key), &IncrementBody { by }, &[])
                 })?;
             }
             "commit" => self.commit(rest)?,
@@ -310,7 +313,7 @@ impl Shell {
                 let txn = self.open("abort")?;
                 self.txn = None;
                 self.failed = None;
-                self.client.post(&paths::txn_abort(&txn), &json!({}), &[])?;
+                self.client.post(&paths::txn_abort(&txn), &Empty {}, &[])?;
                 if self.json {
                     print_json(&json!({ "aborted": txn }))?;
                 } else {
@@ -328,22 +331,22 @@ impl Shell {
         if let Some(t) = &self.txn {
             bail!("transaction {t} is open: commit or abort it first");
         }
-        let mut body = json!({});
+        let mut body = BeginBody::default();
         for option in rest.split_whitespace() {
             match option {
-                "read_committed" | "snapshot" | "serializable" => body["isolation"] = json!(option),
-                "read_only" => body["read_only"] = json!(true),
-                other => bail!(
-                    "begin: unknown option {other:?}; use read_committed, snapshot or \
-                     serializable, and optionally read_only"
-                ),
+                "read_only" => body.read_only = Some(true),
+                other => {
+                    body.isolation = Some(other.parse().map_err(|_| {
+                        anyhow!(
+                            "begin: unknown option {other:?}; use read_committed, snapshot or \
+                             serializable, and optionally read_only"
+                        )
+                    })?);
+                }
             }
         }
-        let begun = self.client.post(&paths::txns(), &body, &[])?.body;
-        let txn = begun["txn"]
-            .as_str()
-            .context("the server's answer names no transaction")?
-            .to_string();
+        let begun: Begun = self.client.post_as(&paths::txns(), &body, &[], 0)?.body;
+        let txn = begun.txn.clone();
         self.txn = Some(txn.clone());
         self.failed = None;
         if self.json {
@@ -351,13 +354,9 @@ impl Shell {
         }
         outln!(
             "begun {txn} ({}{}, snapshot {})",
-            begun["isolation"].as_str().unwrap_or_default(),
-            if begun["read_only"] == json!(true) {
-                ", read only"
-            } else {
-                ""
-            },
-            begun["snapshot"]
+            begun.isolation,
+            if begun.read_only { ", read only" } else { "" },
+            begun.snapshot
         );
         Ok(())
     }
@@ -382,7 +381,7 @@ impl Shell {
             None if for_update => bail!("get ... for_update: no open transaction; `begin` first"),
             None => (paths::kv_key(key), Vec::new()),
         };
-        match self.in_txn(|c| c.client.get(&path, &query)) {
+        match self.in_txn(|c| c.client.get_as::<Row>(&path, &query)) {
             Ok(row) => {
                 if self.json {
                     return print_json(&row);
@@ -448,28 +447,27 @@ impl Shell {
             Some(txn) => paths::txn_kv(txn),
             None => paths::kv(),
         };
-        let answer = self.in_txn(|c| c.client.get(&path, &query))?;
-        let mut rows: Vec<Value> = answer["rows"]
-            .as_array()
-            .map_or(&[][..], Vec::as_slice)
-            .iter()
-            .take_while(|r| {
-                prefix
-                    .as_deref()
-                    .is_none_or(|p| r["key"].as_str().is_some_and(|k| k.starts_with(p)))
-            })
-            .cloned()
+        let answer: Rows = self.in_txn(|c| c.client.get_as(&path, &query))?;
+        let mut rows: Vec<Row> = answer
+            .rows
+            .into_iter()
+            .take_while(|r| prefix.as_deref().is_none_or(|p| r.key.starts_with(p)))
             .collect();
         let next = if rows.len() > limit {
             rows.truncate(limit + 1);
-            rows.pop()
-                .and_then(|r| r["key"].as_str().map(str::to_string))
+            rows.pop().map(|r| r.key)
         } else {
             None
         };
+        let rows = Rows {
+            rows,
+            next,
+            token: None,
+        };
         if self.json {
-            return print_json(&json!({ "rows": rows, "next": next }));
+            return print_json(&rows);
         }
+        let Rows { rows, next, .. } = rows;
         for row in &rows {
             outln!("{}", row_text(row));
         }
@@ -498,7 +496,7 @@ impl Shell {
         // The server ends the transaction whatever the outcome.
         self.txn = None;
         if let Some(why) = self.failed.take() {
-            let aborted = self.client.post(&paths::txn_abort(&txn), &json!({}), &[]);
+            let aborted = self.client.post(&paths::txn_abort(&txn), &Empty {}, &[]);
             let outcome = match aborted {
                 Ok(_) => "it was aborted".to_string(),
                 Err(e) if problem_of(&e).is_some() => {
@@ -516,30 +514,31 @@ impl Shell {
         } else {
             vec![("Idempotency-Key", request_id)]
         };
-        let done = match self
-            .client
-            .post(&paths::txn_commit(&txn), &json!({}), &headers)
-        {
-            Ok(answer) => answer.body,
-            Err(e) if problem_of(&e).is_some() => return Err(e),
-            // No answer: the commit may or may not have happened.
-            Err(e) => {
-                let advice = if request_id.is_empty() {
-                    "it was sent without a request id, so running it again could commit \
+        let done: Committed =
+            match self
+                .client
+                .post_as(&paths::txn_commit(&txn), &Empty {}, &headers, 0)
+            {
+                Ok(answer) => answer.body,
+                Err(e) if problem_of(&e).is_some() => return Err(e),
+                // No answer: the commit may or may not have happened.
+                Err(e) => {
+                    let advice = if request_id.is_empty() {
+                        "it was sent without a request id, so running it again could commit \
                      twice: check the data; next time give one (`commit REQUEST-ID`)"
-                        .to_string()
-                } else {
-                    format!(
-                        "once the server is back, run `begin` with the same writes and \
+                            .to_string()
+                    } else {
+                        format!(
+                            "once the server is back, run `begin` with the same writes and \
                          `commit {request_id}` again: with the same request id it commits \
                          at most once"
-                    )
-                };
-                return Err(e.context(format!(
-                    "commit of {txn}: no answer, so the outcome is unknown; {advice}"
-                )));
-            }
-        };
+                        )
+                    };
+                    return Err(e.context(format!(
+                        "commit of {txn}: no answer, so the outcome is unknown; {advice}"
+                    )));
+                }
+            };
         if self.json {
             return print_json(&done);
         }
@@ -622,16 +621,12 @@ impl Shell {
 }
 
 /// `KEY = VALUE (version N)`; a value the transaction wrote itself has no version yet.
-fn row_text(row: &Value) -> String {
-    let version = match row["version"].as_u64() {
+fn row_text(row: &Row) -> String {
+    let version = match row.version {
         Some(v) => format!("version {v}"),
         None => "written by this transaction".to_string(),
     };
-    format!(
-        "{} = {} ({version})",
-        quote(row["key"].as_str().unwrap_or_default()),
-        row["value"]
-    )
+    format!("{} = {} ({version})", quote(&row.key), row.value.get())
 }
 
 /// A key as the shell reads it back: quoted when it holds whitespace, a quote or is empty.
