@@ -2055,6 +2055,73 @@ fn consumer_groups_share_partitions_across_nodes_and_survive_the_coordinators_ki
     assert_ne!(first["duplicate"], true, "{first}");
     assert_eq!(committed(&nodes[x]), [Some(1); 4]);
 
+    // Records appended through another node count in the lag the coordinator reports: it
+    // asks the log for each partition's end instead of answering the end its handle saw.
+    let before_more = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::thread::sleep(Duration::from_millis(2));
+    let more: Vec<Value> = (40..80)
+        .map(|i| json!({"key": format!("k{i}"), "value": i}))
+        .collect();
+    let (status, appended) = nodes[y].call(
+        "POST",
+        "/v1/streams/feed/records",
+        Some(json!({"records": more})),
+    );
+    assert_eq!(status, 201, "{appended}");
+    let mut last = [0_u64; 4];
+    for p in appended["positions"].as_array().unwrap() {
+        let part = usize::try_from(p["partition"].as_u64().unwrap()).unwrap();
+        last[part] = last[part].max(p["offset"].as_u64().unwrap());
+    }
+    let (status, info) = nodes[coordinator].call("GET", "/v1/groups/g", None);
+    assert_eq!(status, 200, "{info}");
+    let mut lag = 0;
+    for (p, part) in info["partitions"].as_array().unwrap().iter().enumerate() {
+        let end = part["end"].as_u64().unwrap();
+        assert!(
+            end > last[p],
+            "partition {p}'s end {end} misses offset {}: {info}",
+            last[p]
+        );
+        lag += end - 1;
+    }
+    assert_eq!(
+        info["lag"], lag,
+        "lag is the ends less the commits (1): {info}"
+    );
+
+    // Offsets by time on a cluster node: the time just before the second batch finds each
+    // partition's first record of it; a time after everything finds the end.
+    let mut first_of_more = [u64::MAX; 4];
+    for p in appended["positions"].as_array().unwrap() {
+        let part = usize::try_from(p["partition"].as_u64().unwrap()).unwrap();
+        first_of_more[part] = first_of_more[part].min(p["offset"].as_u64().unwrap());
+    }
+    let path = format!("/v1/streams/feed/offsets?timestamp_ms={before_more}");
+    let (status, at) = nodes[x].call("GET", &path, None);
+    assert_eq!(status, 200, "{at}");
+    for (p, part) in at["partitions"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(part["offset"], first_of_more[p], "partition {p}: {at}");
+        assert!(part["timestamp_ms"].as_u64().unwrap() >= u64::try_from(before_more).unwrap());
+    }
+    let later = before_more + 3_600_000;
+    let (status, at) = nodes[x].call(
+        "GET",
+        &format!("/v1/streams/feed/offsets?timestamp_ms={later}"),
+        None,
+    );
+    assert_eq!(status, 200, "{at}");
+    for (p, part) in at["partitions"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            part["offset"], info["partitions"][p]["end"],
+            "partition {p}: {at}"
+        );
+        assert!(part["timestamp_ms"].is_null(), "{at}");
+    }
+
     // One dies (no more heartbeats): after its session, the other owns every partition and
     // commits them; the dead member's epoch is fenced.
     heartbeat_until(&mut [&mut two], "the survivor takes over", |ms| {

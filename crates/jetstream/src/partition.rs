@@ -483,6 +483,45 @@ impl JetStreamPartition {
         }
     }
 
+    /// The first record whose timestamp is at or after `timestamp_ms` (ms since the Unix
+    /// epoch), as `(offset, timestamp)`; `None` when no stored record is that recent (a reader
+    /// then starts at the end). A binary search over the stream's sequences on each message's
+    /// newest record timestamp: about log2(messages) + 1 message reads from the stream leader,
+    /// no scan. Exact when the messages' timestamps rise with their sequences (timestamps
+    /// assigned at append by nodes whose clocks agree); with timestamps a client chose, or
+    /// clocks stepping back between nodes, it answers some message whose newest record reaches
+    /// the time — records before it may be as recent (the single-node log keeps a running
+    /// maximum in its index instead and answers exactly).
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>> {
+        let state = self.state().await?;
+        // Search [lo, hi): every sequence below `lo` is older than the time; `hi` reaches it
+        // or is past the last.
+        let (mut lo, mut hi) = (state.first_sequence.max(1), state.last_sequence + 1);
+        debug_assert!(lo <= hi, "first sequence past the last + 1: {state:?}");
+        let mut found: Option<Vec<StoredRecord>> = None;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            // A message retention removed meanwhile counts as older: it was before the first.
+            let records = self.read_message(mid).await?.unwrap_or_default();
+            if records.iter().any(|r| r.timestamp_ms >= timestamp_ms) {
+                hi = mid;
+                found = Some(records);
+            } else {
+                lo = mid + 1;
+            }
+        }
+        // `found` holds the records of `hi` whenever the search moved it (else there is none).
+        Ok(found.and_then(|records| {
+            records
+                .into_iter()
+                .find(|r| r.timestamp_ms >= timestamp_ms)
+                .map(|r| (r.offset, r.timestamp_ms))
+        }))
+    }
+
     /// The message at `sequence` from the stream leader; `None` when there is none.
     async fn get_message(&self, sequence: u64) -> Result<Option<RawMessage>> {
         let request = serde_json::json!({ "seq": sequence });

@@ -314,6 +314,17 @@ pub trait LogPartition: Send + Sync + std::fmt::Debug {
     /// read or a wait.
     fn end_offset(&self) -> u64;
 
+    /// The end as the backend's authority knows it now: [`Self::end_offset`] for a local
+    /// backend; a replicated backend asks the partition's leader (one round trip) and raises
+    /// its observed end to the answer. For answers that must not trail other nodes' appends
+    /// (a consumer group's lag, a reset to the end). Not from inside an async task.
+    ///
+    /// # Errors
+    /// The backend's, when its authority cannot be reached (retryable).
+    fn latest_end_offset(&self) -> Result<u64> {
+        Ok(self.end_offset())
+    }
+
     /// Records below this offset are as durable as the backend keeps them (fsynced locally,
     /// or acknowledged by a majority of replicas: [`LogStream::ack_guarantee`]). Equal to
     /// [`Self::end_offset`] when every acknowledgment is that durable; may trail it under a

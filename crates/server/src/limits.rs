@@ -180,9 +180,6 @@ pub const GROUP_SESSION_TIMEOUT_MS_MIN: u64 = 500;
 pub const GROUP_SESSION_TIMEOUT_MS_MAX: u64 = 300_000;
 /// See [`GROUP_SESSION_TIMEOUT_MS_MIN`].
 pub const GROUP_SESSION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
-/// Longest wait, on a cluster node, to learn a partition's end from the log when a group
-/// commit names an offset past the end this node has seen, ms.
-pub const GROUP_END_REFRESH_MS: u64 = 500;
 /// How often the coordinator looks for members whose session timed out, and a cluster
 /// node that does not coordinate reads the new records of `_groups`, ms.
 pub const GROUP_EXPIRY_CHECK_MS: u64 = 100;

@@ -5,6 +5,7 @@
 //!                                  retried while unavailable ──▶ Completer ──▶ AppendCompletion
 //!  read / wait_end_offset_above ──block_on──▶ leader's message get / stream state
 //!  end_offset, start_offset, durable_offset ──▶ what this handle observed last (no I/O)
+//!  latest_end_offset ──block_on──▶ leader's stream state (raises the observed end)
 //! ```
 //!
 //! Every publish carries a fresh `Nats-Msg-Id`, so retrying it after an unknown outcome
@@ -35,7 +36,7 @@ use logbook_log::{
 use tokio::sync::oneshot;
 
 use super::runtime::{AbortOnDrop, Runtime};
-use super::{BACKEND, log_error, now_ms};
+use super::{log_error, now_ms};
 use crate::error::JetStreamError;
 use crate::limits::MESSAGE_RECORDS_MAX;
 use crate::offset;
@@ -498,12 +499,24 @@ impl LogPartition for JsPartition {
         false
     }
 
-    fn offset_for_timestamp(&self, _timestamp_ms: i64) -> Result<TimestampOffset> {
-        Err(LogError::Unsupported {
-            backend: BACKEND,
-            operation: "offset_for_timestamp",
-            why: "offsets by time come with the cluster mode; read from the start offset instead"
-                .into(),
+    /// A binary search over the stream's messages
+    /// ([`JetStreamPartition::offset_for_timestamp`]: exact while timestamps rise with the
+    /// sequences); the end, as the leader says, when no record is that recent.
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<TimestampOffset> {
+        let inner = self.inner.clone();
+        let found = self
+            .runtime
+            .block_on(async move { inner.offset_for_timestamp(timestamp_ms).await })?
+            .map_err(log_error)?;
+        Ok(match found {
+            Some((offset, timestamp_ms)) => TimestampOffset {
+                offset,
+                timestamp_ms: Some(timestamp_ms),
+            },
+            None => TimestampOffset {
+                offset: self.latest_end_offset()?,
+                timestamp_ms: None,
+            },
         })
     }
 
@@ -518,6 +531,17 @@ impl LogPartition for JsPartition {
 
     fn end_offset(&self) -> u64 {
         self.observed.end()
+    }
+
+    /// The leader's stream state (one request), raising what this handle observed.
+    fn latest_end_offset(&self) -> Result<u64> {
+        let inner = self.inner.clone();
+        let state = self
+            .runtime
+            .block_on(async move { inner.state().await })?
+            .map_err(log_error)?;
+        self.observed.saw_state(&state);
+        Ok(self.observed.end())
     }
 
     /// Equal to the end: an acknowledged record is as durable as this backend makes it

@@ -653,7 +653,8 @@ pub(crate) fn record_out(
 }
 
 /// Per partition, the first record at or after a time: where the stream was then (Kafka's
-/// ListOffsets by timestamp). Answered from the segments' time indexes, without a scan.
+/// ListOffsets by timestamp). Answered without a scan: from the segments' time indexes on
+/// the embedded log, by a binary search over the messages on a cluster's JetStream streams.
 #[utoipa::path(get, path = route::STREAM_OFFSETS, tag = "streams",
     params(("stream" = String, Path),
         ("timestamp_ms" = i64, Query, description = "The time, ms since the Unix epoch")),

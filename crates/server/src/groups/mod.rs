@@ -484,7 +484,7 @@ impl Groups {
 
     /// Refuses a commit of an offset past its partition's end. A cluster node's handle knows
     /// the end it has seen: when an offset is past it, the end is asked of the log first
-    /// (waiting at most [`limits::GROUP_END_REFRESH_MS`]).
+    /// ([`logbook_log::LogPartition::latest_end_offset`], one round trip to the partition's leader).
     fn check_within_end(
         &self,
         stream: &str,
@@ -499,8 +499,7 @@ impl Groups {
             };
             let mut end = p.end_offset();
             if o.offset > end && self.elected {
-                let wait = Duration::from_millis(limits::GROUP_END_REFRESH_MS);
-                end = p.wait_end_offset_above(o.offset - 1, wait);
+                end = p.latest_end_offset()?;
             }
             if o.offset > end {
                 return Err(invalid(
@@ -624,9 +623,28 @@ impl Groups {
     /// # Errors
     /// [`GroupError::UnknownGroup`].
     pub fn describe(&self, group: &str) -> Result<GroupInfo, GroupsError> {
+        let stream = self.lock().state.group(group)?.stream.clone();
+        self.refresh_ends(&stream)?;
         let inner = self.lock();
         let g = inner.state.group(group)?;
         Ok(self.info(group, g))
+    }
+
+    /// On a cluster node, asks the log for the current end of each partition of `stream`
+    /// (one round trip each, outside the groups' lock), so that lag and a reset to the end
+    /// count what other nodes appended. A local log's ends are current already. A stream
+    /// that is gone is left to the caller.
+    fn refresh_ends(&self, stream: &str) -> Result<(), LogError> {
+        if !self.elected {
+            return Ok(());
+        }
+        let Ok(stream) = self.log.stream(stream) else {
+            return Ok(());
+        };
+        for part in stream.partitions() {
+            part.latest_end_offset()?;
+        }
+        Ok(())
     }
 
     fn info(&self, name: &str, g: &Group) -> GroupInfo {
@@ -741,6 +759,8 @@ impl Groups {
                 "give exactly one of to (start or end), timestamp_ms, offsets",
             ));
         }
+        let stream = self.lock().state.group(group)?.stream.clone();
+        self.refresh_ends(&stream)?;
         let mut inner = self.lock();
         let g = inner.state.group(group)?;
         let stream = self.log.stream(&g.stream)?;
