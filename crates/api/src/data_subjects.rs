@@ -28,3 +28,15 @@ pub struct DataSubject {
     /// their personal fields of this subject unreadable everywhere.
     pub streams: Vec<String>,
 }
+
+/// One line of `GET /v1/data-subjects/{id}/export` (JSON Lines, `application/jsonl`): a
+/// record about the subject, its personal fields decrypted, and where it came from (the
+/// stream, and the record's partition and offset in it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportLine {
+    /// The stream holding the record.
+    pub stream: String,
+    /// The record as `GET /v1/streams/{stream}/records` shows it.
+    #[serde(flatten)]
+    pub record: crate::streams::RecordOut,
+}

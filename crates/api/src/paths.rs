@@ -103,6 +103,8 @@ pub mod route {
     /// `GET` (state, the erasure's dry run), `DELETE` (erase) a data subject (scope
     /// `data_subjects:erase`).
     pub const DATA_SUBJECT: &str = "/v1/data-subjects/{id}";
+    /// `GET`: every record about a data subject, decrypted, as JSON Lines (admin only).
+    pub const DATA_SUBJECT_EXPORT: &str = "/v1/data-subjects/{id}/export";
     /// `POST` (create), `GET` (list) bearer tokens (admin only).
     pub const TOKENS: &str = "/v1/tokens";
     /// `DELETE`: revoke a token by id (admin only).
@@ -190,6 +192,11 @@ pub fn stream(stream: &str) -> String {
 /// `/v1/data-subjects/{id}`.
 pub fn data_subject(id: &str) -> String {
     format!("/v1/data-subjects/{}", encode(id))
+}
+
+/// `/v1/data-subjects/{id}/export`.
+pub fn data_subject_export(id: &str) -> String {
+    format!("/v1/data-subjects/{}/export", encode(id))
 }
 
 /// `/v1/streams/{stream}/records`.
@@ -438,6 +445,8 @@ mod tests {
             (view_row("{view}", ""), route::VIEW_EMPTY_KEY_ROW),
             (view_rebuild("{view}"), route::VIEW_REBUILD),
             (view_switch("{view}"), route::VIEW_SWITCH),
+            (data_subject("{id}"), route::DATA_SUBJECT),
+            (data_subject_export("{id}"), route::DATA_SUBJECT_EXPORT),
             (derived_streams(), route::DERIVED_STREAMS),
             (derived_stream("{name}"), route::DERIVED_STREAM),
             (health(), route::HEALTH),

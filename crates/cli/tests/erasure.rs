@@ -445,3 +445,450 @@ fn a_wrong_master_key_or_a_missing_key_store_stops_the_start_and_loses_nothing()
         "nothing lost"
     );
 }
+
+/// The rows of `view` (one page; the test's views are small), read after `token`.
+fn rows(s: &Serve, view: &str, token: &str) -> Vec<Value> {
+    let (status, body) = call(
+        &admin(s),
+        "GET",
+        &format!("/v1/views/{view}/rows?limit=1000&token={token}"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    body["rows"].as_array().unwrap().clone()
+}
+
+/// `GET /v1/data-subjects/{id}/export`: its JSON Lines, and the answer's text.
+fn export(s: &Serve, id: &str) -> (Vec<Value>, String) {
+    let (status, body) = call(
+        &admin(s),
+        "GET",
+        &format!("/v1/data-subjects/{id}/export"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let text = match &body {
+        Value::Null => String::new(),
+        Value::String(t) => t.clone(),
+        one => one.to_string(), // a single line parses as one JSON object
+    };
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, text)
+}
+
+/// A row's value by key.
+fn row(rows: &[Value], key: &str) -> Value {
+    rows.iter()
+        .find(|r| r["key"] == key)
+        .unwrap_or_else(|| panic!("no row {key} in {rows:?}"))["value"]
+        .clone()
+}
+
+#[test]
+fn views_hold_ciphertext_and_show_an_erased_subjects_fields_as_erased_live_and_rebuilt() {
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut marker = |what: &str| format!("{what}-{:032x}", rng.r#gen::<u128>());
+    let keys = tempfile::tempdir().unwrap();
+    let key = key_file(keys.path(), "master.key", KEY_A);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = serve_with_key(&data, &key);
+    let c = admin(&s);
+    let declared = json!({"subject": "/user", "fields": ["/email", "/address/ip"]});
+    let (status, body) = call(
+        &c,
+        "PUT",
+        "/v1/streams/people",
+        Some(&json!({"partitions": 2, "personal_data": declared})),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    // A view may carry personal fields; it may not compute on them (each subject's key
+    // differs, so the ciphertext is no value to filter, index, group or aggregate on).
+    let refused = [
+        (json!({"kind": "index", "on": ["user", "email"]}), "on[1]"),
+        (json!({"kind": "index", "on": ["address"]}), "on[0]"),
+        (
+            json!({"kind": "aggregate", "group_by": ["address.ip"], "aggregates": {"n": {"fn": "count"}}}),
+            "group_by[0]",
+        ),
+        (
+            json!({"kind": "aggregate", "aggregates": {"d": {"fn": "count_distinct", "field": "email"}}}),
+            "aggregates.d.field",
+        ),
+        (
+            json!({"kind": "table", "filter": {"field": "email", "op": "eq", "value": "x"}}),
+            "filter",
+        ),
+    ];
+    for (mut spec, field) in refused {
+        spec["source"] = json!("people");
+        let (status, body) = call(&c, "PUT", "/v1/views/bad", Some(&spec));
+        assert_eq!(
+            (status, body["code"].clone(), body["field"].clone()),
+            (400, json!("invalid_view_spec"), json!(field)),
+            "{spec}: {body}"
+        );
+        let (status, _) = call(&c, "GET", "/v1/views/bad", None);
+        assert_eq!(status, 404, "nothing created");
+    }
+    call(
+        &c,
+        "PUT",
+        "/v1/streams/copy",
+        Some(&json!({"partitions": 1})),
+    );
+    let (status, body) = call(
+        &c,
+        "PUT",
+        "/v1/derived-streams/leak",
+        Some(&json!({"source": "people", "target": "copy"})),
+    );
+    assert_eq!(
+        (status, body["code"].clone(), body["field"].clone()),
+        (400, json!("invalid_derived_spec"), json!("source")),
+        "{body}"
+    );
+
+    let views = [
+        ("whole", json!({"kind": "table"})),
+        (
+            "projected",
+            json!({"kind": "table", "fields": ["email", "address.ip", "n"]}),
+        ),
+        ("by_user", json!({"kind": "index", "on": ["user"]})),
+        (
+            "per_user",
+            json!({"kind": "aggregate", "group_by": ["user"], "aggregates": {"n": {"fn": "sum", "field": "n"}}}),
+        ),
+    ];
+    for (name, mut spec) in views.clone() {
+        spec["source"] = json!("people");
+        let (status, body) = call(&c, "PUT", &format!("/v1/views/{name}"), Some(&spec));
+        assert_eq!(status, 201, "{name}: {body}");
+    }
+
+    let (gone, kept) = (marker("subject"), marker("subject"));
+    let (gone_email, gone_ip, kept_email) = (marker("email"), marker("ip"), marker("email"));
+    let records = json!({"records": [
+        {"key": "a", "value": {"user": gone, "email": gone_email, "address": {"ip": gone_ip, "city": "Oslo"}, "n": 1}},
+        {"key": "b", "value": {"user": kept, "email": kept_email, "n": 2}},
+        {"key": "c", "value": {"user": gone, "n": 3}},
+    ]});
+    let (status, body) = call(&c, "POST", "/v1/streams/people/records", Some(&records));
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+
+    let whole = rows(&s, "whole", &token);
+    assert_eq!(row(&whole, "a")["email"], json!(gone_email), "decrypted");
+    assert_eq!(row(&whole, "a")["address"]["ip"], json!(gone_ip));
+    let projected = rows(&s, "projected", &token);
+    assert_eq!(
+        row(&projected, "a"),
+        json!({"email": gone_email, "address.ip": gone_ip, "n": 1}),
+        "a projection moves a sealed field; it is still revealed"
+    );
+    assert_eq!(row(&rows(&s, "per_user", &token), &gone)["n"], json!(4));
+
+    // The export (right of access): every record about the subject, decrypted, with where
+    // it came from; nothing of another subject.
+    let (lines, text) = export(&s, &gone);
+    assert_eq!(lines.len(), 2, "{text}");
+    let a = lines.iter().find(|l| l["key"] == "a").unwrap();
+    assert_eq!(a["stream"], json!("people"));
+    assert!(a["partition"].is_u64() && a["offset"].is_u64(), "{a}");
+    assert_eq!(a["value"]["email"], json!(gone_email));
+    assert_eq!(a["value"]["address"]["ip"], json!(gone_ip));
+    assert!(!text.contains(&kept_email), "{text}");
+    assert_eq!(export(&s, "nobody").0, Vec::<Value>::new());
+    let (status, body) = call(&c, "GET", "/v1/data-subjects/a%20b/export", None);
+    assert_eq!(
+        (status, body["code"].clone(), body["field"].clone()),
+        (400, json!("invalid_data_subject"), json!("id"))
+    );
+
+    let (status, body) = call(&c, "DELETE", &format!("/v1/data-subjects/{gone}"), None);
+    assert_eq!(
+        (status, body["key"].clone()),
+        (200, json!("erased")),
+        "{body}"
+    );
+
+    let erased = json!({"erased": true});
+    let check = |s: &Serve| {
+        let whole = rows(s, "whole", &token);
+        let a = row(&whole, "a");
+        assert_eq!(
+            (&a["email"], &a["address"]["ip"]),
+            (&erased, &erased),
+            "{a}"
+        );
+        assert_eq!(a["address"]["city"], json!("Oslo"), "other fields stay");
+        assert_eq!(
+            row(&whole, "b")["email"],
+            json!(kept_email),
+            "other subjects stay"
+        );
+        assert_eq!(
+            row(&rows(s, "projected", &token), "a"),
+            json!({"email": erased, "address.ip": erased, "n": 1})
+        );
+        // The subject id is pseudonymous and stays; what was computed on other fields too.
+        assert_eq!(
+            row(&rows(s, "by_user", &token), &gone)["keys"],
+            json!(["a", "c"])
+        );
+        assert_eq!(row(&rows(s, "per_user", &token), &gone)["n"], json!(4));
+        whole
+    };
+    let live = check(&s);
+    // After the erasure the export still lists the records, with nothing personal.
+    let (lines, text) = export(&s, &gone);
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        !text.contains(&gone_email) && !text.contains(&gone_ip),
+        "{text}"
+    );
+    assert_eq!(
+        lines.iter().find(|l| l["key"] == "a").unwrap()["value"]["email"],
+        erased
+    );
+
+    // Rebuilt from offset 0 after the erasure: the same rows as the live view.
+    let (status, body) = call(&c, "POST", "/v1/views/whole/rebuild", Some(&json!({})));
+    assert_eq!(status, 202, "{body}");
+    let version = body["version"].as_u64().unwrap();
+    let (status, body) = call(
+        &c,
+        "POST",
+        "/v1/views/whole/switch",
+        Some(&json!({"version": version, "timeout_ms": 30000})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let rebuilt = check(&s);
+    assert_eq!(rebuilt, live, "a rebuild equals the live view");
+    let (_, detail) = call(&c, "GET", "/v1/views/whole?digest=true", None);
+    let digests: Vec<&Value> = detail["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["digest"])
+        .collect();
+    assert_eq!(digests.len(), 2, "{detail}");
+    assert_eq!(
+        digests[0], digests[1],
+        "live and rebuilt digests agree: {detail}"
+    );
+
+    // Views checkpoint on a graceful shutdown; no marker in any file under the data
+    // directory (segments, view stores and their journals, key store, request ids).
+    assert_eq!(s.terminate(), 0);
+    for m in [&gone_email, &gone_ip, &kept_email] {
+        assert_eq!(
+            files_holding(&data, m.as_bytes()),
+            Vec::<PathBuf>::new(),
+            "{m}"
+        );
+    }
+    let s = serve_with_key(&data, &key);
+    check(&s);
+}
+
+/// The subjects named by erasure records in `_data_subjects`.
+fn recorded_erasures(s: &Serve) -> Vec<String> {
+    let (status, body) = call(
+        &admin(s),
+        "GET",
+        "/v1/streams/_data_subjects/records?partition=0&limit=1000",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"]["subject"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A stream `people` with one record per subject `u-0..n`, each with a random marker in its
+/// personal field `/email`: the markers by subject.
+fn people(s: &Serve, n: usize, rng: &mut rand::rngs::StdRng) -> Vec<(String, String)> {
+    let c = admin(s);
+    let declared = json!({"subject": "/user", "fields": ["/email"]});
+    let (status, body) = call(
+        &c,
+        "PUT",
+        "/v1/streams/people",
+        Some(&json!({"partitions": 2, "personal_data": declared})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let subjects: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            (
+                format!("u-{i}"),
+                format!("email-{:032x}", rng.r#gen::<u128>()),
+            )
+        })
+        .collect();
+    let records: Vec<Value> = subjects
+        .iter()
+        .map(|(u, e)| json!({"key": u, "value": {"user": u, "email": e}}))
+        .collect();
+    let (status, body) = call(
+        &c,
+        "POST",
+        "/v1/streams/people/records",
+        Some(&json!({"records": records})),
+    );
+    assert_eq!(status, 201, "{body}");
+    subjects
+}
+
+/// The invariant of an erasure after any crash: a subject named by an erasure record has
+/// no key (none in the store's file either) and its field reads erased; any other subject
+/// reads its plaintext. Never a recorded erasure with a key still live.
+fn check_each_subject_erased_or_live(
+    s: &Serve,
+    data: &Path,
+    subjects: &[(String, String)],
+) -> usize {
+    let recorded = recorded_erasures(s);
+    let store = data.join("keys").join("data-keys");
+    let values = read_all(s, "people", 2);
+    for (subject, email) in subjects {
+        let (_, state) = call(
+            &admin(s),
+            "GET",
+            &format!("/v1/data-subjects/{subject}"),
+            None,
+        );
+        let value = values.iter().find(|v| v["user"] == *subject).unwrap();
+        if recorded.contains(subject) {
+            assert_eq!(state["key"], json!("erased"), "{subject}: {state}");
+            assert_eq!(value["email"], json!({"erased": true}), "{subject}");
+            assert_eq!(
+                files_holding(&store, format!("{subject}\0").as_bytes()),
+                Vec::<PathBuf>::new(),
+                "{subject}'s slot is zeroed"
+            );
+        } else {
+            assert_eq!(state["key"], json!("live"), "{subject}: {state}");
+            assert_eq!(value["email"], json!(email), "{subject}");
+        }
+    }
+    recorded.len()
+}
+
+#[test]
+fn an_erasure_interrupted_between_its_steps_is_completed_at_the_next_start() {
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let keys = tempfile::tempdir().unwrap();
+    let key = key_file(keys.path(), "master.key", KEY_A);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = data.join("keys").join("data-keys");
+    let s = serve_with_key(&data, &key);
+    let subjects = people(&s, 3, &mut rng);
+    // Every key is fdatasynced before its records are appended: this copy is the store's
+    // state on disk now.
+    let before = std::fs::read(&store).unwrap();
+
+    // Step 1 (the erasure record, fsynced) done, step 2 (the slot zeroed) not: the disk of
+    // a crash between them is the log with the record and the store as it was before.
+    let (status, body) = call(&admin(&s), "DELETE", "/v1/data-subjects/u-1", None);
+    assert_eq!(
+        (status, body["key"].clone()),
+        (200, json!("erased")),
+        "{body}"
+    );
+    drop(s); // SIGKILL
+    std::fs::write(&store, &before).unwrap();
+    assert!(
+        !files_holding(&store, b"u-1\0").is_empty(),
+        "the key is back on disk"
+    );
+
+    let s = serve_with_key(&data, &key);
+    assert_eq!(
+        check_each_subject_erased_or_live(&s, &data, &subjects),
+        1,
+        "completed at the start, without a second erasure record"
+    );
+    // A retry of the interrupted request (its client saw no answer) answers the same.
+    let (status, body) = call(&admin(&s), "DELETE", "/v1/data-subjects/u-1", None);
+    assert_eq!(
+        (status, body["key"].clone()),
+        (200, json!("erased")),
+        "{body}"
+    );
+    assert_eq!(recorded_erasures(&s), vec!["u-1".to_string()]);
+}
+
+#[test]
+fn erasures_sigkilled_while_in_flight_leave_every_key_either_live_or_gone() {
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let keys = tempfile::tempdir().unwrap();
+    let key = key_file(keys.path(), "master.key", KEY_A);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = serve_with_key(&data, &key);
+    let subjects = people(&s, 60, &mut rng);
+
+    // Four clients erase 60 subjects; the server is SIGKILLed as soon as one erasure is in
+    // flight. Whatever point each erasure reached, the restart must find it whole or absent.
+    let (base, token) = (s.base.clone(), s.token.clone());
+    let erasers: Vec<_> = (0..4)
+        .map(|t| {
+            let (base, token) = (base.clone(), token.clone());
+            let mine: Vec<String> = subjects
+                .iter()
+                .skip(t)
+                .step_by(4)
+                .map(|(u, _)| u.clone())
+                .collect();
+            std::thread::spawn(move || {
+                let c = client_with_token(&base, token.as_deref());
+                for u in mine {
+                    let path = format!("/v1/data-subjects/{u}");
+                    if send(&c, request("DELETE", &path, None)).is_err() {
+                        return; // the server is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    s.until_a_request_is_in_flight();
+    drop(s); // SIGKILL
+    for e in erasers {
+        e.join().unwrap();
+    }
+
+    let s = serve_with_key(&data, &key);
+    let done = check_each_subject_erased_or_live(&s, &data, &subjects);
+    println!("{done} of 60 erasures recorded before the SIGKILL");
+    // The rest can still be erased, and then every one is.
+    for (u, _) in &subjects {
+        let (status, body) = call(
+            &admin(&s),
+            "DELETE",
+            &format!("/v1/data-subjects/{u}"),
+            None,
+        );
+        assert_eq!(
+            (status, body["key"].clone()),
+            (200, json!("erased")),
+            "{body}"
+        );
+    }
+    assert_eq!(check_each_subject_erased_or_live(&s, &data, &subjects), 60);
+}

@@ -65,6 +65,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/tokens/{id}"),
     ("get", "/v1/data-subjects/{id}"),
     ("delete", "/v1/data-subjects/{id}"),
+    ("get", "/v1/data-subjects/{id}/export"),
     ("get", "/v1/schema-registry/subjects"),
     ("post", "/v1/schema-registry/subjects/{subject}"),
     ("delete", "/v1/schema-registry/subjects/{subject}"),

@@ -126,9 +126,12 @@ pub struct HttpBenchArgs {
     /// Print one JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Declare the padding a personal field (decision 0030), its subject the record's key
-    /// number: every append then encrypts it under that subject's key (keys made while
-    /// preloading). Compare with a run without it (target: ≥ 0.8× the appends per second).
+    /// Also run every configuration with the padding declared a personal field (decision
+    /// 0030), its subject the record's key number: every append encrypts it under that
+    /// subject's key (keys made while preloading) and every view read decrypts it. Each
+    /// configuration then runs plain, then encrypted, on fresh servers; the report's
+    /// `personal_fields` gives the encrypted medians' ratio to the plain ones (budget:
+    /// appends ≥ 0.8× plain, issue 19).
     #[arg(long)]
     pub personal_fields: bool,
 }
@@ -161,6 +164,8 @@ struct Setup {
     tls: TlsMode,
     /// Which pass over the configurations this is (from 0).
     round: usize,
+    /// The stream declares personal fields (its padding is encrypted).
+    encrypted: bool,
 }
 
 impl Setup {
@@ -211,6 +216,8 @@ pub(super) struct RunResult {
     tls: &'static str,
     /// The pass over the configurations (from 0).
     round: usize,
+    /// Whether the stream declared personal fields (its padding encrypted).
+    encrypted: bool,
     op: &'static str,
     mode: &'static str,
     /// Target rate (open loop); null for closed loop.
@@ -274,17 +281,28 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
     for round in 0..args.rounds {
         for &tls_mode in &args.tls {
             for &auth in &args.auth {
-                let setup = Setup {
-                    auth,
-                    tls: tls_mode,
-                    round,
-                };
-                results.extend(run_server(args, &tmp.0, setup, tls.as_ref())?);
+                for encrypted in [false, true] {
+                    if encrypted && !args.personal_fields {
+                        continue;
+                    }
+                    let setup = Setup {
+                        auth,
+                        tls: tls_mode,
+                        round,
+                        encrypted,
+                    };
+                    results.extend(run_server(args, &tmp.0, setup, tls.as_ref())?);
+                }
             }
         }
     }
     drop(tmp);
-    let summary = summary::summary(&results);
+    let plain: Vec<RunResult> = results.iter().filter(|r| !r.encrypted).cloned().collect();
+    let summary = summary::summary(&plain);
+    let personal = match args.personal_fields {
+        true => summary::personal_ratios(&results),
+        false => serde_json::Value::Null,
+    };
     let cluster = match args.cluster.is_empty() {
         true => serde_json::Value::Null,
         false => cluster::run(args, &results)?,
@@ -323,6 +341,7 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
         "loadavg_1m": { "before": load_before, "after": load_after },
         "runs": results,
         "summary": summary,
+        "personal_fields": personal,
         "cluster": cluster,
         "pgbench_select_only": pg,
     });
@@ -334,6 +353,12 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
             "summary: {}",
             serde_json::to_string_pretty(&report["summary"])?
         );
+        if !report["personal_fields"].is_null() {
+            println!(
+                "encrypted ÷ plain: {}",
+                serde_json::to_string_pretty(&report["personal_fields"])?
+            );
+        }
         if !report["cluster"].is_null() {
             println!("cluster ({}):", report["cluster"]["nodes"]);
             print_table(&results_of(&report["cluster"]));
@@ -358,12 +383,13 @@ fn run_server(
         TlsMode::Off => None,
     };
     let data = dir.join(format!(
-        "data-auth-{}-tls-{}-{}",
+        "data-auth-{}-tls-{}-{}{}",
         setup.auth_label(),
         setup.tls_label(),
-        setup.round
+        setup.round,
+        if setup.encrypted { "-encrypted" } else { "" }
     ));
-    let master_key_file = if args.personal_fields {
+    let master_key_file = if setup.encrypted {
         Some(bench_master_key(dir)?)
     } else {
         None
@@ -400,7 +426,7 @@ fn run_server(
         bearer,
         stream: STREAM.to_string(),
         view: VIEW.to_string(),
-        spec: stream_spec(args),
+        spec: stream_spec(args, setup.encrypted),
         session_token: !args.cluster.is_empty(),
         tls: connector,
     };
@@ -414,15 +440,16 @@ fn run_server(
         r.auth = setup.auth_label();
         r.tls = setup.tls_label();
         r.round = setup.round;
+        r.encrypted = setup.encrypted;
     }
     Ok(results)
 }
 
-/// The benchmark stream's creation body: with `--personal-fields`, `pad` is personal data of
-/// the subject named by `user`.
-fn stream_spec(args: &HttpBenchArgs) -> serde_json::Value {
+/// The benchmark stream's creation body: when `encrypted`, `pad` is personal data of the
+/// subject named by `user`.
+fn stream_spec(args: &HttpBenchArgs, encrypted: bool) -> serde_json::Value {
     let mut spec = json!({"partitions": args.partitions, "fsync": "always"});
-    if args.personal_fields {
+    if encrypted {
         spec["personal_data"] = json!({"subject": "/user", "fields": ["/pad"]});
     }
     spec
@@ -455,7 +482,7 @@ fn results_of(report: &serde_json::Value) -> Vec<serde_json::Value> {
 
 fn print_table(runs: &[serde_json::Value]) {
     println!(
-        "{:<5} {:<4} {:<4} {:<7} {:<7} {:>9} {:>6} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "{:<5} {:<4} {:<4} {:<10} {:<7} {:>9} {:>6} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7} {:>9}",
         "round",
         "auth",
         "tls",
@@ -473,11 +500,14 @@ fn print_table(runs: &[serde_json::Value]) {
     );
     for r in runs {
         println!(
-            "{:<5} {:<4} {:<4} {:<7} {:<7} {:>9} {:>6} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>9}",
+            "{:<5} {:<4} {:<4} {:<10} {:<7} {:>9} {:>6} {:>6} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>9}",
             r["round"].as_u64().unwrap_or(0),
             r["auth"].as_str().unwrap_or(""),
             r["tls"].as_str().unwrap_or(""),
-            r["op"].as_str().unwrap_or(""),
+            match r["encrypted"].as_bool() {
+                Some(true) => format!("{}+pf", r["op"].as_str().unwrap_or("")),
+                _ => r["op"].as_str().unwrap_or("").to_string(),
+            },
             r["mode"].as_str().unwrap_or(""),
             r["rate"]
                 .as_u64()
@@ -760,6 +790,7 @@ async fn run_phase(
         auth: "",
         tls: "",
         round: 0,
+        encrypted: false,
         cpu_us_per_request: cpu_seconds
             .filter(|_| requests > 0)
             .map(|s| round1(s * 1e6 / requests as f64)),

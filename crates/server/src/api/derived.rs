@@ -38,6 +38,33 @@ fn out(info: DerivedInfo) -> DerivedStreamOut {
     }
 }
 
+/// 400 `invalid_derived_spec` naming `source` or `target` when that stream declares
+/// personal data ([`crate::privacy::views`]): a derived stream would copy its ciphertext
+/// out of the stream it is bound to, or write plaintext past the write path's sealing.
+fn refuse_personal(
+    log: &dyn logbook_log::LogBackend,
+    spec: &serde_json::Value,
+) -> Result<(), ApiError> {
+    for field in ["source", "target"] {
+        let Some(name) = spec[field].as_str() else {
+            continue;
+        };
+        if log
+            .stream(name)
+            .is_ok_and(|s| s.config().personal_data.is_some())
+        {
+            return Err(ApiError::new(
+                ProblemCode::InvalidDerivedSpec,
+                format!(
+                    "invalid derived stream spec: {field}: stream {name:?} declares personal data (personal_data): a derived stream can neither copy its encrypted fields out of it nor write records past its encryption"
+                ),
+            )
+            .field(field));
+        }
+    }
+    Ok(())
+}
+
 /// A views-crate error of a derived stream request in the derived streams' words: a spec
 /// error is `invalid_derived_spec`, an unknown stream names `source` or `target`.
 fn problem(e: ViewError, spec: &serde_json::Value) -> ApiError {
@@ -108,7 +135,9 @@ pub async fn put_derived(
     JsonBody(spec): JsonBody<serde_json::Value>,
 ) -> Result<(StatusCode, Json<DerivedStreamOut>), ApiError> {
     q.only(&[])?;
-    let derived = state.opened()?.derived()?;
+    let opened = state.opened()?;
+    let derived = opened.derived()?;
+    refuse_personal(&*opened.log, &spec)?;
     let bytes =
         serde_json::to_vec(&spec).map_err(|e| ApiError::invalid_json(None, e.to_string()))?;
     let n = name.clone();

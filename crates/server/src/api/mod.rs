@@ -131,6 +131,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             data_subjects::get_data_subject,
             data_subjects::erase_data_subject
         ))
+        .routes(routes!(data_subjects::export_data_subject))
         .routes(routes!(schemas::list_subjects))
         .routes(routes!(schemas::lookup, schemas::delete_subject))
         .routes(routes!(schemas::list_versions, schemas::register))

@@ -627,6 +627,11 @@ impl Reveal {
             declaration,
         })
     }
+
+    /// The stream's pointer to a record's data subject.
+    pub(crate) fn subject_pointer(&self) -> &str {
+        &self.declaration.subject
+    }
 }
 
 /// A stored record as the API shows it (reads and the push tail alike): the log's internal

@@ -123,6 +123,51 @@ fn read_token(result: &ReadResult) -> Result<Option<String>, ApiError> {
         .map_err(|e| ApiError::token(&e))
 }
 
+/// 400 `invalid_view_spec` when `spec` filters, indexes, groups or aggregates on a personal
+/// field of its source ([`crate::privacy::views`]); `prefix` as [`ApiError::view_spec`]. A spec
+/// that does not compile, or whose source does not exist, is left to the engine to refuse.
+fn check_personal(
+    state: &AppState,
+    spec: &serde_json::Value,
+    prefix: &str,
+) -> Result<(), ApiError> {
+    let Ok(plan) = logbook_views::Plan::from_value(spec.clone()) else {
+        return Ok(());
+    };
+    let Some(d) = personal_data_of(state, &plan.spec.source)? else {
+        return Ok(());
+    };
+    match crate::privacy::views::computes_on_personal(&d, &plan) {
+        Some((field, reason)) => Err(ApiError::view_spec(prefix, &field, &reason)),
+        None => Ok(()),
+    }
+}
+
+fn personal_data_of(
+    state: &AppState,
+    stream: &str,
+) -> Result<Option<logbook_log::PersonalData>, ApiError> {
+    Ok(state
+        .opened()?
+        .log
+        .stream(stream)
+        .ok()
+        .and_then(|s| s.config().personal_data))
+}
+
+/// Rows as a reader sees them: the source's personal fields decrypted, or `{"erased": true}`
+/// ([`crate::privacy::Privacy::reveal_row`]). Nothing for a source without personal data.
+fn reveal_rows(state: &AppState, result: &mut ReadResult) -> Result<(), ApiError> {
+    let Some(d) = personal_data_of(state, &result.source)? else {
+        return Ok(());
+    };
+    let privacy = state.opened()?.privacy;
+    for r in &mut result.rows {
+        privacy.reveal_row(&result.source, &d, &mut r.value);
+    }
+    Ok(())
+}
+
 fn views_of(state: &AppState) -> Result<Arc<Views>, ApiError> {
     Ok(state.opened()?.views)
 }
@@ -203,6 +248,7 @@ pub async fn put_view(
 ) -> Result<(StatusCode, Json<ViewOut>), ApiError> {
     q.only(&[])?;
     crate::auth::check_view_source(&caller, &spec)?;
+    check_personal(&state, &spec, "")?;
     if let Some(catalog) = state.opened()?.view_catalog {
         // A cluster node: through the replicated catalog, so every node has the view.
         let n = name.clone();
@@ -334,7 +380,8 @@ pub async fn get_row(
     let opts = read_options(&q)?;
     let views = views_of(&state)?;
     let (n, k) = (name.clone(), key.clone());
-    let found = read(views, opts, move |v, o| v.get(&n, &k, o)).await?;
+    let mut found = read(views, opts, move |v, o| v.get(&n, &k, o)).await?;
+    reveal_rows(&state, &mut found)?;
     let token = read_token(&found)?;
     match found.rows.into_iter().next() {
         Some(r) => Ok(Json(ViewRow {
@@ -377,7 +424,7 @@ pub async fn scan_rows(
     ])?;
     let opts = read_options(&q)?;
     let views = views_of(&state)?;
-    let result = if let Some(keys) = q.text("keys") {
+    let mut result = if let Some(keys) = q.text("keys") {
         if let Some(other) = ["prefix", "start", "end", "limit"]
             .into_iter()
             .find(|p| q.text(p).is_some())
@@ -400,6 +447,7 @@ pub async fn scan_rows(
         };
         read(views, opts, move |v, o| v.scan(&name, &range, o)).await?
     };
+    reveal_rows(&state, &mut result)?;
     Ok(Json(ViewRows {
         token: read_token(&result)?,
         rows: result.rows.into_iter().map(row_out).collect(),
@@ -427,6 +475,7 @@ pub async fn rebuild(
     q.only(&[])?;
     if let Some(spec) = &body.spec {
         crate::auth::check_view_source(&caller, spec)?;
+        check_personal(&state, spec, "spec")?;
     }
     let views = views_of(&state)?;
     let spec = match &body.spec {

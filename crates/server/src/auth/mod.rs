@@ -183,6 +183,8 @@ pub fn declared_needs(
         // A derived stream reads one stream and appends to another on no principal's behalf.
         "/v1/derived-streams" | "/v1/derived-streams/{name}" => vec![Need::Admin],
         "/v1/data-subjects/{id}" => vec![Need::DataSubjectsErase],
+        // Reads every stream declaring personal data, decrypted.
+        "/v1/data-subjects/{id}/export" => vec![Need::Admin],
         "/v1/streams" => vec![Need::All(Streams, Read)],
         "/v1/streams/{stream}" => vec![name(Streams, read_or(Manage), "stream")],
         "/v1/streams/{stream}/retention" => vec![name(Streams, Manage, "stream")],

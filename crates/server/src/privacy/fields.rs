@@ -200,6 +200,25 @@ pub enum Revealed {
     Undecryptable,
 }
 
+/// A sealed member's key id and body; `None` when `member` is not a sealed value,
+/// `Some(Err(()))` when it is one whose text is malformed.
+fn sealed_parts(member: &Value) -> Option<Result<(u64, &str), ()>> {
+    let text = member
+        .as_object()
+        .filter(|o| o.len() == 1)?
+        .get(SEALED_MEMBER)?
+        .as_str()?;
+    let mut parts = text.splitn(3, '.');
+    let (Some(FORMAT), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+        return Some(Err(()));
+    };
+    Some(
+        u64::from_str_radix(id, 16)
+            .map(|id| (id, body))
+            .map_err(|_| ()),
+    )
+}
+
 /// `member` as a reader sees it, given the subject's live key (`None`: none or erased).
 /// `None` when `member` is not a sealed value (left as stored).
 pub fn reveal(
@@ -209,39 +228,100 @@ pub fn reveal(
     subject: &str,
     key: Option<&DataKey>,
 ) -> Option<Revealed> {
-    let text = member
-        .as_object()
-        .filter(|o| o.len() == 1)?
-        .get(SEALED_MEMBER)?
-        .as_str()?;
-    let mut parts = text.splitn(3, '.');
-    let (Some(FORMAT), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
-        return Some(Revealed::Undecryptable);
-    };
-    let Ok(id) = u64::from_str_radix(id, 16) else {
+    let Ok((id, body)) = sealed_parts(member)? else {
         return Some(Revealed::Undecryptable);
     };
     let Some(key) = key.filter(|k| k.id == id) else {
         return Some(Revealed::Erased);
     };
-    let plain = URL_SAFE_NO_PAD
-        .decode(body)
-        .ok()
-        .filter(|b| b.len() > 12)
-        .and_then(|b| {
-            let aad = aad(stream, pointer, subject);
-            key.cipher
-                .decrypt(
-                    Nonce::from_slice(&b[..12]),
-                    Payload {
-                        msg: &b[12..],
-                        aad: &aad,
-                    },
-                )
-                .ok()
-        })
-        .and_then(|plain| serde_json::from_slice(&plain).ok());
-    Some(plain.map_or(Revealed::Undecryptable, Revealed::Plain))
+    Some(
+        open(body, &aad(stream, pointer, subject), key)
+            .map_or(Revealed::Undecryptable, Revealed::Plain),
+    )
+}
+
+/// The plaintext of a sealed body under `key` and `aad`; `None` if it does not authenticate.
+fn open(body: &str, aad: &[u8], key: &DataKey) -> Option<Value> {
+    let b = URL_SAFE_NO_PAD.decode(body).ok().filter(|b| b.len() > 12)?;
+    let plain = key
+        .cipher
+        .decrypt(Nonce::from_slice(&b[..12]), Payload { msg: &b[12..], aad })
+        .ok()?;
+    serde_json::from_slice(&plain).ok()
+}
+
+/// Every sealed member anywhere in `value` — a view's row, where a projection may have moved
+/// it (`fields: ["a.b"]` puts it under the member `"a.b"`) and the subject may be absent —
+/// as a reader sees it. The key is found by the id the ciphertext names (`live_key`: id →
+/// subject and key, `None` once erased); the pointer it was sealed at is one of the stream's
+/// declared `fields`, tried in turn (the AAD authenticates only the right one). Returns how
+/// many members were sealed.
+pub fn reveal_anywhere(
+    value: &mut Value,
+    stream: &str,
+    d: &PersonalData,
+    live_key: &dyn Fn(u64) -> Option<(String, std::sync::Arc<DataKey>)>,
+) -> usize {
+    let revealed = match sealed_parts(value) {
+        Some(Err(())) => Revealed::Undecryptable,
+        Some(Ok((id, body))) => match live_key(id) {
+            None => Revealed::Erased,
+            Some((subject, key)) => d
+                .fields
+                .iter()
+                .find_map(|p| open(body, &aad(stream, p, &subject), &key))
+                .map_or(Revealed::Undecryptable, Revealed::Plain),
+        },
+        None => {
+            return match value {
+                Value::Array(items) => items
+                    .iter_mut()
+                    .map(|v| reveal_anywhere(v, stream, d, live_key))
+                    .sum(),
+                Value::Object(members) => members
+                    .values_mut()
+                    .map(|v| reveal_anywhere(v, stream, d, live_key))
+                    .sum(),
+                _ => 0,
+            };
+        }
+    };
+    *value = revealed.shown(stream);
+    1
+}
+
+impl Revealed {
+    /// The value a reader gets: the plaintext, `{"erased": true}`, or `{"undecryptable":
+    /// true}` (logged at `error`: damage on disk).
+    pub fn shown(self, stream: &str) -> Value {
+        match self {
+            Revealed::Plain(p) => p,
+            Revealed::Erased => serde_json::json!({"erased": true}),
+            Revealed::Undecryptable => {
+                tracing::error!(
+                    stream,
+                    "a personal field does not decrypt under its subject's key: damaged"
+                );
+                serde_json::json!({"undecryptable": true})
+            }
+        }
+    }
+}
+
+/// The JSON Pointer (RFC 6901) of a view's dotted field path (`a.b` → `/a/b`).
+pub fn pointer_of_path(segments: &[String]) -> String {
+    segments
+        .iter()
+        .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
+/// The declared personal field `path` (a JSON Pointer) names, lies inside or contains.
+pub fn personal_overlap<'a>(d: &'a PersonalData, path: &str) -> Option<&'a str> {
+    d.fields
+        .iter()
+        .find(|f| overlaps(f, path))
+        .map(String::as_str)
 }
 
 #[cfg(test)]
@@ -296,6 +376,30 @@ mod tests {
             "moved to another subject"
         );
         assert!(reveal(&json!("plain"), "s", "/email", "u1", Some(&key)).is_none());
+    }
+
+    #[test]
+    fn a_sealed_field_moved_by_a_view_is_revealed_by_its_key_id() {
+        let key = std::sync::Arc::new(data_key(7, &[1u8; 48]));
+        let mut sealed = json!({"user": "u1", "email": "e@x", "a": {"ip": "10.0.0.1"}});
+        seal(&mut sealed, "s", &declared(), "u1", &key).unwrap_or_else(|e| panic!("{e}"));
+        // A projection (`fields: ["a.ip", "email"]`) moves the members; the subject is gone.
+        let row = json!({"a.ip": sealed["a"]["ip"], "email": sealed["email"], "n": 1});
+        let live = |id: u64| (id == 7).then(|| ("u1".to_string(), key.clone()));
+        let mut shown = row.clone();
+        assert_eq!(reveal_anywhere(&mut shown, "s", &declared(), &live), 2);
+        assert_eq!(shown, json!({"a.ip": "10.0.0.1", "email": "e@x", "n": 1}));
+        let mut shown = row.clone();
+        reveal_anywhere(&mut shown, "s", &declared(), &|_| None);
+        let erased = json!({"erased": true});
+        assert_eq!(shown, json!({"a.ip": erased, "email": erased, "n": 1}));
+        let mut shown = row;
+        reveal_anywhere(&mut shown, "other", &declared(), &live);
+        assert_eq!(
+            shown["email"],
+            json!({"undecryptable": true}),
+            "bound to its stream"
+        );
     }
 
     #[test]

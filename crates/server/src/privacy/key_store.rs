@@ -89,6 +89,9 @@ impl std::fmt::Debug for KeyStore {
 #[derive(Default)]
 struct Slots {
     live: HashMap<String, Live>,
+    /// Key id → subject of every live key: a sealed value names its key, not its subject
+    /// (a view's row may not hold the subject).
+    by_id: HashMap<u64, String>,
     /// Erased slots, reused by new keys.
     free: Vec<u64>,
     /// Slots in the file.
@@ -208,6 +211,7 @@ impl KeyStore {
             }
             let (subject, key) = unwrap_slot(&kek, raw)
                 .map_err(|reason| corrupt(format!("slot {slot}: {reason}")))?;
+            slots.by_id.insert(key.id, subject.clone());
             slots.live.insert(
                 subject,
                 Live {
@@ -228,6 +232,14 @@ impl KeyStore {
     /// The live key of `subject`, if any.
     pub fn key(&self, subject: &str) -> Option<Arc<DataKey>> {
         self.lock().live.get(subject).map(|l| l.key.clone())
+    }
+
+    /// The live key whose id is `id`, with its subject; `None` once erased.
+    pub fn key_by_id(&self, id: u64) -> Option<(String, Arc<DataKey>)> {
+        let slots = self.lock();
+        let subject = slots.by_id.get(&id)?;
+        let live = slots.live.get(subject).filter(|l| l.key.id == id)?;
+        Some((subject.clone(), live.key.clone()))
     }
 
     /// Subjects with a live key.
@@ -267,6 +279,7 @@ impl KeyStore {
             return Err(self.poison("fsync", e));
         }
         for (subject, slot, key) in written {
+            slots.by_id.insert(key.id, subject.clone());
             slots.live.insert(subject, Live { slot, key });
         }
         Ok(out)
@@ -308,6 +321,7 @@ impl KeyStore {
         let Some(live) = slots.live.remove(subject) else {
             return Ok(None);
         };
+        slots.by_id.remove(&live.key.id);
         if let Err(e) = self
             .file
             .write_all_at(&[0u8; SLOT_BYTES as usize], offset(live.slot))

@@ -17,13 +17,15 @@
 //!            carried out again (an erasure never stays half-done)
 //! ```
 //!
-//! What it is not (yet): views read the log as stored, so a view over a personal member
-//! sees the sealed object; export, per-field retention, master-key rotation and the
-//! cluster's store (etcd) are planned in decision 0030.
+//! Views hold what the log holds — the sealed objects — and their reads reveal them
+//! ([`Privacy::reveal_row`]); a view may not compute on a personal field, nor a derived
+//! stream read or write a personal stream ([`views`]). What it is not (yet): per-field
+//! retention, master-key rotation and the cluster's store (etcd), planned in decision 0030.
 
 pub mod fields;
 pub mod key_store;
 pub mod master_key;
+pub mod views;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use logbook_log::{LogBackend, LogError, LogStream, PersonalData, Record};
 use serde_json::Value;
 
-use self::fields::Revealed;
 use self::key_store::KeyStore;
 use self::master_key::MasterKey;
 
@@ -333,21 +334,20 @@ impl Privacy {
             let Some(member) = v.pointer_mut(pointer) else {
                 continue;
             };
-            match fields::reveal(member, stream, pointer, &subject, key.as_deref()) {
-                None => {}
-                Some(Revealed::Plain(p)) => *member = p,
-                Some(Revealed::Erased) => *member = serde_json::json!({"erased": true}),
-                Some(Revealed::Undecryptable) => {
-                    tracing::error!(
-                        stream,
-                        pointer,
-                        "a personal field does not decrypt under its subject's key: damaged"
-                    );
-                    *member = serde_json::json!({"undecryptable": true});
-                }
+            if let Some(r) = fields::reveal(member, stream, pointer, &subject, key.as_deref()) {
+                *member = r.shown(stream);
             }
         }
         serde_json::to_vec(&v).ok()
+    }
+
+    /// A view row's value over `stream` as a reader sees it: every sealed member, wherever
+    /// the view put it, decrypted or marked `{"erased": true}` ([`fields::reveal_anywhere`]).
+    /// Views hold what the log holds — ciphertext — so a live view and one rebuilt from
+    /// offset 0 after an erasure both show the subject's fields as erased.
+    pub fn reveal_row(&self, stream: &str, d: &PersonalData, value: &mut Value) {
+        let live_key = |id: u64| self.store.as_ref().and_then(|s| s.key_by_id(id));
+        fields::reveal_anywhere(value, stream, d, &live_key);
     }
 
     /// The subject's state.

@@ -51,6 +51,49 @@ pub(super) fn summary(results: &[RunResult]) -> serde_json::Value {
     json!({ "medians": medians, "ratios": ratios })
 }
 
+/// The budget of appends with personal fields encrypted, as a share of plain ones (issue 19).
+const PERSONAL_APPEND_BUDGET: f64 = 0.8;
+
+/// `--personal-fields`: per phase and configuration (auth, tls), the median throughput of
+/// the encrypted runs over the plain ones', p99 and CPU per request beside, and for appends
+/// whether the ratio meets [`PERSONAL_APPEND_BUDGET`].
+pub(super) fn personal_ratios(results: &[RunResult]) -> serde_json::Value {
+    type Config = (Phase, &'static str, &'static str);
+    let mut by: BTreeMap<(Config, bool), Vec<&RunResult>> = BTreeMap::new();
+    for r in results {
+        by.entry((((r.op, r.mode, r.rate), r.auth, r.tls), r.encrypted))
+            .or_default()
+            .push(r);
+    }
+    let of =
+        |runs: &[&RunResult], f: fn(&RunResult) -> f64| median(runs.iter().map(|r| f(r)).collect());
+    let ratios: Vec<serde_json::Value> = by
+        .iter()
+        .filter(|((_, encrypted), _)| *encrypted)
+        .filter_map(|((config, _), enc)| {
+            let plain = by.get(&(*config, false))?;
+            let ((op, mode, rate), auth, tls) = *config;
+            let achieved = ratio(
+                Some(&of(enc, |r| r.achieved_per_s)),
+                Some(&of(plain, |r| r.achieved_per_s)),
+            );
+            Some(json!({
+                "op": op, "mode": mode, "rate": rate, "auth": auth, "tls": tls,
+                "rounds": enc.len(),
+                "achieved_encrypted_over_plain": achieved,
+                "within_budget": (op == "append")
+                    .then(|| achieved.is_some_and(|a| a >= PERSONAL_APPEND_BUDGET)),
+                "p99_ms": {"plain": round3(of(plain, |r| r.p99_ms)),
+                           "encrypted": round3(of(enc, |r| r.p99_ms))},
+                "cpu_us_per_request": {
+                    "plain": round1(of(plain, |r| r.cpu_us_per_request.unwrap_or(0.0))),
+                    "encrypted": round1(of(enc, |r| r.cpu_us_per_request.unwrap_or(0.0)))},
+            }))
+        })
+        .collect();
+    json!({ "append_budget": PERSONAL_APPEND_BUDGET, "ratios": ratios })
+}
+
 /// The median (the upper one of an even count); 0 for none.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
