@@ -32,8 +32,8 @@ use super::{BACKEND, now_ms};
 use crate::offset;
 use crate::partition::{AppendOptions, Message};
 
-/// Records read per request while catching up (one message get per message: a bound on
-/// round trips between two looks at the clock).
+/// Records read per call while catching up (one message get per message, 16 in flight:
+/// a bound on round trips between two looks at the clock).
 const CATCH_UP_READ_RECORDS: usize = 4_096;
 /// Longest time one append spends catching the index up before it answers "retry".
 const CATCH_UP_TIME_MAX: Duration = Duration::from_secs(5);
@@ -250,8 +250,16 @@ impl RequestIds {
                 let (at, _) = offset::position_of(*next);
                 return Ok(state.last_sequence.saturating_sub(at) + 1);
             }
+            // Every message up to the leader's last sequence is stored: their gets go
+            // `READ_AHEAD_MESSAGES` at a time, not one round trip each (appends with an id
+            // wait for this catch-up).
             let records = inner
-                .read_bounded(*next, CATCH_UP_READ_RECORDS, usize::MAX)
+                .read_ahead(
+                    *next,
+                    CATCH_UP_READ_RECORDS,
+                    usize::MAX,
+                    state.last_sequence,
+                )
                 .await
                 .map_err(super::log_error)?;
             let Some(last) = records.last() else {
