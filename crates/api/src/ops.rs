@@ -53,6 +53,11 @@ pub struct NodeLimits {
     /// Most long polls waiting at once, apart from `requests_max` (429
     /// `long_poll_budget_exhausted`).
     pub long_polls_max: u64,
+    /// The longest one request may hold the node waiting, in ms: a read's `wait_ms`, a
+    /// consistency token's `timeout_ms` and a push-tail subscription's life are cut to it;
+    /// null: not cut (each parameter's own maximum; subscriptions last until the client
+    /// leaves).
+    pub wait_ms_max: Option<u64>,
     /// Most push-tail subscriptions open at once (429 `subscription_budget_exhausted`).
     pub subscriptions_max: u64,
     /// Most interactive transactions open at once (429 `too_many_transactions`).

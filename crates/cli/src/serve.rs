@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// once, apart from --requests-max; one more: 429 long_poll_budget_exhausted. Default 256.
     #[arg(long, env = "LOGBOOK_LONG_POLLS_MAX")]
     pub long_polls_max: Option<usize>,
+    /// The longest one request may hold the server waiting, in ms: a read's wait_ms, a
+    /// consistency token's timeout_ms and the life of a push-tail subscription (then ended
+    /// with `event: closed`) are cut to it. Default: no cut (each parameter's own maximum).
+    #[arg(long, env = "LOGBOOK_WAIT_MS_MAX")]
+    pub wait_ms_max: Option<u64>,
     /// Most interactive transactions one principal holds open; one more: 429
     /// transaction_quota_exceeded. Default 250.
     #[arg(long, env = "LOGBOOK_TXNS_PER_PRINCIPAL_MAX")]
@@ -171,6 +176,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         connections_per_principal_max: args.connections_per_principal_max,
         requests_per_principal_max: args.requests_per_principal_max,
         long_polls_max: args.long_polls_max,
+        wait_ms_max: args.wait_ms_max,
         txns_per_principal_max: args.txns_per_principal_max,
         header_read_timeout_ms: args.header_read_timeout_ms,
         body_read_timeout_ms: args.body_read_timeout_ms,

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::api::{call, send};
-use common::wire::{Answer, read_answer};
+use common::wire::{Answer, EventStream, read_answer};
 use common::{Serve, spawn_serve};
 use logbook_api::client::blocking::Client;
 use logbook_api::client::{ClientConfig, ClientOptions, RetryPolicy};
@@ -500,6 +500,11 @@ fn limits_state_the_settings_in_force_and_the_callers_quotas() {
     ] {
         assert_eq!(node[name], set, "{name}: {limits}");
     }
+    assert_eq!(
+        node["wait_ms_max"],
+        Value::Null,
+        "waits are not cut unless set"
+    );
     assert_eq!(limits["request"]["body_bytes_max"], 16 * 1024 * 1024);
     let quotas = &limits["quotas"];
     assert!(
@@ -520,4 +525,41 @@ fn limits_state_the_settings_in_force_and_the_callers_quotas() {
         (status, refused["code"].as_str()),
         (401, Some("unauthenticated"))
     );
+}
+
+/// `--wait-ms-max`: the node cuts every wait to it. A 30 s long poll on an empty partition
+/// answers empty (within the client's 5 s timeout), a push-tail subscription ends by itself
+/// with `event: closed` naming the setting and the id to resume from, and `GET /v1/limits`
+/// states it.
+#[test]
+fn a_node_cuts_every_wait_to_its_wait_ms_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, good, _) = server(&dir.path().join("data"), &["--wait-ms-max", "300"]);
+    let client = good_client(&serve, &good);
+    let (status, read) = call(
+        &client,
+        "GET",
+        "/v1/streams/quiet/records?wait_ms=30000",
+        None,
+    );
+    assert_eq!((status, &read["records"]), (200, &json!([])), "{read}");
+    let auth = format!("Bearer {good}");
+    let mut events = EventStream::open(
+        serve.addr(),
+        "/v1/streams/quiet/records/events?from=start&heartbeat_ms=100",
+        &[("authorization", &auth)],
+    );
+    assert_eq!(events.status, 200);
+    let last = std::iter::from_fn(|| events.next_event())
+        .filter(|e| e.kind != ":")
+        .last()
+        .unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.id.as_deref()),
+        ("closed", Some("0:0")),
+        "{last:?}"
+    );
+    assert!(last.data.contains("wait_ms_max"), "{last:?}");
+    let (status, limits) = call(&client, "GET", "/v1/limits", None);
+    assert_eq!((status, &limits["node"]["wait_ms_max"]), (200, &json!(300)));
 }

@@ -11,6 +11,9 @@
 //! connections_per_principal_max = 256     # per token (per address with auth off)
 //! requests_per_principal_max = 128
 //! long_polls_max = 256                    # wait_ms reads and token waits, apart from requests_max
+//! wait_ms_max = 30000                     # cut every wait_ms/timeout_ms and subscription to this
+//!                                         #   (unset: each parameter's own maximum; subscriptions
+//!                                         #   last until the client leaves)
 //! txns_per_principal_max = 250
 //! header_read_timeout_ms = 10000          # also the keep-alive idle timeout
 //! body_read_timeout_ms = 10000            # plus 1 s per body_rate_min_bytes_per_s received
@@ -73,6 +76,13 @@ pub struct ServerConfig {
     /// once, apart from `requests_max`; one more is 429 `long_poll_budget_exhausted`. Default
     /// [`limits::LONG_POLLS_MAX_DEFAULT`].
     pub long_polls_max: usize,
+    /// The longest one request may hold the server waiting for data, ms: a read's `wait_ms`,
+    /// a consistency token's `timeout_ms`, and the life of a push-tail subscription (which
+    /// then ends with `event: closed` and the id to resume from). A longer ask is cut to it,
+    /// not refused. Default `None`: each parameter's own maximum, and subscriptions last
+    /// until the client leaves. Meant for tests that exercise every route (a fuzzer must
+    /// not wait 30 s a call) and for deployments behind proxies with a connection age limit.
+    pub wait_ms_max: Option<u64>,
     /// Most interactive transactions one principal holds open; one more is 429
     /// `transaction_quota_exceeded`. Default [`limits::TXNS_PER_PRINCIPAL_MAX_DEFAULT`].
     pub txns_per_principal_max: usize,
@@ -371,6 +381,7 @@ impl Default for ServerConfig {
             connections_per_principal_max: limits::CONNECTIONS_PER_PRINCIPAL_MAX_DEFAULT,
             requests_per_principal_max: limits::REQUESTS_PER_PRINCIPAL_MAX_DEFAULT,
             long_polls_max: limits::LONG_POLLS_MAX_DEFAULT,
+            wait_ms_max: None,
             txns_per_principal_max: limits::TXNS_PER_PRINCIPAL_MAX_DEFAULT,
             header_read_timeout_ms: limits::HEADER_READ_TIMEOUT_MS_DEFAULT,
             body_read_timeout_ms: limits::BODY_READ_TIMEOUT_MS_DEFAULT,
@@ -415,6 +426,8 @@ pub struct ConfigLayer {
     pub requests_per_principal_max: Option<usize>,
     /// See [`ServerConfig::long_polls_max`].
     pub long_polls_max: Option<usize>,
+    /// See [`ServerConfig::wait_ms_max`].
+    pub wait_ms_max: Option<u64>,
     /// See [`ServerConfig::txns_per_principal_max`].
     pub txns_per_principal_max: Option<usize>,
     /// See [`ServerConfig::header_read_timeout_ms`].
@@ -527,6 +540,7 @@ impl ConfigLayer {
                 .requests_per_principal_max
                 .or(below.requests_per_principal_max),
             long_polls_max: self.long_polls_max.or(below.long_polls_max),
+            wait_ms_max: self.wait_ms_max.or(below.wait_ms_max),
             txns_per_principal_max: self.txns_per_principal_max.or(below.txns_per_principal_max),
             header_read_timeout_ms: self.header_read_timeout_ms.or(below.header_read_timeout_ms),
             body_read_timeout_ms: self.body_read_timeout_ms.or(below.body_read_timeout_ms),
@@ -580,6 +594,7 @@ impl ConfigLayer {
                 .requests_per_principal_max
                 .unwrap_or(d.requests_per_principal_max),
             long_polls_max: self.long_polls_max.unwrap_or(d.long_polls_max),
+            wait_ms_max: self.wait_ms_max,
             txns_per_principal_max: self
                 .txns_per_principal_max
                 .unwrap_or(d.txns_per_principal_max),
@@ -635,6 +650,9 @@ impl ConfigLayer {
             c.requests_per_principal_max as u64,
         )?;
         positive("long_polls_max", c.long_polls_max as u64)?;
+        if let Some(ms) = c.wait_ms_max {
+            positive("wait_ms_max", ms)?;
+        }
         positive("txns_per_principal_max", c.txns_per_principal_max as u64)?;
         positive("header_read_timeout_ms", c.header_read_timeout_ms)?;
         positive("body_read_timeout_ms", c.body_read_timeout_ms)?;

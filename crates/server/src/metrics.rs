@@ -17,7 +17,7 @@
 //! | `logbook_txn_certifier_bytes` | — | bytes the certifier keeps of committed transactions, as its budget (`certifier_bytes_max`) counts them (set at each scrape) |
 //! | `logbook_ready` | — | 1 once the data directory is open |
 //! | `logbook_subscriptions` | — | push-tail subscriptions open now |
-//! | `logbook_subscriptions_ended_total` | `reason` (`client_gone`, `slow_consumer`, `shutdown`, `error`) | push-tail subscriptions ended, by why |
+//! | `logbook_subscriptions_ended_total` | `reason` (`client_gone`, `slow_consumer`, `shutdown`, `error`, `lifetime`) | push-tail subscriptions ended, by why |
 //! | `logbook_scrub_bytes_total` | — | bytes of sealed segments the scrubber read and checked (set at each scrape) |
 //! | `logbook_scrub_errors_total` | — | damaged places the scrubber found, each once (set at each scrape) |
 //! | `logbook_scrub_passes_total` | — | scrubber passes finished over every sealed segment (set at each scrape) |

@@ -451,6 +451,12 @@ impl AppState {
         }
     }
 
+    /// How long a request that asked to wait `ms` may hold the server: `ms` cut to
+    /// `wait_ms_max` when that is set ([`ServerConfig::wait_ms_max`]).
+    pub fn wait_ms(&self, ms: u64) -> u64 {
+        self.inner.config.wait_ms_max.map_or(ms, |max| ms.min(max))
+    }
+
     /// The in-flight request limiter.
     pub fn requests(&self) -> &Arc<Semaphore> {
         &self.inner.requests

@@ -50,7 +50,7 @@ pub async fn read(
 ) -> Result<Json<ReadAnswer>, ApiError> {
     q.only(&["token", "timeout_ms"])?;
     authorize_body(&caller, read_needs(body.keys.iter(), "keys", &body.ranges))?;
-    let wait = follower_wait(&q)?;
+    let wait = follower_wait(&q, &state)?;
     let opened = state.opened()?;
     let mut ranges = Vec::with_capacity(body.ranges.len());
     for (i, spec) in body.ranges.iter().enumerate() {
@@ -191,8 +191,8 @@ fn commit_needs(body: &CommitBody) -> impl Iterator<Item = (String, Need)> + '_ 
 
 /// How long a cluster follower waits to apply the commit stream up to a read's snapshot:
 /// `timeout_ms` (default [`limits::VIEW_READ_TIMEOUT_MS_DEFAULT`], at most the views' read
-/// limit).
-fn follower_wait(q: &Params) -> Result<std::time::Duration, ApiError> {
+/// limit), cut to the node's `wait_ms_max`.
+fn follower_wait(q: &Params, state: &AppState) -> Result<std::time::Duration, ApiError> {
     let max = logbook_views::limits::READ_TIMEOUT_MS_MAX;
     let ms = q
         .get::<u64>("timeout_ms")?
@@ -203,7 +203,7 @@ fn follower_wait(q: &Params) -> Result<std::time::Duration, ApiError> {
             format!("timeout_ms must be at most {max}"),
         ));
     }
-    Ok(std::time::Duration::from_millis(ms))
+    Ok(std::time::Duration::from_millis(state.wait_ms(ms)))
 }
 
 /// Commits a whole transaction in one request. It is certified exactly as an interactive

@@ -242,6 +242,7 @@ fn node_limits(config: &crate::config::ServerConfig) -> NodeLimits {
         connections_per_client_max: n(config.connections_per_client_max),
         requests_max: n(config.requests_max),
         long_polls_max: n(config.long_polls_max),
+        wait_ms_max: config.wait_ms_max,
         subscriptions_max: n(crate::limits::SUBSCRIPTIONS_MAX),
         open_txns_max: n(config.open_txns_max),
         partitions_max: u64::from(config.partitions_max),

@@ -592,7 +592,8 @@ pub async fn read_records(
         ));
     }
     if wait_ms > 0 && from >= part.end_offset() {
-        long_poll(&state, part, from, Duration::from_millis(wait_ms)).await;
+        let wait = Duration::from_millis(state.wait_ms(wait_ms));
+        long_poll(&state, part, from, wait).await;
     }
     let s = stream.clone();
     let stored = blocking(move || {

@@ -850,7 +850,7 @@ pub(super) async fn wait_token(
         ));
     }
     let end = token_end(opened, q)?;
-    let timeout_ms = timeout_ms.unwrap_or(limits::VIEW_READ_TIMEOUT_MS_DEFAULT);
+    let timeout_ms = state.wait_ms(timeout_ms.unwrap_or(limits::VIEW_READ_TIMEOUT_MS_DEFAULT));
     let timeout = Duration::from_millis(timeout_ms);
     if follow(opened, end, timeout).await? {
         return Ok(());

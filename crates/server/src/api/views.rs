@@ -174,16 +174,17 @@ fn views_of(state: &AppState) -> Result<Arc<Views>, ApiError> {
 
 /// `token` and `timeout_ms` of a read. With a token the default wait is
 /// [`limits::VIEW_READ_TIMEOUT_MS_DEFAULT`]. `timeout_ms` is checked whether or not a token
-/// is given (and whether or not the read ends up waiting), so a bad value is always refused.
-fn read_options(q: &Params) -> Result<ReadOptions, ApiError> {
+/// is given (and whether or not the read ends up waiting), so a bad value is always refused;
+/// the wait is cut to the node's `wait_ms_max`.
+fn read_options(q: &Params, state: &AppState) -> Result<ReadOptions, ApiError> {
     let token = q.text("token").map(str::to_string);
     let timeout_ms = q.get::<u64>("timeout_ms")?;
     check_timeout_ms(timeout_ms, logbook_views::limits::READ_TIMEOUT_MS_MAX)?;
-    let timeout_ms = timeout_ms.unwrap_or(if token.is_some() {
+    let timeout_ms = state.wait_ms(timeout_ms.unwrap_or(if token.is_some() {
         limits::VIEW_READ_TIMEOUT_MS_DEFAULT
     } else {
         0
-    });
+    }));
     Ok(ReadOptions { token, timeout_ms })
 }
 
@@ -377,7 +378,7 @@ pub async fn get_row(
     q: Params,
 ) -> Result<Json<ViewRow>, ApiError> {
     q.only(&["token", "timeout_ms"])?;
-    let opts = read_options(&q)?;
+    let opts = read_options(&q, &state)?;
     let views = views_of(&state)?;
     let (n, k) = (name.clone(), key.clone());
     let mut found = read(views, opts, move |v, o| v.get(&n, &k, o)).await?;
@@ -422,7 +423,7 @@ pub async fn scan_rows(
         "token",
         "timeout_ms",
     ])?;
-    let opts = read_options(&q)?;
+    let opts = read_options(&q, &state)?;
     let views = views_of(&state)?;
     let mut result = if let Some(keys) = q.text("keys") {
         if let Some(other) = ["prefix", "start", "end", "limit"]

@@ -34,7 +34,9 @@
 //!   the requests in flight, so long-lived connections cannot starve short requests; one
 //!   more is 429 `subscription_budget_exhausted` with `Retry-After`, as the long-poll
 //!   budget answers (decision 0021: the client backs off, the server is not failing);
-//! * at shutdown every subscription ends with `event: shutdown` (it must not hold the drain).
+//! * at shutdown every subscription ends with `event: shutdown` (it must not hold the drain);
+//! * with `wait_ms_max` set (a node setting), a subscription ends after that long with
+//!   `event: closed` and the id to resume from, like any other wait the node cuts.
 
 mod frame;
 
@@ -177,7 +179,7 @@ fn check_in_range(stream: &dyn LogStream, cursor: &Cursor, field: &str) -> Resul
         ("stall_ms" = Option<u64>, Query, minimum = 100, maximum = 300000, description = "Drop the subscription (`event: dropped`) when the client takes nothing from its full queue for this long, ms; 100..=300000, default 30000"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (its id): overrides `from` and `partitions`")),
     responses(
-        (status = 200, description = "`text/event-stream`: `record` events (id = the cursor after the record), `dropped` (slow consumer), `error`, `shutdown`", content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream`: `record` events (id = the cursor after the record), `dropped` (slow consumer), `error`, `shutdown`, `closed` (the node's `wait_ms_max` passed)", content_type = "text/event-stream"),
         (status = 400, description = "`invalid_request` naming the parameter, `offset_out_of_range`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`subscription_budget_exhausted`: every subscription slot is taken (with `Retry-After`)", body = Problem, content_type = "application/problem+json")))]
@@ -222,6 +224,7 @@ pub async fn events(
     let (tx, rx) = mpsc::channel(limits::SSE_QUEUE_EVENTS);
     let queued = Arc::new(Queued::default());
     let reveal = super::streams::Reveal::of(&*stream, &opened).map(Arc::new);
+    let lifetime = state.config().wait_ms_max.map(Duration::from_millis);
     let producer = Producer {
         state,
         stream,
@@ -229,6 +232,7 @@ pub async fn events(
         cursor,
         heartbeat: Duration::from_millis(heartbeat_ms),
         stall: Duration::from_millis(stall_ms),
+        lifetime,
         tx,
         queued: queued.clone(),
         _permit: permit,
@@ -346,6 +350,8 @@ enum End {
     Shutdown,
     /// A read failed (retention deleted the records, a corrupt batch): `event: error`.
     Error,
+    /// The node's `wait_ms_max` passed: `event: closed` was sent.
+    Lifetime,
 }
 
 impl End {
@@ -355,6 +361,7 @@ impl End {
             End::SlowConsumer => "slow_consumer",
             End::Shutdown => "shutdown",
             End::Error => "error",
+            End::Lifetime => "lifetime",
         }
     }
 }
@@ -369,6 +376,8 @@ struct Producer {
     heartbeat: Duration,
     /// How long a client may take nothing from a full queue before it is dropped.
     stall: Duration,
+    /// How long the subscription may last (the node's `wait_ms_max`), if bounded.
+    lifetime: Option<Duration>,
     tx: mpsc::Sender<Chunk>,
     /// What is queued and not yet taken by the body.
     queued: Arc<Queued>,
@@ -391,10 +400,22 @@ impl Producer {
 
     /// Queues events until the subscription ends; why it did.
     async fn stream_events(&mut self) -> End {
-        let mut quiet_since = tokio::time::Instant::now();
+        let started = tokio::time::Instant::now();
+        let mut quiet_since = started;
         loop {
             if self.tx.is_closed() {
                 return End::ClientGone;
+            }
+            if let Some(lifetime) = self.lifetime.filter(|l| started.elapsed() >= *l) {
+                let detail = format!(
+                    "a subscription lasts at most {} ms on this node (wait_ms_max); reconnect with Last-Event-ID to resume",
+                    lifetime.as_millis()
+                );
+                self.last(
+                    "closed",
+                    &json!({"reason": "wait_ms_max", "detail": detail}),
+                );
+                return End::Lifetime;
             }
             if self.state.phase() == Phase::ShuttingDown {
                 self.last(
