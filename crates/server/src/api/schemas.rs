@@ -79,9 +79,12 @@ fn flag(q: &Params, name: &str) -> Result<bool, ApiError> {
 /// A listing as Confluent pages it: from `offset` (default 0), at most `limit` items
 /// (default -1: all); `deleted_only` keeps what `deleted=true` adds.
 fn listing<T: PartialEq>(q: &Params, all: Vec<T>, live: Vec<T>) -> Result<Vec<T>, ApiError> {
-    let mut items = if flag(q, "deleted_only")? {
+    // Both flags are checked whichever wins: a bad `deleted` is refused beside
+    // `deleted_only=true` too.
+    let (deleted_only, deleted) = (flag(q, "deleted_only")?, flag(q, "deleted")?);
+    let mut items = if deleted_only {
         all.into_iter().filter(|x| !live.contains(x)).collect()
-    } else if flag(q, "deleted")? {
+    } else if deleted {
         all
     } else {
         live
