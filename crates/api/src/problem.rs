@@ -180,6 +180,10 @@ problem_codes! {
     /// The node holds the most tokens it keeps ([`crate::limits::TOKENS_MAX`]); revoked ones
     /// count too.
     TooManyTokens = ("too_many_tokens", 409, "Too many tokens"),
+    /// Revoking the token would leave no live `admin` token (unrevoked and unexpired), and
+    /// so no one able to make tokens again; `field` is `id`. Nothing was done: create
+    /// another admin token first.
+    LastAdminToken = ("last_admin_token", 409, "The last admin token"),
     /// No route matches the path.
     NoRoute = ("no_route", 404, "No such route"),
     /// The path does not take this method.

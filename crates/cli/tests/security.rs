@@ -1617,3 +1617,56 @@ fn tokens_are_created_listed_and_revoked_through_the_cli() {
     assert_eq!(records(&node, "orders").len(), 2);
     node.terminate();
 }
+
+/// The last live admin token is kept: revoking it — by itself or by anyone — is 409
+/// `last_admin_token` naming `id`, and nothing changes (without it no one could make tokens
+/// again). Revoked and expired admin tokens and tokens of other scopes do not count as
+/// another; a second live admin token does, and then the first can go.
+#[test]
+fn the_last_live_admin_token_cannot_be_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--auth", "on"]);
+    let first = node.get("/v1/tokens").json()["tokens"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoke = |secret: Option<&str>, id: &str| {
+        node.call_as(secret, "DELETE", &format!("/v1/tokens/{id}"), None)
+    };
+    let refused = |a: Answer| {
+        let body = a.json();
+        assert_eq!(
+            (a.status, body["code"].as_str(), body["field"].as_str()),
+            (409, Some("last_admin_token"), Some("id")),
+            "{a:?}"
+        );
+    };
+    let admin = node.token.clone().unwrap();
+    refused(revoke(Some(&admin), &first));
+    // Neither a revoked nor an expired admin token, nor a scoped one, is another admin.
+    let (_, gone) = token(&node, "gone", &["admin"], None);
+    assert_eq!(revoke(Some(&admin), &gone).status, 200);
+    let (expired, _) = token(&node, "brief", &["admin"], Some(1));
+    let mut tries = 0;
+    while node
+        .call_as(Some(&expired), "GET", "/v1/streams", None)
+        .status
+        != 401
+    {
+        tries += 1;
+        assert!(tries < 100, "the 1 ms token never expired");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    token(&node, "reader", &["streams:read:*"], None);
+    refused(revoke(Some(&admin), &first));
+    let listed = node.get("/v1/tokens").json();
+    assert!(listed["tokens"][0]["revoked_at_ms"].is_null(), "{listed}");
+    // With a second live admin token, the first can go; then the second is the last.
+    let (ops, second) = token(&node, "ops", &["admin"], None);
+    assert_eq!(revoke(Some(&admin), &first).status, 200);
+    refused(revoke(Some(&ops), &second));
+    assert_eq!(
+        node.call_as(Some(&ops), "GET", "/v1/tokens", None).status,
+        200
+    );
+}

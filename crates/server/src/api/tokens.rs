@@ -56,10 +56,12 @@ pub async fn list_tokens(
 }
 
 /// Revokes a token: it authenticates nothing from now on. Revoking it again changes nothing.
+/// The last live admin token is not revoked (409 `last_admin_token`): make another first.
 #[utoipa::path(delete, path = route::TOKEN, tag = "tokens",
     params(("id" = String, Path, description = "The token's id (16 hex digits)")),
     responses((status = 200, body = TokenInfo),
-        (status = 404, description = "`unknown_token`", body = Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "`unknown_token`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`last_admin_token`: it is the last live admin token; nothing was revoked", body = Problem, content_type = "application/problem+json")))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     Path(id): Path<String>,

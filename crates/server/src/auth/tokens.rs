@@ -42,6 +42,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub const ADMIN_PRINCIPAL: &str = "admin";
 /// Longest expiry, ms (100 years).
 const EXPIRES_IN_MS_MAX: u64 = 100 * 365 * 24 * 3600 * 1000;
+/// Looks at the table before a revocation gives up because other nodes keep appending.
+const REVOKE_TRIES: usize = 8;
 
 /// Why the token table cannot be used or changed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,15 @@ pub enum AuthError {
     /// [`TOKENS_MAX`] tokens exist.
     #[error("{TOKENS_MAX} tokens exist, the most a node keeps")]
     TooMany,
+    /// Revoking this token would leave no live `admin` token: no one could make tokens again.
+    #[error(
+        "token {0} is the last live admin token: revoking it would leave no one able to \
+         administer the node; create another admin token first"
+    )]
+    LastAdmin(String),
+    /// Other nodes kept appending to `_auth` between every look and the revocation.
+    #[error("token stream {AUTH_STREAM} kept changing under the revocation; retry")]
+    Contended,
     /// The OS random generator failed.
     #[error("the OS random generator failed: {0}")]
     Random(String),
@@ -99,6 +110,10 @@ impl From<AuthError> for crate::error::ApiError {
                 ApiError::new(C::UnknownToken, format!("no token has id {id:?}")).field("id")
             }
             A::TooMany => ApiError::new(C::TooManyTokens, A::TooMany.to_string()),
+            A::LastAdmin(id) => {
+                ApiError::new(C::LastAdminToken, A::LastAdmin(id).to_string()).field("id")
+            }
+            A::Contended => ApiError::new(C::ServerBusy, A::Contended.to_string()).retry_after(1),
             A::Log(e) => ApiError::from_log(e, |_| String::new()),
             other => {
                 tracing::error!(error = %other, "token table");
@@ -154,6 +169,33 @@ struct Table {
     by_hash: HashMap<[u8; 32], usize>,
     by_id: HashMap<String, usize>,
     entries: Vec<Entry>,
+}
+
+impl Table {
+    fn info(&self, id: &str) -> Result<TokenInfo, AuthError> {
+        self.by_id
+            .get(id)
+            .map(|&i| self.entries[i].info.clone())
+            .ok_or_else(|| AuthError::UnknownToken(id.chars().take(64).collect()))
+    }
+
+    /// Whether token `id` is a live `admin` token at `now_ms` and no other is.
+    fn last_live_admin(&self, id: &str, now_ms: u64) -> bool {
+        let live_admin = |e: &Entry| {
+            e.info.revoked_at_ms.is_none()
+                && e.info.expires_at_ms.is_none_or(|at| now_ms < at)
+                && e.principal.scopes.contains(&Scope::Admin)
+        };
+        let Some(&index) = self.by_id.get(id) else {
+            return false;
+        };
+        live_admin(&self.entries[index])
+            && !self
+                .entries
+                .iter()
+                .enumerate()
+                .any(|(i, e)| i != index && live_admin(e))
+    }
 }
 
 /// The token table (see the module docs).
@@ -377,13 +419,19 @@ impl Tokens {
     /// Appends `record` and, once it is durable, catches the table up to it (and to whatever
     /// other nodes appended before it). Called with the writer lock held.
     fn append(&self, record: AuthRecord) -> Result<(), AuthError> {
+        self.append_if(record, AppendCondition::Always)
+    }
+
+    /// [`Tokens::append`] under `condition` (a refused condition is
+    /// [`LogError::EndOffsetMismatch`], nothing appended).
+    fn append_if(&self, record: AuthRecord, condition: AppendCondition) -> Result<(), AuthError> {
         let bytes = serde_json::to_vec(&record).map_err(|e| AuthError::Corrupt {
             offset: 0,
             reason: e.to_string(),
         })?;
         self.stream
             .partition(0)?
-            .append_batch(&[Record::new(bytes)], AppendCondition::Always)?
+            .append_batch(&[Record::new(bytes)], condition)?
             .wait()?;
         self.catch_up().map(drop)
     }
@@ -494,30 +542,48 @@ impl Tokens {
         })
     }
 
-    /// Revokes a token (again: no change). Blocks until the record is durable.
+    /// Revokes a token (again: no change). Blocks until the record is durable. The last live
+    /// `admin` token (unrevoked, unexpired) is not revoked: without one no token could be
+    /// made again. That check and the revocation are one step across nodes: the record is
+    /// appended only where `_auth` ended when the table was looked at, else the table
+    /// catches up and looks again (at most [`REVOKE_TRIES`] times).
     ///
     /// # Errors
-    /// [`AuthError::UnknownToken`], [`AuthError::Log`].
+    /// [`AuthError::UnknownToken`], [`AuthError::LastAdmin`], [`AuthError::Contended`],
+    /// [`AuthError::Log`].
     pub fn revoke(&self, id: &str) -> Result<TokenInfo, AuthError> {
         let _turn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let info = self.info(id)?;
-        if info.revoked_at_ms.is_some() {
-            return Ok(info);
+        for _ in 0..REVOKE_TRIES {
+            self.catch_up()?;
+            let (info, last_admin, end) = {
+                let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+                let info = table.info(id)?;
+                (info, table.last_live_admin(id, now_ms()), table.next)
+            };
+            if info.revoked_at_ms.is_some() {
+                return Ok(info);
+            }
+            if last_admin {
+                return Err(AuthError::LastAdmin(info.id));
+            }
+            let record = AuthRecord::Revoke {
+                id: id.to_string(),
+                at_ms: now_ms(),
+            };
+            match self.append_if(record, AppendCondition::EndOffset(end)) {
+                Err(AuthError::Log(LogError::EndOffsetMismatch { .. })) => continue,
+                other => other?,
+            }
+            return self.info(id);
         }
-        self.append(AuthRecord::Revoke {
-            id: id.to_string(),
-            at_ms: now_ms(),
-        })?;
-        self.info(id)
+        Err(AuthError::Contended)
     }
 
     fn info(&self, id: &str) -> Result<TokenInfo, AuthError> {
-        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
-        table
-            .by_id
-            .get(id)
-            .map(|&i| table.entries[i].info.clone())
-            .ok_or_else(|| AuthError::UnknownToken(id.chars().take(64).collect()))
+        self.table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .info(id)
     }
 
     /// Every token, oldest first, without secrets.
