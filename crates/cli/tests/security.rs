@@ -874,6 +874,7 @@ fn routes() -> Vec<Route> {
             &["streams:read:s"],
             &["streams:append:s"],
         ),
+        r("GET", "/v1/audit", None, &["audit:read"], &["metrics:read"]),
         r("GET", "/v1/cluster", None, &["metrics:read"], &[]),
         r("GET", "/v1/limits", None, &["metrics:read"], &[]),
         r("GET", "/v1/nothing", None, &["metrics:read"], &[]),

@@ -93,8 +93,8 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
 
 /// What the background auditors checked and found: the segment scrubber's totals and every
 /// damaged place it found (file and byte offset), and each view's latest audit (digests of
-/// the live and the recomputed state, the first rows that differ). Admin only: findings
-/// name files and rows.
+/// the live and the recomputed state, the first rows that differ). Scope `audit:read` (or
+/// `admin`): findings name files and rows.
 #[utoipa::path(get, path = route::AUDIT, tag = "operations",
     responses((status = 200, body = AuditStatus),
         (status = 503, description = "`not_ready`", body = Problem, content_type = "application/problem+json")))]

@@ -178,8 +178,8 @@ pub fn declared_needs(
     Some(match route {
         "/metrics" => vec![Need::MetricsRead],
         "/v1/tokens" | "/v1/tokens/{id}" => vec![Need::Admin],
-        // Findings name files and byte offsets of the node's disk.
-        "/v1/audit" => vec![Need::Admin],
+        // Findings name files and byte offsets of the node's disk: a scope of their own.
+        "/v1/audit" => vec![Need::AuditRead],
         // A derived stream reads one stream and appends to another on no principal's behalf.
         "/v1/derived-streams" | "/v1/derived-streams/{name}" => vec![Need::Admin],
         "/v1/data-subjects/{id}" => vec![Need::DataSubjectsErase],

@@ -1,7 +1,8 @@
 //! Scopes: what a token may do.
 //!
 //! ```text
-//! scope    = "admin" | "metrics:read" | "data_subjects:erase" | kind ":" action ":" pattern
+//! scope    = "admin" | "metrics:read" | "audit:read" | "data_subjects:erase"
+//!          | kind ":" action ":" pattern
 //! kind     = "streams" (append | read | manage) | "views" (read | manage)
 //!          | "kv" (read | write) | "groups" (consume | read | manage)
 //!          | "schemas" (read | write)
@@ -108,6 +109,9 @@ pub enum Scope {
     Admin,
     /// `GET /metrics`.
     MetricsRead,
+    /// `GET /v1/audit`: the audit's findings (which name files and byte offsets of the
+    /// node's disk), without the rest of `admin`.
+    AuditRead,
     /// `GET`, `DELETE /v1/data-subjects/{id}`: look up and erase data subjects (decision
     /// 0030). Its own scope, so that erasing personal data can be granted without the rest
     /// of `admin`, and a token for data can never erase.
@@ -125,6 +129,8 @@ pub enum Need {
     Admin,
     /// `metrics:read`.
     MetricsRead,
+    /// `audit:read`.
+    AuditRead,
     /// `data_subjects:erase`.
     DataSubjectsErase,
     /// An action on one name.
@@ -175,6 +181,7 @@ impl std::str::FromStr for Scope {
         match text {
             "admin" => return Ok(Scope::Admin),
             "metrics:read" => return Ok(Scope::MetricsRead),
+            "audit:read" => return Ok(Scope::AuditRead),
             "data_subjects:erase" => return Ok(Scope::DataSubjectsErase),
             _ => {}
         }
@@ -183,7 +190,7 @@ impl std::str::FromStr for Scope {
             (Some(k), Some(a), Some(p)) => (k, a, p),
             _ => {
                 return Err(bad(
-                    "expected admin, metrics:read, data_subjects:erase or KIND:ACTION:PATTERN (e.g. streams:read:orders)",
+                    "expected admin, metrics:read, audit:read, data_subjects:erase or KIND:ACTION:PATTERN (e.g. streams:read:orders)",
                 ));
             }
         };
@@ -229,6 +236,7 @@ impl fmt::Display for Scope {
         match self {
             Scope::Admin => f.write_str("admin"),
             Scope::MetricsRead => f.write_str("metrics:read"),
+            Scope::AuditRead => f.write_str("audit:read"),
             Scope::DataSubjectsErase => f.write_str("data_subjects:erase"),
             Scope::On(kind, action, pattern) => {
                 write!(f, "{}:{}:", kind.name(), action.name())?;
@@ -311,6 +319,7 @@ impl Scope {
         match (self, need) {
             (_, Need::Nothing) | (Scope::Admin, _) => true,
             (Scope::MetricsRead, Need::MetricsRead) => true,
+            (Scope::AuditRead, Need::AuditRead) => true,
             (Scope::DataSubjectsErase, Need::DataSubjectsErase) => true,
             (Scope::On(k, a, p), Need::Name(nk, na, name)) => {
                 k == nk && a == na && p.covers_name(*k, name)
@@ -341,6 +350,7 @@ impl fmt::Display for Need {
             Need::Nothing => f.write_str("(any)"),
             Need::Admin => f.write_str("admin"),
             Need::MetricsRead => f.write_str("metrics:read"),
+            Need::AuditRead => f.write_str("audit:read"),
             Need::DataSubjectsErase => f.write_str("data_subjects:erase"),
             Need::Name(k, a, n) if *k == Kind::Streams && n.starts_with('_') => {
                 write!(
@@ -467,5 +477,10 @@ mod tests {
         assert!(scope("admin").covers(&Need::DataSubjectsErase));
         assert!(!scope("data_subjects:erase").covers(&Need::Admin));
         assert!(!scope("streams:manage:*").covers(&Need::DataSubjectsErase));
+        assert!(scope("audit:read").covers(&Need::AuditRead));
+        assert!(scope("admin").covers(&Need::AuditRead));
+        assert!(!scope("audit:read").covers(&Need::Admin));
+        assert!(!scope("metrics:read").covers(&Need::AuditRead));
+        assert_eq!(scope("audit:read").to_string(), "audit:read");
     }
 }
