@@ -3,8 +3,7 @@
 //! destroys its key, after a dry run (`--dry-run`: what would be affected, nothing changed)
 //! or an explicit confirmation (`--yes`). Needs the scope `data_subjects:erase`.
 
-use serde_json::Value;
-
+use logbook_api::data_subjects::{DataSubject, KeyState};
 use logbook_api::paths;
 
 use crate::client::{Client, ServerArgs, print_json};
@@ -58,7 +57,8 @@ impl DataSubjectCommand {
 pub fn run(cmd: DataSubjectCommand) -> anyhow::Result<()> {
     match cmd {
         DataSubjectCommand::Show { server, id, json } => {
-            let answer = Client::new(&server)?.get(&paths::data_subject(&id), &[])?;
+            let answer: DataSubject =
+                Client::new(&server)?.get_as(&paths::data_subject(&id), &[])?;
             if json {
                 return print_json(&answer);
             }
@@ -78,13 +78,13 @@ pub fn run(cmd: DataSubjectCommand) -> anyhow::Result<()> {
             }
             let client = Client::new(&server)?;
             if dry_run {
-                let answer = client.get(&paths::data_subject(&id), &[])?;
+                let answer: DataSubject = client.get_as(&paths::data_subject(&id), &[])?;
                 if json {
                     return print_json(&answer);
                 }
                 outln!("dry run: nothing changed");
                 outln!("{}", describe(&answer));
-                if answer["key"] == "live" {
+                if answer.key == KeyState::Live {
                     outln!(
                         "erasing would destroy its key: its personal fields in these streams would read as {{\"erased\": true}}"
                     );
@@ -93,7 +93,7 @@ pub fn run(cmd: DataSubjectCommand) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            let answer = client.delete(&paths::data_subject(&id), &[])?.body;
+            let answer: DataSubject = client.delete_as(&paths::data_subject(&id))?;
             if json {
                 return print_json(&answer);
             }
@@ -104,21 +104,20 @@ pub fn run(cmd: DataSubjectCommand) -> anyhow::Result<()> {
 }
 
 /// One line: the subject, its key state, the streams declaring personal data.
-fn describe(s: &Value) -> String {
-    let streams: Vec<&str> = s["streams"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+fn describe(s: &DataSubject) -> String {
+    let key = match s.key {
+        KeyState::Live => "live",
+        KeyState::Erased => "erased",
+        KeyState::None => "none",
+    };
     format!(
         "data subject {} key {} streams with personal data: {}",
-        s["subject"].as_str().unwrap_or("?"),
-        s["key"].as_str().unwrap_or("?"),
-        if streams.is_empty() {
+        s.subject,
+        key,
+        if s.streams.is_empty() {
             "(none)".to_string()
         } else {
-            streams.join(", ")
+            s.streams.join(", ")
         }
     )
 }
