@@ -1139,6 +1139,19 @@ pub struct RequestShare {
     pub(crate) claim: Claim,
 }
 
+impl RequestShare {
+    /// Its records as one batch stamped with `appended_ms` (the same clock reading as given
+    /// to [`prepare_request`]).
+    ///
+    /// # Errors
+    /// The limits of [`crate::format::encode_batch`], naming the record by its index in
+    /// the whole request.
+    pub fn encode(&self, appended_ms: i64) -> Result<crate::format::EncodedBatch> {
+        crate::format::encode_batch(&self.records, appended_ms)
+            .map_err(|e| LogError::remap_record_index(e, &self.indices))
+    }
+}
+
 /// Splits a request with an id into its shares, for any backend: keyed records go to their
 /// key's partition, unkeyed ones to the partition of the request id's hash (so a retry —
 /// after an unknown outcome, or on another node — reaches the partition the original may

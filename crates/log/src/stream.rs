@@ -21,10 +21,8 @@ use crate::error::{LogError, Result};
 use crate::format::{Record, StoredRecord};
 use crate::partition::AckHook;
 use crate::partition::{Partition, TryAppendError};
-use crate::routing::group_by_partition;
 pub use crate::routing::partition_for_key;
-use crate::stream_append::Share;
-pub use crate::stream_append::{Position, StreamAppend, UnqueuedShares};
+pub use crate::stream_append::{Position, Share, StreamAppend, UnqueuedShares, encode_shares};
 
 /// What is stored in a stream's `stream.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,10 +287,7 @@ impl Stream {
         // Check every limit before the index is touched: bad input changes nothing.
         let encoded = shares
             .iter()
-            .map(|s| {
-                crate::format::encode_batch(&s.records, now)
-                    .map_err(|e| LogError::remap_record_index(e, &s.indices))
-            })
+            .map(|s| s.encode(now))
             .collect::<Result<Vec<_>>>()?;
         let claims: Vec<Claim> = shares.iter().map(|s| s.claim).collect();
         let lookups = self
@@ -491,27 +486,11 @@ impl Stream {
         Ok((append, None))
     }
 
-    /// Checks `records` and encodes them as one share per partition (keyed by hash; all
-    /// unkeyed ones to the next round-robin partition), in partition order. Nothing queued.
+    /// Checks `records` and encodes them as one share per partition (unkeyed ones to the
+    /// next round-robin partition); see [`encode_shares`]. Nothing queued.
     fn encode_shares(&self, records: Vec<Record>) -> Result<Vec<Share>> {
-        if records.is_empty() {
-            return Err(LogError::EmptyBatch);
-        }
-        check_no_reserved_headers(&records)?;
-        let now = self.clock.now_ms();
         let unkeyed = self.choose_partition(None);
-        let grouped = group_by_partition(records, self.partition_count(), unkeyed);
-        let mut shares = Vec::with_capacity(grouped.len());
-        for (partition, records, indices) in grouped {
-            let batch = crate::format::encode_batch(&records, now)
-                .map_err(|e| LogError::remap_record_index(e, &indices))?;
-            shares.push(Share {
-                partition,
-                batch,
-                indices,
-            });
-        }
-        Ok(shares)
+        encode_shares(records, self.partition_count(), unkeyed, self.clock.now_ms())
     }
 
     /// Reads from one partition; see [`Partition::read`].

@@ -20,8 +20,10 @@ use std::task::{Context, Poll};
 use serde::Serialize;
 
 use crate::completion::{AppendAck, AppendCompletion};
+use crate::dedup::check_no_reserved_headers;
 use crate::error::{LogError, Result};
-use crate::format::EncodedBatch;
+use crate::format::{EncodedBatch, Record, encode_batch};
+use crate::routing::group_by_partition;
 
 /// Where one record of an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,13 +34,53 @@ pub struct Position {
     pub offset: u64,
 }
 
-/// One partition's records of a batch append, encoded and checked: the partition, the
-/// batch, and the records' indices in the caller's input (in order).
+/// One partition's records of a batch append, encoded and checked ([`encode_shares`]).
 #[derive(Debug)]
-pub(crate) struct Share {
-    pub(crate) partition: u32,
-    pub(crate) batch: EncodedBatch,
-    pub(crate) indices: Vec<usize>,
+pub struct Share {
+    /// The partition it goes to.
+    pub partition: u32,
+    /// Its records as one batch, in the caller's order.
+    pub batch: EncodedBatch,
+    /// The records' indices in the caller's input, in order (`batch`'s `i`-th record is
+    /// input record `indices[i]`).
+    pub indices: Vec<usize>,
+}
+
+/// The first step of every backend's batch append: checks `records` and encodes them as
+/// one [`Share`] per partition, in partition order. Keyed records go to
+/// [`partition_for_key`](crate::partition_for_key) of `partitions`; every unkeyed one to
+/// `unkeyed` (the backend's round-robin choice for this call). Each batch is stamped with
+/// `appended_ms` (milliseconds since the Unix epoch, the backend's clock). Nothing is queued.
+///
+/// # Errors
+/// [`LogError::EmptyBatch`]; [`LogError::ReservedHeader`]; the limits of
+/// [`encode_batch`], naming the record by its index in `records`.
+///
+/// # Panics
+/// If `partitions` is 0 or `unkeyed >= partitions` (a backend's own bug).
+pub fn encode_shares(
+    records: Vec<Record>,
+    partitions: u32,
+    unkeyed: u32,
+    appended_ms: i64,
+) -> Result<Vec<Share>> {
+    if records.is_empty() {
+        return Err(LogError::EmptyBatch);
+    }
+    check_no_reserved_headers(&records)?;
+    assert!(unkeyed < partitions, "the unkeyed partition is one of the stream's");
+    let grouped = group_by_partition(records, partitions, unkeyed);
+    let mut shares = Vec::with_capacity(grouped.len());
+    for (partition, records, indices) in grouped {
+        let batch = encode_batch(&records, appended_ms)
+            .map_err(|e| LogError::remap_record_index(e, &indices))?;
+        shares.push(Share {
+            partition,
+            batch,
+            indices,
+        });
+    }
+    Ok(shares)
 }
 
 /// Positions of a multi-partition append: resolve with [`StreamAppend::wait`], or `.await`

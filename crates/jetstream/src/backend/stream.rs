@@ -4,8 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logbook_log::format::{EncodedBatch, encode_batch};
-use logbook_log::stream::{IdempotentAppend, StreamAppend, UnqueuedShares, partition_for_key};
+use logbook_log::stream::{IdempotentAppend, Share, StreamAppend, UnqueuedShares, encode_shares};
 use logbook_log::{
     AckGuarantee, AppendCondition, LogError, LogPartition, LogStream, Record, Result, StreamConfig,
     dedup::RequestId,
@@ -71,34 +70,14 @@ impl JsStream {
         Ok(made)
     }
 
-    /// Records of one call, grouped by partition, encoded and checked: every share is checked
-    /// before any is sent.
-    fn shares(&self, records: Vec<Record>) -> Result<Vec<(usize, EncodedBatch, Vec<usize>)>> {
-        logbook_log::dedup::check_no_reserved_headers(&records)?;
-        if records.is_empty() {
-            return Err(LogError::EmptyBatch);
-        }
+    /// Records of one call as one share per partition ([`encode_shares`]), each checked
+    /// against JetStream's message limit: every share is checked before any is sent.
+    fn shares(&self, records: Vec<Record>) -> Result<Vec<Share>> {
         let count = self.definition.config.partitions;
         let unkeyed = self.round_robin.fetch_add(1, Ordering::Relaxed) % count;
-        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); count as usize];
-        for (index, record) in records.iter().enumerate() {
-            let p = record
-                .key
-                .as_deref()
-                .map_or(unkeyed, |key| partition_for_key(key, count));
-            groups[p as usize].push(index);
-        }
-        let mut records: Vec<Option<Record>> = records.into_iter().map(Some).collect();
-        let now = now_ms();
-        let mut shares = Vec::new();
-        for (p, indices) in groups.into_iter().enumerate() {
-            if indices.is_empty() {
-                continue;
-            }
-            let share: Vec<Record> = indices.iter().filter_map(|&i| records[i].take()).collect();
-            let batch = encode_batch(&share, now).map_err(|e| e.remap_record_index(&indices))?;
-            self.partitions[p].check_sendable(&batch)?;
-            shares.push((p, batch, indices));
+        let shares = encode_shares(records, count, unkeyed, now_ms())?;
+        for share in &shares {
+            self.partitions[share.partition as usize].check_sendable(&share.batch)?;
         }
         Ok(shares)
     }
@@ -143,9 +122,10 @@ impl LogStream for JsStream {
         }
         let len = records.len();
         let mut append = StreamAppend::new(len);
-        for (p, batch, indices) in self.shares(records)? {
-            let completion = self.partitions[p].append_encoded(batch, AppendCondition::Always);
-            append.push(completion, indices);
+        for share in self.shares(records)? {
+            let completion = self.partitions[share.partition as usize]
+                .append_encoded(share.batch, AppendCondition::Always);
+            append.push(completion, share.indices);
         }
         Ok(append)
     }
@@ -193,8 +173,7 @@ impl LogStream for JsStream {
         )?;
         let mut batches = Vec::with_capacity(shares.len());
         for share in &shares {
-            let batch = encode_batch(&share.records, appended_ms)
-                .map_err(|e| e.remap_record_index(&share.indices))?;
+            let batch = share.encode(appended_ms)?;
             self.partitions[share.partition as usize].check_sendable(&batch)?;
             batches.push(Message::from(batch));
         }
