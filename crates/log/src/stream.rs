@@ -490,7 +490,12 @@ impl Stream {
     /// next round-robin partition); see [`encode_shares`]. Nothing queued.
     fn encode_shares(&self, records: Vec<Record>) -> Result<Vec<Share>> {
         let unkeyed = self.choose_partition(None);
-        encode_shares(records, self.partition_count(), unkeyed, self.clock.now_ms())
+        encode_shares(
+            records,
+            self.partition_count(),
+            unkeyed,
+            self.clock.now_ms(),
+        )
     }
 
     /// Reads from one partition; see [`Partition::read`].

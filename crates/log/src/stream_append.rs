@@ -68,7 +68,10 @@ pub fn encode_shares(
         return Err(LogError::EmptyBatch);
     }
     check_no_reserved_headers(&records)?;
-    assert!(unkeyed < partitions, "the unkeyed partition is one of the stream's");
+    assert!(
+        unkeyed < partitions,
+        "the unkeyed partition is one of the stream's"
+    );
     let grouped = group_by_partition(records, partitions, unkeyed);
     let mut shares = Vec::with_capacity(grouped.len());
     for (partition, records, indices) in grouped {
