@@ -16,7 +16,8 @@ pub struct DerivedPartitionOut {
     pub end: u64,
     /// Output records appended since the processor started.
     pub emitted: u64,
-    /// Input records skipped since the processor started (their value is not JSON).
+    /// Input records skipped since the processor started (their value is not JSON; with
+    /// `unique`, also a claim not keyed by its constrained value).
     pub skipped: u64,
 }
 
@@ -26,7 +27,7 @@ pub struct DerivedPartitionOut {
 pub struct DerivedStreamOut {
     /// Its name.
     pub name: String,
-    /// Its spec: `source`, `target`, `filter`, `fields`, `key_by`.
+    /// Its spec: `source`, `target`, `filter`, `fields`, `key_by`, `unique`.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub spec: serde_json::Value,
     /// The creation's position in the catalog; part of its outputs' request ids.

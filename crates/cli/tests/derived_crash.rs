@@ -4,8 +4,9 @@
 //! restarted on the same data directory. At the end every output is in its target exactly
 //! once and the targets equal a model computed from what `orders` holds. The targets
 //! remember only 2 request ids each, so exactly-once cannot come from the request-id
-//! window: it comes from the processors reading their own output back. The seed is
-//! printed; `DERIVED_CRASH_SEED=<n>` replays a run.
+//! window: it comes from the processors reading their own output back. A second kill loop
+//! runs the uniqueness constraint (signups → claims by username → one outcome per claim)
+//! against a serial model. The seed is printed; `DERIVED_CRASH_SEED=<n>` replays a run.
 
 #![expect(
     clippy::unwrap_used,
@@ -51,8 +52,13 @@ fn specs() -> [(&'static str, Value); 2] {
     ]
 }
 
-/// Every record of `stream` (partitions `0..partitions`) as (partition, key, value).
-fn read_all(client: &Client, stream: &str, partitions: u32) -> Vec<(u32, Option<String>, Value)> {
+/// Every record of `stream` (partitions `0..partitions`) as (partition, offset, key, value),
+/// each partition in offset order.
+fn read_all(
+    client: &Client,
+    stream: &str,
+    partitions: u32,
+) -> Vec<(u32, u64, Option<String>, Value)> {
     let mut out = Vec::new();
     for p in 0..partitions {
         let mut from = 0;
@@ -68,7 +74,12 @@ fn read_all(client: &Client, stream: &str, partitions: u32) -> Vec<(u32, Option<
                 break;
             }
             for r in records {
-                out.push((p, r["key"].as_str().map(str::to_string), r["value"].clone()));
+                out.push((
+                    p,
+                    r["offset"].as_u64().unwrap(),
+                    r["key"].as_str().map(str::to_string),
+                    r["value"].clone(),
+                ));
             }
             from = body["next"].as_u64().unwrap();
         }
@@ -101,15 +112,15 @@ fn append_orders(client: Client, seed: u64, next: Arc<AtomicU64>, stop: Arc<Atom
     }
 }
 
-/// Waits until both derived streams have read their sources to the end, twice in a row
-/// with the same ends (the second one's source is the first one's target).
-fn wait_caught_up(client: &Client) {
+/// Waits until the derived streams `names` have read their sources to the end, twice in a
+/// row with the same ends (one's source may be another's target).
+fn wait_caught_up(client: &Client, names: &[&str]) {
     let deadline = Instant::now() + CATCH_UP;
     let mut last: Option<Vec<u64>> = None;
     loop {
         let mut ends = Vec::new();
         let mut done = true;
-        for (name, _) in specs() {
+        for name in names {
             let (status, body) = call(client, "GET", &paths::derived_stream(name), None);
             assert_eq!(status, 200, "{body}");
             assert!(body["error"].is_null(), "{name}: {body}");
@@ -132,32 +143,79 @@ fn wait_caught_up(client: &Client) {
     }
 }
 
-#[test]
-fn every_output_exactly_once_through_sigkills() {
+/// Runs [`LIVES`] lives of the server on `data`, each SIGKILLed at a random moment while
+/// `writers` threads run `write(client, seed, stop)` against it (they stop at the kill,
+/// ignoring failures); returns the server of a last life.
+fn killed_lives(
+    mut serve: common::Serve,
+    data: &std::path::Path,
+    seed: u64,
+    writers: u64,
+    write: impl Fn(Client, u64, Arc<AtomicBool>) + Clone + Send + 'static,
+) -> common::Serve {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for life in 0..LIVES as u64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..writers)
+            .map(|w| {
+                let (client, stop, write) = (serve.client(), stop.clone(), write.clone());
+                let seed = seed ^ (life << 8 | w);
+                std::thread::spawn(move || write(client, seed, stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
+        // SIGKILL while records arrive and the processors append.
+        drop(serve);
+        stop.store(true, Ordering::Release);
+        for t in threads {
+            t.join().unwrap();
+        }
+        serve = common::spawn_serve(data, &[], &[], Stdio::null());
+    }
+    serve
+}
+
+/// The run's seed: `DERIVED_CRASH_SEED` or a fresh one, printed.
+fn seed() -> u64 {
     let seed = std::env::var("DERIVED_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().r#gen::<u64>());
     eprintln!("DERIVED_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    {
-        // The streams, made offline: the targets remember 2 request ids (no HTTP setting
-        // exists for the window).
-        let log = Log::open(&data).unwrap();
-        log.create_stream("orders", StreamConfig::with_partitions(3))
-            .unwrap();
-        for (name, partitions) in [("by_customer", 4), ("big", 2)] {
-            let mut config = StreamConfig::with_partitions(partitions);
+    seed
+}
+
+/// Makes `streams` (name, partitions) offline in `data`; those marked remember only 2
+/// request ids (no HTTP setting exists for the window), so that exactly-once cannot come
+/// from the window.
+fn create_streams(data: &std::path::Path, streams: &[(&str, u32, bool)]) {
+    let log = Log::open(data).unwrap();
+    for (name, partitions, tiny_window) in streams {
+        let mut config = StreamConfig::with_partitions(*partitions);
+        if *tiny_window {
             config.request_ids = RequestIdWindow {
                 max_ids: 2,
                 ..RequestIdWindow::default()
             };
-            log.create_stream(name, config).unwrap();
         }
+        log.create_stream(name, config).unwrap();
     }
-    let mut serve = common::spawn_serve(&data, &[], &[], Stdio::null());
+}
+
+#[test]
+fn every_output_exactly_once_through_sigkills() {
+    let seed = seed();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create_streams(
+        &data,
+        &[
+            ("orders", 3, false),
+            ("by_customer", 4, true),
+            ("big", 2, true),
+        ],
+    );
+    let serve = common::spawn_serve(&data, &[], &[], Stdio::null());
     for (name, spec) in specs() {
         let (status, body) = call(
             &serve.client(),
@@ -168,22 +226,14 @@ fn every_output_exactly_once_through_sigkills() {
         assert_eq!(status, 201, "{name}: {body}");
     }
     let next = Arc::new(AtomicU64::new(0));
-    for life in 0..LIVES {
-        let stop = Arc::new(AtomicBool::new(false));
-        let appender = {
-            let (client, next, stop) = (serve.client(), next.clone(), stop.clone());
-            let seed = seed ^ life as u64;
-            std::thread::spawn(move || append_orders(client, seed, next, stop))
-        };
-        std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
-        // SIGKILL while orders arrive and the processors append.
-        drop(serve);
-        stop.store(true, Ordering::Release);
-        appender.join().unwrap();
-        serve = common::spawn_serve(&data, &[], &[], Stdio::null());
-    }
+    let serve = {
+        let next = next.clone();
+        killed_lives(serve, &data, seed, 1, move |client, seed, stop| {
+            append_orders(client, seed, next.clone(), stop)
+        })
+    };
     let client = serve.client();
-    wait_caught_up(&client);
+    wait_caught_up(&client, &[PAID, BIG]);
     eprintln!(
         "{} orders sent over {LIVES} lives",
         next.load(Ordering::Relaxed)
@@ -193,14 +243,14 @@ fn every_output_exactly_once_through_sigkills() {
     let orders = read_all(&client, "orders", 3);
     let paid: BTreeMap<u64, &Value> = orders
         .iter()
-        .filter(|(_, _, v)| v["status"] == "paid")
-        .map(|(_, _, v)| (v["i"].as_u64().unwrap(), v))
+        .filter(|(_, _, _, v)| v["status"] == "paid")
+        .map(|(_, _, _, v)| (v["i"].as_u64().unwrap(), v))
         .collect();
     assert!(!paid.is_empty(), "seed {seed}: no paid order landed");
     // First link: each paid order once, projected, keyed by its customer, in its partition.
     let by_customer = read_all(&client, "by_customer", 4);
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-    for (p, key, v) in &by_customer {
+    for (p, _, key, v) in &by_customer {
         let i = v["i"].as_u64().unwrap();
         *seen.entry(i).or_default() += 1;
         let order = paid
@@ -231,7 +281,7 @@ fn every_output_exactly_once_through_sigkills() {
     // Second link: the big ones, once each, keys kept.
     let big = read_all(&client, "big", 2);
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-    for (_, key, v) in &big {
+    for (_, _, key, v) in &big {
         let i = v["i"].as_u64().unwrap();
         *seen.entry(i).or_default() += 1;
         let order = paid[&i];
@@ -251,6 +301,157 @@ fn every_output_exactly_once_through_sigkills() {
     assert!(
         seen.values().all(|n| *n == 1),
         "seed {seed}: big orders emitted more than once"
+    );
+}
+
+const CLAIMS: &str = "claims_by_username";
+const USERNAMES: &str = "unique_usernames";
+/// Usernames the claimants pick from: few enough that most are claimed many times.
+const USERNAMES_N: u32 = 300;
+
+/// Appends signups (numbered from `next`, each keyed by its id, so rival claims land in
+/// different `signups` partitions) until `stop`, ignoring failures.
+fn append_signups(client: Client, seed: u64, next: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    while !stop.load(Ordering::Acquire) {
+        let records: Vec<Value> = (0..rng.gen_range(1..40))
+            .map(|_| {
+                let s = format!("s-{}", next.fetch_add(1, Ordering::Relaxed));
+                json!({"key": s, "value": {"signup": s,
+                    "username": format!("u{}", rng.gen_range(0..USERNAMES_N))}})
+            })
+            .collect();
+        let body = json!({ "records": records });
+        if common::api::send(
+            &client,
+            common::api::request("POST", &paths::records("signups"), Some(&body)),
+        )
+        .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Issue 21, eventual uniqueness: signups claim usernames concurrently on 4 partitions; a
+/// derived stream repartitions the claims by username, the constraint gives each claim one
+/// outcome. Killed 6 times. At the end each username has exactly one winner, every other
+/// claim exactly one rejection naming it, and the outcomes equal a serial model that takes
+/// the claims in the repartitioned stream's offset order.
+#[test]
+fn unique_usernames_compensated_exactly_once_through_sigkills() {
+    let seed = seed();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create_streams(
+        &data,
+        &[
+            ("signups", 4, false),
+            ("claims", 3, true),
+            ("outcomes", 2, true),
+        ],
+    );
+    let serve = common::spawn_serve(&data, &[], &[], Stdio::null());
+    for (name, spec) in [
+        (
+            CLAIMS,
+            json!({"source": "signups", "target": "claims", "key_by": ["username"]}),
+        ),
+        (
+            USERNAMES,
+            json!({"source": "claims", "target": "outcomes", "unique": ["username"],
+                   "fields": ["signup"], "key_by": ["signup"]}),
+        ),
+    ] {
+        let (status, body) = call(
+            &serve.client(),
+            "PUT",
+            &paths::derived_stream(name),
+            Some(&spec),
+        );
+        assert_eq!(status, 201, "{name}: {body}");
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let serve = {
+        let next = next.clone();
+        killed_lives(serve, &data, seed, 3, move |client, seed, stop| {
+            append_signups(client, seed, next.clone(), stop)
+        })
+    };
+    let client = serve.client();
+    wait_caught_up(&client, &[CLAIMS, USERNAMES]);
+    eprintln!(
+        "{} signups sent over {LIVES} lives",
+        next.load(Ordering::Relaxed)
+    );
+
+    let signups = read_all(&client, "signups", 4);
+    let claims = read_all(&client, "claims", 3);
+    assert_eq!(
+        claims.len(),
+        signups.len(),
+        "seed {seed}: every signup claims once"
+    );
+    // The serial model: per claims partition, in offset order, the first claim of a name wins.
+    let mut winners: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut want: BTreeMap<String, Value> = BTreeMap::new();
+    for (_, offset, key, v) in &claims {
+        let (name, signup) = (
+            v["username"].as_str().unwrap(),
+            v["signup"].as_str().unwrap(),
+        );
+        assert_eq!(
+            key.as_deref(),
+            Some(name),
+            "seed {seed}: claims are keyed by username"
+        );
+        let mut outcome = json!({"outcome": "accepted", "unique": name, "offset": offset,
+            "claim": {"signup": signup}});
+        match winners.get(name) {
+            None => {
+                winners.insert(name.to_string(), (*offset, signup.to_string()));
+            }
+            Some((o, s)) => {
+                outcome["outcome"] = json!("rejected");
+                outcome["taken_by"] = json!({"offset": o, "key": s});
+            }
+        }
+        assert!(
+            want.insert(signup.to_string(), outcome).is_none(),
+            "seed {seed}: {signup} claimed twice"
+        );
+    }
+    let rejected = want.values().filter(|o| o["outcome"] == "rejected").count();
+    assert!(rejected > 0, "seed {seed}: no claim was contested");
+    let mut got: BTreeMap<String, Value> = BTreeMap::new();
+    for (p, _, key, v) in read_all(&client, "outcomes", 2) {
+        let signup = key.unwrap();
+        assert_eq!(
+            p,
+            logbook_log::partition_for_key(signup.as_bytes(), 2),
+            "seed {seed}"
+        );
+        if let Some(before) = got.insert(signup.clone(), v.clone()) {
+            panic!("seed {seed}: {signup} has two outcomes: {before} and {v}");
+        }
+    }
+    let accepted: Vec<&Value> = got
+        .values()
+        .filter(|o| o["outcome"] == "accepted")
+        .collect();
+    assert_eq!(
+        accepted.len(),
+        winners.len(),
+        "seed {seed}: one winner per claimed username"
+    );
+    assert_eq!(
+        got, want,
+        "seed {seed}: the outcomes are the serial model's"
+    );
+    eprintln!(
+        "{} claims of {} usernames: {rejected} compensated",
+        claims.len(),
+        winners.len()
     );
 }
 

@@ -123,11 +123,17 @@ const _: () = assert!(
         <= logbook_log::dedup::REQUEST_ID_BYTES_MAX,
     "a derived stream's request ids fit the log's limit"
 );
+/// Bytes of winners a uniqueness constraint holds in memory per source partition (its
+/// constrained values and their winners' keys); past it the processor stops with
+/// `StateTooLarge`.
+pub const UNIQUE_STATE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
 const _: () = assert!(
-    // Outputs may grow over inputs by a projection's member names and a new key per record.
+    // Outputs may grow over inputs by a projection's member names and a new key per record,
+    // and an outcome by its constrained value (the input key) and its winner's key.
     DERIVED_BATCH_BYTES
         + DERIVED_BATCH_RECORDS
-            * (SPEC_FIELDS_MAX * FIELD_PATH_BYTES_MAX + ROW_KEY_BYTES_MAX + 256)
+            * (SPEC_FIELDS_MAX * FIELD_PATH_BYTES_MAX + 3 * ROW_KEY_BYTES_MAX + 256)
         <= logbook_log::limits::BATCH_BYTES_MAX as usize,
     "a derived batch's outputs to one partition fit one log batch"
 );

@@ -30,6 +30,7 @@
 pub mod processor;
 pub mod progress;
 pub mod spec;
+pub mod unique;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  per source partition p:
+//!    (with `unique`: rebuild the winners from the input below the newest batch)
 //!    redo the newest batch found in the target (append only its missing groups)
 //!    loop: wait until the durable end passes `next`
 //!          read ≤ DERIVED_BATCH_RECORDS records [from, to)      never past the durable end
@@ -21,8 +22,9 @@ use logbook_log::{LogBackend, LogStream, Record, RequestId, StoredRecord, partit
 
 use super::progress::{self, BatchId, Group, Resume};
 use super::spec::{Derived, DerivedPlan};
+use super::unique::Winners;
 use crate::error::{Result, ViewError};
-use crate::limits::{DERIVED_BATCH_BYTES, DERIVED_BATCH_RECORDS};
+use crate::limits::{DERIVED_BATCH_BYTES, DERIVED_BATCH_RECORDS, UNIQUE_STATE_BYTES_MAX};
 
 /// Header every output record carries: `{name}:{generation}` of the derived stream that
 /// emitted it. A derived stream whose target is its source passes over its own outputs;
@@ -212,10 +214,18 @@ impl Runner {
         let part = self.source.partition(p)?;
         let progress = &self.progress[p as usize];
         let mut next = part.start_offset();
+        let mut winners = Winners::default();
         if let Some(r) = resume {
+            if self.plan.is_stateful() {
+                self.rebuild(p, r.from, &mut winners)?;
+                if self.stop.load(Ordering::Acquire) {
+                    // A partial state would make other outcomes than the first time.
+                    return Ok(());
+                }
+            }
             // The newest batch may be partial: the same input again, only the missing groups.
             let records = self.read_range(p, r.from, r.to)?;
-            self.emit(p, r.from, r.to, &records, &r.groups)?;
+            self.emit(p, r.from, r.to, &records, &r.groups, &mut winners)?;
             next = r.to;
         }
         progress.next.store(next, Ordering::Release);
@@ -248,11 +258,42 @@ impl Runner {
                 continue;
             };
             let to = last.offset + 1;
-            self.emit(p, next, to, &records, &BTreeSet::new())?;
+            self.emit(p, next, to, &records, &BTreeSet::new(), &mut winners)?;
             next = to;
             progress.next.store(next, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// A stateful plan's state after the records of source partition `p` below `to`: they
+    /// are derived again, in order, and their outputs dropped (they are in the target).
+    fn rebuild(&self, p: u32, to: u64, winners: &mut Winners) -> Result<()> {
+        let part = self.source.partition(p)?;
+        let mut at = part.start_offset();
+        if at > 0 {
+            tracing::warn!(derived_stream = %self.name, partition = p, start = at, "retention deleted claims below this offset: their values count as free again");
+        }
+        while at < to && !self.stop.load(Ordering::Acquire) {
+            let records = part.read(at, DERIVED_BATCH_RECORDS, DERIVED_BATCH_BYTES)?;
+            let Some(last) = records.last() else { break };
+            at = last.offset + 1;
+            for r in records.iter().filter(|r| r.offset < to) {
+                if let Derived::StateFull { bytes } = self.plan.derive(r, winners) {
+                    return Err(self.state_too_large(p, bytes));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn state_too_large(&self, p: u32, bytes: usize) -> ViewError {
+        ViewError::StateTooLarge {
+            view: self.name.clone(),
+            version: self.generation,
+            partition: p,
+            bytes,
+            max: UNIQUE_STATE_BYTES_MAX,
+        }
     }
 
     /// The records of source partition `p` in `[from, to)`.
@@ -279,6 +320,7 @@ impl Runner {
         to: u64,
         records: &[StoredRecord],
         present: &BTreeSet<Group>,
+        winners: &mut Winners,
     ) -> Result<()> {
         let progress = &self.progress[p as usize];
         let partitions = self.target.partition_count();
@@ -287,7 +329,7 @@ impl Runner {
             if self.is_own(r) {
                 continue;
             }
-            match self.plan.derive(r) {
+            match self.plan.derive(r, winners) {
                 Derived::Emit(mut out) => {
                     out.headers.retain(|(n, _)| n != DERIVED_BY_HEADER);
                     out.headers
@@ -302,6 +344,7 @@ impl Runner {
                 Derived::Skipped => {
                     progress.skipped.fetch_add(1, Ordering::Relaxed);
                 }
+                Derived::StateFull { bytes } => return Err(self.state_too_large(p, bytes)),
             }
         }
         let mut pending = Vec::new();

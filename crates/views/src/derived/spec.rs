@@ -4,6 +4,10 @@
 //! The words are the view spec's where they mean the same (`source`, `filter`, `fields`);
 //! so is the code: the filter is a view [`Filter`], the projection a table view's
 //! [`project`], the new key an aggregate's group key ([`join_key`]).
+//!
+//! With `unique` the transform is stateful: each record passing the filter is a claim of the
+//! value its `unique` fields make, and its output is the claim's outcome
+//! ([`super::unique`]); the state is the source partition's [`Winners`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,8 +16,10 @@ use logbook_log::{Record, StoredRecord};
 
 use crate::apply::{join_key, project};
 use crate::error::{Result, ViewError};
-use crate::limits::SPEC_FIELDS_MAX;
+use crate::limits::{SPEC_FIELDS_MAX, UNIQUE_STATE_BYTES_MAX};
 use crate::spec::{FieldPath, Filter};
+
+use super::unique::{self, Verdict, Winners};
 
 /// A derived stream's spec as written by the user (decision 0031).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +38,11 @@ pub struct DerivedSpec {
     /// The output key: these fields' values joined as a group key (default: the input key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_by: Option<Vec<String>>,
+    /// A uniqueness constraint on these fields' values (joined as `key_by`'s): each claim's
+    /// output is its outcome, accepted or rejected (issue 21 item 2). The source must be
+    /// keyed by the constrained value, so that every rival claim is in one partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<Vec<String>>,
 }
 
 /// A validated, compiled spec.
@@ -42,6 +53,7 @@ pub struct DerivedPlan {
     filter: Option<Filter>,
     fields: Option<Vec<FieldPath>>,
     key_by: Option<Vec<FieldPath>>,
+    unique: Option<Vec<FieldPath>>,
 }
 
 /// What the transform makes of one input record.
@@ -51,8 +63,14 @@ pub enum Derived {
     Emit(Record),
     /// The filter rejected it.
     Filtered,
-    /// Its value is not JSON: skipped and counted.
+    /// Its value is not JSON, or (with `unique`) its key is not its constrained value:
+    /// skipped and counted.
     Skipped,
+    /// (With `unique`.) Holding its claim would pass the state's byte limit.
+    StateFull {
+        /// Bytes the state would hold.
+        bytes: usize,
+    },
 }
 
 impl DerivedPlan {
@@ -96,6 +114,13 @@ impl DerivedPlan {
         };
         let fields = paths("fields", &spec.fields)?;
         let key_by = paths("key_by", &spec.key_by)?;
+        let unique = paths("unique", &spec.unique)?;
+        if unique.is_some() && spec.source == spec.target {
+            return Err(ViewError::spec(
+                "target",
+                "a uniqueness constraint's outcomes go to another stream than its claims",
+            ));
+        }
         let filter = spec
             .filter
             .as_ref()
@@ -106,30 +131,66 @@ impl DerivedPlan {
             filter,
             fields,
             key_by,
+            unique,
         })
     }
 
+    /// Whether outputs depend on earlier records (`unique`): a restart rebuilds the state by
+    /// deriving the partition's records from its start again.
+    pub fn is_stateful(&self) -> bool {
+        self.unique.is_some()
+    }
+
     /// The output of one input record: deterministic (no clock, no randomness), so reading
-    /// the same input again makes the same output. Headers are copied except the ones the
-    /// log reserves for request ids; the timestamp is left to the log.
-    pub fn derive(&self, r: &StoredRecord) -> Derived {
+    /// the same input again — after the same records before it, for a stateful plan — makes
+    /// the same output. `winners` is the source partition's state (untouched without
+    /// `unique`). Headers are copied except the ones the log reserves for request ids; the
+    /// timestamp is left to the log.
+    pub fn derive(&self, r: &StoredRecord, winners: &mut Winners) -> Derived {
         let Ok(value) = serde_json::from_slice::<Value>(&r.value) else {
             return Derived::Skipped;
         };
         if self.filter.as_ref().is_some_and(|f| !f.matches(&value)) {
             return Derived::Filtered;
         }
-        let out_value = match &self.fields {
-            // The input's bytes as they are: nothing to re-encode.
-            None => r.value.clone(),
-            Some(_) => match serde_json::to_vec(&project(&self.fields, &value)) {
-                Ok(bytes) => bytes,
-                Err(_) => return Derived::Skipped,
-            },
-        };
         let key = match &self.key_by {
             None => r.key.clone(),
             Some(paths) => Some(join_key(paths, &value).0.into_bytes()),
+        };
+        let out_value = match &self.unique {
+            Some(paths) => {
+                if value.is_null() {
+                    // A tombstone claims nothing.
+                    return Derived::Filtered;
+                }
+                let constrained = join_key(paths, &value).0;
+                if r.key.as_deref() != Some(constrained.as_bytes()) {
+                    // Its rivals may be in another partition: no verdict would be sound.
+                    return Derived::Skipped;
+                }
+                let taken_by = match winners.claim(
+                    &constrained,
+                    r.offset,
+                    key.as_deref(),
+                    UNIQUE_STATE_BYTES_MAX,
+                ) {
+                    Verdict::Accepted => None,
+                    Verdict::Rejected(w) => Some(w),
+                    Verdict::Full { bytes } => return Derived::StateFull { bytes },
+                };
+                let claim = project(&self.fields, &value);
+                let out = unique::outcome(&constrained, r.offset, claim, taken_by.as_ref());
+                match serde_json::to_vec(&out) {
+                    Ok(bytes) => bytes,
+                    Err(_) => return Derived::Skipped,
+                }
+            }
+            // The input's bytes as they are: nothing to re-encode.
+            None if self.fields.is_none() => r.value.clone(),
+            None => match serde_json::to_vec(&project(&self.fields, &value)) {
+                Ok(bytes) => bytes,
+                Err(_) => return Derived::Skipped,
+            },
         };
         Derived::Emit(Record {
             key,
@@ -148,6 +209,11 @@ impl DerivedPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stateless plan's output (no earlier claims).
+    fn once(plan: &DerivedPlan, r: &StoredRecord) -> Derived {
+        plan.derive(r, &mut Winners::default())
+    }
 
     fn stored(key: Option<&str>, value: &str) -> StoredRecord {
         StoredRecord {
@@ -169,10 +235,13 @@ mod tests {
                 "key_by":["customer"],"filter":{"field":"status","op":"eq","value":"paid"}}"#,
         )
         .unwrap();
-        let out = plan.derive(&stored(
-            Some("o-1"),
-            r#"{"status":"paid","customer":"c|7","total":12,"note":"x"}"#,
-        ));
+        let out = once(
+            &plan,
+            &stored(
+                Some("o-1"),
+                r#"{"status":"paid","customer":"c|7","total":12,"note":"x"}"#,
+            ),
+        );
         let Derived::Emit(r) = out else {
             panic!("{out:?}")
         };
@@ -183,20 +252,69 @@ mod tests {
         );
         assert_eq!(r.headers, vec![("trace".to_string(), b"t".to_vec())]);
         assert_eq!(
-            plan.derive(&stored(Some("o-2"), r#"{"status":"open"}"#)),
+            once(&plan, &stored(Some("o-2"), r#"{"status":"open"}"#)),
             Derived::Filtered
         );
-        assert_eq!(plan.derive(&stored(None, "not json")), Derived::Skipped);
+        assert_eq!(once(&plan, &stored(None, "not json")), Derived::Skipped);
     }
 
     #[test]
     fn without_fields_the_value_is_copied_byte_for_byte() {
         let plan = DerivedPlan::parse(br#"{"source":"a","target":"b"}"#).unwrap();
-        let Derived::Emit(r) = plan.derive(&stored(Some("k"), r#"{ "b":1,  "a":2 }"#)) else {
+        let Derived::Emit(r) = once(&plan, &stored(Some("k"), r#"{ "b":1,  "a":2 }"#)) else {
             panic!()
         };
         assert_eq!(r.value, br#"{ "b":1,  "a":2 }"#);
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+    }
+
+    #[test]
+    fn unique_claims_get_outcomes_in_offset_order() {
+        let plan = DerivedPlan::parse(
+            br#"{"source":"claims","target":"outcomes","unique":["username"],
+                "key_by":["signup"],"fields":["signup"]}"#,
+        )
+        .unwrap();
+        let mut winners = Winners::default();
+        let claim = |offset, key: &str, signup: &str| StoredRecord {
+            offset,
+            ..stored(
+                Some(key),
+                &format!(r#"{{"username":{key:?},"signup":{signup:?}}}"#),
+            )
+        };
+        let mut outcomes = Vec::new();
+        for r in [
+            claim(3, "ada", "s-1"),
+            claim(4, "bob", "s-2"),
+            claim(9, "ada", "s-7"),
+        ] {
+            let Derived::Emit(out) = plan.derive(&r, &mut winners) else {
+                panic!()
+            };
+            outcomes.push((
+                String::from_utf8(out.key.unwrap()).unwrap(),
+                serde_json::from_slice::<Value>(&out.value).unwrap(),
+            ));
+        }
+        assert_eq!(outcomes[0].0, "s-1");
+        assert_eq!(outcomes[0].1["outcome"], "accepted");
+        assert_eq!(outcomes[1].1["outcome"], "accepted");
+        assert_eq!(
+            outcomes[2],
+            (
+                "s-7".to_string(),
+                serde_json::json!({"outcome": "rejected", "unique": "ada", "offset": 9,
+                    "claim": {"signup": "s-7"}, "taken_by": {"offset": 3, "key": "s-1"}})
+            )
+        );
+        // Not keyed by its value: its rivals may be elsewhere, so it gets no verdict.
+        let stray = StoredRecord {
+            offset: 10,
+            ..stored(Some("s-8"), r#"{"username":"ada","signup":"s-8"}"#)
+        };
+        assert_eq!(plan.derive(&stray, &mut winners), Derived::Skipped);
+        assert!(plan.is_stateful());
     }
 
     #[test]
@@ -213,6 +331,8 @@ mod tests {
                 "filter.op",
             ),
             (r#"{"source":"a","target":"b","colour":1}"#, "colour"),
+            (r#"{"source":"a","target":"b","unique":[]}"#, "unique"),
+            (r#"{"source":"a","target":"a","unique":["u"]}"#, "target"),
         ] {
             match DerivedPlan::parse(json.as_bytes()) {
                 Err(ViewError::InvalidSpec { field: f, .. }) => assert_eq!(f, field, "{json}"),
