@@ -26,6 +26,7 @@ mod cluster_cmd;
 mod commit_cmd;
 mod data_subject_cmd;
 mod debug;
+mod derived_cmd;
 mod events;
 mod flights;
 mod group_cmd;
@@ -106,6 +107,10 @@ enum Command {
     /// (docs/views.md).
     #[command(subcommand)]
     View(view_cmd::ViewCommand),
+    /// Derived streams on a running server: processors that filter, project, re-key or
+    /// check uniqueness of one stream into another, exactly once (docs/derived-streams.md).
+    #[command(subcommand)]
+    Derived(derived_cmd::DerivedCommand),
     /// An interactive transaction shell on a running server (reads commands from stdin).
     Txn(txn_cmd::TxnArgs),
     /// A whole transaction in one request on a running server: writes, conditions,
@@ -179,6 +184,7 @@ fn main() -> std::process::ExitCode {
     let json_errors = match &cli.command {
         Command::Stream(cmd) => cmd.json(),
         Command::View(cmd) => cmd.json(),
+        Command::Derived(cmd) => cmd.json(),
         Command::Txn(args) => args.json,
         Command::Commit(args) => args.json,
         Command::Kv(cmd) => cmd.json(),
@@ -198,6 +204,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Stream(cmd) => stream_cmd::run(cmd),
         Command::View(cmd) => view_cmd::run(cmd),
+        Command::Derived(cmd) => derived_cmd::run(cmd),
         Command::Txn(args) => txn_cmd::run(args),
         Command::Commit(args) => commit_cmd::run(args),
         Command::Kv(cmd) => kv_cmd::run(cmd),

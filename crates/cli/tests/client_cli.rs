@@ -1,5 +1,5 @@
 //! The CLI as a client of the HTTP API: a real `logbook serve` on a free port, driven by
-//! the real `logbook stream|view|txn|stats` commands.
+//! the real `logbook stream|view|derived|txn|stats` commands.
 //!
 //! Exactly-once appends by request id, tail (and `--follow`), views created, read with a
 //! token, rebuilt and switched, the transaction shell from a pipe (a conflict between two
@@ -534,6 +534,102 @@ fn bad_input_exits_non_zero_with_the_servers_code_and_field() {
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("logbook serve"), "{e}");
+}
+
+/// `logbook derived create|list|status|drop`: a uniqueness constraint made, listed, waited
+/// for and shown through the binary, its outcomes read with `stream tail`; a bad spec fails
+/// naming the field; a dropped one is gone.
+#[test]
+fn derived_streams_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    for s in ["signups", "claims", "outcomes"] {
+        node.ok(&["stream", "create", s, "--partitions", "1"], None);
+    }
+    let signups = "{\"signup\":\"s-1\",\"username\":\"ada\"}\n\
+                   {\"signup\":\"s-2\",\"username\":\"ada\"}\n";
+    node.ok(&["stream", "append", "signups"], Some(signups));
+    let by_name = r#"{"source":"signups","target":"claims","key_by":["username"]}"#;
+    let out = node.ok(&["derived", "create", "by_name", "--spec", by_name], None);
+    assert!(
+        out.contains("created derived stream by_name (signups → claims)"),
+        "{out}"
+    );
+    let again = node.ok(&["derived", "create", "by_name", "--spec", by_name], None);
+    assert!(again.contains("exists with this spec"), "{again}");
+    let unique = r#"{"source":"claims","target":"outcomes","unique":["username"],
+        "fields":["signup"],"key_by":["signup"]}"#;
+    let created = node.json(
+        &["derived", "create", "names", "--spec", unique, "--json"],
+        None,
+    );
+    assert_eq!(created["spec"]["unique"], json!(["username"]));
+
+    for name in ["by_name", "names"] {
+        let st = node.json(&["derived", "status", name, "--wait", "--json"], None);
+        assert_eq!(
+            st["partitions"][0]["next"], st["partitions"][0]["end"],
+            "{st}"
+        );
+    }
+    // `claims` got its records while `names` waited: wait for `names` again, then read.
+    let st = node.json(&["derived", "status", "names", "--wait", "--json"], None);
+    assert_eq!(st["partitions"][0]["end"], 2, "{st}");
+    let text = node.ok(&["derived", "status", "names"], None);
+    assert!(text.contains("names: claims → outcomes"), "{text}");
+    assert!(
+        text.contains("partition 0: next 2 of 2, 2 emitted, 0 skipped"),
+        "{text}"
+    );
+    let tail = node.ok(&["stream", "tail", "outcomes", "--json"], None);
+    let outcomes: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["value"].clone())
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{tail}");
+    assert_eq!(outcomes[0]["outcome"], "accepted");
+    assert_eq!(
+        outcomes[1],
+        json!({"outcome": "rejected", "unique": "ada", "offset": 1,
+            "claim": {"signup": "s-2"}, "taken_by": {"offset": 0, "key": "s-1"}})
+    );
+
+    let list = node.ok(&["derived", "list"], None);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(
+        lines[1].starts_with("by_name") && lines[1].ends_with(" 0"),
+        "{list}"
+    );
+    assert!(
+        lines[2].starts_with("names") && lines[2].contains("outcomes"),
+        "{list}"
+    );
+
+    let e = node.fails(
+        &[
+            "derived",
+            "create",
+            "bad",
+            "--spec",
+            r#"{"source":"signups","target":"nope"}"#,
+        ],
+        None,
+    );
+    assert!(
+        e.contains("invalid_derived_spec") && e.contains("field: target"),
+        "{e}"
+    );
+    let dropped = node.ok(&["derived", "drop", "names"], None);
+    assert!(
+        dropped.contains("dropped derived stream names"),
+        "{dropped}"
+    );
+    let e = node.fails(&["derived", "status", "names", "--json"], None);
+    let problem: Value = serde_json::from_str(e.trim()).unwrap();
+    assert_eq!(problem["code"], "unknown_derived_stream");
+    let listed = node.json(&["derived", "list", "--json"], None);
+    assert_eq!(listed["derived_streams"].as_array().unwrap().len(), 1);
 }
 
 /// A server answer of ours: a record of `bytes` bytes as one stdin line.

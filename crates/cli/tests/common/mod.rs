@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use logbook_api::client::blocking::Client;
 
 pub mod api;
+pub mod derived;
 pub mod wire;
 
 /// The binary under test.
