@@ -27,7 +27,7 @@ pub struct DerivedPartitionOut {
 pub struct DerivedStreamOut {
     /// Its name.
     pub name: String,
-    /// Its spec: `source`, `target`, `filter`, `fields`, `key_by`, `unique`.
+    /// Its spec: `source`, `target`, `filter`, `fields`, `key_by`, `unique`, `ledger`.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub spec: serde_json::Value,
     /// The creation's position in the catalog; part of its outputs' request ids.

@@ -123,10 +123,25 @@ const _: () = assert!(
         <= logbook_log::dedup::REQUEST_ID_BYTES_MAX,
     "a derived stream's request ids fit the log's limit"
 );
-/// Bytes of winners a uniqueness constraint holds in memory per source partition (its
-/// constrained values and their winners' keys); past it the processor stops with
-/// `StateTooLarge`.
-pub const UNIQUE_STATE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Bytes of state a stateful derived stream holds in memory per source partition (a
+/// uniqueness constraint's values and their winners' keys, a ledger's accounts); past it
+/// the processor stops with `StateTooLarge`.
+pub const DERIVED_STATE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Longest transfer id a ledger copies into its outputs, bytes of JSON (a longer one is
+/// rejected), so that two outputs per request stay within one log batch.
+pub const LEDGER_ID_BYTES_MAX: usize = 256;
+
+const _: () = assert!(
+    // A ledger emits at most two records per input, each an id, three account keys and a
+    // few numbers and member names.
+    DERIVED_BATCH_RECORDS * 2 * (LEDGER_ID_BYTES_MAX + 3 * ROW_KEY_BYTES_MAX + 256)
+        <= logbook_log::limits::BATCH_BYTES_MAX as usize,
+    "a ledger batch's outputs to one partition fit one log batch"
+);
+const _: () = assert!(
+    ROW_KEY_BYTES_MAX <= logbook_log::limits::KEY_BYTES_MAX as usize,
+    "an account a ledger accepts is a key the log accepts"
+);
 
 const _: () = assert!(
     // Outputs may grow over inputs by a projection's member names and a new key per record,

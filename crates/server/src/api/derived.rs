@@ -118,11 +118,11 @@ pub async fn list_derived(
 }
 
 /// Creates a derived stream (decision 0031): `{"source", "target", "filter"?, "fields"?,
-/// "key_by"?, "unique"?}`; its processors start at the source's first retained record. The same spec
+/// "key_by"?, "unique"?, "ledger"?}`; its processors start at the source's first retained record. The same spec
 /// again answers 200; another spec under the name, 409.
 #[utoipa::path(put, path = route::DERIVED_STREAM, tag = "derived streams",
     params(("name" = String, Path, description = "1..=48 bytes of [A-Za-z0-9._-]")),
-    request_body(content = Object, description = "A derived stream spec: `source` and `target` (existing streams; the target may be the source), `filter` (the view filter grammar), `fields` (the output value's paths; default the whole value), `key_by` (the output key: these fields' values joined by `|`; default the input key), `unique` (a uniqueness constraint on these fields' values: each claim's output is its outcome, `accepted` or `rejected` with `taken_by`; the source must be keyed by the constrained value)"),
+    request_body(content = Object, description = "A derived stream spec: `source` and `target` (existing streams; the target may be the source), `filter` (the view filter grammar), `fields` (the output value's paths; default the whole value), `key_by` (the output key: these fields' values joined by `|`; default the input key), `unique` (a uniqueness constraint on these fields' values: each claim's output is its outcome, `accepted` or `rejected` with `taken_by`; the source must be keyed by the constrained value), `ledger` (`true`: the account processor of a ledger, writing into its own source; docs/derived-streams.md)"),
     responses((status = 201, body = DerivedStreamOut),
         (status = 200, description = "Exists with this spec", body = DerivedStreamOut),
         (status = 400, description = "`invalid_derived_spec` naming the field (a cycle of derived streams: `target`), `invalid_request` for the name", body = Problem, content_type = "application/problem+json"),

@@ -27,6 +27,7 @@
 //! write to its own source; it passes over the records it emitted itself
 //! ([`DERIVED_BY_HEADER`]).
 
+pub mod ledger;
 pub mod processor;
 pub mod progress;
 pub mod spec;

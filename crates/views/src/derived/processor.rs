@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  per source partition p:
-//!    (with `unique`: rebuild the winners from the input below the newest batch)
+//!    (stateful, `unique` or `ledger`: rebuild the state from the input below the newest batch)
 //!    redo the newest batch found in the target (append only its missing groups)
 //!    loop: wait until the durable end passes `next`
 //!          read ≤ DERIVED_BATCH_RECORDS records [from, to)      never past the durable end
@@ -21,10 +21,9 @@ use std::time::Duration;
 use logbook_log::{LogBackend, LogStream, Record, RequestId, StoredRecord, partition_for_key};
 
 use super::progress::{self, BatchId, Group, Resume};
-use super::spec::{Derived, DerivedPlan};
-use super::unique::Winners;
+use super::spec::{Derived, DerivedPlan, State};
 use crate::error::{Result, ViewError};
-use crate::limits::{DERIVED_BATCH_BYTES, DERIVED_BATCH_RECORDS, UNIQUE_STATE_BYTES_MAX};
+use crate::limits::{DERIVED_BATCH_BYTES, DERIVED_BATCH_RECORDS, DERIVED_STATE_BYTES_MAX};
 
 /// Header every output record carries: `{name}:{generation}` of the derived stream that
 /// emitted it. A derived stream whose target is its source passes over its own outputs;
@@ -214,10 +213,10 @@ impl Runner {
         let part = self.source.partition(p)?;
         let progress = &self.progress[p as usize];
         let mut next = part.start_offset();
-        let mut winners = Winners::default();
+        let mut state = State::default();
         if let Some(r) = resume {
             if self.plan.is_stateful() {
-                self.rebuild(p, r.from, &mut winners)?;
+                self.rebuild(p, r.from, &mut state)?;
                 if self.stop.load(Ordering::Acquire) {
                     // A partial state would make other outcomes than the first time.
                     return Ok(());
@@ -225,7 +224,7 @@ impl Runner {
             }
             // The newest batch may be partial: the same input again, only the missing groups.
             let records = self.read_range(p, r.from, r.to)?;
-            self.emit(p, r.from, r.to, &records, &r.groups, &mut winners)?;
+            self.emit(p, r.from, r.to, &records, &r.groups, &mut state)?;
             next = r.to;
         }
         progress.next.store(next, Ordering::Release);
@@ -258,7 +257,7 @@ impl Runner {
                 continue;
             };
             let to = last.offset + 1;
-            self.emit(p, next, to, &records, &BTreeSet::new(), &mut winners)?;
+            self.emit(p, next, to, &records, &BTreeSet::new(), &mut state)?;
             next = to;
             progress.next.store(next, Ordering::Release);
         }
@@ -267,7 +266,7 @@ impl Runner {
 
     /// A stateful plan's state after the records of source partition `p` below `to`: they
     /// are derived again, in order, and their outputs dropped (they are in the target).
-    fn rebuild(&self, p: u32, to: u64, winners: &mut Winners) -> Result<()> {
+    fn rebuild(&self, p: u32, to: u64, state: &mut State) -> Result<()> {
         let part = self.source.partition(p)?;
         let mut at = part.start_offset();
         if at > 0 {
@@ -278,7 +277,7 @@ impl Runner {
             let Some(last) = records.last() else { break };
             at = last.offset + 1;
             for r in records.iter().filter(|r| r.offset < to) {
-                if let Derived::StateFull { bytes } = self.plan.derive(r, winners) {
+                if let Derived::StateFull { bytes } = self.plan.derive(r, state) {
                     return Err(self.state_too_large(p, bytes));
                 }
             }
@@ -292,7 +291,7 @@ impl Runner {
             version: self.generation,
             partition: p,
             bytes,
-            max: UNIQUE_STATE_BYTES_MAX,
+            max: DERIVED_STATE_BYTES_MAX,
         }
     }
 
@@ -320,26 +319,28 @@ impl Runner {
         to: u64,
         records: &[StoredRecord],
         present: &BTreeSet<Group>,
-        winners: &mut Winners,
+        state: &mut State,
     ) -> Result<()> {
         let progress = &self.progress[p as usize];
         let partitions = self.target.partition_count();
         let mut groups: BTreeMap<Group, Vec<Record>> = BTreeMap::new();
         for r in records {
-            if self.is_own(r) {
+            if !self.plan.consumes_own_output() && self.is_own(r) {
                 continue;
             }
-            match self.plan.derive(r, winners) {
-                Derived::Emit(mut out) => {
-                    out.headers.retain(|(n, _)| n != DERIVED_BY_HEADER);
-                    out.headers
-                        .push((DERIVED_BY_HEADER.to_string(), self.derived_by.clone()));
-                    let group = match &out.key {
-                        Some(k) => Group::Partition(partition_for_key(k, partitions)),
-                        None => Group::Unkeyed,
-                    };
-                    groups.entry(group).or_default().push(out);
-                }
+            let mut add = |mut out: Record| {
+                out.headers.retain(|(n, _)| n != DERIVED_BY_HEADER);
+                out.headers
+                    .push((DERIVED_BY_HEADER.to_string(), self.derived_by.clone()));
+                let group = match &out.key {
+                    Some(k) => Group::Partition(partition_for_key(k, partitions)),
+                    None => Group::Unkeyed,
+                };
+                groups.entry(group).or_default().push(out);
+            };
+            match self.plan.derive(r, state) {
+                Derived::Emit(out) => add(out),
+                Derived::EmitAll(outs) => outs.into_iter().for_each(add),
                 Derived::Filtered => {}
                 Derived::Skipped => {
                     progress.skipped.fetch_add(1, Ordering::Relaxed);

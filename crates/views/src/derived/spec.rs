@@ -7,7 +7,8 @@
 //!
 //! With `unique` the transform is stateful: each record passing the filter is a claim of the
 //! value its `unique` fields make, and its output is the claim's outcome
-//! ([`super::unique`]); the state is the source partition's [`Winners`].
+//! ([`super::unique`]). With `ledger` it is the account processor of
+//! [`super::ledger`]. The state of either is the source partition's [`State`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,10 +17,19 @@ use logbook_log::{Record, StoredRecord};
 
 use crate::apply::{join_key, project};
 use crate::error::{Result, ViewError};
-use crate::limits::{SPEC_FIELDS_MAX, UNIQUE_STATE_BYTES_MAX};
+use crate::limits::{DERIVED_STATE_BYTES_MAX, SPEC_FIELDS_MAX};
 use crate::spec::{FieldPath, Filter};
 
+use super::ledger::{Balances, Step};
 use super::unique::{self, Verdict, Winners};
+
+/// What a stateful plan remembers of one source partition's records (empty for a
+/// stateless one).
+#[derive(Debug, Default)]
+pub struct State {
+    winners: Winners,
+    balances: Balances,
+}
 
 /// A derived stream's spec as written by the user (decision 0031).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +53,10 @@ pub struct DerivedSpec {
     /// keyed by the constrained value, so that every rival claim is in one partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique: Option<Vec<String>>,
+    /// The account processor of a ledger ([`super::ledger`]): the target is the source, and
+    /// it consumes the credit instructions it emits itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ledger: bool,
 }
 
 /// A validated, compiled spec.
@@ -61,6 +75,8 @@ pub struct DerivedPlan {
 pub enum Derived {
     /// The output record.
     Emit(Record),
+    /// (With `ledger`.) These output records.
+    EmitAll(Vec<Record>),
     /// The filter rejected it.
     Filtered,
     /// Its value is not JSON, or (with `unique`) its key is not its constrained value:
@@ -121,6 +137,26 @@ impl DerivedPlan {
                 "a uniqueness constraint's outcomes go to another stream than its claims",
             ));
         }
+        if spec.ledger {
+            if spec.source != spec.target {
+                return Err(ViewError::spec(
+                    "target",
+                    "a ledger writes its outcomes and credit instructions back into its source",
+                ));
+            }
+            for (field, given) in [
+                ("fields", spec.fields.is_some()),
+                ("key_by", spec.key_by.is_some()),
+                ("unique", spec.unique.is_some()),
+            ] {
+                if given {
+                    return Err(ViewError::spec(
+                        field,
+                        "a ledger's records have a fixed shape: no fields, key_by or unique",
+                    ));
+                }
+            }
+        }
         let filter = spec
             .filter
             .as_ref()
@@ -138,20 +174,37 @@ impl DerivedPlan {
     /// Whether outputs depend on earlier records (`unique`): a restart rebuilds the state by
     /// deriving the partition's records from its start again.
     pub fn is_stateful(&self) -> bool {
-        self.unique.is_some()
+        self.unique.is_some() || self.spec.ledger
+    }
+
+    /// Whether it processes the records it emitted itself (a ledger applies its credit
+    /// instructions); a stateless one passes over them.
+    pub fn consumes_own_output(&self) -> bool {
+        self.spec.ledger
     }
 
     /// The output of one input record: deterministic (no clock, no randomness), so reading
     /// the same input again — after the same records before it, for a stateful plan — makes
-    /// the same output. `winners` is the source partition's state (untouched without
-    /// `unique`). Headers are copied except the ones the log reserves for request ids; the
+    /// the same output. `state` is the source partition's (untouched by a stateless plan).
+    /// Headers are copied except the ones the log reserves for request ids; the
     /// timestamp is left to the log.
-    pub fn derive(&self, r: &StoredRecord, winners: &mut Winners) -> Derived {
+    pub fn derive(&self, r: &StoredRecord, state: &mut State) -> Derived {
         let Ok(value) = serde_json::from_slice::<Value>(&r.value) else {
             return Derived::Skipped;
         };
         if self.filter.as_ref().is_some_and(|f| !f.matches(&value)) {
             return Derived::Filtered;
+        }
+        if self.spec.ledger {
+            return match state
+                .balances
+                .apply(r.key.as_deref(), &value, DERIVED_STATE_BYTES_MAX)
+            {
+                Step::Emit(records) => Derived::EmitAll(records),
+                Step::Nothing => Derived::Filtered,
+                Step::Skipped => Derived::Skipped,
+                Step::Full { bytes } => Derived::StateFull { bytes },
+            };
         }
         let key = match &self.key_by {
             None => r.key.clone(),
@@ -168,11 +221,11 @@ impl DerivedPlan {
                     // Its rivals may be in another partition: no verdict would be sound.
                     return Derived::Skipped;
                 }
-                let taken_by = match winners.claim(
+                let taken_by = match state.winners.claim(
                     &constrained,
                     r.offset,
                     key.as_deref(),
-                    UNIQUE_STATE_BYTES_MAX,
+                    DERIVED_STATE_BYTES_MAX,
                 ) {
                     Verdict::Accepted => None,
                     Verdict::Rejected(w) => Some(w),
@@ -212,7 +265,7 @@ mod tests {
 
     /// A stateless plan's output (no earlier claims).
     fn once(plan: &DerivedPlan, r: &StoredRecord) -> Derived {
-        plan.derive(r, &mut Winners::default())
+        plan.derive(r, &mut State::default())
     }
 
     fn stored(key: Option<&str>, value: &str) -> StoredRecord {
@@ -275,7 +328,7 @@ mod tests {
                 "key_by":["signup"],"fields":["signup"]}"#,
         )
         .unwrap();
-        let mut winners = Winners::default();
+        let mut state = State::default();
         let claim = |offset, key: &str, signup: &str| StoredRecord {
             offset,
             ..stored(
@@ -289,7 +342,7 @@ mod tests {
             claim(4, "bob", "s-2"),
             claim(9, "ada", "s-7"),
         ] {
-            let Derived::Emit(out) = plan.derive(&r, &mut winners) else {
+            let Derived::Emit(out) = plan.derive(&r, &mut state) else {
                 panic!()
             };
             outcomes.push((
@@ -313,7 +366,7 @@ mod tests {
             offset: 10,
             ..stored(Some("s-8"), r#"{"username":"ada","signup":"s-8"}"#)
         };
-        assert_eq!(plan.derive(&stray, &mut winners), Derived::Skipped);
+        assert_eq!(plan.derive(&stray, &mut state), Derived::Skipped);
         assert!(plan.is_stateful());
     }
 
@@ -333,6 +386,11 @@ mod tests {
             (r#"{"source":"a","target":"b","colour":1}"#, "colour"),
             (r#"{"source":"a","target":"b","unique":[]}"#, "unique"),
             (r#"{"source":"a","target":"a","unique":["u"]}"#, "target"),
+            (r#"{"source":"a","target":"b","ledger":true}"#, "target"),
+            (
+                r#"{"source":"a","target":"a","ledger":true,"key_by":["x"]}"#,
+                "key_by",
+            ),
         ] {
             match DerivedPlan::parse(json.as_bytes()) {
                 Err(ViewError::InvalidSpec { field: f, .. }) => assert_eq!(f, field, "{json}"),
