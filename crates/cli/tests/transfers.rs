@@ -145,7 +145,7 @@ fn transfers_apply_exactly_once_without_overdraft_through_sigkills() {
         &paths::records("ledger"),
         Some(&json!({ "records": deposits })),
     );
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     for (name, spec) in [
         (
             REQUESTS,
