@@ -6,7 +6,8 @@
 #
 #   transfers ──(transfer_requests: key_by from)──▶ ledger ◀──┐
 #                                                     │       │ credit instructions
-#                                                     └─(accounts: "ledger": true)
+#                                                     ├─(accounts: "ledger": true)
+#                                                     └─(transfer_outcomes: key_by id)──▶ outcomes
 #
 # Environment: LOGBOOK (the binary, default `logbook`), ACCOUNTS (200), TRANSFERS (20000),
 # SEED (1: the same seed makes the same transfers).
@@ -31,6 +32,7 @@ awk -v n="$TRANSFERS" -v a="$ACCOUNTS" -v seed="$SEED" 'BEGIN { srand(seed);
 
 "$LOGBOOK" stream create transfers --partitions 4
 "$LOGBOOK" stream create ledger --partitions 8
+"$LOGBOOK" stream create outcomes --partitions 4
 "$LOGBOOK" import ledger "$work/deposits.jsonl" --key account
 
 # 1. Each transfer request, keyed by its payer, into the payer's ledger partition.
@@ -47,13 +49,18 @@ awk -v n="$TRANSFERS" -v a="$ACCOUNTS" -v seed="$SEED" 'BEGIN { srand(seed);
   "semantics":"events","filter":{"or":[{"field":"type","op":"eq","value":"credited"},
   {"field":"type","op":"eq","value":"rejected"}]},"group_by":["type"],
   "aggregates":{"transfers":{"fn":"count"},"amount":{"fn":"sum","field":"delta"}}}'
-"$LOGBOOK" view create outcome_by_id --spec '{"source":"ledger","kind":"index","on":["id"],
+# 3. Each transfer's outcome keyed by its id (a table view over them answers "what became
+#    of transfer X"; the ledger is keyed by account, so a view there would keep each
+#    account's latest record only).
+"$LOGBOOK" derived create transfer_outcomes --spec '{"source":"ledger","target":"outcomes",
   "filter":{"or":[{"field":"type","op":"eq","value":"credited"},
-  {"field":"type","op":"eq","value":"rejected"}]}}'
+  {"field":"type","op":"eq","value":"rejected"}]},"key_by":["id"]}'
+"$LOGBOOK" view create outcome_by_id --spec '{"source":"outcomes","kind":"table"}'
 
 "$LOGBOOK" import transfers "$work/transfers.jsonl" --key id
 "$LOGBOOK" derived status transfer_requests --wait --timeout-ms 600000 > /dev/null
 "$LOGBOOK" derived status accounts --wait --timeout-ms 600000 > /dev/null
+"$LOGBOOK" derived status transfer_outcomes --wait --timeout-ms 600000 > /dev/null
 for v in balances outcomes outcome_by_id; do
   "$LOGBOOK" view status "$v" --wait --timeout-ms 600000 > /dev/null
 done
