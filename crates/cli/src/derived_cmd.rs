@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use logbook_api::derived::{DerivedStreamList, DerivedStreamOut};
 use logbook_api::paths;
 
-use crate::client::{Client, ServerArgs, json_arg, print_json};
+use crate::client::{Answer, Client, ServerArgs, json_arg, print_json};
 
 /// How often `status --wait` polls.
 const POLL: Duration = Duration::from_millis(200);
@@ -97,33 +98,30 @@ impl DerivedCommand {
     }
 }
 
-fn partitions(st: &Value) -> &[Value] {
-    st["partitions"].as_array().map_or(&[][..], Vec::as_slice)
-}
-
 /// Input records not yet read, over every source partition (`None` while the processor
 /// reads its target back).
-fn behind(st: &Value) -> Option<u64> {
-    let parts = partitions(st);
-    if parts.is_empty() {
+fn behind(st: &DerivedStreamOut) -> Option<u64> {
+    if st.partitions.is_empty() {
         return None;
     }
     Some(
-        parts
+        st.partitions
             .iter()
-            .map(|p| {
-                let (next, end) = (p["next"].as_u64(), p["end"].as_u64());
-                end.unwrap_or(0).saturating_sub(next.unwrap_or(0))
-            })
+            .map(|p| p.end.saturating_sub(p.next))
             .sum(),
     )
 }
 
-fn stopped(st: &Value) -> String {
-    st["error"]
-        .as_str()
+fn stopped(st: &DerivedStreamOut) -> String {
+    st.error
+        .as_deref()
         .map(|e| format!("  STOPPED: {e}"))
         .unwrap_or_default()
+}
+
+/// A spec member's text (`source`, `target`).
+fn member<'a>(st: &'a DerivedStreamOut, name: &str) -> &'a str {
+    st.spec[name].as_str().unwrap_or_default()
 }
 
 /// Runs a `logbook derived` command.
@@ -136,7 +134,8 @@ pub fn run(cmd: DerivedCommand) -> anyhow::Result<()> {
             json,
         } => {
             let client = Client::new(&server)?;
-            let answer = client.put_raw(&paths::derived_stream(&name), &json_arg(&spec)?)?;
+            let answer: Answer<DerivedStreamOut> =
+                client.put_raw(&paths::derived_stream(&name), &json_arg(&spec)?)?;
             if json {
                 return print_json(&answer.body);
             }
@@ -147,12 +146,13 @@ pub fn run(cmd: DerivedCommand) -> anyhow::Result<()> {
             };
             outln!(
                 "{verb} derived stream {name} ({} → {})",
-                answer.body["spec"]["source"].as_str().unwrap_or_default(),
-                answer.body["spec"]["target"].as_str().unwrap_or_default(),
+                member(&answer.body, "source"),
+                member(&answer.body, "target"),
             );
         }
         DerivedCommand::List { server, json } => {
-            let list = Client::new(&server)?.get(&paths::derived_streams(), &[])?;
+            let list: DerivedStreamList =
+                Client::new(&server)?.get_as(&paths::derived_streams(), &[])?;
             if json {
                 return print_json(&list);
             }
@@ -163,15 +163,12 @@ pub fn run(cmd: DerivedCommand) -> anyhow::Result<()> {
                 "target",
                 "behind"
             );
-            for d in list["derived_streams"]
-                .as_array()
-                .map_or(&[][..], Vec::as_slice)
-            {
+            for d in &list.derived_streams {
                 outln!(
                     "{:<24} {:<20} {:<20} {:>10}{}",
-                    d["name"].as_str().unwrap_or_default(),
-                    d["spec"]["source"].as_str().unwrap_or_default(),
-                    d["spec"]["target"].as_str().unwrap_or_default(),
+                    d.name,
+                    member(d, "source"),
+                    member(d, "target"),
                     behind(d).map_or("starting".to_string(), |n| n.to_string()),
                     stopped(d),
                 );
@@ -187,8 +184,8 @@ pub fn run(cmd: DerivedCommand) -> anyhow::Result<()> {
             let client = Client::new(&server)?;
             let deadline = Instant::now() + Duration::from_millis(timeout_ms);
             let st = loop {
-                let st = client.get(&paths::derived_stream(&name), &[])?;
-                if !wait || behind(&st) == Some(0) || st["error"].is_string() {
+                let st: DerivedStreamOut = client.get_as(&paths::derived_stream(&name), &[])?;
+                if !wait || behind(&st) == Some(0) || st.error.is_some() {
                     break st;
                 }
                 if Instant::now() >= deadline {
@@ -203,23 +200,23 @@ pub fn run(cmd: DerivedCommand) -> anyhow::Result<()> {
             }
             outln!(
                 "{name}: {} → {} (generation {}){}",
-                st["spec"]["source"].as_str().unwrap_or_default(),
-                st["spec"]["target"].as_str().unwrap_or_default(),
-                st["generation"],
+                member(&st, "source"),
+                member(&st, "target"),
+                st.generation,
                 stopped(&st),
             );
-            outln!("  spec {}", st["spec"]);
-            if partitions(&st).is_empty() {
+            outln!("  spec {}", st.spec);
+            if st.partitions.is_empty() {
                 outln!("  reading its target back (starting)");
             }
-            for p in partitions(&st) {
+            for p in &st.partitions {
                 outln!(
                     "  partition {}: next {} of {}, {} emitted, {} skipped",
-                    p["partition"],
-                    p["next"],
-                    p["end"],
-                    p["emitted"],
-                    p["skipped"],
+                    p.partition,
+                    p.next,
+                    p.end,
+                    p.emitted,
+                    p.skipped,
                 );
             }
         }

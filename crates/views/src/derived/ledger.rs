@@ -95,12 +95,21 @@ impl Balances {
         Ok(())
     }
 
-    /// Applies one record with key `key` and value `value`, holding at most `max_bytes`.
-    pub fn apply(&mut self, key: Option<&[u8]>, value: &Value, max_bytes: usize) -> Step {
+    /// Applies one record with key `key` and value `value`, holding at most `max_bytes`;
+    /// `own` says whether the processor emitted it (only its own credit instructions are
+    /// applied: a credit appended by anyone else would be money without a debit).
+    pub fn apply(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &Value,
+        own: bool,
+        max_bytes: usize,
+    ) -> Step {
         let key = key.map(String::from_utf8_lossy);
         let kind = value.get("type").and_then(Value::as_str);
         match kind {
             None | Some("transfer") => self.transfer(key.as_deref(), value, max_bytes),
+            Some("credit") if !own => Step::Skipped,
             Some("deposit") | Some("credit") => {
                 let Some(account) = account(value, "account") else {
                     return Step::Nothing;
@@ -223,9 +232,9 @@ mod tests {
     fn a_transfer_debits_then_credits_or_is_rejected() {
         let mut b = Balances::default();
         let deposit = json!({"type": "deposit", "account": "a", "delta": 100});
-        assert_eq!(b.apply(Some(b"a"), &deposit, MAX), Step::Nothing);
+        assert_eq!(b.apply(Some(b"a"), &deposit, false, MAX), Step::Nothing);
         let t = json!({"id": "t1", "from": "a", "to": "b", "amount": 60});
-        let out = values(b.apply(Some(b"a"), &t, MAX));
+        let out = values(b.apply(Some(b"a"), &t, false, MAX));
         assert_eq!(out[0].0, "a");
         assert_eq!(out[0].1["delta"], -60);
         assert_eq!(out[1].0, "b");
@@ -233,12 +242,14 @@ mod tests {
         assert_eq!(b.balance("a"), 40);
         // No overdraft: the second one is rejected, the balance untouched.
         let t2 = json!({"id": "t2", "from": "a", "to": "b", "amount": 60});
-        let out2 = values(b.apply(Some(b"a"), &t2, MAX));
+        let out2 = values(b.apply(Some(b"a"), &t2, false, MAX));
         assert_eq!(out2[0].1["type"], "rejected");
         assert_eq!(out2[0].1["balance"], 40);
         assert_eq!(b.balance("a"), 40);
         // The credit, applied in b's partition, says so.
-        let credited = values(b.apply(Some(b"b"), &out[1].1, MAX));
+        // Only its own: a credit someone else appended is skipped.
+        assert_eq!(b.apply(Some(b"b"), &out[1].1, false, MAX), Step::Skipped);
+        let credited = values(b.apply(Some(b"b"), &out[1].1, true, MAX));
         assert_eq!(
             credited[0],
             (
@@ -248,11 +259,14 @@ mod tests {
         );
         assert_eq!(b.balance("b"), 60);
         // Outcomes are not instructions; a request keyed elsewhere is skipped.
-        assert_eq!(b.apply(Some(b"b"), &credited[0].1, MAX), Step::Nothing);
-        assert_eq!(b.apply(Some(b"b"), &t, MAX), Step::Skipped);
+        assert_eq!(
+            b.apply(Some(b"b"), &credited[0].1, true, MAX),
+            Step::Nothing
+        );
+        assert_eq!(b.apply(Some(b"b"), &t, false, MAX), Step::Skipped);
         let bad = json!({"id": "t3", "from": "a", "to": "b", "amount": -5});
         assert_eq!(
-            values(b.apply(Some(b"a"), &bad, MAX))[0].1["type"],
+            values(b.apply(Some(b"a"), &bad, false, MAX))[0].1["type"],
             "rejected"
         );
     }
@@ -262,9 +276,12 @@ mod tests {
         let mut b = Balances::default();
         let max = 1 + ACCOUNT_OVERHEAD_BYTES;
         let deposit = |a: &str| json!({"type": "deposit", "account": a, "delta": 1});
-        assert_eq!(b.apply(Some(b"a"), &deposit("a"), max), Step::Nothing);
+        assert_eq!(
+            b.apply(Some(b"a"), &deposit("a"), false, max),
+            Step::Nothing
+        );
         assert!(matches!(
-            b.apply(Some(b"c"), &deposit("c"), max),
+            b.apply(Some(b"c"), &deposit("c"), false, max),
             Step::Full { .. }
         ));
     }

@@ -277,7 +277,7 @@ impl Runner {
             let Some(last) = records.last() else { break };
             at = last.offset + 1;
             for r in records.iter().filter(|r| r.offset < to) {
-                if let Derived::StateFull { bytes } = self.plan.derive(r, state) {
+                if let Derived::StateFull { bytes } = self.plan.derive(r, self.is_own(r), state) {
                     return Err(self.state_too_large(p, bytes));
                 }
             }
@@ -325,7 +325,8 @@ impl Runner {
         let partitions = self.target.partition_count();
         let mut groups: BTreeMap<Group, Vec<Record>> = BTreeMap::new();
         for r in records {
-            if !self.plan.consumes_own_output() && self.is_own(r) {
+            let own = self.is_own(r);
+            if own && !self.plan.consumes_own_output() {
                 continue;
             }
             let mut add = |mut out: Record| {
@@ -338,7 +339,7 @@ impl Runner {
                 };
                 groups.entry(group).or_default().push(out);
             };
-            match self.plan.derive(r, state) {
+            match self.plan.derive(r, own, state) {
                 Derived::Emit(out) => add(out),
                 Derived::EmitAll(outs) => outs.into_iter().for_each(add),
                 Derived::Filtered => {}

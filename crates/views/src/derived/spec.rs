@@ -185,10 +185,11 @@ impl DerivedPlan {
 
     /// The output of one input record: deterministic (no clock, no randomness), so reading
     /// the same input again — after the same records before it, for a stateful plan — makes
-    /// the same output. `state` is the source partition's (untouched by a stateless plan).
-    /// Headers are copied except the ones the log reserves for request ids; the
+    /// the same output. `own` says whether this derived stream emitted `r` itself (a
+    /// stateless plan is never given those); `state` is the source partition's (untouched by
+    /// a stateless plan). Headers are copied except the ones the log reserves for request ids; the
     /// timestamp is left to the log.
-    pub fn derive(&self, r: &StoredRecord, state: &mut State) -> Derived {
+    pub fn derive(&self, r: &StoredRecord, own: bool, state: &mut State) -> Derived {
         let Ok(value) = serde_json::from_slice::<Value>(&r.value) else {
             return Derived::Skipped;
         };
@@ -196,10 +197,12 @@ impl DerivedPlan {
             return Derived::Filtered;
         }
         if self.spec.ledger {
-            return match state
-                .balances
-                .apply(r.key.as_deref(), &value, DERIVED_STATE_BYTES_MAX)
-            {
+            return match state.balances.apply(
+                r.key.as_deref(),
+                &value,
+                own,
+                DERIVED_STATE_BYTES_MAX,
+            ) {
                 Step::Emit(records) => Derived::EmitAll(records),
                 Step::Nothing => Derived::Filtered,
                 Step::Skipped => Derived::Skipped,
@@ -265,7 +268,7 @@ mod tests {
 
     /// A stateless plan's output (no earlier claims).
     fn once(plan: &DerivedPlan, r: &StoredRecord) -> Derived {
-        plan.derive(r, &mut State::default())
+        plan.derive(r, false, &mut State::default())
     }
 
     fn stored(key: Option<&str>, value: &str) -> StoredRecord {
@@ -342,7 +345,7 @@ mod tests {
             claim(4, "bob", "s-2"),
             claim(9, "ada", "s-7"),
         ] {
-            let Derived::Emit(out) = plan.derive(&r, &mut state) else {
+            let Derived::Emit(out) = plan.derive(&r, false, &mut state) else {
                 panic!()
             };
             outcomes.push((
@@ -366,7 +369,7 @@ mod tests {
             offset: 10,
             ..stored(Some("s-8"), r#"{"username":"ada","signup":"s-8"}"#)
         };
-        assert_eq!(plan.derive(&stray, &mut state), Derived::Skipped);
+        assert_eq!(plan.derive(&stray, false, &mut state), Derived::Skipped);
         assert!(plan.is_stateful());
     }
 
