@@ -8,11 +8,6 @@
 //! runs the uniqueness constraint (signups → claims by username → one outcome per claim)
 //! against a serial model. The seed is printed; `DERIVED_CRASH_SEED=<n>` replays a run.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "helpers, like tests, fail loudly on an unexpected error"
-)]
-
 mod common;
 
 use std::collections::BTreeMap;
