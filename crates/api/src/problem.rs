@@ -313,6 +313,13 @@ problem_codes! {
     SerializationFailure = ("serialization_failure", 409, "Serialization failure: retry the whole transaction"),
     /// The snapshot is older than the certifier remembers: retry the whole transaction.
     TransactionTooOld = ("transaction_too_old", 409, "Transaction too old: retry the whole transaction"),
+    /// The principal's share of the certifier's memory is full of its own commits that
+    /// open transactions still need: nothing was written; retry the whole transaction after
+    /// `Retry-After` (other principals are not affected).
+    CertifierShareFull = ("certifier_share_full", 429, "Certifier memory share full: retry later"),
+    /// The certifier's memory is full of commits that open transactions still need:
+    /// nothing was written; retry the whole transaction after `Retry-After`.
+    CertifierFull = ("certifier_full", 503, "Certifier memory full: retry later"),
     /// A one-shot read or commit names a snapshot behind the snapshot window: read again
     /// and commit again.
     SnapshotTooOld = ("snapshot_too_old", 409, "Snapshot too old: retry the whole transaction"),

@@ -664,15 +664,22 @@ fn a_prefix_scan_resumes_from_start_and_bad_ranges_are_refused_by_name() {
             );
         }
     }
-    // A commit's `next` cuts its range after the range's start, never before it.
-    let body = json!({"ranges": [{"start": "m", "end": "z", "next": "a"}],
-                      "writes": [{"op": "put", "key": "x", "value": 1}]});
-    let (status, v) = call(&admin, "POST", "/v1/commits", Some(&body));
-    assert_eq!(
-        (status, v["field"].as_str()),
-        (400, Some("ranges[0].next")),
-        "{v}"
-    );
+    // A commit's `next` cuts its range after the range's start, never before it; and it
+    // is a bound, so no longer than a key (review r14c N4).
+    let long_next = "p".repeat(1500);
+    for range in [
+        json!({"start": "m", "end": "z", "next": "a"}),
+        json!({"prefix": "p", "next": long_next}),
+    ] {
+        let body = json!({"ranges": [range],
+                          "writes": [{"op": "put", "key": "x", "value": 1}]});
+        let (status, v) = call(&admin, "POST", "/v1/commits", Some(&body));
+        assert_eq!(
+            (status, v["code"].as_str(), v["field"].as_str()),
+            (400, Some("invalid_request"), Some("ranges[0].next")),
+            "{v}"
+        );
+    }
     let (status, v) = call(&admin, "GET", "/v1/kv/x", None);
     assert_eq!(status, 404, "nothing was committed: {v}");
 }

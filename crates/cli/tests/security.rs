@@ -339,6 +339,39 @@ fn request_bodies_must_be_declared_json_and_refused_ones_change_nothing() {
     // A request without a body needs no type.
     let a = node.raw("POST", "/v1/txns", &[("host", &host)], b"");
     assert_eq!(a.status, 201, "{a:?}");
+    // Review r14c N5: a content-coded body is refused naming Content-Encoding, on every
+    // JSON route — a plain body labelled gzip was applied as if it were not, a gzip body
+    // was called "not JSON" — and only identity passes.
+    let json = [("host", host.as_str()), ("content-type", "application/json")];
+    let coded = |path: &str, coding: &str, body: &[u8]| {
+        let mut headers = json.to_vec();
+        headers.push(("content-encoding", coding));
+        node.raw("POST", path, &headers, body)
+    };
+    let commit = br#"{"writes": [{"op": "put", "key": "coded", "value": 1}]}"#;
+    let gzip_magic = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03";
+    for (path, coding, body) in [
+        ("/v1/commits", "gzip", &commit[..]),
+        ("/v1/commits", "gzip", &gzip_magic[..]),
+        ("/v1/commits", "identity, br", &commit[..]),
+        ("/v1/streams/s/records", "deflate", &body[..]),
+        ("/v1/kv/read", "zstd", &br#"{"keys": ["coded"]}"#[..]),
+    ] {
+        let a = coded(path, coding, body);
+        a.assert_problem(415, "unsupported_media_type");
+        assert_eq!(a.json()["field"], "Content-Encoding", "{coding}: {a:?}");
+    }
+    assert_eq!(node.get("/v1/kv/coded").status, 404, "nothing was committed");
+    assert_eq!(records(&node, "s").len(), 2, "nothing was appended");
+    let a = coded("/v1/streams/s/records", "Identity", body);
+    assert_eq!(a.status, 201, "identity is no coding: {a:?}");
+    // A byte order mark before the JSON is named as such.
+    let bom = [&b"\xEF\xBB\xBF"[..], &commit[..]].concat();
+    let a = node.raw("POST", "/v1/commits", &json, &bom);
+    a.assert_problem(400, "invalid_json");
+    let detail = a.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("byte order mark"), "{detail}");
+    assert_eq!(node.get("/v1/kv/coded").status, 404, "nothing was committed");
     node.terminate();
 }
 
@@ -1670,4 +1703,144 @@ fn the_last_live_admin_token_cannot_be_revoked() {
         node.call_as(Some(&ops), "GET", "/v1/tokens", None).status,
         200
     );
+}
+
+/// `logbook_txn_certifier_bytes` from `/metrics`.
+fn certifier_bytes(node: &Node) -> u64 {
+    let a = node.get("/metrics");
+    assert_eq!(a.status, 200, "{a:?}");
+    let line = a
+        .body
+        .lines()
+        .find(|l| l.starts_with("logbook_txn_certifier_bytes "))
+        .unwrap_or_else(|| panic!("no logbook_txn_certifier_bytes in {}", a.body));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Review r14c N1: the certifier's byte budget is shared among principals. One principal
+/// flooding large commits while another's transaction is open fills only its share (half
+/// the budget over the principals holding any plus one) and is then told to back off — 429
+/// `certifier_share_full`, retryable, with `Retry-After`, nothing written — while the
+/// other's open transaction is not aborted: it reads, writes and commits, and so does its
+/// one-shot commit at the old snapshot. Once that transaction ended, the flooder's history
+/// makes room for its own commits again.
+#[test]
+fn one_principals_commits_fill_only_its_share_of_the_certifier_and_anothers_transaction_commits()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let budget: u64 = 32 << 20;
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--auth", "on", "--certifier-bytes-max", &budget.to_string()],
+    );
+    let (mallory, _) = token(&node, "mallory", &["kv:read:m/*", "kv:write:m/*"], None);
+    let (victim, _) = token(&node, "victim", &["kv:read:v/*", "kv:write:v/*"], None);
+    let as_victim = |method: &str, path: &str, body: Option<Value>| {
+        node.call_as(Some(&victim), method, path, body)
+    };
+    let put = json!({"writes": [{"op": "put", "key": "v/a", "value": 1}]});
+    let a = as_victim("POST", "/v1/commits", Some(put));
+    assert_eq!(a.status, 200, "{a:?}");
+    let snapshot = a.json()["offset"].as_u64().unwrap() + 1;
+    let a = as_victim("POST", "/v1/txns", Some(json!({"isolation": "serializable"})));
+    assert_eq!(a.status, 201, "{a:?}");
+    let txn = a.json()["txn"].as_str().unwrap().to_string();
+    let a = as_victim("GET", &format!("/v1/txns/{txn}/kv/v%2Fa"), None);
+    assert_eq!((a.status, &a.json()["value"]), (200, &json!(1)), "{a:?}");
+    // Mallory's commits: 40,000 declared absent keys of 101 bytes, about 6 MB of the
+    // certifier's memory each, and one write. Each is within every limit.
+    let pad = "p".repeat(90);
+    let flood = |n: usize| {
+        let reads: Vec<Value> = (0..40_000)
+            .map(|i| json!({"key": format!("m/{n}/{i:06}/{pad}"), "version": null}))
+            .collect();
+        let body = json!({"isolation": "serializable", "reads": reads,
+                          "writes": [{"op": "put", "key": format!("m/w{n}"), "value": n}]});
+        node.call_as(Some(&mallory), "POST", "/v1/commits", Some(body))
+    };
+    let mut committed = 0;
+    let refused = loop {
+        let a = flood(committed);
+        if a.status != 200 {
+            break a;
+        }
+        committed += 1;
+        assert!(committed < 6, "never refused");
+        assert!(certifier_bytes(&node) <= budget / 3 + 4096, "within its share");
+    };
+    // Two principals hold summaries and one share is kept free: mallory's is a third of
+    // the budget, 11.2 MB, which holds one.
+    assert_eq!(committed, 1, "{refused:?}");
+    refused.assert_problem(429, "certifier_share_full");
+    assert_eq!(refused.json()["retryable"], true, "{refused:?}");
+    assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
+    let a = node.get(&format!("/v1/kv/m%2Fw{committed}"));
+    assert_eq!(a.status, 404, "the refused commit wrote nothing: {a:?}");
+    // The victim's one-shot commit at its old snapshot, and its open transaction, commit.
+    let one_shot = json!({"snapshot": snapshot, "reads": [{"key": "v/a", "version": snapshot - 1}],
+                          "writes": [{"op": "put", "key": "v/b", "value": 2}]});
+    let a = as_victim("POST", "/v1/commits", Some(one_shot));
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = as_victim(
+        "PUT",
+        &format!("/v1/txns/{txn}/kv/v%2Fc"),
+        Some(json!({"value": 3})),
+    );
+    assert_eq!(a.status, 204, "{a:?}");
+    let a = as_victim("POST", &format!("/v1/txns/{txn}/commit"), None);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(certifier_bytes(&node) <= budget);
+    // Nothing open needs mallory's history now: it makes room for mallory's commits.
+    for n in committed..committed + 3 {
+        let a = flood(n);
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(certifier_bytes(&node) <= budget);
+    }
+}
+
+/// Review r14c N3: request ids are scoped by the principal's name, so that a retry with a
+/// new token of the same principal (one rotated after it expired) still finds its commit
+/// and is not applied twice. Scopes belong to tokens, so the answer of a duplicate is
+/// given only to a token that may read what it holds: a narrower token of the principal
+/// reusing the id learns no value it may not read — on both forms of commit — while a
+/// token with the original's scopes gets the original answer.
+#[test]
+fn a_duplicates_answer_is_given_only_to_a_token_that_may_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--auth", "on"]);
+    let (reader, _) = token(&node, "alice", &["kv:read:a/*", "kv:write:a/*"], None);
+    let (narrow, _) = token(&node, "alice", &["kv:write:b/*"], None);
+    let (rotated, _) = token(&node, "alice", &["kv:read:a/*", "kv:write:a/*"], None);
+    let put = json!({"writes": [{"op": "put", "key": "a/balance", "value": 1000}]});
+    assert_eq!(node.call("POST", "/v1/commits", Some(put)).status, 200);
+    let version = node.get("/v1/kv/a%2Fbalance").json()["version"].clone();
+    let rmw = json!({
+        "reads": [{"key": "a/balance", "version": version}],
+        "writes": [{"op": "increment", "key": "a/balance", "by": -250}],
+    });
+    let a = call_keyed(&node, &reader, "/v1/commits", "x2", rmw.clone());
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["incremented"]["a/balance"], 750, "{a:?}");
+    let hidden = |a: &Answer| {
+        a.assert_problem(403, "forbidden");
+        assert_eq!(a.json()["field"], "Idempotency-Key", "{a:?}");
+        assert!(!a.body.contains("750"), "the value leaked: {a:?}");
+        assert!(a.body.contains("kv:read:a/balance"), "{a:?}");
+    };
+    // The narrower token: a one-shot commit, and an interactive one, under the same id.
+    hidden(&call_keyed(&node, &narrow, "/v1/commits", "x2", json!({})));
+    let begun = node.call_as(Some(&narrow), "POST", "/v1/txns", Some(json!({})));
+    assert_eq!(begun.status, 201, "{begun:?}");
+    let txn = begun.json()["txn"].as_str().unwrap().to_string();
+    let path = format!("/v1/txns/{txn}/commit");
+    hidden(&call_keyed(&node, &narrow, &path, "x2", Value::Null));
+    // The original's scopes get the original answer: the same token, and a new one.
+    for token in [&reader, &rotated] {
+        let a = call_keyed(&node, token, "/v1/commits", "x2", rmw.clone());
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.json()["duplicate"], true, "{a:?}");
+        assert_eq!(a.json()["incremented"]["a/balance"], 750, "{a:?}");
+    }
+    let balance = node.get("/v1/kv/a%2Fbalance").json()["value"].clone();
+    assert_eq!(balance, 750, "applied once");
 }

@@ -321,6 +321,10 @@ fn transactions_commit_conflict_and_idle_timeout() {
         (409, Some("transaction_aborted")),
         "a failed transaction is gone"
     );
+    // It says what ended it, and that a new attempt may succeed (review r14c N2).
+    assert_eq!(b["retryable"], true, "{b}");
+    let detail = b["detail"].as_str().unwrap();
+    assert!(detail.contains("serialization_failure"), "{detail}");
 
     let (s, row) = node.call("GET", &paths::kv_key("acct"), None);
     assert_eq!(s, 200);
@@ -352,6 +356,7 @@ fn transactions_commit_conflict_and_idle_timeout() {
     assert_eq!(s, 204);
     let (s, b) = node.call("GET", &paths::txn_key(&t4, "acct"), None);
     assert_eq!((s, b["code"].as_str()), (409, Some("transaction_aborted")));
+    assert_eq!(b["retryable"], false, "aborted by the client: {b}");
 
     // An abandoned transaction is reaped.
     let t5 = begin("serializable");

@@ -112,8 +112,10 @@ pub struct ServerConfig {
     /// [`logbook_txn::limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT`].
     pub snapshot_window_commits: u64,
     /// The budget of the transaction certifier's memory of committed transactions (keys
-    /// written, keys and range bounds read), in bytes; over it the oldest are forgotten
-    /// safely (`logbook_txn::TxnStoreOptions::certifier_bytes_max`). At least
+    /// written, keys and range bounds read), in bytes, shared fairly among principals;
+    /// history no open transaction needs is forgotten safely to make room, and a commit
+    /// that finds none is refused, retryable
+    /// (`logbook_txn::TxnStoreOptions::certifier_bytes_max`). At least
     /// [`logbook_txn::limits::CERTIFIER_BYTES_MIN`]. Default
     /// [`logbook_txn::limits::CERTIFIER_BYTES_DEFAULT`].
     pub certifier_bytes_max: u64,

@@ -170,6 +170,7 @@ fn refuse_head(
     };
     browser
         .and_then(|()| crate::browser::check_content_type(head.has_body(), head.content_type))
+        .and_then(|()| head.check_content_encoding())
         .err()
         .map(IntoResponse::into_response)
 }
@@ -315,6 +316,8 @@ struct EdgeHeaders<'r> {
     host: Option<&'r HeaderValue>,
     content_length: Option<&'r HeaderValue>,
     content_type: Option<&'r HeaderValue>,
+    /// Every `Content-Encoding` value that is not `identity` (the first one kept).
+    content_encoding: Option<&'r HeaderValue>,
     transfer_encoding: bool,
     request_id: Option<&'r HeaderValue>,
     traceparent: Option<&'r HeaderValue>,
@@ -334,6 +337,11 @@ impl<'r> EdgeHeaders<'r> {
             } else if name == header::TRANSFER_ENCODING {
                 h.transfer_encoding = true;
                 continue;
+            } else if name == header::CONTENT_ENCODING {
+                if is_identity(value) {
+                    continue;
+                }
+                &mut h.content_encoding
             } else if name == crate::extract::IDEMPOTENCY_KEY {
                 &mut h.request_id
             } else if name == crate::extract::TRACEPARENT {
@@ -346,11 +354,43 @@ impl<'r> EdgeHeaders<'r> {
         h
     }
 
+    /// Checks that a body is not content-coded: every JSON route takes its body as is, so
+    /// a body labelled `gzip` would be read as the bytes it is not (RFC 9110 §8.4: a server
+    /// answers 415 to a coding it does not support). Only `identity` passes.
+    ///
+    /// # Errors
+    /// 415 `unsupported_media_type` naming `Content-Encoding`.
+    fn check_content_encoding(&self) -> Result<(), ApiError> {
+        let Some(coding) = self.content_encoding.filter(|_| self.has_body()) else {
+            return Ok(());
+        };
+        let said = coding.to_str().unwrap_or("?");
+        Err(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            format!(
+                "the request body declares Content-Encoding {:?}; this server takes bodies \
+                 without a content coding (identity): send the JSON uncompressed",
+                said.chars().take(128).collect::<String>()
+            ),
+        )
+        .field("Content-Encoding"))
+    }
+
     /// Whether the request has a body: `Content-Length` other than 0, or
     /// `Transfer-Encoding`.
     fn has_body(&self) -> bool {
         self.transfer_encoding || self.content_length.is_some_and(|v| v.as_bytes() != b"0")
     }
+}
+
+/// Whether a `Content-Encoding` value names no coding: `identity` (any case), or a list of
+/// only that, or empty.
+fn is_identity(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"))
+    })
 }
 
 /// With authentication on, an interactive transaction belongs to the principal that began

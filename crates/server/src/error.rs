@@ -294,6 +294,13 @@ impl ApiError {
         out
     }
 
+    /// This error, retryable as `cause` is: a transaction that ended for `cause` may
+    /// succeed when run again exactly when `cause` says so.
+    pub fn retryable_as(mut self, cause: &ApiError) -> Self {
+        self.retryable = Some(cause.retryable == Some(true));
+        self
+    }
+
     /// 501 `not_supported_in_cluster`: `what` is not available on a cluster node yet.
     pub fn not_supported_in_cluster(what: &str) -> Self {
         ApiError::new(
@@ -320,6 +327,8 @@ impl From<TxnError> for ApiError {
             TxnError::SerializationFailure { .. } => (C::SerializationFailure, None),
             TxnError::TransactionTooOld { .. } => (C::TransactionTooOld, None),
             TxnError::SnapshotTooOld { .. } => (C::SnapshotTooOld, Some("snapshot")),
+            TxnError::CertifierShareFull { .. } => (C::CertifierShareFull, None),
+            TxnError::CertifierFull { .. } => (C::CertifierFull, None),
             TxnError::InvalidRequest { field, .. } => (C::UnprocessableRequest, Some(*field)),
             TxnError::AnswerTooLarge { field, .. } => (C::AnswerTooLarge, Some(*field)),
             TxnError::VersionMismatch { .. } => (C::VersionMismatch, Some("if_version")),
@@ -352,7 +361,11 @@ impl From<TxnError> for ApiError {
         out.retryable = Some(retryable);
         if matches!(
             code,
-            C::TooManyTransactions | C::LeaderUnavailable | C::SnapshotAhead
+            C::TooManyTransactions
+                | C::LeaderUnavailable
+                | C::SnapshotAhead
+                | C::CertifierShareFull
+                | C::CertifierFull
         ) {
             out.retry_after_s = Some(1);
         }

@@ -86,6 +86,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
 }
 
+/// The UTF-8 encoding of U+FEFF, the byte order mark.
+const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
+
 /// Whether `bytes` is one JSON value (whatever its shape).
 fn well_formed(bytes: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
@@ -93,6 +96,13 @@ fn well_formed(bytes: &[u8]) -> bool {
 
 /// [`parse_json`]'s shape: the object and its fields.
 fn parse_shape<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.starts_with(UTF8_BOM) {
+        return Err(ApiError::invalid_json(
+            None,
+            "the request body starts with a UTF-8 byte order mark (EF BB BF), which JSON sent \
+             over a network must not have (RFC 8259, section 8.1); send the body without it",
+        ));
+    }
     // serde accepts an array for a struct (its fields in order); the API takes objects only.
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if let Some(b) = first

@@ -634,8 +634,13 @@ pub enum TxnEnd {
         /// outcome (a duplicate if it committed).
         resend: Option<Resend>,
     },
-    /// Aborted: explicitly, by a retryable error, or at shutdown.
-    Aborted,
+    /// Aborted: explicitly or at shutdown (`by: None`), or by the retryable error `by` of
+    /// one of its operations (a later request is told that error and that a new attempt
+    /// may succeed).
+    Aborted {
+        /// The error that aborted it, if one did.
+        by: Option<ApiError>,
+    },
     /// Aborted by the reaper after idling.
     Expired,
 }
@@ -927,7 +932,7 @@ impl TxnRegistry {
                 && let Some(txn) = guard.take()
             {
                 txn.abort();
-                t.set_end(TxnEnd::Aborted);
+                t.set_end(TxnEnd::Aborted { by: None });
                 n += 1;
             }
         }
@@ -1032,8 +1037,14 @@ fn ended_error(id: &str, end: &TxnEnd, idle: Duration) -> ApiError {
         TxnEnd::CommitFailed { error, .. } => aborted(format!(
             "transaction {id} was aborted: its commit failed with {}; nothing it wrote was applied",
             error.code
-        )),
-        TxnEnd::Aborted => aborted(format!(
+        ))
+        .retryable_as(error),
+        TxnEnd::Aborted { by: Some(error) } => aborted(format!(
+            "transaction {id} was aborted by {}: {}; nothing it wrote was applied",
+            error.code, error.detail
+        ))
+        .retryable_as(error),
+        TxnEnd::Aborted { by: None } => aborted(format!(
             "transaction {id} was aborted; nothing it wrote was applied"
         )),
         TxnEnd::Expired => ApiError::new(

@@ -51,20 +51,28 @@
 //! transaction whose snapshot falls more than a limit of commits behind is expired (it
 //! fails with `TransactionTooOld` at its next operation) so it cannot pin memory.
 //!
-//! The summaries' bytes (keys, range bounds, a fixed cost per entry) are counted and held
-//! under a budget. Over it, the oldest summaries are forgotten, each in the way that keeps
-//! every decision safe:
-//! * a **read-only** one (no writes; kept only at `serializable`, for its reads) can only
-//!   be the `T1` of a later pivot — it writes nothing, so nobody has an edge into it — and
-//!   with the read-only refinement only when `T3` committed before its snapshot. So it is
-//!   folded into one position, the newest snapshot of a forgotten reader: a later pivot
-//!   whose `T3` committed before that position is refused (a false positive at worst,
-//!   as for the untracked readers of safe snapshots). Read-only commits — which append
-//!   nothing, so the window does not age them — never hold memory beyond the budget.
-//! * a **read-write** one: every transaction that could still be certified against it
-//!   is made unable to — registered ones whose snapshot precedes its commit are expired,
-//!   and one-shot requests with such a snapshot are refused as `snapshot_too_old`
-//!   ([`Certifier::forgotten_to`]).
+//! The summaries' bytes (keys, range bounds, a fixed cost per entry) are counted per
+//! principal — who committed them ([`Principal`]) — and held under a budget that each
+//! principal has a share of: the budget divided by the principals holding summaries plus
+//! one, so that a principal holding none always finds room. One principal's commits can
+//! push out only its own history, and never a summary an open transaction still needs:
+//! * A summary that no registered transaction needs (its commit precedes every open
+//!   transaction's snapshot) is kept only for one-shot requests' snapshot window, so it can
+//!   be forgotten: one-shot requests with a snapshot before it are then refused as
+//!   `snapshot_too_old` ([`Certifier::forgotten_to`]), retryable at a newer snapshot.
+//! * A **read-only** summary (no writes; kept only at `serializable`, for its reads) can
+//!   always be forgotten: it can only be the `T1` of a later pivot — it writes nothing, so
+//!   nobody has an edge into it — and with the read-only refinement only when `T3` committed
+//!   before its snapshot. So it is folded into one position, the newest snapshot of a
+//!   forgotten reader: a later pivot whose `T3` committed before that position is refused
+//!   (a false positive at worst, as for the untracked readers of safe snapshots).
+//! * A read-write commit that would take its principal over its share, after that
+//!   principal's forgettable summaries are gone, is refused before it is appended
+//!   ([`NoRoom::Share`]), and one that would take the total over the budget, after every
+//!   forgettable summary is gone, likewise ([`NoRoom::Budget`]); both are retryable, and the
+//!   room comes back as the open transactions that pin those summaries end. A read-only
+//!   commit's summary that finds no room is folded at once instead. So no open transaction
+//!   is ever aborted to make room.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -155,6 +163,33 @@ struct Summary {
     /// Earliest position of a transaction this one had an rw out-edge to (all committed
     /// before it).
     out_min: Option<u64>,
+    /// Who committed it: its bytes count against this principal's share.
+    principal: Principal,
+}
+
+/// Who committed a transaction, as the certifier's shares of its budget count them
+/// (`None`: a commit without a principal, as with authentication off).
+pub(crate) type Principal = Option<String>;
+
+/// Why the certifier has no room for a read-write commit's summary (see the module
+/// documentation): nothing was appended, and a retry can succeed once the open
+/// transactions that need the summaries held end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoRoom {
+    /// The committing principal's summaries that open transactions need take `held`
+    /// bytes of its `share`; this commit's would take `needed` more.
+    Share {
+        held: usize,
+        share: usize,
+        needed: usize,
+    },
+    /// Summaries that open transactions need take `held` bytes of the whole budget `max`;
+    /// this commit's would take `needed` more.
+    Budget {
+        held: usize,
+        max: usize,
+        needed: usize,
+    },
 }
 
 /// What one entry of a summary (a key, a range) costs in the certifier's byte budget
@@ -234,13 +269,16 @@ pub(crate) struct Certifier {
     handed_safe_seq: u64,
     /// Bytes the retained summaries take ([`Summary::bytes`]).
     bytes: usize,
+    /// Those bytes by the principal that committed them (no entry: none).
+    held: HashMap<Principal, usize>,
     /// The budget of `bytes` (0: none, for tests of the rules alone).
     bytes_max: usize,
     /// The newest snapshot of a read-only summary forgotten for the budget: a pivot whose
     /// `T3` committed before it is refused (see the module documentation).
     forgotten_reader_seq: u64,
-    /// The newest commit of a read-write summary forgotten for the budget: no transaction
-    /// whose snapshot precedes it can be certified any more.
+    /// The newest commit of a read-write summary forgotten for the budget: no one-shot
+    /// request whose snapshot precedes it can be certified any more (no registered
+    /// transaction's does: only summaries none of them needs are forgotten).
     forgotten_seq: u64,
 }
 
@@ -446,8 +484,134 @@ impl Certifier {
         Ok(out_min)
     }
 
-    /// Records a committed transaction (after [`Self::certify`] accepted it) and
-    /// unregisters it.
+    /// The bytes the summary of a commit with these parts takes when it is kept, as
+    /// [`Self::record`] keeps it (0: it is not kept).
+    pub(crate) fn bytes_to_keep(
+        &self,
+        serializable: bool,
+        writes: &HashMap<Vec<u8>, WriteClass>,
+        reads: &ReadSet,
+        ranges: &[Range],
+    ) -> usize {
+        let written = writes.iter().filter(|(_, c)| c.is_write());
+        let read = serializable && (!reads.is_empty() || !ranges.is_empty());
+        if !self.keeps(written.clone().next().is_some(), read) {
+            return 0;
+        }
+        let none = ReadSet::new();
+        let (reads, ranges) = if serializable {
+            (reads, ranges)
+        } else {
+            (&none, &[][..])
+        };
+        footprint_bytes(written.map(|(k, _)| k), reads, ranges)
+    }
+
+    /// Whether a commit's summary is kept: it wrote, or read at `serializable` (`read`);
+    /// and an open transaction or a one-shot request's snapshot may still need it.
+    fn keeps(&self, wrote: bool, read: bool) -> bool {
+        (wrote || read) && (!self.active.is_empty() || self.window_seq > 0)
+    }
+
+    /// Makes room for the `needed` bytes of the summary a read-write commit of
+    /// transaction `id` by `principal` leaves (see [`Self::bytes_to_keep`]), before it is
+    /// appended: forgets that principal's forgettable summaries while it is over its share,
+    /// then anyone's, oldest first, while the total is over the budget (see the module
+    /// documentation). Summaries only `id` itself needs are forgettable: it is certified.
+    ///
+    /// # Errors
+    /// [`NoRoom`] when the summaries open transactions need leave no room; nothing is
+    /// forgotten that any of them needs.
+    pub(crate) fn make_room(
+        &mut self,
+        id: u64,
+        principal: &Principal,
+        needed: usize,
+    ) -> Result<(), NoRoom> {
+        if self.bytes_max == 0 || needed == 0 {
+            return Ok(());
+        }
+        let share = self.share(principal);
+        let held = |c: &Certifier| c.held.get(principal).copied().unwrap_or(0);
+        while held(self) + needed > share && self.forget_one(id, Some(principal)) {}
+        // A principal holding nothing may always leave one summary: the share is a bound
+        // on what it holds, not on one transaction (that is `FOOTPRINT_BYTES_MAX`).
+        if held(self) > 0 && held(self) + needed > share {
+            return Err(NoRoom::Share {
+                held: held(self),
+                share,
+                needed,
+            });
+        }
+        while self.bytes + needed > self.bytes_max && self.forget_one(id, None) {}
+        if self.bytes + needed > self.bytes_max {
+            return Err(NoRoom::Budget {
+                held: self.bytes,
+                max: self.bytes_max,
+                needed,
+            });
+        }
+        Ok(())
+    }
+
+    /// A principal's share of the budget: the budget divided by the principals holding
+    /// summaries (counting `principal`) plus one, so one share is always free for a
+    /// principal that holds none yet.
+    fn share(&self, principal: &Principal) -> usize {
+        let holders = self.held.len() + usize::from(!self.held.contains_key(principal));
+        self.bytes_max / (holders + 1)
+    }
+
+    /// Forgets the oldest summary of `whose` (`None`: of anyone) that no open transaction
+    /// but `id` needs: a read-only one first (folded), then a read-write one whose commit
+    /// precedes every other open transaction's snapshot. Returns whether one was.
+    fn forget_one(&mut self, id: u64, whose: Option<&Principal>) -> bool {
+        let mine = |s: &Summary| whose.is_none_or(|p| s.principal == *p);
+        if let Some(i) = self.readers.iter().position(mine) {
+            if let Some(old) = self.readers.remove(i) {
+                self.forgotten_reader_seq = self.forgotten_reader_seq.max(old.snapshot_seq);
+                self.unhold(&old);
+            }
+            return true;
+        }
+        let horizon = self.active.keys().find(|(_, other)| *other != id);
+        let needed = |s: &Summary| horizon.is_some_and(|(start, _)| s.commit_seq > *start);
+        let Some(i) = self
+            .recent
+            .iter()
+            .take_while(|s| !needed(s))
+            .position(mine)
+        else {
+            return false;
+        };
+        if let Some(old) = self.recent.remove(i) {
+            self.forgotten_seq = self.forgotten_seq.max(old.commit_seq);
+            self.unhold(&old);
+        }
+        true
+    }
+
+    /// Counts a summary kept.
+    fn hold(&mut self, s: &Summary) {
+        let bytes = s.bytes();
+        self.bytes += bytes;
+        *self.held.entry(s.principal.clone()).or_default() += bytes;
+    }
+
+    /// Counts a summary dropped or forgotten.
+    fn unhold(&mut self, s: &Summary) {
+        let bytes = s.bytes();
+        self.bytes -= bytes;
+        if let Some(held) = self.held.get_mut(&s.principal) {
+            *held -= bytes;
+            if *held == 0 {
+                self.held.remove(&s.principal);
+            }
+        }
+    }
+
+    /// Records a committed transaction (after [`Self::certify`] accepted it, and for a
+    /// read-write one [`Self::make_room`] made room for it) and unregisters it.
     #[expect(
         clippy::too_many_arguments,
         reason = "the parts of one certified transaction, each moved in from its own source"
@@ -455,6 +619,7 @@ impl Certifier {
     pub(crate) fn record(
         &mut self,
         id: u64,
+        principal: Principal,
         commit_seq: u64,
         snapshot_seq: u64,
         serializable: bool,
@@ -481,9 +646,8 @@ impl Certifier {
         // conflicts with nobody, so only real writes are remembered.
         let mut writes = writes;
         writes.retain(|_, c| c.is_write());
-        let worth_keeping =
-            !writes.is_empty() || (serializable && (!reads.is_empty() || !ranges.is_empty()));
-        if worth_keeping && (!self.active.is_empty() || self.window_seq > 0) {
+        let read = serializable && (!reads.is_empty() || !ranges.is_empty());
+        if self.keeps(!writes.is_empty(), read) {
             let summary = Summary {
                 commit_seq,
                 snapshot_seq,
@@ -493,42 +657,24 @@ impl Certifier {
                 reads: if serializable { reads } else { ReadSet::new() },
                 ranges: if serializable { ranges } else { Vec::new() },
                 out_min,
+                principal,
             };
-            self.bytes += summary.bytes();
-            if read_only {
+            if !read_only {
+                self.hold(&summary);
+                self.recent.push_back(summary);
+            } else if self.make_room(id, &summary.principal, summary.bytes()).is_ok() {
+                self.hold(&summary);
                 self.readers.push_back(summary);
             } else {
-                self.recent.push_back(summary);
+                // No room: folded at once, as a reader forgotten later would be.
+                self.forgotten_reader_seq = self.forgotten_reader_seq.max(snapshot_seq);
             }
         }
+        debug_assert!(
+            self.bytes_max == 0 || self.bytes <= self.bytes_max,
+            "room was made before the summary was kept"
+        );
         self.finish(id, now_seq, out_min);
-        self.shed();
-    }
-
-    /// Forgets the oldest summaries while their bytes are over the budget, each safely
-    /// (see the module documentation).
-    fn shed(&mut self) {
-        while self.bytes_max > 0 && self.bytes > self.bytes_max {
-            if let Some(old) = self.readers.pop_front() {
-                self.bytes -= old.bytes();
-                self.forgotten_reader_seq = self.forgotten_reader_seq.max(old.snapshot_seq);
-            } else if let Some(old) = self.recent.pop_front() {
-                self.bytes -= old.bytes();
-                self.forgotten_seq = self.forgotten_seq.max(old.commit_seq);
-            } else {
-                break;
-            }
-        }
-        // A registered transaction whose snapshot precedes a forgotten commit can no longer
-        // be checked against it: expired, as a transaction too far behind is.
-        let forgotten = self.forgotten_seq;
-        let victims: Vec<(u64, u64)> = self
-            .active
-            .keys()
-            .take_while(|(start, _)| *start < forgotten)
-            .copied()
-            .collect();
-        self.expire_these(&victims);
     }
 
     /// Unregisters a transaction that ends without committing anything worth recording.
@@ -676,18 +822,31 @@ impl Certifier {
         }
     }
 
+    /// Drops the summaries nobody can be certified against any more: committed before
+    /// every open transaction's snapshot, and before every snapshot a one-shot request may
+    /// still name (the window, and past a forgotten summary).
     fn prune(&mut self) {
-        let window_floor = self.floor_seq.saturating_sub(self.window_seq);
+        let oldest_snapshot = self
+            .floor_seq
+            .saturating_sub(self.window_seq)
+            .max(self.forgotten_seq);
         let horizon = self
             .horizon_seq()
-            .map_or(window_floor, |h| h.min(window_floor));
-        for summaries in [&mut self.recent, &mut self.readers] {
-            while let Some(front) = summaries.front() {
-                if front.commit_seq > horizon {
-                    break;
+            .map_or(oldest_snapshot, |h| h.min(oldest_snapshot));
+        for readers in [false, true] {
+            loop {
+                let summaries = if readers {
+                    &mut self.readers
+                } else {
+                    &mut self.recent
+                };
+                match summaries.front() {
+                    Some(front) if front.commit_seq <= horizon => {}
+                    _ => break,
                 }
-                self.bytes -= front.bytes();
-                summaries.pop_front();
+                if let Some(old) = summaries.pop_front() {
+                    self.unhold(&old);
+                }
             }
         }
     }
@@ -710,6 +869,13 @@ mod tests {
             .collect()
     }
 
+    /// Why a test commit was refused.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Refused {
+        Conflict(Conflict),
+        NoRoom(NoRoom),
+    }
+
     /// Commits a transaction through certify + record; returns the conflict if refused.
     fn commit(
         c: &mut Certifier,
@@ -720,6 +886,27 @@ mod tests {
         w: &[&str],
         class: WriteClass,
     ) -> Result<(), Conflict> {
+        match commit_as(c, None, id, snapshot_seq, commit_seq, reads, w, class) {
+            Ok(()) => Ok(()),
+            Err(Refused::Conflict(conflict)) => Err(conflict),
+            Err(Refused::NoRoom(no)) => panic!("no room: {no:?}"),
+        }
+    }
+
+    /// [`commit`] by `principal`, as the store commits: certify, make room for a
+    /// read-write summary, record.
+    #[expect(clippy::too_many_arguments, reason = "a test's whole transaction")]
+    fn commit_as(
+        c: &mut Certifier,
+        principal: Option<&str>,
+        id: u64,
+        snapshot_seq: u64,
+        commit_seq: u64,
+        reads: &[&str],
+        w: &[&str],
+        class: WriteClass,
+    ) -> Result<(), Refused> {
+        let principal: Principal = principal.map(str::to_string);
         let ws = writes(w, class, Some(snapshot_seq));
         let rs = set(reads);
         let fp = Footprint {
@@ -730,37 +917,45 @@ mod tests {
             reads: &rs,
             ranges: &[],
         };
-        match c.certify(&fp, commit_seq) {
-            Ok(out_min) => {
-                let out_min = out_min.map(|(s, _)| s);
-                let classes = ws.iter().map(|(k, (c, _))| (k.clone(), *c)).collect();
-                c.record(
-                    id,
-                    commit_seq,
-                    snapshot_seq,
-                    true,
-                    classes,
-                    rs,
-                    vec![],
-                    out_min,
-                    (commit_seq + 1) & !1,
-                );
-                Ok(())
-            }
+        let now_seq = (commit_seq + 1) & !1;
+        let out_min = match c.certify(&fp, commit_seq) {
+            Ok(out_min) => out_min.map(|(s, _)| s),
             Err(e) => {
                 c.finish(id, commit_seq & !1, None);
-                Err(e)
+                return Err(Refused::Conflict(e));
+            }
+        };
+        let classes = ws.iter().map(|(k, (c, _))| (k.clone(), *c)).collect();
+        if !w.is_empty() {
+            let needed = c.bytes_to_keep(true, &classes, &rs, &[]);
+            if let Err(no) = c.make_room(id, &principal, needed) {
+                c.finish(id, commit_seq & !1, None);
+                return Err(Refused::NoRoom(no));
             }
         }
+        c.record(
+            id,
+            principal,
+            commit_seq,
+            snapshot_seq,
+            true,
+            classes,
+            rs,
+            vec![],
+            out_min,
+            now_seq,
+        );
+        Ok(())
     }
 
     /// The read-only anomaly (Fekete et al. 2004): R reads x and y after T3 wrote x; the
     /// pivot T2, which read x before T3 and writes y, must abort — also once R's summary
-    /// was forgotten for the byte budget (folded into the forgotten readers' position).
+    /// was folded for the byte budget (into the forgotten readers' position).
     #[test]
     fn a_reader_forgotten_for_the_budget_still_refuses_the_read_only_anomaly() {
+        // Room for T3 and the pivot, and a share (half) too small for T3 and the reader.
         let t3_bytes = footprint_bytes([b"x".to_vec()].iter(), &ReadSet::new(), &[]);
-        for (budget, forgotten) in [(0, false), (t3_bytes, true)] {
+        for (budget, forgotten) in [(0, false), (4 * t3_bytes, true)] {
             let mut c = Certifier::with_window(0, budget);
             c.register(2, 0, true);
             commit(&mut c, 3, 0, 1, &[], &["x"], WriteClass::Write).unwrap();
@@ -775,24 +970,75 @@ mod tests {
             assert_eq!(e.kind, ConflictKind::DangerousStructure, "budget {budget}");
         }
         // Without the reader, the pivot commits.
-        let mut c = Certifier::with_window(0, t3_bytes);
+        let mut c = Certifier::with_window(0, 4 * t3_bytes);
         c.register(2, 0, true);
         commit(&mut c, 3, 0, 1, &[], &["x"], WriteClass::Write).unwrap();
         commit(&mut c, 2, 0, 3, &["x"], &["y"], WriteClass::Write).unwrap();
     }
 
-    /// A read-write summary forgotten for the budget: the open transactions that would
-    /// need it expire, and one-shot snapshots before it are refused.
+    /// Mallory's commit `id` of key `m/{id}` at the next position (`commit_seq`, advanced
+    /// when it commits).
+    fn flood(c: &mut Certifier, id: u64, commit_seq: &mut u64) -> Result<(), Refused> {
+        let key = format!("m/{id}");
+        let at = *commit_seq;
+        commit_as(c, Some("mallory"), id, at - 1, at, &[], &[&key], WriteClass::Write)?;
+        *commit_seq += 2;
+        Ok(())
+    }
+
+    /// One principal's commits that an open transaction needs fill only its share: its
+    /// next one is refused, and another principal's open transaction is not expired and
+    /// commits. Once that transaction ended, the first principal's history is forgotten
+    /// for its own commits.
     #[test]
-    fn a_commit_forgotten_for_the_budget_expires_who_needed_it() {
-        let mut c = Certifier::with_window(0, 1);
-        let old = c.register(1, 0, true);
-        commit(&mut c, 2, 0, 1, &[], &["x"], WriteClass::Write).unwrap();
-        assert!(
-            old.load(Ordering::Acquire),
-            "T1 cannot be checked against it"
-        );
-        assert_eq!((c.forgotten_to(), c.bytes(), c.open()), (1, 0, 0));
+    fn a_principal_over_its_share_is_refused_and_anothers_open_transaction_commits() {
+        let one = footprint_bytes([b"m/10".to_vec()].iter(), &ReadSet::new(), &[]);
+        // Alone, mallory's share is half the budget: three summaries.
+        let mut c = Certifier::with_window(0, 6 * one);
+        let victim = c.register(1, 0, true);
+        let mut at = 1;
+        for id in 10..13 {
+            flood(&mut c, id, &mut at).unwrap();
+        }
+        let refused = flood(&mut c, 13, &mut at).unwrap_err();
+        let share = NoRoom::Share {
+            held: 3 * one,
+            share: 3 * one,
+            needed: one,
+        };
+        assert_eq!(refused, Refused::NoRoom(share));
+        assert!(!victim.load(Ordering::Acquire), "the victim is not expired");
+        assert_eq!((c.bytes(), c.forgotten_to()), (3 * one, 0));
+        let victim_commit = at;
+        at += 2;
+        let (r, w) = (["v/a"], ["v/a"]);
+        commit_as(&mut c, Some("v"), 1, 0, victim_commit, &r, &w, WriteClass::Write).unwrap();
+        // Nobody is open: mallory's history goes for its own commits (window 0: at once).
+        for id in 14..20 {
+            flood(&mut c, id, &mut at).unwrap();
+        }
+    }
+
+    /// Summaries kept only for one-shot snapshots (no open transaction needs them) are
+    /// forgotten, the committing principal's own first: it is never refused for them and
+    /// holds at most its share.
+    #[test]
+    fn a_principals_history_no_transaction_needs_makes_room_for_its_commits() {
+        let one = footprint_bytes([b"m/10".to_vec()].iter(), &ReadSet::new(), &[]);
+        let mut c = Certifier::with_window(1_000, 6 * one);
+        commit_as(&mut c, Some("a"), 1, 0, 1, &[], &["a/00"], WriteClass::Write).unwrap();
+        let mut at = 3;
+        for id in 10..30 {
+            flood(&mut c, id, &mut at).unwrap();
+            assert!(c.bytes() <= 6 * one, "{} bytes", c.bytes());
+        }
+        // Mallory's forgotten commits refuse one-shot snapshots before them: alice's
+        // summary went with the first (no snapshot it could be needed for may still be
+        // named), and alone mallory's share is half the budget.
+        let mallory = Some("mallory".to_string());
+        assert_eq!(c.held.get(&mallory), Some(&(3 * one)));
+        assert_eq!(c.held.get(&Some("a".to_string())), None);
+        assert_eq!(c.forgotten_to(), 18, "m/26, committed at offset 17, is forgotten");
     }
 
     #[test]

@@ -53,8 +53,9 @@ pub(crate) fn show_key(key: &[u8]) -> String {
 /// Everything the transaction layer can fail with.
 ///
 /// * **retry the whole transaction** ([`TxnError::is_retryable`]): `SerializationFailure`,
-///   `TransactionTooOld`, `SnapshotTooOld`, and `SnapshotAhead` (a cluster node behind the
-///   snapshot: the same request passes once it catches up);
+///   `TransactionTooOld`, `SnapshotTooOld`, `SnapshotAhead` (a cluster node behind the
+///   snapshot: the same request passes once it catches up), and `CertifierShareFull` /
+///   `CertifierFull` (after a wait: room comes back as open transactions end);
 /// * **precondition** (`VersionMismatch`, `KeyExists`, `NotAnInteger`, `IncrementOverflow`):
 ///   an atomic operation failed at commit; the transaction is aborted, nothing was written;
 /// * **bad input** (`*TooLarge`, `TooMany*`, `ReadOnly`, `InvalidOperation`,
@@ -86,6 +87,41 @@ pub enum TxnError {
         what: &'static str,
         /// The limit that was exceeded.
         limit: u64,
+    },
+    /// The committing principal's share of the certifier's byte budget is full of
+    /// summaries of its own commits that open transactions still need
+    /// ([`crate::TxnStoreOptions::certifier_bytes_max`]; the share is the budget divided by
+    /// the principals holding summaries plus one). Nothing was appended; retry after a
+    /// wait — the room comes back as those transactions end. Other principals' commits are
+    /// not affected.
+    #[error(
+        "certifier_share_full: this principal's commits that open transactions still need \
+         take {held} bytes of its share of {share} bytes of the certifier's memory, and this \
+         commit needs {needed} more; retry once those transactions end"
+    )]
+    CertifierShareFull {
+        /// Bytes the principal's summaries take.
+        held: usize,
+        /// Its share of the budget.
+        share: usize,
+        /// Bytes this commit's summary would take.
+        needed: usize,
+    },
+    /// The certifier's byte budget is full of summaries that open transactions still need
+    /// (more principals began holding summaries than the shares were cut for). Nothing was
+    /// appended; retry after a wait.
+    #[error(
+        "certifier_full: commits that open transactions still need take {held} bytes of the \
+         certifier's budget of {max} bytes, and this commit needs {needed} more; retry once \
+         those transactions end"
+    )]
+    CertifierFull {
+        /// Bytes the summaries take.
+        held: usize,
+        /// The budget.
+        max: usize,
+        /// Bytes this commit's summary would take.
+        needed: usize,
     },
     /// A one-shot read or commit request names a snapshot older than the store's snapshot
     /// window ([`crate::TxnStoreOptions::snapshot_window_commits`]): the versions or the
@@ -289,6 +325,8 @@ impl TxnError {
                 | TxnError::TransactionTooOld { .. }
                 | TxnError::SnapshotTooOld { .. }
                 | TxnError::SnapshotAhead { .. }
+                | TxnError::CertifierShareFull { .. }
+                | TxnError::CertifierFull { .. }
         )
     }
 
@@ -298,6 +336,8 @@ impl TxnError {
             TxnError::SerializationFailure { .. } => "serialization_failure",
             TxnError::TransactionTooOld { .. } => "transaction_too_old",
             TxnError::SnapshotTooOld { .. } => "snapshot_too_old",
+            TxnError::CertifierShareFull { .. } => "certifier_share_full",
+            TxnError::CertifierFull { .. } => "certifier_full",
             TxnError::InvalidRequest { .. } => "unprocessable_request",
             TxnError::AnswerTooLarge { .. } => "answer_too_large",
             TxnError::VersionMismatch { .. } => "version_mismatch",
@@ -324,3 +364,21 @@ impl TxnError {
 
 /// Result alias of this crate.
 pub type Result<T, E = TxnError> = std::result::Result<T, E>;
+
+impl From<crate::certifier::NoRoom> for TxnError {
+    fn from(no_room: crate::certifier::NoRoom) -> Self {
+        use crate::certifier::NoRoom;
+        match no_room {
+            NoRoom::Share {
+                held,
+                share,
+                needed,
+            } => TxnError::CertifierShareFull {
+                held,
+                share,
+                needed,
+            },
+            NoRoom::Budget { held, max, needed } => TxnError::CertifierFull { held, max, needed },
+        }
+    }
+}

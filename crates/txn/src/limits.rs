@@ -47,8 +47,8 @@ pub const SNAPSHOT_WINDOW_COMMITS_DEFAULT: u64 = 10_000;
 /// follower that forwarded the request waits for the leader's answer only so long.
 pub const LEADER_SNAPSHOT_WAIT_MS: u64 = 1_000;
 /// Default budget of the certifier's memory of committed transactions (keys written, keys
-/// and range bounds read, counted with a fixed cost per entry), in bytes: 256 MiB. Over it
-/// the oldest summaries are forgotten safely (see [`crate::TxnStoreOptions::certifier_bytes_max`]).
+/// and range bounds read, counted with a fixed cost per entry), in bytes: 256 MiB, shared
+/// among the principals that commit (see [`crate::TxnStoreOptions::certifier_bytes_max`]).
 pub const CERTIFIER_BYTES_DEFAULT: usize = 256 << 20;
 /// Most bytes one transaction's footprint may take in the certifier's budget (its keys
 /// written, keys and range bounds read, each with its entry cost): 8 MiB. A larger one is

@@ -86,10 +86,15 @@ pub struct TxnStoreOptions {
     /// of that many commits, whether or not a transaction is open. Default
     /// [`limits::SNAPSHOT_WINDOW_COMMITS_DEFAULT`].
     pub snapshot_window_commits: u64,
-    /// The budget of the certifier's summaries, in bytes: over it the oldest are forgotten
-    /// — a read-only one folded into a conservative check (a later pivot may abort where it
-    /// would not have), a read-write one by expiring the transactions and refusing the
-    /// one-shot snapshots that would need it (`snapshot_too_old`). Default
+    /// The budget of the certifier's summaries, in bytes, shared fairly among the
+    /// principals that commit: each may hold the budget divided by the principals holding
+    /// summaries plus one. To make room, a read-only summary is folded into a conservative
+    /// check (a later pivot may abort where it would not have), and a read-write one that
+    /// no open transaction needs is forgotten, refusing the one-shot snapshots that would
+    /// need it (`snapshot_too_old`) — the committing principal's own first. A read-write
+    /// commit that still finds no room is refused, retryable:
+    /// [`TxnError::CertifierShareFull`] or [`TxnError::CertifierFull`]. No open transaction
+    /// is aborted for the budget. Default
     /// [`limits::CERTIFIER_BYTES_DEFAULT`]; at least [`limits::CERTIFIER_BYTES_MIN`]
     /// (a smaller one is raised to it).
     pub certifier_bytes_max: usize,
@@ -308,6 +313,9 @@ pub struct TxnStats {
     pub aborts_precondition: AtomicU64,
     /// Transactions expired for age or newer commits.
     pub aborts_too_old: AtomicU64,
+    /// Commits refused for want of room in the certifier's byte budget (the principal's
+    /// share, or the whole budget).
+    pub aborts_certifier_full: AtomicU64,
     /// Explicit aborts (and transactions dropped open).
     pub aborts_explicit: AtomicU64,
     /// Commits answered from the request-id table.
@@ -1129,6 +1137,7 @@ impl TxnStore {
             self.record_read_only(state, parts, certified, intents, request_id);
             return Ok(Certification::ReadOnly);
         }
+        self.make_room(state, parts, &certified)?;
         let resolved = self.resolve_record(parts, intents, request_id, traceparent, state.leading);
         let resolved = match resolved {
             Ok(r) => r,
@@ -1226,6 +1235,24 @@ impl TxnStore {
                 })
             }
         }
+    }
+
+    /// Step 1b for a transaction that writes: room in the certifier's budget for the
+    /// summary it will leave, made before anything is appended (see the certifier's
+    /// memory rules). No room unregisters it and counts the abort.
+    fn make_room(&self, state: &mut CommitState, parts: &TxnParts, certified: &Certified) -> Result<()> {
+        let needed = state.cert.bytes_to_keep(
+            certified.serializable,
+            &certified.classes,
+            &parts.request.reads,
+            &parts.request.ranges,
+        );
+        let made = state.cert.make_room(parts.id, &parts.request.principal, needed);
+        made.map_err(|no_room| {
+            state.cert.finish(parts.id, certified.now_seq, None);
+            self.stats.aborts_certifier_full.fetch_add(1, Ordering::Relaxed);
+            TxnError::from(no_room)
+        })
     }
 
     /// Step 2 for a transaction that wrote nothing: recorded in the certifier (its reads
@@ -1370,6 +1397,7 @@ impl TxnStore {
     ) {
         state.cert.record(
             parts.id,
+            parts.request.principal.clone(),
             certified.commit_seq,
             certified.snapshot_seq,
             certified.serializable,

@@ -51,16 +51,9 @@ pub(super) fn key_range(
             format!("{at}.{name}")
         }
     };
-    let max = logbook_txn::limits::KEY_BYTES_MAX;
     for (name, bound) in [("prefix", prefix), ("start", start), ("end", end)] {
-        if let Some(b) = bound.filter(|b| b.len() > max) {
-            return Err(ApiError::invalid(
-                field(name),
-                format!(
-                    "{name} is {} bytes; a range bound is a key: 0..={max} bytes",
-                    b.len()
-                ),
-            ));
+        if let Some(b) = bound {
+            check_bound(name, b, || field(name))?;
         }
     }
     if let Some(p) = prefix {
@@ -96,6 +89,25 @@ pub(super) fn key_range(
         start: start.map_or(Bound::Unbounded, |s| Bound::Included(s.as_bytes().to_vec())),
         end: end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.as_bytes().to_vec())),
     })
+}
+
+/// A range bound (`name`: `prefix`, `start`, `end`, `next`) within the key limit — a bound
+/// is a key.
+///
+/// # Errors
+/// 400 `invalid_request` naming `field()`.
+fn check_bound(name: &str, bound: &str, field: impl FnOnce() -> String) -> Result<(), ApiError> {
+    let max = logbook_txn::limits::KEY_BYTES_MAX;
+    if bound.len() > max {
+        return Err(ApiError::invalid(
+            field(),
+            format!(
+                "{name} is {} bytes; a range bound is a key: 0..={max} bytes",
+                bound.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A put's value (stored canonical) and condition, checked alike for both forms of a
@@ -137,10 +149,40 @@ pub(super) fn put_write(
 }
 
 /// The response to a commit: its offset, a token for reads after it, increment results.
+///
+/// A duplicate — the answer of a commit already made under the request id — is answered
+/// only to a caller (`principal`; `None`: `--auth off`) that may read every key whose value
+/// it holds: ids are scoped by the principal's name, and two tokens of one principal may
+/// have different scopes (decision 0018).
+///
+/// # Errors
+/// 403 `forbidden` naming `Idempotency-Key` for a duplicate holding a value the caller may
+/// not read; 500 when the token cannot be made.
 pub(super) fn committed_response(
     opened: &Opened,
     outcome: logbook_txn::CommitOutcome,
+    principal: Option<&Principal>,
 ) -> Result<Json<Committed>, ApiError> {
+    if outcome.duplicate
+        && let Some(p) = principal
+        && let Some((key, _)) = outcome
+            .incremented
+            .iter()
+            .find(|(k, _)| !may_read(principal, &text(k)))
+    {
+        let key = text(key);
+        return Err(ApiError::new(
+            ProblemCode::Forbidden,
+            format!(
+                "the commit already made under this request id answered the value of key \
+                 {key:?}, and principal {:?} lacks the scope {} with this token; nothing was \
+                 done (ask again with a token that may read it)",
+                p.name,
+                crate::auth::reveals_state(&key)
+            ),
+        )
+        .field("Idempotency-Key"));
+    }
     let token = match outcome.offset {
         Some(offset) => {
             let stream = opened
@@ -390,6 +432,9 @@ pub(super) fn commit_request(body: &CommitBody, snapshot: u64) -> Result<CommitR
             ));
         }
         let range = spec_range(spec, &at)?;
+        if let Some(next) = &spec.next {
+            check_bound("next", next, || format!("{at}.next"))?;
+        }
         let end = match &spec.next {
             // `next` only cuts a range short: one past the range's end would widen what is
             // certified beyond what the scope check saw (and make conflicts an oracle on keys
@@ -522,7 +567,7 @@ pub(super) async fn certify_or_forward(
     if outcome.duplicate {
         m.duplicates.with_label_values(&["commit"]).inc();
     }
-    committed_response(opened, outcome)
+    committed_response(opened, outcome, tracking.principal.as_deref())
 }
 
 /// A cluster follower's commit: sent to the leader as the self-contained request it is,

@@ -92,9 +92,8 @@ async fn with_txn<T: Send + 'static>(
         if let Some(t) = guard.take() {
             t.abort();
         }
-        end(state, &entry, TxnEnd::Aborted, e.code());
     }
-    result.map_err(ApiError::from)
+    ended_by_error(state, &entry, result)
 }
 
 /// Runs `f` on an open transaction on this worker, for the operations that only buffer a
@@ -119,9 +118,8 @@ async fn with_txn_inline<T>(
         if let Some(t) = guard.take() {
             t.abort();
         }
-        end(state, &entry, TxnEnd::Aborted, e.code());
     }
-    result.map_err(ApiError::from)
+    ended_by_error(state, &entry, result)
 }
 
 /// Why a request found its transaction no longer open. While its commit is in flight the
@@ -129,6 +127,27 @@ async fn with_txn_inline<T>(
 async fn ended_error_when_settled(state: &AppState, id: &str, entry: &OpenTxn) -> ApiError {
     let end = entry.settled().await;
     state.txns().ended_error(id, &end)
+}
+
+/// The answer of an operation on an open transaction; a retryable error (the transaction
+/// was aborted for it) ends the transaction, remembering the error for later requests.
+fn ended_by_error<T>(
+    state: &AppState,
+    entry: &OpenTxn,
+    result: Result<T, TxnError>,
+) -> Result<T, ApiError> {
+    result.map_err(|e| {
+        let retryable = e.is_retryable();
+        let code = e.code();
+        let error = ApiError::from(e);
+        if retryable {
+            let how = TxnEnd::Aborted {
+                by: Some(error.clone()),
+            };
+            end(state, entry, how, code);
+        }
+        error
+    })
 }
 
 /// Ends a transaction `how`; `reason` labels the abort metric (`commit` counts none).
@@ -380,8 +399,10 @@ pub async fn increment(
     params(("txn" = String, Path),
         ("Idempotency-Key" = Option<String>, Header), ("traceparent" = Option<String>, Header)),
     responses((status = 200, body = Committed),
-        (status = 409, description = "`serialization_failure` (retry the whole transaction), `version_mismatch`, `key_exists`, `request_id_conflict` (the Idempotency-Key names a committed transaction with other writes), `transaction_committed`, `transaction_aborted` (the transaction already ended that way)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`leader_unavailable`: on a cluster, no leader certifies now; nothing was committed, retry", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`serialization_failure` (retry the whole transaction), `version_mismatch`, `key_exists`, `request_id_conflict` (the Idempotency-Key names a committed transaction with other writes), `transaction_committed`, `transaction_aborted` (the transaction already ended that way; `retryable` as what ended it)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden` (`Idempotency-Key`): the request id names a commit already made whose answer holds a value this token may not read", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`certifier_share_full` (retryable, with `Retry-After`): the principal's commits that open transactions still need fill its share of the certifier's memory; nothing was committed (decision 0021)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`leader_unavailable`: on a cluster, no leader certifies now; `certifier_full`: commits open transactions still need fill the certifier's memory (decision 0021); nothing was committed, retry", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`outcome_unknown`: on a cluster follower, the commit was forwarded to the leader and its answer lost; retry with the same Idempotency-Key to learn the outcome", body = Problem, content_type = "application/problem+json"),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn commit(
@@ -499,7 +520,7 @@ async fn run_commit(
     if outcome.duplicate {
         m.duplicates.with_label_values(&["commit"]).inc();
     }
-    committed_response(&opened, outcome)
+    committed_response(&opened, outcome, tracking.principal.as_deref())
 }
 
 /// An interactive transaction's commit as a self-contained request (`body`), certified by
@@ -611,6 +632,7 @@ async fn commit_again(
                     duplicate: true,
                     ..outcome
                 },
+                tracking.principal.as_deref(),
             )
         }
         TxnEnd::CommitFailed {
@@ -653,7 +675,7 @@ async fn commit_ended(
                 .duplicates
                 .with_label_values(&["commit"])
                 .inc();
-            return committed_response(opened, outcome);
+            return committed_response(opened, outcome, tracking.principal.as_deref());
         }
     }
     Err(match lookup {
@@ -682,7 +704,7 @@ pub async fn abort(
             let mut guard = entry.txn.clone().lock_owned().await;
             if let Some(t) = guard.take() {
                 t.abort();
-                end(&state, &entry, TxnEnd::Aborted, "explicit");
+                end(&state, &entry, TxnEnd::Aborted { by: None }, "explicit");
                 return Ok(StatusCode::NO_CONTENT);
             }
             drop(guard);
@@ -693,7 +715,7 @@ pub async fn abort(
     };
     match end {
         // Nothing it wrote was applied: what the abort asked for.
-        TxnEnd::Aborted => Ok(StatusCode::NO_CONTENT),
+        TxnEnd::Aborted { .. } => Ok(StatusCode::NO_CONTENT),
         TxnEnd::CommitFailed { error, .. } if !error.status().is_server_error() => {
             Ok(StatusCode::NO_CONTENT)
         }
