@@ -342,7 +342,10 @@ fn request_bodies_must_be_declared_json_and_refused_ones_change_nothing() {
     // Review r14c N5: a content-coded body is refused naming Content-Encoding, on every
     // JSON route — a plain body labelled gzip was applied as if it were not, a gzip body
     // was called "not JSON" — and only identity passes.
-    let json = [("host", host.as_str()), ("content-type", "application/json")];
+    let json = [
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+    ];
     let coded = |path: &str, coding: &str, body: &[u8]| {
         let mut headers = json.to_vec();
         headers.push(("content-encoding", coding));
@@ -361,7 +364,11 @@ fn request_bodies_must_be_declared_json_and_refused_ones_change_nothing() {
         a.assert_problem(415, "unsupported_media_type");
         assert_eq!(a.json()["field"], "Content-Encoding", "{coding}: {a:?}");
     }
-    assert_eq!(node.get("/v1/kv/coded").status, 404, "nothing was committed");
+    assert_eq!(
+        node.get("/v1/kv/coded").status,
+        404,
+        "nothing was committed"
+    );
     assert_eq!(records(&node, "s").len(), 2, "nothing was appended");
     let a = coded("/v1/streams/s/records", "Identity", body);
     assert_eq!(a.status, 201, "identity is no coding: {a:?}");
@@ -371,7 +378,11 @@ fn request_bodies_must_be_declared_json_and_refused_ones_change_nothing() {
     a.assert_problem(400, "invalid_json");
     let detail = a.json()["detail"].as_str().unwrap().to_string();
     assert!(detail.contains("byte order mark"), "{detail}");
-    assert_eq!(node.get("/v1/kv/coded").status, 404, "nothing was committed");
+    assert_eq!(
+        node.get("/v1/kv/coded").status,
+        404,
+        "nothing was committed"
+    );
     node.terminate();
 }
 
@@ -1725,8 +1736,7 @@ fn certifier_bytes(node: &Node) -> u64 {
 /// one-shot commit at the old snapshot. Once that transaction ended, the flooder's history
 /// makes room for its own commits again.
 #[test]
-fn one_principals_commits_fill_only_its_share_of_the_certifier_and_anothers_transaction_commits()
-{
+fn one_principals_commits_fill_only_its_share_of_the_certifier_and_anothers_transaction_commits() {
     let dir = tempfile::tempdir().unwrap();
     let budget: u64 = 32 << 20;
     let node = Node::start(
@@ -1742,7 +1752,11 @@ fn one_principals_commits_fill_only_its_share_of_the_certifier_and_anothers_tran
     let a = as_victim("POST", "/v1/commits", Some(put));
     assert_eq!(a.status, 200, "{a:?}");
     let snapshot = a.json()["offset"].as_u64().unwrap() + 1;
-    let a = as_victim("POST", "/v1/txns", Some(json!({"isolation": "serializable"})));
+    let a = as_victim(
+        "POST",
+        "/v1/txns",
+        Some(json!({"isolation": "serializable"})),
+    );
     assert_eq!(a.status, 201, "{a:?}");
     let txn = a.json()["txn"].as_str().unwrap().to_string();
     let a = as_victim("GET", &format!("/v1/txns/{txn}/kv/v%2Fa"), None);
@@ -1766,7 +1780,10 @@ fn one_principals_commits_fill_only_its_share_of_the_certifier_and_anothers_tran
         }
         committed += 1;
         assert!(committed < 6, "never refused");
-        assert!(certifier_bytes(&node) <= budget / 3 + 4096, "within its share");
+        assert!(
+            certifier_bytes(&node) <= budget / 3 + 4096,
+            "within its share"
+        );
     };
     // Two principals hold summaries and one share is kept free: mallory's is a third of
     // the budget, 11.2 MB, which holds one.

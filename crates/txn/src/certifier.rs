@@ -576,12 +576,7 @@ impl Certifier {
         }
         let horizon = self.active.keys().find(|(_, other)| *other != id);
         let needed = |s: &Summary| horizon.is_some_and(|(start, _)| s.commit_seq > *start);
-        let Some(i) = self
-            .recent
-            .iter()
-            .take_while(|s| !needed(s))
-            .position(mine)
-        else {
+        let Some(i) = self.recent.iter().take_while(|s| !needed(s)).position(mine) else {
             return false;
         };
         if let Some(old) = self.recent.remove(i) {
@@ -662,7 +657,10 @@ impl Certifier {
             if !read_only {
                 self.hold(&summary);
                 self.recent.push_back(summary);
-            } else if self.make_room(id, &summary.principal, summary.bytes()).is_ok() {
+            } else if self
+                .make_room(id, &summary.principal, summary.bytes())
+                .is_ok()
+            {
                 self.hold(&summary);
                 self.readers.push_back(summary);
             } else {
@@ -981,7 +979,16 @@ mod tests {
     fn flood(c: &mut Certifier, id: u64, commit_seq: &mut u64) -> Result<(), Refused> {
         let key = format!("m/{id}");
         let at = *commit_seq;
-        commit_as(c, Some("mallory"), id, at - 1, at, &[], &[&key], WriteClass::Write)?;
+        commit_as(
+            c,
+            Some("mallory"),
+            id,
+            at - 1,
+            at,
+            &[],
+            &[&key],
+            WriteClass::Write,
+        )?;
         *commit_seq += 2;
         Ok(())
     }
@@ -1012,11 +1019,55 @@ mod tests {
         let victim_commit = at;
         at += 2;
         let (r, w) = (["v/a"], ["v/a"]);
-        commit_as(&mut c, Some("v"), 1, 0, victim_commit, &r, &w, WriteClass::Write).unwrap();
+        commit_as(
+            &mut c,
+            Some("v"),
+            1,
+            0,
+            victim_commit,
+            &r,
+            &w,
+            WriteClass::Write,
+        )
+        .unwrap();
         // Nobody is open: mallory's history goes for its own commits (window 0: at once).
         for id in 14..20 {
             flood(&mut c, id, &mut at).unwrap();
         }
+    }
+
+    /// Shares shrink as principals begin holding summaries: when those that filled larger
+    /// shares leave no room, a principal within its share is refused (`Budget`), and still
+    /// nobody open is expired.
+    #[test]
+    fn a_full_budget_of_needed_history_refuses_a_commit_and_expires_nobody() {
+        let one = footprint_bytes([b"m/10".to_vec()].iter(), &ReadSet::new(), &[]);
+        let mut c = Certifier::with_window(0, 6 * one);
+        let victim = c.register(1, 0, true);
+        let mut at = 1;
+        let mut put = |c: &mut Certifier, who: &str, id: u64| {
+            let key = format!("{who}/{id}");
+            let r = commit_as(c, Some(who), id, at - 1, at, &[], &[&key], WriteClass::Write);
+            at += 2;
+            r
+        };
+        // Alone, `a` may hold half; beside it, `b` a third; then `c` holds nothing yet.
+        for id in 10..13 {
+            put(&mut c, "a", id).unwrap();
+        }
+        for id in 20..22 {
+            put(&mut c, "b", id).unwrap();
+        }
+        put(&mut c, "c", 30).unwrap();
+        let refused = put(&mut c, "d", 40).unwrap_err();
+        let full = NoRoom::Budget {
+            held: 6 * one,
+            max: 6 * one,
+            needed: one,
+        };
+        assert_eq!(refused, Refused::NoRoom(full));
+        assert!(!victim.load(Ordering::Acquire), "nobody is expired");
+        assert_eq!(c.bytes(), 6 * one);
     }
 
     /// Summaries kept only for one-shot snapshots (no open transaction needs them) are
@@ -1026,7 +1077,17 @@ mod tests {
     fn a_principals_history_no_transaction_needs_makes_room_for_its_commits() {
         let one = footprint_bytes([b"m/10".to_vec()].iter(), &ReadSet::new(), &[]);
         let mut c = Certifier::with_window(1_000, 6 * one);
-        commit_as(&mut c, Some("a"), 1, 0, 1, &[], &["a/00"], WriteClass::Write).unwrap();
+        commit_as(
+            &mut c,
+            Some("a"),
+            1,
+            0,
+            1,
+            &[],
+            &["a/00"],
+            WriteClass::Write,
+        )
+        .unwrap();
         let mut at = 3;
         for id in 10..30 {
             flood(&mut c, id, &mut at).unwrap();
@@ -1038,7 +1099,11 @@ mod tests {
         let mallory = Some("mallory".to_string());
         assert_eq!(c.held.get(&mallory), Some(&(3 * one)));
         assert_eq!(c.held.get(&Some("a".to_string())), None);
-        assert_eq!(c.forgotten_to(), 18, "m/26, committed at offset 17, is forgotten");
+        assert_eq!(
+            c.forgotten_to(),
+            18,
+            "m/26, committed at offset 17, is forgotten"
+        );
     }
 
     #[test]

@@ -1240,17 +1240,26 @@ impl TxnStore {
     /// Step 1b for a transaction that writes: room in the certifier's budget for the
     /// summary it will leave, made before anything is appended (see the certifier's
     /// memory rules). No room unregisters it and counts the abort.
-    fn make_room(&self, state: &mut CommitState, parts: &TxnParts, certified: &Certified) -> Result<()> {
+    fn make_room(
+        &self,
+        state: &mut CommitState,
+        parts: &TxnParts,
+        certified: &Certified,
+    ) -> Result<()> {
         let needed = state.cert.bytes_to_keep(
             certified.serializable,
             &certified.classes,
             &parts.request.reads,
             &parts.request.ranges,
         );
-        let made = state.cert.make_room(parts.id, &parts.request.principal, needed);
+        let made = state
+            .cert
+            .make_room(parts.id, &parts.request.principal, needed);
         made.map_err(|no_room| {
             state.cert.finish(parts.id, certified.now_seq, None);
-            self.stats.aborts_certifier_full.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .aborts_certifier_full
+                .fetch_add(1, Ordering::Relaxed);
             TxnError::from(no_room)
         })
     }
