@@ -88,10 +88,9 @@ async fn with_txn<T: Send + 'static>(
     state.txns().touch(&entry);
     if let Err(e) = &result
         && e.is_retryable()
+        && let Some(t) = guard.take()
     {
-        if let Some(t) = guard.take() {
-            t.abort();
-        }
+        t.abort();
     }
     ended_by_error(state, &entry, result)
 }
@@ -114,10 +113,9 @@ async fn with_txn_inline<T>(
     state.txns().touch(&entry);
     if let Err(e) = &result
         && e.is_retryable()
+        && let Some(t) = guard.take()
     {
-        if let Some(t) = guard.take() {
-            t.abort();
-        }
+        t.abort();
     }
     ended_by_error(state, &entry, result)
 }
