@@ -1047,7 +1047,16 @@ mod tests {
         let mut at = 1;
         let mut put = |c: &mut Certifier, who: &str, id: u64| {
             let key = format!("{who}/{id}");
-            let r = commit_as(c, Some(who), id, at - 1, at, &[], &[&key], WriteClass::Write);
+            let r = commit_as(
+                c,
+                Some(who),
+                id,
+                at - 1,
+                at,
+                &[],
+                &[&key],
+                WriteClass::Write,
+            );
             at += 2;
             r
         };
