@@ -8,7 +8,7 @@ use std::rc::Rc;
 use anyhow::anyhow;
 use serde_json::Value;
 
-use super::Input;
+use super::input::Input;
 use super::rows::{Row, RowCap, is_row_too_long, open_capped};
 
 /// JSON Lines rows.

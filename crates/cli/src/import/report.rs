@@ -3,7 +3,7 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::Format;
+use super::input::Format;
 
 /// Latency percentiles, µs.
 #[derive(Debug, Clone, Serialize)]

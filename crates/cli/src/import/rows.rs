@@ -12,7 +12,7 @@ use flate2::read::MultiGzDecoder;
 use logbook_log::limits as log_limits;
 use serde_json::Value;
 
-use super::Input;
+use super::input::Input;
 
 /// A stable identity of the file: XXH3-64 of its content (decompressed if it is gzipped, so
 /// compressing the same file again does not change it), and its size as stored.

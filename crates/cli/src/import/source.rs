@@ -3,7 +3,7 @@
 use super::csv_rows::CsvRows;
 use super::jsonl_rows::JsonlRows;
 use super::rows::Row;
-use super::{Format, Input};
+use super::input::{Format, Input};
 use crate::flights;
 
 type Rows = Box<dyn Iterator<Item = anyhow::Result<Row>>>;
