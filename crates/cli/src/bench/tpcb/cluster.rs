@@ -22,10 +22,9 @@ use hyper::Method;
 use logbook_api::paths;
 use serde_json::json;
 
-use super::{
-    ACCOUNTS_PER_SCALE, Figures, TELLERS_PER_SCALE, TpcbArgs, bar, commit_latency_json,
-    fold_tallies, run_http_clients,
-};
+use super::args::{ACCOUNTS_PER_SCALE, TELLERS_PER_SCALE, TpcbArgs};
+use super::figures::{Figures, bar, commit_latency_json, fold_tallies};
+use super::http_clients::run_http_clients;
 use crate::bench::conn::{Conn, socket_addr};
 use crate::bench::kit::{latency_histogram, round3};
 

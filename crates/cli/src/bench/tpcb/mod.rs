@@ -31,16 +31,13 @@
 //!   per-transaction log (`--log`), as pgbench prints no percentiles.
 
 use std::collections::Bound;
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use logbook_api::paths;
 use logbook_log::Log;
 use logbook_txn::{
     Isolation, KeyRange, RetryPolicy, TxnError, TxnOptions, TxnStore, TxnStoreOptions, retry,
@@ -48,158 +45,22 @@ use logbook_txn::{
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::conn::Conn;
 use super::kit::{
-    TempDir, elapsed_us, file_system_of, latency_histogram, loadavg_1m, round1, round3, round4,
+    TempDir, elapsed_us, file_system_of, latency_histogram, loadavg_1m, round1, round3,
 };
 use super::postgres::{PG_SETTINGS, PgCluster, PgTools, PgbenchSummary, check_output};
 use super::server::{BenchServer, wait_ready};
 
+mod args;
 mod cluster;
+mod figures;
+mod http_clients;
 
-/// Arguments of `logbook bench tpcb`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TpcbArgs {
-    /// Isolation level of every transaction: read_committed, snapshot or serializable.
-    /// PostgreSQL runs at the matching level: read committed, repeatable read (its snapshot
-    /// isolation) or serializable.
-    #[arg(long, default_value = "serializable")]
-    isolation: Isolation,
-    /// How a transaction changes the balances: `rmw` reads each balance and writes the new
-    /// value (conflicts, retries — or lost updates at read_committed); `atomic` uses
-    /// increments evaluated at commit, which never conflict with each other.
-    #[arg(long, value_enum, default_value_t = Form::Rmw)]
-    form: Form,
-    /// Client threads, each running one transaction at a time (pgbench -c).
-    #[arg(long, default_value_t = 8)]
-    clients: usize,
-    /// Seconds of the measured run, per system (pgbench -T).
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Scale factor (pgbench -s): S branches, 10×S tellers, 100,000×S accounts.
-    #[arg(long, default_value_t = 10)]
-    scale: u32,
-    /// Tries per transaction, the first included (pgbench --max-tries).
-    #[arg(long, default_value_t = 10)]
-    max_tries: u32,
-    /// Let snapshots include commits that are certified but not yet durable (reads of them
-    /// wait for their fsync): `TxnStoreOptions::early_lock_release`. `false` makes
-    /// snapshots stop at the durable end of the commit stream.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    early_lock_release: bool,
-    /// Versions the store keeps for this many commits behind the newest
-    /// (`TxnStoreOptions::history_commits`). Needed with `--early-lock-release false` on the
-    /// current library: its garbage collector prunes below the newest commit, not below the
-    /// durable end where new snapshots then start, so reads would miss rows; 1000 keeps
-    /// every version such a snapshot can read (the durable end trails by one group commit).
-    #[arg(long, default_value_t = 0)]
-    history_commits: u64,
-    /// Directory for Logbook's store; it must be empty or absent and is kept afterwards.
-    /// Default: a fresh directory under the system temp directory, removed afterwards.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Skip the PostgreSQL peer.
-    #[arg(long)]
-    no_postgres: bool,
-    /// Directory holding PostgreSQL's initdb, postgres, pg_ctl, pg_isready (and pgbench,
-    /// else it is taken from PATH). Default: the newest /usr/lib/postgresql/*/bin, else
-    /// the directory `initdb` on PATH resolves to.
-    #[arg(long)]
-    pg_bin: Option<PathBuf>,
-    /// Seed of the clients' random choices (default: random; printed in `params`).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Where Logbook's transactions run: `in-process` (the `logbook-txn` library, one
-    /// thread per client) or `http` (each transaction driven through the HTTP API —
-    /// `POST /v1/txns`, kv get/put/increment, commit — of a `logbook serve` started in this
-    /// process; one keep-alive connection per client).
-    #[arg(long, value_enum, default_value_t = Over::InProcess)]
-    over: Over,
-    /// With `--over http`: how a transaction travels. `interactive`: begin, one request per
-    /// read and write, commit (ten round trips for `rmw`). `one-shot`: `POST /v1/kv/read`
-    /// of the three balances, then one `POST /v1/commits` declaring those reads (two round
-    /// trips for `rmw`, one for `atomic`).
-    #[arg(long, value_enum, default_value_t = Protocol::Interactive)]
-    protocol: Protocol,
-    /// With `--over http`: worker threads of the server's runtime.
-    #[arg(long, default_value_t = 2)]
-    server_threads: usize,
-    /// With `--over http`: worker threads of the clients' runtime.
-    #[arg(long, default_value_t = 2)]
-    client_threads: usize,
-    /// With `--over http`: also run the clients against this running cluster (its nodes'
-    /// URLs, comma-separated, e.g. `scripts/dev-cluster up`'s), spread round-robin over the
-    /// nodes, after the single node of this process: the rows are loaded over HTTP first
-    /// (overwriting the cluster's `a:`, `t:`, `b:` keys). Reported under `cluster`, with
-    /// commit latency on the certifier's leader and on the followers.
-    #[arg(long, value_delimiter = ',')]
-    cluster: Vec<String>,
-    /// The bearer token the clients send to `--cluster` (an admin token: it writes keys).
-    #[arg(long = "auth-token", env = "LOGBOOK_TOKEN", hide_env_values = true)]
-    auth_token: Option<String>,
-    /// Print the figures as one JSON object instead of a summary.
-    #[arg(long)]
-    json: bool,
-}
+pub use args::TpcbArgs;
+use args::{ACCOUNTS_PER_SCALE, Form, Over, Protocol, TELLERS_PER_SCALE};
+use figures::{ClientTally, Figures, bar, commit_latency_json, fold_tallies};
+use http_clients::run_http_clients;
 
-/// Where Logbook's side of the benchmark runs its transactions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Over {
-    /// Calls into `logbook-txn` from client threads.
-    InProcess,
-    /// HTTP requests to a server in this process.
-    Http,
-}
-
-impl Over {
-    fn name(self) -> &'static str {
-        match self {
-            Over::InProcess => "in-process",
-            Over::Http => "http",
-        }
-    }
-}
-
-/// How a transaction travels over HTTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Protocol {
-    /// An interactive transaction: a request per operation.
-    Interactive,
-    /// Reads at a snapshot, then one self-contained commit request.
-    OneShot,
-}
-
-impl Protocol {
-    fn name(self) -> &'static str {
-        match self {
-            Protocol::Interactive => "interactive",
-            Protocol::OneShot => "one-shot",
-        }
-    }
-}
-
-/// How a TPC-B transaction changes the balances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Form {
-    /// Read each balance, write the new value (get + put).
-    Rmw,
-    /// Increment each balance at commit.
-    Atomic,
-}
-
-impl Form {
-    fn name(self) -> &'static str {
-        match self {
-            Form::Rmw => "rmw",
-            Form::Atomic => "atomic",
-        }
-    }
-}
-
-/// Accounts per unit of scale (pgbench's `naccounts`).
-const ACCOUNTS_PER_SCALE: u64 = 100_000;
-/// Tellers per unit of scale (pgbench's `ntellers`).
-const TELLERS_PER_SCALE: u64 = 10;
 /// Keys per load commit (at most `logbook_txn::limits::WRITE_SET_KEYS_MAX`).
 const LOAD_KEYS_PER_COMMIT: usize = 10_000;
 /// Rows per scan of the consistency check (`logbook_txn::limits::SCAN_ROWS_MAX`).
@@ -305,48 +166,6 @@ struct LogbookRun {
     commit_latency: Option<Histogram<u64>>,
 }
 
-/// The figures both systems report.
-struct Figures {
-    committed: u64,
-    failed: u64,
-    /// Tries in all: committed and failed transactions' tries.
-    tries: u64,
-    /// Aborted tries.
-    aborts: u64,
-    seconds: f64,
-    /// Committed transactions' latency, µs.
-    latency: Histogram<u64>,
-}
-
-impl Figures {
-    fn tps(&self) -> f64 {
-        self.committed as f64 / self.seconds.max(1e-9)
-    }
-
-    fn json(&self) -> serde_json::Value {
-        let h = &self.latency;
-        let ms = |q: f64| round3(h.value_at_quantile(q) as f64 / 1000.0);
-        let ratio = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
-        json!({
-            "tps": round1(self.tps()),
-            "abort_rate": round4(ratio(self.aborts, self.tries)),
-            "failed_after_retries": self.failed,
-            "failed_rate": round4(ratio(self.failed, self.committed + self.failed)),
-            "latency_ms": {
-                "p50": ms(0.50),
-                "p95": ms(0.95),
-                "p99": ms(0.99),
-                "max": round3(h.max() as f64 / 1000.0),
-                "mean": round3(h.mean() / 1000.0),
-            },
-            "transactions": self.committed,
-            "tries": self.tries,
-            "aborts": self.aborts,
-            "seconds": round3(self.seconds),
-        })
-    }
-}
-
 /// The TPC-B consistency check: sums and row counts after the run.
 struct Consistency {
     accounts: (u64, i128),
@@ -449,47 +268,6 @@ fn load(store: &Arc<TxnStore>, scale: u32) -> anyhow::Result<()> {
     progress.inc(in_txn as u64);
     progress.finish_and_clear();
     Ok(())
-}
-
-fn bar(total: u64, what: &str) -> ProgressBar {
-    let target = if std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let progress = ProgressBar::with_draw_target(Some(total), target);
-    let template = format!("bench tpcb {what} [{{bar:30}}] {{pos}}/{{len}} {{elapsed_precise}}");
-    if let Ok(style) = ProgressStyle::with_template(&template) {
-        progress.set_style(style.progress_chars("=> "));
-    }
-    progress
-}
-
-/// One client's tallies.
-struct ClientTally {
-    committed: u64,
-    failed: u64,
-    tries: u64,
-    aborts: u64,
-    deltas: i128,
-    latency: Histogram<u64>,
-    /// Over HTTP: each commit request's latency (send to answer, µs), whatever its answer.
-    commit_latency: Histogram<u64>,
-}
-
-impl ClientTally {
-    /// Zero tallies and empty latency histograms.
-    fn new() -> anyhow::Result<Self> {
-        Ok(Self {
-            committed: 0,
-            failed: 0,
-            tries: 0,
-            aborts: 0,
-            deltas: 0,
-            latency: latency_histogram()?,
-            commit_latency: latency_histogram()?,
-        })
-    }
 }
 
 /// Runs the clients for `--seconds`; returns the figures and the sum of committed deltas.
@@ -798,373 +576,6 @@ fn run_logbook_http(args: &TpcbArgs, dir: &Path, seed: u64) -> anyhow::Result<Lo
     measured
 }
 
-/// Runs `--clients` client tasks for `--seconds`, client `c` on `addrs[c % addrs.len()]`;
-/// each client's tallies (in client order) and the seconds the run took.
-async fn run_http_clients(
-    args: &TpcbArgs,
-    addrs: &[std::net::SocketAddr],
-    seed: u64,
-    token: Option<&str>,
-) -> anyhow::Result<(Vec<ClientTally>, f64)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::with_capacity(args.clients);
-    for client in 0..args.clients {
-        let conn = Conn::open_as(addrs[client % addrs.len()], token).await?;
-        let (args, stop) = (args.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            http_client_loop(&args, conn, client, seed, &stop).await
-        }));
-    }
-    let started = Instant::now();
-    let progress = bar(args.seconds, "run over HTTP (s)");
-    let until = started + Duration::from_secs(args.seconds);
-    while Instant::now() < until && !tasks.iter().any(|t| t.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        progress.set_position(started.elapsed().as_secs());
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut tallies = Vec::with_capacity(tasks.len());
-    let mut first_error = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(t)) => tallies.push(t),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(anyhow::anyhow!("a client task failed: {e}"));
-            }
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    progress.finish_and_clear();
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok((tallies, seconds)),
-    }
-}
-
-/// The figures of clients' tallies over `seconds`, and the sum of their committed deltas.
-fn fold_tallies<'a>(
-    tallies: impl IntoIterator<Item = &'a ClientTally>,
-    seconds: f64,
-) -> anyhow::Result<(Figures, i128)> {
-    let mut figures = Figures {
-        committed: 0,
-        failed: 0,
-        tries: 0,
-        aborts: 0,
-        seconds,
-        latency: latency_histogram()?,
-    };
-    let mut deltas = 0i128;
-    for t in tallies {
-        figures.committed += t.committed;
-        figures.failed += t.failed;
-        figures.tries += t.tries;
-        figures.aborts += t.aborts;
-        figures.latency.add(&t.latency)?;
-        deltas += t.deltas;
-    }
-    Ok((figures, deltas))
-}
-
-/// How one try of a transaction over HTTP ended.
-enum Try {
-    /// Committed; the account's new balance.
-    Committed(i64),
-    /// `serialization_failure` (from an operation or the commit): retry the transaction.
-    Conflict,
-}
-
-/// One client's closed loop over its connection: transactions back to back until `stop`,
-/// each retried on `serialization_failure` with full-jitter backoff (as `logbook_txn::retry`).
-async fn http_client_loop(
-    args: &TpcbArgs,
-    mut conn: Conn,
-    client: usize,
-    seed: u64,
-    stop: &AtomicBool,
-) -> anyhow::Result<ClientTally> {
-    let scale = u64::from(args.scale);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(
-        seed ^ (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
-    let policy = RetryPolicy::default();
-    let begin_body = json!({ "isolation": args.isolation.to_string() }).to_string();
-    let mut tally = ClientTally::new()?;
-    let mut n: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let tx = TpcbTxn {
-            account: format!("a:{}", rng.gen_range(1..=ACCOUNTS_PER_SCALE * scale)),
-            teller: format!("t:{}", rng.gen_range(1..=TELLERS_PER_SCALE * scale)),
-            branch: format!("b:{}", rng.gen_range(1..=scale)),
-            history: format!("history:{client}:{n}"),
-            delta: rng.gen_range(-5000..=5000),
-        };
-        n += 1;
-        let started = Instant::now();
-        let mut tries = 0u32;
-        loop {
-            tries += 1;
-            let timing = &mut tally.commit_latency;
-            let outcome = match args.protocol {
-                Protocol::Interactive => {
-                    http_try(&mut conn, args.form, &begin_body, &tx, timing).await?
-                }
-                Protocol::OneShot => {
-                    one_shot_try(&mut conn, args.form, args.isolation, &tx, timing).await?
-                }
-            };
-            match outcome {
-                Try::Committed(_balance) => {
-                    tally.latency.saturating_record(elapsed_us(started));
-                    tally.committed += 1;
-                    tally.tries += u64::from(tries);
-                    tally.aborts += u64::from(tries - 1);
-                    tally.deltas += i128::from(tx.delta);
-                    break;
-                }
-                Try::Conflict if tries >= args.max_tries => {
-                    tally.failed += 1;
-                    tally.tries += u64::from(tries);
-                    tally.aborts += u64::from(tries);
-                    break;
-                }
-                Try::Conflict => {
-                    let cap = policy
-                        .base_delay_us
-                        .saturating_mul(1u64 << (tries - 1).min(20))
-                        .min(policy.max_delay_us);
-                    let wait = rng.gen_range(0..=cap);
-                    tokio::time::sleep(Duration::from_micros(wait)).await;
-                }
-            }
-        }
-    }
-    Ok(tally)
-}
-
-/// The keys and the delta of one TPC-B transaction.
-struct TpcbTxn {
-    account: String,
-    teller: String,
-    branch: String,
-    history: String,
-    delta: i64,
-}
-
-/// One try over HTTP: begin, the operations of `form`, commit. A `serialization_failure`
-/// anywhere is [`Try::Conflict`] (the server has then already ended the transaction; the
-/// abort sent anyway is for the other paths). Any other failure ends the benchmark.
-async fn http_try(
-    conn: &mut Conn,
-    form: Form,
-    begin_body: &str,
-    tx: &TpcbTxn,
-    commit_latency: &mut Histogram<u64>,
-) -> anyhow::Result<Try> {
-    use hyper::Method;
-    let (status, body) = conn
-        .call(Method::POST, &paths::txns(), Some(begin_body.to_string()))
-        .await?;
-    let begun = success(status, &body, "begin")?;
-    let Some(id) = begun["txn"].as_str().map(str::to_string) else {
-        bail!("begin answered without a txn: {begun}");
-    };
-    let result = async {
-        let balance = match form {
-            Form::Rmw => {
-                let a = http_balance(conn, &id, &tx.account).await?;
-                let Some(a) = a else { return Ok(None) };
-                if !http_put(conn, &id, &tx.account, json!(a + tx.delta)).await? {
-                    return Ok(None);
-                }
-                let Some(balance) = http_balance(conn, &id, &tx.account).await? else {
-                    return Ok(None);
-                };
-                for key in [&tx.teller, &tx.branch] {
-                    let Some(v) = http_balance(conn, &id, key).await? else {
-                        return Ok(None);
-                    };
-                    if !http_put(conn, &id, key, json!(v + tx.delta)).await? {
-                        return Ok(None);
-                    }
-                }
-                Some(balance)
-            }
-            Form::Atomic => {
-                let by = json!({ "by": tx.delta }).to_string();
-                for key in [&tx.account, &tx.teller, &tx.branch] {
-                    let (status, body) = conn
-                        .call(
-                            Method::POST,
-                            &paths::txn_increment(&id, key),
-                            Some(by.clone()),
-                        )
-                        .await?;
-                    if conflict(status, &body, "increment")? {
-                        return Ok(None);
-                    }
-                }
-                Some(0)
-            }
-        };
-        let Some(balance) = balance else {
-            return Ok(None);
-        };
-        let row = json!(format!("{},{},{}", tx.teller, tx.branch, tx.delta));
-        if !http_put(conn, &id, &tx.history, row).await? {
-            return Ok(None);
-        }
-        let sent = Instant::now();
-        let (status, body) = conn
-            .call(Method::POST, &paths::txn_commit(&id), None)
-            .await?;
-        commit_latency.saturating_record(elapsed_us(sent));
-        if conflict(status, &body, "commit")? {
-            return Ok(None);
-        }
-        let committed: serde_json::Value = serde_json::from_slice(&body)?;
-        Ok::<_, anyhow::Error>(Some(match form {
-            Form::Rmw => balance,
-            Form::Atomic => committed["incremented"][&tx.account]
-                .as_i64()
-                .with_context(|| format!("the commit reported no balance for {}", tx.account))?,
-        }))
-    }
-    .await?;
-    match result {
-        Some(balance) => Ok(Try::Committed(balance)),
-        None => {
-            // Usually already ended by the server (404 then); the answer does not matter.
-            let _ = conn
-                .call(Method::POST, &paths::txn_abort(&id), None)
-                .await?;
-            Ok(Try::Conflict)
-        }
-    }
-}
-
-/// One try in the one-round-trip form: `rmw` reads the three balances at one snapshot
-/// (`POST /v1/kv/read`) and commits the new ones with those reads declared; `atomic`
-/// commits the increments and the history row at once (`POST /v1/commits`).
-async fn one_shot_try(
-    conn: &mut Conn,
-    form: Form,
-    isolation: Isolation,
-    tx: &TpcbTxn,
-    commit_latency: &mut Histogram<u64>,
-) -> anyhow::Result<Try> {
-    use hyper::Method;
-    let history = json!({"op": "put", "key": tx.history,
-        "value": format!("{},{},{}", tx.teller, tx.branch, tx.delta)});
-    let keys = [&tx.account, &tx.teller, &tx.branch];
-    let body = match form {
-        Form::Rmw => {
-            let read = json!({ "keys": keys }).to_string();
-            let (status, body) = conn
-                .call(Method::POST, &paths::kv_read(), Some(read))
-                .await?;
-            if conflict(status, &body, "read")? {
-                return Ok(Try::Conflict);
-            }
-            let read: serde_json::Value = serde_json::from_slice(&body)?;
-            let mut reads = Vec::new();
-            let mut writes = Vec::new();
-            for (i, key) in keys.iter().enumerate() {
-                let found = &read["keys"][i];
-                let v = found["value"]
-                    .as_i64()
-                    .with_context(|| format!("row {key} does not hold an integer: {found}"))?;
-                reads.push(json!({"key": key, "version": found["version"]}));
-                writes.push(json!({"op": "put", "key": key, "value": v + tx.delta}));
-            }
-            writes.push(history);
-            json!({"isolation": isolation.to_string(), "snapshot": read["snapshot"],
-                "reads": reads, "writes": writes})
-        }
-        Form::Atomic => {
-            let mut writes: Vec<serde_json::Value> = keys
-                .iter()
-                .map(|k| json!({"op": "increment", "key": k, "by": tx.delta}))
-                .collect();
-            writes.push(history);
-            json!({"isolation": isolation.to_string(), "writes": writes})
-        }
-    };
-    let sent = Instant::now();
-    let (status, answer) = conn
-        .call(Method::POST, &paths::commits(), Some(body.to_string()))
-        .await?;
-    commit_latency.saturating_record(elapsed_us(sent));
-    if conflict(status, &answer, "commit")? {
-        return Ok(Try::Conflict);
-    }
-    let committed: serde_json::Value = serde_json::from_slice(&answer)?;
-    Ok(Try::Committed(match form {
-        Form::Rmw => body["writes"][0]["value"].as_i64().unwrap_or_default(),
-        Form::Atomic => committed["incremented"][&tx.account]
-            .as_i64()
-            .with_context(|| format!("the commit reported no balance for {}", tx.account))?,
-    }))
-}
-
-/// A balance read in the transaction: `Some(value)`, or None on a conflict.
-async fn http_balance(conn: &mut Conn, txn: &str, key: &str) -> anyhow::Result<Option<i64>> {
-    let (status, body) = conn
-        .call(hyper::Method::GET, &paths::txn_key(txn, key), None)
-        .await?;
-    if conflict(status, &body, "get")? {
-        return Ok(None);
-    }
-    let row: serde_json::Value = serde_json::from_slice(&body)?;
-    row["value"]
-        .as_i64()
-        .map(Some)
-        .with_context(|| format!("row {key} does not hold an integer: {row}"))
-}
-
-/// A put in the transaction; false on a conflict.
-async fn http_put(
-    conn: &mut Conn,
-    txn: &str,
-    key: &str,
-    value: serde_json::Value,
-) -> anyhow::Result<bool> {
-    let (status, body) = conn
-        .call(
-            hyper::Method::PUT,
-            &paths::txn_key(txn, key),
-            Some(json!({ "value": value }).to_string()),
-        )
-        .await?;
-    Ok(!conflict(status, &body, "put")?)
-}
-
-/// True for a retryable 409 (`serialization_failure`, `snapshot_too_old`); Ok(false) for a
-/// success; an error otherwise.
-fn conflict(status: u16, body: &[u8], what: &str) -> anyhow::Result<bool> {
-    if (200..300).contains(&status) {
-        return Ok(false);
-    }
-    let problem: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    if status == 409
-        && (problem["code"] == "serialization_failure" || problem["code"] == "snapshot_too_old")
-    {
-        return Ok(true);
-    }
-    bail!("{what}: HTTP {status}: {}", String::from_utf8_lossy(body))
-}
-
-/// The JSON of a success; an error naming `what` otherwise.
-fn success(status: u16, body: &[u8], what: &str) -> anyhow::Result<serde_json::Value> {
-    if !(200..300).contains(&status) {
-        bail!("{what}: HTTP {status}: {}", String::from_utf8_lossy(body));
-    }
-    Ok(serde_json::from_slice(body)?)
-}
-
 // ---------------------------------------------------------------------------------------
 // The PostgreSQL peer
 
@@ -1464,15 +875,6 @@ fn report_json(
     report
 }
 
-/// Commit requests' latency: p50 and p99 in ms, and how many.
-fn commit_latency_json(h: &Histogram<u64>) -> serde_json::Value {
-    json!({
-        "p50": round3(h.value_at_quantile(0.50) as f64 / 1000.0),
-        "p99": round3(h.value_at_quantile(0.99) as f64 / 1000.0),
-        "requests": h.len(),
-    })
-}
-
 fn print_summary(r: &serde_json::Value) {
     let p = &r["params"];
     println!(
@@ -1531,19 +933,6 @@ fn print_summary(r: &serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_serialization_failures_are_retried_over_http() {
-        let problem = br#"{"type":"about:blank","code":"serialization_failure","status":409}"#;
-        assert!(conflict(409, problem, "commit").is_ok_and(|c| c));
-        let too_old = br#"{"code":"snapshot_too_old","status":409}"#;
-        assert!(conflict(409, too_old, "commit").is_ok_and(|c| c));
-        assert!(conflict(204, b"", "put").is_ok_and(|c| !c));
-        let other = br#"{"code":"version_mismatch","status":409}"#;
-        assert!(conflict(409, other, "commit").is_err());
-        assert!(conflict(500, b"oops", "get").is_err());
-        assert!(conflict(409, b"not json", "get").is_err());
-    }
 
     #[test]
     fn pgbench_log_lines_count_tries_and_aborts() -> anyhow::Result<()> {
