@@ -1,9 +1,9 @@
 //! The rows of an input, read by the reader its format names.
 
 use super::csv_rows::CsvRows;
+use super::input::{Format, Input};
 use super::jsonl_rows::JsonlRows;
 use super::rows::Row;
-use super::input::{Format, Input};
 use crate::flights;
 
 type Rows = Box<dyn Iterator<Item = anyhow::Result<Row>>>;

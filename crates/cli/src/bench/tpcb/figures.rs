@@ -125,4 +125,3 @@ pub(super) fn commit_latency_json(h: &Histogram<u64>) -> serde_json::Value {
         "requests": h.len(),
     })
 }
-

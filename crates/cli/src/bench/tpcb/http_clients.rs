@@ -360,7 +360,6 @@ fn success(status: u16, body: &[u8], what: &str) -> anyhow::Result<serde_json::V
     Ok(serde_json::from_slice(body)?)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
