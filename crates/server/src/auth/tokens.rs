@@ -554,11 +554,15 @@ impl Tokens {
     pub fn revoke(&self, id: &str) -> Result<TokenInfo, AuthError> {
         let _turn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..REVOKE_TRIES {
+            // The end as the log's authority knows it, taken before catching up: the table
+            // then holds every record below it, and the append lands only if none came since.
+            // (Not the table's next offset: a replicated log's end need not be last + 1.)
+            let end = self.stream.partition(0)?.latest_end_offset()?;
             self.catch_up()?;
-            let (info, last_admin, end) = {
+            let (info, last_admin) = {
                 let table = self.table.read().unwrap_or_else(|e| e.into_inner());
                 let info = table.info(id)?;
-                (info, table.last_live_admin(id, now_ms()), table.next)
+                (info, table.last_live_admin(id, now_ms()))
             };
             if info.revoked_at_ms.is_some() {
                 return Ok(info);
