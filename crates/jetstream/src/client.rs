@@ -61,7 +61,7 @@ impl JetStreamLog {
     /// by itself (to any server of the cluster) for as long as it lives. Starts a task (on
     /// the calling runtime) that follows the streams' leader elections, so an append waiting
     /// for a dead leader's acknowledgment is sent again as soon as a new leader is elected
-    /// ([`crate::resend`]).
+    /// (the crate's `resend` module).
     ///
     /// # Errors
     /// [`JetStreamError::InvalidArgument`] for no URLs or a zero timeout,

@@ -226,7 +226,7 @@ impl JetStreamPartition {
     /// Outcome unknown: [`JetStreamError::OutcomeUnknown`] — retry with the same message id;
     /// also when a new leader of the stream was elected (or the connection re-established)
     /// while the acknowledgment was awaited, without waiting out the deadline: the one who
-    /// was sent the message may be gone ([`crate::resend`]).
+    /// was sent the message may be gone (the crate's `resend` module).
     pub async fn append(
         &self,
         batch: impl Into<Message>,

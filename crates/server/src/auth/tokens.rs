@@ -546,7 +546,7 @@ impl Tokens {
     /// `admin` token (unrevoked, unexpired) is not revoked: without one no token could be
     /// made again. That check and the revocation are one step across nodes: the record is
     /// appended only where `_auth` ended when the table was looked at, else the table
-    /// catches up and looks again (at most [`REVOKE_TRIES`] times).
+    /// catches up and looks again (at most `REVOKE_TRIES` (8) times).
     ///
     /// # Errors
     /// [`AuthError::UnknownToken`], [`AuthError::LastAdmin`], [`AuthError::Contended`],
