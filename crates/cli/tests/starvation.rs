@@ -513,7 +513,11 @@ fn limits_state_the_settings_in_force_and_the_callers_quotas() {
     );
     assert_eq!(quotas["open_transactions"], json!({"used": 3, "max": 10}));
     assert_eq!(quotas["requests_in_flight"]["used"], 1, "this request");
-    assert_eq!(quotas["connections"]["used"], 1, "{limits}");
+    // The client's pool may open a second connection when it checks one out before the
+    // previous answer's connection is back in the pool (CI saw 2), so the count is bounded
+    // by the hoarder's four requests, not pinned to one.
+    let connections = quotas["connections"]["used"].as_u64().unwrap();
+    assert!((1..=4).contains(&connections), "{limits}");
     // Another principal sees its own counts only.
     let (status, theirs) = call(&good_client(&serve, &good), "GET", "/v1/limits", None);
     assert_eq!(status, 200, "{theirs}");
