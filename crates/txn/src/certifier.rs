@@ -82,7 +82,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::ConflictKind;
+use crate::error::{ConflictKind, TxnError};
 
 /// How a transaction touches a key it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +190,25 @@ pub(crate) enum NoRoom {
         max: usize,
         needed: usize,
     },
+}
+
+/// A commit refused for want of room is the caller's retryable error (here, beside the
+/// refusal, so that the error module names nothing of the certifier's).
+impl From<NoRoom> for TxnError {
+    fn from(no_room: NoRoom) -> Self {
+        match no_room {
+            NoRoom::Share {
+                held,
+                share,
+                needed,
+            } => TxnError::CertifierShareFull {
+                held,
+                share,
+                needed,
+            },
+            NoRoom::Budget { held, max, needed } => TxnError::CertifierFull { held, max, needed },
+        }
+    }
 }
 
 /// What one entry of a summary (a key, a range) costs in the certifier's byte budget

@@ -364,21 +364,3 @@ impl TxnError {
 
 /// Result alias of this crate.
 pub type Result<T, E = TxnError> = std::result::Result<T, E>;
-
-impl From<crate::certifier::NoRoom> for TxnError {
-    fn from(no_room: crate::certifier::NoRoom) -> Self {
-        use crate::certifier::NoRoom;
-        match no_room {
-            NoRoom::Share {
-                held,
-                share,
-                needed,
-            } => TxnError::CertifierShareFull {
-                held,
-                share,
-                needed,
-            },
-            NoRoom::Budget { held, max, needed } => TxnError::CertifierFull { held, max, needed },
-        }
-    }
-}

@@ -47,6 +47,7 @@ mod follower;
 pub mod limits;
 mod mvcc;
 mod oneshot;
+mod open;
 pub mod record;
 mod request;
 mod retry;

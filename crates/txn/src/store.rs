@@ -412,13 +412,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl TxnStore {
-    /// Opens (or creates) the commit stream in `log` and rebuilds the table from it.
+    /// Opens (or creates) the commit stream in `log` and rebuilds the table from it: the
+    /// store of [`TxnStore::open`], before a cluster follower's thread is started.
     ///
     /// # Errors
-    /// [`TxnError::CommitStream`] if the stream exists with more than one partition or has
-    /// lost its first records to retention; [`TxnError::Corrupt`] if a record is not a
-    /// commit record; [`TxnError::Log`] for log failures.
-    pub fn open(log: &dyn LogBackend, options: TxnStoreOptions) -> Result<Arc<TxnStore>> {
+    /// As [`TxnStore::open`].
+    pub(crate) fn rebuild(log: &dyn LogBackend, options: TxnStoreOptions) -> Result<Arc<TxnStore>> {
         let stream = match log.stream(&options.stream) {
             Ok(s) => s,
             Err(LogError::UnknownStream { .. }) => {
@@ -485,9 +484,6 @@ impl TxnStore {
             poisoned: AtomicBool::new(false),
             stats: TxnStats::default(),
         });
-        if store.options.elected {
-            crate::follower::start(&store)?;
-        }
         Ok(store)
     }
 
