@@ -21,7 +21,7 @@ use logbook_api::client::{
     ClientConfig, ClientError, ClientOptions, RawRequest, RetryPolicy, Verb,
 };
 use logbook_api::paths::Query;
-use logbook_api::problem::Problem;
+use logbook_api::problem::{Problem, ProblemCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -215,6 +215,16 @@ impl fmt::Display for ApiProblem {
 }
 
 impl std::error::Error for ApiProblem {}
+
+impl ApiProblem {
+    /// Whether the server's code is one of `codes` (a code this CLI does not know is none
+    /// of them).
+    pub fn is_any(&self, codes: &[ProblemCode]) -> bool {
+        self.problem
+            .known_code()
+            .is_some_and(|code| codes.contains(&code))
+    }
+}
 
 /// A successful answer: status and body — the decoded JSON (`null` when the body is empty),
 /// or, from the `*_as` calls, the `logbook_api` type the route answers.
@@ -493,13 +503,7 @@ impl Client {
     fn send_as<T: DeserializeOwned>(&self, request: RawRequest) -> anyhow::Result<Answer<T>> {
         let (method, path) = (verb_name(request.verb), request.path.clone());
         let (status, bytes) = self.send_once(request)?;
-        let body = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{method} {path}: the answer is not the {} this CLI reads (a server of \
-                 another version?)",
-                type_name::<T>()
-            )
-        })?;
+        let body = decode_as(method, &path, &bytes)?;
         Ok(Answer { status, body })
     }
 
@@ -657,6 +661,17 @@ fn verb_name(verb: Verb) -> &'static str {
     }
 }
 
+/// A 2xx answer's body as the api type `T`; an error names the request and the type.
+fn decode_as<T: DeserializeOwned>(method: &str, path: &str, bytes: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).with_context(|| {
+        format!(
+            "{method} {path}: the answer is not the {} this CLI reads (a server of another \
+             version?)",
+            type_name::<T>()
+        )
+    })
+}
+
 /// `request` with the headers a command sends: `Idempotency-Key` and `traceparent`.
 fn with_headers(request: RawRequest, headers: &[(&str, &str)]) -> anyhow::Result<RawRequest> {
     let mut request = request;
@@ -690,12 +705,13 @@ impl Client {
     /// One attempt of `POST path` with a body that is already JSON text, and extra headers.
     /// Unlike [`Client::post`], the error says whether a retry may help ([`Failure`]);
     /// retrying is the caller's choice (safe with an `Idempotency-Key`).
-    pub fn try_post_json(
+    /// A 2xx answer's body is decoded as the api type `T`.
+    pub fn try_post_json<T: DeserializeOwned>(
         &self,
         path: &str,
         json: &[u8],
         headers: &[(&str, &str)],
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Answer<T>, Failure> {
         let fail = |error: anyhow::Error| Failure {
             retry_after: None,
             transient: false,
@@ -707,13 +723,7 @@ impl Client {
             .map_err(fail)?;
         match self.inner.send_raw(request) {
             Ok(answer) => {
-                let body = if answer.body.iter().all(u8::is_ascii_whitespace) {
-                    Value::Null
-                } else {
-                    serde_json::from_slice(&answer.body).map_err(|e| {
-                        fail(anyhow::anyhow!("POST {path}: the answer is not JSON: {e}"))
-                    })?
-                };
+                let body = decode_as("POST", path, &answer.body).map_err(fail)?;
                 Ok(Answer {
                     status: answer.status,
                     body,
@@ -755,6 +765,11 @@ impl Client {
 /// The problem behind an error of [`Client`], if the server answered with one.
 pub fn problem_of(error: &anyhow::Error) -> Option<&ApiProblem> {
     error.downcast_ref::<ApiProblem>()
+}
+
+/// Whether `error` is the server's answer with the problem code `code`.
+pub fn is_problem(error: &anyhow::Error, code: ProblemCode) -> bool {
+    problem_of(error).is_some_and(|p| p.is_any(&[code]))
 }
 
 /// Reads a JSON document given on the command line: the text itself, or `@FILE`.

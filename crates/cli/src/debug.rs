@@ -20,7 +20,7 @@ use logbook_log::{FsyncPolicy, Log, Record, StreamAppend, StreamConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::DataDirArgs;
+use crate::data_dir::DataDirArgs;
 
 /// Test-suite commands: each is a child process that a crash test kills.
 #[derive(Debug, clap::Subcommand)]

@@ -34,6 +34,31 @@ use flate2::read::MultiGzDecoder;
 /// It holds 27,004 flights (plus the header line) in gzip-compressed CSV.
 pub const DEFAULT_SAMPLE: &str = "samples/flights-2013-01.csv.gz";
 
+/// Finds the bundled sample ([`DEFAULT_SAMPLE`]) under the working directory or one of its
+/// parents, else under the running binary's directory or one of its parents
+/// (`target/release/logbook` in a checkout). Never a path fixed when the binary was built: a
+/// binary moved elsewhere finds the sample of the checkout it is run in or beside.
+///
+/// # Errors
+/// No sample in any of those places (the error names where to run, and `--sample`).
+pub fn bundled_sample() -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok();
+    let exe_dir = exe.as_deref().and_then(Path::parent);
+    cwd.as_deref()
+        .into_iter()
+        .chain(exe_dir)
+        .flat_map(Path::ancestors)
+        .map(|dir| dir.join(DEFAULT_SAMPLE))
+        .find(|path| path.is_file())
+        .with_context(|| {
+            format!(
+                "the bundled sample {DEFAULT_SAMPLE} is neither under the working directory nor \
+                 beside this binary; run inside the repository or pass the file (--sample / --data)"
+            )
+        })
+}
+
 /// The columns of `flights.csv`, in file order, with their kind.
 const COLUMNS: [(&str, Kind); 19] = [
     ("year", Kind::Int),

@@ -15,7 +15,7 @@ use logbook_log::{
 };
 use serde_json::json;
 
-use crate::DataDirArgs;
+use crate::data_dir::DataDirArgs;
 
 /// Appends of `log append` (without `--request-id`) queued but not yet acknowledged: enough
 /// for the partition writers to group-commit them, few enough to bound memory.

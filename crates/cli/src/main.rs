@@ -24,6 +24,7 @@ mod bench;
 mod client;
 mod cluster_cmd;
 mod commit_cmd;
+mod data_dir;
 mod data_subject_cmd;
 mod debug;
 mod derived_cmd;
@@ -43,8 +44,6 @@ mod tls_cmd;
 mod token_cmd;
 mod txn_cmd;
 mod view_cmd;
-
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -72,15 +71,6 @@ enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// Options every command that touches a data directory takes.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DataDirArgs {
-    /// The data directory. `log create` and `quickstart` create it if missing; other
-    /// commands require an existing one. One process at a time may open it.
-    #[arg(long, env = "LOGBOOK_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

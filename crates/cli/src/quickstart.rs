@@ -30,12 +30,17 @@ use anyhow::{Context, anyhow, bail};
 use hdrhistogram::Histogram;
 use logbook_server::{ConfigLayer, Server, ServerError, limits};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
-use logbook_api::paths;
+use logbook_api::streams::StreamInfo;
+use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, Isolation, PutBody, Row};
+use logbook_api::views::{ViewDetail, ViewOut, ViewRow, ViewRows};
+use logbook_api::{ProblemCode, paths};
 
-use crate::client::{Client, ServerArgs, problem_of};
-use crate::flights::{self, DEFAULT_SAMPLE};
+use crate::client::{Answer, Client, Empty, ServerArgs, is_problem};
+use crate::data_dir::DataDirArgs;
+use crate::flights;
 use crate::import::{self, Format, ImportReport, Input, Percentiles, Settings, grouped, micros};
 
 /// Arguments of `logbook quickstart`.
@@ -49,7 +54,7 @@ Examples:
 Run it again at any time: it appends nothing twice (every write has a request id).")]
 pub struct QuickstartArgs {
     #[command(flatten)]
-    data: crate::DataDirArgs,
+    data: DataDirArgs,
     /// Address of the HTTP API, HOST:PORT; port 0 picks a free one.
     #[arg(long, env = "LOGBOOK_LISTEN", default_value = "127.0.0.1:7700")]
     listen: String,
@@ -268,13 +273,13 @@ pub struct QuickstartReport {
     /// The transactions.
     pub transactions: Vec<TxnReport>,
     /// The sample's first flight (its key and value): the transactions book seats on it.
-    pub flight: Value,
+    pub flight: FirstFlight,
     /// The key-value key counting the seats booked on it.
     pub seats_key: String,
     /// Its value, read after the transactions.
-    pub seats_booked: Value,
+    pub seats_booked: Box<RawValue>,
     /// Some view rows to look at.
-    pub rows: Value,
+    pub rows: SomeRows,
     /// The whole run until the report, s.
     pub elapsed_s: f64,
 }
@@ -310,8 +315,8 @@ pub struct TxnReport {
     pub request_id: String,
     /// What it does.
     pub about: String,
-    /// The `_txn` offset of its commit record.
-    pub offset: Value,
+    /// The `_txn` offset of its commit record (none for a transaction that wrote nothing).
+    pub offset: Option<u64>,
     /// True when the commit was a retry of one already made (by an earlier run): answered
     /// with the original commit, nothing written.
     pub duplicate: bool,
@@ -339,9 +344,15 @@ fn steps(
     ))?;
     if args.fresh {
         for (view, _, _) in VIEWS {
-            ignore_missing(client.delete(&paths::view(view), &[]), "unknown_view")?;
+            ignore_missing(
+                client.delete(&paths::view(view), &[]),
+                ProblemCode::UnknownView,
+            )?;
         }
-        ignore_missing(client.delete(&paths::stream(STREAM), &[]), "unknown_stream")?;
+        ignore_missing(
+            client.delete(&paths::stream(STREAM), &[]),
+            ProblemCode::UnknownStream,
+        )?;
         say(format!(
             "--fresh: dropped the stream {STREAM:?} and the views (if they existed)"
         ))?;
@@ -349,16 +360,13 @@ fn steps(
 
     // 1 + 2: the stream and the import.
     // --partitions applies only to a stream created now: say what the stream really has.
-    let partitions = match client.get(&paths::stream(STREAM), &[]) {
-        Ok(answer) => match answer["partitions"].as_u64() {
-            Some(n) if n != u64::from(args.partitions) => format!(
-                "{n} partitions: it already existed, --partitions {} applies only when it is created",
-                args.partitions
-            ),
-            Some(n) => format!("{n} partitions, it already existed"),
-            None => "it already existed".to_string(),
-        },
-        Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == "unknown_stream") => {
+    let partitions = match client.get_as::<StreamInfo>(&paths::stream(STREAM), &[]) {
+        Ok(info) if info.partitions != args.partitions => format!(
+            "{} partitions: it already existed, --partitions {} applies only when it is created",
+            info.partitions, args.partitions
+        ),
+        Ok(info) => format!("{} partitions, it already existed", info.partitions),
+        Err(e) if is_problem(&e, ProblemCode::UnknownStream) => {
             format!("{} partitions, created now", args.partitions)
         }
         Err(e) => return Err(e.context(format!("looking up the stream {STREAM:?}"))),
@@ -379,7 +387,7 @@ fn steps(
         cancel: interrupted,
     };
     let imported = import::import(client, STREAM, &input, &settings).map_err(|e| {
-        if problem_of(&e).is_some_and(|p| p.problem.code == "request_id_conflict") {
+        if is_problem(&e, ProblemCode::RequestIdConflict) {
             // E.g. a data directory filled by an older quickstart, which stored the flights
             // with their members in another order.
             e.context(format!(
@@ -400,10 +408,9 @@ fn steps(
     let mut views = Vec::with_capacity(VIEWS.len());
     let views_started = Instant::now();
     for (view, about, spec) in VIEWS {
-        let spec: Value = serde_json::from_str(spec).context("a built-in view spec")?;
-        let created = match client.put(&paths::view(view), &spec) {
+        let created = match client.put_raw::<ViewOut>(&paths::view(view), spec) {
             Ok(answer) => answer.status == 201,
-            Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == "view_exists") => {
+            Err(e) if is_problem(&e, ProblemCode::ViewExists) => {
                 return Err(e.context(format!(
                     "the view {view:?} exists with another spec; drop it \
                      (curl -X DELETE {}/v1/views/{view}) or run the quickstart with --fresh",
@@ -444,7 +451,7 @@ fn steps(
             "   {:<24} {} → commit offset {}{}",
             t.request_id,
             t.about,
-            t.offset,
+            t.offset.map_or_else(|| "none".to_string(), |o| o.to_string()),
             if t.duplicate {
                 " (duplicate: committed by an earlier run; the original commit is returned, nothing written)"
             } else {
@@ -453,9 +460,9 @@ fn steps(
         ))?;
     }
     let seats_booked = client
-        .get(&paths::kv_key(&seats_key), &[])
-        .with_context(|| format!("reading {seats_key}"))?["value"]
-        .clone();
+        .get_as::<Row>(&paths::kv_key(&seats_key), &[])
+        .with_context(|| format!("reading {seats_key}"))?
+        .value;
     say(format!(
         "   {seats_key} = {seats_booked} (read outside a transaction: GET /v1/kv/…)"
     ))?;
@@ -471,7 +478,7 @@ fn steps(
         views,
         view_reads,
         transactions,
-        flight: json!({"key": first.key, "value": first.value}),
+        flight: first,
         seats_key,
         seats_booked,
         rows,
@@ -479,10 +486,10 @@ fn steps(
     })
 }
 
-fn ignore_missing(result: anyhow::Result<crate::client::Answer>, code: &str) -> anyhow::Result<()> {
+fn ignore_missing(result: anyhow::Result<Answer>, code: ProblemCode) -> anyhow::Result<()> {
     match result {
         Ok(_) => Ok(()),
-        Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == code) => Ok(()),
+        Err(e) if is_problem(&e, code) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -507,24 +514,21 @@ fn wait_caught_up(client: &Client, view: &str, progress: bool) -> anyhow::Result
         indicatif::ProgressBar::hidden()
     };
     loop {
-        let status = client.get(&path, &[])?;
-        let status = &status["status"];
-        if let Some(error) = status["error"].as_str() {
+        let status = client.get_as::<ViewDetail>(&path, &[])?.status;
+        if let Some(error) = &status.error {
             bail!("the view {view:?} stopped: {error}");
         }
-        let done = status["progress"]["done"].as_u64().unwrap_or(0);
-        let total = status["progress"]["total"].as_u64().unwrap_or(0);
-        bar.set_length(total);
-        bar.set_position(done);
-        if status["lag_records"].as_u64() == Some(0) {
+        bar.set_length(status.progress.total);
+        bar.set_position(status.progress.done);
+        if status.lag_records == 0 {
             bar.finish_and_clear();
-            let applied = status["applied"]
-                .as_object()
-                .map_or(0, |a| a.values().filter_map(Value::as_u64).sum());
-            return Ok(applied);
+            return Ok(status.applied.values().sum());
         }
         if Instant::now() > deadline {
-            bail!("the view {view:?} has not caught up after {WAIT_MAX:?}: {status}");
+            bail!(
+                "the view {view:?} has not caught up after {WAIT_MAX:?}: {} records behind",
+                status.lag_records
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -532,9 +536,12 @@ fn wait_caught_up(client: &Client, view: &str, progress: bool) -> anyhow::Result
 
 /// The first flight of the sample: the transactions book seats on it and the report shows
 /// its aircraft and its airport's day.
-struct FirstFlight {
-    key: String,
-    value: Value,
+#[derive(Debug, Serialize)]
+pub struct FirstFlight {
+    /// Its record key.
+    pub key: String,
+    /// Its record value (the sample's columns).
+    pub value: Value,
 }
 
 fn first_flight(sample: &Path) -> anyhow::Result<FirstFlight> {
@@ -547,15 +554,35 @@ fn first_flight(sample: &Path) -> anyhow::Result<FirstFlight> {
     })
 }
 
+/// A seat booking: the quickstart's own document in the key-value store (its members in
+/// this order, as every earlier run wrote them).
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Booking {
+    flight: String,
+    passenger: String,
+    seats: u32,
+}
+
 /// Three transactions, each committed with a fixed request id, so a second run commits
 /// nothing new (the server answers each commit with the original).
 fn book_seats(client: &Client, flight: &str, seats_key: &str) -> anyhow::Result<Vec<TxnReport>> {
     let booking = |n: u32| format!("booking:quickstart-{n}");
-    let put = |txn: &str, key: &str, value: Value| {
-        client.put(&paths::txn_key(txn, key), &json!({ "value": value }))
+    let put = |txn: &str, key: &str, value: &Booking| -> anyhow::Result<()> {
+        let body = PutBody {
+            value: serde_json::value::to_raw_value(value)?,
+            if_version: None,
+            if_absent: None,
+        };
+        client.put(&paths::txn_key(txn, key), &body)?;
+        Ok(())
     };
     let increment = |txn: &str, key: &str, by: i64| {
-        client.post(&paths::txn_increment(txn, key), &json!({ "by": by }), &[])
+        client.post(&paths::txn_increment(txn, key), &IncrementBody { by }, &[])
+    };
+    let seat_booking = |passenger: &str, seats: u32| Booking {
+        flight: flight.to_string(),
+        passenger: passenger.to_string(),
+        seats,
     };
     let mut reports = Vec::new();
     reports.push(transaction(
@@ -564,12 +591,7 @@ fn book_seats(client: &Client, flight: &str, seats_key: &str) -> anyhow::Result<
         "Ada books 2 seats (increment + put)",
         |txn| {
             increment(txn, seats_key, 2)?;
-            put(
-                txn,
-                &booking(1),
-                json!({"flight": flight, "passenger": "Ada Lovelace", "seats": 2}),
-            )?;
-            Ok(())
+            put(txn, &booking(1), &seat_booking("Ada Lovelace", 2))
         },
     )?);
     reports.push(transaction(
@@ -578,12 +600,7 @@ fn book_seats(client: &Client, flight: &str, seats_key: &str) -> anyhow::Result<
         "Alan books 1 seat (increment + put)",
         |txn| {
             increment(txn, seats_key, 1)?;
-            put(
-                txn,
-                &booking(2),
-                json!({"flight": flight, "passenger": "Alan Turing", "seats": 1}),
-            )?;
-            Ok(())
+            put(txn, &booking(2), &seat_booking("Alan Turing", 1))
         },
     )?);
     // A read-modify-write: serializable isolation makes a concurrent change of the booking
@@ -593,11 +610,11 @@ fn book_seats(client: &Client, flight: &str, seats_key: &str) -> anyhow::Result<
         "quickstart-add-seat-1",
         "Ada adds a seat (read, modify, write)",
         |txn| {
-            let current = client.get(&paths::txn_key(txn, &booking(1)), &[])?;
-            let mut value = current["value"].clone();
-            let seats = value["seats"].as_i64().unwrap_or(0);
-            value["seats"] = json!(seats + 1);
-            put(txn, &booking(1), value)?;
+            let current: Row = client.get_as(&paths::txn_key(txn, &booking(1)), &[])?;
+            let mut value: Booking = serde_json::from_str(current.value.get())
+                .context("the booking written by the first transaction")?;
+            value.seats += 1;
+            put(txn, &booking(1), &value)?;
             increment(txn, seats_key, 1)?;
             Ok(())
         },
@@ -607,7 +624,9 @@ fn book_seats(client: &Client, flight: &str, seats_key: &str) -> anyhow::Result<
 
 /// Runs `body` in a serializable transaction and commits it with `request_id`; a
 /// serialization failure re-runs the whole transaction (an aborted attempt leaves nothing
-/// behind, so the same request id is reused).
+/// behind, so the same request id is reused). Not `Client::transaction` of the api crate:
+/// that commits under a request id of its own, and a re-run of the quickstart must commit
+/// under the same fixed one to be answered as a duplicate.
 fn transaction(
     client: &Client,
     request_id: &str,
@@ -615,17 +634,18 @@ fn transaction(
     body: impl Fn(&str) -> anyhow::Result<()>,
 ) -> anyhow::Result<TxnReport> {
     const ATTEMPTS: u32 = 5;
+    let begin = BeginBody {
+        isolation: Some(Isolation::Serializable),
+        read_only: None,
+    };
     for attempt in 0..ATTEMPTS {
-        let begun = client.post(&paths::txns(), &json!({"isolation": "serializable"}), &[])?;
-        let txn = begun.body["txn"]
-            .as_str()
-            .context("the server's answer to POST /v1/txns has no txn")?
-            .to_string();
+        let txn = client.post_as::<Begun>(&paths::txns(), &begin, &[], 0)?.body.txn;
         let committed = body(&txn).and_then(|()| {
-            client.post(
+            client.post_as::<Committed>(
                 &paths::txn_commit(&txn),
-                &json!({}),
+                &Empty {},
                 &[("idempotency-key", request_id)],
+                0,
             )
         });
         match committed {
@@ -633,15 +653,15 @@ fn transaction(
                 return Ok(TxnReport {
                     request_id: request_id.to_string(),
                     about: about.to_string(),
-                    offset: answer.body["offset"].clone(),
-                    duplicate: answer.body["duplicate"].as_bool() == Some(true),
+                    offset: answer.body.offset,
+                    duplicate: answer.body.duplicate,
                     retries: attempt,
                 });
             }
             Err(e) => {
                 // Best effort: the transaction may be gone already (a failed commit ends it).
-                let _ = client.post(&paths::txn_abort(&txn), &json!({}), &[]);
-                if problem_of(&e).is_none_or(|p| p.problem.code != "serialization_failure") {
+                let _ = client.post(&paths::txn_abort(&txn), &Empty {}, &[]);
+                if !is_problem(&e, ProblemCode::SerializationFailure) {
                     return Err(e.context(format!("transaction {request_id}")));
                 }
             }
@@ -650,56 +670,54 @@ fn transaction(
     bail!("transaction {request_id}: serialization failures {ATTEMPTS} times in a row")
 }
 
-/// A few rows of each view, for the report.
-fn some_rows(client: &Client, first: &FirstFlight) -> anyhow::Result<Value> {
-    let rows = |view: &str, query: &[(&str, String)]| client.get(&paths::view_rows(view), query);
-    let mut carriers = rows("delay_by_carrier", &[("limit", "1000".into())])?["rows"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    // The busiest carriers first.
-    carriers.sort_by_key(|r| std::cmp::Reverse(r["value"]["flights"].as_u64().unwrap_or(0)));
-    carriers.truncate(5);
-    let tail = first.value["tailnum"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let aircraft = if tail.is_empty() {
-        Value::Null
-    } else {
-        client.get(&paths::view_row("flights_by_tailnum", &tail), &[])?
+/// Some rows of each view, for the report.
+#[derive(Debug, Serialize)]
+pub struct SomeRows {
+    /// The five busiest carriers.
+    pub delay_by_carrier: Vec<ViewRow>,
+    /// The first flight's aircraft (none when the flight has no tail number).
+    pub flights_by_tailnum: Option<ViewRow>,
+    /// Every airport on the first flight's day.
+    pub departures_by_origin_day: Vec<ViewRow>,
+}
+
+/// A few rows of each view, for the report. The rows' values are the views' own documents
+/// (the specs above name their members), read by those names.
+fn some_rows(client: &Client, first: &FirstFlight) -> anyhow::Result<SomeRows> {
+    let rows = |view: &str, limit: &str| {
+        client.get_as::<ViewRows>(&paths::view_rows(view), &[("limit", limit.into())])
     };
-    // Every airport on the first flight's day.
-    let all_days = rows("departures_by_origin_day", &[("limit", "10000".into())])?;
-    let same_day = |r: &&Value| {
+    let mut carriers = rows("delay_by_carrier", "1000")?.rows;
+    // The busiest carriers first.
+    carriers.sort_by_key(|r| std::cmp::Reverse(r.value["flights"].as_u64().unwrap_or(0)));
+    carriers.truncate(5);
+    let tail = first.value["tailnum"].as_str().unwrap_or_default();
+    let aircraft = if tail.is_empty() {
+        None
+    } else {
+        Some(client.get_as::<ViewRow>(&paths::view_row("flights_by_tailnum", tail), &[])?)
+    };
+    let same_day = |r: &ViewRow| {
         ["year", "month", "day"]
             .iter()
-            .all(|f| r["value"][f] == first.value[f])
+            .all(|f| r.value[f] == first.value[f])
     };
-    let days: Vec<Value> = all_days["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(same_day)
-        .cloned()
-        .collect();
-    Ok(json!({
-        "delay_by_carrier": carriers,
-        "flights_by_tailnum": aircraft,
-        "departures_by_origin_day": days,
-    }))
+    let mut days = rows("departures_by_origin_day", "10000")?.rows;
+    days.retain(same_day);
+    Ok(SomeRows {
+        delay_by_carrier: carriers,
+        flights_by_tailnum: aircraft,
+        departures_by_origin_day: days,
+    })
 }
 
 /// Point reads of every row of the two aggregates, round robin, one at a time.
 fn read_latency(client: &Client) -> anyhow::Result<ReadsReport> {
     let mut keys = Vec::new();
     for view in ["departures_by_origin_day", "delay_by_carrier"] {
-        let page = client.get(&paths::view_rows(view), &[("limit", "10000".into())])?;
-        for row in page["rows"].as_array().into_iter().flatten() {
-            if let Some(key) = row["key"].as_str() {
-                keys.push(paths::view_row(view, key));
-            }
-        }
+        let page: ViewRows =
+            client.get_as(&paths::view_rows(view), &[("limit", "10000".into())])?;
+        keys.extend(page.rows.iter().map(|row| paths::view_row(view, &row.key)));
     }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     if keys.is_empty() {
@@ -723,8 +741,8 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
     outln!();
     outln!("4. Look at the data");
     outln!("   delay_by_carrier — departure delays of the five busiest carriers:");
-    for row in r.rows["delay_by_carrier"].as_array().into_iter().flatten() {
-        let v = &row["value"];
+    for row in &r.rows.delay_by_carrier {
+        let v = &row.value;
         outln!(
             "     {:<3} {:>6} flights   average {:>5.1} min   longest {:>5} min",
             v["carrier"].as_str().unwrap_or("?"),
@@ -733,11 +751,12 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
             v["max_dep_delay"].as_i64().unwrap_or(0)
         );
     }
-    let aircraft = &r.rows["flights_by_tailnum"];
-    if let Some(keys) = aircraft["value"]["keys"].as_array() {
+    if let Some(aircraft) = &r.rows.flights_by_tailnum
+        && let Some(keys) = aircraft.value["keys"].as_array()
+    {
         outln!(
             "   flights_by_tailnum — aircraft {} flew {} flights, e.g. {}",
-            aircraft["key"].as_str().unwrap_or("?"),
+            aircraft.key,
             keys.len(),
             keys.iter()
                 .take(3)
@@ -746,20 +765,20 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
                 .join(", ")
         );
     }
-    let days = r.rows["departures_by_origin_day"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let days = r
+        .rows
+        .departures_by_origin_day
+        .iter()
         .map(|row| {
             format!(
                 "{} {}",
-                row["value"]["origin"].as_str().unwrap_or("?"),
-                row["value"]["departures"].as_u64().unwrap_or(0)
+                row.value["origin"].as_str().unwrap_or("?"),
+                row.value["departures"].as_u64().unwrap_or(0)
             )
         })
         .collect::<Vec<_>>();
     if !days.is_empty() {
-        let f = &r.flight["value"];
+        let f = &r.flight.value;
         outln!(
             "   departures_by_origin_day — departures on {}-{}-{}: {}",
             f["year"],
@@ -828,7 +847,7 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
         logbook_server::auth::tokens::ADMIN_TOKEN_FILE
     );
     let b = "--oauth2-bearer $LOGBOOK_TOKEN";
-    let f = &r.flight["value"];
+    let f = &r.flight.value;
     let text = |name: &str| f[name].as_str().unwrap_or_default().to_string();
     let (carrier, tail, origin) = (text("carrier"), text("tailnum"), text("origin"));
     outln!(
@@ -895,28 +914,13 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
     Ok(())
 }
 
-/// Finds the sample: the given path, or the bundled one relative to the working directory,
-/// or relative to the repository this binary was built from.
+/// The sample to import: the given path, or the bundled one ([`flights::bundled_sample`]).
 fn resolve_sample(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = given {
-        if path.exists() {
-            return Ok(path.to_path_buf());
-        }
-        bail!("--sample {}: no such file", path.display());
-    }
-    let candidates = [
-        PathBuf::from(DEFAULT_SAMPLE),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(DEFAULT_SAMPLE),
-    ];
-    // The second candidate is fixed at compile time: resolve it, so the report names the file
-    // really imported.
-    candidates
-        .iter()
-        .find(|p| p.exists())
-        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-        .with_context(|| {
-            format!("the bundled sample {DEFAULT_SAMPLE} was not found; run from the repository root or pass --sample")
-        })
+    let path = match given {
+        Some(path) if path.exists() => path.to_path_buf(),
+        Some(path) => bail!("--sample {}: no such file", path.display()),
+        None => flights::bundled_sample()?,
+    };
+    // The report names the file really imported.
+    Ok(std::fs::canonicalize(&path).unwrap_or(path))
 }

@@ -9,9 +9,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use logbook_api::paths;
+use logbook_api::views::{ViewDetail, ViewList};
 
 use crate::client::{Client, ServerArgs, print_json};
 
@@ -259,26 +261,34 @@ fn responses(samples: &[Sample]) -> BTreeMap<String, u64> {
     out
 }
 
+/// One version of a view and its lag (`--json`: an element of `views`).
+#[derive(Debug, Serialize)]
+struct ViewLag {
+    view: String,
+    version: u64,
+    /// Whether this version serves reads.
+    current: bool,
+    lag_records: u64,
+    lag_ms: i64,
+    /// Why the version stopped, if it did.
+    error: Option<String>,
+}
+
 /// The lag of every version of every view (from the views API: `/metrics` has no view
 /// gauges yet).
-fn view_lag(client: &Client) -> anyhow::Result<Vec<Value>> {
-    let list = client.get(&paths::views(), &[])?;
+fn view_lag(client: &Client) -> anyhow::Result<Vec<ViewLag>> {
+    let list: ViewList = client.get_as(&paths::views(), &[])?;
     let mut out = Vec::new();
-    for v in list["views"].as_array().map_or(&[][..], Vec::as_slice) {
-        let Some(name) = v["view"].as_str() else {
-            continue;
-        };
-        let detail = client.get(&paths::view(name), &[])?;
-        for version in detail["versions"].as_array().map_or(&[][..], Vec::as_slice) {
-            out.push(json!({
-                "view": name,
-                "version": version["version"],
-                "current": version["version"] == detail["current"],
-                "lag_records": version["lag_records"],
-                "lag_ms": version["lag_ms"],
-                "error": version["error"],
-            }));
-        }
+    for v in list.views {
+        let detail: ViewDetail = client.get_as(&paths::view(&v.view), &[])?;
+        out.extend(detail.versions.into_iter().map(|version| ViewLag {
+            view: v.view.clone(),
+            version: version.version,
+            current: version.version == detail.current,
+            lag_records: version.lag_records,
+            lag_ms: version.lag_ms,
+            error: version.error,
+        }));
     }
     Ok(out)
 }
@@ -410,16 +420,12 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         for v in &views {
             outln!(
                 "{:<24} {:>8} {:>12} {:>10}{}",
-                v["view"].as_str().unwrap_or_default(),
-                format!(
-                    "v{}{}",
-                    v["version"],
-                    if v["current"] == json!(true) { "*" } else { "" }
-                ),
-                v["lag_records"].to_string(),
-                v["lag_ms"].to_string(),
-                v["error"]
-                    .as_str()
+                v.view,
+                format!("v{}{}", v.version, if v.current { "*" } else { "" }),
+                v.lag_records,
+                v.lag_ms,
+                v.error
+                    .as_deref()
                     .map(|e| format!("  STOPPED: {e}"))
                     .unwrap_or_default()
             );

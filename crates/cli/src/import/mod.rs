@@ -57,9 +57,11 @@ use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logbook_log::limits as log_limits;
 
+use logbook_api::ProblemCode;
 use logbook_api::paths;
+use logbook_api::streams::CreateStream;
 
-use crate::client::{Client, ServerArgs, problem_of};
+use crate::client::{Client, ServerArgs, is_problem, problem_of};
 
 mod csv_rows;
 mod input;
@@ -208,7 +210,7 @@ pub fn import(
     let stream_path = paths::stream(stream);
     let exists = match client.get(&stream_path, &[]) {
         Ok(_) => true,
-        Err(e) if problem_of(&e).is_some_and(|p| p.problem.code == "unknown_stream") => false,
+        Err(e) if is_problem(&e, ProblemCode::UnknownStream) => false,
         Err(e) => return Err(e.context(format!("looking up stream {stream:?}"))),
     };
     if !exists && settings.create_partitions.is_none() {
@@ -239,7 +241,10 @@ pub fn import(
         let answer = client
             .put(
                 &stream_path,
-                &serde_json::json!({ "partitions": partitions }),
+                &CreateStream {
+                    partitions: Some(partitions),
+                    ..CreateStream::default()
+                },
             )
             .with_context(|| format!("creating stream {stream:?}"))?;
         created_stream = answer.status == 201;
@@ -352,10 +357,7 @@ pub fn import(
     if let Some((line, error)) = failure.into_inner().ok().flatten() {
         // Re-running helps with a line's or the network's trouble, not with these.
         let stream_level = problem_of(&error).is_some_and(|p| {
-            matches!(
-                p.problem.code.as_str(),
-                "reserved_stream" | "request_id_conflict"
-            )
+            p.is_any(&[ProblemCode::ReservedStream, ProblemCode::RequestIdConflict])
         });
         let advice = if stream_level {
             String::new()

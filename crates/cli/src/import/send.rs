@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rand::Rng;
 
+use logbook_api::ProblemCode;
+use logbook_api::streams::AppendOne;
+
 use super::report::Percentiles;
-use crate::client::{Client, problem_of};
+use crate::client::{Client, is_problem};
 
 /// A worker's counts.
 #[derive(Default)]
@@ -102,12 +105,11 @@ impl Sending<'_> {
             tally.sent_bytes += body.len() as u64;
             match self
                 .client
-                .try_post_json(self.path, body, &[("idempotency-key", request_id)])
+                .try_post_json::<AppendOne>(self.path, body, &[("idempotency-key", request_id)])
             {
                 Ok(answer) => {
                     let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    let duplicate =
-                        answer.status == 200 || answer.body["duplicate"].as_bool() == Some(true);
+                    let duplicate = answer.status == 200 || answer.body.duplicate;
                     if duplicate {
                         tally.duplicates += 1;
                     } else {
@@ -127,7 +129,7 @@ impl Sending<'_> {
                     if f.transient {
                         error = error.context(format!("no success after {retries} retries"));
                     }
-                    if problem_of(&error).is_some_and(|p| p.problem.code == "request_id_conflict") {
+                    if is_problem(&error, ProblemCode::RequestIdConflict) {
                         error = error.context(
                             "this file's content was imported into this stream before with other settings \
                              (--key, --format): its request ids are taken by other records. Import into a new \
