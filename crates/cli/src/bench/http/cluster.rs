@@ -21,7 +21,8 @@ use hyper::Method;
 use logbook_api::paths;
 use serde_json::json;
 
-use super::{HttpBenchArgs, RunResult, Target, measure};
+use super::args::HttpBenchArgs;
+use super::load::{RunResult, Target, measure};
 use crate::bench::conn::{Conn, socket_addr};
 use crate::bench::kit::round3;
 use crate::bench::server::wait_ready;

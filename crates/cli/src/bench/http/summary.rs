@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use super::RunResult;
+use super::load::RunResult;
 use crate::bench::kit::{round1, round3};
 
 /// A phase: op, mode and rate (open loop).
