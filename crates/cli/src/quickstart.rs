@@ -451,7 +451,8 @@ fn steps(
             "   {:<24} {} → commit offset {}{}",
             t.request_id,
             t.about,
-            t.offset.map_or_else(|| "none".to_string(), |o| o.to_string()),
+            t.offset
+                .map_or_else(|| "none".to_string(), |o| o.to_string()),
             if t.duplicate {
                 " (duplicate: committed by an earlier run; the original commit is returned, nothing written)"
             } else {
@@ -639,7 +640,10 @@ fn transaction(
         read_only: None,
     };
     for attempt in 0..ATTEMPTS {
-        let txn = client.post_as::<Begun>(&paths::txns(), &begin, &[], 0)?.body.txn;
+        let txn = client
+            .post_as::<Begun>(&paths::txns(), &begin, &[], 0)?
+            .body
+            .txn;
         let committed = body(&txn).and_then(|()| {
             client.post_as::<Committed>(
                 &paths::txn_commit(&txn),

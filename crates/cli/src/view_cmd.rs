@@ -13,11 +13,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use logbook_api::{ProblemCode, paths};
 use logbook_api::views::{
     RebuildBody, Rebuilt, RolloutOut, StatusOut, SwitchBody, ViewDetail, ViewList, ViewOut,
     ViewRow, ViewRows,
 };
+use logbook_api::{ProblemCode, paths};
 
 use crate::client::{Answer, Client, ServerArgs, is_problem, json_arg, print_json};
 

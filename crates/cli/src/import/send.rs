@@ -103,10 +103,11 @@ impl Sending<'_> {
             }
             let sent = Instant::now();
             tally.sent_bytes += body.len() as u64;
-            match self
-                .client
-                .try_post_json::<AppendOne>(self.path, body, &[("idempotency-key", request_id)])
-            {
+            match self.client.try_post_json::<AppendOne>(
+                self.path,
+                body,
+                &[("idempotency-key", request_id)],
+            ) {
                 Ok(answer) => {
                     let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                     let duplicate = answer.status == 200 || answer.body.duplicate;

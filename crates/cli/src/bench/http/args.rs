@@ -100,4 +100,3 @@ impl std::str::FromStr for TlsMode {
         }
     }
 }
-

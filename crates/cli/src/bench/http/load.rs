@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
 use hyper::Method;
 use logbook_api::paths::{self, Query};
 use serde_json::json;
@@ -18,7 +19,7 @@ use tokio_rustls::TlsConnector;
 
 use super::args::HttpBenchArgs;
 use crate::bench::conn::Conn;
-use crate::bench::kit::{LATENCY_US_MAX, latency_histogram, process_cpu_seconds, round3};
+use crate::bench::kit::{LATENCY_US_MAX, latency_histogram, process_cpu_seconds, round1, round3};
 
 /// The stream appended to.
 pub(super) const STREAM: &str = "bench";

@@ -26,7 +26,6 @@
 //! configuration's medians over the rounds and the ratios issue 17 budgets: authentication
 //! on ÷ off (plain HTTP) and TLS ÷ plain (authentication on).
 
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
