@@ -416,11 +416,21 @@ pub async fn append(
         .stream(&name)
         .map_err(|e| ApiError::from_log(e, |_| String::new()))?;
     if stream.config().personal_data.is_some() {
-        // New subjects' keys are fdatasynced before any record under them is queued.
-        let (s, privacy) = (stream.clone(), opened.privacy.clone());
-        records = blocking(move || privacy.seal_records(&*s, &mut records).map(|()| records))
+        let sealed = opened
+            .privacy
+            .seal_records(&*stream, &mut records, false)
+            .map_err(|(i, e)| ApiError::from_privacy(e, i, field))?;
+        if !sealed {
+            // New subjects' keys are fdatasynced before any record under them is queued.
+            let (s, privacy) = (stream.clone(), opened.privacy.clone());
+            records = blocking(move || {
+                privacy
+                    .seal_records(&*s, &mut records, true)
+                    .map(|_| records)
+            })
             .await?
             .map_err(|(i, e)| ApiError::from_privacy(e, i, field))?;
+        }
     }
     let metrics = state.metrics().clone();
     let n = records.len() as u64;

@@ -234,6 +234,17 @@ impl KeyStore {
         self.lock().live.get(subject).map(|l| l.key.clone())
     }
 
+    /// The live keys of `subjects`, in order, under one lock; `None` when any subject has no
+    /// live key yet (then [`KeyStore::keys_for`] must create it, which writes and syncs).
+    /// Never touches the disk, so an async task may call it.
+    pub fn live_keys(&self, subjects: &[&str]) -> Option<Vec<Arc<DataKey>>> {
+        let slots = self.lock();
+        subjects
+            .iter()
+            .map(|s| slots.live.get(*s).map(|l| l.key.clone()))
+            .collect()
+    }
+
     /// The live key whose id is `id`, with its subject; `None` once erased.
     pub fn key_by_id(&self, id: u64) -> Option<(String, Arc<DataKey>)> {
         let slots = self.lock();

@@ -288,6 +288,12 @@ impl Privacy {
     /// stream without a declaration. Every record's subject is checked before any key is
     /// created; new keys are durable before this returns.
     ///
+    /// With `create` false it never touches the disk (an async task may call it): when a
+    /// subject has no key yet it returns `Ok(false)` and leaves `records` as they were, and
+    /// the caller retries with `create` true on a blocking thread. Appends under subjects
+    /// already known — nearly all of them — so skip the hand-off to the blocking pool, which
+    /// cost more CPU than the sealing itself (issue 19's benchmark).
+    ///
     /// # Errors
     /// `(index, error)`: [`PrivacyError::InvalidSubject`] for the record at `index`
     /// (nothing created), [`PrivacyError::NoKeyStore`], the key store's errors.
@@ -295,9 +301,10 @@ impl Privacy {
         &self,
         stream: &dyn LogStream,
         records: &mut [Record],
-    ) -> Result<(), (usize, PrivacyError)> {
+        create: bool,
+    ) -> Result<bool, (usize, PrivacyError)> {
         let Some(d) = stream.config().personal_data else {
-            return Ok(());
+            return Ok(true);
         };
         let store = self.store.as_ref().ok_or((0, PrivacyError::NoKeyStore))?;
         let mut parsed = Vec::with_capacity(records.len());
@@ -315,12 +322,16 @@ impl Privacy {
             parsed.push((value, subject));
         }
         let subjects: Vec<&str> = parsed.iter().map(|(_, s)| s.as_str()).collect();
-        let keys = store.keys_for(&subjects).map_err(|e| (0, e))?;
+        let keys = match store.live_keys(&subjects) {
+            Some(keys) => keys,
+            None if create => store.keys_for(&subjects).map_err(|e| (0, e))?,
+            None => return Ok(false),
+        };
         for (i, ((mut value, subject), key)) in parsed.into_iter().zip(keys).enumerate() {
             fields::seal(&mut value, stream.name(), &d, &subject, &key).map_err(|e| (i, e))?;
             records[i].value = fields::canonical_text(&value).map_err(|e| (i, e))?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A stored value of `stream` as a reader sees it: declared members decrypted, or
