@@ -59,6 +59,14 @@ pub mod partition;
 mod resend;
 pub mod settings;
 
+// Unit tests that need real servers start them with the integration tests' harness, which
+// names this crate by its package name.
+#[cfg(test)]
+extern crate self as logbook_jetstream;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_cluster;
+
 pub use ack::AckGuarantee;
 pub use backend::{BackendSettings, JetStreamBackend};
 pub use client::{ConnectSettings, JetStreamLog};

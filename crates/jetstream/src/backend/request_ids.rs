@@ -4,10 +4,11 @@
 //! ```text
 //!  append_with_id(id, records)
 //!    prepare_request: shares by partition, stamped exactly as the embedded log stamps them
-//!    catch up: this node's index (in memory, derived from the replicated log) reads every
-//!      partition from where it stopped to the leader's end, when its last full catch-up is
-//!      older than a quarter of the duplicate window; not caught up within the window less a
-//!      margin → Unavailable (503, retry)
+//!    ready: this node's index (in memory, derived from the replicated log) must hold every
+//!      message stored more than the duplicate window less a margin ago; when its last
+//!      catch-up is older than a quarter of the window a refresh starts in the background
+//!      (one per stream at a time) and the append goes on; only an index too old to be safe
+//!      makes the append wait for a refresh, until INDEX_WAIT_MAX → Unavailable (503, retry)
 //!    lookup: a share remembered → its original position (another digest → conflict)
 //!    publish the others with Nats-Msg-Id = rid-<XXH3-128(id, share)>: a duplicate answer
 //!      names the original's sequence → read it back: the same share → its position, else
@@ -18,8 +19,15 @@
 //! Every message of a share carries the same `Nats-Msg-Id` on every node and every retry, so
 //! JetStream stores a share once within its duplicate window whoever sends it; the index
 //! covers everything older, because it was caught up to a state read less than a window ago.
+//!
+//! The refresh reads every partition from where the last one stopped up to the leader's end
+//! as of its start, 16 message gets in flight. It runs beside the appends: the index is
+//! shared under its own lock, and a record the refresh reads that an append also remembers
+//! is remembered once. Appends therefore never wait on a refresh while the index is fresh
+//! enough — the refresh every quarter window held every append with an id on its stream
+//! before (for up to 5 s: the failover benchmark's outliers, decision 0023).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use logbook_log::dedup::{DedupIndex, ReplayCursor, RequestId, RequestShare};
@@ -32,11 +40,12 @@ use super::{BACKEND, now_ms};
 use crate::offset;
 use crate::partition::{AppendOptions, Message};
 
-/// Records read per call while catching up (one message get per message, 16 in flight:
-/// a bound on round trips between two looks at the clock).
+/// Records read per call while catching up (one message get per message, 16 in flight).
 const CATCH_UP_READ_RECORDS: usize = 4_096;
-/// Longest time one append spends catching the index up before it answers "retry".
-const CATCH_UP_TIME_MAX: Duration = Duration::from_secs(5);
+/// Longest time an append waits for a refresh when the index is too old to be safe (the
+/// first append of a stream on this node, or refreshes that keep failing) before it
+/// answers "retry".
+const INDEX_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Clock skew and scheduling allowed between this node and the NATS servers when comparing
 /// the index's age with the duplicate window.
 const WINDOW_MARGIN: Duration = Duration::from_secs(30);
@@ -48,17 +57,84 @@ pub(crate) struct RequestIds {
     hash_key: HashKey,
     /// JetStream's duplicate window of the stream's partitions.
     window: Duration,
-    /// Catch-up state, one per partition; the lock also serialises catching up.
-    followed: tokio::sync::Mutex<Followed>,
+    /// Per partition: the offset to read next and the share being read. Held by the one
+    /// refresh that runs (never by an append).
+    followed: tokio::sync::Mutex<Vec<(u64, ReplayCursor)>>,
+    /// Whether a refresh runs, and what the last one achieved.
+    refresh: Mutex<Refresh>,
+    /// Woken when a refresh ends, caught up or not.
+    refresh_ended: tokio::sync::Notify,
 }
 
-#[derive(Debug)]
-struct Followed {
-    /// Per partition: the offset to read next and the share being read.
-    partitions: Vec<(u64, ReplayCursor)>,
+#[derive(Debug, Default)]
+struct Refresh {
+    /// A refresh task is running (at most one per stream).
+    running: bool,
     /// When the state the index last caught up to was asked for: every message stored
     /// before then is in the index.
     caught_up_at: Option<Instant>,
+    /// Why the last refresh did not catch up (`None` when it did).
+    failed: Option<String>,
+}
+
+/// What an append does about the index, decided under the refresh lock.
+#[derive(Debug, PartialEq, Eq)]
+enum Readiness {
+    /// The index is safe to look up: go on (a refresh may have been started).
+    Go,
+    /// Too old to be safe: wait for the running refresh.
+    Wait,
+    /// Too old, and the refresh this append waited for failed: report it.
+    Failed(String),
+}
+
+impl Refresh {
+    /// Decides for an append that `arrived` (having `waited` for a refresh already), and
+    /// marks a refresh running when one should start; returns whether the caller starts it.
+    fn decide(
+        &mut self,
+        arrived: Instant,
+        window: Duration,
+        waited: bool,
+    ) -> (Readiness, bool) {
+        let safe_age = window.saturating_sub(WINDOW_MARGIN);
+        let safe = self.caught_up_at.is_some_and(|t| t + safe_age >= arrived);
+        let due = !self.caught_up_at.is_some_and(|t| t.elapsed() < window / 4);
+        if !safe
+            && waited
+            && let Some(why) = &self.failed
+        {
+            return (Readiness::Failed(why.clone()), false);
+        }
+        let start = (due || !safe) && !self.running;
+        self.running |= start;
+        let readiness = if safe { Readiness::Go } else { Readiness::Wait };
+        (readiness, start)
+    }
+}
+
+/// Ends a refresh task's turn, however the task ends (cancelled with the runtime included):
+/// records its outcome, lets the next one start, wakes the appends waiting for it.
+struct RefreshTurn {
+    ids: Arc<RequestIds>,
+    /// The refresh's start once it caught up, else why not.
+    outcome: std::result::Result<Instant, String>,
+}
+
+impl Drop for RefreshTurn {
+    fn drop(&mut self) {
+        let mut refresh = self.ids.refresh();
+        refresh.running = false;
+        match &self.outcome {
+            Ok(started) => {
+                refresh.caught_up_at = Some(refresh.caught_up_at.map_or(*started, |t| t.max(*started)));
+                refresh.failed = None;
+            }
+            Err(why) => refresh.failed = Some(why.clone()),
+        }
+        drop(refresh);
+        self.ids.refresh_ended.notify_waiters();
+    }
 }
 
 impl RequestIds {
@@ -76,13 +152,19 @@ impl RequestIds {
             index: DedupIndex::in_memory(RequestIdWindow::default(), hash_key),
             hash_key,
             window: duplicate_window,
-            followed: tokio::sync::Mutex::new(Followed {
-                partitions: (0..partitions)
+            followed: tokio::sync::Mutex::new(
+                (0..partitions)
                     .map(|_| (0, ReplayCursor::default()))
                     .collect(),
-                caught_up_at: None,
-            }),
+            ),
+            refresh: Mutex::default(),
+            refresh_ended: tokio::sync::Notify::new(),
         })
+    }
+
+    fn refresh(&self) -> MutexGuard<'_, Refresh> {
+        // Only whole fields are written under this lock.
+        self.refresh.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The request's shares, stamped (see [`logbook_log::dedup::prepare_request`]).
@@ -115,14 +197,14 @@ impl RequestIds {
     /// behind the log or the cluster is electing; [`LogError::OutcomeUnknown`] (retry with the
     /// same id); others of the engine.
     pub(crate) async fn append(
-        &self,
+        self: &Arc<Self>,
         request_id: &RequestId,
         shares: &[RequestShare],
         batches: &[Message],
         appended_ms: i64,
-        partitions: &[Publish],
+        partitions: &Arc<[Publish]>,
     ) -> Result<AppendOutcome> {
-        self.catch_up(partitions).await?;
+        self.ready(partitions).await?;
         let known = self.index.lookup(request_id, shares, now_ms())?;
         let mut bases = Vec::with_capacity(shares.len());
         let mut appended_any = false;
@@ -187,72 +269,101 @@ impl RequestIds {
         Ok((appended.base_offset, appended.duplicate))
     }
 
-    /// Catches the index up to the leaders' ends when its last catch-up is older than a
-    /// quarter of the duplicate window (bounded by [`CATCH_UP_TIME_MAX`]).
+    /// Returns once the index is safe to look up: it holds every message stored more than
+    /// the duplicate window less a margin before this call. Starts a refresh in the
+    /// background when the last one is older than a quarter of the window; waits only while
+    /// the index is not safe (up to [`INDEX_WAIT_MAX`]).
     ///
     /// # Errors
-    /// [`LogError::Unavailable`] when, after that, the index still does not hold every
-    /// message stored more than the duplicate window (less a margin) ago; errors of the reads.
-    async fn catch_up(&self, partitions: &[Publish]) -> Result<()> {
-        let mut followed = self.followed.lock().await;
-        let fresh =
-            |at: Option<Instant>, within: Duration| at.is_some_and(|t| t.elapsed() < within);
-        if fresh(followed.caught_up_at, self.window / 4) {
-            return Ok(());
+    /// [`LogError::Unavailable`] when the index is not safe in time, or the refresh waited
+    /// for failed (an election, no responders): nothing was appended, retry.
+    async fn ready(self: &Arc<Self>, partitions: &Arc<[Publish]>) -> Result<()> {
+        let arrived = Instant::now();
+        let deadline = tokio::time::Instant::now() + INDEX_WAIT_MAX;
+        let mut waited = false;
+        loop {
+            // Registered before the state is looked at: a refresh ending in between wakes it.
+            let ended = self.refresh_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let (readiness, start) = self.refresh().decide(arrived, self.window, waited);
+            if start {
+                self.start_refresh(partitions.clone());
+            }
+            match readiness {
+                Readiness::Go => return Ok(()),
+                Readiness::Failed(why) => return Err(self.unavailable(&why)),
+                Readiness::Wait => {}
+            }
+            tokio::select! {
+                () = ended => waited = true,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(self.unavailable("still reading the log"));
+                }
+            }
         }
-        let started = Instant::now();
-        let mut behind = 0u64;
-        for (p, publisher) in partitions.iter().enumerate() {
-            let Some((next, cursor)) = followed.partitions.get_mut(p) else {
-                continue;
-            };
-            behind += self
-                .catch_up_partition(p, publisher, next, cursor, started)
-                .await?;
-        }
-        if behind == 0 {
-            followed.caught_up_at = Some(started);
-            return Ok(());
-        }
-        if fresh(
-            followed.caught_up_at,
-            self.window.saturating_sub(WINDOW_MARGIN),
-        ) {
-            return Ok(());
-        }
-        Err(LogError::Unavailable {
-            backend: BACKEND,
-            why: format!(
-                "this node's request-id index is still reading the log ({behind} messages \
-                 behind, more than JetStream's duplicate window of {} s): retry",
-                self.window.as_secs()
-            ),
-        })
     }
 
-    /// Reads partition `p` from `*next` to its leader's end as of now (until
-    /// [`CATCH_UP_TIME_MAX`] after `started`); returns how many messages are left unread.
+    fn unavailable(&self, why: &str) -> LogError {
+        LogError::Unavailable {
+            backend: BACKEND,
+            why: format!(
+                "this node's request-id index is not caught up with the log within \
+                 JetStream's duplicate window of {} s ({why}): retry",
+                self.window.as_secs()
+            ),
+        }
+    }
+
+    /// Runs one refresh as a task of the backend's runtime (the caller runs on it); its
+    /// [`RefreshTurn`] records the outcome. The caller has marked it running.
+    fn start_refresh(self: &Arc<Self>, partitions: Arc<[Publish]>) {
+        let ids = self.clone();
+        tokio::spawn(async move {
+            let mut turn = RefreshTurn {
+                ids: ids.clone(),
+                outcome: Err("the refresh was cancelled: the backend is closing".into()),
+            };
+            turn.outcome = ids.catch_up(&partitions).await.map_err(|e| {
+                tracing::warn!(error = %e, "request-id index refresh failed; the next append retries it");
+                e.to_string()
+            });
+        });
+    }
+
+    /// Reads every partition up to its leader's end as of now; returns when that state was
+    /// asked for. One at a time: the caller holds the refresh's turn.
+    ///
+    /// # Errors
+    /// Those of the reads (the next refresh continues where this one stopped).
+    async fn catch_up(&self, partitions: &[Publish]) -> Result<Instant> {
+        let mut followed = self.followed.lock().await;
+        let started = Instant::now();
+        for (p, publisher) in partitions.iter().enumerate() {
+            let Some((next, cursor)) = followed.get_mut(p) else {
+                continue;
+            };
+            self.catch_up_partition(p, publisher, next, cursor).await?;
+        }
+        Ok(started)
+    }
+
+    /// Reads partition `p` from `*next` to its leader's end as of now.
     async fn catch_up_partition(
         &self,
         p: usize,
         publisher: &Publish,
         next: &mut u64,
         cursor: &mut ReplayCursor,
-        started: Instant,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         let inner = publisher.inner();
         let state = inner.state().await.map_err(super::log_error)?;
         publisher.saw_state(&state);
         let end = offset::end_offset(state.last_sequence).unwrap_or(u64::MAX);
         let partition = u32::try_from(p).unwrap_or(u32::MAX);
         while *next < end {
-            if started.elapsed() > CATCH_UP_TIME_MAX {
-                let (at, _) = offset::position_of(*next);
-                return Ok(state.last_sequence.saturating_sub(at) + 1);
-            }
             // Every message up to the leader's last sequence is stored: their gets go
-            // `READ_AHEAD_MESSAGES` at a time, not one round trip each (appends with an id
-            // wait for this catch-up).
+            // `READ_AHEAD_MESSAGES` at a time, not one round trip each.
             let records = inner
                 .read_ahead(
                     *next,
@@ -269,7 +380,7 @@ impl RequestIds {
             *next = last.offset + 1;
             self.index.follow(partition, &records, cursor, now_ms());
         }
-        Ok(0)
+        Ok(())
     }
 }
 
@@ -313,7 +424,159 @@ pub(crate) fn publishers(partitions: &[JsPartition]) -> Arc<[Publish]> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use logbook_log::Record;
+
     use super::*;
+    use crate::backend::runtime::Runtime;
+    use crate::client::{ConnectSettings, JetStreamLog};
+    use crate::naming::PartitionRef;
+    use crate::settings::PartitionSettings;
+    use crate::test_cluster::{Cluster, ClusterSpec};
+
+    /// An index on one R1 partition of a single nats-server, and that partition's publisher.
+    fn one_partition(runtime: &Arc<Runtime>, cluster: &Cluster) -> Arc<[Publish]> {
+        let urls = cluster.nats_urls();
+        let (inner, state) = runtime
+            .block_on(async move {
+                let log = JetStreamLog::connect(&ConnectSettings::new(urls)).await?;
+                let settings = PartitionSettings {
+                    replicas: 1,
+                    ..PartitionSettings::default()
+                };
+                let reference = PartitionRef::new("refresh", 0, 0);
+                let inner = log.create_partition(&reference, &settings).await?;
+                let state = inner.state().await?;
+                Ok::<_, crate::JetStreamError>((inner, state))
+            })
+            .expect("the runtime")
+            .expect("the partition's JetStream stream");
+        let closed = Arc::new(AtomicBool::new(false));
+        let partition = JsPartition::new(
+            inner,
+            &state,
+            runtime.clone(),
+            closed,
+            Duration::from_secs(30),
+        );
+        Arc::from(vec![partition.publisher()])
+    }
+
+    /// Appends one keyed record under `id` through `ids`, as `append_with_id` does.
+    fn append(
+        runtime: &Runtime,
+        ids: &Arc<RequestIds>,
+        publishers: &Arc<[Publish]>,
+        id: &str,
+    ) -> Result<AppendOutcome> {
+        let id = RequestId::new(id)?;
+        let appended_ms = now_ms();
+        let records = vec![Record::keyed("k", id.as_str())];
+        let shares = ids.prepare(&id, None, records, 1, appended_ms)?;
+        let batches = shares
+            .iter()
+            .map(|s| s.encode(appended_ms).map(Message::from))
+            .collect::<Result<Vec<_>>>()?;
+        let (ids, publishers) = (ids.clone(), publishers.clone());
+        runtime.block_on(async move {
+            ids.append(&id, &shares, &batches, appended_ms, &publishers)
+                .await
+        })?
+    }
+
+    /// The refresh runs beside the appends: while one is in progress (held here by taking
+    /// the partitions' cursors, which a refresh holds from start to end — an observable
+    /// state, no timing), an append is answered, and a retry of it is still a duplicate.
+    /// Once let go, that refresh catches the index up.
+    #[test]
+    fn an_append_is_answered_while_a_refresh_is_in_progress() {
+        let runtime = Arc::new(Runtime::new(2).expect("a runtime"));
+        let cluster = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime to start the cluster")
+            .block_on(Cluster::start(ClusterSpec {
+                nats: 1,
+                ..ClusterSpec::default()
+            }));
+        let publishers = one_partition(&runtime, &cluster);
+        let window = Duration::from_secs(120);
+        let ids = Arc::new(RequestIds::new(1, window).expect("an index"));
+
+        // The index is empty, so not safe: the first append waits for the first refresh.
+        let first = append(&runtime, &ids, &publishers, "first").expect("the first append");
+        assert!(!first.duplicate);
+        assert!(ids.refresh().caught_up_at.is_some(), "the first refresh caught up");
+
+        // A refresh that has begun and cannot end: this test holds the cursors.
+        let cursors = ids.followed.try_lock().expect("no refresh runs now");
+        // Half a window old: a refresh is due (older than a quarter), the index still safe
+        // (younger than the window less the margin).
+        let aged = Instant::now()
+            .checked_sub(window / 2)
+            .expect("the monotonic clock is more than a minute old");
+        ids.refresh().caught_up_at = Some(aged);
+
+        let second = append(&runtime, &ids, &publishers, "second").expect("answered");
+        assert!(!second.duplicate);
+        assert!(second.positions[0].offset > first.positions[0].offset);
+        assert!(
+            ids.refresh().running,
+            "the refresh the append started is still in progress"
+        );
+        let retry = append(&runtime, &ids, &publishers, "second").expect("a retry");
+        assert!(retry.duplicate, "remembered by this node: {retry:?}");
+        assert_eq!(retry.positions, second.positions);
+
+        // Let go: the refresh ends, caught up to a state read after it was released.
+        drop(cursors);
+        let waiter = ids.clone();
+        runtime
+            .block_on(async move {
+                loop {
+                    let ended = waiter.refresh_ended.notified();
+                    tokio::pin!(ended);
+                    ended.as_mut().enable();
+                    if !waiter.refresh().running {
+                        return;
+                    }
+                    ended.await;
+                }
+            })
+            .expect("the runtime");
+        let refresh = ids.refresh();
+        assert!(refresh.caught_up_at.is_some_and(|t| t > aged));
+        assert_eq!(refresh.failed, None);
+    }
+
+    #[test]
+    fn an_index_too_old_waits_for_a_refresh_and_one_that_failed_is_reported() {
+        let window = Duration::from_secs(120);
+        let arrived = Instant::now();
+        let mut refresh = Refresh::default();
+        // Never caught up: wait, and start the refresh.
+        assert_eq!(
+            refresh.decide(arrived, window, false),
+            (Readiness::Wait, true)
+        );
+        // Another append meanwhile: wait for the same refresh.
+        assert_eq!(
+            refresh.decide(arrived, window, false),
+            (Readiness::Wait, false)
+        );
+        // That refresh failed: an append that waited for it reports why.
+        refresh.running = false;
+        refresh.failed = Some("no responders".into());
+        assert_eq!(
+            refresh.decide(arrived, window, true),
+            (Readiness::Failed("no responders".into()), false)
+        );
+        // Caught up just now: go, nothing to start.
+        refresh.caught_up_at = Some(Instant::now());
+        refresh.failed = None;
+        assert_eq!(refresh.decide(arrived, window, false), (Readiness::Go, false));
+    }
 
     #[test]
     fn message_ids_are_per_share_and_fit_a_nats_header() {

@@ -6,10 +6,11 @@
 //! [`Cluster`] is dropped, on every path out of a test, panics included. Programs are found as
 //! `$LOGBOOK_NATS_SERVER` / `$LOGBOOK_ETCD` or on PATH (and `/usr/sbin`); `scripts/test`
 //! installs them.
-#![expect(
+#![allow(
     dead_code,
     clippy::expect_used,
-    reason = "shared by several test crates, each using a part; a panic is the failure report"
+    reason = "shared by several test crates and the crate's unit tests, each using a part (so \
+              which lint fires differs: `allow`, not `expect`); a panic is the failure report"
 )]
 
 use std::fmt::Write as _;
@@ -304,6 +305,24 @@ impl Cluster {
             .find(|n| n.name == name)
             .unwrap_or_else(|| panic!("no nats-server {name}"));
         kill(&mut node.child);
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the nats-server named `name`: a stopped server
+    /// keeps its connections open and answers nothing, as a leader does that went silent.
+    pub fn signal_nats(&self, name: &str, signal: &str) {
+        let pid = self
+            .nats
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.child.as_ref())
+            .unwrap_or_else(|| panic!("no running nats-server {name}"))
+            .id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}: {status}");
     }
 
     /// SIGKILLs the etcd member named `name` and reaps it.
