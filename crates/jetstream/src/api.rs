@@ -78,24 +78,33 @@ pub(crate) async fn request<T: DeserializeOwned>(
     }
 }
 
+impl ApiFailure {
+    /// Whether this failure says "not now" (see [`classify`]): nothing was changed, and the
+    /// same request may be answered later.
+    pub(crate) fn is_retryable(&self, stream_exists: bool) -> bool {
+        match self {
+            ApiFailure::Transport(_) => true,
+            ApiFailure::JetStream { status, code, .. } => {
+                *status == 503
+                    || RETRYABLE_CODES.contains(code)
+                    || (stream_exists && *code == STREAM_NOT_FOUND)
+            }
+        }
+    }
+}
+
 /// The error a failed request on `stream` is reported as. Transport failures and the codes of
 /// an election or a cluster not ready are [`JetStreamError::Unavailable`]; so is "stream not
 /// found" when `stream_exists` (the caller knows it created the stream: during a leader
 /// election a server may answer so).
 pub(crate) fn classify(stream: &str, failure: ApiFailure, stream_exists: bool) -> JetStreamError {
+    let retryable = failure.is_retryable(stream_exists);
     match failure {
         ApiFailure::Transport(why) => JetStreamError::Unavailable {
             stream: stream.to_string(),
             why,
         },
-        ApiFailure::JetStream {
-            status,
-            code,
-            detail,
-        } if status == 503
-            || RETRYABLE_CODES.contains(&code)
-            || (stream_exists && code == STREAM_NOT_FOUND) =>
-        {
+        ApiFailure::JetStream { code, detail, .. } if retryable => {
             JetStreamError::Unavailable {
                 stream: stream.to_string(),
                 why: format!("{detail} (code {code})"),

@@ -46,6 +46,8 @@ pub struct JetStreamLog {
     js: Context,
     /// Wakes appends whose acknowledgment will not come ([`crate::resend`]).
     resends: Arc<Resends>,
+    /// The deadline of one API request or acknowledgment.
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -107,6 +109,7 @@ impl JetStreamLog {
             client,
             js,
             resends,
+            request_timeout: timeout,
         })
     }
 
@@ -250,6 +253,7 @@ impl JetStreamLog {
             partition.clone(),
             info.config.num_replicas as u32,
             self.resends.register(&info.config.name),
+            self.request_timeout,
         )
     }
 }

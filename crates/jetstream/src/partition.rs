@@ -25,16 +25,23 @@ use async_nats::jetstream::stream::Info;
 use bytes::Bytes;
 use logbook_log::StoredRecord;
 use logbook_log::format::{EncodedBatch, decode_batch};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
-use crate::api::{self, NO_MESSAGE_FOUND};
+use crate::api::{self, ApiFailure, NO_MESSAGE_FOUND};
 use crate::error::{JetStreamError, Result};
 use crate::limits::{self, MESSAGE_RECORDS_MAX};
 use crate::naming::PartitionRef;
 use crate::offset;
 use crate::resend;
+
+/// The pause before a publish or an API request is sent again after a refusal that may pass
+/// (no responders, no leader), doubling up to [`RETRY_PAUSE_MAX`]; an election ends it early.
+pub(crate) const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(20);
+/// The longest such pause.
+pub(crate) const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// One encoded Logbook batch as the payload of one NATS message. Its bytes are shared: a
 /// publish retried under the same message id, and the connection's write queue, hold the
@@ -139,6 +146,8 @@ pub struct JetStreamPartition {
     /// Woken when the stream elects a leader or the connection is re-established: an
     /// acknowledgment awaited then will not come ([`crate::resend`]).
     resend: Arc<Notify>,
+    /// The deadline of one request that has no deadline of its own.
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for JetStreamPartition {
@@ -174,6 +183,7 @@ impl JetStreamPartition {
         partition: PartitionRef,
         replicas: u32,
         resend: Arc<Notify>,
+        request_timeout: Duration,
     ) -> Self {
         JetStreamPartition {
             client,
@@ -183,6 +193,68 @@ impl JetStreamPartition {
             partition,
             replicas,
             resend,
+            request_timeout,
+        }
+    }
+
+    /// The deadline of a request made now that has no deadline of its own: the
+    /// connection's request timeout ([`crate::ConnectSettings::request_timeout_ms`]).
+    pub(crate) fn default_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.request_timeout
+    }
+
+    /// A JetStream API request about this stream that changes nothing (its state, a message
+    /// get), answered by the stream's leader, within `deadline` — the caller's. During an
+    /// election nobody answers it; so it is sent again at once when the stream elects a
+    /// leader or the connection comes back while it waits (the server it went to may be
+    /// gone: [`crate::resend`]), and after a pause ([`RETRY_PAUSE_FIRST`] doubling to
+    /// [`RETRY_PAUSE_MAX`]) while the answer is "not now" (no responders, no leader).
+    ///
+    /// # Errors
+    /// The server's refusal; at the deadline, the last "not now" or
+    /// [`ApiFailure::Transport`] (no answer in time) — both classify as
+    /// [`JetStreamError::Unavailable`]: retry later.
+    async fn leader_request<T, P>(
+        &self,
+        subject: String,
+        payload: &P,
+        deadline: tokio::time::Instant,
+    ) -> Result<T, ApiFailure>
+    where
+        T: DeserializeOwned,
+        P: Serialize + Sync + ?Sized,
+    {
+        let mut pause = RETRY_PAUSE_FIRST;
+        loop {
+            // Armed before the request leaves: an election while it waits is not missed.
+            let mut elected = self.leader_changed();
+            let answer = tokio::select! {
+                answer = api::request(&self.js, subject.clone(), payload) => Some(answer),
+                () = &mut elected => None,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(ApiFailure::Transport(
+                        "no answer from the stream's leader before the request's deadline \
+                         (it may be electing one)"
+                            .into(),
+                    ));
+                }
+            };
+            match answer {
+                // A new leader: the request went to a server that will not answer; again now.
+                None => pause = RETRY_PAUSE_FIRST,
+                Some(Err(failure))
+                    if failure.is_retryable(true) && tokio::time::Instant::now() < deadline =>
+                {
+                    let wake = (tokio::time::Instant::now() + pause).min(deadline);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(wake) => {
+                            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                        }
+                        () = &mut elected => pause = RETRY_PAUSE_FIRST,
+                    }
+                }
+                Some(other) => return other,
+            }
         }
     }
 
@@ -522,11 +594,14 @@ impl JetStreamPartition {
         }))
     }
 
-    /// The message at `sequence` from the stream leader; `None` when there is none.
+    /// The message at `sequence` from the stream leader; `None` when there is none. Within
+    /// the connection's request timeout, sent again at an election ([`Self::leader_request`]).
     async fn get_message(&self, sequence: u64) -> Result<Option<RawMessage>> {
         let request = serde_json::json!({ "seq": sequence });
         let subject = format!("STREAM.MSG.GET.{}", self.stream);
-        let got: Result<MessageGet, _> = api::request(&self.js, subject, &request).await;
+        let got: Result<MessageGet, _> = self
+            .leader_request(subject, &request, self.default_deadline())
+            .await;
         match got {
             Ok(got) => Ok(Some(got.message)),
             Err(failure) if failure.code() == Some(NO_MESSAGE_FOUND) => Ok(None),
@@ -637,7 +712,10 @@ impl JetStreamPartition {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(2);
         loop {
-            let end = match self.end_offset().await {
+            let state = self.state_until(deadline).await;
+            let end = match state.and_then(|s| {
+                offset::end_offset(s.last_sequence).ok_or_else(|| self.beyond_offsets(s.last_sequence))
+            }) {
                 Ok(end) => end,
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => 0,
                 Err(e) => return Err(e),
@@ -650,12 +728,26 @@ impl JetStreamPartition {
         }
     }
 
-    /// The stream's state from its leader.
+    /// The stream's state from its leader, within the connection's request timeout; sent
+    /// again at once when the stream elects a leader meanwhile.
     ///
     /// # Errors
     /// [`JetStreamError::Unavailable`] (retryable), [`JetStreamError::Api`].
     pub async fn state(&self) -> Result<PartitionState> {
-        let info: Info = api::request(&self.js, format!("STREAM.INFO.{}", self.stream), &())
+        self.state_until(self.default_deadline()).await
+    }
+
+    /// [`Self::state`] within the caller's `deadline` (e.g. a wait's).
+    ///
+    /// # Errors
+    /// As [`Self::state`]: [`JetStreamError::Unavailable`] once the deadline passed.
+    pub(crate) async fn state_until(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<PartitionState> {
+        let subject = format!("STREAM.INFO.{}", self.stream);
+        let info: Info = self
+            .leader_request(subject, &(), deadline)
             .await
             .map_err(|f| api::classify(&self.stream, f, true))?;
         Ok(PartitionState {

@@ -249,6 +249,33 @@ fn batches_one_message_cannot_carry_are_refused_before_sending() {
     assert!(conformance::read_all(p, 10).is_empty(), "nothing stored");
 }
 
+/// A wait on a partition's end ends at its own timeout even while the stream's leader
+/// answers nothing (stopped, as during an election): the connection's request timeout is ten
+/// minutes here, so a poll of the leader not bounded by the wait's deadline would hold this
+/// test that long. Once the server answers again, so does the partition.
+#[test]
+fn a_wait_ends_at_its_own_deadline_while_the_leader_answers_nothing() {
+    let cluster = start(ClusterSpec {
+        nats: 1,
+        ..ClusterSpec::default()
+    });
+    let mut s = settings(&cluster, cluster.nats_urls(), 1);
+    s.connect.request_timeout_ms = 600_000;
+    let backend = JetStreamBackend::connect(s).expect("connect the backend");
+    let config = StreamConfig {
+        fsync: FsyncPolicy::Never,
+        ..StreamConfig::default()
+    };
+    let stream = backend.create_stream("silent", config).expect("create");
+    let partition = stream.partition(0).expect("partition 0");
+    let end = partition.end_offset();
+    cluster.signal_nats("n1", "STOP");
+    let seen = partition.wait_end_offset_above(end, Duration::from_millis(300));
+    cluster.signal_nats("n1", "CONT");
+    assert_eq!(seen, end, "nothing was appended");
+    assert_eq!(partition.latest_end_offset().expect("answered again"), end);
+}
+
 /// The records of `stream` (every partition), as values.
 fn all_values(stream: &dyn logbook_log::LogStream) -> Vec<String> {
     (0..stream.partition_count())

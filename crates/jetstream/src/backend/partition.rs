@@ -40,14 +40,13 @@ use super::{log_error, now_ms};
 use crate::error::JetStreamError;
 use crate::limits::MESSAGE_RECORDS_MAX;
 use crate::offset;
-use crate::partition::{AppendOptions, Appended, JetStreamPartition, Message, PartitionState};
+use crate::partition::{
+    AppendOptions, Appended, JetStreamPartition, Message, PartitionState, RETRY_PAUSE_FIRST,
+    RETRY_PAUSE_MAX,
+};
 
 /// Longest pause between two polls of the leader's state while waiting for the end.
 const WAIT_POLL_MAX: Duration = Duration::from_millis(100);
-/// The pause before a publish is sent again after a refusal that may pass (no responders,
-/// no leader), doubling up to [`RETRY_PAUSE_MAX`]; an election ends it early.
-const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(20);
-const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// What a handle last observed of its partition; only ever raised.
 #[derive(Debug, Default)]
@@ -417,8 +416,14 @@ async fn wait_above(
     loop {
         // Registered before the end is looked at, so a rise in between is not missed.
         let raised = observed.end_raised.notified();
+        // Within the wait's own deadline: during an election the leader's state is not
+        // answered, and the wait must still end when its caller said.
+        let poll_deadline = deadline.map_or_else(
+            || inner.default_deadline(),
+            |d| d.min(inner.default_deadline()),
+        );
         if observed.end() <= above
-            && let Ok(state) = inner.state().await
+            && let Ok(state) = inner.state_until(poll_deadline).await
         {
             observed.saw_state(&state);
         }
