@@ -185,9 +185,18 @@ fn check_failover(report: &Value) {
         number(&kill["killed_at_unix_ms"], "killed_at_unix_ms") > 0.0,
         "{kill}"
     );
-    // One kill: every quantile is its stall.
+    // The stall in its two parts: nats-server's election, then Logbook's (which may come
+    // out below 0 by the election's polling interval: the new leader is looked for every
+    // 50 ms).
+    let election = number(&kill["election_ms"], "election_ms");
+    let after = number(&kill["after_election_ms"], "after_election_ms");
+    assert!(election > 0.0, "{kill}");
+    assert!((to_first_ack - (election + after)).abs() < 0.2, "{kill}");
+    // One kill: every quantile is its figure.
     for q in ["p50", "p99", "max"] {
         assert_eq!(number(&result["stall_ms"][q], q), stall, "{result}");
+        assert_eq!(number(&result["election_ms"][q], q), election, "{result}");
+        assert_eq!(number(&result["after_election_ms"][q], q), after, "{result}");
     }
     let acked = number(&result["appends_acknowledged"], "appends_acknowledged");
     assert!(acked > 0.0, "{result}");

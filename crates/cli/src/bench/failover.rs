@@ -9,9 +9,11 @@
 //!          /jsz (its stream description names the Logbook stream), its pid file removed
 //!          (so dev-cluster's watcher lets it go), `kill -9`; stall = the first ack of a
 //!          request sent after the kill − the last ack before the kill (an ack the dead
-//!          leader had sent before it died, arriving just after, is not a recovery); then the
-//!          server started again from DIR/nI.conf and waited for until the leader reports
-//!          every replica current
+//!          leader had sent before it died, arriving just after, is not a recovery); the
+//!          election = when a surviving server first names a new leader (polled every
+//!          50 ms), so stall = election (nats-server's) + after_election (Logbook's); then
+//!          the server started again from DIR/nI.conf and waited for until the leader
+//!          reports every replica current
 //!  check:  the stream read back from offset 0: every acknowledged record exactly once
 //! ```
 //!
@@ -41,6 +43,9 @@ const RECOVERY_MAX: Duration = Duration::from_secs(120);
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Records per read when checking the stream.
 const READ_LIMIT: usize = 1000;
+/// Pause between two looks for the new leader after a kill: the resolution of `election_ms`
+/// (and of `after_election_ms`, which may come out below 0 by up to about this much).
+const ELECTION_POLL: Duration = Duration::from_millis(50);
 
 /// Arguments of `logbook bench failover`.
 #[derive(Debug, Clone, clap::Args)]
@@ -145,6 +150,8 @@ pub fn run(args: &FailoverArgs) -> anyhow::Result<()> {
             "settle_seconds": args.settle_seconds,
             "nats_server": program.display().to_string(),
             "stall": "first acknowledgment of a request sent after the kill − last acknowledgment before the kill",
+            "election": "kill → a surviving nats-server first names a new stream leader (polled every 50 ms): nats-server's part",
+            "after_election": "that → the first acknowledgment of a request sent after the kill: Logbook's part",
         },
         "loadavg_1m": { "before": load_before, "after": loadavg_1m() },
         "result": report,
@@ -218,19 +225,20 @@ async fn measure(
     // A fresh connection: the node closes one idle for longer than its keep-alive timeout.
     let mut c = Conn::open_as(node, token).await?;
     let check = check_exactly_once(&mut c, &stream, &tallies).await?;
-    let mut stalls: Vec<f64> = kills
-        .iter()
-        .map(|k| k["stall_ms"].as_f64().unwrap_or(0.0))
-        .collect();
-    stalls.sort_by(f64::total_cmp);
+    let summary = |field: &str| {
+        let mut xs: Vec<f64> = kills
+            .iter()
+            .map(|k| k[field].as_f64().unwrap_or(0.0))
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        json!({ "p50": quantile(&xs, 0.5), "p99": quantile(&xs, 0.99), "max": xs.last() })
+    };
     Ok(json!({
         "stream": stream,
+        "stall_ms": summary("stall_ms"),
+        "election_ms": summary("election_ms"),
+        "after_election_ms": summary("after_election_ms"),
         "kills": kills,
-        "stall_ms": {
-            "p50": quantile(&stalls, 0.5),
-            "p99": quantile(&stalls, 0.99),
-            "max": stalls.last(),
-        },
         "appends_acknowledged": tallies.iter().map(|t| t.acked).sum::<u64>(),
         "failed_tries": shared.failed_tries.load(Ordering::Relaxed),
         "seconds": round1(start.elapsed().as_secs_f64()),
@@ -349,7 +357,7 @@ async fn kill_leader(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let deadline = Instant::now() + RECOVERY_MAX;
-    let (last_before, first_after) = loop {
+    let recovered = async { loop {
         let found = {
             let acks = shared
                 .acks
@@ -370,13 +378,15 @@ async fn kill_leader(
             after.map(|a| (before, a))
         };
         if let Some(found) = found {
-            break found;
+            return Ok::<_, anyhow::Error>(found);
         }
         if Instant::now() > deadline {
             bail!("no append acknowledged within two minutes of killing {leader}");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    }};
+    let (recovered, elected) = tokio::join!(recovered, election_seen(servers, stream, &leader, start));
+    let ((last_before, first_after), elected) = (recovered?, elected?);
     let restarted = Instant::now();
     restart(server, program)?;
     wait_caught_up(servers, stream, &leader).await?;
@@ -391,8 +401,37 @@ async fn kill_leader(
         "killed_at_unix_ms": killed_unix_ms,
         "stall_ms": round1((first_after - since) as f64 / 1000.0),
         "kill_to_first_ack_ms": round1((first_after - kill_at) as f64 / 1000.0),
+        "election_ms": round1(elected.saturating_sub(kill_at) as f64 / 1000.0),
+        "after_election_ms": round1((first_after as f64 - elected as f64) / 1000.0),
         "catch_up_ms": round1(restarted.elapsed().as_secs_f64() * 1000.0),
     }))
+}
+
+/// When (µs since `start`) a surviving server first names a leader of `stream` other than
+/// `killed`: the end of nats-server's election as seen from outside, within
+/// [`ELECTION_POLL`] and one monitoring request.
+async fn election_seen(
+    servers: &[NatsServer],
+    stream: &str,
+    killed: &str,
+    start: Instant,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + RECOVERY_MAX;
+    loop {
+        for server in servers.iter().filter(|s| s.name != killed) {
+            if let Some(detail) = stream_detail(server, stream).await
+                && let Some(leader) = detail["cluster"]["leader"].as_str()
+                && !leader.is_empty()
+                && leader != killed
+            {
+                return Ok(elapsed_us(start));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no surviving nats-server named a new leader of {stream}'s stream in two minutes");
+        }
+        tokio::time::sleep(ELECTION_POLL).await;
+    }
 }
 
 fn elapsed_us(start: Instant) -> u64 {
