@@ -196,7 +196,11 @@ fn check_failover(report: &Value) {
     for q in ["p50", "p99", "max"] {
         assert_eq!(number(&result["stall_ms"][q], q), stall, "{result}");
         assert_eq!(number(&result["election_ms"][q], q), election, "{result}");
-        assert_eq!(number(&result["after_election_ms"][q], q), after, "{result}");
+        assert_eq!(
+            number(&result["after_election_ms"][q], q),
+            after,
+            "{result}"
+        );
     }
     let acked = number(&result["appends_acknowledged"], "appends_acknowledged");
     assert!(acked > 0.0, "{result}");

@@ -104,12 +104,10 @@ pub(crate) fn classify(stream: &str, failure: ApiFailure, stream_exists: bool) -
             stream: stream.to_string(),
             why,
         },
-        ApiFailure::JetStream { code, detail, .. } if retryable => {
-            JetStreamError::Unavailable {
-                stream: stream.to_string(),
-                why: format!("{detail} (code {code})"),
-            }
-        }
+        ApiFailure::JetStream { code, detail, .. } if retryable => JetStreamError::Unavailable {
+            stream: stream.to_string(),
+            why: format!("{detail} (code {code})"),
+        },
         ApiFailure::JetStream { code, detail, .. } => JetStreamError::Api {
             stream: stream.to_string(),
             code,

@@ -714,7 +714,8 @@ impl JetStreamPartition {
         loop {
             let state = self.state_until(deadline).await;
             let end = match state.and_then(|s| {
-                offset::end_offset(s.last_sequence).ok_or_else(|| self.beyond_offsets(s.last_sequence))
+                offset::end_offset(s.last_sequence)
+                    .ok_or_else(|| self.beyond_offsets(s.last_sequence))
             }) {
                 Ok(end) => end,
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => 0,

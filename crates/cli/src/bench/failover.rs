@@ -357,35 +357,38 @@ async fn kill_leader(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let deadline = Instant::now() + RECOVERY_MAX;
-    let recovered = async { loop {
-        let found = {
-            let acks = shared
-                .acks
-                .lock()
-                .map_err(|_| anyhow::anyhow!("a client panicked"))?;
-            let before = acks
-                .iter()
-                .filter(|a| a.acked_us <= kill_at)
-                .map(|a| a.acked_us)
-                .max();
-            // Recovered: a request sent after the kill was acknowledged (an acknowledgment
-            // sent by the leader before it died may arrive after the kill).
-            let after = acks
-                .iter()
-                .filter(|a| a.sent_us > kill_at)
-                .map(|a| a.acked_us)
-                .min();
-            after.map(|a| (before, a))
-        };
-        if let Some(found) = found {
-            return Ok::<_, anyhow::Error>(found);
+    let recovered = async {
+        loop {
+            let found = {
+                let acks = shared
+                    .acks
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("a client panicked"))?;
+                let before = acks
+                    .iter()
+                    .filter(|a| a.acked_us <= kill_at)
+                    .map(|a| a.acked_us)
+                    .max();
+                // Recovered: a request sent after the kill was acknowledged (an acknowledgment
+                // sent by the leader before it died may arrive after the kill).
+                let after = acks
+                    .iter()
+                    .filter(|a| a.sent_us > kill_at)
+                    .map(|a| a.acked_us)
+                    .min();
+                after.map(|a| (before, a))
+            };
+            if let Some(found) = found {
+                return Ok::<_, anyhow::Error>(found);
+            }
+            if Instant::now() > deadline {
+                bail!("no append acknowledged within two minutes of killing {leader}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if Instant::now() > deadline {
-            bail!("no append acknowledged within two minutes of killing {leader}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }};
-    let (recovered, elected) = tokio::join!(recovered, election_seen(servers, stream, &leader, start));
+    };
+    let (recovered, elected) =
+        tokio::join!(recovered, election_seen(servers, stream, &leader, start));
     let ((last_before, first_after), elected) = (recovered?, elected?);
     let restarted = Instant::now();
     restart(server, program)?;
@@ -428,7 +431,9 @@ async fn election_seen(
             }
         }
         if Instant::now() > deadline {
-            bail!("no surviving nats-server named a new leader of {stream}'s stream in two minutes");
+            bail!(
+                "no surviving nats-server named a new leader of {stream}'s stream in two minutes"
+            );
         }
         tokio::time::sleep(ELECTION_POLL).await;
     }

@@ -91,12 +91,7 @@ enum Readiness {
 impl Refresh {
     /// Decides for an append that `arrived` (having `waited` for a refresh already), and
     /// marks a refresh running when one should start; returns whether the caller starts it.
-    fn decide(
-        &mut self,
-        arrived: Instant,
-        window: Duration,
-        waited: bool,
-    ) -> (Readiness, bool) {
+    fn decide(&mut self, arrived: Instant, window: Duration, waited: bool) -> (Readiness, bool) {
         let safe_age = window.saturating_sub(WINDOW_MARGIN);
         let safe = self.caught_up_at.is_some_and(|t| t + safe_age >= arrived);
         let due = !self.caught_up_at.is_some_and(|t| t.elapsed() < window / 4);
@@ -127,7 +122,8 @@ impl Drop for RefreshTurn {
         refresh.running = false;
         match &self.outcome {
             Ok(started) => {
-                refresh.caught_up_at = Some(refresh.caught_up_at.map_or(*started, |t| t.max(*started)));
+                refresh.caught_up_at =
+                    Some(refresh.caught_up_at.map_or(*started, |t| t.max(*started)));
                 refresh.failed = None;
             }
             Err(why) => refresh.failed = Some(why.clone()),
@@ -507,7 +503,10 @@ mod tests {
         // The index is empty, so not safe: the first append waits for the first refresh.
         let first = append(&runtime, &ids, &publishers, "first").expect("the first append");
         assert!(!first.duplicate);
-        assert!(ids.refresh().caught_up_at.is_some(), "the first refresh caught up");
+        assert!(
+            ids.refresh().caught_up_at.is_some(),
+            "the first refresh caught up"
+        );
 
         // A refresh that has begun and cannot end: this test holds the cursors.
         let cursors = ids.followed.try_lock().expect("no refresh runs now");
@@ -575,7 +574,10 @@ mod tests {
         // Caught up just now: go, nothing to start.
         refresh.caught_up_at = Some(Instant::now());
         refresh.failed = None;
-        assert_eq!(refresh.decide(arrived, window, false), (Readiness::Go, false));
+        assert_eq!(
+            refresh.decide(arrived, window, false),
+            (Readiness::Go, false)
+        );
     }
 
     #[test]
