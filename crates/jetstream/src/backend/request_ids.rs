@@ -94,7 +94,7 @@ impl Refresh {
     fn decide(&mut self, arrived: Instant, window: Duration, waited: bool) -> (Readiness, bool) {
         let safe_age = window.saturating_sub(WINDOW_MARGIN);
         let safe = self.caught_up_at.is_some_and(|t| t + safe_age >= arrived);
-        let due = !self.caught_up_at.is_some_and(|t| t.elapsed() < window / 4);
+        let due = self.caught_up_at.is_none_or(|t| t.elapsed() >= window / 4);
         if !safe
             && waited
             && let Some(why) = &self.failed
