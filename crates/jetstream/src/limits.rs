@@ -32,6 +32,12 @@ pub const DUPLICATE_WINDOW_MS_DEFAULT: u64 = 120_000;
 pub const MESSAGE_ID_BYTES_MAX: usize = 512;
 /// Default deadline of one JetStream API request or publish acknowledgment, in ms.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Deadline of the acknowledgment of a publish sent again after its stream elected a leader
+/// (or its connection came back), in ms: a leader just elected may drop what it is sent
+/// before it is ready, and waiting the whole [`REQUEST_TIMEOUT_MS_DEFAULT`] for that was the
+/// last seconds of the failover stall (docs/benchmarks.md, "The failover budget, restated").
+/// A live but slow leader costs a resend per this much, stored once (same message id).
+pub const RESEND_ACK_TIMEOUT_MS: u64 = 1_000;
 /// `max_payload` a server must allow for the largest Logbook batch, in bytes: the embedded
 /// log's batch limit plus room for the NATS headers (message id, expected sequence). The
 /// development cluster and the tests' harness configure this.
@@ -40,6 +46,7 @@ pub const MAX_PAYLOAD_BYTES_FOR_LARGEST_BATCH: u32 = log_limits::BATCH_BYTES_MAX
 pub const NATS_MAX_PAYLOAD_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
 
 const _: () = assert!(MESSAGE_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX);
+const _: () = assert!(RESEND_ACK_TIMEOUT_MS < REQUEST_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(REPLICAS_DEFAULT >= 1 && REPLICAS_DEFAULT <= REPLICAS_MAX);
 const _: () = assert!(MAX_PAYLOAD_BYTES_FOR_LARGEST_BATCH <= NATS_MAX_PAYLOAD_BYTES_LIMIT);
 // Sequences are u64 starting at 1; up to SEQUENCE_MAX, `sequence << INDEX_BITS` (the end

@@ -712,11 +712,9 @@ impl JetStreamPartition {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(2);
         loop {
-            let state = self.state_until(deadline).await;
-            let end = match state.and_then(|s| {
-                offset::end_offset(s.last_sequence)
-                    .ok_or_else(|| self.beyond_offsets(s.last_sequence))
-            }) {
+            // Each poll has the request timeout, not what is left of the wait: a wait
+            // returns an end the leader answered, however short it is.
+            let end = match self.end_offset().await {
                 Ok(end) => end,
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => 0,
                 Err(e) => return Err(e),

@@ -47,6 +47,8 @@ use crate::partition::{
 
 /// Longest pause between two polls of the leader's state while waiting for the end.
 const WAIT_POLL_MAX: Duration = Duration::from_millis(100);
+/// How long a wait's first look at the leader's state may take, however short the wait.
+const WAIT_FIRST_LOOK_MIN: Duration = Duration::from_secs(1);
 
 /// What a handle last observed of its partition; only ever raised.
 #[derive(Debug, Default)]
@@ -296,7 +298,8 @@ impl Publish {
 
     /// Publishes `batch`, retried under the same message id while the cluster is unavailable
     /// or silent (for the partition's retry time) — sent again at once when the stream elects
-    /// a leader ([`crate::resend`]) —, and notes what it stored. The first
+    /// a leader ([`crate::resend`]), each attempt after that waiting for its acknowledgment
+    /// at most [`crate::limits::RESEND_ACK_TIMEOUT_MS`] —, and notes what it stored. The first
     /// attempt is sent in its `turn` (if any). A duplicate answer is returned as such, with
     /// the original's sequence.
     pub(crate) async fn send(
@@ -310,23 +313,46 @@ impl Publish {
         let mut pause = RETRY_PAUSE_FIRST;
         // Whether an attempt went unanswered: it may be stored, whatever later ones hear.
         let mut unanswered = false;
+        // Whether the stream elected a leader (or the connection came back) during this
+        // send: the attempts after that wait for their acknowledgment only
+        // `RESEND_ACK_TIMEOUT_MS` (a new leader may drop what it is sent before it is ready).
+        let mut after_election = false;
         let appended = loop {
             if self.closed.load(Ordering::Acquire) {
                 return Err(LogError::Closed);
             }
             // Armed before the attempt: a leader elected during it ends the pause after it.
             let leader_changed = self.inner.leader_changed();
-            let attempt = match turn.take() {
-                Some(mut turn) => {
-                    turn.come().await;
-                    let sent = self.inner.send(batch.clone(), options).await;
-                    drop(turn);
-                    match sent {
-                        Ok(sent) => sent.acknowledged().await,
-                        Err(e) => Err(e),
+            let attempt = async {
+                match turn.take() {
+                    Some(mut turn) => {
+                        turn.come().await;
+                        let sent = self.inner.send(batch.clone(), options).await;
+                        drop(turn);
+                        match sent {
+                            Ok(sent) => sent.acknowledged().await,
+                            Err(e) => Err(e),
+                        }
                     }
+                    None => self.inner.append(batch.clone(), options).await,
                 }
-                None => self.inner.append(batch.clone(), options).await,
+            };
+            let attempt = if after_election {
+                let bound = Duration::from_millis(crate::limits::RESEND_ACK_TIMEOUT_MS);
+                tokio::time::timeout(bound, attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(JetStreamError::OutcomeUnknown {
+                            stream: self.inner.stream_name().to_string(),
+                            why: format!(
+                                "no acknowledgment within {} ms of a publish sent again after \
+                                 an election",
+                                bound.as_millis()
+                            ),
+                        })
+                    })
+            } else {
+                attempt.await
             };
             match attempt {
                 Ok(appended) => break appended,
@@ -339,7 +365,10 @@ impl Publish {
                         () = tokio::time::sleep(pause) => {
                             pause = (pause * 2).min(RETRY_PAUSE_MAX);
                         }
-                        () = leader_changed => pause = RETRY_PAUSE_FIRST,
+                        () = leader_changed => {
+                            pause = RETRY_PAUSE_FIRST;
+                            after_election = true;
+                        }
                     }
                 }
                 // A refusal speaks for every attempt: the server answers a retry of a stored
@@ -403,7 +432,8 @@ fn condition_end(condition: AppendCondition) -> u64 {
 /// (if any) passes; returns the end offset last observed. Polls the leader's state (every
 /// 2 ms, backing off to [`WAIT_POLL_MAX`]), and wakes at once when this handle observes a
 /// higher end otherwise (an acknowledgment, a read). Errors are retried: a wait only reports
-/// what it saw.
+/// what it saw. Each look is bounded by the wait's own deadline (the first one by at least
+/// [`WAIT_FIRST_LOOK_MIN`]): a leader that answers nothing does not hold it longer.
 async fn wait_above(
     inner: JetStreamPartition,
     observed: Arc<Observed>,
@@ -413,15 +443,22 @@ async fn wait_above(
 ) -> u64 {
     let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     let mut pause = Duration::from_millis(2);
+    let mut first_look = true;
     loop {
         // Registered before the end is looked at, so a rise in between is not missed.
         let raised = observed.end_raised.notified();
         // Within the wait's own deadline: during an election the leader's state is not
-        // answered, and the wait must still end when its caller said.
-        let poll_deadline = deadline.map_or_else(
-            || inner.default_deadline(),
-            |d| d.min(inner.default_deadline()),
-        );
+        // answered, and the wait must still end about when its caller said. The first look
+        // gets at least `WAIT_FIRST_LOOK_MIN`: a zero timeout asks for the leader's end once
+        // (`TxnStore::stream_end`), and a leader answers that in far less.
+        let default = inner.default_deadline();
+        let poll_deadline = match deadline {
+            None => default,
+            Some(d) if first_look => d.max(tokio::time::Instant::now() + WAIT_FIRST_LOOK_MIN),
+            Some(d) => d,
+        }
+        .min(default);
+        first_look = false;
         if observed.end() <= above
             && let Ok(state) = inner.state_until(poll_deadline).await
         {
