@@ -40,8 +40,9 @@ pub const DEFAULT_SAMPLE: &str = "samples/flights-2013-01.csv.gz";
 /// binary moved elsewhere finds the sample of the checkout it is run in or beside.
 ///
 /// # Errors
-/// No sample in any of those places (the error names where to run, and `--sample`).
-pub fn bundled_sample() -> anyhow::Result<PathBuf> {
+/// No sample in any of those places: the error says where to run, or to pass the file with
+/// `flag` (the command's own option, e.g. `--sample`).
+pub fn bundled_sample(flag: &str) -> anyhow::Result<PathBuf> {
     let cwd = std::env::current_dir().ok();
     let exe = std::env::current_exe().ok();
     let exe_dir = exe.as_deref().and_then(Path::parent);
@@ -54,7 +55,7 @@ pub fn bundled_sample() -> anyhow::Result<PathBuf> {
         .with_context(|| {
             format!(
                 "the bundled sample {DEFAULT_SAMPLE} is neither under the working directory nor \
-                 beside this binary; run inside the repository or pass the file (--sample / --data)"
+                 beside this binary; run inside the repository or pass the file with {flag}"
             )
         })
 }

@@ -923,7 +923,7 @@ fn resolve_sample(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let path = match given {
         Some(path) if path.exists() => path.to_path_buf(),
         Some(path) => bail!("--sample {}: no such file", path.display()),
-        None => flights::bundled_sample()?,
+        None => flights::bundled_sample("--sample")?,
     };
     // The report names the file really imported.
     Ok(std::fs::canonicalize(&path).unwrap_or(path))

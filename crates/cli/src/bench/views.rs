@@ -87,7 +87,7 @@ fn load_flights(data: Option<&Path>, tmp: &Path) -> anyhow::Result<(Vec<Flight>,
     let mut path = match data {
         Some(path) if path.exists() => path.to_path_buf(),
         Some(path) => bail!("--data {}: no such file", path.display()),
-        None => bundled_sample()?,
+        None => bundled_sample("--data")?,
     };
     if path.extension().is_some_and(|e| e == "zip") {
         let csv = tmp.join("flights.csv");
