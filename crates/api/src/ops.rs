@@ -37,6 +37,25 @@ pub struct Limits {
     pub request: RequestLimits,
     /// The caller's quotas.
     pub quotas: Quotas,
+    /// The cluster settings of a cluster node (absent on a single node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterLimits>,
+}
+
+/// A cluster node's settings of failure detection and the clock watch, as in force (each a
+/// `logbook serve` flag, an environment variable and a configuration key of the same name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterLimits {
+    /// The most this node's clock may be off the cluster's median clock, in ms; further
+    /// off, it leads nothing, answers unready and refuses writes (503 `not_ready`).
+    pub max_clock_offset_ms: u64,
+    /// φ (phi accrual) at or above which a peer is suspected: φ = k is a 10⁻ᵏ chance that
+    /// the suspicion is a mistake. Requests are not forwarded to a suspected leader (503
+    /// `leader_unavailable`), and a leader that suspects a majority of its peers resigns.
+    pub phi_threshold: u32,
+    /// The interval between the heartbeats this node sends each peer, in ms.
+    pub heartbeat_interval_ms: u64,
 }
 
 /// A node's capacity settings, as in force.
@@ -176,9 +195,10 @@ pub struct ClusterPeer {
     /// The suspicion level φ = −log₁₀ P(its next heartbeat is still to come), from the
     /// arrival times of its answers; 0 after an answer just now, rising with silence.
     pub phi: f64,
-    /// φ is at or above the threshold (8: one chance in 10⁸ that suspecting it is a
-    /// mistake). Suspicion steers nothing that safety depends on: leadership is the etcd
-    /// lease's.
+    /// φ is at or above the node's `phi_threshold` (default 8: one chance in 10⁸ that
+    /// suspecting it is a mistake). A suspected leader is not forwarded to, and a node that
+    /// suspects most of the cluster leads nothing; nothing that safety depends on: that is
+    /// the etcd lease's and the fencing's.
     pub suspected: bool,
     /// Heartbeats it answered since this node began probing it.
     pub heartbeats: u64,

@@ -104,6 +104,16 @@ pub struct ServeArgs {
     /// clock is back within the bound. Default 500.
     #[arg(long, env = "LOGBOOK_MAX_CLOCK_OFFSET_MS")]
     pub max_clock_offset_ms: Option<u64>,
+    /// On a cluster node: the φ (phi accrual) at or above which a peer is suspected, a whole
+    /// number 1..=16 (φ = k: a 10^-k chance that the suspicion is a mistake). A suspected
+    /// leader is not forwarded to; a leader that suspects most of its peers resigns.
+    /// Default 8.
+    #[arg(long, env = "LOGBOOK_PHI_THRESHOLD")]
+    pub phi_threshold: Option<u32>,
+    /// On a cluster node: the interval between the heartbeats it sends each peer, in ms
+    /// (50..=2000). Default 500.
+    #[arg(long, env = "LOGBOOK_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
     /// Seconds between rounds of the view auditor, which recomputes every view from the log
     /// up to the offsets it applied and compares digests (`logbook audit status`). 0 turns
     /// it off. Default 3600.
@@ -190,6 +200,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         scrub_rate_mb_per_s: args.scrub_rate_mb_per_s,
         audit_interval_s: args.audit_interval_s,
         max_clock_offset_ms: args.max_clock_offset_ms,
+        phi_threshold: args.phi_threshold,
+        heartbeat_interval_ms: args.heartbeat_interval_ms,
         audit_records_per_s: args.audit_records_per_s,
         audit_repair: args.audit_repair.then_some(true),
         allowed_hosts: (!args.allowed_hosts.is_empty()).then_some(args.allowed_hosts),

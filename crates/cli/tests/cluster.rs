@@ -43,6 +43,10 @@
 //! * heartbeats: every node sees the others alive; one paused (SIGSTOP) is suspected by
 //!   the others (φ ≥ 8 in `GET /v1/cluster`, `/metrics`, `logbook cluster status`), and
 //!   alive again once resumed;
+//! * phi steers: `GET /v1/limits` lists the cluster settings; a follower that suspects the
+//!   paused leader refuses a commit at once (503 `leader_unavailable` naming the suspicion,
+//!   nothing sent) and the commit goes through once another node leads; a leader whose two
+//!   peers are paused hears only a minority and resigns before any lease expires;
 //! * the clock watch: a node whose wall clock runs 2 s ahead (libfaketime) is unready,
 //!   refuses writes naming its offset and leads nothing, the others serving; with its
 //!   clock set back it serves again;
@@ -1000,6 +1004,118 @@ fn peers_suspect_a_paused_node_and_see_it_again_once_resumed() {
             "{metrics}"
         );
     }
+}
+
+/// The node ids of [`Three`], by index.
+const IDS: [&str; 3] = ["a", "b", "c"];
+
+/// Waits until every node sees both others alive.
+fn wait_all_alive(nodes: &[Node]) {
+    for (i, n) in nodes.iter().enumerate() {
+        n.wait_for("/v1/cluster", "both peers alive", |s, v| {
+            s == 200
+                && IDS
+                    .iter()
+                    .enumerate()
+                    .all(|(j, id)| i == j || seen_alive(v, id))
+        });
+    }
+}
+
+/// Phi steers (decision 0029). `GET /v1/limits` lists the cluster settings. A follower that
+/// suspects the paused (SIGSTOP) leader, which etcd still names, refuses a commit at once
+/// with 503 `leader_unavailable` naming the suspicion — nothing was sent, so the outcome is
+/// known — and the same commit goes through once another node leads. A leader whose two
+/// peers are paused hears only a minority of the cluster and resigns, saying why, without
+/// waiting for any lease. Resumed, the cluster commits again; each commit is applied once,
+/// and no commit of a stale epoch follows a newer epoch record. No sleeps: each state is
+/// waited for, within [`WAIT`].
+#[test]
+fn phi_steers_commits_away_from_a_suspected_leader_and_a_leader_in_a_minority_resigns() {
+    let three = Three::start();
+    let nodes = &three.nodes;
+    for n in nodes {
+        let (status, limits) = n.call("GET", "/v1/limits", None);
+        assert_eq!(status, 200, "{limits}");
+        let expected = json!({
+            "max_clock_offset_ms": 500, "phi_threshold": 8, "heartbeat_interval_ms": 500,
+        });
+        assert_eq!(limits["cluster"], expected, "{limits}");
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    let bump = json!({"writes": [{"key": "steered", "op": "increment", "by": 1}]});
+    let (status, first) = commit_until_answered(&all, "steer-0", &bump);
+    assert_eq!(status, 200, "{first}");
+    let (leader_id, _) = named_leader(&nodes[0]);
+    let leader = IDS.iter().position(|id| *id == leader_id).unwrap();
+    let follower = (leader + 1) % 3;
+    wait_all_alive(nodes);
+
+    // The leader paused: suspected within a few heartbeats, long before its 10 s lease ends.
+    signal(&nodes[leader], "STOP");
+    let seen = nodes[follower].wait_for("/v1/cluster", "the paused leader suspected", |s, v| {
+        s == 200 && peer_seen(v, IDS[leader])["suspected"] == true
+    });
+    assert_eq!(seen["leader"]["node_id"], IDS[leader], "{seen}");
+    let request =
+        common::api::request("POST", "/v1/commits", Some(&bump)).request_id(Some("steer-1"));
+    let (status, refused) = common::api::send(&nodes[follower].client, request).unwrap();
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (503, Some("leader_unavailable")),
+        "{refused}"
+    );
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("suspected") && detail.contains(IDS[leader]) && detail.contains("nothing was sent"),
+        "{refused}"
+    );
+    let others: Vec<&Node> = (0..3).filter(|i| *i != leader).map(|i| &nodes[i]).collect();
+    let (status, second) = commit_until_answered(&others, "steer-1", &bump);
+    assert_eq!(status, 200, "{second}");
+    signal(&nodes[leader], "CONT");
+    wait_all_alive(nodes);
+
+    // The new leader's two peers paused: it hears a minority (itself) and resigns.
+    let (new_id, _) = named_leader(&nodes[follower]);
+    let new_leader = IDS.iter().position(|id| *id == new_id).unwrap();
+    let paused: Vec<usize> = (0..3).filter(|i| *i != new_leader).collect();
+    for &i in &paused {
+        signal(&nodes[i], "STOP");
+    }
+    let deadline = Instant::now() + WAIT;
+    let resigned = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("stepping down") && l.contains("suspects 2 of its 2 peers"))
+    };
+    while !resigned(&nodes[new_leader].stderr()) {
+        assert!(
+            Instant::now() < deadline,
+            "{new_id} did not resign:\n{}",
+            nodes[new_leader].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for &i in &paused {
+        signal(&nodes[i], "CONT");
+    }
+    let (status, third) = commit_until_answered(&all, "steer-2", &bump);
+    assert_eq!(status, 200, "{third}");
+    let snapshot = third["offset"].as_u64().unwrap() + 1;
+    for n in nodes {
+        let (status, read) = n.call(
+            "POST",
+            "/v1/kv/read",
+            Some(json!({"keys": ["steered"], "snapshot": snapshot})),
+        );
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(read["keys"][0]["value"], 3, "each commit once: {read}");
+    }
+    let (order, stale) = stale_commits(&commit_stream(&three));
+    assert_eq!(
+        stale, 0,
+        "a commit of a stale epoch after a newer one: {order:?}"
+    );
 }
 
 /// libfaketime, which moves a Rust binary's wall clock (not Go's: the engines keep theirs).

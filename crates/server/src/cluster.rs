@@ -9,9 +9,10 @@
 //!             catalog: views made to match the definitions in `_views`, and followed
 //!          ── tokens: Tokens::open on `_auth` (the first node makes the admin token), followed
 //!          ── etcd: register {node_id, advertise_url, serves} under a lease (keep-alive)
-//!          ── heartbeats (peers.rs): every other registered node probed every 500 ms;
-//!             the clock watch: off the cluster's median beyond max_clock_offset_ms →
-//!             no campaigning or leading, unready, writes refused
+//!          ── heartbeats (peers.rs): every other registered node probed every
+//!             heartbeat_interval_ms (500); the clock watch: off the cluster's median
+//!             beyond max_clock_offset_ms → no campaigning or leading, unready, writes
+//!             refused; hearing only a minority of the cluster → no campaigning or leading
 //!          ── certifier task (certifier.rs): a follower of `_txn`, campaigning to lead it
 //!          ── groups: Groups::open on `_groups`, following it; the coordinator task
 //!             (groups/coordinator.rs) campaigning to write it
@@ -159,7 +160,10 @@ pub(crate) async fn open(
     tracing::info!(node_id = %cluster.node_id, nats = %nats, etcd = %etcd, "joined the cluster");
     // Heartbeats and the clock watch start before the elected roles, which wait on it.
     let peer_ca_pem = peer_ca(config)?;
-    let peers = Arc::new(crate::peers::Peers::new());
+    let peers = Arc::new(crate::peers::Peers::new(crate::peers::PeerSettings {
+        phi_threshold: f64::from(config.phi_threshold),
+        heartbeat_interval_ms: config.heartbeat_interval_ms,
+    }));
     let heartbeats = crate::peers::Heartbeats {
         peers: peers.clone(),
         membership: membership.clone(),
@@ -167,12 +171,12 @@ pub(crate) async fn open(
         peer_ca_pem: peer_ca_pem.clone(),
     };
     tokio::spawn(heartbeats.run(stop.clone()));
-    let (clock_in_bound, in_bound) = watch::channel(true);
-    tokio::spawn(crate::peers::watch_clock(
+    let (unfit_tx, unfit) = watch::channel(None);
+    tokio::spawn(crate::peers::watch_node(
         peers.clone(),
         config.max_clock_offset_ms,
         state.clone(),
-        clock_in_bound,
+        unfit_tx,
         stop.clone(),
     ));
     let election = membership.election(crate::certifier::ELECTION);
@@ -199,7 +203,7 @@ pub(crate) async fn open(
         certifier,
         election.clone(),
         leader_record.clone(),
-        in_bound.clone(),
+        unfit.clone(),
         stop_certifier.clone(),
     ));
     let groups = {
@@ -224,7 +228,7 @@ pub(crate) async fn open(
         coordinator,
         groups_election.clone(),
         leader_record,
-        in_bound,
+        unfit,
         stop_certifier,
     ));
     let member = EtcdMember {
@@ -568,6 +572,16 @@ impl EtcdMember {
             }
             None => return Err(leader_unavailable(format!("no {what} is elected now"))),
         };
+        // Not sent to a leader this node suspects: a request that cannot be answered would
+        // wait out its timeout into an unknown outcome; refused here, it is known not done.
+        if let Some(phi) = self.peers.suspected(&leader.record.node_id) {
+            return Err(leader_unavailable(format!(
+                "{what} {} is suspected by this node's heartbeats (φ = {phi:.1}): nothing was \
+                 sent; retry, here once the election moves or the leader answers again, or on \
+                 another node",
+                leader.record.node_id
+            )));
+        }
         let (client, commits) = self.forwarder(&leader.record.advertise_url)?;
         let sent = client.send_raw(request.forwarded_by(Some(&self.node_id)));
         let answer = match wait {

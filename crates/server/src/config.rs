@@ -29,6 +29,8 @@
 //! audit_records_per_s = 10000            # each view's recomputation, records per second
 //! audit_repair = false                   # on a mismatch, rebuild the view and switch to it
 //! max_clock_offset_ms = 500              # cluster: a node further off the median stops writes
+//! phi_threshold = 8                      # cluster: φ at which a peer is suspected (1..=16)
+//! heartbeat_interval_ms = 500            # cluster: between heartbeats to each peer (50..=2000)
 //! allowed_hosts = ["logbook.internal"]   # besides localhost, 127.0.0.1, [::1], the listen host
 //! auth = "on"                            # "off" only with a loopback listen address
 //! tls_cert = "tls/cert.pem"              # HTTPS: certificate chain and key (PEM), both or
@@ -133,6 +135,16 @@ pub struct ServerConfig {
     /// `not_ready` naming the offset) until its clock is back within the bound. 1..=
     /// [`limits::MAX_CLOCK_OFFSET_MS_MAX`]. Default [`limits::MAX_CLOCK_OFFSET_MS_DEFAULT`].
     pub max_clock_offset_ms: u64,
+    /// On a cluster node: the φ (phi accrual, `crate::phi`) at or above which a peer is
+    /// suspected — a whole number, [`limits::PHI_THRESHOLD_MIN`]..=
+    /// [`limits::PHI_THRESHOLD_MAX`]; φ = k means a 10⁻ᵏ chance that the suspicion is a
+    /// mistake. A suspected leader is not forwarded to, and a leader that suspects a majority
+    /// of its peers resigns. Default [`limits::PHI_THRESHOLD_DEFAULT`].
+    pub phi_threshold: u32,
+    /// On a cluster node: the interval between the heartbeats it sends each peer, in ms,
+    /// [`limits::HEARTBEAT_INTERVAL_MS_MIN`]..=[`limits::HEARTBEAT_INTERVAL_MS_MAX`]; the
+    /// clock watch runs as often. Default [`limits::HEARTBEAT_INTERVAL_MS_DEFAULT`].
+    pub heartbeat_interval_ms: u64,
     /// Seconds between rounds of the view auditor, each recomputing every view from the log
     /// and comparing digests (`logbook_views::audit`, `GET /v1/audit`). 0 turns it off. At
     /// most [`limits::AUDIT_INTERVAL_S_MAX`]. Default [`limits::AUDIT_INTERVAL_S_DEFAULT`].
@@ -397,6 +409,8 @@ impl Default for ServerConfig {
             scrub_rate_mb_per_s: limits::SCRUB_RATE_MB_PER_S_DEFAULT,
             audit_interval_s: limits::AUDIT_INTERVAL_S_DEFAULT,
             max_clock_offset_ms: limits::MAX_CLOCK_OFFSET_MS_DEFAULT,
+            phi_threshold: limits::PHI_THRESHOLD_DEFAULT,
+            heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS_DEFAULT,
             audit_records_per_s: limits::AUDIT_RECORDS_PER_S_DEFAULT,
             audit_repair: false,
             allowed_hosts: Vec::new(),
@@ -456,6 +470,10 @@ pub struct ConfigLayer {
     pub audit_interval_s: Option<u64>,
     /// See [`ServerConfig::max_clock_offset_ms`].
     pub max_clock_offset_ms: Option<u64>,
+    /// See [`ServerConfig::phi_threshold`].
+    pub phi_threshold: Option<u32>,
+    /// See [`ServerConfig::heartbeat_interval_ms`].
+    pub heartbeat_interval_ms: Option<u64>,
     /// See [`ServerConfig::audit_records_per_s`].
     pub audit_records_per_s: Option<u64>,
     /// See [`ServerConfig::audit_repair`].
@@ -560,6 +578,8 @@ impl ConfigLayer {
             scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.or(below.scrub_rate_mb_per_s),
             audit_interval_s: self.audit_interval_s.or(below.audit_interval_s),
             max_clock_offset_ms: self.max_clock_offset_ms.or(below.max_clock_offset_ms),
+            phi_threshold: self.phi_threshold.or(below.phi_threshold),
+            heartbeat_interval_ms: self.heartbeat_interval_ms.or(below.heartbeat_interval_ms),
             audit_records_per_s: self.audit_records_per_s.or(below.audit_records_per_s),
             audit_repair: self.audit_repair.or(below.audit_repair),
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
@@ -618,6 +638,10 @@ impl ConfigLayer {
             scrub_rate_mb_per_s: self.scrub_rate_mb_per_s.unwrap_or(d.scrub_rate_mb_per_s),
             audit_interval_s: self.audit_interval_s.unwrap_or(d.audit_interval_s),
             max_clock_offset_ms: self.max_clock_offset_ms.unwrap_or(d.max_clock_offset_ms),
+            phi_threshold: self.phi_threshold.unwrap_or(d.phi_threshold),
+            heartbeat_interval_ms: self
+                .heartbeat_interval_ms
+                .unwrap_or(d.heartbeat_interval_ms),
             audit_records_per_s: self.audit_records_per_s.unwrap_or(d.audit_records_per_s),
             audit_repair: self.audit_repair.unwrap_or(d.audit_repair),
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
@@ -689,6 +713,22 @@ impl ConfigLayer {
                 field: "max_clock_offset_ms",
                 value: c.max_clock_offset_ms.to_string(),
                 reason: "must not exceed 60000 (a minute)",
+            });
+        }
+        if !(limits::PHI_THRESHOLD_MIN..=limits::PHI_THRESHOLD_MAX).contains(&c.phi_threshold) {
+            return Err(ConfigError::Invalid {
+                field: "phi_threshold",
+                value: c.phi_threshold.to_string(),
+                reason: "must be 1..=16 (φ = k: a 10^-k chance that a suspicion is a mistake)",
+            });
+        }
+        if !(limits::HEARTBEAT_INTERVAL_MS_MIN..=limits::HEARTBEAT_INTERVAL_MS_MAX)
+            .contains(&c.heartbeat_interval_ms)
+        {
+            return Err(ConfigError::Invalid {
+                field: "heartbeat_interval_ms",
+                value: c.heartbeat_interval_ms.to_string(),
+                reason: "must be 50..=2000 (at most a fifth of the 10 s etcd lease)",
             });
         }
         if c.requests_max > limits::BLOCKING_THREADS_MAX {
@@ -785,6 +825,34 @@ mod tests {
             })
         ));
         assert_eq!(c.cluster, None);
+    }
+
+    #[test]
+    fn failure_detection_settings_are_bounded_by_name() {
+        let file: ConfigLayer =
+            toml::from_str("phi_threshold = 12\nheartbeat_interval_ms = 250").unwrap();
+        let c = file.resolve().unwrap();
+        assert_eq!((c.phi_threshold, c.heartbeat_interval_ms), (12, 250));
+        let d = ConfigLayer::default().resolve().unwrap();
+        assert_eq!((d.phi_threshold, d.heartbeat_interval_ms), (8, 500));
+        let refused = |layer: ConfigLayer| match layer.resolve() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        for phi in [0, 17] {
+            let layer = ConfigLayer {
+                phi_threshold: Some(phi),
+                ..ConfigLayer::default()
+            };
+            assert_eq!(refused(layer), "phi_threshold", "{phi}");
+        }
+        for ms in [49, 2_001] {
+            let layer = ConfigLayer {
+                heartbeat_interval_ms: Some(ms),
+                ..ConfigLayer::default()
+            };
+            assert_eq!(refused(layer), "heartbeat_interval_ms", "{ms}");
+        }
     }
 
     fn cluster_file() -> ConfigLayer {

@@ -3,16 +3,19 @@
 //! (`groups/coordinator.rs`). This is the loop they share; what leading means is the role's.
 //!
 //! ```text
-//!  follow ── wait while the clock is off ── campaign (etcd; waits while another leads)
+//!  follow ── wait while unfit ── campaign (etcd; waits while another leads)
 //!     ▲         won: re-check the key (etcd txn) ── role.lead(token): its first write is
 //!     │              fenced at storage (an epoch record under the expected end)
-//!     │      leading ── until the lease is lost, the role was fenced, the clock went
-//!     │                 off the cluster's, or shutdown
+//!     │      leading ── until the lease is lost, the role was fenced, the node became
+//!     │                 unfit, or shutdown
 //!     └───── role.step_down(); resign (the key goes at once)
 //! ```
 //!
-//! The clock gate (`in_bound`, from `peers::watch_clock`): a node whose clock is off the
-//! cluster's median beyond `max_clock_offset_ms` neither campaigns nor keeps leading.
+//! The gate (`unfit`, from `peers::watch_node`: why this node may not lead, `None` when it
+//! may): a node whose clock is off the cluster's median beyond `max_clock_offset_ms`, or
+//! that hears only a minority of the cluster (phi accrual), neither campaigns nor keeps
+//! leading. The gate is advice that makes a doubtful leader go early; the etcd lease and
+//! the fencing at storage stay the authority.
 //!
 //! Winning an election says only that this node *was* the leader when etcd answered; the
 //! role's writes must be fenced where they are stored (decision record 0014), and
@@ -44,13 +47,14 @@ pub(crate) trait Role: Send + Sync {
     fn step_down(&self);
 }
 
-/// Runs `role` in `election` until `stop` turns true: follows, campaigns while `in_bound`
-/// holds (this node's clock agrees with the cluster's), leads, steps down, again.
+/// Runs `role` in `election` until `stop` turns true: follows, campaigns while `unfit` is
+/// `None` (the clock agrees with the cluster's and a majority is heard), leads, steps down,
+/// again.
 pub(crate) async fn run<R: Role>(
     role: R,
     election: Election,
     record: LeaderRecord,
-    mut in_bound: watch::Receiver<bool>,
+    mut unfit: watch::Receiver<Option<String>>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -62,11 +66,11 @@ pub(crate) async fn run<R: Role>(
             pause(&mut stop).await;
             continue;
         }
-        if !*in_bound.borrow() {
-            // Not a candidate while the clock is off: wait until it is back, then follow
-            // again (a closed watch never clears: only `stop` ends the wait).
+        if unfit.borrow().is_some() {
+            // Not a candidate while unfit: wait until it is fit, then follow again (a
+            // closed watch never clears: only `stop` ends the wait).
             tokio::select! {
-                Ok(_) = in_bound.wait_for(|ok| *ok) => {}
+                Ok(_) = unfit.wait_for(Option::is_none) => {}
                 _ = stop.changed() => return,
             }
             continue;
@@ -84,7 +88,7 @@ pub(crate) async fn run<R: Role>(
             }
         };
         match lead(&role, &leadership).await {
-            Ok(()) => hold(&role, &leadership, &mut in_bound, &mut stop).await,
+            Ok(()) => hold(&role, &leadership, &mut unfit, &mut stop).await,
             Err(why) => {
                 tracing::warn!(role = R::NAME, %why, token = leadership.token(), "could not lead");
             }
@@ -103,31 +107,31 @@ async fn lead<R: Role>(role: &R, leadership: &Leadership) -> Result<(), String> 
     role.lead(leadership.token()).await
 }
 
-/// Leads until the lease is lost, the role is fenced, the clock is off the cluster's, or
-/// `stop`; then steps down at once.
+/// Leads until the lease is lost, the role is fenced, the node is unfit (its clock off the
+/// cluster's, or in a minority), or `stop`; then steps down at once.
 async fn hold<R: Role>(
     role: &R,
     leadership: &Leadership,
-    in_bound: &mut watch::Receiver<bool>,
+    unfit: &mut watch::Receiver<Option<String>>,
     stop: &mut watch::Receiver<bool>,
 ) {
-    let why = loop {
+    let why: String = loop {
         tokio::select! {
-            () = leadership.lost() => break "the election lease was lost",
-            _ = stop.changed() => break "shutting down",
-            Ok(_) = in_bound.wait_for(|ok| !*ok) => {
-                break "this node's clock is off the cluster's beyond max_clock_offset_ms";
+            () = leadership.lost() => break "the election lease was lost".into(),
+            _ = stop.changed() => break "shutting down".into(),
+            Ok(why) = unfit.wait_for(Option::is_some) => {
+                break (*why).clone().unwrap_or_default();
             }
             () = tokio::time::sleep(Duration::from_millis(FENCED_CHECK_MS)) => {
                 if role.fenced() {
-                    break "a write was refused at storage (fenced)";
+                    break "a write was refused at storage (fenced)".into();
                 }
             }
         }
     };
     tracing::warn!(
         role = R::NAME,
-        why,
+        %why,
         token = leadership.token(),
         "stepping down"
     );

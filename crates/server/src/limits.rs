@@ -94,6 +94,26 @@ pub const MAX_CLOCK_OFFSET_MS_DEFAULT: u64 = 500;
 /// Largest accepted `max_clock_offset_ms` (a minute: beyond that, clocks are not watched
 /// but ignored).
 pub const MAX_CLOCK_OFFSET_MS_MAX: u64 = 60_000;
+/// Default φ at or above which a cluster node suspects a peer (8: one chance in 10⁸ that
+/// the suspicion is a mistake; Akka's and Cassandra's default).
+pub const PHI_THRESHOLD_DEFAULT: u32 = 8;
+/// Smallest accepted `phi_threshold` (1: a 10 % chance that a suspicion is a mistake).
+pub const PHI_THRESHOLD_MIN: u32 = 1;
+/// Largest accepted `phi_threshold` (16: one chance in 10¹⁶, as near to never as an f64's
+/// precision tells apart).
+pub const PHI_THRESHOLD_MAX: u32 = 16;
+/// Default interval between the heartbeats a cluster node sends each peer, in ms (500).
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
+/// Shortest accepted `heartbeat_interval_ms` (50): each heartbeat is an HTTP request per
+/// peer, so shorter ones cost CPU for no better detection than the network's jitter allows.
+pub const HEARTBEAT_INTERVAL_MS_MIN: u64 = 50;
+/// Longest accepted `heartbeat_interval_ms` (2 000): a fifth of the etcd lease (10 s), so a
+/// paused leader is suspected from several missed heartbeats well before its lease expires.
+pub const HEARTBEAT_INTERVAL_MS_MAX: u64 = 2_000;
+const _: () = assert!(HEARTBEAT_INTERVAL_MS_DEFAULT >= HEARTBEAT_INTERVAL_MS_MIN);
+const _: () = assert!(HEARTBEAT_INTERVAL_MS_DEFAULT <= HEARTBEAT_INTERVAL_MS_MAX);
+const _: () = assert!(PHI_THRESHOLD_MIN <= PHI_THRESHOLD_DEFAULT);
+const _: () = assert!(PHI_THRESHOLD_DEFAULT <= PHI_THRESHOLD_MAX);
 /// Default seconds between the view auditor's rounds (3,600: every view recomputed once an
 /// hour, at the pace below).
 pub const AUDIT_INTERVAL_S_DEFAULT: u64 = 3600;

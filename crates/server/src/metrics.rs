@@ -26,7 +26,7 @@
 //! | `logbook_view_lag_records` | `view`, `version` | records of the source not yet applied (set at each scrape) |
 //! | `logbook_view_lag_ms` | `view`, `version` | how far the applied records trail the newest, by record timestamps (set at each scrape) |
 //! | `logbook_peer_phi` | `peer` | a cluster node's suspicion of another node, φ of its heartbeats (set at each scrape) |
-//! | `logbook_peer_suspected` | `peer` | 1 while φ is at or above the threshold (8) (set at each scrape) |
+//! | `logbook_peer_suspected` | `peer` | 1 while φ is at or above `phi_threshold` (default 8) (set at each scrape) |
 //! | `logbook_peer_clock_offset_ms` | `peer` | the other node's clock minus this node's, from its latest heartbeat (set at each scrape) |
 //! | `logbook_clock_offset_ms` | — | this cluster node's clock minus the cluster's median clock |
 //! | `logbook_clock_offset_alarm` | — | 1 while that offset exceeds `max_clock_offset_ms` (the node then leads nothing and takes no writes) |

@@ -5,19 +5,35 @@
 //! ```text
 //!  membership task ── every 2 s: the registered nodes (etcd) ── a probe task per other
 //!                     node (started when it registers, ended when it leaves)
-//!  probe task ─ every 500 ms: GET <its URL>/v1/health?probe=live, within its timeout
+//!  probe task ─ every heartbeat_interval_ms (500): GET <its URL>/v1/health?probe=live,
+//!               within its timeout
 //!     answered ──▶ PhiDetector::heartbeat(arrival)       (phi.rs: suspicion)
 //!              ──▶ RtoEstimator::sample(round trip)      (rto.rs: the next timeout)
 //!              ──▶ clock offset = its clock_unix_ms + RTT/2 − our clock at the answer
 //!     timed out ─▶ RtoEstimator::timed_out (the next timeout doubles)
 //!  Peers ◀── GET /v1/cluster (`peers`), /metrics, `logbook cluster status`
+//!        ◀── the forwarder: a suspected leader is not sent a request (cluster.rs)
+//!        ◀── watch_node, every heartbeat interval: the clock watch, and whether this node
+//!            hears only a minority of the cluster ─▶ `unfit` (why not to lead) ─▶ elected.rs
 //! ```
 //!
 //! One request, three uses: the live probe is answered by any process that runs, ready or
 //! not, is open (no credentials: a node has no token of its own) and exempt from the
 //! in-flight limit, so a busy peer is not taken for a dead one. Its round trip is the path a
 //! forwarded commit takes. Suspicion is advice, never authority: leadership is the etcd
-//! lease's, and a write is fenced where it is stored (decision 0014).
+//! lease's, and a write is fenced where it is stored (decision 0014). Advice steers two
+//! things: a request for a suspected leader fails at once with nothing sent (rather than
+//! waiting out a timeout into an unknown outcome), and a leader that suspects so many peers
+//! that it hears only a minority of the cluster (itself included) resigns, and does not
+//! campaign until it hears a majority again.
+//!
+//! Why the leader's own suspicion stands for its peers' suspicion of it: a heartbeat is a
+//! round trip, so a peer whose heartbeats this node cannot get answered cannot, as far as
+//! heartbeats tell, get its own answered by this node either. A leader that hears only a
+//! minority is cut off from the majority (or the majority is paused), which suspects it —
+//! and so it steps down before its etcd lease (10 s) would make it. Peers that stay silent
+//! leave the list when their own leases expire; the leader then hears a majority of those
+//! left and campaigns again.
 //!
 //! Bounds: at most [`PEERS_MAX`] peers are probed; each probe task has one request in
 //! flight at a time, bounded by its adaptive timeout (≤ 5 s).
@@ -36,19 +52,39 @@ use crate::deadline::AdaptiveTimeout;
 use crate::phi::{PhiDetector, PhiSettings};
 use crate::rto::RtoSettings;
 
-/// How often a peer is probed, in ms.
-pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
 /// How often the registered nodes are listed from etcd, in ms.
 const MEMBERSHIP_REFRESH_MS: u64 = 2_000;
-/// φ at or above which a peer is suspected: one chance in 10⁸ that it is a mistake (Akka's
-/// and Cassandra's default threshold).
-pub const PHI_SUSPECT: f64 = 8.0;
 /// The most peers one node probes (the rest are not watched; a log line says so).
 pub const PEERS_MAX: usize = 64;
+
+/// How this node watches its peers (`ServerConfig::phi_threshold`, `heartbeat_interval_ms`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PeerSettings {
+    /// φ at or above which a peer is suspected.
+    pub phi_threshold: f64,
+    /// The interval between heartbeats to each peer, in ms.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl PeerSettings {
+    /// The detector of one peer: the interval assumed before the second heartbeat is two
+    /// intervals (one heartbeat may be lost before a real interval is known).
+    fn phi(&self) -> PhiSettings {
+        PhiSettings {
+            first_interval_ms: self.heartbeat_interval_ms.saturating_mul(2),
+            ..PhiSettings::default()
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+}
 
 /// What this node's heartbeats know of every other node, by node id.
 #[derive(Debug)]
 pub(crate) struct Peers {
+    settings: PeerSettings,
     /// The origin of the monotonic ms the detectors are fed.
     origin: Instant,
     table: Mutex<BTreeMap<String, Peer>>,
@@ -76,8 +112,9 @@ struct Answer {
 }
 
 impl Peers {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(settings: PeerSettings) -> Self {
         Peers {
+            settings,
             origin: Instant::now(),
             table: Mutex::new(BTreeMap::new()),
         }
@@ -96,7 +133,7 @@ impl Peers {
         let now = self.now_ms();
         let deadline = Arc::new(AdaptiveTimeout::new(RtoSettings::default()));
         self.with(|t| {
-            let mut phi = PhiDetector::new(PhiSettings::default());
+            let mut phi = PhiDetector::new(self.settings.phi());
             // The first arrival is the moment the peer was found: a peer paused before its
             // first answer is then suspected too.
             phi.heartbeat(now);
@@ -146,11 +183,38 @@ impl Peers {
         let now = self.now_ms();
         let offsets: Vec<i64> = self.with(|t| {
             t.values()
-                .filter(|p| p.heartbeats > 0 && p.phi.phi(now) < PHI_SUSPECT)
+                .filter(|p| p.heartbeats > 0 && p.phi.phi(now) < self.settings.phi_threshold)
                 .filter_map(|p| p.clock.map(|(offset, _)| offset))
                 .collect()
         });
         (!offsets.is_empty()).then(|| off_median_ms(&offsets))
+    }
+
+    /// φ of `node_id` if this node suspects it (`None`: alive, or not watched).
+    pub(crate) fn suspected(&self, node_id: &str) -> Option<f64> {
+        let now = self.now_ms();
+        self.with(|t| t.get(node_id).map(|p| p.phi.phi(now)))
+            .filter(|phi| *phi >= self.settings.phi_threshold)
+    }
+
+    /// Why this node should not lead: it suspects so many of the peers it watches that it
+    /// and those it hears are a minority of the cluster (`None` otherwise).
+    pub(crate) fn in_minority(&self) -> Option<String> {
+        let now = self.now_ms();
+        let (watched, suspected) = self.with(|t| {
+            let suspected = t
+                .values()
+                .filter(|p| p.phi.phi(now) >= self.settings.phi_threshold)
+                .count();
+            (t.len(), suspected)
+        });
+        is_minority(suspected, watched).then(|| {
+            format!(
+                "this node suspects {suspected} of its {watched} peers (φ ≥ {}): cut off from \
+                 the majority as far as heartbeats tell",
+                self.settings.phi_threshold
+            )
+        })
     }
 
     /// Every peer as `GET /v1/cluster` shows it, by node id.
@@ -164,7 +228,7 @@ impl Peers {
                         node_id: id.clone(),
                         advertise_url: p.advertise_url.clone(),
                         phi,
-                        suspected: phi >= PHI_SUSPECT,
+                        suspected: phi >= self.settings.phi_threshold,
                         heartbeats: p.heartbeats,
                         last_heartbeat_ms_ago: (p.heartbeats > 0)
                             .then(|| p.phi.last_arrival_ms().map(|at| now.saturating_sub(at)))
@@ -180,6 +244,14 @@ impl Peers {
                 .collect()
         })
     }
+}
+
+/// Whether a node that suspects `suspected` of the `watched` peers is in a minority of the
+/// cluster: it and the peers it hears are fewer than half of all (itself included). A tie
+/// is not a minority (neither half can tell which is cut off; the lease decides), so a
+/// node of a two-node cluster never resigns for its one peer.
+fn is_minority(suspected: usize, watched: usize) -> bool {
+    suspected.saturating_mul(2) > watched.saturating_add(1)
 }
 
 /// What the heartbeat tasks need besides the table.
@@ -266,9 +338,9 @@ impl Heartbeats {
     }
 }
 
-/// Probes `node_id` every [`HEARTBEAT_INTERVAL_MS`], one request at a time, until aborted.
+/// Probes `node_id` every heartbeat interval, one request at a time, until aborted.
 async fn probe(peers: Arc<Peers>, node_id: String, client: Client, deadline: Arc<AdaptiveTimeout>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    let mut tick = tokio::time::interval(peers.settings.interval());
     // A probe that waited out its timeout is followed by the next at once, not by a burst.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -330,19 +402,25 @@ fn off_median_ms(peer_offsets: &[i64]) -> i64 {
     median.saturating_neg()
 }
 
-/// Watches this node's clock against the cluster's every heartbeat interval, until `stop`:
-/// beyond `max_offset_ms` from the median the node answers unready and refuses writes
-/// (`AppState::set_clock_fault`), and `in_bound` turns false, which makes the elected roles
-/// resign and stop campaigning (`elected.rs`); back within the bound, all of it is undone.
-/// Each change is logged once.
-pub(crate) async fn watch_clock(
+/// Watches this node against the cluster every heartbeat interval, until `stop`:
+///
+/// * its clock: beyond `max_offset_ms` from the median the node answers unready and refuses
+///   writes (`AppState::set_clock_fault`), and may not lead;
+/// * its peers: while it hears only a minority of the cluster (itself included) it may not
+///   lead (it still serves).
+///
+/// `unfit` says why the node may not lead (`None`: it may); the elected roles resign and
+/// stop campaigning while it is `Some` (`elected.rs`). Back within the bound or hearing a
+/// majority again, all of it is undone. Each change of either is logged once.
+pub(crate) async fn watch_node(
     peers: Arc<Peers>,
     max_offset_ms: u64,
     state: crate::state::AppState,
-    in_bound: watch::Sender<bool>,
+    unfit: watch::Sender<Option<String>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    let mut tick = tokio::time::interval(peers.settings.interval());
+    let (mut clock_was_off, mut cut_off_was) = (false, false);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -350,7 +428,7 @@ pub(crate) async fn watch_clock(
         }
         let offset = peers.clock_offset_ms();
         state.metrics().clock_offset_ms.set(offset.unwrap_or(0));
-        let fault = offset
+        let clock_fault = offset
             .filter(|o| o.unsigned_abs() > max_offset_ms)
             .map(|o| {
                 format!(
@@ -358,13 +436,12 @@ pub(crate) async fn watch_clock(
                  max_clock_offset_ms ({max_offset_ms})"
                 )
             });
-        let was_in_bound = *in_bound.borrow();
-        match (&fault, was_in_bound) {
-            (Some(why), true) => {
+        match (&clock_fault, clock_was_off) {
+            (Some(why), false) => {
                 tracing::error!(offset_ms = offset.unwrap_or(0), max_offset_ms, %why,
                     "clock off the cluster's: resigning, unready, refusing writes");
             }
-            (None, false) => {
+            (None, true) => {
                 tracing::warn!(
                     offset_ms = offset.unwrap_or(0),
                     max_offset_ms,
@@ -373,14 +450,43 @@ pub(crate) async fn watch_clock(
             }
             _ => {}
         }
-        in_bound.send_replace(fault.is_none());
-        state.set_clock_fault(fault);
+        clock_was_off = clock_fault.is_some();
+        let cut_off = peers.in_minority();
+        match (&cut_off, cut_off_was) {
+            (Some(why), false) => {
+                tracing::warn!(%why, "in a minority: not leading, not campaigning");
+            }
+            (None, true) => tracing::info!("a majority of peers heard again: campaigning"),
+            _ => {}
+        }
+        cut_off_was = cut_off.is_some();
+        let why_not = clock_fault.clone().or(cut_off);
+        unfit.send_if_modified(|now| {
+            let changed = *now != why_not;
+            if changed {
+                now.clone_from(&why_not);
+            }
+            changed
+        });
+        state.set_clock_fault(clock_fault);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::off_median_ms;
+    use super::{is_minority, off_median_ms};
+
+    #[test]
+    fn a_node_hearing_fewer_than_half_the_cluster_is_in_a_minority() {
+        assert!(!is_minority(0, 0), "alone: nobody to be cut off from");
+        assert!(!is_minority(1, 1), "two nodes, a tie: the lease decides");
+        assert!(!is_minority(1, 2), "three nodes, hears one: two of three");
+        assert!(is_minority(2, 2), "three nodes, hears none");
+        assert!(!is_minority(2, 3), "four nodes, a tie");
+        assert!(is_minority(3, 3));
+        assert!(is_minority(3, 4), "five nodes, hears one: two of five");
+        assert!(!is_minority(2, 4));
+    }
 
     #[test]
     fn the_odd_clock_out_is_off_the_median() {

@@ -12,7 +12,9 @@ use logbook_api::audit::{
     AuditDigest, AuditRowDifference, AuditStatus, ScrubberFinding, ScrubberStatus, ViewAudit,
     ViewAuditReport, ViewAuditorStatus,
 };
-use logbook_api::ops::{ClusterStatus, Health, Limits, NodeLimits, Quota, Quotas, RequestLimits};
+use logbook_api::ops::{
+    ClusterLimits, ClusterStatus, Health, Limits, NodeLimits, Quota, Quotas, RequestLimits,
+};
 use logbook_api::paths::route;
 
 use crate::error::ApiError;
@@ -231,6 +233,7 @@ pub async fn limits(
         node: node_limits(state.config()),
         request: request_limits(),
         quotas,
+        cluster: cluster_limits(state.config()),
     }))
 }
 
@@ -253,6 +256,15 @@ fn node_limits(config: &crate::config::ServerConfig) -> NodeLimits {
         snapshot_window_commits: config.snapshot_window_commits,
         certifier_bytes_max: config.certifier_bytes_max,
     }
+}
+
+/// The failure detection and clock settings of `config`, on a cluster node.
+fn cluster_limits(config: &crate::config::ServerConfig) -> Option<ClusterLimits> {
+    config.cluster.as_ref().map(|_| ClusterLimits {
+        max_clock_offset_ms: config.max_clock_offset_ms,
+        phi_threshold: config.phi_threshold,
+        heartbeat_interval_ms: config.heartbeat_interval_ms,
+    })
 }
 
 /// The limits of one request ([`crate::limits`], the API contract's).
