@@ -420,7 +420,10 @@ pub(crate) async fn watch_node(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(peers.settings.interval());
+    // Ticks at least an interval apart, even after this process stalled: see below.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut clock_was_off, mut cut_off_was) = (false, false);
+    let mut minority_ticks = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -451,7 +454,16 @@ pub(crate) async fn watch_node(
             _ => {}
         }
         clock_was_off = clock_fault.is_some();
-        let cut_off = peers.in_minority();
+        // A minority on two ticks in a row: after a stall of this process (scheduling, a
+        // pause) every peer looks silent until the probes sent on waking are answered, which
+        // takes a round trip, not an interval.
+        let minority = peers.in_minority();
+        minority_ticks = if minority.is_some() {
+            minority_ticks.saturating_add(1)
+        } else {
+            0
+        };
+        let cut_off = minority.filter(|_| minority_ticks >= 2);
         match (&cut_off, cut_off_was) {
             (Some(why), false) => {
                 tracing::warn!(%why, "in a minority: not leading, not campaigning");
