@@ -43,6 +43,8 @@
 //! * heartbeats: every node sees the others alive; one paused (SIGSTOP) is suspected by
 //!   the others (φ ≥ 8 in `GET /v1/cluster`, `/metrics`, `logbook cluster status`), and
 //!   alive again once resumed;
+//! * record timestamps from the hybrid logical clock: a record stamped ahead of the wall
+//!   clock, once read on another node, bounds what that node stamps next;
 //! * phi steers: `GET /v1/limits` lists the cluster settings; a follower that suspects the
 //!   paused leader refuses a commit at once (503 `leader_unavailable` naming the suspicion,
 //!   nothing sent) and the commit goes through once another node leads; a leader whose two
@@ -1116,6 +1118,52 @@ fn phi_steers_commits_away_from_a_suspected_leader_and_a_leader_in_a_minority_re
         stale, 0,
         "a commit of a stale epoch after a newer one: {order:?}"
     );
+}
+
+/// The wall clock, ms since the Unix epoch.
+fn unix_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// Record timestamps come from each node's hybrid logical clock (decision 0022): a record
+/// stamped 400 ms ahead of the wall clock — as by a node whose clock runs that far ahead,
+/// within `max_clock_offset_ms` — once read on node b bounds what b stamps next, and b's
+/// records in one partition never go back in time. Prints whether b's own wall clock was
+/// still below the record's (then only the clock carried it over).
+#[test]
+fn a_record_read_on_a_node_bounds_the_timestamps_it_stamps_next() {
+    let three = Three::start();
+    let (a, b) = (&three.nodes[0], &three.nodes[1]);
+    let (status, created) = a.call("PUT", "/v1/streams/stamped", Some(json!({"partitions": 1})));
+    assert!(status == 200 || status == 201, "{created}");
+    let started = Instant::now();
+    let ahead = unix_ms() + 400;
+    let record = json!({"key": "k", "value": 1, "timestamp_ms": ahead});
+    let (status, first) = a.call("POST", "/v1/streams/stamped/records", Some(record));
+    assert_eq!(status, 201, "{first}");
+    let read_one = |offset: &Value| {
+        let path = format!("/v1/streams/stamped/records?partition=0&from={offset}&limit=1");
+        let (status, read) = b.call("GET", &path, None);
+        assert_eq!(status, 200, "{read}");
+        read["records"][0]["timestamp_ms"].as_i64().unwrap()
+    };
+    assert_eq!(read_one(&first["offset"]), ahead);
+    let mut last = ahead;
+    for value in 2..12 {
+        let record = json!({"key": "k", "value": value});
+        let (status, next) = b.call("POST", "/v1/streams/stamped/records", Some(record));
+        assert_eq!(status, 201, "{next}");
+        if value == 2 {
+            let below = started.elapsed() < Duration::from_millis(400);
+            eprintln!("b's first stamp came with its wall clock {}below the record read", if below { "" } else { "not " });
+        }
+        let stamped = read_one(&next["offset"]);
+        assert!(stamped >= last, "b stamped {stamped} after {last}");
+        last = stamped;
+    }
 }
 
 /// libfaketime, which moves a Rust binary's wall clock (not Go's: the engines keep theirs).

@@ -26,6 +26,14 @@
 //! [`HlcState`] is the pure algorithm (the caller passes the wall time, so tests drive any
 //! clock); [`HybridClock`] wraps it behind a lock with the system clock.
 //!
+//! **Record timestamps** (decision 0022): a record's `timestamp_ms` is l of the stamping
+//! node's clock ([`HybridClock`] is the embedded log's default [`Clock`], and the JetStream
+//! backend's). c is not written: within a partition the offset orders records, and the wire
+//! keeps its one i64 of ms since the epoch, so retention and display read it as before. What
+//! a reader may rely on: timestamps one node stamps never decrease (whatever its wall clock
+//! does), and a record stamped by a node after it read record r has a timestamp ≥ r's
+//! ([`HybridClock::observe`]; r's clock within [`HLC_AHEAD_MS_MAX`] of the reader's).
+//!
 //! ```
 //! use logbook_log::hlc::{HlcState, HlcTimestamp};
 //! let mut a = HlcState::default();
@@ -38,6 +46,9 @@
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Clock;
+pub use crate::limits::HLC_AHEAD_MS_MAX;
 
 /// A hybrid logical clock's timestamp: `physical_ms` (ms since the Unix epoch) first, then
 /// `logical`. Ordered lexicographically (the derived order follows field order).
@@ -84,6 +95,23 @@ impl HlcState {
             successor(latest)
         };
         self.advance(next)
+    }
+
+    /// Folds in `physical_ms`, a time read from another node (a record's timestamp, which
+    /// carries l only), at wall time `wall_ms`: every later timestamp of this clock has
+    /// l ≥ `physical_ms`. A time more than `max_ahead_ms` ahead of `wall_ms` is ignored
+    /// (returns false): a clock that far off is one the clock watch removes, and one bad
+    /// clock, or a caller's own timestamp, must not drag this node's clock with it.
+    pub fn observe(&mut self, wall_ms: u64, physical_ms: u64, max_ahead_ms: u64) -> bool {
+        if physical_ms > wall_ms.saturating_add(max_ahead_ms) {
+            return false;
+        }
+        let message = HlcTimestamp {
+            physical_ms,
+            logical: 0,
+        };
+        self.receive(wall_ms, message);
+        true
     }
 
     /// The last timestamp handed out.
@@ -145,6 +173,31 @@ impl HybridClock {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .receive(wall, message)
+    }
+
+    /// Folds in the newest of `timestamps_ms`, record timestamps read from the log, unless
+    /// it is more than [`HLC_AHEAD_MS_MAX`] ahead of the wall clock ([`HlcState::observe`]);
+    /// whether it was folded in (false too when there is none).
+    pub fn observe(&self, timestamps_ms: impl IntoIterator<Item = i64>) -> bool {
+        let Some(newest) = timestamps_ms.into_iter().max() else {
+            return false;
+        };
+        let Ok(newest) = u64::try_from(newest) else {
+            return false;
+        };
+        let wall = wall_ms();
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(wall, newest, HLC_AHEAD_MS_MAX)
+    }
+}
+
+/// Record timestamps from the clock: l of [`HybridClock::now`], in ms since the epoch —
+/// never below the wall clock, never decreasing.
+impl Clock for HybridClock {
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.now().physical_ms).unwrap_or(i64::MAX)
     }
 }
 
@@ -265,6 +318,34 @@ mod tests {
                 };
                 prop_assert!(t > prev, "{t:?} after {prev:?}");
                 prop_assert!(t.physical_ms <= max_seen, "l = {} > max seen {max_seen}", t.physical_ms);
+                prev = t;
+            }
+        }
+
+        /// A record timestamp read from another node (l only): within the bound, every later
+        /// timestamp has l at least it; beyond it, the clock is unmoved. Either way the clock
+        /// stays monotonic.
+        #[test]
+        fn an_observed_timestamp_bounds_later_ones_unless_too_far_ahead(
+            start in 0u64..1_000_000,
+            ahead in 0u64..2_000,
+            later_walls in prop::collection::vec(0u64..2_000, 1..20),
+        ) {
+            let mut c = HlcState::default();
+            let before = c.now(start);
+            let observed = start + ahead;
+            let folded = c.observe(start, observed, HLC_AHEAD_MS_MAX);
+            prop_assert_eq!(folded, ahead <= HLC_AHEAD_MS_MAX);
+            let mut prev = c.last();
+            prop_assert!(prev >= before);
+            for w in later_walls {
+                let t = c.now(start + w);
+                prop_assert!(t > prev);
+                if folded {
+                    prop_assert!(t.physical_ms >= observed, "{t:?} below {observed}");
+                } else {
+                    prop_assert!(t.physical_ms <= start.max(start + w), "dragged: {t:?}");
+                }
                 prev = t;
             }
         }

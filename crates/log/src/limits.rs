@@ -43,6 +43,12 @@ pub const QUEUED_BYTES_MAX: u64 = 64 * 1024 * 1024;
 pub const GROUP_COMMIT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest accepted distance of a caller-supplied timestamp from the log's clock, in ms (1 day).
 pub const TIMESTAMP_SKEW_MS_MAX: i64 = 24 * 60 * 60 * 1000;
+/// Furthest ahead of the local wall clock, in ms, a timestamp read from the log may be and
+/// still move this node's hybrid logical clock (500, the default `max_clock_offset_ms` of a
+/// cluster node and CockroachDB's): a node's clock further off is one the clock watch removes,
+/// and a caller's own timestamp (up to [`TIMESTAMP_SKEW_MS_MAX`] away) must not drag every
+/// node's clock with it (`crate::hlc`, decision 0022).
+pub const HLC_AHEAD_MS_MAX: u64 = 500;
 /// How often the background scrubber reads its allowance of sealed segments, in ms: its rate
 /// limit is kept per tick of this length (`crate::scrub`).
 pub const SCRUB_TICK_MS: u64 = 1000;
@@ -52,6 +58,7 @@ pub const SCRUB_FINDINGS_MAX: usize = 64;
 /// counted and logged again.
 pub const SCRUB_DAMAGE_REMEMBERED_MAX: usize = 4096;
 
+const _: () = assert!(HLC_AHEAD_MS_MAX < TIMESTAMP_SKEW_MS_MAX as u64);
 const _: () = assert!(KEY_BYTES_MAX < RECORD_BYTES_MAX);
 const _: () = assert!(HEADER_BYTES_MAX < RECORD_BYTES_MAX);
 const _: () = assert!(RECORD_BYTES_MAX < BATCH_BYTES_MAX);

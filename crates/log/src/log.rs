@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Clock, Retention, StreamConfig, SystemClock, validate_stream_name};
+use crate::config::{Clock, Retention, StreamConfig, validate_stream_name};
 use crate::dedup::DedupIndex;
 use crate::error::{LogError, Result};
 use crate::format::FORMAT_VERSION;
@@ -33,8 +33,9 @@ use crate::segment::read_whole;
 use crate::storage::{DirLock, OpenMode, OsStorage, Storage, replace_durably};
 use crate::stream::{Stream, StreamMeta};
 
-/// How to open a [`Log`]. The default is the real file system, the system clock and
-/// creating the data directory if it is missing.
+/// How to open a [`Log`]. The default is the real file system, the system clock through a
+/// hybrid logical clock (record timestamps never decrease: [`crate::hlc`]) and creating the
+/// data directory if it is missing.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
     /// The file system (tests use [`crate::sim::SimStorage`]).
@@ -54,7 +55,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             storage: Arc::new(OsStorage),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(crate::hlc::HybridClock::new()),
             create_if_missing: true,
         }
     }

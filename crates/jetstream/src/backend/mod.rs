@@ -39,7 +39,7 @@ mod stream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use logbook_log::{
     FsyncPolicy, LogBackend, LogError, LogStream, Result, StreamConfig, validate_stream_name,
@@ -386,9 +386,21 @@ pub(crate) fn log_error(e: JetStreamError) -> LogError {
     }
 }
 
-/// The wall clock in ms since the Unix epoch: record timestamps (display and retention only).
+/// This process's hybrid logical clock (`logbook_log::hlc`, decision 0022): one per node,
+/// shared by every backend the process opens.
+static CLOCK: std::sync::LazyLock<logbook_log::hlc::HybridClock> =
+    std::sync::LazyLock::new(logbook_log::hlc::HybridClock::new);
+
+/// Now in ms since the Unix epoch, as record timestamps are stamped (display and retention
+/// only, never order): l of this node's hybrid logical clock — never below the wall clock,
+/// never decreasing, and at least every record timestamp this node has read ([`observed`]).
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    logbook_log::Clock::now_ms(&*CLOCK)
+}
+
+/// Folds the timestamps of `records`, read from the log, into this node's clock, so that
+/// what it stamps next is not older than what it has read (causality across nodes; a
+/// timestamp more than `HLC_AHEAD_MS_MAX` ahead of the wall clock is ignored).
+pub(crate) fn observed(records: &[logbook_log::StoredRecord]) {
+    CLOCK.observe(records.iter().map(|r| r.timestamp_ms));
 }

@@ -516,6 +516,7 @@ impl LogPartition for JsPartition {
                     if let Some(end) = offset::end_offset(sequence) {
                         observed.saw_end(end);
                     }
+                    super::observed(&records);
                 }
                 None => {
                     // Nothing at or after `from`: the end, or past it?
