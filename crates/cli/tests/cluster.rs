@@ -43,6 +43,10 @@
 //! * heartbeats: every node sees the others alive; one paused (SIGSTOP) is suspected by
 //!   the others (φ ≥ 8 in `GET /v1/cluster`, `/metrics`, `logbook cluster status`), and
 //!   alive again once resumed;
+//! * the fault suite's first fault (CI-sized): the leader paused beyond its lease while
+//!   clients on the other nodes append and commit with request ids — afterwards every
+//!   acknowledged append is stored once where acknowledged, every acknowledged commit is
+//!   applied once, and no commit of a stale epoch follows a newer epoch (fencing);
 //! * record timestamps from the hybrid logical clock: a record stamped ahead of the wall
 //!   clock, once read on another node, bounds what that node stamps next;
 //! * phi steers: `GET /v1/limits` lists the cluster settings; a follower that suspects the
@@ -1008,9 +1012,6 @@ fn peers_suspect_a_paused_node_and_see_it_again_once_resumed() {
     }
 }
 
-/// The node ids of [`Three`], by index.
-const IDS: [&str; 3] = ["a", "b", "c"];
-
 /// Waits until every node sees both others alive.
 fn wait_all_alive(nodes: &[Node]) {
     for (i, n) in nodes.iter().enumerate() {
@@ -1069,7 +1070,9 @@ fn phi_steers_commits_away_from_a_suspected_leader_and_a_leader_in_a_minority_re
     );
     let detail = refused["detail"].as_str().unwrap();
     assert!(
-        detail.contains("suspected") && detail.contains(IDS[leader]) && detail.contains("nothing was sent"),
+        detail.contains("suspected")
+            && detail.contains(IDS[leader])
+            && detail.contains("nothing was sent"),
         "{refused}"
     );
     let others: Vec<&Node> = (0..3).filter(|i| *i != leader).map(|i| &nodes[i]).collect();
@@ -1120,6 +1123,252 @@ fn phi_steers_commits_away_from_a_suspected_leader_and_a_leader_in_a_minority_re
     );
 }
 
+/// Operations one workload client of the fault test sends at most.
+const SUITE_OPS_MAX: usize = 2_000;
+
+/// When the fault of a fault test began and when it was healed.
+#[derive(Default)]
+struct FaultWindow {
+    began: std::sync::OnceLock<Instant>,
+    healed: std::sync::OnceLock<Instant>,
+}
+
+impl FaultWindow {
+    fn on(&self) -> bool {
+        self.began.get().is_some() && self.healed.get().is_none()
+    }
+}
+
+/// What one workload client of a fault test saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Acknowledged appends: request id, partition, offset.
+    appends: Vec<(String, u64, u64)>,
+    /// Acknowledged one-shot commits: request id and offset.
+    commits: Vec<(String, u64)>,
+    /// Requests sent while the fault was on, and how many of them were acknowledged.
+    during: (usize, usize),
+    /// The first commit acknowledged after the fault began.
+    first_commit_in_fault: Option<Instant>,
+}
+
+/// Sets the flag when dropped: the workload stops on every path out of the test.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// One workload client on `node` until `stop`: appends with request ids to `suite` and
+/// one-shot commits with request ids incrementing `suite-counter`, alternately; each sent
+/// again with the same key while the answer is 503, 504 or lost, until a definite answer
+/// (bounded by [`WAIT`]). `acked` counts its acknowledgments.
+fn suite_client(
+    node: &Node,
+    name: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    fault: &FaultWindow,
+    acked: &std::sync::atomic::AtomicUsize,
+) -> Seen {
+    use std::sync::atomic::Ordering;
+    let mut seen = Seen::default();
+    let bump = json!({"writes": [{"key": "suite-counter", "op": "increment", "by": 1}]});
+    for n in 0..SUITE_OPS_MAX {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let id = format!("{name}-{n}");
+        let commit = n % 2 == 1;
+        let (path, body) = if commit {
+            ("/v1/commits", bump.clone())
+        } else {
+            (
+                "/v1/streams/suite/records",
+                json!({"key": id, "value": {"n": n}}),
+            )
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let during = fault.on();
+            let request = common::api::request("POST", path, Some(&body)).request_id(Some(&id));
+            let answer = common::api::send(&node.client, request);
+            seen.during.0 += usize::from(during);
+            match answer {
+                Ok((200 | 201, done)) => {
+                    seen.during.1 += usize::from(during);
+                    let offset = done["offset"].as_u64().unwrap();
+                    if commit {
+                        seen.commits.push((id.clone(), offset));
+                        if fault.began.get().is_some() && seen.first_commit_in_fault.is_none() {
+                            seen.first_commit_in_fault = Some(Instant::now());
+                        }
+                    } else {
+                        let partition = done["partition"].as_u64().unwrap();
+                        seen.appends.push((id.clone(), partition, offset));
+                    }
+                    acked.fetch_add(1, Ordering::AcqRel);
+                    break;
+                }
+                Ok((503 | 504, _)) | Err(_) => {}
+                Ok((status, other)) => panic!("{id} on {}: {status} {other}", node.base),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: no definite answer within {WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    seen
+}
+
+/// Every record of `stream`'s partition `p` on `node`: (key, offset).
+fn all_keys(node: &Node, stream: &str, p: u64) -> Vec<(String, u64)> {
+    let (mut from, mut out) = (0u64, Vec::new());
+    loop {
+        let path = format!("/v1/streams/{stream}/records?partition={p}&from={from}&limit=1000");
+        let (status, read) = node.call("GET", &path, None);
+        assert_eq!(status, 200, "{read}");
+        let records = read["records"].as_array().unwrap();
+        if records.is_empty() {
+            return out;
+        }
+        for r in records {
+            let key = r["key"].as_str().unwrap_or_default().to_string();
+            out.push((key, r["offset"].as_u64().unwrap()));
+        }
+        from = read["next"].as_u64().unwrap();
+    }
+}
+
+/// The fault suite's first fault, CI-sized: the certifier's leader paused (SIGSTOP) beyond
+/// its etcd lease while a client on each other node appends and commits with request ids,
+/// then resumed. Checked after healing: every acknowledged append is stored once, at the
+/// position acknowledged, as read on every node; every acknowledged commit is applied once
+/// (the counter equals their number on every node); no commit of a stale epoch follows a
+/// newer epoch record (fencing). Prints the figures: requests acknowledged while the fault
+/// was on (%), and the failover time (the pause to the first commit acknowledged after it).
+/// The workload has no randomness; the schedule is the fault's.
+#[test]
+fn fault_a_leader_paused_beyond_its_lease_under_appends_and_commits() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let three = Three::start();
+    let nodes = &three.nodes;
+    let (status, created) =
+        nodes[0].call("PUT", "/v1/streams/suite", Some(json!({"partitions": 2})));
+    assert!(status == 200 || status == 201, "{created}");
+    let warm = json!({"writes": [{"key": "suite-warm", "op": "increment", "by": 1}]});
+    let all: Vec<&Node> = nodes.iter().collect();
+    let (status, first) = commit_until_answered(&all, "suite-warm", &warm);
+    assert_eq!(status, 200, "{first}");
+    let (leader_id, _) = named_leader(&nodes[0]);
+    let leader = IDS.iter().position(|id| *id == leader_id).unwrap();
+    let clients: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (stop, acked, fault) = (
+        AtomicBool::new(false),
+        AtomicUsize::new(0),
+        FaultWindow::default(),
+    );
+    let wait_acked = |at_least: usize, what: &str| {
+        let deadline = Instant::now() + WAIT;
+        while acked.load(Ordering::Acquire) < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} acknowledged",
+                acked.load(Ordering::Acquire)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let seen: Vec<Seen> = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let workers: Vec<_> = clients
+            .iter()
+            .map(|&i| {
+                let (stop, acked, fault) = (&stop, &acked, &fault);
+                s.spawn(move || suite_client(&nodes[i], IDS[i], stop, fault, acked))
+            })
+            .collect();
+        wait_acked(20, "before the fault");
+        signal(&nodes[leader], "STOP");
+        let _ = fault.began.set(Instant::now());
+        // Beyond the lease: another node leads, and commits are acknowledged again.
+        nodes[clients[0]].wait_for("/v1/cluster", "another leader", |s, v| {
+            s == 200 && v["leader"].is_object() && v["leader"]["node_id"] != IDS[leader]
+        });
+        let after_failover = acked.load(Ordering::Acquire) + 20;
+        wait_acked(after_failover, "after the failover");
+        signal(&nodes[leader], "CONT");
+        let _ = fault.healed.set(Instant::now());
+        let after_healing = acked.load(Ordering::Acquire) + 20;
+        wait_acked(after_healing, "after healing");
+        stop.store(true, Ordering::Release);
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+
+    // Figures.
+    let (sent, answered) = seen
+        .iter()
+        .fold((0, 0), |(s, a), c| (s + c.during.0, a + c.during.1));
+    let began = *fault.began.get().unwrap();
+    let failover = seen
+        .iter()
+        .filter_map(|c| c.first_commit_in_fault)
+        .min()
+        .map(|t| t - began);
+    println!(
+        "fault leader-paused: {answered} of {sent} requests acknowledged during the fault ({:.0} %), \
+         failover (pause → first commit acknowledged) {failover:?}, lease 10 s",
+        100.0 * answered as f64 / sent.max(1) as f64
+    );
+
+    // Exactly once: every acknowledged append once, where acknowledged, on every node.
+    let appends: Vec<&(String, u64, u64)> = seen.iter().flat_map(|c| &c.appends).collect();
+    for n in nodes {
+        let stored: Vec<(String, u64, u64)> = (0..2)
+            .flat_map(|p| {
+                all_keys(n, "suite", p)
+                    .into_iter()
+                    .map(move |(k, o)| (k, p, o))
+            })
+            .collect();
+        for (id, p, offset) in &appends {
+            let found: Vec<_> = stored.iter().filter(|(k, _, _)| k == id).collect();
+            assert_eq!(found.len(), 1, "{id} on {}: {found:?}", n.base);
+            assert_eq!(
+                (found[0].1, found[0].2),
+                (*p, *offset),
+                "{id} on {}",
+                n.base
+            );
+        }
+    }
+    // Every acknowledged commit applied once, on every node.
+    let commits: Vec<&(String, u64)> = seen.iter().flat_map(|c| &c.commits).collect();
+    let last = commits.iter().map(|(_, o)| *o).max().unwrap();
+    for n in nodes {
+        let (status, read) = n.call(
+            "POST",
+            "/v1/kv/read?timeout_ms=20000",
+            Some(json!({"keys": ["suite-counter"], "snapshot": last + 1})),
+        );
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(
+            read["keys"][0]["value"],
+            commits.len(),
+            "each commit once: {read}"
+        );
+    }
+    // Fencing: nothing of a stale epoch after a newer epoch record.
+    let (order, stale) = stale_commits(&commit_stream(&three));
+    assert_eq!(
+        stale, 0,
+        "a commit of a stale epoch after a newer one: {order:?}"
+    );
+}
+
 /// The wall clock, ms since the Unix epoch.
 fn unix_ms() -> i64 {
     let since = std::time::SystemTime::now()
@@ -1158,7 +1407,10 @@ fn a_record_read_on_a_node_bounds_the_timestamps_it_stamps_next() {
         assert_eq!(status, 201, "{next}");
         if value == 2 {
             let below = started.elapsed() < Duration::from_millis(400);
-            eprintln!("b's first stamp came with its wall clock {}below the record read", if below { "" } else { "not " });
+            eprintln!(
+                "b's first stamp came with its wall clock {}below the record read",
+                if below { "" } else { "not " }
+            );
         }
         let stamped = read_one(&next["offset"]);
         assert!(stamped >= last, "b stamped {stamped} after {last}");
