@@ -338,13 +338,16 @@ mod tests {
             prop_assert_eq!(folded, ahead <= HLC_AHEAD_MS_MAX);
             let mut prev = c.last();
             prop_assert!(prev >= before);
+            let mut wall_max = start;
             for w in later_walls {
+                wall_max = wall_max.max(start + w);
                 let t = c.now(start + w);
                 prop_assert!(t > prev);
                 if folded {
                     prop_assert!(t.physical_ms >= observed, "{t:?} below {observed}");
                 } else {
-                    prop_assert!(t.physical_ms <= start.max(start + w), "dragged: {t:?}");
+                    // Unmoved by the observed time: l is the largest wall time seen.
+                    prop_assert!(t.physical_ms <= wall_max, "dragged: {t:?}");
                 }
                 prev = t;
             }
