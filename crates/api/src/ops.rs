@@ -175,6 +175,12 @@ pub struct ClusterStatus {
     /// `leader_unavailable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<ClusterLeader>,
+    /// The node that coordinates the consumer groups now (the election `groups`): it writes
+    /// `_groups` under its fencing token, and the other nodes send the group routes to it.
+    /// Absent on a single node, and while none is elected (group routes then answer 503
+    /// `leader_unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_coordinator: Option<ClusterLeader>,
     /// The other nodes as the answering node's heartbeats see them, by node id (empty on a
     /// single node).
     #[serde(default)]
@@ -223,17 +229,19 @@ pub struct ClusterPeer {
     pub last_error: Option<String>,
 }
 
-/// The certifier's leader as the election in etcd names it.
+/// A node an election in etcd names: the certifier's leader, or the consumer groups'
+/// coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterLeader {
     /// Its node id.
     pub node_id: String,
-    /// The URL its API is reached at (where followers forward commits).
+    /// The URL its API is reached at (where the other nodes forward commits, or group
+    /// routes).
     pub advertise_url: String,
     /// Its fencing token: the election key's create revision in etcd. Each new leader's is
-    /// greater than every earlier one's; its epoch record and every commit record it
-    /// appends to `_txn` carry it.
+    /// greater than every earlier one's; its epoch record in `_txn` (the certifier) or
+    /// `_groups` (the groups' coordinator) carries it.
     pub fencing_token: u64,
 }
 

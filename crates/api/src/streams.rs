@@ -217,7 +217,11 @@ pub struct OffsetAtTime {
     pub partition: u32,
     /// Offset of the first retained record whose timestamp is at or after the time; the
     /// partition's end (where the next record goes) when none is. Records after it may be
-    /// older when their timestamps were chosen by clients out of order.
+    /// older when their timestamps were chosen by clients out of order. On a cluster the
+    /// answer is a binary search over the appended batches, exact while timestamps rise
+    /// with the offsets: with client timestamps out of order (or server timestamps from
+    /// nodes whose clocks differ, by up to 500 ms) it may be a later record than the first
+    /// at or after the time.
     pub offset: u64,
     /// That record's timestamp, ms since the Unix epoch; `null` when `offset` is the end.
     pub timestamp_ms: Option<i64>,

@@ -75,6 +75,15 @@ fn print_status(status: &ClusterStatus) -> anyhow::Result<()> {
         ),
         None => outln!("certifier's leader: none elected now (commits wait for one)"),
     }
+    match &status.groups_coordinator {
+        Some(c) => outln!(
+            "groups' coordinator: {} at {} (fencing token {})",
+            c.node_id,
+            c.advertise_url,
+            c.fencing_token
+        ),
+        None => outln!("groups' coordinator: none elected now (group routes wait for one)"),
+    }
     print_peers(me, &status.peers)
 }
 

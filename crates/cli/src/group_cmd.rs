@@ -1,6 +1,6 @@
 //! `logbook group ...`: consumer groups on a running server — list, describe (members,
 //! assignments, committed offsets and lag per partition), reset (to the start, the end, a
-//! time or given offsets, with a dry run).
+//! time or given offsets, with a dry run), delete (a group without members).
 
 use anyhow::bail;
 
@@ -72,6 +72,15 @@ pub enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a group without members: its committed offsets go and its name is free.
+    ///
+    /// Example: `logbook group delete billing`
+    Delete {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The group.
+        group: String,
+    },
 }
 
 impl GroupCommand {
@@ -81,6 +90,7 @@ impl GroupCommand {
             GroupCommand::List { json, .. }
             | GroupCommand::Describe { json, .. }
             | GroupCommand::Reset { json, .. } => *json,
+            GroupCommand::Delete { .. } => false,
         }
     }
 }
@@ -183,6 +193,10 @@ pub fn run(cmd: GroupCommand) -> anyhow::Result<()> {
                 let from = m.from.map_or("-".to_string(), |o| o.to_string());
                 outln!("  partition {}: {from} -> {}", m.partition, m.to);
             }
+        }
+        GroupCommand::Delete { server, group } => {
+            Client::new(&server)?.delete(&paths::group(&group), &[])?;
+            outln!("deleted group {group}");
         }
     }
     Ok(())

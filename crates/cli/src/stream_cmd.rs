@@ -169,7 +169,9 @@ pub enum StreamCommand {
     ///
     /// Prints each partition's offset and that record's timestamp; a partition with no
     /// record that recent shows its end offset (where the next record goes) and `-`. Pass
-    /// an offset to `stream tail --from` to read the stream from that time on.
+    /// an offset to `stream tail --from` to read the stream from that time on. On a cluster
+    /// the answer is exact while timestamps rise with the offsets; with client timestamps
+    /// out of order it may be a later record than the first at or after the time.
     ///
     /// Examples:
     ///   logbook stream offsets orders --ago 1h

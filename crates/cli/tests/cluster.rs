@@ -63,6 +63,7 @@
     reason = "a test: a panic with a message is the failure report"
 )]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -2379,6 +2380,19 @@ impl<'a> Member<'a> {
         self.commit_on(self.node, offset, id)
     }
 
+    /// Commits `offsets` (partition → offset), with a request id.
+    fn commit_each(&self, offsets: &BTreeMap<u64, u64>, id: &str) -> Value {
+        let offsets: Vec<Value> = offsets
+            .iter()
+            .map(|(p, o)| json!({"partition": p, "offset": o}))
+            .collect();
+        let path = format!("/v1/groups/g/members/{}/commit", self.name);
+        let body = json!({"epoch": self.epoch, "offsets": offsets});
+        let (status, answer) = group_call(self.node, &path, &body, Some(id));
+        assert_eq!(status, 200, "{} commits: {answer}", self.name);
+        answer
+    }
+
     /// [`Member::commit`] sent to `node`.
     fn commit_on(&self, node: &Node, offset: u64, id: &str) -> Value {
         let offsets: Vec<Value> = self
@@ -2452,6 +2466,7 @@ fn consumer_groups_share_partitions_across_nodes_and_survive_the_coordinators_ki
         Some(json!({"records": records})),
     );
     assert_eq!(status, 201, "{appended}");
+    let first_batch = appended.clone();
 
     // Two members on two nodes share the four partitions, two each, and commit them.
     let mut one = Member::join("one", &nodes[x]);
@@ -2494,7 +2509,21 @@ fn consumer_groups_share_partitions_across_nodes_and_survive_the_coordinators_ki
     }
     let (status, info) = nodes[coordinator].call("GET", "/v1/groups/g", None);
     assert_eq!(status, 200, "{info}");
-    let mut lag = 0;
+    // JetStream offsets have gaps (`(sequence − 1)·2^16 + index`): the lag counts the
+    // appended batches holding a record at or past the commit (1).
+    let mut batches = vec![std::collections::BTreeSet::new(); 4];
+    for p in [&first_batch, &appended]
+        .iter()
+        .flat_map(|a| a["positions"].as_array().unwrap())
+    {
+        let (part, offset) = (
+            p["partition"].as_u64().unwrap(),
+            p["offset"].as_u64().unwrap(),
+        );
+        if offset >= 1 {
+            batches[usize::try_from(part).unwrap()].insert(offset >> 16);
+        }
+    }
     for (p, part) in info["partitions"].as_array().unwrap().iter().enumerate() {
         let end = part["end"].as_u64().unwrap();
         assert!(
@@ -2502,12 +2531,10 @@ fn consumer_groups_share_partitions_across_nodes_and_survive_the_coordinators_ki
             "partition {p}'s end {end} misses offset {}: {info}",
             last[p]
         );
-        lag += end - 1;
+        assert_eq!(part["lag"], batches[p].len(), "partition {p}: {info}");
     }
-    assert_eq!(
-        info["lag"], lag,
-        "lag is the ends less the commits (1): {info}"
-    );
+    let lag: usize = batches.iter().map(std::collections::BTreeSet::len).sum();
+    assert_eq!(info["lag"], lag, "{info}");
 
     // Offsets by time on a cluster node: the time just before the second batch finds each
     // partition's first record of it; a time after everything finds the end.
@@ -2577,4 +2604,96 @@ fn consumer_groups_share_partitions_across_nodes_and_survive_the_coordinators_ki
         .map(|m| m["member"].as_str().unwrap())
         .collect();
     assert_eq!(members, ["two"], "{info}");
+
+    // `GET /v1/cluster` names the groups' coordinator, on every node.
+    for i in [x, y] {
+        let (status, cluster) = nodes[i].call("GET", "/v1/cluster", None);
+        assert_eq!(status, 200, "{cluster}");
+        let coordinator = &cluster["groups_coordinator"];
+        assert_eq!(coordinator["node_id"], ["a", "b", "c"][next], "{cluster}");
+        assert!(
+            coordinator["fencing_token"].as_u64().unwrap() > 0,
+            "{cluster}"
+        );
+    }
+
+    // Caught up: every record committed, the lag is 0 on every partition (a commit is the
+    // offset after the last record, short of the next batch's first offset).
+    let mut next_offsets = BTreeMap::new();
+    for p in [&first_batch, &appended]
+        .iter()
+        .flat_map(|a| a["positions"].as_array().unwrap())
+    {
+        let (part, offset) = (
+            p["partition"].as_u64().unwrap(),
+            p["offset"].as_u64().unwrap(),
+        );
+        let next = next_offsets.entry(part).or_insert(0);
+        *next = (*next).max(offset + 1);
+    }
+    two.heartbeat();
+    two.commit_each(&next_offsets, "two-caught-up");
+    for node in [&nodes[x], survivor] {
+        let (status, info) = node.call("GET", "/v1/groups/g", None);
+        assert_eq!(status, 200, "{info}");
+        assert_eq!(info["lag"], 0, "caught up: {info}");
+        for part in info["partitions"].as_array().unwrap() {
+            assert_eq!(part["lag"], 0, "{info}");
+        }
+    }
+
+    // The push tail on a node that has not read the stream lately (x): what y appended
+    // counts. A resumption id from beyond the end x last saw is accepted...
+    let append_one = |value: &str| -> (u64, u64) {
+        let body = json!({"records": [{"key": "k0", "value": value}]});
+        let (status, appended) = survivor.call("POST", "/v1/streams/feed/records", Some(body));
+        assert_eq!(status, 201, "{appended}");
+        let at = &appended["positions"][0];
+        (
+            at["partition"].as_u64().unwrap(),
+            at["offset"].as_u64().unwrap(),
+        )
+    };
+    let x_addr = nodes[x].base.trim_start_matches("http://").to_string();
+    let bearer = format!("Bearer {}", nodes[x].token.as_deref().unwrap());
+    let subscribe = |path: &str, last_event_id: Option<&str>| {
+        let mut headers = vec![("authorization", bearer.as_str())];
+        headers.extend(last_event_id.map(|id| ("last-event-id", id)));
+        common::wire::EventStream::open(&x_addr, path, &headers)
+    };
+    let (p, third) = append_one("third");
+    let events = subscribe(
+        "/v1/streams/feed/records/events?heartbeat_ms=100",
+        Some(&format!("{p}:{}", third + 1)),
+    );
+    assert_eq!(events.status, 200, "Last-Event-ID from past x's known end");
+    drop(events);
+    // ... as is a group's commit past it ...
+    let (_, fourth) = append_one("fourth");
+    two.heartbeat();
+    two.commit_each(&BTreeMap::from([(p, fourth + 1)]), "two-fourth");
+    let path = format!("/v1/streams/feed/records/events?partitions={p}&from=group:g");
+    let events = subscribe(&path, None);
+    assert_eq!(
+        events.status, 200,
+        "from=group:g with a commit past x's known end"
+    );
+    drop(events);
+    // ... and `from=end` starts at the stream's end, not at the end x last saw.
+    append_one("fifth");
+    let path = format!("/v1/streams/feed/records/events?partitions={p}&from=end&heartbeat_ms=100");
+    let mut events = subscribe(&path, None);
+    assert_eq!(events.status, 200);
+    let (_, sixth) = append_one("sixth");
+    let first = loop {
+        let event = events.next_event().expect("a record event");
+        if event.kind == "record" {
+            break event;
+        }
+    };
+    let data: Value = serde_json::from_str(&first.data).unwrap();
+    assert_eq!(
+        data["offset"], sixth,
+        "from=end: only records appended after: {data}"
+    );
 }

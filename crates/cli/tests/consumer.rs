@@ -1115,3 +1115,163 @@ fn a_group_shares_partitions_commits_each_record_once_and_resumes_after_restarts
     assert_eq!(after.partitions, before.partitions);
     assert_eq!(after.generation, before.generation);
 }
+
+/// A token for `principal` with `scopes`, made by the admin; a client sending it.
+fn client_of(
+    serve: &common::Serve,
+    principal: &str,
+    scopes: &[&str],
+) -> logbook_api::client::blocking::Client {
+    let body = json!({"principal": principal, "scopes": scopes});
+    let (status, created) = call(&serve.client(), "POST", "/v1/tokens", Some(&body));
+    assert_eq!(status, 201, "{created}");
+    let base = format!("http://{}", serve.addr());
+    common::api::client_with_token(&base, created["token"].as_str())
+}
+
+/// The end of `_groups` (every group change is a record there).
+fn groups_end(client: &logbook_api::client::blocking::Client) -> u64 {
+    client.stream("_groups").unwrap().offsets[0].end
+}
+
+/// A group shows its stream's offsets and its members read the stream: every group route
+/// needs `streams:read` on the group's stream (review r22: a token scoped to groups alone
+/// joined groups on streams it could not read, `_auth` included), and the list shows only
+/// groups on streams the caller reads. A group without members can be deleted (its slot
+/// is free again), and a member of the deleted group that comes back is fenced. Refused
+/// input (a reset naming a partition twice, or none) changes nothing.
+#[test]
+fn groups_need_their_streams_read_scope_and_can_be_deleted() {
+    use logbook_api::ProblemCode;
+    use logbook_api::groups::{CommitOffsets, JoinGroup, PartitionOffset};
+
+    let data = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(data.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    let admin = serve.client();
+    let settings = CreateStream {
+        partitions: Some(2),
+        ..CreateStream::default()
+    };
+    admin.create_stream("ev", &settings).unwrap();
+    admin.create_stream("other", &settings).unwrap();
+    let records: Vec<RecordIn> = (0..10)
+        .map(|i| RecordIn::new(json!({"i": i})).key(format!("k{i}")))
+        .collect();
+    admin.append_batch("ev", records).unwrap();
+    let join = |stream: &str, member: &str| JoinGroup {
+        stream: stream.into(),
+        member: member.into(),
+        session_timeout_ms: Some(60_000),
+    };
+    let groups_only = client_of(
+        &serve,
+        "mallory",
+        &["groups:consume:q*", "groups:read:q*", "groups:manage:q*"],
+    );
+    let reader = client_of(
+        &serve,
+        "reader",
+        &["groups:consume:q*", "groups:read:*", "streams:read:ev"],
+    );
+
+    // Joins: without streams:read on the stream, 403 and no group; no group on `_auth`.
+    let before = groups_end(&admin);
+    let e = groups_only.join_group("q1", &join("ev", "m")).unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::Forbidden), "{e}");
+    assert!(e.to_string().contains("streams:read:ev"), "{e}");
+    let e = groups_only
+        .join_group("q1", &join("_auth", "m"))
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::Forbidden), "{e}");
+    let e = admin.join_group("q2", &join("_auth", "m")).unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::ReservedStream), "{e}");
+    assert_eq!(groups_end(&admin), before, "refused joins write nothing");
+    assert!(admin.list_groups().unwrap().groups.is_empty());
+
+    // A token that reads the stream joins; one that does not may not describe the group,
+    // commit to it, reset or delete it.
+    let m = reader.join_group("q1", &join("ev", "m")).unwrap();
+    admin.join_group("q3", &join("other", "m3")).unwrap();
+    let e = groups_only.group("q1").unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::Forbidden), "{e}");
+    let commit = CommitOffsets {
+        epoch: m.epoch,
+        offsets: vec![PartitionOffset {
+            partition: 0,
+            offset: 1,
+        }],
+    };
+    let e = groups_only
+        .commit_offsets("q1", "m", "c1", &commit)
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::Forbidden), "{e}");
+    let e = groups_only.delete_group("q1").unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::Forbidden), "{e}");
+    reader.commit_offsets("q1", "m", "c1", &commit).unwrap();
+    let listed: Vec<String> = reader
+        .list_groups()
+        .unwrap()
+        .groups
+        .into_iter()
+        .map(|g| g.group)
+        .collect();
+    assert_eq!(listed, ["q1"], "only groups on streams the caller reads");
+
+    // A group with members is not deleted.
+    let e = admin.delete_group("q1").unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::GroupActive), "{e}");
+
+    // Resets naming a partition twice, or none, are refused and write nothing.
+    reader.leave_group("q1", "m", m.epoch).unwrap();
+    let before = groups_end(&admin);
+    for (offsets, field) in [
+        (
+            json!([{"partition": 0, "offset": 0}, {"partition": 0, "offset": 1}]),
+            "offsets[1].partition",
+        ),
+        (json!([]), "offsets"),
+    ] {
+        let body = json!({"offsets": offsets});
+        let (status, problem) = call(&admin, "POST", &paths::group_reset("q1"), Some(&body));
+        assert_eq!(status, 400, "{problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    assert_eq!(groups_end(&admin), before, "refused resets write nothing");
+    assert_eq!(admin.group("q1").unwrap().partitions[0].committed, Some(1));
+    // As is a push tail naming a partition twice.
+    let events = subscribe(
+        &serve,
+        &(paths::record_events("ev") + "?partitions=0,0"),
+        None,
+    );
+    assert_eq!(events.status, 400);
+
+    // Deleted: gone, its commits too; a new group under the name starts over, and the old
+    // member's epoch is fenced in it.
+    admin.delete_group("q1").unwrap();
+    let e = admin.group("q1").unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::UnknownGroup), "{e}");
+    let e = admin.delete_group("q1").unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::UnknownGroup), "{e}");
+    let again = reader.join_group("q1", &join("ev", "m")).unwrap();
+    assert!(again.epoch > m.epoch, "{} after {}", again.epoch, m.epoch);
+    assert!(again.assigned.iter().all(|p| p.from == 0), "{again:?}");
+    let e = reader.commit_offsets("q1", "m", "c2", &commit).unwrap_err();
+    assert_eq!(e.code(), Some(ProblemCode::MemberFenced), "{e}");
+
+    // The CLI deletes a group without members; the deletion survives a restart.
+    admin.leave_group("q3", "m3", 1).unwrap();
+    let out = cli_ok(&serve, &["group", "delete", "q3"]);
+    assert!(out.contains("deleted group q3"), "{out}");
+    drop(serve);
+    let serve = common::spawn_serve(data.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    let names: Vec<String> = serve
+        .client()
+        .list_groups()
+        .unwrap()
+        .groups
+        .into_iter()
+        .map(|g| g.group)
+        .collect();
+    assert_eq!(names, ["q1"]);
+}

@@ -389,6 +389,25 @@ impl std::fmt::Debug for EtcdMember {
     }
 }
 
+/// The node `election` names now, as the API shows it; `what` names the role in the error.
+async fn elected(
+    election: &Election,
+    what: &str,
+) -> Result<Option<logbook_api::ops::ClusterLeader>, ApiError> {
+    let leader = election.leader().await.map_err(|e| {
+        ApiError::new(
+            ProblemCode::MembershipUnavailable,
+            format!("{what} is unknown: {e}"),
+        )
+        .retry_after(1)
+    })?;
+    Ok(leader.map(|l| logbook_api::ops::ClusterLeader {
+        node_id: l.record.node_id,
+        advertise_url: l.record.advertise_url,
+        fencing_token: l.token,
+    }))
+}
+
 impl ClusterMember for EtcdMember {
     fn node_id(&self) -> &str {
         &self.node_id
@@ -419,20 +438,13 @@ impl ClusterMember for EtcdMember {
     fn leader(
         &self,
     ) -> MemberFuture<'_, Result<Option<logbook_api::ops::ClusterLeader>, ApiError>> {
-        Box::pin(async move {
-            let leader = self.election.leader().await.map_err(|e| {
-                ApiError::new(
-                    ProblemCode::MembershipUnavailable,
-                    format!("the certifier's leader is unknown: {e}"),
-                )
-                .retry_after(1)
-            })?;
-            Ok(leader.map(|l| logbook_api::ops::ClusterLeader {
-                node_id: l.record.node_id,
-                advertise_url: l.record.advertise_url,
-                fencing_token: l.token,
-            }))
-        })
+        Box::pin(elected(&self.election, "the certifier's leader"))
+    }
+
+    fn groups_coordinator(
+        &self,
+    ) -> MemberFuture<'_, Result<Option<logbook_api::ops::ClusterLeader>, ApiError>> {
+        Box::pin(elected(&self.groups_election, "the groups' coordinator"))
     }
 
     fn forward_commit(

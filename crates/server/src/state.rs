@@ -261,6 +261,14 @@ pub trait ClusterMember: Send + Sync + std::fmt::Debug {
     /// 503 `membership_unavailable` when etcd cannot be read.
     fn leader(&self)
     -> MemberFuture<'_, Result<Option<logbook_api::ops::ClusterLeader>, ApiError>>;
+    /// The consumer groups' coordinator the election `groups` names now (`None`: none is
+    /// elected).
+    ///
+    /// # Errors
+    /// 503 `membership_unavailable` when etcd cannot be read.
+    fn groups_coordinator(
+        &self,
+    ) -> MemberFuture<'_, Result<Option<logbook_api::ops::ClusterLeader>, ApiError>>;
     /// The other nodes as this node's heartbeats see them, by node id.
     fn peers(&self) -> Vec<logbook_api::ops::ClusterPeer>;
     /// Leaves the cluster (at shutdown): the registration is removed at once.

@@ -49,6 +49,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/derived-streams/{name}"),
     ("get", "/v1/groups"),
     ("get", "/v1/groups/{group}"),
+    ("delete", "/v1/groups/{group}"),
     ("post", "/v1/groups/{group}/members"),
     ("delete", "/v1/groups/{group}/members/{member}"),
     ("post", "/v1/groups/{group}/members/{member}/heartbeat"),

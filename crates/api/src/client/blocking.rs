@@ -161,6 +161,8 @@ impl Client {
         fn group(&self, group: &str) -> GroupInfo;
         /// Resets a consumer group.
         fn reset_group(&self, group: &str, body: &ResetGroup) -> GroupReset;
+        /// Deletes a consumer group without members.
+        fn delete_group(&self, group: &str) -> ();
         /// Creates a view.
         fn create_view(&self, view: &str, spec: &serde_json::Value) -> ViewOut;
         /// Every view.

@@ -623,6 +623,15 @@ impl Client {
             .await
     }
 
+    /// Deletes a group without members: its committed offsets go, its name is free.
+    ///
+    /// # Errors
+    /// `group_active`, `unknown_group`.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        self.call_empty(Call::new(Method::DELETE, paths::group(group)))
+            .await
+    }
+
     // ---- views ----
 
     /// Creates a view from a spec (JSON, as the server documents it); remembers its source

@@ -18,9 +18,11 @@ use logbook_api::paths::route;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::auth::scope::{Action, Kind, Need};
+use crate::auth::{Caller, Principal, authorize};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking};
-use crate::groups::{GroupError, GroupsError, validate_name};
+use crate::groups::{GroupError, Groups, GroupsError, validate_name};
 use crate::state::{AppState, Forwarded};
 
 use super::Params;
@@ -31,6 +33,9 @@ pub(crate) fn problem(e: GroupsError) -> ApiError {
     match e {
         GroupsError::Log(e) => ApiError::from_log(e, |_| String::new()),
         GroupsError::Invalid { field, reason } => ApiError::invalid(field, reason),
+        GroupsError::ReservedStream { .. } => {
+            ApiError::new(C::ReservedStream, e.to_string()).field("stream")
+        }
         GroupsError::RequestIdConflict => {
             ApiError::new(C::RequestIdConflict, e.to_string()).field("Idempotency-Key")
         }
@@ -90,15 +95,37 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
 /// No body to send on.
 const NO_BODY: Option<&()> = None;
 
+/// The scope a route naming a group needs beside its `groups:` one: reading the group's
+/// stream (`streams:read:S`). A group shows its stream's offsets and ends, and its members
+/// read the stream: a token that may not read a stream may not join, commit to, reset,
+/// delete or describe a group on it. Checked where the group's stream is known: on the
+/// node that runs the operation (a forwarded request is checked by the coordinator's edge
+/// and here again). Nothing to check without a caller (`--auth off`) or an unknown group
+/// (the operation names it).
+fn check_stream_read(
+    caller: Option<&Principal>,
+    groups: &Groups,
+    group: &str,
+) -> Result<(), ApiError> {
+    let (Some(principal), Ok(stream)) = (caller, groups.stream_of(group)) else {
+        return Ok(());
+    };
+    authorize(
+        principal,
+        &[Need::Name(Kind::Streams, Action::Read, stream)],
+    )
+}
+
 /// Runs a groups operation on the blocking pool — here if this node writes `_groups` (a
 /// single node; the cluster's coordinator), else on the coordinator: `origin` and `body`
-/// sent on, its answer parsed as `T`.
+/// sent on, its answer parsed as `T`. For a route naming `group`, the caller must read its
+/// stream ([`check_stream_read`]).
 async fn run<T: DeserializeOwned + Send + 'static>(
     state: &AppState,
     group: Option<&str>,
-    origin: Origin,
+    (origin, caller): (Origin, &Caller),
     body: Option<&impl Serialize>,
-    op: impl FnOnce(&crate::groups::Groups) -> Result<T, GroupsError> + Send + 'static,
+    op: impl FnOnce(&Groups) -> Result<T, GroupsError> + Send + 'static,
 ) -> Result<T, ApiError> {
     if let Some(group) = group {
         validate_name("group", group).map_err(problem)?;
@@ -143,7 +170,15 @@ async fn run<T: DeserializeOwned + Send + 'static>(
             ))
         });
     }
-    blocking(move || op(&groups)).await?.map_err(problem)
+    let caller = caller.as_ref().map(|axum::Extension(p)| p.clone());
+    let group = group.map(str::to_string);
+    blocking(move || {
+        if let Some(group) = &group {
+            check_stream_read(caller.as_deref(), &groups, group)?;
+        }
+        op(&groups).map_err(problem)
+    })
+    .await?
 }
 
 /// Every consumer group: members, assignments, committed offsets, lag.
@@ -152,11 +187,21 @@ async fn run<T: DeserializeOwned + Send + 'static>(
 pub async fn list_groups(
     State(state): State<AppState>,
     origin: Origin,
+    caller: Caller,
     q: Params,
 ) -> Result<Json<GroupList>, ApiError> {
     q.only(&[])?;
-    let list = run(&state, None, origin, NO_BODY, |g| {
-        Ok(GroupList { groups: g.list() })
+    let principal = caller.as_ref().map(|axum::Extension(p)| p.clone());
+    let list = run(&state, None, (origin, &caller), NO_BODY, move |g| {
+        let mut groups = g.list()?;
+        // Only the groups on streams the caller may read (see `check_stream_read`).
+        if let Some(p) = &principal {
+            groups.retain(|g| {
+                let need = Need::Name(Kind::Streams, Action::Read, g.stream.clone());
+                p.scopes.iter().any(|s| s.covers(&need))
+            });
+        }
+        Ok(GroupList { groups })
     })
     .await?;
     Ok(Json(list))
@@ -172,12 +217,13 @@ pub async fn describe_group(
     State(state): State<AppState>,
     Path(group): Path<String>,
     origin: Origin,
+    caller: Caller,
     q: Params,
 ) -> Result<Json<GroupInfo>, ApiError> {
     q.only(&[])?;
     let name = group.clone();
     Ok(Json(
-        run(&state, Some(&group), origin, NO_BODY, move |g| {
+        run(&state, Some(&group), (origin, &caller), NO_BODY, move |g| {
             g.describe(&name)
         })
         .await?,
@@ -197,16 +243,24 @@ pub async fn join(
     State(state): State<AppState>,
     Path(group): Path<String>,
     origin: Origin,
+    caller: Caller,
     q: Params,
     JsonBody(body): JsonBody<JoinGroup>,
 ) -> Result<Json<MemberAssignment>, ApiError> {
     q.only(&[])?;
+    // The group may not exist yet: the stream named is the one it would read.
+    if let Some(axum::Extension(principal)) = &caller {
+        authorize(
+            principal,
+            &[Need::Name(Kind::Streams, Action::Read, body.stream.clone())],
+        )?;
+    }
     let name = group.clone();
     Ok(Json(
         run(
             &state,
             Some(&group),
-            origin,
+            (origin, &caller),
             Some(&body.clone()),
             move |g| g.join(&name, &body),
         )
@@ -226,6 +280,7 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     Path((group, member)): Path<(String, String)>,
     origin: Origin,
+    caller: Caller,
     q: Params,
     JsonBody(body): JsonBody<Heartbeat>,
 ) -> Result<Json<MemberAssignment>, ApiError> {
@@ -235,7 +290,7 @@ pub async fn heartbeat(
         run(
             &state,
             Some(&group),
-            origin,
+            (origin, &caller),
             Some(&body.clone()),
             move |g| g.heartbeat(&name, &member, &body),
         )
@@ -258,6 +313,7 @@ pub async fn commit(
     State(state): State<AppState>,
     Path((group, member)): Path<(String, String)>,
     origin: Origin,
+    caller: Caller,
     q: Params,
     JsonBody(body): JsonBody<CommitOffsets>,
 ) -> Result<Json<OffsetsCommitted>, ApiError> {
@@ -272,7 +328,7 @@ pub async fn commit(
         run(
             &state,
             Some(&group),
-            origin,
+            (origin, &caller),
             Some(&body.clone()),
             move |g| g.commit(&name, &member, &body, id.as_deref()),
         )
@@ -291,6 +347,7 @@ pub async fn leave(
     State(state): State<AppState>,
     Path((group, member)): Path<(String, String)>,
     origin: Origin,
+    caller: Caller,
     q: Params,
 ) -> Result<StatusCode, ApiError> {
     q.only(&["epoch"])?;
@@ -301,7 +358,7 @@ pub async fn leave(
         ));
     };
     let name = group.clone();
-    run(&state, Some(&group), origin, NO_BODY, move |g| {
+    run(&state, Some(&group), (origin, &caller), NO_BODY, move |g| {
         g.leave(&name, &member, epoch)
     })
     .await?;
@@ -321,6 +378,7 @@ pub async fn reset(
     State(state): State<AppState>,
     Path(group): Path<String>,
     origin: Origin,
+    caller: Caller,
     q: Params,
     JsonBody(body): JsonBody<ResetGroup>,
 ) -> Result<Json<GroupReset>, ApiError> {
@@ -330,10 +388,34 @@ pub async fn reset(
         run(
             &state,
             Some(&group),
-            origin,
+            (origin, &caller),
             Some(&body.clone()),
             move |g| g.reset(&name, &body),
         )
         .await?,
     ))
+}
+
+/// Deletes a group without members: its committed offsets go, and its name is free (one
+/// slot of the node's groups again). Members of the old group that come back are fenced.
+#[utoipa::path(delete, path = route::GROUP, tag = "groups",
+    params(("group" = String, Path)),
+    responses((status = 204, description = "Deleted"),
+        (status = 403, description = "`forbidden`: needs groups:manage on the group and streams:read on its stream", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_group`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`group_active`: the group has members (they leave, or their sessions time out, first)", body = Problem, content_type = "application/problem+json")))]
+pub async fn delete_group(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    origin: Origin,
+    caller: Caller,
+    q: Params,
+) -> Result<StatusCode, ApiError> {
+    q.only(&[])?;
+    let name = group.clone();
+    run(&state, Some(&group), (origin, &caller), NO_BODY, move |g| {
+        g.delete(&name)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -113,7 +113,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             derived::delete_derived
         ))
         .routes(routes!(groups::list_groups))
-        .routes(routes!(groups::describe_group))
+        .routes(routes!(groups::describe_group, groups::delete_group))
         .routes(routes!(groups::join))
         .routes(routes!(groups::leave))
         .routes(routes!(groups::heartbeat))

@@ -64,7 +64,8 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
 }
 
 /// The nodes of the cluster as registered in etcd, with their health and what each serves,
-/// the certifier's leader (node id, URL, fencing token) as the election names it, and the
+/// the certifier's leader and the consumer groups' coordinator (node id, URL, fencing token)
+/// as their elections name them, and the
 /// other nodes as this node's heartbeats see them (φ, suspected, round trip, clock offset)
 /// (on a single node: mode `single`, no nodes, no leader, no peers). While etcd cannot be reached both are
 /// unknown (503); the log and the views keep serving.
@@ -80,6 +81,7 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
             node_id: None,
             nodes: Vec::new(),
             leader: None,
+            groups_coordinator: None,
             peers: Vec::new(),
         },
         Some(member) => ClusterStatus {
@@ -87,6 +89,7 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
             node_id: Some(member.node_id().to_string()),
             nodes: member.nodes().await?,
             leader: member.leader().await?,
+            groups_coordinator: member.groups_coordinator().await?,
             peers: member.peers(),
         },
     };

@@ -670,7 +670,10 @@ pub(crate) fn record_out(
 
 /// Per partition, the first record at or after a time: where the stream was then (Kafka's
 /// ListOffsets by timestamp). Answered without a scan: from the segments' time indexes on
-/// the embedded log, by a binary search over the messages on a cluster's JetStream streams.
+/// the embedded log, by a binary search over the messages on a cluster's JetStream streams —
+/// exact there while timestamps rise with the offsets; with client timestamps out of order
+/// (or the nodes' clocks apart, up to 500 ms) a cluster may answer a later record than the
+/// first at or after the time.
 #[utoipa::path(get, path = route::STREAM_OFFSETS, tag = "streams",
     params(("stream" = String, Path),
         ("timestamp_ms" = i64, Query, description = "The time, ms since the Unix epoch")),

@@ -218,7 +218,8 @@ pub fn declared_needs(
         }
         "/v1/views/{view}/rebuild" | "/v1/views/{view}/switch" => vec![name(Views, Manage, "view")],
         "/v1/groups" => vec![Need::All(Groups, Read)],
-        "/v1/groups/{group}" => vec![name(Groups, Read, "group")],
+        // DELETE deletes the group (the handler also checks streams:read on its stream).
+        "/v1/groups/{group}" => vec![name(Groups, read_or(Manage), "group")],
         "/v1/groups/{group}/members"
         | "/v1/groups/{group}/members/{member}"
         | "/v1/groups/{group}/members/{member}/heartbeat"

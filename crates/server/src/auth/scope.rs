@@ -12,7 +12,8 @@
 //! `streams:read:orders` reads the stream `orders`; `kv:write:user/*` writes keys starting
 //! with `user/`; `views:manage:*` creates, drops, rebuilds and switches every view. `admin`
 //! `groups:consume:billing` joins the group `billing`, heart-beats and commits in it;
-//! `groups:read:*` lists and describes groups; `groups:manage:*` resets them;
+//! `groups:read:*` lists and describes groups; `groups:manage:*` resets and deletes them
+//! (every route naming a group also needs `streams:read` on its stream, checked by the handler);
 //! `schemas:read:orders-value` reads the registry's subject `orders-value` (its versions,
 //! compatibility checks, its level, the schemas its versions use by id) and
 //! `schemas:write:orders-*` registers and deletes versions and sets levels of those

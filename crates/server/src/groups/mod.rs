@@ -46,7 +46,7 @@
 pub(crate) mod coordinator;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -57,7 +57,7 @@ use logbook_api::groups::{
     MemberAssignment, MemberInfo, OffsetMove, OffsetsCommitted, PartitionOffset, ResetGroup,
     ResetPoint,
 };
-use logbook_log::{AppendCondition, LogBackend, LogError, LogStream, Record};
+use logbook_log::{AppendCondition, LogBackend, LogError, LogPartition, LogStream, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::limits;
@@ -89,6 +89,14 @@ pub enum GroupsError {
         field: String,
         /// Why.
         reason: String,
+    },
+    /// A group on an internal stream (`_…`): groups read the users' streams.
+    #[error(
+        "stream {stream:?} is internal (names starting with '_' are reserved): no consumer group reads it"
+    )]
+    ReservedStream {
+        /// The stream named.
+        stream: String,
     },
     /// The same `Idempotency-Key` was used for another commit.
     #[error("the Idempotency-Key was used for another commit of this group")]
@@ -310,9 +318,12 @@ impl Groups {
             });
         }
         if inner.unsure {
-            // Only this node writes: whatever is past its end is its own unsure append.
+            // Only this node writes: whatever is past its end is its own unsure append. A
+            // join stored that way was never answered: its member's session starts now, so
+            // expiry sees it (a member without a session would never expire).
             catch_up(&*self.stream, inner)?;
             inner.unsure = false;
+            start_missing_sessions(inner);
         }
         Ok(())
     }
@@ -365,10 +376,15 @@ impl Groups {
     /// A member joins `group` (or rejoins after a restart, keeping its partitions).
     ///
     /// # Errors
-    /// [`GroupsError::Invalid`] (names, session timeout), `unknown_stream`,
-    /// [`GroupError::StreamMismatch`], [`GroupError::TooMany`], the log's.
+    /// [`GroupsError::Invalid`] (names, session timeout), [`GroupsError::ReservedStream`],
+    /// `unknown_stream`, [`GroupError::StreamMismatch`], [`GroupError::TooMany`], the log's.
     pub fn join(&self, group: &str, body: &JoinGroup) -> Result<MemberAssignment, GroupsError> {
         validate_name("member", &body.member)?;
+        if body.stream.starts_with('_') {
+            return Err(GroupsError::ReservedStream {
+                stream: body.stream.clone(),
+            });
+        }
         let timeout = body
             .session_timeout_ms
             .unwrap_or(limits::GROUP_SESSION_TIMEOUT_MS_DEFAULT);
@@ -439,18 +455,7 @@ impl Groups {
         body: &CommitOffsets,
         request_id: Option<&str>,
     ) -> Result<OffsetsCommitted, GroupsError> {
-        if body.offsets.is_empty() || body.offsets.len() > limits::MEMBERS_PER_GROUP_MAX {
-            return Err(invalid("offsets", "give 1 ..= 256 partitions' offsets"));
-        }
-        let mut offsets = BTreeMap::new();
-        for (i, o) in body.offsets.iter().enumerate() {
-            if offsets.insert(o.partition, o.offset).is_some() {
-                return Err(invalid(
-                    format!("offsets[{i}].partition"),
-                    format!("partition {} is named twice", o.partition),
-                ));
-            }
-        }
+        let offsets = offsets_by_partition(&body.offsets)?;
         // Checked before the lock: an end only grows.
         let stream = self.lock().state.group(group)?.stream.clone();
         self.check_within_end(&stream, &body.offsets)?;
@@ -607,27 +612,51 @@ impl Groups {
         })
     }
 
-    /// Every group, by name.
-    pub fn list(&self) -> Vec<GroupInfo> {
-        let inner = self.lock();
-        inner
-            .state
-            .groups
-            .iter()
-            .map(|(name, g)| self.info(name, g))
-            .collect()
+    /// Every group, by name. The lags are computed outside the groups' lock (on a cluster
+    /// they take reads): from the state as it was, against ends as they are now or later,
+    /// so a lag never counts what was committed as uncommitted.
+    ///
+    /// # Errors
+    /// The log's, when a partition's end cannot be asked (a cluster node).
+    pub fn list(&self) -> Result<Vec<GroupInfo>, GroupsError> {
+        let groups = self.lock().state.groups.clone();
+        let streams: BTreeSet<&str> = groups.values().map(|g| g.stream.as_str()).collect();
+        for stream in streams {
+            self.refresh_ends(stream)?;
+        }
+        Ok(groups.iter().map(|(name, g)| self.info(name, g)).collect())
     }
 
     /// One group: members, assignments, committed offsets and lag per partition.
     ///
     /// # Errors
-    /// [`GroupError::UnknownGroup`].
+    /// [`GroupError::UnknownGroup`]; the log's, when a partition's end cannot be asked.
     pub fn describe(&self, group: &str) -> Result<GroupInfo, GroupsError> {
-        let stream = self.lock().state.group(group)?.stream.clone();
-        self.refresh_ends(&stream)?;
-        let inner = self.lock();
-        let g = inner.state.group(group)?;
-        Ok(self.info(group, g))
+        let g = self.lock().state.group(group)?.clone();
+        self.refresh_ends(&g.stream)?;
+        Ok(self.info(group, &g))
+    }
+
+    /// The stream `group` reads.
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`].
+    pub fn stream_of(&self, group: &str) -> Result<String, GroupsError> {
+        Ok(self.lock().state.group(group)?.stream.clone())
+    }
+
+    /// Deletes a group without members: its committed offsets and request ids go; its name
+    /// is free again (a new group under it starts with no commits, and its members' epochs
+    /// above every epoch the old one handed out).
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`], [`GroupError::Active`], the log's.
+    pub fn delete(&self, group: &str) -> Result<(), GroupsError> {
+        let mut inner = self.lock();
+        let record = GroupRecord::Delete {
+            group: group.to_string(),
+        };
+        self.write(&mut inner, record)
     }
 
     /// On a cluster node, asks the log for the current end of each partition of `stream`
@@ -652,18 +681,26 @@ impl Groups {
         let owners = g.owners();
         let partitions: Vec<GroupPartition> = (0..g.partitions)
             .map(|p| {
-                let (start, end) = stream
-                    .as_ref()
-                    .and_then(|s| s.partition(p).ok())
-                    .map_or((0, 0), |part| (part.start_offset(), part.end_offset()));
                 let committed = g.committed.get(&p).copied();
+                let (start, end, lag) =
+                    stream
+                        .as_ref()
+                        .and_then(|s| s.partition(p).ok())
+                        .map_or((0, 0, 0), |part| {
+                            let (start, end) = (part.start_offset(), part.end_offset());
+                            (
+                                start,
+                                end,
+                                lag(part, committed.unwrap_or(start).max(start), end),
+                            )
+                        });
                 GroupPartition {
                     partition: p,
                     owner: owners.get(&p).map(|m| (*m).to_string()),
                     committed,
                     start,
                     end,
-                    lag: end.saturating_sub(committed.unwrap_or(start).max(start)),
+                    lag,
                     below_retention: committed.is_some_and(|c| c < start),
                 }
             })
@@ -691,23 +728,27 @@ impl Groups {
     /// The groups reading `stream` whose committed offsets retention has passed:
     /// `(group, partition, committed, start)`.
     pub fn below_retention(&self, stream: &str) -> Vec<(String, u32, u64, u64)> {
-        self.list()
-            .into_iter()
-            .filter(|g| g.stream == stream)
-            .flat_map(|g| {
-                g.partitions
-                    .into_iter()
-                    .filter(|p| p.below_retention)
-                    .map(move |p| {
-                        (
-                            g.group.clone(),
-                            p.partition,
-                            p.committed.unwrap_or(0),
-                            p.start,
-                        )
-                    })
-            })
-            .collect()
+        let Ok(log_stream) = self.log.stream(stream) else {
+            return Vec::new();
+        };
+        let inner = self.lock();
+        let mut below = Vec::new();
+        for (name, g) in inner
+            .state
+            .groups
+            .iter()
+            .filter(|(_, g)| g.stream == stream)
+        {
+            for (p, committed) in &g.committed {
+                let Ok(part) = log_stream.partition(*p) else {
+                    continue;
+                };
+                if *committed < part.start_offset() {
+                    below.push((name.clone(), *p, *committed, part.start_offset()));
+                }
+            }
+        }
+        below
     }
 
     /// Where `group` would have each partition of `stream` read from: its committed offset,
@@ -745,8 +786,8 @@ impl Groups {
     /// `dry_run`, only says what it would do.
     ///
     /// # Errors
-    /// [`GroupsError::Invalid`] (not exactly one target; an offset outside the retained
-    /// range), [`GroupError::Active`], [`GroupError::UnknownGroup`], the log's.
+    /// [`GroupsError::Invalid`] (not exactly one target; no offsets, a partition named
+    /// twice, an offset outside the retained range), [`GroupError::Active`], [`GroupError::UnknownGroup`], the log's.
     pub fn reset(&self, group: &str, body: &ResetGroup) -> Result<GroupReset, GroupsError> {
         let targets = [
             body.to.is_some(),
@@ -758,6 +799,9 @@ impl Groups {
                 "to",
                 "give exactly one of to (start or end), timestamp_ms, offsets",
             ));
+        }
+        if let Some(offsets) = &body.offsets {
+            offsets_by_partition(offsets)?;
         }
         let stream = self.lock().state.group(group)?.stream.clone();
         self.refresh_ends(&stream)?;
@@ -826,6 +870,39 @@ impl Drop for Groups {
     }
 }
 
+/// What a group has not committed of a partition, from `from` (its committed offset, or the
+/// first retained one) to `end`. Where offsets are dense (the embedded log): the records.
+/// Where they have gaps (a cluster's JetStream log, `(sequence − 1)·2^16 + index`, one
+/// message per append): the appended batches holding a record at or past `from` — each
+/// holds one record or more, and a commit past a batch's last record leaves nothing of it.
+/// So a lag is 0 exactly when every record is committed, on every backend. A commit inside
+/// a batch costs one read (of that batch) to tell whether records of it remain.
+fn lag(part: &dyn LogPartition, from: u64, end: u64) -> u64 {
+    if from >= end {
+        return 0;
+    }
+    if part.offsets_dense() {
+        return end - from;
+    }
+    let span = part.batch_offset_span().max(1);
+    let first = if from.is_multiple_of(span) {
+        from
+    } else {
+        match part.read(from, 1, 1) {
+            Ok(records) => match records.first() {
+                Some(r) => r.offset,
+                None => return 0,
+            },
+            Err(e) => {
+                // Counted as pending: at most one batch too many, never a lag hidden.
+                tracing::warn!(partition = part.id(), from, error = %e, "lag: cannot read the committed batch");
+                from
+            }
+        }
+    };
+    (end.saturating_sub(first - first % span)).div_ceil(span)
+}
+
 /// Reads `_groups` from `inner.end` until it holds nothing more, applying each record (a
 /// follower's handle learns the end by reading).
 fn catch_up(stream: &dyn LogStream, inner: &mut Inner) -> Result<(), LogError> {
@@ -876,6 +953,19 @@ fn restart_sessions(inner: &mut Inner) {
         .collect();
 }
 
+/// Every member without a session (one whose join a catch-up applied) gets one from now.
+fn start_missing_sessions(inner: &mut Inner) {
+    let now = Instant::now();
+    for (name, g) in &inner.state.groups {
+        for member in g.members.keys() {
+            inner
+                .seen
+                .entry((name.clone(), member.clone()))
+                .or_insert(now);
+        }
+    }
+}
+
 /// The end of a partition after the record at `offset` of a one-record batch, where
 /// consecutive one-record batches are `span` apart (1 where offsets are dense).
 fn end_after(offset: u64, span: u64) -> u64 {
@@ -888,8 +978,35 @@ fn member_name(record: &GroupRecord) -> String {
         | GroupRecord::Leave { member, .. }
         | GroupRecord::Release { member, .. }
         | GroupRecord::Commit { member, .. } => member.clone(),
-        GroupRecord::Reset { .. } => String::new(),
+        GroupRecord::Reset { .. } | GroupRecord::Delete { .. } => String::new(),
     }
+}
+
+/// The offsets of a commit or a reset by partition: 1 ..= [`limits::MEMBERS_PER_GROUP_MAX`]
+/// partitions, none named twice (which of two would win is not the server's guess).
+///
+/// # Errors
+/// [`GroupsError::Invalid`] naming `offsets` or the entry naming a partition again.
+fn offsets_by_partition(offsets: &[PartitionOffset]) -> Result<BTreeMap<u32, u64>, GroupsError> {
+    if offsets.is_empty() || offsets.len() > limits::MEMBERS_PER_GROUP_MAX {
+        return Err(invalid(
+            "offsets",
+            format!(
+                "give 1 ..= {} partitions' offsets",
+                limits::MEMBERS_PER_GROUP_MAX
+            ),
+        ));
+    }
+    let mut by_partition = BTreeMap::new();
+    for (i, o) in offsets.iter().enumerate() {
+        if by_partition.insert(o.partition, o.offset).is_some() {
+            return Err(invalid(
+                format!("offsets[{i}].partition"),
+                format!("partition {} is named twice", o.partition),
+            ));
+        }
+    }
+    Ok(by_partition)
 }
 
 /// Checks a group or member name: 1 ..= 128 bytes of `[A-Za-z0-9._-]`.

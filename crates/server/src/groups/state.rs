@@ -71,6 +71,8 @@ pub enum GroupRecord {
         group: String,
         offsets: BTreeMap<u32, u64>,
     },
+    /// An operator deletes a group without members: its commits and request ids go.
+    Delete { group: String },
 }
 
 impl GroupRecord {
@@ -81,7 +83,8 @@ impl GroupRecord {
             | GroupRecord::Leave { group, .. }
             | GroupRecord::Release { group, .. }
             | GroupRecord::Commit { group, .. }
-            | GroupRecord::Reset { group, .. } => group,
+            | GroupRecord::Reset { group, .. }
+            | GroupRecord::Delete { group } => group,
         }
     }
 }
@@ -193,6 +196,9 @@ pub struct Group {
     pub members: BTreeMap<String, Member>,
     /// The last epoch of every name that ever joined (a rejoin gets a greater one).
     epochs: BTreeMap<String, u64>,
+    /// A first join's epoch is one more: above every epoch a deleted group of any name
+    /// handed out before this group was made (0 while no group was ever deleted).
+    epoch_base: u64,
     /// Committed offsets by partition.
     pub committed: BTreeMap<u32, u64>,
     /// Request ids of accepted commits with what they committed, oldest first (at most
@@ -216,6 +222,10 @@ pub enum Remembered {
 pub struct GroupsState {
     /// Groups by name.
     pub groups: BTreeMap<String, Group>,
+    /// The greatest epoch any deleted group handed out: a group made later (under the same
+    /// name or another) starts above it, so a member of a deleted group that comes back is
+    /// fenced, never mistaken for a member of the new one.
+    epoch_floor: u64,
 }
 
 impl GroupsState {
@@ -334,6 +344,17 @@ impl GroupsState {
                 }
                 offsets.keys().try_for_each(|p| in_range(g, *p))
             }
+            GroupRecord::Delete { group: name } => {
+                let g = group.ok_or_else(|| unknown(name))?;
+                if g.members.is_empty() {
+                    Ok(())
+                } else {
+                    Err(GroupError::Active {
+                        group: name.clone(),
+                        members: g.members.len(),
+                    })
+                }
+            }
         }
     }
 
@@ -351,16 +372,18 @@ impl GroupsState {
                 member,
                 session_timeout_ms,
             } => {
+                let epoch_base = self.epoch_floor;
                 let g = self.groups.entry(group.clone()).or_insert_with(|| Group {
                     stream: stream.clone(),
                     partitions: *partitions,
                     generation: 0,
                     members: BTreeMap::new(),
                     epochs: BTreeMap::new(),
+                    epoch_base,
                     committed: BTreeMap::new(),
                     commit_ids: VecDeque::new(),
                 });
-                let epoch = g.epochs.get(member).map_or(1, |e| e + 1);
+                let epoch = g.epochs.get(member).map_or(g.epoch_base + 1, |e| e + 1);
                 g.epochs.insert(member.clone(), epoch);
                 // A restarted member keeps what it owned: it resumes at its commits.
                 let m = g.members.entry(member.clone()).or_insert_with(|| Member {
@@ -412,6 +435,13 @@ impl GroupsState {
             }
             GroupRecord::Reset { group, offsets } => {
                 self.group_mut(group).committed.extend(offsets);
+            }
+            GroupRecord::Delete { group } => {
+                if let Some(g) = self.groups.remove(group) {
+                    let last = g.epochs.values().copied().max().unwrap_or(g.epoch_base);
+                    self.epoch_floor = self.epoch_floor.max(last);
+                }
+                return Ok(());
             }
         }
         if let Some(g) = self.groups.get(record.group()) {
@@ -651,6 +681,37 @@ mod tests {
         assert!(matches!(s.check(&reset), Err(GroupError::Active { .. })));
         let generation = s.groups["g"].generation;
         assert_eq!(generation, 5, "join, join, release, join, leave");
+    }
+
+    /// A deleted group's name is free again; a member of the old group that comes back
+    /// with its epoch is fenced, not taken for the new group's member of the same name.
+    #[test]
+    fn a_deleted_group_is_gone_and_its_epochs_are_not_handed_out_again() {
+        let mut s = GroupsState::default();
+        s.apply(&join("a")).unwrap();
+        s.apply(&join("a")).unwrap();
+        let delete = GroupRecord::Delete { group: "g".into() };
+        assert!(matches!(s.check(&delete), Err(GroupError::Active { .. })));
+        s.apply(&GroupRecord::Leave {
+            group: "g".into(),
+            member: "a".into(),
+            epoch: 2,
+            reason: "left".into(),
+        })
+        .unwrap();
+        s.apply(&delete).unwrap();
+        assert!(s.groups.is_empty());
+        assert!(matches!(
+            s.check(&delete),
+            Err(GroupError::UnknownGroup { .. })
+        ));
+        s.apply(&join("a")).unwrap();
+        assert_eq!(s.groups["g"].members["a"].epoch, 3);
+        assert!(s.groups["g"].committed.is_empty());
+        assert!(matches!(
+            s.member("g", "a", 2),
+            Err(GroupError::Fenced { .. })
+        ));
     }
 
     #[test]

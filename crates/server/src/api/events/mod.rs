@@ -23,7 +23,9 @@
 //! * memory per connection is bounded: at most [`limits::SSE_QUEUE_EVENTS`] events and
 //!   [`limits::SSE_QUEUE_BYTES_MAX`] bytes wait for the client (one chunk larger than that
 //!   still goes out alone), and at most [`limits::SSE_READS_CONCURRENT`] reads of
-//!   [`limits::SSE_READ_BYTES_MAX`] are in hand beside them. While the queue is full the
+//!   [`limits::SSE_READ_BYTES_MAX`] are in hand beside them (as records and as events:
+//!   about 12 MiB per subscription whose client reads nothing, 64 of them about 770 MB;
+//!   decision 0015's last amendment has the measurement). While the queue is full the
 //!   task stops reading (back-pressure: the records wait in the log, which is the buffer).
 //!   A client that takes nothing from a full queue for `stall_ms` gets `event: dropped`
 //!   with the reason, its id where to resume, and the connection ends: a slow consumer
@@ -91,6 +93,13 @@ fn starting_cursor(
             })
             .collect::<Result<_, _>>()?,
     };
+    let mut named = std::collections::BTreeSet::new();
+    if let Some(p) = chosen.iter().find(|p| !named.insert(**p)) {
+        return Err(ApiError::invalid(
+            "partitions",
+            format!("partition {p} is named twice"),
+        ));
+    }
     let end = |p: u32| stream.partition(p).map(|p| p.end_offset()).unwrap_or(0);
     let start = |p: u32| stream.partition(p).map(|p| p.start_offset()).unwrap_or(0);
     if let Some(id) = headers.get("last-event-id") {
@@ -147,6 +156,24 @@ fn ms_param(q: &Params, name: &str, default: u64) -> Result<u64, ApiError> {
         ));
     }
     Ok(ms)
+}
+
+/// Brings the stream's handle up to each partition's latest end
+/// ([`logbook_log::LogPartition::latest_end_offset`]) before a subscription starts. A cluster
+/// node's handle knows the end it last saw, which trails what other nodes appended: `end`
+/// would then start at old records, and a `Last-Event-ID`, `P:O` or group commit taken on
+/// another node would be refused as out of range. One round trip to each partition's leader
+/// on a cluster; nothing on the embedded log, whose end is current.
+async fn latest_ends(stream: &Arc<dyn LogStream>) -> Result<(), ApiError> {
+    let stream = stream.clone();
+    blocking(move || {
+        stream
+            .partitions()
+            .iter()
+            .try_for_each(|p| p.latest_end_offset().map(|_| ()))
+    })
+    .await?
+    .map_err(|e| ApiError::from_log(e, |_| String::new()))
 }
 
 /// Refuses a starting offset outside what the partition holds, naming `field`.
@@ -209,6 +236,7 @@ pub async fn events(
         }
         None => None,
     };
+    latest_ends(&stream).await?;
     let (cursor, field) = starting_cursor(&*stream, &q, &headers, group)?;
     check_in_range(&*stream, &cursor, field)?;
     let Ok(permit) = state.subscriptions().clone().try_acquire_owned() else {
