@@ -188,20 +188,35 @@ fn a_request_head_hyper_cannot_parse_is_answered_as_a_problem_naming_the_part() 
             Some("Content-Length"),
         ),
     ];
+    let fine = node.bytes("GET", "/v1/health", &[], "");
     for (what, head, field) in cases {
-        // As a connection's first request, and after answered ones on a kept-alive connection.
-        for earlier in [0, 2] {
+        // As a connection's first request, after answered ones on a kept-alive connection,
+        // and pipelined: after two requests in the same write, whose answers come first.
+        for (earlier, pipelined) in [(0, false), (2, false), (2, true)] {
             let mut conn = node.connect();
-            for _ in 0..earlier {
-                let fine = exchange(&mut conn, &node.bytes("GET", "/v1/health", &[], ""));
-                assert_eq!(fine.status, 200, "{what}: {fine:?}");
-            }
-            let answer = exchange(&mut conn, head);
+            let answer = if pipelined {
+                let all = [&fine[..], &fine[..], head].concat();
+                conn.get_mut().write_all(&all).unwrap();
+                for i in 0..earlier {
+                    let answer = read_answer(&mut conn);
+                    assert!(
+                        answer.as_ref().is_some_and(|a| a.status == 200),
+                        "{what}: pipelined request {i} before it: {answer:?}"
+                    );
+                }
+                read_answer(&mut conn).unwrap_or_else(|| panic!("{what}: no answer"))
+            } else {
+                for _ in 0..earlier {
+                    let ok = exchange(&mut conn, &fine);
+                    assert_eq!(ok.status, 200, "{what}: {ok:?}");
+                }
+                exchange(&mut conn, head)
+            };
             answer.assert_problem(400, "malformed_request");
             assert_eq!(
                 answer.json()["field"].as_str(),
                 field,
-                "{what} (after {earlier}): {answer:?}"
+                "{what} (after {earlier}, pipelined {pipelined}): {answer:?}"
             );
             assert!(
                 answer

@@ -31,9 +31,20 @@
 //! router, it takes hyper's bare answer as it is written (`automatic_answer`), or hyper's
 //! close (`poll_shutdown`), and sets the socket aside like an oversized head; the answer
 //! comes from hyper's error — a parse error is 400 `malformed_request` naming the part; a
-//! timeout or a head cut short get none (the connection closes as before). Not covered: a
-//! bad head in the same read as the end of the request before it (the guard does not scan
-//! it, as for the limits above): hyper answers it as before.
+//! timeout or a head cut short get none (the connection closes as before).
+//!
+//! **Pipelined heads.** hyper would parse a head that arrived in the same read as the end of
+//! a request before it while that request's answer waits in its buffer, and a head it
+//! cannot parse ends the connection with the answer unwritten. After a head without a body,
+//! the bytes that follow in the read are checked as heads ([`pipelined_heads`]): hyper gets
+//! those that parse and have no body at once (a pipelining client's answers still leave in
+//! one write); from the first other one on, the bytes are held back — hyper's reads wait —
+//! until every head handed over has been answered and the answers flushed to the socket
+//! (the flush wakes the reader), and that head is then scanned like any other. Not
+//! covered: a bad head in the same read as the end of a request *with* a body (the guard
+//! does not parse bodies' framing): hyper answers it as before, and the answer to the
+//! request before it is lost; nor is a pipelined head that hyper gets at once measured
+//! against the limits (hyper's own limits apply).
 
 use std::io;
 use std::pin::Pin;
@@ -173,6 +184,48 @@ fn automatic_answer(data: &[u8]) -> Option<usize> {
     (matches!(status, b"400" | b"414" | b"431") && bodiless).then_some(start)
 }
 
+/// Whether a header line that starts with `start` may name a body's framing
+/// (`Content-Length` or `Transfer-Encoding`, any case): `whole` when `start` is all of the
+/// line's first run, else the line goes on in a later read and a prefix of a name counts.
+fn may_frame_a_body(start: &[u8], whole: bool) -> bool {
+    [&b"content-length"[..], b"transfer-encoding"]
+        .iter()
+        .any(|name| {
+            let n = name.len().min(start.len());
+            start[..n].eq_ignore_ascii_case(&name[..n]) && (n == name.len() || !whole)
+        })
+}
+
+/// How much of `rest` to hand hyper at once, and how many heads that is: `rest` follows a
+/// request head without a body in the same read, so it holds pipelined heads. hyper parses
+/// them before it writes its answers to the ones before (`pipeline_flush` holds answers
+/// while its buffer has bytes), and one it cannot parse ends the connection with those
+/// answers unwritten. So it is handed the heads that are complete, parse (as hyper parses
+/// them: httparse, then the target as a URI) and have no body; from the first other one on,
+/// the bytes are held back until hyper has answered and written the ones before, and the
+/// guard then reads them as a new head.
+fn pipelined_heads(rest: &[u8]) -> (usize, u64) {
+    let mut headers = [httparse::EMPTY_HEADER; limits::HEADER_LINES_MAX];
+    let (mut at, mut heads) = (0, 0);
+    while at < rest.len() {
+        let mut head = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(n)) = head.parse(&rest[at..]) else {
+            break;
+        };
+        let framed = head.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding")
+        });
+        let target = head.path.is_some_and(|p| p.parse::<http::Uri>().is_ok());
+        if framed || !target {
+            break;
+        }
+        at += n;
+        heads += 1;
+    }
+    (at, heads)
+}
+
 /// The scan of one request head as its bytes arrive.
 #[derive(Debug, Default, Clone)]
 pub struct HeadScan {
@@ -184,6 +237,10 @@ pub struct HeadScan {
     lines: usize,
     /// The blank line that ends the head was seen.
     done: bool,
+    /// A header line may name a body's framing (`Content-Length`, `Transfer-Encoding`): the
+    /// request may have a body, so what follows the head in a read is not known to be a
+    /// head ([`pipelined_heads`]).
+    framed: bool,
 }
 
 impl HeadScan {
@@ -211,6 +268,9 @@ impl HeadScan {
             }
             let rest = &data[i..];
             let run = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
+            if self.line_bytes == 0 && self.lines > 0 {
+                self.framed |= may_frame_a_body(&rest[..run], run < rest.len());
+            }
             let mut after = self.clone();
             after.bytes += run;
             after.line_bytes += run;
@@ -256,6 +316,11 @@ impl HeadScan {
     /// True once the blank line that ends the head was seen.
     pub fn done(&self) -> bool {
         self.done
+    }
+
+    /// True if a header line may name a body's framing (see the field).
+    pub fn framed(&self) -> bool {
+        self.framed
     }
 
     /// True once a byte of the head other than a line end was seen.
@@ -469,6 +534,13 @@ pub struct HeadIo {
     /// The count of dispatched requests when the scanned head began: while it is still the
     /// count, that head has not reached the router.
     scan_begun_at: Option<u64>,
+    /// Bytes read from the socket and held back from hyper: pipelined heads from the first
+    /// one hyper might not parse ([`pipelined_heads`]); at most one read.
+    held: Vec<u8>,
+    /// Complete heads handed to hyper: the scanned ones and the pipelined ones let through.
+    heads_handed: u64,
+    /// The connection's answers completed when the socket was last flushed.
+    flushed_at: u64,
 }
 
 impl HeadIo {
@@ -481,16 +553,17 @@ impl HeadIo {
             scan: HeadScan::default(),
             scan_from: 0,
             scan_begun_at: None,
+            held: Vec::new(),
+            heads_handed: 0,
+            flushed_at: 0,
         }
     }
 
-    /// Accounts for `data`, read at stream offset `at`; the refusal if a head crossed a
-    /// limit, with how many bytes of `data` were scanned.
-    fn observe(&mut self, at: u64, data: &[u8]) -> Option<(Refusal, usize)> {
+    /// Scans `data`, to be handed to hyper at stream offset `at`: `Err` with the refusal
+    /// and how many bytes of `data` were scanned if a head crossed a limit, else where in
+    /// `data` the scanned head ended, if it did.
+    fn observe(&mut self, at: u64, data: &[u8]) -> Result<Option<usize>, (Refusal, usize)> {
         let mark = self.tracker.mark.load(Ordering::Acquire);
-        self.tracker
-            .read
-            .store(at + data.len() as u64, Ordering::Release);
         if mark != self.scan_from {
             self.scan_from = mark;
             self.scan = HeadScan::default();
@@ -498,17 +571,18 @@ impl HeadIo {
         }
         let skip = usize::try_from(mark.saturating_sub(at)).unwrap_or(usize::MAX);
         if self.scan.done() || skip >= data.len() {
-            return None;
+            return Ok(None);
         }
-        let refused = self
-            .scan
-            .feed(&data[skip..])
-            .map(|(refusal, scanned)| (refusal, skip + scanned));
+        let before = self.scan.bytes;
+        let refused = self.scan.feed(&data[skip..]);
         if self.scan_begun_at.is_none() && self.scan.begun() {
             self.scan_begun_at = Some(self.tracker.dispatched.load(Ordering::Acquire));
             self.tracker.activity.head_begun();
         }
-        refused
+        if let Some((refusal, scanned)) = refused {
+            return Err((refusal, skip + scanned));
+        }
+        Ok(self.scan.done().then(|| skip + (self.scan.bytes - before)))
     }
 
     /// True while the scanned head has begun and not reached the router: a write now is
@@ -582,6 +656,16 @@ impl AsyncRead for HeadIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.tcp.is_none() {
+            return Poll::Ready(Err(set_aside()));
+        }
+        if !this.held.is_empty() {
+            // Woken by the flush that writes the last answer (`poll_flush`).
+            if !this.answers_written() {
+                return Poll::Pending;
+            }
+            return Poll::Ready(this.hand_held(buf));
+        }
         let Some(tcp) = this.tcp.as_mut() else {
             return Poll::Ready(Err(set_aside()));
         };
@@ -596,7 +680,13 @@ impl AsyncRead for HeadIo {
                 Poll::Pending => return wait_or_close(activity, cx.waker()),
                 Poll::Ready(read) => read?,
             }
-            return Poll::Ready(this.pass(&buf.filled()[before..]));
+            let read = buf.filled().len() - before;
+            let keep = this.pass(&buf.filled()[before..])?;
+            if keep < read {
+                this.hold(&buf.filled()[before + keep..]);
+                buf.set_filled(before + keep);
+            }
+            return Poll::Ready(Ok(()));
         }
         // A larger buffer: read at most one chunk into its first bytes (initialized, as safe
         // code must; this happens for large bodies only).
@@ -605,32 +695,77 @@ impl AsyncRead for HeadIo {
             Poll::Pending => return wait_or_close(activity, cx.waker()),
             Poll::Ready(read) => read?,
         }
-        let n = chunk.filled().len();
-        this.pass(chunk.filled())?;
-        buf.advance(n);
+        let keep = this.pass(chunk.filled())?;
+        if keep < chunk.filled().len() {
+            this.hold(&chunk.filled()[keep..]);
+        }
+        buf.advance(keep);
         Poll::Ready(Ok(()))
     }
 }
 
 impl HeadIo {
-    /// Accounts for `data`, just read; an error (and the socket set aside) if a head in it
-    /// crossed a limit, so that hyper never sees those bytes.
-    fn pass(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Accounts for `data`, just read, and returns how much of it to hand to hyper now (the
+    /// rest is held back: [`pipelined_heads`]); an error (and the socket set aside) if a head
+    /// in it crossed a limit, so that hyper never sees those bytes.
+    fn pass(&mut self, data: &[u8]) -> io::Result<usize> {
         let at = self.tracker.read.load(Ordering::Acquire);
-        let Some((refusal, scanned)) = self.observe(at, data) else {
-            return Ok(());
+        let keep = match self.observe(at, data) {
+            Ok(Some(end)) => {
+                self.heads_handed += 1;
+                if self.scan.framed() {
+                    // A body follows: what comes after it is not known to be a head.
+                    data.len()
+                } else {
+                    let (n, heads) = pipelined_heads(&data[end..]);
+                    self.heads_handed += heads;
+                    end + n
+                }
+            }
+            Ok(None) => data.len(),
+            Err((refusal, scanned)) => {
+                self.tracker
+                    .read
+                    .store(at + data.len() as u64, Ordering::Release);
+                let mut scan = self.scan.clone();
+                let ended = scan.skip(&data[scanned..]);
+                if let (Some(tcp), Ok(mut slot)) = (self.tcp.take(), self.tracker.refused.lock()) {
+                    *slot = Some(Refused {
+                        tcp,
+                        refusal,
+                        scan,
+                        ended,
+                    });
+                }
+                return Err(set_aside());
+            }
         };
-        let mut scan = self.scan.clone();
-        let ended = scan.skip(&data[scanned..]);
-        if let (Some(tcp), Ok(mut slot)) = (self.tcp.take(), self.tracker.refused.lock()) {
-            *slot = Some(Refused {
-                tcp,
-                refusal,
-                scan,
-                ended,
-            });
-        }
-        Err(set_aside())
+        self.tracker.read.store(at + keep as u64, Ordering::Release);
+        Ok(keep)
+    }
+
+    /// Holds `bytes` back from hyper: they begin a head (so the connection is not idle).
+    fn hold(&mut self, bytes: &[u8]) {
+        self.held.extend_from_slice(bytes);
+        self.tracker.activity.head_begun();
+    }
+
+    /// Whether every head handed to hyper has been answered and the answers flushed to the
+    /// socket: held bytes may go to hyper then without holding an answer back.
+    fn answers_written(&self) -> bool {
+        let answered = self.tracker.activity.answered_count();
+        self.heads_handed <= answered && self.flushed_at == answered
+    }
+
+    /// Hands hyper what was held back, as if just read.
+    fn hand_held(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+        let mut held = std::mem::take(&mut self.held);
+        let n = held.len().min(buf.remaining());
+        let keep = self.pass(&held[..n])?;
+        buf.put_slice(&held[..keep]);
+        held.drain(..keep);
+        self.held = held;
+        Ok(())
     }
 }
 
@@ -684,10 +819,18 @@ impl AsyncWrite for HeadIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().tcp.as_mut() {
-            Some(tcp) => Pin::new(tcp).poll_flush(cx),
-            None => Poll::Ready(Ok(())),
+        let this = self.get_mut();
+        let Some(tcp) = this.tcp.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        ready!(Pin::new(tcp).poll_flush(cx))?;
+        // hyper flushes after it wrote an answer whole: held heads may follow it now. The
+        // reader returned Pending without a waker of the socket's; this task reads next.
+        this.flushed_at = this.tracker.activity.answered_count();
+        if !this.held.is_empty() && this.answers_written() {
+            cx.waker().wake_by_ref();
         }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -900,6 +1043,57 @@ mod tests {
         assert_eq!(status, "400 Bad Request");
         assert_eq!(problem.problem().code, "malformed_request");
         assert_eq!(problem.problem().field, None);
+    }
+
+    #[test]
+    fn pipelined_heads_are_handed_over_up_to_the_first_that_hyper_might_refuse_or_has_a_body() {
+        let get = b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n";
+        let two = [&get[..], &get[..]].concat();
+        assert_eq!(
+            pipelined_heads(&two),
+            (two.len(), 2),
+            "well-formed heads without bodies"
+        );
+        for bad in [
+            &b"GE\x01T / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/7.2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost x\r\n\r\n",
+            b"GET http://[::1 HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: x\r\n",
+        ] {
+            let bytes = [&two[..], bad].concat();
+            assert_eq!(
+                pipelined_heads(&bytes),
+                (two.len(), 2),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn a_head_naming_a_body_framing_is_marked_framed_even_split_across_reads() {
+        let framed = |chunks: &[&[u8]]| {
+            let mut scan = HeadScan::default();
+            for chunk in chunks {
+                scan.feed(chunk);
+            }
+            scan.framed()
+        };
+        assert!(!framed(&[
+            b"GET / HTTP/1.1\r\nhost: x\r\ncontent: y\r\n\r\n"
+        ]));
+        assert!(framed(&[b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n"]));
+        assert!(framed(&[
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        ]));
+        assert!(framed(&[
+            b"POST / HTTP/1.1\r\ncont",
+            b"ent-length: 2\r\n\r\n"
+        ]));
+        assert!(!framed(&[b"GET /content-length HTTP/1.1\r\n\r\n"]));
     }
 
     #[test]

@@ -79,6 +79,11 @@ impl Activity {
         self.in_service.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Answers completed so far (bodies dropped by hyper).
+    pub fn answered_count(&self) -> u64 {
+        self.answered.load(Ordering::Acquire)
+    }
+
     /// When the connection became idle (the smaller, the longer ago), if it is an idle
     /// keep-alive now.
     pub fn idle_since(&self) -> Option<u64> {
