@@ -103,7 +103,8 @@ pub mod route {
     /// `GET` (state, the erasure's dry run), `DELETE` (erase) a data subject (scope
     /// `data_subjects:erase`).
     pub const DATA_SUBJECT: &str = "/v1/data-subjects/{id}";
-    /// `GET`: every record about a data subject, decrypted, as JSON Lines (admin only).
+    /// `GET`: every record about a data subject, decrypted, as JSON Lines (scope
+    /// `data_subjects:export`).
     pub const DATA_SUBJECT_EXPORT: &str = "/v1/data-subjects/{id}/export";
     /// `POST` (create), `GET` (list) bearer tokens (admin only).
     pub const TOKENS: &str = "/v1/tokens";

@@ -19,9 +19,10 @@ pub enum TokenCommand {
         /// Who the token acts as: 1 to 128 characters of A-Z a-z 0-9 . _ @ -.
         principal: String,
         /// A scope (repeat for several): admin, metrics:read, audit:read, data_subjects:erase,
-        /// streams:append|read|manage:PATTERN, views:read|manage:PATTERN,
-        /// kv:read|write:PATTERN, groups:consume|read|manage:PATTERN,
-        /// schemas:read|write:PATTERN; a pattern is a name, a prefix ending in `*`, or `*`.
+        /// data_subjects:export, streams:append|read|manage:PATTERN,
+        /// views:read|manage:PATTERN, kv:read|write:PATTERN,
+        /// groups:consume|read|manage:PATTERN, schemas:read|write:PATTERN,
+        /// derived_streams:manage:PATTERN; a pattern is a name, a prefix ending in `*`, or `*`.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// The token stops working this many ms after creation (default: never).

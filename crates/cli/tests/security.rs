@@ -483,21 +483,26 @@ fn token(
 }
 
 /// What a refused request must leave as it was, read as the admin: every stream's extent
-/// (the internal `_txn` and `_auth` too), the views, the committed keys, the open
-/// transactions and, in transaction `txn`, what it would commit.
+/// (the internal `_txn`, `_auth` and `_data_subjects` too), the views, the derived streams,
+/// the committed keys, the open transactions, the key of the data subject `alice` and, in
+/// transaction `txn`, what it would commit.
 fn state_of(node: &Node, txn: Option<&str>) -> Value {
-    let views: Vec<Value> = node.get("/v1/views").json()["views"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].clone())
-        .collect();
+    let names = |path: &str, list: &str| -> Vec<Value> {
+        node.get(path).json()[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].clone())
+            .collect()
+    };
     let in_txn = txn.map(|t| node.get(&format!("/v1/txns/{t}/kv?prefix=")).json());
     json!({
         "streams": node.get("/v1/streams").json(),
-        "views": views,
+        "views": names("/v1/views", "views"),
+        "derived_streams": names("/v1/derived-streams", "derived_streams"),
         "kv": node.get("/v1/kv?prefix=").json()["rows"],
         "open_txns": node.get("/v1/health").json()["open_transactions"],
+        "alice": node.get("/v1/data-subjects/alice").json()["key"],
         "in_txn": in_txn,
     })
 }
@@ -919,6 +924,97 @@ fn routes() -> Vec<Route> {
             &["streams:append:s"],
         ),
         r("GET", "/v1/audit", None, &["audit:read"], &["metrics:read"]),
+        // Erasing and exporting personal data are granted apart (`alice` has a live key).
+        r(
+            "GET",
+            "/v1/data-subjects/alice",
+            None,
+            &["data_subjects:erase"],
+            &["data_subjects:export"],
+        ),
+        r(
+            "DELETE",
+            "/v1/data-subjects/alice",
+            None,
+            &["data_subjects:erase"],
+            &["data_subjects:export"],
+        ),
+        r(
+            "GET",
+            "/v1/data-subjects/alice/export",
+            None,
+            &["data_subjects:export"],
+            &["data_subjects:erase", "streams:read:*"],
+        ),
+        // Derived streams read `ds` (never appended to: their processors stay put) into `dt`.
+        r(
+            "GET",
+            "/v1/derived-streams",
+            None,
+            &["derived_streams:manage:*"],
+            &["derived_streams:manage:d"],
+        ),
+        r(
+            "GET",
+            "/v1/derived-streams/d",
+            None,
+            &["derived_streams:manage:d"],
+            &["streams:manage:*", "views:manage:*"],
+        ),
+        // Creating one acts on its source and target on the creator's word.
+        Route {
+            names: Some("streams:append:dt"),
+            ..r(
+                "PUT",
+                "/v1/derived-streams/d2",
+                Some(json!({"source": "ds", "target": "dt"})),
+                &[
+                    "derived_streams:manage:d2",
+                    "streams:read:ds",
+                    "streams:append:dt",
+                ],
+                &["derived_streams:manage:d2", "streams:read:ds"],
+            )
+        },
+        Route {
+            names: Some("streams:read:ds"),
+            ..r(
+                "PUT",
+                "/v1/derived-streams/d2",
+                Some(json!({"source": "ds", "target": "dt"})),
+                &[
+                    "derived_streams:manage:d2",
+                    "streams:read:ds",
+                    "streams:append:dt",
+                ],
+                &["derived_streams:manage:d2", "streams:append:dt"],
+            )
+        },
+        Route {
+            names: Some("derived_streams:manage:d3"),
+            ..r(
+                "PUT",
+                "/v1/derived-streams/d3",
+                Some(json!({"source": "ds", "target": "dt"})),
+                &["derived_streams:manage:d*", "streams:read:ds", "streams:append:dt"],
+                &["streams:read:ds", "streams:append:dt", "derived_streams:manage:e*"],
+            )
+        },
+        Route {
+            prepare: &[(
+                "PUT",
+                "/v1/derived-streams/gone-d",
+                r#"{"source": "ds", "target": "dt"}"#,
+            )],
+            names: Some("derived_streams:manage:gone-d"),
+            ..r(
+                "DELETE",
+                "/v1/derived-streams/gone-d",
+                None,
+                &["derived_streams:manage:gone-*"],
+                &["derived_streams:manage:d*"],
+            )
+        },
         r("GET", "/v1/cluster", None, &["metrics:read"], &[]),
         r("GET", "/v1/limits", None, &["metrics:read"], &[]),
         r("GET", "/v1/nothing", None, &["metrics:read"], &[]),
@@ -934,7 +1030,21 @@ fn every_route_checks_credentials_and_scopes_and_refusals_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // No idle transaction is reaped while the test compares counts of open ones.
-    let node = Node::start(&data, &["--auth", "on", "--txn-idle-timeout-ms", "3600000"]);
+    // A master key, so that a data subject has a key to erase.
+    let master_key = dir.path().join("master.key");
+    std::fs::write(&master_key, format!("{}\n", "5a".repeat(32))).unwrap();
+    std::fs::set_permissions(&master_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let node = Node::start(
+        &data,
+        &[
+            "--auth",
+            "on",
+            "--txn-idle-timeout-ms",
+            "3600000",
+            "--master-key-file",
+            master_key.to_str().unwrap(),
+        ],
+    );
     let admin = node
         .token
         .clone()
@@ -955,6 +1065,20 @@ fn every_route_checks_credentials_and_scopes_and_refusals_change_nothing() {
         Some(json!({"writes": [{"op": "put", "key": "k", "value": 1}, {"op": "put", "key": "n", "value": 1}]})),
     );
     assert_eq!(a.status, 200, "{a:?}");
+    let people = json!({"personal_data": {"subject": "/user", "fields": ["/email"]}});
+    let a = node.call("PUT", "/v1/streams/people", Some(people));
+    assert_eq!(a.status, 201, "{a:?}");
+    let record = json!({"value": {"user": "alice", "email": "alice@example.com"}});
+    let a = node.call("POST", "/v1/streams/people/records", Some(record));
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(state_of(&node, None)["alice"], "live");
+    for stream in ["ds", "dt"] {
+        let a = node.call("PUT", &format!("/v1/streams/{stream}"), Some(json!({})));
+        assert_eq!(a.status, 201, "{a:?}");
+    }
+    let spec = json!({"source": "ds", "target": "dt"});
+    let a = node.call("PUT", "/v1/derived-streams/d", Some(spec));
+    assert_eq!(a.status, 201, "{a:?}");
 
     let (revoked, id) = token(&node, "gone", &["admin"], None);
     assert_eq!(

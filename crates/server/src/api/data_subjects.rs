@@ -2,9 +2,9 @@
 //! state and the streams an erasure would touch (the CLI's dry run) — and
 //! `DELETE /v1/data-subjects/{id}`, the erasure: its record appended to `_data_subjects`,
 //! then its key destroyed ([`crate::privacy::Privacy::erase`]). Both need the scope
-//! `data_subjects:erase` (which `admin` covers). `GET /v1/data-subjects/{id}/export` (admin:
-//! it reads every personal stream) — the right of access: every record about the subject,
-//! decrypted, as JSON Lines.
+//! `data_subjects:erase` (which `admin` covers). `GET /v1/data-subjects/{id}/export` (scope
+//! `data_subjects:export`: it reads every personal stream) — the right of access: every
+//! record about the subject, decrypted, as JSON Lines.
 
 use axum::Json;
 use axum::extract::State;

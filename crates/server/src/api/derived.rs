@@ -1,8 +1,9 @@
 //! Derived streams over HTTP (decision 0031): `PUT/GET/DELETE /v1/derived-streams/{name}`
 //! and `GET /v1/derived-streams`, on the [`logbook_views::derived::DerivedStreams`] the
-//! server opened next to the log. Admin only (a derived stream reads one stream and writes
-//! another on no principal's behalf). Creating and dropping append to the catalog `_derived`
-//! and start or stop threads: on the blocking pool.
+//! server opened next to the log. Scope `derived_streams:manage:NAME`; creating one also
+//! needs `streams:read` on its source and `streams:append` on its target, since its
+//! processor reads and appends on the creator's word. Creating and dropping append to the
+//! catalog `_derived` and start or stop threads: on the blocking pool.
 
 use axum::Json;
 use axum::extract::State;
@@ -12,6 +13,7 @@ use logbook_api::paths::route;
 use logbook_views::ViewError;
 use logbook_views::derived::DerivedInfo;
 
+use crate::auth::scope::Action;
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, blocking};
 use crate::state::AppState;
@@ -132,9 +134,16 @@ pub async fn put_derived(
     State(state): State<AppState>,
     Path(name): Path<String>,
     q: Params,
+    caller: crate::auth::Caller,
     JsonBody(spec): JsonBody<serde_json::Value>,
 ) -> Result<(StatusCode, Json<DerivedStreamOut>), ApiError> {
     q.only(&[])?;
+    // Its processor reads the source and appends to the target on the creator's word.
+    crate::auth::check_spec_streams(
+        &caller,
+        &spec,
+        &[("source", Action::Read), ("target", Action::Append)],
+    )?;
     let opened = state.opened()?;
     let derived = opened.derived()?;
     refuse_personal(&*opened.log, &spec)?;

@@ -8,13 +8,13 @@
 //! | [`txns`] | `/v1/txns`, `/v1/txns/{txn}/...`, `/v1/kv`, `/v1/kv/{key}` |
 //! | `empty_key` | `/v1/kv/`, `/v1/txns/{txn}/kv/`, `/v1/views/{view}/rows/`: the `{key}` routes with the empty key |
 //! | [`commits`] | `/v1/kv/read`, `/v1/commits` (transactions in one round trip) |
-//! | [`derived`] | `/v1/derived-streams`, `/v1/derived-streams/{name}` (derived streams, admin only) |
+//! | [`derived`] | `/v1/derived-streams`, `/v1/derived-streams/{name}` (derived streams, scope `derived_streams:manage`) |
 //! | [`groups`] | `/v1/groups`, `/v1/groups/{group}`, `/v1/groups/{group}/members[/{member}[/heartbeat\|/commit]]`, `/v1/groups/{group}/reset` (consumer groups) |
 //! | [`schemas`] | `/v1/schema-registry/…`: Confluent Schema Registry's REST API (subjects, versions, schemas by id, compatibility, config, mode) |
 //! | [`ops`] | `/v1/health`, `/v1/cluster`, `/v1/limits`, `/metrics`, `/openapi.json` |
 //! | [`openapi`] | no route: the answers every route gives besides its handler's, added to the document |
 //! | [`tokens`] | `/v1/tokens`, `/v1/tokens/{id}` (admin only) |
-//! | [`data_subjects`] | `/v1/data-subjects/{id}`: a data subject's state, its erasure (scope `data_subjects:erase`) |
+//! | [`data_subjects`] | `/v1/data-subjects/{id}`: a data subject's state, its erasure (scope `data_subjects:erase`); `/v1/data-subjects/{id}/export` (scope `data_subjects:export`) |
 //! | [`views`] | `/v1/views`, `/v1/views/{view}`, `/v1/views/{view}/rows[/{key}]`, `/v1/views/{view}/rebuild`, `/v1/views/{view}/switch` |
 //!
 //! Every route is registered through `utoipa_axum::routes!`, which puts it in the router
@@ -63,7 +63,7 @@ use crate::state::AppState;
         (name = "streams", description = "Streams and records"),
         (name = "transactions", description = "Interactive transactions and key-value reads"),
         (name = "views", description = "Views derived from streams: specs, status, row reads with consistency tokens, rebuilds and switches"),
-        (name = "derived streams", description = "Processors that filter, project and re-key one stream's records into another, each output exactly once (admin only)"),
+        (name = "derived streams", description = "Processors that filter, project and re-key one stream's records into another, each output exactly once (scope derived_streams:manage; creating one also needs streams:read on its source and streams:append on its target)"),
         (name = "groups", description = "Consumer groups: members share a stream's partitions, commit processed offsets and resume from them"),
         (name = "operations", description = "Health, metrics, this document"),
         (name = "tokens", description = "Bearer tokens (admin only): create, list, revoke"),

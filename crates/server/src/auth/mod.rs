@@ -129,20 +129,39 @@ pub fn authorize(principal: &Principal, needs: &[Need]) -> Result<(), ApiError> 
 /// with `--auth off`).
 pub type Caller = Option<axum::Extension<Arc<Principal>>>;
 
-/// For handlers: checks that the caller may read the stream a view spec names as its
-/// `source` (a view derives its rows from it). Nothing to check without a caller (auth off)
-/// or without a `source` (the spec's own check names it).
+/// For handlers: checks that the caller may act on the streams a spec names — for each
+/// `(field, action)`, `streams:ACTION:NAME` where the spec's `field` is `NAME`. A view reads
+/// its `source`; a derived stream's processor reads its `source` and appends to its
+/// `target`, on the word of the principal that created it. Nothing to check without a caller
+/// (auth off); a field that is absent or not a string is left to the spec's own check,
+/// which names it.
 ///
 /// # Errors
-/// 403 `forbidden` naming `streams:read:SOURCE` (or `admin` for an internal stream).
-pub fn check_view_source(caller: &Caller, spec: &serde_json::Value) -> Result<(), ApiError> {
-    let (Some(axum::Extension(principal)), Some(source)) = (caller, spec["source"].as_str()) else {
+/// 403 `forbidden` naming the first scope missing (`admin` for an internal stream), with
+/// `field` the spec's field.
+pub fn check_spec_streams(
+    caller: &Caller,
+    spec: &serde_json::Value,
+    fields: &[(&str, Action)],
+) -> Result<(), ApiError> {
+    let Some(axum::Extension(principal)) = caller else {
         return Ok(());
     };
-    authorize(
-        principal,
-        &[Need::Name(Kind::Streams, Action::Read, source.to_string())],
-    )
+    for (field, action) in fields {
+        if let Some(name) = spec[*field].as_str() {
+            let need = Need::Name(Kind::Streams, *action, name.to_string());
+            authorize(principal, &[need]).map_err(|e| e.field(*field))?;
+        }
+    }
+    Ok(())
+}
+
+/// [`check_spec_streams`] for a view spec: `streams:read` on its `source`.
+///
+/// # Errors
+/// As [`check_spec_streams`].
+pub fn check_view_source(caller: &Caller, spec: &serde_json::Value) -> Result<(), ApiError> {
+    check_spec_streams(caller, spec, &[("source", Action::Read)])
 }
 
 /// What a request to `route` (the matched template, `unmatched` for none) needs, from its
@@ -180,11 +199,13 @@ pub fn declared_needs(
         "/v1/tokens" | "/v1/tokens/{id}" => vec![Need::Admin],
         // Findings name files and byte offsets of the node's disk: a scope of their own.
         "/v1/audit" => vec![Need::AuditRead],
-        // A derived stream reads one stream and appends to another on no principal's behalf.
-        "/v1/derived-streams" | "/v1/derived-streams/{name}" => vec![Need::Admin],
+        // Creating one also needs the streams it reads and appends to (`check_spec_streams`,
+        // in the handler, once the spec is parsed).
+        "/v1/derived-streams" => vec![Need::All(DerivedStreams, Manage)],
+        "/v1/derived-streams/{name}" => vec![name(DerivedStreams, Manage, "name")],
         "/v1/data-subjects/{id}" => vec![Need::DataSubjectsErase],
         // Reads every stream declaring personal data, decrypted.
-        "/v1/data-subjects/{id}/export" => vec![Need::Admin],
+        "/v1/data-subjects/{id}/export" => vec![Need::DataSubjectsExport],
         "/v1/streams" => vec![Need::All(Streams, Read)],
         "/v1/streams/{stream}" => vec![name(Streams, read_or(Manage), "stream")],
         "/v1/streams/{stream}/retention" => vec![name(Streams, Manage, "stream")],

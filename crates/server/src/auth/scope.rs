@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! scope    = "admin" | "metrics:read" | "audit:read" | "data_subjects:erase"
-//!          | kind ":" action ":" pattern
+//!          | "data_subjects:export" | kind ":" action ":" pattern
 //! kind     = "streams" (append | read | manage) | "views" (read | manage)
 //!          | "kv" (read | write) | "groups" (consume | read | manage)
-//!          | "schemas" (read | write)
+//!          | "schemas" (read | write) | "derived_streams" (manage)
 //! pattern  = "*" | name | prefix "*"      (a name or prefix: 1..=1024 bytes, no "*" inside)
 //! ```
 //!
@@ -17,7 +17,10 @@
 //! `schemas:read:orders-value` reads the registry's subject `orders-value` (its versions,
 //! compatibility checks, its level, the schemas its versions use by id) and
 //! `schemas:write:orders-*` registers and deletes versions and sets levels of those
-//! subjects (`schemas:write:*` also the global level). `admin`
+//! subjects (`schemas:write:*` also the global level). `derived_streams:manage:audit-*`
+//! creates, inspects and drops the derived streams so named (creating one also needs
+//! `streams:read` on its source and `streams:append` on its target: its processor reads and
+//! appends on the creator's word). `admin`
 //! covers everything, including the internal streams (names starting with `_`), which no
 //! pattern covers, and the token routes. A request's [`Need`] is covered when one scope of
 //! its token has the need's kind and action and a pattern matching the name. A need for a
@@ -41,6 +44,8 @@ pub enum Kind {
     Groups,
     /// The schema registry's subjects.
     Schemas,
+    /// Derived streams (their processors, not the streams they write).
+    DerivedStreams,
 }
 
 /// What may be done.
@@ -66,6 +71,7 @@ impl Kind {
             Kind::Kv => "kv",
             Kind::Groups => "groups",
             Kind::Schemas => "schemas",
+            Kind::DerivedStreams => "derived_streams",
         }
     }
 
@@ -76,6 +82,7 @@ impl Kind {
             Kind::Kv => &[Action::Read, Action::Write],
             Kind::Groups => &[Action::Consume, Action::Read, Action::Manage],
             Kind::Schemas => &[Action::Read, Action::Write],
+            Kind::DerivedStreams => &[Action::Manage],
         }
     }
 }
@@ -117,6 +124,10 @@ pub enum Scope {
     /// 0030). Its own scope, so that erasing personal data can be granted without the rest
     /// of `admin`, and a token for data can never erase.
     DataSubjectsErase,
+    /// `GET /v1/data-subjects/{id}/export`: every record about a subject, decrypted (the
+    /// right of access). Its own scope: it reads every stream declaring personal data, which
+    /// no stream scope short of `streams:read:*` would, and erasing grants no reading.
+    DataSubjectsExport,
     /// An action on the names a pattern covers.
     On(Kind, Action, Pattern),
 }
@@ -134,6 +145,8 @@ pub enum Need {
     AuditRead,
     /// `data_subjects:erase`.
     DataSubjectsErase,
+    /// `data_subjects:export`.
+    DataSubjectsExport,
     /// An action on one name.
     Name(Kind, Action, String),
     /// An action on every name starting with this (a prefix scan).
@@ -184,6 +197,7 @@ impl std::str::FromStr for Scope {
             "metrics:read" => return Ok(Scope::MetricsRead),
             "audit:read" => return Ok(Scope::AuditRead),
             "data_subjects:erase" => return Ok(Scope::DataSubjectsErase),
+            "data_subjects:export" => return Ok(Scope::DataSubjectsExport),
             _ => {}
         }
         let mut parts = text.splitn(3, ':');
@@ -191,7 +205,7 @@ impl std::str::FromStr for Scope {
             (Some(k), Some(a), Some(p)) => (k, a, p),
             _ => {
                 return Err(bad(
-                    "expected admin, metrics:read, audit:read, data_subjects:erase or KIND:ACTION:PATTERN (e.g. streams:read:orders)",
+                    "expected admin, metrics:read, audit:read, data_subjects:erase, data_subjects:export or KIND:ACTION:PATTERN (e.g. streams:read:orders)",
                 ));
             }
         };
@@ -201,10 +215,13 @@ impl std::str::FromStr for Scope {
             Kind::Kv,
             Kind::Groups,
             Kind::Schemas,
+            Kind::DerivedStreams,
         ]
         .into_iter()
         .find(|k| k.name() == kind)
-        .ok_or_else(|| bad("the kind must be streams, views, kv, groups or schemas"))?;
+        .ok_or_else(|| {
+            bad("the kind must be streams, views, kv, groups, schemas or derived_streams")
+        })?;
         let action = kind
             .actions()
             .iter()
@@ -239,6 +256,7 @@ impl fmt::Display for Scope {
             Scope::MetricsRead => f.write_str("metrics:read"),
             Scope::AuditRead => f.write_str("audit:read"),
             Scope::DataSubjectsErase => f.write_str("data_subjects:erase"),
+            Scope::DataSubjectsExport => f.write_str("data_subjects:export"),
             Scope::On(kind, action, pattern) => {
                 write!(f, "{}:{}:", kind.name(), action.name())?;
                 match pattern {
@@ -322,6 +340,7 @@ impl Scope {
             (Scope::MetricsRead, Need::MetricsRead) => true,
             (Scope::AuditRead, Need::AuditRead) => true,
             (Scope::DataSubjectsErase, Need::DataSubjectsErase) => true,
+            (Scope::DataSubjectsExport, Need::DataSubjectsExport) => true,
             (Scope::On(k, a, p), Need::Name(nk, na, name)) => {
                 k == nk && a == na && p.covers_name(*k, name)
             }
@@ -353,6 +372,7 @@ impl fmt::Display for Need {
             Need::MetricsRead => f.write_str("metrics:read"),
             Need::AuditRead => f.write_str("audit:read"),
             Need::DataSubjectsErase => f.write_str("data_subjects:erase"),
+            Need::DataSubjectsExport => f.write_str("data_subjects:export"),
             Need::Name(k, a, n) if *k == Kind::Streams && n.starts_with('_') => {
                 write!(
                     f,
@@ -397,6 +417,8 @@ mod tests {
             "admin",
             "metrics:read",
             "data_subjects:erase",
+            "data_subjects:export",
+            "derived_streams:manage:audit-*",
             "streams:append:orders",
             "streams:read:*",
             "views:manage:by_*",
@@ -413,6 +435,10 @@ mod tests {
             ("tables:read:x", "kind must be"),
             ("views:append:x", "action of views must be read, manage"),
             ("kv:manage:x", "action of kv"),
+            (
+                "derived_streams:read:x",
+                "action of derived_streams must be manage",
+            ),
             (
                 "groups:write:x",
                 "action of groups must be consume, read, manage",
@@ -483,5 +509,15 @@ mod tests {
         assert!(!scope("audit:read").covers(&Need::Admin));
         assert!(!scope("metrics:read").covers(&Need::AuditRead));
         assert_eq!(scope("audit:read").to_string(), "audit:read");
+        // Erasing and exporting are granted apart: neither reaches the other.
+        assert!(scope("data_subjects:export").covers(&Need::DataSubjectsExport));
+        assert!(scope("admin").covers(&Need::DataSubjectsExport));
+        assert!(!scope("data_subjects:erase").covers(&Need::DataSubjectsExport));
+        assert!(!scope("data_subjects:export").covers(&Need::DataSubjectsErase));
+        assert!(!scope("streams:read:*").covers(&Need::DataSubjectsExport));
+        assert!(scope("derived_streams:manage:d*").covers(&name(DerivedStreams, Manage, "d1")));
+        assert!(!scope("derived_streams:manage:d*").covers(&Need::All(DerivedStreams, Manage)));
+        assert!(!scope("streams:manage:*").covers(&name(DerivedStreams, Manage, "d1")));
+        assert!(!scope("views:manage:*").covers(&name(DerivedStreams, Manage, "d1")));
     }
 }
