@@ -145,9 +145,32 @@ pub struct ServeArgs {
     /// Cluster mode: the NATS JetStream servers, nats://HOST:PORT, comma-separated.
     #[arg(long, env = "LOGBOOK_CLUSTER_NATS_URLS", value_delimiter = ',')]
     pub cluster_nats_urls: Option<Vec<String>>,
-    /// Cluster mode: the etcd client endpoints, http://HOST:PORT, comma-separated.
+    /// Cluster mode: the etcd client endpoints, http://HOST:PORT (https:// with
+    /// --cluster-etcd-ca-cert), comma-separated.
     #[arg(long, env = "LOGBOOK_CLUSTER_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub cluster_etcd_endpoints: Option<Vec<String>>,
+    /// Cluster mode, TLS to NATS: the CA certificates (PEM) the servers' certificates are
+    /// checked against; every NATS connection is then TLS.
+    #[arg(long, env = "LOGBOOK_CLUSTER_NATS_CA_CERT")]
+    pub cluster_nats_ca_cert: Option<PathBuf>,
+    /// Cluster mode, TLS to NATS: this node's client certificate (PEM), for servers that
+    /// verify clients; with --cluster-nats-client-key.
+    #[arg(long, env = "LOGBOOK_CLUSTER_NATS_CLIENT_CERT")]
+    pub cluster_nats_client_cert: Option<PathBuf>,
+    /// Cluster mode, TLS to NATS: the client certificate's private key (PEM).
+    #[arg(long, env = "LOGBOOK_CLUSTER_NATS_CLIENT_KEY")]
+    pub cluster_nats_client_key: Option<PathBuf>,
+    /// Cluster mode, TLS to etcd: the CA certificates (PEM) the members' certificates are
+    /// checked against; the endpoints are then https://.
+    #[arg(long, env = "LOGBOOK_CLUSTER_ETCD_CA_CERT")]
+    pub cluster_etcd_ca_cert: Option<PathBuf>,
+    /// Cluster mode, TLS to etcd: this node's client certificate (PEM), for members that
+    /// verify clients (--client-cert-auth); with --cluster-etcd-client-key.
+    #[arg(long, env = "LOGBOOK_CLUSTER_ETCD_CLIENT_CERT")]
+    pub cluster_etcd_client_cert: Option<PathBuf>,
+    /// Cluster mode, TLS to etcd: the client certificate's private key (PEM).
+    #[arg(long, env = "LOGBOOK_CLUSTER_ETCD_CLIENT_KEY")]
+    pub cluster_etcd_client_key: Option<PathBuf>,
     /// `on` (the default): every route but /v1/health and /openapi.json needs a bearer token
     /// (the first admin token is written to DATA_DIR/admin.token on first start). `off`:
     /// nothing is checked — refused unless --listen is a loopback address.
@@ -210,6 +233,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             advertise_url: args.cluster_advertise_url,
             nats_urls: args.cluster_nats_urls,
             etcd_endpoints: args.cluster_etcd_endpoints,
+            nats_ca_cert: args.cluster_nats_ca_cert,
+            nats_client_cert: args.cluster_nats_client_cert,
+            nats_client_key: args.cluster_nats_client_key,
+            etcd_ca_cert: args.cluster_etcd_ca_cert,
+            etcd_client_cert: args.cluster_etcd_client_cert,
+            etcd_client_key: args.cluster_etcd_client_key,
         },
         auth: args.auth,
         tls_cert: args.tls_cert,

@@ -57,7 +57,11 @@
 //!   refuses writes naming its offset and leads nothing, the others serving; with its
 //!   clock set back it serves again;
 //! * a node that cannot reach etcd or NATS is not ready and says which; an incomplete
-//!   `[cluster]` configuration is refused naming the key.
+//!   `[cluster]` configuration is refused naming the key;
+//! * TLS to the engines: nats-server and etcd taking only TLS clients with a certificate
+//!   their CA signed; a node given the CA and a client certificate for each opens,
+//!   registers and serves appends and reads; one without a client certificate is refused
+//!   by them (not ready, waiting for etcd).
 #![expect(
     clippy::unwrap_used,
     reason = "a test: a panic with a message is the failure report"
@@ -1732,6 +1736,106 @@ fn a_node_that_cannot_reach_its_engines_is_not_ready_and_says_which() {
     let (status, problem) = node.call("GET", "/v1/streams", None);
     assert_eq!(status, 503, "{problem}");
     assert_eq!(problem["type"], "urn:logbook:problem:not_ready");
+}
+
+/// A CA, the engines' certificate (127.0.0.1, localhost) and a node's client certificate,
+/// both signed by the CA, written under `dir`: the engines' files, and the client's
+/// certificate and key.
+fn engine_certificates(dir: &Path) -> (engines::TlsFiles, PathBuf, PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair,
+    };
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "logbook test CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, &ca_key);
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, file: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        params.distinguished_name.push(DnType::CommonName, file);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (
+            write(&format!("{file}.pem"), cert.pem()),
+            write(&format!("{file}.key"), key.serialize_pem()),
+        )
+    };
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let (cert, key) = leaf(names, ExtendedKeyUsagePurpose::ServerAuth, "engines");
+    let (client_cert, client_key) = leaf(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, "node");
+    let files = engines::TlsFiles {
+        ca: write("ca.pem", ca_pem),
+        cert,
+        key,
+    };
+    (files, client_cert, client_key)
+}
+
+#[test]
+fn a_node_reaches_nats_and_etcd_over_tls_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, client_cert, client_key) = engine_certificates(dir.path());
+    let rt = runtime();
+    let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec {
+        nats: 3,
+        etcd: 1,
+        tls: Some(tls.clone()),
+        ..engines::ClusterSpec::default()
+    }));
+    let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
+    assert!(nats.iter().all(|u| u.starts_with("tls://")), "{nats:?}");
+    assert!(etcd.iter().all(|u| u.starts_with("https://")), "{etcd:?}");
+    let env = |client: bool| {
+        let mut env = Vec::new();
+        for engine in ["NATS", "ETCD"] {
+            let var = |what: &str| format!("LOGBOOK_CLUSTER_{engine}_{what}");
+            env.push((var("CA_CERT"), tls.ca.display().to_string()));
+            if client {
+                env.push((var("CLIENT_CERT"), client_cert.display().to_string()));
+                env.push((var("CLIENT_KEY"), client_key.display().to_string()));
+            }
+        }
+        env
+    };
+    let node = Node::spawn_with(dir.path(), "a", &nats, &etcd, &env(true));
+    node.wait_ready();
+    let admin = common::admin_token(&dir.path().join("a"))
+        .unwrap_or_else(|| panic!("a wrote no admin.token"));
+    let node = node.with_token(&admin);
+    let (status, body) = node.call("PUT", "/v1/streams/sealed", Some(json!({})));
+    assert_eq!(status, 201, "{body}");
+    let record = json!({"key": "k", "value": {"over": "tls"}});
+    let (status, body) = node.call("POST", "/v1/streams/sealed/records", Some(record));
+    assert_eq!(status, 201, "{body}");
+    let (p, offset) = (&body["partition"], &body["offset"]);
+    let (status, body) = node.call(
+        "GET",
+        &format!("/v1/streams/sealed/records?partition={p}&from={offset}&limit=1"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["records"][0]["value"], json!({"over": "tls"}), "{body}");
+    let (status, cluster) = node.call("GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(node_ids(&cluster), vec!["a".to_string()], "{cluster}");
+    // The engines verify clients: the CA alone does not get a node in.
+    let refused = Node::spawn_with(dir.path(), "b", &nats, &etcd, &env(false));
+    let health = refused.wait_for("/v1/health", "says what it waits for", |s, v| {
+        s == 503 && v["waiting_for"].is_string()
+    });
+    let waiting = health["waiting_for"].as_str().unwrap();
+    assert!(waiting.starts_with("etcd at https://"), "{waiting}");
+    drop((refused, node));
+    drop(engines);
 }
 
 #[test]

@@ -14,6 +14,7 @@ use crate::naming::PartitionRef;
 use crate::partition::JetStreamPartition;
 use crate::resend::Resends;
 use crate::settings::{self, PartitionSettings};
+use crate::tls::ClientTls;
 
 /// How to connect. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ pub struct ConnectSettings {
     pub request_timeout_ms: u64,
     /// The connection's name as servers show it. Default `logbook`.
     pub client_name: String,
+    /// TLS to the servers (required on every connection when given, whatever the URL's
+    /// scheme). Default `None`: as the URLs say (`tls://` with the system's roots).
+    pub tls: Option<ClientTls>,
 }
 
 impl ConnectSettings {
@@ -35,6 +39,7 @@ impl ConnectSettings {
             urls: urls.into_iter().map(Into::into).collect(),
             request_timeout_ms: limits::REQUEST_TIMEOUT_MS_DEFAULT,
             client_name: "logbook".into(),
+            tls: None,
         }
     }
 }
@@ -66,8 +71,9 @@ impl JetStreamLog {
     /// (the crate's `resend` module).
     ///
     /// # Errors
-    /// [`JetStreamError::InvalidArgument`] for no URLs or a zero timeout,
-    /// [`JetStreamError::Connect`] naming the URLs when none accepts.
+    /// [`JetStreamError::InvalidArgument`] for no URLs, a zero timeout or a TLS file that
+    /// cannot be read, [`JetStreamError::Connect`] naming the URLs when none accepts (a
+    /// TLS handshake that fails included).
     pub async fn connect(settings: &ConnectSettings) -> Result<JetStreamLog> {
         if settings.urls.is_empty() {
             return Err(JetStreamError::InvalidArgument {
@@ -84,7 +90,19 @@ impl JetStreamLog {
         let timeout = Duration::from_millis(settings.request_timeout_ms);
         let resends = Arc::new(Resends::default());
         let on_event = resends.clone();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(tls) = &settings.tls {
+            // async-nats reads the files itself; reading them first names the one missing.
+            tls.read()
+                .map_err(|(field, why)| JetStreamError::InvalidArgument { field, why })?;
+            options = options
+                .require_tls(true)
+                .add_root_certificates(tls.ca_cert.clone());
+            if let Some((cert, key)) = &tls.identity {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        let client = options
             .event_callback(move |event| {
                 if matches!(event, async_nats::Event::Connected) {
                     on_event.reconnected();

@@ -19,7 +19,8 @@
 //! an existing stream matches) → [`client`] (connect, create/open) → [`partition`] (append,
 //! read, end offset; `resend`: an append whose leader died is sent again when a new one is
 //! elected) → [`ack`] (what an acknowledgment guarantees); [`offset`] the mapping;
-//! [`membership`] etcd; [`monitor`] the servers' HTTP monitoring endpoints; [`limits`].
+//! [`membership`] etcd; [`monitor`] the servers' HTTP monitoring endpoints; [`tls`] TLS to
+//! NATS and etcd; [`limits`].
 //!
 //! What an acknowledgment means depends on the server — see [`ack`] and
 //! `docs/decisions/0010-jetstream-backend.md`: with Debian's nats-server 2.9.10 it is
@@ -58,6 +59,7 @@ pub mod offset;
 pub mod partition;
 mod resend;
 pub mod settings;
+pub mod tls;
 
 // Unit tests that need real servers start them with the integration tests' harness, which
 // names this crate by its package name.
@@ -74,3 +76,4 @@ pub use error::{JetStreamError, Result};
 pub use naming::PartitionRef;
 pub use partition::{AppendOptions, Appended, JetStreamPartition, Message, PartitionState};
 pub use settings::PartitionSettings;
+pub use tls::ClientTls;

@@ -15,10 +15,14 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, PutOptions, TlsOptions,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::tls::ClientTls;
 
 /// Lease time-to-live unless configured otherwise, in seconds: a crashed node disappears from
 /// the list within this.
@@ -70,7 +74,7 @@ pub type Result<T, E = MembershipError> = std::result::Result<T, E>;
 /// How to reach etcd and where nodes register.
 #[derive(Debug, Clone)]
 pub struct MembershipSettings {
-    /// etcd client endpoints (`http://host:port`).
+    /// etcd client endpoints (`http://host:port`; `https://host:port` with [`Self::tls`]).
     pub endpoints: Vec<String>,
     /// The cluster's name: nodes register under `/logbook/<cluster>/nodes/`.
     pub cluster: String,
@@ -78,6 +82,8 @@ pub struct MembershipSettings {
     pub lease_ttl_s: i64,
     /// Deadline of one etcd request, in ms. Default 5,000.
     pub request_timeout_ms: u64,
+    /// TLS to the members: every endpoint is then `https://`. Default `None`.
+    pub tls: Option<ClientTls>,
 }
 
 impl MembershipSettings {
@@ -88,6 +94,7 @@ impl MembershipSettings {
             cluster: cluster.to_string(),
             lease_ttl_s: LEASE_TTL_S_DEFAULT,
             request_timeout_ms: 5_000,
+            tls: None,
         }
     }
 
@@ -109,6 +116,14 @@ impl MembershipSettings {
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be > 0");
+        }
+        // The etcd client takes TLS on https:// endpoints only, and those only with TLS.
+        let https = |e: &String| e.starts_with("https://");
+        if self.tls.is_some() && !self.endpoints.iter().all(https) {
+            return bad("endpoints", "with TLS every endpoint must be https://");
+        }
+        if self.tls.is_none() && self.endpoints.iter().any(https) {
+            return bad("tls", "an https:// endpoint needs TLS settings (its CA certificate)");
         }
         Ok(())
     }
@@ -164,9 +179,19 @@ impl Membership {
     pub async fn connect(settings: MembershipSettings) -> Result<Membership> {
         settings.validate()?;
         let timeout = Duration::from_millis(settings.request_timeout_ms);
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout);
+        if let Some(tls) = &settings.tls {
+            let pem = tls
+                .read()
+                .map_err(|(field, why)| MembershipError::InvalidArgument { field, why })?;
+            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(pem.ca_cert));
+            if let Some((cert, key)) = pem.identity {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(config);
+        }
         let client = Client::connect(&settings.endpoints, Some(options))
             .await
             .map_err(|e| unavailable(&settings, e.to_string()))?;

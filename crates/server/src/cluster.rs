@@ -38,7 +38,7 @@ use logbook_jetstream::election::{Election, LeaderRecord};
 use logbook_jetstream::membership::{
     Membership, MembershipError, MembershipSettings, NodeRecord, Registration,
 };
-use logbook_jetstream::{BackendSettings, JetStreamBackend};
+use logbook_jetstream::{BackendSettings, ClientTls, JetStreamBackend};
 use logbook_log::storage::DirLock;
 use logbook_log::{FsyncPolicy, LogBackend, LogError};
 use logbook_txn::TxnStoreOptions;
@@ -46,7 +46,7 @@ use logbook_views::Views;
 use tokio::sync::watch;
 
 use crate::auth::Tokens;
-use crate::config::{ClusterConfig, ServerConfig};
+use crate::config::{ClusterConfig, EngineTls, ServerConfig};
 use crate::deadline::AdaptiveTimeout;
 use crate::error::{ApiError, ProblemCode};
 use crate::rto::RtoSettings;
@@ -83,15 +83,15 @@ pub(crate) async fn open(
     let stop_certifier = stop.clone();
     let etcd = cluster.etcd_endpoints.join(",");
     let membership = retry(state, &mut stop, &format!("etcd at {etcd}"), || {
-        Membership::connect(MembershipSettings::new(
-            cluster.etcd_endpoints.clone(),
-            CLUSTER_NAME,
-        ))
+        let mut settings = MembershipSettings::new(cluster.etcd_endpoints.clone(), CLUSTER_NAME);
+        settings.tls = cluster.etcd_tls.as_ref().map(client_tls);
+        Membership::connect(settings)
     })
     .await?;
     let nats = cluster.nats_urls.join(",");
     let log = retry(state, &mut stop, &format!("NATS at {nats}"), || {
-        let settings = BackendSettings::new(cluster.nats_urls.clone());
+        let mut settings = BackendSettings::new(cluster.nats_urls.clone());
+        settings.connect.tls = cluster.nats_tls.as_ref().map(client_tls);
         async move {
             match tokio::task::spawn_blocking(move || JetStreamBackend::connect(settings)).await {
                 Ok(connected) => connected.map_err(Retry::Log),
@@ -246,6 +246,14 @@ pub(crate) async fn open(
     let opened = Opened::clustered(log, views, view_catalog, Arc::new(member), cell, groups)
         .with_schemas(schemas);
     Ok((opened, tokens))
+}
+
+/// The engine client's TLS settings from the node's configuration.
+fn client_tls(tls: &EngineTls) -> ClientTls {
+    ClientTls {
+        ca_cert: tls.ca_cert.clone(),
+        identity: tls.client.clone(),
+    }
 }
 
 /// The CA certificates (PEM) other nodes' `https://` URLs are checked against when this

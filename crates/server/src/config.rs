@@ -45,6 +45,15 @@
 //! advertise_url = "http://10.0.0.1:7700"         # where clients and nodes reach this one
 //! nats_urls = ["nats://10.0.0.1:4222"]           # 1..=16 servers of one JetStream cluster
 //! etcd_endpoints = ["http://10.0.0.1:2379"]      # 1..=16 etcd client URLs
+//! # TLS to the engines (optional): the CA of their certificates, and a client certificate
+//! # and key (both or neither) for servers that verify clients. With etcd_ca_cert every
+//! # etcd endpoint is https://; with nats_ca_cert every NATS connection is TLS.
+//! nats_ca_cert = "tls/nats-ca.pem"
+//! nats_client_cert = "tls/nats-client.pem"
+//! nats_client_key = "tls/nats-client.key"
+//! etcd_ca_cert = "tls/etcd-ca.pem"
+//! etcd_client_cert = "tls/etcd-client.pem"
+//! etcd_client_key = "tls/etcd-client.key"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -253,8 +262,79 @@ pub struct ClusterConfig {
     /// The NATS servers (`nats://` or `tls://` `HOST:PORT`), 1..=[`CLUSTER_URLS_MAX`].
     pub nats_urls: Vec<String>,
     /// The etcd client endpoints (`http://` or `https://` `HOST:PORT`),
-    /// 1..=[`CLUSTER_URLS_MAX`].
+    /// 1..=[`CLUSTER_URLS_MAX`]; `https://` exactly when [`ClusterConfig::etcd_tls`] is given.
     pub etcd_endpoints: Vec<String>,
+    /// TLS to the NATS servers (`nats_ca_cert`, `nats_client_cert`, `nats_client_key`):
+    /// every connection is then TLS, whatever the URLs' scheme. Default `None`: as the URLs
+    /// say.
+    pub nats_tls: Option<EngineTls>,
+    /// TLS to the etcd members (`etcd_ca_cert`, `etcd_client_cert`, `etcd_client_key`).
+    /// Default `None`: plain `http://`.
+    pub etcd_tls: Option<EngineTls>,
+}
+
+/// TLS to an engine of the cluster (NATS or etcd). The files are PEM, read when the node
+/// connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineTls {
+    /// The CA certificates the engine's certificates are checked against (the system's roots
+    /// are not consulted).
+    pub ca_cert: PathBuf,
+    /// This node's client certificate chain and its private key, for an engine that verifies
+    /// its clients (mutual TLS). `None`: no client certificate.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// The names of one engine's TLS keys, for errors.
+struct EngineTlsKeys {
+    ca_cert: &'static str,
+    client_cert: &'static str,
+    client_key: &'static str,
+}
+
+impl EngineTls {
+    /// The TLS settings from an engine's three keys: `None` when none is given.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key: a client certificate without its key (or the
+    /// reverse), or a client certificate without the CA.
+    fn resolve(
+        keys: &EngineTlsKeys,
+        ca_cert: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<Option<EngineTls>, ConfigError> {
+        let invalid = |field, reason| ConfigError::Invalid {
+            field,
+            value: String::new(),
+            reason,
+        };
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    keys.client_key,
+                    "required with the client certificate (both or neither)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    keys.client_cert,
+                    "required with the client key (both or neither)",
+                ));
+            }
+        };
+        match (ca_cert, client) {
+            (Some(ca_cert), client) => Ok(Some(EngineTls { ca_cert, client })),
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(invalid(
+                keys.ca_cert,
+                "required with a client certificate (the CA the engine's certificate is \
+                 checked against)",
+            )),
+        }
+    }
 }
 
 /// The `[cluster]` table of a TOML file (or the flags and environment variables naming its
@@ -270,6 +350,18 @@ pub struct ClusterLayer {
     pub nats_urls: Option<Vec<String>>,
     /// See [`ClusterConfig::etcd_endpoints`].
     pub etcd_endpoints: Option<Vec<String>>,
+    /// See [`EngineTls::ca_cert`] ([`ClusterConfig::nats_tls`]).
+    pub nats_ca_cert: Option<PathBuf>,
+    /// See [`EngineTls::client`] ([`ClusterConfig::nats_tls`]).
+    pub nats_client_cert: Option<PathBuf>,
+    /// See [`EngineTls::client`] ([`ClusterConfig::nats_tls`]).
+    pub nats_client_key: Option<PathBuf>,
+    /// See [`EngineTls::ca_cert`] ([`ClusterConfig::etcd_tls`]).
+    pub etcd_ca_cert: Option<PathBuf>,
+    /// See [`EngineTls::client`] ([`ClusterConfig::etcd_tls`]).
+    pub etcd_client_cert: Option<PathBuf>,
+    /// See [`EngineTls::client`] ([`ClusterConfig::etcd_tls`]).
+    pub etcd_client_key: Option<PathBuf>,
 }
 
 impl ClusterLayer {
@@ -280,6 +372,12 @@ impl ClusterLayer {
             advertise_url: self.advertise_url.or(below.advertise_url),
             nats_urls: self.nats_urls.or(below.nats_urls),
             etcd_endpoints: self.etcd_endpoints.or(below.etcd_endpoints),
+            nats_ca_cert: self.nats_ca_cert.or(below.nats_ca_cert),
+            nats_client_cert: self.nats_client_cert.or(below.nats_client_cert),
+            nats_client_key: self.nats_client_key.or(below.nats_client_key),
+            etcd_ca_cert: self.etcd_ca_cert.or(below.etcd_ca_cert),
+            etcd_client_cert: self.etcd_client_cert.or(below.etcd_client_cert),
+            etcd_client_key: self.etcd_client_key.or(below.etcd_client_key),
         }
     }
 
@@ -311,6 +409,26 @@ impl ClusterLayer {
             etcd_endpoints: self
                 .etcd_endpoints
                 .ok_or_else(|| missing("cluster.etcd_endpoints"))?,
+            nats_tls: EngineTls::resolve(
+                &EngineTlsKeys {
+                    ca_cert: "cluster.nats_ca_cert",
+                    client_cert: "cluster.nats_client_cert",
+                    client_key: "cluster.nats_client_key",
+                },
+                self.nats_ca_cert,
+                self.nats_client_cert,
+                self.nats_client_key,
+            )?,
+            etcd_tls: EngineTls::resolve(
+                &EngineTlsKeys {
+                    ca_cert: "cluster.etcd_ca_cert",
+                    client_cert: "cluster.etcd_client_cert",
+                    client_key: "cluster.etcd_client_key",
+                },
+                self.etcd_ca_cert,
+                self.etcd_client_cert,
+                self.etcd_client_key,
+            )?,
         };
         check_node_id(&c.node_id)?;
         check_url(
@@ -319,11 +437,13 @@ impl ClusterLayer {
             &["http", "https"],
         )?;
         check_urls("cluster.nats_urls", &c.nats_urls, &["nats", "tls"])?;
-        check_urls(
-            "cluster.etcd_endpoints",
-            &c.etcd_endpoints,
-            &["http", "https"],
-        )?;
+        // The etcd client speaks TLS on https:// endpoints only, and those only with a CA.
+        let etcd_schemes: &[&str] = if c.etcd_tls.is_some() {
+            &["https"]
+        } else {
+            &["http"]
+        };
+        check_urls("cluster.etcd_endpoints", &c.etcd_endpoints, etcd_schemes)?;
         Ok(Some(c))
     }
 }
@@ -371,6 +491,8 @@ fn check_url(field: &'static str, url: &str, schemes: &[&str]) -> Result<(), Con
     if !schemes.contains(&scheme) {
         return Err(bad(match schemes {
             ["nats", ..] => "the scheme must be nats:// or tls://",
+            ["https"] => "the scheme must be https:// (etcd_ca_cert is given)",
+            ["http"] => "the scheme must be http:// (https:// needs etcd_ca_cert)",
             _ => "the scheme must be http:// or https://",
         }));
     }
@@ -915,6 +1037,65 @@ mod tests {
         );
         assert_eq!(
             with(&|c| c.etcd_endpoints = Some(vec!["http://h:0".into()])),
+            "cluster.etcd_endpoints"
+        );
+    }
+
+    #[test]
+    fn tls_to_the_engines_needs_its_ca_and_https_endpoints_for_etcd() {
+        let file: ConfigLayer = toml::from_str(
+            "[cluster]\nnode_id = \"a\"\nadvertise_url = \"http://127.0.0.1:7700\"\n\
+             nats_urls = [\"nats://127.0.0.1:4222\"]\n\
+             etcd_endpoints = [\"https://127.0.0.1:2379\"]\n\
+             nats_ca_cert = \"n-ca.pem\"\netcd_ca_cert = \"e-ca.pem\"\n\
+             etcd_client_cert = \"e.pem\"\netcd_client_key = \"e.key\"",
+        )
+        .unwrap();
+        let c = file.clone().resolve().unwrap().cluster.unwrap();
+        let tls = |ca: &str, client: Option<(&str, &str)>| {
+            Some(EngineTls {
+                ca_cert: ca.into(),
+                client: client.map(|(c, k)| (c.into(), k.into())),
+            })
+        };
+        assert_eq!(c.nats_tls, tls("n-ca.pem", None));
+        assert_eq!(c.etcd_tls, tls("e-ca.pem", Some(("e.pem", "e.key"))));
+        assert_eq!(cluster_file().resolve().unwrap().cluster.unwrap().nats_tls, None);
+        let with = |f: &dyn Fn(&mut ClusterLayer)| {
+            let mut layer = file.clone();
+            f(&mut layer.cluster);
+            match layer.resolve() {
+                Err(ConfigError::Invalid { field, .. }) => field,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            with(&|c| c.etcd_client_key = None),
+            "cluster.etcd_client_key"
+        );
+        assert_eq!(
+            with(&|c| c.nats_client_key = Some("n.key".into())),
+            "cluster.nats_client_cert"
+        );
+        assert_eq!(
+            with(&|c| {
+                c.nats_ca_cert = None;
+                c.nats_client_cert = Some("n.pem".into());
+                c.nats_client_key = Some("n.key".into());
+            }),
+            "cluster.nats_ca_cert"
+        );
+        // https:// only with etcd_ca_cert, and with it only https://.
+        assert_eq!(
+            with(&|c| c.etcd_endpoints = Some(vec!["http://127.0.0.1:2379".into()])),
+            "cluster.etcd_endpoints"
+        );
+        assert_eq!(
+            with(&|c| {
+                c.etcd_ca_cert = None;
+                c.etcd_client_cert = None;
+                c.etcd_client_key = None;
+            }),
             "cluster.etcd_endpoints"
         );
     }

@@ -39,6 +39,21 @@ pub struct ClusterSpec {
     pub sync_always: bool,
     /// The nats-server program; default `$LOGBOOK_NATS_SERVER` or `nats-server`.
     pub nats_program: Option<PathBuf>,
+    /// TLS on every client port (NATS and etcd), clients verified. Default none.
+    pub tls: Option<TlsFiles>,
+}
+
+/// TLS on the engines' client ports: each nats-server and etcd member presents `cert`, and
+/// takes only clients whose certificate `ca` signed (mutual TLS). Monitoring stays plain
+/// HTTP (etcd's on a port of its own), as do the engines' own cluster links.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate (PEM) of the servers' and the clients' certificates.
+    pub ca: PathBuf,
+    /// The servers' certificate (PEM), valid for 127.0.0.1.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
 }
 
 impl Default for ClusterSpec {
@@ -49,6 +64,7 @@ impl Default for ClusterSpec {
             max_payload: logbook_jetstream::limits::MAX_PAYLOAD_BYTES_FOR_LARGEST_BATCH,
             sync_always: false,
             nats_program: None,
+            tls: None,
         }
     }
 }
@@ -62,13 +78,16 @@ pub struct NatsNode {
     pub port: u16,
     /// HTTP monitoring port.
     pub monitor_port: u16,
+    /// The client port speaks TLS.
+    pub tls: bool,
     child: Option<Child>,
 }
 
 impl NatsNode {
-    /// `nats://127.0.0.1:port`.
+    /// `nats://127.0.0.1:port` (`tls://` with TLS).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
     /// `http://127.0.0.1:monitor_port`.
     pub fn monitor_url(&self) -> String {
@@ -83,13 +102,28 @@ pub struct EtcdNode {
     pub name: String,
     /// Client port.
     pub port: u16,
+    /// With TLS on the client port, the plain HTTP port of `/health` and `/metrics`.
+    pub metrics_port: Option<u16>,
     child: Option<Child>,
 }
 
 impl EtcdNode {
-    /// `http://127.0.0.1:port`.
+    /// `http://127.0.0.1:port` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.metrics_port.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Where `/health` answers in plain HTTP.
+    pub fn health_url(&self) -> String {
+        match self.metrics_port {
+            Some(port) => format!("http://127.0.0.1:{port}"),
+            None => self.url(),
+        }
     }
 }
 
@@ -131,7 +165,9 @@ impl Cluster {
             std::process::id(),
             rand::random::<u32>() % 1_000_000
         );
-        let ports = free_ports(spec.nats * 3 + spec.etcd * 2);
+        // etcd: client and peer ports, and with TLS a plain one for its health.
+        let per_etcd = if spec.tls.is_some() { 3 } else { 2 };
+        let ports = free_ports(spec.nats * 3 + spec.etcd * per_etcd);
         let (nats_ports, etcd_ports) = ports.split_at(spec.nats * 3);
         let mut cluster = Cluster {
             run_id,
@@ -148,22 +184,25 @@ impl Cluster {
                 name,
                 port: p[0],
                 monitor_port: p[1],
+                tls: spec.tls.is_some(),
                 child: Some(child),
             });
         }
         let peers: Vec<(String, u16)> = etcd_ports
-            .chunks(2)
+            .chunks(per_etcd)
             .enumerate()
             .map(|(i, p)| (format!("e{}", i + 1), p[1]))
             .collect();
-        for (i, p) in etcd_ports.chunks(2).enumerate() {
+        for (i, p) in etcd_ports.chunks(per_etcd).enumerate() {
             let name = format!("e{}", i + 1);
-            let child = cluster.spawn_etcd(&name, p[0], p[1], &peers);
-            cluster.etcd.push(EtcdNode {
+            let mut node = EtcdNode {
                 name,
                 port: p[0],
-                child: Some(child),
-            });
+                metrics_port: p.get(2).copied(),
+                child: None,
+            };
+            node.child = Some(cluster.spawn_etcd(spec, &node, p[1], &peers));
+            cluster.etcd.push(node);
         }
         cluster
     }
@@ -182,17 +221,36 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("start {}: {e} (run scripts/test)", program.display()))
     }
 
-    fn spawn_etcd(&self, name: &str, client: u16, peer: u16, peers: &[(String, u16)]) -> Child {
+    fn spawn_etcd(
+        &self,
+        spec: &ClusterSpec,
+        node: &EtcdNode,
+        peer: u16,
+        peers: &[(String, u16)],
+    ) -> Child {
+        let name = node.name.as_str();
         let initial: Vec<String> = peers
             .iter()
             .map(|(n, p)| format!("{n}=http://127.0.0.1:{p}"))
             .collect();
-        let client_url = format!("http://127.0.0.1:{client}");
+        let client_url = node.url();
         let peer_url = format!("http://127.0.0.1:{peer}");
         let program = std::env::var_os("LOGBOOK_ETCD")
             .map(PathBuf::from)
             .unwrap_or_else(|| find_program("etcd"));
-        Command::new(&program)
+        let mut command = Command::new(&program);
+        if let (Some(tls), Some(_)) = (&spec.tls, node.metrics_port) {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth")
+                .args(["--listen-metrics-urls", &node.health_url()]);
+        }
+        command
             .args(["--name", name])
             .arg("--data-dir")
             .arg(self.dir.path().join(name))
@@ -226,7 +284,7 @@ impl Cluster {
             checks.push((n.name.clone(), n.monitor_url(), "/healthz"));
         }
         for e in &self.etcd {
-            checks.push((e.name.clone(), e.url(), "/health"));
+            checks.push((e.name.clone(), e.health_url(), "/health"));
         }
         for (name, url, path) in checks {
             loop {
@@ -380,6 +438,14 @@ fn nats_config(
         let _ = writeln!(conf, "  sync_interval: always");
     }
     let _ = writeln!(conf, "}}");
+    if let Some(tls) = &spec.tls {
+        let _ = writeln!(conf, "tls {{");
+        let _ = writeln!(conf, "  cert_file: {:?}", tls.cert.display().to_string());
+        let _ = writeln!(conf, "  key_file: {:?}", tls.key.display().to_string());
+        let _ = writeln!(conf, "  ca_file: {:?}", tls.ca.display().to_string());
+        let _ = writeln!(conf, "  verify: true");
+        let _ = writeln!(conf, "}}");
+    }
     if spec.nats > 1 {
         let others: Vec<String> = routes
             .iter()
