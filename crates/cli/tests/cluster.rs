@@ -1743,8 +1743,7 @@ fn a_node_that_cannot_reach_its_engines_is_not_ready_and_says_which() {
 /// certificate and key.
 fn engine_certificates(dir: &Path) -> (engines::TlsFiles, PathBuf, PathBuf) {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     };
     let write = |name: &str, pem: String| {
         let path = dir.join(name);
@@ -1823,7 +1822,11 @@ fn a_node_reaches_nats_and_etcd_over_tls_with_client_certificates() {
         None,
     );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["records"][0]["value"], json!({"over": "tls"}), "{body}");
+    assert_eq!(
+        body["records"][0]["value"],
+        json!({"over": "tls"}),
+        "{body}"
+    );
     let (status, cluster) = node.call("GET", "/v1/cluster", None);
     assert_eq!(status, 200, "{cluster}");
     assert_eq!(node_ids(&cluster), vec!["a".to_string()], "{cluster}");

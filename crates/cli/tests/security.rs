@@ -996,8 +996,16 @@ fn routes() -> Vec<Route> {
                 "PUT",
                 "/v1/derived-streams/d3",
                 Some(json!({"source": "ds", "target": "dt"})),
-                &["derived_streams:manage:d*", "streams:read:ds", "streams:append:dt"],
-                &["streams:read:ds", "streams:append:dt", "derived_streams:manage:e*"],
+                &[
+                    "derived_streams:manage:d*",
+                    "streams:read:ds",
+                    "streams:append:dt",
+                ],
+                &[
+                    "streams:read:ds",
+                    "streams:append:dt",
+                    "derived_streams:manage:e*",
+                ],
             )
         },
         Route {

@@ -123,7 +123,10 @@ impl MembershipSettings {
             return bad("endpoints", "with TLS every endpoint must be https://");
         }
         if self.tls.is_none() && self.endpoints.iter().any(https) {
-            return bad("tls", "an https:// endpoint needs TLS settings (its CA certificate)");
+            return bad(
+                "tls",
+                "an https:// endpoint needs TLS settings (its CA certificate)",
+            );
         }
         Ok(())
     }

@@ -37,7 +37,9 @@ impl ClientTls {
         };
         let ca_cert = read("tls.ca_cert", &self.ca_cert)?;
         let identity = match &self.identity {
-            Some((cert, key)) => Some((read("tls.client_cert", cert)?, read("tls.client_key", key)?)),
+            Some((cert, key)) => {
+                Some((read("tls.client_cert", cert)?, read("tls.client_key", key)?))
+            }
             None => None,
         };
         Ok(ClientTlsPem { ca_cert, identity })

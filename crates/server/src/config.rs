@@ -1060,7 +1060,10 @@ mod tests {
         };
         assert_eq!(c.nats_tls, tls("n-ca.pem", None));
         assert_eq!(c.etcd_tls, tls("e-ca.pem", Some(("e.pem", "e.key"))));
-        assert_eq!(cluster_file().resolve().unwrap().cluster.unwrap().nats_tls, None);
+        assert_eq!(
+            cluster_file().resolve().unwrap().cluster.unwrap().nats_tls,
+            None
+        );
         let with = |f: &dyn Fn(&mut ClusterLayer)| {
             let mut layer = file.clone();
             f(&mut layer.cluster);
