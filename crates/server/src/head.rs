@@ -36,7 +36,7 @@
 //! **Pipelined heads.** hyper would parse a head that arrived in the same read as the end of
 //! a request before it while that request's answer waits in its buffer, and a head it
 //! cannot parse ends the connection with the answer unwritten. After a head without a body,
-//! the bytes that follow in the read are checked as heads ([`pipelined_heads`]): hyper gets
+//! the bytes that follow in the read are checked as heads (`pipelined_heads`): hyper gets
 //! those that parse and have no body at once (a pipelining client's answers still leave in
 //! one write); from the first other one on, the bytes are held back — hyper's reads wait —
 //! until every head handed over has been answered and the answers flushed to the socket
@@ -239,7 +239,7 @@ pub struct HeadScan {
     done: bool,
     /// A header line may name a body's framing (`Content-Length`, `Transfer-Encoding`): the
     /// request may have a body, so what follows the head in a read is not known to be a
-    /// head ([`pipelined_heads`]).
+    /// head (`pipelined_heads`).
     framed: bool,
 }
 
@@ -535,7 +535,7 @@ pub struct HeadIo {
     /// count, that head has not reached the router.
     scan_begun_at: Option<u64>,
     /// Bytes read from the socket and held back from hyper: pipelined heads from the first
-    /// one hyper might not parse ([`pipelined_heads`]); at most one read.
+    /// one hyper might not parse (`pipelined_heads`); at most one read.
     held: Vec<u8>,
     /// Complete heads handed to hyper: the scanned ones and the pipelined ones let through.
     heads_handed: u64,
@@ -706,7 +706,7 @@ impl AsyncRead for HeadIo {
 
 impl HeadIo {
     /// Accounts for `data`, just read, and returns how much of it to hand to hyper now (the
-    /// rest is held back: [`pipelined_heads`]); an error (and the socket set aside) if a head
+    /// rest is held back: `pipelined_heads`); an error (and the socket set aside) if a head
     /// in it crossed a limit, so that hyper never sees those bytes.
     fn pass(&mut self, data: &[u8]) -> io::Result<usize> {
         let at = self.tracker.read.load(Ordering::Acquire);
