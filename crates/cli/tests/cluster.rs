@@ -1577,7 +1577,7 @@ fn concurrent_commits_on_every_node_keep_the_leader_and_its_epoch() {
                         ]});
                         let id = format!("burst-{c}-{i}");
                         let request = common::api::request("POST", "/v1/commits", Some(&body))
-                            .request_id(Some(&id));
+                            .request_id(Some(id.as_str()));
                         match common::api::send(&client, request) {
                             Ok((200, answer)) => {
                                 last = last.max(answer["offset"].as_u64().unwrap())
@@ -2101,6 +2101,7 @@ fn misdirected_and_forwarded(nodes: &[Node]) {
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["duplicate"], true, "{again}");
     assert_eq!(again["offset"], committed["offset"], "{again}");
+    snapshot_ahead_through_a_follower(&nodes[owner], &nodes[leader], &committed);
 
     // Read your writes on a third node: its snapshot includes the commit the token names.
     let token = committed["token"].as_str().unwrap();
@@ -2113,6 +2114,30 @@ fn misdirected_and_forwarded(nodes: &[Node]) {
     assert_eq!(status, 200, "{row}");
     assert_eq!(row["value"], 1, "{row}");
     assert_eq!(row["version"], committed["offset"], "{row}");
+}
+
+/// A one-shot commit whose snapshot is ahead of the log, sent to a follower: the leader's
+/// 422 `snapshot_ahead` naming `snapshot` comes back through it (review r14d F2: the leader
+/// waited as long as the follower waited for its answer, so the follower answered 504
+/// `outcome_unknown`), and so does the retry with the same key; nothing is written.
+fn snapshot_ahead_through_a_follower(follower: &Node, leader: &Node, committed: &Value) {
+    let offset = committed["offset"].as_u64().unwrap();
+    for (i, snapshot) in [offset + 1_000, 1 << 62].into_iter().enumerate() {
+        let body = json!({"snapshot": snapshot,
+                          "writes": [{"op": "put", "key": "ahead", "value": 1}]});
+        let id = format!("ahead-{i}");
+        for _ in 0..2 {
+            let request = common::api::request("POST", "/v1/commits", Some(&body))
+                .request_id(Some(id.as_str()));
+            let (status, refused) = common::api::send(&follower.client, request).unwrap();
+            let got = (status, &refused["code"], &refused["field"]);
+            let want = (422, &json!("snapshot_ahead"), &json!("snapshot"));
+            assert_eq!(got, want, "snapshot {snapshot}: {refused}");
+            assert_eq!(refused["retryable"], true, "{refused}");
+        }
+    }
+    let (status, absent) = leader.call("GET", "/v1/kv/ahead", None);
+    assert_eq!(status, 404, "{absent}");
 }
 
 /// Keys of a list-append history at `level`.

@@ -553,6 +553,13 @@ const FORWARD_TIMEOUT: RtoSettings = RtoSettings {
     granularity_us: 1_000,
 };
 
+// The leader answers a forwarded commit whose snapshot it has not reached (422
+// `snapshot_ahead`) well before the follower stops waiting for that answer (review r14d F2).
+const _: () = assert!(
+    2 * logbook_txn::limits::LEADER_SNAPSHOT_WAIT_MS * 1_000 <= FORWARD_TIMEOUT.floor_us,
+    "the leader's snapshot wait must leave room in the forward timeout"
+);
+
 /// One leader's HTTP client and the adaptive timeout of the commits forwarded to it.
 struct Forwarder {
     url: String,

@@ -43,9 +43,12 @@ pub const COMMIT_REQUEST_IDS_DEFAULT: usize = 1_000_000;
 pub const SNAPSHOT_WINDOW_COMMITS_DEFAULT: u64 = 10_000;
 /// Longest wait, in ms, of a cluster's leader for the commit stream to reach a commit
 /// request's snapshot (a follower may apply a commit from the replicated log before the
-/// leader has its acknowledgment); then [`crate::TxnError::SnapshotAhead`]. Short: the
-/// follower that forwarded the request waits for the leader's answer only so long.
-pub const LEADER_SNAPSHOT_WAIT_MS: u64 = 1_000;
+/// leader has its acknowledgment, milliseconds ahead); then
+/// [`crate::TxnError::SnapshotAhead`]. Shorter than the least time a follower that
+/// forwarded the request waits for the leader's answer (1 s), with room for the round
+/// trip: otherwise a snapshot that is never reached is answered 504 `outcome_unknown`
+/// by the follower, and every retry the same, instead of 422 `snapshot_ahead`.
+pub const LEADER_SNAPSHOT_WAIT_MS: u64 = 500;
 /// Default budget of the certifier's memory of committed transactions (keys written, keys
 /// and range bounds read, counted with a fixed cost per entry), in bytes: 256 MiB, shared
 /// among the principals that commit (see [`crate::TxnStoreOptions::certifier_bytes_max`]).
