@@ -84,9 +84,12 @@ pub struct ServeArgs {
     /// (older: 409 snapshot_too_old). Default 10000.
     #[arg(long, env = "LOGBOOK_SNAPSHOT_WINDOW_COMMITS")]
     pub snapshot_window_commits: Option<u64>,
-    /// The transaction certifier's memory of committed transactions, in bytes: over it the
-    /// oldest are forgotten safely (a later commit may abort, or a one-shot snapshot be
-    /// snapshot_too_old, where it would not have). At least 33554432. Default 268435456.
+    /// The transaction certifier's memory of committed transactions, in bytes, shared by
+    /// the principals that commit (each may hold the budget / (principals holding some +
+    /// 1)). History no open transaction needs is forgotten for room (a one-shot request at
+    /// a snapshot before it is then 409 snapshot_too_old); a commit still without room is
+    /// refused, nothing written, retryable: 429 certifier_share_full over its principal's
+    /// share, 503 certifier_full over the budget. At least 33554432. Default 268435456.
     #[arg(long, env = "LOGBOOK_CERTIFIER_BYTES_MAX")]
     pub certifier_bytes_max: Option<u64>,
     /// The node's partition budget: most partitions of all streams together (internal ones

@@ -88,6 +88,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// The UTF-8 encoding of U+FEFF, the byte order mark.
 const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
+/// The byte order marks UTF-16 text starts with (big- and little-endian).
+const UTF16_BOMS: [&[u8]; 2] = [&[0xFE, 0xFF], &[0xFF, 0xFE]];
 
 /// Whether `bytes` is one JSON value (whatever its shape).
 fn well_formed(bytes: &[u8]) -> bool {
@@ -103,23 +105,27 @@ fn parse_shape<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
              over a network must not have (RFC 8259, section 8.1); send the body without it",
         ));
     }
+    if UTF16_BOMS.iter().any(|bom| bytes.starts_with(bom)) {
+        return Err(ApiError::invalid_json(
+            None,
+            "the request body starts with a UTF-16 byte order mark: JSON sent over a network \
+             must be UTF-8 (RFC 8259, section 8.1); send it as UTF-8, without a byte order mark",
+        ));
+    }
     // serde accepts an array for a struct (its fields in order); the API takes objects only.
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if let Some(b) = first
         && *b != b'{'
     {
-        let got = match b {
-            b'[' => "an array",
-            b'"' => "a string",
-            b'n' => "null",
-            b't' | b'f' => "a boolean",
-            b'-' | b'0'..=b'9' => "a number",
-            _ => "something that is not JSON",
+        let detail = match b {
+            b'[' => "the request body must be a JSON object, not an array",
+            b'"' => "the request body must be a JSON object, not a string",
+            b'n' => "the request body must be a JSON object, not null",
+            b't' | b'f' => "the request body must be a JSON object, not a boolean",
+            b'-' | b'0'..=b'9' => "the request body must be a JSON object, not a number",
+            _ => "the request body is not JSON: it must be a JSON object",
         };
-        return Err(ApiError::invalid_json(
-            None,
-            format!("the request body must be a JSON object, not {got}"),
-        ));
+        return Err(ApiError::invalid_json(None, detail));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let result: Result<T, _> = serde_path_to_error::deserialize(&mut *de);

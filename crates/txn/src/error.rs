@@ -246,9 +246,12 @@ pub enum TxnError {
     /// when that commit read nothing, see [`crate::Txn::commit_with`]). Nothing was
     /// committed and the transaction is aborted. Not retryable: a new transaction needs a
     /// new request id.
+    ///
+    /// The message does not name the offset: it is shown to any token of the principal
+    /// the id is scoped by, which may not be one that may read what that commit wrote.
     #[error(
-        "request_id_conflict: request id {request_id:?} already committed a different transaction {}",
-        match offset { Some(o) => format!("at offset {o}"), None => "(a read-only one)".to_string() }
+        "request_id_conflict: request id {request_id:?} already committed a different \
+         transaction; a new transaction needs a new request id"
     )]
     RequestIdConflict {
         /// The request id.
