@@ -372,12 +372,22 @@ fn request_bodies_must_be_declared_json_and_refused_ones_change_nothing() {
     assert_eq!(records(&node, "s").len(), 2, "nothing was appended");
     let a = coded("/v1/streams/s/records", "Identity", body);
     assert_eq!(a.status, 201, "identity is no coding: {a:?}");
-    // A byte order mark before the JSON is named as such.
+    // A byte order mark before the JSON is named as such: UTF-8's, and UTF-16's (whose
+    // text is not UTF-8 at all; review r14d F4).
     let bom = [&b"\xEF\xBB\xBF"[..], &commit[..]].concat();
     let a = node.raw("POST", "/v1/commits", &json, &bom);
     a.assert_problem(400, "invalid_json");
     let detail = a.json()["detail"].as_str().unwrap().to_string();
     assert!(detail.contains("byte order mark"), "{detail}");
+    let utf16: Vec<u8> = b"\xFF\xFE"
+        .iter()
+        .copied()
+        .chain(commit.iter().flat_map(|b| [*b, 0]))
+        .collect();
+    let a = node.raw("POST", "/v1/commits", &json, &utf16);
+    a.assert_problem(400, "invalid_json");
+    let detail = a.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("UTF-16 byte order mark"), "{detail}");
     assert_eq!(
         node.get("/v1/kv/coded").status,
         404,
@@ -1992,4 +2002,121 @@ fn a_duplicates_answer_is_given_only_to_a_token_that_may_read_it() {
     }
     let balance = node.get("/v1/kv/a%2Fbalance").json()["value"].clone();
     assert_eq!(balance, 750, "applied once");
+}
+
+/// Review r14d F1: only a transaction whose commit is checked against the commits after
+/// its snapshot keeps them. Another principal's open transactions that need none — a
+/// `read_committed` one (read-only, or writing blindly), a declared read-only `snapshot`
+/// one and a `serializable` one at a safe snapshot — leave a principal's commits room:
+/// over the whole budget in all, none is 429 `certifier_share_full`, and those
+/// transactions then commit.
+#[test]
+fn transactions_that_need_no_history_do_not_hold_back_anothers_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget: u64 = 32 << 20;
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--auth", "on", "--certifier-bytes-max", &budget.to_string()],
+    );
+    let (mallory, _) = token(&node, "mallory", &["kv:read:m/*", "kv:write:m/*"], None);
+    let (victim, _) = token(&node, "victim", &["kv:read:v/*", "kv:write:v/*"], None);
+    let as_mallory = |method: &str, path: &str, body: Option<Value>| {
+        node.call_as(Some(&mallory), method, path, body)
+    };
+    let put = json!({"writes": [{"op": "put", "key": "m/x", "value": 1}]});
+    assert_eq!(as_mallory("POST", "/v1/commits", Some(put)).status, 200);
+    let mut open = Vec::new();
+    for (begin, writes) in [
+        (
+            json!({"isolation": "read_committed", "read_only": true}),
+            false,
+        ),
+        (json!({"isolation": "read_committed"}), true),
+        (json!({"isolation": "snapshot", "read_only": true}), false),
+        (
+            json!({"isolation": "serializable", "read_only": true}),
+            false,
+        ),
+    ] {
+        let a = as_mallory("POST", "/v1/txns", Some(begin));
+        assert_eq!(a.status, 201, "{a:?}");
+        let txn = a.json()["txn"].as_str().unwrap().to_string();
+        let a = as_mallory("GET", &format!("/v1/txns/{txn}/kv/m%2Fx"), None);
+        assert_eq!((a.status, &a.json()["value"]), (200, &json!(1)), "{a:?}");
+        if writes {
+            let path = format!("/v1/txns/{txn}/kv/m%2Fy");
+            let a = as_mallory("PUT", &path, Some(json!({"value": 2})));
+            assert_eq!(a.status, 204, "{a:?}");
+        }
+        open.push(txn);
+    }
+    // The victim's commits: 40,000 declared absent keys of 101 bytes (about 6 MB of the
+    // certifier's memory) and one write each; alone it holds summaries, so its share is
+    // half the budget (two of them). Eight are 48 MB, more than the whole budget.
+    let pad = "p".repeat(90);
+    for n in 0..8 {
+        let reads: Vec<Value> = (0..40_000)
+            .map(|i| json!({"key": format!("v/{n}/{i:06}/{pad}"), "version": null}))
+            .collect();
+        let body = json!({"isolation": "serializable", "reads": reads,
+                          "writes": [{"op": "put", "key": format!("v/w{n}"), "value": n}]});
+        let a = node.call_as(Some(&victim), "POST", "/v1/commits", Some(body));
+        assert_eq!(a.status, 200, "commit {n}: {a:?}");
+        assert!(certifier_bytes(&node) <= budget);
+        // Mallory's transactions stay in use (not idle for the reaper).
+        for txn in &open {
+            let a = as_mallory("GET", &format!("/v1/txns/{txn}/kv/m%2Fx"), None);
+            assert_eq!(a.status, 200, "{txn}: {a:?}");
+        }
+    }
+    for txn in &open {
+        let a = as_mallory("POST", &format!("/v1/txns/{txn}/commit"), None);
+        assert_eq!(a.status, 200, "{txn}: {a:?}");
+    }
+    assert_eq!(node.get("/v1/kv/m%2Fy").json()["value"], 2);
+}
+
+/// Review r14d F3: a retry of an interactive commit on its handle with its
+/// `Idempotency-Key` is answered as the original was — the values its increments
+/// produced — and a narrower token of the same principal retrying it there is 403
+/// `forbidden` naming `Idempotency-Key`, with no value and no offset (decision 0018).
+#[test]
+fn a_commit_retried_on_its_handle_answers_its_increments_to_a_token_that_may_read_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--auth", "on"]);
+    let (reader, _) = token(&node, "alice", &["kv:read:a/*", "kv:write:a/*"], None);
+    let (narrow, _) = token(&node, "alice", &["kv:write:a/*"], None);
+    let begun = node.call_as(Some(&reader), "POST", "/v1/txns", Some(json!({})));
+    assert_eq!(begun.status, 201, "{begun:?}");
+    let txn = begun.json()["txn"].as_str().unwrap().to_string();
+    let bump = format!("/v1/txns/{txn}/kv/a%2Fbalance/increment");
+    let a = node.call_as(Some(&reader), "POST", &bump, Some(json!({"by": 5})));
+    assert_eq!(a.status, 204, "{a:?}");
+    let path = format!("/v1/txns/{txn}/commit");
+    let first = call_keyed(&node, &reader, &path, "i-A", Value::Null);
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(
+        first.json()["incremented"],
+        json!({"a/balance": 5}),
+        "{first:?}"
+    );
+    let again = call_keyed(&node, &reader, &path, "i-A", Value::Null);
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.json()["duplicate"], true, "{again:?}");
+    assert_eq!(
+        again.json()["incremented"],
+        json!({"a/balance": 5}),
+        "{again:?}"
+    );
+    assert_eq!(again.json()["offset"], first.json()["offset"], "{again:?}");
+    let hidden = call_keyed(&node, &narrow, &path, "i-A", Value::Null);
+    hidden.assert_problem(403, "forbidden");
+    assert_eq!(hidden.json()["field"], "Idempotency-Key", "{hidden:?}");
+    assert!(hidden.json().get("offset").is_none(), "{hidden:?}");
+    assert!(!hidden.body.contains("\"a/balance\":5"), "{hidden:?}");
+    assert_eq!(
+        node.get("/v1/kv/a%2Fbalance").json()["value"],
+        5,
+        "applied once"
+    );
 }

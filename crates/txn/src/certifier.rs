@@ -74,7 +74,7 @@
 //!   commit's summary that finds no room is folded at once instead. So no open transaction
 //!   is ever aborted to make room.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 /// Keys read, with the version seen (`None`: absent).
 pub(crate) type ReadSet = BTreeMap<Vec<u8>, Option<u64>>;
@@ -275,6 +275,14 @@ pub(crate) struct Certifier {
     /// the transaction can still compare against.
     active: BTreeMap<(u64, u64), Active>,
     active_ids: HashMap<u64, u64>,
+    /// The open transactions whose certification compares against commits after a
+    /// position, by (that position, id): only these pin summaries ([`Self::forget_one`]).
+    /// A `read_committed` transaction joins at its first `get_for_update`
+    /// ([`Self::need_history`]); a declared read-only one that is not `serializable`, or
+    /// reads at a safe snapshot, never does — its commit is checked against nothing.
+    needing: BTreeSet<(u64, u64)>,
+    /// The position of each transaction in `needing`, by id.
+    needing_ids: HashMap<u64, u64>,
     safe_seq: u64,
     candidate: Option<Candidate>,
     /// The snapshot position new transactions start at (or after): without early lock
@@ -326,11 +334,14 @@ impl Certifier {
     }
 
     /// Registers an open transaction starting at `start_seq`; returns its expiry flag.
+    /// `needs_history`: its commit is certified against the commits after `start_seq`
+    /// (see `needing`).
     pub(crate) fn register(
         &mut self,
         id: u64,
         start_seq: u64,
         serializable_rw: bool,
+        needs_history: bool,
     ) -> Arc<AtomicBool> {
         let expired = Arc::new(AtomicBool::new(false));
         self.active.insert(
@@ -342,7 +353,35 @@ impl Certifier {
             },
         );
         self.active_ids.insert(id, start_seq);
+        if needs_history {
+            self.needing.insert((start_seq, id));
+            self.needing_ids.insert(id, start_seq);
+        }
         expired
+    }
+
+    /// Marks the open transaction `id` as needing the commits after the newest position a
+    /// read taken from now on can be based at (a `read_committed` transaction's first
+    /// `get_for_update`, whose base is read right after this): no summary after that
+    /// position is forgotten while it is open, and none after it was (only summaries up to
+    /// `floor_seq` ever are). Nothing for an unknown or already marked transaction.
+    pub(crate) fn need_history(&mut self, id: u64) {
+        let Some(&start) = self.active_ids.get(&id) else {
+            return;
+        };
+        if self.needing_ids.contains_key(&id) {
+            return;
+        }
+        let from = start.max(self.floor_seq);
+        self.needing.insert((from, id));
+        self.needing_ids.insert(id, from);
+    }
+
+    /// Drops `id` from the transactions that need history.
+    fn unneed(&mut self, id: u64) {
+        if let Some(from) = self.needing_ids.remove(&id) {
+            self.needing.remove(&(from, id));
+        }
     }
 
     /// Open transactions.
@@ -529,7 +568,7 @@ impl Certifier {
     /// Whether a commit's summary is kept: it wrote, or read at `serializable` (`read`);
     /// and an open transaction or a one-shot request's snapshot may still need it.
     fn keeps(&self, wrote: bool, read: bool) -> bool {
-        (wrote || read) && (!self.active.is_empty() || self.window_seq > 0)
+        (wrote || read) && (!self.needing.is_empty() || self.window_seq > 0)
     }
 
     /// Makes room for the `needed` bytes of the summary a read-write commit of
@@ -583,7 +622,9 @@ impl Certifier {
 
     /// Forgets the oldest summary of `whose` (`None`: of anyone) that no open transaction
     /// but `id` needs: a read-only one first (folded), then a read-write one whose commit
-    /// precedes every other open transaction's snapshot. Returns whether one was.
+    /// precedes the position of every other transaction that needs history (`needing`)
+    /// and `floor_seq` (a transaction beginning now starts at or after it). Returns
+    /// whether one was.
     fn forget_one(&mut self, id: u64, whose: Option<&Principal>) -> bool {
         let mine = |s: &Summary| whose.is_none_or(|p| s.principal == *p);
         if let Some(i) = self.readers.iter().position(mine) {
@@ -593,8 +634,11 @@ impl Certifier {
             }
             return true;
         }
-        let horizon = self.active.keys().find(|(_, other)| *other != id);
-        let needed = |s: &Summary| horizon.is_some_and(|(start, _)| s.commit_seq > *start);
+        let horizon = self.needing.iter().find(|(_, other)| *other != id);
+        let floor = self.floor_seq;
+        let needed = |s: &Summary| {
+            s.commit_seq > floor || horizon.is_some_and(|(from, _)| s.commit_seq > *from)
+        };
         let Some(i) = self.recent.iter().take_while(|s| !needed(s)).position(mine) else {
             return false;
         };
@@ -703,6 +747,7 @@ impl Certifier {
         if let Some(start) = self.active_ids.remove(&id) {
             self.active.remove(&(start, id));
         }
+        self.unneed(id);
         if let Some(c) = &mut self.candidate
             && c.waiting.remove(&id)
         {
@@ -820,6 +865,7 @@ impl Certifier {
                 a.expired.store(true, Ordering::Release);
             }
             self.active_ids.remove(id);
+            self.unneed(*id);
             if let Some(c) = &mut self.candidate {
                 c.waiting.remove(id);
             }
@@ -839,17 +885,18 @@ impl Certifier {
         }
     }
 
-    /// Drops the summaries nobody can be certified against any more: committed before
-    /// every open transaction's snapshot, and before every snapshot a one-shot request may
-    /// still name (the window, and past a forgotten summary).
+    /// Drops the summaries nobody can be certified against any more: committed before the
+    /// position of every open transaction that needs history, and before every snapshot a
+    /// one-shot request may still name (the window, and past a forgotten summary).
     fn prune(&mut self) {
         let oldest_snapshot = self
             .floor_seq
             .saturating_sub(self.window_seq)
             .max(self.forgotten_seq);
         let horizon = self
-            .horizon_seq()
-            .map_or(oldest_snapshot, |h| h.min(oldest_snapshot));
+            .needing
+            .first()
+            .map_or(oldest_snapshot, |(h, _)| (*h).min(oldest_snapshot));
         for readers in [false, true] {
             loop {
                 let summaries = if readers {
@@ -974,7 +1021,7 @@ mod tests {
         let t3_bytes = footprint_bytes([b"x".to_vec()].iter(), &ReadSet::new(), &[]);
         for (budget, forgotten) in [(0, false), (4 * t3_bytes, true)] {
             let mut c = Certifier::with_window(0, budget);
-            c.register(2, 0, true);
+            c.register(2, 0, true, true);
             commit(&mut c, 3, 0, 1, &[], &["x"], WriteClass::Write).unwrap();
             commit(&mut c, 4, 2, 2, &["x", "y"], &[], WriteClass::Write).unwrap();
             assert_eq!(c.forgotten_reader_seq > 0, forgotten, "budget {budget}");
@@ -988,7 +1035,7 @@ mod tests {
         }
         // Without the reader, the pivot commits.
         let mut c = Certifier::with_window(0, 4 * t3_bytes);
-        c.register(2, 0, true);
+        c.register(2, 0, true, true);
         commit(&mut c, 3, 0, 1, &[], &["x"], WriteClass::Write).unwrap();
         commit(&mut c, 2, 0, 3, &["x"], &["y"], WriteClass::Write).unwrap();
     }
@@ -1021,7 +1068,7 @@ mod tests {
         let one = footprint_bytes([b"m/10".to_vec()].iter(), &ReadSet::new(), &[]);
         // Alone, mallory's share is half the budget: three summaries.
         let mut c = Certifier::with_window(0, 6 * one);
-        let victim = c.register(1, 0, true);
+        let victim = c.register(1, 0, true, true);
         let mut at = 1;
         for id in 10..13 {
             flood(&mut c, id, &mut at).unwrap();
@@ -1062,7 +1109,7 @@ mod tests {
     fn a_full_budget_of_needed_history_refuses_a_commit_and_expires_nobody() {
         let one = footprint_bytes([b"m/10".to_vec()].iter(), &ReadSet::new(), &[]);
         let mut c = Certifier::with_window(0, 6 * one);
-        let victim = c.register(1, 0, true);
+        let victim = c.register(1, 0, true, true);
         let mut at = 1;
         let mut put = |c: &mut Certifier, who: &str, id: u64| {
             let key = format!("{who}/{id}");
@@ -1096,6 +1143,53 @@ mod tests {
         assert_eq!(refused, Refused::NoRoom(full));
         assert!(!victim.load(Ordering::Acquire), "nobody is expired");
         assert_eq!(c.bytes(), 6 * one);
+    }
+
+    /// Review r14d F1: open transactions whose commits are checked against no history (a
+    /// `read_committed` one before its first `get_for_update`; the store registers a
+    /// declared read-only one below `serializable`, or one at a safe snapshot, alike) pin
+    /// none: another principal commits past its share. From its first `get_for_update`
+    /// on, a `read_committed` transaction keeps the commits after that read, and one of
+    /// them conflicts with its write.
+    #[test]
+    fn only_transactions_that_need_history_pin_it() {
+        let one = footprint_bytes([b"m/10".to_vec()].iter(), &ReadSet::new(), &[]);
+        let mut c = Certifier::with_window(0, 6 * one);
+        let reader = c.register(1, 0, false, false);
+        let writer = c.register(2, 0, false, false);
+        let mut at = 1;
+        for id in 10..20 {
+            flood(&mut c, id, &mut at).unwrap();
+        }
+        assert_eq!(c.bytes(), 0, "nobody needs mallory's history");
+        // The writer's `get_for_update`: its base is the snapshot now.
+        c.need_history(2);
+        let base = at - 1;
+        for id in 20..23 {
+            flood(&mut c, id, &mut at).unwrap();
+        }
+        let refused = flood(&mut c, 23, &mut at).unwrap_err();
+        assert!(
+            matches!(refused, Refused::NoRoom(NoRoom::Share { .. })),
+            "{refused:?}"
+        );
+        let e = commit_as(
+            &mut c,
+            Some("rc"),
+            2,
+            base,
+            at,
+            &[],
+            &["m/21"],
+            WriteClass::Write,
+        );
+        match e {
+            Err(Refused::Conflict(conflict)) => {
+                assert_eq!(conflict.kind, ConflictKind::WriteWrite);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!reader.load(Ordering::Acquire) && !writer.load(Ordering::Acquire));
     }
 
     /// Summaries kept only for one-shot snapshots (no open transaction needs them) are
@@ -1137,8 +1231,8 @@ mod tests {
     #[test]
     fn write_skew_aborts_the_second_committer() {
         let mut c = Certifier::default();
-        c.register(1, 0, true);
-        c.register(2, 0, true);
+        c.register(1, 0, true, true);
+        c.register(2, 0, true, true);
         // T1 reads x,y writes x; T2 reads x,y writes y: T1 → T2 and T2 → T1.
         commit(&mut c, 1, 0, 1, &["x", "y"], &["x"], WriteClass::Write).unwrap();
         let e = commit(&mut c, 2, 0, 3, &["x", "y"], &["y"], WriteClass::Write).unwrap_err();
@@ -1148,9 +1242,9 @@ mod tests {
     #[test]
     fn increments_commute_but_puts_do_not() {
         let mut c = Certifier::default();
-        c.register(1, 0, false);
-        c.register(2, 0, false);
-        c.register(3, 0, false);
+        c.register(1, 0, false, true);
+        c.register(2, 0, false, true);
+        c.register(3, 0, false, true);
         commit(&mut c, 1, 0, 1, &[], &["n"], WriteClass::Increment).unwrap();
         commit(&mut c, 2, 0, 3, &[], &["n"], WriteClass::Increment).unwrap();
         let e = commit(&mut c, 3, 0, 5, &[], &["n"], WriteClass::Write).unwrap_err();
@@ -1164,8 +1258,8 @@ mod tests {
     #[test]
     fn summaries_are_dropped_once_nobody_is_concurrent() {
         let mut c = Certifier::default();
-        c.register(1, 0, true);
-        c.register(2, 0, true);
+        c.register(1, 0, true, true);
+        c.register(2, 0, true, true);
         commit(&mut c, 1, 0, 1, &["a"], &["a"], WriteClass::Write).unwrap();
         assert_eq!(c.retained(), 1);
         commit(&mut c, 2, 0, 3, &["b"], &["b"], WriteClass::Write).unwrap();
@@ -1175,8 +1269,8 @@ mod tests {
     #[test]
     fn expiry_unpins_the_horizon() {
         let mut c = Certifier::default();
-        let old = c.register(1, 0, true);
-        c.register(2, 10, true);
+        let old = c.register(1, 0, true, true);
+        c.register(2, 10, true, true);
         assert_eq!(c.expire(100, 50, None), 2);
         assert!(old.load(Ordering::Acquire));
         assert_eq!(c.open(), 0);
@@ -1185,7 +1279,7 @@ mod tests {
     #[test]
     fn safe_snapshot_waits_for_concurrent_writers() {
         let mut c = Certifier::default();
-        c.register(1, 0, true);
+        c.register(1, 0, true, true);
         assert_eq!(c.safe_snapshot(4), 0, "a serializable writer is open at 4");
         c.finish(1, 6, None);
         assert_eq!(c.safe_snapshot(6), 6);
@@ -1194,9 +1288,9 @@ mod tests {
     #[test]
     fn unsafe_candidate_is_not_published() {
         let mut c = Certifier::default();
-        c.register(1, 0, true);
+        c.register(1, 0, true, true);
         assert_eq!(c.safe_snapshot(4), 0);
-        c.register(2, 4, true);
+        c.register(2, 4, true, true);
         // T1 commits with an rw out-edge to something committed before position 4.
         c.finish(1, 6, Some(3));
         // The unsafe candidate is dropped; a new one (at 6) waits for T2.

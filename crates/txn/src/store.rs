@@ -514,9 +514,20 @@ impl TxnStore {
         } else {
             visible
         };
-        let expired = state
-            .cert
-            .register(id, 2 * snapshot, serializable && !options.read_only);
+        // What its commit is certified against: the commits after its snapshot if it may
+        // write (or is `serializable` and its reads are tracked); a `read_committed` one's
+        // writes are blind until a `get_for_update` ([`TxnStore::need_history`]).
+        let needs_history = match options.isolation {
+            Isolation::ReadCommitted => false,
+            Isolation::Snapshot => !options.read_only,
+            Isolation::Serializable => !safe,
+        };
+        let expired = state.cert.register(
+            id,
+            2 * snapshot,
+            serializable && !options.read_only,
+            needs_history,
+        );
         drop(state);
         self.stats.begun.fetch_add(1, Ordering::Relaxed);
         Ok(Registered {
@@ -667,6 +678,16 @@ impl TxnStore {
         }
     }
 
+    /// The outcome of the commit at `offset` as a retry of it is answered: a duplicate,
+    /// with the values its increments produced, read from its record (for a caller that
+    /// kept only the offset). Waits until that commit is durable.
+    ///
+    /// # Errors
+    /// [`TxnError::Poisoned`]; [`TxnError::Log`] / [`TxnError::Corrupt`] reading the record.
+    pub fn committed_at(&self, offset: u64) -> Result<CommitOutcome> {
+        self.duplicate_outcome(Some(offset))
+    }
+
     /// Counters.
     pub fn stats(&self) -> &TxnStats {
         &self.stats
@@ -786,6 +807,13 @@ impl TxnStore {
 
     pub(crate) fn stats_mut(&self) -> &TxnStats {
         &self.stats
+    }
+
+    /// Tells the certifier that the open transaction `id` will be certified against the
+    /// commits after the reads it takes from now on (a `read_committed` transaction's first
+    /// `get_for_update`), so that their summaries are kept while it is open.
+    pub(crate) fn need_history(&self, id: u64) {
+        lock(&self.state).cert.need_history(id);
     }
 
     /// Unregisters a transaction that ends without a commit record.

@@ -293,6 +293,11 @@ impl Txn {
     /// As [`Txn::get`]; [`TxnError::ReadOnly`] in a read-only transaction.
     pub fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Versioned>> {
         self.check_writable(key)?;
+        // Before the base is read: the commits after it must be kept for this commit's
+        // check (the other levels' needs were declared when they began).
+        if self.options.isolation == Isolation::ReadCommitted && self.locks.is_empty() {
+            self.store.need_history(self.id);
+        }
         let snapshot = self.read_snapshot();
         self.locks.entry(key.to_vec()).or_insert(snapshot);
         self.get(key)

@@ -624,6 +624,7 @@ async fn commit_again(
                 .duplicates
                 .with_label_values(&["commit"])
                 .inc();
+            let outcome = with_increments(opened, outcome).await?;
             committed_response(
                 opened,
                 logbook_txn::CommitOutcome {
@@ -640,6 +641,27 @@ async fn commit_again(
         } if request_id.is_some() && original == request_id => Err(error),
         other => Err(state.txns().ended_error(id, &other)),
     }
+}
+
+/// `outcome` with its increments: a recently ended transaction is remembered with its
+/// commit's offset only ([`crate::state::TxnRegistry::finish`]), so a commit that wrote
+/// something and answers no increments has them read back from its record — the retry is
+/// answered as the original was, and as a token that may not read them is refused.
+///
+/// # Errors
+/// As [`logbook_txn::TxnStore::committed_at`].
+async fn with_increments(
+    opened: &Opened,
+    outcome: logbook_txn::CommitOutcome,
+) -> Result<logbook_txn::CommitOutcome, ApiError> {
+    let Some(offset) = outcome.offset.filter(|_| outcome.incremented.is_empty()) else {
+        return Ok(outcome);
+    };
+    let txns = opened.txns()?.clone();
+    tokio::task::spawn_blocking(move || txns.committed_at(offset))
+        .await
+        .map_err(|_| ApiError::from(TxnError::Closed))?
+        .map_err(ApiError::from)
 }
 
 /// A commit of a handle no longer registered: a retry whose response was lost is answered
