@@ -351,7 +351,7 @@ problem_codes! {
     /// The transaction store refuses work after a failed commit until the server reopens it.
     StorePoisoned = ("store_poisoned", 503, "Transaction store refuses work after a failed commit"),
     /// On a cluster: this node has not applied the commit stream up to the request's
-    /// snapshot within `timeout_ms` (a leader: within a second); `retryable` with
+    /// snapshot within `timeout_ms` (a leader: within half a second); `retryable` with
     /// `Retry-After` — the same request passes once the node has caught up.
     SnapshotAhead = ("snapshot_ahead", 422, "Snapshot ahead of this node"),
     /// On a cluster: the node that certifies commits (the leader elected through etcd) is
