@@ -32,7 +32,11 @@ pub struct DataSubject {
 /// One line of `GET /v1/data-subjects/{id}/export` (JSON Lines, `application/jsonl`): a
 /// record about the subject, its personal fields decrypted, and where it came from (the
 /// stream, and the record's partition and offset in it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// Serialize only: serde's `flatten` cannot hand the record's raw value back to a
+/// deserializer, so a reader parses a line as a JSON object (`stream` plus
+/// [`RecordOut`](crate::streams::RecordOut)'s members).
+#[derive(Debug, Clone, Serialize)]
 pub struct ExportLine {
     /// The stream holding the record.
     pub stream: String,

@@ -36,6 +36,7 @@ mod kv_cmd;
 mod log_cmd;
 mod log_fields;
 mod net;
+mod private_file;
 mod quickstart;
 mod serve;
 mod stats_cmd;

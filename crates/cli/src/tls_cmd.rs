@@ -5,11 +5,12 @@
 //! Not for production: anyone who has the key can impersonate every name in it, and nothing
 //! revokes it. Use certificates from your CA there.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+use crate::private_file;
 
 /// The certificate file written into `--out`.
 pub const CERT_FILE: &str = "cert.pem";
@@ -81,26 +82,7 @@ pub fn self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, Pat
     let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
     // The key first: a certificate without its key is useless, a key alone is harmless
     // to retry around (both refuse to overwrite).
-    write_new(&key, made.signing_key.serialize_pem().as_bytes())?;
-    write_new(&cert, made.cert.pem().as_bytes())?;
+    private_file::write_new(&key, made.signing_key.serialize_pem().as_bytes())?;
+    private_file::write_new(&cert, made.cert.pem().as_bytes())?;
     Ok((cert, key))
-}
-
-/// Creates `path` (mode 0600, failing if it exists) holding `bytes`, synced.
-fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| {
-            format!(
-                "creating {} (an existing file is not overwritten: remove it or choose \
-                 another --out)",
-                path.display()
-            )
-        })?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
 }

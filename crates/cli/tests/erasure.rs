@@ -606,6 +606,32 @@ fn views_hold_ciphertext_and_show_an_erased_subjects_fields_as_erased_live_and_r
     assert_eq!(a["value"]["address"]["ip"], json!(gone_ip));
     assert!(!text.contains(&kept_email), "{text}");
     assert_eq!(export(&s, "nobody").0, Vec::<Value>::new());
+    // The CLI writes the same lines to a private file, and never over an existing one.
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = out_dir.path().join("export.jsonl");
+    let file_arg = file.to_str().unwrap();
+    let out = logbook(&s, &["data-subjects", "export", &gone, "--out", file_arg]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exported 2 records"),
+        "{out:?}"
+    );
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written.lines().count(), 2, "{written}");
+    assert!(written.contains(&gone_email) && !written.contains(&kept_email));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "an export holds personal data");
+    let again = logbook(&s, &["data-subjects", "export", &gone, "--out", file_arg]);
+    assert!(!again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not overwritten"),
+        "{again:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+    let stdout = logbook(&s, &["data-subjects", "export", &gone]);
+    assert!(stdout.status.success(), "{stdout:?}");
+    assert_eq!(String::from_utf8_lossy(&stdout.stdout), written);
     let (status, body) = call(&c, "GET", "/v1/data-subjects/a%20b/export", None);
     assert_eq!(
         (status, body["code"].clone(), body["field"].clone()),

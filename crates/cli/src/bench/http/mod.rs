@@ -296,21 +296,13 @@ fn stream_spec(args: &HttpBenchArgs, encrypted: bool) -> serde_json::Value {
 
 /// A random master key in a 0600 file beside (not inside) the data directory.
 fn bench_master_key(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("master.key");
     if !path.exists() {
         let mut hex = String::with_capacity(64);
         for _ in 0..32 {
             hex.push_str(&format!("{:02x}", rand::random::<u8>()));
         }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(hex.as_bytes()))
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::private_file::write_new(&path, hex.as_bytes())?;
     }
     Ok(path)
 }
