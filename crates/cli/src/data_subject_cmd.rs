@@ -2,7 +2,7 @@
 //! prints a data subject's key state and the streams declaring personal data; `erase`
 //! destroys its key, after a dry run (`--dry-run`: what would be affected, nothing changed)
 //! or an explicit confirmation (`--yes`). Needs the scope `data_subjects:erase`. `export`
-//! writes every record about a subject, decrypted (the right of access; needs `admin`).
+//! writes every record about a subject, decrypted (the right of access; needs `data_subjects:export`).
 
 use std::path::PathBuf;
 
@@ -49,7 +49,7 @@ pub enum DataSubjectCommand {
     },
     /// Export every record about a data subject (the right of access): JSON Lines, one
     /// record per line with its stream, partition and offset, personal fields decrypted
-    /// (an erased subject's read `{"erased": true}`). Needs the scope `admin`.
+    /// (an erased subject's read `{"erased": true}`). Needs the scope `data_subjects:export`.
     ///
     /// Example: `logbook data-subjects export user-17 --out user-17.jsonl`
     Export {
