@@ -191,13 +191,23 @@ fn commit_stream(log: &dyn LogBackend) -> Vec<String> {
     }
 }
 
-#[test]
-fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+/// The schedule of the module documentation, played out: leader A's commits c-1 and c-2 wait
+/// in the proxy (two attempts each) while leader B appends its epoch, then go on.
+struct Displaced {
+    _engines: engines::Cluster,
+    _proxy: Proxy,
+    log_b: JetStreamBackend,
+    /// The deposed leader, after both commits settled.
+    a: Arc<TxnStore>,
+    /// A's table end before c-1 (c-0 is the last commit in its chain).
+    first: u64,
+    c1: Result<CommitOutcome, TxnError>,
+    c2: Result<CommitOutcome, TxnError>,
+    /// Whether a reader at A saw `k1` or `k2` while the commits were in flight.
+    seen_in_flight: Vec<String>,
+}
+
+fn displace_two_commits(rt: &tokio::runtime::Runtime) -> Displaced {
     let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec::default()));
     let urls = engines.nats_urls();
     // B's connection makes `_txn` (A's, with its short timeout, only opens it).
@@ -217,7 +227,21 @@ fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
 
     proxy.hold();
     let held_from = proxy.sent_len();
-    let (c1, c2) = std::thread::scope(|s| {
+    let settled = std::sync::atomic::AtomicBool::new(false);
+    let (c1, c2, seen_in_flight) = std::thread::scope(|s| {
+        // A reader at A while the commits are in flight: none of it may show them.
+        let reader = s.spawn(|| {
+            let mut seen = Vec::new();
+            while !settled.load(std::sync::atomic::Ordering::Acquire) {
+                for key in ["k1", "k2"] {
+                    if a.get(key.as_bytes()).unwrap().is_some() && !seen.contains(&key) {
+                        seen.push(key);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seen.into_iter().map(String::from).collect::<Vec<_>>()
+        });
         let c1 = s.spawn(|| commit(&a, "c-1", "k1"));
         wait_until("c-1 certified", || a.applied_end() == first + 1);
         let c2 = s.spawn(|| commit(&a, "c-2", "k2"));
@@ -235,8 +259,36 @@ fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
         let b = TxnStore::open(&log_b, elected()).unwrap();
         b.lead(2, "b").unwrap();
         proxy.release();
-        (c1.join().unwrap(), c2.join().unwrap())
+        let (c1, c2) = (c1.join().unwrap(), c2.join().unwrap());
+        settled.store(true, std::sync::atomic::Ordering::Release);
+        (c1, c2, reader.join().unwrap())
     });
+    Displaced {
+        _engines: engines,
+        _proxy: proxy,
+        log_b,
+        a,
+        first,
+        c1,
+        c2,
+        seen_in_flight,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
+    let rt = runtime();
+    let Displaced {
+        log_b, c1, c2, ..
+    } = displace_two_commits(&rt);
 
     // The schedule happened: c-1 was refused at storage; c-2 was stored after B's epoch.
     let order = commit_stream(&log_b);
@@ -277,6 +329,39 @@ fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
     assert_eq!(applied, 1, "{order:?}");
 }
 
+/// A leader's reads show a commit only once it is in the chain. Storage acknowledged c-2 (it
+/// stands after B's epoch), so the end of `_txn` A observed passed it; but c-2 never
+/// committed (replay skips it) and c-1 was refused: a read at A — outside a transaction, at
+/// the newest snapshot, with early lock release — that showed k1 or k2 would show a write
+/// no replay has. A's durable end is its chain's settled prefix: c-0.
+#[test]
+fn a_deposed_leaders_reads_never_show_a_displaced_commit() {
+    let rt = runtime();
+    let Displaced {
+        a,
+        first,
+        c1,
+        c2,
+        seen_in_flight,
+        ..
+    } = displace_two_commits(&rt);
+    assert!(matches!(c1, Err(TxnError::Fenced { .. })), "c-1: {c1:?}");
+    assert!(matches!(c2, Err(TxnError::Fenced { .. })), "c-2: {c2:?}");
+    assert!(
+        a.stream_end() > first + 1,
+        "storage acknowledged c-2 to A: the end A observed passed it"
+    );
+    assert_eq!(a.durable_end(), first, "A's chain ends with c-0");
+    for key in ["k1", "k2"] {
+        let found = a.get(key.as_bytes()).unwrap();
+        assert!(found.is_none(), "A shows {key}, which never committed: {found:?}");
+    }
+    assert!(
+        seen_in_flight.is_empty(),
+        "a reader at A saw {seen_in_flight:?} while the commits were in flight"
+    );
+}
+
 /// A leader's wait for durability (`TxnStore::durable_reached`, what `POST /v1/txns` waits on
 /// with early lock release) stays pending while the commit it waits for is unacknowledged,
 /// and resolves with the acknowledgment. (It once waited on a position as if it were an
@@ -284,11 +369,7 @@ fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
 /// server's wait loop spun on its worker until the acknowledgment came.)
 #[test]
 fn a_leaders_durability_wait_is_pending_until_the_commit_is_acknowledged() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec::default()));
     let urls = engines.nats_urls();
     let log_b = JetStreamBackend::connect(BackendSettings::new([urls[1].clone()])).unwrap();
