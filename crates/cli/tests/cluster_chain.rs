@@ -286,8 +286,14 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
     let rt = runtime();
+    // The servers and the proxy are bound: they live until the test ends.
     let Displaced {
-        log_b, c1, c2, ..
+        _engines,
+        _proxy,
+        log_b,
+        c1,
+        c2,
+        ..
     } = displace_two_commits(&rt);
 
     // The schedule happened: c-1 was refused at storage; c-2 was stored after B's epoch.
@@ -338,6 +344,8 @@ fn a_commit_stored_after_a_newer_epoch_is_never_acknowledged() {
 fn a_deposed_leaders_reads_never_show_a_displaced_commit() {
     let rt = runtime();
     let Displaced {
+        _engines,
+        _proxy,
         a,
         first,
         c1,
@@ -354,7 +362,10 @@ fn a_deposed_leaders_reads_never_show_a_displaced_commit() {
     assert_eq!(a.durable_end(), first, "A's chain ends with c-0");
     for key in ["k1", "k2"] {
         let found = a.get(key.as_bytes()).unwrap();
-        assert!(found.is_none(), "A shows {key}, which never committed: {found:?}");
+        assert!(
+            found.is_none(),
+            "A shows {key}, which never committed: {found:?}"
+        );
     }
     assert!(
         seen_in_flight.is_empty(),

@@ -155,16 +155,19 @@ impl Future for AppendCompletion {
     }
 }
 
-/// A monotonically increasing position (a partition's acknowledged end offset) that readers
-/// can wait on, blocking or async.
+/// A monotonically increasing position that readers can wait on, blocking
+/// ([`Watermark::wait_above`]) or async ([`Watermark::above`]): the embedded partition's
+/// acknowledged end offset, or another layer's "everything below this is settled" (the
+/// transaction store's chain of commit records on a cluster leader).
 #[derive(Debug, Default)]
-pub(crate) struct Watermark {
+pub struct Watermark {
     value: AtomicU64,
     lock: Mutex<Vec<Waker>>,
     changed: Condvar,
 }
 
 impl Watermark {
+    /// A watermark at `value`.
     pub fn new(value: u64) -> Self {
         Watermark {
             value: AtomicU64::new(value),
@@ -172,12 +175,16 @@ impl Watermark {
         }
     }
 
+    /// The value now.
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Acquire)
     }
 
-    /// Raises the watermark and wakes every waiter.
-    pub fn advance(&self, to: u64) {
+    /// Sets the watermark to `to` and wakes every waiter.
+    ///
+    /// # Panics
+    /// If `to` is below the value: a caller that knows its values only grow broke that.
+    pub(crate) fn advance(&self, to: u64) {
         let wakers = {
             let mut wakers = lock(&self.lock);
             let old = self.value.swap(to, Ordering::AcqRel);
@@ -190,8 +197,27 @@ impl Watermark {
         }
     }
 
+    /// Raises the watermark to `to` if it is below, waking every waiter then; a lower `to`
+    /// changes nothing (for positions settled out of order, each implying those below it).
+    pub fn raise(&self, to: u64) {
+        if self.get() >= to {
+            return;
+        }
+        let wakers = {
+            let mut wakers = lock(&self.lock);
+            if self.value.fetch_max(to, Ordering::AcqRel) >= to {
+                return;
+            }
+            std::mem::take(&mut *wakers)
+        };
+        self.changed.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
     /// Wakes every waiter without changing the value (used on close).
-    pub fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         let wakers = std::mem::take(&mut *lock(&self.lock));
         self.changed.notify_all();
         for w in wakers {
@@ -219,9 +245,15 @@ impl Watermark {
         }
     }
 
+    /// A future resolving to the value once it exceeds `above` (it never resolves
+    /// otherwise: drop it to stop waiting).
+    pub fn above(self: &Arc<Self>, above: u64) -> EndOffsetAbove {
+        EndOffsetAbove::watermark(self.clone(), above)
+    }
+
     /// Registers `waker` to be woken at the next advance unless the value already exceeds
     /// `above`; returns the value if it does.
-    pub fn poll_above(&self, above: u64, waker: &Waker) -> Option<u64> {
+    pub(crate) fn poll_above(&self, above: u64, waker: &Waker) -> Option<u64> {
         let mut wakers = lock(&self.lock);
         let v = self.get();
         if v > above {
@@ -234,10 +266,21 @@ impl Watermark {
     }
 }
 
+/// A watermark of its own never closes.
+impl WatchedEnd for Watermark {
+    fn acked(&self) -> &Watermark {
+        self
+    }
+
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
 /// A future resolving to a partition's acknowledged end offset once it exceeds a value (or
 /// the partition closes). Created by [`crate::LogPartition::end_offset_above`]: the embedded
 /// log's watermark without allocating, or another backend's future
-/// ([`EndOffsetAbove::boxed`]).
+/// ([`EndOffsetAbove::boxed`]); and by [`Watermark::above`], to the watermark's value.
 pub struct EndOffsetAbove {
     inner: EndOffsetInner,
 }

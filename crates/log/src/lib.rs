@@ -65,7 +65,7 @@ pub mod verify;
 pub use backend::{
     AckGuarantee, AppendCondition, LogBackend, LogPartition, LogStream, TimestampOffset,
 };
-pub use completion::{AppendAck, AppendCompletion, Completer, EndOffsetAbove};
+pub use completion::{AppendAck, AppendCompletion, Completer, EndOffsetAbove, Watermark};
 pub use config::{
     Clock, FsyncPolicy, PersonalData, Retention, StreamConfig, SystemClock, validate_stream_name,
 };

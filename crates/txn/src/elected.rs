@@ -101,6 +101,8 @@ impl TxnStore {
         }
         table.apply(position, &[], 0);
         state.next_offset = position + 1;
+        // Its chain starts here: every record up to the epoch record is in the stream.
+        self.settled.raise(position + 1);
         state.epoch_seen = token;
         state.leading = Some(token);
         // Waits for the follower's table end: a leader's table is ahead of the stream.

@@ -197,9 +197,7 @@ impl TxnStore {
                     applied: durable,
                 });
             }
-            // The record at `target - 1` is in once the end is above its offset.
-            self.partition()
-                .wait_end_offset_above((target - 1) * self.span, left);
+            self.wait_position(target - 1, left);
         }
     }
 

@@ -401,6 +401,11 @@ pub struct TxnStore {
     /// Signalled (with `state`) when a cluster follower's table advanced, the store began
     /// to lead, or it was poisoned: what [`TxnStore::follow_to`] waits on.
     pub(crate) advanced: Condvar,
+    /// A cluster leader's chain, settled: the positions below it are known to be in the
+    /// commit stream in this store's chain ([`Link`]) — its durable end. Raised from 0 only
+    /// once the store leads (to its epoch record's position + 1), then by each commit
+    /// settled in the chain; a store that never led does not use it (0).
+    pub(crate) settled: Arc<logbook_log::Watermark>,
     poisoned: AtomicBool,
     stats: TxnStats,
 }
@@ -481,6 +486,7 @@ impl TxnStore {
             table: RwLock::new(table),
             state: Mutex::new(state),
             advanced: Condvar::new(),
+            settled: Arc::new(logbook_log::Watermark::new(0)),
             poisoned: AtomicBool::new(false),
             stats: TxnStats::default(),
         });
@@ -625,9 +631,31 @@ impl TxnStore {
         self.read_table().applied()
     }
 
-    /// Commits durable in the commit stream: positions `0..durable_end()`.
+    /// Commits durable in the commit stream: positions `0..durable_end()`. On a cluster
+    /// leader, its chain's settled prefix: storage may acknowledge a record of its chain
+    /// that stands after another writer's record (see [`Link`]) — stored, yet never
+    /// committed — so the end of the stream says nothing of the records below it there.
     pub fn durable_end(&self) -> u64 {
-        self.partition().end_offset() / self.span
+        self.chain_end()
+            .unwrap_or_else(|| self.partition().end_offset() / self.span)
+    }
+
+    /// A store that leads (or led): the end of its chain's settled prefix.
+    fn chain_end(&self) -> Option<u64> {
+        // Raised from 0 only by `lead` (the epoch record's position + 1).
+        Some(self.settled.get()).filter(|end| *end > 0)
+    }
+
+    /// Blocks until the commit at position `last` is durable ([`TxnStore::durable_end`]
+    /// passed it) or `timeout` passes.
+    pub(crate) fn wait_position(&self, last: u64, timeout: Duration) {
+        if self.chain_end().is_some() {
+            self.settled.wait_above(last, timeout);
+        } else {
+            // The end offset is above this one once the record at `last` is stored.
+            self.partition()
+                .wait_end_offset_above(last * self.span + self.span - 1, timeout);
+        }
     }
 
     /// Reads and decodes the commit record at `offset`.
@@ -777,29 +805,30 @@ impl TxnStore {
             return Ok(());
         }
         self.stats.durability_waits.fetch_add(1, Ordering::Relaxed);
-        // The end offset is above this one once the record at `offset` is stored.
-        let above = offset * self.span + self.span - 1;
         while self.durable_end() <= offset {
             self.check_poisoned()?;
-            self.partition()
-                .wait_end_offset_above(above, Duration::from_millis(50));
+            self.wait_position(offset, Duration::from_millis(50));
         }
         Ok(())
     }
 
-    /// A future resolving once the commits at positions `0..end` are durable — the commit
-    /// stream's end offset reached `end · span` — or the log closed first; it yields the
+    /// A future resolving once the commits at positions `0..end` are durable
+    /// ([`TxnStore::durable_end`] reached `end`) — or the log closed first; it yields the
     /// durable end then (a position, below `end` only if the log closed). For async callers
     /// that must not hold a thread; it polls nothing itself (drop it to stop waiting).
     pub fn durable_reached(&self, end: u64) -> impl Future<Output = u64> + Send + Unpin + 'static {
         let span = self.span;
-        // The end offset is above `end · span − 1` once the record at `end − 1` is stored.
-        let wait = (end * span)
-            .checked_sub(1)
-            .map(|above| self.partition().end_offset_above(above));
+        let wait = end.checked_sub(1).map(|last| match self.chain_end() {
+            Some(_) => (self.settled.above(last), 1),
+            // The end offset is above this once the record at `last` is stored.
+            None => (
+                self.partition().end_offset_above(last * span + span - 1),
+                span,
+            ),
+        });
         Box::pin(async move {
             match wait {
-                Some(wait) => wait.await / span,
+                Some((wait, unit)) => wait.await / unit,
                 None => 0,
             }
         })
@@ -1054,6 +1083,10 @@ impl TxnStore {
                     offset * self.span,
                     "the log stored a commit away from its expected end offset"
                 );
+                if self.chain_end().is_some() {
+                    // It and every record before it are in the chain: durable.
+                    self.settled.raise(offset + 1);
+                }
                 true
             }
             // The table already holds this commit (early lock release) and later commits
