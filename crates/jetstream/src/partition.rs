@@ -727,6 +727,52 @@ impl JetStreamPartition {
         }
     }
 
+    /// A watch of the stream's end: the sequence of its last message, then that of every
+    /// message stored after it, as JetStream delivers them. It is an ordered push consumer
+    /// that delivers headers only (one replica, in memory; the client recreates it past the
+    /// last sequence it delivered when it stalls, so none is skipped); an idle stream costs
+    /// its idle heartbeat, one message every 5 s. Dropping the watch ends the subscription
+    /// (the server deletes the consumer 30 s later). The subscription's queue is the
+    /// client's, bounded (`subscription_capacity`).
+    ///
+    /// # Errors
+    /// [`JetStreamError::Unavailable`] (retryable) when the consumer cannot be made; the
+    /// watch yields it when the consumer stalls and cannot be made again.
+    pub async fn watch_end(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = Result<u64>> + Send + Unpin + 'static> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, push::OrderedConfig};
+        use futures_util::StreamExt as _;
+        let stream = self.stream.clone();
+        let unavailable =
+            move |what: &str, e: &dyn std::fmt::Display| JetStreamError::Unavailable {
+                stream: stream.clone(),
+                why: format!("watching the end: {what}: {e}"),
+            };
+        let config = OrderedConfig {
+            deliver_subject: self.client.new_inbox(),
+            headers_only: true,
+            deliver_policy: DeliverPolicy::Last,
+            ..OrderedConfig::default()
+        };
+        let consumer = self
+            .js
+            .create_consumer_on_stream(config, &self.stream)
+            .await
+            .map_err(|e| unavailable("creating the consumer", &e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| unavailable("subscribing", &e))?;
+        Ok(messages.map(move |delivered| match delivered {
+            Ok(message) => message
+                .info()
+                .map(|info| info.stream_sequence)
+                .map_err(|e| unavailable("a delivery without its sequence", &e)),
+            Err(e) => Err(unavailable("the consumer", &e)),
+        }))
+    }
+
     /// The stream's state from its leader, within the connection's request timeout; sent
     /// again at once when the stream elects a leader meanwhile.
     ///

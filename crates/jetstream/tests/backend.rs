@@ -572,3 +572,82 @@ fn two_nodes_creating_one_name_at_once_agree_on_it() {
         assert_eq!(b.stream_names(), ["shared"]);
     }
 }
+
+/// JetStream API requests the cluster's servers have answered, from their `/varz`.
+fn api_requests(cluster: &Cluster) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to ask the servers");
+    cluster
+        .nats_monitor_urls()
+        .iter()
+        .map(|url| {
+            let varz = rt
+                .block_on(logbook_jetstream::monitor::get_json(
+                    url,
+                    "/varz",
+                    Duration::from_secs(10),
+                ))
+                .expect("the server's /varz");
+            varz["jetstream"]["stats"]["api"]["total"]
+                .as_u64()
+                .expect("/varz counts JetStream API requests")
+        })
+        .sum()
+}
+
+/// A wait on an idle partition does not poll the stream's state: the partition's watch wakes
+/// it when another node appends. (Waits polled every 2 to 100 ms: on an idle cluster each
+/// follower, view and registry of every node asked ten or more times a second.)
+#[test]
+fn an_idle_wait_is_woken_by_the_watch_not_by_polling() {
+    let cluster = start(ClusterSpec::default());
+    let urls = cluster.nats_urls();
+    let connect = |url: &str| {
+        JetStreamBackend::connect(settings(&cluster, vec![url.to_string()], 3)).expect("connect")
+    };
+    let (a, b) = (connect(&urls[0]), connect(&urls[1]));
+    let config = StreamConfig {
+        fsync: FsyncPolicy::Never,
+        ..StreamConfig::with_partitions(1)
+    };
+    let on_a = a.create_stream("idle", config).unwrap();
+    let on_b = b.stream("idle").unwrap();
+    let waiting = on_b.partition(0).unwrap();
+    // The first wait starts the watch; by the second, it delivers.
+    let end = waiting.end_offset();
+    assert_eq!(
+        waiting.wait_end_offset_above(end, Duration::from_secs(2)),
+        end
+    );
+
+    let before = api_requests(&cluster);
+    let idle = Duration::from_secs(3);
+    assert_eq!(
+        waiting.wait_end_offset_above(end, idle),
+        end,
+        "nothing appended"
+    );
+    let asked = api_requests(&cluster) - before;
+    // At most one state request a second for the wait, plus each backend's catalog poll
+    // (one every 2 s) and the varz requests' own neighbours: far below a poll's 30 or more.
+    assert!(
+        asked <= 12,
+        "{asked} JetStream API requests while one wait was idle for {idle:?}"
+    );
+
+    std::thread::scope(|s| {
+        let woken = s.spawn(|| waiting.wait_end_offset_above(end, PROPAGATION));
+        on_a.partition(0)
+            .unwrap()
+            .append_batch(&[Record::new("wake")], AppendCondition::Always)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(
+            woken.join().unwrap() > end,
+            "the append through A woke B's wait"
+        );
+    });
+}

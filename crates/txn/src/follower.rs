@@ -111,11 +111,14 @@ const CATCH_UP_WAIT_MS: u64 = 5_000;
 
 impl TxnStore {
     /// The commit stream's end now, as a position (records `0..end`): asks the log (one
-    /// request on JetStream; none on the embedded log).
+    /// request on JetStream; none on the embedded log). When the log cannot be asked, the
+    /// end this node observed last.
     pub fn stream_end(&self) -> u64 {
         let partition = self.partition();
-        // A wait that is over at once: it looks at the leader's end once.
-        partition.wait_end_offset_above(partition.end_offset(), Duration::ZERO) / self.span
+        partition
+            .latest_end_offset()
+            .unwrap_or_else(|_| partition.end_offset())
+            / self.span
     }
 
     /// Waits until the table holds the records below `position` (a client's snapshot or
@@ -151,6 +154,24 @@ impl TxnStore {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// A follower waits until its table holds what this node has seen the commit stream
+    /// hold — every commit acknowledged on this node before the call — at most 5 s: on the
+    /// embedded log its end; on JetStream the highest end this node's handle observed (its
+    /// acknowledgments, reads, waits; the partition's watch), so nothing is asked of the
+    /// log. A leader's or a single node's table is ahead of the stream already. Returns
+    /// the table's position.
+    ///
+    /// # Errors
+    /// As [`TxnStore::follow_to`].
+    pub fn follow_observed(&self) -> Result<u64> {
+        self.check_poisoned()?;
+        let observed = self.partition().end_offset() / self.span;
+        if !self.options().elected || self.applied_end() >= observed {
+            return Ok(self.applied_end());
+        }
+        self.follow_to(observed, Duration::from_millis(CATCH_UP_WAIT_MS))
     }
 
     /// A follower waits until its table holds what the commit stream holds now (at most

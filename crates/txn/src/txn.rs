@@ -32,9 +32,19 @@ impl TxnStore {
     /// trail the newest commit by the duration of the read-write transactions open when it
     /// was taken; it never waits.
     ///
+    /// Its snapshot holds every commit acknowledged before the call on this node: on a
+    /// cluster follower, whose table a thread derives from the commit stream, `begin` first
+    /// waits (at most 5 s) until the table holds what the node has seen the stream hold
+    /// ([`TxnStore::follow_observed`]: the embedded log's end; on JetStream every
+    /// acknowledgment, read and wait of this node's handle — no request is made). For what
+    /// the stream holds anywhere now, call [`TxnStore::catch_up`] first (one request on
+    /// JetStream); for a client's earlier commits, [`TxnStore::follow_to`] its token.
+    ///
     /// # Errors
-    /// [`TxnError::TooManyOpenTransactions`], [`TxnError::Poisoned`].
+    /// [`TxnError::TooManyOpenTransactions`], [`TxnError::Poisoned`];
+    /// [`TxnError::SnapshotAhead`] when a follower does not apply that in time.
     pub fn begin(self: &Arc<Self>, options: TxnOptions) -> Result<Txn> {
+        self.follow_observed()?;
         let r = self.register(options)?;
         let mut t = Txn::new(self.clone(), r.id, options, r.snapshot, r.expired);
         t.track_reads = options.isolation != Isolation::ReadCommitted

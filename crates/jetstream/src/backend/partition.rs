@@ -3,10 +3,19 @@
 //! ```text
 //!  append_batch ──check, encode──▶ task: publish (Nats-Msg-Id, expected last sequence),
 //!                                  retried while unavailable ──▶ Completer ──▶ AppendCompletion
-//!  read / wait_end_offset_above ──block_on──▶ leader's message get / stream state
+//!  read ──block_on──▶ leader's message get (stream state at the end)
+//!  wait_end_offset_above ──▶ woken as the observed end rises (no I/O while watched)
+//!  watch (a task, from the first wait) ──ordered consumer, headers only──▶ observed end
 //!  end_offset, start_offset, durable_offset ──▶ what this handle observed last (no I/O)
 //!  latest_end_offset ──block_on──▶ leader's stream state (raises the observed end)
 //! ```
+//!
+//! A wait on the end does not poll while the partition is watched: the first wait starts a
+//! watch ([`JetStreamPartition::watch_end`]) that raises the observed end with every
+//! message stored, and waits sleep until it rises, asking the leader's state only every
+//! [`WATCHED_POLL`] (a safety net for a watch stalled unnoticed). Until the watch delivers
+//! (and while it is restarted after an error), waits poll the state as they used to: every
+//! 2 ms, backing off to [`WAIT_POLL_MAX`].
 //!
 //! Every publish carries a fresh `Nats-Msg-Id`, so retrying it after an unknown outcome
 //! stores it once (within the duplicate window; the retries stop long before it ends). An
@@ -45,10 +54,18 @@ use crate::partition::{
     RETRY_PAUSE_MAX,
 };
 
-/// Longest pause between two polls of the leader's state while waiting for the end.
+/// Longest pause between two polls of the leader's state while waiting for the end on a
+/// partition that is not watched.
 const WAIT_POLL_MAX: Duration = Duration::from_millis(100);
 /// How long a wait's first look at the leader's state may take, however short the wait.
 const WAIT_FIRST_LOOK_MIN: Duration = Duration::from_secs(1);
+/// How often the waits of a watched partition ask the leader's state, together: a watch
+/// that stalls unnoticed delays a wait by at most this (the client notices a stall after
+/// two missed idle heartbeats, 10 s). One request a second per partition handle, however
+/// many wait.
+const WATCHED_POLL: Duration = Duration::from_secs(1);
+/// Pause before a watch that ended, or could not start, is started again.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 /// What a handle last observed of its partition; only ever raised.
 #[derive(Debug, Default)]
@@ -57,9 +74,14 @@ pub(crate) struct Observed {
     start: AtomicU64,
     bytes: AtomicU64,
     messages: AtomicU64,
-    /// Wakes the waits on the end ([`wait_above`]) whenever it rises: an acknowledgment or
-    /// another caller's read or state request need not wait for the wait's next poll.
+    /// Wakes the waits on the end ([`wait_above`]) whenever it rises: an acknowledgment,
+    /// the watch, or another caller's read or state request need not wait for a poll.
     end_raised: tokio::sync::Notify,
+    /// Whether the partition's watch ([`watch`]) delivers: the end then rises with every
+    /// message stored, and waits do not poll.
+    watched: AtomicBool,
+    /// When a wait of a watched partition last asked the leader's state.
+    asked: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Observed {
@@ -90,6 +112,29 @@ impl Observed {
 
     fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
+    }
+
+    /// When a wait asks the leader's state next: now without a watch; while watched, once
+    /// [`WATCHED_POLL`] passed since any wait last asked.
+    fn next_ask(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        if !self.watched.load(Ordering::Acquire) {
+            return now;
+        }
+        let asked = *self.asked.lock().unwrap_or_else(PoisonError::into_inner);
+        asked.map_or(now, |at| at + WATCHED_POLL)
+    }
+
+    /// Whether a wait asks the leader's state now (and if so, notes that it does).
+    fn ask_now(&self, now: tokio::time::Instant) -> bool {
+        if !self.watched.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut asked = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
+        if asked.is_some_and(|at| now < at + WATCHED_POLL) {
+            return false;
+        }
+        *asked = Some(now);
+        true
     }
 }
 
@@ -146,6 +191,16 @@ pub(crate) struct JsPartition {
     retry: Duration,
     /// The order conditioned appends are sent in.
     order: SendOrder,
+    /// The watch task, once a wait started it ([`JsPartition::watch`]); aborted on drop.
+    watch: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for JsPartition {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.get() {
+            watch.abort();
+        }
+    }
 }
 
 impl JsPartition {
@@ -167,7 +222,21 @@ impl JsPartition {
             closed,
             retry,
             order: SendOrder::default(),
+            watch: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Starts the partition's watch unless it runs: called by the waits on the end, so only
+    /// a partition someone waits on is watched.
+    fn watch(&self) {
+        self.watch.get_or_init(|| {
+            let task = watch(
+                self.inner.clone(),
+                self.observed.clone(),
+                self.closed.clone(),
+            );
+            self.runtime.spawn(task).abort_handle()
+        });
     }
 
     fn is_closed(&self) -> bool {
@@ -428,12 +497,50 @@ fn condition_end(condition: AppendCondition) -> u64 {
     }
 }
 
+/// Keeps `observed`'s end at the partition's stored end without polling: each message
+/// the watch delivers raises it (waking the waits). An error ends that watch (waits poll
+/// meanwhile); a new one starts after [`WATCH_RETRY`], until the partition closes or the
+/// task is aborted (its handle dropped).
+async fn watch(inner: JetStreamPartition, observed: Arc<Observed>, closed: Arc<AtomicBool>) {
+    use futures_util::StreamExt as _;
+    let mut failing = false;
+    while !closed.load(Ordering::Acquire) {
+        match inner.watch_end().await {
+            Ok(mut sequences) => {
+                observed.watched.store(true, Ordering::Release);
+                failing = false;
+                while let Some(delivered) = sequences.next().await {
+                    match delivered.map(offset::end_offset) {
+                        Ok(Some(end)) => observed.saw_end(end),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::debug!(stream = inner.stream_name(), error = %e, "the watch of a partition's end stopped; waits poll until it is back");
+                            break;
+                        }
+                    }
+                }
+                observed.watched.store(false, Ordering::Release);
+                // The waits look again now that they poll.
+                observed.end_raised.notify_waiters();
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::debug!(stream = inner.stream_name(), error = %e, "cannot watch a partition's end; waits poll");
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(WATCH_RETRY).await;
+    }
+}
+
 /// Waits until the leader's end offset exceeds `above`, the partition closes, or `timeout`
-/// (if any) passes; returns the end offset last observed. Polls the leader's state (every
-/// 2 ms, backing off to [`WAIT_POLL_MAX`]), and wakes at once when this handle observes a
-/// higher end otherwise (an acknowledgment, a read). Errors are retried: a wait only reports
-/// what it saw. Each look is bounded by the wait's own deadline (the first one by at least
-/// [`WAIT_FIRST_LOOK_MIN`]): a leader that answers nothing does not hold it longer.
+/// (if any) passes; returns the end offset last observed. Wakes when this handle observes a
+/// higher end (the watch, an acknowledgment, a read); asks the leader's state every
+/// [`WATCHED_POLL`] while the partition is watched, else every 2 ms, backing off to
+/// [`WAIT_POLL_MAX`]. Errors are retried: a wait only reports what it saw. Each look is
+/// bounded by the wait's own deadline (the first one by at least [`WAIT_FIRST_LOOK_MIN`]):
+/// a leader that answers nothing does not hold it longer.
 async fn wait_above(
     inner: JetStreamPartition,
     observed: Arc<Observed>,
@@ -460,6 +567,7 @@ async fn wait_above(
         .min(default);
         first_look = false;
         if observed.end() <= above
+            && observed.ask_now(tokio::time::Instant::now())
             && let Ok(state) = inner.state_until(poll_deadline).await
         {
             observed.saw_state(&state);
@@ -469,7 +577,8 @@ async fn wait_above(
         if end > above || closed.load(Ordering::Acquire) || deadline.is_some_and(|d| now >= d) {
             return end;
         }
-        let wake = deadline.map_or(now + pause, |d| (now + pause).min(d));
+        let next = observed.next_ask(now).max(now + pause);
+        let wake = deadline.map_or(next, |d| next.min(d));
         tokio::select! {
             () = tokio::time::sleep_until(wake) => pause = (pause * 2).min(WAIT_POLL_MAX),
             () = raised => {}
@@ -598,6 +707,7 @@ impl LogPartition for JsPartition {
         if end > above || self.is_closed() {
             return end;
         }
+        self.watch();
         let wait = wait_above(
             self.inner.clone(),
             self.observed.clone(),
@@ -615,6 +725,7 @@ impl LogPartition for JsPartition {
         if end > above || self.is_closed() {
             return EndOffsetAbove::boxed(std::future::ready(end));
         }
+        self.watch();
         let wait = wait_above(
             self.inner.clone(),
             self.observed.clone(),

@@ -203,7 +203,13 @@ pub async fn begin(
     if body.read_only == Some(true) {
         options = options.read_only();
     }
-    let txn = opened.txns()?.begin(options)?;
+    let store = opened.txns()?;
+    let txn = if store.options().elected && store.leading().is_none() {
+        // A follower's begin waits for its thread to apply what the node has seen since.
+        blocking(move || store.begin(options)).await??
+    } else {
+        store.begin(options)?
+    };
     let snapshot = txn.snapshot();
     // Early lock release: the snapshot may count commits not yet durable, which a crash
     // would undo (and their offsets go to other commits). The answer waits until they are
