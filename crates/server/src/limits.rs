@@ -200,8 +200,9 @@ pub const GROUP_SESSION_TIMEOUT_MS_MIN: u64 = 500;
 pub const GROUP_SESSION_TIMEOUT_MS_MAX: u64 = 300_000;
 /// See [`GROUP_SESSION_TIMEOUT_MS_MIN`].
 pub const GROUP_SESSION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
-/// How often the coordinator looks for members whose session timed out, and a cluster
-/// node that does not coordinate reads the new records of `_groups`, ms.
+/// How often the coordinator looks for members whose session timed out, and the longest a
+/// cluster node that does not coordinate waits for `_groups` to grow before it looks again
+/// whether it coordinates now, ms.
 pub const GROUP_EXPIRY_CHECK_MS: u64 = 100;
 
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);

@@ -33,7 +33,8 @@
 //! 0019).
 //!
 //! ```text
-//!  follower ── catch_up every 100 ms (read `_groups` from its end, apply)
+//!  follower ── waits (≤ 100 ms) for the end of `_groups` to pass its state's, then reads
+//!     │        the new records and applies them (an idle follower makes no request)
 //!     │ lead(token): catch up, epoch record under the expected end, every member's
 //!     ▼              session restarts (heartbeats went to the old coordinator)
 //!  writer  ── records under the expected end; expiry
@@ -108,6 +109,17 @@ pub enum GroupsError {
         /// Why.
         why: String,
     },
+}
+
+/// What the background thread does after a step.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    /// Sleeps [`limits::GROUP_EXPIRY_CHECK_MS`] (the writer's expiry period; after a failed
+    /// read, the pause before the next).
+    Pause,
+    /// Waits, at most as long, until `_groups` ends past this offset (a follower's state's
+    /// end): woken by the log, not by polling it.
+    WaitAbove(u64),
 }
 
 /// A record of `_groups` that is no group change: a new coordinator's epoch (cluster mode).
@@ -192,13 +204,22 @@ impl Groups {
         let thread = std::thread::Builder::new()
             .name("logbook-groups".into())
             .spawn(move || {
+                let pause = Duration::from_millis(limits::GROUP_EXPIRY_CHECK_MS);
                 while let Some(groups) = weak.upgrade() {
                     if groups.stop.load(Ordering::Acquire) {
                         return;
                     }
-                    groups.tick();
+                    let next = groups.tick();
+                    // Waits without keeping the groups alive.
+                    let stream = groups.stream.clone();
                     drop(groups);
-                    std::thread::sleep(Duration::from_millis(limits::GROUP_EXPIRY_CHECK_MS));
+                    match next {
+                        Next::Pause => std::thread::sleep(pause),
+                        Next::WaitAbove(end) => match stream.partition(0) {
+                            Ok(part) => drop(part.wait_end_offset_above(end, pause)),
+                            Err(_) => std::thread::sleep(pause),
+                        },
+                    }
                 }
             })
             .map_err(|e| LogError::Backend {
@@ -209,12 +230,21 @@ impl Groups {
         Ok(groups)
     }
 
-    /// The background step: the writer expires silent members, a follower catches up.
-    fn tick(&self) {
-        if self.lock().writer.is_some() {
+    /// The background step: the writer expires silent members, a follower applies the
+    /// records this node has seen stored. Says what the thread does before the next step.
+    fn tick(&self) -> Next {
+        let mut inner = self.lock();
+        if inner.writer.is_some() {
+            drop(inner);
             self.expire();
-        } else if let Err(e) = self.catch_up() {
-            tracing::warn!(error = %e, "following _groups; retrying");
+            return Next::Pause;
+        }
+        match self.stream.partition(0).and_then(|p| apply_observed(p, &mut inner)) {
+            Ok(()) => Next::WaitAbove(inner.end),
+            Err(e) => {
+                tracing::warn!(error = %e, "following _groups; retrying");
+                Next::Pause
+            }
         }
     }
 
@@ -907,17 +937,34 @@ fn lag(part: &dyn LogPartition, from: u64, end: u64) -> u64 {
 /// follower's handle learns the end by reading).
 fn catch_up(stream: &dyn LogStream, inner: &mut Inner) -> Result<(), LogError> {
     let part = stream.partition(0)?;
-    let span = part.batch_offset_span();
-    loop {
-        let records = part.read(inner.end, REPLAY_RECORDS, REPLAY_BYTES)?;
-        let Some(last) = records.last() else {
-            return Ok(());
-        };
-        inner.end = end_after(last.offset, span);
-        for r in &records {
-            apply_stored(inner, r.offset, &r.value);
+    while apply_next(part, inner)? {}
+    Ok(())
+}
+
+/// A follower's step: applies the records of `_groups` that this node has seen stored
+/// beyond its state (its observed end: on JetStream raised by the partition's watch), and
+/// reads nothing when there are none — an idle follower asks the log for nothing.
+fn apply_observed(part: &dyn LogPartition, inner: &mut Inner) -> Result<(), LogError> {
+    while inner.end < part.end_offset() {
+        if !apply_next(part, inner)? {
+            break;
         }
     }
+    Ok(())
+}
+
+/// Reads the records of `_groups` from this node's end on (one read) and applies them;
+/// false when there were none.
+fn apply_next(part: &dyn LogPartition, inner: &mut Inner) -> Result<bool, LogError> {
+    let records = part.read(inner.end, REPLAY_RECORDS, REPLAY_BYTES)?;
+    let Some(last) = records.last() else {
+        return Ok(false);
+    };
+    inner.end = end_after(last.offset, part.batch_offset_span());
+    for r in &records {
+        apply_stored(inner, r.offset, &r.value);
+    }
+    Ok(true)
 }
 
 /// Applies one stored record of `_groups`: an epoch, or a group change.
