@@ -199,6 +199,8 @@ struct Displaced {
     log_b: JetStreamBackend,
     /// The deposed leader, after both commits settled.
     a: Arc<TxnStore>,
+    /// The leader whose epoch took c-1's position (c-2 stands after it).
+    b: Arc<TxnStore>,
     /// A's table end before c-1 (c-0 is the last commit in its chain).
     first: u64,
     c1: Result<CommitOutcome, TxnError>,
@@ -228,7 +230,7 @@ fn displace_two_commits(rt: &tokio::runtime::Runtime) -> Displaced {
     proxy.hold();
     let held_from = proxy.sent_len();
     let settled = std::sync::atomic::AtomicBool::new(false);
-    let (c1, c2, seen_in_flight) = std::thread::scope(|s| {
+    let (b, c1, c2, seen_in_flight) = std::thread::scope(|s| {
         // A reader at A while the commits are in flight: none of it may show them.
         let reader = s.spawn(|| {
             let mut seen = Vec::new();
@@ -261,13 +263,14 @@ fn displace_two_commits(rt: &tokio::runtime::Runtime) -> Displaced {
         proxy.release();
         let (c1, c2) = (c1.join().unwrap(), c2.join().unwrap());
         settled.store(true, std::sync::atomic::Ordering::Release);
-        (c1, c2, reader.join().unwrap())
+        (b, c1, c2, reader.join().unwrap())
     });
     Displaced {
         _engines: engines,
         _proxy: proxy,
         log_b,
         a,
+        b,
         first,
         c1,
         c2,
@@ -371,6 +374,52 @@ fn a_deposed_leaders_reads_never_show_a_displaced_commit() {
         seen_in_flight.is_empty(),
         "a reader at A saw {seen_in_flight:?} while the commits were in flight"
     );
+}
+
+/// A commit stored out of the deposed leader's chain breaks the new leader's chain too: c-2
+/// stands where B's first commit should go, and replay skips every commit of B's epoch after
+/// it (each would follow a displaced record). So B's next commit, expecting the end c-2
+/// took, is refused at storage: B is fenced, certifies nothing more, and steps down (its
+/// election task resigns and campaigns again). The next leader's epoch follows c-2, and its
+/// commits count. Keeping B leading would need a token newer than its own for the records
+/// after c-2, which only a new election gives (decision 0014, "a displaced record").
+#[test]
+fn a_displaced_commit_fences_the_new_leader_and_the_next_leader_commits() {
+    let rt = runtime();
+    let Displaced {
+        _engines,
+        _proxy,
+        log_b,
+        b,
+        ..
+    } = displace_two_commits(&rt);
+    let refused = commit(&b, "b-1", "kb");
+    assert!(
+        matches!(refused, Err(TxnError::Fenced { epoch: 2, .. })),
+        "B's first commit after c-2: {refused:?}"
+    );
+    assert!(b.is_poisoned(), "B certifies nothing more until reopened");
+    let again = commit(&b, "b-2", "kb");
+    assert!(again.is_err(), "B's next commit: {again:?}");
+
+    let c = TxnStore::open(&log_b, elected()).unwrap();
+    c.lead(3, "c").unwrap();
+    let committed = commit(&c, "c-3", "kc").unwrap();
+    let order = commit_stream(&log_b);
+    assert_eq!(
+        order[order.len() - 4..],
+        ["E2", "c1:c-2", "E3", "c3:c-3"].map(String::from),
+        "nothing of B's after its epoch; C's epoch follows c-2: {order:?}"
+    );
+    let replayed = TxnStore::open(&log_b, elected()).unwrap();
+    assert_eq!(
+        replayed.get(b"kc").unwrap().and_then(|v| v.version),
+        committed.offset,
+        "C's commit counts"
+    );
+    for key in ["k1", "k2", "kb"] {
+        assert!(replayed.get(key.as_bytes()).unwrap().is_none(), "{key}");
+    }
 }
 
 /// A leader's wait for durability (`TxnStore::durable_reached`, what `POST /v1/txns` waits on
