@@ -125,7 +125,9 @@ impl LogStream for CountingStream {
 impl CountingPartition {
     fn inner(&self) -> &dyn LogPartition {
         // Checked when the stream handed this partition out.
-        self.stream.partition(self.id).expect("an existing partition")
+        self.stream
+            .partition(self.id)
+            .expect("an existing partition")
     }
 }
 
@@ -179,7 +181,9 @@ fn join(groups: &Groups, member: &str) {
         // Longer than the test: no member expires while it runs.
         session_timeout_ms: Some(300_000),
     };
-    groups.join("g", &body).expect("the coordinator accepts a join");
+    groups
+        .join("g", &body)
+        .expect("the coordinator accepts a join");
 }
 
 /// Waits (bounded) until the follower's state holds `members` in group g.
@@ -225,12 +229,18 @@ fn an_idle_groups_follower_reads_nothing_and_a_new_record_wakes_it() {
     let before = reads.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(1));
     let idle = reads.load(Ordering::SeqCst) - before;
-    assert_eq!(idle, 0, "the idle follower read _groups {idle} times in 1 s");
+    assert_eq!(
+        idle, 0,
+        "the idle follower read _groups {idle} times in 1 s"
+    );
 
     // A record the coordinator appends wakes the follower, which reads and applies it.
     join(&coordinator, "m2");
     wait_members(&follower, 2);
-    assert!(reads.load(Ordering::SeqCst) > before, "the follower read m2's join");
+    assert!(
+        reads.load(Ordering::SeqCst) > before,
+        "the follower read m2's join"
+    );
 
     follower.close();
     coordinator.close();

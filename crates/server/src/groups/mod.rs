@@ -239,7 +239,11 @@ impl Groups {
             self.expire();
             return Next::Pause;
         }
-        match self.stream.partition(0).and_then(|p| apply_observed(p, &mut inner)) {
+        match self
+            .stream
+            .partition(0)
+            .and_then(|p| apply_observed(p, &mut inner))
+        {
             Ok(()) => Next::WaitAbove(inner.end),
             Err(e) => {
                 tracing::warn!(error = %e, "following _groups; retrying");
