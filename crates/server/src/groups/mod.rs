@@ -216,7 +216,9 @@ impl Groups {
                     match next {
                         Next::Pause => std::thread::sleep(pause),
                         Next::WaitAbove(end) => match stream.partition(0) {
-                            Ok(part) => drop(part.wait_end_offset_above(end, pause)),
+                            Ok(part) => {
+                                part.wait_end_offset_above(end, pause);
+                            }
                             Err(_) => std::thread::sleep(pause),
                         },
                     }
