@@ -633,7 +633,7 @@ impl TxnStore {
 
     /// Commits durable in the commit stream: positions `0..durable_end()`. On a cluster
     /// leader, its chain's settled prefix: storage may acknowledge a record of its chain
-    /// that stands after another writer's record (see [`Link`]) — stored, yet never
+    /// that stands after another writer's record (see `Link`) — stored, yet never
     /// committed — so the end of the stream says nothing of the records below it there.
     pub fn durable_end(&self) -> u64 {
         self.chain_end()
