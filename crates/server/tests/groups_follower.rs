@@ -192,6 +192,7 @@ fn wait_members(follower: &Groups, members: usize) {
     loop {
         let seen = follower
             .list()
+            .expect("the follower lists its groups")
             .iter()
             .find(|g| g.group == "g")
             .map_or(0, |g| g.members.len());
