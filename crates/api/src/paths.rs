@@ -141,6 +141,13 @@ pub mod route {
         "/v1/schema-registry/compatibility/subjects/{subject}/versions";
     /// `GET`: the registry's mode (always `READWRITE`).
     pub const SR_MODE: &str = "/v1/schema-registry/mode";
+
+    /// Not a route: the prefix of every route of API v1 (all but [`METRICS`] and
+    /// [`OPENAPI`]).
+    pub const V1_PREFIX: &str = "/v1/";
+    /// Not a route: the prefix of every route of one interactive transaction (its handle
+    /// is `{txn}`; [`TXN_KV`], [`TXN_KEY`], [`TXN_COMMIT`], …).
+    pub const TXN_PREFIX: &str = "/v1/txns/{txn}";
 }
 
 /// What is escaped in a path segment or a query value: everything but RFC 3986's

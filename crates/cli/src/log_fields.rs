@@ -163,7 +163,7 @@ mod tests {
         let span = tracing::info_span!(
             "request",
             method = %"GET",
-            route = %"/v1/views/{view}/rows/{key}",
+            route = %logbook_api::paths::route::VIEW_ROW,
             request_id = Some(tracing::field::display("req-1")),
             traceparent = None::<tracing::field::DisplayValue<&str>>,
         );

@@ -413,8 +413,9 @@ fn steps(
             Err(e) if is_problem(&e, ProblemCode::ViewExists) => {
                 return Err(e.context(format!(
                     "the view {view:?} exists with another spec; drop it \
-                     (curl -X DELETE {}/v1/views/{view}) or run the quickstart with --fresh",
-                    client.base()
+                     (curl -X DELETE {}{}) or run the quickstart with --fresh",
+                    client.base(),
+                    paths::view(view)
                 )));
             }
             Err(e) => return Err(e.context(format!("creating the view {view:?}"))),
@@ -889,7 +890,10 @@ fn print_report(r: &QuickstartReport, args: &QuickstartArgs) -> anyhow::Result<(
         "  curl -s {b} {base}{} | grep logbook_   # latency histograms per operation",
         paths::metrics()
     );
-    outln!("  curl -s {base}/openapi.json              # every route");
+    outln!(
+        "  curl -s {base}{}              # every route",
+        paths::route::OPENAPI
+    );
     // The CLI is a client of the same API; --server only when it is not the default.
     let server = if base == "http://127.0.0.1:7700" {
         String::new()

@@ -26,11 +26,12 @@ use crate::config::AuthMode;
 use crate::error::{ApiError, ErrorCode, ProblemCode};
 use crate::head::Tracker;
 use crate::limits;
+use logbook_api::paths::route;
 use crate::state::AppState;
 
 /// Routes that answer even when the server is saturated (probes and scrapes), and the only
 /// ones a probe connection serves.
-pub(crate) const UNLIMITED_ROUTES: &[&str] = &["/v1/health", "/metrics"];
+pub(crate) const UNLIMITED_ROUTES: &[&str] = &[route::HEALTH, route::METRICS];
 
 /// The edge middleware (see the module docs).
 pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -163,7 +164,7 @@ fn refuse_head(
     if declared.is_some_and(|n| n > limits::BODY_BYTES_MAX as u64) {
         return Some(ApiError::payload_too_large().into_response());
     }
-    let browser = if route == "/v1/health" {
+    let browser = if route == route::HEALTH {
         Ok(())
     } else {
         crate::browser::check_host(head.host, state.allowed_hosts())
@@ -398,7 +399,7 @@ fn is_identity(value: &HeaderValue) -> bool {
 /// principal's request on it is answered 404 `unknown_transaction`, as for a handle that
 /// never existed — neither its reads, its `incremented` values nor its existence leak.
 fn check_principal(state: &AppState, route: &str, req: &Request) -> Result<(), ApiError> {
-    if !route.starts_with("/v1/txns/{txn}") {
+    if !route.starts_with(route::TXN_PREFIX) {
         return Ok(());
     }
     let Some(principal) = req.extensions().get::<Arc<crate::auth::Principal>>() else {
@@ -426,8 +427,8 @@ fn check_principal(state: &AppState, route: &str, req: &Request) -> Result<(), A
 fn check_clock(state: &AppState, route: &str, method: &axum::http::Method) -> Result<(), ApiError> {
     let read = *method == axum::http::Method::GET
         || *method == axum::http::Method::HEAD
-        || route == logbook_api::paths::route::KV_READ;
-    if read || !route.starts_with("/v1/") || route == logbook_api::paths::route::HEALTH {
+        || route == route::KV_READ;
+    if read || !route.starts_with(route::V1_PREFIX) || route == route::HEALTH {
         return Ok(());
     }
     match state.clock_fault() {
@@ -455,7 +456,7 @@ pub(crate) async fn check_owner(
     let Some(me) = state.txns().node() else {
         return Ok(());
     };
-    if !route.starts_with("/v1/txns/{txn}") {
+    if !route.starts_with(route::TXN_PREFIX) {
         return Ok(());
     }
     // `/v1/txns/<handle>/...`: handles need no percent-encoding.

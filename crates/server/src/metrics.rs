@@ -359,7 +359,7 @@ mod tests {
     fn every_metric_registers_and_renders() {
         let m = super::Metrics::new();
         m.http_duration
-            .with_label_values(&["GET", "/v1/health"])
+            .with_label_values(&["GET", logbook_api::paths::route::HEALTH])
             .observe(0.001);
         m.aborts.with_label_values(&["idle_timeout"]).inc();
         let text = m.render();

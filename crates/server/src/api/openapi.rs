@@ -15,6 +15,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder, Schema};
 
 use crate::error::{PROBLEM_JSON, ProblemCode};
+use logbook_api::paths::route;
 
 /// What decides which shared answers a route gives.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +46,7 @@ impl Route<'_> {
         !crate::edge::UNLIMITED_ROUTES.contains(&self.path)
     }
     fn host_checked(&self) -> bool {
-        self.path != logbook_api::paths::route::HEALTH
+        self.path != route::HEALTH
     }
     fn has_path_params(&self) -> bool {
         self.path.contains('{')
@@ -59,23 +60,23 @@ impl Route<'_> {
     }
     /// A step of an interactive transaction: its handle is looked up first.
     fn in_txn(&self) -> bool {
-        self.path.starts_with("/v1/txns/{txn}")
+        self.path.starts_with(route::TXN_PREFIX)
     }
     fn groups(&self) -> bool {
-        self.path.starts_with("/v1/groups")
+        self.path.starts_with(route::GROUPS)
     }
 }
 
 /// Routes whose handlers read or write the log.
 const DATA_PREFIXES: &[&str] = &[
-    "/v1/streams",
-    "/v1/views",
-    "/v1/kv",
-    "/v1/txns",
-    "/v1/commits",
-    "/v1/groups",
-    "/v1/tokens",
-    "/v1/schema-registry",
+    route::STREAMS,
+    route::VIEWS,
+    route::KV,
+    route::TXNS,
+    route::COMMITS,
+    route::GROUPS,
+    route::TOKENS,
+    route::SCHEMA_REGISTRY,
 ];
 
 /// The shared answers of `route`: (status, codes).
@@ -289,21 +290,21 @@ mod tests {
             s
         };
         assert_eq!(
-            statuses("/v1/health", false),
+            statuses(route::HEALTH, false),
             [400, 413, 414, 415, 429, 431, 500, 503]
         );
         assert_eq!(
-            statuses("/v1/streams/{stream}", true),
+            statuses(route::STREAM, true),
             [
                 400, 401, 403, 408, 413, 414, 415, 421, 429, 431, 500, 502, 503
             ]
         );
         assert!(
-            !statuses("/v1/cluster", false).contains(&403),
+            !statuses(route::CLUSTER, false).contains(&403),
             "any principal"
         );
         let bad = shared(Route {
-            path: "/v1/streams/{stream}/records",
+            path: route::RECORDS,
             method: &axum::http::Method::POST,
             body: true,
         });

@@ -23,11 +23,12 @@ use axum::http::{HeaderMap, Method, Uri, header};
 use base64::Engine;
 
 use crate::error::{ApiError, ProblemCode};
+use logbook_api::paths::route;
 use scope::{Action, Kind, Need};
 pub use tokens::{Principal, Tokens};
 
 /// Routes that answer without credentials: probes and the API's description.
-pub const OPEN_ROUTES: &[&str] = &["/v1/health", "/openapi.json"];
+pub const OPEN_ROUTES: &[&str] = &[route::HEALTH, route::OPENAPI];
 
 /// The `WWW-Authenticate` challenge of a 401.
 pub const CHALLENGE: &str = "Bearer realm=\"logbook\", Basic realm=\"logbook\"";
@@ -195,24 +196,24 @@ pub fn declared_needs(
     let read_or = |write: Action| if *method == Method::GET { Read } else { write };
     let name = |kind, action, p: &str| Need::Name(kind, action, param(p));
     Some(match route {
-        "/metrics" => vec![Need::MetricsRead],
-        "/v1/tokens" | "/v1/tokens/{id}" => vec![Need::Admin],
+        route::METRICS => vec![Need::MetricsRead],
+        route::TOKENS | route::TOKEN => vec![Need::Admin],
         // Findings name files and byte offsets of the node's disk: a scope of their own.
-        "/v1/audit" => vec![Need::AuditRead],
+        route::AUDIT => vec![Need::AuditRead],
         // Creating one also needs the streams it reads and appends to (`check_spec_streams`,
         // in the handler, once the spec is parsed).
-        "/v1/derived-streams" => vec![Need::All(DerivedStreams, Manage)],
-        "/v1/derived-streams/{name}" => vec![name(DerivedStreams, Manage, "name")],
-        "/v1/data-subjects/{id}" => vec![Need::DataSubjectsErase],
+        route::DERIVED_STREAMS => vec![Need::All(DerivedStreams, Manage)],
+        route::DERIVED_STREAM => vec![name(DerivedStreams, Manage, "name")],
+        route::DATA_SUBJECT => vec![Need::DataSubjectsErase],
         // Reads every stream declaring personal data, decrypted.
-        "/v1/data-subjects/{id}/export" => vec![Need::DataSubjectsExport],
-        "/v1/streams" => vec![Need::All(Streams, Read)],
-        "/v1/streams/{stream}" => vec![name(Streams, read_or(Manage), "stream")],
-        "/v1/streams/{stream}/retention" => vec![name(Streams, Manage, "stream")],
-        "/v1/streams/{stream}/records" => vec![name(Streams, read_or(Append), "stream")],
-        "/v1/streams/{stream}/offsets" => vec![name(Streams, Read, "stream")],
+        route::DATA_SUBJECT_EXPORT => vec![Need::DataSubjectsExport],
+        route::STREAMS => vec![Need::All(Streams, Read)],
+        route::STREAM => vec![name(Streams, read_or(Manage), "stream")],
+        route::STREAM_RETENTION => vec![name(Streams, Manage, "stream")],
+        route::RECORDS => vec![name(Streams, read_or(Append), "stream")],
+        route::STREAM_OFFSETS => vec![name(Streams, Read, "stream")],
         // Starting from a group's commits also reads the group.
-        "/v1/streams/{stream}/records/events" => {
+        route::RECORD_EVENTS => {
             let mut needs = vec![name(Streams, Read, "stream")];
             needs.extend(query_value(uri, "from").and_then(|from| {
                 let group = from.strip_prefix("group:")?;
@@ -220,60 +221,60 @@ pub fn declared_needs(
             }));
             needs
         }
-        "/v1/txns" | "/v1/txns/{txn}/commit" | "/v1/txns/{txn}/abort" => vec![Need::AnyOf(Kv)],
-        "/v1/txns/{txn}/kv" | "/v1/kv" => vec![scan_need(Kv, uri)],
-        "/v1/txns/{txn}/kv/{key}" | "/v1/kv/{key}" => vec![name(Kv, read_or(Write), "key")],
-        "/v1/txns/{txn}/kv/" | "/v1/kv/" => vec![Need::Name(Kv, read_or(Write), String::new())],
+        route::TXNS | route::TXN_COMMIT | route::TXN_ABORT => vec![Need::AnyOf(Kv)],
+        route::TXN_KV | route::KV => vec![scan_need(Kv, uri)],
+        route::TXN_KEY | route::KV_KEY => vec![name(Kv, read_or(Write), "key")],
+        route::TXN_EMPTY_KEY | route::KV_EMPTY_KEY => vec![Need::Name(Kv, read_or(Write), String::new())],
         // An increment's result is in the commit's answer: it reads the key too.
-        "/v1/txns/{txn}/kv/{key}/increment" => {
+        route::TXN_INCREMENT => {
             vec![name(Kv, Write, "key"), reveals_state(&param("key"))]
         }
-        "/v1/kv/read" if *method == Method::GET => vec![Need::Name(Kv, Read, "read".into())],
+        route::KV_READ if *method == Method::GET => vec![Need::Name(Kv, Read, "read".into())],
         // Any kv scope here; the handler checks each key and range of the body
         // (`authorize_body`) once it is parsed.
-        "/v1/kv/read" | "/v1/commits" => vec![Need::AnyOf(Kv)],
-        "/v1/views" => vec![Need::All(Views, Read)],
-        "/v1/views/{view}" => vec![name(Views, read_or(Manage), "view")],
-        "/v1/views/{view}/rows" | "/v1/views/{view}/rows/{key}" | "/v1/views/{view}/rows/" => {
+        route::KV_READ | route::COMMITS => vec![Need::AnyOf(Kv)],
+        route::VIEWS => vec![Need::All(Views, Read)],
+        route::VIEW => vec![name(Views, read_or(Manage), "view")],
+        route::VIEW_ROWS | route::VIEW_ROW | route::VIEW_EMPTY_KEY_ROW => {
             vec![name(Views, Read, "view")]
         }
-        "/v1/views/{view}/rebuild" | "/v1/views/{view}/switch" => vec![name(Views, Manage, "view")],
-        "/v1/groups" => vec![Need::All(Groups, Read)],
+        route::VIEW_REBUILD | route::VIEW_SWITCH => vec![name(Views, Manage, "view")],
+        route::GROUPS => vec![Need::All(Groups, Read)],
         // DELETE deletes the group (the handler also checks streams:read on its stream).
-        "/v1/groups/{group}" => vec![name(Groups, read_or(Manage), "group")],
-        "/v1/groups/{group}/members"
-        | "/v1/groups/{group}/members/{member}"
-        | "/v1/groups/{group}/members/{member}/heartbeat"
-        | "/v1/groups/{group}/members/{member}/commit" => vec![name(Groups, Consume, "group")],
-        "/v1/groups/{group}/reset" => vec![name(Groups, Manage, "group")],
-        "/v1/schema-registry/subjects" => vec![Need::All(Schemas, Read)],
-        "/v1/schema-registry/subjects/{subject}" => {
+        route::GROUP => vec![name(Groups, read_or(Manage), "group")],
+        route::GROUP_MEMBERS
+        | route::GROUP_MEMBER
+        | route::GROUP_HEARTBEAT
+        | route::GROUP_COMMIT => vec![name(Groups, Consume, "group")],
+        route::GROUP_RESET => vec![name(Groups, Manage, "group")],
+        route::SR_SUBJECTS => vec![Need::All(Schemas, Read)],
+        route::SR_SUBJECT => {
             // POST looks a schema up; DELETE deletes the subject.
             let action = if *method == Method::POST { Read } else { Write };
             vec![name(Schemas, action, "subject")]
         }
-        "/v1/schema-registry/subjects/{subject}/versions"
-        | "/v1/schema-registry/subjects/{subject}/versions/{version}"
-        | "/v1/schema-registry/config/{subject}" => {
+        route::SR_VERSIONS
+        | route::SR_VERSION
+        | route::SR_SUBJECT_CONFIG => {
             vec![name(Schemas, read_or(Write), "subject")]
         }
-        "/v1/schema-registry/subjects/{subject}/versions/{version}/schema"
-        | "/v1/schema-registry/compatibility/subjects/{subject}/versions"
-        | "/v1/schema-registry/compatibility/subjects/{subject}/versions/{version}" => {
+        route::SR_VERSION_SCHEMA
+        | route::SR_COMPATIBILITY
+        | route::SR_COMPATIBILITY_VERSION => {
             vec![name(Schemas, Read, "subject")]
         }
         // The global level is every subject's.
-        "/v1/schema-registry/config" if *method != Method::GET => vec![Need::All(Schemas, Write)],
+        route::SR_CONFIG if *method != Method::GET => vec![Need::All(Schemas, Write)],
         // A schema by id belongs to the subjects using it: any schemas scope here, the
         // handler checks that one of those subjects is covered (`authorize_any`).
-        "/v1/schema-registry/config"
-        | "/v1/schema-registry/mode"
-        | "/v1/schema-registry/schemas/types"
-        | "/v1/schema-registry/schemas/ids/{id}"
-        | "/v1/schema-registry/schemas/ids/{id}/versions" => vec![Need::AnyOf(Schemas)],
+        route::SR_CONFIG
+        | route::SR_MODE
+        | route::SR_SCHEMA_TYPES
+        | route::SR_SCHEMA
+        | route::SR_SCHEMA_VERSIONS => vec![Need::AnyOf(Schemas)],
         // Any valid token: the node list, the limits and the caller's own quotas, and a
         // path no route matches (its 404).
-        "/v1/cluster" | "/v1/limits" | "unmatched" => vec![Need::Nothing],
+        route::CLUSTER | route::LIMITS | "unmatched" => vec![Need::Nothing],
         _ => return None,
     })
 }
@@ -474,16 +475,17 @@ mod tests {
 
     #[test]
     fn scans_need_their_prefix_or_their_range() {
-        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        // A kv scan's URI with `query`.
+        let uri = |query: &str| format!("{}{query}", route::KV).parse::<Uri>().unwrap();
         assert_eq!(
-            scan_need(Kind::Kv, &uri("/v1/kv?prefix=u%2F1&limit=3")),
+            scan_need(Kind::Kv, &uri("?prefix=u%2F1&limit=3")),
             Need::Prefix(Kind::Kv, Action::Read, "u/1".into())
         );
         // A page resumed within the prefix (the handler refuses a start outside it, and
         // an end beside it, before reading).
         for query in ["prefix=u&start=u%2F5", "prefix=u&end=v"] {
             assert_eq!(
-                scan_need(Kind::Kv, &uri(&format!("/v1/kv?{query}"))),
+                scan_need(Kind::Kv, &uri(&format!("?{query}"))),
                 Need::Prefix(Kind::Kv, Action::Read, "u".into())
             );
         }
@@ -494,9 +496,9 @@ mod tests {
             end: end.map(str::to_string),
         };
         assert_eq!(
-            scan_need(Kind::Kv, &uri("/v1/kv?start=u%2F1&end=u%2F2")),
+            scan_need(Kind::Kv, &uri("?start=u%2F1&end=u%2F2")),
             range("u/1", Some("u/2"))
         );
-        assert_eq!(scan_need(Kind::Kv, &uri("/v1/kv")), range("", None));
+        assert_eq!(scan_need(Kind::Kv, &uri("")), range("", None));
     }
 }

@@ -285,8 +285,8 @@ async fn run_phase(
             .map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n")),
         pad: padding(args.record_bytes),
         keys: args.keys,
-        stream: target.stream.clone(),
-        view: target.view.clone(),
+        records_path: paths::records(&target.stream),
+        row_path: paths::view_row(&target.view, ""),
         read_query: read_query.to_string(),
     });
     let mut tasks = Vec::with_capacity(connections);
@@ -385,8 +385,10 @@ struct RequestShape {
     auth: String,
     pad: String,
     keys: u64,
-    stream: String,
-    view: String,
+    /// The append's path (`paths::records`), built once: no per-request cost.
+    records_path: String,
+    /// A row's path without its key (`paths::view_row` with the empty key), built once.
+    row_path: String,
     /// Appended to a read's path: `?token=…` or empty.
     read_query: String,
 }
@@ -404,8 +406,8 @@ impl RequestShape {
                 );
                 write!(
                     buf,
-                    "POST /v1/streams/{}/records HTTP/1.1\r\nhost: {}\r\n{}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    self.stream,
+                    "POST {} HTTP/1.1\r\nhost: {}\r\n{}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    self.records_path,
                     self.host,
                     self.auth,
                     body.len()
@@ -413,8 +415,8 @@ impl RequestShape {
             }
             Op::Read => write!(
                 buf,
-                "GET /v1/views/{}/rows/k{key}{} HTTP/1.1\r\nhost: {}\r\n{}\r\n",
-                self.view, self.read_query, self.host, self.auth
+                "GET {}k{key}{} HTTP/1.1\r\nhost: {}\r\n{}\r\n",
+                self.row_path, self.read_query, self.host, self.auth
             ),
         };
     }
@@ -608,8 +610,8 @@ mod tests {
             auth: String::new(),
             pad: "xx".into(),
             keys: 10,
-            stream: STREAM.into(),
-            view: VIEW.into(),
+            records_path: paths::records(STREAM),
+            row_path: paths::view_row(VIEW, ""),
             read_query: String::new(),
         };
         let mut buf = Vec::new();
