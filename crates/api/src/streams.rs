@@ -447,3 +447,140 @@ pub struct RecordsOut {
     /// The offset to read from next.
     pub next: u64,
 }
+
+/// The kind of one event of the push tail (`GET /v1/streams/{stream}/records/events`, a
+/// `text/event-stream` of server-sent events): its `event:` line. Every event but the last
+/// is a [`EventKind::Record`]; the last one (there may be none: the connection can just
+/// close) says why the subscription ended, its data an [`EventEnd`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// One record: data a [`RecordOut`] on one line, id the [`EventCursor`] after it.
+    Record,
+    /// The client read too slowly and the server dropped the subscription: reconnect with
+    /// the last event's id as `Last-Event-ID` to resume where it was.
+    Dropped,
+    /// The subscription failed on the server (data: the problem document).
+    Error,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl EventKind {
+    /// The `event:` value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Record => "record",
+            EventKind::Dropped => "dropped",
+            EventKind::Error => "error",
+            EventKind::Shutdown => "shutdown",
+        }
+    }
+
+    /// The kind named by an `event:` value; `None` for any other (a client skips those).
+    pub fn parse(text: &str) -> Option<EventKind> {
+        [
+            EventKind::Record,
+            EventKind::Dropped,
+            EventKind::Error,
+            EventKind::Shutdown,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+}
+
+/// The data of a `dropped` or `shutdown` event (an `error` event carries the problem
+/// document, which has a `detail` too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventEnd {
+    /// Why, in a word for `dropped` (`slow_consumer`), a sentence for `shutdown`.
+    pub reason: String,
+    /// More, for a person (the queue's size and limits of a slow consumer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Where a push-tail subscription stands: per partition read, the offset of the next record
+/// to send. Its text form `P:O,...` (partitions ascending, e.g. `0:12,3:0`) is every
+/// event's id, the `Last-Event-ID` a client resumes with, and the `from` that starts a
+/// subscription at given offsets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventCursor(pub BTreeMap<u32, u64>);
+
+/// A text that is not an [`EventCursor`]: why, naming the part at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CursorError(pub String);
+
+impl std::fmt::Display for EventCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (p, o)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{p}:{o}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for EventCursor {
+    type Err = CursorError;
+
+    /// Parses `P:O,...` (empty items are skipped).
+    ///
+    /// # Errors
+    /// An item that is not `PARTITION:OFFSET` of a `u32` and a `u64`, a partition named
+    /// twice, or no partition at all.
+    fn from_str(text: &str) -> Result<EventCursor, CursorError> {
+        let mut cursor = BTreeMap::new();
+        for item in text.split(',').filter(|s| !s.is_empty()) {
+            let (p, o) = item
+                .split_once(':')
+                .ok_or_else(|| CursorError(format!("{item:?} is not PARTITION:OFFSET")))?;
+            let p: u32 = p
+                .parse()
+                .map_err(|e| CursorError(format!("partition {p:?}: {e}")))?;
+            let o: u64 = o
+                .parse()
+                .map_err(|e| CursorError(format!("offset {o:?}: {e}")))?;
+            if cursor.insert(p, o).is_some() {
+                return Err(CursorError(format!("partition {p} is named twice")));
+            }
+        }
+        if cursor.is_empty() {
+            return Err(CursorError("names no partition".into()));
+        }
+        Ok(EventCursor(cursor))
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_say_why() {
+        let cursor = EventCursor(BTreeMap::from([(0, 12), (3, 0)]));
+        assert_eq!(cursor.to_string(), "0:12,3:0");
+        assert_eq!("0:12,3:0".parse::<EventCursor>(), Ok(cursor));
+        for (bad, why) in [
+            ("", "names no partition"),
+            ("0:1,0:2", "named twice"),
+            ("x", "is not PARTITION:OFFSET"),
+            ("a:1", "partition"),
+            ("0:-1", "offset"),
+        ] {
+            let e = bad.parse::<EventCursor>().unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn event_kinds_are_named_as_on_the_wire() {
+        for kind in ["record", "dropped", "error", "shutdown"] {
+            assert_eq!(EventKind::parse(kind).map(EventKind::as_str), Some(kind));
+        }
+        assert_eq!(EventKind::parse("message"), None);
+    }
+}

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use http_body_util::BodyExt;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use logbook_api::streams::EventKind;
 
 /// Most bytes of one event (a record of up to 1 MiB, escaped as JSON, with room).
 const EVENT_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -19,7 +20,7 @@ const EVENT_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub struct Event {
     /// `id:` (the cursor after this event).
     pub id: Option<String>,
-    /// `event:` (`record`, `dropped`, `error`, `shutdown`).
+    /// `event:` (an [`EventKind`]'s name, or `message` when the block has none).
     pub kind: String,
     /// `data:` lines, joined by `\n`.
     pub data: String,
@@ -97,7 +98,7 @@ pub fn follow(
                 on_event(event)
             },
         ))?;
-        if ended != "dropped" {
+        if ended != EventKind::Dropped.as_str() {
             bail!("the server ended the event stream: {ended}");
         }
         eprintln!("# the server dropped this slow subscription; resuming where it was");
@@ -159,10 +160,10 @@ async fn subscribe(
             let Some(event) = parse_event(&block) else {
                 continue;
             };
-            match event.kind.as_str() {
-                "record" => {}
-                "dropped" => return Ok("dropped".into()),
-                other => return Ok(format!("{other} {}", event.data)),
+            match EventKind::parse(&event.kind) {
+                Some(EventKind::Record) => {}
+                Some(EventKind::Dropped) => return Ok(EventKind::Dropped.as_str().into()),
+                _ => return Ok(format!("{} {}", event.kind, event.data)),
             }
             on_event(&event)?;
         }

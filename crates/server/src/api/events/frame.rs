@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 
 use axum::body::Bytes;
+use logbook_api::streams::{EventCursor, EventKind};
 use logbook_log::StoredRecord;
 
 use crate::error::ApiError;
@@ -30,32 +31,17 @@ use super::super::streams::{Reveal, record_out};
 /// Per partition read, the offset of the next record to send.
 pub(super) type Cursor = BTreeMap<u32, u64>;
 
-/// `P:O,...`, the form of an event id and of `from`.
+/// `P:O,...`, the form of an event id and of `from` ([`EventCursor`]'s text).
 pub(super) fn format_cursor(cursor: &Cursor) -> String {
-    let parts: Vec<String> = cursor.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-    parts.join(",")
+    EventCursor(cursor.clone()).to_string()
 }
 
-/// Parses `P:O,...`; the error names `field`.
+/// Parses `P:O,...` ([`EventCursor`]); the error names `field`.
 pub(super) fn parse_cursor(text: &str, field: &str) -> Result<Cursor, ApiError> {
-    let bad = |why: String| ApiError::invalid(field, format!("{field} {text:?}: {why}"));
-    let mut cursor = Cursor::new();
-    for item in text.split(',').filter(|s| !s.is_empty()) {
-        let (p, o) = item
-            .split_once(':')
-            .ok_or_else(|| bad(format!("{item:?} is not PARTITION:OFFSET")))?;
-        let p: u32 = p
-            .parse()
-            .map_err(|e| bad(format!("partition {p:?}: {e}")))?;
-        let o: u64 = o.parse().map_err(|e| bad(format!("offset {o:?}: {e}")))?;
-        if cursor.insert(p, o).is_some() {
-            return Err(bad(format!("partition {p} is named twice")));
-        }
+    match text.parse::<EventCursor>() {
+        Ok(cursor) => Ok(cursor.0),
+        Err(why) => Err(ApiError::invalid(field, format!("{field} {text:?}: {why}"))),
     }
-    if cursor.is_empty() {
-        return Err(bad("names no partition".into()));
-    }
-    Ok(cursor)
 }
 
 /// Queued bytes: one or more whole events (or a comment), and how many.
@@ -66,10 +52,11 @@ pub(super) struct Chunk {
 }
 
 /// One event of `kind` with `data` (JSON on one line) and the id `cursor`.
-pub(super) fn event(cursor: &Cursor, kind: &str, data: &serde_json::Value) -> Chunk {
+pub(super) fn event(cursor: &Cursor, kind: EventKind, data: &serde_json::Value) -> Chunk {
     let text = format!(
-        "id: {}\nevent: {kind}\ndata: {data}\n\n",
-        format_cursor(cursor)
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        format_cursor(cursor),
+        kind.as_str()
     );
     Chunk {
         bytes: Bytes::from(text),
@@ -151,7 +138,9 @@ pub(super) fn frame(cursor: &Cursor, read: &Serialised) -> Chunk {
         // Writing to a Vec cannot fail.
         let _ = write!(out, "{p}:{next}");
         out.extend_from_slice(after.as_bytes());
-        out.extend_from_slice(b"\nevent: record\n");
+        out.extend_from_slice(b"\nevent: ");
+        out.extend_from_slice(EventKind::Record.as_str().as_bytes());
+        out.push(b'\n');
         out.extend_from_slice(read.lines.get(start..*end).unwrap_or_default());
         out.push(b'\n');
         start = *end;

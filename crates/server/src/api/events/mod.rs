@@ -56,8 +56,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Frame;
 use logbook_api::paths::route;
+use logbook_api::streams::{EventEnd, EventKind};
 use logbook_log::{LogError, LogStream};
-use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::error::{ApiError, Problem, ProblemCode};
@@ -446,10 +446,11 @@ impl Producer {
                 return End::Lifetime;
             }
             if self.state.phase() == Phase::ShuttingDown {
-                self.last(
-                    "shutdown",
-                    &json!({"reason": "the server is shutting down"}),
-                );
+                let why = EventEnd {
+                    reason: "the server is shutting down".into(),
+                    detail: None,
+                };
+                self.last(EventKind::Shutdown, &why);
                 return End::Shutdown;
             }
             match self.send_available().await {
@@ -498,7 +499,7 @@ impl Producer {
                     Ok(Ok(read)) => read,
                     Ok(Err(e)) => {
                         let problem = ApiError::from_log(e, |_| String::new()).problem();
-                        self.last("error", &serde_json::to_value(problem).unwrap_or_default());
+                        self.last(EventKind::Error, &problem);
                         return Err(End::Error);
                     }
                     Err(e) => {
@@ -567,18 +568,18 @@ impl Producer {
                 Ok(Ok(())) => {}
                 Ok(Err(end)) => return Err(end),
                 Err(_) => {
-                    let reason = json!({
-                        "reason": "slow_consumer",
-                        "detail": format!(
+                    let why = EventEnd {
+                        reason: "slow_consumer".into(),
+                        detail: Some(format!(
                             "the client took nothing for {} ms from a full queue ({} events, {} bytes; limits {} / {}); reconnect with Last-Event-ID to resume",
                             self.stall.as_millis(),
                             self.queued.events.load(Ordering::Acquire),
                             self.queued.bytes.load(Ordering::Acquire),
                             limits::SSE_QUEUE_EVENTS,
                             limits::SSE_QUEUE_BYTES_MAX
-                        ),
-                    });
-                    self.last("dropped", &reason);
+                        )),
+                    };
+                    self.last(EventKind::Dropped, &why);
                     return Err(End::SlowConsumer);
                 }
             }
@@ -588,8 +589,9 @@ impl Producer {
 
     /// Sends the subscription's last event (into the slot [`Self::push`] keeps free), with
     /// the cursor to resume from as its id.
-    fn last(&self, kind: &str, data: &serde_json::Value) {
-        let _ = self.send(frame::event(&self.cursor, kind, data));
+    fn last(&self, kind: EventKind, data: &impl serde::Serialize) {
+        let data = serde_json::to_value(data).unwrap_or_default();
+        let _ = self.send(frame::event(&self.cursor, kind, &data));
     }
 
     /// Puts `chunk` in the queue, counted; `Err` if the queue is full or the body gone.
