@@ -26,8 +26,8 @@ use crate::config::AuthMode;
 use crate::error::{ApiError, ErrorCode, ProblemCode};
 use crate::head::Tracker;
 use crate::limits;
-use logbook_api::paths::route;
 use crate::state::AppState;
+use logbook_api::paths::route;
 
 /// Routes that answer even when the server is saturated (probes and scrapes), and the only
 /// ones a probe connection serves.

@@ -224,7 +224,9 @@ pub fn declared_needs(
         route::TXNS | route::TXN_COMMIT | route::TXN_ABORT => vec![Need::AnyOf(Kv)],
         route::TXN_KV | route::KV => vec![scan_need(Kv, uri)],
         route::TXN_KEY | route::KV_KEY => vec![name(Kv, read_or(Write), "key")],
-        route::TXN_EMPTY_KEY | route::KV_EMPTY_KEY => vec![Need::Name(Kv, read_or(Write), String::new())],
+        route::TXN_EMPTY_KEY | route::KV_EMPTY_KEY => {
+            vec![Need::Name(Kv, read_or(Write), String::new())]
+        }
         // An increment's result is in the commit's answer: it reads the key too.
         route::TXN_INCREMENT => {
             vec![name(Kv, Write, "key"), reveals_state(&param("key"))]
@@ -253,14 +255,10 @@ pub fn declared_needs(
             let action = if *method == Method::POST { Read } else { Write };
             vec![name(Schemas, action, "subject")]
         }
-        route::SR_VERSIONS
-        | route::SR_VERSION
-        | route::SR_SUBJECT_CONFIG => {
+        route::SR_VERSIONS | route::SR_VERSION | route::SR_SUBJECT_CONFIG => {
             vec![name(Schemas, read_or(Write), "subject")]
         }
-        route::SR_VERSION_SCHEMA
-        | route::SR_COMPATIBILITY
-        | route::SR_COMPATIBILITY_VERSION => {
+        route::SR_VERSION_SCHEMA | route::SR_COMPATIBILITY | route::SR_COMPATIBILITY_VERSION => {
             vec![name(Schemas, Read, "subject")]
         }
         // The global level is every subject's.
