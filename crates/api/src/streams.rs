@@ -459,6 +459,9 @@ pub enum EventKind {
     /// The client read too slowly and the server dropped the subscription: reconnect with
     /// the last event's id as `Last-Event-ID` to resume where it was.
     Dropped,
+    /// The subscription reached the longest a subscription lasts on this node (its
+    /// `wait_ms_max`): reconnect with the last event's id as `Last-Event-ID` to resume.
+    Closed,
     /// The subscription failed on the server (data: the problem document).
     Error,
     /// The server is shutting down.
@@ -471,6 +474,7 @@ impl EventKind {
         match self {
             EventKind::Record => "record",
             EventKind::Dropped => "dropped",
+            EventKind::Closed => "closed",
             EventKind::Error => "error",
             EventKind::Shutdown => "shutdown",
         }
@@ -481,6 +485,7 @@ impl EventKind {
         [
             EventKind::Record,
             EventKind::Dropped,
+            EventKind::Closed,
             EventKind::Error,
             EventKind::Shutdown,
         ]
@@ -489,11 +494,12 @@ impl EventKind {
     }
 }
 
-/// The data of a `dropped` or `shutdown` event (an `error` event carries the problem
+/// The data of a `dropped`, `closed` or `shutdown` event (an `error` event carries the problem
 /// document, which has a `detail` too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventEnd {
-    /// Why, in a word for `dropped` (`slow_consumer`), a sentence for `shutdown`.
+    /// Why: a word for `dropped` (`slow_consumer`) and `closed` (`wait_ms_max`), a
+    /// sentence for `shutdown`.
     pub reason: String,
     /// More, for a person (the queue's size and limits of a slow consumer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -578,7 +584,7 @@ mod event_tests {
 
     #[test]
     fn event_kinds_are_named_as_on_the_wire() {
-        for kind in ["record", "dropped", "error", "shutdown"] {
+        for kind in ["record", "dropped", "closed", "error", "shutdown"] {
             assert_eq!(EventKind::parse(kind).map(EventKind::as_str), Some(kind));
         }
         assert_eq!(EventKind::parse("message"), None);

@@ -2,7 +2,8 @@
 //! connection whose body is read as server-sent events, frame by frame, as they arrive.
 //!
 //! `stream tail --follow` prints each record event. When the server ends the subscription
-//! because this client read too slowly (`event: dropped`), it reconnects with the last
+//! because this client read too slowly (`event: dropped`) or the subscription reached the
+//! node's longest life (`event: closed`), it reconnects with the last
 //! event's id as `Last-Event-ID` and so resumes exactly where it was: nothing lost, nothing
 //! printed twice.
 
@@ -59,7 +60,7 @@ fn parse_event(block: &str) -> Option<Event> {
 /// Follows `path_and_query` on `base` (`http://HOST:PORT`, or `https://HOST:PORT` checked
 /// against `ca_cert_pem`, else the system's roots), sending `token` as a bearer
 /// token when given, calling `on_event` for each
-/// record event; after `dropped` it reconnects with `Last-Event-ID` and goes on. Runs until
+/// record event; after `dropped` or `closed` it reconnects with `Last-Event-ID` and goes on. Runs until
 /// `on_event` fails or the server ends the stream another way (`shutdown`, `error`: an
 /// error naming it).
 ///
@@ -98,10 +99,17 @@ pub fn follow(
                 on_event(event)
             },
         ))?;
-        if ended != EventKind::Dropped.as_str() {
-            bail!("the server ended the event stream: {ended}");
+        match EventKind::parse(&ended) {
+            Some(EventKind::Dropped) => {
+                eprintln!("# the server dropped this slow subscription; resuming where it was");
+            }
+            Some(EventKind::Closed) => {
+                eprintln!(
+                    "# the subscription reached the node's wait_ms_max; resuming where it was"
+                );
+            }
+            _ => bail!("the server ended the event stream: {ended}"),
         }
-        eprintln!("# the server dropped this slow subscription; resuming where it was");
     }
 }
 
@@ -162,7 +170,9 @@ async fn subscribe(
             };
             match EventKind::parse(&event.kind) {
                 Some(EventKind::Record) => {}
-                Some(EventKind::Dropped) => return Ok(EventKind::Dropped.as_str().into()),
+                Some(kind @ (EventKind::Dropped | EventKind::Closed)) => {
+                    return Ok(kind.as_str().into());
+                }
                 _ => return Ok(format!("{} {}", event.kind, event.data)),
             }
             on_event(&event)?;

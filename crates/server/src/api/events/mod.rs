@@ -439,10 +439,11 @@ impl Producer {
                     "a subscription lasts at most {} ms on this node (wait_ms_max); reconnect with Last-Event-ID to resume",
                     lifetime.as_millis()
                 );
-                self.last(
-                    "closed",
-                    &json!({"reason": "wait_ms_max", "detail": detail}),
-                );
+                let why = EventEnd {
+                    reason: "wait_ms_max".into(),
+                    detail: Some(detail),
+                };
+                self.last(EventKind::Closed, &why);
                 return End::Lifetime;
             }
             if self.state.phase() == Phase::ShuttingDown {
