@@ -83,6 +83,10 @@ pub fn follow(
         None => (None, base.strip_prefix("http://").unwrap_or(base)),
     };
     let authority = authority.trim_end_matches('/').to_string();
+    // Where to resume: the id of the last event received, a record's or the end's. On a
+    // quiet stream the end (`closed`, `dropped`) is the only event, and its id is what
+    // keeps a reconnect from starting at the end again and skipping what was appended
+    // in between.
     let mut last_id: Option<String> = None;
     loop {
         let resume = last_id.clone();
@@ -92,12 +96,8 @@ pub fn follow(
             token,
             path_and_query,
             resume.as_deref(),
-            &mut |event| {
-                if event.id.is_some() {
-                    last_id.clone_from(&event.id);
-                }
-                on_event(event)
-            },
+            &mut last_id,
+            &mut on_event,
         ))?;
         match EventKind::parse(&ended) {
             Some(EventKind::Dropped) => {
@@ -113,14 +113,15 @@ pub fn follow(
     }
 }
 
-/// One connection: reads events until the server ends the stream; how it did (`dropped`
-/// for a drop, else the last event's kind and data).
+/// One connection: reads events until the server ends the stream, keeping `cursor` at the
+/// id of the last event received; how it ended (as [`take_events`] says).
 async fn subscribe(
     authority: &str,
     tls: Option<&tokio_rustls::TlsConnector>,
     token: Option<&str>,
     path_and_query: &str,
     last_id: Option<&str>,
+    cursor: &mut Option<String>,
     on_event: &mut impl FnMut(&Event) -> anyhow::Result<()>,
 ) -> anyhow::Result<String> {
     let io = crate::net::connect(authority, tls).await?;
@@ -161,28 +162,47 @@ async fn subscribe(
             continue;
         };
         pending.extend_from_slice(data);
-        let mut used = 0;
-        while let Some(end) = memchr::memmem::find(&pending[used..], b"\n\n") {
-            let block = String::from_utf8_lossy(&pending[used..used + end + 2]);
-            used += end + 2;
-            let Some(event) = parse_event(&block) else {
-                continue;
-            };
-            match EventKind::parse(&event.kind) {
-                Some(EventKind::Record) => {}
-                Some(kind @ (EventKind::Dropped | EventKind::Closed)) => {
-                    return Ok(kind.as_str().into());
-                }
-                _ => return Ok(format!("{} {}", event.kind, event.data)),
-            }
-            on_event(&event)?;
-        }
-        pending.drain(..used);
-        if pending.len() > EVENT_BYTES_MAX {
-            bail!("an event longer than {EVENT_BYTES_MAX} bytes");
+        if let Some(ended) = take_events(&mut pending, cursor, on_event)? {
+            return Ok(ended);
         }
     }
     Ok("the connection closed".into())
+}
+
+/// Takes the whole events at the front of `pending`, calling `on_event` for each record
+/// and setting `cursor` to each event's id (the end's too); `Some` once the server ended
+/// the subscription: `dropped` or `closed`, else the last event's kind and data.
+///
+/// # Errors
+/// What `on_event` returned, or an unfinished event over [`EVENT_BYTES_MAX`].
+fn take_events(
+    pending: &mut Vec<u8>,
+    cursor: &mut Option<String>,
+    on_event: &mut impl FnMut(&Event) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<String>> {
+    let mut used = 0;
+    while let Some(end) = memchr::memmem::find(&pending[used..], b"\n\n") {
+        let block = String::from_utf8_lossy(&pending[used..used + end + 2]);
+        used += end + 2;
+        let Some(event) = parse_event(&block) else {
+            continue;
+        };
+        if event.id.is_some() {
+            cursor.clone_from(&event.id);
+        }
+        match EventKind::parse(&event.kind) {
+            Some(EventKind::Record) => on_event(&event)?,
+            Some(kind @ (EventKind::Dropped | EventKind::Closed)) => {
+                return Ok(Some(kind.as_str().into()));
+            }
+            _ => return Ok(Some(format!("{} {}", event.kind, event.data))),
+        }
+    }
+    pending.drain(..used);
+    if pending.len() > EVENT_BYTES_MAX {
+        bail!("an event longer than {EVENT_BYTES_MAX} bytes");
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -198,5 +218,42 @@ mod tests {
         assert!(parse_event(": heartbeat\n\n").is_none());
         let two = parse_event("data: a\ndata: b\n\n").unwrap();
         assert_eq!((two.kind.as_str(), two.data.as_str()), ("message", "a\nb"));
+    }
+
+    /// Review r12b R2: a subscription on a quiet stream gets no record before the node
+    /// closes it; the reconnect must resume from the `closed` event's id (where the
+    /// subscription stood), not start at the end again and skip what was appended between
+    /// the cut and the reconnect.
+    #[test]
+    fn the_end_events_id_is_where_a_quiet_subscription_resumes() -> anyhow::Result<()> {
+        for kind in ["closed", "dropped"] {
+            let mut pending = format!(
+                ": heartbeat\n\nid: 0:7,1:3\nevent: {kind}\ndata: {{\"reason\":\"x\"}}\n\n"
+            )
+            .into_bytes();
+            let mut cursor = None;
+            let mut records = 0;
+            let ended = take_events(&mut pending, &mut cursor, &mut |_| {
+                records += 1;
+                Ok(())
+            })?;
+            assert_eq!(ended.as_deref(), Some(kind));
+            assert_eq!((cursor.as_deref(), records), (Some("0:7,1:3"), 0), "{kind}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn records_move_the_cursor_and_a_part_event_waits_for_its_end() -> anyhow::Result<()> {
+        let mut pending = b"id: 0:1\nevent: record\ndata: {}\n\nid: 0:2\nevent: rec".to_vec();
+        let mut cursor = Some("0:0".to_string());
+        let mut records = 0;
+        let ended = take_events(&mut pending, &mut cursor, &mut |_| {
+            records += 1;
+            Ok(())
+        })?;
+        assert_eq!((ended, cursor.as_deref(), records), (None, Some("0:1"), 1));
+        assert_eq!(pending, b"id: 0:2\nevent: rec");
+        Ok(())
     }
 }
