@@ -44,6 +44,9 @@ const TOKEN_ONE_STREAM_BINARY_BYTES: usize =
     1 + 1 + STREAM_NAME_BYTES_MAX + 8 + 2 + 12 * PARTITIONS_MAX as usize;
 /// Largest request id (`Idempotency-Key`), in bytes; 1..=128 printable ASCII.
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// Default silence before a push-tail subscription sends a `: heartbeat` comment, in ms
+/// (15 s); a client that hears nothing for longer may take the connection as lost.
+pub const SSE_HEARTBEAT_MS_DEFAULT: u64 = 15_000;
 /// How long a view read carrying a `token` waits by default for the view to apply it, ms.
 pub const VIEW_READ_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// How long a switch or rollout waits by default for the target version to catch up, ms.

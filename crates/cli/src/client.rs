@@ -16,9 +16,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
-use logbook_api::client::blocking::Client as Blocking;
+use logbook_api::client::blocking::{Client as Blocking, Subscription};
 use logbook_api::client::{
-    ClientConfig, ClientError, ClientOptions, RawRequest, RetryPolicy, Verb,
+    ClientConfig, ClientError, ClientOptions, RawRequest, RetryPolicy, Subscribe,
+    SubscriptionEvent, Verb,
 };
 use logbook_api::paths::Query;
 use logbook_api::problem::{Problem, ProblemCode};
@@ -248,10 +249,6 @@ pub struct Client {
     base: String,
     /// `--client-timeout-ms`, for the timeout message.
     timeout_ms: u64,
-    /// The bearer token (never logged).
-    token: Option<String>,
-    /// `--ca-cert`'s certificates (for the event stream, which opens its own connection).
-    ca_cert_pem: Option<Vec<u8>>,
 }
 
 /// The base URL of `--server` (already checked by clap; this also covers callers that fill
@@ -285,28 +282,33 @@ impl Client {
         let ca_cert_pem = args.ca_cert_pem()?;
         let options = ClientOptions {
             config,
-            bearer_token: token.clone(),
-            ca_cert_pem: ca_cert_pem.clone(),
+            bearer_token: token,
+            ca_cert_pem,
         };
         let inner = Blocking::with_options(&base, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
             inner,
             base,
             timeout_ms,
-            token,
-            ca_cert_pem,
         })
     }
 
-    /// The CA certificates of `--ca-cert`, if given.
-    pub fn ca_cert_pem(&self) -> Option<&[u8]> {
-        self.ca_cert_pem.as_deref()
-    }
-
-    /// The bearer token sent with every request, if any (for the event stream, which
-    /// opens its own connection).
-    pub fn bearer_token(&self) -> Option<&str> {
-        self.token.as_deref()
+    /// Subscribes to `stream`'s records as they are appended (the push tail); its errors,
+    /// and those of each event, are worded as every command's.
+    ///
+    /// # Errors
+    /// The server's problem (`unknown_stream`, a bad partition or offset), no server.
+    pub fn subscribe(&self, stream: &str, options: &Subscribe) -> anyhow::Result<Follow<'_>> {
+        let path = logbook_api::paths::record_events(stream);
+        let subscription = self
+            .inner
+            .subscribe(stream, options)
+            .map_err(|e| self.error("GET", &path, e, Sent::default()))?;
+        Ok(Follow {
+            client: self,
+            path,
+            subscription,
+        })
     }
 
     /// A fresh request id (`Idempotency-Key`) for a logical write.
@@ -628,6 +630,26 @@ fn unknown_outcome(at: &str, error: &ClientError, sent: Sent) -> String {
             "{at}: {error}{}; the connection closed before the answer came",
             rerun_hint(error)
         )
+    }
+}
+
+/// A subscription of [`Client::subscribe`].
+pub struct Follow<'a> {
+    client: &'a Client,
+    path: String,
+    subscription: Subscription,
+}
+
+impl Follow<'_> {
+    /// The next event (connecting again from the last event's id when the last connection
+    /// ended).
+    ///
+    /// # Errors
+    /// As [`Client::subscribe`]; an `error` event's problem.
+    pub fn next_event(&mut self) -> anyhow::Result<SubscriptionEvent> {
+        self.subscription
+            .next_event()
+            .map_err(|e| self.client.error("GET", &self.path, e, Sent::default()))
     }
 }
 

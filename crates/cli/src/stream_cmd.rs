@@ -14,10 +14,11 @@ use serde_json::value::RawValue;
 use logbook_views::ConsistencyToken;
 
 use logbook_api::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
+use logbook_api::client::{StartAt, Subscribe, SubscriptionEvent};
 use logbook_api::paths;
 use logbook_api::streams::{
-    AppendAnswer, AppendBody, AppendMany, CreateStream, OffsetsAtTime, PositionOut, ReaderKind,
-    RecordIn, RecordOut, RecordsOut, Retention, StreamInfo, StreamList,
+    AppendAnswer, AppendBody, AppendMany, CreateStream, EventCursor, EventKind, OffsetsAtTime,
+    PositionOut, ReaderKind, RecordIn, RecordOut, RecordsOut, Retention, StreamInfo, StreamList,
 };
 
 use crate::client::{Answer, ApiProblem, Client, ServerArgs, count, print_json, problem_of};
@@ -200,7 +201,8 @@ pub enum StreamCommand {
     /// JSON object per record and line, as the server sends it). When more records follow
     /// the last one printed, `# more: continue with --from N` goes to stderr. `--follow`
     /// subscribes to the server's push tail (server-sent events); if the server drops it
-    /// for reading too slowly, it resumes where it was, losing and repeating nothing.
+    /// for reading too slowly, or closes it at the node's --wait-ms-max, it resumes where it
+    /// was, losing and repeating nothing.
     ///
     /// Examples:
     ///   logbook stream tail orders --partition 3 --from 0 --limit 10
@@ -851,6 +853,9 @@ fn print_record(out: &mut impl Write, r: &RecordOut, json: bool) -> anyhow::Resu
 }
 
 /// `tail --follow`: the push tail of every partition (or one), printed as records arrive.
+/// The subscription resumes from the last event's cursor when the server drops it (this
+/// client read too slowly) or closes it (the node's `wait_ms_max`): nothing is lost or
+/// printed twice. It runs until Ctrl-C, an error, or the server's shutdown.
 fn follow_tail(
     client: &Client,
     stream: &str,
@@ -858,29 +863,48 @@ fn follow_tail(
     from: Option<u64>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut query = paths::Query::new().push_opt("partitions", partition);
-    query = match (partition, from) {
-        (_, None) => query,
-        (Some(p), Some(f)) => query.push("from", format!("{p}:{f}")),
+    let start = match (partition, from) {
+        (_, None) => StartAt::End,
+        (Some(p), Some(f)) => StartAt::Cursor(EventCursor(BTreeMap::from([(p, f)]))),
         (None, Some(f)) => {
             let shown: StreamInfo = client.get_as(&paths::stream(stream), &[])?;
             if shown.partitions != 1 {
                 bail!("stream {stream} has several partitions: give --partition with --from");
             }
-            query.push("from", format!("0:{f}"))
+            StartAt::Cursor(EventCursor(BTreeMap::from([(0, f)])))
         }
     };
-    let path = paths::record_events(stream) + &query.finish();
-    let ca = client.ca_cert_pem();
-    crate::events::follow(client.base(), client.bearer_token(), ca, &path, |event| {
-        let record: RecordOut = serde_json::from_str(&event.data)
-            .with_context(|| format!("a record event is not JSON: {:?}", event.data))?;
-        let mut out = std::io::stdout().lock();
-        print_record(&mut out, &record, json)?;
-        // Flushed per record, so a pipe (`| grep`) sees records as they arrive.
-        out.flush()?;
-        Ok(())
-    })
+    let options = Subscribe {
+        partitions: partition.map(|p| vec![p]),
+        start,
+        ..Subscribe::default()
+    };
+    let mut follow = client.subscribe(stream, &options)?;
+    loop {
+        match follow.next_event()? {
+            SubscriptionEvent::Record { record, .. } => {
+                let mut out = std::io::stdout().lock();
+                print_record(&mut out, &record, json)?;
+                // Flushed per record, so a pipe (`| grep`) sees records as they arrive.
+                out.flush()?;
+            }
+            SubscriptionEvent::Ended {
+                kind: EventKind::Dropped,
+                ..
+            } => eprintln!("# the server dropped this slow subscription; resuming where it was"),
+            SubscriptionEvent::Ended {
+                kind: EventKind::Closed,
+                ..
+            } => eprintln!(
+                "# the subscription reached the node's wait_ms_max; resuming where it was"
+            ),
+            SubscriptionEvent::Ended { kind, end } => bail!(
+                "the server ended the event stream: {} ({})",
+                kind.as_str(),
+                end.reason
+            ),
+        }
+    }
 }
 
 fn tail(

@@ -11,6 +11,11 @@
 //! dropped` (the server's queue for it is bounded) and resumes from that event's id;
 //! subscriptions have a budget of their own; `logbook stream tail --follow` prints records
 //! of every partition as they are appended.
+//!
+//! The client's subscription (`Client::subscribe`): typed records with their cursors, bad
+//! input named, and a quiet subscription closed at the node's `wait_ms_max` resumed from the
+//! `closed` event's cursor, so what was appended while it reconnected is not skipped;
+//! `stream tail --follow` goes on across those closes.
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,7 +26,11 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 
 use logbook_api::paths;
-use logbook_api::streams::{CreateStream, OffsetAtTime, OffsetsAtTime, RecordIn};
+use logbook_api::client::{StartAt, Subscribe, SubscriptionEvent};
+use logbook_api::problem::ProblemCode;
+use logbook_api::streams::{
+    CreateStream, EventCursor, EventKind, OffsetAtTime, OffsetsAtTime, RecordIn,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -466,6 +475,131 @@ fn subscriptions_have_a_budget_of_their_own_and_tail_follow_uses_them() {
     let streams = client.list_streams().unwrap().streams;
     assert!(streams.iter().any(|s| s.stream == "events"));
     drop(open);
+}
+
+/// A counter's value in the server's metrics (`0` while it has none).
+fn metric(serve: &common::Serve, series: &str) -> u64 {
+    let bearer = serve.bearer();
+    let metrics = common::wire::one(
+        serve.addr(),
+        "GET",
+        "/metrics",
+        &[("authorization", &bearer)],
+        b"",
+    )
+    .body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Review r12b R2. A subscription from the end of a quiet stream hears nothing before the
+/// node closes it at its `wait_ms_max` but the `closed` event, whose id is where it stood.
+/// It must resume from that id: a record appended between the cut and the reconnect is
+/// delivered, not skipped. The client reconnects only when asked for the next event, so
+/// each append here lands in that gap.
+#[test]
+fn a_quiet_subscription_resumes_from_the_closed_events_cursor_and_skips_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(
+        data.path(),
+        &["--wait-ms-max", "300"],
+        &[("RUST_LOG", "warn")],
+        Stdio::null(),
+    );
+    let client = serve.client();
+    client
+        .create_stream("events", &CreateStream::default())
+        .unwrap();
+    let mut subscription = client.subscribe("events", &Subscribe::default()).unwrap();
+    for round in 0..3_u64 {
+        let SubscriptionEvent::Ended { kind, end } = subscription.next_event().unwrap() else {
+            panic!("round {round}: the node's close first");
+        };
+        assert_eq!((kind, end.reason.as_str()), (EventKind::Closed, "wait_ms_max"));
+        let at = subscription.cursor().map(ToString::to_string);
+        assert_eq!(at, Some(format!("0:{round}")), "the close names where it stood");
+        client
+            .append("events", RecordIn::new(json!({"round": round})))
+            .unwrap();
+        let SubscriptionEvent::Record { record, cursor } = subscription.next_event().unwrap()
+        else {
+            panic!("round {round}: the record appended while it reconnected");
+        };
+        assert_eq!(record.offset, round);
+        assert_eq!(record.value.get(), format!("{{\"round\":{round}}}"));
+        assert_eq!(cursor.to_string(), format!("0:{}", round + 1));
+    }
+    assert_eq!(subscription.connections(), 4, "one connection per close");
+
+    // From given offsets, a chosen partition; bad input is the server's problem, named.
+    let from_one = Subscribe {
+        partitions: Some(vec![0]),
+        start: StartAt::Cursor(EventCursor(BTreeMap::from([(0, 1)]))),
+        ..Subscribe::default()
+    };
+    let mut again = client.subscribe("events", &from_one).unwrap();
+    for offset in 1..3 {
+        let Ok(SubscriptionEvent::Record { record, .. }) = again.next_event() else {
+            panic!("the records from offset 1");
+        };
+        assert_eq!(record.offset, offset);
+    }
+    let unknown = client.subscribe("nope", &Subscribe::default()).unwrap_err();
+    assert_eq!(unknown.code(), Some(ProblemCode::UnknownStream), "{unknown}");
+    let bad = Subscribe {
+        partitions: Some(vec![7]),
+        ..Subscribe::default()
+    };
+    let refused = client.subscribe("events", &bad).unwrap_err();
+    let field = refused.problem().and_then(|p| p.field.clone());
+    assert_eq!(field.as_deref(), Some("partitions"), "{refused}");
+}
+
+/// `stream tail --follow` against a node that closes every subscription at its
+/// `--wait-ms-max` resumes each time and goes on printing (review r12b R2: it used to exit
+/// at the first `closed`).
+#[test]
+fn tail_follow_goes_on_across_the_nodes_wait_ms_max() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(
+        data.path(),
+        &["--wait-ms-max", "200"],
+        &[("RUST_LOG", "warn")],
+        Stdio::null(),
+    );
+    let client = serve.client();
+    client
+        .create_stream("events", &CreateStream::default())
+        .unwrap();
+    let mut follow = Command::new(BIN)
+        .args(["stream", "tail", "events", "--follow", "--json"])
+        .envs(serve.cli_env())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let closed = "logbook_subscriptions_ended_total{reason=\"lifetime\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while metric(&serve, closed) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the node never closed it twice");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    until_metric(&serve, "logbook_subscriptions 1");
+    let appended = append_spread(&client, 0, 5, 10);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    for (partition, offset) in appended {
+        let line = lines.next().expect("tail --follow ended").unwrap();
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (line["partition"].as_u64(), line["offset"].as_u64()),
+            (Some(u64::from(partition)), Some(offset))
+        );
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
 }
 
 /// Retention set and changed while appends flow (`PUT /v1/streams/{stream}/retention`):

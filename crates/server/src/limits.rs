@@ -11,8 +11,8 @@ use logbook_log::limits as log_limits;
 /// The limits of the API contract, defined in `logbook-api` so clients share them.
 pub use logbook_api::limits::{
     BATCH_RECORDS_MAX, BODY_BYTES_MAX, KV_READ_ANSWER_BYTES_MAX, READ_RECORDS_DEFAULT,
-    READ_RECORDS_MAX, READ_WAIT_MS_MAX, SCAN_ROWS_DEFAULT, TOKEN_BYTES_MAX,
-    VIEW_READ_TIMEOUT_MS_DEFAULT, VIEW_SWITCH_TIMEOUT_MS_DEFAULT,
+    READ_RECORDS_MAX, READ_WAIT_MS_MAX, SCAN_ROWS_DEFAULT, SSE_HEARTBEAT_MS_DEFAULT,
+    TOKEN_BYTES_MAX, VIEW_READ_TIMEOUT_MS_DEFAULT, VIEW_SWITCH_TIMEOUT_MS_DEFAULT,
 };
 
 /// Most data keys (data subjects with a live or torn slot) the embedded key store holds:
@@ -179,8 +179,6 @@ pub const SSE_READ_BYTES_MAX: usize = 1024 * 1024;
 /// Partitions one subscription reads side by side (4): its reads in hand beside its queue
 /// are at most this many of [`SSE_READ_BYTES_MAX`].
 pub const SSE_READS_CONCURRENT: usize = 4;
-/// Default silence before a subscription sends a `: heartbeat` comment, in ms (15 s).
-pub const SSE_HEARTBEAT_MS_DEFAULT: u64 = 15_000;
 /// Default time a subscription's client may take nothing from its full queue before it is
 /// dropped as a slow consumer, in ms (30 s).
 pub const SSE_STALL_MS_DEFAULT: u64 = 30_000;

@@ -21,7 +21,7 @@ use tokio::runtime::Runtime;
 
 use super::{
     ClientConfig, ClientError, ClientOptions, Commit, KeyRange, RawAnswer, RawRequest, ReadOptions,
-    ReadRecords,
+    ReadRecords, Subscribe, SubscriptionEvent,
 };
 use crate::groups::{
     CommitOffsets, GroupInfo, GroupList, GroupReset, Heartbeat, JoinGroup, MemberAssignment,
@@ -29,8 +29,8 @@ use crate::groups::{
 };
 use crate::ops::Health;
 use crate::streams::{
-    AppendMany, AppendOne, CreateStream, OffsetsAtTime, RecordIn, RecordsOut, Retention,
-    StreamInfo, StreamList,
+    AppendMany, AppendOne, CreateStream, EventCursor, OffsetsAtTime, RecordIn, RecordsOut,
+    Retention, StreamInfo, StreamList,
 };
 use crate::txns::{BeginBody, Committed, PutBody, ReadAnswer, ReadBody, Row, Rows};
 use crate::views::{Rebuilt, SwitchBody, ViewDetail, ViewList, ViewOut, ViewRow, ViewRows};
@@ -210,6 +210,23 @@ impl Client {
         self.rt.block_on(self.inner.commit_retrying(read, build))
     }
 
+    /// Subscribes to a stream's records as they are appended (see
+    /// [`super::Client::subscribe`]).
+    ///
+    /// # Errors
+    /// As [`super::Client::subscribe`].
+    pub fn subscribe(
+        &self,
+        stream: &str,
+        options: &Subscribe,
+    ) -> Result<Subscription, ClientError> {
+        let inner = self.rt.block_on(self.inner.subscribe(stream, options))?;
+        Ok(Subscription {
+            rt: Arc::clone(&self.rt),
+            inner,
+        })
+    }
+
     /// Begins a transaction.
     ///
     /// # Errors
@@ -343,5 +360,42 @@ impl Transaction {
     /// As [`super::Transaction::abort`].
     pub fn abort(self) -> Result<(), ClientError> {
         self.rt.block_on(self.txn.abort())
+    }
+}
+
+/// A blocking [`super::Subscription`]: an endless iterator of its events (each call waits
+/// for the next one).
+#[derive(Debug)]
+pub struct Subscription {
+    rt: Arc<Runtime>,
+    inner: super::Subscription,
+}
+
+impl Subscription {
+    /// The next event (see [`super::Subscription::next_event`]).
+    ///
+    /// # Errors
+    /// As [`super::Subscription::next_event`]; the subscription still stands after one.
+    pub fn next_event(&mut self) -> Result<SubscriptionEvent, ClientError> {
+        self.rt.block_on(self.inner.next_event())
+    }
+
+    /// The id of the last event received: where the subscription resumes.
+    pub fn cursor(&self) -> Option<&EventCursor> {
+        self.inner.cursor()
+    }
+
+    /// How many connections the subscription has made (the first included).
+    pub fn connections(&self) -> u64 {
+        self.inner.connections()
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<SubscriptionEvent, ClientError>;
+
+    /// The next event; never `None`.
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.next_event())
     }
 }

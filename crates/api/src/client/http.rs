@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as Pool;
@@ -52,6 +52,12 @@ pub(crate) struct Call {
     /// Whether it may change something (every method but `GET`, unless a `POST` only
     /// reads): an unanswered write is an unknown outcome, an unanswered read is not.
     pub write: bool,
+    /// A subscription to server-sent events: sent with `Accept: text/event-stream`, and a
+    /// 2xx answer's body is left open for the caller ([`Answer::open`]) instead of read
+    /// whole. The timeout covers the answer's head only.
+    pub events: bool,
+    /// `Last-Event-ID`: where a resumed subscription starts.
+    pub last_event_id: Option<String>,
 }
 
 impl Call {
@@ -69,6 +75,8 @@ impl Call {
             server_wait_ms: 0,
             write,
             retry,
+            events: false,
+            last_event_id: None,
         }
     }
 
@@ -95,7 +103,21 @@ impl Call {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub status: u16,
+    /// The whole body (empty for an event stream).
     pub body: Bytes,
+    /// The body still arriving, for a [`Call::events`] call.
+    pub open: Option<Incoming>,
+}
+
+/// What one attempt got back.
+struct Reply {
+    status: StatusCode,
+    /// `Retry-After`, seconds.
+    retry_after_s: Option<u64>,
+    /// The whole body, unless it is left [`Reply::open`].
+    body: Bytes,
+    /// The body of a 2xx answer to a [`Call::events`] call, still arriving.
+    open: Option<Incoming>,
 }
 
 /// How one attempt ended without an answer.
@@ -193,15 +215,17 @@ impl Transport {
             attempt += 1;
             let mut retry_after = None;
             match self.attempt(call).await {
-                Ok((status, headers_retry_after, body)) => {
-                    let unknown = call.is_write() && is_outcome_unknown(status, &body);
+                Ok(reply) => {
+                    let status = reply.status;
+                    let headers_retry_after = reply.retry_after_s;
+                    let unknown = call.is_write() && is_outcome_unknown(status, &reply.body);
                     let busy = status == StatusCode::TOO_MANY_REQUESTS
                         || status == StatusCode::SERVICE_UNAVAILABLE;
                     if !busy && !unknown {
-                        return answer(call, status, headers_retry_after, body);
+                        return answer(call, reply);
                     }
                     tried.reached |= unknown;
-                    let refused = answer(call, status, headers_retry_after, body);
+                    let refused = answer(call, reply);
                     let Err(refused) = refused else {
                         return refused;
                     };
@@ -267,8 +291,9 @@ impl Transport {
         }
     }
 
-    /// One attempt: the status, `Retry-After` in seconds, and the whole body.
-    async fn attempt(&self, call: &Call) -> Result<(StatusCode, Option<u64>, Bytes), Failed> {
+    /// One attempt: the status, `Retry-After`, and the whole body (or, for a 2xx answer to
+    /// an event stream, the body left open).
+    async fn attempt(&self, call: &Call) -> Result<Reply, Failed> {
         let request = self.request(call)?;
         let timeout = self.request_timeout + Duration::from_millis(call.server_wait_ms);
         let exchange = async {
@@ -293,6 +318,14 @@ impl Transport {
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after)
                 .map(|d| d.as_secs());
+            if call.events && status.is_success() {
+                return Ok(Reply {
+                    status,
+                    retry_after_s: retry_after,
+                    body: Bytes::new(),
+                    open: Some(response.into_body()),
+                });
+            }
             let body = Limited::new(response.into_body(), ANSWER_BYTES_MAX)
                 .collect()
                 .await
@@ -302,7 +335,12 @@ impl Transport {
                     detail: format!("reading the answer: {e}"),
                 })?
                 .to_bytes();
-            Ok((status, retry_after, body))
+            Ok(Reply {
+                status,
+                retry_after_s: retry_after,
+                body,
+                open: None,
+            })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
@@ -315,10 +353,18 @@ impl Transport {
     }
 
     fn request(&self, call: &Call) -> Result<Request<Full<Bytes>>, Failed> {
+        let accept = if call.events {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
         let mut b = Request::builder()
             .method(call.method.clone())
             .uri(format!("{}://{}{}", self.scheme, self.authority, call.path))
-            .header(hyper::header::ACCEPT, "application/json");
+            .header(hyper::header::ACCEPT, accept);
+        if let Some(id) = &call.last_event_id {
+            b = b.header("last-event-id", id.as_str());
+        }
         if call.body.is_some() {
             b = b.header(hyper::header::CONTENT_TYPE, "application/json");
         }
@@ -383,16 +429,18 @@ fn is_outcome_unknown(status: StatusCode, body: &[u8]) -> bool {
 }
 
 /// A 2xx answer, or the problem the server sent.
-fn answer(
-    call: &Call,
-    status: StatusCode,
-    retry_after_s: Option<u64>,
-    body: Bytes,
-) -> Result<Answer, ClientError> {
+fn answer(call: &Call, reply: Reply) -> Result<Answer, ClientError> {
+    let Reply {
+        status,
+        retry_after_s,
+        body,
+        open,
+    } = reply;
     if status.is_success() {
         return Ok(Answer {
             status: status.as_u16(),
             body,
+            open,
         });
     }
     match serde_json::from_slice::<Problem>(&body) {

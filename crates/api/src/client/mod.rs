@@ -10,6 +10,9 @@
 //!   not have been applied.
 //! * **A session** ([`Session`]): read-your-writes and monotonic reads by default; a read can
 //!   opt out with [`Consistency::Any`].
+//! * **The push tail** ([`Client::subscribe`]): a stream's records as typed events as they
+//!   are appended, resumed from the last event's cursor after a drop, the node's
+//!   `wait_ms_max` or a broken connection ([`Subscription`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), logbook_api::client::ClientError> {
@@ -34,6 +37,7 @@ mod oneshot;
 mod raw;
 pub mod retry;
 pub mod session;
+mod subscription;
 pub mod tls;
 mod txn;
 
@@ -49,6 +53,7 @@ pub use oneshot::Commit;
 pub use raw::{RawAnswer, RawRequest, Verb};
 pub use retry::RetryPolicy;
 pub use session::Session;
+pub use subscription::{EVENT_BYTES_MAX, StartAt, Subscribe, Subscription, SubscriptionEvent};
 pub use txn::Transaction;
 
 use self::http::{Call, Retry, Transport, decode};

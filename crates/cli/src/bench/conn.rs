@@ -37,7 +37,7 @@ impl Conn {
         token: Option<&str>,
         tls: Option<&tokio_rustls::TlsConnector>,
     ) -> anyhow::Result<Conn> {
-        let io = crate::net::connect(&addr.to_string(), tls).await?;
+        let io = crate::bench::net::connect(&addr.to_string(), tls).await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .context("HTTP handshake")?;

@@ -6,8 +6,14 @@
 //! (the view processors on the flights data), [`tpcb`] (pgbench's TPC-B-like workload on
 //! the transaction store), [`http`] (the HTTP API under load), [`tail`] (the push tail against
 //! the long poll) — and the pieces they share: [`kit`] (temporary directories, histograms,
-//! machine facts), [`conn`] (a keep-alive HTTP connection), [`server`] (a server in this
-//! process) and [`postgres`] (a throwaway PostgreSQL cluster and pgbench's summary).
+//! machine facts), [`conn`] (a keep-alive HTTP connection), [`net`] (its TCP or TLS
+//! socket), [`server`] (a server in this process) and [`postgres`] (a throwaway PostgreSQL
+//! cluster and pgbench's summary).
+//!
+//! The load generators open their own connections rather than go through `logbook-api`'s
+//! client: they measure the server, so each simulated client owns one connection (no pool
+//! deciding how many there are), `bench http` pipelines requests on it, and nothing retries
+//! (a retry would hide the failure being counted).
 
 mod conn;
 mod failover;
@@ -16,6 +22,7 @@ mod kit;
 mod log;
 #[cfg(feature = "cluster")]
 mod log_jetstream;
+mod net;
 mod postgres;
 mod server;
 mod tail;

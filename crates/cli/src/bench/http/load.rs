@@ -249,7 +249,7 @@ async fn connect(target: &Target, addr: SocketAddr) -> anyhow::Result<Halves> {
             Ok((Box::new(rd), Box::new(wr)))
         }
         Some(tls) => {
-            let io = crate::net::connect(&addr.to_string(), Some(tls)).await?;
+            let io = crate::bench::net::connect(&addr.to_string(), Some(tls)).await?;
             let (rd, wr) = tokio::io::split(io);
             Ok((Box::new(rd), Box::new(wr)))
         }

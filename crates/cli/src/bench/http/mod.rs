@@ -88,7 +88,7 @@ impl TlsPair {
         let names = ["127.0.0.1".to_string(), "localhost".to_string()];
         let (cert, key) = crate::tls_cmd::self_signed(dir, &names)?;
         let pem = std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
-        let connector = crate::net::connector(Some(&pem))?;
+        let connector = crate::bench::net::connector(Some(&pem))?;
         Ok(TlsPair {
             cert,
             key,

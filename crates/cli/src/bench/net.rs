@@ -1,6 +1,5 @@
-//! Connections the CLI opens itself (the push tail, the benchmarks' load generators): TCP to
-//! `HOST:PORT`, over TLS when a connector is given. The request/response commands go through
-//! `logbook-api`'s client instead.
+//! The sockets of the benchmarks' own connections (see the [`super`] docs for why they do
+//! not use `logbook-api`'s client): TCP to `HOST:PORT`, over TLS when a connector is given.
 
 use std::sync::Arc;
 
