@@ -12,6 +12,7 @@
 
 use std::process::Stdio;
 
+use logbook_api::paths;
 use serde_json::{Value, json};
 
 mod common;
@@ -47,7 +48,7 @@ fn threads(serve: &common::Serve) -> usize {
 fn a_stream_over_the_partition_budget_is_refused_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let serve = common::spawn_serve(dir.path(), &["--partitions-max", "600"], &[], Stdio::null());
-    let (status, list) = call(&serve, "GET", "/v1/streams", None);
+    let (status, list) = call(&serve, "GET", &paths::streams(), None);
     assert_eq!(status, 200, "{list}");
     let limits = &list["limits"];
     assert_eq!(limits["partitions_max"], 600, "{list}");
@@ -60,7 +61,7 @@ fn a_stream_over_the_partition_budget_is_refused_and_creates_nothing() {
         let (status, body) = call(
             &serve,
             "PUT",
-            &format!("/v1/streams/{name}"),
+            &paths::stream(name),
             Some(json!({"partitions": WIDE})),
         );
         assert_eq!(status, 201, "{body}");
@@ -68,7 +69,7 @@ fn a_stream_over_the_partition_budget_is_refused_and_creates_nothing() {
     let (status, problem) = call(
         &serve,
         "PUT",
-        "/v1/streams/c",
+        &paths::stream("c"),
         Some(json!({"partitions": WIDE})),
     );
     assert_eq!(status, 409, "{problem}");
@@ -80,9 +81,9 @@ fn a_stream_over_the_partition_budget_is_refused_and_creates_nothing() {
         "{detail}"
     );
     // Nothing was created: no stream `c`, the same partitions in use.
-    let (status, _) = call(&serve, "GET", "/v1/streams/c", None);
+    let (status, _) = call(&serve, "GET", &paths::stream("c"), None);
     assert_eq!(status, 404);
-    let (_, list) = call(&serve, "GET", "/v1/streams", None);
+    let (_, list) = call(&serve, "GET", &paths::streams(), None);
     let used = list["limits"]["partitions_used"].as_u64().unwrap();
     assert_eq!(used, internal + 2 * u64::from(WIDE), "{list}");
     // What still fits is created; confirming an existing stream needs no budget.
@@ -90,24 +91,24 @@ fn a_stream_over_the_partition_budget_is_refused_and_creates_nothing() {
     let (status, body) = call(
         &serve,
         "PUT",
-        "/v1/streams/c",
+        &paths::stream("c"),
         Some(json!({"partitions": left})),
     );
     assert_eq!(status, 201, "{body}");
     let (status, body) = call(
         &serve,
         "PUT",
-        "/v1/streams/a",
+        &paths::stream("a"),
         Some(json!({"partitions": WIDE})),
     );
     assert_eq!(status, 200, "{body}");
     // Dropping a stream gives its partitions back.
-    let (status, _) = call(&serve, "DELETE", "/v1/streams/a", None);
+    let (status, _) = call(&serve, "DELETE", &paths::stream("a"), None);
     assert_eq!(status, 204);
     let (status, body) = call(
         &serve,
         "PUT",
-        "/v1/streams/d",
+        &paths::stream("d"),
         Some(json!({"partitions": WIDE})),
     );
     assert_eq!(status, 201, "{body}");
@@ -118,7 +119,7 @@ fn cycle(serve: &common::Serve, i: u32) {
     let (status, body) = call(
         serve,
         "PUT",
-        "/v1/streams/wide",
+        &paths::stream("wide"),
         Some(json!({"partitions": WIDE})),
     );
     assert_eq!(status, 201, "cycle {i}: {body}");
@@ -128,11 +129,11 @@ fn cycle(serve: &common::Serve, i: u32) {
     let (status, body) = call(
         serve,
         "POST",
-        "/v1/streams/wide/records",
+        &paths::records("wide"),
         Some(json!({ "records": records })),
     );
     assert_eq!(status, 201, "cycle {i}: {body}");
-    let (status, body) = call(serve, "DELETE", "/v1/streams/wide", None);
+    let (status, body) = call(serve, "DELETE", &paths::stream("wide"), None);
     assert_eq!(status, 204, "cycle {i}: {body}");
 }
 

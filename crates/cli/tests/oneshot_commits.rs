@@ -11,6 +11,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 
 use logbook_api::client::{ClientError, Commit};
+use logbook_api::paths;
 use logbook_api::problem::ProblemCode;
 use logbook_api::token::ConsistencyToken;
 use logbook_api::txns::ReadBody;
@@ -590,7 +591,7 @@ fn the_certifiers_memory_stays_under_its_byte_budget_after_many_large_read_only_
 fn refusals_name_the_bodys_field_and_say_what_they_found_in_words() {
     let (_dir, serve) = start();
     let client = serve.client();
-    let send = |body: &Value| common::api::call(&client, "POST", "/v1/commits", Some(body));
+    let send = |body: &Value| common::api::call(&client, "POST", &paths::commits(), Some(body));
     let locks: Vec<String> = (0..10_001).map(|i| format!("l/{i}")).collect();
     let (status, v) = send(&json!({ "locks": locks }));
     assert_eq!((status, v["field"].as_str()), (422, Some("locks")), "{v}");

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use logbook_api::client::ClientError;
 use logbook_api::client::blocking::Client;
+use logbook_api::paths;
 use logbook_api::streams::{CreateStream, RecordIn};
 use serde_json::json;
 
@@ -202,7 +203,7 @@ fn plain_http_and_silent_connections_do_not_hold_up_a_tls_port() {
     let answer = wire::one(
         serve.addr(),
         "GET",
-        "/v1/health",
+        &paths::health(),
         &[("host", "localhost")],
         b"",
     );

@@ -13,6 +13,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Node, node, send_with};
+use logbook_api::paths::{self, Query};
 use serde_json::{Value, json};
 
 const TP_A: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -34,7 +35,7 @@ async fn append(n: &Node, key: &str, traceparent: Option<&str>, body: &str) -> (
     send_with(
         n.router.clone(),
         "POST",
-        "/v1/streams/ev/records",
+        &paths::records("ev"),
         &headers,
         Some(body),
     )
@@ -42,12 +43,12 @@ async fn append(n: &Node, key: &str, traceparent: Option<&str>, body: &str) -> (
 }
 
 async fn stream(n: &Node) {
-    let (s, b) = send_with(n.router.clone(), "PUT", "/v1/streams/ev", &[], None).await;
+    let (s, b) = send_with(n.router.clone(), "PUT", &paths::stream("ev"), &[], None).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
 }
 
 async fn records(n: &Node) -> Vec<Value> {
-    let (s, b) = send_with(n.router.clone(), "GET", "/v1/streams/ev/records", &[], None).await;
+    let (s, b) = send_with(n.router.clone(), "GET", &paths::records("ev"), &[], None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["records"].as_array().unwrap().clone()
 }
@@ -57,7 +58,7 @@ async fn stored_value_text(n: &Node, offset: u64) -> String {
     let resp = tower::ServiceExt::oneshot(
         n.router.clone(),
         axum::http::Request::builder()
-            .uri(format!("/v1/streams/ev/records?from={offset}&limit=1"))
+            .uri(paths::records("ev") + &Query::new().push("from", offset).push("limit", 1).finish())
             .body(axum::body::Body::empty())
             .unwrap(),
     )

@@ -5,6 +5,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::node;
+use logbook_api::paths;
 use serde_json::json;
 
 #[tokio::test]
@@ -18,7 +19,7 @@ async fn stream_info_reports_the_acknowledgment_guarantee_per_fsync_policy() {
         let (s, b) = n
             .call(
                 "PUT",
-                &format!("/v1/streams/{name}"),
+                &paths::stream(name),
                 None,
                 Some(json!({ "partitions": 2, "fsync": fsync })),
             )
@@ -27,12 +28,12 @@ async fn stream_info_reports_the_acknowledgment_guarantee_per_fsync_policy() {
         let expected = json!({ "replicas": 1, "fsynced": fsynced });
         assert_eq!(b["ack_guarantee"], expected, "{name}: {b}");
         let (s, b) = n
-            .call("GET", &format!("/v1/streams/{name}"), None, None)
+            .call("GET", &paths::stream(name), None, None)
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
         assert_eq!(b["ack_guarantee"], expected, "{name}: {b}");
     }
-    let (s, b) = n.call("GET", "/v1/streams", None, None).await;
+    let (s, b) = n.call("GET", &paths::streams(), None, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let listed: Vec<(String, bool)> = b["streams"]
         .as_array()

@@ -8,6 +8,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use logbook_api::paths;
 use logbook_server::state::Opened;
 use logbook_server::{AppState, ServerConfig};
 use serde_json::{Value, json};
@@ -68,7 +69,7 @@ async fn increment_txn(router: &axum::Router, key: &str, by: i64) -> String {
     let (s, _, b) = send(
         router,
         "POST",
-        "/v1/txns",
+        &paths::txns(),
         None,
         Some(json!({"isolation": "serializable"})),
     )
@@ -78,7 +79,7 @@ async fn increment_txn(router: &axum::Router, key: &str, by: i64) -> String {
     let (s, _, b) = send(
         router,
         "POST",
-        &format!("/v1/txns/{t}/kv/{key}/increment"),
+        &paths::txn_increment(&t, key),
         None,
         Some(json!({"by": by})),
     )
@@ -91,7 +92,7 @@ async fn increment_txn(router: &axum::Router, key: &str, by: i64) -> String {
 async fn a_commit_request_id_reused_by_another_transaction_is_409_request_id_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let (router, _) = logbook_server::api::router(opened_state(dir.path()));
-    let commit = |t: String| format!("/v1/txns/{t}/commit");
+    let commit = |t: String| paths::txn_commit(&t);
 
     let t1 = increment_txn(&router, "c1", 1).await;
     let (s, _, first) = send(&router, "POST", &commit(t1), Some("rid-1"), None).await;
@@ -109,13 +110,13 @@ async fn a_commit_request_id_reused_by_another_transaction_is_409_request_id_con
     assert_eq!(problem["field"], "Idempotency-Key");
     assert_eq!(problem["retryable"], false);
     // The refused transaction is aborted, and nothing was committed.
-    let (s, _, b) = send(&router, "GET", &format!("/v1/txns/{t2}/kv/c1"), None, None).await;
+    let (s, _, b) = send(&router, "GET", &paths::txn_key(&t2, "c1"), None, None).await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::CONFLICT, Some("transaction_aborted")),
         "{b}"
     );
-    let (s, _, row) = send(&router, "GET", "/v1/kv/c1", None, None).await;
+    let (s, _, row) = send(&router, "GET", &paths::kv_key("c1"), None, None).await;
     assert_eq!(s, StatusCode::OK, "{row}");
     assert_eq!(
         (row["value"].clone(), row["version"].as_u64()),
@@ -129,6 +130,6 @@ async fn a_commit_request_id_reused_by_another_transaction_is_409_request_id_con
     assert_eq!(again["offset"].as_u64(), Some(offset));
     assert_eq!(again["duplicate"], true);
     assert_eq!(again["incremented"]["c1"], 1);
-    let (_, _, row) = send(&router, "GET", "/v1/kv/c1", None, None).await;
+    let (_, _, row) = send(&router, "GET", &paths::kv_key("c1"), None, None).await;
     assert_eq!(row["value"], 1);
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use logbook_api::paths;
 use logbook_log::sim::{Gate, GatedStorage};
 use logbook_log::storage::OsStorage;
 use logbook_log::{Log, LogOptions};
@@ -128,7 +129,7 @@ impl Node {
     }
 
     pub async fn begin(&self, body: Value) -> String {
-        let (s, b) = self.call("POST", "/v1/txns", None, Some(body)).await;
+        let (s, b) = self.call("POST", &paths::txns(), None, Some(body)).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         b["txn"].as_str().unwrap().to_string()
     }
@@ -139,7 +140,7 @@ impl Node {
         let (s, b) = self
             .call(
                 "POST",
-                &format!("/v1/txns/{t}/kv/{key}/increment"),
+                &paths::txn_increment(&t, key),
                 None,
                 Some(json!({ "by": by })),
             )
