@@ -9,6 +9,7 @@
 mod common;
 
 use axum::http::StatusCode;
+use logbook_api::paths;
 use serde_json::{Value, json};
 
 use common::{Node, node};
@@ -23,7 +24,7 @@ async fn setup(n: &Node, pairs: Value) {
     let (s, b) = n
         .call(
             "POST",
-            "/v1/commits",
+            &paths::commits(),
             None,
             Some(json!({ "writes": writes })),
         )
@@ -32,7 +33,7 @@ async fn setup(n: &Node, pairs: Value) {
 }
 
 async fn read(n: &Node, body: Value) -> Value {
-    let (s, b) = n.call("POST", "/v1/kv/read", None, Some(body)).await;
+    let (s, b) = n.call("POST", &paths::kv_read(), None, Some(body)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b
 }
@@ -50,11 +51,11 @@ async fn transfer(n: &Node, key: Option<&str>) -> (StatusCode, Value) {
         "writes": [{"op": "put", "key": "a", "value": a - 10},
                    {"op": "put", "key": "b", "value": b + 10}],
     });
-    n.call("POST", "/v1/commits", key, Some(body)).await
+    n.call("POST", &paths::commits(), key, Some(body)).await
 }
 
 async fn value(n: &Node, key: &str) -> Value {
-    let (s, b) = n.call("GET", &format!("/v1/kv/{key}"), None, None).await;
+    let (s, b) = n.call("GET", &paths::kv_key(key), None, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["value"].clone()
 }
@@ -86,7 +87,7 @@ async fn a_read_at_a_snapshot_returns_values_versions_next_and_the_snapshot() {
     let again = read(&n, json!({"keys": ["a"], "snapshot": 1})).await;
     assert_eq!(again["keys"][0]["value"], 1);
     let (s, b) = n
-        .call("POST", "/v1/kv/read", None, Some(json!({"snapshot": 99})))
+        .call("POST", &paths::kv_read(), None, Some(json!({"snapshot": 99})))
         .await;
     assert_eq!(
         (s, b["code"].as_str(), b["field"].as_str()),
@@ -113,11 +114,11 @@ async fn a_read_modify_write_in_two_round_trips_is_certified_from_its_declared_r
             "writes": [{"op": "put", "key": "a", "value": v}],
         })
     };
-    let (s, b) = n.call("POST", "/v1/commits", None, Some(commit(101))).await;
+    let (s, b) = n.call("POST", &paths::commits(), None, Some(commit(101))).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["offset"], 1);
     assert!(b["token"].is_string());
-    let (s, b) = n.call("POST", "/v1/commits", None, Some(commit(102))).await;
+    let (s, b) = n.call("POST", &paths::commits(), None, Some(commit(102))).await;
     assert_eq!(
         (s, b["code"].as_str(), b["retryable"].as_bool()),
         (
@@ -139,14 +140,14 @@ async fn a_one_shot_commit_conflicts_with_an_interactive_transaction() {
     let t = n.begin(json!({"isolation": "serializable"})).await;
     for k in ["x", "y"] {
         let (s, b) = n
-            .call("GET", &format!("/v1/txns/{t}/kv/{k}"), None, None)
+            .call("GET", &paths::txn_key(&t, k), None, None)
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
     let (s, _) = n
         .call(
             "PUT",
-            &format!("/v1/txns/{t}/kv/y"),
+            &paths::txn_key(&t, "y"),
             None,
             Some(json!({"value": -5})),
         )
@@ -159,10 +160,10 @@ async fn a_one_shot_commit_conflicts_with_an_interactive_transaction() {
                   {"key": "y", "version": r["keys"][1]["version"]}],
         "writes": [{"op": "put", "key": "x", "value": -15}],
     });
-    let (s, b) = n.call("POST", "/v1/commits", None, Some(body)).await;
+    let (s, b) = n.call("POST", &paths::commits(), None, Some(body)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, b) = n
-        .call("POST", &format!("/v1/txns/{t}/commit"), None, None)
+        .call("POST", &paths::txn_commit(&t), None, None)
         .await;
     assert_eq!(
         (s, b["code"].as_str()),
@@ -196,7 +197,7 @@ async fn unprocessable_commit_requests_name_the_field_and_change_nothing() {
         ),
     ];
     for (body, field) in cases {
-        let (s, b) = n.call("POST", "/v1/commits", None, Some(body)).await;
+        let (s, b) = n.call("POST", &paths::commits(), None, Some(body)).await;
         assert_eq!(
             (s, b["code"].as_str(), b["field"].as_str()),
             (
@@ -211,7 +212,7 @@ async fn unprocessable_commit_requests_name_the_field_and_change_nothing() {
     let (s, b) = n
         .call(
             "POST",
-            "/v1/commits",
+            &paths::commits(),
             None,
             Some(json!({"writes": [{"op": "increment", "key": "a"}]})),
         )
@@ -249,7 +250,7 @@ async fn a_one_shot_commit_that_failed_is_certified_afresh_on_retry() {
         "writes": [{"op": "put", "key": "a", "value": 90}],
     });
     let (s, b) = n
-        .call("POST", "/v1/commits", Some("transfer-2"), Some(stale))
+        .call("POST", &paths::commits(), Some("transfer-2"), Some(stale))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let (s, b) = transfer(&n, Some("transfer-2")).await;
@@ -264,11 +265,11 @@ async fn atomic_operations_need_one_round_trip() {
     let body = json!({"writes": [{"op": "increment", "key": "n", "by": 5},
                                  {"op": "put", "key": "h:1", "value": {"x": 1}, "if_absent": true}]});
     let (s, b) = n
-        .call("POST", "/v1/commits", None, Some(body.clone()))
+        .call("POST", &paths::commits(), None, Some(body.clone()))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["incremented"], json!({"n": 5}));
-    let (s, b) = n.call("POST", "/v1/commits", None, Some(body)).await;
+    let (s, b) = n.call("POST", &paths::commits(), None, Some(body)).await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::CONFLICT, Some("key_exists"))

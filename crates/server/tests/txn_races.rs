@@ -11,6 +11,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use axum::http::StatusCode;
+use logbook_api::paths::{self, Query};
 use common::{Node, node, send, until, until_waiting};
 use serde_json::{Value, json};
 
@@ -22,7 +23,7 @@ async fn commit_in_flight(
     key: Option<&'static str>,
 ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
     n.gate.hold();
-    let first = n.spawn_call("POST", format!("/v1/txns/{t}/commit"), key);
+    let first = n.spawn_call("POST", paths::txn_commit(&t), key);
     until_waiting(&n.gate, 1).await;
     first
 }
@@ -49,7 +50,7 @@ async fn a_commit_retried_while_the_original_is_in_flight_waits_and_answers_the_
     let t = n.increment_txn("c", 5).await;
     let first = commit_in_flight(&n, &t, Some("k-1")).await;
     // The client gave up on the first answer and retries at once, as the API asks.
-    let retry = n.spawn_call("POST", format!("/v1/txns/{t}/commit"), Some("k-1"));
+    let retry = n.spawn_call("POST", paths::txn_commit(&t), Some("k-1"));
     until_answered_or_waiting(&n, &t, &retry).await;
     n.gate.release();
     let (s1, b1) = first.await.unwrap();
@@ -61,7 +62,7 @@ async fn a_commit_retried_while_the_original_is_in_flight_waits_and_answers_the_
     assert_eq!(b2["offset"], b1["offset"]);
     assert_eq!(b2["incremented"]["c"], 5);
     assert!(b1.get("duplicate").is_none(), "{b1}");
-    let (s, row) = n.call("GET", "/v1/kv/c", None, None).await;
+    let (s, row) = n.call("GET", &paths::kv_key("c"), None, None).await;
     assert_eq!(
         (s, row["value"].clone()),
         (StatusCode::OK, json!(5)),
@@ -74,7 +75,7 @@ async fn a_second_commit_without_the_key_while_one_is_in_flight_hears_transactio
     let n = node();
     let t = n.increment_txn("c", 1).await;
     let first = commit_in_flight(&n, &t, None).await;
-    let second = n.spawn_call("POST", format!("/v1/txns/{t}/commit"), None);
+    let second = n.spawn_call("POST", paths::txn_commit(&t), None);
     until_answered_or_waiting(&n, &t, &second).await;
     n.gate.release();
     let (s1, b1) = first.await.unwrap();
@@ -93,7 +94,7 @@ async fn an_abort_racing_a_commit_in_flight_loses_with_409_transaction_committed
     let t = n.increment_txn("c", 1).await;
     let commit = commit_in_flight(&n, &t, Some("k-2")).await;
     // "The commit timed out, so abort to be safe."
-    let abort = n.spawn_call("POST", format!("/v1/txns/{t}/abort"), None);
+    let abort = n.spawn_call("POST", paths::txn_abort(&t), None);
     until_answered_or_waiting(&n, &t, &abort).await;
     n.gate.release();
     let (sc, bc) = commit.await.unwrap();
@@ -108,7 +109,7 @@ async fn an_abort_racing_a_commit_in_flight_loses_with_409_transaction_committed
     assert_eq!(ba["retryable"], false);
     // Asked again later, the answer is the same.
     let (sa, ba) = n
-        .call("POST", &format!("/v1/txns/{t}/abort"), None, None)
+        .call("POST", &paths::txn_abort(&t), None, None)
         .await;
     assert_eq!(
         (sa, ba["code"].as_str()),
@@ -122,12 +123,12 @@ async fn a_commit_after_an_abort_is_409_transaction_aborted() {
     let n = node();
     let t = n.increment_txn("c", 1).await;
     let (s, b) = n
-        .call("POST", &format!("/v1/txns/{t}/abort"), None, None)
+        .call("POST", &paths::txn_abort(&t), None, None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     // Before the fix: 404 unknown_transaction (for the commit); it could not tell.
     let (s, b) = n
-        .call("POST", &format!("/v1/txns/{t}/commit"), Some("k-3"), None)
+        .call("POST", &paths::txn_commit(&t), Some("k-3"), None)
         .await;
     assert_eq!(
         (s, b["code"].as_str()),
@@ -136,10 +137,10 @@ async fn a_commit_after_an_abort_is_409_transaction_aborted() {
     );
     // Aborting again is harmless.
     let (s, b) = n
-        .call("POST", &format!("/v1/txns/{t}/abort"), None, None)
+        .call("POST", &paths::txn_abort(&t), None, None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    let (s, _) = n.call("GET", "/v1/kv/c", None, None).await;
+    let (s, _) = n.call("GET", &paths::kv_key("c"), None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "nothing committed");
 }
 
@@ -147,7 +148,7 @@ async fn a_commit_after_an_abort_is_409_transaction_aborted() {
 async fn a_read_only_commit_retried_with_its_idempotency_key_is_a_duplicate() {
     let n = node();
     let t = n.begin(json!({"read_only": true})).await;
-    let commit = format!("/v1/txns/{t}/commit");
+    let commit = paths::txn_commit(&t);
     let (s, b) = n.call("POST", &commit, Some("ro-1"), None).await;
     assert_eq!(
         (s, b["offset"].clone()),
@@ -165,14 +166,14 @@ async fn a_read_only_commit_retried_with_its_idempotency_key_is_a_duplicate() {
     // committed under it.
     let t2 = n.increment_txn("c", 1).await;
     let (s, b) = n
-        .call("POST", &format!("/v1/txns/{t2}/commit"), Some("ro-1"), None)
+        .call("POST", &paths::txn_commit(&t2), Some("ro-1"), None)
         .await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::CONFLICT, Some("request_id_conflict")),
         "{b}"
     );
-    let (s, _) = n.call("GET", "/v1/kv/c", None, None).await;
+    let (s, _) = n.call("GET", &paths::kv_key("c"), None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "nothing committed");
 }
 
@@ -184,7 +185,7 @@ async fn transaction_scans_cut_by_the_limit_return_next() {
         let (s, b) = n
             .call(
                 "PUT",
-                &format!("/v1/txns/{t}/kv/{k}"),
+                &paths::txn_key(&t, k),
                 None,
                 Some(json!({"value": 1})),
             )
@@ -192,22 +193,22 @@ async fn transaction_scans_cut_by_the_limit_return_next() {
         assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     }
     let (s, b) = n
-        .call("POST", &format!("/v1/txns/{t}/commit"), None, None)
+        .call("POST", &paths::txn_commit(&t), None, None)
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
 
     // Outside a transaction. Before the fix: two rows and no `next`.
-    let (s, page) = n.call("GET", "/v1/kv?limit=2", None, None).await;
+    let (s, page) = n.call("GET", &(paths::kv() + &Query::new().push("limit", 2).finish()), None, None).await;
     assert_eq!(s, StatusCode::OK, "{page}");
     assert_eq!(page["rows"].as_array().unwrap().len(), 2);
     assert_eq!(page["next"], "c", "{page}");
-    let (_, rest) = n.call("GET", "/v1/kv?limit=2&start=c", None, None).await;
+    let (_, rest) = n.call("GET", &(paths::kv() + &Query::new().push("limit", 2).push("start", "c").finish()), None, None).await;
     assert_eq!(rest["rows"][0]["key"], "c");
     assert!(
         rest.get("next").is_none(),
         "the last page has no next: {rest}"
     );
-    let (_, all) = n.call("GET", "/v1/kv?limit=3", None, None).await;
+    let (_, all) = n.call("GET", &(paths::kv() + &Query::new().push("limit", 3).finish()), None, None).await;
     assert!(all.get("next").is_none(), "an exact fit is not cut: {all}");
 
     // Inside one, own writes included.
@@ -215,19 +216,19 @@ async fn transaction_scans_cut_by_the_limit_return_next() {
     let (s, b) = n
         .call(
             "PUT",
-            &format!("/v1/txns/{t}/kv/bb"),
+            &paths::txn_key(&t, "bb"),
             None,
             Some(json!({"value": 2})),
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     let (s, page) = n
-        .call("GET", &format!("/v1/txns/{t}/kv?limit=2"), None, None)
+        .call("GET", &(paths::txn_kv(&t) + &Query::new().push("limit", 2).finish()), None, None)
         .await;
     assert_eq!(s, StatusCode::OK, "{page}");
     assert_eq!(page["next"], "bb", "{page}");
     let (_, page) = n
-        .call("GET", &format!("/v1/txns/{t}/kv?limit=4"), None, None)
+        .call("GET", &(paths::txn_kv(&t) + &Query::new().push("limit", 4).finish()), None, None)
         .await;
     assert!(page.get("next").is_none(), "{page}");
 }
@@ -237,12 +238,12 @@ async fn kv_reads_with_a_token_wait_for_the_commit_stream_and_refuse_other_token
     let n = node();
     let t = n.increment_txn("c", 1).await;
     let (s, b) = n
-        .call("POST", &format!("/v1/txns/{t}/commit"), None, None)
+        .call("POST", &paths::txn_commit(&t), None, None)
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let token = b["token"].as_str().unwrap().to_string();
     let (s, b) = n
-        .call("GET", &format!("/v1/kv/c?token={token}"), None, None)
+        .call("GET", &(paths::kv_key("c") + &Query::new().push("token", &token).finish()), None, None)
         .await;
     assert_eq!((s, b["value"].clone()), (StatusCode::OK, json!(1)), "{b}");
 
@@ -258,8 +259,8 @@ async fn kv_reads_with_a_token_wait_for_the_commit_stream_and_refuse_other_token
     .encode()
     .unwrap();
     for uri in [
-        format!("/v1/kv/c?token={ahead}&timeout_ms=50"),
-        format!("/v1/kv?token={ahead}&timeout_ms=50"),
+        paths::kv_key("c") + &Query::new().push("token", &ahead).push("timeout_ms", 50).finish(),
+        paths::kv() + &Query::new().push("token", &ahead).push("timeout_ms", 50).finish(),
     ] {
         let (s, b) = n.call("GET", &uri, None, None).await;
         assert_eq!(
@@ -274,12 +275,12 @@ async fn kv_reads_with_a_token_wait_for_the_commit_stream_and_refuse_other_token
     }
 
     // A token of an append names no `_txn` position.
-    let (s, b) = n.call("PUT", "/v1/streams/orders", None, None).await;
+    let (s, b) = n.call("PUT", &paths::stream("orders"), None, None).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let (s, b) = n
         .call(
             "POST",
-            "/v1/streams/orders/records",
+            &paths::records("orders"),
             None,
             Some(json!({"value": 1})),
         )
@@ -287,8 +288,8 @@ async fn kv_reads_with_a_token_wait_for_the_commit_stream_and_refuse_other_token
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let other = b["token"].as_str().unwrap().to_string();
     for uri in [
-        format!("/v1/kv/c?token={other}"),
-        format!("/v1/kv?token={other}"),
+        paths::kv_key("c") + &Query::new().push("token", &other).finish(),
+        paths::kv() + &Query::new().push("token", &other).finish(),
     ] {
         let (s, b) = n.call("GET", &uri, None, None).await;
         assert_eq!(
@@ -312,7 +313,7 @@ async fn begin_never_answers_a_snapshot_counting_a_commit_that_is_not_durable() 
     let begun = n.txns().stats().begun.load(Ordering::Relaxed);
     let begin = {
         let router = n.router.clone();
-        tokio::spawn(async move { send(router, "POST", "/v1/txns", None, Some(json!({}))).await })
+        tokio::spawn(async move { send(router, "POST", &paths::txns(), None, Some(json!({}))).await })
     };
     until("the second transaction has begun", || {
         begin.is_finished() || n.txns().stats().begun.load(Ordering::Relaxed) > begun
@@ -340,7 +341,7 @@ async fn begin_answers_its_snapshot_once_the_commits_it_counts_are_durable() {
     let begun = n.txns().stats().begun.load(Ordering::Relaxed);
     let begin = {
         let router = n.router.clone();
-        tokio::spawn(async move { send(router, "POST", "/v1/txns", None, Some(json!({}))).await })
+        tokio::spawn(async move { send(router, "POST", &paths::txns(), None, Some(json!({}))).await })
     };
     until("the second transaction has begun", || {
         begin.is_finished() || n.txns().stats().begun.load(Ordering::Relaxed) > begun
@@ -381,7 +382,7 @@ async fn more_retries_of_an_in_flight_one_shot_commit_than_workers_all_answer_th
     let commit = |body: Value| {
         let router = n.router.clone();
         tokio::spawn(
-            async move { send(router, "POST", "/v1/commits", Some("k-h"), Some(body)).await },
+            async move { send(router, "POST", &paths::commits(), Some("k-h"), Some(body)).await },
         )
     };
     n.gate.hold();
@@ -400,7 +401,7 @@ async fn more_retries_of_an_in_flight_one_shot_commit_than_workers_all_answer_th
         assert_eq!((s, &b["duplicate"]), (StatusCode::OK, &json!(true)), "{b}");
         assert_eq!(b["offset"], b1["offset"], "{b}");
     }
-    let (s, row) = n.call("GET", "/v1/kv/h", None, None).await;
+    let (s, row) = n.call("GET", &paths::kv_key("h"), None, None).await;
     assert_eq!(
         (s, row["value"].clone()),
         (StatusCode::OK, json!(1)),
@@ -416,7 +417,7 @@ async fn a_request_racing_a_commit_that_fails_is_not_told_the_transaction_commit
     let commit = commit_in_flight(&n, &t, None).await;
     let put = {
         let router = n.router.clone();
-        let uri = format!("/v1/txns/{t}/kv/d");
+        let uri = paths::txn_key(&t, "d");
         tokio::spawn(
             async move { send(router, "PUT", &uri, None, Some(json!({ "value": 1 }))).await },
         )
