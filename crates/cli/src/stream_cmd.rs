@@ -13,8 +13,8 @@ use serde_json::value::RawValue;
 
 use logbook_views::ConsistencyToken;
 
-use logbook_api::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
 use logbook_api::client::{StartAt, Subscribe, SubscriptionEvent};
+use logbook_api::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
 use logbook_api::paths;
 use logbook_api::streams::{
     AppendAnswer, AppendBody, AppendMany, CreateStream, EventCursor, EventKind, OffsetsAtTime,

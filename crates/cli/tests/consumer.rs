@@ -25,8 +25,8 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 
-use logbook_api::paths;
 use logbook_api::client::{StartAt, Subscribe, SubscriptionEvent};
+use logbook_api::paths;
 use logbook_api::problem::ProblemCode;
 use logbook_api::streams::{
     CreateStream, EventCursor, EventKind, OffsetAtTime, OffsetsAtTime, RecordIn,
@@ -517,9 +517,16 @@ fn a_quiet_subscription_resumes_from_the_closed_events_cursor_and_skips_nothing(
         let SubscriptionEvent::Ended { kind, end } = subscription.next_event().unwrap() else {
             panic!("round {round}: the node's close first");
         };
-        assert_eq!((kind, end.reason.as_str()), (EventKind::Closed, "wait_ms_max"));
+        assert_eq!(
+            (kind, end.reason.as_str()),
+            (EventKind::Closed, "wait_ms_max")
+        );
         let at = subscription.cursor().map(ToString::to_string);
-        assert_eq!(at, Some(format!("0:{round}")), "the close names where it stood");
+        assert_eq!(
+            at,
+            Some(format!("0:{round}")),
+            "the close names where it stood"
+        );
         client
             .append("events", RecordIn::new(json!({"round": round})))
             .unwrap();
@@ -547,7 +554,11 @@ fn a_quiet_subscription_resumes_from_the_closed_events_cursor_and_skips_nothing(
         assert_eq!(record.offset, offset);
     }
     let unknown = client.subscribe("nope", &Subscribe::default()).unwrap_err();
-    assert_eq!(unknown.code(), Some(ProblemCode::UnknownStream), "{unknown}");
+    assert_eq!(
+        unknown.code(),
+        Some(ProblemCode::UnknownStream),
+        "{unknown}"
+    );
     let bad = Subscribe {
         partitions: Some(vec![7]),
         ..Subscribe::default()
@@ -584,7 +595,10 @@ fn tail_follow_goes_on_across_the_nodes_wait_ms_max() {
     let closed = "logbook_subscriptions_ended_total{reason=\"lifetime\"}";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while metric(&serve, closed) < 2 {
-        assert!(std::time::Instant::now() < deadline, "the node never closed it twice");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never closed it twice"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     until_metric(&serve, "logbook_subscriptions 1");

@@ -58,7 +58,9 @@ async fn stored_value_text(n: &Node, offset: u64) -> String {
     let resp = tower::ServiceExt::oneshot(
         n.router.clone(),
         axum::http::Request::builder()
-            .uri(paths::records("ev") + &Query::new().push("from", offset).push("limit", 1).finish())
+            .uri(
+                paths::records("ev") + &Query::new().push("from", offset).push("limit", 1).finish(),
+            )
             .body(axum::body::Body::empty())
             .unwrap(),
     )

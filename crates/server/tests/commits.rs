@@ -87,7 +87,12 @@ async fn a_read_at_a_snapshot_returns_values_versions_next_and_the_snapshot() {
     let again = read(&n, json!({"keys": ["a"], "snapshot": 1})).await;
     assert_eq!(again["keys"][0]["value"], 1);
     let (s, b) = n
-        .call("POST", &paths::kv_read(), None, Some(json!({"snapshot": 99})))
+        .call(
+            "POST",
+            &paths::kv_read(),
+            None,
+            Some(json!({"snapshot": 99})),
+        )
         .await;
     assert_eq!(
         (s, b["code"].as_str(), b["field"].as_str()),
@@ -114,11 +119,15 @@ async fn a_read_modify_write_in_two_round_trips_is_certified_from_its_declared_r
             "writes": [{"op": "put", "key": "a", "value": v}],
         })
     };
-    let (s, b) = n.call("POST", &paths::commits(), None, Some(commit(101))).await;
+    let (s, b) = n
+        .call("POST", &paths::commits(), None, Some(commit(101)))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["offset"], 1);
     assert!(b["token"].is_string());
-    let (s, b) = n.call("POST", &paths::commits(), None, Some(commit(102))).await;
+    let (s, b) = n
+        .call("POST", &paths::commits(), None, Some(commit(102)))
+        .await;
     assert_eq!(
         (s, b["code"].as_str(), b["retryable"].as_bool()),
         (
@@ -139,9 +148,7 @@ async fn a_one_shot_commit_conflicts_with_an_interactive_transaction() {
     // one-shot one reads x, y and writes x.
     let t = n.begin(json!({"isolation": "serializable"})).await;
     for k in ["x", "y"] {
-        let (s, b) = n
-            .call("GET", &paths::txn_key(&t, k), None, None)
-            .await;
+        let (s, b) = n.call("GET", &paths::txn_key(&t, k), None, None).await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
     let (s, _) = n
@@ -162,9 +169,7 @@ async fn a_one_shot_commit_conflicts_with_an_interactive_transaction() {
     });
     let (s, b) = n.call("POST", &paths::commits(), None, Some(body)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = n
-        .call("POST", &paths::txn_commit(&t), None, None)
-        .await;
+    let (s, b) = n.call("POST", &paths::txn_commit(&t), None, None).await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::CONFLICT, Some("serialization_failure")),

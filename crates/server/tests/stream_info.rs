@@ -27,9 +27,7 @@ async fn stream_info_reports_the_acknowledgment_guarantee_per_fsync_policy() {
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let expected = json!({ "replicas": 1, "fsynced": fsynced });
         assert_eq!(b["ack_guarantee"], expected, "{name}: {b}");
-        let (s, b) = n
-            .call("GET", &paths::stream(name), None, None)
-            .await;
+        let (s, b) = n.call("GET", &paths::stream(name), None, None).await;
         assert_eq!(s, StatusCode::OK, "{b}");
         assert_eq!(b["ack_guarantee"], expected, "{name}: {b}");
     }

@@ -11,8 +11,8 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use axum::http::StatusCode;
-use logbook_api::paths::{self, Query};
 use common::{Node, node, send, until, until_waiting};
+use logbook_api::paths::{self, Query};
 use serde_json::{Value, json};
 
 /// Holds the fsync, starts committing `t` with `key`, and returns once the commit is in
@@ -108,9 +108,7 @@ async fn an_abort_racing_a_commit_in_flight_loses_with_409_transaction_committed
     );
     assert_eq!(ba["retryable"], false);
     // Asked again later, the answer is the same.
-    let (sa, ba) = n
-        .call("POST", &paths::txn_abort(&t), None, None)
-        .await;
+    let (sa, ba) = n.call("POST", &paths::txn_abort(&t), None, None).await;
     assert_eq!(
         (sa, ba["code"].as_str()),
         (StatusCode::CONFLICT, Some("transaction_committed")),
@@ -122,9 +120,7 @@ async fn an_abort_racing_a_commit_in_flight_loses_with_409_transaction_committed
 async fn a_commit_after_an_abort_is_409_transaction_aborted() {
     let n = node();
     let t = n.increment_txn("c", 1).await;
-    let (s, b) = n
-        .call("POST", &paths::txn_abort(&t), None, None)
-        .await;
+    let (s, b) = n.call("POST", &paths::txn_abort(&t), None, None).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     // Before the fix: 404 unknown_transaction (for the commit); it could not tell.
     let (s, b) = n
@@ -136,9 +132,7 @@ async fn a_commit_after_an_abort_is_409_transaction_aborted() {
         "{b}"
     );
     // Aborting again is harmless.
-    let (s, b) = n
-        .call("POST", &paths::txn_abort(&t), None, None)
-        .await;
+    let (s, b) = n.call("POST", &paths::txn_abort(&t), None, None).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     let (s, _) = n.call("GET", &paths::kv_key("c"), None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "nothing committed");
@@ -192,23 +186,42 @@ async fn transaction_scans_cut_by_the_limit_return_next() {
             .await;
         assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     }
-    let (s, b) = n
-        .call("POST", &paths::txn_commit(&t), None, None)
-        .await;
+    let (s, b) = n.call("POST", &paths::txn_commit(&t), None, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 
     // Outside a transaction. Before the fix: two rows and no `next`.
-    let (s, page) = n.call("GET", &(paths::kv() + &Query::new().push("limit", 2).finish()), None, None).await;
+    let (s, page) = n
+        .call(
+            "GET",
+            &(paths::kv() + &Query::new().push("limit", 2).finish()),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{page}");
     assert_eq!(page["rows"].as_array().unwrap().len(), 2);
     assert_eq!(page["next"], "c", "{page}");
-    let (_, rest) = n.call("GET", &(paths::kv() + &Query::new().push("limit", 2).push("start", "c").finish()), None, None).await;
+    let (_, rest) = n
+        .call(
+            "GET",
+            &(paths::kv() + &Query::new().push("limit", 2).push("start", "c").finish()),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(rest["rows"][0]["key"], "c");
     assert!(
         rest.get("next").is_none(),
         "the last page has no next: {rest}"
     );
-    let (_, all) = n.call("GET", &(paths::kv() + &Query::new().push("limit", 3).finish()), None, None).await;
+    let (_, all) = n
+        .call(
+            "GET",
+            &(paths::kv() + &Query::new().push("limit", 3).finish()),
+            None,
+            None,
+        )
+        .await;
     assert!(all.get("next").is_none(), "an exact fit is not cut: {all}");
 
     // Inside one, own writes included.
@@ -223,12 +236,22 @@ async fn transaction_scans_cut_by_the_limit_return_next() {
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     let (s, page) = n
-        .call("GET", &(paths::txn_kv(&t) + &Query::new().push("limit", 2).finish()), None, None)
+        .call(
+            "GET",
+            &(paths::txn_kv(&t) + &Query::new().push("limit", 2).finish()),
+            None,
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{page}");
     assert_eq!(page["next"], "bb", "{page}");
     let (_, page) = n
-        .call("GET", &(paths::txn_kv(&t) + &Query::new().push("limit", 4).finish()), None, None)
+        .call(
+            "GET",
+            &(paths::txn_kv(&t) + &Query::new().push("limit", 4).finish()),
+            None,
+            None,
+        )
         .await;
     assert!(page.get("next").is_none(), "{page}");
 }
@@ -237,13 +260,16 @@ async fn transaction_scans_cut_by_the_limit_return_next() {
 async fn kv_reads_with_a_token_wait_for_the_commit_stream_and_refuse_other_tokens() {
     let n = node();
     let t = n.increment_txn("c", 1).await;
-    let (s, b) = n
-        .call("POST", &paths::txn_commit(&t), None, None)
-        .await;
+    let (s, b) = n.call("POST", &paths::txn_commit(&t), None, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let token = b["token"].as_str().unwrap().to_string();
     let (s, b) = n
-        .call("GET", &(paths::kv_key("c") + &Query::new().push("token", &token).finish()), None, None)
+        .call(
+            "GET",
+            &(paths::kv_key("c") + &Query::new().push("token", &token).finish()),
+            None,
+            None,
+        )
         .await;
     assert_eq!((s, b["value"].clone()), (StatusCode::OK, json!(1)), "{b}");
 
@@ -259,8 +285,16 @@ async fn kv_reads_with_a_token_wait_for_the_commit_stream_and_refuse_other_token
     .encode()
     .unwrap();
     for uri in [
-        paths::kv_key("c") + &Query::new().push("token", &ahead).push("timeout_ms", 50).finish(),
-        paths::kv() + &Query::new().push("token", &ahead).push("timeout_ms", 50).finish(),
+        paths::kv_key("c")
+            + &Query::new()
+                .push("token", &ahead)
+                .push("timeout_ms", 50)
+                .finish(),
+        paths::kv()
+            + &Query::new()
+                .push("token", &ahead)
+                .push("timeout_ms", 50)
+                .finish(),
     ] {
         let (s, b) = n.call("GET", &uri, None, None).await;
         assert_eq!(
@@ -313,7 +347,9 @@ async fn begin_never_answers_a_snapshot_counting_a_commit_that_is_not_durable() 
     let begun = n.txns().stats().begun.load(Ordering::Relaxed);
     let begin = {
         let router = n.router.clone();
-        tokio::spawn(async move { send(router, "POST", &paths::txns(), None, Some(json!({}))).await })
+        tokio::spawn(
+            async move { send(router, "POST", &paths::txns(), None, Some(json!({}))).await },
+        )
     };
     until("the second transaction has begun", || {
         begin.is_finished() || n.txns().stats().begun.load(Ordering::Relaxed) > begun
@@ -341,7 +377,9 @@ async fn begin_answers_its_snapshot_once_the_commits_it_counts_are_durable() {
     let begun = n.txns().stats().begun.load(Ordering::Relaxed);
     let begin = {
         let router = n.router.clone();
-        tokio::spawn(async move { send(router, "POST", &paths::txns(), None, Some(json!({}))).await })
+        tokio::spawn(
+            async move { send(router, "POST", &paths::txns(), None, Some(json!({}))).await },
+        )
     };
     until("the second transaction has begun", || {
         begin.is_finished() || n.txns().stats().begun.load(Ordering::Relaxed) > begun
@@ -381,9 +419,9 @@ async fn more_retries_of_an_in_flight_one_shot_commit_than_workers_all_answer_th
     let body = json!({ "writes": [{ "op": "increment", "key": "h", "by": 1 }] });
     let commit = |body: Value| {
         let router = n.router.clone();
-        tokio::spawn(
-            async move { send(router, "POST", &paths::commits(), Some("k-h"), Some(body)).await },
-        )
+        tokio::spawn(async move {
+            send(router, "POST", &paths::commits(), Some("k-h"), Some(body)).await
+        })
     };
     n.gate.hold();
     let first = commit(body.clone());

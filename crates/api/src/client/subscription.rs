@@ -273,9 +273,9 @@ impl Subscription {
                 self.taken = 0;
                 if self.pending.len() > EVENT_BYTES_MAX {
                     self.disconnect();
-                    return Err(self.malformed(format!(
-                        "an event longer than {EVENT_BYTES_MAX} bytes"
-                    )));
+                    return Err(
+                        self.malformed(format!("an event longer than {EVENT_BYTES_MAX} bytes"))
+                    );
                 }
                 return Ok(None);
             };
@@ -406,13 +406,17 @@ mod tests {
     fn blocks_parse_with_ids_kinds_and_data_and_heartbeats_are_skipped() {
         let block = parse_block("id: 0:3,1:0\nevent: record\ndata: {\"a\":1}\n\n").unwrap();
         assert_eq!(block.id.as_deref(), Some("0:3,1:0"));
-        assert_eq!((block.kind.as_str(), block.data.as_str()), ("record", "{\"a\":1}"));
+        assert_eq!(
+            (block.kind.as_str(), block.data.as_str()),
+            ("record", "{\"a\":1}")
+        );
         assert!(parse_block(": heartbeat\n\n").is_none());
         let two = parse_block("data: a\ndata: b\n\n").unwrap();
         assert_eq!((two.kind.as_str(), two.data.as_str()), ("message", "a\nb"));
     }
 
-    const RECORD: &str = r#"{"partition":0,"offset":6,"key":null,"value":{"n":1},"headers":{},"timestamp_ms":1}"#;
+    const RECORD: &str =
+        r#"{"partition":0,"offset":6,"key":null,"value":{"n":1},"headers":{},"timestamp_ms":1}"#;
 
     /// Review r12b R2: on a quiet stream the end event is the only one, and its id is where
     /// the subscription resumes.
@@ -429,8 +433,14 @@ mod tests {
                 panic!("{kind:?}: an end");
             };
             assert_eq!((got, end.reason.as_str()), (kind, "wait_ms_max"));
-            assert_eq!(s.cursor().map(ToString::to_string).as_deref(), Some("0:7,1:3"));
-            assert!(s.pending.is_empty(), "the connection's bytes are dropped with it");
+            assert_eq!(
+                s.cursor().map(ToString::to_string).as_deref(),
+                Some("0:7,1:3")
+            );
+            assert!(
+                s.pending.is_empty(),
+                "the connection's bytes are dropped with it"
+            );
         }
     }
 
@@ -447,7 +457,10 @@ mod tests {
         };
         assert_eq!((record.offset, cursor.to_string()), (6, "0:7".to_string()));
         assert!(matches!(s.take_event(), Ok(None)));
-        assert_eq!(s.pending, b"id: 0:8\nevent: rec", "the unfinished event is kept");
+        assert_eq!(
+            s.pending, b"id: 0:8\nevent: rec",
+            "the unfinished event is kept"
+        );
         s.pending.extend_from_slice(b"ord\ndata: {}\n\n");
         assert!(
             matches!(s.take_event(), Err(ClientError::Answer { .. })),
@@ -486,7 +499,10 @@ mod tests {
             heartbeat_ms: Some(500),
             stall_ms: None,
         };
-        assert_eq!(q(&options), "?partitions=0%2C2&from=0%3A5%2C2%3A9&heartbeat_ms=500");
+        assert_eq!(
+            q(&options),
+            "?partitions=0%2C2&from=0%3A5%2C2%3A9&heartbeat_ms=500"
+        );
         let group = Subscribe {
             start: StartAt::Group("g".into()),
             ..Subscribe::default()
