@@ -23,7 +23,7 @@ async fn commit_in_flight(
     key: Option<&'static str>,
 ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
     n.gate.hold();
-    let first = n.spawn_call("POST", paths::txn_commit(&t), key);
+    let first = n.spawn_call("POST", paths::txn_commit(t), key);
     until_waiting(&n.gate, 1).await;
     first
 }
