@@ -1271,7 +1271,7 @@ fn client_of(
     scopes: &[&str],
 ) -> logbook_api::client::blocking::Client {
     let body = json!({"principal": principal, "scopes": scopes});
-    let (status, created) = call(&serve.client(), "POST", "/v1/tokens", Some(&body));
+    let (status, created) = call(&serve.client(), "POST", paths::route::TOKENS, Some(&body));
     assert_eq!(status, 201, "{created}");
     let base = format!("http://{}", serve.addr());
     common::api::client_with_token(&base, created["token"].as_str())
