@@ -92,6 +92,14 @@ impl ClientTally {
     }
 }
 
+/// The tallies of clients that all ended (each joined before this is called), in client
+/// order; or the first error any of them ended with — a client's own, or its join failure.
+pub(super) fn gather(
+    ends: impl IntoIterator<Item = anyhow::Result<ClientTally>>,
+) -> anyhow::Result<Vec<ClientTally>> {
+    ends.into_iter().collect()
+}
+
 /// The figures of clients' tallies over `seconds`, and the sum of their committed deltas.
 pub(super) fn fold_tallies<'a>(
     tallies: impl IntoIterator<Item = &'a ClientTally>,

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::args::{ACCOUNTS_PER_SCALE, Form, Protocol, TELLERS_PER_SCALE, TpcbArgs};
-use super::figures::{ClientTally, bar};
+use super::figures::{ClientTally, bar, gather};
 use crate::bench::conn::Conn;
 use crate::bench::kit::elapsed_us;
 
@@ -43,25 +43,16 @@ pub(super) async fn run_http_clients(
         progress.set_position(started.elapsed().as_secs());
     }
     stop.store(true, Ordering::Relaxed);
-    let mut tallies = Vec::with_capacity(tasks.len());
-    let mut first_error = None;
+    let mut ends = Vec::with_capacity(tasks.len());
     for t in tasks {
-        match t.await {
-            Ok(Ok(t)) => tallies.push(t),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(anyhow::anyhow!("a client task failed: {e}"));
-            }
-        }
+        ends.push(
+            t.await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("a client task failed: {e}"))),
+        );
     }
     let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok((tallies, seconds)),
-    }
+    Ok((gather(ends)?, seconds))
 }
 
 /// How one try of a transaction over HTTP ended.

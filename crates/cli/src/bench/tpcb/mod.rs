@@ -58,7 +58,7 @@ mod http_clients;
 
 pub use args::TpcbArgs;
 use args::{ACCOUNTS_PER_SCALE, Form, Over, Protocol, TELLERS_PER_SCALE};
-use figures::{ClientTally, Figures, bar, commit_latency_json, fold_tallies};
+use figures::{ClientTally, Figures, bar, commit_latency_json, fold_tallies, gather};
 use http_clients::run_http_clients;
 
 /// Keys per load commit (at most `logbook_txn::limits::WRITE_SET_KEYS_MAX`).
@@ -310,25 +310,16 @@ fn run_clients(
         progress.set_position(started.elapsed().as_secs());
     }
     stop.store(true, Ordering::Relaxed);
-    let mut tallies = Vec::with_capacity(handles.len());
-    let mut first_error = None;
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(t)) => tallies.push(t),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(_) => {
-                first_error.get_or_insert(anyhow::anyhow!("a client thread panicked"));
-            }
-        }
-    }
+    let ends: Vec<_> = handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a client thread panicked")))
+        })
+        .collect();
     let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    fold_tallies(&tallies, seconds)
+    fold_tallies(&gather(ends)?, seconds)
 }
 
 /// One client's closed loop: transactions back to back until `stop`.
