@@ -64,6 +64,10 @@ pub struct ViewAuditorStatus {
     pub interval_s: u64,
     /// Each audit's pace, records recomputed per second (0: unpaced).
     pub records_per_s: u64,
+    /// Most bytes one audit may hold (the recomputed state, and the stored checkpoints
+    /// while they are compared); a view that needs more is skipped with a note (0 when
+    /// the auditor is off).
+    pub memory_bytes_max: u64,
     /// Whether a mismatch is repaired: the view rebuilt from the log and switched to.
     pub repair: bool,
     /// Rounds finished.
@@ -80,7 +84,8 @@ pub struct ViewAudit {
     pub view: String,
     /// Audits finished.
     pub audits: u64,
-    /// Audits that found the live view different from its recomputation.
+    /// Audits that found the live view or its stored checkpoints different from the
+    /// recomputation.
     pub mismatches: u64,
     /// The latest audit, once one finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,9 +104,11 @@ pub struct ViewAudit {
 pub struct ViewAuditReport {
     /// The version audited (the current one then).
     pub version: u64,
-    /// `match`, `mismatch`, or `skipped` (see `note`).
+    /// `match`, `mismatch` (of the live state or of the stored checkpoints: see
+    /// `checkpoint`), or `skipped` (see `note`).
     pub verdict: String,
-    /// Why it was skipped (e.g. retention deleted records the view applied).
+    /// Why it was skipped (e.g. retention deleted records the view applied, or the
+    /// recomputation outgrew the audit's memory budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// Per partition, the offsets both sides were compared at (next offset to apply).
@@ -112,6 +119,46 @@ pub struct ViewAuditReport {
     pub recomputed_digest: AuditDigest,
     /// On a mismatch, the first rows that differ in key order (at most 3).
     pub differences: Vec<AuditRowDifference>,
+    /// The stored checkpoints — what a restart would load — compared with the
+    /// recomputation at their own offsets (absent when the audit did not get that far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointAudit>,
+}
+
+/// A version's stored checkpoints compared with the recomputation at their offsets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckpointAudit {
+    /// `match`, or `mismatch`: rows, an apply state or the processor's contributions
+    /// differ, or a checkpoint cannot be loaded (see `notes`).
+    pub verdict: String,
+    /// Per partition, the offset its checkpoint is at (next offset to apply).
+    pub applied: std::collections::BTreeMap<u32, u64>,
+    /// The digest of the rows as a restart would load them.
+    pub stored_digest: AuditDigest,
+    /// The recomputed digest there.
+    pub recomputed_digest: AuditDigest,
+    /// What differs besides rows, one line per finding, naming the partition.
+    pub notes: Vec<String>,
+    /// On a mismatch of rows, the first that differ in key order (at most 3).
+    pub differences: Vec<CheckpointRowDifference>,
+}
+
+/// A row that differs between a stored checkpoint and the recomputation (absent on one
+/// side: missing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckpointRowDifference {
+    /// The row key.
+    pub key: String,
+    /// The row as the stored checkpoint has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub stored: Option<serde_json::Value>,
+    /// The recomputed row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub recomputed: Option<serde_json::Value>,
 }
 
 /// An order-independent digest of a view's rows.

@@ -1,10 +1,10 @@
 //! `logbook audit status`: what a running node's background auditors checked and found
 //! (`GET /v1/audit`): the segment scrubber's totals and each damaged place by file and byte
-//! offset; each view's latest audit (digests compared at the offsets named, the first rows
-//! that differ). Exits non-zero when damage or a mismatch was found, so a script or a cron
+//! offset; each view's latest audit (digests compared at the offsets named — the live state
+//! and the stored checkpoints — and the first rows that differ). Exits non-zero when damage or a mismatch was found, so a script or a cron
 //! job can alert on it.
 
-use logbook_api::audit::AuditStatus;
+use logbook_api::audit::{AuditStatus, CheckpointAudit};
 use logbook_api::paths;
 
 use crate::client::{Client, ServerArgs, print_json};
@@ -98,9 +98,10 @@ fn print_status(status: &AuditStatus) -> anyhow::Result<()> {
     let v = &status.views;
     match v.state.as_str() {
         "running" => outln!(
-            "view auditor: running, a round every {} s at {} records/s per view{}; {} rounds",
+            "view auditor: running, a round every {} s at {} records/s per view (at most {} bytes each){}; {} rounds",
             v.interval_s,
             v.records_per_s,
+            v.memory_bytes_max,
             if v.repair { ", repairing" } else { "" },
             v.rounds
         ),
@@ -132,11 +133,10 @@ fn print_status(status: &AuditStatus) -> anyhow::Result<()> {
             view.audits,
             view.mismatches
         );
+        if let Some(note) = &r.note {
+            outln!("    {note}");
+        }
         for d in &r.differences {
-            let show = |v: &Option<serde_json::Value>| {
-                v.as_ref()
-                    .map_or("(missing)".to_string(), |v| v.to_string())
-            };
             outln!(
                 "    row {:?}: live {} recomputed {}",
                 d.key,
@@ -144,9 +144,44 @@ fn print_status(status: &AuditStatus) -> anyhow::Result<()> {
                 show(&d.recomputed)
             );
         }
+        if let Some(c) = &r.checkpoint {
+            print_checkpoint(c)?;
+        }
         if let Some(to) = view.repaired_to {
             outln!("    repaired: switched to version {to}, rebuilt from the log");
         }
+    }
+    Ok(())
+}
+
+/// A row as printed, or `(missing)`.
+fn show(v: &Option<serde_json::Value>) -> String {
+    v.as_ref()
+        .map_or("(missing)".to_string(), |v| v.to_string())
+}
+
+/// The stored checkpoints' part of a view's audit.
+fn print_checkpoint(c: &CheckpointAudit) -> anyhow::Result<()> {
+    let at: Vec<String> = c.applied.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    outln!(
+        "    stored checkpoints: {} at offsets {} (stored {} rows {}, recomputed {} rows {})",
+        c.verdict,
+        at.join(","),
+        c.stored_digest.rows,
+        c.stored_digest.hash,
+        c.recomputed_digest.rows,
+        c.recomputed_digest.hash
+    );
+    for note in &c.notes {
+        outln!("      {note}");
+    }
+    for d in &c.differences {
+        outln!(
+            "      row {:?}: stored {} recomputed {}",
+            d.key,
+            show(&d.stored),
+            show(&d.recomputed)
+        );
     }
     Ok(())
 }

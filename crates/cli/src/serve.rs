@@ -129,6 +129,11 @@ pub struct ServeArgs {
     /// On a mismatch, the auditor rebuilds the view from the log and switches to it.
     #[arg(long, env = "LOGBOOK_AUDIT_REPAIR")]
     pub audit_repair: bool,
+    /// Most bytes one view audit may hold (its recomputed copy of the view's state, and the
+    /// stored checkpoints while they are compared); a view that needs more is skipped with
+    /// a note. At least 1. Default 1073741824 (1 GiB).
+    #[arg(long, env = "LOGBOOK_AUDIT_MEMORY_BYTES_MAX")]
+    pub audit_memory_bytes_max: Option<u64>,
     /// A host name or address the server answers for (repeat for several; `*` for any),
     /// besides localhost, 127.0.0.1, ::1 and the --listen host. Requests naming another
     /// `Host` are refused (421), against DNS rebinding.
@@ -230,6 +235,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         audit_records_per_s: args.audit_records_per_s,
         audit_repair: args.audit_repair.then_some(true),
+        audit_memory_bytes_max: args.audit_memory_bytes_max,
         allowed_hosts: (!args.allowed_hosts.is_empty()).then_some(args.allowed_hosts),
         cluster: ClusterLayer {
             node_id: args.cluster_node_id,

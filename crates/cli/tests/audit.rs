@@ -1,7 +1,8 @@
 //! Continuous audit through the real binary (issue 18): a byte flipped on disk in a sealed
 //! segment of a running `logbook serve` is found by the background scrubber and named by
 //! file and byte offset in `GET /v1/audit`, `/metrics`, `logbook audit status` and a
-//! structured log line — counted once however many passes see it.
+//! structured log line — counted once however many passes see it. The view auditor runs
+//! on its schedule, compares the stored checkpoints too, and stays within its memory budget.
 #![expect(
     clippy::unwrap_used,
     reason = "a test: a panic with a message is the failure report"
@@ -247,6 +248,12 @@ fn the_view_auditor_recomputes_each_view_on_its_schedule_and_reports_a_match() {
     assert_eq!(last.live_digest, last.recomputed_digest);
     assert_eq!(last.live_digest.rows, 5);
     assert!(last.differences.is_empty());
+    // The stored checkpoints — what a restart would load — were compared too.
+    let checkpoint = last.checkpoint.as_ref().unwrap();
+    assert_eq!(checkpoint.verdict, "match", "{checkpoint:?}");
+    assert_eq!(checkpoint.stored_digest, checkpoint.recomputed_digest);
+    assert!(checkpoint.notes.is_empty(), "{checkpoint:?}");
+    assert_eq!(status.views.memory_bytes_max, 1 << 30, "the default budget");
 
     // The view's own status carries it too, and the metrics count it.
     let detail = client.view_status("by_c", false).unwrap();
@@ -274,4 +281,76 @@ fn the_view_auditor_recomputes_each_view_on_its_schedule_and_reports_a_match() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("by_c version 1: match"), "{stdout}");
+    assert!(stdout.contains("stored checkpoints: match"), "{stdout}");
+}
+
+#[test]
+fn a_view_audit_over_its_memory_budget_is_skipped_saying_so_and_a_zero_budget_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(
+        data.path(),
+        &[
+            "--audit-interval-s",
+            "1",
+            "--scrub-rate-mb-per-s",
+            "0",
+            "--audit-memory-bytes-max",
+            "1024",
+        ],
+        &[("RUST_LOG", "warn")],
+        Stdio::null(),
+    );
+    let client = serve.client();
+    client
+        .create_stream("orders", &CreateStream::default())
+        .unwrap();
+    let spec = json!({"source": "orders", "kind": "table"});
+    client.create_view("by_key", &spec).unwrap();
+    for i in 0..100 {
+        let value = json!({"v": i, "note": "x".repeat(40)});
+        client
+            .append("orders", RecordIn::new(value).key(format!("o{i}")))
+            .unwrap();
+    }
+    // About 100 rows of ~150 bytes: more than 1,024 bytes, so every audit with the rows
+    // stops, skipped, naming the budget (the first may have run before they arrived).
+    let status = audit_until(&client, "an audit skipped for its memory budget", |s| {
+        s.views
+            .views
+            .iter()
+            .any(|v| v.last.as_ref().is_some_and(|r| r.verdict == "skipped"))
+    });
+    assert_eq!(status.views.memory_bytes_max, 1024);
+    let v = &status.views.views[0];
+    assert_eq!(v.mismatches, 0, "{v:?}");
+    let note = v.last.as_ref().unwrap().note.clone().unwrap();
+    assert!(note.contains("memory budget of 1024 bytes"), "{note}");
+
+    // `logbook audit status` shows the budget and the note; a skip is no alarm (exit 0).
+    let out = Command::new(common::BIN)
+        .args(["audit", "status"])
+        .envs(serve.cli_env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("at most 1024 bytes each"), "{stdout}");
+    assert!(stdout.contains("memory budget of 1024 bytes"), "{stdout}");
+    drop(serve);
+
+    let out = Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--audit-memory-bytes-max",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("audit_memory_bytes_max"), "{stderr}");
 }

@@ -28,6 +28,7 @@
 //! audit_interval_s = 3600                # the view auditor: one round over every view; 0 = off
 //! audit_records_per_s = 10000            # each view's recomputation, records per second
 //! audit_repair = false                   # on a mismatch, rebuild the view and switch to it
+//! audit_memory_bytes_max = 1073741824    # each audit's recomputed state; a larger view is skipped
 //! max_clock_offset_ms = 500              # cluster: a node further off the median stops writes
 //! phi_threshold = 8                      # cluster: φ at which a peer is suspected (1..=16)
 //! heartbeat_interval_ms = 500            # cluster: between heartbeats to each peer (50..=2000)
@@ -165,6 +166,11 @@ pub struct ServerConfig {
     /// switches to the new version once it caught up (the old one stays, for inspection,
     /// until dropped). Default false: a mismatch is reported only.
     pub audit_repair: bool,
+    /// Most bytes one audit may hold: the recomputed copy of a view's state and, while they
+    /// are compared, its stored checkpoints (counted as the processors count state). A view
+    /// that needs more is skipped with a note saying so. At least 1. Default
+    /// [`limits::AUDIT_MEMORY_BYTES_MAX_DEFAULT`].
+    pub audit_memory_bytes_max: u64,
     /// Host names (or addresses) the server answers for besides `localhost`, `127.0.0.1`,
     /// `[::1]` and the host of `listen`; a request whose `Host` names another is 421
     /// `host_not_allowed` (DNS rebinding guard, [`crate::browser`]). `"*"` allows any.
@@ -535,6 +541,7 @@ impl Default for ServerConfig {
             heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS_DEFAULT,
             audit_records_per_s: limits::AUDIT_RECORDS_PER_S_DEFAULT,
             audit_repair: false,
+            audit_memory_bytes_max: limits::AUDIT_MEMORY_BYTES_MAX_DEFAULT,
             allowed_hosts: Vec::new(),
             master_key_file: None,
             cluster: None,
@@ -600,6 +607,8 @@ pub struct ConfigLayer {
     pub audit_records_per_s: Option<u64>,
     /// See [`ServerConfig::audit_repair`].
     pub audit_repair: Option<bool>,
+    /// See [`ServerConfig::audit_memory_bytes_max`].
+    pub audit_memory_bytes_max: Option<u64>,
     /// See [`ServerConfig::allowed_hosts`].
     pub allowed_hosts: Option<Vec<String>>,
     /// See [`ServerConfig::master_key_file`].
@@ -704,6 +713,7 @@ impl ConfigLayer {
             heartbeat_interval_ms: self.heartbeat_interval_ms.or(below.heartbeat_interval_ms),
             audit_records_per_s: self.audit_records_per_s.or(below.audit_records_per_s),
             audit_repair: self.audit_repair.or(below.audit_repair),
+            audit_memory_bytes_max: self.audit_memory_bytes_max.or(below.audit_memory_bytes_max),
             allowed_hosts: self.allowed_hosts.or(below.allowed_hosts),
             master_key_file: self.master_key_file.or(below.master_key_file),
             cluster: self.cluster.over(below.cluster),
@@ -766,6 +776,9 @@ impl ConfigLayer {
                 .unwrap_or(d.heartbeat_interval_ms),
             audit_records_per_s: self.audit_records_per_s.unwrap_or(d.audit_records_per_s),
             audit_repair: self.audit_repair.unwrap_or(d.audit_repair),
+            audit_memory_bytes_max: self
+                .audit_memory_bytes_max
+                .unwrap_or(d.audit_memory_bytes_max),
             allowed_hosts: self.allowed_hosts.unwrap_or(d.allowed_hosts),
             master_key_file: self.master_key_file,
             cluster: self.cluster.resolve()?,
@@ -829,6 +842,7 @@ impl ConfigLayer {
                 reason: "must not exceed 604800 (a week); 0 turns the view auditor off",
             });
         }
+        positive("audit_memory_bytes_max", c.audit_memory_bytes_max)?;
         positive("max_clock_offset_ms", c.max_clock_offset_ms)?;
         if c.max_clock_offset_ms > limits::MAX_CLOCK_OFFSET_MS_MAX {
             return Err(ConfigError::Invalid {

@@ -122,6 +122,10 @@ pub const AUDIT_INTERVAL_S_MAX: u64 = 7 * 24 * 3600;
 /// Default pace of one view's recomputation by the auditor, records per second (10,000:
 /// a fraction of what one processor applies, so the audit costs little of a core).
 pub const AUDIT_RECORDS_PER_S_DEFAULT: u64 = 10_000;
+/// Default memory budget of one audit, bytes (1 GiB, the default state budget of one view
+/// processor): views up to about that size are audited; a larger one is skipped with a
+/// note rather than doubling the node's memory for it.
+pub const AUDIT_MEMORY_BYTES_MAX_DEFAULT: u64 = 1 << 30;
 /// Default most requests handled at once (256). One more: 503 `server_busy` with
 /// `Retry-After`.
 pub const REQUESTS_MAX_DEFAULT: usize = 256;

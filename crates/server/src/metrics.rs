@@ -22,7 +22,7 @@
 //! | `logbook_scrub_errors_total` | — | damaged places the scrubber found, each once (set at each scrape) |
 //! | `logbook_scrub_passes_total` | — | scrubber passes finished over every sealed segment (set at each scrape) |
 //! | `logbook_view_audits_total` | `view` | audits of the view finished (set at each scrape) |
-//! | `logbook_view_audit_mismatches_total` | `view` | audits that found the live view different from its recomputation (set at each scrape) |
+//! | `logbook_view_audit_mismatches_total` | `view` | audits that found the live view or its stored checkpoints different from the recomputation (set at each scrape) |
 //! | `logbook_view_lag_records` | `view`, `version` | records of the source not yet applied (set at each scrape) |
 //! | `logbook_view_lag_ms` | `view`, `version` | how far the applied records trail the newest, by record timestamps (set at each scrape) |
 //! | `logbook_peer_phi` | `peer` | a cluster node's suspicion of another node, φ of its heartbeats (set at each scrape) |
@@ -235,7 +235,7 @@ impl Metrics {
             ),
             view_audit_mismatches: counter_vec(
                 "logbook_view_audit_mismatches_total",
-                "Audits that found the live view different from its recomputation",
+                "Audits that found the live view or its stored checkpoints different from the recomputation",
                 &["view"],
             ),
             peer_phi: float_gauge_vec(

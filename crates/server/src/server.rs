@@ -494,6 +494,8 @@ fn open(config: &ServerConfig) -> Result<(Opened, Arc<crate::auth::Tokens>), Ser
                 AuditorConfig {
                     interval_s,
                     records_per_s: config.audit_records_per_s,
+                    memory_bytes_max: usize::try_from(config.audit_memory_bytes_max)
+                        .unwrap_or(usize::MAX),
                     repair: config.audit_repair,
                 },
             )

@@ -1,24 +1,31 @@
-//! The view auditor: a view recomputed from the log into a shadow state up to exactly the
-//! offsets the live version has applied, and the two compared by their order-independent
-//! digests (issue 18, item 1; decision 0028). Views are deterministic functions of the log
-//! (docs/DESIGN.md rule 2), so any difference is corruption of the live state — or a bug.
+//! The view auditor: a view recomputed from the log into a shadow state, compared first
+//! with its stored checkpoints at their offsets (what a restart would load) and then with
+//! the live state at exactly the offsets it has applied, by order-independent digests
+//! (issue 18, item 1; decision 0028). Views are deterministic functions of the log
+//! (docs/DESIGN.md rule 2), so any difference is corruption of the stored or live state —
+//! or a bug.
 //!
 //! ```text
-//!  live version  ── applied A(t) ──────────────┐
-//!                                              ▼
-//!  shadow: empty ── apply_batch (the processors' own function) up to A(t), paced at
-//!          records_per_s, without locks; again up to A(t') while the live one moved on;
-//!          then, holding the live state still: the last records up to A*, and
-//!          digest(live at A*) vs digest(shadow at A*); on a mismatch the first rows
-//!          that differ (merged scans of both, in key order)
+//!  stored checkpoints ── at C (≤ the live offsets) ──┐
+//!  live version  ── applied A(t) ────────────────────│────────┐
+//!                                                    ▼        ▼
+//!  shadow: empty ── apply_batch (the processors' own function) up to C, paced at
+//!          records_per_s: digest(stored at C) vs digest(shadow at C), apply states and
+//!          contributions; then up to A(t), without locks; again up to A(t') while the
+//!          live one moved on; then, holding the live state still: the last records up
+//!          to A*, and digest(live at A*) vs digest(shadow at A*); on a mismatch the
+//!          first rows that differ (merged scans of both, in key order)
 //! ```
 //!
 //! What it is not: a repair. A mismatch is reported; the caller may rebuild the view and
-//! switch to the rebuilt version (the server's auditor does, when told to).
+//! switch to the rebuilt version (the server's auditor, [`crate::auditor`], does when told
+//! to).
 //!
-//! Cost: the shadow holds a whole copy of the view's state in memory while it runs; the
-//! live version's processors wait to publish while the final catch-up and the two digests
-//! run (a full scan of both states), as they do for `status --digest`.
+//! Cost: the shadow holds a whole copy of the view's state in memory while it runs, and
+//! the stored checkpoints a second one while they are compared — bounded by
+//! [`AuditOptions::memory_bytes_max`]; the live version's processors wait to publish while
+//! the final catch-up and the two digests run (a full scan of both states), as they do for
+//! `status --digest`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +44,7 @@ use crate::limits::{AUDIT_CATCH_UP_ROUNDS, AUDIT_DIFFERENCES_MAX, READ_LIMIT_MAX
 use crate::processor::{ApplyAt, Version, apply_batch};
 use crate::read::{Digest, Reader, ScanRange};
 use crate::spec::{Plan, PlanKind};
-use crate::state::{Contribs, Delta, MemSnapshot, PartState};
+use crate::state::{self, Contribs, Delta, Header, Loaded, MemSnapshot, PartState};
 use crate::value::canonical_json;
 
 /// How an audit runs.
@@ -46,12 +53,16 @@ pub struct AuditOptions {
     /// Most records recomputed per second while the live version is not held (0: as fast
     /// as it goes). The final catch-up, under the hold, is never paced.
     pub records_per_s: u64,
+    /// Most bytes the audit may hold, counted as the processors count state (keys, values,
+    /// ~64 bytes per entry): the recomputed state, and a stored checkpoint while comparing
+    /// it. Beyond it the audit stops, [`Verdict::Skipped`] with a note (0: no bound).
+    pub memory_bytes_max: usize,
     /// Set to give up: the audit ends with [`ViewError::Closed`] at its next batch.
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl AuditOptions {
-    fn cancelled(&self) -> bool {
+    pub(crate) fn cancelled(&self) -> bool {
         self.cancel
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Acquire))
@@ -105,16 +116,41 @@ pub struct AuditReport {
     pub differences: Vec<RowDifference>,
     /// Records applied by the recomputation.
     pub records_recomputed: u64,
+    /// The stored checkpoints compared with the recomputation at their own offsets (what a
+    /// restart would load); `None` when the audit did not get that far. A mismatch there
+    /// makes the report's verdict a mismatch too.
+    pub checkpoint: Option<CheckpointReport>,
+}
+
+/// The stored checkpoints of a version compared with the recomputation at their offsets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointReport {
+    /// [`Verdict::Match`], or [`Verdict::Mismatch`]: rows, an apply state or the
+    /// processor's contributions differ, or a checkpoint cannot be loaded (see `notes`).
+    pub verdict: Verdict,
+    /// Per partition, the offset its checkpoint is at (next offset to apply; where the
+    /// version began when none was written yet).
+    pub applied: BTreeMap<u32, u64>,
+    /// The digest of the rows as a restart would load them.
+    pub stored: Digest,
+    /// The recomputed digest there.
+    pub recomputed: Digest,
+    /// What differs besides rows, one line per finding, naming the partition.
+    pub notes: Vec<String>,
+    /// On a mismatch of rows, the first that differ in key order (at most
+    /// [`AUDIT_DIFFERENCES_MAX`]); `live` holds the stored checkpoint's row.
+    pub differences: Vec<RowDifference>,
 }
 
 impl Views {
-    /// Audits the current version of `name`: recomputes it from the log up to the offsets
-    /// it has applied, and compares digests (see the module docs). Blocks for as long as
-    /// the recomputation takes.
+    /// Audits the current version of `name`: recomputes it from the log, compares it with
+    /// the stored checkpoints at their offsets and then with the live state at the offsets
+    /// it has applied (see the module docs). Blocks for as long as the recomputation takes.
     ///
     /// # Errors
     /// [`ViewError::UnknownView`]; the log's read errors; [`ViewError::Corrupt`] if either
-    /// state cannot be read; [`ViewError::Closed`] when the views close meanwhile.
+    /// state cannot be read; [`ViewError::Store`] if the store cannot be read;
+    /// [`ViewError::Closed`] when the views close meanwhile.
     pub fn audit(&self, name: &str, options: &AuditOptions) -> Result<AuditReport> {
         let v = self.current_version(name)?;
         let partitions = v.stream.partition_count();
@@ -132,6 +168,7 @@ impl Views {
             recomputed: empty,
             differences: Vec::new(),
             records_recomputed: 0,
+            checkpoint: None,
         };
         for part in v.stream.partitions() {
             let start = part.start_offset();
@@ -144,43 +181,206 @@ impl Views {
                 return Ok(report);
             }
         }
-        let mut shadow = Shadow::new(&began);
-        let mut pace = Pace::new(options.records_per_s);
-        // Chase the live version without holding it; each round has less to do.
-        for _ in 0..AUDIT_CATCH_UP_ROUNDS {
-            let target = v.applied_now();
-            shadow.advance(&v, &target, &mut pace, options)?;
+        let mut shadow = Shadow::new(&began, options.memory_bytes_max);
+        if compare(&v, &mut shadow, &mut report, options)? == Budget::Exceeded {
+            report.verdict = Verdict::Skipped;
+            report.note = Some(format!(
+                "the recomputation outgrew the audit's memory budget of {} bytes (it holds a copy of the view's state, and a stored checkpoint while comparing it)",
+                options.memory_bytes_max
+            ));
         }
-        let snap = v.snapshot();
-        let live = Reader {
+        report.records_recomputed = shadow.records;
+        Ok(report)
+    }
+}
+
+/// Brings `shadow` to the stored checkpoints' offsets and compares there, then to the live
+/// applied offsets and compares there; fills `report`.
+fn compare(
+    v: &Version,
+    shadow: &mut Shadow,
+    report: &mut AuditReport,
+    options: &AuditOptions,
+) -> Result<Budget> {
+    let mut pace = Pace::new(options.records_per_s);
+    let Some(checkpoint) = audit_checkpoints(v, shadow, &mut pace, options)? else {
+        return Ok(Budget::Exceeded);
+    };
+    // Chase the live version without holding it; each round has less to do.
+    for _ in 0..AUDIT_CATCH_UP_ROUNDS {
+        let target = v.applied_now();
+        if shadow.advance(v, &target, &mut pace, options)? == Budget::Exceeded {
+            return Ok(Budget::Exceeded);
+        }
+    }
+    let partitions = v.stream.partition_count();
+    let snap = v.snapshot();
+    let live = Reader {
+        plan: &v.plan,
+        snap: &snap,
+        partitions,
+    };
+    let target: Vec<u64> = live.applied()?.iter().map(|a| a.applied).collect();
+    if shadow.advance(v, &target, &mut Pace::new(0), options)? == Budget::Exceeded {
+        return Ok(Budget::Exceeded);
+    }
+    let shadow_snap = shadow.snapshot();
+    let recomputed = Reader {
+        plan: &v.plan,
+        snap: &shadow_snap,
+        partitions,
+    };
+    report.applied = by_partition(&target);
+    report.live = live.digest()?;
+    report.recomputed = recomputed.digest()?;
+    report.verdict = if report.live == report.recomputed {
+        Verdict::Match
+    } else {
+        report.differences = first_differences(&live, &recomputed, AUDIT_DIFFERENCES_MAX)?;
+        Verdict::Mismatch
+    };
+    if checkpoint.verdict == Verdict::Mismatch {
+        report.verdict = Verdict::Mismatch;
+    }
+    report.checkpoint = Some(checkpoint);
+    Ok(Budget::Within)
+}
+
+fn by_partition(offsets: &[u64]) -> BTreeMap<u32, u64> {
+    offsets
+        .iter()
+        .enumerate()
+        .map(|(p, a)| (p as u32, *a))
+        .collect()
+}
+
+/// Loads every partition's stored checkpoint — what a restart would load — brings the
+/// shadow to their offsets (checkpoints trail the live state, so the shadow passes them on
+/// its way) and compares rows, apply states and contributions there. `None`: over budget.
+fn audit_checkpoints(
+    v: &Version,
+    shadow: &mut Shadow,
+    pace: &mut Pace,
+    options: &AuditOptions,
+) -> Result<Option<CheckpointReport>> {
+    let mut notes = Vec::new();
+    let stored = load_checkpoints(v, shadow.states.len() as u32, &mut notes)?;
+    let target: Vec<u64> = stored
+        .iter()
+        .zip(&shadow.states)
+        .map(|(l, s)| l.header.state.applied.max(s.applied))
+        .collect();
+    shadow.extra = stored
+        .iter()
+        .map(|l| l.part.bytes() + l.contribs.bytes())
+        .sum();
+    let budget = shadow.advance(v, &target, pace, options)?;
+    shadow.extra = 0;
+    if budget == Budget::Exceeded {
+        return Ok(None);
+    }
+    state_notes(&stored, shadow, &mut notes);
+    let parts: Vec<RwLock<PartState>> = stored.into_iter().map(|l| RwLock::new(l.part)).collect();
+    let stored_snap = MemSnapshot {
+        parts: parts
+            .iter()
+            .map(|p| p.read().unwrap_or_else(|e| e.into_inner()))
+            .collect(),
+    };
+    let shadow_snap = shadow.snapshot();
+    let partitions = v.stream.partition_count();
+    let (stored_rows, recomputed_rows) = (
+        Reader {
             plan: &v.plan,
-            snap: &snap,
+            snap: &stored_snap,
             partitions,
-        };
-        let target: Vec<u64> = live.applied()?.iter().map(|a| a.applied).collect();
-        shadow.advance(&v, &target, &mut Pace::new(0), options)?;
-        let shadow_snap = shadow.snapshot();
-        let recomputed = Reader {
+        },
+        Reader {
             plan: &v.plan,
             snap: &shadow_snap,
             partitions,
-        };
-        report.applied = target
-            .iter()
-            .enumerate()
-            .map(|(p, a)| (p as u32, *a))
-            .collect();
-        report.live = live.digest()?;
-        report.recomputed = recomputed.digest()?;
-        report.records_recomputed = shadow.records;
-        if report.live == report.recomputed {
-            report.verdict = Verdict::Match;
-        } else {
-            report.verdict = Verdict::Mismatch;
-            report.differences = first_differences(&live, &recomputed, AUDIT_DIFFERENCES_MAX)?;
+        },
+    );
+    let (stored_digest, recomputed_digest) = (stored_rows.digest()?, recomputed_rows.digest()?);
+    let differences = if stored_digest == recomputed_digest {
+        Vec::new()
+    } else {
+        first_differences(&stored_rows, &recomputed_rows, AUDIT_DIFFERENCES_MAX)?
+    };
+    let verdict = if notes.is_empty() && stored_digest == recomputed_digest {
+        Verdict::Match
+    } else {
+        Verdict::Mismatch
+    };
+    Ok(Some(CheckpointReport {
+        verdict,
+        applied: by_partition(&target),
+        stored: stored_digest,
+        recomputed: recomputed_digest,
+        notes,
+        differences,
+    }))
+}
+
+/// Every partition's stored checkpoint as a restart would load it; one that cannot be
+/// loaded is a note, and an empty state in its place.
+fn load_checkpoints(v: &Version, partitions: u32, notes: &mut Vec<String>) -> Result<Vec<Loaded>> {
+    let mut stored = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        match state::load(&*v.space, p) {
+            Ok(loaded) => stored.push(loaded),
+            Err(e @ ViewError::Corrupt { .. }) => {
+                notes.push(format!(
+                    "partition {p}: a restart could not load the checkpoint: {e}"
+                ));
+                stored.push(Loaded::default());
+            }
+            Err(e) => return Err(e),
         }
-        Ok(report)
     }
+    Ok(stored)
+}
+
+/// What differs, beyond rows, between each stored checkpoint and the shadow at its offset:
+/// the apply state, the state's entries (multiset counts and group partials feed later rows
+/// without being rows) and the processor's contributions.
+fn state_notes(stored: &[Loaded], shadow: &Shadow, notes: &mut Vec<String>) {
+    for (p, l) in stored.iter().enumerate() {
+        if l.header == Header::default() {
+            continue; // no checkpoint written yet: a restart starts from nothing
+        }
+        let recomputed = &shadow.states[p];
+        // `began` is not compared: checkpoints written before it existed read it as 0.
+        let stored_state = ApplyState {
+            began: recomputed.began,
+            ..l.header.state.clone()
+        };
+        if stored_state != *recomputed {
+            notes.push(format!(
+                "partition {p}: the stored apply state {:?} differs from the recomputed {recomputed:?}",
+                l.header.state
+            ));
+        }
+        let recomputed_part = shadow.parts[p].read().unwrap_or_else(|e| e.into_inner());
+        if l.part.fingerprint() != recomputed_part.fingerprint() {
+            notes.push(format!(
+                "partition {p}: the stored state entries (rows, index entries, group partials, multiset counts) differ from the recomputed ones"
+            ));
+        }
+        drop(recomputed_part);
+        if l.contribs.fingerprint() != shadow.contribs[p].fingerprint() {
+            notes.push(format!(
+                "partition {p}: the stored contributions differ from the recomputed ones"
+            ));
+        }
+    }
+}
+
+/// Whether a recomputation stayed within its memory budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    Within,
+    Exceeded,
 }
 
 /// A view's state recomputed from the log, partition by partition, in memory.
@@ -191,11 +391,15 @@ struct Shadow {
     states: Vec<ApplyState>,
     /// Records applied.
     records: u64,
+    /// Most bytes held, with `extra` (0: no bound).
+    budget: usize,
+    /// Bytes held beside the shadow for the audit (a loaded checkpoint).
+    extra: usize,
 }
 
 impl Shadow {
     /// An empty state beginning each partition where the live version began it.
-    fn new(began: &[u64]) -> Shadow {
+    fn new(began: &[u64], budget: usize) -> Shadow {
         let mut parts = Vec::with_capacity(began.len());
         let mut states = Vec::with_capacity(began.len());
         for (p, &b) in began.iter().enumerate() {
@@ -215,18 +419,31 @@ impl Shadow {
             parts,
             states,
             records: 0,
+            budget,
+            extra: 0,
         }
     }
 
+    /// Approximate bytes held: the state as the processors count it, and `extra`.
+    fn bytes(&self) -> usize {
+        let parts: usize = self
+            .parts
+            .iter()
+            .map(|p| p.read().unwrap_or_else(|e| e.into_inner()).bytes())
+            .sum();
+        let contribs: usize = self.contribs.iter().map(Contribs::bytes).sum();
+        parts + contribs + self.extra
+    }
+
     /// Applies each partition's records up to `target` (exclusive), through the processors'
-    /// own [`apply_batch`].
+    /// own [`apply_batch`]; stops early once over the budget.
     fn advance(
         &mut self,
         v: &Version,
         target: &[u64],
         pace: &mut Pace,
         options: &AuditOptions,
-    ) -> Result<()> {
+    ) -> Result<Budget> {
         for (p, &limit) in target.iter().enumerate() {
             let part = v.stream.partition(p as u32)?;
             let slot = p;
@@ -256,10 +473,13 @@ impl Shadow {
                 }
                 self.caches[slot].committed();
                 self.records += batch.records.len() as u64;
+                if self.budget > 0 && self.bytes() > self.budget {
+                    return Ok(Budget::Exceeded);
+                }
                 pace.spent(batch.records.len() as u64, options);
             }
         }
-        Ok(())
+        Ok(Budget::Within)
     }
 
     fn snapshot(&self) -> MemSnapshot<'_> {
@@ -416,12 +636,13 @@ fn first_differences(
     Ok(out)
 }
 
-/// A test hook: removes the first entry of partition `p`'s live state of the current
-/// version of `name` (a row, an index entry or a group partial), as silent corruption of
-/// memory would; returns its key. Built only with the `test-hooks` feature.
+/// Test hooks: silent corruption of a view's live state in memory, or of its stored
+/// checkpoint, for tests of the auditor. Built only with the `test-hooks` feature.
 #[cfg(feature = "test-hooks")]
 impl Views {
-    /// See the impl's docs.
+    /// Removes the first entry of partition `p`'s live state of the current version of
+    /// `name` (a row, an index entry or a group partial), as silent corruption of memory
+    /// would; returns its key.
     ///
     /// # Errors
     /// [`ViewError::UnknownView`].
@@ -430,245 +651,16 @@ impl Views {
         let v = self.current_version(name)?;
         Ok(v.corrupt_state_for_test(p))
     }
-}
 
-/// What the background auditor knows of one view.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ViewAuditStatus {
-    /// The view.
-    pub view: String,
-    /// Audits finished.
-    pub audits: u64,
-    /// Audits that found a mismatch.
-    pub mismatches: u64,
-    /// The latest audit's report.
-    pub last: Option<AuditReport>,
-    /// The latest audit's error, when it could not finish.
-    pub error: Option<String>,
-    /// The version the auditor switched to after the latest mismatch, when repairing.
-    pub repaired_to: Option<u64>,
-}
-
-/// The background auditor's settings and what it found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditorStatus {
-    /// Seconds between rounds (each round audits every view in turn).
-    pub interval_s: u64,
-    /// Each audit's pace, records per second (0: unpaced).
-    pub records_per_s: u64,
-    /// Whether a mismatch is repaired (rebuild, then switch).
-    pub repair: bool,
-    /// Rounds finished.
-    pub rounds: u64,
-    /// Per view, by name.
-    pub views: Vec<ViewAuditStatus>,
-}
-
-/// How the background auditor runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditorConfig {
-    /// Seconds between rounds (> 0).
-    pub interval_s: u64,
-    /// Each audit's pace, records per second (0: unpaced).
-    pub records_per_s: u64,
-    /// Repair a mismatch: rebuild the view from the log and switch to the new version once
-    /// it has caught up.
-    pub repair: bool,
-}
-
-/// A thread auditing every view of a [`Views`] once per interval, one after another, each
-/// at the configured pace. It holds the views only during a round and stops when dropped
-/// ([`AuditorThread::stop`]: an audit under way gives up at its next batch).
-#[derive(Debug)]
-pub struct AuditorThread {
-    stop: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
-    cancel: Arc<AtomicBool>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-    status: Arc<std::sync::Mutex<AuditorStatus>>,
-}
-
-impl AuditorThread {
-    /// Starts auditing `views` with `config`.
+    /// Removes the first row, index entry or group partial from partition `p`'s stored
+    /// checkpoint of the current version of `name` (its first chunk), as a damaged store
+    /// would; its key, or `None` before the first checkpoint.
     ///
     /// # Errors
-    /// [`ViewError::Store`] if the thread cannot be spawned.
-    ///
-    /// # Panics
-    /// If `config.interval_s` is 0 (a caller bug: 0 means no auditor).
-    pub fn spawn(views: std::sync::Weak<Views>, config: AuditorConfig) -> Result<AuditorThread> {
-        assert!(config.interval_s > 0, "an auditor needs an interval");
-        let status = Arc::new(std::sync::Mutex::new(AuditorStatus {
-            interval_s: config.interval_s,
-            records_per_s: config.records_per_s,
-            repair: config.repair,
-            rounds: 0,
-            views: Vec::new(),
-        }));
-        let cancel = Arc::new(AtomicBool::new(false));
-        let (stop, stopped) = std::sync::mpsc::sync_channel(1);
-        let thread = {
-            let (status, cancel) = (status.clone(), cancel.clone());
-            std::thread::Builder::new()
-                .name("logbook-view-auditor".into())
-                .spawn(move || run_auditor(&views, config, &stopped, &cancel, &status))
-                .map_err(|e| ViewError::Store {
-                    op: "spawn the view auditor",
-                    reason: e.to_string(),
-                })?
-        };
-        Ok(AuditorThread {
-            stop: std::sync::Mutex::new(Some(stop)),
-            cancel,
-            thread: std::sync::Mutex::new(Some(thread)),
-            status,
-        })
-    }
-
-    /// The settings and every view's latest audit.
-    pub fn status(&self) -> AuditorStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Stops the thread (an audit under way gives up) and waits for it. Later calls do
-    /// nothing.
-    pub fn stop(&self) {
-        self.cancel.store(true, Ordering::Release);
-        drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for AuditorThread {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn run_auditor(
-    views: &std::sync::Weak<Views>,
-    config: AuditorConfig,
-    stopped: &std::sync::mpsc::Receiver<()>,
-    cancel: &Arc<AtomicBool>,
-    status: &std::sync::Mutex<AuditorStatus>,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let options = AuditOptions {
-        records_per_s: config.records_per_s,
-        cancel: Some(cancel.clone()),
-    };
-    loop {
-        match stopped.recv_timeout(Duration::from_secs(config.interval_s)) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let Some(views) = views.upgrade() else {
-            return;
-        };
-        let names: Vec<String> = views.list().into_iter().map(|i| i.name).collect();
-        for name in &names {
-            let outcome = views.audit(name, &options);
-            if options.cancelled() {
-                return;
-            }
-            let repaired_to = match &outcome {
-                Ok(report) if report.verdict == Verdict::Mismatch => {
-                    tracing::error!(
-                        target: "logbook::audit",
-                        view = %name,
-                        version = report.version,
-                        applied = ?report.applied,
-                        live_digest = %format!("{:032x}", report.live.hash),
-                        recomputed_digest = %format!("{:032x}", report.recomputed.hash),
-                        first_differences = %serde_json::to_string(&report.differences).unwrap_or_default(),
-                        "view auditor: the live view differs from its recomputation from the log"
-                    );
-                    if config.repair {
-                        repair(&views, name, cancel)
-                    } else {
-                        None
-                    }
-                }
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::warn!(target: "logbook::audit", view = %name, error = %e, "view auditor: audit did not finish");
-                    None
-                }
-            };
-            record(status, name, outcome, repaired_to);
-        }
-        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        st.views.retain(|v| names.contains(&v.view));
-        st.rounds += 1;
-    }
-}
-
-/// Rebuilds `name` from the log and switches to the new version once it caught up; the
-/// new version, or `None` when that failed (logged).
-fn repair(views: &Views, name: &str, cancel: &AtomicBool) -> Option<u64> {
-    let attempt = || -> Result<Option<u64>> {
-        let version = views.rebuild(name, None)?;
-        while !views.wait_caught_up(name, Some(version), Duration::from_secs(1))? {
-            if cancel.load(Ordering::Acquire) {
-                return Ok(None);
-            }
-        }
-        views.switch(name, version, crate::limits::SWITCH_WAIT_MS_MAX)?;
-        Ok(Some(version))
-    };
-    match attempt() {
-        Ok(Some(version)) => {
-            tracing::warn!(target: "logbook::audit", view = %name, version, "view auditor: repaired by switching to a version rebuilt from the log");
-            Some(version)
-        }
-        Ok(None) => None,
-        Err(e) => {
-            tracing::error!(target: "logbook::audit", view = %name, error = %e, "view auditor: repair failed");
-            None
-        }
-    }
-}
-
-fn record(
-    status: &std::sync::Mutex<AuditorStatus>,
-    name: &str,
-    outcome: Result<AuditReport>,
-    repaired_to: Option<u64>,
-) {
-    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-    let i = match st.views.binary_search_by(|v| v.view.as_str().cmp(name)) {
-        Ok(i) => i,
-        Err(i) => {
-            st.views.insert(
-                i,
-                ViewAuditStatus {
-                    view: name.to_string(),
-                    audits: 0,
-                    mismatches: 0,
-                    last: None,
-                    error: None,
-                    repaired_to: None,
-                },
-            );
-            i
-        }
-    };
-    let v = &mut st.views[i];
-    match outcome {
-        Ok(report) => {
-            v.audits += 1;
-            if report.verdict == Verdict::Mismatch {
-                v.mismatches += 1;
-                v.repaired_to = repaired_to;
-            }
-            v.last = Some(report);
-            v.error = None;
-        }
-        Err(e) => v.error = Some(e.to_string()),
+    /// [`ViewError::UnknownView`], [`ViewError::Store`], [`ViewError::Corrupt`].
+    #[doc(hidden)]
+    pub fn corrupt_checkpoint_for_test(&self, name: &str, p: u32) -> Result<Option<Vec<u8>>> {
+        let v = self.current_version(name)?;
+        state::corrupt_checkpoint_for_test(&*v.space, p)
     }
 }

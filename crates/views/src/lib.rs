@@ -36,12 +36,14 @@
 //! bytes) → [`state`] (state in memory, checkpoints) → [`store`] (the key-value seam) →
 //! [`read`] (merging partitions, digests) →
 //! [`engine`] (catalog, tokens, rebuild, rollout) → [`audit`] (a view recomputed from the log
-//! and compared by digest); [`value`] defines how JSON values compare
+//! and compared by digest with its stored checkpoints and its live state) → [`auditor`]
+//! (the background thread running it for every view); [`value`] defines how JSON values compare
 //! and encode; [`token`] the consistency tokens; [`limits`] every limit. Beside the views,
 //! [`derived`]: derived streams, processors whose output is records of another stream.
 
 pub mod apply;
 pub mod audit;
+pub mod auditor;
 pub mod batch;
 mod catalog;
 pub mod derived;
@@ -59,10 +61,8 @@ pub mod store;
 pub mod token;
 pub mod value;
 
-pub use audit::{
-    AuditOptions, AuditReport, AuditorConfig, AuditorStatus, AuditorThread, RowDifference, Verdict,
-    ViewAuditStatus,
-};
+pub use audit::{AuditOptions, AuditReport, CheckpointReport, RowDifference, Verdict};
+pub use auditor::{AuditorConfig, AuditorStatus, AuditorThread, ViewAuditStatus};
 pub use engine::{
     BelowRetention, Progress, ReadOptions, ReadResult, RetentionGap, Rollout, VersionStatus,
     ViewInfo, ViewStatus, Views, validate_view_name,

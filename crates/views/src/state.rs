@@ -40,6 +40,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use xxhash_rust::xxh3::xxh3_128;
+
 use crate::error::{Result, ViewError};
 use crate::hash::KeyMap;
 use crate::layout::{self, ApplyState, Dec, Enc, TAG_APPLIED, TAG_CONTRIB};
@@ -158,6 +160,18 @@ impl PartState {
         self.bytes
     }
 
+    /// An order-independent fingerprint of every entry but the apply state (the sum mod
+    /// 2^128 of XXH3-128 of each entry): the auditor compares a stored checkpoint's with the recomputed
+    /// state's, which catches what a restart would load wrong beyond rows (e.g. multiset
+    /// counts).
+    pub fn fingerprint(&self) -> u128 {
+        fingerprint(
+            self.map
+                .iter()
+                .filter(|(k, _)| k.first() != Some(&TAG_APPLIED)),
+        )
+    }
+
     /// Entries with `from <= key < to`, in key order.
     pub fn range<'a>(
         &'a self,
@@ -200,6 +214,24 @@ impl Contribs {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// An order-independent fingerprint of the entries (the sum mod 2^128 of XXH3-128 of
+    /// each entry): the auditor compares a stored checkpoint's with the recomputed ones.
+    pub fn fingerprint(&self) -> u128 {
+        fingerprint(self.map.iter())
+    }
+}
+
+/// The sum mod 2^128 of XXH3-128 of each entry (its key's length, the key, the value):
+/// independent of order, so maps of different kinds compare.
+fn fingerprint<'a>(entries: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>) -> u128 {
+    entries.fold(0u128, |sum, (k, v)| {
+        let mut entry = Vec::with_capacity(4 + k.len() + v.len());
+        entry.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        entry.extend_from_slice(k);
+        entry.extend_from_slice(v);
+        sum.wrapping_add(xxh3_128(&entry))
+    })
 }
 
 /// The changes since the last checkpoint, as chunk entries.
@@ -301,13 +333,15 @@ pub struct Loaded {
 /// [`ViewError::Store`], [`ViewError::Corrupt`].
 pub fn load(space: &dyn Space, p: u32) -> Result<Loaded> {
     let mut out = Loaded::default();
-    let Some(h) = space.get(&layout::checkpoint_header_key(p))? else {
+    // Header and chunks from one snapshot: the auditor loads while the processor may write
+    // the next checkpoint (which deletes chunks a full image replaces).
+    let snap = space.snapshot();
+    let Some(h) = snap.get(&layout::checkpoint_header_key(p))? else {
         out.part
             .write(header_key_applied(p), Some(ApplyState::default().encode()));
         return Ok(out);
     };
     out.header = Header::decode(&h)?;
-    let snap = space.snapshot();
     let (from, to) = (
         layout::checkpoint_chunk_key(p, out.header.first_seq),
         layout::checkpoint_chunk_key(p, out.header.next_seq),
@@ -347,6 +381,27 @@ pub fn load(space: &dyn Space, p: u32) -> Result<Loaded> {
     out.part
         .write(header_key_applied(p), Some(out.header.state.encode()));
     Ok(out)
+}
+
+/// Deletes the first state entry (a row, an index entry, a group partial or a multiset
+/// count) from partition `p`'s stored checkpoint, by appending its deletion to the last
+/// chunk, as a damaged store would; returns its key (`None`: no checkpoint, or nothing in
+/// it). Only for tests of the auditor (feature `test-hooks`).
+///
+/// # Errors
+/// [`ViewError::Store`], [`ViewError::Corrupt`].
+#[cfg(feature = "test-hooks")]
+pub fn corrupt_checkpoint_for_test(space: &dyn Space, p: u32) -> Result<Option<Vec<u8>>> {
+    let loaded = load(space, p)?;
+    let last = loaded.header.next_seq.checked_sub(1);
+    let (Some(key), Some(last)) = (loaded.part.first_key_except(TAG_APPLIED), last) else {
+        return Ok(None);
+    };
+    let chunk_key = layout::checkpoint_chunk_key(p, last);
+    let mut chunk = space.get(&chunk_key)?.unwrap_or_default();
+    push_entry(&mut chunk, &key, None);
+    space.commit(vec![(chunk_key, Some(chunk))])?;
+    Ok(Some(key))
 }
 
 fn header_key_applied(p: u32) -> Vec<u8> {

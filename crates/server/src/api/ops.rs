@@ -9,8 +9,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use logbook_api::audit::{
-    AuditDigest, AuditRowDifference, AuditStatus, ScrubberFinding, ScrubberStatus, ViewAudit,
-    ViewAuditReport, ViewAuditorStatus,
+    AuditDigest, AuditRowDifference, AuditStatus, CheckpointAudit, CheckpointRowDifference,
+    ScrubberFinding, ScrubberStatus, ViewAudit, ViewAuditReport, ViewAuditorStatus,
 };
 use logbook_api::ops::{
     ClusterLimits, ClusterStatus, Health, Limits, NodeLimits, Quota, Quotas, RequestLimits,
@@ -123,6 +123,7 @@ fn view_auditor_status(opened: &crate::state::Opened) -> ViewAuditorStatus {
             state: state.into(),
             interval_s: 0,
             records_per_s: 0,
+            memory_bytes_max: 0,
             repair: false,
             rounds: 0,
             views: Vec::new(),
@@ -133,6 +134,7 @@ fn view_auditor_status(opened: &crate::state::Opened) -> ViewAuditorStatus {
         state: "running".into(),
         interval_s: status.interval_s,
         records_per_s: status.records_per_s,
+        memory_bytes_max: status.memory_bytes_max as u64,
         repair: status.repair,
         rounds: status.rounds,
         views: status.views.iter().map(view_audit).collect(),
@@ -141,22 +143,13 @@ fn view_auditor_status(opened: &crate::state::Opened) -> ViewAuditorStatus {
 
 /// One view's audit as the API shows it (`GET /v1/audit`, `GET /v1/views/{view}`).
 pub(crate) fn view_audit(v: &logbook_views::ViewAuditStatus) -> ViewAudit {
-    let digest = |d: &logbook_views::Digest| AuditDigest {
-        rows: d.rows,
-        hash: format!("{:032x}", d.hash),
-    };
     ViewAudit {
         view: v.view.clone(),
         audits: v.audits,
         mismatches: v.mismatches,
         last: v.last.as_ref().map(|r| ViewAuditReport {
             version: r.version,
-            verdict: match r.verdict {
-                logbook_views::Verdict::Match => "match",
-                logbook_views::Verdict::Mismatch => "mismatch",
-                logbook_views::Verdict::Skipped => "skipped",
-            }
-            .into(),
+            verdict: verdict(r.verdict),
             note: r.note.clone(),
             applied: r.applied.clone(),
             live_digest: digest(&r.live),
@@ -170,9 +163,45 @@ pub(crate) fn view_audit(v: &logbook_views::ViewAuditStatus) -> ViewAudit {
                     recomputed: d.recomputed.clone(),
                 })
                 .collect(),
+            checkpoint: r.checkpoint.as_ref().map(checkpoint_audit),
         }),
         error: v.error.clone(),
         repaired_to: v.repaired_to,
+    }
+}
+
+fn checkpoint_audit(c: &logbook_views::CheckpointReport) -> CheckpointAudit {
+    CheckpointAudit {
+        verdict: verdict(c.verdict),
+        applied: c.applied.clone(),
+        stored_digest: digest(&c.stored),
+        recomputed_digest: digest(&c.recomputed),
+        notes: c.notes.clone(),
+        differences: c
+            .differences
+            .iter()
+            .map(|d| CheckpointRowDifference {
+                key: d.key.clone(),
+                stored: d.live.clone(),
+                recomputed: d.recomputed.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn verdict(v: logbook_views::Verdict) -> String {
+    match v {
+        logbook_views::Verdict::Match => "match",
+        logbook_views::Verdict::Mismatch => "mismatch",
+        logbook_views::Verdict::Skipped => "skipped",
+    }
+    .into()
+}
+
+fn digest(d: &logbook_views::Digest) -> AuditDigest {
+    AuditDigest {
+        rows: d.rows,
+        hash: format!("{:032x}", d.hash),
     }
 }
 
