@@ -354,3 +354,61 @@ fn a_view_audit_over_its_memory_budget_is_skipped_saying_so_and_a_zero_budget_is
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("audit_memory_bytes_max"), "{stderr}");
 }
+
+/// `bench http --audit` with its smallest parameters: every phase runs plain and audited,
+/// each audited phase has its ratio to the plain one against the 0.9× budget, and the
+/// report says what the auditors did (the figures depend on the machine, not checked).
+#[test]
+fn bench_http_audit_gives_each_phase_its_audited_over_plain_ratio_and_the_auditors_work() {
+    let out = Command::new(common::BIN)
+        .args([
+            "bench",
+            "http",
+            "--seconds",
+            "1",
+            "--no-pg",
+            "--append-rates",
+            "200",
+            "--read-rates",
+            "200",
+            "--keys",
+            "200",
+            "--connections",
+            "2",
+            "--open-connections",
+            "2",
+            "--audit",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let audited = runs.iter().filter(|r| r["audited"] == true).count();
+    assert_eq!(
+        audited, 4,
+        "appends and reads, closed and open loop: {report}"
+    );
+    assert_eq!(runs.len(), 2 * audited, "each phase plain and audited");
+    let audit = &report["audit"];
+    assert_eq!(audit["budget"], 0.9, "{audit}");
+    let ratios = audit["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), audited, "{audit}");
+    for r in ratios {
+        assert!(
+            r["achieved_audited_over_plain"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+        assert!(r["within_budget"].is_boolean(), "{r}");
+        assert!(r["p99_ms"]["audited"].is_number(), "{r}");
+    }
+    let work = audit["work"].as_array().unwrap();
+    assert_eq!(work.len(), 1, "one audited server: {audit}");
+    assert_eq!(work[0]["mismatches"], 0, "{audit}");
+    for field in ["scrub_bytes", "audit_rounds", "audits"] {
+        assert!(work[0][field].is_u64(), "{field}: {audit}");
+    }
+    assert_eq!(report["parameters"]["audit"]["audit_interval_s"], 1);
+}

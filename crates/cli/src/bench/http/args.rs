@@ -78,6 +78,15 @@ pub struct HttpBenchArgs {
     /// appends ≥ 0.8× plain, issue 19).
     #[arg(long)]
     pub personal_fields: bool,
+    /// Also run every configuration with the continuous audit at work (issue 18): the view
+    /// auditor starting a round every second (`audit_interval_s = 1`, at its default pace)
+    /// and the segment scrubber at its default rate; the plain runs then have both off, and
+    /// every run's stream rolls its segments at 1 MiB so that sealed segments exist to
+    /// scrub. The report's `audit` gives the audited medians' ratio to the plain ones
+    /// (budget: ≥ 0.9× for appends and reads, `docs/benchmarks.md`) and what the auditors
+    /// did during each audited server's runs.
+    #[arg(long)]
+    pub audit: bool,
 }
 
 /// Whether the benchmarked server speaks TLS.

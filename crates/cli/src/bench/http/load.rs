@@ -39,6 +39,8 @@ pub(super) struct RunResult {
     pub(super) round: usize,
     /// Whether the stream declared personal fields (its padding encrypted).
     pub(super) encrypted: bool,
+    /// Whether the view auditor and the segment scrubber were at work (`--audit`).
+    pub(super) audited: bool,
     pub(super) op: &'static str,
     pub(super) mode: &'static str,
     /// Target rate (open loop); null for closed loop.
@@ -346,6 +348,7 @@ async fn run_phase(
         tls: "",
         round: 0,
         encrypted: false,
+        audited: false,
         cpu_us_per_request: cpu_seconds
             .filter(|_| requests > 0)
             .map(|s| round1(s * 1e6 / requests as f64)),

@@ -54,9 +54,46 @@ struct Setup {
     tls: TlsMode,
     /// Which pass over the configurations this is (from 0).
     round: usize,
-    /// The stream declares personal fields (its padding is encrypted).
-    encrypted: bool,
+    /// What runs beside the plain server.
+    variant: Variant,
 }
+
+/// What a configuration runs beside the plain server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// Nothing more.
+    Plain,
+    /// The stream declares personal fields: its padding is encrypted (`--personal-fields`).
+    Encrypted,
+    /// The view auditor and the segment scrubber at work (`--audit`).
+    Audited,
+}
+
+impl Variant {
+    /// The variants `args` asks for, the plain one first.
+    fn wanted(args: &HttpBenchArgs) -> Vec<Variant> {
+        let mut v = vec![Variant::Plain];
+        if args.personal_fields {
+            v.push(Variant::Encrypted);
+        }
+        if args.audit {
+            v.push(Variant::Audited);
+        }
+        v
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Variant::Plain => "",
+            Variant::Encrypted => "-encrypted",
+            Variant::Audited => "-audited",
+        }
+    }
+}
+
+/// Rolls the benchmark stream's segments at this size under `--audit`, so that the
+/// scrubber has sealed segments to read within a run.
+const AUDIT_SEGMENT_BYTES: u64 = 1 << 20;
 
 impl Setup {
     fn auth_label(self) -> &'static str {
@@ -117,34 +154,46 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
     };
     let load_before = loadavg_1m();
     let mut results = Vec::new();
+    let mut audit_work = Vec::new();
     for round in 0..args.rounds {
         for &tls_mode in &args.tls {
             for &auth in &args.auth {
-                for encrypted in [false, true] {
-                    if encrypted && !args.personal_fields {
-                        continue;
-                    }
+                for variant in Variant::wanted(args) {
                     let setup = Setup {
                         auth,
                         tls: tls_mode,
                         round,
-                        encrypted,
+                        variant,
                     };
-                    results.extend(run_server(args, &tmp.0, setup, tls.as_ref())?);
+                    let (runs, work) = run_server(args, &tmp.0, setup, tls.as_ref())?;
+                    results.extend(runs);
+                    audit_work.extend(work);
                 }
             }
         }
     }
     drop(tmp);
-    let plain: Vec<RunResult> = results.iter().filter(|r| !r.encrypted).cloned().collect();
+    let plain: Vec<RunResult> = results
+        .iter()
+        .filter(|r| !r.encrypted && !r.audited)
+        .cloned()
+        .collect();
     let summary = summary::summary(&plain);
     let personal = match args.personal_fields {
-        true => summary::personal_ratios(&results),
+        true => summary::variant_ratios(&results, &summary::PERSONAL),
+        false => serde_json::Value::Null,
+    };
+    let audit = match args.audit {
+        true => {
+            let mut a = summary::variant_ratios(&results, &summary::AUDIT);
+            a["work"] = serde_json::Value::Array(audit_work);
+            a
+        }
         false => serde_json::Value::Null,
     };
     let cluster = match args.cluster.is_empty() {
         true => serde_json::Value::Null,
-        false => cluster::run(args, &results)?,
+        false => cluster::run(args, &plain)?,
     };
     let load_after = loadavg_1m();
 
@@ -175,12 +224,19 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
             "cpus": std::thread::available_parallelism().map_or(0, usize::from),
             "view": "table view over the appended stream",
             "personal_fields": args.personal_fields,
+            "audit": args.audit.then(|| json!({
+                "audit_interval_s": 1,
+                "audit_records_per_s": logbook_server::limits::AUDIT_RECORDS_PER_S_DEFAULT,
+                "scrub_rate_mb_per_s": logbook_server::limits::SCRUB_RATE_MB_PER_S_DEFAULT,
+                "segment_bytes_max": AUDIT_SEGMENT_BYTES,
+            })),
             "rounds": args.rounds,
         },
         "loadavg_1m": { "before": load_before, "after": load_after },
         "runs": results,
         "summary": summary,
         "personal_fields": personal,
+        "audit": audit,
         "cluster": cluster,
         "pgbench_select_only": pg,
     });
@@ -198,6 +254,12 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
                 serde_json::to_string_pretty(&report["personal_fields"])?
             );
         }
+        if !report["audit"].is_null() {
+            println!(
+                "audited ÷ plain: {}",
+                serde_json::to_string_pretty(&report["audit"])?
+            );
+        }
         if !report["cluster"].is_null() {
             println!("cluster ({}):", report["cluster"]["nodes"]);
             print_table(&results_of(&report["cluster"]));
@@ -210,13 +272,14 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
 
 /// Runs every phase against a fresh server in a directory of its own under `dir`, as
 /// `setup` says: with authentication on, its requests carry the admin token the server
-/// wrote there; with TLS, it serves `tls`'s certificate and the clients trust it.
+/// wrote there; with TLS, it serves `tls`'s certificate and the clients trust it. Audited:
+/// also what the auditors did meanwhile.
 fn run_server(
     args: &HttpBenchArgs,
     dir: &Path,
     setup: Setup,
     tls: Option<&TlsPair>,
-) -> anyhow::Result<Vec<RunResult>> {
+) -> anyhow::Result<(Vec<RunResult>, Option<serde_json::Value>)> {
     let tls = match setup.tls {
         TlsMode::On => Some(tls.context("no certificate for a TLS run")?),
         TlsMode::Off => None,
@@ -226,9 +289,9 @@ fn run_server(
         setup.auth_label(),
         setup.tls_label(),
         setup.round,
-        if setup.encrypted { "-encrypted" } else { "" }
+        setup.variant.suffix()
     ));
-    let master_key_file = if setup.encrypted {
+    let master_key_file = if setup.variant == Variant::Encrypted {
         Some(bench_master_key(dir)?)
     } else {
         None
@@ -241,7 +304,7 @@ fn run_server(
             key: t.key.clone(),
             ca_cert: None,
         }),
-        ..ServerConfig::default()
+        ..audit_settings(args, setup.variant)
     };
     let server = BenchServer::start(&data, args.server_threads, config)?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -265,12 +328,13 @@ fn run_server(
         bearer,
         stream: STREAM.to_string(),
         view: VIEW.to_string(),
-        spec: stream_spec(args, setup.encrypted),
+        spec: stream_spec(args, setup.variant),
         session_token: !args.cluster.is_empty(),
         tls: connector,
     };
     let results = client_rt.block_on(measure(args, &target));
     drop(client_rt);
+    let work = (setup.variant == Variant::Audited).then(|| audit_work(&server, setup));
     server.stop();
     // Each configuration's data is its own; the next starts from an empty directory.
     let _ = std::fs::remove_dir_all(&data);
@@ -279,17 +343,64 @@ fn run_server(
         r.auth = setup.auth_label();
         r.tls = setup.tls_label();
         r.round = setup.round;
-        r.encrypted = setup.encrypted;
+        r.encrypted = setup.variant == Variant::Encrypted;
+        r.audited = setup.variant == Variant::Audited;
     }
-    Ok(results)
+    Ok((results, work))
 }
 
-/// The benchmark stream's creation body: when `encrypted`, `pad` is personal data of the
-/// subject named by `user`.
-fn stream_spec(args: &HttpBenchArgs, encrypted: bool) -> serde_json::Value {
+/// The server's settings but for what `setup` sets: under `--audit` the auditors run
+/// only in the audited variant — the view auditor starting a round every second, the
+/// scrubber at its default rate — and are off in the others; without it, the defaults.
+fn audit_settings(args: &HttpBenchArgs, variant: Variant) -> ServerConfig {
+    let defaults = ServerConfig::default();
+    match (args.audit, variant) {
+        (false, _) => defaults,
+        (true, Variant::Audited) => ServerConfig {
+            audit_interval_s: 1,
+            ..defaults
+        },
+        (true, _) => ServerConfig {
+            audit_interval_s: 0,
+            scrub_rate_mb_per_s: 0,
+            ..defaults
+        },
+    }
+}
+
+/// What the auditors of an audited server did over all its phases: bytes of sealed
+/// segments scrubbed and passes, view audit rounds, audits and mismatches.
+fn audit_work(server: &BenchServer, setup: Setup) -> serde_json::Value {
+    let Ok(opened) = server.state().opened() else {
+        return json!({"error": "the server was not open"});
+    };
+    let scrub = opened.scrubber.as_ref().map(|s| s.status());
+    let views = opened.auditor.as_ref().map(|a| a.status());
+    let sum = |f: fn(&logbook_views::ViewAuditStatus) -> u64| {
+        views
+            .as_ref()
+            .map_or(0, |v| v.views.iter().map(f).sum::<u64>())
+    };
+    json!({
+        "round": setup.round, "auth": setup.auth_label(), "tls": setup.tls_label(),
+        "scrub_bytes": scrub.as_ref().map(|s| s.bytes_scrubbed),
+        "scrub_segments": scrub.as_ref().map(|s| s.segments_scrubbed),
+        "scrub_passes": scrub.as_ref().map(|s| s.passes),
+        "audit_rounds": views.as_ref().map(|v| v.rounds),
+        "audits": sum(|a| a.audits),
+        "mismatches": sum(|a| a.mismatches),
+    })
+}
+
+/// The benchmark stream's creation body: when encrypted, `pad` is personal data of the
+/// subject named by `user`; under `--audit`, segments roll at [`AUDIT_SEGMENT_BYTES`].
+fn stream_spec(args: &HttpBenchArgs, variant: Variant) -> serde_json::Value {
     let mut spec = json!({"partitions": args.partitions, "fsync": "always"});
-    if encrypted {
+    if variant == Variant::Encrypted {
         spec["personal_data"] = json!({"subject": "/user", "fields": ["/pad"]});
+    }
+    if args.audit {
+        spec["segment_bytes_max"] = json!(AUDIT_SEGMENT_BYTES);
     }
     spec
 }
@@ -335,8 +446,9 @@ fn print_table(runs: &[serde_json::Value]) {
             r["round"].as_u64().unwrap_or(0),
             r["auth"].as_str().unwrap_or(""),
             r["tls"].as_str().unwrap_or(""),
-            match r["encrypted"].as_bool() {
-                Some(true) => format!("{}+pf", r["op"].as_str().unwrap_or("")),
+            match (r["encrypted"].as_bool(), r["audited"].as_bool()) {
+                (Some(true), _) => format!("{}+pf", r["op"].as_str().unwrap_or("")),
+                (_, Some(true)) => format!("{}+audit", r["op"].as_str().unwrap_or("")),
                 _ => r["op"].as_str().unwrap_or("").to_string(),
             },
             r["mode"].as_str().unwrap_or(""),

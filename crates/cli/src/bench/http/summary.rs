@@ -1,5 +1,6 @@
 //! The summary of `bench http --rounds N`: each configuration's medians over the rounds, and
-//! the ratios issue 17 budgets.
+//! the ratios issue 17 budgets; each variant's ratio to the plain runs (personal fields
+//! encrypted, issue 19; the auditors at work, issue 18) against its budget.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,47 +52,79 @@ pub(super) fn summary(results: &[RunResult]) -> serde_json::Value {
     json!({ "medians": medians, "ratios": ratios })
 }
 
-/// The budget of appends with personal fields encrypted, as a share of plain ones (issue 19).
-const PERSONAL_APPEND_BUDGET: f64 = 0.8;
+/// A variant of every configuration measured against its plain runs, and its budget.
+pub(super) struct VariantBudget {
+    /// The variant's name in the ratios' keys (`achieved_{name}_over_plain`).
+    name: &'static str,
+    /// Whether a run is of the variant.
+    is: fn(&RunResult) -> bool,
+    /// The least ratio of throughput to the plain runs' that meets the budget.
+    budget: f64,
+    /// The ops the budget is for.
+    ops: &'static [&'static str],
+}
 
-/// `--personal-fields`: per phase and configuration (auth, tls), the median throughput of
-/// the encrypted runs over the plain ones', p99 and CPU per request beside, and for appends
-/// whether the ratio meets [`PERSONAL_APPEND_BUDGET`].
-pub(super) fn personal_ratios(results: &[RunResult]) -> serde_json::Value {
+/// `--personal-fields`: appends with personal fields encrypted ≥ 0.8× plain ones (issue 19).
+pub(super) const PERSONAL: VariantBudget = VariantBudget {
+    name: "encrypted",
+    is: |r| r.encrypted,
+    budget: 0.8,
+    ops: &["append"],
+};
+
+/// `--audit`: appends and reads with the view auditor and the scrubber at work ≥ 0.9× those
+/// with both off (issue 18).
+pub(super) const AUDIT: VariantBudget = VariantBudget {
+    name: "audited",
+    is: |r| r.audited,
+    budget: 0.9,
+    ops: &["append", "read"],
+};
+
+/// Per phase and configuration (auth, tls), the median throughput of the variant's runs
+/// over the plain ones', p99 and CPU per request beside, and for the budgeted ops whether
+/// the ratio meets the budget.
+pub(super) fn variant_ratios(results: &[RunResult], variant: &VariantBudget) -> serde_json::Value {
     type Config = (Phase, &'static str, &'static str);
     let mut by: BTreeMap<(Config, bool), Vec<&RunResult>> = BTreeMap::new();
     for r in results {
-        by.entry((((r.op, r.mode, r.rate), r.auth, r.tls), r.encrypted))
+        let plain = !r.encrypted && !r.audited;
+        if !plain && !(variant.is)(r) {
+            continue;
+        }
+        by.entry((((r.op, r.mode, r.rate), r.auth, r.tls), !plain))
             .or_default()
             .push(r);
     }
     let of =
         |runs: &[&RunResult], f: fn(&RunResult) -> f64| median(runs.iter().map(|r| f(r)).collect());
+    let name = variant.name;
     let ratios: Vec<serde_json::Value> = by
         .iter()
-        .filter(|((_, encrypted), _)| *encrypted)
-        .filter_map(|((config, _), enc)| {
+        .filter(|((_, of_variant), _)| *of_variant)
+        .filter_map(|((config, _), runs)| {
             let plain = by.get(&(*config, false))?;
             let ((op, mode, rate), auth, tls) = *config;
             let achieved = ratio(
-                Some(&of(enc, |r| r.achieved_per_s)),
+                Some(&of(runs, |r| r.achieved_per_s)),
                 Some(&of(plain, |r| r.achieved_per_s)),
             );
-            Some(json!({
+            let mut row = json!({
                 "op": op, "mode": mode, "rate": rate, "auth": auth, "tls": tls,
-                "rounds": enc.len(),
-                "achieved_encrypted_over_plain": achieved,
-                "within_budget": (op == "append")
-                    .then(|| achieved.is_some_and(|a| a >= PERSONAL_APPEND_BUDGET)),
+                "rounds": runs.len(),
+                "within_budget": variant.ops.contains(&op)
+                    .then(|| achieved.is_some_and(|a| a >= variant.budget)),
                 "p99_ms": {"plain": round3(of(plain, |r| r.p99_ms)),
-                           "encrypted": round3(of(enc, |r| r.p99_ms))},
+                           name: round3(of(runs, |r| r.p99_ms))},
                 "cpu_us_per_request": {
                     "plain": round1(of(plain, |r| r.cpu_us_per_request.unwrap_or(0.0))),
-                    "encrypted": round1(of(enc, |r| r.cpu_us_per_request.unwrap_or(0.0)))},
-            }))
+                    name: round1(of(runs, |r| r.cpu_us_per_request.unwrap_or(0.0)))},
+            });
+            row[format!("achieved_{name}_over_plain")] = json!(achieved);
+            Some(row)
         })
         .collect();
-    json!({ "append_budget": PERSONAL_APPEND_BUDGET, "ratios": ratios })
+    json!({ "budget": variant.budget, "budget_ops": variant.ops, "ratios": ratios })
 }
 
 /// The median (the upper one of an even count); 0 for none.
