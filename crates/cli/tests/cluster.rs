@@ -1039,8 +1039,6 @@ fn wait_all_alive(nodes: &[Node]) {
 /// and no commit of a stale epoch follows a newer epoch record. No sleeps: each state is
 /// waited for, within [`WAIT`].
 #[test]
-#[ignore = "failed in CI on d4c6228: the new leader, both peers SIGSTOPped, logged no step-down \
-            within WAIT (issue 16, open); run with --ignored while it is investigated"]
 fn phi_steers_commits_away_from_a_suspected_leader_and_a_leader_in_a_minority_resigns() {
     let three = Three::start();
     let nodes = &three.nodes;

@@ -68,10 +68,12 @@ pub(crate) struct PeerSettings {
 
 impl PeerSettings {
     /// The detector of one peer: the interval assumed before the second heartbeat is two
-    /// intervals (one heartbeat may be lost before a real interval is known).
+    /// intervals (one heartbeat may be lost before a real interval is known); intervals
+    /// are censored at this node's threshold.
     fn phi(&self) -> PhiSettings {
         PhiSettings {
             first_interval_ms: self.heartbeat_interval_ms.saturating_mul(2),
+            threshold: self.phi_threshold,
             ..PhiSettings::default()
         }
     }

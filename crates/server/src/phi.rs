@@ -16,7 +16,19 @@
 //!      └─ Δ₁ ───────┴── … ── Δₙ ──────┘◀──── elapsed ───────▶│
 //!   window: the last `window` intervals Δ (oldest dropped)   φ(now) = −log₁₀(1 − F(elapsed))
 //!   F: normal CDF, mean μ(Δ) + acceptable pause, deviation max(σ(Δ), min deviation)
+//!   Δ recorded: min(Δ, the silence at which φ reached the threshold) — censored
 //! ```
+//!
+//! **Censoring at the suspicion point.** An interval longer than the silence at which φ
+//! reached [`PhiSettings::threshold`] ended a suspicion: past that point the silence was a
+//! failure (a pause, a partition), not the heartbeats' variation, and is recorded as that
+//! point — all the detector knows is that the interval was at least that long. Recorded
+//! whole, one 13 s pause among 50 heartbeats 500 ms apart raises σ to 1.7 s and the next
+//! silence is suspected after 10.8 s instead of 2.6 s, for as long as the pause
+//! stays in the window (decision 0029's amendment has the figures). Dropped instead (as
+//! Cassandra drops intervals above a fixed bound), a peer that became slower for good would
+//! be suspected at every heartbeat and never learned; censored, each long interval still
+//! raises the estimate a little, so the detector follows a lasting change.
 //!
 //! This module is pure: no clock, no I/O. The caller passes the time of each arrival and of
 //! each question in milliseconds of a monotonic clock (`tokio::time::Instant` since some
@@ -53,6 +65,10 @@ pub struct PhiSettings {
     /// The interval assumed before the second heartbeat gives a real one, in ms
     /// (default 1 000); its deviation is taken to be a quarter of it.
     pub first_interval_ms: u64,
+    /// φ at which the peer is suspected (default 8, Akka's and Cassandra's). An interval
+    /// is recorded no longer than the silence at which φ reached it (censoring, above);
+    /// a threshold that is not finite and positive records every interval whole.
+    pub threshold: f64,
 }
 
 impl Default for PhiSettings {
@@ -62,12 +78,13 @@ impl Default for PhiSettings {
             min_std_dev_ms: 100,
             acceptable_pause_ms: 1_000,
             first_interval_ms: 1_000,
+            threshold: 8.0,
         }
     }
 }
 
 /// An interval longer than this (ms, one hour) is counted as this: it keeps the sums of
-/// squares far from overflow and one long outage from dominating the window for good.
+/// squares far from overflow whatever the threshold.
 const INTERVAL_MS_MAX: u64 = 3_600_000;
 
 /// The phi accrual detector of one peer: the last arrival and a bounded window of
@@ -96,10 +113,14 @@ impl PhiDetector {
     }
 
     /// Records a heartbeat that arrived at `now_ms` (monotonic ms). An arrival earlier than
-    /// the last one (a caller's clock that went back) counts as an interval of 0.
+    /// the last one (a caller's clock that went back) counts as an interval of 0; one after
+    /// the peer was suspected counts as the silence at which it was (censoring).
     pub fn heartbeat(&mut self, now_ms: u64) {
         if let Some(last) = self.last_arrival_ms {
-            let interval = now_ms.saturating_sub(last).min(INTERVAL_MS_MAX);
+            let interval = now_ms
+                .saturating_sub(last)
+                .min(self.suspected_after_ms())
+                .min(INTERVAL_MS_MAX);
             if self.intervals.len() == self.settings.window
                 && let Some(oldest) = self.intervals.pop_front()
             {
@@ -122,10 +143,28 @@ impl PhiDetector {
             return 0.0;
         };
         let elapsed = now_ms.saturating_sub(last) as f64;
+        let (mean, std_dev) = self.fit();
+        phi_of(elapsed, mean, std_dev)
+    }
+
+    /// The silence, in ms, at which φ reaches the threshold under the current estimate
+    /// (`u64::MAX` for a threshold that is not finite and positive).
+    pub fn suspected_after_ms(&self) -> u64 {
+        let (mean, std_dev) = self.fit();
+        match silence_at(self.settings.threshold, mean, std_dev) {
+            // Rounded up, so φ has reached the threshold there; `as` saturates (< 0 → 0).
+            Some(ms) => ms.ceil() as u64,
+            None => u64::MAX,
+        }
+    }
+
+    /// The normal distribution φ uses: the window's mean plus the acceptable pause, and its
+    /// deviation with the floor under it (ms).
+    fn fit(&self) -> (f64, f64) {
         let (mean, std_dev) = self.estimate();
         let mean = mean + self.settings.acceptable_pause_ms as f64;
         let std_dev = std_dev.max(self.settings.min_std_dev_ms as f64).max(1.0);
-        phi_of(elapsed, mean, std_dev)
+        (mean, std_dev)
     }
 
     /// The time of the last heartbeat (monotonic ms), if any arrived.
@@ -155,6 +194,10 @@ impl PhiDetector {
     }
 }
 
+/// The logistic approximation of the normal CDF (below): a = y·(LINEAR + CUBIC·y²).
+const LOGISTIC_LINEAR: f64 = 1.5976;
+const LOGISTIC_CUBIC: f64 = 0.070566;
+
 /// φ for `elapsed` ms of silence when intervals are normal with `mean` and `std_dev` (ms).
 /// The normal tail uses the logistic approximation of the CDF, Φ(y) ≈ 1 / (1 + e^(−a)) with
 /// a = y·(1.5976 + 0.070566·y²) (error below 1.4·10⁻⁴; Bowling et al. 2009), so
@@ -163,13 +206,30 @@ impl PhiDetector {
 /// increasing in `elapsed` (a is increasing in y).
 fn phi_of(elapsed: f64, mean: f64, std_dev: f64) -> f64 {
     let y = (elapsed - mean) / std_dev;
-    let a = y * (1.5976 + 0.070566 * y * y);
+    let a = y * (LOGISTIC_LINEAR + LOGISTIC_CUBIC * y * y);
     let softplus = if a > 0.0 {
         a + (-a).exp().ln_1p()
     } else {
         a.exp().ln_1p()
     };
     softplus / std::f64::consts::LN_10
+}
+
+/// The silence at which [`phi_of`] reaches `threshold` (ms): its inverse. softplus(a) =
+/// threshold · ln 10 gives a = s + ln(1 − e^(−s)) with s = threshold · ln 10 (stable for any
+/// s > 0); then y solves the depressed cubic 0.070566·y³ + 1.5976·y − a = 0, which has one
+/// real root (its slope is positive), by Cardano's formula. `None` unless the threshold is
+/// finite and positive.
+fn silence_at(threshold: f64, mean: f64, std_dev: f64) -> Option<f64> {
+    if !(threshold.is_finite() && threshold > 0.0) {
+        return None;
+    }
+    let s = threshold * std::f64::consts::LN_10;
+    let a = s + (-(-s).exp_m1()).ln();
+    let (p, q) = (LOGISTIC_LINEAR / LOGISTIC_CUBIC, -a / LOGISTIC_CUBIC);
+    let root = ((q / 2.0).powi(2) + (p / 3.0).powi(3)).sqrt();
+    let y = (-q / 2.0 + root).cbrt() + (-q / 2.0 - root).cbrt();
+    Some(mean + y * std_dev)
 }
 
 #[cfg(test)]
@@ -230,7 +290,105 @@ mod tests {
         assert!(phi.is_finite() && phi > 1_000.0, "{phi}");
     }
 
+    /// The cluster test's history (decision 0029's amendment): a peer paused for 13 s
+    /// between heartbeats every 500 ms. Recorded whole, that interval keeps the peer from
+    /// being suspected even 10 s into its next silence — the time after which its etcd
+    /// lease expires and it leaves the node list, so a leader whose two peers were paused
+    /// never counted both suspected and never resigned. Censored, it is suspected within
+    /// 4 s, close to the 2 s of a peer that was never paused.
+    #[test]
+    fn a_past_pause_does_not_delay_the_next_suspicion() {
+        let history: Vec<u64> = [vec![500; 40], vec![13_000], vec![500; 10]].concat();
+        let whole = PhiSettings {
+            threshold: f64::INFINITY,
+            ..PhiSettings::default()
+        };
+        let (mut uncensored, mut t) = (PhiDetector::new(whole), 0);
+        uncensored.heartbeat(t);
+        for i in &history {
+            t += i;
+            uncensored.heartbeat(t);
+        }
+        let (censored, t_censored) = detector_with(&history);
+        let (never_paused, _) = detector_with(&[500; 50]);
+        assert_eq!(t, t_censored);
+        let late = censored.suspected_after_ms();
+        eprintln!(
+            "suspected after {late} ms of silence (never paused: {} ms; whole: φ = {:.2} at 10 s)",
+            never_paused.suspected_after_ms(),
+            uncensored.phi(t + 10_000)
+        );
+        assert!(
+            uncensored.phi(t + 10_000) < 8.0,
+            "{}",
+            uncensored.phi(t + 10_000)
+        );
+        assert!(
+            censored.phi(t + 4_000) >= 8.0,
+            "{}",
+            censored.phi(t + 4_000)
+        );
+        assert!(late <= 4_000 && late >= never_paused.suspected_after_ms());
+    }
+
+    /// A peer whose heartbeats slow from every 500 ms to every 4 s for good is suspected at
+    /// the first few long intervals, then learned: censoring bounds each sample, not the
+    /// estimate, which follows the samples up.
+    #[test]
+    fn a_peer_that_became_slower_for_good_is_learned() {
+        let history: Vec<u64> = [vec![500; 200], vec![4_000; 100]].concat();
+        let mut d = PhiDetector::new(PhiSettings::default());
+        let (mut t, mut suspected_at) = (0, Vec::new());
+        d.heartbeat(t);
+        for (i, interval) in history.iter().enumerate() {
+            t += interval;
+            if d.phi(t) >= 8.0 {
+                suspected_at.push(i);
+            }
+            d.heartbeat(t);
+        }
+        assert!(!suspected_at.is_empty(), "the change is noticed");
+        assert!(
+            suspected_at.iter().all(|i| *i < 250),
+            "still suspected after 50 slow intervals: {suspected_at:?}"
+        );
+        assert!(d.phi(t + 4_000) < 8.0, "{}", d.phi(t + 4_000));
+    }
+
+    #[test]
+    fn no_threshold_means_no_censoring() {
+        for threshold in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let d = PhiDetector::new(PhiSettings {
+                threshold,
+                ..PhiSettings::default()
+            });
+            assert_eq!(d.suspected_after_ms(), u64::MAX, "{threshold}");
+        }
+    }
+
     proptest! {
+        /// `suspected_after_ms` inverts φ: φ has reached the threshold at that silence and
+        /// not one ms before (within the float error of the inversion).
+        #[test]
+        fn suspected_after_is_where_phi_reaches_the_threshold(
+            intervals in prop::collection::vec(0u64..5_000, 0..300),
+            threshold in 1u32..=16,
+        ) {
+            let settings = PhiSettings { threshold: f64::from(threshold), ..PhiSettings::default() };
+            let mut d = PhiDetector::new(settings);
+            let mut t = 0;
+            d.heartbeat(t);
+            for i in &intervals {
+                t += i;
+                d.heartbeat(t);
+            }
+            let after = d.suspected_after_ms();
+            let at = d.phi(t + after);
+            prop_assert!(at >= f64::from(threshold) - 1e-6, "φ({after}) = {at}");
+            let before = d.phi(t + after.saturating_sub(1));
+            prop_assert!(after == 0 || before < f64::from(threshold) + 1e-6, "φ = {before}");
+        }
+
         /// Between heartbeats φ never decreases as silence grows.
         #[test]
         fn phi_grows_with_silence(
