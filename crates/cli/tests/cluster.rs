@@ -43,10 +43,14 @@
 //! * heartbeats: every node sees the others alive; one paused (SIGSTOP) is suspected by
 //!   the others (φ ≥ 8 in `GET /v1/cluster`, `/metrics`, `logbook cluster status`), and
 //!   alive again once resumed;
-//! * the fault suite's first fault (CI-sized): the leader paused beyond its lease while
-//!   clients on the other nodes append and commit with request ids — afterwards every
-//!   acknowledged append is stored once where acknowledged, every acknowledged commit is
-//!   applied once, and no commit of a stale epoch follows a newer epoch (fencing);
+//! * the fault suite (CI-sized, one fault at a time): the leader paused beyond its lease;
+//!   the leader cut from the engines and its peers by a network partition (each node in a
+//!   network namespace of its own, `netns/mod.rs`), stepping down while cut; a follower
+//!   isolated by a partition; `kill -9` of the busiest nats-server and of etcd's leader
+//!   member — each while clients (on every node the fault spares) append and commit
+//!   with request ids; after healing every acknowledged append is stored once where
+//!   acknowledged, every acknowledged commit is applied once, and no commit of a stale
+//!   epoch follows a newer epoch (fencing);
 //! * record timestamps from the hybrid logical clock: a record stamped ahead of the wall
 //!   clock, once read on another node, bounds what that node stamps next;
 //! * phi steers: `GET /v1/limits` lists the cluster settings; a follower that suspects the
@@ -86,6 +90,7 @@ mod common;
 mod elle;
 #[path = "../../jetstream/tests/common/mod.rs"]
 mod engines;
+mod netns;
 
 /// Longest wait for a node to become ready, a replicated change to show, a lease to expire.
 const WAIT: Duration = Duration::from_secs(40);
@@ -114,18 +119,41 @@ impl Node {
         etcd: &[String],
         env: &[(String, String)],
     ) -> Node {
+        Node::spawn_at(dir, id, nats, etcd, env, None)
+    }
+
+    /// [`Node::spawn_with`] in network namespace `at` (`netns.rs`) if given, else on loopback.
+    fn spawn_at(
+        dir: &Path,
+        id: &str,
+        nats: &[String],
+        etcd: &[String],
+        env: &[(String, String)],
+        at: Option<(&str, &str)>,
+    ) -> Node {
         let data = dir.join(id);
         let log = dir.join(format!("{id}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
-        // The advertised URL must be known before the port is: take a free port first.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
+        let (listen, mut command) = match at {
+            // Alone in its namespace: any port is free there.
+            Some((namespace, ip)) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace, common::BIN]);
+                (format!("{ip}:7000"), command)
+            }
+            None => {
+                // The advertised URL must be known before the port is: take a free port.
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                (format!("127.0.0.1:{port}"), Command::new(common::BIN))
+            }
+        };
         let advertise = format!("http://{listen}");
-        let mut child = Command::new(common::BIN)
+        // `ip netns exec` execs the binary in place: the child's pid is the node's.
+        let mut child = command
             .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(&data)
             .args([
@@ -733,6 +761,8 @@ struct Three {
     nodes: Vec<Node>,
     _dir: tempfile::TempDir,
     engines: Option<engines::Cluster>,
+    /// With [`Three::start_partitionable`]: each node's network namespace.
+    net: Option<netns::Net>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -743,22 +773,41 @@ impl Three {
 
     /// [`Three::start`] with `env(node id)` added to each node's environment.
     fn start_with(env: &dyn Fn(&str) -> Vec<(String, String)>) -> Three {
+        Three::start_on(env, None)
+    }
+
+    /// [`Three::start`] with each node in a network namespace of its own, the engines on
+    /// the bridge between them (`netns.rs`): `net.cut(i)` partitions node `i` off.
+    fn start_partitionable() -> Three {
+        Three::start_on(&|_| Vec::new(), Some(netns::Net::create(3)))
+    }
+
+    fn start_on(env: &dyn Fn(&str) -> Vec<(String, String)>, net: Option<netns::Net>) -> Three {
         let rt = runtime();
+        let host = net.as_ref().map_or_else(|| "127.0.0.1".into(), netns::Net::host_ip);
         let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec {
             nats: 3,
             etcd: 3,
+            host,
             ..engines::ClusterSpec::default()
         }));
         let dir = tempfile::tempdir().unwrap();
         let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
+        let places: Vec<Option<(String, String)>> = (0..3)
+            .map(|i| net.as_ref().map(|n| (n.namespace(i), n.node_ip(i))))
+            .collect();
+        let spawn = |i: usize| {
+            let at = places[i].as_ref().map(|(ns, ip)| (ns.as_str(), ip.as_str()));
+            Node::spawn_at(dir.path(), IDS[i], &nats, &etcd, &env(IDS[i]), at)
+        };
         // A opens first and makes the admin token; B and C follow `_auth`.
-        let first = Node::spawn_with(dir.path(), "a", &nats, &etcd, &env("a"));
+        let first = spawn(0);
         first.wait_open();
         let admin = common::admin_token(&dir.path().join("a"))
             .unwrap_or_else(|| panic!("a wrote no admin.token"));
         let mut nodes = vec![first.with_token(&admin)];
-        for id in ["b", "c"] {
-            let n = Node::spawn_with(dir.path(), id, &nats, &etcd, &env(id)).with_token(&admin);
+        for i in 1..3 {
+            let n = spawn(i).with_token(&admin);
             n.wait_open();
             nodes.push(n);
         }
@@ -766,6 +815,7 @@ impl Three {
             nodes,
             _dir: dir,
             engines: Some(engines),
+            net,
             _rt: rt,
         }
     }
@@ -773,9 +823,10 @@ impl Three {
 
 impl Drop for Three {
     fn drop(&mut self) {
-        // The nodes go first, then the engines, inside the runtime.
+        // The nodes go first, then the engines, inside the runtime, then the namespaces.
         self.nodes.clear();
         drop(self.engines.take());
+        drop(self.net.take());
     }
 }
 
@@ -1248,18 +1299,35 @@ fn all_keys(node: &Node, stream: &str, p: u64) -> Vec<(String, u64)> {
     }
 }
 
-/// The fault suite's first fault, CI-sized: the certifier's leader paused (SIGSTOP) beyond
-/// its etcd lease while a client on each other node appends and commits with request ids,
-/// then resumed. Checked after healing: every acknowledged append is stored once, at the
-/// position acknowledged, as read on every node; every acknowledged commit is applied once
-/// (the counter equals their number on every node); no commit of a stale epoch follows a
-/// newer epoch record (fencing). Prints the figures: requests acknowledged while the fault
-/// was on (%), and the failover time (the pause to the first commit acknowledged after it).
-/// The workload has no randomness; the schedule is the fault's.
-#[test]
-fn fault_a_leader_paused_beyond_its_lease_under_appends_and_commits() {
+/// The fault tests run one at a time: each loads the machine, and a failover's figures
+/// mean little while another test's processes compete with it.
+static FAULT_SUITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// One fault of the fault suite on a [`Three`].
+struct Fault<'a> {
+    /// The fault in the figures printed.
+    name: &'static str,
+    /// The node the fault hits, if it hits one (not an engine): its peers must suspect it
+    /// while the fault is on, and it must be ready again after healing.
+    victim: Option<usize>,
+    /// The fault takes the certifier's leader away: another node must lead before it heals.
+    new_leader: bool,
+    inject: &'a dyn Fn(),
+    /// Waited for once the fault is on (a figure of its own, an effect on the victim).
+    during: &'a dyn Fn(Instant),
+    heal: &'a dyn Fn(),
+}
+
+/// Runs `fault` under the workload — a [`suite_client`] on each node but the victim — and
+/// checks after healing: every acknowledged append is stored once, at the position
+/// acknowledged, as read on every node; every acknowledged commit is applied once (the
+/// counter equals their number on every node); no commit of a stale epoch follows a newer
+/// epoch record (fencing). Prints the figures: requests acknowledged while the fault was
+/// on (%), failover (the fault to the first commit acknowledged after it), and the time
+/// from healing to the victim ready again. The workload has no randomness; the schedule is
+/// the fault's.
+fn run_fault(three: &Three, fault: &Fault) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let three = Three::start();
     let nodes = &three.nodes;
     let (status, created) =
         nodes[0].call("PUT", "/v1/streams/suite", Some(json!({"partitions": 2})));
@@ -1268,15 +1336,16 @@ fn fault_a_leader_paused_beyond_its_lease_under_appends_and_commits() {
     let all: Vec<&Node> = nodes.iter().collect();
     let (status, first) = commit_until_answered(&all, "suite-warm", &warm);
     assert_eq!(status, 200, "{first}");
-    let (leader_id, _) = named_leader(&nodes[0]);
-    let leader = IDS.iter().position(|id| *id == leader_id).unwrap();
-    let clients: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let (stop, acked, fault) = (
+    wait_all_alive(nodes);
+    let victim = fault.victim;
+    let clients: Vec<usize> = (0..3).filter(|i| Some(*i) != victim).collect();
+    let (stop, acked, window) = (
         AtomicBool::new(false),
         AtomicUsize::new(0),
         FaultWindow::default(),
     );
-    let wait_acked = |at_least: usize, what: &str| {
+    let wait_acked = |more: usize, what: &str| {
+        let at_least = acked.load(Ordering::Acquire) + more;
         let deadline = Instant::now() + WAIT;
         while acked.load(Ordering::Acquire) < at_least {
             assert!(
@@ -1287,49 +1356,83 @@ fn fault_a_leader_paused_beyond_its_lease_under_appends_and_commits() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
+    let mut back = Duration::ZERO;
     let seen: Vec<Seen> = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         let workers: Vec<_> = clients
             .iter()
             .map(|&i| {
-                let (stop, acked, fault) = (&stop, &acked, &fault);
-                s.spawn(move || suite_client(&nodes[i], IDS[i], stop, fault, acked))
+                let (stop, acked, window) = (&stop, &acked, &window);
+                s.spawn(move || suite_client(&nodes[i], IDS[i], stop, window, acked))
             })
             .collect();
         wait_acked(20, "before the fault");
-        signal(&nodes[leader], "STOP");
-        let _ = fault.began.set(Instant::now());
-        // Beyond the lease: another node leads, and commits are acknowledged again.
-        nodes[clients[0]].wait_for("/v1/cluster", "another leader", |s, v| {
-            s == 200 && v["leader"].is_object() && v["leader"]["node_id"] != IDS[leader]
-        });
-        let after_failover = acked.load(Ordering::Acquire) + 20;
-        wait_acked(after_failover, "after the failover");
-        signal(&nodes[leader], "CONT");
-        let _ = fault.healed.set(Instant::now());
-        let after_healing = acked.load(Ordering::Acquire) + 20;
-        wait_acked(after_healing, "after healing");
+        (fault.inject)();
+        let began = Instant::now();
+        let _ = window.began.set(began);
+        if let Some(victim) = victim {
+            nodes[clients[0]].wait_for("/v1/cluster", "the victim suspected", |s, v| {
+                s == 200
+                    && peer_seen(v, IDS[victim])["suspected"] == true
+                    && (!fault.new_leader
+                        || v["leader"].is_object() && v["leader"]["node_id"] != IDS[victim])
+            });
+        }
+        (fault.during)(began);
+        wait_acked(20, "while the fault is on");
+        (fault.heal)();
+        let healed = Instant::now();
+        let _ = window.healed.set(healed);
+        if let Some(victim) = victim {
+            wait_back(&nodes[victim]);
+        }
+        back = healed.elapsed();
+        wait_acked(20, "after healing");
         stop.store(true, Ordering::Release);
         workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
+    print_fault_figures(fault.name, &seen, &window, back);
+    check_after_fault(three, &seen);
+}
 
-    // Figures.
+/// Waits until `node` answers ready (bounded by [`WAIT`]); unlike [`Node::wait_ready`],
+/// not reaching it yet is no failure: a healed link may take a moment to carry packets.
+fn wait_back(node: &Node) {
+    let deadline = Instant::now() + WAIT;
+    while !matches!(node.try_call("GET", "/v1/health", None), Ok((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready after healing:\n{}",
+            node.base,
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The figures of one fault run, on one line.
+fn print_fault_figures(name: &str, seen: &[Seen], window: &FaultWindow, back: Duration) {
     let (sent, answered) = seen
         .iter()
         .fold((0, 0), |(s, a), c| (s + c.during.0, a + c.during.1));
-    let began = *fault.began.get().unwrap();
+    let began = *window.began.get().unwrap();
     let failover = seen
         .iter()
         .filter_map(|c| c.first_commit_in_fault)
         .min()
         .map(|t| t - began);
     println!(
-        "fault leader-paused: {answered} of {sent} requests acknowledged during the fault ({:.0} %), \
-         failover (pause → first commit acknowledged) {failover:?}, lease 10 s",
+        "fault {name}: {answered} of {sent} requests acknowledged during the fault ({:.0} %), \
+         failover (fault → first commit acknowledged) {failover:?}, the victim ready \
+         {back:?} after healing, lease 10 s",
         100.0 * answered as f64 / sent.max(1) as f64
     );
+}
 
-    // Exactly once: every acknowledged append once, where acknowledged, on every node.
+/// The suite's invariants after healing: exactly once for appends and commits as read on
+/// every node, and fencing in the commit stream.
+fn check_after_fault(three: &Three, seen: &[Seen]) {
+    let nodes = &three.nodes;
     let appends: Vec<&(String, u64, u64)> = seen.iter().flat_map(|c| &c.appends).collect();
     for n in nodes {
         let stored: Vec<(String, u64, u64)> = (0..2)
@@ -1350,7 +1453,6 @@ fn fault_a_leader_paused_beyond_its_lease_under_appends_and_commits() {
             );
         }
     }
-    // Every acknowledged commit applied once, on every node.
     let commits: Vec<&(String, u64)> = seen.iter().flat_map(|c| &c.commits).collect();
     let last = commits.iter().map(|(_, o)| *o).max().unwrap();
     for n in nodes {
@@ -1366,12 +1468,166 @@ fn fault_a_leader_paused_beyond_its_lease_under_appends_and_commits() {
             "each commit once: {read}"
         );
     }
-    // Fencing: nothing of a stale epoch after a newer epoch record.
-    let (order, stale) = stale_commits(&commit_stream(&three));
+    let (order, stale) = stale_commits(&commit_stream(three));
     assert_eq!(
         stale, 0,
         "a commit of a stale epoch after a newer one: {order:?}"
     );
+}
+
+/// The certifier's leader as `three`'s first node names it, as an index.
+fn leader_of(three: &Three) -> usize {
+    let (leader_id, _) = named_leader(&three.nodes[0]);
+    IDS.iter().position(|id| *id == leader_id).unwrap()
+}
+
+/// The fault suite's first fault, CI-sized: the certifier's leader paused (SIGSTOP) beyond
+/// its etcd lease under the workload, then resumed ([`run_fault`] checks and prints).
+#[test]
+fn fault_a_leader_paused_beyond_its_lease_under_appends_and_commits() {
+    let _serial = FAULT_SUITE.lock().unwrap_or_else(|e| e.into_inner());
+    let three = Three::start();
+    let leader = leader_of(&three);
+    let victim = &three.nodes[leader];
+    run_fault(
+        &three,
+        &Fault {
+            name: "leader-paused",
+            victim: Some(leader),
+            new_leader: true,
+            inject: &|| signal(victim, "STOP"),
+            during: &|_| {},
+            heal: &|| signal(victim, "CONT"),
+        },
+    );
+}
+
+/// A network partition: the certifier's leader cut from the engines and both peers (its
+/// network namespace's link down, `netns.rs`) under the workload, then healed. The cut
+/// leader, hearing only a minority, steps down while cut (printed: how long after the cut,
+/// and why); another node leads; [`run_fault`] checks exactly once and fencing after
+/// healing.
+#[test]
+fn fault_the_leader_cut_from_the_majority_by_a_partition() {
+    let _serial = FAULT_SUITE.lock().unwrap_or_else(|e| e.into_inner());
+    let three = Three::start_partitionable();
+    let net = three.net.as_ref().unwrap();
+    let leader = leader_of(&three);
+    let victim = &three.nodes[leader];
+    let before = victim.stderr().matches("stepping down").count();
+    run_fault(
+        &three,
+        &Fault {
+            name: "leader-partitioned",
+            victim: Some(leader),
+            new_leader: true,
+            inject: &|| net.cut(leader),
+            during: &|began| {
+                let deadline = Instant::now() + WAIT;
+                let stepped = loop {
+                    let log = victim.stderr();
+                    if log.matches("stepping down").count() > before {
+                        break log;
+                    }
+                    assert!(Instant::now() < deadline, "the cut leader leads on:\n{log}");
+                    std::thread::sleep(Duration::from_millis(50));
+                };
+                let why = stepped.lines().rfind(|l| l.contains("stepping down"));
+                eprintln!(
+                    "the cut leader stepped down {:?} after the cut: {}",
+                    began.elapsed(),
+                    why.unwrap_or_default()
+                );
+            },
+            heal: &|| net.heal(leader),
+        },
+    );
+}
+
+/// A network partition of a follower: cut from the engines and both peers while the
+/// others serve the workload, then healed; it is ready again and [`run_fault`] checks
+/// exactly once and fencing.
+#[test]
+fn fault_a_follower_isolated_by_a_partition() {
+    let _serial = FAULT_SUITE.lock().unwrap_or_else(|e| e.into_inner());
+    let three = Three::start_partitionable();
+    let net = three.net.as_ref().unwrap();
+    let follower = (leader_of(&three) + 1) % 3;
+    run_fault(
+        &three,
+        &Fault {
+            name: "follower-partitioned",
+            victim: Some(follower),
+            new_leader: false,
+            inject: &|| net.cut(follower),
+            during: &|_| {},
+            heal: &|| net.heal(follower),
+        },
+    );
+}
+
+/// `kill -9` of the nats-server leading the most streams under the workload (clients on
+/// all three nodes): the two left elect new stream leaders and the appends and commits go
+/// on; [`run_fault`] checks exactly once and fencing. Nothing to heal: the server stays
+/// down.
+#[test]
+fn fault_the_busiest_nats_server_killed_under_appends_and_commits() {
+    let _serial = FAULT_SUITE.lock().unwrap_or_else(|e| e.into_inner());
+    let three = Three::start();
+    let engines = three.engines.as_ref().unwrap();
+    run_fault(
+        &three,
+        &Fault {
+            name: "nats-server-killed",
+            victim: None,
+            new_leader: false,
+            inject: &|| {
+                let busiest = busiest_stream_leader(&engines.nats_monitor_urls()[0]);
+                engines.signal_nats(&busiest, "KILL");
+            },
+            during: &|_| {},
+            heal: &|| {},
+        },
+    );
+}
+
+/// `kill -9` of etcd's leader member under the workload (clients on all three nodes): the
+/// two members left elect a leader, the nodes' leases and the certifier's leadership carry
+/// on; [`run_fault`] checks exactly once and fencing. The member stays down.
+#[test]
+fn fault_the_etcd_leader_killed_under_appends_and_commits() {
+    let _serial = FAULT_SUITE.lock().unwrap_or_else(|e| e.into_inner());
+    let three = Three::start();
+    let engines = three.engines.as_ref().unwrap();
+    run_fault(
+        &three,
+        &Fault {
+            name: "etcd-leader-killed",
+            victim: None,
+            new_leader: false,
+            inject: &|| engines.signal_etcd(&etcd_leader(engines), "KILL"),
+            during: &|_| {},
+            heal: &|| {},
+        },
+    );
+}
+
+/// The etcd member that leads now, by each member's `etcd_server_is_leader` metric.
+fn etcd_leader(engines: &engines::Cluster) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let leader = engines.etcd.iter().find(|e| {
+            let url = e.health_url();
+            let addr = url.trim_start_matches("http://");
+            let metrics = common::wire::one(addr, "GET", "/metrics", &[("host", addr)], b"");
+            metrics.body.lines().any(|l| l == "etcd_server_is_leader 1")
+        });
+        if let Some(e) = leader {
+            return e.name.clone();
+        }
+        assert!(Instant::now() < deadline, "no etcd member says it leads");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The wall clock, ms since the Unix epoch.

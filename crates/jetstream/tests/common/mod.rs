@@ -1,5 +1,6 @@
 //! A test harness of real processes: N nats-server as a JetStream cluster and M etcd members
-//! on free loopback ports in a temporary directory, started healthy, killed on drop.
+//! on free loopback ports (or on another address of this host: [`ClusterSpec::host`]) in a
+//! temporary directory, started healthy, killed on drop.
 //!
 //! Reusable by later cluster tests: [`Cluster::start`] with [`ClusterSpec`]; every name
 //! (cluster, token, directory) is per run, and every process is killed (SIGKILL) when the
@@ -41,6 +42,9 @@ pub struct ClusterSpec {
     pub nats_program: Option<PathBuf>,
     /// TLS on every client port (NATS and etcd), clients verified. Default none.
     pub tls: Option<TlsFiles>,
+    /// The address every port listens on and every URL names (default `127.0.0.1`; a
+    /// bridge's address when the clients run in network namespaces of their own).
+    pub host: String,
 }
 
 /// TLS on the engines' client ports: each nats-server and etcd member presents `cert`, and
@@ -65,6 +69,7 @@ impl Default for ClusterSpec {
             sync_always: false,
             nats_program: None,
             tls: None,
+            host: "127.0.0.1".into(),
         }
     }
 }
@@ -80,18 +85,20 @@ pub struct NatsNode {
     pub monitor_port: u16,
     /// The client port speaks TLS.
     pub tls: bool,
+    /// The address it listens on ([`ClusterSpec::host`]).
+    pub host: String,
     child: Option<Child>,
 }
 
 impl NatsNode {
-    /// `nats://127.0.0.1:port` (`tls://` with TLS).
+    /// `nats://host:port` (`tls://` with TLS).
     pub fn url(&self) -> String {
         let scheme = if self.tls { "tls" } else { "nats" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
-    /// `http://127.0.0.1:monitor_port`.
+    /// `http://host:monitor_port`.
     pub fn monitor_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.monitor_port)
+        format!("http://{}:{}", self.host, self.monitor_port)
     }
 }
 
@@ -104,24 +111,26 @@ pub struct EtcdNode {
     pub port: u16,
     /// With TLS on the client port, the plain HTTP port of `/health` and `/metrics`.
     pub metrics_port: Option<u16>,
+    /// The address it listens on ([`ClusterSpec::host`]).
+    pub host: String,
     child: Option<Child>,
 }
 
 impl EtcdNode {
-    /// `http://127.0.0.1:port` (`https://` with TLS).
+    /// `http://host:port` (`https://` with TLS).
     pub fn url(&self) -> String {
         let scheme = if self.metrics_port.is_some() {
             "https"
         } else {
             "http"
         };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 
     /// Where `/health` answers in plain HTTP.
     pub fn health_url(&self) -> String {
         match self.metrics_port {
-            Some(port) => format!("http://127.0.0.1:{port}"),
+            Some(port) => format!("http://{}:{port}", self.host),
             None => self.url(),
         }
     }
@@ -185,6 +194,7 @@ impl Cluster {
                 port: p[0],
                 monitor_port: p[1],
                 tls: spec.tls.is_some(),
+                host: spec.host.clone(),
                 child: Some(child),
             });
         }
@@ -199,6 +209,7 @@ impl Cluster {
                 name,
                 port: p[0],
                 metrics_port: p.get(2).copied(),
+                host: spec.host.clone(),
                 child: None,
             };
             node.child = Some(cluster.spawn_etcd(spec, &node, p[1], &peers));
@@ -231,10 +242,10 @@ impl Cluster {
         let name = node.name.as_str();
         let initial: Vec<String> = peers
             .iter()
-            .map(|(n, p)| format!("{n}=http://127.0.0.1:{p}"))
+            .map(|(n, p)| format!("{n}=http://{}:{p}", spec.host))
             .collect();
         let client_url = node.url();
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let peer_url = format!("http://{}:{peer}", spec.host);
         let program = std::env::var_os("LOGBOOK_ETCD")
             .map(PathBuf::from)
             .unwrap_or_else(|| find_program("etcd"));
@@ -368,19 +379,25 @@ impl Cluster {
     /// Sends `signal` (`STOP`, `CONT`) to the nats-server named `name`: a stopped server
     /// keeps its connections open and answers nothing, as a leader does that went silent.
     pub fn signal_nats(&self, name: &str, signal: &str) {
-        let pid = self
+        let child = self
             .nats
             .iter()
             .find(|n| n.name == name)
             .and_then(|n| n.child.as_ref())
-            .unwrap_or_else(|| panic!("no running nats-server {name}"))
-            .id();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid}: {status}");
+            .unwrap_or_else(|| panic!("no running nats-server {name}"));
+        send_signal(child, signal);
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the etcd member named `name`; one killed
+    /// so is reaped when the cluster is dropped.
+    pub fn signal_etcd(&self, name: &str, signal: &str) {
+        let child = self
+            .etcd
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.child.as_ref())
+            .unwrap_or_else(|| panic!("no running etcd member {name}"));
+        send_signal(child, signal);
     }
 
     /// SIGKILLs the etcd member named `name` and reaps it.
@@ -410,6 +427,16 @@ impl Drop for Cluster {
     }
 }
 
+fn send_signal(child: &Child, signal: &str) {
+    let pid = child.id();
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
 fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill(); // SIGKILL; an already exited process is fine.
@@ -427,8 +454,9 @@ fn nats_config(
     let store = cluster.dir.path().join(name);
     let mut conf = String::new();
     let _ = writeln!(conf, "server_name: {name}");
-    let _ = writeln!(conf, "listen: 127.0.0.1:{}", ports[0]);
-    let _ = writeln!(conf, "http: 127.0.0.1:{}", ports[1]);
+    let host = &spec.host;
+    let _ = writeln!(conf, "listen: {host}:{}", ports[0]);
+    let _ = writeln!(conf, "http: {host}:{}", ports[1]);
     let _ = writeln!(conf, "max_payload: {}", spec.max_payload);
     let _ = writeln!(conf, "jetstream {{");
     let _ = writeln!(conf, "  store_dir: {:?}", store.display().to_string());
@@ -450,11 +478,11 @@ fn nats_config(
         let others: Vec<String> = routes
             .iter()
             .filter(|p| **p != ports[2])
-            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .map(|p| format!("nats-route://{host}:{p}"))
             .collect();
         let _ = writeln!(conf, "cluster {{");
         let _ = writeln!(conf, "  name: {}", cluster.run_id);
-        let _ = writeln!(conf, "  listen: 127.0.0.1:{}", ports[2]);
+        let _ = writeln!(conf, "  listen: {host}:{}", ports[2]);
         let _ = writeln!(conf, "  routes: [{}]", others.join(", "));
         let _ = writeln!(conf, "}}");
     }
