@@ -47,7 +47,8 @@
 //!   the leader cut from the engines and its peers by a network partition (each node in a
 //!   network namespace of its own, `netns/mod.rs`), stepping down while cut; a follower
 //!   isolated by a partition; `kill -9` of the busiest nats-server and of etcd's leader
-//!   member — each while clients (on every node the fault spares) append and commit
+//!   member; the leader's clock skewed 2 s (libfaketime), removing itself — each while
+//!   clients (on every node the fault spares) append and commit
 //!   with request ids; after healing every acknowledged append is stored once where
 //!   acknowledged, every acknowledged commit is applied once, and no commit of a stale
 //!   epoch follows a newer epoch (fencing);
@@ -784,7 +785,9 @@ impl Three {
 
     fn start_on(env: &dyn Fn(&str) -> Vec<(String, String)>, net: Option<netns::Net>) -> Three {
         let rt = runtime();
-        let host = net.as_ref().map_or_else(|| "127.0.0.1".into(), netns::Net::host_ip);
+        let host = net
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".into(), netns::Net::host_ip);
         let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec {
             nats: 3,
             etcd: 3,
@@ -797,7 +800,9 @@ impl Three {
             .map(|i| net.as_ref().map(|n| (n.namespace(i), n.node_ip(i))))
             .collect();
         let spawn = |i: usize| {
-            let at = places[i].as_ref().map(|(ns, ip)| (ns.as_str(), ip.as_str()));
+            let at = places[i]
+                .as_ref()
+                .map(|(ns, ip)| (ns.as_str(), ip.as_str()));
             Node::spawn_at(dir.path(), IDS[i], &nats, &etcd, &env(IDS[i]), at)
         };
         // A opens first and makes the admin token; B and C follow `_auth`.
@@ -1307,25 +1312,25 @@ static FAULT_SUITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 struct Fault<'a> {
     /// The fault in the figures printed.
     name: &'static str,
-    /// The node the fault hits, if it hits one (not an engine): its peers must suspect it
-    /// while the fault is on, and it must be ready again after healing.
+    /// The node the fault hits, if it hits one (not an engine): it runs no client, and it
+    /// must be ready again after healing.
     victim: Option<usize>,
-    /// The fault takes the certifier's leader away: another node must lead before it heals.
-    new_leader: bool,
     inject: &'a dyn Fn(),
-    /// Waited for once the fault is on (a figure of its own, an effect on the victim).
-    during: &'a dyn Fn(Instant),
+    /// What the fault must bring about while it is on (another leader, the victim
+    /// suspected or unready), waited for; given the moment the fault began, it answers
+    /// its figures (a JSON object, ms since then).
+    during: &'a dyn Fn(Instant) -> Value,
     heal: &'a dyn Fn(),
 }
 
 /// Runs `fault` under the workload — a [`suite_client`] on each node but the victim — and
-/// checks after healing: every acknowledged append is stored once, at the position
-/// acknowledged, as read on every node; every acknowledged commit is applied once (the
-/// counter equals their number on every node); no commit of a stale epoch follows a newer
-/// epoch record (fencing). Prints the figures: requests acknowledged while the fault was
-/// on (%), failover (the fault to the first commit acknowledged after it), and the time
-/// from healing to the victim ready again. The workload has no randomness; the schedule is
-/// the fault's.
+/// checks after healing ([`fault_outcome`]): every acknowledged append is stored once, at
+/// the position acknowledged, as read on every node; every acknowledged commit is applied
+/// once (the counter equals their number on every node); no commit of a stale epoch
+/// follows a newer epoch record (fencing). Prints one JSON line: those counts and the
+/// figures ([`fault_figures`]: requests acknowledged while the fault was on, failover —
+/// the fault to the first commit acknowledged after it — and the time from healing to the
+/// victim ready again). The workload has no randomness; the schedule is the fault's.
 fn run_fault(three: &Three, fault: &Fault) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let nodes = &three.nodes;
@@ -1356,7 +1361,7 @@ fn run_fault(three: &Three, fault: &Fault) {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let mut back = Duration::ZERO;
+    let (mut back, mut effects) = (Duration::ZERO, Value::Null);
     let seen: Vec<Seen> = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         let workers: Vec<_> = clients
@@ -1370,15 +1375,7 @@ fn run_fault(three: &Three, fault: &Fault) {
         (fault.inject)();
         let began = Instant::now();
         let _ = window.began.set(began);
-        if let Some(victim) = victim {
-            nodes[clients[0]].wait_for("/v1/cluster", "the victim suspected", |s, v| {
-                s == 200
-                    && peer_seen(v, IDS[victim])["suspected"] == true
-                    && (!fault.new_leader
-                        || v["leader"].is_object() && v["leader"]["node_id"] != IDS[victim])
-            });
-        }
-        (fault.during)(began);
+        effects = (fault.during)(began);
         wait_acked(20, "while the fault is on");
         (fault.heal)();
         let healed = Instant::now();
@@ -1391,8 +1388,45 @@ fn run_fault(three: &Three, fault: &Fault) {
         stop.store(true, Ordering::Release);
         workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
-    print_fault_figures(fault.name, &seen, &window, back);
-    check_after_fault(three, &seen);
+    let mut report = fault_figures(fault.name, &seen, &window, back);
+    let outcome = fault_outcome(three, &seen);
+    for more in [effects, outcome] {
+        if let (Some(report), Value::Object(more)) = (report.as_object_mut(), more) {
+            report.extend(more);
+        }
+    }
+    println!("{report}");
+    for must_be_0 in [
+        "appends_lost",
+        "appends_duplicated",
+        "appends_misplaced",
+        "nodes_with_commits_not_once",
+        "stale_epoch_commits",
+    ] {
+        assert_eq!(report[must_be_0], 0, "{must_be_0}: {report:#}");
+    }
+}
+
+/// Waits until another node suspects `victim` and, with `new_leader`, names a leader other
+/// than it (bounded by [`WAIT`]); when each happened, in ms since `began`.
+fn wait_taken_over(three: &Three, victim: usize, new_leader: bool, began: Instant) -> Value {
+    let observer = &three.nodes[(victim + 1) % 3];
+    observer.wait_for("/v1/cluster", "the victim suspected", |s, v| {
+        s == 200 && peer_seen(v, IDS[victim])["suspected"] == true
+    });
+    let suspected = began.elapsed().as_millis();
+    if !new_leader {
+        return json!({"victim_suspected_ms": suspected});
+    }
+    wait_other_leader(observer, victim);
+    json!({"victim_suspected_ms": suspected, "other_leader_named_ms": began.elapsed().as_millis()})
+}
+
+/// Waits until `observer` names a leader other than node `victim` (bounded by [`WAIT`]).
+fn wait_other_leader(observer: &Node, victim: usize) {
+    observer.wait_for("/v1/cluster", "another leader", |s, v| {
+        s == 200 && v["leader"].is_object() && v["leader"]["node_id"] != IDS[victim]
+    });
 }
 
 /// Waits until `node` answers ready (bounded by [`WAIT`]); unlike [`Node::wait_ready`],
@@ -1410,51 +1444,61 @@ fn wait_back(node: &Node) {
     }
 }
 
-/// The figures of one fault run, on one line.
-fn print_fault_figures(name: &str, seen: &[Seen], window: &FaultWindow, back: Duration) {
+/// The figures of one fault run as JSON (ms; `null` for a failover that did not happen).
+fn fault_figures(name: &str, seen: &[Seen], window: &FaultWindow, back: Duration) -> Value {
     let (sent, answered) = seen
         .iter()
         .fold((0, 0), |(s, a), c| (s + c.during.0, a + c.during.1));
     let began = *window.began.get().unwrap();
-    let failover = seen
+    let failover_ms = seen
         .iter()
         .filter_map(|c| c.first_commit_in_fault)
         .min()
-        .map(|t| t - began);
-    println!(
-        "fault {name}: {answered} of {sent} requests acknowledged during the fault ({:.0} %), \
-         failover (fault → first commit acknowledged) {failover:?}, the victim ready \
-         {back:?} after healing, lease 10 s",
-        100.0 * answered as f64 / sent.max(1) as f64
-    );
+        .map(|t| (t - began).as_millis());
+    json!({
+        "fault": name,
+        "requests_during_fault": sent,
+        "acknowledged_during_fault": answered,
+        "acknowledged_during_fault_pct": (1_000.0 * answered as f64 / sent.max(1) as f64).round() / 10.0,
+        "failover_ms": failover_ms,
+        "victim_ready_after_healing_ms": back.as_millis(),
+        "lease_ttl_ms": 10_000,
+    })
 }
 
-/// The suite's invariants after healing: exactly once for appends and commits as read on
-/// every node, and fencing in the commit stream.
-fn check_after_fault(three: &Three, seen: &[Seen]) {
+/// The suite's invariants after healing, counted: acknowledged appends missing, stored
+/// more than once or elsewhere than acknowledged, as read on every node; nodes whose
+/// counter differs from the number of acknowledged commits (each applied once); commits of
+/// a stale epoch after a newer epoch record (fencing). Each must be 0; the first of each
+/// kind is named.
+fn fault_outcome(three: &Three, seen: &[Seen]) -> Value {
     let nodes = &three.nodes;
+    let (mut counts, mut first) = (BTreeMap::<&str, usize>::new(), BTreeMap::new());
     let appends: Vec<&(String, u64, u64)> = seen.iter().flat_map(|c| &c.appends).collect();
     for n in nodes {
-        let stored: Vec<(String, u64, u64)> = (0..2)
-            .flat_map(|p| {
-                all_keys(n, "suite", p)
-                    .into_iter()
-                    .map(move |(k, o)| (k, p, o))
-            })
-            .collect();
+        let mut stored: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+        for p in 0..2 {
+            for (k, o) in all_keys(n, "suite", p) {
+                stored.entry(k).or_default().push((p, o));
+            }
+        }
         for (id, p, offset) in &appends {
-            let found: Vec<_> = stored.iter().filter(|(k, _, _)| k == id).collect();
-            assert_eq!(found.len(), 1, "{id} on {}: {found:?}", n.base);
-            assert_eq!(
-                (found[0].1, found[0].2),
-                (*p, *offset),
-                "{id} on {}",
-                n.base
-            );
+            let at = stored.get(id).map_or(&[][..], Vec::as_slice);
+            let kind = match at {
+                [] => "lost",
+                [one] if *one == (*p, *offset) => continue,
+                [_] => "misplaced",
+                _ => "duplicated",
+            };
+            *counts.entry(kind).or_default() += 1;
+            first.entry(kind).or_insert_with(|| {
+                format!("{id} acknowledged at {p}:{offset}, on {}: {at:?}", n.base)
+            });
         }
     }
     let commits: Vec<&(String, u64)> = seen.iter().flat_map(|c| &c.commits).collect();
     let last = commits.iter().map(|(_, o)| *o).max().unwrap();
+    let mut counters = Vec::new();
     for n in nodes {
         let (status, read) = n.call(
             "POST",
@@ -1462,17 +1506,21 @@ fn check_after_fault(three: &Three, seen: &[Seen]) {
             Some(json!({"keys": ["suite-counter"], "snapshot": last + 1})),
         );
         assert_eq!(status, 200, "{read}");
-        assert_eq!(
-            read["keys"][0]["value"],
-            commits.len(),
-            "each commit once: {read}"
-        );
+        counters.push(read["keys"][0]["value"].as_u64().unwrap_or(0));
     }
     let (order, stale) = stale_commits(&commit_stream(three));
-    assert_eq!(
-        stale, 0,
-        "a commit of a stale epoch after a newer one: {order:?}"
-    );
+    json!({
+        "appends_acknowledged": appends.len(),
+        "appends_lost": counts.get("lost").copied().unwrap_or(0),
+        "appends_duplicated": counts.get("duplicated").copied().unwrap_or(0),
+        "appends_misplaced": counts.get("misplaced").copied().unwrap_or(0),
+        "first_of_each": first.into_values().collect::<Vec<_>>(),
+        "commits_acknowledged": commits.len(),
+        "commit_counter_per_node": counters,
+        "nodes_with_commits_not_once": counters.iter().filter(|c| **c != commits.len() as u64).count(),
+        "stale_epoch_commits": stale,
+        "epoch_order": if stale > 0 { json!(order) } else { Value::Null },
+    })
 }
 
 /// The certifier's leader as `three`'s first node names it, as an index.
@@ -1494,18 +1542,17 @@ fn fault_a_leader_paused_beyond_its_lease_under_appends_and_commits() {
         &Fault {
             name: "leader-paused",
             victim: Some(leader),
-            new_leader: true,
             inject: &|| signal(victim, "STOP"),
-            during: &|_| {},
+            during: &|began| wait_taken_over(&three, leader, true, began),
             heal: &|| signal(victim, "CONT"),
         },
     );
 }
 
 /// A network partition: the certifier's leader cut from the engines and both peers (its
-/// network namespace's link down, `netns.rs`) under the workload, then healed. The cut
-/// leader, hearing only a minority, steps down while cut (printed: how long after the cut,
-/// and why); another node leads; [`run_fault`] checks exactly once and fencing after
+/// network namespace's link down, `netns/mod.rs`) under the workload, then healed. The
+/// cut leader steps down while cut (its JSON line says how long after the cut, and why:
+/// hearing only a minority, or its lease lost); another node leads; [`run_fault`] checks exactly once and fencing after
 /// healing.
 #[test]
 fn fault_the_leader_cut_from_the_majority_by_a_partition() {
@@ -1520,7 +1567,6 @@ fn fault_the_leader_cut_from_the_majority_by_a_partition() {
         &Fault {
             name: "leader-partitioned",
             victim: Some(leader),
-            new_leader: true,
             inject: &|| net.cut(leader),
             during: &|began| {
                 let deadline = Instant::now() + WAIT;
@@ -1532,12 +1578,12 @@ fn fault_the_leader_cut_from_the_majority_by_a_partition() {
                     assert!(Instant::now() < deadline, "the cut leader leads on:\n{log}");
                     std::thread::sleep(Duration::from_millis(50));
                 };
+                let stepped_down = began.elapsed().as_millis();
                 let why = stepped.lines().rfind(|l| l.contains("stepping down"));
-                eprintln!(
-                    "the cut leader stepped down {:?} after the cut: {}",
-                    began.elapsed(),
-                    why.unwrap_or_default()
-                );
+                let mut seen = wait_taken_over(&three, leader, true, began);
+                seen["victim_stepped_down_ms"] = json!(stepped_down);
+                seen["victim_stepped_down_because"] = json!(why.unwrap_or_default());
+                seen
             },
             heal: &|| net.heal(leader),
         },
@@ -1558,9 +1604,8 @@ fn fault_a_follower_isolated_by_a_partition() {
         &Fault {
             name: "follower-partitioned",
             victim: Some(follower),
-            new_leader: false,
             inject: &|| net.cut(follower),
-            during: &|_| {},
+            during: &|began| wait_taken_over(&three, follower, false, began),
             heal: &|| net.heal(follower),
         },
     );
@@ -1580,12 +1625,11 @@ fn fault_the_busiest_nats_server_killed_under_appends_and_commits() {
         &Fault {
             name: "nats-server-killed",
             victim: None,
-            new_leader: false,
             inject: &|| {
                 let busiest = busiest_stream_leader(&engines.nats_monitor_urls()[0]);
                 engines.signal_nats(&busiest, "KILL");
             },
-            during: &|_| {},
+            during: &|_| json!({}),
             heal: &|| {},
         },
     );
@@ -1604,10 +1648,55 @@ fn fault_the_etcd_leader_killed_under_appends_and_commits() {
         &Fault {
             name: "etcd-leader-killed",
             victim: None,
-            new_leader: false,
             inject: &|| engines.signal_etcd(&etcd_leader(engines), "KILL"),
-            during: &|_| {},
+            during: &|_| json!({}),
             heal: &|| {},
+        },
+    );
+}
+
+/// Clock skew of the certifier's leader under the workload: every node runs under
+/// libfaketime at +0, then the leader's wall clock jumps 2 s ahead (its timers untouched).
+/// Off the cluster's median beyond `max_clock_offset_ms` (500), it resigns and answers
+/// unready (its JSON line says how long after the skew), and another node leads; its clock set back,
+/// it is ready again; [`run_fault`] checks exactly once and fencing.
+#[test]
+fn fault_the_leaders_clock_skewed_under_appends_and_commits() {
+    let _serial = FAULT_SUITE.lock().unwrap_or_else(|e| e.into_inner());
+    let files: Vec<tempfile::NamedTempFile> = (0..3)
+        .map(|_| {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), "+0\n").unwrap();
+            file
+        })
+        .collect();
+    let three = Three::start_with(&|id| {
+        let i = IDS.iter().position(|x| *x == id).unwrap();
+        faketime_env(files[i].path())
+    });
+    let leader = leader_of(&three);
+    let skew = files[leader].path();
+    run_fault(
+        &three,
+        &Fault {
+            name: "leader-clock-skewed",
+            victim: Some(leader),
+            inject: &|| std::fs::write(skew, "+2\n").unwrap(),
+            during: &|began| {
+                three.nodes[leader].wait_for("/v1/health", "the skewed leader unready", |s, v| {
+                    s == 503
+                        && v["waiting_for"]
+                            .as_str()
+                            .is_some_and(|w| w.contains("clock"))
+                });
+                let removed = began.elapsed().as_millis();
+                wait_other_leader(&three.nodes[(leader + 1) % 3], leader);
+                json!({
+                    "victim_unready_ms": removed,
+                    "other_leader_named_ms": began.elapsed().as_millis(),
+                })
+            },
+            heal: &|| std::fs::write(skew, "+0\n").unwrap(),
         },
     );
 }
@@ -1682,6 +1771,28 @@ fn a_record_read_on_a_node_bounds_the_timestamps_it_stamps_next() {
 /// libfaketime, which moves a Rust binary's wall clock (not Go's: the engines keep theirs).
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
+/// The environment that runs a node under libfaketime with its wall clock offset by what
+/// `file` says (`+2`: 2 s ahead; read again every second, so the test can change it), its
+/// monotonic clock — and so tokio's timers — untouched.
+fn faketime_env(file: &Path) -> Vec<(String, String)> {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: install Debian's faketime"
+    );
+    [
+        ("LD_PRELOAD", LIBFAKETIME),
+        (
+            "FAKETIME_TIMESTAMP_FILE",
+            file.display().to_string().as_str(),
+        ),
+        ("FAKETIME_CACHE_DURATION", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// The clock watch: node c runs with its wall clock 2 s ahead (libfaketime, its monotonic
 /// clock and so tokio's timers untouched; the offset read from a file, so the test can
 /// set it back). a and b see c's offset; c, 2 s off the median beyond
@@ -1691,25 +1802,13 @@ const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
 /// again. No sleeps: each state is waited for, within [`WAIT`].
 #[test]
 fn a_node_whose_clock_is_off_refuses_writes_until_it_is_back() {
-    if !Path::new(LIBFAKETIME).exists() {
-        panic!("{LIBFAKETIME} is missing: install Debian's faketime");
-    }
     let skew = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(skew.path(), "+2\n").unwrap();
-    let skew_file = skew.path().display().to_string();
     let three = Three::start_with(&|id| {
         if id != "c" {
             return Vec::new();
         }
-        [
-            ("LD_PRELOAD", LIBFAKETIME),
-            ("FAKETIME_TIMESTAMP_FILE", skew_file.as_str()),
-            ("FAKETIME_CACHE_DURATION", "1"),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        faketime_env(skew.path())
     });
     let nodes = &three.nodes;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
