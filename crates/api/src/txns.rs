@@ -90,7 +90,10 @@ pub struct Begun {
     pub snapshot: u64,
     /// Its isolation level.
     pub isolation: String,
-    /// Whether it is read-only.
+    /// Whether it is read-only: declared, or begun by a token that may write no key. The
+    /// latter reads at the newest snapshot, not a safe one, and keeps no history of other
+    /// commits while open: at `serializable` its commit is refused `snapshot_too_old`
+    /// (retryable) once its snapshot has left the snapshot window.
     pub read_only: bool,
 }
 

@@ -2456,6 +2456,7 @@ fn misdirected_and_forwarded(nodes: &[Node]) {
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["duplicate"], true, "{again}");
     assert_eq!(again["offset"], committed["offset"], "{again}");
+    an_ended_handle_is_hidden_from_another_principal(&nodes[owner], &txn);
     snapshot_ahead_through_a_follower(&nodes[owner], &nodes[leader], &committed);
 
     // Read your writes on a third node: its snapshot includes the commit the token names.
@@ -2469,6 +2470,36 @@ fn misdirected_and_forwarded(nodes: &[Node]) {
     assert_eq!(status, 200, "{row}");
     assert_eq!(row["value"], 1, "{row}");
     assert_eq!(row["version"], committed["offset"], "{row}");
+}
+
+/// Review r14e N2: the handle `txn` of a transaction committed on the follower `owner` (as
+/// the admin) is unknown to another principal there — 404 `unknown_transaction` on a read
+/// and on a retried commit, as for a handle never made, with no offset — while the admin
+/// still hears that it committed.
+fn an_ended_handle_is_hidden_from_another_principal(owner: &Node, txn: &str) {
+    let (status, created) = owner.call(
+        "POST",
+        "/v1/tokens",
+        Some(json!({"principal": "mallory", "scopes": ["kv:read:*", "kv:write:*"]})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let mallory = common::api::client_with_token(&owner.base, created["token"].as_str());
+    for (method, rest) in [("GET", "/kv/moved"), ("POST", "/commit")] {
+        let path = format!("/v1/txns/{txn}{rest}");
+        let (status, hidden) = common::api::call(&mallory, method, &path, None);
+        assert_eq!(
+            (status, &hidden["code"]),
+            (404, &json!("unknown_transaction")),
+            "{hidden}"
+        );
+        assert!(hidden.get("offset").is_none(), "{hidden}");
+    }
+    let (status, told) = owner.call("GET", &format!("/v1/txns/{txn}/kv/moved"), None);
+    assert_eq!(
+        (status, &told["code"]),
+        (409, &json!("transaction_committed")),
+        "{told}"
+    );
 }
 
 /// A one-shot commit whose snapshot is ahead of the log, sent to a follower: the leader's

@@ -2120,3 +2120,145 @@ fn a_commit_retried_on_its_handle_answers_its_increments_to_a_token_that_may_rea
         "applied once"
     );
 }
+
+/// Review r14e N1: a token that may write no key begins read-only transactions, at the
+/// newest snapshot, and they keep no history of others' commits in the certifier: however
+/// many it holds open — `serializable`, `snapshot`, `read_committed`, each having read —
+/// another principal's commits, over the whole budget in all, are never 429. Its
+/// `serializable` ones, whose reads were to be certified against commits they did not
+/// keep, are then refused at commit: 409 `snapshot_too_old`, retryable; the others commit.
+/// A `for_update` read is refused as in any read-only transaction.
+#[test]
+fn a_token_that_may_write_nothing_keeps_no_history_of_anothers_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget: u64 = 32 << 20;
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--auth", "on", "--certifier-bytes-max", &budget.to_string()],
+    );
+    let (reader, _) = token(&node, "reader", &["kv:read:*"], None);
+    let (victim, _) = token(&node, "victim", &["kv:read:v/*", "kv:write:v/*"], None);
+    let as_reader = |method: &str, path: &str, body: Option<Value>| {
+        node.call_as(Some(&reader), method, path, body)
+    };
+    let put = json!({"writes": [{"op": "put", "key": "v/x", "value": 1}]});
+    let a = node.call_as(Some(&victim), "POST", "/v1/commits", Some(put));
+    assert_eq!(a.status, 200, "{a:?}");
+    let mut open = Vec::new();
+    for isolation in ["serializable", "snapshot", "read_committed"] {
+        for _ in 0..5 {
+            let a = as_reader("POST", "/v1/txns", Some(json!({"isolation": isolation})));
+            assert_eq!(a.status, 201, "{a:?}");
+            assert_eq!(a.json()["read_only"], true, "{a:?}");
+            let txn = a.json()["txn"].as_str().unwrap().to_string();
+            let a = as_reader("GET", &format!("/v1/txns/{txn}/kv/v%2Fx"), None);
+            assert_eq!((a.status, &a.json()["value"]), (200, &json!(1)), "{a:?}");
+            open.push((isolation, txn));
+        }
+    }
+    let (_, rc) = open.last().unwrap();
+    let a = as_reader(
+        "GET",
+        &format!("/v1/txns/{rc}/kv/v%2Fx?for_update=true"),
+        None,
+    );
+    a.assert_problem(400, "read_only_transaction");
+    // The victim's commits: 40,000 declared absent keys of 101 bytes (about 6 MB of the
+    // certifier's memory) and one write each; eight are 48 MB, more than the whole budget.
+    let pad = "p".repeat(90);
+    for n in 0..8 {
+        let reads: Vec<Value> = (0..40_000)
+            .map(|i| json!({"key": format!("v/{n}/{i:06}/{pad}"), "version": null}))
+            .collect();
+        let body = json!({"isolation": "serializable", "reads": reads,
+                          "writes": [{"op": "put", "key": format!("v/w{n}"), "value": n}]});
+        let a = node.call_as(Some(&victim), "POST", "/v1/commits", Some(body));
+        assert_eq!(a.status, 200, "commit {n}: {a:?}");
+        assert!(certifier_bytes(&node) <= budget);
+        // The reader's transactions stay in use (not idle for the reaper).
+        for (_, txn) in &open {
+            let a = as_reader("GET", &format!("/v1/txns/{txn}/kv/v%2Fx"), None);
+            assert_eq!(a.status, 200, "{txn}: {a:?}");
+        }
+    }
+    for (isolation, txn) in &open {
+        let a = as_reader("POST", &format!("/v1/txns/{txn}/commit"), None);
+        if *isolation == "serializable" {
+            a.assert_problem(409, "snapshot_too_old");
+            assert_eq!(a.json()["retryable"], true, "{a:?}");
+        } else {
+            assert_eq!(a.status, 200, "{isolation} {txn}: {a:?}");
+        }
+    }
+}
+
+/// Review r14e N2: an ended transaction's handle is told only to the principal that began
+/// it. Another principal with the same scopes gets 404 `unknown_transaction` on every step
+/// of a committed and of an aborted handle — as for a handle never made, with no offset —
+/// while the owner hears how each ended.
+#[test]
+fn an_ended_transactions_handle_is_unknown_to_another_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--auth", "on"]);
+    let scopes = ["kv:read:*", "kv:write:*"];
+    let (alice, _) = token(&node, "alice", &scopes, None);
+    let (mallory, _) = token(&node, "mallory", &scopes, None);
+    let begin = || {
+        let begun = node.call_as(Some(&alice), "POST", "/v1/txns", Some(json!({})));
+        assert_eq!(begun.status, 201, "{begun:?}");
+        begun.json()["txn"].as_str().unwrap().to_string()
+    };
+    let committed = begin();
+    let path = format!("/v1/txns/{committed}/kv/k");
+    let a = node.call_as(Some(&alice), "PUT", &path, Some(json!({"value": 1})));
+    assert_eq!(a.status, 204, "{a:?}");
+    let a = node.call_as(
+        Some(&alice),
+        "POST",
+        &format!("/v1/txns/{committed}/commit"),
+        None,
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    let offset = a.json()["offset"].as_u64().unwrap();
+    let aborted = begin();
+    let a = node.call_as(
+        Some(&alice),
+        "POST",
+        &format!("/v1/txns/{aborted}/abort"),
+        None,
+    );
+    assert_eq!(a.status, 204, "{a:?}");
+    // Mallory's answers name the handle; with it blanked out, an ended handle's are a
+    // never-made handle's, word for word.
+    let never = format!("t{}", "0".repeat(32));
+    let steps = [
+        ("GET", "/kv/k", None),
+        ("GET", "/kv?prefix=", None),
+        ("PUT", "/kv/k", Some(json!({"value": 2}))),
+        ("POST", "/commit", None),
+        ("POST", "/abort", None),
+    ];
+    for (method, rest, body) in steps {
+        let answer = |txn: &str| {
+            let path = format!("/v1/txns/{txn}{rest}");
+            let a = node.call_as(Some(&mallory), method, &path, body.clone());
+            a.assert_problem(404, "unknown_transaction");
+            a.body.replace(txn, "HANDLE")
+        };
+        let unknown = answer(never.as_str());
+        for txn in [&committed, &aborted] {
+            assert_eq!(answer(txn.as_str()), unknown, "{method} {rest}");
+        }
+    }
+    let a = node.call_as(Some(&alice), "GET", &path, None);
+    a.assert_problem(409, "transaction_committed");
+    assert!(a.body.contains(&format!("offset {offset}")), "{a:?}");
+    let a = node.call_as(
+        Some(&alice),
+        "GET",
+        &format!("/v1/txns/{aborted}/kv/k"),
+        None,
+    );
+    a.assert_problem(409, "transaction_aborted");
+    assert_eq!(node.get("/v1/kv/k").json()["value"], 1);
+}

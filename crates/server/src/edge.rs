@@ -396,8 +396,9 @@ fn is_identity(value: &HeaderValue) -> bool {
 
 /// With authentication on, an interactive transaction belongs to the principal that began
 /// it: a handle is not a capability (it travels in URLs, logs and proxies), so another
-/// principal's request on it is answered 404 `unknown_transaction`, as for a handle that
-/// never existed — neither its reads, its `incremented` values nor its existence leak.
+/// principal's request on it — open or ended — is answered 404 `unknown_transaction`, as
+/// for a handle that never existed: neither its reads, its `incremented` values, its
+/// commit's offset nor its existence leak ([`crate::state::TxnRegistry::hidden_from`]).
 fn check_principal(state: &AppState, route: &str, req: &Request) -> Result<(), ApiError> {
     if !route.starts_with(route::TXN_PREFIX) {
         return Ok(());
@@ -409,12 +410,13 @@ fn check_principal(state: &AppState, route: &str, req: &Request) -> Result<(), A
     let Some(handle) = req.uri().path().split('/').nth(3) else {
         return Ok(());
     };
-    match state.txns().lookup(handle) {
-        crate::state::Lookup::Registered(t) if !t.owned_by(&principal.quota_key) => {
-            Err(crate::state::unknown_txn(handle))
-        }
-        _ => Ok(()),
+    if state
+        .txns()
+        .hidden_from(handle, &principal.quota_key, &principal.name)
+    {
+        return Err(crate::state::unknown_txn(handle));
     }
+    Ok(())
 }
 
 /// A write on a cluster node whose clock is off the cluster's median beyond

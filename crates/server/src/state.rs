@@ -611,6 +611,8 @@ pub struct OpenTxn {
     last_used_ms: AtomicU64,
     /// The principal that began it (`txns_per_principal_max` counts by it).
     owner: crate::quota::PrincipalKey,
+    /// That principal's name (`None`: authentication off), to whom alone its end is told.
+    principal: Option<String>,
 }
 
 /// How an interactive transaction ended, or that its commit is under way.
@@ -706,9 +708,9 @@ impl OpenTxn {
 #[derive(Debug)]
 pub struct TxnRegistry {
     open: Mutex<HashMap<String, Arc<OpenTxn>>>,
-    /// Recently ended handles and how they ended, oldest first, so that late requests hear
-    /// "committed", "aborted" or "expired" instead of "unknown".
-    ended: Mutex<(HashMap<String, TxnEnd>, VecDeque<String>)>,
+    /// Recently ended handles, how they ended and who began them, oldest first, so that
+    /// late requests hear "committed", "aborted" or "expired" instead of "unknown".
+    ended: Mutex<(HashMap<String, Ended>, VecDeque<String>)>,
     max: usize,
     /// Most open per principal (`txns_per_principal_max`).
     per_owner_max: usize,
@@ -791,7 +793,8 @@ impl TxnRegistry {
         Ok(())
     }
 
-    /// Registers a transaction `owner` began and returns its handle.
+    /// Registers a transaction `owner` began — the principal named `principal` (`None`:
+    /// authentication off) — and returns its handle.
     ///
     /// # Errors
     /// 429 `too_many_transactions` or `transaction_quota_exceeded` (the transaction is then
@@ -801,6 +804,7 @@ impl TxnRegistry {
         &self,
         txn: Txn,
         owner: crate::quota::PrincipalKey,
+        principal: Option<String>,
     ) -> Result<Arc<OpenTxn>, ApiError> {
         let id = new_handle(self.node.as_deref())?;
         let entry = Arc::new(OpenTxn {
@@ -809,6 +813,7 @@ impl TxnRegistry {
             end: tokio::sync::watch::Sender::new(TxnEnd::Open),
             last_used_ms: AtomicU64::new(self.now_ms()),
             owner,
+            principal,
         });
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         self.room_in(&open, &entry.owner)?;
@@ -846,8 +851,27 @@ impl TxnRegistry {
         }
         let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         match ended.0.get(id) {
-            Some(end) => Lookup::Ended(end.clone()),
+            Some(e) => Lookup::Ended(e.end.clone()),
             None => Lookup::Unknown,
+        }
+    }
+
+    /// Whether the handle `id` is to be answered to a caller — token `owner` of the
+    /// principal named `name` — as one that never existed (404): while open, it belongs to
+    /// the token that began it; once ended, its end (committed at an offset, aborted) is
+    /// told to every token of the principal that began it (a narrower token's retry of its
+    /// commit is answered 403 by the handler, decision 0018), to no other principal.
+    pub fn hidden_from(&self, id: &str, owner: &crate::quota::PrincipalKey, name: &str) -> bool {
+        match self.lookup(id) {
+            Lookup::Registered(t) => !t.owned_by(owner),
+            Lookup::Ended(_) => {
+                let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+                ended
+                    .0
+                    .get(id)
+                    .is_some_and(|e| e.principal.as_deref() != Some(name))
+            }
+            Lookup::Unknown => false,
         }
     }
 
@@ -868,7 +892,10 @@ impl TxnRegistry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&t.id);
-        let remembered = remembered(&end);
+        let remembered = Ended {
+            end: remembered(&end),
+            principal: t.principal.clone(),
+        };
         t.set_end(end);
         let mut r = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         if r.0.insert(t.id.clone(), remembered).is_none() {
@@ -886,7 +913,7 @@ impl TxnRegistry {
     pub fn remember_end(&self, id: &str, end: TxnEnd) {
         let mut r = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(was) = r.0.get_mut(id) {
-            *was = remembered(&end);
+            was.end = remembered(&end);
         }
     }
 
@@ -946,6 +973,15 @@ impl TxnRegistry {
         }
         n
     }
+}
+
+/// A recently ended transaction as remembered.
+#[derive(Debug)]
+struct Ended {
+    /// How it ended ([`remembered`]).
+    end: TxnEnd,
+    /// The name of the principal that began it (`None`: authentication off).
+    principal: Option<String>,
 }
 
 /// What late requests need of an end: a committed outcome's offset, not its increments.

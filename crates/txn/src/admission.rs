@@ -3,16 +3,17 @@
 //! snapshot lies in the retained window and in the certifier's memory, locks are not ahead
 //! of the durable log, and each declared read is what the key held at the snapshot. Both
 //! forms of commit run them: the one-shot request ([`crate::oneshot`]) and the certifying
-//! step of [`crate::store`].
+//! step of [`crate::store`] — which runs the snapshot's checks for a registered
+//! transaction too when it kept no history while open (a read-only one at the newest
+//! snapshot).
 
 use crate::Isolation;
 use crate::error::{Result, TxnError};
 use crate::mvcc::Table;
 use crate::request::CommitRequest;
 
-/// A named snapshot must lie within the window behind the newest commit and not ahead of
-/// the durable log. Called with the table locked, so garbage collection cannot pass it.
-pub(crate) fn check_window(table: &Table, snapshot: u64, window: u64, durable: u64) -> Result<()> {
+/// A named snapshot must not be ahead of the durable log.
+pub(crate) fn check_ahead(snapshot: u64, durable: u64) -> Result<()> {
     if snapshot > durable {
         return Err(TxnError::InvalidRequest {
             field: "snapshot",
@@ -22,6 +23,12 @@ pub(crate) fn check_window(table: &Table, snapshot: u64, window: u64, durable: u
             ),
         });
     }
+    Ok(())
+}
+
+/// A snapshot whose commit is certified within the window must lie in it, behind the
+/// newest commit. Called with the table locked, so garbage collection cannot pass it.
+pub(crate) fn check_window(table: &Table, snapshot: u64, window: u64) -> Result<()> {
     let oldest = table.applied().saturating_sub(window);
     if snapshot < oldest {
         return Err(TxnError::SnapshotTooOld { snapshot, oldest });

@@ -278,8 +278,9 @@ pub(crate) struct Certifier {
     /// The open transactions whose certification compares against commits after a
     /// position, by (that position, id): only these pin summaries ([`Self::forget_one`]).
     /// A `read_committed` transaction joins at its first `get_for_update`
-    /// ([`Self::need_history`]); a declared read-only one that is not `serializable`, or
-    /// reads at a safe snapshot, never does — its commit is checked against nothing.
+    /// ([`Self::need_history`]); a read-only one never does — at a safe snapshot, or not
+    /// `serializable`, its commit is checked against nothing; at the newest snapshot its
+    /// reads are checked only while the commits after it are still kept (the window).
     needing: BTreeSet<(u64, u64)>,
     /// The position of each transaction in `needing`, by id.
     needing_ids: HashMap<u64, u64>,

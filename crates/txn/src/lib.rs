@@ -107,8 +107,14 @@ pub struct TxnOptions {
     /// Its isolation level.
     pub isolation: Isolation,
     /// Declared read-only: writes fail with [`TxnError::ReadOnly`]; at `serializable` it
-    /// reads at a safe snapshot and never aborts. Default `false`.
+    /// reads at a safe snapshot and never aborts (unless `newest_snapshot`). Default `false`.
     pub read_only: bool,
+    /// For a read-only `serializable` transaction: read at the newest snapshot, not a safe
+    /// one. Its reads are then certified at commit against the commits after its snapshot,
+    /// which it does not keep in the certifier while open: as for a one-shot commit
+    /// request, its snapshot must still lie in the snapshot window and the certifier's
+    /// memory at commit, else [`TxnError::SnapshotTooOld`] (retryable). Default `false`.
+    pub newest_snapshot: bool,
 }
 
 impl TxnOptions {
@@ -117,12 +123,22 @@ impl TxnOptions {
         TxnOptions {
             isolation,
             read_only: false,
+            newest_snapshot: false,
         }
     }
 
     /// The same, declared read-only.
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
+        self
+    }
+
+    /// The same, read-only and at the newest snapshot (see [`TxnOptions::newest_snapshot`]):
+    /// what a caller that may write nothing begins, so that an open transaction it holds
+    /// keeps no history of other callers' commits.
+    pub fn read_only_at_newest(mut self) -> Self {
+        self.read_only = true;
+        self.newest_snapshot = true;
         self
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use logbook_log::RequestId;
 
-use crate::admission::check_window;
+use crate::admission::{check_ahead, check_window};
 use crate::budget::{self, Budget};
 use crate::error::{Result, TxnError, show_key};
 use crate::limits;
@@ -98,7 +98,8 @@ impl TxnStore {
             let table = self.read_table();
             let snapshot = match snapshot {
                 Some(s) => {
-                    check_window(&table, s, self.window(), self.durable_end())?;
+                    check_ahead(s, self.durable_end())?;
+                    check_window(&table, s, self.window())?;
                     s
                 }
                 None => self.visible_in(&table),
@@ -216,6 +217,7 @@ fn unregistered(request: CommitRequest) -> TxnParts {
     TxnParts {
         id: UNREGISTERED,
         expired: None,
+        in_window: false,
         request,
     }
 }

@@ -212,6 +212,11 @@ pub(crate) struct TxnParts {
     /// Set (under the commit lock) when a registered transaction was expired; `None` for a
     /// one-shot request, whose snapshot is checked against the window instead.
     pub expired: Option<Arc<AtomicBool>>,
+    /// A registered transaction whose reads are certified against commits after its
+    /// snapshot that the certifier did not keep for it (read-only at the newest snapshot,
+    /// [`crate::TxnOptions::newest_snapshot`]): its snapshot is checked against the window
+    /// as a one-shot request's is. `false` for a one-shot request (checked anyway).
+    pub in_window: bool,
     pub request: CommitRequest,
 }
 

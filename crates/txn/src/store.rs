@@ -41,7 +41,7 @@ use logbook_log::{
     StreamConfig,
 };
 
-use crate::admission::{check_certified, check_locks, check_versions, check_window};
+use crate::admission::{check_ahead, check_certified, check_locks, check_versions, check_window};
 use crate::budget::Budget;
 use crate::certifier::{Certifier, Footprint, WriteClass, in_range};
 use crate::error::{Result, TxnError, show_key};
@@ -514,20 +514,18 @@ impl TxnStore {
         // follower's commits are certified by the leader, which never saw this transaction
         // begin, so there it reads the newest snapshot and its reads are declared instead.
         let certifies_here = !self.options.elected || state.leading.is_some();
-        let safe = serializable && options.read_only && certifies_here;
+        let safe = serializable && options.read_only && !options.newest_snapshot && certifies_here;
         let snapshot = if safe {
             state.cert.safe_snapshot(2 * visible) / 2
         } else {
             visible
         };
         // What its commit is certified against: the commits after its snapshot if it may
-        // write (or is `serializable` and its reads are tracked); a `read_committed` one's
-        // writes are blind until a `get_for_update` ([`TxnStore::need_history`]).
-        let needs_history = match options.isolation {
-            Isolation::ReadCommitted => false,
-            Isolation::Snapshot => !options.read_only,
-            Isolation::Serializable => !safe,
-        };
+        // write; a `read_committed` one's writes are blind until a `get_for_update`
+        // ([`TxnStore::need_history`]). A read-only one keeps none: at a safe snapshot it
+        // is certified against nothing, at the newest its reads are certified within the
+        // window, as a one-shot request's (`TxnParts::in_window`).
+        let needs_history = options.isolation != Isolation::ReadCommitted && !options.read_only;
         let expired = state.cert.register(
             id,
             2 * snapshot,
@@ -934,16 +932,12 @@ impl TxnStore {
                     IdCheck::Settled => continue, // its original settled: look again
                 };
             }
-            // A one-shot request's snapshot and declared versions, checked where garbage
-            // collection cannot move under them (it runs under this lock).
-            if parts.expired.is_none() {
-                let table = self.read_table();
-                let durable = self.durable_end();
-                check_window(&table, parts.request.snapshot, self.window(), durable)?;
-                let from = state.certified_from.max(state.cert.forgotten_to());
-                check_certified(parts.request.snapshot, from)?;
-                check_locks(&parts.request, durable)?;
-                check_versions(&table, &parts.request)?;
+            if let Err(e) = self.admit(&state, &parts) {
+                if parts.expired.is_some() {
+                    let now = 2 * self.visible(&state);
+                    state.cert.finish(parts.id, now, None);
+                }
+                return Err(e);
             }
             break self.certify_and_append(&mut state, &parts, intents, request_id, traceparent);
         };
@@ -977,6 +971,36 @@ impl TxnStore {
                 link,
             },
         ))
+    }
+
+    /// The checks of a commit whose snapshot the certifier does not keep history for, made
+    /// under the commit lock, where garbage collection cannot move under them: a one-shot
+    /// request's snapshot, locks and declared versions; a registered transaction certified
+    /// within the window ([`TxnParts::in_window`]), its snapshot.
+    ///
+    /// # Errors
+    /// As [`check_window`], [`check_certified`], [`check_locks`], [`check_versions`].
+    fn admit(&self, state: &CommitState, parts: &TxnParts) -> Result<()> {
+        let one_shot = parts.expired.is_none();
+        if !one_shot && !parts.in_window {
+            return Ok(());
+        }
+        let snapshot = parts.request.snapshot;
+        let table = self.read_table();
+        let durable = self.durable_end();
+        if one_shot {
+            check_ahead(snapshot, durable)?;
+        }
+        check_window(&table, snapshot, self.window())?;
+        check_certified(
+            snapshot,
+            state.certified_from.max(state.cert.forgotten_to()),
+        )?;
+        if one_shot {
+            check_locks(&parts.request, durable)?;
+            check_versions(&table, &parts.request)?;
+        }
+        Ok(())
     }
 
     /// A commit's request id against the table of committed and in-flight ids (the commit

@@ -30,7 +30,9 @@ impl TxnStore {
     /// (Ports & Grittner 2012, §4.2): one that no concurrent transaction can make part of a
     /// serialization anomaly, so it never aborts and is not tracked. That snapshot may
     /// trail the newest commit by the duration of the read-write transactions open when it
-    /// was taken; it never waits.
+    /// was taken; it never waits. Begun [`TxnOptions::read_only_at_newest`], it reads at
+    /// the newest snapshot instead and keeps no history in the certifier; its commit is
+    /// then refused, retryable, once its snapshot has left the snapshot window.
     ///
     /// Its snapshot holds every commit acknowledged before the call on this node: on a
     /// cluster follower, whose table a thread derives from the commit stream, `begin` first
@@ -675,6 +677,8 @@ impl Txn {
         TxnParts {
             id: self.id,
             expired: Some(self.expired.clone()),
+            // Read-only with tracked reads: `serializable` at the newest snapshot.
+            in_window: self.options.read_only && self.track_reads && self.read_any,
             request: CommitRequest {
                 isolation: self.options.isolation,
                 snapshot: self.snapshot,

@@ -706,6 +706,64 @@ fn a_read_only_serializable_transaction_on_a_safe_snapshot_never_aborts() {
     assert_eq!(&*ro.get(b"y").unwrap().unwrap().value, b"1");
 }
 
+/// Review r14e N1: a read-only `serializable` transaction at the newest snapshot (what a
+/// caller that may write nothing begins) reads what a read-write one would — the newest
+/// commit, though a read-write transaction is open — and keeps no summaries while open.
+/// Its reads are still certified: as the `T1` of the read-only anomaly (Fekete et al.
+/// 2004) it aborts; and once the commits after its snapshot have left the window, its
+/// commit is `snapshot_too_old`, retryable. Within the window, one commits.
+#[test]
+fn a_read_only_transaction_at_the_newest_snapshot_keeps_no_history_and_is_certified() {
+    let sim = SimStorage::new();
+    let options = TxnStoreOptions {
+        snapshot_window_commits: 3,
+        ..TxnStoreOptions::default()
+    };
+    let (_log, store) = open(&sim, options);
+    let newest = || ser().read_only_at_newest();
+    let mut t = store.begin(ser()).unwrap();
+    t.put(b"x", b"0").unwrap();
+    t.put(b"y", b"0").unwrap();
+    t.commit().unwrap();
+    // T2, the pivot, reads both; T3 writes x and commits; T1 then reads both.
+    let mut t2 = store.begin(ser()).unwrap();
+    t2.get(b"x").unwrap();
+    t2.get(b"y").unwrap();
+    let mut t3 = store.begin(ser()).unwrap();
+    t3.put(b"x", b"1").unwrap();
+    t3.commit().unwrap();
+    let mut t1 = store.begin(newest()).unwrap();
+    assert_eq!(t1.snapshot(), store.durable_end(), "not a safe snapshot");
+    assert_eq!(&*t1.get(b"x").unwrap().unwrap().value, b"1");
+    assert_eq!(&*t1.get(b"y").unwrap().unwrap().value, b"0");
+    assert!(matches!(t1.put(b"y", b"2"), Err(TxnError::ReadOnly)));
+    t2.put(b"y", b"1").unwrap();
+    t2.commit().unwrap();
+    match t1.commit() {
+        Err(e @ TxnError::SerializationFailure { .. }) => assert!(e.is_retryable()),
+        other => panic!("T1 of the read-only anomaly committed: {other:?}"),
+    }
+    // Open while four commits pass it, it pins none of their summaries.
+    let mut old = store.begin(newest()).unwrap();
+    old.get(b"x").unwrap();
+    for i in 0..4 {
+        let mut t = store.begin(ser()).unwrap();
+        t.get(b"k").unwrap();
+        t.put(b"k", i.to_string().as_bytes()).unwrap();
+        t.commit().unwrap();
+    }
+    let m = store.memory();
+    assert!(m.retained_summaries <= 3, "the window's only: {m:?}");
+    let mut recent = store.begin(newest()).unwrap();
+    recent.get(b"k").unwrap();
+    match old.commit() {
+        Err(e @ TxnError::SnapshotTooOld { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected SnapshotTooOld, got {other:?}"),
+    }
+    assert_eq!(recent.commit().unwrap().offset, None);
+    assert_eq!(store.memory().open_txns, 0);
+}
+
 /// Concurrent read-modify-write increments of one counter through the retry helper: the
 /// counter must equal the number of acknowledged commits, with early lock release on and
 /// off (off, snapshots trail the newest commit by the commits awaiting their fsync, and the

@@ -202,6 +202,10 @@ pub async fn begin(
     let mut options = TxnOptions::new(body.isolation.map_or(Isolation::Serializable, isolation));
     if body.read_only == Some(true) {
         options = options.read_only();
+    } else if !crate::auth::may_write_kv(caller.as_deref().map(|p| &**p)) {
+        // It can commit nothing, so it keeps no history of others' commits while open
+        // (decision 0021): read-only, at the newest snapshot as any begin.
+        options = options.read_only_at_newest();
     }
     let store = opened.txns()?;
     let txn = if store.options().elected && store.leading().is_none() {
@@ -215,7 +219,8 @@ pub async fn begin(
     // would undo (and their offsets go to other commits). The answer waits until they are
     // durable, so no number a client sees depends on them; the snapshot is not lowered.
     durable_through(&state, &opened, snapshot, None).await?;
-    let entry = state.txns().insert(txn, owner)?;
+    let principal = caller.as_deref().map(|p| p.name.clone());
+    let entry = state.txns().insert(txn, owner, principal)?;
     state.metrics().open_txns.set(state.txns().len() as i64);
     tracing::debug!(txn = %entry.id, snapshot, "transaction begun");
     Ok((

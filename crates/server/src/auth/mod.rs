@@ -315,6 +315,19 @@ pub fn authorize_held_snapshot_write(
     })
 }
 
+/// Whether `principal` (none: `--auth off`) may write some key: `admin`, or a `kv:write`
+/// scope of any pattern. A transaction begun without may commit no write.
+pub fn may_write_kv(principal: Option<&Principal>) -> bool {
+    principal.is_none_or(|p| {
+        p.scopes.iter().any(|s| {
+            matches!(
+                s,
+                scope::Scope::Admin | scope::Scope::On(Kind::Kv, Action::Write, _)
+            )
+        })
+    })
+}
+
 /// Whether `principal` (none: `--auth off`) may read `key`: a conflict on it is then told
 /// with the offset of the commit it conflicts with (a version of the key).
 pub fn may_read(principal: Option<&Principal>, key: &str) -> bool {
