@@ -449,9 +449,13 @@ pub struct RecordsOut {
 }
 
 /// The kind of one event of the push tail (`GET /v1/streams/{stream}/records/events`, a
-/// `text/event-stream` of server-sent events): its `event:` line. Every event but the last
-/// is a [`EventKind::Record`]; the last one (there may be none: the connection can just
-/// close) says why the subscription ended, its data an [`EventEnd`].
+/// `text/event-stream` of server-sent events): its `event:` line. The first event of a
+/// connection is only an `id:`, the [`EventCursor`] the subscription starts from (with
+/// `from=end`, each partition's end when the server answered): no kind, no data. Every
+/// event after it but the last is a [`EventKind::Record`]; the last one (there may be none:
+/// the connection can just close) says why the subscription ended, its data an
+/// [`EventEnd`]. A client resumes with the id of the last event it received, the opening
+/// one included, as `Last-Event-ID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     /// One record: data a [`RecordOut`] on one line, id the [`EventCursor`] after it.
@@ -508,8 +512,8 @@ pub struct EventEnd {
 
 /// Where a push-tail subscription stands: per partition read, the offset of the next record
 /// to send. Its text form `P:O,...` (partitions ascending, e.g. `0:12,3:0`) is every
-/// event's id, the `Last-Event-ID` a client resumes with, and the `from` that starts a
-/// subscription at given offsets.
+/// event's id (the opening event's: where the subscription starts), the `Last-Event-ID` a
+/// client resumes with, and the `from` that starts a subscription at given offsets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventCursor(pub BTreeMap<u32, u64>);
 

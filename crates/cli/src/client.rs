@@ -633,6 +633,9 @@ fn unknown_outcome(at: &str, error: &ClientError, sent: Sent) -> String {
     }
 }
 
+/// Most connections in a row a [`Follow`] makes before a failed one ends it.
+pub const FOLLOW_ATTEMPTS_MAX: u32 = 10;
+
 /// A subscription of [`Client::subscribe`].
 pub struct Follow<'a> {
     client: &'a Client,
@@ -642,14 +645,41 @@ pub struct Follow<'a> {
 
 impl Follow<'_> {
     /// The next event (connecting again from the last event's id when the last connection
-    /// ended).
+    /// ended). A lost connection, or a server that cannot be reached (restarting), is tried
+    /// again after the default policy's backoff (doubling to 5 s), up to
+    /// [`FOLLOW_ATTEMPTS_MAX`] connections in a row (about 16 s), with a note on stderr: a
+    /// follow outlives a server restart, resuming where it was.
     ///
     /// # Errors
-    /// As [`Client::subscribe`]; an `error` event's problem.
+    /// As [`Client::subscribe`]; an `error` event's problem; the last of
+    /// [`FOLLOW_ATTEMPTS_MAX`] failed connections in a row.
     pub fn next_event(&mut self) -> anyhow::Result<SubscriptionEvent> {
-        self.subscription
-            .next_event()
-            .map_err(|e| self.client.error("GET", &self.path, e, Sent::default()))
+        let policy = RetryPolicy {
+            attempts_max: FOLLOW_ATTEMPTS_MAX,
+            ..RetryPolicy::default()
+        };
+        let mut failed = 0;
+        loop {
+            match self.subscription.next_event() {
+                Err(e @ (ClientError::Transport { .. } | ClientError::Unreachable { .. }))
+                    if failed + 1 < policy.attempts_max =>
+                {
+                    failed += 1;
+                    eprintln!("# {e}; connecting again");
+                    std::thread::sleep(policy.backoff(failed, rand::random::<f64>(), None));
+                }
+                answer => {
+                    return answer
+                        .map_err(|e| self.client.error("GET", &self.path, e, Sent::default()));
+                }
+            }
+        }
+    }
+
+    /// Where the subscription stands: the id of the last event received (see
+    /// [`Subscription::cursor`]).
+    pub fn cursor(&self) -> Option<&logbook_api::streams::EventCursor> {
+        self.subscription.cursor()
     }
 }
 
@@ -831,7 +861,7 @@ mod tests {
     #[test]
     fn an_unknown_outcome_says_its_request_id_and_blames_only_a_body_too_large() {
         let unknown = |request_id: Option<&str>| ClientError::Unknown {
-            operation: "POST /v1/commits".into(),
+            operation: format!("POST {}", logbook_api::paths::commits()),
             request_id: request_id.map(str::to_string),
             attempts: 3,
             last: "connection reset".into(),

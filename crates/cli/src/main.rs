@@ -39,6 +39,7 @@ mod quickstart;
 mod serve;
 mod stats_cmd;
 mod stream_cmd;
+mod tail_cmd;
 mod tls_cmd;
 mod token_cmd;
 mod txn_cmd;

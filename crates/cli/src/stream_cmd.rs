@@ -13,15 +13,15 @@ use serde_json::value::RawValue;
 
 use logbook_views::ConsistencyToken;
 
-use logbook_api::client::{StartAt, Subscribe, SubscriptionEvent};
-use logbook_api::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX, READ_RECORDS_MAX};
+use logbook_api::limits::{BATCH_RECORDS_MAX, BODY_BYTES_MAX};
 use logbook_api::paths;
 use logbook_api::streams::{
-    AppendAnswer, AppendBody, AppendMany, CreateStream, EventCursor, EventKind, OffsetsAtTime,
-    PositionOut, ReaderKind, RecordIn, RecordOut, RecordsOut, Retention, StreamInfo, StreamList,
+    AppendAnswer, AppendBody, AppendMany, CreateStream, OffsetsAtTime, PositionOut, ReaderKind,
+    RecordIn, Retention, StreamInfo, StreamList,
 };
 
 use crate::client::{Answer, ApiProblem, Client, ServerArgs, count, print_json, problem_of};
+use crate::tail_cmd::{TailFrom, follow_tail, tail};
 
 /// Records sent in one request by `stream append` without `--request-id` (the server's batch
 /// limit is far higher; this keeps each answer, and a failure's blast radius, small).
@@ -200,13 +200,17 @@ pub enum StreamCommand {
     /// One record per line: partition, offset, key and value, tab-separated (`--json`: one
     /// JSON object per record and line, as the server sends it). When more records follow
     /// the last one printed, `# more: continue with --from N` goes to stderr. `--follow`
-    /// subscribes to the server's push tail (server-sent events); if the server drops it
-    /// for reading too slowly, or closes it at the node's --wait-ms-max, it resumes where it
-    /// was, losing and repeating nothing.
+    /// subscribes to the server's push tail (server-sent events) and says on stderr where
+    /// it starts (`# from P:O,...`); if the server drops it for reading too slowly, closes
+    /// it at the node's --wait-ms-max, or the connection breaks (a server restart), it
+    /// resumes where it was, losing and repeating nothing.
     ///
     /// Examples:
     ///   logbook stream tail orders --partition 3 --from 0 --limit 10
     ///   logbook stream tail orders --follow                   # every partition, until Ctrl-C
+    ///   logbook stream tail orders --follow --from start      # everything retained, then new
+    ///   logbook stream tail orders --follow --from 0:120,1:98 # per partition, P:O
+    ///   logbook stream tail orders --follow --from group:billing
     #[command(verbatim_doc_comment)]
     Tail {
         #[command(flatten)]
@@ -217,10 +221,13 @@ pub enum StreamCommand {
         /// reads every partition unless given one).
         #[arg(long)]
         partition: Option<u32>,
-        /// First offset (default: the first retained; with --follow, the end: only new
-        /// records; with --follow over several partitions, give --partition too).
+        /// Where to start: an offset of the partition, or `start` (the default: the first
+        /// retained). With --follow also `end` (the default: only new records), `P:O,...`
+        /// (an offset per partition; others start at their end) or `group:NAME` (a consumer
+        /// group's committed offsets); an offset alone needs --partition unless the stream
+        /// has one.
         #[arg(long)]
-        from: Option<u64>,
+        from: Option<TailFrom>,
         /// Most records to print, read in pages of up to 1000 (ignored with --follow).
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -831,128 +838,4 @@ fn offsets(
         outln!("{:>9} {:>14} {:>16}", p.partition, p.offset, at);
     }
     Ok(())
-}
-
-/// One record as `tail` prints it: a JSON line, or partition, offset, key and value
-/// tab-separated.
-fn print_record(out: &mut impl Write, r: &RecordOut, json: bool) -> anyhow::Result<()> {
-    if json {
-        let line = serde_json::to_string(r).context("encoding a record")?;
-        writeln!(out, "{line}")?;
-    } else {
-        writeln!(
-            out,
-            "{}\t{}\t{}\t{}",
-            r.partition,
-            r.offset,
-            r.key.as_deref().unwrap_or("-"),
-            r.value.get()
-        )?;
-    }
-    Ok(())
-}
-
-/// `tail --follow`: the push tail of every partition (or one), printed as records arrive.
-/// The subscription resumes from the last event's cursor when the server drops it (this
-/// client read too slowly) or closes it (the node's `wait_ms_max`): nothing is lost or
-/// printed twice. It runs until Ctrl-C, an error, or the server's shutdown.
-fn follow_tail(
-    client: &Client,
-    stream: &str,
-    partition: Option<u32>,
-    from: Option<u64>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let start = match (partition, from) {
-        (_, None) => StartAt::End,
-        (Some(p), Some(f)) => StartAt::Cursor(EventCursor(BTreeMap::from([(p, f)]))),
-        (None, Some(f)) => {
-            let shown: StreamInfo = client.get_as(&paths::stream(stream), &[])?;
-            if shown.partitions != 1 {
-                bail!("stream {stream} has several partitions: give --partition with --from");
-            }
-            StartAt::Cursor(EventCursor(BTreeMap::from([(0, f)])))
-        }
-    };
-    let options = Subscribe {
-        partitions: partition.map(|p| vec![p]),
-        start,
-        ..Subscribe::default()
-    };
-    let mut follow = client.subscribe(stream, &options)?;
-    loop {
-        match follow.next_event()? {
-            SubscriptionEvent::Record { record, .. } => {
-                let mut out = std::io::stdout().lock();
-                print_record(&mut out, &record, json)?;
-                // Flushed per record, so a pipe (`| grep`) sees records as they arrive.
-                out.flush()?;
-            }
-            SubscriptionEvent::Ended {
-                kind: EventKind::Dropped,
-                ..
-            } => eprintln!("# the server dropped this slow subscription; resuming where it was"),
-            SubscriptionEvent::Ended {
-                kind: EventKind::Closed,
-                ..
-            } => eprintln!(
-                "# the subscription reached the node's wait_ms_max; resuming where it was"
-            ),
-            SubscriptionEvent::Ended { kind, end } => bail!(
-                "the server ended the event stream: {} ({})",
-                kind.as_str(),
-                end.reason
-            ),
-        }
-    }
-}
-
-fn tail(
-    client: &Client,
-    stream: &str,
-    partition: Option<u32>,
-    from: Option<u64>,
-    limit: usize,
-    json: bool,
-) -> anyhow::Result<()> {
-    let path = paths::records(stream);
-    let mut from = from;
-    // Up to --limit records, in pages the server allows.
-    let mut left = limit;
-    loop {
-        // (A --limit of 0 goes to the server, which names the bad parameter.)
-        let page_limit = left.min(READ_RECORDS_MAX);
-        let mut query = vec![("limit", page_limit.to_string())];
-        if let Some(p) = partition {
-            query.push(("partition", p.to_string()));
-        }
-        if let Some(f) = from {
-            query.push(("from", f.to_string()));
-        }
-        let page: RecordsOut = client.get_as(&path, &query)?;
-        let mut out = std::io::stdout().lock();
-        for r in &page.records {
-            print_record(&mut out, r, json)?;
-        }
-        out.flush()?;
-        let next = page.next;
-        from = Some(next);
-        left = left.saturating_sub(page.records.len());
-        if page.records.is_empty() {
-            return Ok(());
-        }
-        if left == 0 {
-            // Whether anything follows: one more record asked for, so the hint is never a
-            // guess.
-            let mut probe = vec![("limit", "1".to_string()), ("from", next.to_string())];
-            if let Some(p) = partition {
-                probe.push(("partition", p.to_string()));
-            }
-            let more: RecordsOut = client.get_as(&path, &probe)?;
-            if !more.records.is_empty() {
-                eprintln!("# more: continue with --from {next}");
-            }
-            return Ok(());
-        }
-    }
 }

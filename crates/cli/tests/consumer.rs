@@ -7,7 +7,8 @@
 //!
 //! The push tail (`GET /v1/streams/{stream}/records/events`, server-sent events): every
 //! record of every partition exactly once and in order, across a dropped connection resumed
-//! with `Last-Event-ID`; heartbeats; a client that stops reading is cut off with `event:
+//! with `Last-Event-ID`; the opening id (where a subscription starts); heartbeats; a client
+//! that stops reading is cut off with `event:
 //! dropped` (the server's queue for it is bounded) and resumes from that event's id;
 //! subscriptions have a budget of their own; `logbook stream tail --follow` prints records
 //! of every partition as they are appended.
@@ -15,7 +16,8 @@
 //! The client's subscription (`Client::subscribe`): typed records with their cursors, bad
 //! input named, and a quiet subscription closed at the node's `wait_ms_max` resumed from the
 //! `closed` event's cursor, so what was appended while it reconnected is not skipped;
-//! `stream tail --follow` goes on across those closes.
+//! `stream tail --follow` goes on across those closes and across a server restart (from
+//! the opening id), and starts where `--from` says.
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -331,12 +333,25 @@ fn the_push_tail_delivers_every_record_once_and_resumes_after_a_dropped_connecti
     assert_eq!(seen, expected);
     drop(events);
 
-    // Heartbeats while nothing is appended.
+    // First an event of only an id, where the subscription starts (from the end: each
+    // partition's end); then heartbeats while nothing is appended.
     let path = paths::record_events("events") + "?heartbeat_ms=100";
     let mut events = subscribe(&serve, &path, None);
+    let ends = EventCursor(
+        (0..4)
+            .map(|p| (p, expected.get(&p).map_or(0, |o| o.len() as u64)))
+            .collect(),
+    );
+    let opening = events.next_event().unwrap();
     assert_eq!(
-        events.next_event().unwrap().kind,
-        ":",
+        (opening.id, opening.kind.as_str(), opening.data.as_str()),
+        (Some(ends.to_string()), ":", ""),
+        "the opening id alone"
+    );
+    let heartbeat = events.next_event().unwrap();
+    assert_eq!(
+        (heartbeat.id, heartbeat.kind.as_str()),
+        (None, ":"),
         "a heartbeat comment"
     );
     drop(events);
@@ -614,6 +629,224 @@ fn tail_follow_goes_on_across_the_nodes_wait_ms_max() {
     }
     let _ = follow.kill();
     let _ = follow.wait();
+}
+
+/// A child process killed (and reaped) when the test ends on any path.
+struct Killed(std::process::Child);
+
+impl Killed {
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self.0.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The lines `from` gives, as a thread reads them (so the writer never blocks on them, nor
+/// fails writing to a closed pipe).
+fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(from)) {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Review r12c F1, through the binary: `stream tail --follow` from the end of a quiet
+/// stream loses its connection to a server restart while it is paused (SIGSTOP, so the
+/// records appended meanwhile are in before it can reconnect). It prints every record
+/// appended after it started exactly once, those of the restart included: it resumes from
+/// the server's opening id, where the end was. Before, it had received no id, reconnected
+/// without `Last-Event-ID`, started at the end again and skipped them.
+#[test]
+fn tail_follow_from_the_end_resumes_after_a_server_restart_and_skips_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(data.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    let client = serve.client();
+    let settings = CreateStream {
+        partitions: Some(3),
+        ..CreateStream::default()
+    };
+    client.create_stream("events", &settings).unwrap();
+    let before = append_spread(&client, 0, 12, 10);
+    let mut follow = Killed(
+        Command::new(BIN)
+            .args(["stream", "tail", "events", "--follow", "--json"])
+            .envs(serve.cli_env())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let printed = lines_of(follow.0.stdout.take().unwrap());
+    let said = lines_of(follow.0.stderr.take().unwrap());
+    let wait = std::time::Duration::from_secs(120);
+
+    // Subscribed: it says where it starts, each partition's end.
+    let ends = EventCursor(
+        (0..3)
+            .map(|p| {
+                let end = before.iter().filter(|(q, _)| *q == p).map(|(_, o)| o + 1);
+                (p, end.max().unwrap_or(0))
+            })
+            .collect(),
+    );
+    let from = said.recv_timeout(wait).expect("tail --follow said nothing");
+    assert_eq!(from, format!("# from {ends}"));
+
+    // Paused, the server killed and started again on its address, records appended.
+    follow.signal("STOP");
+    let addr = serve.addr().to_string();
+    drop(serve);
+    let serve = common::spawn_serve_at(&addr, data.path(), &[], Stdio::null());
+    let client = serve.client();
+    let mut appended = append_spread(&client, 12, 30, 10);
+    follow.signal("CONT");
+    appended.extend(append_spread(&client, 42, 20, 10));
+
+    let mut got = Vec::new();
+    while got.len() < appended.len() {
+        let Ok(line) = printed.recv_timeout(wait) else {
+            let stderr: Vec<String> = said.try_iter().collect();
+            panic!(
+                "{} of {} records printed: {got:?}; stderr {stderr:?}",
+                got.len(),
+                appended.len()
+            );
+        };
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let partition = u32::try_from(record["partition"].as_u64().unwrap()).unwrap();
+        got.push((partition, record["offset"].as_u64().unwrap()));
+    }
+    for p in 0..3 {
+        let offsets: Vec<u64> = got
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| *o)
+            .collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} in order: {offsets:?}"
+        );
+    }
+    got.sort_unstable();
+    appended.sort_unstable();
+    assert_eq!(got, appended, "every record appended after the start, once");
+}
+
+/// Issue 22's F7: `stream tail --follow --from` starts at the start, at per-partition
+/// offsets (`P:O,...`, others at their end) or at a group's commits; a form `tail` without
+/// `--follow` cannot take is named.
+#[test]
+fn tail_follow_starts_where_from_says() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = common::spawn_serve(data.path(), &[], &[("RUST_LOG", "warn")], Stdio::null());
+    let client = serve.client();
+    let settings = CreateStream {
+        partitions: Some(2),
+        ..CreateStream::default()
+    };
+    client.create_stream("events", &settings).unwrap();
+    let appended = append_spread(&client, 0, 20, 10);
+    let count = |p: u32| appended.iter().filter(|(q, _)| *q == p).count() as u64;
+    assert!(count(0) > 1 && count(1) > 1, "both partitions hold records");
+    let wait = std::time::Duration::from_secs(120);
+    // Reads `want` records of a `--follow --from FROM`; what it said it starts from.
+    let follow = |from: &str, want: usize| -> (String, Vec<(u32, u64)>) {
+        let mut child = Killed(
+            Command::new(BIN)
+                .args([
+                    "stream", "tail", "events", "--follow", "--json", "--from", from,
+                ])
+                .envs(serve.cli_env())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let printed = lines_of(child.0.stdout.take().unwrap());
+        let said = lines_of(child.0.stderr.take().unwrap());
+        let start = said.recv_timeout(wait).expect("it says where it starts");
+        let got = (0..want)
+            .map(|_| {
+                let line = printed.recv_timeout(wait).expect("a record");
+                let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let partition = u32::try_from(record["partition"].as_u64().unwrap()).unwrap();
+                (partition, record["offset"].as_u64().unwrap())
+            })
+            .collect::<Vec<_>>();
+        (start, got)
+    };
+
+    let (start, mut got) = follow("start", appended.len());
+    assert_eq!(start, "# from 0:0,1:0");
+    got.sort_unstable();
+    let mut all = appended.clone();
+    all.sort_unstable();
+    assert_eq!(got, all, "--from start: every record");
+
+    // Partition 0 from its last record, partition 1 from its end (not named).
+    let last = count(0) - 1;
+    let (start, got) = follow(&format!("0:{last}"), 1);
+    assert_eq!(start, format!("# from 0:{last},1:{}", count(1)));
+    assert_eq!(got, vec![(0, last)]);
+
+    // A group with commits: where it would read.
+    let join = json!({"stream": "events", "member": "m"});
+    let (status, joined) = call(&client, "POST", &paths::group_members("g"), Some(&join));
+    assert!((200..300).contains(&status), "{joined}");
+    let offsets = json!([{"partition": 0, "offset": 1}, {"partition": 1, "offset": 0}]);
+    let commit = json!({"epoch": joined["epoch"], "offsets": offsets});
+    let (status, committed) = call(
+        &client,
+        "POST",
+        &paths::group_commit("g", "m"),
+        Some(&commit),
+    );
+    assert!((200..300).contains(&status), "{committed}");
+    let (start, got) = follow("group:g", 1);
+    assert_eq!(start, "# from 0:1,1:0");
+    assert!(got == vec![(0, 1)] || got == vec![(1, 0)], "{got:?}");
+
+    // Without --follow: an offset or `start` only, the others named.
+    for from in ["end", "0:1", "group:g"] {
+        let out = cli(
+            &serve,
+            &[
+                "stream",
+                "tail",
+                "events",
+                "--partition",
+                "0",
+                "--from",
+                from,
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{from}");
+        assert!(stderr.contains("is for --follow"), "{from}: {stderr}");
+    }
+    let out = cli(&serve, &["stream", "tail", "events", "--from", "later"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"later\" is not an offset"), "{stderr}");
 }
 
 /// Retention set and changed while appends flow (`PUT /v1/streams/{stream}/retention`):

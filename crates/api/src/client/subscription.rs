@@ -6,12 +6,17 @@
 //!   it; the server's end of a connection (`dropped`, `closed`, `shutdown`) as
 //!   [`SubscriptionEvent::Ended`] with its [`EventKind`] and [`EventEnd`]; an `error` event
 //!   as [`ClientError::Problem`].
-//! * **Resuming.** The subscription keeps the id of the last event it received, a record's
-//!   or an end's, and connects again with it as `Last-Event-ID`: nothing is lost or repeated
-//!   across a slow consumer's drop, the node's `wait_ms_max`, or a broken connection. The
-//!   end's id matters on a quiet stream, where it is the only event: without it a
-//!   subscription from the end would start at the end again and skip what was appended
-//!   while it reconnected.
+//! * **Resuming.** The subscription keeps the id of the last event it received — the
+//!   opening one, a record's or an end's — and connects again with it as `Last-Event-ID`:
+//!   nothing is lost or repeated across a slow consumer's drop, the node's `wait_ms_max`, or
+//!   a broken connection. The server's first event is only an id, the cursor the
+//!   subscription starts from (with [`StartAt::End`], each partition's end then), and
+//!   [`Client::subscribe`] returns once it has it: a subscription from the end on a quiet
+//!   stream that loses its connection before any record resumes from that cursor, not from
+//!   the end again, so what was appended while it reconnected is not skipped. (The other
+//!   design, the client reading each partition's end before it subscribes, costs a round
+//!   trip, races appends between the two, and helps no other SSE client: decision 0015's
+//!   amendment.)
 //! * **Bounded.** The body is read only when the caller asks for the next event, so a slow
 //!   caller slows the server's sending (which drops a subscription that takes nothing for
 //!   `stall_ms`; the next call resumes it). What the subscription holds is at most one
@@ -133,12 +138,19 @@ pub struct Subscription {
     idle: Duration,
     /// Connections made.
     connections: u64,
+    /// Event blocks taken from the connections, heartbeats and the opening id included.
+    blocks: u64,
+    /// An event that arrived while [`Client::subscribe`] waited for the opening id (from a
+    /// server that sends none), handed out first.
+    held: Option<SubscriptionEvent>,
 }
 
 impl Client {
     /// Subscribes to `stream`'s records as they are appended (the push tail,
-    /// `GET /v1/streams/{stream}/records/events`). It connects before it returns, so a
-    /// subscription from the end sees every record appended after this returns.
+    /// `GET /v1/streams/{stream}/records/events`). It returns once the server's opening
+    /// event has said where the subscription starts ([`Subscription::cursor`]), so a
+    /// subscription from the end sees every record appended after this returns, across
+    /// broken connections too.
     ///
     /// # Errors
     /// As the first connection's answer: `unknown_stream`, `invalid_request` naming the
@@ -164,8 +176,11 @@ impl Client {
             heard: false,
             idle: Duration::from_millis(idle),
             connections: 0,
+            blocks: 0,
+            held: None,
         };
         subscription.connect().await?;
+        subscription.opened().await?;
         Ok(subscription)
     }
 }
@@ -181,6 +196,9 @@ impl Subscription {
     /// what API v1 sends. After any of them the subscription still stands: the next call
     /// connects again from the cursor.
     pub async fn next_event(&mut self) -> Result<SubscriptionEvent, ClientError> {
+        if let Some(event) = self.held.take() {
+            return Ok(event);
+        }
         loop {
             if let Some(event) = self.take_event()? {
                 return Ok(event);
@@ -192,8 +210,9 @@ impl Subscription {
         }
     }
 
-    /// The id of the last event received: where the subscription resumes (`None` before
-    /// the first event).
+    /// The id of the last event received, the server's opening id until a record arrives:
+    /// where the subscription resumes (`None` only from a server that sends no opening id,
+    /// before its first event).
     pub fn cursor(&self) -> Option<&EventCursor> {
         self.cursor.as_ref()
     }
@@ -201,6 +220,25 @@ impl Subscription {
     /// How many connections the subscription has made (the first included).
     pub fn connections(&self) -> u64 {
         self.connections
+    }
+
+    /// Waits for the first event block of the connection just made: the server's opening
+    /// id, which sets the cursor. An event in its place (a server that sends no opening
+    /// id) is held for [`Subscription::next_event`]; a connection lost after bringing
+    /// something is left for `next_event` to make again.
+    async fn opened(&mut self) -> Result<(), ClientError> {
+        let before = self.blocks;
+        while self.blocks == before {
+            if let Some(event) = self.take_event()? {
+                self.held = Some(event);
+                return Ok(());
+            }
+            if self.body.is_none() {
+                return Ok(());
+            }
+            self.receive().await?;
+        }
+        Ok(())
     }
 
     fn operation(&self) -> String {
@@ -283,6 +321,7 @@ impl Subscription {
             let block = parse_block(&String::from_utf8_lossy(&self.pending[self.taken..end]));
             self.taken = end;
             self.searched = end;
+            self.blocks += 1;
             if let Some(block) = block
                 && let Some(event) = self.event_of(block)?
             {
@@ -399,7 +438,23 @@ mod tests {
             heard: false,
             idle: Duration::from_secs(1),
             connections: 0,
+            blocks: 0,
+            held: None,
         }
+    }
+
+    /// Review r12c F1: the opening event is an id alone; it moves the cursor and is no
+    /// event for the caller.
+    #[test]
+    fn the_opening_id_sets_the_cursor_and_yields_nothing() {
+        let mut s = subscription();
+        s.pending = b"id: 0:4,2:9\n\n: heartbeat\n\n".to_vec();
+        assert!(matches!(s.take_event(), Ok(None)));
+        assert_eq!(
+            s.cursor().map(ToString::to_string).as_deref(),
+            Some("0:4,2:9")
+        );
+        assert_eq!(s.blocks, 2, "the opening and the heartbeat were taken");
     }
 
     #[test]

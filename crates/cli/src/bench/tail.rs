@@ -590,8 +590,8 @@ impl Subscriber {
         Ok(tally)
     }
 
-    /// One event: a record is counted, a heartbeat ignored, any other ends the run. Read
-    /// as bytes: the data's JSON parser checks its text.
+    /// One event: a record is counted, a heartbeat or the opening id ignored, any other ends
+    /// the run. Read as bytes: the data's JSON parser checks its text.
     fn sse_event(&self, event: &[u8], tally: &mut Tally) -> anyhow::Result<()> {
         let mut kind: &[u8] = b"message";
         let mut data: &[u8] = b"";

@@ -181,8 +181,25 @@ pub fn spawn_serve_trusting(
     stderr: Stdio,
     ca_cert: Option<&Path>,
 ) -> Serve {
+    spawn_listening("127.0.0.1:0", data, extra, envs, stderr, ca_cert)
+}
+
+/// [`spawn_serve`] listening on `addr` (`HOST:PORT`): a server restarted where its clients
+/// know it.
+pub fn spawn_serve_at(addr: &str, data: &Path, extra: &[&str], stderr: Stdio) -> Serve {
+    spawn_listening(addr, data, extra, &[], stderr, None)
+}
+
+fn spawn_listening(
+    listen: &str,
+    data: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+    stderr: Stdio,
+    ca_cert: Option<&Path>,
+) -> Serve {
     let mut child = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", listen, "--data-dir"])
         .arg(data)
         .args(extra)
         .envs(envs.iter().copied())

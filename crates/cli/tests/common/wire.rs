@@ -160,12 +160,13 @@ fn read_chunk(conn: &mut BufReader<TcpStream>, body: &mut Vec<u8>) -> Option<boo
     Some(true)
 }
 
-/// One server-sent event as read off the wire: `kind` is `:` for a comment (a heartbeat).
+/// One server-sent event as read off the wire: `kind` is `:` for a block without `event:`
+/// (a heartbeat comment, the opening id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// `id:`, if given.
     pub id: Option<String>,
-    /// `event:`, or `:` for a comment block.
+    /// `event:`, or `:` for a block without one.
     pub kind: String,
     /// `data:` (one line).
     pub data: String,

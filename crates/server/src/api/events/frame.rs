@@ -64,6 +64,18 @@ pub(super) fn event(cursor: &Cursor, kind: EventKind, data: &serde_json::Value) 
     }
 }
 
+/// The opening event: only an id, the cursor the subscription starts from (no `event:`,
+/// no `data:`, so `EventSource` dispatches nothing but takes the id as its last one). A
+/// client that loses the connection before any record then resumes from where it started
+/// — on a quiet stream subscribed from `end`, without it, the reconnect would start at the
+/// end again and miss what was appended meanwhile.
+pub(super) fn opening(cursor: &Cursor) -> Chunk {
+    Chunk {
+        bytes: Bytes::from(format!("id: {}\n\n", format_cursor(cursor))),
+        events: 1,
+    }
+}
+
 /// A comment line that keeps an idle connection visibly alive.
 pub(super) fn heartbeat() -> Chunk {
     Chunk {
@@ -238,6 +250,15 @@ mod tests {
             moved.insert(p, cursor[&p] + 1);
             assert_eq!(events(&frame(&cursor, &read))[0].0, format_cursor(&moved));
         }
+    }
+
+    #[test]
+    fn the_opening_event_is_only_the_starting_cursor() {
+        let chunk = opening(&Cursor::from([(0, 12), (3, 0)]));
+        assert_eq!(
+            (&chunk.bytes[..], chunk.events),
+            (&b"id: 0:12,3:0\n\n"[..], 1)
+        );
     }
 
     #[test]

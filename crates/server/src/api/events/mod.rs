@@ -10,10 +10,14 @@
 //!                   full: wait; nothing taken for stall_ms: `event: dropped`, then end
 //! ```
 //!
-//! Each record is one event: `id:` the cursor after it (`P:O,...`: per partition read, the
-//! next offset), `event: record`, `data:` the record as `GET .../records` shows it. A client
-//! that reconnects with that id as `Last-Event-ID` resumes exactly after the last event it
-//! received: nothing lost, nothing repeated. A comment line `: heartbeat` goes out when
+//! The first event is only an id: the cursor the subscription starts from (`P:O,...`: per
+//! partition read, the next offset), with `from=end` each partition's latest end. Each
+//! record is then one event: `id:` the cursor after it, `event: record`, `data:` the record
+//! as `GET .../records` shows it. A client that reconnects with the last id it received as
+//! `Last-Event-ID` resumes exactly after the last event it received, nothing lost, nothing
+//! repeated — even one that received no record: the opening id fixed where `end` was
+//! (decision 0015's amendment). The cursor moves only with record events, so heartbeats
+//! need no id. A comment line `: heartbeat` goes out when
 //! nothing else has for `heartbeat_ms`, so proxies and clients see a live connection. The
 //! events of one partition's read travel together, as one chunk of the queue and one frame
 //! of the body (`frame.rs`): the per-record cost is the record's JSON and its id, not a
@@ -206,7 +210,7 @@ fn check_in_range(stream: &dyn LogStream, cursor: &Cursor, field: &str) -> Resul
         ("stall_ms" = Option<u64>, Query, minimum = 100, maximum = 300000, description = "Drop the subscription (`event: dropped`) when the client takes nothing from its full queue for this long, ms; 100..=300000, default 30000"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (its id): overrides `from` and `partitions`")),
     responses(
-        (status = 200, description = "`text/event-stream`: `record` events (id = the cursor after the record), `dropped` (slow consumer), `error`, `shutdown`, `closed` (the node's `wait_ms_max` passed)", content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream`: first an event of only an id, the cursor the subscription starts from (with `from=end`, each partition's end), then `record` events (id = the cursor after the record), `dropped` (slow consumer), `error`, `shutdown`, `closed` (the node's `wait_ms_max` passed)", content_type = "text/event-stream"),
         (status = 400, description = "`invalid_request` naming the parameter, `offset_out_of_range`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`subscription_budget_exhausted`: every subscription slot is taken (with `Retry-After`)", body = Problem, content_type = "application/problem+json")))]
@@ -429,6 +433,9 @@ impl Producer {
     /// Queues events until the subscription ends; why it did.
     async fn stream_events(&mut self) -> End {
         let started = tokio::time::Instant::now();
+        if let Err(end) = self.push(frame::opening(&self.cursor)).await {
+            return end;
+        }
         let mut quiet_since = started;
         loop {
             if self.tx.is_closed() {
