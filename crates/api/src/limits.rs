@@ -26,6 +26,9 @@ pub const STREAM_NAME_BYTES_MAX: usize = 128;
 pub const READ_WAIT_MS_MAX: u64 = 30_000;
 /// Default `limit` of a key-value scan.
 pub const SCAN_ROWS_DEFAULT: usize = 100;
+/// Largest `limit` of a key-value scan (`GET /v1/kv`, `GET /v1/txns/{txn}/kv`): 10,000.
+/// More: 400 naming `limit`.
+pub const SCAN_ROWS_MAX: usize = 10_000;
 /// Byte budget of one key-value answer (4 MiB) — `POST /v1/kv/read`, and the scans
 /// `GET /v1/kv` and `GET /v1/txns/{txn}/kv`: each key and row costs its key and value bytes
 /// plus 64. A range or scan that reaches it stops with `next` (fewer rows than its `limit`:
@@ -53,6 +56,7 @@ pub const VIEW_READ_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const VIEW_SWITCH_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
 const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);
+const _: () = assert!(SCAN_ROWS_DEFAULT <= SCAN_ROWS_MAX);
 // The token's layout stores a name's length in one byte and the entry count in two.
 const _: () = assert!(STREAM_NAME_BYTES_MAX <= u8::MAX as usize);
 const _: () = assert!(PARTITIONS_MAX <= u16::MAX as u32);

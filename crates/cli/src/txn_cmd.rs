@@ -438,10 +438,10 @@ impl Shell {
             }
             first = false;
         }
-        if limit == 0 || limit >= logbook_txn::limits::SCAN_ROWS_MAX {
+        if limit == 0 || limit >= logbook_api::limits::SCAN_ROWS_MAX {
             bail!(
                 "scan: limit must be 1..={}",
-                logbook_txn::limits::SCAN_ROWS_MAX - 1
+                logbook_api::limits::SCAN_ROWS_MAX - 1
             );
         }
         // One row more than asked tells whether more follow (the server gives no `next`).

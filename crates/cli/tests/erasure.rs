@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 
 use common::api::{call, client_with_token, request, send};
 use common::{BIN, Serve, spawn_serve};
+use logbook_api::paths;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -50,7 +51,7 @@ fn read_all(s: &Serve, stream: &str, partitions: u32) -> Vec<Value> {
         let (status, body) = call(
             &c,
             "GET",
-            &format!("/v1/streams/{stream}/records?partition={p}&limit=1000"),
+            &format!("{}?partition={p}&limit=1000", paths::records(&stream)),
             None,
         );
         assert_eq!(status, 200, "{body}");
@@ -115,7 +116,7 @@ fn personal_fields_are_ciphertext_on_disk_readable_until_erased_then_gone() {
     let (status, body) = call(
         &c,
         "PUT",
-        "/v1/streams/people",
+        &paths::stream("people"),
         Some(&json!({"partitions": 2, "personal_data": declared})),
     );
     assert_eq!(status, 201, "{body}");
@@ -129,7 +130,7 @@ fn personal_fields_are_ciphertext_on_disk_readable_until_erased_then_gone() {
         {"key": "b", "value": {"user": kept, "email": kept_email, "n": 2}},
         {"key": "c", "value": {"user": gone, "n": 3}},
     ]});
-    let (status, body) = call(&c, "POST", "/v1/streams/people/records", Some(&records));
+    let (status, body) = call(&c, "POST", &paths::records("people"), Some(&records));
     assert_eq!(status, 201, "{body}");
     // A retry under one request id is a duplicate, not a conflict: encryption is
     // deterministic per key, field and value.
@@ -137,7 +138,7 @@ fn personal_fields_are_ciphertext_on_disk_readable_until_erased_then_gone() {
     for expected in [201, 200] {
         let r = request(
             "POST",
-            "/v1/streams/people/records",
+            &paths::records("people"),
             Some(&json!({"value": retried})),
         )
         .request_id(Some("retry-1"));
@@ -225,17 +226,17 @@ fn personal_fields_are_ciphertext_on_disk_readable_until_erased_then_gone() {
     }
 
     // Idempotent: again, the same answer and no second erasure record.
-    let (status, body) = call(&c, "DELETE", &format!("/v1/data-subjects/{gone}"), None);
+    let (status, body) = call(&c, "DELETE", &paths::data_subject(&gone), None);
     assert_eq!(
         (status, body["key"].clone()),
         (200, json!("erased")),
         "{body}"
     );
-    let (_, body) = call(&c, "GET", "/v1/streams/_data_subjects/records", None);
+    let (_, body) = call(&c, "GET", &paths::records("_data_subjects"), None);
     let recorded: Vec<&Value> = body["records"].as_array().unwrap().iter().collect();
     assert_eq!(recorded.len(), 1, "{body}");
     assert_eq!(recorded[0]["value"]["subject"], json!(gone));
-    let (_, body) = call(&c, "GET", &format!("/v1/data-subjects/{kept}"), None);
+    let (_, body) = call(&c, "GET", &paths::data_subject(&kept), None);
     assert_eq!(body["key"], json!("live"));
 
     // After a restart: the same.
@@ -277,20 +278,20 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
         let (status, body) = call(
             &c,
             "PUT",
-            "/v1/streams/p",
+            &paths::stream("p"),
             Some(&json!({"personal_data": declaration})),
         );
         assert_eq!(status, 400, "{declaration}: {body}");
         assert_eq!(body["code"], "invalid_stream_config", "{body}");
         assert_eq!(body["field"], field, "{body}");
-        let (status, _) = call(&c, "GET", "/v1/streams/p", None);
+        let (status, _) = call(&c, "GET", &paths::stream("p"), None);
         assert_eq!(status, 404, "nothing created");
     }
     let declared = json!({"subject": "/user", "fields": ["/email"]});
     let (status, _) = call(
         &c,
         "PUT",
-        "/v1/streams/p",
+        &paths::stream("p"),
         Some(&json!({"personal_data": declared})),
     );
     assert_eq!(status, 201);
@@ -307,19 +308,19 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
         ),
     ];
     for (body, field) in records {
-        let (status, answer) = call(&c, "POST", "/v1/streams/p/records", Some(&body));
+        let (status, answer) = call(&c, "POST", &paths::records("p"), Some(&body));
         assert_eq!(status, 400, "{body}: {answer}");
         assert_eq!(answer["code"], "invalid_data_subject", "{answer}");
         assert_eq!(answer["field"], field, "{answer}");
     }
-    let (_, info) = call(&c, "GET", "/v1/streams/p", None);
+    let (_, info) = call(&c, "GET", &paths::stream("p"), None);
     assert_eq!(info["records"], 0, "nothing stored: {info}");
-    let (_, subject) = call(&c, "GET", "/v1/data-subjects/ok", None);
+    let (_, subject) = call(&c, "GET", &paths::data_subject("ok"), None);
     assert_eq!(
         subject["key"], "none",
         "no key made for a refused batch: {subject}"
     );
-    let (status, body) = call(&c, "DELETE", "/v1/data-subjects/has%20space", None);
+    let (status, body) = call(&c, "DELETE", &paths::data_subject("has space"), None);
     assert_eq!(
         (status, body["code"].clone(), body["field"].clone()),
         (400, json!("invalid_data_subject"), json!("id"))
@@ -331,7 +332,7 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
         let (status, body) = call(
             &c,
             "POST",
-            "/v1/tokens",
+            paths::route::TOKENS,
             Some(&json!({"principal": "p", "scopes": [scope]})),
         );
         assert_eq!(status, 201, "{body}");
@@ -340,7 +341,7 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
     let (status, body) = call(
         &client_with_token(&s.base, Some(&secrets[0])),
         "DELETE",
-        "/v1/data-subjects/ok",
+        &paths::data_subject("ok"),
         None,
     );
     assert_eq!(
@@ -351,7 +352,7 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
     let (status, body) = call(
         &client_with_token(&s.base, Some(&secrets[1])),
         "DELETE",
-        "/v1/data-subjects/ok",
+        &paths::data_subject("ok"),
         None,
     );
     assert_eq!(
@@ -366,7 +367,7 @@ fn bad_declarations_and_records_are_refused_by_name_and_change_nothing() {
     let (status, body) = call(
         &admin(&plain),
         "PUT",
-        "/v1/streams/p",
+        &paths::stream("p"),
         Some(&json!({"personal_data": declared})),
     );
     assert_eq!(
@@ -406,13 +407,13 @@ fn a_wrong_master_key_or_a_missing_key_store_stops_the_start_and_loses_nothing()
     call(
         &c,
         "PUT",
-        "/v1/streams/p",
+        &paths::stream("p"),
         Some(&json!({"personal_data": declared})),
     );
     let (status, _) = call(
         &c,
         "POST",
-        "/v1/streams/p/records",
+        &paths::records("p"),
         Some(&json!({"value": {"user": "u1", "email": "e@x"}})),
     );
     assert_eq!(status, 201);
@@ -451,7 +452,7 @@ fn rows(s: &Serve, view: &str, token: &str) -> Vec<Value> {
     let (status, body) = call(
         &admin(s),
         "GET",
-        &format!("/v1/views/{view}/rows?limit=1000&token={token}"),
+        &format!("{}?limit=1000&token={token}", paths::view_rows(&view)),
         None,
     );
     assert_eq!(status, 200, "{body}");
@@ -460,12 +461,7 @@ fn rows(s: &Serve, view: &str, token: &str) -> Vec<Value> {
 
 /// `GET /v1/data-subjects/{id}/export`: its JSON Lines, and the answer's text.
 fn export(s: &Serve, id: &str) -> (Vec<Value>, String) {
-    let (status, body) = call(
-        &admin(s),
-        "GET",
-        &format!("/v1/data-subjects/{id}/export"),
-        None,
-    );
+    let (status, body) = call(&admin(s), "GET", &paths::data_subject_export(&id), None);
     assert_eq!(status, 200, "{body}");
     let text = match &body {
         Value::Null => String::new(),
@@ -503,7 +499,7 @@ fn views_hold_ciphertext_and_show_an_erased_subjects_fields_as_erased_live_and_r
     let (status, body) = call(
         &c,
         "PUT",
-        "/v1/streams/people",
+        &paths::stream("people"),
         Some(&json!({"partitions": 2, "personal_data": declared})),
     );
     assert_eq!(status, 201, "{body}");
@@ -528,25 +524,25 @@ fn views_hold_ciphertext_and_show_an_erased_subjects_fields_as_erased_live_and_r
     ];
     for (mut spec, field) in refused {
         spec["source"] = json!("people");
-        let (status, body) = call(&c, "PUT", "/v1/views/bad", Some(&spec));
+        let (status, body) = call(&c, "PUT", &paths::view("bad"), Some(&spec));
         assert_eq!(
             (status, body["code"].clone(), body["field"].clone()),
             (400, json!("invalid_view_spec"), json!(field)),
             "{spec}: {body}"
         );
-        let (status, _) = call(&c, "GET", "/v1/views/bad", None);
+        let (status, _) = call(&c, "GET", &paths::view("bad"), None);
         assert_eq!(status, 404, "nothing created");
     }
     call(
         &c,
         "PUT",
-        "/v1/streams/copy",
+        &paths::stream("copy"),
         Some(&json!({"partitions": 1})),
     );
     let (status, body) = call(
         &c,
         "PUT",
-        "/v1/derived-streams/leak",
+        &paths::derived_stream("leak"),
         Some(&json!({"source": "people", "target": "copy"})),
     );
     assert_eq!(
@@ -569,7 +565,7 @@ fn views_hold_ciphertext_and_show_an_erased_subjects_fields_as_erased_live_and_r
     ];
     for (name, mut spec) in views.clone() {
         spec["source"] = json!("people");
-        let (status, body) = call(&c, "PUT", &format!("/v1/views/{name}"), Some(&spec));
+        let (status, body) = call(&c, "PUT", &paths::view(&name), Some(&spec));
         assert_eq!(status, 201, "{name}: {body}");
     }
 
@@ -580,7 +576,7 @@ fn views_hold_ciphertext_and_show_an_erased_subjects_fields_as_erased_live_and_r
         {"key": "b", "value": {"user": kept, "email": kept_email, "n": 2}},
         {"key": "c", "value": {"user": gone, "n": 3}},
     ]});
-    let (status, body) = call(&c, "POST", "/v1/streams/people/records", Some(&records));
+    let (status, body) = call(&c, "POST", &paths::records("people"), Some(&records));
     assert_eq!(status, 201, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
 
@@ -632,13 +628,13 @@ fn views_hold_ciphertext_and_show_an_erased_subjects_fields_as_erased_live_and_r
     let stdout = logbook(&s, &["data-subjects", "export", &gone]);
     assert!(stdout.status.success(), "{stdout:?}");
     assert_eq!(String::from_utf8_lossy(&stdout.stdout), written);
-    let (status, body) = call(&c, "GET", "/v1/data-subjects/a%20b/export", None);
+    let (status, body) = call(&c, "GET", &paths::data_subject_export("a b"), None);
     assert_eq!(
         (status, body["code"].clone(), body["field"].clone()),
         (400, json!("invalid_data_subject"), json!("id"))
     );
 
-    let (status, body) = call(&c, "DELETE", &format!("/v1/data-subjects/{gone}"), None);
+    let (status, body) = call(&c, "DELETE", &paths::data_subject(&gone), None);
     assert_eq!(
         (status, body["key"].clone()),
         (200, json!("erased")),
@@ -686,19 +682,24 @@ fn views_hold_ciphertext_and_show_an_erased_subjects_fields_as_erased_live_and_r
     );
 
     // Rebuilt from offset 0 after the erasure: the same rows as the live view.
-    let (status, body) = call(&c, "POST", "/v1/views/whole/rebuild", Some(&json!({})));
+    let (status, body) = call(&c, "POST", &paths::view_rebuild("whole"), Some(&json!({})));
     assert_eq!(status, 202, "{body}");
     let version = body["version"].as_u64().unwrap();
     let (status, body) = call(
         &c,
         "POST",
-        "/v1/views/whole/switch",
+        &paths::view_switch("whole"),
         Some(&json!({"version": version, "timeout_ms": 30000})),
     );
     assert_eq!(status, 200, "{body}");
     let rebuilt = check(&s);
     assert_eq!(rebuilt, live, "a rebuild equals the live view");
-    let (_, detail) = call(&c, "GET", "/v1/views/whole?digest=true", None);
+    let (_, detail) = call(
+        &c,
+        "GET",
+        &format!("{}?digest=true", paths::view("whole")),
+        None,
+    );
     let digests: Vec<&Value> = detail["versions"]
         .as_array()
         .unwrap()
@@ -730,7 +731,10 @@ fn recorded_erasures(s: &Serve) -> Vec<String> {
     let (status, body) = call(
         &admin(s),
         "GET",
-        "/v1/streams/_data_subjects/records?partition=0&limit=1000",
+        &format!(
+            "{}?partition=0&limit=1000",
+            paths::records("_data_subjects")
+        ),
         None,
     );
     assert_eq!(status, 200, "{body}");
@@ -750,7 +754,7 @@ fn people(s: &Serve, n: usize, rng: &mut rand::rngs::StdRng) -> Vec<(String, Str
     let (status, body) = call(
         &c,
         "PUT",
-        "/v1/streams/people",
+        &paths::stream("people"),
         Some(&json!({"partitions": 2, "personal_data": declared})),
     );
     assert_eq!(status, 201, "{body}");
@@ -769,7 +773,7 @@ fn people(s: &Serve, n: usize, rng: &mut rand::rngs::StdRng) -> Vec<(String, Str
     let (status, body) = call(
         &c,
         "POST",
-        "/v1/streams/people/records",
+        &paths::records("people"),
         Some(&json!({"records": records})),
     );
     assert_eq!(status, 201, "{body}");
@@ -788,12 +792,7 @@ fn check_each_subject_erased_or_live(
     let store = data.join("keys").join("data-keys");
     let values = read_all(s, "people", 2);
     for (subject, email) in subjects {
-        let (_, state) = call(
-            &admin(s),
-            "GET",
-            &format!("/v1/data-subjects/{subject}"),
-            None,
-        );
+        let (_, state) = call(&admin(s), "GET", &paths::data_subject(&subject), None);
         let value = values.iter().find(|v| v["user"] == *subject).unwrap();
         if recorded.contains(subject) {
             assert_eq!(state["key"], json!("erased"), "{subject}: {state}");
@@ -829,7 +828,7 @@ fn an_erasure_interrupted_between_its_steps_is_completed_at_the_next_start() {
 
     // Step 1 (the erasure record, fsynced) done, step 2 (the slot zeroed) not: the disk of
     // a crash between them is the log with the record and the store as it was before.
-    let (status, body) = call(&admin(&s), "DELETE", "/v1/data-subjects/u-1", None);
+    let (status, body) = call(&admin(&s), "DELETE", &paths::data_subject("u-1"), None);
     assert_eq!(
         (status, body["key"].clone()),
         (200, json!("erased")),
@@ -849,7 +848,7 @@ fn an_erasure_interrupted_between_its_steps_is_completed_at_the_next_start() {
         "completed at the start, without a second erasure record"
     );
     // A retry of the interrupted request (its client saw no answer) answers the same.
-    let (status, body) = call(&admin(&s), "DELETE", "/v1/data-subjects/u-1", None);
+    let (status, body) = call(&admin(&s), "DELETE", &paths::data_subject("u-1"), None);
     assert_eq!(
         (status, body["key"].clone()),
         (200, json!("erased")),
@@ -885,7 +884,7 @@ fn erasures_sigkilled_while_in_flight_leave_every_key_either_live_or_gone() {
             std::thread::spawn(move || {
                 let c = client_with_token(&base, token.as_deref());
                 for u in mine {
-                    let path = format!("/v1/data-subjects/{u}");
+                    let path = paths::data_subject(&u);
                     if send(&c, request("DELETE", &path, None)).is_err() {
                         return; // the server is gone
                     }
@@ -904,12 +903,7 @@ fn erasures_sigkilled_while_in_flight_leave_every_key_either_live_or_gone() {
     println!("{done} of 60 erasures recorded before the SIGKILL");
     // The rest can still be erased, and then every one is.
     for (u, _) in &subjects {
-        let (status, body) = call(
-            &admin(&s),
-            "DELETE",
-            &format!("/v1/data-subjects/{u}"),
-            None,
-        );
+        let (status, body) = call(&admin(&s), "DELETE", &paths::data_subject(&u), None);
         assert_eq!(
             (status, body["key"].clone()),
             (200, json!("erased")),

@@ -11,6 +11,7 @@ mod common;
 use std::process::Stdio;
 
 use common::api::call;
+use logbook_api::paths;
 use serde_json::{Value, json};
 
 fn start() -> (tempfile::TempDir, common::Serve) {
@@ -21,7 +22,7 @@ fn start() -> (tempfile::TempDir, common::Serve) {
 
 /// The newest snapshot: how many commits the table holds.
 fn snapshot(client: &logbook_api::client::blocking::Client) -> u64 {
-    let (status, answer) = call(client, "POST", "/v1/kv/read", Some(&json!({})));
+    let (status, answer) = call(client, "POST", &paths::kv_read(), Some(&json!({})));
     assert_eq!(status, 200, "{answer}");
     answer["snapshot"].as_u64().unwrap()
 }
@@ -33,25 +34,25 @@ fn a_put_of_null_commits_alike_in_one_request_and_interactively() {
     let (status, done) = call(
         &client,
         "POST",
-        "/v1/commits",
+        &paths::commits(),
         Some(&json!({"writes": [{"op": "put", "key": "one-shot", "value": null}]})),
     );
     assert_eq!(status, 200, "a one-shot put of null: {done}");
 
-    let (_, begun) = call(&client, "POST", "/v1/txns", Some(&json!({})));
+    let (_, begun) = call(&client, "POST", &paths::txns(), Some(&json!({})));
     let txn = begun["txn"].as_str().unwrap();
     let (status, put) = call(
         &client,
         "PUT",
-        &format!("/v1/txns/{txn}/kv/interactive"),
+        &paths::txn_key(&txn, "interactive"),
         Some(&json!({"value": null})),
     );
     assert_eq!(status, 204, "{put}");
-    let (status, _) = call(&client, "POST", &format!("/v1/txns/{txn}/commit"), None);
+    let (status, _) = call(&client, "POST", &paths::txn_commit(&txn), None);
     assert_eq!(status, 200);
 
     for key in ["one-shot", "interactive"] {
-        let (status, row) = call(&client, "GET", &format!("/v1/kv/{key}"), None);
+        let (status, row) = call(&client, "GET", &paths::kv_key(&key), None);
         assert_eq!(status, 200, "{key}: {row}");
         assert_eq!(row["value"], Value::Null, "{key} holds null");
         assert!(row["version"].is_u64(), "{key}: {row}");
@@ -61,7 +62,7 @@ fn a_put_of_null_commits_alike_in_one_request_and_interactively() {
     let (status, problem) = call(
         &client,
         "POST",
-        "/v1/commits",
+        &paths::commits(),
         Some(&json!({"writes": [{"op": "put", "key": "k"}]})),
     );
     assert_eq!(status, 400, "{problem}");
@@ -75,18 +76,18 @@ fn a_commit_without_a_body_is_refused_and_an_empty_one_commits_nothing() {
     call(
         &client,
         "POST",
-        "/v1/commits",
+        &paths::commits(),
         Some(&json!({"writes": [{"op": "put", "key": "k", "value": 1}]})),
     );
     let before = snapshot(&client);
 
-    let (status, problem) = call(&client, "POST", "/v1/commits", None);
+    let (status, problem) = call(&client, "POST", &paths::commits(), None);
     assert_eq!(status, 400, "{problem}");
     assert_eq!(problem["code"], "body_required", "{problem}");
     assert_eq!(snapshot(&client), before, "nothing committed");
 
     // An empty transaction commits, as PostgreSQL's does, and writes no record.
-    let (status, done) = call(&client, "POST", "/v1/commits", Some(&json!({})));
+    let (status, done) = call(&client, "POST", &paths::commits(), Some(&json!({})));
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["offset"], Value::Null, "{done}");
     assert_eq!(snapshot(&client), before, "no commit record");
@@ -118,7 +119,7 @@ fn a_read_answer_stops_at_its_byte_budget_with_next_and_the_clients_read_on() {
         let (status, done) = call(
             &client,
             "POST",
-            "/v1/commits",
+            &paths::commits(),
             Some(&json!({ "writes": writes })),
         );
         assert_eq!(status, 200, "{done}");
@@ -126,14 +127,14 @@ fn a_read_answer_stops_at_its_byte_budget_with_next_and_the_clients_read_on() {
     call(
         &client,
         "POST",
-        "/v1/commits",
+        &paths::commits(),
         Some(&json!({"writes": [{"op": "put", "key": "small/a", "value": 1}]})),
     );
 
     let (status, first) = call(
         &client,
         "POST",
-        "/v1/kv/read",
+        &paths::kv_read(),
         Some(&json!({"ranges": [{"prefix": "big/"}, {"prefix": "small/"}]})),
     );
     assert_eq!(status, 200);
@@ -157,7 +158,7 @@ fn a_read_answer_stops_at_its_byte_budget_with_next_and_the_clients_read_on() {
     let (status, rest) = call(
         &client,
         "POST",
-        "/v1/kv/read",
+        &paths::kv_read(),
         Some(&json!({"ranges": [{"prefix": "big/", "start": "big/20"}], "snapshot": snapshot})),
     );
     assert_eq!(status, 200, "{rest}");
@@ -165,7 +166,12 @@ fn a_read_answer_stops_at_its_byte_budget_with_next_and_the_clients_read_on() {
     assert_eq!(rest["ranges"][0]["next"], Value::Null);
 
     // Keys have no `next`: keys whose values pass the budget are refused, naming where.
-    let (status, problem) = call(&client, "POST", "/v1/kv/read", Some(&json!({"keys": keys})));
+    let (status, problem) = call(
+        &client,
+        "POST",
+        &paths::kv_read(),
+        Some(&json!({"keys": keys})),
+    );
     assert_eq!(status, 413, "{problem}");
     assert_eq!(problem["code"], "answer_too_large");
     assert_eq!(problem["field"], "keys[20]");
@@ -220,14 +226,14 @@ fn a_scan_stops_at_the_answers_byte_budget_with_next_and_reads_on() {
         let (status, done) = call(
             &client,
             "POST",
-            "/v1/commits",
+            &paths::commits(),
             Some(&json!({ "writes": writes })),
         );
         assert_eq!(status, 200, "{done}");
     }
-    let (_, begun) = call(&client, "POST", "/v1/txns", Some(&json!({})));
+    let (_, begun) = call(&client, "POST", &paths::txns(), Some(&json!({})));
     let txn = begun["txn"].as_str().unwrap().to_string();
-    for base in ["/v1/kv".to_string(), format!("/v1/txns/{txn}/kv")] {
+    for base in [paths::kv(), paths::txn_kv(&txn)] {
         let (status, first) = call(
             &client,
             "GET",
@@ -257,7 +263,7 @@ fn a_scan_stops_at_the_answers_byte_budget_with_next_and_reads_on() {
         assert_eq!(row_keys(&rest), keys[20..], "{base}: the rest");
         assert_eq!(rest["next"], Value::Null, "{base}");
     }
-    let (status, _) = call(&client, "POST", &format!("/v1/txns/{txn}/commit"), None);
+    let (status, _) = call(&client, "POST", &paths::txn_commit(&txn), None);
     assert_eq!(status, 200);
 }
 
@@ -286,7 +292,7 @@ fn problems_of_a_commit_name_the_body_path_at_fault() {
     let (_, done) = call(
         &client,
         "POST",
-        "/v1/commits",
+        &paths::commits(),
         Some(&json!({"writes": [
             {"op": "put", "key": "a", "value": 1},
             {"op": "put", "key": "max", "value": i64::MAX},
@@ -339,7 +345,7 @@ fn problems_of_a_commit_name_the_body_path_at_fault() {
         ),
     ];
     for (body, status, code, field) in cases {
-        let (got, problem) = call(&client, "POST", "/v1/commits", Some(&body));
+        let (got, problem) = call(&client, "POST", &paths::commits(), Some(&body));
         assert_eq!(
             (got, problem["code"].as_str(), problem["field"].as_str()),
             (status, Some(code), Some(field)),
@@ -349,7 +355,7 @@ fn problems_of_a_commit_name_the_body_path_at_fault() {
     let (got, problem) = call(
         &client,
         "POST",
-        "/v1/kv/read",
+        &paths::kv_read(),
         Some(
             &json!({"keys": ["a", long], "ranges": [{"prefix": "a"}, {"prefix": "b", "limit": 0}]}),
         ),
@@ -359,7 +365,7 @@ fn problems_of_a_commit_name_the_body_path_at_fault() {
     let (got, problem) = call(
         &client,
         "POST",
-        "/v1/kv/read",
+        &paths::kv_read(),
         Some(&json!({"keys": ["a", long]})),
     );
     assert_eq!(
@@ -373,15 +379,15 @@ fn problems_of_a_commit_name_the_body_path_at_fault() {
 fn every_route_that_takes_an_idempotency_key_refuses_a_bad_one_alike() {
     let (_dir, serve) = start();
     let client = serve.client();
-    call(&client, "PUT", "/v1/streams/s", Some(&json!({})));
-    let (_, begun) = call(&client, "POST", "/v1/txns", Some(&json!({})));
+    call(&client, "PUT", &paths::stream("s"), Some(&json!({})));
+    let (_, begun) = call(&client, "POST", &paths::txns(), Some(&json!({})));
     let txn = begun["txn"].as_str().unwrap();
     let routes = [
-        ("/v1/streams/s/records".to_string(), json!({"value": 1})),
-        ("/v1/commits".to_string(), json!({})),
-        (format!("/v1/txns/{txn}/commit"), json!({})),
+        (paths::records("s"), json!({"value": 1})),
+        (paths::commits(), json!({})),
+        (paths::txn_commit(&txn), json!({})),
         (
-            "/v1/groups/g/members/m/commit".to_string(),
+            paths::group_commit("g", "m"),
             json!({"epoch": 1, "offsets": []}),
         ),
     ];
@@ -405,7 +411,12 @@ fn every_route_that_takes_an_idempotency_key_refuses_a_bad_one_alike() {
             assert_eq!(a.json()["field"], "Idempotency-Key", "{path} {case}: {a:?}");
         }
     }
-    let (_, rows) = call(&client, "GET", "/v1/streams/s/records?partition=0", None);
+    let (_, rows) = call(
+        &client,
+        "GET",
+        &format!("{}?partition=0", paths::records("s")),
+        None,
+    );
     assert_eq!(rows["records"], json!([]), "nothing appended");
 }
 
@@ -557,7 +568,7 @@ fn a_declared_range_s_next_cannot_reach_past_its_end() {
     let (status, answer) = call(
         &client,
         "POST",
-        "/v1/commits",
+        &paths::commits(),
         Some(&json!({"ranges": [{"prefix": "acct/z", "next": "secret/"}], "writes": [put]})),
     );
     assert_eq!(status, 400, "{answer}");
@@ -566,7 +577,7 @@ fn a_declared_range_s_next_cannot_reach_past_its_end() {
     let (status, answer) = call(
         &client,
         "POST",
-        "/v1/commits",
+        &paths::commits(),
         Some(&json!({"ranges": [{"start": "a", "end": "b", "next": "c"}], "writes": [put]})),
     );
     assert_eq!(status, 400, "{answer}");
@@ -575,7 +586,7 @@ fn a_declared_range_s_next_cannot_reach_past_its_end() {
     let (status, answer) = call(
         &client,
         "POST",
-        "/v1/commits",
+        &paths::commits(),
         Some(&json!({"ranges": [{"prefix": "acct/", "next": "acct/5"}], "writes": [put]})),
     );
     assert_eq!(status, 200, "{answer}");
@@ -597,19 +608,19 @@ fn a_prefix_scan_resumes_from_start_and_bad_ranges_are_refused_by_name() {
     let (status, done) = call(
         &admin,
         "POST",
-        "/v1/commits",
+        &paths::commits(),
         Some(&json!({ "writes": writes })),
     );
     assert_eq!(status, 200, "{done}");
     let body = json!({"principal": "reader", "scopes": ["kv:read:p/*", "kv:write:p/*"]});
-    let (status, token) = call(&admin, "POST", "/v1/tokens", Some(&body));
+    let (status, token) = call(&admin, "POST", paths::route::TOKENS, Some(&body));
     assert_eq!(status, 201, "{token}");
     let reader = common::api::client_with_token(&serve.base, token["token"].as_str());
-    let (_, begun) = call(&reader, "POST", "/v1/txns", Some(&json!({})));
+    let (_, begun) = call(&reader, "POST", &paths::txns(), Some(&json!({})));
     let txn = begun["txn"].as_str().unwrap().to_string();
     for client in [&admin, &reader] {
-        for base in ["/v1/kv".to_string(), format!("/v1/txns/{txn}/kv")] {
-            if std::ptr::eq(client, &admin) && base.starts_with("/v1/txns") {
+        for base in [paths::kv(), paths::txn_kv(&txn)] {
+            if std::ptr::eq(client, &admin) && base.starts_with(paths::route::TXNS) {
                 continue; // the reader's transaction
             }
             let (status, page) = call(client, "GET", &format!("{base}?prefix=p/&start=p/5"), None);
@@ -634,7 +645,12 @@ fn a_prefix_scan_resumes_from_start_and_bad_ranges_are_refused_by_name() {
                 );
             }
         }
-        let (status, v) = call(client, "GET", "/v1/kv/%FF", None);
+        let (status, v) = call(
+            client,
+            "GET",
+            &format!("{}%FF", paths::route::KV_EMPTY_KEY),
+            None,
+        );
         assert_eq!(
             (status, v["code"].as_str(), v["field"].as_str()),
             (400, Some("invalid_path_segment"), Some("key")),
@@ -650,13 +666,13 @@ fn a_prefix_scan_resumes_from_start_and_bad_ranges_are_refused_by_name() {
         (json!({"prefix": "p/", "start": "q/"}), "ranges[0].start"),
     ] {
         for (path, body) in [
-            ("/v1/kv/read", json!({ "ranges": [range.clone()] })),
+            (paths::kv_read(), json!({ "ranges": [range.clone()] })),
             (
-                "/v1/commits",
+                paths::commits(),
                 json!({ "ranges": [range.clone()], "writes": [{"op": "put", "key": "x", "value": 1}]}),
             ),
         ] {
-            let (status, v) = call(&admin, "POST", path, Some(&body));
+            let (status, v) = call(&admin, "POST", &path, Some(&body));
             assert_eq!(
                 (status, v["code"].as_str(), v["field"].as_str()),
                 (400, Some("invalid_request"), Some(field)),
@@ -673,14 +689,14 @@ fn a_prefix_scan_resumes_from_start_and_bad_ranges_are_refused_by_name() {
     ] {
         let body = json!({"ranges": [range],
                           "writes": [{"op": "put", "key": "x", "value": 1}]});
-        let (status, v) = call(&admin, "POST", "/v1/commits", Some(&body));
+        let (status, v) = call(&admin, "POST", &paths::commits(), Some(&body));
         assert_eq!(
             (status, v["code"].as_str(), v["field"].as_str()),
             (400, Some("invalid_request"), Some("ranges[0].next")),
             "{v}"
         );
     }
-    let (status, v) = call(&admin, "GET", "/v1/kv/x", None);
+    let (status, v) = call(&admin, "GET", &paths::kv_key("x"), None);
     assert_eq!(status, 404, "nothing was committed: {v}");
 }
 
@@ -702,19 +718,24 @@ fn keys_that_json_escape_count_as_escaped_in_the_answers_budget() {
         let (status, done) = call(
             &client,
             "POST",
-            "/v1/commits",
+            &paths::commits(),
             Some(&json!({ "writes": writes })),
         );
         assert_eq!(status, 200, "{done}");
     }
     let max = logbook_api::limits::KV_READ_ANSWER_BYTES_MAX;
     let read = json!({"ranges": [{"prefix": "\u{1}", "limit": 10_000}]});
-    let (status, answer) = call(&client, "POST", "/v1/kv/read", Some(&read));
+    let (status, answer) = call(&client, "POST", &paths::kv_read(), Some(&read));
     assert_eq!(status, 200, "{}", answer["detail"]);
     let bytes = serde_json::to_vec(&answer).unwrap().len();
     assert!(bytes <= max, "POST /v1/kv/read: {bytes} bytes");
     assert!(answer["ranges"][0]["next"].is_string(), "cut by the budget");
-    let (status, page) = call(&client, "GET", "/v1/kv?prefix=%01&limit=10000", None);
+    let (status, page) = call(
+        &client,
+        "GET",
+        &format!("{}?prefix=%01&limit=10000", paths::kv()),
+        None,
+    );
     assert_eq!(status, 200, "{}", page["detail"]);
     let bytes = serde_json::to_vec(&page).unwrap().len();
     assert!(bytes <= max, "GET /v1/kv: {bytes} bytes");

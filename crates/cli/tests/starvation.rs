@@ -30,6 +30,7 @@ use common::wire::{Answer, EventStream, read_answer};
 use common::{Serve, spawn_serve};
 use logbook_api::client::blocking::Client;
 use logbook_api::client::{ClientConfig, ClientOptions, RetryPolicy};
+use logbook_api::paths;
 use serde_json::{Value, json};
 
 /// How long a well-behaved request may take to be answered.
@@ -62,20 +63,20 @@ fn server(data: &Path, extra: &[&str]) -> (Serve, String, String) {
     let (status, _) = call(
         &admin,
         "PUT",
-        "/v1/streams/s",
+        &paths::stream("s"),
         Some(&json!({"partitions": 1})),
     );
     assert_eq!(status, 201);
     let (status, _) = call(
         &admin,
         "PUT",
-        "/v1/streams/quiet",
+        &paths::stream("quiet"),
         Some(&json!({"partitions": 1})),
     );
     assert_eq!(status, 201);
     let token = |principal: &str| {
         let body = json!({"principal": principal, "scopes": ["admin"]});
-        let (status, created) = call(&admin, "POST", "/v1/tokens", Some(&body));
+        let (status, created) = call(&admin, "POST", paths::route::TOKENS, Some(&body));
         assert_eq!(status, 201, "{created}");
         created["token"].as_str().unwrap().to_string()
     };
@@ -116,20 +117,20 @@ fn served_throughout(client: &Client, attack: &AtomicBool) -> usize {
             }
         };
         let record = json!({"records": [{"key": "k", "value": rounds}]});
-        expect("POST", "/v1/streams/s/records", Some(record), 201);
+        expect("POST", &paths::records("s"), Some(record), 201);
         expect(
             "GET",
-            "/v1/streams/s/records?partition=0&from=0&limit=1",
+            &format!("{}?partition=0&from=0&limit=1", paths::records("s")),
             None,
             200,
         );
         expect(
             "POST",
-            "/v1/commits",
+            &paths::commits(),
             Some(json!({"writes": [{"op": "put", "key": "n", "value": rounds}]})),
             200,
         );
-        expect("GET", "/v1/health", None, 200);
+        expect("GET", &paths::health(), None, 200);
         rounds += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -185,7 +186,7 @@ fn slow_bodies_do_not_starve_other_clients_and_are_refused_408() {
     let mut slow: Vec<TcpStream> = (0..42)
         .map(|i| {
             let mut tcp = connect_from(2 + (i % 3) as u8, serve.addr());
-            let head = head("POST", "/v1/streams/s/records", &attacker, Some(1000));
+            let head = head("POST", &paths::records("s"), &attacker, Some(1000));
             tcp.write_all(&head).unwrap();
             tcp.write_all(b"{").unwrap();
             tcp
@@ -240,7 +241,12 @@ fn idle_connections_cannot_lock_out_other_clients_or_health_checks() {
     for from in 4..8 {
         idle.extend((0..16).map(|_| connect_from(from, serve.addr())));
     }
-    let (status, _) = call(&common::api::client(&serve.base), "GET", "/v1/health", None);
+    let (status, _) = call(
+        &common::api::client(&serve.base),
+        "GET",
+        &paths::health(),
+        None,
+    );
     assert_eq!(status, 200);
     // Connections over a cap were refused by name at once; every other idle connection is
     // closed by the idle timeout, which frees its slot.
@@ -260,7 +266,7 @@ fn idle_connections_cannot_lock_out_other_clients_or_health_checks() {
         }
     }
     assert!(refused >= 40 - 16 - 2, "{refused} refusals");
-    let (status, _) = call(&good_client(&serve, &good), "GET", "/v1/streams", None);
+    let (status, _) = call(&good_client(&serve, &good), "GET", &paths::streams(), None);
     assert_eq!(status, 200);
 }
 
@@ -271,7 +277,10 @@ fn a_long_poll_flood_does_not_starve_other_routes() {
     let client = good_client(&serve, &good);
     // More long polls than request slots (32) on a stream nobody writes, from three
     // addresses within their caps.
-    let path = "/v1/streams/quiet/records?partition=0&from=0&wait_ms=15000";
+    let path = &format!(
+        "{}?partition=0&from=0&wait_ms=15000",
+        paths::records("quiet")
+    );
     let polls: Vec<TcpStream> = (0..42)
         .map(|i| {
             let mut tcp = connect_from(2 + (i % 3) as u8, serve.addr());
@@ -304,7 +313,7 @@ fn one_principal_cannot_hoard_the_transaction_slots() {
     // Far more than the node's 40 slots: the principal's quota (10) stops it.
     let mut begun = 0;
     for _ in 0..60 {
-        let (status, body) = call(&hoarder, "POST", "/v1/txns", Some(&json!({})));
+        let (status, body) = call(&hoarder, "POST", &paths::txns(), Some(&json!({})));
         match status {
             201 => begun += 1,
             _ => {
@@ -328,13 +337,13 @@ fn one_principal_cannot_hoard_the_transaction_slots() {
     let rounds = served_throughout(&client, &attack);
     // The well-behaved principal still begins, writes and commits interactive transactions.
     for i in 0..5 {
-        let (status, begun) = call(&client, "POST", "/v1/txns", Some(&json!({})));
+        let (status, begun) = call(&client, "POST", &paths::txns(), Some(&json!({})));
         assert_eq!(status, 201, "{begun}");
         let txn = begun["txn"].as_str().unwrap();
-        let path = format!("/v1/txns/{txn}/kv/good-{i}");
+        let path = paths::txn_key(txn, &format!("good-{i}"));
         let (status, _) = call(&client, "PUT", &path, Some(&json!({"value": i})));
         assert_eq!(status, 204);
-        let (status, done) = call(&client, "POST", &format!("/v1/txns/{txn}/commit"), None);
+        let (status, done) = call(&client, "POST", &paths::txn_commit(&txn), None);
         assert_eq!(status, 200, "{done}");
     }
     println!("{rounds} well-behaved rounds answered while another principal hoarded transactions");
@@ -354,8 +363,11 @@ fn a_node_full_of_idle_keep_alive_connections_closes_the_oldest_for_a_new_client
     // is a full connection (a probe would close after its answer); the last takes the slot
     // of the readiness check's connection if that is still open (idle, and older).
     let health = |conn: &mut BufReader<TcpStream>| {
-        let bytes = b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\n\r\n";
-        conn.get_mut().write_all(bytes).ok()?;
+        let bytes = format!(
+            "GET {} HTTP/1.1\r\nhost: localhost\r\n\r\n",
+            paths::health()
+        );
+        conn.get_mut().write_all(bytes.as_bytes()).ok()?;
         read_answer(conn)
     };
     let mut idle: Vec<BufReader<TcpStream>> = (0..64)
@@ -370,7 +382,7 @@ fn a_node_full_of_idle_keep_alive_connections_closes_the_oldest_for_a_new_client
     // A new client is served in full, not refused nor given a probe connection (which
     // answers only health checks).
     let client = good_client(&serve, serve.token.as_deref().unwrap());
-    let (status, listed) = call(&client, "GET", "/v1/streams", None);
+    let (status, listed) = call(&client, "GET", &paths::streams(), None);
     assert_eq!(status, 200, "{listed}");
     // The oldest idle connection made room — the first one: the readiness check's, if it
     // was still open, went to the last of the 64. It was closed without an answer; every
@@ -423,7 +435,10 @@ fn one_principal_hammering_cannot_starve_another_of_requests_or_connections() {
     // Requests: six long polls of one principal, each on a connection of its own (within
     // its 6). Its quota of 4 in flight holds four; the other two are refused at once, by
     // name — which two depends on arrival, how many does not.
-    let path = "/v1/streams/quiet/records?partition=0&from=0&wait_ms=30000";
+    let path = &format!(
+        "{}?partition=0&from=0&wait_ms=30000",
+        paths::records("quiet")
+    );
     let mut polls: Vec<TcpStream> = (0..6)
         .map(|_| {
             let mut tcp = connect_from(2, serve.addr());
@@ -440,7 +455,7 @@ fn one_principal_hammering_cannot_starve_another_of_requests_or_connections() {
     let mut seventh = BufReader::new(connect_from(3, serve.addr()));
     seventh
         .get_mut()
-        .write_all(&head("GET", "/v1/streams", &attacker, None))
+        .write_all(&head("GET", &paths::streams(), &attacker, None))
         .unwrap();
     let answer = read_answer(&mut seventh).unwrap();
     answer.assert_problem(429, "principal_quota_exceeded");
@@ -452,7 +467,7 @@ fn one_principal_hammering_cannot_starve_another_of_requests_or_connections() {
     let (status, read) = call(
         &client,
         "GET",
-        "/v1/streams/quiet/records?partition=0&from=0&wait_ms=1",
+        &format!("{}?partition=0&from=0&wait_ms=1", paths::records("quiet")),
         None,
     );
     assert_eq!(status, 200, "{read}");
@@ -461,7 +476,7 @@ fn one_principal_hammering_cannot_starve_another_of_requests_or_connections() {
     let (status, appended) = call(
         &client,
         "POST",
-        "/v1/streams/quiet/records",
+        &paths::records("quiet"),
         Some(&json!({"key": "k", "value": 1})),
     );
     assert_eq!(status, 201, "{appended}");
@@ -484,10 +499,10 @@ fn limits_state_the_settings_in_force_and_the_callers_quotas() {
     let (serve, good, attacker) = server(&dir.path().join("data"), &[]);
     let hoarder = common::api::client_with_token(&serve.base, Some(&attacker));
     for _ in 0..3 {
-        let (status, begun) = call(&hoarder, "POST", "/v1/txns", Some(&json!({})));
+        let (status, begun) = call(&hoarder, "POST", &paths::txns(), Some(&json!({})));
         assert_eq!(status, 201, "{begun}");
     }
-    let (status, limits) = call(&hoarder, "GET", "/v1/limits", None);
+    let (status, limits) = call(&hoarder, "GET", &paths::limits(), None);
     assert_eq!(status, 200, "{limits}");
     let node = &limits["node"];
     for (name, set) in [
@@ -519,12 +534,17 @@ fn limits_state_the_settings_in_force_and_the_callers_quotas() {
     let connections = quotas["connections"]["used"].as_u64().unwrap();
     assert!((1..=4).contains(&connections), "{limits}");
     // Another principal sees its own counts only.
-    let (status, theirs) = call(&good_client(&serve, &good), "GET", "/v1/limits", None);
+    let (status, theirs) = call(&good_client(&serve, &good), "GET", &paths::limits(), None);
     assert_eq!(status, 200, "{theirs}");
     assert_eq!(theirs["quotas"]["open_transactions"]["used"], 0);
     assert_ne!(theirs["quotas"]["principal"], quotas["principal"]);
     // Any valid token, and only one.
-    let (status, refused) = call(&common::api::client(&serve.base), "GET", "/v1/limits", None);
+    let (status, refused) = call(
+        &common::api::client(&serve.base),
+        "GET",
+        &paths::limits(),
+        None,
+    );
     assert_eq!(
         (status, refused["code"].as_str()),
         (401, Some("unauthenticated"))
@@ -543,14 +563,17 @@ fn a_node_cuts_every_wait_to_its_wait_ms_max() {
     let (status, read) = call(
         &client,
         "GET",
-        "/v1/streams/quiet/records?wait_ms=30000",
+        &format!("{}?wait_ms=30000", paths::records("quiet")),
         None,
     );
     assert_eq!((status, &read["records"]), (200, &json!([])), "{read}");
     let auth = format!("Bearer {good}");
     let mut events = EventStream::open(
         serve.addr(),
-        "/v1/streams/quiet/records/events?from=start&heartbeat_ms=100",
+        &format!(
+            "{}?from=start&heartbeat_ms=100",
+            paths::record_events("quiet")
+        ),
         &[("authorization", &auth)],
     );
     assert_eq!(events.status, 200);
@@ -564,6 +587,6 @@ fn a_node_cuts_every_wait_to_its_wait_ms_max() {
         "{last:?}"
     );
     assert!(last.data.contains("wait_ms_max"), "{last:?}");
-    let (status, limits) = call(&client, "GET", "/v1/limits", None);
+    let (status, limits) = call(&client, "GET", &paths::limits(), None);
     assert_eq!((status, &limits["node"]["wait_ms_max"]), (200, &json!(300)));
 }

@@ -1047,8 +1047,12 @@ mod tests {
 
     #[test]
     fn pipelined_heads_are_handed_over_up_to_the_first_that_hyper_might_refuse_or_has_a_body() {
-        let get = b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n";
-        let two = [&get[..], &get[..]].concat();
+        let get = format!(
+            "GET {} HTTP/1.1\r\nhost: x\r\n\r\n",
+            logbook_api::paths::route::HEALTH
+        );
+        let get = get.as_bytes();
+        let two = [get, get].concat();
         assert_eq!(
             pipelined_heads(&two),
             (two.len(), 2),

@@ -11,7 +11,7 @@ use logbook_log::limits as log_limits;
 /// The limits of the API contract, defined in `logbook-api` so clients share them.
 pub use logbook_api::limits::{
     BATCH_RECORDS_MAX, BODY_BYTES_MAX, KV_READ_ANSWER_BYTES_MAX, READ_RECORDS_DEFAULT,
-    READ_RECORDS_MAX, READ_WAIT_MS_MAX, SCAN_ROWS_DEFAULT, SSE_HEARTBEAT_MS_DEFAULT,
+    READ_RECORDS_MAX, READ_WAIT_MS_MAX, SCAN_ROWS_DEFAULT, SCAN_ROWS_MAX, SSE_HEARTBEAT_MS_DEFAULT,
     TOKEN_BYTES_MAX, VIEW_READ_TIMEOUT_MS_DEFAULT, VIEW_SWITCH_TIMEOUT_MS_DEFAULT,
 };
 
@@ -210,6 +210,8 @@ pub const GROUP_EXPIRY_CHECK_MS: u64 = 100;
 const _: () = assert!(BATCH_RECORDS_MAX <= log_limits::BATCH_RECORDS_MAX as usize);
 const _: () = assert!(BODY_BYTES_MAX <= log_limits::BATCH_BYTES_MAX as usize);
 const _: () = assert!(logbook_api::limits::PARTITIONS_MAX == log_limits::PARTITIONS_MAX);
+// The contract's scan limit is the transaction store's.
+const _: () = assert!(logbook_api::limits::SCAN_ROWS_MAX == logbook_txn::limits::SCAN_ROWS_MAX);
 const _: () = assert!(
     logbook_api::limits::STREAM_NAME_BYTES_MAX == log_limits::STREAM_NAME_BYTES_MAX as usize
 );
@@ -228,7 +230,6 @@ const _: () = assert!(HEADER_LINES_MAX <= HYPER_HEADERS_MAX_DEFAULT);
 // hyper refuses a read buffer below 8 KiB.
 const _: () = assert!(HTTP1_BUF_BYTES >= 8192);
 const _: () = assert!(READ_RECORDS_DEFAULT <= READ_RECORDS_MAX);
-const _: () = assert!(SCAN_ROWS_DEFAULT <= logbook_txn::limits::SCAN_ROWS_MAX);
 // The largest row fits a key-value answer alone, so a page always holds one: a scan's
 // `next` moves on, and its first row is never `answer_too_large`.
 const _: () = assert!(

@@ -63,10 +63,10 @@ pub async fn read(
             ));
         }
         let limit = spec.limit.unwrap_or(limits::SCAN_ROWS_DEFAULT);
-        if limit == 0 || limit > logbook_txn::limits::SCAN_ROWS_MAX {
+        if limit == 0 || limit > limits::SCAN_ROWS_MAX {
             return Err(ApiError::invalid(
                 format!("{at}.limit"),
-                format!("limit must be 1..={}", logbook_txn::limits::SCAN_ROWS_MAX),
+                format!("limit must be 1..={}", limits::SCAN_ROWS_MAX),
             ));
         }
         ranges.push((spec_range(spec, &at)?, limit));

@@ -166,10 +166,10 @@ fn scan_limit(q: &Params) -> Result<usize, ApiError> {
     let limit = q
         .get::<usize>("limit")?
         .unwrap_or(limits::SCAN_ROWS_DEFAULT);
-    if limit == 0 || limit > logbook_txn::limits::SCAN_ROWS_MAX {
+    if limit == 0 || limit > limits::SCAN_ROWS_MAX {
         return Err(ApiError::invalid(
             "limit",
-            format!("limit must be 1..={}", logbook_txn::limits::SCAN_ROWS_MAX),
+            format!("limit must be 1..={}", limits::SCAN_ROWS_MAX),
         ));
     }
     Ok(limit)

@@ -621,7 +621,8 @@ mod tests {
         shape.write(&mut buf, 7, 3);
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
-        assert!(head.starts_with("POST /v1/streams/bench/records HTTP/1.1\r\n"));
+        let post = format!("POST {} HTTP/1.1\r\n", paths::records("bench"));
+        assert!(head.starts_with(&post), "{head}");
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
         assert_eq!(v["key"], "k7");
@@ -632,9 +633,10 @@ mod tests {
         };
         buf.clear();
         read.write(&mut buf, 9, 0);
+        let get_k9 = format!("GET {} HTTP/1.1\r\n", paths::view_row("bench_rows", "k9"));
         assert_eq!(
-            buf,
-            b"GET /v1/views/bench_rows/rows/k9 HTTP/1.1\r\nhost: 127.0.0.1:1\r\n\r\n"
+            String::from_utf8_lossy(&buf),
+            format!("{get_k9}host: 127.0.0.1:1\r\n\r\n")
         );
         let authed = RequestShape {
             auth: "authorization: Bearer lb_x\r\n".into(),
@@ -643,8 +645,8 @@ mod tests {
         buf.clear();
         authed.write(&mut buf, 9, 0);
         assert_eq!(
-            buf,
-            b"GET /v1/views/bench_rows/rows/k9 HTTP/1.1\r\nhost: 127.0.0.1:1\r\nauthorization: Bearer lb_x\r\n\r\n"
+            String::from_utf8_lossy(&buf),
+            format!("{get_k9}host: 127.0.0.1:1\r\nauthorization: Bearer lb_x\r\n\r\n")
         );
         let with_token = RequestShape {
             read_query: "?token=t1".into(),
@@ -654,8 +656,11 @@ mod tests {
         let mut tokened = Vec::new();
         with_token.write(&mut tokened, 4, 0);
         assert_eq!(
-            tokened,
-            b"GET /v1/views/bench_rows/rows/k4?token=t1 HTTP/1.1\r\nhost: 127.0.0.1:1\r\n\r\n"
+            String::from_utf8_lossy(&tokened),
+            format!(
+                "GET {}?token=t1 HTTP/1.1\r\nhost: 127.0.0.1:1\r\n\r\n",
+                paths::view_row("bench_rows", "k4")
+            )
         );
     }
 }

@@ -144,7 +144,10 @@ async fn leader_of(node: SocketAddr, token: Option<&str>) -> anyhow::Result<Stri
         let (status, body) = conn.call(Method::GET, &paths::cluster(), None).await?;
         let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         if status != 200 {
-            bail!("GET /v1/cluster on {node}: HTTP {status}: {answer}");
+            bail!(
+                "GET {} on {node}: HTTP {status}: {answer}",
+                paths::cluster()
+            );
         }
         if let Some(url) = answer["leader"]["advertise_url"].as_str() {
             return Ok(url.to_string());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use logbook_api::paths;
+use logbook_api::problem::ProblemCode;
 use logbook_txn::{Isolation, RetryPolicy};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -334,9 +335,19 @@ fn conflict(status: u16, body: &[u8], what: &str) -> anyhow::Result<bool> {
     if (200..300).contains(&status) {
         return Ok(false);
     }
-    let problem: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    /// The problem document's code alone (a 409 from anything else is no conflict).
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: String,
+    }
+    let code = serde_json::from_slice::<Code>(body)
+        .ok()
+        .and_then(|c| c.code.parse::<ProblemCode>().ok());
     if status == 409
-        && (problem["code"] == "serialization_failure" || problem["code"] == "snapshot_too_old")
+        && matches!(
+            code,
+            Some(ProblemCode::SerializationFailure | ProblemCode::SnapshotTooOld)
+        )
     {
         return Ok(true);
     }
