@@ -51,7 +51,7 @@ fn read_all(s: &Serve, stream: &str, partitions: u32) -> Vec<Value> {
         let (status, body) = call(
             &c,
             "GET",
-            &format!("{}?partition={p}&limit=1000", paths::records(&stream)),
+            &format!("{}?partition={p}&limit=1000", paths::records(stream)),
             None,
         );
         assert_eq!(status, 200, "{body}");
@@ -452,7 +452,7 @@ fn rows(s: &Serve, view: &str, token: &str) -> Vec<Value> {
     let (status, body) = call(
         &admin(s),
         "GET",
-        &format!("{}?limit=1000&token={token}", paths::view_rows(&view)),
+        &format!("{}?limit=1000&token={token}", paths::view_rows(view)),
         None,
     );
     assert_eq!(status, 200, "{body}");
@@ -461,7 +461,7 @@ fn rows(s: &Serve, view: &str, token: &str) -> Vec<Value> {
 
 /// `GET /v1/data-subjects/{id}/export`: its JSON Lines, and the answer's text.
 fn export(s: &Serve, id: &str) -> (Vec<Value>, String) {
-    let (status, body) = call(&admin(s), "GET", &paths::data_subject_export(&id), None);
+    let (status, body) = call(&admin(s), "GET", &paths::data_subject_export(id), None);
     assert_eq!(status, 200, "{body}");
     let text = match &body {
         Value::Null => String::new(),
@@ -565,7 +565,7 @@ fn views_hold_ciphertext_and_show_an_erased_subjects_fields_as_erased_live_and_r
     ];
     for (name, mut spec) in views.clone() {
         spec["source"] = json!("people");
-        let (status, body) = call(&c, "PUT", &paths::view(&name), Some(&spec));
+        let (status, body) = call(&c, "PUT", &paths::view(name), Some(&spec));
         assert_eq!(status, 201, "{name}: {body}");
     }
 
@@ -792,7 +792,7 @@ fn check_each_subject_erased_or_live(
     let store = data.join("keys").join("data-keys");
     let values = read_all(s, "people", 2);
     for (subject, email) in subjects {
-        let (_, state) = call(&admin(s), "GET", &paths::data_subject(&subject), None);
+        let (_, state) = call(&admin(s), "GET", &paths::data_subject(subject), None);
         let value = values.iter().find(|v| v["user"] == *subject).unwrap();
         if recorded.contains(subject) {
             assert_eq!(state["key"], json!("erased"), "{subject}: {state}");
@@ -903,7 +903,7 @@ fn erasures_sigkilled_while_in_flight_leave_every_key_either_live_or_gone() {
     println!("{done} of 60 erasures recorded before the SIGKILL");
     // The rest can still be erased, and then every one is.
     for (u, _) in &subjects {
-        let (status, body) = call(&admin(&s), "DELETE", &paths::data_subject(&u), None);
+        let (status, body) = call(&admin(&s), "DELETE", &paths::data_subject(u), None);
         assert_eq!(
             (status, body["key"].clone()),
             (200, json!("erased")),

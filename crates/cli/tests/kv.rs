@@ -44,15 +44,15 @@ fn a_put_of_null_commits_alike_in_one_request_and_interactively() {
     let (status, put) = call(
         &client,
         "PUT",
-        &paths::txn_key(&txn, "interactive"),
+        &paths::txn_key(txn, "interactive"),
         Some(&json!({"value": null})),
     );
     assert_eq!(status, 204, "{put}");
-    let (status, _) = call(&client, "POST", &paths::txn_commit(&txn), None);
+    let (status, _) = call(&client, "POST", &paths::txn_commit(txn), None);
     assert_eq!(status, 200);
 
     for key in ["one-shot", "interactive"] {
-        let (status, row) = call(&client, "GET", &paths::kv_key(&key), None);
+        let (status, row) = call(&client, "GET", &paths::kv_key(key), None);
         assert_eq!(status, 200, "{key}: {row}");
         assert_eq!(row["value"], Value::Null, "{key} holds null");
         assert!(row["version"].is_u64(), "{key}: {row}");
@@ -385,7 +385,7 @@ fn every_route_that_takes_an_idempotency_key_refuses_a_bad_one_alike() {
     let routes = [
         (paths::records("s"), json!({"value": 1})),
         (paths::commits(), json!({})),
-        (paths::txn_commit(&txn), json!({})),
+        (paths::txn_commit(txn), json!({})),
         (
             paths::group_commit("g", "m"),
             json!({"epoch": 1, "offsets": []}),

@@ -343,7 +343,7 @@ fn one_principal_cannot_hoard_the_transaction_slots() {
         let path = paths::txn_key(txn, &format!("good-{i}"));
         let (status, _) = call(&client, "PUT", &path, Some(&json!({"value": i})));
         assert_eq!(status, 204);
-        let (status, done) = call(&client, "POST", &paths::txn_commit(&txn), None);
+        let (status, done) = call(&client, "POST", &paths::txn_commit(txn), None);
         assert_eq!(status, 200, "{done}");
     }
     println!("{rounds} well-behaved rounds answered while another principal hoarded transactions");
