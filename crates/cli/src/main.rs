@@ -31,6 +31,7 @@ mod derived_cmd;
 mod flights;
 mod group_cmd;
 mod import;
+mod keys_cmd;
 mod kv_cmd;
 mod log_cmd;
 mod log_fields;
@@ -138,6 +139,10 @@ enum Command {
     /// key state, `erase` one (`--dry-run` first, `--yes` to erase; cannot be undone).
     #[command(subcommand, name = "data-subjects")]
     DataSubjects(data_subject_cmd::DataSubjectCommand),
+    /// The master key of personal data, offline (stop `logbook serve` first): `keys rotate`
+    /// re-wraps every data key under a new master key.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
     /// TLS certificates for `logbook serve --tls-cert/--tls-key`: `tls self-signed` makes a
     /// development pair.
     #[command(subcommand)]
@@ -204,6 +209,7 @@ fn main() -> std::process::ExitCode {
         Command::Stats(args) => stats_cmd::run(args),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::DataSubjects(cmd) => data_subject_cmd::run(cmd),
+        Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Tls(cmd) => tls_cmd::run(cmd),
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

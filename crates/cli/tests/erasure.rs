@@ -912,3 +912,99 @@ fn erasures_sigkilled_while_in_flight_leave_every_key_either_live_or_gone() {
     }
     assert_eq!(check_each_subject_erased_or_live(&s, &data, &subjects), 60);
 }
+
+/// `logbook keys rotate` with the data directory's current and new master keys.
+fn rotate_keys(data: &Path, old: &Path, new: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(data)
+        .arg("--master-key-file")
+        .arg(old)
+        .arg("--new-master-key-file")
+        .arg(new)
+        .env_remove("LOGBOOK_MASTER_KEY")
+        .env_remove("LOGBOOK_MASTER_KEY_FILE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_master_key_rotation_keeps_records_readable_erasures_erased_and_retires_the_old_key() {
+    use logbook_api::paths;
+    let keys = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        key_file(keys.path(), "a.key", KEY_A),
+        key_file(keys.path(), "b.key", KEY_B),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = serve_with_key(&data, &a);
+    let c = admin(&s);
+    let declared = json!({"subject": "/user", "fields": ["/email"]});
+    let (status, body) = call(
+        &c,
+        "PUT",
+        &paths::stream("p"),
+        Some(&json!({"personal_data": declared})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let records = json!({"records": [
+        {"value": {"user": "u1", "email": "one@example.org"}},
+        {"value": {"user": "u2", "email": "two@example.org"}},
+        {"value": {"user": "u3", "email": "three@example.org"}},
+    ]});
+    let (status, body) = call(&c, "POST", &paths::records("p"), Some(&records));
+    assert_eq!(status, 201, "{body}");
+    let out = logbook(&s, &["data-subjects", "erase", "u2", "--yes"]);
+    assert!(out.status.success(), "{out:?}");
+
+    // While the server holds the data directory, the rotation is refused and changes nothing.
+    let store = data.join("keys").join("data-keys");
+    let before = std::fs::read(&store).unwrap();
+    let out = rotate_keys(&data, &a, &b);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("locked"), "{err}");
+    assert_eq!(std::fs::read(&store).unwrap(), before);
+    drop(s);
+
+    // A wrong current key and the same key twice are refused by name.
+    let out = rotate_keys(&data, &b, &a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is not the one of the key store"), "{err}");
+    let out = rotate_keys(&data, &a, &a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("give a new one"), "{err}");
+    assert_eq!(std::fs::read(&store).unwrap(), before);
+
+    let out = rotate_keys(&data, &a, &b);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.starts_with("2 data keys re-wrapped"), "{said}");
+    assert_ne!(std::fs::read(&store).unwrap(), before);
+
+    // The old key no longer opens the store; the new one reads every live record and shows
+    // the erased subject as erased, across the rotation.
+    let err = refused_start(&data, &["--master-key-file", a.to_str().unwrap()]);
+    assert!(err.contains("is not the one of the key store"), "{err}");
+    let s = serve_with_key(&data, &b);
+    let emails: Vec<Value> = read_all(&s, "p", 1)
+        .iter()
+        .map(|v| v["email"].clone())
+        .collect();
+    assert_eq!(
+        emails,
+        vec![
+            json!("one@example.org"),
+            json!({"erased": true}),
+            json!("three@example.org")
+        ]
+    );
+    // New keys are wrapped under the new master key, and survive a restart with it.
+    let c = admin(&s);
+    let one = json!({"value": {"user": "u4", "email": "four@example.org"}});
+    let (status, body) = call(&c, "POST", &paths::records("p"), Some(&one));
+    assert_eq!(status, 201, "{body}");
+    drop(s);
+    let s = serve_with_key(&data, &b);
+    assert_eq!(read_all(&s, "p", 1)[3]["email"], json!("four@example.org"));
+}

@@ -73,7 +73,7 @@ pub use dedup::{DedupStats, RequestId, RequestIdWindow};
 pub use error::{LogError, Result};
 pub use format::{Record, StoredRecord};
 pub use hash_key::HashKey;
-pub use log::{Log, LogOptions};
+pub use log::{Log, LogOptions, lock_data_dir};
 pub use partition::{Partition, PartitionStats, TryAppendError};
 pub use scrub::{ScrubFinding, ScrubStatus, ScrubStep, Scrubber, ScrubberThread};
 pub use stream::{

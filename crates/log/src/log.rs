@@ -559,7 +559,7 @@ fn fingerprint_at(partition: &Partition, offset: u64) -> Option<u64> {
 ///
 /// # Errors
 /// [`LogError::Locked`] when another process holds it; [`LogError::Io`].
-pub(crate) fn lock_data_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn DirLock>> {
+pub fn lock_data_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn DirLock>> {
     let lock_path = dir.join("LOCK");
     storage.lock(&lock_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {

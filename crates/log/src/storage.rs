@@ -198,7 +198,7 @@ impl Storage for OsStorage {
 ///
 /// # Errors
 /// [`crate::LogError::Io`] naming the step and the file.
-pub(crate) fn replace_durably(
+pub fn replace_durably(
     storage: &dyn Storage,
     path: &Path,
     bytes: &[u8],

@@ -118,13 +118,7 @@ impl KeyStore {
             let path = path.to_path_buf();
             move |source| PrivacyError::Io { op, path, source }
         };
-        let mut header = [0u8; HEADER_BYTES as usize];
-        header[0..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        header[12..16].copy_from_slice(&(SLOT_BYTES as u32).to_le_bytes());
-        header[16..48].copy_from_slice(&kek_check(&kek));
-        let crc = crc32c::crc32c(&header[..60]);
-        header[60..64].copy_from_slice(&crc.to_le_bytes());
+        let header = header(&kek);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -160,65 +154,36 @@ impl KeyStore {
             let path = path.to_path_buf();
             move |source| PrivacyError::Io { op, path, source }
         };
-        let corrupt = |reason: String| PrivacyError::Corrupt {
-            path: path.to_path_buf(),
-            reason,
-        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(io("open"))?;
         let bytes = Zeroizing::new(std::fs::read(path).map_err(io("read"))?);
-        let header = bytes
-            .get(..HEADER_BYTES as usize)
-            .ok_or_else(|| corrupt("shorter than its header".into()))?;
-        let crc = u32::from_le_bytes([header[60], header[61], header[62], header[63]]);
-        if &header[0..8] != MAGIC || crc32c::crc32c(&header[..60]) != crc {
-            return Err(corrupt("not a key store (magic or header checksum)".into()));
-        }
-        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        let slot_bytes = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
-        if version != FORMAT_VERSION || u64::from(slot_bytes) != SLOT_BYTES {
-            return Err(corrupt(format!(
-                "format version {version} with {slot_bytes}-byte slots; this build reads version {FORMAT_VERSION}"
-            )));
-        }
-        if header[16..48] != kek_check(&kek) {
-            return Err(PrivacyError::WrongMasterKey {
-                from: kek.source.clone(),
-                path: path.to_path_buf(),
-            });
-        }
+        let body = check_header(&bytes, &kek, path)?;
         let mut slots = Slots::default();
-        let body = &bytes[HEADER_BYTES as usize..];
         slots.count = (body.len() as u64) / SLOT_BYTES;
         for (i, raw) in body.chunks_exact(SLOT_BYTES as usize).enumerate() {
             let slot = i as u64;
-            if raw.iter().all(|&b| b == 0) {
-                slots.free.push(slot);
-                continue;
+            match slot_state(raw) {
+                SlotState::Free => slots.free.push(slot),
+                SlotState::Torn => {
+                    tracing::warn!(path = %path.display(), slot, "key store slot torn (a crash while a key was created); left unused");
+                }
+                SlotState::Live => {
+                    let (subject, id, material) = unwrap_material(&kek, raw)
+                        .map_err(|reason| corrupt(path, format!("slot {slot}: {reason}")))?;
+                    let key = data_key(id, &material[..]);
+                    slots.by_id.insert(key.id, subject.clone());
+                    slots.live.insert(
+                        subject,
+                        Live {
+                            slot,
+                            key: Arc::new(key),
+                        },
+                    );
+                }
             }
-            let crc = u32::from_le_bytes([
-                raw[CRC_AT],
-                raw[CRC_AT + 1],
-                raw[CRC_AT + 2],
-                raw[CRC_AT + 3],
-            ]);
-            if raw[0] != SLOT_LIVE || crc32c::crc32c(&raw[..CRC_AT]) != crc {
-                tracing::warn!(path = %path.display(), slot, "key store slot torn (a crash while a key was created); left unused");
-                continue;
-            }
-            let (subject, key) = unwrap_slot(&kek, raw)
-                .map_err(|reason| corrupt(format!("slot {slot}: {reason}")))?;
-            slots.by_id.insert(key.id, subject.clone());
-            slots.live.insert(
-                subject,
-                Live {
-                    slot,
-                    key: Arc::new(key),
-                },
-            );
         }
         Ok(KeyStore {
             file,
@@ -372,6 +337,149 @@ impl KeyStore {
     }
 }
 
+/// A store's header for `kek`: magic, format version, slot size, the KEK check, CRC32C.
+fn header(kek: &MasterKey) -> [u8; HEADER_BYTES as usize] {
+    let mut header = [0u8; HEADER_BYTES as usize];
+    header[0..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&(SLOT_BYTES as u32).to_le_bytes());
+    header[16..48].copy_from_slice(&kek_check(kek));
+    let crc = crc32c::crc32c(&header[..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Checks the header of the store `bytes` (read from `path`) against `kek`; returns the
+/// slots after it.
+fn check_header<'a>(
+    bytes: &'a [u8],
+    kek: &MasterKey,
+    path: &Path,
+) -> Result<&'a [u8], PrivacyError> {
+    let header = bytes
+        .get(..HEADER_BYTES as usize)
+        .ok_or_else(|| corrupt(path, "shorter than its header".into()))?;
+    let crc = u32::from_le_bytes([header[60], header[61], header[62], header[63]]);
+    if &header[0..8] != MAGIC || crc32c::crc32c(&header[..60]) != crc {
+        return Err(corrupt(
+            path,
+            "not a key store (magic or header checksum)".into(),
+        ));
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    let slot_bytes = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    if version != FORMAT_VERSION || u64::from(slot_bytes) != SLOT_BYTES {
+        return Err(corrupt(
+            path,
+            format!(
+                "format version {version} with {slot_bytes}-byte slots; this build reads version {FORMAT_VERSION}"
+            ),
+        ));
+    }
+    if header[16..48] != kek_check(kek) {
+        return Err(PrivacyError::WrongMasterKey {
+            from: kek.source.clone(),
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(&bytes[HEADER_BYTES as usize..])
+}
+
+fn corrupt(path: &Path, reason: String) -> PrivacyError {
+    PrivacyError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// What a slot on the file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// 192 zero bytes: never used, or erased.
+    Free,
+    /// Neither free nor a whole live slot: a crash while a key was created, so no record
+    /// used its key.
+    Torn,
+    /// A wrapped key whose CRC32C holds.
+    Live,
+}
+
+fn slot_state(raw: &[u8]) -> SlotState {
+    if raw.iter().all(|&b| b == 0) {
+        return SlotState::Free;
+    }
+    let crc = u32::from_le_bytes([
+        raw[CRC_AT],
+        raw[CRC_AT + 1],
+        raw[CRC_AT + 2],
+        raw[CRC_AT + 3],
+    ]);
+    if raw[0] != SLOT_LIVE || crc32c::crc32c(&raw[..CRC_AT]) != crc {
+        return SlotState::Torn;
+    }
+    SlotState::Live
+}
+
+/// What [`rotate`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Rotation {
+    /// Live data keys, now wrapped under the new master key.
+    pub rewrapped: u64,
+    /// Torn slots (a crash while a key was created: no record used them), now free.
+    pub torn_cleared: u64,
+}
+
+/// Rotates the master key of the store at `path` from `old` to `new` (decision 0030): every
+/// live data key unwrapped with `old` and wrapped again under `new` (a fresh nonce each),
+/// keeping its id and slot, so every sealed value still finds its key; erased slots stay
+/// zeros. The new store is written beside the old one, fsynced and renamed over it, then
+/// the directory fsynced: after a crash the store is whole under one of the two keys. The
+/// store must not be open elsewhere (the caller holds the data directory's lock).
+///
+/// Once `old` is destroyed, every copy of the old file that a medium may keep (a backup, a
+/// snapshot, blocks a copy-on-write file system did not overwrite) is noise, and so is every
+/// key erased before the rotation: the erasure delay on such copies is the rotation period.
+///
+/// # Errors
+/// [`PrivacyError::WrongMasterKey`] when `old` does not open the store;
+/// [`PrivacyError::MasterKey`] when `new` is `old`; [`PrivacyError::Corrupt`] (nothing
+/// written); [`PrivacyError::Io`] and [`PrivacyError::Log`] (the replace's steps: the old
+/// store is then still in place, or the new one whole).
+pub fn rotate(path: &Path, old: &MasterKey, new: &MasterKey) -> Result<Rotation, PrivacyError> {
+    if kek_check(old) == kek_check(new) {
+        return Err(PrivacyError::MasterKey {
+            from: new.source.clone(),
+            reason: "it is the key the store is wrapped under already; give a new one".into(),
+        });
+    }
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| PrivacyError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    })?);
+    let body = check_header(&bytes, old, path)?;
+    let mut out = Zeroizing::new(Vec::with_capacity(bytes.len()));
+    out.extend_from_slice(&header(new));
+    let mut rotation = Rotation::default();
+    for (slot, raw) in body.chunks_exact(SLOT_BYTES as usize).enumerate() {
+        match slot_state(raw) {
+            SlotState::Free => out.extend_from_slice(&[0u8; SLOT_BYTES as usize]),
+            SlotState::Torn => {
+                rotation.torn_cleared += 1;
+                out.extend_from_slice(&[0u8; SLOT_BYTES as usize]);
+            }
+            SlotState::Live => {
+                let (subject, id, material) = unwrap_material(old, raw)
+                    .map_err(|reason| corrupt(path, format!("slot {slot}: {reason}")))?;
+                out.extend_from_slice(&wrap_slot(new, &subject, id, &material)?[..]);
+                rotation.rewrapped += 1;
+            }
+        }
+    }
+    logbook_log::storage::replace_durably(&logbook_log::storage::OsStorage, path, &out)?;
+    Ok(rotation)
+}
+
 fn offset(slot: u64) -> u64 {
     HEADER_BYTES + slot * SLOT_BYTES
 }
@@ -396,17 +504,31 @@ fn new_slot(
 ) -> Result<(Zeroizing<[u8; SLOT_BYTES as usize]>, DataKey), PrivacyError> {
     let mut material = Zeroizing::new([0u8; DATA_KEY_BYTES]);
     let mut id = [0u8; 8];
-    let mut wrap_nonce = [0u8; 12];
-    for buf in [&mut material[..], &mut id[..], &mut wrap_nonce[..]] {
-        getrandom::getrandom(buf).map_err(|e| PrivacyError::Random(e.to_string()))?;
-    }
+    getrandom::getrandom(&mut material[..]).map_err(|e| PrivacyError::Random(e.to_string()))?;
+    getrandom::getrandom(&mut id).map_err(|e| PrivacyError::Random(e.to_string()))?;
     let id = u64::from_le_bytes(id);
+    let raw = wrap_slot(kek, subject, id, &material[..])?;
+    Ok((raw, data_key(id, &material[..])))
+}
+
+/// A live slot's bytes: `material` (a data key) wrapped under `kek` with a fresh random
+/// nonce, bound to `subject` and `id` by the AAD.
+fn wrap_slot(
+    kek: &MasterKey,
+    subject: &str,
+    id: u64,
+    material: &[u8],
+) -> Result<Zeroizing<[u8; SLOT_BYTES as usize]>, PrivacyError> {
+    debug_assert_eq!(material.len(), DATA_KEY_BYTES);
+    debug_assert!(!subject.is_empty() && subject.len() <= SUBJECT_BYTES_MAX);
+    let mut wrap_nonce = [0u8; 12];
+    getrandom::getrandom(&mut wrap_nonce).map_err(|e| PrivacyError::Random(e.to_string()))?;
     let wrapped = kek
         .cipher
         .encrypt(
             Nonce::from_slice(&wrap_nonce),
             Payload {
-                msg: &material[..],
+                msg: material,
                 aad: &wrap_aad(subject.as_bytes(), id),
             },
         )
@@ -420,11 +542,14 @@ fn new_slot(
     raw[WRAPPED_AT..WRAPPED_AT + WRAPPED_BYTES].copy_from_slice(&wrapped);
     let crc = crc32c::crc32c(&raw[..CRC_AT]);
     raw[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
-    Ok((raw, data_key(id, &material[..])))
+    Ok(raw)
 }
 
-/// A live slot's subject and key.
-fn unwrap_slot(kek: &MasterKey, raw: &[u8]) -> Result<(String, DataKey), String> {
+/// A live slot's subject, key id and unwrapped data key.
+fn unwrap_material(
+    kek: &MasterKey,
+    raw: &[u8],
+) -> Result<(String, u64, Zeroizing<Vec<u8>>), String> {
     let len = usize::from(raw[1]);
     if len == 0 || len > SUBJECT_BYTES_MAX {
         return Err(format!("subject length {len}"));
@@ -444,10 +569,13 @@ fn unwrap_slot(kek: &MasterKey, raw: &[u8]) -> Result<(String, DataKey), String>
             )
             .map_err(|_| "the wrapped key does not authenticate".to_string())?,
     );
+    if material.len() != DATA_KEY_BYTES {
+        return Err(format!("a data key of {} bytes", material.len()));
+    }
     let subject = std::str::from_utf8(subject)
         .map_err(|_| "subject is not UTF-8".to_string())?
         .to_string();
-    Ok((subject, data_key(id, &material[..])))
+    Ok((subject, id, material))
 }
 
 pub(super) fn data_key(id: u64, material: &[u8]) -> DataKey {
@@ -457,5 +585,127 @@ pub(super) fn data_key(id: u64, material: &[u8]) -> DataKey {
         id,
         cipher: Aes256GcmSiv::new((&material[..32]).into()),
         nonce_key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::fields::{Revealed, reveal, seal};
+    use logbook_log::PersonalData;
+    use serde_json::json;
+
+    fn kek(byte: char, name: &str) -> MasterKey {
+        let hex: String = std::iter::repeat_n(byte, 64).collect();
+        MasterKey::parse(&hex, name.into()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn declared() -> PersonalData {
+        PersonalData {
+            subject: "/user".into(),
+            fields: vec!["/email".into()],
+        }
+    }
+
+    /// `user`'s record sealed under `key`.
+    fn sealed(user: &str, key: &DataKey) -> serde_json::Value {
+        let mut v = json!({"user": user, "email": format!("{user}@example.org")});
+        seal(&mut v, "s", &declared(), user, key).unwrap_or_else(|e| panic!("{e}"));
+        v
+    }
+
+    fn revealed(v: &serde_json::Value, user: &str, key: Option<&DataKey>) -> Option<String> {
+        match reveal(&v["email"], "s", "/email", user, key) {
+            Some(Revealed::Plain(p)) => p.as_str().map(str::to_string),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn rotation_rewraps_live_keys_keeps_erasures_and_refuses_the_old_master_key() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = KeyStore::path_in(dir.path());
+        let store = KeyStore::create(&path, kek('a', "old")).unwrap_or_else(|e| panic!("{e}"));
+        let keys = store
+            .keys_for(&["ada", "bob", "cy"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let records: Vec<_> = ["ada", "bob", "cy"]
+            .iter()
+            .zip(&keys)
+            .map(|(u, k)| sealed(u, k))
+            .collect();
+        assert_eq!(store.erase("bob").unwrap_or_else(|e| panic!("{e}")), Some(keys[1].id));
+        drop(store);
+
+        let done = rotate(&path, &kek('a', "old"), &kek('b', "new")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(done, Rotation { rewrapped: 2, torn_cleared: 0 });
+
+        match KeyStore::open(&path, kek('a', "old")) {
+            Err(PrivacyError::WrongMasterKey { from, .. }) => assert_eq!(from, "old"),
+            other => panic!("the old master key must no longer open the store: {other:?}"),
+        }
+        let store = KeyStore::open(&path, kek('b', "new")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.live_count(), 2);
+        for (i, user) in ["ada", "cy"].iter().enumerate() {
+            let idx = [0, 2][i];
+            let key = store.key(user).unwrap_or_else(|| panic!("{user} has no key"));
+            assert_eq!(key.id, keys[idx].id, "a rotation keeps key ids");
+            assert_eq!(
+                revealed(&records[idx], user, Some(&key)),
+                Some(format!("{user}@example.org")),
+                "a record sealed before the rotation reads after it"
+            );
+        }
+        assert!(store.key("bob").is_none(), "an erased key stays erased");
+        assert!(store.key_by_id(keys[1].id).is_none());
+    }
+
+    #[test]
+    fn rotation_refuses_a_wrong_or_same_master_key_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = KeyStore::path_in(dir.path());
+        let store = KeyStore::create(&path, kek('a', "old")).unwrap_or_else(|e| panic!("{e}"));
+        store.keys_for(&["ada"]).unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+        let before = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        match rotate(&path, &kek('c', "wrong"), &kek('b', "new")) {
+            Err(PrivacyError::WrongMasterKey { from, .. }) => assert_eq!(from, "wrong"),
+            other => panic!("a wrong old key must be refused: {other:?}"),
+        }
+        match rotate(&path, &kek('a', "old"), &kek('a', "same")) {
+            Err(PrivacyError::MasterKey { from, .. }) => assert_eq!(from, "same"),
+            other => panic!("the same key must be refused: {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap_or_else(|e| panic!("{e}")), before);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(names.len(), 1, "no file left beside the store: {names:?}");
+    }
+
+    #[test]
+    fn rotation_clears_a_torn_slot_and_keeps_slot_positions() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = KeyStore::path_in(dir.path());
+        let store = KeyStore::create(&path, kek('a', "old")).unwrap_or_else(|e| panic!("{e}"));
+        store.keys_for(&["ada", "bob"]).unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+        // Tear slot 0 (as a crash in the middle of its write would): flip a byte.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        file.write_all_at(&[0xFF], offset(0) + 40)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(file);
+        let done = rotate(&path, &kek('a', "old"), &kek('b', "new")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(done, Rotation { rewrapped: 1, torn_cleared: 1 });
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bytes.len() as u64, offset(2), "two slots, as before");
+        assert!(bytes[offset(0) as usize..offset(1) as usize].iter().all(|&b| b == 0));
+        let store = KeyStore::open(&path, kek('b', "new")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.key("ada").is_none());
+        assert!(store.key("bob").is_some());
     }
 }

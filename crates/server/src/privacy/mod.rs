@@ -19,8 +19,9 @@
 //!
 //! Views hold what the log holds — the sealed objects — and their reads reveal them
 //! ([`Privacy::reveal_row`]); a view may not compute on a personal field, nor a derived
-//! stream read or write a personal stream ([`views`]). What it is not (yet): per-field
-//! retention, master-key rotation and the cluster's store (etcd), planned in decision 0030.
+//! stream read or write a personal stream ([`views`]). Master-key rotation is offline
+//! ([`rotate_master_key`]). What it is not (yet): per-field retention and the cluster's store
+//! (etcd), planned in decision 0030.
 
 pub mod fields;
 pub mod key_store;
@@ -128,6 +129,29 @@ pub enum PrivacyError {
     /// The log refused or failed the erasure record.
     #[error(transparent)]
     Log(#[from] LogError),
+}
+
+/// Rotates the master key of the key store in `data_dir` (see [`key_store::rotate`]) while
+/// holding the data directory's lock, so no server has the store open: an offline step
+/// (`logbook keys rotate`). Start the server with `new` afterwards, then destroy `old`.
+///
+/// # Errors
+/// [`PrivacyError::Log`] with [`LogError::Locked`] while a server runs on `data_dir`;
+/// [`PrivacyError::Missing`] when the directory has no key store; [`key_store::rotate`]'s.
+pub fn rotate_master_key(
+    data_dir: &Path,
+    old: &MasterKey,
+    new: &MasterKey,
+) -> Result<key_store::Rotation, PrivacyError> {
+    let _lock = logbook_log::lock_data_dir(&logbook_log::storage::OsStorage, data_dir)?;
+    let path = KeyStore::path_in(&data_dir.join("keys"));
+    if !path.exists() {
+        return Err(PrivacyError::Missing(format!(
+            "no key store at {}: this data directory keeps no personal data",
+            path.display()
+        )));
+    }
+    key_store::rotate(&path, old, new)
 }
 
 /// A data subject's state.
