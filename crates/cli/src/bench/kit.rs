@@ -106,3 +106,16 @@ pub(crate) fn round3(x: f64) -> f64 {
 pub(crate) fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
+
+/// A random master key in a 0600 file beside (not inside) the data directory.
+pub(crate) fn bench_master_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("master.key");
+    if !path.exists() {
+        let mut hex = String::with_capacity(64);
+        for _ in 0..32 {
+            hex.push_str(&format!("{:02x}", rand::random::<u8>()));
+        }
+        crate::private_file::write_new(&path, hex.as_bytes())?;
+    }
+    Ok(path)
+}

@@ -16,6 +16,7 @@
 //! (a retry would hide the failure being counted).
 
 mod conn;
+mod erasure;
 mod failover;
 mod http;
 mod kit;
@@ -67,6 +68,12 @@ pub enum BenchCommand {
     /// caught up after each), the stall's p50/p99, and a check that every acknowledged record
     /// is in the stream exactly once.
     Failover(failover::FailoverArgs),
+    /// Erasure latency (`DELETE /v1/data-subjects/{id}`, request to answer, after which no
+    /// copy of the subject's personal fields reads) on a key store of `--subjects` live keys
+    /// (default 1,000,000), beside the same erasures on `--small-subjects`, from a client in
+    /// this process against a server in this process; checks every erased subject reads
+    /// erased in a table view and kept ones their plaintext.
+    Erasure(erasure::ErasureBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -78,6 +85,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Http(args) => http::run(&args),
         BenchCommand::Tail(args) => tail::run(&args),
         BenchCommand::Failover(args) => failover::run(&args),
+        BenchCommand::Erasure(args) => erasure::run(&args),
     }
 }
 

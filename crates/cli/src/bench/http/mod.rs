@@ -292,7 +292,7 @@ fn run_server(
         setup.variant.suffix()
     ));
     let master_key_file = if setup.variant == Variant::Encrypted {
-        Some(bench_master_key(dir)?)
+        Some(super::kit::bench_master_key(dir)?)
     } else {
         None
     };
@@ -403,19 +403,6 @@ fn stream_spec(args: &HttpBenchArgs, variant: Variant) -> serde_json::Value {
         spec["segment_bytes_max"] = json!(AUDIT_SEGMENT_BYTES);
     }
     spec
-}
-
-/// A random master key in a 0600 file beside (not inside) the data directory.
-fn bench_master_key(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let path = dir.join("master.key");
-    if !path.exists() {
-        let mut hex = String::with_capacity(64);
-        for _ in 0..32 {
-            hex.push_str(&format!("{:02x}", rand::random::<u8>()));
-        }
-        crate::private_file::write_new(&path, hex.as_bytes())?;
-    }
-    Ok(path)
 }
 
 fn results_of(report: &serde_json::Value) -> Vec<serde_json::Value> {
