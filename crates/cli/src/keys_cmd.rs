@@ -50,10 +50,11 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let old = MasterKey::load(master_key_file.as_deref())?.ok_or_else(|| {
                 anyhow!("--master-key-file (or LOGBOOK_MASTER_KEY): the current master key is needed to unwrap the data keys")
             })?;
-            let new = MasterKey::load(Some(&new_master_key_file))?
-                .context("--new-master-key-file")?;
-            let done = rotate_master_key(&data.data_dir, &old, &new)
-                .with_context(|| format!("rotating the master key of {}", data.data_dir.display()))?;
+            let new =
+                MasterKey::load(Some(&new_master_key_file))?.context("--new-master-key-file")?;
+            let done = rotate_master_key(&data.data_dir, &old, &new).with_context(|| {
+                format!("rotating the master key of {}", data.data_dir.display())
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&done)?);
             } else {

@@ -970,10 +970,16 @@ fn a_master_key_rotation_keeps_records_readable_erasures_erased_and_retires_the_
     // A wrong current key and the same key twice are refused by name.
     let out = rotate_keys(&data, &b, &a);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("is not the one of the key store"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("is not the one of the key store"),
+        "{err}"
+    );
     let out = rotate_keys(&data, &a, &a);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("give a new one"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("give a new one"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&store).unwrap(), before);
 
     let out = rotate_keys(&data, &a, &b);

@@ -198,11 +198,7 @@ impl Storage for OsStorage {
 ///
 /// # Errors
 /// [`crate::LogError::Io`] naming the step and the file.
-pub fn replace_durably(
-    storage: &dyn Storage,
-    path: &Path,
-    bytes: &[u8],
-) -> crate::Result<()> {
+pub fn replace_durably(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> crate::Result<()> {
     use crate::LogError;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();

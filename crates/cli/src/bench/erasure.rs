@@ -30,7 +30,9 @@ use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Value, json};
 
-use super::kit::{TempDir, bench_master_key, elapsed_us, latency_histogram, loadavg_1m, round1, round3};
+use super::kit::{
+    TempDir, bench_master_key, elapsed_us, latency_histogram, loadavg_1m, round1, round3,
+};
 use super::server::{BenchServer, wait_ready};
 use crate::client::{Client, ServerArgs};
 
@@ -127,7 +129,11 @@ pub fn run(args: &ErasureBenchArgs) -> anyhow::Result<()> {
             args.subjects,
             args.small_subjects,
             report["p99_large_over_small"],
-            if report["within_budget"] == json!(true) { "met" } else { "missed" }
+            if report["within_budget"] == json!(true) {
+                "met"
+            } else {
+                "missed"
+            }
         );
     }
     Ok(())
@@ -159,7 +165,10 @@ fn measure(
         .enable_all()
         .build()
         .context("starting a runtime")?;
-    rt.block_on(wait_ready(server.addr(), std::time::Duration::from_secs(60)))?;
+    rt.block_on(wait_ready(
+        server.addr(),
+        std::time::Duration::from_secs(60),
+    ))?;
     let server_args = ServerArgs::local(format!("http://{}", server.addr()), data);
     let client = Client::new(&server_args)?;
     let declared = json!({"subject": "/user", "fields": ["/email"]});
@@ -167,13 +176,15 @@ fn measure(
         &paths::stream(STREAM),
         &json!({"partitions": 4, "fsync": "always", "personal_data": declared}),
     )?;
-    client.put(&paths::view(VIEW), &json!({"source": STREAM, "kind": "table"}))?;
+    client.put(
+        &paths::view(VIEW),
+        &json!({"source": STREAM, "kind": "table"}),
+    )?;
 
     let started = Instant::now();
     preload(args, &server_args, subjects)?;
     let preload_s = started.elapsed().as_secs_f64();
-    let store_bytes = std::fs::metadata(data.join("keys").join("data-keys"))
-        .map_or(0, |m| m.len());
+    let store_bytes = std::fs::metadata(data.join("keys").join("data-keys")).map_or(0, |m| m.len());
 
     wait_caught_up(&client)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -186,10 +197,19 @@ fn measure(
         let sent = Instant::now();
         let answer: DataSubject = client.delete_as(&paths::data_subject(&subject(i)))?;
         hist.record(elapsed_us(sent))?;
-        ensure!(answer.key == KeyState::Erased, "erasing {}: {answer:?}", subject(i));
+        ensure!(
+            answer.key == KeyState::Erased,
+            "erasing {}: {answer:?}",
+            subject(i)
+        );
     }
     let erase_s = started.elapsed().as_secs_f64();
-    check(&client, erased, &kept[..erased.len().min(kept.len())], &mut rng)?;
+    check(
+        &client,
+        erased,
+        &kept[..erased.len().min(kept.len())],
+        &mut rng,
+    )?;
     let ms = |q: f64| round3(hist.value_at_quantile(q) as f64 / 1000.0);
     Ok(json!({
         "subjects": subjects,
@@ -251,7 +271,10 @@ fn wait_caught_up(client: &Client) -> anyhow::Result<()> {
         if status.versions.iter().all(|v| v.lag_records == 0) {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "the view did not catch up within 10 minutes");
+        ensure!(
+            Instant::now() < deadline,
+            "the view did not catch up within 10 minutes"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -266,13 +289,25 @@ fn check(
 ) -> anyhow::Result<()> {
     let mut kept = kept.to_vec();
     kept.shuffle(rng);
-    for (&i, is_erased) in erased.iter().map(|i| (i, true)).chain(kept.iter().map(|i| (i, false))) {
+    for (&i, is_erased) in erased
+        .iter()
+        .map(|i| (i, true))
+        .chain(kept.iter().map(|i| (i, false)))
+    {
         let row = client.get(&paths::view_row(VIEW, &subject(i)), &[])?;
         let email = &row["value"]["email"];
         if is_erased {
-            ensure!(*email == json!({"erased": true}), "erased subject {} reads {row}", subject(i));
+            ensure!(
+                *email == json!({"erased": true}),
+                "erased subject {} reads {row}",
+                subject(i)
+            );
         } else {
-            ensure!(email.as_str().is_some_and(|e| e.ends_with("@example.org")), "kept subject {} reads {row}", subject(i));
+            ensure!(
+                email.as_str().is_some_and(|e| e.ends_with("@example.org")),
+                "kept subject {} reads {row}",
+                subject(i)
+            );
         }
     }
     Ok(())

@@ -161,8 +161,10 @@ impl KeyStore {
             .map_err(io("open"))?;
         let bytes = Zeroizing::new(std::fs::read(path).map_err(io("read"))?);
         let body = check_header(&bytes, &kek, path)?;
-        let mut slots = Slots::default();
-        slots.count = (body.len() as u64) / SLOT_BYTES;
+        let mut slots = Slots {
+            count: (body.len() as u64) / SLOT_BYTES,
+            ..Slots::default()
+        };
         for (i, raw) in body.chunks_exact(SLOT_BYTES as usize).enumerate() {
             let slot = i as u64;
             match slot_state(raw) {
@@ -634,11 +636,21 @@ mod tests {
             .zip(&keys)
             .map(|(u, k)| sealed(u, k))
             .collect();
-        assert_eq!(store.erase("bob").unwrap_or_else(|e| panic!("{e}")), Some(keys[1].id));
+        assert_eq!(
+            store.erase("bob").unwrap_or_else(|e| panic!("{e}")),
+            Some(keys[1].id)
+        );
         drop(store);
 
-        let done = rotate(&path, &kek('a', "old"), &kek('b', "new")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(done, Rotation { rewrapped: 2, torn_cleared: 0 });
+        let done =
+            rotate(&path, &kek('a', "old"), &kek('b', "new")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            done,
+            Rotation {
+                rewrapped: 2,
+                torn_cleared: 0
+            }
+        );
 
         match KeyStore::open(&path, kek('a', "old")) {
             Err(PrivacyError::WrongMasterKey { from, .. }) => assert_eq!(from, "old"),
@@ -648,7 +660,9 @@ mod tests {
         assert_eq!(store.live_count(), 2);
         for (i, user) in ["ada", "cy"].iter().enumerate() {
             let idx = [0, 2][i];
-            let key = store.key(user).unwrap_or_else(|| panic!("{user} has no key"));
+            let key = store
+                .key(user)
+                .unwrap_or_else(|| panic!("{user} has no key"));
             assert_eq!(key.id, keys[idx].id, "a rotation keeps key ids");
             assert_eq!(
                 revealed(&records[idx], user, Some(&key)),
@@ -676,7 +690,10 @@ mod tests {
             Err(PrivacyError::MasterKey { from, .. }) => assert_eq!(from, "same"),
             other => panic!("the same key must be refused: {other:?}"),
         }
-        assert_eq!(std::fs::read(&path).unwrap_or_else(|e| panic!("{e}")), before);
+        assert_eq!(
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{e}")),
+            before
+        );
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap_or_else(|e| panic!("{e}"))
             .filter_map(|e| e.ok().map(|e| e.file_name()))
@@ -689,7 +706,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = KeyStore::path_in(dir.path());
         let store = KeyStore::create(&path, kek('a', "old")).unwrap_or_else(|e| panic!("{e}"));
-        store.keys_for(&["ada", "bob"]).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .keys_for(&["ada", "bob"])
+            .unwrap_or_else(|e| panic!("{e}"));
         drop(store);
         // Tear slot 0 (as a crash in the middle of its write would): flip a byte.
         let file = OpenOptions::new()
@@ -699,11 +718,22 @@ mod tests {
         file.write_all_at(&[0xFF], offset(0) + 40)
             .unwrap_or_else(|e| panic!("{e}"));
         drop(file);
-        let done = rotate(&path, &kek('a', "old"), &kek('b', "new")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(done, Rotation { rewrapped: 1, torn_cleared: 1 });
+        let done =
+            rotate(&path, &kek('a', "old"), &kek('b', "new")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            done,
+            Rotation {
+                rewrapped: 1,
+                torn_cleared: 1
+            }
+        );
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(bytes.len() as u64, offset(2), "two slots, as before");
-        assert!(bytes[offset(0) as usize..offset(1) as usize].iter().all(|&b| b == 0));
+        assert!(
+            bytes[offset(0) as usize..offset(1) as usize]
+                .iter()
+                .all(|&b| b == 0)
+        );
         let store = KeyStore::open(&path, kek('b', "new")).unwrap_or_else(|e| panic!("{e}"));
         assert!(store.key("ada").is_none());
         assert!(store.key("bob").is_some());
