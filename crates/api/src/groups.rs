@@ -154,7 +154,10 @@ pub struct GroupPartition {
     pub start: u64,
     /// The partition's end (next offset to be written).
     pub end: u64,
-    /// Records not yet committed: `end` minus the committed offset (or minus `start`).
+    /// What is not committed yet, from the committed offset (or `start`) to `end`: on a
+    /// single node, whose offsets are dense, the records; on a cluster, whose offsets have
+    /// gaps, the appended batches (each one record or more) holding such records. 0 exactly
+    /// when every record is committed.
     pub lag: u64,
     /// Whether retention deleted records the group had not committed.
     pub below_retention: bool,
@@ -174,7 +177,8 @@ pub struct GroupInfo {
     pub members: Vec<MemberInfo>,
     /// Every partition of the stream, in order.
     pub partitions: Vec<GroupPartition>,
-    /// Records not yet committed, over all partitions.
+    /// The partitions' `lag` summed: records on a single node, appended batches on a
+    /// cluster; 0 exactly when every record is committed.
     pub lag: u64,
 }
 
