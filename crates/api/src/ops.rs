@@ -145,6 +145,18 @@ pub struct Quotas {
     /// Open interactive transactions (`txns_per_principal_max`; 429
     /// `transaction_quota_exceeded`).
     pub open_transactions: Quota,
+    /// Consumer groups the principal's joins made, not deleted since
+    /// (`groups_per_principal_max`; 429 `group_quota_exceeded`). Counted from `_groups` as
+    /// this node has applied it (on a cluster node that does not coordinate the groups, it
+    /// may trail the coordinator's count by the records in flight); absent on a server
+    /// without consumer groups or not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Quota>,
+    /// Consumer group members the principal joined, over every group, that have not left
+    /// or expired (`group_members_per_principal_max`; 429 `group_quota_exceeded`); counted
+    /// as `groups` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_members: Option<Quota>,
 }
 
 /// One quota: what the principal holds now, and the most it may.

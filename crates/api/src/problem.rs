@@ -416,12 +416,18 @@ problem_codes! {
     PartitionNotAssigned = ("partition_not_assigned", 409, "Partition not assigned to this member"),
     /// A commit would move a partition's committed offset back: nothing was committed.
     OffsetBehindCommit = ("offset_behind_commit", 409, "Offset behind the committed one"),
-    /// The group has members: a reset needs a group nobody consumes.
+    /// The group has members: a reset or a delete needs a group nobody consumes.
     GroupActive = ("group_active", 409, "Group has members"),
     /// The group reads another stream than the join names.
     GroupStreamMismatch = ("group_stream_mismatch", 409, "Group reads another stream"),
     /// The node holds as many groups, or the group as many members, as allowed.
     TooManyGroups = ("too_many_groups", 409, "Too many consumer groups or members"),
+    /// The principal (its token, or its address with authentication off) holds as many
+    /// consumer groups made by its joins (`groups_per_principal_max`) or group members
+    /// (`group_members_per_principal_max`) as it may; `detail` names the quota. A group is
+    /// freed when it is deleted, a member when it leaves or its session times out: nothing
+    /// frees one by waiting alone, so no `Retry-After`.
+    GroupQuotaExceeded = ("group_quota_exceeded", 429, "Too many consumer groups or members for this principal"),
     // The schema registry (`/v1/schema-registry/…`): each answer also carries Confluent's
     // `error_code` and `message`.
     /// No such subject (or only a soft-deleted one); `error_code` 40401.

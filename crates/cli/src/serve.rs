@@ -59,6 +59,14 @@ pub struct ServeArgs {
     /// transaction_quota_exceeded. Default 250.
     #[arg(long, env = "LOGBOOK_TXNS_PER_PRINCIPAL_MAX")]
     pub txns_per_principal_max: Option<usize>,
+    /// Most consumer groups one principal's joins may have made and not yet deleted; one
+    /// more: 429 group_quota_exceeded. Default 256.
+    #[arg(long, env = "LOGBOOK_GROUPS_PER_PRINCIPAL_MAX")]
+    pub groups_per_principal_max: Option<usize>,
+    /// Most consumer group members one principal may have joined, over every group, until
+    /// they leave or expire; one more: 429 group_quota_exceeded. Default 1024.
+    #[arg(long, env = "LOGBOOK_GROUP_MEMBERS_PER_PRINCIPAL_MAX")]
+    pub group_members_per_principal_max: Option<usize>,
     /// Time a client has to send a request head, in ms; also how long a connection may
     /// idle between requests before it is closed. Default 10000.
     #[arg(long, env = "LOGBOOK_HEADER_READ_TIMEOUT_MS")]
@@ -219,6 +227,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         long_polls_max: args.long_polls_max,
         wait_ms_max: args.wait_ms_max,
         txns_per_principal_max: args.txns_per_principal_max,
+        groups_per_principal_max: args.groups_per_principal_max,
+        group_members_per_principal_max: args.group_members_per_principal_max,
         header_read_timeout_ms: args.header_read_timeout_ms,
         body_read_timeout_ms: args.body_read_timeout_ms,
         body_rate_min_bytes_per_s: args.body_rate_min_bytes_per_s,

@@ -1,7 +1,8 @@
 //! Attacks on the server's capacity through the real binary (issue 17, item 5): slow bodies,
-//! idle connections, long-poll floods, transaction-slot hoarding, one principal holding its
-//! quotas of requests and connections, and a node full of idle kept-alive connections (the
-//! oldest closes for a new client); and `GET /v1/limits`, which states them. In each, an attacker
+//! idle connections, long-poll floods, transaction-slot and consumer-group hoarding, one
+//! principal holding its quotas of requests and connections, and a node full of idle
+//! kept-alive connections (the oldest closes for a new client); and `GET /v1/limits`, which
+//! states them. In each, an attacker
 //! holds what it can while a well-behaved client — its own token, its own address — keeps
 //! appending and reading; every one of its requests must be answered, not 503 nor a
 //! timeout, within 5 s (its client's timeout, one attempt each), throughout the attack.
@@ -347,6 +348,107 @@ fn one_principal_cannot_hoard_the_transaction_slots() {
         assert_eq!(status, 200, "{done}");
     }
     println!("{rounds} well-behaved rounds answered while another principal hoarded transactions");
+}
+
+/// Review r22b N1: a token with `groups:consume` and `streams:read` cannot make all of a
+/// node's groups and keep them. Its joins make at most `groups_per_principal_max` groups and
+/// hold at most `group_members_per_principal_max` members: one more of either is 429
+/// `group_quota_exceeded` naming the setting, and writes nothing; another principal still
+/// makes groups; a member that leaves and a group that is deleted free their units; the
+/// counts are in `GET /v1/limits` and survive a restart (they derive from `_groups`).
+#[test]
+fn one_principal_cannot_hoard_the_consumer_group_slots() {
+    use logbook_api::paths;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let quotas = [
+        "--groups-per-principal-max",
+        "3",
+        "--group-members-per-principal-max",
+        "4",
+    ];
+    let (mut serve, good, _) = server(&data, &quotas);
+    let admin = serve.client();
+    let scopes = json!({"principal": "hoarder", "scopes": ["groups:consume:*", "streams:read:*"]});
+    let (status, created) = call(&admin, "POST", paths::route::TOKENS, Some(&scopes));
+    assert_eq!(status, 201, "{created}");
+    let secret = created["token"].as_str().unwrap().to_string();
+    let hoarder = common::api::client_with_token(&serve.base, Some(&secret));
+    let join = |client: &Client, group: &str, member: &str| {
+        let body = json!({"stream": "s", "member": member, "session_timeout_ms": 300_000});
+        call(client, "POST", &paths::group_members(group), Some(&body))
+    };
+    // What a refused join must leave as it was: the groups and the end of `_groups`.
+    let groups_state = |admin: &Client| {
+        let (_, groups) = call(admin, "GET", &paths::groups(), None);
+        let (_, stream) = call(admin, "GET", &paths::stream("_groups"), None);
+        (groups, stream)
+    };
+    let refused = |(status, body): (u16, Value), setting: &str, field: &str| {
+        assert_eq!(
+            (status, body["code"].as_str(), body["field"].as_str()),
+            (429, Some("group_quota_exceeded"), Some(field)),
+            "{body}"
+        );
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(setting), "{detail}");
+        assert!(detail.contains("nothing was written"), "{detail}");
+    };
+    let mut epochs = std::collections::BTreeMap::new();
+    for g in 0..10 {
+        let before = groups_state(&admin);
+        let answer = join(&hoarder, &format!("h{g}"), "m");
+        if g < 3 {
+            assert_eq!(answer.0, 200, "{}", answer.1);
+            epochs.insert(g, answer.1["epoch"].as_u64().unwrap());
+        } else {
+            refused(answer, "groups_per_principal_max", "group");
+            assert_eq!(groups_state(&admin), before, "a refused join wrote");
+        }
+    }
+    // A fourth member in a group it made; a fifth is refused; a restart of one it holds is
+    // no new member.
+    assert_eq!(join(&hoarder, "h0", "m2").0, 200);
+    let before = groups_state(&admin);
+    refused(
+        join(&hoarder, "h0", "m3"),
+        "group_members_per_principal_max",
+        "member",
+    );
+    assert_eq!(groups_state(&admin), before, "a refused join wrote");
+    let rejoined = join(&hoarder, "h1", "m");
+    assert_eq!(rejoined.0, 200, "{}", rejoined.1);
+    epochs.insert(1, rejoined.1["epoch"].as_u64().unwrap());
+    let held = |client: &Client| {
+        let (status, limits) = call(client, "GET", &paths::limits(), None);
+        assert_eq!(status, 200, "{limits}");
+        let q = &limits["quotas"];
+        (q["groups"].clone(), q["group_members"].clone())
+    };
+    let full = (json!({"used": 3, "max": 3}), json!({"used": 4, "max": 4}));
+    assert_eq!(held(&hoarder), full);
+    // Another principal is not starved: it makes a group of its own.
+    let other = good_client(&serve, &good);
+    assert_eq!(join(&other, "good", "g").0, 200);
+    assert_eq!(held(&other).0, json!({"used": 1, "max": 3}));
+    // A member that leaves frees one, a deleted group (empty now) frees one: both taken by
+    // a new group with its member.
+    let leave = format!("{}?epoch={}", paths::group_member("h1", "m"), epochs[&1]);
+    assert_eq!(call(&hoarder, "DELETE", &leave, None).0, 204);
+    assert_eq!(call(&admin, "DELETE", &paths::group("h1"), None).0, 204);
+    assert_eq!(join(&hoarder, "h9", "m").0, 200);
+    assert_eq!(held(&hoarder), full);
+    // The counts derive from `_groups`: a restart keeps them.
+    assert_eq!(serve.terminate(), 0);
+    let args: Vec<&str> = LOW_LIMITS.iter().chain(&quotas).copied().collect();
+    let serve = spawn_serve(&data, &args, &[], Stdio::null());
+    let hoarder = common::api::client_with_token(&serve.base, Some(&secret));
+    assert_eq!(held(&hoarder), full);
+    refused(
+        join(&hoarder, "h5", "m"),
+        "groups_per_principal_max",
+        "group",
+    );
 }
 
 #[test]

@@ -15,6 +15,8 @@
 //!                                         #   (unset: each parameter's own maximum; subscriptions
 //!                                         #   last until the client leaves)
 //! txns_per_principal_max = 250
+//! groups_per_principal_max = 256         # consumer groups its joins made, not deleted since
+//! group_members_per_principal_max = 1024 # consumer group members it joined, every group
 //! header_read_timeout_ms = 10000          # also the keep-alive idle timeout
 //! body_read_timeout_ms = 10000            # plus 1 s per body_rate_min_bytes_per_s received
 //! body_rate_min_bytes_per_s = 16384
@@ -98,6 +100,14 @@ pub struct ServerConfig {
     /// Most interactive transactions one principal holds open; one more is 429
     /// `transaction_quota_exceeded`. Default [`limits::TXNS_PER_PRINCIPAL_MAX_DEFAULT`].
     pub txns_per_principal_max: usize,
+    /// Most consumer groups one principal's joins may have made and not yet deleted; a join
+    /// making one more is 429 `group_quota_exceeded`. Default
+    /// [`limits::GROUPS_PER_PRINCIPAL_MAX_DEFAULT`].
+    pub groups_per_principal_max: usize,
+    /// Most consumer group members one principal may have joined (over every group, until
+    /// they leave or expire); one more is 429 `group_quota_exceeded`. Default
+    /// [`limits::GROUP_MEMBERS_PER_PRINCIPAL_MAX_DEFAULT`].
+    pub group_members_per_principal_max: usize,
     /// Time a client has to send a request head, in ms; also how long a connection may
     /// idle between requests. Default [`limits::HEADER_READ_TIMEOUT_MS_DEFAULT`].
     pub header_read_timeout_ms: u64,
@@ -525,6 +535,8 @@ impl Default for ServerConfig {
             long_polls_max: limits::LONG_POLLS_MAX_DEFAULT,
             wait_ms_max: None,
             txns_per_principal_max: limits::TXNS_PER_PRINCIPAL_MAX_DEFAULT,
+            groups_per_principal_max: limits::GROUPS_PER_PRINCIPAL_MAX_DEFAULT,
+            group_members_per_principal_max: limits::GROUP_MEMBERS_PER_PRINCIPAL_MAX_DEFAULT,
             header_read_timeout_ms: limits::HEADER_READ_TIMEOUT_MS_DEFAULT,
             body_read_timeout_ms: limits::BODY_READ_TIMEOUT_MS_DEFAULT,
             body_rate_min_bytes_per_s: limits::BODY_RATE_MIN_BYTES_PER_S_DEFAULT,
@@ -575,6 +587,10 @@ pub struct ConfigLayer {
     pub wait_ms_max: Option<u64>,
     /// See [`ServerConfig::txns_per_principal_max`].
     pub txns_per_principal_max: Option<usize>,
+    /// See [`ServerConfig::groups_per_principal_max`].
+    pub groups_per_principal_max: Option<usize>,
+    /// See [`ServerConfig::group_members_per_principal_max`].
+    pub group_members_per_principal_max: Option<usize>,
     /// See [`ServerConfig::header_read_timeout_ms`].
     pub header_read_timeout_ms: Option<u64>,
     /// See [`ServerConfig::body_read_timeout_ms`].
@@ -693,6 +709,12 @@ impl ConfigLayer {
             long_polls_max: self.long_polls_max.or(below.long_polls_max),
             wait_ms_max: self.wait_ms_max.or(below.wait_ms_max),
             txns_per_principal_max: self.txns_per_principal_max.or(below.txns_per_principal_max),
+            groups_per_principal_max: self
+                .groups_per_principal_max
+                .or(below.groups_per_principal_max),
+            group_members_per_principal_max: self
+                .group_members_per_principal_max
+                .or(below.group_members_per_principal_max),
             header_read_timeout_ms: self.header_read_timeout_ms.or(below.header_read_timeout_ms),
             body_read_timeout_ms: self.body_read_timeout_ms.or(below.body_read_timeout_ms),
             body_rate_min_bytes_per_s: self
@@ -752,6 +774,12 @@ impl ConfigLayer {
             txns_per_principal_max: self
                 .txns_per_principal_max
                 .unwrap_or(d.txns_per_principal_max),
+            groups_per_principal_max: self
+                .groups_per_principal_max
+                .unwrap_or(d.groups_per_principal_max),
+            group_members_per_principal_max: self
+                .group_members_per_principal_max
+                .unwrap_or(d.group_members_per_principal_max),
             header_read_timeout_ms: self
                 .header_read_timeout_ms
                 .unwrap_or(d.header_read_timeout_ms),
@@ -815,6 +843,14 @@ impl ConfigLayer {
             positive("wait_ms_max", ms)?;
         }
         positive("txns_per_principal_max", c.txns_per_principal_max as u64)?;
+        positive(
+            "groups_per_principal_max",
+            c.groups_per_principal_max as u64,
+        )?;
+        positive(
+            "group_members_per_principal_max",
+            c.group_members_per_principal_max as u64,
+        )?;
         positive("header_read_timeout_ms", c.header_read_timeout_ms)?;
         positive("body_read_timeout_ms", c.body_read_timeout_ms)?;
         positive("body_rate_min_bytes_per_s", c.body_rate_min_bytes_per_s)?;

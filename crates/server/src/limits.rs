@@ -194,6 +194,13 @@ pub const SSE_WAIT_MS_MAX: u64 = 300_000;
 pub const GROUPS_MAX: usize = 1024;
 /// Members of one group.
 pub const MEMBERS_PER_GROUP_MAX: usize = 256;
+/// Default most consumer groups one principal's joins may have made and not yet deleted
+/// (256, a quarter of [`GROUPS_MAX`]). One more: 429 `group_quota_exceeded`.
+pub const GROUPS_PER_PRINCIPAL_MAX_DEFAULT: usize = 256;
+/// Default most group members one principal may have joined, over every group (1,024: a
+/// full group of [`MEMBERS_PER_GROUP_MAX`] four times over). One more: 429
+/// `group_quota_exceeded`.
+pub const GROUP_MEMBERS_PER_PRINCIPAL_MAX_DEFAULT: usize = 1024;
 /// Request ids of accepted commits a group remembers, to answer a retried commit.
 pub const COMMIT_IDS_PER_GROUP_MAX: usize = 10_000;
 /// A member's session timeout, ms: least, most and default.
@@ -246,6 +253,9 @@ const _: () = assert!(CONNECTIONS_PER_CLIENT_MAX_DEFAULT < CONNECTIONS_MAX_DEFAU
 const _: () = assert!(CONNECTIONS_PER_PRINCIPAL_MAX_DEFAULT < CONNECTIONS_MAX_DEFAULT);
 const _: () = assert!(REQUESTS_PER_PRINCIPAL_MAX_DEFAULT < REQUESTS_MAX_DEFAULT);
 const _: () = assert!(TXNS_PER_PRINCIPAL_MAX_DEFAULT < OPEN_TXNS_MAX_DEFAULT);
+const _: () = assert!(GROUPS_PER_PRINCIPAL_MAX_DEFAULT < GROUPS_MAX);
+// One principal can fill a group by itself.
+const _: () = assert!(GROUP_MEMBERS_PER_PRINCIPAL_MAX_DEFAULT >= MEMBERS_PER_GROUP_MAX);
 const _: () = assert!(PROBE_HEADER_READ_TIMEOUT_MS <= HEADER_READ_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(PROBE_CONNECTIONS_PER_CLIENT < PROBE_CONNECTIONS);
 const _: () = assert!(BODY_RATE_MIN_BYTES_PER_S_DEFAULT > 0);

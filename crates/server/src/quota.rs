@@ -7,10 +7,12 @@
 //! | `requests_per_principal_max` | requests in flight (the edge holds a [`Charge`] while the handler runs) | 429 `principal_quota_exceeded` |
 //! | `connections_per_principal_max` | connections the principal's requests came over (held until the connection closes) | 429 `principal_quota_exceeded`, the connection closes |
 //! | `txns_per_principal_max` | open interactive transactions ([`crate::state::TxnRegistry`]) | 429 `transaction_quota_exceeded` |
+//! | `groups_per_principal_max`, `group_members_per_principal_max` | consumer groups its joins made, members it joined ([`crate::groups::held`], counted from `_groups`) | 429 `group_quota_exceeded` |
 //!
-//! Every answer over a quota names it and carries `Retry-After`; the request changes
-//! nothing. Counts are exact: a charge is taken under the same lock as the check, and given
-//! back when it drops.
+//! Every answer over a quota names it and carries `Retry-After` (but the groups', which
+//! waiting alone does not free); the request changes nothing. Counts are exact: a charge is
+//! taken under the same lock as the check, and given back when it drops (the groups' counts
+//! change with the records of `_groups`, under the groups' lock).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -22,7 +22,7 @@ use crate::auth::scope::{Action, Kind, Need};
 use crate::auth::{Caller, Principal, authorize};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::extract::{JsonBody, Path, Tracking, blocking};
-use crate::groups::{GroupError, Groups, GroupsError, validate_name};
+use crate::groups::{GroupError, GroupQuota, Groups, GroupsError, validate_name};
 use crate::state::{AppState, Forwarded};
 
 use super::Params;
@@ -49,6 +49,7 @@ pub(crate) fn problem(e: GroupsError) -> ApiError {
                 GroupError::StreamMismatch { .. } => (C::GroupStreamMismatch, "stream"),
                 GroupError::Active { .. } => (C::GroupActive, "group"),
                 GroupError::TooMany { .. } => (C::TooManyGroups, "group"),
+                GroupError::Quota(q) => (C::GroupQuotaExceeded, q.field),
             };
             ApiError::new(code, g.to_string()).field(field)
         }
@@ -89,6 +90,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
             forwarded_by: text(logbook_api::paths::FORWARDED_BY_HEADER),
             tracking: Tracking::from_request_parts(parts, state).await?,
         })
+    }
+}
+
+/// What one principal may hold of the groups, as `config` sets it.
+pub(crate) fn group_quota(config: &crate::config::ServerConfig) -> GroupQuota {
+    GroupQuota {
+        groups_max: config.groups_per_principal_max,
+        members_max: config.group_members_per_principal_max,
     }
 }
 
@@ -231,23 +240,32 @@ pub async fn describe_group(
 }
 
 /// A member joins the group (the group is made by its first join), or rejoins after a
-/// restart under its name: it keeps its partitions and resumes at their commits.
+/// restart under its name: it keeps its partitions and resumes at their commits. The group
+/// made counts against the caller's `groups_per_principal_max`, the member against its
+/// `group_members_per_principal_max` (until the group is deleted, the member gone).
 #[utoipa::path(post, path = route::GROUP_MEMBERS, tag = "groups",
     params(("group" = String, Path, description = "Group name: [A-Za-z0-9._-], ≤ 128 bytes")),
     request_body = JoinGroup,
     responses((status = 200, description = "Joined: the member's partitions", body = MemberAssignment),
         (status = 400, description = "`invalid_request` naming the field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_stream`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`group_stream_mismatch`, `too_many_groups`", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "`group_stream_mismatch`, `too_many_groups`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`group_quota_exceeded`: the caller holds `groups_per_principal_max` groups or `group_members_per_principal_max` members", body = Problem, content_type = "application/problem+json")))]
 pub async fn join(
     State(state): State<AppState>,
     Path(group): Path<String>,
     origin: Origin,
     caller: Caller,
+    conn: Option<axum::Extension<std::sync::Arc<crate::head::Tracker>>>,
     q: Params,
     JsonBody(body): JsonBody<JoinGroup>,
 ) -> Result<Json<MemberAssignment>, ApiError> {
     q.only(&[])?;
+    let principal = crate::quota::request_key(
+        caller.as_deref().map(|p| &**p),
+        conn.as_deref().and_then(|c| c.peer_key()),
+    );
+    let quota = group_quota(state.config());
     // The group may not exist yet: the stream named is the one it would read.
     if let Some(axum::Extension(principal)) = &caller {
         authorize(
@@ -262,7 +280,7 @@ pub async fn join(
             Some(&group),
             (origin, &caller),
             Some(&body.clone()),
-            move |g| g.join(&name, &body),
+            move |g| g.join(&name, &body, &principal, quota),
         )
         .await?,
     ))

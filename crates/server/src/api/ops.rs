@@ -255,11 +255,21 @@ pub async fn limits(
     };
     let (requests, connections) = (state.principal_requests(), state.principal_connections());
     let (txns, txns_max) = state.txns().owned_by(&key);
+    // The groups' lock may be held across an append's acknowledgment: off the worker.
+    let groups = state.opened().and_then(|o| o.groups()).ok();
+    let held_key = key.clone();
+    let held = match groups {
+        Some(g) => Some(crate::extract::blocking(move || g.held(&held_key)).await?),
+        None => None,
+    };
+    let group_quota = super::groups::group_quota(state.config());
     let quotas = Quotas {
         principal: key.to_string(),
         requests_in_flight: quota(requests.used(&key), requests.max()),
         connections: quota(connections.used(&key), connections.max()),
         open_transactions: quota(txns, txns_max),
+        groups: held.map(|h| quota(h.groups, group_quota.groups_max)),
+        group_members: held.map(|h| quota(h.members, group_quota.members_max)),
     };
     Ok(axum::Json(Limits {
         node: node_limits(state.config()),

@@ -19,7 +19,10 @@
 //! change nothing but a member's last-seen time, kept in memory; after a restart every
 //! member gets a full session timeout to come back). Because the lock is held from the check
 //! to the apply, the log's order is the order in which records were applied, and replay
-//! rebuilds exactly the state that answered.
+//! rebuilds exactly the state that answered. A join also names its principal: what each
+//! principal holds (groups made, members joined) derives from the stream too, and a join
+//! over `groups_per_principal_max` or `group_members_per_principal_max` is refused before
+//! its record is written (`held.rs`).
 //!
 //! One writer: every record is appended under the expected end of `_groups` (the end after
 //! the last record this node applied), so a record is stored only if the state it was
@@ -45,6 +48,7 @@
 
 #[cfg(feature = "cluster")]
 pub(crate) mod coordinator;
+pub mod held;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -63,6 +67,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits;
 
+pub use held::{GroupQuota, Held};
 pub use state::{Group, GroupError, GroupRecord, GroupsState, Remembered};
 
 /// The internal stream of group records.
@@ -409,12 +414,20 @@ impl Groups {
         }
     }
 
-    /// A member joins `group` (or rejoins after a restart, keeping its partitions).
+    /// A member joins `group` (or rejoins after a restart, keeping its partitions), on
+    /// behalf of `principal` (its quota key), within `quota` of what one principal may hold.
     ///
     /// # Errors
     /// [`GroupsError::Invalid`] (names, session timeout), [`GroupsError::ReservedStream`],
-    /// `unknown_stream`, [`GroupError::StreamMismatch`], [`GroupError::TooMany`], the log's.
-    pub fn join(&self, group: &str, body: &JoinGroup) -> Result<MemberAssignment, GroupsError> {
+    /// `unknown_stream`, [`GroupError::StreamMismatch`], [`GroupError::TooMany`],
+    /// [`GroupError::Quota`], the log's.
+    pub fn join(
+        &self,
+        group: &str,
+        body: &JoinGroup,
+        principal: &str,
+        quota: GroupQuota,
+    ) -> Result<MemberAssignment, GroupsError> {
         validate_name("member", &body.member)?;
         if body.stream.starts_with('_') {
             return Err(GroupsError::ReservedStream {
@@ -439,7 +452,11 @@ impl Groups {
             partitions: stream.partition_count(),
             member: body.member.clone(),
             session_timeout_ms: timeout,
+            principal: Some(principal.to_string()),
         };
+        // Against the whole state: the writer's, caught up (on a cluster, the coordinator's).
+        self.writable(&mut inner)?;
+        inner.state.admit(&record, quota)?;
         self.write(&mut inner, record)?;
         inner
             .seen
@@ -671,6 +688,12 @@ impl Groups {
         let g = self.lock().state.group(group)?.clone();
         self.refresh_ends(&g.stream)?;
         Ok(self.info(group, &g))
+    }
+
+    /// What `principal` holds of the groups (on a follower: as far as it has applied
+    /// `_groups`).
+    pub fn held(&self, principal: &str) -> Held {
+        self.lock().state.held.of(principal)
     }
 
     /// The stream `group` reads.

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::held::{GroupQuota, Holdings, QuotaExceeded};
 use crate::limits::{COMMIT_IDS_PER_GROUP_MAX, GROUPS_MAX, MEMBERS_PER_GROUP_MAX};
 
 /// One record of the internal stream `_groups` (its value, JSON). Only records the state
@@ -40,6 +41,11 @@ pub enum GroupRecord {
         partitions: u32,
         member: String,
         session_timeout_ms: u64,
+        /// Who joined: the quota key of the request's principal (`token:ID`, or
+        /// `address:IP` with authentication off), which the per-principal quotas count
+        /// (`held.rs`). Absent in records written before them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
     },
     /// A member leaves, or is removed after its session timed out.
     Leave {
@@ -152,13 +158,17 @@ pub enum GroupError {
         /// The stream named.
         asked: String,
     },
-    /// A reset of a group with members.
-    #[error("group {group:?} has {members} member(s); a reset needs a group nobody consumes")]
+    /// A reset or delete of a group with members.
+    #[error(
+        "group {group:?} has {members} member(s); a {op} needs a group nobody consumes (its members leave, or their sessions time out, first)"
+    )]
     Active {
         /// The group.
         group: String,
         /// Its member count.
         members: usize,
+        /// What was asked: `reset` or `delete`.
+        op: &'static str,
     },
     /// Too many groups, or members in a group.
     #[error("at most {max} {what}")]
@@ -168,6 +178,9 @@ pub enum GroupError {
         /// The limit.
         max: usize,
     },
+    /// A join over its principal's quota of groups or members.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
 }
 
 /// One member of a group.
@@ -181,6 +194,8 @@ pub struct Member {
     pub owned: BTreeSet<u32>,
     /// Owned partitions it is asked to give up.
     pub revoking: BTreeSet<u32>,
+    /// The principal whose join it is (`None`: a join written before the quotas).
+    pub principal: Option<String>,
 }
 
 /// One group: its stream, members, and committed offsets.
@@ -201,6 +216,8 @@ pub struct Group {
     epoch_base: u64,
     /// Committed offsets by partition.
     pub committed: BTreeMap<u32, u64>,
+    /// The principal whose join made the group (`None`: made before the quotas).
+    pub owner: Option<String>,
     /// Request ids of accepted commits with what they committed, oldest first (at most
     /// [`COMMIT_IDS_PER_GROUP_MAX`]).
     commit_ids: VecDeque<(String, String, BTreeMap<u32, u64>)>,
@@ -226,6 +243,8 @@ pub struct GroupsState {
     /// name or another) starts above it, so a member of a deleted group that comes back is
     /// fenced, never mistaken for a member of the new one.
     epoch_floor: u64,
+    /// What each principal holds: the groups its joins made, the members it joined.
+    pub held: Holdings,
 }
 
 impl GroupsState {
@@ -247,6 +266,31 @@ impl GroupsState {
     /// [`GroupError::UnknownGroup`], [`GroupError::Fenced`].
     pub fn member(&self, group: &str, member: &str, epoch: u64) -> Result<&Member, GroupError> {
         member_of(self.groups.get(group), group, member, epoch)
+    }
+
+    /// Whether the principal of `join` (if it names one) may make its group, if new, and
+    /// join its member, if new to the group or joined by another principal, under `quota`.
+    /// A check of admission only: [`Self::apply`] never refuses a record over a quota.
+    ///
+    /// # Errors
+    /// [`GroupError::Quota`].
+    pub fn admit(&self, join: &GroupRecord, quota: GroupQuota) -> Result<(), GroupError> {
+        let GroupRecord::Join {
+            group,
+            member,
+            principal: Some(principal),
+            ..
+        } = join
+        else {
+            return Ok(());
+        };
+        let g = self.groups.get(group);
+        let new_member = g
+            .and_then(|g| g.members.get(member))
+            .is_none_or(|m| m.principal.as_ref() != Some(principal));
+        self.held
+            .admit(principal, g.is_none(), new_member, quota)
+            .map_err(GroupError::Quota)
     }
 
     /// Whether `record` would be applied, and if not why; changes nothing.
@@ -340,6 +384,7 @@ impl GroupsState {
                     return Err(GroupError::Active {
                         group: name.clone(),
                         members: g.members.len(),
+                        op: "reset",
                     });
                 }
                 offsets.keys().try_for_each(|p| in_range(g, *p))
@@ -352,6 +397,7 @@ impl GroupsState {
                     Err(GroupError::Active {
                         group: name.clone(),
                         members: g.members.len(),
+                        op: "delete",
                     })
                 }
             }
@@ -371,17 +417,23 @@ impl GroupsState {
                 partitions,
                 member,
                 session_timeout_ms,
+                principal,
             } => {
                 let epoch_base = self.epoch_floor;
-                let g = self.groups.entry(group.clone()).or_insert_with(|| Group {
-                    stream: stream.clone(),
-                    partitions: *partitions,
-                    generation: 0,
-                    members: BTreeMap::new(),
-                    epochs: BTreeMap::new(),
-                    epoch_base,
-                    committed: BTreeMap::new(),
-                    commit_ids: VecDeque::new(),
+                let held = &mut self.held;
+                let g = self.groups.entry(group.clone()).or_insert_with(|| {
+                    held.change(principal.as_deref(), |h| h.groups += 1);
+                    Group {
+                        stream: stream.clone(),
+                        partitions: *partitions,
+                        generation: 0,
+                        members: BTreeMap::new(),
+                        epochs: BTreeMap::new(),
+                        epoch_base,
+                        owner: principal.clone(),
+                        committed: BTreeMap::new(),
+                        commit_ids: VecDeque::new(),
+                    }
                 });
                 let epoch = g.epochs.get(member).map_or(g.epoch_base + 1, |e| e + 1);
                 g.epochs.insert(member.clone(), epoch);
@@ -391,14 +443,30 @@ impl GroupsState {
                     session_timeout_ms: *session_timeout_ms,
                     owned: BTreeSet::new(),
                     revoking: BTreeSet::new(),
+                    principal: None,
                 });
                 m.epoch = epoch;
                 m.session_timeout_ms = *session_timeout_ms;
+                // The member is charged to the principal that joined it last.
+                if m.principal != *principal {
+                    held.change(m.principal.as_deref(), |h| {
+                        h.members = h.members.saturating_sub(1);
+                    });
+                    held.change(principal.as_deref(), |h| h.members += 1);
+                    m.principal.clone_from(principal);
+                }
                 g.changed();
             }
             GroupRecord::Leave { group, member, .. } => {
-                let g = self.group_mut(group);
-                g.members.remove(member);
+                let g = self
+                    .groups
+                    .get_mut(group)
+                    .unwrap_or_else(|| unreachable!("checked: group {group:?} exists"));
+                if let Some(m) = g.members.remove(member) {
+                    self.held.change(m.principal.as_deref(), |h| {
+                        h.members = h.members.saturating_sub(1);
+                    });
+                }
                 g.changed();
             }
             GroupRecord::Release {
@@ -440,6 +508,10 @@ impl GroupsState {
                 if let Some(g) = self.groups.remove(group) {
                     let last = g.epochs.values().copied().max().unwrap_or(g.epoch_base);
                     self.epoch_floor = self.epoch_floor.max(last);
+                    // Checked: it has no members, so only its maker's count changes.
+                    self.held.change(g.owner.as_deref(), |h| {
+                        h.groups = h.groups.saturating_sub(1);
+                    });
                 }
                 return Ok(());
             }
@@ -593,7 +665,84 @@ mod tests {
             partitions: 12,
             member: member.into(),
             session_timeout_ms: 1000,
+            principal: None,
         }
+    }
+
+    fn join_as(group: &str, member: &str, principal: &str) -> GroupRecord {
+        GroupRecord::Join {
+            group: group.into(),
+            stream: "s".into(),
+            partitions: 4,
+            member: member.into(),
+            session_timeout_ms: 1000,
+            principal: Some(principal.into()),
+        }
+    }
+
+    /// What a principal holds follows joins, rejoins by another principal, leaves and
+    /// deletes; a join over a quota is refused at admission, and replay counts the same.
+    #[test]
+    fn each_principal_holds_the_groups_it_made_and_the_members_it_joined() {
+        let quota = GroupQuota {
+            groups_max: 2,
+            members_max: 3,
+        };
+        let held = |s: &GroupsState, p: &str| {
+            let h = s.held.of(p);
+            (h.groups, h.members)
+        };
+        let mut s = GroupsState::default();
+        let records = [
+            join_as("g1", "a", "token:x"),
+            join_as("g1", "b", "token:x"),
+            join_as("g2", "a", "token:x"),
+            // y joins into x's group: the member is y's, the group still x's.
+            join_as("g1", "c", "token:y"),
+            // y takes over x's member b (a restart under another token).
+            join_as("g1", "b", "token:y"),
+        ];
+        for r in &records {
+            s.admit(r, quota).unwrap();
+            s.apply(r).unwrap();
+        }
+        assert_eq!(held(&s, "token:x"), (2, 2));
+        assert_eq!(held(&s, "token:y"), (0, 2));
+        // A third group, a fourth member: refused by name, before anything is applied.
+        let refused = s.admit(&join_as("g3", "a", "token:x"), quota).unwrap_err();
+        assert!(
+            refused.to_string().contains("groups_per_principal_max"),
+            "{refused}"
+        );
+        s.apply(&join_as("g2", "b", "token:x")).unwrap();
+        let refused = s.admit(&join_as("g1", "d", "token:x"), quota).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("group_members_per_principal_max"),
+            "{refused}"
+        );
+        // A member it already holds may join again (a restart): nothing new.
+        s.admit(&join_as("g1", "a", "token:x"), quota).unwrap();
+        let mut replayed = GroupsState::default();
+        for r in records.iter().chain([&join_as("g2", "b", "token:x")]) {
+            replayed.apply(r).unwrap();
+        }
+        assert_eq!(replayed, s);
+        // Leaving frees a member; deleting an empty group frees its maker's slot.
+        for (member, epoch) in [("a", 1), ("b", 1)] {
+            s.apply(&GroupRecord::Leave {
+                group: "g2".into(),
+                member: member.into(),
+                epoch,
+                reason: "left".into(),
+            })
+            .unwrap();
+        }
+        s.apply(&GroupRecord::Delete { group: "g2".into() })
+            .unwrap();
+        assert_eq!(held(&s, "token:x"), (1, 1));
+        s.admit(&join_as("g3", "a", "token:x"), quota).unwrap();
     }
 
     fn owned(state: &GroupsState, member: &str) -> Vec<u32> {
