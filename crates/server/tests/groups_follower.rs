@@ -181,8 +181,13 @@ fn join(groups: &Groups, member: &str) {
         // Longer than the test: no member expires while it runs.
         session_timeout_ms: Some(300_000),
     };
+    // One principal under the default quotas.
+    let quota = logbook_server::groups::GroupQuota {
+        groups_max: logbook_server::limits::GROUPS_PER_PRINCIPAL_MAX_DEFAULT,
+        members_max: logbook_server::limits::GROUP_MEMBERS_PER_PRINCIPAL_MAX_DEFAULT,
+    };
     groups
-        .join("g", &body)
+        .join("g", &body, "token:test", quota)
         .expect("the coordinator accepts a join");
 }
 
