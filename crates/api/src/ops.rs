@@ -197,6 +197,49 @@ pub struct ClusterStatus {
     /// single node).
     #[serde(default)]
     pub peers: Vec<ClusterPeer>,
+    /// What an acknowledged append guarantees on this cluster, from the NATS servers' own
+    /// settings (absent on a single node, where each stream's `fsync` decides it: see the
+    /// stream's `ack_guarantee`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_guarantee: Option<ClusterAckGuarantee>,
+}
+
+/// What an acknowledged append guarantees on a cluster: a majority of the stream's replicas
+/// hold the record; fsynced there only while every NATS server, read through its monitoring
+/// URL (`cluster.nats_monitor_urls`), is nats-server ≥ 2.10 with `sync_interval: always`.
+/// Anything that cannot be confirmed — no monitoring URL, one unreadable — counts as not
+/// fsynced. The servers are read at the node's start and at each reconnection to NATS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterAckGuarantee {
+    /// Replicas of the streams this node creates (a stream keeps its own: see its
+    /// `ack_guarantee`); an acknowledgment means a majority of them hold the record.
+    pub replicas: u32,
+    /// Whether those copies are fsynced before the acknowledgment ("fsynced on a
+    /// majority"); false: "replicated to a majority", in memory there until the servers sync.
+    pub fsynced: bool,
+    /// In words, e.g. `replicated to 2 of 3, not fsynced` or `replicated to 2 of 3, fsynced`.
+    pub summary: String,
+    /// Each NATS server as its monitoring URL last answered (empty when none is configured).
+    pub servers: Vec<NatsServerDurability>,
+}
+
+/// One NATS server's durability settings, from its monitoring endpoint's `/varz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NatsServerDurability {
+    /// Its monitoring URL, as configured.
+    pub monitor_url: String,
+    /// Its nats-server version (absent while it could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Whether it fsyncs before acknowledging (`jetstream.config.sync_always`; absent
+    /// while it could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_always: Option<bool>,
+    /// Why it could not be read (absent when it was, or has not been tried yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Another node as this node's heartbeats see it: a `GET /v1/health?probe=live` every

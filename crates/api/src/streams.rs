@@ -389,6 +389,11 @@ pub struct AppendOne {
     /// appended and the original position is returned.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// What this acknowledgment guarantees: on how many copies the record is, and whether
+    /// fsynced there (the stream's `ack_guarantee` when it was acknowledged). Absent from
+    /// servers older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_guarantee: Option<AckGuarantee>,
 }
 
 /// Answer to a batch append.
@@ -403,6 +408,9 @@ pub struct AppendMany {
     /// As [`AppendOne::duplicate`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// As [`AppendOne::ack_guarantee`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_guarantee: Option<AckGuarantee>,
 }
 
 /// Answer to an append: [`AppendOne`] for a single record, [`AppendMany`] for a batch

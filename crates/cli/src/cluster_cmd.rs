@@ -1,7 +1,7 @@
 //! `logbook cluster status`: the nodes of a cluster as a node lists them, and the certifier's
 //! leader (`GET /v1/cluster`).
 
-use logbook_api::ops::{ClusterPeer, ClusterStatus};
+use logbook_api::ops::{ClusterAckGuarantee, ClusterPeer, ClusterStatus};
 use logbook_api::paths;
 
 use crate::client::{Client, ServerArgs, print_json};
@@ -10,7 +10,8 @@ use crate::client::{Client, ServerArgs, print_json};
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
     /// List the registered nodes (id, URL, health, what each serves), the certifier's
-    /// leader (node id, URL, fencing token), and the other nodes as this node's heartbeats
+    /// leader (node id, URL, fencing token), what an acknowledged append guarantees (and
+    /// each NATS server's version and sync setting), and the other nodes as this node's heartbeats
     /// see them (φ, suspected or alive, round trip, clock offset).
     ///
     /// Example: `logbook cluster status --server http://127.0.0.1:7701`
@@ -84,7 +85,28 @@ fn print_status(status: &ClusterStatus) -> anyhow::Result<()> {
         ),
         None => outln!("groups' coordinator: none elected now (group routes wait for one)"),
     }
+    if let Some(ack) = &status.ack_guarantee {
+        print_ack_guarantee(ack)?;
+    }
     print_peers(me, &status.peers)
+}
+
+/// What an acknowledgment guarantees, and what each NATS server said of its settings.
+fn print_ack_guarantee(ack: &ClusterAckGuarantee) -> anyhow::Result<()> {
+    outln!("an acknowledged append is {}", ack.summary);
+    if ack.servers.is_empty() {
+        outln!("  (no NATS monitoring URL configured: an fsync cannot be confirmed)");
+    }
+    for s in &ack.servers {
+        match (&s.version, s.sync_always, &s.error) {
+            (Some(v), Some(sync), _) => {
+                outln!("  {}: nats-server {v}, sync_always {sync}", s.monitor_url)
+            }
+            (_, _, Some(why)) => outln!("  {}: unreadable ({why})", s.monitor_url),
+            _ => outln!("  {}: not read yet", s.monitor_url),
+        }
+    }
+    Ok(())
 }
 
 /// The heartbeats' view: one line per other node.

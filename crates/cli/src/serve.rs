@@ -165,6 +165,12 @@ pub struct ServeArgs {
     /// --cluster-etcd-ca-cert), comma-separated.
     #[arg(long, env = "LOGBOOK_CLUSTER_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub cluster_etcd_endpoints: Option<Vec<String>>,
+    /// Cluster mode: the monitoring URL, http://HOST:PORT, of every NATS server
+    /// (comma-separated, at most 16): read for what an acknowledgment guarantees — "fsynced"
+    /// only when every server is nats-server ≥ 2.10 with sync_interval: always. Without it,
+    /// acknowledgments are reported not fsynced.
+    #[arg(long, env = "LOGBOOK_CLUSTER_NATS_MONITOR_URLS", value_delimiter = ',')]
+    pub cluster_nats_monitor_urls: Option<Vec<String>>,
     /// Cluster mode, TLS to NATS: the CA certificates (PEM) the servers' certificates are
     /// checked against; every NATS connection is then TLS.
     #[arg(long, env = "LOGBOOK_CLUSTER_NATS_CA_CERT")]
@@ -252,6 +258,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             advertise_url: args.cluster_advertise_url,
             nats_urls: args.cluster_nats_urls,
             etcd_endpoints: args.cluster_etcd_endpoints,
+            nats_monitor_urls: args.cluster_nats_monitor_urls,
             nats_ca_cert: args.cluster_nats_ca_cert,
             nats_client_cert: args.cluster_nats_client_cert,
             nats_client_key: args.cluster_nats_client_key,

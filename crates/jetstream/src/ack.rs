@@ -11,8 +11,14 @@
 //!
 //! The server's version and `sync_always` are read from each server's monitoring `/varz`;
 //! anything that cannot be confirmed counts as not fsynced (a claim is never guessed upward).
+//! A backend keeps them in a [`Durability`]: read when it connects, read again whenever the
+//! connection is re-established (a server may have restarted with other settings), and
+//! retried while a server cannot be read.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::error::Result;
 use crate::monitor;
@@ -75,6 +81,136 @@ pub async fn probe(monitor_url: &str, timeout: Duration) -> Result<ServerDurabil
     })
 }
 
+/// First pause before a server whose `/varz` could not be read is read again, in ms;
+/// doubles up to [`REREAD_PAUSE_MS_MAX`].
+const REREAD_PAUSE_MS_MIN: u64 = 1_000;
+/// Longest pause between reads of a server that cannot be read, in ms.
+const REREAD_PAUSE_MS_MAX: u64 = 30_000;
+
+/// One server as its monitoring URL last answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerReport {
+    /// The monitoring URL (`http://host:port`).
+    pub monitor_url: String,
+    /// Its durability facts, or why they could not be read (`None`: not read yet).
+    pub read: Option<std::result::Result<ServerDurability, String>>,
+}
+
+/// What the acknowledgments of one JetStream cluster guarantee, as last read from the
+/// monitoring URLs of all its servers. Fsynced only while every one of them was read and
+/// is ≥ 2.10 with `sync_always`; with no URL, or while one cannot be read, not fsynced.
+#[derive(Debug)]
+pub struct Durability {
+    servers: Mutex<Vec<ServerReport>>,
+    timeout: Duration,
+}
+
+impl Durability {
+    /// The durability of the cluster whose servers' monitoring URLs are `monitor_urls`,
+    /// nothing read yet (not fsynced); each read waits at most `timeout`.
+    pub fn new(monitor_urls: &[String], timeout: Duration) -> Durability {
+        let servers = monitor_urls
+            .iter()
+            .map(|url| ServerReport {
+                monitor_url: url.clone(),
+                read: None,
+            })
+            .collect();
+        Durability {
+            servers: Mutex::new(servers),
+            timeout,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ServerReport>> {
+        // Only whole reports are replaced under the lock.
+        self.servers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Each server as last read.
+    pub fn servers(&self) -> Vec<ServerReport> {
+        self.lock().clone()
+    }
+
+    /// Whether an acknowledgment is fsynced on the replicas that hold it: every server read,
+    /// and each ≥ 2.10 with `sync_always` ([`guarantee`]).
+    pub fn fsynced(&self) -> bool {
+        let servers = self.lock();
+        let read: Option<Vec<ServerDurability>> = servers
+            .iter()
+            .map(|s| s.read.as_ref().and_then(|r| r.as_ref().ok()).cloned())
+            .collect();
+        read.is_some_and(|read| guarantee(1, &read).fsynced)
+    }
+
+    /// The guarantee of a stream with `replicas` replicas, as of the last reads.
+    pub fn guarantee(&self, replicas: u32) -> AckGuarantee {
+        AckGuarantee {
+            replicas,
+            fsynced: self.fsynced(),
+        }
+    }
+
+    /// Reads every server's `/varz` (all at once) and keeps the answers; returns whether
+    /// every one was read. A failure is kept as its reason (logged), never an error: the
+    /// guarantee is then reported as not fsynced.
+    pub async fn read(&self) -> bool {
+        let urls: Vec<String> = self.lock().iter().map(|s| s.monitor_url.clone()).collect();
+        let probes: Vec<_> = urls
+            .iter()
+            .map(|url| tokio::spawn(probe_owned(url.clone(), self.timeout)))
+            .collect();
+        let mut reports = Vec::with_capacity(urls.len());
+        for (url, probe) in urls.into_iter().zip(probes) {
+            let read = match probe.await {
+                Ok(Ok(server)) => Ok(server),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("the read did not finish: {e}")),
+            };
+            if let Err(why) = &read {
+                tracing::warn!(monitor_url = %url, %why,
+                    "a NATS server's settings are unknown: acknowledgments are reported not fsynced");
+            }
+            reports.push(ServerReport {
+                monitor_url: url,
+                read: Some(read),
+            });
+        }
+        let all = reports.iter().all(|r| matches!(r.read, Some(Ok(_))));
+        *self.lock() = reports;
+        all
+    }
+
+    /// Reads the servers again each time `reconnects` changes (the connection was
+    /// re-established), and while a server cannot be read, with pauses from 1 s doubling to
+    /// 30 s. Ends when `reconnects`' sender is dropped (the connection is gone).
+    pub async fn follow(self: Arc<Self>, mut reconnects: watch::Receiver<u64>) {
+        let mut pause = Duration::from_millis(REREAD_PAUSE_MS_MIN);
+        let mut all_read = self.lock().iter().all(|s| matches!(s.read, Some(Ok(_))));
+        loop {
+            if all_read {
+                if reconnects.changed().await.is_err() {
+                    return;
+                }
+                pause = Duration::from_millis(REREAD_PAUSE_MS_MIN);
+            } else {
+                tokio::select! {
+                    changed = reconnects.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(pause) => {
+                        pause = (pause * 2).min(Duration::from_millis(REREAD_PAUSE_MS_MAX));
+                    }
+                }
+            }
+            all_read = self.read().await;
+        }
+    }
+}
+
+/// [`probe`] with an owned URL, for a spawned task.
+async fn probe_owned(url: String, timeout: Duration) -> Result<ServerDurability> {
+    probe(&url, timeout).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +249,43 @@ mod tests {
         // A 2.9 server claiming sync_always (it cannot) does not count.
         assert!(!guarantee(1, &[server("2.9.10", true)]).fsynced);
         assert!(!guarantee(3, &[]).fsynced);
+    }
+
+    #[test]
+    fn durability_is_fsynced_only_once_every_server_is_read_and_syncs() {
+        let urls = vec!["http://a:1".to_string(), "http://b:1".to_string()];
+        let d = Durability::new(&urls, Duration::from_secs(1));
+        assert!(!d.fsynced(), "nothing read yet");
+        let set = |reads: [Option<std::result::Result<ServerDurability, String>>; 2]| {
+            *d.lock() = urls
+                .iter()
+                .zip(reads)
+                .map(|(u, read)| ServerReport {
+                    monitor_url: u.clone(),
+                    read,
+                })
+                .collect();
+        };
+        set([Some(Ok(server("2.15.1", true))), None]);
+        assert!(!d.fsynced(), "one server not read yet");
+        set([
+            Some(Ok(server("2.15.1", true))),
+            Some(Err("connection refused".into())),
+        ]);
+        assert!(!d.fsynced(), "one server unreadable");
+        set([
+            Some(Ok(server("2.15.1", true))),
+            Some(Ok(server("2.15.1", true))),
+        ]);
+        assert!(d.fsynced());
+        assert_eq!(
+            d.guarantee(3),
+            AckGuarantee {
+                replicas: 3,
+                fsynced: true
+            }
+        );
+        assert!(!Durability::new(&[], Duration::from_secs(1)).fsynced());
     }
 
     #[test]

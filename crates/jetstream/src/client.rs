@@ -53,6 +53,8 @@ pub struct JetStreamLog {
     resends: Arc<Resends>,
     /// The deadline of one API request or acknowledgment.
     request_timeout: Duration,
+    /// Counts the connection's (re-)establishments after the first.
+    reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -90,6 +92,7 @@ impl JetStreamLog {
         let timeout = Duration::from_millis(settings.request_timeout_ms);
         let resends = Arc::new(Resends::default());
         let on_event = resends.clone();
+        let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
         let mut options = async_nats::ConnectOptions::new();
         if let Some(tls) = &settings.tls {
             // async-nats reads the files itself; reading them first names the one missing.
@@ -106,6 +109,7 @@ impl JetStreamLog {
             .event_callback(move |event| {
                 if matches!(event, async_nats::Event::Connected) {
                     on_event.reconnected();
+                    reconnected.send_modify(|n| *n += 1);
                 }
                 async {}
             })
@@ -128,7 +132,14 @@ impl JetStreamLog {
             js,
             resends,
             request_timeout: timeout,
+            reconnects,
         })
+    }
+
+    /// Changes each time the connection is re-established (to any server): what was read of
+    /// the servers before may be stale ([`crate::ack::Durability::follow`]).
+    pub fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconnects.clone()
     }
 
     /// The `max_payload` of the server this connection is on, in bytes: the largest batch

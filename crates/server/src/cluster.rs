@@ -38,6 +38,7 @@ use logbook_jetstream::election::{Election, LeaderRecord};
 use logbook_jetstream::membership::{
     Membership, MembershipError, MembershipSettings, NodeRecord, Registration,
 };
+use logbook_jetstream::ack::Durability;
 use logbook_jetstream::{BackendSettings, ClientTls, JetStreamBackend};
 use logbook_log::storage::DirLock;
 use logbook_log::{FsyncPolicy, LogBackend, LogError};
@@ -92,6 +93,7 @@ pub(crate) async fn open(
     let log = retry(state, &mut stop, &format!("NATS at {nats}"), || {
         let mut settings = BackendSettings::new(cluster.nats_urls.clone());
         settings.connect.tls = cluster.nats_tls.as_ref().map(client_tls);
+        settings.monitor_urls = cluster.nats_monitor_urls.clone();
         async move {
             match tokio::task::spawn_blocking(move || JetStreamBackend::connect(settings)).await {
                 Ok(connected) => connected.map_err(Retry::Log),
@@ -103,6 +105,9 @@ pub(crate) async fn open(
         }
     })
     .await?;
+    let (durability, replicas) = (log.durability(), log.replicas());
+    tracing::info!(monitor_urls = ?cluster.nats_monitor_urls,
+        ack_guarantee = %durability.guarantee(replicas), "what an acknowledgment guarantees");
     let log: Arc<dyn LogBackend> = Arc::new(log);
     let views = {
         let (log, dir) = (log.clone(), config.data_dir.join("views"));
@@ -241,6 +246,8 @@ pub(crate) async fn open(
         peer_ca_pem,
         peers,
         registration: tokio::sync::Mutex::new(Some(registration)),
+        durability,
+        replicas,
         _dir_lock: dir_lock,
     };
     let opened = Opened::clustered(log, views, view_catalog, Arc::new(member), cell, groups)
@@ -385,6 +392,10 @@ struct EtcdMember {
     /// What the heartbeats know of the other nodes (peers.rs).
     peers: Arc<crate::peers::Peers>,
     registration: tokio::sync::Mutex<Option<Registration>>,
+    /// What acknowledgments guarantee, as the NATS servers were last read.
+    durability: Arc<Durability>,
+    /// Replicas of the streams this node creates.
+    replicas: u32,
     /// The data directory (the views' state) is this node's alone while it runs.
     _dir_lock: Box<dyn DirLock>,
 }
@@ -524,6 +535,34 @@ impl ClusterMember for EtcdMember {
 
     fn peers(&self) -> Vec<logbook_api::ops::ClusterPeer> {
         self.peers.status()
+    }
+
+    fn ack_guarantee(&self) -> logbook_api::ops::ClusterAckGuarantee {
+        let guarantee = self.durability.guarantee(self.replicas);
+        let servers = self
+            .durability
+            .servers()
+            .into_iter()
+            .map(|s| {
+                let (ok, error) = match s.read {
+                    Some(Ok(d)) => (Some(d), None),
+                    Some(Err(why)) => (None, Some(why)),
+                    None => (None, None),
+                };
+                logbook_api::ops::NatsServerDurability {
+                    monitor_url: s.monitor_url,
+                    version: ok.as_ref().map(|d| d.version.clone()),
+                    sync_always: ok.map(|d| d.sync_always),
+                    error,
+                }
+            })
+            .collect();
+        logbook_api::ops::ClusterAckGuarantee {
+            replicas: guarantee.replicas,
+            fsynced: guarantee.fsynced,
+            summary: guarantee.to_string(),
+            servers,
+        }
     }
 
     fn leave(&self) -> MemberFuture<'_, ()> {

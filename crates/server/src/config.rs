@@ -48,6 +48,10 @@
 //! advertise_url = "http://10.0.0.1:7700"         # where clients and nodes reach this one
 //! nats_urls = ["nats://10.0.0.1:4222"]           # 1..=16 servers of one JetStream cluster
 //! etcd_endpoints = ["http://10.0.0.1:2379"]      # 1..=16 etcd client URLs
+//! # Optional: the monitoring port (http://HOST:PORT) of every NATS server, read for what an
+//! # acknowledgment guarantees ("fsynced on a majority" needs every server confirmed ≥ 2.10
+//! # with sync_interval: always); without it acknowledgments are reported not fsynced.
+//! nats_monitor_urls = ["http://10.0.0.1:8222"]   # 1..=16, one per server of the cluster
 //! # TLS to the engines (optional): the CA of their certificates, and a client certificate
 //! # and key (both or neither) for servers that verify clients. With etcd_ca_cert every
 //! # etcd endpoint is https://; with nats_ca_cert every NATS connection is TLS.
@@ -280,6 +284,12 @@ pub struct ClusterConfig {
     /// The etcd client endpoints (`http://` or `https://` `HOST:PORT`),
     /// 1..=[`CLUSTER_URLS_MAX`]; `https://` exactly when [`ClusterConfig::etcd_tls`] is given.
     pub etcd_endpoints: Vec<String>,
+    /// The HTTP monitoring URLs (`http://HOST:PORT`, no path) of every server of the NATS
+    /// cluster, 0..=[`CLUSTER_URLS_MAX`]: each server's `/varz` says its version and whether
+    /// it fsyncs before acknowledging (`sync_interval: always`), read at start and at each
+    /// reconnection. Acknowledgments are reported "fsynced" only while every one of them
+    /// confirms it. Default none: reported not fsynced (nothing can confirm it).
+    pub nats_monitor_urls: Vec<String>,
     /// TLS to the NATS servers (`nats_ca_cert`, `nats_client_cert`, `nats_client_key`):
     /// every connection is then TLS, whatever the URLs' scheme. Default `None`: as the URLs
     /// say.
@@ -366,6 +376,8 @@ pub struct ClusterLayer {
     pub nats_urls: Option<Vec<String>>,
     /// See [`ClusterConfig::etcd_endpoints`].
     pub etcd_endpoints: Option<Vec<String>>,
+    /// See [`ClusterConfig::nats_monitor_urls`].
+    pub nats_monitor_urls: Option<Vec<String>>,
     /// See [`EngineTls::ca_cert`] ([`ClusterConfig::nats_tls`]).
     pub nats_ca_cert: Option<PathBuf>,
     /// See [`EngineTls::client`] ([`ClusterConfig::nats_tls`]).
@@ -388,6 +400,7 @@ impl ClusterLayer {
             advertise_url: self.advertise_url.or(below.advertise_url),
             nats_urls: self.nats_urls.or(below.nats_urls),
             etcd_endpoints: self.etcd_endpoints.or(below.etcd_endpoints),
+            nats_monitor_urls: self.nats_monitor_urls.or(below.nats_monitor_urls),
             nats_ca_cert: self.nats_ca_cert.or(below.nats_ca_cert),
             nats_client_cert: self.nats_client_cert.or(below.nats_client_cert),
             nats_client_key: self.nats_client_key.or(below.nats_client_key),
@@ -425,6 +438,7 @@ impl ClusterLayer {
             etcd_endpoints: self
                 .etcd_endpoints
                 .ok_or_else(|| missing("cluster.etcd_endpoints"))?,
+            nats_monitor_urls: self.nats_monitor_urls.unwrap_or_default(),
             nats_tls: EngineTls::resolve(
                 &EngineTlsKeys {
                     ca_cert: "cluster.nats_ca_cert",
@@ -460,6 +474,7 @@ impl ClusterLayer {
             &["http"]
         };
         check_urls("cluster.etcd_endpoints", &c.etcd_endpoints, etcd_schemes)?;
+        check_monitor_urls(&c.nats_monitor_urls)?;
         Ok(Some(c))
     }
 }
@@ -489,6 +504,31 @@ fn check_urls(field: &'static str, urls: &[String], schemes: &[&str]) -> Result<
         });
     }
     urls.iter().try_for_each(|u| check_url(field, u, schemes))
+}
+
+/// The NATS servers' monitoring URLs: at most [`CLUSTER_URLS_MAX`], each `http://HOST:PORT`
+/// without a path (the node appends `/varz` itself).
+fn check_monitor_urls(urls: &[String]) -> Result<(), ConfigError> {
+    const FIELD: &str = "cluster.nats_monitor_urls";
+    if urls.len() > CLUSTER_URLS_MAX {
+        return Err(ConfigError::Invalid {
+            field: FIELD,
+            value: urls.join(","),
+            reason: "expected at most 16 URLs (one per NATS server)",
+        });
+    }
+    for url in urls {
+        check_url(FIELD, url, &["http"])?;
+        let path = url.split_once("://").map_or("", |(_, rest)| rest);
+        if path.trim_end_matches('/').contains('/') {
+            return Err(ConfigError::Invalid {
+                field: FIELD,
+                value: url.clone(),
+                reason: "expected http://HOST:PORT without a path (the monitoring port's root)",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `SCHEME://HOST:PORT` with an optional path; the scheme one of `schemes`.
@@ -1054,6 +1094,29 @@ mod tests {
         assert_eq!(c.nats_urls, vec!["nats://127.0.0.1:4222".to_string()]);
         assert_eq!(c.etcd_endpoints, vec!["http://127.0.0.1:2379".to_string()]);
         assert!(toml::from_str::<ConfigLayer>("[cluster]\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn nats_monitor_urls_are_optional_bounded_and_without_a_path() {
+        assert!(cluster_file().resolve().unwrap().cluster.unwrap().nats_monitor_urls.is_empty());
+        let with = |urls: Vec<String>| {
+            let mut layer = cluster_file();
+            layer.cluster.nats_monitor_urls = Some(urls);
+            layer.resolve().map(|c| c.cluster.unwrap().nats_monitor_urls)
+        };
+        let given = vec!["http://127.0.0.1:8222".to_string(), "http://n2:8222/".into()];
+        assert_eq!(with(given.clone()).unwrap(), given);
+        let refused = |urls: Vec<String>| match with(urls) {
+            Err(ConfigError::Invalid { field, reason, .. }) => (field, reason),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        for bad in ["https://h:8222", "nats://h:4222", "http://h", "http://h:8222/varz"] {
+            let (field, reason) = refused(vec![bad.into()]);
+            assert_eq!(field, "cluster.nats_monitor_urls", "{bad}: {reason}");
+        }
+        let (field, reason) = refused(vec!["http://h:8222".into(); CLUSTER_URLS_MAX + 1]);
+        assert_eq!(field, "cluster.nats_monitor_urls");
+        assert!(reason.contains("at most 16"), "{reason}");
     }
 
     #[test]

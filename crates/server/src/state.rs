@@ -271,6 +271,9 @@ pub trait ClusterMember: Send + Sync + std::fmt::Debug {
     ) -> MemberFuture<'_, Result<Option<logbook_api::ops::ClusterLeader>, ApiError>>;
     /// The other nodes as this node's heartbeats see them, by node id.
     fn peers(&self) -> Vec<logbook_api::ops::ClusterPeer>;
+    /// What an acknowledged append guarantees on the cluster, as its log engine's servers
+    /// were last read.
+    fn ack_guarantee(&self) -> logbook_api::ops::ClusterAckGuarantee;
     /// Leaves the cluster (at shutdown): the registration is removed at once.
     fn leave(&self) -> MemberFuture<'_, ()>;
     /// Sends a one-shot commit to the certifier's leader (its address from the election)

@@ -49,6 +49,7 @@ use self::catalog::{CATALOG_STREAM, Catalog, Created, Definition};
 use self::partition::JsPartition;
 use self::runtime::Runtime;
 use self::stream::JsStream;
+use crate::ack::Durability;
 use crate::client::{ConnectSettings, JetStreamLog};
 use crate::error::JetStreamError;
 use crate::naming::PartitionRef;
@@ -72,7 +73,8 @@ pub struct BackendSettings {
     /// backend (a stream keeps the ones it was created with, whoever opens it).
     pub partitions: PartitionSettings,
     /// Monitoring URLs (`http://host:port`) of every server of the cluster, read for what an
-    /// acknowledgment guarantees ([`crate::ack`]); none: not fsynced (it cannot be confirmed).
+    /// acknowledgment guarantees ([`crate::ack`]) when connecting and again at each
+    /// reconnection; none: not fsynced (it cannot be confirmed). Default none.
     pub monitor_urls: Vec<String>,
     /// How long, in ms, an append, create or drop is retried while the cluster is
     /// unavailable (an election, no responders) before it is reported. Default
@@ -109,22 +111,24 @@ pub struct JetStreamBackend {
     log: JetStreamLog,
     catalog: Arc<Catalog>,
     settings: BackendSettings,
-    /// Whether acknowledgments are fsynced on this cluster (decision 0010).
-    fsynced: bool,
+    /// What acknowledgments guarantee on this cluster, as last read from its servers
+    /// (decision 0010).
+    durability: Arc<Durability>,
     /// Streams opened through this backend, by name.
     open: Mutex<HashMap<String, Arc<JsStream>>>,
 }
 
 impl JetStreamBackend {
-    /// Connects to the cluster, reads what its acknowledgments guarantee, creates or opens the
+    /// Connects to the cluster, reads what its acknowledgments guarantee (a server whose
+    /// monitoring URL cannot be read makes them "not fsynced" until it is read: the reads are
+    /// retried in the background, and made again at each reconnection), creates or opens the
     /// catalog (retrying while the cluster elects its leaders, up to `retry_ms`) and starts
     /// following it. Blocks; call it where blocking is allowed.
     ///
     /// # Errors
     /// [`LogError::InvalidConfig`] for bad settings (naming the field);
     /// [`LogError::Unavailable`] when no server accepts or the cluster is not ready in time;
-    /// [`LogError::Backend`] for an unreadable monitoring URL or a catalog stream with other
-    /// settings.
+    /// [`LogError::Backend`] for a catalog stream with other settings.
     pub fn connect(settings: BackendSettings) -> Result<JetStreamBackend> {
         settings.partitions.validate().map_err(log_error)?;
         if settings.retry_ms == 0 {
@@ -142,19 +146,22 @@ impl JetStreamBackend {
                 })?,
             );
         let s = settings.clone();
-        let (log, catalog, fsynced) = runtime.block_on(async move {
+        let durability = Arc::new(Durability::new(
+            &settings.monitor_urls,
+            Duration::from_millis(crate::limits::REQUEST_TIMEOUT_MS_DEFAULT),
+        ));
+        let d = durability.clone();
+        let (log, catalog) = runtime.block_on(async move {
             let log = JetStreamLog::connect(&s.connect).await.map_err(log_error)?;
-            let guarantee = log
-                .ack_guarantee(s.partitions.replicas, &s.monitor_urls)
-                .await
-                .map_err(log_error)?;
+            d.read().await;
+            tokio::spawn(d.follow(log.reconnects()));
             let catalog_ref = PartitionRef::new(CATALOG_STREAM, 0, 0);
             let (partition, _) = open_partition(&log, &catalog_ref, &s.partitions, s.retry())
                 .await
                 .map_err(log_error)?;
             let catalog = Arc::new(Catalog::new(partition));
             catalog.refresh().await?;
-            Ok::<_, LogError>((log, catalog, guarantee.fsynced))
+            Ok::<_, LogError>((log, catalog))
         })??;
         runtime.spawn(catalog.clone().follow(log.client().clone()));
         Ok(JetStreamBackend {
@@ -162,9 +169,20 @@ impl JetStreamBackend {
             log,
             catalog,
             settings,
-            fsynced,
+            durability,
             open: Mutex::default(),
         })
+    }
+
+    /// What this cluster's acknowledgments guarantee, as last read from its servers: shared,
+    /// so it stays current (e.g. for `GET /v1/cluster`).
+    pub fn durability(&self) -> Arc<Durability> {
+        self.durability.clone()
+    }
+
+    /// The replicas of the streams this backend creates.
+    pub fn replicas(&self) -> u32 {
+        self.settings.partitions.replicas
     }
 
     fn open_streams(&self) -> MutexGuard<'_, HashMap<String, Arc<JsStream>>> {
@@ -205,7 +223,7 @@ impl JetStreamBackend {
         let stream = Arc::new(JsStream::new(
             definition.clone(),
             partitions,
-            self.fsynced,
+            self.durability.clone(),
             closed,
         ));
         self.open_streams()
@@ -217,15 +235,17 @@ impl JetStreamBackend {
     fn check_supported(&self, config: &StreamConfig) -> Result<()> {
         let fsync_honoured = match config.fsync {
             FsyncPolicy::Never => true,
-            FsyncPolicy::Always | FsyncPolicy::Interval { .. } => self.fsynced,
+            FsyncPolicy::Always | FsyncPolicy::Interval { .. } => self.durability.fsynced(),
         };
         if !fsync_honoured {
             return Err(LogError::InvalidConfig {
                 field: "fsync",
                 value: config.fsync.to_string(),
-                reason: "acknowledgments of this JetStream cluster are not fsynced (nats-server \
-                         2.9 has no fsync setting; ≥ 2.10 needs sync_interval: always): use \
-                         fsync never, or run the cluster with sync_interval: always"
+                reason: "acknowledgments of this JetStream cluster are not known to be fsynced \
+                         (nats-server 2.9 has no fsync setting; ≥ 2.10 needs sync_interval: \
+                         always, confirmed through every server's monitoring URL): use fsync \
+                         never, or run the cluster with sync_interval: always and give the \
+                         node the servers' monitoring URLs"
                     .into(),
             });
         }

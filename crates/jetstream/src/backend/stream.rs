@@ -14,6 +14,7 @@ use super::catalog::Definition;
 use super::partition::JsPartition;
 use super::request_ids::{self, RequestIds};
 use super::{BACKEND, now_ms};
+use crate::ack::Durability;
 use crate::partition::Message;
 
 /// A stream of the JetStream backend: its catalog definition and one handle per partition.
@@ -21,7 +22,8 @@ use crate::partition::Message;
 pub(crate) struct JsStream {
     definition: Definition,
     partitions: Vec<JsPartition>,
-    ack_guarantee: AckGuarantee,
+    /// What the cluster's acknowledgments guarantee, as last read from its servers.
+    durability: Arc<Durability>,
     /// Set once the catalog shows this incarnation dropped.
     closed: Arc<AtomicBool>,
     /// The partition of the next call's unkeyed records.
@@ -34,7 +36,7 @@ impl JsStream {
     pub(crate) fn new(
         definition: Definition,
         partitions: Vec<JsPartition>,
-        fsynced: bool,
+        durability: Arc<Durability>,
         closed: Arc<AtomicBool>,
     ) -> JsStream {
         assert_eq!(
@@ -42,17 +44,13 @@ impl JsStream {
             definition.config.partitions as usize,
             "one handle per partition of the definition"
         );
-        let ack_guarantee = AckGuarantee {
-            replicas: definition.settings.replicas,
-            fsynced,
-        };
         // Start the round-robin somewhere else on each node and stream.
         let seed = definition.incarnation as u32 ^ std::process::id();
         JsStream {
             round_robin: AtomicU32::new(seed),
             definition,
             partitions,
-            ack_guarantee,
+            durability,
             closed,
             request_ids: Mutex::new(None),
         }
@@ -101,8 +99,9 @@ impl LogStream for JsStream {
         self.definition.config.partitions
     }
 
+    /// The stream's replicas; fsynced as the cluster's servers said when last read.
     fn ack_guarantee(&self) -> AckGuarantee {
-        self.ack_guarantee
+        self.durability.guarantee(self.definition.settings.replicas)
     }
 
     fn partition(&self, partition: u32) -> Result<&dyn LogPartition> {

@@ -65,9 +65,10 @@ pub async fn health(State(state): State<AppState>, q: Params) -> Result<Response
 
 /// The nodes of the cluster as registered in etcd, with their health and what each serves,
 /// the certifier's leader and the consumer groups' coordinator (node id, URL, fencing token)
-/// as their elections name them, and the
-/// other nodes as this node's heartbeats see them (φ, suspected, round trip, clock offset)
-/// (on a single node: mode `single`, no nodes, no leader, no peers). While etcd cannot be reached both are
+/// as their elections name them, the
+/// other nodes as this node's heartbeats see them (φ, suspected, round trip, clock offset),
+/// and what an acknowledged append guarantees, from the NATS servers' settings
+/// (on a single node: mode `single`, no nodes, no leader, no peers, no guarantee). While etcd cannot be reached both are
 /// unknown (503); the log and the views keep serving.
 #[utoipa::path(get, path = route::CLUSTER, tag = "operations",
     responses((status = 200, body = ClusterStatus),
@@ -83,6 +84,7 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
             leader: None,
             groups_coordinator: None,
             peers: Vec::new(),
+            ack_guarantee: None,
         },
         Some(member) => ClusterStatus {
             mode: "cluster".into(),
@@ -91,6 +93,7 @@ pub async fn cluster(State(state): State<AppState>, q: Params) -> Result<Respons
             leader: member.leader().await?,
             groups_coordinator: member.groups_coordinator().await?,
             peers: member.peers(),
+            ack_guarantee: Some(member.ack_guarantee()),
         },
     };
     Ok(axum::Json(body).into_response())

@@ -480,6 +480,11 @@ pub async fn append(
     } else {
         StatusCode::CREATED
     };
+    let ack = stream.ack_guarantee();
+    let ack_guarantee = Some(AckGuarantee {
+        replicas: ack.replicas,
+        fsynced: ack.fsynced,
+    });
     if single && let Some(p) = positions.first() {
         return Ok((
             status,
@@ -488,6 +493,7 @@ pub async fn append(
                 offset: p.offset,
                 token,
                 duplicate,
+                ack_guarantee,
             }),
         )
             .into_response());
@@ -505,6 +511,7 @@ pub async fn append(
             positions,
             token,
             duplicate,
+            ack_guarantee,
         }),
     )
         .into_response())
