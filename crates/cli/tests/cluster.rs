@@ -11,7 +11,7 @@
 //!   on C drops it everywhere; a view gives the same rows (same digest) on every node;
 //! * an append with an `Idempotency-Key` acknowledged by A and retried on B and C is a
 //!   duplicate with A's positions, stored once; the same key with another body is 409
-//!   `request_id_conflict` on any node;
+//!   `request_id_conflict` on any node, also when its records map to another partition;
 //! * one-shot commits on every node (a follower forwards them to the certifier's leader,
 //!   elected through etcd): the bank total stays constant, every acknowledged transfer is
 //!   applied once, across a `kill -9` of the leader during commits with request ids; a new
@@ -601,6 +601,33 @@ fn exactly_once_across_nodes(nodes: &[Node]) {
     for n in nodes {
         assert_eq!(count_marked(n, "once"), 13, "on {}", n.base);
         assert_eq!(count_marked(n, "other"), 0, "on {}", n.base);
+    }
+    // A request id is per stream: the same id with a key of the other partition is refused
+    // on every node — on B at once, before B's index has read A's append (review r13 F2).
+    let partition_of = |i: usize| first["positions"][i]["partition"].as_u64().unwrap();
+    let (status, solo) = append_with_key(
+        a,
+        "solo-1",
+        &json!({"key": "x-0", "value": {"marker": "solo"}}),
+    );
+    assert_eq!(status, 201, "{solo}");
+    assert_eq!(solo["partition"].as_u64(), Some(partition_of(0)), "{solo}");
+    let elsewhere = (1..12).find(|&i| partition_of(i) != partition_of(0)).unwrap();
+    let moved = json!({"key": format!("x-{elsewhere}"), "value": {"marker": "moved"}});
+    for n in [b, c, a] {
+        let (status, problem) = append_with_key(n, "solo-1", &moved);
+        assert_eq!(status, 409, "on {}: {problem}", n.base);
+        assert_eq!(
+            problem["type"], "urn:logbook:problem:request_id_conflict",
+            "{problem}"
+        );
+    }
+    let retried = json!({"key": "x-0", "value": {"marker": "solo"}});
+    let (status, retry) = append_with_key(c, "solo-1", &retried);
+    assert_eq!((status, &retry["offset"]), (200, &solo["offset"]), "{retry}");
+    for n in nodes {
+        assert_eq!(count_marked(n, "solo"), 1, "on {}", n.base);
+        assert_eq!(count_marked(n, "moved"), 0, "on {}", n.base);
     }
 }
 

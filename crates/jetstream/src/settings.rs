@@ -18,6 +18,10 @@ pub struct PartitionSettings {
     /// The `Nats-Msg-Id` duplicate window in ms. Default
     /// [`limits::DUPLICATE_WINDOW_MS_DEFAULT`] (2 minutes).
     pub duplicate_window_ms: u64,
+    /// How long JetStream keeps a message, in ms (its `max_age`). Default `None`: every
+    /// message is kept (a Logbook partition); the request-id claims keep theirs twice the
+    /// duplicate window.
+    pub max_age_ms: Option<u64>,
 }
 
 impl Default for PartitionSettings {
@@ -25,6 +29,7 @@ impl Default for PartitionSettings {
         PartitionSettings {
             replicas: limits::REPLICAS_DEFAULT,
             duplicate_window_ms: limits::DUPLICATE_WINDOW_MS_DEFAULT,
+            max_age_ms: None,
         }
     }
 }
@@ -47,12 +52,20 @@ impl PartitionSettings {
                 why: "0 would turn off idempotent publish retries".into(),
             });
         }
+        if self.max_age_ms.is_some_and(|age| age < self.duplicate_window_ms) {
+            return Err(JetStreamError::InvalidArgument {
+                field: "max_age_ms",
+                why: "shorter than the duplicate window: a duplicate's original could be gone"
+                    .into(),
+            });
+        }
         Ok(())
     }
 
     /// The JetStream stream configuration for `partition`: file storage, limits retention with
-    /// no limits, `deny_delete` and `deny_purge` (the log is append-only; retention comes
-    /// later, from Logbook), one subject, direct get off (it may answer from a lagging replica).
+    /// no limits but `max_age_ms` when given, `deny_delete` and `deny_purge` (the log is
+    /// append-only; retention comes later, from Logbook), one subject, direct get off (it may
+    /// answer from a lagging replica).
     pub(crate) fn stream_config(&self, partition: &PartitionRef) -> Config {
         Config {
             name: partition.jetstream_name(),
@@ -63,6 +76,7 @@ impl PartitionSettings {
             storage: StorageType::File,
             num_replicas: self.replicas as usize,
             duplicate_window: Duration::from_millis(self.duplicate_window_ms),
+            max_age: Duration::from_millis(self.max_age_ms.unwrap_or(0)),
             max_bytes: -1,
             max_messages: -1,
             max_messages_per_subject: -1,

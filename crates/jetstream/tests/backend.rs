@@ -420,6 +420,7 @@ fn forgotten_after_window(cluster: &Cluster, incarnation: u64) {
         let settings = PartitionSettings {
             replicas: 1,
             duplicate_window_ms: 1_000,
+            max_age_ms: None,
         };
         let partition = log
             .create_partition(

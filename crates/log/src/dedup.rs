@@ -630,6 +630,13 @@ impl DedupIndex {
         Err(name_conflicting_record(conflict, shares))
     }
 
+    /// The conflict of a request whose id another request holds, found by a backend outside
+    /// the index (e.g. an engine's claim on the id), counted and named by share `index`'s
+    /// first record, as the index names its own.
+    pub fn refuse(&self, request_id: &RequestId, shares: &[RequestShare], index: usize) -> LogError {
+        name_conflicting_record(self.conflict(request_id, index), shares)
+    }
+
     /// Counts a request answered entirely from the index, by a backend using
     /// [`Self::lookup`].
     pub fn count_duplicate(&self) {
@@ -1149,6 +1156,13 @@ impl RequestShare {
     pub fn encode(&self, appended_ms: i64) -> Result<crate::format::EncodedBatch> {
         crate::format::encode_batch(&self.records, appended_ms)
             .map_err(|e| LogError::remap_record_index(e, &self.indices))
+    }
+
+    /// The share's digest (module docs, "Digest"): the same for every retry of the request,
+    /// different for any other request under its id — it covers the whole request's digest —,
+    /// so share 0's digest stands for the request.
+    pub fn digest(&self) -> u64 {
+        self.claim.digest
     }
 }
 

@@ -343,6 +343,7 @@ fn apply(state: &mut State, offset: u64, value: &[u8]) -> Result<()> {
                 settings: PartitionSettings {
                     replicas,
                     duplicate_window_ms,
+                    max_age_ms: None,
                 },
             });
         }

@@ -24,7 +24,9 @@
 //!   `durable_offset` equals it; `record_count` counts batches;
 //! * appends with a request id ([`LogStream::append_with_id`]) are exactly once across
 //!   nodes through `Nats-Msg-Id` within the duplicate window and each node's request-id index
-//!   (in memory, derived from the log) beyond it (`request_ids`);
+//!   (in memory, derived from the log) beyond it (`request_ids`); on a stream of several
+//!   partitions a request first claims its id for the stream (`claims`), so the same id with
+//!   another body is refused whichever partition it maps to;
 //! * unavailability (no responders, an election) is retried for
 //!   [`BackendSettings::retry_ms`], then reported as [`LogError::Unavailable`]; a publish
 //!   never answered as [`LogError::OutcomeUnknown`] — never as a failure.
@@ -32,6 +34,7 @@
 //! One Logbook cluster per NATS account: every backend connected to it shares the catalog.
 
 mod catalog;
+mod claims;
 mod partition;
 mod request_ids;
 mod runtime;
@@ -46,6 +49,7 @@ use logbook_log::{
 };
 
 use self::catalog::{CATALOG_STREAM, Catalog, Created, Definition};
+use self::claims::Claims;
 use self::partition::JsPartition;
 use self::runtime::Runtime;
 use self::stream::JsStream;
@@ -114,6 +118,8 @@ pub struct JetStreamBackend {
     /// What acknowledgments guarantee on this cluster, as last read from its servers
     /// (decision 0010).
     durability: Arc<Durability>,
+    /// The request ids' claims on their streams (`claims`).
+    claims: Arc<Claims>,
     /// Streams opened through this backend, by name.
     open: Mutex<HashMap<String, Arc<JsStream>>>,
 }
@@ -151,7 +157,7 @@ impl JetStreamBackend {
             Duration::from_millis(crate::limits::REQUEST_TIMEOUT_MS_DEFAULT),
         ));
         let d = durability.clone();
-        let (log, catalog) = runtime.block_on(async move {
+        let (log, catalog, claims) = runtime.block_on(async move {
             let log = JetStreamLog::connect(&s.connect).await.map_err(log_error)?;
             d.read().await;
             tokio::spawn(d.follow(log.reconnects()));
@@ -161,8 +167,20 @@ impl JetStreamBackend {
                 .map_err(log_error)?;
             let catalog = Arc::new(Catalog::new(partition));
             catalog.refresh().await?;
-            Ok::<_, LogError>((log, catalog))
+            let claims_settings = Claims::settings(&s.partitions);
+            let claims = open_partition(&log, &Claims::reference(), &claims_settings, s.retry())
+                .await
+                .map_err(log_error)?;
+            Ok::<_, LogError>((log, catalog, claims))
         })??;
+        let (claims_partition, claims_state) = claims;
+        let claims = Arc::new(Claims::new(
+            claims_partition,
+            &claims_state,
+            runtime.clone(),
+            Duration::from_millis(settings.partitions.duplicate_window_ms),
+            settings.retry(),
+        ));
         runtime.spawn(catalog.clone().follow(log.client().clone()));
         Ok(JetStreamBackend {
             runtime,
@@ -170,6 +188,7 @@ impl JetStreamBackend {
             catalog,
             settings,
             durability,
+            claims,
             open: Mutex::default(),
         })
     }
@@ -224,6 +243,7 @@ impl JetStreamBackend {
             definition.clone(),
             partitions,
             self.durability.clone(),
+            self.claims.clone(),
             closed,
         ));
         self.open_streams()

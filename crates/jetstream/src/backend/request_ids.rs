@@ -10,6 +10,8 @@
 //!      (one per stream at a time) and the append goes on; only an index too old to be safe
 //!      makes the append wait for a refresh, until INDEX_WAIT_MAX → Unavailable (503, retry)
 //!    lookup: a share remembered → its original position (another digest → conflict)
+//!    claim (a stream of several partitions, no share remembered): the id's claim on the
+//!      stream (`claims`); another request's → conflict, nothing published
 //!    publish the others with Nats-Msg-Id = rid-<XXH3-128(id, share)>: a duplicate answer
 //!      names the original's sequence → read it back: the same share → its position, else
 //!      a conflict
@@ -35,6 +37,7 @@ use logbook_log::{
     AppendCondition, AppendOutcome, HashKey, LogError, Position, RequestIdWindow, Result,
 };
 
+use super::claims::Claims;
 use super::partition::{JsPartition, Publish};
 use super::{BACKEND, now_ms};
 use crate::offset;
@@ -50,13 +53,26 @@ const INDEX_WAIT_MAX: Duration = Duration::from_secs(5);
 /// the index's age with the duplicate window.
 const WINDOW_MARGIN: Duration = Duration::from_secs(30);
 
+/// Where a stream of several partitions claims its request ids ([`Claims`]).
+#[derive(Debug)]
+pub(crate) struct StreamClaims {
+    /// The claims' JetStream stream.
+    pub(crate) claims: Arc<Claims>,
+    /// The stream's name and incarnation, claimed under.
+    pub(crate) stream: String,
+    pub(crate) incarnation: u64,
+}
+
 /// One stream's request ids on this node.
 #[derive(Debug)]
 pub(crate) struct RequestIds {
     index: DedupIndex,
     hash_key: HashKey,
-    /// JetStream's duplicate window of the stream's partitions.
+    /// How long JetStream alone answers a retry: the duplicate window of the stream's
+    /// partitions, or of the claims when shorter.
     window: Duration,
+    /// `None` for a stream of one partition.
+    claims: Option<StreamClaims>,
     /// Per partition: the offset to read next and the share being read. Held by the one
     /// refresh that runs (never by an append).
     followed: tokio::sync::Mutex<Vec<(u64, ReplayCursor)>>,
@@ -135,11 +151,15 @@ impl Drop for RefreshTurn {
 
 impl RequestIds {
     /// An empty index for a stream of `partitions` whose JetStream streams keep message ids
-    /// for `duplicate_window`.
+    /// for `duplicate_window`, claiming its ids with `claims` (several partitions).
     ///
     /// # Errors
     /// [`LogError::Backend`] when the operating system has no randomness for the index's key.
-    pub(crate) fn new(partitions: u32, duplicate_window: Duration) -> Result<RequestIds> {
+    pub(crate) fn new(
+        partitions: u32,
+        duplicate_window: Duration,
+        claims: Option<StreamClaims>,
+    ) -> Result<RequestIds> {
         let hash_key = HashKey::random().map_err(|e| LogError::Backend {
             backend: BACKEND,
             detail: format!("no key for the request-id index: {e}"),
@@ -147,7 +167,10 @@ impl RequestIds {
         Ok(RequestIds {
             index: DedupIndex::in_memory(RequestIdWindow::default(), hash_key),
             hash_key,
-            window: duplicate_window,
+            window: claims
+                .as_ref()
+                .map_or(duplicate_window, |c| duplicate_window.min(c.claims.window())),
+            claims,
             followed: tokio::sync::Mutex::new(
                 (0..partitions)
                     .map(|_| (0, ReplayCursor::default()))
@@ -202,6 +225,14 @@ impl RequestIds {
     ) -> Result<AppendOutcome> {
         self.ready(partitions).await?;
         let known = self.index.lookup(request_id, shares, now_ms())?;
+        // A share remembered with this digest proves the id is this request's already.
+        if let Some(c) = &self.claims
+            && known.iter().all(Option::is_none)
+        {
+            c.claims
+                .claim(&c.stream, c.incarnation, request_id, shares, &self.index)
+                .await?;
+        }
         let mut bases = Vec::with_capacity(shares.len());
         let mut appended_any = false;
         for (i, base) in known.into_iter().enumerate() {
@@ -498,7 +529,7 @@ mod tests {
             }));
         let publishers = one_partition(&runtime, &cluster);
         let window = Duration::from_secs(120);
-        let ids = Arc::new(RequestIds::new(1, window).expect("an index"));
+        let ids = Arc::new(RequestIds::new(1, window, None).expect("an index"));
 
         // The index is empty, so not safe: the first append waits for the first refresh.
         let first = append(&runtime, &ids, &publishers, "first").expect("the first append");

@@ -11,6 +11,7 @@ use logbook_log::{
 };
 
 use super::catalog::Definition;
+use super::claims::Claims;
 use super::partition::JsPartition;
 use super::request_ids::{self, RequestIds};
 use super::{BACKEND, now_ms};
@@ -24,6 +25,8 @@ pub(crate) struct JsStream {
     partitions: Vec<JsPartition>,
     /// What the cluster's acknowledgments guarantee, as last read from its servers.
     durability: Arc<Durability>,
+    /// The request ids' claims on their streams (used with several partitions).
+    claims: Arc<Claims>,
     /// Set once the catalog shows this incarnation dropped.
     closed: Arc<AtomicBool>,
     /// The partition of the next call's unkeyed records.
@@ -37,6 +40,7 @@ impl JsStream {
         definition: Definition,
         partitions: Vec<JsPartition>,
         durability: Arc<Durability>,
+        claims: Arc<Claims>,
         closed: Arc<AtomicBool>,
     ) -> JsStream {
         assert_eq!(
@@ -51,6 +55,7 @@ impl JsStream {
             definition,
             partitions,
             durability,
+            claims,
             closed,
             request_ids: Mutex::new(None),
         }
@@ -63,7 +68,13 @@ impl JsStream {
             return Ok(ids.clone());
         }
         let window = Duration::from_millis(self.definition.settings.duplicate_window_ms);
-        let made = Arc::new(RequestIds::new(self.partition_count(), window)?);
+        // One partition: its shares' message ids are per stream already, no claim needed.
+        let claims = (self.partition_count() > 1).then(|| request_ids::StreamClaims {
+            claims: self.claims.clone(),
+            stream: self.definition.name.clone(),
+            incarnation: self.definition.incarnation,
+        });
+        let made = Arc::new(RequestIds::new(self.partition_count(), window, claims)?);
         *ids = Some(made.clone());
         Ok(made)
     }
