@@ -439,11 +439,9 @@ pub(crate) struct Claim {
 }
 
 impl DedupIndex {
-    pub(crate) fn new(
-        window: RequestIdWindow,
-        checkpoint_path: PathBuf,
-        hash_key: HashKey,
-    ) -> Self {
+    /// An empty index whose checkpoints go to `checkpoint_path`, share keys hashed under
+    /// `hash_key` (a checkpoint is loaded only by an index with the same key).
+    pub fn new(window: RequestIdWindow, checkpoint_path: PathBuf, hash_key: HashKey) -> Self {
         DedupIndex {
             window,
             state: Mutex::new(State::default()),
@@ -652,7 +650,7 @@ impl DedupIndex {
     }
 
     /// Entries added since the last checkpoint.
-    pub(crate) fn dirty(&self) -> u64 {
+    pub fn dirty(&self) -> u64 {
         self.dirty.load(Ordering::Relaxed)
     }
 
@@ -802,7 +800,10 @@ impl DedupIndex {
     ///
     /// Written to a temporary file and renamed; not fsynced — a lost, torn or stale
     /// checkpoint only means a longer replay (it carries a CRC32C and the fingerprints).
-    pub(crate) fn write_checkpoint(
+    ///
+    /// # Errors
+    /// [`LogError::Io`] when the file cannot be written or renamed.
+    pub fn write_checkpoint(
         &self,
         storage: &dyn Storage,
         applied: impl FnOnce() -> Vec<u64>,
@@ -870,40 +871,72 @@ impl DedupIndex {
         fingerprint_at: impl Fn(usize, u64) -> Option<u64>,
     ) -> Vec<u64> {
         let partitions = u32::try_from(end_offsets.len()).unwrap_or(u32::MAX);
-        let fresh = vec![0; end_offsets.len()];
-        let Ok(bytes) = crate::segment::read_whole(storage, &self.checkpoint_path) else {
-            return fresh;
-        };
-        let decoded = decode_checkpoint(&bytes, partitions, self.hash_key.check_value()).filter(
-            |(applied, _)| {
-                applied
-                    .iter()
-                    .zip(end_offsets)
-                    .enumerate()
-                    .all(|(p, (&(a, fp), &end))| {
-                        a <= end && (a == 0 || fingerprint_at(p, a - 1) == Some(fp))
-                    })
-            },
-        );
-        match decoded {
-            Some((applied, entries)) => {
-                let mut state = lock(&self.state);
-                for e in entries {
-                    state.insert(e);
-                }
-                applied.into_iter().map(|(a, _)| a).collect()
-            }
+        let read = self.read_checkpoint(storage, partitions);
+        let found = read.is_some();
+        let checkpoint = read.filter(|c| {
+            c.applied
+                .iter()
+                .zip(end_offsets)
+                .enumerate()
+                .all(|(p, (&(a, fp), &end))| {
+                    a <= end && (a == 0 || fingerprint_at(p, a - 1) == Some(fp))
+                })
+        });
+        match checkpoint {
+            Some(c) => self.install(c),
             None => {
-                tracing::warn!(path = %self.checkpoint_path.display(), "request-id checkpoint is damaged or does not match the log; replaying the log");
-                fresh
+                if found {
+                    tracing::warn!(path = %self.checkpoint_path.display(), "request-id checkpoint does not match the log; replaying the log");
+                }
+                vec![0; end_offsets.len()]
             }
         }
+    }
+
+    /// Reads this index's checkpoint of a stream of `partitions`, for the caller to check
+    /// against the log ([`Checkpoint::applied`]) and then [`Self::install`]; `None` when there
+    /// is none, or it is damaged, of another version, partition count or hash key (logged:
+    /// the log is then replayed from the start).
+    pub fn read_checkpoint(&self, storage: &dyn Storage, partitions: u32) -> Option<Checkpoint> {
+        let bytes = crate::segment::read_whole(storage, &self.checkpoint_path).ok()?;
+        let decoded = decode_checkpoint(&bytes, partitions, self.hash_key.check_value());
+        if decoded.is_none() {
+            tracing::warn!(path = %self.checkpoint_path.display(), "request-id checkpoint is damaged or does not match the log; replaying the log");
+        }
+        decoded.map(|(applied, entries)| Checkpoint { applied, entries })
+    }
+
+    /// Remembers a checkpoint's entries; returns its applied offset per partition (replay the
+    /// log from there).
+    pub fn install(&self, checkpoint: Checkpoint) -> Vec<u64> {
+        let mut state = lock(&self.state);
+        for e in checkpoint.entries {
+            state.insert(e);
+        }
+        checkpoint.applied.into_iter().map(|(a, _)| a).collect()
+    }
+}
+
+/// A request-id checkpoint read back ([`DedupIndex::read_checkpoint`]), not yet installed.
+#[derive(Debug)]
+pub struct Checkpoint {
+    applied: AppliedEnds,
+    entries: Vec<Entry>,
+}
+
+impl Checkpoint {
+    /// Per partition: the offset up to which the log was applied, and the
+    /// [`record_fingerprint`] of the record just below it (0 when the offset is 0). A caller
+    /// installs the checkpoint only if the log still ends at or after each offset and holds
+    /// that record.
+    pub fn applied(&self) -> &[(u64, u64)] {
+        &self.applied
     }
 }
 
 /// A fingerprint of a record (XXH3-64 of its offset, timestamp, key, value and headers),
 /// stored in checkpoints to recognise the log they were taken from.
-pub(crate) fn record_fingerprint(r: &StoredRecord) -> u64 {
+pub fn record_fingerprint(r: &StoredRecord) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&r.offset.to_le_bytes());
     h.update(&r.timestamp_ms.to_le_bytes());
@@ -992,6 +1025,14 @@ pub(crate) fn request_digest(records: &[Record]) -> u64 {
 #[derive(Default)]
 pub struct ReplayCursor {
     open: Option<OpenShare>,
+}
+
+impl ReplayCursor {
+    /// Whether a share was begun and not finished: the next read continues it (a checkpoint
+    /// taken now could not say where it starts).
+    pub fn in_share(&self) -> bool {
+        self.open.is_some()
+    }
 }
 
 impl std::fmt::Debug for ReplayCursor {

@@ -94,6 +94,7 @@ pub(crate) async fn open(
         let mut settings = BackendSettings::new(cluster.nats_urls.clone());
         settings.connect.tls = cluster.nats_tls.as_ref().map(client_tls);
         settings.monitor_urls = cluster.nats_monitor_urls.clone();
+        settings.checkpoint_dir = Some(config.data_dir.join("request-ids"));
         async move {
             match tokio::task::spawn_blocking(move || JetStreamBackend::connect(settings)).await {
                 Ok(connected) => connected.map_err(Retry::Log),

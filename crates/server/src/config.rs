@@ -271,7 +271,7 @@ pub const NODE_ID_BYTES_MAX: usize = 128;
 pub const URL_BYTES_MAX: usize = 2048;
 
 /// A node of a cluster: the log on NATS JetStream, membership in etcd (decision 0010). The
-/// data directory then holds only the views' state.
+/// data directory then holds only the views' state and the request-id checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// This node's id, unique in the cluster: 1..=[`NODE_ID_BYTES_MAX`] bytes of

@@ -41,16 +41,20 @@ mod runtime;
 mod stream;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use logbook_log::storage::OsStorage;
 use logbook_log::{
-    FsyncPolicy, LogBackend, LogError, LogStream, Result, StreamConfig, validate_stream_name,
+    FsyncPolicy, HashKey, LogBackend, LogError, LogStream, Result, StreamConfig,
+    validate_stream_name,
 };
 
 use self::catalog::{CATALOG_STREAM, Catalog, Created, Definition};
 use self::claims::Claims;
 use self::partition::JsPartition;
+use self::request_ids::CheckpointFile;
 use self::runtime::Runtime;
 use self::stream::JsStream;
 use crate::ack::Durability;
@@ -87,6 +91,11 @@ pub struct BackendSettings {
     pub retry_ms: u64,
     /// Worker threads of the backend's runtime. Default [`RUNTIME_THREADS_DEFAULT`].
     pub runtime_threads: usize,
+    /// This node's directory for the request-id indexes' checkpoints (one file per stream)
+    /// and the key they are hashed under (`hash.key`, made on first use): a restart then
+    /// reads only the log after the checkpoint. Default `None`: the indexes live in memory
+    /// and a restart reads each stream's whole log before its first append with an id.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 impl BackendSettings {
@@ -98,6 +107,7 @@ impl BackendSettings {
             monitor_urls: Vec::new(),
             retry_ms: RETRY_MS_DEFAULT,
             runtime_threads: RUNTIME_THREADS_DEFAULT,
+            checkpoint_dir: None,
         }
     }
 
@@ -120,6 +130,8 @@ pub struct JetStreamBackend {
     durability: Arc<Durability>,
     /// The request ids' claims on their streams (`claims`).
     claims: Arc<Claims>,
+    /// The checkpoints' directory and this node's hash key, when checkpointed.
+    checkpoints: Option<(PathBuf, HashKey)>,
     /// Streams opened through this backend, by name.
     open: Mutex<HashMap<String, Arc<JsStream>>>,
 }
@@ -144,6 +156,10 @@ impl JetStreamBackend {
                 reason: "must be > 0".into(),
             });
         }
+        let checkpoints = match &settings.checkpoint_dir {
+            Some(dir) => Some((dir.clone(), checkpoint_key(dir)?)),
+            None => None,
+        };
         let runtime =
             Arc::new(
                 Runtime::new(settings.runtime_threads).map_err(|e| LogError::Backend {
@@ -189,6 +205,7 @@ impl JetStreamBackend {
             settings,
             durability,
             claims,
+            checkpoints,
             open: Mutex::default(),
         })
     }
@@ -244,11 +261,22 @@ impl JetStreamBackend {
             partitions,
             self.durability.clone(),
             self.claims.clone(),
+            self.checkpoint_file(&definition),
             closed,
         ));
         self.open_streams()
             .insert(definition.name.clone(), stream.clone());
         Ok(stream)
+    }
+
+    /// Where the request-id index of `definition`'s incarnation is checkpointed, if anywhere.
+    fn checkpoint_file(&self, definition: &Definition) -> Option<CheckpointFile> {
+        let (dir, key) = self.checkpoints.as_ref()?;
+        let name = PartitionRef::new(definition.name.as_str(), definition.incarnation, 0);
+        Some(CheckpointFile {
+            path: dir.join(format!("{}.request-ids", name.jetstream_name())),
+            key: *key,
+        })
     }
 
     /// Refuses settings this backend cannot honour, naming the field.
@@ -391,6 +419,20 @@ async fn open_partition(
             other => return other,
         }
     }
+}
+
+/// The hash key of the checkpoints in `dir` (created with it on first use).
+///
+/// # Errors
+/// [`LogError::Io`] when the directory or the key cannot be made or read;
+/// [`LogError::Corrupt`] for a damaged key file.
+fn checkpoint_key(dir: &Path) -> Result<HashKey> {
+    std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+        op: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    HashKey::load_or_create(&OsStorage, dir)
 }
 
 /// The [`LogError`] a JetStream failure is reported as.

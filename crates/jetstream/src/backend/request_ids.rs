@@ -23,16 +23,25 @@
 //! covers everything older, because it was caught up to a state read less than a window ago.
 //!
 //! The refresh reads every partition from where the last one stopped up to the leader's end
-//! as of its start, 16 message gets in flight. It runs beside the appends: the index is
+//! as of its start, 16 message gets in flight. With a checkpoint file (the node's data
+//! directory, review r13 F3) the index is the embedded log's mechanism
+//! ([`DedupIndex::write_checkpoint`], [`DedupIndex::read_checkpoint`]): the first refresh
+//! after a start installs the checkpoint — once the record just below each partition's
+//! applied offset is found with the fingerprint it recorded — and reads only the log after
+//! it; a refresh that added entries writes a new one when the last is older than
+//! [`CHECKPOINT_INTERVAL`], after its appends were let go. It runs beside the appends: the index is
 //! shared under its own lock, and a record the refresh reads that an append also remembers
 //! is remembered once. Appends therefore never wait on a refresh while the index is fresh
 //! enough — the refresh every quarter window held every append with an id on its stream
 //! before (for up to 5 s: the failover benchmark's outliers, decision 0023).
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use logbook_log::dedup::{DedupIndex, ReplayCursor, RequestId, RequestShare};
+use logbook_log::dedup::{DedupIndex, ReplayCursor, RequestId, RequestShare, record_fingerprint};
+use logbook_log::storage::OsStorage;
 use logbook_log::{
     AppendCondition, AppendOutcome, HashKey, LogError, Position, RequestIdWindow, Result,
 };
@@ -52,6 +61,47 @@ const INDEX_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Clock skew and scheduling allowed between this node and the NATS servers when comparing
 /// the index's age with the duplicate window.
 const WINDOW_MARGIN: Duration = Duration::from_secs(30);
+/// Least time between two checkpoints of one stream's index: a restart reads at most about
+/// this much of the log (plus the refresh interval) before appends with ids are answered.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where a stream's index is checkpointed, and the node's key its share keys are hashed
+/// under (a checkpoint is loaded only under the key it was written with).
+#[derive(Debug, Clone)]
+pub(crate) struct CheckpointFile {
+    pub(crate) path: PathBuf,
+    pub(crate) key: HashKey,
+}
+
+/// What the refreshes have read of each partition. Held by the one refresh that runs.
+#[derive(Debug, Default)]
+struct Followed {
+    /// The checkpoint was looked for (by the first refresh).
+    loaded: bool,
+    /// When the last checkpoint was planned.
+    checkpointed_at: Option<Instant>,
+    /// [`RequestIds::records_read`] when it was planned.
+    read_at_checkpoint: u64,
+    partitions: Vec<FollowedPartition>,
+}
+
+#[derive(Debug, Default)]
+struct FollowedPartition {
+    /// The offset to read next.
+    next: u64,
+    /// The share being read.
+    cursor: ReplayCursor,
+    /// The last record read: its offset and [`record_fingerprint`].
+    last: Option<(u64, u64)>,
+}
+
+/// A checkpoint to write: per partition, the offset every request id below is remembered
+/// up to, and the fingerprint of the record just below it.
+#[derive(Debug)]
+struct CheckpointPlan {
+    applied: Vec<u64>,
+    fingerprints: Vec<u64>,
+}
 
 /// Where a stream of several partitions claims its request ids ([`Claims`]).
 #[derive(Debug)]
@@ -73,9 +123,14 @@ pub(crate) struct RequestIds {
     window: Duration,
     /// `None` for a stream of one partition.
     claims: Option<StreamClaims>,
-    /// Per partition: the offset to read next and the share being read. Held by the one
-    /// refresh that runs (never by an append).
-    followed: tokio::sync::Mutex<Vec<(u64, ReplayCursor)>>,
+    /// Whether `index` is checkpointed (to the file it was made with).
+    checkpointed: bool,
+    /// A checkpoint is being written (at most one at a time).
+    writing: AtomicBool,
+    /// Records the refreshes read from the log.
+    records_read: AtomicU64,
+    /// What the refreshes have read. Held by the one refresh that runs (never by an append).
+    followed: tokio::sync::Mutex<Followed>,
     /// Whether a refresh runs, and what the last one achieved.
     refresh: Mutex<Refresh>,
     /// Woken when a refresh ends, caught up or not.
@@ -151,7 +206,8 @@ impl Drop for RefreshTurn {
 
 impl RequestIds {
     /// An empty index for a stream of `partitions` whose JetStream streams keep message ids
-    /// for `duplicate_window`, claiming its ids with `claims` (several partitions).
+    /// for `duplicate_window`, claiming its ids with `claims` (several partitions),
+    /// checkpointed to `checkpoint` (else in memory only, under a random key).
     ///
     /// # Errors
     /// [`LogError::Backend`] when the operating system has no randomness for the index's key.
@@ -159,23 +215,35 @@ impl RequestIds {
         partitions: u32,
         duplicate_window: Duration,
         claims: Option<StreamClaims>,
+        checkpoint: Option<CheckpointFile>,
     ) -> Result<RequestIds> {
-        let hash_key = HashKey::random().map_err(|e| LogError::Backend {
-            backend: BACKEND,
-            detail: format!("no key for the request-id index: {e}"),
-        })?;
+        let window = RequestIdWindow::default();
+        let (index, hash_key) = match &checkpoint {
+            Some(c) => (DedupIndex::new(window, c.path.clone(), c.key), c.key),
+            None => {
+                let key = HashKey::random().map_err(|e| LogError::Backend {
+                    backend: BACKEND,
+                    detail: format!("no key for the request-id index: {e}"),
+                })?;
+                (DedupIndex::in_memory(window, key), key)
+            }
+        };
         Ok(RequestIds {
-            index: DedupIndex::in_memory(RequestIdWindow::default(), hash_key),
+            index,
             hash_key,
             window: claims
                 .as_ref()
                 .map_or(duplicate_window, |c| duplicate_window.min(c.claims.window())),
             claims,
-            followed: tokio::sync::Mutex::new(
-                (0..partitions)
-                    .map(|_| (0, ReplayCursor::default()))
+            checkpointed: checkpoint.is_some(),
+            writing: AtomicBool::new(false),
+            records_read: AtomicU64::new(0),
+            followed: tokio::sync::Mutex::new(Followed {
+                partitions: (0..partitions)
+                    .map(|_| FollowedPartition::default())
                     .collect(),
-            ),
+                ..Followed::default()
+            }),
             refresh: Mutex::default(),
             refresh_ended: tokio::sync::Notify::new(),
         })
@@ -351,43 +419,174 @@ impl RequestIds {
                 ids: ids.clone(),
                 outcome: Err("the refresh was cancelled: the backend is closing".into()),
             };
-            turn.outcome = ids.catch_up(&partitions).await.map_err(|e| {
-                tracing::warn!(error = %e, "request-id index refresh failed; the next append retries it");
-                e.to_string()
-            });
+            let plan = match ids.catch_up(&partitions).await {
+                Ok((started, plan)) => {
+                    turn.outcome = Ok(started);
+                    plan
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "request-id index refresh failed; the next append retries it");
+                    turn.outcome = Err(e.to_string());
+                    None
+                }
+            };
+            // The appends waiting for this refresh go on before the checkpoint is written.
+            drop(turn);
+            if let Some(plan) = plan {
+                ids.write_checkpoint(plan).await;
+            }
         });
     }
 
-    /// Reads every partition up to its leader's end as of now; returns when that state was
-    /// asked for. One at a time: the caller holds the refresh's turn.
+    /// Reads every partition up to its leader's end as of now (the first time, from the
+    /// checkpoint on); returns when that state was asked for, and a checkpoint to write when
+    /// one is due. One at a time: the caller holds the refresh's turn.
     ///
     /// # Errors
     /// Those of the reads (the next refresh continues where this one stopped).
-    async fn catch_up(&self, partitions: &[Publish]) -> Result<Instant> {
+    async fn catch_up(
+        self: &Arc<Self>,
+        partitions: &[Publish],
+    ) -> Result<(Instant, Option<CheckpointPlan>)> {
         let mut followed = self.followed.lock().await;
         let started = Instant::now();
+        if !followed.loaded {
+            self.load_checkpoint(&mut followed, partitions).await?;
+            followed.loaded = true;
+        }
         for (p, publisher) in partitions.iter().enumerate() {
-            let Some((next, cursor)) = followed.get_mut(p) else {
+            let Some(f) = followed.partitions.get_mut(p) else {
                 continue;
             };
-            self.catch_up_partition(p, publisher, next, cursor).await?;
+            self.catch_up_partition(p, publisher, f).await?;
         }
-        Ok(started)
+        let due = followed
+            .checkpointed_at
+            .is_none_or(|t| t.elapsed() >= CHECKPOINT_INTERVAL);
+        // New entries: this node's appends (dirty), or records read since (others' appends).
+        let grown = self.index.dirty() > 0 || self.records_read() > followed.read_at_checkpoint;
+        let plan = if due && grown {
+            self.checkpoint_plan(&mut followed)
+        } else {
+            None
+        };
+        Ok((started, plan))
     }
 
-    /// Reads partition `p` from `*next` to its leader's end as of now.
+    /// A checkpoint of what `followed` has read: `None` when the index is not checkpointed or
+    /// a share is half read (its start would be lost). Notes the time.
+    fn checkpoint_plan(&self, followed: &mut Followed) -> Option<CheckpointPlan> {
+        if !self.checkpointed || followed.partitions.iter().any(|f| f.cursor.in_share()) {
+            return None;
+        }
+        followed.checkpointed_at = Some(Instant::now());
+        followed.read_at_checkpoint = self.records_read();
+        let lasts = followed.partitions.iter().map(|f| f.last);
+        Some(CheckpointPlan {
+            applied: lasts.clone().map(|l| l.map_or(0, |(o, _)| o + 1)).collect(),
+            fingerprints: lasts.map(|l| l.map_or(0, |(_, fp)| fp)).collect(),
+        })
+    }
+
+    /// Writes `plan` (on the blocking pool); a failure is logged, and the next refresh plans
+    /// another.
+    async fn write_checkpoint(self: &Arc<Self>, plan: CheckpointPlan) {
+        if self.writing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let ids = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let CheckpointPlan {
+                applied,
+                fingerprints,
+            } = plan;
+            ids.index.write_checkpoint(
+                &OsStorage,
+                || applied,
+                |p, _| fingerprints.get(p).copied(),
+            )
+        })
+        .await;
+        self.writing.store(false, Ordering::Release);
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "request-id checkpoint not written"),
+            Err(e) => tracing::warn!(error = %e, "request-id checkpoint task failed"),
+        }
+    }
+
+    /// Installs this stream's checkpoint, if there is one and the log still holds the record
+    /// just below each partition's applied offset with the fingerprint it recorded; the
+    /// refreshes then read the log from there. Otherwise the log is read from the start.
+    ///
+    /// # Errors
+    /// Those of the reads of those records.
+    async fn load_checkpoint(
+        self: &Arc<Self>,
+        followed: &mut Followed,
+        partitions: &[Publish],
+    ) -> Result<()> {
+        if !self.checkpointed {
+            return Ok(());
+        }
+        let count = u32::try_from(partitions.len()).unwrap_or(u32::MAX);
+        let ids = self.clone();
+        let read = tokio::task::spawn_blocking(move || ids.index.read_checkpoint(&OsStorage, count))
+            .await
+            .map_err(|e| LogError::Backend {
+                backend: BACKEND,
+                detail: format!("reading the request-id checkpoint: {e}"),
+            })?;
+        let Some(checkpoint) = read else {
+            return Ok(());
+        };
+        let mut lasts = Vec::with_capacity(partitions.len());
+        for (&(applied, fingerprint), publisher) in checkpoint.applied().iter().zip(partitions) {
+            let Some(last) = applied.checked_sub(1) else {
+                lasts.push(None);
+                continue;
+            };
+            let found = publisher
+                .inner()
+                .read(last, 1)
+                .await
+                .map_err(super::log_error)?;
+            let holds = found
+                .first()
+                .is_some_and(|r| r.offset == last && record_fingerprint(r) == fingerprint);
+            if !holds {
+                tracing::warn!(offset = last, "the request-id checkpoint does not match the log; reading the log from the start");
+                return Ok(());
+            }
+            lasts.push(Some((last, fingerprint)));
+        }
+        let applied = self.index.install(checkpoint);
+        for ((f, next), last) in followed.partitions.iter_mut().zip(applied).zip(lasts) {
+            f.next = next;
+            f.last = last;
+        }
+        tracing::info!(ids = self.index.len(), "request-id index loaded from its checkpoint");
+        Ok(())
+    }
+
+    /// Records the refreshes read from the log since this index was made.
+    pub(crate) fn records_read(&self) -> u64 {
+        self.records_read.load(Ordering::Relaxed)
+    }
+
+    /// Reads partition `p` from `f.next` to its leader's end as of now.
     async fn catch_up_partition(
         &self,
         p: usize,
         publisher: &Publish,
-        next: &mut u64,
-        cursor: &mut ReplayCursor,
+        f: &mut FollowedPartition,
     ) -> Result<()> {
         let inner = publisher.inner();
         let state = inner.state().await.map_err(super::log_error)?;
         publisher.saw_state(&state);
         let end = offset::end_offset(state.last_sequence).unwrap_or(u64::MAX);
         let partition = u32::try_from(p).unwrap_or(u32::MAX);
+        let (next, cursor) = (&mut f.next, &mut f.cursor);
         while *next < end {
             // Every message up to the leader's last sequence is stored: their gets go
             // `READ_AHEAD_MESSAGES` at a time, not one round trip each.
@@ -405,6 +604,9 @@ impl RequestIds {
                 break;
             };
             *next = last.offset + 1;
+            f.last = Some((last.offset, record_fingerprint(last)));
+            self.records_read
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
             self.index.follow(partition, &records, cursor, now_ms());
         }
         Ok(())
@@ -451,8 +653,6 @@ pub(crate) fn publishers(partitions: &[JsPartition]) -> Arc<[Publish]> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
     use logbook_log::Record;
 
     use super::*;
@@ -578,6 +778,68 @@ mod tests {
         let refresh = ids.refresh();
         assert!(refresh.caught_up_at.is_some_and(|t| t > aged));
         assert_eq!(refresh.failed, None);
+    }
+
+    /// A restart — a new index on the same checkpoint file — reads only the log after the
+    /// checkpoint (counted in records read, not time), and knows every id from before it.
+    #[test]
+    fn a_restart_reads_only_the_log_after_the_checkpoint() {
+        const BEFORE: usize = 40;
+        const AFTER: usize = 7;
+        let runtime = Arc::new(Runtime::new(2).expect("a runtime"));
+        let cluster = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime to start the cluster")
+            .block_on(Cluster::start(ClusterSpec {
+                nats: 1,
+                ..ClusterSpec::default()
+            }));
+        let publishers = one_partition(&runtime, &cluster);
+        let dir = tempfile::tempdir().expect("a directory");
+        let file = CheckpointFile {
+            path: dir.path().join("stream.request-ids"),
+            key: HashKey::from_bytes([7; 16]),
+        };
+        let window = Duration::from_secs(120);
+        let index = |file: &CheckpointFile| {
+            Arc::new(RequestIds::new(1, window, None, Some(file.clone())).expect("an index"))
+        };
+
+        let first = index(&file);
+        let mut positions = Vec::new();
+        for i in 0..BEFORE {
+            let appended = append(&runtime, &first, &publishers, &format!("before-{i}"));
+            positions.push(appended.expect("appended").positions);
+        }
+        // A refresh reads what was appended; its checkpoint is written.
+        let (ids, p) = (first.clone(), publishers.clone());
+        runtime
+            .block_on(async move {
+                let (_, plan) = ids.catch_up(&p).await.expect("caught up");
+                ids.write_checkpoint(plan.expect("the first checkpoint is due")).await;
+            })
+            .expect("the runtime");
+        assert!(first.records_read() >= BEFORE as u64, "the log was read");
+        for i in 0..AFTER {
+            append(&runtime, &first, &publishers, &format!("after-{i}")).expect("appended");
+        }
+        drop(first);
+
+        let restarted = index(&file);
+        let retry = append(&runtime, &restarted, &publishers, "before-0").expect("a retry");
+        assert!(retry.duplicate, "{retry:?}");
+        assert_eq!(retry.positions, positions[0]);
+        assert_eq!(
+            restarted.records_read(),
+            AFTER as u64,
+            "only the log after the checkpoint is read"
+        );
+        assert_eq!(
+            restarted.index.len(),
+            (BEFORE + AFTER) as u64,
+            "the ids before the checkpoint come from it"
+        );
     }
 
     #[test]

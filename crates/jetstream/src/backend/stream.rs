@@ -13,7 +13,7 @@ use logbook_log::{
 use super::catalog::Definition;
 use super::claims::Claims;
 use super::partition::JsPartition;
-use super::request_ids::{self, RequestIds};
+use super::request_ids::{self, CheckpointFile, RequestIds};
 use super::{BACKEND, now_ms};
 use crate::ack::Durability;
 use crate::partition::Message;
@@ -27,6 +27,8 @@ pub(crate) struct JsStream {
     durability: Arc<Durability>,
     /// The request ids' claims on their streams (used with several partitions).
     claims: Arc<Claims>,
+    /// Where this node checkpoints the stream's request-id index, if anywhere.
+    checkpoint: Option<CheckpointFile>,
     /// Set once the catalog shows this incarnation dropped.
     closed: Arc<AtomicBool>,
     /// The partition of the next call's unkeyed records.
@@ -41,6 +43,7 @@ impl JsStream {
         partitions: Vec<JsPartition>,
         durability: Arc<Durability>,
         claims: Arc<Claims>,
+        checkpoint: Option<CheckpointFile>,
         closed: Arc<AtomicBool>,
     ) -> JsStream {
         assert_eq!(
@@ -56,6 +59,7 @@ impl JsStream {
             partitions,
             durability,
             claims,
+            checkpoint,
             closed,
             request_ids: Mutex::new(None),
         }
@@ -74,7 +78,12 @@ impl JsStream {
             stream: self.definition.name.clone(),
             incarnation: self.definition.incarnation,
         });
-        let made = Arc::new(RequestIds::new(self.partition_count(), window, claims)?);
+        let made = Arc::new(RequestIds::new(
+            self.partition_count(),
+            window,
+            claims,
+            self.checkpoint.clone(),
+        )?);
         *ids = Some(made.clone());
         Ok(made)
     }
