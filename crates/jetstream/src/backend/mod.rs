@@ -146,7 +146,9 @@ impl JetStreamBackend {
     /// # Errors
     /// [`LogError::InvalidConfig`] for bad settings (naming the field);
     /// [`LogError::Unavailable`] when no server accepts or the cluster is not ready in time;
-    /// [`LogError::Backend`] for a catalog stream with other settings.
+    /// [`LogError::Backend`] for a catalog (or claims) stream with other settings;
+    /// [`LogError::Io`] / [`LogError::Corrupt`] when the checkpoint directory or its key
+    /// cannot be made or read.
     pub fn connect(settings: BackendSettings) -> Result<JetStreamBackend> {
         settings.partitions.validate().map_err(log_error)?;
         if settings.retry_ms == 0 {

@@ -35,17 +35,19 @@
 //! enough — the refresh every quarter window held every append with an id on its stream
 //! before (for up to 5 s: the failover benchmark's outliers, decision 0023).
 
-use std::path::PathBuf;
+mod checkpoint;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use logbook_log::dedup::{DedupIndex, ReplayCursor, RequestId, RequestShare, record_fingerprint};
-use logbook_log::storage::OsStorage;
 use logbook_log::{
     AppendCondition, AppendOutcome, HashKey, LogError, Position, RequestIdWindow, Result,
 };
 
+use self::checkpoint::{CHECKPOINT_INTERVAL, CheckpointPlan};
+pub(crate) use self::checkpoint::CheckpointFile;
 use super::claims::Claims;
 use super::partition::{JsPartition, Publish};
 use super::{BACKEND, now_ms};
@@ -61,17 +63,7 @@ const INDEX_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Clock skew and scheduling allowed between this node and the NATS servers when comparing
 /// the index's age with the duplicate window.
 const WINDOW_MARGIN: Duration = Duration::from_secs(30);
-/// Least time between two checkpoints of one stream's index: a restart reads at most about
-/// this much of the log (plus the refresh interval) before appends with ids are answered.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Where a stream's index is checkpointed, and the node's key its share keys are hashed
-/// under (a checkpoint is loaded only under the key it was written with).
-#[derive(Debug, Clone)]
-pub(crate) struct CheckpointFile {
-    pub(crate) path: PathBuf,
-    pub(crate) key: HashKey,
-}
 
 /// What the refreshes have read of each partition. Held by the one refresh that runs.
 #[derive(Debug, Default)]
@@ -95,13 +87,6 @@ struct FollowedPartition {
     last: Option<(u64, u64)>,
 }
 
-/// A checkpoint to write: per partition, the offset every request id below is remembered
-/// up to, and the fingerprint of the record just below it.
-#[derive(Debug)]
-struct CheckpointPlan {
-    applied: Vec<u64>,
-    fingerprints: Vec<u64>,
-}
 
 /// Where a stream of several partitions claims its request ids ([`Claims`]).
 #[derive(Debug)]
@@ -471,102 +456,6 @@ impl RequestIds {
             None
         };
         Ok((started, plan))
-    }
-
-    /// A checkpoint of what `followed` has read: `None` when the index is not checkpointed or
-    /// a share is half read (its start would be lost). Notes the time.
-    fn checkpoint_plan(&self, followed: &mut Followed) -> Option<CheckpointPlan> {
-        if !self.checkpointed || followed.partitions.iter().any(|f| f.cursor.in_share()) {
-            return None;
-        }
-        followed.checkpointed_at = Some(Instant::now());
-        followed.read_at_checkpoint = self.records_read();
-        let lasts = followed.partitions.iter().map(|f| f.last);
-        Some(CheckpointPlan {
-            applied: lasts.clone().map(|l| l.map_or(0, |(o, _)| o + 1)).collect(),
-            fingerprints: lasts.map(|l| l.map_or(0, |(_, fp)| fp)).collect(),
-        })
-    }
-
-    /// Writes `plan` (on the blocking pool); a failure is logged, and the next refresh plans
-    /// another.
-    async fn write_checkpoint(self: &Arc<Self>, plan: CheckpointPlan) {
-        if self.writing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let ids = self.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let CheckpointPlan {
-                applied,
-                fingerprints,
-            } = plan;
-            ids.index.write_checkpoint(
-                &OsStorage,
-                || applied,
-                |p, _| fingerprints.get(p).copied(),
-            )
-        })
-        .await;
-        self.writing.store(false, Ordering::Release);
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "request-id checkpoint not written"),
-            Err(e) => tracing::warn!(error = %e, "request-id checkpoint task failed"),
-        }
-    }
-
-    /// Installs this stream's checkpoint, if there is one and the log still holds the record
-    /// just below each partition's applied offset with the fingerprint it recorded; the
-    /// refreshes then read the log from there. Otherwise the log is read from the start.
-    ///
-    /// # Errors
-    /// Those of the reads of those records.
-    async fn load_checkpoint(
-        self: &Arc<Self>,
-        followed: &mut Followed,
-        partitions: &[Publish],
-    ) -> Result<()> {
-        if !self.checkpointed {
-            return Ok(());
-        }
-        let count = u32::try_from(partitions.len()).unwrap_or(u32::MAX);
-        let ids = self.clone();
-        let read = tokio::task::spawn_blocking(move || ids.index.read_checkpoint(&OsStorage, count))
-            .await
-            .map_err(|e| LogError::Backend {
-                backend: BACKEND,
-                detail: format!("reading the request-id checkpoint: {e}"),
-            })?;
-        let Some(checkpoint) = read else {
-            return Ok(());
-        };
-        let mut lasts = Vec::with_capacity(partitions.len());
-        for (&(applied, fingerprint), publisher) in checkpoint.applied().iter().zip(partitions) {
-            let Some(last) = applied.checked_sub(1) else {
-                lasts.push(None);
-                continue;
-            };
-            let found = publisher
-                .inner()
-                .read(last, 1)
-                .await
-                .map_err(super::log_error)?;
-            let holds = found
-                .first()
-                .is_some_and(|r| r.offset == last && record_fingerprint(r) == fingerprint);
-            if !holds {
-                tracing::warn!(offset = last, "the request-id checkpoint does not match the log; reading the log from the start");
-                return Ok(());
-            }
-            lasts.push(Some((last, fingerprint)));
-        }
-        let applied = self.index.install(checkpoint);
-        for ((f, next), last) in followed.partitions.iter_mut().zip(applied).zip(lasts) {
-            f.next = next;
-            f.last = last;
-        }
-        tracing::info!(ids = self.index.len(), "request-id index loaded from its checkpoint");
-        Ok(())
     }
 
     /// Records the refreshes read from the log since this index was made.
