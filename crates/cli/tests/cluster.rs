@@ -416,8 +416,14 @@ fn three_nodes_serve_one_replicated_log() {
     assert_eq!(cluster["node_id"], "c");
     assert_eq!(node_ids(&cluster), ["a", "b", "c"], "{cluster}");
     let ack = &cluster["ack_guarantee"];
-    assert_eq!(ack["summary"], "replicated to 2 of 3, not fsynced", "{cluster}");
-    assert_eq!((&ack["replicas"], &ack["fsynced"]), (&json!(3), &json!(false)));
+    assert_eq!(
+        ack["summary"], "replicated to 2 of 3, not fsynced",
+        "{cluster}"
+    );
+    assert_eq!(
+        (&ack["replicas"], &ack["fsynced"]),
+        (&json!(3), &json!(false))
+    );
     let servers = ack["servers"].as_array().unwrap();
     assert_eq!(servers.len(), 3, "{cluster}");
     for s in servers {
@@ -612,7 +618,9 @@ fn exactly_once_across_nodes(nodes: &[Node]) {
     );
     assert_eq!(status, 201, "{solo}");
     assert_eq!(solo["partition"].as_u64(), Some(partition_of(0)), "{solo}");
-    let elsewhere = (1..12).find(|&i| partition_of(i) != partition_of(0)).unwrap();
+    let elsewhere = (1..12)
+        .find(|&i| partition_of(i) != partition_of(0))
+        .unwrap();
     let moved = json!({"key": format!("x-{elsewhere}"), "value": {"marker": "moved"}});
     for n in [b, c, a] {
         let (status, problem) = append_with_key(n, "solo-1", &moved);
@@ -624,7 +632,11 @@ fn exactly_once_across_nodes(nodes: &[Node]) {
     }
     let retried = json!({"key": "x-0", "value": {"marker": "solo"}});
     let (status, retry) = append_with_key(c, "solo-1", &retried);
-    assert_eq!((status, &retry["offset"]), (200, &solo["offset"]), "{retry}");
+    assert_eq!(
+        (status, &retry["offset"]),
+        (200, &solo["offset"]),
+        "{retry}"
+    );
     for n in nodes {
         assert_eq!(count_marked(n, "solo"), 1, "on {}", n.base);
         assert_eq!(count_marked(n, "moved"), 0, "on {}", n.base);

@@ -52,7 +52,10 @@ impl PartitionSettings {
                 why: "0 would turn off idempotent publish retries".into(),
             });
         }
-        if self.max_age_ms.is_some_and(|age| age < self.duplicate_window_ms) {
+        if self
+            .max_age_ms
+            .is_some_and(|age| age < self.duplicate_window_ms)
+        {
             return Err(JetStreamError::InvalidArgument {
                 field: "max_age_ms",
                 why: "shorter than the duplicate window: a duplicate's original could be gone"

@@ -631,7 +631,12 @@ impl DedupIndex {
     /// The conflict of a request whose id another request holds, found by a backend outside
     /// the index (e.g. an engine's claim on the id), counted and named by share `index`'s
     /// first record, as the index names its own.
-    pub fn refuse(&self, request_id: &RequestId, shares: &[RequestShare], index: usize) -> LogError {
+    pub fn refuse(
+        &self,
+        request_id: &RequestId,
+        shares: &[RequestShare],
+        index: usize,
+    ) -> LogError {
         name_conflicting_record(self.conflict(request_id, index), shares)
     }
 

@@ -34,11 +34,11 @@ use logbook_api::client::{
 };
 use logbook_api::paths::route;
 use logbook_api::txns::{CommitBody, Committed};
+use logbook_jetstream::ack::Durability;
 use logbook_jetstream::election::{Election, LeaderRecord};
 use logbook_jetstream::membership::{
     Membership, MembershipError, MembershipSettings, NodeRecord, Registration,
 };
-use logbook_jetstream::ack::Durability;
 use logbook_jetstream::{BackendSettings, ClientTls, JetStreamBackend};
 use logbook_log::storage::DirLock;
 use logbook_log::{FsyncPolicy, LogBackend, LogError};

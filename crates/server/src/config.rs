@@ -1098,19 +1098,37 @@ mod tests {
 
     #[test]
     fn nats_monitor_urls_are_optional_bounded_and_without_a_path() {
-        assert!(cluster_file().resolve().unwrap().cluster.unwrap().nats_monitor_urls.is_empty());
+        assert!(
+            cluster_file()
+                .resolve()
+                .unwrap()
+                .cluster
+                .unwrap()
+                .nats_monitor_urls
+                .is_empty()
+        );
         let with = |urls: Vec<String>| {
             let mut layer = cluster_file();
             layer.cluster.nats_monitor_urls = Some(urls);
-            layer.resolve().map(|c| c.cluster.unwrap().nats_monitor_urls)
+            layer
+                .resolve()
+                .map(|c| c.cluster.unwrap().nats_monitor_urls)
         };
-        let given = vec!["http://127.0.0.1:8222".to_string(), "http://n2:8222/".into()];
+        let given = vec![
+            "http://127.0.0.1:8222".to_string(),
+            "http://n2:8222/".into(),
+        ];
         assert_eq!(with(given.clone()).unwrap(), given);
         let refused = |urls: Vec<String>| match with(urls) {
             Err(ConfigError::Invalid { field, reason, .. }) => (field, reason),
             other => panic!("expected a refusal, got {other:?}"),
         };
-        for bad in ["https://h:8222", "nats://h:4222", "http://h", "http://h:8222/varz"] {
+        for bad in [
+            "https://h:8222",
+            "nats://h:4222",
+            "http://h",
+            "http://h:8222/varz",
+        ] {
             let (field, reason) = refused(vec![bad.into()]);
             assert_eq!(field, "cluster.nats_monitor_urls", "{bad}: {reason}");
         }

@@ -168,7 +168,10 @@ mod tests {
         assert_ne!(a, claim_id("orders2", 5, &id), "another stream");
         let other = RequestId::new("order 18").unwrap();
         assert_ne!(a, claim_id("orders", 5, &other));
-        assert!(a.bytes().all(|b| b.is_ascii_graphic()) && a.len() == 3 + 32, "{a}");
+        assert!(
+            a.bytes().all(|b| b.is_ascii_graphic()) && a.len() == 3 + 32,
+            "{a}"
+        );
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use logbook_log::dedup::record_fingerprint;
 #[cfg(doc)]
 use logbook_log::dedup::DedupIndex;
+use logbook_log::dedup::record_fingerprint;
 use logbook_log::storage::OsStorage;
 use logbook_log::{HashKey, LogError, Result};
 
@@ -75,11 +75,8 @@ impl RequestIds {
                 applied,
                 fingerprints,
             } = plan;
-            ids.index.write_checkpoint(
-                &OsStorage,
-                || applied,
-                |p, _| fingerprints.get(p).copied(),
-            )
+            ids.index
+                .write_checkpoint(&OsStorage, || applied, |p, _| fingerprints.get(p).copied())
         })
         .await;
         self.writing.store(false, Ordering::Release);
@@ -106,12 +103,13 @@ impl RequestIds {
         }
         let count = u32::try_from(partitions.len()).unwrap_or(u32::MAX);
         let ids = self.clone();
-        let read = tokio::task::spawn_blocking(move || ids.index.read_checkpoint(&OsStorage, count))
-            .await
-            .map_err(|e| LogError::Backend {
-                backend: BACKEND,
-                detail: format!("reading the request-id checkpoint: {e}"),
-            })?;
+        let read =
+            tokio::task::spawn_blocking(move || ids.index.read_checkpoint(&OsStorage, count))
+                .await
+                .map_err(|e| LogError::Backend {
+                    backend: BACKEND,
+                    detail: format!("reading the request-id checkpoint: {e}"),
+                })?;
         let Some(checkpoint) = read else {
             return Ok(());
         };
@@ -121,16 +119,15 @@ impl RequestIds {
                 lasts.push(None);
                 continue;
             };
-            let found = publisher
-                .inner()
-                .read(last, 1)
-                .await
-                .map_err(log_error)?;
+            let found = publisher.inner().read(last, 1).await.map_err(log_error)?;
             let holds = found
                 .first()
                 .is_some_and(|r| r.offset == last && record_fingerprint(r) == fingerprint);
             if !holds {
-                tracing::warn!(offset = last, "the request-id checkpoint does not match the log; reading the log from the start");
+                tracing::warn!(
+                    offset = last,
+                    "the request-id checkpoint does not match the log; reading the log from the start"
+                );
                 return Ok(());
             }
             lasts.push(Some((last, fingerprint)));
@@ -140,7 +137,10 @@ impl RequestIds {
             f.next = next;
             f.last = last;
         }
-        tracing::info!(ids = self.index.len(), "request-id index loaded from its checkpoint");
+        tracing::info!(
+            ids = self.index.len(),
+            "request-id index loaded from its checkpoint"
+        );
         Ok(())
     }
 }

@@ -46,8 +46,8 @@ use logbook_log::{
     AppendCondition, AppendOutcome, HashKey, LogError, Position, RequestIdWindow, Result,
 };
 
-use self::checkpoint::{CHECKPOINT_INTERVAL, CheckpointPlan};
 pub(crate) use self::checkpoint::CheckpointFile;
+use self::checkpoint::{CHECKPOINT_INTERVAL, CheckpointPlan};
 use super::claims::Claims;
 use super::partition::{JsPartition, Publish};
 use super::{BACKEND, now_ms};
@@ -63,7 +63,6 @@ const INDEX_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Clock skew and scheduling allowed between this node and the NATS servers when comparing
 /// the index's age with the duplicate window.
 const WINDOW_MARGIN: Duration = Duration::from_secs(30);
-
 
 /// What the refreshes have read of each partition. Held by the one refresh that runs.
 #[derive(Debug, Default)]
@@ -86,7 +85,6 @@ struct FollowedPartition {
     /// The last record read: its offset and [`record_fingerprint`].
     last: Option<(u64, u64)>,
 }
-
 
 /// Where a stream of several partitions claims its request ids ([`Claims`]).
 #[derive(Debug)]
@@ -216,9 +214,9 @@ impl RequestIds {
         Ok(RequestIds {
             index,
             hash_key,
-            window: claims
-                .as_ref()
-                .map_or(duplicate_window, |c| duplicate_window.min(c.claims.window())),
+            window: claims.as_ref().map_or(duplicate_window, |c| {
+                duplicate_window.min(c.claims.window())
+            }),
             claims,
             checkpointed: checkpoint.is_some(),
             writing: AtomicBool::new(false),
@@ -706,7 +704,8 @@ mod tests {
         runtime
             .block_on(async move {
                 let (_, plan) = ids.catch_up(&p).await.expect("caught up");
-                ids.write_checkpoint(plan.expect("the first checkpoint is due")).await;
+                ids.write_checkpoint(plan.expect("the first checkpoint is due"))
+                    .await;
             })
             .expect("the runtime");
         assert!(first.records_read() >= BEFORE as u64, "the log was read");
