@@ -413,8 +413,10 @@ impl LogStream for Stream {
         Stream::partition_count(self)
     }
 
+    /// From the fsync policy the stream was created with (no copy of its settings: every
+    /// append's answer carries it).
     fn ack_guarantee(&self) -> AckGuarantee {
-        AckGuarantee::local(Stream::config(self).fsync)
+        AckGuarantee::local(self.meta.config.fsync)
     }
 
     fn partition(&self, partition: u32) -> Result<&dyn LogPartition> {
