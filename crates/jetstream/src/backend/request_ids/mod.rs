@@ -616,7 +616,7 @@ mod tests {
             }));
         let publishers = one_partition(&runtime, &cluster);
         let window = Duration::from_secs(120);
-        let ids = Arc::new(RequestIds::new(1, window, None).expect("an index"));
+        let ids = Arc::new(RequestIds::new(1, window, None, None).expect("an index"));
 
         // The index is empty, so not safe: the first append waits for the first refresh.
         let first = append(&runtime, &ids, &publishers, "first").expect("the first append");
