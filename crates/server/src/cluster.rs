@@ -481,6 +481,7 @@ impl ClusterMember for EtcdMember {
                 .request_id(request_id.as_deref())
                 .traceparent(traceparent.as_deref())
                 .authorization(authorization.as_deref());
+            let keyed = request.request_id.is_some();
             let (body, leader) = self
                 .forward(
                     &self.election,
@@ -490,12 +491,9 @@ impl ClusterMember for EtcdMember {
                 )
                 .await?;
             serde_json::from_slice(&body).map_err(|e| {
-                ApiError::new(
-                    ProblemCode::OutcomeUnknown,
-                    format!(
-                        "the leader {leader} answered a commit with a body that is not a commit: {e}; \
-                         retry with the same Idempotency-Key to learn the outcome"
-                    ),
+                unknown_outcome(
+                    format!("the leader {leader} answered a commit with a body that is not a commit: {e}"),
+                    keyed,
                 )
             })
         })
@@ -650,6 +648,7 @@ impl EtcdMember {
             )));
         }
         let (client, commits) = self.forwarder(&leader.record.advertise_url)?;
+        let keyed = request.request_id.is_some();
         let sent = client.send_raw(request.forwarded_by(Some(&self.node_id)));
         let answer = match wait {
             Wait::Ceiling => sent.await,
@@ -663,10 +662,11 @@ impl EtcdMember {
                     unanswered(
                         &leader.record.node_id,
                         &format!("no answer within {} ms", t.after.as_millis()),
+                        keyed,
                     )
                 })?,
         };
-        let answer = answer.map_err(|e| forwarded_error(e, &leader.record.node_id))?;
+        let answer = answer.map_err(|e| forwarded_error(e, &leader.record.node_id, keyed))?;
         Ok((answer.body, leader.record.node_id))
     }
 
@@ -710,7 +710,8 @@ fn leader_unavailable(detail: String) -> ApiError {
 
 /// The leader's problem as it answered it; a request (a commit, a group commit) sent without
 /// an answer is unknown, never failed; one that never reached the leader changed nothing.
-fn forwarded_error(e: ClientError, leader: &str) -> ApiError {
+/// `keyed`: the request carried an `Idempotency-Key` ([`unknown_outcome`]).
+fn forwarded_error(e: ClientError, leader: &str, keyed: bool) -> ApiError {
     match e {
         ClientError::Problem { problem, .. } => {
             let code = problem.code.parse().unwrap_or(ProblemCode::InternalError);
@@ -730,21 +731,100 @@ fn forwarded_error(e: ClientError, leader: &str) -> ApiError {
         ClientError::Tls { detail, .. } => leader_unavailable(format!(
             "TLS with the leader {leader} failed ({detail}); nothing was done"
         )),
-        other => unanswered(leader, &other.to_string()),
+        other => unanswered(leader, &other.to_string(), keyed),
     }
 }
 
 /// A request sent to the leader whose answer did not come (`why`): it may or may not have
 /// taken effect.
-fn unanswered(leader: &str, why: &str) -> ApiError {
-    let mut out = ApiError::new(
-        ProblemCode::OutcomeUnknown,
-        format!(
-            "the request was forwarded to the leader {leader} and its answer was lost \
-             ({why}); it may or may not have taken effect: retry with the same \
-             Idempotency-Key to learn the outcome"
-        ),
-    );
-    out.retryable = Some(true);
+fn unanswered(leader: &str, why: &str, keyed: bool) -> ApiError {
+    unknown_outcome(
+        format!("the request was forwarded to the leader {leader} and its answer was lost ({why})"),
+        keyed,
+    )
+}
+
+/// 504 `outcome_unknown` for a forwarded request (`what` happened to it). With a request id
+/// (`keyed`) a retry under the same `Idempotency-Key` is answered from the leader's
+/// request-id table — the original's outcome, never a second application — so the problem
+/// says to retry and is `retryable`. Without one a retry is a new request that may apply the
+/// writes a second time: the problem says so and is not `retryable` (review r15 F3).
+fn unknown_outcome(what: String, keyed: bool) -> ApiError {
+    let next = if keyed {
+        "it may or may not have taken effect: retry with the same Idempotency-Key to learn the \
+         outcome"
+    } else {
+        "it may or may not have taken effect, and it carried no Idempotency-Key: a retry is a \
+         new request that may apply it a second time; read the keys it writes to learn \
+         whether it did"
+    };
+    let mut out = ApiError::new(ProblemCode::OutcomeUnknown, format!("{what}; {next}"));
+    out.retryable = Some(keyed);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unanswered_forward_invites_a_retry_only_under_its_idempotency_key() {
+        let keyed = unanswered("node2", "no answer within 1000 ms", true);
+        assert_eq!(keyed.code, ProblemCode::OutcomeUnknown);
+        assert_eq!(keyed.status().as_u16(), 504);
+        assert_eq!(keyed.retryable, Some(true));
+        assert!(keyed.detail.contains("node2"), "{}", keyed.detail);
+        assert!(
+            keyed.detail.contains("no answer within 1000 ms"),
+            "{}",
+            keyed.detail
+        );
+        assert!(
+            keyed.detail.contains("retry with the same Idempotency-Key"),
+            "{}",
+            keyed.detail
+        );
+
+        let bare = unanswered("node2", "no answer within 1000 ms", false);
+        assert_eq!(bare.code, ProblemCode::OutcomeUnknown);
+        assert_eq!(bare.status().as_u16(), 504);
+        assert_eq!(
+            bare.retryable,
+            Some(false),
+            "a blind retry may apply it twice"
+        );
+        assert!(
+            !bare.detail.contains("retry with the same"),
+            "{}",
+            bare.detail
+        );
+        assert!(
+            bare.detail.contains("no Idempotency-Key"),
+            "{}",
+            bare.detail
+        );
+        assert!(bare.detail.contains("a second time"), "{}", bare.detail);
+    }
+
+    #[test]
+    fn a_lost_answer_is_unknown_and_a_refused_connection_is_not() {
+        for keyed in [true, false] {
+            let lost = ClientError::Transport {
+                operation: "POST /v1/commits".into(),
+                attempts: 1,
+                last: "connection reset".into(),
+            };
+            let unknown = forwarded_error(lost, "node3", keyed);
+            assert_eq!(unknown.code, ProblemCode::OutcomeUnknown);
+            assert_eq!(unknown.retryable, Some(keyed));
+            let refused = ClientError::Unreachable {
+                server: "http://127.0.0.1:1".into(),
+                attempts: 1,
+                last: "connection refused".into(),
+            };
+            let refused = forwarded_error(refused, "node3", keyed);
+            assert_eq!(refused.code, ProblemCode::LeaderUnavailable);
+            assert_eq!(refused.retry_after_s, Some(1));
+        }
+    }
 }

@@ -412,7 +412,7 @@ pub async fn increment(
         (status = 403, description = "`forbidden` (`Idempotency-Key`): the request id names a commit already made whose answer holds a value this token may not read", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`certifier_share_full` (retryable, with `Retry-After`): the principal's commits that open transactions still need fill its share of the certifier's memory; nothing was committed (decision 0021)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`leader_unavailable`: on a cluster, no leader certifies now; `certifier_full`: commits open transactions still need fill the certifier's memory (decision 0021); nothing was committed, retry", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "`outcome_unknown`: on a cluster follower, the commit was forwarded to the leader and its answer lost; retry with the same Idempotency-Key to learn the outcome", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`outcome_unknown`: on a cluster follower, the commit was forwarded to the leader and its answer lost; with an Idempotency-Key, retry with the same key to learn the outcome (`retryable` true); without one a retry may commit it twice (`retryable` false)", body = Problem, content_type = "application/problem+json"),
         (status = 421, description = "`misdirected_request`: on a cluster, the transaction lives on another node (named in its handle); `location` is this request's URL there", body = Problem, content_type = "application/problem+json")))]
 pub async fn commit(
     State(state): State<AppState>,
