@@ -12,7 +12,7 @@
 //! | `logbook_appends_total` | — | append requests acknowledged (duplicates included) |
 //! | `logbook_duplicates_total` | `kind` (`append`, `commit`) | retries answered from the request-id index |
 //! | `logbook_commits_total` | — | transactions committed |
-//! | `logbook_txn_aborts_total` | `reason` (an error code, `explicit`, `idle_timeout`, `shutdown`) | transactions ended without a commit |
+//! | `logbook_txn_aborts_total` | `reason` (an error code, `explicit`, `idle_timeout`, `shutdown`) | transactions ended without a commit; `outcome_unknown`: commits whose append's outcome the leader could not learn (they may be stored; the leader's store is poisoned and replaced) |
 //! | `logbook_open_transactions` | — | interactive transactions open now |
 //! | `logbook_txn_certifier_bytes` | — | bytes the certifier keeps of committed transactions, as its budget (`certifier_bytes_max`) counts them (set at each scrape) |
 //! | `logbook_ready` | — | 1 once the data directory is open |

@@ -360,6 +360,7 @@ impl TxnError {
             TxnError::NotLeader | TxnError::Fenced { .. } => "leader_unavailable",
             TxnError::Corrupt { .. } => "corrupt",
             TxnError::CommitStream { .. } => "commit_stream",
+            TxnError::Log(LogError::OutcomeUnknown { .. }) => "outcome_unknown",
             TxnError::Log(_) => "log_error",
         }
     }
@@ -367,3 +368,22 @@ impl TxnError {
 
 /// Result alias of this crate.
 pub type Result<T, E = TxnError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_outcome_has_its_own_code_and_other_log_errors_share_one() {
+        let unknown = TxnError::Log(LogError::OutcomeUnknown {
+            backend: "commit stream's",
+            why: "no acknowledgment".into(),
+        });
+        assert_eq!(unknown.code(), "outcome_unknown");
+        assert!(
+            !unknown.is_retryable(),
+            "a blind re-run may commit it twice"
+        );
+        assert_eq!(TxnError::Log(LogError::Closed).code(), "log_error");
+    }
+}

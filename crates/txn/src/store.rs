@@ -475,10 +475,13 @@ impl TxnStore {
             certified_from: 0,
         };
         let span = partition.batch_offset_span().max(1);
+        let replay_started = std::time::Instant::now();
         replay(partition, span, &options, &mut state, &mut table)?;
         state.certified_from = table.applied();
         let end = state.next_offset;
-        tracing::info!(stream = %options.stream, records = end, keys = table.keys(), "transaction store opened");
+        // How long a cluster node changing role answers transactions 503 (review r15 F5).
+        let replay_ms = replay_started.elapsed().as_millis() as u64;
+        tracing::info!(stream = %options.stream, records = end, keys = table.keys(), replay_ms, "transaction store opened");
         let store = Arc::new(TxnStore {
             stream,
             span,
@@ -1116,8 +1119,23 @@ impl TxnStore {
             // The table already holds this commit (early lock release) and later commits
             // may depend on it: refuse everything until reopened, which rebuilds the table
             // from what the log holds.
-            ChainOutcome::Displaced { .. } | ChainOutcome::Unknown(_) => {
+            ChainOutcome::Displaced { .. } => {
                 self.poisoned.store(true, Ordering::Release);
+                false
+            }
+            ChainOutcome::Unknown(why) => {
+                self.poisoned.store(true, Ordering::Release);
+                // The one trace of why this store refuses everything from now on (review
+                // r15 F4): the commit's position, where it was to be stored, the epoch, the
+                // log's error. Not the request id or the writes: those are the client's.
+                tracing::warn!(
+                    position = offset,
+                    stream_offset = offset * self.span,
+                    epoch = self.leading(),
+                    error = %why,
+                    "a commit's outcome is unknown (its append may or may not be stored): the \
+                     store is poisoned, refusing commits until reopened from the commit stream"
+                );
                 false
             }
         };
