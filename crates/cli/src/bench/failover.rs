@@ -24,8 +24,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -36,6 +36,7 @@ use serde_json::json;
 use super::conn::{Conn, socket_addr};
 use super::kit::{loadavg_1m, round1};
 use super::server::wait_ready;
+use super::stall::{Ack, Acks, CommandLine, kill_by_pid_file, since_us, start_detached, summary};
 
 /// How long a request or a recovery step may take before the benchmark gives up on it.
 const RECOVERY_MAX: Duration = Duration::from_secs(120);
@@ -90,20 +91,10 @@ struct NatsServer {
 #[derive(Default)]
 struct Shared {
     stop: AtomicBool,
-    /// Acknowledged requests since the last kill's measurement: when each was first sent and
-    /// when it was acknowledged, µs since the run's start.
-    acks: Mutex<Vec<Ack>>,
+    /// Acknowledged requests since the last kill's measurement.
+    acks: Acks,
     /// Tries that failed (an error answer or a broken connection), all clients.
     failed_tries: AtomicU64,
-}
-
-/// One acknowledged request.
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    /// When its first try was sent, µs since the run's start.
-    sent_us: u64,
-    /// When it was acknowledged, µs since the run's start.
-    acked_us: u64,
 }
 
 /// What one client did: records 0..acked acknowledged, in order; `unknown` the one it was
@@ -225,34 +216,25 @@ async fn measure(
     // A fresh connection: the node closes one idle for longer than its keep-alive timeout.
     let mut c = Conn::open_as(node, token).await?;
     let check = check_exactly_once(&mut c, &stream, &tallies).await?;
-    let summary = |field: &str| {
-        let mut xs: Vec<f64> = kills
-            .iter()
-            .map(|k| k[field].as_f64().unwrap_or(0.0))
-            .collect();
-        xs.sort_by(f64::total_cmp);
-        json!({ "p50": quantile(&xs, 0.5), "p99": quantile(&xs, 0.99), "max": xs.last() })
+    let over_kills = |field: &str| {
+        summary(
+            kills
+                .iter()
+                .map(|k| k[field].as_f64().unwrap_or(0.0))
+                .collect(),
+        )
     };
     Ok(json!({
         "stream": stream,
-        "stall_ms": summary("stall_ms"),
-        "election_ms": summary("election_ms"),
-        "after_election_ms": summary("after_election_ms"),
+        "stall_ms": over_kills("stall_ms"),
+        "election_ms": over_kills("election_ms"),
+        "after_election_ms": over_kills("after_election_ms"),
         "kills": kills,
         "appends_acknowledged": tallies.iter().map(|t| t.acked).sum::<u64>(),
         "failed_tries": shared.failed_tries.load(Ordering::Relaxed),
         "seconds": round1(start.elapsed().as_secs_f64()),
         "exactly_once": check,
     }))
-}
-
-/// The `q` quantile of sorted `xs` (nearest rank), or null when empty.
-fn quantile(xs: &[f64], q: f64) -> serde_json::Value {
-    if xs.is_empty() {
-        return serde_json::Value::Null;
-    }
-    let rank = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
-    json!(xs[rank - 1])
 }
 
 /// One appending client: record n of client i has request id `failover-RUN-i-n` and value
@@ -278,7 +260,7 @@ async fn client(
         let id = format!("failover-{run}-{i}-{n}");
         let body = json!({"key": format!("c{i}"), "value": {"client": i, "n": n}}).to_string();
         let tried_since = Instant::now();
-        let sent_us = elapsed_us(start);
+        let sent_us = since_us(start);
         loop {
             if tried_since.elapsed() > RECOVERY_MAX {
                 tally.unknown = Some(n);
@@ -316,10 +298,11 @@ async fn client(
             shared.failed_tries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(RETRY_PAUSE).await;
         }
-        let acked_us = elapsed_us(start);
-        if let Ok(mut acks) = shared.acks.lock() {
-            acks.push(Ack { sent_us, acked_us });
-        }
+        shared.acks.record(Ack {
+            client: i,
+            sent_us,
+            acked_us: since_us(start),
+        });
         tally.acked += 1;
     }
     tally
@@ -340,64 +323,21 @@ async fn kill_leader(
         .find(|s| s.name == leader)
         .with_context(|| format!("the stream's leader {leader} is not a server of the cluster"))?;
     let pid_file = server.conf.with_extension("pid");
-    let pid = std::fs::read_to_string(&pid_file)
-        .with_context(|| format!("reading {}", pid_file.display()))?;
-    let pid = pid.trim().to_string();
-    std::fs::remove_file(&pid_file).with_context(|| format!("removing {}", pid_file.display()))?;
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid])
-        .status()
-        .context("running kill")?;
-    if !status.success() {
-        bail!("kill -9 {pid} ({leader}) failed");
-    }
+    let command = nats_command(program, server);
+    kill_by_pid_file(&pid_file)?;
     // The kill's time: when `kill` returned (the signal delivered).
-    let kill_at = elapsed_us(start);
+    let kill_at = since_us(start);
     let killed_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let deadline = Instant::now() + RECOVERY_MAX;
-    let recovered = async {
-        loop {
-            let found = {
-                let acks = shared
-                    .acks
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("a client panicked"))?;
-                let before = acks
-                    .iter()
-                    .filter(|a| a.acked_us <= kill_at)
-                    .map(|a| a.acked_us)
-                    .max();
-                // Recovered: a request sent after the kill was acknowledged (an acknowledgment
-                // sent by the leader before it died may arrive after the kill).
-                let after = acks
-                    .iter()
-                    .filter(|a| a.sent_us > kill_at)
-                    .map(|a| a.acked_us)
-                    .min();
-                after.map(|a| (before, a))
-            };
-            if let Some(found) = found {
-                return Ok::<_, anyhow::Error>(found);
-            }
-            if Instant::now() > deadline {
-                bail!("no append acknowledged within two minutes of killing {leader}");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
+    let recovered = shared.acks.recovered(kill_at, RECOVERY_MAX, &leader);
     let (recovered, elected) =
         tokio::join!(recovered, election_seen(servers, stream, &leader, start));
     let ((last_before, first_after), elected) = (recovered?, elected?);
     let restarted = Instant::now();
-    restart(server, program)?;
+    start_detached(&command, &server.conf.with_extension("log"), &pid_file)?;
     wait_caught_up(servers, stream, &leader).await?;
-    if let Ok(mut acks) = shared.acks.lock() {
-        let last = acks.iter().max_by_key(|a| a.acked_us).copied();
-        acks.clear();
-        acks.extend(last);
-    }
+    shared.acks.keep_last();
     let since = last_before.unwrap_or(kill_at);
     Ok(json!({
         "leader_killed": leader,
@@ -427,7 +367,7 @@ async fn election_seen(
                 && !leader.is_empty()
                 && leader != killed
             {
-                return Ok(elapsed_us(start));
+                return Ok(since_us(start));
             }
         }
         if Instant::now() > deadline {
@@ -439,32 +379,14 @@ async fn election_seen(
     }
 }
 
-fn elapsed_us(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Starts `server` again from its configuration, appending to its log; writes its pid file.
-fn restart(server: &NatsServer, program: &Path) -> anyhow::Result<()> {
-    let log_path = server.conf.with_extension("log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
-    let child = std::process::Command::new(program)
-        .arg("-c")
-        .arg(&server.conf)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    let pid_file = server.conf.with_extension("pid");
-    std::fs::write(&pid_file, format!("{}\n", child.id()))
-        .with_context(|| format!("writing {}", pid_file.display()))?;
-    // The server outlives this process, as dev-cluster's own do; `down` stops it.
-    drop(child);
-    Ok(())
+/// How `server` is started: `program -c CONF`, in this process's environment.
+fn nats_command(program: &Path, server: &NatsServer) -> CommandLine {
+    CommandLine {
+        program: program.to_path_buf(),
+        args: vec!["-c".into(), server.conf.clone().into_os_string()],
+        env: std::env::vars_os().collect(),
+        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+    }
 }
 
 /// The `/jsz` entry of `stream`'s partition 0 as `server` reports it, if it hosts it.
@@ -688,13 +610,5 @@ mod tests {
         let err = nats_servers(dir.path()).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("needs 3")));
         Ok(())
-    }
-
-    #[test]
-    fn quantiles_are_nearest_rank() {
-        assert_eq!(quantile(&[], 0.5), serde_json::Value::Null);
-        assert_eq!(quantile(&[1.0, 2.0], 0.5), json!(1.0));
-        assert_eq!(quantile(&[1.0, 2.0], 0.99), json!(2.0));
-        assert_eq!(quantile(&[1.0, 2.0, 3.0], 0.5), json!(2.0));
     }
 }

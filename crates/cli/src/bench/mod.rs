@@ -5,7 +5,8 @@
 //! `--backend jetstream`, `log_jetstream`: the JetStream backend against a raw publisher), [`views`]
 //! (the view processors on the flights data), [`tpcb`] (pgbench's TPC-B-like workload on
 //! the transaction store), [`http`] (the HTTP API under load), [`tail`] (the push tail against
-//! the long poll) — and the pieces they share: [`kit`] (temporary directories, histograms,
+//! the long poll), [`failover`] (the append stall when a JetStream leader dies) — and the
+//! pieces they share: [`stall`] (the failover benchmarks' kill and stall), [`kit`] (temporary directories, histograms,
 //! machine facts), [`conn`] (a keep-alive HTTP connection), [`net`] (its TCP or TLS
 //! socket), [`server`] (a server in this process) and [`postgres`] (a throwaway PostgreSQL
 //! cluster and pgbench's summary).
@@ -26,6 +27,7 @@ mod log_jetstream;
 mod net;
 mod postgres;
 mod server;
+mod stall;
 mod tail;
 mod tpcb;
 mod views;

@@ -82,6 +82,27 @@ pub struct TpcbArgs {
     /// commit latency on the certifier's leader and on the followers.
     #[arg(long, value_delimiter = ',')]
     pub(super) cluster: Vec<String>,
+    /// With `--cluster`: after the cluster's measured run, a failover phase — the clients
+    /// (`--protocol one-shot`; every commit with an `Idempotency-Key`, sent again with it
+    /// until answered, moving to the next node when theirs is gone) commit while the
+    /// certifier's leader is killed (`kill -9`) this many times, each time started again
+    /// and waited for. Reported under `cluster.failover`: the commit stall per failover,
+    /// overall and per client, against the budget (lease TTL + 5 s). Needs `--dev-cluster`.
+    #[arg(long, default_value_t = 0)]
+    pub(super) failovers: u32,
+    /// With `--failovers`: the development cluster's directory (`scripts/dev-cluster up
+    /// DIR`). Its `lI.pid` files name the nodes; a killed node is started again with the
+    /// command line, environment and directory it ran with (read from Linux's /proc),
+    /// its output appended to `lI.log`.
+    #[arg(long)]
+    pub(super) dev_cluster: Option<PathBuf>,
+    /// With `--failovers`: seconds of commits before each kill.
+    #[arg(long, default_value_t = 3)]
+    pub(super) settle_seconds: u64,
+    /// With `--failovers`: the nodes' etcd lease TTL, s (`logbook serve`'s is 10); the
+    /// stall's budget is it + 5 s.
+    #[arg(long, default_value_t = 10)]
+    pub(super) lease_ttl_s: u64,
     /// The bearer token the clients send to `--cluster` (an admin token: it writes keys).
     #[arg(long = "auth-token", env = "LOGBOOK_TOKEN", hide_env_values = true)]
     pub(super) auth_token: Option<String>,

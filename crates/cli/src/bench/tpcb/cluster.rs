@@ -8,7 +8,12 @@
 //!  run:    client c on node c % N, the single node's loop (--protocol, --form), each commit
 //!          request timed → commit latency on the leader vs on the followers (forwarded)
 //!  check:  POST /v1/kv/read of every a:, t:, b: key at one snapshot: each sum = Σ deltas
+//!  then:   with --failovers K, the failover phase (failover.rs)
 //! ```
+//!
+//! The follower's budget (issue 15): a commit sent to a follower is forwarded to the leader,
+//! one HTTP hop more, so its p50 may exceed the leader's by at most
+//! [`FOLLOWER_P50_OVER_LEADER_MS`]; the report says whether it did.
 //!
 //! The history rows are not counted (a cluster keeps those of earlier runs); nor are
 //! fsyncs (the cluster's log is JetStream's).
@@ -33,6 +38,9 @@ use crate::bench::kit::{latency_histogram, round3};
 const KEYS_PER_REQUEST: usize = 1_000;
 /// How long a load commit or a read is sent again while the cluster answers 503/504.
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(60);
+/// The followers' commit p50 may exceed the leader's by this much, ms (one forward over a
+/// kept-alive connection).
+const FOLLOWER_P50_OVER_LEADER_MS: f64 = 2.0;
 
 /// What the cluster run measured.
 pub(super) struct ClusterRun {
@@ -46,6 +54,8 @@ pub(super) struct ClusterRun {
     /// Sums of a:, t:, b: after the run, and of the committed deltas.
     sums: [i128; 3],
     deltas: i128,
+    /// The failover phase's report (`--failovers`).
+    failover: Option<serde_json::Value>,
 }
 
 impl ClusterRun {
@@ -53,12 +63,22 @@ impl ClusterRun {
     pub(super) fn json(&self, single: &Figures) -> serde_json::Value {
         let mut report = self.figures.json();
         let ratio = (single.tps() > 0.0).then(|| round3(self.figures.tps() / single.tps()));
+        let p50 = |h: &Histogram<u64>| round3(h.value_at_quantile(0.5) as f64 / 1000.0);
+        let bound = round3(p50(&self.commit_leader) + FOLLOWER_P50_OVER_LEADER_MS);
         let extra = json!({
             "nodes": self.nodes,
             "leader": self.leader,
             "commit_latency_ms": {
                 "leader": commit_latency_json(&self.commit_leader),
                 "followers": commit_latency_json(&self.commit_followers),
+            },
+            "follower_commit_budget": {
+                "what": "followers' commit p50 ≤ the leader's p50 + 2 ms",
+                "leader_p50_ms": p50(&self.commit_leader),
+                "followers_p50_ms": p50(&self.commit_followers),
+                "bound_ms": bound,
+                "met": !self.commit_followers.is_empty()
+                    && p50(&self.commit_followers) <= bound,
             },
             "ratio_tps_to_single_node": ratio,
             "consistent": self.sums.iter().all(|s| *s == self.deltas),
@@ -67,6 +87,7 @@ impl ClusterRun {
             "sum_branches": self.sums[2].to_string(),
             "sum_committed_deltas": self.deltas.to_string(),
             "load_seconds": round3(self.load_seconds),
+            "failover": self.failover,
         });
         if let (Some(r), Some(e)) = (report.as_object_mut(), extra.as_object()) {
             r.extend(e.clone());
@@ -91,7 +112,7 @@ pub(super) fn run(args: &TpcbArgs, seed: u64) -> anyhow::Result<ClusterRun> {
         .build()
         .context("starting the client runtime")?;
     rt.block_on(async {
-        let leader = leader_of(addrs[0], token).await?;
+        let leader = leader_of(addrs[0], token, None, Duration::from_millis(250)).await?;
         let Some(on_leader) = args.cluster.iter().position(|u| same_url(u, &leader)) else {
             bail!(
                 "the certifier's leader {leader} is not one of --cluster {:?}",
@@ -113,6 +134,13 @@ pub(super) fn run(args: &TpcbArgs, seed: u64) -> anyhow::Result<ClusterRun> {
             into.add(&tally.commit_latency)?;
         }
         let sums = sums(addrs[on_leader], token, args.scale).await?;
+        let failover = match args.failovers {
+            0 => None,
+            _ => {
+                let seed = seed.wrapping_add(1);
+                Some(super::failover::run(args, &args.cluster, &addrs, seed, sums).await?)
+            }
+        };
         Ok(ClusterRun {
             nodes: args.cluster.clone(),
             leader,
@@ -122,11 +150,13 @@ pub(super) fn run(args: &TpcbArgs, seed: u64) -> anyhow::Result<ClusterRun> {
             load_seconds,
             sums,
             deltas,
+            failover,
         })
     })
 }
 
-fn same_url(a: &str, b: &str) -> bool {
+/// Whether two node URLs name the same node (`http://` and a trailing `/` aside).
+pub(super) fn same_url(a: &str, b: &str) -> bool {
     let bare = |u: &str| {
         u.trim_start_matches("http://")
             .trim_end_matches('/')
@@ -135,9 +165,14 @@ fn same_url(a: &str, b: &str) -> bool {
     bare(a) == bare(b)
 }
 
-/// The advertise URL of the certifier's leader, as `node` names it (waits up to a minute
-/// for one to be elected).
-async fn leader_of(node: SocketAddr, token: Option<&str>) -> anyhow::Result<String> {
+/// The advertise URL of the certifier's leader, as `node` names it, other than `not` (waits
+/// up to a minute for one to be elected, asking every `poll`).
+pub(super) async fn leader_of(
+    node: SocketAddr,
+    token: Option<&str>,
+    not: Option<&str>,
+    poll: Duration,
+) -> anyhow::Result<String> {
     let mut conn = Conn::open_as(node, token).await?;
     let deadline = Instant::now() + UNAVAILABLE_RETRY;
     loop {
@@ -149,13 +184,17 @@ async fn leader_of(node: SocketAddr, token: Option<&str>) -> anyhow::Result<Stri
                 paths::cluster()
             );
         }
-        if let Some(url) = answer["leader"]["advertise_url"].as_str() {
+        if let Some(url) = answer["leader"]["advertise_url"].as_str()
+            && not.is_none_or(|n| !same_url(n, url))
+        {
             return Ok(url.to_string());
         }
         if Instant::now() > deadline {
-            bail!("no certifier's leader named by {node} within a minute: {answer}");
+            bail!(
+                "no certifier's leader (other than {not:?}) named by {node} within a minute: {answer}"
+            );
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -211,7 +250,11 @@ async fn load(node: SocketAddr, token: Option<&str>, scale: u32) -> anyhow::Resu
 }
 
 /// The sums of the accounts', tellers' and branches' balances, read at one snapshot.
-async fn sums(node: SocketAddr, token: Option<&str>, scale: u32) -> anyhow::Result<[i128; 3]> {
+pub(super) async fn sums(
+    node: SocketAddr,
+    token: Option<&str>,
+    scale: u32,
+) -> anyhow::Result<[i128; 3]> {
     let mut conn = Conn::open_as(node, token).await?;
     let all: Vec<String> = keys(scale).collect();
     let mut snapshot = serde_json::Value::Null;

@@ -1,7 +1,9 @@
 //! The benchmark's HTTP clients: one closed loop per client over its own keep-alive
 //! connection, each TPC-B transaction interactive (a request per operation) or one-shot,
-//! retried on `serialization_failure`. The single-node run and the cluster run both use them.
+//! retried on `serialization_failure`. The single-node run, the cluster run and the cluster's
+//! failover phase (the clients riding through the loss of a node: `link.rs`) all use them.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use serde_json::json;
 
 use super::args::{ACCOUNTS_PER_SCALE, Form, Protocol, TELLERS_PER_SCALE, TpcbArgs};
 use super::figures::{ClientTally, bar, gather};
-use crate::bench::conn::Conn;
+use super::link::{Link, Riding};
 use crate::bench::kit::elapsed_us;
 
 /// Runs `--clients` client tasks for `--seconds`, client `c` on `addrs[c % addrs.len()]`;
@@ -27,22 +29,46 @@ pub(super) async fn run_http_clients(
     seed: u64,
     token: Option<&str>,
 ) -> anyhow::Result<(Vec<ClientTally>, f64)> {
+    let (tallies, seconds, ()) =
+        run_http_clients_while(args, addrs, seed, token, None, timed(args.seconds)).await?;
+    Ok((tallies, seconds))
+}
+
+/// Runs `--clients` client tasks as [`run_http_clients`] does, riding when `riding` is
+/// given, for as long as `phase` runs; the tallies, the seconds and what `phase` returned.
+///
+/// # Errors
+/// A client's error (the first, in client order), else `phase`'s.
+pub(super) async fn run_http_clients_while<T>(
+    args: &TpcbArgs,
+    addrs: &[std::net::SocketAddr],
+    seed: u64,
+    token: Option<&str>,
+    riding: Option<&Riding>,
+    phase: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(Vec<ClientTally>, f64, T)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(args.clients);
     for client in 0..args.clients {
-        let conn = Conn::open_as(addrs[client % addrs.len()], token).await?;
+        let link = Link::open(addrs, client, token, riding).await?;
         let (args, stop) = (args.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            http_client_loop(&args, conn, client, seed, &stop).await
+            http_client_loop(&args, link, client, seed, &stop).await
         }));
     }
     let started = Instant::now();
-    let progress = bar(args.seconds, "run over HTTP (s)");
-    let until = started + Duration::from_secs(args.seconds);
-    while Instant::now() < until && !tasks.iter().any(|t| t.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        progress.set_position(started.elapsed().as_secs());
-    }
+    let mut phase = std::pin::pin!(phase);
+    // `None`: a client ended first (with an error, which `gather` returns).
+    let ended = loop {
+        tokio::select! {
+            done = &mut phase => break Some(done),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if tasks.iter().any(|t| t.is_finished()) {
+                    break None;
+                }
+            }
+        }
+    };
     stop.store(true, Ordering::Relaxed);
     let mut ends = Vec::with_capacity(tasks.len());
     for t in tasks {
@@ -52,8 +78,21 @@ pub(super) async fn run_http_clients(
         );
     }
     let seconds = started.elapsed().as_secs_f64();
+    let tallies = gather(ends)?;
+    let out = ended.context("a client ended before the run did")??;
+    Ok((tallies, seconds, out))
+}
+
+/// A phase of `seconds`, shown on a progress bar.
+async fn timed(seconds: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let progress = bar(seconds, "run over HTTP (s)");
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        progress.set_position(started.elapsed().as_secs());
+    }
     progress.finish_and_clear();
-    Ok((gather(ends)?, seconds))
+    Ok(())
 }
 
 /// How one try of a transaction over HTTP ended.
@@ -68,7 +107,7 @@ enum Try {
 /// each retried on `serialization_failure` with full-jitter backoff (as `logbook_txn::retry`).
 async fn http_client_loop(
     args: &TpcbArgs,
-    mut conn: Conn,
+    mut conn: Link,
     client: usize,
     seed: u64,
     stop: &AtomicBool,
@@ -145,7 +184,7 @@ struct TpcbTxn {
 /// anywhere is [`Try::Conflict`] (the server has then already ended the transaction; the
 /// abort sent anyway is for the other paths). Any other failure ends the benchmark.
 async fn http_try(
-    conn: &mut Conn,
+    conn: &mut Link,
     form: Form,
     begin_body: &str,
     tx: &TpcbTxn,
@@ -237,7 +276,7 @@ async fn http_try(
 /// (`POST /v1/kv/read`) and commits the new ones with those reads declared; `atomic`
 /// commits the increments and the history row at once (`POST /v1/commits`).
 async fn one_shot_try(
-    conn: &mut Conn,
+    conn: &mut Link,
     form: Form,
     isolation: Isolation,
     tx: &TpcbTxn,
@@ -282,7 +321,7 @@ async fn one_shot_try(
     };
     let sent = Instant::now();
     let (status, answer) = conn
-        .call(Method::POST, &paths::commits(), Some(body.to_string()))
+        .commit(&paths::commits(), Some(body.to_string()))
         .await?;
     commit_latency.saturating_record(elapsed_us(sent));
     if conflict(status, &answer, "commit")? {
@@ -298,7 +337,7 @@ async fn one_shot_try(
 }
 
 /// A balance read in the transaction: `Some(value)`, or None on a conflict.
-async fn http_balance(conn: &mut Conn, txn: &str, key: &str) -> anyhow::Result<Option<i64>> {
+async fn http_balance(conn: &mut Link, txn: &str, key: &str) -> anyhow::Result<Option<i64>> {
     let (status, body) = conn
         .call(hyper::Method::GET, &paths::txn_key(txn, key), None)
         .await?;
@@ -314,7 +353,7 @@ async fn http_balance(conn: &mut Conn, txn: &str, key: &str) -> anyhow::Result<O
 
 /// A put in the transaction; false on a conflict.
 async fn http_put(
-    conn: &mut Conn,
+    conn: &mut Link,
     txn: &str,
     key: &str,
     value: serde_json::Value,

@@ -53,8 +53,10 @@ use super::server::{BenchServer, wait_ready};
 
 mod args;
 mod cluster;
+mod failover;
 mod figures;
 mod http_clients;
+mod link;
 
 pub use args::TpcbArgs;
 use args::{ACCOUNTS_PER_SCALE, Form, Over, Protocol, TELLERS_PER_SCALE};
@@ -76,6 +78,17 @@ pub fn run(args: &TpcbArgs) -> anyhow::Result<()> {
     }
     if !args.cluster.is_empty() && args.over != Over::Http {
         bail!("--cluster runs the HTTP clients against a cluster: use it with --over http");
+    }
+    if args.failovers > 0
+        && (args.cluster.is_empty()
+            || args.dev_cluster.is_none()
+            || args.protocol != Protocol::OneShot)
+    {
+        bail!(
+            "--failovers kills the leader of a development cluster: it needs --cluster, \
+             --dev-cluster and --protocol one-shot (an interactive transaction dies with its \
+             node; a one-shot commit is sent again with its Idempotency-Key)"
+        );
     }
     let seed = args.seed.unwrap_or_else(|| rand::thread_rng().r#gen());
     sweep_stale_dirs(&std::env::temp_dir());
@@ -904,6 +917,26 @@ fn print_summary(r: &serde_json::Value) {
             commit("followers"),
             c["consistent"]
         );
+        let b = &c["follower_commit_budget"];
+        println!(
+            "  followers: commit p50 {} ms vs the bound {} ms (leader's p50 + 2 ms): met {}",
+            b["followers_p50_ms"], b["bound_ms"], b["met"]
+        );
+        let f = &c["failover"];
+        if !f.is_null() {
+            println!(
+                "  failover:  {} kills of the leader; commit stall ms p50 {} p99 {}, per client p50 {} p99 {} max {} (budget {} ms: met {}); consistent {}",
+                f["failovers"],
+                f["stall_ms"]["p50"],
+                f["stall_ms"]["p99"],
+                f["client_stall_ms"]["p50"],
+                f["client_stall_ms"]["p99"],
+                f["client_stall_ms"]["max"],
+                f["budget"]["stall_ms_max"],
+                f["budget"]["met"],
+                f["consistent"]
+            );
+        }
     }
     println!(
         "  consistent: {} (accounts {}, tellers {}, branches {}, committed deltas {})",
