@@ -406,15 +406,17 @@ fn check_principal(state: &AppState, route: &str, req: &Request) -> Result<(), A
     let Some(principal) = req.extensions().get::<Arc<crate::auth::Principal>>() else {
         return Ok(());
     };
-    // `/v1/txns/<handle>/...`: handles need no percent-encoding.
-    let Some(handle) = req.uri().path().split('/').nth(3) else {
+    // `/v1/txns/<handle>/...`, decoded as the handlers' path extractor decodes it: a handle
+    // with a percent-encoded character is the same handle (review r14f F1).
+    let Some(raw) = req.uri().path().split('/').nth(3) else {
         return Ok(());
     };
+    let handle = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
     if state
         .txns()
-        .hidden_from(handle, &principal.quota_key, &principal.name)
+        .hidden_from(&handle, &principal.quota_key, &principal.name)
     {
-        return Err(crate::state::unknown_txn(handle));
+        return Err(crate::state::unknown_txn(&handle));
     }
     Ok(())
 }
