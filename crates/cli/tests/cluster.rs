@@ -1345,13 +1345,28 @@ fn suite_client(
     seen
 }
 
+/// `GET path` on `node`, asked again while the answer is a retryable 503 — after a fault
+/// heals, a JetStream stream may still be electing its leader (`log_unavailable`) — for at
+/// most [`WAIT`]; then it must be 200.
+fn get_when_available(node: &Node, path: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = node.call("GET", path, None);
+        if status == 503 && body["retryable"] == json!(true) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        return body;
+    }
+}
+
 /// Every record of `stream`'s partition `p` on `node`: (key, offset).
 fn all_keys(node: &Node, stream: &str, p: u64) -> Vec<(String, u64)> {
     let (mut from, mut out) = (0u64, Vec::new());
     loop {
         let path = format!("/v1/streams/{stream}/records?partition={p}&from={from}&limit=1000");
-        let (status, read) = node.call("GET", &path, None);
-        assert_eq!(status, 200, "{read}");
+        let read = get_when_available(node, &path);
         let records = read["records"].as_array().unwrap();
         if records.is_empty() {
             return out;
